@@ -1,0 +1,391 @@
+"""The `layerprof` command line: parse, call the library, render. No logic of its own.
+
+Nothing heavy is imported at module level, so that `--help` answers without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from layerprof import __version__
+from layerprof.errors import LayerprofError
+
+app = typer.Typer(
+    name="layerprof",
+    help="Hardware profiler and fidelity explorer for layer-freezing hyperparameter optimisation.\n\n"
+    "Train only the last z of a network's n layers as a cheap fidelity: layerprof measures what each z "
+    "costs in memory, time and FLOPs for your model, batch size and GPU.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    md = "md"
+
+
+class Optimizer(str, Enum):
+    adamw = "adamw"
+    adam = "adam"
+    sgd = "sgd"
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Input errors become one red line and exit 2; anything unexpected, one line and exit 1."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for warning in caught:
+                    if warning.category.__name__ == "SplitWarning":
+                        errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+    except LayerprofError as error:
+        errors.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(error.exit_code) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001
+        if os.environ.get("LAYERPROF_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        errors.print(
+            f"[red]error:[/] unexpected {type(error).__name__}: {message} (set LAYERPROF_DEBUG=1 for a traceback)",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"layerprof {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- shared options
+
+ModelArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="MODEL",
+        help="A preset (paper-resnet18-cifar100), a torchvision model (resnet50), a LitGPT config (pythia-14m), "
+        "or a factory: path/to/file.py:fn or package.module:fn. Prefix torchvision: or litgpt: to disambiguate.",
+        show_default=False,
+    ),
+]
+NumClassesOption = Annotated[
+    int | None, typer.Option("--num-classes", min=1, metavar="N", help="Classes of an image model.")
+]
+InputShapeOption = Annotated[
+    str | None,
+    typer.Option("--input-shape", metavar="C,H,W", help="Per-sample input shape C,H,W (default: the model's own)."),
+]
+SeqLenOption = Annotated[
+    int | None,
+    typer.Option("--seq-len", min=1, metavar="TOKENS", help="Tokens per sequence (default: block size, at most 512)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a LitGPT config field or a factory argument: KEY=VALUE. Repeatable.",
+    ),
+]
+UnwrapOption = Annotated[
+    list[str] | None,
+    typer.Option("--unwrap", metavar="CLASS", help="Also split inside modules of this class name. Repeatable."),
+]
+
+
+def _model_options(
+    num_classes: int | None,
+    input_shape: str | None,
+    seq_len: int | None,
+    overrides: list[str] | None,
+    unwrap: list[str] | None,
+) -> Any:
+    from layerprof.models import ModelOptions, parse_input_shape, parse_overrides
+
+    return ModelOptions(
+        num_classes=num_classes,
+        input_shape=parse_input_shape(input_shape) if input_shape else None,
+        seq_len=seq_len,
+        overrides=parse_overrides(overrides or []),
+        unwrap=tuple(unwrap or ()),
+    )
+
+
+def parse_positive_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise LayerprofError(f"{option} expects positive integers like 1,8,32, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def parse_layer_counts(text: str, layer_count: int) -> tuple[int, ...]:
+    """`all`, `1,2,4`, `1-5`, or a mix (`1-3,8`); every value must lie in 1..n."""
+    if text.strip().lower() == "all":
+        return tuple(range(1, layer_count + 1))
+    values: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        try:
+            span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)
+        except ValueError:
+            raise LayerprofError(f"--layers expects all, 1,2,4 or 1-5, got {text!r}") from None
+        if not span:
+            raise LayerprofError(f"--layers range {part!r} is empty; write LOW-HIGH with LOW <= HIGH")
+        values.update(span)
+    outside = sorted(v for v in values if not 1 <= v <= layer_count)
+    if outside:
+        raise LayerprofError(f"--layers {outside[0]} is outside 1..{layer_count} (this model has {layer_count} layers)")
+    return tuple(sorted(values))
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def models(
+    source: Annotated[
+        str | None, typer.Option("--source", metavar="SOURCE", help="Only this source: preset, torchvision or litgpt.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the names as JSON.")] = False,
+) -> None:
+    """List the model names layerprof accepts, grouped by source."""
+    with user_errors():
+        from rich.columns import Columns
+
+        from layerprof.models import PRESETS, known_names
+
+        names = known_names()
+        if source is not None:
+            if source not in names:
+                raise LayerprofError(f"--source {source!r}: choose preset, torchvision or litgpt")
+            names = {source: names[source]}
+        if as_json:
+            console.print_json(json.dumps(names))
+            return
+        for group, members in names.items():
+            console.print(f"[bold]{group}[/] ({len(members)})")
+            if group == "preset":
+                for name in members:
+                    console.print(f"  {name:26s} {PRESETS[name]['description']}", highlight=False)
+            else:
+                console.print(Columns(members, padding=(0, 2)), highlight=False)
+            console.print()
+        console.print("Also accepted: path/to/file.py:factory and package.module:factory (see README).")
+
+
+@app.command()
+def layers(
+    model: ModelArgument,
+    unwrap: UnwrapOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+    num_classes: NumClassesOption = None,
+    input_shape: InputShapeOption = None,
+    seq_len: SeqLenOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Show how MODEL splits into layers, in forward order, and how much trains at each z."""
+    with user_errors():
+        from layerprof.models import build_model
+        from layerprof.tables import markdown_layer_table, rich_layer_table
+
+        options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        loaded = build_model(model, options, device="meta")
+        split = loaded.split()
+        if as_json:
+            print(json.dumps([layer.to_dict() for layer in split], indent=2))
+        elif output_format is OutputFormat.md:
+            print(markdown_layer_table(split))
+        else:
+            console.print(rich_layer_table(f"{model}: {len(split)} layers, forward order", split))
+
+
+@app.command()
+def profile(
+    model: ModelArgument,
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
+    ] = None,
+    layer_counts: Annotated[
+        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
+    ] = "all",
+    warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="STEPS", help="Unmeasured steps per cell.")] = 10,
+    min_steps: Annotated[
+        int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Measured steps before stopping.")
+    ] = 10,
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many measured steps per cell.")
+    ] = 50,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")] = Optimizer.adamw,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")] = Dtype.float32,
+    device: Annotated[
+        str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA if available), cpu, cuda, cuda:N.")
+    ] = "auto",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json."),
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+    num_classes: NumClassesOption = None,
+    input_shape: InputShapeOption = None,
+    seq_len: SeqLenOption = None,
+    overrides: SetOption = None,
+    unwrap: UnwrapOption = None,
+) -> None:
+    """Measure memory, step time and FLOPs of MODEL for every trainable-layer count z and batch size.
+
+    The paper's protocol exactly: --warmup 100 --min-steps 100 --steps 100.
+    """
+    with user_errors():
+        if min_steps > steps:
+            raise LayerprofError(f"--min-steps {min_steps} exceeds --steps {steps}; use --min-steps <= --steps")
+        from layerprof.environment import describe_environment, device_slug, resolve_device
+        from layerprof.models import build_model, model_slug
+        from layerprof.profile import csv_path_for, ensure_writable, save_profile
+        from layerprof.sweep import DTYPES, SweepSettings, profile_model
+
+        chosen_device = resolve_device(device)
+        sizes = parse_positive_ints(batch_sizes, "--batch-sizes") if batch_sizes else None
+        path = out or Path("profiles") / f"{model_slug(model)}-{device_slug(describe_environment(chosen_device))}.json"
+        ensure_writable(path)
+        options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        with console.status(f"building {model} on {chosen_device}"):
+            loaded = build_model(model, options, device=chosen_device, dtype=DTYPES[dtype.value])
+            split = loaded.split()
+        settings = SweepSettings(
+            batch_sizes=sizes or loaded.workload.default_batch_sizes,
+            trainable_layers=parse_layer_counts(layer_counts, len(split)),
+            warmup_steps=warmup,
+            min_steps=min_steps,
+            max_steps=steps,
+            optimizer=optimizer.value,
+            dtype=dtype.value,
+        )
+        console.print(
+            f"{model}: {len(split)} layers · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
+            f"z = {_short_range(settings.trainable_layers)} · {chosen_device}",
+            highlight=False,
+        )
+        try:
+            with _SweepProgress(console) as progress:
+                result = profile_model(
+                    loaded, split, settings, chosen_device, progress, lambda p: save_profile(p, path)
+                )
+        except KeyboardInterrupt:
+            errors.print(f"[yellow]interrupted:[/] rows measured so far are saved in {path} (marked incomplete)")
+            raise typer.Exit(130) from None
+        _print_cell_tables(result, output_format)
+        timing = result.timing
+        share = timing["in_steps_s"] / timing["sweep_wall_s"] if timing.get("sweep_wall_s") else 0.0
+        console.print(
+            f"wrote {path} and {csv_path_for(path)} · sweep {timing['sweep_wall_s']:.0f} s, "
+            f"{share:.0%} inside training steps",
+            highlight=False,
+        )
+        failed = [row for row in result.rows if row.status in ("error",)]
+        if failed:
+            errors.print(f"[yellow]warning:[/] {len(failed)} cell(s) failed; see the status column")
+
+
+def _short_range(values: tuple[int, ...]) -> str:
+    if len(values) > 2 and values == tuple(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ",".join(map(str, values))
+
+
+def _print_cell_tables(result: Any, output_format: OutputFormat) -> None:
+    from layerprof.tables import markdown_cell_table, rich_cell_table
+
+    for batch_size in result.batch_sizes():
+        if output_format is OutputFormat.md:
+            print(markdown_cell_table(result, batch_size) + "\n")
+        else:
+            console.print(rich_cell_table(result, batch_size))
+
+
+class _SweepProgress:
+    """A Rich progress bar: the current cell, cells done, and time left."""
+
+    def __init__(self, target: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("cells ·"),
+            TimeRemainingColumn(),
+            TextColumn("left"),
+            console=target,
+            transient=True,
+        )
+        self._task = self._progress.add_task("starting", total=None)
+
+    def __enter__(self) -> _SweepProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+    def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None:
+        self._progress.update(self._task, total=total, description=f"batch {batch_size}, z={trainable_layers}")
+
+    def cell_finished(self, row: Any) -> None:
+        self._progress.advance(self._task)
+        if not row.ok and row.status != "skipped":
+            self._progress.console.print(
+                f"[yellow]batch {row.batch_size}, z={row.trainable_layers}: {row.status}[/] {row.message}",
+                highlight=False,
+            )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""Turning a MODEL string into a model and its workload.
+
+Accepted forms, tried in this order:
+
+* a preset of the paper (`paper-resnet18-cifar100`, `paper-gpt-14m`, `paper-gpt-600m`);
+* `path/to/file.py:factory` or `package.module:factory` — a user factory;
+* a torchvision classification model (`resnet18`, `vit_b_16`, ...) or `torchvision:NAME`;
+* a LitGPT config name (`pythia-14m`, ...) or `litgpt:NAME`.
+
+Weights are never downloaded: every model starts from random init, as in the paper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from layerprof.errors import LayerprofError
+from layerprof.layers import Layer, split_layers
+from layerprof.workloads import CustomWorkload, Workload
+
+IMAGE_BATCH_SIZES = (32,)
+LM_BATCH_SIZES = (4,)
+DEFAULT_MAX_SEQ_LEN = 512
+
+# The paper's Table 2 and Section 4.1. LitGPT defaults for everything not listed, input and output
+# embeddings tied as in the paper's GPT-2 models.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-resnet18-cifar100": {
+        "source": "torchvision",
+        "name": "resnet18",
+        "num_classes": 100,
+        "input_shape": (3, 32, 32),
+        "description": "ResNet-18 (torchvision) on CIFAR-100 shapes: 3x32x32 inputs, 100 classes",
+    },
+    "paper-gpt-14m": {
+        "source": "litgpt",
+        "config": {"n_embd": 128, "n_layer": 8, "n_head": 2, "block_size": 1024, "vocab_size": 50257},
+        "tie_embeddings": True,
+        "description": "GPT-2 style 14M (LitGPT): n_embd 128, 8 layers, 2 heads, context 1024, tied embeddings",
+    },
+    "paper-gpt-600m": {
+        "source": "litgpt",
+        "config": {"n_embd": 1280, "n_layer": 24, "n_head": 20, "block_size": 1024, "vocab_size": 50257},
+        "tie_embeddings": True,
+        "description": "GPT-2 style 600M (LitGPT): n_embd 1280, 24 layers, 20 heads, context 1024, tied embeddings",
+    },
+}
+
+# Classes descended into by default, per family, beyond the model's own class and pure containers.
+DEFAULT_UNWRAP: dict[str, tuple[str, ...]] = {
+    "vit_": ("Encoder",),  # torchvision ViT: the encoder holds the blocks and the positional embedding
+}
+
+
+@dataclass
+class ModelOptions:
+    """What the command line may change about a named model."""
+
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    seq_len: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    unwrap: tuple[str, ...] = ()
+
+
+@dataclass
+class LoadedModel:
+    spec: str
+    source: str  # "preset" | "torchvision" | "litgpt" | "user"
+    name: str
+    model: nn.Module
+    workload: Workload
+    unwrap: tuple[str, ...]
+    overrides: dict[str, Any]
+    description: str = ""
+
+    def split(self) -> list[Layer]:
+        """The model's layers in forward order, traced with one small forward pass."""
+        device = next(self.model.parameters()).device
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+
+        def run_forward(model: nn.Module) -> None:
+            # batch 2: BatchNorm in training mode rejects a single sample on small images
+            self.workload.loss(model, self.workload.make_batch(2, device, dtype))
+
+        return split_layers(self.model, self.unwrap, run_forward)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "source": self.source,
+            "name": self.name,
+            "description": self.description,
+            "overrides": self.overrides,
+            "unwrap": list(self.unwrap),
+        }
+
+
+# ---------------------------------------------------------------- parsing of command-line values
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; values read as int, float, bool or None where they look like one."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise LayerprofError(f"--set expects KEY=VALUE with KEY a Python identifier, got {item!r}")
+        overrides[key] = _parse_value(raw.strip())
+    return overrides
+
+
+def _parse_value(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(size <= 0 for size in shape):
+        raise LayerprofError(f"--input-shape expects positive integers like 3,224,224, got {text!r}")
+    return shape
+
+
+# ---------------------------------------------------------------- names
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def litgpt_names() -> list[str]:
+    from litgpt.config import name_to_config
+
+    return sorted(name_to_config)
+
+
+def known_names() -> dict[str, list[str]]:
+    """Every accepted model name, grouped by source."""
+    return {"preset": sorted(PRESETS), "torchvision": torchvision_names(), "litgpt": litgpt_names()}
+
+
+def _is_user_spec(spec: str) -> bool:
+    target, sep, attribute = spec.rpartition(":")
+    if not sep or not attribute.isidentifier() or target in ("torchvision", "litgpt", ""):
+        return False
+    return target.endswith(".py") or "/" in target or all(part.isidentifier() for part in target.split("."))
+
+
+def resolve(spec: str) -> tuple[str, str]:
+    """(source, name) for a MODEL string, or a LayerprofError that suggests close names."""
+    if spec in PRESETS:
+        return "preset", spec
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix == "torchvision":
+        if rest in torchvision_names():
+            return "torchvision", rest
+        raise _unknown(rest, torchvision_names(), "torchvision model")
+    if sep and prefix == "litgpt":
+        if rest in litgpt_names():
+            return "litgpt", rest
+        raise _unknown(rest, litgpt_names(), "LitGPT config")
+    if _is_user_spec(spec):
+        return "user", spec
+    if spec in torchvision_names():
+        return "torchvision", spec
+    if spec in litgpt_names():
+        return "litgpt", spec
+    everything = [name for names in known_names().values() for name in names]
+    raise _unknown(spec, everything, "model")
+
+
+def _unknown(name: str, candidates: list[str], what: str) -> LayerprofError:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `layerprof models` lists the accepted names"
+    return LayerprofError(f"unknown {what} {name!r}{hint}")
+
+
+# ---------------------------------------------------------------- building
+
+
+def build_model(
+    spec: str, options: ModelOptions | None = None, device: str | torch.device = "cpu", dtype=torch.float32
+) -> LoadedModel:
+    """Build MODEL with random weights on `device` ("meta" builds without allocating memory)."""
+    options = options or ModelOptions()
+    source, name = resolve(spec)
+    device = torch.device(device)
+    if source == "preset":
+        loaded = _build_preset(spec, options, device)
+    elif source == "torchvision":
+        loaded = _build_torchvision(spec, name, options, options.num_classes, options.input_shape, device)
+    elif source == "litgpt":
+        loaded = _build_litgpt(spec, name, None, options, device)
+    else:
+        loaded = _build_user(spec, options, device)
+    if dtype != torch.float32:
+        loaded.model.to(dtype)
+    loaded.model.train()
+    return loaded
+
+
+def _build_preset(spec: str, options: ModelOptions, device: torch.device) -> LoadedModel:
+    preset = PRESETS[spec]
+    if preset["source"] == "torchvision":
+        loaded = _build_torchvision(
+            spec,
+            preset["name"],
+            options,
+            options.num_classes or preset["num_classes"],
+            options.input_shape or preset["input_shape"],
+            device,
+        )
+    else:
+        loaded = _build_litgpt(spec, spec, preset, options, device)
+    loaded.source = "preset"
+    loaded.description = preset["description"]
+    return loaded
+
+
+def _build_torchvision(
+    spec: str,
+    name: str,
+    options: ModelOptions,
+    num_classes: int | None,
+    input_shape: tuple[int, ...] | None,
+    device: torch.device,
+) -> LoadedModel:
+    import torchvision
+
+    if options.seq_len is not None:
+        raise LayerprofError(f"--seq-len applies to language models; {name} takes --input-shape C,H,W")
+    kwargs = dict(options.overrides)
+    num_classes = num_classes or 1000
+    natural = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
+    input_shape = input_shape or natural
+    if len(input_shape) != 3:
+        raise LayerprofError(f"--input-shape for {name} must be C,H,W, got {','.join(map(str, input_shape))}")
+    if name.startswith("vit_") and input_shape[1:] != (224, 224):
+        if input_shape[1] != input_shape[2]:
+            raise LayerprofError(f"{name} needs square images, got --input-shape {input_shape}")
+        kwargs.setdefault("image_size", input_shape[1])
+    try:
+        with torch.device(device):
+            model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise LayerprofError(f"torchvision could not build {name} with {kwargs}: {error}") from None
+    unwrap = next((classes for prefix, classes in DEFAULT_UNWRAP.items() if name.startswith(prefix)), ())
+    workload = Workload(
+        family="image-classification",
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        default_batch_sizes=IMAGE_BATCH_SIZES,
+    )
+    return LoadedModel(
+        spec=spec,
+        source="torchvision",
+        name=name,
+        model=model,
+        workload=workload,
+        unwrap=tuple(dict.fromkeys(unwrap + options.unwrap)),
+        overrides=options.overrides,
+        description=f"torchvision {name}, random init",
+    )
+
+
+def _build_litgpt(
+    spec: str, name: str, preset: dict[str, Any] | None, options: ModelOptions, device: torch.device
+) -> LoadedModel:
+    from litgpt import GPT, Config
+
+    if options.input_shape is not None or options.num_classes is not None:
+        raise LayerprofError(f"--input-shape and --num-classes apply to image models; {name} takes --seq-len")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    unknown = [key for key in options.overrides if key not in fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(fields), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise LayerprofError(f"--set {unknown[0]}: not a litgpt.Config field{hint}")
+    try:
+        if preset is None:
+            config = Config.from_name(name, **options.overrides)
+        else:
+            config = Config(name=name, **{**preset["config"], **options.overrides})
+    except (TypeError, ValueError, AssertionError) as error:
+        raise LayerprofError(f"LitGPT rejected the config for {name}: {error}") from None
+    seq_len = options.seq_len or min(config.block_size, DEFAULT_MAX_SEQ_LEN)
+    if not 1 <= seq_len <= config.block_size:
+        raise LayerprofError(f"--seq-len must be in 1..{config.block_size} (the block size of {name}), got {seq_len}")
+    with torch.device(device):
+        model = GPT(config)
+        model.max_seq_length = seq_len
+    if preset is not None and preset.get("tie_embeddings"):
+        model.lm_head.weight = model.transformer.wte.weight
+    workload = Workload(
+        family="causal-lm",
+        seq_len=seq_len,
+        vocab_size=config.padded_vocab_size,
+        default_batch_sizes=LM_BATCH_SIZES,
+    )
+    return LoadedModel(
+        spec=spec,
+        source="litgpt",
+        name=name,
+        model=model,
+        workload=workload,
+        unwrap=options.unwrap,
+        overrides=options.overrides,
+        description=f"LitGPT {name}, random init",
+    )
+
+
+def load_factory(spec: str) -> Any:
+    """The callable named by `file.py:fn` or `pkg.mod:fn`."""
+    target, _, attribute = spec.rpartition(":")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise LayerprofError(f"model file {target!r} does not exist; expected path/to/file.py:factory")
+        module_name = f"layerprof_user_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise LayerprofError(f"cannot import {target!r} as Python; expected a .py file")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as error:  # noqa: BLE001 - user code may raise anything
+            raise LayerprofError(f"importing {target} raised {type(error).__name__}: {error}") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as error:
+            raise LayerprofError(f"cannot import module {target!r}: {error}") from None
+        except Exception as error:  # noqa: BLE001
+            raise LayerprofError(f"importing {target} raised {type(error).__name__}: {error}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        defined = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        close = difflib.get_close_matches(attribute, defined, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; it defines {', '.join(defined[:8]) or 'none'}"
+        raise LayerprofError(f"{target} has no callable {attribute!r}{hint}")
+    return factory
+
+
+def _build_user(spec: str, options: ModelOptions, device: torch.device) -> LoadedModel:
+    factory = load_factory(spec)
+    kwargs = dict(options.overrides)
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as error:
+        raise LayerprofError(f"factory {spec} does not accept --set {', '.join(kwargs)}: {error}") from None
+    try:
+        with torch.device(device):
+            result = factory(**kwargs)
+    except Exception as error:  # noqa: BLE001
+        raise LayerprofError(f"factory {spec} raised {type(error).__name__}: {error}") from None
+
+    if isinstance(result, nn.Module):
+        if options.input_shape is None:
+            raise LayerprofError(
+                f"{spec} returned a bare nn.Module: pass --input-shape (per sample, e.g. 3,32,32), "
+                "or return a layerprof.CustomWorkload with make_batch and loss"
+            )
+        family = "image-classification" if options.num_classes else "tensor-input"
+        workload = Workload(
+            family=family,
+            input_shape=options.input_shape,
+            num_classes=options.num_classes,
+            default_batch_sizes=IMAGE_BATCH_SIZES,
+        )
+        model, unwrap = result, ()
+    elif all(hasattr(result, attr) for attr in ("model", "make_batch", "loss")):
+        custom = result if isinstance(result, CustomWorkload) else _as_custom(result)
+        workload = Workload(family="custom", custom=custom, default_batch_sizes=IMAGE_BATCH_SIZES)
+        model, unwrap = custom.model, tuple(custom.unwrap)
+    else:
+        raise LayerprofError(
+            f"factory {spec} returned {type(result).__name__}; expected an nn.Module or an object with "
+            "model, make_batch(batch_size, device) and loss(model, batch)"
+        )
+    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+        raise LayerprofError(f"factory {spec} gave no nn.Module with parameters to profile")
+    model.to(device)
+    return LoadedModel(
+        spec=spec,
+        source="user",
+        name=spec,
+        model=model,
+        workload=workload,
+        unwrap=tuple(dict.fromkeys(unwrap + options.unwrap)),
+        overrides=options.overrides,
+        description=f"user factory {spec}",
+    )
+
+
+def _as_custom(result: Any) -> CustomWorkload:
+    return CustomWorkload(
+        model=result.model,
+        make_batch=result.make_batch,
+        loss=result.loss,
+        unwrap=tuple(getattr(result, "unwrap", ())),
+        items_per_sample=int(getattr(result, "items_per_sample", 1)),
+        item_name=str(getattr(result, "item_name", "samples")),
+    )
+
+
+def model_slug(spec: str) -> str:
+    """A file-name-safe form of the MODEL string."""
+    stem = spec.rpartition(":")[2] if _is_user_spec(spec) else spec.replace(":", "-")
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip("-.") or "model"

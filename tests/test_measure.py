@@ -1,0 +1,129 @@
+"""FLOPs, the live-tensor tracker, the stopping rule, and cells that do not depend on each other."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from layerprof.measure import TimingStats, median_confidence_interval, median_is_stable, time_steps
+from layerprof.models import LoadedModel
+from layerprof.sweep import SweepSettings, run_cell
+from layerprof.workloads import Workload
+from tests.conftest import linear_stack
+
+WIDTH, DEPTH, BATCH = 256, 4, 4
+WEIGHT_BYTES = WIDTH * WIDTH * 4
+
+
+def stack_model() -> LoadedModel:
+    workload = Workload(family="tensor-input", input_shape=(WIDTH,))
+    return LoadedModel("stack", "user", "stack", linear_stack(WIDTH, DEPTH), workload, (), {})
+
+
+def settings(*zs: int) -> SweepSettings:
+    return SweepSettings(batch_sizes=(BATCH,), trainable_layers=zs, warmup_steps=1, min_steps=1, max_steps=2)
+
+
+@pytest.fixture(scope="module")
+def stack_rows() -> dict[int, object]:
+    loaded = stack_model()
+    layers = loaded.split()
+    return {z: run_cell(loaded, layers, BATCH, z, settings(z), torch.device("cpu"))[0] for z in range(1, DEPTH + 1)}
+
+
+def test_linear_stack_flops_match_the_analytic_count(stack_rows: dict) -> None:
+    matmul = 2 * BATCH * WIDTH * WIDTH  # FLOPs of one (B x d) @ (d x d)
+    for z, row in stack_rows.items():
+        assert row.forward_flops == DEPTH * matmul
+        # a weight gradient for each trainable layer, an input gradient for each one above the first trainable
+        assert row.backward_flops == (2 * z - 1) * matmul
+        assert row.flops == row.forward_flops + row.backward_flops
+
+
+def test_backward_flops_rise_with_z(stack_rows: dict) -> None:
+    backward = [stack_rows[z].backward_flops for z in sorted(stack_rows)]
+    assert backward == sorted(backward) and len(set(backward)) == len(backward)
+
+
+def test_tracker_categories_match_adamw_arithmetic(stack_rows: dict) -> None:
+    for z, row in stack_rows.items():
+        assert row.memory_source == "cpu-tensor-tracker"
+        assert row.memory_parameters_bytes == DEPTH * WEIGHT_BYTES  # frozen weights stay in memory
+        # AdamW: exp_avg and exp_avg_sq per trainable weight, plus a 4-byte step counter each
+        assert row.memory_optimizer_state_bytes == 2 * z * WEIGHT_BYTES + 4 * z
+        assert row.optimizer_state_bytes == row.memory_optimizer_state_bytes
+        assert row.memory_gradients_bytes == z * WEIGHT_BYTES  # the peak falls in the optimizer step
+        assert row.memory_inputs_bytes == BATCH * WIDTH * 4
+
+
+def test_tracker_peak_matches_analytic_figure_within_optimizer_temporaries(stack_rows: dict) -> None:
+    # parameters + gradients + Adam state + the batch must all be live in the optimizer step; on top the
+    # single-tensor AdamW keeps at most three weight-sized temporaries. Stated tolerance: 3 weights.
+    for z, row in stack_rows.items():
+        analytic = DEPTH * WEIGHT_BYTES + 3 * z * WEIGHT_BYTES + 4 * z + BATCH * WIDTH * 4
+        assert analytic <= row.peak_memory_bytes <= analytic + 3 * WEIGHT_BYTES
+        assert row.peak_memory_bytes == sum(
+            getattr(row, f"memory_{c}_bytes")
+            for c in ("parameters", "gradients", "optimizer_state", "activations", "inputs")
+        )
+
+
+def test_tracker_peak_is_monotone_in_z(stack_rows: dict) -> None:
+    peaks = [stack_rows[z].peak_memory_bytes for z in sorted(stack_rows)]
+    assert peaks == sorted(peaks)
+
+
+def test_cell_figures_do_not_depend_on_the_cells_before() -> None:
+    loaded = stack_model()
+    layers = loaded.split()
+    device = torch.device("cpu")
+    forward = {z: run_cell(loaded, layers, BATCH, z, settings(z), device)[0] for z in (1, 3, 4)}
+    backward = {z: run_cell(loaded, layers, BATCH, z, settings(z), device)[0] for z in (4, 3, 1)}
+    for z in forward:
+        for field in ("peak_memory_bytes", "memory_gradients_bytes", "optimizer_state_bytes", "flops"):
+            assert getattr(forward[z], field) == getattr(backward[z], field), (z, field)
+    assert all(p.grad is None for p in loaded.model.parameters())
+
+
+def test_resnet_tracker_peak_monotone_and_batchnorm_batch_one_is_an_error_cell() -> None:
+    from layerprof.models import build_model
+
+    loaded = build_model("paper-resnet18-cifar100")
+    layers = loaded.split()
+    device = torch.device("cpu")
+    peaks = [run_cell(loaded, layers, 2, z, settings(z), device)[0].peak_memory_bytes for z in (1, 6, 11)]
+    assert peaks == sorted(peaks) and peaks[0] < peaks[-1]
+    row, _ = run_cell(loaded, layers, 1, 11, settings(11), device)
+    assert row.status == "error"
+    assert "Expected more than 1 value per channel" in row.message
+    assert "\n" not in row.message
+
+
+def test_median_confidence_interval_uses_order_statistics() -> None:
+    samples = [float(v) for v in range(1, 101)]
+    low, high = median_confidence_interval(samples)
+    # n = 100: ranks floor(50 - 9.8) = 40 and ceil(51 + 9.8) = 61 (1-based)
+    assert (low, high) == (40.0, 61.0)
+    assert median_confidence_interval([5.0]) == (5.0, 5.0)
+
+
+def test_stability_rule() -> None:
+    assert median_is_stable([10.0] * 10, 0.02)
+    assert not median_is_stable([10.0, 20.0] * 10, 0.02)
+
+
+def test_time_steps_stops_early_when_stable_and_caps_when_not() -> None:
+    calls = []
+    samples = time_steps(lambda: calls.append(1), torch.device("cpu"), min_steps=5, max_steps=500, tolerance=1e9)
+    assert len(samples) == 5 == len(calls)
+    samples = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=7, tolerance=0.0)
+    assert 3 <= len(samples) <= 7
+
+
+def test_timing_stats_summary() -> None:
+    stats = TimingStats.from_samples([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert stats.median_ms == 3.0 and stats.count == 5
+    assert stats.mean_ms == 3.0 and stats.std_ms == pytest.approx(statistics.stdev([1, 2, 3, 4, 5]))
+    assert stats.p10_ms == pytest.approx(1.4) and stats.p90_ms == pytest.approx(4.6)
