@@ -46,6 +46,18 @@ class Optimizer(str, Enum):
     sgd = "sgd"
 
 
+class Cost(str, Enum):
+    time = "time"
+    flops = "flops"
+
+
+class ExportFormat(str, Enum):
+    neps = "neps"
+    optuna = "optuna"
+    ray = "ray"
+    smac = "smac"
+
+
 class Dtype(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -318,6 +330,7 @@ def profile(
             errors.print(f"[yellow]interrupted:[/] rows measured so far are saved in {path} (marked incomplete)")
             raise typer.Exit(130) from None
         _print_cell_tables(result, output_format)
+        _print_recommended_ladder(result, output_format)
         timing = result.timing
         share = timing["in_steps_s"] / timing["sweep_wall_s"] if timing.get("sweep_wall_s") else 0.0
         console.print(
@@ -328,6 +341,83 @@ def profile(
         failed = [row for row in result.rows if row.status in ("error",)]
         if failed:
             errors.print(f"[yellow]warning:[/] {len(failed)} cell(s) failed; see the status column")
+
+
+def _print_recommended_ladder(result: Any, output_format: OutputFormat) -> None:
+    """The ladder for the default eta; a profile whose full-training cell failed has none to show."""
+    from layerprof.ladder import build_ladder
+
+    try:
+        ladder = build_ladder(result)
+    except LayerprofError as error:
+        errors.print(f"[yellow]no ladder:[/] {error}", highlight=False)
+        return
+    _print_ladder(ladder, output_format)
+    console.print("`layerprof ladder PROFILE --help` for other eta, GPU memory, brackets and exports.")
+
+
+def _print_ladder(ladder: Any, output_format: OutputFormat) -> None:
+    from layerprof.tables import ladder_summary_lines, markdown_ladder, rich_ladder_table
+
+    if output_format is OutputFormat.md:
+        print(markdown_ladder(ladder) + "\n")
+        return
+    console.print(rich_ladder_table(ladder))
+    for line in ladder_summary_lines(ladder):
+        console.print(f"  {line}", highlight=False)
+
+
+@app.command()
+def ladder(
+    profile_path: Annotated[
+        Path, typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile`.")
+    ],
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
+    ] = None,
+    eta: Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")] = 3.0,
+    cost: Annotated[Cost, typer.Option("--cost", help="What the rungs are spaced by.")] = Cost.time,
+    min_layers: Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")] = 1,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-memory", metavar="SIZE", help="GPU memory for slots, e.g. 80GiB (default: the profile's GPU)."
+        ),
+    ] = None,
+    configs: Annotated[
+        int | None, typer.Option("--configs", metavar="N", help="Initial configurations: brackets and their cost.")
+    ] = None,
+    budget_steps: Annotated[
+        int | None, typer.Option("--budget-steps", metavar="STEPS", help="Add training steps as a second fidelity.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")] = False,
+    export: Annotated[
+        ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+) -> None:
+    """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
+    with user_errors():
+        from layerprof.exporters import export as export_snippet
+        from layerprof.ladder import build_ladder, parse_memory
+        from layerprof.profile import load_profile
+
+        result = build_ladder(
+            load_profile(profile_path),
+            eta=eta,
+            cost_kind=cost.value,
+            batch_size=batch_size,
+            min_layers=min_layers,
+            gpu_memory=parse_memory(gpu_memory) if gpu_memory else None,
+            configs=configs,
+            budget_steps=budget_steps,
+        )
+        if export is not None:
+            print(export_snippet(result, export.value), end="")
+        elif as_json:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            _print_ladder(result, output_format)
 
 
 def _short_range(values: tuple[int, ...]) -> str:

@@ -6,8 +6,10 @@ import math
 from collections.abc import Sequence
 
 import pandas as pd
+from rich import box
 from rich.table import Table
 
+from layerprof.ladder import Ladder
 from layerprof.layers import Layer, trainable_params
 from layerprof.profile import Profile
 
@@ -161,3 +163,117 @@ def rich_layer_table(title: str, layers: Sequence[Layer]) -> Table:
 def markdown_layer_table(layers: Sequence[Layer]) -> str:
     right = [h not in ("layer", "type", "tied with") for h in LAYER_HEADERS]
     return markdown_table(LAYER_HEADERS, layer_rows(layer_frame(layers)), right) + f"\n\n{LAYER_CAPTION}"
+
+
+# ---------------------------------------------------------------- ladder
+
+
+def ladder_headers(ladder: Ladder) -> list[str]:
+    headers = ["z", "train %", "step ms", "peak MiB", "mem × full", "cost × full", "cost × prev", "budget"]
+    if ladder.gpu_memory_bytes is not None:
+        headers += ["slots"]
+        if any(rung.largest_batch_size is not None for rung in ladder.rungs):
+            headers += ["max B"]
+    if ladder.joint is not None:
+        headers += ["steps"]
+    return headers
+
+
+def ladder_rows(ladder: Ladder) -> list[list[str]]:
+    show_batch = any(rung.largest_batch_size is not None for rung in ladder.rungs)
+    rows = []
+    for rung in ladder.rungs:
+        values = [
+            str(rung.trainable_layers),
+            f"{100 * rung.trainable_fraction:.1f}",
+            _format("step_time_ms", rung.step_time_ms),
+            _format("peak_memory_mib", None if rung.peak_memory_bytes is None else rung.peak_memory_bytes / MIB),
+            _format("memory_vs_full", rung.memory_vs_full),
+            _format("time_vs_full", rung.cost_vs_full),
+            "—" if rung.cost_vs_previous is None else f"{rung.cost_vs_previous:.2f}×",
+            str(rung.budget_index),
+        ]
+        if ladder.gpu_memory_bytes is not None:
+            values.append("—" if rung.parallel_slots is None else str(rung.parallel_slots))
+            if show_batch:
+                values.append("—" if rung.largest_batch_size is None else str(rung.largest_batch_size))
+        if ladder.joint is not None:
+            values.append(str(rung.steps))
+        rows.append(values)
+    return rows
+
+
+def ladder_summary_lines(ladder: Ladder) -> list[str]:
+    """Plain sentences under the ladder table: the fit, the memory basis, brackets and the joint ladder."""
+    lines = [ladder.fit_note]
+    if ladder.gpu_memory_bytes is not None:
+        lines.append(
+            f"slots: trials of a rung that fit at once in {ladder.gpu_memory_bytes / 2**30:.1f} GiB, each needing its "
+            f"measured peak plus {ladder.context_reserve_bytes / MIB:.0f} MiB for the CUDA context "
+            "(NVML's per-process figure where the profile has it)"
+        )
+    if ladder.successive_halving is not None:
+        sh = ladder.successive_halving
+        flow = " → ".join(str(c) for c in sh.configs_per_rung)
+        zs = ", ".join(str(r.trainable_layers) for r in ladder.rungs)
+        lines.append(
+            f"successive halving, {ladder.configs} configs: {flow} at z = {zs}: "
+            f"{sh.cost_full_equivalents:.2f} full-training equivalents"
+        )
+        if ladder.budget_successive_halving:
+            budget = ladder.budget_successive_halving
+            lines.append(
+                "the same halving on training budget alone (z = n, budget ÷ η per rung down): "
+                f"{budget['from_scratch_full_equivalents']:.2f} from scratch, "
+                f"{budget['with_continuation_full_equivalents']:.2f} resuming checkpoints"
+            )
+    if ladder.hyperband:
+        parts = [
+            f"s={len(ladder.rungs) - 1 - b.first_rung}: {'→'.join(map(str, b.configs_per_rung))} "
+            f"({b.cost_full_equivalents:.2f})"
+            for b in ladder.hyperband
+        ]
+        lines.append("hyperband brackets (configs per rung, full-training equivalents): " + "; ".join(parts))
+    if ladder.joint is not None:
+        joint = ladder.joint
+        lines.append(
+            f"joint ladder over {joint['budget_steps']} steps (z and steps rise together): "
+            f"{joint['joint_total_ms'] / 1000:.1f} s of training vs {joint['steps_only_total_ms'] / 1000:.1f} s "
+            f"for halving on steps alone ({joint['saving']:.0%} saved); lowest-rung peak "
+            f"{(joint['joint_lowest_peak_memory_bytes'] or 0) / MIB:.0f} MiB vs "
+            f"{(joint['steps_only_peak_memory_bytes'] or 0) / MIB:.0f} MiB"
+        )
+    return lines
+
+
+def rich_ladder_table(ladder: Ladder) -> Table:
+    title = (
+        f"ladder · {ladder.model} · batch {ladder.batch_size} · η={ladder.eta:g} · cost={ladder.cost_kind} · "
+        f"{ladder.device}"
+    )
+    caption = f"cost: {'median step time' if ladder.cost_kind == 'time' else 'FLOPs per step'} · "
+    caption += "budget: the index an HPO library sees"
+    if ladder.gpu_memory_bytes is not None:
+        caption += " · slots: trials per GPU at once"
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        caption=caption,
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    rows = ladder_rows(ladder)
+    for position, header in enumerate(ladder_headers(ladder)):
+        widest = max([len(values[position]) for values in rows] + [len(word) for word in header.split()])
+        table.add_column(header, justify="right", min_width=widest)
+    for values in rows:
+        table.add_row(*values)
+    return table
+
+
+def markdown_ladder(ladder: Ladder) -> str:
+    heading = f"**Ladder** for {ladder.model}, batch {ladder.batch_size}, η={ladder.eta:g}, cost={ladder.cost_kind}"
+    body = markdown_table(ladder_headers(ladder), ladder_rows(ladder))
+    return heading + "\n\n" + body + "\n\n" + "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))

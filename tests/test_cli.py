@@ -234,3 +234,47 @@ def test_help_is_available_for_every_command(runner: CliRunner) -> None:
     for command in ([], ["profile"], ["layers"], ["models"]):
         result = run(runner, *command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.fixture(scope="module")
+def measured_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ladder") / "pythia.json"
+    result = CliRunner().invoke(app, ["profile", *TINY_LM, "--batch-sizes", "2", *FAST, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ladder ·" in result.output  # the recommended ladder follows every profile
+    return out
+
+
+def test_ladder_cli_on_a_measured_profile(runner: CliRunner, measured_profile: Path) -> None:
+    result = run(runner, "ladder", str(measured_profile), "--eta", "2", "--cost", "flops", "--json",
+                 "--configs", "16", "--budget-steps", "400", "--gpu-memory", "16GiB")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    zs = [rung["trainable_layers"] for rung in data["rungs"]]
+    assert zs[-1] == 9 and zs == sorted(set(zs))
+    costs = [rung["cost"] for rung in data["rungs"]]
+    assert costs == sorted(costs)
+    assert data["successive_halving"]["configs_per_rung"][0] == 16
+    assert data["joint"]["budget_steps"] == 400
+    assert all(rung["parallel_slots"] >= 1 for rung in data["rungs"])
+    table = run(runner, "ladder", str(measured_profile), "--eta", "2", "--cost", "flops")
+    assert table.exit_code == 0 and "ladder ·" in table.output
+    snippet = run(runner, "ladder", str(measured_profile), "--eta", "2", "--cost", "flops", "--export", "optuna")
+    assert snippet.exit_code == 0 and "HyperbandPruner" in snippet.output
+    compile(snippet.output, "snippet.py", "exec")
+
+
+def test_ladder_bad_input(runner: CliRunner, measured_profile: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}')
+    assert_one_line_error(run(runner, "ladder", str(foreign)), "not a layerprof profile")
+    data = json.loads(measured_profile.read_text())
+    data["schema"] = "layerprof.profile/0"
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    assert_one_line_error(run(runner, "ladder", str(old)), "schema 'layerprof.profile/0'")
+    assert_one_line_error(run(runner, "ladder", str(measured_profile), "--eta", "1"), "greater than 1")
+    assert_one_line_error(run(runner, "ladder", str(measured_profile), "--batch-size", "64"), "--batch-size 64")
+    assert_one_line_error(run(runner, "ladder", str(measured_profile), "--gpu-memory", "1MiB"), "lowest rung")
+    assert_one_line_error(run(runner, "ladder", str(measured_profile), "--gpu-memory", "big"), "not understood")
+    assert_one_line_error(run(runner, "ladder", str(tmp_path / "absent.json")), "does not exist")

@@ -1,0 +1,219 @@
+"""Runnable snippets that plug a ladder into NePS, Optuna, Ray Tune or SMAC3.
+
+The libraries build their rungs themselves from a minimum, a maximum and eta. We hand them integer budget
+indices 1, eta, eta^2, ... mapped to our trainable-layer counts, so their rungs are exactly ours. Where their
+floating-point `log(max / min) / log(eta)` would fall just short of an integer (3^5 = 243 gives
+4.999999999999999) and silently drop a rung, the maximum is raised by one: every library then still places
+its rungs at (or, for top-down libraries, just above) 1, eta, eta^2, ..., and `layers_for_budget` maps each
+budget to the largest rung not above it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from layerprof.errors import LayerprofError
+from layerprof.ladder import Ladder
+
+FORMATS = ("neps", "optuna", "ray", "smac")
+
+
+def library_max_budget(eta: int, rung_count: int) -> int:
+    """The maximum budget to give a library so that its float log arithmetic yields `rung_count` rungs."""
+    exact = eta ** (rung_count - 1)
+    if rung_count == 1:
+        return exact
+    by_ratio = math.floor(math.log(exact) / math.log(eta)) + 1  # NePS, Ray, SMAC
+    by_base = math.floor(math.log(exact, eta)) + 1  # Optuna
+    return exact if by_ratio == by_base == rung_count else exact + 1
+
+
+def _header(ladder: Ladder, library: str) -> str:
+    eta = int(ladder.eta)
+    rungs = {rung.budget_index: rung.trainable_layers for rung in ladder.rungs}
+    steps = {rung.budget_index: rung.steps for rung in ladder.rungs}
+    fractions = {
+        rung.budget_index: (round(1 / rung.parallel_slots, 4) if rung.parallel_slots else 1.0) for rung in ladder.rungs
+    }
+    return f'''"""{library} with layer freezing as the fidelity, from `layerprof ladder`.
+
+Model {ladder.model}, batch {ladder.batch_size}, {ladder.device}; eta = {eta}, cost = {ladder.cost_kind}.
+{ladder.fit_note}
+Replace `train_and_evaluate` with your training: freeze all but the last `trainable_layers` layers
+(`layerprof.freeze_layers`), train for `steps` steps (None: your full budget), return the validation loss.
+Layer freezing cannot continue a lower rung's run, so every rung trains from scratch.
+"""
+
+import math
+
+ETA = {eta}
+# budget index -> trainable layers z (the top rung is full training)
+RUNGS = {rungs!r}
+# budget index -> training steps (joint ladder), None where only layers vary
+STEPS = {steps!r}
+# budget index -> share of one GPU a trial of that rung needs (1 / parallel slots)
+GPU_FRACTION = {fractions!r}
+MAX_BUDGET = {library_max_budget(eta, len(rungs))}
+
+
+def layers_for_budget(budget: float) -> int:
+    """The rung a library's budget falls on: the largest budget index not above it."""
+    return RUNGS[max(index for index in RUNGS if index <= budget + 1e-9)]
+
+
+def steps_for_budget(budget: float):
+    return STEPS[max(index for index in STEPS if index <= budget + 1e-9)]
+
+
+def train_and_evaluate(config: dict, trainable_layers: int, steps) -> float:
+    # A stand-in so that this file runs as it is; replace it with real training.
+    return (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+'''
+
+
+def export_optuna(ladder: Ladder) -> str:
+    return (
+        _header(ladder, "Optuna")
+        + """
+
+import optuna
+
+
+def objective(trial: optuna.Trial) -> float:
+    config = {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)}
+    loss = math.inf
+    for budget in sorted(RUNGS):
+        loss = train_and_evaluate(config, RUNGS[budget], STEPS[budget])
+        trial.report(loss, step=budget)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return loss
+
+
+def make_pruner(kind: str = "hyperband") -> optuna.pruners.BasePruner:
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=MAX_BUDGET, reduction_factor=ETA)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA, min_early_stopping_rate=0)
+
+
+if __name__ == "__main__":
+    study = optuna.create_study(direction="minimize", pruner=make_pruner())
+    study.optimize(objective, n_trials=50)
+    print("best", study.best_params)
+"""
+    )
+
+
+def export_neps(ladder: Ladder) -> str:
+    return (
+        _header(ladder, "NePS")
+        + """
+
+import neps
+
+
+class LayerFreezingSpace(neps.PipelineSpace):
+    learning_rate = neps.Float(lower=1e-4, upper=1e-1, log=True)
+    budget = neps.IntegerFidelity(lower=1, upper=MAX_BUDGET)  # a budget index, mapped to z below
+
+
+def evaluate_pipeline(learning_rate: float, budget: int) -> float:
+    config = {"learning_rate": learning_rate}
+    return train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget))
+
+
+if __name__ == "__main__":
+    neps.run(
+        evaluate_pipeline=evaluate_pipeline,
+        pipeline_space=LayerFreezingSpace(),
+        root_directory="neps_layer_freezing",
+        optimizer=("hyperband", {"eta": ETA}),
+        evaluations_to_spend=50,
+    )
+"""
+    )
+
+
+def export_ray(ladder: Ladder) -> str:
+    return (
+        _header(ladder, "Ray Tune")
+        + """
+# Memory-parallel successive halving (the paper's Figure 6b). Each rung is one Tune run whose trials ask
+# for GPU_FRACTION of a GPU, so that many low-rung trials share a GPU; the best 1/ETA move up a rung.
+# (ASHA keeps a trial's resource request for its whole life, and layer freezing has no continuation, so a
+# per-rung request needs rung-synchronous halving like this.)
+
+from ray import tune
+
+
+def train_rung(config: dict) -> dict:
+    loss = train_and_evaluate(config["hyperparameters"], RUNGS[config["budget"]], STEPS[config["budget"]])
+    return {"loss": loss}
+
+
+def memory_parallel_successive_halving(configs: list[dict]) -> dict:
+    survivors = list(configs)
+    for budget in sorted(RUNGS):
+        resources = {"cpu": 1, "gpu": GPU_FRACTION[budget]} if GPU_FRACTION[budget] < 1 else {"cpu": 1, "gpu": 1}
+        tuner = tune.Tuner(
+            tune.with_resources(train_rung, resources),
+            param_space={"budget": budget, "hyperparameters": tune.grid_search(survivors)},
+            tune_config=tune.TuneConfig(metric="loss", mode="min"),
+        )
+        results = sorted(tuner.fit(), key=lambda result: result.metrics["loss"])
+        keep = max(1, len(survivors) // ETA) if budget != max(RUNGS) else 1
+        survivors = [result.config["hyperparameters"] for result in results[:keep]]
+    return survivors[0]
+
+
+if __name__ == "__main__":
+    import random
+
+    candidates = [{"learning_rate": 10 ** random.uniform(-4, -1)} for _ in range(ETA ** (len(RUNGS) - 1))]
+    print("best", memory_parallel_successive_halving(candidates))
+"""
+    )
+
+
+def export_smac(ladder: Ladder) -> str:
+    return (
+        _header(ladder, "SMAC3")
+        + """
+
+from ConfigSpace import Configuration, ConfigurationSpace, Float
+from smac import MultiFidelityFacade, Scenario
+from smac.intensifier.hyperband import Hyperband
+
+space = ConfigurationSpace()
+space.add(Float("learning_rate", (1e-4, 1e-1), log=True))
+
+
+def train(config: Configuration, seed: int = 0, budget: float = 1.0) -> float:
+    return train_and_evaluate(dict(config), layers_for_budget(budget), steps_for_budget(budget))
+
+
+if __name__ == "__main__":
+    scenario = Scenario(space, n_trials=50, min_budget=1, max_budget=MAX_BUDGET, deterministic=True)
+    facade = MultiFidelityFacade(scenario, train, intensifier=Hyperband(scenario, eta=ETA), overwrite=True)
+    print("best", facade.optimize())
+"""
+    )
+
+
+EXPORTERS: dict[str, Callable[[Ladder], str]] = {
+    "neps": export_neps,
+    "optuna": export_optuna,
+    "ray": export_ray,
+    "smac": export_smac,
+}
+
+
+def export(ladder: Ladder, library: str) -> str:
+    if library not in EXPORTERS:
+        raise LayerprofError(f"--export {library!r}: choose one of {', '.join(FORMATS)}")
+    if not float(ladder.eta).is_integer():
+        raise LayerprofError(f"--export needs an integer eta (the libraries take one), got {ladder.eta:g}")
+    if len(ladder.rungs) < 2:
+        raise LayerprofError("the ladder has a single rung; there is nothing for a multi-fidelity optimiser to use")
+    return EXPORTERS[library](ladder)
