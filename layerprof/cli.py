@@ -343,12 +343,12 @@ def profile(
             errors.print(f"[yellow]warning:[/] {len(failed)} cell(s) failed; see the status column")
 
 
-def _print_recommended_ladder(result: Any, output_format: OutputFormat) -> None:
+def _print_recommended_ladder(result: Any, output_format: OutputFormat, cost: str = "time") -> None:
     """The ladder for the default eta; a profile whose full-training cell failed has none to show."""
     from layerprof.ladder import build_ladder
 
     try:
-        ladder = build_ladder(result)
+        ladder = build_ladder(result, cost_kind=cost)
     except LayerprofError as error:
         errors.print(f"[yellow]no ladder:[/] {error}", highlight=False)
         return
@@ -418,6 +418,256 @@ def ladder(
             print(json.dumps(result.to_dict(), indent=2))
         else:
             _print_ladder(result, output_format)
+
+
+class Target(str, Enum):
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+@app.command()
+def estimate(
+    model: ModelArgument,
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
+    ] = None,
+    layer_counts: Annotated[
+        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z: all, 1,2,4 or 1-5.")
+    ] = "all",
+    target: Annotated[Target, typer.Option("--target", help="Device to predict for.")] = Target.cuda,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")] = Optimizer.adamw,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")] = Dtype.float32,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-estimate-TARGET.json."
+        ),
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+    num_classes: NumClassesOption = None,
+    input_shape: InputShapeOption = None,
+    seq_len: SeqLenOption = None,
+    overrides: SetOption = None,
+    unwrap: UnwrapOption = None,
+) -> None:
+    """Predict memory (by category) and FLOPs of every cell on fake tensors: no GPU, no real memory."""
+    with user_errors():
+        from layerprof.estimate import estimate_model
+        from layerprof.models import model_slug
+        from layerprof.profile import csv_path_for, ensure_writable, save_profile
+        from layerprof.sweep import SweepSettings
+
+        path = out or Path("profiles") / f"{model_slug(model)}-estimate-{target.value}.json"
+        ensure_writable(path)
+        options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        with console.status(f"splitting {model} on the meta device"):
+            from layerprof.models import build_model
+
+            meta = build_model(model, options, device="meta")
+            split = meta.split()
+        settings = SweepSettings(
+            batch_sizes=parse_positive_ints(batch_sizes, "--batch-sizes")
+            if batch_sizes
+            else meta.workload.default_batch_sizes,
+            trainable_layers=parse_layer_counts(layer_counts, len(split)),
+            warmup_steps=0,
+            min_steps=0,
+            max_steps=0,
+            optimizer=optimizer.value,
+            dtype=dtype.value,
+        )
+        del meta
+        console.print(
+            f"{model}: {len(split)} layers · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
+            f"z = {_short_range(settings.trainable_layers)} · estimate for {target.value}",
+            highlight=False,
+        )
+        try:
+            with _SweepProgress(console) as progress:
+                result = estimate_model(
+                    model, options, settings, target.value, progress, lambda p: save_profile(p, path), split
+                )
+        except KeyboardInterrupt:
+            errors.print(f"[yellow]interrupted:[/] rows estimated so far are saved in {path} (marked incomplete)")
+            raise typer.Exit(130) from None
+        _print_cell_tables(result, output_format)
+        _print_breakdown(result, output_format)
+        _print_recommended_ladder(result, output_format, cost="flops")
+        console.print(f"wrote {path} and {csv_path_for(path)}", highlight=False)
+
+
+def _print_breakdown(result: Any, output_format: OutputFormat) -> None:
+    from layerprof.tables import markdown_breakdown_table, rich_breakdown_table
+
+    for batch_size in result.batch_sizes():
+        if output_format is OutputFormat.md:
+            print(markdown_breakdown_table(result, batch_size) + "\n")
+        else:
+            console.print(rich_breakdown_table(result, batch_size))
+
+
+@app.command()
+def fit(
+    model: ModelArgument,
+    memory: Annotated[
+        str | None, typer.Option("--memory", metavar="SIZE", help="GPU memory budget, e.g. 24GiB.")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", metavar="NAME", help="A known GPU or MIG slice, e.g. L4, 1g.10gb.")
+    ] = None,
+    layer_counts: Annotated[
+        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z: all, 1,2,4 or 1-5.")
+    ] = "all",
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", metavar="B", min=1, help="Also name the smallest GPU that runs this batch."),
+    ] = None,
+    target: Annotated[Target, typer.Option("--target", help="Device to predict for.")] = Target.cuda,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")] = Optimizer.adamw,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")] = Dtype.float32,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    num_classes: NumClassesOption = None,
+    input_shape: InputShapeOption = None,
+    seq_len: SeqLenOption = None,
+    overrides: SetOption = None,
+    unwrap: UnwrapOption = None,
+) -> None:
+    """For each z, the largest batch that fits in --memory or on --gpu (estimated; 512 MiB kept for the context)."""
+    with user_errors():
+        from rich.table import Table
+
+        from layerprof.estimate import GPUS, FitSearch, gpu_memory_bytes
+        from layerprof.ladder import parse_memory
+        from layerprof.sweep import SweepSettings
+
+        if (memory is None) == (gpu is None):
+            raise LayerprofError(f"give exactly one of --memory SIZE or --gpu NAME (known: {', '.join(GPUS)})")
+        budget = parse_memory(memory) if memory else gpu_memory_bytes(gpu or "")
+        options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        settings = SweepSettings(batch_sizes=(1,), trainable_layers=(1,), optimizer=optimizer.value, dtype=dtype.value)
+        with console.status(f"estimating {model}"):
+            search = FitSearch(model, options, settings, target.value)
+            zs = parse_layer_counts(layer_counts, len(search.layers))
+            results = [search.largest_batch(z, budget) for z in zs]
+            if batch_size is not None:
+                for result in results:
+                    result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
+        if all(result.largest_batch_size == 0 for result in results):
+            lowest = min(result.need_at_largest_bytes or 0 for result in results)
+            raise LayerprofError(
+                f"no z fits in {budget / 2**30:.2f} GiB even at batch 1; the smallest need is "
+                f"{lowest / 2**30:.2f} GiB (z={min(zs)}, context reserve included)"
+            )
+        if as_json:
+            print(json.dumps({"memory_bytes": budget, "results": [r.__dict__ for r in results]}, indent=2))
+            return
+        table = Table(
+            title=f"{model}: largest batch in {budget / 2**30:.1f} GiB ({target.value})", title_justify="left"
+        )
+        for header in ["z", "largest batch", "need GiB"] + (
+            [f"smallest GPU for batch {batch_size}"] if batch_size else []
+        ):
+            table.add_column(header, justify="right")
+        for result in results:
+            cells = [
+                str(result.trainable_layers),
+                str(result.largest_batch_size),
+                f"{(result.need_at_largest_bytes or 0) / 2**30:.2f}",
+            ]
+            if batch_size:
+                cells.append(result.smallest_gpu or "none listed")
+            table.add_row(*cells)
+        console.print(table)
+
+
+def parse_percent(text: str, option: str) -> float:
+    try:
+        value = float(text.strip().rstrip("%")) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        raise LayerprofError(f"{option} expects a share like 10% or 0.1, got {text!r}") from None
+    if value < 0:
+        raise LayerprofError(f"{option} must not be negative, got {text!r}")
+    return value
+
+
+@app.command()
+def check(
+    current: Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")],
+    baseline: Annotated[Path, typer.Argument(metavar="BASELINE", help="The accepted profile to compare against.")],
+    time_tolerance: Annotated[
+        str, typer.Option("--time-tolerance", metavar="SHARE", help="Allowed slowdown beyond the measured spread.")
+    ] = "10%",
+    memory_tolerance: Annotated[
+        str, typer.Option("--memory-tolerance", metavar="SHARE", help="Allowed growth of measured peak memory.")
+    ] = "2%",
+    accept_changes: Annotated[
+        bool, typer.Option("--accept-changes", help="Report changed deterministic figures without failing.")
+    ] = False,
+    allow_device_mismatch: Annotated[
+        bool, typer.Option("--allow-device-mismatch", help="Compare profiles from different devices.")
+    ] = False,
+    summary_md: Annotated[
+        Path | None,
+        typer.Option("--summary-md", metavar="PATH", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML, a case per cell and figure.")
+    ] = None,
+    update_baseline: Annotated[
+        bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
+    ] = False,
+) -> None:
+    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input."""
+    with user_errors():
+        import shutil
+
+        from rich.table import Table
+
+        from layerprof.check import SUMMARY_HEADERS, compare, junit_xml, markdown_summary, summary_rows
+        from layerprof.profile import load_profile
+
+        current_profile = load_profile(current)
+        if update_baseline:
+            try:
+                baseline.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(current, baseline)
+            except OSError as error:
+                raise LayerprofError(f"cannot write baseline {str(baseline)!r}: {error.strerror or error}") from None
+            console.print(f"baseline {baseline} now holds {current} ({len(current_profile.rows)} cells)")
+            return
+        if not baseline.exists():
+            raise LayerprofError(f"baseline {str(baseline)!r} does not exist; create it with --update-baseline")
+        result = compare(
+            current_profile,
+            load_profile(baseline),
+            time_tolerance=parse_percent(time_tolerance, "--time-tolerance"),
+            memory_tolerance=parse_percent(memory_tolerance, "--memory-tolerance"),
+            accept_changes=accept_changes,
+            allow_device_mismatch=allow_device_mismatch,
+            current_name=str(current),
+            baseline_name=str(baseline),
+        )
+        for path, text in ((summary_md, markdown_summary(result)), (junit, junit_xml(result))):
+            if path is not None:
+                try:
+                    path.write_text(text, encoding="utf-8")
+                except OSError as error:
+                    raise LayerprofError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+        table = Table(title=f"{current} vs {baseline}", title_justify="left", header_style="bold")
+        for header in SUMMARY_HEADERS:
+            table.add_column(header, justify="right" if header in ("batch", "z") else "left")
+        styles = {"regression": "red", "improvement": "green", "accepted": "yellow"}
+        for values in summary_rows(result):
+            table.add_row(*values, style=styles.get(values[5]))
+        console.print(table)
+        regressions = result.regressions
+        if regressions:
+            cells = sorted({(f.batch_size, f.trainable_layers) for f in regressions})
+            named = ", ".join(f"batch {b} z={z}" for b, z in cells)
+            errors.print(f"[red]regression:[/] {len(regressions)} figure(s) in {named}", highlight=False)
+            raise typer.Exit(1)
+        console.print(f"pass: {result.cells_compared} cells compared", highlight=False)
 
 
 def _short_range(values: tuple[int, ...]) -> str:

@@ -277,6 +277,10 @@ def build_ladder(
         for z, row in rows.items()
         if z >= min_layers and getattr(row, field_name) is not None
     }
+    if not costs:
+        raise LayerprofError(
+            f"the profile has no {field_name} figures (an estimate has no step times); use --cost flops"
+        )
     chosen, close, note = select_rungs(costs, eta)
 
     if gpu_memory is None and profile.environment.get("device_kind") == "cuda":

@@ -113,6 +113,7 @@ def time_steps(
 
 # ---------------------------------------------------------------- memory: live-tensor tracker (any device)
 
+CUDA_ALLOCATION_ROUNDING_BYTES = 512  # the caching allocator's block granularity
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "inputs")
 
 
@@ -146,10 +147,14 @@ class LiveTensorTracker(TorchDispatchMode):
     output whose storage is new is counted until a weak-reference finaliser sees the storage released.
     Storages are keyed by the storage object, not its data pointer (fake and meta tensors share pointers).
     Gradients are recognised when autograd accumulates them into `.grad`.
+
+    `allocation_rounding_bytes` rounds every storage up to a multiple, as the CUDA caching allocator does
+    (512 bytes), so that an estimate for a GPU compares with `torch.cuda.max_memory_allocated`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, allocation_rounding_bytes: int = 1) -> None:
         super().__init__()
+        self.rounding = allocation_rounding_bytes
         self._category: dict[int, str] = {}  # id(storage) -> category
         self._size: dict[int, int] = {}
         self._refs: dict[int, weakref.ref] = {}
@@ -187,7 +192,7 @@ class LiveTensorTracker(TorchDispatchMode):
         key = id(storage)
         if key in self._category:
             return
-        size = storage.nbytes()
+        size = -(-storage.nbytes() // self.rounding) * self.rounding
         self._category[key] = category
         self._size[key] = size
         self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))

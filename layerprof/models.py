@@ -407,7 +407,8 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
         )
     if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
         raise LayerprofError(f"factory {spec} gave no nn.Module with parameters to profile")
-    model.to(device)
+    if any(p.device != device for p in model.parameters()):
+        model.to(device)
     return LoadedModel(
         spec=spec,
         source="user",

@@ -66,13 +66,19 @@ class SweepObserver(Protocol):
     def cell_finished(self, row: Row) -> None: ...
 
 
-def make_optimizer(name: str, params: list[torch.nn.Parameter], learning_rate: float) -> torch.optim.Optimizer:
+CellRunner = Callable[[LoadedModel, Sequence[Layer], int, int, "SweepSettings", torch.device], tuple[Row, float]]
+
+
+def make_optimizer(
+    name: str, params: list[torch.nn.Parameter], learning_rate: float, foreach: bool | None = None
+) -> torch.optim.Optimizer:
+    """`foreach=None` is PyTorch's own choice: the multi-tensor kernels on CUDA, a per-tensor loop on CPU."""
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=learning_rate)
+        return torch.optim.AdamW(params, lr=learning_rate, foreach=foreach)
     if name == "adam":
-        return torch.optim.Adam(params, lr=learning_rate)
+        return torch.optim.Adam(params, lr=learning_rate, foreach=foreach)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=learning_rate, momentum=0.9)
+        return torch.optim.SGD(params, lr=learning_rate, momentum=0.9, foreach=foreach)
     raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
 
 
@@ -85,7 +91,13 @@ def dtype_note(dtype: str) -> str:
     )
 
 
-def new_profile(loaded: LoadedModel, layers: Sequence[Layer], settings: SweepSettings, device: torch.device) -> Profile:
+def new_profile(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    settings: SweepSettings,
+    device: torch.device,
+    environment: dict[str, Any] | None = None,
+) -> Profile:
     model_info = loaded.describe()
     model_info["layers"] = [layer.to_dict() for layer in layers]
     model_info["total_params"] = total_params(layers)
@@ -94,7 +106,7 @@ def new_profile(loaded: LoadedModel, layers: Sequence[Layer], settings: SweepSet
     return Profile(
         model=model_info,
         workload=workload,
-        environment=describe_environment(device),
+        environment=environment or describe_environment(device),
         settings=settings.describe(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
@@ -107,9 +119,15 @@ def profile_model(
     device: torch.device,
     observer: SweepObserver | None = None,
     save: Callable[[Profile], Any] | None = None,
+    cell_runner: CellRunner | None = None,
+    environment: dict[str, Any] | None = None,
 ) -> Profile:
-    """Measure every cell; `save(profile)` runs after each cell and at the end (also on Ctrl-C)."""
-    profile = new_profile(loaded, layers, settings, device)
+    """Measure every cell; `save(profile)` runs after each cell and at the end (also on Ctrl-C).
+
+    `cell_runner` replaces the measured cell (`layerprof estimate` runs cells on fake tensors).
+    """
+    cell_runner = cell_runner or run_cell
+    profile = new_profile(loaded, layers, settings, device, environment)
     total = len(settings.batch_sizes) * len(settings.trainable_layers)
     began = time.perf_counter()
     in_steps = 0.0
@@ -130,7 +148,7 @@ def profile_model(
                         trainable_params=trainable_params(layers, trainable_layers),
                     )
                 else:
-                    row, seconds = run_cell(loaded, layers, batch_size, trainable_layers, settings, device)
+                    row, seconds = cell_runner(loaded, layers, batch_size, trainable_layers, settings, device)
                     in_steps += seconds
                     if row.status == "oom":
                         out_of_memory_at = trainable_layers
@@ -182,7 +200,7 @@ def run_cell(
             row.peak_memory_bytes, row.peak_reserved_bytes = cuda_peaks(device)
             row.memory_source = "cuda-allocator"
             row.nvml_process_bytes = nvml_process_bytes(device)
-        _instrumented_step(model, workload, batch, optimizer, params, row)
+        instrumented_step(model, workload, batch, optimizer, params, row)
         seconds = time.perf_counter() - began
         if device.type != "cuda":
             row.peak_memory_bytes = row.tracked_peak_bytes
@@ -228,16 +246,17 @@ def training_step(
     return step
 
 
-def _instrumented_step(
+def instrumented_step(
     model: torch.nn.Module,
     workload: Any,
     batch: Any,
     optimizer: torch.optim.Optimizer,
     params: list[torch.nn.Parameter],
     row: Row,
+    allocation_rounding_bytes: int = 1,
 ) -> None:
     """One steady-state step under the live-tensor tracker, with FLOPs counted for forward and backward."""
-    tracker = LiveTensorTracker()
+    tracker = LiveTensorTracker(allocation_rounding_bytes)
     tracker.register(list(model.parameters()) + list(model.buffers()), "parameters")
     tracker.register(optimizer_state_tensors(optimizer), "optimizer_state")
     tracker.register(tensors_in(batch), "inputs")

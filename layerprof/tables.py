@@ -277,3 +277,39 @@ def markdown_ladder(ladder: Ladder) -> str:
     heading = f"**Ladder** for {ladder.model}, batch {ladder.batch_size}, η={ladder.eta:g}, cost={ladder.cost_kind}"
     body = markdown_table(ladder_headers(ladder), ladder_rows(ladder))
     return heading + "\n\n" + body + "\n\n" + "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))
+
+
+# ---------------------------------------------------------------- memory by category
+
+BREAKDOWN = {
+    "memory_parameters_bytes": "parameters",
+    "memory_gradients_bytes": "gradients",
+    "memory_optimizer_state_bytes": "optimizer",
+    "memory_activations_bytes": "activations",
+    "memory_inputs_bytes": "inputs",
+    "tracked_peak_bytes": "peak",
+}
+
+
+def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
+    rows = []
+    for row in profile.rows_for(batch_size):
+        if not row.ok or row.tracked_peak_bytes is None:
+            continue
+        rows.append([str(row.trainable_layers)] + [f"{(getattr(row, field) or 0) / MIB:,.1f}" for field in BREAKDOWN])
+    return rows
+
+
+def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
+    title = f"memory at the peak by category, MiB · batch {batch_size}"
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAVY)
+    for header in ["z", *BREAKDOWN.values()]:
+        table.add_column(header, justify="right")
+    for values in breakdown_rows(profile, batch_size):
+        table.add_row(*values)
+    return table
+
+
+def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
+    heading = f"Memory at the peak by category (MiB), batch {batch_size}"
+    return heading + "\n\n" + markdown_table(["z", *BREAKDOWN.values()], breakdown_rows(profile, batch_size))

@@ -1,0 +1,267 @@
+"""Regression gates: compare a current profile with a baseline, cell by cell and figure by figure.
+
+* Deterministic figures (parameter counts, FLOPs, optimizer-state bytes, and memory when both profiles are
+  estimates) must be equal: any change is reported as a change, a regression unless accepted.
+* Measured memory regresses when it grows by more than its tolerance.
+* Step time regresses only when the slowdown exceeds its tolerance *and* the current p10 lies above the
+  baseline's p90, so that noise inside both profiles' spread never fails a build.
+* A cell the baseline has but the current profile lacks, or that now fails (oom, error), is a regression.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+from layerprof.errors import LayerprofError
+from layerprof.profile import DETERMINISTIC_FIELDS, Profile, Row
+
+VERDICTS = ("pass", "improvement", "accepted", "regression")
+WORKLOAD_KEYS = ("family", "input_shape", "num_classes", "seq_len", "vocab_size", "dtype", "optimizer")
+RELATIVE_NOISE = 1e-9  # floating noise in deterministic figures
+
+
+class UnusableInput(LayerprofError):
+    """Profiles that cannot be compared: exit 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class Finding:
+    batch_size: int
+    trainable_layers: int
+    figure: str
+    baseline: Any
+    current: Any
+    verdict: str  # one of VERDICTS
+    detail: str = ""
+
+
+@dataclass
+class CheckResult:
+    current: str
+    baseline: str
+    findings: list[Finding] = field(default_factory=list)
+    cells_compared: int = 0
+
+    @property
+    def regressions(self) -> list[Finding]:
+        return [f for f in self.findings if f.verdict == "regression"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+    def cell_verdict(self, batch_size: int, trainable_layers: int) -> str:
+        verdicts = {
+            f.verdict for f in self.findings if (f.batch_size, f.trainable_layers) == (batch_size, trainable_layers)
+        }
+        for verdict in ("regression", "accepted", "improvement"):
+            if verdict in verdicts:
+                return verdict
+        return "pass"
+
+    def cells(self) -> list[tuple[int, int]]:
+        return sorted({(f.batch_size, f.trainable_layers) for f in self.findings})
+
+
+def _comparable(current: Profile, baseline: Profile, allow_device_mismatch: bool) -> None:
+    if current.model.get("spec") != baseline.model.get("spec"):
+        raise UnusableInput(
+            f"different models: current {current.model.get('spec')!r}, baseline {baseline.model.get('spec')!r}"
+        )
+    for key in WORKLOAD_KEYS:
+        if current.workload.get(key) != baseline.workload.get(key):
+            raise UnusableInput(
+                f"different workloads: {key} is {current.workload.get(key)!r} now, "
+                f"{baseline.workload.get(key)!r} in the baseline"
+            )
+    if current.model.get("overrides") != baseline.model.get("overrides"):
+        raise UnusableInput("different model overrides (--set) in current and baseline")
+    here, there = current.environment.get("device_name"), baseline.environment.get("device_name")
+    if here != there and not allow_device_mismatch:
+        raise UnusableInput(
+            f"profiles from different devices ({here!r} vs {there!r}); pass --allow-device-mismatch to compare anyway"
+        )
+
+
+def _is_estimate(row: Row) -> bool:
+    return (row.memory_source or "").startswith("estimate")
+
+
+def _relative(current: float, baseline: float) -> float:
+    return (current - baseline) / baseline if baseline else (0.0 if current == baseline else math.inf)
+
+
+def compare(
+    current: Profile,
+    baseline: Profile,
+    time_tolerance: float = 0.10,
+    memory_tolerance: float = 0.02,
+    accept_changes: bool = False,
+    allow_device_mismatch: bool = False,
+    current_name: str = "current",
+    baseline_name: str = "baseline",
+) -> CheckResult:
+    if time_tolerance < 0 or memory_tolerance < 0:
+        raise LayerprofError("tolerances must not be negative")
+    _comparable(current, baseline, allow_device_mismatch)
+    result = CheckResult(current=current_name, baseline=baseline_name)
+    current_cells = {(r.batch_size, r.trainable_layers): r for r in current.rows}
+    shared = [key for key in ((r.batch_size, r.trainable_layers) for r in baseline.rows) if key in current_cells]
+    if not shared:
+        raise UnusableInput("the profiles share no (batch size, trainable layers) cell")
+    for old in sorted(baseline.rows, key=lambda r: (r.batch_size, r.trainable_layers)):
+        key = (old.batch_size, old.trainable_layers)
+        new = current_cells.get(key)
+        add = result.findings.append
+        if new is None:
+            if old.ok:
+                add(Finding(*key, "status", old.status, None, "regression", "cell missing from the current profile"))
+            continue
+        result.cells_compared += 1
+        if old.ok and not new.ok:
+            add(Finding(*key, "status", old.status, new.status, "regression", new.message or ""))
+            continue
+        if not old.ok:
+            verdict = "improvement" if new.ok else "pass"
+            add(Finding(*key, "status", old.status, new.status, verdict))
+            continue
+        _compare_deterministic(result, key, old, new, accept_changes)
+        _compare_memory(result, key, old, new, memory_tolerance, accept_changes)
+        _compare_time(result, key, old, new, time_tolerance)
+    return result
+
+
+def _compare_deterministic(result: CheckResult, key: tuple[int, int], old: Row, new: Row, accept: bool) -> None:
+    for name in DETERMINISTIC_FIELDS:
+        before, after = getattr(old, name), getattr(new, name)
+        if before is None or after is None:
+            continue
+        changed = abs(after - before) > RELATIVE_NOISE * max(abs(before), abs(after), 1)
+        verdict = ("accepted" if accept else "regression") if changed else "pass"
+        detail = f"changed by {_relative(after, before):+.2%}" if changed else ""
+        result.findings.append(Finding(*key, name, before, after, verdict, detail))
+
+
+def _compare_memory(
+    result: CheckResult, key: tuple[int, int], old: Row, new: Row, tolerance: float, accept: bool
+) -> None:
+    before, after = old.peak_memory_bytes, new.peak_memory_bytes
+    if before is None or after is None:
+        return
+    change = _relative(after, before)
+    if _is_estimate(old) and _is_estimate(new):  # estimated memory is deterministic
+        changed = after != before
+        verdict = ("accepted" if accept else "regression") if changed else "pass"
+        detail = f"estimate changed by {change:+.2%}" if changed else ""
+    elif change > tolerance:
+        verdict, detail = "regression", f"{change:+.1%} exceeds +{tolerance:.0%}"
+    elif change < -tolerance:
+        verdict, detail = "improvement", f"{change:+.1%}"
+    else:
+        verdict, detail = "pass", f"{change:+.1%}"
+    result.findings.append(Finding(*key, "peak_memory_bytes", before, after, verdict, detail))
+
+
+def _compare_time(result: CheckResult, key: tuple[int, int], old: Row, new: Row, tolerance: float) -> None:
+    before, after = old.step_time_ms, new.step_time_ms
+    if before is None or after is None:
+        return
+    change = _relative(after, before)
+    old_low, old_high = old.step_time_p10_ms or before, old.step_time_p90_ms or before
+    new_low, new_high = new.step_time_p10_ms or after, new.step_time_p90_ms or after
+    if change > tolerance and new_low > old_high:
+        verdict, detail = "regression", f"{change:+.1%} exceeds +{tolerance:.0%} and lies outside both spreads"
+    elif change < -tolerance and new_high < old_low:
+        verdict, detail = "improvement", f"{change:+.1%}"
+    elif abs(change) > tolerance:
+        verdict, detail = "pass", f"{change:+.1%} but inside the measured spread (noise)"
+    else:
+        verdict, detail = "pass", f"{change:+.1%}"
+    result.findings.append(Finding(*key, "step_time_ms", before, after, verdict, detail))
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _cell_summary(result: CheckResult, batch_size: int, trainable_layers: int) -> dict[str, str]:
+    by_figure = {
+        f.figure: f for f in result.findings if (f.batch_size, f.trainable_layers) == (batch_size, trainable_layers)
+    }
+
+    def show(name: str, scale: float, unit: str) -> str:
+        finding = by_figure.get(name)
+        if finding is None or finding.baseline is None or finding.current is None:
+            return "—"
+        change = _relative(finding.current, finding.baseline)
+        return f"{finding.baseline / scale:,.1f} → {finding.current / scale:,.1f}{unit} ({change:+.1%})"
+
+    notes = [
+        f"{f.figure}: {f.detail or f.verdict}"
+        for f in by_figure.values()
+        if f.verdict in ("regression", "accepted", "improvement")
+    ]
+    return {
+        "step time": show("step_time_ms", 1, " ms"),
+        "peak memory": show("peak_memory_bytes", 2**20, " MiB"),
+        "flops": "changed" if by_figure.get("flops") and by_figure["flops"].verdict != "pass" else "same",
+        "verdict": result.cell_verdict(batch_size, trainable_layers),
+        "notes": "; ".join(notes),
+    }
+
+
+def summary_rows(result: CheckResult) -> list[list[str]]:
+    rows = []
+    for batch_size, trainable_layers in result.cells():
+        cell = _cell_summary(result, batch_size, trainable_layers)
+        rows.append([str(batch_size), str(trainable_layers), *cell.values()])
+    return rows
+
+
+SUMMARY_HEADERS = ["batch", "z", "step time", "peak memory", "FLOPs", "verdict", "notes"]
+
+
+def markdown_summary(result: CheckResult) -> str:
+    from layerprof.tables import markdown_table
+
+    regressions = result.regressions
+    status = "❌ regression" if regressions else "✅ pass"
+    lines = [
+        f"### layerprof check: {status}",
+        "",
+        f"`{result.current}` against `{result.baseline}`: {result.cells_compared} cells compared, "
+        f"{len(regressions)} regressing figure(s).",
+        "",
+        markdown_table(SUMMARY_HEADERS, summary_rows(result), [True, True, True, True, False, False, False]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def junit_xml(result: CheckResult) -> str:
+    """One test case per cell and figure; regressions are failures."""
+    suite = ET.Element(
+        "testsuite",
+        name="layerprof.check",
+        tests=str(len(result.findings)),
+        failures=str(len(result.regressions)),
+        errors="0",
+        skipped="0",
+    )
+    for finding in result.findings:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"layerprof.batch{finding.batch_size}.z{finding.trainable_layers}",
+            name=finding.figure,
+        )
+        if finding.verdict == "regression":
+            failure = ET.SubElement(case, "failure", message=finding.detail or "regression")
+            failure.text = f"baseline {finding.baseline!r}, current {finding.current!r}"
+        elif finding.verdict != "pass":
+            ET.SubElement(case, "system-out").text = f"{finding.verdict}: {finding.detail}"
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,126 @@
+"""Estimates on fake tensors: equal to the real-tensor tracker on CPU, never allocating the model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from layerprof.cli import app
+from layerprof.estimate import ESTIMATE_DEVICE, FitSearch, build_fake_model, estimate_cell, estimate_model
+from layerprof.models import ModelOptions, build_model
+from layerprof.sweep import SweepSettings, run_cell
+from tests.test_cli import assert_one_line_error
+
+EXAMPLE = str(Path(__file__).parent.parent / "examples" / "custom_model.py")
+
+
+def settings(*zs: int, batch_sizes: tuple[int, ...] = (2,)) -> SweepSettings:
+    return SweepSettings(batch_sizes=batch_sizes, trainable_layers=zs, warmup_steps=1, min_steps=1, max_steps=1)
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "zs"),
+    [
+        ("paper-gpt-14m", ModelOptions(seq_len=32), (1, 5, 11)),
+        ("paper-resnet18-cifar100", ModelOptions(), (1, 6, 11)),
+        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), (1, 4, 8)),
+    ],
+)
+def test_cpu_estimate_equals_the_real_tensor_tracker(spec: str, options: ModelOptions, zs: tuple[int, ...]) -> None:
+    real = build_model(spec, options)
+    real_layers = real.split()
+    estimated = estimate_model(spec, options, settings(*zs), target="cpu")
+    for z in zs:
+        measured, _ = run_cell(real, real_layers, 2, z, settings(z), torch.device("cpu"))
+        predicted = estimated.row(2, z)
+        assert predicted.memory_source == "estimate-cpu"
+        for field in ("peak_memory_bytes", "memory_parameters_bytes", "memory_optimizer_state_bytes", "flops"):
+            assert getattr(predicted, field) == getattr(measured, field), (spec, z, field)
+        assert predicted.step_time_ms is None
+
+
+def test_linear_stack_categories_on_fake_tensors_and_cuda_rounding() -> None:
+    options = ModelOptions(input_shape=(64,), overrides={"width": 256, "depth": 2})
+    cpu = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4), target="cpu")
+    cuda = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4), target="cuda")
+    total_param_bytes = cpu.row(2, 4).memory_parameters_bytes
+    model = build_model(f"{EXAMPLE}:mlp", options).model
+    tensors_of_model = list(model.parameters()) + list(model.buffers())
+    assert total_param_bytes == sum(t.numel() * 4 for t in tensors_of_model)
+    rounded = sum(-(-t.numel() * 4 // 512) * 512 for t in tensors_of_model)  # the caching allocator's blocks
+    for z in (1, 2, 3, 4):
+        row = cpu.row(2, z)
+        trainable_bytes = row.trainable_params * 4
+        assert row.memory_parameters_bytes == total_param_bytes  # frozen weights stay resident
+        # AdamW: two moments per trainable element, plus a 4-byte step per trainable tensor
+        tensors = round((row.memory_optimizer_state_bytes - 2 * trainable_bytes) / 4)
+        assert row.memory_optimizer_state_bytes == 2 * trainable_bytes + 4 * tensors
+        assert 0 < tensors <= 2 * 4 * z  # weight and bias (or norm) tensors of the trainable layers
+        assert cuda.row(2, z).memory_parameters_bytes == rounded
+        assert cuda.row(2, z).peak_memory_bytes % 512 == 0  # every block is a multiple of 512 bytes
+
+
+def test_fit_search_returns_the_boundary_batch() -> None:
+    options = ModelOptions(input_shape=(64,), num_classes=10)
+    search = FitSearch(f"{EXAMPLE}:mlp", options, settings(1), target="cuda")
+    mode, loaded = build_fake_model(f"{EXAMPLE}:mlp", options, torch.float32)
+
+    def independent_need(z: int, batch_size: int) -> int:
+        with mode:
+            layers = loaded.split()
+            row, _ = estimate_cell(loaded, layers, batch_size, z, settings(z), ESTIMATE_DEVICE, "cuda")
+        return row.peak_memory_bytes + 512 * 2**20
+
+    budget = (independent_need(8, 300) + independent_need(8, 301)) // 2
+    result = search.largest_batch(8, budget)
+    assert independent_need(8, result.largest_batch_size) <= budget < independent_need(8, result.largest_batch_size + 1)
+    assert result.largest_batch_size == 300
+    # fewer trainable layers need less memory, so at least as large a batch fits
+    assert search.largest_batch(1, budget).largest_batch_size >= 300
+    assert search.smallest_gpu(8, 300) == "1g.5gb"
+
+
+def test_estimate_never_allocates_the_model() -> None:
+    # pythia-12b holds 48 GB of float32 parameters, twice this machine's memory
+    code = (
+        "import resource\n"
+        "from layerprof.estimate import estimate_model\n"
+        "from layerprof.models import ModelOptions\n"
+        "from layerprof.sweep import SweepSettings\n"
+        "s = SweepSettings(batch_sizes=(1,), trainable_layers=(1,), warmup_steps=0, min_steps=1, max_steps=1)\n"
+        "p = estimate_model('pythia-12b', ModelOptions(seq_len=16), s, target='cuda')\n"
+        "row = p.rows[0]\n"
+        "print(row.status, row.memory_parameters_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    status, parameter_bytes, max_rss_kib = done.stdout.split()
+    assert status == "ok"
+    assert int(parameter_bytes) > 45 * 10**9  # the estimate sees all 12B parameters...
+    assert int(max_rss_kib) * 1024 < 3 * 2**30  # ...while the process stays far below their size
+
+
+def test_estimate_and_fit_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "estimate.json"
+    result = runner.invoke(
+        app, ["estimate", "pythia-14m", "--seq-len", "16", "--batch-sizes", "1", "--layers", "1,9", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "optimizer" in result.output and out.exists()
+    result = runner.invoke(app, ["fit", f"{EXAMPLE}:mlp", "--input-shape", "64", "--memory", "1GiB",
+                                 "--batch-size", "4", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert '"largest_batch_size"' in result.output
+    assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m", "--gpu", "Z80"]), "unknown --gpu 'Z80'", "T4")
+    assert_one_line_error(
+        runner.invoke(app, ["fit", "pythia-14m", "--seq-len", "16", "--layers", "1", "--memory", "100MiB"]),
+        "no z fits",
+        "smallest need",
+    )
+    assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m"]), "exactly one of --memory")
+    assert_one_line_error(runner.invoke(app, ["ladder", str(out)]), "use --cost flops")
