@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install profile test lint bench clean
+.PHONY: install profile test lint bench clean gate baselines
 
 install: $(STAMP)
 
@@ -29,3 +29,24 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The deterministic gate: estimates (parameters, FLOPs, memory by category) must equal the committed CPU
+# baselines. A change to the split, the FLOP count or the memory accounting fails here until accepted with
+# `make baselines` (which rewrites them) and committed on purpose.
+GATE_MODELS := paper-resnet18-cifar100:32 paper-gpt-14m:4
+
+gate: $(STAMP)
+	@mkdir -p build/gate
+	@set -e; for item in $(GATE_MODELS); do \
+	  model=$${item%%:*}; batch=$${item##*:}; \
+	  $(BIN)/layerprof estimate $$model --target cpu --batch-sizes $$batch --out build/gate/$$model.json > /dev/null; \
+	  $(BIN)/layerprof check build/gate/$$model.json profiles/baselines/cpu/$$model.json \
+	    --summary-md build/gate/$$model.md --junit build/gate/$$model.xml; \
+	done
+
+baselines: $(STAMP)
+	@set -e; for item in $(GATE_MODELS); do \
+	  model=$${item%%:*}; batch=$${item##*:}; \
+	  $(BIN)/layerprof estimate $$model --target cpu --batch-sizes $$batch --out profiles/baselines/cpu/$$model.json > /dev/null; \
+	  echo "rewrote profiles/baselines/cpu/$$model.json"; \
+	done

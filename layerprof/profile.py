@@ -145,6 +145,9 @@ class Profile:
 def _atomic_write(path: Path, text: str) -> None:
     """Write by rename, so that a crash mid-write never leaves a torn file."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide profiles from teammates and CI
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)

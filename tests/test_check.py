@@ -1,0 +1,171 @@
+"""Regression gates: what passes, what fails and names the cell, and what cannot be compared."""
+
+from __future__ import annotations
+
+import copy
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from layerprof.check import UnusableInput, compare, junit_xml, markdown_summary
+from layerprof.cli import app
+from layerprof.profile import Profile, Row, load_profile, save_profile
+
+
+def measured_like_profile() -> Profile:
+    rows = []
+    for z in (1, 2, 3):
+        median = 10.0 * z
+        rows.append(
+            Row(8, z, "ok", trainable_params=100 * z, trainable_fraction=z / 3, forward_flops=1000, backward_flops=500 * z,
+                flops=1000 + 500 * z, optimizer_state_bytes=800 * z, step_time_ms=median, step_time_p10_ms=median * 0.97,
+                step_time_p90_ms=median * 1.03, peak_memory_bytes=2**20 * (10 + z), memory_source="cuda-allocator")
+        )  # fmt: skip
+    return Profile(
+        model={"spec": "m", "overrides": {}, "layers": [{}, {}, {}]},
+        workload={"family": "causal-lm", "seq_len": 16, "dtype": "float32", "optimizer": "adamw"},
+        environment={"device_kind": "cuda", "device_name": "NVIDIA H100 80GB HBM3"},
+        settings={},
+        rows=rows,
+        complete=True,
+    )
+
+
+def doctored(change) -> Profile:
+    profile = copy.deepcopy(measured_like_profile())
+    change(profile)
+    return profile
+
+
+def test_profile_against_itself_passes() -> None:
+    result = compare(measured_like_profile(), measured_like_profile())
+    assert result.exit_code == 0 and result.cells_compared == 3
+    assert {f.verdict for f in result.findings} == {"pass"}
+
+
+def slower(profile: Profile, z: int, factor: float) -> None:
+    row = profile.row(8, z)
+    row.step_time_ms *= factor
+    row.step_time_p10_ms *= factor
+    row.step_time_p90_ms *= factor
+
+
+def test_twenty_percent_slower_cell_fails_and_is_named() -> None:
+    result = compare(doctored(lambda p: slower(p, 2, 1.2)), measured_like_profile())
+    assert result.exit_code == 1
+    assert [(f.batch_size, f.trainable_layers, f.figure) for f in result.regressions] == [(8, 2, "step_time_ms")]
+    assert "outside both spreads" in result.regressions[0].detail
+
+
+def test_slowdown_inside_the_measured_spread_passes() -> None:
+    def noisy(profile: Profile) -> None:
+        row = profile.row(8, 2)
+        row.step_time_ms *= 1.15  # beyond the 10% tolerance...
+        row.step_time_p10_ms = row.step_time_p10_ms * 0.9  # ...but the runs overlap: noise, not a regression
+        row.step_time_p90_ms *= 1.3
+
+    result = compare(doctored(noisy), measured_like_profile())
+    assert result.exit_code == 0
+    finding = next(f for f in result.findings if f.figure == "step_time_ms" and f.trainable_layers == 2)
+    assert "inside the measured spread" in finding.detail
+
+
+def test_improvements_are_reported() -> None:
+    result = compare(doctored(lambda p: slower(p, 3, 0.5)), measured_like_profile())
+    assert result.exit_code == 0 and result.cell_verdict(8, 3) == "improvement"
+
+
+def test_peak_memory_increase_fails_within_tolerance_passes() -> None:
+    def hungrier(factor: float):
+        return lambda p: setattr(p.row(8, 1), "peak_memory_bytes", int(p.row(8, 1).peak_memory_bytes * factor))
+
+    assert compare(doctored(hungrier(1.05)), measured_like_profile()).exit_code == 1
+    assert compare(doctored(hungrier(1.01)), measured_like_profile()).exit_code == 0
+    assert compare(doctored(hungrier(1.05)), measured_like_profile(), memory_tolerance=0.1).exit_code == 0
+
+
+def test_flop_change_is_reported_and_can_be_accepted() -> None:
+    changed = doctored(lambda p: setattr(p.row(8, 3), "flops", p.row(8, 3).flops + 1))
+    result = compare(changed, measured_like_profile())
+    assert [(f.trainable_layers, f.figure) for f in result.regressions] == [(3, "flops")]
+    accepted = compare(changed, measured_like_profile(), accept_changes=True)
+    assert accepted.exit_code == 0 and accepted.cell_verdict(8, 3) == "accepted"
+
+
+def test_cell_that_now_runs_out_of_memory_or_is_missing_fails() -> None:
+    def oom(profile: Profile) -> None:
+        profile.rows[2] = Row(8, 3, "oom", message="OutOfMemoryError: CUDA out of memory")
+
+    result = compare(doctored(oom), measured_like_profile())
+    assert [(f.trainable_layers, f.figure, f.current) for f in result.regressions] == [(3, "status", "oom")]
+    missing = compare(doctored(lambda p: p.rows.pop(0)), measured_like_profile())
+    assert [(f.trainable_layers, f.figure) for f in missing.regressions] == [(1, "status")]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.model.update(spec="other"), "different models"),
+        (lambda p: p.workload.update(seq_len=32), "different workloads: seq_len"),
+        (lambda p: p.environment.update(device_name="NVIDIA L4"), "different devices"),
+        (lambda p: setattr(p, "rows", [Row(64, 1, "ok")]), "share no"),
+    ],
+)
+def test_incomparable_profiles_are_unusable_input(change, message: str) -> None:
+    with pytest.raises(UnusableInput, match=message):
+        compare(doctored(change), measured_like_profile())
+
+
+def test_device_mismatch_can_be_allowed() -> None:
+    other_gpu = doctored(lambda p: p.environment.update(device_name="NVIDIA L4"))
+    assert compare(other_gpu, measured_like_profile(), allow_device_mismatch=True).exit_code == 0
+
+
+def test_junit_parses_and_counts_failures() -> None:
+    result = compare(doctored(lambda p: (slower(p, 2, 1.2), slower(p, 3, 1.5))), measured_like_profile())
+    suite = ET.fromstring(junit_xml(result).split("?>", 1)[1])
+    cases = suite.findall("testcase")
+    assert len(cases) == len(result.findings) == int(suite.get("tests"))
+    failed = [case for case in cases if case.find("failure") is not None]
+    assert len(failed) == 2 == int(suite.get("failures"))
+    assert {case.get("classname") for case in failed} == {"layerprof.batch8.z2", "layerprof.batch8.z3"}
+    markdown = markdown_summary(result)
+    assert "❌ regression" in markdown and "| 8 | 2 |" in markdown
+
+
+def test_check_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    baseline = save_profile(measured_like_profile(), tmp_path / "baseline.json")
+    same = save_profile(measured_like_profile(), tmp_path / "same.json")
+    slow = save_profile(doctored(lambda p: slower(p, 2, 1.2)), tmp_path / "slow.json")
+    result = runner.invoke(app, ["check", str(same), str(baseline)])
+    assert result.exit_code == 0, result.output
+    summary, junit = tmp_path / "summary.md", tmp_path / "junit.xml"
+    result = runner.invoke(
+        app, ["check", str(slow), str(baseline), "--summary-md", str(summary), "--junit", str(junit)]
+    )
+    assert result.exit_code == 1 and "batch 8 z=2" in result.output
+    assert summary.read_text().startswith("### layerprof check") and ET.parse(junit).getroot().get("failures") == "1"
+    assert runner.invoke(app, ["check", str(slow), str(baseline), "--time-tolerance", "50%"]).exit_code == 0
+    other = save_profile(doctored(lambda p: p.model.update(spec="other")), tmp_path / "other.json")
+    assert runner.invoke(app, ["check", str(other), str(baseline)]).exit_code == 2
+    data = json.loads(baseline.read_text())
+    data["schema"] = "layerprof.profile/2"
+    (tmp_path / "future.json").write_text(json.dumps(data))
+    assert runner.invoke(app, ["check", str(same), str(tmp_path / "future.json")]).exit_code == 2
+    assert runner.invoke(app, ["check", str(same), str(tmp_path / "nothing.json")]).exit_code == 2
+    assert runner.invoke(app, ["check", str(same), str(baseline), "--time-tolerance", "fast"]).exit_code == 2
+    fresh = tmp_path / "baselines" / "cpu" / "m.json"
+    result = runner.invoke(app, ["check", str(slow), str(fresh), "--update-baseline"])
+    assert result.exit_code == 0 and load_profile(fresh).to_dict() == load_profile(slow).to_dict()
+
+
+def test_committed_baselines_are_valid_estimates() -> None:
+    root = Path(__file__).parent.parent / "profiles" / "baselines" / "cpu"
+    for name in ("paper-resnet18-cifar100", "paper-gpt-14m"):
+        profile = load_profile(root / f"{name}.json")
+        assert profile.complete and profile.settings["mode"] == "estimate"
+        assert all(row.ok and row.memory_source == "estimate-cpu" for row in profile.rows)
