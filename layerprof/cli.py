@@ -581,6 +581,39 @@ def fit(
         console.print(table)
 
 
+class ImageFormat(str, Enum):
+    png = "png"
+    svg = "svg"
+
+
+@app.command()
+def report(
+    profiles: Annotated[
+        list[Path], typer.Argument(metavar="PROFILE...", help="One or more profiles; several are overlaid.")
+    ],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the figures and index.md go.")] = Path(
+        "report"
+    ),
+    image_format: Annotated[ImageFormat, typer.Option("--format", help="Image format.")] = ImageFormat.png,
+) -> None:
+    """Draw the paper's figures for your model: cost curves, parameters and FLOPs, memory by category."""
+    with user_errors():
+        from layerprof.profile import load_profile
+        from layerprof.report import write_report
+
+        loaded = [load_profile(path) for path in profiles]
+        stems = [path.stem for path in profiles]
+        names = [
+            stem if stems.count(stem) == 1 else f"{path.parent.name}/{stem}"
+            for stem, path in zip(stems, profiles, strict=True)
+        ]
+        result = write_report(list(zip(names, loaded, strict=True)), out, image_format.value)
+        for path in result.files:
+            console.print(f"wrote {path}", highlight=False)
+        for note in result.notes:
+            errors.print(f"[yellow]not drawn:[/] {note}", highlight=False)
+
+
 def parse_percent(text: str, option: str) -> float:
     try:
         value = float(text.strip().rstrip("%")) / (100 if text.strip().endswith("%") else 1)

@@ -19,11 +19,11 @@ def measured_like_profile() -> Profile:
     rows = []
     for z in (1, 2, 3):
         median = 10.0 * z
-        rows.append(
-            Row(8, z, "ok", trainable_params=100 * z, trainable_fraction=z / 3, forward_flops=1000, backward_flops=500 * z,
-                flops=1000 + 500 * z, optimizer_state_bytes=800 * z, step_time_ms=median, step_time_p10_ms=median * 0.97,
-                step_time_p90_ms=median * 1.03, peak_memory_bytes=2**20 * (10 + z), memory_source="cuda-allocator")
-        )  # fmt: skip
+        row = Row(8, z, "ok", trainable_params=100 * z, trainable_fraction=z / 3, memory_source="cuda-allocator")
+        row.forward_flops, row.backward_flops, row.flops = 1000, 500 * z, 1000 + 500 * z
+        row.optimizer_state_bytes, row.peak_memory_bytes = 800 * z, 2**20 * (10 + z)
+        row.step_time_ms, row.step_time_p10_ms, row.step_time_p90_ms = median, median * 0.97, median * 1.03
+        rows.append(row)
     return Profile(
         model={"spec": "m", "overrides": {}, "layers": [{}, {}, {}]},
         workload={"family": "causal-lm", "seq_len": 16, "dtype": "float32", "optimizer": "adamw"},

@@ -1,0 +1,246 @@
+"""Pictures of profiles: the paper's cost curves for your model, written as PNG/SVG with a Markdown index.
+
+Everything is drawn from Profile data; several profiles are overlaid (two GPUs, before/after a change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # never open a window; this runs on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from layerprof.errors import LayerprofError  # noqa: E402
+from layerprof.profile import Profile  # noqa: E402
+
+MIB = 2**20
+CATEGORY_FIELDS = {
+    "parameters": "memory_parameters_bytes",
+    "gradients": "memory_gradients_bytes",
+    "optimizer state": "memory_optimizer_state_bytes",
+    "activations & temporaries": "memory_activations_bytes",
+    "inputs": "memory_inputs_bytes",
+}
+
+
+@dataclass
+class Report:
+    directory: Path
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be drawn, and why
+
+
+def _series(profile: Profile, batch_size: int, attribute: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
+    points = [
+        (row.trainable_layers, getattr(row, attribute) / scale)
+        for row in profile.rows_for(batch_size)
+        if row.ok and getattr(row, attribute) is not None
+    ]
+    return [z for z, _ in points], [value for _, value in points]
+
+
+def _label(name: str, batch_size: int, several: bool) -> str:
+    return f"{name}, batch {batch_size}" if several else f"batch {batch_size}"
+
+
+def _log_if_wide(axes: Axes, values: list[float]) -> None:
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 20:
+        axes.set_yscale("log")
+
+
+def _ladder_rungs(profile: Profile) -> list[int]:
+    from layerprof.ladder import build_ladder
+
+    cost = "time" if any(row.step_time_ms for row in profile.rows if row.ok) else "flops"
+    try:
+        return [rung.trainable_layers for rung in build_ladder(profile, cost_kind=cost).rungs]
+    except LayerprofError:
+        return []
+
+
+def _finish(axes: Axes, title: str, ylabel: str, n: int) -> None:
+    axes.set_title(title)
+    axes.set_xlabel("trainable layers z (counted from the output)")
+    axes.set_ylabel(ylabel)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlim(0.5, n + 0.5)
+    axes.grid(True, alpha=0.3)
+
+
+def _curves(
+    profiles: list[tuple[str, Profile]], attribute: str, scale: float, relative: bool, axes: Axes, rungs: bool
+) -> list[float]:
+    several = len(profiles) > 1
+    drawn: list[float] = []
+    for name, profile in profiles:
+        full_z = profile.layer_count
+        for batch_size in profile.batch_sizes():
+            zs, values = _series(profile, batch_size, attribute, scale)
+            if not zs:
+                continue
+            if relative:
+                full = dict(zip(zs, values, strict=True)).get(full_z)
+                if not full:
+                    continue
+                values = [v / full for v in values]
+            axes.plot(zs, values, marker="o", markersize=3, label=_label(name, batch_size, several))
+            drawn.extend(values)
+        if rungs:
+            for z in _ladder_rungs(profile):
+                axes.axvline(z, color="grey", linestyle=":", linewidth=1)
+    return drawn
+
+
+def _figure_cost_curves(profiles: list[tuple[str, Profile]], report: Report, suffix: str) -> None:
+    n = max(profile.layer_count for _, profile in profiles)
+    has_time = any(row.step_time_ms for _, p in profiles for row in p.rows if row.ok)
+    panels = [("step_time_ms", 1.0, "step time (ms)", "Step time")] if has_time else []
+    panels.append(("peak_memory_bytes", MIB, "peak memory (MiB)", "Peak memory"))
+    figure, grid = plt.subplots(2, len(panels), figsize=(6.5 * len(panels), 8.5), squeeze=False)
+    for column, (attribute, scale, unit, title) in enumerate(panels):
+        values = _curves(profiles, attribute, scale, False, grid[0][column], rungs=True)
+        _log_if_wide(grid[0][column], values)
+        _finish(grid[0][column], f"{title} per training step", unit, n)
+        _curves(profiles, attribute, scale, True, grid[1][column], rungs=True)
+        grid[1][column].axhline(1.0, color="black", linewidth=0.8)
+        _finish(grid[1][column], f"{title} relative to full training", "× full training (z = n)", n)
+        for axes in (grid[0][column], grid[1][column]):
+            if axes.get_legend_handles_labels()[0]:
+                axes.legend(loc="best", fontsize="small")
+    if not has_time:
+        report.notes.append("no step times in these profiles (estimates): time curves not drawn")
+    figure.suptitle("Cost of training only the last z layers (dotted: recommended ladder rungs, η = 3)")
+    figure.tight_layout()
+    _save(figure, report, f"cost_curves.{suffix}")
+
+
+def _figure_params_flops(profiles: list[tuple[str, Profile]], report: Report, suffix: str) -> None:
+    n = max(profile.layer_count for _, profile in profiles)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    several = len(profiles) > 1
+    all_params: list[float] = []
+    all_flops: list[float] = []
+    for name, profile in profiles:
+        batch_size = profile.batch_sizes()[0] if profile.batch_sizes() else None
+        if batch_size is None:
+            continue
+        zs, params = _series(profile, batch_size, "trainable_params", 1e6)
+        if zs:
+            left.plot(zs, params, marker="o", markersize=3, label=name if several else None)
+            all_params.extend(params)
+        for attribute, style in (("forward_flops", "--"), ("backward_flops", ":"), ("flops", "-")):
+            zs, flops = _series(profile, batch_size, attribute, 1e9)
+            if zs:
+                all_flops.extend(flops)
+                label = f"{attribute.replace('_', ' ')}, batch {batch_size}"
+                right.plot(
+                    zs, flops, linestyle=style, marker="o", markersize=3, label=f"{name}: {label}" if several else label
+                )
+    _log_if_wide(left, all_params)
+    _log_if_wide(right, all_flops)
+    _finish(left, "Trainable parameters", "trainable parameters (millions)", n)
+    _finish(right, "FLOPs per training step (matmul, conv, attention)", "GFLOPs", n)
+    if several:
+        left.legend(loc="upper left", fontsize="small")
+    if right.get_legend_handles_labels()[0]:
+        right.legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    _save(figure, report, f"params_flops.{suffix}")
+
+
+def _figure_breakdown(profiles: list[tuple[str, Profile]], report: Report, suffix: str) -> None:
+    for index, (name, profile) in enumerate(profiles):
+        rows = [row for row in profile.rows if row.ok and row.tracked_peak_bytes is not None]
+        if not rows:
+            report.notes.append(f"{name}: no memory breakdown in the profile")
+            continue
+        batch_size = max(row.batch_size for row in rows)
+        rows = sorted((r for r in rows if r.batch_size == batch_size), key=lambda r: r.trainable_layers)
+        zs = [row.trainable_layers for row in rows]
+        figure, axes = plt.subplots(figsize=(max(6.5, 0.45 * len(zs) + 3), 4.8))
+        bottom = [0.0] * len(rows)
+        for label, attribute in CATEGORY_FIELDS.items():
+            values = [(getattr(row, attribute) or 0) / MIB for row in rows]
+            axes.bar(zs, values, bottom=bottom, label=label, width=0.75)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        axes.set_title(f"{name}: memory at the step's peak by category, batch {batch_size}")
+        axes.set_xlabel("trainable layers z (counted from the output)")
+        axes.set_ylabel("MiB")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.legend(loc="upper left", fontsize="small")
+        axes.grid(True, axis="y", alpha=0.3)
+        figure.tight_layout()
+        stem = "memory_breakdown" if len(profiles) == 1 else f"memory_breakdown_{index + 1}"
+        _save(figure, report, f"{stem}.{suffix}")
+
+
+def _save(figure: plt.Figure, report: Report, name: str) -> None:
+    path = report.directory / name
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    report.files.append(path)
+
+
+def _index(profiles: list[tuple[str, Profile]], report: Report) -> Path:
+    from layerprof.ladder import build_ladder
+    from layerprof.tables import markdown_cell_table, markdown_ladder
+
+    lines = ["# layerprof report", ""]
+    for name, profile in profiles:
+        env = profile.environment
+        lines.append(
+            f"- **{name}**: {profile.model.get('spec')} on {env.get('device_name')} "
+            f"(torch {env.get('torch_version')}), {profile.layer_count} layers, "
+            f"{'complete' if profile.complete else 'incomplete'}, created {profile.created_at}"
+        )
+    lines.append("")
+    for path in report.files:
+        lines += [f"![{path.stem.replace('_', ' ')}]({path.name})", ""]
+    for name, profile in profiles:
+        lines += [f"## {name}", ""]
+        for batch_size in profile.batch_sizes():
+            lines += [markdown_cell_table(profile, batch_size), ""]
+        cost = "time" if any(row.step_time_ms for row in profile.rows if row.ok) else "flops"
+        try:
+            lines += [markdown_ladder(build_ladder(profile, cost_kind=cost)), ""]
+        except LayerprofError as error:
+            lines += [f"No ladder: {error}", ""]
+    if report.notes:
+        lines += ["## Not drawn", ""] + [f"- {note}" for note in report.notes] + [""]
+    path = report.directory / "index.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, image_format: str = "png") -> Report:
+    """Write the figures and index.md into `directory`; returns what was written and what was not."""
+    if image_format not in ("png", "svg"):
+        raise LayerprofError(f"--format must be png or svg, got {image_format!r}")
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".layerprof-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise LayerprofError(f"cannot write to {str(directory)!r}: {error.strerror or error}") from None
+    report = Report(directory)
+    drawable = [(name, p) for name, p in profiles if any(row.ok for row in p.rows)]
+    for name, profile in profiles:
+        if (name, profile) not in drawable:
+            report.notes.append(
+                f"{name}: every cell failed ({', '.join(sorted({r.status for r in profile.rows}))}); nothing to plot"
+            )
+    if drawable:
+        _figure_cost_curves(drawable, report, image_format)
+        _figure_params_flops(drawable, report, image_format)
+        _figure_breakdown(drawable, report, image_format)
+    report.files.append(_index(profiles, report))
+    return report
