@@ -26,6 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_step_overhead.py
+	$(BIN)/python benchmarks/bench_estimate_accuracy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
