@@ -614,6 +614,143 @@ def report(
             errors.print(f"[yellow]not drawn:[/] {note}", highlight=False)
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class GridPreset(str, Enum):
+    small = "small"
+    paper = "paper"
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        values = ()
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise LayerprofError(f"--budget-fractions expects fractions in (0, 1] like 0.1,0.25,0.5,1, got {text!r}")
+    if values[-1] != 1.0:
+        values = (*values, 1.0)  # full fidelity is always measured
+    return values
+
+
+@app.command()
+def correlate(
+    task: Annotated[
+        str, typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (see README).")
+    ],
+    grid: Annotated[
+        Path | None, typer.Option("--grid", metavar="FILE", help="JSON/YAML: name -> list of values.")
+    ] = None,
+    grid_preset: Annotated[
+        GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")
+    ] = GridPreset.small,
+    layer_counts: Annotated[
+        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts: e.g. 1,2,4,all.")
+    ] = "1,2,4,all",
+    budget_fractions: Annotated[
+        str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
+    ] = "0.1,0.25,0.5,1",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")] = 1,
+    executor: Annotated[
+        Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
+    ] = Executor.local,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, metavar="N", help="Local worker processes (default: cores).")
+    ] = None,
+    address: Annotated[str | None, typer.Option("--address", metavar="ADDR", help="Ray cluster address.")] = None,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Trials, results and heatmap (resumable).")] = Path(
+        "correlation"
+    ),
+) -> None:
+    """Rank correlation of low fidelities with full training, over trainable layers x training budget."""
+    with user_errors():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.table import Table
+
+        from layerprof.correlate import expand_grid, load_grid, resolve_task, run_study, task_layer_count, write_outputs
+        from layerprof.tasks import HYPERPARAMETERS, TASKS, paper_grid, small_grid
+
+        function = resolve_task(task)
+        builtin = task in TASKS
+        if grid is not None:
+            space = load_grid(grid, HYPERPARAMETERS if builtin else None)
+        elif builtin:
+            space = paper_grid(task) if grid_preset is GridPreset.paper else small_grid(task)
+        else:
+            raise LayerprofError("a user task needs --grid FILE (the presets name built-in hyperparameters)")
+        configs = expand_grid(space)
+        count = task_layer_count(function)
+        parts = [part.strip() for part in layer_counts.split(",") if part.strip()]
+        if "all" in parts and count is None:
+            raise LayerprofError(
+                f"{task} does not say how many layers it has (set fn.layer_count); give --layers as numbers"
+            )
+        zs = parse_layer_counts(",".join(str(count) if p == "all" else p for p in parts), count or 10**6)
+        fractions = parse_fractions(budget_fractions)
+        total = len(configs) * len(zs) * len(fractions) * seeds
+        console.print(
+            f"{task}: {len(configs)} configurations x z {','.join(map(str, zs))} x budgets "
+            f"{','.join(f'{f:g}' for f in fractions)} x {seeds} seed(s) = {total} trials · {executor.value}",
+            highlight=False,
+        )
+        progress = Progress(
+            TextColumn("trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        bar = progress.add_task("trials", total=total)
+        failures: list[str] = []
+
+        def on_result(result: Any, done: int, planned: int) -> None:
+            progress.update(bar, completed=done, total=planned)
+            if result.loss is None:
+                failures.append(f"config {result.config_index} at z={result.trainable_layers}: {result.error}")
+
+        try:
+            with progress:
+                result = run_study(
+                    task, configs, zs, fractions, seeds, out, executor.value, workers, address, on_result
+                )
+        except KeyboardInterrupt:
+            errors.print(f"[yellow]interrupted:[/] finished trials are in {out / 'trials.jsonl'}; rerun to resume")
+            raise typer.Exit(130) from None
+        for failure in failures[:5]:
+            errors.print(f"[yellow]failed trial (excluded from rho):[/] {failure}", highlight=False)
+        if len(failures) > 5:
+            errors.print(f"[yellow]... and {len(failures) - 5} more failed trials[/]")
+        paths = write_outputs(result, out)
+        table = Table(title=f"Spearman's rho vs full fidelity (z={max(zs)}, budget 1) · 95% bootstrap interval")
+        table.add_column("z \\ budget", justify="right")
+        for fraction in result.budget_fractions:
+            table.add_column(f"{fraction:g}", justify="right")
+        for z in reversed(result.layers):
+            cells = []
+            for fraction in result.budget_fractions:
+                cell = result.cell(z, fraction)
+                if cell is None or cell.spearman is None:
+                    cells.append("n/a")
+                    continue
+                colour = "green" if cell.spearman >= 0.85 else "yellow" if cell.spearman >= 0.6 else "red"
+                low, high = cell.spearman_low, cell.spearman_high
+                interval = f" [{low:.2f},{high:.2f}]" if low is not None and high is not None else ""
+                cells.append(f"[{colour}]{cell.spearman:.2f}[/]{interval}")
+            table.add_row(str(z), *cells)
+        console.print(table)
+        for cell in result.cells:
+            if cell.note:
+                errors.print(f"[yellow]z={cell.trainable_layers}, budget {cell.budget_fraction:g}:[/] {cell.note}")
+        console.print(
+            f"wrote {', '.join(str(p) for p in paths)} · {result.wall_seconds:.0f} s · {result.executor}",
+            highlight=False,
+        )
+
+
 def parse_percent(text: str, option: str) -> float:
     try:
         value = float(text.strip().rstrip("%")) / (100 if text.strip().endswith("%") else 1)

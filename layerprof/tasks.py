@@ -1,0 +1,250 @@
+"""Built-in tasks for `layerprof correlate`: real data that ships with installed packages, small enough for a CPU.
+
+* `digits`: scikit-learn's 1,797 handwritten digits (8x8, ten classes; `sklearn.datasets.load_digits`
+  reads them from the package, no download), a small residual CNN split into 6 layers.
+* `pydoc-lm`: a byte-level LitGPT model on CPython's own documentation text (`pydoc_data.topics`, about
+  465 KB of English that every Python installation carries), split into 6 layers.
+
+Each task is `fn(config, trainable_layers, budget_fraction) -> validation loss`, the same protocol as a
+user task. Configurations use the hyperparameters of the paper's Table 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerprof.errors import LayerprofError
+from layerprof.layers import freeze_layers, split_layers
+
+HYPERPARAMETERS = (
+    "learning_rate",
+    "weight_decay",
+    "optimizer",
+    "beta1",
+    "beta2",
+    "warmup_fraction",
+    "cooldown_fraction",
+)
+DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-3,
+    "weight_decay": 0.0,
+    "optimizer": "adam",
+    "beta1": 0.9,
+    "beta2": 0.99,
+    "warmup_fraction": 0.0,
+    "cooldown_fraction": 0.0,
+}
+
+
+def make_optimizer(config: dict[str, Any], params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    settings = {**DEFAULTS, **config}
+    name = str(settings["optimizer"]).lower()
+    lr, decay = float(settings["learning_rate"]), float(settings["weight_decay"])
+    if name in ("adam", "adamw"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(params, lr=lr, weight_decay=decay, betas=(float(settings["beta1"]), float(settings["beta2"])))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=decay, momentum=float(settings["beta1"]))
+    raise LayerprofError(f"optimizer {name!r} in the grid: choose adam, adamw or sgd")
+
+
+def schedule(config: dict[str, Any], total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, constant, linear cool-down to zero (fractions of the run)."""
+    warmup = int(float(config.get("warmup_fraction", 0.0)) * total_steps)
+    cooldown = int(float(config.get("cooldown_fraction", 0.0)) * total_steps)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cooldown and step >= total_steps - cooldown:
+            return max(0.0, (total_steps - step) / cooldown)
+        return 1.0
+
+    return factor
+
+
+def train_frozen(
+    model: nn.Module,
+    trainable_layers: int,
+    config: dict[str, Any],
+    steps: int,
+    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    loss_of: Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor],
+    example: Callable[[nn.Module], Any],
+) -> None:
+    """Train only the last `trainable_layers` layers for `steps` steps."""
+    layers = split_layers(model, run_forward=example)
+    if not 1 <= trainable_layers <= len(layers):
+        raise LayerprofError(f"trainable layers must be in 1..{len(layers)}, got {trainable_layers}")
+    freeze_layers(model, layers, trainable_layers)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(config, params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config, steps))
+    model.train()
+    for step in range(steps):
+        loss = loss_of(model, next_batch(step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+
+# ---------------------------------------------------------------- digits
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x))))))
+
+
+def digits_cnn(channels: int = 16) -> nn.Sequential:
+    """stem conv, stem norm, three residual blocks, head: 6 layers."""
+    return nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1, bias=False),
+        nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()),
+        ResidualBlock(channels),
+        ResidualBlock(channels),
+        ResidualBlock(channels),
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10)),
+    )
+
+
+@lru_cache(maxsize=1)
+def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise LayerprofError("the digits task needs scikit-learn: pip install 'layerprof[tasks]'") from None
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    images, labels = images[order], labels[order]
+    return images[:1400], labels[:1400], images[1400:], labels[1400:]
+
+
+DIGITS_FULL_STEPS = 200
+DIGITS_BATCH = 32
+
+
+def digits_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
+    """Validation cross-entropy of the residual CNN after `budget_fraction` of 150 steps at batch 32."""
+    train_x, train_y, val_x, val_y = digits_data()
+    model = digits_cnn()
+    steps = max(1, round(DIGITS_FULL_STEPS * budget_fraction))
+    generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
+
+    def next_batch(_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(0, len(train_y), (DIGITS_BATCH,), generator=generator)
+        return train_x[index], train_y[index]
+
+    def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    train_frozen(model, trainable_layers, config, steps, next_batch, loss_of, lambda m: m(train_x[:2]))
+    model.eval()
+    with torch.no_grad():
+        return float(F.cross_entropy(model(val_x), val_y))
+
+
+digits_task.layer_count = 6  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- byte-level language model
+
+
+@lru_cache(maxsize=1)
+def pydoc_bytes() -> tuple[torch.Tensor, torch.Tensor]:
+    import pydoc_data.topics
+
+    text = "\n\n".join(pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics))
+    data = torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
+    split = int(len(data) * 0.9)
+    return data[:split], data[split:]
+
+
+LM_FULL_STEPS = 150
+LM_BATCH = 8
+LM_CONTEXT = 64
+
+
+def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
+    """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of 150 steps."""
+    from litgpt import GPT, Config
+
+    train, val = pydoc_bytes()
+    lm_config = Config(
+        name="pydoc-lm", block_size=LM_CONTEXT, vocab_size=256, padded_vocab_size=256, n_layer=4, n_head=4, n_embd=64
+    )
+    model = GPT(lm_config)
+    steps = max(1, round(LM_FULL_STEPS * budget_fraction))
+    generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
+
+    def window(data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.stack([data[s : s + LM_CONTEXT + 1] for s in starts.tolist()])
+        return rows[:, :-1], rows[:, 1:]
+
+    def next_batch(_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return window(train, torch.randint(0, len(train) - LM_CONTEXT - 1, (LM_BATCH,), generator=generator))
+
+    def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch[0])
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[1].reshape(-1))
+
+    example = torch.zeros(1, 8, dtype=torch.long)
+    train_frozen(model, trainable_layers, config, steps, next_batch, loss_of, lambda m: m(example))
+    model.eval()
+    starts = torch.arange(0, len(val) - LM_CONTEXT - 1, max(1, (len(val) - LM_CONTEXT - 1) // 64))[:64]
+    with torch.no_grad():
+        return float(loss_of(model, window(val, starts)))
+
+
+pydoc_lm_task.layer_count = 6  # type: ignore[attr-defined]
+
+TASKS: dict[str, Callable[[dict[str, Any], int, float], float]] = {
+    "digits": digits_task,
+    "pydoc-lm": pydoc_lm_task,
+}
+
+
+def paper_grid(task: str) -> dict[str, list[Any]]:
+    """The paper's Table 1 search space for the task's family."""
+    if task == "pydoc-lm":
+        return {
+            "learning_rate": [1e-4, 1e-3, 1e-2],
+            "weight_decay": [0.0, 1e-6, 1e-4, 1e-2],
+            "optimizer": ["adamw"],
+            "beta1": [0.9, 0.95],
+            "beta2": [0.95, 0.99],
+            "warmup_fraction": [0.05, 0.1, 0.25],
+            "cooldown_fraction": [0.1, 0.25, 0.5],
+        }
+    return {
+        "learning_rate": [1e-4, 1e-3, 1e-2],
+        "weight_decay": [1e-5, 1e-4, 1e-3, 1e-2],
+        "optimizer": ["adam", "sgd"],
+        "beta1": [0.9, 0.95, 0.99],
+        "beta2": [0.9, 0.95, 0.99],
+    }
+
+
+def small_grid(task: str) -> dict[str, list[Any]]:
+    """A 12-configuration slice of the paper's space that finishes in minutes on a laptop CPU."""
+    return {
+        "learning_rate": [1e-4, 1e-3, 1e-2],
+        "weight_decay": [1e-5, 1e-2],
+        "optimizer": ["adamw" if task == "pydoc-lm" else "adam", "sgd"],
+    }

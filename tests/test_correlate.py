@@ -1,0 +1,208 @@
+"""Rank statistics, bootstrap, resuming, failing trials, built-in tasks, and the correlate CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from layerprof.cli import app
+from layerprof.correlate import (
+    bootstrap_interval,
+    expand_grid,
+    kendall_tau_b,
+    load_grid,
+    run_study,
+    spearman,
+)
+from layerprof.errors import LayerprofError
+from tests.test_cli import assert_one_line_error
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        ([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]),
+        ([3, 1, 2, 2, 5, 4], [1, 2, 2, 3, 6, 5]),  # ties on both sides
+        ([1, 2, 3, 4], [4, 3, 2, 1]),
+    ],
+)
+def test_rank_statistics_match_scipy(x: list[float], y: list[float]) -> None:
+    assert spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
+    assert kendall_tau_b(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
+
+
+def test_bootstrap_interval_covers_the_truth() -> None:
+    generator = random.Random(1)
+    truth = [generator.gauss(0, 1) for _ in range(200)]
+    covered = 0
+    for repeat in range(20):
+        noisy = [value + generator.gauss(0, 0.5) for value in truth]
+        sample = generator.sample(range(200), 40)
+        x, y = [noisy[i] for i in sample], [truth[i] for i in sample]
+        low, high = bootstrap_interval(x, y, spearman, repeats=300, seed=repeat)
+        population = spearman(noisy, truth)
+        covered += low <= population <= high
+    assert covered >= 16  # a 95% interval misses rarely
+
+
+def test_grid_expansion_drops_beta2_for_sgd() -> None:
+    configs = expand_grid({"optimizer": ["adam", "sgd"], "beta2": [0.9, 0.99], "learning_rate": [0.1]})
+    assert len(configs) == 3
+    assert {"optimizer": "sgd", "learning_rate": 0.1} in configs
+
+
+def test_grid_files(tmp_path: Path) -> None:
+    good = tmp_path / "grid.yaml"
+    good.write_text("learning_rate: [0.001, 0.01]\noptimizer: [adam, sgd]\n")
+    assert load_grid(good, ["learning_rate", "optimizer"]) == {
+        "learning_rate": [0.001, 0.01],
+        "optimizer": ["adam", "sgd"],
+    }
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(LayerprofError, match="does not parse"):
+        load_grid(bad, None)
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"learning_rat": [1]}))
+    with pytest.raises(LayerprofError, match="unknown hyperparameter 'learning_rat'"):
+        load_grid(unknown, ["learning_rate"])
+
+
+TASK = """
+import json, math, os
+
+LOG = os.environ.get("TASK_LOG")
+
+def task(config, trainable_layers, budget_fraction):
+    if LOG:
+        with open(LOG, "a") as handle:
+            handle.write(json.dumps([config["x"], trainable_layers, budget_fraction]) + "\\n")
+    if config["x"] == 99:
+        return float("nan")
+    if config["x"] == 98:
+        raise RuntimeError("diverged")
+    # more layers and more budget reveal the true order of x better
+    noise = ((config["x"] * 7919) % 13) / 13 * (1 - trainable_layers / 4) * (1 - budget_fraction + 0.1)
+    return config["x"] + 3 * noise
+
+task.layer_count = 4
+"""
+
+
+def write_task(tmp_path: Path) -> str:
+    path = tmp_path / "task.py"
+    path.write_text(textwrap.dedent(TASK))
+    return f"{path}:task"
+
+
+def test_nan_and_raising_configurations_are_excluded(tmp_path: Path) -> None:
+    configs = [{"x": x} for x in (1, 2, 3, 4, 98, 99)]
+    result = run_study(write_task(tmp_path), configs, [1, 4], [0.5, 1.0], 1, tmp_path / "out", workers=1)
+    assert result.failed_trials == 8  # 2 bad configurations x 4 cells
+    full = result.cell(4, 1.0)
+    assert full.configs == 4 and full.spearman == pytest.approx(1.0) and full.regret == 0
+    assert all(cell.configs == 4 for cell in result.cells)
+
+
+def test_fewer_than_three_configurations_leave_rho_undefined(tmp_path: Path) -> None:
+    configs = [{"x": x} for x in (1, 2, 98, 99)]
+    result = run_study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "out", workers=1)
+    assert all(cell.spearman is None and "need 3" in cell.note for cell in result.cells)
+
+
+def test_resume_runs_only_missing_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = write_task(tmp_path)
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("TASK_LOG", str(log))
+    configs = [{"x": x} for x in range(1, 6)]
+    out = tmp_path / "study"
+    import layerprof.correlate as correlate
+
+    real_append = correlate.TrialStore.append
+    calls = {"count": 0}
+
+    def interrupted_append(self, result):  # the 7th finished trial is interrupted before it is saved
+        calls["count"] += 1
+        if calls["count"] == 7:
+            raise KeyboardInterrupt
+        real_append(self, result)
+
+    monkeypatch.setattr(correlate.TrialStore, "append", interrupted_append)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1)
+    monkeypatch.setattr(correlate.TrialStore, "append", real_append)
+    saved = len((out / "trials.jsonl").read_text().splitlines())
+    assert saved == 6
+    log.write_text("")
+    result = run_study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1)
+    rerun = len(log.read_text().splitlines())
+    assert rerun == 20 - saved  # 5 configs x 2 z x 2 budgets, minus what was on disk
+    assert "resumed: 6 of 20" in result.executor
+    assert result.cell(4, 1.0).spearman == pytest.approx(1.0)
+
+
+def test_another_grid_in_the_same_directory_is_refused(tmp_path: Path) -> None:
+    spec = write_task(tmp_path)
+    run_study(spec, [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "out", workers=1)
+    with pytest.raises(LayerprofError, match="another task or grid"):
+        run_study(spec, [{"x": x} for x in (1, 2, 4)], [4], [1.0], 1, tmp_path / "out", workers=1)
+
+
+def test_local_worker_processes(tmp_path: Path) -> None:
+    result = run_study(
+        write_task(tmp_path), [{"x": x} for x in (1, 2, 3, 4)], [1, 4], [1.0], 1, tmp_path / "o", workers=2
+    )
+    assert result.cell(4, 1.0).spearman == pytest.approx(1.0)
+
+
+def test_ray_missing_is_a_clear_error(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("Ray is installed here; the message for a missing Ray cannot be shown")
+    with pytest.raises(LayerprofError, match="pip install 'layerprof\\[ray\\]'"):
+        run_study(write_task(tmp_path), [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "r", executor="ray")
+
+
+@pytest.mark.parametrize("task", ["digits", "pydoc-lm"])
+def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str) -> None:
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"learning_rate": [1e-4, 1e-3, 3e-2]}))
+    out = tmp_path / task
+    result = CliRunner().invoke(
+        app, ["correlate", task, "--grid", str(grid), "--layers", "1,all", "--budget-fractions", "0.1",
+              "--workers", "2", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "result.json").read_text())
+    assert data["layers"] == [1, 6] and data["budget_fractions"] == [0.1, 1.0]
+    assert data["failed_trials"] == 0
+    full = next(c for c in data["cells"] if c["trainable_layers"] == 6 and c["budget_fraction"] == 1.0)
+    assert full["spearman"] == pytest.approx(1.0)
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG" and (out / "cells.csv").exists()
+
+
+def test_correlate_bad_input(tmp_path: Path) -> None:
+    runner = CliRunner()
+    spec = write_task(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[")
+    assert_one_line_error(runner.invoke(app, ["correlate", "digits", "--grid", str(bad)]), "does not parse")
+    assert_one_line_error(runner.invoke(app, ["correlate", "cifar"]), "unknown task 'cifar'")
+    assert_one_line_error(runner.invoke(app, ["correlate", spec]), "needs --grid")
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"x": [1, 2]}))
+    assert_one_line_error(
+        runner.invoke(app, ["correlate", spec, "--grid", str(two), "--out", str(tmp_path / "o")]), "at least 3"
+    )
+    assert_one_line_error(
+        runner.invoke(app, ["correlate", "digits", "--budget-fractions", "0,2"]), "--budget-fractions"
+    )
+    assert_one_line_error(runner.invoke(app, ["correlate", "digits", "--layers", "1,9"]), "outside 1..6")
