@@ -390,6 +390,10 @@ def ladder(
     budget_steps: Annotated[
         int | None, typer.Option("--budget-steps", metavar="STEPS", help="Add training steps as a second fidelity.")
     ] = None,
+    correlation: Annotated[
+        Path | None,
+        typer.Option("--correlation", metavar="RESULT", help="A correlate result.json: show each rung's rho."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")] = False,
     export: Annotated[
         ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
@@ -412,6 +416,12 @@ def ladder(
             configs=configs,
             budget_steps=budget_steps,
         )
+        if correlation is not None:
+            from layerprof.correlate import load_result
+            from layerprof.ladder import attach_correlation
+
+            for note in attach_correlation(result, load_result(correlation)):
+                errors.print(f"[yellow]warning:[/] {note}", highlight=False)
         if export is not None:
             print(export_snippet(result, export.value), end="")
         elif as_json:

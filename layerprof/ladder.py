@@ -40,6 +40,7 @@ class Rung:
     largest_batch_size: int | None = None  # from a linear fit of memory against batch size, if several
     budget_index: int = 1  # 1, eta, eta^2, ...: what an HPO library sees as the budget
     steps: int | None = None  # joint ladder: training steps at this rung
+    spearman: float | None = None  # measured rank correlation with full training (from `layerprof correlate`)
 
 
 @dataclass
@@ -354,6 +355,19 @@ def build_ladder(
     if budget_steps is not None:
         ladder.joint = joint_ladder(ladder, budget_steps, configs)
     return ladder
+
+
+def attach_correlation(ladder: Ladder, result: Any) -> list[str]:
+    """Per rung, Spearman's rho at the full budget from a correlate result; notes for rungs it lacks."""
+    notes = []
+    for rung in ladder.rungs:
+        budget = max(result.budget_fractions)
+        cell = result.cell(rung.trainable_layers, budget)
+        if cell is None:
+            notes.append(f"the correlation result has no z={rung.trainable_layers}")
+        else:
+            rung.spearman = cell.spearman
+    return notes
 
 
 def joint_ladder(ladder: Ladder, budget_steps: int, configs: int | None) -> dict[str, Any]:

@@ -176,6 +176,8 @@ def ladder_headers(ladder: Ladder) -> list[str]:
             headers += ["max B"]
     if ladder.joint is not None:
         headers += ["steps"]
+    if any(rung.spearman is not None for rung in ladder.rungs):
+        headers += ["ρ"]
     return headers
 
 
@@ -199,6 +201,8 @@ def ladder_rows(ladder: Ladder) -> list[list[str]]:
                 values.append("—" if rung.largest_batch_size is None else str(rung.largest_batch_size))
         if ladder.joint is not None:
             values.append(str(rung.steps))
+        if any(r.spearman is not None for r in ladder.rungs):
+            values.append("—" if rung.spearman is None else f"{rung.spearman:.2f}")
         rows.append(values)
     return rows
 

@@ -206,3 +206,23 @@ def test_correlate_bad_input(tmp_path: Path) -> None:
         runner.invoke(app, ["correlate", "digits", "--budget-fractions", "0,2"]), "--budget-fractions"
     )
     assert_one_line_error(runner.invoke(app, ["correlate", "digits", "--layers", "1,9"]), "outside 1..6")
+
+
+def test_ladder_shows_measured_rank_correlation_per_rung(tmp_path: Path) -> None:
+    from layerprof.correlate import write_outputs
+    from layerprof.profile import save_profile
+    from tests.test_ladder import synthetic_profile
+
+    result = run_study(
+        write_task(tmp_path), [{"x": x} for x in (1, 2, 3, 4, 5)], [1, 2, 4], [1.0], 1, tmp_path / "s", workers=1
+    )
+    write_outputs(result, tmp_path / "s")
+    profile = save_profile(synthetic_profile({1: 1.0, 2: 3.0, 3: 5.0, 4: 9.0}), tmp_path / "p.json")
+    output = CliRunner().invoke(
+        app, ["ladder", str(profile), "--correlation", str(tmp_path / "s" / "result.json"), "--json"]
+    )
+    assert output.exit_code == 0, output.output
+    data = json.loads(output.stdout)
+    by_z = {rung["trainable_layers"]: rung["spearman"] for rung in data["rungs"]}
+    assert by_z[4] == pytest.approx(1.0)
+    assert by_z[1] == pytest.approx(result.cell(1, 1.0).spearman)
