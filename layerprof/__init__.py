@@ -22,6 +22,11 @@ _LAZY = {
     "load_profile": "layerprof.profile",
     "save_profile": "layerprof.profile",
     "LayerprofError": "layerprof.errors",
+    "build_ladder": "layerprof.ladder",
+    "estimate_model": "layerprof.estimate",
+    "compare": "layerprof.check",
+    "write_report": "layerprof.report",
+    "run_study": "layerprof.correlate",
 }
 
 __all__ = ["__version__", *_LAZY]

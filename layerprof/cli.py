@@ -58,6 +58,11 @@ class ExportFormat(str, Enum):
     smac = "smac"
 
 
+class Target(str, Enum):
+    cuda = "cuda"
+    cpu = "cpu"
+
+
 class Dtype(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -141,6 +146,19 @@ UnwrapOption = Annotated[
     list[str] | None,
     typer.Option("--unwrap", metavar="CLASS", help="Also split inside modules of this class name. Repeatable."),
 ]
+
+
+BatchSizesOption = Annotated[
+    str | None,
+    typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
+]
+LayersOption = Annotated[
+    str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
+]
+OptimizerOption = Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")]
+DtypeOption = Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Table style.")]
+TargetOption = Annotated[Target, typer.Option("--target", help="Device to predict for.")]
 
 
 def _model_options(
@@ -232,7 +250,7 @@ def layers(
     model: ModelArgument,
     unwrap: UnwrapOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
     seq_len: SeqLenOption = None,
@@ -257,13 +275,8 @@ def layers(
 @app.command()
 def profile(
     model: ModelArgument,
-    batch_sizes: Annotated[
-        str | None,
-        typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
-    ] = None,
-    layer_counts: Annotated[
-        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
-    ] = "all",
+    batch_sizes: BatchSizesOption = None,
+    layer_counts: LayersOption = "all",
     warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="STEPS", help="Unmeasured steps per cell.")] = 10,
     min_steps: Annotated[
         int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Measured steps before stopping.")
@@ -271,8 +284,8 @@ def profile(
     steps: Annotated[
         int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many measured steps per cell.")
     ] = 50,
-    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")] = Optimizer.adamw,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")] = Dtype.float32,
+    optimizer: OptimizerOption = Optimizer.adamw,
+    dtype: DtypeOption = Dtype.float32,
     device: Annotated[
         str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA if available), cpu, cuda, cuda:N.")
     ] = "auto",
@@ -280,7 +293,7 @@ def profile(
         Path | None,
         typer.Option("--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json."),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
     seq_len: SeqLenOption = None,
@@ -301,7 +314,8 @@ def profile(
 
         chosen_device = resolve_device(device)
         sizes = parse_positive_ints(batch_sizes, "--batch-sizes") if batch_sizes else None
-        path = out or Path("profiles") / f"{model_slug(model)}-{device_slug(describe_environment(chosen_device))}.json"
+        environment = describe_environment(chosen_device)
+        path = out or Path("profiles") / f"{model_slug(model)}-{device_slug(environment)}.json"
         ensure_writable(path)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         with console.status(f"building {model} on {chosen_device}"):
@@ -321,14 +335,12 @@ def profile(
             f"z = {_short_range(settings.trainable_layers)} · {chosen_device}",
             highlight=False,
         )
-        try:
-            with _SweepProgress(console) as progress:
-                result = profile_model(
-                    loaded, split, settings, chosen_device, progress, lambda p: save_profile(p, path)
-                )
-        except KeyboardInterrupt:
-            errors.print(f"[yellow]interrupted:[/] rows measured so far are saved in {path} (marked incomplete)")
-            raise typer.Exit(130) from None
+        result = _run_with_progress(
+            lambda progress: profile_model(
+                loaded, split, settings, chosen_device, progress, lambda p: save_profile(p, path), None, environment
+            ),
+            path,
+        )
         _print_cell_tables(result, output_format)
         _print_recommended_ladder(result, output_format)
         timing = result.timing
@@ -398,7 +410,7 @@ def ladder(
     export: Annotated[
         ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
@@ -430,31 +442,21 @@ def ladder(
             _print_ladder(result, output_format)
 
 
-class Target(str, Enum):
-    cuda = "cuda"
-    cpu = "cpu"
-
-
 @app.command()
 def estimate(
     model: ModelArgument,
-    batch_sizes: Annotated[
-        str | None,
-        typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
-    ] = None,
-    layer_counts: Annotated[
-        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z: all, 1,2,4 or 1-5.")
-    ] = "all",
-    target: Annotated[Target, typer.Option("--target", help="Device to predict for.")] = Target.cuda,
-    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")] = Optimizer.adamw,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")] = Dtype.float32,
+    batch_sizes: BatchSizesOption = None,
+    layer_counts: LayersOption = "all",
+    target: TargetOption = Target.cuda,
+    optimizer: OptimizerOption = Optimizer.adamw,
+    dtype: DtypeOption = Dtype.float32,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-estimate-TARGET.json."
         ),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="Table style.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
     seq_len: SeqLenOption = None,
@@ -493,14 +495,12 @@ def estimate(
             f"z = {_short_range(settings.trainable_layers)} · estimate for {target.value}",
             highlight=False,
         )
-        try:
-            with _SweepProgress(console) as progress:
-                result = estimate_model(
-                    model, options, settings, target.value, progress, lambda p: save_profile(p, path), split
-                )
-        except KeyboardInterrupt:
-            errors.print(f"[yellow]interrupted:[/] rows estimated so far are saved in {path} (marked incomplete)")
-            raise typer.Exit(130) from None
+        result = _run_with_progress(
+            lambda progress: estimate_model(
+                model, options, settings, target.value, progress, lambda p: save_profile(p, path), split
+            ),
+            path,
+        )
         _print_cell_tables(result, output_format)
         _print_breakdown(result, output_format)
         _print_recommended_ladder(result, output_format, cost="flops")
@@ -526,16 +526,14 @@ def fit(
     gpu: Annotated[
         str | None, typer.Option("--gpu", metavar="NAME", help="A known GPU or MIG slice, e.g. L4, 1g.10gb.")
     ] = None,
-    layer_counts: Annotated[
-        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z: all, 1,2,4 or 1-5.")
-    ] = "all",
+    layer_counts: LayersOption = "all",
     batch_size: Annotated[
         int | None,
         typer.Option("--batch-size", metavar="B", min=1, help="Also name the smallest GPU that runs this batch."),
     ] = None,
-    target: Annotated[Target, typer.Option("--target", help="Device to predict for.")] = Target.cuda,
-    optimizer: Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")] = Optimizer.adamw,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")] = Dtype.float32,
+    target: TargetOption = Target.cuda,
+    optimizer: OptimizerOption = Optimizer.adamw,
+    dtype: DtypeOption = Dtype.float32,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
@@ -864,6 +862,16 @@ def _print_cell_tables(result: Any, output_format: OutputFormat) -> None:
             print(markdown_cell_table(result, batch_size) + "\n")
         else:
             console.print(rich_cell_table(result, batch_size))
+
+
+def _run_with_progress(sweep: Any, path: Path) -> Any:
+    """Run `sweep(progress)` under a progress bar; Ctrl-C keeps the saved rows and exits 130."""
+    try:
+        with _SweepProgress(console) as progress:
+            return sweep(progress)
+    except KeyboardInterrupt:
+        errors.print(f"[yellow]interrupted:[/] rows done so far are saved in {path} (marked incomplete)")
+        raise typer.Exit(130) from None
 
 
 class _SweepProgress:
