@@ -153,9 +153,14 @@ def train_rung(config: dict) -> dict:
 
 
 def memory_parallel_successive_halving(configs: list[dict]) -> dict:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0  # on a CPU-only cluster the GPU request is dropped
     survivors = list(configs)
     for budget in sorted(RUNGS):
-        resources = {"cpu": 1, "gpu": GPU_FRACTION[budget]} if GPU_FRACTION[budget] < 1 else {"cpu": 1, "gpu": 1}
+        resources = {"cpu": 1, "gpu": GPU_FRACTION[budget]} if has_gpu else {"cpu": 1}
         tuner = tune.Tuner(
             tune.with_resources(train_rung, resources),
             param_space={"budget": budget, "hyperparameters": tune.grid_search(survivors)},

@@ -226,3 +226,12 @@ def test_ladder_shows_measured_rank_correlation_per_rung(tmp_path: Path) -> None
     by_z = {rung["trainable_layers"]: rung["spearman"] for rung in data["rungs"]}
     assert by_z[4] == pytest.approx(1.0)
     assert by_z[1] == pytest.approx(result.cell(1, 1.0).spearman)
+
+
+def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    configs = [{"x": x} for x in (1, 2, 3, 4)]
+    result = run_study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "ray", executor="ray")
+    assert result.executor == "ray"
+    assert result.cell(4, 1.0).spearman == pytest.approx(1.0)
+    assert len((tmp_path / "ray" / "trials.jsonl").read_text().splitlines()) == 8

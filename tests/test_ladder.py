@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -279,3 +280,23 @@ def test_export_refuses_non_integer_eta_and_single_rung() -> None:
     flat = synthetic_profile({z: 5.0 for z in range(1, 4)})
     with pytest.raises(LayerprofError, match="single rung"):
         export(build_ladder(flat, eta=3), "optuna")
+
+
+def test_ray_snippet_runs_memory_parallel_halving_on_ray_tune(tmp_path: Path) -> None:
+    pytest.importorskip("ray.tune")
+    import subprocess
+
+    ladder = geometric_ladder(3, 3)
+    for rung, slots in zip(ladder.rungs, (4, 2, 1), strict=True):
+        rung.parallel_slots = slots  # as with --gpu-memory; each rung asks for 1/slots of a GPU
+    source = export(ladder, "ray")
+    assert "GPU_FRACTION = {1: 0.25, 3: 0.5, 9: 1.0}" in source
+    script = tmp_path / "ray_snippet.py"
+    script.write_text(source)
+    # run as a user would: `python snippet.py` (9 configurations -> 3 -> 1 on a local CPU-only Ray)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "best {'learning_rate':" in done.stdout
