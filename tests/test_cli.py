@@ -278,3 +278,23 @@ def test_ladder_bad_input(runner: CliRunner, measured_profile: Path, tmp_path: P
     assert_one_line_error(run(runner, "ladder", str(measured_profile), "--gpu-memory", "1MiB"), "lowest rung")
     assert_one_line_error(run(runner, "ladder", str(measured_profile), "--gpu-memory", "big"), "not understood")
     assert_one_line_error(run(runner, "ladder", str(tmp_path / "absent.json")), "does not exist")
+
+
+def test_bfloat16_is_applied_and_recorded(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "bf16.json"
+    result = run(runner, "profile", *TINY_LM, "--batch-sizes", "1", "--layers", "9", *FAST, "--dtype", "bfloat16",
+                 "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    profile = load_profile(out)
+    assert profile.workload["dtype"] == "bfloat16" and "no autocast" in profile.workload["dtype_mode"]
+    row = profile.rows[0]
+    assert row.ok
+    # parameters held in 2 bytes each: the tracker's parameter category is half of float32's
+    float32 = tmp_path / "fp32.json"
+    assert (
+        run(runner, "profile", *TINY_LM, "--batch-sizes", "1", "--layers", "9", *FAST, "--out", str(float32)).exit_code
+        == 0
+    )
+    assert row.memory_parameters_bytes * 2 == pytest.approx(
+        load_profile(float32).rows[0].memory_parameters_bytes, rel=0.01
+    )
