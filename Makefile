@@ -18,6 +18,7 @@ profile: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	@$(MAKE) --no-print-directory lint gate
 
 lint: $(STAMP)
 	$(BIN)/ruff check layerprof tests benchmarks examples
