@@ -23,15 +23,23 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from layerprof.environment import describe_environment
 from layerprof.errors import LayerprofError
+from layerprof.ladder import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.layers import Layer, freeze_layers, total_params, trainable_params
 from layerprof.measure import CUDA_ALLOCATION_ROUNDING_BYTES, first_line
 from layerprof.models import LoadedModel, ModelOptions, build_model
 from layerprof.profile import Profile, Row
-from layerprof.sweep import DTYPES, SweepObserver, SweepSettings, instrumented_step, make_optimizer, profile_model
+from layerprof.sweep import (
+    DTYPES,
+    SweepObserver,
+    SweepSettings,
+    failed_row,
+    instrumented_step,
+    make_optimizer,
+    profile_model,
+)
 
 TARGETS = ("cuda", "cpu")
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
-CONTEXT_RESERVE_BYTES = 512 * 2**20  # kept equal to ladder.CUDA_CONTEXT_RESERVE_BYTES
 
 # nvidia-smi's total memory (MiB) of common GPUs and MIG slices.
 GPUS: dict[str, int] = {
@@ -92,9 +100,7 @@ def estimate_cell(
         row.peak_memory_bytes = row.tracked_peak_bytes
         row.memory_source = f"estimate-{target}"
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
-        failed = Row(batch_size, trainable_layers, "error", message=f"cannot estimate: {first_line(error)}")
-        failed.trainable_params, failed.trainable_fraction = row.trainable_params, row.trainable_fraction
-        row = failed
+        row = failed_row(row, "error", f"cannot estimate: {first_line(error)}")
     finally:
         frozen.remove()
         for param in params:
@@ -169,7 +175,7 @@ class FitSearch:
         self.mode, self.loaded = build_fake_model(spec, options, DTYPES[settings.dtype])
         self.settings = settings
         self.target = target
-        self.reserve = CONTEXT_RESERVE_BYTES if target == "cuda" else 0
+        self.reserve = CUDA_CONTEXT_RESERVE_BYTES if target == "cuda" else 0
         with self.mode:
             self.layers = self.loaded.split()
         self._cache: dict[tuple[int, int], int] = {}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import Profile, Row
+from layerprof.profile import Profile, Row, ratio
 
 # What a CUDA process holds beyond the allocator's reservation: the CUDA context, cuBLAS/cuDNN workspaces and
 # kernel images. About 300-600 MiB on current GPUs and drivers with lazy module loading; 512 MiB is reserved.
@@ -308,9 +308,9 @@ def build_ladder(
                 cost_vs_full=costs[z] / costs[n],
                 cost_vs_previous=None if index == 0 else costs[z] / costs[chosen[index - 1]],
                 step_time_ms=row.step_time_ms,
-                time_vs_full=_ratio(row.step_time_ms, full.step_time_ms),
+                time_vs_full=ratio(row.step_time_ms, full.step_time_ms),
                 peak_memory_bytes=row.peak_memory_bytes,
-                memory_vs_full=_ratio(row.peak_memory_bytes, full.peak_memory_bytes),
+                memory_vs_full=ratio(row.peak_memory_bytes, full.peak_memory_bytes),
                 memory_need_bytes=need,
                 parallel_slots=slots,
                 largest_batch_size=None
@@ -408,9 +408,3 @@ def joint_ladder(ladder: Ladder, budget_steps: int, configs: int | None) -> dict
         "joint_lowest_peak_memory_bytes": joint_rows[0]["joint_peak_memory_bytes"],
         "steps_only_peak_memory_bytes": full.peak_memory_bytes,
     }
-
-
-def _ratio(value: float | None, full: float | None) -> float | None:
-    if value is None or not full:
-        return None
-    return value / full

@@ -240,16 +240,6 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 # ---------------------------------------------------------------- FLOPs
 
 
-@dataclass(frozen=True)
-class StepFlops:
-    forward: int
-    backward: int
-
-    @property
-    def total(self) -> int:
-        return self.forward + self.backward
-
-
 def flop_counter() -> FlopCounterMode:
     """FlopCounterMode counts matmuls, convolutions and attention; elementwise ops and optimizers count 0."""
     return FlopCounterMode(display=False)

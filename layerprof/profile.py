@@ -142,6 +142,13 @@ class Profile:
             raise LayerprofError(f"{source} is a damaged layerprof profile: missing or bad {error}") from None
 
 
+def ratio(value: float | None, full: float | None) -> float | None:
+    """value / full, or None where either is missing (a failed cell) or full is zero."""
+    if value is None or not full:
+        return None
+    return value / full
+
+
 def _atomic_write(path: Path, text: str) -> None:
     """Write by rename, so that a crash mid-write never leaves a torn file."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -18,15 +18,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from layerprof.errors import LayerprofError  # noqa: E402
 from layerprof.profile import Profile  # noqa: E402
+from layerprof.tables import BREAKDOWN, MIB  # noqa: E402
 
-MIB = 2**20
-CATEGORY_FIELDS = {
-    "parameters": "memory_parameters_bytes",
-    "gradients": "memory_gradients_bytes",
-    "optimizer state": "memory_optimizer_state_bytes",
-    "activations & temporaries": "memory_activations_bytes",
-    "inputs": "memory_inputs_bytes",
-}
+CATEGORY_FIELDS = {label: field for field, label in BREAKDOWN.items() if field != "tracked_peak_bytes"}
 
 
 @dataclass

@@ -218,10 +218,7 @@ def run_cell(
         row.throughput_per_s = workload.items_per_batch(batch_size) / step_seconds
         row.achieved_tflops = (row.flops or 0) / step_seconds / 1e12
     except Exception as error:  # noqa: BLE001 - one failed cell never stops the sweep
-        failed = Row(batch_size, trainable_layers, "oom" if is_out_of_memory(error) else "error")
-        failed.message = first_line(error)
-        failed.trainable_params, failed.trainable_fraction = row.trainable_params, row.trainable_fraction
-        row = failed
+        row = failed_row(row, "oom" if is_out_of_memory(error) else "error", first_line(error))
     finally:
         frozen.remove()
         for param in params:
@@ -231,6 +228,13 @@ def run_cell(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return row, seconds
+
+
+def failed_row(row: Row, status: str, message: str) -> Row:
+    """A fresh row for a cell that failed: its deterministic parameter counts kept, no partial figures."""
+    failed = Row(row.batch_size, row.trainable_layers, status, message=message)
+    failed.trainable_params, failed.trainable_fraction = row.trainable_params, row.trainable_fraction
+    return failed
 
 
 def training_step(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from layerprof.ladder import Ladder
 from layerprof.layers import Layer, trainable_params
-from layerprof.profile import Profile
+from layerprof.profile import Profile, ratio
 
 MIB = 2**20
 
@@ -40,20 +40,14 @@ def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
                 "trainable_layers": row.trainable_layers,
                 "trainable_pct": None if row.trainable_fraction is None else 100 * row.trainable_fraction,
                 "step_time_ms": row.step_time_ms,
-                "time_vs_full": _ratio(row.step_time_ms, full_time),
+                "time_vs_full": ratio(row.step_time_ms, full_time),
                 "peak_memory_mib": None if row.peak_memory_bytes is None else row.peak_memory_bytes / MIB,
-                "memory_vs_full": _ratio(row.peak_memory_bytes, full_memory),
+                "memory_vs_full": ratio(row.peak_memory_bytes, full_memory),
                 "gflops": None if row.flops is None else row.flops / 1e9,
                 "status": row.status if row.ok else f"{row.status}: {row.message or ''}".strip(": "),
             }
         )
     return pd.DataFrame.from_records(records, columns=list(COLUMNS))
-
-
-def _ratio(value: float | None, full: float | None) -> float | None:
-    if value is None or not full:
-        return None
-    return value / full
 
 
 def _format(column: str, value: object) -> str:
