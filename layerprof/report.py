@@ -168,7 +168,7 @@ def _figure_breakdown(profiles: list[tuple[str, Profile]], report: Report, suffi
         axes.set_xlabel("trainable layers z (counted from the output)")
         axes.set_ylabel("MiB")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.legend(loc="upper left", fontsize="small")
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars, never on them
         axes.grid(True, axis="y", alpha=0.3)
         figure.tight_layout()
         stem = "memory_breakdown" if len(profiles) == 1 else f"memory_breakdown_{index + 1}"
