@@ -147,24 +147,37 @@ def _compare_deterministic(result: CheckResult, key: tuple[int, int], old: Row, 
         result.findings.append(Finding(*key, name, before, after, verdict, detail))
 
 
+MEMORY_FIGURES = (
+    "peak_memory_bytes",
+    "memory_parameters_bytes",
+    "memory_gradients_bytes",
+    "memory_optimizer_state_bytes",
+    "memory_activations_bytes",
+    "memory_inputs_bytes",
+)
+
+
 def _compare_memory(
     result: CheckResult, key: tuple[int, int], old: Row, new: Row, tolerance: float, accept: bool
 ) -> None:
-    before, after = old.peak_memory_bytes, new.peak_memory_bytes
-    if before is None or after is None:
-        return
-    change = _relative(after, before)
-    if _is_estimate(old) and _is_estimate(new):  # estimated memory is deterministic
-        changed = after != before
-        verdict = ("accepted" if accept else "regression") if changed else "pass"
-        detail = f"estimate changed by {change:+.2%}" if changed else ""
-    elif change > tolerance:
-        verdict, detail = "regression", f"{change:+.1%} exceeds +{tolerance:.0%}"
-    elif change < -tolerance:
-        verdict, detail = "improvement", f"{change:+.1%}"
-    else:
-        verdict, detail = "pass", f"{change:+.1%}"
-    result.findings.append(Finding(*key, "peak_memory_bytes", before, after, verdict, detail))
+    """The peak and every category of the tracker's split: exact between estimates, within tolerance otherwise."""
+    both_estimates = _is_estimate(old) and _is_estimate(new)  # estimated memory is deterministic
+    for name in MEMORY_FIGURES:
+        before, after = getattr(old, name), getattr(new, name)
+        if before is None or after is None:
+            continue
+        change = _relative(after, before)
+        if both_estimates:
+            changed = after != before
+            verdict = ("accepted" if accept else "regression") if changed else "pass"
+            detail = f"estimate changed by {change:+.2%}" if changed else ""
+        elif change > tolerance:
+            verdict, detail = "regression", f"{change:+.1%} exceeds +{tolerance:.0%}"
+        elif change < -tolerance:
+            verdict, detail = "improvement", f"{change:+.1%}"
+        else:
+            verdict, detail = "pass", f"{change:+.1%}"
+        result.findings.append(Finding(*key, name, before, after, verdict, detail))
 
 
 def _compare_time(result: CheckResult, key: tuple[int, int], old: Row, new: Row, tolerance: float) -> None:

@@ -358,21 +358,26 @@ def run_ray(
         import ray
     except ImportError:
         raise LayerprofError("--executor ray needs Ray: pip install 'layerprof[ray]'") from None
+    started_here = not ray.is_initialized()
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     except Exception as error:  # noqa: BLE001
         raise LayerprofError(f"cannot reach the Ray cluster at {address or 'a new local instance'}: {error}") from None
-    remote = ray.remote(run_trial)
-    futures = {}
-    for trial in trials:
-        options = {"num_cpus": 1}
-        if gpu_fraction is not None:
-            options["num_gpus"] = gpu_fraction(trial.trainable_layers)
-        futures[remote.options(**options).remote(task_spec, configs[trial.config_index], trial)] = trial
-    remaining = list(futures)
-    while remaining:
-        done, remaining = ray.wait(remaining, num_returns=1)
-        on_result(ray.get(done[0]))
+    try:
+        remote = ray.remote(run_trial)
+        futures = {}
+        for trial in trials:
+            options = {"num_cpus": 1}
+            if gpu_fraction is not None:
+                options["num_gpus"] = gpu_fraction(trial.trainable_layers)
+            futures[remote.options(**options).remote(task_spec, configs[trial.config_index], trial)] = trial
+        remaining = list(futures)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            on_result(ray.get(done[0]))
+    finally:
+        if started_here:  # a connection (or a local instance) this call opened is closed by it
+            ray.shutdown()
 
 
 def summarise(

@@ -86,6 +86,8 @@ def objective(trial: optuna.Trial) -> float:
     for budget in sorted(RUNGS):
         loss = train_and_evaluate(config, RUNGS[budget], STEPS[budget])
         trial.report(loss, step=budget)
+        if budget == max(RUNGS):
+            return loss  # full training is done: no pruning decision after the top rung
         if trial.should_prune():
             raise optuna.TrialPruned()
     return loss
@@ -160,6 +162,7 @@ def memory_parallel_successive_halving(configs: list[dict]) -> dict:
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0  # on a CPU-only cluster the GPU request is dropped
     survivors = list(configs)
     for budget in sorted(RUNGS):
+        print(f"rung budget {budget}: {len(survivors)} trial(s) at z={RUNGS[budget]}", flush=True)
         resources = {"cpu": 1, "gpu": GPU_FRACTION[budget]} if has_gpu else {"cpu": 1}
         tuner = tune.Tuner(
             tune.with_resources(train_rung, resources),

@@ -92,10 +92,14 @@ def _curves(
     return drawn
 
 
-def _figure_cost_curves(profiles: list[tuple[str, Profile]], report: Report, suffix: str) -> None:
+def _has_step_times(profiles: list[tuple[str, Profile]]) -> bool:
+    return any(row.step_time_ms for _, profile in profiles for row in profile.rows if row.ok)
+
+
+def cost_curves_figure(profiles: list[tuple[str, Profile]]) -> plt.Figure:
+    """Step time and peak memory against z, absolute (top) and relative to full training (bottom)."""
     n = max(profile.layer_count for _, profile in profiles)
-    has_time = any(row.step_time_ms for _, p in profiles for row in p.rows if row.ok)
-    panels = [("step_time_ms", 1.0, "step time (ms)", "Step time")] if has_time else []
+    panels = [("step_time_ms", 1.0, "step time (ms)", "Step time")] if _has_step_times(profiles) else []
     panels.append(("peak_memory_bytes", MIB, "peak memory (MiB)", "Peak memory"))
     figure, grid = plt.subplots(2, len(panels), figsize=(6.5 * len(panels), 8.5), squeeze=False)
     for column, (attribute, scale, unit, title) in enumerate(panels):
@@ -108,14 +112,13 @@ def _figure_cost_curves(profiles: list[tuple[str, Profile]], report: Report, suf
         for axes in (grid[0][column], grid[1][column]):
             if axes.get_legend_handles_labels()[0]:
                 axes.legend(loc="best", fontsize="small")
-    if not has_time:
-        report.notes.append("no step times in these profiles (estimates): time curves not drawn")
     figure.suptitle("Cost of training only the last z layers (dotted: recommended ladder rungs, η = 3)")
     figure.tight_layout()
-    _save(figure, report, f"cost_curves.{suffix}")
+    return figure
 
 
-def _figure_params_flops(profiles: list[tuple[str, Profile]], report: Report, suffix: str) -> None:
+def params_flops_figure(profiles: list[tuple[str, Profile]]) -> plt.Figure:
+    """Trainable parameters (left) and forward / backward / total FLOPs (right) against z."""
     n = max(profile.layer_count for _, profile in profiles)
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     several = len(profiles) > 1
@@ -146,33 +149,31 @@ def _figure_params_flops(profiles: list[tuple[str, Profile]], report: Report, su
     if right.get_legend_handles_labels()[0]:
         right.legend(loc="upper left", fontsize="small")
     figure.tight_layout()
-    _save(figure, report, f"params_flops.{suffix}")
+    return figure
 
 
-def _figure_breakdown(profiles: list[tuple[str, Profile]], report: Report, suffix: str) -> None:
-    for index, (name, profile) in enumerate(profiles):
-        rows = [row for row in profile.rows if row.ok and row.tracked_peak_bytes is not None]
-        if not rows:
-            report.notes.append(f"{name}: no memory breakdown in the profile")
-            continue
-        batch_size = max(row.batch_size for row in rows)
-        rows = sorted((r for r in rows if r.batch_size == batch_size), key=lambda r: r.trainable_layers)
-        zs = [row.trainable_layers for row in rows]
-        figure, axes = plt.subplots(figsize=(max(6.5, 0.45 * len(zs) + 3), 4.8))
-        bottom = [0.0] * len(rows)
-        for label, attribute in CATEGORY_FIELDS.items():
-            values = [(getattr(row, attribute) or 0) / MIB for row in rows]
-            axes.bar(zs, values, bottom=bottom, label=label, width=0.75)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        axes.set_title(f"{name}: memory at the step's peak by category, batch {batch_size}")
-        axes.set_xlabel("trainable layers z (counted from the output)")
-        axes.set_ylabel("MiB")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars, never on them
-        axes.grid(True, axis="y", alpha=0.3)
-        figure.tight_layout()
-        stem = "memory_breakdown" if len(profiles) == 1 else f"memory_breakdown_{index + 1}"
-        _save(figure, report, f"{stem}.{suffix}")
+def memory_breakdown_figure(name: str, profile: Profile) -> plt.Figure | None:
+    """Stacked bars of the tracker's categories at the peak, per z, at the profile's largest batch size."""
+    rows = [row for row in profile.rows if row.ok and row.tracked_peak_bytes is not None]
+    if not rows:
+        return None
+    batch_size = max(row.batch_size for row in rows)
+    rows = sorted((r for r in rows if r.batch_size == batch_size), key=lambda r: r.trainable_layers)
+    zs = [row.trainable_layers for row in rows]
+    figure, axes = plt.subplots(figsize=(max(6.5, 0.45 * len(zs) + 3), 4.8))
+    bottom = [0.0] * len(rows)
+    for label, attribute in CATEGORY_FIELDS.items():
+        values = [(getattr(row, attribute) or 0) / MIB for row in rows]
+        axes.bar(zs, values, bottom=bottom, label=label, width=0.75)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    axes.set_title(f"{name}: memory at the step's peak by category, batch {batch_size}")
+    axes.set_xlabel("trainable layers z (counted from the output)")
+    axes.set_ylabel("MiB")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars, never on them
+    axes.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
 
 
 def _save(figure: plt.Figure, report: Report, name: str) -> None:
@@ -233,8 +234,16 @@ def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, ima
                 f"{name}: every cell failed ({', '.join(sorted({r.status for r in profile.rows}))}); nothing to plot"
             )
     if drawable:
-        _figure_cost_curves(drawable, report, image_format)
-        _figure_params_flops(drawable, report, image_format)
-        _figure_breakdown(drawable, report, image_format)
+        _save(cost_curves_figure(drawable), report, f"cost_curves.{image_format}")
+        if not _has_step_times(drawable):
+            report.notes.append("no step times in these profiles (estimates): time curves not drawn")
+        _save(params_flops_figure(drawable), report, f"params_flops.{image_format}")
+        for index, (name, profile) in enumerate(drawable):
+            figure = memory_breakdown_figure(name, profile)
+            if figure is None:
+                report.notes.append(f"{name}: no memory breakdown in the profile")
+                continue
+            stem = "memory_breakdown" if len(drawable) == 1 else f"memory_breakdown_{index + 1}"
+            _save(figure, report, f"{stem}.{image_format}")
     report.files.append(_index(profiles, report))
     return report

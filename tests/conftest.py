@@ -5,6 +5,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+# The only reasons a test may skip. Any other skip (a missing dev dependency, say) fails the run, so that
+# a green suite never hides tests that did not run.
+DECLARED_SKIP_REASONS = (
+    "needs CUDA",  # tests marked gpu, on a machine without a GPU
+)
+
 
 @pytest.fixture
 def runner() -> CliRunner:
@@ -27,3 +33,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not reason.startswith(DECLARED_SKIP_REASONS):
+            _UNDECLARED_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+_UNDECLARED_SKIPS: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _UNDECLARED_SKIPS and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    if _UNDECLARED_SKIPS:
+        terminalreporter.section("skips that are not declared in tests/conftest.py (the run fails)", red=True)
+        for line in _UNDECLARED_SKIPS:
+            terminalreporter.line(line)

@@ -169,3 +169,88 @@ def test_committed_baselines_are_valid_estimates() -> None:
         profile = load_profile(root / f"{name}.json")
         assert profile.complete and profile.settings["mode"] == "estimate"
         assert all(row.ok and row.memory_source == "estimate-cpu" for row in profile.rows)
+
+
+def hungrier(z: int, figure: str, factor: float):
+    return lambda p: setattr(p.row(8, z), figure, int(getattr(p.row(8, z), figure) * factor))
+
+
+def test_check_cli_memory_tolerance_and_accept_changes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    baseline = save_profile(measured_like_profile(), tmp_path / "baseline.json")
+    grown = save_profile(doctored(hungrier(2, "peak_memory_bytes", 1.05)), tmp_path / "grown.json")
+    result = runner.invoke(app, ["check", str(grown), str(baseline)])
+    assert result.exit_code == 1 and "batch 8 z=2" in result.output
+    assert runner.invoke(app, ["check", str(grown), str(baseline), "--memory-tolerance", "10%"]).exit_code == 0
+    assert runner.invoke(app, ["check", str(grown), str(baseline), "--memory-tolerance", "0.04"]).exit_code == 1
+    more_flops = save_profile(doctored(lambda p: setattr(p.row(8, 1), "flops", 1)), tmp_path / "flops.json")
+    assert runner.invoke(app, ["check", str(more_flops), str(baseline)]).exit_code == 1
+    accepted = runner.invoke(app, ["check", str(more_flops), str(baseline), "--accept-changes"])
+    assert accepted.exit_code == 0 and "accepted" in accepted.output
+
+
+@pytest.fixture(scope="module")
+def estimates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The same estimate twice, and one with another --set override."""
+    folder = tmp_path_factory.mktemp("estimates")
+    runner = CliRunner()
+    paths = []
+    for name, extra in (("a", []), ("b", []), ("other", ["--set", "n_head=2"])):
+        out = folder / f"{name}.json"
+        args = ["estimate", "pythia-14m", "--seq-len", "16", "--set", "padded_vocab_size=512", *extra,
+                "--batch-sizes", "2", "--layers", "1,9", "--target", "cuda", "--out", str(out)]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        paths.append(out)
+    return paths[0], paths[1], paths[2]
+
+
+CATEGORIES = (
+    "memory_parameters_bytes",
+    "memory_gradients_bytes",
+    "memory_optimizer_state_bytes",
+    "memory_activations_bytes",
+    "memory_inputs_bytes",
+)
+
+
+def test_two_estimates_agree_to_the_byte_in_every_memory_category(estimates) -> None:
+    first, second, _ = (load_profile(path) for path in estimates)
+    result = compare(second, first)
+    assert result.exit_code == 0 and result.cells_compared == 2
+    compared = {f.figure for f in result.findings}
+    assert {"peak_memory_bytes", *CATEGORIES} <= compared
+    for category in ("peak_memory_bytes", *CATEGORIES):
+        for z in (1, 9):
+            changed = copy.deepcopy(second)
+            row = changed.row(2, z)
+            setattr(row, category, getattr(row, category) + 512)  # one allocator block
+            regressions = compare(changed, first).regressions
+            assert [(f.trainable_layers, f.figure) for f in regressions] == [(z, category)], category
+            assert "estimate changed" in regressions[0].detail
+            assert compare(changed, first, accept_changes=True).cell_verdict(2, z) == "accepted"
+
+
+def test_measured_memory_categories_are_gated_with_the_tolerance() -> None:
+    def categorised(profile: Profile) -> None:
+        for row in profile.rows:
+            for index, category in enumerate(CATEGORIES):
+                setattr(row, category, (index + 1) * 2**20)
+
+    baseline = doctored(categorised)
+    activations = copy.deepcopy(baseline)
+    activations.row(8, 3).memory_activations_bytes *= 2
+    assert [(f.trainable_layers, f.figure) for f in compare(activations, baseline).regressions] == [
+        (3, "memory_activations_bytes")
+    ]
+    slight = copy.deepcopy(baseline)
+    slight.row(8, 3).memory_activations_bytes = int(slight.row(8, 3).memory_activations_bytes * 1.01)
+    assert compare(slight, baseline).exit_code == 0
+
+
+def test_profiles_with_other_overrides_are_refused(estimates, tmp_path: Path) -> None:
+    first, _, other = estimates
+    with pytest.raises(UnusableInput, match="different model overrides"):
+        compare(load_profile(other), load_profile(first))
+    result = CliRunner().invoke(app, ["check", str(other), str(first)])
+    assert result.exit_code == 2 and "different model overrides" in result.output

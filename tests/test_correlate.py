@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from layerprof.cli import app
@@ -21,8 +24,6 @@ from layerprof.correlate import (
 )
 from layerprof.errors import LayerprofError
 from tests.test_cli import assert_one_line_error
-
-scipy_stats = pytest.importorskip("scipy.stats")
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,7 @@ def test_rank_statistics_match_scipy(x: list[float], y: list[float]) -> None:
     assert kendall_tau_b(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
 
 
-def test_bootstrap_interval_covers_the_truth() -> None:
+def test_bootstrap_interval_covers_the_truth_and_is_narrow() -> None:
     generator = random.Random(1)
     truth = [generator.gauss(0, 1) for _ in range(200)]
     covered = 0
@@ -47,9 +48,20 @@ def test_bootstrap_interval_covers_the_truth() -> None:
         sample = generator.sample(range(200), 40)
         x, y = [noisy[i] for i in sample], [truth[i] for i in sample]
         low, high = bootstrap_interval(x, y, spearman, repeats=300, seed=repeat)
+        assert low <= spearman(x, y) <= high
+        # as wide as the textbook interval (Fisher's z, standard error 1.03 / sqrt(n - 3)) within a factor 2
+        sample_rho, half = spearman(x, y), 1.96 * 1.03 / math.sqrt(len(x) - 3)
+        textbook = math.tanh(math.atanh(sample_rho) + half) - math.tanh(math.atanh(sample_rho) - half)
+        assert textbook / 2 < high - low < 2 * textbook, (low, high, textbook)
         population = spearman(noisy, truth)
         covered += low <= population <= high
     assert covered >= 16  # a 95% interval misses rarely
+
+
+def test_bootstrap_interval_of_a_perfect_order_is_a_point() -> None:
+    x = [float(v) for v in range(12)]
+    assert bootstrap_interval(x, [2 * v + 1 for v in x], spearman, repeats=200) == pytest.approx((1.0, 1.0))
+    assert bootstrap_interval(x, [-v for v in x], kendall_tau_b, repeats=200) == pytest.approx((-1.0, -1.0))
 
 
 def test_grid_expansion_drops_beta2_for_sgd() -> None:
@@ -100,6 +112,76 @@ def write_task(tmp_path: Path) -> str:
     path = tmp_path / "task.py"
     path.write_text(textwrap.dedent(TASK))
     return f"{path}:task"
+
+
+TABLE_TASK = """
+def task(config, trainable_layers, budget_fraction):
+    # the loss is read from the configuration's own table; seed 1 adds the configuration's seed_shift
+    loss = config["losses"][f"{trainable_layers}/{budget_fraction:g}"]
+    return loss + config.get("seed_shift", 0.0) * config["seed"]
+
+task.layer_count = 4
+"""
+
+# Full fidelity is z=4 at budget 1 (config 0 best). Every other cell ranks imperfectly, one with a tie.
+LOSSES = {
+    "4/1": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    "4/0.5": [2.0, 1.0, 3.0, 3.0, 5.0, 6.0],
+    "2/1": [1.0, 3.0, 2.0, 4.0, 6.0, 5.0],
+    "2/0.5": [1.5, 2.5, 1.0, 5.0, 4.5, 6.5],
+    "1/1": [2.0, 1.5, 3.5, 3.0, 6.0, 5.0],
+    "1/0.5": [3.0, 1.0, 2.0, 6.0, 4.0, 5.0],
+}
+
+
+def table_configs(seed_shift: list[float] | None = None) -> list[dict]:
+    return [
+        {"losses": {cell: losses[i] for cell, losses in LOSSES.items()}, "seed_shift": (seed_shift or [0.0] * 6)[i]}
+        for i in range(6)
+    ]
+
+
+def expected_cell(low: list[float], full: list[float]) -> tuple[float, float, float]:
+    """rho and tau from scipy; regret from the definition: full loss of the cell's best minus the best full loss."""
+    best_here = min(range(len(low)), key=lambda i: low[i])
+    return (
+        scipy_stats.spearmanr(low, full).statistic,
+        scipy_stats.kendalltau(low, full).statistic,
+        full[best_here] - min(full),
+    )
+
+
+def test_every_cell_is_ranked_against_the_largest_z_at_the_full_budget(tmp_path: Path) -> None:
+    task = tmp_path / "table.py"
+    task.write_text(TABLE_TASK)
+    # layers and budgets in no particular order: the reference is still z=4 at budget 1
+    result = run_study(f"{task}:task", table_configs(), [2, 4, 1], [1.0, 0.5], 1, tmp_path / "out", workers=1)
+    assert len(result.cells) == 6
+    for cell in result.cells:
+        low = LOSSES[f"{cell.trainable_layers}/{cell.budget_fraction:g}"]
+        rho, tau, regret = expected_cell(low, LOSSES["4/1"])
+        assert cell.configs == 6
+        assert cell.spearman == pytest.approx(rho), cell
+        assert cell.kendall == pytest.approx(tau), cell
+        assert cell.regret == pytest.approx(regret), cell
+        assert cell.spearman_low <= cell.spearman <= cell.spearman_high
+        assert cell.kendall_low <= cell.kendall <= cell.kendall_high
+    # the cells are not all alike: the test would notice a statistic computed against the wrong reference
+    assert result.cell(1, 0.5).regret == pytest.approx(1.0) and result.cell(2, 0.5).regret == pytest.approx(2.0)
+    assert result.cell(1, 0.5).spearman == pytest.approx(0.6571428571)
+
+
+def test_losses_are_averaged_over_seeds_before_ranking(tmp_path: Path) -> None:
+    task = tmp_path / "table.py"
+    task.write_text(TABLE_TASK)
+    shift = [0.0, 0.0, 0.0, 0.0, 0.0, -12.0]  # seed 1 of config 5 is far better: its mean wins everywhere
+    result = run_study(f"{task}:task", table_configs(shift), [1, 4], [1.0], 2, tmp_path / "out", workers=1)
+    mean = {cell: [v + s / 2 for v, s in zip(losses, shift, strict=True)] for cell, losses in LOSSES.items()}
+    for z in (1, 4):
+        rho, tau, regret = expected_cell(mean[f"{z}/1"], mean["4/1"])
+        cell = result.cell(z, 1.0)
+        assert (cell.spearman, cell.kendall, cell.regret) == pytest.approx((rho, tau, regret))
+    assert result.cell(1, 1.0).spearman != pytest.approx(expected_cell(LOSSES["1/1"], LOSSES["4/1"])[0])
 
 
 def test_nan_and_raising_configurations_are_excluded(tmp_path: Path) -> None:
@@ -162,11 +244,8 @@ def test_local_worker_processes(tmp_path: Path) -> None:
     assert result.cell(4, 1.0).spearman == pytest.approx(1.0)
 
 
-def test_ray_missing_is_a_clear_error(tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is not None:
-        pytest.skip("Ray is installed here; the message for a missing Ray cannot be shown")
+def test_ray_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as without Ray
     with pytest.raises(LayerprofError, match="pip install 'layerprof\\[ray\\]'"):
         run_study(write_task(tmp_path), [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "r", executor="ray")
 

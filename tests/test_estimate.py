@@ -14,7 +14,7 @@ from layerprof.cli import app
 from layerprof.estimate import ESTIMATE_DEVICE, FitSearch, build_fake_model, estimate_cell, estimate_model
 from layerprof.models import ModelOptions, build_model
 from layerprof.sweep import SweepSettings, run_cell
-from tests.test_cli import assert_one_line_error
+from tests.test_cli import TINY_LM, assert_one_line_error
 
 EXAMPLE = str(Path(__file__).parent.parent / "examples" / "custom_model.py")
 
@@ -53,14 +53,17 @@ def test_linear_stack_categories_on_fake_tensors_and_cuda_rounding() -> None:
     tensors_of_model = list(model.parameters()) + list(model.buffers())
     assert total_param_bytes == sum(t.numel() * 4 for t in tensors_of_model)
     rounded = sum(-(-t.numel() * 4 // 512) * 512 for t in tensors_of_model)  # the caching allocator's blocks
+    # the layers of the real model, counted here: input projection, two residual blocks (LayerNorm + Linear),
+    # head; each trains a weight and a bias tensor per Linear / LayerNorm
+    modules = [model[0], model[1], model[2], model[3]]
     for z in (1, 2, 3, 4):
         row = cpu.row(2, z)
-        trainable_bytes = row.trainable_params * 4
+        trainable = [p for module in modules[4 - z :] for p in module.parameters()]
+        trainable_bytes = sum(p.numel() * 4 for p in trainable)
+        assert row.trainable_params * 4 == trainable_bytes
         assert row.memory_parameters_bytes == total_param_bytes  # frozen weights stay resident
-        # AdamW: two moments per trainable element, plus a 4-byte step per trainable tensor
-        tensors = round((row.memory_optimizer_state_bytes - 2 * trainable_bytes) / 4)
-        assert row.memory_optimizer_state_bytes == 2 * trainable_bytes + 4 * tensors
-        assert 0 < tensors <= 2 * 4 * z  # weight and bias (or norm) tensors of the trainable layers
+        # AdamW: two moments per trainable element, plus a 4-byte step counter per trainable tensor
+        assert row.memory_optimizer_state_bytes == 2 * trainable_bytes + 4 * len(trainable)
         assert cuda.row(2, z).memory_parameters_bytes == rounded
         assert cuda.row(2, z).peak_memory_bytes % 512 == 0  # every block is a multiple of 512 bytes
 
@@ -85,6 +88,18 @@ def test_fit_search_returns_the_boundary_batch() -> None:
     assert search.smallest_gpu(8, 300) == "1g.5gb"
 
 
+@pytest.mark.parametrize(
+    ("need_mib", "expected"),
+    [(4000, "1g.5gb"), (22000, "A10"), (23030, "L4"), (81000, "H100"), (81600, "A100-80GB"), (200_000, None)],
+)
+def test_smallest_gpu_is_the_smallest_that_holds_the_need(need_mib: int, expected: str | None) -> None:
+    # A10 (23,028 MiB) is listed after L4 (23,034) and H100 (81,559) before A100-80GB (81,920): listing order
+    # is not size order
+    search = FitSearch.__new__(FitSearch)
+    search.need_bytes = lambda _z, _b: need_mib * 2**20
+    assert search.smallest_gpu(1, 1) == expected
+
+
 def test_estimate_never_allocates_the_model() -> None:
     # pythia-12b holds 48 GB of float32 parameters, twice this machine's memory
     code = (
@@ -107,9 +122,7 @@ def test_estimate_never_allocates_the_model() -> None:
 def test_estimate_and_fit_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "estimate.json"
-    result = runner.invoke(
-        app, ["estimate", "pythia-14m", "--seq-len", "16", "--batch-sizes", "1", "--layers", "1,9", "--out", str(out)]
-    )
+    result = runner.invoke(app, ["estimate", *TINY_LM, "--batch-sizes", "1", "--layers", "1,9", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "optimizer" in result.output and out.exists()
     result = runner.invoke(app, ["fit", f"{EXAMPLE}:mlp", "--input-shape", "64", "--memory", "1GiB",
@@ -118,7 +131,7 @@ def test_estimate_and_fit_cli(tmp_path: Path) -> None:
     assert '"largest_batch_size"' in result.output
     assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m", "--gpu", "Z80"]), "unknown --gpu 'Z80'", "T4")
     assert_one_line_error(
-        runner.invoke(app, ["fit", "pythia-14m", "--seq-len", "16", "--layers", "1", "--memory", "100MiB"]),
+        runner.invoke(app, ["fit", *TINY_LM, "--layers", "1", "--memory", "1MiB"]),
         "no z fits",
         "smallest need",
     )

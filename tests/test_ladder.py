@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -176,6 +177,17 @@ def test_joint_ladder_cost_arithmetic() -> None:
     }
 
 
+def test_joint_ladder_rounds_steps_to_the_nearest_integer() -> None:
+    profile = synthetic_profile({1: 10.0, 2: 30.0, 3: 90.0})
+    ladder = build_ladder(profile, eta=3, configs=9, budget_steps=500)
+    # 500 / 9 = 55.6 and 500 / 3 = 166.7: nearest, not floor
+    assert [r.steps for r in ladder.rungs] == [56, 167, 500]
+    assert [r["joint_cost_ms"] for r in ladder.joint["rungs"]] == [560.0, 5010.0, 45000.0]
+    assert ladder.joint["steps_only_total_ms"] == 9 * 56 * 90.0 + 3 * 167 * 90.0 + 500 * 90.0
+    tiny = build_ladder(profile, eta=3, budget_steps=4)
+    assert [r.steps for r in tiny.rungs] == [1, 1, 4]  # never zero steps
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -254,8 +266,14 @@ def test_optuna_computes_exactly_our_rungs(tmp_path: Path, rung_count: int, eta:
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert all(t.last_step in ours for t in pruned)
     sh_study = optuna.create_study(pruner=module.make_pruner("sh"), sampler=optuna.samplers.RandomSampler(seed=1))
-    sh_study.optimize(module.objective, n_trials=8)
-    assert sh_study.best_value is not None
+    sh_study.optimize(module.objective, n_trials=27)
+    # successive halving: no more trials reach a rung than the one below, a third or fewer pass the lowest,
+    # trials are stopped only below the top rung, and the best trial trained at every rung
+    reached = [sum(1 for t in sh_study.trials if budget in t.intermediate_values) for budget in ours]
+    assert reached[0] == 27 and reached == sorted(reached, reverse=True) and reached[1] <= 27 // eta + 1, reached
+    stopped = {t.last_step for t in sh_study.trials if t.state == optuna.trial.TrialState.PRUNED}
+    assert ours[0] in stopped and ours[-1] not in stopped, stopped
+    assert sorted(sh_study.best_trial.intermediate_values) == ours
 
 
 @pytest.mark.parametrize("library", ["neps", "ray", "smac"])
@@ -299,4 +317,6 @@ def test_ray_snippet_runs_memory_parallel_halving_on_ray_tune(tmp_path: Path) ->
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    rungs = re.findall(r"rung budget (\d+): (\d+) trial\(s\) at z=(\d+)", done.stdout)
+    assert rungs == [("1", "9", "1"), ("3", "3", "2"), ("9", "1", "3")], done.stdout
     assert "best {'learning_rate':" in done.stdout

@@ -37,7 +37,9 @@ def test_litgpt_layers_run_in_forward_order_not_registration_order() -> None:
 def test_pythia_1_4b_splits_into_27_layers_on_meta_without_memory() -> None:
     layers = meta_split("pythia-1.4b")
     assert len(layers) == 27
-    assert total_params(layers) > 1_000_000_000
+    # the Pythia paper (Biderman et al. 2023, Table 1) and EleutherAI's model card: 1,414,647,808 parameters
+    assert total_params(layers) == 1_414_647_808
+    assert [layer.params for layer in layers[1:25]] == [50_358_272] * 24  # 12 d^2 + 13 d per block, d = 2048
 
 
 def test_tied_embeddings_are_shared_and_counted_once() -> None:

@@ -114,12 +114,46 @@ def test_stability_rule() -> None:
     assert not median_is_stable([10.0, 20.0] * 10, 0.02)
 
 
-def test_time_steps_stops_early_when_stable_and_caps_when_not() -> None:
+class ScriptedClock:
+    """Stands in for `time` inside layerprof.measure: each step lasts the next scripted number of ms."""
+
+    def __init__(self, durations_ms: list[float]) -> None:
+        self.now = 0.0
+        self.durations = iter(durations_ms)
+        self.in_step = False
+
+    def perf_counter(self) -> float:
+        if self.in_step:
+            self.now += next(self.durations) / 1000
+        self.in_step = not self.in_step
+        return self.now
+
+
+def test_time_steps_stops_at_min_steps_when_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure as measure
+
     calls = []
-    samples = time_steps(lambda: calls.append(1), torch.device("cpu"), min_steps=5, max_steps=500, tolerance=1e9)
-    assert len(samples) == 5 == len(calls)
-    samples = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=7, tolerance=0.0)
-    assert 3 <= len(samples) <= 7
+    monkeypatch.setattr(measure, "time", ScriptedClock([5.0] * 100))
+    samples = time_steps(lambda: calls.append(1), torch.device("cpu"), min_steps=5, max_steps=500, tolerance=0.02)
+    assert samples == pytest.approx([5.0] * 5) and len(calls) == 5
+
+
+def test_time_steps_stops_at_the_first_stable_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure as measure
+
+    # two slow outliers, then steady steps: the interval of the median (ranks n/2 +- 0.98 sqrt(n)) first
+    # leaves both outliers out at n = 14 (upper rank ceil(1 + 7 + 3.67) = 12 <= 12 steady samples)
+    monkeypatch.setattr(measure, "time", ScriptedClock([10.0, 1.0, 10.0] + [1.0] * 100))
+    samples = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=50, tolerance=0.02)
+    assert len(samples) == 14
+
+
+def test_time_steps_runs_to_the_cap_when_never_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure as measure
+
+    monkeypatch.setattr(measure, "time", ScriptedClock([1.0, 3.0] * 100))
+    samples = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=7, tolerance=0.02)
+    assert samples == pytest.approx([1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0])
 
 
 def test_timing_stats_summary() -> None:

@@ -84,3 +84,76 @@ def test_unwritable_output_directory(measured: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(measured), "--out", str(blocker / "sub")])
     assert_one_line_error(result, "cannot write")
     assert_one_line_error(CliRunner().invoke(app, ["report", str(tmp_path / "none.json")]), "does not exist")
+
+
+def lines_by_label(axes) -> dict[str, tuple[list[float], list[float]]]:
+    return {
+        line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+        for line in axes.get_lines()
+        if not line.get_label().startswith("_")
+    }
+
+
+def test_cost_curves_show_the_profile_figures(measured: Path) -> None:
+    from layerprof.ladder import build_ladder
+    from layerprof.report import cost_curves_figure
+
+    profile = load_profile(measured)
+    figure = cost_curves_figure([("tiny", profile)])
+    (time_axes, memory_axes), (time_relative, memory_relative) = figure.axes[0:2], figure.axes[2:4]
+    for batch_size in (1, 2):
+        rows = profile.rows_for(batch_size)
+        zs = [row.trainable_layers for row in rows]
+        full = profile.row(batch_size, 9)
+        label = f"batch {batch_size}"
+        assert lines_by_label(time_axes)[label] == (zs, pytest.approx([row.step_time_ms for row in rows]))
+        peaks_mib = [row.peak_memory_bytes / 2**20 for row in rows]
+        assert lines_by_label(memory_axes)[label] == (zs, pytest.approx(peaks_mib))
+        relative = [row.step_time_ms / full.step_time_ms for row in rows]
+        assert lines_by_label(time_relative)[label] == (zs, pytest.approx(relative))
+        relative = [row.peak_memory_bytes / full.peak_memory_bytes for row in rows]
+        assert lines_by_label(memory_relative)[label] == (zs, pytest.approx(relative))
+    # the dotted verticals are the recommended rungs
+    rungs = [rung.trainable_layers for rung in build_ladder(profile).rungs]
+    dotted = sorted({line.get_xdata()[0] for line in time_axes.get_lines() if line.get_linestyle() == ":"})
+    assert dotted == rungs
+
+
+def test_parameter_and_flop_panels_show_the_profile_figures(measured: Path) -> None:
+    from layerprof.report import params_flops_figure
+
+    profile = load_profile(measured)
+    left, right = params_flops_figure([("tiny", profile)]).axes
+    rows = profile.rows_for(1)
+    zs = [row.trainable_layers for row in rows]
+    (params_line,) = left.get_lines()
+    assert list(params_line.get_xdata()) == zs
+    assert list(params_line.get_ydata()) == pytest.approx([row.trainable_params / 1e6 for row in rows])
+    flops = lines_by_label(right)
+    for figure in ("forward_flops", "backward_flops", "flops"):
+        label = f"{figure.replace('_', ' ')}, batch 1"
+        assert flops[label] == (zs, pytest.approx([getattr(row, figure) / 1e9 for row in rows]))
+
+
+def test_memory_breakdown_bars_stack_the_tracker_categories(measured: Path) -> None:
+    from layerprof.report import memory_breakdown_figure
+
+    profile = load_profile(measured)
+    (axes,) = memory_breakdown_figure("tiny", profile).axes
+    rows = profile.rows_for(2)  # the largest batch size
+    stacks = {container.get_label(): container for container in axes.containers}
+    categories = ["parameters", "gradients", "optimizer", "activations", "inputs"]
+    assert list(stacks) == categories
+    bottom = [0.0] * len(rows)
+    for category, field in zip(categories, [
+        "memory_parameters_bytes", "memory_gradients_bytes", "memory_optimizer_state_bytes",
+        "memory_activations_bytes", "memory_inputs_bytes",
+    ], strict=True):  # fmt: skip
+        bars = stacks[category].patches
+        assert [bar.get_x() + bar.get_width() / 2 for bar in bars] == [row.trainable_layers for row in rows]
+        heights = [getattr(row, field) / 2**20 for row in rows]
+        assert [bar.get_height() for bar in bars] == pytest.approx(heights), category
+        assert [bar.get_y() for bar in bars] == pytest.approx(bottom), category
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    # the stack's top is the tracker's peak
+    assert bottom == pytest.approx([row.tracked_peak_bytes / 2**20 for row in rows])
