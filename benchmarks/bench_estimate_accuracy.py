@@ -14,7 +14,8 @@ import torch
 
 from layerprof.estimate import estimate_model
 from layerprof.models import ModelOptions, build_model
-from layerprof.sweep import SweepSettings, run_cell
+from layerprof.profile import SweepSettings
+from layerprof.sweep import run_cell
 
 CASES = [
     ("paper-resnet18-cifar100", ModelOptions(), (8, 32)),
@@ -29,9 +30,11 @@ def main() -> None:
         real = build_model(spec, options)
         layers = real.split()
         zs = tuple(range(1, len(layers) + 1))
-        settings = SweepSettings(batch_sizes=batch_sizes, trainable_layers=zs, warmup_steps=1, min_steps=1, max_steps=1)
+        settings = SweepSettings(
+            batch_sizes=batch_sizes, trainable_layer_counts=zs, warmup_steps=1, min_steps=1, max_steps=1, target="cpu"
+        )
         began = time.perf_counter()
-        estimate = estimate_model(spec, options, settings, target="cpu")
+        estimate = estimate_model(spec, options, settings)
         per_cell = (time.perf_counter() - began) / len(estimate.rows)
         for batch_size in batch_sizes:
             for z in zs:

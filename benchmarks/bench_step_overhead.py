@@ -16,7 +16,8 @@ import torch
 
 from layerprof.layers import freeze_layers
 from layerprof.models import ModelOptions, build_model
-from layerprof.sweep import SweepSettings, run_cell
+from layerprof.profile import SweepSettings
+from layerprof.sweep import run_cell
 
 CELLS = [
     ("paper-resnet18-cifar100", ModelOptions(), 32, 1),
@@ -62,7 +63,7 @@ def main() -> None:
         layers = loaded.split()
         settings = SweepSettings(
             batch_sizes=(batch_size,),
-            trainable_layers=(z,),
+            trainable_layer_counts=(z,),
             warmup_steps=10,
             min_steps=args.steps,
             max_steps=args.steps,

@@ -11,21 +11,27 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Layer": "layerprof.layers",
+    "Layer": "layerprof.profile",
+    "Profile": "layerprof.profile",
+    "SweepSettings": "layerprof.profile",
+    "MemoryCategory": "layerprof.profile",
+    "load_profile": "layerprof.profile",
+    "save_profile": "layerprof.profile",
     "split_layers": "layerprof.layers",
     "freeze_layers": "layerprof.layers",
     "build_model": "layerprof.models",
+    "split_model": "layerprof.models",
     "CustomWorkload": "layerprof.workloads",
-    "SweepSettings": "layerprof.sweep",
+    "plan_profile": "layerprof.sweep",
     "profile_model": "layerprof.sweep",
-    "Profile": "layerprof.profile",
-    "load_profile": "layerprof.profile",
-    "save_profile": "layerprof.profile",
+    "plan_estimate": "layerprof.estimate",
+    "estimate_model": "layerprof.estimate",
+    "fit_model": "layerprof.estimate",
     "LayerprofError": "layerprof.errors",
     "build_ladder": "layerprof.ladder",
-    "estimate_model": "layerprof.estimate",
     "compare": "layerprof.check",
     "write_report": "layerprof.report",
+    "plan_study": "layerprof.correlate",
     "run_study": "layerprof.correlate",
 }
 

@@ -11,15 +11,18 @@
 from __future__ import annotations
 
 import math
+import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import DETERMINISTIC_FIELDS, Profile, Row
+from layerprof.profile import DETERMINISTIC_FIELDS, MEMORY_FIELDS, Profile, Row, load_profile
 
 VERDICTS = ("pass", "improvement", "accepted", "regression")
-WORKLOAD_KEYS = ("family", "input_shape", "num_classes", "seq_len", "vocab_size", "dtype", "optimizer")
+# the training recipe: profiles that differ here describe different runs
+RECIPE_SETTINGS = ("optimizer", "precision")
 RELATIVE_NOISE = 1e-9  # floating noise in deterministic figures
 
 
@@ -67,21 +70,31 @@ class CheckResult:
     def cells(self) -> list[tuple[int, int]]:
         return sorted({(f.batch_size, f.trainable_layers) for f in self.findings})
 
+    def regression_summary(self) -> str:
+        """`3 figure(s) in batch 8 z=2, batch 8 z=3`."""
+        cells = sorted({(f.batch_size, f.trainable_layers) for f in self.regressions})
+        named = ", ".join(f"batch {b} z={z}" for b, z in cells)
+        return f"{len(self.regressions)} figure(s) in {named}"
+
 
 def _comparable(current: Profile, baseline: Profile, allow_device_mismatch: bool) -> None:
-    if current.model.get("spec") != baseline.model.get("spec"):
-        raise UnusableInput(
-            f"different models: current {current.model.get('spec')!r}, baseline {baseline.model.get('spec')!r}"
-        )
-    for key in WORKLOAD_KEYS:
-        if current.workload.get(key) != baseline.workload.get(key):
+    if current.model.spec != baseline.model.spec:
+        raise UnusableInput(f"different models: current {current.model.spec!r}, baseline {baseline.model.spec!r}")
+    now, then = current.workload.to_dict(), baseline.workload.to_dict()
+    for key in sorted(set(now) | set(then)):
+        if now.get(key) != then.get(key):
             raise UnusableInput(
-                f"different workloads: {key} is {current.workload.get(key)!r} now, "
-                f"{baseline.workload.get(key)!r} in the baseline"
+                f"different workloads: {key} is {now.get(key)!r} now, {then.get(key)!r} in the baseline"
             )
-    if current.model.get("overrides") != baseline.model.get("overrides"):
+    for key in RECIPE_SETTINGS:
+        if getattr(current.settings, key) != getattr(baseline.settings, key):
+            raise UnusableInput(
+                f"different training settings: {key} is {getattr(current.settings, key)!r} now, "
+                f"{getattr(baseline.settings, key)!r} in the baseline"
+            )
+    if current.model.overrides != baseline.model.overrides:
         raise UnusableInput("different model overrides (--set) in current and baseline")
-    here, there = current.environment.get("device_name"), baseline.environment.get("device_name")
+    here, there = current.environment.device_name, baseline.environment.device_name
     if here != there and not allow_device_mismatch:
         raise UnusableInput(
             f"profiles from different devices ({here!r} vs {there!r}); pass --allow-device-mismatch to compare anyway"
@@ -136,6 +149,44 @@ def compare(
     return result
 
 
+def check_files(
+    current: Path,
+    baseline: Path,
+    *,
+    summary_md: Path | None = None,
+    junit: Path | None = None,
+    **tolerances: Any,
+) -> CheckResult:
+    """Compare two profile files (`tolerances` as for `compare`); write the Markdown and JUnit reports asked for."""
+    if not baseline.exists():
+        raise LayerprofError(f"baseline {str(baseline)!r} does not exist; create it with --update-baseline")
+    result = compare(
+        load_profile(current),
+        load_profile(baseline),
+        current_name=str(current),
+        baseline_name=str(baseline),
+        **tolerances,
+    )
+    for path, render in ((summary_md, markdown_summary), (junit, junit_xml)):
+        if path is not None:
+            try:
+                path.write_text(render(result), encoding="utf-8")
+            except OSError as error:
+                raise LayerprofError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+    return result
+
+
+def write_baseline(current: Path, baseline: Path) -> int:
+    """Copy CURRENT (checked to be a profile) to BASELINE; returns its number of cells."""
+    profile = load_profile(current)
+    try:
+        baseline.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(current, baseline)
+    except OSError as error:
+        raise LayerprofError(f"cannot write baseline {str(baseline)!r}: {error.strerror or error}") from None
+    return len(profile.rows)
+
+
 def _compare_deterministic(result: CheckResult, key: tuple[int, int], old: Row, new: Row, accept: bool) -> None:
     for name in DETERMINISTIC_FIELDS:
         before, after = getattr(old, name), getattr(new, name)
@@ -147,14 +198,7 @@ def _compare_deterministic(result: CheckResult, key: tuple[int, int], old: Row, 
         result.findings.append(Finding(*key, name, before, after, verdict, detail))
 
 
-MEMORY_FIGURES = (
-    "peak_memory_bytes",
-    "memory_parameters_bytes",
-    "memory_gradients_bytes",
-    "memory_optimizer_state_bytes",
-    "memory_activations_bytes",
-    "memory_inputs_bytes",
-)
+MEMORY_FIGURES = ("peak_memory_bytes", *MEMORY_FIELDS)
 
 
 def _compare_memory(

@@ -20,50 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from layerprof.errors import LayerprofError
+from layerprof.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
+from layerprof.parsing import LayerSelection
 
 # ---------------------------------------------------------------- grids
 
 
-def expand_grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Cartesian product; for SGD the Adam-only beta2 is dropped and duplicates removed."""
-    keys = sorted(space)
-    configs: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for values in itertools.product(*(space[key] for key in keys)):
-        config = dict(zip(keys, values, strict=True))
-        if str(config.get("optimizer", "")).lower() == "sgd":
-            config.pop("beta2", None)
-        key = json.dumps(config, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            configs.append(config)
-    return configs
-
-
-def load_grid(path: Path, known: Sequence[str] | None) -> dict[str, list[Any]]:
-    """A JSON or YAML mapping of hyperparameter -> list of values."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise LayerprofError(f"cannot read grid {str(path)!r}: {error.strerror or error}") from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            space = yaml.safe_load(text)
-        else:
-            space = json.loads(text)
-    except Exception as error:  # noqa: BLE001 - JSON and YAML raise different types
-        raise LayerprofError(f"grid {str(path)!r} does not parse: {str(error).splitlines()[0]}") from None
-    if not isinstance(space, dict) or not space:
-        raise LayerprofError(f"grid {str(path)!r} must map hyperparameter names to lists of values")
-    for name, values in space.items():
-        if not isinstance(values, list) or not values:
-            raise LayerprofError(f"grid {str(path)!r}: {name!r} must be a non-empty list of values")
-        if known is not None and name not in known:
-            raise LayerprofError(f"grid {str(path)!r}: unknown hyperparameter {name!r}; known: {', '.join(known)}")
-    return space
-
+EXECUTORS = ("local", "ray")
 
 # ---------------------------------------------------------------- statistics
 
@@ -269,11 +232,15 @@ class CellStatistics:
     note: str = ""
 
 
+CORRELATION_SCHEMA = "layerprof.correlation/2"
+CORRELATION_SCHEMA_V1 = "layerprof.correlation/1"  # called the z values `layers`
+
+
 @dataclass
 class CorrelationResult:
     task: str
     configs: list[dict[str, Any]]
-    layers: list[int]
+    trainable_layer_counts: list[int]
     budget_fractions: list[float]
     seeds: int
     cells: list[CellStatistics] = field(default_factory=list)
@@ -288,27 +255,71 @@ class CorrelationResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "layerprof.correlation/1", **asdict(self)}
+        return {"schema": CORRELATION_SCHEMA, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "result") -> CorrelationResult:
-        if data.get("schema") != "layerprof.correlation/1":
+        if data.get("schema") not in (CORRELATION_SCHEMA, CORRELATION_SCHEMA_V1):
             raise LayerprofError(f"{source} is not a layerprof correlation result")
-        cells = [CellStatistics(**cell) for cell in data["cells"]]
         payload = {k: v for k, v in data.items() if k not in ("schema", "cells")}
-        return cls(cells=cells, **payload)
+        if data["schema"] == CORRELATION_SCHEMA_V1:
+            payload["trainable_layer_counts"] = payload.pop("layers")
+        return cls(cells=[CellStatistics(**cell) for cell in data["cells"]], **payload)
 
 
-def plan_trials(configs: int, layers: Sequence[int], fractions: Sequence[float], seeds: int) -> list[Trial]:
-    """Cheap trials first, so that an interrupted study has its low rungs."""
-    trials = [
-        Trial(index, z, fraction, seed)
-        for z in sorted(layers)
-        for fraction in sorted(fractions)
-        for index in range(configs)
-        for seed in range(seeds)
-    ]
-    return trials
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a study trains: every configuration at every (z, budget fraction), `seeds` times."""
+
+    task: str
+    configs: list[dict[str, Any]]
+    trainable_layer_counts: tuple[int, ...]
+    budget_fractions: tuple[float, ...]
+    seeds: int = 1
+
+    @property
+    def trial_count(self) -> int:
+        return len(self.configs) * len(self.trainable_layer_counts) * len(self.budget_fractions) * self.seeds
+
+    def trials(self) -> list[Trial]:
+        """Cheap trials first, so that an interrupted study has its low rungs."""
+        return [
+            Trial(index, z, fraction, seed)
+            for z in sorted(self.trainable_layer_counts)
+            for fraction in sorted(self.budget_fractions)
+            for index in range(len(self.configs))
+            for seed in range(self.seeds)
+        ]
+
+
+def plan_study(
+    task: str,
+    layer_selection: LayerSelection,
+    budget_fractions: Sequence[float],
+    seeds: int = 1,
+    grid: Path | None = None,
+    grid_preset: str = "small",
+) -> StudyPlan:
+    """The configurations (a grid file, or a preset for a built-in task) and the cells a study covers."""
+    from layerprof.tasks import TASKS
+
+    function = resolve_task(task)
+    builtin = task in TASKS
+    if grid is not None:
+        space = load_grid(grid, HYPERPARAMETERS if builtin else None)
+    elif builtin:
+        if grid_preset not in GRID_PRESETS:
+            raise LayerprofError(f"--grid-preset {grid_preset!r}: choose one of {', '.join(GRID_PRESETS)}")
+        space = GRID_PRESETS[grid_preset](task)
+    else:
+        raise LayerprofError("a user task needs --grid FILE (the presets name built-in hyperparameters)")
+    count = task_layer_count(function)
+    if count is None and layer_selection.mentions_all:
+        raise LayerprofError(
+            f"{task} does not say how many layers it has (set fn.layer_count); give --layers as numbers"
+        )
+    zs = layer_selection.resolve(count)
+    return StudyPlan(task, expand_grid(space), zs, tuple(sorted(budget_fractions)), seeds)
 
 
 def run_local(
@@ -380,29 +391,24 @@ def run_ray(
             ray.shutdown()
 
 
-def summarise(
-    configs: list[dict[str, Any]],
-    layers: Sequence[int],
-    fractions: Sequence[float],
-    seeds: int,
-    results: dict[str, TrialResult],
-) -> list[CellStatistics]:
+def summarise(plan: StudyPlan, results: dict[str, TrialResult]) -> list[CellStatistics]:
     """Mean loss over seeds per configuration and cell, then rank statistics against full fidelity."""
 
     def mean_loss(index: int, z: int, fraction: float) -> float | None:
         losses = [
             results[key].loss
-            for seed in range(seeds)
+            for seed in range(plan.seeds)
             if (key := Trial(index, z, fraction, seed).key) in results and results[key].loss is not None
         ]
         return sum(losses) / len(losses) if losses else None
 
-    full_z, full_fraction = max(layers), max(fractions)
-    full = [mean_loss(i, full_z, full_fraction) for i in range(len(configs))]
+    full_z, full_fraction = max(plan.trainable_layer_counts), max(plan.budget_fractions)
+    configs = range(len(plan.configs))
+    full = [mean_loss(i, full_z, full_fraction) for i in configs]
     cells = []
-    for z in sorted(layers):
-        for fraction in sorted(fractions):
-            low = [mean_loss(i, z, fraction) for i in range(len(configs))]
+    for z in sorted(plan.trainable_layer_counts):
+        for fraction in sorted(plan.budget_fractions):
+            low = [mean_loss(i, z, fraction) for i in configs]
             pairs = [(a, b) for a, b in zip(low, full, strict=True) if a is not None and b is not None]
             cell = CellStatistics(z, fraction, len(pairs), None, None, None, None, None, None, None)
             if len(pairs) < 3:
@@ -428,12 +434,9 @@ def fingerprint(task: str, configs: list[dict[str, Any]]) -> str:
 
 
 def run_study(
-    task_spec: str,
-    configs: list[dict[str, Any]],
-    layers: Sequence[int],
-    fractions: Sequence[float],
-    seeds: int,
+    plan: StudyPlan,
     directory: Path,
+    *,
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
@@ -443,16 +446,16 @@ def run_study(
     """Run what is missing, then summarise; every finished trial is on disk before the next is reported."""
     import time
 
-    if len(configs) < 3:
-        raise LayerprofError(f"the grid has {len(configs)} configuration(s); rank correlation needs at least 3")
-    if any(not 0 < f <= 1 for f in fractions):
+    if len(plan.configs) < 3:
+        raise LayerprofError(f"the grid has {len(plan.configs)} configuration(s); rank correlation needs at least 3")
+    if any(not 0 < f <= 1 for f in plan.budget_fractions):
         raise LayerprofError("--budget-fractions must lie in (0, 1]")
     store = TrialStore(
         directory,
-        {"task": task_spec, "configs": configs, "fingerprint": fingerprint(task_spec, configs)},
+        {"task": plan.task, "configs": plan.configs, "fingerprint": fingerprint(plan.task, plan.configs)},
     )
     results = store.load()
-    planned = plan_trials(len(configs), layers, fractions, seeds)
+    planned = plan.trials()
     missing = [trial for trial in planned if trial.key not in results]
     done_before = len(planned) - len(missing)
     began = time.perf_counter()
@@ -465,21 +468,22 @@ def run_study(
             on_result(result, len(results), len(planned))
 
     if executor == "ray":
-        run_ray(task_spec, configs, missing, record, address, gpu_fraction)
+        run_ray(plan.task, plan.configs, missing, record, address, gpu_fraction)
     elif executor == "local":
-        run_local(task_spec, configs, missing, workers or min(len(missing), os.cpu_count() or 1) or 1, record)
+        count = workers or min(len(missing), os.cpu_count() or 1) or 1
+        run_local(plan.task, plan.configs, missing, count, record)
     else:
-        raise LayerprofError(f"--executor must be local or ray, got {executor!r}")
+        raise LayerprofError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     result = CorrelationResult(
-        task=task_spec,
-        configs=configs,
-        layers=sorted(layers),
-        budget_fractions=sorted(fractions),
-        seeds=seeds,
+        task=plan.task,
+        configs=plan.configs,
+        trainable_layer_counts=sorted(plan.trainable_layer_counts),
+        budget_fractions=sorted(plan.budget_fractions),
+        seeds=plan.seeds,
         executor=executor,
         wall_seconds=time.perf_counter() - began,
     )
-    result.cells = summarise(configs, layers, fractions, seeds, results)
+    result.cells = summarise(plan, results)
     result.failed_trials = sum(1 for t in planned if results.get(t.key) and results[t.key].loss is None)
     if done_before:
         result.executor += f" (resumed: {done_before} of {len(planned)} trials were on disk)"
@@ -507,7 +511,7 @@ def heatmap_png(result: CorrelationResult, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    zs, fractions = result.layers, result.budget_fractions
+    zs, fractions = result.trainable_layer_counts, result.budget_fractions
     grid = [[math.nan] * len(fractions) for _ in zs]
     for cell in result.cells:
         value = cell.spearman if cell.spearman is not None else math.nan

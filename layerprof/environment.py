@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-from typing import Any
 
 import torch
 
 import layerprof
 from layerprof.errors import LayerprofError
+from layerprof.profile import EnvironmentInfo
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,55 +49,54 @@ def _cpu_memory_bytes() -> int | None:
         return None
 
 
-def describe_environment(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "device_kind": device.type,
-        "torch_version": torch.__version__,
-        "layerprof_version": layerprof.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_name": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
+def describe_environment(device: torch.device) -> EnvironmentInfo:
+    info = EnvironmentInfo(
+        device_kind=device.type,
+        device_name=_cpu_name(),
+        total_memory_bytes=_cpu_memory_bytes(),
+        torch_version=torch.__version__,
+        layerprof_version=layerprof.__version__,
+        python_version=platform.python_version(),
+        platform=platform.platform(),
+        cpu_name=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+    )
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
-        info.update(
-            device_name=props.name,
-            total_memory_bytes=int(props.total_memory),
-            cuda_version=torch.version.cuda,
-            cudnn_version=torch.backends.cudnn.version(),
-            compute_capability=f"{props.major}.{props.minor}",
-        )
-        info.update(_nvml_facts(index))
-    else:
-        info.update(device_name=info["cpu_name"], total_memory_bytes=_cpu_memory_bytes())
+        info.device_name = props.name
+        info.total_memory_bytes = int(props.total_memory)
+        info.cuda_version = torch.version.cuda
+        info.cudnn_version = torch.backends.cudnn.version()
+        info.compute_capability = f"{props.major}.{props.minor}"
+        info.driver_version, info.mig_enabled = _nvml_facts(index)
     return info
 
 
-def _nvml_facts(index: int) -> dict[str, Any]:
+def _nvml_facts(index: int) -> tuple[str | None, bool | None]:
+    """(driver version, MIG enabled) from NVML, or (None, None) where NVML cannot say."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
         try:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            facts: dict[str, Any] = {"driver_version": pynvml.nvmlSystemGetDriverVersion()}
+            driver = pynvml.nvmlSystemGetDriverVersion()
             try:
                 current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
-                facts["mig_enabled"] = bool(current)
+                mig = bool(current)
             except pynvml.NVMLError:
-                facts["mig_enabled"] = False
-            return facts
+                mig = False
+            return driver, mig
         finally:
             pynvml.nvmlShutdown()
     except Exception:  # noqa: BLE001 - NVML is optional information
-        return {}
+        return None, None
 
 
-def device_slug(environment: dict[str, Any]) -> str:
+def device_slug(environment: EnvironmentInfo) -> str:
     """`cpu`, or the GPU's name made file-safe (`nvidia-h100-80gb-hbm3`)."""
-    if environment.get("device_kind") != "cuda":
+    if environment.device_kind != "cuda":
         return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", str(environment.get("device_name", "cuda")).lower()).strip("-") or "cuda"
+    return re.sub(r"[^a-z0-9]+", "-", environment.device_name.lower()).strip("-") or "cuda"

@@ -15,56 +15,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from layerprof.devices import (
+    CUDA_ALLOCATION_ROUNDING_BYTES,
+    CUDA_CONTEXT_RESERVE_BYTES,
+    TARGETS,
+    smallest_gpu_for,
+)
 from layerprof.environment import describe_environment
 from layerprof.errors import LayerprofError
-from layerprof.ladder import CUDA_CONTEXT_RESERVE_BYTES
-from layerprof.layers import Layer, freeze_layers, total_params, trainable_params
-from layerprof.measure import CUDA_ALLOCATION_ROUNDING_BYTES, first_line
-from layerprof.models import LoadedModel, ModelOptions, build_model
-from layerprof.profile import Profile, Row
+from layerprof.layers import Layer
+from layerprof.measure import first_line
+from layerprof.models import LoadedModel, ModelOptions, build_model, model_slug
+from layerprof.parsing import LayerSelection
+from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings, ensure_writable
 from layerprof.sweep import (
-    DTYPES,
+    SweepJob,
     SweepObserver,
-    SweepSettings,
     failed_row,
     instrumented_step,
-    make_optimizer,
+    new_row,
+    prepared_cell,
     profile_model,
+    torch_dtype,
 )
 
-TARGETS = ("cuda", "cpu")
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
 
-# nvidia-smi's total memory (MiB) of common GPUs and MIG slices.
-GPUS: dict[str, int] = {
-    "1g.5gb": 4864,
-    "1g.10gb": 9984,
-    "T4": 15360,
-    "2g.20gb": 19968,
-    "L4": 23034,
-    "A10": 23028,
-    "RTX4090": 24564,
-    "3g.40gb": 40192,
-    "A100-40GB": 40960,
-    "L40S": 46068,
-    "A100-80GB": 81920,
-    "H100": 81559,
-    "H200": 143771,
-    "B200": 183359,
-}
 
-
-def build_fake_model(spec: str, options: ModelOptions, dtype: torch.dtype) -> tuple[FakeTensorMode, LoadedModel]:
+def build_fake_model(spec: str, options: ModelOptions, precision: str) -> tuple[FakeTensorMode, LoadedModel]:
     """The model with fake parameters: its full size is never allocated."""
     mode = FakeTensorMode()
     with mode:
-        loaded = build_model(spec, options, device=ESTIMATE_DEVICE, dtype=dtype)
+        loaded = build_model(spec, options, device=ESTIMATE_DEVICE, dtype=torch_dtype(precision))
     return mode, loaded
 
 
@@ -79,75 +68,87 @@ def estimate_cell(
     trainable_layers: int,
     settings: SweepSettings,
     device: torch.device,
-    target: str = "cuda",
 ) -> tuple[Row, float]:
     """One cell on fake tensors: optimizer state primed (steady state), then one tracked step."""
-    model, workload = loaded.model, loaded.workload
-    row = Row(batch_size, trainable_layers, "ok", trainable_params=trainable_params(layers, trainable_layers))
-    row.trainable_fraction = row.trainable_params / max(1, total_params(layers))
-    frozen = freeze_layers(model, layers, trainable_layers)
-    params = [p for p in model.parameters() if p.requires_grad]
+    target = settings.target or "cuda"
     try:
         # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
-        optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate, foreach=target == "cuda")
-        # steady state without a forward pass: zero gradients make the optimizer create its state
-        for param in params:
-            param.grad = torch.zeros_like(param)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        batch = workload.make_batch(batch_size, device, DTYPES[settings.dtype])
-        instrumented_step(model, workload, batch, optimizer, params, row, rounding_for(target))
+        foreach = target == "cuda"
+        with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device, foreach=foreach) as cell:
+            # steady state without a forward pass: zero gradients make the optimizer create its state
+            for param in cell.params:
+                param.grad = torch.zeros_like(param)
+            cell.optimizer.step()
+            cell.optimizer.zero_grad(set_to_none=True)
+            instrumented_step(cell, rounding_for(target))
+            row = cell.row
         row.peak_memory_bytes = row.tracked_peak_bytes
         row.memory_source = f"estimate-{target}"
+        return row, 0.0
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
-        row = failed_row(row, "error", f"cannot estimate: {first_line(error)}")
-    finally:
-        frozen.remove()
-        for param in params:
-            param.grad = None
-    return row, 0.0
+        row = new_row(layers, batch_size, trainable_layers)
+        return failed_row(row, "error", f"cannot estimate: {first_line(error)}"), 0.0
 
 
-def estimate_environment(target: str) -> dict[str, Any]:
+def estimate_environment(target: str) -> EnvironmentInfo:
     environment = describe_environment(ESTIMATE_DEVICE)
-    environment.update(
-        device_kind=target,
-        device_name=f"estimate for {target}",
-        total_memory_bytes=None,
-        estimated=True,
+    return replace(
+        environment, device_kind=target, device_name=f"estimate for {target}", total_memory_bytes=None, estimated=True
     )
-    return environment
 
 
 def estimate_model(
     spec: str,
     options: ModelOptions,
     settings: SweepSettings,
-    target: str = "cuda",
+    *,
     observer: SweepObserver | None = None,
     save: Callable[[Profile], Any] | None = None,
     layers: Sequence[Layer] | None = None,
 ) -> Profile:
-    """A Profile of estimated memory and FLOPs for every cell; no step times."""
+    """A Profile of estimated memory and FLOPs for every cell (`settings.target`); no step times."""
+    target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
-    mode, loaded = build_fake_model(spec, options, DTYPES[settings.dtype])
+    settings = replace(settings, mode="estimate", target=target)
+    mode, loaded = build_fake_model(spec, options, settings.precision)
     with mode:
         split = list(layers) if layers is not None else loaded.split()
-
-        def runner(*args: Any) -> tuple[Row, float]:
-            return estimate_cell(*args, target=target)
-
-        profile = profile_model(
-            loaded, split, settings, ESTIMATE_DEVICE, observer, save, runner, estimate_environment(target)
+        return profile_model(
+            loaded,
+            split,
+            settings,
+            ESTIMATE_DEVICE,
+            observer=observer,
+            save=save,
+            cell_runner=estimate_cell,
+            environment=estimate_environment(target),
         )
-    for measured_only in ("warmup_steps", "min_steps", "max_steps", "median_tolerance", "stopping_rule"):
-        profile.settings.pop(measured_only, None)
-    profile.settings["mode"] = "estimate"
-    profile.settings["target"] = target
-    if save:
-        save(profile)
-    return profile
+
+
+def plan_estimate(
+    spec: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    layer_selection: LayerSelection,
+    out: Path | None = None,
+) -> SweepJob:
+    """Split MODEL on the meta device and resolve the cells; the default output is
+    profiles/MODEL-estimate-TARGET.json."""
+    target = settings.target or "cuda"
+    if target not in TARGETS:
+        raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
+    meta = build_model(spec, options, device="meta")
+    layers = meta.split()
+    settings = replace(
+        settings,
+        mode="estimate",
+        target=target,
+        batch_sizes=settings.batch_sizes or meta.workload.default_batch_sizes,
+        trainable_layer_counts=layer_selection.resolve(len(layers)),
+    )
+    return SweepJob(spec, options, layers, settings, ESTIMATE_DEVICE, estimate_environment(target), path)
 
 
 # ---------------------------------------------------------------- what fits
@@ -161,21 +162,50 @@ class FitResult:
     smallest_gpu: str | None = None  # for the requested batch size, the smallest listed GPU that runs it
 
 
-def gpu_memory_bytes(name: str) -> int:
-    for known, mib in GPUS.items():
-        if known.lower() == name.lower():
-            return mib * 2**20
-    raise LayerprofError(f"unknown --gpu {name!r}; known: {', '.join(GPUS)}")
+@dataclass
+class FitReport:
+    model: str
+    target: str
+    memory_bytes: int  # the budget
+    batch_size: int | None  # the batch the smallest GPUs were found for, if asked
+    results: list[FitResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_model(
+    spec: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    memory_bytes: int,
+    layer_selection: LayerSelection,
+    batch_size: int | None = None,
+) -> FitReport:
+    """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
+    for CUDA) and, given `batch_size`, the smallest listed GPU that runs it."""
+    search = FitSearch(spec, options, settings)
+    zs = layer_selection.resolve(len(search.layers))
+    results = [search.largest_batch(z, memory_bytes) for z in zs]
+    if batch_size is not None:
+        for result in results:
+            result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
+    if all(result.largest_batch_size == 0 for result in results):
+        lowest = min(result.need_at_largest_bytes or 0 for result in results)
+        raise LayerprofError(
+            f"no z fits in {memory_bytes / 2**30:.2f} GiB even at batch 1; the smallest need is "
+            f"{lowest / 2**30:.2f} GiB (z={min(zs)}, context reserve included)"
+        )
+    return FitReport(spec, search.settings.target or "cuda", memory_bytes, batch_size, results)
 
 
 class FitSearch:
     """Largest batch per z under a memory budget: a line through two estimates, then checked at the boundary."""
 
-    def __init__(self, spec: str, options: ModelOptions, settings: SweepSettings, target: str = "cuda") -> None:
-        self.mode, self.loaded = build_fake_model(spec, options, DTYPES[settings.dtype])
-        self.settings = settings
-        self.target = target
-        self.reserve = CUDA_CONTEXT_RESERVE_BYTES if target == "cuda" else 0
+    def __init__(self, spec: str, options: ModelOptions, settings: SweepSettings) -> None:
+        self.settings = replace(settings, mode="estimate", target=settings.target or "cuda")
+        self.mode, self.loaded = build_fake_model(spec, options, settings.precision)
+        self.reserve = CUDA_CONTEXT_RESERVE_BYTES if self.settings.target == "cuda" else 0
         with self.mode:
             self.layers = self.loaded.split()
         self._cache: dict[tuple[int, int], int] = {}
@@ -185,7 +215,7 @@ class FitSearch:
         if key not in self._cache:
             with self.mode:
                 row, _ = estimate_cell(
-                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE, self.target
+                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE
                 )
             if not row.ok:
                 raise LayerprofError(f"z={trainable_layers}, batch {batch_size}: {row.message}")
@@ -236,8 +266,4 @@ class FitSearch:
         return result(low)
 
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
-        need = self.need_bytes(trainable_layers, batch_size)
-        for name, mib in sorted(GPUS.items(), key=lambda item: item[1]):
-            if need <= mib * 2**20:
-                return name
-        return None
+        return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from layerprof.errors import LayerprofError
 from layerprof.ladder import Ladder
 
-FORMATS = ("neps", "optuna", "ray", "smac")
-
 
 def library_max_budget(eta: int, rung_count: int) -> int:
     """The maximum budget to give a library so that its float log arithmetic yields `rung_count` rungs."""
@@ -219,7 +217,7 @@ EXPORTERS: dict[str, Callable[[Ladder], str]] = {
 
 def export(ladder: Ladder, library: str) -> str:
     if library not in EXPORTERS:
-        raise LayerprofError(f"--export {library!r}: choose one of {', '.join(FORMATS)}")
+        raise LayerprofError(f"--export {library!r}: choose one of {', '.join(EXPORTERS)}")
     if not float(ladder.eta).is_integer():
         raise LayerprofError(f"--export needs an integer eta (the libraries take one), got {ladder.eta:g}")
     if len(ladder.rungs) < 2:

@@ -7,17 +7,15 @@ Everything here is a function of the Profile; nothing is measured.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError
-from layerprof.profile import Profile, Row, ratio
+from layerprof.profile import Profile, Row, load_profile, ratio
 
-# What a CUDA process holds beyond the allocator's reservation: the CUDA context, cuBLAS/cuDNN workspaces and
-# kernel images. About 300-600 MiB on current GPUs and drivers with lazy module loading; 512 MiB is reserved.
-CUDA_CONTEXT_RESERVE_BYTES = 512 * 2**20
 # A rung ratio counts as close to eta when it lies within eta^(1/2) .. eta^(3/2) (half a step in log space).
 CLOSE_IN_LOG_STEPS = 0.5
 
@@ -78,21 +76,6 @@ class Ladder:
             for rung in self.rungs
         }
         return data
-
-
-# ---------------------------------------------------------------- parsing
-
-
-def parse_memory(text: str) -> int:
-    """`80GiB`, `24GB`, `40G`, `512MiB`, plain bytes. GB means 10^9, GiB 2^30; a bare G means GiB."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?)(B?)\s*", text, flags=re.IGNORECASE)
-    if not match or (match.group(2) == "" and match.group(3)):
-        raise LayerprofError(f"memory size {text!r} not understood; write e.g. 80GiB, 24GB or 512MiB")
-    number, prefix, binary, unit = match.groups()
-    power = "KMGT".find(prefix.upper()) + 1 if prefix else 0
-    decimal = unit and not binary and prefix  # "24GB": SI; "24G" and "24GiB": binary
-    base = 1000 if decimal else 1024
-    return int(float(number) * base**power)
 
 
 # ---------------------------------------------------------------- rung selection
@@ -244,6 +227,11 @@ def _profile_rows(profile: Profile, batch_size: int | None) -> tuple[int, dict[i
     return batch_size, rows
 
 
+def default_cost(profile: Profile) -> str:
+    """Step time where the profile measured it, else FLOPs (estimates have no step times)."""
+    return "time" if any(row.step_time_ms for row in profile.rows if row.ok) else "flops"
+
+
 def build_ladder(
     profile: Profile,
     eta: float = 3.0,
@@ -255,6 +243,42 @@ def build_ladder(
     budget_steps: int | None = None,
     context_reserve: int = CUDA_CONTEXT_RESERVE_BYTES,
 ) -> Ladder:
+    """The recommended rungs for a profile, what each needs, and what halving over them spends."""
+    _validate(profile, eta, cost_kind, min_layers, configs, budget_steps)
+    batch_size, rows = _profile_rows(profile, batch_size)
+    costs = _rung_costs(profile, rows, batch_size, cost_kind, min_layers)
+    chosen, close, note = select_rungs(costs, eta)
+    if gpu_memory is None and profile.environment.device_kind == "cuda" and not profile.environment.estimated:
+        gpu_memory = profile.environment.total_memory_bytes
+    rungs = _rungs(profile, rows, chosen, costs, eta, gpu_memory, context_reserve)
+    if gpu_memory is not None and rungs[0].memory_need_bytes and rungs[0].memory_need_bytes > gpu_memory:
+        raise LayerprofError(
+            f"--gpu-memory {gpu_memory / 2**30:.1f} GiB is less than the lowest rung needs "
+            f"({rungs[0].memory_need_bytes / 2**30:.2f} GiB at z={rungs[0].trainable_layers}, batch {batch_size})"
+        )
+    ladder = Ladder(
+        model=profile.model.spec,
+        device=profile.environment.device_name,
+        batch_size=batch_size,
+        eta=eta,
+        cost_kind=cost_kind,
+        layer_count=profile.layer_count,
+        rungs=rungs,
+        close_to_eta=close,
+        fit_note=note,
+        gpu_memory_bytes=gpu_memory,
+        context_reserve_bytes=context_reserve,
+        configs=configs,
+    )
+    _add_brackets(ladder, configs)
+    if budget_steps is not None:
+        ladder.joint = joint_ladder(ladder, budget_steps, configs)
+    return ladder
+
+
+def _validate(
+    profile: Profile, eta: float, cost_kind: str, min_layers: int, configs: int | None, budget_steps: int | None
+) -> None:
     if cost_kind not in COSTS:
         raise LayerprofError(f"--cost must be time or flops, got {cost_kind!r}")
     if eta <= 1:
@@ -266,7 +290,13 @@ def build_ladder(
         raise LayerprofError(f"--configs must be at least 1, got {configs}")
     if budget_steps is not None and budget_steps < 1:
         raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
-    batch_size, rows = _profile_rows(profile, batch_size)
+
+
+def _rung_costs(
+    profile: Profile, rows: dict[int, Row], batch_size: int, cost_kind: str, min_layers: int
+) -> dict[int, float]:
+    """Cost per z at or above --min-layers: median step time or FLOPs; full training must be among them."""
+    n = profile.layer_count
     if n not in rows:
         raise LayerprofError(
             f"the profile has no successful full-training cell (z={n}) at batch size {batch_size}; "
@@ -282,24 +312,30 @@ def build_ladder(
         raise LayerprofError(
             f"the profile has no {field_name} figures (an estimate has no step times); use --cost flops"
         )
-    chosen, close, note = select_rungs(costs, eta)
+    return costs
 
-    if gpu_memory is None and profile.environment.get("device_kind") == "cuda":
-        gpu_memory = profile.environment.get("total_memory_bytes")
+
+def _rungs(
+    profile: Profile,
+    rows: dict[int, Row],
+    chosen: list[int],
+    costs: dict[int, float],
+    eta: float,
+    gpu_memory: int | None,
+    context_reserve: int,
+) -> list[Rung]:
+    """Per chosen z: its cost against full training and the previous rung, its memory and GPU slots."""
+    n = profile.layer_count
     full = rows[n]
     memory_points: dict[int, list[tuple[int, int]]] = {}
     for row in profile.rows:
         if row.ok and row.peak_memory_bytes is not None:
             need = memory_need_bytes(row, context_reserve) or 0
             memory_points.setdefault(row.trainable_layers, []).append((row.batch_size, need - context_reserve))
-
     rungs: list[Rung] = []
     for index, z in enumerate(chosen):
         row = rows[z]
         need = memory_need_bytes(row, context_reserve)
-        slots = None
-        if gpu_memory is not None and need:
-            slots = gpu_memory // need
         rungs.append(
             Rung(
                 trainable_layers=z,
@@ -312,37 +348,24 @@ def build_ladder(
                 peak_memory_bytes=row.peak_memory_bytes,
                 memory_vs_full=ratio(row.peak_memory_bytes, full.peak_memory_bytes),
                 memory_need_bytes=need,
-                parallel_slots=slots,
+                parallel_slots=gpu_memory // need if gpu_memory is not None and need else None,
                 largest_batch_size=None
                 if gpu_memory is None
                 else largest_batch_that_fits(memory_points.get(z, []), gpu_memory, context_reserve),
                 budget_index=round(eta**index) if float(eta).is_integer() else index + 1,
             )
         )
-    if gpu_memory is not None and rungs[0].memory_need_bytes and rungs[0].memory_need_bytes > gpu_memory:
-        raise LayerprofError(
-            f"--gpu-memory {gpu_memory / 2**30:.1f} GiB is less than the lowest rung needs "
-            f"({rungs[0].memory_need_bytes / 2**30:.2f} GiB at z={rungs[0].trainable_layers}, batch {batch_size})"
-        )
+    return rungs
 
-    ladder = Ladder(
-        model=str(profile.model.get("spec")),
-        device=str(profile.environment.get("device_name", profile.environment.get("device_kind"))),
-        batch_size=batch_size,
-        eta=eta,
-        cost_kind=cost_kind,
-        layer_count=n,
-        rungs=rungs,
-        close_to_eta=close,
-        fit_note=note,
-        gpu_memory_bytes=gpu_memory,
-        context_reserve_bytes=context_reserve,
-        configs=configs,
-    )
-    rung_costs = [rung.cost for rung in rungs]
+
+def _add_brackets(ladder: Ladder, configs: int | None) -> None:
+    """Successive halving over the rungs (and on training budget alone) for --configs; Hyperband's brackets."""
+    rung_costs = [rung.cost for rung in ladder.rungs]
+    eta = ladder.eta
     if configs is not None:
         ladder.successive_halving = successive_halving(rung_costs, configs, eta)
-        budget_costs = [eta ** -(len(rungs) - 1 - i) for i in range(len(rungs))]
+        rung_count = len(ladder.rungs)
+        budget_costs = [eta ** -(rung_count - 1 - i) for i in range(rung_count)]
         from_scratch = successive_halving(budget_costs, configs, eta)
         counts = from_scratch.configs_per_rung
         continued = sum(c * (budget_costs[i] - (budget_costs[i - 1] if i else 0.0)) for i, c in enumerate(counts))
@@ -350,11 +373,22 @@ def build_ladder(
             "from_scratch_full_equivalents": from_scratch.cost_full_equivalents,
             "with_continuation_full_equivalents": continued,
         }
-    if len(rungs) > 1:
+    if len(ladder.rungs) > 1:
         ladder.hyperband = hyperband(rung_costs, eta)
-    if budget_steps is not None:
-        ladder.joint = joint_ladder(ladder, budget_steps, configs)
-    return ladder
+
+
+def ladder_for(
+    profile_path: str | Path, correlation: str | Path | None = None, **options: Any
+) -> tuple[Ladder, list[str]]:
+    """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
+    correlation from a correlate result file; the notes name rungs the result lacks."""
+    ladder = build_ladder(load_profile(profile_path), **options)
+    notes: list[str] = []
+    if correlation is not None:
+        from layerprof.correlate import load_result
+
+        notes = attach_correlation(ladder, load_result(Path(correlation)))
+    return ladder, notes
 
 
 def attach_correlation(ladder: Ladder, result: Any) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,47 +22,12 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from layerprof.errors import SplitWarning
+from layerprof.profile import Layer, total_params, trainable_params
+
+__all__ = ["Layer", "SplitWarning", "split_layers", "freeze_layers", "trainable_params", "total_params"]
+
 CONTAINER_TYPES: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer of the split. Plain data: modules and parameters are found again by name."""
-
-    index: int  # position in forward order, 0 = first to run
-    name: str  # dotted module name
-    type: str  # class name of the module
-    params: int  # parameters this layer holds (adopted container parameters included)
-    parameter_names: tuple[str, ...]  # dotted names of those parameters
-    new_trainable_params: int  # of `params`, those no later layer holds: what turns trainable with this layer
-    shared_with: tuple[str, ...] = ()  # other layers holding one of the same parameter tensors (tied weights)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "type": self.type,
-            "params": self.params,
-            "new_trainable_params": self.new_trainable_params,
-            "parameter_names": list(self.parameter_names),
-            "shared_with": list(self.shared_with),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Layer:
-        return cls(
-            index=int(data["index"]),
-            name=str(data["name"]),
-            type=str(data["type"]),
-            params=int(data["params"]),
-            new_trainable_params=int(data["new_trainable_params"]),
-            parameter_names=tuple(data.get("parameter_names", ())),
-            shared_with=tuple(data.get("shared_with", ())),
-        )
-
-
-class SplitWarning(UserWarning):
-    """A split that is valid but probably not what the user wants."""
 
 
 def _unwraps(module: nn.Module, unwrap: Iterable[str | type]) -> bool:
@@ -153,57 +117,83 @@ def split_layers(
     fails, registration order is used and a warning says so.
     """
     leaves, container_params = _collect_leaves(model, unwrap)
-    names_of_param: dict[int, list[str]] = {}
-    for full_name, param in model.named_parameters(remove_duplicate=False):
-        names_of_param.setdefault(id(param), []).append(full_name)
     param_leaves = [(name, module) for name, module in leaves if any(True for _ in module.parameters())]
     if not param_leaves:
         raise ValueError("the model has no parameters to train")
+    order, first_use = _forward_order(model, param_leaves, container_params, run_forward)
+    owned = _assign_parameters(dict(param_leaves), order, container_params, first_use)
+    layers = _count_parameters(model, order, owned)
+    _check_every_parameter_assigned(model, layers)
+    if len(layers) < 2:
+        warnings.warn(
+            f"the model splits into only {len(layers)} layer ({layers[0].name or type(model).__name__}); "
+            "pass --unwrap CLASSNAME to descend into a container class",
+            SplitWarning,
+            stacklevel=2,
+        )
+    return layers
 
-    watched = {id(model.get_parameter(full)): full for _, full in container_params}
+
+def _forward_order(
+    model: nn.Module,
+    param_leaves: list[tuple[str, nn.Module]],
+    container_params: list[tuple[str, str]],
+    run_forward: Callable[[nn.Module], Any] | None,
+) -> tuple[list[str], dict[str, int]]:
+    """Leaf names in the order one forward pass runs them, and where container parameters were first used."""
     order = [name for name, _ in param_leaves]
-    first_use: dict[str, int] = {}
-    if run_forward is not None:
-        try:
-            started, first_use = _trace_forward_order(model, param_leaves, watched, run_forward)
-        except Exception as error:  # noqa: BLE001 - any failure falls back to registration order
-            warnings.warn(
-                f"could not trace a forward pass ({type(error).__name__}: {error}); "
-                "layers are in registration order, which may differ from execution order",
-                SplitWarning,
-                stacklevel=2,
-            )
-        else:
-            never_ran = [name for name in order if name not in started]
-            if never_ran:
-                warnings.warn(
-                    f"layers that never ran in the traced forward pass are placed first: {', '.join(never_ran)}",
-                    SplitWarning,
-                    stacklevel=2,
-                )
-            order = never_ran + started
-            first_use = {name: position + len(never_ran) for name, position in first_use.items()}
+    if run_forward is None:
+        return order, {}
+    watched = {id(model.get_parameter(full)): full for _, full in container_params}
+    try:
+        started, first_use = _trace_forward_order(model, param_leaves, watched, run_forward)
+    except Exception as error:  # noqa: BLE001 - any failure falls back to registration order
+        warnings.warn(
+            f"could not trace a forward pass ({type(error).__name__}: {error}); "
+            "layers are in registration order, which may differ from execution order",
+            SplitWarning,
+            stacklevel=3,
+        )
+        return order, {}
+    never_ran = [name for name in order if name not in started]
+    if never_ran:
+        warnings.warn(
+            f"layers that never ran in the traced forward pass are placed first: {', '.join(never_ran)}",
+            SplitWarning,
+            stacklevel=3,
+        )
+    return never_ran + started, {name: position + len(never_ran) for name, position in first_use.items()}
 
-    module_of = dict(param_leaves)
-    owned: dict[str, list[str]] = {}
-    for name in order:
-        prefix = f"{name}."
-        owned[name] = [f"{prefix}{local}" for local, _ in module_of[name].named_parameters(remove_duplicate=False)]
+
+def _assign_parameters(
+    module_of: dict[str, nn.Module],
+    order: list[str],
+    container_params: list[tuple[str, str]],
+    first_use: dict[str, int],
+) -> dict[str, list[str]]:
+    """Each layer's parameter names: its own, plus container parameters adopted by the layer that runs next
+    after their first use (never used: the first layer inside the container, else the first layer)."""
+    owned = {
+        name: [f"{name}.{local}" for local, _ in module_of[name].named_parameters(remove_duplicate=False)]
+        for name in order
+    }
     for container, full_name in container_params:
         if full_name in first_use:
-            position = min(first_use[full_name], len(order) - 1)
-            owner = order[position]
-        else:  # never used in the trace: the first layer inside the container, else the first layer
+            owner = order[min(first_use[full_name], len(order) - 1)]
+        else:
             inside = [name for name in order if container == "" or name.startswith(f"{container}.")]
             owner = inside[0] if inside else order[0]
         owned[owner].append(full_name)
+    return owned
 
-    # tied weights: the same tensor under several layers
+
+def _count_parameters(model: nn.Module, order: list[str], owned: dict[str, list[str]]) -> list[Layer]:
+    """Layers with their parameter counts; a tensor held by several layers (tied weights) counts once per
+    layer, and turns trainable with the last of them to run."""
     layers_of_param: dict[int, set[str]] = {}
     for name in order:
         for full_name in owned[name]:
             layers_of_param.setdefault(id(model.get_parameter(full_name)), set()).add(name)
-
     position_of = {name: index for index, name in enumerate(order)}
     layers = []
     for index, name in enumerate(order):
@@ -231,27 +221,14 @@ def split_layers(
                 shared_with=tuple(sorted(shared, key=order.index)),
             )
         )
-    covered = {id(model.get_parameter(full)) for layer in layers for full in layer.parameter_names}
-    missing = [names[0] for key, names in names_of_param.items() if key not in covered]
-    if missing:  # a bug in the split, never a user error
-        raise AssertionError(f"parameters not assigned to any layer: {', '.join(missing)}")
-    if len(layers) < 2:
-        warnings.warn(
-            f"the model splits into only {len(layers)} layer ({layers[0].name or type(model).__name__}); "
-            "pass --unwrap CLASSNAME to descend into a container class",
-            SplitWarning,
-            stacklevel=2,
-        )
     return layers
 
 
-def trainable_params(layers: Sequence[Layer], trainable_layers: int) -> int:
-    """Unique parameters that are trainable when the last `trainable_layers` layers are (tied tensors once)."""
-    return sum(layer.new_trainable_params for layer in layers[len(layers) - trainable_layers :])
-
-
-def total_params(layers: Sequence[Layer]) -> int:
-    return trainable_params(layers, len(layers))
+def _check_every_parameter_assigned(model: nn.Module, layers: list[Layer]) -> None:
+    covered = {id(model.get_parameter(full)) for layer in layers for full in layer.parameter_names}
+    missing = [name for name, param in model.named_parameters() if id(param) not in covered]
+    if missing:  # a bug in the split, never a user error
+        raise AssertionError(f"parameters not assigned to any layer: {', '.join(missing)}")
 
 
 class FrozenModel:

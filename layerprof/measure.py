@@ -19,6 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+from layerprof.profile import MemoryCategory
+
 # ---------------------------------------------------------------- time
 
 
@@ -113,34 +115,9 @@ def time_steps(
 
 # ---------------------------------------------------------------- memory: live-tensor tracker (any device)
 
-CUDA_ALLOCATION_ROUNDING_BYTES = 512  # the caching allocator's block granularity
-CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "inputs")
-
-
-@dataclass(frozen=True)
-class MemoryBreakdown:
-    """Bytes of live tensors at the step's peak, by what they hold."""
-
-    peak_bytes: int
-    parameters: int
-    gradients: int
-    optimizer_state: int
-    activations: int  # activations and temporaries of forward and backward
-    inputs: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "peak_bytes": self.peak_bytes,
-            "parameters": self.parameters,
-            "gradients": self.gradients,
-            "optimizer_state": self.optimizer_state,
-            "activations": self.activations,
-            "inputs": self.inputs,
-        }
-
 
 class LiveTensorTracker(TorchDispatchMode):
-    """Peak bytes of live tensor storage during a step, by category.
+    """Peak bytes of live tensor storage during a step, and its split by MemoryCategory at that peak.
 
     Storages alive before the step (parameters, buffers, optimizer state, the batch) are registered first, so
     that views of them (a weight's `.t()` inside `nn.Linear`) are never counted as new allocations. Every op
@@ -155,16 +132,16 @@ class LiveTensorTracker(TorchDispatchMode):
     def __init__(self, allocation_rounding_bytes: int = 1) -> None:
         super().__init__()
         self.rounding = allocation_rounding_bytes
-        self._category: dict[int, str] = {}  # id(storage) -> category
+        self._category: dict[int, MemoryCategory] = {}  # id(storage) -> category
         self._size: dict[int, int] = {}
         self._refs: dict[int, weakref.ref] = {}
-        self.live = dict.fromkeys(CATEGORIES, 0)
+        self.live: dict[MemoryCategory, int] = dict.fromkeys(MemoryCategory, 0)
         self.current = 0
         self.peak = 0
         self.at_peak = dict(self.live)
         self._hooks: list[Any] = []
 
-    def register(self, tensors: Iterable[torch.Tensor], category: str) -> None:
+    def register(self, tensors: Iterable[torch.Tensor], category: MemoryCategory) -> None:
         for tensor in tensors:
             self._track(tensor, category)
 
@@ -175,9 +152,9 @@ class LiveTensorTracker(TorchDispatchMode):
 
     def _on_grad(self, param: torch.Tensor) -> None:
         if param.grad is not None:
-            self._recategorise(param.grad, "gradients")
+            self._recategorise(param.grad, MemoryCategory.GRADIENTS)
 
-    def _recategorise(self, tensor: torch.Tensor, category: str) -> None:
+    def _recategorise(self, tensor: torch.Tensor, category: MemoryCategory) -> None:
         key = id(tensor.untyped_storage())
         old = self._category.get(key)
         if old is None:
@@ -187,7 +164,7 @@ class LiveTensorTracker(TorchDispatchMode):
             self.live[category] += self._size[key]
             self._category[key] = category
 
-    def _track(self, tensor: torch.Tensor, category: str) -> None:
+    def _track(self, tensor: torch.Tensor, category: MemoryCategory) -> None:
         storage = tensor.untyped_storage()
         key = id(storage)
         if key in self._category:
@@ -215,7 +192,7 @@ class LiveTensorTracker(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         for value in tree_flatten(out)[0]:
             if isinstance(value, torch.Tensor):
-                self._track(value, "activations")
+                self._track(value, MemoryCategory.ACTIVATIONS)
         return out
 
     def __exit__(self, *exc: Any) -> None:
@@ -223,9 +200,6 @@ class LiveTensorTracker(TorchDispatchMode):
             hook.remove()
         self._hooks.clear()
         return super().__exit__(*exc)
-
-    def breakdown(self) -> MemoryBreakdown:
-        return MemoryBreakdown(peak_bytes=self.peak, **self.at_peak)
 
 
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

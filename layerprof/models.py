@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ import torch
 from torch import nn
 
 from layerprof.errors import LayerprofError
-from layerprof.layers import Layer, split_layers
+from layerprof.layers import split_layers, total_params
+from layerprof.profile import Layer, ModelInfo
 from layerprof.workloads import CustomWorkload, Workload
 
 IMAGE_BATCH_SIZES = (32,)
@@ -96,54 +98,17 @@ class LoadedModel:
 
         return split_layers(self.model, self.unwrap, run_forward)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "source": self.source,
-            "name": self.name,
-            "description": self.description,
-            "overrides": self.overrides,
-            "unwrap": list(self.unwrap),
-        }
-
-
-# ---------------------------------------------------------------- parsing of command-line values
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`key=value` pairs; values read as int, float, bool or None where they look like one."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise LayerprofError(f"--set expects KEY=VALUE with KEY a Python identifier, got {item!r}")
-        overrides[key] = _parse_value(raw.strip())
-    return overrides
-
-
-def _parse_value(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def parse_input_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(size <= 0 for size in shape):
-        raise LayerprofError(f"--input-shape expects positive integers like 3,224,224, got {text!r}")
-    return shape
+    def describe(self, layers: Sequence[Layer]) -> ModelInfo:
+        return ModelInfo(
+            spec=self.spec,
+            source=self.source,
+            name=self.name,
+            description=self.description,
+            overrides=dict(self.overrides),
+            unwrap=tuple(self.unwrap),
+            layers=list(layers),
+            total_params=total_params(layers),
+        )
 
 
 # ---------------------------------------------------------------- names
@@ -161,9 +126,15 @@ def litgpt_names() -> list[str]:
     return sorted(name_to_config)
 
 
-def known_names() -> dict[str, list[str]]:
-    """Every accepted model name, grouped by source."""
-    return {"preset": sorted(PRESETS), "torchvision": torchvision_names(), "litgpt": litgpt_names()}
+SOURCES = ("preset", "torchvision", "litgpt")
+
+
+def known_names(source: str | None = None) -> dict[str, list[str]]:
+    """Every accepted model name, grouped by source (or of one source)."""
+    if source is not None and source not in SOURCES:
+        raise LayerprofError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
+    listers = {"preset": lambda: sorted(PRESETS), "torchvision": torchvision_names, "litgpt": litgpt_names}
+    return {name: lister() for name, lister in listers.items() if source in (None, name)}
 
 
 def _is_user_spec(spec: str) -> bool:
@@ -436,3 +407,8 @@ def model_slug(spec: str) -> str:
     """A file-name-safe form of the MODEL string."""
     stem = spec.rpartition(":")[2] if _is_user_spec(spec) else spec.replace(":", "-")
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip("-.") or "model"
+
+
+def split_model(spec: str, options: ModelOptions | None = None) -> list[Layer]:
+    """MODEL's layers in forward order, split on the meta device: no memory of the model's size is used."""
+    return build_model(spec, options, device="meta").split()

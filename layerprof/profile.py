@@ -1,9 +1,15 @@
 """The Profile: plain data with a versioned schema, written as JSON (with a CSV of the rows beside it).
 
-One row per (batch_size, trainable_layers). Row fields fall in two groups that consumers treat differently:
-deterministic figures (`DETERMINISTIC_FIELDS`: parameter counts, FLOPs, optimizer-state bytes) are the same on
-every run of the same model, stack and settings; measured ones (`MEASURED_FIELDS`: times, memory peaks,
-throughput) carry noise. Every figure that can be absent (a failed cell) is None.
+Everything a profile holds is described here and nowhere else: what was profiled (`ModelInfo`, `WorkloadInfo`),
+where (`EnvironmentInfo`), how (`SweepSettings`) and one `Row` per (batch_size, trainable_layers) cell. Row
+fields fall in two groups that consumers treat differently: deterministic figures (`DETERMINISTIC_FIELDS`:
+parameter counts, FLOPs, optimizer-state bytes) are the same on every run of the same model, stack and
+settings; measured ones (times, memory peaks, throughput) carry noise. Every figure that can be absent (a
+failed cell) is None.
+
+Schema history: `layerprof.profile/1` kept the metadata as free-form mappings, with the dtype and optimizer
+under `workload`; `/2` types them and moves the training recipe (optimizer, precision) to `settings`. Files of
+either version load; files are written as `/2`.
 """
 
 from __future__ import annotations
@@ -13,21 +19,45 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from layerprof.errors import LayerprofError
 
-SCHEMA = "layerprof.profile/1"
+SCHEMA = "layerprof.profile/2"
+SCHEMA_V1 = "layerprof.profile/1"
 
 STATUSES = ("ok", "oom", "error", "skipped")
 
 
+class MemoryCategory(str, Enum):
+    """What the live-tensor tracker's bytes hold at the step's peak; one row field each."""
+
+    PARAMETERS = "parameters"
+    GRADIENTS = "gradients"
+    OPTIMIZER_STATE = "optimizer_state"
+    ACTIVATIONS = "activations"  # activations and temporaries of forward and backward
+    INPUTS = "inputs"
+
+    @property
+    def row_field(self) -> str:
+        return f"memory_{self.value}_bytes"
+
+    @property
+    def label(self) -> str:
+        """The short name tables and figures show."""
+        return "optimizer" if self is MemoryCategory.OPTIMIZER_STATE else self.value
+
+
 @dataclass
 class Row:
+    """One cell: a batch size and a trainable-layer count z, and what it cost."""
+
     batch_size: int
-    trainable_layers: int
+    trainable_layers: int  # z: the last z layers train
     status: str  # one of STATUSES
     message: str | None = None
     # deterministic
@@ -37,24 +67,24 @@ class Row:
     backward_flops: int | None = None
     flops: int | None = None  # forward + backward per step
     optimizer_state_bytes: int | None = None
-    # measured: time
-    step_time_ms: float | None = None  # median
+    # measured: time. step_time_ms is the median over the measured steps; the others describe their spread
+    step_time_ms: float | None = None
     step_time_mean_ms: float | None = None
     step_time_std_ms: float | None = None
     step_time_p10_ms: float | None = None
     step_time_p90_ms: float | None = None
-    step_time_ci_low_ms: float | None = None
+    step_time_ci_low_ms: float | None = None  # 95% confidence interval of the median
     step_time_ci_high_ms: float | None = None
     measured_steps: int | None = None
     throughput_per_s: float | None = None  # items (samples or tokens, see workload.item_name) per second
     achieved_tflops: float | None = None
     # measured: memory
     peak_memory_bytes: int | None = None  # from memory_source
-    memory_source: str | None = None  # "cuda-allocator" | "cpu-tensor-tracker"
+    memory_source: str | None = None  # "cuda-allocator" | "cpu-tensor-tracker" | "estimate-cuda" | "estimate-cpu"
     peak_reserved_bytes: int | None = None  # CUDA caching allocator, reserved
     nvml_process_bytes: int | None = None  # NVML's view of the process, CUDA context included
     tracked_peak_bytes: int | None = None  # live-tensor tracker, any device
-    memory_parameters_bytes: int | None = None  # the tracker's split at its peak
+    memory_parameters_bytes: int | None = None  # the tracker's split at its peak, one per MemoryCategory
     memory_gradients_bytes: int | None = None
     memory_optimizer_state_bytes: int | None = None
     memory_activations_bytes: int | None = None
@@ -63,6 +93,13 @@ class Row:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.batch_size, self.trainable_layers
+
+    def memory(self, category: MemoryCategory) -> int | None:
+        return getattr(self, category.row_field)
 
 
 DETERMINISTIC_FIELDS = (
@@ -74,24 +111,222 @@ DETERMINISTIC_FIELDS = (
     "optimizer_state_bytes",
 )
 ROW_FIELDS = tuple(f.name for f in fields(Row))
-MEASURED_FIELDS = tuple(name for name in ROW_FIELDS[4:] if name not in DETERMINISTIC_FIELDS and name != "memory_source")
+MEMORY_FIELDS = tuple(category.row_field for category in MemoryCategory)
+assert set(MEMORY_FIELDS) <= set(ROW_FIELDS), "Row needs one field per MemoryCategory"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the split. Plain data: modules and parameters are found again by name."""
+
+    index: int  # position in forward order, 0 = first to run
+    name: str  # dotted module name
+    type: str  # class name of the module
+    params: int  # parameters this layer holds (adopted container parameters included)
+    parameter_names: tuple[str, ...]  # dotted names of those parameters
+    new_trainable_params: int  # of `params`, those no later layer holds: what turns trainable with this layer
+    shared_with: tuple[str, ...] = ()  # other layers holding one of the same parameter tensors (tied weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "type": self.type,
+            "params": self.params,
+            "new_trainable_params": self.new_trainable_params,
+            "parameter_names": list(self.parameter_names),
+            "shared_with": list(self.shared_with),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Layer:
+        return cls(
+            index=int(data["index"]),
+            name=str(data["name"]),
+            type=str(data["type"]),
+            params=int(data["params"]),
+            new_trainable_params=int(data["new_trainable_params"]),
+            parameter_names=tuple(data.get("parameter_names", ())),
+            shared_with=tuple(data.get("shared_with", ())),
+        )
+
+
+def trainable_params(layers: Sequence[Layer], trainable_layers: int) -> int:
+    """Unique parameters that are trainable when the last `trainable_layers` layers are (tied tensors once)."""
+    return sum(layer.new_trainable_params for layer in layers[len(layers) - trainable_layers :])
+
+
+def total_params(layers: Sequence[Layer]) -> int:
+    return trainable_params(layers, len(layers))
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `data` that are fields of the dataclass `cls`."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+def _tuple(value: Any) -> tuple | None:
+    return None if value is None else tuple(value)
+
+
+@dataclass
+class ModelInfo:
+    """What was profiled: the MODEL string, where it came from, and its split."""
+
+    spec: str
+    source: str  # "preset" | "torchvision" | "litgpt" | "user"
+    name: str
+    description: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set
+    unwrap: tuple[str, ...] = ()
+    layers: list[Layer] = field(default_factory=list)
+    total_params: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["unwrap"] = list(self.unwrap)
+        data["layers"] = [layer.to_dict() for layer in self.layers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        known = _known(cls, data)
+        known["unwrap"] = tuple(known.get("unwrap", ()))
+        known["layers"] = [Layer.from_dict(layer) for layer in known.get("layers", [])]
+        return cls(**known)
+
+
+@dataclass
+class WorkloadInfo:
+    """How the model is fed: the family picks the synthetic batch and the loss."""
+
+    family: str  # "image-classification" | "causal-lm" | "tensor-input" | "custom"
+    input_shape: tuple[int, ...] | None = None  # per sample
+    num_classes: int | None = None
+    seq_len: int | None = None
+    vocab_size: int | None = None
+    items_per_sample: int | None = None  # custom workloads: e.g. tokens per sequence
+    item_name: str = "samples"  # what throughput counts: samples or tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {key: value for key, value in asdict(self).items() if value is not None}
+        if self.input_shape is not None:
+            data["input_shape"] = list(self.input_shape)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkloadInfo:
+        known = _known(cls, data)
+        known["input_shape"] = _tuple(known.get("input_shape"))
+        return cls(**known)
+
+
+@dataclass
+class EnvironmentInfo:
+    """The machine and software a profile was measured on (or, for an estimate, the device predicted for)."""
+
+    device_kind: str  # "cpu" | "cuda"
+    device_name: str
+    total_memory_bytes: int | None = None
+    estimated: bool = False
+    torch_version: str | None = None
+    layerprof_version: str | None = None
+    python_version: str | None = None
+    platform: str | None = None
+    cpu_name: str | None = None
+    cpu_count: int | None = None
+    torch_threads: int | None = None
+    cuda_version: str | None = None
+    cudnn_version: int | None = None
+    compute_capability: str | None = None
+    driver_version: str | None = None
+    mig_enabled: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys written by other versions, kept as they were
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {key: value for key, value in asdict(self).items() if key != "extra" and value is not None}
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnvironmentInfo:
+        known = _known(cls, data)
+        known["extra"] = {key: value for key, value in data.items() if key not in known}
+        return cls(**known)
+
+
+@dataclass
+class SweepSettings:
+    """How the cells were run: which cells, the training recipe, and (measured profiles) the timing protocol."""
+
+    batch_sizes: tuple[int, ...]
+    trainable_layer_counts: tuple[int, ...]  # the z values run, ascending
+    warmup_steps: int = 10
+    min_steps: int = 10
+    max_steps: int = 50
+    median_tolerance: float = 0.02  # stop once the 95% CI of the median is within +-2%
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    precision: str = "32-true"  # see layerprof.precision
+    mode: str = "measure"  # "measure" | "estimate"
+    target: str | None = None  # estimates: the device kind predicted for
+
+    @property
+    def stopping_rule(self) -> str:
+        return (
+            f"after {self.min_steps} measured steps, stop once the 95% confidence interval of the median "
+            f"step time is within +-{self.median_tolerance:.0%}; at most {self.max_steps} steps"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["batch_sizes"] = list(self.batch_sizes)
+        data["trainable_layer_counts"] = list(self.trainable_layer_counts)
+        if self.mode == "estimate":  # nothing is timed
+            for key in ("warmup_steps", "min_steps", "max_steps", "median_tolerance"):
+                data.pop(key)
+        else:
+            data.pop("target")
+            data["stopping_rule"] = self.stopping_rule
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepSettings:
+        known = _known(cls, data)
+        known["batch_sizes"] = tuple(known["batch_sizes"])
+        known["trainable_layer_counts"] = tuple(known["trainable_layer_counts"])
+        return cls(**known)
+
+
+@dataclass
+class SweepTiming:
+    sweep_wall_s: float = 0.0
+    in_steps_s: float = 0.0  # seconds inside warm-up, timed and instrumented steps
+
+    @property
+    def share_in_steps(self) -> float:
+        return self.in_steps_s / self.sweep_wall_s if self.sweep_wall_s else 0.0
 
 
 @dataclass
 class Profile:
-    model: dict[str, Any]  # spec, source, name, description, overrides, unwrap, layers, total_params
-    workload: dict[str, Any]  # family, shapes, dtype and how it was applied, optimizer
-    environment: dict[str, Any]  # device kind/name/memory, versions
-    settings: dict[str, Any]  # warm-up, step bounds, stopping rule, batch sizes, layer counts
+    model: ModelInfo
+    workload: WorkloadInfo
+    environment: EnvironmentInfo
+    settings: SweepSettings
     rows: list[Row] = field(default_factory=list)
     complete: bool = False
     created_at: str = ""
-    timing: dict[str, float] = field(default_factory=dict)  # sweep wall time and time inside training steps
+    timing: SweepTiming = field(default_factory=SweepTiming)
     schema: str = SCHEMA
 
     @property
     def layer_count(self) -> int:
-        return len(self.model["layers"])
+        return len(self.model.layers)
+
+    @property
+    def is_estimate(self) -> bool:
+        return self.settings.mode == "estimate"
 
     def batch_sizes(self) -> list[int]:
         return sorted({row.batch_size for row in self.rows})
@@ -100,20 +335,18 @@ class Profile:
         return sorted((r for r in self.rows if r.batch_size == batch_size), key=lambda r: r.trainable_layers)
 
     def row(self, batch_size: int, trainable_layers: int) -> Row | None:
-        return next(
-            (r for r in self.rows if r.batch_size == batch_size and r.trainable_layers == trainable_layers), None
-        )
+        return next((r for r in self.rows if r.key == (batch_size, trainable_layers)), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": self.schema,
+            "schema": SCHEMA,
             "created_at": self.created_at,
             "complete": self.complete,
-            "model": self.model,
-            "workload": self.workload,
-            "environment": self.environment,
-            "settings": self.settings,
-            "timing": self.timing,
+            "model": self.model.to_dict(),
+            "workload": self.workload.to_dict(),
+            "environment": self.environment.to_dict(),
+            "settings": self.settings.to_dict(),
+            "timing": asdict(self.timing),
             "rows": [asdict(row) for row in self.rows],
         }
 
@@ -121,25 +354,45 @@ class Profile:
     def from_dict(cls, data: dict[str, Any], source: str = "profile") -> Profile:
         if not isinstance(data, dict) or "schema" not in data:
             raise LayerprofError(f"{source} is not a layerprof profile (no 'schema' field)")
-        if data["schema"] != SCHEMA:
+        if data["schema"] not in (SCHEMA, SCHEMA_V1):
             raise LayerprofError(
-                f"{source} has schema {data['schema']!r}; this layerprof reads {SCHEMA!r} "
+                f"{source} has schema {data['schema']!r}; this layerprof reads {SCHEMA!r} and {SCHEMA_V1!r} "
                 "(re-run `layerprof profile` to regenerate it)"
             )
         try:
-            rows = [Row(**{k: v for k, v in row.items() if k in ROW_FIELDS}) for row in data["rows"]]
+            if data["schema"] == SCHEMA_V1:
+                data = upgrade_v1(data)
             return cls(
-                model=data["model"],
-                workload=data["workload"],
-                environment=data["environment"],
-                settings=data["settings"],
-                rows=rows,
+                model=ModelInfo.from_dict(data["model"]),
+                workload=WorkloadInfo.from_dict(data["workload"]),
+                environment=EnvironmentInfo.from_dict(data["environment"]),
+                settings=SweepSettings.from_dict(data["settings"]),
+                rows=[Row(**_known(Row, row)) for row in data["rows"]],
                 complete=bool(data.get("complete", False)),
                 created_at=str(data.get("created_at", "")),
-                timing=dict(data.get("timing", {})),
+                timing=SweepTiming(**_known(SweepTiming, data.get("timing", {}))),
+                schema=str(data["schema"]),
             )
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise LayerprofError(f"{source} is a damaged layerprof profile: missing or bad {error}") from None
+
+
+V1_DTYPES = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
+
+
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A `/1` document in `/2`'s layout: dtype and optimizer move from the workload to the settings."""
+    workload = dict(data["workload"])
+    settings = dict(data["settings"])
+    dtype = workload.pop("dtype", None) or settings.pop("dtype", None) or "float32"
+    workload.pop("dtype_mode", None)
+    settings.pop("dtype", None)
+    settings.setdefault("optimizer", workload.pop("optimizer", "adamw"))
+    workload.pop("optimizer", None)
+    settings["precision"] = V1_DTYPES[dtype]
+    settings["trainable_layer_counts"] = settings.pop("trainable_layers")
+    settings.setdefault("mode", "measure")
+    return {**data, "workload": workload, "settings": settings}
 
 
 def ratio(value: float | None, full: float | None) -> float | None:
@@ -172,7 +425,7 @@ def rows_csv(profile: Profile) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(ROW_FIELDS), lineterminator="\n")
     writer.writeheader()
-    for row in sorted(profile.rows, key=lambda r: (r.batch_size, r.trainable_layers)):
+    for row in sorted(profile.rows, key=lambda r: r.key):
         writer.writerow(asdict(row))
     return buffer.getvalue()
 

@@ -1,26 +1,18 @@
-"""Pictures of profiles: the paper's cost curves for your model, written as PNG/SVG with a Markdown index.
-
-Everything is drawn from Profile data; several profiles are overlaid (two GPUs, before/after a change).
-"""
+"""Reports: the figures of one or more profiles (overlaid) as PNG/SVG, with a Markdown index beside them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+from layerprof.errors import LayerprofError
+from layerprof.profile import Profile, load_profile
 
-matplotlib.use("Agg")  # never open a window; this runs on servers and in CI
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from layerprof.errors import LayerprofError  # noqa: E402
-from layerprof.profile import Profile  # noqa: E402
-from layerprof.tables import BREAKDOWN, MIB  # noqa: E402
-
-CATEGORY_FIELDS = {label: field for field, label in BREAKDOWN.items() if field != "tracked_peak_bytes"}
+IMAGE_FORMATS = ("png", "svg")
 
 
 @dataclass
@@ -30,153 +22,9 @@ class Report:
     notes: list[str] = field(default_factory=list)  # what could not be drawn, and why
 
 
-def _series(profile: Profile, batch_size: int, attribute: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
-    points = [
-        (row.trainable_layers, getattr(row, attribute) / scale)
-        for row in profile.rows_for(batch_size)
-        if row.ok and getattr(row, attribute) is not None
-    ]
-    return [z for z, _ in points], [value for _, value in points]
+def _save(figure: Figure, report: Report, name: str) -> None:
+    import matplotlib.pyplot as plt
 
-
-def _label(name: str, batch_size: int, several: bool) -> str:
-    return f"{name}, batch {batch_size}" if several else f"batch {batch_size}"
-
-
-def _log_if_wide(axes: Axes, values: list[float]) -> None:
-    positive = [v for v in values if v > 0]
-    if positive and max(positive) / min(positive) > 20:
-        axes.set_yscale("log")
-
-
-def _ladder_rungs(profile: Profile) -> list[int]:
-    from layerprof.ladder import build_ladder
-
-    cost = "time" if any(row.step_time_ms for row in profile.rows if row.ok) else "flops"
-    try:
-        return [rung.trainable_layers for rung in build_ladder(profile, cost_kind=cost).rungs]
-    except LayerprofError:
-        return []
-
-
-def _finish(axes: Axes, title: str, ylabel: str, n: int) -> None:
-    axes.set_title(title)
-    axes.set_xlabel("trainable layers z (counted from the output)")
-    axes.set_ylabel(ylabel)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlim(0.5, n + 0.5)
-    axes.grid(True, alpha=0.3)
-
-
-def _curves(
-    profiles: list[tuple[str, Profile]], attribute: str, scale: float, relative: bool, axes: Axes, rungs: bool
-) -> list[float]:
-    several = len(profiles) > 1
-    drawn: list[float] = []
-    for name, profile in profiles:
-        full_z = profile.layer_count
-        for batch_size in profile.batch_sizes():
-            zs, values = _series(profile, batch_size, attribute, scale)
-            if not zs:
-                continue
-            if relative:
-                full = dict(zip(zs, values, strict=True)).get(full_z)
-                if not full:
-                    continue
-                values = [v / full for v in values]
-            axes.plot(zs, values, marker="o", markersize=3, label=_label(name, batch_size, several))
-            drawn.extend(values)
-        if rungs:
-            for z in _ladder_rungs(profile):
-                axes.axvline(z, color="grey", linestyle=":", linewidth=1)
-    return drawn
-
-
-def _has_step_times(profiles: list[tuple[str, Profile]]) -> bool:
-    return any(row.step_time_ms for _, profile in profiles for row in profile.rows if row.ok)
-
-
-def cost_curves_figure(profiles: list[tuple[str, Profile]]) -> plt.Figure:
-    """Step time and peak memory against z, absolute (top) and relative to full training (bottom)."""
-    n = max(profile.layer_count for _, profile in profiles)
-    panels = [("step_time_ms", 1.0, "step time (ms)", "Step time")] if _has_step_times(profiles) else []
-    panels.append(("peak_memory_bytes", MIB, "peak memory (MiB)", "Peak memory"))
-    figure, grid = plt.subplots(2, len(panels), figsize=(6.5 * len(panels), 8.5), squeeze=False)
-    for column, (attribute, scale, unit, title) in enumerate(panels):
-        values = _curves(profiles, attribute, scale, False, grid[0][column], rungs=True)
-        _log_if_wide(grid[0][column], values)
-        _finish(grid[0][column], f"{title} per training step", unit, n)
-        _curves(profiles, attribute, scale, True, grid[1][column], rungs=True)
-        grid[1][column].axhline(1.0, color="black", linewidth=0.8)
-        _finish(grid[1][column], f"{title} relative to full training", "× full training (z = n)", n)
-        for axes in (grid[0][column], grid[1][column]):
-            if axes.get_legend_handles_labels()[0]:
-                axes.legend(loc="best", fontsize="small")
-    figure.suptitle("Cost of training only the last z layers (dotted: recommended ladder rungs, η = 3)")
-    figure.tight_layout()
-    return figure
-
-
-def params_flops_figure(profiles: list[tuple[str, Profile]]) -> plt.Figure:
-    """Trainable parameters (left) and forward / backward / total FLOPs (right) against z."""
-    n = max(profile.layer_count for _, profile in profiles)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
-    several = len(profiles) > 1
-    all_params: list[float] = []
-    all_flops: list[float] = []
-    for name, profile in profiles:
-        batch_size = profile.batch_sizes()[0] if profile.batch_sizes() else None
-        if batch_size is None:
-            continue
-        zs, params = _series(profile, batch_size, "trainable_params", 1e6)
-        if zs:
-            left.plot(zs, params, marker="o", markersize=3, label=name if several else None)
-            all_params.extend(params)
-        for attribute, style in (("forward_flops", "--"), ("backward_flops", ":"), ("flops", "-")):
-            zs, flops = _series(profile, batch_size, attribute, 1e9)
-            if zs:
-                all_flops.extend(flops)
-                label = f"{attribute.replace('_', ' ')}, batch {batch_size}"
-                right.plot(
-                    zs, flops, linestyle=style, marker="o", markersize=3, label=f"{name}: {label}" if several else label
-                )
-    _log_if_wide(left, all_params)
-    _log_if_wide(right, all_flops)
-    _finish(left, "Trainable parameters", "trainable parameters (millions)", n)
-    _finish(right, "FLOPs per training step (matmul, conv, attention)", "GFLOPs", n)
-    if several:
-        left.legend(loc="upper left", fontsize="small")
-    if right.get_legend_handles_labels()[0]:
-        right.legend(loc="upper left", fontsize="small")
-    figure.tight_layout()
-    return figure
-
-
-def memory_breakdown_figure(name: str, profile: Profile) -> plt.Figure | None:
-    """Stacked bars of the tracker's categories at the peak, per z, at the profile's largest batch size."""
-    rows = [row for row in profile.rows if row.ok and row.tracked_peak_bytes is not None]
-    if not rows:
-        return None
-    batch_size = max(row.batch_size for row in rows)
-    rows = sorted((r for r in rows if r.batch_size == batch_size), key=lambda r: r.trainable_layers)
-    zs = [row.trainable_layers for row in rows]
-    figure, axes = plt.subplots(figsize=(max(6.5, 0.45 * len(zs) + 3), 4.8))
-    bottom = [0.0] * len(rows)
-    for label, attribute in CATEGORY_FIELDS.items():
-        values = [(getattr(row, attribute) or 0) / MIB for row in rows]
-        axes.bar(zs, values, bottom=bottom, label=label, width=0.75)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    axes.set_title(f"{name}: memory at the step's peak by category, batch {batch_size}")
-    axes.set_xlabel("trainable layers z (counted from the output)")
-    axes.set_ylabel("MiB")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars, never on them
-    axes.grid(True, axis="y", alpha=0.3)
-    figure.tight_layout()
-    return figure
-
-
-def _save(figure: plt.Figure, report: Report, name: str) -> None:
     path = report.directory / name
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -184,15 +32,15 @@ def _save(figure: plt.Figure, report: Report, name: str) -> None:
 
 
 def _index(profiles: list[tuple[str, Profile]], report: Report) -> Path:
-    from layerprof.ladder import build_ladder
+    from layerprof.ladder import build_ladder, default_cost
     from layerprof.tables import markdown_cell_table, markdown_ladder
 
     lines = ["# layerprof report", ""]
     for name, profile in profiles:
         env = profile.environment
         lines.append(
-            f"- **{name}**: {profile.model.get('spec')} on {env.get('device_name')} "
-            f"(torch {env.get('torch_version')}), {profile.layer_count} layers, "
+            f"- **{name}**: {profile.model.spec} on {env.device_name} "
+            f"(torch {env.torch_version}), {profile.layer_count} layers, "
             f"{'complete' if profile.complete else 'incomplete'}, created {profile.created_at}"
         )
     lines.append("")
@@ -202,9 +50,8 @@ def _index(profiles: list[tuple[str, Profile]], report: Report) -> Path:
         lines += [f"## {name}", ""]
         for batch_size in profile.batch_sizes():
             lines += [markdown_cell_table(profile, batch_size), ""]
-        cost = "time" if any(row.step_time_ms for row in profile.rows if row.ok) else "flops"
         try:
-            lines += [markdown_ladder(build_ladder(profile, cost_kind=cost)), ""]
+            lines += [markdown_ladder(build_ladder(profile, cost_kind=default_cost(profile))), ""]
         except LayerprofError as error:
             lines += [f"No ladder: {error}", ""]
     if report.notes:
@@ -216,8 +63,8 @@ def _index(profiles: list[tuple[str, Profile]], report: Report) -> Path:
 
 def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, image_format: str = "png") -> Report:
     """Write the figures and index.md into `directory`; returns what was written and what was not."""
-    if image_format not in ("png", "svg"):
-        raise LayerprofError(f"--format must be png or svg, got {image_format!r}")
+    if image_format not in IMAGE_FORMATS:
+        raise LayerprofError(f"--format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -234,8 +81,10 @@ def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, ima
                 f"{name}: every cell failed ({', '.join(sorted({r.status for r in profile.rows}))}); nothing to plot"
             )
     if drawable:
+        from layerprof.figures import cost_curves_figure, has_step_times, memory_breakdown_figure, params_flops_figure
+
         _save(cost_curves_figure(drawable), report, f"cost_curves.{image_format}")
-        if not _has_step_times(drawable):
+        if not has_step_times(drawable):
             report.notes.append("no step times in these profiles (estimates): time curves not drawn")
         _save(params_flops_figure(drawable), report, f"params_flops.{image_format}")
         for index, (name, profile) in enumerate(drawable):
@@ -247,3 +96,14 @@ def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, ima
             _save(figure, report, f"{stem}.{image_format}")
     report.files.append(_index(profiles, report))
     return report
+
+
+def report_profiles(paths: list[Path], directory: str | Path, image_format: str = "png") -> Report:
+    """Load the profiles and write their report; each is named by its file stem, with its folder where two
+    stems are the same."""
+    stems = [path.stem for path in paths]
+    named = [
+        (stem if stems.count(stem) == 1 else f"{path.parent.name}/{stem}", load_profile(path))
+        for stem, path in zip(stems, paths, strict=True)
+    ]
+    return write_report(named, directory, image_format)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
+from layerprof.check import SUMMARY_HEADERS, CheckResult, summary_rows
+from layerprof.devices import MIB
 from layerprof.ladder import Ladder
-from layerprof.layers import Layer, trainable_params
-from layerprof.profile import Profile, ratio
+from layerprof.profile import Layer, MemoryCategory, Profile, ratio, trainable_params
 
-MIB = 2**20
+if TYPE_CHECKING:
+    from layerprof.correlate import CellStatistics, CorrelationResult
+    from layerprof.estimate import FitReport
 
 COLUMNS = {
     "trainable_layers": "z",
@@ -74,7 +79,7 @@ def formatted(frame: pd.DataFrame) -> list[list[str]]:
 
 def rich_cell_table(profile: Profile, batch_size: int) -> Table:
     frame = cell_frame(profile, batch_size)
-    title = f"{profile.model['spec']} · batch {batch_size} · {profile.environment.get('device_name', '')}"
+    title = f"{profile.model.spec} · batch {batch_size} · {profile.environment.device_name}"
     table = Table(title=title, title_justify="left", header_style="bold")
     for column, header in COLUMNS.items():
         table.add_column(header, justify="left" if column == "status" else "right", overflow="fold")
@@ -96,9 +101,27 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right:
 
 def markdown_cell_table(profile: Profile, batch_size: int) -> str:
     frame = cell_frame(profile, batch_size)
-    heading = f"**{profile.model['spec']}**, batch {batch_size}, {profile.environment.get('device_name', '')}"
+    heading = f"**{profile.model.spec}**, batch {batch_size}, {profile.environment.device_name}"
     headers = [header.strip() for header in COLUMNS.values()]
     return heading + "\n\n" + markdown_table(headers, formatted(frame), [c != "status" for c in COLUMNS])
+
+
+# ---------------------------------------------------------------- models
+
+
+def print_model_names(console: Console, names: dict[str, list[str]], descriptions: dict[str, str]) -> None:
+    """Each source with its names: presets one per line with their description, the others in columns."""
+    from rich.columns import Columns
+
+    for group, members in names.items():
+        console.print(f"[bold]{group}[/] ({len(members)})")
+        if group == "preset":
+            for name in members:
+                console.print(f"  {name:26s} {descriptions.get(name, '')}", highlight=False)
+        else:
+            console.print(Columns(members, padding=(0, 2)), highlight=False)
+        console.print()
+    console.print("Also accepted: path/to/file.py:factory and package.module:factory (see README).")
 
 
 # ---------------------------------------------------------------- layers
@@ -279,14 +302,8 @@ def markdown_ladder(ladder: Ladder) -> str:
 
 # ---------------------------------------------------------------- memory by category
 
-BREAKDOWN = {
-    "memory_parameters_bytes": "parameters",
-    "memory_gradients_bytes": "gradients",
-    "memory_optimizer_state_bytes": "optimizer",
-    "memory_activations_bytes": "activations",
-    "memory_inputs_bytes": "inputs",
-    "tracked_peak_bytes": "peak",
-}
+# the tracker's categories at its peak, and the peak itself
+BREAKDOWN = {category.row_field: category.label for category in MemoryCategory} | {"tracked_peak_bytes": "peak"}
 
 
 def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
@@ -311,3 +328,76 @@ def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
 def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
     heading = f"Memory at the peak by category (MiB), batch {batch_size}"
     return heading + "\n\n" + markdown_table(["z", *BREAKDOWN.values()], breakdown_rows(profile, batch_size))
+
+
+# ---------------------------------------------------------------- fit
+
+
+def fit_headers(fit: FitReport) -> list[str]:
+    extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
+    return ["z", "largest batch", "need GiB", *extra]
+
+
+def fit_rows(fit: FitReport) -> list[list[str]]:
+    rows = []
+    for result in fit.results:
+        values = [
+            str(result.trainable_layers),
+            str(result.largest_batch_size),
+            f"{(result.need_at_largest_bytes or 0) / 2**30:.2f}",
+        ]
+        if fit.batch_size:
+            values.append(result.smallest_gpu or "none listed")
+        rows.append(values)
+    return rows
+
+
+def rich_fit_table(fit: FitReport) -> Table:
+    title = f"{fit.model}: largest batch in {fit.memory_bytes / 2**30:.1f} GiB ({fit.target})"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for header in fit_headers(fit):
+        table.add_column(header, justify="right")
+    for values in fit_rows(fit):
+        table.add_row(*values)
+    return table
+
+
+# ---------------------------------------------------------------- correlate
+
+
+def correlation_cell_text(cell: CellStatistics | None, markup: bool = True) -> str:
+    if cell is None or cell.spearman is None:
+        return "n/a"
+    interval = ""
+    if cell.spearman_low is not None and cell.spearman_high is not None:
+        interval = f" [{cell.spearman_low:.2f},{cell.spearman_high:.2f}]"
+    if not markup:
+        return f"{cell.spearman:.2f}{interval}"
+    colour = "green" if cell.spearman >= 0.85 else "yellow" if cell.spearman >= 0.6 else "red"
+    return f"[{colour}]{cell.spearman:.2f}[/]{interval}"
+
+
+def rich_correlation_table(result: CorrelationResult) -> Table:
+    """Spearman's rho per (z, budget), highest z on top as in the paper's Figure 5."""
+    full = max(result.trainable_layer_counts)
+    table = Table(title=f"Spearman's rho vs full fidelity (z={full}, budget 1) · 95% bootstrap interval")
+    table.add_column("z \\ budget", justify="right")
+    for fraction in result.budget_fractions:
+        table.add_column(f"{fraction:g}", justify="right")
+    for z in reversed(result.trainable_layer_counts):
+        table.add_row(str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions))
+    return table
+
+
+# ---------------------------------------------------------------- check
+
+CHECK_STYLES = {"regression": "red", "improvement": "green", "accepted": "yellow"}
+
+
+def rich_check_table(result: CheckResult) -> Table:
+    table = Table(title=f"{result.current} vs {result.baseline}", title_justify="left", header_style="bold")
+    for header in SUMMARY_HEADERS:
+        table.add_column(header, justify="right" if header in ("batch", "z") else "left")
+    for values in summary_rows(result):
+        table.add_row(*values, style=CHECK_STYLES.get(values[SUMMARY_HEADERS.index("verdict")]))
+    return table

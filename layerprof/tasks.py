@@ -20,38 +20,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerprof.errors import LayerprofError
+from layerprof.grids import DEFAULTS
 from layerprof.layers import freeze_layers, split_layers
-
-HYPERPARAMETERS = (
-    "learning_rate",
-    "weight_decay",
-    "optimizer",
-    "beta1",
-    "beta2",
-    "warmup_fraction",
-    "cooldown_fraction",
-)
-DEFAULTS: dict[str, Any] = {
-    "learning_rate": 1e-3,
-    "weight_decay": 0.0,
-    "optimizer": "adam",
-    "beta1": 0.9,
-    "beta2": 0.99,
-    "warmup_fraction": 0.0,
-    "cooldown_fraction": 0.0,
-}
+from layerprof.optimizers import OPTIMIZERS, make_optimizer
 
 
-def make_optimizer(config: dict[str, Any], params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def optimizer_for(config: dict[str, Any], params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer a grid configuration names, with its learning rate, weight decay and betas."""
     settings = {**DEFAULTS, **config}
     name = str(settings["optimizer"]).lower()
-    lr, decay = float(settings["learning_rate"]), float(settings["weight_decay"])
-    if name in ("adam", "adamw"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        return cls(params, lr=lr, weight_decay=decay, betas=(float(settings["beta1"]), float(settings["beta2"])))
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=decay, momentum=float(settings["beta1"]))
-    raise LayerprofError(f"optimizer {name!r} in the grid: choose adam, adamw or sgd")
+    if name not in OPTIMIZERS:
+        raise LayerprofError(f"optimizer {name!r} in the grid: choose one of {', '.join(OPTIMIZERS)}")
+    return make_optimizer(
+        name,
+        params,
+        float(settings["learning_rate"]),
+        weight_decay=float(settings["weight_decay"]),
+        beta1=float(settings["beta1"]),
+        beta2=float(settings["beta2"]),
+    )
 
 
 def schedule(config: dict[str, Any], total_steps: int) -> Callable[[int], float]:
@@ -84,7 +71,7 @@ def train_frozen(
         raise LayerprofError(f"trainable layers must be in 1..{len(layers)}, got {trainable_layers}")
     freeze_layers(model, layers, trainable_layers)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(config, params)
+    optimizer = optimizer_for(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config, steps))
     model.train()
     for step in range(steps):
@@ -141,7 +128,7 @@ DIGITS_BATCH = 32
 
 
 def digits_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
-    """Validation cross-entropy of the residual CNN after `budget_fraction` of 150 steps at batch 32."""
+    """Validation cross-entropy of the residual CNN after `budget_fraction` of DIGITS_FULL_STEPS at batch 32."""
     train_x, train_y, val_x, val_y = digits_data()
     model = digits_cnn()
     steps = max(1, round(DIGITS_FULL_STEPS * budget_fraction))
@@ -182,7 +169,7 @@ LM_CONTEXT = 64
 
 
 def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
-    """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of 150 steps."""
+    """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of LM_FULL_STEPS."""
     from litgpt import GPT, Config
 
     train, val = pydoc_bytes()
@@ -218,33 +205,3 @@ TASKS: dict[str, Callable[[dict[str, Any], int, float], float]] = {
     "digits": digits_task,
     "pydoc-lm": pydoc_lm_task,
 }
-
-
-def paper_grid(task: str) -> dict[str, list[Any]]:
-    """The paper's Table 1 search space for the task's family."""
-    if task == "pydoc-lm":
-        return {
-            "learning_rate": [1e-4, 1e-3, 1e-2],
-            "weight_decay": [0.0, 1e-6, 1e-4, 1e-2],
-            "optimizer": ["adamw"],
-            "beta1": [0.9, 0.95],
-            "beta2": [0.95, 0.99],
-            "warmup_fraction": [0.05, 0.1, 0.25],
-            "cooldown_fraction": [0.1, 0.25, 0.5],
-        }
-    return {
-        "learning_rate": [1e-4, 1e-3, 1e-2],
-        "weight_decay": [1e-5, 1e-4, 1e-3, 1e-2],
-        "optimizer": ["adam", "sgd"],
-        "beta1": [0.9, 0.95, 0.99],
-        "beta2": [0.9, 0.95, 0.99],
-    }
-
-
-def small_grid(task: str) -> dict[str, list[Any]]:
-    """A 12-configuration slice of the paper's space that finishes in minutes on a laptop CPU."""
-    return {
-        "learning_rate": [1e-4, 1e-3, 1e-2],
-        "weight_decay": [1e-5, 1e-2],
-        "optimizer": ["adamw" if task == "pydoc-lm" else "adam", "sgd"],
-    }

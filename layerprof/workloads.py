@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerprof.profile import WorkloadInfo
+
 
 @dataclass
 class CustomWorkload:
@@ -92,17 +94,13 @@ class Workload:
         # a generic loss that reaches every output element, so that backward runs through the whole model
         return sum(t.float().pow(2).mean() for t in tensors)  # type: ignore[return-value]
 
-    def describe(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"family": self.family}
-        if self.input_shape is not None:
-            data["input_shape"] = list(self.input_shape)
-        if self.num_classes is not None:
-            data["num_classes"] = self.num_classes
-        if self.seq_len is not None:
-            data["seq_len"] = self.seq_len
-        if self.vocab_size is not None:
-            data["vocab_size"] = self.vocab_size
-        if self.custom is not None:
-            data["items_per_sample"] = self.custom.items_per_sample
-        data["item_name"] = self.item_name
-        return data
+    def describe(self) -> WorkloadInfo:
+        return WorkloadInfo(
+            family=self.family,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            seq_len=self.seq_len,
+            vocab_size=self.vocab_size,
+            items_per_sample=self.custom.items_per_sample if self.custom is not None else None,
+            item_name=self.item_name,
+        )

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from layerprof.profile import EnvironmentInfo, Layer, ModelInfo, Profile, Row, SweepSettings, WorkloadInfo
+
 # The only reasons a test may skip. Any other skip (a missing dev dependency, say) fails the run, so that
 # a green suite never hides tests that did not run.
 DECLARED_SKIP_REASONS = (
@@ -20,6 +22,30 @@ def runner() -> CliRunner:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def bare_profile(
+    rows: list[Row],
+    layer_count: int,
+    *,
+    spec: str = "synthetic",
+    device_kind: str = "cpu",
+    device_name: str = "test",
+    total_memory_bytes: int | None = None,
+) -> Profile:
+    """A complete profile around hand-made rows: a split of `layer_count` one-tensor layers."""
+    layers = [Layer(i, f"layer{i}", "Linear", 1, (f"layer{i}.weight",), 1) for i in range(layer_count)]
+    return Profile(
+        model=ModelInfo(spec=spec, source="user", name=spec, layers=layers, total_params=layer_count),
+        workload=WorkloadInfo(family="tensor-input", input_shape=(4,)),
+        environment=EnvironmentInfo(device_kind, device_name, total_memory_bytes=total_memory_bytes),
+        settings=SweepSettings(
+            batch_sizes=tuple(sorted({row.batch_size for row in rows})),
+            trainable_layer_counts=tuple(sorted({row.trainable_layers for row in rows})),
+        ),
+        rows=rows,
+        complete=True,
+    )
 
 
 def linear_stack(width: int = 32, depth: int = 4, bias: bool = False) -> nn.Sequential:

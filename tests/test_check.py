@@ -12,7 +12,17 @@ from typer.testing import CliRunner
 
 from layerprof.check import UnusableInput, compare, junit_xml, markdown_summary
 from layerprof.cli import app
-from layerprof.profile import Profile, Row, load_profile, save_profile
+from layerprof.profile import (
+    EnvironmentInfo,
+    Layer,
+    ModelInfo,
+    Profile,
+    Row,
+    SweepSettings,
+    WorkloadInfo,
+    load_profile,
+    save_profile,
+)
 
 
 def measured_like_profile() -> Profile:
@@ -24,11 +34,12 @@ def measured_like_profile() -> Profile:
         row.optimizer_state_bytes, row.peak_memory_bytes = 800 * z, 2**20 * (10 + z)
         row.step_time_ms, row.step_time_p10_ms, row.step_time_p90_ms = median, median * 0.97, median * 1.03
         rows.append(row)
+    layers = [Layer(i, f"layer{i}", "Linear", 100, (f"layer{i}.weight",), 100) for i in range(3)]
     return Profile(
-        model={"spec": "m", "overrides": {}, "layers": [{}, {}, {}]},
-        workload={"family": "causal-lm", "seq_len": 16, "dtype": "float32", "optimizer": "adamw"},
-        environment={"device_kind": "cuda", "device_name": "NVIDIA H100 80GB HBM3"},
-        settings={},
+        model=ModelInfo(spec="m", source="user", name="m", layers=layers, total_params=300),
+        workload=WorkloadInfo(family="causal-lm", seq_len=16),
+        environment=EnvironmentInfo(device_kind="cuda", device_name="NVIDIA H100 80GB HBM3"),
+        settings=SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1, 2, 3)),
         rows=rows,
         complete=True,
     )
@@ -108,9 +119,11 @@ def test_cell_that_now_runs_out_of_memory_or_is_missing_fails() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda p: p.model.update(spec="other"), "different models"),
-        (lambda p: p.workload.update(seq_len=32), "different workloads: seq_len"),
-        (lambda p: p.environment.update(device_name="NVIDIA L4"), "different devices"),
+        (lambda p: setattr(p.model, "spec", "other"), "different models"),
+        (lambda p: setattr(p.workload, "seq_len", 32), "different workloads: seq_len"),
+        (lambda p: setattr(p.settings, "precision", "bf16-true"), "different training settings: precision"),
+        (lambda p: setattr(p.settings, "optimizer", "sgd"), "different training settings: optimizer"),
+        (lambda p: setattr(p.environment, "device_name", "NVIDIA L4"), "different devices"),
         (lambda p: setattr(p, "rows", [Row(64, 1, "ok")]), "share no"),
     ],
 )
@@ -120,7 +133,7 @@ def test_incomparable_profiles_are_unusable_input(change, message: str) -> None:
 
 
 def test_device_mismatch_can_be_allowed() -> None:
-    other_gpu = doctored(lambda p: p.environment.update(device_name="NVIDIA L4"))
+    other_gpu = doctored(lambda p: setattr(p.environment, "device_name", "NVIDIA L4"))
     assert compare(other_gpu, measured_like_profile(), allow_device_mismatch=True).exit_code == 0
 
 
@@ -150,10 +163,10 @@ def test_check_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "batch 8 z=2" in result.output
     assert summary.read_text().startswith("### layerprof check") and ET.parse(junit).getroot().get("failures") == "1"
     assert runner.invoke(app, ["check", str(slow), str(baseline), "--time-tolerance", "50%"]).exit_code == 0
-    other = save_profile(doctored(lambda p: p.model.update(spec="other")), tmp_path / "other.json")
+    other = save_profile(doctored(lambda p: setattr(p.model, "spec", "other")), tmp_path / "other.json")
     assert runner.invoke(app, ["check", str(other), str(baseline)]).exit_code == 2
     data = json.loads(baseline.read_text())
-    data["schema"] = "layerprof.profile/2"
+    data["schema"] = "layerprof.profile/99"
     (tmp_path / "future.json").write_text(json.dumps(data))
     assert runner.invoke(app, ["check", str(same), str(tmp_path / "future.json")]).exit_code == 2
     assert runner.invoke(app, ["check", str(same), str(tmp_path / "nothing.json")]).exit_code == 2
@@ -167,7 +180,7 @@ def test_committed_baselines_are_valid_estimates() -> None:
     root = Path(__file__).parent.parent / "profiles" / "baselines" / "cpu"
     for name in ("paper-resnet18-cifar100", "paper-gpt-14m"):
         profile = load_profile(root / f"{name}.json")
-        assert profile.complete and profile.settings["mode"] == "estimate"
+        assert profile.complete and profile.settings.mode == "estimate"
         assert all(row.ok and row.memory_source == "estimate-cpu" for row in profile.rows)
 
 

@@ -49,8 +49,8 @@ def test_profile_end_to_end_writes_json_csv_and_tables(runner: CliRunner, tmp_pa
         low, full = profile.row(batch_size, 1), profile.row(batch_size, 9)
         assert low.trainable_params < full.trainable_params
         assert low.peak_memory_bytes < full.peak_memory_bytes and low.flops < full.flops
-    assert [layer["name"] for layer in profile.model["layers"]][-1] == "lm_head"
-    assert profile.workload["seq_len"] == 16 and profile.environment["device_kind"] == "cpu"
+    assert [layer.name for layer in profile.model.layers][-1] == "lm_head"
+    assert profile.workload.seq_len == 16 and profile.environment.device_kind == "cpu"
     csv_lines = out.with_suffix(".csv").read_text().splitlines()
     assert len(csv_lines) == 5 and csv_lines[0].startswith("batch_size,trainable_layers,status")
     assert "batch 2" in result.output and "peak MiB" in result.output
@@ -62,7 +62,7 @@ def test_profile_markdown_tables(runner: CliRunner, tmp_path: Path) -> None:
                  "--out", str(out), "--optimizer", "sgd")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "| z | trainable % | step ms | × full | peak MiB | × full | GFLOPs | status |" in result.output
-    assert load_profile(out).workload["optimizer"] == "sgd"
+    assert load_profile(out).settings.optimizer == "sgd"
 
 
 def test_layers_json_and_table(runner: CliRunner) -> None:
@@ -157,7 +157,7 @@ def test_example_factories_profile(runner: CliRunner, tmp_path: Path) -> None:
                  "--batch-sizes", "4", "--layers", "1", *FAST, "--out", str(tmp_path / "reg.json"))  # fmt: skip
     assert result.exit_code == 0, result.output
     profile = load_profile(tmp_path / "reg.json")
-    assert profile.layer_count == 14 and profile.model["overrides"] == {"width": 64}
+    assert profile.layer_count == 14 and profile.model.overrides == {"width": 64}
 
 
 OOM_FACTORY = """
@@ -290,7 +290,7 @@ def test_bfloat16_is_applied_and_recorded(runner: CliRunner, tmp_path: Path) -> 
                  "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
     profile = load_profile(out)
-    assert profile.workload["dtype"] == "bfloat16" and "no autocast" in profile.workload["dtype_mode"]
+    assert profile.settings.precision == "bf16-true"
     row = profile.rows[0]
     assert row.ok
     # parameters held in 2 bytes each: the tracker's parameter category is half of float32's

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from layerprof.cli import app
 from layerprof.correlate import (
+    StudyPlan,
     bootstrap_interval,
     expand_grid,
     kendall_tau_b,
@@ -24,6 +25,10 @@ from layerprof.correlate import (
 )
 from layerprof.errors import LayerprofError
 from tests.test_cli import assert_one_line_error
+
+
+def study(task: str, configs: list[dict], zs: list[int], fractions: list[float], seeds: int, out: Path, **options):
+    return run_study(StudyPlan(task, configs, tuple(zs), tuple(fractions), seeds), out, **options)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +61,15 @@ def test_bootstrap_interval_covers_the_truth_and_is_narrow() -> None:
         population = spearman(noisy, truth)
         covered += low <= population <= high
     assert covered >= 16  # a 95% interval misses rarely
+
+
+def test_bootstrap_interval_has_the_percentiles_of_a_known_sampling_distribution() -> None:
+    # the bootstrap mean of 100 coin flips (half heads) has standard deviation 0.05: a 95% percentile
+    # interval is 0.5 -+ 1.96 * 0.05
+    flips = [0.0, 1.0] * 50
+    low, high = bootstrap_interval(flips, flips, lambda x, _y: sum(x) / len(x), repeats=2000, seed=3)
+    assert low == pytest.approx(0.5 - 1.96 * 0.05, abs=0.015)
+    assert high == pytest.approx(0.5 + 1.96 * 0.05, abs=0.015)
 
 
 def test_bootstrap_interval_of_a_perfect_order_is_a_point() -> None:
@@ -155,7 +169,7 @@ def test_every_cell_is_ranked_against_the_largest_z_at_the_full_budget(tmp_path:
     task = tmp_path / "table.py"
     task.write_text(TABLE_TASK)
     # layers and budgets in no particular order: the reference is still z=4 at budget 1
-    result = run_study(f"{task}:task", table_configs(), [2, 4, 1], [1.0, 0.5], 1, tmp_path / "out", workers=1)
+    result = study(f"{task}:task", table_configs(), [2, 4, 1], [1.0, 0.5], 1, tmp_path / "out", workers=1)
     assert len(result.cells) == 6
     for cell in result.cells:
         low = LOSSES[f"{cell.trainable_layers}/{cell.budget_fraction:g}"]
@@ -175,7 +189,7 @@ def test_losses_are_averaged_over_seeds_before_ranking(tmp_path: Path) -> None:
     task = tmp_path / "table.py"
     task.write_text(TABLE_TASK)
     shift = [0.0, 0.0, 0.0, 0.0, 0.0, -12.0]  # seed 1 of config 5 is far better: its mean wins everywhere
-    result = run_study(f"{task}:task", table_configs(shift), [1, 4], [1.0], 2, tmp_path / "out", workers=1)
+    result = study(f"{task}:task", table_configs(shift), [1, 4], [1.0], 2, tmp_path / "out", workers=1)
     mean = {cell: [v + s / 2 for v, s in zip(losses, shift, strict=True)] for cell, losses in LOSSES.items()}
     for z in (1, 4):
         rho, tau, regret = expected_cell(mean[f"{z}/1"], mean["4/1"])
@@ -186,7 +200,7 @@ def test_losses_are_averaged_over_seeds_before_ranking(tmp_path: Path) -> None:
 
 def test_nan_and_raising_configurations_are_excluded(tmp_path: Path) -> None:
     configs = [{"x": x} for x in (1, 2, 3, 4, 98, 99)]
-    result = run_study(write_task(tmp_path), configs, [1, 4], [0.5, 1.0], 1, tmp_path / "out", workers=1)
+    result = study(write_task(tmp_path), configs, [1, 4], [0.5, 1.0], 1, tmp_path / "out", workers=1)
     assert result.failed_trials == 8  # 2 bad configurations x 4 cells
     full = result.cell(4, 1.0)
     assert full.configs == 4 and full.spearman == pytest.approx(1.0) and full.regret == 0
@@ -195,7 +209,7 @@ def test_nan_and_raising_configurations_are_excluded(tmp_path: Path) -> None:
 
 def test_fewer_than_three_configurations_leave_rho_undefined(tmp_path: Path) -> None:
     configs = [{"x": x} for x in (1, 2, 98, 99)]
-    result = run_study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "out", workers=1)
+    result = study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "out", workers=1)
     assert all(cell.spearman is None and "need 3" in cell.note for cell in result.cells)
 
 
@@ -218,12 +232,12 @@ def test_resume_runs_only_missing_trials(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(correlate.TrialStore, "append", interrupted_append)
     with pytest.raises(KeyboardInterrupt):
-        run_study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1)
+        study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1)
     monkeypatch.setattr(correlate.TrialStore, "append", real_append)
     saved = len((out / "trials.jsonl").read_text().splitlines())
     assert saved == 6
     log.write_text("")
-    result = run_study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1)
+    result = study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1)
     rerun = len(log.read_text().splitlines())
     assert rerun == 20 - saved  # 5 configs x 2 z x 2 budgets, minus what was on disk
     assert "resumed: 6 of 20" in result.executor
@@ -232,22 +246,20 @@ def test_resume_runs_only_missing_trials(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_another_grid_in_the_same_directory_is_refused(tmp_path: Path) -> None:
     spec = write_task(tmp_path)
-    run_study(spec, [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "out", workers=1)
+    study(spec, [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "out", workers=1)
     with pytest.raises(LayerprofError, match="another task or grid"):
-        run_study(spec, [{"x": x} for x in (1, 2, 4)], [4], [1.0], 1, tmp_path / "out", workers=1)
+        study(spec, [{"x": x} for x in (1, 2, 4)], [4], [1.0], 1, tmp_path / "out", workers=1)
 
 
 def test_local_worker_processes(tmp_path: Path) -> None:
-    result = run_study(
-        write_task(tmp_path), [{"x": x} for x in (1, 2, 3, 4)], [1, 4], [1.0], 1, tmp_path / "o", workers=2
-    )
+    result = study(write_task(tmp_path), [{"x": x} for x in (1, 2, 3, 4)], [1, 4], [1.0], 1, tmp_path / "o", workers=2)
     assert result.cell(4, 1.0).spearman == pytest.approx(1.0)
 
 
 def test_ray_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError, as without Ray
     with pytest.raises(LayerprofError, match="pip install 'layerprof\\[ray\\]'"):
-        run_study(write_task(tmp_path), [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "r", executor="ray")
+        study(write_task(tmp_path), [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "r", executor="ray")
 
 
 @pytest.mark.parametrize("task", ["digits", "pydoc-lm"])
@@ -261,7 +273,7 @@ def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str) -> N
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads((out / "result.json").read_text())
-    assert data["layers"] == [1, 6] and data["budget_fractions"] == [0.1, 1.0]
+    assert data["trainable_layer_counts"] == [1, 6] and data["budget_fractions"] == [0.1, 1.0]
     assert data["failed_trials"] == 0
     full = next(c for c in data["cells"] if c["trainable_layers"] == 6 and c["budget_fraction"] == 1.0)
     assert full["spearman"] == pytest.approx(1.0)
@@ -292,7 +304,7 @@ def test_ladder_shows_measured_rank_correlation_per_rung(tmp_path: Path) -> None
     from layerprof.profile import save_profile
     from tests.test_ladder import synthetic_profile
 
-    result = run_study(
+    result = study(
         write_task(tmp_path), [{"x": x} for x in (1, 2, 3, 4, 5)], [1, 2, 4], [1.0], 1, tmp_path / "s", workers=1
     )
     write_outputs(result, tmp_path / "s")
@@ -310,7 +322,7 @@ def test_ladder_shows_measured_rank_correlation_per_rung(tmp_path: Path) -> None
 def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     configs = [{"x": x} for x in (1, 2, 3, 4)]
-    result = run_study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "ray", executor="ray")
+    result = study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "ray", executor="ray")
     assert result.executor == "ray"
     assert result.cell(4, 1.0).spearman == pytest.approx(1.0)
     assert len((tmp_path / "ray" / "trials.jsonl").read_text().splitlines()) == 8

@@ -13,14 +13,17 @@ from typer.testing import CliRunner
 from layerprof.cli import app
 from layerprof.estimate import ESTIMATE_DEVICE, FitSearch, build_fake_model, estimate_cell, estimate_model
 from layerprof.models import ModelOptions, build_model
-from layerprof.sweep import SweepSettings, run_cell
+from layerprof.profile import SweepSettings
+from layerprof.sweep import run_cell
 from tests.test_cli import TINY_LM, assert_one_line_error
 
 EXAMPLE = str(Path(__file__).parent.parent / "examples" / "custom_model.py")
 
 
-def settings(*zs: int, batch_sizes: tuple[int, ...] = (2,)) -> SweepSettings:
-    return SweepSettings(batch_sizes=batch_sizes, trainable_layers=zs, warmup_steps=1, min_steps=1, max_steps=1)
+def settings(*zs: int, batch_sizes: tuple[int, ...] = (2,), target: str = "cuda") -> SweepSettings:
+    return SweepSettings(
+        batch_sizes=batch_sizes, trainable_layer_counts=zs, warmup_steps=1, min_steps=1, max_steps=1, target=target
+    )
 
 
 @pytest.mark.parametrize(
@@ -34,7 +37,7 @@ def settings(*zs: int, batch_sizes: tuple[int, ...] = (2,)) -> SweepSettings:
 def test_cpu_estimate_equals_the_real_tensor_tracker(spec: str, options: ModelOptions, zs: tuple[int, ...]) -> None:
     real = build_model(spec, options)
     real_layers = real.split()
-    estimated = estimate_model(spec, options, settings(*zs), target="cpu")
+    estimated = estimate_model(spec, options, settings(*zs, target="cpu"))
     for z in zs:
         measured, _ = run_cell(real, real_layers, 2, z, settings(z), torch.device("cpu"))
         predicted = estimated.row(2, z)
@@ -46,8 +49,8 @@ def test_cpu_estimate_equals_the_real_tensor_tracker(spec: str, options: ModelOp
 
 def test_linear_stack_categories_on_fake_tensors_and_cuda_rounding() -> None:
     options = ModelOptions(input_shape=(64,), overrides={"width": 256, "depth": 2})
-    cpu = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4), target="cpu")
-    cuda = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4), target="cuda")
+    cpu = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4, target="cpu"))
+    cuda = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4, target="cuda"))
     total_param_bytes = cpu.row(2, 4).memory_parameters_bytes
     model = build_model(f"{EXAMPLE}:mlp", options).model
     tensors_of_model = list(model.parameters()) + list(model.buffers())
@@ -70,13 +73,13 @@ def test_linear_stack_categories_on_fake_tensors_and_cuda_rounding() -> None:
 
 def test_fit_search_returns_the_boundary_batch() -> None:
     options = ModelOptions(input_shape=(64,), num_classes=10)
-    search = FitSearch(f"{EXAMPLE}:mlp", options, settings(1), target="cuda")
-    mode, loaded = build_fake_model(f"{EXAMPLE}:mlp", options, torch.float32)
+    search = FitSearch(f"{EXAMPLE}:mlp", options, settings(1))
+    mode, loaded = build_fake_model(f"{EXAMPLE}:mlp", options, "32-true")
 
     def independent_need(z: int, batch_size: int) -> int:
         with mode:
             layers = loaded.split()
-            row, _ = estimate_cell(loaded, layers, batch_size, z, settings(z), ESTIMATE_DEVICE, "cuda")
+            row, _ = estimate_cell(loaded, layers, batch_size, z, settings(z), ESTIMATE_DEVICE)
         return row.peak_memory_bytes + 512 * 2**20
 
     budget = (independent_need(8, 300) + independent_need(8, 301)) // 2
@@ -106,9 +109,9 @@ def test_estimate_never_allocates_the_model() -> None:
         "import resource\n"
         "from layerprof.estimate import estimate_model\n"
         "from layerprof.models import ModelOptions\n"
-        "from layerprof.sweep import SweepSettings\n"
-        "s = SweepSettings(batch_sizes=(1,), trainable_layers=(1,), warmup_steps=0, min_steps=1, max_steps=1)\n"
-        "p = estimate_model('pythia-12b', ModelOptions(seq_len=16), s, target='cuda')\n"
+        "from layerprof.profile import SweepSettings\n"
+        "s = SweepSettings(batch_sizes=(1,), trainable_layer_counts=(1,), target='cuda')\n"
+        "p = estimate_model('pythia-12b', ModelOptions(seq_len=16), s)\n"
         "row = p.rows[0]\n"
         "print(row.status, row.memory_parameters_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )

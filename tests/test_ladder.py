@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError
 from layerprof.exporters import export, library_max_budget
-from layerprof.ladder import (
-    CUDA_CONTEXT_RESERVE_BYTES,
-    build_ladder,
-    hyperband,
-    largest_batch_that_fits,
-    parse_memory,
-    select_rungs,
-    successive_halving,
-)
+from layerprof.ladder import build_ladder, hyperband, largest_batch_that_fits, select_rungs, successive_halving
+from layerprof.parsing import parse_memory
 from layerprof.profile import Profile, Row
+from tests.conftest import bare_profile
 
 GIB = 2**30
 
@@ -51,17 +46,7 @@ def synthetic_profile(
                     peak_memory_bytes=peak,
                 )  # fmt: skip
             )
-    environment = {"device_kind": device, "device_name": "test"}
-    if device == "cuda":
-        environment["total_memory_bytes"] = 80 * GIB
-    return Profile(
-        model={"spec": "synthetic", "layers": [{"index": i} for i in range(n)]},
-        workload={},
-        environment=environment,
-        settings={},
-        rows=rows,
-        complete=True,
-    )
+    return bare_profile(rows, n, device_kind=device, total_memory_bytes=80 * GIB if device == "cuda" else None)
 
 
 def test_geometric_costs_give_every_eta_step() -> None:

@@ -9,7 +9,8 @@ import torch
 
 from layerprof.measure import TimingStats, median_confidence_interval, median_is_stable, time_steps
 from layerprof.models import LoadedModel
-from layerprof.sweep import SweepSettings, run_cell
+from layerprof.profile import SweepSettings
+from layerprof.sweep import run_cell
 from layerprof.workloads import Workload
 from tests.conftest import linear_stack
 
@@ -23,7 +24,7 @@ def stack_model() -> LoadedModel:
 
 
 def settings(*zs: int) -> SweepSettings:
-    return SweepSettings(batch_sizes=(BATCH,), trainable_layers=zs, warmup_steps=1, min_steps=1, max_steps=2)
+    return SweepSettings(batch_sizes=(BATCH,), trainable_layer_counts=zs, warmup_steps=1, min_steps=1, max_steps=2)
 
 
 @pytest.fixture(scope="module")

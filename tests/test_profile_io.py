@@ -9,21 +9,15 @@ import pytest
 
 from layerprof.errors import LayerprofError
 from layerprof.profile import ROW_FIELDS, SCHEMA, Profile, Row, ensure_writable, load_profile, save_profile
+from tests.conftest import bare_profile
 
 
 def small_profile() -> Profile:
-    profile = Profile(
-        model={"spec": "m", "layers": [{"index": 0}, {"index": 1}]},
-        workload={"family": "causal-lm"},
-        environment={"device_kind": "cpu"},
-        settings={"warmup_steps": 1},
-        rows=[
-            Row(2, 1, "ok", trainable_params=10, step_time_ms=1.5, peak_memory_bytes=100, flops=7),
-            Row(2, 2, "oom", message="OutOfMemoryError: CUDA out of memory"),
-        ],
-        complete=True,
-    )
-    return profile
+    rows = [
+        Row(2, 1, "ok", trainable_params=10, step_time_ms=1.5, peak_memory_bytes=100, flops=7),
+        Row(2, 2, "oom", message="OutOfMemoryError: CUDA out of memory"),
+    ]
+    return bare_profile(rows, 2, spec="m")
 
 
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
@@ -75,3 +69,37 @@ def test_unwritable_output_is_caught_before_measuring(tmp_path: Path) -> None:
         ensure_writable(tmp_path / "p.txt")
     with pytest.raises(LayerprofError, match="is a directory"):
         ensure_writable(tmp_path)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_schema_1_measured_profile_loads_and_upgrades(tmp_path: Path) -> None:
+    from layerprof.check import compare
+    from layerprof.profile import SCHEMA_V1
+
+    original = json.loads((DATA / "profile-v1-measured.json").read_text())
+    assert original["schema"] == SCHEMA_V1 and original["workload"]["dtype"] == "bfloat16"
+    profile = load_profile(DATA / "profile-v1-measured.json")
+    assert profile.settings.precision == "bf16-true" and profile.settings.optimizer == "adamw"
+    assert profile.settings.mode == "measure" and profile.settings.trainable_layer_counts == (1, 5, 9)
+    assert profile.settings.batch_sizes == (1, 2) and profile.settings.max_steps == 3
+    assert profile.workload.seq_len == 16 and profile.workload.item_name == "tokens"
+    assert [layer.name for layer in profile.model.layers][-1] == "lm_head" and profile.layer_count == 9
+    assert profile.environment.device_kind == "cpu" and profile.environment.torch_version
+    assert [row.key for row in profile.rows] == [(b, z) for b in (1, 2) for z in (1, 5, 9)]
+    for raw, row in zip(original["rows"], profile.rows, strict=True):
+        assert {name: getattr(row, name) for name in raw} == raw  # every figure kept
+    # written again, it is a /2 profile with the same content, and the gate compares the two
+    upgraded = load_profile(save_profile(profile, tmp_path / "v2.json"))
+    assert json.loads((tmp_path / "v2.json").read_text())["schema"] == SCHEMA
+    assert upgraded.to_dict() == profile.to_dict()
+    result = compare(upgraded, profile)
+    assert result.exit_code == 0 and result.cells_compared == 6
+
+
+def test_schema_1_estimate_loads_with_its_target() -> None:
+    profile = load_profile(DATA / "profile-v1-estimate.json")
+    assert profile.is_estimate and profile.settings.target == "cpu"
+    assert profile.settings.precision == "32-true" and profile.environment.estimated
+    assert all(row.memory_source == "estimate-cpu" and row.memory_parameters_bytes for row in profile.rows)

@@ -95,8 +95,8 @@ def lines_by_label(axes) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def test_cost_curves_show_the_profile_figures(measured: Path) -> None:
+    from layerprof.figures import cost_curves_figure
     from layerprof.ladder import build_ladder
-    from layerprof.report import cost_curves_figure
 
     profile = load_profile(measured)
     figure = cost_curves_figure([("tiny", profile)])
@@ -120,7 +120,7 @@ def test_cost_curves_show_the_profile_figures(measured: Path) -> None:
 
 
 def test_parameter_and_flop_panels_show_the_profile_figures(measured: Path) -> None:
-    from layerprof.report import params_flops_figure
+    from layerprof.figures import params_flops_figure
 
     profile = load_profile(measured)
     left, right = params_flops_figure([("tiny", profile)]).axes
@@ -136,7 +136,7 @@ def test_parameter_and_flop_panels_show_the_profile_figures(measured: Path) -> N
 
 
 def test_memory_breakdown_bars_stack_the_tracker_categories(measured: Path) -> None:
-    from layerprof.report import memory_breakdown_figure
+    from layerprof.figures import memory_breakdown_figure
 
     profile = load_profile(measured)
     (axes,) = memory_breakdown_figure("tiny", profile).axes

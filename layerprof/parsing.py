@@ -1,0 +1,158 @@
+"""Every command-line value layerprof reads from text: sizes, lists, ranges, shares, overrides and shapes.
+
+Each parser raises a LayerprofError that names the option, what it got and what it expects.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from layerprof.devices import GPUS, gpu_memory_bytes
+from layerprof.errors import LayerprofError
+
+
+def parse_positive_ints(text: str, option: str) -> tuple[int, ...]:
+    """`1,8,32` -> (1, 8, 32), sorted and without duplicates."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise LayerprofError(f"{option} expects positive integers like 1,8,32, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    """Trainable-layer counts as written (`all`, `1,2,4`, `1-5`, `1,2,all`), checked against a model's n later.
+
+    `all` alone means every z from 1 to n; in a list it stands for n (full training).
+    """
+
+    text: str
+    option: str = "--layers"
+
+    def _parse(self) -> tuple[bool, set[int]]:
+        """(whether `all` appears, the numbers given)."""
+        values: set[int] = set()
+        has_all = False
+        for part in (p.strip() for p in self.text.split(",")):
+            if part.lower() == "all":
+                has_all = True
+                continue
+            low, dash, high = part.partition("-")
+            try:
+                span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)
+            except ValueError:
+                raise LayerprofError(f"{self.option} expects all, 1,2,4 or 1-5, got {self.text!r}") from None
+            if not span:
+                raise LayerprofError(f"{self.option} range {part!r} is empty; write LOW-HIGH with LOW <= HIGH")
+            values.update(span)
+        return has_all, values
+
+    @property
+    def mentions_all(self) -> bool:
+        return self._parse()[0]
+
+    def resolve(self, layer_count: int | None) -> tuple[int, ...]:
+        """The z values, ascending, each in 1..layer_count; `all` needs a known layer count."""
+        has_all, values = self._parse()
+        if has_all:
+            if layer_count is None:
+                raise LayerprofError(f"{self.option} all needs the number of layers; give numbers instead")
+            values |= set(range(1, layer_count + 1)) if not values else {layer_count}
+        outside = sorted(v for v in values if v < 1 or (layer_count is not None and v > layer_count))
+        if outside:
+            bound = f"1..{layer_count} (this model has {layer_count} layers)" if layer_count else "1.."
+            raise LayerprofError(f"{self.option} {outside[0]} is outside {bound}")
+        return tuple(sorted(values))
+
+
+def parse_layer_selection(text: str, option: str = "--layers") -> LayerSelection:
+    """Checks the syntax now, before any model is built; `resolve(n)` checks the range."""
+    selection = LayerSelection(text, option)
+    selection._parse()
+    return selection
+
+
+def parse_fractions(text: str, option: str = "--budget-fractions") -> tuple[float, ...]:
+    """Fractions in (0, 1], ascending; 1 (full fidelity) is always added."""
+    try:
+        values = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        values = ()
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise LayerprofError(f"{option} expects fractions in (0, 1] like 0.1,0.25,0.5,1, got {text!r}")
+    if values[-1] != 1.0:
+        values = (*values, 1.0)
+    return values
+
+
+def parse_share(text: str, option: str) -> float:
+    """`10%` or `0.1` -> 0.1."""
+    try:
+        value = float(text.strip().rstrip("%")) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        raise LayerprofError(f"{option} expects a share like 10% or 0.1, got {text!r}") from None
+    if value < 0:
+        raise LayerprofError(f"{option} must not be negative, got {text!r}")
+    return value
+
+
+def parse_memory(text: str, option: str = "memory size") -> int:
+    """`80GiB`, `24GB`, `40G`, `512MiB`, plain bytes. GB means 10^9, GiB 2^30; a bare G means GiB."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?)(B?)\s*", text, flags=re.IGNORECASE)
+    if not match or (match.group(2) == "" and match.group(3)):
+        raise LayerprofError(f"{option} {text!r} not understood; write e.g. 80GiB, 24GB or 512MiB")
+    number, prefix, binary, unit = match.groups()
+    power = "KMGT".find(prefix.upper()) + 1 if prefix else 0
+    decimal = unit and not binary and prefix  # "24GB": SI; "24G" and "24GiB": binary
+    base = 1000 if decimal else 1024
+    return int(float(number) * base**power)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs for --set; values stay text here and take the type of their target field later."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise LayerprofError(f"--set expects KEY=VALUE with KEY a Python identifier, got {item!r}")
+        overrides[key] = parse_value(raw.strip())
+    return overrides
+
+
+def parse_value(raw: str) -> Any:
+    """A --set value read as bool, None, int or float where it looks like one, else kept as text."""
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """`3,224,224` (or `3x224x224`) -> (3, 224, 224)."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(size <= 0 for size in shape):
+        raise LayerprofError(f"--input-shape expects positive integers like 3,224,224, got {text!r}")
+    return shape
+
+
+def parse_memory_budget(memory: str | None, gpu: str | None) -> int:
+    """Exactly one of --memory SIZE or --gpu NAME, as bytes."""
+    if (memory is None) == (gpu is None):
+        raise LayerprofError(f"give exactly one of --memory SIZE or --gpu NAME (known: {', '.join(GPUS)})")
+    return parse_memory(memory, "--memory") if memory is not None else gpu_memory_bytes(gpu or "")
