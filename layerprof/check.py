@@ -94,6 +94,14 @@ def _comparable(current: Profile, baseline: Profile, allow_device_mismatch: bool
             )
     if current.model.overrides != baseline.model.overrides:
         raise UnusableInput("different model overrides (--set) in current and baseline")
+    now_numerics, then_numerics = current.environment.numerics, baseline.environment.numerics
+    if now_numerics and then_numerics:  # both measured with the settings recorded
+        for key in sorted(set(now_numerics) | set(then_numerics)):
+            if now_numerics.get(key) != then_numerics.get(key):
+                raise UnusableInput(
+                    f"different numeric settings: {key} is {now_numerics.get(key)!r} now, "
+                    f"{then_numerics.get(key)!r} in the baseline (--tf32/--no-tf32 and cuDNN flags change speed)"
+                )
     here, there = current.environment.device_name, baseline.environment.device_name
     if here != there and not allow_device_mismatch:
         raise UnusableInput(

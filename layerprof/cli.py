@@ -22,7 +22,7 @@ from rich.console import Console
 from layerprof import __version__
 from layerprof.correlate import EXECUTORS
 from layerprof.devices import TARGETS
-from layerprof.errors import LayerprofError, SplitWarning
+from layerprof.errors import LayerprofError, LayerprofWarning
 from layerprof.exporters import EXPORTERS
 from layerprof.grids import GRID_PRESETS
 from layerprof.ladder import COSTS
@@ -72,7 +72,7 @@ def user_errors() -> Iterator[None]:
                 yield
             finally:
                 for warning in caught:
-                    if issubclass(warning.category, SplitWarning):
+                    if issubclass(warning.category, LayerprofWarning):
                         errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
     except LayerprofError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
@@ -230,7 +230,9 @@ def profile(
     model: ModelArgument,
     batch_sizes: BatchSizesOption = None,
     layer_counts: LayersOption = "all",
-    warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="STEPS", help="Unmeasured steps per cell.")] = 10,
+    warmup: Annotated[
+        int, typer.Option("--warmup", metavar="STEPS", help="Unmeasured steps per cell (at least 1).")
+    ] = 10,
     min_steps: Annotated[
         int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Measured steps before stopping.")
     ] = 10,
@@ -242,6 +244,15 @@ def profile(
     device: Annotated[
         str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA if available), cpu, cuda, cuda:N.")
     ] = "auto",
+    tf32: Annotated[
+        bool | None,
+        typer.Option(
+            "--tf32/--no-tf32",
+            help="TensorFloat-32 for float32 matmuls and cuDNN convolutions, on or off. "
+            "Default: PyTorch's own (matmuls in full float32, convolutions in TF32).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json."),
@@ -274,7 +285,7 @@ def profile(
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         with console.status(f"building {model} on {device}"):
-            job = plan_profile(model, options, settings, selection, device, out)
+            job = plan_profile(model, options, settings, selection, device, out, tf32)
         result = _run_job(job, f"{job.device}")
         _print_cell_tables(result, output_format.value)
         _print_recommended_ladder(result, output_format.value)
@@ -294,6 +305,15 @@ def estimate(
     batch_sizes: BatchSizesOption = None,
     layer_counts: LayersOption = "all",
     target: TargetOption = Target.cuda,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu",
+            metavar="NAME",
+            help="A GPU from `layerprof fit --help`'s list: its cuBLAS workspace and, for ladders, its memory "
+            "(default: Hopper's workspace, no memory).",
+        ),
+    ] = None,
     optimizer: OptimizerOption = Optimizer.adamw,
     dtype: DtypeOption = Dtype.float32,
     out: Annotated[
@@ -311,6 +331,7 @@ def estimate(
 ) -> None:
     """Predict memory (by category) and FLOPs of every cell on fake tensors: no GPU, no real memory."""
     with user_errors():
+        from layerprof.devices import gpu_kind
         from layerprof.estimate import plan_estimate
         from layerprof.parsing import parse_layer_selection
         from layerprof.profile import SweepSettings
@@ -322,12 +343,13 @@ def estimate(
             precision=DTYPE_PRECISIONS[dtype.value],
             mode="estimate",
             target=target.value,
+            target_gpu=gpu_kind(gpu).name if gpu else None,
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         with console.status(f"splitting {model} on the meta device"):
             job = plan_estimate(model, options, settings, selection, out)
-        result = _run_job(job, f"estimate for {target.value}")
+        result = _run_job(job, job.environment.device_name)
         _print_cell_tables(result, output_format.value)
         _print_breakdown(result, output_format.value)
         _print_recommended_ladder(result, output_format.value)
@@ -420,6 +442,7 @@ def fit(
 ) -> None:
     """For each z, the largest batch that fits in --memory or on --gpu (estimated; 512 MiB kept for the context)."""
     with user_errors():
+        from layerprof.devices import gpu_kind
         from layerprof.estimate import fit_model
         from layerprof.parsing import parse_layer_selection, parse_memory_budget
         from layerprof.profile import SweepSettings
@@ -435,6 +458,7 @@ def fit(
             precision=DTYPE_PRECISIONS[dtype.value],
             mode="estimate",
             target=target.value,
+            target_gpu=gpu_kind(gpu).name if gpu else None,
         )
         with console.status(f"estimating {model}"):
             result = fit_model(model, options, settings, budget, selection, batch_size)

@@ -5,6 +5,10 @@ Kept free of torch so that `ladder`, `fit` and `check` can use them without impo
 
 from __future__ import annotations
 
+import os
+import re
+from dataclasses import dataclass
+
 from layerprof.errors import LayerprofError
 
 MIB = 2**20
@@ -16,34 +20,49 @@ CUDA_CONTEXT_RESERVE_BYTES = 512 * MIB
 # Devices an estimate predicts for.
 TARGETS = ("cuda", "cpu")
 
-# The caching allocator rounds every request up to a multiple of 512 bytes.
-CUDA_ALLOCATION_ROUNDING_BYTES = 512
 
-# nvidia-smi's total memory (MiB) of common GPUs and MIG slices, in no particular order.
-GPUS: dict[str, int] = {
-    "1g.5gb": 4864,
-    "1g.10gb": 9984,
-    "T4": 15360,
-    "2g.20gb": 19968,
-    "L4": 23034,
-    "A10": 23028,
-    "RTX4090": 24564,
-    "3g.40gb": 40192,
-    "A100-40GB": 40960,
-    "L40S": 46068,
-    "A100-80GB": 81920,
-    "H100": 81559,
-    "H200": 143771,
-    "B200": 183359,
+@dataclass(frozen=True)
+class GpuKind:
+    name: str
+    memory_mib: int  # nvidia-smi's total memory
+    compute_capability: tuple[int, int]
+    bf16_tflops: float  # dense peak of the tensor cores (float16 where bfloat16 is missing)
+
+
+# Common GPUs and the A100 MIG slices, in no particular order.
+GPU_KINDS: dict[str, GpuKind] = {
+    gpu.name: gpu
+    for gpu in (
+        GpuKind("1g.5gb", 4864, (8, 0), 312 / 7),
+        GpuKind("1g.10gb", 9984, (8, 0), 312 / 7),
+        GpuKind("T4", 15360, (7, 5), 65),
+        GpuKind("2g.20gb", 19968, (8, 0), 2 * 312 / 7),
+        GpuKind("L4", 23034, (8, 9), 121),
+        GpuKind("A10", 23028, (8, 6), 125),
+        GpuKind("RTX4090", 24564, (8, 9), 165),
+        GpuKind("3g.40gb", 40192, (8, 0), 3 * 312 / 7),
+        GpuKind("A100-40GB", 40960, (8, 0), 312),
+        GpuKind("L40S", 46068, (8, 9), 362),
+        GpuKind("A100-80GB", 81920, (8, 0), 312),
+        GpuKind("H100", 81559, (9, 0), 989),
+        GpuKind("H200", 143771, (9, 0), 989),
+        GpuKind("B200", 183359, (10, 0), 2250),
+    )
 }
+GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
+
+
+def gpu_kind(name: str) -> GpuKind:
+    """A GPU in the table, by case-insensitive name."""
+    for known, gpu in GPU_KINDS.items():
+        if known.lower() == name.lower():
+            return gpu
+    raise LayerprofError(f"unknown --gpu {name!r}; known: {', '.join(GPU_KINDS)}")
 
 
 def gpu_memory_bytes(name: str) -> int:
     """Total memory of a GPU in the table, by case-insensitive name."""
-    for known, mib in GPUS.items():
-        if known.lower() == name.lower():
-            return mib * MIB
-    raise LayerprofError(f"unknown --gpu {name!r}; known: {', '.join(GPUS)}")
+    return gpu_kind(name).memory_mib * MIB
 
 
 def smallest_gpu_for(need_bytes: int) -> str | None:
@@ -52,3 +71,51 @@ def smallest_gpu_for(need_bytes: int) -> str | None:
         if need_bytes <= mib * MIB:
             return name
     return None
+
+
+# ---------------------------------------------------------------- the CUDA caching allocator's block rules
+# c10/cuda/CUDACachingAllocator.cpp: every request is rounded up to 512 bytes; requests up to 1 MiB come from
+# 2 MiB segments of the small pool, larger ones from 20 MiB segments (below 10 MiB) or from segments rounded
+# up to 2 MiB. A block from the large pool is split only when more than 1 MiB would remain, so a tensor of
+# 11.5 MiB holds a whole 12 MiB block. `torch.cuda.max_memory_allocated` counts blocks, not requests.
+
+CUDA_MIN_BLOCK_BYTES = 512
+CUDA_SMALL_REQUEST_BYTES = 1 * MIB
+CUDA_LARGE_SEGMENT_MIN_BYTES = 10 * MIB
+CUDA_LARGE_ROUNDING_BYTES = 2 * MIB
+
+
+def cuda_block_bytes(requested_bytes: int) -> int:
+    """The block the caching allocator hands out for a fresh request of `requested_bytes`."""
+    if requested_bytes <= 0:
+        return 0
+    size = -(-requested_bytes // CUDA_MIN_BLOCK_BYTES) * CUDA_MIN_BLOCK_BYTES
+    if size < CUDA_LARGE_SEGMENT_MIN_BYTES:
+        return size  # small pool, or a 20 MiB segment with far more than 1 MiB left over: split
+    segment = -(-size // CUDA_LARGE_ROUNDING_BYTES) * CUDA_LARGE_ROUNDING_BYTES
+    return segment if segment - size <= CUDA_SMALL_REQUEST_BYTES else size
+
+
+# ---------------------------------------------------------------- cuBLAS / cuBLASLt workspaces
+# aten/src/ATen/cuda/CublasHandlePool.cpp: each (handle, stream) gets a cuBLAS workspace from the caching
+# allocator on its first matrix product and keeps it: CUBLAS_WORKSPACE_CONFIG's total, by default
+# :4096:8 (32 MiB) on Hopper (sm90) and :4096:2:16:8 (8 MiB + 128 KiB) elsewhere; cuBLASLt, which Linear
+# layers with a bias use, gets its own CUBLASLT_WORKSPACE_SIZE KiB (default 1024).
+
+
+def cublas_workspace_bytes(compute_capability: tuple[int, int] | None, environ: dict[str, str] | None = None) -> int:
+    """The persistent matmul workspaces one training process holds on one stream."""
+    environ = dict(os.environ) if environ is None else environ
+    config = environ.get("CUBLAS_WORKSPACE_CONFIG")
+    pairs = re.findall(r":([0-9]+):([0-9]+)", config or "")
+    if pairs:
+        cublas = sum(int(size) * 1024 * int(count) for size, count in pairs)
+    elif compute_capability == (9, 0):
+        cublas = 4096 * 1024 * 8
+    else:
+        cublas = 4096 * 1024 * 2 + 16 * 1024 * 8
+    try:
+        cublas_lt = int(environ.get("CUBLASLT_WORKSPACE_SIZE", "1024")) * 1024
+    except ValueError:
+        cublas_lt = 1024 * 1024
+    return cuda_block_bytes(cublas) + cuda_block_bytes(cublas_lt)

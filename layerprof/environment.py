@@ -1,34 +1,113 @@
-"""Choosing the device and describing the machine a profile was measured on."""
+"""Choosing the device, the numeric settings it runs with, and describing the machine a profile was measured on."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import warnings
+from typing import Any
 
 import torch
 
 import layerprof
-from layerprof.errors import LayerprofError
+from layerprof.errors import DeviceWarning, LayerprofError
+from layerprof.nvml import driver_facts, gpus_the_driver_sees
 from layerprof.profile import EnvironmentInfo
+
+# Environment variables that change how fast or how much memory a CUDA step takes.
+RECORDED_VARIABLES = (
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "PYTORCH_ALLOC_CONF",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUBLASLT_WORKSPACE_SIZE",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_MODULE_LOADING",
+    "OMP_NUM_THREADS",
+)
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU; `cuda` without CUDA is an input error."""
+    """`auto` is CUDA when available, else CPU (with a warning when the driver shows a GPU torch cannot use);
+    `cuda` without CUDA is an input error that says why."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        reason = cuda_unusable_reason()
+        if reason is not None:
+            warnings.warn(f"{reason}; measuring on the CPU instead", DeviceWarning, stacklevel=2)
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise LayerprofError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LayerprofError("--device cuda, but CUDA is not available here; use --device cpu")
+            raise LayerprofError(f"--device {name}: {cuda_unusable_reason() or 'CUDA is not available here'}")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise LayerprofError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cpu":
         raise LayerprofError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def cuda_unusable_reason() -> str | None:
+    """Why torch cannot use a GPU here, or None where there is none to use or torch can use it."""
+    if torch.cuda.is_available():
+        return None
+    gpus = gpus_the_driver_sees()
+    build = torch.version.cuda
+    if not gpus:
+        if build is None:
+            return f"torch {torch.__version__} is a CPU-only build and no NVIDIA driver answers"
+        return None
+    if build is None:
+        return f"the NVIDIA driver shows {gpus} GPU(s) but torch {torch.__version__} is a CPU-only build"
+    facts = driver_facts(None)
+    driver = facts.get("driver_version", "?")
+    supports = facts.get("cuda_driver_version", "?")
+    return (
+        f"the NVIDIA driver shows {gpus} GPU(s) but torch {torch.__version__} (built for CUDA {build}) cannot use "
+        f"them: driver {driver} supports CUDA up to {supports} (a CUDA 13 wheel needs an R580+ driver)"
+    )
+
+
+# ---------------------------------------------------------------- numeric settings
+
+
+def apply_tf32(enabled: bool | None) -> None:
+    """--tf32 / --no-tf32: TensorFloat-32 for float32 matmuls and cuDNN convolutions together; None keeps
+    PyTorch's defaults (matmuls in full float32, convolutions in TF32)."""
+    if enabled is None:
+        return
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def numeric_settings() -> dict[str, Any]:
+    """The settings that change float32 results and speed several-fold: recorded, and compared by `check`."""
+    precision = torch.get_float32_matmul_precision()
+    return {
+        "float32_matmul_precision": precision,
+        "matmul_tf32": precision != "highest",
+        "cudnn_conv_tf32": _cudnn_conv_tf32(),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
+    }
+
+
+def _cudnn_conv_tf32() -> bool:
+    try:
+        return bool(torch.backends.cudnn.allow_tf32)
+    except RuntimeError:  # torch >= 2.9 refuses the old flag once the new API was used
+        return torch.backends.cudnn.conv.fp32_precision == "tf32"
+
+
+# ---------------------------------------------------------------- the machine
 
 
 def _cpu_name() -> str:
@@ -49,6 +128,15 @@ def _cpu_memory_bytes() -> int | None:
         return None
 
 
+def gpu_uuid(device: torch.device) -> str | None:
+    """`GPU-...` or `MIG-...` as NVML names the device, or None where torch cannot say."""
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
 def describe_environment(device: torch.device) -> EnvironmentInfo:
     info = EnvironmentInfo(
         device_kind=device.type,
@@ -61,38 +149,22 @@ def describe_environment(device: torch.device) -> EnvironmentInfo:
         cpu_name=_cpu_name(),
         cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
+        numerics=numeric_settings(),
+        variables={name: os.environ[name] for name in RECORDED_VARIABLES if name in os.environ},
     )
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
+        props = torch.cuda.get_device_properties(device)
         info.device_name = props.name
         info.total_memory_bytes = int(props.total_memory)
         info.cuda_version = torch.version.cuda
         info.cudnn_version = torch.backends.cudnn.version()
         info.compute_capability = f"{props.major}.{props.minor}"
-        info.driver_version, info.mig_enabled = _nvml_facts(index)
+        info.gpu_uuid = gpu_uuid(device)
+        facts = driver_facts(info.gpu_uuid)
+        info.driver_version = facts.get("driver_version")
+        info.cuda_driver_version = facts.get("cuda_driver_version")
+        info.mig_enabled = facts.get("mig_enabled")
     return info
-
-
-def _nvml_facts(index: int) -> tuple[str | None, bool | None]:
-    """(driver version, MIG enabled) from NVML, or (None, None) where NVML cannot say."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            driver = pynvml.nvmlSystemGetDriverVersion()
-            try:
-                current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
-                mig = bool(current)
-            except pynvml.NVMLError:
-                mig = False
-            return driver, mig
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - NVML is optional information
-        return None, None
 
 
 def device_slug(environment: EnvironmentInfo) -> str:

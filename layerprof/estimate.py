@@ -3,12 +3,15 @@
 Under `FakeTensorMode` every tensor has a shape, a dtype and a storage but no data, so the live-tensor
 tracker sees exactly the allocations a real step makes (checked against real CPU tensors) while nothing of
 the model's size is ever allocated. The model is built with CPU dispatch: fake CUDA tensors cannot run a
-backward pass on a machine without CUDA. For `--target cuda` every storage is rounded up as the CUDA caching
-allocator rounds it (512 bytes), which is what `torch.cuda.max_memory_allocated` counts.
+backward pass on a machine without CUDA. For `--target cuda` every storage holds the block the CUDA caching
+allocator would give it (`layerprof.devices.cuda_block_bytes`: 512-byte rounding, large blocks kept whole when
+at most 1 MiB would remain), and the cuBLAS/cuBLASLt workspaces of the target's architecture are added once the
+step runs a matrix product: together what `torch.cuda.max_memory_allocated` counts.
 
-Not modelled: the CUDA context and cuBLAS/cuDNN workspaces (a few hundred MiB per process; `ladder` and
-`fit` reserve 512 MiB), allocator fragmentation (reserved exceeds allocated by a few per cent up to ~20%),
-and kernels whose CUDA implementation saves different tensors for backward than the CPU one.
+Not modelled: the CUDA context (`ladder` and `fit` reserve 512 MiB for it), cuDNN's convolution workspaces
+(they depend on the algorithm cuDNN picks), allocator fragmentation and the reuse of larger cached blocks
+(reserved exceeds allocated by a few per cent up to ~20%), and kernels whose CUDA implementation saves
+different tensors for backward than the CPU one.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from layerprof.devices import (
-    CUDA_ALLOCATION_ROUNDING_BYTES,
     CUDA_CONTEXT_RESERVE_BYTES,
     TARGETS,
+    cublas_workspace_bytes,
+    cuda_block_bytes,
+    gpu_kind,
+    gpu_memory_bytes,
     smallest_gpu_for,
 )
 from layerprof.environment import describe_environment
@@ -57,8 +63,16 @@ def build_fake_model(spec: str, options: ModelOptions, precision: str) -> tuple[
     return mode, loaded
 
 
-def rounding_for(target: str) -> int:
-    return CUDA_ALLOCATION_ROUNDING_BYTES if target == "cuda" else 1
+def allocation_size_for(target: str) -> Callable[[int], int]:
+    """What an allocation of n bytes holds on the target: the caching allocator's block on CUDA."""
+    return cuda_block_bytes if target == "cuda" else int
+
+
+def workspace_for(settings: SweepSettings) -> int:
+    """cuBLAS/cuBLASLt workspaces a CUDA process holds once it has run a matrix product: those of the named
+    GPU's architecture, or Hopper's (the largest) when none is named."""
+    gpu = gpu_kind(settings.target_gpu) if settings.target_gpu else gpu_kind("H100")
+    return cublas_workspace_bytes(gpu.compute_capability)
 
 
 def estimate_cell(
@@ -80,9 +94,10 @@ def estimate_cell(
                 param.grad = torch.zeros_like(param)
             cell.optimizer.step()
             cell.optimizer.zero_grad(set_to_none=True)
-            instrumented_step(cell, rounding_for(target))
+            ran_matmuls = instrumented_step(cell, device, allocation_size_for(target))
             row = cell.row
-        row.peak_memory_bytes = row.tracked_peak_bytes
+        row.memory_workspace_bytes = workspace_for(settings) if target == "cuda" and ran_matmuls else 0
+        row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
         row.memory_source = f"estimate-{target}"
         return row, 0.0
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
@@ -90,10 +105,17 @@ def estimate_cell(
         return failed_row(row, "error", f"cannot estimate: {first_line(error)}"), 0.0
 
 
-def estimate_environment(target: str) -> EnvironmentInfo:
+def estimate_environment(target: str, target_gpu: str | None = None) -> EnvironmentInfo:
+    """The estimating machine's software, labelled as an estimate for the target (and its memory, for a named
+    GPU, so that ladders count slots on it)."""
     environment = describe_environment(ESTIMATE_DEVICE)
     return replace(
-        environment, device_kind=target, device_name=f"estimate for {target}", total_memory_bytes=None, estimated=True
+        environment,
+        device_kind=target,
+        device_name=f"estimate for {target_gpu or target}",
+        total_memory_bytes=gpu_memory_bytes(target_gpu) if target_gpu else None,
+        estimated=True,
+        numerics={},
     )
 
 
@@ -122,7 +144,7 @@ def estimate_model(
             observer=observer,
             save=save,
             cell_runner=estimate_cell,
-            environment=estimate_environment(target),
+            environment=estimate_environment(target, settings.target_gpu),
         )
 
 
@@ -148,7 +170,8 @@ def plan_estimate(
         batch_sizes=settings.batch_sizes or meta.workload.default_batch_sizes,
         trainable_layer_counts=layer_selection.resolve(len(layers)),
     )
-    return SweepJob(spec, options, layers, settings, ESTIMATE_DEVICE, estimate_environment(target), path)
+    environment = estimate_environment(target, settings.target_gpu)
+    return SweepJob(spec, options, layers, settings, ESTIMATE_DEVICE, environment, path)
 
 
 # ---------------------------------------------------------------- what fits

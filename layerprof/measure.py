@@ -11,7 +11,7 @@ import statistics
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -78,39 +78,77 @@ def median_is_stable(samples_ms: list[float], tolerance: float) -> bool:
     return low >= median * (1 - tolerance) and high <= median * (1 + tolerance)
 
 
+# CUDA steps are timed in windows: an event between consecutive steps and one synchronise per window, so
+# the host launches step k+1 while the GPU runs step k, as in real training.
+CUDA_TIMING_WINDOW = 10
+# A cell is host-bound when launching a step takes at least this share of the step's time.
+HOST_BOUND_SHARE = 0.9
+
+
+@dataclass
+class StepTimes:
+    step_ms: list[float] = field(default_factory=list)  # one per measured step
+    host_ms: list[float] = field(default_factory=list)  # CUDA: launching one step onto an idle queue
+
+    def extend(self, other: StepTimes) -> None:
+        self.step_ms.extend(other.step_ms)
+        self.host_ms.extend(other.host_ms)
+
+    @property
+    def host_bound(self) -> bool | None:
+        if not self.host_ms or not self.step_ms:
+            return None
+        return statistics.median(self.host_ms) >= HOST_BOUND_SHARE * statistics.median(self.step_ms)
+
+
+def time_window(step: Callable[[], Any], device: torch.device, count: int) -> StepTimes:
+    """`count` consecutive steps.
+
+    CUDA: events recorded on the device's current stream between steps and read after one synchronise;
+    the first step is launched onto an idle queue, and its host time says whether Python keeps up with the
+    GPU. CPU: perf_counter around each step.
+    """
+    times = StepTimes()
+    if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
+        stream.synchronize()
+        events[0].record(stream)
+        for index in range(count):
+            began = time.perf_counter()
+            step()
+            if index == 0:
+                times.host_ms.append((time.perf_counter() - began) * 1000.0)
+            events[index + 1].record(stream)
+        events[-1].synchronize()
+        times.step_ms = [events[i].elapsed_time(events[i + 1]) for i in range(count)]
+        return times
+    clock = time.perf_counter
+    for _ in range(count):
+        began = clock()
+        step()
+        times.step_ms.append((clock() - began) * 1000.0)
+    return times
+
+
 def time_steps(
     step: Callable[[], Any],
     device: torch.device,
     min_steps: int,
     max_steps: int,
     tolerance: float,
-) -> list[float]:
-    """Run `step` until the median is stable (after `min_steps`), at most `max_steps`; return ms per step.
+) -> StepTimes:
+    """Run `step` until the median is stable (checked after `min_steps`), at most `max_steps`.
 
-    CUDA: one pair of events around each step, synchronised before reading, so host-side gaps between steps
-    never count. CPU: perf_counter around each step.
+    Stability is checked after every step on the CPU and after every window of CUDA_TIMING_WINDOW steps on CUDA.
     """
-    samples: list[float] = []
-    if device.type == "cuda":
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        while len(samples) < max_steps:
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-            if len(samples) >= min_steps and median_is_stable(samples, tolerance):
-                break
-    else:
-        clock = time.perf_counter
-        while len(samples) < max_steps:
-            began = clock()
-            step()
-            samples.append((clock() - began) * 1000.0)
-            if len(samples) >= min_steps and median_is_stable(samples, tolerance):
-                break
-    return samples
+    window = CUDA_TIMING_WINDOW if device.type == "cuda" else 1
+    times = StepTimes()
+    while len(times.step_ms) < max_steps:
+        times.extend(time_window(step, device, min(window, max_steps - len(times.step_ms))))
+        if len(times.step_ms) >= min_steps and median_is_stable(times.step_ms, tolerance):
+            break
+    return times
 
 
 # ---------------------------------------------------------------- memory: live-tensor tracker (any device)
@@ -125,17 +163,18 @@ class LiveTensorTracker(TorchDispatchMode):
     Storages are keyed by the storage object, not its data pointer (fake and meta tensors share pointers).
     Gradients are recognised when autograd accumulates them into `.grad`.
 
-    `allocation_rounding_bytes` rounds every storage up to a multiple, as the CUDA caching allocator does
-    (512 bytes), so that an estimate for a GPU compares with `torch.cuda.max_memory_allocated`.
+    `allocation_size` maps a storage's bytes to what its allocation holds: itself on the CPU, the caching
+    allocator's block on CUDA (`layerprof.devices.cuda_block_bytes`), so that the tracker's figures compare
+    with `torch.cuda.max_memory_allocated`.
     """
 
-    def __init__(self, allocation_rounding_bytes: int = 1) -> None:
+    def __init__(self, allocation_size: Callable[[int], int] = int) -> None:
         super().__init__()
-        self.rounding = allocation_rounding_bytes
+        self.allocation_size = allocation_size
         self._category: dict[int, MemoryCategory] = {}  # id(storage) -> category
         self._size: dict[int, int] = {}
         self._refs: dict[int, weakref.ref] = {}
-        self.live: dict[MemoryCategory, int] = dict.fromkeys(MemoryCategory, 0)
+        self.live: dict[MemoryCategory, int] = {category: 0 for category in MemoryCategory if category.tracked}
         self.current = 0
         self.peak = 0
         self.at_peak = dict(self.live)
@@ -169,7 +208,7 @@ class LiveTensorTracker(TorchDispatchMode):
         key = id(storage)
         if key in self._category:
             return
-        size = -(-storage.nbytes() // self.rounding) * self.rounding
+        size = self.allocation_size(storage.nbytes())
         self._category[key] = category
         self._size[key] = size
         self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))
@@ -219,39 +258,61 @@ def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False)
 
 
-# ---------------------------------------------------------------- CUDA allocator and NVML
+# ---------------------------------------------------------------- CUDA allocator
 
 
-def reset_cuda_peaks(device: torch.device) -> None:
+@dataclass
+class AllocatorPeaks:
+    allocated_bytes: int
+    reserved_bytes: int
+    requested_bytes: int | None  # what tensors asked for, before rounding to blocks (torch >= 2.1)
+    alloc_retries: int  # since the last reset
+
+
+def reset_cuda_peaks(device: torch.device) -> int:
+    """Reset the allocator's peaks; returns its retry count so far, to subtract later."""
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
+    return int(torch.cuda.memory_stats(device).get("num_alloc_retries", 0))
 
 
-def cuda_peaks(device: torch.device) -> tuple[int, int]:
-    """(peak allocated, peak reserved) bytes since the last reset."""
+def cuda_peaks(device: torch.device, retries_before: int = 0) -> AllocatorPeaks:
+    """The allocator's peaks since the last reset."""
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+    stats = torch.cuda.memory_stats(device)
+    requested = stats.get("requested_bytes.all.peak")
+    return AllocatorPeaks(
+        allocated_bytes=int(stats.get("allocated_bytes.all.peak", torch.cuda.max_memory_allocated(device))),
+        reserved_bytes=int(stats.get("reserved_bytes.all.peak", torch.cuda.max_memory_reserved(device))),
+        requested_bytes=None if requested is None else int(requested),
+        alloc_retries=int(stats.get("num_alloc_retries", 0)) - retries_before,
+    )
 
 
-def nvml_process_bytes(device: torch.device) -> int | None:
-    """GPU memory NVML attributes to this process (CUDA context included); None where NVML cannot say."""
-    try:
-        import os
+# ---------------------------------------------------------------- failures
 
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if process.pid == os.getpid() and process.usedGpuMemory is not None:
-                    return int(process.usedGpuMemory)
-            return None
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - NVML missing, no permission, containerised pid namespace
-        return None
+# Allocation failures that are out-of-memory in all but name: cuBLAS and cuDNN allocate their workspaces
+# themselves and report their own status.
+OUT_OF_MEMORY_MARKERS = (
+    "out of memory",
+    "DefaultCPUAllocator: can't allocate memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+    "CUDNN_BACKEND_API_FAILED: CUDNN_STATUS_ALLOC",
+)
+# CUDA errors that leave the context unusable: every later CUDA call fails with the same error.
+STICKY_CUDA_MARKERS = (
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "illegal instruction",
+    "misaligned address",
+    "an illegal address",
+    "hardware stack error",
+    "uncorrectable ECC error",
+    "CUDA error: unknown error",
+)
 
 
 def first_line(error: BaseException) -> str:
@@ -263,10 +324,25 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True
     message = str(error)
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in message.lower() or "DefaultCPUAllocator: can't allocate memory" in message
+    return isinstance(error, RuntimeError) and any(
+        marker.lower() in message.lower() for marker in OUT_OF_MEMORY_MARKERS
     )
+
+
+def is_sticky_cuda_error(error: BaseException) -> bool:
+    """An error after which this process can run nothing more on the GPU."""
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(marker.lower() in message for marker in STICKY_CUDA_MARKERS)
 
 
 def tensors_in(value: Any) -> list[torch.Tensor]:
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
+
+
+MATMUL_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm"))
+
+
+def runs_matmuls(counter: FlopCounterMode) -> bool:
+    """Whether the counted step ran a matrix product (and so holds cuBLAS workspaces on CUDA)."""
+    counts = counter.get_flop_counts().get("Global", {})
+    return any(getattr(op, "__name__", str(op)).split(".")[0] in MATMUL_OPS for op in counts)

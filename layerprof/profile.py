@@ -41,15 +41,26 @@ class MemoryCategory(str, Enum):
     OPTIMIZER_STATE = "optimizer_state"
     ACTIVATIONS = "activations"  # activations and temporaries of forward and backward
     INPUTS = "inputs"
+    # allocator memory no live tensor holds: cuBLAS/cuBLASLt (and cuDNN) workspaces. Measured on CUDA as what
+    # the allocator holds at the start of the instrumented step beyond the tracker's tensors; modelled by
+    # `estimate --target cuda`; zero on the CPU.
+    WORKSPACE = "workspace"
 
     @property
     def row_field(self) -> str:
         return f"memory_{self.value}_bytes"
 
     @property
+    def tracked(self) -> bool:
+        """Whether the live-tensor tracker sees it (every category but the workspace)."""
+        return self is not MemoryCategory.WORKSPACE
+
+    @property
     def label(self) -> str:
         """The short name tables and figures show."""
-        return "optimizer" if self is MemoryCategory.OPTIMIZER_STATE else self.value
+        return {"parameters": "params", "gradients": "grads", "optimizer_state": "optimizer"}.get(
+            self.value, self.value
+        )
 
 
 @dataclass
@@ -69,6 +80,7 @@ class Row:
     optimizer_state_bytes: int | None = None
     # measured: time. step_time_ms is the median over the measured steps; the others describe their spread
     step_time_ms: float | None = None
+    time_source: str | None = None  # "cuda-events-pipelined" | "perf-counter"
     step_time_mean_ms: float | None = None
     step_time_std_ms: float | None = None
     step_time_p10_ms: float | None = None
@@ -76,19 +88,27 @@ class Row:
     step_time_ci_low_ms: float | None = None  # 95% confidence interval of the median
     step_time_ci_high_ms: float | None = None
     measured_steps: int | None = None
+    host_time_ms: float | None = None  # CUDA: median time to launch one step onto an idle GPU queue
+    host_bound: bool | None = None  # CUDA: launching takes at least 90% of the step (the GPU waits for Python)
     throughput_per_s: float | None = None  # items (samples or tokens, see workload.item_name) per second
     achieved_tflops: float | None = None
     # measured: memory
     peak_memory_bytes: int | None = None  # from memory_source
     memory_source: str | None = None  # "cuda-allocator" | "cpu-tensor-tracker" | "estimate-cuda" | "estimate-cpu"
     peak_reserved_bytes: int | None = None  # CUDA caching allocator, reserved
+    peak_requested_bytes: int | None = None  # CUDA caching allocator: what tensors asked for, before blocks
+    alloc_retries: int | None = None  # CUDA: allocations that had to free cached blocks and retry in this cell
     nvml_process_bytes: int | None = None  # NVML's view of the process, CUDA context included
+    nvml_note: str | None = None  # why nvml_process_bytes is missing, where it is
+    device_used_bytes: int | None = None  # the whole GPU's used memory, other processes included
+    device_used_source: str | None = None  # "nvml-device" | "cuda-mem-get-info"
     tracked_peak_bytes: int | None = None  # live-tensor tracker, any device
-    memory_parameters_bytes: int | None = None  # the tracker's split at its peak, one per MemoryCategory
+    memory_parameters_bytes: int | None = None  # the split at the tracker's peak, one per MemoryCategory
     memory_gradients_bytes: int | None = None
     memory_optimizer_state_bytes: int | None = None
     memory_activations_bytes: int | None = None
     memory_inputs_bytes: int | None = None
+    memory_workspace_bytes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -241,11 +261,15 @@ class EnvironmentInfo:
     cudnn_version: int | None = None
     compute_capability: str | None = None
     driver_version: str | None = None
+    cuda_driver_version: str | None = None  # the newest CUDA the driver supports
     mig_enabled: bool | None = None
+    gpu_uuid: str | None = None  # GPU-... or MIG-...: the device NVML was asked about
+    numerics: dict[str, Any] = field(default_factory=dict)  # TF32, matmul precision, cuDNN flags (see check)
+    variables: dict[str, str] = field(default_factory=dict)  # PYTORCH_CUDA_ALLOC_CONF, CUBLAS_WORKSPACE_CONFIG, ...
     extra: dict[str, Any] = field(default_factory=dict)  # keys written by other versions, kept as they were
 
     def to_dict(self) -> dict[str, Any]:
-        data = {key: value for key, value in asdict(self).items() if key != "extra" and value is not None}
+        data = {key: value for key, value in asdict(self).items() if key != "extra" and value not in (None, {})}
         return {**data, **self.extra}
 
     @classmethod
@@ -270,6 +294,7 @@ class SweepSettings:
     precision: str = "32-true"  # see layerprof.precision
     mode: str = "measure"  # "measure" | "estimate"
     target: str | None = None  # estimates: the device kind predicted for
+    target_gpu: str | None = None  # estimates for CUDA: the GPU of layerprof.devices predicted for, if named
 
     @property
     def stopping_rule(self) -> str:
@@ -287,6 +312,7 @@ class SweepSettings:
                 data.pop(key)
         else:
             data.pop("target")
+            data.pop("target_gpu")
             data["stopping_rule"] = self.stopping_rule
         return data
 

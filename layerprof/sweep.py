@@ -10,9 +10,10 @@ Measured cells (`run_cell`) and estimated ones (`layerprof.estimate.estimate_cel
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,24 +21,29 @@ from typing import Any, Protocol
 
 import torch
 
-from layerprof.environment import describe_environment, device_slug, resolve_device
-from layerprof.errors import LayerprofError
+from layerprof.devices import cuda_block_bytes
+from layerprof.environment import apply_tf32, describe_environment, device_slug, gpu_uuid, resolve_device
+from layerprof.errors import DeviceFailure, LayerprofError
 from layerprof.layers import Layer, freeze_layers, total_params, trainable_params
 from layerprof.measure import (
+    AllocatorPeaks,
     LiveTensorTracker,
+    StepTimes,
     TimingStats,
     cuda_peaks,
     first_line,
     flop_counter,
     is_out_of_memory,
-    nvml_process_bytes,
+    is_sticky_cuda_error,
     optimizer_state_bytes,
     optimizer_state_tensors,
     reset_cuda_peaks,
+    runs_matmuls,
     tensors_in,
     time_steps,
 )
 from layerprof.models import LoadedModel, ModelOptions, build_model, model_slug
+from layerprof.nvml import measure_process_memory
 from layerprof.optimizers import make_optimizer
 from layerprof.parsing import LayerSelection
 from layerprof.precision import get_precision
@@ -143,13 +149,23 @@ def failed_row(row: Row, status: str, message: str) -> Row:
     )
 
 
-def instrumented_step(cell: Cell, allocation_rounding_bytes: int = 1) -> None:
-    """One steady-state step under the live-tensor tracker, with FLOPs counted for forward and backward."""
-    tracker = LiveTensorTracker(allocation_rounding_bytes)
+def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int) -> bool:
+    """One steady-state step under the live-tensor tracker, with FLOPs counted for forward and backward.
+
+    On a real CUDA device the allocator's bytes that no tensor of the step holds (cuBLAS/cuDNN workspaces)
+    are recorded as the workspace category. Returns whether the step ran a matrix product.
+    """
+    tracker = LiveTensorTracker(allocation_size)
     tracker.register(list(cell.model.parameters()) + list(cell.model.buffers()), MemoryCategory.PARAMETERS)
     tracker.register(optimizer_state_tensors(cell.optimizer), MemoryCategory.OPTIMIZER_STATE)
     tracker.register(tensors_in(cell.batch), MemoryCategory.INPUTS)
     tracker.watch_gradients(cell.params)
+    row = cell.row
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        row.memory_workspace_bytes = max(0, torch.cuda.memory_allocated(device) - tracker.current)
+    else:
+        row.memory_workspace_bytes = 0
     with tracker:
         with flop_counter() as forward_counter:
             loss = cell.workload.loss(cell.model, cell.batch)
@@ -158,7 +174,6 @@ def instrumented_step(cell: Cell, allocation_rounding_bytes: int = 1) -> None:
         del loss
         cell.optimizer.step()
         cell.optimizer.zero_grad(set_to_none=True)
-    row = cell.row
     row.forward_flops = int(forward_counter.get_total_flops())
     row.backward_flops = int(backward_counter.get_total_flops())
     row.flops = row.forward_flops + row.backward_flops
@@ -166,6 +181,7 @@ def instrumented_step(cell: Cell, allocation_rounding_bytes: int = 1) -> None:
     row.tracked_peak_bytes = tracker.peak
     for category, size in tracker.at_peak.items():
         setattr(row, category.row_field, size)
+    return runs_matmuls(forward_counter) or runs_matmuls(backward_counter)
 
 
 # ---------------------------------------------------------------- measured cells
@@ -179,38 +195,57 @@ def run_cell(
     settings: SweepSettings,
     device: torch.device,
 ) -> tuple[Row, float]:
-    """One measured cell; returns its row and the seconds spent inside training steps."""
+    """One measured cell; returns its row and the seconds spent inside training steps.
+
+    A CUDA error that leaves the device unusable is raised as DeviceFailure; any other failure is the row's.
+    """
     began: float | None = None
     try:
         with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
             began = time.perf_counter()
             for _ in range(settings.warmup_steps):
                 cell.step()
-            if device.type == "cuda":
-                reset_cuda_peaks(device)
-            samples = time_steps(cell.step, device, settings.min_steps, settings.max_steps, settings.median_tolerance)
+            retries = reset_cuda_peaks(device) if device.type == "cuda" else 0
+            times = time_steps(cell.step, device, settings.min_steps, settings.max_steps, settings.median_tolerance)
             row = cell.row
             if device.type == "cuda":
-                row.peak_memory_bytes, row.peak_reserved_bytes = cuda_peaks(device)
-                row.memory_source = "cuda-allocator"
-                row.nvml_process_bytes = nvml_process_bytes(device)
-            instrumented_step(cell)
+                _record_cuda_memory(row, cuda_peaks(device, retries), device)
+            instrumented_step(cell, device, cuda_block_bytes if device.type == "cuda" else int)
             if device.type != "cuda":
                 row.peak_memory_bytes = row.tracked_peak_bytes
                 row.memory_source = "cpu-tensor-tracker"
             seconds = time.perf_counter() - began
-        _record_timing(row, TimingStats.from_samples(samples), loaded.workload.items_per_batch(batch_size))
+        _record_timing(row, times, device, loaded.workload.items_per_batch(batch_size))
         return row, seconds
-    except Exception as error:  # noqa: BLE001 - one failed cell never stops the sweep
+    except Exception as error:  # noqa: BLE001 - one failed cell never stops the sweep, unless the GPU is gone
+        if is_sticky_cuda_error(error):
+            raise DeviceFailure(
+                f"the GPU cannot run anything more in this process ({first_line(error)}) at batch {batch_size}, "
+                f"z={trainable_layers}; the cells before it are saved, rerun the rest in a new process"
+            ) from error
         row = failed_row(new_row(layers, batch_size, trainable_layers), _failure_status(error), first_line(error))
         return row, 0.0 if began is None else time.perf_counter() - began
+
+
+def _record_cuda_memory(row: Row, peaks: AllocatorPeaks, device: torch.device) -> None:
+    row.peak_memory_bytes = peaks.allocated_bytes
+    row.peak_reserved_bytes = peaks.reserved_bytes
+    row.peak_requested_bytes = peaks.requested_bytes
+    row.alloc_retries = peaks.alloc_retries
+    row.memory_source = "cuda-allocator"
+    process = measure_process_memory(gpu_uuid(device), mig=str(gpu_uuid(device) or "").startswith("MIG-"))
+    row.nvml_process_bytes = process.process_bytes
+    row.nvml_note = process.note
+    row.device_used_bytes = process.device_used_bytes
+    row.device_used_source = process.device_used_source
 
 
 def _failure_status(error: BaseException) -> str:
     return "oom" if is_out_of_memory(error) else "error"
 
 
-def _record_timing(row: Row, stats: TimingStats, items_per_batch: int) -> None:
+def _record_timing(row: Row, times: StepTimes, device: torch.device, items_per_batch: int) -> None:
+    stats = TimingStats.from_samples(times.step_ms)
     row.step_time_ms = stats.median_ms
     row.step_time_mean_ms = stats.mean_ms
     row.step_time_std_ms = stats.std_ms
@@ -219,6 +254,10 @@ def _record_timing(row: Row, stats: TimingStats, items_per_batch: int) -> None:
     row.step_time_ci_low_ms = stats.ci_low_ms
     row.step_time_ci_high_ms = stats.ci_high_ms
     row.measured_steps = stats.count
+    row.time_source = "cuda-events-pipelined" if device.type == "cuda" else "perf-counter"
+    if times.host_ms:
+        row.host_time_ms = statistics.median(times.host_ms)
+        row.host_bound = times.host_bound
     step_seconds = stats.median_ms / 1000.0
     row.throughput_per_s = items_per_batch / step_seconds
     row.achieved_tflops = (row.flops or 0) / step_seconds / 1e12
@@ -262,35 +301,40 @@ def profile_model(
     began = time.perf_counter()
     in_steps = 0.0
     position = 0
-    try:
-        for batch_size in settings.batch_sizes:
-            out_of_memory_at: int | None = None
-            for trainable_layers in settings.trainable_layer_counts:
-                position += 1
-                if observer:
-                    observer.cell_started(batch_size, trainable_layers, position, total)
-                if out_of_memory_at is not None:
-                    row = failed_row(
-                        new_row(layers, batch_size, trainable_layers),
-                        "skipped",
-                        f"skipped: z={out_of_memory_at} already ran out of memory at this batch size",
-                    )
-                else:
-                    row, seconds = cell_runner(loaded, layers, batch_size, trainable_layers, settings, device)
-                    in_steps += seconds
-                    if row.status == "oom":
-                        out_of_memory_at = trainable_layers
-                profile.rows.append(row)
-                profile.timing = SweepTiming(time.perf_counter() - began, in_steps)
-                if save:
-                    save(profile)
-                if observer:
-                    observer.cell_finished(row)
-        profile.complete = True
-    finally:
-        profile.timing = SweepTiming(time.perf_counter() - began, in_steps)
-        if save:
-            save(profile)
+    guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+    with guard:
+        try:
+            if device.type == "cuda":  # the first cell starts from an empty cache, as every later one does
+                gc.collect()
+                torch.cuda.empty_cache()
+            for batch_size in settings.batch_sizes:
+                out_of_memory_at: int | None = None
+                for trainable_layers in settings.trainable_layer_counts:
+                    position += 1
+                    if observer:
+                        observer.cell_started(batch_size, trainable_layers, position, total)
+                    if out_of_memory_at is not None:
+                        row = failed_row(
+                            new_row(layers, batch_size, trainable_layers),
+                            "skipped",
+                            f"skipped: z={out_of_memory_at} already ran out of memory at this batch size",
+                        )
+                    else:
+                        row, seconds = cell_runner(loaded, layers, batch_size, trainable_layers, settings, device)
+                        in_steps += seconds
+                        if row.status == "oom":
+                            out_of_memory_at = trainable_layers
+                    profile.rows.append(row)
+                    profile.timing = SweepTiming(time.perf_counter() - began, in_steps)
+                    if save:
+                        save(profile)
+                    if observer:
+                        observer.cell_finished(row)
+            profile.complete = True
+        finally:
+            profile.timing = SweepTiming(time.perf_counter() - began, in_steps)
+            if save:
+                save(profile)
     return profile
 
 
@@ -335,6 +379,11 @@ class SweepJob:
 
 
 def validate_settings(settings: SweepSettings) -> None:
+    if settings.warmup_steps < 1:
+        raise LayerprofError(
+            f"--warmup {settings.warmup_steps}: at least 1 warm-up step is needed (the first step allocates the "
+            "optimizer state, which a measured step must not include)"
+        )
     if settings.min_steps > settings.max_steps:
         raise LayerprofError(
             f"--min-steps {settings.min_steps} exceeds --steps {settings.max_steps}; use --min-steps <= --steps"
@@ -348,11 +397,13 @@ def plan_profile(
     layer_selection: LayerSelection,
     device_name: str = "auto",
     out: Path | None = None,
+    tf32: bool | None = None,
 ) -> SweepJob:
     """Build MODEL on the device and resolve the cells; `settings.batch_sizes` empty means the family's default.
-    The default output is profiles/MODEL-DEVICE.json."""
+    The default output is profiles/MODEL-DEVICE.json; `tf32` sets TensorFloat-32 (None: PyTorch's defaults)."""
     validate_settings(settings)
     device = resolve_device(device_name)
+    apply_tf32(tf32)
     environment = describe_environment(device)
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-{device_slug(environment)}.json")
     loaded = build_model(spec, options, device=device, dtype=torch_dtype(settings.precision))

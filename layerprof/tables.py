@@ -302,8 +302,8 @@ def markdown_ladder(ladder: Ladder) -> str:
 
 # ---------------------------------------------------------------- memory by category
 
-# the tracker's categories at its peak, and the peak itself
-BREAKDOWN = {category.row_field: category.label for category in MemoryCategory} | {"tracked_peak_bytes": "peak"}
+# every category at the tracker's peak, and the cell's peak (the allocator's on CUDA, or the estimate)
+BREAKDOWN = {category.row_field: category.label for category in MemoryCategory} | {"peak_memory_bytes": "peak"}
 
 
 def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
@@ -317,7 +317,9 @@ def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
 
 def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
     title = f"memory at the peak by category, MiB · batch {batch_size}"
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAVY)
+    table = Table(
+        title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAVY, pad_edge=False, padding=(0, 1)
+    )
     for header in ["z", *BREAKDOWN.values()]:
         table.add_column(header, justify="right")
     for values in breakdown_rows(profile, batch_size):

@@ -11,6 +11,7 @@ from layerprof.profile import EnvironmentInfo, Layer, ModelInfo, Profile, Row, S
 # a green suite never hides tests that did not run.
 DECLARED_SKIP_REASONS = (
     "needs CUDA",  # tests marked gpu, on a machine without a GPU
+    "needs 2 CUDA devices",  # a gpu test of --device cuda:N, on a machine with one GPU
 )
 
 
@@ -50,6 +51,16 @@ def bare_profile(
 
 def linear_stack(width: int = 32, depth: int = 4, bias: bool = False) -> nn.Sequential:
     return nn.Sequential(*(nn.Linear(width, width, bias=bias) for _ in range(depth)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`pytest -m gpu` where torch cannot use CUDA fails at once with the reason, instead of passing by skipping."""
+    expression = (config.option.markexpr or "").replace(" ", "")
+    if "gpu" in expression and "notgpu" not in expression and not torch.cuda.is_available():
+        from layerprof.environment import cuda_unusable_reason
+
+        reason = cuda_unusable_reason() or f"torch {torch.__version__} sees no CUDA device here"
+        pytest.exit(f"pytest -m gpu needs a GPU torch can use: {reason}", returncode=1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

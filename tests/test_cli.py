@@ -113,6 +113,7 @@ def write_factory(tmp_path: Path, body: str) -> Path:
         (["layers", "pythia-14m", "--seq-len", "100000"], ["--seq-len must be in 1..512"]),
         (["profile", *TINY_LM, "--min-steps", "9", "--steps", "3"], ["--min-steps 9 exceeds --steps 3"]),
         (["profile", *TINY_LM, "--device", "tpu"], ["--device"]),
+        (["profile", *TINY_LM, "--warmup", "0"], ["--warmup 0", "at least 1 warm-up step"]),
         (["models", "--source", "hub"], ["--source 'hub'"]),
     ],
 )
@@ -211,8 +212,9 @@ def make():
 
     def loss(model, batch):
         calls.append(1)
-        # 1 call traces the split; each cell then runs 1 timed + 1 instrumented step: stop in the third cell
-        if len(calls) == 6:
+        # 1 call traces the split; each cell then runs 1 warm-up, 1 timed and 1 instrumented step: stop in the
+        # third cell
+        if len(calls) == 8:
             raise KeyboardInterrupt
         return model(batch).pow(2).mean()
 
@@ -223,7 +225,7 @@ def make():
 def test_interrupt_saves_rows_so_far_and_exits_130(runner: CliRunner, tmp_path: Path) -> None:
     path = write_factory(tmp_path, INTERRUPT_FACTORY)
     out = tmp_path / "interrupted.json"
-    result = run(runner, "profile", f"{path}:make", "--batch-sizes", "2", "--warmup", "0", "--min-steps", "1",
+    result = run(runner, "profile", f"{path}:make", "--batch-sizes", "2", "--warmup", "1", "--min-steps", "1",
                  "--steps", "1", "--out", str(out))  # fmt: skip
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.output

@@ -135,8 +135,9 @@ def test_time_steps_stops_at_min_steps_when_stable(monkeypatch: pytest.MonkeyPat
 
     calls = []
     monkeypatch.setattr(measure, "time", ScriptedClock([5.0] * 100))
-    samples = time_steps(lambda: calls.append(1), torch.device("cpu"), min_steps=5, max_steps=500, tolerance=0.02)
-    assert samples == pytest.approx([5.0] * 5) and len(calls) == 5
+    times = time_steps(lambda: calls.append(1), torch.device("cpu"), min_steps=5, max_steps=500, tolerance=0.02)
+    assert times.step_ms == pytest.approx([5.0] * 5) and len(calls) == 5
+    assert times.host_ms == [] and times.host_bound is None  # the CPU has no separate device to wait for
 
 
 def test_time_steps_stops_at_the_first_stable_step(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,16 +146,16 @@ def test_time_steps_stops_at_the_first_stable_step(monkeypatch: pytest.MonkeyPat
     # two slow outliers, then steady steps: the interval of the median (ranks n/2 +- 0.98 sqrt(n)) first
     # leaves both outliers out at n = 14 (upper rank ceil(1 + 7 + 3.67) = 12 <= 12 steady samples)
     monkeypatch.setattr(measure, "time", ScriptedClock([10.0, 1.0, 10.0] + [1.0] * 100))
-    samples = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=50, tolerance=0.02)
-    assert len(samples) == 14
+    times = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=50, tolerance=0.02)
+    assert len(times.step_ms) == 14
 
 
 def test_time_steps_runs_to_the_cap_when_never_stable(monkeypatch: pytest.MonkeyPatch) -> None:
     import layerprof.measure as measure
 
     monkeypatch.setattr(measure, "time", ScriptedClock([1.0, 3.0] * 100))
-    samples = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=7, tolerance=0.02)
-    assert samples == pytest.approx([1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0])
+    times = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=7, tolerance=0.02)
+    assert times.step_ms == pytest.approx([1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0])
 
 
 def test_timing_stats_summary() -> None:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layerprof.cli import app
-from layerprof.profile import load_profile, save_profile
+from layerprof.profile import MemoryCategory, load_profile, save_profile
 from tests.test_cli import FAST, TINY_LM, assert_one_line_error
 
 
@@ -142,18 +142,15 @@ def test_memory_breakdown_bars_stack_the_tracker_categories(measured: Path) -> N
     (axes,) = memory_breakdown_figure("tiny", profile).axes
     rows = profile.rows_for(2)  # the largest batch size
     stacks = {container.get_label(): container for container in axes.containers}
-    categories = ["parameters", "gradients", "optimizer", "activations", "inputs"]
-    assert list(stacks) == categories
+    assert list(stacks) == [category.label for category in MemoryCategory]
     bottom = [0.0] * len(rows)
-    for category, field in zip(categories, [
-        "memory_parameters_bytes", "memory_gradients_bytes", "memory_optimizer_state_bytes",
-        "memory_activations_bytes", "memory_inputs_bytes",
-    ], strict=True):  # fmt: skip
-        bars = stacks[category].patches
+    for category in MemoryCategory:
+        bars = stacks[category.label].patches
         assert [bar.get_x() + bar.get_width() / 2 for bar in bars] == [row.trainable_layers for row in rows]
-        heights = [getattr(row, field) / 2**20 for row in rows]
+        heights = [row.memory(category) / 2**20 for row in rows]
         assert [bar.get_height() for bar in bars] == pytest.approx(heights), category
         assert [bar.get_y() for bar in bars] == pytest.approx(bottom), category
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    # the stack's top is the tracker's peak
-    assert bottom == pytest.approx([row.tracked_peak_bytes / 2**20 for row in rows])
+    # the stack's top is the cell's peak: on the CPU the tracker's, with no workspace
+    assert bottom == pytest.approx([row.peak_memory_bytes / 2**20 for row in rows])
+    assert all(row.memory_workspace_bytes == 0 for row in rows)
