@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install profile test lint bench clean gate baselines
+.PHONY: install profile test lint bench clean gate baselines gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -52,3 +52,15 @@ baselines: $(STAMP)
 	  $(BIN)/layerprof estimate $$model --target cpu --batch-sizes $$batch --out profiles/baselines/cpu/$$model.json > /dev/null; \
 	  echo "rewrote profiles/baselines/cpu/$$model.json"; \
 	done
+
+# One go of the GPU checks (<= 8 minutes on one NVIDIA GPU); results in build/gpu-check/<time>/.
+gpu-check: $(STAMP)
+	bash benchmarks/gpu_check.sh
+
+# Wheels that a GPU machine without a package registry needs beside its preinstalled PyTorch (Python 3.12):
+# carry .whl/ there and run `GPU_CHECK_INSTALL=nodeps bash benchmarks/gpu_check.sh`.
+GPU_WHEELS := litgpt==0.5.13 jsonargparse==4.41.0 docstring_parser==0.18.0 typeshed_client==2.15.0
+gpu-wheels:
+	python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)

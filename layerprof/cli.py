@@ -57,7 +57,8 @@ Target = choices("Target", TARGETS)
 ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
 Executor = choices("Executor", EXECUTORS)
 GridPreset = choices("GridPreset", GRID_PRESETS)
-# --dtype names the *-true precisions by their dtype
+Precision = choices("Precision", PRECISIONS)
+# --dtype (before --precision) names the *-true precisions by their dtype
 DTYPE_PRECISIONS = {PRECISIONS[name].dtype: name for name in PRECISIONS if not PRECISIONS[name].mixed}
 Dtype = choices("Dtype", DTYPE_PRECISIONS)
 
@@ -147,7 +148,27 @@ LayersOption = Annotated[
     str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
 ]
 OptimizerOption = Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")]
-DtypeOption = Annotated[Dtype, typer.Option("--dtype", help="Parameters, optimizer state and inputs.")]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="As in Lightning: *-true holds everything in that dtype; *-mixed keeps float32 weights, gradients "
+        "and optimizer state and runs the forward under autocast (16-mixed with a gradient scaler).",
+    ),
+]
+DtypeOption = Annotated[Dtype | None, typer.Option("--dtype", hidden=True, help="Old name for the *-true precisions.")]
+
+
+def _precision(precision: Any, dtype: Any) -> str:
+    """--precision, or the *-true precision an old --dtype names."""
+    if dtype is None:
+        return precision.value
+    named = DTYPE_PRECISIONS[dtype.value]
+    if precision.value not in ("32-true", named):
+        raise LayerprofError(f"--dtype {dtype.value} contradicts --precision {precision.value}; give --precision only")
+    return named
+
+
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Table style.")]
 TargetOption = Annotated[Target, typer.Option("--target", help="Device to predict for.")]
 
@@ -240,7 +261,8 @@ def profile(
         int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many measured steps per cell.")
     ] = 50,
     optimizer: OptimizerOption = Optimizer.adamw,
-    dtype: DtypeOption = Dtype.float32,
+    precision: PrecisionOption = Precision["32-true"],
+    dtype: DtypeOption = None,
     device: Annotated[
         str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA if available), cpu, cuda, cuda:N.")
     ] = "auto",
@@ -280,7 +302,7 @@ def profile(
             min_steps=min_steps,
             max_steps=steps,
             optimizer=optimizer.value,
-            precision=DTYPE_PRECISIONS[dtype.value],
+            precision=_precision(precision, dtype),
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -315,7 +337,8 @@ def estimate(
         ),
     ] = None,
     optimizer: OptimizerOption = Optimizer.adamw,
-    dtype: DtypeOption = Dtype.float32,
+    precision: PrecisionOption = Precision["32-true"],
+    dtype: DtypeOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -340,7 +363,7 @@ def estimate(
             batch_sizes=_batch_sizes(batch_sizes),
             trainable_layer_counts=(),
             optimizer=optimizer.value,
-            precision=DTYPE_PRECISIONS[dtype.value],
+            precision=_precision(precision, dtype),
             mode="estimate",
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu else None,
@@ -365,7 +388,10 @@ def ladder(
         int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
     ] = None,
     eta: Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")] = 3.0,
-    cost: Annotated[Cost, typer.Option("--cost", help="What the rungs are spaced by.")] = Cost.time,
+    cost: Annotated[
+        Cost | None,
+        typer.Option("--cost", help="What the rungs are spaced by (default: time, or flops for an estimate)."),
+    ] = None,
     min_layers: Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")] = 1,
     gpu_memory: Annotated[
         str | None,
@@ -398,7 +424,7 @@ def ladder(
         result, notes = ladder_for(
             profile_path,
             eta=eta,
-            cost_kind=cost.value,
+            cost_kind=cost.value if cost else None,
             batch_size=batch_size,
             min_layers=min_layers,
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory else None,
@@ -432,7 +458,8 @@ def fit(
     ] = None,
     target: TargetOption = Target.cuda,
     optimizer: OptimizerOption = Optimizer.adamw,
-    dtype: DtypeOption = Dtype.float32,
+    precision: PrecisionOption = Precision["32-true"],
+    dtype: DtypeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
@@ -455,7 +482,7 @@ def fit(
             batch_sizes=(1,),
             trainable_layer_counts=(1,),
             optimizer=optimizer.value,
-            precision=DTYPE_PRECISIONS[dtype.value],
+            precision=_precision(precision, dtype),
             mode="estimate",
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu else None,

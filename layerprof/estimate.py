@@ -87,8 +87,18 @@ def estimate_cell(
     target = settings.target or "cuda"
     try:
         # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
-        foreach = target == "cuda"
-        with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device, foreach=foreach) as cell:
+        on_cuda = target == "cuda"
+        with prepared_cell(
+            loaded,
+            layers,
+            batch_size,
+            trainable_layers,
+            settings,
+            device,
+            foreach=on_cuda,
+            cuda_autocast_on_cpu=on_cuda,
+            with_scaler=False,
+        ) as cell:
             # steady state without a forward pass: zero gradients make the optimizer create its state
             for param in cell.params:
                 param.grad = torch.zeros_like(param)

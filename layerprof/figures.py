@@ -149,7 +149,7 @@ def memory_breakdown_figure(name: str, profile: Profile) -> plt.Figure | None:
     bottom = [0.0] * len(rows)
     for category in MemoryCategory:
         values = [(row.memory(category) or 0) / MIB for row in rows]
-        axes.bar(zs, values, bottom=bottom, label=category.label, width=0.75)
+        axes.bar(zs, values, bottom=bottom, label=category.description, width=0.75)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     axes.set_title(f"{name}: memory at the step's peak by category, batch {batch_size}")
     axes.set_xlabel("trainable layers z (counted from the output)")

@@ -382,7 +382,10 @@ def ladder_for(
 ) -> tuple[Ladder, list[str]]:
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
     correlation from a correlate result file; the notes name rungs the result lacks."""
-    ladder = build_ladder(load_profile(profile_path), **options)
+    profile = load_profile(profile_path)
+    if options.get("cost_kind") is None:
+        options["cost_kind"] = default_cost(profile)
+    ladder = build_ladder(profile, **options)
     notes: list[str] = []
     if correlation is not None:
         from layerprof.correlate import load_result

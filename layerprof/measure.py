@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from layerprof.profile import MemoryCategory
 
@@ -178,6 +178,8 @@ class LiveTensorTracker(TorchDispatchMode):
         self.current = 0
         self.peak = 0
         self.at_peak = dict(self.live)
+        self.category_peaks = dict(self.live)  # each category's own maximum during the step
+        self.new_allocations = MemoryCategory.ACTIVATIONS  # what op outputs count as; the step's phase sets it
         self._hooks: list[Any] = []
 
     def register(self, tensors: Iterable[torch.Tensor], category: MemoryCategory) -> None:
@@ -201,6 +203,7 @@ class LiveTensorTracker(TorchDispatchMode):
         elif old != category:
             self.live[old] -= self._size[key]
             self.live[category] += self._size[key]
+            self.category_peaks[category] = max(self.category_peaks[category], self.live[category])
             self._category[key] = category
 
     def _track(self, tensor: torch.Tensor, category: MemoryCategory) -> None:
@@ -214,6 +217,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))
         self.live[category] += size
         self.current += size
+        self.category_peaks[category] = max(self.category_peaks[category], self.live[category])
         if self.current > self.peak:
             self.peak = self.current
             self.at_peak = dict(self.live)
@@ -231,7 +235,7 @@ class LiveTensorTracker(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         for value in tree_flatten(out)[0]:
             if isinstance(value, torch.Tensor):
-                self._track(value, MemoryCategory.ACTIVATIONS)
+                self._track(value, self.new_allocations)
         return out
 
     def __exit__(self, *exc: Any) -> None:
@@ -253,9 +257,43 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 # ---------------------------------------------------------------- FLOPs
 
 
+def _attention_forward_flops(query_shape, key_shape, value_shape, *_args: Any, **_kwargs: Any) -> int:
+    """Q @ K^T and P @ V."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *_args: Any, **_kwargs: Any) -> int:
+    """dV, dP, dQ and dK: twice the forward's products. Fused kernels also recompute the scores, which
+    PyTorch's own formula counts; model FLOPs leave that out, so that every backend counts the same."""
+    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _attention_formulas() -> dict[Any, Any]:
+    """Formulas for every fused attention kernel the CPU and CUDA can pick, where this torch has it. The CPU's
+    flash kernel has no formula in torch (it counts 0); the math path is counted by its matmuls."""
+    aten = torch.ops.aten
+    forward = ("_scaled_dot_product_flash_attention_for_cpu",)
+    backward = (
+        "_scaled_dot_product_flash_attention_for_cpu_backward",
+        "_scaled_dot_product_flash_attention_backward",
+        "_scaled_dot_product_efficient_attention_backward",
+        "_scaled_dot_product_cudnn_attention_backward",
+    )
+    formulas: dict[Any, Any] = {}
+    for names, formula in ((forward, _attention_forward_flops), (backward, _attention_backward_flops)):
+        for name in names:
+            if hasattr(aten, name):
+                formulas[getattr(aten, name)] = formula
+    return formulas
+
+
+ATTENTION_FLOP_FORMULAS = _attention_formulas()
+
+
 def flop_counter() -> FlopCounterMode:
-    """FlopCounterMode counts matmuls, convolutions and attention; elementwise ops and optimizers count 0."""
-    return FlopCounterMode(display=False)
+    """Model FLOPs per step: matmuls, convolutions and attention (every backend alike); elementwise ops,
+    normalisation and the optimizer count 0."""
+    return FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_FORMULAS)
 
 
 # ---------------------------------------------------------------- CUDA allocator

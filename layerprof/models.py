@@ -192,9 +192,24 @@ def build_model(
     else:
         loaded = _build_user(spec, options, device)
     if dtype != torch.float32:
-        loaded.model.to(dtype)
+        cast_floating(loaded.model, dtype)
     loaded.model.train()
     return loaded
+
+
+def cast_floating(model: nn.Module, dtype: torch.dtype) -> None:
+    """`model.to(dtype)` for floating parameters and buffers, by replacing them: `.to()` swaps tensors in place,
+    which fake tensors (estimates) do not allow. A tensor held twice (tied weights) stays one tensor."""
+    cast: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None and param.is_floating_point():
+                if id(param) not in cast:
+                    cast[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=param.requires_grad)
+                module._parameters[name] = cast[id(param)]
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_floating_point():
+                module._buffers[name] = cast.setdefault(id(buffer), buffer.to(dtype))
 
 
 def _build_preset(spec: str, options: ModelOptions, device: torch.device) -> LoadedModel:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprof.errors import LayerprofError
+from layerprof.precision import get_precision
 
 SCHEMA = "layerprof.profile/2"
 SCHEMA_V1 = "layerprof.profile/1"
@@ -39,6 +40,7 @@ class MemoryCategory(str, Enum):
     PARAMETERS = "parameters"
     GRADIENTS = "gradients"
     OPTIMIZER_STATE = "optimizer_state"
+    OPTIMIZER_TEMPORARIES = "optimizer_temporaries"  # what the optimizer step allocates and frees again
     ACTIVATIONS = "activations"  # activations and temporaries of forward and backward
     INPUTS = "inputs"
     # allocator memory no live tensor holds: cuBLAS/cuBLASLt (and cuDNN) workspaces. Measured on CUDA as what
@@ -57,10 +59,24 @@ class MemoryCategory(str, Enum):
 
     @property
     def label(self) -> str:
-        """The short name tables and figures show."""
-        return {"parameters": "params", "gradients": "grads", "optimizer_state": "optimizer"}.get(
-            self.value, self.value
-        )
+        """The short name a table's column shows."""
+        return CATEGORY_LABELS[self.value]
+
+    @property
+    def description(self) -> str:
+        """The name a figure's legend shows."""
+        return self.value.replace("_", " ")
+
+
+CATEGORY_LABELS = {
+    "parameters": "params",
+    "gradients": "grads",
+    "optimizer_state": "optim",
+    "optimizer_temporaries": "opt tmp",
+    "activations": "activ",
+    "inputs": "inputs",
+    "workspace": "wkspace",
+}
 
 
 @dataclass
@@ -106,9 +122,11 @@ class Row:
     memory_parameters_bytes: int | None = None  # the split at the tracker's peak, one per MemoryCategory
     memory_gradients_bytes: int | None = None
     memory_optimizer_state_bytes: int | None = None
+    memory_optimizer_temporaries_bytes: int | None = None
     memory_activations_bytes: int | None = None
     memory_inputs_bytes: int | None = None
     memory_workspace_bytes: int | None = None
+    peak_activations_bytes: int | None = None  # the activations' own peak during forward and backward
 
     @property
     def ok(self) -> bool:
@@ -307,6 +325,7 @@ class SweepSettings:
         data = asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
         data["trainable_layer_counts"] = list(self.trainable_layer_counts)
+        data["precision_mode"] = get_precision(self.precision).description
         if self.mode == "estimate":  # nothing is timed
             for key in ("warmup_steps", "min_steps", "max_steps", "median_tolerance"):
                 data.pop(key)

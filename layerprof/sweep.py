@@ -13,7 +13,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from layerprof.amp import autocast_for, gradient_scaler
 from layerprof.devices import cuda_block_bytes
 from layerprof.environment import apply_tf32, describe_environment, device_slug, gpu_uuid, resolve_device
 from layerprof.errors import DeviceFailure, LayerprofError
@@ -79,7 +80,8 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 @dataclass
 class Cell:
-    """One cell ready to run: the model frozen to z, a new optimizer over the trainable parameters, a batch."""
+    """One cell ready to run: the model frozen to z, a new optimizer over the trainable parameters, a batch, and
+    the precision's autocast region and gradient scaler."""
 
     model: torch.nn.Module
     workload: Workload
@@ -87,12 +89,29 @@ class Cell:
     optimizer: torch.optim.Optimizer | None
     batch: Any
     row: Row
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+    scaler: Any | None = None
+
+    def forward(self) -> torch.Tensor:
+        with self.autocast():
+            return self.workload.loss(self.model, self.batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def update(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
-        """The step that is timed: forward, loss, backward, optimizer step, zero_grad. Nothing else."""
-        self.workload.loss(self.model, self.batch).backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        """The step that is timed: forward and loss (under autocast for *-mixed), backward, optimizer step,
+        zero_grad. Nothing else."""
+        self.backward(self.forward())
+        self.update()
 
 
 def new_row(layers: Sequence[Layer], batch_size: int, trainable_layers: int) -> Row:
@@ -117,21 +136,31 @@ def prepared_cell(
     device: torch.device,
     *,
     foreach: bool | None = None,
+    cuda_autocast_on_cpu: bool = False,
+    with_scaler: bool = True,
 ) -> Iterator[Cell]:
-    """Freeze to z, build the optimizer and the batch; on leaving, undo the freezing, drop the optimizer, the
-    batch and every gradient, and empty the CUDA cache, so that the next cell starts from the same memory."""
+    """Freeze to z, build the optimizer, the batch and the precision's autocast and scaler; on leaving, undo the
+    freezing, drop the optimizer, the batch and every gradient, and empty the CUDA cache, so that the next cell
+    starts from the same memory.
+
+    `cuda_autocast_on_cpu` (estimates for CUDA) applies CUDA's autocast rules to the CPU's fake tensors;
+    estimates also leave out 16-mixed's gradient scaler (`with_scaler`), which reads its scale back to the host.
+    """
+    precision = get_precision(settings.precision)
     frozen = freeze_layers(loaded.model, layers, trainable_layers)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
     try:
         cell.optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate, foreach=foreach)
         cell.batch = loaded.workload.make_batch(batch_size, device, torch_dtype(settings.precision))
+        cell.autocast = lambda: autocast_for(precision, device.type, cuda_autocast_on_cpu)
+        cell.scaler = gradient_scaler(precision, device.type) if with_scaler else None
         yield cell
     finally:
         frozen.remove()
         for param in params:
             param.grad = None
-        cell.optimizer = cell.batch = None
+        cell.optimizer = cell.batch = cell.scaler = None
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -168,12 +197,12 @@ def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callabl
         row.memory_workspace_bytes = 0
     with tracker:
         with flop_counter() as forward_counter:
-            loss = cell.workload.loss(cell.model, cell.batch)
+            loss = cell.forward()
         with flop_counter() as backward_counter:
-            loss.backward()
+            cell.backward(loss)
         del loss
-        cell.optimizer.step()
-        cell.optimizer.zero_grad(set_to_none=True)
+        tracker.new_allocations = MemoryCategory.OPTIMIZER_TEMPORARIES
+        cell.update()
     row.forward_flops = int(forward_counter.get_total_flops())
     row.backward_flops = int(backward_counter.get_total_flops())
     row.flops = row.forward_flops + row.backward_flops
@@ -181,6 +210,7 @@ def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callabl
     row.tracked_peak_bytes = tracker.peak
     for category, size in tracker.at_peak.items():
         setattr(row, category.row_field, size)
+    row.peak_activations_bytes = tracker.category_peaks[MemoryCategory.ACTIVATIONS]
     return runs_matmuls(forward_counter) or runs_matmuls(backward_counter)
 
 

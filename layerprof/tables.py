@@ -302,34 +302,59 @@ def markdown_ladder(ladder: Ladder) -> str:
 
 # ---------------------------------------------------------------- memory by category
 
-# every category at the tracker's peak, and the cell's peak (the allocator's on CUDA, or the estimate)
-BREAKDOWN = {category.row_field: category.label for category in MemoryCategory} | {"peak_memory_bytes": "peak"}
+# every category at the tracker's peak, the cell's peak (the allocator's on CUDA, or the estimate), and the
+# activations' own peak during forward and backward
+BREAKDOWN = (
+    {category.row_field: category.label for category in MemoryCategory}
+    | {"peak_memory_bytes": "peak"}
+    | {"peak_activations_bytes": "act pk"}
+)
+BREAKDOWN_CAPTION = (
+    "at the step's peak: optim = optimizer state, opt tmp = the optimizer step's temporaries, "
+    "wkspace = cuBLAS/cuDNN workspaces · act pk: the activations' own peak in forward and backward"
+)
+
+
+def breakdown_unit(profile: Profile, batch_size: int) -> tuple[str, int]:
+    """MiB, or GiB where a peak reaches 10 GiB, so that the table fits a terminal."""
+    peaks = [row.peak_memory_bytes or 0 for row in profile.rows_for(batch_size) if row.ok]
+    return ("GiB", 2**30) if peaks and max(peaks) >= 10 * 2**30 else ("MiB", MIB)
 
 
 def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
+    unit, scale = breakdown_unit(profile, batch_size)
+    digits = 2 if unit == "GiB" else 1
     rows = []
     for row in profile.rows_for(batch_size):
         if not row.ok or row.tracked_peak_bytes is None:
             continue
-        rows.append([str(row.trainable_layers)] + [f"{(getattr(row, field) or 0) / MIB:,.1f}" for field in BREAKDOWN])
+        values = [f"{(getattr(row, field) or 0) / scale:,.{digits}f}" for field in BREAKDOWN]
+        rows.append([str(row.trainable_layers), *values])
     return rows
 
 
 def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
-    title = f"memory at the peak by category, MiB · batch {batch_size}"
+    title = f"memory by category, {breakdown_unit(profile, batch_size)[0]} · batch {batch_size}"
     table = Table(
-        title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAVY, pad_edge=False, padding=(0, 1)
+        title=title,
+        title_justify="left",
+        caption=BREAKDOWN_CAPTION,
+        header_style="bold",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        collapse_padding=True,
     )
     for header in ["z", *BREAKDOWN.values()]:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     for values in breakdown_rows(profile, batch_size):
         table.add_row(*values)
     return table
 
 
 def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
-    heading = f"Memory at the peak by category (MiB), batch {batch_size}"
-    return heading + "\n\n" + markdown_table(["z", *BREAKDOWN.values()], breakdown_rows(profile, batch_size))
+    heading = f"Memory by category ({breakdown_unit(profile, batch_size)[0]}), batch {batch_size}"
+    table = markdown_table(["z", *BREAKDOWN.values()], breakdown_rows(profile, batch_size))
+    return f"{heading}\n\n{table}\n\n{BREAKDOWN_CAPTION}"
 
 
 # ---------------------------------------------------------------- fit

@@ -286,21 +286,50 @@ def test_ladder_bad_input(runner: CliRunner, measured_profile: Path, tmp_path: P
     assert_one_line_error(run(runner, "ladder", str(tmp_path / "absent.json")), "does not exist")
 
 
-def test_bfloat16_is_applied_and_recorded(runner: CliRunner, tmp_path: Path) -> None:
-    out = tmp_path / "bf16.json"
-    result = run(runner, "profile", *TINY_LM, "--batch-sizes", "1", "--layers", "9", *FAST, "--dtype", "bfloat16",
+@pytest.fixture(scope="module")
+def precision_profiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """pythia-14m at T=256 (activations dominate), measured on this CPU in three precisions."""
+    folder = tmp_path_factory.mktemp("precision")
+    profiles = {}
+    for precision in ("32-true", "bf16-mixed", "bf16-true"):
+        out = folder / f"{precision}.json"
+        result = CliRunner().invoke(
+            app, ["profile", "pythia-14m", "--seq-len", "256", *SMALL_VOCAB, "--batch-sizes", "4", "--layers", "9",
+                  *FAST, "--precision", precision, "--out", str(out)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        profiles[precision] = load_profile(out)
+    return profiles
+
+
+def test_precisions_are_applied_and_recorded(precision_profiles: dict) -> None:
+    full, mixed, true = (precision_profiles[p].rows[0] for p in ("32-true", "bf16-mixed", "bf16-true"))
+    assert full.ok and mixed.ok and true.ok
+    assert precision_profiles["bf16-mixed"].settings.precision == "bf16-mixed"
+    assert "autocast" in precision_profiles["bf16-mixed"].settings.to_dict()["precision_mode"]
+    # *-true: everything in 2 bytes; *-mixed: float32 weights, gradients and optimizer state...
+    assert true.memory_parameters_bytes * 2 == pytest.approx(full.memory_parameters_bytes, rel=0.01)
+    assert mixed.memory_parameters_bytes == full.memory_parameters_bytes
+    assert mixed.optimizer_state_bytes == full.optimizer_state_bytes
+    assert 2 * true.optimizer_state_bytes == pytest.approx(full.optimizer_state_bytes, rel=0.01)  # (float32 steps)
+    # ...and activations in the lower precision where autocast runs matmuls
+    assert mixed.memory_activations_bytes < 0.75 * full.memory_activations_bytes
+    assert mixed.flops == full.flops == true.flops  # FLOPs do not depend on the precision
+
+
+def test_float16_mixed_runs_with_a_gradient_scaler(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "f16.json"
+    result = run(runner, "profile", *TINY_LM, "--batch-sizes", "2", "--layers", "1,9", *FAST, "--precision",
+                 "16-mixed", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert all(row.ok for row in load_profile(out).rows)
+
+
+def test_dtype_is_an_alias_of_the_true_precisions(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "alias.json"
+    result = run(runner, "estimate", *TINY_LM, "--batch-sizes", "1", "--layers", "9", "--dtype", "bfloat16",
                  "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
-    profile = load_profile(out)
-    assert profile.settings.precision == "bf16-true"
-    row = profile.rows[0]
-    assert row.ok
-    # parameters held in 2 bytes each: the tracker's parameter category is half of float32's
-    float32 = tmp_path / "fp32.json"
-    assert (
-        run(runner, "profile", *TINY_LM, "--batch-sizes", "1", "--layers", "9", *FAST, "--out", str(float32)).exit_code
-        == 0
-    )
-    assert row.memory_parameters_bytes * 2 == pytest.approx(
-        load_profile(float32).rows[0].memory_parameters_bytes, rel=0.01
-    )
+    assert load_profile(out).settings.precision == "bf16-true"
+    contradicting = run(runner, "estimate", *TINY_LM, "--dtype", "float16", "--precision", "bf16-mixed")
+    assert_one_line_error(contradicting, "--dtype float16 contradicts --precision bf16-mixed")

@@ -139,4 +139,6 @@ def test_estimate_and_fit_cli(tmp_path: Path) -> None:
         "smallest need",
     )
     assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m"]), "exactly one of --memory")
-    assert_one_line_error(runner.invoke(app, ["ladder", str(out)]), "use --cost flops")
+    assert_one_line_error(runner.invoke(app, ["ladder", str(out), "--cost", "time"]), "use --cost flops")
+    by_flops = runner.invoke(app, ["ladder", str(out), "--json"])  # an estimate's ladder is spaced by FLOPs
+    assert by_flops.exit_code == 0 and '"cost_kind": "flops"' in by_flops.output

@@ -142,10 +142,10 @@ def test_memory_breakdown_bars_stack_the_tracker_categories(measured: Path) -> N
     (axes,) = memory_breakdown_figure("tiny", profile).axes
     rows = profile.rows_for(2)  # the largest batch size
     stacks = {container.get_label(): container for container in axes.containers}
-    assert list(stacks) == [category.label for category in MemoryCategory]
+    assert list(stacks) == [category.description for category in MemoryCategory]
     bottom = [0.0] * len(rows)
     for category in MemoryCategory:
-        bars = stacks[category.label].patches
+        bars = stacks[category.description].patches
         assert [bar.get_x() + bar.get_width() / 2 for bar in bars] == [row.trainable_layers for row in rows]
         heights = [row.memory(category) / 2**20 for row in rows]
         assert [bar.get_height() for bar in bars] == pytest.approx(heights), category
