@@ -113,8 +113,9 @@ def out_of_memory_recovery() -> None:
     first, _ = run_cell(loaded, layers, 2, 11, settings, device)
     huge, _ = run_cell(loaded, layers, 1_000_000, 11, settings, device)
     again, _ = run_cell(loaded, layers, 2, 11, settings, device)
+    same = first.peak_memory_bytes == again.peak_memory_bytes
     print(f"  before: {first.status} {first.peak_memory_bytes}; huge: {huge.status} ({huge.message}); "
-          f"after: {again.status} {again.peak_memory_bytes} (same: {first.peak_memory_bytes == again.peak_memory_bytes})")  # fmt: skip
+          f"after: {again.status} {again.peak_memory_bytes} (same: {same})")  # fmt: skip
 
 
 def pipelining() -> None:
