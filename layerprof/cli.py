@@ -255,11 +255,26 @@ def profile(
         int, typer.Option("--warmup", metavar="STEPS", help="Unmeasured steps per cell (at least 1).")
     ] = 10,
     min_steps: Annotated[
-        int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Measured steps before stopping.")
-    ] = 10,
+        int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Timed steps per cell before it may stop.")
+    ] = 15,
     steps: Annotated[
-        int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many measured steps per cell.")
-    ] = 50,
+        int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many timed steps per cell.")
+    ] = 30,
+    steps_per_visit: Annotated[
+        int, typer.Option("--steps-per-visit", min=1, metavar="STEPS", help="Timed steps per visit of a cell.")
+    ] = 5,
+    max_time: Annotated[
+        float | None,
+        typer.Option(
+            "--max-time", metavar="SECONDS", help="Stop re-measuring cells other work disturbed after this long."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, metavar="N", help="torch's threads (default: torch's own).")
+    ] = None,
+    cpus: Annotated[
+        str | None, typer.Option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 0,2.")
+    ] = None,
     optimizer: OptimizerOption = Optimizer.adamw,
     precision: PrecisionOption = Precision["32-true"],
     dtype: DtypeOption = None,
@@ -291,7 +306,7 @@ def profile(
     The paper's protocol exactly: --warmup 100 --min-steps 100 --steps 100.
     """
     with user_errors():
-        from layerprof.parsing import parse_layer_selection
+        from layerprof.parsing import parse_cpu_list, parse_layer_selection
         from layerprof.profile import SweepSettings
         from layerprof.sweep import plan_profile
 
@@ -303,11 +318,14 @@ def profile(
             max_steps=steps,
             optimizer=optimizer.value,
             precision=_precision(precision, dtype),
+            steps_per_visit=steps_per_visit,
+            max_time_s=max_time,
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        cpu_list = parse_cpu_list(cpus) if cpus else None
         with console.status(f"building {model} on {device}"):
-            job = plan_profile(model, options, settings, selection, device, out, tf32)
+            job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list)
         result = _run_job(job, f"{job.device}")
         _print_cell_tables(result, output_format.value)
         _print_recommended_ladder(result, output_format.value)
@@ -319,6 +337,15 @@ def profile(
         failed = [row for row in result.rows if row.status == "error"]
         if failed:
             errors.print(f"[yellow]warning:[/] {len(failed)} cell(s) failed; see the status column")
+        disturbed = [row for row in result.rows if row.disturbed]
+        if disturbed:
+            named = ", ".join(f"batch {row.batch_size} z={row.trainable_layers}" for row in disturbed[:6])
+            more = f" and {len(disturbed) - 6} more" if len(disturbed) > 6 else ""
+            errors.print(
+                f"[yellow]warning:[/] other work on the machine disturbed {named}{more}: their step times may be "
+                "off (see disturbed_reason in the profile); measure on a quiet machine or give --max-time",
+                highlight=False,
+            )
 
 
 @app.command()
@@ -758,6 +785,10 @@ class _SweepProgress:
 
     def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None:
         self._progress.update(self._task, total=total, description=f"batch {batch_size}, z={trainable_layers}")
+
+    def round_finished(self, round_index: int, unsettled: int) -> None:
+        description = f"round {round_index + 1}: {unsettled} cell(s) still settling"
+        self._progress.update(self._task, description=description, completed=0, total=None)
 
     def cell_finished(self, row: Any) -> None:
         self._progress.advance(self._task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 import warnings
 from typing import Any
 
@@ -107,6 +108,64 @@ def _cudnn_conv_tf32() -> bool:
         return torch.backends.cudnn.conv.fp32_precision == "tf32"
 
 
+# ---------------------------------------------------------------- threads, CPUs and other work
+
+
+def apply_threads(threads: int | None, cpus: tuple[int, ...] | None) -> None:
+    """--threads (torch's intra-op threads) and --cpus (the CPUs this process may run on)."""
+    if cpus:
+        if not hasattr(os, "sched_setaffinity"):
+            raise LayerprofError("--cpus needs Linux (os.sched_setaffinity); leave it out here")
+        available = os.cpu_count() or 1
+        outside = [cpu for cpu in cpus if cpu >= available]
+        if outside:
+            raise LayerprofError(f"--cpus {outside[0]} does not exist; this machine has CPUs 0..{available - 1}")
+        os.sched_setaffinity(0, cpus)
+    if threads is not None:
+        if threads < 1:
+            raise LayerprofError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+# Other work this busy when a sweep starts is worth a warning: its step times will carry it.
+BUSY_CPU_SHARE = 0.25
+
+
+def cpu_busy_share(seconds: float = 0.3) -> float | None:
+    """The share of the machine's CPU time other processes used over `seconds` (this one sleeps meanwhile)."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="utf-8") as handle:
+                fields = [int(value) for value in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    before = sample()
+    time.sleep(seconds)
+    after = sample()
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return 1 - (after[1] - before[1]) / (after[0] - before[0])
+
+
+def busy_machine_reason(device: torch.device) -> str | None:
+    """Why this machine is visibly busy (other processes on the CPUs or the GPU), or None."""
+    if device.type == "cuda":
+        from layerprof.nvml import other_gpu_processes
+
+        others = other_gpu_processes(gpu_uuid(device))
+        if others:
+            return f"{others} other process(es) use the GPU; their work lands in the step times"
+        return None
+    share = cpu_busy_share()
+    if share is not None and share >= BUSY_CPU_SHARE:
+        return f"other work kept the CPUs {share:.0%} busy as the sweep started; its step times will carry that"
+    return None
+
+
 # ---------------------------------------------------------------- the machine
 
 
@@ -148,6 +207,7 @@ def describe_environment(device: torch.device) -> EnvironmentInfo:
         platform=platform.platform(),
         cpu_name=_cpu_name(),
         cpu_count=os.cpu_count(),
+        cpu_affinity=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         torch_threads=torch.get_num_threads(),
         numerics=numeric_settings(),
         variables={name: os.environ[name] for name in RECORDED_VARIABLES if name in os.environ},

@@ -75,14 +75,32 @@ def export_optuna(ladder: Ladder) -> str:
         _header(ladder, "Optuna")
         + """
 
+# How it runs: each trial reports its loss at every rung (budget index) it trains and asks the pruner after
+# every rung but the top one. HyperbandPruner gives each trial a bracket s, whose successive halving decides
+# only at budgets ETA**s and above; since layer freezing cannot continue a lower rung's run, a trial starts at
+# its bracket's first rung instead of training rungs its bracket ignores. The bracket comes from the pruner's
+# own (private) `_get_bracket_id`; where an Optuna release lacks it, trials start at budget 1, as without
+# brackets.
+
 import optuna
+
+
+def first_budget(trial: optuna.Trial) -> int:
+    \"\"\"The lowest budget the trial's Hyperband bracket decides at (1 for plain successive halving).\"\"\"
+    pruner = trial.study.pruner
+    bracket_of = getattr(pruner, "_get_bracket_id", None)
+    if not isinstance(pruner, optuna.pruners.HyperbandPruner) or bracket_of is None:
+        return 1
+    if not getattr(pruner, "_pruners", None):
+        pruner._try_initialization(trial.study)  # the brackets exist once the pruner has seen the study
+    return ETA ** bracket_of(trial.study, trial)
 
 
 def objective(trial: optuna.Trial) -> float:
     config = {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)}
-    loss = math.inf
-    for budget in sorted(RUNGS):
-        loss = train_and_evaluate(config, RUNGS[budget], STEPS[budget])
+    start = first_budget(trial)
+    for budget in sorted(index for index in RUNGS if index >= start):
+        loss = train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget))
         trial.report(loss, step=budget)
         if budget == max(RUNGS):
             return loss  # full training is done: no pruning decision after the top rung
@@ -97,10 +115,15 @@ def make_pruner(kind: str = "hyperband") -> optuna.pruners.BasePruner:
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA, min_early_stopping_rate=0)
 
 
-if __name__ == "__main__":
-    study = optuna.create_study(direction="minimize", pruner=make_pruner())
-    study.optimize(objective, n_trials=50)
+def main(n_trials: int = 50, pruner: str = "hyperband") -> optuna.Study:
+    study = optuna.create_study(direction="minimize", pruner=make_pruner(pruner))
+    study.optimize(objective, n_trials=n_trials)
     print("best", study.best_params)
+    return study
+
+
+if __name__ == "__main__":
+    main()
 """
     )
 
@@ -109,6 +132,8 @@ def export_neps(ladder: Ladder) -> str:
     return (
         _header(ladder, "NePS")
         + """
+
+import inspect
 
 import neps
 
@@ -123,14 +148,27 @@ def evaluate_pipeline(learning_rate: float, budget: int) -> float:
     return train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget))
 
 
-if __name__ == "__main__":
+def evaluations(count: int) -> dict:
+    \"\"\"The stopping argument under the name this NePS release takes (0.17 renamed it).\"\"\"
+    accepted = inspect.signature(neps.run).parameters
+    for name in ("total_evaluations_to_spend", "evaluations_to_spend", "max_evaluations_total"):
+        if name in accepted:
+            return {name: count}
+    raise TypeError(f"this NePS release takes none of the known evaluation limits: {sorted(accepted)}")
+
+
+def main(count: int = 50, root_directory: str = "neps_layer_freezing") -> None:
     neps.run(
         evaluate_pipeline=evaluate_pipeline,
         pipeline_space=LayerFreezingSpace(),
-        root_directory="neps_layer_freezing",
+        root_directory=root_directory,
         optimizer=("hyperband", {"eta": ETA}),
-        evaluations_to_spend=50,
+        **evaluations(count),
     )
+
+
+if __name__ == "__main__":
+    main()
 """
     )
 
@@ -148,7 +186,8 @@ from ray import tune
 
 
 def train_rung(config: dict) -> dict:
-    loss = train_and_evaluate(config["hyperparameters"], RUNGS[config["budget"]], STEPS[config["budget"]])
+    budget = config["budget"]
+    loss = train_and_evaluate(config["hyperparameters"], layers_for_budget(budget), steps_for_budget(budget))
     return {"loss": loss}
 
 
@@ -173,11 +212,15 @@ def memory_parallel_successive_halving(configs: list[dict]) -> dict:
     return survivors[0]
 
 
-if __name__ == "__main__":
+def main() -> None:
     import random
 
     candidates = [{"learning_rate": 10 ** random.uniform(-4, -1)} for _ in range(ETA ** (len(RUNGS) - 1))]
     print("best", memory_parallel_successive_halving(candidates))
+
+
+if __name__ == "__main__":
+    main()
 """
     )
 
@@ -186,6 +229,8 @@ def export_smac(ladder: Ladder) -> str:
     return (
         _header(ladder, "SMAC3")
         + """
+
+from pathlib import Path
 
 from ConfigSpace import Configuration, ConfigurationSpace, Float
 from smac import MultiFidelityFacade, Scenario
@@ -199,10 +244,21 @@ def train(config: Configuration, seed: int = 0, budget: float = 1.0) -> float:
     return train_and_evaluate(dict(config), layers_for_budget(budget), steps_for_budget(budget))
 
 
-if __name__ == "__main__":
-    scenario = Scenario(space, n_trials=50, min_budget=1, max_budget=MAX_BUDGET, deterministic=True)
+def main(n_trials: int = 50, output_directory: str = "smac3_output") -> None:
+    scenario = Scenario(
+        space,
+        n_trials=n_trials,
+        min_budget=1,
+        max_budget=MAX_BUDGET,
+        deterministic=True,
+        output_directory=Path(output_directory),
+    )
     facade = MultiFidelityFacade(scenario, train, intensifier=Hyperband(scenario, eta=ETA), overwrite=True)
     print("best", facade.optimize())
+
+
+if __name__ == "__main__":
+    main()
 """
     )
 

@@ -39,6 +39,7 @@ class Rung:
     budget_index: int = 1  # 1, eta, eta^2, ...: what an HPO library sees as the budget
     steps: int | None = None  # joint ladder: training steps at this rung
     spearman: float | None = None  # measured rank correlation with full training (from `layerprof correlate`)
+    disturbed: bool = False  # its cell, or full training's, was disturbed by other work while timed
 
 
 @dataclass
@@ -66,7 +67,8 @@ class Ladder:
     configs: int | None = None
     successive_halving: Bracket | None = None
     budget_successive_halving: dict[str, float] | None = None  # the same SH on training budget alone
-    hyperband: list[Bracket] = field(default_factory=list)
+    hyperband: list[Bracket] = field(default_factory=list)  # Li et al.'s layout, which SMAC3 runs too
+    hyperband_neps: list[Bracket] = field(default_factory=list)  # NePS's, where it differs (integer eta only)
     joint: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +196,21 @@ def successive_halving(rung_costs: Sequence[float], configs: int, eta: float, fi
     counts = [max(1, math.floor(configs / eta**i)) for i in range(len(rung_costs) - first_rung)]
     cost = sum(c * rung_costs[first_rung + i] / full for i, c in enumerate(counts))
     return Bracket(first_rung=first_rung, configs_per_rung=counts, cost_full_equivalents=cost)
+
+
+def neps_hyperband(rung_costs: Sequence[float], eta: float) -> list[Bracket]:
+    """NePS's brackets (neps.optimizers.utils.brackets): bracket s starts floor(K / (s + 1)) * eta^s
+    configurations (K rungs) and keeps n // eta^i at its i-th rung."""
+    rung_count = len(rung_costs)
+    full = rung_costs[-1]
+    brackets = []
+    for s in range(rung_count - 1, -1, -1):
+        configs = math.floor(rung_count / (s + 1)) * round(eta**s)
+        counts = [configs // round(eta**i) for i in range(s + 1)]
+        first = rung_count - 1 - s
+        cost = sum(c * rung_costs[first + i] / full for i, c in enumerate(counts))
+        brackets.append(Bracket(first_rung=first, configs_per_rung=counts, cost_full_equivalents=cost))
+    return brackets
 
 
 def hyperband(rung_costs: Sequence[float], eta: float) -> list[Bracket]:
@@ -353,6 +370,7 @@ def _rungs(
                 if gpu_memory is None
                 else largest_batch_that_fits(memory_points.get(z, []), gpu_memory, context_reserve),
                 budget_index=round(eta**index) if float(eta).is_integer() else index + 1,
+                disturbed=bool(row.disturbed or full.disturbed),
             )
         )
     return rungs
@@ -375,6 +393,10 @@ def _add_brackets(ladder: Ladder, configs: int | None) -> None:
         }
     if len(ladder.rungs) > 1:
         ladder.hyperband = hyperband(rung_costs, eta)
+        if float(eta).is_integer():
+            neps = neps_hyperband(rung_costs, eta)
+            if [b.configs_per_rung for b in neps] != [b.configs_per_rung for b in ladder.hyperband]:
+                ladder.hyperband_neps = neps
 
 
 def ladder_for(

@@ -6,7 +6,6 @@ in one extra step afterwards, so that dispatch-level hooks add nothing to the st
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 import weakref
@@ -20,62 +19,11 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from layerprof.profile import MemoryCategory
+from layerprof.stats import TimingStats, median_confidence_interval, median_is_stable
+
+__all__ = ["TimingStats", "median_confidence_interval", "median_is_stable"]  # kept importable from here
 
 # ---------------------------------------------------------------- time
-
-
-@dataclass(frozen=True)
-class TimingStats:
-    median_ms: float
-    mean_ms: float
-    std_ms: float
-    p10_ms: float
-    p90_ms: float
-    count: int
-    ci_low_ms: float  # 95% confidence interval of the median (order statistics)
-    ci_high_ms: float
-
-    @classmethod
-    def from_samples(cls, samples_ms: list[float]) -> TimingStats:
-        ordered = sorted(samples_ms)
-        low, high = median_confidence_interval(ordered)
-        return cls(
-            median_ms=statistics.median(ordered),
-            mean_ms=statistics.fmean(ordered),
-            std_ms=statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
-            p10_ms=_quantile(ordered, 0.10),
-            p90_ms=_quantile(ordered, 0.90),
-            count=len(ordered),
-            ci_low_ms=low,
-            ci_high_ms=high,
-        )
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    position = (len(ordered) - 1) * q
-    lower = math.floor(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
-def median_confidence_interval(ordered: list[float], z: float = 1.96) -> tuple[float, float]:
-    """Distribution-free 95% interval of the median: order statistics at ranks n/2 -+ z*sqrt(n)/2 (1-based)."""
-    n = len(ordered)
-    if n == 0:
-        return math.nan, math.nan
-    half_width = z * math.sqrt(n) / 2
-    low_rank = max(1, math.floor(n / 2 - half_width))
-    high_rank = min(n, math.ceil(1 + n / 2 + half_width))
-    return ordered[low_rank - 1], ordered[high_rank - 1]
-
-
-def median_is_stable(samples_ms: list[float], tolerance: float) -> bool:
-    """True when the 95% interval of the median lies within +-tolerance of the median."""
-    ordered = sorted(samples_ms)
-    median = statistics.median(ordered)
-    low, high = median_confidence_interval(ordered)
-    return low >= median * (1 - tolerance) and high <= median * (1 + tolerance)
 
 
 # CUDA steps are timed in windows: an event between consecutive steps and one synchronise per window, so
@@ -149,6 +97,20 @@ def time_steps(
         if len(times.step_ms) >= min_steps and median_is_stable(times.step_ms, tolerance):
             break
     return times
+
+
+def reference_workload_ms(device: torch.device) -> float:
+    """A fixed workload timed on the device (the median of three runs): when it runs slower than in the
+    quietest round, something else was using the machine."""
+    size = 4096 if device.type == "cuda" else 384
+    a = torch.ones(size, size, device=device)
+
+    def work() -> None:
+        for _ in range(8):
+            torch.mm(a, a)
+
+    work()
+    return statistics.median(sum(time_window(work, device, 1).step_ms) for _ in range(3))
 
 
 # ---------------------------------------------------------------- memory: live-tensor tracker (any device)

@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch import nn
 
 from layerprof.errors import LayerprofError
 from layerprof.layers import split_layers, total_params
+from layerprof.parsing import coerce
 from layerprof.profile import Layer, ModelInfo
 from layerprof.workloads import CustomWorkload, Workload
 
@@ -173,6 +175,11 @@ def _unknown(name: str, candidates: list[str], what: str) -> LayerprofError:
     return LayerprofError(f"unknown {what} {name!r}{hint}")
 
 
+def typed_overrides(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+    """--set values in the types their targets declare (`hints`: name -> annotation)."""
+    return {key: coerce(key, value, hints.get(key)) for key, value in overrides.items()}
+
+
 # ---------------------------------------------------------------- building
 
 
@@ -242,7 +249,7 @@ def _build_torchvision(
 
     if options.seq_len is not None:
         raise LayerprofError(f"--seq-len applies to language models; {name} takes --input-shape C,H,W")
-    kwargs = dict(options.overrides)
+    kwargs = typed_overrides(options.overrides, {})
     num_classes = num_classes or 1000
     natural = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
     input_shape = input_shape or natural
@@ -271,7 +278,7 @@ def _build_torchvision(
         model=model,
         workload=workload,
         unwrap=tuple(dict.fromkeys(unwrap + options.unwrap)),
-        overrides=options.overrides,
+        overrides=kwargs,
         description=f"torchvision {name}, random init",
     )
 
@@ -289,11 +296,12 @@ def _build_litgpt(
         close = difflib.get_close_matches(unknown[0], sorted(fields), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LayerprofError(f"--set {unknown[0]}: not a litgpt.Config field{hint}")
+    overrides = typed_overrides(options.overrides, typing.get_type_hints(Config))
     try:
         if preset is None:
-            config = Config.from_name(name, **options.overrides)
+            config = Config.from_name(name, **overrides)
         else:
-            config = Config(name=name, **{**preset["config"], **options.overrides})
+            config = Config(name=name, **{**preset["config"], **overrides})
     except (TypeError, ValueError, AssertionError) as error:
         raise LayerprofError(f"LitGPT rejected the config for {name}: {error}") from None
     seq_len = options.seq_len or min(config.block_size, DEFAULT_MAX_SEQ_LEN)
@@ -317,7 +325,7 @@ def _build_litgpt(
         model=model,
         workload=workload,
         unwrap=options.unwrap,
-        overrides=options.overrides,
+        overrides=overrides,
         description=f"LitGPT {name}, random init",
     )
 
@@ -357,7 +365,11 @@ def load_factory(spec: str) -> Any:
 
 def _build_user(spec: str, options: ModelOptions, device: torch.device) -> LoadedModel:
     factory = load_factory(spec)
-    kwargs = dict(options.overrides)
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001 - annotations that do not resolve: read values as they look
+        hints = {}
+    kwargs = typed_overrides(options.overrides, hints)
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as error:
@@ -402,7 +414,7 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
         model=model,
         workload=workload,
         unwrap=tuple(dict.fromkeys(unwrap + options.unwrap)),
-        overrides=options.overrides,
+        overrides=kwargs,
         description=f"user factory {spec}",
     )
 

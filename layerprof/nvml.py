@@ -119,6 +119,18 @@ def _mem_get_info_used() -> tuple[int | None, str | None]:
         return None, None
 
 
+def other_gpu_processes(uuid: str | None) -> int:
+    """How many other processes NVML sees computing on the device (0 where it cannot say)."""
+    if uuid is None:
+        return 0
+    try:
+        with nvml() as pynvml:
+            processes = pynvml.nvmlDeviceGetComputeRunningProcesses(handle_for_uuid(pynvml, uuid))
+            return sum(1 for process in processes if process.pid != os.getpid())
+    except Exception:  # noqa: BLE001 - NVML missing, no permission: nothing to warn about
+        return 0
+
+
 def gpus_the_driver_sees() -> int | None:
     """How many GPUs NVML lists, or None where NVML cannot be used (no driver, no library)."""
     try:

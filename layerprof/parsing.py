@@ -5,7 +5,10 @@ Each parser raises a LayerprofError that names the option, what it got and what 
 
 from __future__ import annotations
 
+import inspect
 import re
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,16 +116,71 @@ def parse_memory(text: str, option: str = "memory size") -> int:
     return int(float(number) * base**power)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`key=value` pairs for --set; values stay text here and take the type of their target field later."""
-    overrides: dict[str, Any] = {}
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """`key=value` pairs for --set, as text: each value takes the type of its target (a config field, a
+    factory argument) where the model is built (`coerce`)."""
+    overrides: dict[str, str] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
             raise LayerprofError(f"--set expects KEY=VALUE with KEY a Python identifier, got {item!r}")
-        overrides[key] = parse_value(raw.strip())
+        overrides[key] = raw.strip()
     return overrides
+
+
+def coerce(key: str, raw: Any, annotation: Any) -> Any:
+    """A --set value in the type its target declares (int, float, bool, str, None, unions and literals of
+    them); undeclared targets read it as `parse_value` does. A value that does not fit says what would."""
+    if not isinstance(raw, str):
+        return raw
+    if annotation in (None, Any, inspect.Parameter.empty):
+        return parse_value(raw)
+    try:
+        return _coerce(raw, annotation)
+    except (TypeError, ValueError):
+        raise LayerprofError(f"--set {key}: expects {_describe(annotation)}, got {raw!r}") from None
+
+
+def _coerce(raw: str, annotation: Any) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null") and type(None) in args:
+            return None
+        for option in (arg for arg in args if arg is not type(None)):
+            try:
+                return _coerce(raw, option)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(raw)
+    if origin is typing.Literal:
+        for option in args:
+            if str(option) == raw or (isinstance(option, bool) and raw.lower() == str(option).lower()):
+                return option
+        raise ValueError(raw)
+    if annotation is bool:
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(raw)
+    if annotation is int:
+        return int(raw)
+    if annotation is float:
+        return float(raw)
+    if annotation is str:
+        return raw
+    return parse_value(raw)
+
+
+def _describe(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "none"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def parse_value(raw: str) -> Any:
@@ -156,3 +214,20 @@ def parse_memory_budget(memory: str | None, gpu: str | None) -> int:
     if (memory is None) == (gpu is None):
         raise LayerprofError(f"give exactly one of --memory SIZE or --gpu NAME (known: {', '.join(GPUS)})")
     return parse_memory(memory, "--memory") if memory is not None else gpu_memory_bytes(gpu or "")
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """`0-3`, `0,2` or a mix: CPU numbers, as taskset takes them."""
+    values: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        low, dash, high = part.partition("-")
+        try:
+            span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)
+        except ValueError:
+            raise LayerprofError(f"--cpus expects CPU numbers like 0-3 or 0,2, got {text!r}") from None
+        if not span or span.start < 0:
+            raise LayerprofError(f"--cpus range {part!r} is empty or negative; write LOW-HIGH with 0 <= LOW <= HIGH")
+        values.update(span)
+    if not values:
+        raise LayerprofError(f"--cpus expects CPU numbers like 0-3 or 0,2, got {text!r}")
+    return tuple(sorted(values))

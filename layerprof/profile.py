@@ -103,7 +103,12 @@ class Row:
     step_time_p90_ms: float | None = None
     step_time_ci_low_ms: float | None = None  # 95% confidence interval of the median
     step_time_ci_high_ms: float | None = None
-    measured_steps: int | None = None
+    measured_steps: int | None = None  # timed steps in the clean visits
+    visits: int | None = None  # clean visits: step_time_ms is the median of their medians
+    visit_medians_ms: list[float] | None = None  # every visit's median, in the order they ran
+    slow_visits: list[int] | None = None  # positions in visit_medians_ms that other work slowed down
+    disturbed: bool | None = None  # the clean visits did not settle: the figures may be off
+    disturbed_reason: str | None = None
     host_time_ms: float | None = None  # CUDA: median time to launch one step onto an idle GPU queue
     host_bound: bool | None = None  # CUDA: launching takes at least 90% of the step (the GPU waits for Python)
     throughput_per_s: float | None = None  # items (samples or tokens, see workload.item_name) per second
@@ -274,6 +279,7 @@ class EnvironmentInfo:
     platform: str | None = None
     cpu_name: str | None = None
     cpu_count: int | None = None
+    cpu_affinity: list[int] | None = None  # the CPUs this process may run on
     torch_threads: int | None = None
     cuda_version: str | None = None
     cudnn_version: int | None = None
@@ -303,10 +309,13 @@ class SweepSettings:
 
     batch_sizes: tuple[int, ...]
     trainable_layer_counts: tuple[int, ...]  # the z values run, ascending
-    warmup_steps: int = 10
-    min_steps: int = 10
-    max_steps: int = 50
-    median_tolerance: float = 0.02  # stop once the 95% CI of the median is within +-2%
+    warmup_steps: int = 10  # at a cell's first visit
+    min_steps: int = 15
+    max_steps: int = 30  # timed steps per cell, over its clean visits
+    median_tolerance: float = 0.02  # stop once the 95% CI of the median of visit medians is within +-2%
+    steps_per_visit: int = 5  # timed steps per visit
+    rewarm_steps: int = 1  # untimed steps at the start of every later visit (its first allocates optimizer state)
+    max_time_s: float | None = None  # stop measuring again what other work disturbed after this long
     optimizer: str = "adamw"
     learning_rate: float = 1e-3
     precision: str = "32-true"  # see layerprof.precision
@@ -316,9 +325,13 @@ class SweepSettings:
 
     @property
     def stopping_rule(self) -> str:
+        limit = f"; at most {self.max_time_s:g} s in all" if self.max_time_s is not None else ""
         return (
-            f"after {self.min_steps} measured steps, stop once the 95% confidence interval of the median "
-            f"step time is within +-{self.median_tolerance:.0%}; at most {self.max_steps} steps"
+            f"each cell timed in visits of {self.steps_per_visit} steps spread over rounds (after a first visit "
+            f"with {self.warmup_steps} warm-up steps, {self.rewarm_steps} untimed steps per visit); visits that "
+            "other work slowed are left out and made again; a cell stops once the 95% confidence interval of "
+            f"the median of its visit medians is within +-{self.median_tolerance:.0%}, after {self.min_steps} "
+            f"and at most {self.max_steps} clean timed steps{limit}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -327,7 +340,8 @@ class SweepSettings:
         data["trainable_layer_counts"] = list(self.trainable_layer_counts)
         data["precision_mode"] = get_precision(self.precision).description
         if self.mode == "estimate":  # nothing is timed
-            for key in ("warmup_steps", "min_steps", "max_steps", "median_tolerance"):
+            for key in ("warmup_steps", "min_steps", "max_steps", "median_tolerance", "steps_per_visit",
+                        "rewarm_steps", "max_time_s"):  # fmt: skip
                 data.pop(key)
         else:
             data.pop("target")

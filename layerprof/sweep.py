@@ -10,8 +10,11 @@ Measured cells (`run_cell`) and estimated ones (`layerprof.estimate.estimate_cel
 from __future__ import annotations
 
 import gc
+import math
+import random
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -23,25 +26,35 @@ import torch
 
 from layerprof.amp import autocast_for, gradient_scaler
 from layerprof.devices import cuda_block_bytes
-from layerprof.environment import apply_tf32, describe_environment, device_slug, gpu_uuid, resolve_device
-from layerprof.errors import DeviceFailure, LayerprofError
+from layerprof.environment import (
+    apply_tf32,
+    apply_threads,
+    busy_machine_reason,
+    describe_environment,
+    device_slug,
+    gpu_uuid,
+    resolve_device,
+)
+from layerprof.errors import DeviceFailure, DeviceWarning, LayerprofError
 from layerprof.layers import Layer, freeze_layers, total_params, trainable_params
 from layerprof.measure import (
+    HOST_BOUND_SHARE,
     AllocatorPeaks,
     LiveTensorTracker,
-    StepTimes,
     TimingStats,
     cuda_peaks,
     first_line,
     flop_counter,
     is_out_of_memory,
     is_sticky_cuda_error,
+    median_confidence_interval,
     optimizer_state_bytes,
     optimizer_state_tensors,
+    reference_workload_ms,
     reset_cuda_peaks,
     runs_matmuls,
     tensors_in,
-    time_steps,
+    time_window,
 )
 from layerprof.models import LoadedModel, ModelOptions, build_model, model_slug
 from layerprof.nvml import measure_process_memory
@@ -58,6 +71,7 @@ from layerprof.profile import (
     ensure_writable,
     save_profile,
 )
+from layerprof.rounds import CellTiming, Visit, slow_rounds
 from layerprof.workloads import Workload
 
 
@@ -65,6 +79,8 @@ class SweepObserver(Protocol):
     def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None: ...
 
     def cell_finished(self, row: Row) -> None: ...
+
+    def round_finished(self, round_index: int, unsettled: int) -> None: ...
 
 
 CellRunner = Callable[[LoadedModel, Sequence[Layer], int, int, SweepSettings, torch.device], tuple[Row, float]]
@@ -161,8 +177,8 @@ def prepared_cell(
         for param in params:
             param.grad = None
         cell.optimizer = cell.batch = cell.scaler = None
-        gc.collect()
-        if device.type == "cuda":
+        if device.type == "cuda":  # on the CPU tensors go with their last reference; no cache to empty
+            gc.collect()
             torch.cuda.empty_cache()
 
 
@@ -217,26 +233,56 @@ def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callabl
 # ---------------------------------------------------------------- measured cells
 
 
-def run_cell(
+@dataclass(frozen=True)
+class VisitPlan:
+    """How a measured cell is visited: the settings' step counts turned into visits of a few steps each."""
+
+    steps_per_visit: int
+    min_visits: int
+    max_visits: int  # clean visits
+    rewarm_steps: int
+
+    @classmethod
+    def of(cls, settings: SweepSettings) -> VisitPlan:
+        steps = max(1, min(settings.steps_per_visit, settings.max_steps))
+        most = max(1, math.ceil(settings.max_steps / steps))
+        least = min(most, max(MIN_VISITS, math.ceil(settings.min_steps / steps)))
+        return cls(steps, least, most, min(settings.rewarm_steps, settings.warmup_steps))
+
+
+# At least this many clean visits before a cell's median counts as settled (and disturbances can be seen).
+MIN_VISITS = 3
+
+
+def _sticky(error: BaseException, batch_size: int, trainable_layers: int) -> DeviceFailure | None:
+    if not is_sticky_cuda_error(error):
+        return None
+    return DeviceFailure(
+        f"the GPU cannot run anything more in this process ({first_line(error)}) at batch {batch_size}, "
+        f"z={trainable_layers}; the cells before it are saved, rerun the rest in a new process"
+    )
+
+
+def first_visit(
     loaded: LoadedModel,
     layers: Sequence[Layer],
     batch_size: int,
     trainable_layers: int,
     settings: SweepSettings,
     device: torch.device,
-) -> tuple[Row, float]:
-    """One measured cell; returns its row and the seconds spent inside training steps.
-
-    A CUDA error that leaves the device unusable is raised as DeviceFailure; any other failure is the row's.
-    """
+) -> tuple[Row, Visit | None, float]:
+    """A cell's first visit: warm-up, its first timed steps (with the allocator's peaks), then the instrumented
+    step (memory by category, FLOPs). Returns the row, the visit (None where the cell failed) and the seconds
+    spent inside training steps. A CUDA error that leaves the device unusable is raised as DeviceFailure."""
     began: float | None = None
+    plan = VisitPlan.of(settings)
     try:
         with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
             began = time.perf_counter()
             for _ in range(settings.warmup_steps):
                 cell.step()
             retries = reset_cuda_peaks(device) if device.type == "cuda" else 0
-            times = time_steps(cell.step, device, settings.min_steps, settings.max_steps, settings.median_tolerance)
+            times = time_window(cell.step, device, plan.steps_per_visit)
             row = cell.row
             if device.type == "cuda":
                 _record_cuda_memory(row, cuda_peaks(device, retries), device)
@@ -245,16 +291,58 @@ def run_cell(
                 row.peak_memory_bytes = row.tracked_peak_bytes
                 row.memory_source = "cpu-tensor-tracker"
             seconds = time.perf_counter() - began
-        _record_timing(row, times, device, loaded.workload.items_per_batch(batch_size))
-        return row, seconds
+        return row, Visit(0, times.step_ms, host_ms=times.host_ms), seconds
     except Exception as error:  # noqa: BLE001 - one failed cell never stops the sweep, unless the GPU is gone
-        if is_sticky_cuda_error(error):
-            raise DeviceFailure(
-                f"the GPU cannot run anything more in this process ({first_line(error)}) at batch {batch_size}, "
-                f"z={trainable_layers}; the cells before it are saved, rerun the rest in a new process"
-            ) from error
+        if failure := _sticky(error, batch_size, trainable_layers):
+            raise failure from error
         row = failed_row(new_row(layers, batch_size, trainable_layers), _failure_status(error), first_line(error))
-        return row, 0.0 if began is None else time.perf_counter() - began
+        return row, None, 0.0 if began is None else time.perf_counter() - began
+
+
+def next_visit(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    batch_size: int,
+    trainable_layers: int,
+    settings: SweepSettings,
+    device: torch.device,
+    round_index: int,
+) -> Visit:
+    """A later visit: the cell set up again, a short re-warm-up, then its timed steps."""
+    plan = VisitPlan.of(settings)
+    try:
+        with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
+            for _ in range(max(1, plan.rewarm_steps)):  # the first step after set-up allocates optimizer state
+                cell.step()
+            times = time_window(cell.step, device, plan.steps_per_visit)
+        return Visit(round_index, times.step_ms, host_ms=times.host_ms)
+    except Exception as error:
+        if failure := _sticky(error, batch_size, trainable_layers):
+            raise failure from error
+        raise
+
+
+def run_cell(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    batch_size: int,
+    trainable_layers: int,
+    settings: SweepSettings,
+    device: torch.device,
+) -> tuple[Row, float]:
+    """One cell measured on its own, its visits back to back until they settle (a sweep interleaves them)."""
+    row, visit, seconds = first_visit(loaded, layers, batch_size, trainable_layers, settings, device)
+    if visit is None:
+        return row, seconds
+    plan = VisitPlan.of(settings)
+    timing = CellTiming([visit])
+    began = time.perf_counter()
+    while not timing.settled(plan.min_visits, settings.median_tolerance) and len(timing.clean()) < plan.max_visits:
+        if len(timing.visits) >= 2 * plan.max_visits:
+            break
+        timing.visits.append(next_visit(loaded, layers, batch_size, trainable_layers, settings, device, 0))
+    record_timing(row, timing, settings, device, loaded.workload.items_per_batch(batch_size))
+    return row, seconds + time.perf_counter() - began
 
 
 def _record_cuda_memory(row: Row, peaks: AllocatorPeaks, device: torch.device) -> None:
@@ -274,21 +362,35 @@ def _failure_status(error: BaseException) -> str:
     return "oom" if is_out_of_memory(error) else "error"
 
 
-def _record_timing(row: Row, times: StepTimes, device: torch.device, items_per_batch: int) -> None:
-    stats = TimingStats.from_samples(times.step_ms)
-    row.step_time_ms = stats.median_ms
-    row.step_time_mean_ms = stats.mean_ms
-    row.step_time_std_ms = stats.std_ms
-    row.step_time_p10_ms = stats.p10_ms
-    row.step_time_p90_ms = stats.p90_ms
-    row.step_time_ci_low_ms = stats.ci_low_ms
-    row.step_time_ci_high_ms = stats.ci_high_ms
-    row.measured_steps = stats.count
+def record_timing(
+    row: Row, timing: CellTiming, settings: SweepSettings, device: torch.device, items_per_batch: int
+) -> None:
+    """The row's time figures from its clean visits: the median over visits, their interval, the spread of the
+    steps, and every visit's median with the ones other work slowed down."""
+    plan = VisitPlan.of(settings)
+    clean = timing.clean() or timing.visits
+    medians = sorted(visit.median_ms for visit in clean)
+    steps = TimingStats.from_samples([ms for visit in clean for ms in visit.step_ms])
+    low, high = median_confidence_interval(medians)
+    row.step_time_ms = statistics.median(medians)
+    row.step_time_mean_ms = steps.mean_ms
+    row.step_time_std_ms = steps.std_ms
+    row.step_time_p10_ms = steps.p10_ms
+    row.step_time_p90_ms = steps.p90_ms
+    row.step_time_ci_low_ms, row.step_time_ci_high_ms = low, high
+    row.measured_steps = steps.count
+    row.visits = len(clean)
+    row.visit_medians_ms = [round(visit.median_ms, 6) for visit in timing.visits]
+    row.slow_visits = [index for index, flag in enumerate(timing.flagged()) if flag]
+    reason = timing.disturbance(plan.min_visits)
+    row.disturbed = reason is not None
+    row.disturbed_reason = reason
     row.time_source = "cuda-events-pipelined" if device.type == "cuda" else "perf-counter"
-    if times.host_ms:
-        row.host_time_ms = statistics.median(times.host_ms)
-        row.host_bound = times.host_bound
-    step_seconds = stats.median_ms / 1000.0
+    host = [ms for visit in clean for ms in visit.host_ms]
+    if host:
+        row.host_time_ms = statistics.median(host)
+        row.host_bound = row.host_time_ms >= HOST_BOUND_SHARE * row.step_time_ms
+    step_seconds = row.step_time_ms / 1000.0
     row.throughput_per_s = items_per_batch / step_seconds
     row.achieved_tflops = (row.flops or 0) / step_seconds / 1e12
 
@@ -319,53 +421,149 @@ def profile_model(
     *,
     observer: SweepObserver | None = None,
     save: Callable[[Profile], Any] | None = None,
-    cell_runner: CellRunner = run_cell,
+    cell_runner: CellRunner | None = None,
     environment: EnvironmentInfo | None = None,
 ) -> Profile:
-    """Run every cell; `save(profile)` runs after each cell and at the end (also on Ctrl-C).
+    """Run every cell; `save(profile)` runs after each cell and round, and at the end (also on Ctrl-C).
 
-    `cell_runner` replaces the measured cell (`layerprof estimate` runs cells on fake tensors).
+    Measured: a first round visits the cells in order (z rising, so that out-of-memory skips larger z), then
+    timed rounds visit the unsettled cells in a new order each, until all settle or --steps, --max-time run
+    out. `cell_runner` replaces the measured cells by one call each (`layerprof estimate`, on fake tensors).
     """
     profile = new_profile(loaded, layers, settings, environment or describe_environment(device))
-    total = len(settings.batch_sizes) * len(settings.trainable_layer_counts)
     began = time.perf_counter()
-    in_steps = 0.0
-    position = 0
+    in_steps = [0.0]
+    timings: dict[tuple[int, int], CellTiming] = {}
     guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
+    def checkpoint() -> None:
+        profile.timing = SweepTiming(time.perf_counter() - began, in_steps[0])
+        if save:
+            save(profile)
+
+    def one_cell(batch_size: int, trainable_layers: int) -> Row:
+        if cell_runner is not None:
+            row, seconds = cell_runner(loaded, layers, batch_size, trainable_layers, settings, device)
+        else:
+            row, visit, seconds = first_visit(loaded, layers, batch_size, trainable_layers, settings, device)
+            if visit is not None:
+                timings[row.key] = CellTiming([visit])
+                record_timing(row, timings[row.key], settings, device, loaded.workload.items_per_batch(batch_size))
+        in_steps[0] += seconds
+        return row
+
     with guard:
         try:
             if device.type == "cuda":  # the first cell starts from an empty cache, as every later one does
                 gc.collect()
                 torch.cuda.empty_cache()
-            for batch_size in settings.batch_sizes:
-                out_of_memory_at: int | None = None
-                for trainable_layers in settings.trainable_layer_counts:
-                    position += 1
-                    if observer:
-                        observer.cell_started(batch_size, trainable_layers, position, total)
-                    if out_of_memory_at is not None:
-                        row = failed_row(
-                            new_row(layers, batch_size, trainable_layers),
-                            "skipped",
-                            f"skipped: z={out_of_memory_at} already ran out of memory at this batch size",
-                        )
-                    else:
-                        row, seconds = cell_runner(loaded, layers, batch_size, trainable_layers, settings, device)
-                        in_steps += seconds
-                        if row.status == "oom":
-                            out_of_memory_at = trainable_layers
-                    profile.rows.append(row)
-                    profile.timing = SweepTiming(time.perf_counter() - began, in_steps)
-                    if save:
-                        save(profile)
-                    if observer:
-                        observer.cell_finished(row)
+            _cells_in_order(profile, layers, settings, one_cell, observer, checkpoint)
+            if cell_runner is None:
+                reference = [reference_workload_ms(device)]
+                rounds = TimedRounds(loaded, layers, settings, device, profile, timings, reference, began)
+                in_steps[0] += rounds.run(observer, checkpoint)
             profile.complete = True
         finally:
-            profile.timing = SweepTiming(time.perf_counter() - began, in_steps)
-            if save:
-                save(profile)
+            checkpoint()
     return profile
+
+
+def _cells_in_order(
+    profile: Profile,
+    layers: Sequence[Layer],
+    settings: SweepSettings,
+    one_cell: Callable[[int, int], Row],
+    observer: SweepObserver | None,
+    checkpoint: Callable[[], None],
+) -> None:
+    """Batch size by batch size, z rising; once a z runs out of memory, larger z at that batch size are skipped."""
+    total = len(settings.batch_sizes) * len(settings.trainable_layer_counts)
+    position = 0
+    for batch_size in settings.batch_sizes:
+        out_of_memory_at: int | None = None
+        for trainable_layers in settings.trainable_layer_counts:
+            position += 1
+            if observer:
+                observer.cell_started(batch_size, trainable_layers, position, total)
+            if out_of_memory_at is not None:
+                row = failed_row(
+                    new_row(layers, batch_size, trainable_layers),
+                    "skipped",
+                    f"skipped: z={out_of_memory_at} already ran out of memory at this batch size",
+                )
+            else:
+                row = one_cell(batch_size, trainable_layers)
+                if row.status == "oom":
+                    out_of_memory_at = trainable_layers
+            profile.rows.append(row)
+            checkpoint()
+            if observer:
+                observer.cell_finished(row)
+
+
+@dataclass
+class TimedRounds:
+    """The timed rounds after the first: every unsettled cell once per round, in a new order each round."""
+
+    loaded: LoadedModel
+    layers: Sequence[Layer]
+    settings: SweepSettings
+    device: torch.device
+    profile: Profile
+    timings: dict[tuple[int, int], CellTiming]
+    reference_ms: list[float]  # the reference workload after every round, the first included
+    began: float
+
+    def unsettled(self) -> list[tuple[int, int]]:
+        plan = VisitPlan.of(self.settings)
+        return [
+            key
+            for key, timing in self.timings.items()
+            if not timing.settled(plan.min_visits, self.settings.median_tolerance)
+            and len(timing.clean()) < plan.max_visits
+            and len(timing.visits) < 2 * plan.max_visits  # disturbed visits are measured again, up to a point
+        ]
+
+    def out_of_time(self) -> bool:
+        limit = self.settings.max_time_s
+        return limit is not None and time.perf_counter() - self.began >= limit
+
+    def run(self, observer: SweepObserver | None, checkpoint: Callable[[], None]) -> float:
+        """Returns the seconds spent inside training steps."""
+        shuffle = random.Random(0)
+        seconds = 0.0
+        round_index = 1
+        while (pending := self.unsettled()) and not self.out_of_time():
+            shuffle.shuffle(pending)
+            began = time.perf_counter()
+            for batch_size, trainable_layers in pending:
+                visit = next_visit(
+                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, self.device, round_index
+                )
+                self.timings[(batch_size, trainable_layers)].visits.append(visit)
+            seconds += time.perf_counter() - began
+            self.reference_ms.append(reference_workload_ms(self.device))
+            self._mark_slow_rounds()
+            self._update_rows()
+            checkpoint()
+            if observer:
+                observer.round_finished(round_index, len(self.unsettled()))
+            round_index += 1
+        return seconds
+
+    def _mark_slow_rounds(self) -> None:
+        """A timed round is slow when the reference workload ran slow just before it or just after it."""
+        slow = slow_rounds(self.reference_ms)
+        for timing in self.timings.values():
+            for visit in timing.visits:
+                index = visit.round_index
+                visit.slow_round = index > 0 and (slow[index - 1] or slow[index])
+
+    def _update_rows(self) -> None:
+        for key, timing in self.timings.items():
+            row = self.profile.row(*key)
+            items = self.loaded.workload.items_per_batch(key[0])
+            record_timing(row, timing, self.settings, self.device, items)
 
 
 # ---------------------------------------------------------------- a sweep ready to run
@@ -414,6 +612,10 @@ def validate_settings(settings: SweepSettings) -> None:
             f"--warmup {settings.warmup_steps}: at least 1 warm-up step is needed (the first step allocates the "
             "optimizer state, which a measured step must not include)"
         )
+    if settings.steps_per_visit < 1:
+        raise LayerprofError(f"--steps-per-visit must be at least 1, got {settings.steps_per_visit}")
+    if settings.max_time_s is not None and settings.max_time_s <= 0:
+        raise LayerprofError(f"--max-time must be a positive number of seconds, got {settings.max_time_s:g}")
     if settings.min_steps > settings.max_steps:
         raise LayerprofError(
             f"--min-steps {settings.min_steps} exceeds --steps {settings.max_steps}; use --min-steps <= --steps"
@@ -428,12 +630,20 @@ def plan_profile(
     device_name: str = "auto",
     out: Path | None = None,
     tf32: bool | None = None,
+    threads: int | None = None,
+    cpus: tuple[int, ...] | None = None,
 ) -> SweepJob:
     """Build MODEL on the device and resolve the cells; `settings.batch_sizes` empty means the family's default.
-    The default output is profiles/MODEL-DEVICE.json; `tf32` sets TensorFloat-32 (None: PyTorch's defaults)."""
+    The default output is profiles/MODEL-DEVICE.json; `tf32` sets TensorFloat-32 (None: PyTorch's defaults);
+    `threads` and `cpus` set torch's threads and the CPUs the process may use. Warns when other work keeps the
+    machine visibly busy."""
     validate_settings(settings)
     device = resolve_device(device_name)
     apply_tf32(tf32)
+    apply_threads(threads, cpus)
+    busy = busy_machine_reason(device)
+    if busy:
+        warnings.warn(busy, DeviceWarning, stacklevel=2)
     environment = describe_environment(device)
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-{device_slug(environment)}.json")
     loaded = build_model(spec, options, device=device, dtype=torch_dtype(settings.precision))

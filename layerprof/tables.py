@@ -14,7 +14,7 @@ from rich.table import Table
 from layerprof.check import SUMMARY_HEADERS, CheckResult, summary_rows
 from layerprof.devices import MIB
 from layerprof.ladder import Ladder
-from layerprof.profile import Layer, MemoryCategory, Profile, ratio, trainable_params
+from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, trainable_params
 
 if TYPE_CHECKING:
     from layerprof.correlate import CellStatistics, CorrelationResult
@@ -49,10 +49,16 @@ def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
                 "peak_memory_mib": None if row.peak_memory_bytes is None else row.peak_memory_bytes / MIB,
                 "memory_vs_full": ratio(row.peak_memory_bytes, full_memory),
                 "gflops": None if row.flops is None else row.flops / 1e9,
-                "status": row.status if row.ok else f"{row.status}: {row.message or ''}".strip(": "),
+                "status": _status(row),
             }
         )
     return pd.DataFrame.from_records(records, columns=list(COLUMNS))
+
+
+def _status(row: Row) -> str:
+    if not row.ok:
+        return f"{row.status}: {row.message or ''}".strip(": ")
+    return "disturbed" if row.disturbed else "ok"
 
 
 def _format(column: str, value: object) -> str:
@@ -225,8 +231,17 @@ def ladder_rows(ladder: Ladder) -> list[list[str]]:
 
 
 def ladder_summary_lines(ladder: Ladder) -> list[str]:
-    """Plain sentences under the ladder table: the fit, the memory basis, brackets and the joint ladder."""
+    """Plain sentences under the ladder table: the fit, disturbed rungs, the memory basis, brackets, the joint
+    ladder."""
     lines = [ladder.fit_note]
+    disturbed = [rung for rung in ladder.rungs if rung.disturbed]
+    if disturbed:
+        lines.append(
+            "rungs z = "
+            + ", ".join(str(rung.trainable_layers) for rung in disturbed)
+            + " rest on cells other work disturbed while they were timed: re-measure them on a quiet machine "
+            "before relying on this ladder"
+        )
     if ladder.gpu_memory_bytes is not None:
         lines.append(
             f"slots: trials of a rung that fit at once in {ladder.gpu_memory_bytes / 2**30:.1f} GiB, each needing its "
@@ -249,12 +264,13 @@ def ladder_summary_lines(ladder: Ladder) -> list[str]:
                 f"{budget['with_continuation_full_equivalents']:.2f} resuming checkpoints"
             )
     if ladder.hyperband:
-        parts = [
-            f"s={len(ladder.rungs) - 1 - b.first_rung}: {'→'.join(map(str, b.configs_per_rung))} "
-            f"({b.cost_full_equivalents:.2f})"
-            for b in ladder.hyperband
-        ]
-        lines.append("hyperband brackets (configs per rung, full-training equivalents): " + "; ".join(parts))
+        library = "as SMAC3 and NePS run them" if not ladder.hyperband_neps else "Li et al., as SMAC3 runs them"
+        lines.append(
+            f"hyperband brackets ({library}; configs per rung, full-training equivalents): "
+            + _brackets_text(ladder, ladder.hyperband)
+        )
+    if ladder.hyperband_neps:
+        lines.append("NePS's hyperband starts fewer: " + _brackets_text(ladder, ladder.hyperband_neps))
     if ladder.joint is not None:
         joint = ladder.joint
         lines.append(
@@ -265,6 +281,14 @@ def ladder_summary_lines(ladder: Ladder) -> list[str]:
             f"{(joint['steps_only_peak_memory_bytes'] or 0) / MIB:.0f} MiB"
         )
     return lines
+
+
+def _brackets_text(ladder: Ladder, brackets: list) -> str:
+    return "; ".join(
+        f"s={len(ladder.rungs) - 1 - b.first_rung}: {'→'.join(map(str, b.configs_per_rung))} "
+        f"({b.cost_full_equivalents:.2f})"
+        for b in brackets
+    )
 
 
 def rich_ladder_table(ladder: Ladder) -> Table:

@@ -108,6 +108,8 @@ def write_factory(tmp_path: Path, body: str) -> Path:
         (["profile", *TINY_LM, "--batch-sizes", "8,x"], ["--batch-sizes"]),
         (["layers", "pythia-14m", "--set", "n_layer"], ["--set expects KEY=VALUE"]),
         (["layers", "pythia-14m", "--set", "n_layrs=3"], ["not a litgpt.Config field", "n_layer"]),
+        (["layers", "pythia-14m", "--set", "n_layer=abc"], ["--set n_layer: expects an integer, got 'abc'"]),
+        (["layers", "pythia-14m", "--set", "bias=maybe"], ["--set bias: expects true or false, got 'maybe'"]),
         (["layers", "resnet18", "--input-shape", "3,x,32"], ["--input-shape expects positive integers"]),
         (["layers", "resnet18", "--input-shape", "3,32"], ["must be C,H,W"]),
         (["layers", "pythia-14m", "--seq-len", "100000"], ["--seq-len must be in 1..512"]),

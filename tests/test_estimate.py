@@ -128,8 +128,8 @@ def test_estimate_and_fit_cli(tmp_path: Path) -> None:
     result = runner.invoke(app, ["estimate", *TINY_LM, "--batch-sizes", "1", "--layers", "1,9", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "optimizer" in result.output and out.exists()
-    result = runner.invoke(app, ["fit", f"{EXAMPLE}:mlp", "--input-shape", "64", "--memory", "1GiB",
-                                 "--batch-size", "4", "--json"])  # fmt: skip
+    result = runner.invoke(app, ["fit", f"{EXAMPLE}:mlp", "--input-shape", "64", "--memory", "1GiB", "--layers",
+                                 "1,8", "--batch-size", "4", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert '"largest_batch_size"' in result.output
     assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m", "--gpu", "Z80"]), "unknown --gpu 'Z80'", "T4")

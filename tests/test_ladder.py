@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -241,8 +239,10 @@ def test_optuna_computes_exactly_our_rungs(tmp_path: Path, rung_count: int, eta:
     ours = sorted(module.RUNGS)
     assert ours == [eta**k for k in range(rung_count)]
     pruner = module.make_pruner("hyperband")
-    study = optuna.create_study(direction="minimize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(module.objective, n_trials=12)
+    study = optuna.create_study(
+        study_name="layerprof", direction="minimize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )  # a fixed name: Optuna assigns brackets by a hash of it
+    study.optimize(module.objective, n_trials=40)
     assert pruner._n_brackets == rung_count  # the library's own bracket count
     # the library's own rung steps in its most aggressive bracket are our budget indices
     first = pruner._pruners[0]
@@ -250,6 +250,11 @@ def test_optuna_computes_exactly_our_rungs(tmp_path: Path, rung_count: int, eta:
     assert library_rungs == ours
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert all(t.last_step in ours for t in pruned)
+    # every trial starts at the first rung its bracket decides at: no training the pruner ignores
+    for trial in study.trials:
+        bracket = pruner._get_bracket_id(study, trial)
+        assert min(trial.intermediate_values) == eta**bracket, (trial.number, bracket, trial.intermediate_values)
+    assert len({pruner._get_bracket_id(study, t) for t in study.trials}) >= 2  # more than one bracket ran
     sh_study = optuna.create_study(pruner=module.make_pruner("sh"), sampler=optuna.samplers.RandomSampler(seed=1))
     sh_study.optimize(module.objective, n_trials=27)
     # successive halving: no more trials reach a rung than the one below, a third or fewer pass the lowest,
@@ -261,19 +266,13 @@ def test_optuna_computes_exactly_our_rungs(tmp_path: Path, rung_count: int, eta:
     assert sorted(sh_study.best_trial.intermediate_values) == ours
 
 
-@pytest.mark.parametrize("library", ["neps", "ray", "smac"])
-def test_other_exporters_are_valid_python_and_run_where_installed(tmp_path: Path, library: str) -> None:
-    ladder = geometric_ladder(6, 3)
-    source = export(ladder, library)
+@pytest.mark.parametrize("library", ["neps", "optuna", "ray", "smac"])
+def test_every_exporter_writes_the_ladder_and_guards_the_float_log(library: str) -> None:
+    """What the snippet holds; tests/test_exports.py runs each against its library."""
+    source = export(geometric_ladder(6, 3), library)
     compile(source, f"{library}_snippet.py", "exec")
     assert "MAX_BUDGET = 244" in source and "RUNGS = {1: 1, 3: 2, 9: 3, 27: 4, 81: 5, 243: 6}" in source
-    module_name = {"neps": "neps", "ray": "ray", "smac": "smac"}[library]
-    if importlib.util.find_spec(module_name) is None:
-        pytest.skip(f"{module_name} is not installed here")
-    module = load_snippet(source, tmp_path, f"{library}_snippet")
-    # budgets a top-down library derives from MAX_BUDGET land on our rungs
-    for k in range(6):
-        assert module.layers_for_budget(244 / 3**k) == 6 - k
+    assert "def main(" in source and 'if __name__ == "__main__":' in source
 
 
 def test_export_refuses_non_integer_eta_and_single_rung() -> None:
@@ -283,25 +282,3 @@ def test_export_refuses_non_integer_eta_and_single_rung() -> None:
     flat = synthetic_profile({z: 5.0 for z in range(1, 4)})
     with pytest.raises(LayerprofError, match="single rung"):
         export(build_ladder(flat, eta=3), "optuna")
-
-
-def test_ray_snippet_runs_memory_parallel_halving_on_ray_tune(tmp_path: Path) -> None:
-    pytest.importorskip("ray.tune")
-    import subprocess
-
-    ladder = geometric_ladder(3, 3)
-    for rung, slots in zip(ladder.rungs, (4, 2, 1), strict=True):
-        rung.parallel_slots = slots  # as with --gpu-memory; each rung asks for 1/slots of a GPU
-    source = export(ladder, "ray")
-    assert "GPU_FRACTION = {1: 0.25, 3: 0.5, 9: 1.0}" in source
-    script = tmp_path / "ray_snippet.py"
-    script.write_text(source)
-    # run as a user would: `python snippet.py` (9 configurations -> 3 -> 1 on a local CPU-only Ray)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    rungs = re.findall(r"rung budget (\d+): (\d+) trial\(s\) at z=(\d+)", done.stdout)
-    assert rungs == [("1", "9", "1"), ("3", "3", "2"), ("9", "1", "3")], done.stdout
-    assert "best {'learning_rate':" in done.stdout
