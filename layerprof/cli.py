@@ -237,13 +237,22 @@ def layers(
         from layerprof.models import split_model
         from layerprof.tables import markdown_layer_table, rich_layer_table
 
-        split = split_model(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap))
+        info = split_model(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap))
+        split = info.layers
         if as_json:
             print(json.dumps([layer.to_dict() for layer in split], indent=2))
         elif output_format.value == "md":
             print(markdown_layer_table(split))
         else:
             console.print(rich_layer_table(f"{model}: {len(split)} layers, forward order", split))
+        notes = {
+            "meta-parameters": "its constructor computes with tensors: only its parameters and buffers were put on "
+            "the meta device",
+            "fake": "its forward pass cannot run on the meta device: it was split on fake CPU tensors (no memory)",
+            "cpu": "its constructor computes with tensors: it was built on the CPU, using its memory",
+        }
+        if info.construction in notes and not as_json:
+            errors.print(f"[dim]note:[/] {notes[info.construction]}", highlight=False)
 
 
 @app.command()

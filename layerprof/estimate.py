@@ -38,7 +38,7 @@ from layerprof.environment import describe_environment
 from layerprof.errors import LayerprofError
 from layerprof.layers import Layer
 from layerprof.measure import first_line
-from layerprof.models import LoadedModel, ModelOptions, build_model, model_slug
+from layerprof.models import LoadedModel, ModelOptions, build_fake, model_slug, split_without_memory
 from layerprof.parsing import LayerSelection
 from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings, ensure_writable
 from layerprof.sweep import (
@@ -56,11 +56,8 @@ ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
 
 
 def build_fake_model(spec: str, options: ModelOptions, precision: str) -> tuple[FakeTensorMode, LoadedModel]:
-    """The model with fake parameters: its full size is never allocated."""
-    mode = FakeTensorMode()
-    with mode:
-        loaded = build_model(spec, options, device=ESTIMATE_DEVICE, dtype=torch_dtype(precision))
-    return mode, loaded
+    """The model on fake tensors in the precision's parameter dtype (layerprof.models.build_fake)."""
+    return build_fake(spec, options, torch_dtype(precision))
 
 
 def allocation_size_for(target: str) -> Callable[[int], int]:
@@ -171,8 +168,7 @@ def plan_estimate(
     if target not in TARGETS:
         raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
-    meta = build_model(spec, options, device="meta")
-    layers = meta.split()
+    meta, layers = split_without_memory(spec, options)
     settings = replace(
         settings,
         mode="estimate",

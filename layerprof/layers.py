@@ -106,12 +106,19 @@ def _trace_forward_order(
     return started, tracker.first_use
 
 
+class TraceFailed(RuntimeError):
+    """The traced forward pass failed where the caller asked for the order it gives (`trace_required`)."""
+
+
 def split_layers(
     model: nn.Module,
     unwrap: Sequence[str | type] = (),
     run_forward: Callable[[nn.Module], Any] | None = None,
+    trace_required: bool = False,
 ) -> list[Layer]:
     """Split `model` into layers in forward-execution order.
+
+    With `trace_required`, a failing traced forward raises TraceFailed instead of falling back.
 
     `run_forward(model)` runs one forward pass (on the meta device it costs nothing); without it, or when it
     fails, registration order is used and a warning says so.
@@ -120,7 +127,7 @@ def split_layers(
     param_leaves = [(name, module) for name, module in leaves if any(True for _ in module.parameters())]
     if not param_leaves:
         raise ValueError("the model has no parameters to train")
-    order, first_use = _forward_order(model, param_leaves, container_params, run_forward)
+    order, first_use = _forward_order(model, param_leaves, container_params, run_forward, trace_required)
     owned = _assign_parameters(dict(param_leaves), order, container_params, first_use)
     layers = _count_parameters(model, order, owned)
     _check_every_parameter_assigned(model, layers)
@@ -139,6 +146,7 @@ def _forward_order(
     param_leaves: list[tuple[str, nn.Module]],
     container_params: list[tuple[str, str]],
     run_forward: Callable[[nn.Module], Any] | None,
+    trace_required: bool = False,
 ) -> tuple[list[str], dict[str, int]]:
     """Leaf names in the order one forward pass runs them, and where container parameters were first used."""
     order = [name for name, _ in param_leaves]
@@ -148,6 +156,8 @@ def _forward_order(
     try:
         started, first_use = _trace_forward_order(model, param_leaves, watched, run_forward)
     except Exception as error:  # noqa: BLE001 - any failure falls back to registration order
+        if trace_required:
+            raise TraceFailed(f"{type(error).__name__}: {error}") from error
         warnings.warn(
             f"could not trace a forward pass ({type(error).__name__}: {error}); "
             "layers are in registration order, which may differ from execution order",

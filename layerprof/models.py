@@ -5,7 +5,8 @@ Accepted forms, tried in this order:
 * a preset of the paper (`paper-resnet18-cifar100`, `paper-gpt-14m`, `paper-gpt-600m`);
 * `path/to/file.py:factory` or `package.module:factory` — a user factory;
 * a torchvision classification model (`resnet18`, `vit_b_16`, ...) or `torchvision:NAME`;
-* a LitGPT config name (`pythia-14m`, ...) or `litgpt:NAME`.
+* a LitGPT config name (`pythia-14m`, ...) or `litgpt:NAME`;
+* `timm:NAME` and `hf:MODEL_TYPE` / `hf:path/to/config.json` (layerprof.hub_models).
 
 Weights are never downloaded: every model starts from random init, as in the paper.
 """
@@ -19,7 +20,8 @@ import importlib.util
 import inspect
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from layerprof.errors import LayerprofError
-from layerprof.layers import split_layers, total_params
+from layerprof.layers import TraceFailed, split_layers, total_params
 from layerprof.parsing import coerce
 from layerprof.profile import Layer, ModelInfo
 from layerprof.workloads import CustomWorkload, Workload
@@ -88,8 +90,9 @@ class LoadedModel:
     unwrap: tuple[str, ...]
     overrides: dict[str, Any]
     description: str = ""
+    construction: str = ""  # how its tensors were placed on a meta build: one of CONSTRUCTIONS
 
-    def split(self) -> list[Layer]:
+    def split(self, trace_required: bool = False) -> list[Layer]:
         """The model's layers in forward order, traced with one small forward pass."""
         device = next(self.model.parameters()).device
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
@@ -98,7 +101,7 @@ class LoadedModel:
             # batch 2: BatchNorm in training mode rejects a single sample on small images
             self.workload.loss(model, self.workload.make_batch(2, device, dtype))
 
-        return split_layers(self.model, self.unwrap, run_forward)
+        return split_layers(self.model, self.unwrap, run_forward, trace_required)
 
     def describe(self, layers: Sequence[Layer]) -> ModelInfo:
         return ModelInfo(
@@ -110,6 +113,7 @@ class LoadedModel:
             unwrap=tuple(self.unwrap),
             layers=list(layers),
             total_params=total_params(layers),
+            construction=self.construction,
         )
 
 
@@ -128,20 +132,40 @@ def litgpt_names() -> list[str]:
     return sorted(name_to_config)
 
 
-SOURCES = ("preset", "torchvision", "litgpt")
+SOURCES = ("preset", "torchvision", "litgpt", "timm", "hf")
+OPTIONAL_SOURCES = {"timm": "timm", "hf": "hf"}  # source -> the extra that installs it
+PREFIXED = ("torchvision", "litgpt", "timm", "hf")
 
 
 def known_names(source: str | None = None) -> dict[str, list[str]]:
-    """Every accepted model name, grouped by source (or of one source)."""
+    """Every accepted model name, grouped by source (or of one source). Without a source, the optional ones
+    (timm, hf) are listed where installed; asked for by name, a missing one says how to install it."""
+    from layerprof.hub_models import hf_model_types, timm_names
+
     if source is not None and source not in SOURCES:
         raise LayerprofError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
-    listers = {"preset": lambda: sorted(PRESETS), "torchvision": torchvision_names, "litgpt": litgpt_names}
-    return {name: lister() for name, lister in listers.items() if source in (None, name)}
+    listers = {
+        "preset": lambda: sorted(PRESETS),
+        "torchvision": torchvision_names,
+        "litgpt": litgpt_names,
+        "timm": timm_names,
+        "hf": hf_model_types,
+    }
+    names = {}
+    for name, lister in listers.items():
+        if source not in (None, name):
+            continue
+        try:
+            names[name] = lister()
+        except LayerprofError:
+            if source is not None:
+                raise
+    return names
 
 
 def _is_user_spec(spec: str) -> bool:
     target, sep, attribute = spec.rpartition(":")
-    if not sep or not attribute.isidentifier() or target in ("torchvision", "litgpt", ""):
+    if not sep or not attribute.isidentifier() or target in (*PREFIXED, ""):
         return False
     return target.endswith(".py") or "/" in target or all(part.isidentifier() for part in target.split("."))
 
@@ -159,13 +183,21 @@ def resolve(spec: str) -> tuple[str, str]:
         if rest in litgpt_names():
             return "litgpt", rest
         raise _unknown(rest, litgpt_names(), "LitGPT config")
+    if sep and prefix == "timm":
+        from layerprof.hub_models import timm_names
+
+        if rest in timm_names():
+            return "timm", rest
+        raise _unknown(rest, timm_names(), "timm model")
+    if sep and prefix == "hf":
+        return "hf", rest  # a model type or a config file; checked where the config is built
     if _is_user_spec(spec):
         return "user", spec
     if spec in torchvision_names():
         return "torchvision", spec
     if spec in litgpt_names():
         return "litgpt", spec
-    everything = [name for names in known_names().values() for name in names]
+    everything = [name for group in ("preset", "torchvision", "litgpt") for name in known_names(group)[group]]
     raise _unknown(spec, everything, "model")
 
 
@@ -178,6 +210,66 @@ def _unknown(name: str, candidates: list[str], what: str) -> LayerprofError:
 def typed_overrides(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
     """--set values in the types their targets declare (`hints`: name -> annotation)."""
     return {key: coerce(key, value, hints.get(key)) for key, value in overrides.items()}
+
+
+# ---------------------------------------------------------------- placing a model's tensors
+
+CONSTRUCTIONS = ("meta", "meta-parameters", "fake", "cpu")
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Parameters and buffers go to the meta device as modules register them; whatever else a constructor
+    computes with stays a real CPU tensor (accelerate's `init_empty_weights` does the same)."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register_parameter(module, name, param)
+        held = module._parameters.get(name)
+        if held is not None and type(held) is nn.Parameter and held.device.type != "meta":
+            module._parameters[name] = nn.Parameter(held.detach().to("meta"), requires_grad=held.requires_grad)
+
+    def buffer_on_meta(module: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        register_buffer(module, name, tensor, persistent)
+        held = module._buffers.get(name)
+        if held is not None:
+            module._buffers[name] = held.to("meta")
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter_on_meta, buffer_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer  # type: ignore[method-assign]
+
+
+def construct(build: Callable[[], Any], device: torch.device) -> tuple[Any, str]:
+    """What `build()` returns, with its tensors on `device`, and how it got there.
+
+    On the meta device (a split that costs no memory) a constructor that computes with its tensors (a
+    `.tolist()` of a computed tensor) fails; then only parameters and buffers are put on the meta device as
+    they are registered ("meta-parameters"), and failing that the model is built on the CPU and moved ("cpu").
+    """
+    if device.type != "meta":
+        with torch.device(device):
+            return build(), device.type
+    try:
+        with torch.device(device):
+            return build(), "meta"
+    except Exception:  # noqa: BLE001 - any arithmetic a constructor does on meta tensors
+        pass
+    try:
+        with _parameters_on_meta():
+            return _moved(build(), device), "meta-parameters"
+    except Exception:  # noqa: BLE001
+        pass
+    return _moved(build(), device), "cpu"
+
+
+def _moved(built: Any, device: torch.device) -> Any:
+    module = built if isinstance(built, nn.Module) else getattr(built, "model", None)
+    if isinstance(module, nn.Module):
+        module.to(device)
+    return built
 
 
 # ---------------------------------------------------------------- building
@@ -196,6 +288,10 @@ def build_model(
         loaded = _build_torchvision(spec, name, options, options.num_classes, options.input_shape, device)
     elif source == "litgpt":
         loaded = _build_litgpt(spec, name, None, options, device)
+    elif source == "timm":
+        loaded = _build_timm(spec, name, options, device)
+    elif source == "hf":
+        loaded = _build_hf(spec, name, options, device)
     else:
         loaded = _build_user(spec, options, device)
     if dtype != torch.float32:
@@ -260,8 +356,9 @@ def _build_torchvision(
             raise LayerprofError(f"{name} needs square images, got --input-shape {input_shape}")
         kwargs.setdefault("image_size", input_shape[1])
     try:
-        with torch.device(device):
-            model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        model, construction = construct(
+            lambda: torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs), device
+        )
     except (TypeError, ValueError) as error:
         raise LayerprofError(f"torchvision could not build {name} with {kwargs}: {error}") from None
     unwrap = next((classes for prefix, classes in DEFAULT_UNWRAP.items() if name.startswith(prefix)), ())
@@ -280,6 +377,7 @@ def _build_torchvision(
         unwrap=tuple(dict.fromkeys(unwrap + options.unwrap)),
         overrides=kwargs,
         description=f"torchvision {name}, random init",
+        construction=construction,
     )
 
 
@@ -307,9 +405,8 @@ def _build_litgpt(
     seq_len = options.seq_len or min(config.block_size, DEFAULT_MAX_SEQ_LEN)
     if not 1 <= seq_len <= config.block_size:
         raise LayerprofError(f"--seq-len must be in 1..{config.block_size} (the block size of {name}), got {seq_len}")
-    with torch.device(device):
-        model = GPT(config)
-        model.max_seq_length = seq_len
+    model, construction = construct(lambda: GPT(config), device)
+    model.max_seq_length = seq_len
     if preset is not None and preset.get("tie_embeddings"):
         model.lm_head.weight = model.transformer.wte.weight
     workload = Workload(
@@ -327,6 +424,67 @@ def _build_litgpt(
         unwrap=options.unwrap,
         overrides=overrides,
         description=f"LitGPT {name}, random init",
+        construction=construction,
+    )
+
+
+def _build_timm(spec: str, name: str, options: ModelOptions, device: torch.device) -> LoadedModel:
+    from layerprof.hub_models import timm_model, timm_unwrap
+
+    if options.seq_len is not None:
+        raise LayerprofError(f"--seq-len applies to language models; {name} takes --input-shape C,H,W")
+    num_classes = options.num_classes or 1000
+    build, input_shape, kwargs = timm_model(name, num_classes, options.input_shape, options.overrides)
+    try:
+        model, construction = construct(build, device)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise LayerprofError(f"timm could not build {name} with {kwargs}: {error}") from None
+    workload = Workload(
+        family="image-classification",
+        input_shape=input_shape,
+        num_classes=num_classes,
+        default_batch_sizes=IMAGE_BATCH_SIZES,
+    )
+    return LoadedModel(
+        spec=spec,
+        source="timm",
+        name=name,
+        model=model,
+        workload=workload,
+        unwrap=tuple(dict.fromkeys(timm_unwrap(name) + options.unwrap)),
+        overrides=kwargs,
+        description=f"timm {name}, random init",
+        construction=construction,
+    )
+
+
+def _build_hf(spec: str, name: str, options: ModelOptions, device: torch.device) -> LoadedModel:
+    from layerprof.hub_models import hf_config, hf_model, hf_unwrap
+
+    if options.input_shape is not None or options.num_classes is not None:
+        raise LayerprofError(f"--input-shape and --num-classes apply to image models; {name} takes --seq-len")
+    config = hf_config(name, options.overrides)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    seq_len = options.seq_len or min(limit or DEFAULT_MAX_SEQ_LEN, DEFAULT_MAX_SEQ_LEN)
+    if limit is not None and not 1 <= seq_len <= limit:
+        raise LayerprofError(f"--seq-len must be in 1..{limit} (the positions of {name}), got {seq_len}")
+    try:
+        model, construction = construct(hf_model(config), device)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise LayerprofError(f"transformers could not build {name}: {str(error).splitlines()[0]}") from None
+    workload = Workload(
+        family="causal-lm", seq_len=seq_len, vocab_size=config.vocab_size, default_batch_sizes=LM_BATCH_SIZES
+    )
+    return LoadedModel(
+        spec=spec,
+        source="hf",
+        name=config.model_type,
+        model=model,
+        workload=workload,
+        unwrap=tuple(dict.fromkeys(hf_unwrap(model) + options.unwrap)),
+        overrides={key: getattr(config, key) for key in options.overrides},
+        description=f"Hugging Face {type(model).__name__}, random init",
+        construction=construction,
     )
 
 
@@ -375,8 +533,7 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
     except TypeError as error:
         raise LayerprofError(f"factory {spec} does not accept --set {', '.join(kwargs)}: {error}") from None
     try:
-        with torch.device(device):
-            result = factory(**kwargs)
+        result, construction = construct(lambda: factory(**kwargs), device)
     except Exception as error:  # noqa: BLE001
         raise LayerprofError(f"factory {spec} raised {type(error).__name__}: {error}") from None
 
@@ -416,6 +573,7 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
         unwrap=tuple(dict.fromkeys(unwrap + options.unwrap)),
         overrides=kwargs,
         description=f"user factory {spec}",
+        construction=construction,
     )
 
 
@@ -436,6 +594,57 @@ def model_slug(spec: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip("-.") or "model"
 
 
-def split_model(spec: str, options: ModelOptions | None = None) -> list[Layer]:
-    """MODEL's layers in forward order, split on the meta device: no memory of the model's size is used."""
-    return build_model(spec, options, device="meta").split()
+def split_model(spec: str, options: ModelOptions | None = None) -> ModelInfo:
+    """MODEL's layers in forward order, split without memory of the model's size (`construction` says how)."""
+    loaded, layers = split_without_memory(spec, options or ModelOptions())
+    return loaded.describe(layers)
+
+
+def split_without_memory(spec: str, options: ModelOptions) -> tuple[LoadedModel, list[Layer]]:
+    """The model on the meta device and its split. Where a forward pass cannot run on the meta device (models
+    that ask a tensor for its value, or autocast on the tensors' device), the model is built on fake CPU tensors
+    instead, which cost no memory either ("fake")."""
+    loaded = build_model(spec, options, device="meta")
+    try:
+        return loaded, loaded.split(trace_required=True)
+    except TraceFailed:
+        pass
+    mode, loaded = build_fake(spec, options, torch.float32)
+    with mode:
+        layers = loaded.split()
+    return loaded, layers
+
+
+def build_fake(spec: str, options: ModelOptions, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadedModel]:
+    """The model with fake CPU tensors (FakeTensorMode): its full size is never allocated. A constructor that
+    computes with its tensors (a `.tolist()` of a computed tensor) cannot run on fake tensors; such a model is
+    built for real on the CPU once and its parameters and buffers replaced by fakes ("cpu")."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode()
+    try:
+        with mode:
+            loaded = build_model(spec, options, device="cpu", dtype=dtype)
+        loaded.construction = "fake"
+        return mode, loaded
+    except LayerprofError:
+        raise
+    except Exception:  # noqa: BLE001 - DataDependentOutputException and the like
+        loaded = build_model(spec, options, device="cpu", dtype=dtype)
+    to_fake(loaded.model, mode)
+    loaded.construction = "cpu"
+    return mode, loaded
+
+
+def to_fake(model: nn.Module, mode: Any) -> None:
+    """Parameters and buffers replaced by fakes of the same shape and dtype (a tensor held twice stays one)."""
+    fakes: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                if id(param) not in fakes:
+                    fakes[id(param)] = nn.Parameter(mode.from_tensor(param.detach()), requires_grad=param.requires_grad)
+                module._parameters[name] = fakes[id(param)]
+        for name, buffer in module._buffers.items():
+            if buffer is not None:
+                module._buffers[name] = fakes.setdefault(id(buffer), mode.from_tensor(buffer))

@@ -225,6 +225,7 @@ class ModelInfo:
     unwrap: tuple[str, ...] = ()
     layers: list[Layer] = field(default_factory=list)
     total_params: int = 0
+    construction: str = ""  # how the split's model was built: "meta", "meta-parameters" or "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

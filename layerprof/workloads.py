@@ -80,7 +80,8 @@ class Workload:
             return self.custom.loss(model, batch)
         if self.family == "causal-lm":
             inputs, targets = batch
-            logits = model(inputs)
+            output = model(inputs)
+            logits = getattr(output, "logits", output)  # transformers returns a ModelOutput
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         if self.family == "image-classification":
             images, labels = batch

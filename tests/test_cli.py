@@ -79,7 +79,7 @@ def test_models_lists_every_source(runner: CliRunner) -> None:
     result = run(runner, "models", "--json")
     assert result.exit_code == 0
     names = json.loads(result.output)
-    assert set(names) == {"preset", "torchvision", "litgpt"}
+    assert set(names) == {"preset", "torchvision", "litgpt", "timm", "hf"}  # timm and hf are dev dependencies
     assert "paper-gpt-14m" in names["preset"] and "resnet18" in names["torchvision"]
     assert "pythia-1.4b" in names["litgpt"]
 
