@@ -29,6 +29,7 @@ from layerprof.ladder import COSTS
 from layerprof.optimizers import OPTIMIZERS
 from layerprof.precision import PRECISIONS
 from layerprof.report import IMAGE_FORMATS
+from layerprof.simulate import PATHS
 
 app = typer.Typer(
     name="layerprof",
@@ -629,6 +630,91 @@ def correlate(
             f"wrote {', '.join(str(p) for p in paths)} · {result.wall_seconds:.0f} s · {result.executor}",
             highlight=False,
         )
+
+
+@app.command()
+def simulate(
+    study: Annotated[
+        Path, typer.Argument(metavar="STUDY", help="A `layerprof correlate` --out directory (its recorded trials).")
+    ],
+    profile_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--profile", metavar="PROFILE", help="A profile of the task's model: GPU cost, memory, the ladder paths."
+        ),
+    ] = None,
+    eta: Annotated[float, typer.Option("--eta", metavar="ETA", help="Keep 1/eta of the trials at each rung.")] = 3.0,
+    configs: Annotated[
+        int | None,
+        typer.Option("--configs", metavar="N", help="Starting configurations (default: eta^(rungs-1) of budget)."),
+    ] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, metavar="R", help="Sampled runs per path.")] = 1000,
+    paths: Annotated[
+        str | None,
+        typer.Option("--paths", metavar="NAMES", help=f"Some of {','.join(PATHS)} (default: all the inputs allow)."),
+    ] = None,
+    custom: Annotated[
+        list[str] | None, typer.Option("--path", metavar="RUNGS", help="Your own rungs, e.g. 1@0.25,3@0.5,6@1.")
+    ] = None,
+    layer_counts: Annotated[
+        str | None, typer.Option("--layers", metavar="Z", help="The study's z values paths may use (default: all).")
+    ] = None,
+    budgets: Annotated[
+        str | None,
+        typer.Option("--budgets", metavar="F,F,...", help="The study's budget fractions paths may use (default: all)."),
+    ] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-memory", metavar="SIZE", help="GPU memory for side-by-side trials (default: the profile's)."
+        ),
+    ] = None,
+    full_steps: Annotated[
+        int | None,
+        typer.Option("--full-steps", min=1, metavar="STEPS", help="Steps at budget 1, for a task that does not say."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", metavar="S", help="Seed of the sampled runs.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Where the JSON and figure go (default: STUDY).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the simulation as JSON.")] = False,
+    output_format: FormatOption = OutputFormat.table,
+) -> None:
+    """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
+    with user_errors():
+        from layerprof.parsing import parse_fractions, parse_layer_selection, parse_memory, parse_rungs
+        from layerprof.profile import load_profile
+        from layerprof.simulate import simulate as replay
+        from layerprof.simulate import write_outputs
+        from layerprof.tables import markdown_simulation, rich_simulation_tables, simulation_legend
+
+        simulation = replay(
+            study,
+            eta=eta,
+            starting_configs=configs,
+            repeats=repeats,
+            paths=[name.strip() for name in paths.split(",") if name.strip()] if paths else None,
+            custom_paths=[parse_rungs(text) for text in custom or []],
+            layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts else None,
+            budget_fractions=parse_fractions(budgets, "--budgets") if budgets else None,
+            profile=load_profile(profile_path) if profile_path else None,
+            full_steps=full_steps,
+            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory else None,
+            seed=seed,
+        )
+        written = write_outputs(simulation, out or Path(simulation.study))
+        for note in simulation.notes:
+            errors.print(f"[yellow]note:[/] {note}", highlight=False)
+        if as_json:
+            print(json.dumps(simulation.to_dict(), indent=2))
+            return
+        if output_format.value == "md":
+            print(markdown_simulation(simulation) + "\n")
+        else:
+            for table in rich_simulation_tables(simulation):
+                console.print(table)
+        console.print(simulation_legend(simulation), highlight=False, style="dim")
+        console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
 
 
 @app.command()

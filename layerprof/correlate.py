@@ -173,6 +173,21 @@ def task_layer_count(task: Callable) -> int | None:
 # ---------------------------------------------------------------- store
 
 
+def read_trials(path: Path) -> dict[str, TrialResult]:
+    """Finished trials by key; a line torn by a crash is skipped (that trial runs again on resume)."""
+    results: dict[str, TrialResult] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            result = TrialResult(**json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue
+        trial = Trial(result.config_index, result.trainable_layers, result.budget_fraction, result.seed)
+        results[trial.key] = result
+    return results
+
+
 class TrialStore:
     """`trials.jsonl` in the output directory, one finished trial per line, for resuming."""
 
@@ -194,18 +209,7 @@ class TrialStore:
             meta.write_text(json.dumps(identity, indent=2) + "\n")
 
     def load(self) -> dict[str, TrialResult]:
-        results: dict[str, TrialResult] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    result = TrialResult(**json.loads(line))
-                except (json.JSONDecodeError, TypeError):
-                    continue  # a line torn by a crash: that trial runs again
-                trial = Trial(result.config_index, result.trainable_layers, result.budget_fraction, result.seed)
-                results[trial.key] = result
-        return results
+        return read_trials(self.path) if self.path.exists() else {}
 
     def append(self, result: TrialResult) -> None:
         with self.path.open("a", encoding="utf-8") as handle:

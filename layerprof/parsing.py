@@ -93,6 +93,21 @@ def parse_fractions(text: str, option: str = "--budget-fractions") -> tuple[floa
     return values
 
 
+def parse_rungs(text: str, option: str = "--path") -> list[tuple[int, float]]:
+    """`1@0.25,3@0.5,6@1` -> [(1, 0.25), (3, 0.5), (6, 1.0)]: trainable layers at a budget fraction per rung."""
+    rungs = []
+    for part in text.split(","):
+        z, at, fraction = part.strip().partition("@")
+        try:
+            rung = (int(z), float(fraction))
+        except ValueError:
+            rung = (0, 0.0)
+        if not at or rung[0] < 1 or not 0 < rung[1] <= 1:
+            raise LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
+        rungs.append(rung)
+    return rungs
+
+
 def parse_share(text: str, option: str) -> float:
     """`10%` or `0.1` -> 0.1."""
     try:

@@ -26,15 +26,15 @@ class TimingStats:
             median_ms=statistics.median(ordered),
             mean_ms=statistics.fmean(ordered),
             std_ms=statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
-            p10_ms=_quantile(ordered, 0.10),
-            p90_ms=_quantile(ordered, 0.90),
+            p10_ms=quantile(ordered, 0.10),
+            p90_ms=quantile(ordered, 0.90),
             count=len(ordered),
             ci_low_ms=low,
             ci_high_ms=high,
         )
 
 
-def _quantile(ordered: list[float], q: float) -> float:
+def quantile(ordered: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""
     position = (len(ordered) - 1) * q
     lower = math.floor(position)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich import box
@@ -19,6 +19,7 @@ from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, traina
 if TYPE_CHECKING:
     from layerprof.correlate import CellStatistics, CorrelationResult
     from layerprof.estimate import FitReport
+    from layerprof.simulate import Outcome, Simulation
 
 COLUMNS = {
     "trainable_layers": "z",
@@ -438,6 +439,178 @@ def rich_correlation_table(result: CorrelationResult) -> Table:
     for z in reversed(result.trainable_layer_counts):
         table.add_row(str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions))
     return table
+
+
+# ---------------------------------------------------------------- simulate
+
+ALGORITHMS = {"successive_halving": "Successive halving", "hyperband": "Hyperband"}
+
+
+def _short(value: float) -> str:
+    """Three significant figures without exponent noise for losses and ratios."""
+    if value == 0:
+        return "0"
+    return f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.1e}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _flops(value: float | None) -> str:
+    """1.23 TFLOP: the prefix that leaves 1 to 999."""
+    if value is None:
+        return "-"
+    prefixes = ["", "k", "M", "G", "T", "P", "E"]
+    power = min(len(prefixes) - 1, max(0, int(math.log10(value) // 3))) if value > 0 else 0
+    return f"{value / 1000**power:.3g} {prefixes[power]}FLOP"
+
+
+def _memory_by_rung(values: list[int | None]) -> str:
+    """`0.4 1.5 2.2 MiB`: one unit for the row, the largest value's."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    scale, unit = (2**30, "GiB") if max(known) >= 2**30 else (MIB, "MiB")
+    return " ".join("-" if v is None else f"{v / scale:.3g}" for v in values) + f" {unit}"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}×"
+
+
+SIMULATION_HEADERS = [
+    "path",
+    "rungs z@budget",
+    "ρ per rung",
+    "configs",
+    "regret median [90%]",
+    "best",
+    "trial s",
+    "× budget",
+]
+PRICE_HEADERS = [
+    "path",
+    "device s",
+    "× budget",
+    "FLOPs",
+    "memory per trial by rung",
+    "slots per rung",
+    "wall s (slots)",
+    "× budget ",
+]
+SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
+LEFT = ("path", "rungs z@budget")
+
+
+def _brackets(outcome: Outcome) -> str:
+    return " | ".join("·".join(map(str, b["configs_per_rung"])) for b in outcome.brackets)
+
+
+def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, Outcome]]:
+    """The paths the algorithm ran on (Hyperband may not fit a path), with its outcome there."""
+    return [(path, getattr(path, algorithm)) for path in simulation.paths if getattr(path, algorithm) is not None]
+
+
+def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
+    """One row per path: its rungs, their rho, and the algorithm's regret and recorded cost (vs budget)."""
+    rows = []
+    for path, outcome in _outcomes(simulation, algorithm):
+        rungs = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in path.rungs)
+        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in path.rungs)
+        regret = f"{_short(outcome.regret_median)} [{_short(outcome.regret_low)}, {_short(outcome.regret_high)}]"
+        rows.append([
+            path.name, rungs, rho, _brackets(outcome), regret, f"{outcome.best_found_share:.0%}",
+            _seconds(outcome.recorded_seconds), _times(outcome.recorded_seconds_vs_budget),
+        ])  # fmt: skip
+    return rows
+
+
+def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
+    """One row per path: what the algorithm's trials cost on the profiled GPU."""
+    rows = []
+    for path, outcome in _outcomes(simulation, algorithm):
+        slots = " ".join("-" if r.price is None or r.price.parallel_slots is None else str(r.price.parallel_slots)
+                         for r in path.rungs)  # fmt: skip
+        rows.append([
+            path.name, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
+            _flops(outcome.flops),
+            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in path.rungs]),
+            slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
+        ])  # fmt: skip
+    return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
+
+
+def simulation_title(simulation: Simulation, algorithm: str, priced: bool = False) -> str:
+    seeds = f"{simulation.seeds} seeds" if simulation.seeds > 1 else "1 seed"
+    start = f", {simulation.starting_configs} starting configurations" if algorithm == "successive_halving" else ""
+    if priced:
+        return f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile})"
+    return (
+        f"{ALGORITHMS[algorithm]} on {simulation.task} ({simulation.configs} configurations, {seeds}), "
+        f"eta={simulation.eta:g}{start}, {simulation.repeats} repeats"
+    )
+
+
+def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list[list[str]]]]:
+    parts = []
+    for algorithm in ALGORITHMS:
+        rows = simulation_rows(simulation, algorithm)
+        if not rows:
+            continue
+        parts.append((simulation_title(simulation, algorithm), SIMULATION_HEADERS, rows))
+        if simulation.profile is not None:
+            parts.append(
+                (
+                    simulation_title(simulation, algorithm, True),
+                    PRICE_HEADERS if simulation.gpu_memory_bytes else PRICE_HEADERS[:-SLOT_COLUMNS],
+                    price_rows(simulation, algorithm),
+                )
+            )
+    return parts
+
+
+def rich_simulation_tables(simulation: Simulation) -> list[Table]:
+    tables = []
+    for title, headers, rows in _simulation_parts(simulation):
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for header in headers:
+            table.add_column(header, justify="left" if header in LEFT else "right")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def markdown_simulation(simulation: Simulation) -> str:
+    return "\n\n".join(
+        f"**{title}**\n\n" + markdown_table(headers, rows, [h not in LEFT for h in headers])
+        for title, headers, rows in _simulation_parts(simulation)
+    )
+
+
+def simulation_legend(simulation: Simulation) -> str:
+    full = simulation.full_fidelity
+    text = (
+        f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
+        f"pick minus the best ({simulation.best_full_loss:.4g}) · best: share of repeats that found the best · "
+        "configs: per rung (Hyperband: per bracket) · trial s: the study's recorded seconds · × budget: cost "
+        "relative to the budget path"
+    )
+    if simulation.profile is not None:
+        text += (
+            f" · device s, FLOPs, memory: the profile of {simulation.profile} on {simulation.device} at batch "
+            f"{simulation.batch_size}, {simulation.full_steps} steps at budget 1; memory per trial: its peak (on "
+            "CUDA the allocator's reservation plus the context)"
+        )
+        if simulation.gpu_memory_bytes:
+            text += (
+                f" · slots: trials of a rung side by side in {simulation.gpu_memory_bytes / 2**30:g} GiB · wall s "
+                "(slots): the rungs' trials in waves of that many, assuming they do not slow each other"
+            )
+    return text
 
 
 # ---------------------------------------------------------------- check

@@ -3,10 +3,13 @@
 * `digits`: scikit-learn's 1,797 handwritten digits (8x8, ten classes; `sklearn.datasets.load_digits`
   reads them from the package, no download), a small residual CNN split into 6 layers.
 * `pydoc-lm`: a byte-level LitGPT model on CPython's own documentation text (`pydoc_data.topics`, about
-  465 KB of English that every Python installation carries), split into 6 layers.
+  465 KB of English that every Python installation carries), split into 7 layers (embedding, 4 blocks,
+  final norm, head).
 
 Each task is `fn(config, trainable_layers, budget_fraction) -> validation loss`, the same protocol as a
-user task. Configurations use the hyperparameters of the paper's Table 1.
+user task. Configurations use the hyperparameters of the paper's Table 1. A task's attributes say what
+`simulate` needs to price its trials from a profile: `layer_count`, `full_steps` (steps at budget 1),
+`batch_size`, and `profile_spec` (the MODEL to profile: `layerprof.tasks:digits_workload` here).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from layerprof.errors import LayerprofError
 from layerprof.grids import DEFAULTS
 from layerprof.layers import freeze_layers, split_layers
 from layerprof.optimizers import OPTIMIZERS, make_optimizer
+from layerprof.workloads import CustomWorkload
 
 
 def optimizer_for(config: dict[str, Any], params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -80,6 +84,14 @@ def train_frozen(
         loss.backward()
         optimizer.step()
         scheduler.step()
+
+
+def describe_task(task: Callable, layer_count: int, full_steps: int, batch_size: int, profile_spec: str) -> None:
+    """Attach what `correlate` and `simulate` read from a task (a user task may set the same attributes)."""
+    task.layer_count = layer_count  # type: ignore[attr-defined]
+    task.full_steps = full_steps  # type: ignore[attr-defined]
+    task.batch_size = batch_size  # type: ignore[attr-defined]
+    task.profile_spec = profile_spec  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- digits
@@ -147,7 +159,20 @@ def digits_task(config: dict[str, Any], trainable_layers: int, budget_fraction: 
         return float(F.cross_entropy(model(val_x), val_y))
 
 
-digits_task.layer_count = 6  # type: ignore[attr-defined]
+def digits_workload() -> CustomWorkload:
+    """The digits task's model and batch for `layerprof profile layerprof.tasks:digits_workload`, so that a
+    profile prices exactly what the task trains (random images: the step costs the same)."""
+
+    def make_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(batch_size, 1, 8, 8, device=device), torch.randint(0, 10, (batch_size,), device=device)
+
+    def loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    return CustomWorkload(model=digits_cnn(), make_batch=make_batch, loss=loss)
+
+
+describe_task(digits_task, 6, DIGITS_FULL_STEPS, DIGITS_BATCH, "layerprof.tasks:digits_workload")
 
 
 # ---------------------------------------------------------------- byte-level language model
@@ -170,13 +195,8 @@ LM_CONTEXT = 64
 
 def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
     """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of LM_FULL_STEPS."""
-    from litgpt import GPT, Config
-
     train, val = pydoc_bytes()
-    lm_config = Config(
-        name="pydoc-lm", block_size=LM_CONTEXT, vocab_size=256, padded_vocab_size=256, n_layer=4, n_head=4, n_embd=64
-    )
-    model = GPT(lm_config)
+    model = pydoc_lm_model()
     steps = max(1, round(LM_FULL_STEPS * budget_fraction))
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
 
@@ -187,19 +207,45 @@ def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction
     def next_batch(_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return window(train, torch.randint(0, len(train) - LM_CONTEXT - 1, (LM_BATCH,), generator=generator))
 
-    def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        logits = model(batch[0])
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[1].reshape(-1))
-
     example = torch.zeros(1, 8, dtype=torch.long)
-    train_frozen(model, trainable_layers, config, steps, next_batch, loss_of, lambda m: m(example))
+    train_frozen(model, trainable_layers, config, steps, next_batch, next_byte_loss, lambda m: m(example))
     model.eval()
     starts = torch.arange(0, len(val) - LM_CONTEXT - 1, max(1, (len(val) - LM_CONTEXT - 1) // 64))[:64]
     with torch.no_grad():
-        return float(loss_of(model, window(val, starts)))
+        return float(next_byte_loss(model, window(val, starts)))
 
 
-pydoc_lm_task.layer_count = 6  # type: ignore[attr-defined]
+def pydoc_lm_model() -> nn.Module:
+    from litgpt import GPT, Config
+
+    lm_config = Config(
+        name="pydoc-lm", block_size=LM_CONTEXT, vocab_size=256, padded_vocab_size=256, n_layer=4, n_head=4, n_embd=64
+    )
+    return GPT(lm_config)
+
+
+def next_byte_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    logits = model(batch[0])
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[1].reshape(-1))
+
+
+def pydoc_lm_workload() -> CustomWorkload:
+    """The pydoc-lm task's model and batch for `layerprof profile layerprof.tasks:pydoc_lm_workload`."""
+
+    def make_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = torch.randint(0, 256, (batch_size, LM_CONTEXT + 1), device=device)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    return CustomWorkload(
+        model=pydoc_lm_model(),
+        make_batch=make_batch,
+        loss=next_byte_loss,
+        items_per_sample=LM_CONTEXT,
+        item_name="tokens",
+    )
+
+
+describe_task(pydoc_lm_task, 7, LM_FULL_STEPS, LM_BATCH, "layerprof.tasks:pydoc_lm_workload")
 
 TASKS: dict[str, Callable[[dict[str, Any], int, float], float]] = {
     "digits": digits_task,

@@ -24,6 +24,7 @@ from layerprof.correlate import (
     spearman,
 )
 from layerprof.errors import LayerprofError
+from layerprof.tasks import TASKS
 from tests.test_cli import assert_one_line_error
 
 
@@ -273,11 +274,43 @@ def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str) -> N
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads((out / "result.json").read_text())
-    assert data["trainable_layer_counts"] == [1, 6] and data["budget_fractions"] == [0.1, 1.0]
+    layer_count = TASKS[task].layer_count
+    assert data["trainable_layer_counts"] == [1, layer_count] and data["budget_fractions"] == [0.1, 1.0]
     assert data["failed_trials"] == 0
-    full = next(c for c in data["cells"] if c["trainable_layers"] == 6 and c["budget_fraction"] == 1.0)
+    full = next(c for c in data["cells"] if c["trainable_layers"] == layer_count and c["budget_fraction"] == 1.0)
     assert full["spearman"] == pytest.approx(1.0)
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG" and (out / "cells.csv").exists()
+    # the study replays under simulate, priced by an estimate of the task's own model (FLOPs, memory)
+    estimate = tmp_path / "estimate.json"
+    function = TASKS[task]
+    estimated = CliRunner().invoke(
+        app, ["estimate", function.profile_spec, "--batch-sizes", str(function.batch_size), "--out", str(estimate)]
+    )
+    assert estimated.exit_code == 0, estimated.output
+    simulated = CliRunner().invoke(
+        app, ["simulate", str(out), "--profile", str(estimate), "--gpu-memory", "16GiB", "--repeats", "50", "--json"]
+    )
+    assert simulated.exit_code == 0, simulated.output
+    paths = {path["name"]: path for path in json.loads(simulated.stdout)["paths"]}
+    assert {"layers", "budget", "diagonal", "ladder"} <= set(paths)
+    budget = paths["budget"]["successive_halving"]
+    assert budget["brackets"] == [{"first_rung": 0, "configs_per_rung": [3, 1]}]
+    assert budget["flops"] > 0 and budget["gpu_seconds"] is None  # an estimate has FLOPs, not step times
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_builtin_tasks_describe_the_model_they_train(task: str) -> None:
+    """layer_count is what `--layers all` means and profile_spec is what `simulate` prices: both must be the
+    task's own model, split as the task splits it."""
+    from layerprof.models import ModelOptions, split_without_memory
+
+    function = TASKS[task]
+    loaded, layers = split_without_memory(function.profile_spec, ModelOptions())
+    assert len(layers) == function.layer_count
+    device = next(loaded.model.parameters()).device  # split on meta: the batch goes where the model is
+    loss = loaded.workload.custom.loss(loaded.model, loaded.workload.custom.make_batch(function.batch_size, device))
+    assert loss.shape == ()
+    assert function.full_steps >= 100
 
 
 def test_correlate_bad_input(tmp_path: Path) -> None:

@@ -1,0 +1,712 @@
+"""Which fidelity path finds a good configuration for the least? Successive halving and Hyperband replayed on the
+trials a correlate study recorded, without training anything (the paper's Table 3, as a distribution).
+
+A path is a list of study cells (trainable layers z, budget fraction), one per rung. Each repeat samples the
+starting configurations (and a seed for each where the study has several), halves them on the recorded losses
+and judges the pick by its full-fidelity loss (the study's largest z at the full budget, averaged over seeds):
+regret is that loss minus the best configuration's. Every trial trains from scratch at its rung, as the study
+recorded it, so a rung costs its trials' recorded seconds; a profile of the task's model prices the same
+trials on a GPU (step time x steps, FLOPs, memory, and trials side by side as memory allows).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layerprof.correlate import TrialResult, read_trials, resolve_task, spearman, task_layer_count
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
+from layerprof.errors import LayerprofError
+from layerprof.ladder import Bracket, build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
+from layerprof.profile import Profile
+from layerprof.stats import quantile
+
+SIMULATION_SCHEMA = "layerprof.simulation/1"
+PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")
+PROFILE_PATHS = ("ladder", "ladder-joint")
+BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
+REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
+FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
+
+Cell = tuple[int, float]  # (trainable layers z, budget fraction)
+
+
+# ---------------------------------------------------------------- the recorded study
+
+
+@dataclass
+class CellTable:
+    """One cell's recorded trials: loss and seconds per configuration and seed (inf loss where it failed)."""
+
+    losses: list[list[float]]
+    seconds: list[list[float]]
+
+
+@dataclass
+class RecordedStudy:
+    directory: Path
+    task: str
+    configs: list[dict[str, Any]]
+    seeds: list[int]
+    trainable_layer_counts: list[int]
+    budget_fractions: list[float]
+    trials: dict[tuple[int, int, float, int], TrialResult]  # (config, z, fraction, seed)
+
+    @property
+    def full_cell(self) -> Cell:
+        return max(self.trainable_layer_counts), max(self.budget_fractions)
+
+    def missing_trials(self, cell: Cell) -> int:
+        z, fraction = cell
+        return sum(
+            (index, z, fraction, seed) not in self.trials for index in range(len(self.configs)) for seed in self.seeds
+        )
+
+    def table(self, cell: Cell) -> CellTable:
+        z, fraction = cell
+        losses, seconds = [], []
+        for index in range(len(self.configs)):
+            results = [self.trials[(index, z, fraction, seed)] for seed in self.seeds]
+            losses.append([math.inf if r.loss is None else r.loss for r in results])
+            seconds.append([r.seconds for r in results])
+        return CellTable(losses, seconds)
+
+    def mean_losses(self, cell: Cell) -> list[float | None]:
+        """Per configuration, the mean over seeds that succeeded (None where every seed failed)."""
+        means: list[float | None] = []
+        for row in self.table(cell).losses:
+            finite = [loss for loss in row if math.isfinite(loss)]
+            means.append(sum(finite) / len(finite) if finite else None)
+        return means
+
+
+def load_study(path: Path) -> RecordedStudy:
+    """A correlate --out directory (or a file in it): study.json names the task and configurations."""
+    directory = path if path.is_dir() else path.parent
+    meta_path, trials_path = directory / "study.json", directory / "trials.jsonl"
+    if not path.exists():
+        raise LayerprofError(f"study {str(path)!r} does not exist; give the --out directory of `layerprof correlate`")
+    if not meta_path.is_file():
+        raise LayerprofError(
+            f"{str(directory)!r} is not a correlate study (no study.json); give the --out directory of "
+            "`layerprof correlate`"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        task, configs = meta["task"], meta["configs"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise LayerprofError(f"cannot read {str(meta_path)!r} as a correlate study: {error}") from None
+    results = read_trials(trials_path) if trials_path.is_file() else {}
+    if not results:
+        raise LayerprofError(f"{str(directory)!r} has no finished trials yet; run `layerprof correlate` first")
+    trials = {(r.config_index, r.trainable_layers, r.budget_fraction, r.seed): r for r in results.values()}
+    return RecordedStudy(
+        directory=directory,
+        task=task,
+        configs=configs,
+        seeds=sorted({r.seed for r in results.values()}),
+        trainable_layer_counts=sorted({r.trainable_layers for r in results.values()}),
+        budget_fractions=sorted({r.budget_fraction for r in results.values()}),
+        trials=trials,
+    )
+
+
+# ---------------------------------------------------------------- paths
+
+
+@dataclass
+class FidelityPath:
+    name: str
+    cells: list[Cell]
+    about: str
+
+
+def spread(values: Sequence[Any], count: int) -> list[Any]:
+    """`count` of the sorted `values`, evenly by position, always the first and the last."""
+    if count >= len(values):
+        return list(values)
+    if count == 1:
+        return [values[-1]]
+    return [values[round(i * (len(values) - 1) / (count - 1))] for i in range(count)]
+
+
+def study_paths(
+    names: Sequence[str], layer_counts: Sequence[int], fractions: Sequence[float], ladder_layers: Sequence[int] | None
+) -> tuple[list[FidelityPath], list[str]]:
+    """The named paths over the chosen study z values and budget fractions; notes for paths left out."""
+    zs, budgets = sorted(layer_counts), sorted(fractions)
+    top_z, full_budget = zs[-1], budgets[-1]
+    paths, notes = [], []
+    for name in names:
+        if name == "layers":
+            paths.append(FidelityPath(name, [(z, full_budget) for z in zs], "every z, each on the full budget"))
+        elif name == "budget":
+            paths.append(FidelityPath(name, [(top_z, f) for f in budgets], f"every budget fraction, z={top_z}"))
+        elif name == "diagonal":
+            count = min(len(zs), len(budgets))
+            cells = list(zip(spread(zs, count), spread(budgets, count), strict=True))
+            paths.append(FidelityPath(name, cells, "z and budget rising together (the paper's Table 3)"))
+        elif name == "ladder":
+            assert ladder_layers is not None
+            about = "the z rungs `layerprof ladder` recommends, each on the full budget"
+            paths.append(FidelityPath(name, [(z, full_budget) for z in ladder_layers], about))
+        elif name == "ladder-joint":
+            assert ladder_layers is not None
+            if len(ladder_layers) < 2 or len(ladder_layers) > len(budgets):
+                notes.append(
+                    f"ladder-joint left out: the ladder has {len(ladder_layers)} rung(s) and the study "
+                    f"{len(budgets)} budget fraction(s); it pairs 2 or more rungs with as many of the largest fractions"
+                )
+                continue
+            cells = list(zip(ladder_layers, budgets[-len(ladder_layers) :], strict=True))
+            paths.append(FidelityPath(name, cells, "the recommended z rungs with the largest budget fractions"))
+        else:
+            raise LayerprofError(f"--paths: unknown path {name!r}; choose from {', '.join(PATHS)}")
+    return paths, notes
+
+
+def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
+    """Every cell a path needs must be recorded for every configuration and seed (exit 2 naming the rest)."""
+    gaps: dict[Cell, list[str]] = {}
+    for path in paths:
+        for cell in path.cells:
+            if study.missing_trials(cell):
+                gaps.setdefault(cell, []).append(path.name)
+    full = study.full_cell
+    if study.missing_trials(full):
+        gaps.setdefault(full, []).append("full fidelity")
+    if not gaps:
+        return
+    shown = "; ".join(
+        f"z={z} at budget {fraction:g} ({study.missing_trials((z, fraction))} of "
+        f"{len(study.configs) * len(study.seeds)} trials missing; {', '.join(users)})"
+        for (z, fraction), users in sorted(gaps.items())
+    )
+    zs = sorted({*study.trainable_layer_counts, *(z for z, _ in gaps)})
+    fractions = sorted({*study.budget_fractions, *(f for _, f in gaps)})
+    raise LayerprofError(
+        f"the study lacks cells: {shown}. Add them (it resumes): layerprof correlate {study.task} "
+        f"--layers {','.join(map(str, zs))} --budget-fractions {','.join(f'{f:g}' for f in fractions)} "
+        f"--out {study.directory} (and the same --grid/--grid-preset and --seeds)"
+    )
+
+
+def match_fraction(value: float, fractions: Sequence[float]) -> float:
+    """The study fraction a typed one names (0.1111 for 0.1111), or the typed value if the study lacks it."""
+    return next((f for f in fractions if abs(f - value) <= FRACTION_TOLERANCE * max(f, value)), value)
+
+
+# ---------------------------------------------------------------- prices from a profile
+
+
+@dataclass
+class RungPrice:
+    """What one trial of a rung costs on the profiled device."""
+
+    steps: int
+    trial_gpu_seconds: float | None
+    trial_flops: float | None
+    peak_memory_bytes: int | None
+    memory_need_bytes: int | None  # what one trial holds: on CUDA, the reservation plus the context
+    parallel_slots: int | None
+
+
+@dataclass
+class Pricing:
+    profile: Profile
+    batch_size: int
+    full_steps: int
+    gpu_memory_bytes: int | None
+
+    def price(self, cell: Cell) -> RungPrice:
+        z, fraction = cell
+        row = next((r for r in self.profile.rows_for(self.batch_size) if r.trainable_layers == z and r.ok), None)
+        if row is None:
+            raise LayerprofError(
+                f"the profile has no successful cell at z={z}, batch size {self.batch_size}; "
+                f"profile that z (`layerprof profile ... --batch-sizes {self.batch_size}`)"
+            )
+        steps = max(1, round(self.full_steps * fraction))  # as the built-in tasks count their steps
+        cuda = self.profile.environment.device_kind == "cuda"
+        need = memory_need_bytes(row, CUDA_CONTEXT_RESERVE_BYTES if cuda else 0)
+        return RungPrice(
+            steps=steps,
+            trial_gpu_seconds=None if row.step_time_ms is None else row.step_time_ms * steps / 1000,
+            trial_flops=None if row.flops is None else float(row.flops) * steps,
+            peak_memory_bytes=row.peak_memory_bytes,
+            memory_need_bytes=need,
+            parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
+        )
+
+
+def pricing_for(
+    profile: Profile, task_spec: str, full_steps: int | None, gpu_memory: int | None
+) -> tuple[Pricing, list[str]]:
+    """Refuse a profile of another model; take steps and batch size from the task where it says them."""
+    task = resolve_task(task_spec)
+    notes = []
+    expected = getattr(task, "profile_spec", None)
+    if expected is not None and profile.model.spec != expected:
+        raise LayerprofError(
+            f"the profile is of {profile.model.spec!r}, but the study's task {task_spec} trains {expected!r}; "
+            f"profile that: layerprof profile {expected} --batch-sizes {getattr(task, 'batch_size', 32)}"
+        )
+    count = task_layer_count(task)
+    if count is not None and profile.layer_count != count:
+        raise LayerprofError(
+            f"the profile's model has {profile.layer_count} layers but the study's task trains {count}; "
+            "give a profile of the task's own model"
+        )
+    if expected is None:
+        notes.append(f"{task_spec} has no profile_spec: the profile is assumed to be of the model it trains")
+    steps = full_steps or getattr(task, "full_steps", None)
+    if steps is None:
+        raise LayerprofError(f"{task_spec} does not say its training steps at budget 1; pass --full-steps N")
+    batch_size = getattr(task, "batch_size", None)
+    if batch_size is None:
+        batch_size = max(profile.batch_sizes(), key=lambda b: (len(profile.rows_for(b)), b))
+        notes.append(f"{task_spec} does not say its batch size: the profile's batch {batch_size} prices it")
+    elif batch_size not in profile.batch_sizes():
+        raise LayerprofError(
+            f"the task trains at batch size {batch_size}; the profile has {', '.join(map(str, profile.batch_sizes()))}"
+        )
+    if gpu_memory is None and profile.environment.device_kind == "cuda" and not profile.environment.estimated:
+        gpu_memory = profile.environment.total_memory_bytes
+    return Pricing(profile, int(batch_size), int(steps), gpu_memory), notes
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Outcome:
+    """One algorithm on one path: regret over the repeats and what it spent."""
+
+    brackets: list[dict[str, Any]]  # first_rung and configs_per_rung of each bracket, run one after another
+    regret_mean: float
+    regret_median: float
+    regret_low: float  # REGRET_QUANTILES
+    regret_high: float
+    best_found_share: float  # repeats whose pick is the best configuration (regret 0)
+    recorded_seconds: float  # mean over repeats of the trials' recorded seconds
+    recorded_seconds_vs_budget: float | None = None
+    gpu_seconds: float | None = None
+    flops: float | None = None
+    peak_memory_bytes: int | None = None  # the largest need of one trial on the path (its top rung's)
+    slot_wall_seconds: float | None = None  # each rung runs its trials side by side, as many as fit
+    gpu_seconds_vs_budget: float | None = None
+    slot_wall_vs_budget: float | None = None
+
+
+@dataclass
+class RungResult:
+    trainable_layers: int
+    budget_fraction: float
+    spearman: float | None  # rank correlation of this cell's losses with full fidelity, all configurations
+    price: RungPrice | None = None
+
+
+@dataclass
+class CurvePoint:
+    starting_configs: int
+    recorded_seconds: float
+    gpu_seconds: float | None
+    regret_median: float
+    regret_low: float
+    regret_high: float
+
+
+@dataclass
+class PathResult:
+    name: str
+    about: str
+    rungs: list[RungResult]
+    successive_halving: Outcome
+    hyperband: Outcome | None
+    curve: list[CurvePoint] = field(default_factory=list)  # successive halving from eta, eta^2, ... configurations
+
+
+@dataclass
+class Simulation:
+    study: str
+    task: str
+    configs: int
+    seeds: int
+    eta: float
+    starting_configs: int
+    repeats: int
+    seed: int
+    full_fidelity: dict[str, float]
+    best_full_loss: float
+    paths: list[PathResult]
+    profile: str | None = None
+    device: str | None = None  # the profiled device's name
+    batch_size: int | None = None
+    full_steps: int | None = None
+    gpu_memory_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def path(self, name: str) -> PathResult | None:
+        return next((p for p in self.paths if p.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SIMULATION_SCHEMA, **asdict(self)}
+
+
+# ---------------------------------------------------------------- the replay
+
+
+Candidate = tuple[int, int]  # (configuration index, seed position)
+
+
+def halve(tables: Sequence[CellTable], bracket: Bracket, candidates: Sequence[Candidate]) -> tuple[Candidate, float]:
+    """Successive halving over the bracket's rungs: train, keep the best `configs_per_rung[i+1]`, repeat.
+
+    Sorting is stable and the candidates come in random order, so equal losses are broken at random.
+    """
+    alive = list(candidates)
+    seconds = 0.0
+    for offset, count in enumerate(bracket.configs_per_rung):
+        table = tables[bracket.first_rung + offset]
+        alive = alive[:count]
+        seconds += sum(table.seconds[c][s] for c, s in alive)
+        alive.sort(key=lambda cs: table.losses[cs[0]][cs[1]])
+    return alive[0], seconds
+
+
+class Replay:
+    """Sampled brackets on one study: the same random draws for every path, so paths differ only by rungs."""
+
+    def __init__(self, study: RecordedStudy, repeats: int, seed: int) -> None:
+        self.study = study
+        self.repeats = repeats
+        self.seed = seed
+        truth = study.mean_losses(study.full_cell)
+        finite = [t for t in truth if t is not None]
+        if not finite:
+            raise LayerprofError("no configuration has a full-fidelity loss in the study; nothing to judge picks by")
+        self.best, worst = min(finite), max(finite)
+        # a pick that failed at full fidelity counts as the worst configuration
+        self.regret = [worst - self.best if t is None else t - self.best for t in truth]
+        self._tables: dict[Cell, CellTable] = {}
+
+    def tables(self, cells: Sequence[Cell]) -> list[CellTable]:
+        for cell in cells:
+            if cell not in self._tables:
+                self._tables[cell] = self.study.table(cell)
+        return [self._tables[cell] for cell in cells]
+
+    def candidates(self, repeat: int, bracket_index: int, count: int) -> list[Candidate]:
+        draw = random.Random(f"{self.seed}/{repeat}/{bracket_index}")
+        chosen = draw.sample(range(len(self.study.configs)), count)
+        return [(index, draw.randrange(len(self.study.seeds))) for index in chosen]
+
+    def run(self, cells: Sequence[Cell], brackets: Sequence[Bracket]) -> tuple[list[float], list[float]]:
+        """Regret and recorded seconds of each repeat; the pick is the bracket winner best at the top rung."""
+        tables = self.tables(cells)
+        top = tables[-1]
+        regrets, seconds = [], []
+        for repeat in range(self.repeats):
+            winners, spent = [], 0.0
+            for index, bracket in enumerate(brackets):
+                winner, bracket_seconds = halve(
+                    tables, bracket, self.candidates(repeat, index, bracket.configs_per_rung[0])
+                )
+                winners.append(winner)
+                spent += bracket_seconds
+            pick = min(winners, key=lambda cs: top.losses[cs[0]][cs[1]])
+            regrets.append(self.regret[pick[0]])
+            seconds.append(spent)
+        return regrets, seconds
+
+
+def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Bracket]) -> Outcome:
+    ordered = sorted(regrets)
+    return Outcome(
+        brackets=[{"first_rung": b.first_rung, "configs_per_rung": b.configs_per_rung} for b in brackets],
+        regret_mean=statistics.fmean(ordered),
+        regret_median=statistics.median(ordered),
+        regret_low=quantile(ordered, REGRET_QUANTILES[0]),
+        regret_high=quantile(ordered, REGRET_QUANTILES[1]),
+        best_found_share=sum(r == 0 for r in ordered) / len(ordered),
+        recorded_seconds=statistics.fmean(seconds),
+    )
+
+
+def _priced(outcome: Outcome, brackets: Sequence[Bracket], prices: Sequence[RungPrice]) -> None:
+    """GPU seconds and FLOPs of every trial; wall time when a rung's trials share the GPU in waves."""
+
+    def total(value: Callable[[RungPrice, int], float | None]) -> float | None:
+        parts = [value(prices[b.first_rung + i], c) for b in brackets for i, c in enumerate(b.configs_per_rung)]
+        return None if any(p is None for p in parts) else float(sum(parts))  # type: ignore[arg-type]
+
+    def seconds(p: RungPrice, c: int) -> float | None:
+        return None if p.trial_gpu_seconds is None else c * p.trial_gpu_seconds
+
+    def flops(p: RungPrice, c: int) -> float | None:
+        return None if p.trial_flops is None else c * p.trial_flops
+
+    def waves(p: RungPrice, c: int) -> float | None:
+        if p.trial_gpu_seconds is None or not p.parallel_slots:
+            return None
+        return math.ceil(c / p.parallel_slots) * p.trial_gpu_seconds
+
+    used = {b.first_rung + i for b in brackets for i in range(len(b.configs_per_rung))}
+    peaks = [prices[i].memory_need_bytes for i in used]
+    outcome.gpu_seconds = total(seconds)
+    outcome.flops = total(flops)
+    outcome.slot_wall_seconds = total(waves)
+    outcome.peak_memory_bytes = None if any(p is None for p in peaks) else max(peaks)  # type: ignore[type-var]
+
+
+def _relative(outcome: Outcome | None, baseline: Outcome | None) -> None:
+    if outcome is None or baseline is None:
+        return
+
+    def share(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    outcome.recorded_seconds_vs_budget = share(outcome.recorded_seconds, baseline.recorded_seconds)
+    outcome.gpu_seconds_vs_budget = share(outcome.gpu_seconds, baseline.gpu_seconds)
+    outcome.slot_wall_vs_budget = share(outcome.slot_wall_seconds, baseline.slot_wall_seconds)
+
+
+def simulate(
+    study_path: Path,
+    *,
+    eta: float = 3.0,
+    starting_configs: int | None = None,
+    repeats: int = 1000,
+    paths: Sequence[str] | None = None,
+    custom_paths: Sequence[Sequence[Cell]] = (),
+    layer_counts: Sequence[int] | None = None,
+    budget_fractions: Sequence[float] | None = None,
+    profile: Profile | None = None,
+    full_steps: int | None = None,
+    gpu_memory: int | None = None,
+    seed: int = 0,
+) -> Simulation:
+    """Replay successive halving and Hyperband along each path of a recorded study."""
+    if eta <= 1:
+        raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
+    if repeats < 1:
+        raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
+    study = load_study(study_path)
+    zs, fractions = _chosen_axes(study, layer_counts, budget_fractions)
+    names = list(paths) if paths else [p for p in PATHS if profile is not None or p not in PROFILE_PATHS]
+    if profile is None and any(name in PROFILE_PATHS for name in names):
+        raise LayerprofError("the ladder paths need --profile: a profile of the study's model recommends the rungs")
+    notes: list[str] = []
+    pricing = None
+    ladder_layers = None
+    if profile is not None:
+        pricing, pricing_notes = pricing_for(profile, study.task, full_steps, gpu_memory)
+        notes += pricing_notes
+        if any(name in PROFILE_PATHS for name in names):
+            ladder = build_ladder(
+                profile, eta=eta, cost_kind=default_cost(profile), batch_size=pricing.batch_size,
+                gpu_memory=pricing.gpu_memory_bytes,
+            )  # fmt: skip
+            ladder_layers = [rung.trainable_layers for rung in ladder.rungs]
+    chosen, path_notes = study_paths(names, zs, fractions, ladder_layers)
+    notes += path_notes
+    for number, cells in enumerate(custom_paths, start=1):
+        matched = [(z, match_fraction(f, study.budget_fractions)) for z, f in cells]
+        chosen.append(FidelityPath(f"custom-{number}", matched, "rungs given with --path"))
+    if not chosen:
+        raise LayerprofError("no path to simulate; name some with --paths or give --path")
+    check_cells(study, chosen)
+    count = _starting_configs(study, chosen, eta, starting_configs, notes)
+    replay = Replay(study, repeats, seed)
+    truth = study.mean_losses(study.full_cell)
+    results = [_simulate_path(replay, path, eta, count, truth, pricing, notes) for path in chosen]
+    baseline = next((r for r in results if r.name == BASELINE_PATH), None)
+    for result in results:
+        _relative(result.successive_halving, baseline.successive_halving if baseline else None)
+        _relative(result.hyperband, baseline.hyperband if baseline else None)
+    if baseline is None:
+        notes.append(f"no {BASELINE_PATH!r} path: costs are not shown relative to halving on budget alone")
+    z_full, fraction_full = study.full_cell
+    return Simulation(
+        study=str(study.directory),
+        task=study.task,
+        configs=len(study.configs),
+        seeds=len(study.seeds),
+        eta=eta,
+        starting_configs=count,
+        repeats=repeats,
+        seed=seed,
+        full_fidelity={"trainable_layers": z_full, "budget_fraction": fraction_full},
+        best_full_loss=replay.best,
+        paths=results,
+        profile=None if profile is None else profile.model.spec,
+        device=None if profile is None else profile.environment.device_name,
+        batch_size=None if pricing is None else pricing.batch_size,
+        full_steps=None if pricing is None else pricing.full_steps,
+        gpu_memory_bytes=None if pricing is None else pricing.gpu_memory_bytes,
+        notes=notes,
+    )
+
+
+def _chosen_axes(
+    study: RecordedStudy, layer_counts: Sequence[int] | None, budget_fractions: Sequence[float] | None
+) -> tuple[list[int], list[float]]:
+    """--layers and --budgets pick among the study's values; a value the study lacks is an error naming them."""
+    zs = sorted(set(layer_counts)) if layer_counts else study.trainable_layer_counts
+    absent = [z for z in zs if z not in study.trainable_layer_counts]
+    if absent:
+        raise LayerprofError(
+            f"--layers {','.join(map(str, absent))}: the study has z {','.join(map(str, study.trainable_layer_counts))}"
+        )
+    if budget_fractions:
+        fractions = sorted({match_fraction(f, study.budget_fractions) for f in budget_fractions})
+        absent_fractions = [f for f in fractions if f not in study.budget_fractions]
+        if absent_fractions:
+            raise LayerprofError(
+                f"--budgets {','.join(f'{f:g}' for f in absent_fractions)}: the study has budget fractions "
+                f"{','.join(f'{f:g}' for f in study.budget_fractions)}"
+            )
+    else:
+        fractions = study.budget_fractions
+    return zs, fractions
+
+
+def _starting_configs(
+    study: RecordedStudy, paths: Sequence[FidelityPath], eta: float, requested: int | None, notes: list[str]
+) -> int:
+    """--configs, or eta^(K-1) for the budget path's K rungs (else the longest path's), at most the study's."""
+    available = len(study.configs)
+    if requested is not None:
+        if not 1 <= requested <= available:
+            raise LayerprofError(f"--configs must be in 1..{available} (the study's configurations), got {requested}")
+        return requested
+    reference = next((p for p in paths if p.name == BASELINE_PATH), max(paths, key=lambda p: len(p.cells)))
+    count = round(eta ** (len(reference.cells) - 1))
+    if count > available:
+        notes.append(
+            f"{count} starting configurations would suit {len(reference.cells)} rungs; the study has {available}"
+        )
+        count = available
+    return count
+
+
+def _simulate_path(
+    replay: Replay,
+    path: FidelityPath,
+    eta: float,
+    count: int,
+    truth: list[float | None],
+    pricing: Pricing | None,
+    notes: list[str],
+) -> PathResult:
+    prices = [pricing.price(cell) for cell in path.cells] if pricing else None
+    rungs = []
+    for index, cell in enumerate(path.cells):
+        low = replay.study.mean_losses(cell)
+        pairs = [(a, b) for a, b in zip(low, truth, strict=True) if a is not None and b is not None]
+        rho = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else math.nan
+        rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, prices[index] if prices else None))
+    unit_costs = [1.0] * len(path.cells)  # bracket sizes do not depend on costs
+    halving = [successive_halving(unit_costs, count, eta)]
+    sh = _outcome(*replay.run(path.cells, halving), halving)
+    hb = None
+    if len(path.cells) > 1:
+        brackets = hyperband(unit_costs, eta)
+        largest = max(b.configs_per_rung[0] for b in brackets)
+        if largest <= len(replay.study.configs):
+            hb = _outcome(*replay.run(path.cells, brackets), brackets)
+        else:
+            notes.append(
+                f"{path.name}: Hyperband starts a bracket with {largest} configurations, more than the study's "
+                f"{len(replay.study.configs)}; use fewer rungs (--layers/--budgets) or a larger eta"
+            )
+    if prices:
+        _priced(sh, halving, prices)
+        if hb is not None:
+            _priced(hb, brackets, prices)
+    return PathResult(path.name, path.about, rungs, sh, hb, _curve(replay, path, eta, prices))
+
+
+def _curve(replay: Replay, path: FidelityPath, eta: float, prices: list[RungPrice] | None) -> list[CurvePoint]:
+    """Successive halving from eta, eta^2, ... configurations (up to the study's): regret against cost."""
+    points = []
+    sizes = sorted({round(eta**k) for k in range(1, 64) if round(eta**k) <= len(replay.study.configs)})
+    for size in sizes:
+        brackets = [successive_halving([1.0] * len(path.cells), size, eta)]
+        outcome = _outcome(*replay.run(path.cells, brackets), brackets)
+        if prices:
+            _priced(outcome, brackets, prices)
+        points.append(
+            CurvePoint(
+                size,
+                outcome.recorded_seconds,
+                outcome.gpu_seconds,
+                outcome.regret_median,
+                outcome.regret_low,
+                outcome.regret_high,
+            )  # fmt: skip
+        )
+    return points
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_outputs(simulation: Simulation, directory: Path) -> list[Path]:
+    """simulation-eta{eta}.json and .png (one file pair per eta, so that several sit side by side)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LayerprofError(f"cannot create {str(directory)!r}: {error.strerror or error}") from None
+    stem = directory / f"simulation-eta{simulation.eta:g}"
+    json_path = stem.with_suffix(".json")
+    json_path.write_text(json.dumps(simulation.to_dict(), indent=2) + "\n")
+    return [json_path, simulation_png(simulation, stem.with_suffix(".png"))]
+
+
+def simulation_png(simulation: Simulation, path: Path) -> Path:
+    """Median regret (90% band) against cost, one line per path: successive halving from more and more
+    configurations. Cost is GPU seconds where a profile priced the trials, else their recorded seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    priced = all(p.gpu_seconds is not None for path in simulation.paths for p in path.curve)
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    for path_result in simulation.paths:
+        curve = path_result.curve
+        if not curve:
+            continue
+        costs = [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve]
+        medians = [p.regret_median for p in curve]
+        below = [m - p.regret_low for m, p in zip(medians, curve, strict=True)]
+        above = [p.regret_high - m for m, p in zip(medians, curve, strict=True)]
+        axes.errorbar(costs, medians, yerr=[below, above], marker="o", capsize=3, alpha=0.85, label=path_result.name)
+        for cost, point in zip(costs, curve, strict=True):
+            axes.annotate(str(point.starting_configs), (cost, point.regret_median), fontsize=7, alpha=0.7,
+                          xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel(f"seconds on {simulation.device} (profile)" if priced else "seconds (the study's recorded trials)")
+    axes.set_ylabel("regret: full-fidelity loss above the best")
+    axes.set_title(
+        f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
+        f"over {simulation.repeats} repeats\n(numbers: starting configurations)",
+        fontsize=10,
+    )
+    axes.grid(True, alpha=0.3, which="both")
+    axes.legend(title="path")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
