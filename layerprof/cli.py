@@ -54,6 +54,7 @@ OutputFormat = choices("OutputFormat", ("table", "md"))
 Optimizer = choices("Optimizer", OPTIMIZERS)
 Cost = choices("Cost", COSTS)
 ExportFormat = choices("ExportFormat", EXPORTERS)
+PlanExport = choices("PlanExport", ("ray",))
 Target = choices("Target", TARGETS)
 ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
 Executor = choices("Executor", EXECUTORS)
@@ -302,7 +303,21 @@ def profile(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json."),
+        typer.Option(
+            "--out",
+            metavar="PATH",
+            help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json; with Ray, a directory.",
+        ),
+    ] = None,
+    executor: Annotated[
+        Executor, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
+    ] = Executor.local,
+    address: Annotated[str | None, typer.Option("--address", metavar="ADDR", help="Ray cluster address.")] = None,
+    gpu_kinds: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-kinds", metavar="KINDS", help="Ray: L4,H100 (accelerator types) or small=RESOURCE (custom)."
+        ),
     ] = None,
     output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
@@ -333,6 +348,13 @@ def profile(
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        if executor.value == "ray":
+            if cpus:
+                raise LayerprofError("--cpus names this machine's CPUs; it does not apply with --executor ray")
+            _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
+            return
+        if gpu_kinds or address:
+            raise LayerprofError("--gpu-kinds and --address need --executor ray")
         cpu_list = parse_cpu_list(cpus) if cpus else None
         with console.status(f"building {model} on {device}"):
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list)
@@ -356,6 +378,85 @@ def profile(
                 "off (see disturbed_reason in the profile); measure on a quiet machine or give --max-time",
                 highlight=False,
             )
+
+
+def _profile_on_ray(
+    model: str,
+    options: Any,
+    settings: Any,
+    selection: Any,
+    device: str,
+    tf32: bool | None,
+    threads: int | None,
+    gpu_kinds: str | None,
+    address: str | None,
+    out: Path | None,
+) -> None:
+    """One sweep per (GPU kind, batch size) on the cluster; a line per sweep as it ends; exit 1 if any is lost."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from layerprof.cluster import parse_gpu_kinds, plan_cluster_profile, profile_on_ray
+
+    if not gpu_kinds:
+        raise LayerprofError("--executor ray needs --gpu-kinds, e.g. L4,H100 or small=RESOURCE,big=RESOURCE")
+    kinds = parse_gpu_kinds(gpu_kinds)
+    directory = out or Path("profiles")
+    if directory.suffix == ".json":
+        raise LayerprofError(
+            f"with --executor ray, --out is a directory (one profile per kind), got {str(directory)!r}"
+        )
+    with console.status(f"splitting {model}"):
+        request = plan_cluster_profile(model, options, settings, selection, device, tf32, threads)
+    sweeps = len(kinds) * len(request.settings.batch_sizes)
+    console.print(
+        f"{model}: {len(kinds)} GPU kind(s) x batch sizes {', '.join(map(str, request.settings.batch_sizes))} = "
+        f"{sweeps} sweeps · Ray {address or '(local instance)'}",
+        highlight=False,
+    )
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("sweeps ·"),
+                        TimeElapsedColumn(), console=console, transient=True)  # fmt: skip
+    task = progress.add_task("submitting", total=sweeps)
+    running: set[str] = set()
+
+    def on_event(event: str, outcome: Any, batch_size: int, detail: str) -> None:
+        name = f"{outcome.kind.label} batch {batch_size}"
+        if event == "submitted":
+            running.add(name)
+        elif event == "skipped":
+            progress.advance(task)
+        elif event in ("done", "failed"):
+            running.discard(name)
+            progress.advance(task)
+            style = "green" if event == "done" else "red"
+            progress.console.print(f"[{style}]{name}:[/] {detail if event == 'failed' else 'wrote ' + detail}",
+                                   highlight=False)  # fmt: skip
+        elif event == "retry":
+            progress.console.print(f"[yellow]{name}: {detail}; retrying[/]", highlight=False)
+        progress.update(task, description=f"running: {', '.join(sorted(running)) or '-'}")
+
+    try:
+        with progress:
+            run = profile_on_ray(request, kinds, directory, address, on_event)
+    except KeyboardInterrupt:
+        errors.print(f"[yellow]interrupted:[/] finished kinds are in {directory}; rerun to run the rest")
+        raise typer.Exit(130) from None
+    for outcome in run.outcomes:
+        state = "complete" if set(outcome.done) >= set(outcome.batch_sizes) else "incomplete"
+        skipped = f" ({', '.join(map(str, outcome.skipped))} already there)" if outcome.skipped else ""
+        done = ", ".join(map(str, sorted(outcome.done))) or "-"
+        console.print(
+            f"{outcome.kind.label} ({outcome.kind.resource}): batch sizes {done}{skipped} · {state} · {outcome.path}",
+            highlight=False,
+        )
+    finished = [str(o.path) for o in run.outcomes if o.done]
+    if len(finished) > 1:
+        console.print(f"next: layerprof plan {' '.join(finished)} --cluster COUNTxGPU,...", highlight=False)
+    if run.failed:
+        for outcome in run.outcomes:
+            for failure in outcome.failures:
+                errors.print(f"[red]{outcome.kind.label}:[/] {failure}", highlight=False)
+        errors.print("rerun the same command to run what is missing: finished sweeps are skipped")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -715,6 +816,75 @@ def simulate(
                 console.print(table)
         console.print(simulation_legend(simulation), highlight=False, style="dim")
         console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
+
+
+@app.command()
+def plan(
+    profile_paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PROFILE...", help="Profiles of one model measured on GPUs, and/or an estimate (--target cuda)."
+        ),
+    ],
+    cluster: Annotated[
+        str,
+        typer.Option(
+            "--cluster",
+            metavar="GPUS",
+            help="The GPUs you have, e.g. 16xL4,4xA100-80GB,1xH100 or 7xH100-1g.10gb; `ray` or ray:ADDR reads "
+            "a running Ray cluster.",
+        ),
+    ],
+    eta: Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")] = 3.0,
+    configs: Annotated[
+        int | None, typer.Option("--configs", min=1, metavar="N", help="Starting configurations (default eta^(K-1)).")
+    ] = None,
+    budget_steps: Annotated[
+        int, typer.Option("--budget-steps", min=1, metavar="STEPS", help="Training steps of a full-budget trial.")
+    ] = 1000,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", metavar="B", help="The batch size (default: the one they share).")
+    ] = None,
+    min_layers: Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    export: Annotated[
+        PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
+    ] = None,
+    output_format: FormatOption = OutputFormat.table,
+) -> None:
+    """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
+    with user_errors():
+        from layerprof.cluster import inventory_from_ray, parse_inventory
+        from layerprof.exporters import export_plan_ray
+        from layerprof.plan import plan_cluster
+        from layerprof.profile import load_profile
+        from layerprof.tables import markdown_plan, rich_plan_tables
+
+        if cluster == "ray" or cluster.startswith("ray:"):
+            inventory = inventory_from_ray(cluster.partition(":")[2] or None)
+        else:
+            inventory = parse_inventory(cluster)
+        result = plan_cluster(
+            [load_profile(path) for path in profile_paths],
+            inventory,
+            eta=eta,
+            configs=configs,
+            budget_steps=budget_steps,
+            batch_size=batch_size,
+            min_layers=min_layers,
+        )
+        if export is not None:
+            print(export_plan_ray(result), end="")
+        elif as_json:
+            print(json.dumps(result.to_dict(), indent=2))
+        elif output_format.value == "md":
+            print(markdown_plan(result) + "\n")
+        else:
+            for table in rich_plan_tables(result):
+                console.print(table)
+        if not as_json and not export:
+            for note in result.notes:
+                console.print(f"  {note}", highlight=False, style="dim")
 
 
 @app.command()

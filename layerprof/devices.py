@@ -27,29 +27,61 @@ class GpuKind:
     memory_mib: int  # nvidia-smi's total memory
     compute_capability: tuple[int, int]
     bf16_tflops: float  # dense peak of the tensor cores (float16 where bfloat16 is missing)
+    ray_accelerator: str | None = None  # Ray's accelerator_type for nodes of this GPU, where Ray names it
+    mig_of: str | None = None  # a MIG slice: the GPU it is cut from
 
 
-# Common GPUs and the A100 MIG slices, in no particular order.
+# Common GPUs and MIG slices, in no particular order. The A100 slices keep their short names (1g.5gb, ...);
+# H100 slices are named H100-<profile>. A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5:
+# 16, 32, 60, 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory NVIDIA's MIG table's share of the GPU's.
 GPU_KINDS: dict[str, GpuKind] = {
     gpu.name: gpu
     for gpu in (
-        GpuKind("1g.5gb", 4864, (8, 0), 312 / 7),
-        GpuKind("1g.10gb", 9984, (8, 0), 312 / 7),
-        GpuKind("T4", 15360, (7, 5), 65),
-        GpuKind("2g.20gb", 19968, (8, 0), 2 * 312 / 7),
-        GpuKind("L4", 23034, (8, 9), 121),
-        GpuKind("A10", 23028, (8, 6), 125),
-        GpuKind("RTX4090", 24564, (8, 9), 165),
-        GpuKind("3g.40gb", 40192, (8, 0), 3 * 312 / 7),
-        GpuKind("A100-40GB", 40960, (8, 0), 312),
-        GpuKind("L40S", 46068, (8, 9), 362),
-        GpuKind("A100-80GB", 81920, (8, 0), 312),
-        GpuKind("H100", 81559, (9, 0), 989),
-        GpuKind("H200", 143771, (9, 0), 989),
-        GpuKind("B200", 183359, (10, 0), 2250),
+        GpuKind("1g.5gb", 4864, (8, 0), 312 / 7, mig_of="A100-40GB"),
+        GpuKind("1g.10gb", 9984, (8, 0), 312 / 7, mig_of="A100-80GB"),
+        GpuKind("T4", 15360, (7, 5), 65, "T4"),
+        GpuKind("2g.20gb", 19968, (8, 0), 2 * 312 / 7, mig_of="A100-80GB"),
+        GpuKind("L4", 23034, (8, 9), 121, "L4"),
+        GpuKind("A10", 23028, (8, 6), 125, "A10"),
+        GpuKind("RTX4090", 24564, (8, 9), 165, "GeForce-RTX-4090"),
+        GpuKind("3g.40gb", 40192, (8, 0), 3 * 312 / 7, mig_of="A100-80GB"),
+        GpuKind("A100-40GB", 40960, (8, 0), 312, "A100"),
+        GpuKind("L40S", 46068, (8, 9), 362, "L40S"),
+        GpuKind("A100-80GB", 81920, (8, 0), 312, "A100"),
+        GpuKind("H100", 81559, (9, 0), 989, "H100"),
+        GpuKind("H100-1g.10gb", 9984, (9, 0), 989 * 16 / 132, mig_of="H100"),
+        GpuKind("H100-1g.20gb", 19968, (9, 0), 989 * 16 / 132, mig_of="H100"),
+        GpuKind("H100-2g.20gb", 19968, (9, 0), 989 * 32 / 132, mig_of="H100"),
+        GpuKind("H100-3g.40gb", 40192, (9, 0), 989 * 60 / 132, mig_of="H100"),
+        GpuKind("H100-4g.40gb", 40192, (9, 0), 989 * 64 / 132, mig_of="H100"),
+        GpuKind("H100-7g.80gb", 80640, (9, 0), 989, mig_of="H100"),
+        GpuKind("H200", 143771, (9, 0), 989, "H200"),
+        GpuKind("B200", 183359, (10, 0), 2250, "B200"),
     )
 }
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
+
+
+def kind_of_device(device_name: str, total_memory_bytes: int | None = None) -> GpuKind | None:
+    """The table's GPU for a CUDA device name as torch and NVML report it ("NVIDIA H100 80GB HBM3",
+    "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"), or None."""
+    name = device_name.upper().replace("NVIDIA", "").replace("GEFORCE", "").replace(" ", "")
+    mig = re.search(r"MIG(\d+G\.\d+GB)", name)
+    for gpu in sorted(GPU_KINDS.values(), key=lambda g: -len(g.name)):
+        base = (gpu.mig_of or gpu.name).upper().replace("-40GB", "").replace("-80GB", "")
+        if base not in name or bool(mig) != bool(gpu.mig_of):
+            continue
+        if mig and not gpu.name.upper().endswith(mig.group(1)):
+            continue
+        large = gpu.memory_mib > 50_000  # A100: 40 or 80 GB by the memory torch reports
+        if (
+            gpu.name.startswith("A100")
+            and total_memory_bytes is not None
+            and large != (total_memory_bytes > 50_000 * MIB)
+        ):
+            continue
+        return gpu
+    return None
 
 
 def gpu_kind(name: str) -> GpuKind:

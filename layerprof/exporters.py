@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from layerprof.errors import LayerprofError
 from layerprof.ladder import Ladder
+
+if TYPE_CHECKING:
+    from layerprof.plan import ClusterPlan
 
 
 def library_max_budget(eta: int, rung_count: int) -> int:
@@ -279,3 +283,111 @@ def export(ladder: Ladder, library: str) -> str:
     if len(ladder.rungs) < 2:
         raise LayerprofError("the ladder has a single rung; there is nothing for a multi-fidelity optimiser to use")
     return EXPORTERS[library](ladder)
+
+
+# ---------------------------------------------------------------- a cluster plan as a Ray script
+
+
+def _ray_resources(gpu_name: str) -> dict[str, float]:
+    """The resource a trial asks for to land on that GPU kind: Ray's accelerator_type, or (MIG slices) a custom
+    resource named after the slice, which its nodes must declare."""
+    from layerprof.devices import GPU_KINDS
+
+    gpu = GPU_KINDS[gpu_name]
+    return {f"accelerator_type:{gpu.ray_accelerator}" if gpu.ray_accelerator else gpu.name: 0.001}
+
+
+def export_plan_ray(plan: ClusterPlan) -> str:
+    """Successive halving over the plan's ladder on a Ray cluster: each rung's trials ask for the rung's GPU kind
+    and 1/(trials per GPU) of a GPU, so that Ray packs them as the plan does."""
+    schedule = plan.schedule("ladder", "successive halving")
+    rungs = [
+        {
+            "trainable_layers": p.trainable_layers,
+            "steps": p.steps,
+            "configs": p.configs,
+            "shares": [
+                {
+                    "gpu": share.gpu,
+                    "trials": share.trials,
+                    "num_gpus": math.floor(10_000 / share.trials_per_gpu) / 10_000,  # rounded down: they still fit
+                    "resources": _ray_resources(share.gpu),
+                }
+                for share in p.shares
+            ],
+        }
+        for p in schedule.brackets[0]
+    ]
+    custom = sorted(
+        {name for rung in rungs for share in rung["shares"] for name in share["resources"] if ":" not in name}
+    )
+    declare = (
+        f"\nMIG slices have no Ray label: start their nodes with --resources declaring {', '.join(custom)} "
+        "(one per slice).\n"
+        if custom
+        else ""
+    )
+    listed = "\n".join(f"    {rung!r}," for rung in rungs)
+    return f'''"""Successive halving with layer freezing on a Ray cluster, rungs placed by `layerprof plan`.
+
+Model {plan.model}, batch {plan.batch_size}; eta = {plan.eta:g}, {plan.configs} configurations,
+{plan.budget_steps} steps at the full budget. Planned makespan {schedule.makespan_seconds / 3600:.3g} h,
+{schedule.gpu_hours:.3g} GPU-hours.{declare}
+Replace `train_and_evaluate` with your training: freeze all but the last `trainable_layers` layers
+(`layerprof.freeze_layers`), train `steps` steps, return the validation loss. Run: python this.py [ADDRESS]
+"""
+
+import math
+import random
+import sys
+
+import ray
+
+ETA = {plan.eta:g}
+# per rung: trainable layers, steps, trials, and how the trials are shared among GPU kinds: how many run on
+# each kind, the share of a GPU each asks for, and the resource that puts it on that kind
+RUNGS = [
+{listed}
+]
+
+
+def train_and_evaluate(config: dict, trainable_layers: int, steps: int) -> float:
+    # A stand-in so that this file runs as it is; replace it with real training.
+    return (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+
+
+def sample_config(rng: random.Random) -> dict:
+    return {{"learning_rate": 10 ** rng.uniform(-4, -1)}}
+
+
+def trial(config: dict, trainable_layers: int, steps: int) -> float:
+    return train_and_evaluate(config, trainable_layers, steps)
+
+
+def main(address: str | None = None, seed: int = 0) -> dict:
+    """Sample the configurations, run each rung on its GPU kind, keep the best 1/ETA; the winner is returned."""
+    if not ray.is_initialized():
+        ray.init(address=address)
+    remote = ray.remote(trial)
+    rng = random.Random(seed)
+    survivors = [sample_config(rng) for _ in range(RUNGS[0]["configs"])]
+    for rung in RUNGS:
+        survivors = survivors[: rung["configs"]]
+        kinds = [share for share in rung["shares"] for _ in range(share["trials"])]  # the plan's split
+        futures = [
+            remote.options(num_cpus=1, num_gpus=share["num_gpus"], resources=share["resources"]).remote(
+                config, rung["trainable_layers"], rung["steps"]
+            )
+            for config, share in zip(survivors, kinds)
+        ]
+        losses = ray.get(futures)
+        order = sorted(range(len(survivors)), key=lambda i: losses[i])
+        survivors = [survivors[i] for i in order]
+        where = ", ".join(f"{{share['trials']}} on {{share['gpu']}}" for share in rung["shares"])
+        print(f"z={{rung['trainable_layers']}}: {{len(losses)}} trials ({{where}}), best loss {{losses[order[0]]:.4g}}")
+    return survivors[0]
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1] if len(sys.argv) > 1 else None))
+'''

@@ -289,6 +289,8 @@ class EnvironmentInfo:
     cuda_driver_version: str | None = None  # the newest CUDA the driver supports
     mig_enabled: bool | None = None
     gpu_uuid: str | None = None  # GPU-... or MIG-...: the device NVML was asked about
+    cluster_kind: str | None = None  # `profile --executor ray`: the --gpu-kinds label the sweep ran on
+    cluster_node: str | None = None  # and the Ray node id
     numerics: dict[str, Any] = field(default_factory=dict)  # TF32, matmul precision, cuDNN flags (see check)
     variables: dict[str, str] = field(default_factory=dict)  # PYTORCH_CUDA_ALLOC_CONF, CUBLAS_WORKSPACE_CONFIG, ...
     extra: dict[str, Any] = field(default_factory=dict)  # keys written by other versions, kept as they were

@@ -19,6 +19,7 @@ from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, traina
 if TYPE_CHECKING:
     from layerprof.correlate import CellStatistics, CorrelationResult
     from layerprof.estimate import FitReport
+    from layerprof.plan import ClusterPlan, Schedule
     from layerprof.simulate import Outcome, Simulation
 
 COLUMNS = {
@@ -611,6 +612,94 @@ def simulation_legend(simulation: Simulation) -> str:
                 "(slots): the rungs' trials in waves of that many, assuming they do not slow each other"
             )
     return text
+
+
+# ---------------------------------------------------------------- plan
+
+
+def duration(seconds: float) -> str:
+    """12 s, 4.5 min, 3.2 h, 2.1 d."""
+    for limit, scale, unit in ((120, 1, "s"), (7200, 60, "min"), (172800, 3600, "h")):
+        if seconds < limit:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 86400:.3g} d"
+
+
+PLAN_RUNG_HEADERS = ["rung", "z", "steps", "trials", "GPU", "GPUs", "trials here", "at once/GPU (fit)", "waves",
+                     "trial", "rung time", "GPU-h", "GiB/trial", "step time from"]  # fmt: skip
+
+
+def plan_rung_rows(schedule: Schedule) -> list[list[str]]:
+    """Every rung of every bracket, a line per GPU kind it runs on: where, how many at once, for how long."""
+    rows = []
+    for number, bracket in enumerate(schedule.brackets):
+        for placement in bracket:
+            label = str(placement.rung + 1) if len(schedule.brackets) == 1 else f"{number + 1}.{placement.rung + 1}"
+            for position, share in enumerate(placement.shares):
+                rung_columns = [label, str(placement.trainable_layers), str(placement.steps), str(placement.configs)]
+                totals = [duration(placement.makespan_seconds), f"{placement.gpu_hours:.3g}"]
+                if position:
+                    rung_columns, totals = [""] * 4, ["", ""]
+                rows.append([
+                    *rung_columns, share.gpu, str(share.gpus), str(share.trials),
+                    f"{share.trials_per_gpu} ({share.slots_per_gpu})", str(share.waves), duration(share.trial_seconds),
+                    *totals, f"{share.memory_need_bytes / 2**30:.2f}", share.time_source,
+                ])  # fmt: skip
+    return rows
+
+
+PLAN_SUMMARY_HEADERS = ["schedule", "algorithm", "GPUs per rung", "makespan", "× ladder", "GPU-h", "× ladder "]
+
+
+def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
+    rows = []
+    for schedule in plan.schedules:
+        where = " → ".join("+".join(f"{s.gpus}×{s.gpu}" for s in p.shares) for p in schedule.brackets[0])
+        if len(schedule.brackets) > 1:
+            where += f" (+{len(schedule.brackets) - 1} brackets)"
+        rows.append([
+            schedule.name, schedule.algorithm, where, duration(schedule.makespan_seconds),
+            _times(schedule.makespan_vs_ladder), f"{schedule.gpu_hours:.3g}", _times(schedule.gpu_hours_vs_ladder),
+        ])  # fmt: skip
+    return rows
+
+
+def _plan_title(plan: ClusterPlan) -> str:
+    inventory = ", ".join(f"{item['count']}×{item['gpu']}" for item in plan.inventory)
+    return (
+        f"{plan.model}, batch {plan.batch_size} on {inventory}: eta={plan.eta:g}, {plan.configs} configurations, "
+        f"{plan.budget_steps} steps at full budget"
+    )
+
+
+def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]]]:
+    ladder = plan.schedule("ladder", "successive halving")
+    return [
+        (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS, plan_rung_rows(ladder)),
+        ("Against every rung on the largest GPUs and halving on training steps alone", PLAN_SUMMARY_HEADERS,
+         plan_summary_rows(plan)),
+    ]  # fmt: skip
+
+
+def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
+    tables = []
+    for title, headers, rows in plan_tables(plan):
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for header in headers:
+            table.add_column(header, justify="left" if header in ("GPU", "schedule", "algorithm", "GPUs per rung",
+                                                                  "step time from") else "right")  # fmt: skip
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def markdown_plan(plan: ClusterPlan) -> str:
+    left = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from")
+    return "\n\n".join(
+        f"**{title}**\n\n" + markdown_table(headers, rows, [h not in left for h in headers])
+        for title, headers, rows in plan_tables(plan)
+    )
 
 
 # ---------------------------------------------------------------- check

@@ -1,0 +1,401 @@
+"""Rungs placed on the GPUs a team has (the paper's Figure 6): for every rung of the ladder, the GPU kind and
+the trials per GPU that finish it soonest, and what successive halving and Hyperband then take in wall time and
+GPU-hours, against (a) every rung on the largest GPUs and (b) halving on training steps alone.
+
+Memory per trial comes from a profile measured on that kind, else from an estimate for CUDA. Step time comes
+from a profile measured on that kind; where there is none it is scaled from another measured kind by the two
+kinds' peak throughput, or from the FLOPs of a step at an assumed share of the kind's peak, and labelled
+*scaled*. Trials that share a GPU are assumed to slow each other once together they would use more than the
+whole GPU: one trial uses (its achieved FLOP/s) / (the GPU's peak) of it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from layerprof.cluster import InventoryItem, known_gpu
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, kind_of_device
+from layerprof.errors import LayerprofError
+from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
+from layerprof.profile import Profile, Row
+
+PLAN_SCHEMA = "layerprof.plan/1"
+ASSUMED_PEAK_SHARE = 0.4  # a step's FLOP/s over the GPU's dense bf16 peak, where nothing was measured
+SCHEDULES = ("ladder", "largest GPUs", "budget only")
+
+
+# ---------------------------------------------------------------- what a trial costs on a kind
+
+
+@dataclass
+class TrialCost:
+    """One trial of one z on one GPU kind, alone on the GPU."""
+
+    step_time_ms: float
+    time_source: str  # "measured on L4" | "scaled from H100 by peak" | "scaled from FLOPs at 40% of peak"
+    memory_need_bytes: int
+    memory_source: str
+    utilisation: float  # the share of the GPU's peak one trial uses
+
+    @property
+    def scaled(self) -> bool:
+        return not self.time_source.startswith("measured")
+
+
+@dataclass
+class ProfileSet:
+    """The profiles of one model at one batch size: measured ones by GPU kind, and an estimate."""
+
+    model: str
+    batch_size: int
+    layer_count: int
+    measured: dict[str, Profile]  # GPU kind name -> profile
+    estimate: Profile | None
+
+    def row(self, profile: Profile, z: int) -> Row | None:
+        row = profile.row(self.batch_size, z)
+        return row if row is not None and row.ok else None
+
+    def reference(self) -> Profile:
+        """What the ladder's rungs come from: the largest measured GPU's profile, else the estimate."""
+        if self.measured:
+            return max(self.measured.items(), key=lambda item: _gpu(item[0]).memory_mib)[1]
+        assert self.estimate is not None
+        return self.estimate
+
+    def cost(self, z: int, gpu: GpuKind) -> TrialCost | None:
+        """What a trial of z costs on `gpu`; None where no profile or estimate has the cell."""
+        memory = self._memory(z, gpu)
+        timing = self._time(z, gpu)
+        if memory is None or timing is None:
+            return None
+        return TrialCost(timing[0], timing[1], memory[0], memory[1], timing[2])
+
+    def _memory(self, z: int, gpu: GpuKind) -> tuple[int, str] | None:
+        own = self.measured.get(gpu.name)
+        if own is not None and (row := self.row(own, z)) and (need := memory_need_bytes(row)):
+            return need, f"measured on {gpu.name}"
+        if self.estimate is not None and (row := self.row(self.estimate, z)) and row.peak_memory_bytes:
+            return row.peak_memory_bytes + CUDA_CONTEXT_RESERVE_BYTES, "estimate"
+        for name, profile in self.measured.items():
+            if (row := self.row(profile, z)) and (need := memory_need_bytes(row)):
+                return need, f"measured on {name}"
+        return None
+
+    def _time(self, z: int, gpu: GpuKind) -> tuple[float, str, float] | None:
+        own = self.measured.get(gpu.name)
+        if own is not None and (row := self.row(own, z)) and row.step_time_ms:
+            return row.step_time_ms, f"measured on {gpu.name}", _utilisation(row, gpu)
+        for name, profile in self.measured.items():
+            if (row := self.row(profile, z)) and row.step_time_ms:
+                other = _gpu(name)
+                return (
+                    row.step_time_ms * other.bf16_tflops / gpu.bf16_tflops,
+                    f"scaled from {name} by peak",
+                    _utilisation(row, other),
+                )
+        flops = next(
+            (r.flops for p in [*self.measured.values(), self.estimate] if p and (r := self.row(p, z)) and r.flops),
+            None,
+        )
+        if flops is None:
+            return None
+        step_ms = flops / (gpu.bf16_tflops * 1e12 * ASSUMED_PEAK_SHARE) * 1000
+        return step_ms, f"scaled from FLOPs at {ASSUMED_PEAK_SHARE:.0%} of peak", ASSUMED_PEAK_SHARE
+
+
+def _gpu(name: str) -> GpuKind:
+    from layerprof.devices import GPU_KINDS
+
+    return GPU_KINDS[name]
+
+
+def _utilisation(row: Row, gpu: GpuKind) -> float:
+    """Achieved over peak, capped at the whole GPU; a trial without FLOP/s is taken to fill the GPU."""
+    if not row.achieved_tflops:
+        return 1.0
+    return min(1.0, row.achieved_tflops / gpu.bf16_tflops)
+
+
+def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileSet:
+    """Group the inputs by GPU kind; refuse mixtures of models, recipes or CPU profiles."""
+    if not profiles:
+        raise LayerprofError("give at least one profile or estimate of the model")
+    first = profiles[0]
+    measured: dict[str, Profile] = {}
+    estimate = None
+    for profile in profiles:
+        if profile.model.spec != first.model.spec or profile.layer_count != first.layer_count:
+            raise LayerprofError(f"the profiles are of different models: {first.model.spec}, {profile.model.spec}")
+        if (profile.settings.optimizer, profile.settings.precision) != (
+            first.settings.optimizer,
+            first.settings.precision,
+        ):
+            raise LayerprofError("the profiles train with different optimizers or precisions; plan one recipe")
+        environment = profile.environment
+        if profile.is_estimate:
+            if environment.device_kind != "cuda":
+                raise LayerprofError("an estimate for the CPU says nothing about GPU memory; use --target cuda")
+            estimate = profile
+            continue
+        if environment.device_kind != "cuda":
+            raise LayerprofError(
+                f"{profile.model.spec} was profiled on {environment.device_name}, not a GPU; give profiles measured "
+                "on GPUs or an estimate (--target cuda)"
+            )
+        gpu = known_gpu(environment.cluster_kind or "") or kind_of_device(
+            environment.device_name, environment.total_memory_bytes
+        )
+        if gpu is None:
+            raise LayerprofError(
+                f"{environment.device_name} is not a GPU layerprof knows; it knows {', '.join(_known_names())}"
+            )
+        if gpu.name in measured:
+            raise LayerprofError(f"two profiles were measured on {gpu.name}; give one per GPU kind")
+        measured[gpu.name] = profile
+    sizes = set.intersection(*(set(p.batch_sizes()) for p in profiles))
+    if batch_size is None:
+        if len(sizes) != 1:
+            shown = ", ".join(map(str, sorted(sizes))) or "none"
+            raise LayerprofError(f"choose --batch-size: the profiles share batch sizes {shown}")
+        batch_size = sizes.pop()
+    elif batch_size not in sizes:
+        raise LayerprofError(f"--batch-size {batch_size} is not in every profile; they share {sorted(sizes)}")
+    return ProfileSet(first.model.spec, batch_size, first.layer_count, measured, estimate)
+
+
+def _known_names() -> list[str]:
+    from layerprof.devices import GPU_KINDS
+
+    return list(GPU_KINDS)
+
+
+# ---------------------------------------------------------------- placing rungs
+
+
+@dataclass
+class KindShare:
+    """The part of a rung one GPU kind runs."""
+
+    gpu: str
+    gpus: int  # GPUs of this kind that run trials of the rung
+    trials: int
+    trials_per_gpu: int  # run at once on one GPU
+    slots_per_gpu: int  # trials that fit on one GPU
+    waves: int  # on the busiest GPU of this kind
+    trial_seconds: float  # one trial alone on the GPU
+    time_source: str
+    memory_need_bytes: int
+    memory_source: str
+
+
+@dataclass
+class RungPlacement:
+    rung: int  # index in the ladder
+    trainable_layers: int
+    steps: int
+    configs: int
+    shares: list[KindShare]
+    makespan_seconds: float  # until the last trial of the rung ends
+    gpu_hours: float  # busy time of every GPU used
+
+    @property
+    def time_sources(self) -> list[str]:
+        return [share.time_source for share in self.shares]
+
+
+@dataclass
+class Schedule:
+    name: str  # one of SCHEDULES
+    algorithm: str  # "successive halving" | "hyperband"
+    brackets: list[list[RungPlacement]]  # run one after another; rungs within a bracket too
+    makespan_seconds: float = 0.0
+    gpu_hours: float = 0.0
+    makespan_vs_ladder: float | None = None
+    gpu_hours_vs_ladder: float | None = None
+
+    @property
+    def scaled(self) -> bool:
+        return any(not source.startswith("measured") for b in self.brackets for p in b for source in p.time_sources)
+
+
+@dataclass(frozen=True)
+class GpuRun:
+    """How one GPU runs n trials of a rung soonest: in `waves` waves of at most `at_once` trials."""
+
+    seconds: float
+    waves: int
+    at_once: int
+
+
+def one_gpu(trials: int, trial_seconds: float, utilisation: float, slots: int) -> GpuRun:
+    """n trials on one GPU: m trials together take trial_seconds * max(1, m * utilisation) (they slow each other
+    once together they would use more than the whole GPU) and at most `slots` fit; the best number of waves."""
+    if trials == 0:
+        return GpuRun(0.0, 0, 0)
+    best = None
+    for waves in range(math.ceil(trials / slots), trials + 1):
+        fuller, size = trials % waves, trials // waves  # `fuller` waves of size + 1, the rest of size
+        seconds = trial_seconds * (
+            fuller * max(1.0, (size + 1) * utilisation) + (waves - fuller) * max(1.0, size * utilisation)
+        )
+        if best is None or seconds < best.seconds - 1e-9:
+            best = GpuRun(seconds, waves, size + (1 if fuller else 0))
+    assert best is not None
+    return best
+
+
+def place(
+    configs: int, z: int, steps: int, rung: int, profiles: ProfileSet, inventory: Sequence[InventoryItem]
+) -> RungPlacement | None:
+    """Spread the rung's trials over every GPU that holds one, each next trial where it ends the soonest (on a
+    GPU already in use when that is no later): the makespan of identical trials, few GPUs busy."""
+    kinds = []
+    for item in inventory:
+        cost = profiles.cost(z, item.gpu)
+        slots = 0 if cost is None else item.gpu.memory_mib * 2**20 // cost.memory_need_bytes
+        if cost is None or slots < 1:
+            continue
+        trial_seconds = cost.step_time_ms * steps / 1000
+        runs = [one_gpu(n, trial_seconds, cost.utilisation, slots) for n in range(configs + 1)]
+        kinds.append((item, cost, slots, trial_seconds, runs))
+    if not kinds:
+        return None
+    # a heap of (seconds after one more trial, fewer trials first is worse: pack, kind, GPU) per GPU
+    loads = {(k, g): 0 for k in range(len(kinds)) for g in range(kinds[k][0].count)}
+    heap = [(kinds[k][4][1].seconds, 0, k, g) for k, g in loads]
+    heapq.heapify(heap)
+    for _ in range(configs):
+        _, _, k, g = heapq.heappop(heap)
+        loads[(k, g)] += 1
+        runs = kinds[k][4]
+        after = runs[loads[(k, g)] + 1].seconds if loads[(k, g)] < configs else math.inf
+        heapq.heappush(heap, (after, -loads[(k, g)], k, g))
+    shares = []
+    for k, (item, cost, slots, trial_seconds, runs) in enumerate(kinds):
+        used = [loads[(k, g)] for g in range(item.count) if loads[(k, g)]]
+        if used:
+            busiest = runs[max(used)]
+            shares.append(
+                KindShare(
+                    item.gpu.name,
+                    len(used),
+                    sum(used),
+                    busiest.at_once,
+                    slots,
+                    busiest.waves,
+                    trial_seconds,
+                    cost.time_source,
+                    cost.memory_need_bytes,
+                    cost.memory_source,
+                )  # fmt: skip
+            )
+    busy = [kinds[k][4][n].seconds for (k, _), n in loads.items()]
+    return RungPlacement(rung, z, steps, configs, shares, max(busy), sum(busy) / 3600)
+
+
+@dataclass
+class ClusterPlan:
+    model: str
+    batch_size: int
+    eta: float
+    configs: int
+    budget_steps: int
+    inventory: list[dict[str, Any]]
+    rungs: list[int]  # the ladder's z values
+    cost_kind: str
+    schedules: list[Schedule] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def schedule(self, name: str, algorithm: str) -> Schedule:
+        return next(s for s in self.schedules if s.name == name and s.algorithm == algorithm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": PLAN_SCHEMA, **asdict(self)}
+
+
+def plan_cluster(
+    profiles: Sequence[Profile],
+    inventory: Sequence[InventoryItem],
+    *,
+    eta: float = 3.0,
+    configs: int | None = None,
+    budget_steps: int = 1000,
+    batch_size: int | None = None,
+    min_layers: int = 1,
+) -> ClusterPlan:
+    """The ladder of the profiles, each rung placed on the inventory, for halving and Hyperband; and the two
+    alternatives placed the same way."""
+    if budget_steps < 1:
+        raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
+    group = profile_set(profiles, batch_size)
+    reference = group.reference()
+    ladder = build_ladder(
+        reference, eta=eta, cost_kind=default_cost(reference), batch_size=group.batch_size, min_layers=min_layers
+    )
+    zs = [rung.trainable_layers for rung in ladder.rungs]
+    rung_count = len(zs)
+    configs = configs or round(eta ** (rung_count - 1))
+    largest = max(inventory, key=lambda item: (item.gpu.memory_mib, item.gpu.bf16_tflops))
+    full = group.layer_count
+    plans = {
+        "ladder": ([(z, budget_steps) for z in zs], inventory),
+        "largest GPUs": ([(z, budget_steps) for z in zs], [largest]),
+        "budget only": (
+            [(full, max(1, round(budget_steps / eta ** (rung_count - 1 - i)))) for i in range(rung_count)],
+            inventory,
+        ),
+    }
+    result = ClusterPlan(
+        model=group.model,
+        batch_size=group.batch_size,
+        eta=eta,
+        configs=configs,
+        budget_steps=budget_steps,
+        inventory=[{"gpu": item.gpu.name, "count": item.count} for item in inventory],
+        rungs=zs,
+        cost_kind=ladder.cost_kind,
+    )
+    unit = [1.0] * rung_count
+    layouts = {"successive halving": [successive_halving(unit, configs, eta)], "hyperband": hyperband(unit, eta)}
+    for algorithm, brackets in layouts.items():
+        for name, (rungs, kinds) in plans.items():
+            schedule = Schedule(name, algorithm, [])
+            for bracket in brackets:
+                placed = []
+                for offset, count in enumerate(bracket.configs_per_rung):
+                    index = bracket.first_rung + offset
+                    z, steps = rungs[index]
+                    placement = place(count, z, steps, index, group, kinds)
+                    if placement is None:
+                        raise _unplaceable(group, z, kinds, name)
+                    placed.append(placement)
+                schedule.brackets.append(placed)
+            schedule.makespan_seconds = sum(p.makespan_seconds for b in schedule.brackets for p in b)
+            schedule.gpu_hours = sum(p.gpu_hours for b in schedule.brackets for p in b)
+            result.schedules.append(schedule)
+    for schedule in result.schedules:
+        ladder_schedule = result.schedule("ladder", schedule.algorithm)
+        schedule.makespan_vs_ladder = schedule.makespan_seconds / ladder_schedule.makespan_seconds
+        schedule.gpu_hours_vs_ladder = schedule.gpu_hours / ladder_schedule.gpu_hours
+    if any(s.scaled for s in result.schedules):
+        result.notes.append("scaled: some step times were not measured on that GPU kind (see each rung's time source)")
+    result.notes.append(ladder.fit_note)
+    return result
+
+
+def _unplaceable(group: ProfileSet, z: int, kinds: Sequence[InventoryItem], schedule: str) -> LayerprofError:
+    needs = [(item.gpu, group.cost(z, item.gpu)) for item in kinds]
+    known = [(gpu, cost) for gpu, cost in needs if cost is not None]
+    if not known:
+        return LayerprofError(f"no profile or estimate has z={z} at batch {group.batch_size}; profile that cell")
+    need = min(cost.memory_need_bytes for _, cost in known)
+    biggest = max(kinds, key=lambda item: item.gpu.memory_mib).gpu
+    return LayerprofError(
+        f"no GPU in the inventory holds a trial of z={z} ({schedule}): it needs {need / 2**30:.1f} GiB, the largest "
+        f"GPU ({biggest.name}) has {biggest.memory_mib / 1024:.1f} GiB; add a larger GPU to --cluster"
+    )
