@@ -142,6 +142,9 @@ UnwrapOption = Annotated[
     list[str] | None,
     typer.Option("--unwrap", metavar="CLASS", help="Also split inside modules of this class name. Repeatable."),
 ]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS or local).")
+]
 BatchSizesOption = Annotated[
     str | None,
     typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
@@ -312,7 +315,7 @@ def profile(
     executor: Annotated[
         Executor, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
     ] = Executor.local,
-    address: Annotated[str | None, typer.Option("--address", metavar="ADDR", help="Ray cluster address.")] = None,
+    address: AddressOption = None,
     gpu_kinds: Annotated[
         str | None,
         typer.Option(
@@ -678,7 +681,7 @@ def correlate(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, metavar="N", help="Local worker processes (default: cores).")
     ] = None,
-    address: Annotated[str | None, typer.Option("--address", metavar="ADDR", help="Ray cluster address.")] = None,
+    address: AddressOption = None,
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Trials, results and heatmap (resumable).")] = Path(
         "correlation"
     ),
