@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from layerprof.devices import GPU_KINDS, GpuKind
+from layerprof.devices import GPU_KINDS, GpuKind, find_gpu
 from layerprof.errors import LayerprofError
 
 # Ray sets accelerator_type:<name> to 1 on a node with that GPU; a task asks for a sliver of it to land there.
@@ -38,16 +38,12 @@ class ClusterKind:
     gpu: GpuKind | None  # the table's entry, where the label names one
 
 
-def known_gpu(name: str) -> GpuKind | None:
-    return next((gpu for known, gpu in GPU_KINDS.items() if known.lower() == name.strip().lower()), None)
-
-
 def parse_gpu_kinds(text: str) -> list[ClusterKind]:
     """`L4,H100` (Ray's accelerator types) or `small=my_resource` (custom resources), comma-separated."""
     kinds = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         label, equals, resource = (s.strip() for s in part.partition("="))
-        gpu = known_gpu(label)
+        gpu = find_gpu(label)
         if equals:
             if not label or not resource:
                 raise LayerprofError(f"--gpu-kinds {part!r}: write KIND=RESOURCE, e.g. small=mig_1g")
@@ -83,7 +79,7 @@ def parse_inventory(text: str) -> list[InventoryItem]:
         match = re.fullmatch(r"(?:(\d+)\s*[x×*]\s*)?(.+)", part)
         assert match is not None
         count, name = int(match.group(1) or 1), match.group(2)
-        gpu = known_gpu(name)
+        gpu = find_gpu(name)
         if gpu is None:
             raise LayerprofError(f"--cluster: unknown GPU {name!r} in {part!r}; known: {', '.join(GPU_KINDS)}")
         if count < 1:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layerprof.errors import LayerprofError
+from layerprof.errors import LayerprofError, read_json
 from layerprof.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
 from layerprof.parsing import LayerSelection
 
@@ -200,8 +200,8 @@ class TrialStore:
         self.path = directory / "trials.jsonl"
         meta = directory / "study.json"
         if meta.exists():
-            existing = json.loads(meta.read_text())
-            if existing.get("fingerprint") != identity["fingerprint"]:
+            existing = read_json(meta, "study description", "the study.json `layerprof correlate` writes")
+            if not isinstance(existing, dict) or existing.get("fingerprint") != identity["fingerprint"]:
                 raise LayerprofError(
                     f"{str(directory)!r} holds a study of another task or grid; use a new --out directory"
                 )
@@ -542,10 +542,5 @@ def heatmap_png(result: CorrelationResult, path: Path) -> Path:
 
 
 def load_result(path: Path) -> CorrelationResult:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LayerprofError(f"correlation result {str(path)!r} does not exist") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise LayerprofError(f"cannot read correlation result {str(path)!r}: {error}") from None
+    data = read_json(path, "correlation result", "a result.json written by `layerprof correlate`")
     return CorrelationResult.from_dict(data, source=repr(str(path)))

@@ -84,12 +84,17 @@ def kind_of_device(device_name: str, total_memory_bytes: int | None = None) -> G
     return None
 
 
+def find_gpu(name: str) -> GpuKind | None:
+    """A GPU in the table by case-insensitive name, or None."""
+    return next((gpu for known, gpu in GPU_KINDS.items() if known.lower() == name.strip().lower()), None)
+
+
 def gpu_kind(name: str) -> GpuKind:
-    """A GPU in the table, by case-insensitive name."""
-    for known, gpu in GPU_KINDS.items():
-        if known.lower() == name.lower():
-            return gpu
-    raise LayerprofError(f"unknown --gpu {name!r}; known: {', '.join(GPU_KINDS)}")
+    """A GPU in the table, by case-insensitive name; an unknown one is an input error."""
+    gpu = find_gpu(name)
+    if gpu is None:
+        raise LayerprofError(f"unknown --gpu {name!r}; known: {', '.join(GPU_KINDS)}")
+    return gpu
 
 
 def gpu_memory_bytes(name: str) -> int:

@@ -8,7 +8,6 @@ Both are optional extras: `pip install 'layerprof[timm]'`, `pip install 'layerpr
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from layerprof.errors import LayerprofError
+from layerprof.errors import LayerprofError, read_json
 from layerprof.parsing import coerce, parse_value
 
 # Families whose blocks sit inside a stage class that is not a container: split inside it, as for torchvision's
@@ -110,12 +109,7 @@ def hf_config(name: str, overrides: dict[str, str]) -> Any:
 
     if name.endswith(".json") or "/" in name:
         path = Path(name)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LayerprofError(f"Hugging Face config {name!r} does not exist") from None
-        except (OSError, json.JSONDecodeError) as error:
-            raise LayerprofError(f"cannot read Hugging Face config {name!r}: {error}") from None
+        data = read_json(path, "Hugging Face config", "a config.json")
         if not isinstance(data, dict) or "model_type" not in data:
             raise LayerprofError(f"{name!r} is not a Hugging Face config (no 'model_type')")
         model_type = data.pop("model_type")

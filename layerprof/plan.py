@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from layerprof.cluster import InventoryItem, known_gpu
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, kind_of_device
+from layerprof.cluster import InventoryItem
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, find_gpu, kind_of_device
 from layerprof.errors import LayerprofError
 from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.profile import Profile, Row
@@ -63,7 +63,7 @@ class ProfileSet:
     def reference(self) -> Profile:
         """What the ladder's rungs come from: the largest measured GPU's profile, else the estimate."""
         if self.measured:
-            return max(self.measured.items(), key=lambda item: _gpu(item[0]).memory_mib)[1]
+            return max(self.measured.items(), key=lambda item: GPU_KINDS[item[0]].memory_mib)[1]
         assert self.estimate is not None
         return self.estimate
 
@@ -92,7 +92,7 @@ class ProfileSet:
             return row.step_time_ms, f"measured on {gpu.name}", _utilisation(row, gpu)
         for name, profile in self.measured.items():
             if (row := self.row(profile, z)) and row.step_time_ms:
-                other = _gpu(name)
+                other = GPU_KINDS[name]
                 return (
                     row.step_time_ms * other.bf16_tflops / gpu.bf16_tflops,
                     f"scaled from {name} by peak",
@@ -106,12 +106,6 @@ class ProfileSet:
             return None
         step_ms = flops / (gpu.bf16_tflops * 1e12 * ASSUMED_PEAK_SHARE) * 1000
         return step_ms, f"scaled from FLOPs at {ASSUMED_PEAK_SHARE:.0%} of peak", ASSUMED_PEAK_SHARE
-
-
-def _gpu(name: str) -> GpuKind:
-    from layerprof.devices import GPU_KINDS
-
-    return GPU_KINDS[name]
 
 
 def _utilisation(row: Row, gpu: GpuKind) -> float:
@@ -147,12 +141,12 @@ def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileS
                 f"{profile.model.spec} was profiled on {environment.device_name}, not a GPU; give profiles measured "
                 "on GPUs or an estimate (--target cuda)"
             )
-        gpu = known_gpu(environment.cluster_kind or "") or kind_of_device(
+        gpu = find_gpu(environment.cluster_kind or "") or kind_of_device(
             environment.device_name, environment.total_memory_bytes
         )
         if gpu is None:
             raise LayerprofError(
-                f"{environment.device_name} is not a GPU layerprof knows; it knows {', '.join(_known_names())}"
+                f"{environment.device_name} is not a GPU layerprof knows; it knows {', '.join(GPU_KINDS)}"
             )
         if gpu.name in measured:
             raise LayerprofError(f"two profiles were measured on {gpu.name}; give one per GPU kind")
@@ -166,12 +160,6 @@ def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileS
     elif batch_size not in sizes:
         raise LayerprofError(f"--batch-size {batch_size} is not in every profile; they share {sorted(sizes)}")
     return ProfileSet(first.model.spec, batch_size, first.layer_count, measured, estimate)
-
-
-def _known_names() -> list[str]:
-    from layerprof.devices import GPU_KINDS
-
-    return list(GPU_KINDS)
 
 
 # ---------------------------------------------------------------- placing rungs

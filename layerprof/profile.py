@@ -25,7 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from layerprof.errors import LayerprofError
+from layerprof.errors import LayerprofError, read_json
 from layerprof.precision import get_precision
 
 SCHEMA = "layerprof.profile/2"
@@ -517,15 +517,5 @@ def ensure_writable(path: str | Path) -> Path:
 
 
 def load_profile(path: str | Path) -> Profile:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LayerprofError(f"profile {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise LayerprofError(f"cannot read profile {str(path)!r}: {error}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        raise LayerprofError(f"{str(path)!r} is not JSON; expected a profile written by `layerprof profile`") from None
+    data = read_json(path, "profile", "a profile written by `layerprof profile`")
     return Profile.from_dict(data, source=repr(str(path)))

@@ -22,7 +22,7 @@ from typing import Any
 
 from layerprof.correlate import TrialResult, read_trials, resolve_task, spearman, task_layer_count
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
-from layerprof.errors import LayerprofError
+from layerprof.errors import LayerprofError, read_json
 from layerprof.ladder import Bracket, build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.profile import Profile
 from layerprof.stats import quantile
@@ -46,6 +46,14 @@ class CellTable:
 
     losses: list[list[float]]
     seconds: list[list[float]]
+
+    def mean_losses(self) -> list[float | None]:
+        """Per configuration, the mean over seeds that succeeded (None where every seed failed)."""
+        means: list[float | None] = []
+        for row in self.losses:
+            finite = [loss for loss in row if math.isfinite(loss)]
+            means.append(sum(finite) / len(finite) if finite else None)
+        return means
 
 
 @dataclass
@@ -78,12 +86,7 @@ class RecordedStudy:
         return CellTable(losses, seconds)
 
     def mean_losses(self, cell: Cell) -> list[float | None]:
-        """Per configuration, the mean over seeds that succeeded (None where every seed failed)."""
-        means: list[float | None] = []
-        for row in self.table(cell).losses:
-            finite = [loss for loss in row if math.isfinite(loss)]
-            means.append(sum(finite) / len(finite) if finite else None)
-        return means
+        return self.table(cell).mean_losses()
 
 
 def load_study(path: Path) -> RecordedStudy:
@@ -97,11 +100,10 @@ def load_study(path: Path) -> RecordedStudy:
             f"{str(directory)!r} is not a correlate study (no study.json); give the --out directory of "
             "`layerprof correlate`"
         )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        task, configs = meta["task"], meta["configs"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise LayerprofError(f"cannot read {str(meta_path)!r} as a correlate study: {error}") from None
+    meta = read_json(meta_path, "study description", "the study.json `layerprof correlate` writes")
+    if not isinstance(meta, dict) or not isinstance(meta.get("configs"), list) or "task" not in meta:
+        raise LayerprofError(f"{str(meta_path)!r} is not a correlate study's description (no task and configs)")
+    task, configs = meta["task"], meta["configs"]
     results = read_trials(trials_path) if trials_path.is_file() else {}
     if not results:
         raise LayerprofError(f"{str(directory)!r} has no finished trials yet; run `layerprof correlate` first")
@@ -387,7 +389,7 @@ class Replay:
         self.study = study
         self.repeats = repeats
         self.seed = seed
-        truth = study.mean_losses(study.full_cell)
+        self.truth = truth = study.mean_losses(study.full_cell)  # full-fidelity loss per configuration
         finite = [t for t in truth if t is not None]
         if not finite:
             raise LayerprofError("no configuration has a full-fidelity loss in the study; nothing to judge picks by")
@@ -524,8 +526,7 @@ def simulate(
     check_cells(study, chosen)
     count = _starting_configs(study, chosen, eta, starting_configs, notes)
     replay = Replay(study, repeats, seed)
-    truth = study.mean_losses(study.full_cell)
-    results = [_simulate_path(replay, path, eta, count, truth, pricing, notes) for path in chosen]
+    results = [_simulate_path(replay, path, eta, count, pricing, notes) for path in chosen]
     baseline = next((r for r in results if r.name == BASELINE_PATH), None)
     for result in results:
         _relative(result.successive_halving, baseline.successive_halving if baseline else None)
@@ -601,15 +602,14 @@ def _simulate_path(
     path: FidelityPath,
     eta: float,
     count: int,
-    truth: list[float | None],
     pricing: Pricing | None,
     notes: list[str],
 ) -> PathResult:
     prices = [pricing.price(cell) for cell in path.cells] if pricing else None
     rungs = []
-    for index, cell in enumerate(path.cells):
-        low = replay.study.mean_losses(cell)
-        pairs = [(a, b) for a, b in zip(low, truth, strict=True) if a is not None and b is not None]
+    for index, (cell, table) in enumerate(zip(path.cells, replay.tables(path.cells), strict=True)):
+        low = table.mean_losses()
+        pairs = [(a, b) for a, b in zip(low, replay.truth, strict=True) if a is not None and b is not None]
         rho = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else math.nan
         rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, prices[index] if prices else None))
     unit_costs = [1.0] * len(path.cells)  # bracket sizes do not depend on costs

@@ -330,6 +330,14 @@ def test_correlate_bad_input(tmp_path: Path) -> None:
         runner.invoke(app, ["correlate", "digits", "--budget-fractions", "0,2"]), "--budget-fractions"
     )
     assert_one_line_error(runner.invoke(app, ["correlate", "digits", "--layers", "1,9"]), "outside 1..6")
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "study.json").write_text('{"task": "dig')  # a study directory a crash or an editor left broken
+    three = tmp_path / "three.json"
+    three.write_text(json.dumps({"learning_rate": [1e-4, 1e-3, 1e-2]}))
+    assert_one_line_error(
+        runner.invoke(app, ["correlate", "digits", "--grid", str(three), "--out", str(torn)]), "is not JSON"
+    )
 
 
 def test_ladder_shows_measured_rank_correlation_per_rung(tmp_path: Path) -> None:

@@ -279,9 +279,15 @@ def test_simulate_bad_input(tmp_path: Path) -> None:
     study = write_study(tmp_path / "s", 9, perfect)
     interrupted = write_study(tmp_path / "i", 9, perfect, skip=lambda i, z, f, s: z == 3 and f == 1.0 and i > 4)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "study.json").write_text('{"task": "digits", "conf')
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "study.json").write_text('{"schema": "layerprof.profile/2"}')
     cases = [
         (["simulate", str(tmp_path / "nowhere")], "does not exist"),
         (["simulate", str(tmp_path / "empty")], "not a correlate study"),
+        (["simulate", str(tmp_path / "torn")], "study.json' is not JSON; expected the study.json"),
+        (["simulate", str(tmp_path / "foreign")], "is not a correlate study's description"),
         (["simulate", str(interrupted)], "z=3 at budget 1 (4 of 9 trials missing; layers, budget, diagonal, full"),
         (["simulate", str(study), "--eta", "1"], "--eta must be greater than 1"),
         (["simulate", str(study), "--configs", "10"], "--configs must be in 1..9"),
