@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install profile test lint bench clean gate baselines gpu-check gpu-wheels
+.PHONY: install profile test lint bench clean gate baselines gpu-check gpu-wheels gpu-image gpu-smoke
 
 install: $(STAMP)
 
@@ -53,14 +53,32 @@ baselines: $(STAMP)
 	  echo "rewrote profiles/baselines/cpu/$$model.json"; \
 	done
 
-# One go of the GPU checks (<= 8 minutes on one NVIDIA GPU); results in build/gpu-check/<time>/.
-gpu-check: $(STAMP)
+# One go of the GPU checks (<= 7 minutes on one NVIDIA GPU); results in build/gpu-check/<time>/. No install
+# prerequisite: on a GPU machine without a package registry the script uses its python3 and the wheels in .whl/.
+gpu-check:
 	bash benchmarks/gpu_check.sh
 
 # Wheels that a GPU machine without a package registry needs beside its preinstalled PyTorch (Python 3.12):
-# carry .whl/ there and run `GPU_CHECK_INSTALL=nodeps bash benchmarks/gpu_check.sh`.
+# carry .whl/ there; `make gpu-check` installs them with --no-deps into a folder of their own.
 GPU_WHEELS := litgpt==0.5.13 jsonargparse==4.41.0 docstring_parser==0.18.0 typeshed_client==2.15.0
 gpu-wheels:
+	rm -rf .whl
 	python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  -d .whl $(GPU_WHEELS)
+
+# An imitation of the GPU machine's image on this CPU (Python 3.12, torch 2.11 and the image's versions of what
+# layerprof imports), and the GPU check's CPU smoke mode run in it with only the carried wheels added.
+GPU_IMAGE := build/gpu-image
+GPU_IMAGE_PYTHON ?= python3.12
+$(GPU_IMAGE)/.installed: benchmarks/gpu_image_requirements.txt
+	test -x $(GPU_IMAGE)/bin/python || $(GPU_IMAGE_PYTHON) -m venv $(GPU_IMAGE)
+	$(GPU_IMAGE)/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/gpu_image_requirements.txt
+	touch $@
+
+gpu-image: $(GPU_IMAGE)/.installed
+
+gpu-smoke: $(GPU_IMAGE)/.installed
+	test -d .whl || $(MAKE) --no-print-directory gpu-wheels
+	GPU_CHECK_SMOKE=1 GPU_CHECK_INSTALL=wheels PY=$(GPU_IMAGE)/bin/python GPU_CHECK_SITE=build/gpu-image-site \
+	  OUT=build/gpu-smoke bash benchmarks/gpu_check.sh

@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# layerprof's GPU check: one go, at most 8 minutes on one NVIDIA GPU, every step under a timeout, every result in
-# one folder. Run from the repository root:
+# layerprof's GPU check: one go, at most BUDGET_S seconds (default 420) on one NVIDIA GPU, every step under a
+# timeout, every result in one folder. Run from the repository root:
 #
-#   make gpu-check                         # after `make install` (needs the package registry)
-#   GPU_CHECK_INSTALL=nodeps bash benchmarks/gpu_check.sh
-#                                          # torch preinstalled, no registry: `pip install --no-deps -e .` and
-#                                          # the wheels in .whl/ (`make gpu-wheels` downloads them beforehand)
-#   GPU_CHECK_SMOKE=1 bash benchmarks/gpu_check.sh
-#                                          # the same plumbing on the CPU with tiny models, to test the script
+#   make gpu-check              # picks the install: .venv if it exists, else the machine's python3 with the
+#                               # wheels carried in .whl/ (`make gpu-wheels` downloads them beforehand)
+#   GPU_CHECK_SMOKE=1 ...       # the same plumbing on the CPU with tiny models (`make gpu-smoke` rehearses it in
+#                               # an imitation of the GPU machine's image)
 #
-# Output: $OUT (default build/gpu-check/YYYYmmdd-HHMMSS): run.log, diagnostics, gpu-tests.xml, the profiles
-# (p14b-32-true, p14b-bf16-mixed, r18) and estimates (e14b-*, e-r18) as JSON, and summary.txt.
+# GPU_CHECK_INSTALL=venv|wheels|make chooses the install; PY the interpreter for `wheels`.
+# Output: $OUT (default build/gpu-check/YYYYmmdd-HHMMSS): run.log, diagnostics.log, gpu-tests.xml, the profiles
+# (p14b-32-true, p14b-bf16-mixed, r18) and estimates (e14b-*, e-r18) as JSON, sharing/, and summary.txt.
 
 set -uo pipefail
 
 START=$(date +%s)
-BUDGET_S=${BUDGET_S:-470}
+BUDGET_S=${BUDGET_S:-420}
 DEADLINE=$((START + BUDGET_S))
 RESERVE_S=20 # kept for the summary
 OUT=${OUT:-build/gpu-check/$(date +%Y%m%d-%H%M%S)}
@@ -30,14 +29,6 @@ fi
 
 export PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-150}
 SMOKE=${GPU_CHECK_SMOKE:-}
-if [ "${GPU_CHECK_INSTALL:-make}" = nodeps ]; then
-  PY=${PY:-python3}
-  INSTALL="$PY -m pip install -q --no-deps --no-build-isolation -e . && { [ ! -d .whl ] || $PY -m pip install -q --no-index --no-deps .whl/*.whl; }"
-else
-  PY=${PY:-.venv/bin/python}
-  INSTALL="make install"
-fi
-LP="$PY -m layerprof"
 DEVICE=cuda
 [ -n "$SMOKE" ] && DEVICE=cpu
 declare -A RC
@@ -71,13 +62,43 @@ step() {
 echo "layerprof GPU check · $(date -Is) · git $(git rev-parse --short HEAD 2>/dev/null || echo '?') · $OUT · budget ${BUDGET_S} s"
 command -v nvidia-smi >/dev/null && timeout 20 nvidia-smi --format=csv \
   --query-gpu=index,name,uuid,driver_version,memory.total,memory.used,mig.mode.current,clocks.max.sm,power.limit
-env | grep -E '^(CUDA_|PYTORCH_|CUBLAS|NVIDIA_)' | sort
+env | grep -E '^(CUDA_|PYTORCH_|CUBLAS|NVIDIA_|TORCH_)' | sort
 
-step install 150 bash -c "$INSTALL"
-if ! $PY -c "import layerprof.cli" 2>/dev/null; then
-  echo "error: layerprof does not import after the install step; nothing else can run"
+# ---------------------------------------------------------------- install
+MODE=${GPU_CHECK_INSTALL:-}
+if [ -z "$MODE" ]; then
+  if [ -x .venv/bin/python ]; then MODE=venv; elif [ -d .whl ]; then MODE=wheels; else MODE=make; fi
+fi
+case "$MODE" in
+  venv) PY=.venv/bin/python ;;
+  make) make install || { echo "error: make install failed"; exit 1; }; PY=.venv/bin/python ;;
+  wheels)
+    # The image's own packages stay; the wheels it lacks go to a folder of their own, with no dependencies
+    # resolved (there is no registry). Exactly one wheel per package, or the install is refused.
+    PY=${PY:-python3}
+    SITE=${GPU_CHECK_SITE:-/tmp/layerprof-site}
+    names=$(ls .whl/*.whl 2>/dev/null | xargs -n1 basename | cut -d- -f1 | tr 'A-Z_.' 'a-z--' | sort)
+    if [ -z "$names" ]; then echo "error: no wheels in .whl/ (make gpu-wheels)"; exit 1; fi
+    twice=$(echo "$names" | uniq -d)
+    if [ -n "$twice" ]; then echo "error: .whl/ holds more than one wheel of: $twice; keep one of each"; exit 1; fi
+    rm -rf "$SITE"
+    if ! $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl; then
+      echo "error: the carried wheels do not install"
+      exit 1
+    fi
+    # layerprof itself runs from this checkout: no install step that could fail and take the wheels with it
+    export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    ;;
+  *) echo "error: GPU_CHECK_INSTALL must be venv, wheels or make, got $MODE"; exit 2 ;;
+esac
+echo "install: $MODE, python $($PY -c 'import sys; print(sys.version.split()[0])') at $(command -v "$PY" || echo "$PY")"
+
+# every module the run needs imports before anything is timed
+if ! $PY benchmarks/gpu_imports.py; then
+  echo "error: a module the check needs does not import; nothing else can run"
   exit 1
 fi
+LP="$PY -m layerprof"
 
 if [ -n "$SMOKE" ]; then
   LM=(pythia-14m --seq-len 64 --set padded_vocab_size=512 --layers 1,5,9)
@@ -87,23 +108,26 @@ else
   LM=(pythia-1.4b --seq-len 2048 --layers 1,14,27)
   IMAGE_BATCHES=32,256
   FAST=(--warmup 3 --min-steps 10 --steps 20)
-  step diagnostics 75 $PY benchmarks/gpu_diagnostics.py
+  step diagnostics 90 bash -c "set -o pipefail; $PY benchmarks/gpu_diagnostics.py | tee '$OUT/diagnostics.log'"
   if [ "${RC[diagnostics]}" = 3 ]; then
     echo "error: torch cannot use CUDA here; the GPU path cannot be checked"
     exit 1
   fi
 fi
 
-# estimates run on the CPU, beside the GPU steps, and never touch the GPU
+# ---------------------------------------------------------------- estimates, on the CPU beside the GPU steps
 GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 case "$GPU_NAME" in *H200*) TABLE_GPU=(--gpu H200) ;; *H100*) TABLE_GPU=(--gpu H100) ;; *) TABLE_GPU=() ;; esac
 (
+  # each estimate's exit code on its own line, read back below; CUDA hidden so they never touch the GPU
   for precision in 32-true bf16-mixed; do
     CUDA_VISIBLE_DEVICES="" timeout 200 $LP estimate "${LM[@]}" --batch-sizes 1 --precision "$precision" \
       "${TABLE_GPU[@]}" --out "$OUT/e14b-$precision.json"
+    echo "rc estimate-pythia-$precision $?" >>"$OUT/estimates.rc"
   done
   CUDA_VISIBLE_DEVICES="" timeout 100 $LP estimate paper-resnet18-cifar100 --batch-sizes "$IMAGE_BATCHES" \
     "${TABLE_GPU[@]}" --out "$OUT/e-r18.json"
+  echo "rc estimate-resnet18 $?" >>"$OUT/estimates.rc"
 ) >"$OUT/estimates.log" 2>&1 &
 ESTIMATES=$!
 
@@ -114,12 +138,29 @@ for precision in 32-true bf16-mixed; do
   step "profile-pythia-$precision" 110 $LP profile "${LM[@]}" --batch-sizes 1 --precision "$precision" \
     "${FAST[@]}" --device $DEVICE --out "$OUT/p14b-$precision.json"
 done
-step profile-resnet18 100 $LP profile paper-resnet18-cifar100 --batch-sizes "$IMAGE_BATCHES" "${FAST[@]}" \
+step profile-resnet18 90 $LP profile paper-resnet18-cifar100 --batch-sizes "$IMAGE_BATCHES" "${FAST[@]}" \
   --device $DEVICE --out "$OUT/r18.json"
+if [ -z "$SMOKE" ]; then
+  step profile-resnet18-16-mixed 45 $LP profile paper-resnet18-cifar100 --batch-sizes 256 --layers 1,11 \
+    --precision 16-mixed "${FAST[@]}" --device $DEVICE --out "$OUT/r18-16-mixed.json"
+  step sharing 100 $PY benchmarks/gpu_sharing.py "$OUT"
+fi
 
-wait "$ESTIMATES"
-RC[estimates]=$?
-ORDER+=(estimates)
+# the estimates get what is left of the budget, then are stopped
+while kill -0 "$ESTIMATES" 2>/dev/null && (($(left) > RESERVE_S)); do
+  sleep 1
+done
+if kill -0 "$ESTIMATES" 2>/dev/null; then
+  echo "### estimates: still running at the deadline, stopped"
+  pkill -P "$ESTIMATES" 2>/dev/null
+  kill "$ESTIMATES" 2>/dev/null
+fi
+wait "$ESTIMATES" 2>/dev/null
+for name in estimate-pythia-32-true estimate-pythia-bf16-mixed estimate-resnet18; do
+  ORDER+=("$name")
+  RC[$name]=$(awk -v n="$name" '$2 == n {print $3}' "$OUT/estimates.rc" 2>/dev/null | tail -1)
+  [ -n "${RC[$name]}" ] || RC[$name]="not run"
+done
 tail -n 5 "$OUT/estimates.log"
 
 echo
@@ -127,5 +168,10 @@ echo "### summary"
 timeout 30 $PY benchmarks/gpu_check_summary.py "$OUT" | tee "$OUT/summary.txt"
 echo
 echo "### exit codes (124/137: timed out)"
-for name in "${ORDER[@]}"; do printf '  %-26s %s\n' "$name" "${RC[$name]}"; done
+failed=0
+for name in "${ORDER[@]}"; do
+  printf '  %-28s %s\n' "$name" "${RC[$name]}"
+  [ "${RC[$name]}" = 0 ] || failed=1
+done
 echo "total $(($(date +%s) - START)) s of $BUDGET_S s; everything is in $OUT"
+exit $failed

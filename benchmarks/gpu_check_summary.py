@@ -48,7 +48,8 @@ def environment_line(profile: Profile) -> str:
 def cells(measured: Profile, estimated: Profile | None) -> None:
     print(
         f"{'B':>4} {'z':>3} {'status':7} {'step ms':>9} {'host ms':>8} {'host-bd':>7} {'alloc MiB':>10} "
-        f"{'estim MiB':>10} {'alloc/est':>9} {'track+ws':>9} {'workspace':>9} {'reserv MiB':>10} {'GFLOPs':>9}"
+        f"{'estim MiB':>10} {'alloc/est':>9} {'track+ws':>9} {'ws MiB':>7} {'est ws':>7} {'reserv MiB':>10} "
+        f"{'GFLOPs':>9}"
     )
     for row in sorted(measured.rows, key=lambda r: r.key):
         guess = estimated.row(*row.key) if estimated else None
@@ -58,7 +59,8 @@ def cells(measured: Profile, estimated: Profile | None) -> None:
             f"{number(row.host_time_ms):>8} {str(row.host_bound):>7} {mib(row.peak_memory_bytes):>10} "
             f"{mib(guess.peak_memory_bytes if guess else None):>10} "
             f"{number(ratio(row.peak_memory_bytes, guess.peak_memory_bytes if guess else None), 3):>9} "
-            f"{number(ratio(tracked, row.peak_memory_bytes), 3):>9} {mib(row.memory_workspace_bytes):>9} "
+            f"{number(ratio(tracked, row.peak_memory_bytes), 3):>9} {mib(row.memory_workspace_bytes):>7} "
+            f"{mib(guess.memory_workspace_bytes if guess else None):>7} "
             f"{mib(row.peak_reserved_bytes):>10} {number((row.flops or 0) / 1e9, 0):>9}"
         )
         if not row.ok:
@@ -84,13 +86,14 @@ def main(folder: Path) -> None:
         ("pythia-1.4b, batch 1, T=2048, 32-true", "p14b-32-true.json", "e14b-32-true.json"),
         ("pythia-1.4b, batch 1, T=2048, bf16-mixed", "p14b-bf16-mixed.json", "e14b-bf16-mixed.json"),
         ("paper-resnet18-cifar100, batch 32 and 256", "r18.json", "e-r18.json"),
+        ("paper-resnet18-cifar100, batch 256, 16-mixed (gradient scaler)", "r18-16-mixed.json", None),
     ):
         print(f"\n#### {title}  (paper, Figure 2: time >= 4x, memory >= 3x between full and lowest)")
         measured = load(folder, measured_name)
         if measured is None:
             continue
         print(environment_line(measured))
-        cells(measured, load(folder, estimated_name))
+        cells(measured, load(folder, estimated_name) if estimated_name else None)
 
 
 if __name__ == "__main__":

@@ -37,21 +37,35 @@ def settings() -> None:
 
 
 def workspace() -> None:
-    from layerprof.devices import cublas_workspace_bytes
+    """(1) Each thread that runs a matrix product holds its own cuBLAS workspace: the forward's and autograd's
+    backward thread. Must run before any other matrix product of this process."""
+    from layerprof.devices import cublas_workspace_sizes
 
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    torch.cuda.synchronize()
-    a = torch.randn(1024, 1024, device="cuda")
+    cublas, cublas_lt = cublas_workspace_sizes((props.major, props.minor))
+    x = torch.randn(1024, 1024, device="cuda", requires_grad=True)
+    w = torch.randn(1024, 1024, device="cuda", requires_grad=True)
     bias = torch.randn(1024, device="cuda")
-    before = torch.cuda.memory_allocated()
-    product = torch.nn.functional.linear(a, a, bias)  # cuBLASLt (bias epilogue)
-    product = a @ a  # cuBLAS
-    del product
-    torch.cuda.synchronize()
-    grown = torch.cuda.memory_allocated() - before
-    model = cublas_workspace_bytes((props.major, props.minor))
-    print(f"  allocator growth after the first matmuls (results freed): {grown / MIB:.3f} MiB")
-    print(f"  layerprof's workspace model for sm{props.major}{props.minor}: {model / MIB:.3f} MiB")
+
+    def growth(work) -> float:  # noqa: ANN001
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        work()
+        torch.cuda.synchronize()
+        return (torch.cuda.memory_allocated() - before) / MIB
+
+    def backward() -> None:
+        (x @ w).sum().backward()
+        x.grad = w.grad = None
+
+    plain = growth(lambda: (x @ w).sum().item())  # cuBLAS on this thread
+    fused = growth(lambda: torch.nn.functional.linear(x, w, bias).sum().item())  # cuBLASLt (bias epilogue)
+    again = growth(lambda: (x @ w).sum().item())  # nothing new: the workspaces are kept
+    autograd = growth(backward)  # the backward's products run on autograd's device thread
+    print(f"  first product on this thread: {plain:.3f} MiB (model: cuBLAS {cublas / MIB:.3f} MiB)")
+    print(f"  first fused-bias product:      {fused:.3f} MiB (model: cuBLASLt {cublas_lt / MIB:.3f} MiB)")
+    print(f"  another product:               {again:.3f} MiB (model: 0)")
+    print(f"  first backward:                {autograd:.3f} MiB (model: cuBLAS {cublas / MIB:.3f} MiB, its own thread)")
 
 
 def blocks() -> None:
@@ -102,7 +116,11 @@ def other_device_events() -> None:
 
 
 def out_of_memory_recovery() -> None:
+    """(2) After an out-of-memory cell, the next cell starts from the same memory: the failed step's tensors are
+    freed before the cache is emptied."""
+    from layerprof.environment import gpu_uuid
     from layerprof.models import build_model
+    from layerprof.nvml import measure_process_memory
     from layerprof.profile import SweepSettings
     from layerprof.sweep import run_cell
 
@@ -110,12 +128,39 @@ def out_of_memory_recovery() -> None:
     loaded = build_model("paper-gpt-14m", device=device)
     layers = loaded.split()
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(11,), warmup_steps=2, min_steps=3, max_steps=3)
+
+    def held() -> str:
+        nvml = measure_process_memory(gpu_uuid(device)).process_bytes
+        process = "-" if nvml is None else f"{nvml / MIB:.0f}"
+        allocated, reserved = torch.cuda.memory_allocated(device) / MIB, torch.cuda.memory_reserved(device) / MIB
+        return f"allocated {allocated:.1f} MiB, reserved {reserved:.1f} MiB, NVML process {process} MiB"
+
     first, _ = run_cell(loaded, layers, 2, 11, settings, device)
+    print(f"  after a cell:        {held()}")
     huge, _ = run_cell(loaded, layers, 1_000_000, 11, settings, device)
+    print(f"  after an OOM cell:   {held()}  ({huge.status}: {huge.message[:80]})")
     again, _ = run_cell(loaded, layers, 2, 11, settings, device)
-    same = first.peak_memory_bytes == again.peak_memory_bytes
-    print(f"  before: {first.status} {first.peak_memory_bytes}; huge: {huge.status} ({huge.message}); "
-          f"after: {again.status} {again.peak_memory_bytes} (same: {same})")  # fmt: skip
+    print(f"  after the next cell: {held()}")
+    same = first.peak_memory_bytes == again.peak_memory_bytes and first.peak_reserved_bytes == again.peak_reserved_bytes
+    print(f"  peaks before {first.peak_memory_bytes}/{first.peak_reserved_bytes}, after "
+          f"{again.peak_memory_bytes}/{again.peak_reserved_bytes} (same: {same})")  # fmt: skip
+
+
+def scaler_host_time() -> None:
+    """(3) 16-mixed's gradient scaler synchronises every step; the cell must not read as host-bound for it."""
+    from layerprof.models import build_model
+    from layerprof.profile import SweepSettings
+    from layerprof.sweep import run_cell
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    loaded = build_model("paper-resnet18-cifar100", device=device)
+    layers = loaded.split()
+    for precision in ("32-true", "16-mixed", "bf16-mixed"):
+        settings = SweepSettings(batch_sizes=(256,), trainable_layer_counts=(11,), warmup_steps=3, min_steps=10,
+                                 max_steps=10, precision=precision)  # fmt: skip
+        row, _ = run_cell(loaded, layers, 256, 11, settings, device)
+        print(f"  resnet18 b256 z=11 {precision:10s}: step {row.step_time_ms:.2f} ms, "
+              f"launch {row.host_time_ms:.2f} ms, host-bound {row.host_bound}")  # fmt: skip
 
 
 def pipelining() -> None:
@@ -161,12 +206,13 @@ def main() -> int:
         return 3
     for title, probe in (
         ("1. environment and numeric settings as a profile records them", settings),
-        ("2. cuBLAS/cuBLASLt workspaces against layerprof's model", workspace),
+        ("2. cuBLAS/cuBLASLt workspaces per thread against layerprof's model", workspace),
         ("3. the caching allocator's blocks against cuda_block_bytes", blocks),
         ("4. NVML by UUID", nvml),
         ("5. events on cuda:1", other_device_events),
         ("6. a cell after an out-of-memory cell", out_of_memory_recovery),
         ("7. pipelined windows against per-step synchronisation", pipelining),
+        ("8. 16-mixed's gradient scaler and the host-bound flag", scaler_host_time),
     ):
         section(title)
         guarded(probe)

@@ -111,37 +111,152 @@ def smallest_gpu_for(need_bytes: int) -> str | None:
 
 
 # ---------------------------------------------------------------- the CUDA caching allocator's block rules
-# c10/cuda/CUDACachingAllocator.cpp: every request is rounded up to 512 bytes; requests up to 1 MiB come from
-# 2 MiB segments of the small pool, larger ones from 20 MiB segments (below 10 MiB) or from segments rounded
-# up to 2 MiB. A block from the large pool is split only when more than 1 MiB would remain, so a tensor of
-# 11.5 MiB holds a whole 12 MiB block. `torch.cuda.max_memory_allocated` counts blocks, not requests.
+# c10/cuda/CUDACachingAllocator.cpp: every request is rounded up to 512 bytes (or, with roundup_power2_divisions,
+# to the next of N equal divisions between two powers of two); requests up to 1 MiB come from 2 MiB segments of
+# the small pool, larger ones from 20 MiB segments (below 10 MiB) or from segments rounded up to 2 MiB. A block
+# from the large pool is split only when more than 1 MiB would remain and the request is below max_split_size,
+# so a tensor of 11.5 MiB holds a whole 12 MiB block; with expandable segments every block is split down to the
+# rounded request. `torch.cuda.max_memory_allocated` counts blocks, not requests.
 
 CUDA_MIN_BLOCK_BYTES = 512
 CUDA_SMALL_REQUEST_BYTES = 1 * MIB
+CUDA_LARGE_SEGMENT_BYTES = 20 * MIB
 CUDA_LARGE_SEGMENT_MIN_BYTES = 10 * MIB
 CUDA_LARGE_ROUNDING_BYTES = 2 * MIB
+# roundup_power2_divisions has one value per power-of-two interval of request sizes, from 1 MiB to 32 GiB
+ROUNDUP_INTERVALS = 16
+# The variables PyTorch reads the allocator's settings from (PYTORCH_ALLOC_CONF is the newer name).
+ALLOC_CONF_VARIABLES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 
 
-def cuda_block_bytes(requested_bytes: int) -> int:
+@dataclass(frozen=True)
+class AllocatorConfig:
+    """The settings of PYTORCH_CUDA_ALLOC_CONF that change the size of the block a request gets. The others
+    (garbage_collection_threshold, max_non_split_rounding_mb, ...) change which cached block is reused, which
+    a fresh allocation never meets."""
+
+    expandable_segments: bool = False
+    max_split_size_bytes: int | None = None  # None: every large block may be split
+    roundup_divisions: tuple[int, ...] = (0,) * ROUNDUP_INTERVALS  # 0 or 1: plain 512-byte rounding
+
+    @classmethod
+    def parse(cls, text: str | None) -> AllocatorConfig:
+        """`expandable_segments:True,max_split_size_mb:128,roundup_power2_divisions:[256:1,>:4]`; unknown keys
+        are ignored as they do not change block sizes, malformed values are an input error."""
+        if not text:
+            return cls()
+        expandable, max_split, divisions = False, None, [0] * ROUNDUP_INTERVALS
+        for key, value in re.findall(r"(\w+)\s*:\s*(\[[^\]]*\]|[^,]+)", text):
+            try:
+                if key == "expandable_segments":
+                    expandable = value.strip().lower() in ("true", "1")
+                elif key == "max_split_size_mb":
+                    max_split = int(float(value)) * MIB
+                elif key == "roundup_power2_divisions":
+                    divisions = _roundup_divisions(value.strip())
+            except ValueError as error:
+                raise LayerprofError(
+                    f"PYTORCH_CUDA_ALLOC_CONF={text!r}: cannot read {key}:{value} ({error}); "
+                    "see https://pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf"
+                ) from error
+        return cls(expandable, max_split, tuple(divisions))
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> AllocatorConfig:
+        """The settings this process's CUDA allocator reads (or `environ`'s)."""
+        environ = dict(os.environ) if environ is None else environ
+        return cls.parse(next((environ[name] for name in ALLOC_CONF_VARIABLES if environ.get(name)), None))
+
+    def rounded_bytes(self, requested_bytes: int) -> int:
+        """The allocator's `round_size`: 512-byte multiples, or power-of-two divisions where configured."""
+        if requested_bytes < CUDA_MIN_BLOCK_BYTES:
+            return CUDA_MIN_BLOCK_BYTES
+        interval = min(max(0, requested_bytes.bit_length() - 1 - 20), ROUNDUP_INTERVALS - 1)
+        divisions = self.roundup_divisions[interval]
+        if divisions > 1 and requested_bytes > CUDA_MIN_BLOCK_BYTES * divisions:
+            return _next_division(requested_bytes, divisions)
+        return -(-requested_bytes // CUDA_MIN_BLOCK_BYTES) * CUDA_MIN_BLOCK_BYTES
+
+    def block_bytes(self, requested_bytes: int) -> int:
+        """The block a fresh request gets, as `torch.cuda.max_memory_allocated` counts it."""
+        if requested_bytes <= 0:
+            return 0
+        size = self.rounded_bytes(requested_bytes)
+        if size <= CUDA_SMALL_REQUEST_BYTES or self.expandable_segments:
+            return size  # the small pool and expandable segments split off whatever is left
+        if size < CUDA_LARGE_SEGMENT_MIN_BYTES:
+            segment = CUDA_LARGE_SEGMENT_BYTES
+        else:
+            segment = -(-size // CUDA_LARGE_ROUNDING_BYTES) * CUDA_LARGE_ROUNDING_BYTES
+        splittable = self.max_split_size_bytes is None or size < self.max_split_size_bytes
+        return size if splittable and segment - size > CUDA_SMALL_REQUEST_BYTES else segment
+
+
+def _roundup_divisions(value: str) -> list[int]:
+    """`4` (every interval) or `[256:1,512:2,>:4]` (per interval of request sizes in MiB), as PyTorch reads it."""
+    if not value.startswith("["):
+        return [int(value)] * ROUNDUP_INTERVALS
+    divisions = [0] * ROUNDUP_INTERVALS
+    first, last_index = True, 0
+    for entry in filter(None, (part.strip() for part in value.strip("[]").split(","))):
+        bound, _, count = entry.partition(":")
+        if bound.strip() == ">":
+            divisions[last_index + 1 :] = [int(count)] * (ROUNDUP_INTERVALS - last_index - 1)
+            continue
+        index = min(max(0, int(bound).bit_length() - 1), ROUNDUP_INTERVALS - 1)
+        if first:
+            divisions[:index] = [int(count)] * index
+            first = False
+        divisions[index], last_index = int(count), index
+    return divisions
+
+
+def _next_division(size: int, divisions: int) -> int:
+    """The allocator's `roundup_power2_next_division`: the interval between two powers of two cut in
+    `divisions` equal parts, rounded up to the next cut."""
+    if size & (size - 1) == 0:
+        return size
+    floor = 1 << (size.bit_length() - 1)
+    step = floor >> (divisions.bit_length() - 1)
+    if step == 0:
+        return floor << 1
+    below = size & ~(step - 1)
+    return size if below == size else below + step
+
+
+DEFAULT_ALLOCATOR = AllocatorConfig()
+
+
+def cuda_block_bytes(requested_bytes: int, config: AllocatorConfig = DEFAULT_ALLOCATOR) -> int:
     """The block the caching allocator hands out for a fresh request of `requested_bytes`."""
-    if requested_bytes <= 0:
-        return 0
-    size = -(-requested_bytes // CUDA_MIN_BLOCK_BYTES) * CUDA_MIN_BLOCK_BYTES
-    if size < CUDA_LARGE_SEGMENT_MIN_BYTES:
-        return size  # small pool, or a 20 MiB segment with far more than 1 MiB left over: split
-    segment = -(-size // CUDA_LARGE_ROUNDING_BYTES) * CUDA_LARGE_ROUNDING_BYTES
-    return segment if segment - size <= CUDA_SMALL_REQUEST_BYTES else size
+    return config.block_bytes(requested_bytes)
 
 
 # ---------------------------------------------------------------- cuBLAS / cuBLASLt workspaces
-# aten/src/ATen/cuda/CublasHandlePool.cpp: each (handle, stream) gets a cuBLAS workspace from the caching
-# allocator on its first matrix product and keeps it: CUBLAS_WORKSPACE_CONFIG's total, by default
-# :4096:8 (32 MiB) on Hopper (sm90) and :4096:2:16:8 (8 MiB + 128 KiB) elsewhere; cuBLASLt, which Linear
-# layers with a bias use, gets its own CUBLASLT_WORKSPACE_SIZE KiB (default 1024).
+# aten/src/ATen/cuda/CublasHandlePool.cpp: cuBLAS handles are per thread, and each (handle, stream) gets a
+# cuBLAS workspace from the caching allocator the first time that thread runs a matrix product, and keeps it:
+# CUBLAS_WORKSPACE_CONFIG's total, by default :4096:8 (32 MiB) on Hopper (sm90) and :4096:2:16:8
+# (8 MiB + 128 KiB) elsewhere. cuBLASLt, which fused-bias matrix products (`addmm`, Linear with a bias) use, gets
+# its own CUBLASLT_WORKSPACE_SIZE KiB (default 1024), capped at the cuBLAS workspace, and none of its own when
+# TORCH_CUBLASLT_UNIFIED_WORKSPACE=1 shares the cuBLAS one. A training step has two such threads: the forward
+# and the optimizer run on the caller's thread, the backward on autograd's device thread, each with its own
+# handle and so its own workspaces.
 
 
-def cublas_workspace_bytes(compute_capability: tuple[int, int] | None, environ: dict[str, str] | None = None) -> int:
-    """The persistent matmul workspaces one training process holds on one stream."""
+@dataclass(frozen=True)
+class MatmulThreads:
+    """Which threads of a step ran matrix products, and which of them fused-bias ones (cuBLASLt)."""
+
+    forward: bool = False  # the caller's thread: forward, loss, optimizer
+    forward_lt: bool = False
+    backward: bool = False  # autograd's device thread
+    backward_lt: bool = False
+
+
+def cublas_workspace_sizes(
+    compute_capability: tuple[int, int] | None, environ: dict[str, str] | None = None
+) -> tuple[int, int]:
+    """(cuBLAS, cuBLASLt) workspace requests of one thread's handle on one stream, in bytes."""
     environ = dict(os.environ) if environ is None else environ
     config = environ.get("CUBLAS_WORKSPACE_CONFIG")
     pairs = re.findall(r":([0-9]+):([0-9]+)", config or "")
@@ -151,8 +266,28 @@ def cublas_workspace_bytes(compute_capability: tuple[int, int] | None, environ: 
         cublas = 4096 * 1024 * 8
     else:
         cublas = 4096 * 1024 * 2 + 16 * 1024 * 8
+    if environ.get("TORCH_CUBLASLT_UNIFIED_WORKSPACE", "").strip().lower() in ("1", "true", "on", "yes", "y"):
+        return cublas, 0
     try:
         cublas_lt = int(environ.get("CUBLASLT_WORKSPACE_SIZE", "1024")) * 1024
     except ValueError:
         cublas_lt = 1024 * 1024
-    return cuda_block_bytes(cublas) + cuda_block_bytes(cublas_lt)
+    return cublas, min(cublas_lt, cublas)
+
+
+def cublas_workspace_bytes(
+    compute_capability: tuple[int, int] | None,
+    environ: dict[str, str] | None = None,
+    threads: MatmulThreads = MatmulThreads(forward=True, forward_lt=True),
+    allocator: AllocatorConfig = DEFAULT_ALLOCATOR,
+) -> int:
+    """The persistent matmul workspaces a training process holds: for each thread that ran a matrix product, its
+    cuBLAS workspace, and its cuBLASLt one where it ran a fused-bias product. One thread with both by default."""
+    cublas, cublas_lt = cublas_workspace_sizes(compute_capability, environ)
+    total = 0
+    for ran, ran_lt in ((threads.forward, threads.forward_lt), (threads.backward, threads.backward_lt)):
+        if ran or ran_lt:
+            total += cuda_block_bytes(cublas, allocator)
+        if ran_lt and cublas_lt:
+            total += cuda_block_bytes(cublas_lt, allocator)
+    return total

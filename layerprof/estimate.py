@@ -4,9 +4,10 @@ Under `FakeTensorMode` every tensor has a shape, a dtype and a storage but no da
 tracker sees exactly the allocations a real step makes (checked against real CPU tensors) while nothing of
 the model's size is ever allocated. The model is built with CPU dispatch: fake CUDA tensors cannot run a
 backward pass on a machine without CUDA. For `--target cuda` every storage holds the block the CUDA caching
-allocator would give it (`layerprof.devices.cuda_block_bytes`: 512-byte rounding, large blocks kept whole when
-at most 1 MiB would remain), and the cuBLAS/cuBLASLt workspaces of the target's architecture are added once the
-step runs a matrix product: together what `torch.cuda.max_memory_allocated` counts.
+allocator would give it (`layerprof.devices.AllocatorConfig`: 512-byte rounding, large blocks kept whole when
+at most 1 MiB would remain, PYTORCH_CUDA_ALLOC_CONF's settings honoured), and the cuBLAS/cuBLASLt workspaces of
+the target's architecture are added for each thread that runs a matrix product (the forward's and autograd's
+backward thread hold one set each): together what `torch.cuda.max_memory_allocated` counts.
 
 Not modelled: the CUDA context (`ladder` and `fit` reserve 512 MiB for it), cuDNN's convolution workspaces
 (they depend on the algorithm cuDNN picks), allocator fragmentation and the reuse of larger cached blocks
@@ -28,8 +29,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from layerprof.devices import (
     CUDA_CONTEXT_RESERVE_BYTES,
     TARGETS,
+    AllocatorConfig,
+    MatmulThreads,
     cublas_workspace_bytes,
-    cuda_block_bytes,
     gpu_kind,
     gpu_memory_bytes,
     smallest_gpu_for,
@@ -61,15 +63,17 @@ def build_fake_model(spec: str, options: ModelOptions, precision: str) -> tuple[
 
 
 def allocation_size_for(target: str) -> Callable[[int], int]:
-    """What an allocation of n bytes holds on the target: the caching allocator's block on CUDA."""
-    return cuda_block_bytes if target == "cuda" else int
+    """What an allocation of n bytes holds on the target: the caching allocator's block on CUDA, under this
+    process's PYTORCH_CUDA_ALLOC_CONF (set it as the training run will)."""
+    return AllocatorConfig.from_environment().block_bytes if target == "cuda" else int
 
 
-def workspace_for(settings: SweepSettings) -> int:
-    """cuBLAS/cuBLASLt workspaces a CUDA process holds once it has run a matrix product: those of the named
-    GPU's architecture, or Hopper's (the largest) when none is named."""
+def workspace_for(settings: SweepSettings, threads: MatmulThreads) -> int:
+    """cuBLAS/cuBLASLt workspaces a CUDA process holds once its threads have run matrix products: those of the
+    named GPU's architecture, or Hopper's (the largest) when none is named; one set for the forward's thread and
+    one for autograd's backward thread (`layerprof.devices.cublas_workspace_bytes`)."""
     gpu = gpu_kind(settings.target_gpu) if settings.target_gpu else gpu_kind("H100")
-    return cublas_workspace_bytes(gpu.compute_capability)
+    return cublas_workspace_bytes(gpu.compute_capability, threads=threads, allocator=AllocatorConfig.from_environment())
 
 
 def estimate_cell(
@@ -101,9 +105,9 @@ def estimate_cell(
                 param.grad = torch.zeros_like(param)
             cell.optimizer.step()
             cell.optimizer.zero_grad(set_to_none=True)
-            ran_matmuls = instrumented_step(cell, device, allocation_size_for(target))
+            threads = instrumented_step(cell, device, allocation_size_for(target))
             row = cell.row
-        row.memory_workspace_bytes = workspace_for(settings) if target == "cuda" and ran_matmuls else 0
+        row.memory_workspace_bytes = workspace_for(settings, threads) if target == "cuda" else 0
         row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
         row.memory_source = f"estimate-{target}"
         return row, 0.0

@@ -49,23 +49,31 @@ class StepTimes:
         return statistics.median(self.host_ms) >= HOST_BOUND_SHARE * statistics.median(self.step_ms)
 
 
-def time_window(step: Callable[[], Any], device: torch.device, count: int) -> StepTimes:
+def time_window(
+    step: Callable[[], Any],
+    device: torch.device,
+    count: int,
+    launch_ms: Callable[[], float] | None = None,
+) -> StepTimes:
     """`count` consecutive steps.
 
-    CUDA: events recorded on the device's current stream between steps and read after one synchronise;
-    the first step is launched onto an idle queue, and its host time says whether Python keeps up with the
-    GPU. CPU: perf_counter around each step.
+    CUDA: events recorded on the device's current stream between steps and read after one synchronise. The host
+    time says whether Python keeps up with the GPU: `launch_ms` (one untimed step that reports its own launch
+    time, e.g. `Cell.launch_ms`) runs first onto the idle queue; without it, the first timed step's launch is
+    taken. CPU: perf_counter around each step.
     """
     times = StepTimes()
     if device.type == "cuda":
         stream = torch.cuda.current_stream(device)
         events = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
         stream.synchronize()
+        if launch_ms is not None:
+            times.host_ms.append(launch_ms())
         events[0].record(stream)
         for index in range(count):
             began = time.perf_counter()
             step()
-            if index == 0:
+            if index == 0 and launch_ms is None:
                 times.host_ms.append((time.perf_counter() - began) * 1000.0)
             events[index + 1].record(stream)
         events[-1].synchronize()
@@ -339,10 +347,14 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
 
 
-MATMUL_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm"))
+MATMUL_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "_addmm_activation"))
+# fused-bias products, which CUDA runs through cuBLASLt (with a workspace of its own)
+CUBLASLT_OPS = frozenset(("addmm", "_addmm_activation"))
 
 
-def runs_matmuls(counter: FlopCounterMode) -> bool:
-    """Whether the counted step ran a matrix product (and so holds cuBLAS workspaces on CUDA)."""
+def matmul_ops(counter: FlopCounterMode) -> set[str]:
+    """The matrix-product ops a counted phase ran (names without overload), which decide the cuBLAS and cuBLASLt
+    workspaces its thread holds on CUDA."""
     counts = counter.get_flop_counts().get("Global", {})
-    return any(getattr(op, "__name__", str(op)).split(".")[0] in MATMUL_OPS for op in counts)
+    names = {getattr(op, "__name__", str(op)).split(".")[0] for op in counts}
+    return names & MATMUL_OPS

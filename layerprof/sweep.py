@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from layerprof.amp import autocast_for, gradient_scaler
-from layerprof.devices import cuda_block_bytes
+from layerprof.devices import AllocatorConfig, MatmulThreads
 from layerprof.environment import (
     apply_tf32,
     apply_threads,
@@ -38,21 +38,23 @@ from layerprof.environment import (
 from layerprof.errors import DeviceFailure, DeviceWarning, LayerprofError
 from layerprof.layers import Layer, freeze_layers, total_params, trainable_params
 from layerprof.measure import (
+    CUBLASLT_OPS,
     HOST_BOUND_SHARE,
     AllocatorPeaks,
     LiveTensorTracker,
+    StepTimes,
     TimingStats,
     cuda_peaks,
     first_line,
     flop_counter,
     is_out_of_memory,
     is_sticky_cuda_error,
+    matmul_ops,
     median_confidence_interval,
     optimizer_state_bytes,
     optimizer_state_tensors,
     reference_workload_ms,
     reset_cuda_peaks,
-    runs_matmuls,
     tensors_in,
     time_window,
 )
@@ -129,6 +131,19 @@ class Cell:
         self.backward(self.forward())
         self.update()
 
+    def launch_ms(self, synchronize: Callable[[], Any]) -> float:
+        """One step's host time with the device's work left out: forward and backward are launched, the device
+        is let finish, then the update is launched. A gradient scaler reads its scale back to the host inside
+        the update (a synchronisation on every step); it finds the device idle here, so the figure is Python's
+        launching alone, comparable with the step time whatever the precision."""
+        began = time.perf_counter()
+        self.backward(self.forward())
+        launched = time.perf_counter() - began
+        synchronize()
+        began = time.perf_counter()
+        self.update()
+        return (launched + time.perf_counter() - began) * 1000.0
+
 
 def new_row(layers: Sequence[Layer], batch_size: int, trainable_layers: int) -> Row:
     """A row with the cell's deterministic parameter counts; figures are filled in as they are measured."""
@@ -177,9 +192,7 @@ def prepared_cell(
         for param in params:
             param.grad = None
         cell.optimizer = cell.batch = cell.scaler = None
-        if device.type == "cuda":  # on the CPU tensors go with their last reference; no cache to empty
-            gc.collect()
-            torch.cuda.empty_cache()
+        release_cached_memory(device)  # a failed step's tensors live on in its traceback: released again later
 
 
 def failed_row(row: Row, status: str, message: str) -> Row:
@@ -194,11 +207,12 @@ def failed_row(row: Row, status: str, message: str) -> Row:
     )
 
 
-def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int) -> bool:
+def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int) -> MatmulThreads:
     """One steady-state step under the live-tensor tracker, with FLOPs counted for forward and backward.
 
     On a real CUDA device the allocator's bytes that no tensor of the step holds (cuBLAS/cuDNN workspaces)
-    are recorded as the workspace category. Returns whether the step ran a matrix product.
+    are recorded as the workspace category. Returns which of the step's threads ran matrix products (the
+    forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds.
     """
     tracker = LiveTensorTracker(allocation_size)
     tracker.register(list(cell.model.parameters()) + list(cell.model.buffers()), MemoryCategory.PARAMETERS)
@@ -227,7 +241,13 @@ def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callabl
     for category, size in tracker.at_peak.items():
         setattr(row, category.row_field, size)
     row.peak_activations_bytes = tracker.category_peaks[MemoryCategory.ACTIVATIONS]
-    return runs_matmuls(forward_counter) or runs_matmuls(backward_counter)
+    forward, backward = matmul_ops(forward_counter), matmul_ops(backward_counter)
+    return MatmulThreads(
+        forward=bool(forward),
+        forward_lt=bool(forward & CUBLASLT_OPS),
+        backward=bool(backward),
+        backward_lt=bool(backward & CUBLASLT_OPS),
+    )
 
 
 # ---------------------------------------------------------------- measured cells
@@ -263,6 +283,23 @@ def _sticky(error: BaseException, batch_size: int, trainable_layers: int) -> Dev
     )
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Return the cached blocks of tensors nobody holds any more to the device, so that the next cell's reserved
+    and NVML figures start from the same memory. Called once a failed step's exception, and with it the
+    traceback that holds the step's tensors, is gone."""
+    if device.type == "cuda":  # on the CPU tensors go with their last reference; no cache to empty
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def visit_timing(cell: Cell, device: torch.device, steps: int) -> StepTimes:
+    """A visit's timed steps; on CUDA the host time comes from one extra step that leaves the GPU's waits out."""
+    if device.type != "cuda":
+        return time_window(cell.step, device, steps)
+    stream = torch.cuda.current_stream(device)
+    return time_window(cell.step, device, steps, launch_ms=lambda: cell.launch_ms(stream.synchronize))
+
+
 def first_visit(
     loaded: LoadedModel,
     layers: Sequence[Layer],
@@ -276,18 +313,20 @@ def first_visit(
     spent inside training steps. A CUDA error that leaves the device unusable is raised as DeviceFailure."""
     began: float | None = None
     plan = VisitPlan.of(settings)
+    failed: Row | None = None
     try:
         with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
             began = time.perf_counter()
             for _ in range(settings.warmup_steps):
                 cell.step()
             retries = reset_cuda_peaks(device) if device.type == "cuda" else 0
-            times = time_window(cell.step, device, plan.steps_per_visit)
+            times = visit_timing(cell, device, plan.steps_per_visit)
             row = cell.row
             if device.type == "cuda":
                 _record_cuda_memory(row, cuda_peaks(device, retries), device)
-            instrumented_step(cell, device, cuda_block_bytes if device.type == "cuda" else int)
-            if device.type != "cuda":
+                instrumented_step(cell, device, AllocatorConfig.from_environment().block_bytes)
+            else:
+                instrumented_step(cell, device)
                 row.peak_memory_bytes = row.tracked_peak_bytes
                 row.memory_source = "cpu-tensor-tracker"
             seconds = time.perf_counter() - began
@@ -295,8 +334,9 @@ def first_visit(
     except Exception as error:  # noqa: BLE001 - one failed cell never stops the sweep, unless the GPU is gone
         if failure := _sticky(error, batch_size, trainable_layers):
             raise failure from error
-        row = failed_row(new_row(layers, batch_size, trainable_layers), _failure_status(error), first_line(error))
-        return row, None, 0.0 if began is None else time.perf_counter() - began
+        failed = failed_row(new_row(layers, batch_size, trainable_layers), _failure_status(error), first_line(error))
+    release_cached_memory(device)  # the exception, its traceback and the step's tensors are gone by now
+    return failed, None, 0.0 if began is None else time.perf_counter() - began
 
 
 def next_visit(
@@ -308,18 +348,31 @@ def next_visit(
     device: torch.device,
     round_index: int,
 ) -> Visit:
-    """A later visit: the cell set up again, a short re-warm-up, then its timed steps."""
+    """A later visit: the cell set up again, a short re-warm-up, then its timed steps. A failure other than a
+    sticky CUDA error is raised as CellFailure, once the failed step's memory is released."""
     plan = VisitPlan.of(settings)
+    failure: CellFailure | None = None
     try:
         with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
             for _ in range(max(1, plan.rewarm_steps)):  # the first step after set-up allocates optimizer state
                 cell.step()
-            times = time_window(cell.step, device, plan.steps_per_visit)
+            times = visit_timing(cell, device, plan.steps_per_visit)
         return Visit(round_index, times.step_ms, host_ms=times.host_ms)
-    except Exception as error:
-        if failure := _sticky(error, batch_size, trainable_layers):
-            raise failure from error
-        raise
+    except Exception as error:  # noqa: BLE001 - the sweep decides what a failed later visit means
+        if sticky := _sticky(error, batch_size, trainable_layers):
+            raise sticky from error
+        failure = CellFailure(_failure_status(error), first_line(error))
+    release_cached_memory(device)
+    raise failure
+
+
+class CellFailure(Exception):
+    """A later visit of a cell failed (out of memory, an error of the model): the cell stops being visited."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def run_cell(
@@ -537,9 +590,13 @@ class TimedRounds:
             shuffle.shuffle(pending)
             began = time.perf_counter()
             for batch_size, trainable_layers in pending:
-                visit = next_visit(
-                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, self.device, round_index
-                )
+                try:
+                    visit = next_visit(
+                        self.loaded, self.layers, batch_size, trainable_layers, self.settings, self.device, round_index
+                    )
+                except CellFailure as failure:
+                    self._fail((batch_size, trainable_layers), failure, round_index)
+                    continue
                 self.timings[(batch_size, trainable_layers)].visits.append(visit)
             seconds += time.perf_counter() - began
             self.reference_ms.append(reference_workload_ms(self.device))
@@ -550,6 +607,16 @@ class TimedRounds:
                 observer.round_finished(round_index, len(self.unsettled()))
             round_index += 1
         return seconds
+
+    def _fail(self, key: tuple[int, int], failure: CellFailure, round_index: int) -> None:
+        """A cell whose later visit failed keeps the figures of its earlier visits, takes the failure's status
+        (a cell that ran out of memory once is not a cell to plan on) and is visited no more."""
+        self.timings.pop(key)
+        row = self.profile.row(*key)
+        row.status = failure.status
+        row.message = (
+            f"failed in timed round {round_index} ({failure.message}); the figures are those of its earlier visits"
+        )
 
     def _mark_slow_rounds(self) -> None:
         """A timed round is slow when the reference workload ran slow just before it or just after it."""

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from layerprof.cli import app
-from layerprof.devices import MIB, cublas_workspace_bytes, cuda_block_bytes
+from layerprof.devices import MIB, AllocatorConfig, MatmulThreads, cublas_workspace_bytes, cuda_block_bytes
 from layerprof.errors import DeviceFailure, DeviceWarning, LayerprofError
 from layerprof.measure import StepTimes, is_out_of_memory, is_sticky_cuda_error
 from layerprof.nvml import handle_for_uuid, measure_process_memory, process_memory
@@ -44,11 +44,56 @@ def test_cuda_block_rules(requested: int, block: int) -> None:
 
 
 def test_cublas_workspaces_follow_the_architecture_and_the_environment() -> None:
+    one_thread = MatmulThreads(forward=True, forward_lt=True)
     hopper, ampere = cublas_workspace_bytes((9, 0), {}), cublas_workspace_bytes((8, 0), {})
     assert hopper == 32 * MIB + MIB  # :4096:8 for cuBLAS, 1 MiB for cuBLASLt
     assert ampere == 4096 * 1024 * 2 + 16 * 1024 * 8 + MIB  # :4096:2:16:8
-    assert cublas_workspace_bytes((9, 0), {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}) == 16 * 1024 * 8 + MIB
+    # cuBLASLt's workspace is capped at cuBLAS's: 128 KiB each
+    assert cublas_workspace_bytes((9, 0), {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}) == 2 * 128 * 1024
     assert cublas_workspace_bytes((8, 0), {"CUBLASLT_WORKSPACE_SIZE": "4096"}) == ampere - MIB + 4 * MIB
+    assert cublas_workspace_bytes((9, 0), {"CUBLASLT_WORKSPACE_SIZE": "65536"}) == 64 * MIB  # capped at 32 MiB
+    assert cublas_workspace_bytes((9, 0), {"TORCH_CUBLASLT_UNIFIED_WORKSPACE": "1"}) == 32 * MIB  # shared
+    assert cublas_workspace_bytes((9, 0), {}, one_thread) == hopper
+    # autograd's backward thread has its own handle and so its own workspaces; plain products need no cuBLASLt
+    both = MatmulThreads(forward=True, forward_lt=True, backward=True)
+    assert cublas_workspace_bytes((9, 0), {}, both) == 32 * MIB + MIB + 32 * MIB
+    assert cublas_workspace_bytes((9, 0), {}, MatmulThreads(backward=True)) == 32 * MIB
+    assert cublas_workspace_bytes((9, 0), {}, MatmulThreads(forward=True)) == 32 * MIB
+    assert cublas_workspace_bytes((9, 0), {}, MatmulThreads()) == 0
+    # the workspaces are allocator blocks too: 8 MiB + 128 KiB comes from a 20 MiB segment and is split off
+    assert cublas_workspace_bytes((8, 9), {}, MatmulThreads(forward=True)) == 8 * MIB + 128 * 1024
+
+
+@pytest.mark.parametrize(
+    ("conf", "requested", "block"),
+    [
+        ("expandable_segments:True", 11 * MIB, 11 * MIB),  # split whatever remains: no whole 12 MiB block
+        ("expandable_segments:True", 5 * MIB + 7, 5 * MIB + 512),
+        ("expandable_segments:False", 11 * MIB, 12 * MIB),
+        ("max_split_size_mb:64", 5 * MIB, 5 * MIB),  # below max_split_size: split off a 20 MiB segment
+        ("max_split_size_mb:128", 100 * MIB + 1, 100 * MIB + 512),  # 2 MiB-rounded segment, 1.99 MiB left: split
+        ("max_split_size_mb:64", 100 * MIB + 1, 102 * MIB),  # the same request at or above it: never split
+        ("max_split_size_mb:64,expandable_segments:False", 101 * MIB, 102 * MIB),
+        ("max_split_size_mb:64", 64 * MIB + 512, 66 * MIB),
+        ("roundup_power2_divisions:4", 1200 * 1024, 1280 * 1024),  # 1 MiB..2 MiB in quarters
+        ("roundup_power2_divisions:4", 2 * MIB, 2 * MIB),  # a power of two stays
+        ("roundup_power2_divisions:4", 1000, 1024),  # at most 512 * divisions: plain rounding
+        ("roundup_power2_divisions:[256:1,512:2,>:8]", 5 * MIB + 1, 5 * MIB + 512),  # one division here: plain
+        ("roundup_power2_divisions:[256:1,512:2,>:8]", 600 * MIB, 768 * MIB),  # 512..1024 MiB in halves
+        ("roundup_power2_divisions:[256:1,512:2,>:8]", 1100 * MIB, 1152 * MIB),  # above: eighths
+        ("garbage_collection_threshold:0.6", 11 * MIB, 12 * MIB),  # settings of reuse change no fresh block
+        ("", 11 * MIB, 12 * MIB),
+    ],
+)
+def test_allocator_settings_change_the_blocks(conf: str, requested: int, block: int) -> None:
+    config = AllocatorConfig.from_environment({"PYTORCH_CUDA_ALLOC_CONF": conf})
+    assert config.block_bytes(requested) == block
+    assert AllocatorConfig.from_environment({"PYTORCH_ALLOC_CONF": conf}).block_bytes(requested) == block
+
+
+def test_a_malformed_allocator_setting_is_an_input_error() -> None:
+    with pytest.raises(LayerprofError, match="cannot read max_split_size_mb:lots"):
+        AllocatorConfig.parse("max_split_size_mb:lots")
 
 
 class FakeNvml:
@@ -224,7 +269,7 @@ def test_host_bound_is_launch_time_against_step_time() -> None:
     assert StepTimes([10.0], []).host_bound is None
 
 
-def test_estimate_models_the_cuda_workspaces() -> None:
+def test_estimate_models_the_cuda_workspaces_per_thread() -> None:
     from layerprof.estimate import estimate_model
     from layerprof.models import ModelOptions
     from layerprof.profile import SweepSettings
@@ -238,9 +283,191 @@ def test_estimate_models_the_cuda_workspaces() -> None:
 
     hopper, l4, cpu = estimate("cuda"), estimate("cuda", "L4"), estimate("cpu")
     for z in (1, 8):
-        assert hopper.row(2, z).memory_workspace_bytes == cublas_workspace_bytes((9, 0), {})
-        assert l4.row(2, z).memory_workspace_bytes == cublas_workspace_bytes((8, 9), {})
+        # Linear layers with a bias: cuBLAS + cuBLASLt on the forward's thread; the weights' gradients are
+        # plain products on autograd's thread, which holds a cuBLAS workspace of its own
+        assert hopper.row(2, z).memory_workspace_bytes == 32 * MIB + MIB + 32 * MIB
+        assert l4.row(2, z).memory_workspace_bytes == 2 * (8 * MIB + 128 * 1024) + MIB
         assert cpu.row(2, z).memory_workspace_bytes == 0
         row = hopper.row(2, z)
         assert row.peak_memory_bytes == row.tracked_peak_bytes + row.memory_workspace_bytes
     assert l4.environment.device_name == "estimate for L4" and l4.environment.total_memory_bytes == 23034 * MIB
+
+
+NORM_HEAD = """
+import torch
+from torch import nn
+
+def make():
+    return nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16), nn.LayerNorm(16))
+"""
+
+
+def test_a_backward_without_matrix_products_holds_no_second_workspace(tmp_path: Path) -> None:
+    from layerprof.estimate import estimate_model
+    from layerprof.models import ModelOptions
+    from layerprof.profile import SweepSettings
+
+    factory = tmp_path / "norm_head.py"
+    factory.write_text(NORM_HEAD)
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2), target="cuda")
+    profile = estimate_model(f"{factory}:make", ModelOptions(input_shape=(16,)), settings)
+    assert profile.row(2, 1).memory_workspace_bytes == 32 * MIB + MIB  # only the LayerNorm trains
+    assert profile.row(2, 2).memory_workspace_bytes == 32 * MIB + MIB + 32 * MIB
+
+
+def test_the_estimate_follows_the_allocator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.estimate import allocation_size_for
+
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")
+    assert allocation_size_for("cuda")(11 * MIB) == 12 * MIB
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert allocation_size_for("cuda")(11 * MIB) == 11 * MIB
+    assert allocation_size_for("cpu")(11 * MIB) == 11 * MIB
+
+
+# ---------------------------------------------------------------- CUDA timing and clean-up with faked CUDA calls
+
+
+class FakeDevice:
+    """A GPU on a scripted clock: work queued by the host runs after what is queued before it; synchronising
+    advances the host's clock to the end of the queue. Events read the queue's clock."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock  # the host's perf_counter, in seconds
+        self.queue_ends = 0.0
+
+    def launch(self, host_s: float, device_s: float) -> None:
+        self.clock[0] += host_s
+        self.queue_ends = max(self.queue_ends, self.clock[0]) + device_s
+
+    def synchronize(self) -> None:
+        self.clock[0] = max(self.clock[0], self.queue_ends)
+
+
+def fake_cuda(monkeypatch: pytest.MonkeyPatch, gpu: FakeDevice) -> None:
+    import layerprof.measure as measure
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.at: float | None = None
+
+        def record(self, stream=None) -> None:  # noqa: ANN001
+            self.at = max(gpu.clock[0], gpu.queue_ends)
+
+        def synchronize(self) -> None:
+            gpu.synchronize()
+
+        def elapsed_time(self, other: Event) -> float:
+            return (other.at - self.at) * 1000.0
+
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: gpu.clock[0])
+    monkeypatch.setattr(measure.torch.cuda, "Event", Event)
+    monkeypatch.setattr(
+        measure.torch.cuda, "current_stream", lambda device=None: SimpleNamespace(synchronize=gpu.synchronize)
+    )
+
+
+def test_step_times_come_from_consecutive_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.measure import time_window
+
+    gpu = FakeDevice([0.0])
+    fake_cuda(monkeypatch, gpu)
+    device_seconds = iter([0.005, 0.007, 0.009])
+    times = time_window(lambda: gpu.launch(0.001, next(device_seconds)), torch.device("cuda"), 3)
+    # launched onto an idle queue, the first step also waits for its own launch
+    assert times.step_ms == pytest.approx([6.0, 7.0, 9.0])
+    assert times.host_ms == pytest.approx([1.0])  # the first step's launch
+
+    def probe() -> float:  # an untimed step that reports its launch and leaves the GPU busy
+        gpu.launch(0.001, 0.005)
+        return 0.25
+
+    probed = time_window(lambda: gpu.launch(0.001, 0.005), torch.device("cuda"), 2, launch_ms=probe)
+    assert probed.host_ms == [0.25] and probed.step_ms == pytest.approx([5.0, 5.0])
+
+
+def test_a_gradient_scalers_synchronisation_is_not_host_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16-mixed: the scaler reads its scale back on every step, so the host waits for the GPU inside the step. The
+    launch time leaves that wait out; the step is GPU-bound, not host-bound."""
+    from layerprof.measure import HOST_BOUND_SHARE, time_window
+    from layerprof.sweep import Cell
+
+    gpu = FakeDevice([0.0])
+    fake_cuda(monkeypatch, gpu)
+
+    class Loss:
+        def backward(self) -> None:
+            gpu.launch(0.002, 0.200)
+
+    class Scaler:  # torch.amp.GradScaler's shape: step() reads found_inf on the host
+        def scale(self, loss: Loss) -> Loss:
+            return loss
+
+        def step(self, optimizer) -> None:  # noqa: ANN001
+            gpu.synchronize()
+            gpu.launch(0.001, 0.010)
+
+        def update(self) -> None:
+            pass
+
+    def loss(model, batch) -> Loss:  # noqa: ANN001
+        gpu.launch(0.002, 0.100)
+        return Loss()
+
+    optimizer = SimpleNamespace(zero_grad=lambda set_to_none=True: None)
+    cell = Cell(None, SimpleNamespace(loss=loss), [], optimizer, None, None, scaler=Scaler())
+    assert cell.launch_ms(gpu.synchronize) == pytest.approx(5.0)  # 2 + 2 + 1 ms of launching
+    times = time_window(cell.step, torch.device("cuda"), 5, launch_ms=lambda: cell.launch_ms(gpu.synchronize))
+    assert times.step_ms[1:] == pytest.approx([311.0] * 4)  # 310 ms of GPU work and 1 ms it waits for the update
+    assert times.host_bound is False and times.host_ms[0] < HOST_BOUND_SHARE * 311.0
+    naive = time_window(cell.step, torch.device("cuda"), 5)  # the first step's wall time includes the wait
+    assert naive.host_bound is True
+
+
+OOM_FACTORY = """
+import weakref
+import torch
+from torch import nn
+from layerprof import CustomWorkload
+
+ALIVE = []
+ARMED = []  # set once the model is split: the split's traced forward must not fail
+
+def make():
+    model = nn.Sequential(*(nn.Linear(8, 8) for _ in range(3)))
+
+    def make_batch(batch_size, device):
+        return torch.randn(batch_size, 8, device=device)
+
+    def loss(model, batch):
+        held = torch.empty(1000)  # the step's tensors: alive while the traceback is
+        ALIVE.append(weakref.ref(held))
+        if ARMED and sum(p.requires_grad for p in model.parameters()) >= 4:  # z >= 2
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return model(batch).pow(2).mean()
+
+    return CustomWorkload(model=model, make_batch=make_batch, loss=loss)
+"""
+
+
+def test_the_cache_is_emptied_once_a_failed_steps_tensors_are_gone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import layerprof.sweep as sweep
+    from layerprof.models import ModelOptions, build_model
+    from layerprof.profile import SweepSettings
+
+    factory = tmp_path / "oom_factory.py"
+    factory.write_text(OOM_FACTORY)
+    loaded = build_model(f"{factory}:make", ModelOptions())
+    factory_globals = loaded.workload.custom.loss.__globals__  # the factory module's names
+    layers = loaded.split()
+    factory_globals["ARMED"].append(True)
+    seen: list[bool] = []
+    alive = factory_globals["ALIVE"]
+    monkeypatch.setattr(sweep, "release_cached_memory", lambda device: seen.append(alive[-1]() is not None))
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(2,), warmup_steps=1, min_steps=1, max_steps=1)
+    row, visit, _ = sweep.first_visit(loaded, layers, 2, 2, settings, torch.device("cpu"))
+    assert row.status == "oom" and visit is None
+    assert seen[-1] is False  # the last release ran after the failed step's tensors were freed

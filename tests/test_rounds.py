@@ -169,6 +169,35 @@ def test_max_time_stops_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert profile.complete and all(row.ok and row.visits < 10 for row in profile.rows)
 
 
+def test_a_cell_failing_in_a_later_round_keeps_its_figures_and_the_sweep_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = Staircase()
+    loaded = LoadedModel("staircase", "user", "staircase", model, Workload("tensor-input", input_shape=(4,)), (), {})
+    layers = loaded.split()
+    visits_of: dict[int, int] = {}
+
+    def fake_window(step, device, count):  # noqa: ANN001
+        z = sum(1 for layer in model.layers if layer.weight.requires_grad)
+        visits_of[z] = visits_of.get(z, 0) + 1
+        if z == 3 and visits_of[z] == 2:  # its first timed round
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return layerprof.measure.StepTimes([COST_MS[z]] * count)
+
+    monkeypatch.setattr(sweep, "time_window", fake_window)
+    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: 2.0)
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2, 3, 4), warmup_steps=1, min_steps=10,
+                             max_steps=30, median_tolerance=0.02)  # fmt: skip
+    profile = profile_model(loaded, layers, settings, torch.device("cpu"))
+    assert profile.complete
+    failed = profile.row(2, 3)
+    assert failed.status == "oom" and "failed in timed round 1" in failed.message
+    assert "CUDA out of memory" in failed.message and failed.step_time_ms == 40.0  # its first visit's figure
+    assert visits_of[3] == 2  # never visited again
+    for z in (1, 2, 4):
+        assert profile.row(2, z).ok and profile.row(2, z).visits == 3 and visits_of[z] == 3
+
+
 # ---------------------------------------------------------------- a real competing process
 
 
