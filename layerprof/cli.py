@@ -917,7 +917,7 @@ def check(
         bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
     ] = False,
 ) -> None:
-    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input."""
+    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input, 3 inconclusive (noise hides a slowdown)."""
     with user_errors():
         from layerprof.check import check_files, write_baseline
         from layerprof.parsing import parse_share
@@ -940,8 +940,12 @@ def check(
         console.print(rich_check_table(result))
         if result.regressions:
             errors.print(f"[red]regression:[/] {result.regression_summary()}", highlight=False)
-            raise typer.Exit(1)
-        console.print(f"pass: {result.cells_compared} cells compared", highlight=False)
+        elif result.inconclusive:
+            errors.print(f"[yellow]inconclusive:[/] {result.inconclusive_summary()}", highlight=False)
+        else:
+            console.print(f"pass: {result.cells_compared} cells compared", highlight=False)
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
 
 
 # ---------------------------------------------------------------- rendering

@@ -59,3 +59,34 @@ def median_is_stable(samples_ms: list[float], tolerance: float) -> bool:
     median = statistics.median(ordered)
     low, high = median_confidence_interval(ordered)
     return low >= median * (1 - tolerance) and high <= median * (1 + tolerance)
+
+
+def rank_sum_p_value(larger: list[float], smaller: list[float]) -> float:
+    """One-sided exact Mann-Whitney test: the chance, were both samples drawn from one distribution, that `larger`
+    would beat `smaller` in at least as many pairs as it does (a tie counts half, rounded down: conservative).
+
+    Distribution-free and exact for the few samples a profile holds (visit medians: 3 to 20 per cell): with 3
+    against 3, complete separation gives 1/20 = 0.05, the smallest p-value there is.
+    """
+    n, m = len(larger), len(smaller)
+    if not n or not m:
+        return 1.0
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in larger for b in smaller)
+    # counts[u]: orderings of n + m distinct values in which `larger` wins u pairs (Mann and Whitney's recursion:
+    # the largest value belongs to one sample or the other)
+    table: dict[tuple[int, int], list[int]] = {}
+
+    def counts(i: int, j: int) -> list[int]:
+        if i == 0 or j == 0:
+            return [1]
+        if (i, j) not in table:
+            result = [0] * (i * j + 1)
+            for u, ways in enumerate(counts(i - 1, j)):  # the largest value is one of `larger`: it wins j pairs
+                result[u + j] += ways
+            for u, ways in enumerate(counts(i, j - 1)):
+                result[u] += ways
+            table[(i, j)] = result
+        return table[(i, j)]
+
+    distribution = counts(n, m)
+    return sum(distribution[math.floor(wins) :]) / math.comb(n + m, n)

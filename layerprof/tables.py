@@ -704,7 +704,7 @@ def markdown_plan(plan: ClusterPlan) -> str:
 
 # ---------------------------------------------------------------- check
 
-CHECK_STYLES = {"regression": "red", "improvement": "green", "accepted": "yellow"}
+CHECK_STYLES = {"regression": "red", "inconclusive": "magenta", "improvement": "green", "accepted": "yellow"}
 
 
 def rich_check_table(result: CheckResult) -> Table:

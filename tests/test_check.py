@@ -68,20 +68,117 @@ def test_twenty_percent_slower_cell_fails_and_is_named() -> None:
     result = compare(doctored(lambda p: slower(p, 2, 1.2)), measured_like_profile())
     assert result.exit_code == 1
     assert [(f.batch_size, f.trainable_layers, f.figure) for f in result.regressions] == [(8, 2, "step_time_ms")]
-    assert "outside both spreads" in result.regressions[0].detail
+    assert result.regressions[0].detail == (
+        "+20.0% exceeds +10% beyond noise (step-time spreads (p10-p90) of profiles without visit medians)"
+    )
 
 
-def test_slowdown_inside_the_measured_spread_passes() -> None:
+def test_a_slowdown_inside_the_measured_spread_is_inconclusive_not_a_pass() -> None:
     def noisy(profile: Profile) -> None:
         row = profile.row(8, 2)
         row.step_time_ms *= 1.15  # beyond the 10% tolerance...
-        row.step_time_p10_ms = row.step_time_p10_ms * 0.9  # ...but the runs overlap: noise, not a regression
+        row.step_time_p10_ms = row.step_time_p10_ms * 0.9  # ...but the runs overlap: the data cannot decide
         row.step_time_p90_ms *= 1.3
 
     result = compare(doctored(noisy), measured_like_profile())
-    assert result.exit_code == 0
-    finding = next(f for f in result.findings if f.figure == "step_time_ms" and f.trainable_layers == 2)
-    assert "inside the measured spread" in finding.detail
+    assert result.exit_code == 3 and result.regressions == []
+    assert [(f.trainable_layers, f.figure) for f in result.inconclusive] == [(2, "step_time_ms")]
+    assert result.inconclusive[0].detail == (
+        "+15.0% exceeds +10% but cannot be told from noise "
+        "(step-time spreads (p10-p90) of profiles without visit medians)"
+    )
+    assert result.cell_verdict(8, 2) == "inconclusive" and result.cell_verdict(8, 1) == "pass"
+    # a faster cell whose spreads overlap is no improvement, and no failure either
+    faster = compare(doctored(lambda p: setattr(p.row(8, 2), "step_time_ms", 20.0 * 0.85)), measured_like_profile())
+    assert faster.exit_code == 0 and faster.cell_verdict(8, 2) == "pass"
+
+
+def with_visits(profile: Profile, z: int, medians: list[float], slow: tuple[int, ...] = (), spread=None) -> Profile:
+    """The row's step time as the sweep records it: the median of its clean visits, every visit's median, the
+    slowed ones, and (given) the steps' p10 and p90."""
+    row = profile.row(8, z)
+    clean = sorted(m for i, m in enumerate(medians) if i not in slow)
+    row.visit_medians_ms, row.slow_visits = list(medians), list(slow)
+    row.step_time_ms = (
+        clean[len(clean) // 2] if len(clean) % 2 else (clean[len(clean) // 2 - 1] + clean[len(clean) // 2]) / 2
+    )
+    if spread is not None:
+        row.step_time_p10_ms, row.step_time_p90_ms = spread
+    return profile
+
+
+def test_a_tripled_cell_on_a_noisy_baseline_is_a_regression() -> None:
+    """The baseline came from a busy machine (steps between 20 and 95 ms); the current profile is three times
+    slower. The spreads overlap (60 ms < 95 ms), but the visit medians do not: 4 of 4 above, p = 1/70."""
+    noisy = [30.0, 36.0, 31.0, 45.0, 33.0]  # the fourth visit was slowed by other work
+    baseline = with_visits(measured_like_profile(), 3, noisy, slow=(3,), spread=(20.0, 95.0))
+    tripled = with_visits(measured_like_profile(), 3, [3 * m for m in noisy], slow=(3,), spread=(60.0, 285.0))
+    result = compare(tripled, baseline)
+    assert result.exit_code == 1
+    assert [(f.trainable_layers, f.figure) for f in result.regressions] == [(3, "step_time_ms")]
+    assert result.regressions[0].detail == "+200.0% exceeds +10% beyond noise (4 visit(s) against 4, p = 0.014)"
+
+
+def test_a_step_time_the_samples_do_not_support_is_inconclusive() -> None:
+    """The issue's case: only the step time tripled, the recorded visits are the baseline's own. The gate cannot
+    pass it (the median says +200%) nor fail it (the samples say nothing changed): inconclusive, exit 3."""
+    noisy = [30.0, 36.0, 31.0, 45.0, 33.0]
+    baseline = with_visits(measured_like_profile(), 3, noisy, slow=(3,), spread=(20.0, 95.0))
+    edited = with_visits(measured_like_profile(), 3, noisy, slow=(3,), spread=(20.0, 95.0))
+    edited.row(8, 3).step_time_ms *= 3
+    result = compare(edited, baseline)
+    assert result.exit_code == 3 and result.regressions == []
+    # against the baseline grown by 10%: 36 beats 33 and 34.1, 33 ties 33: 2.5 wins of 16, P(U >= 2) = 68/70
+    assert result.inconclusive[0].detail == (
+        "+200.0% exceeds +10% but cannot be told from noise (4 visit(s) against 4, p = 0.97)"
+    )
+    assert "cannot be told from noise; measure again with more visits" in result.inconclusive_summary()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "verdict", "p_value"),
+    [
+        ([10.0, 10.1, 10.2], [20.0, 20.2, 20.4], "regression", "0.05"),  # 3 against 3, apart: 1/20, just enough
+        ([10.0, 10.1], [20.0, 20.2], "inconclusive", "0.17"),  # 2 against 2 can never say more than 1/6
+        # +11.9% with the visits 10-12% apart: against the baseline grown by 10% (11, 11.11, 11.22) one pair of
+        # nine is not slower; P(U >= 8) = 2/20
+        ([10.0, 10.1, 10.2], [11.2, 11.3, 11.4], "inconclusive", "0.1"),
+        ([10.0, 10.1, 10.2, 30.0], [12.0, 12.1, 12.2], "regression", "0.05"),  # the slowed 30 ms visit left out
+    ],
+)
+def test_a_slowdown_is_decided_by_the_visit_medians(before, after, verdict: str, p_value: str) -> None:
+    slow = (3,) if len(before) == 4 else ()
+    result = compare(
+        with_visits(measured_like_profile(), 1, after), with_visits(measured_like_profile(), 1, before, slow)
+    )
+    finding = next(f for f in result.findings if f.figure == "step_time_ms" and f.trainable_layers == 1)
+    assert finding.verdict == verdict
+    assert finding.detail.endswith(f"({len(after)} visit(s) against {len(before) - len(slow)}, p = {p_value})")
+
+
+def test_a_faster_cell_is_an_improvement_only_beyond_noise() -> None:
+    baseline = with_visits(measured_like_profile(), 2, [20.0, 20.2, 20.4])
+    halved = compare(with_visits(measured_like_profile(), 2, [10.0, 10.1, 10.2]), baseline)
+    finding = next(f for f in halved.findings if f.figure == "step_time_ms" and f.trainable_layers == 2)
+    assert (finding.verdict, finding.detail) == ("improvement", "-50.0% (3 visit(s) against 3, p = 0.05)")
+    # 15% faster by the median, but against the baseline shrunk by 10% (18, 18.18, 18.36) the 18.4 ms visit is
+    # slower: 6 of 9 pairs, P(U >= 6) = 7/20: noise, a pass
+    mixed = compare(with_visits(measured_like_profile(), 2, [16.0, 17.1, 18.4]), baseline)
+    finding = next(f for f in mixed.findings if f.figure == "step_time_ms" and f.trainable_layers == 2)
+    assert (
+        finding.verdict == "pass"
+        and finding.detail == "-15.3% but inside the measured noise (3 visit(s) against 3, p = 0.35)"
+    )
+    assert mixed.exit_code == 0
+
+
+def test_a_regression_outranks_an_inconclusive_figure() -> None:
+    current = doctored(lambda p: slower(p, 2, 1.2))  # a regression by the spreads
+    with_visits(current, 3, [60.0, 61.0])  # +101%, two visits: inconclusive
+    result = compare(current, with_visits(measured_like_profile(), 3, [30.0, 30.5]))
+    assert [f.trainable_layers for f in result.regressions] == [2]
+    assert [f.trainable_layers for f in result.inconclusive] == [3]
+    assert result.exit_code == 1
 
 
 def test_improvements_are_reported() -> None:
@@ -132,6 +229,37 @@ def test_incomparable_profiles_are_unusable_input(change, message: str) -> None:
         compare(doctored(change), measured_like_profile())
 
 
+def test_numeric_settings_recorded_on_one_side_only_do_not_stop_the_comparison() -> None:
+    """A baseline from before numerics were recorded (or an estimate) compares with a profile that has them."""
+    recorded = doctored(lambda p: setattr(p.environment, "numerics", {"cudnn_conv_tf32": True}))
+    assert compare(recorded, measured_like_profile()).exit_code == 0
+    assert compare(measured_like_profile(), recorded).exit_code == 0
+    other = doctored(lambda p: setattr(p.environment, "numerics", {"cudnn_conv_tf32": False}))
+    with pytest.raises(UnusableInput, match="different numeric settings: cudnn_conv_tf32 is False now, True in"):
+        compare(other, recorded)
+
+
+def test_an_estimate_against_a_measured_baseline_is_held_to_the_tolerance_not_compared_exactly() -> None:
+    def estimated(factor: float):
+        def change(profile: Profile) -> None:
+            for row in profile.rows:
+                row.memory_source = "estimate-cuda"
+            row = profile.row(8, 2)
+            row.peak_memory_bytes = int(row.peak_memory_bytes * factor)
+
+        return change
+
+    close = compare(doctored(estimated(1.01)), measured_like_profile())
+    finding = next(f for f in close.findings if f.figure == "peak_memory_bytes" and f.trainable_layers == 2)
+    assert (finding.verdict, finding.detail) == ("pass", "+1.0%")
+    far = compare(doctored(estimated(1.05)), measured_like_profile())
+    assert [(f.trainable_layers, f.figure, f.detail) for f in far.regressions] == [
+        (2, "peak_memory_bytes", "+5.0% exceeds +2%")
+    ]
+    both = compare(doctored(estimated(1.01)), doctored(estimated(1.0)))  # two estimates: exact
+    assert [(f.trainable_layers, f.figure) for f in both.regressions] == [(2, "peak_memory_bytes")]
+
+
 def test_device_mismatch_can_be_allowed() -> None:
     other_gpu = doctored(lambda p: setattr(p.environment, "device_name", "NVIDIA L4"))
     assert compare(other_gpu, measured_like_profile(), allow_device_mismatch=True).exit_code == 0
@@ -147,6 +275,31 @@ def test_junit_parses_and_counts_failures() -> None:
     assert {case.get("classname") for case in failed} == {"layerprof.batch8.z2", "layerprof.batch8.z3"}
     markdown = markdown_summary(result)
     assert "❌ regression" in markdown and "| 8 | 2 |" in markdown
+
+
+def test_inconclusive_exit_code_junit_and_summary(tmp_path: Path) -> None:
+    runner = CliRunner()
+    baseline = save_profile(with_visits(measured_like_profile(), 2, [20.0, 20.2]), tmp_path / "baseline.json")
+    current = save_profile(with_visits(measured_like_profile(), 2, [40.0, 40.4]), tmp_path / "current.json")
+    summary, junit = tmp_path / "summary.md", tmp_path / "junit.xml"
+    result = runner.invoke(
+        app, ["check", str(current), str(baseline), "--summary-md", str(summary), "--junit", str(junit)]
+    )
+    assert result.exit_code == 3, result.output
+    assert "inconclusive: 1 figure(s) in batch 8 z=2 cannot be told from noise; measure again with more visits" in (
+        " ".join(result.output.split())
+    )
+    assert "pass:" not in result.output
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("failures"), suite.get("skipped")) == ("0", "1")
+    (skipped,) = [case for case in suite.findall("testcase") if case.find("skipped") is not None]
+    assert (skipped.get("classname"), skipped.get("name")) == ("layerprof.batch8.z2", "step_time_ms")
+    assert skipped.find("skipped").get("message").startswith("inconclusive: +100.0% exceeds +10%")
+    markdown = summary.read_text()
+    assert markdown.startswith("### layerprof check: ⚠️ inconclusive")
+    assert "0 regressing figure(s), 1 inconclusive" in markdown and "| inconclusive |" in markdown
+    # a wider tolerance decides it: +100% is within 150%
+    assert runner.invoke(app, ["check", str(current), str(baseline), "--time-tolerance", "150%"]).exit_code == 0
 
 
 def test_check_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
