@@ -752,7 +752,12 @@ def simulate(
         int | None,
         typer.Option("--configs", metavar="N", help="Starting configurations (default: eta^(rungs-1) of budget)."),
     ] = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, metavar="R", help="Sampled runs per path.")] = 1000,
+    repeats: Annotated[
+        str,
+        typer.Option(
+            "--repeats", metavar="R|auto", help="Sampled runs per path, or auto: batches of 1000 until stable."
+        ),
+    ] = "auto",
     paths: Annotated[
         str | None,
         typer.Option("--paths", metavar="NAMES", help=f"Some of {','.join(PATHS)} (default: all the inputs allow)."),
@@ -786,7 +791,7 @@ def simulate(
 ) -> None:
     """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
     with user_errors():
-        from layerprof.parsing import parse_fractions, parse_layer_selection, parse_memory, parse_rungs
+        from layerprof.parsing import parse_fractions, parse_layer_selection, parse_memory, parse_repeats, parse_rungs
         from layerprof.profile import load_profile
         from layerprof.simulate import simulate as replay
         from layerprof.simulate import write_outputs
@@ -796,7 +801,7 @@ def simulate(
             study,
             eta=eta,
             starting_configs=configs,
-            repeats=repeats,
+            repeats=parse_repeats(repeats),
             paths=[name.strip() for name in paths.split(",") if name.strip()] if paths else None,
             custom_paths=[parse_rungs(text) for text in custom or []],
             layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts else None,

@@ -108,6 +108,19 @@ def parse_rungs(text: str, option: str = "--path") -> list[tuple[int, float]]:
     return rungs
 
 
+def parse_repeats(text: str, option: str = "--repeats") -> int | None:
+    """`auto` (None: until stable) or a positive number of repeats."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise LayerprofError(f"{option} expects a positive number of repeats or auto, got {text!r}")
+    return value
+
+
 def parse_share(text: str, option: str) -> float:
     """`10%` or `0.1` -> 0.1."""
     try:

@@ -25,13 +25,26 @@ from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError, read_json
 from layerprof.ladder import Bracket, build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.profile import Profile
-from layerprof.stats import quantile
+from layerprof.stats import (
+    mean_confidence_interval,
+    quantile,
+    quantile_confidence_interval,
+    share_confidence_interval,
+)
 
 SIMULATION_SCHEMA = "layerprof.simulation/1"
 PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")
 PROFILE_PATHS = ("ladder", "ladder-joint")
 BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
 REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
+# Repeats until stable: batches of REPEAT_BATCH until every figure's 95% Monte-Carlo interval is narrow enough,
+# at most MAX_REPEATS. Narrow enough: a regret quantile within REGRET_TOLERANCE of the study's worst regret, the
+# share that found the best within SHARE_TOLERANCE either way, the mean cost within COST_TOLERANCE (relative).
+REPEAT_BATCH = 1000
+MAX_REPEATS = 32_000
+REGRET_TOLERANCE = 0.01
+SHARE_TOLERANCE = 0.01
+COST_TOLERANCE = 0.01
 FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
 
 Cell = tuple[int, float]  # (trainable layers z, budget fraction)
@@ -288,7 +301,8 @@ def pricing_for(
 
 @dataclass
 class Outcome:
-    """One algorithm on one path: regret over the repeats and what it spent."""
+    """One algorithm on one path: regret over the repeats and what it spent, each sampled figure with its 95%
+    Monte-Carlo interval (`uncertainty`: what another seed could give)."""
 
     brackets: list[dict[str, Any]]  # first_rung and configs_per_rung of each bracket, run one after another
     regret_mean: float
@@ -297,6 +311,9 @@ class Outcome:
     regret_high: float
     best_found_share: float  # repeats whose pick is the best configuration (regret 0)
     recorded_seconds: float  # mean over repeats of the trials' recorded seconds
+    repeats: int = 0
+    stable: bool = True  # every interval within its tolerance (REGRET_TOLERANCE, SHARE_TOLERANCE, COST_TOLERANCE)
+    uncertainty: dict[str, tuple[float, float]] = field(default_factory=dict)  # figure -> (low, high)
     recorded_seconds_vs_budget: float | None = None
     gpu_seconds: float | None = None
     flops: float | None = None
@@ -322,6 +339,7 @@ class CurvePoint:
     regret_median: float
     regret_low: float
     regret_high: float
+    regret_median_interval: tuple[float, float] | None = None  # its 95% Monte-Carlo interval
 
 
 @dataclass
@@ -342,7 +360,7 @@ class Simulation:
     seeds: int
     eta: float
     starting_configs: int
-    repeats: int
+    repeats: int | None  # None: each outcome until stable (REPEAT_BATCH at a time, at most MAX_REPEATS)
     seed: int
     full_fidelity: dict[str, float]
     best_full_loss: float
@@ -383,11 +401,12 @@ def halve(tables: Sequence[CellTable], bracket: Bracket, candidates: Sequence[Ca
 
 
 class Replay:
-    """Sampled brackets on one study: the same random draws for every path, so paths differ only by rungs."""
+    """Sampled brackets on one study: repeat r of bracket b draws the same configurations and seeds on every path,
+    so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
 
-    def __init__(self, study: RecordedStudy, repeats: int, seed: int) -> None:
+    def __init__(self, study: RecordedStudy, repeats: int | None, seed: int) -> None:
         self.study = study
-        self.repeats = repeats
+        self.repeats = repeats  # None: until stable
         self.seed = seed
         self.truth = truth = study.mean_losses(study.full_cell)  # full-fidelity loss per configuration
         finite = [t for t in truth if t is not None]
@@ -396,6 +415,7 @@ class Replay:
         self.best, worst = min(finite), max(finite)
         # a pick that failed at full fidelity counts as the worst configuration
         self.regret = [worst - self.best if t is None else t - self.best for t in truth]
+        self.worst_regret = worst - self.best
         self._tables: dict[Cell, CellTable] = {}
 
     def tables(self, cells: Sequence[Cell]) -> list[CellTable]:
@@ -409,12 +429,15 @@ class Replay:
         chosen = draw.sample(range(len(self.study.configs)), count)
         return [(index, draw.randrange(len(self.study.seeds))) for index in chosen]
 
-    def run(self, cells: Sequence[Cell], brackets: Sequence[Bracket]) -> tuple[list[float], list[float]]:
-        """Regret and recorded seconds of each repeat; the pick is the bracket winner best at the top rung."""
+    def run(
+        self, cells: Sequence[Cell], brackets: Sequence[Bracket], first: int, stop: int
+    ) -> tuple[list[float], list[float]]:
+        """Regret and recorded seconds of repeats first..stop-1; the pick is the bracket winner best at the top
+        rung."""
         tables = self.tables(cells)
         top = tables[-1]
         regrets, seconds = [], []
-        for repeat in range(self.repeats):
+        for repeat in range(first, stop):
             winners, spent = [], 0.0
             for index, bracket in enumerate(brackets):
                 winner, bracket_seconds = halve(
@@ -428,16 +451,52 @@ class Replay:
         return regrets, seconds
 
 
-def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Bracket]) -> Outcome:
+def replay_outcome(replay: Replay, cells: Sequence[Cell], brackets: Sequence[Bracket], repeats: int | None) -> Outcome:
+    """The algorithm's outcome over `repeats` sampled runs, or (None) over batches of REPEAT_BATCH until every
+    figure is stable, at most MAX_REPEATS."""
+    regrets, seconds = replay.run(cells, brackets, 0, repeats or REPEAT_BATCH)
+    outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+    while repeats is None and not outcome.stable and len(regrets) < MAX_REPEATS:
+        more = replay.run(cells, brackets, len(regrets), min(MAX_REPEATS, len(regrets) + REPEAT_BATCH))
+        regrets += more[0]
+        seconds += more[1]
+        outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+    return outcome
+
+
+def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Bracket], worst_regret: float) -> Outcome:
     ordered = sorted(regrets)
+    found = sum(r == 0 for r in ordered)
+    uncertainty = {
+        "regret_mean": mean_confidence_interval(ordered),
+        "regret_median": quantile_confidence_interval(ordered, 0.5),
+        "regret_low": quantile_confidence_interval(ordered, REGRET_QUANTILES[0]),
+        "regret_high": quantile_confidence_interval(ordered, REGRET_QUANTILES[1]),
+        "best_found_share": share_confidence_interval(found, len(ordered)),
+        "recorded_seconds": mean_confidence_interval(seconds),
+    }
+    mean_seconds = statistics.fmean(seconds)
+    low, high = uncertainty["recorded_seconds"]
+    share_low, share_high = uncertainty["best_found_share"]
+    stable = (
+        all(
+            uncertainty[name][1] - uncertainty[name][0] <= REGRET_TOLERANCE * worst_regret
+            for name in ("regret_median", "regret_low", "regret_high")
+        )
+        and share_high - share_low <= 2 * SHARE_TOLERANCE
+        and high - low <= 2 * COST_TOLERANCE * mean_seconds
+    )
     return Outcome(
         brackets=[{"first_rung": b.first_rung, "configs_per_rung": b.configs_per_rung} for b in brackets],
         regret_mean=statistics.fmean(ordered),
         regret_median=statistics.median(ordered),
         regret_low=quantile(ordered, REGRET_QUANTILES[0]),
         regret_high=quantile(ordered, REGRET_QUANTILES[1]),
-        best_found_share=sum(r == 0 for r in ordered) / len(ordered),
-        recorded_seconds=statistics.fmean(seconds),
+        best_found_share=found / len(ordered),
+        recorded_seconds=mean_seconds,
+        repeats=len(ordered),
+        stable=stable,
+        uncertainty=uncertainty,
     )
 
 
@@ -484,7 +543,7 @@ def simulate(
     *,
     eta: float = 3.0,
     starting_configs: int | None = None,
-    repeats: int = 1000,
+    repeats: int | None = None,
     paths: Sequence[str] | None = None,
     custom_paths: Sequence[Sequence[Cell]] = (),
     layer_counts: Sequence[int] | None = None,
@@ -494,10 +553,11 @@ def simulate(
     gpu_memory: int | None = None,
     seed: int = 0,
 ) -> Simulation:
-    """Replay successive halving and Hyperband along each path of a recorded study."""
+    """Replay successive halving and Hyperband along each path of a recorded study; `repeats` sampled runs of
+    each, or (None) as many as each needs to be stable."""
     if eta <= 1:
         raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
-    if repeats < 1:
+    if repeats is not None and repeats < 1:
         raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
     study = load_study(study_path)
     zs, fractions = _chosen_axes(study, layer_counts, budget_fractions)
@@ -533,6 +593,7 @@ def simulate(
         _relative(result.hyperband, baseline.hyperband if baseline else None)
     if baseline is None:
         notes.append(f"no {BASELINE_PATH!r} path: costs are not shown relative to halving on budget alone")
+    notes += _unstable_notes(results, repeats)
     z_full, fraction_full = study.full_cell
     return Simulation(
         study=str(study.directory),
@@ -614,13 +675,13 @@ def _simulate_path(
         rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, prices[index] if prices else None))
     unit_costs = [1.0] * len(path.cells)  # bracket sizes do not depend on costs
     halving = [successive_halving(unit_costs, count, eta)]
-    sh = _outcome(*replay.run(path.cells, halving), halving)
+    sh = replay_outcome(replay, path.cells, halving, replay.repeats)
     hb = None
     if len(path.cells) > 1:
         brackets = hyperband(unit_costs, eta)
         largest = max(b.configs_per_rung[0] for b in brackets)
         if largest <= len(replay.study.configs):
-            hb = _outcome(*replay.run(path.cells, brackets), brackets)
+            hb = replay_outcome(replay, path.cells, brackets, replay.repeats)
         else:
             notes.append(
                 f"{path.name}: Hyperband starts a bracket with {largest} configurations, more than the study's "
@@ -630,16 +691,19 @@ def _simulate_path(
         _priced(sh, halving, prices)
         if hb is not None:
             _priced(hb, brackets, prices)
-    return PathResult(path.name, path.about, rungs, sh, hb, _curve(replay, path, eta, prices))
+    return PathResult(path.name, path.about, rungs, sh, hb, _curve(replay, path, eta, prices, sh.repeats))
 
 
-def _curve(replay: Replay, path: FidelityPath, eta: float, prices: list[RungPrice] | None) -> list[CurvePoint]:
-    """Successive halving from eta, eta^2, ... configurations (up to the study's): regret against cost."""
+def _curve(
+    replay: Replay, path: FidelityPath, eta: float, prices: list[RungPrice] | None, repeats: int
+) -> list[CurvePoint]:
+    """Successive halving from eta, eta^2, ... configurations (up to the study's), as many repeats as the path's
+    own halving took: regret against cost."""
     points = []
     sizes = sorted({round(eta**k) for k in range(1, 64) if round(eta**k) <= len(replay.study.configs)})
     for size in sizes:
         brackets = [successive_halving([1.0] * len(path.cells), size, eta)]
-        outcome = _outcome(*replay.run(path.cells, brackets), brackets)
+        outcome = replay_outcome(replay, path.cells, brackets, repeats)
         if prices:
             _priced(outcome, brackets, prices)
         points.append(
@@ -650,9 +714,28 @@ def _curve(replay: Replay, path: FidelityPath, eta: float, prices: list[RungPric
                 outcome.regret_median,
                 outcome.regret_low,
                 outcome.regret_high,
+                outcome.uncertainty["regret_median"],
             )  # fmt: skip
         )
     return points
+
+
+def _unstable_notes(results: Sequence[PathResult], repeats: int | None) -> list[str]:
+    """The outcomes whose figures still move between seeds, and what would settle them."""
+    unsettled = [
+        f"{result.name} ({name})"
+        for result in results
+        for name, outcome in (("halving", result.successive_halving), ("Hyperband", result.hyperband))
+        if outcome is not None and not outcome.stable
+    ]
+    if not unsettled:
+        return []
+    remedy = (
+        f"even {MAX_REPEATS} repeats leave them between two values of the regret distribution"
+        if repeats is None
+        else "--repeats auto (the default) repeats until they settle"
+    )
+    return [f"figures marked ± still move between seeds in {', '.join(unsettled)}: {remedy}"]
 
 
 # ---------------------------------------------------------------- outputs
@@ -670,6 +753,33 @@ def write_outputs(simulation: Simulation, directory: Path) -> list[Path]:
     return [json_path, simulation_png(simulation, stem.with_suffix(".png"))]
 
 
+def _repeats_text(simulation: Simulation) -> str:
+    counts = sorted({p.successive_halving.repeats for p in simulation.paths})
+    shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{shown} repeats" + (" (until stable)" if simulation.repeats is None else "")
+
+
+def _priced_curves(simulation: Simulation) -> bool:
+    return all(p.gpu_seconds is not None for path in simulation.paths for p in path.curve)
+
+
+def curve_series(simulation: Simulation) -> dict[str, dict[str, list[float]]]:
+    """What the figure draws per path: cost (GPU seconds where a profile priced every trial, else recorded
+    seconds), the median regret and its 5-95% band, and the starting configurations of each point."""
+    priced = _priced_curves(simulation)
+    return {
+        path.name: {
+            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in path.curve],  # type: ignore[misc]
+            "median": [p.regret_median for p in path.curve],
+            "low": [p.regret_low for p in path.curve],
+            "high": [p.regret_high for p in path.curve],
+            "configs": [p.starting_configs for p in path.curve],
+        }
+        for path in simulation.paths
+        if path.curve
+    }
+
+
 def simulation_png(simulation: Simulation, path: Path) -> Path:
     """Median regret (90% band) against cost, one line per path: successive halving from more and more
     configurations. Cost is GPU seconds where a profile priced the trials, else their recorded seconds."""
@@ -679,20 +789,16 @@ def simulation_png(simulation: Simulation, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    priced = all(p.gpu_seconds is not None for path in simulation.paths for p in path.curve)
+    priced = _priced_curves(simulation)
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
-    for path_result in simulation.paths:
-        curve = path_result.curve
-        if not curve:
-            continue
-        costs = [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve]
-        medians = [p.regret_median for p in curve]
-        below = [m - p.regret_low for m, p in zip(medians, curve, strict=True)]
-        above = [p.regret_high - m for m, p in zip(medians, curve, strict=True)]
-        axes.errorbar(costs, medians, yerr=[below, above], marker="o", capsize=3, alpha=0.85, label=path_result.name)
-        for cost, point in zip(costs, curve, strict=True):
-            axes.annotate(str(point.starting_configs), (cost, point.regret_median), fontsize=7, alpha=0.7,
-                          xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    for name, series in curve_series(simulation).items():
+        costs, medians = series["cost"], series["median"]
+        below = [m - low for m, low in zip(medians, series["low"], strict=True)]
+        above = [high - m for m, high in zip(medians, series["high"], strict=True)]
+        axes.errorbar(costs, medians, yerr=[below, above], marker="o", capsize=3, alpha=0.85, label=name)
+        for cost, median, configs in zip(costs, medians, series["configs"], strict=True):
+            axes.annotate(str(configs), (cost, median), fontsize=7, alpha=0.7, xytext=(3, 3),
+                          textcoords="offset points")  # fmt: skip
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -701,7 +807,7 @@ def simulation_png(simulation: Simulation, path: Path) -> Path:
     axes.set_ylabel("regret: full-fidelity loss above the best")
     axes.set_title(
         f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
-        f"over {simulation.repeats} repeats\n(numbers: starting configurations)",
+        f"over {_repeats_text(simulation)}\n(numbers: starting configurations)",
         fontsize=10,
     )
     axes.grid(True, alpha=0.3, which="both")

@@ -90,3 +90,32 @@ def rank_sum_p_value(larger: list[float], smaller: list[float]) -> float:
 
     distribution = counts(n, m)
     return sum(distribution[math.floor(wins) :]) / math.comb(n + m, n)
+
+
+def quantile_confidence_interval(ordered: list[float], q: float, z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free 95% interval of the q-quantile of sorted samples: the order statistics `z` binomial
+    standard deviations either side of the quantile's position (0-based q * (n - 1), as `quantile` takes it)."""
+    n = len(ordered)
+    if n == 0:
+        return math.nan, math.nan
+    position, half_width = q * (n - 1), z * math.sqrt(n * q * (1 - q))
+    return ordered[max(0, math.floor(position - half_width))], ordered[min(n - 1, math.ceil(position + half_width))]
+
+
+def share_confidence_interval(successes: int, count: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's 95% interval of a share (honest at 0 and 1, where the normal approximation collapses)."""
+    if count == 0:
+        return 0.0, 1.0
+    share = successes / count
+    centre = (share + z * z / (2 * count)) / (1 + z * z / count)
+    half_width = z * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+
+
+def mean_confidence_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """The normal 95% interval of a mean: mean -+ z standard errors."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean
+    half_width = z * statistics.stdev(values) / math.sqrt(len(values))
+    return mean - half_width, mean + half_width

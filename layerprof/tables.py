@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -491,6 +491,7 @@ SIMULATION_HEADERS = [
     "best",
     "trial s",
     "× budget",
+    "runs",
 ]
 PRICE_HEADERS = [
     "path",
@@ -515,16 +516,36 @@ def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, Outcome
     return [(path, getattr(path, algorithm)) for path in simulation.paths if getattr(path, algorithm) is not None]
 
 
+def with_uncertainty(value: float, interval: tuple[float, float] | None, show: Callable[[float], str]) -> str:
+    """`0.127±0.033`: the figure and, where its 95% Monte-Carlo interval would change the digits shown, the
+    interval's larger distance from it."""
+    if interval is None or show(interval[0]) == show(value) == show(interval[1]):
+        return show(value)
+    return f"{show(value)}±{show(max(value - interval[0], interval[1] - value))}"
+
+
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
 def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path: its rungs, their rho, and the algorithm's regret and recorded cost (vs budget)."""
+    """One row per path: its rungs, their rho, and the algorithm's regret and recorded cost (vs budget), each
+    sampled figure with its Monte-Carlo uncertainty where it shows."""
     rows = []
     for path, outcome in _outcomes(simulation, algorithm):
         rungs = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in path.rungs)
         rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in path.rungs)
-        regret = f"{_short(outcome.regret_median)} [{_short(outcome.regret_low)}, {_short(outcome.regret_high)}]"
+        mc = outcome.uncertainty
+        regret = (
+            f"{with_uncertainty(outcome.regret_median, mc.get('regret_median'), _short)} "
+            f"[{with_uncertainty(outcome.regret_low, mc.get('regret_low'), _short)}, "
+            f"{with_uncertainty(outcome.regret_high, mc.get('regret_high'), _short)}]"
+        )
         rows.append([
-            path.name, rungs, rho, _brackets(outcome), regret, f"{outcome.best_found_share:.0%}",
-            _seconds(outcome.recorded_seconds), _times(outcome.recorded_seconds_vs_budget),
+            path.name, rungs, rho, _brackets(outcome), regret,
+            with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
+            with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
+            _times(outcome.recorded_seconds_vs_budget), f"{outcome.repeats:,}",
         ])  # fmt: skip
     return rows
 
@@ -551,7 +572,8 @@ def simulation_title(simulation: Simulation, algorithm: str, priced: bool = Fals
         return f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile})"
     return (
         f"{ALGORITHMS[algorithm]} on {simulation.task} ({simulation.configs} configurations, {seeds}), "
-        f"eta={simulation.eta:g}{start}, {simulation.repeats} repeats"
+        f"eta={simulation.eta:g}{start}, "
+        + (f"{simulation.repeats:,} repeats" if simulation.repeats else "repeats until stable")
     )
 
 
@@ -596,9 +618,10 @@ def simulation_legend(simulation: Simulation) -> str:
     full = simulation.full_fidelity
     text = (
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
-        f"pick minus the best ({simulation.best_full_loss:.4g}) · best: share of repeats that found the best · "
-        "configs: per rung (Hyperband: per bracket) · trial s: the study's recorded seconds · × budget: cost "
-        "relative to the budget path"
+        f"pick minus the best ({simulation.best_full_loss:.4g}; a pick that failed in full training counts as the "
+        "worst configuration) · best: share of repeats that found the best · ±: the 95% Monte-Carlo interval where "
+        "it would change the digits shown · runs: repeats sampled · configs: per rung (Hyperband: per bracket) · "
+        "trial s: the study's recorded seconds · × budget: cost relative to the budget path"
     )
     if simulation.profile is not None:
         text += (

@@ -13,6 +13,7 @@ import math
 import random
 import textwrap
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ from layerprof.cli import app
 from layerprof.errors import LayerprofError
 from layerprof.ladder import Bracket
 from layerprof.profile import Row, save_profile
-from layerprof.simulate import halve, simulate, spread
+from layerprof.simulate import MAX_REPEATS, REPEAT_BATCH, curve_series, halve, simulate, spread
+from layerprof.tables import simulation_rows, with_uncertainty
 from tests.conftest import bare_profile
 from tests.test_cli import assert_one_line_error
 
@@ -166,6 +168,37 @@ def test_paths_follow_the_chosen_study_values(tmp_path: Path) -> None:
     assert spread([1, 2, 3, 4, 6], 3) == [1, 3, 6] and spread([1, 2], 1) == [2]
 
 
+def test_every_path_sees_the_same_draws_whichever_paths_ran(tmp_path: Path) -> None:
+    """Repeat r draws the same configurations on every path: the budget path's figures are the same alone or beside
+    others, and a --path with the budget path's rungs gives the budget path's figures exactly."""
+    study = write_study(tmp_path / "s", 27, lambda i, z, f, s: random.Random(f"{i}/{z}/{f}").random() + i / 27)
+    alone = simulate(study, eta=3, repeats=200, paths=["budget"])
+    together = simulate(study, eta=3, repeats=200, paths=["layers", "diagonal", "budget"],
+                        custom_paths=[[(3, NINTH), (3, THIRD), (3, 1.0)]])  # fmt: skip
+    budget = asdict(alone.path("budget"))
+    assert asdict(together.path("budget")) == budget
+    twin = asdict(together.path("custom-1"))
+    assert {key: twin[key] for key in ("successive_halving", "hyperband", "curve")} == {
+        key: budget[key] for key in ("successive_halving", "hyperband", "curve")
+    }
+
+
+def test_rho_per_rung_ranks_the_mean_over_seeds(tmp_path: Path) -> None:
+    """Each seed alone ranks 5 configurations with rho 0.8 (two pairs of neighbours swapped); their means rank
+    exactly as full training does: rho 1, neither one seed's nor the seeds' average rho (both 0.8)."""
+    low = {0: [0.0, 3.0, 1.0, 5.0, 4.0], 1: [2.0, 0.0, 5.0, 3.0, 6.0]}  # means 1, 1.5, 3, 4, 5
+
+    def loss(index: int, z: int, fraction: float, seed: int) -> float:
+        return low[seed][index] if z == 1 else float(index)
+
+    study = write_study(tmp_path / "s", 5, loss, zs=(1, 2), fractions=(1.0,), seeds=2)
+    result = simulate(study, eta=2, repeats=10, paths=["layers"])
+    assert [rung.spearman for rung in result.path("layers").rungs] == [pytest.approx(1.0), pytest.approx(1.0)]
+    one_seed = write_study(tmp_path / "one", 5, lambda i, z, f, s: loss(i, z, f, 0), zs=(1, 2), fractions=(1.0,))
+    ranks = simulate(one_seed, eta=2, repeats=10, paths=["layers"]).path("layers").rungs
+    assert ranks[0].spearman == pytest.approx(0.8)  # seed 0 alone: 1 - 6 x 4 / (5 x 24)
+
+
 def test_the_same_draws_give_the_same_answer_and_another_seed_another(tmp_path: Path) -> None:
     study = write_study(tmp_path / "s", 27, lambda i, z, f, s: random.Random(f"{i}/{z}/{f}").random() + i / 27)
     first = simulate(study, eta=3, repeats=50, starting_configs=9, seed=1)
@@ -230,6 +263,93 @@ def test_a_profile_prices_the_trials_on_its_gpu(tmp_path: Path) -> None:
     assert on_cpu.gpu_memory_bytes is None and on_cpu.path("layers").successive_halving.slot_wall_seconds is None
     # the ladder over costs 10, 20, 30 ms at eta 3: z=1 and z=3 (three times the cost)
     assert [r.trainable_layers for r in result.path("ladder").rungs] == [1, 3]
+    # slots 10, 6, 4 (16 GiB over 1.5, 2.5, 3.5 GiB): layers 9·3·1 in one wave each, 0.9 + 1.8 + 2.7 s; budget
+    # (z=3 at 10, 30, 90 steps) 9 in three waves of 0.3 s, 3 in one of 0.9 s, 1 of 2.7 s: 4.5 s
+    assert sh.slot_wall_seconds == pytest.approx(5.4)
+    assert budget.successive_halving.slot_wall_seconds == pytest.approx(4.5)
+    assert sh.slot_wall_vs_budget == pytest.approx(1.2)
+
+
+def test_the_joint_ladder_pairs_the_rungs_with_the_largest_budget_fractions(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "s", 9, perfect, zs=(1, 2, 3), fractions=(NINTH, 0.25, THIRD, 1.0),
+                        task=write_task(tmp_path))  # fmt: skip
+    result = simulate(study, eta=3, repeats=3, profile=priced_profile(), paths=["ladder", "ladder-joint"])
+    cells = {p.name: [(r.trainable_layers, r.budget_fraction) for r in p.rungs] for p in result.paths}
+    assert cells == {"ladder": [(1, 1.0), (3, 1.0)], "ladder-joint": [(1, THIRD), (3, 1.0)]}
+    joint = result.path("ladder-joint")
+    assert [r.price.steps for r in joint.rungs] == [30, 90]  # a third of the 90 steps, then all of them
+
+
+def test_the_cost_curve_starts_halving_from_eta_eta_squared_and_so_on(tmp_path: Path) -> None:
+    """27 configurations at eta 3: curves from 3 (3·1·1), 9 (9·3·1) and 27 (27·9·3) starting configurations, the
+    recorded seconds 10 z + f per trial and the profile's 10 z ms x 90 steps."""
+    study = write_study(tmp_path / "s", 27, perfect, seconds=lambda z, f: 10 * z + f, task=write_task(tmp_path))
+    result = simulate(study, eta=3, repeats=5, profile=priced_profile(), paths=["layers", "budget"])
+    layers = result.path("layers").curve
+    assert [(p.starting_configs, p.recorded_seconds, p.gpu_seconds) for p in layers] == [
+        (3, pytest.approx(3 * 11 + 21 + 31), pytest.approx(3 * 0.9 + 1.8 + 2.7)),
+        (9, pytest.approx(9 * 11 + 3 * 21 + 31), pytest.approx(9 * 0.9 + 3 * 1.8 + 2.7)),
+        (27, pytest.approx(27 * 11 + 9 * 21 + 3 * 31), pytest.approx(27 * 0.9 + 9 * 1.8 + 3 * 2.7)),
+    ]
+    assert layers[-1].regret_median == 0  # all 27 drawn: a perfect ranking always finds the best
+    budget = result.path("budget").curve
+    assert [p.gpu_seconds for p in budget] == [
+        pytest.approx(3 * 0.3 + 0.9 + 2.7), pytest.approx(9 * 0.3 + 3 * 0.9 + 2.7),
+        pytest.approx(27 * 0.3 + 9 * 0.9 + 3 * 2.7),
+    ]  # fmt: skip
+    # the figure draws exactly these points: cost on the x axis, the median and its 90% band
+    series = curve_series(result)
+    assert series["layers"]["cost"] == [p.gpu_seconds for p in layers]
+    assert series["layers"]["median"] == [p.regret_median for p in layers] and series["layers"]["configs"] == [3, 9, 27]
+    assert series["layers"]["low"] == [p.regret_low for p in layers]
+    assert series["layers"]["high"] == [p.regret_high for p in layers]
+
+
+# ---------------------------------------------------------------- Monte-Carlo uncertainty
+
+
+def one_best(index: int, _z: int, _fraction: float, _seed: int) -> float:
+    """Configuration 0 is the best (loss 0), every other one equally worse (loss 1)."""
+    return 0.0 if index == 0 else 1.0
+
+
+def test_repeats_go_on_until_every_figure_is_stable(tmp_path: Path) -> None:
+    """One rung, 4 of 10 configurations drawn: the pick is the best 40% of the time. Its share within +-1
+    percentage point (95%) needs 1.96^2 x 0.24 / 0.01^2 = 9,220 runs: ten batches of 1,000."""
+    study = write_study(tmp_path / "s", 10, one_best, zs=(1,), fractions=(1.0,))
+    result = simulate(study, starting_configs=4, paths=["layers"])
+    outcome = result.path("layers").successive_halving
+    assert (REPEAT_BATCH, outcome.repeats, outcome.stable) == (1000, 10_000, True)
+    low, high = outcome.uncertainty["best_found_share"]
+    assert high - low <= 0.02 and low <= 0.4 <= high
+    assert outcome.regret_median == 1 and outcome.uncertainty["regret_median"] == (1.0, 1.0)
+    assert result.repeats is None and not any("still move" in note for note in result.notes)
+    fixed = simulate(study, starting_configs=4, paths=["layers"], repeats=300).path("layers").successive_halving
+    assert (fixed.repeats, fixed.stable) == (300, False)
+
+
+def test_a_median_on_a_jump_of_the_regret_distribution_never_settles_and_says_so(tmp_path: Path) -> None:
+    """5 of 10 drawn: regret 0 or 1, each half the time; the sample median flips between them at any count."""
+    study = write_study(tmp_path / "s", 10, one_best, zs=(1,), fractions=(1.0,))
+    result = simulate(study, starting_configs=5, paths=["layers"])
+    outcome = result.path("layers").successive_halving
+    assert (outcome.repeats, outcome.stable) == (MAX_REPEATS, False)
+    assert outcome.uncertainty["regret_median"] == (0.0, 1.0)
+    assert result.notes[-1] == (
+        f"figures marked ± still move between seeds in layers (halving): even {MAX_REPEATS} repeats leave them "
+        "between two values of the regret distribution"
+    )
+
+
+def test_uncertain_figures_carry_their_interval_in_the_table(tmp_path: Path) -> None:
+    assert with_uncertainty(0.127, (0.127, 0.160), lambda v: f"{v:.3g}") == "0.127±0.033"
+    assert with_uncertainty(0.127, (0.1271, 0.1272), lambda v: f"{v:.3g}") == "0.127"
+    study = write_study(tmp_path / "s", 10, one_best, zs=(1,), fractions=(1.0,))
+    result = simulate(study, starting_configs=5, paths=["layers"], repeats=100)
+    (row,) = simulation_rows(result, "successive_halving")
+    outcome = result.path("layers").successive_halving
+    assert row[4] == f"{outcome.regret_median:g}±1 [0, 1]"  # the median of 100 runs may be either value
+    assert row[5] == f"{outcome.best_found_share:.0%}±10%" and row[-1] == "100"
 
 
 def test_a_profile_of_another_model_is_refused(tmp_path: Path) -> None:
@@ -264,14 +384,18 @@ def test_simulate_cli_writes_json_table_and_figure(tmp_path: Path) -> None:
         app, ["simulate", str(study), "--profile", str(profile), "--repeats", "20", "--format", "md"]
     )
     assert result.exit_code == 0, result.output
-    assert "| layers | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 100% |" in result.output
+    assert "| layers | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 100%±16% | 18 | 2.00× | 20 |" in result.output
+    assert "still move between seeds in layers (halving)" in result.output  # 20 runs cannot say 100% for sure
     assert "**Hyperband, eta=3: cost on test (synthetic-model)**" in result.output
     data = json.loads((study / "simulation-eta3.json").read_text())
     assert data["schema"] == "layerprof.simulation/1" and data["starting_configs"] == 9
     assert (study / "simulation-eta3.png").read_bytes()[:4] == b"\x89PNG"
-    as_json = CliRunner().invoke(app, ["simulate", str(study), "--repeats", "20", "--json", "--eta", "2"])
+    as_json = CliRunner().invoke(app, ["simulate", str(study), "--json", "--eta", "2", "--configs", "9"])
     assert as_json.exit_code == 0, as_json.output
-    assert json.loads(as_json.stdout)["eta"] == 2
+    data = json.loads(as_json.stdout)
+    assert data["eta"] == 2 and data["repeats"] is None  # until stable: every pick the best after one batch
+    outcome = data["paths"][0]["successive_halving"]
+    assert (outcome["repeats"], outcome["stable"], outcome["uncertainty"]["regret_median"]) == (1000, True, [0, 0])
 
 
 def test_simulate_bad_input(tmp_path: Path) -> None:
@@ -291,6 +415,8 @@ def test_simulate_bad_input(tmp_path: Path) -> None:
         (["simulate", str(interrupted)], "z=3 at budget 1 (4 of 9 trials missing; layers, budget, diagonal, full"),
         (["simulate", str(study), "--eta", "1"], "--eta must be greater than 1"),
         (["simulate", str(study), "--configs", "10"], "--configs must be in 1..9"),
+        (["simulate", str(study), "--repeats", "0"], "--repeats expects a positive number of repeats or auto"),
+        (["simulate", str(study), "--repeats", "many"], "--repeats expects a positive number of repeats or auto"),
         (["simulate", str(study), "--paths", "layers,zigzag"], "unknown path 'zigzag'"),
         (["simulate", str(study), "--paths", "ladder"], "the ladder paths need --profile"),
         (["simulate", str(study), "--path", "1@0.5,3"], "rungs like 1@0.25,3@0.5,6@1"),
