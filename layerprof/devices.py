@@ -29,34 +29,62 @@ class GpuKind:
     bf16_tflops: float  # dense peak of the tensor cores (float16 where bfloat16 is missing)
     ray_accelerator: str | None = None  # Ray's accelerator_type for nodes of this GPU, where Ray names it
     mig_of: str | None = None  # a MIG slice: the GPU it is cut from
+    fp32_tflops: float = 0.0  # dense float32 on the CUDA cores (matmuls at torch's default "highest" precision)
+    tf32_tflops: float = 0.0  # dense TF32 on the tensor cores (float32 matmuls with TF32 on); = fp32 without TF32
+
+    @property
+    def share_of_gpu(self) -> float:
+        """The part of a whole GPU this kind is: a MIG slice's compute slices out of 7 (1g.10gb: 1/7), else 1. A
+        slice-hour counts this much of a GPU-hour."""
+        if self.mig_of is None:
+            return 1.0
+        match = re.search(r"(\d)g\.", self.name)
+        return int(match.group(1)) / 7 if match else 1.0
 
 
-# Common GPUs and MIG slices, in no particular order. The A100 slices keep their short names (1g.5gb, ...);
-# H100 slices are named H100-<profile>. A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5:
-# 16, 32, 60, 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory NVIDIA's MIG table's share of the GPU's.
+# Dense peaks (no structured sparsity), TFLOP/s, from NVIDIA's datasheets: T4 (FP32 8.1, FP16 65, no TF32), L4 (FP32
+# 30.3, TF32 60, BF16 121), A10 (31.2, 62.5, 125), GeForce RTX 4090 (Ada Lovelace whitepaper, appendix: FP32 82.6,
+# TF32 82.6, BF16 with FP32 accumulate 165.2), A100 40/80 GB (19.5, 156, 312), L40S (91.6, 183, 362), H100 SXM5 and
+# H200 (67, 494.5, 989; the datasheets' 989 TF32 and 1,979 BF16 are with sparsity), B200 (HGX B200, per GPU of 8:
+# FP32 75, TF32 1,125, BF16 2,250). A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5: 16, 32, 60,
+# 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory NVIDIA's MIG table's share of the GPU's; the A100 slices keep their
+# short names (1g.5gb, ...), H100 slices are named H100-<profile>.
+def _gpu(name: str, memory_mib: int, capability: tuple[int, int], bf16: float, fp32: float, tf32: float,
+         ray: str | None) -> GpuKind:  # fmt: skip
+    return GpuKind(name, memory_mib, capability, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32)
+
+
+def _slice(name: str, memory_mib: int, parent: GpuKind, share: float) -> GpuKind:
+    return GpuKind(name, memory_mib, parent.compute_capability, parent.bf16_tflops * share, mig_of=parent.name,
+                   fp32_tflops=parent.fp32_tflops * share, tf32_tflops=parent.tf32_tflops * share)  # fmt: skip
+
+
+_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, "A100")
+_A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, "A100")
+_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, "H100")
 GPU_KINDS: dict[str, GpuKind] = {
     gpu.name: gpu
     for gpu in (
-        GpuKind("1g.5gb", 4864, (8, 0), 312 / 7, mig_of="A100-40GB"),
-        GpuKind("1g.10gb", 9984, (8, 0), 312 / 7, mig_of="A100-80GB"),
-        GpuKind("T4", 15360, (7, 5), 65, "T4"),
-        GpuKind("2g.20gb", 19968, (8, 0), 2 * 312 / 7, mig_of="A100-80GB"),
-        GpuKind("L4", 23034, (8, 9), 121, "L4"),
-        GpuKind("A10", 23028, (8, 6), 125, "A10"),
-        GpuKind("RTX4090", 24564, (8, 9), 165, "GeForce-RTX-4090"),
-        GpuKind("3g.40gb", 40192, (8, 0), 3 * 312 / 7, mig_of="A100-80GB"),
-        GpuKind("A100-40GB", 40960, (8, 0), 312, "A100"),
-        GpuKind("L40S", 46068, (8, 9), 362, "L40S"),
-        GpuKind("A100-80GB", 81920, (8, 0), 312, "A100"),
-        GpuKind("H100", 81559, (9, 0), 989, "H100"),
-        GpuKind("H100-1g.10gb", 9984, (9, 0), 989 * 16 / 132, mig_of="H100"),
-        GpuKind("H100-1g.20gb", 19968, (9, 0), 989 * 16 / 132, mig_of="H100"),
-        GpuKind("H100-2g.20gb", 19968, (9, 0), 989 * 32 / 132, mig_of="H100"),
-        GpuKind("H100-3g.40gb", 40192, (9, 0), 989 * 60 / 132, mig_of="H100"),
-        GpuKind("H100-4g.40gb", 40192, (9, 0), 989 * 64 / 132, mig_of="H100"),
-        GpuKind("H100-7g.80gb", 80640, (9, 0), 989, mig_of="H100"),
-        GpuKind("H200", 143771, (9, 0), 989, "H200"),
-        GpuKind("B200", 183359, (10, 0), 2250, "B200"),
+        _slice("1g.5gb", 4864, _A100_40, 1 / 7),
+        _slice("1g.10gb", 9984, _A100_80, 1 / 7),
+        _gpu("T4", 15360, (7, 5), 65, 8.1, 8.1, "T4"),
+        _slice("2g.20gb", 19968, _A100_80, 2 / 7),
+        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, "L4"),
+        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, "A10"),
+        _gpu("RTX4090", 24564, (8, 9), 165, 82.6, 82.6, "GeForce-RTX-4090"),
+        _slice("3g.40gb", 40192, _A100_80, 3 / 7),
+        _A100_40,
+        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, "L40S"),
+        _A100_80,
+        _H100,
+        _slice("H100-1g.10gb", 9984, _H100, 16 / 132),
+        _slice("H100-1g.20gb", 19968, _H100, 16 / 132),
+        _slice("H100-2g.20gb", 19968, _H100, 32 / 132),
+        _slice("H100-3g.40gb", 40192, _H100, 60 / 132),
+        _slice("H100-4g.40gb", 40192, _H100, 64 / 132),
+        _slice("H100-7g.80gb", 80640, _H100, 1),
+        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, "H200"),
+        _gpu("B200", 183359, (10, 0), 2250, 75, 1125, "B200"),
     )
 }
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
@@ -82,6 +110,14 @@ def kind_of_device(device_name: str, total_memory_bytes: int | None = None) -> G
             continue
         return gpu
     return None
+
+
+def peak_tflops(gpu: GpuKind, precision: str, tf32: bool = False) -> float:
+    """The dense peak a training precision's matrix products run at: the tensor cores' bfloat16/float16 peak for
+    bf16-* and 16-*, TF32 or plain float32 for 32-true (`tf32`: float32 matmuls allowed TF32)."""
+    if precision.startswith(("bf16", "16")):
+        return gpu.bf16_tflops
+    return gpu.tf32_tflops if tf32 else gpu.fp32_tflops
 
 
 def find_gpu(name: str) -> GpuKind | None:

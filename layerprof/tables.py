@@ -680,8 +680,9 @@ def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
         where = " → ".join("+".join(f"{s.gpus}×{s.gpu}" for s in p.shares) for p in schedule.brackets[0])
         if len(schedule.brackets) > 1:
             where += f" (+{len(schedule.brackets) - 1} brackets)"
+        name = f"{schedule.name} ({schedule.gpus})" if schedule.gpus else schedule.name
         rows.append([
-            schedule.name, schedule.algorithm, where, duration(schedule.makespan_seconds),
+            name, schedule.algorithm, where, duration(schedule.makespan_seconds),
             _times(schedule.makespan_vs_ladder), f"{schedule.gpu_hours:.3g}", _times(schedule.gpu_hours_vs_ladder),
         ])  # fmt: skip
     return rows
@@ -699,8 +700,8 @@ def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]
     ladder = plan.schedule("ladder", "successive halving")
     return [
         (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS, plan_rung_rows(ladder)),
-        ("Against every rung on the largest GPUs and halving on training steps alone", PLAN_SUMMARY_HEADERS,
-         plan_summary_rows(plan)),
+        ("Against every rung on the best single kind of GPU and halving on training steps alone",
+         PLAN_SUMMARY_HEADERS, plan_summary_rows(plan)),
     ]  # fmt: skip
 
 
