@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from layerprof.cli import app
@@ -350,6 +351,26 @@ def test_uncertain_figures_carry_their_interval_in_the_table(tmp_path: Path) -> 
     outcome = result.path("layers").successive_halving
     assert row[4] == f"{outcome.regret_median:g}±1 [0, 1]"  # the median of 100 runs may be either value
     assert row[5] == f"{outcome.best_found_share:.0%}±10%" and row[-1] == "100"
+
+
+def test_the_built_in_tasks_profile_the_models_they_train() -> None:
+    """pydoc-lm trains 7-layer byte-level models on 8 sequences of 64 bytes: its workload counts 512 tokens per
+    batch; digits a 6-layer CNN on 8x8 images of 10 classes, counted in samples."""
+    from layerprof.models import build_model
+    from layerprof.tasks import TASKS
+
+    lm = build_model("layerprof.tasks:pydoc_lm_workload")
+    assert (lm.workload.item_name, lm.workload.items_per_batch(8)) == ("tokens", 512)
+    inputs, targets = lm.workload.make_batch(8, torch.device("cpu"))
+    assert inputs.shape == targets.shape == (8, 64) and int(inputs.max()) < 256
+    assert len(lm.split()) == 7 == TASKS["pydoc-lm"].layer_count
+    assert (TASKS["pydoc-lm"].full_steps, TASKS["pydoc-lm"].batch_size) == (150, 8)
+    assert TASKS["pydoc-lm"].profile_spec == "layerprof.tasks:pydoc_lm_workload"
+    digits = build_model("layerprof.tasks:digits_workload")
+    images, labels = digits.workload.make_batch(32, torch.device("cpu"))
+    assert images.shape == (32, 1, 8, 8) and int(labels.max()) < 10
+    assert (digits.workload.item_name, digits.workload.items_per_batch(32)) == ("samples", 32)
+    assert len(digits.split()) == 6 == TASKS["digits"].layer_count
 
 
 def test_a_profile_of_another_model_is_refused(tmp_path: Path) -> None:
