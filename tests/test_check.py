@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from layerprof.check import UnusableInput, compare, junit_xml, markdown_summary
+from layerprof.check import UnusableInput, compare, junit_xml, markdown_summary, summary_rows
 from layerprof.cli import app
+from layerprof.errors import LayerprofError
 from layerprof.profile import (
     EnvironmentInfo,
     Layer,
@@ -420,3 +421,222 @@ def test_profiles_with_other_overrides_are_refused(estimates, tmp_path: Path) ->
         compare(load_profile(other), load_profile(first))
     result = CliRunner().invoke(app, ["check", str(other), str(first)])
     assert result.exit_code == 2 and "different model overrides" in result.output
+
+
+# ---------------------------------------------------------------- the rules at their edges
+
+
+def test_deterministic_figures_allow_only_floating_noise() -> None:
+    """A change of up to 1e-9 of the figure is floating noise; 1.5e-9 of it is a change."""
+    baseline = doctored(lambda p: setattr(p.row(8, 1), "flops", 10**12))
+    noise = doctored(lambda p: setattr(p.row(8, 1), "flops", 10**12 + 500))
+    change = doctored(lambda p: setattr(p.row(8, 1), "flops", 10**12 + 1500))
+    assert compare(noise, baseline).exit_code == 0
+    assert [(f.figure, f.detail) for f in compare(change, baseline).regressions] == [("flops", "changed by +0.00%")]
+    one = doctored(lambda p: setattr(p.row(8, 1), "optimizer_state_bytes", 1))
+    zero = doctored(lambda p: setattr(p.row(8, 1), "optimizer_state_bytes", 0))
+    assert [(f.figure, f.detail) for f in compare(one, zero).regressions] == [
+        ("optimizer_state_bytes", "changed by +inf%")
+    ]
+
+
+def test_a_figure_one_side_lacks_is_left_out_and_the_rest_still_compared() -> None:
+    def partial(profile: Profile) -> None:
+        row = profile.row(8, 1)
+        row.flops = row.peak_memory_bytes = row.step_time_ms = None  # e.g. recorded by an older layerprof
+        row.optimizer_state_bytes += 8  # a later deterministic figure that did change
+        row.memory_activations_bytes = 2**20  # a category the baseline does not have
+
+    result = compare(doctored(partial), measured_like_profile())
+    cell = {f.figure: f for f in result.findings if f.trainable_layers == 1}
+    assert "flops" not in cell and "peak_memory_bytes" not in cell and "step_time_ms" not in cell
+    assert "memory_activations_bytes" not in cell and cell["trainable_params"].verdict == "pass"
+    assert [(f.trainable_layers, f.figure) for f in result.regressions] == [(1, "optimizer_state_bytes")]
+    reverse = compare(measured_like_profile(), doctored(partial))
+    assert [(f.trainable_layers, f.figure) for f in reverse.regressions] == [(1, "optimizer_state_bytes")]
+
+
+def test_every_cell_is_compared_whatever_happened_to_the_cells_before_it() -> None:
+    def troubles(profile: Profile) -> None:
+        profile.rows[0] = Row(8, 1, "oom")  # now failing, no message
+        profile.rows[1].flops += 1  # a later cell changed
+        slower(profile, 3, 1.2)  # and a third slowed down
+
+    result = compare(doctored(troubles), measured_like_profile())
+    assert [(f.trainable_layers, f.figure, f.detail) for f in result.regressions] == [
+        (1, "status", ""),
+        (2, "flops", "changed by +0.05%"),
+        (3, "step_time_ms", "+20.0% exceeds +10% beyond noise (step-time spreads (p10-p90) of profiles without visit "
+                            "medians)"),
+    ]  # fmt: skip
+    missing = compare(doctored(lambda p: (p.rows.pop(0), setattr(p.row(8, 3), "flops", 1))), measured_like_profile())
+    assert [(f.trainable_layers, f.figure) for f in missing.regressions] == [(1, "status"), (3, "flops")]
+
+    def recovered(profile: Profile) -> None:
+        profile.rows[0] = Row(8, 1, "oom")
+        profile.row(8, 2).flops += 1
+
+    healed = compare(measured_like_profile(), doctored(recovered))  # the baseline's failed cell now runs
+    assert [(f.trainable_layers, f.figure, f.verdict) for f in healed.findings if f.verdict != "pass"] == [
+        (1, "status", "improvement"), (2, "flops", "regression"),
+    ]  # fmt: skip
+    still = compare(doctored(recovered), doctored(recovered))
+    assert [(f.figure, f.verdict) for f in still.findings if f.trainable_layers == 1] == [("status", "pass")]
+
+
+def test_the_tolerances_are_limits_that_pass() -> None:
+    """A change of exactly the tolerance passes: memory 2 -> 3 MiB at 50%, 2 -> 1 MiB is no improvement at 50%,
+    and a step time 10 -> 15 ms at 50% is not even tested against noise."""
+
+    def memory(mib: int):
+        return lambda p: setattr(p.row(8, 1), "peak_memory_bytes", mib * 2**20)
+
+    for mib in (3, 1):
+        finding = next(
+            f for f in compare(doctored(memory(mib)), doctored(memory(2)), memory_tolerance=0.5).findings
+            if f.figure == "peak_memory_bytes" and f.trainable_layers == 1
+        )  # fmt: skip
+        assert finding.verdict == "pass", finding
+    baseline = with_visits(measured_like_profile(), 1, [10.0, 10.0, 10.0])
+    result = compare(with_visits(measured_like_profile(), 1, [15.0, 15.0, 15.0]), baseline, time_tolerance=0.5)
+    finding = next(f for f in result.findings if f.figure == "step_time_ms" and f.trainable_layers == 1)
+    assert (finding.verdict, finding.detail) == ("pass", "+50.0%")
+    same = compare(measured_like_profile(), measured_like_profile())
+    assert [f.figure for f in same.findings if f.trainable_layers == 1] == [
+        "trainable_params", "trainable_fraction", "forward_flops", "backward_flops", "flops", "optimizer_state_bytes",
+        "peak_memory_bytes", "step_time_ms",
+    ]  # fmt: skip
+
+
+def test_negative_tolerances_are_refused() -> None:
+    for tolerances in ({"time_tolerance": -0.01}, {"memory_tolerance": -0.01}):
+        with pytest.raises(LayerprofError, match="tolerances must not be negative"):
+            compare(measured_like_profile(), measured_like_profile(), **tolerances)
+    assert (
+        compare(measured_like_profile(), measured_like_profile(), time_tolerance=0, memory_tolerance=0).exit_code == 0
+    )
+
+
+def test_memory_a_category_holds_nothing_of_on_both_sides_passes() -> None:
+    def empty_inputs(size: int):
+        return lambda p: setattr(p.row(8, 2), "memory_inputs_bytes", size)
+
+    same = compare(doctored(empty_inputs(0)), doctored(empty_inputs(0)))
+    assert next(f for f in same.findings if f.figure == "memory_inputs_bytes").detail == "+0.0%"
+    grown = compare(doctored(empty_inputs(512)), doctored(empty_inputs(0)))
+    assert [(f.figure, f.detail) for f in grown.regressions] == [("memory_inputs_bytes", "+inf% exceeds +2%")]
+
+
+def test_spreads_decide_only_when_they_do_not_touch() -> None:
+    """Without visit medians: the current p10 must lie above the baseline's p90 (equal is not enough), and for an
+    improvement the current p90 below the baseline's p10; without p10 and p90 the medians stand in for both."""
+
+    def spread(median: float, low: float | None, high: float | None):
+        def change(profile: Profile) -> None:
+            row = profile.row(8, 1)
+            row.step_time_ms, row.step_time_p10_ms, row.step_time_p90_ms = median, low, high
+
+        return change
+
+    baseline = doctored(spread(10.0, 9.0, 11.0))
+    touching = compare(doctored(spread(12.0, 11.0, 13.0)), baseline)
+    assert touching.cell_verdict(8, 1) == "inconclusive"
+    apart = compare(doctored(spread(12.0, 11.01, 13.0)), baseline)
+    assert apart.cell_verdict(8, 1) == "regression"
+    assert compare(doctored(spread(8.0, 7.0, 9.0)), baseline).cell_verdict(8, 1) == "pass"  # p90 = p10: no proof
+    assert compare(doctored(spread(8.0, 7.0, 8.99)), baseline).cell_verdict(8, 1) == "improvement"
+    bare = doctored(spread(10.0, None, None))
+    assert compare(doctored(spread(12.0, None, None)), bare).cell_verdict(8, 1) == "regression"
+    assert compare(doctored(spread(8.0, None, None)), bare).cell_verdict(8, 1) == "improvement"
+
+
+def test_visit_medians_on_one_side_only_fall_back_to_the_spreads() -> None:
+    baseline = measured_like_profile()  # no visit medians
+    current = with_visits(measured_like_profile(), 2, [24.0, 24.2, 24.4], spread=(23.0, 25.0))
+    finding = next(
+        f for f in compare(current, baseline).findings if f.figure == "step_time_ms" and f.trainable_layers == 2
+    )
+    assert finding.verdict == "regression" and finding.detail.endswith("of profiles without visit medians)")
+
+
+def test_the_summary_table_shows_each_cell_once_with_its_figures() -> None:
+    def changes(profile: Profile) -> None:
+        slower(profile, 2, 1.2)
+        profile.row(8, 3).flops += 1
+        profile.row(8, 1).peak_memory_bytes = 11 * 2**20
+
+    result = compare(doctored(changes), measured_like_profile(), accept_changes=True)
+    rows = summary_rows(result)
+    assert rows == [
+        ["8", "1", "10.0 → 10.0 ms (+0.0%)", "11.0 → 11.0 MiB (+0.0%)", "same", "pass", ""],
+        ["8", "2", "20.0 → 24.0 ms (+20.0%)", "12.0 → 12.0 MiB (+0.0%)", "same", "regression",
+         "step_time_ms: +20.0% exceeds +10% beyond noise (step-time spreads (p10-p90) of profiles without visit "
+         "medians)"],
+        ["8", "3", "30.0 → 30.0 ms (+0.0%)", "13.0 → 13.0 MiB (+0.0%)", "changed", "accepted",
+         "flops: changed by +0.04%"],
+    ]  # fmt: skip
+    missing = compare(doctored(lambda p: p.rows.pop(0)), measured_like_profile())
+    assert summary_rows(missing)[0] == [
+        "8",
+        "1",
+        "—",
+        "—",
+        "same",
+        "regression",
+        "status: cell missing from the current profile",
+    ]
+    markdown = markdown_summary(result)
+    header = "| batch | z | step time | peak memory | FLOPs | verdict | notes |"
+    assert f"{header}\n| ---: | ---: | ---: | ---: | --- | --- | --- |" in markdown
+
+
+def test_junit_cases_say_what_each_verdict_means() -> None:
+    def changes(profile: Profile) -> None:
+        profile.rows[0] = Row(8, 1, "oom")  # a regression without a message
+        slower(profile, 3, 0.5)  # an improvement
+
+    suite = ET.fromstring(junit_xml(compare(doctored(changes), measured_like_profile())).split("?>", 1)[1])
+    cases = {(case.get("classname"), case.get("name")): case for case in suite.findall("testcase")}
+    failure = cases[("layerprof.batch8.z1", "status")].find("failure")
+    assert failure.get("message") == "regression" and failure.text == "baseline 'ok', current 'oom'"
+    assert cases[("layerprof.batch8.z3", "step_time_ms")].find("system-out").text.startswith("improvement: -50.0%")
+    assert cases[("layerprof.batch8.z3", "flops")].find("system-out") is None  # a pass says nothing
+    assert "\n  <testcase " in junit_xml(compare(measured_like_profile(), measured_like_profile()))  # indented
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: setattr(p.workload, "seq_len", None),
+            "different workloads: seq_len is None now, 16 in the baseline",
+        ),
+        (lambda p: setattr(p.workload, "vocab_size", 512), "different workloads: vocab_size is 512 now, None in the"),
+        (
+            lambda p: setattr(p.environment, "numerics", {"matmul_tf32": False, "cudnn_benchmark": True}),
+            "different numeric settings: cudnn_benchmark is True now, None in the baseline",
+        ),
+    ],
+)
+def test_a_setting_recorded_on_one_side_only_is_a_difference(change, message: str) -> None:
+    baseline = doctored(lambda p: setattr(p.environment, "numerics", {"matmul_tf32": False}))
+    with pytest.raises(UnusableInput, match=message):
+        compare(doctored(lambda p: (setattr(p.environment, "numerics", {"matmul_tf32": False}), change(p))), baseline)
+
+
+def test_rank_sum_p_values_equal_scipys_exact_test() -> None:
+    import random
+
+    from scipy.stats import mannwhitneyu
+
+    from layerprof.stats import rank_sum_p_value
+
+    draw = random.Random(3)
+    for n, m in ((3, 3), (4, 6), (7, 5), (10, 10)):
+        for _ in range(5):
+            larger = [draw.gauss(1.0, 1.0) for _ in range(n)]
+            smaller = [draw.gauss(0.0, 1.0) for _ in range(m)]
+            expected = mannwhitneyu(larger, smaller, alternative="greater", method="exact").pvalue
+            assert rank_sum_p_value(larger, smaller) == pytest.approx(expected, rel=1e-9)
+    assert rank_sum_p_value([], [1.0]) == 1.0 and rank_sum_p_value([1.0], []) == 1.0
+    assert rank_sum_p_value([2.0, 2.0], [2.0, 2.0]) == pytest.approx(4 / 6)  # 4 ties count 2 wins: P(U >= 2)

@@ -30,6 +30,18 @@ def test_a_visit_well_above_the_cells_median_is_left_out() -> None:
     assert timing.disturbance(min_visits=3) is None  # four clean visits outweigh one slowed visit
 
 
+def test_a_cell_settles_when_the_interval_of_its_median_lies_within_the_tolerance_on_both_sides() -> None:
+    """Four clean visits: the 95% interval of their median spans the first to the last (10 to 12 ms here), so
+    12 ms is 20% above the 10 ms median: settled within 25%, not within 10%. Equal visits settle at 0%."""
+    timing = visits(10.0, 10.0, 10.0, 12.0)
+    assert timing.flagged() == [False, False, False, False]
+    assert not timing.settled(min_visits=3, tolerance=0.1)
+    assert timing.settled(min_visits=3, tolerance=0.25)
+    assert not visits(8.5, 10.0, 10.0, 10.0).settled(min_visits=3, tolerance=0.1)  # 15% below
+    assert visits(10.0, 10.0, 10.0).settled(min_visits=3, tolerance=0.0)  # the interval's ends on the limits
+    assert not visits(10.0, 10.0, 10.0).settled(min_visits=4, tolerance=0.5)
+
+
 def test_visits_in_slow_rounds_are_left_out_whatever_their_time() -> None:
     timing = visits(10.0, 10.1, 10.0, 10.0, slow=(1,))
     assert timing.flagged() == [False, True, False, False]
