@@ -95,15 +95,16 @@ def parse_fractions(text: str, option: str = "--budget-fractions") -> tuple[floa
 
 def parse_rungs(text: str, option: str = "--path") -> list[tuple[int, float]]:
     """`1@0.25,3@0.5,6@1` -> [(1, 0.25), (3, 0.5), (6, 1.0)]: trainable layers at a budget fraction per rung."""
+    refused = LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
     rungs = []
     for part in text.split(","):
         z, at, fraction = part.strip().partition("@")
         try:
             rung = (int(z), float(fraction))
         except ValueError:
-            rung = (0, 0.0)
+            raise refused from None
         if not at or rung[0] < 1 or not 0 < rung[1] <= 1:
-            raise LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
+            raise refused
         rungs.append(rung)
     return rungs
 

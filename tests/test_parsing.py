@@ -45,6 +45,7 @@ def test_positive_integers_are_sorted_without_duplicates() -> None:
     [
         ("all", 4, (1, 2, 3, 4)),
         ("1,2,all", 6, (1, 2, 6)),  # in a list, all stands for n
+        ("all,2", 6, (2, 6)),
         ("ALL", 2, (1, 2)),
         ("1-3", 9, (1, 2, 3)),
         ("2-2", 9, (2,)),
@@ -78,7 +79,7 @@ def test_budget_fractions_always_reach_full_fidelity() -> None:
     assert parse_fractions("0.5,0.1") == (0.1, 0.5, 1.0)
     assert parse_fractions("1,0.25") == (0.25, 1.0)
     assert parse_fractions("1") == (1.0,)
-    for text in ("0", "1.5", "-0.1", "a", ""):
+    for text in ("0", "1.5", "-0.1", "a", "", "0.5,1.5"):
         with pytest.raises(LayerprofError, match="--budget-fractions expects fractions in .0, 1. like"):
             parse_fractions(text)
 
@@ -230,6 +231,7 @@ def test_input_shapes() -> None:
     assert parse_input_shape("3,224,224") == (3, 224, 224)
     assert parse_input_shape("3x32x32") == (3, 32, 32)
     assert parse_input_shape("64") == (64,)
+    assert parse_input_shape("1,28,28") == (1, 28, 28)
     for text in ("3,0", "a", "", "3,-1"):
         with pytest.raises(LayerprofError, match="--input-shape expects positive integers like 3,224,224"):
             parse_input_shape(text)
