@@ -161,3 +161,28 @@ def test_a_true_precision_run_feeds_its_model_a_batch_in_that_dtype() -> None:
     ]  # fmt: skip
     images, _labels = loaded.workload.make_batch(2, torch.device("cpu"), torch.bfloat16)
     assert images.dtype == torch.bfloat16
+
+
+def test_autocast_lists_keep_the_callables_this_torch_has() -> None:
+    from layerprof.amp import CUDA_FLOAT32, CUDA_LOWER_PRECISION, _existing
+
+    assert _existing("torch.mm", "F.linear", "Tensor.softmax", "torch.no_such_op", "F.no.such") == frozenset(
+        {torch.mm, F.linear, torch.Tensor.softmax}
+    )
+    assert {torch.mm, F.linear, F.conv2d, F.scaled_dot_product_attention} <= CUDA_LOWER_PRECISION
+    assert {F.layer_norm, F.softmax, F.cross_entropy, torch.exp} <= CUDA_FLOAT32
+    assert not CUDA_LOWER_PRECISION & CUDA_FLOAT32
+
+
+def test_each_precision_describes_how_it_was_applied() -> None:
+    from layerprof.precision import PRECISIONS
+
+    assert {name: precision.description for name, precision in PRECISIONS.items()} == {
+        "32-true": "float32 throughout",
+        "bf16-mixed": "float32 parameters, gradients and optimizer state; forward and loss under "
+        "torch.autocast(bfloat16)",
+        "bf16-true": "parameters, gradients, optimizer state and floating inputs in bfloat16 (model.to(bfloat16))",
+        "16-mixed": "float32 parameters, gradients and optimizer state; forward and loss under "
+        "torch.autocast(float16), gradients scaled (torch.amp.GradScaler)",
+        "16-true": "parameters, gradients, optimizer state and floating inputs in float16 (model.to(float16))",
+    }
