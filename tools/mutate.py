@@ -18,7 +18,7 @@ min/max and any/all swapped, break/continue swapped, a call statement deleted. N
 docstrings, `raise` and `assert` statements, annotations, decorators, default values of top-level functions,
 lines marked `# pragma: no mutate`. Module and class constants (`NAME = number`) are mutated by rebinding them.
 
-Verdicts: killed (a test failed), timeout (ran past ten times the tests' normal time: counted as killed),
+Verdicts: killed (a test failed), timeout (ran past three times the tests' traced time: counted as killed),
 survived (every covering test passed), uncovered (no test runs that code: counted as survived), error (the
 mutant could not be applied: left out of the score). The report goes to build/mutate/ as JSON and text.
 """
@@ -44,6 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "layerprof"
 SKIP_PRAGMA = "pragma: no mutate"
+# A mutant whose tests run this many times as long as in the traced run (itself slowed by tracing) is killed.
+TIMEOUT_FACTOR = 3
 
 BINARY_SWAPS: dict[type, type] = {
     ast.Add: ast.Sub,
@@ -565,7 +567,13 @@ class ModuleReport:
 
 
 def mutate_module(
-    path: Path, tests: list[str], wanted: set[int] | None, workdir: Path, show: int | None, limit: int | None
+    path: Path,
+    tests: list[str],
+    wanted: set[int] | None,
+    workdir: Path,
+    show: int | None,
+    limit: int | None,
+    progress: Path | None = None,
 ) -> ModuleReport:
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
@@ -596,7 +604,7 @@ def mutate_module(
         if not covering:
             mutant.verdict = "uncovered"
             continue
-        budget = 10 * sum(durations.get(t, 0.0) for t in covering) + 10
+        budget = TIMEOUT_FACTOR * sum(durations.get(t, 0.0) for t in covering) + 10
 
         def job(site: Any = site, mutant: Mutant = mutant, covering: list[str] = covering) -> int:
             import pytest
@@ -616,6 +624,8 @@ def mutate_module(
         }.get(outcome, "killed")
         mark = {"survived": "S", "killed": ".", "timeout": "T", "error": "E"}[mutant.verdict]
         print(mark, end="", flush=True)
+        if progress is not None:
+            progress.write_text(json.dumps(asdict(report), indent=2) + "\n")
     print(flush=True)
     return report
 
@@ -648,7 +658,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "mutate", help="where the reports go")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    modules = [path.resolve() for path in args.modules] or changed_modules(args.base)
+    os.chdir(ROOT)  # pytest finds tests/conftest.py from here
+    missing = [str(path) for path in args.modules if not path.is_file()]
+    if missing:
+        print(f"no such module: {', '.join(missing)}; name files under {PACKAGE}/", file=sys.stderr)
+        return 2
+    try:
+        modules = [path.resolve() for path in args.modules] or changed_modules(args.base)
+    except subprocess.CalledProcessError as error:
+        print(f"git cannot diff against {args.base!r} ({error.stderr.strip()}); pass --base REF", file=sys.stderr)
+        return 2
     if not modules:
         print(f"no module of {PACKAGE}/ changed against {args.base}; name modules to mutate")
         return 0
@@ -672,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{index:4d} {path.name}:{getattr(node, 'lineno', 0)} {unit}: {description}")
             continue
         with tempfile.TemporaryDirectory() as scratch:
-            report = mutate_module(path, tests, wanted, Path(scratch), args.show, args.limit)
+            progress = args.out / f"{path.stem}.json"
+            report = mutate_module(path, tests, wanted, Path(scratch), args.show, args.limit, progress)
         if args.show is not None:
             continue
         stem = args.out / path.stem
