@@ -781,38 +781,55 @@ def curve_series(simulation: Simulation) -> dict[str, dict[str, list[float]]]:
 
 
 def simulation_png(simulation: Simulation, path: Path) -> Path:
+    """The figure (`simulation_figure`) as a PNG."""
+    import matplotlib.pyplot as plt
+
+    figure = simulation_figure(simulation)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+FIGURE_SIZE = (7.5, 4.8)
+ERRORBAR_STYLE = {"marker": "o", "capsize": 3, "alpha": 0.85}
+LABEL_STYLE = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
+
+
+def simulation_figure(simulation: Simulation) -> Any:
     """Median regret (90% band) against cost, one line per path: successive halving from more and more
     configurations. Cost is GPU seconds where a profile priced the trials, else their recorded seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     priced = _priced_curves(simulation)
-    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
     for name, series in curve_series(simulation).items():
         costs, medians = series["cost"], series["median"]
         below = [m - low for m, low in zip(medians, series["low"], strict=True)]
         above = [high - m for m, high in zip(medians, series["high"], strict=True)]
-        axes.errorbar(costs, medians, yerr=[below, above], marker="o", capsize=3, alpha=0.85, label=name)
+        axes.errorbar(costs, medians, yerr=[below, above], label=name, **ERRORBAR_STYLE)
         for cost, median, configs in zip(costs, medians, series["configs"], strict=True):
-            axes.annotate(str(configs), (cost, median), fontsize=7, alpha=0.7, xytext=(3, 3),
-                          textcoords="offset points")  # fmt: skip
+            axes.annotate(str(configs), (cost, median), **LABEL_STYLE)
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel(f"seconds on {simulation.device} (profile)" if priced else "seconds (the study's recorded trials)")
     axes.set_ylabel("regret: full-fidelity loss above the best")
     axes.set_title(
         f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
         f"over {_repeats_text(simulation)}\n(numbers: starting configurations)",
-        fontsize=10,
+        fontsize="medium",
     )
-    axes.grid(True, alpha=0.3, which="both")
     axes.legend(title="path")
+    _tidy(figure, axes)
+    return figure
+
+
+def _tidy(figure: Any, axes: Any) -> None:  # pragma: no mutate - tick marks, grid and margins only
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.grid(True, alpha=0.3, which="both")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path

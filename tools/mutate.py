@@ -16,7 +16,8 @@ Mutations: arithmetic (+ -, * /, // /, ** *), comparisons (< <=, > >=, == !=, in
 and/or, `not` dropped, unary minus dropped, numbers (n -> n+1; floats doubled, 0.0 -> 1.0), True/False, += -=,
 min/max and any/all swapped, break/continue swapped, a call statement deleted. Not mutated: strings, f-strings,
 docstrings, `raise` and `assert` statements, annotations, decorators, default values of top-level functions,
-lines marked `# pragma: no mutate`. Module and class constants (`NAME = number`) are mutated by rebinding them.
+lines marked `# pragma: no mutate` (on a `def` line: the whole function). Module and class constants
+(`NAME = number`) are mutated by rebinding them.
 
 Verdicts: killed (a test failed), timeout (ran past three times the tests' traced time: counted as killed),
 survived (every covering test passed), uncovered (no test runs that code: counted as survived), error (the
@@ -122,6 +123,8 @@ class Sites(ast.NodeVisitor):
         return ".".join(parts)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:  # noqa: N802
+        if SKIP_PRAGMA in self.lines[node.lineno - 1]:  # the whole function is left alone
+            return
         if self.in_function:  # nested: defaults and body run when the enclosing function does
             for default in [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]:
                 self.visit(default)
