@@ -540,6 +540,7 @@ def test_the_figure_draws_each_paths_curve_on_a_log_cost_axis(tmp_path: Path) ->
     (axes,) = figure.axes
     assert axes.get_xscale() == "log"
     assert axes.get_xlabel() == "seconds on test (profile)"
+    assert axes.get_ylabel() == "regret: full-fidelity loss above the best"
     assert axes.get_title().startswith(f"Successive halving on {result.task}, eta=3: median regret")
     assert "over 5 repeats\n(numbers: starting configurations)" in axes.get_title()
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["layers", "budget"]
@@ -637,6 +638,8 @@ def test_rho_needs_three_configurations_and_hyperband_more_than_one_rung(tmp_pat
     single = simulate(write_study(tmp_path / "one", 9, perfect), repeats=3, paths=["budget"],
                       custom_paths=[[(3, 1.0)]])  # fmt: skip
     assert single.path("custom-1").hyperband is None and single.path("budget").hyperband is not None
+    pair = simulate(write_study(tmp_path / "pair", 9, perfect), repeats=3, custom_paths=[[(2, 1.0), (3, 1.0)]])
+    assert [b["configs_per_rung"] for b in pair.path("custom-1").hyperband.brackets] == [[3, 1], [2]]
     four = simulate(write_study(tmp_path / "four", 9, perfect, zs=(1, 2, 3, 4)), repeats=3, paths=["layers"])
     assert four.path("layers").hyperband is None
     assert (
