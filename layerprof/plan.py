@@ -50,10 +50,6 @@ class TrialCost:
     memory_source: str
     gpu_share: float  # the share of its time alone that the trial keeps the GPU busy
 
-    @property
-    def scaled(self) -> bool:
-        return not self.time_source.startswith("measured")
-
 
 @dataclass
 class ProfileSet:
@@ -288,16 +284,16 @@ def place(
         kinds.append((item, cost, slots, trial_seconds, runs))
     if not kinds:
         return None
-    # a heap of (seconds after one more trial, fewer trials first is worse: pack, kind, GPU) per GPU
+    # a heap of (seconds after one more trial, kind, GPU) per GPU
     loads = {(k, g): 0 for k in range(len(kinds)) for g in range(kinds[k][0].count)}
-    heap = [(kinds[k][4][1].seconds, 0, k, g) for k, g in loads]
+    heap = [(kinds[k][4][1].seconds, k, g) for k, g in loads]
     heapq.heapify(heap)
     for _ in range(configs):
-        _, _, k, g = heapq.heappop(heap)
+        _, k, g = heapq.heappop(heap)
         loads[(k, g)] += 1
         runs = kinds[k][4]
         after = runs[loads[(k, g)] + 1].seconds if loads[(k, g)] < configs else math.inf
-        heapq.heappush(heap, (after, -loads[(k, g)], k, g))
+        heapq.heappush(heap, (after, k, g))
     makespan = max(kinds[k][4][n].seconds for (k, _), n in loads.items())
     loads = _fewest_gpu_hours(kinds, configs, makespan)
     shares = []
@@ -335,7 +331,7 @@ def _fewest_gpu_hours(kinds: list[Any], configs: int, makespan: float) -> dict[t
         runs, gpu = kinds[k][4], kinds[k][0].gpu
         return runs[capacity[k]].seconds * gpu.share_of_gpu / capacity[k] if capacity[k] else math.inf
 
-    loads = {(k, g): 0 for k in range(len(kinds)) for g in range(kinds[k][0].count)}
+    loads: dict[tuple[int, int], int] = {}
     left = configs
     for k in sorted(range(len(kinds)), key=hours_per_trial):
         for g in range(kinds[k][0].count):
@@ -406,13 +402,12 @@ def plan_cluster(
     layouts = {"successive halving": [successive_halving(unit, configs, eta)], "hyperband": hyperband(unit, eta)}
     for algorithm, brackets in layouts.items():
         result.schedules.append(_schedule("ladder", algorithm, brackets, ladder_rungs, inventory, group))
-        # every rung on one kind alone, for each kind that holds them all: the quickest of these
+        # every rung on one kind alone, for each kind that holds them all (the kind that holds the ladder's
+        # largest trial does): the quickest of these
         singles = [_schedule("best single kind", algorithm, brackets, ladder_rungs, [item], group, alone=True)
                    for item in inventory]  # fmt: skip
-        if fitting := [schedule for schedule in singles if schedule.brackets]:
-            result.schedules.append(min(fitting, key=lambda s: (s.makespan_seconds, s.gpu_hours)))
-        elif algorithm == "successive halving":
-            result.notes.append("no single kind of GPU in the inventory holds every rung: no single-kind plan")
+        fitting = [schedule for schedule in singles if schedule.brackets]
+        result.schedules.append(min(fitting, key=lambda s: (s.makespan_seconds, s.gpu_hours)))
         result.schedules.append(_schedule("budget only", algorithm, brackets, budget_rungs, inventory, group))
     for schedule in result.schedules:
         ladder_schedule = result.schedule("ladder", schedule.algorithm)

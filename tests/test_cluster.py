@@ -27,6 +27,7 @@ from tests.conftest import bare_profile
 from tests.test_cli import assert_one_line_error
 
 GIB = 2**30
+KERNEL_SHARE = 0.4  # of the peak: ASSUMED_PEAK_SHARE's value, spelled out
 
 
 # ---------------------------------------------------------------- kinds and inventories
@@ -133,7 +134,7 @@ def gpu_profile(device_name: str, memory_gib: float, step_ms: dict[int, float], 
     peak = gpu.bf16_tflops if precision != "32-true" else gpu.fp32_tflops
     rows = []
     for z, ms in step_ms.items():
-        flops = int((gpu_share or 0.5) * ms / 1000 * ASSUMED_PEAK_SHARE * peak * 1e12)
+        flops = int((gpu_share or 0.5) * ms / 1000 * KERNEL_SHARE * peak * 1e12)
         need = int(need_gib[z] * GIB)
         rows.append(Row(1, z, "ok", step_time_ms=ms, flops=flops, achieved_tflops=flops / (ms / 1000) / 1e12,
                         host_time_ms=ms if gpu_share else ms / 2, host_bound=gpu_share is not None,
@@ -227,6 +228,7 @@ def test_a_scaled_trial_keeps_the_share_of_the_gpu_it_was_measured_on() -> None:
     assert on_l4.time_source == "scaled from H100 by peak" and on_l4.gpu_share == pytest.approx(0.3)
     assert group.cost(1, GPU_KINDS["H100"]).gpu_share == pytest.approx(0.3)
     assert profile_set([h100_profile()], None).cost(1, GPU_KINDS["L4"]).gpu_share == 1.0  # GPU-bound
+    assert profile_set([h100_profile(2.5)], None).cost(1, GPU_KINDS["H100"]).gpu_share == 1.0  # at most all of it
 
 
 def test_the_best_single_kind_is_the_quickest_not_the_one_with_most_memory() -> None:
@@ -286,8 +288,9 @@ def test_an_estimate_alone_is_scaled_from_flops_at_the_peak_of_its_precision(
     estimate.environment.numerics = {"matmul_tf32": tf32}
     plan = plan_cluster([estimate], parse_inventory("1xL4"), eta=3, budget_steps=100)
     share = plan.schedule("ladder", "successive halving").brackets[0][0].shares[0]
-    assert share.time_source == f"scaled from FLOPs at {ASSUMED_PEAK_SHARE:.0%} of peak"
-    assert share.trial_seconds == pytest.approx(1e12 / (peak * 1e12 * ASSUMED_PEAK_SHARE) * 100)
+    assert share.time_source == "scaled from FLOPs at 40% of peak" and ASSUMED_PEAK_SHARE == KERNEL_SHARE
+    assert share.trial_seconds == pytest.approx(1e12 / (peak * 1e12 * 0.4) * 100)
+    assert share.memory_need_bytes == GIB + 512 * 2**20  # the estimate's peak and the CUDA context
     assert share.memory_source == "estimate"
 
 
@@ -541,3 +544,107 @@ def test_a_node_that_dies_loses_its_sweeps_without_a_retry_where_no_node_of_its_
     assert (tmp_path / "profiles" / "slow-small.json").exists()
     assert not (tmp_path / "profiles" / "slow-big.json").exists()
     assert elapsed < 100  # it did not wait for the sleeping sweep, nor retry it
+
+
+def estimate_profile(flops: dict[int, int | None], need_gib: dict[int, float]) -> object:
+    rows = [Row(1, z, "ok", flops=flops[z], peak_memory_bytes=int(need_gib[z] * GIB)) for z in flops]
+    estimate = bare_profile(rows, max(flops), spec="model", device_kind="cuda", device_name="cuda (estimate)")
+    estimate.settings = SweepSettings(batch_sizes=(1,), trainable_layer_counts=tuple(flops), mode="estimate")
+    estimate.environment.estimated = True
+    return estimate
+
+
+def test_a_cell_that_failed_is_no_cell_to_plan_on() -> None:
+    """A cell that ran out of memory in a later round keeps its earlier figures: the plan must not use them."""
+    profile = h100_profile()
+    failed = profile.row(1, 3)
+    failed.status, failed.message = "oom", "failed in timed round 2 (OutOfMemoryError)"
+    group = profile_set([profile], None)
+    assert group.cost(3, GPU_KINDS["H100"]) is None and group.cost(1, GPU_KINDS["H100"]) is not None
+    no_time = profile_set([estimate_profile({1: 10**12, 2: None}, {1: 1.0, 2: 2.0})], None)
+    assert no_time.cost(2, GPU_KINDS["L4"]) is None  # memory without FLOPs or a time: no cost
+    assert no_time.cost(1, GPU_KINDS["L4"]).gpu_share == 1.0  # scaled from FLOPs: all of it GPU time
+
+
+def test_the_ladder_comes_from_the_largest_measured_gpu_and_times_from_any_that_has_them() -> None:
+    """An L4 profile whose staircase would give three rungs, an H100 one that gives two: the H100's (80 GB) sets the
+    ladder. An A10 takes its time from the profile that has the cell's time, the H100's here."""
+    l4 = gpu_profile("NVIDIA L4", 22.0, {1: 10.0, 2: 30.0, 3: 90.0}, {1: 7.0, 2: 18.0, 3: 29.5})
+    l4.row(1, 1).step_time_ms = None
+    plan = plan_cluster([l4, h100_profile()], parse_inventory("1xH100"), eta=3)
+    assert plan.rungs == [1, 3]
+    cost = profile_set([l4, h100_profile()], None).cost(1, GPU_KINDS["A10"])
+    assert cost.time_source == "scaled from H100 by peak" and cost.step_time_ms == pytest.approx(10.0 * 67 / 31.2)
+    measured = profile_set([estimate_profile({1: 1, 2: 2, 3: 3}, {1: 1, 2: 2, 3: 3}), h100_profile()], None)
+    assert sorted(measured.measured) == ["H100"] and measured.estimate is not None  # both kept, whatever the order
+    assert measured.cost(1, GPU_KINDS["H100"]).time_source == "measured on H100"
+
+
+def test_profiles_without_a_batch_size_in_common_say_so() -> None:
+    one, other = h100_profile(), gpu_profile("NVIDIA L4", 22.0, {1: 10.0, 2: 20.0, 3: 30.0}, {1: 1, 2: 2, 3: 3})
+    for row in other.rows:
+        row.batch_size = 4
+    with pytest.raises(LayerprofError, match="choose --batch-size: the profiles share batch sizes none"):
+        plan_cluster([one, other], parse_inventory("1xH100"))
+    both = h100_profile()
+    both.rows += [Row(4, row.trainable_layers, "ok", step_time_ms=1.0, peak_memory_bytes=1) for row in both.rows]
+    with pytest.raises(LayerprofError, match="choose --batch-size: the profiles share batch sizes 1, 4"):
+        plan_cluster([both], parse_inventory("1xH100"))
+    with pytest.raises(LayerprofError, match=r"--batch-size 2 is not in every profile; they share \[1, 4\]"):
+        plan_cluster([both], parse_inventory("1xH100"), batch_size=2)
+
+
+def test_a_single_trial_goes_where_it_ends_soonest() -> None:
+    """configs=1: each rung one trial; on 1xL4 + 1xH100 (the L4 listed first) the z=1 trial runs on the H100."""
+    plan = plan_cluster([h100_profile()], parse_inventory("1xL4,1xH100"), eta=3, configs=1)
+    low = plan.schedule("ladder", "successive halving").brackets[0][0]
+    assert [(s.gpu, s.trials) for s in low.shares] == [("H100", 1)] and low.makespan_seconds == pytest.approx(10.0)
+
+
+def test_the_fewest_gpu_hours_count_a_slices_share() -> None:
+    """2 L4s and 7 1g.10gb slices, 7 GPU-bound trials: the L4s finish 6 by 66.3 s (22.1 s each), a slice takes the
+    seventh by 82.5 s. By then each slice runs one trial for 82.5/7 GPU-seconds, an L4 three for 22.1 each:
+    all seven go on the slices, 82.5 GPU-seconds in all against 144 with the L4s."""
+    profile = gpu_profile(H100_NAME, 79.6, {1: 10.0, 2: 20.0, 3: 30.0}, {1: 1.0, 2: 2.0, 3: 3.0})
+    plan = plan_cluster([profile], parse_inventory("2xL4,7xH100-1g.10gb"), eta=3, configs=7, budget_steps=1000)
+    low = plan.schedule("ladder", "successive halving").brackets[0][0]
+    assert low.makespan_seconds == pytest.approx(10.0 * 132 / 16)
+    assert [(s.gpu, s.gpus, s.trials) for s in low.shares] == [("H100-1g.10gb", 7, 7)]
+    assert low.gpu_hours == pytest.approx(7 * 10.0 * 132 / 16 / 7 / 3600)
+
+
+def test_plan_defaults_and_limits() -> None:
+    """Costs 1, 3, 9 ms: three rungs, so eta^2 = 9 starting configurations by default; one step of budget leaves
+    each budget-only rung one step; no budget at all is refused."""
+    steep = gpu_profile(H100_NAME, 79.6, {1: 1.0, 2: 3.0, 3: 9.0}, {1: 1.0, 2: 2.0, 3: 3.0})
+    plan = plan_cluster([steep], parse_inventory("1xH100"), eta=3, budget_steps=1)
+    assert (plan.rungs, plan.configs) == ([1, 2, 3], 9)
+    assert [rung.steps for rung in plan.schedule("budget only", "successive halving").brackets[0]] == [1, 1, 1]
+    hyperband = plan.schedule("ladder", "hyperband")
+    assert [[p.trainable_layers for p in bracket] for bracket in hyperband.brackets] == [[1, 2, 3], [2, 3], [3]]
+    with pytest.raises(LayerprofError, match="--budget-steps must be at least 1, got 0"):
+        plan_cluster([steep], parse_inventory("1xH100"), budget_steps=0)
+    assert plan.notes == ["3 rungs; neighbour cost ratios 3.00x, 3.00x (target 3x)"]  # measured: nothing scaled
+    scaled = plan_cluster([steep], parse_inventory("1xL4"), eta=3)
+    assert scaled.notes[0] == "scaled: some step times were not measured on that GPU kind (see each rung's time source)"
+
+
+def test_the_best_single_kinds_gpu_hours_are_compared_with_the_ladders() -> None:
+    plan = plan_cluster([h100_profile()], parse_inventory("1xH100,1xA100-80GB"), eta=3, configs=27)
+    a100_z1, a100_z3 = 10.0 * 67 / 19.5, 30.0 * 67 / 19.5  # scaled by the float32 peaks
+    ladder_seconds = 21 * 10.0 + 6 * a100_z1 + 7 * 30.0 + 2 * a100_z3
+    ladder = plan.schedule("ladder", "successive halving")
+    assert ladder.gpu_hours == pytest.approx(ladder_seconds / 3600)
+    single = plan.schedule("best single kind", "successive halving")
+    assert single.gpu_hours_vs_ladder == pytest.approx(540 / ladder_seconds)
+
+
+def test_an_unplaceable_rung_names_its_smallest_need_and_the_largest_gpu() -> None:
+    """z=3 needs 28.5 GiB as measured on an L4 and 30 GiB on the H100; neither an L4 (22.5 GiB) nor an A10 holds it."""
+    l4 = gpu_profile("NVIDIA L4", 22.0, {1: 20.0, 2: 40.0, 3: 60.0}, {1: 7.0, 2: 18.0, 3: 28.0})
+    with pytest.raises(LayerprofError) as caught:
+        plan_cluster([h100_profile(), l4], parse_inventory("1xA10,1xL4"))
+    assert str(caught.value) == (
+        "no GPU in the inventory holds a trial of z=3 (ladder): it needs 28.5 GiB, the largest GPU (L4) has 22.5 GiB; "
+        "add a larger GPU to --cluster"
+    )
