@@ -96,7 +96,7 @@ def test_trials_sharing_a_gpu_take_turns_once_they_would_fill_it_and_pay_for_swi
     assert one_gpu(3, 10.0, 0.4, 10) == GpuRun(pytest.approx(13.56), 1, 3)
     assert one_gpu(3, 10.0, 0.4, 2) == GpuRun(pytest.approx(21.3), 2, 2)
     assert one_gpu(4, 10.0, 1.0, 10) == GpuRun(pytest.approx(40.0), 4, 1)
-    assert one_gpu(0, 10.0, 0.4, 1).seconds == 0.0
+    assert one_gpu(0, 10.0, 0.4, 1) == GpuRun(0.0, 0, 0)
     assert (together(1, 1.0), together(2, 0.5), together(3, 0.5)) == (1.0, pytest.approx(1.13), pytest.approx(1.695))
 
 
@@ -627,6 +627,10 @@ def test_plan_defaults_and_limits() -> None:
     assert plan.notes == ["3 rungs; neighbour cost ratios 3.00x, 3.00x (target 3x)"]  # measured: nothing scaled
     scaled = plan_cluster([steep], parse_inventory("1xL4"), eta=3)
     assert scaled.notes[0] == "scaled: some step times were not measured on that GPU kind (see each rung's time source)"
+    mixed = plan_cluster([steep], parse_inventory("4xL4,1xH100"), eta=3)  # the ladder's low rung partly on L4s
+    assert mixed.schedule("ladder", "successive halving").scaled
+    assert not mixed.schedule("best single kind", "successive halving").scaled  # on the measured H100 alone
+    assert mixed.notes[0].startswith("scaled: some step times were not measured")
 
 
 def test_the_best_single_kinds_gpu_hours_are_compared_with_the_ladders() -> None:
