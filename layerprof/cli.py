@@ -22,7 +22,7 @@ from rich.console import Console
 from layerprof import __version__
 from layerprof.correlate import EXECUTORS
 from layerprof.devices import TARGETS
-from layerprof.errors import LayerprofError, LayerprofWarning
+from layerprof.errors import CellsFailed, LayerprofError, LayerprofWarning
 from layerprof.exporters import EXPORTERS
 from layerprof.grids import GRID_PRESETS
 from layerprof.ladder import COSTS
@@ -41,8 +41,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+# emoji off: a name like hf:llama or a message with :word: in it is printed as written, not as a picture
+console = Console(emoji=False)
+errors = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def choices(name: str, values: Iterable[str]) -> Any:
@@ -66,8 +67,9 @@ Dtype = choices("Dtype", DTYPE_PRECISIONS)
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Input errors become one red line and exit 2; anything unexpected, one line and exit 1."""
+def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
+    """Input errors become one red line and exit 2; anything unexpected, one line and `unexpected_exit` (1; a
+    gate whose exit 1 means a regression makes it 2, so that a CI job never reads a crash as a regression)."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -90,7 +92,7 @@ def user_errors() -> Iterator[None]:
             f"[red]error:[/] unexpected {type(error).__name__}: {message} (set LAYERPROF_DEBUG=1 for a traceback)",
             highlight=False,
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(unexpected_exit) from None
 
 
 def _version(value: bool) -> None:
@@ -174,6 +176,20 @@ def _precision(precision: Any, dtype: Any) -> str:
     return named
 
 
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart", help="Measure every cell anew, replacing what --out holds (default: resume an interrupted run)."
+    ),
+]
+EvalFrozenOption = Annotated[
+    bool,
+    typer.Option(
+        "--eval-frozen",
+        help="Run frozen layers in eval mode: BatchNorm keeps its running statistics instead of updating them, "
+        "dropout is off (default: train mode, as requires_grad_(False) leaves them).",
+    ),
+]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Table style.")]
 TargetOption = Annotated[Target, typer.Option("--target", help="Device to predict for.")]
 
@@ -198,10 +214,10 @@ def _model_options(
 
 
 def _batch_sizes(text: str | None) -> tuple[int, ...]:
-    """Empty: the model family's default."""
+    """Not given: the model family's default (given but empty is an error)."""
     from layerprof.parsing import parse_positive_ints
 
-    return parse_positive_ints(text, "--batch-sizes") if text else ()
+    return parse_positive_ints(text, "--batch-sizes") if text is not None else ()
 
 
 # ---------------------------------------------------------------- commands
@@ -239,7 +255,8 @@ def layers(
 ) -> None:
     """Show how MODEL splits into layers, in forward order, and how much trains at each z."""
     with user_errors():
-        from layerprof.models import split_model
+        from layerprof.layers import ORDER_TITLES
+        from layerprof.models import CONSTRUCTION_NOTES, split_model
         from layerprof.tables import markdown_layer_table, rich_layer_table
 
         info = split_model(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap))
@@ -249,15 +266,9 @@ def layers(
         elif output_format.value == "md":
             print(markdown_layer_table(split))
         else:
-            console.print(rich_layer_table(f"{model}: {len(split)} layers, forward order", split))
-        notes = {
-            "meta-parameters": "its constructor computes with tensors: only its parameters and buffers were put on "
-            "the meta device",
-            "fake": "its forward pass cannot run on the meta device: it was split on fake CPU tensors (no memory)",
-            "cpu": "its constructor computes with tensors: it was built on the CPU, using its memory",
-        }
-        if info.construction in notes and not as_json:
-            errors.print(f"[dim]note:[/] {notes[info.construction]}", highlight=False)
+            console.print(rich_layer_table(f"{model}: {len(split)} layers, {ORDER_TITLES[info.order]}", split))
+        if info.construction in CONSTRUCTION_NOTES and not as_json:
+            errors.print(f"[dim]note:[/] {CONSTRUCTION_NOTES[info.construction]}", highlight=False)
 
 
 @app.command()
@@ -322,6 +333,8 @@ def profile(
             "--gpu-kinds", metavar="KINDS", help="Ray: L4,H100 (accelerator types) or small=RESOURCE (custom)."
         ),
     ] = None,
+    restart: RestartOption = False,
+    eval_frozen: EvalFrozenOption = False,
     output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
@@ -348,27 +361,32 @@ def profile(
             precision=_precision(precision, dtype),
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
+            eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         if executor.value == "ray":
-            if cpus:
+            if cpus is not None:
                 raise LayerprofError("--cpus names this machine's CPUs; it does not apply with --executor ray")
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
-        if gpu_kinds or address:
+        if gpu_kinds is not None or address is not None:
             raise LayerprofError("--gpu-kinds and --address need --executor ray")
-        cpu_list = parse_cpu_list(cpus) if cpus else None
+        cpu_list = parse_cpu_list(cpus) if cpus is not None else None
         with console.status(f"building {model} on {device}"):
-            job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list)
+            job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
         result = _run_job(job, f"{job.device}")
         _print_cell_tables(result, output_format.value)
-        _print_recommended_ladder(result, output_format.value)
+        failure = result.failure_summary()
+        if failure is None:
+            _print_recommended_ladder(result, output_format.value)
         console.print(
             f"wrote {job.path} and {job.path.with_suffix('.csv')} · sweep {result.timing.sweep_wall_s:.0f} s, "
             f"{result.timing.share_in_steps:.0%} inside training steps",
             highlight=False,
         )
+        if failure is not None:
+            raise CellsFailed(failure)
         failed = [row for row in result.rows if row.status == "error"]
         if failed:
             errors.print(f"[yellow]warning:[/] {len(failed)} cell(s) failed; see the status column")
@@ -486,6 +504,8 @@ def estimate(
             "--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-estimate-TARGET.json."
         ),
     ] = None,
+    restart: RestartOption = False,
+    eval_frozen: EvalFrozenOption = False,
     output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
@@ -507,17 +527,22 @@ def estimate(
             precision=_precision(precision, dtype),
             mode="estimate",
             target=target.value,
-            target_gpu=gpu_kind(gpu).name if gpu else None,
+            target_gpu=gpu_kind(gpu).name if gpu is not None else None,
+            eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         with console.status(f"splitting {model} on the meta device"):
-            job = plan_estimate(model, options, settings, selection, out)
+            job = plan_estimate(model, options, settings, selection, out, restart)
         result = _run_job(job, job.environment.device_name)
         _print_cell_tables(result, output_format.value)
         _print_breakdown(result, output_format.value)
-        _print_recommended_ladder(result, output_format.value)
+        failure = result.failure_summary()
+        if failure is None:
+            _print_recommended_ladder(result, output_format.value)
         console.print(f"wrote {job.path} and {job.path.with_suffix('.csv')}", highlight=False)
+        if failure is not None:
+            raise CellsFailed(failure)
 
 
 @app.command()
@@ -568,7 +593,7 @@ def ladder(
             cost_kind=cost.value if cost else None,
             batch_size=batch_size,
             min_layers=min_layers,
-            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory else None,
+            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             configs=configs,
             budget_steps=budget_steps,
             correlation=correlation,
@@ -626,7 +651,7 @@ def fit(
             precision=_precision(precision, dtype),
             mode="estimate",
             target=target.value,
-            target_gpu=gpu_kind(gpu).name if gpu else None,
+            target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
         with console.status(f"estimating {model}"):
             result = fit_model(model, options, settings, budget, selection, batch_size)
@@ -669,8 +694,13 @@ def correlate(
         GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")
     ] = GridPreset.small,
     layer_counts: Annotated[
-        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts: e.g. 1,2,4,all.")
-    ] = "1,2,4,all",
+        str | None,
+        typer.Option(
+            "--layers",
+            metavar="Z",
+            help="Trainable-layer counts, e.g. 1,2,4,all (default: those of 1,2,4,all the task has).",
+        ),
+    ] = None,
     budget_fractions: Annotated[
         str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
     ] = "0.1,0.25,0.5,1",
@@ -694,7 +724,7 @@ def correlate(
 
         plan = plan_study(
             task,
-            parse_layer_selection(layer_counts),
+            parse_layer_selection(layer_counts) if layer_counts is not None else None,
             parse_fractions(budget_fractions),
             seeds,
             grid,
@@ -786,7 +816,7 @@ def simulate(
 ) -> None:
     """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
     with user_errors():
-        from layerprof.parsing import parse_fractions, parse_layer_selection, parse_memory, parse_rungs
+        from layerprof.parsing import parse_fractions, parse_layer_selection, parse_memory, parse_rungs, split_items
         from layerprof.profile import load_profile
         from layerprof.simulate import simulate as replay
         from layerprof.simulate import write_outputs
@@ -797,13 +827,13 @@ def simulate(
             eta=eta,
             starting_configs=configs,
             repeats=repeats,
-            paths=[name.strip() for name in paths.split(",") if name.strip()] if paths else None,
+            paths=split_items(paths, "--paths", ",".join(PATHS)) if paths is not None else None,
             custom_paths=[parse_rungs(text) for text in custom or []],
-            layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts else None,
-            budget_fractions=parse_fractions(budgets, "--budgets") if budgets else None,
+            layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts is not None else None,
+            budget_fractions=parse_fractions(budgets, "--budgets") if budgets is not None else None,
             profile=load_profile(profile_path) if profile_path else None,
             full_steps=full_steps,
-            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory else None,
+            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             seed=seed,
         )
         written = write_outputs(simulation, out or Path(simulation.study))
@@ -917,8 +947,8 @@ def check(
         bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
     ] = False,
 ) -> None:
-    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input."""
-    with user_errors():
+    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input (an incomplete profile included)."""
+    with user_errors(unexpected_exit=2):
         from layerprof.check import check_files, write_baseline
         from layerprof.parsing import parse_share
         from layerprof.tables import rich_check_table
@@ -992,18 +1022,33 @@ def _print_ladder(result: Any, output_format: str) -> None:
 
 
 def _run_job(job: Any, where: str) -> Any:
-    """Run a sweep under a progress bar; Ctrl-C keeps the saved rows and exits 130."""
+    """Run a sweep under a progress bar; Ctrl-C keeps the saved rows, marks the rest unfinished and exits 130."""
+    from layerprof.layers import ORDER_TITLES
+
     settings = job.settings
+    order = "" if job.order[0] == "forward" else f" in {ORDER_TITLES[job.order[0]]}"
     console.print(
-        f"{job.spec}: {len(job.layers)} layers · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
+        f"{job.spec}: {len(job.layers)} layers{order} · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
         f"z = {_short_range(settings.trainable_layer_counts)} · {where}",
         highlight=False,
     )
+    if job.resume is not None:
+        left = job.resume.unfinished_cells()
+        kept = len(job.resume.planned_cells()) - len(left)
+        console.print(
+            f"resuming the interrupted {job.path}: {kept} finished cell(s) kept, {len(left)} to measure "
+            "(--restart measures every cell anew)",
+            highlight=False,
+        )
     try:
         with _SweepProgress(console) as progress:
             return job.run(progress)
     except KeyboardInterrupt:
-        errors.print(f"[yellow]interrupted:[/] rows done so far are saved in {job.path} (marked incomplete)")
+        errors.print(
+            f"[yellow]interrupted:[/] finished cells are saved in {job.path}, the others marked unfinished; rerun "
+            "the same command to resume",
+            highlight=False,
+        )
         raise typer.Exit(130) from None
 
 

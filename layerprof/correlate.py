@@ -296,9 +296,13 @@ class StudyPlan:
         ]
 
 
+# `--layers` when none is given: 1, 2, 4 and full training, those of them the task has
+DEFAULT_LAYER_COUNTS = (1, 2, 4)
+
+
 def plan_study(
     task: str,
-    layer_selection: LayerSelection,
+    layer_selection: LayerSelection | None,
     budget_fractions: Sequence[float],
     seeds: int = 1,
     grid: Path | None = None,
@@ -318,11 +322,15 @@ def plan_study(
     else:
         raise LayerprofError("a user task needs --grid FILE (the presets name built-in hyperparameters)")
     count = task_layer_count(function)
-    if count is None and layer_selection.mentions_all:
+    if count is None and (layer_selection is None or layer_selection.mentions_all):
         raise LayerprofError(
             f"{task} does not say how many layers it has (set fn.layer_count); give --layers as numbers"
         )
-    zs = layer_selection.resolve(count)
+    if layer_selection is None:
+        assert count is not None
+        zs = tuple(sorted({z for z in DEFAULT_LAYER_COUNTS if z < count} | {count}))
+    else:
+        zs = layer_selection.resolve(count)
     return StudyPlan(task, expand_grid(space), zs, tuple(sorted(budget_fractions)), seeds)
 
 
@@ -369,15 +377,10 @@ def run_ray(
     gpu_fraction: Callable[[int], float] | None = None,
 ) -> None:
     """Each trial a Ray task asking for the GPU share its rung needs (memory-parallel halving, Figure 6b)."""
-    try:
-        import ray
-    except ImportError:
-        raise LayerprofError("--executor ray needs Ray: pip install 'layerprof[ray]'") from None
-    started_here = not ray.is_initialized()
-    try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    except Exception as error:  # noqa: BLE001
-        raise LayerprofError(f"cannot reach the Ray cluster at {address or 'a new local instance'}: {error}") from None
+    from layerprof.cluster import connect, import_ray
+
+    ray = import_ray()
+    started_here = connect(address)  # an unreachable address fails in seconds, as for profile and plan
     try:
         remote = ray.remote(run_trial)
         futures = {}

@@ -48,10 +48,13 @@ from layerprof.sweep import (
     SweepObserver,
     failed_row,
     instrumented_step,
+    new_profile,
     new_row,
     prepared_cell,
     profile_model,
+    resumable_profile,
     torch_dtype,
+    warn_frozen_batchnorm,
 )
 
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
@@ -113,7 +116,22 @@ def estimate_cell(
         return row, 0.0
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
         row = new_row(layers, batch_size, trainable_layers)
-        return failed_row(row, "error", f"cannot estimate: {first_line(error)}"), 0.0
+        return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
+
+
+# Fake tensors have shapes but no values: an op whose output shape or a Python branch depends on values stops them.
+DATA_DEPENDENT = ("DynamicOutputShapeException", "DataDependentOutputException", "GuardOnDataDependentSymNode")
+
+
+def _why_not(error: BaseException) -> str:
+    """The error in one line; for a forward pass that depends on the data (mixture-of-experts routing, a
+    `.item()` in Python), what an estimate cannot do and what can."""
+    if type(error).__name__ in DATA_DEPENDENT:
+        return (
+            f"the forward pass depends on the data ({first_line(error)}; e.g. mixture-of-experts routing), which "
+            "fake tensors do not hold; measure it with `layerprof profile`"
+        )
+    return first_line(error)
 
 
 def estimate_environment(target: str, target_gpu: str | None = None) -> EnvironmentInfo:
@@ -138,13 +156,18 @@ def estimate_model(
     observer: SweepObserver | None = None,
     save: Callable[[Profile], Any] | None = None,
     layers: Sequence[Layer] | None = None,
+    order: tuple[str, str] | None = None,
+    resume: Profile | None = None,
 ) -> Profile:
-    """A Profile of estimated memory and FLOPs for every cell (`settings.target`); no step times."""
+    """A Profile of estimated memory and FLOPs for every cell (`settings.target`); no step times. `layers` (with
+    the `order` they are in) is a split made before, on the meta device."""
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
     settings = replace(settings, mode="estimate", target=target)
     mode, loaded = build_fake_model(spec, options, settings.precision)
+    if order is not None:
+        loaded.order, loaded.order_reason = order
     with mode:
         split = list(layers) if layers is not None else loaded.split()
         return profile_model(
@@ -156,6 +179,7 @@ def estimate_model(
             save=save,
             cell_runner=estimate_cell,
             environment=estimate_environment(target, settings.target_gpu),
+            resume=resume,
         )
 
 
@@ -165,9 +189,11 @@ def plan_estimate(
     settings: SweepSettings,
     layer_selection: LayerSelection,
     out: Path | None = None,
+    restart: bool = False,
 ) -> SweepJob:
     """Split MODEL on the meta device and resolve the cells; the default output is
-    profiles/MODEL-estimate-TARGET.json."""
+    profiles/MODEL-estimate-TARGET.json. An interrupted estimate of the same sweep there is resumed unless
+    `restart`."""
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -180,8 +206,11 @@ def plan_estimate(
         batch_sizes=settings.batch_sizes or meta.workload.default_batch_sizes,
         trainable_layer_counts=layer_selection.resolve(len(layers)),
     )
+    warn_frozen_batchnorm(meta.model, layers, settings)
     environment = estimate_environment(target, settings.target_gpu)
-    return SweepJob(spec, options, layers, settings, ESTIMATE_DEVICE, environment, path)
+    resume = resumable_profile(path, new_profile(meta, layers, settings, environment), restart)
+    order = (meta.order, meta.order_reason)
+    return SweepJob(spec, options, layers, settings, ESTIMATE_DEVICE, environment, path, order=order, resume=resume)
 
 
 # ---------------------------------------------------------------- what fits

@@ -14,6 +14,7 @@ from typing import Any
 
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError
+from layerprof.parsing import check_eta
 from layerprof.profile import Profile, Row, load_profile, ratio
 
 # A rung ratio counts as close to eta when it lies within eta^(1/2) .. eta^(3/2) (half a step in log space).
@@ -91,8 +92,7 @@ def select_rungs(costs: dict[int, float], eta: float) -> tuple[list[int], bool, 
     the same price). The largest K whose ratios all lie within half a log step of eta wins; if no K does,
     the K with the smallest mean error, and the note says so.
     """
-    if eta <= 1:
-        raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
+    check_eta(eta)
     zs = sorted(costs)
     full = zs[-1]
     cheapest = min(costs.values())
@@ -230,7 +230,8 @@ def hyperband(rung_costs: Sequence[float], eta: float) -> list[Bracket]:
 def _profile_rows(profile: Profile, batch_size: int | None) -> tuple[int, dict[int, Row]]:
     ok = [row for row in profile.rows if row.ok]
     if not ok:
-        raise LayerprofError("the profile has no successful cells; re-run `layerprof profile` with smaller batches")
+        why = profile.incomplete_reason() or profile.failure_summary() or "it has no rows"
+        raise LayerprofError(f"the profile has no successful cells: {why}")
     sizes = sorted({row.batch_size for row in ok})
     if batch_size is None:
         batch_size = max(sizes, key=lambda b: (sum(r.batch_size == b for r in ok), b))
@@ -298,8 +299,7 @@ def _validate(
 ) -> None:
     if cost_kind not in COSTS:
         raise LayerprofError(f"--cost must be time or flops, got {cost_kind!r}")
-    if eta <= 1:
-        raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
+    check_eta(eta)
     n = profile.layer_count
     if not 1 <= min_layers <= n:
         raise LayerprofError(f"--min-layers must be in 1..{n}, got {min_layers}")
@@ -315,8 +315,10 @@ def _rung_costs(
     """Cost per z at or above --min-layers: median step time or FLOPs; full training must be among them."""
     n = profile.layer_count
     if n not in rows:
+        full = profile.row(batch_size, n)
+        state = f" (it is {full.status}: {full.message})" if full is not None and full.message else ""
         raise LayerprofError(
-            f"the profile has no successful full-training cell (z={n}) at batch size {batch_size}; "
+            f"the profile has no successful full-training cell (z={n}) at batch size {batch_size}{state}; "
             "a ladder needs the top rung measured"
         )
     field_name = "step_time_ms" if cost_kind == "time" else "flops"
@@ -405,14 +407,20 @@ def ladder_for(
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
     correlation from a correlate result file; the notes name rungs the result lacks."""
     profile = load_profile(profile_path)
+    notes: list[str] = []
+    reason = profile.incomplete_reason()
+    if reason is not None:
+        notes.append(
+            f"{profile_path} is incomplete ({reason}); the ladder rests on its finished cells only: rerun the "
+            "command that wrote it to resume it"
+        )
     if options.get("cost_kind") is None:
         options["cost_kind"] = default_cost(profile)
     ladder = build_ladder(profile, **options)
-    notes: list[str] = []
     if correlation is not None:
         from layerprof.correlate import load_result
 
-        notes = attach_correlation(ladder, load_result(Path(correlation)))
+        notes += attach_correlation(ladder, load_result(Path(correlation)))
     return ladder, notes
 
 

@@ -21,6 +21,7 @@ from layerprof.cluster import InventoryItem
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, find_gpu, kind_of_device
 from layerprof.errors import LayerprofError
 from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
+from layerprof.parsing import check_eta
 from layerprof.profile import Profile, Row
 
 PLAN_SCHEMA = "layerprof.plan/1"
@@ -318,6 +319,7 @@ def plan_cluster(
 ) -> ClusterPlan:
     """The ladder of the profiles, each rung placed on the inventory, for halving and Hyperband; and the two
     alternatives placed the same way."""
+    check_eta(eta)
     if budget_steps < 1:
         raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
     group = profile_set(profiles, batch_size)

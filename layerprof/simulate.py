@@ -24,6 +24,7 @@ from layerprof.correlate import TrialResult, read_trials, resolve_task, spearman
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError, read_json
 from layerprof.ladder import Bracket, build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
+from layerprof.parsing import check_eta
 from layerprof.profile import Profile
 from layerprof.stats import quantile
 
@@ -185,6 +186,11 @@ def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
         gaps.setdefault(full, []).append("full fidelity")
     if not gaps:
         return
+    count = _task_layer_count(study.task)
+    beyond = sorted((z, users) for (z, _), users in gaps.items() if count is not None and z > count)
+    if beyond:
+        z, users = beyond[0]
+        raise LayerprofError(f"{', '.join(users)}: z={z} is beyond the {count} layers of the task {study.task}")
     shown = "; ".join(
         f"z={z} at budget {fraction:g} ({study.missing_trials((z, fraction))} of "
         f"{len(study.configs) * len(study.seeds)} trials missing; {', '.join(users)})"
@@ -197,6 +203,14 @@ def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
         f"--layers {','.join(map(str, zs))} --budget-fractions {','.join(f'{f:g}' for f in fractions)} "
         f"--out {study.directory} (and the same --grid/--grid-preset and --seeds)"
     )
+
+
+def _task_layer_count(task_spec: str) -> int | None:
+    """The layer count the study's task declares, or None where it declares none (or no longer imports)."""
+    try:
+        return task_layer_count(resolve_task(task_spec))
+    except LayerprofError:
+        return None
 
 
 def match_fraction(value: float, fractions: Sequence[float]) -> float:
@@ -495,8 +509,7 @@ def simulate(
     seed: int = 0,
 ) -> Simulation:
     """Replay successive halving and Hyperband along each path of a recorded study."""
-    if eta <= 1:
-        raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
+    check_eta(eta)
     if repeats < 1:
         raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
     study = load_study(study_path)

@@ -10,6 +10,7 @@ Measured cells (`run_cell`) and estimated ones (`layerprof.estimate.estimate_cel
 from __future__ import annotations
 
 import gc
+import json
 import math
 import random
 import statistics
@@ -35,8 +36,8 @@ from layerprof.environment import (
     gpu_uuid,
     resolve_device,
 )
-from layerprof.errors import DeviceFailure, DeviceWarning, LayerprofError
-from layerprof.layers import Layer, freeze_layers, total_params, trainable_params
+from layerprof.errors import DeviceFailure, DeviceWarning, FreezingWarning, LayerprofError
+from layerprof.layers import Layer, batchnorm_layers, freeze_layers, total_params, trainable_params
 from layerprof.measure import (
     CUBLASLT_OPS,
     HOST_BOUND_SHARE,
@@ -71,6 +72,7 @@ from layerprof.profile import (
     SweepSettings,
     SweepTiming,
     ensure_writable,
+    load_profile,
     save_profile,
 )
 from layerprof.rounds import CellTiming, Visit, slow_rounds
@@ -178,7 +180,7 @@ def prepared_cell(
     estimates also leave out 16-mixed's gradient scaler (`with_scaler`), which reads its scale back to the host.
     """
     precision = get_precision(settings.precision)
-    frozen = freeze_layers(loaded.model, layers, trainable_layers)
+    frozen = freeze_layers(loaded.model, layers, trainable_layers, eval_frozen=settings.eval_frozen)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
     try:
@@ -279,7 +281,7 @@ def _sticky(error: BaseException, batch_size: int, trainable_layers: int) -> Dev
         return None
     return DeviceFailure(
         f"the GPU cannot run anything more in this process ({first_line(error)}) at batch {batch_size}, "
-        f"z={trainable_layers}; the cells before it are saved, rerun the rest in a new process"
+        f"z={trainable_layers}; the cells before it are saved: rerun the same command (a new process) to resume"
     )
 
 
@@ -476,21 +478,30 @@ def profile_model(
     save: Callable[[Profile], Any] | None = None,
     cell_runner: CellRunner | None = None,
     environment: EnvironmentInfo | None = None,
+    resume: Profile | None = None,
 ) -> Profile:
     """Run every cell; `save(profile)` runs after each cell and round, and at the end (also on Ctrl-C).
 
     Measured: a first round visits the cells in order (z rising, so that out-of-memory skips larger z), then
     timed rounds visit the unsettled cells in a new order each, until all settle or --steps, --max-time run
     out. `cell_runner` replaces the measured cells by one call each (`layerprof estimate`, on fake tensors).
+    `resume` (an interrupted profile of the same sweep) keeps its finished cells and runs the others. A sweep
+    that does not end (Ctrl-C, a GPU that fails) marks every cell it leaves unfinished (`mark_unfinished`).
     """
     profile = new_profile(loaded, layers, settings, environment or describe_environment(device))
+    before = SweepTiming()
+    if resume is not None:
+        profile.rows = [row for row in resume.rows if row.finished]
+        profile.created_at, before = resume.created_at, resume.timing
     began = time.perf_counter()
     in_steps = [0.0]
     timings: dict[tuple[int, int], CellTiming] = {}
     guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
     def checkpoint() -> None:
-        profile.timing = SweepTiming(time.perf_counter() - began, in_steps[0])
+        wall = before.sweep_wall_s + time.perf_counter() - began
+        profile.timing = SweepTiming(wall, before.in_steps_s + in_steps[0])
+        profile.rows.sort(key=lambda row: row.key)
         if save:
             save(profile)
 
@@ -517,8 +528,48 @@ def profile_model(
                 in_steps[0] += rounds.run(observer, checkpoint)
             profile.complete = True
         finally:
+            if not profile.complete:
+                mark_unfinished(profile, layers, unsettled(timings, settings))
             checkpoint()
     return profile
+
+
+def unsettled(timings: dict[tuple[int, int], CellTiming], settings: SweepSettings) -> list[tuple[int, int]]:
+    """Cells whose visits have not settled and may still be visited (disturbed visits are measured again, up to a
+    point): what a timed round visits, and what an interrupt leaves unfinished."""
+    plan = VisitPlan.of(settings)
+    return [
+        key
+        for key, timing in timings.items()
+        if not timing.settled(plan.min_visits, settings.median_tolerance)
+        and len(timing.clean()) < plan.max_visits
+        and len(timing.visits) < 2 * plan.max_visits
+    ]
+
+
+def mark_unfinished(profile: Profile, layers: Sequence[Layer], settling: Sequence[tuple[int, int]]) -> None:
+    """An interrupted sweep's profile: cells still settling become `unfinished` (their figures kept, from fewer
+    visits than the protocol asks), and every planned cell the sweep never reached gets an `unfinished` row, so
+    that the profile says which cells a rerun must measure (and `ladder`, `check`, `report` see it)."""
+    for key in settling:
+        row = profile.row(*key)
+        if row is not None and row.status == "ok":
+            row.status = "unfinished"
+            row.message = (
+                f"interrupted after {len(row.visit_medians_ms or ()) or 1} visit(s), before its step time settled; the "
+                "figures are "
+                "provisional: resume the sweep to measure it"
+            )
+    present = {row.key for row in profile.rows}
+    for batch_size, trainable_layers in profile.planned_cells():
+        if (batch_size, trainable_layers) not in present:
+            profile.rows.append(
+                failed_row(
+                    new_row(layers, batch_size, trainable_layers),
+                    "unfinished",
+                    "not measured: the sweep was interrupted before this cell",
+                )
+            )
 
 
 def _cells_in_order(
@@ -529,12 +580,19 @@ def _cells_in_order(
     observer: SweepObserver | None,
     checkpoint: Callable[[], None],
 ) -> None:
-    """Batch size by batch size, z rising; once a z runs out of memory, larger z at that batch size are skipped."""
-    total = len(settings.batch_sizes) * len(settings.trainable_layer_counts)
+    """Batch size by batch size, z rising; once a z runs out of memory, larger z at that batch size are skipped.
+    Cells the profile already holds finished (a resumed sweep) are kept as they are."""
+    kept = {row.key: row for row in profile.rows}
+    total = sum(key not in kept for key in profile.planned_cells())
     position = 0
     for batch_size in settings.batch_sizes:
         out_of_memory_at: int | None = None
         for trainable_layers in settings.trainable_layer_counts:
+            done = kept.get((batch_size, trainable_layers))
+            if done is not None:
+                if done.status == "oom":
+                    out_of_memory_at = trainable_layers
+                continue
             position += 1
             if observer:
                 observer.cell_started(batch_size, trainable_layers, position, total)
@@ -568,14 +626,7 @@ class TimedRounds:
     began: float
 
     def unsettled(self) -> list[tuple[int, int]]:
-        plan = VisitPlan.of(self.settings)
-        return [
-            key
-            for key, timing in self.timings.items()
-            if not timing.settled(plan.min_visits, self.settings.median_tolerance)
-            and len(timing.clean()) < plan.max_visits
-            and len(timing.visits) < 2 * plan.max_visits  # disturbed visits are measured again, up to a point
-        ]
+        return unsettled(self.timings, self.settings)
 
     def out_of_time(self) -> bool:
         limit = self.settings.max_time_s
@@ -648,6 +699,8 @@ class SweepJob:
     environment: EnvironmentInfo
     path: Path
     loaded: LoadedModel | None = None  # measured sweeps; an estimate builds its own model on fake tensors
+    order: tuple[str, str] = ("forward", "")  # the split's order and, for registration order, why
+    resume: Profile | None = None  # an interrupted profile of this sweep at `path`: its finished cells are kept
 
     def run(self, observer: SweepObserver | None = None) -> Profile:
         """Run every cell, saving the profile (JSON and CSV) after each."""
@@ -659,7 +712,14 @@ class SweepJob:
             from layerprof.estimate import estimate_model
 
             return estimate_model(
-                self.spec, self.options, self.settings, observer=observer, save=save, layers=self.layers
+                self.spec,
+                self.options,
+                self.settings,
+                observer=observer,
+                save=save,
+                layers=self.layers,
+                order=self.order,
+                resume=self.resume,
             )
         assert self.loaded is not None
         return profile_model(
@@ -670,6 +730,72 @@ class SweepJob:
             observer=observer,
             save=save,
             environment=self.environment,
+            resume=self.resume,
+        )
+
+
+def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Profile | None:
+    """The interrupted profile at PATH that this sweep resumes (its finished cells kept, the others measured), or
+    None to measure every cell: nothing there, a complete profile (measured anew), or `restart`. Anything else
+    at PATH (another sweep's interrupted profile, a file that is no profile) is refused rather than replaced."""
+    if restart or not path.exists():
+        return None
+    try:
+        existing = load_profile(path)
+    except LayerprofError as error:
+        raise LayerprofError(
+            f"--out {str(path)!r} holds a file this cannot resume ({error}); give another --out, or --restart to "
+            "replace it"
+        ) from None
+    if existing.complete:
+        return None
+    difference = sweep_difference(existing, planned)
+    if difference:
+        raise LayerprofError(
+            f"--out {str(path)!r} holds an interrupted profile of another sweep ({difference}); run that sweep to "
+            "resume it, give another --out, or --restart to replace it"
+        )
+    return existing
+
+
+def sweep_difference(existing: Profile, planned: Profile) -> str | None:
+    """The first thing that makes `existing` a profile of another sweep than `planned` (None: the same sweep)."""
+
+    def plain(value: Any) -> Any:  # as a profile file holds it (tuples become lists)
+        return json.loads(json.dumps(value, default=str))
+
+    pairs = [
+        ("model", existing.model.spec, planned.model.spec),
+        ("--set", existing.model.overrides, planned.model.overrides),
+        ("--unwrap", existing.model.unwrap, planned.model.unwrap),
+        ("layers", [layer.name for layer in existing.model.layers], [layer.name for layer in planned.model.layers]),
+        ("device", existing.environment.device_name, planned.environment.device_name),
+        ("numeric settings", existing.environment.numerics, planned.environment.numerics),
+    ]
+    workload = planned.workload.to_dict()
+    pairs += [(f"workload {key}", value, workload.get(key)) for key, value in existing.workload.to_dict().items()]
+    settings = planned.settings.to_dict()
+    pairs += [(key, value, settings.get(key)) for key, value in existing.settings.to_dict().items()]
+    for name, before, after in pairs:
+        if plain(before) != plain(after):
+            return f"{name}: {plain(before)!r} there, {plain(after)!r} now"
+    return None
+
+
+def warn_frozen_batchnorm(model: torch.nn.Module, layers: Sequence[Layer], settings: SweepSettings) -> None:
+    """Say when layers the sweep freezes hold BatchNorm running statistics that train mode keeps updating."""
+    if settings.eval_frozen or not settings.trainable_layer_counts:
+        return
+    frozen = layers[: len(layers) - min(settings.trainable_layer_counts)]
+    held = batchnorm_layers(model, frozen)
+    if held:
+        named = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        warnings.warn(
+            f"frozen layers with BatchNorm ({named}) still update their running statistics in train mode; "
+            "--eval-frozen runs frozen layers in eval mode (statistics kept, dropout off), which changes both "
+            "results and cost",
+            FreezingWarning,
+            stacklevel=3,
         )
 
 
@@ -699,11 +825,13 @@ def plan_profile(
     tf32: bool | None = None,
     threads: int | None = None,
     cpus: tuple[int, ...] | None = None,
+    restart: bool = False,
 ) -> SweepJob:
     """Build MODEL on the device and resolve the cells; `settings.batch_sizes` empty means the family's default.
     The default output is profiles/MODEL-DEVICE.json; `tf32` sets TensorFloat-32 (None: PyTorch's defaults);
     `threads` and `cpus` set torch's threads and the CPUs the process may use. Warns when other work keeps the
-    machine visibly busy."""
+    machine visibly busy. An interrupted profile of the same sweep at the output is resumed (`resumable_profile`)
+    unless `restart`."""
     validate_settings(settings)
     device = resolve_device(device_name)
     apply_tf32(tf32)
@@ -721,4 +849,7 @@ def plan_profile(
         batch_sizes=settings.batch_sizes or loaded.workload.default_batch_sizes,
         trainable_layer_counts=layer_selection.resolve(len(layers)),
     )
-    return SweepJob(spec, options, layers, settings, device, environment, path, loaded)
+    warn_frozen_batchnorm(loaded.model, layers, settings)
+    order = (loaded.order, loaded.order_reason)
+    resume = resumable_profile(path, new_profile(loaded, layers, settings, environment), restart)
+    return SweepJob(spec, options, layers, settings, device, environment, path, loaded, order, resume)

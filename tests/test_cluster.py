@@ -50,7 +50,7 @@ def test_gpu_kinds_name_ray_accelerator_types_or_custom_resources() -> None:
 def test_inventory_counts_gpus_and_mig_slices() -> None:
     items = parse_inventory("16xL4, 4xA100-80GB,1×H100,H100-1g.10gb,2xL4")
     assert [(i.gpu.name, i.count) for i in items] == [("L4", 18), ("A100-80GB", 4), ("H100", 1), ("H100-1g.10gb", 1)]
-    for text, message in [("3xL5", "unknown GPU 'L5'"), ("0xL4", "has no GPUs"), ("", "COUNTxGPU")]:
+    for text, message in [("3xL5", "unknown GPU 'L5'"), ("0xL4", "has no GPUs"), ("", "--cluster is empty")]:
         with pytest.raises(LayerprofError, match=message):
             parse_inventory(text)
 

@@ -190,7 +190,9 @@ def test_a_sticky_device_error_stops_the_sweep_and_keeps_the_rows(tmp_path: Path
     result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert_one_line_error(result, "the GPU cannot run anything more", "batch 2, z=2", exit_code=1)
     profile = load_profile(out)
-    assert not profile.complete and [(row.trainable_layers, row.status) for row in profile.rows] == [(1, "ok")]
+    # the cell the error hit and those after it are left unfinished: the same command in a new process resumes
+    assert not profile.complete and [(row.trainable_layers, row.status) for row in profile.rows][0] == (1, "ok")
+    assert profile.unfinished_cells() == [(2, z) for z in range(2, profile.layer_count + 1)]
     assert DeviceFailure.exit_code == 1 and issubclass(DeviceFailure, LayerprofError)
 
 

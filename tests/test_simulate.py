@@ -289,7 +289,7 @@ def test_simulate_bad_input(tmp_path: Path) -> None:
         (["simulate", str(tmp_path / "torn")], "study.json' is not JSON; expected the study.json"),
         (["simulate", str(tmp_path / "foreign")], "is not a correlate study's description"),
         (["simulate", str(interrupted)], "z=3 at budget 1 (4 of 9 trials missing; layers, budget, diagonal, full"),
-        (["simulate", str(study), "--eta", "1"], "--eta must be greater than 1"),
+        (["simulate", str(study), "--eta", "1"], "--eta must be a number greater than 1"),
         (["simulate", str(study), "--configs", "10"], "--configs must be in 1..9"),
         (["simulate", str(study), "--paths", "layers,zigzag"], "unknown path 'zigzag'"),
         (["simulate", str(study), "--paths", "ladder"], "the ladder paths need --profile"),
