@@ -25,6 +25,10 @@ class SplitWarning(LayerprofWarning):
     """A split that is valid but probably not what the user wants."""
 
 
+class ModelWarning(LayerprofWarning):
+    """A model is built otherwise than its name may suggest (an encoder trained as a causal language model)."""
+
+
 class FreezingWarning(LayerprofWarning):
     """Freezing as the sweep applies it differs from what the user may assume (BatchNorm statistics still move)."""
 

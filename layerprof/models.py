@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from layerprof.errors import LayerprofError, SplitWarning
+from layerprof.errors import LayerprofError, ModelWarning, SplitWarning
 from layerprof.layers import Split, TraceFailed, total_params, trace_split
 from layerprof.parsing import coerce
 from layerprof.profile import Layer, ModelInfo
@@ -518,6 +518,13 @@ def _build_hf(spec: str, name: str, options: ModelOptions, device: torch.device)
         model, construction = construct(hf_model(config), device)
     except (TypeError, ValueError, AssertionError) as error:
         raise LayerprofError(f"transformers could not build {name}: {str(error).splitlines()[0]}") from None
+    if is_encoder(config.model_type):
+        warnings.warn(
+            f"{spec} is an encoder: it is built as {type(model).__name__} with is_decoder=True (causal attention, "
+            "next-token loss), not trained as a masked language model",
+            ModelWarning,
+            stacklevel=2,
+        )
     workload = Workload(
         family="causal-lm", seq_len=seq_len, vocab_size=config.vocab_size, default_batch_sizes=LM_BATCH_SIZES
     )

@@ -14,7 +14,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from layerprof.cli import app
-from layerprof.errors import FreezingWarning, SplitWarning
+from layerprof.errors import FreezingWarning, ModelWarning, SplitWarning
 from layerprof.layers import freeze_layers, split_layers, trace_split
 from layerprof.models import LoadedModel, ModelOptions, split_model
 from layerprof.profile import SweepSettings, load_profile
@@ -264,6 +264,22 @@ def test_frozen_batchnorm_updates_its_statistics_unless_eval_frozen() -> None:
         assert batchnorm.training  # train mode given back
 
 
+def test_a_sweep_with_eval_frozen_keeps_frozen_batchnorm_statistics(user_models: Path) -> None:
+    from layerprof.models import build_model
+
+    loaded = build_model(f"{user_models}:with_batchnorm", ModelOptions(input_shape=(3, 8, 8), num_classes=10))
+    layers = loaded.split()
+    batchnorm = loaded.model.bn
+    for eval_frozen, moves in ((False, True), (True, False)):
+        settings = SweepSettings(batch_sizes=(4,), trainable_layer_counts=(1,), warmup_steps=1, min_steps=1,
+                                 max_steps=1, eval_frozen=eval_frozen)  # fmt: skip
+        before = batchnorm.running_mean.clone()
+        row, _ = run_cell(loaded, layers, 4, 1, settings, torch.device("cpu"))
+        assert row.ok
+        assert (not torch.equal(before, batchnorm.running_mean)) == moves, eval_frozen
+        assert batchnorm.training
+
+
 def test_frozen_batchnorm_is_said_and_eval_frozen_recorded(user_models: Path, tmp_path: Path) -> None:
     common = ["estimate", f"{user_models}:with_batchnorm", "--input-shape", "3,8,8", "--num-classes", "10",
               "--target", "cpu", "--batch-sizes", "2"]  # fmt: skip
@@ -300,11 +316,16 @@ HF_BERT = {"hidden_size": "64", "num_hidden_layers": "2", "num_attention_heads":
 def test_hf_bert_is_a_decoder_split_into_its_blocks_without_transformers_warnings(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    info = split_model("hf:bert", ModelOptions(overrides=HF_BERT))
+    with pytest.warns(ModelWarning, match="hf:bert is an encoder: it is built as BertLMHeadModel with is_decoder=True"):
+        info = split_model("hf:bert", ModelOptions(overrides=HF_BERT))
     assert [layer.name for layer in info.layers] == [
         "bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1", "cls",
     ]  # fmt: skip
     assert "an encoder trained as a causal LM (is_decoder=True)" in info.description
+    from layerprof.models import build_model
+
+    with pytest.warns(ModelWarning):
+        assert build_model("hf:bert", ModelOptions(overrides=HF_BERT), device="meta").model.config.is_decoder
     captured = capfd.readouterr()
     assert "is_decoder" not in captured.err + captured.out  # transformers' own warning kept off the terminal
 
@@ -324,6 +345,8 @@ def test_names_are_printed_as_written_not_as_emoji() -> None:
                  "--set", "vocab_size=64")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "hf:llama: 4 layers" in result.output and "\N{LLAMA}" not in result.output
+    result = run("ladder", "missing:smile:.json")  # an error line, on stderr
+    assert result.exit_code == 2 and "'missing:smile:.json' does not exist" in result.output
 
 
 def test_unknown_unwrap_class_and_an_empty_parameter_are_refused(user_models: Path) -> None:
