@@ -328,6 +328,8 @@ def check_built(loaded: LoadedModel, options: ModelOptions) -> None:
     present = {type(module).__name__ for module in loaded.model.modules()}
     present |= {type(module).__qualname__ for module in loaded.model.modules()}
     for name in options.unwrap:
+        if not name.strip():
+            raise LayerprofError("--unwrap expects a class name, e.g. --unwrap Block; got an empty one")
         if name not in present:
             close = difflib.get_close_matches(name, sorted(present), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -807,7 +807,7 @@ def validate_settings(settings: SweepSettings) -> None:
         )
     if settings.steps_per_visit < 1:
         raise LayerprofError(f"--steps-per-visit must be at least 1, got {settings.steps_per_visit}")
-    if settings.max_time_s is not None and settings.max_time_s <= 0:
+    if settings.max_time_s is not None and not (math.isfinite(settings.max_time_s) and settings.max_time_s > 0):
         raise LayerprofError(f"--max-time must be a positive number of seconds, got {settings.max_time_s:g}")
     if settings.min_steps > settings.max_steps:
         raise LayerprofError(

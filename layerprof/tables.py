@@ -145,8 +145,8 @@ def layer_frame(layers: Sequence[Layer]) -> pd.DataFrame:
         records.append(
             {
                 "index": layer.index,
-                "name": layer.name,
-                "type": layer.type,
+                "name": layer.name or "(the model itself)",
+                "type": layer.type if layer.calls == 1 else f"{layer.type} (runs {layer.calls}x)",
                 "params": layer.params,
                 "trainable_from_z": z,
                 "trainable_pct_at_z": 100 * trainable_params(layers, z) / total,

@@ -81,6 +81,8 @@ CASES = [
     ("layers hf:llama --set num_hidden_layers=0", "--set num_hidden_layers=0: a size or count"),
     ("layers timm:resnet18 --set drop_rate=abc", "--set drop_rate: expects a number, got 'abc'"),
     ("layers {model} --input-shape 8 --unwrap NoSuchClass", "--unwrap NoSuchClass: "),
+    ("layers {model} --input-shape 8 --unwrap ''", "--unwrap expects a class name"),
+    ("profile {model} --input-shape 8 --max-time nan", "--max-time must be a positive number of seconds, got nan"),
     # empty names, values without units, non-finite numbers, shares beyond 1
     ("estimate {model} --input-shape 8 --gpu ''", "unknown --gpu ''"),
     ("fit {model} --input-shape 8 --memory 24", "--memory '24' has no unit; write e.g. 24GiB"),

@@ -68,6 +68,16 @@ def test_a_block_run_twice_measures_every_trainable_gradient() -> None:
     assert row.memory_gradients_bytes == trainable_bytes  # every trainable parameter holds its gradient
 
 
+def test_the_layer_table_shows_a_shared_block_and_a_model_that_is_its_own_layer() -> None:
+    from layerprof.tables import layer_frame
+
+    split = trace_split(SharedBlock(), run_forward=lambda m: m(torch.randn(2, WIDTH)))
+    assert list(layer_frame(split.layers)["type"]) == ["Linear", "Linear (runs 2x)", "Linear", "Linear"]
+    with pytest.warns(SplitWarning):
+        single = split_layers(nn.Linear(WIDTH, 4), run_forward=lambda m: m(torch.randn(2, WIDTH)))
+    assert list(layer_frame(single)["name"]) == ["(the model itself)"]
+
+
 def test_a_model_without_sub_modules_is_one_layer_with_a_warning() -> None:
     with pytest.warns(SplitWarning, match=r"only 1 layer \(Linear\); it has no sub-modules"):
         layers = split_layers(nn.Linear(WIDTH, 4), run_forward=lambda m: m(torch.randn(2, WIDTH)))
