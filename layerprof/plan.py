@@ -375,6 +375,10 @@ def plan_cluster(
     if any(s.scaled for s in result.schedules):
         result.notes.append("scaled: some step times were not measured on that GPU kind (see each rung's time source)")
     result.notes.append(ladder.fit_note)
+    for profile in profiles:
+        reason = profile.incomplete_reason()
+        if reason is not None:
+            result.notes.append(f"the profile of {profile.environment.device_name} is incomplete ({reason})")
     return result
 
 

@@ -168,3 +168,20 @@ def test_ladder_and_report_say_a_profile_is_incomplete(factory: str, tmp_path: P
     result = run("report", str(out), "--out", str(tmp_path / "report"))
     assert result.exit_code == 0, result.output
     assert "early is incomplete (the sweep was interrupted: 6 of 8 cells unfinished" in " ".join(result.output.split())
+
+
+def test_plan_notes_an_incomplete_profile(factory: str, tmp_path: Path) -> None:
+    from layerprof.cluster import parse_inventory
+    from layerprof.plan import plan_cluster
+
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(), target="cuda")
+    job = plan_estimate(factory, ModelOptions(input_shape=(8,)), settings, parse_layer_selection("all"),
+                        tmp_path / "cuda.json")  # fmt: skip
+    profile = job.run()
+    assert not any("incomplete" in note for note in plan_cluster([profile], parse_inventory("2xH100")).notes)
+    profile.complete = False
+    profile.row(2, 2).status = "unfinished"
+    notes = plan_cluster([profile], parse_inventory("2xH100")).notes
+    assert "the profile of estimate for cuda is incomplete (the sweep was interrupted: 1 of 4 cells unfinished" in (
+        " ".join(notes)
+    )
