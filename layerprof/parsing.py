@@ -177,13 +177,14 @@ def parse_memory(text: str, option: str = "memory size") -> int:
     return int(float(number) * base**power)
 
 
-# --set keys that name a size or a count (n_layer, n_embd, num_hidden_layers, hidden_size, width, depth, ...):
-# a whole number given for one must be positive. Identifiers (pad_token_id) and indices are left alone.
+# --set keys whose last word names a size or a count (n_layer, n_embd, num_hidden_layers, hidden_size, width,
+# depth, head_dim, ...): a whole number given for one must be positive. Rates, probabilities and epsilons
+# (hidden_dropout_prob=0), identifiers (pad_token_id) and counts where 0 means "none" (n_expert, num_classes)
+# end in other words and are left alone.
 SIZE_KEY = re.compile(
-    r"(?:^|_)(?:n|num|size|width|depth|dim|embd|embed|layer|layers|head|heads|hidden|channels|features|block|blocks|"
-    r"expert|experts|positions|length|len|vocab|intermediate|groups)(?:_|$)"
+    r"(?:^|_)(?:n|size|width|depth|dim|embd|embed|layer|layers|head|heads|hidden|channels|features|block|blocks|"
+    r"positions|length|len|vocab|groups)$"
 )
-INDEX_KEY = re.compile(r"(?:^|_)(?:id|ids|idx|index)$")
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -197,7 +198,7 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
         if not sep or not key.isidentifier():
             raise LayerprofError(f"--set expects KEY=VALUE with KEY a Python identifier, got {item!r}")
         raw = raw.strip()
-        if SIZE_KEY.search(key.lower()) and not INDEX_KEY.search(key.lower()):
+        if SIZE_KEY.search(key.lower()):
             try:
                 number = int(raw)
             except ValueError:

@@ -162,3 +162,14 @@ def test_correlate_on_an_unreachable_ray_cluster_fails_in_seconds(inputs: dict[s
     assert result.exit_code == 2, result.output
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in result.output
     assert time.perf_counter() - began < 30  # Ray's own retries took minutes
+
+
+def test_set_refuses_sizes_of_zero_but_not_rates_identifiers_or_counts_where_zero_means_none() -> None:
+    from layerprof.errors import LayerprofError
+    from layerprof.parsing import parse_overrides
+
+    for item in ("n_layer=0", "num_hidden_layers=0", "hidden_size=-64", "width=0", "head_dim=0", "n=0"):
+        with pytest.raises(LayerprofError, match="a size or count must be a positive whole number"):
+            parse_overrides([item])
+    kept = ["hidden_dropout_prob=0", "layer_norm_eps=0", "pad_token_id=0", "n_expert=0", "num_classes=0", "bias=0"]
+    assert parse_overrides(kept) == {item.split("=")[0]: "0" for item in kept}
