@@ -76,8 +76,10 @@ def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
             try:
                 yield
             finally:
+                shown = set()  # a model built twice (split, then the sweep) warns twice: say it once
                 for warning in caught:
-                    if issubclass(warning.category, LayerprofWarning):
+                    if issubclass(warning.category, LayerprofWarning) and str(warning.message) not in shown:
+                        shown.add(str(warning.message))
                         errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
     except LayerprofError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)

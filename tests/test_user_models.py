@@ -340,6 +340,14 @@ def test_hf_bert_is_a_decoder_split_into_its_blocks_without_transformers_warning
     assert "is_decoder" not in captured.err + captured.out  # transformers' own warning kept off the terminal
 
 
+def test_hf_bert_estimate_says_once_that_it_is_built_as_a_decoder(tmp_path: Path) -> None:
+    overrides = [part for key, value in HF_BERT.items() for part in ("--set", f"{key}={value}")]
+    result = run("estimate", "hf:bert", *overrides, "--batch-sizes", "1", "--seq-len", "8",
+                 "--out", str(tmp_path / "bert.json"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning: hf:bert is an encoder") == 1  # built twice (split, sweep), said once
+
+
 def test_hf_bart_is_traced_on_real_tensors_where_fake_ones_cannot_follow() -> None:
     overrides = {"d_model": "64", "decoder_layers": "2", "encoder_layers": "2", "vocab_size": "128",
                  "decoder_ffn_dim": "128", "encoder_ffn_dim": "128", "decoder_attention_heads": "2",
