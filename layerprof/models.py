@@ -32,7 +32,7 @@ from torch import nn
 from layerprof.errors import LayerprofError
 from layerprof.layers import TraceFailed, split_layers, total_params
 from layerprof.parsing import coerce
-from layerprof.profile import Layer, ModelInfo
+from layerprof.profile import Layer, ModelInfo, Profile
 from layerprof.workloads import CustomWorkload, Workload
 
 IMAGE_BATCH_SIZES = (32,)
@@ -78,6 +78,18 @@ class ModelOptions:
     seq_len: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     unwrap: tuple[str, ...] = ()
+
+    @classmethod
+    def of_profile(cls, profile: Profile) -> ModelOptions:
+        """The options a profile's model was built with, to build it again."""
+        workload = profile.workload
+        return cls(
+            num_classes=workload.num_classes,
+            input_shape=workload.input_shape,
+            seq_len=workload.seq_len,
+            overrides=dict(profile.model.overrides),
+            unwrap=tuple(profile.model.unwrap),
+        )
 
 
 @dataclass
