@@ -493,9 +493,26 @@ def estimate(
         typer.Option(
             "--gpu",
             metavar="NAME",
-            help="A GPU from `layerprof fit --help`'s list: its cuBLAS workspace and, for ladders, its memory "
-            "(default: Hopper's workspace, no memory).",
+            help="A GPU from `layerprof fit --help`'s list: its cuBLAS workspace, its peaks for predicted step "
+            "times and, for ladders, its memory (default: H100's workspace and peaks, no memory).",
         ),
+    ] = None,
+    calibrate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--calibrate",
+            metavar="PROFILE",
+            help="Fit the time model to measured profiles (any models) of the target device kind, or reuse the one "
+            "an earlier estimate holds. Repeatable. Default: documented default constants.",
+        ),
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", metavar="PROFILE", help="A measured profile of MODEL: predicted against measured."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, metavar="N", help="--target cpu: the threads step times are predicted for."),
     ] = None,
     optimizer: OptimizerOption = Optimizer.adamw,
     precision: PrecisionOption = Precision["32-true"],
@@ -515,7 +532,7 @@ def estimate(
     overrides: SetOption = None,
     unwrap: UnwrapOption = None,
 ) -> None:
-    """Predict memory (by category) and FLOPs of every cell on fake tensors: no GPU, no real memory."""
+    """Predict memory (by category), FLOPs and step time of every cell on fake tensors: no GPU, no real memory."""
     with user_errors():
         from layerprof.devices import gpu_kind
         from layerprof.estimate import plan_estimate
@@ -534,11 +551,18 @@ def estimate(
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
-        with console.status(f"splitting {model} on the meta device"):
-            job = plan_estimate(model, options, settings, selection, out, restart)
+        from layerprof.profile import load_profile
+
+        measured = load_profile(against) if against else None
+        status = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
+        with console.status(status):
+            job = plan_estimate(model, options, settings, selection, out, calibrate or (), threads, restart)
+        _print_calibration(job.time_model, output_format.value)
         result = _run_job(job, job.environment.device_name)
         _print_cell_tables(result, output_format.value)
         _print_breakdown(result, output_format.value)
+        if measured is not None:
+            _print_prediction_check(result, measured, output_format.value)
         failure = result.failure_summary()
         if failure is None:
             _print_recommended_ladder(result, output_format.value)
@@ -987,6 +1011,24 @@ def _print_cell_tables(result: Any, output_format: str) -> None:
             print(markdown_cell_table(result, batch_size) + "\n")
         else:
             console.print(rich_cell_table(result, batch_size))
+
+
+def _print_calibration(time_model: Any, output_format: str) -> None:
+    from layerprof.tables import calibration_lines
+
+    for line in calibration_lines(time_model, markup=output_format != "md"):
+        console.print(line, highlight=False)
+
+
+def _print_prediction_check(result: Any, measured: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_prediction_check, rich_prediction_check
+    from layerprof.timemodel import check_predictions
+
+    checks = check_predictions(result, measured)
+    if output_format == "md":
+        print(markdown_prediction_check(checks) + "\n")
+    else:
+        console.print(rich_prediction_check(checks, measured.environment.device_name))
 
 
 def _print_breakdown(result: Any, output_format: str) -> None:

@@ -29,34 +29,66 @@ class GpuKind:
     bf16_tflops: float  # dense peak of the tensor cores (float16 where bfloat16 is missing)
     ray_accelerator: str | None = None  # Ray's accelerator_type for nodes of this GPU, where Ray names it
     mig_of: str | None = None  # a MIG slice: the GPU it is cut from
+    fp32_tflops: float = 0.0  # plain float32 (CUDA cores), dense
+    tf32_tflops: float = 0.0  # TensorFloat-32 tensor cores, dense (fp32_tflops where the GPU has none)
+    memory_gbps: float = 0.0  # memory bandwidth, GB/s
 
+    def peak_tflops(self, dtype: str, tf32: bool = False) -> float:
+        """Dense peak for a product in `dtype` ("float32", "bfloat16", "float16"); float32 on TF32 tensor cores
+        when `tf32` (PyTorch's default for convolutions, not for matmuls)."""
+        if dtype == "float32":
+            return self.tf32_tflops if tf32 else self.fp32_tflops
+        return self.bf16_tflops
+
+
+# Peaks from NVIDIA's datasheets (dense figures: the "with sparsity" ones halved): T4, L4, A10, A100 (SXM4),
+# L40S, H100 (SXM5), H200 (SXM), B200 (HGX) product pages and briefs; RTX 4090 from the Ada Lovelace
+# architecture whitepaper (float16 with float32 accumulation, as PyTorch runs it). Turing (T4) has no TF32 or
+# bfloat16 tensor cores: its TF32 figure is its plain float32 one, its bfloat16 one float16's.
+def _gpu(name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float,
+         ray: str | None = None) -> GpuKind:  # fmt: skip
+    return GpuKind(name, mib, cc, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32, memory_gbps=gbps)
+
+
+def _mig(name: str, of: GpuKind, mib: int, compute_share: float, memory_eighths: int) -> GpuKind:
+    """A MIG slice: its share of the GPU's SMs for compute, its memory slices (of 8) for bandwidth."""
+    return GpuKind(
+        name, mib, of.compute_capability, of.bf16_tflops * compute_share, mig_of=of.name,
+        fp32_tflops=of.fp32_tflops * compute_share, tf32_tflops=of.tf32_tflops * compute_share,
+        memory_gbps=of.memory_gbps * memory_eighths / 8,
+    )  # fmt: skip
+
+
+_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100")
+_A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, 2039, "A100")
+_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 495, 3350, "H100")
 
 # Common GPUs and MIG slices, in no particular order. The A100 slices keep their short names (1g.5gb, ...);
 # H100 slices are named H100-<profile>. A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5:
-# 16, 32, 60, 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory NVIDIA's MIG table's share of the GPU's.
+# 16, 32, 60, 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory and bandwidth NVIDIA's MIG table's share of the GPU's.
 GPU_KINDS: dict[str, GpuKind] = {
     gpu.name: gpu
     for gpu in (
-        GpuKind("1g.5gb", 4864, (8, 0), 312 / 7, mig_of="A100-40GB"),
-        GpuKind("1g.10gb", 9984, (8, 0), 312 / 7, mig_of="A100-80GB"),
-        GpuKind("T4", 15360, (7, 5), 65, "T4"),
-        GpuKind("2g.20gb", 19968, (8, 0), 2 * 312 / 7, mig_of="A100-80GB"),
-        GpuKind("L4", 23034, (8, 9), 121, "L4"),
-        GpuKind("A10", 23028, (8, 6), 125, "A10"),
-        GpuKind("RTX4090", 24564, (8, 9), 165, "GeForce-RTX-4090"),
-        GpuKind("3g.40gb", 40192, (8, 0), 3 * 312 / 7, mig_of="A100-80GB"),
-        GpuKind("A100-40GB", 40960, (8, 0), 312, "A100"),
-        GpuKind("L40S", 46068, (8, 9), 362, "L40S"),
-        GpuKind("A100-80GB", 81920, (8, 0), 312, "A100"),
-        GpuKind("H100", 81559, (9, 0), 989, "H100"),
-        GpuKind("H100-1g.10gb", 9984, (9, 0), 989 * 16 / 132, mig_of="H100"),
-        GpuKind("H100-1g.20gb", 19968, (9, 0), 989 * 16 / 132, mig_of="H100"),
-        GpuKind("H100-2g.20gb", 19968, (9, 0), 989 * 32 / 132, mig_of="H100"),
-        GpuKind("H100-3g.40gb", 40192, (9, 0), 989 * 60 / 132, mig_of="H100"),
-        GpuKind("H100-4g.40gb", 40192, (9, 0), 989 * 64 / 132, mig_of="H100"),
-        GpuKind("H100-7g.80gb", 80640, (9, 0), 989, mig_of="H100"),
-        GpuKind("H200", 143771, (9, 0), 989, "H200"),
-        GpuKind("B200", 183359, (10, 0), 2250, "B200"),
+        _mig("1g.5gb", _A100_40, 4864, 1 / 7, 1),
+        _mig("1g.10gb", _A100_80, 9984, 1 / 7, 1),
+        _gpu("T4", 15360, (7, 5), 65, 8.1, 8.1, 320, "T4"),
+        _mig("2g.20gb", _A100_80, 19968, 2 / 7, 2),
+        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, 300, "L4"),
+        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, 600, "A10"),
+        _gpu("RTX4090", 24564, (8, 9), 165, 82.6, 82.6, 1008, "GeForce-RTX-4090"),
+        _mig("3g.40gb", _A100_80, 40192, 3 / 7, 4),
+        _A100_40,
+        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, 864, "L40S"),
+        _A100_80,
+        _H100,
+        _mig("H100-1g.10gb", _H100, 9984, 16 / 132, 1),
+        _mig("H100-1g.20gb", _H100, 19968, 16 / 132, 2),
+        _mig("H100-2g.20gb", _H100, 19968, 32 / 132, 2),
+        _mig("H100-3g.40gb", _H100, 40192, 60 / 132, 4),
+        _mig("H100-4g.40gb", _H100, 40192, 64 / 132, 4),
+        _mig("H100-7g.80gb", _H100, 80640, 1.0, 8),
+        _gpu("H200", 143771, (9, 0), 989, 67, 495, 4800, "H200"),
+        _gpu("B200", 183359, (10, 0), 2250, 80, 1100, 8000, "B200"),
     )
 }
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}

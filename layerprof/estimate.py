@@ -17,6 +17,7 @@ different tensors for backward than the CPU one.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -34,15 +35,16 @@ from layerprof.devices import (
     cublas_workspace_bytes,
     gpu_kind,
     gpu_memory_bytes,
+    kind_of_device,
     smallest_gpu_for,
 )
-from layerprof.environment import describe_environment
+from layerprof.environment import apply_threads, describe_environment
 from layerprof.errors import LayerprofError
 from layerprof.layers import Layer
-from layerprof.measure import first_line
+from layerprof.measure import StepTrace, first_line
 from layerprof.models import LoadedModel, ModelOptions, build_fake, model_slug, split_without_memory
 from layerprof.parsing import LayerSelection
-from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings, ensure_writable
+from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings, ensure_writable, load_profile
 from layerprof.sweep import (
     SweepJob,
     SweepObserver,
@@ -56,6 +58,8 @@ from layerprof.sweep import (
     torch_dtype,
     warn_frozen_batchnorm,
 )
+from layerprof.timemodel import DevicePeaks, MeasuredStep, Numerics, TimeModel, cpu_peaks
+from layerprof.timemodel import calibrate as calibrate_model
 
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
 
@@ -86,8 +90,12 @@ def estimate_cell(
     trainable_layers: int,
     settings: SweepSettings,
     device: torch.device,
+    *,
+    time_model: TimeModel | None = None,
+    traces: dict[tuple[int, int], StepTrace] | None = None,
 ) -> tuple[Row, float]:
-    """One cell on fake tensors: optimizer state primed (steady state), then one tracked step."""
+    """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
+    predicted by `time_model` where given, its operations kept in `traces` where given (for calibration)."""
     target = settings.target or "cuda"
     try:
         # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
@@ -108,11 +116,19 @@ def estimate_cell(
                 param.grad = torch.zeros_like(param)
             cell.optimizer.step()
             cell.optimizer.zero_grad(set_to_none=True)
-            threads = instrumented_step(cell, device, allocation_size_for(target))
+            threads, trace = instrumented_step(cell, device, allocation_size_for(target))
             row = cell.row
         row.memory_workspace_bytes = workspace_for(settings, threads) if target == "cuda" else 0
         row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
         row.memory_source = f"estimate-{target}"
+        if traces is not None:
+            traces[row.key] = trace
+        if time_model is not None:
+            predicted = time_model.predict(trace)
+            row.predicted_step_time_ms = predicted.step_ms
+            row.predicted_device_time_ms = predicted.device_ms
+            row.predicted_host_time_ms = predicted.host_ms
+            row.predicted_host_bound = predicted.host_bound if target == "cuda" else None
         return row, 0.0
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
         row = new_row(layers, batch_size, trainable_layers)
@@ -158,9 +174,13 @@ def estimate_model(
     layers: Sequence[Layer] | None = None,
     order: tuple[str, str] | None = None,
     resume: Profile | None = None,
+    time_model: TimeModel | None = None,
+    traces: dict[tuple[int, int], StepTrace] | None = None,
 ) -> Profile:
-    """A Profile of estimated memory and FLOPs for every cell (`settings.target`); no step times. `layers` (with
-    the `order` they are in) is a split made before, on the meta device."""
+    """A Profile of estimated memory and FLOPs for every cell (`settings.target`), with step times predicted by
+    `time_model` where given (labelled as predictions); each cell's operations kept in `traces` where given.
+    `layers` (with the `order` they are in) is a split made before, on the meta device; `resume` an interrupted
+    estimate of the same sweep whose finished cells are kept."""
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
@@ -168,19 +188,133 @@ def estimate_model(
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
+    runner = functools.partial(estimate_cell, time_model=time_model, traces=traces)
+    described = time_model.to_dict() if time_model is not None else None
+
+    def save_with_time_model(profile: Profile) -> None:
+        profile.time_model = described
+        if save:
+            save(profile)
+
     with mode:
         split = list(layers) if layers is not None else loaded.split()
-        return profile_model(
+        profile = profile_model(
             loaded,
             split,
             settings,
             ESTIMATE_DEVICE,
             observer=observer,
-            save=save,
-            cell_runner=estimate_cell,
+            save=save_with_time_model,
+            cell_runner=runner,
             environment=estimate_environment(target, settings.target_gpu),
             resume=resume,
         )
+    profile.time_model = described
+    return profile
+
+
+# ---------------------------------------------------------------- the time model behind predicted step times
+
+
+def default_time_model(settings: SweepSettings, threads: int | None = None) -> TimeModel:
+    """The target's peaks with the documented default constants: the named GPU's datasheet (H100's when none is
+    named, as for the workspaces), or this CPU's own measured peaks at `threads`."""
+    if (settings.target or "cuda") == "cpu":
+        return TimeModel.default(cpu_peaks(threads), Numerics.current())
+    gpu = gpu_kind(settings.target_gpu or "H100")
+    return TimeModel.default(DevicePeaks.of_gpu(gpu), Numerics.current())
+
+
+def resolve_time_model(
+    settings: SweepSettings, calibrate: Sequence[Path] = (), threads: int | None = None, observer: Any = None
+) -> TimeModel:
+    """The time model an estimate predicts with: the defaults, or fitted to the measured profiles in `calibrate`
+    (any models, measured on the target's device kind), or reused from an estimate that holds a fitted one."""
+    model = default_time_model(settings, threads)
+    if not calibrate:
+        return model
+    profiles = [load_profile(path) for path in calibrate]
+    reused = [p for p in profiles if p.is_estimate]
+    if reused:
+        if len(profiles) > 1:
+            raise LayerprofError("--calibrate takes either one estimate to reuse its time model, or measured profiles")
+        return _reused_time_model(reused[0], model, calibrate[0])
+    steps = []
+    for path, profile in zip(calibrate, profiles, strict=True):
+        _same_device(profile, model, path, threads)
+        steps.extend(measured_steps(profile, settings.target or "cuda"))
+    if not steps:
+        raise LayerprofError(
+            f"--calibrate: no cell of {', '.join(map(str, calibrate))} ran (status ok, with a step time); "
+            "give measured profiles with ok cells"
+        )
+    return calibrate_model(steps, model.peaks, model.numerics)
+
+
+def _reused_time_model(profile: Profile, target: TimeModel, path: Path) -> TimeModel:
+    if not profile.time_model:
+        raise LayerprofError(f"--calibrate {path}: this estimate holds no time model; give measured profiles")
+    reused = TimeModel.from_dict(profile.time_model, source=str(path))
+    if reused.peaks.name != target.peaks.name:
+        raise LayerprofError(
+            f"--calibrate {path}: its time model is for {reused.peaks.name}, this estimate for {target.peaks.name}; "
+            "calibrate with profiles of the same device kind"
+        )
+    return TimeModel(target.peaks, reused.constants, target.numerics, reused.residuals)
+
+
+def _same_device(profile: Profile, model: TimeModel, path: Path, threads: int | None) -> None:
+    """Calibration data must come from the device the estimate predicts for."""
+    env = profile.environment
+    if model.peaks.kind == "cuda":
+        gpu = kind_of_device(env.device_name, env.total_memory_bytes) if env.device_kind == "cuda" else None
+        if gpu is None or gpu.name != model.peaks.name:
+            raise LayerprofError(
+                f"--calibrate {path}: measured on {env.device_name!r}, not on {model.peaks.name}; calibrate with "
+                f"profiles measured on that GPU kind, or estimate for it (--gpu NAME)"
+            )
+        return
+    if env.device_kind != "cpu" or env.device_name != model.peaks.name:
+        raise LayerprofError(
+            f"--calibrate {path}: measured on {env.device_name!r}, not on this CPU ({model.peaks.name}); CPU "
+            "estimates calibrate with profiles measured here"
+        )
+    wanted = threads or torch.get_num_threads()
+    if env.torch_threads and env.torch_threads != wanted:
+        raise LayerprofError(
+            f"--calibrate {path}: measured with {env.torch_threads} thread(s), the estimate uses {wanted}; "
+            f"pass --threads {env.torch_threads}"
+        )
+
+
+def measured_steps(profile: Profile, target: str) -> list[MeasuredStep]:
+    """Every measured cell of a profile that ran, with its step traced again on fake tensors."""
+    ok = [row for row in profile.rows if row.ok and row.step_time_ms]
+    if not ok:
+        return []
+    traces: dict[tuple[int, int], StepTrace] = {}
+    settings = replace(
+        profile.settings,
+        batch_sizes=tuple(sorted({row.batch_size for row in ok})),
+        trainable_layer_counts=tuple(sorted({row.trainable_layers for row in ok})),
+        mode="estimate",
+        target=target,
+        target_gpu=None,
+    )
+    estimate_model(profile.model.spec, ModelOptions.of_profile(profile), settings, traces=traces)
+    numerics = Numerics.of(profile.environment.numerics)
+    name = profile.model.spec
+    return [
+        MeasuredStep(
+            f"{name} b{row.batch_size} z={row.trainable_layers}",
+            traces[row.key],
+            row.step_time_ms,
+            row.host_time_ms,
+            numerics,
+        )  # fmt: skip
+        for row in ok
+        if row.key in traces
+    ]
 
 
 def plan_estimate(
@@ -189,14 +323,18 @@ def plan_estimate(
     settings: SweepSettings,
     layer_selection: LayerSelection,
     out: Path | None = None,
+    calibrate: Sequence[Path] = (),
+    threads: int | None = None,
     restart: bool = False,
 ) -> SweepJob:
-    """Split MODEL on the meta device and resolve the cells; the default output is
-    profiles/MODEL-estimate-TARGET.json. An interrupted estimate of the same sweep there is resumed unless
-    `restart`."""
+    """Split MODEL on the meta device, resolve the cells and the time model (fitted to `calibrate`'s measured
+    profiles where given); the default output is profiles/MODEL-estimate-TARGET.json. An interrupted estimate of
+    the same sweep there is resumed unless `restart`."""
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if threads is not None:
+        apply_threads(threads, None)
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
     meta, layers = split_without_memory(spec, options)
     settings = replace(
@@ -210,7 +348,11 @@ def plan_estimate(
     environment = estimate_environment(target, settings.target_gpu)
     resume = resumable_profile(path, new_profile(meta, layers, settings, environment), restart)
     order = (meta.order, meta.order_reason)
-    return SweepJob(spec, options, layers, settings, ESTIMATE_DEVICE, environment, path, order=order, resume=resume)
+    time_model = resolve_time_model(settings, calibrate, threads)
+    return SweepJob(
+        spec, options, layers, settings, ESTIMATE_DEVICE, environment, path,
+        order=order, resume=resume, time_model=time_model,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- what fits

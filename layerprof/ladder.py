@@ -71,6 +71,7 @@ class Ladder:
     hyperband: list[Bracket] = field(default_factory=list)  # Li et al.'s layout, which SMAC3 runs too
     hyperband_neps: list[Bracket] = field(default_factory=list)  # NePS's, where it differs (integer eta only)
     joint: dict[str, Any] | None = None
+    times_predicted: bool = False  # step times come from the time model (an estimate), not from measurement
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -246,8 +247,8 @@ def _profile_rows(profile: Profile, batch_size: int | None) -> tuple[int, dict[i
 
 
 def default_cost(profile: Profile) -> str:
-    """Step time where the profile measured it, else FLOPs (estimates have no step times)."""
-    return "time" if any(row.step_time_ms for row in profile.rows if row.ok) else "flops"
+    """Step time where the profile measured or predicted it, else FLOPs."""
+    return "time" if any(profile.step_time_ms(row) for row in profile.rows if row.ok) else "flops"
 
 
 def build_ladder(
@@ -287,6 +288,7 @@ def build_ladder(
         gpu_memory_bytes=gpu_memory,
         context_reserve_bytes=context_reserve,
         configs=configs,
+        times_predicted=profile.predicts_time,
     )
     _add_brackets(ladder, configs)
     if budget_steps is not None:
@@ -321,16 +323,14 @@ def _rung_costs(
             f"the profile has no successful full-training cell (z={n}) at batch size {batch_size}{state}; "
             "a ladder needs the top rung measured"
         )
-    field_name = "step_time_ms" if cost_kind == "time" else "flops"
-    costs = {
-        z: float(getattr(row, field_name))
-        for z, row in rows.items()
-        if z >= min_layers and getattr(row, field_name) is not None
-    }
+
+    def cost(row: Row) -> float | None:
+        return profile.step_time_ms(row) if cost_kind == "time" else row.flops
+
+    costs = {z: float(value) for z, row in rows.items() if z >= min_layers and (value := cost(row)) is not None}
     if not costs:
-        raise LayerprofError(
-            f"the profile has no {field_name} figures (an estimate has no step times); use --cost flops"
-        )
+        what = "step times (an estimate without a time model has none)" if cost_kind == "time" else "FLOPs"
+        raise LayerprofError(f"the profile has no {what}; use --cost flops")
     return costs
 
 
@@ -362,8 +362,8 @@ def _rungs(
                 cost=costs[z],
                 cost_vs_full=costs[z] / costs[n],
                 cost_vs_previous=None if index == 0 else costs[z] / costs[chosen[index - 1]],
-                step_time_ms=row.step_time_ms,
-                time_vs_full=ratio(row.step_time_ms, full.step_time_ms),
+                step_time_ms=profile.step_time_ms(row),
+                time_vs_full=ratio(profile.step_time_ms(row), profile.step_time_ms(full)),
                 peak_memory_bytes=row.peak_memory_bytes,
                 memory_vs_full=ratio(row.peak_memory_bytes, full.peak_memory_bytes),
                 memory_need_bytes=need,

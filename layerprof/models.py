@@ -34,7 +34,7 @@ from torch import nn
 from layerprof.errors import LayerprofError, ModelWarning, SplitWarning
 from layerprof.layers import Split, TraceFailed, total_params, trace_split
 from layerprof.parsing import coerce
-from layerprof.profile import Layer, ModelInfo
+from layerprof.profile import Layer, ModelInfo, Profile
 from layerprof.workloads import CustomWorkload, Workload
 
 IMAGE_BATCH_SIZES = (32,)
@@ -80,6 +80,18 @@ class ModelOptions:
     seq_len: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     unwrap: tuple[str, ...] = ()
+
+    @classmethod
+    def of_profile(cls, profile: Profile) -> ModelOptions:
+        """The options a profile's model was built with, to build it again."""
+        workload = profile.workload
+        return cls(
+            num_classes=workload.num_classes,
+            input_shape=workload.input_shape,
+            seq_len=workload.seq_len,
+            overrides=dict(profile.model.overrides),
+            unwrap=tuple(profile.model.unwrap),
+        )
 
 
 @dataclass

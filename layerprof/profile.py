@@ -141,6 +141,11 @@ class Row:
     memory_inputs_bytes: int | None = None
     memory_workspace_bytes: int | None = None
     peak_activations_bytes: int | None = None  # the activations' own peak during forward and backward
+    # predicted (estimates): the step time the time model gives for the profile's device, never measured
+    predicted_step_time_ms: float | None = None
+    predicted_device_time_ms: float | None = None  # the kernels' time
+    predicted_host_time_ms: float | None = None  # dispatching the step's operations
+    predicted_host_bound: bool | None = None  # GPUs: the host, not the device, sets the step time
 
     @property
     def ok(self) -> bool:
@@ -401,6 +406,16 @@ class Profile:
     created_at: str = ""
     timing: SweepTiming = field(default_factory=SweepTiming)
     schema: str = SCHEMA
+    time_model: dict[str, Any] | None = None  # estimates: the peaks and constants behind predicted times
+
+    @property
+    def predicts_time(self) -> bool:
+        """Whether its step times are predictions (an estimate with a time model), not measurements."""
+        return self.is_estimate and any(row.predicted_step_time_ms for row in self.rows)
+
+    def step_time_ms(self, row: Row) -> float | None:
+        """The row's step time: measured, or predicted where the profile is an estimate."""
+        return row.predicted_step_time_ms if self.is_estimate else row.step_time_ms
 
     @property
     def layer_count(self) -> int:
@@ -462,6 +477,7 @@ class Profile:
             "environment": self.environment.to_dict(),
             "settings": self.settings.to_dict(),
             "timing": asdict(self.timing),
+            **({"time_model": self.time_model} if self.time_model else {}),
             "rows": [asdict(row) for row in self.rows],
         }
 
@@ -487,6 +503,7 @@ class Profile:
                 created_at=str(data.get("created_at", "")),
                 timing=SweepTiming(**_known(SweepTiming, data.get("timing", {}))),
                 schema=str(data["schema"]),
+                time_model=data.get("time_model"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise LayerprofError(f"{source} is a damaged layerprof profile: missing or bad {error}") from None

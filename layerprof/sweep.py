@@ -39,21 +39,23 @@ from layerprof.environment import (
 from layerprof.errors import DeviceFailure, DeviceWarning, FreezingWarning, LayerprofError
 from layerprof.layers import Layer, batchnorm_layers, freeze_layers, total_params, trainable_params
 from layerprof.measure import (
-    CUBLASLT_OPS,
     HOST_BOUND_SHARE,
     AllocatorPeaks,
     LiveTensorTracker,
+    OpRecorder,
+    Phase,
     StepTimes,
+    StepTrace,
     TimingStats,
     cuda_peaks,
     first_line,
-    flop_counter,
     is_out_of_memory,
     is_sticky_cuda_error,
-    matmul_ops,
+    matmul_threads,
     median_confidence_interval,
     optimizer_state_bytes,
     optimizer_state_tensors,
+    phase_flops,
     reference_workload_ms,
     reset_cuda_peaks,
     tensors_in,
@@ -209,12 +211,15 @@ def failed_row(row: Row, status: str, message: str) -> Row:
     )
 
 
-def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int) -> MatmulThreads:
-    """One steady-state step under the live-tensor tracker, with FLOPs counted for forward and backward.
+def instrumented_step(
+    cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int
+) -> tuple[MatmulThreads, StepTrace]:
+    """One steady-state step under the live-tensor tracker, with every operation recorded (FLOPs, bytes, kernels).
 
     On a real CUDA device the allocator's bytes that no tensor of the step holds (cuBLAS/cuDNN workspaces)
     are recorded as the workspace category. Returns which of the step's threads ran matrix products (the
-    forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds.
+    forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds, and the
+    step's operations, which the time model reads.
     """
     tracker = LiveTensorTracker(allocation_size)
     tracker.register(list(cell.model.parameters()) + list(cell.model.buffers()), MemoryCategory.PARAMETERS)
@@ -227,29 +232,24 @@ def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callabl
         row.memory_workspace_bytes = max(0, torch.cuda.memory_allocated(device) - tracker.current)
     else:
         row.memory_workspace_bytes = 0
-    with tracker:
-        with flop_counter() as forward_counter:
-            loss = cell.forward()
-        with flop_counter() as backward_counter:
-            cell.backward(loss)
+    recorder = OpRecorder()
+    with tracker, recorder:
+        loss = cell.forward()
+        recorder.phase = Phase.BACKWARD
+        cell.backward(loss)
         del loss
+        recorder.phase = Phase.OPTIMIZER
         tracker.new_allocations = MemoryCategory.OPTIMIZER_TEMPORARIES
         cell.update()
-    row.forward_flops = int(forward_counter.get_total_flops())
-    row.backward_flops = int(backward_counter.get_total_flops())
+    row.forward_flops = phase_flops(recorder.ops, Phase.FORWARD)
+    row.backward_flops = phase_flops(recorder.ops, Phase.BACKWARD)
     row.flops = row.forward_flops + row.backward_flops
     row.optimizer_state_bytes = optimizer_state_bytes(cell.optimizer)
     row.tracked_peak_bytes = tracker.peak
     for category, size in tracker.at_peak.items():
         setattr(row, category.row_field, size)
     row.peak_activations_bytes = tracker.category_peaks[MemoryCategory.ACTIVATIONS]
-    forward, backward = matmul_ops(forward_counter), matmul_ops(backward_counter)
-    return MatmulThreads(
-        forward=bool(forward),
-        forward_lt=bool(forward & CUBLASLT_OPS),
-        backward=bool(backward),
-        backward_lt=bool(backward & CUBLASLT_OPS),
-    )
+    return matmul_threads(recorder.ops), recorder.trace
 
 
 # ---------------------------------------------------------------- measured cells
@@ -701,6 +701,7 @@ class SweepJob:
     loaded: LoadedModel | None = None  # measured sweeps; an estimate builds its own model on fake tensors
     order: tuple[str, str] = ("forward", "")  # the split's order and, for registration order, why
     resume: Profile | None = None  # an interrupted profile of this sweep at `path`: its finished cells are kept
+    time_model: Any = None  # estimates: the layerprof.timemodel.TimeModel that predicts their step times
 
     def run(self, observer: SweepObserver | None = None) -> Profile:
         """Run every cell, saving the profile (JSON and CSV) after each."""
@@ -720,6 +721,7 @@ class SweepJob:
                 layers=self.layers,
                 order=self.order,
                 resume=self.resume,
+                time_model=self.time_model,
             )
         assert self.loaded is not None
         return profile_model(

@@ -34,11 +34,17 @@ COLUMNS = {
 }
 
 
+def cell_columns(profile: Profile) -> dict[str, str]:
+    """The cell table's headers: step times say when they are predicted."""
+    return {**COLUMNS, "step_time_ms": "pred. step ms"} if profile.predicts_time else COLUMNS
+
+
 def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
-    """One row per z at this batch size, with ratios to full training (z = n) where that cell succeeded."""
+    """One row per z at this batch size, with ratios to full training (z = n) where that cell succeeded; step
+    times measured, or predicted for an estimate with a time model."""
     rows = profile.rows_for(batch_size)
     full = profile.row(batch_size, profile.layer_count)
-    full_time = full.step_time_ms if full is not None and full.ok else None
+    full_time = profile.step_time_ms(full) if full is not None and full.ok else None
     full_memory = full.peak_memory_bytes if full is not None and full.ok else None
     records = []
     for row in rows:
@@ -46,8 +52,8 @@ def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
             {
                 "trainable_layers": row.trainable_layers,
                 "trainable_pct": None if row.trainable_fraction is None else 100 * row.trainable_fraction,
-                "step_time_ms": row.step_time_ms,
-                "time_vs_full": ratio(row.step_time_ms, full_time),
+                "step_time_ms": profile.step_time_ms(row),
+                "time_vs_full": ratio(profile.step_time_ms(row), full_time),
                 "peak_memory_mib": None if row.peak_memory_bytes is None else row.peak_memory_bytes / MIB,
                 "memory_vs_full": ratio(row.peak_memory_bytes, full_memory),
                 "gflops": None if row.flops is None else row.flops / 1e9,
@@ -55,6 +61,14 @@ def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
             }
         )
     return pd.DataFrame.from_records(records, columns=list(COLUMNS))
+
+
+def time_model_label(profile: Profile) -> str:
+    """`times predicted for H200 (default constants)`: what stands behind an estimate's step times."""
+    model = profile.time_model or {}
+    peaks, constants = model.get("peaks", {}), model.get("constants", {})
+    how = "calibrated" if str(constants.get("source", "")).startswith("calibrated") else "default constants"
+    return f"times predicted for {peaks.get('name', '?')} ({how})"
 
 
 def _status(row: Row) -> str:
@@ -88,8 +102,10 @@ def formatted(frame: pd.DataFrame) -> list[list[str]]:
 def rich_cell_table(profile: Profile, batch_size: int) -> Table:
     frame = cell_frame(profile, batch_size)
     title = f"{profile.model.spec} · batch {batch_size} · {profile.environment.device_name}"
+    if profile.predicts_time:
+        title += f" · {time_model_label(profile)}"
     table = Table(title=title, title_justify="left", header_style="bold")
-    for column, header in COLUMNS.items():
+    for column, header in cell_columns(profile).items():
         table.add_column(header, justify="left" if column == "status" else "right", overflow="fold")
     for values in formatted(frame):
         style = None if values[-1] == "ok" else "yellow"
@@ -110,7 +126,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right:
 def markdown_cell_table(profile: Profile, batch_size: int) -> str:
     frame = cell_frame(profile, batch_size)
     heading = f"**{profile.model.spec}**, batch {batch_size}, {profile.environment.device_name}"
-    headers = [header.strip() for header in COLUMNS.values()]
+    if profile.predicts_time:
+        heading += f", {time_model_label(profile)}"
+    headers = [header.strip() for header in cell_columns(profile).values()]
     return heading + "\n\n" + markdown_table(headers, formatted(frame), [c != "status" for c in COLUMNS])
 
 
@@ -194,7 +212,16 @@ def markdown_layer_table(layers: Sequence[Layer]) -> str:
 
 
 def ladder_headers(ladder: Ladder) -> list[str]:
-    headers = ["z", "train %", "step ms", "peak MiB", "mem × full", "cost × full", "cost × prev", "budget"]
+    headers = [
+        "z",
+        "train %",
+        "pred. step ms" if ladder.times_predicted else "step ms",
+        "peak MiB",
+        "mem × full",
+        "cost × full",
+        "cost × prev",
+        "budget",
+    ]
     if ladder.gpu_memory_bytes is not None:
         headers += ["slots"]
         if any(rung.largest_batch_size is not None for rung in ladder.rungs):
@@ -236,6 +263,11 @@ def ladder_summary_lines(ladder: Ladder) -> list[str]:
     """Plain sentences under the ladder table: the fit, disturbed rungs, the memory basis, brackets, the joint
     ladder."""
     lines = [ladder.fit_note]
+    if ladder.times_predicted:
+        lines.append(
+            "step times are predicted by the time model (an estimate, see the profile's time_model), not measured: "
+            "measure the chosen rungs (`layerprof profile`) before relying on the time ratios"
+        )
     disturbed = [rung for rung in ladder.rungs if rung.disturbed]
     if disturbed:
         lines.append(
@@ -714,3 +746,74 @@ def rich_check_table(result: CheckResult) -> Table:
     for values in summary_rows(result):
         table.add_row(*values, style=CHECK_STYLES.get(values[SUMMARY_HEADERS.index("verdict")]))
     return table
+
+
+# ---------------------------------------------------------------- the time model
+
+
+def calibration_lines(time_model: Any, markup: bool = True) -> list[str]:
+    """What stands behind predicted step times: the peaks, the constants, and a calibration's residuals."""
+    if time_model is None:
+        return []
+    peaks, constants = time_model.peaks, time_model.constants
+    lines = [
+        f"step times predicted for {peaks.name}: roofline over every traced operation ({peaks.source}; "
+        f"fp32 {peaks.fp32_tflops:g}, tf32 {peaks.tf32_tflops:g}, bf16 {peaks.bf16_tflops:g} TFLOP/s, "
+        f"{peaks.memory_gbps:,.0f} GB/s), {constants.source}: efficiency gemm {constants.gemm_efficiency:.2f}, "
+        f"conv {constants.conv_efficiency:.2f}, attention {constants.attention_efficiency:.2f}, memory "
+        f"{constants.memory_efficiency:.2f}; {constants.kernel_us:.1f} us per kernel; host "
+        f"{constants.forward_dispatch_us:.1f} / {constants.backward_dispatch_us:.1f} / "
+        f"{constants.optimizer_dispatch_us:.1f} us per forward / backward / optimizer operation"
+    ]
+    if time_model.residuals:
+        errors = sorted(abs(r["error"]) for r in time_model.residuals)
+        median = errors[len(errors) // 2]
+        worst = max(time_model.residuals, key=lambda r: abs(r["error"]))
+        lines.append(
+            f"calibration fit: {len(errors)} measured cells, median |error| {median:.1%}, worst {worst['error']:+.1%} "
+            f"({worst['cell']}: {worst['predicted_ms']:.2f} ms predicted, {worst['measured_ms']:.2f} ms measured)"
+        )
+    elif not time_model.calibrated:
+        lines.append(
+            "default constants, not calibrated: expect errors of tens of per cent in step time; --calibrate with "
+            "measured profiles of this device kind narrows them"
+        )
+    return lines
+
+
+PREDICTION_HEADERS = ["batch", "z", "measured ms", "predicted ms", "error", "× full measured", "× full predicted",
+                      "ratio error"]  # fmt: skip
+
+
+def prediction_rows(checks: Sequence[Any]) -> list[list[str]]:
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:+.1%}"
+
+    return [
+        [
+            str(c.batch_size),
+            str(c.trainable_layers),
+            f"{c.measured_ms:,.2f}",
+            f"{c.predicted_ms:,.2f}",
+            share(c.error),
+            _format("time_vs_full", c.measured_vs_full),
+            _format("time_vs_full", c.predicted_vs_full),
+            share(c.ratio_error),
+        ]  # fmt: skip
+        for c in checks
+    ]
+
+
+def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
+    errors = sorted(abs(c.error) for c in checks)
+    title = f"predicted against measured on {device} · median |error| {errors[len(errors) // 2]:.1%}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for header in PREDICTION_HEADERS:
+        table.add_column(header, justify="right")
+    for values in prediction_rows(checks):
+        table.add_row(*values)
+    return table
+
+
+def markdown_prediction_check(checks: Sequence[Any]) -> str:
+    return markdown_table(PREDICTION_HEADERS, prediction_rows(checks))

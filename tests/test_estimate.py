@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,18 @@ def test_estimate_and_fit_cli(tmp_path: Path) -> None:
         "smallest need",
     )
     assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m"]), "exactly one of --memory")
-    assert_one_line_error(runner.invoke(app, ["ladder", str(out), "--cost", "time"]), "use --cost flops")
-    by_flops = runner.invoke(app, ["ladder", str(out), "--json"])  # an estimate's ladder is spaced by FLOPs
+    # an estimate predicts step times: its ladder is spaced by them, and says they are predicted
+    by_time = runner.invoke(app, ["ladder", str(out), "--json"])
+    assert by_time.exit_code == 0 and '"cost_kind": "time"' in by_time.output
+    assert '"times_predicted": true' in by_time.output
+    table = " ".join(runner.invoke(app, ["ladder", str(out)]).output.split())  # the terminal wraps
+    assert "pred. step" in table and "predicted by the time model" in table
+    by_flops = runner.invoke(app, ["ladder", str(out), "--cost", "flops", "--json"])
     assert by_flops.exit_code == 0 and '"cost_kind": "flops"' in by_flops.output
+    # an estimate without predicted times (written before the time model) still ladders by FLOPs only
+    data = json.loads(out.read_text())
+    for row in data["rows"]:
+        row["predicted_step_time_ms"] = None
+    out.write_text(json.dumps(data))
+    assert_one_line_error(runner.invoke(app, ["ladder", str(out), "--cost", "time"]), "use --cost flops")
+    assert '"cost_kind": "flops"' in runner.invoke(app, ["ladder", str(out), "--json"]).output
