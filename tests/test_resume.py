@@ -56,7 +56,7 @@ def factory(tmp_path: Path) -> str:
 def estimate_job(factory: str, out: Path, batch_sizes: tuple[int, ...] = (2, 4), restart: bool = False):
     settings = SweepSettings(batch_sizes=batch_sizes, trainable_layer_counts=(), target="cpu")
     options = ModelOptions(input_shape=(8,))
-    return plan_estimate(factory, options, settings, parse_layer_selection("all"), out, restart)
+    return plan_estimate(factory, options, settings, parse_layer_selection("all"), out, restart=restart)
 
 
 def test_an_interrupted_estimate_marks_the_cells_left_and_resumes_them(factory: str, tmp_path: Path) -> None:
