@@ -882,6 +882,7 @@ def plan(
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
     with user_errors():
         from layerprof.cluster import inventory_from_ray, parse_inventory
+        from layerprof.estimate import PlanPredictor
         from layerprof.exporters import export_plan_ray
         from layerprof.plan import plan_cluster
         from layerprof.profile import load_profile
@@ -899,6 +900,7 @@ def plan(
             budget_steps=budget_steps,
             batch_size=batch_size,
             min_layers=min_layers,
+            predict=PlanPredictor,
         )
         if export is not None:
             print(export_plan_ray(result), end="")

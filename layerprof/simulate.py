@@ -239,7 +239,7 @@ class Pricing:
         need = memory_need_bytes(row, CUDA_CONTEXT_RESERVE_BYTES if cuda else 0)
         return RungPrice(
             steps=steps,
-            trial_gpu_seconds=None if row.step_time_ms is None else row.step_time_ms * steps / 1000,
+            trial_gpu_seconds=None if (ms := self.profile.step_time_ms(row)) is None else ms * steps / 1000,
             trial_flops=None if row.flops is None else float(row.flops) * steps,
             peak_memory_bytes=row.peak_memory_bytes,
             memory_need_bytes=need,
@@ -280,6 +280,13 @@ def pricing_for(
         )
     if gpu_memory is None and profile.environment.device_kind == "cuda" and not profile.environment.estimated:
         gpu_memory = profile.environment.total_memory_bytes
+    if profile.predicts_time:
+        notes.append(
+            f"the profile is an estimate ({profile.environment.device_name}): its device seconds are predicted by the "
+            "time model, not measured"
+        )
+    elif profile.is_estimate:
+        notes.append("the profile is an estimate without predicted step times: it prices FLOPs and memory only")
     return Pricing(profile, int(batch_size), int(steps), gpu_memory), notes
 
 

@@ -420,7 +420,7 @@ def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
 
 def fit_headers(fit: FitReport) -> list[str]:
     extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
-    return ["z", "largest batch", "need GiB", *extra]
+    return ["z", "largest batch", "need GiB", "pred. step ms", *extra]
 
 
 def fit_rows(fit: FitReport) -> list[list[str]]:
@@ -430,6 +430,7 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
             str(result.trainable_layers),
             str(result.largest_batch_size),
             f"{(result.need_at_largest_bytes or 0) / 2**30:.2f}",
+            _format("step_time_ms", result.predicted_step_time_ms),
         ]
         if fit.batch_size:
             values.append(result.smallest_gpu or "none listed")
@@ -439,7 +440,10 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
 
 def rich_fit_table(fit: FitReport) -> Table:
     title = f"{fit.model}: largest batch in {fit.memory_bytes / 2**30:.1f} GiB ({fit.target})"
-    table = Table(title=title, title_justify="left", header_style="bold")
+    caption = f"pred. step ms: {fit.time_model}, at the largest batch" if fit.time_model else None
+    if fit.smallest_batch_size > 1:
+        caption = (caption + "; " if caption else "") + "a batch of 1 cannot train this model (BatchNorm): from 2"
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
     for header in fit_headers(fit):
         table.add_column(header, justify="right")
     for values in fit_rows(fit):
