@@ -437,3 +437,33 @@ def test_a_profile_prices_each_continued_rung_by_its_segment(tmp_path: Path) -> 
     assert budget.continued.hyperband.gpu_seconds == pytest.approx(
         (9 * 10 + 3 * 20 + 60 + 5 * 30 + 60 + 3 * 90) * 0.030
     )
+
+
+RESUMABLE_TASK = """
+def task(config, trainable_layers, budget_fraction):
+    return config["x"] + 1.0
+
+
+def resume(config, segment, state):
+    state = (state or []) + [segment.trainable_layers]
+    return config["x"] + len(state), state  # the loss says how many rungs the run has gone through
+
+
+task.resume = resume
+task.layer_count = 3
+"""
+
+
+def test_continued_runs_as_ray_tasks(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    path = tmp_path / "resumable.py"
+    path.write_text(textwrap.dedent(RESUMABLE_TASK))
+    chain = ((1, 0.5), (2, 0.5), (3, 1.0))
+    plan = StudyPlan(f"{path}:task", [{"x": x} for x in (1, 2, 3)], (3,), (1.0,), 1, chains=(chain, chain[1:]))
+    seen: list[tuple[int, int]] = []
+    run_study(plan, tmp_path / "ray", executor="ray", on_result=lambda _, done, total: seen.append((done, total)))
+    assert sorted(seen) == [(done, 9) for done in range(1, 10)]  # 3 trials, 3 runs of the chain, 3 from its z=2
+    lines = [json.loads(line) for line in (tmp_path / "ray" / "trials.jsonl").read_text().splitlines()]
+    runs = {(tuple(map(tuple, line["chain"])), line["config_index"]): line for line in lines if "chain" in line}
+    assert [s["loss"] for s in runs[(chain, 2)]["segments"]] == [4, 5, 6]
+    assert [s["loss"] for s in runs[(chain[1:], 0)]["segments"]] == [2, 3]
