@@ -699,6 +699,15 @@ def correlate(
         str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
     ] = "0.1,0.25,0.5,1",
     seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")] = 1,
+    continued: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--continue",
+            metavar="PATHS|RUNGS",
+            help="Also run each configuration through these rungs in one continued run: budget,layers,diagonal "
+            "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
+        ),
+    ] = None,
     executor: Annotated[
         Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
     ] = Executor.local,
@@ -712,9 +721,9 @@ def correlate(
 ) -> None:
     """Rank correlation of low fidelities with full training, over trainable layers x training budget."""
     with user_errors():
-        from layerprof.correlate import plan_study, run_study, write_outputs
+        from layerprof.correlate import ContinuedResult, chain_label, plan_study, run_study, write_outputs
         from layerprof.parsing import parse_fractions, parse_layer_selection
-        from layerprof.tables import rich_correlation_table
+        from layerprof.tables import rich_continued_table, rich_correlation_table
 
         plan = plan_study(
             task,
@@ -723,11 +732,13 @@ def correlate(
             seeds,
             grid,
             grid_preset.value,
+            continued or (),
         )
+        chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
         console.print(
-            f"{task}: {len(plan.configs)} configurations x z {','.join(map(str, plan.trainable_layer_counts))} x "
-            f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)} x {seeds} seed(s) = {plan.trial_count} "
-            f"trials · {executor.value}",
+            f"{task}: {len(plan.configs)} configurations x (z {','.join(map(str, plan.trainable_layer_counts))} x "
+            f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)}{chains if plan.chains else ''}) x "
+            f"{seeds} seed(s) = {plan.trial_count} trials · {executor.value}",
             highlight=False,
         )
         failures: list[str] = []
@@ -735,7 +746,12 @@ def correlate(
 
             def on_result(result: Any, done: int, planned: int) -> None:
                 advance(done, planned)
-                if result.loss is None:
+                if isinstance(result, ContinuedResult):
+                    if result.error is not None:
+                        rung = result.segments[-1] if result.segments else None
+                        where = f"{rung.trainable_layers}@{rung.budget_fraction:g}" if rung else "its start"
+                        failures.append(f"config {result.config_index}, continued, at {where}: {result.error}")
+                elif result.loss is None:
                     failures.append(f"config {result.config_index} at z={result.trainable_layers}: {result.error}")
 
             try:
@@ -751,6 +767,8 @@ def correlate(
             errors.print(f"[yellow]... and {len(failures) - 5} more failed trials[/]")
         paths = write_outputs(result, out)
         console.print(rich_correlation_table(result))
+        if result.continued:
+            console.print(rich_continued_table(result))
         for cell in result.cells:
             if cell.note:
                 errors.print(f"[yellow]z={cell.trainable_layers}, budget {cell.budget_fraction:g}:[/] {cell.note}")

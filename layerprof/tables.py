@@ -478,6 +478,36 @@ def rich_correlation_table(result: CorrelationResult) -> Table:
     return table
 
 
+def continued_rows(result: CorrelationResult) -> list[list[str]]:
+    """One row per rung of each continued chain: rho from scratch beside rho continued."""
+
+    def rho(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    rows = []
+    for chain in result.continued:
+        label = " ".join(f"{z:g}@{f:.3g}" for z, f in chain.chain)
+        for position, rung in enumerate(chain.rungs):
+            rows.append([
+                label if position == 0 else "", f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
+                rho(rung.spearman_scratch), rho(rung.spearman), "-" if rung.regret is None else _short(rung.regret),
+                str(rung.configs),
+            ])  # fmt: skip
+    return rows
+
+
+CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "regret continued", "configs"]
+
+
+def rich_continued_table(result: CorrelationResult) -> Table:
+    table = Table(title="Continued runs: Spearman's rho of each rung vs full fidelity (trained from scratch)")
+    for header in CONTINUED_HEADERS:
+        table.add_column(header, justify="left" if header in ("continued run", "rung") else "right")
+    for row in continued_rows(result):
+        table.add_row(*row)
+    return table
+
+
 # ---------------------------------------------------------------- simulate
 
 ALGORITHMS = {"successive_halving": "Successive halving", "hyperband": "Hyperband"}
@@ -520,6 +550,7 @@ def _times(value: float | None) -> str:
 
 SIMULATION_HEADERS = [
     "path",
+    "runs",
     "rungs z@budget",
     "ρ per rung",
     "configs",
@@ -530,6 +561,7 @@ SIMULATION_HEADERS = [
 ]
 PRICE_HEADERS = [
     "path",
+    "runs",
     "device s",
     "× budget",
     "FLOPs",
@@ -539,42 +571,56 @@ PRICE_HEADERS = [
     "× budget ",
 ]
 SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
-LEFT = ("path", "rungs z@budget")
+LEFT = ("path", "runs", "rungs z@budget")
+SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
 
 
 def _brackets(outcome: Outcome) -> str:
     return " | ".join("·".join(map(str, b["configs_per_rung"])) for b in outcome.brackets)
 
 
-def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, Outcome]]:
-    """The paths the algorithm ran on (Hyperband may not fit a path), with its outcome there."""
-    return [(path, getattr(path, algorithm)) for path in simulation.paths if getattr(path, algorithm) is not None]
+def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, str, Any, Outcome]]:
+    """(path, runs, the rungs of those runs, outcome) for every path the algorithm ran on: from scratch, then
+    continued where the study allows (Hyperband may fit neither)."""
+    rows = []
+    for path in simulation.paths:
+        if getattr(path, algorithm) is not None:
+            rows.append((path, "scratch", path.rungs, getattr(path, algorithm)))
+        continued = path.continued
+        if continued is not None and getattr(continued, algorithm) is not None:
+            runs = "continued" if continued.runs == "recorded" else "assumed"
+            rows.append((path, runs, continued.rungs, getattr(continued, algorithm)))
+    return rows
+
+
+def simulation_headers(simulation: Simulation) -> list[str]:
+    return [SECONDS_HEADERS.get(simulation.seconds_used, h) if h == "trial s" else h for h in SIMULATION_HEADERS]
 
 
 def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path: its rungs, their rho, and the algorithm's regret and recorded cost (vs budget)."""
+    """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget)."""
     rows = []
-    for path, outcome in _outcomes(simulation, algorithm):
-        rungs = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in path.rungs)
-        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in path.rungs)
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
+        cells = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in rungs)
+        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in rungs)
         regret = f"{_short(outcome.regret_median)} [{_short(outcome.regret_low)}, {_short(outcome.regret_high)}]"
         rows.append([
-            path.name, rungs, rho, _brackets(outcome), regret, f"{outcome.best_found_share:.0%}",
+            path.name, runs, cells, rho, _brackets(outcome), regret, f"{outcome.best_found_share:.0%}",
             _seconds(outcome.recorded_seconds), _times(outcome.recorded_seconds_vs_budget),
         ])  # fmt: skip
     return rows
 
 
 def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path: what the algorithm's trials cost on the profiled GPU."""
+    """One row per path and way of running it: what the algorithm's trials cost on the profiled GPU."""
     rows = []
-    for path, outcome in _outcomes(simulation, algorithm):
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
         slots = " ".join("-" if r.price is None or r.price.parallel_slots is None else str(r.price.parallel_slots)
-                         for r in path.rungs)  # fmt: skip
+                         for r in rungs)  # fmt: skip
         rows.append([
-            path.name, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
+            path.name, runs, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
             _flops(outcome.flops),
-            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in path.rungs]),
+            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
             slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
         ])  # fmt: skip
     return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
@@ -597,7 +643,7 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
         rows = simulation_rows(simulation, algorithm)
         if not rows:
             continue
-        parts.append((simulation_title(simulation, algorithm), SIMULATION_HEADERS, rows))
+        parts.append((simulation_title(simulation, algorithm), simulation_headers(simulation), rows))
         if simulation.profile is not None:
             parts.append(
                 (
@@ -633,8 +679,16 @@ def simulation_legend(simulation: Simulation) -> str:
     text = (
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
         f"pick minus the best ({simulation.best_full_loss:.4g}) · best: share of repeats that found the best · "
-        "configs: per rung (Hyperband: per bracket) · trial s: the study's recorded seconds · × budget: cost "
-        "relative to the budget path"
+        "configs: per rung (Hyperband: per bracket) · runs: scratch, every trial trains anew at its rung; "
+        "continued, a promoted trial trains on from its previous rung (the study's continued runs); assumed, "
+        "continued as it trained from scratch (same losses, seconds cut to the steps it adds) · "
+        + (
+            "train s: the study's recorded training seconds (set-up and evaluation left out)"
+            if simulation.seconds_used == "training"
+            else "trial s: the study's recorded seconds of whole trials (set-up included: the study did not record "
+            "it apart)"
+        )
+        + " · × budget: cost relative to the budget path run the same way"
     )
     if simulation.profile is not None:
         text += (
