@@ -232,15 +232,35 @@ def layers(
     unwrap: UnwrapOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")] = False,
     output_format: FormatOption = OutputFormat.table,
+    costs: Annotated[
+        bool,
+        typer.Option(
+            "--costs",
+            help="Per layer, from one full-training step on fake tensors: what it adds when it trains, forward and "
+            "backward (input / weight gradient) FLOPs, activations it saves, its output.",
+        ),
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="B", min=1, help="--costs: the batch size.")] = 1,
+    target: TargetOption = Target.cuda,
+    precision: PrecisionOption = Precision["32-true"],
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="PATH", help="--costs: also write JSON (and CSV beside it).")
+    ] = None,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
     seq_len: SeqLenOption = None,
     overrides: SetOption = None,
 ) -> None:
-    """Show how MODEL splits into layers, in forward order, and how much trains at each z."""
+    """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
+    layer costs)."""
     with user_errors():
         from layerprof.models import split_model
         from layerprof.tables import markdown_layer_table, rich_layer_table
+
+        if costs:
+            _print_layer_costs(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap), batch_size,
+                               precision.value, target.value, out, as_json, output_format.value)  # fmt: skip
+            return
 
         info = split_model(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap))
         split = info.layers
@@ -999,6 +1019,29 @@ def _print_cell_tables(result: Any, output_format: str) -> None:
             print(markdown_cell_table(result, batch_size) + "\n")
         else:
             console.print(rich_cell_table(result, batch_size))
+
+
+def _print_layer_costs(
+    model: str, options: Any, batch_size: int, precision: str, target: str, out: Path | None, as_json: bool,
+    output_format: str,
+) -> None:  # fmt: skip
+    from layerprof.layercosts import layer_costs
+    from layerprof.profile import ensure_writable
+    from layerprof.tables import markdown_layer_costs, rich_layer_costs
+
+    path = ensure_writable(out) if out else None
+    with console.status(f"tracing one full-training step of {model} at batch {batch_size}"):
+        table = layer_costs(model, options, batch_size, precision, target)
+    if path:
+        table.save(path)
+    if as_json:
+        print(json.dumps(table.to_dict(), indent=2))
+    elif output_format == "md":
+        print(markdown_layer_costs(table))
+    else:
+        console.print(rich_layer_costs(table))
+    if path and not as_json:
+        console.print(f"wrote {path} and {path.with_suffix('.csv')}", highlight=False)
 
 
 def _print_calibration(time_model: Any, output_format: str) -> None:

@@ -875,3 +875,52 @@ def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
 
 def markdown_prediction_check(checks: Sequence[Any]) -> str:
     return markdown_table(PREDICTION_HEADERS, prediction_rows(checks))
+
+
+# ---------------------------------------------------------------- per-layer costs
+
+LAYER_COST_HEADERS = ["#", "layer", "params", "trains +MiB", "fwd GF", "bwd input GF", "bwd weight GF",
+                      "saves MiB", "output MiB"]  # fmt: skip
+LAYER_COST_CAPTION = (
+    "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd input: "
+    "the gradient it passes down (not needed by the lowest trainable layer) · bwd weight: its parameters' "
+    "gradients · saves: what its forward keeps for backward when it trains"
+)
+
+
+def layer_cost_rows(table: Any) -> list[list[str]]:
+    def gflops(value: int) -> str:
+        return f"{value / 1e9:,.2f}"
+
+    def mib(value: int) -> str:
+        return f"{value / MIB:,.1f}"
+
+    rows = []
+    for cost in table.layers:
+        rows.append([
+            "—" if cost.index < 0 else str(cost.index), cost.name, f"{cost.params:,}", mib(cost.trainable_bytes),
+            gflops(cost.forward_flops), gflops(cost.backward_input_flops), gflops(cost.backward_weight_flops),
+            mib(cost.saved_activation_bytes), mib(cost.output_bytes),
+        ])  # fmt: skip
+    layers = table.layers
+    rows.append([
+        "", "total", f"{sum(c.params for c in layers):,}", mib(sum(c.trainable_bytes for c in layers)),
+        gflops(sum(c.forward_flops for c in layers)), gflops(sum(c.backward_input_flops for c in layers)),
+        gflops(sum(c.backward_weight_flops for c in layers)), mib(sum(c.saved_activation_bytes for c in layers)), "",
+    ])  # fmt: skip
+    return rows
+
+
+def rich_layer_costs(table: Any) -> Table:
+    title = f"{table.model}: per-layer costs · batch {table.batch_size} · {table.precision} · {table.target}"
+    rich = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_COST_CAPTION)
+    for header in LAYER_COST_HEADERS:
+        rich.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_cost_rows(table):
+        rich.add_row(*values, style="bold" if values[1] == "total" else None)
+    return rich
+
+
+def markdown_layer_costs(table: Any) -> str:
+    right = [header != "layer" for header in LAYER_COST_HEADERS]
+    return markdown_table(LAYER_COST_HEADERS, layer_cost_rows(table), right) + "\n\n" + LAYER_COST_CAPTION
