@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,6 +58,7 @@ ExportFormat = choices("ExportFormat", EXPORTERS)
 PlanExport = choices("PlanExport", ("ray",))
 Target = choices("Target", TARGETS)
 ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
+SplitMode = choices("SplitMode", ("profile", "auto"))
 Executor = choices("Executor", EXECUTORS)
 GridPreset = choices("GridPreset", GRID_PRESETS)
 Precision = choices("Precision", PRECISIONS)
@@ -237,10 +239,20 @@ def layers(
         typer.Option(
             "--costs",
             help="Per layer, from one full-training step on fake tensors: what it adds when it trains, forward and "
-            "backward (input / weight gradient) FLOPs, activations it saves, its output.",
+            "backward FLOPs (weight gradients, inside, passed down), activations it saves, its output.",
         ),
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="B", min=1, help="--costs: the batch size.")] = 1,
+    depth: Annotated[
+        int,
+        typer.Option(
+            "--depth",
+            metavar="N",
+            min=0,
+            help="Split N levels deeper: also descend into the classes of the layers that hold two or more "
+            "sub-modules with parameters (the --unwrap classes that reproduce it are printed).",
+        ),
+    ] = 0,
     target: TargetOption = Target.cuda,
     precision: PrecisionOption = Precision["32-true"],
     out: Annotated[
@@ -257,12 +269,22 @@ def layers(
         from layerprof.models import split_model
         from layerprof.tables import markdown_layer_table, rich_layer_table
 
+        options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        if depth:
+            from layerprof.granularity import splits_by_depth
+
+            deepest = splits_by_depth(model, options, depth)[-1]
+            if deepest.depth < depth:
+                errors.print(f"[dim]note:[/] nothing below depth {deepest.depth} to descend into", highlight=False)
+            options = replace(options, unwrap=deepest.unwrap)
+            if not as_json:
+                console.print(f"depth {deepest.depth}: --unwrap {','.join(deepest.unwrap)}", highlight=False)
         if costs:
-            _print_layer_costs(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap), batch_size,
-                               precision.value, target.value, out, as_json, output_format.value)  # fmt: skip
+            _print_layer_costs(model, options, batch_size, precision.value, target.value, out, as_json,
+                               output_format.value)  # fmt: skip
             return
 
-        info = split_model(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap))
+        info = split_model(model, options)
         split = info.layers
         if as_json:
             print(json.dumps([layer.to_dict() for layer in split], indent=2))
@@ -598,6 +620,14 @@ def ladder(
     export: Annotated[
         ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
     ] = None,
+    split: Annotated[
+        SplitMode,
+        typer.Option(
+            "--split",
+            help="auto: also compare the model's splits at other depths (finer layers) by the ladder each gives, "
+            "from one per-layer trace, and name the best.",
+        ),
+    ] = SplitMode.profile,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
@@ -619,12 +649,18 @@ def ladder(
         )
         for note in notes:
             errors.print(f"[yellow]warning:[/] {note}", highlight=False)
+        report = _split_report(profile_path, result, eta) if split is SplitMode.auto else None
         if export is not None:
             print(export_snippet(result, export.value), end="")
         elif as_json:
-            print(json.dumps(result.to_dict(), indent=2))
+            data = result.to_dict()
+            if report is not None:
+                data["split"] = asdict(report)
+            print(json.dumps(data, indent=2))
         else:
             _print_ladder(result, output_format.value)
+            if report is not None:
+                _print_split_report(report, output_format.value)
 
 
 @app.command()
@@ -1019,6 +1055,24 @@ def _print_cell_tables(result: Any, output_format: str) -> None:
             print(markdown_cell_table(result, batch_size) + "\n")
         else:
             console.print(rich_cell_table(result, batch_size))
+
+
+def _split_report(profile_path: Path, ladder: Any, eta: float) -> Any:
+    from layerprof.granularity import choose_split_for_profile
+    from layerprof.profile import load_profile
+
+    with console.status("comparing the splits at other depths (one per-layer trace)"):
+        return choose_split_for_profile(load_profile(profile_path), ladder.batch_size, eta)
+
+
+def _print_split_report(report: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_split_report, rich_split_report
+
+    if output_format == "md":
+        print(markdown_split_report(report))
+    else:
+        console.print(rich_split_report(report))
+    console.print(f"split: {report.reason}", highlight=False)
 
 
 def _print_layer_costs(

@@ -47,8 +47,9 @@ class LayerCost:
     params: int
     trainable_bytes: int = 0  # gradients and optimizer state its parameters add when it trains
     forward_flops: int = 0
-    backward_input_flops: int = 0  # the gradient it passes to the layer below
+    backward_input_flops: int = 0  # the gradient it passes to the layer below (skipped when it is the lowest)
     backward_weight_flops: int = 0  # its parameters' gradients
+    backward_internal_flops: int = 0  # activation gradients inside the layer, needed whenever it trains
     saved_activation_bytes: int = 0  # what its forward keeps for backward when it trains
     output_bytes: int = 0
 
@@ -198,7 +199,59 @@ def layer_costs(
                     cell.update()
             finally:
                 attribution.remove()
+            cell.optimizer.zero_grad(set_to_none=True)
+            own = _own_backward_flops(cell, [modules[layer.name] for layer in layers])
+    for cost, kept in zip(costs, own, strict=False):
+        # everything but the weights' gradients and what is passed down stays inside the layer
+        backward = cost.backward_input_flops + cost.backward_weight_flops
+        cost.backward_input_flops = backward - kept
+        cost.backward_internal_flops = kept - cost.backward_weight_flops
     return LayerCostTable(spec, batch_size, precision, target, costs)
+
+
+def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[int]:
+    """Each layer's backward FLOPs without the gradient it passes down: a forward with every layer's inputs
+    detached (so that no layer asks for its input's gradient), then each layer's backward on its own."""
+    outputs: list[list[torch.Tensor]] = [[] for _ in modules]
+
+    def keep(index: int, output: Any) -> Any:
+        """Record the layer's outputs and hand the model clones, so that an in-place operation after the layer (a
+        residual `out += identity`) cannot graft other layers' graphs onto them."""
+        from torch.utils._pytree import tree_map
+
+        def swap(value: Any) -> Any:
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                outputs[index].append(value)
+                return value.clone()
+            return value
+
+        return tree_map(swap, output)
+
+    handles = []
+    for index, module in enumerate(modules):
+        handles.append(module.register_forward_pre_hook(lambda _m, args, kwargs: (_detached(args), _detached(kwargs)),
+                                                        with_kwargs=True))  # fmt: skip
+        handles.append(module.register_forward_hook(lambda _m, _args, output, index=index: keep(index, output)))
+    try:
+        cell.forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    own = []
+    for tensors in outputs:
+        recorder = OpRecorder()
+        recorder.phase = Phase.BACKWARD
+        if tensors:
+            with recorder:
+                torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
+        own.append(sum(op.flops for op in recorder.ops))
+    return own
+
+
+def _detached(value: Any) -> Any:
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda v: v.detach() if isinstance(v, torch.Tensor) else v, value)
 
 
 def _trainable_bytes(

@@ -879,12 +879,13 @@ def markdown_prediction_check(checks: Sequence[Any]) -> str:
 
 # ---------------------------------------------------------------- per-layer costs
 
-LAYER_COST_HEADERS = ["#", "layer", "params", "trains +MiB", "fwd GF", "bwd input GF", "bwd weight GF",
-                      "saves MiB", "output MiB"]  # fmt: skip
+LAYER_COST_HEADERS = ["#", "layer", "params", "trains +MiB", "fwd GF", "bwd weight GF", "bwd inside GF",
+                      "bwd down GF", "saves MiB", "output MiB"]  # fmt: skip
 LAYER_COST_CAPTION = (
-    "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd input: "
-    "the gradient it passes down (not needed by the lowest trainable layer) · bwd weight: its parameters' "
-    "gradients · saves: what its forward keeps for backward when it trains"
+    "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd "
+    "weight: its parameters' gradients · bwd inside: activation gradients inside the layer · bwd down: the "
+    "gradient it passes to the layer below (not when it is the lowest trainable layer) · saves: what its forward "
+    "keeps for backward when it trains"
 )
 
 
@@ -899,14 +900,15 @@ def layer_cost_rows(table: Any) -> list[list[str]]:
     for cost in table.layers:
         rows.append([
             "—" if cost.index < 0 else str(cost.index), cost.name, f"{cost.params:,}", mib(cost.trainable_bytes),
-            gflops(cost.forward_flops), gflops(cost.backward_input_flops), gflops(cost.backward_weight_flops),
-            mib(cost.saved_activation_bytes), mib(cost.output_bytes),
+            gflops(cost.forward_flops), gflops(cost.backward_weight_flops), gflops(cost.backward_internal_flops),
+            gflops(cost.backward_input_flops), mib(cost.saved_activation_bytes), mib(cost.output_bytes),
         ])  # fmt: skip
     layers = table.layers
     rows.append([
         "", "total", f"{sum(c.params for c in layers):,}", mib(sum(c.trainable_bytes for c in layers)),
-        gflops(sum(c.forward_flops for c in layers)), gflops(sum(c.backward_input_flops for c in layers)),
-        gflops(sum(c.backward_weight_flops for c in layers)), mib(sum(c.saved_activation_bytes for c in layers)), "",
+        gflops(sum(c.forward_flops for c in layers)), gflops(sum(c.backward_weight_flops for c in layers)),
+        gflops(sum(c.backward_internal_flops for c in layers)), gflops(sum(c.backward_input_flops for c in layers)),
+        mib(sum(c.saved_activation_bytes for c in layers)), "",
     ])  # fmt: skip
     return rows
 
@@ -924,3 +926,36 @@ def rich_layer_costs(table: Any) -> Table:
 def markdown_layer_costs(table: Any) -> str:
     right = [header != "layer" for header in LAYER_COST_HEADERS]
     return markdown_table(LAYER_COST_HEADERS, layer_cost_rows(table), right) + "\n\n" + LAYER_COST_CAPTION
+
+
+# ---------------------------------------------------------------- split granularity
+
+SPLIT_HEADERS = ["depth", "layers", "--unwrap", "rungs (z)", "FLOPs × full at each rung", "close to η", "distance"]
+
+
+def split_rows(report: Any) -> list[list[str]]:
+    rows = []
+    for choice in report.choices:
+        full = choice.flops_by_z[choice.layer_count]
+        shares = " → ".join(f"{choice.flops_by_z[z] / full:.2f}" for z in choice.rungs)
+        rows.append([
+            f"{choice.depth}{' *' if choice.chosen else ''}", str(choice.layer_count), ",".join(choice.unwrap) or "—",
+            ", ".join(map(str, choice.rungs)), shares, "yes" if choice.close_to_eta else "no",
+            "—" if math.isinf(choice.distance_from_eta) else f"{choice.distance_from_eta:.2f}",
+        ])  # fmt: skip
+    return rows
+
+
+def rich_split_report(report: Any) -> Table:
+    title = f"splits at other depths · {report.model} · batch {report.batch_size} · η={report.eta:g} (* chosen)"
+    caption = "rungs chosen on each split's FLOP staircase, composed from one per-layer trace"
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in SPLIT_HEADERS:
+        table.add_column(header, justify="left" if header in ("--unwrap", "rungs (z)") else "right", overflow="fold")
+    for values in split_rows(report):
+        table.add_row(*values)
+    return table
+
+
+def markdown_split_report(report: Any) -> str:
+    return markdown_table(SPLIT_HEADERS, split_rows(report))
