@@ -346,6 +346,14 @@ def profile(
             show_default=False,
         ),
     ] = None,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer",
+            help="After the sweep, time each layer's forward and backward in full training (CUDA events on a GPU, "
+            "perf counters on the CPU), at every batch size.",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -403,8 +411,10 @@ def profile(
         cpu_list = parse_cpu_list(cpus) if cpus else None
         with console.status(f"building {model} on {device}"):
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list)
+        job.per_layer = per_layer
         result = _run_job(job, f"{job.device}")
         _print_cell_tables(result, output_format.value)
+        _print_layer_times(result, output_format.value)
         _print_recommended_ladder(result, output_format.value)
         console.print(
             f"wrote {job.path} and {job.path.with_suffix('.csv')} · sweep {result.timing.sweep_wall_s:.0f} s, "
@@ -1073,6 +1083,16 @@ def _print_split_report(report: Any, output_format: str) -> None:
     else:
         console.print(rich_split_report(report))
     console.print(f"split: {report.reason}", highlight=False)
+
+
+def _print_layer_times(result: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_layer_times, rich_layer_times
+
+    for times in result.layer_times or []:
+        if output_format == "md":
+            print(markdown_layer_times(times) + "\n")
+        else:
+            console.print(rich_layer_times(times, result.model.spec))
 
 
 def _print_layer_costs(

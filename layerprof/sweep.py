@@ -649,6 +649,7 @@ class SweepJob:
     path: Path
     loaded: LoadedModel | None = None  # measured sweeps; an estimate builds its own model on fake tensors
     time_model: Any = None  # estimates: the layerprof.timemodel.TimeModel that predicts their step times
+    per_layer: bool = False  # measured sweeps: also time each layer's forward and backward in full training
 
     def run(self, observer: SweepObserver | None = None) -> Profile:
         """Run every cell, saving the profile (JSON and CSV) after each."""
@@ -669,7 +670,7 @@ class SweepJob:
                 time_model=self.time_model,
             )
         assert self.loaded is not None
-        return profile_model(
+        profile = profile_model(
             self.loaded,
             self.layers,
             self.settings,
@@ -678,6 +679,31 @@ class SweepJob:
             save=save,
             environment=self.environment,
         )
+        if self.per_layer:
+            profile.layer_times = [
+                times.to_dict() for times in layer_times(self.loaded, self.layers, profile, self.device)
+            ]
+            save(profile)
+        return profile
+
+
+def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, device: torch.device) -> list[Any]:
+    """`profile --per-layer`: each layer's forward and backward time in full training, at every batch size whose
+    full-training cell ran."""
+    from layerprof.layertimes import measure_layer_times
+
+    measured = []
+    guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+    with guard:
+        for batch_size in profile.batch_sizes():
+            full = profile.row(batch_size, len(layers))
+            if full is None or not full.ok:
+                continue
+            with prepared_cell(loaded, layers, batch_size, len(layers), profile.settings, device) as cell:
+                for _ in range(profile.settings.warmup_steps):
+                    cell.step()
+                measured.append(measure_layer_times(cell, layers, device))
+    return measured
 
 
 def validate_settings(settings: SweepSettings) -> None:

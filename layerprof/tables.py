@@ -959,3 +959,40 @@ def rich_split_report(report: Any) -> Table:
 
 def markdown_split_report(report: Any) -> str:
     return markdown_table(SPLIT_HEADERS, split_rows(report))
+
+
+# ---------------------------------------------------------------- measured per-layer times
+
+LAYER_TIME_HEADERS = ["#", "layer", "forward ms", "backward ms", "share of the marked step"]
+
+
+def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
+    step = times["marked_step_ms"] or 1.0
+    return [
+        [
+            str(t["index"]),
+            t["name"],
+            f"{t['forward_ms']:,.3f}",
+            f"{t['backward_ms']:,.3f}",
+            f"{(t['forward_ms'] + t['backward_ms']) / step:.1%}",
+        ]  # fmt: skip
+        for t in times["layers"]
+    ]
+
+
+def rich_layer_times(times: dict[str, Any], model: str) -> Table:
+    title = f"{model}: time per layer in full training · batch {times['batch_size']} · {times['device']}"
+    caption = (
+        f"median of marked steps ({times['source']}), {times['marked_step_ms']:,.2f} ms each with the marks; the "
+        "rest of the step is the loss, the optimizer and the marks themselves"
+    )
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in LAYER_TIME_HEADERS:
+        table.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_time_rows(times):
+        table.add_row(*values)
+    return table
+
+
+def markdown_layer_times(times: dict[str, Any]) -> str:
+    return markdown_table(LAYER_TIME_HEADERS, layer_time_rows(times), [h != "layer" for h in LAYER_TIME_HEADERS])
