@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,6 +59,7 @@ ExportFormat = choices("ExportFormat", EXPORTERS)
 PlanExport = choices("PlanExport", ("ray",))
 Target = choices("Target", TARGETS)
 ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
+SplitMode = choices("SplitMode", ("profile", "auto"))
 Executor = choices("Executor", EXECUTORS)
 GridPreset = choices("GridPreset", GRID_PRESETS)
 Precision = choices("Precision", PRECISIONS)
@@ -250,18 +252,58 @@ def layers(
     unwrap: UnwrapOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")] = False,
     output_format: FormatOption = OutputFormat.table,
+    costs: Annotated[
+        bool,
+        typer.Option(
+            "--costs",
+            help="Per layer, from one full-training step on fake tensors: what it adds when it trains, forward and "
+            "backward FLOPs (weight gradients, inside, passed down), activations it saves, its output.",
+        ),
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="B", min=1, help="--costs: the batch size.")] = 1,
+    depth: Annotated[
+        int,
+        typer.Option(
+            "--depth",
+            metavar="N",
+            min=0,
+            help="Split N levels deeper: also descend into the classes of the layers that hold two or more "
+            "sub-modules with parameters (the --unwrap classes that reproduce it are printed).",
+        ),
+    ] = 0,
+    target: TargetOption = Target.cuda,
+    precision: PrecisionOption = Precision["32-true"],
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="PATH", help="--costs: also write JSON (and CSV beside it).")
+    ] = None,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
     seq_len: SeqLenOption = None,
     overrides: SetOption = None,
 ) -> None:
-    """Show how MODEL splits into layers, in forward order, and how much trains at each z."""
+    """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
+    layer costs)."""
     with user_errors():
         from layerprof.layers import ORDER_TITLES
         from layerprof.models import CONSTRUCTION_NOTES, split_model
         from layerprof.tables import markdown_layer_table, rich_layer_table
 
-        info = split_model(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap))
+        options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        if depth:
+            from layerprof.granularity import splits_by_depth
+
+            deepest = splits_by_depth(model, options, depth)[-1]
+            if deepest.depth < depth:
+                errors.print(f"[dim]note:[/] nothing below depth {deepest.depth} to descend into", highlight=False)
+            options = replace(options, unwrap=deepest.unwrap)
+            if not as_json:
+                console.print(f"depth {deepest.depth}: --unwrap {','.join(deepest.unwrap)}", highlight=False)
+        if costs:
+            _print_layer_costs(model, options, batch_size, precision.value, target.value, out, as_json,
+                               output_format.value)  # fmt: skip
+            return
+
+        info = split_model(model, options)
         split = info.layers
         if as_json:
             print(json.dumps([layer.to_dict() for layer in split], indent=2))
@@ -317,6 +359,14 @@ def profile(
             show_default=False,
         ),
     ] = None,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer",
+            help="After the sweep, time each layer's forward and backward in full training (CUDA events on a GPU, "
+            "perf counters on the CPU), at every batch size.",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -377,8 +427,10 @@ def profile(
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
         with console.status(f"building {model} on {device}"):
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
+        job.per_layer = per_layer
         result = _run_job(job, f"{job.device}")
         _print_cell_tables(result, output_format.value)
+        _print_layer_times(result, output_format.value)
         failure = result.failure_summary()
         if failure is None:
             _print_recommended_ladder(result, output_format.value)
@@ -605,6 +657,14 @@ def ladder(
     export: Annotated[
         ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
     ] = None,
+    split: Annotated[
+        SplitMode,
+        typer.Option(
+            "--split",
+            help="auto: also compare the model's splits at other depths (finer layers) by the ladder each gives, "
+            "from one per-layer trace, and name the best.",
+        ),
+    ] = SplitMode.profile,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
@@ -626,12 +686,18 @@ def ladder(
         )
         for note in notes:
             errors.print(f"[yellow]warning:[/] {note}", highlight=False)
+        report = _split_report(profile_path, result, eta) if split is SplitMode.auto else None
         if export is not None:
             print(export_snippet(result, export.value), end="")
         elif as_json:
-            print(json.dumps(result.to_dict(), indent=2))
+            data = result.to_dict()
+            if report is not None:
+                data["split"] = asdict(report)
+            print(json.dumps(data, indent=2))
         else:
             _print_ladder(result, output_format.value)
+            if report is not None:
+                _print_split_report(report, output_format.value)
 
 
 @app.command()
@@ -731,6 +797,15 @@ def correlate(
         str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
     ] = "0.1,0.25,0.5,1",
     seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")] = 1,
+    continued: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--continue",
+            metavar="PATHS|RUNGS",
+            help="Also run each configuration through these rungs in one continued run: budget,layers,diagonal "
+            "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
+        ),
+    ] = None,
     executor: Annotated[
         Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
     ] = Executor.local,
@@ -744,9 +819,9 @@ def correlate(
 ) -> None:
     """Rank correlation of low fidelities with full training, over trainable layers x training budget."""
     with user_errors():
-        from layerprof.correlate import plan_study, run_study, write_outputs
+        from layerprof.correlate import ContinuedResult, chain_label, plan_study, run_study, write_outputs
         from layerprof.parsing import parse_fractions, parse_layer_selection
-        from layerprof.tables import rich_correlation_table
+        from layerprof.tables import rich_continued_table, rich_correlation_table
 
         plan = plan_study(
             task,
@@ -755,11 +830,13 @@ def correlate(
             seeds,
             grid,
             grid_preset.value,
+            continued or (),
         )
+        chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
         console.print(
-            f"{task}: {len(plan.configs)} configurations x z {','.join(map(str, plan.trainable_layer_counts))} x "
-            f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)} x {seeds} seed(s) = {plan.trial_count} "
-            f"trials · {executor.value}",
+            f"{task}: {len(plan.configs)} configurations x (z {','.join(map(str, plan.trainable_layer_counts))} x "
+            f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)}{chains if plan.chains else ''}) x "
+            f"{seeds} seed(s) = {plan.trial_count} trials · {executor.value}",
             highlight=False,
         )
         failures: list[str] = []
@@ -767,7 +844,12 @@ def correlate(
 
             def on_result(result: Any, done: int, planned: int) -> None:
                 advance(done, planned)
-                if result.loss is None:
+                if isinstance(result, ContinuedResult):
+                    if result.error is not None:
+                        rung = result.segments[-1] if result.segments else None
+                        where = f"{rung.trainable_layers}@{rung.budget_fraction:g}" if rung else "its start"
+                        failures.append(f"config {result.config_index}, continued, at {where}: {result.error}")
+                elif result.loss is None:
                     failures.append(f"config {result.config_index} at z={result.trainable_layers}: {result.error}")
 
             try:
@@ -783,6 +865,8 @@ def correlate(
             errors.print(f"[yellow]... and {len(failures) - 5} more failed trials[/]")
         paths = write_outputs(result, out)
         console.print(rich_correlation_table(result))
+        if result.continued:
+            console.print(rich_continued_table(result))
         for cell in result.cells:
             if cell.note:
                 errors.print(f"[yellow]z={cell.trainable_layers}, budget {cell.budget_fraction:g}:[/] {cell.note}")
@@ -914,6 +998,7 @@ def plan(
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
     with user_errors():
         from layerprof.cluster import inventory_from_ray, parse_inventory
+        from layerprof.estimate import PlanPredictor
         from layerprof.exporters import export_plan_ray
         from layerprof.plan import plan_cluster
         from layerprof.profile import load_profile
@@ -931,6 +1016,7 @@ def plan(
             budget_steps=budget_steps,
             batch_size=batch_size,
             min_layers=min_layers,
+            predict=PlanPredictor,
         )
         if export is not None:
             print(export_plan_ray(result), end="")
@@ -1011,6 +1097,57 @@ def _print_cell_tables(result: Any, output_format: str) -> None:
             print(markdown_cell_table(result, batch_size) + "\n")
         else:
             console.print(rich_cell_table(result, batch_size))
+
+
+def _split_report(profile_path: Path, ladder: Any, eta: float) -> Any:
+    from layerprof.granularity import choose_split_for_profile
+    from layerprof.profile import load_profile
+
+    with console.status("comparing the splits at other depths (one per-layer trace)"):
+        return choose_split_for_profile(load_profile(profile_path), ladder.batch_size, eta)
+
+
+def _print_split_report(report: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_split_report, rich_split_report
+
+    if output_format == "md":
+        print(markdown_split_report(report))
+    else:
+        console.print(rich_split_report(report))
+    console.print(f"split: {report.reason}", highlight=False)
+
+
+def _print_layer_times(result: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_layer_times, rich_layer_times
+
+    for times in result.layer_times or []:
+        if output_format == "md":
+            print(markdown_layer_times(times) + "\n")
+        else:
+            console.print(rich_layer_times(times, result.model.spec))
+
+
+def _print_layer_costs(
+    model: str, options: Any, batch_size: int, precision: str, target: str, out: Path | None, as_json: bool,
+    output_format: str,
+) -> None:  # fmt: skip
+    from layerprof.layercosts import layer_costs
+    from layerprof.profile import ensure_writable
+    from layerprof.tables import markdown_layer_costs, rich_layer_costs
+
+    path = ensure_writable(out) if out else None
+    with console.status(f"tracing one full-training step of {model} at batch {batch_size}"):
+        table = layer_costs(model, options, batch_size, precision, target)
+    if path:
+        table.save(path)
+    if as_json:
+        print(json.dumps(table.to_dict(), indent=2))
+    elif output_format == "md":
+        print(markdown_layer_costs(table))
+    else:
+        console.print(rich_layer_costs(table))
+    if path and not as_json:
+        console.print(f"wrote {path} and {path.with_suffix('.csv')}", highlight=False)
 
 
 def _print_calibration(time_model: Any, output_format: str) -> None:

@@ -31,6 +31,7 @@ from layerprof.devices import (
     CUDA_CONTEXT_RESERVE_BYTES,
     TARGETS,
     AllocatorConfig,
+    GpuKind,
     MatmulThreads,
     cublas_workspace_bytes,
     gpu_kind,
@@ -58,7 +59,7 @@ from layerprof.sweep import (
     torch_dtype,
     warn_frozen_batchnorm,
 )
-from layerprof.timemodel import DevicePeaks, MeasuredStep, Numerics, TimeModel, cpu_peaks
+from layerprof.timemodel import DevicePeaks, MeasuredStep, Numerics, TimeConstants, TimeModel, cpu_peaks
 from layerprof.timemodel import calibrate as calibrate_model
 
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
@@ -355,15 +356,66 @@ def plan_estimate(
     )  # fmt: skip
 
 
+class PlanPredictor:
+    """Step times of one model's cells on GPU kinds nobody measured, for `plan`: each z's step traced once on fake
+    tensors (the trace does not depend on the GPU), priced per kind by the time model with the constants fitted to
+    the model's own measured profiles where there are any (the largest measured GPU's), else the defaults."""
+
+    def __init__(self, group: Any) -> None:  # a layerprof.plan.ProfileSet
+        self.group = group
+        self.reference: Profile = group.reference()
+        self.traces: dict[int, StepTrace | None] = {}
+        self.constants: TimeConstants | None = None
+        self.basis = "default constants"
+        self.traceable = True
+        if group.measured:
+            name, measured = max(group.measured.items(), key=lambda item: gpu_kind(item[0]).memory_mib)
+            try:
+                steps = measured_steps(measured, "cuda")
+            except LayerprofError:  # a model this machine cannot build (a user factory elsewhere): scale instead
+                steps, self.traceable = [], False
+            if steps:
+                self.constants = calibrate_model(steps, DevicePeaks.of_gpu(gpu_kind(name))).constants
+                self.basis = f"calibrated on its {name} profile"
+
+    def trace(self, z: int) -> StepTrace | None:
+        if z not in self.traces:
+            traces: dict[tuple[int, int], StepTrace] = {}
+            if self.traceable:
+                settings = replace(
+                    self.reference.settings, batch_sizes=(self.group.batch_size,), trainable_layer_counts=(z,),
+                    mode="estimate", target="cuda", target_gpu=None,
+                )  # fmt: skip
+                options = ModelOptions.of_profile(self.reference)
+                try:
+                    estimate_model(self.reference.model.spec, options, settings, traces=traces)
+                except LayerprofError:
+                    self.traceable = False
+            self.traces[z] = traces.get((self.group.batch_size, z))
+        return self.traces[z]
+
+    def __call__(self, z: int, gpu: GpuKind) -> tuple[float, str, float] | None:
+        trace = self.trace(z)
+        if trace is None:
+            return None
+        model = TimeModel.default(DevicePeaks.of_gpu(gpu), Numerics.of(self.reference.environment.numerics))
+        if self.constants is not None:
+            model = TimeModel(model.peaks, self.constants, model.numerics)
+        predicted = model.predict(trace)
+        busy = min(1.0, predicted.device_ms / predicted.step_ms) if predicted.step_ms else 1.0
+        return predicted.step_ms, f"predicted for {gpu.name} ({self.basis})", busy
+
+
 # ---------------------------------------------------------------- what fits
 
 
 @dataclass
 class FitResult:
     trainable_layers: int
-    largest_batch_size: int  # 0: not even batch 1 fits
+    largest_batch_size: int  # 0: not even the smallest batch fits
     need_at_largest_bytes: int | None
     smallest_gpu: str | None = None  # for the requested batch size, the smallest listed GPU that runs it
+    predicted_step_time_ms: float | None = None  # at the largest batch, by the time model (not measured)
 
 
 @dataclass
@@ -373,6 +425,9 @@ class FitReport:
     memory_bytes: int  # the budget
     batch_size: int | None  # the batch the smallest GPUs were found for, if asked
     results: list[FitResult]
+    smallest_batch_size: int = 1  # 2 where a batch of 1 cannot train (BatchNorm)
+    time_model: str | None = None  # what the predicted step times stand on
+    traces: int = 0  # fake-tensor steps the search ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -385,10 +440,12 @@ def fit_model(
     memory_bytes: int,
     layer_selection: LayerSelection,
     batch_size: int | None = None,
+    time_model: TimeModel | None = None,
 ) -> FitReport:
     """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
-    for CUDA) and, given `batch_size`, the smallest listed GPU that runs it."""
-    search = FitSearch(spec, options, settings)
+    for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
+    the smallest listed GPU that runs it."""
+    search = FitSearch(spec, options, settings, time_model)
     zs = layer_selection.resolve(len(search.layers))
     results = [search.largest_batch(z, memory_bytes) for z in zs]
     if batch_size is not None:
@@ -397,89 +454,111 @@ def fit_model(
     if all(result.largest_batch_size == 0 for result in results):
         lowest = min(result.need_at_largest_bytes or 0 for result in results)
         raise LayerprofError(
-            f"no z fits in {memory_bytes / 2**30:.2f} GiB even at batch 1; the smallest need is "
-            f"{lowest / 2**30:.2f} GiB (z={min(zs)}, context reserve included)"
+            f"no z fits in {memory_bytes / 2**30:.2f} GiB even at batch {search.smallest_batch}; the smallest need "
+            f"is {lowest / 2**30:.2f} GiB (z={min(zs)}, context reserve included)"
         )
-    return FitReport(spec, search.settings.target or "cuda", memory_bytes, batch_size, results)
+    return FitReport(
+        spec, search.settings.target or "cuda", memory_bytes, batch_size, results, search.smallest_batch,
+        search.time_model.label, len(search.needs),
+    )  # fmt: skip
+
+
+# the errors a model raises for a batch of one in training (BatchNorm needs two values per channel)
+SINGLE_SAMPLE_ERRORS = ("more than 1 value per channel",)
 
 
 class FitSearch:
-    """Largest batch per z under a memory budget: a line through two estimates, then checked at the boundary."""
+    """Largest batch per z under a memory budget. A step's memory is affine in the batch size at a given z (the
+    parameters, gradients and optimizer state are fixed, activations grow per sample), up to the allocator's
+    block rounding: two traces give the line, its crossing with the budget is checked exactly, and secant steps
+    (bisection where they stall) from the nearest known batches close the gap. The answer fits and the next
+    batch does not, exactly; a z typically costs four traces."""
 
-    def __init__(self, spec: str, options: ModelOptions, settings: SweepSettings) -> None:
+    def __init__(
+        self, spec: str, options: ModelOptions, settings: SweepSettings, time_model: TimeModel | None = None
+    ) -> None:
         self.settings = replace(settings, mode="estimate", target=settings.target or "cuda")
+        self.time_model = time_model or default_time_model(self.settings)
         self.mode, self.loaded = build_fake_model(spec, options, settings.precision)
         self.reserve = CUDA_CONTEXT_RESERVE_BYTES if self.settings.target == "cuda" else 0
         with self.mode:
             self.layers = self.loaded.split()
-        self._cache: dict[tuple[int, int], int] = {}
+        self.needs: dict[tuple[int, int], int] = {}
+        self.traces: dict[tuple[int, int], StepTrace] = {}
+        self.smallest_batch = 1
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
-        key = (trainable_layers, batch_size)
-        if key not in self._cache:
+        key = (batch_size, trainable_layers)
+        if key not in self.needs:
             with self.mode:
                 row, _ = estimate_cell(
-                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE
-                )
+                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE,
+                    traces=self.traces,
+                )  # fmt: skip
             if not row.ok:
+                if batch_size == 1 and any(marker in (row.message or "") for marker in SINGLE_SAMPLE_ERRORS):
+                    self.smallest_batch = 2
+                    raise _SingleSampleError
                 raise LayerprofError(f"z={trainable_layers}, batch {batch_size}: {row.message}")
-            self._cache[key] = int(row.peak_memory_bytes or 0) + self.reserve
-        return self._cache[key]
+            self.needs[key] = int(row.peak_memory_bytes or 0) + self.reserve
+        return self.needs[key]
 
     def largest_batch(self, trainable_layers: int, budget_bytes: int, limit: int = 1 << 24) -> FitResult:
-        """Memory grows with the batch almost linearly: a line through batch 1 and 256 guesses the boundary,
-        steps of 1% of the guess (doubling) bracket it, and interpolation inside the bracket (bisection where
-        interpolation stalls) pins it, so a z costs a handful of estimates. The allocator's block rules make
-        the line a little uneven. The answer fits, and the next batch does not (below 1,000; above, a batch within
-        0.1% of it does not)."""
-
         def need(batch_size: int) -> int:
             return self.need_bytes(trainable_layers, batch_size)
 
-        if need(1) > budget_bytes:
-            return FitResult(trainable_layers, 0, need(1))
-        low, high = self._bracket(need, budget_bytes, limit)
-        if high is None:
-            return FitResult(trainable_layers, low, need(low))
-        interpolate = True
-        while high - low > max(1, low // 1000):  # exact below batch 1000, within 0.1% above
-            if interpolate:
-                share = (budget_bytes - need(low)) / max(1, need(high) - need(low))
-                middle = min(high - 1, max(low + 1, low + math.floor(share * (high - low))))
+        try:
+            first = self.smallest_batch
+            first_need = need(first)
+        except _SingleSampleError:
+            first = self.smallest_batch
+            first_need = need(first)
+        if first_need > budget_bytes:
+            return FitResult(trainable_layers, 0, first_need)
+        fits, fails = first, None  # the largest batch known to fit, the smallest known not to
+        known = {first: first_need}
+        probe, width = min(limit, first + 63), None
+        while probe > fits:
+            known[probe] = need(probe)
+            if known[probe] <= budget_bytes:
+                fits = probe
             else:
-                middle = (low + high) // 2
-            width = high - low
-            low, high = (middle, high) if need(middle) <= budget_bytes else (low, middle)
-            interpolate = high - low < width / 2  # bisect after a step that did not halve the bracket
-        return FitResult(trainable_layers, low, need(low))
+                fails = probe
+            if (fails is not None and fails - fits <= 1) or (fails is None and fits >= limit):
+                break
+            previous, width = width, (None if fails is None else fails - fits)
+            stalled = previous is not None and width is not None and width > previous // 2
+            probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
+        result = FitResult(trainable_layers, fits, need(fits))
+        trace = self.traces.get((fits, trainable_layers))
+        if trace is not None:
+            result.predicted_step_time_ms = self.time_model.predict(trace).step_ms
+        return result
 
     @staticmethod
-    def _bracket(need: Callable[[int], int], budget_bytes: int, limit: int) -> tuple[int, int | None]:
-        """(a batch that fits, a larger one that does not), or (limit, None) when even the limit fits."""
-        previous, guess = 1, 256
-        for _ in range(4):  # secant steps along the memory line, from batch 1 and 256 towards the boundary
-            rise = need(guess) - need(previous)
-            if rise <= 0:
-                break
-            target = guess + (budget_bytes - need(guess)) * (guess - previous) / rise
-            previous, guess = guess, int(max(1, min(limit, math.floor(target))))
-            if abs(guess - previous) <= max(1, previous // 100):
-                break
-        step = max(1, guess // 100)
-        if need(guess) <= budget_bytes:
-            low = guess
-            while low < limit:
-                candidate = min(limit, low + step)
-                if need(candidate) > budget_bytes:
-                    return low, candidate
-                low, step = candidate, step * 2
-            return limit, None
-        high = guess
-        while True:
-            candidate = max(1, high - step)
-            if need(candidate) <= budget_bytes:
-                return candidate, high
-            high, step = candidate, step * 2
+    def _next_probe(
+        known: dict[int, int], fits: int, fails: int | None, budget_bytes: int, limit: int, bisect: bool
+    ) -> int:
+        """Where the line through the bracket's ends (the two largest fitting batches while nothing failed) meets
+        the budget, strictly inside the bracket; its middle where the last step did not halve it (the
+        allocator's rounding bends the line), so that the search never takes more than a bisection's steps."""
+        upper = limit + 1 if fails is None else fails
+        if bisect and fails is not None:
+            return (fits + fails) // 2
+        if fails is not None:
+            (b1, n1), (b2, n2) = (fits, known[fits]), (fails, known[fails])
+        else:
+            (b1, n1), (b2, n2) = sorted(known.items())[-2:]
+        slope = (n2 - n1) / (b2 - b1) if b2 != b1 else 0.0
+        guess = math.floor(b1 + (budget_bytes - n1) / slope) if slope > 0 else 2 * fits
+        guess = max(guess, fits + 1)  # the line says the boundary is here: confirm with the next batch
+        if guess >= upper:
+            guess = (fits + upper) // 2 if fails is not None else limit
+        return guess
 
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
         return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))
+
+
+class _SingleSampleError(Exception):
+    """Batch 1 cannot train this model; the search starts at 2."""

@@ -3,17 +3,19 @@ the trials per GPU that finish it soonest, and what successive halving and Hyper
 GPU-hours, against (a) every rung on the largest GPUs and (b) halving on training steps alone.
 
 Memory per trial comes from a profile measured on that kind, else from an estimate for CUDA. Step time comes
-from a profile measured on that kind; where there is none it is scaled from another measured kind by the two
-kinds' peak throughput, or from the FLOPs of a step at an assumed share of the kind's peak, and labelled
-*scaled*. Trials that share a GPU are assumed to slow each other once together they would use more than the
-whole GPU: one trial uses (its achieved FLOP/s) / (the GPU's peak) of it.
+from a profile measured on that kind; where there is none, the step-time model predicts it (`predict`: each z's
+step traced once, priced with the kind's peaks, constants fitted to the model's own measured profiles where there
+are any) and labels it *predicted*; without a predictor it is scaled from another measured kind by the two kinds'
+peak throughput, or from the FLOPs of a step at an assumed share of the kind's peak, and labelled *scaled*.
+Trials that share a GPU are assumed to slow each other once together they would use more than the whole GPU: one
+trial uses (its achieved FLOP/s) / (the GPU's peak) of it.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +29,8 @@ from layerprof.profile import Profile, Row
 PLAN_SCHEMA = "layerprof.plan/1"
 ASSUMED_PEAK_SHARE = 0.4  # a step's FLOP/s over the GPU's dense bf16 peak, where nothing was measured
 SCHEDULES = ("ladder", "largest GPUs", "budget only")
+# (z, GPU kind) -> (predicted step ms, where it comes from, the share of the step the GPU is busy), or None
+StepPredictor = Callable[[int, GpuKind], "tuple[float, str, float] | None"]
 
 
 # ---------------------------------------------------------------- what a trial costs on a kind
@@ -37,7 +41,9 @@ class TrialCost:
     """One trial of one z on one GPU kind, alone on the GPU."""
 
     step_time_ms: float
-    time_source: str  # "measured on L4" | "scaled from H100 by peak" | "scaled from FLOPs at 40% of peak"
+    time_source: (
+        str  # "measured on L4" | "predicted for L4 (...)" | "scaled from H100 by peak" | "scaled from FLOPs ..."
+    )
     memory_need_bytes: int
     memory_source: str
     utilisation: float  # the share of the GPU's peak one trial uses
@@ -56,6 +62,7 @@ class ProfileSet:
     layer_count: int
     measured: dict[str, Profile]  # GPU kind name -> profile
     estimate: Profile | None
+    predictor: StepPredictor | None = None  # step times on kinds nobody measured
 
     def row(self, profile: Profile, z: int) -> Row | None:
         row = profile.row(self.batch_size, z)
@@ -91,6 +98,8 @@ class ProfileSet:
         own = self.measured.get(gpu.name)
         if own is not None and (row := self.row(own, z)) and row.step_time_ms:
             return row.step_time_ms, f"measured on {gpu.name}", _utilisation(row, gpu)
+        if self.predictor is not None and (predicted := self.predictor(z, gpu)) is not None:
+            return predicted
         for name, profile in self.measured.items():
             if (row := self.row(profile, z)) and row.step_time_ms:
                 other = GPU_KINDS[name]
@@ -316,13 +325,16 @@ def plan_cluster(
     budget_steps: int = 1000,
     batch_size: int | None = None,
     min_layers: int = 1,
+    predict: Callable[[ProfileSet], StepPredictor] | None = None,
 ) -> ClusterPlan:
     """The ladder of the profiles, each rung placed on the inventory, for halving and Hyperband; and the two
-    alternatives placed the same way."""
+    alternatives placed the same way. `predict` makes the step-time predictor for kinds nobody measured."""
     check_eta(eta)
     if budget_steps < 1:
         raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
     group = profile_set(profiles, batch_size)
+    if predict is not None:
+        group.predictor = predict(group)
     reference = group.reference()
     ladder = build_ladder(
         reference, eta=eta, cost_kind=default_cost(reference), batch_size=group.batch_size, min_layers=min_layers
@@ -373,7 +385,9 @@ def plan_cluster(
         schedule.makespan_vs_ladder = schedule.makespan_seconds / ladder_schedule.makespan_seconds
         schedule.gpu_hours_vs_ladder = schedule.gpu_hours / ladder_schedule.gpu_hours
     if any(s.scaled for s in result.schedules):
-        result.notes.append("scaled: some step times were not measured on that GPU kind (see each rung's time source)")
+        result.notes.append(
+            "predicted or scaled: some step times were not measured on that GPU kind (see each rung's time source)"
+        )
     result.notes.append(ladder.fit_note)
     for profile in profiles:
         reason = profile.incomplete_reason()

@@ -407,6 +407,7 @@ class Profile:
     timing: SweepTiming = field(default_factory=SweepTiming)
     schema: str = SCHEMA
     time_model: dict[str, Any] | None = None  # estimates: the peaks and constants behind predicted times
+    layer_times: list[dict[str, Any]] | None = None  # `profile --per-layer`: layerprof.layertimes.LayerTimes
 
     @property
     def predicts_time(self) -> bool:
@@ -478,6 +479,7 @@ class Profile:
             "settings": self.settings.to_dict(),
             "timing": asdict(self.timing),
             **({"time_model": self.time_model} if self.time_model else {}),
+            **({"layer_times": self.layer_times} if self.layer_times else {}),
             "rows": [asdict(row) for row in self.rows],
         }
 
@@ -504,6 +506,7 @@ class Profile:
                 timing=SweepTiming(**_known(SweepTiming, data.get("timing", {}))),
                 schema=str(data["schema"]),
                 time_model=data.get("time_model"),
+                layer_times=data.get("layer_times"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise LayerprofError(f"{source} is a damaged layerprof profile: missing or bad {error}") from None

@@ -702,6 +702,7 @@ class SweepJob:
     order: tuple[str, str] = ("forward", "")  # the split's order and, for registration order, why
     resume: Profile | None = None  # an interrupted profile of this sweep at `path`: its finished cells are kept
     time_model: Any = None  # estimates: the layerprof.timemodel.TimeModel that predicts their step times
+    per_layer: bool = False  # measured sweeps: also time each layer's forward and backward in full training
 
     def run(self, observer: SweepObserver | None = None) -> Profile:
         """Run every cell, saving the profile (JSON and CSV) after each."""
@@ -724,7 +725,7 @@ class SweepJob:
                 time_model=self.time_model,
             )
         assert self.loaded is not None
-        return profile_model(
+        profile = profile_model(
             self.loaded,
             self.layers,
             self.settings,
@@ -734,6 +735,12 @@ class SweepJob:
             environment=self.environment,
             resume=self.resume,
         )
+        if self.per_layer:
+            profile.layer_times = [
+                times.to_dict() for times in layer_times(self.loaded, self.layers, profile, self.device)
+            ]
+            save(profile)
+        return profile
 
 
 def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Profile | None:
@@ -799,6 +806,25 @@ def warn_frozen_batchnorm(model: torch.nn.Module, layers: Sequence[Layer], setti
             FreezingWarning,
             stacklevel=3,
         )
+
+
+def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, device: torch.device) -> list[Any]:
+    """`profile --per-layer`: each layer's forward and backward time in full training, at every batch size whose
+    full-training cell ran."""
+    from layerprof.layertimes import measure_layer_times
+
+    measured = []
+    guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+    with guard:
+        for batch_size in profile.batch_sizes():
+            full = profile.row(batch_size, len(layers))
+            if full is None or not full.ok:
+                continue
+            with prepared_cell(loaded, layers, batch_size, len(layers), profile.settings, device) as cell:
+                for _ in range(profile.settings.warmup_steps):
+                    cell.step()
+                measured.append(measure_layer_times(cell, layers, device))
+    return measured
 
 
 def validate_settings(settings: SweepSettings) -> None:

@@ -420,7 +420,7 @@ def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
 
 def fit_headers(fit: FitReport) -> list[str]:
     extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
-    return ["z", "largest batch", "need GiB", *extra]
+    return ["z", "largest batch", "need GiB", "pred. step ms", *extra]
 
 
 def fit_rows(fit: FitReport) -> list[list[str]]:
@@ -430,6 +430,7 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
             str(result.trainable_layers),
             str(result.largest_batch_size),
             f"{(result.need_at_largest_bytes or 0) / 2**30:.2f}",
+            _format("step_time_ms", result.predicted_step_time_ms),
         ]
         if fit.batch_size:
             values.append(result.smallest_gpu or "none listed")
@@ -439,7 +440,10 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
 
 def rich_fit_table(fit: FitReport) -> Table:
     title = f"{fit.model}: largest batch in {fit.memory_bytes / 2**30:.1f} GiB ({fit.target})"
-    table = Table(title=title, title_justify="left", header_style="bold")
+    caption = f"pred. step ms: {fit.time_model}, at the largest batch" if fit.time_model else None
+    if fit.smallest_batch_size > 1:
+        caption = (caption + "; " if caption else "") + "a batch of 1 cannot train this model (BatchNorm): from 2"
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
     for header in fit_headers(fit):
         table.add_column(header, justify="right")
     for values in fit_rows(fit):
@@ -471,6 +475,36 @@ def rich_correlation_table(result: CorrelationResult) -> Table:
         table.add_column(f"{fraction:g}", justify="right")
     for z in reversed(result.trainable_layer_counts):
         table.add_row(str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions))
+    return table
+
+
+def continued_rows(result: CorrelationResult) -> list[list[str]]:
+    """One row per rung of each continued chain: rho from scratch beside rho continued."""
+
+    def rho(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    rows = []
+    for chain in result.continued:
+        label = " ".join(f"{z:g}@{f:.3g}" for z, f in chain.chain)
+        for position, rung in enumerate(chain.rungs):
+            rows.append([
+                label if position == 0 else "", f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
+                rho(rung.spearman_scratch), rho(rung.spearman), "-" if rung.regret is None else _short(rung.regret),
+                str(rung.configs),
+            ])  # fmt: skip
+    return rows
+
+
+CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "regret continued", "configs"]
+
+
+def rich_continued_table(result: CorrelationResult) -> Table:
+    table = Table(title="Continued runs: Spearman's rho of each rung vs full fidelity (trained from scratch)")
+    for header in CONTINUED_HEADERS:
+        table.add_column(header, justify="left" if header in ("continued run", "rung") else "right")
+    for row in continued_rows(result):
+        table.add_row(*row)
     return table
 
 
@@ -516,6 +550,7 @@ def _times(value: float | None) -> str:
 
 SIMULATION_HEADERS = [
     "path",
+    "runs",
     "rungs z@budget",
     "ρ per rung",
     "configs",
@@ -526,6 +561,7 @@ SIMULATION_HEADERS = [
 ]
 PRICE_HEADERS = [
     "path",
+    "runs",
     "device s",
     "× budget",
     "FLOPs",
@@ -535,42 +571,56 @@ PRICE_HEADERS = [
     "× budget ",
 ]
 SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
-LEFT = ("path", "rungs z@budget")
+LEFT = ("path", "runs", "rungs z@budget")
+SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
 
 
 def _brackets(outcome: Outcome) -> str:
     return " | ".join("·".join(map(str, b["configs_per_rung"])) for b in outcome.brackets)
 
 
-def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, Outcome]]:
-    """The paths the algorithm ran on (Hyperband may not fit a path), with its outcome there."""
-    return [(path, getattr(path, algorithm)) for path in simulation.paths if getattr(path, algorithm) is not None]
+def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, str, Any, Outcome]]:
+    """(path, runs, the rungs of those runs, outcome) for every path the algorithm ran on: from scratch, then
+    continued where the study allows (Hyperband may fit neither)."""
+    rows = []
+    for path in simulation.paths:
+        if getattr(path, algorithm) is not None:
+            rows.append((path, "scratch", path.rungs, getattr(path, algorithm)))
+        continued = path.continued
+        if continued is not None and getattr(continued, algorithm) is not None:
+            runs = "continued" if continued.runs == "recorded" else "assumed"
+            rows.append((path, runs, continued.rungs, getattr(continued, algorithm)))
+    return rows
+
+
+def simulation_headers(simulation: Simulation) -> list[str]:
+    return [SECONDS_HEADERS.get(simulation.seconds_used, h) if h == "trial s" else h for h in SIMULATION_HEADERS]
 
 
 def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path: its rungs, their rho, and the algorithm's regret and recorded cost (vs budget)."""
+    """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget)."""
     rows = []
-    for path, outcome in _outcomes(simulation, algorithm):
-        rungs = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in path.rungs)
-        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in path.rungs)
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
+        cells = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in rungs)
+        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in rungs)
         regret = f"{_short(outcome.regret_median)} [{_short(outcome.regret_low)}, {_short(outcome.regret_high)}]"
         rows.append([
-            path.name, rungs, rho, _brackets(outcome), regret, f"{outcome.best_found_share:.0%}",
+            path.name, runs, cells, rho, _brackets(outcome), regret, f"{outcome.best_found_share:.0%}",
             _seconds(outcome.recorded_seconds), _times(outcome.recorded_seconds_vs_budget),
         ])  # fmt: skip
     return rows
 
 
 def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path: what the algorithm's trials cost on the profiled GPU."""
+    """One row per path and way of running it: what the algorithm's trials cost on the profiled GPU."""
     rows = []
-    for path, outcome in _outcomes(simulation, algorithm):
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
         slots = " ".join("-" if r.price is None or r.price.parallel_slots is None else str(r.price.parallel_slots)
-                         for r in path.rungs)  # fmt: skip
+                         for r in rungs)  # fmt: skip
         rows.append([
-            path.name, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
+            path.name, runs, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
             _flops(outcome.flops),
-            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in path.rungs]),
+            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
             slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
         ])  # fmt: skip
     return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
@@ -593,7 +643,7 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
         rows = simulation_rows(simulation, algorithm)
         if not rows:
             continue
-        parts.append((simulation_title(simulation, algorithm), SIMULATION_HEADERS, rows))
+        parts.append((simulation_title(simulation, algorithm), simulation_headers(simulation), rows))
         if simulation.profile is not None:
             parts.append(
                 (
@@ -629,8 +679,16 @@ def simulation_legend(simulation: Simulation) -> str:
     text = (
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
         f"pick minus the best ({simulation.best_full_loss:.4g}) · best: share of repeats that found the best · "
-        "configs: per rung (Hyperband: per bracket) · trial s: the study's recorded seconds · × budget: cost "
-        "relative to the budget path"
+        "configs: per rung (Hyperband: per bracket) · runs: scratch, every trial trains anew at its rung; "
+        "continued, a promoted trial trains on from its previous rung (the study's continued runs); assumed, "
+        "continued as it trained from scratch (same losses, seconds cut to the steps it adds) · "
+        + (
+            "train s: the study's recorded training seconds (set-up and evaluation left out)"
+            if simulation.seconds_used == "training"
+            else "trial s: the study's recorded seconds of whole trials (set-up included: the study did not record "
+            "it apart)"
+        )
+        + " · × budget: cost relative to the budget path run the same way"
     )
     if simulation.profile is not None:
         text += (
@@ -817,3 +875,124 @@ def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
 
 def markdown_prediction_check(checks: Sequence[Any]) -> str:
     return markdown_table(PREDICTION_HEADERS, prediction_rows(checks))
+
+
+# ---------------------------------------------------------------- per-layer costs
+
+LAYER_COST_HEADERS = ["#", "layer", "params", "trains +MiB", "fwd GF", "bwd weight GF", "bwd inside GF",
+                      "bwd down GF", "saves MiB", "output MiB"]  # fmt: skip
+LAYER_COST_CAPTION = (
+    "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd "
+    "weight: its parameters' gradients · bwd inside: activation gradients inside the layer · bwd down: the "
+    "gradient it passes to the layer below (not when it is the lowest trainable layer) · saves: what its forward "
+    "keeps for backward when it trains"
+)
+
+
+def layer_cost_rows(table: Any) -> list[list[str]]:
+    def gflops(value: int) -> str:
+        return f"{value / 1e9:,.2f}"
+
+    def mib(value: int) -> str:
+        return f"{value / MIB:,.1f}"
+
+    rows = []
+    for cost in table.layers:
+        rows.append([
+            "—" if cost.index < 0 else str(cost.index), cost.name, f"{cost.params:,}", mib(cost.trainable_bytes),
+            gflops(cost.forward_flops), gflops(cost.backward_weight_flops), gflops(cost.backward_internal_flops),
+            gflops(cost.backward_input_flops), mib(cost.saved_activation_bytes), mib(cost.output_bytes),
+        ])  # fmt: skip
+    layers = table.layers
+    rows.append([
+        "", "total", f"{sum(c.params for c in layers):,}", mib(sum(c.trainable_bytes for c in layers)),
+        gflops(sum(c.forward_flops for c in layers)), gflops(sum(c.backward_weight_flops for c in layers)),
+        gflops(sum(c.backward_internal_flops for c in layers)), gflops(sum(c.backward_input_flops for c in layers)),
+        mib(sum(c.saved_activation_bytes for c in layers)), "",
+    ])  # fmt: skip
+    return rows
+
+
+def rich_layer_costs(table: Any) -> Table:
+    title = f"{table.model}: per-layer costs · batch {table.batch_size} · {table.precision} · {table.target}"
+    rich = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_COST_CAPTION)
+    for header in LAYER_COST_HEADERS:
+        rich.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_cost_rows(table):
+        rich.add_row(*values, style="bold" if values[1] == "total" else None)
+    return rich
+
+
+def markdown_layer_costs(table: Any) -> str:
+    right = [header != "layer" for header in LAYER_COST_HEADERS]
+    return markdown_table(LAYER_COST_HEADERS, layer_cost_rows(table), right) + "\n\n" + LAYER_COST_CAPTION
+
+
+# ---------------------------------------------------------------- split granularity
+
+SPLIT_HEADERS = ["depth", "layers", "--unwrap", "rungs (z)", "FLOPs × full at each rung", "close to η", "distance"]
+
+
+def split_rows(report: Any) -> list[list[str]]:
+    rows = []
+    for choice in report.choices:
+        full = choice.flops_by_z[choice.layer_count]
+        shares = " → ".join(f"{choice.flops_by_z[z] / full:.2f}" for z in choice.rungs)
+        rows.append([
+            f"{choice.depth}{' *' if choice.chosen else ''}", str(choice.layer_count), ",".join(choice.unwrap) or "—",
+            ", ".join(map(str, choice.rungs)), shares, "yes" if choice.close_to_eta else "no",
+            "—" if math.isinf(choice.distance_from_eta) else f"{choice.distance_from_eta:.2f}",
+        ])  # fmt: skip
+    return rows
+
+
+def rich_split_report(report: Any) -> Table:
+    title = f"splits at other depths · {report.model} · batch {report.batch_size} · η={report.eta:g} (* chosen)"
+    caption = "rungs chosen on each split's FLOP staircase, composed from one per-layer trace"
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in SPLIT_HEADERS:
+        table.add_column(header, justify="left" if header in ("--unwrap", "rungs (z)") else "right", overflow="fold")
+    for values in split_rows(report):
+        table.add_row(*values)
+    return table
+
+
+def markdown_split_report(report: Any) -> str:
+    return markdown_table(SPLIT_HEADERS, split_rows(report))
+
+
+# ---------------------------------------------------------------- measured per-layer times
+
+LAYER_TIME_HEADERS = ["#", "layer", "forward ms", "backward ms", "share of the marked step"]
+
+
+def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
+    step = times["marked_step_ms"] or 1.0
+    return [
+        [
+            str(t["index"]),
+            t["name"],
+            f"{t['forward_ms']:,.3f}",
+            f"{t['backward_ms']:,.3f}",
+            f"{(t['forward_ms'] + t['backward_ms']) / step:.1%}",
+        ]  # fmt: skip
+        for t in times["layers"]
+    ]
+
+
+def rich_layer_times(times: dict[str, Any], model: str) -> Table:
+    title = f"{model}: time per layer in full training · batch {times['batch_size']} · {times['device']}"
+    caption = (
+        f"median of marked steps ({times['source']}), {times['marked_step_ms']:,.2f} ms each with the marks; the "
+        "rest of the step is the loss, the optimizer and the marks themselves"
+    )
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in LAYER_TIME_HEADERS:
+        table.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_time_rows(times):
+        table.add_row(*values)
+    return table
+
+
+def markdown_layer_times(times: dict[str, Any]) -> str:
+    return markdown_table(LAYER_TIME_HEADERS, layer_time_rows(times), [h != "layer" for h in LAYER_TIME_HEADERS])

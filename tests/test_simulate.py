@@ -264,10 +264,10 @@ def test_simulate_cli_writes_json_table_and_figure(tmp_path: Path) -> None:
         app, ["simulate", str(study), "--profile", str(profile), "--repeats", "20", "--format", "md"]
     )
     assert result.exit_code == 0, result.output
-    assert "| layers | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 100% |" in result.output
+    assert "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 100% |" in result.output
     assert "**Hyperband, eta=3: cost on test (synthetic-model)**" in result.output
     data = json.loads((study / "simulation-eta3.json").read_text())
-    assert data["schema"] == "layerprof.simulation/1" and data["starting_configs"] == 9
+    assert data["schema"] == "layerprof.simulation/2" and data["starting_configs"] == 9
     assert (study / "simulation-eta3.png").read_bytes()[:4] == b"\x89PNG"
     as_json = CliRunner().invoke(app, ["simulate", str(study), "--repeats", "20", "--json", "--eta", "2"])
     assert as_json.exit_code == 0, as_json.output
