@@ -938,7 +938,7 @@ def simulate(
             starting_configs=configs,
             repeats=repeats,
             paths=split_items(paths, "--paths", ",".join(PATHS)) if paths is not None else None,
-            custom_paths=[parse_rungs(text) for text in custom or []],
+            custom_paths=[parse_rungs(text, "--path", rising=True) for text in custom or []],
             layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts is not None else None,
             budget_fractions=parse_fractions(budgets, "--budgets") if budgets is not None else None,
             profile=load_profile(profile_path) if profile_path else None,

@@ -122,8 +122,10 @@ def parse_fractions(text: str, option: str = "--budget-fractions") -> tuple[floa
     return values
 
 
-def parse_rungs(text: str, option: str = "--path") -> list[tuple[int, float]]:
-    """`1@0.25,3@0.5,6@1` -> [(1, 0.25), (3, 0.5), (6, 1.0)]: trainable layers at a budget fraction per rung."""
+def parse_rungs(text: str, option: str = "--path", rising: bool = False) -> list[tuple[int, float]]:
+    """`1@0.25,3@0.5,6@1` -> [(1, 0.25), (3, 0.5), (6, 1.0)]: trainable layers at a budget fraction per rung.
+    With `rising`, a rung that does not raise the fidelity (z and budget kept or raised, one of them raised) is
+    refused."""
     rungs = []
     for part in text.split(","):
         z, at, fraction = part.strip().partition("@")
@@ -133,7 +135,7 @@ def parse_rungs(text: str, option: str = "--path") -> list[tuple[int, float]]:
             rung = (0, 0.0)
         if not at or rung[0] < 1 or not 0 < rung[1] <= 1:
             raise LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
-        if rungs and (rung[0] < rungs[-1][0] or rung[1] < rungs[-1][1] or rung == rungs[-1]):
+        if rising and rungs and (rung[0] < rungs[-1][0] or rung[1] < rungs[-1][1] or rung == rungs[-1]):
             before = f"{rungs[-1][0]}@{rungs[-1][1]:g}"
             raise LayerprofError(
                 f"{option} {text}: rung {rung[0]}@{rung[1]:g} after {before} does not raise the fidelity; each "
