@@ -481,8 +481,7 @@ class FitSearch:
         self.time_model = time_model or default_time_model(self.settings)
         self.mode, self.loaded = build_fake_model(spec, options, settings.precision)
         self.reserve = CUDA_CONTEXT_RESERVE_BYTES if self.settings.target == "cuda" else 0
-        with self.mode:
-            self.layers = self.loaded.split()
+        _, self.layers = split_without_memory(spec, options)  # the split every command uses, traced where it can
         self.needs: dict[tuple[int, int], int] = {}
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
