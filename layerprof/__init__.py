@@ -33,6 +33,9 @@ _LAZY = {
     "write_report": "layerprof.report",
     "plan_study": "layerprof.correlate",
     "run_study": "layerprof.correlate",
+    "trial_phase": "layerprof.correlate",
+    "Segment": "layerprof.correlate",
+    "FrozenRun": "layerprof.tasks",
 }
 
 __all__ = ["__version__", *_LAZY]

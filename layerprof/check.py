@@ -34,7 +34,7 @@ INCONCLUSIVE_FIX = (
     "or widen --time-tolerance"
 )
 # the training recipe: profiles that differ here describe different runs
-RECIPE_SETTINGS = ("optimizer", "precision")
+RECIPE_SETTINGS = ("optimizer", "precision", "eval_frozen")
 RELATIVE_NOISE = 1e-9  # floating noise in deterministic figures
 
 
@@ -196,8 +196,8 @@ def check_files(
     if not baseline.exists():
         raise LayerprofError(f"baseline {str(baseline)!r} does not exist; create it with --update-baseline")
     result = compare(
-        load_profile(current),
-        load_profile(baseline),
+        finished_profile(current, "CURRENT"),
+        finished_profile(baseline, "BASELINE"),
         current_name=str(current),
         baseline_name=str(baseline),
         **tolerances,
@@ -211,9 +211,22 @@ def check_files(
     return result
 
 
+def finished_profile(path: Path, role: str) -> Profile:
+    """The profile at PATH; one an interrupted sweep left incomplete is unusable input (exit 2): a gate that
+    passed on half a profile would pass on cells nobody measured."""
+    profile = load_profile(path)
+    reason = profile.incomplete_reason()
+    if reason is not None:
+        raise UnusableInput(
+            f"{role} {str(path)!r} is incomplete ({reason}); a gate compares finished profiles: rerun the command "
+            "that wrote it to resume it"
+        )
+    return profile
+
+
 def write_baseline(current: Path, baseline: Path) -> int:
-    """Copy CURRENT (checked to be a profile) to BASELINE; returns its number of cells."""
-    profile = load_profile(current)
+    """Copy CURRENT (checked to be a finished profile) to BASELINE; returns its number of cells."""
+    profile = finished_profile(current, "CURRENT")
     try:
         baseline.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(current, baseline)

@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +23,7 @@ from rich.console import Console
 from layerprof import __version__
 from layerprof.correlate import EXECUTORS
 from layerprof.devices import TARGETS
-from layerprof.errors import LayerprofError, LayerprofWarning
+from layerprof.errors import CellsFailed, LayerprofError, LayerprofWarning
 from layerprof.exporters import EXPORTERS
 from layerprof.grids import GRID_PRESETS
 from layerprof.ladder import COSTS
@@ -41,8 +42,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+# emoji off: a name like hf:llama or a message with :word: in it is printed as written, not as a picture
+console = Console(emoji=False)
+errors = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def choices(name: str, values: Iterable[str]) -> Any:
@@ -57,6 +59,7 @@ ExportFormat = choices("ExportFormat", EXPORTERS)
 PlanExport = choices("PlanExport", ("ray",))
 Target = choices("Target", TARGETS)
 ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
+SplitMode = choices("SplitMode", ("profile", "auto"))
 Executor = choices("Executor", EXECUTORS)
 GridPreset = choices("GridPreset", GRID_PRESETS)
 Precision = choices("Precision", PRECISIONS)
@@ -66,16 +69,19 @@ Dtype = choices("Dtype", DTYPE_PRECISIONS)
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Input errors become one red line and exit 2; anything unexpected, one line and exit 1."""
+def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
+    """Input errors become one red line and exit 2; anything unexpected, one line and `unexpected_exit` (1; a
+    gate whose exit 1 means a regression makes it 2, so that a CI job never reads a crash as a regression)."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 yield
             finally:
+                shown = set()  # a model built twice (split, then the sweep) warns twice: say it once
                 for warning in caught:
-                    if issubclass(warning.category, LayerprofWarning):
+                    if issubclass(warning.category, LayerprofWarning) and str(warning.message) not in shown:
+                        shown.add(str(warning.message))
                         errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
     except LayerprofError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
@@ -90,7 +96,7 @@ def user_errors() -> Iterator[None]:
             f"[red]error:[/] unexpected {type(error).__name__}: {message} (set LAYERPROF_DEBUG=1 for a traceback)",
             highlight=False,
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(unexpected_exit) from None
 
 
 def _version(value: bool) -> None:
@@ -174,6 +180,20 @@ def _precision(precision: Any, dtype: Any) -> str:
     return named
 
 
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart", help="Measure every cell anew, replacing what --out holds (default: resume an interrupted run)."
+    ),
+]
+EvalFrozenOption = Annotated[
+    bool,
+    typer.Option(
+        "--eval-frozen",
+        help="Run frozen layers in eval mode: BatchNorm keeps its running statistics instead of updating them, "
+        "dropout is off (default: train mode, as requires_grad_(False) leaves them).",
+    ),
+]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Table style.")]
 TargetOption = Annotated[Target, typer.Option("--target", help="Device to predict for.")]
 
@@ -198,10 +218,10 @@ def _model_options(
 
 
 def _batch_sizes(text: str | None) -> tuple[int, ...]:
-    """Empty: the model family's default."""
+    """Not given: the model family's default (given but empty is an error)."""
     from layerprof.parsing import parse_positive_ints
 
-    return parse_positive_ints(text, "--batch-sizes") if text else ()
+    return parse_positive_ints(text, "--batch-sizes") if text is not None else ()
 
 
 # ---------------------------------------------------------------- commands
@@ -232,32 +252,67 @@ def layers(
     unwrap: UnwrapOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")] = False,
     output_format: FormatOption = OutputFormat.table,
+    costs: Annotated[
+        bool,
+        typer.Option(
+            "--costs",
+            help="Per layer, from one full-training step on fake tensors: what it adds when it trains, forward and "
+            "backward FLOPs (weight gradients, inside, passed down), activations it saves, its output.",
+        ),
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="B", min=1, help="--costs: the batch size.")] = 1,
+    depth: Annotated[
+        int,
+        typer.Option(
+            "--depth",
+            metavar="N",
+            min=0,
+            help="Split N levels deeper: also descend into the classes of the layers that hold two or more "
+            "sub-modules with parameters (the --unwrap classes that reproduce it are printed).",
+        ),
+    ] = 0,
+    target: TargetOption = Target.cuda,
+    precision: PrecisionOption = Precision["32-true"],
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="PATH", help="--costs: also write JSON (and CSV beside it).")
+    ] = None,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
     seq_len: SeqLenOption = None,
     overrides: SetOption = None,
 ) -> None:
-    """Show how MODEL splits into layers, in forward order, and how much trains at each z."""
+    """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
+    layer costs)."""
     with user_errors():
-        from layerprof.models import split_model
+        from layerprof.layers import ORDER_TITLES
+        from layerprof.models import CONSTRUCTION_NOTES, split_model
         from layerprof.tables import markdown_layer_table, rich_layer_table
 
-        info = split_model(model, _model_options(num_classes, input_shape, seq_len, overrides, unwrap))
+        options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        if depth:
+            from layerprof.granularity import splits_by_depth
+
+            deepest = splits_by_depth(model, options, depth)[-1]
+            if deepest.depth < depth:
+                errors.print(f"[dim]note:[/] nothing below depth {deepest.depth} to descend into", highlight=False)
+            options = replace(options, unwrap=deepest.unwrap)
+            if not as_json:
+                console.print(f"depth {deepest.depth}: --unwrap {','.join(deepest.unwrap)}", highlight=False)
+        if costs:
+            _print_layer_costs(model, options, batch_size, precision.value, target.value, out, as_json,
+                               output_format.value)  # fmt: skip
+            return
+
+        info = split_model(model, options)
         split = info.layers
         if as_json:
             print(json.dumps([layer.to_dict() for layer in split], indent=2))
         elif output_format.value == "md":
             print(markdown_layer_table(split))
         else:
-            console.print(rich_layer_table(f"{model}: {len(split)} layers, forward order", split))
-        notes = {
-            "meta-parameters": "its constructor computes with tensors: only its parameters and buffers were put on "
-            "the meta device",
-            "fake": "its forward pass cannot run on the meta device: it was split on fake CPU tensors (no memory)",
-            "cpu": "its constructor computes with tensors: it was built on the CPU, using its memory",
-        }
-        if info.construction in notes and not as_json:
-            errors.print(f"[dim]note:[/] {notes[info.construction]}", highlight=False)
+            console.print(rich_layer_table(f"{model}: {len(split)} layers, {ORDER_TITLES[info.order]}", split))
+        if info.construction in CONSTRUCTION_NOTES and not as_json:
+            errors.print(f"[dim]note:[/] {CONSTRUCTION_NOTES[info.construction]}", highlight=False)
 
 
 @app.command()
@@ -304,6 +359,14 @@ def profile(
             show_default=False,
         ),
     ] = None,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer",
+            help="After the sweep, time each layer's forward and backward in full training (CUDA events on a GPU, "
+            "perf counters on the CPU), at every batch size.",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -322,6 +385,8 @@ def profile(
             "--gpu-kinds", metavar="KINDS", help="Ray: L4,H100 (accelerator types) or small=RESOURCE (custom)."
         ),
     ] = None,
+    restart: RestartOption = False,
+    eval_frozen: EvalFrozenOption = False,
     output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
@@ -348,27 +413,34 @@ def profile(
             precision=_precision(precision, dtype),
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
+            eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         if executor.value == "ray":
-            if cpus:
+            if cpus is not None:
                 raise LayerprofError("--cpus names this machine's CPUs; it does not apply with --executor ray")
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
-        if gpu_kinds or address:
+        if gpu_kinds is not None or address is not None:
             raise LayerprofError("--gpu-kinds and --address need --executor ray")
-        cpu_list = parse_cpu_list(cpus) if cpus else None
+        cpu_list = parse_cpu_list(cpus) if cpus is not None else None
         with console.status(f"building {model} on {device}"):
-            job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list)
+            job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
+        job.per_layer = per_layer
         result = _run_job(job, f"{job.device}")
         _print_cell_tables(result, output_format.value)
-        _print_recommended_ladder(result, output_format.value)
+        _print_layer_times(result, output_format.value)
+        failure = result.failure_summary()
+        if failure is None:
+            _print_recommended_ladder(result, output_format.value)
         console.print(
             f"wrote {job.path} and {job.path.with_suffix('.csv')} · sweep {result.timing.sweep_wall_s:.0f} s, "
             f"{result.timing.share_in_steps:.0%} inside training steps",
             highlight=False,
         )
+        if failure is not None:
+            raise CellsFailed(failure)
         failed = [row for row in result.rows if row.status == "error"]
         if failed:
             errors.print(f"[yellow]warning:[/] {len(failed)} cell(s) failed; see the status column")
@@ -473,9 +545,26 @@ def estimate(
         typer.Option(
             "--gpu",
             metavar="NAME",
-            help="A GPU from `layerprof fit --help`'s list: its cuBLAS workspace and, for ladders, its memory "
-            "(default: Hopper's workspace, no memory).",
+            help="A GPU from `layerprof fit --help`'s list: its cuBLAS workspace, its peaks for predicted step "
+            "times and, for ladders, its memory (default: H100's workspace and peaks, no memory).",
         ),
+    ] = None,
+    calibrate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--calibrate",
+            metavar="PROFILE",
+            help="Fit the time model to measured profiles (any models) of the target device kind, or reuse the one "
+            "an earlier estimate holds. Repeatable. Default: documented default constants.",
+        ),
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", metavar="PROFILE", help="A measured profile of MODEL: predicted against measured."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, metavar="N", help="--target cpu: the threads step times are predicted for."),
     ] = None,
     optimizer: OptimizerOption = Optimizer.adamw,
     precision: PrecisionOption = Precision["32-true"],
@@ -486,6 +575,8 @@ def estimate(
             "--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-estimate-TARGET.json."
         ),
     ] = None,
+    restart: RestartOption = False,
+    eval_frozen: EvalFrozenOption = False,
     output_format: FormatOption = OutputFormat.table,
     num_classes: NumClassesOption = None,
     input_shape: InputShapeOption = None,
@@ -493,7 +584,7 @@ def estimate(
     overrides: SetOption = None,
     unwrap: UnwrapOption = None,
 ) -> None:
-    """Predict memory (by category) and FLOPs of every cell on fake tensors: no GPU, no real memory."""
+    """Predict memory (by category), FLOPs and step time of every cell on fake tensors: no GPU, no real memory."""
     with user_errors():
         from layerprof.devices import gpu_kind
         from layerprof.estimate import plan_estimate
@@ -507,17 +598,29 @@ def estimate(
             precision=_precision(precision, dtype),
             mode="estimate",
             target=target.value,
-            target_gpu=gpu_kind(gpu).name if gpu else None,
+            target_gpu=gpu_kind(gpu).name if gpu is not None else None,
+            eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
         options = _model_options(num_classes, input_shape, seq_len, overrides, unwrap)
-        with console.status(f"splitting {model} on the meta device"):
-            job = plan_estimate(model, options, settings, selection, out)
+        from layerprof.profile import load_profile
+
+        measured = load_profile(against) if against else None
+        status = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
+        with console.status(status):
+            job = plan_estimate(model, options, settings, selection, out, calibrate or (), threads, restart)
+        _print_calibration(job.time_model, output_format.value)
         result = _run_job(job, job.environment.device_name)
         _print_cell_tables(result, output_format.value)
         _print_breakdown(result, output_format.value)
-        _print_recommended_ladder(result, output_format.value)
+        if measured is not None:
+            _print_prediction_check(result, measured, output_format.value)
+        failure = result.failure_summary()
+        if failure is None:
+            _print_recommended_ladder(result, output_format.value)
         console.print(f"wrote {job.path} and {job.path.with_suffix('.csv')}", highlight=False)
+        if failure is not None:
+            raise CellsFailed(failure)
 
 
 @app.command()
@@ -554,6 +657,14 @@ def ladder(
     export: Annotated[
         ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
     ] = None,
+    split: Annotated[
+        SplitMode,
+        typer.Option(
+            "--split",
+            help="auto: also compare the model's splits at other depths (finer layers) by the ladder each gives, "
+            "from one per-layer trace, and name the best.",
+        ),
+    ] = SplitMode.profile,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
@@ -568,19 +679,25 @@ def ladder(
             cost_kind=cost.value if cost else None,
             batch_size=batch_size,
             min_layers=min_layers,
-            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory else None,
+            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             configs=configs,
             budget_steps=budget_steps,
             correlation=correlation,
         )
         for note in notes:
             errors.print(f"[yellow]warning:[/] {note}", highlight=False)
+        report = _split_report(profile_path, result, eta) if split is SplitMode.auto else None
         if export is not None:
             print(export_snippet(result, export.value), end="")
         elif as_json:
-            print(json.dumps(result.to_dict(), indent=2))
+            data = result.to_dict()
+            if report is not None:
+                data["split"] = asdict(report)
+            print(json.dumps(data, indent=2))
         else:
             _print_ladder(result, output_format.value)
+            if report is not None:
+                _print_split_report(report, output_format.value)
 
 
 @app.command()
@@ -626,7 +743,7 @@ def fit(
             precision=_precision(precision, dtype),
             mode="estimate",
             target=target.value,
-            target_gpu=gpu_kind(gpu).name if gpu else None,
+            target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
         with console.status(f"estimating {model}"):
             result = fit_model(model, options, settings, budget, selection, batch_size)
@@ -669,12 +786,26 @@ def correlate(
         GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")
     ] = GridPreset.small,
     layer_counts: Annotated[
-        str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts: e.g. 1,2,4,all.")
-    ] = "1,2,4,all",
+        str | None,
+        typer.Option(
+            "--layers",
+            metavar="Z",
+            help="Trainable-layer counts, e.g. 1,2,4,all (default: those of 1,2,4,all the task has).",
+        ),
+    ] = None,
     budget_fractions: Annotated[
         str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
     ] = "0.1,0.25,0.5,1",
     seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")] = 1,
+    continued: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--continue",
+            metavar="PATHS|RUNGS",
+            help="Also run each configuration through these rungs in one continued run: budget,layers,diagonal "
+            "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
+        ),
+    ] = None,
     executor: Annotated[
         Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
     ] = Executor.local,
@@ -688,22 +819,24 @@ def correlate(
 ) -> None:
     """Rank correlation of low fidelities with full training, over trainable layers x training budget."""
     with user_errors():
-        from layerprof.correlate import plan_study, run_study, write_outputs
+        from layerprof.correlate import ContinuedResult, chain_label, plan_study, run_study, write_outputs
         from layerprof.parsing import parse_fractions, parse_layer_selection
-        from layerprof.tables import rich_correlation_table
+        from layerprof.tables import rich_continued_table, rich_correlation_table
 
         plan = plan_study(
             task,
-            parse_layer_selection(layer_counts),
+            parse_layer_selection(layer_counts) if layer_counts is not None else None,
             parse_fractions(budget_fractions),
             seeds,
             grid,
             grid_preset.value,
+            continued or (),
         )
+        chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
         console.print(
-            f"{task}: {len(plan.configs)} configurations x z {','.join(map(str, plan.trainable_layer_counts))} x "
-            f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)} x {seeds} seed(s) = {plan.trial_count} "
-            f"trials · {executor.value}",
+            f"{task}: {len(plan.configs)} configurations x (z {','.join(map(str, plan.trainable_layer_counts))} x "
+            f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)}{chains if plan.chains else ''}) x "
+            f"{seeds} seed(s) = {plan.trial_count} trials · {executor.value}",
             highlight=False,
         )
         failures: list[str] = []
@@ -711,7 +844,12 @@ def correlate(
 
             def on_result(result: Any, done: int, planned: int) -> None:
                 advance(done, planned)
-                if result.loss is None:
+                if isinstance(result, ContinuedResult):
+                    if result.error is not None:
+                        rung = result.segments[-1] if result.segments else None
+                        where = f"{rung.trainable_layers}@{rung.budget_fraction:g}" if rung else "its start"
+                        failures.append(f"config {result.config_index}, continued, at {where}: {result.error}")
+                elif result.loss is None:
                     failures.append(f"config {result.config_index} at z={result.trainable_layers}: {result.error}")
 
             try:
@@ -727,6 +865,8 @@ def correlate(
             errors.print(f"[yellow]... and {len(failures) - 5} more failed trials[/]")
         paths = write_outputs(result, out)
         console.print(rich_correlation_table(result))
+        if result.continued:
+            console.print(rich_continued_table(result))
         for cell in result.cells:
             if cell.note:
                 errors.print(f"[yellow]z={cell.trainable_layers}, budget {cell.budget_fraction:g}:[/] {cell.note}")
@@ -791,7 +931,14 @@ def simulate(
 ) -> None:
     """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
     with user_errors():
-        from layerprof.parsing import parse_fractions, parse_layer_selection, parse_memory, parse_repeats, parse_rungs
+        from layerprof.parsing import (
+            parse_fractions,
+            parse_layer_selection,
+            parse_memory,
+            parse_repeats,
+            parse_rungs,
+            split_items,
+        )
         from layerprof.profile import load_profile
         from layerprof.simulate import simulate as replay
         from layerprof.simulate import write_outputs
@@ -802,13 +949,13 @@ def simulate(
             eta=eta,
             starting_configs=configs,
             repeats=parse_repeats(repeats),
-            paths=[name.strip() for name in paths.split(",") if name.strip()] if paths else None,
-            custom_paths=[parse_rungs(text) for text in custom or []],
-            layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts else None,
-            budget_fractions=parse_fractions(budgets, "--budgets") if budgets else None,
+            paths=split_items(paths, "--paths", ",".join(PATHS)) if paths is not None else None,
+            custom_paths=[parse_rungs(text, "--path", rising=True) for text in custom or []],
+            layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts is not None else None,
+            budget_fractions=parse_fractions(budgets, "--budgets") if budgets is not None else None,
             profile=load_profile(profile_path) if profile_path else None,
             full_steps=full_steps,
-            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory else None,
+            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             seed=seed,
         )
         written = write_outputs(simulation, out or Path(simulation.study))
@@ -863,6 +1010,7 @@ def plan(
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
     with user_errors():
         from layerprof.cluster import inventory_from_ray, parse_inventory
+        from layerprof.estimate import PlanPredictor
         from layerprof.exporters import export_plan_ray
         from layerprof.plan import plan_cluster
         from layerprof.profile import load_profile
@@ -880,6 +1028,7 @@ def plan(
             budget_steps=budget_steps,
             batch_size=batch_size,
             min_layers=min_layers,
+            predict=PlanPredictor,
         )
         if export is not None:
             print(export_plan_ray(result), end="")
@@ -922,8 +1071,9 @@ def check(
         bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
     ] = False,
 ) -> None:
-    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input, 3 inconclusive (noise hides a slowdown)."""
-    with user_errors():
+    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input (an incomplete profile included), 3
+    inconclusive (noise hides a slowdown)."""
+    with user_errors(unexpected_exit=2):
         from layerprof.check import check_files, write_baseline
         from layerprof.parsing import parse_share
         from layerprof.tables import rich_check_table
@@ -966,6 +1116,75 @@ def _print_cell_tables(result: Any, output_format: str) -> None:
             console.print(rich_cell_table(result, batch_size))
 
 
+def _split_report(profile_path: Path, ladder: Any, eta: float) -> Any:
+    from layerprof.granularity import choose_split_for_profile
+    from layerprof.profile import load_profile
+
+    with console.status("comparing the splits at other depths (one per-layer trace)"):
+        return choose_split_for_profile(load_profile(profile_path), ladder.batch_size, eta)
+
+
+def _print_split_report(report: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_split_report, rich_split_report
+
+    if output_format == "md":
+        print(markdown_split_report(report))
+    else:
+        console.print(rich_split_report(report))
+    console.print(f"split: {report.reason}", highlight=False)
+
+
+def _print_layer_times(result: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_layer_times, rich_layer_times
+
+    for times in result.layer_times or []:
+        if output_format == "md":
+            print(markdown_layer_times(times) + "\n")
+        else:
+            console.print(rich_layer_times(times, result.model.spec))
+
+
+def _print_layer_costs(
+    model: str, options: Any, batch_size: int, precision: str, target: str, out: Path | None, as_json: bool,
+    output_format: str,
+) -> None:  # fmt: skip
+    from layerprof.layercosts import layer_costs
+    from layerprof.profile import ensure_writable
+    from layerprof.tables import markdown_layer_costs, rich_layer_costs
+
+    path = ensure_writable(out) if out else None
+    with console.status(f"tracing one full-training step of {model} at batch {batch_size}"):
+        table = layer_costs(model, options, batch_size, precision, target)
+    if path:
+        table.save(path)
+    if as_json:
+        print(json.dumps(table.to_dict(), indent=2))
+    elif output_format == "md":
+        print(markdown_layer_costs(table))
+    else:
+        console.print(rich_layer_costs(table))
+    if path and not as_json:
+        console.print(f"wrote {path} and {path.with_suffix('.csv')}", highlight=False)
+
+
+def _print_calibration(time_model: Any, output_format: str) -> None:
+    from layerprof.tables import calibration_lines
+
+    for line in calibration_lines(time_model, markup=output_format != "md"):
+        console.print(line, highlight=False)
+
+
+def _print_prediction_check(result: Any, measured: Any, output_format: str) -> None:
+    from layerprof.tables import markdown_prediction_check, rich_prediction_check
+    from layerprof.timemodel import check_predictions
+
+    checks = check_predictions(result, measured)
+    if output_format == "md":
+        print(markdown_prediction_check(checks) + "\n")
+    else:
+        console.print(rich_prediction_check(checks, measured.environment.device_name))
+
+
 def _print_breakdown(result: Any, output_format: str) -> None:
     from layerprof.tables import markdown_breakdown_table, rich_breakdown_table
 
@@ -1001,18 +1220,33 @@ def _print_ladder(result: Any, output_format: str) -> None:
 
 
 def _run_job(job: Any, where: str) -> Any:
-    """Run a sweep under a progress bar; Ctrl-C keeps the saved rows and exits 130."""
+    """Run a sweep under a progress bar; Ctrl-C keeps the saved rows, marks the rest unfinished and exits 130."""
+    from layerprof.layers import ORDER_TITLES
+
     settings = job.settings
+    order = "" if job.order[0] == "forward" else f" in {ORDER_TITLES[job.order[0]]}"
     console.print(
-        f"{job.spec}: {len(job.layers)} layers · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
+        f"{job.spec}: {len(job.layers)} layers{order} · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
         f"z = {_short_range(settings.trainable_layer_counts)} · {where}",
         highlight=False,
     )
+    if job.resume is not None:
+        left = job.resume.unfinished_cells()
+        kept = len(job.resume.planned_cells()) - len(left)
+        console.print(
+            f"resuming the interrupted {job.path}: {kept} finished cell(s) kept, {len(left)} to measure "
+            "(--restart measures every cell anew)",
+            highlight=False,
+        )
     try:
         with _SweepProgress(console) as progress:
             return job.run(progress)
     except KeyboardInterrupt:
-        errors.print(f"[yellow]interrupted:[/] rows done so far are saved in {job.path} (marked incomplete)")
+        errors.print(
+            f"[yellow]interrupted:[/] finished cells are saved in {job.path}, the others marked unfinished; rerun "
+            "the same command to resume",
+            highlight=False,
+        )
         raise typer.Exit(130) from None
 
 

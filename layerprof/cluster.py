@@ -20,6 +20,7 @@ from typing import Any
 
 from layerprof.devices import GPU_KINDS, GpuKind, find_gpu
 from layerprof.errors import LayerprofError
+from layerprof.parsing import split_items
 
 # Ray sets accelerator_type:<name> to 1 on a node with that GPU; a task asks for a sliver of it to land there.
 KIND_RESOURCE_SHARE = 0.001
@@ -41,7 +42,7 @@ class ClusterKind:
 def parse_gpu_kinds(text: str) -> list[ClusterKind]:
     """`L4,H100` (Ray's accelerator types) or `small=my_resource` (custom resources), comma-separated."""
     kinds = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in split_items(text, "--gpu-kinds", "L4,H100 or small=RESOURCE,big=RESOURCE"):
         label, equals, resource = (s.strip() for s in part.partition("="))
         gpu = find_gpu(label)
         if equals:
@@ -72,10 +73,14 @@ class InventoryItem:
     count: int
 
 
+# The most GPUs of one kind a plan places trials on (more GPUs than any halving has trials, by far).
+MAX_CLUSTER_GPUS = 100_000
+
+
 def parse_inventory(text: str) -> list[InventoryItem]:
     """`16xL4,4xA100-80GB,1xH100` (a bare name counts once); MIG slices by name, e.g. 7xH100-1g.10gb."""
     items: dict[str, InventoryItem] = {}
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in split_items(text, "--cluster", "16xL4,4xA100-80GB,1xH100"):
         match = re.fullmatch(r"(?:(\d+)\s*[x×*]\s*)?(.+)", part)
         assert match is not None
         count, name = int(match.group(1) or 1), match.group(2)
@@ -86,6 +91,11 @@ def parse_inventory(text: str) -> list[InventoryItem]:
             raise LayerprofError(f"--cluster: {part!r} has no GPUs; write COUNTxNAME, e.g. 8xL4")
         previous = items.get(gpu.name)
         items[gpu.name] = InventoryItem(gpu, count + (previous.count if previous else 0))
+        if items[gpu.name].count > MAX_CLUSTER_GPUS:
+            raise LayerprofError(
+                f"--cluster: {items[gpu.name].count:,} {gpu.name} GPUs is beyond the {MAX_CLUSTER_GPUS:,} per kind "
+                "a plan places trials on"
+            )
     if not items:
         raise LayerprofError(f"--cluster expects COUNTxGPU,..., e.g. 16xL4,4xA100-80GB,1xH100; got {text!r}")
     return list(items.values())
@@ -93,7 +103,7 @@ def parse_inventory(text: str) -> list[InventoryItem]:
 
 def inventory_from_ray(address: str | None) -> list[InventoryItem]:
     """The GPUs of a running Ray cluster, by each alive node's accelerator_type and GPU count."""
-    ray = _import_ray()
+    ray = import_ray()
     started = connect(address)
     try:
         nodes = [node for node in ray.nodes() if node.get("Alive")]
@@ -126,7 +136,8 @@ def inventory_from_ray(address: str | None) -> list[InventoryItem]:
 # ---------------------------------------------------------------- Ray
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
+    """The ray module, or the one-line advice to install it."""
     try:
         import ray
     except ImportError:
@@ -136,7 +147,7 @@ def _import_ray() -> Any:
 
 def connect(address: str | None) -> bool:
     """Join the cluster at ADDRESS (or start a local instance); True when this call connected."""
-    ray = _import_ray()
+    ray = import_ray()
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
         if address is None or address.removeprefix("ray://") == current:
@@ -344,7 +355,7 @@ def profile_on_ray(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise LayerprofError(f"cannot create {str(directory)!r}: {error.strerror or error}") from None
-    ray = _import_ray()
+    ray = import_ray()
     started = connect(address)
     try:
         _check_kinds_offered(kinds)

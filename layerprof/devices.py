@@ -31,6 +31,7 @@ class GpuKind:
     mig_of: str | None = None  # a MIG slice: the GPU it is cut from
     fp32_tflops: float = 0.0  # dense float32 on the CUDA cores (matmuls at torch's default "highest" precision)
     tf32_tflops: float = 0.0  # dense TF32 on the tensor cores (float32 matmuls with TF32 on); = fp32 without TF32
+    memory_gbps: float = 0.0  # memory bandwidth, GB/s
 
     @property
     def share_of_gpu(self) -> float:
@@ -41,50 +42,64 @@ class GpuKind:
         match = re.search(r"(\d)g\.", self.name)
         return int(match.group(1)) / 7 if match else 1.0
 
+    def peak_tflops(self, dtype: str, tf32: bool = False) -> float:
+        """Dense peak for a product in `dtype` ("float32", "bfloat16", "float16"); float32 on TF32 tensor cores
+        when `tf32` (PyTorch's default for convolutions, not for matmuls)."""
+        if dtype == "float32":
+            return self.tf32_tflops if tf32 else self.fp32_tflops
+        return self.bf16_tflops
+
 
 # Dense peaks (no structured sparsity), TFLOP/s, from NVIDIA's datasheets: T4 (FP32 8.1, FP16 65, no TF32), L4 (FP32
 # 30.3, TF32 60, BF16 121), A10 (31.2, 62.5, 125), GeForce RTX 4090 (Ada Lovelace whitepaper, appendix: FP32 82.6,
 # TF32 82.6, BF16 with FP32 accumulate 165.2), A100 40/80 GB (19.5, 156, 312), L40S (91.6, 183, 362), H100 SXM5 and
 # H200 (67, 494.5, 989; the datasheets' 989 TF32 and 1,979 BF16 are with sparsity), B200 (HGX B200, per GPU of 8:
-# FP32 75, TF32 1,125, BF16 2,250). A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5: 16, 32, 60,
-# 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory NVIDIA's MIG table's share of the GPU's; the A100 slices keep their
-# short names (1g.5gb, ...), H100 slices are named H100-<profile>.
-def _gpu(name: str, memory_mib: int, capability: tuple[int, int], bf16: float, fp32: float, tf32: float,
-         ray: str | None) -> GpuKind:  # fmt: skip
-    return GpuKind(name, memory_mib, capability, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32)
+# FP32 75, TF32 1,125, BF16 2,250). Turing (T4) has no TF32 or bfloat16 tensor cores: its TF32 figure is its plain
+# float32 one, its bfloat16 one float16's. Memory bandwidth, GB/s, from the same datasheets.
+def _gpu(name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float,
+         ray: str | None = None) -> GpuKind:  # fmt: skip
+    return GpuKind(name, mib, cc, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32, memory_gbps=gbps)
 
 
-def _slice(name: str, memory_mib: int, parent: GpuKind, share: float) -> GpuKind:
-    return GpuKind(name, memory_mib, parent.compute_capability, parent.bf16_tflops * share, mig_of=parent.name,
-                   fp32_tflops=parent.fp32_tflops * share, tf32_tflops=parent.tf32_tflops * share)  # fmt: skip
+def _mig(name: str, of: GpuKind, mib: int, compute_share: float, memory_eighths: int) -> GpuKind:
+    """A MIG slice: its share of the GPU's SMs for compute, its memory slices (of 8) for bandwidth."""
+    return GpuKind(
+        name, mib, of.compute_capability, of.bf16_tflops * compute_share, mig_of=of.name,
+        fp32_tflops=of.fp32_tflops * compute_share, tf32_tflops=of.tf32_tflops * compute_share,
+        memory_gbps=of.memory_gbps * memory_eighths / 8,
+    )  # fmt: skip
 
 
-_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, "A100")
-_A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, "A100")
-_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, "H100")
+_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100")
+_A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, 2039, "A100")
+_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, 3350, "H100")
+
+# Common GPUs and MIG slices, in no particular order. The A100 slices keep their short names (1g.5gb, ...);
+# H100 slices are named H100-<profile>. A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5:
+# 16, 32, 60, 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory and bandwidth NVIDIA's MIG table's share of the GPU's.
 GPU_KINDS: dict[str, GpuKind] = {
     gpu.name: gpu
     for gpu in (
-        _slice("1g.5gb", 4864, _A100_40, 1 / 7),
-        _slice("1g.10gb", 9984, _A100_80, 1 / 7),
-        _gpu("T4", 15360, (7, 5), 65, 8.1, 8.1, "T4"),
-        _slice("2g.20gb", 19968, _A100_80, 2 / 7),
-        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, "L4"),
-        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, "A10"),
-        _gpu("RTX4090", 24564, (8, 9), 165, 82.6, 82.6, "GeForce-RTX-4090"),
-        _slice("3g.40gb", 40192, _A100_80, 3 / 7),
+        _mig("1g.5gb", _A100_40, 4864, 1 / 7, 1),
+        _mig("1g.10gb", _A100_80, 9984, 1 / 7, 1),
+        _gpu("T4", 15360, (7, 5), 65, 8.1, 8.1, 320, "T4"),
+        _mig("2g.20gb", _A100_80, 19968, 2 / 7, 2),
+        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, 300, "L4"),
+        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, 600, "A10"),
+        _gpu("RTX4090", 24564, (8, 9), 165, 82.6, 82.6, 1008, "GeForce-RTX-4090"),
+        _mig("3g.40gb", _A100_80, 40192, 3 / 7, 4),
         _A100_40,
-        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, "L40S"),
+        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, 864, "L40S"),
         _A100_80,
         _H100,
-        _slice("H100-1g.10gb", 9984, _H100, 16 / 132),
-        _slice("H100-1g.20gb", 19968, _H100, 16 / 132),
-        _slice("H100-2g.20gb", 19968, _H100, 32 / 132),
-        _slice("H100-3g.40gb", 40192, _H100, 60 / 132),
-        _slice("H100-4g.40gb", 40192, _H100, 64 / 132),
-        _slice("H100-7g.80gb", 80640, _H100, 1),
-        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, "H200"),
-        _gpu("B200", 183359, (10, 0), 2250, 75, 1125, "B200"),
+        _mig("H100-1g.10gb", _H100, 9984, 16 / 132, 1),
+        _mig("H100-1g.20gb", _H100, 19968, 16 / 132, 2),
+        _mig("H100-2g.20gb", _H100, 19968, 32 / 132, 2),
+        _mig("H100-3g.40gb", _H100, 40192, 60 / 132, 4),
+        _mig("H100-4g.40gb", _H100, 40192, 64 / 132, 4),
+        _mig("H100-7g.80gb", _H100, 80640, 1.0, 8),
+        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, 4800, "H200"),
+        _gpu("B200", 183359, (10, 0), 2250, 75, 1125, 8000, "B200"),
     )
 }
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
@@ -115,9 +130,7 @@ def kind_of_device(device_name: str, total_memory_bytes: int | None = None) -> G
 def peak_tflops(gpu: GpuKind, precision: str, tf32: bool = False) -> float:
     """The dense peak a training precision's matrix products run at: the tensor cores' bfloat16/float16 peak for
     bf16-* and 16-*, TF32 or plain float32 for 32-true (`tf32`: float32 matmuls allowed TF32)."""
-    if precision.startswith(("bf16", "16")):
-        return gpu.bf16_tflops
-    return gpu.tf32_tflops if tf32 else gpu.fp32_tflops
+    return gpu.peak_tflops("bfloat16" if precision.startswith(("bf16", "16")) else "float32", tf32)
 
 
 def find_gpu(name: str) -> GpuKind | None:

@@ -169,7 +169,8 @@ def busy_machine_reason(device: torch.device) -> str | None:
 # ---------------------------------------------------------------- the machine
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -199,13 +200,13 @@ def gpu_uuid(device: torch.device) -> str | None:
 def describe_environment(device: torch.device) -> EnvironmentInfo:
     info = EnvironmentInfo(
         device_kind=device.type,
-        device_name=_cpu_name(),
+        device_name=cpu_name(),
         total_memory_bytes=_cpu_memory_bytes(),
         torch_version=torch.__version__,
         layerprof_version=layerprof.__version__,
         python_version=platform.python_version(),
         platform=platform.platform(),
-        cpu_name=_cpu_name(),
+        cpu_name=cpu_name(),
         cpu_count=os.cpu_count(),
         cpu_affinity=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         torch_threads=torch.get_num_threads(),

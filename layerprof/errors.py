@@ -25,8 +25,22 @@ class SplitWarning(LayerprofWarning):
     """A split that is valid but probably not what the user wants."""
 
 
+class ModelWarning(LayerprofWarning):
+    """A model is built otherwise than its name may suggest (an encoder trained as a causal language model)."""
+
+
+class FreezingWarning(LayerprofWarning):
+    """Freezing as the sweep applies it differs from what the user may assume (BatchNorm statistics still move)."""
+
+
 class DeviceWarning(LayerprofWarning):
     """The device or machine will not give the figures the user expects (a GPU torch cannot use, a busy CPU)."""
+
+
+class CellsFailed(LayerprofError):
+    """Every cell of a sweep failed: nothing to plan on. The profile is saved all the same (exit 1)."""
+
+    exit_code = 1
 
 
 class DeviceFailure(LayerprofError):

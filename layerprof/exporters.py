@@ -6,11 +6,16 @@ floating-point `log(max / min) / log(eta)` would fall just short of an integer (
 4.999999999999999) and silently drop a rung, the maximum is raised by one: every library then still places
 its rungs at (or, for top-down libraries, just above) 1, eta, eta^2, ..., and `layers_for_budget` maps each
 budget to the largest rung not above it.
+
+Each snippet says whether its library continues a trial at its next rung or restarts it, and continues where
+the library lets it (`CONTINUE = True`): a promoted trial thaws more layers and trains on from the state its
+previous rung returned, the rule `layerprof correlate --continue` records and `simulate` prices.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -31,6 +36,19 @@ def library_max_budget(eta: int, rung_count: int) -> int:
     return exact if by_ratio == by_base == rung_count else exact + 1
 
 
+CONTINUATION = {
+    "Optuna": "Optuna runs a trial in one objective call that reports every rung, so the trial continues: its "
+    "state stays in the call.",
+    "SMAC3": "SMAC3 restarts a configuration at every budget (it calls `train` anew); this snippet keeps each "
+    "configuration's state at its highest budget so far and continues from it.",
+    "NePS": "NePS restarts a promoted configuration as a new trial and names the trial it came from "
+    "(`previous_pipeline_directory`); this snippet saves the state in each trial's directory and continues from it.",
+    "Ray Tune": "Each rung is a Tune run, so Ray Tune restarts trials; a survivor restores the checkpoint its "
+    "previous rung reported (Ray's own ASHA continues from checkpoints the same way, but keeps a trial's GPU "
+    "share for its whole life).",
+}
+
+
 def _header(ladder: Ladder, library: str) -> str:
     eta = int(ladder.eta)
     rungs = {rung.budget_index: rung.trainable_layers for rung in ladder.rungs}
@@ -38,16 +56,25 @@ def _header(ladder: Ladder, library: str) -> str:
     fractions = {
         rung.budget_index: (round(1 / rung.parallel_slots, 4) if rung.parallel_slots else 1.0) for rung in ladder.rungs
     }
+    continuation = textwrap.fill(
+        f"Continuation: {CONTINUATION[library]} With CONTINUE = False every rung trains from scratch, as the paper "
+        "evaluates layer freezing; `layerprof simulate` prices both ways on a study of your task.",
+        width=110,
+    )
     return f'''"""{library} with layer freezing as the fidelity, from `layerprof ladder`.
 
 Model {ladder.model}, batch {ladder.batch_size}, {ladder.device}; eta = {eta}, cost = {ladder.cost_kind}.
 {ladder.fit_note}
 Replace `train_and_evaluate` with your training: freeze all but the last `trainable_layers` layers
-(`layerprof.freeze_layers`), train for `steps` steps (None: your full budget), return the validation loss.
-Layer freezing cannot continue a lower rung's run, so every rung trains from scratch.
+(`layerprof.freeze_layers`), train for `steps` steps (None: your full budget), return the validation loss and
+what a later rung continues from.
+
+{continuation}
 """
 
 import math
+import pickle
+from pathlib import Path
 
 ETA = {eta}
 # budget index -> trainable layers z (the top rung is full training)
@@ -57,6 +84,8 @@ STEPS = {steps!r}
 # budget index -> share of one GPU a trial of that rung needs (1 / parallel slots)
 GPU_FRACTION = {fractions!r}
 MAX_BUDGET = {library_max_budget(eta, len(rungs))}
+# a promoted trial trains on from its previous rung instead of from scratch
+CONTINUE = True
 
 
 def layers_for_budget(budget: float) -> int:
@@ -68,9 +97,30 @@ def steps_for_budget(budget: float):
     return STEPS[max(index for index in STEPS if index <= budget + 1e-9)]
 
 
-def train_and_evaluate(config: dict, trainable_layers: int, steps) -> float:
+def train_and_evaluate(config: dict, trainable_layers: int, steps, state=None) -> tuple:
+    """Train and return (validation loss, state). `state` is None for a fresh run, or what this configuration's
+    previous rung returned: then keep its weights and the optimizer state of the layers it trained, thaw layers
+    up to `trainable_layers` (their optimizer state starts fresh), and train on until `steps` steps in all (where
+    steps is None, every rung's budget is the full one: train it again); keep the learning-rate schedule of the
+    final budget, resumed at the step reached."""
     # A stand-in so that this file runs as it is; replace it with real training.
-    return (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+    loss = (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+    continued_from = None if state is None else state["trainable_layers"]
+    return loss, {{"learning_rate": config["learning_rate"], "trainable_layers": trainable_layers,
+                  "continued_from": continued_from}}
+
+
+def save_state(directory, state) -> None:
+    """A rung's state where the next rung finds it (for a torch model: torch.save of the model's and the
+    optimizer's state_dict, the step reached and the trainable-layer count)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    (Path(directory) / "layer_freezing_state.pkl").write_bytes(pickle.dumps(state))
+
+
+def load_state(directory):
+    """The state `save_state` left in `directory`, or None (nothing to continue from)."""
+    path = Path(directory) / "layer_freezing_state.pkl" if directory else None
+    return pickle.loads(path.read_bytes()) if path is not None and path.is_file() else None
 '''
 
 
@@ -80,11 +130,11 @@ def export_optuna(ladder: Ladder) -> str:
         + """
 
 # How it runs: each trial reports its loss at every rung (budget index) it trains and asks the pruner after
-# every rung but the top one. HyperbandPruner gives each trial a bracket s, whose successive halving decides
-# only at budgets ETA**s and above; since layer freezing cannot continue a lower rung's run, a trial starts at
-# its bracket's first rung instead of training rungs its bracket ignores. The bracket comes from the pruner's
-# own (private) `_get_bracket_id`; where an Optuna release lacks it, trials start at budget 1, as without
-# brackets.
+# every rung but the top one, continuing from the rung before (CONTINUE). HyperbandPruner gives each trial a
+# bracket s, whose successive halving decides only at budgets ETA**s and above, so a trial starts at its
+# bracket's first rung (from scratch) instead of training rungs its bracket ignores. The bracket comes from the
+# pruner's own (private) `_get_bracket_id`; where an Optuna release lacks it, trials start at budget 1, as
+# without brackets.
 
 import optuna
 
@@ -103,8 +153,11 @@ def first_budget(trial: optuna.Trial) -> int:
 def objective(trial: optuna.Trial) -> float:
     config = {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)}
     start = first_budget(trial)
+    state = None
     for budget in sorted(index for index in RUNGS if index >= start):
-        loss = train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget))
+        loss, state = train_and_evaluate(
+            config, layers_for_budget(budget), steps_for_budget(budget), state if CONTINUE else None
+        )
         trial.report(loss, step=budget)
         if budget == max(RUNGS):
             return loss  # full training is done: no pruning decision after the top rung
@@ -147,9 +200,15 @@ class LayerFreezingSpace(neps.PipelineSpace):
     budget = neps.IntegerFidelity(lower=1, upper=MAX_BUDGET)  # a budget index, mapped to z below
 
 
-def evaluate_pipeline(learning_rate: float, budget: int) -> float:
+def evaluate_pipeline(
+    pipeline_directory: Path, previous_pipeline_directory: Path | None, learning_rate: float, budget: int
+) -> float:
+    \"\"\"NePS names this trial's directory and, for a promoted configuration, its previous trial's.\"\"\"
     config = {"learning_rate": learning_rate}
-    return train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget))
+    state = load_state(previous_pipeline_directory) if CONTINUE else None
+    loss, state = train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget), state)
+    save_state(pipeline_directory, state)
+    return loss
 
 
 def evaluations(count: int) -> dict:
@@ -182,17 +241,28 @@ def export_ray(ladder: Ladder) -> str:
         _header(ladder, "Ray Tune")
         + """
 # Memory-parallel successive halving (the paper's Figure 6b). Each rung is one Tune run whose trials ask
-# for GPU_FRACTION of a GPU, so that many low-rung trials share a GPU; the best 1/ETA move up a rung.
-# (ASHA keeps a trial's resource request for its whole life, and layer freezing has no continuation, so a
-# per-rung request needs rung-synchronous halving like this.)
+# for GPU_FRACTION of a GPU, so that many low-rung trials share a GPU; the best 1/ETA move up a rung and
+# restore the checkpoint they reported (CONTINUE). ASHA keeps a trial's resource request for its whole life,
+# so a per-rung request needs rung-synchronous halving like this. On a cluster, checkpoints must be where every
+# node can read them: give STORAGE a shared path (or a bucket URI).
+
+import os
+import tempfile
 
 from ray import tune
 
+STORAGE = os.path.abspath("layer_freezing_tune")
 
-def train_rung(config: dict) -> dict:
+
+def train_rung(config: dict) -> None:
     budget = config["budget"]
-    loss = train_and_evaluate(config["hyperparameters"], layers_for_budget(budget), steps_for_budget(budget))
-    return {"loss": loss}
+    state = load_state(config["trial"]["checkpoint"]) if CONTINUE else None
+    loss, state = train_and_evaluate(
+        config["trial"]["hyperparameters"], layers_for_budget(budget), steps_for_budget(budget), state
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        save_state(directory, state)
+        tune.report({"loss": loss}, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 def memory_parallel_successive_halving(configs: list[dict]) -> dict:
@@ -201,19 +271,25 @@ def memory_parallel_successive_halving(configs: list[dict]) -> dict:
     if not ray.is_initialized():
         ray.init()
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0  # on a CPU-only cluster the GPU request is dropped
-    survivors = list(configs)
+    survivors = [{"hyperparameters": config, "checkpoint": None} for config in configs]
     for budget in sorted(RUNGS):
-        print(f"rung budget {budget}: {len(survivors)} trial(s) at z={RUNGS[budget]}", flush=True)
+        continuing = sum(survivor["checkpoint"] is not None for survivor in survivors) if CONTINUE else 0
+        print(f"rung budget {budget}: {len(survivors)} trial(s) at z={RUNGS[budget]}, "
+              f"{continuing} continued from checkpoints", flush=True)
         resources = {"cpu": 1, "gpu": GPU_FRACTION[budget]} if has_gpu else {"cpu": 1}
         tuner = tune.Tuner(
             tune.with_resources(train_rung, resources),
-            param_space={"budget": budget, "hyperparameters": tune.grid_search(survivors)},
+            param_space={"budget": budget, "trial": tune.grid_search(survivors)},
             tune_config=tune.TuneConfig(metric="loss", mode="min"),
+            run_config=tune.RunConfig(storage_path=STORAGE, name=f"rung-{budget}"),
         )
         results = sorted(tuner.fit(), key=lambda result: result.metrics["loss"])
         keep = max(1, len(survivors) // ETA) if budget != max(RUNGS) else 1
-        survivors = [result.config["hyperparameters"] for result in results[:keep]]
-    return survivors[0]
+        survivors = [
+            {"hyperparameters": result.config["trial"]["hyperparameters"], "checkpoint": result.checkpoint.path}
+            for result in results[:keep]
+        ]
+    return survivors[0]["hyperparameters"]
 
 
 def main() -> None:
@@ -234,7 +310,8 @@ def export_smac(ladder: Ladder) -> str:
         _header(ladder, "SMAC3")
         + """
 
-from pathlib import Path
+import hashlib
+import json
 
 from ConfigSpace import Configuration, ConfigurationSpace, Float
 from smac import MultiFidelityFacade, Scenario
@@ -242,13 +319,23 @@ from smac.intensifier.hyperband import Hyperband
 
 space = ConfigurationSpace()
 space.add(Float("learning_rate", (1e-4, 1e-1), log=True))
+CHECKPOINTS = Path("smac3_output") / "layer_freezing_states"  # one directory per configuration and seed
 
 
 def train(config: Configuration, seed: int = 0, budget: float = 1.0) -> float:
-    return train_and_evaluate(dict(config), layers_for_budget(budget), steps_for_budget(budget))
+    \"\"\"SMAC asks for a configuration at a budget; continue from its state at a lower budget where there is one.\"\"\"
+    key = hashlib.sha1(json.dumps([dict(config), seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    directory = CHECKPOINTS / key
+    saved = load_state(directory) if CONTINUE else None
+    state = saved["state"] if saved is not None and saved["budget"] < budget else None  # else: afresh
+    loss, state = train_and_evaluate(dict(config), layers_for_budget(budget), steps_for_budget(budget), state)
+    save_state(directory, {"budget": budget, "state": state})
+    return loss
 
 
 def main(n_trials: int = 50, output_directory: str = "smac3_output") -> None:
+    global CHECKPOINTS
+    CHECKPOINTS = Path(output_directory) / "layer_freezing_states"
     scenario = Scenario(
         space,
         n_trials=n_trials,

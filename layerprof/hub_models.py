@@ -19,17 +19,9 @@ import torch
 from layerprof.errors import LayerprofError, read_json
 from layerprof.parsing import coerce, parse_value
 
-# Families whose blocks sit inside a stage class that is not a container: split inside it, as for torchvision's
-# ViT. Keyed by the timm model name's prefix.
-TIMM_UNWRAP: dict[str, tuple[str, ...]] = {
-    "convnext": ("ConvNeXtStage",),
-    "convnextv2": ("ConvNeXtStage",),
-    "swin": ("SwinTransformerStage",),
-    "regnet": ("RegStage",),
-    "resnetv2": ("ResNetStage",),
-    "maxvit": ("MaxxVitStage",),
-    "coatnet": ("MaxxVitStage",),
-}
+# Stage classes that hold a family's blocks without being a container: split inside them, as for torchvision's
+# ViT. Any of them found in a timm model is descended into, whatever the model's name (regnetx_002, regnety_...).
+TIMM_STAGES = ("ConvNeXtStage", "SwinTransformerStage", "RegStage", "ResNetStage", "MaxxVitStage")
 
 
 def _module(name: str, extra: str) -> Any:
@@ -61,13 +53,15 @@ def timm_names() -> list[str]:
     return sorted(_module("timm", "timm").list_models())
 
 
-def timm_unwrap(name: str) -> tuple[str, ...]:
-    family = name.split("_")[0]
-    return next((classes for prefix, classes in TIMM_UNWRAP.items() if family == prefix), ())
+def timm_unwrap(model: torch.nn.Module) -> tuple[str, ...]:
+    """The stage classes of TIMM_STAGES the model holds."""
+    present = {type(module).__name__ for module in model.modules()}
+    return tuple(name for name in TIMM_STAGES if name in present)
 
 
 def timm_model(name: str, num_classes: int, input_shape: tuple[int, ...] | None, overrides: dict[str, str]) -> Any:
-    """A builder of the timm model and the per-sample input shape it takes."""
+    """A builder of the timm model and the per-sample input shape it takes. --set values are read as they look
+    (`parse_value`) and checked against the model class's own annotations once it is built (`check_timm_set`)."""
     timm = _module("timm", "timm")
     kwargs = {key: parse_value(value) if isinstance(value, str) else value for key, value in overrides.items()}
     defaults = timm.get_pretrained_cfg(name)
@@ -83,6 +77,26 @@ def timm_model(name: str, num_classes: int, input_shape: tuple[int, ...] | None,
             return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
 
     return build, shape, kwargs
+
+
+def check_timm_set(model: torch.nn.Module, overrides: dict[str, Any]) -> None:
+    """A --set value of a type the model's class does not declare for it (`--set drop_rate=abc`) is refused with
+    the type it declares: timm passes the value on as given, and the model would fail only in its forward."""
+    import inspect
+    import typing
+
+    init = type(model).__init__
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - annotations that do not resolve: nothing to check against
+        hints = {}
+    parameters = inspect.signature(init).parameters
+    for key, raw in overrides.items():
+        annotation = hints.get(key)
+        if annotation is None and key in parameters and parameters[key].default not in (None, inspect.Parameter.empty):
+            annotation = type(parameters[key].default)
+        if annotation is not None and isinstance(raw, str):
+            coerce(key, raw, annotation)
 
 
 def _takes_image_size(timm: Any, name: str) -> bool:
@@ -120,7 +134,7 @@ def hf_config(name: str, overrides: dict[str, str]) -> Any:
         close = difflib.get_close_matches(model_type, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `layerprof models --source hf` lists them"
         raise LayerprofError(f"unknown Hugging Face causal-LM model type {model_type!r}{hint}")
-    with offline():
+    with offline(), quiet_transformers():
         config = AutoConfig.for_model(model_type, **data)
     fields = config.to_dict()
     for key, raw in overrides.items():
@@ -132,7 +146,34 @@ def hf_config(name: str, overrides: dict[str, str]) -> Any:
         annotation = type(current) if current is not None and not isinstance(current, (dict, list)) else None
         setattr(config, key, coerce(key, raw, annotation))
     config.use_cache = False
+    if is_encoder(model_type):
+        config.is_decoder = True  # what its causal-LM class asks for (and warns about on every build without)
     return config
+
+
+def is_encoder(model_type: str) -> bool:
+    """An encoder (BERT, RoBERTa, ...) that transformers also builds with a causal-LM head: layerprof trains it
+    as a decoder (`is_decoder=True`: causal attention, next-token loss), not with masked-LM pretraining."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and model_type not in ENCODER_DECODERS
+
+
+# encoder-decoders whose causal-LM class is their decoder alone (it sets is_decoder itself)
+ENCODER_DECODERS = ("bart", "mbart", "mvp")
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' own warnings (its logger) kept off the terminal while a model is built."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def hf_model(config: Any) -> Any:
@@ -140,13 +181,25 @@ def hf_model(config: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
     def build() -> torch.nn.Module:
-        with offline():
+        with offline(), quiet_transformers():
             return AutoModelForCausalLM.from_config(config)
 
     return build
 
 
-def hf_unwrap(model: torch.nn.Module) -> tuple[str, ...]:
-    """The base model inside the causal-LM wrapper holds the blocks: split inside it."""
-    base = getattr(model, "base_model", model)
-    return () if base is model else (type(base).__name__,)
+def hf_unwrap(model: torch.nn.Module, block_count: int | None = None) -> tuple[str, ...]:
+    """Every module on the way from the causal-LM wrapper to the list of its blocks (the shallowest
+    `nn.ModuleList` of `block_count` entries, else the shallowest): split inside them, so that each block is a
+    layer (`model.layers.N` for Llama, `bert.encoder.layer.N` for BERT, `model.decoder.layers.N` for BART)."""
+    lists = [
+        (name, len(module))
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 1
+    ]
+    matching = [item for item in lists if item[1] == block_count] or lists
+    if not matching:
+        base = getattr(model, "base_model", model)
+        return () if base is model else (type(base).__name__,)
+    name = min(matching, key=lambda item: item[0].count("."))[0]
+    parts = name.split(".")
+    return tuple(dict.fromkeys(type(model.get_submodule(".".join(parts[:i]))).__name__ for i in range(1, len(parts))))

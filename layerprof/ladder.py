@@ -14,6 +14,7 @@ from typing import Any
 
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError
+from layerprof.parsing import check_eta
 from layerprof.profile import Profile, Row, load_profile, ratio
 
 # A rung ratio counts as close to eta when it lies within eta^(1/2) .. eta^(3/2) (half a step in log space).
@@ -70,6 +71,7 @@ class Ladder:
     hyperband: list[Bracket] = field(default_factory=list)  # Li et al.'s layout, which SMAC3 runs too
     hyperband_neps: list[Bracket] = field(default_factory=list)  # NePS's, where it differs (integer eta only)
     joint: dict[str, Any] | None = None
+    times_predicted: bool = False  # step times come from the time model (an estimate), not from measurement
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,8 +93,7 @@ def select_rungs(costs: dict[int, float], eta: float) -> tuple[list[int], bool, 
     the same price). The largest K whose ratios all lie within half a log step of eta wins; if no K does,
     the K with the smallest mean error, and the note says so.
     """
-    if eta <= 1:
-        raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
+    check_eta(eta)
     zs = sorted(costs)
     full = zs[-1]
     cheapest = min(costs.values())
@@ -230,7 +231,8 @@ def hyperband(rung_costs: Sequence[float], eta: float) -> list[Bracket]:
 def _profile_rows(profile: Profile, batch_size: int | None) -> tuple[int, dict[int, Row]]:
     ok = [row for row in profile.rows if row.ok]
     if not ok:
-        raise LayerprofError("the profile has no successful cells; re-run `layerprof profile` with smaller batches")
+        why = profile.incomplete_reason() or profile.failure_summary() or "it has no rows"
+        raise LayerprofError(f"the profile has no successful cells: {why}")
     sizes = sorted({row.batch_size for row in ok})
     if batch_size is None:
         batch_size = max(sizes, key=lambda b: (sum(r.batch_size == b for r in ok), b))
@@ -245,8 +247,8 @@ def _profile_rows(profile: Profile, batch_size: int | None) -> tuple[int, dict[i
 
 
 def default_cost(profile: Profile) -> str:
-    """Step time where the profile measured it, else FLOPs (estimates have no step times)."""
-    return "time" if any(row.step_time_ms for row in profile.rows if row.ok) else "flops"
+    """Step time where the profile measured or predicted it, else FLOPs."""
+    return "time" if any(profile.step_time_ms(row) for row in profile.rows if row.ok) else "flops"
 
 
 def build_ladder(
@@ -286,6 +288,7 @@ def build_ladder(
         gpu_memory_bytes=gpu_memory,
         context_reserve_bytes=context_reserve,
         configs=configs,
+        times_predicted=profile.predicts_time,
     )
     _add_brackets(ladder, configs)
     if budget_steps is not None:
@@ -298,8 +301,7 @@ def _validate(
 ) -> None:
     if cost_kind not in COSTS:
         raise LayerprofError(f"--cost must be time or flops, got {cost_kind!r}")
-    if eta <= 1:
-        raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
+    check_eta(eta)
     n = profile.layer_count
     if not 1 <= min_layers <= n:
         raise LayerprofError(f"--min-layers must be in 1..{n}, got {min_layers}")
@@ -315,20 +317,20 @@ def _rung_costs(
     """Cost per z at or above --min-layers: median step time or FLOPs; full training must be among them."""
     n = profile.layer_count
     if n not in rows:
+        full = profile.row(batch_size, n)
+        state = f" (it is {full.status}: {full.message})" if full is not None and full.message else ""
         raise LayerprofError(
-            f"the profile has no successful full-training cell (z={n}) at batch size {batch_size}; "
+            f"the profile has no successful full-training cell (z={n}) at batch size {batch_size}{state}; "
             "a ladder needs the top rung measured"
         )
-    field_name = "step_time_ms" if cost_kind == "time" else "flops"
-    costs = {
-        z: float(getattr(row, field_name))
-        for z, row in rows.items()
-        if z >= min_layers and getattr(row, field_name) is not None
-    }
+
+    def cost(row: Row) -> float | None:
+        return profile.step_time_ms(row) if cost_kind == "time" else row.flops
+
+    costs = {z: float(value) for z, row in rows.items() if z >= min_layers and (value := cost(row)) is not None}
     if not costs:
-        raise LayerprofError(
-            f"the profile has no {field_name} figures (an estimate has no step times); use --cost flops"
-        )
+        what = "step times (an estimate without a time model has none)" if cost_kind == "time" else "FLOPs"
+        raise LayerprofError(f"the profile has no {what}; use --cost flops")
     return costs
 
 
@@ -360,8 +362,8 @@ def _rungs(
                 cost=costs[z],
                 cost_vs_full=costs[z] / costs[n],
                 cost_vs_previous=None if index == 0 else costs[z] / costs[chosen[index - 1]],
-                step_time_ms=row.step_time_ms,
-                time_vs_full=ratio(row.step_time_ms, full.step_time_ms),
+                step_time_ms=profile.step_time_ms(row),
+                time_vs_full=ratio(profile.step_time_ms(row), profile.step_time_ms(full)),
                 peak_memory_bytes=row.peak_memory_bytes,
                 memory_vs_full=ratio(row.peak_memory_bytes, full.peak_memory_bytes),
                 memory_need_bytes=need,
@@ -405,14 +407,20 @@ def ladder_for(
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
     correlation from a correlate result file; the notes name rungs the result lacks."""
     profile = load_profile(profile_path)
+    notes: list[str] = []
+    reason = profile.incomplete_reason()
+    if reason is not None:
+        notes.append(
+            f"{profile_path} is incomplete ({reason}); the ladder rests on its finished cells only: rerun the "
+            "command that wrote it to resume it"
+        )
     if options.get("cost_kind") is None:
         options["cost_kind"] = default_cost(profile)
     ladder = build_ladder(profile, **options)
-    notes: list[str] = []
     if correlation is not None:
         from layerprof.correlate import load_result
 
-        notes = attach_correlation(ladder, load_result(Path(correlation)))
+        notes += attach_correlation(ladder, load_result(Path(correlation)))
     return ladder, notes
 
 

@@ -8,24 +8,34 @@ leaves that own parameters are the layers. Three things are added here to make i
 * layers are ordered by the forward pass that runs them, found by tracing one forward, not by registration
   order (LitGPT registers `lm_head` first);
 * parameters held directly by a descended container (a class token, a positional embedding) join the layer
-  that runs next after their first use, so none is left out.
+  that runs next after their first use, so none is left out;
+* a model with no sub-module that owns parameters (a bare `nn.Linear`) is one layer, the model itself;
+* a layer the forward pass runs more than once (a shared block) is counted (`Layer.calls`), and freezing cuts
+  the graph only where the frozen prefix ends, at the first call of the first trainable layer, so that every
+  trainable layer between two calls of a shared one still receives its gradient.
+
+Where no forward pass can be traced, registration order is used and the split says so (`Split.order`).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from layerprof.errors import SplitWarning
+from layerprof.errors import LayerprofError, SplitWarning
 from layerprof.profile import Layer, total_params, trainable_params
 
-__all__ = ["Layer", "SplitWarning", "split_layers", "freeze_layers", "trainable_params", "total_params"]
+__all__ = [
+    "Layer", "Split", "SplitWarning", "split_layers", "trace_split", "freeze_layers", "trainable_params",
+    "total_params",
+]  # fmt: skip
 
 CONTAINER_TYPES: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -58,6 +68,9 @@ def _collect_leaves(
             leaves.append((prefix, module))
 
     visit(model, "", True)
+    if not any(True for _, module in leaves for _ in module.parameters()) and container_params:
+        # nothing below the root owns parameters (a bare nn.Linear): the model itself is the one layer
+        return [("", model)], []
     return leaves, container_params
 
 
@@ -85,15 +98,18 @@ def _trace_forward_order(
     leaves: list[tuple[str, nn.Module]],
     watched_params: dict[int, str],
     run_forward: Callable[[nn.Module], Any],
-) -> tuple[list[str], dict[str, int]]:
-    """Run one forward; return leaf names in the order they first ran and where watched parameters were used."""
+) -> tuple[list[str], dict[str, int], dict[str, int]]:
+    """Run one forward; return leaf names in the order they first ran, where watched parameters were first used,
+    and how many times each leaf ran."""
     started: list[str] = []
+    calls: dict[str, int] = {}
     handles = []
     for name, module in leaves:
 
         def hook(_module: nn.Module, _args: Any, _name: str = name) -> None:
-            if _name not in started:
+            if _name not in calls:
                 started.append(_name)
+            calls[_name] = calls.get(_name, 0) + 1
 
         handles.append(module.register_forward_pre_hook(hook))
     tracker = _ParameterUseTracker(watched_params, started)
@@ -103,11 +119,32 @@ def _trace_forward_order(
     finally:
         for handle in handles:
             handle.remove()
-    return started, tracker.first_use
+    return started, tracker.first_use, calls
 
 
 class TraceFailed(RuntimeError):
     """The traced forward pass failed where the caller asked for the order it gives (`trace_required`)."""
+
+
+SplitOrder = Literal["forward", "registration"]
+ORDER_TITLES: dict[str, str] = {
+    "forward": "forward order",
+    "registration": "registration order (no forward pass could be traced)",
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """The layers and the order they are in: `forward` (traced) or `registration` (no forward pass could be
+    traced; `reason` says why), which may differ from the order the model runs them."""
+
+    layers: list[Layer]
+    order: SplitOrder = "forward"
+    reason: str = ""
+
+    @property
+    def title(self) -> str:
+        return ORDER_TITLES[self.order]
 
 
 def split_layers(
@@ -116,29 +153,43 @@ def split_layers(
     run_forward: Callable[[nn.Module], Any] | None = None,
     trace_required: bool = False,
 ) -> list[Layer]:
-    """Split `model` into layers in forward-execution order.
+    """Split `model` into layers in forward-execution order (`trace_split` also says which order it used).
 
     With `trace_required`, a failing traced forward raises TraceFailed instead of falling back.
 
     `run_forward(model)` runs one forward pass (on the meta device it costs nothing); without it, or when it
     fails, registration order is used and a warning says so.
     """
+    return trace_split(model, unwrap, run_forward, trace_required).layers
+
+
+def trace_split(
+    model: nn.Module,
+    unwrap: Sequence[str | type] = (),
+    run_forward: Callable[[nn.Module], Any] | None = None,
+    trace_required: bool = False,
+) -> Split:
+    """`split_layers`, with the order the layers are in."""
     leaves, container_params = _collect_leaves(model, unwrap)
     param_leaves = [(name, module) for name, module in leaves if any(True for _ in module.parameters())]
     if not param_leaves:
         raise ValueError("the model has no parameters to train")
-    order, first_use = _forward_order(model, param_leaves, container_params, run_forward, trace_required)
+    order, first_use, calls, reason = _forward_order(model, param_leaves, container_params, run_forward, trace_required)
     owned = _assign_parameters(dict(param_leaves), order, container_params, first_use)
-    layers = _count_parameters(model, order, owned)
+    layers = [replace(layer, calls=calls.get(layer.name, 1)) for layer in _count_parameters(model, order, owned)]
     _check_every_parameter_assigned(model, layers)
     if len(layers) < 2:
+        remedy = (
+            "it has no sub-modules: z=1 trains all of it, so there is no lower fidelity to profile"
+            if layers[0].name == ""
+            else "pass --unwrap CLASSNAME to descend into a container class"
+        )
         warnings.warn(
-            f"the model splits into only {len(layers)} layer ({layers[0].name or type(model).__name__}); "
-            "pass --unwrap CLASSNAME to descend into a container class",
+            f"the model splits into only {len(layers)} layer ({layers[0].name or type(model).__name__}); {remedy}",
             SplitWarning,
             stacklevel=2,
         )
-    return layers
+    return Split(layers, "registration" if reason else "forward", reason)
 
 
 def _forward_order(
@@ -147,24 +198,28 @@ def _forward_order(
     container_params: list[tuple[str, str]],
     run_forward: Callable[[nn.Module], Any] | None,
     trace_required: bool = False,
-) -> tuple[list[str], dict[str, int]]:
-    """Leaf names in the order one forward pass runs them, and where container parameters were first used."""
+) -> tuple[list[str], dict[str, int], dict[str, int], str]:
+    """Leaf names in the order one forward pass runs them, where container parameters were first used, how many
+    times each leaf ran, and (registration order) why no forward pass was traced."""
     order = [name for name, _ in param_leaves]
     if run_forward is None:
-        return order, {}
+        return order, {}, {}, "no forward pass was given"
     watched = {id(model.get_parameter(full)): full for _, full in container_params}
     try:
-        started, first_use = _trace_forward_order(model, param_leaves, watched, run_forward)
-    except Exception as error:  # noqa: BLE001 - any failure falls back to registration order
+        started, first_use, calls = _trace_forward_order(model, param_leaves, watched, run_forward)
+    except LayerprofError:  # the workload's own message (an output it cannot train on): nothing to fall back to
+        raise
+    except Exception as error:  # noqa: BLE001 - any other failure falls back to registration order
         if trace_required:
             raise TraceFailed(f"{type(error).__name__}: {error}") from error
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
         warnings.warn(
-            f"could not trace a forward pass ({type(error).__name__}: {error}); "
-            "layers are in registration order, which may differ from execution order",
+            f"could not trace a forward pass ({reason.rstrip(': ')}); layers are in registration order, which may "
+            "differ from execution order",
             SplitWarning,
             stacklevel=3,
         )
-        return order, {}
+        return order, {}, {}, reason.rstrip(": ")
     never_ran = [name for name in order if name not in started]
     if never_ran:
         warnings.warn(
@@ -172,7 +227,8 @@ def _forward_order(
             SplitWarning,
             stacklevel=3,
         )
-    return never_ran + started, {name: position + len(never_ran) for name, position in first_use.items()}
+    first_use = {name: position + len(never_ran) for name, position in first_use.items()}
+    return never_ran + started, first_use, calls, ""
 
 
 def _assign_parameters(
@@ -184,7 +240,10 @@ def _assign_parameters(
     """Each layer's parameter names: its own, plus container parameters adopted by the layer that runs next
     after their first use (never used: the first layer inside the container, else the first layer)."""
     owned = {
-        name: [f"{name}.{local}" for local, _ in module_of[name].named_parameters(remove_duplicate=False)]
+        name: [
+            f"{name}.{local}" if name else local
+            for local, _ in module_of[name].named_parameters(remove_duplicate=False)
+        ]
         for name in order
     }
     for container, full_name in container_params:
@@ -241,15 +300,49 @@ def _check_every_parameter_assigned(model: nn.Module, layers: list[Layer]) -> No
         raise AssertionError(f"parameters not assigned to any layer: {', '.join(missing)}")
 
 
-class FrozenModel:
-    """The freezing applied for one trainable-layer count; `remove()` undoes the graph cuts."""
+class _Cut:
+    """Where one forward pass stands relative to the frozen/trainable boundary. The model's own forward pre-hook
+    starts each pass; the boundary layer's first call in it ends the frozen prefix. Only calls before that are
+    cut: a layer the pass runs again later (a shared block) keeps the graph of the trainable layers before it.
+    A workload that never calls the model itself (only its parts) gets a cut at every call, as before."""
 
-    def __init__(self, model: nn.Module, layers: Sequence[Layer], trainable_layers: int) -> None:
+    def __init__(self) -> None:
+        self.driven = False  # the model's own forward runs (its pre-hook fired)
+        self.past_boundary = False
+
+    def start_pass(self, *_: Any) -> None:
+        self.driven = True
+        self.past_boundary = False
+
+    def in_prefix(self) -> bool:
+        return not (self.driven and self.past_boundary)
+
+    def detach_inputs(self, _module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if not self.in_prefix():
+            return None
+        self.past_boundary = True
+        return _detach(args), _detach(kwargs)
+
+    def detach_output(self, _module: nn.Module, _args: Any, output: Any) -> Any:
+        return _detach(output) if self.in_prefix() else None
+
+
+class FrozenModel:
+    """The freezing applied for one trainable-layer count; `remove()` undoes the graph cuts (and eval mode).
+
+    With `eval_frozen`, the frozen layers run in eval mode: BatchNorm normalises with its running statistics
+    and stops updating them, dropout is off. In train mode (the default, as plain `requires_grad_(False)`
+    leaves them) a frozen BatchNorm still updates its running statistics on every step."""
+
+    def __init__(
+        self, model: nn.Module, layers: Sequence[Layer], trainable_layers: int, eval_frozen: bool = False
+    ) -> None:
         n = len(layers)
         if not 1 <= trainable_layers <= n:
             raise ValueError(f"trainable_layers must be in 1..{n}, got {trainable_layers}")
         self.trainable_layers = trainable_layers
         self._handles: list[Any] = []
+        self._training: list[tuple[nn.Module, bool]] = []  # modules put in eval mode, with their mode before
         for param in model.parameters():
             param.requires_grad_(False)
         first_trainable = n - trainable_layers
@@ -258,21 +351,43 @@ class FrozenModel:
                 model.get_parameter(full_name).requires_grad_(True)
         if trainable_layers == n:
             return
+        if eval_frozen:
+            for layer in layers[:first_trainable]:
+                for module in model.get_submodule(layer.name).modules():
+                    self._training.append((module, module.training))
+                    module.training = False
         # Cut the graph at the frozen/trainable boundary. Without tied weights nothing before the boundary
         # requires grad and the cuts cost nothing; with a weight tied into the trainable suffix (an input
         # embedding shared with the output head) they keep the frozen prefix from building a graph whose
         # activations would be held for a backward pass that must not reach it.
+        cut = _Cut()
+        self._handles.append(model.register_forward_pre_hook(cut.start_pass))
         for layer in layers[:first_trainable]:
             if any(model.get_parameter(full).requires_grad for full in layer.parameter_names):
                 module = model.get_submodule(layer.name)
-                self._handles.append(module.register_forward_hook(_detach_output))
+                self._handles.append(module.register_forward_hook(cut.detach_output))
         boundary = model.get_submodule(layers[first_trainable].name)
-        self._handles.append(boundary.register_forward_pre_hook(_detach_inputs, with_kwargs=True))
+        self._handles.append(boundary.register_forward_pre_hook(cut.detach_inputs, with_kwargs=True))
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for module, training in self._training:
+            module.training = training
+        self._training.clear()
+
+
+def batchnorm_layers(model: nn.Module, layers: Sequence[Layer]) -> list[str]:
+    """Layers holding a normalisation with running statistics that train mode updates (BatchNorm and the like):
+    frozen, they still change unless run in eval mode."""
+    found = []
+    for layer in layers:
+        for module in model.get_submodule(layer.name).modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+                found.append(layer.name)
+                break
+    return found
 
 
 def _detach(value: Any) -> Any:
@@ -287,14 +402,9 @@ def _detach(value: Any) -> Any:
     return value
 
 
-def _detach_output(_module: nn.Module, _args: Any, output: Any) -> Any:
-    return _detach(output)
-
-
-def _detach_inputs(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    return _detach(args), _detach(kwargs)
-
-
-def freeze_layers(model: nn.Module, layers: Sequence[Layer], trainable_layers: int) -> FrozenModel:
-    """Freeze all but the last `trainable_layers` layers and cut the graph at the boundary."""
-    return FrozenModel(model, layers, trainable_layers)
+def freeze_layers(
+    model: nn.Module, layers: Sequence[Layer], trainable_layers: int, eval_frozen: bool = False
+) -> FrozenModel:
+    """Freeze all but the last `trainable_layers` layers and cut the graph at the boundary; with `eval_frozen`,
+    run the frozen layers in eval mode (BatchNorm keeps its running statistics, dropout is off)."""
+    return FrozenModel(model, layers, trainable_layers, eval_frozen)

@@ -6,18 +6,21 @@ in one extra step afterwards, so that dispatch-level hooks add nothing to the st
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 
+from layerprof.devices import MatmulThreads
 from layerprof.profile import MemoryCategory
 from layerprof.stats import TimingStats, median_confidence_interval, median_is_stable
 
@@ -257,13 +260,33 @@ def _attention_formulas() -> dict[Any, Any]:
     return formulas
 
 
+def _convolution_backward_flops(
+    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups,
+    output_mask, *_args: Any, **_kwargs: Any,
+) -> int:  # fmt: skip
+    """The input gradient and the weight gradient of a convolution each cost what its forward costs, grouped and
+    depthwise convolutions included. torch's own formula counts the weight gradient as if `groups` were 1: a
+    depthwise layer's backward read `channels` times too many FLOPs (efficientnet_b0 trained 14x its cost).
+
+    The forward's count already divides by the groups through the weight's shape (C_out, C_in / groups, k...);
+    the weight gradient correlates each group's C_in / groups inputs with its C_out / groups outputs, the same
+    products again. The bias gradient (a sum) counts 0, as the bias does in the forward."""
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 ATTENTION_FLOP_FORMULAS = _attention_formulas()
+# every formula layerprof puts in place of torch's own (torch.utils.flop_counter): the FLOP registry
+FLOP_FORMULAS: dict[Any, Any] = {
+    **ATTENTION_FLOP_FORMULAS,
+    torch.ops.aten.convolution_backward: _convolution_backward_flops,
+}
 
 
 def flop_counter() -> FlopCounterMode:
     """Model FLOPs per step: matmuls, convolutions and attention (every backend alike); elementwise ops,
     normalisation and the optimizer count 0."""
-    return FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_FORMULAS)
+    return FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
 
 
 # ---------------------------------------------------------------- CUDA allocator
@@ -347,14 +370,170 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
 
 
-MATMUL_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "_addmm_activation"))
+# ---------------------------------------------------------------- the operations of a step
+
+
+class Phase(str, Enum):
+    """The part of a training step an operation belongs to."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    OPTIMIZER = "optimizer"
+
+
+class OpClass(str, Enum):
+    """What bounds an operation's kernel: a matrix product, a convolution, attention, or memory traffic."""
+
+    GEMM = "gemm"
+    CONV = "conv"
+    ATTENTION = "attention"
+    MEMORY = "memory"
+
+
+GEMM_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "_addmm_activation"))
 # fused-bias products, which CUDA runs through cuBLASLt (with a workspace of its own)
 CUBLASLT_OPS = frozenset(("addmm", "_addmm_activation"))
+CONV_OPS = frozenset(("convolution", "convolution_backward", "cudnn_convolution", "_convolution"))
+# operations that launch no kernel: views, metadata, allocation without initialisation, host-side scalars
+NO_KERNEL_OPS = frozenset((
+    "empty", "empty_strided", "new_empty", "new_empty_strided", "empty_like", "_local_scalar_dense", "lift_fresh",
+    "_record_function_enter_new", "_record_function_exit", "sym_size", "sym_stride", "sym_numel", "device",
+))  # fmt: skip
+# operations that read rows of their first input, not all of it (an embedding reads the tokens' rows)
+ROW_READ_OPS = frozenset(("embedding", "index_select", "gather", "index", "take_along_dim"))
+# PyTorch's multi_tensor_apply launches one kernel per this many tensors, by the number of tensor lists taken
+FOREACH_TENSORS_PER_KERNEL = (110, 64, 48, 36, 30)
 
 
-def matmul_ops(counter: FlopCounterMode) -> set[str]:
-    """The matrix-product ops a counted phase ran (names without overload), which decide the cuBLAS and cuBLASLt
-    workspaces its thread holds on CUDA."""
-    counts = counter.get_flop_counts().get("Global", {})
-    names = {getattr(op, "__name__", str(op)).split(".")[0] for op in counts}
-    return names & MATMUL_OPS
+def op_class(name: str) -> OpClass:
+    if name in GEMM_OPS:
+        return OpClass.GEMM
+    if name in CONV_OPS:
+        return OpClass.CONV
+    if "scaled_dot_product" in name or "flash_attention" in name or "efficient_attention" in name:
+        return OpClass.ATTENTION
+    return OpClass.MEMORY
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One operation of a traced step, as the time model needs it."""
+
+    name: str  # the aten op, without overload
+    op_class: OpClass
+    phase: Phase
+    flops: int
+    bytes_moved: int  # inputs read and outputs written
+    dtype: str  # the compute dtype: "float32", "bfloat16", "float16"
+    kernels: int  # kernels it launches on a GPU (0: a view or metadata)
+
+
+@dataclass
+class StepTrace:
+    """A traced training step: its operations, and how many module calls its forward made (the host's Python
+    work per module, which the time model prices)."""
+
+    ops: list[OpCost] = field(default_factory=list)
+    module_calls: int = 0
+
+    def dispatched(self, phase: Phase) -> int:
+        return sum(1 for op in self.ops if op.phase is phase)
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records an `OpCost` for every aten operation of a step (`trace`): the step's FLOPs (by the formulas of
+    `flop_counter`), which threads ran matrix products, and what the time model reads. Set `phase` as the step
+    moves on; module calls are counted while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = Phase.FORWARD
+        self.trace = StepTrace()
+        self._formulas = flop_counter().flop_registry
+        self._hook: Any = None
+
+    @property
+    def ops(self) -> list[OpCost]:
+        return self.trace.ops
+
+    def _count_call(self, _module: torch.nn.Module, _args: Any) -> None:
+        self.trace.module_calls += 1
+
+    def __enter__(self) -> OpRecorder:
+        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._count_call)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        return super().__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.__name__.split(".")[0]
+        if name in ("device", "sym_size", "sym_stride", "sym_numel"):
+            return out
+        formula = self._formulas.get(func._overloadpacket)
+        flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
+        inputs = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
+        outputs = [v for v in tree_flatten(out)[0] if isinstance(v, torch.Tensor)]
+        kernels = 0 if getattr(func, "is_view", False) or name in NO_KERNEL_OPS else _kernels(name, args)
+        self.trace.ops.append(
+            OpCost(
+                name,
+                op_class(name),
+                self.phase,
+                flops,
+                _bytes_moved(name, inputs, outputs) if kernels else 0,
+                _compute_dtype(inputs or outputs),
+                kernels,
+            )  # fmt: skip
+        )
+        return out
+
+
+def _kernels(name: str, args: Sequence[Any]) -> int:
+    if not name.startswith("_foreach_"):
+        return 1
+    lists = [arg for arg in args if isinstance(arg, (list, tuple)) and arg and isinstance(arg[0], torch.Tensor)]
+    if not lists:
+        return 1
+    per_kernel = FOREACH_TENSORS_PER_KERNEL[min(len(lists), len(FOREACH_TENSORS_PER_KERNEL)) - 1]
+    return max(1, math.ceil(len(lists[0]) / per_kernel))
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _bytes_moved(name: str, inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor]) -> int:
+    written = sum(_nbytes(t) for t in outputs)
+    if name in ROW_READ_OPS and inputs:
+        read = sum(_nbytes(t) for t in inputs[1:]) + written  # the rows gathered, the indices
+    else:
+        read = sum(_nbytes(t) for t in inputs)
+    return read + written
+
+
+def _compute_dtype(tensors: Sequence[torch.Tensor]) -> str:
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            return str(tensor.dtype).removeprefix("torch.")
+    return "float32"
+
+
+def phase_flops(ops: Iterable[OpCost], phase: Phase) -> int:
+    return sum(op.flops for op in ops if op.phase is phase)
+
+
+def matmul_threads(ops: Iterable[OpCost]) -> MatmulThreads:
+    """Which threads of a step ran matrix products: the forward and the optimizer run on the caller's, the
+    backward on autograd's device thread; fused-bias products use cuBLASLt."""
+    caller = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase is not Phase.BACKWARD}
+    autograd = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase is Phase.BACKWARD}
+    return MatmulThreads(
+        forward=bool(caller), forward_lt=bool(caller & CUBLASLT_OPS),
+        backward=bool(autograd), backward_lt=bool(autograd & CUBLASLT_OPS),
+    )  # fmt: skip

@@ -18,8 +18,10 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import typing
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from layerprof.errors import LayerprofError
-from layerprof.layers import TraceFailed, split_layers, total_params
+from layerprof.errors import LayerprofError, ModelWarning, SplitWarning
+from layerprof.layers import Split, TraceFailed, total_params, trace_split
 from layerprof.parsing import coerce
-from layerprof.profile import Layer, ModelInfo
+from layerprof.profile import Layer, ModelInfo, Profile
 from layerprof.workloads import CustomWorkload, Workload
 
 IMAGE_BATCH_SIZES = (32,)
@@ -79,6 +81,18 @@ class ModelOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     unwrap: tuple[str, ...] = ()
 
+    @classmethod
+    def of_profile(cls, profile: Profile) -> ModelOptions:
+        """The options a profile's model was built with, to build it again."""
+        workload = profile.workload
+        return cls(
+            num_classes=workload.num_classes,
+            input_shape=workload.input_shape,
+            seq_len=workload.seq_len,
+            overrides=dict(profile.model.overrides),
+            unwrap=tuple(profile.model.unwrap),
+        )
+
 
 @dataclass
 class LoadedModel:
@@ -91,9 +105,16 @@ class LoadedModel:
     overrides: dict[str, Any]
     description: str = ""
     construction: str = ""  # how its tensors were placed on a meta build: one of CONSTRUCTIONS
+    order: str = "forward"  # the order of the last split: layerprof.layers.SplitOrder
+    order_reason: str = ""  # registration order: why no forward pass could be traced
 
     def split(self, trace_required: bool = False) -> list[Layer]:
-        """The model's layers in forward order, traced with one small forward pass."""
+        """The model's layers in forward order, traced with one small forward pass (`order` says whether it
+        could be traced)."""
+        return self.trace(trace_required).layers
+
+    def trace(self, trace_required: bool = False) -> Split:
+        """`split`, with the order the layers are in; remembered for `describe`."""
         device = next(self.model.parameters()).device
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
 
@@ -101,7 +122,9 @@ class LoadedModel:
             # batch 2: BatchNorm in training mode rejects a single sample on small images
             self.workload.loss(model, self.workload.make_batch(2, device, dtype))
 
-        return split_layers(self.model, self.unwrap, run_forward, trace_required)
+        split = trace_split(self.model, self.unwrap, run_forward, trace_required)
+        self.order, self.order_reason = split.order, split.reason
+        return split
 
     def describe(self, layers: Sequence[Layer]) -> ModelInfo:
         return ModelInfo(
@@ -114,6 +137,8 @@ class LoadedModel:
             layers=list(layers),
             total_params=total_params(layers),
             construction=self.construction,
+            order=self.order,
+            order_reason=self.order_reason,
         )
 
 
@@ -214,7 +239,15 @@ def typed_overrides(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[st
 
 # ---------------------------------------------------------------- placing a model's tensors
 
-CONSTRUCTIONS = ("meta", "meta-parameters", "fake", "cpu")
+CONSTRUCTIONS = ("meta", "meta-parameters", "fake", "cpu", "cpu-trace")
+CONSTRUCTION_NOTES = {
+    "meta-parameters": "its constructor computes with tensors: only its parameters and buffers were put on the meta "
+    "device",
+    "fake": "its forward pass cannot run on the meta device: it was split on fake CPU tensors (no memory)",
+    "cpu": "its constructor computes with tensors: it was built on the CPU, using its memory",
+    "cpu-trace": "its forward pass cannot run on meta or fake tensors: it was built and traced on the CPU, using its "
+    "memory",
+}
 
 
 @contextmanager
@@ -294,10 +327,31 @@ def build_model(
         loaded = _build_hf(spec, name, options, device)
     else:
         loaded = _build_user(spec, options, device)
+    check_built(loaded, options)
     if dtype != torch.float32:
         cast_floating(loaded.model, dtype)
     loaded.model.train()
     return loaded
+
+
+def check_built(loaded: LoadedModel, options: ModelOptions) -> None:
+    """What a build can show about the options: an --unwrap class the model does not hold, a parameter with no
+    elements (a size of 0 given as a value --set does not recognise as one)."""
+    present = {type(module).__name__ for module in loaded.model.modules()}
+    present |= {type(module).__qualname__ for module in loaded.model.modules()}
+    for name in options.unwrap:
+        if not name.strip():
+            raise LayerprofError("--unwrap expects a class name, e.g. --unwrap Block; got an empty one")
+        if name not in present:
+            close = difflib.get_close_matches(name, sorted(present), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise LayerprofError(f"--unwrap {name}: {loaded.spec} holds no module of class {name}{hint}")
+    empty = [name for name, param in loaded.model.named_parameters() if param.numel() == 0]
+    if empty:
+        shape = tuple(loaded.model.get_parameter(empty[0]).shape)
+        raise LayerprofError(
+            f"{loaded.spec} has a parameter with no elements ({empty[0]}, shape {shape}): a size given with --set is 0?"
+        )
 
 
 def cast_floating(model: nn.Module, dtype: torch.dtype) -> None:
@@ -429,7 +483,7 @@ def _build_litgpt(
 
 
 def _build_timm(spec: str, name: str, options: ModelOptions, device: torch.device) -> LoadedModel:
-    from layerprof.hub_models import timm_model, timm_unwrap
+    from layerprof.hub_models import check_timm_set, timm_model, timm_unwrap
 
     if options.seq_len is not None:
         raise LayerprofError(f"--seq-len applies to language models; {name} takes --input-shape C,H,W")
@@ -439,6 +493,7 @@ def _build_timm(spec: str, name: str, options: ModelOptions, device: torch.devic
         model, construction = construct(build, device)
     except (TypeError, ValueError, AssertionError) as error:
         raise LayerprofError(f"timm could not build {name} with {kwargs}: {error}") from None
+    check_timm_set(model, options.overrides)
     workload = Workload(
         family="image-classification",
         input_shape=input_shape,
@@ -451,7 +506,7 @@ def _build_timm(spec: str, name: str, options: ModelOptions, device: torch.devic
         name=name,
         model=model,
         workload=workload,
-        unwrap=tuple(dict.fromkeys(timm_unwrap(name) + options.unwrap)),
+        unwrap=tuple(dict.fromkeys(timm_unwrap(model) + options.unwrap)),
         overrides=kwargs,
         description=f"timm {name}, random init",
         construction=construction,
@@ -459,11 +514,16 @@ def _build_timm(spec: str, name: str, options: ModelOptions, device: torch.devic
 
 
 def _build_hf(spec: str, name: str, options: ModelOptions, device: torch.device) -> LoadedModel:
-    from layerprof.hub_models import hf_config, hf_model, hf_unwrap
+    from layerprof.hub_models import hf_config, hf_model, hf_unwrap, is_encoder
 
     if options.input_shape is not None or options.num_classes is not None:
         raise LayerprofError(f"--input-shape and --num-classes apply to image models; {name} takes --seq-len")
     config = hf_config(name, options.overrides)
+    blocks = _block_count(config)
+    if blocks is not None and blocks < 1:
+        raise LayerprofError(
+            f"{name} declares {blocks} blocks (num_hidden_layers); a model to profile needs at least 1"
+        )
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     seq_len = options.seq_len or min(limit or DEFAULT_MAX_SEQ_LEN, DEFAULT_MAX_SEQ_LEN)
     if limit is not None and not 1 <= seq_len <= limit:
@@ -472,6 +532,13 @@ def _build_hf(spec: str, name: str, options: ModelOptions, device: torch.device)
         model, construction = construct(hf_model(config), device)
     except (TypeError, ValueError, AssertionError) as error:
         raise LayerprofError(f"transformers could not build {name}: {str(error).splitlines()[0]}") from None
+    if is_encoder(config.model_type):
+        warnings.warn(
+            f"{spec} is an encoder: it is built as {type(model).__name__} with is_decoder=True (causal attention, "
+            "next-token loss), not trained as a masked language model",
+            ModelWarning,
+            stacklevel=2,
+        )
     workload = Workload(
         family="causal-lm", seq_len=seq_len, vocab_size=config.vocab_size, default_batch_sizes=LM_BATCH_SIZES
     )
@@ -481,11 +548,21 @@ def _build_hf(spec: str, name: str, options: ModelOptions, device: torch.device)
         name=config.model_type,
         model=model,
         workload=workload,
-        unwrap=tuple(dict.fromkeys(hf_unwrap(model) + options.unwrap)),
+        unwrap=tuple(dict.fromkeys(hf_unwrap(model, _block_count(config)) + options.unwrap)),
         overrides={key: getattr(config, key) for key in options.overrides},
-        description=f"Hugging Face {type(model).__name__}, random init",
+        description=f"Hugging Face {type(model).__name__}, random init"
+        + (", an encoder trained as a causal LM (is_decoder=True)" if is_encoder(config.model_type) else ""),
         construction=construction,
     )
+
+
+def _block_count(config: Any) -> int | None:
+    """The number of blocks a Hugging Face config declares, under the names transformers uses."""
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "decoder_layers"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def load_factory(spec: str) -> Any:
@@ -603,25 +680,66 @@ def split_model(spec: str, options: ModelOptions | None = None) -> ModelInfo:
 def split_without_memory(spec: str, options: ModelOptions) -> tuple[LoadedModel, list[Layer]]:
     """The model on the meta device and its split. Where a forward pass cannot run on the meta device (models
     that ask a tensor for its value, or autocast on the tensors' device), the model is built on fake CPU tensors
-    instead, which cost no memory either ("fake")."""
+    instead, which cost no memory either ("fake"); where shapes depend on values (mixture-of-experts routing),
+    on fake tensors with symbolic shapes; failing that on real CPU tensors where the model fits in a quarter of
+    the free memory ("cpu"). Only then are the layers in registration order, and `order` says so."""
     loaded = build_model(spec, options, device="meta")
     try:
         return loaded, loaded.split(trace_required=True)
-    except TraceFailed:
-        pass
+    except TraceFailed as error:
+        failure = str(error)
+    parameter_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    for dynamic in (False, True):
+        mode, loaded = build_fake(spec, options, torch.float32, dynamic_shapes=dynamic)
+        try:
+            with mode:
+                return loaded, loaded.split(trace_required=True)
+        except TraceFailed as error:
+            failure = str(error)
+    free = _free_memory_bytes()
+    if free is not None and parameter_bytes <= free // 4:
+        loaded = build_model(spec, options, device="cpu")
+        loaded.construction = "cpu-trace"
+        return loaded, loaded.split()
+    shown = f"{parameter_bytes / 2**30:.1f} GiB of parameters, {(free or 0) / 2**30:.1f} GiB free"
     mode, loaded = build_fake(spec, options, torch.float32)
-    with mode:
+    with mode, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitWarning)
         layers = loaded.split()
+    loaded.order_reason = f"{failure}; too large to trace on real CPU tensors ({shown})"
+    warnings.warn(
+        f"could not trace a forward pass of {spec} ({loaded.order_reason}); layers are in registration order, "
+        "which may differ from execution order",
+        SplitWarning,
+        stacklevel=2,
+    )
     return loaded, layers
 
 
-def build_fake(spec: str, options: ModelOptions, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadedModel]:
+def _free_memory_bytes() -> int | None:
+    """Memory the system has free now (Linux), or None where it cannot say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def build_fake(
+    spec: str, options: ModelOptions, dtype: torch.dtype = torch.float32, dynamic_shapes: bool = False
+) -> tuple[Any, LoadedModel]:
     """The model with fake CPU tensors (FakeTensorMode): its full size is never allocated. A constructor that
     computes with its tensors (a `.tolist()` of a computed tensor) cannot run on fake tensors; such a model is
-    built for real on the CPU once and its parameters and buffers replaced by fakes ("cpu")."""
+    built for real on the CPU once and its parameters and buffers replaced by fakes ("cpu"). With
+    `dynamic_shapes`, an op whose output shape depends on values (`nonzero`, as mixture-of-experts routing
+    runs) gives a symbolic size instead of failing: enough to trace the order, not to count bytes."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    mode = FakeTensorMode()
+    if dynamic_shapes:
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+        mode = FakeTensorMode(shape_env=ShapeEnv())
+    else:
+        mode = FakeTensorMode()
     try:
         with mode:
             loaded = build_model(spec, options, device="cpu", dtype=dtype)

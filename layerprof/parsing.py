@@ -6,6 +6,7 @@ Each parser raises a LayerprofError that names the option, what it got and what 
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import types
 import typing
@@ -15,16 +16,44 @@ from typing import Any
 from layerprof.devices import GPUS, gpu_memory_bytes
 from layerprof.errors import LayerprofError
 
+# The largest batch size a sweep takes (fit searches up to it too): beyond it every cell could only fail.
+MAX_BATCH_SIZE = 1 << 24
+# The largest eta: rungs a thousandfold apart already leave one or two rungs; beyond, counts overflow.
+MAX_ETA = 1000.0
 
-def parse_positive_ints(text: str, option: str) -> tuple[int, ...]:
-    """`1,8,32` -> (1, 8, 32), sorted and without duplicates."""
+
+def split_items(text: str, option: str, example: str) -> list[str]:
+    """Comma-separated items, stripped. Nothing at all, or an empty item (`1,,2`, a trailing comma), is an error:
+    a list with a hole in it is a typo more often than a wish."""
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip():
+        raise LayerprofError(f"{option} is empty; write e.g. {example}")
+    if any(not part for part in parts):
+        raise LayerprofError(
+            f"{option} {text!r} has an empty item (two commas, or one at an end); write e.g. {example}"
+        )
+    return parts
+
+
+def parse_positive_ints(text: str, option: str, largest: int = MAX_BATCH_SIZE) -> tuple[int, ...]:
+    """`1,8,32` -> (1, 8, 32), sorted and without duplicates; each in 1..`largest`."""
+    parts = split_items(text, option, "1,8,32")
     try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
+        values = tuple(int(part) for part in parts)
     except ValueError:
-        values = ()
-    if not values or any(v <= 0 for v in values):
+        raise LayerprofError(f"{option} expects positive integers like 1,8,32, got {text!r}") from None
+    if any(v <= 0 for v in values):
         raise LayerprofError(f"{option} expects positive integers like 1,8,32, got {text!r}")
+    if any(v > largest for v in values):
+        raise LayerprofError(f"{option} {max(values):,} is beyond the largest this takes, {largest:,}")
     return tuple(sorted(set(values)))
+
+
+def check_eta(eta: float, option: str = "--eta") -> float:
+    """eta, a finite number in (1, MAX_ETA]: each rung costs about eta times the one below."""
+    if not math.isfinite(eta) or not 1 < eta <= MAX_ETA:
+        raise LayerprofError(f"{option} must be a number greater than 1 and at most {MAX_ETA:g}, got {eta:g}")
+    return eta
 
 
 @dataclass(frozen=True)
@@ -41,7 +70,7 @@ class LayerSelection:
         """(whether `all` appears, the numbers given)."""
         values: set[int] = set()
         has_all = False
-        for part in (p.strip() for p in self.text.split(",")):
+        for part in split_items(self.text, self.option, "all, 1,2,4 or 1-5"):
             if part.lower() == "all":
                 has_all = True
                 continue
@@ -83,7 +112,7 @@ def parse_layer_selection(text: str, option: str = "--layers") -> LayerSelection
 def parse_fractions(text: str, option: str = "--budget-fractions") -> tuple[float, ...]:
     """Fractions in (0, 1], ascending; 1 (full fidelity) is always added."""
     try:
-        values = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+        values = tuple(sorted({float(part) for part in split_items(text, option, "0.1,0.25,0.5,1")}))
     except ValueError:
         values = ()
     if not values or any(not 0 < v <= 1 for v in values):
@@ -93,8 +122,10 @@ def parse_fractions(text: str, option: str = "--budget-fractions") -> tuple[floa
     return values
 
 
-def parse_rungs(text: str, option: str = "--path") -> list[tuple[int, float]]:
-    """`1@0.25,3@0.5,6@1` -> [(1, 0.25), (3, 0.5), (6, 1.0)]: trainable layers at a budget fraction per rung."""
+def parse_rungs(text: str, option: str = "--path", rising: bool = False) -> list[tuple[int, float]]:
+    """`1@0.25,3@0.5,6@1` -> [(1, 0.25), (3, 0.5), (6, 1.0)]: trainable layers at a budget fraction per rung.
+    With `rising`, a rung that does not raise the fidelity (z and budget kept or raised, one of them raised) is
+    refused."""
     refused = LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
     rungs = []
     for part in text.split(","):
@@ -105,6 +136,12 @@ def parse_rungs(text: str, option: str = "--path") -> list[tuple[int, float]]:
             raise refused from None
         if not at or rung[0] < 1 or not 0 < rung[1] <= 1:
             raise refused
+        if rising and rungs and (rung[0] < rungs[-1][0] or rung[1] < rungs[-1][1] or rung == rungs[-1]):
+            before = f"{rungs[-1][0]}@{rungs[-1][1]:g}"
+            raise LayerprofError(
+                f"{option} {text}: rung {rung[0]}@{rung[1]:g} after {before} does not raise the fidelity; each "
+                "rung keeps or raises both z and the budget fraction, and raises one of them"
+            )
         rungs.append(rung)
     return rungs
 
@@ -123,21 +160,32 @@ def parse_repeats(text: str, option: str = "--repeats") -> int | None:
 
 
 def parse_share(text: str, option: str) -> float:
-    """`10%` or `0.1` -> 0.1."""
+    """`10%` or `0.1` -> 0.1. A bare number above 1 is refused (`200` is 200%, written so if meant)."""
+    percent = text.strip().endswith("%")
     try:
-        value = float(text.strip().rstrip("%")) / (100 if text.strip().endswith("%") else 1)
+        value = float(text.strip().rstrip("%")) / (100 if percent else 1)
     except ValueError:
         raise LayerprofError(f"{option} expects a share like 10% or 0.1, got {text!r}") from None
+    if not math.isfinite(value):
+        raise LayerprofError(f"{option} expects a finite share like 10% or 0.1, got {text!r}")
     if value < 0:
         raise LayerprofError(f"{option} must not be negative, got {text!r}")
+    if value > 1 and not percent:
+        raise LayerprofError(
+            f"{option} {text}: a share is a fraction up to 1 (0.1) or a percentage ({value:g}%); "
+            f"write {value:g}% if you mean that"
+        )
     return value
 
 
 def parse_memory(text: str, option: str = "memory size") -> int:
-    """`80GiB`, `24GB`, `40G`, `512MiB`, plain bytes. GB means 10^9, GiB 2^30; a bare G means GiB."""
+    """`80GiB`, `24GB`, `40G`, `512MiB`, `4096B`. GB means 10^9, GiB 2^30; a bare G means GiB. A number without a
+    unit is refused: `--memory 24` means 24 GiB to a reader and 24 bytes to a parser."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?)(B?)\s*", text, flags=re.IGNORECASE)
     if not match or (match.group(2) == "" and match.group(3)):
         raise LayerprofError(f"{option} {text!r} not understood; write e.g. 80GiB, 24GB or 512MiB")
+    if not match.group(2) and not match.group(4):
+        raise LayerprofError(f"{option} {text!r} has no unit; write e.g. {text.strip()}GiB, {text.strip()}GB or 512MiB")
     number, prefix, binary, unit = match.groups()
     power = "KMGT".find(prefix.upper()) + 1 if prefix else 0
     decimal = unit and not binary and prefix  # "24GB": SI; "24G" and "24GiB": binary
@@ -145,16 +193,35 @@ def parse_memory(text: str, option: str = "memory size") -> int:
     return int(float(number) * base**power)
 
 
+# --set keys whose last word names a size or a count (n_layer, n_embd, num_hidden_layers, hidden_size, width,
+# depth, head_dim, ...): a whole number given for one must be positive. Rates, probabilities and epsilons
+# (hidden_dropout_prob=0), identifiers (pad_token_id) and counts where 0 means "none" (n_expert, num_classes)
+# end in other words and are left alone.
+SIZE_KEY = re.compile(
+    r"(?:^|_)(?:n|size|width|depth|dim|embd|embed|layer|layers|head|heads|hidden|channels|features|block|blocks|"
+    r"positions|length|len|vocab|groups)$"
+)
+
+
 def parse_overrides(items: list[str]) -> dict[str, str]:
     """`key=value` pairs for --set, as text: each value takes the type of its target (a config field, a
-    factory argument) where the model is built (`coerce`)."""
+    factory argument) where the model is built (`coerce`). A whole number of zero or less for a key that names a
+    size or a count (SIZE_KEY) is refused here: a model with 0 layers or a 0-wide layer profiles nothing."""
     overrides: dict[str, str] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
             raise LayerprofError(f"--set expects KEY=VALUE with KEY a Python identifier, got {item!r}")
-        overrides[key] = raw.strip()
+        raw = raw.strip()
+        if SIZE_KEY.search(key.lower()):
+            try:
+                number = int(raw)
+            except ValueError:
+                number = None
+            if number is not None and number <= 0:
+                raise LayerprofError(f"--set {key}={raw}: a size or count must be a positive whole number")
+        overrides[key] = raw
     return overrides
 
 
@@ -248,7 +315,7 @@ def parse_memory_budget(memory: str | None, gpu: str | None) -> int:
 def parse_cpu_list(text: str) -> tuple[int, ...]:
     """`0-3`, `0,2` or a mix: CPU numbers, as taskset takes them."""
     values: set[int] = set()
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in split_items(text, "--cpus", "0-3 or 0,2"):
         low, dash, high = part.partition("-")
         try:
             span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)

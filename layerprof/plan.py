@@ -3,23 +3,26 @@ the trials per GPU that finish it soonest, and what successive halving and Hyper
 GPU-hours, against (a) every rung on the best single kind of GPU and (b) halving on training steps alone.
 
 Memory per trial comes from a profile measured on that kind, else from an estimate for CUDA. Step time comes
-from a profile measured on that kind; where there is none it is scaled from another measured kind by the two
-kinds' peaks for the trial's precision, or from the FLOPs of a step at an assumed share of the kind's peak, and
-labelled *scaled*.
+from a profile measured on that kind; where there is none, the step-time model predicts it (`predict`: each z's
+step traced once, priced with the kind's peaks, constants fitted to the model's own measured profiles where there
+are any) and labels it *predicted*; without a predictor (or for a model it cannot trace) it is scaled from another
+measured kind by the two kinds' peaks for the trial's precision, or from the FLOPs of a step at an assumed share
+of the kind's peak, and labelled *scaled*.
 
 Trials that share a GPU take turns on it. A GPU-bound trial keeps it busy all the time it runs; a host-bound one
 (launching its kernels takes about as long as its step, `Row.host_bound`) only for its kernels: its FLOPs at
-ASSUMED_PEAK_SHARE of the precision's peak. m trials together run max(1, the sum of those shares) times as long
-as one alone, plus SHARING_OVERHEAD for switching between them. Measured on an NVIDIA H200
-(benchmarks/results/nvidia-h200-2026-12-04/sharing/): two GPU-bound pythia-1.4b 32-true trials 2.23x, two
-host-bound resnet18 trials 1.11x and 1.18x; this model says 2.26x, 1.13x and 1.13x.
+ASSUMED_PEAK_SHARE of the precision's peak; a predicted one for the share of its predicted step the device is busy.
+m trials together run max(1, the sum of those shares) times as long as one alone, plus SHARING_OVERHEAD for
+switching between them. Measured on an NVIDIA H200 (benchmarks/results/nvidia-h200-2026-12-04/sharing/): two
+GPU-bound pythia-1.4b 32-true trials 2.23x, two host-bound resnet18 trials 1.11x and 1.18x; this model says 2.26x,
+1.13x and 1.13x.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +30,7 @@ from layerprof.cluster import InventoryItem
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, find_gpu, kind_of_device, peak_tflops
 from layerprof.errors import LayerprofError
 from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
+from layerprof.parsing import check_eta
 from layerprof.profile import Profile, Row
 
 PLAN_SCHEMA = "layerprof.plan/1"
@@ -35,6 +39,8 @@ ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak f
 # 1.11x and 1.18x (host-bound) as long as one alone where taking turns alone accounts for 2x, 1x and 1x.
 SHARING_OVERHEAD = 0.13
 SCHEDULES = ("ladder", "best single kind", "budget only")
+# (z, GPU kind) -> (predicted step ms, where it comes from, the share of the step the GPU is busy), or None
+StepPredictor = Callable[[int, GpuKind], "tuple[float, str, float] | None"]
 
 
 # ---------------------------------------------------------------- what a trial costs on a kind
@@ -45,7 +51,9 @@ class TrialCost:
     """One trial of one z on one GPU kind, alone on the GPU."""
 
     step_time_ms: float
-    time_source: str  # "measured on L4" | "scaled from H100 by peak" | "scaled from FLOPs at 40% of peak"
+    time_source: (
+        str  # "measured on L4" | "predicted for L4 (...)" | "scaled from H100 by peak" | "scaled from FLOPs ..."
+    )
     memory_need_bytes: int
     memory_source: str
     gpu_share: float  # the share of its time alone that the trial keeps the GPU busy
@@ -62,6 +70,7 @@ class ProfileSet:
     estimate: Profile | None
     precision: str = "32-true"
     tf32: bool = False  # float32 matmuls allowed TF32 (32-true runs at the TF32 peak)
+    predictor: StepPredictor | None = None  # step times (and GPU-busy shares) on kinds nobody measured
 
     def peak(self, gpu: GpuKind) -> float:
         """The dense peak, TFLOP/s, the trials' precision runs at on `gpu`."""
@@ -101,6 +110,8 @@ class ProfileSet:
         own = self.measured.get(gpu.name)
         if own is not None and (row := self.row(own, z)) and row.step_time_ms:
             return row.step_time_ms, f"measured on {gpu.name}", self._gpu_share(row, gpu)
+        if self.predictor is not None and (predicted := self.predictor(z, gpu)) is not None:
+            return predicted  # its third figure: the share of the predicted step the GPU is busy
         for name, profile in self.measured.items():
             if (row := self.row(profile, z)) and row.step_time_ms:
                 other = GPU_KINDS[name]
@@ -370,13 +381,18 @@ def plan_cluster(
     budget_steps: int = 1000,
     batch_size: int | None = None,
     min_layers: int = 1,
+    predict: Callable[[ProfileSet], StepPredictor] | None = None,
 ) -> ClusterPlan:
     """The ladder of the profiles, each rung placed on the inventory, for halving and Hyperband; and the two
     alternatives placed the same way: the ladder on the best single kind of GPU (the quickest of the kinds that
-    hold every rung), and halving on steps at full z."""
+    hold every rung), and halving on steps at full z. `predict` makes the step-time predictor for kinds nobody
+    measured."""
+    check_eta(eta)
     if budget_steps < 1:
         raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
     group = profile_set(profiles, batch_size)
+    if predict is not None:
+        group.predictor = predict(group)
     reference = group.reference()
     ladder = build_ladder(
         reference, eta=eta, cost_kind=default_cost(reference), batch_size=group.batch_size, min_layers=min_layers
@@ -419,8 +435,14 @@ def plan_cluster(
             f"from eta and the {rung_count} rungs alone (Li et al.)"
         )
     if any(s.scaled for s in result.schedules):
-        result.notes.append("scaled: some step times were not measured on that GPU kind (see each rung's time source)")
+        result.notes.append(
+            "predicted or scaled: some step times were not measured on that GPU kind (see each rung's time source)"
+        )
     result.notes.append(ladder.fit_note)
+    for profile in profiles:
+        reason = profile.incomplete_reason()
+        if reason is not None:
+            result.notes.append(f"the profile of {profile.environment.device_name} is incomplete ({reason})")
     return result
 
 

@@ -8,8 +8,11 @@ settings; measured ones (times, memory peaks, throughput) carry noise. Every fig
 failed cell) is None.
 
 Schema history: `layerprof.profile/1` kept the metadata as free-form mappings, with the dtype and optimizer
-under `workload`; `/2` types them and moves the training recipe (optimizer, precision) to `settings`. Files of
-either version load; files are written as `/2`.
+under `workload`; `/2` types them and moves the training recipe (optimizer, precision) to `settings`; `/3` marks
+the cells an interrupted sweep left unfinished (status `unfinished`, one row for every planned cell), says the
+order of the split (`model.order`), how many times a layer runs per forward pass (`calls`) and whether frozen
+layers ran in eval mode (`settings.eval_frozen`). Files of every version load (a `/2` file that is not complete
+is incomplete without saying which cells); files are written as `/3`.
 """
 
 from __future__ import annotations
@@ -23,15 +26,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.precision import get_precision
 
-SCHEMA = "layerprof.profile/2"
+SCHEMA = "layerprof.profile/3"
+SCHEMA_V2 = "layerprof.profile/2"
 SCHEMA_V1 = "layerprof.profile/1"
+SCHEMAS = (SCHEMA, SCHEMA_V2, SCHEMA_V1)
 
-STATUSES = ("ok", "oom", "error", "skipped")
+# ok: measured; oom: out of memory; error: the step failed; skipped: a smaller z ran out of memory at this batch
+# size; unfinished: the sweep was interrupted before the cell was measured to the end (resume it)
+CellStatus = Literal["ok", "oom", "error", "skipped", "unfinished"]
+STATUSES: tuple[str, ...] = get_args(CellStatus)
+FINISHED_STATUSES = ("ok", "oom", "error", "skipped")
 
 
 class MemoryCategory(str, Enum):
@@ -85,7 +94,7 @@ class Row:
 
     batch_size: int
     trainable_layers: int  # z: the last z layers train
-    status: str  # one of STATUSES
+    status: CellStatus
     message: str | None = None
     # deterministic
     trainable_params: int | None = None
@@ -132,10 +141,20 @@ class Row:
     memory_inputs_bytes: int | None = None
     memory_workspace_bytes: int | None = None
     peak_activations_bytes: int | None = None  # the activations' own peak during forward and backward
+    # predicted (estimates): the step time the time model gives for the profile's device, never measured
+    predicted_step_time_ms: float | None = None
+    predicted_device_time_ms: float | None = None  # the kernels' time
+    predicted_host_time_ms: float | None = None  # dispatching the step's operations
+    predicted_host_bound: bool | None = None  # GPUs: the host, not the device, sets the step time
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def finished(self) -> bool:
+        """Measured to the end (successfully or not): a resumed sweep keeps it."""
+        return self.status in FINISHED_STATUSES
 
     @property
     def key(self) -> tuple[int, int]:
@@ -169,6 +188,7 @@ class Layer:
     parameter_names: tuple[str, ...]  # dotted names of those parameters
     new_trainable_params: int  # of `params`, those no later layer holds: what turns trainable with this layer
     shared_with: tuple[str, ...] = ()  # other layers holding one of the same parameter tensors (tied weights)
+    calls: int = 1  # times one forward pass runs it (a shared block runs more than once)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +199,7 @@ class Layer:
             "new_trainable_params": self.new_trainable_params,
             "parameter_names": list(self.parameter_names),
             "shared_with": list(self.shared_with),
+            "calls": self.calls,
         }
 
     @classmethod
@@ -191,6 +212,7 @@ class Layer:
             new_trainable_params=int(data["new_trainable_params"]),
             parameter_names=tuple(data.get("parameter_names", ())),
             shared_with=tuple(data.get("shared_with", ())),
+            calls=int(data.get("calls", 1)),
         )
 
 
@@ -225,7 +247,9 @@ class ModelInfo:
     unwrap: tuple[str, ...] = ()
     layers: list[Layer] = field(default_factory=list)
     total_params: int = 0
-    construction: str = ""  # how the split's model was built: "meta", "meta-parameters" or "cpu"
+    construction: str = ""  # how the split's model was built: "meta", "meta-parameters", "fake" or "cpu"
+    order: str = "forward"  # "forward" (traced) or "registration" (no forward pass could be traced)
+    order_reason: str = ""  # registration order: why
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -322,6 +346,7 @@ class SweepSettings:
     optimizer: str = "adamw"
     learning_rate: float = 1e-3
     precision: str = "32-true"  # see layerprof.precision
+    eval_frozen: bool = False  # frozen layers in eval mode (BatchNorm statistics kept, dropout off)
     mode: str = "measure"  # "measure" | "estimate"
     target: str | None = None  # estimates: the device kind predicted for
     target_gpu: str | None = None  # estimates for CUDA: the GPU of layerprof.devices predicted for, if named
@@ -381,6 +406,17 @@ class Profile:
     created_at: str = ""
     timing: SweepTiming = field(default_factory=SweepTiming)
     schema: str = SCHEMA
+    time_model: dict[str, Any] | None = None  # estimates: the peaks and constants behind predicted times
+    layer_times: list[dict[str, Any]] | None = None  # `profile --per-layer`: layerprof.layertimes.LayerTimes
+
+    @property
+    def predicts_time(self) -> bool:
+        """Whether its step times are predictions (an estimate with a time model), not measurements."""
+        return self.is_estimate and any(row.predicted_step_time_ms for row in self.rows)
+
+    def step_time_ms(self, row: Row) -> float | None:
+        """The row's step time: measured, or predicted where the profile is an estimate."""
+        return row.predicted_step_time_ms if self.is_estimate else row.step_time_ms
 
     @property
     def layer_count(self) -> int:
@@ -399,6 +435,39 @@ class Profile:
     def row(self, batch_size: int, trainable_layers: int) -> Row | None:
         return next((r for r in self.rows if r.key == (batch_size, trainable_layers)), None)
 
+    def planned_cells(self) -> list[tuple[int, int]]:
+        """Every (batch size, z) the settings ask for, in sweep order."""
+        return [(b, z) for b in self.settings.batch_sizes for z in self.settings.trainable_layer_counts]
+
+    def unfinished_cells(self) -> list[tuple[int, int]]:
+        """Planned cells without a finished row: unfinished rows, and cells an interrupted sweep never reached."""
+        finished = {row.key for row in self.rows if row.finished}
+        return [key for key in self.planned_cells() if key not in finished]
+
+    def incomplete_reason(self) -> str | None:
+        """Why the profile is not the whole sweep it set out to be (None when it is): say it before using it."""
+        if self.complete:
+            return None
+        unfinished = self.unfinished_cells()
+        reason = "the sweep was interrupted"
+        if unfinished:
+            reason += f": {len(unfinished)} of {len(self.planned_cells())} cells unfinished ({_cells_text(unfinished)})"
+        if self.schema != SCHEMA:  # written before unfinished cells were marked
+            reason += "; an older layerprof wrote it, so its cells marked ok may rest on a single visit"
+        return reason
+
+    def failure_summary(self) -> str | None:
+        """When every cell failed: the reasons, grouped, each with the cells it stopped (None otherwise; an
+        interrupted profile's unfinished cells did not fail, `incomplete_reason` speaks for them)."""
+        if not self.rows or any(row.ok or row.status == "unfinished" for row in self.rows):
+            return None
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for row in sorted(self.rows, key=lambda r: r.key):
+            groups.setdefault(f"{row.status}: {row.message or row.status}", []).append(row.key)
+        parts = [f"{len(cells)} x {reason} ({_cells_text(cells, 3)})" for reason, cells in groups.items()]
+        advice = "smaller batch sizes may fit" if all(r.status in ("oom", "skipped") for r in self.rows) else ""
+        return f"every cell failed: {'; '.join(parts)}" + (f"; {advice}" if advice else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -409,6 +478,8 @@ class Profile:
             "environment": self.environment.to_dict(),
             "settings": self.settings.to_dict(),
             "timing": asdict(self.timing),
+            **({"time_model": self.time_model} if self.time_model else {}),
+            **({"layer_times": self.layer_times} if self.layer_times else {}),
             "rows": [asdict(row) for row in self.rows],
         }
 
@@ -416,9 +487,9 @@ class Profile:
     def from_dict(cls, data: dict[str, Any], source: str = "profile") -> Profile:
         if not isinstance(data, dict) or "schema" not in data:
             raise LayerprofError(f"{source} is not a layerprof profile (no 'schema' field)")
-        if data["schema"] not in (SCHEMA, SCHEMA_V1):
+        if data["schema"] not in SCHEMAS:
             raise LayerprofError(
-                f"{source} has schema {data['schema']!r}; this layerprof reads {SCHEMA!r} and {SCHEMA_V1!r} "
+                f"{source} has schema {data['schema']!r}; this layerprof reads {', '.join(map(repr, SCHEMAS))} "
                 "(re-run `layerprof profile` to regenerate it)"
             )
         try:
@@ -429,15 +500,58 @@ class Profile:
                 workload=WorkloadInfo.from_dict(data["workload"]),
                 environment=EnvironmentInfo.from_dict(data["environment"]),
                 settings=SweepSettings.from_dict(data["settings"]),
-                rows=[Row(**_known(Row, row)) for row in data["rows"]],
+                rows=[_row(row, index) for index, row in enumerate(data["rows"])],
                 complete=bool(data.get("complete", False)),
                 created_at=str(data.get("created_at", "")),
                 timing=SweepTiming(**_known(SweepTiming, data.get("timing", {}))),
                 schema=str(data["schema"]),
+                time_model=data.get("time_model"),
+                layer_times=data.get("layer_times"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise LayerprofError(f"{source} is a damaged layerprof profile: missing or bad {error}") from None
 
+
+def _cells_text(cells: Sequence[tuple[int, int]], shown: int = 6) -> str:
+    """`batch 32 z=1, batch 32 z=2 and 4 more`."""
+    named = ", ".join(f"batch {b} z={z}" for b, z in cells[:shown])
+    return named + (f" and {len(cells) - shown} more" if len(cells) > shown else "")
+
+
+def _row(data: Any, index: int) -> Row:
+    """A row, its figures checked against Row's types: a row with `"step_time_ms": "fast"` is damage to report,
+    not a value for a comparison to trip over later."""
+    if not isinstance(data, dict):
+        raise TypeError(f"row {index} (not an object)")
+    known = _known(Row, data)
+    for name, value in known.items():
+        expected = ROW_TYPES[name]
+        if value is None and name not in REQUIRED_ROW_FIELDS:
+            continue
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+            raise TypeError(f"row {index} field {name!r} ({value!r}, expected {expected.__name__})")
+    if known.get("status") not in STATUSES:
+        raise ValueError(f"row {index} status {known.get('status')!r} (expected one of {', '.join(STATUSES)})")
+    return Row(**known)
+
+
+def _row_types() -> dict[str, type]:
+    """Each Row field's type without None (int, float, bool, str, list)."""
+    import typing
+
+    types = {}
+    for name, hint in typing.get_type_hints(Row).items():
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+        if typing.get_origin(hint) is Literal:
+            options = [type(get_args(hint)[0])]
+        types[name] = typing.get_origin(options[0]) or options[0]
+    return types
+
+
+ROW_TYPES = _row_types()
+REQUIRED_ROW_FIELDS = ("batch_size", "trainable_layers", "status")
 
 V1_DTYPES = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +67,7 @@ def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, ima
     if image_format not in IMAGE_FORMATS:
         raise LayerprofError(f"--format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
     directory = Path(directory)
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".layerprof-write-test"
@@ -73,13 +75,25 @@ def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, ima
         probe.unlink()
     except OSError as error:
         raise LayerprofError(f"cannot write to {str(directory)!r}: {error.strerror or error}") from None
-    report = Report(directory)
+    try:
+        return _draw(profiles, Report(directory), image_format)
+    except BaseException:
+        if created:  # a report that failed half-way leaves no directory behind that it made
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _draw(profiles: list[tuple[str, Profile]], report: Report, image_format: str) -> Report:
+    for name, profile in profiles:
+        reason = profile.incomplete_reason()
+        if reason is not None:
+            report.notes.append(f"{name} is incomplete ({reason}): only its finished cells are drawn")
     drawable = [(name, p) for name, p in profiles if any(row.ok for row in p.rows)]
     for name, profile in profiles:
         if (name, profile) not in drawable:
-            report.notes.append(
-                f"{name}: every cell failed ({', '.join(sorted({r.status for r in profile.rows}))}); nothing to plot"
-            )
+            statuses = ", ".join(sorted({r.status for r in profile.rows}))
+            what = "no cell finished" if profile.incomplete_reason() else "every cell failed"
+            report.notes.append(f"{name}: {what} ({statuses}); nothing to plot")
     if drawable:
         from layerprof.figures import cost_curves_figure, has_step_times, memory_breakdown_figure, params_flops_figure
 

@@ -4,9 +4,12 @@ trials a correlate study recorded, without training anything (the paper's Table 
 A path is a list of study cells (trainable layers z, budget fraction), one per rung. Each repeat samples the
 starting configurations (and a seed for each where the study has several), halves them on the recorded losses
 and judges the pick by its full-fidelity loss (the study's largest z at the full budget, averaged over seeds):
-regret is that loss minus the best configuration's. Every trial trains from scratch at its rung, as the study
-recorded it, so a rung costs its trials' recorded seconds; a profile of the task's model prices the same
-trials on a GPU (step time x steps, FLOPs, memory, and trials side by side as memory allows).
+regret is that loss minus the best configuration's. Every path is run twice: from scratch (every trial trains
+anew at its rung, as the paper evaluates fidelities) and continued (a promoted trial trains on from its previous
+rung, as Ray Tune, Optuna's pruners and NePS run halving on steps), each on what the study recorded for it. A
+rung costs its trials' recorded training seconds (set-up left out, where the study recorded it apart); a profile
+of the task's model prices the same trials on a GPU (step time x steps, FLOPs, memory, and trials side by side
+as memory allows).
 """
 
 from __future__ import annotations
@@ -17,13 +20,28 @@ import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from layerprof.correlate import TrialResult, read_trials, resolve_task, spearman, task_layer_count
+from layerprof.correlate import (
+    Chain,
+    ContinuedResult,
+    TrialResult,
+    chain_label,
+    check_study_meta,
+    read_records,
+    resolve_task,
+    segments,
+    serving,
+    spearman,
+    step_at,
+    task_layer_count,
+)
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError, read_json
 from layerprof.ladder import Bracket, build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
+from layerprof.parsing import check_eta
 from layerprof.profile import Profile
 from layerprof.stats import (
     mean_confidence_interval,
@@ -32,7 +50,7 @@ from layerprof.stats import (
     share_confidence_interval,
 )
 
-SIMULATION_SCHEMA = "layerprof.simulation/1"
+SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs, which seconds price them, Monte-Carlo intervals
 PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")
 PROFILE_PATHS = ("ladder", "ladder-joint")
 BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
@@ -48,6 +66,8 @@ COST_TOLERANCE = 0.01
 FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
 
 Cell = tuple[int, float]  # (trainable layers z, budget fraction)
+Seconds = Literal["training", "total"]  # what a trial's recorded cost is: its training alone, or all of it
+Runs = Literal["recorded", "assumed"]  # continued losses and seconds: from continued runs, or from scratch ones
 
 
 # ---------------------------------------------------------------- the recorded study
@@ -78,10 +98,33 @@ class RecordedStudy:
     trainable_layer_counts: list[int]
     budget_fractions: list[float]
     trials: dict[tuple[int, int, float, int], TrialResult]  # (config, z, fraction, seed)
+    continued: dict[tuple[Chain, int, int], ContinuedResult] = field(default_factory=dict)  # (chain, config, seed)
 
     @property
     def full_cell(self) -> Cell:
         return max(self.trainable_layer_counts), max(self.budget_fractions)
+
+    @property
+    def chains(self) -> list[Chain]:
+        """The chains continued runs went through, shortest first."""
+        return sorted({chain for chain, _, _ in self.continued}, key=lambda c: (len(c), chain_label(c)))
+
+    @cached_property
+    def seconds_used(self) -> Seconds:
+        """Training seconds where every successful trial and rung recorded them apart from set-up; else the
+        whole trials' (a study from before set-up was recorded, or a task that marks no phases)."""
+        parts = [
+            *(r for r in self.trials.values() if r.loss is not None),
+            *(s for run in self.continued.values() for s in run.segments if s.loss is not None),
+        ]
+        return "training" if all(part.train_seconds is not None for part in parts) else "total"
+
+    def cost(self, part: TrialResult | Any) -> float:
+        """A trial's (or a continued rung's) recorded seconds as `seconds_used` counts them; one that failed
+        before it marked any training trained for none."""
+        if self.seconds_used == "total":
+            return part.seconds
+        return part.train_seconds or 0.0
 
     def missing_trials(self, cell: Cell) -> int:
         z, fraction = cell
@@ -95,11 +138,45 @@ class RecordedStudy:
         for index in range(len(self.configs)):
             results = [self.trials[(index, z, fraction, seed)] for seed in self.seeds]
             losses.append([math.inf if r.loss is None else r.loss for r in results])
-            seconds.append([r.seconds for r in results])
+            seconds.append([self.cost(r) for r in results])
         return CellTable(losses, seconds)
 
     def mean_losses(self, cell: Cell) -> list[float | None]:
         return self.table(cell).mean_losses()
+
+    def continued_tables(self, path: Sequence[Cell]) -> tuple[list[CellTable], Chain] | str:
+        """Each rung's table from a chain whose continued runs serve the path (every configuration and seed
+        recorded); else why there is none."""
+        incomplete = None
+        for chain in self.chains:
+            blocks = serving(chain, path)
+            if blocks is None:
+                continue
+            runs = [
+                [self.continued.get((chain, index, seed)) for seed in self.seeds] for index in range(len(self.configs))
+            ]
+            absent = sum(run is None for row in runs for run in row)
+            if absent:
+                planned = len(self.configs) * len(self.seeds)
+                incomplete = f"{absent} of {planned} runs through {chain_label(chain)} missing"
+                continue
+            tables = []
+            for block in blocks:
+                losses, seconds = [], []
+                for row in runs:
+                    losses.append([_segment_loss(run, block[-1]) for run in row])  # type: ignore[arg-type]
+                    seconds.append([sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))
+                                    for run in row])  # type: ignore[union-attr]  # fmt: skip
+                tables.append(CellTable(losses, seconds))
+            return tables, chain
+        return incomplete or "not recorded"
+
+
+def _segment_loss(run: ContinuedResult, position: int) -> float:
+    """The loss a continued run reached at a rung; inf where it failed there or before."""
+    if position >= len(run.segments) or run.segments[position].loss is None:
+        return math.inf
+    return run.segments[position].loss  # type: ignore[return-value]
 
 
 def load_study(path: Path) -> RecordedStudy:
@@ -113,11 +190,11 @@ def load_study(path: Path) -> RecordedStudy:
             f"{str(directory)!r} is not a correlate study (no study.json); give the --out directory of "
             "`layerprof correlate`"
         )
-    meta = read_json(meta_path, "study description", "the study.json `layerprof correlate` writes")
-    if not isinstance(meta, dict) or not isinstance(meta.get("configs"), list) or "task" not in meta:
-        raise LayerprofError(f"{str(meta_path)!r} is not a correlate study's description (no task and configs)")
+    meta = check_study_meta(
+        read_json(meta_path, "study description", "the study.json `layerprof correlate` writes"), meta_path
+    )
     task, configs = meta["task"], meta["configs"]
-    results = read_trials(trials_path) if trials_path.is_file() else {}
+    results, continued = read_records(trials_path) if trials_path.is_file() else ({}, {})
     if not results:
         raise LayerprofError(f"{str(directory)!r} has no finished trials yet; run `layerprof correlate` first")
     trials = {(r.config_index, r.trainable_layers, r.budget_fraction, r.seed): r for r in results.values()}
@@ -129,6 +206,7 @@ def load_study(path: Path) -> RecordedStudy:
         trainable_layer_counts=sorted({r.trainable_layers for r in results.values()}),
         budget_fractions=sorted({r.budget_fraction for r in results.values()}),
         trials=trials,
+        continued={(run.cells, run.config_index, run.seed): run for run in continued.values()},
     )
 
 
@@ -198,6 +276,11 @@ def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
         gaps.setdefault(full, []).append("full fidelity")
     if not gaps:
         return
+    count = _task_layer_count(study.task)
+    beyond = sorted((z, users) for (z, _), users in gaps.items() if count is not None and z > count)
+    if beyond:
+        z, users = beyond[0]
+        raise LayerprofError(f"{', '.join(users)}: z={z} is beyond the {count} layers of the task {study.task}")
     shown = "; ".join(
         f"z={z} at budget {fraction:g} ({study.missing_trials((z, fraction))} of "
         f"{len(study.configs) * len(study.seeds)} trials missing; {', '.join(users)})"
@@ -210,6 +293,14 @@ def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
         f"--layers {','.join(map(str, zs))} --budget-fractions {','.join(f'{f:g}' for f in fractions)} "
         f"--out {study.directory} (and the same --grid/--grid-preset and --seeds)"
     )
+
+
+def _task_layer_count(task_spec: str) -> int | None:
+    """The layer count the study's task declares, or None where it declares none (or no longer imports)."""
+    try:
+        return task_layer_count(resolve_task(task_spec))
+    except LayerprofError:
+        return None
 
 
 def match_fraction(value: float, fractions: Sequence[float]) -> float:
@@ -239,7 +330,8 @@ class Pricing:
     full_steps: int
     gpu_memory_bytes: int | None
 
-    def price(self, cell: Cell) -> RungPrice:
+    def price(self, cell: Cell, steps: int | None = None) -> RungPrice:
+        """One trial of the cell from scratch, or `steps` of it (a continued rung's segment)."""
         z, fraction = cell
         row = next((r for r in self.profile.rows_for(self.batch_size) if r.trainable_layers == z and r.ok), None)
         if row is None:
@@ -247,17 +339,26 @@ class Pricing:
                 f"the profile has no successful cell at z={z}, batch size {self.batch_size}; "
                 f"profile that z (`layerprof profile ... --batch-sizes {self.batch_size}`)"
             )
-        steps = max(1, round(self.full_steps * fraction))  # as the built-in tasks count their steps
+        if steps is None:
+            steps = step_at(fraction, self.full_steps)  # as the built-in tasks count their steps
         cuda = self.profile.environment.device_kind == "cuda"
         need = memory_need_bytes(row, CUDA_CONTEXT_RESERVE_BYTES if cuda else 0)
         return RungPrice(
             steps=steps,
-            trial_gpu_seconds=None if row.step_time_ms is None else row.step_time_ms * steps / 1000,
+            trial_gpu_seconds=None if (ms := self.profile.step_time_ms(row)) is None else ms * steps / 1000,
             trial_flops=None if row.flops is None else float(row.flops) * steps,
             peak_memory_bytes=row.peak_memory_bytes,
             memory_need_bytes=need,
             parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
         )
+
+    def continued(self, cells: Sequence[Cell]) -> list[RungPrice]:
+        """Each rung of one continued run through `cells`: its segment's steps."""
+        prices = []
+        for cell, segment in zip(cells, segments(cells), strict=True):
+            start, end, _ = segment.steps(self.full_steps)
+            prices.append(self.price(cell, end - start))
+        return prices
 
 
 def pricing_for(
@@ -293,6 +394,13 @@ def pricing_for(
         )
     if gpu_memory is None and profile.environment.device_kind == "cuda" and not profile.environment.estimated:
         gpu_memory = profile.environment.total_memory_bytes
+    if profile.predicts_time:
+        notes.append(
+            f"the profile is an estimate ({profile.environment.device_name}): its device seconds are predicted by the "
+            "time model, not measured"
+        )
+    elif profile.is_estimate:
+        notes.append("the profile is an estimate without predicted step times: it prices FLOPs and memory only")
     return Pricing(profile, int(batch_size), int(steps), gpu_memory), notes
 
 
@@ -343,6 +451,23 @@ class CurvePoint:
 
 
 @dataclass
+class ContinuedPath:
+    """The path run as libraries that continue a promoted trial run it: a rung trains only its segment."""
+
+    runs: Runs  # recorded: the study's continued runs; assumed: losses and seconds from the from-scratch trials
+    chain: str | None  # the recorded chain that serves the path
+    rungs: list[RungResult]  # rho of the continued losses; price of each rung's segment
+    successive_halving: Outcome
+    hyperband: Outcome | None
+    curve: list[CurvePoint] = field(default_factory=list)
+
+    @property
+    def runs_label(self) -> str:
+        """How the tables and the figure name these runs: continued (recorded) or assumed."""
+        return "continued" if self.runs == "recorded" else "assumed"
+
+
+@dataclass
 class PathResult:
     name: str
     about: str
@@ -350,6 +475,7 @@ class PathResult:
     successive_halving: Outcome
     hyperband: Outcome | None
     curve: list[CurvePoint] = field(default_factory=list)  # successive halving from eta, eta^2, ... configurations
+    continued: ContinuedPath | None = None  # None: the study recorded no continued runs for the path
 
 
 @dataclass
@@ -371,6 +497,7 @@ class Simulation:
     full_steps: int | None = None
     gpu_memory_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    seconds_used: Seconds = "total"
 
     def path(self, name: str) -> PathResult | None:
         return next((p for p in self.paths if p.name == name), None)
@@ -398,6 +525,9 @@ def halve(tables: Sequence[CellTable], bracket: Bracket, candidates: Sequence[Ca
         seconds += sum(table.seconds[c][s] for c, s in alive)
         alive.sort(key=lambda cs: table.losses[cs[0]][cs[1]])
     return alive[0], seconds
+
+
+BracketTables = Sequence[Sequence[CellTable]]  # by the rung a bracket starts at: the tables of its rungs
 
 
 class Replay:
@@ -430,34 +560,33 @@ class Replay:
         return [(index, draw.randrange(len(self.study.seeds))) for index in chosen]
 
     def run(
-        self, cells: Sequence[Cell], brackets: Sequence[Bracket], first: int, stop: int
+        self, tables: BracketTables, brackets: Sequence[Bracket], first: int, stop: int
     ) -> tuple[list[float], list[float]]:
-        """Regret and recorded seconds of repeats first..stop-1; the pick is the bracket winner best at the top
-        rung."""
-        tables = self.tables(cells)
-        top = tables[-1]
+        """Regret and recorded seconds of repeats first..stop-1; the pick is the bracket winner best at its
+        bracket's top rung."""
         regrets, seconds = [], []
         for repeat in range(first, stop):
             winners, spent = [], 0.0
             for index, bracket in enumerate(brackets):
+                own = tables[bracket.first_rung]
                 winner, bracket_seconds = halve(
-                    tables, bracket, self.candidates(repeat, index, bracket.configs_per_rung[0])
+                    own, bracket, self.candidates(repeat, index, bracket.configs_per_rung[0])
                 )
-                winners.append(winner)
+                winners.append((own[-1].losses[winner[0]][winner[1]], winner))
                 spent += bracket_seconds
-            pick = min(winners, key=lambda cs: top.losses[cs[0]][cs[1]])
+            pick = min(winners, key=lambda loss_and_winner: loss_and_winner[0])[1]
             regrets.append(self.regret[pick[0]])
             seconds.append(spent)
         return regrets, seconds
 
 
-def replay_outcome(replay: Replay, cells: Sequence[Cell], brackets: Sequence[Bracket], repeats: int | None) -> Outcome:
+def replay_outcome(replay: Replay, tables: BracketTables, brackets: Sequence[Bracket], repeats: int | None) -> Outcome:
     """The algorithm's outcome over `repeats` sampled runs, or (None) over batches of REPEAT_BATCH until every
     figure is stable, at most MAX_REPEATS."""
-    regrets, seconds = replay.run(cells, brackets, 0, repeats or REPEAT_BATCH)
+    regrets, seconds = replay.run(tables, brackets, 0, repeats or REPEAT_BATCH)
     outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
     while repeats is None and not outcome.stable and len(regrets) < MAX_REPEATS:
-        more = replay.run(cells, brackets, len(regrets), min(MAX_REPEATS, len(regrets) + REPEAT_BATCH))
+        more = replay.run(tables, brackets, len(regrets), min(MAX_REPEATS, len(regrets) + REPEAT_BATCH))
         regrets += more[0]
         seconds += more[1]
         outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
@@ -500,11 +629,16 @@ def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Brac
     )
 
 
-def _priced(outcome: Outcome, brackets: Sequence[Bracket], prices: Sequence[RungPrice]) -> None:
+BracketPrices = Sequence[Sequence[RungPrice]]  # by the rung a bracket starts at: the prices of its rungs
+
+
+def _priced(outcome: Outcome, brackets: Sequence[Bracket], prices: BracketPrices) -> None:
     """GPU seconds and FLOPs of every trial; wall time when a rung's trials share the GPU in waves."""
 
     def total(value: Callable[[RungPrice, int], float | None]) -> float | None:
-        parts = [value(prices[b.first_rung + i], c) for b in brackets for i, c in enumerate(b.configs_per_rung)]
+        parts = [
+            value(prices[b.first_rung][b.first_rung + i], c) for b in brackets for i, c in enumerate(b.configs_per_rung)
+        ]
         return None if any(p is None for p in parts) else float(sum(parts))  # type: ignore[arg-type]
 
     def seconds(p: RungPrice, c: int) -> float | None:
@@ -518,8 +652,8 @@ def _priced(outcome: Outcome, brackets: Sequence[Bracket], prices: Sequence[Rung
             return None
         return math.ceil(c / p.parallel_slots) * p.trial_gpu_seconds
 
-    used = {b.first_rung + i for b in brackets for i in range(len(b.configs_per_rung))}
-    peaks = [prices[i].memory_need_bytes for i in used]
+    peaks = [prices[b.first_rung][b.first_rung + i].memory_need_bytes for b in brackets
+             for i in range(len(b.configs_per_rung))]  # fmt: skip
     outcome.gpu_seconds = total(seconds)
     outcome.flops = total(flops)
     outcome.slot_wall_seconds = total(waves)
@@ -553,10 +687,9 @@ def simulate(
     gpu_memory: int | None = None,
     seed: int = 0,
 ) -> Simulation:
-    """Replay successive halving and Hyperband along each path of a recorded study; `repeats` sampled runs of
-    each, or (None) as many as each needs to be stable."""
-    if eta <= 1:
-        raise LayerprofError(f"--eta must be greater than 1, got {eta:g}")
+    """Replay successive halving and Hyperband along each path of a recorded study, from scratch and continued;
+    `repeats` sampled runs of each, or (None) as many as each needs to be stable."""
+    check_eta(eta)
     if repeats is not None and repeats < 1:
         raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
     study = load_study(study_path)
@@ -586,13 +719,25 @@ def simulate(
     check_cells(study, chosen)
     count = _starting_configs(study, chosen, eta, starting_configs, notes)
     replay = Replay(study, repeats, seed)
-    results = [_simulate_path(replay, path, eta, count, pricing, notes) for path in chosen]
+    unrecorded: list[FidelityPath] = []
+    results = [_simulate_path(replay, path, eta, count, pricing, notes, unrecorded) for path in chosen]
     baseline = next((r for r in results if r.name == BASELINE_PATH), None)
     for result in results:
         _relative(result.successive_halving, baseline.successive_halving if baseline else None)
         _relative(result.hyperband, baseline.hyperband if baseline else None)
+        if result.continued is not None:
+            continued = baseline.continued if baseline else None
+            _relative(result.continued.successive_halving, continued.successive_halving if continued else None)
+            _relative(result.continued.hyperband, continued.hyperband if continued else None)
     if baseline is None:
         notes.append(f"no {BASELINE_PATH!r} path: costs are not shown relative to halving on budget alone")
+    if unrecorded:
+        asks = " ".join(f"--continue {','.join(f'{z}@{f:g}' for z, f in p.cells)}" for p in unrecorded)
+        notes.append(
+            f"no continued runs of {', '.join(p.name for p in unrecorded)} (Hyperband's later starts included); "
+            f"record them (it resumes): layerprof correlate {study.task} {asks} --out {study.directory} "
+            "(and the study's --grid/--grid-preset, --layers, --budget-fractions and --seeds)"
+        )
     notes += _unstable_notes(results, repeats)
     z_full, fraction_full = study.full_cell
     return Simulation(
@@ -613,6 +758,7 @@ def simulate(
         full_steps=None if pricing is None else pricing.full_steps,
         gpu_memory_bytes=None if pricing is None else pricing.gpu_memory_bytes,
         notes=notes,
+        seconds_used=study.seconds_used,
     )
 
 
@@ -665,37 +811,112 @@ def _simulate_path(
     count: int,
     pricing: Pricing | None,
     notes: list[str],
+    unrecorded: list[FidelityPath],
 ) -> PathResult:
-    prices = [pricing.price(cell) for cell in path.cells] if pricing else None
+    """The path from scratch and, where the study allows, continued."""
+    cells, rung_count = path.cells, len(path.cells)
+    scratch_tables = replay.tables(cells)
+    scratch_prices = [pricing.price(cell) for cell in cells] if pricing else None
+    scratch = _replay_mode(
+        replay, path, eta, count, [scratch_tables] * rung_count,
+        None if scratch_prices is None else [scratch_prices] * rung_count, notes,
+    )  # fmt: skip
+    result = PathResult(path.name, path.about, *scratch)
+    if rung_count == 1:
+        return result  # nothing to continue from
+    tables, runs, chain, reasons = _continued_tables(replay, cells)
+    notes += [f"{path.name}, continued: {why}; rerun correlate with the same options (it resumes)" for why in reasons]
+    if tables[0] is None or runs is None or any(t is None for t in tables[1:]):
+        unrecorded.append(path)
+    if tables[0] is None or runs is None:
+        return result
+    prices = None
+    if pricing and scratch_prices:
+        prices = [scratch_prices[:first] + pricing.continued(cells[first:]) for first in range(rung_count)]
+    rungs, sh, hb, curve = _replay_mode(replay, path, eta, count, tables, prices, notes, quiet=True)
+    result.continued = ContinuedPath(runs, None if chain is None else chain_label(chain), rungs, sh, hb, curve)
+    return result
+
+
+def _continued_tables(
+    replay: Replay, cells: Sequence[Cell]
+) -> tuple[list[list[CellTable] | None], Runs | None, Chain | None, list[str]]:
+    """The continued tables of a path for a bracket starting at each rung (None where the study lacks them),
+    where they come from, and why a chain that would serve them cannot (an interrupted study). A bracket that
+    starts at the top rung trains from scratch there. A path at one z that the study recorded no continued runs
+    for is assumed to continue as it trained from scratch: the same losses (exact for a constant learning rate)
+    and each rung's seconds cut to the share of its steps that its segment trains."""
+    study, scratch = replay.study, replay.tables(cells)
+    found = [study.continued_tables(cells[first:]) for first in range(len(cells) - 1)]
+    reasons = {item for item in found if isinstance(item, str) and item != "not recorded"}
+    if not isinstance(found[0], str):
+        tables: list[list[CellTable] | None] = [
+            None if isinstance(item, str) else scratch[:first] + item[0] for first, item in enumerate(found)
+        ]
+        return [*tables, scratch], "recorded", found[0][1], sorted(reasons)  # type: ignore[index]
+    if len({z for z, _ in cells}) > 1:
+        return [None] * len(cells), None, None, sorted(reasons)
+    assumed = []
+    for first in range(len(cells)):
+        rest = [
+            CellTable(table.losses, [[value * (s.end_fraction - s.start_fraction) / s.budget_fraction for value in row]
+                                     for row in table.seconds])
+            for table, s in zip(scratch[first:], segments(cells[first:]), strict=True)
+        ]  # fmt: skip
+        assumed.append(scratch[:first] + rest)
+    return assumed, "assumed", None, sorted(reasons)  # type: ignore[return-value]
+
+
+def _replay_mode(
+    replay: Replay,
+    path: FidelityPath,
+    eta: float,
+    count: int,
+    tables: Sequence[Sequence[CellTable] | None],
+    prices: BracketPrices | None,
+    notes: list[str],
+    quiet: bool = False,
+) -> tuple[list[RungResult], Outcome, Outcome | None, list[CurvePoint]]:
+    """Rho per rung, successive halving, Hyperband (where the study has every start it needs) and the curve, on
+    one set of tables (from scratch, or continued)."""
+    first_tables = tables[0]
+    assert first_tables is not None
     rungs = []
-    for index, (cell, table) in enumerate(zip(path.cells, replay.tables(path.cells), strict=True)):
+    for index, (cell, table) in enumerate(zip(path.cells, first_tables, strict=True)):
         low = table.mean_losses()
         pairs = [(a, b) for a, b in zip(low, replay.truth, strict=True) if a is not None and b is not None]
         rho = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else math.nan
-        rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, prices[index] if prices else None))
+        price = prices[0][index] if prices else None
+        rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, price))
     unit_costs = [1.0] * len(path.cells)  # bracket sizes do not depend on costs
     halving = [successive_halving(unit_costs, count, eta)]
-    sh = replay_outcome(replay, path.cells, halving, replay.repeats)
+    sh = replay_outcome(replay, tables, halving, replay.repeats)  # type: ignore[arg-type]
     hb = None
     if len(path.cells) > 1:
         brackets = hyperband(unit_costs, eta)
         largest = max(b.configs_per_rung[0] for b in brackets)
-        if largest <= len(replay.study.configs):
-            hb = replay_outcome(replay, path.cells, brackets, replay.repeats)
-        else:
-            notes.append(
-                f"{path.name}: Hyperband starts a bracket with {largest} configurations, more than the study's "
-                f"{len(replay.study.configs)}; use fewer rungs (--layers/--budgets) or a larger eta"
-            )
+        if largest > len(replay.study.configs):
+            if not quiet:
+                notes.append(
+                    f"{path.name}: Hyperband starts a bracket with {largest} configurations, more than the study's "
+                    f"{len(replay.study.configs)}; use fewer rungs (--layers/--budgets) or a larger eta"
+                )
+        elif all(tables[b.first_rung] is not None for b in brackets):
+            hb = replay_outcome(replay, tables, brackets, replay.repeats)  # type: ignore[arg-type]
+            if prices:
+                _priced(hb, brackets, prices)
     if prices:
         _priced(sh, halving, prices)
-        if hb is not None:
-            _priced(hb, brackets, prices)
-    return PathResult(path.name, path.about, rungs, sh, hb, _curve(replay, path, eta, prices, sh.repeats))
+    return rungs, sh, hb, _curve(replay, path, eta, tables, prices, sh.repeats)
 
 
 def _curve(
-    replay: Replay, path: FidelityPath, eta: float, prices: list[RungPrice] | None, repeats: int
+    replay: Replay,
+    path: FidelityPath,
+    eta: float,
+    tables: Sequence[Sequence[CellTable] | None],
+    prices: BracketPrices | None,
+    repeats: int,
 ) -> list[CurvePoint]:
     """Successive halving from eta, eta^2, ... configurations (up to the study's), as many repeats as the path's
     own halving took: regret against cost."""
@@ -703,7 +924,7 @@ def _curve(
     sizes = sorted({round(eta**k) for k in range(1, 64) if round(eta**k) <= len(replay.study.configs)})
     for size in sizes:
         brackets = [successive_halving([1.0] * len(path.cells), size, eta)]
-        outcome = replay_outcome(replay, path.cells, brackets, repeats)
+        outcome = replay_outcome(replay, tables, brackets, repeats)  # type: ignore[arg-type]
         if prices:
             _priced(outcome, brackets, prices)
         points.append(
@@ -722,10 +943,12 @@ def _curve(
 
 def _unstable_notes(results: Sequence[PathResult], repeats: int | None) -> list[str]:
     """The outcomes whose figures still move between seeds, and what would settle them."""
+    ways = [(result.name, "", result) for result in results]
+    ways += [(result.name, ", continued", result.continued) for result in results if result.continued is not None]
     unsettled = [
-        f"{result.name} ({name})"
-        for result in results
-        for name, outcome in (("halving", result.successive_halving), ("Hyperband", result.hyperband))
+        f"{name} ({algorithm}{runs})"
+        for name, runs, way in ways
+        for algorithm, outcome in (("halving", way.successive_halving), ("Hyperband", way.hyperband))
         if outcome is not None and not outcome.stable
     ]
     if not unsettled:
@@ -753,30 +976,44 @@ def write_outputs(simulation: Simulation, directory: Path) -> list[Path]:
     return [json_path, simulation_png(simulation, stem.with_suffix(".png"))]
 
 
+def _curves(simulation: Simulation) -> list[tuple[str, str, list[CurvePoint]]]:
+    """(path, runs, curve) of every curve drawn: each path from scratch, then each path continued."""
+    curves = [(path.name, "scratch", path.curve) for path in simulation.paths]
+    curves += [
+        (path.name, path.continued.runs_label, path.continued.curve)
+        for path in simulation.paths
+        if path.continued is not None
+    ]
+    return [(name, runs, curve) for name, runs, curve in curves if curve]
+
+
 def _repeats_text(simulation: Simulation) -> str:
-    counts = sorted({p.successive_halving.repeats for p in simulation.paths})
+    ways = [*simulation.paths, *(p.continued for p in simulation.paths if p.continued is not None)]
+    counts = sorted({way.successive_halving.repeats for way in ways})
     shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return f"{shown} repeats" + (" (until stable)" if simulation.repeats is None else "")
 
 
 def _priced_curves(simulation: Simulation) -> bool:
-    return all(p.gpu_seconds is not None for path in simulation.paths for p in path.curve)
+    return all(p.gpu_seconds is not None for _, _, curve in _curves(simulation) for p in curve)
 
 
-def curve_series(simulation: Simulation) -> dict[str, dict[str, list[float]]]:
-    """What the figure draws per path: cost (GPU seconds where a profile priced every trial, else recorded
+def curve_series(simulation: Simulation) -> dict[str, dict[str, Any]]:
+    """What the figure draws per curve (a path from scratch under its name, continued as `name, continued` or
+    `name, assumed`): the path and runs, cost (GPU seconds where a profile priced every trial, else recorded
     seconds), the median regret and its 5-95% band, and the starting configurations of each point."""
     priced = _priced_curves(simulation)
     return {
-        path.name: {
-            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in path.curve],  # type: ignore[misc]
-            "median": [p.regret_median for p in path.curve],
-            "low": [p.regret_low for p in path.curve],
-            "high": [p.regret_high for p in path.curve],
-            "configs": [p.starting_configs for p in path.curve],
+        (name if runs == "scratch" else f"{name}, {runs}"): {
+            "path": name,
+            "runs": runs,
+            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve],  # type: ignore[misc]
+            "median": [p.regret_median for p in curve],
+            "low": [p.regret_low for p in curve],
+            "high": [p.regret_high for p in curve],
+            "configs": [p.starting_configs for p in curve],
         }
-        for path in simulation.paths
-        if path.curve
+        for name, runs, curve in _curves(simulation)
     }
 
 
@@ -791,7 +1028,9 @@ def simulation_png(simulation: Simulation, path: Path) -> Path:
 
 
 FIGURE_SIZE = (7.5, 4.8)
-ERRORBAR_STYLE = {"marker": "o", "capsize": 3, "alpha": 0.85}
+ERRORBAR_STYLE = {"capsize": 3, "alpha": 0.85}
+SCRATCH_STYLE = {"marker": "o", "linestyle": "-"}
+CONTINUED_STYLE = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
 LABEL_STYLE = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
 
 
@@ -805,22 +1044,29 @@ def simulation_figure(simulation: Simulation) -> Any:
 
     priced = _priced_curves(simulation)
     figure, axes = plt.subplots(figsize=FIGURE_SIZE)
-    for name, series in curve_series(simulation).items():
+    series_by_label = curve_series(simulation)
+    colours = {path.name: f"C{index % 10}" for index, path in enumerate(simulation.paths)}
+    for label, series in series_by_label.items():
         costs, medians = series["cost"], series["median"]
         below = [m - low for m, low in zip(medians, series["low"], strict=True)]
         above = [high - m for m, high in zip(medians, series["high"], strict=True)]
-        axes.errorbar(costs, medians, yerr=[below, above], label=name, **ERRORBAR_STYLE)
+        style = SCRATCH_STYLE if series["runs"] == "scratch" else CONTINUED_STYLE
+        axes.errorbar(
+            costs, medians, yerr=[below, above], label=label, color=colours[series["path"]], **style, **ERRORBAR_STYLE
+        )
         for cost, median, configs in zip(costs, medians, series["configs"], strict=True):
             axes.annotate(str(configs), (cost, median), **LABEL_STYLE)
     axes.set_xscale("log")
-    axes.set_xlabel(f"seconds on {simulation.device} (profile)" if priced else "seconds (the study's recorded trials)")
+    recorded = "training seconds" if simulation.seconds_used == "training" else "seconds, set-up included"
+    axes.set_xlabel(f"seconds on {simulation.device} (profile)" if priced else f"{recorded} (the study's trials)")
     axes.set_ylabel("regret: full-fidelity loss above the best")
+    dashed = "; dashed: continued runs" if any(s["runs"] != "scratch" for s in series_by_label.values()) else ""
     axes.set_title(
         f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
-        f"over {_repeats_text(simulation)}\n(numbers: starting configurations)",
+        f"over {_repeats_text(simulation)}\n(numbers: starting configurations{dashed})",
         fontsize="medium",
     )
-    axes.legend(title="path")
+    axes.legend(title="path", fontsize="small")
     _tidy(figure, axes)
     return figure
 

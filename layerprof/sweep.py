@@ -10,6 +10,7 @@ Measured cells (`run_cell`) and estimated ones (`layerprof.estimate.estimate_cel
 from __future__ import annotations
 
 import gc
+import json
 import math
 import random
 import statistics
@@ -35,24 +36,26 @@ from layerprof.environment import (
     gpu_uuid,
     resolve_device,
 )
-from layerprof.errors import DeviceFailure, DeviceWarning, LayerprofError
-from layerprof.layers import Layer, freeze_layers, total_params, trainable_params
+from layerprof.errors import DeviceFailure, DeviceWarning, FreezingWarning, LayerprofError
+from layerprof.layers import Layer, batchnorm_layers, freeze_layers, total_params, trainable_params
 from layerprof.measure import (
-    CUBLASLT_OPS,
     HOST_BOUND_SHARE,
     AllocatorPeaks,
     LiveTensorTracker,
+    OpRecorder,
+    Phase,
     StepTimes,
+    StepTrace,
     TimingStats,
     cuda_peaks,
     first_line,
-    flop_counter,
     is_out_of_memory,
     is_sticky_cuda_error,
-    matmul_ops,
+    matmul_threads,
     median_confidence_interval,
     optimizer_state_bytes,
     optimizer_state_tensors,
+    phase_flops,
     reference_workload_ms,
     reset_cuda_peaks,
     tensors_in,
@@ -71,6 +74,7 @@ from layerprof.profile import (
     SweepSettings,
     SweepTiming,
     ensure_writable,
+    load_profile,
     save_profile,
 )
 from layerprof.rounds import CellTiming, Visit, slow_rounds
@@ -178,7 +182,7 @@ def prepared_cell(
     estimates also leave out 16-mixed's gradient scaler (`with_scaler`), which reads its scale back to the host.
     """
     precision = get_precision(settings.precision)
-    frozen = freeze_layers(loaded.model, layers, trainable_layers)
+    frozen = freeze_layers(loaded.model, layers, trainable_layers, eval_frozen=settings.eval_frozen)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
     try:
@@ -207,12 +211,15 @@ def failed_row(row: Row, status: str, message: str) -> Row:
     )
 
 
-def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int) -> MatmulThreads:
-    """One steady-state step under the live-tensor tracker, with FLOPs counted for forward and backward.
+def instrumented_step(
+    cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int
+) -> tuple[MatmulThreads, StepTrace]:
+    """One steady-state step under the live-tensor tracker, with every operation recorded (FLOPs, bytes, kernels).
 
     On a real CUDA device the allocator's bytes that no tensor of the step holds (cuBLAS/cuDNN workspaces)
     are recorded as the workspace category. Returns which of the step's threads ran matrix products (the
-    forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds.
+    forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds, and the
+    step's operations, which the time model reads.
     """
     tracker = LiveTensorTracker(allocation_size)
     tracker.register(list(cell.model.parameters()) + list(cell.model.buffers()), MemoryCategory.PARAMETERS)
@@ -225,29 +232,24 @@ def instrumented_step(cell: Cell, device: torch.device, allocation_size: Callabl
         row.memory_workspace_bytes = max(0, torch.cuda.memory_allocated(device) - tracker.current)
     else:
         row.memory_workspace_bytes = 0
-    with tracker:
-        with flop_counter() as forward_counter:
-            loss = cell.forward()
-        with flop_counter() as backward_counter:
-            cell.backward(loss)
+    recorder = OpRecorder()
+    with tracker, recorder:
+        loss = cell.forward()
+        recorder.phase = Phase.BACKWARD
+        cell.backward(loss)
         del loss
+        recorder.phase = Phase.OPTIMIZER
         tracker.new_allocations = MemoryCategory.OPTIMIZER_TEMPORARIES
         cell.update()
-    row.forward_flops = int(forward_counter.get_total_flops())
-    row.backward_flops = int(backward_counter.get_total_flops())
+    row.forward_flops = phase_flops(recorder.ops, Phase.FORWARD)
+    row.backward_flops = phase_flops(recorder.ops, Phase.BACKWARD)
     row.flops = row.forward_flops + row.backward_flops
     row.optimizer_state_bytes = optimizer_state_bytes(cell.optimizer)
     row.tracked_peak_bytes = tracker.peak
     for category, size in tracker.at_peak.items():
         setattr(row, category.row_field, size)
     row.peak_activations_bytes = tracker.category_peaks[MemoryCategory.ACTIVATIONS]
-    forward, backward = matmul_ops(forward_counter), matmul_ops(backward_counter)
-    return MatmulThreads(
-        forward=bool(forward),
-        forward_lt=bool(forward & CUBLASLT_OPS),
-        backward=bool(backward),
-        backward_lt=bool(backward & CUBLASLT_OPS),
-    )
+    return matmul_threads(recorder.ops), recorder.trace
 
 
 # ---------------------------------------------------------------- measured cells
@@ -279,7 +281,7 @@ def _sticky(error: BaseException, batch_size: int, trainable_layers: int) -> Dev
         return None
     return DeviceFailure(
         f"the GPU cannot run anything more in this process ({first_line(error)}) at batch {batch_size}, "
-        f"z={trainable_layers}; the cells before it are saved, rerun the rest in a new process"
+        f"z={trainable_layers}; the cells before it are saved: rerun the same command (a new process) to resume"
     )
 
 
@@ -476,21 +478,30 @@ def profile_model(
     save: Callable[[Profile], Any] | None = None,
     cell_runner: CellRunner | None = None,
     environment: EnvironmentInfo | None = None,
+    resume: Profile | None = None,
 ) -> Profile:
     """Run every cell; `save(profile)` runs after each cell and round, and at the end (also on Ctrl-C).
 
     Measured: a first round visits the cells in order (z rising, so that out-of-memory skips larger z), then
     timed rounds visit the unsettled cells in a new order each, until all settle or --steps, --max-time run
     out. `cell_runner` replaces the measured cells by one call each (`layerprof estimate`, on fake tensors).
+    `resume` (an interrupted profile of the same sweep) keeps its finished cells and runs the others. A sweep
+    that does not end (Ctrl-C, a GPU that fails) marks every cell it leaves unfinished (`mark_unfinished`).
     """
     profile = new_profile(loaded, layers, settings, environment or describe_environment(device))
+    before = SweepTiming()
+    if resume is not None:
+        profile.rows = [row for row in resume.rows if row.finished]
+        profile.created_at, before = resume.created_at, resume.timing
     began = time.perf_counter()
     in_steps = [0.0]
     timings: dict[tuple[int, int], CellTiming] = {}
     guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
     def checkpoint() -> None:
-        profile.timing = SweepTiming(time.perf_counter() - began, in_steps[0])
+        wall = before.sweep_wall_s + time.perf_counter() - began
+        profile.timing = SweepTiming(wall, before.in_steps_s + in_steps[0])
+        profile.rows.sort(key=lambda row: row.key)
         if save:
             save(profile)
 
@@ -517,8 +528,48 @@ def profile_model(
                 in_steps[0] += rounds.run(observer, checkpoint)
             profile.complete = True
         finally:
+            if not profile.complete:
+                mark_unfinished(profile, layers, unsettled(timings, settings))
             checkpoint()
     return profile
+
+
+def unsettled(timings: dict[tuple[int, int], CellTiming], settings: SweepSettings) -> list[tuple[int, int]]:
+    """Cells whose visits have not settled and may still be visited (disturbed visits are measured again, up to a
+    point): what a timed round visits, and what an interrupt leaves unfinished."""
+    plan = VisitPlan.of(settings)
+    return [
+        key
+        for key, timing in timings.items()
+        if not timing.settled(plan.min_visits, settings.median_tolerance)
+        and len(timing.clean()) < plan.max_visits
+        and len(timing.visits) < 2 * plan.max_visits
+    ]
+
+
+def mark_unfinished(profile: Profile, layers: Sequence[Layer], settling: Sequence[tuple[int, int]]) -> None:
+    """An interrupted sweep's profile: cells still settling become `unfinished` (their figures kept, from fewer
+    visits than the protocol asks), and every planned cell the sweep never reached gets an `unfinished` row, so
+    that the profile says which cells a rerun must measure (and `ladder`, `check`, `report` see it)."""
+    for key in settling:
+        row = profile.row(*key)
+        if row is not None and row.status == "ok":
+            row.status = "unfinished"
+            row.message = (
+                f"interrupted after {len(row.visit_medians_ms or ()) or 1} visit(s), before its step time settled; the "
+                "figures are "
+                "provisional: resume the sweep to measure it"
+            )
+    present = {row.key for row in profile.rows}
+    for batch_size, trainable_layers in profile.planned_cells():
+        if (batch_size, trainable_layers) not in present:
+            profile.rows.append(
+                failed_row(
+                    new_row(layers, batch_size, trainable_layers),
+                    "unfinished",
+                    "not measured: the sweep was interrupted before this cell",
+                )
+            )
 
 
 def _cells_in_order(
@@ -529,12 +580,19 @@ def _cells_in_order(
     observer: SweepObserver | None,
     checkpoint: Callable[[], None],
 ) -> None:
-    """Batch size by batch size, z rising; once a z runs out of memory, larger z at that batch size are skipped."""
-    total = len(settings.batch_sizes) * len(settings.trainable_layer_counts)
+    """Batch size by batch size, z rising; once a z runs out of memory, larger z at that batch size are skipped.
+    Cells the profile already holds finished (a resumed sweep) are kept as they are."""
+    kept = {row.key: row for row in profile.rows}
+    total = sum(key not in kept for key in profile.planned_cells())
     position = 0
     for batch_size in settings.batch_sizes:
         out_of_memory_at: int | None = None
         for trainable_layers in settings.trainable_layer_counts:
+            done = kept.get((batch_size, trainable_layers))
+            if done is not None:
+                if done.status == "oom":
+                    out_of_memory_at = trainable_layers
+                continue
             position += 1
             if observer:
                 observer.cell_started(batch_size, trainable_layers, position, total)
@@ -568,14 +626,7 @@ class TimedRounds:
     began: float
 
     def unsettled(self) -> list[tuple[int, int]]:
-        plan = VisitPlan.of(self.settings)
-        return [
-            key
-            for key, timing in self.timings.items()
-            if not timing.settled(plan.min_visits, self.settings.median_tolerance)
-            and len(timing.clean()) < plan.max_visits
-            and len(timing.visits) < 2 * plan.max_visits  # disturbed visits are measured again, up to a point
-        ]
+        return unsettled(self.timings, self.settings)
 
     def out_of_time(self) -> bool:
         limit = self.settings.max_time_s
@@ -648,6 +699,10 @@ class SweepJob:
     environment: EnvironmentInfo
     path: Path
     loaded: LoadedModel | None = None  # measured sweeps; an estimate builds its own model on fake tensors
+    order: tuple[str, str] = ("forward", "")  # the split's order and, for registration order, why
+    resume: Profile | None = None  # an interrupted profile of this sweep at `path`: its finished cells are kept
+    time_model: Any = None  # estimates: the layerprof.timemodel.TimeModel that predicts their step times
+    per_layer: bool = False  # measured sweeps: also time each layer's forward and backward in full training
 
     def run(self, observer: SweepObserver | None = None) -> Profile:
         """Run every cell, saving the profile (JSON and CSV) after each."""
@@ -659,10 +714,18 @@ class SweepJob:
             from layerprof.estimate import estimate_model
 
             return estimate_model(
-                self.spec, self.options, self.settings, observer=observer, save=save, layers=self.layers
+                self.spec,
+                self.options,
+                self.settings,
+                observer=observer,
+                save=save,
+                layers=self.layers,
+                order=self.order,
+                resume=self.resume,
+                time_model=self.time_model,
             )
         assert self.loaded is not None
-        return profile_model(
+        profile = profile_model(
             self.loaded,
             self.layers,
             self.settings,
@@ -670,7 +733,98 @@ class SweepJob:
             observer=observer,
             save=save,
             environment=self.environment,
+            resume=self.resume,
         )
+        if self.per_layer:
+            profile.layer_times = [
+                times.to_dict() for times in layer_times(self.loaded, self.layers, profile, self.device)
+            ]
+            save(profile)
+        return profile
+
+
+def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Profile | None:
+    """The interrupted profile at PATH that this sweep resumes (its finished cells kept, the others measured), or
+    None to measure every cell: nothing there, a complete profile (measured anew), or `restart`. Anything else
+    at PATH (another sweep's interrupted profile, a file that is no profile) is refused rather than replaced."""
+    if restart or not path.exists():
+        return None
+    try:
+        existing = load_profile(path)
+    except LayerprofError as error:
+        raise LayerprofError(
+            f"--out {str(path)!r} holds a file this cannot resume ({error}); give another --out, or --restart to "
+            "replace it"
+        ) from None
+    if existing.complete:
+        return None
+    difference = sweep_difference(existing, planned)
+    if difference:
+        raise LayerprofError(
+            f"--out {str(path)!r} holds an interrupted profile of another sweep ({difference}); run that sweep to "
+            "resume it, give another --out, or --restart to replace it"
+        )
+    return existing
+
+
+def sweep_difference(existing: Profile, planned: Profile) -> str | None:
+    """The first thing that makes `existing` a profile of another sweep than `planned` (None: the same sweep)."""
+
+    def plain(value: Any) -> Any:  # as a profile file holds it (tuples become lists)
+        return json.loads(json.dumps(value, default=str))
+
+    pairs = [
+        ("model", existing.model.spec, planned.model.spec),
+        ("--set", existing.model.overrides, planned.model.overrides),
+        ("--unwrap", existing.model.unwrap, planned.model.unwrap),
+        ("layers", [layer.name for layer in existing.model.layers], [layer.name for layer in planned.model.layers]),
+        ("device", existing.environment.device_name, planned.environment.device_name),
+        ("numeric settings", existing.environment.numerics, planned.environment.numerics),
+    ]
+    workload = planned.workload.to_dict()
+    pairs += [(f"workload {key}", value, workload.get(key)) for key, value in existing.workload.to_dict().items()]
+    settings = planned.settings.to_dict()
+    pairs += [(key, value, settings.get(key)) for key, value in existing.settings.to_dict().items()]
+    for name, before, after in pairs:
+        if plain(before) != plain(after):
+            return f"{name}: {plain(before)!r} there, {plain(after)!r} now"
+    return None
+
+
+def warn_frozen_batchnorm(model: torch.nn.Module, layers: Sequence[Layer], settings: SweepSettings) -> None:
+    """Say when layers the sweep freezes hold BatchNorm running statistics that train mode keeps updating."""
+    if settings.eval_frozen or not settings.trainable_layer_counts:
+        return
+    frozen = layers[: len(layers) - min(settings.trainable_layer_counts)]
+    held = batchnorm_layers(model, frozen)
+    if held:
+        named = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        warnings.warn(
+            f"frozen layers with BatchNorm ({named}) still update their running statistics in train mode; "
+            "--eval-frozen runs frozen layers in eval mode (statistics kept, dropout off), which changes both "
+            "results and cost",
+            FreezingWarning,
+            stacklevel=3,
+        )
+
+
+def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, device: torch.device) -> list[Any]:
+    """`profile --per-layer`: each layer's forward and backward time in full training, at every batch size whose
+    full-training cell ran."""
+    from layerprof.layertimes import measure_layer_times
+
+    measured = []
+    guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+    with guard:
+        for batch_size in profile.batch_sizes():
+            full = profile.row(batch_size, len(layers))
+            if full is None or not full.ok:
+                continue
+            with prepared_cell(loaded, layers, batch_size, len(layers), profile.settings, device) as cell:
+                for _ in range(profile.settings.warmup_steps):
+                    cell.step()
+                measured.append(measure_layer_times(cell, layers, device))
+    return measured
 
 
 def validate_settings(settings: SweepSettings) -> None:
@@ -681,7 +835,7 @@ def validate_settings(settings: SweepSettings) -> None:
         )
     if settings.steps_per_visit < 1:
         raise LayerprofError(f"--steps-per-visit must be at least 1, got {settings.steps_per_visit}")
-    if settings.max_time_s is not None and settings.max_time_s <= 0:
+    if settings.max_time_s is not None and not (math.isfinite(settings.max_time_s) and settings.max_time_s > 0):
         raise LayerprofError(f"--max-time must be a positive number of seconds, got {settings.max_time_s:g}")
     if settings.min_steps > settings.max_steps:
         raise LayerprofError(
@@ -699,11 +853,13 @@ def plan_profile(
     tf32: bool | None = None,
     threads: int | None = None,
     cpus: tuple[int, ...] | None = None,
+    restart: bool = False,
 ) -> SweepJob:
     """Build MODEL on the device and resolve the cells; `settings.batch_sizes` empty means the family's default.
     The default output is profiles/MODEL-DEVICE.json; `tf32` sets TensorFloat-32 (None: PyTorch's defaults);
     `threads` and `cpus` set torch's threads and the CPUs the process may use. Warns when other work keeps the
-    machine visibly busy."""
+    machine visibly busy. An interrupted profile of the same sweep at the output is resumed (`resumable_profile`)
+    unless `restart`."""
     validate_settings(settings)
     device = resolve_device(device_name)
     apply_tf32(tf32)
@@ -721,4 +877,7 @@ def plan_profile(
         batch_sizes=settings.batch_sizes or loaded.workload.default_batch_sizes,
         trainable_layer_counts=layer_selection.resolve(len(layers)),
     )
-    return SweepJob(spec, options, layers, settings, device, environment, path, loaded)
+    warn_frozen_batchnorm(loaded.model, layers, settings)
+    order = (loaded.order, loaded.order_reason)
+    resume = resumable_profile(path, new_profile(loaded, layers, settings, environment), restart)
+    return SweepJob(spec, options, layers, settings, device, environment, path, loaded, order, resume)

@@ -34,11 +34,17 @@ COLUMNS = {
 }
 
 
+def cell_columns(profile: Profile) -> dict[str, str]:
+    """The cell table's headers: step times say when they are predicted."""
+    return {**COLUMNS, "step_time_ms": "pred. step ms"} if profile.predicts_time else COLUMNS
+
+
 def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
-    """One row per z at this batch size, with ratios to full training (z = n) where that cell succeeded."""
+    """One row per z at this batch size, with ratios to full training (z = n) where that cell succeeded; step
+    times measured, or predicted for an estimate with a time model."""
     rows = profile.rows_for(batch_size)
     full = profile.row(batch_size, profile.layer_count)
-    full_time = full.step_time_ms if full is not None and full.ok else None
+    full_time = profile.step_time_ms(full) if full is not None and full.ok else None
     full_memory = full.peak_memory_bytes if full is not None and full.ok else None
     records = []
     for row in rows:
@@ -46,8 +52,8 @@ def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
             {
                 "trainable_layers": row.trainable_layers,
                 "trainable_pct": None if row.trainable_fraction is None else 100 * row.trainable_fraction,
-                "step_time_ms": row.step_time_ms,
-                "time_vs_full": ratio(row.step_time_ms, full_time),
+                "step_time_ms": profile.step_time_ms(row),
+                "time_vs_full": ratio(profile.step_time_ms(row), full_time),
                 "peak_memory_mib": None if row.peak_memory_bytes is None else row.peak_memory_bytes / MIB,
                 "memory_vs_full": ratio(row.peak_memory_bytes, full_memory),
                 "gflops": None if row.flops is None else row.flops / 1e9,
@@ -55,6 +61,14 @@ def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
             }
         )
     return pd.DataFrame.from_records(records, columns=list(COLUMNS))
+
+
+def time_model_label(profile: Profile) -> str:
+    """`times predicted for H200 (default constants)`: what stands behind an estimate's step times."""
+    model = profile.time_model or {}
+    peaks, constants = model.get("peaks", {}), model.get("constants", {})
+    how = "calibrated" if str(constants.get("source", "")).startswith("calibrated") else "default constants"
+    return f"times predicted for {peaks.get('name', '?')} ({how})"
 
 
 def _status(row: Row) -> str:
@@ -88,8 +102,10 @@ def formatted(frame: pd.DataFrame) -> list[list[str]]:
 def rich_cell_table(profile: Profile, batch_size: int) -> Table:
     frame = cell_frame(profile, batch_size)
     title = f"{profile.model.spec} · batch {batch_size} · {profile.environment.device_name}"
+    if profile.predicts_time:
+        title += f" · {time_model_label(profile)}"
     table = Table(title=title, title_justify="left", header_style="bold")
-    for column, header in COLUMNS.items():
+    for column, header in cell_columns(profile).items():
         table.add_column(header, justify="left" if column == "status" else "right", overflow="fold")
     for values in formatted(frame):
         style = None if values[-1] == "ok" else "yellow"
@@ -110,7 +126,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right:
 def markdown_cell_table(profile: Profile, batch_size: int) -> str:
     frame = cell_frame(profile, batch_size)
     heading = f"**{profile.model.spec}**, batch {batch_size}, {profile.environment.device_name}"
-    headers = [header.strip() for header in COLUMNS.values()]
+    if profile.predicts_time:
+        heading += f", {time_model_label(profile)}"
+    headers = [header.strip() for header in cell_columns(profile).values()]
     return heading + "\n\n" + markdown_table(headers, formatted(frame), [c != "status" for c in COLUMNS])
 
 
@@ -145,8 +163,8 @@ def layer_frame(layers: Sequence[Layer]) -> pd.DataFrame:
         records.append(
             {
                 "index": layer.index,
-                "name": layer.name,
-                "type": layer.type,
+                "name": layer.name or "(the model itself)",
+                "type": layer.type if layer.calls == 1 else f"{layer.type} (runs {layer.calls}x)",
                 "params": layer.params,
                 "trainable_from_z": z,
                 "trainable_pct_at_z": 100 * trainable_params(layers, z) / total,
@@ -194,7 +212,16 @@ def markdown_layer_table(layers: Sequence[Layer]) -> str:
 
 
 def ladder_headers(ladder: Ladder) -> list[str]:
-    headers = ["z", "train %", "step ms", "peak MiB", "mem × full", "cost × full", "cost × prev", "budget"]
+    headers = [
+        "z",
+        "train %",
+        "pred. step ms" if ladder.times_predicted else "step ms",
+        "peak MiB",
+        "mem × full",
+        "cost × full",
+        "cost × prev",
+        "budget",
+    ]
     if ladder.gpu_memory_bytes is not None:
         headers += ["slots"]
         if any(rung.largest_batch_size is not None for rung in ladder.rungs):
@@ -236,6 +263,11 @@ def ladder_summary_lines(ladder: Ladder) -> list[str]:
     """Plain sentences under the ladder table: the fit, disturbed rungs, the memory basis, brackets, the joint
     ladder."""
     lines = [ladder.fit_note]
+    if ladder.times_predicted:
+        lines.append(
+            "step times are predicted by the time model (an estimate, see the profile's time_model), not measured: "
+            "measure the chosen rungs (`layerprof profile`) before relying on the time ratios"
+        )
     disturbed = [rung for rung in ladder.rungs if rung.disturbed]
     if disturbed:
         lines.append(
@@ -388,7 +420,7 @@ def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
 
 def fit_headers(fit: FitReport) -> list[str]:
     extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
-    return ["z", "largest batch", "need GiB", *extra]
+    return ["z", "largest batch", "need GiB", "pred. step ms", *extra]
 
 
 def fit_rows(fit: FitReport) -> list[list[str]]:
@@ -398,6 +430,7 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
             str(result.trainable_layers),
             str(result.largest_batch_size),
             f"{(result.need_at_largest_bytes or 0) / 2**30:.2f}",
+            _format("step_time_ms", result.predicted_step_time_ms),
         ]
         if fit.batch_size:
             values.append(result.smallest_gpu or "none listed")
@@ -407,7 +440,10 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
 
 def rich_fit_table(fit: FitReport) -> Table:
     title = f"{fit.model}: largest batch in {fit.memory_bytes / 2**30:.1f} GiB ({fit.target})"
-    table = Table(title=title, title_justify="left", header_style="bold")
+    caption = f"pred. step ms: {fit.time_model}, at the largest batch" if fit.time_model else None
+    if fit.smallest_batch_size > 1:
+        caption = (caption + "; " if caption else "") + "a batch of 1 cannot train this model (BatchNorm): from 2"
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
     for header in fit_headers(fit):
         table.add_column(header, justify="right")
     for values in fit_rows(fit):
@@ -439,6 +475,36 @@ def rich_correlation_table(result: CorrelationResult) -> Table:
         table.add_column(f"{fraction:g}", justify="right")
     for z in reversed(result.trainable_layer_counts):
         table.add_row(str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions))
+    return table
+
+
+def continued_rows(result: CorrelationResult) -> list[list[str]]:
+    """One row per rung of each continued chain: rho from scratch beside rho continued."""
+
+    def rho(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    rows = []
+    for chain in result.continued:
+        label = " ".join(f"{z:g}@{f:.3g}" for z, f in chain.chain)
+        for position, rung in enumerate(chain.rungs):
+            rows.append([
+                label if position == 0 else "", f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
+                rho(rung.spearman_scratch), rho(rung.spearman), "-" if rung.regret is None else _short(rung.regret),
+                str(rung.configs),
+            ])  # fmt: skip
+    return rows
+
+
+CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "regret continued", "configs"]
+
+
+def rich_continued_table(result: CorrelationResult) -> Table:
+    table = Table(title="Continued runs: Spearman's rho of each rung vs full fidelity (trained from scratch)")
+    for header in CONTINUED_HEADERS:
+        table.add_column(header, justify="left" if header in ("continued run", "rung") else "right")
+    for row in continued_rows(result):
+        table.add_row(*row)
     return table
 
 
@@ -484,6 +550,7 @@ def _times(value: float | None) -> str:
 
 SIMULATION_HEADERS = [
     "path",
+    "runs",
     "rungs z@budget",
     "ρ per rung",
     "configs",
@@ -491,10 +558,11 @@ SIMULATION_HEADERS = [
     "best",
     "trial s",
     "× budget",
-    "runs",
+    "repeats",
 ]
 PRICE_HEADERS = [
     "path",
+    "runs",
     "device s",
     "× budget",
     "FLOPs",
@@ -504,16 +572,29 @@ PRICE_HEADERS = [
     "× budget ",
 ]
 SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
-LEFT = ("path", "rungs z@budget")
+LEFT = ("path", "runs", "rungs z@budget")
+SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
 
 
 def _brackets(outcome: Outcome) -> str:
     return " | ".join("·".join(map(str, b["configs_per_rung"])) for b in outcome.brackets)
 
 
-def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, Outcome]]:
-    """The paths the algorithm ran on (Hyperband may not fit a path), with its outcome there."""
-    return [(path, getattr(path, algorithm)) for path in simulation.paths if getattr(path, algorithm) is not None]
+def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, str, Any, Outcome]]:
+    """(path, runs, the rungs of those runs, outcome) for every path the algorithm ran on: from scratch, then
+    continued where the study allows (Hyperband may fit neither)."""
+    rows = []
+    for path in simulation.paths:
+        if getattr(path, algorithm) is not None:
+            rows.append((path, "scratch", path.rungs, getattr(path, algorithm)))
+        continued = path.continued
+        if continued is not None and getattr(continued, algorithm) is not None:
+            rows.append((path, continued.runs_label, continued.rungs, getattr(continued, algorithm)))
+    return rows
+
+
+def simulation_headers(simulation: Simulation) -> list[str]:
+    return [SECONDS_HEADERS.get(simulation.seconds_used, h) if h == "trial s" else h for h in SIMULATION_HEADERS]
 
 
 def with_uncertainty(value: float, interval: tuple[float, float] | None, show: Callable[[float], str]) -> str:
@@ -529,12 +610,12 @@ def _percent(value: float) -> str:
 
 
 def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path: its rungs, their rho, and the algorithm's regret and recorded cost (vs budget), each
-    sampled figure with its Monte-Carlo uncertainty where it shows."""
+    """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget),
+    each sampled figure with its Monte-Carlo uncertainty where it shows."""
     rows = []
-    for path, outcome in _outcomes(simulation, algorithm):
-        rungs = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in path.rungs)
-        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in path.rungs)
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
+        cells = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in rungs)
+        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in rungs)
         mc = outcome.uncertainty
         regret = (
             f"{with_uncertainty(outcome.regret_median, mc.get('regret_median'), _short)} "
@@ -542,7 +623,7 @@ def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
             f"{with_uncertainty(outcome.regret_high, mc.get('regret_high'), _short)}]"
         )
         rows.append([
-            path.name, rungs, rho, _brackets(outcome), regret,
+            path.name, runs, cells, rho, _brackets(outcome), regret,
             with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
             with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
             _times(outcome.recorded_seconds_vs_budget), f"{outcome.repeats:,}",
@@ -551,15 +632,15 @@ def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
 
 
 def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path: what the algorithm's trials cost on the profiled GPU."""
+    """One row per path and way of running it: what the algorithm's trials cost on the profiled GPU."""
     rows = []
-    for path, outcome in _outcomes(simulation, algorithm):
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
         slots = " ".join("-" if r.price is None or r.price.parallel_slots is None else str(r.price.parallel_slots)
-                         for r in path.rungs)  # fmt: skip
+                         for r in rungs)  # fmt: skip
         rows.append([
-            path.name, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
+            path.name, runs, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
             _flops(outcome.flops),
-            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in path.rungs]),
+            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
             slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
         ])  # fmt: skip
     return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
@@ -583,7 +664,7 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
         rows = simulation_rows(simulation, algorithm)
         if not rows:
             continue
-        parts.append((simulation_title(simulation, algorithm), SIMULATION_HEADERS, rows))
+        parts.append((simulation_title(simulation, algorithm), simulation_headers(simulation), rows))
         if simulation.profile is not None:
             parts.append(
                 (
@@ -620,8 +701,17 @@ def simulation_legend(simulation: Simulation) -> str:
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
         f"pick minus the best ({simulation.best_full_loss:.4g}; a pick that failed in full training counts as the "
         "worst configuration) · best: share of repeats that found the best · ±: the 95% Monte-Carlo interval where "
-        "it would change the digits shown · runs: repeats sampled · configs: per rung (Hyperband: per bracket) · "
-        "trial s: the study's recorded seconds · × budget: cost relative to the budget path"
+        "it would change the digits shown · repeats: repeats sampled · configs: per rung (Hyperband: per bracket) · "
+        "runs: scratch, every trial trains anew at its rung; continued, a promoted trial trains on from its previous "
+        "rung (the study's continued runs); assumed, continued as it trained from scratch (same losses, seconds cut "
+        "to the steps it adds) · "
+        + (
+            "train s: the study's recorded training seconds (set-up and evaluation left out)"
+            if simulation.seconds_used == "training"
+            else "trial s: the study's recorded seconds of whole trials (set-up included: the study did not record "
+            "it apart)"
+        )
+        + " · × budget: cost relative to the budget path run the same way"
     )
     if simulation.profile is not None:
         text += (
@@ -738,3 +828,195 @@ def rich_check_table(result: CheckResult) -> Table:
     for values in summary_rows(result):
         table.add_row(*values, style=CHECK_STYLES.get(values[SUMMARY_HEADERS.index("verdict")]))
     return table
+
+
+# ---------------------------------------------------------------- the time model
+
+
+def calibration_lines(time_model: Any, markup: bool = True) -> list[str]:
+    """What stands behind predicted step times: the peaks, the constants, and a calibration's residuals."""
+    if time_model is None:
+        return []
+    peaks, constants = time_model.peaks, time_model.constants
+    lines = [
+        f"step times predicted for {peaks.name}: roofline over every traced operation ({peaks.source}; "
+        f"fp32 {peaks.fp32_tflops:g}, tf32 {peaks.tf32_tflops:g}, bf16 {peaks.bf16_tflops:g} TFLOP/s, "
+        f"{peaks.memory_gbps:,.0f} GB/s), {constants.source}: efficiency gemm {constants.gemm_efficiency:.2f}, "
+        f"conv {constants.conv_efficiency:.2f}, attention {constants.attention_efficiency:.2f}, memory "
+        f"{constants.memory_efficiency:.2f}; {constants.kernel_us:.1f} us per kernel; host "
+        f"{constants.forward_dispatch_us:.1f} / {constants.backward_dispatch_us:.1f} / "
+        f"{constants.optimizer_dispatch_us:.1f} us per forward / backward / optimizer operation"
+    ]
+    if time_model.residuals:
+        errors = sorted(abs(r["error"]) for r in time_model.residuals)
+        median = errors[len(errors) // 2]
+        worst = max(time_model.residuals, key=lambda r: abs(r["error"]))
+        lines.append(
+            f"calibration fit: {len(errors)} measured cells, median |error| {median:.1%}, worst {worst['error']:+.1%} "
+            f"({worst['cell']}: {worst['predicted_ms']:.2f} ms predicted, {worst['measured_ms']:.2f} ms measured)"
+        )
+    elif not time_model.calibrated:
+        lines.append(
+            "default constants, not calibrated: expect errors of tens of per cent in step time; --calibrate with "
+            "measured profiles of this device kind narrows them"
+        )
+    return lines
+
+
+PREDICTION_HEADERS = ["batch", "z", "measured ms", "predicted ms", "error", "× full measured", "× full predicted",
+                      "ratio error"]  # fmt: skip
+
+
+def prediction_rows(checks: Sequence[Any]) -> list[list[str]]:
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:+.1%}"
+
+    return [
+        [
+            str(c.batch_size),
+            str(c.trainable_layers),
+            f"{c.measured_ms:,.2f}",
+            f"{c.predicted_ms:,.2f}",
+            share(c.error),
+            _format("time_vs_full", c.measured_vs_full),
+            _format("time_vs_full", c.predicted_vs_full),
+            share(c.ratio_error),
+        ]  # fmt: skip
+        for c in checks
+    ]
+
+
+def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
+    errors = sorted(abs(c.error) for c in checks)
+    title = f"predicted against measured on {device} · median |error| {errors[len(errors) // 2]:.1%}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for header in PREDICTION_HEADERS:
+        table.add_column(header, justify="right")
+    for values in prediction_rows(checks):
+        table.add_row(*values)
+    return table
+
+
+def markdown_prediction_check(checks: Sequence[Any]) -> str:
+    return markdown_table(PREDICTION_HEADERS, prediction_rows(checks))
+
+
+# ---------------------------------------------------------------- per-layer costs
+
+LAYER_COST_HEADERS = ["#", "layer", "params", "trains +MiB", "fwd GF", "bwd weight GF", "bwd inside GF",
+                      "bwd down GF", "saves MiB", "output MiB"]  # fmt: skip
+LAYER_COST_CAPTION = (
+    "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd "
+    "weight: its parameters' gradients · bwd inside: activation gradients inside the layer · bwd down: the "
+    "gradient it passes to the layer below (not when it is the lowest trainable layer) · saves: what its forward "
+    "keeps for backward when it trains"
+)
+
+
+def layer_cost_rows(table: Any) -> list[list[str]]:
+    def gflops(value: int) -> str:
+        return f"{value / 1e9:,.2f}"
+
+    def mib(value: int) -> str:
+        return f"{value / MIB:,.1f}"
+
+    rows = []
+    for cost in table.layers:
+        rows.append([
+            "—" if cost.index < 0 else str(cost.index), cost.name, f"{cost.params:,}", mib(cost.trainable_bytes),
+            gflops(cost.forward_flops), gflops(cost.backward_weight_flops), gflops(cost.backward_internal_flops),
+            gflops(cost.backward_input_flops), mib(cost.saved_activation_bytes), mib(cost.output_bytes),
+        ])  # fmt: skip
+    layers = table.layers
+    rows.append([
+        "", "total", f"{sum(c.params for c in layers):,}", mib(sum(c.trainable_bytes for c in layers)),
+        gflops(sum(c.forward_flops for c in layers)), gflops(sum(c.backward_weight_flops for c in layers)),
+        gflops(sum(c.backward_internal_flops for c in layers)), gflops(sum(c.backward_input_flops for c in layers)),
+        mib(sum(c.saved_activation_bytes for c in layers)), "",
+    ])  # fmt: skip
+    return rows
+
+
+def rich_layer_costs(table: Any) -> Table:
+    title = f"{table.model}: per-layer costs · batch {table.batch_size} · {table.precision} · {table.target}"
+    rich = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_COST_CAPTION)
+    for header in LAYER_COST_HEADERS:
+        rich.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_cost_rows(table):
+        rich.add_row(*values, style="bold" if values[1] == "total" else None)
+    return rich
+
+
+def markdown_layer_costs(table: Any) -> str:
+    right = [header != "layer" for header in LAYER_COST_HEADERS]
+    return markdown_table(LAYER_COST_HEADERS, layer_cost_rows(table), right) + "\n\n" + LAYER_COST_CAPTION
+
+
+# ---------------------------------------------------------------- split granularity
+
+SPLIT_HEADERS = ["depth", "layers", "--unwrap", "rungs (z)", "FLOPs × full at each rung", "close to η", "distance"]
+
+
+def split_rows(report: Any) -> list[list[str]]:
+    rows = []
+    for choice in report.choices:
+        full = choice.flops_by_z[choice.layer_count]
+        shares = " → ".join(f"{choice.flops_by_z[z] / full:.2f}" for z in choice.rungs)
+        rows.append([
+            f"{choice.depth}{' *' if choice.chosen else ''}", str(choice.layer_count), ",".join(choice.unwrap) or "—",
+            ", ".join(map(str, choice.rungs)), shares, "yes" if choice.close_to_eta else "no",
+            "—" if math.isinf(choice.distance_from_eta) else f"{choice.distance_from_eta:.2f}",
+        ])  # fmt: skip
+    return rows
+
+
+def rich_split_report(report: Any) -> Table:
+    title = f"splits at other depths · {report.model} · batch {report.batch_size} · η={report.eta:g} (* chosen)"
+    caption = "rungs chosen on each split's FLOP staircase, composed from one per-layer trace"
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in SPLIT_HEADERS:
+        table.add_column(header, justify="left" if header in ("--unwrap", "rungs (z)") else "right", overflow="fold")
+    for values in split_rows(report):
+        table.add_row(*values)
+    return table
+
+
+def markdown_split_report(report: Any) -> str:
+    return markdown_table(SPLIT_HEADERS, split_rows(report))
+
+
+# ---------------------------------------------------------------- measured per-layer times
+
+LAYER_TIME_HEADERS = ["#", "layer", "forward ms", "backward ms", "share of the marked step"]
+
+
+def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
+    step = times["marked_step_ms"] or 1.0
+    return [
+        [
+            str(t["index"]),
+            t["name"],
+            f"{t['forward_ms']:,.3f}",
+            f"{t['backward_ms']:,.3f}",
+            f"{(t['forward_ms'] + t['backward_ms']) / step:.1%}",
+        ]  # fmt: skip
+        for t in times["layers"]
+    ]
+
+
+def rich_layer_times(times: dict[str, Any], model: str) -> Table:
+    title = f"{model}: time per layer in full training · batch {times['batch_size']} · {times['device']}"
+    caption = (
+        f"median of marked steps ({times['source']}), {times['marked_step_ms']:,.2f} ms each with the marks; the "
+        "rest of the step is the loss, the optimizer and the marks themselves"
+    )
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in LAYER_TIME_HEADERS:
+        table.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_time_rows(times):
+        table.add_row(*values)
+    return table
+
+
+def markdown_layer_times(times: dict[str, Any]) -> str:
+    return markdown_table(LAYER_TIME_HEADERS, layer_time_rows(times), [h != "layer" for h in LAYER_TIME_HEADERS])

@@ -7,9 +7,11 @@
   final norm, head).
 
 Each task is `fn(config, trainable_layers, budget_fraction) -> validation loss`, the same protocol as a
-user task. Configurations use the hyperparameters of the paper's Table 1. A task's attributes say what
-`simulate` needs to price its trials from a profile: `layer_count`, `full_steps` (steps at budget 1),
-`batch_size`, and `profile_spec` (the MODEL to profile: `layerprof.tasks:digits_workload` here).
+user task, and continues a run with `fn.resume(config, segment, state) -> (loss, state)` (`correlate
+--continue`); a from-scratch trial is a run of one segment, so the two train alike. Configurations use the
+hyperparameters of the paper's Table 1. A task's attributes say what `simulate` needs to price its trials from
+a profile: `layer_count`, `full_steps` (steps at budget 1), `batch_size`, and `profile_spec` (the MODEL to
+profile: `layerprof.tasks:digits_workload` here).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerprof.correlate import Segment, segments, trial_phase
 from layerprof.errors import LayerprofError
 from layerprof.grids import DEFAULTS
-from layerprof.layers import freeze_layers, split_layers
+from layerprof.layers import FrozenModel, freeze_layers, split_layers
 from layerprof.optimizers import OPTIMIZERS, make_optimizer
 from layerprof.workloads import CustomWorkload
 
@@ -60,38 +63,102 @@ def schedule(config: dict[str, Any], total_steps: int) -> Callable[[int], float]
     return factor
 
 
-def train_frozen(
-    model: nn.Module,
-    trainable_layers: int,
-    config: dict[str, Any],
-    steps: int,
-    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-    loss_of: Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor],
-    example: Callable[[nn.Module], Any],
+Batch = Any
+
+
+class FrozenRun:
+    """A training run that can continue: the model, the optimizer over its trainable layers and the step
+    reached. Thawing more layers keeps every weight and the optimizer state of the layers already training; the
+    newly thawed layers start with fresh optimizer state (Adam's moments and step count, SGD's momentum).
+
+    The learning rate of step k is the configuration's times `schedule(config, total)(k)`, where `total` is the
+    whole run's steps (the segment says it): a continued run follows the schedule of its final budget, resumed at
+    the step reached. `next_batch(step)` gives the training batch of a step, so a run continued in segments sees
+    the batches one uninterrupted run would."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: dict[str, Any],
+        full_steps: int,
+        next_batch: Callable[[int], Batch],
+        loss_of: Callable[[nn.Module, Batch], torch.Tensor],
+        example: Callable[[nn.Module], Any],
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.full_steps = full_steps
+        self.next_batch = next_batch
+        self.loss_of = loss_of
+        self.layers = split_layers(model, run_forward=example)
+        self.learning_rate = float({**DEFAULTS, **config}["learning_rate"])
+        self.trainable_layers = 0
+        self.step = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._frozen: FrozenModel | None = None
+
+    def thaw(self, trainable_layers: int) -> None:
+        """Train the last `trainable_layers` layers from now on (at least as many as so far)."""
+        if not 1 <= trainable_layers <= len(self.layers):
+            raise LayerprofError(f"trainable layers must be in 1..{len(self.layers)}, got {trainable_layers}")
+        if trainable_layers < self.trainable_layers:
+            raise LayerprofError(
+                f"a run training {self.trainable_layers} layers cannot freeze back to {trainable_layers}"
+            )
+        if trainable_layers == self.trainable_layers:
+            return
+        if self._frozen is not None:
+            self._frozen.remove()
+        self._frozen = freeze_layers(self.model, self.layers, trainable_layers)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = optimizer_for(self.config, params)
+        if self.optimizer is not None:  # the layers already training keep their state; the thawed ones have none
+            for param in params:
+                if param in self.optimizer.state:
+                    optimizer.state[param] = self.optimizer.state[param]
+        self.optimizer = optimizer
+        self.trainable_layers = trainable_layers
+
+    def train(self, segment: Segment) -> None:
+        """Thaw to the segment's z and train its steps, timed as training."""
+        start, end, total = segment.steps(self.full_steps)
+        if start != self.step:
+            raise LayerprofError(f"segment {segment.index} starts at step {start}, but the run is at step {self.step}")
+        self.thaw(segment.trainable_layers)
+        assert self.optimizer is not None
+        factor = schedule(self.config, total)
+        self.model.train()
+        with trial_phase("training"):
+            for step in range(start, end):
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.learning_rate * factor(step)
+                loss = self.loss_of(self.model, self.next_batch(step))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+        self.step = end
+
+
+def scratch_segment(trainable_layers: int, budget_fraction: float) -> Segment:
+    """A from-scratch trial as the one segment of a run."""
+    return segments([(trainable_layers, budget_fraction)])[0]
+
+
+def describe_task(
+    task: Callable,
+    layer_count: int,
+    full_steps: int,
+    batch_size: int,
+    profile_spec: str,
+    resume: Callable[[dict[str, Any], Segment, Any], tuple[float, Any]] | None = None,
 ) -> None:
-    """Train only the last `trainable_layers` layers for `steps` steps."""
-    layers = split_layers(model, run_forward=example)
-    if not 1 <= trainable_layers <= len(layers):
-        raise LayerprofError(f"trainable layers must be in 1..{len(layers)}, got {trainable_layers}")
-    freeze_layers(model, layers, trainable_layers)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer_for(config, params)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config, steps))
-    model.train()
-    for step in range(steps):
-        loss = loss_of(model, next_batch(step))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-
-
-def describe_task(task: Callable, layer_count: int, full_steps: int, batch_size: int, profile_spec: str) -> None:
     """Attach what `correlate` and `simulate` read from a task (a user task may set the same attributes)."""
     task.layer_count = layer_count  # type: ignore[attr-defined]
     task.full_steps = full_steps  # type: ignore[attr-defined]
     task.batch_size = batch_size  # type: ignore[attr-defined]
     task.profile_spec = profile_spec  # type: ignore[attr-defined]
+    if resume is not None:
+        task.resume = resume  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- digits
@@ -139,11 +206,9 @@ DIGITS_FULL_STEPS = 200
 DIGITS_BATCH = 32
 
 
-def digits_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
-    """Validation cross-entropy of the residual CNN after `budget_fraction` of DIGITS_FULL_STEPS at batch 32."""
-    train_x, train_y, val_x, val_y = digits_data()
-    model = digits_cnn()
-    steps = max(1, round(DIGITS_FULL_STEPS * budget_fraction))
+def digits_run(config: dict[str, Any]) -> FrozenRun:
+    """A fresh digits run: the model, its batches (seeded by the configuration's seed) and nothing trained."""
+    train_x, train_y, _, _ = digits_data()
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
 
     def next_batch(_step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,10 +218,22 @@ def digits_task(config: dict[str, Any], trainable_layers: int, budget_fraction: 
     def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(model(batch[0]), batch[1])
 
-    train_frozen(model, trainable_layers, config, steps, next_batch, loss_of, lambda m: m(train_x[:2]))
-    model.eval()
-    with torch.no_grad():
-        return float(F.cross_entropy(model(val_x), val_y))
+    return FrozenRun(digits_cnn(), config, DIGITS_FULL_STEPS, next_batch, loss_of, lambda m: m(train_x[:2]))
+
+
+def digits_resume(config: dict[str, Any], segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
+    """Train one segment of a digits run (a fresh one when `state` is None); the validation loss and the run."""
+    run = state if state is not None else digits_run(config)
+    run.train(segment)
+    _, _, val_x, val_y = digits_data()
+    run.model.eval()
+    with trial_phase("evaluation"), torch.no_grad():
+        return float(F.cross_entropy(run.model(val_x), val_y)), run
+
+
+def digits_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
+    """Validation cross-entropy of the residual CNN after `budget_fraction` of DIGITS_FULL_STEPS at batch 32."""
+    return digits_resume(config, scratch_segment(trainable_layers, budget_fraction), None)[0]
 
 
 def digits_workload() -> CustomWorkload:
@@ -172,7 +249,7 @@ def digits_workload() -> CustomWorkload:
     return CustomWorkload(model=digits_cnn(), make_batch=make_batch, loss=loss)
 
 
-describe_task(digits_task, 6, DIGITS_FULL_STEPS, DIGITS_BATCH, "layerprof.tasks:digits_workload")
+describe_task(digits_task, 6, DIGITS_FULL_STEPS, DIGITS_BATCH, "layerprof.tasks:digits_workload", digits_resume)
 
 
 # ---------------------------------------------------------------- byte-level language model
@@ -193,26 +270,37 @@ LM_BATCH = 8
 LM_CONTEXT = 64
 
 
-def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
-    """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of LM_FULL_STEPS."""
-    train, val = pydoc_bytes()
-    model = pydoc_lm_model()
-    steps = max(1, round(LM_FULL_STEPS * budget_fraction))
+def _window(data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.stack([data[s : s + LM_CONTEXT + 1] for s in starts.tolist()])
+    return rows[:, :-1], rows[:, 1:]
+
+
+def pydoc_lm_run(config: dict[str, Any]) -> FrozenRun:
+    """A fresh pydoc-lm run: the model, its batches (seeded by the configuration's seed) and nothing trained."""
+    train, _ = pydoc_bytes()
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
 
-    def window(data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.stack([data[s : s + LM_CONTEXT + 1] for s in starts.tolist()])
-        return rows[:, :-1], rows[:, 1:]
-
     def next_batch(_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return window(train, torch.randint(0, len(train) - LM_CONTEXT - 1, (LM_BATCH,), generator=generator))
+        return _window(train, torch.randint(0, len(train) - LM_CONTEXT - 1, (LM_BATCH,), generator=generator))
 
     example = torch.zeros(1, 8, dtype=torch.long)
-    train_frozen(model, trainable_layers, config, steps, next_batch, next_byte_loss, lambda m: m(example))
-    model.eval()
+    return FrozenRun(pydoc_lm_model(), config, LM_FULL_STEPS, next_batch, next_byte_loss, lambda m: m(example))
+
+
+def pydoc_lm_resume(config: dict[str, Any], segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
+    """Train one segment of a pydoc-lm run (a fresh one when `state` is None); the validation loss and the run."""
+    run = state if state is not None else pydoc_lm_run(config)
+    run.train(segment)
+    _, val = pydoc_bytes()
+    run.model.eval()
     starts = torch.arange(0, len(val) - LM_CONTEXT - 1, max(1, (len(val) - LM_CONTEXT - 1) // 64))[:64]
-    with torch.no_grad():
-        return float(next_byte_loss(model, window(val, starts)))
+    with trial_phase("evaluation"), torch.no_grad():
+        return float(next_byte_loss(run.model, _window(val, starts))), run
+
+
+def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
+    """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of LM_FULL_STEPS."""
+    return pydoc_lm_resume(config, scratch_segment(trainable_layers, budget_fraction), None)[0]
 
 
 def pydoc_lm_model() -> nn.Module:
@@ -245,7 +333,7 @@ def pydoc_lm_workload() -> CustomWorkload:
     )
 
 
-describe_task(pydoc_lm_task, 7, LM_FULL_STEPS, LM_BATCH, "layerprof.tasks:pydoc_lm_workload")
+describe_task(pydoc_lm_task, 7, LM_FULL_STEPS, LM_BATCH, "layerprof.tasks:pydoc_lm_workload", pydoc_lm_resume)
 
 TASKS: dict[str, Callable[[dict[str, Any], int, float], float]] = {
     "digits": digits_task,

@@ -6,7 +6,7 @@ random labels and random token ids exercise exactly the kernels that real data w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerprof.errors import LayerprofError
 from layerprof.profile import WorkloadInfo
 
 
@@ -76,22 +77,19 @@ class Workload:
         return (images,)
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The family's loss on what the model returns (`output_tensors` says which of its outputs count)."""
         if self.custom is not None:
             return self.custom.loss(model, batch)
         if self.family == "causal-lm":
             inputs, targets = batch
-            output = model(inputs)
-            logits = getattr(output, "logits", output)  # transformers returns a ModelOutput
+            (logits,) = output_tensors(model(inputs), self.family)
             return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         if self.family == "image-classification":
             images, labels = batch
-            outputs = model(images)
-            # Inception/GoogLeNet return (logits, aux logits...) in training mode: the aux heads train too
-            heads = [outputs] if isinstance(outputs, torch.Tensor) else [o for o in outputs if o is not None]
+            heads = output_tensors(model(images), self.family, self.num_classes)
             return sum(F.cross_entropy(head.float(), labels) for head in heads)  # type: ignore[return-value]
         (inputs,) = batch
-        output = model(inputs)
-        tensors = [output] if isinstance(output, torch.Tensor) else [o for o in output if torch.is_tensor(o)]
+        tensors = output_tensors(model(inputs), self.family)
         # a generic loss that reaches every output element, so that backward runs through the whole model
         return sum(t.float().pow(2).mean() for t in tensors)  # type: ignore[return-value]
 
@@ -105,3 +103,64 @@ class Workload:
             items_per_sample=self.custom.items_per_sample if self.custom is not None else None,
             item_name=self.item_name,
         )
+
+
+OUTPUT_ADVICE = (
+    "return a tensor, a tuple whose first element is the logits, or a dict (or ModelOutput) with 'logits'; "
+    "or return a layerprof.CustomWorkload with your own loss (README: Profiling your own model)"
+)
+
+
+def output_tensors(output: Any, family: str, num_classes: int | None = None) -> list[torch.Tensor]:
+    """The tensors of a model's output a family's loss trains on:
+
+    * causal-lm: the logits, (batch, tokens, vocabulary): the tensor returned, `logits` of a dict or ModelOutput,
+      else the first tensor of a tuple;
+    * image-classification: the logits, (batch, num_classes): the tensor returned, `logits` of a dict, else
+      every element of a tuple with that shape (Inception's and GoogLeNet's auxiliary heads train too);
+    * tensor-input: every floating tensor in the output, however nested.
+
+    Anything else is a LayerprofError that says what came back and what to return."""
+    from torch.utils._pytree import tree_flatten
+
+    if family == "tensor-input":
+        tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        if not tensors:
+            raise LayerprofError(f"the model returned {_describe(output)}, with no floating tensor; {OUTPUT_ADVICE}")
+        return tensors
+    if isinstance(output, torch.Tensor):
+        candidates = [output]
+    elif isinstance(output, Mapping):
+        logits = output.get("logits")
+        candidates = [logits] if isinstance(logits, torch.Tensor) else []
+    elif isinstance(output, (tuple, list)):
+        tensors = [t for t in output if isinstance(t, torch.Tensor)]
+        candidates = tensors[:1] if family == "causal-lm" else tensors
+    else:
+        candidates = []
+    if family == "image-classification":
+        heads = [t for t in candidates if t.dim() == 2 and t.size(-1) == num_classes]
+        if not heads:
+            raise LayerprofError(
+                f"the model returned {_describe(output)}; cross-entropy over --num-classes {num_classes} needs "
+                f"logits of shape (batch, {num_classes}): {OUTPUT_ADVICE}"
+            )
+        return heads
+    if len(candidates) != 1 or candidates[0].dim() != 3:
+        raise LayerprofError(
+            f"the model returned {_describe(output)}; next-token loss needs logits of shape "
+            f"(batch, tokens, vocabulary): {OUTPUT_ADVICE}"
+        )
+    return candidates
+
+
+def _describe(output: Any) -> str:
+    """`a tensor of shape (2, 4)`, `a dict with keys hidden, pooled`, `a tuple of 2`."""
+    if isinstance(output, torch.Tensor):
+        return f"a tensor of shape {tuple(output.shape)}"
+    if isinstance(output, Mapping):
+        return f"a {type(output).__name__} with keys {', '.join(map(str, output)) or '(none)'}"
+    if isinstance(output, (tuple, list)):
+        shapes = ", ".join(_describe(item) for item in output[:3]) + (", ..." if len(output) > 3 else "")
+        return f"a {type(output).__name__} of {len(output)} ({shapes})"
+    return f"a {type(output).__name__}"

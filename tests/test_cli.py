@@ -224,16 +224,38 @@ def make():
 """
 
 
-def test_interrupt_saves_rows_so_far_and_exits_130(runner: CliRunner, tmp_path: Path) -> None:
+def test_interrupt_marks_unfinished_cells_exits_130_and_the_same_command_resumes(
+    runner: CliRunner, tmp_path: Path
+) -> None:
     path = write_factory(tmp_path, INTERRUPT_FACTORY)
     out = tmp_path / "interrupted.json"
-    result = run(runner, "profile", f"{path}:make", "--batch-sizes", "2", "--warmup", "1", "--min-steps", "1",
-                 "--steps", "1", "--out", str(out))  # fmt: skip
+    command = ["profile", f"{path}:make", "--batch-sizes", "2", "--warmup", "1", "--min-steps", "1", "--steps", "1",
+               "--out", str(out)]  # fmt: skip
+    result = run(runner, *command)
     assert result.exit_code == 130, result.output
-    assert "interrupted" in result.output
+    assert "interrupted" in result.output and "rerun the same command to resume" in result.output
     profile = load_profile(out)
     assert not profile.complete
-    assert [(r.trainable_layers, r.status) for r in profile.rows] == [(1, "ok"), (2, "ok")]
+    # the cell the interrupt hit and the one after it are there, unfinished: the profile names every planned cell
+    assert [(r.trainable_layers, r.status) for r in profile.rows] == [
+        (1, "ok"), (2, "ok"), (3, "unfinished"), (4, "unfinished"),
+    ]  # fmt: skip
+    assert profile.unfinished_cells() == [(2, 3), (2, 4)]
+    # --restart measures every cell anew: the fresh factory counter stops it in the third cell again (resumed, the
+    # two cells left would take 7 calls and finish)
+    result = run(runner, *command, "--restart")
+    assert result.exit_code == 130, result.output
+    assert "resuming" not in result.output
+    profile = load_profile(out)
+    kept = {z: profile.row(2, z).step_time_ms for z in (1, 2)}
+    # the same command again measures only the two cells left
+    result = run(runner, *command)
+    assert result.exit_code == 0, result.output
+    assert "resuming the interrupted" in result.output and "2 finished cell(s) kept, 2 to measure" in result.output
+    resumed = load_profile(out)
+    assert resumed.complete and [r.status for r in resumed.rows] == ["ok"] * 4
+    assert {z: resumed.row(2, z).step_time_ms for z in (1, 2)} == kept  # kept, not measured again
+    assert resumed.created_at == profile.created_at
 
 
 def test_help_is_available_for_every_command(runner: CliRunner) -> None:

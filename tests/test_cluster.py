@@ -52,7 +52,7 @@ def test_gpu_kinds_name_ray_accelerator_types_or_custom_resources() -> None:
 def test_inventory_counts_gpus_and_mig_slices() -> None:
     items = parse_inventory("16xL4, 4xA100-80GB,1×H100,H100-1g.10gb,2xL4")
     assert [(i.gpu.name, i.count) for i in items] == [("L4", 18), ("A100-80GB", 4), ("H100", 1), ("H100-1g.10gb", 1)]
-    for text, message in [("3xL5", "unknown GPU 'L5'"), ("0xL4", "has no GPUs"), ("", "COUNTxGPU")]:
+    for text, message in [("3xL5", "unknown GPU 'L5'"), ("0xL4", "has no GPUs"), ("", "--cluster is empty")]:
         with pytest.raises(LayerprofError, match=message):
             parse_inventory(text)
 
@@ -626,11 +626,13 @@ def test_plan_defaults_and_limits() -> None:
         plan_cluster([steep], parse_inventory("1xH100"), budget_steps=0)
     assert plan.notes == ["3 rungs; neighbour cost ratios 3.00x, 3.00x (target 3x)"]  # measured: nothing scaled
     scaled = plan_cluster([steep], parse_inventory("1xL4"), eta=3)
-    assert scaled.notes[0] == "scaled: some step times were not measured on that GPU kind (see each rung's time source)"
+    assert scaled.notes[0] == (
+        "predicted or scaled: some step times were not measured on that GPU kind (see each rung's time source)"
+    )
     mixed = plan_cluster([steep], parse_inventory("4xL4,1xH100"), eta=3)  # the ladder's low rung partly on L4s
     assert mixed.schedule("ladder", "successive halving").scaled
     assert not mixed.schedule("best single kind", "successive halving").scaled  # on the measured H100 alone
-    assert mixed.notes[0].startswith("scaled: some step times were not measured")
+    assert mixed.notes[0].startswith("predicted or scaled: some step times were not measured")
 
 
 def test_the_best_single_kinds_gpu_hours_are_compared_with_the_ladders() -> None:

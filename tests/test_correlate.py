@@ -295,7 +295,9 @@ def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str) -> N
     assert {"layers", "budget", "diagonal", "ladder"} <= set(paths)
     budget = paths["budget"]["successive_halving"]
     assert budget["brackets"] == [{"first_rung": 0, "configs_per_rung": [3, 1]}]
-    assert budget["flops"] > 0 and budget["gpu_seconds"] is None  # an estimate has FLOPs, not step times
+    # an estimate has FLOPs and predicted step times (the time model), and simulate says they are predicted
+    assert budget["flops"] > 0 and budget["gpu_seconds"] > 0
+    assert any("predicted by the time model" in note for note in json.loads(simulated.stdout)["notes"])
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

@@ -190,7 +190,9 @@ def test_a_sticky_device_error_stops_the_sweep_and_keeps_the_rows(tmp_path: Path
     result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert_one_line_error(result, "the GPU cannot run anything more", "batch 2, z=2", exit_code=1)
     profile = load_profile(out)
-    assert not profile.complete and [(row.trainable_layers, row.status) for row in profile.rows] == [(1, "ok")]
+    # the cell the error hit and those after it are left unfinished: the same command in a new process resumes
+    assert not profile.complete and [(row.trainable_layers, row.status) for row in profile.rows][0] == (1, "ok")
+    assert profile.unfinished_cells() == [(2, z) for z in range(2, profile.layer_count + 1)]
     assert DeviceFailure.exit_code == 1 and issubclass(DeviceFailure, LayerprofError)
 
 
@@ -543,8 +545,9 @@ def test_a_sticky_cuda_error_in_a_later_round_stops_the_sweep_and_keeps_every_ro
         sweep.profile_model(loaded, loaded.split(), settings, torch.device("cpu"), save=saved.append)
     profile = saved[-1]
     assert not profile.complete
+    # every cell was still settling when the GPU failed: figures kept, marked unfinished so a resume re-measures them
     assert [(row.trainable_layers, row.status, row.step_time_ms) for row in profile.rows] == [
-        (z, "ok", COST_MS[z]) for z in (1, 2, 3, 4)
+        (z, "unfinished", COST_MS[z]) for z in (1, 2, 3, 4)
     ]
 
 

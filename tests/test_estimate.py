@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,87 @@ def test_estimate_and_fit_cli(tmp_path: Path) -> None:
         "smallest need",
     )
     assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m"]), "exactly one of --memory")
-    assert_one_line_error(runner.invoke(app, ["ladder", str(out), "--cost", "time"]), "use --cost flops")
-    by_flops = runner.invoke(app, ["ladder", str(out), "--json"])  # an estimate's ladder is spaced by FLOPs
+    # an estimate predicts step times: its ladder is spaced by them, and says they are predicted
+    by_time = runner.invoke(app, ["ladder", str(out), "--json"])
+    assert by_time.exit_code == 0 and '"cost_kind": "time"' in by_time.output
+    assert '"times_predicted": true' in by_time.output
+    table = " ".join(runner.invoke(app, ["ladder", str(out)]).output.split())  # the terminal wraps
+    assert "pred. step" in table and "predicted by the time model" in table
+    by_flops = runner.invoke(app, ["ladder", str(out), "--cost", "flops", "--json"])
     assert by_flops.exit_code == 0 and '"cost_kind": "flops"' in by_flops.output
+    # an estimate without predicted times (written before the time model) still ladders by FLOPs only
+    data = json.loads(out.read_text())
+    for row in data["rows"]:
+        row["predicted_step_time_ms"] = None
+    out.write_text(json.dumps(data))
+    assert_one_line_error(runner.invoke(app, ["ladder", str(out), "--cost", "time"]), "use --cost flops")
+    assert '"cost_kind": "flops"' in runner.invoke(app, ["ladder", str(out), "--json"]).output
+
+
+class ScriptedSearch(FitSearch):
+    """The search on a scripted need: no model, every probe counted."""
+
+    def __init__(self, need) -> None:  # noqa: ANN001
+        self.need, self.probes, self.needs, self.traces = need, [], {}, {}
+        self.smallest_batch = 1
+        self.time_model = None
+
+    def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
+        self.probes.append(batch_size)
+        return self.need(batch_size)
+
+
+@pytest.mark.parametrize(
+    ("need", "budget", "answer", "most_traces"),
+    [
+        (lambda b: 1000 + 10 * b, 5005, 400, 4),  # affine: batch 1, 64, the crossing, the next batch
+        (lambda b: 1000 + 10 * b + (512 if b > 200 else 0), 5005, 349, 8),  # a block-rounding jump on the way
+        (lambda b: 1000 + 10 * b, 1000 + 10 * 64, 64, 3),  # exactly at the first probe
+        (lambda b: 1000 + 10 * b, 1005, 0, 1),  # only the fixed part fits: not even batch 1
+        (lambda b: 1000 + 10 * b, 1010, 1, 3),
+        (lambda b: 1000 + b // 1000, 10**9, 1 << 24, 30),  # everything up to the limit fits
+    ],
+)
+def test_the_fit_search_finds_the_exact_boundary_in_few_traces(
+    need, budget: int, answer: int, most_traces: int
+) -> None:  # noqa: ANN001, E501
+    search = ScriptedSearch(need)
+    result = search.largest_batch(3, budget)
+    assert result.largest_batch_size == answer
+    if answer:
+        assert need(answer) <= budget and (answer == 1 << 24 or need(answer + 1) > budget)
+    assert len(set(search.probes)) <= most_traces
+
+
+def test_fit_starts_at_two_where_batchnorm_cannot_train_one_sample(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit", "paper-resnet18-cifar100", "--memory", "1GiB", "--layers", "1,11", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["smallest_batch_size"] == 2
+    full = next(r for r in report["results"] if r["trainable_layers"] == 11)
+    assert full["largest_batch_size"] > 2 and full["predicted_step_time_ms"] > 0
+    assert report["time_model"].startswith("predicted for H100 (default constants)")
+
+
+def test_the_fit_search_does_not_crawl_along_a_bent_line() -> None:
+    # as the allocator's rounding makes it: the line rises steeply, then a stretch above the budget is nearly flat,
+    # so a line through two failing batches points far below them (a crawl of +1 steps, seen on a real MLP)
+    def need(batch_size: int) -> int:
+        if batch_size < 21_900:
+            return 600_000_000 + 20_500 * batch_size
+        return 1_078_900_000 + 342 * (batch_size - 21_900)
+
+    search = ScriptedSearch(need)
+    result = search.largest_batch(1, 2**30)
+    assert result.largest_batch_size == 21_899
+    assert len(set(search.probes)) <= 34  # at most twice a bisection of the 23,000 batches: no crawl
+
+
+def test_the_fit_search_bisects_where_the_line_keeps_missing() -> None:
+    # a curved need (the line through the bracket's ends stays on one side): without halving, the bracket
+    # would shrink by a little each step
+    search = ScriptedSearch(lambda b: b * b)
+    result = search.largest_batch(1, 10**10 + 5)
+    assert result.largest_batch_size == 100_000
+    assert len(set(search.probes)) <= 40

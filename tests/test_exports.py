@@ -1,5 +1,6 @@
 """Every exported snippet, run as a user runs it against the HPO library's real release: every budget the
-library asks for maps onto a ladder rung, one rung per distinct budget, and every rung is asked for.
+library asks for maps onto a ladder rung, one rung per distinct budget, and every rung is asked for; and a
+promoted trial continues from its own configuration's state at a lower rung (with CONTINUE), or never.
 
 Optuna, SMAC3 and Ray Tune share layerprof's environment (the dev extra); NePS, whose pins clash with
 layerprof's, runs in an environment of its own (tests/hpo/environments.py).
@@ -7,8 +8,10 @@ layerprof's, runs in an environment of its own (tests/hpo/environments.py).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -33,8 +36,10 @@ def neps_python() -> Path:
         pytest.skip(str(error))
 
 
-def run_snippet(python: Path | str, library: str, rung_count: int, tmp_path: Path, **arguments: object) -> dict:
-    """The record of budgets asked, with the run's output under "stdout"."""
+def run_snippet(
+    python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True, **arguments: object
+) -> dict:
+    """The record of budgets asked and training calls, with the run's output under "stdout"."""
     source = export(geometric_ladder(rung_count, 3), library)
     snippet = tmp_path / f"{library}_snippet.py"
     snippet.write_text(source)
@@ -47,6 +52,7 @@ def run_snippet(python: Path | str, library: str, rung_count: int, tmp_path: Pat
         *(f"{k}={json.dumps(v)}" for k, v in arguments.items()),
     ]
     environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    environment["SNIPPET_CONTINUE"] = "1" if continued else "0"
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=environment)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return {**json.loads(record.read_text()), "stdout": done.stdout}
@@ -65,28 +71,63 @@ def assert_budgets_are_the_rungs(record: dict) -> None:
     assert asked_layers == [rungs[index] for index in sorted(rungs)]
 
 
+def assert_promotions_continue(record: dict, from_the_rung_below: bool = False) -> list:
+    """Some training calls continue, each from a state of the same configuration at a lower rung; the
+    continued calls are returned."""
+    continued = [call for call in record["trained"] if call[1] is not None]
+    assert continued, record["trained"]
+    below = dict(itertools.pairwise(sorted(record["rungs"].values())))  # z -> the next z up
+    for z, previous, same_configuration in continued:
+        assert same_configuration is True and previous < z, (z, previous)
+        if from_the_rung_below:
+            assert below[previous] == z, (z, previous)
+    return continued
+
+
 @pytest.mark.parametrize(("rung_count", "trials"), [(3, 30), (6, 60)])
 def test_optuna_snippet(tmp_path: Path, rung_count: int, trials: int) -> None:
-    assert_budgets_are_the_rungs(run_snippet(sys.executable, "optuna", rung_count, tmp_path, n_trials=trials))
+    record = run_snippet(sys.executable, "optuna", rung_count, tmp_path, n_trials=trials)
+    assert_budgets_are_the_rungs(record)
+    # one objective call per trial, which starts afresh once and continues through every later rung it trains
+    continued = assert_promotions_continue(record, from_the_rung_below=True)
+    assert len(record["trained"]) - len(continued) == trials
+
+
+def test_optuna_snippet_restarts_every_rung_without_continue(tmp_path: Path) -> None:
+    record = run_snippet(sys.executable, "optuna", 3, tmp_path, continued=False, n_trials=30)
+    assert_budgets_are_the_rungs(record)
+    assert all(previous is None for _, previous, _ in record["trained"])
+    assert len(record["trained"]) > 30  # some trials were promoted, and trained their next rung from scratch
 
 
 @pytest.mark.parametrize(("rung_count", "trials"), [(3, 40), (6, 370)])
 def test_smac_snippet(tmp_path: Path, rung_count: int, trials: int) -> None:
     record = run_snippet(sys.executable, "smac", rung_count, tmp_path, n_trials=trials, output_directory="smac")
     assert_budgets_are_the_rungs(record)
+    assert_promotions_continue(record)
 
 
 @pytest.mark.parametrize(("rung_count", "count"), [(3, 30), (6, 400)])
 def test_neps_snippet(tmp_path: Path, neps_python: Path, rung_count: int, count: int) -> None:
     record = run_snippet(neps_python, "neps", rung_count, tmp_path, count=count, root_directory="neps")
     assert_budgets_are_the_rungs(record)
+    assert_promotions_continue(record, from_the_rung_below=True)
 
 
 def test_ray_snippet(tmp_path: Path) -> None:
-    """Ray runs the trials in worker processes: the snippet's own report says which rungs it trained."""
+    """Ray runs the trials in worker processes: the snippet's own report says which rungs it trained, and the
+    checkpoints each rung reported say what each trial continued from."""
     output = run_snippet(sys.executable, "ray", 3, tmp_path)["stdout"]
-    rungs = re.findall(r"rung budget (\d+): (\d+) trial\(s\) at z=(\d+)", output)
-    assert rungs == [("1", "9", "1"), ("3", "3", "2"), ("9", "1", "3")], output
+    rungs = re.findall(r"rung budget (\d+): (\d+) trial\(s\) at z=(\d+), (\d+) continued from checkpoints", output)
+    assert rungs == [("1", "9", "1", "0"), ("3", "3", "2", "3"), ("9", "1", "3", "1")], output
+    states = {
+        rung: sorted(
+            pickle.loads(path.read_bytes())["continued_from"] or 0
+            for path in (tmp_path / "layer_freezing_tune" / f"rung-{rung}").rglob("layer_freezing_state.pkl")
+        )
+        for rung in (1, 3, 9)
+    }
+    assert states == {1: [0] * 9, 3: [1, 1, 1], 9: [2]}, states
 
 
 @pytest.mark.parametrize("rung_count", [3, 5, 6])

@@ -222,9 +222,11 @@ def test_parse_memory() -> None:
     assert parse_memory("24GB") == 24 * 10**9
     assert parse_memory("40G") == 40 * GIB
     assert parse_memory("512MiB") == 512 * 2**20
-    assert parse_memory("1000") == 1000
+    assert parse_memory("1000B") == 1000
     with pytest.raises(LayerprofError, match="not understood"):
         parse_memory("lots")
+    with pytest.raises(LayerprofError, match="'24' has no unit; write e.g. 24GiB"):
+        parse_memory("24", "--memory")  # 24 bytes to a parser, 24 GiB to a reader
 
 
 # ---------------------------------------------------------------- exporters

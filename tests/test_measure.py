@@ -43,6 +43,52 @@ def test_linear_stack_flops_match_the_analytic_count(stack_rows: dict) -> None:
         assert row.flops == row.forward_flops + row.backward_flops
 
 
+def _conv_flops(layer: torch.nn.Module, input_requires_grad: bool) -> tuple[int, int]:
+    """Forward and backward FLOPs of one layer on a 2x8x10x10 input."""
+    from layerprof.measure import flop_counter
+
+    x = torch.randn(2, 8, 10, 10, requires_grad=input_requires_grad)
+    with flop_counter() as forward:
+        out = layer(x)
+    with flop_counter() as backward:
+        out.sum().backward()
+    return int(forward.get_total_flops()), int(backward.get_total_flops())
+
+
+def test_depthwise_and_grouped_convolution_flops_match_the_analytic_count() -> None:
+    # 2 * N * H_out * W_out * C_out * (C_in / groups) * k * k, for N=2, 10x10 outputs, 3x3 kernels
+    depthwise = 2 * 2 * 100 * 8 * 1 * 9  # 8 -> 8 channels, groups=8: 28,800
+    grouped = 2 * 2 * 100 * 16 * 2 * 9  # 8 -> 16 channels, groups=4: 115,200
+    dense = 2 * 2 * 100 * 16 * 8 * 9  # 8 -> 16 channels, groups=1: 460,800
+    for layer, forward in (
+        (torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), depthwise),
+        (torch.nn.Conv2d(8, 16, 3, padding=1, groups=4, bias=True), grouped),
+        (torch.nn.ConvTranspose2d(8, 16, 3, padding=1, groups=4, bias=False), grouped),
+        (torch.nn.Conv2d(8, 16, 3, padding=1, bias=False), dense),
+    ):
+        # the input gradient and the weight gradient each cost one forward; the first layer has no input gradient
+        assert _conv_flops(layer, input_requires_grad=True) == (forward, 2 * forward), layer
+        assert _conv_flops(layer, input_requires_grad=False) == (forward, forward), layer
+    assert (depthwise, grouped) == (28_800, 115_200)
+
+
+def test_convolution_stack_flops_per_z_count_groups() -> None:
+    """A 1x1 stem, a depthwise and a grouped convolution (MobileNet/EfficientNet's pattern) through a cell."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 1, bias=False),  # 2*2*100*8*4 = 12,800
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),  # 28,800
+        torch.nn.Conv2d(8, 16, 3, padding=1, groups=4, bias=False),  # 115,200
+    )
+    workload = Workload(family="tensor-input", input_shape=(4, 10, 10))
+    loaded = LoadedModel("convs", "user", "convs", model, workload, (), {})
+    layers = loaded.split()
+    rows = {z: run_cell(loaded, layers, 2, z, settings(z), torch.device("cpu"))[0] for z in (1, 2, 3)}
+    assert {row.forward_flops for row in rows.values()} == {156_800}
+    assert rows[1].backward_flops == 115_200  # the grouped layer's weight gradient
+    assert rows[2].backward_flops == 28_800 + 2 * 115_200  # + the depthwise weight gradient, grouped input gradient
+    assert rows[3].backward_flops == 12_800 + 2 * 28_800 + 2 * 115_200
+
+
 def test_backward_flops_rise_with_z(stack_rows: dict) -> None:
     backward = [stack_rows[z].backward_flops for z in sorted(stack_rows)]
     assert backward == sorted(backward) and len(set(backward)) == len(backward)

@@ -34,10 +34,16 @@ GIB = 2**30
 
 def test_positive_integers_are_sorted_without_duplicates() -> None:
     assert parse_positive_ints("32,1,8,8", "--batch-sizes") == (1, 8, 32)
-    assert parse_positive_ints("1, 2,", "--batch-sizes") == (1, 2)
-    for text in ("0,1", "-1", "a", "", ","):
+    assert parse_positive_ints(" 1, 2 ", "--batch-sizes") == (1, 2)
+    for text in ("0,1", "-1", "a"):
         with pytest.raises(LayerprofError, match=f"--batch-sizes expects positive integers like 1,8,32, got {text!r}"):
             parse_positive_ints(text, "--batch-sizes")
+    for text, message in [("", "--batch-sizes is empty; write e.g. 1,8,32"),
+                          ("1, 2,", "--batch-sizes '1, 2,' has an empty item (two commas, or one at an end)"),
+                          (",", "--batch-sizes ',' has an empty item")]:  # fmt: skip
+        with pytest.raises(LayerprofError) as caught:
+            parse_positive_ints(text, "--batch-sizes")
+        assert str(caught.value).startswith(message), str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -79,9 +85,11 @@ def test_budget_fractions_always_reach_full_fidelity() -> None:
     assert parse_fractions("0.5,0.1") == (0.1, 0.5, 1.0)
     assert parse_fractions("1,0.25") == (0.25, 1.0)
     assert parse_fractions("1") == (1.0,)
-    for text in ("0", "1.5", "-0.1", "a", "", "0.5,1.5"):
+    for text in ("0", "1.5", "-0.1", "a", "0.5,1.5"):
         with pytest.raises(LayerprofError, match="--budget-fractions expects fractions in .0, 1. like"):
             parse_fractions(text)
+    with pytest.raises(LayerprofError, match="--budget-fractions is empty; write e.g. 0.1,0.25,0.5,1"):
+        parse_fractions("")
 
 
 def test_rungs_are_z_at_a_budget_fraction() -> None:
@@ -122,7 +130,6 @@ def test_shares_take_percent_or_a_fraction() -> None:
         ("1.5KiB", 1536),
         ("2KB", 2000),
         ("1TiB", 2**40),
-        ("1000", 1000),
         ("1000B", 1000),
         (" 7 GiB ", 7 * GIB),
     ],
@@ -135,6 +142,8 @@ def test_memory_sizes_refused_name_the_option() -> None:
     for text in ("lots", "5iB", "GiB", "1.2.3G"):
         with pytest.raises(LayerprofError, match=f"--memory {text!r} not understood; write e.g. 80GiB"):
             parse_memory(text, "--memory")
+    with pytest.raises(LayerprofError, match="--memory '24' has no unit; write e.g. 24GiB, 24GB or 512MiB"):
+        parse_memory("24", "--memory")  # 24 GiB to a reader, 24 bytes to a parser
     assert parse_memory_budget("24GiB", None) == 24 * GIB
     assert parse_memory_budget(None, "l4") == 23034 * 2**20
     for memory, gpu in (("24GiB", "L4"), (None, None)):
@@ -248,7 +257,8 @@ def test_cpu_lists_take_ranges_and_numbers(text: str, cpus: tuple[int, ...]) -> 
 def test_cpu_lists_refused() -> None:
     for text, message in [
         ("a", "--cpus expects CPU numbers like 0-3 or 0,2, got 'a'"),
-        ("", "--cpus expects CPU numbers like 0-3 or 0,2, got ''"),
+        ("", "--cpus is empty; write e.g. 0-3 or 0,2"),
+        ("0,,1", "--cpus '0,,1' has an empty item"),
         ("3-1", "--cpus range '3-1' is empty or negative"),
         ("-1", "--cpus expects CPU numbers like 0-3 or 0,2, got '-1'"),
     ]:

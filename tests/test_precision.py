@@ -150,7 +150,7 @@ def test_a_true_precision_run_feeds_its_model_a_batch_in_that_dtype() -> None:
     from layerprof.sweep import profile_model
 
     example = Path(__file__).parent.parent / "examples" / "custom_model.py"
-    options = ModelOptions(input_shape=(64,), num_classes=4, overrides={"width": 32})
+    options = ModelOptions(input_shape=(64,), num_classes=4, overrides={"width": 32, "classes": 4})
     loaded = build_model(f"{example}:mlp", options, dtype=torch.bfloat16)
     layers = loaded.split()
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, len(layers)), precision="bf16-true",

@@ -103,3 +103,64 @@ def test_schema_1_estimate_loads_with_its_target() -> None:
     assert profile.is_estimate and profile.settings.target == "cpu"
     assert profile.settings.precision == "32-true" and profile.environment.estimated
     assert all(row.memory_source == "estimate-cpu" and row.memory_parameters_bytes for row in profile.rows)
+
+
+def test_schema_2_interrupted_profile_loads_and_says_it_is_incomplete() -> None:
+    from layerprof.profile import SCHEMA_V2
+
+    original = json.loads((DATA / "profile-v2-interrupted.json").read_text())
+    assert original["schema"] == SCHEMA_V2 and original["complete"] is False
+    profile = load_profile(DATA / "profile-v2-interrupted.json")
+    assert profile.schema == SCHEMA_V2 and not profile.settings.eval_frozen and profile.model.order == "forward"
+    assert all(layer.calls == 1 for layer in profile.model.layers)
+    # /2 had no unfinished rows: the cells never reached are what the settings planned and the rows lack
+    assert profile.unfinished_cells() == [(4, 2), (4, 3)]
+    reason = profile.incomplete_reason()
+    assert reason is not None and "2 of 6 cells unfinished (batch 4 z=2, batch 4 z=3)" in reason
+    assert "an older layerprof wrote it" in reason
+
+
+def test_unfinished_rows_round_trip_and_the_incomplete_reason_names_them(tmp_path: Path) -> None:
+    from tests.conftest import bare_profile
+
+    rows = [Row(2, z, "ok", step_time_ms=1.0, flops=10) for z in (1, 2)] + [Row(2, 3, "unfinished", message="x")]
+    profile = bare_profile(rows, 3)
+    assert profile.incomplete_reason() is None  # complete
+    profile.complete = False
+    loaded = load_profile(save_profile(profile, tmp_path / "p.json"))
+    assert json.loads((tmp_path / "p.json").read_text())["schema"] == "layerprof.profile/3"
+    assert [row.finished for row in loaded.rows] == [True, True, False]
+    assert loaded.unfinished_cells() == [(2, 3)]
+    assert loaded.incomplete_reason() == "the sweep was interrupted: 1 of 3 cells unfinished (batch 2 z=3)"
+    assert loaded.failure_summary() is None  # unfinished is not failed
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("trainable_layers", "two", "row 0 field 'trainable_layers' ('two', expected int)"),
+        ("step_time_ms", "fast", "row 0 field 'step_time_ms' ('fast', expected float)"),
+        ("batch_size", None, "row 0 field 'batch_size' (None, expected int)"),
+        ("batch_size", True, "row 0 field 'batch_size' (True, expected int)"),
+        ("status", "done", "row 0 status 'done' (expected one of ok, oom, error, skipped, unfinished)"),
+        ("visit_medians_ms", 3.0, "row 0 field 'visit_medians_ms' (3.0, expected list)"),
+    ],
+)
+def test_rows_of_the_wrong_type_are_damage(tmp_path: Path, field: str, value: object, fragment: str) -> None:
+    from tests.conftest import bare_profile
+
+    data = bare_profile([Row(2, 1, "ok", step_time_ms=1.5, visit_medians_ms=[1.5])], 1).to_dict()
+    data["rows"][0][field] = value
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(LayerprofError, match="damaged layerprof profile") as caught:
+        load_profile(tmp_path / "bad.json")
+    assert fragment in str(caught.value)
+
+
+def test_an_integer_where_a_float_is_declared_is_a_float(tmp_path: Path) -> None:
+    from tests.conftest import bare_profile
+
+    data = bare_profile([Row(2, 1, "ok", step_time_ms=1.5)], 1).to_dict()
+    data["rows"][0]["step_time_ms"] = 2
+    (tmp_path / "good.json").write_text(json.dumps(data))
+    assert load_profile(tmp_path / "good.json").rows[0].step_time_ms == 2

@@ -349,8 +349,9 @@ def test_uncertain_figures_carry_their_interval_in_the_table(tmp_path: Path) -> 
     result = simulate(study, starting_configs=5, paths=["layers"], repeats=100)
     (row,) = simulation_rows(result, "successive_halving")
     outcome = result.path("layers").successive_halving
-    assert row[4] == f"{outcome.regret_median:g}±1 [0, 1]"  # the median of 100 runs may be either value
-    assert row[5] == f"{outcome.best_found_share:.0%}±10%" and row[-1] == "100"
+    assert row[1] == "scratch"  # a one-rung path has nothing to continue from
+    assert row[5] == f"{outcome.regret_median:g}±1 [0, 1]"  # the median of 100 runs may be either value
+    assert row[6] == f"{outcome.best_found_share:.0%}±10%" and row[-1] == "100"
 
 
 def test_the_built_in_tasks_profile_the_models_they_train() -> None:
@@ -405,11 +406,14 @@ def test_simulate_cli_writes_json_table_and_figure(tmp_path: Path) -> None:
         app, ["simulate", str(study), "--profile", str(profile), "--repeats", "20", "--format", "md"]
     )
     assert result.exit_code == 0, result.output
-    assert "| layers | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 100%±16% | 18 | 2.00× | 20 |" in result.output
+    assert (
+        "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 100%±16% | 18 | 2.00× | 20 |"
+        in result.output
+    )
     assert "still move between seeds in layers (halving)" in result.output  # 20 runs cannot say 100% for sure
     assert "**Hyperband, eta=3: cost on test (synthetic-model)**" in result.output
     data = json.loads((study / "simulation-eta3.json").read_text())
-    assert data["schema"] == "layerprof.simulation/1" and data["starting_configs"] == 9
+    assert data["schema"] == "layerprof.simulation/2" and data["starting_configs"] == 9
     assert (study / "simulation-eta3.png").read_bytes()[:4] == b"\x89PNG"
     as_json = CliRunner().invoke(app, ["simulate", str(study), "--json", "--eta", "2", "--configs", "9"])
     assert as_json.exit_code == 0, as_json.output
@@ -434,7 +438,7 @@ def test_simulate_bad_input(tmp_path: Path) -> None:
         (["simulate", str(tmp_path / "torn")], "study.json' is not JSON; expected the study.json"),
         (["simulate", str(tmp_path / "foreign")], "is not a correlate study's description"),
         (["simulate", str(interrupted)], "z=3 at budget 1 (4 of 9 trials missing; layers, budget, diagonal, full"),
-        (["simulate", str(study), "--eta", "1"], "--eta must be greater than 1"),
+        (["simulate", str(study), "--eta", "1"], "--eta must be a number greater than 1"),
         (["simulate", str(study), "--configs", "10"], "--configs must be in 1..9"),
         (["simulate", str(study), "--repeats", "0"], "--repeats expects a positive number of repeats or auto"),
         (["simulate", str(study), "--repeats", "many"], "--repeats expects a positive number of repeats or auto"),
@@ -542,18 +546,28 @@ def test_the_figure_draws_each_paths_curve_on_a_log_cost_axis(tmp_path: Path) ->
     assert axes.get_xlabel() == "seconds on test (profile)"
     assert axes.get_ylabel() == "regret: full-fidelity loss above the best"
     assert axes.get_title().startswith(f"Successive halving on {result.task}, eta=3: median regret")
-    assert "over 5 repeats\n(numbers: starting configurations)" in axes.get_title()
-    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["layers", "budget"]
+    # the budget path (one z, no continued runs recorded) is also drawn as assumed to continue: dashed
+    assert "over 5 repeats\n(numbers: starting configurations; dashed: continued runs)" in axes.get_title()
+    curves = ("layers", "budget", "budget, assumed")
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == list(curves)
     series = curve_series(result)
-    for line, name in zip(axes.get_lines()[::3], ("layers", "budget"), strict=True):  # a line and two caps each
+    assert [(series[c]["path"], series[c]["runs"]) for c in curves] == [
+        ("layers", "scratch"), ("budget", "scratch"), ("budget", "assumed")
+    ]  # fmt: skip
+    assert series["budget, assumed"]["cost"] == [p.gpu_seconds for p in result.path("budget").continued.curve]
+    lines = axes.get_lines()[::3]  # a line and two caps each
+    for line, name in zip(lines, curves, strict=True):
         assert list(line.get_xdata()) == series[name]["cost"] and list(line.get_ydata()) == series[name]["median"]
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "--"]
+    assert lines[1].get_color() == lines[2].get_color() != lines[0].get_color()  # a path keeps its colour
     bands = [collection.get_segments() for collection in axes.collections]
-    for segments, name in zip(bands, ("layers", "budget"), strict=True):
+    for segments, name in zip(bands, curves, strict=True):
         ends = [(low[1], high[1]) for low, high in segments]
         assert ends == [pytest.approx(pair) for pair in zip(series[name]["low"], series[name]["high"], strict=True)]
-    assert [text.get_text() for text in axes.texts] == ["3", "9", "27", "3", "9", "27"]
+    assert [text.get_text() for text in axes.texts] == ["3", "9", "27"] * 3
     unpriced = simulation_figure(simulate(study, eta=3, repeats=5, paths=["layers"]))
-    assert unpriced.axes[0].get_xlabel() == "seconds (the study's recorded trials)"
+    assert unpriced.axes[0].get_xlabel() == "seconds, set-up included (the study's trials)"
+    assert unpriced.axes[0].get_title().endswith("over 5 repeats\n(numbers: starting configurations)")
     auto = simulate(write_study(tmp_path / "t", 9, perfect), eta=3, paths=["layers"])
     assert "over 1000 repeats (until stable)" in simulation_figure(auto).axes[0].get_title()
     plt_close_all()

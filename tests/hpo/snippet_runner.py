@@ -1,13 +1,18 @@
 """Runs an exported snippet's `main(...)` as a user would, inside the HPO library's own environment, and
-records every budget the library asked for and the trainable-layer count it was mapped to.
+records every budget the library asked for and the trainable-layer count it was mapped to, and every training
+call: its z, the z of the state it continued from (None: from scratch) and whether that state was the same
+configuration's.
 
     python snippet_runner.py SNIPPET.py RECORD.json [KEY=VALUE ...]   # the arguments of main()
+
+SNIPPET_CONTINUE=0 in the environment sets the snippet's CONTINUE to False.
 
 Only the standard library here: the environment holds the HPO library and nothing of layerprof.
 """
 
 import importlib.util
 import json
+import os
 import sys
 
 
@@ -26,9 +31,21 @@ def main() -> None:
         return layers
 
     module.layers_for_budget = recording
+    trained = []
+    train = module.train_and_evaluate
+
+    def recording_training(config, trainable_layers, steps, state=None):
+        same = None if state is None else state["learning_rate"] == config["learning_rate"]
+        trained.append([trainable_layers, None if state is None else state["trainable_layers"], same])
+        return train(config, trainable_layers, steps, state)
+
+    module.train_and_evaluate = recording_training
+    if os.environ.get("SNIPPET_CONTINUE") == "0":
+        module.CONTINUE = False
     module.main(**arguments)
     with open(record, "w", encoding="utf-8") as handle:
-        json.dump({"asked": asked, "rungs": {str(k): v for k, v in module.RUNGS.items()}}, handle)
+        rungs = {str(k): v for k, v in module.RUNGS.items()}
+        json.dump({"asked": asked, "trained": trained, "rungs": rungs}, handle)
 
 
 if __name__ == "__main__":
