@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install profile test lint bench clean gate baselines gpu-check gpu-wheels gpu-image gpu-smoke
+.PHONY: install profile test lint bench clean gate baselines mutate gpu-check gpu-wheels gpu-image gpu-smoke
 
 install: $(STAMP)
 
@@ -21,8 +21,8 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory lint gate
 
 lint: $(STAMP)
-	$(BIN)/ruff check layerprof tests benchmarks examples
-	$(BIN)/ruff format --check layerprof tests benchmarks examples
+	$(BIN)/ruff check layerprof tests benchmarks examples tools
+	$(BIN)/ruff format --check layerprof tests benchmarks examples tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_startup.py
@@ -31,6 +31,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Mutation testing (tools/mutate.py): one small bug at a time planted in every module of layerprof/ this change
+# touches (against BASE, committed or not), each run against the tests that execute the mutated code. Reports in
+# build/mutate/. MODULES=layerprof/check.py names modules instead; MUTATE_ARGS=--changed-lines mutates only the
+# lines the change touched. CPU-heavy: one core, minutes per module.
+BASE ?= main
+MODULES ?=
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py --base $(BASE) $(MUTATE_ARGS) $(MODULES)
 
 # The deterministic gate: estimates (parameters, FLOPs, memory by category) must equal the committed CPU
 # baselines. A change to the split, the FLOP count or the memory accounting fails here until accepted with

@@ -3,9 +3,14 @@
 * Deterministic figures (parameter counts, FLOPs, optimizer-state bytes, and memory when both profiles are
   estimates) must be equal: any change is reported as a change, a regression unless accepted.
 * Measured memory regresses when it grows by more than its tolerance.
-* Step time regresses only when the slowdown exceeds its tolerance *and* the current p10 lies above the
-  baseline's p90, so that noise inside both profiles' spread never fails a build.
+* Step time regresses when its median grows by more than the tolerance *and* the recorded samples say so: the
+  clean visits' medians of the two profiles (a one-sided exact rank test, p <= SIGNIFICANCE, against the baseline
+  grown by the tolerance). Where the samples cannot tell such a slowdown from noise (too few visits, a noisy
+  runner) the verdict is *inconclusive*, with its own exit code, never a silent pass. Profiles without visit
+  medians fall back to their step-time spread: the current p10 above the baseline's p90.
 * A cell the baseline has but the current profile lacks, or that now fails (oom, error), is a regression.
+
+Exit codes: 0 pass, 1 regression, 2 unusable input, 3 inconclusive.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from typing import Any
 
 from layerprof.errors import LayerprofError
 from layerprof.profile import DETERMINISTIC_FIELDS, MEMORY_FIELDS, Profile, Row, load_profile
+from layerprof.stats import rank_sum_p_value
 
-VERDICTS = ("pass", "improvement", "accepted", "regression")
+VERDICTS = ("pass", "improvement", "accepted", "inconclusive", "regression")
+SIGNIFICANCE = 0.05  # a slowdown counts once the samples make it this unlikely to be noise
+INCONCLUSIVE_EXIT_CODE = 3
+INCONCLUSIVE_FIX = (
+    "measure again with more visits per cell (larger --min-steps and --steps) on a quieter runner, "
+    "or widen --time-tolerance"
+)
 # the training recipe: profiles that differ here describe different runs
 RECIPE_SETTINGS = ("optimizer", "precision", "eval_frozen")
 RELATIVE_NOISE = 1e-9  # floating noise in deterministic figures
@@ -55,14 +67,21 @@ class CheckResult:
         return [f for f in self.findings if f.verdict == "regression"]
 
     @property
+    def inconclusive(self) -> list[Finding]:
+        return [f for f in self.findings if f.verdict == "inconclusive"]
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressions else 0
+        """1 on a regression, else 3 where a figure could not be judged, else 0."""
+        if self.regressions:
+            return 1
+        return INCONCLUSIVE_EXIT_CODE if self.inconclusive else 0
 
     def cell_verdict(self, batch_size: int, trainable_layers: int) -> str:
         verdicts = {
             f.verdict for f in self.findings if (f.batch_size, f.trainable_layers) == (batch_size, trainable_layers)
         }
-        for verdict in ("regression", "accepted", "improvement"):
+        for verdict in ("regression", "inconclusive", "accepted", "improvement"):
             if verdict in verdicts:
                 return verdict
         return "pass"
@@ -72,9 +91,17 @@ class CheckResult:
 
     def regression_summary(self) -> str:
         """`3 figure(s) in batch 8 z=2, batch 8 z=3`."""
-        cells = sorted({(f.batch_size, f.trainable_layers) for f in self.regressions})
-        named = ", ".join(f"batch {b} z={z}" for b, z in cells)
-        return f"{len(self.regressions)} figure(s) in {named}"
+        return _figures_in(self.regressions)
+
+    def inconclusive_summary(self) -> str:
+        """What could not be judged, and how to judge it."""
+        return f"{_figures_in(self.inconclusive)} cannot be told from noise; {INCONCLUSIVE_FIX}"
+
+
+def _figures_in(findings: list[Finding]) -> str:
+    cells = sorted({(f.batch_size, f.trainable_layers) for f in findings})
+    named = ", ".join(f"batch {b} z={z}" for b, z in cells)
+    return f"{len(findings)} figure(s) in {named}"
 
 
 def _comparable(current: Profile, baseline: Profile, allow_device_mismatch: bool) -> None:
@@ -245,22 +272,51 @@ def _compare_memory(
         result.findings.append(Finding(*key, name, before, after, verdict, detail))
 
 
+def clean_visit_medians(row: Row) -> list[float]:
+    """The medians of the visits a row's step time rests on: those no other work slowed (all, where every visit
+    was slowed, as the row's figure does)."""
+    medians = row.visit_medians_ms or []
+    slow = set(row.slow_visits or ())
+    clean = [value for index, value in enumerate(medians) if index not in slow]
+    return clean or list(medians)
+
+
 def _compare_time(result: CheckResult, key: tuple[int, int], old: Row, new: Row, tolerance: float) -> None:
+    """A median beyond the tolerance is a regression (an improvement) only where the samples make it unlikely to
+    be noise; a slowdown they cannot decide is inconclusive."""
     before, after = old.step_time_ms, new.step_time_ms
     if before is None or after is None:
         return
     change = _relative(after, before)
-    old_low, old_high = old.step_time_p10_ms or before, old.step_time_p90_ms or before
-    new_low, new_high = new.step_time_p10_ms or after, new.step_time_p90_ms or after
-    if change > tolerance and new_low > old_high:
-        verdict, detail = "regression", f"{change:+.1%} exceeds +{tolerance:.0%} and lies outside both spreads"
-    elif change < -tolerance and new_high < old_low:
-        verdict, detail = "improvement", f"{change:+.1%}"
-    elif abs(change) > tolerance:
-        verdict, detail = "pass", f"{change:+.1%} but inside the measured spread (noise)"
+    add = result.findings.append
+    if abs(change) <= tolerance:
+        add(Finding(*key, "step_time_ms", before, after, "pass", f"{change:+.1%}"))
+        return
+    then, now = clean_visit_medians(old), clean_visit_medians(new)
+    if then and now:
+        if change > 0:  # current slower than the baseline grown by the tolerance?
+            p_value = rank_sum_p_value(now, [value * (1 + tolerance) for value in then])
+        else:  # the baseline slower than the current grown by the tolerance?
+            p_value = rank_sum_p_value([value * (1 - tolerance) for value in then], now)
+        decided = p_value <= SIGNIFICANCE
+        evidence = f"{len(now)} visit(s) against {len(then)}, p = {p_value:.2g}"
+    else:  # no visit medians recorded: the step-time spreads must not overlap
+        old_low, old_high = old.step_time_p10_ms or before, old.step_time_p90_ms or before
+        new_low, new_high = new.step_time_p10_ms or after, new.step_time_p90_ms or after
+        decided = new_low > old_high if change > 0 else new_high < old_low
+        evidence = "step-time spreads (p10-p90) of profiles without visit medians"
+    if change > 0:
+        if decided:
+            detail = f"{change:+.1%} exceeds +{tolerance:.0%} beyond noise ({evidence})"
+            add(Finding(*key, "step_time_ms", before, after, "regression", detail))
+        else:
+            detail = f"{change:+.1%} exceeds +{tolerance:.0%} but cannot be told from noise ({evidence})"
+            add(Finding(*key, "step_time_ms", before, after, "inconclusive", detail))
+    elif decided:
+        add(Finding(*key, "step_time_ms", before, after, "improvement", f"{change:+.1%} ({evidence})"))
     else:
-        verdict, detail = "pass", f"{change:+.1%}"
-    result.findings.append(Finding(*key, "step_time_ms", before, after, verdict, detail))
+        detail = f"{change:+.1%} but inside the measured noise ({evidence})"
+        add(Finding(*key, "step_time_ms", before, after, "pass", detail))
 
 
 # ---------------------------------------------------------------- reports
@@ -281,7 +337,7 @@ def _cell_summary(result: CheckResult, batch_size: int, trainable_layers: int) -
     notes = [
         f"{f.figure}: {f.detail or f.verdict}"
         for f in by_figure.values()
-        if f.verdict in ("regression", "accepted", "improvement")
+        if f.verdict in ("regression", "inconclusive", "accepted", "improvement")
     ]
     return {
         "step time": show("step_time_ms", 1, " ms"),
@@ -306,28 +362,30 @@ SUMMARY_HEADERS = ["batch", "z", "step time", "peak memory", "FLOPs", "verdict",
 def markdown_summary(result: CheckResult) -> str:
     from layerprof.tables import markdown_table
 
-    regressions = result.regressions
-    status = "❌ regression" if regressions else "✅ pass"
+    regressions, inconclusive = result.regressions, result.inconclusive
+    status = "❌ regression" if regressions else "⚠️ inconclusive" if inconclusive else "✅ pass"
     lines = [
         f"### layerprof check: {status}",
         "",
         f"`{result.current}` against `{result.baseline}`: {result.cells_compared} cells compared, "
-        f"{len(regressions)} regressing figure(s).",
+        f"{len(regressions)} regressing figure(s), {len(inconclusive)} inconclusive.",
         "",
         markdown_table(SUMMARY_HEADERS, summary_rows(result), [True, True, True, True, False, False, False]),
     ]
+    if inconclusive:
+        lines += ["", f"Inconclusive: {result.inconclusive_summary()}."]
     return "\n".join(lines) + "\n"
 
 
 def junit_xml(result: CheckResult) -> str:
-    """One test case per cell and figure; regressions are failures."""
+    """One test case per cell and figure; regressions are failures, inconclusive figures skipped (not judged)."""
     suite = ET.Element(
         "testsuite",
         name="layerprof.check",
         tests=str(len(result.findings)),
         failures=str(len(result.regressions)),
         errors="0",
-        skipped="0",
+        skipped=str(len(result.inconclusive)),
     )
     for finding in result.findings:
         case = ET.SubElement(
@@ -339,6 +397,8 @@ def junit_xml(result: CheckResult) -> str:
         if finding.verdict == "regression":
             failure = ET.SubElement(case, "failure", message=finding.detail or "regression")
             failure.text = f"baseline {finding.baseline!r}, current {finding.current!r}"
+        elif finding.verdict == "inconclusive":
+            ET.SubElement(case, "skipped", message=f"inconclusive: {finding.detail}; {INCONCLUSIVE_FIX}")
         elif finding.verdict != "pass":
             ET.SubElement(case, "system-out").text = f"{finding.verdict}: {finding.detail}"
     ET.indent(suite)

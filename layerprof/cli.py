@@ -892,7 +892,12 @@ def simulate(
         int | None,
         typer.Option("--configs", metavar="N", help="Starting configurations (default: eta^(rungs-1) of budget)."),
     ] = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, metavar="R", help="Sampled runs per path.")] = 1000,
+    repeats: Annotated[
+        str,
+        typer.Option(
+            "--repeats", metavar="R|auto", help="Sampled runs per path, or auto: batches of 1000 until stable."
+        ),
+    ] = "auto",
     paths: Annotated[
         str | None,
         typer.Option("--paths", metavar="NAMES", help=f"Some of {','.join(PATHS)} (default: all the inputs allow)."),
@@ -926,7 +931,14 @@ def simulate(
 ) -> None:
     """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
     with user_errors():
-        from layerprof.parsing import parse_fractions, parse_layer_selection, parse_memory, parse_rungs, split_items
+        from layerprof.parsing import (
+            parse_fractions,
+            parse_layer_selection,
+            parse_memory,
+            parse_repeats,
+            parse_rungs,
+            split_items,
+        )
         from layerprof.profile import load_profile
         from layerprof.simulate import simulate as replay
         from layerprof.simulate import write_outputs
@@ -936,7 +948,7 @@ def simulate(
             study,
             eta=eta,
             starting_configs=configs,
-            repeats=repeats,
+            repeats=parse_repeats(repeats),
             paths=split_items(paths, "--paths", ",".join(PATHS)) if paths is not None else None,
             custom_paths=[parse_rungs(text, "--path", rising=True) for text in custom or []],
             layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts is not None else None,
@@ -1059,7 +1071,8 @@ def check(
         bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
     ] = False,
 ) -> None:
-    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input (an incomplete profile included)."""
+    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input (an incomplete profile included), 3
+    inconclusive (noise hides a slowdown)."""
     with user_errors(unexpected_exit=2):
         from layerprof.check import check_files, write_baseline
         from layerprof.parsing import parse_share
@@ -1082,8 +1095,12 @@ def check(
         console.print(rich_check_table(result))
         if result.regressions:
             errors.print(f"[red]regression:[/] {result.regression_summary()}", highlight=False)
-            raise typer.Exit(1)
-        console.print(f"pass: {result.cells_compared} cells compared", highlight=False)
+        elif result.inconclusive:
+            errors.print(f"[yellow]inconclusive:[/] {result.inconclusive_summary()}", highlight=False)
+        else:
+            console.print(f"pass: {result.cells_compared} cells compared", highlight=False)
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
 
 
 # ---------------------------------------------------------------- rendering

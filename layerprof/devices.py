@@ -29,9 +29,18 @@ class GpuKind:
     bf16_tflops: float  # dense peak of the tensor cores (float16 where bfloat16 is missing)
     ray_accelerator: str | None = None  # Ray's accelerator_type for nodes of this GPU, where Ray names it
     mig_of: str | None = None  # a MIG slice: the GPU it is cut from
-    fp32_tflops: float = 0.0  # plain float32 (CUDA cores), dense
-    tf32_tflops: float = 0.0  # TensorFloat-32 tensor cores, dense (fp32_tflops where the GPU has none)
+    fp32_tflops: float = 0.0  # dense float32 on the CUDA cores (matmuls at torch's default "highest" precision)
+    tf32_tflops: float = 0.0  # dense TF32 on the tensor cores (float32 matmuls with TF32 on); = fp32 without TF32
     memory_gbps: float = 0.0  # memory bandwidth, GB/s
+
+    @property
+    def share_of_gpu(self) -> float:
+        """The part of a whole GPU this kind is: a MIG slice's compute slices out of 7 (1g.10gb: 1/7), else 1. A
+        slice-hour counts this much of a GPU-hour."""
+        if self.mig_of is None:
+            return 1.0
+        match = re.search(r"(\d)g\.", self.name)
+        return int(match.group(1)) / 7 if match else 1.0
 
     def peak_tflops(self, dtype: str, tf32: bool = False) -> float:
         """Dense peak for a product in `dtype` ("float32", "bfloat16", "float16"); float32 on TF32 tensor cores
@@ -41,10 +50,12 @@ class GpuKind:
         return self.bf16_tflops
 
 
-# Peaks from NVIDIA's datasheets (dense figures: the "with sparsity" ones halved): T4, L4, A10, A100 (SXM4),
-# L40S, H100 (SXM5), H200 (SXM), B200 (HGX) product pages and briefs; RTX 4090 from the Ada Lovelace
-# architecture whitepaper (float16 with float32 accumulation, as PyTorch runs it). Turing (T4) has no TF32 or
-# bfloat16 tensor cores: its TF32 figure is its plain float32 one, its bfloat16 one float16's.
+# Dense peaks (no structured sparsity), TFLOP/s, from NVIDIA's datasheets: T4 (FP32 8.1, FP16 65, no TF32), L4 (FP32
+# 30.3, TF32 60, BF16 121), A10 (31.2, 62.5, 125), GeForce RTX 4090 (Ada Lovelace whitepaper, appendix: FP32 82.6,
+# TF32 82.6, BF16 with FP32 accumulate 165.2), A100 40/80 GB (19.5, 156, 312), L40S (91.6, 183, 362), H100 SXM5 and
+# H200 (67, 494.5, 989; the datasheets' 989 TF32 and 1,979 BF16 are with sparsity), B200 (HGX B200, per GPU of 8:
+# FP32 75, TF32 1,125, BF16 2,250). Turing (T4) has no TF32 or bfloat16 tensor cores: its TF32 figure is its plain
+# float32 one, its bfloat16 one float16's. Memory bandwidth, GB/s, from the same datasheets.
 def _gpu(name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float,
          ray: str | None = None) -> GpuKind:  # fmt: skip
     return GpuKind(name, mib, cc, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32, memory_gbps=gbps)
@@ -61,7 +72,7 @@ def _mig(name: str, of: GpuKind, mib: int, compute_share: float, memory_eighths:
 
 _A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100")
 _A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, 2039, "A100")
-_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 495, 3350, "H100")
+_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, 3350, "H100")
 
 # Common GPUs and MIG slices, in no particular order. The A100 slices keep their short names (1g.5gb, ...);
 # H100 slices are named H100-<profile>. A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5:
@@ -87,8 +98,8 @@ GPU_KINDS: dict[str, GpuKind] = {
         _mig("H100-3g.40gb", _H100, 40192, 60 / 132, 4),
         _mig("H100-4g.40gb", _H100, 40192, 64 / 132, 4),
         _mig("H100-7g.80gb", _H100, 80640, 1.0, 8),
-        _gpu("H200", 143771, (9, 0), 989, 67, 495, 4800, "H200"),
-        _gpu("B200", 183359, (10, 0), 2250, 80, 1100, 8000, "B200"),
+        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, 4800, "H200"),
+        _gpu("B200", 183359, (10, 0), 2250, 75, 1125, 8000, "B200"),
     )
 }
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
@@ -114,6 +125,12 @@ def kind_of_device(device_name: str, total_memory_bytes: int | None = None) -> G
             continue
         return gpu
     return None
+
+
+def peak_tflops(gpu: GpuKind, precision: str, tf32: bool = False) -> float:
+    """The dense peak a training precision's matrix products run at: the tensor cores' bfloat16/float16 peak for
+    bf16-* and 16-*, TF32 or plain float32 for 32-true (`tf32`: float32 matmuls allowed TF32)."""
+    return gpu.peak_tflops("bfloat16" if precision.startswith(("bf16", "16")) else "float32", tf32)
 
 
 def find_gpu(name: str) -> GpuKind | None:

@@ -126,15 +126,16 @@ def parse_rungs(text: str, option: str = "--path", rising: bool = False) -> list
     """`1@0.25,3@0.5,6@1` -> [(1, 0.25), (3, 0.5), (6, 1.0)]: trainable layers at a budget fraction per rung.
     With `rising`, a rung that does not raise the fidelity (z and budget kept or raised, one of them raised) is
     refused."""
+    refused = LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
     rungs = []
     for part in text.split(","):
         z, at, fraction = part.strip().partition("@")
         try:
             rung = (int(z), float(fraction))
         except ValueError:
-            rung = (0, 0.0)
+            raise refused from None
         if not at or rung[0] < 1 or not 0 < rung[1] <= 1:
-            raise LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
+            raise refused
         if rising and rungs and (rung[0] < rungs[-1][0] or rung[1] < rungs[-1][1] or rung == rungs[-1]):
             before = f"{rungs[-1][0]}@{rungs[-1][1]:g}"
             raise LayerprofError(
@@ -143,6 +144,19 @@ def parse_rungs(text: str, option: str = "--path", rising: bool = False) -> list
             )
         rungs.append(rung)
     return rungs
+
+
+def parse_repeats(text: str, option: str = "--repeats") -> int | None:
+    """`auto` (None: until stable) or a positive number of repeats."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise LayerprofError(f"{option} expects a positive number of repeats or auto, got {text!r}")
+    return value
 
 
 def parse_share(text: str, option: str) -> float:

@@ -1,14 +1,21 @@
 """Rungs placed on the GPUs a team has (the paper's Figure 6): for every rung of the ladder, the GPU kind and
 the trials per GPU that finish it soonest, and what successive halving and Hyperband then take in wall time and
-GPU-hours, against (a) every rung on the largest GPUs and (b) halving on training steps alone.
+GPU-hours, against (a) every rung on the best single kind of GPU and (b) halving on training steps alone.
 
 Memory per trial comes from a profile measured on that kind, else from an estimate for CUDA. Step time comes
 from a profile measured on that kind; where there is none, the step-time model predicts it (`predict`: each z's
 step traced once, priced with the kind's peaks, constants fitted to the model's own measured profiles where there
-are any) and labels it *predicted*; without a predictor it is scaled from another measured kind by the two kinds'
-peak throughput, or from the FLOPs of a step at an assumed share of the kind's peak, and labelled *scaled*.
-Trials that share a GPU are assumed to slow each other once together they would use more than the whole GPU: one
-trial uses (its achieved FLOP/s) / (the GPU's peak) of it.
+are any) and labels it *predicted*; without a predictor (or for a model it cannot trace) it is scaled from another
+measured kind by the two kinds' peaks for the trial's precision, or from the FLOPs of a step at an assumed share
+of the kind's peak, and labelled *scaled*.
+
+Trials that share a GPU take turns on it. A GPU-bound trial keeps it busy all the time it runs; a host-bound one
+(launching its kernels takes about as long as its step, `Row.host_bound`) only for its kernels: its FLOPs at
+ASSUMED_PEAK_SHARE of the precision's peak; a predicted one for the share of its predicted step the device is busy.
+m trials together run max(1, the sum of those shares) times as long as one alone, plus SHARING_OVERHEAD for
+switching between them. Measured on an NVIDIA H200 (benchmarks/results/nvidia-h200-2026-12-04/sharing/): two
+GPU-bound pythia-1.4b 32-true trials 2.23x, two host-bound resnet18 trials 1.11x and 1.18x; this model says 2.26x,
+1.13x and 1.13x.
 """
 
 from __future__ import annotations
@@ -20,15 +27,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from layerprof.cluster import InventoryItem
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, find_gpu, kind_of_device
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, find_gpu, kind_of_device, peak_tflops
 from layerprof.errors import LayerprofError
 from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.parsing import check_eta
 from layerprof.profile import Profile, Row
 
 PLAN_SCHEMA = "layerprof.plan/1"
-ASSUMED_PEAK_SHARE = 0.4  # a step's FLOP/s over the GPU's dense bf16 peak, where nothing was measured
-SCHEDULES = ("ladder", "largest GPUs", "budget only")
+ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak for its precision
+# What trials sharing a GPU lose to switching between them: two trials on an NVIDIA H200 took 2.23x (GPU-bound),
+# 1.11x and 1.18x (host-bound) as long as one alone where taking turns alone accounts for 2x, 1x and 1x.
+SHARING_OVERHEAD = 0.13
+SCHEDULES = ("ladder", "best single kind", "budget only")
 # (z, GPU kind) -> (predicted step ms, where it comes from, the share of the step the GPU is busy), or None
 StepPredictor = Callable[[int, GpuKind], "tuple[float, str, float] | None"]
 
@@ -46,11 +56,7 @@ class TrialCost:
     )
     memory_need_bytes: int
     memory_source: str
-    utilisation: float  # the share of the GPU's peak one trial uses
-
-    @property
-    def scaled(self) -> bool:
-        return not self.time_source.startswith("measured")
+    gpu_share: float  # the share of its time alone that the trial keeps the GPU busy
 
 
 @dataclass
@@ -62,7 +68,13 @@ class ProfileSet:
     layer_count: int
     measured: dict[str, Profile]  # GPU kind name -> profile
     estimate: Profile | None
-    predictor: StepPredictor | None = None  # step times on kinds nobody measured
+    precision: str = "32-true"
+    tf32: bool = False  # float32 matmuls allowed TF32 (32-true runs at the TF32 peak)
+    predictor: StepPredictor | None = None  # step times (and GPU-busy shares) on kinds nobody measured
+
+    def peak(self, gpu: GpuKind) -> float:
+        """The dense peak, TFLOP/s, the trials' precision runs at on `gpu`."""
+        return peak_tflops(gpu, self.precision, self.tf32)
 
     def row(self, profile: Profile, z: int) -> Row | None:
         row = profile.row(self.batch_size, z)
@@ -97,16 +109,16 @@ class ProfileSet:
     def _time(self, z: int, gpu: GpuKind) -> tuple[float, str, float] | None:
         own = self.measured.get(gpu.name)
         if own is not None and (row := self.row(own, z)) and row.step_time_ms:
-            return row.step_time_ms, f"measured on {gpu.name}", _utilisation(row, gpu)
+            return row.step_time_ms, f"measured on {gpu.name}", self._gpu_share(row, gpu)
         if self.predictor is not None and (predicted := self.predictor(z, gpu)) is not None:
-            return predicted
+            return predicted  # its third figure: the share of the predicted step the GPU is busy
         for name, profile in self.measured.items():
             if (row := self.row(profile, z)) and row.step_time_ms:
                 other = GPU_KINDS[name]
                 return (
-                    row.step_time_ms * other.bf16_tflops / gpu.bf16_tflops,
+                    row.step_time_ms * self.peak(other) / self.peak(gpu),
                     f"scaled from {name} by peak",
-                    _utilisation(row, other),
+                    self._gpu_share(row, other),
                 )
         flops = next(
             (r.flops for p in [*self.measured.values(), self.estimate] if p and (r := self.row(p, z)) and r.flops),
@@ -114,15 +126,17 @@ class ProfileSet:
         )
         if flops is None:
             return None
-        step_ms = flops / (gpu.bf16_tflops * 1e12 * ASSUMED_PEAK_SHARE) * 1000
-        return step_ms, f"scaled from FLOPs at {ASSUMED_PEAK_SHARE:.0%} of peak", ASSUMED_PEAK_SHARE
+        step_ms = flops / (self.peak(gpu) * 1e12 * ASSUMED_PEAK_SHARE) * 1000
+        return step_ms, f"scaled from FLOPs at {ASSUMED_PEAK_SHARE:.0%} of peak", 1.0  # all of it GPU time
 
-
-def _utilisation(row: Row, gpu: GpuKind) -> float:
-    """Achieved over peak, capped at the whole GPU; a trial without FLOP/s is taken to fill the GPU."""
-    if not row.achieved_tflops:
-        return 1.0
-    return min(1.0, row.achieved_tflops / gpu.bf16_tflops)
+    def _gpu_share(self, row: Row, gpu: GpuKind) -> float:
+        """How much of its step a measured trial keeps `gpu` (the kind it was measured on) busy: all of it unless
+        the cell is host-bound; a host-bound step its kernels' time, its FLOPs at ASSUMED_PEAK_SHARE of the
+        precision's peak."""
+        if not row.host_bound or not row.flops or not row.step_time_ms:
+            return 1.0
+        kernels_ms = row.flops / (self.peak(gpu) * 1e12 * ASSUMED_PEAK_SHARE) * 1000
+        return min(1.0, kernels_ms / row.step_time_ms)
 
 
 def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileSet:
@@ -169,7 +183,16 @@ def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileS
         batch_size = sizes.pop()
     elif batch_size not in sizes:
         raise LayerprofError(f"--batch-size {batch_size} is not in every profile; they share {sorted(sizes)}")
-    return ProfileSet(first.model.spec, batch_size, first.layer_count, measured, estimate)
+    numerics = next((p.environment.numerics for p in profiles if p.environment.numerics), {})
+    return ProfileSet(
+        first.model.spec,
+        batch_size,
+        first.layer_count,
+        measured,
+        estimate,
+        precision=first.settings.precision,
+        tf32=bool(numerics.get("matmul_tf32")),
+    )
 
 
 # ---------------------------------------------------------------- placing rungs
@@ -211,6 +234,7 @@ class Schedule:
     name: str  # one of SCHEDULES
     algorithm: str  # "successive halving" | "hyperband"
     brackets: list[list[RungPlacement]]  # run one after another; rungs within a bracket too
+    gpus: str = ""  # the kind a single-kind schedule uses
     makespan_seconds: float = 0.0
     gpu_hours: float = 0.0
     makespan_vs_ladder: float | None = None
@@ -230,17 +254,24 @@ class GpuRun:
     at_once: int
 
 
-def one_gpu(trials: int, trial_seconds: float, utilisation: float, slots: int) -> GpuRun:
-    """n trials on one GPU: m trials together take trial_seconds * max(1, m * utilisation) (they slow each other
-    once together they would use more than the whole GPU) and at most `slots` fit; the best number of waves."""
+def together(trials: int, gpu_share: float) -> float:
+    """How many times as long as one alone `trials` trials take on one GPU together: they take turns once their
+    shares add up to more than the whole GPU, and lose SHARING_OVERHEAD to switching between them."""
+    if trials <= 1:
+        return 1.0
+    return max(1.0, trials * gpu_share) * (1 + SHARING_OVERHEAD)
+
+
+def one_gpu(trials: int, trial_seconds: float, gpu_share: float, slots: int) -> GpuRun:
+    """n trials on one GPU in waves of at most `slots` (what fits) at once, each wave taking
+    `together(size, gpu_share)` times one trial: the number of waves that finishes soonest."""
     if trials == 0:
         return GpuRun(0.0, 0, 0)
     best = None
     for waves in range(math.ceil(trials / slots), trials + 1):
         fuller, size = trials % waves, trials // waves  # `fuller` waves of size + 1, the rest of size
-        seconds = trial_seconds * (
-            fuller * max(1.0, (size + 1) * utilisation) + (waves - fuller) * max(1.0, size * utilisation)
-        )
+        waves_alike = fuller * together(size + 1, gpu_share) + (waves - fuller) * together(size, gpu_share)
+        seconds = trial_seconds * waves_alike
         if best is None or seconds < best.seconds - 1e-9:
             best = GpuRun(seconds, waves, size + (1 if fuller else 0))
     assert best is not None
@@ -251,7 +282,8 @@ def place(
     configs: int, z: int, steps: int, rung: int, profiles: ProfileSet, inventory: Sequence[InventoryItem]
 ) -> RungPlacement | None:
     """Spread the rung's trials over every GPU that holds one, each next trial where it ends the soonest (on a
-    GPU already in use when that is no later): the makespan of identical trials, few GPUs busy."""
+    GPU already in use when that is no later): the makespan of identical trials. Then the same trials on as few
+    GPU-hours as that makespan allows (`_fewest_gpu_hours`). A MIG slice's busy time counts its share of a GPU."""
     kinds = []
     for item in inventory:
         cost = profiles.cost(z, item.gpu)
@@ -259,20 +291,22 @@ def place(
         if cost is None or slots < 1:
             continue
         trial_seconds = cost.step_time_ms * steps / 1000
-        runs = [one_gpu(n, trial_seconds, cost.utilisation, slots) for n in range(configs + 1)]
+        runs = [one_gpu(n, trial_seconds, cost.gpu_share, slots) for n in range(configs + 1)]
         kinds.append((item, cost, slots, trial_seconds, runs))
     if not kinds:
         return None
-    # a heap of (seconds after one more trial, fewer trials first is worse: pack, kind, GPU) per GPU
+    # a heap of (seconds after one more trial, kind, GPU) per GPU
     loads = {(k, g): 0 for k in range(len(kinds)) for g in range(kinds[k][0].count)}
-    heap = [(kinds[k][4][1].seconds, 0, k, g) for k, g in loads]
+    heap = [(kinds[k][4][1].seconds, k, g) for k, g in loads]
     heapq.heapify(heap)
     for _ in range(configs):
-        _, _, k, g = heapq.heappop(heap)
+        _, k, g = heapq.heappop(heap)
         loads[(k, g)] += 1
         runs = kinds[k][4]
         after = runs[loads[(k, g)] + 1].seconds if loads[(k, g)] < configs else math.inf
-        heapq.heappush(heap, (after, -loads[(k, g)], k, g))
+        heapq.heappush(heap, (after, k, g))
+    makespan = max(kinds[k][4][n].seconds for (k, _), n in loads.items())
+    loads = _fewest_gpu_hours(kinds, configs, makespan)
     shares = []
     for k, (item, cost, slots, trial_seconds, runs) in enumerate(kinds):
         used = [loads[(k, g)] for g in range(item.count) if loads[(k, g)]]
@@ -292,8 +326,30 @@ def place(
                     cost.memory_source,
                 )  # fmt: skip
             )
-    busy = [kinds[k][4][n].seconds for (k, _), n in loads.items()]
-    return RungPlacement(rung, z, steps, configs, shares, max(busy), sum(busy) / 3600)
+    busy = [(kinds[k][4][n].seconds, kinds[k][0].gpu.share_of_gpu) for (k, _), n in loads.items()]
+    return RungPlacement(
+        rung, z, steps, configs, shares, max(seconds for seconds, _ in busy), sum(s * f for s, f in busy) / 3600
+    )
+
+
+def _fewest_gpu_hours(kinds: list[Any], configs: int, makespan: float) -> dict[tuple[int, int], int]:
+    """Trials per GPU that finish by `makespan` on the fewest GPU-hours: each GPU takes as many trials as it runs
+    by then, the GPUs that spend the least per trial there first (trials that fit together share one GPU instead
+    of keeping two busy)."""
+    capacity = [max(n for n, run in enumerate(runs) if run.seconds <= makespan + 1e-9) for *_, runs in kinds]
+
+    def hours_per_trial(k: int) -> float:
+        runs, gpu = kinds[k][4], kinds[k][0].gpu
+        return runs[capacity[k]].seconds * gpu.share_of_gpu / capacity[k] if capacity[k] else math.inf
+
+    loads: dict[tuple[int, int], int] = {}
+    left = configs
+    for k in sorted(range(len(kinds)), key=hours_per_trial):
+        for g in range(kinds[k][0].count):
+            loads[(k, g)] = min(capacity[k], left)
+            left -= loads[(k, g)]
+    assert left == 0, "the soonest placement fits, so the fullest one does"
+    return loads
 
 
 @dataclass
@@ -328,7 +384,9 @@ def plan_cluster(
     predict: Callable[[ProfileSet], StepPredictor] | None = None,
 ) -> ClusterPlan:
     """The ladder of the profiles, each rung placed on the inventory, for halving and Hyperband; and the two
-    alternatives placed the same way. `predict` makes the step-time predictor for kinds nobody measured."""
+    alternatives placed the same way: the ladder on the best single kind of GPU (the quickest of the kinds that
+    hold every rung), and halving on steps at full z. `predict` makes the step-time predictor for kinds nobody
+    measured."""
     check_eta(eta)
     if budget_steps < 1:
         raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
@@ -341,17 +399,11 @@ def plan_cluster(
     )
     zs = [rung.trainable_layers for rung in ladder.rungs]
     rung_count = len(zs)
+    configs_given = configs is not None
     configs = configs or round(eta ** (rung_count - 1))
-    largest = max(inventory, key=lambda item: (item.gpu.memory_mib, item.gpu.bf16_tflops))
-    full = group.layer_count
-    plans = {
-        "ladder": ([(z, budget_steps) for z in zs], inventory),
-        "largest GPUs": ([(z, budget_steps) for z in zs], [largest]),
-        "budget only": (
-            [(full, max(1, round(budget_steps / eta ** (rung_count - 1 - i)))) for i in range(rung_count)],
-            inventory,
-        ),
-    }
+    ladder_rungs = [(z, budget_steps) for z in zs]
+    full = group.layer_count  # halving on steps: full training, budget_steps / eta^(K-1-i) steps at rung i
+    budget_rungs = [(full, max(1, round(budget_steps / eta ** (rung_count - 1 - i)))) for i in range(rung_count)]
     result = ClusterPlan(
         model=group.model,
         batch_size=group.batch_size,
@@ -365,25 +417,23 @@ def plan_cluster(
     unit = [1.0] * rung_count
     layouts = {"successive halving": [successive_halving(unit, configs, eta)], "hyperband": hyperband(unit, eta)}
     for algorithm, brackets in layouts.items():
-        for name, (rungs, kinds) in plans.items():
-            schedule = Schedule(name, algorithm, [])
-            for bracket in brackets:
-                placed = []
-                for offset, count in enumerate(bracket.configs_per_rung):
-                    index = bracket.first_rung + offset
-                    z, steps = rungs[index]
-                    placement = place(count, z, steps, index, group, kinds)
-                    if placement is None:
-                        raise _unplaceable(group, z, kinds, name)
-                    placed.append(placement)
-                schedule.brackets.append(placed)
-            schedule.makespan_seconds = sum(p.makespan_seconds for b in schedule.brackets for p in b)
-            schedule.gpu_hours = sum(p.gpu_hours for b in schedule.brackets for p in b)
-            result.schedules.append(schedule)
+        result.schedules.append(_schedule("ladder", algorithm, brackets, ladder_rungs, inventory, group))
+        # every rung on one kind alone, for each kind that holds them all (the kind that holds the ladder's
+        # largest trial does): the quickest of these
+        singles = [_schedule("best single kind", algorithm, brackets, ladder_rungs, [item], group, alone=True)
+                   for item in inventory]  # fmt: skip
+        fitting = [schedule for schedule in singles if schedule.brackets]
+        result.schedules.append(min(fitting, key=lambda s: (s.makespan_seconds, s.gpu_hours)))
+        result.schedules.append(_schedule("budget only", algorithm, brackets, budget_rungs, inventory, group))
     for schedule in result.schedules:
         ladder_schedule = result.schedule("ladder", schedule.algorithm)
         schedule.makespan_vs_ladder = schedule.makespan_seconds / ladder_schedule.makespan_seconds
         schedule.gpu_hours_vs_ladder = schedule.gpu_hours / ladder_schedule.gpu_hours
+    if configs_given:
+        result.notes.append(
+            f"--configs {configs} sets successive halving's starting configurations; Hyperband's brackets follow "
+            f"from eta and the {rung_count} rungs alone (Li et al.)"
+        )
     if any(s.scaled for s in result.schedules):
         result.notes.append(
             "predicted or scaled: some step times were not measured on that GPU kind (see each rung's time source)"
@@ -394,6 +444,35 @@ def plan_cluster(
         if reason is not None:
             result.notes.append(f"the profile of {profile.environment.device_name} is incomplete ({reason})")
     return result
+
+
+def _schedule(
+    name: str,
+    algorithm: str,
+    brackets: Sequence[Any],
+    rungs: Sequence[tuple[int, int]],
+    kinds: Sequence[InventoryItem],
+    group: ProfileSet,
+    alone: bool = False,
+) -> Schedule:
+    """Every bracket's rungs placed on `kinds`, one after another. A rung that fits none of them is an error, or
+    (`alone`: one kind tried on its own) a schedule without brackets."""
+    schedule = Schedule(name, algorithm, [], gpus=kinds[0].gpu.name if alone else "")
+    for bracket in brackets:
+        placed = []
+        for offset, count in enumerate(bracket.configs_per_rung):
+            index = bracket.first_rung + offset
+            z, steps = rungs[index]
+            placement = place(count, z, steps, index, group, kinds)
+            if placement is None:
+                if alone:
+                    return Schedule(name, algorithm, [], gpus=schedule.gpus)
+                raise _unplaceable(group, z, kinds, name)
+            placed.append(placement)
+        schedule.brackets.append(placed)
+    schedule.makespan_seconds = sum(p.makespan_seconds for b in schedule.brackets for p in b)
+    schedule.gpu_hours = sum(p.gpu_hours for b in schedule.brackets for p in b)
+    return schedule
 
 
 def _unplaceable(group: ProfileSet, z: int, kinds: Sequence[InventoryItem], schedule: str) -> LayerprofError:

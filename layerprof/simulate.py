@@ -43,13 +43,26 @@ from layerprof.errors import LayerprofError, read_json
 from layerprof.ladder import Bracket, build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.parsing import check_eta
 from layerprof.profile import Profile
-from layerprof.stats import quantile
+from layerprof.stats import (
+    mean_confidence_interval,
+    quantile,
+    quantile_confidence_interval,
+    share_confidence_interval,
+)
 
-SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs and which seconds price them
+SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs, which seconds price them, Monte-Carlo intervals
 PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")
 PROFILE_PATHS = ("ladder", "ladder-joint")
 BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
 REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
+# Repeats until stable: batches of REPEAT_BATCH until every figure's 95% Monte-Carlo interval is narrow enough,
+# at most MAX_REPEATS. Narrow enough: a regret quantile within REGRET_TOLERANCE of the study's worst regret, the
+# share that found the best within SHARE_TOLERANCE either way, the mean cost within COST_TOLERANCE (relative).
+REPEAT_BATCH = 1000
+MAX_REPEATS = 32_000
+REGRET_TOLERANCE = 0.01
+SHARE_TOLERANCE = 0.01
+COST_TOLERANCE = 0.01
 FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
 
 Cell = tuple[int, float]  # (trainable layers z, budget fraction)
@@ -396,7 +409,8 @@ def pricing_for(
 
 @dataclass
 class Outcome:
-    """One algorithm on one path: regret over the repeats and what it spent."""
+    """One algorithm on one path: regret over the repeats and what it spent, each sampled figure with its 95%
+    Monte-Carlo interval (`uncertainty`: what another seed could give)."""
 
     brackets: list[dict[str, Any]]  # first_rung and configs_per_rung of each bracket, run one after another
     regret_mean: float
@@ -405,6 +419,9 @@ class Outcome:
     regret_high: float
     best_found_share: float  # repeats whose pick is the best configuration (regret 0)
     recorded_seconds: float  # mean over repeats of the trials' recorded seconds
+    repeats: int = 0
+    stable: bool = True  # every interval within its tolerance (REGRET_TOLERANCE, SHARE_TOLERANCE, COST_TOLERANCE)
+    uncertainty: dict[str, tuple[float, float]] = field(default_factory=dict)  # figure -> (low, high)
     recorded_seconds_vs_budget: float | None = None
     gpu_seconds: float | None = None
     flops: float | None = None
@@ -430,6 +447,7 @@ class CurvePoint:
     regret_median: float
     regret_low: float
     regret_high: float
+    regret_median_interval: tuple[float, float] | None = None  # its 95% Monte-Carlo interval
 
 
 @dataclass
@@ -442,6 +460,11 @@ class ContinuedPath:
     successive_halving: Outcome
     hyperband: Outcome | None
     curve: list[CurvePoint] = field(default_factory=list)
+
+    @property
+    def runs_label(self) -> str:
+        """How the tables and the figure name these runs: continued (recorded) or assumed."""
+        return "continued" if self.runs == "recorded" else "assumed"
 
 
 @dataclass
@@ -463,7 +486,7 @@ class Simulation:
     seeds: int
     eta: float
     starting_configs: int
-    repeats: int
+    repeats: int | None  # None: each outcome until stable (REPEAT_BATCH at a time, at most MAX_REPEATS)
     seed: int
     full_fidelity: dict[str, float]
     best_full_loss: float
@@ -508,11 +531,12 @@ BracketTables = Sequence[Sequence[CellTable]]  # by the rung a bracket starts at
 
 
 class Replay:
-    """Sampled brackets on one study: the same random draws for every path, so paths differ only by rungs."""
+    """Sampled brackets on one study: repeat r of bracket b draws the same configurations and seeds on every path,
+    so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
 
-    def __init__(self, study: RecordedStudy, repeats: int, seed: int) -> None:
+    def __init__(self, study: RecordedStudy, repeats: int | None, seed: int) -> None:
         self.study = study
-        self.repeats = repeats
+        self.repeats = repeats  # None: until stable
         self.seed = seed
         self.truth = truth = study.mean_losses(study.full_cell)  # full-fidelity loss per configuration
         finite = [t for t in truth if t is not None]
@@ -521,6 +545,7 @@ class Replay:
         self.best, worst = min(finite), max(finite)
         # a pick that failed at full fidelity counts as the worst configuration
         self.regret = [worst - self.best if t is None else t - self.best for t in truth]
+        self.worst_regret = worst - self.best
         self._tables: dict[Cell, CellTable] = {}
 
     def tables(self, cells: Sequence[Cell]) -> list[CellTable]:
@@ -534,10 +559,13 @@ class Replay:
         chosen = draw.sample(range(len(self.study.configs)), count)
         return [(index, draw.randrange(len(self.study.seeds))) for index in chosen]
 
-    def run(self, tables: BracketTables, brackets: Sequence[Bracket]) -> tuple[list[float], list[float]]:
-        """Regret and recorded seconds of each repeat; the pick is the bracket winner best at the top rung."""
+    def run(
+        self, tables: BracketTables, brackets: Sequence[Bracket], first: int, stop: int
+    ) -> tuple[list[float], list[float]]:
+        """Regret and recorded seconds of repeats first..stop-1; the pick is the bracket winner best at its
+        bracket's top rung."""
         regrets, seconds = [], []
-        for repeat in range(self.repeats):
+        for repeat in range(first, stop):
             winners, spent = [], 0.0
             for index, bracket in enumerate(brackets):
                 own = tables[bracket.first_rung]
@@ -552,16 +580,52 @@ class Replay:
         return regrets, seconds
 
 
-def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Bracket]) -> Outcome:
+def replay_outcome(replay: Replay, tables: BracketTables, brackets: Sequence[Bracket], repeats: int | None) -> Outcome:
+    """The algorithm's outcome over `repeats` sampled runs, or (None) over batches of REPEAT_BATCH until every
+    figure is stable, at most MAX_REPEATS."""
+    regrets, seconds = replay.run(tables, brackets, 0, repeats or REPEAT_BATCH)
+    outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+    while repeats is None and not outcome.stable and len(regrets) < MAX_REPEATS:
+        more = replay.run(tables, brackets, len(regrets), min(MAX_REPEATS, len(regrets) + REPEAT_BATCH))
+        regrets += more[0]
+        seconds += more[1]
+        outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+    return outcome
+
+
+def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Bracket], worst_regret: float) -> Outcome:
     ordered = sorted(regrets)
+    found = sum(r == 0 for r in ordered)
+    uncertainty = {
+        "regret_mean": mean_confidence_interval(ordered),
+        "regret_median": quantile_confidence_interval(ordered, 0.5),
+        "regret_low": quantile_confidence_interval(ordered, REGRET_QUANTILES[0]),
+        "regret_high": quantile_confidence_interval(ordered, REGRET_QUANTILES[1]),
+        "best_found_share": share_confidence_interval(found, len(ordered)),
+        "recorded_seconds": mean_confidence_interval(seconds),
+    }
+    mean_seconds = statistics.fmean(seconds)
+    low, high = uncertainty["recorded_seconds"]
+    share_low, share_high = uncertainty["best_found_share"]
+    stable = (
+        all(
+            uncertainty[name][1] - uncertainty[name][0] <= REGRET_TOLERANCE * worst_regret
+            for name in ("regret_median", "regret_low", "regret_high")
+        )
+        and share_high - share_low <= 2 * SHARE_TOLERANCE
+        and high - low <= 2 * COST_TOLERANCE * mean_seconds
+    )
     return Outcome(
         brackets=[{"first_rung": b.first_rung, "configs_per_rung": b.configs_per_rung} for b in brackets],
         regret_mean=statistics.fmean(ordered),
         regret_median=statistics.median(ordered),
         regret_low=quantile(ordered, REGRET_QUANTILES[0]),
         regret_high=quantile(ordered, REGRET_QUANTILES[1]),
-        best_found_share=sum(r == 0 for r in ordered) / len(ordered),
-        recorded_seconds=statistics.fmean(seconds),
+        best_found_share=found / len(ordered),
+        recorded_seconds=mean_seconds,
+        repeats=len(ordered),
+        stable=stable,
+        uncertainty=uncertainty,
     )
 
 
@@ -613,7 +677,7 @@ def simulate(
     *,
     eta: float = 3.0,
     starting_configs: int | None = None,
-    repeats: int = 1000,
+    repeats: int | None = None,
     paths: Sequence[str] | None = None,
     custom_paths: Sequence[Sequence[Cell]] = (),
     layer_counts: Sequence[int] | None = None,
@@ -623,9 +687,10 @@ def simulate(
     gpu_memory: int | None = None,
     seed: int = 0,
 ) -> Simulation:
-    """Replay successive halving and Hyperband along each path of a recorded study."""
+    """Replay successive halving and Hyperband along each path of a recorded study, from scratch and continued;
+    `repeats` sampled runs of each, or (None) as many as each needs to be stable."""
     check_eta(eta)
-    if repeats < 1:
+    if repeats is not None and repeats < 1:
         raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
     study = load_study(study_path)
     zs, fractions = _chosen_axes(study, layer_counts, budget_fractions)
@@ -673,6 +738,7 @@ def simulate(
             f"record them (it resumes): layerprof correlate {study.task} {asks} --out {study.directory} "
             "(and the study's --grid/--grid-preset, --layers, --budget-fractions and --seeds)"
         )
+    notes += _unstable_notes(results, repeats)
     z_full, fraction_full = study.full_cell
     return Simulation(
         study=str(study.directory),
@@ -824,7 +890,7 @@ def _replay_mode(
         rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, price))
     unit_costs = [1.0] * len(path.cells)  # bracket sizes do not depend on costs
     halving = [successive_halving(unit_costs, count, eta)]
-    sh = _outcome(*replay.run(tables, halving), halving)  # type: ignore[arg-type]
+    sh = replay_outcome(replay, tables, halving, replay.repeats)  # type: ignore[arg-type]
     hb = None
     if len(path.cells) > 1:
         brackets = hyperband(unit_costs, eta)
@@ -836,12 +902,12 @@ def _replay_mode(
                     f"{len(replay.study.configs)}; use fewer rungs (--layers/--budgets) or a larger eta"
                 )
         elif all(tables[b.first_rung] is not None for b in brackets):
-            hb = _outcome(*replay.run(tables, brackets), brackets)  # type: ignore[arg-type]
+            hb = replay_outcome(replay, tables, brackets, replay.repeats)  # type: ignore[arg-type]
             if prices:
                 _priced(hb, brackets, prices)
     if prices:
         _priced(sh, halving, prices)
-    return rungs, sh, hb, _curve(replay, path, eta, tables, prices)
+    return rungs, sh, hb, _curve(replay, path, eta, tables, prices, sh.repeats)
 
 
 def _curve(
@@ -850,13 +916,15 @@ def _curve(
     eta: float,
     tables: Sequence[Sequence[CellTable] | None],
     prices: BracketPrices | None,
+    repeats: int,
 ) -> list[CurvePoint]:
-    """Successive halving from eta, eta^2, ... configurations (up to the study's): regret against cost."""
+    """Successive halving from eta, eta^2, ... configurations (up to the study's), as many repeats as the path's
+    own halving took: regret against cost."""
     points = []
     sizes = sorted({round(eta**k) for k in range(1, 64) if round(eta**k) <= len(replay.study.configs)})
     for size in sizes:
         brackets = [successive_halving([1.0] * len(path.cells), size, eta)]
-        outcome = _outcome(*replay.run(tables, brackets), brackets)  # type: ignore[arg-type]
+        outcome = replay_outcome(replay, tables, brackets, repeats)  # type: ignore[arg-type]
         if prices:
             _priced(outcome, brackets, prices)
         points.append(
@@ -867,9 +935,30 @@ def _curve(
                 outcome.regret_median,
                 outcome.regret_low,
                 outcome.regret_high,
+                outcome.uncertainty["regret_median"],
             )  # fmt: skip
         )
     return points
+
+
+def _unstable_notes(results: Sequence[PathResult], repeats: int | None) -> list[str]:
+    """The outcomes whose figures still move between seeds, and what would settle them."""
+    ways = [(result.name, "", result) for result in results]
+    ways += [(result.name, ", continued", result.continued) for result in results if result.continued is not None]
+    unsettled = [
+        f"{name} ({algorithm}{runs})"
+        for name, runs, way in ways
+        for algorithm, outcome in (("halving", way.successive_halving), ("Hyperband", way.hyperband))
+        if outcome is not None and not outcome.stable
+    ]
+    if not unsettled:
+        return []
+    remedy = (
+        f"even {MAX_REPEATS} repeats leave them between two values of the regret distribution"
+        if repeats is None
+        else "--repeats auto (the default) repeats until they settle"
+    )
+    return [f"figures marked ± still move between seeds in {', '.join(unsettled)}: {remedy}"]
 
 
 # ---------------------------------------------------------------- outputs
@@ -887,54 +976,106 @@ def write_outputs(simulation: Simulation, directory: Path) -> list[Path]:
     return [json_path, simulation_png(simulation, stem.with_suffix(".png"))]
 
 
+def _curves(simulation: Simulation) -> list[tuple[str, str, list[CurvePoint]]]:
+    """(path, runs, curve) of every curve drawn: each path from scratch, then each path continued."""
+    curves = [(path.name, "scratch", path.curve) for path in simulation.paths]
+    curves += [
+        (path.name, path.continued.runs_label, path.continued.curve)
+        for path in simulation.paths
+        if path.continued is not None
+    ]
+    return [(name, runs, curve) for name, runs, curve in curves if curve]
+
+
+def _repeats_text(simulation: Simulation) -> str:
+    ways = [*simulation.paths, *(p.continued for p in simulation.paths if p.continued is not None)]
+    counts = sorted({way.successive_halving.repeats for way in ways})
+    shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{shown} repeats" + (" (until stable)" if simulation.repeats is None else "")
+
+
+def _priced_curves(simulation: Simulation) -> bool:
+    return all(p.gpu_seconds is not None for _, _, curve in _curves(simulation) for p in curve)
+
+
+def curve_series(simulation: Simulation) -> dict[str, dict[str, Any]]:
+    """What the figure draws per curve (a path from scratch under its name, continued as `name, continued` or
+    `name, assumed`): the path and runs, cost (GPU seconds where a profile priced every trial, else recorded
+    seconds), the median regret and its 5-95% band, and the starting configurations of each point."""
+    priced = _priced_curves(simulation)
+    return {
+        (name if runs == "scratch" else f"{name}, {runs}"): {
+            "path": name,
+            "runs": runs,
+            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve],  # type: ignore[misc]
+            "median": [p.regret_median for p in curve],
+            "low": [p.regret_low for p in curve],
+            "high": [p.regret_high for p in curve],
+            "configs": [p.starting_configs for p in curve],
+        }
+        for name, runs, curve in _curves(simulation)
+    }
+
+
 def simulation_png(simulation: Simulation, path: Path) -> Path:
+    """The figure (`simulation_figure`) as a PNG."""
+    import matplotlib.pyplot as plt
+
+    figure = simulation_figure(simulation)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+FIGURE_SIZE = (7.5, 4.8)
+ERRORBAR_STYLE = {"capsize": 3, "alpha": 0.85}
+SCRATCH_STYLE = {"marker": "o", "linestyle": "-"}
+CONTINUED_STYLE = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
+LABEL_STYLE = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
+
+
+def simulation_figure(simulation: Simulation) -> Any:
     """Median regret (90% band) against cost, one line per path: successive halving from more and more
     configurations. Cost is GPU seconds where a profile priced the trials, else their recorded seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    curves = [(path.name, "scratch", path.curve) for path in simulation.paths]
-    curves += [
-        (path.name, "continued" if path.continued.runs == "recorded" else "assumed", path.continued.curve)
-        for path in simulation.paths
-        if path.continued is not None
-    ]
-    priced = all(p.gpu_seconds is not None for _, _, curve in curves for p in curve)
-    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    priced = _priced_curves(simulation)
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
+    series_by_label = curve_series(simulation)
     colours = {path.name: f"C{index % 10}" for index, path in enumerate(simulation.paths)}
-    for name, runs, curve in curves:
-        if not curve:
-            continue
-        costs = [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve]
-        medians = [p.regret_median for p in curve]
-        below = [m - p.regret_low for m, p in zip(medians, curve, strict=True)]
-        above = [p.regret_high - m for m, p in zip(medians, curve, strict=True)]
+    for label, series in series_by_label.items():
+        costs, medians = series["cost"], series["median"]
+        below = [m - low for m, low in zip(medians, series["low"], strict=True)]
+        above = [high - m for m, high in zip(medians, series["high"], strict=True)]
+        style = SCRATCH_STYLE if series["runs"] == "scratch" else CONTINUED_STYLE
         axes.errorbar(
-            costs, medians, yerr=[below, above], marker="o" if runs == "scratch" else "s", capsize=3, alpha=0.85,
-            color=colours[name], linestyle="-" if runs == "scratch" else "--",
-            label=name if runs == "scratch" else f"{name}, {runs}",
-        )  # fmt: skip
-        for cost, point in zip(costs, curve, strict=True):
-            axes.annotate(str(point.starting_configs), (cost, point.regret_median), fontsize=7, alpha=0.7,
-                          xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            costs, medians, yerr=[below, above], label=label, color=colours[series["path"]], **style, **ERRORBAR_STYLE
+        )
+        for cost, median, configs in zip(costs, medians, series["configs"], strict=True):
+            axes.annotate(str(configs), (cost, median), **LABEL_STYLE)
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
     recorded = "training seconds" if simulation.seconds_used == "training" else "seconds, set-up included"
     axes.set_xlabel(f"seconds on {simulation.device} (profile)" if priced else f"{recorded} (the study's trials)")
     axes.set_ylabel("regret: full-fidelity loss above the best")
+    dashed = "; dashed: continued runs" if any(s["runs"] != "scratch" for s in series_by_label.values()) else ""
     axes.set_title(
         f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
-        f"over {simulation.repeats} repeats\n(numbers: starting configurations; dashed: continued runs)",
-        fontsize=10,
+        f"over {_repeats_text(simulation)}\n(numbers: starting configurations{dashed})",
+        fontsize="medium",
     )
+    axes.legend(title="path", fontsize="small")
+    _tidy(figure, axes)
+    return figure
+
+
+def _tidy(figure: Any, axes: Any) -> None:  # pragma: no mutate - tick marks, grid and margins only
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.grid(True, alpha=0.3, which="both")
-    axes.legend(title="path", fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path

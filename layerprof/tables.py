@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -558,6 +558,7 @@ SIMULATION_HEADERS = [
     "best",
     "trial s",
     "× budget",
+    "repeats",
 ]
 PRICE_HEADERS = [
     "path",
@@ -588,8 +589,7 @@ def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, str, An
             rows.append((path, "scratch", path.rungs, getattr(path, algorithm)))
         continued = path.continued
         if continued is not None and getattr(continued, algorithm) is not None:
-            runs = "continued" if continued.runs == "recorded" else "assumed"
-            rows.append((path, runs, continued.rungs, getattr(continued, algorithm)))
+            rows.append((path, continued.runs_label, continued.rungs, getattr(continued, algorithm)))
     return rows
 
 
@@ -597,16 +597,36 @@ def simulation_headers(simulation: Simulation) -> list[str]:
     return [SECONDS_HEADERS.get(simulation.seconds_used, h) if h == "trial s" else h for h in SIMULATION_HEADERS]
 
 
+def with_uncertainty(value: float, interval: tuple[float, float] | None, show: Callable[[float], str]) -> str:
+    """`0.127±0.033`: the figure and, where its 95% Monte-Carlo interval would change the digits shown, the
+    interval's larger distance from it."""
+    if interval is None or show(interval[0]) == show(value) == show(interval[1]):
+        return show(value)
+    return f"{show(value)}±{show(max(value - interval[0], interval[1] - value))}"
+
+
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
 def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
-    """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget)."""
+    """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget),
+    each sampled figure with its Monte-Carlo uncertainty where it shows."""
     rows = []
     for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
         cells = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in rungs)
         rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in rungs)
-        regret = f"{_short(outcome.regret_median)} [{_short(outcome.regret_low)}, {_short(outcome.regret_high)}]"
+        mc = outcome.uncertainty
+        regret = (
+            f"{with_uncertainty(outcome.regret_median, mc.get('regret_median'), _short)} "
+            f"[{with_uncertainty(outcome.regret_low, mc.get('regret_low'), _short)}, "
+            f"{with_uncertainty(outcome.regret_high, mc.get('regret_high'), _short)}]"
+        )
         rows.append([
-            path.name, runs, cells, rho, _brackets(outcome), regret, f"{outcome.best_found_share:.0%}",
-            _seconds(outcome.recorded_seconds), _times(outcome.recorded_seconds_vs_budget),
+            path.name, runs, cells, rho, _brackets(outcome), regret,
+            with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
+            with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
+            _times(outcome.recorded_seconds_vs_budget), f"{outcome.repeats:,}",
         ])  # fmt: skip
     return rows
 
@@ -633,7 +653,8 @@ def simulation_title(simulation: Simulation, algorithm: str, priced: bool = Fals
         return f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile})"
     return (
         f"{ALGORITHMS[algorithm]} on {simulation.task} ({simulation.configs} configurations, {seeds}), "
-        f"eta={simulation.eta:g}{start}, {simulation.repeats} repeats"
+        f"eta={simulation.eta:g}{start}, "
+        + (f"{simulation.repeats:,} repeats" if simulation.repeats else "repeats until stable")
     )
 
 
@@ -678,10 +699,12 @@ def simulation_legend(simulation: Simulation) -> str:
     full = simulation.full_fidelity
     text = (
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
-        f"pick minus the best ({simulation.best_full_loss:.4g}) · best: share of repeats that found the best · "
-        "configs: per rung (Hyperband: per bracket) · runs: scratch, every trial trains anew at its rung; "
-        "continued, a promoted trial trains on from its previous rung (the study's continued runs); assumed, "
-        "continued as it trained from scratch (same losses, seconds cut to the steps it adds) · "
+        f"pick minus the best ({simulation.best_full_loss:.4g}; a pick that failed in full training counts as the "
+        "worst configuration) · best: share of repeats that found the best · ±: the 95% Monte-Carlo interval where "
+        "it would change the digits shown · repeats: repeats sampled · configs: per rung (Hyperband: per bracket) · "
+        "runs: scratch, every trial trains anew at its rung; continued, a promoted trial trains on from its previous "
+        "rung (the study's continued runs); assumed, continued as it trained from scratch (same losses, seconds cut "
+        "to the steps it adds) · "
         + (
             "train s: the study's recorded training seconds (set-up and evaluation left out)"
             if simulation.seconds_used == "training"
@@ -747,8 +770,9 @@ def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
         where = " → ".join("+".join(f"{s.gpus}×{s.gpu}" for s in p.shares) for p in schedule.brackets[0])
         if len(schedule.brackets) > 1:
             where += f" (+{len(schedule.brackets) - 1} brackets)"
+        name = f"{schedule.name} ({schedule.gpus})" if schedule.gpus else schedule.name
         rows.append([
-            schedule.name, schedule.algorithm, where, duration(schedule.makespan_seconds),
+            name, schedule.algorithm, where, duration(schedule.makespan_seconds),
             _times(schedule.makespan_vs_ladder), f"{schedule.gpu_hours:.3g}", _times(schedule.gpu_hours_vs_ladder),
         ])  # fmt: skip
     return rows
@@ -766,8 +790,8 @@ def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]
     ladder = plan.schedule("ladder", "successive halving")
     return [
         (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS, plan_rung_rows(ladder)),
-        ("Against every rung on the largest GPUs and halving on training steps alone", PLAN_SUMMARY_HEADERS,
-         plan_summary_rows(plan)),
+        ("Against every rung on the best single kind of GPU and halving on training steps alone",
+         PLAN_SUMMARY_HEADERS, plan_summary_rows(plan)),
     ]  # fmt: skip
 
 
@@ -794,7 +818,7 @@ def markdown_plan(plan: ClusterPlan) -> str:
 
 # ---------------------------------------------------------------- check
 
-CHECK_STYLES = {"regression": "red", "improvement": "green", "accepted": "yellow"}
+CHECK_STYLES = {"regression": "red", "inconclusive": "magenta", "improvement": "green", "accepted": "yellow"}
 
 
 def rich_check_table(result: CheckResult) -> Table:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from layerprof.check import UnusableInput, compare, junit_xml, markdown_summary
+from layerprof.check import UnusableInput, compare, junit_xml, markdown_summary, summary_rows
 from layerprof.cli import app
+from layerprof.errors import LayerprofError
 from layerprof.profile import (
     EnvironmentInfo,
     Layer,
@@ -68,20 +69,117 @@ def test_twenty_percent_slower_cell_fails_and_is_named() -> None:
     result = compare(doctored(lambda p: slower(p, 2, 1.2)), measured_like_profile())
     assert result.exit_code == 1
     assert [(f.batch_size, f.trainable_layers, f.figure) for f in result.regressions] == [(8, 2, "step_time_ms")]
-    assert "outside both spreads" in result.regressions[0].detail
+    assert result.regressions[0].detail == (
+        "+20.0% exceeds +10% beyond noise (step-time spreads (p10-p90) of profiles without visit medians)"
+    )
 
 
-def test_slowdown_inside_the_measured_spread_passes() -> None:
+def test_a_slowdown_inside_the_measured_spread_is_inconclusive_not_a_pass() -> None:
     def noisy(profile: Profile) -> None:
         row = profile.row(8, 2)
         row.step_time_ms *= 1.15  # beyond the 10% tolerance...
-        row.step_time_p10_ms = row.step_time_p10_ms * 0.9  # ...but the runs overlap: noise, not a regression
+        row.step_time_p10_ms = row.step_time_p10_ms * 0.9  # ...but the runs overlap: the data cannot decide
         row.step_time_p90_ms *= 1.3
 
     result = compare(doctored(noisy), measured_like_profile())
-    assert result.exit_code == 0
-    finding = next(f for f in result.findings if f.figure == "step_time_ms" and f.trainable_layers == 2)
-    assert "inside the measured spread" in finding.detail
+    assert result.exit_code == 3 and result.regressions == []
+    assert [(f.trainable_layers, f.figure) for f in result.inconclusive] == [(2, "step_time_ms")]
+    assert result.inconclusive[0].detail == (
+        "+15.0% exceeds +10% but cannot be told from noise "
+        "(step-time spreads (p10-p90) of profiles without visit medians)"
+    )
+    assert result.cell_verdict(8, 2) == "inconclusive" and result.cell_verdict(8, 1) == "pass"
+    # a faster cell whose spreads overlap is no improvement, and no failure either
+    faster = compare(doctored(lambda p: setattr(p.row(8, 2), "step_time_ms", 20.0 * 0.85)), measured_like_profile())
+    assert faster.exit_code == 0 and faster.cell_verdict(8, 2) == "pass"
+
+
+def with_visits(profile: Profile, z: int, medians: list[float], slow: tuple[int, ...] = (), spread=None) -> Profile:
+    """The row's step time as the sweep records it: the median of its clean visits, every visit's median, the
+    slowed ones, and (given) the steps' p10 and p90."""
+    row = profile.row(8, z)
+    clean = sorted(m for i, m in enumerate(medians) if i not in slow)
+    row.visit_medians_ms, row.slow_visits = list(medians), list(slow)
+    row.step_time_ms = (
+        clean[len(clean) // 2] if len(clean) % 2 else (clean[len(clean) // 2 - 1] + clean[len(clean) // 2]) / 2
+    )
+    if spread is not None:
+        row.step_time_p10_ms, row.step_time_p90_ms = spread
+    return profile
+
+
+def test_a_tripled_cell_on_a_noisy_baseline_is_a_regression() -> None:
+    """The baseline came from a busy machine (steps between 20 and 95 ms); the current profile is three times
+    slower. The spreads overlap (60 ms < 95 ms), but the visit medians do not: 4 of 4 above, p = 1/70."""
+    noisy = [30.0, 36.0, 31.0, 45.0, 33.0]  # the fourth visit was slowed by other work
+    baseline = with_visits(measured_like_profile(), 3, noisy, slow=(3,), spread=(20.0, 95.0))
+    tripled = with_visits(measured_like_profile(), 3, [3 * m for m in noisy], slow=(3,), spread=(60.0, 285.0))
+    result = compare(tripled, baseline)
+    assert result.exit_code == 1
+    assert [(f.trainable_layers, f.figure) for f in result.regressions] == [(3, "step_time_ms")]
+    assert result.regressions[0].detail == "+200.0% exceeds +10% beyond noise (4 visit(s) against 4, p = 0.014)"
+
+
+def test_a_step_time_the_samples_do_not_support_is_inconclusive() -> None:
+    """The issue's case: only the step time tripled, the recorded visits are the baseline's own. The gate cannot
+    pass it (the median says +200%) nor fail it (the samples say nothing changed): inconclusive, exit 3."""
+    noisy = [30.0, 36.0, 31.0, 45.0, 33.0]
+    baseline = with_visits(measured_like_profile(), 3, noisy, slow=(3,), spread=(20.0, 95.0))
+    edited = with_visits(measured_like_profile(), 3, noisy, slow=(3,), spread=(20.0, 95.0))
+    edited.row(8, 3).step_time_ms *= 3
+    result = compare(edited, baseline)
+    assert result.exit_code == 3 and result.regressions == []
+    # against the baseline grown by 10%: 36 beats 33 and 34.1, 33 ties 33: 2.5 wins of 16, P(U >= 2) = 68/70
+    assert result.inconclusive[0].detail == (
+        "+200.0% exceeds +10% but cannot be told from noise (4 visit(s) against 4, p = 0.97)"
+    )
+    assert "cannot be told from noise; measure again with more visits" in result.inconclusive_summary()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "verdict", "p_value"),
+    [
+        ([10.0, 10.1, 10.2], [20.0, 20.2, 20.4], "regression", "0.05"),  # 3 against 3, apart: 1/20, just enough
+        ([10.0, 10.1], [20.0, 20.2], "inconclusive", "0.17"),  # 2 against 2 can never say more than 1/6
+        # +11.9% with the visits 10-12% apart: against the baseline grown by 10% (11, 11.11, 11.22) one pair of
+        # nine is not slower; P(U >= 8) = 2/20
+        ([10.0, 10.1, 10.2], [11.2, 11.3, 11.4], "inconclusive", "0.1"),
+        ([10.0, 10.1, 10.2, 30.0], [12.0, 12.1, 12.2], "regression", "0.05"),  # the slowed 30 ms visit left out
+    ],
+)
+def test_a_slowdown_is_decided_by_the_visit_medians(before, after, verdict: str, p_value: str) -> None:
+    slow = (3,) if len(before) == 4 else ()
+    result = compare(
+        with_visits(measured_like_profile(), 1, after), with_visits(measured_like_profile(), 1, before, slow)
+    )
+    finding = next(f for f in result.findings if f.figure == "step_time_ms" and f.trainable_layers == 1)
+    assert finding.verdict == verdict
+    assert finding.detail.endswith(f"({len(after)} visit(s) against {len(before) - len(slow)}, p = {p_value})")
+
+
+def test_a_faster_cell_is_an_improvement_only_beyond_noise() -> None:
+    baseline = with_visits(measured_like_profile(), 2, [20.0, 20.2, 20.4])
+    halved = compare(with_visits(measured_like_profile(), 2, [10.0, 10.1, 10.2]), baseline)
+    finding = next(f for f in halved.findings if f.figure == "step_time_ms" and f.trainable_layers == 2)
+    assert (finding.verdict, finding.detail) == ("improvement", "-50.0% (3 visit(s) against 3, p = 0.05)")
+    # 15% faster by the median, but against the baseline shrunk by 10% (18, 18.18, 18.36) the 18.4 ms visit is
+    # slower: 6 of 9 pairs, P(U >= 6) = 7/20: noise, a pass
+    mixed = compare(with_visits(measured_like_profile(), 2, [16.0, 17.1, 18.4]), baseline)
+    finding = next(f for f in mixed.findings if f.figure == "step_time_ms" and f.trainable_layers == 2)
+    assert (
+        finding.verdict == "pass"
+        and finding.detail == "-15.3% but inside the measured noise (3 visit(s) against 3, p = 0.35)"
+    )
+    assert mixed.exit_code == 0
+
+
+def test_a_regression_outranks_an_inconclusive_figure() -> None:
+    current = doctored(lambda p: slower(p, 2, 1.2))  # a regression by the spreads
+    with_visits(current, 3, [60.0, 61.0])  # +101%, two visits: inconclusive
+    result = compare(current, with_visits(measured_like_profile(), 3, [30.0, 30.5]))
+    assert [f.trainable_layers for f in result.regressions] == [2]
+    assert [f.trainable_layers for f in result.inconclusive] == [3]
+    assert result.exit_code == 1
 
 
 def test_improvements_are_reported() -> None:
@@ -132,6 +230,37 @@ def test_incomparable_profiles_are_unusable_input(change, message: str) -> None:
         compare(doctored(change), measured_like_profile())
 
 
+def test_numeric_settings_recorded_on_one_side_only_do_not_stop_the_comparison() -> None:
+    """A baseline from before numerics were recorded (or an estimate) compares with a profile that has them."""
+    recorded = doctored(lambda p: setattr(p.environment, "numerics", {"cudnn_conv_tf32": True}))
+    assert compare(recorded, measured_like_profile()).exit_code == 0
+    assert compare(measured_like_profile(), recorded).exit_code == 0
+    other = doctored(lambda p: setattr(p.environment, "numerics", {"cudnn_conv_tf32": False}))
+    with pytest.raises(UnusableInput, match="different numeric settings: cudnn_conv_tf32 is False now, True in"):
+        compare(other, recorded)
+
+
+def test_an_estimate_against_a_measured_baseline_is_held_to_the_tolerance_not_compared_exactly() -> None:
+    def estimated(factor: float):
+        def change(profile: Profile) -> None:
+            for row in profile.rows:
+                row.memory_source = "estimate-cuda"
+            row = profile.row(8, 2)
+            row.peak_memory_bytes = int(row.peak_memory_bytes * factor)
+
+        return change
+
+    close = compare(doctored(estimated(1.01)), measured_like_profile())
+    finding = next(f for f in close.findings if f.figure == "peak_memory_bytes" and f.trainable_layers == 2)
+    assert (finding.verdict, finding.detail) == ("pass", "+1.0%")
+    far = compare(doctored(estimated(1.05)), measured_like_profile())
+    assert [(f.trainable_layers, f.figure, f.detail) for f in far.regressions] == [
+        (2, "peak_memory_bytes", "+5.0% exceeds +2%")
+    ]
+    both = compare(doctored(estimated(1.01)), doctored(estimated(1.0)))  # two estimates: exact
+    assert [(f.trainable_layers, f.figure) for f in both.regressions] == [(2, "peak_memory_bytes")]
+
+
 def test_device_mismatch_can_be_allowed() -> None:
     other_gpu = doctored(lambda p: setattr(p.environment, "device_name", "NVIDIA L4"))
     assert compare(other_gpu, measured_like_profile(), allow_device_mismatch=True).exit_code == 0
@@ -147,6 +276,31 @@ def test_junit_parses_and_counts_failures() -> None:
     assert {case.get("classname") for case in failed} == {"layerprof.batch8.z2", "layerprof.batch8.z3"}
     markdown = markdown_summary(result)
     assert "❌ regression" in markdown and "| 8 | 2 |" in markdown
+
+
+def test_inconclusive_exit_code_junit_and_summary(tmp_path: Path) -> None:
+    runner = CliRunner()
+    baseline = save_profile(with_visits(measured_like_profile(), 2, [20.0, 20.2]), tmp_path / "baseline.json")
+    current = save_profile(with_visits(measured_like_profile(), 2, [40.0, 40.4]), tmp_path / "current.json")
+    summary, junit = tmp_path / "summary.md", tmp_path / "junit.xml"
+    result = runner.invoke(
+        app, ["check", str(current), str(baseline), "--summary-md", str(summary), "--junit", str(junit)]
+    )
+    assert result.exit_code == 3, result.output
+    assert "inconclusive: 1 figure(s) in batch 8 z=2 cannot be told from noise; measure again with more visits" in (
+        " ".join(result.output.split())
+    )
+    assert "pass:" not in result.output
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("failures"), suite.get("skipped")) == ("0", "1")
+    (skipped,) = [case for case in suite.findall("testcase") if case.find("skipped") is not None]
+    assert (skipped.get("classname"), skipped.get("name")) == ("layerprof.batch8.z2", "step_time_ms")
+    assert skipped.find("skipped").get("message").startswith("inconclusive: +100.0% exceeds +10%")
+    markdown = summary.read_text()
+    assert markdown.startswith("### layerprof check: ⚠️ inconclusive")
+    assert "0 regressing figure(s), 1 inconclusive" in markdown and "| inconclusive |" in markdown
+    # a wider tolerance decides it: +100% is within 150%
+    assert runner.invoke(app, ["check", str(current), str(baseline), "--time-tolerance", "150%"]).exit_code == 0
 
 
 def test_check_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
@@ -267,3 +421,222 @@ def test_profiles_with_other_overrides_are_refused(estimates, tmp_path: Path) ->
         compare(load_profile(other), load_profile(first))
     result = CliRunner().invoke(app, ["check", str(other), str(first)])
     assert result.exit_code == 2 and "different model overrides" in result.output
+
+
+# ---------------------------------------------------------------- the rules at their edges
+
+
+def test_deterministic_figures_allow_only_floating_noise() -> None:
+    """A change of up to 1e-9 of the figure is floating noise; 1.5e-9 of it is a change."""
+    baseline = doctored(lambda p: setattr(p.row(8, 1), "flops", 10**12))
+    noise = doctored(lambda p: setattr(p.row(8, 1), "flops", 10**12 + 500))
+    change = doctored(lambda p: setattr(p.row(8, 1), "flops", 10**12 + 1500))
+    assert compare(noise, baseline).exit_code == 0
+    assert [(f.figure, f.detail) for f in compare(change, baseline).regressions] == [("flops", "changed by +0.00%")]
+    one = doctored(lambda p: setattr(p.row(8, 1), "optimizer_state_bytes", 1))
+    zero = doctored(lambda p: setattr(p.row(8, 1), "optimizer_state_bytes", 0))
+    assert [(f.figure, f.detail) for f in compare(one, zero).regressions] == [
+        ("optimizer_state_bytes", "changed by +inf%")
+    ]
+
+
+def test_a_figure_one_side_lacks_is_left_out_and_the_rest_still_compared() -> None:
+    def partial(profile: Profile) -> None:
+        row = profile.row(8, 1)
+        row.flops = row.peak_memory_bytes = row.step_time_ms = None  # e.g. recorded by an older layerprof
+        row.optimizer_state_bytes += 8  # a later deterministic figure that did change
+        row.memory_activations_bytes = 2**20  # a category the baseline does not have
+
+    result = compare(doctored(partial), measured_like_profile())
+    cell = {f.figure: f for f in result.findings if f.trainable_layers == 1}
+    assert "flops" not in cell and "peak_memory_bytes" not in cell and "step_time_ms" not in cell
+    assert "memory_activations_bytes" not in cell and cell["trainable_params"].verdict == "pass"
+    assert [(f.trainable_layers, f.figure) for f in result.regressions] == [(1, "optimizer_state_bytes")]
+    reverse = compare(measured_like_profile(), doctored(partial))
+    assert [(f.trainable_layers, f.figure) for f in reverse.regressions] == [(1, "optimizer_state_bytes")]
+
+
+def test_every_cell_is_compared_whatever_happened_to_the_cells_before_it() -> None:
+    def troubles(profile: Profile) -> None:
+        profile.rows[0] = Row(8, 1, "oom")  # now failing, no message
+        profile.rows[1].flops += 1  # a later cell changed
+        slower(profile, 3, 1.2)  # and a third slowed down
+
+    result = compare(doctored(troubles), measured_like_profile())
+    assert [(f.trainable_layers, f.figure, f.detail) for f in result.regressions] == [
+        (1, "status", ""),
+        (2, "flops", "changed by +0.05%"),
+        (3, "step_time_ms", "+20.0% exceeds +10% beyond noise (step-time spreads (p10-p90) of profiles without visit "
+                            "medians)"),
+    ]  # fmt: skip
+    missing = compare(doctored(lambda p: (p.rows.pop(0), setattr(p.row(8, 3), "flops", 1))), measured_like_profile())
+    assert [(f.trainable_layers, f.figure) for f in missing.regressions] == [(1, "status"), (3, "flops")]
+
+    def recovered(profile: Profile) -> None:
+        profile.rows[0] = Row(8, 1, "oom")
+        profile.row(8, 2).flops += 1
+
+    healed = compare(measured_like_profile(), doctored(recovered))  # the baseline's failed cell now runs
+    assert [(f.trainable_layers, f.figure, f.verdict) for f in healed.findings if f.verdict != "pass"] == [
+        (1, "status", "improvement"), (2, "flops", "regression"),
+    ]  # fmt: skip
+    still = compare(doctored(recovered), doctored(recovered))
+    assert [(f.figure, f.verdict) for f in still.findings if f.trainable_layers == 1] == [("status", "pass")]
+
+
+def test_the_tolerances_are_limits_that_pass() -> None:
+    """A change of exactly the tolerance passes: memory 2 -> 3 MiB at 50%, 2 -> 1 MiB is no improvement at 50%,
+    and a step time 10 -> 15 ms at 50% is not even tested against noise."""
+
+    def memory(mib: int):
+        return lambda p: setattr(p.row(8, 1), "peak_memory_bytes", mib * 2**20)
+
+    for mib in (3, 1):
+        finding = next(
+            f for f in compare(doctored(memory(mib)), doctored(memory(2)), memory_tolerance=0.5).findings
+            if f.figure == "peak_memory_bytes" and f.trainable_layers == 1
+        )  # fmt: skip
+        assert finding.verdict == "pass", finding
+    baseline = with_visits(measured_like_profile(), 1, [10.0, 10.0, 10.0])
+    result = compare(with_visits(measured_like_profile(), 1, [15.0, 15.0, 15.0]), baseline, time_tolerance=0.5)
+    finding = next(f for f in result.findings if f.figure == "step_time_ms" and f.trainable_layers == 1)
+    assert (finding.verdict, finding.detail) == ("pass", "+50.0%")
+    same = compare(measured_like_profile(), measured_like_profile())
+    assert [f.figure for f in same.findings if f.trainable_layers == 1] == [
+        "trainable_params", "trainable_fraction", "forward_flops", "backward_flops", "flops", "optimizer_state_bytes",
+        "peak_memory_bytes", "step_time_ms",
+    ]  # fmt: skip
+
+
+def test_negative_tolerances_are_refused() -> None:
+    for tolerances in ({"time_tolerance": -0.01}, {"memory_tolerance": -0.01}):
+        with pytest.raises(LayerprofError, match="tolerances must not be negative"):
+            compare(measured_like_profile(), measured_like_profile(), **tolerances)
+    assert (
+        compare(measured_like_profile(), measured_like_profile(), time_tolerance=0, memory_tolerance=0).exit_code == 0
+    )
+
+
+def test_memory_a_category_holds_nothing_of_on_both_sides_passes() -> None:
+    def empty_inputs(size: int):
+        return lambda p: setattr(p.row(8, 2), "memory_inputs_bytes", size)
+
+    same = compare(doctored(empty_inputs(0)), doctored(empty_inputs(0)))
+    assert next(f for f in same.findings if f.figure == "memory_inputs_bytes").detail == "+0.0%"
+    grown = compare(doctored(empty_inputs(512)), doctored(empty_inputs(0)))
+    assert [(f.figure, f.detail) for f in grown.regressions] == [("memory_inputs_bytes", "+inf% exceeds +2%")]
+
+
+def test_spreads_decide_only_when_they_do_not_touch() -> None:
+    """Without visit medians: the current p10 must lie above the baseline's p90 (equal is not enough), and for an
+    improvement the current p90 below the baseline's p10; without p10 and p90 the medians stand in for both."""
+
+    def spread(median: float, low: float | None, high: float | None):
+        def change(profile: Profile) -> None:
+            row = profile.row(8, 1)
+            row.step_time_ms, row.step_time_p10_ms, row.step_time_p90_ms = median, low, high
+
+        return change
+
+    baseline = doctored(spread(10.0, 9.0, 11.0))
+    touching = compare(doctored(spread(12.0, 11.0, 13.0)), baseline)
+    assert touching.cell_verdict(8, 1) == "inconclusive"
+    apart = compare(doctored(spread(12.0, 11.01, 13.0)), baseline)
+    assert apart.cell_verdict(8, 1) == "regression"
+    assert compare(doctored(spread(8.0, 7.0, 9.0)), baseline).cell_verdict(8, 1) == "pass"  # p90 = p10: no proof
+    assert compare(doctored(spread(8.0, 7.0, 8.99)), baseline).cell_verdict(8, 1) == "improvement"
+    bare = doctored(spread(10.0, None, None))
+    assert compare(doctored(spread(12.0, None, None)), bare).cell_verdict(8, 1) == "regression"
+    assert compare(doctored(spread(8.0, None, None)), bare).cell_verdict(8, 1) == "improvement"
+
+
+def test_visit_medians_on_one_side_only_fall_back_to_the_spreads() -> None:
+    baseline = measured_like_profile()  # no visit medians
+    current = with_visits(measured_like_profile(), 2, [24.0, 24.2, 24.4], spread=(23.0, 25.0))
+    finding = next(
+        f for f in compare(current, baseline).findings if f.figure == "step_time_ms" and f.trainable_layers == 2
+    )
+    assert finding.verdict == "regression" and finding.detail.endswith("of profiles without visit medians)")
+
+
+def test_the_summary_table_shows_each_cell_once_with_its_figures() -> None:
+    def changes(profile: Profile) -> None:
+        slower(profile, 2, 1.2)
+        profile.row(8, 3).flops += 1
+        profile.row(8, 1).peak_memory_bytes = 11 * 2**20
+
+    result = compare(doctored(changes), measured_like_profile(), accept_changes=True)
+    rows = summary_rows(result)
+    assert rows == [
+        ["8", "1", "10.0 → 10.0 ms (+0.0%)", "11.0 → 11.0 MiB (+0.0%)", "same", "pass", ""],
+        ["8", "2", "20.0 → 24.0 ms (+20.0%)", "12.0 → 12.0 MiB (+0.0%)", "same", "regression",
+         "step_time_ms: +20.0% exceeds +10% beyond noise (step-time spreads (p10-p90) of profiles without visit "
+         "medians)"],
+        ["8", "3", "30.0 → 30.0 ms (+0.0%)", "13.0 → 13.0 MiB (+0.0%)", "changed", "accepted",
+         "flops: changed by +0.04%"],
+    ]  # fmt: skip
+    missing = compare(doctored(lambda p: p.rows.pop(0)), measured_like_profile())
+    assert summary_rows(missing)[0] == [
+        "8",
+        "1",
+        "—",
+        "—",
+        "same",
+        "regression",
+        "status: cell missing from the current profile",
+    ]
+    markdown = markdown_summary(result)
+    header = "| batch | z | step time | peak memory | FLOPs | verdict | notes |"
+    assert f"{header}\n| ---: | ---: | ---: | ---: | --- | --- | --- |" in markdown
+
+
+def test_junit_cases_say_what_each_verdict_means() -> None:
+    def changes(profile: Profile) -> None:
+        profile.rows[0] = Row(8, 1, "oom")  # a regression without a message
+        slower(profile, 3, 0.5)  # an improvement
+
+    suite = ET.fromstring(junit_xml(compare(doctored(changes), measured_like_profile())).split("?>", 1)[1])
+    cases = {(case.get("classname"), case.get("name")): case for case in suite.findall("testcase")}
+    failure = cases[("layerprof.batch8.z1", "status")].find("failure")
+    assert failure.get("message") == "regression" and failure.text == "baseline 'ok', current 'oom'"
+    assert cases[("layerprof.batch8.z3", "step_time_ms")].find("system-out").text.startswith("improvement: -50.0%")
+    assert cases[("layerprof.batch8.z3", "flops")].find("system-out") is None  # a pass says nothing
+    assert "\n  <testcase " in junit_xml(compare(measured_like_profile(), measured_like_profile()))  # indented
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: setattr(p.workload, "seq_len", None),
+            "different workloads: seq_len is None now, 16 in the baseline",
+        ),
+        (lambda p: setattr(p.workload, "vocab_size", 512), "different workloads: vocab_size is 512 now, None in the"),
+        (
+            lambda p: setattr(p.environment, "numerics", {"matmul_tf32": False, "cudnn_benchmark": True}),
+            "different numeric settings: cudnn_benchmark is True now, None in the baseline",
+        ),
+    ],
+)
+def test_a_setting_recorded_on_one_side_only_is_a_difference(change, message: str) -> None:
+    baseline = doctored(lambda p: setattr(p.environment, "numerics", {"matmul_tf32": False}))
+    with pytest.raises(UnusableInput, match=message):
+        compare(doctored(lambda p: (setattr(p.environment, "numerics", {"matmul_tf32": False}), change(p))), baseline)
+
+
+def test_rank_sum_p_values_equal_scipys_exact_test() -> None:
+    import random
+
+    from scipy.stats import mannwhitneyu
+
+    from layerprof.stats import rank_sum_p_value
+
+    draw = random.Random(3)
+    for n, m in ((3, 3), (4, 6), (7, 5), (10, 10)):
+        for _ in range(5):
+            larger = [draw.gauss(1.0, 1.0) for _ in range(n)]
+            smaller = [draw.gauss(0.0, 1.0) for _ in range(m)]
+            expected = mannwhitneyu(larger, smaller, alternative="greater", method="exact").pvalue
+            assert rank_sum_p_value(larger, smaller) == pytest.approx(expected, rel=1e-9)
+    assert rank_sum_p_value([], [1.0]) == 1.0 and rank_sum_p_value([1.0], []) == 1.0
+    assert rank_sum_p_value([2.0, 2.0], [2.0, 2.0]) == pytest.approx(4 / 6)  # 4 ties count 2 wins: P(U >= 2)

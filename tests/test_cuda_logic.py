@@ -473,3 +473,139 @@ def test_the_cache_is_emptied_once_a_failed_steps_tensors_are_gone(
     row, visit, _ = sweep.first_visit(loaded, layers, 2, 2, settings, torch.device("cpu"))
     assert row.status == "oom" and visit is None
     assert seen[-1] is False  # the last release ran after the failed step's tensors were freed
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+        "CUDNN_BACKEND_API_FAILED: CUDNN_STATUS_ALLOC_FAILED",
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate",
+    ],
+)
+def test_a_library_allocation_failure_is_an_oom_cell_and_skips_larger_z(message: str) -> None:
+    """cuBLAS and cuDNN allocate their workspaces themselves: their failures are out-of-memory cells, and the
+    larger z at that batch size are skipped, as after torch's own OutOfMemoryError."""
+    import layerprof.sweep as sweep
+    from layerprof.models import LoadedModel
+    from layerprof.profile import SweepSettings
+    from layerprof.workloads import Workload
+    from tests.conftest import linear_stack
+
+    model = linear_stack(8, 4)
+    armed: list[bool] = []  # once split: tracing the split's forward must not fail
+
+    def loss(module, batch):  # noqa: ANN001, ANN202
+        if armed and sum(p.requires_grad for p in module.parameters()) >= 2:  # z >= 2
+            raise RuntimeError(message)
+        return module(batch[0]).pow(2).mean()
+
+    workload = Workload("custom", custom=SimpleNamespace(loss=loss, make_batch=lambda b, d: (torch.randn(b, 8),),
+                                                         items_per_sample=1, item_name="samples"))  # fmt: skip
+    loaded = LoadedModel("stack", "user", "stack", model, workload, (), {})
+    layers = loaded.split()
+    armed.append(True)
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2, 3), warmup_steps=1, min_steps=3,
+                             max_steps=3, steps_per_visit=3)  # fmt: skip
+    profile = sweep.profile_model(loaded, layers, settings, torch.device("cpu"))
+    assert [(row.trainable_layers, row.status) for row in profile.rows] == [(1, "ok"), (2, "oom"), (3, "skipped")]
+    assert profile.row(2, 2).message == f"RuntimeError: {message}"
+    assert not is_out_of_memory(ValueError("out of memory"))  # only runtime errors carry allocation failures
+
+
+def test_a_sticky_cuda_error_in_a_later_round_stops_the_sweep_and_keeps_every_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import layerprof.sweep as sweep
+    from layerprof.measure import StepTimes
+    from layerprof.models import LoadedModel
+    from layerprof.profile import SweepSettings
+    from layerprof.workloads import Workload
+    from tests.test_rounds import COST_MS, Staircase
+
+    model = Staircase()
+    loaded = LoadedModel("staircase", "user", "staircase", model, Workload("tensor-input", input_shape=(4,)), (), {})
+    visits_of: dict[int, int] = {}
+
+    def fake_window(step, device, count):  # noqa: ANN001, ANN202
+        z = sum(1 for layer in model.layers if layer.weight.requires_grad)
+        visits_of[z] = visits_of.get(z, 0) + 1
+        if z == 3 and visits_of[z] == 2:  # its first timed round
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return StepTimes([COST_MS[z]] * count)
+
+    monkeypatch.setattr(sweep, "time_window", fake_window)
+    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: 2.0)
+    saved: list = []
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2, 3, 4), warmup_steps=1, min_steps=10,
+                             max_steps=30)  # fmt: skip
+    with pytest.raises(DeviceFailure, match=r"cannot run anything more in this process \(RuntimeError: CUDA error: "
+                                            r"an illegal memory access was encountered\) at batch 2, z=3"):  # fmt: skip
+        sweep.profile_model(loaded, loaded.split(), settings, torch.device("cpu"), save=saved.append)
+    profile = saved[-1]
+    assert not profile.complete
+    # every cell was still settling when the GPU failed: figures kept, marked unfinished so a resume re-measures them
+    assert [(row.trainable_layers, row.status, row.step_time_ms) for row in profile.rows] == [
+        (z, "unfinished", COST_MS[z]) for z in (1, 2, 3, 4)
+    ]
+
+
+def test_the_workspace_is_what_the_allocator_holds_beyond_the_steps_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the workspace category is the allocator's current allocation (not its peak, not its reservation)
+    minus the storage of every tensor alive at the step's start: parameters, buffers, optimizer state, batch."""
+    import layerprof.sweep as sweep
+    from layerprof.models import LoadedModel
+    from layerprof.profile import SweepSettings
+    from layerprof.workloads import Workload
+    from tests.conftest import linear_stack
+
+    model = linear_stack(16, 3, bias=True)
+    loaded = LoadedModel("stack", "user", "stack", model, Workload("tensor-input", input_shape=(16,)), (), {})
+    settings = SweepSettings(batch_sizes=(4,), trainable_layer_counts=(2,))
+    cpu = torch.device("cpu")
+    with sweep.prepared_cell(loaded, loaded.split(), 4, 2, settings, cpu) as cell:
+        cell.step()  # the optimizer state exists from the first step on
+        storages = {
+            id(t.untyped_storage()): t.untyped_storage().nbytes()
+            for t in [*model.parameters(), *model.buffers(), *sweep.optimizer_state_tensors(cell.optimizer),
+                      *sweep.tensors_in(cell.batch)]
+        }  # fmt: skip
+        held = sum(storages.values())
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: held + 65 * MIB)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: held + 900 * MIB)
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: held + 980 * MIB)
+        sweep.instrumented_step(cell, torch.device("cuda"))
+        assert cell.row.memory_workspace_bytes == 65 * MIB
+        sweep.instrumented_step(cell, cpu)
+        assert cell.row.memory_workspace_bytes == 0
+
+
+CONVOLUTIONS_AND_PLAIN_PRODUCTS = """
+from torch import nn
+
+def convolutions():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
+
+def plain():
+    return nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False))
+"""
+
+
+def test_cublas_workspaces_are_added_only_where_a_matrix_product_ran(tmp_path: Path) -> None:
+    """Convolutions only (cuDNN, not cuBLAS): no workspace. Linear layers without a bias run plain products (mm),
+    forward and backward: two cuBLAS workspaces and no cuBLASLt one."""
+    from layerprof.estimate import estimate_model
+    from layerprof.models import ModelOptions
+    from layerprof.profile import SweepSettings
+
+    factory = tmp_path / "factories.py"
+    factory.write_text(CONVOLUTIONS_AND_PLAIN_PRODUCTS)
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2), target="cuda")
+    convolutions = estimate_model(f"{factory}:convolutions", ModelOptions(input_shape=(3, 8, 8)), settings)
+    plain = estimate_model(f"{factory}:plain", ModelOptions(input_shape=(8,)), settings)
+    for z in (1, 2):
+        row = convolutions.row(2, z)
+        assert row.memory_workspace_bytes == 0 and row.peak_memory_bytes == row.tracked_peak_bytes
+        assert plain.row(2, z).memory_workspace_bytes == 32 * MIB + 32 * MIB

@@ -12,7 +12,14 @@ import pytest
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError
 from layerprof.exporters import export, library_max_budget
-from layerprof.ladder import build_ladder, hyperband, largest_batch_that_fits, select_rungs, successive_halving
+from layerprof.ladder import (
+    build_ladder,
+    hyperband,
+    largest_batch_that_fits,
+    neps_hyperband,
+    select_rungs,
+    successive_halving,
+)
 from layerprof.parsing import parse_memory
 from layerprof.profile import Profile, Row
 from tests.conftest import bare_profile
@@ -129,6 +136,22 @@ def test_successive_halving_and_hyperband_follow_the_formulas() -> None:
     assert brackets[0].configs_per_rung == [81, 27, 9, 3, 1]
     assert [b.first_rung for b in brackets] == [0, 1, 2, 3, 4]
     assert brackets[1].configs_per_rung == [34, 11, 3, 1]
+
+
+def test_neps_brackets_start_floor_k_over_s_plus_one_times_eta_to_the_s() -> None:
+    """Six rungs at eta 3: NePS starts 243, 81, 27, 18, 9, 6 configurations where Li et al. start 243, 98, 41, 18,
+    9, 6, and keeps n // eta^i at each rung (neps.optimizers.utils.brackets)."""
+    unit = [1.0] * 6
+    neps, li = neps_hyperband(unit, 3), hyperband(unit, 3)
+    assert [b.configs_per_rung for b in neps] == [
+        [243, 81, 27, 9, 3, 1], [81, 27, 9, 3, 1], [27, 9, 3, 1], [18, 6, 2], [9, 3], [6],
+    ]  # fmt: skip
+    assert [b.configs_per_rung[0] for b in li] == [243, 98, 41, 18, 9, 6]
+    assert [b.first_rung for b in neps] == [0, 1, 2, 3, 4, 5]
+    # costs in full-training equivalents: rung costs 1, 3, 9 over three rungs, NePS's s=1 bracket 3·1 from rung 1
+    three = neps_hyperband([1.0, 3.0, 9.0], 3)
+    assert [b.configs_per_rung for b in three] == [[9, 3, 1], [3, 1], [3]]
+    assert [b.cost_full_equivalents for b in three] == [pytest.approx(9 / 9 + 9 / 9 + 1), pytest.approx(1 + 1), 3]
 
 
 def test_budget_only_halving_is_compared() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,3 +105,84 @@ def test_true_precision_keeps_tied_weights_tied() -> None:
     model = build_model("paper-gpt-14m", ModelOptions(seq_len=16), dtype=torch.bfloat16).model
     assert model.lm_head.weight is model.transformer.wte.weight
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize(
+    ("name", "autocast_dtype", "scaled", "parameter_dtype"),
+    [
+        ("32-true", None, False, "float32"),
+        ("bf16-mixed", torch.bfloat16, False, "float32"),
+        ("bf16-true", None, False, "bfloat16"),
+        ("16-mixed", torch.float16, True, "float32"),
+        ("16-true", None, False, "float16"),
+    ],
+)
+def test_each_precision_has_lightnings_autocast_and_scaler(
+    name: str, autocast_dtype, scaled: bool, parameter_dtype: str
+) -> None:
+    """bf16-mixed: autocast to bfloat16, no scaler; 16-mixed: float16 with a GradScaler; *-true: neither, the
+    parameters in that dtype."""
+    from layerprof.amp import autocast_for, gradient_scaler
+    from layerprof.precision import get_precision
+
+    precision = get_precision(name)
+    region = autocast_for(precision, "cpu")
+    if autocast_dtype is None:
+        assert not isinstance(region, torch.autocast)
+        with region, torch.autocast("cpu", enabled=False):
+            assert torch.ones(2, 2) @ torch.ones(2, 2) is not None
+    else:
+        assert isinstance(region, torch.autocast) and region.fast_dtype == autocast_dtype
+        with region:
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == autocast_dtype
+        rules = autocast_for(precision, "cpu", cuda_rules_on_cpu=True)
+        assert isinstance(rules, CudaAutocastRules) and rules.dtype == autocast_dtype
+    scaler = gradient_scaler(precision, "cpu")
+    assert (scaler is not None) == scaled
+    if scaled:
+        assert isinstance(scaler, torch.amp.GradScaler)
+    assert precision.parameter_dtype == parameter_dtype
+
+
+def test_a_true_precision_run_feeds_its_model_a_batch_in_that_dtype() -> None:
+    """bf16-true on the CPU: the model's weights and the floating inputs in bfloat16, every cell measured (a float32
+    batch into bfloat16 weights would make every cell an error cell)."""
+    from layerprof.sweep import profile_model
+
+    example = Path(__file__).parent.parent / "examples" / "custom_model.py"
+    options = ModelOptions(input_shape=(64,), num_classes=4, overrides={"width": 32, "classes": 4})
+    loaded = build_model(f"{example}:mlp", options, dtype=torch.bfloat16)
+    layers = loaded.split()
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, len(layers)), precision="bf16-true",
+                             warmup_steps=1, min_steps=1, max_steps=1, steps_per_visit=1)  # fmt: skip
+    profile = profile_model(loaded, layers, settings, torch.device("cpu"))
+    assert [(row.trainable_layers, row.status, row.message) for row in profile.rows] == [
+        (1, "ok", None), (len(layers), "ok", None),
+    ]  # fmt: skip
+    images, _labels = loaded.workload.make_batch(2, torch.device("cpu"), torch.bfloat16)
+    assert images.dtype == torch.bfloat16
+
+
+def test_autocast_lists_keep_the_callables_this_torch_has() -> None:
+    from layerprof.amp import CUDA_FLOAT32, CUDA_LOWER_PRECISION, _existing
+
+    assert _existing("torch.mm", "F.linear", "Tensor.softmax", "torch.no_such_op", "F.no.such") == frozenset(
+        {torch.mm, F.linear, torch.Tensor.softmax}
+    )
+    assert {torch.mm, F.linear, F.conv2d, F.scaled_dot_product_attention} <= CUDA_LOWER_PRECISION
+    assert {F.layer_norm, F.softmax, F.cross_entropy, torch.exp} <= CUDA_FLOAT32
+    assert not CUDA_LOWER_PRECISION & CUDA_FLOAT32
+
+
+def test_each_precision_describes_how_it_was_applied() -> None:
+    from layerprof.precision import PRECISIONS
+
+    assert {name: precision.description for name, precision in PRECISIONS.items()} == {
+        "32-true": "float32 throughout",
+        "bf16-mixed": "float32 parameters, gradients and optimizer state; forward and loss under "
+        "torch.autocast(bfloat16)",
+        "bf16-true": "parameters, gradients, optimizer state and floating inputs in bfloat16 (model.to(bfloat16))",
+        "16-mixed": "float32 parameters, gradients and optimizer state; forward and loss under "
+        "torch.autocast(float16), gradients scaled (torch.amp.GradScaler)",
+        "16-true": "parameters, gradients, optimizer state and floating inputs in float16 (model.to(float16))",
+    }

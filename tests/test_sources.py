@@ -94,6 +94,17 @@ def test_hf_gpt2_ties_its_head_to_the_embedding() -> None:
     assert head.name == "lm_head" and head.shared_with == ("transformer.wte",)
 
 
+def test_hf_models_are_built_without_a_key_value_cache() -> None:
+    """Training needs no cache of keys and values; a model that kept one would hold (and count) memory no training
+    step has. Off even where --set asks for it."""
+    options = hf_options("n_layer=2", "n_embd=64", "n_head=2", "vocab_size=256", "use_cache=true")
+    loaded = build_model("hf:gpt2", options)
+    assert loaded.model.config.use_cache is False
+    inputs, targets = loaded.workload.make_batch(2, torch.device("cpu"))
+    output = loaded.model(inputs)
+    assert getattr(output, "past_key_values", None) is None
+
+
 def test_hf_config_file(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model_type": "qwen2", "num_hidden_layers": 2, "hidden_size": 64,

@@ -44,13 +44,13 @@ def test_a_matrix_product_is_bound_by_the_slower_of_compute_and_memory() -> None
     # a memory-bound copy: 3.35e9 bytes at half the bandwidth: 2 ms, whatever its (zero) FLOPs
     memory = model.predict(StepTrace([op("add", OpClass.MEMORY, nbytes=3_350_000_000)]))
     assert memory.device_ms == pytest.approx(2.0)
-    # float32 products run at 67 TFLOP/s, or at TF32's 495 when TF32 is on; convolutions use their own share
+    # float32 products run at 67 TFLOP/s, or at TF32's 494.5 when TF32 is on; convolutions use their own share
     fp32 = StepTrace([op("mm", OpClass.GEMM, flops=67 * 10**12, dtype="float32")])
     assert TimeModel(H100, PLAIN, Numerics(tf32_matmul=False)).predict(fp32).device_ms == pytest.approx(2000.0)
     assert TimeModel(H100, PLAIN, Numerics(tf32_matmul=True)).predict(fp32).device_ms == pytest.approx(
-        2000.0 * 67 / 495
+        2000.0 * 67 / 494.5
     )
-    conv = StepTrace([op("convolution", OpClass.CONV, flops=495 * 10**12, dtype="float32")])
+    conv = StepTrace([op("convolution", OpClass.CONV, flops=494.5 * 10**12, dtype="float32")])
     assert TimeModel(H100, PLAIN, Numerics(tf32_conv=True)).predict(conv).device_ms == pytest.approx(4000.0)
 
 
