@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,14 @@ def inventory_from_ray(address: str | None) -> list[InventoryItem]:
 
 
 # ---------------------------------------------------------------- Ray
+
+
+def inventory_from_option(text: str) -> list[InventoryItem]:
+    """`plan --cluster`: `ray` or `ray:ADDR` reads a running Ray cluster, anything else is a written inventory."""
+    from layerprof.parsing import parse_ray_address
+
+    on_ray, address = parse_ray_address(text)
+    return inventory_from_ray(address) if on_ray else parse_inventory(text)
 
 
 def import_ray() -> Any:
@@ -259,8 +268,18 @@ class ClusterRun:
         return any(outcome.failures for outcome in self.outcomes)
 
 
-# (event, outcome, batch size, detail): skipped, submitted, retry, done, failed
-SweepEvent = Callable[[str, KindOutcome, int, str], None]
+class SweepEventKind(str, Enum):
+    """What happened to one (kind, batch size) sweep on the cluster."""
+
+    skipped = "skipped"  # its batch size is already in the kind's profile
+    submitted = "submitted"
+    retry = "retry"  # its worker or node was lost; submitted again
+    done = "done"
+    failed = "failed"
+
+
+# (event, outcome, batch size, detail)
+SweepEvent = Callable[[SweepEventKind, KindOutcome, int, str], None]
 
 
 def kind_path(directory: Path, spec: str, kind: ClusterKind) -> Path:
@@ -347,7 +366,7 @@ def profile_on_ray(
     if on_event:
         for outcome in outcomes:
             for batch in outcome.skipped:
-                on_event("skipped", outcome, batch, str(outcome.path))
+                on_event(SweepEventKind.skipped, outcome, batch, str(outcome.path))
     todo = [(o, b) for o in outcomes for b in o.batch_sizes if b not in o.done]
     if not todo:
         return ClusterRun(outcomes, time.perf_counter() - began)
@@ -366,7 +385,7 @@ def profile_on_ray(
             options = {"num_cpus": 1, "num_gpus": gpus, "resources": {outcome.kind.resource: KIND_RESOURCE_SHARE},
                        "max_retries": 0}  # fmt: skip
             if on_event:
-                on_event("submitted", outcome, batch, "")
+                on_event(SweepEventKind.submitted, outcome, batch, "")
             return remote.options(**options).remote(request, outcome.kind, batch)
 
         pending = {submit(o, b): (o, b, 0) for o, b in todo}
@@ -380,14 +399,14 @@ def profile_on_ray(
                     described = _describe(error)
                     if _lost(error) and attempt < RETRIES and outcome.kind.resource in alive_resources():
                         if on_event:
-                            on_event("retry", outcome, batch, described)
+                            on_event(SweepEventKind.retry, outcome, batch, described)
                         pending[submit(outcome, batch)] = (outcome, batch, attempt + 1)
                         continue
                     why = "lost (its worker or node died)" if _lost(error) else "failed"
                     tried = f" after {attempt + 1} attempts" if attempt else ""
                     outcome.failures.append(f"batch {batch} {why}{tried}: {described}")
                     if on_event:
-                        on_event("failed", outcome, batch, outcome.failures[-1])
+                        on_event(SweepEventKind.failed, outcome, batch, outcome.failures[-1])
                     continue
                 from layerprof.profile import save_profile
 
@@ -396,7 +415,7 @@ def profile_on_ray(
                 merged.complete = set(outcome.done) >= set(outcome.batch_sizes)
                 save_profile(merged, outcome.path)
                 if on_event:
-                    on_event("done", outcome, batch, str(outcome.path))
+                    on_event(SweepEventKind.done, outcome, batch, str(outcome.path))
         except KeyboardInterrupt:
             for reference in pending:
                 ray.cancel(reference, force=True)

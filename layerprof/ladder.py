@@ -296,6 +296,15 @@ def build_ladder(
     return ladder
 
 
+def recommended_ladder(profile: Profile) -> tuple[Ladder | None, str | None]:
+    """The ladder a sweep recommends (default eta and cost), or None and why: a profile whose full-training cell
+    failed has none."""
+    try:
+        return build_ladder(profile, cost_kind=default_cost(profile)), None
+    except LayerprofError as error:
+        return None, str(error)
+
+
 def _validate(
     profile: Profile, eta: float, cost_kind: str, min_layers: int, configs: int | None, budget_steps: int | None
 ) -> None:

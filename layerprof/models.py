@@ -34,7 +34,7 @@ from torch import nn
 from layerprof.errors import LayerprofError, ModelWarning, SplitWarning
 from layerprof.layers import Split, TraceFailed, total_params, trace_split
 from layerprof.parsing import coerce
-from layerprof.profile import Layer, ModelInfo, Profile
+from layerprof.profile import MODEL_SOURCES, Layer, ModelInfo, Profile
 from layerprof.workloads import CustomWorkload, Workload
 
 IMAGE_BATCH_SIZES = (32,)
@@ -157,7 +157,7 @@ def litgpt_names() -> list[str]:
     return sorted(name_to_config)
 
 
-SOURCES = ("preset", "torchvision", "litgpt", "timm", "hf")
+SOURCES = MODEL_SOURCES
 OPTIONAL_SOURCES = {"timm": "timm", "hf": "hf"}  # source -> the extra that installs it
 PREFIXED = ("torchvision", "litgpt", "timm", "hf")
 

@@ -35,6 +35,22 @@ def split_items(text: str, option: str, example: str) -> list[str]:
     return parts
 
 
+def parse_names(text: str, option: str, known: tuple[str, ...], what: str = "name") -> list[str]:
+    """`a,b` -> ["a", "b"], each one of `known`; an unknown one names the choices."""
+    names = split_items(text, option, ",".join(known))
+    for name in names:
+        if name not in known:
+            raise LayerprofError(f"{option}: unknown {what} {name!r}; choose from {', '.join(known)}")
+    return names
+
+
+def parse_ray_address(text: str) -> tuple[bool, str | None]:
+    """`ray` -> (True, None: RAY_ADDRESS or local), `ray:ADDR` -> (True, ADDR), anything else -> (False, None)."""
+    if text == "ray" or text.startswith("ray:"):
+        return True, text.partition(":")[2] or None
+    return False, None
+
+
 def parse_positive_ints(text: str, option: str, largest: int = MAX_BATCH_SIZE) -> tuple[int, ...]:
     """`1,8,32` -> (1, 8, 32), sorted and without duplicates; each in 1..`largest`."""
     parts = split_items(text, option, "1,8,32")

@@ -235,12 +235,18 @@ def _tuple(value: Any) -> tuple | None:
     return None if value is None else tuple(value)
 
 
+# The sources `layerprof models` lists (a MODEL may also be a user factory, source "user"); timm and hf are
+# optional extras
+MODEL_SOURCES = ("preset", "torchvision", "litgpt", "timm", "hf")
+ModelSource = Literal["preset", "torchvision", "litgpt", "timm", "hf", "user"]
+
+
 @dataclass
 class ModelInfo:
     """What was profiled: the MODEL string, where it came from, and its split."""
 
     spec: str
-    source: str  # "preset" | "torchvision" | "litgpt" | "user"
+    source: ModelSource
     name: str
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)  # --set
