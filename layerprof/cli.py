@@ -15,42 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from layerprof import __version__, render
+from layerprof import options as opt
 from layerprof.errors import CellsFailed
-from layerprof.options import (
-    AddressOption,
-    BatchSizesOption,
-    Cost,
-    DtypeOption,
-    EvalFrozenOption,
-    Executor,
-    ExportFormat,
-    FormatOption,
-    GridPreset,
-    ImageFormat,
-    InputShapeOption,
-    LayersOption,
-    ModelArgument,
-    NumClassesOption,
-    Optimizer,
-    OptimizerOption,
-    OutputFormat,
-    PlanExport,
-    Precision,
-    PrecisionOption,
-    RestartOption,
-    SeqLenOption,
-    SetOption,
-    SourceOption,
-    SplitMode,
-    Target,
-    TargetOption,
-    UnwrapOption,
-    check_profile_executor,
-    gpu_option,
-    model_options,
-    parse_batch_sizes,
-    precision_name,
-)
 from layerprof.render import user_errors
 from layerprof.simulate import PATHS
 
@@ -86,8 +52,8 @@ def main_options(
 
 @app.command()
 def models(
-    source: SourceOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the names as JSON.")] = False,
+    source: opt.SourceOption = None,
+    as_json: opt.ModelsJsonOption = False,
 ) -> None:
     """List the model names layerprof accepts, grouped by source."""
     with user_errors():
@@ -103,38 +69,20 @@ def models(
 
 @app.command()
 def layers(
-    model: ModelArgument,
-    unwrap: UnwrapOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")] = False,
-    output_format: FormatOption = OutputFormat.table,
-    costs: Annotated[
-        bool,
-        typer.Option(
-            "--costs",
-            help="Per layer, from one full-training step on fake tensors: what it adds when it trains, forward and "
-            "backward FLOPs (weight gradients, inside, passed down), activations it saves, its output.",
-        ),
-    ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", metavar="B", min=1, help="--costs: the batch size.")] = 1,
-    depth: Annotated[
-        int,
-        typer.Option(
-            "--depth",
-            metavar="N",
-            min=0,
-            help="Split N levels deeper: also descend into the classes of the layers that hold two or more "
-            "sub-modules with parameters (the --unwrap classes that reproduce it are printed).",
-        ),
-    ] = 0,
-    target: TargetOption = Target.cuda,
-    precision: PrecisionOption = Precision["32-true"],
-    out: Annotated[
-        Path | None, typer.Option("--out", metavar="PATH", help="--costs: also write JSON (and CSV beside it).")
-    ] = None,
-    num_classes: NumClassesOption = None,
-    input_shape: InputShapeOption = None,
-    seq_len: SeqLenOption = None,
-    overrides: SetOption = None,
+    model: opt.ModelArgument,
+    unwrap: opt.UnwrapOption = None,
+    as_json: opt.LayersJsonOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+    costs: opt.CostsOption = False,
+    batch_size: opt.LayersBatchSizeOption = 1,
+    depth: opt.DepthOption = 0,
+    target: opt.TargetOption = opt.Target.cuda,
+    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    out: opt.LayersOutOption = None,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
 ) -> None:
     """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
     layer costs)."""
@@ -144,7 +92,7 @@ def layers(
         from layerprof.models import CONSTRUCTION_NOTES, split_model
         from layerprof.profile import ensure_writable
 
-        options = model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         if depth:
             deepest = splits_by_depth(model, options, depth)[-1]
             if deepest.depth < depth:
@@ -168,82 +116,34 @@ def layers(
 
 @app.command()
 def profile(
-    model: ModelArgument,
-    batch_sizes: BatchSizesOption = None,
-    layer_counts: LayersOption = "all",
-    warmup: Annotated[
-        int, typer.Option("--warmup", metavar="STEPS", help="Unmeasured steps per cell (at least 1).")
-    ] = 10,
-    min_steps: Annotated[
-        int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Timed steps per cell before it may stop.")
-    ] = 15,
-    steps: Annotated[
-        int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many timed steps per cell.")
-    ] = 30,
-    steps_per_visit: Annotated[
-        int, typer.Option("--steps-per-visit", min=1, metavar="STEPS", help="Timed steps per visit of a cell.")
-    ] = 5,
-    max_time: Annotated[
-        float | None,
-        typer.Option(
-            "--max-time", metavar="SECONDS", help="Stop re-measuring cells other work disturbed after this long."
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, metavar="N", help="torch's threads (default: torch's own).")
-    ] = None,
-    cpus: Annotated[
-        str | None, typer.Option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 0,2.")
-    ] = None,
-    optimizer: OptimizerOption = Optimizer.adamw,
-    precision: PrecisionOption = Precision["32-true"],
-    dtype: DtypeOption = None,
-    device: Annotated[
-        str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA if available), cpu, cuda, cuda:N.")
-    ] = "auto",
-    tf32: Annotated[
-        bool | None,
-        typer.Option(
-            "--tf32/--no-tf32",
-            help="TensorFloat-32 for float32 matmuls and cuDNN convolutions, on or off. "
-            "Default: PyTorch's own (matmuls in full float32, convolutions in TF32).",
-            show_default=False,
-        ),
-    ] = None,
-    per_layer: Annotated[
-        bool,
-        typer.Option(
-            "--per-layer",
-            help="After the sweep, time each layer's forward and backward in full training (CUDA events on a GPU, "
-            "perf counters on the CPU), at every batch size.",
-        ),
-    ] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            metavar="PATH",
-            help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json; with Ray, a directory.",
-        ),
-    ] = None,
-    executor: Annotated[
-        Executor, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
-    ] = Executor.local,
-    address: AddressOption = None,
-    gpu_kinds: Annotated[
-        str | None,
-        typer.Option(
-            "--gpu-kinds", metavar="KINDS", help="Ray: L4,H100 (accelerator types) or small=RESOURCE (custom)."
-        ),
-    ] = None,
-    restart: RestartOption = False,
-    eval_frozen: EvalFrozenOption = False,
-    output_format: FormatOption = OutputFormat.table,
-    num_classes: NumClassesOption = None,
-    input_shape: InputShapeOption = None,
-    seq_len: SeqLenOption = None,
-    overrides: SetOption = None,
-    unwrap: UnwrapOption = None,
+    model: opt.ModelArgument,
+    batch_sizes: opt.BatchSizesOption = None,
+    layer_counts: opt.LayersOption = "all",
+    warmup: opt.WarmupOption = 10,
+    min_steps: opt.MinStepsOption = 15,
+    steps: opt.StepsOption = 30,
+    steps_per_visit: opt.StepsPerVisitOption = 5,
+    max_time: opt.MaxTimeOption = None,
+    threads: opt.ProfileThreadsOption = None,
+    cpus: opt.CpusOption = None,
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    dtype: opt.DtypeOption = None,
+    device: opt.DeviceOption = "auto",
+    tf32: opt.Tf32Option = None,
+    per_layer: opt.PerLayerOption = False,
+    out: opt.ProfileOutOption = None,
+    executor: opt.ProfileExecutorOption = opt.Executor.local,
+    address: opt.AddressOption = None,
+    gpu_kinds: opt.GpuKindsOption = None,
+    restart: opt.RestartOption = False,
+    eval_frozen: opt.EvalFrozenOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
+    unwrap: opt.UnwrapOption = None,
 ) -> None:
     """Measure memory, step time and FLOPs of MODEL for every trainable-layer count z and batch size.
 
@@ -255,20 +155,20 @@ def profile(
         from layerprof.sweep import plan_profile
 
         settings = SweepSettings(
-            batch_sizes=parse_batch_sizes(batch_sizes),
+            batch_sizes=opt.parse_batch_sizes(batch_sizes),
             trainable_layer_counts=(),
             warmup_steps=warmup,
             min_steps=min_steps,
             max_steps=steps,
             optimizer=optimizer.value,
-            precision=precision_name(precision, dtype),
+            precision=opt.precision_name(precision, dtype),
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
             eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
-        options = model_options(num_classes, input_shape, seq_len, overrides, unwrap)
-        check_profile_executor(executor.value == "ray", cpus, gpu_kinds, address, out)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        opt.check_profile_executor(executor.value == "ray", cpus, gpu_kinds, address, out)
         if executor.value == "ray":
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
@@ -317,48 +217,26 @@ def _profile_on_ray(
 
 @app.command()
 def estimate(
-    model: ModelArgument,
-    batch_sizes: BatchSizesOption = None,
-    layer_counts: LayersOption = "all",
-    target: TargetOption = Target.cuda,
-    gpu: gpu_option(
-        "Its cuBLAS workspace, its peaks for predicted step times and, for ladders, its memory (default: H100's "
-        "workspace and peaks, no memory)."
-    ) = None,
-    calibrate: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--calibrate",
-            metavar="PROFILE",
-            help="Fit the time model to measured profiles (any models) of the target device kind, or reuse the one "
-            "an earlier estimate holds. Repeatable. Default: documented default constants.",
-        ),
-    ] = None,
-    against: Annotated[
-        Path | None,
-        typer.Option("--against", metavar="PROFILE", help="A measured profile of MODEL: predicted against measured."),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option("--threads", min=1, metavar="N", help="--target cpu: the threads step times are predicted for."),
-    ] = None,
-    optimizer: OptimizerOption = Optimizer.adamw,
-    precision: PrecisionOption = Precision["32-true"],
-    dtype: DtypeOption = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-estimate-TARGET.json."
-        ),
-    ] = None,
-    restart: RestartOption = False,
-    eval_frozen: EvalFrozenOption = False,
-    output_format: FormatOption = OutputFormat.table,
-    num_classes: NumClassesOption = None,
-    input_shape: InputShapeOption = None,
-    seq_len: SeqLenOption = None,
-    overrides: SetOption = None,
-    unwrap: UnwrapOption = None,
+    model: opt.ModelArgument,
+    batch_sizes: opt.BatchSizesOption = None,
+    layer_counts: opt.LayersOption = "all",
+    target: opt.TargetOption = opt.Target.cuda,
+    gpu: opt.EstimateGpuOption = None,
+    calibrate: opt.CalibrateOption = None,
+    against: opt.AgainstOption = None,
+    threads: opt.EstimateThreadsOption = None,
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    dtype: opt.DtypeOption = None,
+    out: opt.EstimateOutOption = None,
+    restart: opt.RestartOption = False,
+    eval_frozen: opt.EvalFrozenOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
+    unwrap: opt.UnwrapOption = None,
 ) -> None:
     """Predict memory (by category), FLOPs and step time of every cell on fake tensors: no GPU, no real memory."""
     with user_errors():
@@ -369,17 +247,17 @@ def estimate(
         from layerprof.timemodel import check_predictions
 
         settings = SweepSettings(
-            batch_sizes=parse_batch_sizes(batch_sizes),
+            batch_sizes=opt.parse_batch_sizes(batch_sizes),
             trainable_layer_counts=(),
             optimizer=optimizer.value,
-            precision=precision_name(precision, dtype),
+            precision=opt.precision_name(precision, dtype),
             mode="estimate",
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
-        options = model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         measured = load_profile(against) if against else None
         doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
         with render.status(doing):
@@ -397,47 +275,19 @@ def estimate(
 
 @app.command()
 def ladder(
-    profile_path: Annotated[
-        Path, typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile`.")
-    ],
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
-    ] = None,
-    eta: Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")] = 3.0,
-    cost: Annotated[
-        Cost | None,
-        typer.Option("--cost", help="What the rungs are spaced by (default: time, or flops for an estimate)."),
-    ] = None,
-    min_layers: Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")] = 1,
-    gpu_memory: Annotated[
-        str | None,
-        typer.Option(
-            "--gpu-memory", metavar="SIZE", help="GPU memory for slots, e.g. 80GiB (default: the profile's GPU)."
-        ),
-    ] = None,
-    configs: Annotated[
-        int | None, typer.Option("--configs", metavar="N", help="Initial configurations: brackets and their cost.")
-    ] = None,
-    budget_steps: Annotated[
-        int | None, typer.Option("--budget-steps", metavar="STEPS", help="Add training steps as a second fidelity.")
-    ] = None,
-    correlation: Annotated[
-        Path | None,
-        typer.Option("--correlation", metavar="RESULT", help="A correlate result.json: show each rung's rho."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")] = False,
-    export: Annotated[
-        ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
-    ] = None,
-    split: Annotated[
-        SplitMode,
-        typer.Option(
-            "--split",
-            help="auto: also compare the model's splits at other depths (finer layers) by the ladder each gives, "
-            "from one per-layer trace, and name the best.",
-        ),
-    ] = SplitMode.profile,
-    output_format: FormatOption = OutputFormat.table,
+    profile_path: opt.LadderProfileArgument,
+    batch_size: opt.LadderBatchSizeOption = None,
+    eta: opt.LadderEtaOption = 3.0,
+    cost: opt.CostOption = None,
+    min_layers: opt.MinLayersOption = 1,
+    gpu_memory: opt.LadderGpuMemoryOption = None,
+    configs: opt.LadderConfigsOption = None,
+    budget_steps: opt.LadderBudgetStepsOption = None,
+    correlation: opt.CorrelationOption = None,
+    as_json: opt.LadderJsonOption = False,
+    export: opt.LadderExportOption = None,
+    split: opt.SplitOption = opt.SplitMode.profile,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
@@ -461,7 +311,7 @@ def ladder(
         for text in notes:
             render.note(text, "warning", "yellow")
         report = None
-        if split is SplitMode.auto:
+        if split is opt.SplitMode.auto:
             with render.status("comparing the splits at other depths (one per-layer trace)"):
                 report = choose_split_for_profile(load_profile(profile_path), result.batch_size, eta)
         if export is not None:
@@ -476,26 +326,21 @@ def ladder(
 
 @app.command()
 def fit(
-    model: ModelArgument,
-    memory: Annotated[
-        str | None, typer.Option("--memory", metavar="SIZE", help="GPU memory budget, e.g. 24GiB.")
-    ] = None,
-    gpu: gpu_option("The GPU whose memory is the budget.") = None,
-    layer_counts: LayersOption = "all",
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", metavar="B", min=1, help="Also name the smallest GPU that runs this batch."),
-    ] = None,
-    target: TargetOption = Target.cuda,
-    optimizer: OptimizerOption = Optimizer.adamw,
-    precision: PrecisionOption = Precision["32-true"],
-    dtype: DtypeOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    num_classes: NumClassesOption = None,
-    input_shape: InputShapeOption = None,
-    seq_len: SeqLenOption = None,
-    overrides: SetOption = None,
-    unwrap: UnwrapOption = None,
+    model: opt.ModelArgument,
+    memory: opt.MemoryOption = None,
+    gpu: opt.FitGpuOption = None,
+    layer_counts: opt.LayersOption = "all",
+    batch_size: opt.FitBatchSizeOption = None,
+    target: opt.TargetOption = opt.Target.cuda,
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    dtype: opt.DtypeOption = None,
+    as_json: opt.FitJsonOption = False,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
+    unwrap: opt.UnwrapOption = None,
 ) -> None:
     """For each z, the largest batch that fits in --memory or on --gpu (estimated; 512 MiB kept for the context)."""
     with user_errors():
@@ -507,12 +352,12 @@ def fit(
 
         budget = parse_memory_budget(memory, gpu)
         selection = parse_layer_selection(layer_counts)
-        options = model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         settings = SweepSettings(
             batch_sizes=(1,),
             trainable_layer_counts=(1,),
             optimizer=optimizer.value,
-            precision=precision_name(precision, dtype),
+            precision=opt.precision_name(precision, dtype),
             mode="estimate",
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
@@ -527,13 +372,9 @@ def fit(
 
 @app.command()
 def report(
-    profiles: Annotated[
-        list[Path], typer.Argument(metavar="PROFILE...", help="One or more profiles; several are overlaid.")
-    ],
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the figures and index.md go.")] = Path(
-        "report"
-    ),
-    image_format: Annotated[ImageFormat, typer.Option("--format", help="Image format.")] = ImageFormat.png,
+    profiles: opt.ReportProfilesArgument,
+    out: opt.ReportOutOption = Path("report"),
+    image_format: opt.ImageFormatOption = opt.ImageFormat.png,
 ) -> None:
     """Draw the paper's figures for your model: cost curves, parameters and FLOPs, memory by category."""
     with user_errors():
@@ -548,46 +389,17 @@ def report(
 
 @app.command()
 def correlate(
-    task: Annotated[
-        str, typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (see README).")
-    ],
-    grid: Annotated[
-        Path | None, typer.Option("--grid", metavar="FILE", help="JSON/YAML: name -> list of values.")
-    ] = None,
-    grid_preset: Annotated[
-        GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")
-    ] = GridPreset.small,
-    layer_counts: Annotated[
-        str | None,
-        typer.Option(
-            "--layers",
-            metavar="Z",
-            help="Trainable-layer counts, e.g. 1,2,4,all (default: those of 1,2,4,all the task has).",
-        ),
-    ] = None,
-    budget_fractions: Annotated[
-        str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
-    ] = "0.1,0.25,0.5,1",
-    seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")] = 1,
-    continued: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--continue",
-            metavar="PATHS|RUNGS",
-            help="Also run each configuration through these rungs in one continued run: budget,layers,diagonal "
-            "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
-        ),
-    ] = None,
-    executor: Annotated[
-        Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
-    ] = Executor.local,
-    workers: Annotated[
-        int | None, typer.Option("--workers", min=1, metavar="N", help="Local worker processes (default: cores).")
-    ] = None,
-    address: AddressOption = None,
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Trials, results and heatmap (resumable).")] = Path(
-        "correlation"
-    ),
+    task: opt.TaskArgument,
+    grid: opt.GridOption = None,
+    grid_preset: opt.GridPresetOption = opt.GridPreset.small,
+    layer_counts: opt.CorrelateLayerCountsOption = None,
+    budget_fractions: opt.BudgetFractionsOption = "0.1,0.25,0.5,1",
+    seeds: opt.SeedsOption = 1,
+    continued: opt.ContinuedOption = None,
+    executor: opt.CorrelateExecutorOption = opt.Executor.local,
+    workers: opt.WorkersOption = None,
+    address: opt.AddressOption = None,
+    out: opt.CorrelateOutOption = Path("correlation"),
 ) -> None:
     """Rank correlation of low fidelities with full training, over trainable layers x training budget."""
     with user_errors():
@@ -624,56 +436,21 @@ def correlate(
 
 @app.command()
 def simulate(
-    study: Annotated[
-        Path, typer.Argument(metavar="STUDY", help="A `layerprof correlate` --out directory (its recorded trials).")
-    ],
-    profile_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--profile", metavar="PROFILE", help="A profile of the task's model: GPU cost, memory, the ladder paths."
-        ),
-    ] = None,
-    eta: Annotated[float, typer.Option("--eta", metavar="ETA", help="Keep 1/eta of the trials at each rung.")] = 3.0,
-    configs: Annotated[
-        int | None,
-        typer.Option("--configs", metavar="N", help="Starting configurations (default: eta^(rungs-1) of budget)."),
-    ] = None,
-    repeats: Annotated[
-        str,
-        typer.Option(
-            "--repeats", metavar="R|auto", help="Sampled runs per path, or auto: batches of 1000 until stable."
-        ),
-    ] = "auto",
-    paths: Annotated[
-        str | None,
-        typer.Option("--paths", metavar="NAMES", help=f"Some of {','.join(PATHS)} (default: all the inputs allow)."),
-    ] = None,
-    custom: Annotated[
-        list[str] | None, typer.Option("--path", metavar="RUNGS", help="Your own rungs, e.g. 1@0.25,3@0.5,6@1.")
-    ] = None,
-    layer_counts: Annotated[
-        str | None, typer.Option("--layers", metavar="Z", help="The study's z values paths may use (default: all).")
-    ] = None,
-    budgets: Annotated[
-        str | None,
-        typer.Option("--budgets", metavar="F,F,...", help="The study's budget fractions paths may use (default: all)."),
-    ] = None,
-    gpu_memory: Annotated[
-        str | None,
-        typer.Option(
-            "--gpu-memory", metavar="SIZE", help="GPU memory for side-by-side trials (default: the profile's)."
-        ),
-    ] = None,
-    full_steps: Annotated[
-        int | None,
-        typer.Option("--full-steps", min=1, metavar="STEPS", help="Steps at budget 1, for a task that does not say."),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", metavar="S", help="Seed of the sampled runs.")] = 0,
-    out: Annotated[
-        Path | None, typer.Option("--out", metavar="DIR", help="Where the JSON and figure go (default: STUDY).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the simulation as JSON.")] = False,
-    output_format: FormatOption = OutputFormat.table,
+    study: opt.StudyArgument,
+    profile_path: opt.SimulateProfilePathOption = None,
+    eta: opt.SimulateEtaOption = 3.0,
+    configs: opt.SimulateConfigsOption = None,
+    repeats: opt.RepeatsOption = "auto",
+    paths: opt.PathsOption = None,
+    custom: opt.CustomOption = None,
+    layer_counts: opt.SimulateLayerCountsOption = None,
+    budgets: opt.BudgetsOption = None,
+    gpu_memory: opt.SimulateGpuMemoryOption = None,
+    full_steps: opt.FullStepsOption = None,
+    seed: opt.SeedOption = 0,
+    out: opt.SimulateOutOption = None,
+    as_json: opt.SimulateJsonOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
     """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
     with user_errors():
@@ -714,37 +491,16 @@ def simulate(
 
 @app.command()
 def plan(
-    profile_paths: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="PROFILE...", help="Profiles of one model measured on GPUs, and/or an estimate (--target cuda)."
-        ),
-    ],
-    cluster: Annotated[
-        str,
-        typer.Option(
-            "--cluster",
-            metavar="GPUS",
-            help="The GPUs you have, e.g. 16xL4,4xA100-80GB,1xH100 or 7xH100-1g.10gb; `ray` or ray:ADDR reads "
-            "a running Ray cluster.",
-        ),
-    ],
-    eta: Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")] = 3.0,
-    configs: Annotated[
-        int | None, typer.Option("--configs", min=1, metavar="N", help="Starting configurations (default eta^(K-1)).")
-    ] = None,
-    budget_steps: Annotated[
-        int, typer.Option("--budget-steps", min=1, metavar="STEPS", help="Training steps of a full-budget trial.")
-    ] = 1000,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", metavar="B", help="The batch size (default: the one they share).")
-    ] = None,
-    min_layers: Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    export: Annotated[
-        PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
-    ] = None,
-    output_format: FormatOption = OutputFormat.table,
+    profile_paths: opt.PlanProfilesArgument,
+    cluster: opt.ClusterOption,
+    eta: opt.PlanEtaOption = 3.0,
+    configs: opt.PlanConfigsOption = None,
+    budget_steps: opt.PlanBudgetStepsOption = 1000,
+    batch_size: opt.PlanBatchSizeOption = None,
+    min_layers: opt.MinLayersOption = 1,
+    as_json: opt.PlanJsonOption = False,
+    export: opt.PlanExportOption = None,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
     with user_errors():
@@ -774,30 +530,15 @@ def plan(
 
 @app.command()
 def check(
-    current: Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")],
-    baseline: Annotated[Path, typer.Argument(metavar="BASELINE", help="The accepted profile to compare against.")],
-    time_tolerance: Annotated[
-        str, typer.Option("--time-tolerance", metavar="SHARE", help="Allowed slowdown beyond the measured spread.")
-    ] = "10%",
-    memory_tolerance: Annotated[
-        str, typer.Option("--memory-tolerance", metavar="SHARE", help="Allowed growth of measured memory.")
-    ] = "2%",
-    accept_changes: Annotated[
-        bool, typer.Option("--accept-changes", help="Report changed deterministic figures without failing.")
-    ] = False,
-    allow_device_mismatch: Annotated[
-        bool, typer.Option("--allow-device-mismatch", help="Compare profiles from different devices.")
-    ] = False,
-    summary_md: Annotated[
-        Path | None,
-        typer.Option("--summary-md", metavar="PATH", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
-    ] = None,
-    junit: Annotated[
-        Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML, a case per cell and figure.")
-    ] = None,
-    update_baseline: Annotated[
-        bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
-    ] = False,
+    current: opt.CurrentArgument,
+    baseline: opt.BaselineArgument,
+    time_tolerance: opt.TimeToleranceOption = "10%",
+    memory_tolerance: opt.MemoryToleranceOption = "2%",
+    accept_changes: opt.AcceptChangesOption = False,
+    allow_device_mismatch: opt.AllowDeviceMismatchOption = False,
+    summary_md: opt.SummaryMdOption = None,
+    junit: opt.JunitOption = None,
+    update_baseline: opt.UpdateBaselineOption = False,
 ) -> None:
     """Gate regressions: exit 0 pass, 1 regression, 2 unusable input (an incomplete profile included), 3
     inconclusive (noise hides a slowdown)."""

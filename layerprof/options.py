@@ -23,6 +23,7 @@ from layerprof.optimizers import OPTIMIZERS
 from layerprof.precision import PRECISIONS
 from layerprof.profile import MODEL_SOURCES
 from layerprof.report import IMAGE_FORMATS
+from layerprof.simulate import PATHS
 
 
 def choices(name: str, values: Iterable[str]) -> Any:
@@ -184,3 +185,298 @@ def check_profile_executor(
             raise LayerprofError(f"with --executor ray, --out is a directory (one profile per kind), got {str(out)!r}")
     elif gpu_kinds is not None or address is not None:
         raise LayerprofError("--gpu-kinds and --address need --executor ray")
+
+
+# ---------------------------------------------------------------- options of one command (or one meaning)
+
+ModelsJsonOption = Annotated[bool, typer.Option("--json", help="Print the names as JSON.")]
+LayersJsonOption = Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")]
+CostsOption = Annotated[
+    bool,
+    typer.Option(
+        "--costs",
+        help="Per layer, from one full-training step on fake tensors: what it adds when it trains, forward and "
+        "backward FLOPs (weight gradients, inside, passed down), activations it saves, its output.",
+    ),
+]
+LayersBatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", metavar="B", min=1, help="--costs: the batch size.")
+]
+DepthOption = Annotated[
+    int,
+    typer.Option(
+        "--depth",
+        metavar="N",
+        min=0,
+        help="Split N levels deeper: also descend into the classes of the layers that hold two or more "
+        "sub-modules with parameters (the --unwrap classes that reproduce it are printed).",
+    ),
+]
+LayersOutOption = Annotated[
+    Path | None, typer.Option("--out", metavar="PATH", help="--costs: also write JSON (and CSV beside it).")
+]
+WarmupOption = Annotated[int, typer.Option("--warmup", metavar="STEPS", help="Unmeasured steps per cell (at least 1).")]
+MinStepsOption = Annotated[
+    int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Timed steps per cell before it may stop.")
+]
+StepsOption = Annotated[
+    int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many timed steps per cell.")
+]
+StepsPerVisitOption = Annotated[
+    int, typer.Option("--steps-per-visit", min=1, metavar="STEPS", help="Timed steps per visit of a cell.")
+]
+MaxTimeOption = Annotated[
+    float | None,
+    typer.Option("--max-time", metavar="SECONDS", help="Stop re-measuring cells other work disturbed after this long."),
+]
+ProfileThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, metavar="N", help="torch's threads (default: torch's own).")
+]
+CpusOption = Annotated[
+    str | None, typer.Option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 0,2.")
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA if available), cpu, cuda, cuda:N.")
+]
+Tf32Option = Annotated[
+    bool | None,
+    typer.Option(
+        "--tf32/--no-tf32",
+        help="TensorFloat-32 for float32 matmuls and cuDNN convolutions, on or off. "
+        "Default: PyTorch's own (matmuls in full float32, convolutions in TF32).",
+        show_default=False,
+    ),
+]
+PerLayerOption = Annotated[
+    bool,
+    typer.Option(
+        "--per-layer",
+        help="After the sweep, time each layer's forward and backward in full training (CUDA events on a GPU, "
+        "perf counters on the CPU), at every batch size.",
+    ),
+]
+ProfileOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        metavar="PATH",
+        help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json; with Ray, a directory.",
+    ),
+]
+ProfileExecutorOption = Annotated[
+    Executor, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
+]
+GpuKindsOption = Annotated[
+    str | None,
+    typer.Option("--gpu-kinds", metavar="KINDS", help="Ray: L4,H100 (accelerator types) or small=RESOURCE (custom)."),
+]
+EstimateGpuOption = gpu_option(
+    "Its cuBLAS workspace, its peaks for predicted step times and, for ladders, its memory (default: H100's "
+    "workspace and peaks, no memory)."
+)
+CalibrateOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--calibrate",
+        metavar="PROFILE",
+        help="Fit the time model to measured profiles (any models) of the target device kind, or reuse the one "
+        "an earlier estimate holds. Repeatable. Default: documented default constants.",
+    ),
+]
+AgainstOption = Annotated[
+    Path | None,
+    typer.Option("--against", metavar="PROFILE", help="A measured profile of MODEL: predicted against measured."),
+]
+EstimateThreadsOption = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, metavar="N", help="--target cpu: the threads step times are predicted for."),
+]
+EstimateOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-estimate-TARGET.json."
+    ),
+]
+LadderProfileArgument = Annotated[
+    Path, typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile`.")
+]
+LadderBatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
+]
+LadderEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
+CostOption = Annotated[
+    Cost | None,
+    typer.Option("--cost", help="What the rungs are spaced by (default: time, or flops for an estimate)."),
+]
+MinLayersOption = Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")]
+LadderGpuMemoryOption = Annotated[
+    str | None,
+    typer.Option("--gpu-memory", metavar="SIZE", help="GPU memory for slots, e.g. 80GiB (default: the profile's GPU)."),
+]
+LadderConfigsOption = Annotated[
+    int | None, typer.Option("--configs", metavar="N", help="Initial configurations: brackets and their cost.")
+]
+LadderBudgetStepsOption = Annotated[
+    int | None, typer.Option("--budget-steps", metavar="STEPS", help="Add training steps as a second fidelity.")
+]
+CorrelationOption = Annotated[
+    Path | None,
+    typer.Option("--correlation", metavar="RESULT", help="A correlate result.json: show each rung's rho."),
+]
+LadderJsonOption = Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")]
+LadderExportOption = Annotated[
+    ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
+]
+SplitOption = Annotated[
+    SplitMode,
+    typer.Option(
+        "--split",
+        help="auto: also compare the model's splits at other depths (finer layers) by the ladder each gives, "
+        "from one per-layer trace, and name the best.",
+    ),
+]
+MemoryOption = Annotated[str | None, typer.Option("--memory", metavar="SIZE", help="GPU memory budget, e.g. 24GiB.")]
+FitGpuOption = gpu_option("The GPU whose memory is the budget.")
+FitBatchSizeOption = Annotated[
+    int | None,
+    typer.Option("--batch-size", metavar="B", min=1, help="Also name the smallest GPU that runs this batch."),
+]
+FitJsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ReportProfilesArgument = Annotated[
+    list[Path], typer.Argument(metavar="PROFILE...", help="One or more profiles; several are overlaid.")
+]
+ReportOutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the figures and index.md go.")]
+ImageFormatOption = Annotated[ImageFormat, typer.Option("--format", help="Image format.")]
+TaskArgument = Annotated[
+    str, typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (see README).")
+]
+GridOption = Annotated[Path | None, typer.Option("--grid", metavar="FILE", help="JSON/YAML: name -> list of values.")]
+GridPresetOption = Annotated[GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")]
+CorrelateLayerCountsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layers",
+        metavar="Z",
+        help="Trainable-layer counts, e.g. 1,2,4,all (default: those of 1,2,4,all the task has).",
+    ),
+]
+BudgetFractionsOption = Annotated[
+    str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
+]
+SeedsOption = Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")]
+ContinuedOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--continue",
+        metavar="PATHS|RUNGS",
+        help="Also run each configuration through these rungs in one continued run: budget,layers,diagonal "
+        "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
+    ),
+]
+CorrelateExecutorOption = Annotated[Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", min=1, metavar="N", help="Local worker processes (default: cores).")
+]
+CorrelateOutOption = Annotated[
+    Path, typer.Option("--out", metavar="DIR", help="Trials, results and heatmap (resumable).")
+]
+StudyArgument = Annotated[
+    Path, typer.Argument(metavar="STUDY", help="A `layerprof correlate` --out directory (its recorded trials).")
+]
+SimulateProfilePathOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile", metavar="PROFILE", help="A profile of the task's model: GPU cost, memory, the ladder paths."
+    ),
+]
+SimulateEtaOption = Annotated[
+    float, typer.Option("--eta", metavar="ETA", help="Keep 1/eta of the trials at each rung.")
+]
+SimulateConfigsOption = Annotated[
+    int | None,
+    typer.Option("--configs", metavar="N", help="Starting configurations (default: eta^(rungs-1) of budget)."),
+]
+RepeatsOption = Annotated[
+    str,
+    typer.Option("--repeats", metavar="R|auto", help="Sampled runs per path, or auto: batches of 1000 until stable."),
+]
+PathsOption = Annotated[
+    str | None,
+    typer.Option("--paths", metavar="NAMES", help=f"Some of {','.join(PATHS)} (default: all the inputs allow)."),
+]
+CustomOption = Annotated[
+    list[str] | None, typer.Option("--path", metavar="RUNGS", help="Your own rungs, e.g. 1@0.25,3@0.5,6@1.")
+]
+SimulateLayerCountsOption = Annotated[
+    str | None, typer.Option("--layers", metavar="Z", help="The study's z values paths may use (default: all).")
+]
+BudgetsOption = Annotated[
+    str | None,
+    typer.Option("--budgets", metavar="F,F,...", help="The study's budget fractions paths may use (default: all)."),
+]
+SimulateGpuMemoryOption = Annotated[
+    str | None,
+    typer.Option("--gpu-memory", metavar="SIZE", help="GPU memory for side-by-side trials (default: the profile's)."),
+]
+FullStepsOption = Annotated[
+    int | None,
+    typer.Option("--full-steps", min=1, metavar="STEPS", help="Steps at budget 1, for a task that does not say."),
+]
+SeedOption = Annotated[int, typer.Option("--seed", metavar="S", help="Seed of the sampled runs.")]
+SimulateOutOption = Annotated[
+    Path | None, typer.Option("--out", metavar="DIR", help="Where the JSON and figure go (default: STUDY).")
+]
+SimulateJsonOption = Annotated[bool, typer.Option("--json", help="Print the simulation as JSON.")]
+PlanProfilesArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="PROFILE...", help="Profiles of one model measured on GPUs, and/or an estimate (--target cuda)."
+    ),
+]
+ClusterOption = Annotated[
+    str,
+    typer.Option(
+        "--cluster",
+        metavar="GPUS",
+        help="The GPUs you have, e.g. 16xL4,4xA100-80GB,1xH100 or 7xH100-1g.10gb; `ray` or ray:ADDR reads "
+        "a running Ray cluster.",
+    ),
+]
+PlanEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
+PlanConfigsOption = Annotated[
+    int | None, typer.Option("--configs", min=1, metavar="N", help="Starting configurations (default eta^(K-1)).")
+]
+PlanBudgetStepsOption = Annotated[
+    int, typer.Option("--budget-steps", min=1, metavar="STEPS", help="Training steps of a full-budget trial.")
+]
+PlanBatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", metavar="B", help="The batch size (default: the one they share).")
+]
+PlanJsonOption = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
+PlanExportOption = Annotated[
+    PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
+]
+CurrentArgument = Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")]
+BaselineArgument = Annotated[Path, typer.Argument(metavar="BASELINE", help="The accepted profile to compare against.")]
+TimeToleranceOption = Annotated[
+    str, typer.Option("--time-tolerance", metavar="SHARE", help="Allowed slowdown beyond the measured spread.")
+]
+MemoryToleranceOption = Annotated[
+    str, typer.Option("--memory-tolerance", metavar="SHARE", help="Allowed growth of measured memory.")
+]
+AcceptChangesOption = Annotated[
+    bool, typer.Option("--accept-changes", help="Report changed deterministic figures without failing.")
+]
+AllowDeviceMismatchOption = Annotated[
+    bool, typer.Option("--allow-device-mismatch", help="Compare profiles from different devices.")
+]
+SummaryMdOption = Annotated[
+    Path | None,
+    typer.Option("--summary-md", metavar="PATH", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+]
+JunitOption = Annotated[
+    Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML, a case per cell and figure.")
+]
+UpdateBaselineOption = Annotated[
+    bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
+]
