@@ -77,7 +77,7 @@ def layers(
     batch_size: opt.LayersBatchSizeOption = 1,
     depth: opt.DepthOption = 0,
     target: opt.TargetOption = opt.Target.cuda,
-    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    precision: opt.PrecisionOption = "32-true",
     out: opt.LayersOutOption = None,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -103,7 +103,7 @@ def layers(
         if costs:
             path = ensure_writable(out) if out else None
             with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
-                table = layer_costs(model, options, batch_size, precision.value, target.value)
+                table = layer_costs(model, options, batch_size, precision, target.value)
             if path:
                 table.save(path)
             render.layer_costs(table, path, as_json, output_format.value)
@@ -127,7 +127,7 @@ def profile(
     threads: opt.ProfileThreadsOption = None,
     cpus: opt.CpusOption = None,
     optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
-    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     device: opt.DeviceOption = "auto",
     tf32: opt.Tf32Option = None,
@@ -226,7 +226,7 @@ def estimate(
     against: opt.AgainstOption = None,
     threads: opt.EstimateThreadsOption = None,
     optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
-    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     out: opt.EstimateOutOption = None,
     restart: opt.RestartOption = False,
@@ -333,7 +333,7 @@ def fit(
     batch_size: opt.FitBatchSizeOption = None,
     target: opt.TargetOption = opt.Target.cuda,
     optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
-    precision: opt.PrecisionOption = opt.Precision["32-true"],
+    precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     as_json: opt.FitJsonOption = False,
     num_classes: opt.NumClassesOption = None,

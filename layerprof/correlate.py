@@ -102,8 +102,8 @@ def bootstrap_interval(
 
 # ---------------------------------------------------------------- trials
 
-Cell = tuple[int, float]  # (trainable layers z, budget fraction)
-Chain = tuple[Cell, ...]  # the rungs one continued run goes through, in order
+GridCell = tuple[int, float]  # (trainable layers z, budget fraction)
+Chain = tuple[GridCell, ...]  # the rungs one continued run goes through, in order
 Phase = Literal["training", "evaluation"]
 PHASES: tuple[Phase, ...] = get_args(Phase)
 CONTINUED_PATHS = ("budget", "layers", "diagonal")  # the named paths --continue takes (simulate's, over the study)
@@ -134,12 +134,12 @@ class ContinuedTrial:
         return continued_key(self.chain, self.config_index, self.seed)
 
 
-def continued_key(chain: Sequence[Cell], config_index: int, seed: int) -> str:
+def continued_key(chain: Sequence[GridCell], config_index: int, seed: int) -> str:
     exact = ",".join(f"{z}@{f!r}" for z, f in chain)  # repr: 1/9 and 0.111111 are different chains
     return f"continued/{exact}/{config_index}/{seed}"
 
 
-def chain_label(chain: Sequence[Cell]) -> str:
+def chain_label(chain: Sequence[GridCell]) -> str:
     return ",".join(f"{z}@{f:g}" for z, f in chain)
 
 
@@ -171,7 +171,7 @@ class Segment:
         return start, end, max(end, step_at(self.total_fraction, full_steps))
 
 
-def segments(chain: Sequence[Cell]) -> list[Segment]:
+def segments(chain: Sequence[GridCell]) -> list[Segment]:
     """The segments of one run through `chain`. A rung whose budget fraction rises trains on to it (a budget rung
     continued from its checkpoint); a rung that keeps the previous fraction (more layers thawed on the same
     budget, the layers path) trains that fraction again, since thawing alone would leave the loss where it was."""
@@ -183,7 +183,7 @@ def segments(chain: Sequence[Cell]) -> list[Segment]:
     return [Segment(i, z, f, start, end, done) for i, (z, f, start, end) in enumerate(spans)]
 
 
-def serving(chain: Sequence[Cell], path: Sequence[Cell]) -> list[list[int]] | None:
+def serving(chain: Sequence[GridCell], path: Sequence[GridCell]) -> list[list[int]] | None:
     """For each rung of `path`, the segments of a run through `chain` that train it; None where the runs differ.
 
     A run serves a path when it passes through every rung of the path, ends where the path ends, and trains at

@@ -20,7 +20,7 @@ from layerprof.exporters import EXPORTERS
 from layerprof.grids import GRID_PRESETS
 from layerprof.ladder import COSTS
 from layerprof.optimizers import OPTIMIZERS
-from layerprof.precision import PRECISIONS
+from layerprof.precision import PRECISIONS, PrecisionName
 from layerprof.profile import MODEL_SOURCES
 from layerprof.report import IMAGE_FORMATS
 from layerprof.simulate import PATHS
@@ -41,7 +41,6 @@ ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
 SplitMode = choices("SplitMode", ("profile", "auto"))
 Executor = choices("Executor", EXECUTORS)
 GridPreset = choices("GridPreset", GRID_PRESETS)
-Precision = choices("Precision", PRECISIONS)
 # --dtype (before --precision) names the *-true precisions by their dtype
 DTYPE_PRECISIONS = {PRECISIONS[name].dtype: name for name in PRECISIONS if not PRECISIONS[name].mixed}
 Dtype = choices("Dtype", DTYPE_PRECISIONS)
@@ -92,7 +91,7 @@ LayersOption = Annotated[
 ]
 OptimizerOption = Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")]
 PrecisionOption = Annotated[
-    Precision,
+    PrecisionName,
     typer.Option(
         "--precision",
         help="As in Lightning: *-true holds everything in that dtype; *-mixed keeps float32 weights, gradients "
@@ -137,10 +136,10 @@ def gpu_option(purpose: str) -> Any:
 def precision_name(precision: Any, dtype: Any) -> str:
     """--precision, or the *-true precision an old --dtype names."""
     if dtype is None:
-        return precision.value
+        return precision
     named = DTYPE_PRECISIONS[dtype.value]
-    if precision.value not in ("32-true", named):
-        raise LayerprofError(f"--dtype {dtype.value} contradicts --precision {precision.value}; give --precision only")
+    if precision not in ("32-true", named):
+        raise LayerprofError(f"--dtype {dtype.value} contradicts --precision {precision}; give --precision only")
     return named
 
 

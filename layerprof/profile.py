@@ -235,6 +235,11 @@ def _tuple(value: Any) -> tuple | None:
     return None if value is None else tuple(value)
 
 
+# How a model is fed (the synthetic batch and the loss follow from it)
+Family = Literal["image-classification", "causal-lm", "tensor-input", "custom"]
+# measure: cells timed on a device; estimate: cells predicted on fake tensors
+SweepMode = Literal["measure", "estimate"]
+
 # The sources `layerprof models` lists (a MODEL may also be a user factory, source "user"); timm and hf are
 # optional extras
 MODEL_SOURCES = ("preset", "torchvision", "litgpt", "timm", "hf")
@@ -275,7 +280,7 @@ class ModelInfo:
 class WorkloadInfo:
     """How the model is fed: the family picks the synthetic batch and the loss."""
 
-    family: str  # "image-classification" | "causal-lm" | "tensor-input" | "custom"
+    family: Family
     input_shape: tuple[int, ...] | None = None  # per sample
     num_classes: int | None = None
     seq_len: int | None = None
@@ -353,7 +358,7 @@ class SweepSettings:
     learning_rate: float = 1e-3
     precision: str = "32-true"  # see layerprof.precision
     eval_frozen: bool = False  # frozen layers in eval mode (BatchNorm statistics kept, dropout off)
-    mode: str = "measure"  # "measure" | "estimate"
+    mode: SweepMode = "measure"
     target: str | None = None  # estimates: the device kind predicted for
     target_gpu: str | None = None  # estimates for CUDA: the GPU of layerprof.devices predicted for, if named
 

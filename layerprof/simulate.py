@@ -27,6 +27,7 @@ from typing import Any, Literal
 from layerprof.correlate import (
     Chain,
     ContinuedResult,
+    GridCell,
     TrialResult,
     chain_label,
     check_study_meta,
@@ -65,7 +66,6 @@ SHARE_TOLERANCE = 0.01
 COST_TOLERANCE = 0.01
 FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
 
-Cell = tuple[int, float]  # (trainable layers z, budget fraction)
 Seconds = Literal["training", "total"]  # what a trial's recorded cost is: its training alone, or all of it
 Runs = Literal["recorded", "assumed"]  # continued losses and seconds: from continued runs, or from scratch ones
 
@@ -101,7 +101,7 @@ class RecordedStudy:
     continued: dict[tuple[Chain, int, int], ContinuedResult] = field(default_factory=dict)  # (chain, config, seed)
 
     @property
-    def full_cell(self) -> Cell:
+    def full_cell(self) -> GridCell:
         return max(self.trainable_layer_counts), max(self.budget_fractions)
 
     @property
@@ -126,13 +126,13 @@ class RecordedStudy:
             return part.seconds
         return part.train_seconds or 0.0
 
-    def missing_trials(self, cell: Cell) -> int:
+    def missing_trials(self, cell: GridCell) -> int:
         z, fraction = cell
         return sum(
             (index, z, fraction, seed) not in self.trials for index in range(len(self.configs)) for seed in self.seeds
         )
 
-    def table(self, cell: Cell) -> CellTable:
+    def table(self, cell: GridCell) -> CellTable:
         z, fraction = cell
         losses, seconds = [], []
         for index in range(len(self.configs)):
@@ -141,10 +141,10 @@ class RecordedStudy:
             seconds.append([self.cost(r) for r in results])
         return CellTable(losses, seconds)
 
-    def mean_losses(self, cell: Cell) -> list[float | None]:
+    def mean_losses(self, cell: GridCell) -> list[float | None]:
         return self.table(cell).mean_losses()
 
-    def continued_tables(self, path: Sequence[Cell]) -> tuple[list[CellTable], Chain] | str:
+    def continued_tables(self, path: Sequence[GridCell]) -> tuple[list[CellTable], Chain] | str:
         """Each rung's table from a chain whose continued runs serve the path (every configuration and seed
         recorded); else why there is none."""
         incomplete = None
@@ -216,7 +216,7 @@ def load_study(path: Path) -> RecordedStudy:
 @dataclass
 class FidelityPath:
     name: str
-    cells: list[Cell]
+    cells: list[GridCell]
     about: str
 
 
@@ -266,7 +266,7 @@ def study_paths(
 
 def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
     """Every cell a path needs must be recorded for every configuration and seed (exit 2 naming the rest)."""
-    gaps: dict[Cell, list[str]] = {}
+    gaps: dict[GridCell, list[str]] = {}
     for path in paths:
         for cell in path.cells:
             if study.missing_trials(cell):
@@ -330,7 +330,7 @@ class Pricing:
     full_steps: int
     gpu_memory_bytes: int | None
 
-    def price(self, cell: Cell, steps: int | None = None) -> RungPrice:
+    def price(self, cell: GridCell, steps: int | None = None) -> RungPrice:
         """One trial of the cell from scratch, or `steps` of it (a continued rung's segment)."""
         z, fraction = cell
         row = next((r for r in self.profile.rows_for(self.batch_size) if r.trainable_layers == z and r.ok), None)
@@ -352,7 +352,7 @@ class Pricing:
             parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
         )
 
-    def continued(self, cells: Sequence[Cell]) -> list[RungPrice]:
+    def continued(self, cells: Sequence[GridCell]) -> list[RungPrice]:
         """Each rung of one continued run through `cells`: its segment's steps."""
         prices = []
         for cell, segment in zip(cells, segments(cells), strict=True):
@@ -546,9 +546,9 @@ class Replay:
         # a pick that failed at full fidelity counts as the worst configuration
         self.regret = [worst - self.best if t is None else t - self.best for t in truth]
         self.worst_regret = worst - self.best
-        self._tables: dict[Cell, CellTable] = {}
+        self._tables: dict[GridCell, CellTable] = {}
 
-    def tables(self, cells: Sequence[Cell]) -> list[CellTable]:
+    def tables(self, cells: Sequence[GridCell]) -> list[CellTable]:
         for cell in cells:
             if cell not in self._tables:
                 self._tables[cell] = self.study.table(cell)
@@ -679,7 +679,7 @@ def simulate(
     starting_configs: int | None = None,
     repeats: int | None = None,
     paths: Sequence[str] | None = None,
-    custom_paths: Sequence[Sequence[Cell]] = (),
+    custom_paths: Sequence[Sequence[GridCell]] = (),
     layer_counts: Sequence[int] | None = None,
     budget_fractions: Sequence[float] | None = None,
     profile: Profile | None = None,
@@ -839,7 +839,7 @@ def _simulate_path(
 
 
 def _continued_tables(
-    replay: Replay, cells: Sequence[Cell]
+    replay: Replay, cells: Sequence[GridCell]
 ) -> tuple[list[list[CellTable] | None], Runs | None, Chain | None, list[str]]:
     """The continued tables of a path for a bracket starting at each rung (None where the study lacks them),
     where they come from, and why a chain that would serve them cannot (an interrupted study). A bracket that
