@@ -216,16 +216,16 @@ def plan_cluster_profile(
     """Check everything a sweep needs before any node works: settings, the split (on the meta device, no
     memory), the z values, and the batch sizes (the family's default when none are given)."""
     from layerprof.models import split_without_memory
-    from layerprof.sweep import validate_settings
+    from layerprof.sweep import resolve_settings, validate_settings
 
     validate_settings(settings)
     if device not in ("auto", "cuda", "cpu"):
         raise LayerprofError(f"--device {device!r} with --executor ray: use auto, cuda or cpu (Ray picks the GPU)")
     loaded, layers = split_without_memory(spec, options)
-    layer_selection.resolve(len(layers))
-    batch_sizes = settings.batch_sizes or loaded.workload.default_batch_sizes
-    return SweepRequest(spec, options, replace(settings, batch_sizes=tuple(batch_sizes)), layer_selection, device,
-                        tf32, threads)  # fmt: skip
+    resolved = resolve_settings(settings, loaded.workload, len(layers), layer_selection)
+    # each node resolves the z values again, on its own split (the same selection)
+    settings = replace(settings, batch_sizes=resolved.batch_sizes)
+    return SweepRequest(spec, options, settings, layer_selection, device, tf32, threads)
 
 
 def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> dict[str, Any]:
@@ -291,14 +291,13 @@ def kind_path(directory: Path, spec: str, kind: ClusterKind) -> Path:
 
 def _batches_on_disk(path: Path, request: SweepRequest) -> tuple[Any, list[int]]:
     """The kind's profile from an earlier run, and the batch sizes it finished; refuse one of another run."""
-    from layerprof.check import RECIPE_SETTINGS
-    from layerprof.profile import load_profile
+    from layerprof.profile import load_profile, recipe_difference
 
     if not path.exists():
         return None, []
     profile = load_profile(path)
-    same = profile.model.spec == request.spec and all(
-        getattr(profile.settings, name) == getattr(request.settings, name) for name in (*RECIPE_SETTINGS, *PROTOCOL)
+    same = (
+        profile.model.spec == request.spec and recipe_difference(profile.settings, request.settings, PROTOCOL) is None
     )
     if not same:
         raise LayerprofError(

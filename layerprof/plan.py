@@ -31,7 +31,7 @@ from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, fi
 from layerprof.errors import LayerprofError
 from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.parsing import check_eta
-from layerprof.profile import Profile, Row
+from layerprof.profile import Profile, Row, recipe_difference
 
 PLAN_SCHEMA = "layerprof.plan/1"
 ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak for its precision
@@ -149,11 +149,11 @@ def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileS
     for profile in profiles:
         if profile.model.spec != first.model.spec or profile.layer_count != first.layer_count:
             raise LayerprofError(f"the profiles are of different models: {first.model.spec}, {profile.model.spec}")
-        if (profile.settings.optimizer, profile.settings.precision) != (
-            first.settings.optimizer,
-            first.settings.precision,
-        ):
-            raise LayerprofError("the profiles train with different optimizers or precisions; plan one recipe")
+        if differs := recipe_difference(profile.settings, first.settings):
+            key, value, first_value = differs
+            raise LayerprofError(
+                f"the profiles train with different recipes ({key} {value!r} and {first_value!r}); plan one recipe"
+            )
         environment = profile.environment
         if profile.is_estimate:
             if environment.device_kind != "cuda":

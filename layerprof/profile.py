@@ -396,6 +396,22 @@ class SweepSettings:
         return cls(**known)
 
 
+# The training recipe: the settings under which two profiles describe the same training run. The one
+# definition of "same recipe": `check` compares only profiles of one recipe, a cluster run continues a kind's
+# profile only under it, `plan` refuses a mixture.
+RECIPE_SETTINGS = ("optimizer", "precision", "eval_frozen")
+
+
+def recipe_difference(
+    ours: SweepSettings, theirs: SweepSettings, also: Sequence[str] = ()
+) -> tuple[str, Any, Any] | None:
+    """The first recipe setting (then of `also`) in which two sweeps differ, with both values, or None."""
+    for key in (*RECIPE_SETTINGS, *also):
+        if getattr(ours, key) != getattr(theirs, key):
+            return key, getattr(ours, key), getattr(theirs, key)
+    return None
+
+
 @dataclass
 class SweepTiming:
     sweep_wall_s: float = 0.0

@@ -440,7 +440,7 @@ def cluster_plan(result: Any, output_format: str) -> None:
 
 def check_result(result: Any) -> None:
     """A gate's cells, then one line: regression, inconclusive or pass."""
-    from layerprof.tables import rich_check_table
+    from layerprof.check import rich_check_table
 
     console.print(rich_check_table(result))
     if result.regressions:

@@ -11,7 +11,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from layerprof.check import SUMMARY_HEADERS, CheckResult, summary_rows
 from layerprof.devices import MIB
 from layerprof.ladder import Ladder
 from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, trainable_params
@@ -817,18 +816,6 @@ def markdown_plan(plan: ClusterPlan) -> str:
 
 
 # ---------------------------------------------------------------- check
-
-CHECK_STYLES = {"regression": "red", "inconclusive": "magenta", "improvement": "green", "accepted": "yellow"}
-
-
-def rich_check_table(result: CheckResult) -> Table:
-    table = Table(title=f"{result.current} vs {result.baseline}", title_justify="left", header_style="bold")
-    for header in SUMMARY_HEADERS:
-        table.add_column(header, justify="right" if header in ("batch", "z") else "left")
-    for values in summary_rows(result):
-        table.add_row(*values, style=CHECK_STYLES.get(values[SUMMARY_HEADERS.index("verdict")]))
-    return table
-
 
 # ---------------------------------------------------------------- the time model
 
