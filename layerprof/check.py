@@ -44,6 +44,8 @@ class UnusableInput(LayerprofError):
 
 @dataclass
 class Finding:
+    """One figure of one cell compared: baseline, current, the verdict and why."""
+
     batch_size: int
     trainable_layers: int
     figure: str
@@ -55,6 +57,8 @@ class Finding:
 
 @dataclass
 class CheckResult:
+    """Everything a gate found, and the exit code it means (0 pass, 1 regression, 3 inconclusive)."""
+
     current: str
     baseline: str
     findings: list[Finding] = field(default_factory=list)
@@ -149,6 +153,8 @@ def compare(
     current_name: str = "current",
     baseline_name: str = "baseline",
 ) -> CheckResult:
+    """Compare two profiles of one model and recipe cell by cell: deterministic figures exactly, memory
+    and step time within their tolerances (a slowdown beyond the measured spread)."""
     if time_tolerance < 0 or memory_tolerance < 0:
         raise LayerprofError("tolerances must not be negative")
     _comparable(current, baseline, allow_device_mismatch)
@@ -344,6 +350,7 @@ def _cell_summary(result: CheckResult, batch_size: int, trainable_layers: int) -
 
 
 def summary_rows(result: CheckResult) -> list[list[str]]:
+    """One row per cell for the gate's tables: figures before and after, the verdict and its notes."""
     rows = []
     for batch_size, trainable_layers in result.cells():
         cell = _cell_summary(result, batch_size, trainable_layers)
@@ -355,6 +362,7 @@ SUMMARY_HEADERS = ["batch", "z", "step time", "peak memory", "FLOPs", "verdict",
 
 
 def markdown_summary(result: CheckResult) -> str:
+    """The gate's Markdown summary (for $GITHUB_STEP_SUMMARY): verdict, counts and the cells."""
     from layerprof.tables import markdown_table
 
     regressions, inconclusive = result.regressions, result.inconclusive

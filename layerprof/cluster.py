@@ -35,6 +35,8 @@ PROTOCOL = ("mode", "warmup_steps", "min_steps", "max_steps", "steps_per_visit")
 
 @dataclass(frozen=True)
 class ClusterKind:
+    """A GPU kind of a Ray cluster: what the user calls it and the resource that marks its nodes."""
+
     label: str  # what the user calls it: L4, H100, small
     resource: str  # the Ray resource that marks its nodes
     gpu: GpuKind | None  # the table's entry, where the label names one
@@ -70,6 +72,8 @@ def parse_gpu_kinds(text: str) -> list[ClusterKind]:
 
 @dataclass(frozen=True)
 class InventoryItem:
+    """A count of one GPU kind (or MIG slice) in the inventory `plan` places rungs on."""
+
     gpu: GpuKind
     count: int
 
@@ -250,6 +254,8 @@ def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> 
 
 @dataclass
 class KindOutcome:
+    """What a cluster run did for one GPU kind: the batch sizes asked, done, skipped and lost."""
+
     kind: ClusterKind
     path: Path
     batch_sizes: list[int]  # asked for
@@ -260,6 +266,8 @@ class KindOutcome:
 
 @dataclass
 class ClusterRun:
+    """Every kind's outcome of one `profile --executor ray` run."""
+
     outcomes: list[KindOutcome]
     wall_seconds: float = 0.0
 
@@ -283,6 +291,7 @@ SweepEvent = Callable[[SweepEventKind, KindOutcome, int, str], None]
 
 
 def kind_path(directory: Path, spec: str, kind: ClusterKind) -> Path:
+    """The profile one GPU kind's sweeps go to: MODEL-KIND.json in the output directory."""
     from layerprof.models import model_slug
 
     label = re.sub(r"[^A-Za-z0-9.]+", "-", kind.label).strip("-") or "kind"

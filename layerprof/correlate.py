@@ -27,78 +27,12 @@ from typing import Any, Literal, get_args
 from layerprof.errors import LayerprofError, read_json
 from layerprof.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
 from layerprof.parsing import LayerSelection
+from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
 
 # ---------------------------------------------------------------- grids
 
 
 EXECUTORS = ("local", "ray")
-
-# ---------------------------------------------------------------- statistics
-
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    n = len(x)
-    mean_x, mean_y = sum(x) / n, sum(y) / n
-    covariance = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True))
-    spread_x = math.sqrt(sum((a - mean_x) ** 2 for a in x))
-    spread_y = math.sqrt(sum((b - mean_y) ** 2 for b in y))
-    return covariance / (spread_x * spread_y) if spread_x and spread_y else math.nan
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    return _pearson(average_ranks(x), average_ranks(y))
-
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator else math.nan
-
-
-def bootstrap_interval(
-    x: Sequence[float], y: Sequence[float], statistic: Callable, repeats: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile 95% interval of `statistic` over configurations resampled with replacement."""
-    generator = random.Random(seed)
-    n = len(x)
-    samples = []
-    for _ in range(repeats):
-        index = [generator.randrange(n) for _ in range(n)]
-        value = statistic([x[i] for i in index], [y[i] for i in index])
-        if not math.isnan(value):
-            samples.append(value)
-    if not samples:
-        return math.nan, math.nan
-    samples.sort()
-    return samples[int(0.025 * (len(samples) - 1))], samples[int(math.ceil(0.975 * (len(samples) - 1)))]
-
 
 # ---------------------------------------------------------------- trials
 
@@ -111,6 +45,8 @@ CONTINUED_PATHS = ("budget", "layers", "diagonal")  # the named paths --continue
 
 @dataclass(frozen=True)
 class Trial:
+    """One from-scratch trial: a configuration trained at z layers for a budget fraction, with a seed."""
+
     config_index: int
     trainable_layers: int
     budget_fraction: float
@@ -135,11 +71,13 @@ class ContinuedTrial:
 
 
 def continued_key(chain: Sequence[GridCell], config_index: int, seed: int) -> str:
+    """The key that names a continued run in the trial store (exact fractions: 1/9 is not 0.111111)."""
     exact = ",".join(f"{z}@{f!r}" for z, f in chain)  # repr: 1/9 and 0.111111 are different chains
     return f"continued/{exact}/{config_index}/{seed}"
 
 
 def chain_label(chain: Sequence[GridCell]) -> str:
+    """A chain as the user writes it: 1@0.25,3@0.5,6@1."""
     return ",".join(f"{z}@{f:g}" for z, f in chain)
 
 
@@ -247,6 +185,8 @@ def _timed_trial() -> Iterator[_PhaseClock]:
 
 @dataclass
 class TrialResult:
+    """A from-scratch trial's loss (None where it failed) and where its seconds went."""
+
     config_index: int
     trainable_layers: int
     budget_fraction: float
@@ -261,6 +201,8 @@ class TrialResult:
 
 @dataclass
 class SegmentResult:
+    """One rung of a continued run: the loss evaluated at its end and its seconds."""
+
     trainable_layers: int
     budget_fraction: float
     loss: float | None
@@ -397,6 +339,8 @@ def _fields(trial: Trial) -> dict[str, Any]:
 
 
 def resolve_task(spec: str) -> Callable[[dict[str, Any], int, float], float]:
+    """The task a name (digits, pydoc-lm) or a factory (file.py:fn, pkg.mod:fn) names; a bad one is an
+    input error."""
     from layerprof.tasks import TASKS
 
     if spec in TASKS:
@@ -420,6 +364,7 @@ def continuation_of(task: Callable, spec: str) -> Callable[[dict[str, Any], Segm
 
 
 def task_layer_count(task: Callable) -> int | None:
+    """The layer count a task declares (its `layer_count` attribute), or None."""
     count = getattr(task, "layer_count", None)
     return int(count) if count is not None else None
 
@@ -501,6 +446,8 @@ class TrialStore:
 
 @dataclass
 class CellStatistics:
+    """Rank correlation of one (z, budget) cell with full training, with its bootstrap intervals."""
+
     trainable_layers: int
     budget_fraction: float
     configs: int  # configurations with a loss here and at full fidelity
@@ -528,6 +475,8 @@ class ContinuedRung:
 
 @dataclass
 class ContinuedStatistics:
+    """Rank correlation of each rung of a continued chain with full training."""
+
     chain: list[list[float]]  # [z, budget fraction] per rung
     rungs: list[ContinuedRung]
     failed_runs: int = 0
@@ -540,6 +489,8 @@ CORRELATION_SCHEMA_V1 = CORRELATION_SCHEMAS[0]  # called the z values `layers`
 
 @dataclass
 class CorrelationResult:
+    """A finished study: every cell's statistics, the continued chains, and how it ran."""
+
     task: str
     configs: list[dict[str, Any]]
     trainable_layer_counts: list[int]
@@ -859,6 +810,7 @@ def summarise_continued(
 
 
 def fingerprint(task: str, configs: list[dict[str, Any]]) -> str:
+    """A digest of the task and the configurations: a resumed study must be the same study."""
     return hashlib.sha256(json.dumps([task, configs], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -943,6 +895,7 @@ def write_outputs(result: CorrelationResult, directory: Path) -> list[Path]:
 
 
 def heatmap_png(result: CorrelationResult, path: Path) -> Path:
+    """Draw the cells' rho as a heatmap (z by budget fraction) and return the file written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -975,5 +928,6 @@ def heatmap_png(result: CorrelationResult, path: Path) -> Path:
 
 
 def load_result(path: Path) -> CorrelationResult:
+    """Read a study's result.json back (for `ladder --correlation`); a bad file is an input error."""
     data = read_json(path, "correlation result", "a result.json written by `layerprof correlate`")
     return CorrelationResult.from_dict(data, source=repr(str(path)))

@@ -23,6 +23,8 @@ TARGETS = ("cuda", "cpu")
 
 @dataclass(frozen=True)
 class GpuKind:
+    """One GPU (or MIG slice) of the table: memory, compute capability, dense peaks and bandwidth."""
+
     name: str
     memory_mib: int  # nvidia-smi's total memory
     compute_capability: tuple[int, int]

@@ -412,6 +412,8 @@ class PlanPredictor:
 
 @dataclass
 class FitResult:
+    """For one z: the largest batch that fits the budget, and the memory it needs."""
+
     trainable_layers: int
     largest_batch_size: int  # 0: not even the smallest batch fits
     need_at_largest_bytes: int | None
@@ -421,6 +423,8 @@ class FitResult:
 
 @dataclass
 class FitReport:
+    """`fit`'s answer for every z, with the budget and, for a given batch, the smallest GPU."""
+
     model: str
     target: str
     memory_bytes: int  # the budget

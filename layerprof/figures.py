@@ -78,6 +78,7 @@ def _curves(
 
 
 def has_step_times(profiles: list[tuple[str, Profile]]) -> bool:
+    """Whether any profile holds step times (measured or predicted) to draw."""
     return any(row.step_time_ms for _, profile in profiles for row in profile.rows if row.ok)
 
 

@@ -25,6 +25,8 @@ COSTS = ("time", "flops")
 
 @dataclass
 class Rung:
+    """One rung: its z, its cost relative to full training, and what its trials need and spend."""
+
     trainable_layers: int
     trainable_fraction: float
     cost: float  # median step time (ms) or FLOPs per step, by `cost_kind`
@@ -54,6 +56,8 @@ class Bracket:
 
 @dataclass
 class Ladder:
+    """The recommended rungs for one profile and batch size, with the brackets halving runs over them."""
+
     model: str
     device: str
     batch_size: int

@@ -96,6 +96,8 @@ class ModelOptions:
 
 @dataclass
 class LoadedModel:
+    """A model built from a MODEL string: the module, its workload and how its layers split."""
+
     spec: str
     source: str  # "preset" | "torchvision" | "litgpt" | "user"
     name: str
@@ -146,12 +148,14 @@ class LoadedModel:
 
 
 def torchvision_names() -> list[str]:
+    """torchvision's classification model names."""
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def litgpt_names() -> list[str]:
+    """LitGPT's config names."""
     from litgpt.config import name_to_config
 
     return sorted(name_to_config)

@@ -216,6 +216,8 @@ class KindShare:
 
 @dataclass
 class RungPlacement:
+    """One rung placed: the GPU kind, trials side by side per GPU, GPUs used and the rung's time."""
+
     rung: int  # index in the ladder
     trainable_layers: int
     steps: int
@@ -231,6 +233,8 @@ class RungPlacement:
 
 @dataclass
 class Schedule:
+    """One halving schedule (successive halving or a Hyperband bracket) placed rung by rung."""
+
     name: str  # one of SCHEDULES
     algorithm: str  # "successive halving" | "hyperband"
     brackets: list[list[RungPlacement]]  # run one after another; rungs within a bracket too
@@ -354,6 +358,8 @@ def _fewest_gpu_hours(kinds: list[Any], configs: int, makespan: float) -> dict[t
 
 @dataclass
 class ClusterPlan:
+    """`plan`'s answer: the schedules on the inventory, their makespan and GPU-hours, and notes."""
+
     model: str
     batch_size: int
     eta: float

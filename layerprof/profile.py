@@ -222,6 +222,7 @@ def trainable_params(layers: Sequence[Layer], trainable_layers: int) -> int:
 
 
 def total_params(layers: Sequence[Layer]) -> int:
+    """Parameters of the whole split."""
     return trainable_params(layers, len(layers))
 
 
@@ -414,6 +415,8 @@ def recipe_difference(
 
 @dataclass
 class SweepTiming:
+    """Where a sweep's wall time went: in all, and inside training steps."""
+
     sweep_wall_s: float = 0.0
     in_steps_s: float = 0.0  # seconds inside warm-up, timed and instrumented steps
 
@@ -424,6 +427,8 @@ class SweepTiming:
 
 @dataclass
 class Profile:
+    """One sweep's result: what, where and how it was profiled, and one row per cell."""
+
     model: ModelInfo
     workload: WorkloadInfo
     environment: EnvironmentInfo
@@ -621,10 +626,12 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def csv_path_for(path: Path) -> Path:
+    """The CSV written beside a profile's JSON."""
     return path.with_suffix(".csv")
 
 
 def rows_csv(profile: Profile) -> str:
+    """A profile's rows as CSV, one line per cell."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(ROW_FIELDS), lineterminator="\n")
     writer.writeheader()
@@ -658,5 +665,6 @@ def ensure_writable(path: str | Path) -> Path:
 
 
 def load_profile(path: str | Path) -> Profile:
+    """Read a profile of any schema version; a file that is none is an input error."""
     data = read_json(path, "profile", "a profile written by `layerprof profile`")
     return Profile.from_dict(data, source=repr(str(path)))

@@ -35,7 +35,6 @@ from layerprof.correlate import (
     resolve_task,
     segments,
     serving,
-    spearman,
     step_at,
     task_layer_count,
 )
@@ -49,6 +48,7 @@ from layerprof.stats import (
     quantile,
     quantile_confidence_interval,
     share_confidence_interval,
+    spearman,
 )
 
 SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs, which seconds price them, Monte-Carlo intervals
@@ -91,6 +91,8 @@ class CellTable:
 
 @dataclass
 class RecordedStudy:
+    """A correlate study's recorded trials, indexed by configuration, cell and seed."""
+
     directory: Path
     task: str
     configs: list[dict[str, Any]]
@@ -215,6 +217,8 @@ def load_study(path: Path) -> RecordedStudy:
 
 @dataclass
 class FidelityPath:
+    """A named path of (z, budget) rungs that halving climbs, and what it is."""
+
     name: str
     cells: list[GridCell]
     about: str
@@ -325,6 +329,8 @@ class RungPrice:
 
 @dataclass
 class Pricing:
+    """What trials cost on the profiled device: seconds, FLOPs and memory per rung."""
+
     profile: Profile
     batch_size: int
     full_steps: int
@@ -433,6 +439,8 @@ class Outcome:
 
 @dataclass
 class RungResult:
+    """One rung of a path: its rank correlation with full training."""
+
     trainable_layers: int
     budget_fraction: float
     spearman: float | None  # rank correlation of this cell's losses with full fidelity, all configurations
@@ -441,6 +449,8 @@ class RungResult:
 
 @dataclass
 class CurvePoint:
+    """One point of the regret-against-cost curve."""
+
     starting_configs: int
     recorded_seconds: float
     gpu_seconds: float | None
@@ -469,6 +479,8 @@ class ContinuedPath:
 
 @dataclass
 class PathResult:
+    """One path replayed: its rungs, and the outcome of each algorithm."""
+
     name: str
     about: str
     rungs: list[RungResult]
@@ -480,6 +492,8 @@ class PathResult:
 
 @dataclass
 class Simulation:
+    """Every path replayed under successive halving and Hyperband, with notes and uncertainty."""
+
     study: str
     task: str
     configs: int

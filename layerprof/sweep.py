@@ -82,6 +82,8 @@ from layerprof.workloads import Workload
 
 
 class SweepObserver(Protocol):
+    """What a progress display hears from a sweep: cells starting and finishing, rounds ending."""
+
     def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None: ...
 
     def cell_finished(self, row: Row) -> None: ...
@@ -459,6 +461,7 @@ def new_profile(
     settings: SweepSettings,
     environment: EnvironmentInfo,
 ) -> Profile:
+    """An empty profile of this sweep: the model, workload, environment and settings, no rows yet."""
     return Profile(
         model=loaded.describe(layers),
         workload=loaded.workload.describe(),
@@ -825,6 +828,7 @@ def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, 
 
 
 def validate_settings(settings: SweepSettings) -> None:
+    """Refuse settings no sweep can run (no warm-up, --min-steps above --steps, a bad --max-time)."""
     if settings.warmup_steps < 1:
         raise LayerprofError(
             f"--warmup {settings.warmup_steps}: at least 1 warm-up step is needed (the first step allocates the "
