@@ -13,15 +13,16 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from layerprof.devices import GPU_KINDS, GpuKind, find_gpu
+from layerprof.devices import GPU_KINDS, GpuKind, InventoryItem, find_gpu
 from layerprof.errors import LayerprofError
-from layerprof.parsing import split_items
+from layerprof.parsing import parse_inventory, parse_ray_address, split_items
 
 # Ray sets accelerator_type:<name> to 1 on a node with that GPU; a task asks for a sliver of it to land there.
 KIND_RESOURCE_SHARE = 0.001
@@ -70,51 +71,10 @@ def parse_gpu_kinds(text: str) -> list[ClusterKind]:
     return kinds
 
 
-@dataclass(frozen=True)
-class InventoryItem:
-    """A count of one GPU kind (or MIG slice) in the inventory `plan` places rungs on."""
-
-    gpu: GpuKind
-    count: int
-
-
-# The most GPUs of one kind a plan places trials on (more GPUs than any halving has trials, by far).
-MAX_CLUSTER_GPUS = 100_000
-
-
-def parse_inventory(text: str) -> list[InventoryItem]:
-    """`16xL4,4xA100-80GB,1xH100` (a bare name counts once); MIG slices by name, e.g. 7xH100-1g.10gb."""
-    items: dict[str, InventoryItem] = {}
-    for part in split_items(text, "--cluster", "16xL4,4xA100-80GB,1xH100"):
-        match = re.fullmatch(r"(?:(\d+)\s*[x×*]\s*)?(.+)", part)
-        assert match is not None
-        count, name = int(match.group(1) or 1), match.group(2)
-        gpu = find_gpu(name)
-        if gpu is None:
-            raise LayerprofError(f"--cluster: unknown GPU {name!r} in {part!r}; known: {', '.join(GPU_KINDS)}")
-        if count < 1:
-            raise LayerprofError(f"--cluster: {part!r} has no GPUs; write COUNTxNAME, e.g. 8xL4")
-        previous = items.get(gpu.name)
-        items[gpu.name] = InventoryItem(gpu, count + (previous.count if previous else 0))
-        if items[gpu.name].count > MAX_CLUSTER_GPUS:
-            raise LayerprofError(
-                f"--cluster: {items[gpu.name].count:,} {gpu.name} GPUs is beyond the {MAX_CLUSTER_GPUS:,} per kind "
-                "a plan places trials on"
-            )
-    if not items:
-        raise LayerprofError(f"--cluster expects COUNTxGPU,..., e.g. 16xL4,4xA100-80GB,1xH100; got {text!r}")
-    return list(items.values())
-
-
 def inventory_from_ray(address: str | None) -> list[InventoryItem]:
     """The GPUs of a running Ray cluster, by each alive node's accelerator_type and GPU count."""
-    ray = import_ray()
-    started = connect(address)
-    try:
+    with ray_session(address) as ray:
         nodes = [node for node in ray.nodes() if node.get("Alive")]
-    finally:
-        if started:
-            ray.shutdown()
     counts: dict[str, int] = {}
     unknown = set()
     for node in nodes:
@@ -143,8 +103,6 @@ def inventory_from_ray(address: str | None) -> list[InventoryItem]:
 
 def inventory_from_option(text: str) -> list[InventoryItem]:
     """`plan --cluster`: `ray` or `ray:ADDR` reads a running Ray cluster, anything else is a written inventory."""
-    from layerprof.parsing import parse_ray_address
-
     on_ray, address = parse_ray_address(text)
     return inventory_from_ray(address) if on_ray else parse_inventory(text)
 
@@ -178,6 +136,19 @@ def connect(address: str | None) -> bool:
     except Exception as error:  # noqa: BLE001 - Ray raises many kinds
         raise LayerprofError(f"cannot reach the Ray cluster at {address or 'a new local instance'}: {error}") from None
     return True
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """The one Ray connection of `profile`, `plan` and `correlate`: join ADDRESS (an unreachable one fails in
+    seconds) or start a local instance, yield the ray module, and close what this call opened."""
+    ray = import_ray()
+    started = connect(address)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def alive_resources() -> dict[str, float]:
@@ -382,9 +353,7 @@ def profile_on_ray(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise LayerprofError(f"cannot create {str(directory)!r}: {error.strerror or error}") from None
-    ray = import_ray()
-    started = connect(address)
-    try:
+    with ray_session(address) as ray:
         _check_kinds_offered(kinds)
         remote = ray.remote(sweep_on_node)
         gpus = 0 if request.device == "cpu" else 1
@@ -428,9 +397,6 @@ def profile_on_ray(
             for reference in pending:
                 ray.cancel(reference, force=True)
             raise
-    finally:
-        if started:
-            ray.shutdown()
     return ClusterRun(outcomes, time.perf_counter() - began)
 
 

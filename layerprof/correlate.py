@@ -708,11 +708,9 @@ def run_ray(
     gpu_fraction: Callable[[int], float] | None = None,
 ) -> None:
     """Each trial a Ray task asking for the GPU share its rung needs (memory-parallel halving, Figure 6b)."""
-    from layerprof.cluster import connect, import_ray
+    from layerprof.cluster import ray_session
 
-    ray = import_ray()
-    started_here = connect(address)  # an unreachable address fails in seconds, as for profile and plan
-    try:
+    with ray_session(address) as ray:  # the one connection of profile, plan and correlate
         remote = ray.remote(run_job)
         futures = {}
         for job in jobs:
@@ -724,9 +722,6 @@ def run_ray(
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
             on_result(ray.get(done[0]))
-    finally:
-        if started_here:  # a connection (or a local instance) this call opened is closed by it
-            ray.shutdown()
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -342,3 +342,14 @@ def cublas_workspace_bytes(
         if ran_lt and cublas_lt:
             total += cuda_block_bytes(cublas_lt, allocator)
     return total
+
+
+# ---------------------------------------------------------------- inventories
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """A count of one GPU kind (or MIG slice) in the inventory `plan` places rungs on."""
+
+    gpu: GpuKind
+    count: int

@@ -26,8 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from layerprof.cluster import InventoryItem
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, find_gpu, kind_of_device, peak_tflops
+from layerprof.devices import (
+    CUDA_CONTEXT_RESERVE_BYTES,
+    GPU_KINDS,
+    GpuKind,
+    InventoryItem,
+    find_gpu,
+    kind_of_device,
+    peak_tflops,
+)
 from layerprof.errors import LayerprofError
 from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.parsing import check_eta
