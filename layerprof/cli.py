@@ -18,7 +18,7 @@ from layerprof import __version__, render
 from layerprof import options as opt
 from layerprof.errors import CellsFailed
 from layerprof.render import user_errors
-from layerprof.simulate import PATHS
+from layerprof.trials import PATHS
 
 app = typer.Typer(
     name="layerprof",

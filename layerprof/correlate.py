@@ -19,15 +19,26 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
 from layerprof.parsing import LayerSelection
 from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
+from layerprof.trials import (
+    PHASES,
+    Chain,
+    GridCell,
+    PhaseClock,
+    Segment,
+    match_fraction,
+    segments,
+    study_paths,
+    timed_trial,
+)
+from layerprof.trials import trial_phase as trial_phase  # where tasks written before it moved import it
 
 # ---------------------------------------------------------------- grids
 
@@ -36,10 +47,6 @@ EXECUTORS = ("local", "ray")
 
 # ---------------------------------------------------------------- trials
 
-GridCell = tuple[int, float]  # (trainable layers z, budget fraction)
-Chain = tuple[GridCell, ...]  # the rungs one continued run goes through, in order
-Phase = Literal["training", "evaluation"]
-PHASES: tuple[Phase, ...] = get_args(Phase)
 CONTINUED_PATHS = ("budget", "layers", "diagonal")  # the named paths --continue takes (simulate's, over the study)
 
 
@@ -81,46 +88,6 @@ def chain_label(chain: Sequence[GridCell]) -> str:
     return ",".join(f"{z}@{f:g}" for z, f in chain)
 
 
-def step_at(fraction: float, full_steps: int) -> int:
-    """Steps trained by `fraction` of a budget of `full_steps` (at least one for any positive fraction), as the
-    built-in tasks and `simulate`'s prices count them."""
-    return 0 if fraction <= 0 else max(1, round(full_steps * fraction))
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One rung of a continued run, as a task's `resume` receives it: train at `trainable_layers` from
-    `start_fraction` to `end_fraction` of the full budget (training done in all, not in this rung), then
-    evaluate. The learning-rate schedule spans the whole run, `total_fraction`, and resumes at the step reached,
-    so that a rung neither restarts the warm-up nor cools down early. A from-scratch trial is the one segment of
-    a run through one rung."""
-
-    index: int
-    trainable_layers: int
-    budget_fraction: float  # the rung's cell
-    start_fraction: float
-    end_fraction: float
-    total_fraction: float
-
-    def steps(self, full_steps: int) -> tuple[int, int, int]:
-        """(first step, the step after the last, steps of the whole run) for `full_steps` at budget 1."""
-        start = step_at(self.start_fraction, full_steps)
-        end = max(start + 1, step_at(self.end_fraction, full_steps))
-        return start, end, max(end, step_at(self.total_fraction, full_steps))
-
-
-def segments(chain: Sequence[GridCell]) -> list[Segment]:
-    """The segments of one run through `chain`. A rung whose budget fraction rises trains on to it (a budget rung
-    continued from its checkpoint); a rung that keeps the previous fraction (more layers thawed on the same
-    budget, the layers path) trains that fraction again, since thawing alone would leave the loss where it was."""
-    spans, done, previous = [], 0.0, 0.0
-    for z, fraction in chain:
-        length = fraction - previous if fraction > previous else fraction
-        spans.append((z, fraction, done, done + length))
-        done, previous = done + length, fraction
-    return [Segment(i, z, f, start, end, done) for i, (z, f, start, end) in enumerate(spans)]
-
-
 def serving(chain: Sequence[GridCell], path: Sequence[GridCell]) -> list[list[int]] | None:
     """For each rung of `path`, the segments of a run through `chain` that train it; None where the runs differ.
 
@@ -145,42 +112,7 @@ def serving(chain: Sequence[GridCell], path: Sequence[GridCell]) -> list[list[in
     return blocks if position == len(chain) else None
 
 
-class _PhaseClock:
-    """The seconds a trial spent in each phase its task marked; the rest of the trial is set-up."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        self.marked = False
-
-
-_clock: _PhaseClock | None = None  # the running trial's, in the process that runs it
 _now = time.perf_counter  # the clock of trials and phases
-
-
-@contextmanager
-def trial_phase(name: Phase) -> Iterator[None]:
-    """Mark a stretch of a task as training or evaluation (`with layerprof.trial_phase("training"): ...`), so
-    that `correlate` records it apart from set-up (imports, loading data, building the model) and `simulate`
-    prices training alone. Outside a trial it only runs the block."""
-    if name not in PHASES:
-        raise LayerprofError(f"trial_phase({name!r}): choose one of {', '.join(PHASES)}")
-    clock, began = _clock, _now()
-    try:
-        yield
-    finally:
-        if clock is not None:
-            clock.seconds[name] += _now() - began
-            clock.marked = True
-
-
-@contextmanager
-def _timed_trial() -> Iterator[_PhaseClock]:
-    global _clock
-    previous, _clock = _clock, _PhaseClock()
-    try:
-        yield _clock
-    finally:
-        _clock = previous
 
 
 @dataclass
@@ -239,7 +171,7 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _phase_seconds(clock: _PhaseClock, before: dict[str, float]) -> tuple[float | None, float | None]:
+def _phase_seconds(clock: PhaseClock, before: dict[str, float]) -> tuple[float | None, float | None]:
     if not clock.marked:
         return None, None
     return clock.seconds["training"] - before["training"], clock.seconds["evaluation"] - before["evaluation"]
@@ -257,7 +189,7 @@ def run_trial(task_spec: str, config: dict[str, Any], trial: Trial) -> TrialResu
     """Run in a worker: seed everything, call the task, turn failures and NaN into a failed result."""
     _seed_worker(trial.seed)
     began = _now()
-    with _timed_trial() as clock:
+    with timed_trial(_now) as clock:
         error, loss = None, None
         try:
             task = resolve_task(task_spec)
@@ -282,7 +214,7 @@ def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial)
     began = _now()
     done: list[SegmentResult] = []
     error = None
-    with _timed_trial() as clock:
+    with timed_trial(_now) as clock:
         try:
             resume = continuation_of(resolve_task(task_spec), task_spec)
         except Exception as raised:  # noqa: BLE001
@@ -572,7 +504,6 @@ def plan_chains(
     like 1@0.25,3@0.5,6@1; then every later start of each (a Hyperband bracket starting at a higher rung trains
     from scratch to it and continues from there) that no chain already serves."""
     from layerprof.parsing import parse_rungs
-    from layerprof.simulate import match_fraction, study_paths  # simulate builds on this module
 
     asked: list[Chain] = []
     for request in requests:

@@ -23,7 +23,7 @@ from layerprof.optimizers import OPTIMIZERS
 from layerprof.precision import PRECISIONS, PrecisionName
 from layerprof.profile import MODEL_SOURCES
 from layerprof.report import IMAGE_FORMATS
-from layerprof.simulate import PATHS
+from layerprof.trials import PATHS
 
 
 def choices(name: str, values: Iterable[str]) -> Any:

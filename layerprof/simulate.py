@@ -25,17 +25,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from layerprof.correlate import (
-    Chain,
     ContinuedResult,
-    GridCell,
     TrialResult,
     chain_label,
     check_study_meta,
     read_records,
     resolve_task,
-    segments,
     serving,
-    step_at,
     task_layer_count,
 )
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
@@ -50,10 +46,19 @@ from layerprof.stats import (
     share_confidence_interval,
     spearman,
 )
+from layerprof.trials import (
+    PATHS,
+    PROFILE_PATHS,
+    Chain,
+    FidelityPath,
+    GridCell,
+    match_fraction,
+    segments,
+    step_at,
+    study_paths,
+)
 
 SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs, which seconds price them, Monte-Carlo intervals
-PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")
-PROFILE_PATHS = ("ladder", "ladder-joint")
 BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
 REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
 # Repeats until stable: batches of REPEAT_BATCH until every figure's 95% Monte-Carlo interval is narrow enough,
@@ -64,7 +69,6 @@ MAX_REPEATS = 32_000
 REGRET_TOLERANCE = 0.01
 SHARE_TOLERANCE = 0.01
 COST_TOLERANCE = 0.01
-FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
 
 Seconds = Literal["training", "total"]  # what a trial's recorded cost is: its training alone, or all of it
 Runs = Literal["recorded", "assumed"]  # continued losses and seconds: from continued runs, or from scratch ones
@@ -215,59 +219,6 @@ def load_study(path: Path) -> RecordedStudy:
 # ---------------------------------------------------------------- paths
 
 
-@dataclass
-class FidelityPath:
-    """A named path of (z, budget) rungs that halving climbs, and what it is."""
-
-    name: str
-    cells: list[GridCell]
-    about: str
-
-
-def spread(values: Sequence[Any], count: int) -> list[Any]:
-    """`count` of the sorted `values`, evenly by position, always the first and the last."""
-    if count >= len(values):
-        return list(values)
-    if count == 1:
-        return [values[-1]]
-    return [values[round(i * (len(values) - 1) / (count - 1))] for i in range(count)]
-
-
-def study_paths(
-    names: Sequence[str], layer_counts: Sequence[int], fractions: Sequence[float], ladder_layers: Sequence[int] | None
-) -> tuple[list[FidelityPath], list[str]]:
-    """The named paths over the chosen study z values and budget fractions; notes for paths left out."""
-    zs, budgets = sorted(layer_counts), sorted(fractions)
-    top_z, full_budget = zs[-1], budgets[-1]
-    paths, notes = [], []
-    for name in names:
-        if name == "layers":
-            paths.append(FidelityPath(name, [(z, full_budget) for z in zs], "every z, each on the full budget"))
-        elif name == "budget":
-            paths.append(FidelityPath(name, [(top_z, f) for f in budgets], f"every budget fraction, z={top_z}"))
-        elif name == "diagonal":
-            count = min(len(zs), len(budgets))
-            cells = list(zip(spread(zs, count), spread(budgets, count), strict=True))
-            paths.append(FidelityPath(name, cells, "z and budget rising together (the paper's Table 3)"))
-        elif name == "ladder":
-            assert ladder_layers is not None
-            about = "the z rungs `layerprof ladder` recommends, each on the full budget"
-            paths.append(FidelityPath(name, [(z, full_budget) for z in ladder_layers], about))
-        elif name == "ladder-joint":
-            assert ladder_layers is not None
-            if len(ladder_layers) < 2 or len(ladder_layers) > len(budgets):
-                notes.append(
-                    f"ladder-joint left out: the ladder has {len(ladder_layers)} rung(s) and the study "
-                    f"{len(budgets)} budget fraction(s); it pairs 2 or more rungs with as many of the largest fractions"
-                )
-                continue
-            cells = list(zip(ladder_layers, budgets[-len(ladder_layers) :], strict=True))
-            paths.append(FidelityPath(name, cells, "the recommended z rungs with the largest budget fractions"))
-        else:
-            raise LayerprofError(f"--paths: unknown path {name!r}; choose from {', '.join(PATHS)}")
-    return paths, notes
-
-
 def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
     """Every cell a path needs must be recorded for every configuration and seed (exit 2 naming the rest)."""
     gaps: dict[GridCell, list[str]] = {}
@@ -305,11 +256,6 @@ def _task_layer_count(task_spec: str) -> int | None:
         return task_layer_count(resolve_task(task_spec))
     except LayerprofError:
         return None
-
-
-def match_fraction(value: float, fractions: Sequence[float]) -> float:
-    """The study fraction a typed one names (0.1111 for 0.1111), or the typed value if the study lacks it."""
-    return next((f for f in fractions if abs(f - value) <= FRACTION_TOLERANCE * max(f, value)), value)
 
 
 # ---------------------------------------------------------------- prices from a profile

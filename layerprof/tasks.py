@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerprof.correlate import Segment, segments, trial_phase
 from layerprof.errors import LayerprofError
 from layerprof.grids import DEFAULTS
 from layerprof.layers import FrozenModel, freeze_layers, split_layers
 from layerprof.optimizers import OPTIMIZERS, make_optimizer
+from layerprof.trials import Segment, segments, trial_phase
 from layerprof.workloads import CustomWorkload
 
 
