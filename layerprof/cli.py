@@ -291,6 +291,7 @@ def ladder(
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
+        from layerprof.correlate import load_result
         from layerprof.exporters import export as export_snippet
         from layerprof.granularity import choose_split_for_profile
         from layerprof.ladder import ladder_for
@@ -306,7 +307,7 @@ def ladder(
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             configs=configs,
             budget_steps=budget_steps,
-            correlation=correlation,
+            correlation=load_result(correlation) if correlation is not None else None,
         )
         for text in notes:
             render.note(text, "warning", "yellow")

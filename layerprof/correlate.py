@@ -817,40 +817,9 @@ def write_outputs(result: CorrelationResult, directory: Path) -> list[Path]:
         writer.writeheader()
         for cell in result.cells:
             writer.writerow(asdict(cell))
-    return [json_path, csv_path, heatmap_png(result, directory / "heatmap.png")]
+    from layerprof.figures import correlation_heatmap_png
 
-
-def heatmap_png(result: CorrelationResult, path: Path) -> Path:
-    """Draw the cells' rho as a heatmap (z by budget fraction) and return the file written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    zs, fractions = result.trainable_layer_counts, result.budget_fractions
-    grid = [[math.nan] * len(fractions) for _ in zs]
-    for cell in result.cells:
-        value = cell.spearman if cell.spearman is not None else math.nan
-        grid[zs.index(cell.trainable_layers)][fractions.index(cell.budget_fraction)] = value
-    figure, axes = plt.subplots(figsize=(max(5.5, 1.3 * len(fractions) + 3), 0.6 * len(zs) + 2.2))
-    image = axes.imshow(grid, cmap="viridis", vmin=-1, vmax=1, origin="lower", aspect="auto")
-    for row in range(len(zs)):
-        for column in range(len(fractions)):
-            value = grid[row][column]
-            text = "n/a" if math.isnan(value) else f"{value:.2f}"
-            axes.text(column, row, text, ha="center", va="center", color="white" if value < 0.5 else "black")
-    axes.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
-    axes.set_yticks(range(len(zs)), [str(z) for z in zs])
-    axes.set_xlabel("training budget (fraction of full)")
-    axes.set_ylabel("trainable layers z")
-    axes.set_title(
-        f"Spearman's ρ against full fidelity\n{result.task}, {len(result.configs)} configurations", fontsize=10
-    )
-    figure.colorbar(image, ax=axes, label="Spearman's ρ")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return [json_path, csv_path, correlation_heatmap_png(result, directory / "heatmap.png")]
 
 
 def load_result(path: Path) -> CorrelationResult:

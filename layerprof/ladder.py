@@ -414,11 +414,10 @@ def _add_brackets(ladder: Ladder, configs: int | None) -> None:
                 ladder.hyperband_neps = neps
 
 
-def ladder_for(
-    profile_path: str | Path, correlation: str | Path | None = None, **options: Any
-) -> tuple[Ladder, list[str]]:
+def ladder_for(profile_path: str | Path, correlation: Any = None, **options: Any) -> tuple[Ladder, list[str]]:
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
-    correlation from a correlate result file; the notes name rungs the result lacks."""
+    correlation from a correlate result (`layerprof.correlate.load_result`: this module never imports the
+    study's); the notes name rungs the result lacks."""
     profile = load_profile(profile_path)
     notes: list[str] = []
     reason = profile.incomplete_reason()
@@ -431,9 +430,7 @@ def ladder_for(
         options["cost_kind"] = default_cost(profile)
     ladder = build_ladder(profile, **options)
     if correlation is not None:
-        from layerprof.correlate import load_result
-
-        notes += attach_correlation(ladder, load_result(Path(correlation)))
+        notes += attach_correlation(ladder, correlation)
     return ladder, notes
 
 

@@ -987,55 +987,19 @@ def simulation_png(simulation: Simulation, path: Path) -> Path:
     return path
 
 
-FIGURE_SIZE = (7.5, 4.8)
-ERRORBAR_STYLE = {"capsize": 3, "alpha": 0.85}
-SCRATCH_STYLE = {"marker": "o", "linestyle": "-"}
-CONTINUED_STYLE = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
-LABEL_STYLE = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
-
-
 def simulation_figure(simulation: Simulation) -> Any:
     """Median regret (90% band) against cost, one line per path: successive halving from more and more
     configurations. Cost is GPU seconds where a profile priced the trials, else their recorded seconds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from layerprof.figures import regret_cost_figure
 
     priced = _priced_curves(simulation)
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
     series_by_label = curve_series(simulation)
-    colours = {path.name: f"C{index % 10}" for index, path in enumerate(simulation.paths)}
-    for label, series in series_by_label.items():
-        costs, medians = series["cost"], series["median"]
-        below = [m - low for m, low in zip(medians, series["low"], strict=True)]
-        above = [high - m for m, high in zip(medians, series["high"], strict=True)]
-        style = SCRATCH_STYLE if series["runs"] == "scratch" else CONTINUED_STYLE
-        axes.errorbar(
-            costs, medians, yerr=[below, above], label=label, color=colours[series["path"]], **style, **ERRORBAR_STYLE
-        )
-        for cost, median, configs in zip(costs, medians, series["configs"], strict=True):
-            axes.annotate(str(configs), (cost, median), **LABEL_STYLE)
-    axes.set_xscale("log")
     recorded = "training seconds" if simulation.seconds_used == "training" else "seconds, set-up included"
-    axes.set_xlabel(f"seconds on {simulation.device} (profile)" if priced else f"{recorded} (the study's trials)")
-    axes.set_ylabel("regret: full-fidelity loss above the best")
     dashed = "; dashed: continued runs" if any(s["runs"] != "scratch" for s in series_by_label.values()) else ""
-    axes.set_title(
-        f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
+    return regret_cost_figure(
+        series_by_label,
+        [path.name for path in simulation.paths],
+        x_label=f"seconds on {simulation.device} (profile)" if priced else f"{recorded} (the study's trials)",
+        title=f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
         f"over {_repeats_text(simulation)}\n(numbers: starting configurations{dashed})",
-        fontsize="medium",
     )
-    axes.legend(title="path", fontsize="small")
-    _tidy(figure, axes)
-    return figure
-
-
-def _tidy(figure: Any, axes: Any) -> None:  # pragma: no mutate - tick marks, grid and margins only
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
-    axes.grid(True, alpha=0.3, which="both")
-    figure.tight_layout()
