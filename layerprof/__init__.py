@@ -33,8 +33,8 @@ _LAZY = {
     "write_report": "layerprof.report",
     "plan_study": "layerprof.correlate",
     "run_study": "layerprof.correlate",
-    "trial_phase": "layerprof.correlate",
-    "Segment": "layerprof.correlate",
+    "trial_phase": "layerprof.trials",
+    "Segment": "layerprof.trials",
     "FrozenRun": "layerprof.tasks",
 }
 

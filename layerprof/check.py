@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import DETERMINISTIC_FIELDS, MEMORY_FIELDS, Profile, Row, load_profile
+from layerprof.profile import DETERMINISTIC_FIELDS, MEMORY_FIELDS, Profile, Row, load_profile, recipe_difference
 from layerprof.stats import rank_sum_p_value
 
 VERDICTS = ("pass", "improvement", "accepted", "inconclusive", "regression")
@@ -33,8 +33,6 @@ INCONCLUSIVE_FIX = (
     "measure again with more visits per cell (larger --min-steps and --steps) on a quieter runner, "
     "or widen --time-tolerance"
 )
-# the training recipe: profiles that differ here describe different runs
-RECIPE_SETTINGS = ("optimizer", "precision", "eval_frozen")
 RELATIVE_NOISE = 1e-9  # floating noise in deterministic figures
 
 
@@ -46,6 +44,8 @@ class UnusableInput(LayerprofError):
 
 @dataclass
 class Finding:
+    """One figure of one cell compared: baseline, current, the verdict and why."""
+
     batch_size: int
     trainable_layers: int
     figure: str
@@ -57,6 +57,8 @@ class Finding:
 
 @dataclass
 class CheckResult:
+    """Everything a gate found, and the exit code it means (0 pass, 1 regression, 3 inconclusive)."""
+
     current: str
     baseline: str
     findings: list[Finding] = field(default_factory=list)
@@ -113,12 +115,9 @@ def _comparable(current: Profile, baseline: Profile, allow_device_mismatch: bool
             raise UnusableInput(
                 f"different workloads: {key} is {now.get(key)!r} now, {then.get(key)!r} in the baseline"
             )
-    for key in RECIPE_SETTINGS:
-        if getattr(current.settings, key) != getattr(baseline.settings, key):
-            raise UnusableInput(
-                f"different training settings: {key} is {getattr(current.settings, key)!r} now, "
-                f"{getattr(baseline.settings, key)!r} in the baseline"
-            )
+    if differs := recipe_difference(current.settings, baseline.settings):
+        key, now_value, then_value = differs
+        raise UnusableInput(f"different training settings: {key} is {now_value!r} now, {then_value!r} in the baseline")
     if current.model.overrides != baseline.model.overrides:
         raise UnusableInput("different model overrides (--set) in current and baseline")
     now_numerics, then_numerics = current.environment.numerics, baseline.environment.numerics
@@ -154,6 +153,8 @@ def compare(
     current_name: str = "current",
     baseline_name: str = "baseline",
 ) -> CheckResult:
+    """Compare two profiles of one model and recipe cell by cell: deterministic figures exactly, memory
+    and step time within their tolerances (a slowdown beyond the measured spread)."""
     if time_tolerance < 0 or memory_tolerance < 0:
         raise LayerprofError("tolerances must not be negative")
     _comparable(current, baseline, allow_device_mismatch)
@@ -349,6 +350,7 @@ def _cell_summary(result: CheckResult, batch_size: int, trainable_layers: int) -
 
 
 def summary_rows(result: CheckResult) -> list[list[str]]:
+    """One row per cell for the gate's tables: figures before and after, the verdict and its notes."""
     rows = []
     for batch_size, trainable_layers in result.cells():
         cell = _cell_summary(result, batch_size, trainable_layers)
@@ -360,6 +362,7 @@ SUMMARY_HEADERS = ["batch", "z", "step time", "peak memory", "FLOPs", "verdict",
 
 
 def markdown_summary(result: CheckResult) -> str:
+    """The gate's Markdown summary (for $GITHUB_STEP_SUMMARY): verdict, counts and the cells."""
     from layerprof.tables import markdown_table
 
     regressions, inconclusive = result.regressions, result.inconclusive
@@ -375,6 +378,21 @@ def markdown_summary(result: CheckResult) -> str:
     if inconclusive:
         lines += ["", f"Inconclusive: {result.inconclusive_summary()}."]
     return "\n".join(lines) + "\n"
+
+
+CHECK_STYLES = {"regression": "red", "inconclusive": "magenta", "improvement": "green", "accepted": "yellow"}
+
+
+def rich_check_table(result: CheckResult) -> Any:
+    """The gate's cells in a terminal, coloured by verdict (the Markdown summary's rows)."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.current} vs {result.baseline}", title_justify="left", header_style="bold")
+    for header in SUMMARY_HEADERS:
+        table.add_column(header, justify="right" if header in ("batch", "z") else "left")
+    for values in summary_rows(result):
+        table.add_row(*values, style=CHECK_STYLES.get(values[SUMMARY_HEADERS.index("verdict")]))
+    return table
 
 
 def junit_xml(result: CheckResult) -> str:

@@ -13,14 +13,16 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from layerprof.devices import GPU_KINDS, GpuKind, find_gpu
+from layerprof.devices import GPU_KINDS, GpuKind, InventoryItem, find_gpu
 from layerprof.errors import LayerprofError
-from layerprof.parsing import split_items
+from layerprof.parsing import parse_inventory, parse_ray_address, split_items
 
 # Ray sets accelerator_type:<name> to 1 on a node with that GPU; a task asks for a sliver of it to land there.
 KIND_RESOURCE_SHARE = 0.001
@@ -34,6 +36,8 @@ PROTOCOL = ("mode", "warmup_steps", "min_steps", "max_steps", "steps_per_visit")
 
 @dataclass(frozen=True)
 class ClusterKind:
+    """A GPU kind of a Ray cluster: what the user calls it and the resource that marks its nodes."""
+
     label: str  # what the user calls it: L4, H100, small
     resource: str  # the Ray resource that marks its nodes
     gpu: GpuKind | None  # the table's entry, where the label names one
@@ -67,49 +71,10 @@ def parse_gpu_kinds(text: str) -> list[ClusterKind]:
     return kinds
 
 
-@dataclass(frozen=True)
-class InventoryItem:
-    gpu: GpuKind
-    count: int
-
-
-# The most GPUs of one kind a plan places trials on (more GPUs than any halving has trials, by far).
-MAX_CLUSTER_GPUS = 100_000
-
-
-def parse_inventory(text: str) -> list[InventoryItem]:
-    """`16xL4,4xA100-80GB,1xH100` (a bare name counts once); MIG slices by name, e.g. 7xH100-1g.10gb."""
-    items: dict[str, InventoryItem] = {}
-    for part in split_items(text, "--cluster", "16xL4,4xA100-80GB,1xH100"):
-        match = re.fullmatch(r"(?:(\d+)\s*[x×*]\s*)?(.+)", part)
-        assert match is not None
-        count, name = int(match.group(1) or 1), match.group(2)
-        gpu = find_gpu(name)
-        if gpu is None:
-            raise LayerprofError(f"--cluster: unknown GPU {name!r} in {part!r}; known: {', '.join(GPU_KINDS)}")
-        if count < 1:
-            raise LayerprofError(f"--cluster: {part!r} has no GPUs; write COUNTxNAME, e.g. 8xL4")
-        previous = items.get(gpu.name)
-        items[gpu.name] = InventoryItem(gpu, count + (previous.count if previous else 0))
-        if items[gpu.name].count > MAX_CLUSTER_GPUS:
-            raise LayerprofError(
-                f"--cluster: {items[gpu.name].count:,} {gpu.name} GPUs is beyond the {MAX_CLUSTER_GPUS:,} per kind "
-                "a plan places trials on"
-            )
-    if not items:
-        raise LayerprofError(f"--cluster expects COUNTxGPU,..., e.g. 16xL4,4xA100-80GB,1xH100; got {text!r}")
-    return list(items.values())
-
-
 def inventory_from_ray(address: str | None) -> list[InventoryItem]:
     """The GPUs of a running Ray cluster, by each alive node's accelerator_type and GPU count."""
-    ray = import_ray()
-    started = connect(address)
-    try:
+    with ray_session(address) as ray:
         nodes = [node for node in ray.nodes() if node.get("Alive")]
-    finally:
-        if started:
-            ray.shutdown()
     counts: dict[str, int] = {}
     unknown = set()
     for node in nodes:
@@ -134,6 +99,12 @@ def inventory_from_ray(address: str | None) -> list[InventoryItem]:
 
 
 # ---------------------------------------------------------------- Ray
+
+
+def inventory_from_option(text: str) -> list[InventoryItem]:
+    """`plan --cluster`: `ray` or `ray:ADDR` reads a running Ray cluster, anything else is a written inventory."""
+    on_ray, address = parse_ray_address(text)
+    return inventory_from_ray(address) if on_ray else parse_inventory(text)
 
 
 def import_ray() -> Any:
@@ -165,6 +136,19 @@ def connect(address: str | None) -> bool:
     except Exception as error:  # noqa: BLE001 - Ray raises many kinds
         raise LayerprofError(f"cannot reach the Ray cluster at {address or 'a new local instance'}: {error}") from None
     return True
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """The one Ray connection of `profile`, `plan` and `correlate`: join ADDRESS (an unreachable one fails in
+    seconds) or start a local instance, yield the ray module, and close what this call opened."""
+    ray = import_ray()
+    started = connect(address)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def alive_resources() -> dict[str, float]:
@@ -207,16 +191,16 @@ def plan_cluster_profile(
     """Check everything a sweep needs before any node works: settings, the split (on the meta device, no
     memory), the z values, and the batch sizes (the family's default when none are given)."""
     from layerprof.models import split_without_memory
-    from layerprof.sweep import validate_settings
+    from layerprof.sweep import resolve_settings, validate_settings
 
     validate_settings(settings)
     if device not in ("auto", "cuda", "cpu"):
         raise LayerprofError(f"--device {device!r} with --executor ray: use auto, cuda or cpu (Ray picks the GPU)")
     loaded, layers = split_without_memory(spec, options)
-    layer_selection.resolve(len(layers))
-    batch_sizes = settings.batch_sizes or loaded.workload.default_batch_sizes
-    return SweepRequest(spec, options, replace(settings, batch_sizes=tuple(batch_sizes)), layer_selection, device,
-                        tf32, threads)  # fmt: skip
+    resolved = resolve_settings(settings, loaded.workload, len(layers), layer_selection)
+    # each node resolves the z values again, on its own split (the same selection)
+    settings = replace(settings, batch_sizes=resolved.batch_sizes)
+    return SweepRequest(spec, options, settings, layer_selection, device, tf32, threads)
 
 
 def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> dict[str, Any]:
@@ -241,6 +225,8 @@ def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> 
 
 @dataclass
 class KindOutcome:
+    """What a cluster run did for one GPU kind: the batch sizes asked, done, skipped and lost."""
+
     kind: ClusterKind
     path: Path
     batch_sizes: list[int]  # asked for
@@ -251,6 +237,8 @@ class KindOutcome:
 
 @dataclass
 class ClusterRun:
+    """Every kind's outcome of one `profile --executor ray` run."""
+
     outcomes: list[KindOutcome]
     wall_seconds: float = 0.0
 
@@ -259,11 +247,22 @@ class ClusterRun:
         return any(outcome.failures for outcome in self.outcomes)
 
 
-# (event, outcome, batch size, detail): skipped, submitted, retry, done, failed
-SweepEvent = Callable[[str, KindOutcome, int, str], None]
+class SweepEventKind(str, Enum):
+    """What happened to one (kind, batch size) sweep on the cluster."""
+
+    skipped = "skipped"  # its batch size is already in the kind's profile
+    submitted = "submitted"
+    retry = "retry"  # its worker or node was lost; submitted again
+    done = "done"
+    failed = "failed"
+
+
+# (event, outcome, batch size, detail)
+SweepEvent = Callable[[SweepEventKind, KindOutcome, int, str], None]
 
 
 def kind_path(directory: Path, spec: str, kind: ClusterKind) -> Path:
+    """The profile one GPU kind's sweeps go to: MODEL-KIND.json in the output directory."""
     from layerprof.models import model_slug
 
     label = re.sub(r"[^A-Za-z0-9.]+", "-", kind.label).strip("-") or "kind"
@@ -272,14 +271,13 @@ def kind_path(directory: Path, spec: str, kind: ClusterKind) -> Path:
 
 def _batches_on_disk(path: Path, request: SweepRequest) -> tuple[Any, list[int]]:
     """The kind's profile from an earlier run, and the batch sizes it finished; refuse one of another run."""
-    from layerprof.check import RECIPE_SETTINGS
-    from layerprof.profile import load_profile
+    from layerprof.profile import load_profile, recipe_difference
 
     if not path.exists():
         return None, []
     profile = load_profile(path)
-    same = profile.model.spec == request.spec and all(
-        getattr(profile.settings, name) == getattr(request.settings, name) for name in (*RECIPE_SETTINGS, *PROTOCOL)
+    same = (
+        profile.model.spec == request.spec and recipe_difference(profile.settings, request.settings, PROTOCOL) is None
     )
     if not same:
         raise LayerprofError(
@@ -347,7 +345,7 @@ def profile_on_ray(
     if on_event:
         for outcome in outcomes:
             for batch in outcome.skipped:
-                on_event("skipped", outcome, batch, str(outcome.path))
+                on_event(SweepEventKind.skipped, outcome, batch, str(outcome.path))
     todo = [(o, b) for o in outcomes for b in o.batch_sizes if b not in o.done]
     if not todo:
         return ClusterRun(outcomes, time.perf_counter() - began)
@@ -355,9 +353,7 @@ def profile_on_ray(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise LayerprofError(f"cannot create {str(directory)!r}: {error.strerror or error}") from None
-    ray = import_ray()
-    started = connect(address)
-    try:
+    with ray_session(address) as ray:
         _check_kinds_offered(kinds)
         remote = ray.remote(sweep_on_node)
         gpus = 0 if request.device == "cpu" else 1
@@ -366,7 +362,7 @@ def profile_on_ray(
             options = {"num_cpus": 1, "num_gpus": gpus, "resources": {outcome.kind.resource: KIND_RESOURCE_SHARE},
                        "max_retries": 0}  # fmt: skip
             if on_event:
-                on_event("submitted", outcome, batch, "")
+                on_event(SweepEventKind.submitted, outcome, batch, "")
             return remote.options(**options).remote(request, outcome.kind, batch)
 
         pending = {submit(o, b): (o, b, 0) for o, b in todo}
@@ -380,14 +376,14 @@ def profile_on_ray(
                     described = _describe(error)
                     if _lost(error) and attempt < RETRIES and outcome.kind.resource in alive_resources():
                         if on_event:
-                            on_event("retry", outcome, batch, described)
+                            on_event(SweepEventKind.retry, outcome, batch, described)
                         pending[submit(outcome, batch)] = (outcome, batch, attempt + 1)
                         continue
                     why = "lost (its worker or node died)" if _lost(error) else "failed"
                     tried = f" after {attempt + 1} attempts" if attempt else ""
                     outcome.failures.append(f"batch {batch} {why}{tried}: {described}")
                     if on_event:
-                        on_event("failed", outcome, batch, outcome.failures[-1])
+                        on_event(SweepEventKind.failed, outcome, batch, outcome.failures[-1])
                     continue
                 from layerprof.profile import save_profile
 
@@ -396,14 +392,11 @@ def profile_on_ray(
                 merged.complete = set(outcome.done) >= set(outcome.batch_sizes)
                 save_profile(merged, outcome.path)
                 if on_event:
-                    on_event("done", outcome, batch, str(outcome.path))
+                    on_event(SweepEventKind.done, outcome, batch, str(outcome.path))
         except KeyboardInterrupt:
             for reference in pending:
                 ray.cancel(reference, force=True)
             raise
-    finally:
-        if started:
-            ray.shutdown()
     return ClusterRun(outcomes, time.perf_counter() - began)
 
 

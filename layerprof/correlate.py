@@ -19,98 +19,41 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
 from layerprof.parsing import LayerSelection
+from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
+from layerprof.trials import (
+    PHASES,
+    Chain,
+    GridCell,
+    PhaseClock,
+    Segment,
+    match_fraction,
+    segments,
+    study_paths,
+    timed_trial,
+)
+from layerprof.trials import trial_phase as trial_phase  # where tasks written before it moved import it
 
 # ---------------------------------------------------------------- grids
 
 
 EXECUTORS = ("local", "ray")
 
-# ---------------------------------------------------------------- statistics
-
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    n = len(x)
-    mean_x, mean_y = sum(x) / n, sum(y) / n
-    covariance = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True))
-    spread_x = math.sqrt(sum((a - mean_x) ** 2 for a in x))
-    spread_y = math.sqrt(sum((b - mean_y) ** 2 for b in y))
-    return covariance / (spread_x * spread_y) if spread_x and spread_y else math.nan
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    return _pearson(average_ranks(x), average_ranks(y))
-
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator else math.nan
-
-
-def bootstrap_interval(
-    x: Sequence[float], y: Sequence[float], statistic: Callable, repeats: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile 95% interval of `statistic` over configurations resampled with replacement."""
-    generator = random.Random(seed)
-    n = len(x)
-    samples = []
-    for _ in range(repeats):
-        index = [generator.randrange(n) for _ in range(n)]
-        value = statistic([x[i] for i in index], [y[i] for i in index])
-        if not math.isnan(value):
-            samples.append(value)
-    if not samples:
-        return math.nan, math.nan
-    samples.sort()
-    return samples[int(0.025 * (len(samples) - 1))], samples[int(math.ceil(0.975 * (len(samples) - 1)))]
-
-
 # ---------------------------------------------------------------- trials
 
-Cell = tuple[int, float]  # (trainable layers z, budget fraction)
-Chain = tuple[Cell, ...]  # the rungs one continued run goes through, in order
-Phase = Literal["training", "evaluation"]
-PHASES: tuple[Phase, ...] = get_args(Phase)
 CONTINUED_PATHS = ("budget", "layers", "diagonal")  # the named paths --continue takes (simulate's, over the study)
 
 
 @dataclass(frozen=True)
 class Trial:
+    """One from-scratch trial: a configuration trained at z layers for a budget fraction, with a seed."""
+
     config_index: int
     trainable_layers: int
     budget_fraction: float
@@ -134,56 +77,18 @@ class ContinuedTrial:
         return continued_key(self.chain, self.config_index, self.seed)
 
 
-def continued_key(chain: Sequence[Cell], config_index: int, seed: int) -> str:
+def continued_key(chain: Sequence[GridCell], config_index: int, seed: int) -> str:
+    """The key that names a continued run in the trial store (exact fractions: 1/9 is not 0.111111)."""
     exact = ",".join(f"{z}@{f!r}" for z, f in chain)  # repr: 1/9 and 0.111111 are different chains
     return f"continued/{exact}/{config_index}/{seed}"
 
 
-def chain_label(chain: Sequence[Cell]) -> str:
+def chain_label(chain: Sequence[GridCell]) -> str:
+    """A chain as the user writes it: 1@0.25,3@0.5,6@1."""
     return ",".join(f"{z}@{f:g}" for z, f in chain)
 
 
-def step_at(fraction: float, full_steps: int) -> int:
-    """Steps trained by `fraction` of a budget of `full_steps` (at least one for any positive fraction), as the
-    built-in tasks and `simulate`'s prices count them."""
-    return 0 if fraction <= 0 else max(1, round(full_steps * fraction))
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One rung of a continued run, as a task's `resume` receives it: train at `trainable_layers` from
-    `start_fraction` to `end_fraction` of the full budget (training done in all, not in this rung), then
-    evaluate. The learning-rate schedule spans the whole run, `total_fraction`, and resumes at the step reached,
-    so that a rung neither restarts the warm-up nor cools down early. A from-scratch trial is the one segment of
-    a run through one rung."""
-
-    index: int
-    trainable_layers: int
-    budget_fraction: float  # the rung's cell
-    start_fraction: float
-    end_fraction: float
-    total_fraction: float
-
-    def steps(self, full_steps: int) -> tuple[int, int, int]:
-        """(first step, the step after the last, steps of the whole run) for `full_steps` at budget 1."""
-        start = step_at(self.start_fraction, full_steps)
-        end = max(start + 1, step_at(self.end_fraction, full_steps))
-        return start, end, max(end, step_at(self.total_fraction, full_steps))
-
-
-def segments(chain: Sequence[Cell]) -> list[Segment]:
-    """The segments of one run through `chain`. A rung whose budget fraction rises trains on to it (a budget rung
-    continued from its checkpoint); a rung that keeps the previous fraction (more layers thawed on the same
-    budget, the layers path) trains that fraction again, since thawing alone would leave the loss where it was."""
-    spans, done, previous = [], 0.0, 0.0
-    for z, fraction in chain:
-        length = fraction - previous if fraction > previous else fraction
-        spans.append((z, fraction, done, done + length))
-        done, previous = done + length, fraction
-    return [Segment(i, z, f, start, end, done) for i, (z, f, start, end) in enumerate(spans)]
-
-
-def serving(chain: Sequence[Cell], path: Sequence[Cell]) -> list[list[int]] | None:
+def serving(chain: Sequence[GridCell], path: Sequence[GridCell]) -> list[list[int]] | None:
     """For each rung of `path`, the segments of a run through `chain` that train it; None where the runs differ.
 
     A run serves a path when it passes through every rung of the path, ends where the path ends, and trains at
@@ -207,46 +112,13 @@ def serving(chain: Sequence[Cell], path: Sequence[Cell]) -> list[list[int]] | No
     return blocks if position == len(chain) else None
 
 
-class _PhaseClock:
-    """The seconds a trial spent in each phase its task marked; the rest of the trial is set-up."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        self.marked = False
-
-
-_clock: _PhaseClock | None = None  # the running trial's, in the process that runs it
 _now = time.perf_counter  # the clock of trials and phases
-
-
-@contextmanager
-def trial_phase(name: Phase) -> Iterator[None]:
-    """Mark a stretch of a task as training or evaluation (`with layerprof.trial_phase("training"): ...`), so
-    that `correlate` records it apart from set-up (imports, loading data, building the model) and `simulate`
-    prices training alone. Outside a trial it only runs the block."""
-    if name not in PHASES:
-        raise LayerprofError(f"trial_phase({name!r}): choose one of {', '.join(PHASES)}")
-    clock, began = _clock, _now()
-    try:
-        yield
-    finally:
-        if clock is not None:
-            clock.seconds[name] += _now() - began
-            clock.marked = True
-
-
-@contextmanager
-def _timed_trial() -> Iterator[_PhaseClock]:
-    global _clock
-    previous, _clock = _clock, _PhaseClock()
-    try:
-        yield _clock
-    finally:
-        _clock = previous
 
 
 @dataclass
 class TrialResult:
+    """A from-scratch trial's loss (None where it failed) and where its seconds went."""
+
     config_index: int
     trainable_layers: int
     budget_fraction: float
@@ -261,6 +133,8 @@ class TrialResult:
 
 @dataclass
 class SegmentResult:
+    """One rung of a continued run: the loss evaluated at its end and its seconds."""
+
     trainable_layers: int
     budget_fraction: float
     loss: float | None
@@ -297,7 +171,7 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _phase_seconds(clock: _PhaseClock, before: dict[str, float]) -> tuple[float | None, float | None]:
+def _phase_seconds(clock: PhaseClock, before: dict[str, float]) -> tuple[float | None, float | None]:
     if not clock.marked:
         return None, None
     return clock.seconds["training"] - before["training"], clock.seconds["evaluation"] - before["evaluation"]
@@ -315,7 +189,7 @@ def run_trial(task_spec: str, config: dict[str, Any], trial: Trial) -> TrialResu
     """Run in a worker: seed everything, call the task, turn failures and NaN into a failed result."""
     _seed_worker(trial.seed)
     began = _now()
-    with _timed_trial() as clock:
+    with timed_trial(_now) as clock:
         error, loss = None, None
         try:
             task = resolve_task(task_spec)
@@ -340,7 +214,7 @@ def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial)
     began = _now()
     done: list[SegmentResult] = []
     error = None
-    with _timed_trial() as clock:
+    with timed_trial(_now) as clock:
         try:
             resume = continuation_of(resolve_task(task_spec), task_spec)
         except Exception as raised:  # noqa: BLE001
@@ -397,6 +271,8 @@ def _fields(trial: Trial) -> dict[str, Any]:
 
 
 def resolve_task(spec: str) -> Callable[[dict[str, Any], int, float], float]:
+    """The task a name (digits, pydoc-lm) or a factory (file.py:fn, pkg.mod:fn) names; a bad one is an
+    input error."""
     from layerprof.tasks import TASKS
 
     if spec in TASKS:
@@ -420,6 +296,7 @@ def continuation_of(task: Callable, spec: str) -> Callable[[dict[str, Any], Segm
 
 
 def task_layer_count(task: Callable) -> int | None:
+    """The layer count a task declares (its `layer_count` attribute), or None."""
     count = getattr(task, "layer_count", None)
     return int(count) if count is not None else None
 
@@ -501,6 +378,8 @@ class TrialStore:
 
 @dataclass
 class CellStatistics:
+    """Rank correlation of one (z, budget) cell with full training, with its bootstrap intervals."""
+
     trainable_layers: int
     budget_fraction: float
     configs: int  # configurations with a loss here and at full fidelity
@@ -528,6 +407,8 @@ class ContinuedRung:
 
 @dataclass
 class ContinuedStatistics:
+    """Rank correlation of each rung of a continued chain with full training."""
+
     chain: list[list[float]]  # [z, budget fraction] per rung
     rungs: list[ContinuedRung]
     failed_runs: int = 0
@@ -540,6 +421,8 @@ CORRELATION_SCHEMA_V1 = CORRELATION_SCHEMAS[0]  # called the z values `layers`
 
 @dataclass
 class CorrelationResult:
+    """A finished study: every cell's statistics, the continued chains, and how it ran."""
+
     task: str
     configs: list[dict[str, Any]]
     trainable_layer_counts: list[int]
@@ -621,7 +504,6 @@ def plan_chains(
     like 1@0.25,3@0.5,6@1; then every later start of each (a Hyperband bracket starting at a higher rung trains
     from scratch to it and continues from there) that no chain already serves."""
     from layerprof.parsing import parse_rungs
-    from layerprof.simulate import match_fraction, study_paths  # simulate builds on this module
 
     asked: list[Chain] = []
     for request in requests:
@@ -757,11 +639,9 @@ def run_ray(
     gpu_fraction: Callable[[int], float] | None = None,
 ) -> None:
     """Each trial a Ray task asking for the GPU share its rung needs (memory-parallel halving, Figure 6b)."""
-    from layerprof.cluster import connect, import_ray
+    from layerprof.cluster import ray_session
 
-    ray = import_ray()
-    started_here = connect(address)  # an unreachable address fails in seconds, as for profile and plan
-    try:
+    with ray_session(address) as ray:  # the one connection of profile, plan and correlate
         remote = ray.remote(run_job)
         futures = {}
         for job in jobs:
@@ -773,9 +653,6 @@ def run_ray(
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
             on_result(ray.get(done[0]))
-    finally:
-        if started_here:  # a connection (or a local instance) this call opened is closed by it
-            ray.shutdown()
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -859,6 +736,7 @@ def summarise_continued(
 
 
 def fingerprint(task: str, configs: list[dict[str, Any]]) -> str:
+    """A digest of the task and the configurations: a resumed study must be the same study."""
     return hashlib.sha256(json.dumps([task, configs], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -939,41 +817,12 @@ def write_outputs(result: CorrelationResult, directory: Path) -> list[Path]:
         writer.writeheader()
         for cell in result.cells:
             writer.writerow(asdict(cell))
-    return [json_path, csv_path, heatmap_png(result, directory / "heatmap.png")]
+    from layerprof.figures import correlation_heatmap_png
 
-
-def heatmap_png(result: CorrelationResult, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    zs, fractions = result.trainable_layer_counts, result.budget_fractions
-    grid = [[math.nan] * len(fractions) for _ in zs]
-    for cell in result.cells:
-        value = cell.spearman if cell.spearman is not None else math.nan
-        grid[zs.index(cell.trainable_layers)][fractions.index(cell.budget_fraction)] = value
-    figure, axes = plt.subplots(figsize=(max(5.5, 1.3 * len(fractions) + 3), 0.6 * len(zs) + 2.2))
-    image = axes.imshow(grid, cmap="viridis", vmin=-1, vmax=1, origin="lower", aspect="auto")
-    for row in range(len(zs)):
-        for column in range(len(fractions)):
-            value = grid[row][column]
-            text = "n/a" if math.isnan(value) else f"{value:.2f}"
-            axes.text(column, row, text, ha="center", va="center", color="white" if value < 0.5 else "black")
-    axes.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
-    axes.set_yticks(range(len(zs)), [str(z) for z in zs])
-    axes.set_xlabel("training budget (fraction of full)")
-    axes.set_ylabel("trainable layers z")
-    axes.set_title(
-        f"Spearman's ρ against full fidelity\n{result.task}, {len(result.configs)} configurations", fontsize=10
-    )
-    figure.colorbar(image, ax=axes, label="Spearman's ρ")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return [json_path, csv_path, correlation_heatmap_png(result, directory / "heatmap.png")]
 
 
 def load_result(path: Path) -> CorrelationResult:
+    """Read a study's result.json back (for `ladder --correlation`); a bad file is an input error."""
     data = read_json(path, "correlation result", "a result.json written by `layerprof correlate`")
     return CorrelationResult.from_dict(data, source=repr(str(path)))

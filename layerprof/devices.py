@@ -23,6 +23,8 @@ TARGETS = ("cuda", "cpu")
 
 @dataclass(frozen=True)
 class GpuKind:
+    """One GPU (or MIG slice) of the table: memory, compute capability, dense peaks and bandwidth."""
+
     name: str
     memory_mib: int  # nvidia-smi's total memory
     compute_capability: tuple[int, int]
@@ -340,3 +342,14 @@ def cublas_workspace_bytes(
         if ran_lt and cublas_lt:
             total += cuda_block_bytes(cublas_lt, allocator)
     return total
+
+
+# ---------------------------------------------------------------- inventories
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """A count of one GPU kind (or MIG slice) in the inventory `plan` places rungs on."""
+
+    gpu: GpuKind
+    count: int

@@ -198,6 +198,7 @@ def gpu_uuid(device: torch.device) -> str | None:
 
 
 def describe_environment(device: torch.device) -> EnvironmentInfo:
+    """The machine and software a profile was measured with (device, driver, library versions, numerics)."""
     info = EnvironmentInfo(
         device_kind=device.type,
         device_name=cpu_name(),

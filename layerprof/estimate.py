@@ -55,6 +55,7 @@ from layerprof.sweep import (
     new_row,
     prepared_cell,
     profile_model,
+    resolve_settings,
     resumable_profile,
     torch_dtype,
     warn_frozen_batchnorm,
@@ -338,13 +339,7 @@ def plan_estimate(
         apply_threads(threads, None)
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
     meta, layers = split_without_memory(spec, options)
-    settings = replace(
-        settings,
-        mode="estimate",
-        target=target,
-        batch_sizes=settings.batch_sizes or meta.workload.default_batch_sizes,
-        trainable_layer_counts=layer_selection.resolve(len(layers)),
-    )
+    settings = resolve_settings(settings, meta.workload, len(layers), layer_selection, mode="estimate", target=target)
     warn_frozen_batchnorm(meta.model, layers, settings)
     environment = estimate_environment(target, settings.target_gpu)
     resume = resumable_profile(path, new_profile(meta, layers, settings, environment), restart)
@@ -352,8 +347,14 @@ def plan_estimate(
     time_model = resolve_time_model(settings, calibrate, threads)
     return SweepJob(
         spec, options, layers, settings, ESTIMATE_DEVICE, environment, path,
-        order=order, resume=resume, time_model=time_model,
+        order=order, resume=resume, time_model=time_model, runner=run_estimate_job,
     )  # fmt: skip
+
+
+def run_estimate_job(job: SweepJob, observer: SweepObserver | None, save: Callable[[Profile], None]) -> Profile:
+    """An estimate's runner, handed to its job by `plan_estimate`: every cell on fake tensors."""
+    return estimate_model(job.spec, job.options, job.settings, observer=observer, save=save, layers=job.layers,
+                          order=job.order, resume=job.resume, time_model=job.time_model)  # fmt: skip
 
 
 class PlanPredictor:
@@ -411,6 +412,8 @@ class PlanPredictor:
 
 @dataclass
 class FitResult:
+    """For one z: the largest batch that fits the budget, and the memory it needs."""
+
     trainable_layers: int
     largest_batch_size: int  # 0: not even the smallest batch fits
     need_at_largest_bytes: int | None
@@ -420,6 +423,8 @@ class FitResult:
 
 @dataclass
 class FitReport:
+    """`fit`'s answer for every z, with the budget and, for a given batch, the smallest GPU."""
+
     model: str
     target: str
     memory_bytes: int  # the budget

@@ -125,6 +125,7 @@ def load_state(directory):
 
 
 def export_optuna(ladder: Ladder) -> str:
+    """A runnable Optuna script: a HyperbandPruner over the ladder's rungs."""
     return (
         _header(ladder, "Optuna")
         + """
@@ -186,6 +187,7 @@ if __name__ == "__main__":
 
 
 def export_neps(ladder: Ladder) -> str:
+    """A runnable NePS script: the rungs as a fidelity parameter of the search space."""
     return (
         _header(ladder, "NePS")
         + """
@@ -237,6 +239,7 @@ if __name__ == "__main__":
 
 
 def export_ray(ladder: Ladder) -> str:
+    """A runnable Ray Tune script: memory-parallel successive halving, one Tune run per rung (the paper's Fig. 6b)."""
     return (
         _header(ladder, "Ray Tune")
         + """
@@ -306,6 +309,7 @@ if __name__ == "__main__":
 
 
 def export_smac(ladder: Ladder) -> str:
+    """A runnable SMAC3 script: its Hyperband intensifier with the ladder's rungs as budgets."""
     return (
         _header(ladder, "SMAC3")
         + """
@@ -363,6 +367,7 @@ EXPORTERS: dict[str, Callable[[Ladder], str]] = {
 
 
 def export(ladder: Ladder, library: str) -> str:
+    """The snippet for `ladder --export LIBRARY`; an unknown library is an input error."""
     if library not in EXPORTERS:
         raise LayerprofError(f"--export {library!r}: choose one of {', '.join(EXPORTERS)}")
     if not float(ladder.eta).is_integer():

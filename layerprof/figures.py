@@ -1,7 +1,12 @@
-"""The figures of a report, drawn with matplotlib from Profile data: cost curves, parameters and FLOPs, memory
-by category. Each function returns a Figure, so that what it shows can be checked from its own data."""
+"""Every figure layerprof draws, with matplotlib: the report's (cost curves, parameters and FLOPs, memory by
+category, from Profile data), `correlate`'s heatmap of rho and `simulate`'s regret against cost. Each report
+function returns a Figure, so that what it shows can be checked from its own data."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -9,11 +14,14 @@ matplotlib.use("Agg")  # never open a window; this runs on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from layerprof.devices import MIB  # noqa: E402
 from layerprof.errors import LayerprofError  # noqa: E402
 from layerprof.profile import MemoryCategory, Profile  # noqa: E402
+
+if TYPE_CHECKING:
+    from layerprof.correlate import CorrelationResult
 
 
 def _series(profile: Profile, batch_size: int, attribute: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
@@ -78,6 +86,7 @@ def _curves(
 
 
 def has_step_times(profiles: list[tuple[str, Profile]]) -> bool:
+    """Whether any profile holds step times (measured or predicted) to draw."""
     return any(row.step_time_ms for _, profile in profiles for row in profile.rows if row.ok)
 
 
@@ -159,3 +168,75 @@ def memory_breakdown_figure(name: str, profile: Profile) -> plt.Figure | None:
     axes.grid(True, axis="y", alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+# ---------------------------------------------------------------- correlate and simulate
+
+
+def correlation_heatmap_png(result: CorrelationResult, path: Path) -> Path:
+    """Draw the cells' rho as a heatmap (z by budget fraction) and return the file written."""
+    zs, fractions = result.trainable_layer_counts, result.budget_fractions
+    grid = [[math.nan] * len(fractions) for _ in zs]
+    for cell in result.cells:
+        value = cell.spearman if cell.spearman is not None else math.nan
+        grid[zs.index(cell.trainable_layers)][fractions.index(cell.budget_fraction)] = value
+    figure, axes = plt.subplots(figsize=(max(5.5, 1.3 * len(fractions) + 3), 0.6 * len(zs) + 2.2))
+    image = axes.imshow(grid, cmap="viridis", vmin=-1, vmax=1, origin="lower", aspect="auto")
+    for row in range(len(zs)):
+        for column in range(len(fractions)):
+            value = grid[row][column]
+            text = "n/a" if math.isnan(value) else f"{value:.2f}"
+            axes.text(column, row, text, ha="center", va="center", color="white" if value < 0.5 else "black")
+    axes.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
+    axes.set_yticks(range(len(zs)), [str(z) for z in zs])
+    axes.set_xlabel("training budget (fraction of full)")
+    axes.set_ylabel("trainable layers z")
+    axes.set_title(
+        f"Spearman's ρ against full fidelity\n{result.task}, {len(result.configs)} configurations", fontsize=10
+    )
+    figure.colorbar(image, ax=axes, label="Spearman's ρ")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+FIGURE_SIZE = (7.5, 4.8)
+ERRORBAR_STYLE = {"capsize": 3, "alpha": 0.85}
+SCRATCH_STYLE = {"marker": "o", "linestyle": "-"}
+CONTINUED_STYLE = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
+LABEL_STYLE = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
+
+
+def regret_cost_figure(
+    series_by_label: dict[str, dict[str, Any]], path_names: list[str], x_label: str, title: str
+) -> plt.Figure:
+    """`simulate`'s figure: median regret (error bars: its 5-95% range) against cost, one line per path and
+    kind of run (continued runs dashed), each point labelled with its starting configurations."""
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
+    colours = {name: f"C{index % 10}" for index, name in enumerate(path_names)}
+    for label, series in series_by_label.items():
+        costs, medians = series["cost"], series["median"]
+        below = [m - low for m, low in zip(medians, series["low"], strict=True)]
+        above = [high - m for m, high in zip(medians, series["high"], strict=True)]
+        style = SCRATCH_STYLE if series["runs"] == "scratch" else CONTINUED_STYLE
+        axes.errorbar(
+            costs, medians, yerr=[below, above], label=label, color=colours[series["path"]], **style, **ERRORBAR_STYLE
+        )
+        for cost, median, configs in zip(costs, medians, series["configs"], strict=True):
+            axes.annotate(str(configs), (cost, median), **LABEL_STYLE)
+    axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("regret: full-fidelity loss above the best")
+    axes.set_title(title, fontsize="medium")
+    axes.legend(title="path", fontsize="small")
+    _tidy(figure, axes)
+    return figure
+
+
+def _tidy(figure: Any, axes: Any) -> None:  # pragma: no mutate - tick marks, grid and margins only
+    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.grid(True, alpha=0.3, which="both")
+    figure.tight_layout()

@@ -30,6 +30,8 @@ from layerprof.profile import Layer, Profile
 
 @dataclass
 class SplitAtDepth:
+    """The split at one depth: the --unwrap classes that give it, and its layers."""
+
     depth: int
     unwrap: tuple[str, ...]  # the --unwrap classes that give this split
     layers: list[Layer]
@@ -84,6 +86,8 @@ class SplitChoice:
 
 @dataclass
 class SplitReport:
+    """The splits at every depth compared by the ladder each gives, and the one chosen with why."""
+
     model: str
     batch_size: int
     eta: float

@@ -50,6 +50,7 @@ def offline() -> Iterator[None]:
 
 
 def timm_names() -> list[str]:
+    """timm's model names (an input error naming the extra to install where timm is missing)."""
     return sorted(_module("timm", "timm").list_models())
 
 

@@ -25,6 +25,8 @@ COSTS = ("time", "flops")
 
 @dataclass
 class Rung:
+    """One rung: its z, its cost relative to full training, and what its trials need and spend."""
+
     trainable_layers: int
     trainable_fraction: float
     cost: float  # median step time (ms) or FLOPs per step, by `cost_kind`
@@ -54,6 +56,8 @@ class Bracket:
 
 @dataclass
 class Ladder:
+    """The recommended rungs for one profile and batch size, with the brackets halving runs over them."""
+
     model: str
     device: str
     batch_size: int
@@ -296,6 +300,15 @@ def build_ladder(
     return ladder
 
 
+def recommended_ladder(profile: Profile) -> tuple[Ladder | None, str | None]:
+    """The ladder a sweep recommends (default eta and cost), or None and why: a profile whose full-training cell
+    failed has none."""
+    try:
+        return build_ladder(profile, cost_kind=default_cost(profile)), None
+    except LayerprofError as error:
+        return None, str(error)
+
+
 def _validate(
     profile: Profile, eta: float, cost_kind: str, min_layers: int, configs: int | None, budget_steps: int | None
 ) -> None:
@@ -401,11 +414,10 @@ def _add_brackets(ladder: Ladder, configs: int | None) -> None:
                 ladder.hyperband_neps = neps
 
 
-def ladder_for(
-    profile_path: str | Path, correlation: str | Path | None = None, **options: Any
-) -> tuple[Ladder, list[str]]:
+def ladder_for(profile_path: str | Path, correlation: Any = None, **options: Any) -> tuple[Ladder, list[str]]:
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
-    correlation from a correlate result file; the notes name rungs the result lacks."""
+    correlation from a correlate result (`layerprof.correlate.load_result`: this module never imports the
+    study's); the notes name rungs the result lacks."""
     profile = load_profile(profile_path)
     notes: list[str] = []
     reason = profile.incomplete_reason()
@@ -418,9 +430,7 @@ def ladder_for(
         options["cost_kind"] = default_cost(profile)
     ladder = build_ladder(profile, **options)
     if correlation is not None:
-        from layerprof.correlate import load_result
-
-        notes += attach_correlation(ladder, load_result(Path(correlation)))
+        notes += attach_correlation(ladder, correlation)
     return ladder, notes
 
 

@@ -56,6 +56,8 @@ class LayerCost:
 
 @dataclass
 class LayerCostTable:
+    """What each layer costs in one full-training step: FLOPs, saved activations, parameters, output."""
+
     model: str
     batch_size: int
     precision: str
@@ -273,4 +275,5 @@ def _trainable_bytes(
 
 
 def optimizer_state_tensors_of(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> list[torch.Tensor]:
+    """The optimizer's state tensors of one parameter (Adam's moments, momentum buffers)."""
     return [v for v in optimizer.state.get(param, {}).values() if isinstance(v, torch.Tensor)]

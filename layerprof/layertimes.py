@@ -28,6 +28,8 @@ MARKED_STEPS = 5  # after two warm-up steps
 
 @dataclass
 class LayerTime:
+    """One layer's forward and backward time in full training."""
+
     index: int
     name: str
     forward_ms: float
@@ -36,6 +38,8 @@ class LayerTime:
 
 @dataclass
 class LayerTimes:
+    """Every layer's times at one batch size, and how they were taken."""
+
     batch_size: int
     device: str
     layers: list[LayerTime]

@@ -34,7 +34,7 @@ from torch import nn
 from layerprof.errors import LayerprofError, ModelWarning, SplitWarning
 from layerprof.layers import Split, TraceFailed, total_params, trace_split
 from layerprof.parsing import coerce
-from layerprof.profile import Layer, ModelInfo, Profile
+from layerprof.profile import MODEL_SOURCES, Layer, ModelInfo, Profile
 from layerprof.workloads import CustomWorkload, Workload
 
 IMAGE_BATCH_SIZES = (32,)
@@ -96,6 +96,8 @@ class ModelOptions:
 
 @dataclass
 class LoadedModel:
+    """A model built from a MODEL string: the module, its workload and how its layers split."""
+
     spec: str
     source: str  # "preset" | "torchvision" | "litgpt" | "user"
     name: str
@@ -146,18 +148,20 @@ class LoadedModel:
 
 
 def torchvision_names() -> list[str]:
+    """torchvision's classification model names."""
     import torchvision
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def litgpt_names() -> list[str]:
+    """LitGPT's config names."""
     from litgpt.config import name_to_config
 
     return sorted(name_to_config)
 
 
-SOURCES = ("preset", "torchvision", "litgpt", "timm", "hf")
+SOURCES = MODEL_SOURCES
 OPTIONAL_SOURCES = {"timm": "timm", "hf": "hf"}  # source -> the extra that installs it
 PREFIXED = ("torchvision", "litgpt", "timm", "hf")
 

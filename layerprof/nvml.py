@@ -18,6 +18,8 @@ from typing import Any
 
 @dataclass
 class ProcessMemory:
+    """What NVML says this process holds on the device, with the device's total use."""
+
     process_bytes: int | None  # this process, CUDA context included
     note: str | None  # why process_bytes is missing
     device_used_bytes: int | None  # the whole device, every process
@@ -81,6 +83,7 @@ def process_memory(
 
 
 def device_used_bytes(pynvml: Any, handle: Any) -> int | None:
+    """Memory in use on the whole device per NVML, or None where NVML cannot say."""
     try:
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
     except Exception:  # noqa: BLE001

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from layerprof.devices import GPUS, gpu_memory_bytes
+from layerprof.devices import GPU_KINDS, GPUS, InventoryItem, find_gpu, gpu_memory_bytes
 from layerprof.errors import LayerprofError
 
 # The largest batch size a sweep takes (fit searches up to it too): beyond it every cell could only fail.
@@ -33,6 +33,22 @@ def split_items(text: str, option: str, example: str) -> list[str]:
             f"{option} {text!r} has an empty item (two commas, or one at an end); write e.g. {example}"
         )
     return parts
+
+
+def parse_names(text: str, option: str, known: tuple[str, ...], what: str = "name") -> list[str]:
+    """`a,b` -> ["a", "b"], each one of `known`; an unknown one names the choices."""
+    names = split_items(text, option, ",".join(known))
+    for name in names:
+        if name not in known:
+            raise LayerprofError(f"{option}: unknown {what} {name!r}; choose from {', '.join(known)}")
+    return names
+
+
+def parse_ray_address(text: str) -> tuple[bool, str | None]:
+    """`ray` -> (True, None: RAY_ADDRESS or local), `ray:ADDR` -> (True, ADDR), anything else -> (False, None)."""
+    if text == "ray" or text.startswith("ray:"):
+        return True, text.partition(":")[2] or None
+    return False, None
 
 
 def parse_positive_ints(text: str, option: str, largest: int = MAX_BATCH_SIZE) -> tuple[int, ...]:
@@ -327,3 +343,31 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
     if not values:
         raise LayerprofError(f"--cpus expects CPU numbers like 0-3 or 0,2, got {text!r}")
     return tuple(sorted(values))
+
+
+# The most GPUs of one kind a plan places trials on (more GPUs than any halving has trials, by far).
+MAX_CLUSTER_GPUS = 100_000
+
+
+def parse_inventory(text: str) -> list[InventoryItem]:
+    """`16xL4,4xA100-80GB,1xH100` (a bare name counts once); MIG slices by name, e.g. 7xH100-1g.10gb."""
+    items: dict[str, InventoryItem] = {}
+    for part in split_items(text, "--cluster", "16xL4,4xA100-80GB,1xH100"):
+        match = re.fullmatch(r"(?:(\d+)\s*[x×*]\s*)?(.+)", part)
+        assert match is not None
+        count, name = int(match.group(1) or 1), match.group(2)
+        gpu = find_gpu(name)
+        if gpu is None:
+            raise LayerprofError(f"--cluster: unknown GPU {name!r} in {part!r}; known: {', '.join(GPU_KINDS)}")
+        if count < 1:
+            raise LayerprofError(f"--cluster: {part!r} has no GPUs; write COUNTxNAME, e.g. 8xL4")
+        previous = items.get(gpu.name)
+        items[gpu.name] = InventoryItem(gpu, count + (previous.count if previous else 0))
+        if items[gpu.name].count > MAX_CLUSTER_GPUS:
+            raise LayerprofError(
+                f"--cluster: {items[gpu.name].count:,} {gpu.name} GPUs is beyond the {MAX_CLUSTER_GPUS:,} per kind "
+                "a plan places trials on"
+            )
+    if not items:
+        raise LayerprofError(f"--cluster expects COUNTxGPU,..., e.g. 16xL4,4xA100-80GB,1xH100; got {text!r}")
+    return list(items.values())

@@ -26,12 +26,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from layerprof.cluster import InventoryItem
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_KINDS, GpuKind, find_gpu, kind_of_device, peak_tflops
+from layerprof.devices import (
+    CUDA_CONTEXT_RESERVE_BYTES,
+    GPU_KINDS,
+    GpuKind,
+    InventoryItem,
+    find_gpu,
+    kind_of_device,
+    peak_tflops,
+)
 from layerprof.errors import LayerprofError
 from layerprof.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
 from layerprof.parsing import check_eta
-from layerprof.profile import Profile, Row
+from layerprof.profile import Profile, Row, recipe_difference
 
 PLAN_SCHEMA = "layerprof.plan/1"
 ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak for its precision
@@ -149,11 +156,11 @@ def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileS
     for profile in profiles:
         if profile.model.spec != first.model.spec or profile.layer_count != first.layer_count:
             raise LayerprofError(f"the profiles are of different models: {first.model.spec}, {profile.model.spec}")
-        if (profile.settings.optimizer, profile.settings.precision) != (
-            first.settings.optimizer,
-            first.settings.precision,
-        ):
-            raise LayerprofError("the profiles train with different optimizers or precisions; plan one recipe")
+        if differs := recipe_difference(profile.settings, first.settings):
+            key, value, first_value = differs
+            raise LayerprofError(
+                f"the profiles train with different recipes ({key} {value!r} and {first_value!r}); plan one recipe"
+            )
         environment = profile.environment
         if profile.is_estimate:
             if environment.device_kind != "cuda":
@@ -216,6 +223,8 @@ class KindShare:
 
 @dataclass
 class RungPlacement:
+    """One rung placed: the GPU kind, trials side by side per GPU, GPUs used and the rung's time."""
+
     rung: int  # index in the ladder
     trainable_layers: int
     steps: int
@@ -231,6 +240,8 @@ class RungPlacement:
 
 @dataclass
 class Schedule:
+    """One halving schedule (successive halving or a Hyperband bracket) placed rung by rung."""
+
     name: str  # one of SCHEDULES
     algorithm: str  # "successive halving" | "hyperband"
     brackets: list[list[RungPlacement]]  # run one after another; rungs within a bracket too
@@ -354,6 +365,8 @@ def _fewest_gpu_hours(kinds: list[Any], configs: int, makespan: float) -> dict[t
 
 @dataclass
 class ClusterPlan:
+    """`plan`'s answer: the schedules on the inventory, their makespan and GPU-hours, and notes."""
+
     model: str
     batch_size: int
     eta: float

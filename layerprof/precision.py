@@ -8,13 +8,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from layerprof.errors import LayerprofError
+
+# The training precisions by Lightning's names: the one type every layer (CLI choice, settings, tables) uses
+PrecisionName = Literal["32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true"]
 
 
 @dataclass(frozen=True)
 class Precision:
-    name: str
+    """What a precision name means: the dtype of compute and of what is held, and whether a scaler runs."""
+
+    name: PrecisionName
     dtype: str  # the compute dtype: of everything for *-true, of autocast regions for *-mixed
     mixed: bool
     scaled: bool = False  # a gradient scaler (float16 mixed precision)
@@ -36,7 +42,7 @@ class Precision:
         return f"parameters, gradients, optimizer state and floating inputs in {self.dtype} (model.to({self.dtype}))"
 
 
-PRECISIONS: dict[str, Precision] = {
+PRECISIONS: dict[PrecisionName, Precision] = {
     precision.name: precision
     for precision in (
         Precision("32-true", "float32", mixed=False),
@@ -48,7 +54,11 @@ PRECISIONS: dict[str, Precision] = {
 }
 
 
+assert tuple(PRECISIONS) == get_args(PrecisionName)
+
+
 def get_precision(name: str) -> Precision:
+    """The precision a name means; an unknown name is an input error."""
     if name not in PRECISIONS:
         raise LayerprofError(f"--precision {name!r}: choose one of {', '.join(PRECISIONS)}")
     return PRECISIONS[name]

@@ -222,6 +222,7 @@ def trainable_params(layers: Sequence[Layer], trainable_layers: int) -> int:
 
 
 def total_params(layers: Sequence[Layer]) -> int:
+    """Parameters of the whole split."""
     return trainable_params(layers, len(layers))
 
 
@@ -235,12 +236,23 @@ def _tuple(value: Any) -> tuple | None:
     return None if value is None else tuple(value)
 
 
+# How a model is fed (the synthetic batch and the loss follow from it)
+Family = Literal["image-classification", "causal-lm", "tensor-input", "custom"]
+# measure: cells timed on a device; estimate: cells predicted on fake tensors
+SweepMode = Literal["measure", "estimate"]
+
+# The sources `layerprof models` lists (a MODEL may also be a user factory, source "user"); timm and hf are
+# optional extras
+MODEL_SOURCES = ("preset", "torchvision", "litgpt", "timm", "hf")
+ModelSource = Literal["preset", "torchvision", "litgpt", "timm", "hf", "user"]
+
+
 @dataclass
 class ModelInfo:
     """What was profiled: the MODEL string, where it came from, and its split."""
 
     spec: str
-    source: str  # "preset" | "torchvision" | "litgpt" | "user"
+    source: ModelSource
     name: str
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)  # --set
@@ -269,7 +281,7 @@ class ModelInfo:
 class WorkloadInfo:
     """How the model is fed: the family picks the synthetic batch and the loss."""
 
-    family: str  # "image-classification" | "causal-lm" | "tensor-input" | "custom"
+    family: Family
     input_shape: tuple[int, ...] | None = None  # per sample
     num_classes: int | None = None
     seq_len: int | None = None
@@ -347,7 +359,7 @@ class SweepSettings:
     learning_rate: float = 1e-3
     precision: str = "32-true"  # see layerprof.precision
     eval_frozen: bool = False  # frozen layers in eval mode (BatchNorm statistics kept, dropout off)
-    mode: str = "measure"  # "measure" | "estimate"
+    mode: SweepMode = "measure"
     target: str | None = None  # estimates: the device kind predicted for
     target_gpu: str | None = None  # estimates for CUDA: the GPU of layerprof.devices predicted for, if named
 
@@ -385,8 +397,26 @@ class SweepSettings:
         return cls(**known)
 
 
+# The training recipe: the settings under which two profiles describe the same training run. The one
+# definition of "same recipe": `check` compares only profiles of one recipe, a cluster run continues a kind's
+# profile only under it, `plan` refuses a mixture.
+RECIPE_SETTINGS = ("optimizer", "precision", "eval_frozen")
+
+
+def recipe_difference(
+    ours: SweepSettings, theirs: SweepSettings, also: Sequence[str] = ()
+) -> tuple[str, Any, Any] | None:
+    """The first recipe setting (then of `also`) in which two sweeps differ, with both values, or None."""
+    for key in (*RECIPE_SETTINGS, *also):
+        if getattr(ours, key) != getattr(theirs, key):
+            return key, getattr(ours, key), getattr(theirs, key)
+    return None
+
+
 @dataclass
 class SweepTiming:
+    """Where a sweep's wall time went: in all, and inside training steps."""
+
     sweep_wall_s: float = 0.0
     in_steps_s: float = 0.0  # seconds inside warm-up, timed and instrumented steps
 
@@ -397,6 +427,8 @@ class SweepTiming:
 
 @dataclass
 class Profile:
+    """One sweep's result: what, where and how it was profiled, and one row per cell."""
+
     model: ModelInfo
     workload: WorkloadInfo
     environment: EnvironmentInfo
@@ -594,10 +626,12 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def csv_path_for(path: Path) -> Path:
+    """The CSV written beside a profile's JSON."""
     return path.with_suffix(".csv")
 
 
 def rows_csv(profile: Profile) -> str:
+    """A profile's rows as CSV, one line per cell."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(ROW_FIELDS), lineterminator="\n")
     writer.writeheader()
@@ -631,5 +665,6 @@ def ensure_writable(path: str | Path) -> Path:
 
 
 def load_profile(path: str | Path) -> Profile:
+    """Read a profile of any schema version; a file that is none is an input error."""
     data = read_json(path, "profile", "a profile written by `layerprof profile`")
     return Profile.from_dict(data, source=repr(str(path)))

@@ -18,6 +18,8 @@ IMAGE_FORMATS = ("png", "svg")
 
 @dataclass
 class Report:
+    """The figures `report` drew and the notes on what it could not draw."""
+
     directory: Path
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be drawn, and why

@@ -30,6 +30,8 @@ SLOW_ROUND_RATIO = 0.20  # the reference workload 20% slower than in its quickes
 
 @dataclass
 class Visit:
+    """One visit of a cell: the round it ran in and its timed steps."""
+
     round_index: int  # 0: the cell's first visit, in the first round
     step_ms: list[float]
     slow_round: bool = False  # the reference workload says the whole round was slowed

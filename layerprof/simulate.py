@@ -25,17 +25,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from layerprof.correlate import (
-    Chain,
     ContinuedResult,
     TrialResult,
     chain_label,
     check_study_meta,
     read_records,
     resolve_task,
-    segments,
     serving,
-    spearman,
-    step_at,
     task_layer_count,
 )
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
@@ -48,11 +44,21 @@ from layerprof.stats import (
     quantile,
     quantile_confidence_interval,
     share_confidence_interval,
+    spearman,
+)
+from layerprof.trials import (
+    PATHS,
+    PROFILE_PATHS,
+    Chain,
+    FidelityPath,
+    GridCell,
+    match_fraction,
+    segments,
+    step_at,
+    study_paths,
 )
 
 SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs, which seconds price them, Monte-Carlo intervals
-PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")
-PROFILE_PATHS = ("ladder", "ladder-joint")
 BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
 REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
 # Repeats until stable: batches of REPEAT_BATCH until every figure's 95% Monte-Carlo interval is narrow enough,
@@ -63,9 +69,7 @@ MAX_REPEATS = 32_000
 REGRET_TOLERANCE = 0.01
 SHARE_TOLERANCE = 0.01
 COST_TOLERANCE = 0.01
-FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
 
-Cell = tuple[int, float]  # (trainable layers z, budget fraction)
 Seconds = Literal["training", "total"]  # what a trial's recorded cost is: its training alone, or all of it
 Runs = Literal["recorded", "assumed"]  # continued losses and seconds: from continued runs, or from scratch ones
 
@@ -91,6 +95,8 @@ class CellTable:
 
 @dataclass
 class RecordedStudy:
+    """A correlate study's recorded trials, indexed by configuration, cell and seed."""
+
     directory: Path
     task: str
     configs: list[dict[str, Any]]
@@ -101,7 +107,7 @@ class RecordedStudy:
     continued: dict[tuple[Chain, int, int], ContinuedResult] = field(default_factory=dict)  # (chain, config, seed)
 
     @property
-    def full_cell(self) -> Cell:
+    def full_cell(self) -> GridCell:
         return max(self.trainable_layer_counts), max(self.budget_fractions)
 
     @property
@@ -126,13 +132,13 @@ class RecordedStudy:
             return part.seconds
         return part.train_seconds or 0.0
 
-    def missing_trials(self, cell: Cell) -> int:
+    def missing_trials(self, cell: GridCell) -> int:
         z, fraction = cell
         return sum(
             (index, z, fraction, seed) not in self.trials for index in range(len(self.configs)) for seed in self.seeds
         )
 
-    def table(self, cell: Cell) -> CellTable:
+    def table(self, cell: GridCell) -> CellTable:
         z, fraction = cell
         losses, seconds = [], []
         for index in range(len(self.configs)):
@@ -141,10 +147,10 @@ class RecordedStudy:
             seconds.append([self.cost(r) for r in results])
         return CellTable(losses, seconds)
 
-    def mean_losses(self, cell: Cell) -> list[float | None]:
+    def mean_losses(self, cell: GridCell) -> list[float | None]:
         return self.table(cell).mean_losses()
 
-    def continued_tables(self, path: Sequence[Cell]) -> tuple[list[CellTable], Chain] | str:
+    def continued_tables(self, path: Sequence[GridCell]) -> tuple[list[CellTable], Chain] | str:
         """Each rung's table from a chain whose continued runs serve the path (every configuration and seed
         recorded); else why there is none."""
         incomplete = None
@@ -213,60 +219,9 @@ def load_study(path: Path) -> RecordedStudy:
 # ---------------------------------------------------------------- paths
 
 
-@dataclass
-class FidelityPath:
-    name: str
-    cells: list[Cell]
-    about: str
-
-
-def spread(values: Sequence[Any], count: int) -> list[Any]:
-    """`count` of the sorted `values`, evenly by position, always the first and the last."""
-    if count >= len(values):
-        return list(values)
-    if count == 1:
-        return [values[-1]]
-    return [values[round(i * (len(values) - 1) / (count - 1))] for i in range(count)]
-
-
-def study_paths(
-    names: Sequence[str], layer_counts: Sequence[int], fractions: Sequence[float], ladder_layers: Sequence[int] | None
-) -> tuple[list[FidelityPath], list[str]]:
-    """The named paths over the chosen study z values and budget fractions; notes for paths left out."""
-    zs, budgets = sorted(layer_counts), sorted(fractions)
-    top_z, full_budget = zs[-1], budgets[-1]
-    paths, notes = [], []
-    for name in names:
-        if name == "layers":
-            paths.append(FidelityPath(name, [(z, full_budget) for z in zs], "every z, each on the full budget"))
-        elif name == "budget":
-            paths.append(FidelityPath(name, [(top_z, f) for f in budgets], f"every budget fraction, z={top_z}"))
-        elif name == "diagonal":
-            count = min(len(zs), len(budgets))
-            cells = list(zip(spread(zs, count), spread(budgets, count), strict=True))
-            paths.append(FidelityPath(name, cells, "z and budget rising together (the paper's Table 3)"))
-        elif name == "ladder":
-            assert ladder_layers is not None
-            about = "the z rungs `layerprof ladder` recommends, each on the full budget"
-            paths.append(FidelityPath(name, [(z, full_budget) for z in ladder_layers], about))
-        elif name == "ladder-joint":
-            assert ladder_layers is not None
-            if len(ladder_layers) < 2 or len(ladder_layers) > len(budgets):
-                notes.append(
-                    f"ladder-joint left out: the ladder has {len(ladder_layers)} rung(s) and the study "
-                    f"{len(budgets)} budget fraction(s); it pairs 2 or more rungs with as many of the largest fractions"
-                )
-                continue
-            cells = list(zip(ladder_layers, budgets[-len(ladder_layers) :], strict=True))
-            paths.append(FidelityPath(name, cells, "the recommended z rungs with the largest budget fractions"))
-        else:
-            raise LayerprofError(f"--paths: unknown path {name!r}; choose from {', '.join(PATHS)}")
-    return paths, notes
-
-
 def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
     """Every cell a path needs must be recorded for every configuration and seed (exit 2 naming the rest)."""
-    gaps: dict[Cell, list[str]] = {}
+    gaps: dict[GridCell, list[str]] = {}
     for path in paths:
         for cell in path.cells:
             if study.missing_trials(cell):
@@ -303,11 +258,6 @@ def _task_layer_count(task_spec: str) -> int | None:
         return None
 
 
-def match_fraction(value: float, fractions: Sequence[float]) -> float:
-    """The study fraction a typed one names (0.1111 for 0.1111), or the typed value if the study lacks it."""
-    return next((f for f in fractions if abs(f - value) <= FRACTION_TOLERANCE * max(f, value)), value)
-
-
 # ---------------------------------------------------------------- prices from a profile
 
 
@@ -325,12 +275,14 @@ class RungPrice:
 
 @dataclass
 class Pricing:
+    """What trials cost on the profiled device: seconds, FLOPs and memory per rung."""
+
     profile: Profile
     batch_size: int
     full_steps: int
     gpu_memory_bytes: int | None
 
-    def price(self, cell: Cell, steps: int | None = None) -> RungPrice:
+    def price(self, cell: GridCell, steps: int | None = None) -> RungPrice:
         """One trial of the cell from scratch, or `steps` of it (a continued rung's segment)."""
         z, fraction = cell
         row = next((r for r in self.profile.rows_for(self.batch_size) if r.trainable_layers == z and r.ok), None)
@@ -352,7 +304,7 @@ class Pricing:
             parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
         )
 
-    def continued(self, cells: Sequence[Cell]) -> list[RungPrice]:
+    def continued(self, cells: Sequence[GridCell]) -> list[RungPrice]:
         """Each rung of one continued run through `cells`: its segment's steps."""
         prices = []
         for cell, segment in zip(cells, segments(cells), strict=True):
@@ -433,6 +385,8 @@ class Outcome:
 
 @dataclass
 class RungResult:
+    """One rung of a path: its rank correlation with full training."""
+
     trainable_layers: int
     budget_fraction: float
     spearman: float | None  # rank correlation of this cell's losses with full fidelity, all configurations
@@ -441,6 +395,8 @@ class RungResult:
 
 @dataclass
 class CurvePoint:
+    """One point of the regret-against-cost curve."""
+
     starting_configs: int
     recorded_seconds: float
     gpu_seconds: float | None
@@ -469,6 +425,8 @@ class ContinuedPath:
 
 @dataclass
 class PathResult:
+    """One path replayed: its rungs, and the outcome of each algorithm."""
+
     name: str
     about: str
     rungs: list[RungResult]
@@ -480,6 +438,8 @@ class PathResult:
 
 @dataclass
 class Simulation:
+    """Every path replayed under successive halving and Hyperband, with notes and uncertainty."""
+
     study: str
     task: str
     configs: int
@@ -546,9 +506,9 @@ class Replay:
         # a pick that failed at full fidelity counts as the worst configuration
         self.regret = [worst - self.best if t is None else t - self.best for t in truth]
         self.worst_regret = worst - self.best
-        self._tables: dict[Cell, CellTable] = {}
+        self._tables: dict[GridCell, CellTable] = {}
 
-    def tables(self, cells: Sequence[Cell]) -> list[CellTable]:
+    def tables(self, cells: Sequence[GridCell]) -> list[CellTable]:
         for cell in cells:
             if cell not in self._tables:
                 self._tables[cell] = self.study.table(cell)
@@ -679,7 +639,7 @@ def simulate(
     starting_configs: int | None = None,
     repeats: int | None = None,
     paths: Sequence[str] | None = None,
-    custom_paths: Sequence[Sequence[Cell]] = (),
+    custom_paths: Sequence[Sequence[GridCell]] = (),
     layer_counts: Sequence[int] | None = None,
     budget_fractions: Sequence[float] | None = None,
     profile: Profile | None = None,
@@ -839,7 +799,7 @@ def _simulate_path(
 
 
 def _continued_tables(
-    replay: Replay, cells: Sequence[Cell]
+    replay: Replay, cells: Sequence[GridCell]
 ) -> tuple[list[list[CellTable] | None], Runs | None, Chain | None, list[str]]:
     """The continued tables of a path for a bracket starting at each rung (None where the study lacks them),
     where they come from, and why a chain that would serve them cannot (an interrupted study). A bracket that
@@ -1027,55 +987,19 @@ def simulation_png(simulation: Simulation, path: Path) -> Path:
     return path
 
 
-FIGURE_SIZE = (7.5, 4.8)
-ERRORBAR_STYLE = {"capsize": 3, "alpha": 0.85}
-SCRATCH_STYLE = {"marker": "o", "linestyle": "-"}
-CONTINUED_STYLE = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
-LABEL_STYLE = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
-
-
 def simulation_figure(simulation: Simulation) -> Any:
     """Median regret (90% band) against cost, one line per path: successive halving from more and more
     configurations. Cost is GPU seconds where a profile priced the trials, else their recorded seconds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from layerprof.figures import regret_cost_figure
 
     priced = _priced_curves(simulation)
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
     series_by_label = curve_series(simulation)
-    colours = {path.name: f"C{index % 10}" for index, path in enumerate(simulation.paths)}
-    for label, series in series_by_label.items():
-        costs, medians = series["cost"], series["median"]
-        below = [m - low for m, low in zip(medians, series["low"], strict=True)]
-        above = [high - m for m, high in zip(medians, series["high"], strict=True)]
-        style = SCRATCH_STYLE if series["runs"] == "scratch" else CONTINUED_STYLE
-        axes.errorbar(
-            costs, medians, yerr=[below, above], label=label, color=colours[series["path"]], **style, **ERRORBAR_STYLE
-        )
-        for cost, median, configs in zip(costs, medians, series["configs"], strict=True):
-            axes.annotate(str(configs), (cost, median), **LABEL_STYLE)
-    axes.set_xscale("log")
     recorded = "training seconds" if simulation.seconds_used == "training" else "seconds, set-up included"
-    axes.set_xlabel(f"seconds on {simulation.device} (profile)" if priced else f"{recorded} (the study's trials)")
-    axes.set_ylabel("regret: full-fidelity loss above the best")
     dashed = "; dashed: continued runs" if any(s["runs"] != "scratch" for s in series_by_label.values()) else ""
-    axes.set_title(
-        f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
+    return regret_cost_figure(
+        series_by_label,
+        [path.name for path in simulation.paths],
+        x_label=f"seconds on {simulation.device} (profile)" if priced else f"{recorded} (the study's trials)",
+        title=f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
         f"over {_repeats_text(simulation)}\n(numbers: starting configurations{dashed})",
-        fontsize="medium",
     )
-    axes.legend(title="path", fontsize="small")
-    _tidy(figure, axes)
-    return figure
-
-
-def _tidy(figure: Any, axes: Any) -> None:  # pragma: no mutate - tick marks, grid and margins only
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
-    axes.grid(True, alpha=0.3, which="both")
-    figure.tight_layout()

@@ -1,14 +1,21 @@
-"""Statistics of step times: the median, its distribution-free confidence interval, and the spread. No torch."""
+"""Statistics, in one place: of step times (the median, its distribution-free confidence interval, the spread)
+and of rankings (Spearman's rho, Kendall's tau-b, their bootstrap intervals) for `correlate` and `simulate`.
+No torch.
+"""
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class TimingStats:
+    """The median step time, its confidence interval and the spread of the timed steps."""
+
     median_ms: float
     mean_ms: float
     std_ms: float
@@ -119,3 +126,73 @@ def mean_confidence_interval(values: list[float], z: float = 1.96) -> tuple[floa
         return mean, mean
     half_width = z * statistics.stdev(values) / math.sqrt(len(values))
     return mean - half_width, mean + half_width
+
+
+# ---------------------------------------------------------------- rank statistics
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank (as Spearman's rho needs them)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    n = len(x)
+    mean_x, mean_y = sum(x) / n, sum(y) / n
+    covariance = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True))
+    spread_x = math.sqrt(sum((a - mean_x) ** 2 for a in x))
+    spread_y = math.sqrt(sum((b - mean_y) ** 2 for b in y))
+    return covariance / (spread_x * spread_y) if spread_x and spread_y else math.nan
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson's on average ranks); NaN where either side is constant."""
+    return _pearson(average_ranks(x), average_ranks(y))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b, which corrects for ties on either side; NaN where one side is all ties."""
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
+def bootstrap_interval(
+    x: Sequence[float], y: Sequence[float], statistic: Callable, repeats: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile 95% interval of `statistic` over configurations resampled with replacement."""
+    generator = random.Random(seed)
+    n = len(x)
+    samples = []
+    for _ in range(repeats):
+        index = [generator.randrange(n) for _ in range(n)]
+        value = statistic([x[i] for i in index], [y[i] for i in index])
+        if not math.isnan(value):
+            samples.append(value)
+    if not samples:
+        return math.nan, math.nan
+    samples.sort()
+    return samples[int(0.025 * (len(samples) - 1))], samples[int(math.ceil(0.975 * (len(samples) - 1)))]

@@ -82,6 +82,8 @@ from layerprof.workloads import Workload
 
 
 class SweepObserver(Protocol):
+    """What a progress display hears from a sweep: cells starting and finishing, rounds ending."""
+
     def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None: ...
 
     def cell_finished(self, row: Row) -> None: ...
@@ -459,6 +461,7 @@ def new_profile(
     settings: SweepSettings,
     environment: EnvironmentInfo,
 ) -> Profile:
+    """An empty profile of this sweep: the model, workload, environment and settings, no rows yet."""
     return Profile(
         model=loaded.describe(layers),
         workload=loaded.workload.describe(),
@@ -687,6 +690,36 @@ class TimedRounds:
 # ---------------------------------------------------------------- a sweep ready to run
 
 
+def resolve_settings(
+    settings: SweepSettings, workload: Workload, layer_count: int, layer_selection: LayerSelection, **fixed: Any
+) -> SweepSettings:
+    """The sweep's settings with every default filled in once, by every planner (profile, estimate, cluster): the
+    family's batch sizes where none are given, the z values the selection names for this split, and `fixed`
+    (the mode, the target)."""
+    return replace(
+        settings,
+        batch_sizes=tuple(settings.batch_sizes or workload.default_batch_sizes),
+        trainable_layer_counts=layer_selection.resolve(layer_count),
+        **fixed,
+    )
+
+
+# How a job runs its cells, handed to it by its planner: measured here (`measure_job`), or on fake tensors
+# (`layerprof.estimate.run_estimate_job`); it saves the profile with `save` after each cell.
+SweepRunner = Callable[["SweepJob", "SweepObserver | None", Callable[[Profile], None]], Profile]
+
+
+def measure_job(job: SweepJob, observer: SweepObserver | None, save: Callable[[Profile], None]) -> Profile:
+    """The measured sweep's runner: every cell timed on the device, then (--per-layer) each layer's times."""
+    assert job.loaded is not None
+    profile = profile_model(job.loaded, job.layers, job.settings, job.device, observer=observer, save=save,
+                            environment=job.environment, resume=job.resume)  # fmt: skip
+    if job.per_layer:
+        profile.layer_times = [times.to_dict() for times in layer_times(job.loaded, job.layers, profile, job.device)]
+        save(profile)
+    return profile
+
+
 @dataclass
 class SweepJob:
     """A sweep ready to run: the model built and split, every setting resolved, the output path checked."""
@@ -703,44 +736,11 @@ class SweepJob:
     resume: Profile | None = None  # an interrupted profile of this sweep at `path`: its finished cells are kept
     time_model: Any = None  # estimates: the layerprof.timemodel.TimeModel that predicts their step times
     per_layer: bool = False  # measured sweeps: also time each layer's forward and backward in full training
+    runner: SweepRunner = measure_job  # handed over by the planner: the job never asks which kind it is
 
     def run(self, observer: SweepObserver | None = None) -> Profile:
-        """Run every cell, saving the profile (JSON and CSV) after each."""
-
-        def save(profile: Profile) -> None:
-            save_profile(profile, self.path)
-
-        if self.settings.mode == "estimate":
-            from layerprof.estimate import estimate_model
-
-            return estimate_model(
-                self.spec,
-                self.options,
-                self.settings,
-                observer=observer,
-                save=save,
-                layers=self.layers,
-                order=self.order,
-                resume=self.resume,
-                time_model=self.time_model,
-            )
-        assert self.loaded is not None
-        profile = profile_model(
-            self.loaded,
-            self.layers,
-            self.settings,
-            self.device,
-            observer=observer,
-            save=save,
-            environment=self.environment,
-            resume=self.resume,
-        )
-        if self.per_layer:
-            profile.layer_times = [
-                times.to_dict() for times in layer_times(self.loaded, self.layers, profile, self.device)
-            ]
-            save(profile)
-        return profile
+        """Run every cell with the planner's runner, saving the profile (JSON and CSV) after each."""
+        return self.runner(self, observer, lambda profile: save_profile(profile, self.path))
 
 
 def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Profile | None:
@@ -828,6 +828,7 @@ def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, 
 
 
 def validate_settings(settings: SweepSettings) -> None:
+    """Refuse settings no sweep can run (no warm-up, --min-steps above --steps, a bad --max-time)."""
     if settings.warmup_steps < 1:
         raise LayerprofError(
             f"--warmup {settings.warmup_steps}: at least 1 warm-up step is needed (the first step allocates the "
@@ -871,13 +872,10 @@ def plan_profile(
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-{device_slug(environment)}.json")
     loaded = build_model(spec, options, device=device, dtype=torch_dtype(settings.precision))
     layers = loaded.split()
-    settings = replace(
-        settings,
-        mode="measure",
-        batch_sizes=settings.batch_sizes or loaded.workload.default_batch_sizes,
-        trainable_layer_counts=layer_selection.resolve(len(layers)),
-    )
+    settings = resolve_settings(settings, loaded.workload, len(layers), layer_selection, mode="measure")
     warn_frozen_batchnorm(loaded.model, layers, settings)
     order = (loaded.order, loaded.order_reason)
     resume = resumable_profile(path, new_profile(loaded, layers, settings, environment), restart)
-    return SweepJob(spec, options, layers, settings, device, environment, path, loaded, order, resume)
+    return SweepJob(
+        spec, options, layers, settings, device, environment, path, loaded, order, resume, runner=measure_job
+    )

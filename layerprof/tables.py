@@ -11,7 +11,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from layerprof.check import SUMMARY_HEADERS, CheckResult, summary_rows
 from layerprof.devices import MIB
 from layerprof.ladder import Ladder
 from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, trainable_params
@@ -93,6 +92,7 @@ def _format(column: str, value: object) -> str:
 
 
 def formatted(frame: pd.DataFrame) -> list[list[str]]:
+    """A frame's values as the tables show them (units, thousands separators, blanks for None)."""
     return [
         [_format(column, value) for column, value in zip(frame.columns, record, strict=True)]
         for record in frame.itertuples(index=False)
@@ -100,6 +100,7 @@ def formatted(frame: pd.DataFrame) -> list[list[str]]:
 
 
 def rich_cell_table(profile: Profile, batch_size: int) -> Table:
+    """The cells of one batch size, for a terminal."""
     frame = cell_frame(profile, batch_size)
     title = f"{profile.model.spec} · batch {batch_size} · {profile.environment.device_name}"
     if profile.predicts_time:
@@ -114,6 +115,7 @@ def rich_cell_table(profile: Profile, batch_size: int) -> Table:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
+    """A Markdown table; `right` says which columns align right."""
     right = right or [True] * len(headers)
     lines = [
         "| " + " | ".join(headers) + " |",
@@ -124,6 +126,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right:
 
 
 def markdown_cell_table(profile: Profile, batch_size: int) -> str:
+    """The cells of one batch size, as Markdown."""
     frame = cell_frame(profile, batch_size)
     heading = f"**{profile.model.spec}**, batch {batch_size}, {profile.environment.device_name}"
     if profile.predicts_time:
@@ -179,6 +182,7 @@ LAYER_CAPTION = "z ≥: the layer trains once z reaches this · trainable %: sha
 
 
 def layer_rows(frame: pd.DataFrame) -> list[list[str]]:
+    """The split's rows as the tables show them."""
     return [
         [
             str(r.index),
@@ -194,6 +198,7 @@ def layer_rows(frame: pd.DataFrame) -> list[list[str]]:
 
 
 def rich_layer_table(title: str, layers: Sequence[Layer]) -> Table:
+    """The split, for a terminal."""
     table = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_CAPTION)
     for header in LAYER_HEADERS:
         textual = header in ("layer", "type", "tied with")
@@ -204,6 +209,7 @@ def rich_layer_table(title: str, layers: Sequence[Layer]) -> Table:
 
 
 def markdown_layer_table(layers: Sequence[Layer]) -> str:
+    """The split, as Markdown."""
     right = [h not in ("layer", "type", "tied with") for h in LAYER_HEADERS]
     return markdown_table(LAYER_HEADERS, layer_rows(layer_frame(layers)), right) + f"\n\n{LAYER_CAPTION}"
 
@@ -212,6 +218,7 @@ def markdown_layer_table(layers: Sequence[Layer]) -> str:
 
 
 def ladder_headers(ladder: Ladder) -> list[str]:
+    """The ladder table's columns (memory and time columns only where the profile has them)."""
     headers = [
         "z",
         "train %",
@@ -234,6 +241,7 @@ def ladder_headers(ladder: Ladder) -> list[str]:
 
 
 def ladder_rows(ladder: Ladder) -> list[list[str]]:
+    """One row per rung."""
     show_batch = any(rung.largest_batch_size is not None for rung in ladder.rungs)
     rows = []
     for rung in ladder.rungs:
@@ -326,6 +334,7 @@ def _brackets_text(ladder: Ladder, brackets: list) -> str:
 
 
 def rich_ladder_table(ladder: Ladder) -> Table:
+    """The ladder, for a terminal."""
     title = (
         f"ladder · {ladder.model} · batch {ladder.batch_size} · η={ladder.eta:g} · cost={ladder.cost_kind} · "
         f"{ladder.device}"
@@ -353,6 +362,7 @@ def rich_ladder_table(ladder: Ladder) -> Table:
 
 
 def markdown_ladder(ladder: Ladder) -> str:
+    """The ladder, as Markdown."""
     heading = f"**Ladder** for {ladder.model}, batch {ladder.batch_size}, η={ladder.eta:g}, cost={ladder.cost_kind}"
     body = markdown_table(ladder_headers(ladder), ladder_rows(ladder))
     return heading + "\n\n" + body + "\n\n" + "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))
@@ -380,6 +390,7 @@ def breakdown_unit(profile: Profile, batch_size: int) -> tuple[str, int]:
 
 
 def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
+    """An estimate's memory by category, one row per z."""
     unit, scale = breakdown_unit(profile, batch_size)
     digits = 2 if unit == "GiB" else 1
     rows = []
@@ -392,6 +403,7 @@ def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
 
 
 def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
+    """An estimate's memory by category, for a terminal."""
     title = f"memory by category, {breakdown_unit(profile, batch_size)[0]} · batch {batch_size}"
     table = Table(
         title=title,
@@ -410,6 +422,7 @@ def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
 
 
 def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
+    """An estimate's memory by category, as Markdown."""
     heading = f"Memory by category ({breakdown_unit(profile, batch_size)[0]}), batch {batch_size}"
     table = markdown_table(["z", *BREAKDOWN.values()], breakdown_rows(profile, batch_size))
     return f"{heading}\n\n{table}\n\n{BREAKDOWN_CAPTION}"
@@ -419,11 +432,13 @@ def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
 
 
 def fit_headers(fit: FitReport) -> list[str]:
+    """`fit`'s columns."""
     extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
     return ["z", "largest batch", "need GiB", "pred. step ms", *extra]
 
 
 def fit_rows(fit: FitReport) -> list[list[str]]:
+    """`fit`'s rows, one per z."""
     rows = []
     for result in fit.results:
         values = [
@@ -439,6 +454,7 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
 
 
 def rich_fit_table(fit: FitReport) -> Table:
+    """`fit`'s answer, for a terminal."""
     title = f"{fit.model}: largest batch in {fit.memory_bytes / 2**30:.1f} GiB ({fit.target})"
     caption = f"pred. step ms: {fit.time_model}, at the largest batch" if fit.time_model else None
     if fit.smallest_batch_size > 1:
@@ -455,6 +471,7 @@ def rich_fit_table(fit: FitReport) -> Table:
 
 
 def correlation_cell_text(cell: CellStatistics | None, markup: bool = True) -> str:
+    """One cell's rho with its interval (coloured by strength where `markup`)."""
     if cell is None or cell.spearman is None:
         return "n/a"
     interval = ""
@@ -500,6 +517,7 @@ CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "reg
 
 
 def rich_continued_table(result: CorrelationResult) -> Table:
+    """The continued chains' rho per rung, for a terminal."""
     table = Table(title="Continued runs: Spearman's rho of each rung vs full fidelity (trained from scratch)")
     for header in CONTINUED_HEADERS:
         table.add_column(header, justify="left" if header in ("continued run", "rung") else "right")
@@ -594,6 +612,7 @@ def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, str, An
 
 
 def simulation_headers(simulation: Simulation) -> list[str]:
+    """The simulation table's columns."""
     return [SECONDS_HEADERS.get(simulation.seconds_used, h) if h == "trial s" else h for h in SIMULATION_HEADERS]
 
 
@@ -647,6 +666,7 @@ def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
 
 
 def simulation_title(simulation: Simulation, algorithm: str, priced: bool = False) -> str:
+    """The title of one algorithm's simulation table."""
     seeds = f"{simulation.seeds} seeds" if simulation.seeds > 1 else "1 seed"
     start = f", {simulation.starting_configs} starting configurations" if algorithm == "successive_halving" else ""
     if priced:
@@ -677,6 +697,7 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
 
 
 def rich_simulation_tables(simulation: Simulation) -> list[Table]:
+    """A simulation's tables, one per algorithm, for a terminal."""
     tables = []
     for title, headers, rows in _simulation_parts(simulation):
         table = Table(title=title, title_justify="left", header_style="bold")
@@ -689,6 +710,7 @@ def rich_simulation_tables(simulation: Simulation) -> list[Table]:
 
 
 def markdown_simulation(simulation: Simulation) -> str:
+    """A simulation's tables, as Markdown."""
     return "\n\n".join(
         f"**{title}**\n\n" + markdown_table(headers, rows, [h not in LEFT for h in headers])
         for title, headers, rows in _simulation_parts(simulation)
@@ -696,6 +718,7 @@ def markdown_simulation(simulation: Simulation) -> str:
 
 
 def simulation_legend(simulation: Simulation) -> str:
+    """What the simulation tables' columns mean."""
     full = simulation.full_fidelity
     text = (
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
@@ -765,6 +788,7 @@ PLAN_SUMMARY_HEADERS = ["schedule", "algorithm", "GPUs per rung", "makespan", "�
 
 
 def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
+    """One row per schedule: makespan and GPU-hours against the ladder's."""
     rows = []
     for schedule in plan.schedules:
         where = " → ".join("+".join(f"{s.gpus}×{s.gpu}" for s in p.shares) for p in schedule.brackets[0])
@@ -787,6 +811,7 @@ def _plan_title(plan: ClusterPlan) -> str:
 
 
 def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A plan's tables (title, headers, rows), for either format."""
     ladder = plan.schedule("ladder", "successive halving")
     return [
         (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS, plan_rung_rows(ladder)),
@@ -796,6 +821,7 @@ def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]
 
 
 def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
+    """A plan's tables, for a terminal."""
     tables = []
     for title, headers, rows in plan_tables(plan):
         table = Table(title=title, title_justify="left", header_style="bold")
@@ -809,6 +835,7 @@ def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
 
 
 def markdown_plan(plan: ClusterPlan) -> str:
+    """A plan's tables, as Markdown."""
     left = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from")
     return "\n\n".join(
         f"**{title}**\n\n" + markdown_table(headers, rows, [h not in left for h in headers])
@@ -817,18 +844,6 @@ def markdown_plan(plan: ClusterPlan) -> str:
 
 
 # ---------------------------------------------------------------- check
-
-CHECK_STYLES = {"regression": "red", "inconclusive": "magenta", "improvement": "green", "accepted": "yellow"}
-
-
-def rich_check_table(result: CheckResult) -> Table:
-    table = Table(title=f"{result.current} vs {result.baseline}", title_justify="left", header_style="bold")
-    for header in SUMMARY_HEADERS:
-        table.add_column(header, justify="right" if header in ("batch", "z") else "left")
-    for values in summary_rows(result):
-        table.add_row(*values, style=CHECK_STYLES.get(values[SUMMARY_HEADERS.index("verdict")]))
-    return table
-
 
 # ---------------------------------------------------------------- the time model
 
@@ -868,6 +883,8 @@ PREDICTION_HEADERS = ["batch", "z", "measured ms", "predicted ms", "error", "× 
 
 
 def prediction_rows(checks: Sequence[Any]) -> list[list[str]]:
+    """Predicted beside measured step times, one row per cell."""
+
     def share(value: float | None) -> str:
         return "—" if value is None else f"{value:+.1%}"
 
@@ -887,6 +904,7 @@ def prediction_rows(checks: Sequence[Any]) -> list[list[str]]:
 
 
 def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
+    """Predicted beside measured step times, for a terminal."""
     errors = sorted(abs(c.error) for c in checks)
     title = f"predicted against measured on {device} · median |error| {errors[len(errors) // 2]:.1%}"
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -898,6 +916,7 @@ def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
 
 
 def markdown_prediction_check(checks: Sequence[Any]) -> str:
+    """Predicted beside measured step times, as Markdown."""
     return markdown_table(PREDICTION_HEADERS, prediction_rows(checks))
 
 
@@ -914,6 +933,8 @@ LAYER_COST_CAPTION = (
 
 
 def layer_cost_rows(table: Any) -> list[list[str]]:
+    """One row per layer of `layers --costs`."""
+
     def gflops(value: int) -> str:
         return f"{value / 1e9:,.2f}"
 
@@ -938,6 +959,7 @@ def layer_cost_rows(table: Any) -> list[list[str]]:
 
 
 def rich_layer_costs(table: Any) -> Table:
+    """What each layer costs, for a terminal."""
     title = f"{table.model}: per-layer costs · batch {table.batch_size} · {table.precision} · {table.target}"
     rich = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_COST_CAPTION)
     for header in LAYER_COST_HEADERS:
@@ -948,6 +970,7 @@ def rich_layer_costs(table: Any) -> Table:
 
 
 def markdown_layer_costs(table: Any) -> str:
+    """What each layer costs, as Markdown."""
     right = [header != "layer" for header in LAYER_COST_HEADERS]
     return markdown_table(LAYER_COST_HEADERS, layer_cost_rows(table), right) + "\n\n" + LAYER_COST_CAPTION
 
@@ -958,6 +981,7 @@ SPLIT_HEADERS = ["depth", "layers", "--unwrap", "rungs (z)", "FLOPs × full at e
 
 
 def split_rows(report: Any) -> list[list[str]]:
+    """One row per depth of `ladder --split auto`."""
     rows = []
     for choice in report.choices:
         full = choice.flops_by_z[choice.layer_count]
@@ -971,6 +995,7 @@ def split_rows(report: Any) -> list[list[str]]:
 
 
 def rich_split_report(report: Any) -> Table:
+    """The splits at every depth, for a terminal."""
     title = f"splits at other depths · {report.model} · batch {report.batch_size} · η={report.eta:g} (* chosen)"
     caption = "rungs chosen on each split's FLOP staircase, composed from one per-layer trace"
     table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
@@ -982,6 +1007,7 @@ def rich_split_report(report: Any) -> Table:
 
 
 def markdown_split_report(report: Any) -> str:
+    """The splits at every depth, as Markdown."""
     return markdown_table(SPLIT_HEADERS, split_rows(report))
 
 
@@ -991,6 +1017,7 @@ LAYER_TIME_HEADERS = ["#", "layer", "forward ms", "backward ms", "share of the m
 
 
 def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
+    """One row per layer of `profile --per-layer`."""
     step = times["marked_step_ms"] or 1.0
     return [
         [
@@ -1005,6 +1032,7 @@ def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
 
 
 def rich_layer_times(times: dict[str, Any], model: str) -> Table:
+    """Each layer's forward and backward time, for a terminal."""
     title = f"{model}: time per layer in full training · batch {times['batch_size']} · {times['device']}"
     caption = (
         f"median of marked steps ({times['source']}), {times['marked_step_ms']:,.2f} ms each with the marks; the "
@@ -1019,4 +1047,5 @@ def rich_layer_times(times: dict[str, Any], model: str) -> Table:
 
 
 def markdown_layer_times(times: dict[str, Any]) -> str:
+    """Each layer's forward and backward time, as Markdown."""
     return markdown_table(LAYER_TIME_HEADERS, layer_time_rows(times), [h != "layer" for h in LAYER_TIME_HEADERS])

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerprof.correlate import Segment, segments, trial_phase
 from layerprof.errors import LayerprofError
 from layerprof.grids import DEFAULTS
 from layerprof.layers import FrozenModel, freeze_layers, split_layers
 from layerprof.optimizers import OPTIMIZERS, make_optimizer
+from layerprof.trials import Segment, segments, trial_phase
 from layerprof.workloads import CustomWorkload
 
 
@@ -165,6 +165,8 @@ def describe_task(
 
 
 class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and a skip connection: the layer the digits task stacks."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
@@ -190,6 +192,7 @@ def digits_cnn(channels: int = 16) -> nn.Sequential:
 
 @lru_cache(maxsize=1)
 def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits, split into training and validation tensors (shipped, no download)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -257,6 +260,7 @@ describe_task(digits_task, 6, DIGITS_FULL_STEPS, DIGITS_BATCH, "layerprof.tasks:
 
 @lru_cache(maxsize=1)
 def pydoc_bytes() -> tuple[torch.Tensor, torch.Tensor]:
+    """Python's own pydoc text as bytes: a corpus that ships with every Python (no download)."""
     import pydoc_data.topics
 
     text = "\n\n".join(pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics))
@@ -304,6 +308,7 @@ def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction
 
 
 def pydoc_lm_model() -> nn.Module:
+    """The byte-level language model of the pydoc-lm task."""
     from litgpt import GPT, Config
 
     lm_config = Config(
@@ -313,6 +318,7 @@ def pydoc_lm_model() -> nn.Module:
 
 
 def next_byte_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of predicting each next byte."""
     logits = model(batch[0])
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[1].reshape(-1))
 

@@ -223,6 +223,8 @@ class Numerics:
 
 @dataclass(frozen=True)
 class StepPrediction:
+    """A predicted step time: the device's and the host's share, and whether the host bounds it."""
+
     step_ms: float
     device_ms: float  # the kernels' time
     host_ms: float  # dispatching every operation

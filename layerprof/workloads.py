@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import WorkloadInfo
+from layerprof.profile import Family, WorkloadInfo
 
 
 @dataclass
@@ -39,7 +39,7 @@ class CustomWorkload:
 class Workload:
     """How to feed a model and what loss it trains on. `family` picks the batch and the loss."""
 
-    family: str  # "image-classification" | "causal-lm" | "tensor-input" | "custom"
+    family: Family
     input_shape: tuple[int, ...] | None = None  # per sample, for images and tensor inputs
     num_classes: int | None = None
     seq_len: int | None = None
@@ -111,7 +111,7 @@ OUTPUT_ADVICE = (
 )
 
 
-def output_tensors(output: Any, family: str, num_classes: int | None = None) -> list[torch.Tensor]:
+def output_tensors(output: Any, family: Family, num_classes: int | None = None) -> list[torch.Tensor]:
     """The tensors of a model's output a family's loss trains on:
 
     * causal-lm: the logits, (batch, tokens, vocabulary): the tensor returned, `logits` of a dict or ModelOutput,

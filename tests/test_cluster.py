@@ -654,3 +654,14 @@ def test_an_unplaceable_rung_names_its_smallest_need_and_the_largest_gpu() -> No
         "no GPU in the inventory holds a trial of z=3 (ladder): it needs 28.5 GiB, the largest GPU (L4) has 22.5 GiB; "
         "add a larger GPU to --cluster"
     )
+
+
+def test_plan_refuses_profiles_of_two_recipes_and_names_the_setting() -> None:
+    """One recipe (profile.RECIPE_SETTINGS): frozen layers in eval mode make another run, as a precision does."""
+    frozen = h100_profile()
+    frozen.settings.eval_frozen = True
+    with pytest.raises(LayerprofError, match=r"different recipes \(eval_frozen True and False\); plan one recipe"):
+        plan_cluster([h100_profile(), frozen], parse_inventory("1xH100"), eta=3, configs=27)
+    half = gpu_profile(H100_NAME, 79.6, {1: 10.0, 2: 20.0, 3: 30.0}, {1: 7.0, 2: 18.0, 3: 29.5}, precision="bf16-mixed")
+    with pytest.raises(LayerprofError, match=r"different recipes \(precision 'bf16-mixed' and '32-true'\)"):
+        plan_cluster([h100_profile(), half], parse_inventory("1xH100"), eta=3, configs=27)

@@ -14,16 +14,9 @@ from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from layerprof.cli import app
-from layerprof.correlate import (
-    StudyPlan,
-    bootstrap_interval,
-    expand_grid,
-    kendall_tau_b,
-    load_grid,
-    run_study,
-    spearman,
-)
+from layerprof.correlate import StudyPlan, expand_grid, load_grid, run_study
 from layerprof.errors import LayerprofError
+from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
 from layerprof.tasks import TASKS
 from tests.test_cli import assert_one_line_error
 

@@ -24,8 +24,9 @@ from layerprof.cli import app
 from layerprof.errors import LayerprofError
 from layerprof.ladder import Bracket
 from layerprof.profile import Row, save_profile
-from layerprof.simulate import MAX_REPEATS, REPEAT_BATCH, curve_series, halve, simulate, spread
+from layerprof.simulate import MAX_REPEATS, REPEAT_BATCH, curve_series, halve, simulate
 from layerprof.tables import simulation_rows, with_uncertainty
+from layerprof.trials import spread
 from tests.conftest import bare_profile
 from tests.test_cli import assert_one_line_error
 

@@ -1,0 +1,199 @@
+"""The package's shape: no import cycle (deferred imports included), a thin CLI, help that names the library's
+own lists, and the one definition of a recipe, a Ray address and a name list."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from layerprof.cli import app
+from layerprof.errors import LayerprofError
+from layerprof.options import check_profile_executor
+from layerprof.parsing import parse_names, parse_ray_address
+from layerprof.profile import RECIPE_SETTINGS, SweepSettings, recipe_difference
+
+PACKAGE = Path(__file__).resolve().parent.parent / "layerprof"
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules one file imports, at the top or inside a function, but not for type hints only."""
+    tree = ast.parse(path.read_text())
+    hints_only = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            hints_only |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in hints_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("layerprof"):
+            parts = node.module.split(".")
+            found |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("layerprof.")}
+    return (found & modules) - {path.stem}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    return {path.stem: imports_of(path, modules) for path in PACKAGE.glob("*.py")}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in sorted(graph[module]):
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return groups
+
+
+def test_no_module_imports_another_in_a_cycle_even_inside_a_function() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = import_graph()
+    graph["sweep"] = graph["sweep"] | {"estimate"}  # the branch on settings.mode this package no longer has
+    assert ["estimate", "sweep"] in cycles(graph)
+
+
+def test_the_measured_sweep_never_asks_for_the_estimate() -> None:
+    assert "estimate" not in import_graph()["sweep"]
+    assert 'mode == "estimate"' not in (PACKAGE / "sweep.py").read_text()
+
+
+def test_the_cli_only_parses_calls_and_renders() -> None:
+    source = (PACKAGE / "cli.py").read_text()
+    assert len(source.splitlines()) < 600
+    assert "rich" not in import_graph()["cli"] and "from rich" not in source  # printing lives in render.py
+
+
+def help_text(*args: str) -> str:
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+
+
+def test_models_help_names_every_source() -> None:
+    text = help_text("models")
+    assert "Only this source: preset, torchvision, litgpt, timm, hf." in text
+
+
+def test_every_gpu_option_names_the_same_gpu_table() -> None:
+    """estimate's --gpu and fit's --gpu list one table: the same MIG slices, H200 and B200 in both."""
+    listed = []
+    for command in ("estimate", "fit"):
+        text = help_text(command)
+        match = re.search(r"Known GPUs and MIG slices \(any case\): (.*?)\.(?: |$)", text)
+        assert match is not None, text
+        listed.append(match.group(1).split(", "))
+    assert listed[0] == listed[1]
+    assert {"T4", "L4", "H100", "H200", "B200", "1g.10gb", "H100-1g.10gb"} <= set(listed[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("ray", (True, None)), ("ray:10.0.0.1:6379", (True, "10.0.0.1:6379")), ("16xL4", (False, None)),
+     ("rayon", (False, None))],
+)  # fmt: skip
+def test_a_cluster_option_names_ray_with_or_without_an_address(text: str, parsed: tuple) -> None:
+    assert parse_ray_address(text) == parsed
+
+
+def test_names_keep_their_order_and_an_unknown_one_names_the_choices() -> None:
+    assert parse_names("budget,layers", "--paths", ("layers", "budget"), "path") == ["budget", "layers"]
+    with pytest.raises(LayerprofError, match=r"^--paths: unknown path 'zigzag'; choose from layers, budget$"):
+        parse_names("layers,zigzag", "--paths", ("layers", "budget"), "path")
+
+
+@pytest.mark.parametrize(
+    ("on_ray", "cpus", "gpu_kinds", "address", "out", "message"),
+    [
+        (True, "0-3", "L4", None, None, "--cpus names this machine's CPUs"),
+        (True, None, None, None, None, "--executor ray needs --gpu-kinds"),
+        (True, None, "L4", None, Path("p.json"), "--out is a directory"),
+        (False, None, "L4", None, None, "--gpu-kinds and --address need --executor ray"),
+        (False, None, None, "127.0.0.1:6379", None, "--gpu-kinds and --address need --executor ray"),
+    ],
+)
+def test_options_of_one_executor_are_refused_with_the_other(on_ray, cpus, gpu_kinds, address, out, message) -> None:
+    with pytest.raises(LayerprofError, match=re.escape(message)):
+        check_profile_executor(on_ray, cpus, gpu_kinds, address, out)
+
+
+def test_options_that_fit_their_executor_pass() -> None:
+    check_profile_executor(True, None, "L4,H100", "127.0.0.1:6379", Path("profiles"))
+    check_profile_executor(False, "0-3", None, None, Path("p.json"))
+
+
+def test_one_recipe_is_optimizer_precision_and_frozen_mode() -> None:
+    assert RECIPE_SETTINGS == ("optimizer", "precision", "eval_frozen")
+    base = SweepSettings(batch_sizes=(1,), trainable_layer_counts=(1,))
+    assert recipe_difference(base, SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1, 2))) is None
+    frozen = SweepSettings(batch_sizes=(1,), trainable_layer_counts=(1,), eval_frozen=True)
+    assert recipe_difference(base, frozen) == ("eval_frozen", False, True)
+    timed = SweepSettings(batch_sizes=(1,), trainable_layer_counts=(1,), max_steps=50)
+    assert recipe_difference(base, timed) is None
+    assert recipe_difference(base, timed, also=("max_steps",)) == ("max_steps", 30, 50)
+
+
+def test_settings_are_resolved_once_with_the_family_default_and_the_split() -> None:
+    from layerprof.parsing import parse_layer_selection
+    from layerprof.sweep import resolve_settings
+    from layerprof.workloads import Workload
+
+    workload = Workload(family="causal-lm", seq_len=8, vocab_size=16, default_batch_sizes=(1, 4, 16))
+    empty = SweepSettings(batch_sizes=(), trainable_layer_counts=())
+    resolved = resolve_settings(empty, workload, 12, parse_layer_selection("2-4"), mode="estimate", target="cpu")
+    assert (resolved.batch_sizes, resolved.trainable_layer_counts) == ((1, 4, 16), (2, 3, 4))
+    assert (resolved.mode, resolved.target) == ("estimate", "cpu")
+    given = SweepSettings(batch_sizes=(8,), trainable_layer_counts=())
+    assert resolve_settings(given, workload, 12, parse_layer_selection("all")).trainable_layer_counts == tuple(
+        range(1, 13)
+    )
+    assert resolve_settings(given, workload, 12, parse_layer_selection("all")).batch_sizes == (8,)
+
+
+def test_failed_trials_are_kept_for_after_the_bar_and_finished_ones_advance_it() -> None:
+    from layerprof.correlate import ContinuedResult, SegmentResult, TrialResult
+    from layerprof.render import TrialFailures
+
+    advanced: list[tuple[int, int]] = []
+    failures = TrialFailures(lambda done, total: advanced.append((done, total)))
+    failures.on_result(TrialResult(0, 2, 0.5, 0, loss=1.5), 1, 3)
+    failures.on_result(TrialResult(1, 3, 0.25, 0, loss=None, error="diverged"), 2, 3)
+    reached = SegmentResult(1, 0.25, 0.9)
+    failures.on_result(ContinuedResult(2, 0, [[1, 0.25], [3, 1.0]], [reached], error="out of memory"), 3, 3)
+    assert advanced == [(1, 3), (2, 3), (3, 3)]
+    assert failures.lines == [
+        "config 1 at z=3: diverged",
+        "config 2, continued, at 1@0.25: out of memory",
+    ]
