@@ -177,11 +177,13 @@ def estimate_model(
     resume: Profile | None = None,
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
+    compose: bool = True,
 ) -> Profile:
     """A Profile of estimated memory and FLOPs for every cell (`settings.target`), with step times predicted by
     `time_model` where given (labelled as predictions); each cell's operations kept in `traces` where given.
     `layers` (with the `order` they are in) is a split made before, on the meta device; `resume` an interrupted
-    estimate of the same sweep whose finished cells are kept."""
+    estimate of the same sweep whose finished cells are kept. With `compose` (and no `traces` to keep), runs of
+    alike z are composed from a few traced anchors (`layerprof.compose`), each row saying which it is."""
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
@@ -189,7 +191,11 @@ def estimate_model(
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
-    runner = functools.partial(estimate_cell, time_model=time_model, traces=traces)
+    runner: Any = functools.partial(estimate_cell, time_model=time_model, traces=traces)
+    if compose and traces is None:
+        from layerprof.compose import ComposedCells
+
+        runner = ComposedCells(runner, settings.trainable_layer_counts)
     described = time_model.to_dict() if time_model is not None else None
 
     def save_with_time_model(profile: Profile) -> None:
@@ -441,13 +447,18 @@ def fit_model(
     layer_selection: LayerSelection,
     batch_size: int | None = None,
     time_model: TimeModel | None = None,
+    seeded: bool = True,
 ) -> FitReport:
     """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
     for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
-    the smallest listed GPU that runs it."""
+    the smallest listed GPU that runs it. `seeded`: each z's search starts from the z before it (False: from the
+    smallest batch, the search before 0.x; the same answers, more traces)."""
     search = FitSearch(spec, options, settings, time_model)
     zs = layer_selection.resolve(len(search.layers))
-    results = [search.largest_batch(z, memory_bytes) for z in zs]
+    results: list[FitResult] = []
+    for z in zs:  # each z's search starts at the answer and the slope of the z before it
+        near = results[-1].largest_batch_size if seeded and results and results[-1].largest_batch_size else None
+        results.append(search.largest_batch(z, memory_bytes, near=near))
     if batch_size is not None:
         for result in results:
             result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
@@ -485,6 +496,7 @@ class FitSearch:
         self.needs: dict[tuple[int, int], int] = {}
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
+        self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
         key = (batch_size, trainable_layers)
@@ -502,20 +514,45 @@ class FitSearch:
             self.needs[key] = int(row.peak_memory_bytes or 0) + self.reserve
         return self.needs[key]
 
-    def largest_batch(self, trainable_layers: int, budget_bytes: int, limit: int = 1 << 24) -> FitResult:
+    def largest_batch(
+        self, trainable_layers: int, budget_bytes: int, limit: int = 1 << 24, near: int | None = None
+    ) -> FitResult:
+        """The largest batch that fits and the next that does not, both traced. `near` (the answer of a similar
+        z) is probed first, then along the line of the last z's slope; without it the search starts at the
+        smallest batch and 63 above it."""
+
         def need(batch_size: int) -> int:
             return self.need_bytes(trainable_layers, batch_size)
 
-        try:
-            first = self.smallest_batch
-            first_need = need(first)
-        except _SingleSampleError:
-            first = self.smallest_batch
-            first_need = need(first)
-        if first_need > budget_bytes:
-            return FitResult(trainable_layers, 0, first_need)
+        if near is None:
+            try:
+                first_need = need(self.smallest_batch)
+            except _SingleSampleError:
+                first_need = need(self.smallest_batch)
+            known = {self.smallest_batch: first_need}
+            fits = self._from_smallest(need, known, budget_bytes, limit)
+        else:
+            known = {}
+            fits = self._search(need, known, max(self.smallest_batch, min(limit, near)), budget_bytes, limit)
+        if fits is None:
+            return FitResult(trainable_layers, 0, known[self.smallest_batch])
+        low, high = max((b for b in known if b <= fits), default=fits), min((b for b in known if b > fits), default=0)
+        if high and known[high] > known[low]:
+            self.slope = (known[high] - known[low]) / (high - low)
+        result = FitResult(trainable_layers, fits, need(fits))
+        trace = self.traces.get((fits, trainable_layers))
+        if trace is not None:
+            result.predicted_step_time_ms = self.time_model.predict(trace).step_ms
+        return result
+
+    def _from_smallest(self, need: Callable[[int], int], known: dict[int, int], budget_bytes: int, limit: int
+                       ) -> int | None:  # fmt: skip
+        """The search from the smallest batch (`known`) and 63 above it: the line through the two largest fitting
+        batches while nothing fails, then secant steps (bisection where they stall) inside the bracket."""
+        first = self.smallest_batch
+        if known[first] > budget_bytes:
+            return None
         fits, fails = first, None  # the largest batch known to fit, the smallest known not to
-        known = {first: first_need}
         probe, width = min(limit, first + 63), None
         while probe > fits:
             known[probe] = need(probe)
@@ -528,11 +565,61 @@ class FitSearch:
             previous, width = width, (None if fails is None else fails - fits)
             stalled = previous is not None and width is not None and width > previous // 2
             probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
-        result = FitResult(trainable_layers, fits, need(fits))
-        trace = self.traces.get((fits, trainable_layers))
-        if trace is not None:
-            result.predicted_step_time_ms = self.time_model.predict(trace).step_ms
-        return result
+        return fits
+
+    def _search(
+        self, need: Callable[[int], int], known: dict[int, int], probe: int, budget_bytes: int, limit: int
+    ) -> int | None:
+        """The bracket search from `known` needs, first probing `probe`: the largest fitting batch (None: not even
+        the smallest). Unbracketed steps follow the line (the last z's slope where one point is known) and at
+        least double each time, so that a poor slope never makes it crawl; once bracketed, secant steps with
+        bisection where they stall."""
+        first = self.smallest_batch
+        fits = max((b for b, n in known.items() if n <= budget_bytes), default=None)
+        fails = min((b for b, n in known.items() if n > budget_bytes), default=None)
+        if fails == first:
+            return None
+        stride, width = 1, None
+        while True:
+            if probe not in known:
+                try:
+                    known[probe] = need(probe)
+                except _SingleSampleError:  # batch 1 cannot train: the smallest batch is 2
+                    first, probe = self.smallest_batch, max(probe, self.smallest_batch)
+                    continue
+            if known[probe] <= budget_bytes:
+                fits = probe if fits is None else max(fits, probe)
+            else:
+                fails = probe if fails is None else min(fails, probe)
+            if fits is None and fails == first:
+                return None
+            if fits is not None and ((fails is not None and fails - fits <= 1) or (fails is None and fits >= limit)):
+                return fits
+            if fits is not None and fails is not None:
+                previous, width = width, fails - fits
+                stalled = previous is not None and width > previous // 2
+                probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
+                continue
+            guess = self._line_guess(known, budget_bytes)
+            if fits is not None:  # everything so far fits: up, by the line, at least `stride`
+                probe = min(limit, max(guess if guess is not None else fits + 1, fits + stride))
+            else:  # nothing so far fits: down, by the line, at least `stride`
+                assert fails is not None
+                probe = max(first, min(guess if guess is not None else first, fails - stride))
+            stride *= 2
+
+    def _line_guess(self, known: dict[int, int], budget_bytes: int) -> int | None:
+        """The batch where the need reaches the budget: on the line through the two known batches nearest to it,
+        or through the one known batch with the last z's slope."""
+        points = sorted(known.items(), key=lambda item: abs(item[1] - budget_bytes))[:2]
+        if len(points) == 2 and points[0][0] != points[1][0]:
+            (b1, n1), (b2, n2) = points
+            slope = (n2 - n1) / (b2 - b1)
+        elif self.slope:
+            (b1, n1), slope = points[0], self.slope
+        else:
+            return None
+        return math.floor(b1 + (budget_bytes - n1) / slope) if slope > 0 else None
 
     @staticmethod
     def _next_probe(

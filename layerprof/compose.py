@@ -1,0 +1,238 @@
+"""Cells composed from traced ones: an estimate's z that need no fake-tensor step of their own.
+
+Going from z to z + 1 trains one more layer: its parameters' gradients and optimizer state, the activations it
+keeps for backward, its backward FLOPs, and the gradient the layer above now passes down to it. Over a *run* of
+z whose lowest trainable layers are structurally identical (same class, same module configuration, same
+parameter shapes, same input and output shapes at this batch size, no tied weights: the blocks of a transformer,
+a ResNet stage's repeated blocks), every such step adds the same operations and the same allocations, so every
+figure of the cell is affine in z there, the peak included: the step's timeline keeps the same shape and only
+its repeated segment grows. The peak is a maximum over the timeline's events, each of them affine in z, so it
+is convex in z; a convex function whose first step equals its chord is affine.
+
+So a run's cells are composed from four traced *anchors* (its first two and last two z): each integer figure
+(FLOPs, optimizer state, the peak and every memory category at the peak, on the allocator's rounded sizes) must
+step by the same amount at both ends and along the whole chord, to the byte, or the run falls back to tracing
+every cell. A composed row says so (`Row.estimate_basis`); the test suite checks composed rows against full
+traces on many models. Predicted step times of composed rows are interpolated between the run's ends (the time
+model prices a foreach kernel per 110 tensors, a step function of z): close to, not equal to, a trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten
+
+from layerprof.layers import Layer
+from layerprof.profile import MEMORY_FIELDS, EstimateBasis, Row, SweepSettings
+
+__all__ = ["ComposedCells", "EstimateBasis"]
+
+# the integer figures a composed row takes from the line through its run's anchors
+LINEAR_FIELDS = (
+    "forward_flops",
+    "backward_flops",
+    "flops",
+    "optimizer_state_bytes",
+    "tracked_peak_bytes",
+    "peak_activations_bytes",
+    "peak_memory_bytes",
+    *MEMORY_FIELDS,
+)
+# the predicted times, interpolated (not exact: see the module's docstring)
+PREDICTED_FIELDS = ("predicted_device_time_ms", "predicted_host_time_ms")
+# a run of fewer selected z than this is traced cell by cell: its anchors would cost as much
+MIN_COMPOSED_RUN = 5
+# where a run's first step differs (the peak moves from backward to the optimizer step as z grows, a kink of the
+# convex peak), its start moves up by one z at a time, this many times at most, before the run is traced
+MAX_START_SHIFTS = 2
+
+Trace = Callable[[int, int], Row]  # (batch size, z) -> a traced row
+
+
+# ---------------------------------------------------------------- which z are alike
+
+
+@contextmanager
+def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator[list[list[Any]]]:
+    """While active, each layer's forward calls are recorded as (input shapes, output shapes, dtypes): run one
+    step inside it to learn the shapes its signature needs."""
+    modules = dict(model.named_modules())
+    calls: list[list[Any]] = [[] for _ in layers]
+    handles = []
+
+    def described(value: Any) -> tuple[Any, ...]:
+        return tuple(
+            (tuple(t.shape), str(t.dtype)) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)
+        )  # fmt: skip
+
+    for index, layer in enumerate(layers):
+        module = modules.get(layer.name)
+        if module is None:
+            continue
+
+        def hook(_module: torch.nn.Module, args: Any, kwargs: Any, output: Any, index: int = index) -> None:
+            calls[index].append((described((args, kwargs)), described(output)))
+
+        handles.append(module.register_forward_hook(hook, with_kwargs=True))
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def layer_signatures(model: torch.nn.Module, layers: Sequence[Layer], calls: Sequence[Any]) -> list[Hashable]:
+    """What makes two layers cost the same when they join training: class, configuration (the module's repr),
+    parameter shapes and dtypes, the shapes of every call. A layer with tied weights, or one whose shapes were
+    not recorded, is alike to none."""
+    modules = dict(model.named_modules())
+    signatures: list[Hashable] = []
+    for index, layer in enumerate(layers):
+        module = modules.get(layer.name)
+        if module is None or layer.shared_with or not calls[index]:
+            signatures.append(("unique", index))
+            continue
+        parameters = tuple((tuple(p.shape), str(p.dtype), p.requires_grad) for p in module.parameters())
+        signatures.append(
+            (layer.type, repr(module), layer.params, layer.new_trainable_params, layer.calls, parameters,
+             tuple(calls[index]))
+        )  # fmt: skip
+    return signatures
+
+
+def z_runs(signatures: Sequence[Hashable], zs: Sequence[int]) -> list[list[int]]:
+    """The selected z grouped into runs: consecutive z (every z between them, selected or not) whose lowest
+    trainable layer (layer n - z) has the same signature."""
+    n = len(signatures)
+    runs: list[list[int]] = []
+    for z in sorted(set(zs)):
+        if runs:
+            last = runs[-1][-1]
+            if all(signatures[n - y] == signatures[n - z] for y in range(last, z)):
+                runs[-1].append(z)
+                continue
+        runs.append([z])
+    return runs
+
+
+def anchors_of(start: int, last: int) -> tuple[int, int, int, int]:
+    """The z a run from `start` to `last` is composed from: its first two and its last two."""
+    return (start, start + 1, last - 1, last)
+
+
+# ---------------------------------------------------------------- the line through the anchors
+
+
+def affine_steps(rows: dict[int, Row], first: int, last: int) -> dict[str, int] | None:
+    """Each linear figure's step per z, where it steps alike at both ends and along the whole chord to the byte
+    (else None); figures every anchor leaves empty are left out."""
+    a, b = rows[first], rows[last]
+    second, before_last = rows[first + 1], rows[last - 1]
+    if not all(row.ok for row in (a, b, second, before_last)):
+        return None
+    if len({row.memory_source for row in (a, b, second, before_last)}) != 1:
+        return None
+    steps: dict[str, int] = {}
+    for name in LINEAR_FIELDS:
+        values = [getattr(row, name) for row in (a, second, before_last, b)]
+        if all(value is None for value in values):
+            continue
+        if any(value is None for value in values):
+            return None
+        step = values[1] - values[0]
+        if values[3] - values[2] != step or values[3] - values[0] != step * (last - first):
+            return None
+        steps[name] = step
+    return steps
+
+
+def composed_row(template: Row, last: Row, steps: dict[str, int], first_z: int, last_z: int, new: Row,
+                 settings: SweepSettings) -> Row:  # fmt: skip
+    """The row of z = `new.trainable_layers` from the line through the run's first anchor `template` (and its
+    last, `last`, for the interpolated times); `new` holds the cell's own parameter counts."""
+    z = new.trainable_layers
+    row = replace(template, batch_size=new.batch_size, trainable_layers=z, trainable_params=new.trainable_params,
+                  trainable_fraction=new.trainable_fraction, estimate_basis="composed")  # fmt: skip
+    for name, step in steps.items():
+        setattr(row, name, getattr(template, name) + step * (z - first_z))
+    share = (z - first_z) / (last_z - first_z)
+    for name in PREDICTED_FIELDS:
+        low, high = getattr(template, name), getattr(last, name)
+        setattr(row, name, None if low is None or high is None else low + (high - low) * share)
+    device, host = row.predicted_device_time_ms, row.predicted_host_time_ms
+    if device is not None and host is not None:
+        if settings.target == "cpu":
+            row.predicted_step_time_ms = device + host
+        else:
+            row.predicted_step_time_ms = max(device, host)
+            row.predicted_host_bound = host > device
+    return row
+
+
+# ---------------------------------------------------------------- the cell runner
+
+
+class ComposedCells:
+    """An estimate's cell runner (`layerprof.sweep.CellRunner`) that traces each run's anchors and composes the
+    cells between them; `trace(loaded, layers, batch, z, settings, device)` traces one cell."""
+
+    def __init__(self, trace: Callable[..., tuple[Row, float]], zs: Sequence[int]) -> None:
+        self.trace = trace
+        self.zs = tuple(zs)
+        self.rows: dict[tuple[int, int], Row] = {}  # traced cells, anchors included
+        self.runs: dict[int, list[list[int]]] = {}  # batch size -> runs
+        self.lines: dict[tuple[int, int], tuple[int, dict[str, int]] | None] = {}  # (batch, run start) -> line
+        self.traced = 0
+
+    def _traced(self, loaded: Any, layers: Sequence[Layer], batch_size: int, z: int, settings: SweepSettings,
+                device: torch.device) -> Row:  # fmt: skip
+        key = (batch_size, z)
+        if key not in self.rows:
+            if batch_size not in self.runs:
+                with recorded_shapes(loaded.model, layers) as calls:
+                    row, _ = self.trace(loaded, layers, batch_size, z, settings, device)
+                self.runs[batch_size] = z_runs(layer_signatures(loaded.model, layers, calls), self.zs)
+            else:
+                row, _ = self.trace(loaded, layers, batch_size, z, settings, device)
+            self.traced += 1
+            if row.ok:
+                row.estimate_basis = "traced"
+            self.rows[key] = row
+        return self.rows[key]
+
+    def _line(self, trace: Callable[[int], Row], run: Sequence[int]) -> tuple[int, dict[str, int]] | None:
+        """Where the run's composed part starts and each figure's step per z; None: trace the whole run."""
+        last = run[-1]
+        for start in range(run[0], run[0] + MAX_START_SHIFTS + 1):
+            if sum(1 for z in run if z >= start) < MIN_COMPOSED_RUN:
+                return None
+            rows = {a: trace(a) for a in anchors_of(start, last)}
+            steps = affine_steps(rows, start, last)
+            if steps is not None:
+                return start, steps
+        return None
+
+    def __call__(self, loaded: Any, layers: Sequence[Layer], batch_size: int, z: int, settings: SweepSettings,
+                 device: torch.device) -> tuple[Row, float]:  # fmt: skip
+        from layerprof.sweep import new_row
+
+        def trace(y: int) -> Row:
+            return self._traced(loaded, layers, batch_size, y, settings, device)
+
+        if batch_size not in self.runs:
+            trace(min(self.zs))
+        run = next((run for run in self.runs[batch_size] if z in run), [z])
+        line_key = (batch_size, run[0])
+        if line_key not in self.lines:
+            self.lines[line_key] = self._line(trace, run) if len(run) >= MIN_COMPOSED_RUN else None
+        line = self.lines[line_key]
+        if line is None or z < line[0] or z in anchors_of(line[0], run[-1]):
+            return trace(z), 0.0
+        start, steps = line
+        first, last = self.rows[(batch_size, start)], self.rows[(batch_size, run[-1])]
+        return composed_row(first, last, steps, start, run[-1], new_row(layers, batch_size, z), settings), 0.0
