@@ -200,8 +200,6 @@ class ComposedCells:
             else:
                 row, _ = self.trace(loaded, layers, batch_size, z, settings, device)
             self.traced += 1
-            if row.ok:
-                row.estimate_basis = "traced"
             self.rows[key] = row
         return self.rows[key]
 

@@ -94,9 +94,11 @@ def estimate_cell(
     *,
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
+    primed: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[Row, float]:
     """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
-    predicted by `time_model` where given, its operations kept in `traces` where given (for calibration)."""
+    predicted by `time_model` where given, its operations kept in `traces` where given (for calibration).
+    `primed` keeps each parameter's optimizer state for the next cells of the same model (`prime_optimizer`)."""
     target = settings.target or "cuda"
     try:
         # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
@@ -112,16 +114,13 @@ def estimate_cell(
             cuda_autocast_on_cpu=on_cuda,
             with_scaler=False,
         ) as cell:
-            # steady state without a forward pass: zero gradients make the optimizer create its state
-            for param in cell.params:
-                param.grad = torch.zeros_like(param)
-            cell.optimizer.step()
-            cell.optimizer.zero_grad(set_to_none=True)
+            prime_optimizer(cell.optimizer, cell.params, primed)
             threads, trace = instrumented_step(cell, device, allocation_size_for(target))
             row = cell.row
         row.memory_workspace_bytes = workspace_for(settings, threads) if target == "cuda" else 0
         row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
         row.memory_source = f"estimate-{target}"
+        row.estimate_basis = "traced"
         if traces is not None:
             traces[row.key] = trace
         if time_model is not None:
@@ -134,6 +133,28 @@ def estimate_cell(
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
         row = new_row(layers, batch_size, trainable_layers)
         return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
+
+
+def prime_optimizer(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], primed: dict[int, dict[str, Any]] | None
+) -> None:
+    """Steady state without a forward pass: zero gradients make the optimizer create its state. A parameter's
+    state depends on the parameter and the optimizer's settings alone, so with `primed` (id of a parameter ->
+    its state, for one model and one optimizer setting) only parameters no earlier cell primed take the step,
+    and the others get their state back: the per-parameter step was a third of a small model's trace."""
+    cached = primed if primed is not None else {}
+    fresh = [param for param in params if id(param) not in cached]
+    if fresh:
+        for param in fresh:
+            param.grad = torch.zeros_like(param)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if primed is not None:
+            for param in fresh:
+                primed[id(param)] = optimizer.state[param]
+    for param in params:
+        if id(param) in cached:
+            optimizer.state[param] = cached[id(param)]
 
 
 # Fake tensors have shapes but no values: an op whose output shape or a Python branch depends on values stops them.
@@ -191,7 +212,7 @@ def estimate_model(
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
-    runner: Any = functools.partial(estimate_cell, time_model=time_model, traces=traces)
+    runner: Any = functools.partial(estimate_cell, time_model=time_model, traces=traces, primed={})
     if compose and traces is None:
         from layerprof.compose import ComposedCells
 
@@ -496,6 +517,7 @@ class FitSearch:
         self.needs: dict[tuple[int, int], int] = {}
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
+        self.primed: dict[int, dict[str, Any]] = {}  # optimizer state per parameter (`prime_optimizer`)
         self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
@@ -504,7 +526,7 @@ class FitSearch:
             with self.mode:
                 row, _ = estimate_cell(
                     self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE,
-                    traces=self.traces,
+                    traces=self.traces, primed=self.primed,
                 )  # fmt: skip
             if not row.ok:
                 if batch_size == 1 and any(marker in (row.message or "") for marker in SINGLE_SAMPLE_ERRORS):
@@ -571,9 +593,9 @@ class FitSearch:
         self, need: Callable[[int], int], known: dict[int, int], probe: int, budget_bytes: int, limit: int
     ) -> int | None:
         """The bracket search from `known` needs, first probing `probe`: the largest fitting batch (None: not even
-        the smallest). Unbracketed steps follow the line (the last z's slope where one point is known) and at
-        least double each time, so that a poor slope never makes it crawl; once bracketed, secant steps with
-        bisection where they stall."""
+        the smallest). Unbracketed steps follow the line (the last z's slope where one point is known); where the
+        line points back at the known batches, steps of 1, 2, 4, ... so that a poor slope never makes it crawl;
+        once bracketed, secant steps with bisection where they stall."""
         first = self.smallest_batch
         fits = max((b for b, n in known.items() if n <= budget_bytes), default=None)
         fails = min((b for b, n in known.items() if n > budget_bytes), default=None)
@@ -601,12 +623,17 @@ class FitSearch:
                 probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
                 continue
             guess = self._line_guess(known, budget_bytes)
-            if fits is not None:  # everything so far fits: up, by the line, at least `stride`
-                probe = min(limit, max(guess if guess is not None else fits + 1, fits + stride))
-            else:  # nothing so far fits: down, by the line, at least `stride`
+            if fits is not None:  # everything so far fits: up to where the line meets the budget
+                if guess is None or guess <= fits:  # the line says here: confirm the next (strides double)
+                    probe, stride = min(limit, fits + stride), stride * 2
+                else:
+                    probe, stride = min(limit, guess), 1
+            else:  # nothing so far fits: down to where the line meets the budget
                 assert fails is not None
-                probe = max(first, min(guess if guess is not None else first, fails - stride))
-            stride *= 2
+                if guess is None or guess >= fails:
+                    probe, stride = max(first, fails - stride), stride * 2
+                else:
+                    probe, stride = max(first, guess), 1
 
     def _line_guess(self, known: dict[int, int], budget_bytes: int) -> int | None:
         """The batch where the need reaches the budget: on the line through the two known batches nearest to it,
