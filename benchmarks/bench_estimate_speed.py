@@ -100,9 +100,9 @@ def main() -> int:
     print(f"{'case':44s} {'old (s)':>8s} {'new (s)':>8s} {'speed-up':>8s}  answers")
     for case in SMOKE if args.smoke else FULL:
         old_s, new_s, note = (estimate_pair if case.kind == "estimate" else fit_pair)(case)
-        label = f"{case.kind} {case.spec} --seq-len {case.seq_len}" + (
-            f" --batch-sizes {','.join(map(str, case.batch_sizes))}" if case.kind == "estimate" else f" --gpu {case.gpu}"
-        )
+        sizes = ",".join(map(str, case.batch_sizes))
+        tail = f" --batch-sizes {sizes}" if case.kind == "estimate" else f" --gpu {case.gpu}"
+        label = f"{case.kind} {case.spec} --seq-len {case.seq_len}{tail}"
         print(f"{label:44s} {old_s:8.1f} {new_s:8.1f} {old_s / new_s:7.1f}x  {note}", flush=True)
         failed |= "DIFFERENT" in note
     return 1 if failed else 0
