@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.utils._pytree import tree_flatten
 
 from layerprof.layers import Layer
-from layerprof.profile import MEMORY_FIELDS, EstimateBasis, Row, SweepSettings
+from layerprof.measure import LiveTensorTracker
+from layerprof.profile import MEMORY_FIELDS, EstimateBasis, MemoryCategory, Row, SweepSettings
 
 __all__ = ["ComposedCells", "EstimateBasis"]
 
@@ -234,3 +236,104 @@ class ComposedCells:
         start, steps = line
         first, last = self.rows[(batch_size, start)], self.rows[(batch_size, run[-1])]
         return composed_row(first, last, steps, start, run[-1], new_row(layers, batch_size, z), settings), 0.0
+
+
+# ---------------------------------------------------------------- memory as a function of the batch size (fit)
+
+ALLOCATE, FREE, RECATEGORISE = 0, 1, 2
+
+
+class RecordingTracker(LiveTensorTracker):
+    """The live-tensor tracker that also keeps the step's allocation timeline: every storage's requested bytes in
+    the order allocated, and when each is freed or changes category. Replayed with other requested sizes, it
+    gives the peak the tracker would see for them."""
+
+    def __init__(self, allocation_size: Callable[[int], int] = int) -> None:
+        super().__init__(allocation_size)
+        self.events: list[tuple[int, int, MemoryCategory | None]] = []
+        self.requested: list[int] = []
+        self._order: dict[int, int] = {}
+
+    def _track(self, tensor: torch.Tensor, category: MemoryCategory) -> None:
+        key = id(tensor.untyped_storage())
+        if key not in self._category:
+            self._order[key] = len(self.requested)
+            self.requested.append(tensor.untyped_storage().nbytes())
+            self.events.append((ALLOCATE, self._order[key], category))
+        super()._track(tensor, category)
+
+    def _recategorise(self, tensor: torch.Tensor, category: MemoryCategory) -> None:
+        key = id(tensor.untyped_storage())
+        old = self._category.get(key)
+        if old is not None and old != category:
+            self.events.append((RECATEGORISE, self._order[key], category))
+        super()._recategorise(tensor, category)
+
+    def _release(self, key: int) -> None:
+        if key in self._category:
+            self.events.append((FREE, self._order.pop(key), None))
+        super()._release(key)
+
+    def timeline(self) -> Timeline:
+        return Timeline(tuple(self.events), tuple(self.requested))
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One traced step's allocations, frees and category changes, with each storage's requested bytes."""
+
+    events: tuple[tuple[int, int, MemoryCategory | None], ...]
+    requested: tuple[int, ...]
+
+    def peak_bytes(self, requested: Sequence[int], allocation_size: Callable[[int], int]) -> int:
+        """The tracker's peak had the storages requested these sizes (in allocation order): the running sum of
+        the allocations' blocks less the freed ones, at its highest."""
+        with unset_fake_temporarily():  # a fit searches inside its FakeTensorMode: these are real numbers
+            sizes = torch.tensor(list(requested), dtype=torch.int64)
+            values, inverse = torch.unique(sizes, return_inverse=True)
+            blocks = torch.tensor([allocation_size(int(v)) for v in values.tolist()], dtype=torch.int64)[inverse]
+            kinds, indices = self._arrays()
+            sign = torch.where(kinds == ALLOCATE, 1, torch.where(kinds == FREE, -1, 0))
+            running = torch.cumsum(sign * blocks[indices], 0)
+            return max(0, int(running.max())) if len(running) else 0
+
+    def _arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cached = self.__dict__.get("_cached_arrays")
+        if cached is None:
+            kinds = torch.tensor([event[0] for event in self.events], dtype=torch.int64)
+            indices = torch.tensor([event[1] for event in self.events], dtype=torch.int64)
+            cached = (kinds, indices)
+            object.__setattr__(self, "_cached_arrays", cached)
+        return cached
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """A z's step at any batch size: the timeline of two traced batch sizes, identical but for the requested
+    sizes, each of which is affine in the batch size with an integer slope. `peak_bytes(b)` replays it."""
+
+    timeline: Timeline
+    base_batch: int
+    slopes: tuple[int, ...]
+
+    @classmethod
+    def through(cls, one: tuple[int, Timeline], other: tuple[int, Timeline]) -> BatchLine | None:
+        (b1, t1), (b2, t2) = sorted((one, other), key=lambda item: item[0])
+        if b1 == b2 or t1.events != t2.events or len(t1.requested) != len(t2.requested):
+            return None
+        slopes = []
+        for r1, r2 in zip(t1.requested, t2.requested, strict=True):
+            step, rest = divmod(r2 - r1, b2 - b1)
+            if rest:
+                return None
+            slopes.append(step)
+        return cls(t1, b1, tuple(slopes))
+
+    def requested(self, batch_size: int) -> list[int] | None:
+        shift = batch_size - self.base_batch
+        sizes = [r + s * shift for r, s in zip(self.timeline.requested, self.slopes, strict=True)]
+        return None if any(size < 0 for size in sizes) else sizes
+
+    def peak_bytes(self, batch_size: int, allocation_size: Callable[[int], int]) -> int | None:
+        sizes = self.requested(batch_size)
+        return None if sizes is None else self.timeline.peak_bytes(sizes, allocation_size)

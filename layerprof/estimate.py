@@ -95,10 +95,12 @@ def estimate_cell(
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
     primed: dict[int, dict[str, Any]] | None = None,
+    timelines: dict[tuple[int, int], Any] | None = None,
 ) -> tuple[Row, float]:
     """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
     predicted by `time_model` where given, its operations kept in `traces` where given (for calibration).
-    `primed` keeps each parameter's optimizer state for the next cells of the same model (`prime_optimizer`)."""
+    `primed` keeps each parameter's optimizer state for the next cells of the same model (`prime_optimizer`);
+    `timelines` the step's allocation timeline (`layerprof.compose.Timeline`, for the fit's batch lines)."""
     target = settings.target or "cuda"
     try:
         # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
@@ -115,7 +117,14 @@ def estimate_cell(
             with_scaler=False,
         ) as cell:
             prime_optimizer(cell.optimizer, cell.params, primed)
-            threads, trace = instrumented_step(cell, device, allocation_size_for(target))
+            recording = None
+            if timelines is not None:
+                from layerprof.compose import RecordingTracker
+
+                recording = RecordingTracker(allocation_size_for(target))
+            threads, trace = instrumented_step(cell, device, allocation_size_for(target), recording)
+            if recording is not None and timelines is not None:
+                timelines[(batch_size, trainable_layers)] = recording.timeline()
             row = cell.row
         row.memory_workspace_bytes = workspace_for(settings, threads) if target == "cuda" else 0
         row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
@@ -152,8 +161,9 @@ def prime_optimizer(
         if primed is not None:
             for param in fresh:
                 primed[id(param)] = optimizer.state[param]
-    for param in params:
-        if id(param) in cached:
+    if primed is not None:  # in the parameters' order, as a first step creates it: the same timeline every cell
+        optimizer.state.clear()
+        for param in params:
             optimizer.state[param] = cached[id(param)]
 
 
@@ -443,6 +453,8 @@ class FitResult:
     need_at_largest_bytes: int | None
     smallest_gpu: str | None = None  # for the requested batch size, the smallest listed GPU that runs it
     predicted_step_time_ms: float | None = None  # at the largest batch, by the time model (not measured)
+    # composed from its run's anchors (layerprof.compose): the batch and need exact, no step traced to predict from
+    composed: bool = False
 
 
 @dataclass
@@ -476,10 +488,7 @@ def fit_model(
     smallest batch, the search before 0.x; the same answers, more traces)."""
     search = FitSearch(spec, options, settings, time_model)
     zs = layer_selection.resolve(len(search.layers))
-    results: list[FitResult] = []
-    for z in zs:  # each z's search starts at the answer and the slope of the z before it
-        near = results[-1].largest_batch_size if seeded and results and results[-1].largest_batch_size else None
-        results.append(search.largest_batch(z, memory_bytes, near=near))
+    results = search.largest_batches(zs, memory_bytes, seeded)
     if batch_size is not None:
         for result in results:
             result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
@@ -518,16 +527,26 @@ class FitSearch:
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
         self.primed: dict[int, dict[str, Any]] = {}  # optimizer state per parameter (`prime_optimizer`)
+        self.timelines: dict[tuple[int, int], Any] = {}  # (batch, z) -> layerprof.compose.Timeline
+        self.workspace: dict[tuple[int, int], int] = {}  # (batch, z) -> the modelled cuBLAS workspaces
+        self.replayed: dict[tuple[int, int], int | None] = {}  # (anchor z, batch) -> its batch line's need
+        self.signatures: list[Any] | None = None  # the layers' (layerprof.compose.layer_signatures)
+        self.allocation_size = allocation_size_for(self.settings.target or "cuda")
         self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
         key = (batch_size, trainable_layers)
         if key not in self.needs:
-            with self.mode:
+            from layerprof.compose import layer_signatures, recorded_shapes
+
+            with self.mode, recorded_shapes(self.loaded.model, self.layers) as calls:
                 row, _ = estimate_cell(
                     self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE,
-                    traces=self.traces, primed=self.primed,
+                    traces=self.traces, primed=self.primed, timelines=self.timelines,
                 )  # fmt: skip
+            if row.ok and self.signatures is None:
+                self.signatures = layer_signatures(self.loaded.model, self.layers, calls)
+            self.workspace[key] = int(row.memory_workspace_bytes or 0)
             if not row.ok:
                 if batch_size == 1 and any(marker in (row.message or "") for marker in SINGLE_SAMPLE_ERRORS):
                     self.smallest_batch = 2
@@ -669,8 +688,127 @@ class FitSearch:
             guess = (fits + upper) // 2 if fails is not None else limit
         return guess
 
+    def largest_batches(self, zs: Sequence[int], budget_bytes: int, seeded: bool = True) -> list[FitResult]:
+        """`largest_batch` for every z. Seeded: each z's search starts at the answer of the z before it, and a
+        run of alike z (`layerprof.compose`) is searched at its four anchors only, the z between them on the
+        need composed from the anchors' batch lines (exact, or the z is searched on its own traces)."""
+        from layerprof.compose import MAX_START_SHIFTS, MIN_COMPOSED_RUN, anchors_of, z_runs
+
+        results: dict[int, FitResult] = {}
+        last: list[FitResult] = []
+
+        def searched(z: int) -> FitResult:
+            if z not in results:
+                near = last[-1].largest_batch_size if seeded and last and last[-1].largest_batch_size else None
+                results[z] = self.largest_batch(z, budget_bytes, near=near)
+            last.append(results[z])
+            return results[z]
+
+        ordered = sorted(set(zs))
+        if not seeded:
+            return [searched(z) for z in ordered]
+        searched(ordered[0])  # the first trace also records the layers' signatures
+        for run in z_runs(self.signatures or [("unique", i) for i in range(len(self.layers))], ordered):
+            if len(run) < MIN_COMPOSED_RUN:
+                for z in run:
+                    searched(z)
+                continue
+            lines: dict[int, Any] = {}
+            for z in run:
+                if z in results:  # an anchor, searched on its own traces
+                    last.append(results[z])
+                    continue
+                composed = None
+                # where the first step differs (a kink of the convex peak), the composed part starts higher up
+                for start in range(run[0], min(run[0] + MAX_START_SHIFTS, z - 2) + 1):
+                    anchors = anchors_of(start, run[-1])
+                    if z in anchors or anchors[1] >= anchors[2]:
+                        break
+                    for a in anchors:
+                        if a not in lines:
+                            searched(a)
+                            lines[a] = self.batch_line(a)
+                    composed = self._composed_largest(z, budget_bytes, anchors, lines, last[-1].largest_batch_size)
+                    if composed is not None:
+                        break
+                results[z] = composed if composed is not None else searched(z)
+                last.append(results[z])
+        return [results[z] for z in zs]
+
+    def batch_line(self, trainable_layers: int) -> Any:
+        """The z's need at any batch size (`layerprof.compose.BatchLine`) through its two largest traced batch
+        sizes, checked to reproduce every other traced batch size of the z to the byte (one more is traced where
+        there is none); None where it does not."""
+        from layerprof.compose import BatchLine
+
+        traced = sorted(b for b, z in self.timelines if z == trainable_layers)
+        if len(traced) < 2:
+            return None
+        workspaces = {self.workspace[(b, trainable_layers)] for b in traced}
+        b1, b2 = traced[-2:]
+        line = BatchLine.through((b1, self.timelines[(b1, trainable_layers)]),
+                                 (b2, self.timelines[(b2, trainable_layers)]))  # fmt: skip
+        if line is None or len(workspaces) != 1:
+            return None
+        others = traced[:-2]
+        if not others:
+            extra = max(self.smallest_batch, b1 // 2)
+            if extra in (b1, b2):
+                return None
+            self.need_bytes(trainable_layers, extra)
+            others = [extra]
+        workspace = workspaces.pop()
+        for b in others:
+            if self.workspace[(b, trainable_layers)] != workspace:
+                return None
+            peak = line.peak_bytes(b, self.allocation_size)
+            if peak is None or peak + workspace + self.reserve != self.needs[(b, trainable_layers)]:
+                return None
+        return (line, workspace)
+
+    def _composed_largest(
+        self, z: int, budget_bytes: int, anchors: Sequence[int], lines: dict[int, Any], near: int
+    ) -> FitResult | None:
+        """The largest batch of a z between its run's anchors on the need composed from theirs: at each batch
+        size the anchors' needs must step alike at both ends and along the chord (else None: search it traced)."""
+        if any(line is None for line in lines.values()):
+            return None
+        start, end = anchors[0], anchors[-1]
+        replayed: dict[tuple[int, int], int | None] = self.replayed
+
+        def anchor_need(a: int, batch_size: int) -> int | None:
+            if (a, batch_size) not in replayed:
+                line, workspace = lines[a]
+                peak = line.peak_bytes(batch_size, self.allocation_size)
+                replayed[(a, batch_size)] = None if peak is None else peak + workspace + self.reserve
+            return replayed[(a, batch_size)]
+
+        def need(batch_size: int) -> int:
+            values = [anchor_need(a, batch_size) for a in anchors]
+            if any(value is None for value in values):
+                raise _NotComposable
+            v0, v1, v2, v3 = values  # type: ignore[misc]
+            step = v1 - v0
+            if v3 - v2 != step or v3 - v0 != step * (end - start):
+                raise _NotComposable
+            return v0 + step * (z - start)
+
+        known: dict[int, int] = {}
+        try:
+            fits = self._search(need, known, max(self.smallest_batch, near or self.smallest_batch), budget_bytes,
+                                1 << 24)  # fmt: skip
+        except _NotComposable:
+            return None
+        if fits is None:
+            return FitResult(z, 0, known[self.smallest_batch], composed=True)
+        return FitResult(z, fits, known[fits], composed=True)
+
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
         return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))
+
+
+class _NotComposable(Exception):
+    """The anchors' needs do not step alike at this batch size: the z is searched on its own traces."""
 
 
 class _SingleSampleError(Exception):

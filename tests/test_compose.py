@@ -20,7 +20,7 @@ SMALL_LLAMA = {"num_hidden_layers": "8", "hidden_size": "64", "intermediate_size
                "num_key_value_heads": "4", "vocab_size": "256"}  # fmt: skip
 SMALL_GPT2 = {"n_layer": "7", "n_embd": "64", "n_head": "2", "vocab_size": "256"}
 
-MIXED = '''
+MIXED = """
 import torch
 from torch import nn
 
@@ -51,7 +51,7 @@ def mixed():
         nn.Linear(12, 32), nn.BatchNorm1d(32), Block(32), Wide(32), Block(32), Block(32), Block(32), Block(32),
         Block(32), Block(32), Wide(32), Block(32), nn.Linear(32, 5),
     )
-'''
+"""
 
 
 def full_and_composed(spec: str, options: ModelOptions, settings: SweepSettings) -> tuple[Profile, Profile]:
@@ -91,8 +91,13 @@ def assert_same_figures(full: Profile, composed: Profile) -> None:
         ("vit_b_16", ModelOptions(), (2,), "cuda", None),
         # a fine split: convolutions and norms alternate, no run is long enough, every cell is traced
         ("resnet18", ModelOptions(unwrap=("BasicBlock",), input_shape=(3, 32, 32)), (2,), "cuda", []),
-        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10, overrides={"depth": "9"}), (4,), "cuda",
-         None),  # fmt: skip
+        (
+            f"{EXAMPLE}:mlp",
+            ModelOptions(input_shape=(64,), num_classes=10, overrides={"depth": "9"}),
+            (4,),
+            "cuda",
+            None,
+        ),  # fmt: skip
     ],
 )
 def test_composed_cells_equal_the_full_trace(
@@ -169,16 +174,18 @@ def test_estimate_basis_is_saved_and_old_profiles_load_without_it(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("spec", "options", "memory_mib", "smallest"),
+    ("spec", "options", "memory_mib", "smallest", "composed"),
     [
-        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 592, 1),
-        ("pythia-14m", ModelOptions(seq_len=128), 2012, 1),
-        ("paper-resnet18-cifar100", ModelOptions(), 1112, 2),  # BatchNorm: a batch of one cannot train
-        ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1512, 1),  # attention: quadratic in seq
+        # six residual blocks, z = 2..7: anchors 2, 3, 6 and 7
+        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 592, 1, [4, 5]),
+        ("pythia-14m", ModelOptions(seq_len=128), 2012, 1, [5, 6]),
+        ("paper-resnet18-cifar100", ModelOptions(), 1112, 2, []),  # BatchNorm: a batch of one cannot train
+        # attention (quadratic in the sequence); the peak's kink at z=3 moves the anchors to 4, 5, 9, 10
+        ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1512, 1, [6, 7, 8]),
     ],
 )
 def test_the_seeded_fit_answers_as_the_search_from_the_smallest_batch(
-    spec: str, options: ModelOptions, memory_mib: int, smallest: int
+    spec: str, options: ModelOptions, memory_mib: int, smallest: int, composed: list[int]
 ) -> None:
     settings = SweepSettings((), (), target="cuda")  # budgets include the 512 MiB CUDA context reserve
     selection = LayerSelection("all")
@@ -188,7 +195,12 @@ def test_the_seeded_fit_answers_as_the_search_from_the_smallest_batch(
     assert [(r.trainable_layers, r.largest_batch_size, r.need_at_largest_bytes) for r in new.results] == [
         (r.trainable_layers, r.largest_batch_size, r.need_at_largest_bytes) for r in old.results
     ]
-    assert [r.predicted_step_time_ms for r in new.results] == [r.predicted_step_time_ms for r in old.results]
+    for before, after in zip(old.results, new.results, strict=True):
+        if after.composed:  # no step of its own was traced: nothing to predict its time from
+            assert after.predicted_step_time_ms is None
+        else:
+            assert after.predicted_step_time_ms == before.predicted_step_time_ms
+    assert [r.trainable_layers for r in new.results if r.composed] == composed
     assert len({r.largest_batch_size for r in old.results}) > 1, "the budget sets a staircase of answers"
     assert new.traces < old.traces
 
@@ -229,3 +241,55 @@ def test_the_seeded_search_finds_the_exact_boundary(
     if answer:
         assert need(answer) <= budget < need(answer + 1)
     assert len(set(search.probes)) <= most_traces
+
+
+def recorded_step(batch_size: int, allocation_size=int):  # noqa: ANN001, ANN201
+    """One training step of a small MLP on real CPU tensors, its timeline recorded."""
+    import torch
+
+    from layerprof.compose import RecordingTracker
+    from layerprof.profile import MemoryCategory
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    tracker = RecordingTracker(allocation_size)
+    tracker.register(model.parameters(), MemoryCategory.PARAMETERS)
+    tracker.watch_gradients(model.parameters())
+    with tracker:
+        loss = model(torch.ones(batch_size, 8)).square().mean()
+        loss.backward()
+        del loss
+    return tracker
+
+
+@pytest.mark.parametrize("allocation_size", [int, lambda n: -(-n // 512) * 512 if n else 0])
+def test_a_replayed_timeline_gives_the_trackers_peak(allocation_size) -> None:  # noqa: ANN001
+    from layerprof.compose import BatchLine
+
+    trackers = {b: recorded_step(b, allocation_size) for b in (3, 5, 40)}
+    for tracker in trackers.values():
+        timeline = tracker.timeline()
+        assert timeline.peak_bytes(timeline.requested, allocation_size) == tracker.peak
+    line = BatchLine.through((3, trackers[3].timeline()), (5, trackers[5].timeline()))
+    assert line is not None
+    assert line.peak_bytes(40, allocation_size) == trackers[40].peak  # extrapolated, to the byte
+    assert line.requested(40) == list(trackers[40].timeline().requested)
+    # sizes that do not grow by whole bytes per sample, or another sequence of events: no line
+    odd = trackers[5].timeline()
+    odd = type(odd)(odd.events, (odd.requested[0] + 1, *odd.requested[1:]))
+    assert BatchLine.through((3, trackers[3].timeline()), (5, odd)) is None
+    shorter = trackers[5].timeline()
+    assert (
+        BatchLine.through((3, trackers[3].timeline()), (5, type(shorter)(shorter.events[:-1], shorter.requested)))
+        is None
+    )
+
+
+def test_the_fit_table_and_json_say_which_z_are_composed() -> None:
+    from layerprof.tables import fit_rows, rich_fit_table
+
+    settings = SweepSettings((), (), target="cuda")
+    report = fit_model("pythia-14m", ModelOptions(seq_len=128), settings, 2012 * 2**20, LayerSelection("all"))
+    assert [r["trainable_layers"] for r in report.to_dict()["results"] if r["composed"]] == [5, 6]
+    assert [row[0] for row in fit_rows(report)] == ["1", "2", "3", "4", "5*", "6*", "7", "8", "9"]
+    assert "z*: composed" in str(rich_fit_table(report).caption)
