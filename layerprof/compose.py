@@ -1,20 +1,27 @@
-"""Cells composed from traced ones: an estimate's z that need no fake-tensor step of their own.
+"""Cells composed from traced ones: an estimate's z (and a fit's) that need no fake-tensor step of their own.
 
 Going from z to z + 1 trains one more layer: its parameters' gradients and optimizer state, the activations it
 keeps for backward, its backward FLOPs, and the gradient the layer above now passes down to it. Over a *run* of
 z whose lowest trainable layers are structurally identical (same class, same module configuration, same
 parameter shapes, same input and output shapes at this batch size, no tied weights: the blocks of a transformer,
-a ResNet stage's repeated blocks), every such step adds the same operations and the same allocations, so every
-figure of the cell is affine in z there, the peak included: the step's timeline keeps the same shape and only
-its repeated segment grows. The peak is a maximum over the timeline's events, each of them affine in z, so it
-is convex in z; a convex function whose first step equals its chord is affine.
+a ResNet stage's repeated blocks), every such step adds the same operations and the same allocations: the
+step's timeline keeps its shape and only its repeated segments grow. Each event's live bytes are then affine in
+z, and the peak, their maximum, is convex in z: the secant through two neighbouring z bounds it from below
+beyond them, and the chord between two z from above between them, so a line that holds at both ends of a
+stretch holds all along it.
 
 So a run's cells are composed from four traced *anchors* (its first two and last two z): each integer figure
 (FLOPs, optimizer state, the peak and every memory category at the peak, on the allocator's rounded sizes) must
-step by the same amount at both ends and along the whole chord, to the byte, or the run falls back to tracing
-every cell. A composed row says so (`Row.estimate_basis`); the test suite checks composed rows against full
-traces on many models. Predicted step times of composed rows are interpolated between the run's ends (the time
-model prices a foreach kernel per 110 tensors, a step function of z): close to, not equal to, a trace.
+step by the same amount at both ends and along the whole chord, to the byte. Where it does not, the peak has a
+kink (the backward's peak at small z, the optimizer step's at large z): the first two anchors' line and the last
+two's cross at z = k, and with the cells at k and k + 1 traced and on their lines, the run is two lines. Else
+every cell of the run is traced. A composed row says so (`Row.estimate_basis`); the test suite checks composed
+rows against full traces on many models. Predicted step times of composed rows are interpolated between their
+line's ends (the time model prices a foreach kernel per 110 tensors, a step function of z): close to a trace.
+
+`fit` composes across the batch size too: a step's timeline at two batch sizes, identical but for requested
+sizes that grow by whole bytes per sample, replays at any batch size through the allocator's rounding
+(`BatchLine`), and the run's z between the anchors are searched on the composed need.
 """
 
 from __future__ import annotations
@@ -49,9 +56,6 @@ LINEAR_FIELDS = (
 PREDICTED_FIELDS = ("predicted_device_time_ms", "predicted_host_time_ms")
 # a run of fewer selected z than this is traced cell by cell: its anchors would cost as much
 MIN_COMPOSED_RUN = 5
-# where a run's first step differs (the peak moves from backward to the optimizer step as z grows, a kink of the
-# convex peak), its start moves up by one z at a time, this many times at most, before the run is traced
-MAX_START_SHIFTS = 2
 
 Trace = Callable[[int, int], Row]  # (batch size, z) -> a traced row
 
@@ -153,19 +157,66 @@ def affine_steps(rows: dict[int, Row], first: int, last: int) -> dict[str, int] 
     return steps
 
 
-def composed_row(template: Row, last: Row, steps: dict[str, int], first_z: int, last_z: int, new: Row,
-                 settings: SweepSettings) -> Row:  # fmt: skip
-    """The row of z = `new.trainable_layers` from the line through the run's first anchor `template` (and its
-    last, `last`, for the interpolated times); `new` holds the cell's own parameter counts."""
+def line_steps(low: Row, high: Row, distance: int = 1) -> dict[str, int] | None:
+    """Each linear figure's step per z on the line through two rows `distance` z apart (None where either failed,
+    they differ in what they hold, or a figure does not step by whole units)."""
+    if not (low.ok and high.ok) or low.memory_source != high.memory_source:
+        return None
+    steps: dict[str, int] = {}
+    for name in LINEAR_FIELDS:
+        a, b = getattr(low, name), getattr(high, name)
+        if a is None and b is None:
+            continue
+        if a is None or b is None or (b - a) % distance:
+            return None
+        steps[name] = (b - a) // distance
+    return steps
+
+
+def on_line(row: Row, base: Row, steps: dict[str, int], offset: int) -> bool:
+    """Whether every linear figure of `row` lies on the line through `base` (`offset` z away), to the byte."""
+    if not row.ok or row.memory_source != base.memory_source:
+        return False
+    return all(getattr(row, name) == getattr(base, name) + step * offset for name, step in steps.items())
+
+
+@dataclass(frozen=True)
+class Piece:
+    """z from `low` to `high` (both traced), every figure on the line through the row of `base` (traced)."""
+
+    low: int
+    high: int
+    base: int
+    steps: dict[str, int]
+
+
+def kink(first: Row, first_steps: dict[str, int], last: Row, last_steps: dict[str, int], first_z: int,
+         last_z: int) -> int | None:  # fmt: skip
+    """The last z on the first line's side of where the peak's first and last lines cross (None: parallel)."""
+    slope_first, slope_last = first_steps.get("tracked_peak_bytes"), last_steps.get("tracked_peak_bytes")
+    if slope_first is None or slope_last is None or slope_first == slope_last:
+        return None
+    # first.peak + s1 (x - a) = last.peak + s2 (x - b)
+    crossing = (last.tracked_peak_bytes - first.tracked_peak_bytes + slope_first * first_z - slope_last * last_z) / (
+        slope_first - slope_last
+    )  # fmt: skip
+    return min(max(int(crossing // 1), first_z), last_z - 1)
+
+
+def composed_row(piece: Piece, rows: dict[int, Row], new: Row, settings: SweepSettings) -> Row:
+    """The row of z = `new.trainable_layers` on its piece's line; `new` holds the cell's own parameter counts.
+    Predicted times are interpolated between the piece's ends."""
     z = new.trainable_layers
-    row = replace(template, batch_size=new.batch_size, trainable_layers=z, trainable_params=new.trainable_params,
+    base = rows[piece.base]
+    row = replace(base, batch_size=new.batch_size, trainable_layers=z, trainable_params=new.trainable_params,
                   trainable_fraction=new.trainable_fraction, estimate_basis="composed")  # fmt: skip
-    for name, step in steps.items():
-        setattr(row, name, getattr(template, name) + step * (z - first_z))
-    share = (z - first_z) / (last_z - first_z)
+    for name, step in piece.steps.items():
+        setattr(row, name, getattr(base, name) + step * (z - piece.base))
+    low, high = rows[piece.low], rows[piece.high]
+    share = (z - piece.low) / (piece.high - piece.low)
     for name in PREDICTED_FIELDS:
-        low, high = getattr(template, name), getattr(last, name)
-        setattr(row, name, None if low is None or high is None else low + (high - low) * share)
+        a, b = getattr(low, name), getattr(high, name)
+        setattr(row, name, None if a is None or b is None else a + (b - a) * share)
     device, host = row.predicted_device_time_ms, row.predicted_host_time_ms
     if device is not None and host is not None:
         if settings.target == "cpu":
@@ -188,7 +239,7 @@ class ComposedCells:
         self.zs = tuple(zs)
         self.rows: dict[tuple[int, int], Row] = {}  # traced cells, anchors included
         self.runs: dict[int, list[list[int]]] = {}  # batch size -> runs
-        self.lines: dict[tuple[int, int], tuple[int, dict[str, int]] | None] = {}  # (batch, run start) -> line
+        self.pieces: dict[tuple[int, int], list[Piece] | None] = {}  # (batch, run's first z) -> its lines
         self.traced = 0
 
     def _traced(self, loaded: Any, layers: Sequence[Layer], batch_size: int, z: int, settings: SweepSettings,
@@ -205,17 +256,27 @@ class ComposedCells:
             self.rows[key] = row
         return self.rows[key]
 
-    def _line(self, trace: Callable[[int], Row], run: Sequence[int]) -> tuple[int, dict[str, int]] | None:
-        """Where the run's composed part starts and each figure's step per z; None: trace the whole run."""
-        last = run[-1]
-        for start in range(run[0], run[0] + MAX_START_SHIFTS + 1):
-            if sum(1 for z in run if z >= start) < MIN_COMPOSED_RUN:
-                return None
-            rows = {a: trace(a) for a in anchors_of(start, last)}
-            steps = affine_steps(rows, start, last)
-            if steps is not None:
-                return start, steps
-        return None
+    def _pieces(self, trace: Callable[[int], Row], run: Sequence[int]) -> list[Piece] | None:
+        """The run as one line through its four anchors, or two lines (the first two anchors', the last two's)
+        that meet at a kink of the peak, each checked at its far end: None where neither holds (trace it all).
+        The peak is convex in z, so a line that holds at both ends of a stretch holds all along it."""
+        first, last = run[0], run[-1]
+        rows = {z: trace(z) for z in anchors_of(first, last)}
+        steps = affine_steps(rows, first, last)
+        if steps is not None:
+            return [Piece(first, last, first, steps)]
+        first_steps = line_steps(rows[first], rows[first + 1])
+        last_steps = line_steps(rows[last - 1], rows[last])
+        if first_steps is None or last_steps is None:
+            return None
+        k = kink(rows[first], first_steps, rows[last], last_steps, first, last)
+        if k is None:
+            return None
+        if not on_line(trace(k), rows[first], first_steps, k - first):
+            return None
+        if not on_line(trace(k + 1), rows[last], last_steps, k + 1 - last):
+            return None
+        return [Piece(first, k, first, first_steps), Piece(k + 1, last, last, last_steps)]
 
     def __call__(self, loaded: Any, layers: Sequence[Layer], batch_size: int, z: int, settings: SweepSettings,
                  device: torch.device) -> tuple[Row, float]:  # fmt: skip
@@ -227,15 +288,15 @@ class ComposedCells:
         if batch_size not in self.runs:
             trace(min(self.zs))
         run = next((run for run in self.runs[batch_size] if z in run), [z])
-        line_key = (batch_size, run[0])
-        if line_key not in self.lines:
-            self.lines[line_key] = self._line(trace, run) if len(run) >= MIN_COMPOSED_RUN else None
-        line = self.lines[line_key]
-        if line is None or z < line[0] or z in anchors_of(line[0], run[-1]):
+        key = (batch_size, run[0])
+        if key not in self.pieces:
+            self.pieces[key] = self._pieces(trace, run) if len(run) >= MIN_COMPOSED_RUN else None
+        pieces = self.pieces[key]
+        piece = next((p for p in pieces or () if p.low <= z <= p.high), None)
+        if piece is None or (batch_size, z) in self.rows or z in (piece.low, piece.high):
             return trace(z), 0.0
-        start, steps = line
-        first, last = self.rows[(batch_size, start)], self.rows[(batch_size, run[-1])]
-        return composed_row(first, last, steps, start, run[-1], new_row(layers, batch_size, z), settings), 0.0
+        rows = {y: self.rows[(batch_size, y)] for y in {piece.low, piece.high, piece.base}}
+        return composed_row(piece, rows, new_row(layers, batch_size, z), settings), 0.0
 
 
 # ---------------------------------------------------------------- memory as a function of the batch size (fit)

@@ -529,7 +529,8 @@ class FitSearch:
         self.primed: dict[int, dict[str, Any]] = {}  # optimizer state per parameter (`prime_optimizer`)
         self.timelines: dict[tuple[int, int], Any] = {}  # (batch, z) -> layerprof.compose.Timeline
         self.workspace: dict[tuple[int, int], int] = {}  # (batch, z) -> the modelled cuBLAS workspaces
-        self.replayed: dict[tuple[int, int], int | None] = {}  # (anchor z, batch) -> its batch line's need
+        self.replayed: dict[tuple[int, int], int | None] = {}  # (z, batch) -> its batch line's need
+        self.z_lines: dict[int, Any] = {}  # z -> its batch line and workspace (`line_of`)
         self.signatures: list[Any] | None = None  # the layers' (layerprof.compose.layer_signatures)
         self.allocation_size = allocation_size_for(self.settings.target or "cuda")
         self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
@@ -692,7 +693,7 @@ class FitSearch:
         """`largest_batch` for every z. Seeded: each z's search starts at the answer of the z before it, and a
         run of alike z (`layerprof.compose`) is searched at its four anchors only, the z between them on the
         need composed from the anchors' batch lines (exact, or the z is searched on its own traces)."""
-        from layerprof.compose import MAX_START_SHIFTS, MIN_COMPOSED_RUN, anchors_of, z_runs
+        from layerprof.compose import MIN_COMPOSED_RUN, anchors_of, z_runs
 
         results: dict[int, FitResult] = {}
         last: list[FitResult] = []
@@ -713,24 +714,15 @@ class FitSearch:
                 for z in run:
                     searched(z)
                 continue
-            lines: dict[int, Any] = {}
+            anchors = anchors_of(run[0], run[-1])
             for z in run:
-                if z in results:  # an anchor, searched on its own traces
-                    last.append(results[z])
+                if z in anchors or z in results:  # searched on its own traces
+                    searched(z)
                     continue
-                composed = None
-                # where the first step differs (a kink of the convex peak), the composed part starts higher up
-                for start in range(run[0], min(run[0] + MAX_START_SHIFTS, z - 2) + 1):
-                    anchors = anchors_of(start, run[-1])
-                    if z in anchors or anchors[1] >= anchors[2]:
-                        break
-                    for a in anchors:
-                        if a not in lines:
-                            searched(a)
-                            lines[a] = self.batch_line(a)
-                    composed = self._composed_largest(z, budget_bytes, anchors, lines, last[-1].largest_batch_size)
-                    if composed is not None:
-                        break
+                for a in anchors:
+                    if a not in results:
+                        searched(a)
+                composed = self._composed_largest(z, budget_bytes, anchors, last[-1].largest_batch_size)
                 results[z] = composed if composed is not None else searched(z)
                 last.append(results[z])
         return [results[z] for z in zs]
@@ -766,32 +758,50 @@ class FitSearch:
                 return None
         return (line, workspace)
 
-    def _composed_largest(
-        self, z: int, budget_bytes: int, anchors: Sequence[int], lines: dict[int, Any], near: int
-    ) -> FitResult | None:
-        """The largest batch of a z between its run's anchors on the need composed from theirs: at each batch
-        size the anchors' needs must step alike at both ends and along the chord (else None: search it traced)."""
-        if any(line is None for line in lines.values()):
-            return None
-        start, end = anchors[0], anchors[-1]
-        replayed: dict[tuple[int, int], int | None] = self.replayed
+    def line_of(self, trainable_layers: int, batch_size: int) -> Any:
+        """The z's batch line and workspace (`batch_line`), its batches traced around `batch_size` where the z has
+        fewer than two; None where there is no exact line."""
+        if trainable_layers not in self.z_lines:
+            traced = [b for b, z in self.timelines if z == trainable_layers]
+            for extra in (batch_size, batch_size + 1):
+                if len(traced) < 2 and extra not in traced:
+                    self.need_bytes(trainable_layers, extra)
+                    traced.append(extra)
+            self.z_lines[trainable_layers] = self.batch_line(trainable_layers)
+        return self.z_lines[trainable_layers]
 
-        def anchor_need(a: int, batch_size: int) -> int | None:
-            if (a, batch_size) not in replayed:
-                line, workspace = lines[a]
-                peak = line.peak_bytes(batch_size, self.allocation_size)
-                replayed[(a, batch_size)] = None if peak is None else peak + workspace + self.reserve
-            return replayed[(a, batch_size)]
+    def replayed_need(self, trainable_layers: int, batch_size: int) -> int:
+        """The z's need at the batch size from its batch line (raises _NotComposable where it has none)."""
+        key = (trainable_layers, batch_size)
+        if key not in self.replayed:
+            line = self.line_of(trainable_layers, batch_size)
+            peak = None if line is None else line[0].peak_bytes(batch_size, self.allocation_size)
+            self.replayed[key] = None if peak is None else peak + line[1] + self.reserve
+        need = self.replayed[key]
+        if need is None:
+            raise _NotComposable
+        return need
+
+    def _composed_largest(self, z: int, budget_bytes: int, anchors: Sequence[int], near: int) -> FitResult | None:
+        """The largest batch of a z between its run's anchors on the need composed from theirs (None: search it
+        on its own traces). At each batch size the anchors' needs lie on one line, or on two (the first two
+        anchors', the last two's) that meet at a kink of the convex peak, checked at the z on each side of it."""
+        first, second, before_last, last = anchors
 
         def need(batch_size: int) -> int:
-            values = [anchor_need(a, batch_size) for a in anchors]
-            if any(value is None for value in values):
+            v0, v1, v2, v3 = (self.replayed_need(a, batch_size) for a in anchors)
+            slope_first, slope_last = v1 - v0, v3 - v2
+            if slope_first == slope_last and v3 - v0 == slope_first * (last - first):
+                return v0 + slope_first * (z - first)
+            if slope_first == slope_last:
                 raise _NotComposable
-            v0, v1, v2, v3 = values  # type: ignore[misc]
-            step = v1 - v0
-            if v3 - v2 != step or v3 - v0 != step * (end - start):
+            crossing = (v3 - v0 + slope_first * first - slope_last * last) / (slope_first - slope_last)
+            k = min(max(int(crossing // 1), first), last - 1)
+            if self.replayed_need(k, batch_size) != v0 + slope_first * (k - first):
                 raise _NotComposable
-            return v0 + step * (z - start)
+            if self.replayed_need(k + 1, batch_size) != v3 + slope_last * (k + 1 - last):
+                raise _NotComposable
+            return v0 + slope_first * (z - first) if z <= k else v3 + slope_last * (z - last)
 
         known: dict[int, int] = {}
         try:

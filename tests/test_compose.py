@@ -87,6 +87,9 @@ def assert_same_figures(full: Profile, composed: Profile) -> None:
         # 8 blocks (z = 3..10); the peak moves from backward to the optimizer step between z=3 and 4: the
         # composed part starts at 4 (anchors 4, 5, 9, 10)
         ("hf:llama", ModelOptions(seq_len=32, overrides=SMALL_LLAMA), (2,), "cuda", [6, 7, 8]),
+        # 12 blocks (z = 3..14): the peak is the backward's up to z=11, the optimizer step's from 12 on: two lines
+        # (through 3, 4 and through 13, 14) checked at 11 and 12
+        ("pythia-14m", ModelOptions(seq_len=96, overrides={"n_layer": "12"}), (1,), "cuda", [5, 6, 7, 8, 9, 10]),
         ("hf:gpt2", ModelOptions(seq_len=32, overrides=SMALL_GPT2), (2,), "cpu", None),
         ("vit_b_16", ModelOptions(), (2,), "cuda", None),
         # a fine split: convolutions and norms alternate, no run is long enough, every cell is traced
@@ -181,8 +184,8 @@ def test_estimate_basis_is_saved_and_old_profiles_load_without_it(tmp_path: Path
         (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 592, 1, [4, 5]),
         ("pythia-14m", ModelOptions(seq_len=128), 2012, 1, [5, 6]),
         ("paper-resnet18-cifar100", ModelOptions(), 1112, 2, []),  # BatchNorm: a batch of one cannot train
-        # attention (quadratic in the sequence); the peak's kink at z=3 moves the anchors to 4, 5, 9, 10
-        ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1512, 1, [6, 7, 8]),
+        # attention (quadratic in the sequence); the peak kinks between z=3 and 4: two lines, checked at 4 and 5
+        ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1512, 1, [5, 6, 7, 8]),
     ],
 )
 def test_the_seeded_fit_answers_as_the_search_from_the_smallest_batch(
