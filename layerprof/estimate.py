@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -540,7 +541,8 @@ class FitSearch:
         if key not in self.needs:
             from layerprof.compose import layer_signatures, recorded_shapes
 
-            with self.mode, recorded_shapes(self.loaded.model, self.layers) as calls:
+            shapes = recorded_shapes(self.loaded.model, self.layers) if self.signatures is None else nullcontext([])
+            with self.mode, shapes as calls:
                 row, _ = estimate_cell(
                     self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE,
                     traces=self.traces, primed=self.primed, timelines=self.timelines,
