@@ -505,6 +505,8 @@ def fit_model(
     )  # fmt: skip
 
 
+# batch lines (the fit's need at any batch size from two traced ones) hold from this batch size up
+LINE_FROM_BATCH = 2
 # the errors a model raises for a batch of one in training (BatchNorm needs two values per channel)
 SINGLE_SAMPLE_ERRORS = ("more than 1 value per channel",)
 
@@ -735,7 +737,8 @@ class FitSearch:
         there is none); None where it does not."""
         from layerprof.compose import BatchLine
 
-        traced = sorted(b for b, z in self.timelines if z == trainable_layers)
+        # a batch of one often runs another sequence of operations (a squeeze, a broadcast): lines start at 2
+        traced = sorted(b for b, z in self.timelines if z == trainable_layers and b >= LINE_FROM_BATCH)
         if len(traced) < 2:
             return None
         workspaces = {self.workspace[(b, trainable_layers)] for b in traced}
@@ -746,9 +749,9 @@ class FitSearch:
             return None
         others = traced[:-2]
         if not others:
-            extra = max(self.smallest_batch, b1 // 2)
+            extra = max(self.smallest_batch, LINE_FROM_BATCH, b1 // 2)
             if extra in (b1, b2):
-                return None
+                extra = b2 + 1
             self.need_bytes(trainable_layers, extra)
             others = [extra]
         workspace = workspaces.pop()
@@ -764,8 +767,9 @@ class FitSearch:
         """The z's batch line and workspace (`batch_line`), its batches traced around `batch_size` where the z has
         fewer than two; None where there is no exact line."""
         if trainable_layers not in self.z_lines:
-            traced = [b for b, z in self.timelines if z == trainable_layers]
-            for extra in (batch_size, batch_size + 1):
+            traced = [b for b, z in self.timelines if z == trainable_layers and b >= LINE_FROM_BATCH]
+            around = max(batch_size, LINE_FROM_BATCH)
+            for extra in (around, around + 1):
                 if len(traced) < 2 and extra not in traced:
                     self.need_bytes(trainable_layers, extra)
                     traced.append(extra)
@@ -775,6 +779,8 @@ class FitSearch:
     def replayed_need(self, trainable_layers: int, batch_size: int) -> int:
         """The z's need at the batch size from its batch line (raises _NotComposable where it has none)."""
         key = (trainable_layers, batch_size)
+        if batch_size < LINE_FROM_BATCH:
+            raise _NotComposable
         if key not in self.replayed:
             line = self.line_of(trainable_layers, batch_size)
             peak = None if line is None else line[0].peak_bytes(batch_size, self.allocation_size)

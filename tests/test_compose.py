@@ -183,6 +183,8 @@ def test_estimate_basis_is_saved_and_old_profiles_load_without_it(tmp_path: Path
         # six residual blocks, z = 2..7: anchors 2, 3, 6 and 7
         (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 592, 1, [4, 5]),
         ("pythia-14m", ModelOptions(seq_len=128), 2012, 1, [5, 6]),
+        # the peak kinks in the middle of the run (the backward's, then the optimizer step's), at every batch size
+        ("pythia-14m", ModelOptions(seq_len=96, overrides={"n_layer": "12"}), 1400, 1, [5, 6, 7, 8, 9, 10, 11, 12]),
         ("paper-resnet18-cifar100", ModelOptions(), 1112, 2, []),  # BatchNorm: a batch of one cannot train
         # attention (quadratic in the sequence); the peak kinks between z=3 and 4: two lines, checked at 4 and 5
         ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1512, 1, [5, 6, 7, 8]),
