@@ -299,3 +299,16 @@ def test_the_fit_table_and_json_say_which_z_are_composed() -> None:
     assert [r["trainable_layers"] for r in report.to_dict()["results"] if r["composed"]] == [5, 6]
     assert [row[0] for row in fit_rows(report)] == ["1", "2", "3", "4", "5*", "6*", "7", "8", "9"]
     assert "z*: composed" in str(rich_fit_table(report).caption)
+
+
+def test_check_names_a_composed_row_whose_estimate_changed(tmp_path: Path) -> None:
+    from layerprof.check import compare
+
+    settings = SweepSettings((1,), tuple(range(1, 10)), target="cuda")
+    baseline = estimate_model("pythia-14m", ModelOptions(seq_len=16), settings)
+    current = load_profile(save_profile(baseline, tmp_path / "p.json"))
+    assert all(f.verdict == "pass" for f in compare(current, baseline).findings)  # composed rows compare exactly
+    current.row(1, 5).peak_memory_bytes += 512
+    changed = [f for f in compare(current, baseline).findings if f.verdict != "pass"]
+    assert [(f.trainable_layers, f.figure, f.verdict) for f in changed] == [(5, "peak_memory_bytes", "regression")]
+    assert "(baseline and current composed from traced cells)" in changed[0].detail
