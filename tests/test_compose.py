@@ -312,3 +312,27 @@ def test_check_names_a_composed_row_whose_estimate_changed(tmp_path: Path) -> No
     changed = [f for f in compare(current, baseline).findings if f.verdict != "pass"]
     assert [(f.trainable_layers, f.figure, f.verdict) for f in changed] == [(5, "peak_memory_bytes", "regression")]
     assert "(baseline and current composed from traced cells)" in changed[0].detail
+
+
+def scripted_composition(need) -> FitSearch:  # noqa: ANN001
+    """A search whose every z's need at every batch size is scripted: only `_composed_largest` is exercised."""
+    search = ScriptedSearch(lambda b: 0)
+    search.replayed_need = need
+    return search
+
+
+def test_a_composed_fit_checks_both_lines_at_the_kink() -> None:
+    # anchors 3, 4, 13, 14 of a run; need(z, b) = 1000 b + peak(z), the peak's lines meet between z = 8 and 9
+    def peak(z: int, kinks: tuple[int, ...]) -> int:
+        return max(100 * z, 300 * z - 1600) + (500 if z in kinks else 0)
+
+    budget = 20_000
+    clean = scripted_composition(lambda z, b: 1000 * b + peak(z, ()))
+    result = clean._composed_largest(11, budget, (3, 4, 13, 14), 10)
+    assert (result.largest_batch_size, result.composed) == (18, True)  # 18000 + 1700 fits, 19000 + 1700 does not
+    assert clean._composed_largest(6, budget, (3, 4, 13, 14), 10).largest_batch_size == 19  # on the first line
+    # a third line (a bump at the z after the kink, or at the kink) is seen by the checks: searched on traces
+    assert scripted_composition(lambda z, b: 1000 * b + peak(z, (9,)))._composed_largest(
+        11, budget, (3, 4, 13, 14), 10) is None  # fmt: skip
+    assert scripted_composition(lambda z, b: 1000 * b + peak(z, (8,)))._composed_largest(
+        6, budget, (3, 4, 13, 14), 10) is None  # fmt: skip
