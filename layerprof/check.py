@@ -263,7 +263,7 @@ def _compare_memory(
         if both_estimates:
             changed = after != before
             verdict = ("accepted" if accept else "regression") if changed else "pass"
-            detail = f"estimate changed by {change:+.2%}" if changed else ""
+            detail = f"estimate changed by {change:+.2%}{_composed_note(old, new)}" if changed else ""
         elif change > tolerance:
             verdict, detail = "regression", f"{change:+.1%} exceeds +{tolerance:.0%}"
         elif change < -tolerance:
@@ -271,6 +271,12 @@ def _compare_memory(
         else:
             verdict, detail = "pass", f"{change:+.1%}"
         result.findings.append(Finding(*key, name, before, after, verdict, detail))
+
+
+def _composed_note(old: Row, new: Row) -> str:
+    """Which side of a changed estimate was composed from traced cells (`layerprof.compose`), not traced."""
+    sides = [name for name, row in (("baseline", old), ("current", new)) if row.estimate_basis == "composed"]
+    return f" ({' and '.join(sides)} composed from traced cells)" if sides else ""
 
 
 def clean_visit_medians(row: Row) -> list[float]:

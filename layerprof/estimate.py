@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,13 @@ def estimate_cell(
     *,
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
+    primed: dict[int, dict[str, Any]] | None = None,
+    timelines: dict[tuple[int, int], Any] | None = None,
 ) -> tuple[Row, float]:
     """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
-    predicted by `time_model` where given, its operations kept in `traces` where given (for calibration)."""
+    predicted by `time_model` where given, its operations kept in `traces` where given (for calibration).
+    `primed` keeps each parameter's optimizer state for the next cells of the same model (`prime_optimizer`);
+    `timelines` the step's allocation timeline (`layerprof.compose.Timeline`, for the fit's batch lines)."""
     target = settings.target or "cuda"
     try:
         # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
@@ -113,16 +118,20 @@ def estimate_cell(
             cuda_autocast_on_cpu=on_cuda,
             with_scaler=False,
         ) as cell:
-            # steady state without a forward pass: zero gradients make the optimizer create its state
-            for param in cell.params:
-                param.grad = torch.zeros_like(param)
-            cell.optimizer.step()
-            cell.optimizer.zero_grad(set_to_none=True)
-            threads, trace = instrumented_step(cell, device, allocation_size_for(target))
+            prime_optimizer(cell.optimizer, cell.params, primed)
+            recording = None
+            if timelines is not None:
+                from layerprof.compose import RecordingTracker
+
+                recording = RecordingTracker(allocation_size_for(target))
+            threads, trace = instrumented_step(cell, device, allocation_size_for(target), recording)
+            if recording is not None and timelines is not None:
+                timelines[(batch_size, trainable_layers)] = recording.timeline()
             row = cell.row
         row.memory_workspace_bytes = workspace_for(settings, threads) if target == "cuda" else 0
         row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
         row.memory_source = f"estimate-{target}"
+        row.estimate_basis = "traced"
         if traces is not None:
             traces[row.key] = trace
         if time_model is not None:
@@ -135,6 +144,29 @@ def estimate_cell(
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
         row = new_row(layers, batch_size, trainable_layers)
         return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
+
+
+def prime_optimizer(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], primed: dict[int, dict[str, Any]] | None
+) -> None:
+    """Steady state without a forward pass: zero gradients make the optimizer create its state. A parameter's
+    state depends on the parameter and the optimizer's settings alone, so with `primed` (id of a parameter ->
+    its state, for one model and one optimizer setting) only parameters no earlier cell primed take the step,
+    and the others get their state back: the per-parameter step was a third of a small model's trace."""
+    cached = primed if primed is not None else {}
+    fresh = [param for param in params if id(param) not in cached]
+    if fresh:
+        for param in fresh:
+            param.grad = torch.zeros_like(param)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if primed is not None:
+            for param in fresh:
+                primed[id(param)] = optimizer.state[param]
+    if primed is not None:  # in the parameters' order, as a first step creates it: the same timeline every cell
+        optimizer.state.clear()
+        for param in params:
+            optimizer.state[param] = cached[id(param)]
 
 
 # Fake tensors have shapes but no values: an op whose output shape or a Python branch depends on values stops them.
@@ -178,11 +210,13 @@ def estimate_model(
     resume: Profile | None = None,
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
+    compose: bool = True,
 ) -> Profile:
     """A Profile of estimated memory and FLOPs for every cell (`settings.target`), with step times predicted by
     `time_model` where given (labelled as predictions); each cell's operations kept in `traces` where given.
     `layers` (with the `order` they are in) is a split made before, on the meta device; `resume` an interrupted
-    estimate of the same sweep whose finished cells are kept."""
+    estimate of the same sweep whose finished cells are kept. With `compose` (and no `traces` to keep), runs of
+    alike z are composed from a few traced anchors (`layerprof.compose`), each row saying which it is."""
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
@@ -190,7 +224,11 @@ def estimate_model(
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
-    runner = functools.partial(estimate_cell, time_model=time_model, traces=traces)
+    runner: Any = functools.partial(estimate_cell, time_model=time_model, traces=traces, primed={})
+    if compose and traces is None:
+        from layerprof.compose import ComposedCells
+
+        runner = ComposedCells(runner, settings.trainable_layer_counts)
     described = time_model.to_dict() if time_model is not None else None
 
     def save_with_time_model(profile: Profile) -> None:
@@ -419,6 +457,8 @@ class FitResult:
     need_at_largest_bytes: int | None
     smallest_gpu: str | None = None  # for the requested batch size, the smallest listed GPU that runs it
     predicted_step_time_ms: float | None = None  # at the largest batch, by the time model (not measured)
+    # composed from its run's anchors (layerprof.compose): the batch and need exact, no step traced to predict from
+    composed: bool = False
 
 
 @dataclass
@@ -446,13 +486,15 @@ def fit_model(
     layer_selection: LayerSelection,
     batch_size: int | None = None,
     time_model: TimeModel | None = None,
+    seeded: bool = True,
 ) -> FitReport:
     """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
     for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
-    the smallest listed GPU that runs it."""
+    the smallest listed GPU that runs it. `seeded`: each z's search starts from the z before it (False: from the
+    smallest batch, the search before 0.x; the same answers, more traces)."""
     search = FitSearch(spec, options, settings, time_model)
     zs = layer_selection.resolve(len(search.layers))
-    results = [search.largest_batch(z, memory_bytes) for z in zs]
+    results = search.largest_batches(zs, memory_bytes, seeded)
     if batch_size is not None:
         for result in results:
             result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
@@ -468,6 +510,8 @@ def fit_model(
     )  # fmt: skip
 
 
+# batch lines (the fit's need at any batch size from two traced ones) hold from this batch size up
+LINE_FROM_BATCH = 2
 # the errors a model raises for a batch of one in training (BatchNorm needs two values per channel)
 SINGLE_SAMPLE_ERRORS = ("more than 1 value per channel",)
 
@@ -490,15 +534,29 @@ class FitSearch:
         self.needs: dict[tuple[int, int], int] = {}
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
+        self.primed: dict[int, dict[str, Any]] = {}  # optimizer state per parameter (`prime_optimizer`)
+        self.timelines: dict[tuple[int, int], Any] = {}  # (batch, z) -> layerprof.compose.Timeline
+        self.workspace: dict[tuple[int, int], int] = {}  # (batch, z) -> the modelled cuBLAS workspaces
+        self.replayed: dict[tuple[int, int], int | None] = {}  # (z, batch) -> its batch line's need
+        self.z_lines: dict[int, Any] = {}  # z -> its batch line and workspace (`line_of`)
+        self.signatures: list[Any] | None = None  # the layers' (layerprof.compose.layer_signatures)
+        self.allocation_size = allocation_size_for(self.settings.target or "cuda")
+        self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
         key = (batch_size, trainable_layers)
         if key not in self.needs:
-            with self.mode:
+            from layerprof.compose import layer_signatures, recorded_shapes
+
+            shapes = recorded_shapes(self.loaded.model, self.layers) if self.signatures is None else nullcontext([])
+            with self.mode, shapes as calls:
                 row, _ = estimate_cell(
                     self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE,
-                    traces=self.traces,
+                    traces=self.traces, primed=self.primed, timelines=self.timelines,
                 )  # fmt: skip
+            if row.ok and self.signatures is None:
+                self.signatures = layer_signatures(self.loaded.model, self.layers, calls)
+            self.workspace[key] = int(row.memory_workspace_bytes or 0)
             if not row.ok:
                 if batch_size == 1 and any(marker in (row.message or "") for marker in SINGLE_SAMPLE_ERRORS):
                     self.smallest_batch = 2
@@ -507,20 +565,45 @@ class FitSearch:
             self.needs[key] = int(row.peak_memory_bytes or 0) + self.reserve
         return self.needs[key]
 
-    def largest_batch(self, trainable_layers: int, budget_bytes: int, limit: int = 1 << 24) -> FitResult:
+    def largest_batch(
+        self, trainable_layers: int, budget_bytes: int, limit: int = 1 << 24, near: int | None = None
+    ) -> FitResult:
+        """The largest batch that fits and the next that does not, both traced. `near` (the answer of a similar
+        z) is probed first, then along the line of the last z's slope; without it the search starts at the
+        smallest batch and 63 above it."""
+
         def need(batch_size: int) -> int:
             return self.need_bytes(trainable_layers, batch_size)
 
-        try:
-            first = self.smallest_batch
-            first_need = need(first)
-        except _SingleSampleError:
-            first = self.smallest_batch
-            first_need = need(first)
-        if first_need > budget_bytes:
-            return FitResult(trainable_layers, 0, first_need)
+        if near is None:
+            try:
+                first_need = need(self.smallest_batch)
+            except _SingleSampleError:
+                first_need = need(self.smallest_batch)
+            known = {self.smallest_batch: first_need}
+            fits = self._from_smallest(need, known, budget_bytes, limit)
+        else:
+            known = {}
+            fits = self._search(need, known, max(self.smallest_batch, min(limit, near)), budget_bytes, limit)
+        if fits is None:
+            return FitResult(trainable_layers, 0, known[self.smallest_batch])
+        low, high = max((b for b in known if b <= fits), default=fits), min((b for b in known if b > fits), default=0)
+        if high and known[high] > known[low]:
+            self.slope = (known[high] - known[low]) / (high - low)
+        result = FitResult(trainable_layers, fits, need(fits))
+        trace = self.traces.get((fits, trainable_layers))
+        if trace is not None:
+            result.predicted_step_time_ms = self.time_model.predict(trace).step_ms
+        return result
+
+    def _from_smallest(self, need: Callable[[int], int], known: dict[int, int], budget_bytes: int, limit: int
+                       ) -> int | None:  # fmt: skip
+        """The search from the smallest batch (`known`) and 63 above it: the line through the two largest fitting
+        batches while nothing fails, then secant steps (bisection where they stall) inside the bracket."""
+        first = self.smallest_batch
+        if known[first] > budget_bytes:
+            return None
         fits, fails = first, None  # the largest batch known to fit, the smallest known not to
-        known = {first: first_need}
         probe, width = min(limit, first + 63), None
         while probe > fits:
             known[probe] = need(probe)
@@ -533,11 +616,66 @@ class FitSearch:
             previous, width = width, (None if fails is None else fails - fits)
             stalled = previous is not None and width is not None and width > previous // 2
             probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
-        result = FitResult(trainable_layers, fits, need(fits))
-        trace = self.traces.get((fits, trainable_layers))
-        if trace is not None:
-            result.predicted_step_time_ms = self.time_model.predict(trace).step_ms
-        return result
+        return fits
+
+    def _search(
+        self, need: Callable[[int], int], known: dict[int, int], probe: int, budget_bytes: int, limit: int
+    ) -> int | None:
+        """The bracket search from `known` needs, first probing `probe`: the largest fitting batch (None: not even
+        the smallest). Unbracketed steps follow the line (the last z's slope where one point is known); where the
+        line points back at the known batches, steps of 1, 2, 4, ... so that a poor slope never makes it crawl;
+        once bracketed, secant steps with bisection where they stall."""
+        first = self.smallest_batch
+        fits = max((b for b, n in known.items() if n <= budget_bytes), default=None)
+        fails = min((b for b, n in known.items() if n > budget_bytes), default=None)
+        if fails == first:
+            return None
+        stride, width = 1, None
+        while True:
+            if probe not in known:
+                try:
+                    known[probe] = need(probe)
+                except _SingleSampleError:  # batch 1 cannot train: the smallest batch is 2
+                    first, probe = self.smallest_batch, max(probe, self.smallest_batch)
+                    continue
+            if known[probe] <= budget_bytes:
+                fits = probe if fits is None else max(fits, probe)
+            else:
+                fails = probe if fails is None else min(fails, probe)
+            if fits is None and fails == first:
+                return None
+            if fits is not None and ((fails is not None and fails - fits <= 1) or (fails is None and fits >= limit)):
+                return fits
+            if fits is not None and fails is not None:
+                previous, width = width, fails - fits
+                stalled = previous is not None and width > previous // 2
+                probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
+                continue
+            guess = self._line_guess(known, budget_bytes)
+            if fits is not None:  # everything so far fits: up to where the line meets the budget
+                if guess is None or guess <= fits:  # the line says here: confirm the next (strides double)
+                    probe, stride = min(limit, fits + stride), stride * 2
+                else:
+                    probe, stride = min(limit, guess), 1
+            else:  # nothing so far fits: down to where the line meets the budget
+                assert fails is not None
+                if guess is None or guess >= fails:
+                    probe, stride = max(first, fails - stride), stride * 2
+                else:
+                    probe, stride = max(first, guess), 1
+
+    def _line_guess(self, known: dict[int, int], budget_bytes: int) -> int | None:
+        """The batch where the need reaches the budget: on the line through the two known batches nearest to it,
+        or through the one known batch with the last z's slope."""
+        points = sorted(known.items(), key=lambda item: abs(item[1] - budget_bytes))[:2]
+        if len(points) == 2 and points[0][0] != points[1][0]:
+            (b1, n1), (b2, n2) = points
+            slope = (n2 - n1) / (b2 - b1)
+        elif self.slope:
+            (b1, n1), slope = points[0], self.slope
+        else:
+            return None
+        return math.floor(b1 + (budget_bytes - n1) / slope) if slope > 0 else None
 
     @staticmethod
     def _next_probe(
@@ -560,8 +698,140 @@ class FitSearch:
             guess = (fits + upper) // 2 if fails is not None else limit
         return guess
 
+    def largest_batches(self, zs: Sequence[int], budget_bytes: int, seeded: bool = True) -> list[FitResult]:
+        """`largest_batch` for every z. Seeded: each z's search starts at the answer of the z before it, and a
+        run of alike z (`layerprof.compose`) is searched at its four anchors only, the z between them on the
+        need composed from the anchors' batch lines (exact, or the z is searched on its own traces)."""
+        from layerprof.compose import MIN_COMPOSED_RUN, anchors_of, z_runs
+
+        results: dict[int, FitResult] = {}
+        last: list[FitResult] = []
+
+        def searched(z: int) -> FitResult:
+            if z not in results:
+                near = last[-1].largest_batch_size if seeded and last and last[-1].largest_batch_size else None
+                results[z] = self.largest_batch(z, budget_bytes, near=near)
+            last.append(results[z])
+            return results[z]
+
+        ordered = sorted(set(zs))
+        if not seeded:
+            return [searched(z) for z in ordered]
+        searched(ordered[0])  # the first trace also records the layers' signatures
+        for run in z_runs(self.signatures or [("unique", i) for i in range(len(self.layers))], ordered):
+            if len(run) < MIN_COMPOSED_RUN:
+                for z in run:
+                    searched(z)
+                continue
+            anchors = anchors_of(run[0], run[-1])
+            for z in run:
+                if z in anchors or z in results:  # searched on its own traces
+                    searched(z)
+                    continue
+                for a in anchors:
+                    if a not in results:
+                        searched(a)
+                composed = self._composed_largest(z, budget_bytes, anchors, last[-1].largest_batch_size)
+                results[z] = composed if composed is not None else searched(z)
+                last.append(results[z])
+        return [results[z] for z in zs]
+
+    def batch_line(self, trainable_layers: int) -> Any:
+        """The z's need at any batch size (`layerprof.compose.BatchLine`) through its two largest traced batch
+        sizes, checked to reproduce every other traced batch size of the z to the byte (one more is traced where
+        there is none); None where it does not."""
+        from layerprof.compose import BatchLine
+
+        # a batch of one often runs another sequence of operations (a squeeze, a broadcast): lines start at 2
+        traced = sorted(b for b, z in self.timelines if z == trainable_layers and b >= LINE_FROM_BATCH)
+        if len(traced) < 2:
+            return None
+        workspaces = {self.workspace[(b, trainable_layers)] for b in traced}
+        b1, b2 = traced[-2:]
+        line = BatchLine.through((b1, self.timelines[(b1, trainable_layers)]),
+                                 (b2, self.timelines[(b2, trainable_layers)]))  # fmt: skip
+        if line is None or len(workspaces) != 1:
+            return None
+        others = traced[:-2]
+        if not others:
+            extra = max(self.smallest_batch, LINE_FROM_BATCH, b1 // 2)
+            if extra in (b1, b2):
+                extra = b2 + 1
+            self.need_bytes(trainable_layers, extra)
+            others = [extra]
+        workspace = workspaces.pop()
+        for b in others:
+            if self.workspace[(b, trainable_layers)] != workspace:
+                return None
+            peak = line.peak_bytes(b, self.allocation_size)
+            if peak is None or peak + workspace + self.reserve != self.needs[(b, trainable_layers)]:
+                return None
+        return (line, workspace)
+
+    def line_of(self, trainable_layers: int, batch_size: int) -> Any:
+        """The z's batch line and workspace (`batch_line`), its batches traced around `batch_size` where the z has
+        fewer than two; None where there is no exact line."""
+        if trainable_layers not in self.z_lines:
+            traced = [b for b, z in self.timelines if z == trainable_layers and b >= LINE_FROM_BATCH]
+            around = max(batch_size, LINE_FROM_BATCH)
+            for extra in (around, around + 1):
+                if len(traced) < 2 and extra not in traced:
+                    self.need_bytes(trainable_layers, extra)
+                    traced.append(extra)
+            self.z_lines[trainable_layers] = self.batch_line(trainable_layers)
+        return self.z_lines[trainable_layers]
+
+    def replayed_need(self, trainable_layers: int, batch_size: int) -> int:
+        """The z's need at the batch size from its batch line (raises _NotComposable where it has none)."""
+        key = (trainable_layers, batch_size)
+        if batch_size < LINE_FROM_BATCH:
+            raise _NotComposable
+        if key not in self.replayed:
+            line = self.line_of(trainable_layers, batch_size)
+            peak = None if line is None else line[0].peak_bytes(batch_size, self.allocation_size)
+            self.replayed[key] = None if peak is None else peak + line[1] + self.reserve
+        need = self.replayed[key]
+        if need is None:
+            raise _NotComposable
+        return need
+
+    def _composed_largest(self, z: int, budget_bytes: int, anchors: Sequence[int], near: int) -> FitResult | None:
+        """The largest batch of a z between its run's anchors on the need composed from theirs (None: search it
+        on its own traces). At each batch size the anchors' needs lie on one line, or on two (the first two
+        anchors', the last two's) that meet at a kink of the convex peak, checked at the z on each side of it."""
+        first, second, before_last, last = anchors
+
+        def need(batch_size: int) -> int:
+            v0, v1, v2, v3 = (self.replayed_need(a, batch_size) for a in anchors)
+            slope_first, slope_last = v1 - v0, v3 - v2
+            if slope_first == slope_last and v3 - v0 == slope_first * (last - first):
+                return v0 + slope_first * (z - first)
+            if slope_first == slope_last:
+                raise _NotComposable
+            crossing = (v3 - v0 + slope_first * first - slope_last * last) / (slope_first - slope_last)
+            k = min(max(int(crossing // 1), first), last - 1)
+            if self.replayed_need(k, batch_size) != v0 + slope_first * (k - first):
+                raise _NotComposable
+            if self.replayed_need(k + 1, batch_size) != v3 + slope_last * (k + 1 - last):
+                raise _NotComposable
+            return v0 + slope_first * (z - first) if z <= k else v3 + slope_last * (z - last)
+
+        known: dict[int, int] = {}
+        try:
+            fits = self._search(need, known, max(self.smallest_batch, near or self.smallest_batch), budget_bytes,
+                                1 << 24)  # fmt: skip
+        except _NotComposable:
+            return None
+        if fits is None:
+            return FitResult(z, 0, known[self.smallest_batch], composed=True)
+        return FitResult(z, fits, known[fits], composed=True)
+
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
         return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))
+
+
+class _NotComposable(Exception):
+    """The anchors' needs do not step alike at this batch size: the z is searched on its own traces."""
 
 
 class _SingleSampleError(Exception):

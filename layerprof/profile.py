@@ -88,6 +88,9 @@ CATEGORY_LABELS = {
 }
 
 
+EstimateBasis = Literal["traced", "composed"]
+
+
 @dataclass
 class Row:
     """One cell: a batch size and a trainable-layer count z, and what it cost."""
@@ -146,6 +149,8 @@ class Row:
     predicted_device_time_ms: float | None = None  # the kernels' time
     predicted_host_time_ms: float | None = None  # dispatching the step's operations
     predicted_host_bound: bool | None = None  # GPUs: the host, not the device, sets the step time
+    # estimates: "traced" (its own fake-tensor step) or "composed" (from traced cells, layerprof.compose)
+    estimate_basis: EstimateBasis | None = None
 
     @property
     def ok(self) -> bool:
@@ -578,6 +583,8 @@ def _row_types() -> dict[str, type]:
         options = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
         if typing.get_origin(hint) is Literal:
             options = [type(get_args(hint)[0])]
+        elif typing.get_origin(options[0]) is Literal:  # an optional Literal (estimate_basis)
+            options = [type(get_args(options[0])[0])]
         types[name] = typing.get_origin(options[0]) or options[0]
     return types
 

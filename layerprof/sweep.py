@@ -214,16 +214,20 @@ def failed_row(row: Row, status: str, message: str) -> Row:
 
 
 def instrumented_step(
-    cell: Cell, device: torch.device, allocation_size: Callable[[int], int] = int
+    cell: Cell,
+    device: torch.device,
+    allocation_size: Callable[[int], int] = int,
+    tracker: LiveTensorTracker | None = None,
 ) -> tuple[MatmulThreads, StepTrace]:
     """One steady-state step under the live-tensor tracker, with every operation recorded (FLOPs, bytes, kernels).
 
     On a real CUDA device the allocator's bytes that no tensor of the step holds (cuBLAS/cuDNN workspaces)
     are recorded as the workspace category. Returns which of the step's threads ran matrix products (the
     forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds, and the
-    step's operations, which the time model reads.
+    step's operations, which the time model reads. `tracker` replaces the live-tensor tracker (one that also
+    records the step's timeline, `layerprof.compose.RecordingTracker`).
     """
-    tracker = LiveTensorTracker(allocation_size)
+    tracker = tracker or LiveTensorTracker(allocation_size)
     tracker.register(list(cell.model.parameters()) + list(cell.model.buffers()), MemoryCategory.PARAMETERS)
     tracker.register(optimizer_state_tensors(cell.optimizer), MemoryCategory.OPTIMIZER_STATE)
     tracker.register(tensors_in(cell.batch), MemoryCategory.INPUTS)

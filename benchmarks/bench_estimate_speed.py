@@ -1,0 +1,119 @@
+"""Speed of `estimate` and `fit`: the old paths (every cell traced; each z's fit searched from the smallest batch)
+beside the new ones (runs of alike z composed from traced anchors; each z's search seeded by the z before it),
+in one run, with a check that the answers are identical.
+
+    .venv/bin/python benchmarks/bench_estimate_speed.py                       # the issue's figures (minutes)
+    .venv/bin/python benchmarks/bench_estimate_speed.py --smoke               # tiny models, seconds
+
+Targets (a quiet 2-core machine): `estimate pythia-1.4b --batch-sizes 1 --seq-len 2048` (27 z) under 8 s,
+pythia-12b (39 z) under 20 s, `fit pythia-1.4b --gpu H100 --seq-len 2048` under 15 s. Take the figures on a
+quiet machine: every figure here is wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+COMPARED_EXACTLY = ("estimate_basis", "predicted_step_time_ms", "predicted_device_time_ms",
+                    "predicted_host_time_ms", "predicted_host_bound")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # "estimate" | "fit"
+    spec: str
+    seq_len: int | None
+    batch_sizes: tuple[int, ...] = (1,)
+    gpu: str = "H100"
+
+
+FULL = (
+    Case("estimate", "pythia-1.4b", 2048),
+    Case("estimate", "pythia-12b", 2048),
+    Case("fit", "pythia-1.4b", 2048),
+)
+SMOKE = (
+    Case("estimate", "pythia-14m", 128, (1, 4)),
+    Case("fit", "pythia-14m", 96, gpu="T4"),
+)
+
+
+def estimate_pair(case: Case) -> tuple[float, float, str]:
+    from layerprof.estimate import default_time_model, estimate_model
+    from layerprof.models import ModelOptions, split_without_memory
+    from layerprof.profile import SweepSettings
+
+    options = ModelOptions(seq_len=case.seq_len)
+    n = len(split_without_memory(case.spec, options)[1])
+    settings = SweepSettings(case.batch_sizes, tuple(range(1, n + 1)), mode="estimate", target="cuda")
+    time_model = default_time_model(settings)
+    began = time.perf_counter()
+    old = estimate_model(case.spec, options, settings, time_model=time_model, compose=False)
+    old_s = time.perf_counter() - began
+    began = time.perf_counter()
+    new = estimate_model(case.spec, options, settings, time_model=time_model)
+    new_s = time.perf_counter() - began
+    differences = []
+    for traced, row in zip(old.rows, new.rows, strict=True):
+        ours, theirs = asdict(row), asdict(traced)
+        exact = [name for name in ours if name not in COMPARED_EXACTLY and ours[name] != theirs[name]]
+        if exact:
+            differences.append(f"{row.key}: {', '.join(exact)}")
+        if row.estimate_basis == "traced" and row.predicted_step_time_ms != traced.predicted_step_time_ms:
+            differences.append(f"{row.key}: predicted_step_time_ms of a traced row")
+    composed = sum(row.estimate_basis == "composed" for row in new.rows)
+    verdict = "identical" if not differences else f"DIFFERENT: {'; '.join(differences[:5])}"
+    return old_s, new_s, f"{composed} of {len(new.rows)} cells composed; figures {verdict}"
+
+
+def fit_pair(case: Case) -> tuple[float, float, str]:
+    from layerprof.devices import gpu_kind, gpu_memory_bytes
+    from layerprof.estimate import fit_model
+    from layerprof.models import ModelOptions
+    from layerprof.parsing import LayerSelection
+    from layerprof.profile import SweepSettings
+
+    options = ModelOptions(seq_len=case.seq_len)
+    settings = SweepSettings((1,), (1,), mode="estimate", target="cuda", target_gpu=gpu_kind(case.gpu).name)
+    budget = gpu_memory_bytes(case.gpu)
+    runs: list[Any] = []
+    seconds = []
+    for seeded in (False, True):
+        began = time.perf_counter()
+        runs.append(fit_model(case.spec, options, settings, budget, LayerSelection("all"), seeded=seeded))
+        seconds.append(time.perf_counter() - began)
+    old, new = runs
+    # the largest batch and its need must be identical; a composed z has no predicted step time (nothing traced)
+    same = all(
+        (a.trainable_layers, a.largest_batch_size, a.need_at_largest_bytes)
+        == (b.trainable_layers, b.largest_batch_size, b.need_at_largest_bytes)
+        and (b.composed or a.predicted_step_time_ms == b.predicted_step_time_ms)
+        for a, b in zip(old.results, new.results, strict=True)
+    )
+    verdict = "identical" if same else "DIFFERENT"
+    composed = sum(r.composed for r in new.results)
+    return seconds[0], seconds[1], f"traces {old.traces} -> {new.traces}, {composed} z composed; answers {verdict}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny models only (a check that it runs)")
+    args = parser.parse_args()
+    failed = False
+    print(f"{'case':44s} {'old (s)':>8s} {'new (s)':>8s} {'speed-up':>8s}  answers")
+    for case in SMOKE if args.smoke else FULL:
+        old_s, new_s, note = (estimate_pair if case.kind == "estimate" else fit_pair)(case)
+        sizes = ",".join(map(str, case.batch_sizes))
+        tail = f" --batch-sizes {sizes}" if case.kind == "estimate" else f" --gpu {case.gpu}"
+        label = f"{case.kind} {case.spec} --seq-len {case.seq_len}{tail}"
+        print(f"{label:44s} {old_s:8.1f} {new_s:8.1f} {old_s / new_s:7.1f}x  {note}", flush=True)
+        failed |= "DIFFERENT" in note
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
