@@ -457,7 +457,7 @@ class FitResult:
     need_at_largest_bytes: int | None
     smallest_gpu: str | None = None  # for the requested batch size, the smallest listed GPU that runs it
     predicted_step_time_ms: float | None = None  # at the largest batch, by the time model (not measured)
-    # composed from its run's anchors (layerprof.compose): the batch and need exact, the predicted time interpolated
+    # composed from its run's anchors (layerprof.compose): the batch and need exact, no step traced to predict from
     composed: bool = False
 
 
@@ -824,29 +824,7 @@ class FitSearch:
             return None
         if fits is None:
             return FitResult(z, 0, known[self.smallest_batch], composed=True)
-        return FitResult(
-            z, fits, known[fits], predicted_step_time_ms=self.interpolated_ms(z, fits, first, last), composed=True
-        )
-
-    def predicted_ms(self, trainable_layers: int, batch_size: int) -> float | None:
-        """The z's predicted step time at the batch: its trace's where traced, else along the line through the
-        z's two traced batches nearest to it (each operation's FLOPs and bytes grow in step with the batch)."""
-        traced = sorted(b for b, z in self.traces if z == trainable_layers)
-        if batch_size in traced:
-            return self.time_model.predict(self.traces[(batch_size, trainable_layers)]).step_ms
-        if len(traced) < 2:
-            return None
-        b1, b2 = sorted(sorted(traced, key=lambda b: (abs(b - batch_size), b))[:2])
-        t1, t2 = (self.time_model.predict(self.traces[(b, trainable_layers)]).step_ms for b in (b1, b2))
-        return t1 + (t2 - t1) * (batch_size - b1) / (b2 - b1)
-
-    def interpolated_ms(self, trainable_layers: int, batch_size: int, first: int, last: int) -> float | None:
-        """A composed z's predicted step time: the run's first and last anchors' at that batch, interpolated in z
-        (each z of the run adds the same operations)."""
-        low, high = self.predicted_ms(first, batch_size), self.predicted_ms(last, batch_size)
-        if low is None or high is None:
-            return None
-        return low + (high - low) * (trainable_layers - first) / (last - first)
+        return FitResult(z, fits, known[fits], composed=True)
 
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
         return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))

@@ -460,7 +460,7 @@ def rich_fit_table(fit: FitReport) -> Table:
     if fit.smallest_batch_size > 1:
         caption = (caption + "; " if caption else "") + "a batch of 1 cannot train this model (BatchNorm): from 2"
     if any(result.composed for result in fit.results):
-        composed = "z*: composed from its run's anchors (batch and need exact; step time interpolated)"
+        composed = "z*: composed from its run's anchors (exact; no step of its own traced, so no predicted time)"
         caption = (caption + "; " if caption else "") + composed
     table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
     for header in fit_headers(fit):

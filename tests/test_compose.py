@@ -202,9 +202,8 @@ def test_the_seeded_fit_answers_as_the_search_from_the_smallest_batch(
         (r.trainable_layers, r.largest_batch_size, r.need_at_largest_bytes) for r in old.results
     ]
     for before, after in zip(old.results, new.results, strict=True):
-        if after.composed:  # no step of its own traced: the anchors' predictions, interpolated in batch and z
-            # (an approximation: the llama's is 4.8% below its own trace's, the others within 2%)
-            assert after.predicted_step_time_ms == pytest.approx(before.predicted_step_time_ms, rel=6e-2)
+        if after.composed:  # no step of its own was traced: nothing to predict its time from
+            assert after.predicted_step_time_ms is None
         else:
             assert after.predicted_step_time_ms == before.predicted_step_time_ms
     assert [r.trainable_layers for r in new.results if r.composed] == composed
