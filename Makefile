@@ -34,7 +34,7 @@ clean:
 
 # Mutation testing (tools/mutate.py): one small bug at a time planted in every module of layerprof/ this change
 # touches (against BASE, committed or not), each run against the tests that execute the mutated code. Reports in
-# build/mutate/. MODULES=layerprof/check.py names modules instead; MUTATE_ARGS=--changed-lines mutates only the
+# build/mutate/. MODULES=layerprof/outputs/check.py names modules instead; MUTATE_ARGS=--changed-lines mutates only the
 # lines the change touched. CPU-heavy: one core, minutes per module.
 BASE ?= main
 MODULES ?=

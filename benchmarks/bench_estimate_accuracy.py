@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from layerprof.estimate import estimate_model
-from layerprof.models import ModelOptions, build_model
+from layerprof.measure.sweep import run_cell
+from layerprof.predict.estimate import estimate_model
 from layerprof.profile import SweepSettings
-from layerprof.sweep import run_cell
+from layerprof.sources.models import ModelOptions, build_model
 
 CASES = [
     ("paper-resnet18-cifar100", ModelOptions(), (8, 32)),

@@ -43,9 +43,9 @@ SMOKE = (
 
 
 def estimate_pair(case: Case) -> tuple[float, float, str]:
-    from layerprof.estimate import default_time_model, estimate_model
-    from layerprof.models import ModelOptions, split_without_memory
+    from layerprof.predict.estimate import default_time_model, estimate_model
     from layerprof.profile import SweepSettings
+    from layerprof.sources.models import ModelOptions, split_without_memory
 
     options = ModelOptions(seq_len=case.seq_len)
     n = len(split_without_memory(case.spec, options)[1])
@@ -72,10 +72,10 @@ def estimate_pair(case: Case) -> tuple[float, float, str]:
 
 def fit_pair(case: Case) -> tuple[float, float, str]:
     from layerprof.devices import gpu_kind, gpu_memory_bytes
-    from layerprof.estimate import fit_model
-    from layerprof.models import ModelOptions
     from layerprof.parsing import LayerSelection
+    from layerprof.predict.estimate import fit_model
     from layerprof.profile import SweepSettings
+    from layerprof.sources.models import ModelOptions
 
     options = ModelOptions(seq_len=case.seq_len)
     settings = SweepSettings((1,), (1,), mode="estimate", target="cuda", target_gpu=gpu_kind(case.gpu).name)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from layerprof.models import build_model
+from layerprof.measure.sweep import profile_model
 from layerprof.profile import SweepSettings
-from layerprof.sweep import profile_model
+from layerprof.sources.models import build_model
 
 ZS = tuple(range(1, 12))
 CONTIGUOUS = {"steps_per_visit": 30, "min_steps": 30, "max_steps": 30}
@@ -62,7 +62,7 @@ def mlp_ratios(folder: Path, name: str) -> dict[int, float]:
     """Step time over full training's per z of examples/custom_model.py:mlp, profiled through the CLI."""
     from typer.testing import CliRunner
 
-    from layerprof.cli import app
+    from layerprof.cli.commands import app
     from layerprof.profile import load_profile
 
     example = Path(__file__).parent.parent / "examples" / "custom_model.py"

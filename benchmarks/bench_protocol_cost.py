@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from layerprof.models import ModelOptions, build_model
+from layerprof.measure.sweep import profile_model
 from layerprof.profile import SweepSettings
-from layerprof.sweep import profile_model
+from layerprof.sources.models import ModelOptions, build_model
 
 EXAMPLE = str(Path(__file__).parent.parent / "examples" / "custom_model.py")
 ZS = (1, 2, 3, 4, 5)

@@ -13,7 +13,7 @@ import time
 
 PROBE = """
 import sys
-from layerprof.cli import app
+from layerprof.cli.commands import app
 try:
     app({args!r}, standalone_mode=False)
 except SystemExit:
@@ -33,7 +33,7 @@ def best_of(command: list[str], repeats: int = 5) -> float:
 
 
 def main() -> None:
-    layerprof = [sys.executable, "-m", "layerprof.cli"]
+    layerprof = [sys.executable, "-m", "layerprof.cli.commands"]
     print(f"{'command':32s} {'best of 5 (s)':>13s}  heavy modules imported")
     for args in ([], ["profile"], ["layers"], ["models"]):
         seconds = best_of([*layerprof, *args, "--help"])

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from layerprof.layers import freeze_layers
-from layerprof.models import ModelOptions, build_model
+from layerprof.measure.sweep import run_cell
 from layerprof.profile import SweepSettings
-from layerprof.sweep import run_cell
+from layerprof.sources.layers import freeze_layers
+from layerprof.sources.models import ModelOptions, build_model
 
 CELLS = [
     ("paper-resnet18-cifar100", ModelOptions(), 32, 1),

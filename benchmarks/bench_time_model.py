@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from layerprof.devices import kind_of_device
-from layerprof.estimate import default_time_model, measured_steps
+from layerprof.predict.estimate import default_time_model, measured_steps
+from layerprof.predict.timemodel import MeasuredStep, TimeModel, calibrate
 from layerprof.profile import Profile, SweepSettings, load_profile
-from layerprof.timemodel import MeasuredStep, TimeModel, calibrate
 
 ROOT = Path(__file__).resolve().parent.parent
 H200 = [ROOT / "profiles/baselines/nvidia-h200", ROOT / "benchmarks/results/nvidia-h200-2026-12-04/calibration"]

@@ -132,7 +132,7 @@ case "$GPU_NAME" in *H200*) TABLE_GPU=(--gpu H200) ;; *H100*) TABLE_GPU=(--gpu H
 ESTIMATES=$!
 
 if [ -z "$SMOKE" ]; then
-  step gpu-tests 120 $PY -m pytest -m gpu -q -rA -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" tests/test_gpu.py
+  step gpu-tests 120 $PY -m pytest -m gpu -q -rA -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" tests/measure/test_gpu.py
 fi
 for precision in 32-true bf16-mixed; do
   step "profile-pythia-$precision" 110 $LP profile "${LM[@]}" --batch-sizes 1 --precision "$precision" \

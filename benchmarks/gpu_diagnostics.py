@@ -26,7 +26,7 @@ def guarded(probe) -> None:  # noqa: ANN001
 
 
 def settings() -> None:
-    from layerprof.environment import describe_environment, resolve_device
+    from layerprof.measure.environment import describe_environment, resolve_device
 
     environment = describe_environment(resolve_device("cuda"))
     for key in ("device_name", "gpu_uuid", "compute_capability", "driver_version", "cuda_driver_version",
@@ -87,8 +87,8 @@ def blocks() -> None:
 
 
 def nvml() -> None:
-    from layerprof.environment import gpu_uuid
-    from layerprof.nvml import measure_process_memory
+    from layerprof.measure.environment import gpu_uuid
+    from layerprof.measure.nvml import measure_process_memory
 
     device = torch.device("cuda", torch.cuda.current_device())
     uuid = gpu_uuid(device)
@@ -101,7 +101,7 @@ def other_device_events() -> None:
     if torch.cuda.device_count() < 2:
         print("  one CUDA device visible: nothing to check (CUDA_VISIBLE_DEVICES=0,1 on a multi-GPU host)")
         return
-    from layerprof.measure import time_steps
+    from layerprof.measure.instruments import time_steps
 
     other = torch.device("cuda", 1)
     x = torch.randn(8192, 8192, device=other)
@@ -118,11 +118,11 @@ def other_device_events() -> None:
 def out_of_memory_recovery() -> None:
     """(2) After an out-of-memory cell, the next cell starts from the same memory: the failed step's tensors are
     freed before the cache is emptied."""
-    from layerprof.environment import gpu_uuid
-    from layerprof.models import build_model
-    from layerprof.nvml import measure_process_memory
+    from layerprof.measure.environment import gpu_uuid
+    from layerprof.measure.nvml import measure_process_memory
+    from layerprof.measure.sweep import run_cell
     from layerprof.profile import SweepSettings
-    from layerprof.sweep import run_cell
+    from layerprof.sources.models import build_model
 
     device = torch.device("cuda", torch.cuda.current_device())
     loaded = build_model("paper-gpt-14m", device=device)
@@ -148,9 +148,9 @@ def out_of_memory_recovery() -> None:
 
 def scaler_host_time() -> None:
     """(3) 16-mixed's gradient scaler synchronises every step; the cell must not read as host-bound for it."""
-    from layerprof.models import build_model
+    from layerprof.measure.sweep import run_cell
     from layerprof.profile import SweepSettings
-    from layerprof.sweep import run_cell
+    from layerprof.sources.models import build_model
 
     device = torch.device("cuda", torch.cuda.current_device())
     loaded = build_model("paper-resnet18-cifar100", device=device)
@@ -164,10 +164,10 @@ def scaler_host_time() -> None:
 
 
 def pipelining() -> None:
-    from layerprof.measure import time_steps
-    from layerprof.models import build_model
+    from layerprof.measure.instruments import time_steps
+    from layerprof.measure.sweep import prepared_cell
     from layerprof.profile import SweepSettings
-    from layerprof.sweep import prepared_cell
+    from layerprof.sources.models import build_model
 
     device = torch.device("cuda", torch.cuda.current_device())
     loaded = build_model("paper-resnet18-cifar100", device=device)
@@ -200,7 +200,7 @@ def pipelining() -> None:
 def main() -> int:
     print(f"torch {torch.__version__}, built for CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}")
     if not torch.cuda.is_available():
-        from layerprof.environment import cuda_unusable_reason
+        from layerprof.measure.environment import cuda_unusable_reason
 
         print(f"CUDA IS NOT AVAILABLE: {cuda_unusable_reason() or 'no GPU torch can use'}")
         return 3

@@ -2,9 +2,9 @@
 model hold?
 
 `plan` assumes m trials sharing a GPU take max(1, m x share) x (1 + SHARING_OVERHEAD) times as long as one alone
-(`layerprof.plan.together`), with share the part of its step a trial keeps the GPU busy: all of it for a GPU-bound
-cell, its kernels' time for a host-bound one. This runs one cell of paper-resnet18-cifar100 alone, then copies of
-it at once in as many processes (as trials would run), and prints the measured slow-down beside the model's.
+(`layerprof.fidelity.plan.together`), with share the part of its step a trial keeps the GPU busy: all of it for a
+GPU-bound cell, its kernels' time for a host-bound one. This runs one cell of paper-resnet18-cifar100 alone, then
+copies of it at once in as many processes (as trials would run), and prints the measured slow-down beside the model's.
 Part of benchmarks/gpu_check.sh.
 
 "together" is the slowest copy's step time; "all visits" the median of every visit of the slowest copy, the ones
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from layerprof.devices import GPU_KINDS
-from layerprof.plan import profile_set, together
+from layerprof.fidelity.plan import profile_set, together
 from layerprof.profile import load_profile
 
 # (batch, z): full training at a large batch and the lowest rung at a small one

@@ -1,5 +1,5 @@
 """`python -m layerprof` runs the command line, where no `layerprof` script is on the PATH."""
 
-from layerprof.cli import main
+from layerprof.cli.commands import main
 
 main()

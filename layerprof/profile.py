@@ -149,7 +149,7 @@ class Row:
     predicted_device_time_ms: float | None = None  # the kernels' time
     predicted_host_time_ms: float | None = None  # dispatching the step's operations
     predicted_host_bound: bool | None = None  # GPUs: the host, not the device, sets the step time
-    # estimates: "traced" (its own fake-tensor step) or "composed" (from traced cells, layerprof.compose)
+    # estimates: "traced" (its own fake-tensor step) or "composed" (from traced cells, layerprof.predict.compose)
     estimate_basis: EstimateBasis | None = None
 
     @property
@@ -444,7 +444,7 @@ class Profile:
     timing: SweepTiming = field(default_factory=SweepTiming)
     schema: str = SCHEMA
     time_model: dict[str, Any] | None = None  # estimates: the peaks and constants behind predicted times
-    layer_times: list[dict[str, Any]] | None = None  # `profile --per-layer`: layerprof.layertimes.LayerTimes
+    layer_times: list[dict[str, Any]] | None = None  # `profile --per-layer`: layerprof.measure.layertimes.LayerTimes
 
     @property
     def predicts_time(self) -> bool:

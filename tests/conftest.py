@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """`pytest -m gpu` where torch cannot use CUDA fails at once with the reason, instead of passing by skipping."""
     expression = (config.option.markexpr or "").replace(" ", "")
     if "gpu" in expression and "notgpu" not in expression and not torch.cuda.is_available():
-        from layerprof.environment import cuda_unusable_reason
+        from layerprof.measure.environment import cuda_unusable_reason
 
         reason = cuda_unusable_reason() or f"torch {torch.__version__} sees no CUDA device here"
         pytest.exit(f"pytest -m gpu needs a GPU torch can use: {reason}", returncode=1)

@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from layerprof.cli import app
+from layerprof.cli.commands import app
+from layerprof.cli.options import check_profile_executor
 from layerprof.errors import LayerprofError
-from layerprof.options import check_profile_executor
 from layerprof.parsing import parse_names, parse_ray_address
 from layerprof.profile import RECIPE_SETTINGS, SweepSettings, recipe_difference
 
 PACKAGE = Path(__file__).resolve().parent.parent / "layerprof"
+
+
+def module_of(path: Path) -> str:
+    """A module's name inside the package: `errors`, `measure.sweep`."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
 
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
@@ -30,17 +35,23 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     for node in ast.walk(tree):
         if id(node) in hints_only:
             continue
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("layerprof"):
-            parts = node.module.split(".")
-            found |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "layerprof":
+            inside = node.module.removeprefix("layerprof").removeprefix(".")
+            found |= {inside} | {f"{inside}.{alias.name}".lstrip(".") for alias in node.names}
         elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("layerprof.")}
-    return (found & modules) - {path.stem}
+            found |= {
+                alias.name.removeprefix("layerprof.") for alias in node.names if alias.name.startswith("layerprof.")
+            }
+    return (found & modules) - {module_of(path)}
+
+
+def package_modules() -> list[Path]:
+    return [path for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"]
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
-    return {path.stem: imports_of(path, modules) for path in PACKAGE.glob("*.py")}
+    modules = {module_of(path) for path in package_modules()}
+    return {module_of(path): imports_of(path, modules) for path in package_modules()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -81,20 +92,57 @@ def test_no_module_imports_another_in_a_cycle_even_inside_a_function() -> None:
 
 def test_the_cycle_finder_finds_a_planted_cycle() -> None:
     graph = import_graph()
-    graph["sweep"] = graph["sweep"] | {"estimate"}  # the branch on settings.mode this package no longer has
+    graph["measure.sweep"] = graph["measure.sweep"] | {"predict.estimate"}  # the branch on settings.mode, gone
     found = cycles(graph)
-    assert any({"estimate", "sweep"} <= set(cycle) for cycle in found), found  # with what lies between them
+    assert any({"predict.estimate", "measure.sweep"} <= set(cycle) for cycle in found), found
 
 
 def test_the_measured_sweep_never_asks_for_the_estimate() -> None:
-    assert "estimate" not in import_graph()["sweep"]
-    assert 'mode == "estimate"' not in (PACKAGE / "sweep.py").read_text()
+    assert "predict.estimate" not in import_graph()["measure.sweep"]
+    assert 'mode == "estimate"' not in (PACKAGE / "measure" / "sweep.py").read_text()
 
 
 def test_the_cli_only_parses_calls_and_renders() -> None:
-    source = (PACKAGE / "cli.py").read_text()
+    source = (PACKAGE / "cli" / "commands.py").read_text()
     assert len(source.splitlines()) < 600
-    assert "rich" not in import_graph()["cli"] and "from rich" not in source  # printing lives in render.py
+    assert not re.search(r"^\s*(from rich\b|import rich\b)", source, re.M)  # printing lives in cli/render.py
+    assert "layerprof.outputs.tables" not in source  # so do the tables it prints
+
+
+# Each folder is one concept; a folder imports only from the folders before it here (the root's shared modules first).
+LAYERS = ("", "sources", "measure", "predict", "fidelity", "outputs", "cli")
+
+
+def layer_of(module: str) -> int:
+    """`python -m layerprof` (`__main__`) runs the command line: it sits above every folder."""
+    return len(LAYERS) if module == "__main__" else LAYERS.index(module.rpartition(".")[0])
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, imported in graph.items() for b in imported if layer_of(b) > layer_of(a))
+
+
+def test_the_package_is_these_folders_and_each_imports_only_from_those_before_it() -> None:
+    folders = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()}
+    assert folders == set(LAYERS) - {""}
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_finds_a_planted_upward_import() -> None:
+    graph = import_graph()
+    graph["fidelity.correlate"] = graph["fidelity.correlate"] | {"outputs.figures"}  # a study drawing its own figure
+    graph["sources.models"] = graph["sources.models"] | {"measure.sweep"}
+    assert upward_imports(graph) == ["fidelity.correlate -> outputs.figures", "sources.models -> measure.sweep"]
+
+
+def test_tests_mirror_the_folders_and_the_readme_maps_each_one() -> None:
+    tests = Path(__file__).resolve().parent
+    architecture = (PACKAGE.parent / "README.md").read_text().split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    for folder in LAYERS[1:]:
+        assert list((tests / folder).glob("test_*.py")), folder
+        assert f"`{folder}/`" in architecture, folder
+    for path in package_modules():
+        assert f"`{path.name}`" in architecture, path  # every module is in the map
 
 
 def help_text(*args: str) -> str:
@@ -167,9 +215,9 @@ def test_one_recipe_is_optimizer_precision_and_frozen_mode() -> None:
 
 
 def test_settings_are_resolved_once_with_the_family_default_and_the_split() -> None:
+    from layerprof.measure.sweep import resolve_settings
     from layerprof.parsing import parse_layer_selection
-    from layerprof.sweep import resolve_settings
-    from layerprof.workloads import Workload
+    from layerprof.sources.workloads import Workload
 
     workload = Workload(family="causal-lm", seq_len=8, vocab_size=16, default_batch_sizes=(1, 4, 16))
     empty = SweepSettings(batch_sizes=(), trainable_layer_counts=())
@@ -184,8 +232,8 @@ def test_settings_are_resolved_once_with_the_family_default_and_the_split() -> N
 
 
 def test_failed_trials_are_kept_for_after_the_bar_and_finished_ones_advance_it() -> None:
-    from layerprof.correlate import ContinuedResult, SegmentResult, TrialResult
-    from layerprof.render import TrialFailures
+    from layerprof.cli.render import TrialFailures
+    from layerprof.fidelity.correlate import ContinuedResult, SegmentResult, TrialResult
 
     advanced: list[tuple[int, int]] = []
     failures = TrialFailures(lambda done, total: advanced.append((done, total)))
@@ -198,3 +246,22 @@ def test_failed_trials_are_kept_for_after_the_bar_and_finished_ones_advance_it()
         "config 1 at z=3: diverged",
         "config 2, continued, at 1@0.25: out of memory",
     ]
+
+
+def test_a_moved_module_imports_under_its_old_name_as_the_same_module_with_a_warning() -> None:
+    import layerprof
+    import layerprof.fidelity.tasks
+
+    with pytest.warns(DeprecationWarning, match=r"^layerprof\.tasks moved to layerprof\.fidelity\.tasks;"):
+        from layerprof.tasks import digits_workload  # as a saved profile's model spec names it
+    assert digits_workload is layerprof.fidelity.tasks.digits_workload
+    moved = {f"layerprof.{old}" for old in layerprof.MOVED_MODULES}
+    now = {"layerprof." + module_of(path) for path in package_modules()}
+    assert {new for new in layerprof.MOVED_MODULES.values()} <= now  # every alias lands on a module
+    assert not moved & now  # and never hides one
+    assert len(layerprof.MOVED_MODULES) == 31  # the 33 modules that moved, but cli and measure (folders now)
+
+
+def test_a_name_that_never_was_a_module_is_still_not_found() -> None:
+    with pytest.raises(ModuleNotFoundError):
+        __import__("layerprof.nonexistent")

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import pytest
 from typer.testing import CliRunner
 
-from layerprof.cli import app
+from layerprof.cli.commands import app
 from layerprof.errors import LayerprofError
 from layerprof.parsing import (
     coerce,
@@ -27,7 +27,7 @@ from layerprof.parsing import (
     parse_share,
     parse_value,
 )
-from tests.test_cli import assert_one_line_error
+from tests.cli.test_cli import assert_one_line_error
 
 GIB = 2**30
 

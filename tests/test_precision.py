@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from layerprof.amp import CudaAutocastRules
-from layerprof.estimate import estimate_model
-from layerprof.measure import flop_counter
-from layerprof.models import ModelOptions, build_model
+from layerprof.measure.amp import CudaAutocastRules
+from layerprof.measure.instruments import flop_counter
+from layerprof.predict.estimate import estimate_model
 from layerprof.profile import SweepSettings
+from layerprof.sources.models import ModelOptions, build_model
 
 
 def test_cuda_rules_cast_as_cuda_autocast_does() -> None:
@@ -122,7 +122,7 @@ def test_each_precision_has_lightnings_autocast_and_scaler(
 ) -> None:
     """bf16-mixed: autocast to bfloat16, no scaler; 16-mixed: float16 with a GradScaler; *-true: neither, the
     parameters in that dtype."""
-    from layerprof.amp import autocast_for, gradient_scaler
+    from layerprof.measure.amp import autocast_for, gradient_scaler
     from layerprof.precision import get_precision
 
     precision = get_precision(name)
@@ -147,7 +147,7 @@ def test_each_precision_has_lightnings_autocast_and_scaler(
 def test_a_true_precision_run_feeds_its_model_a_batch_in_that_dtype() -> None:
     """bf16-true on the CPU: the model's weights and the floating inputs in bfloat16, every cell measured (a float32
     batch into bfloat16 weights would make every cell an error cell)."""
-    from layerprof.sweep import profile_model
+    from layerprof.measure.sweep import profile_model
 
     example = Path(__file__).parent.parent / "examples" / "custom_model.py"
     options = ModelOptions(input_shape=(64,), num_classes=4, overrides={"width": 32, "classes": 4})
@@ -164,7 +164,7 @@ def test_a_true_precision_run_feeds_its_model_a_batch_in_that_dtype() -> None:
 
 
 def test_autocast_lists_keep_the_callables_this_torch_has() -> None:
-    from layerprof.amp import CUDA_FLOAT32, CUDA_LOWER_PRECISION, _existing
+    from layerprof.measure.amp import CUDA_FLOAT32, CUDA_LOWER_PRECISION, _existing
 
     assert _existing("torch.mm", "F.linear", "Tensor.softmax", "torch.no_such_op", "F.no.such") == frozenset(
         {torch.mm, F.linear, torch.Tensor.softmax}

@@ -75,7 +75,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_schema_1_measured_profile_loads_and_upgrades(tmp_path: Path) -> None:
-    from layerprof.check import compare
+    from layerprof.outputs.check import compare
     from layerprof.profile import SCHEMA_V1
 
     original = json.loads((DATA / "profile-v1-measured.json").read_text())

@@ -1,9 +1,9 @@
 """Mutation testing for layerprof: plant one small bug at a time in a module and see whether a test catches it.
 
     python tools/mutate.py                       # the layerprof modules changed against main (committed or not)
-    python tools/mutate.py layerprof/check.py    # named modules
+    python tools/mutate.py layerprof/outputs/check.py    # named modules
     python tools/mutate.py --base HEAD~3 --changed-lines   # only the lines a change touched
-    python tools/mutate.py layerprof/rounds.py --show 12   # one mutant's diff and its test run, in full
+    python tools/mutate.py layerprof/measure/rounds.py --show 12   # one mutant's diff and its test run, in full
 
 Why a tool of our own: mutmut copies the project into a tree of its own and runs the whole suite once to learn
 which test reaches which function; this suite starts Ray clusters and builds HPO environments, and its CLI
@@ -531,13 +531,13 @@ def changed_lines(base: str, path: Path) -> set[int]:
 
 
 def covering_test_files(path: Path) -> list[str]:
-    """The test files that import the module (by its dotted name, or `from layerprof import <name>`)."""
+    """The test files that import the module (by its dotted name, or `from layerprof.folder import <name>`)."""
     dotted = module_name(path)
-    stem = path.stem
-    pattern = re.compile(rf"\b{re.escape(dotted)}\b|from {PACKAGE} import [^\n]*\b{re.escape(stem)}\b")
+    package, _, stem = dotted.rpartition(".")
+    pattern = re.compile(rf"\b{re.escape(dotted)}\b|from {re.escape(package)} import [^\n]*\b{re.escape(stem)}\b")
     return sorted(
         str(test.relative_to(ROOT))
-        for test in (ROOT / "tests").glob("test_*.py")
+        for test in (ROOT / "tests").rglob("test_*.py")
         if pattern.search(test.read_text(encoding="utf-8"))
     )
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parents[2].parent
 CACHE = ROOT / "build" / "hpo-envs"
 # the releases tested; a new release is tested by changing its pin here
 PINNED = {"neps": ["neural-pipeline-search==0.17.0"]}

@@ -1,0 +1,568 @@
+"""The `layerprof` command line: a map from command name to a library function.
+
+Every command parses its options (typed in `layerprof.cli.options`, read with `layerprof.parsing`), calls one library
+function and hands the result to `layerprof.cli.render`. Nothing heavy is imported at module level, so that `--help`
+answers without torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from layerprof import __version__
+from layerprof.cli import options as opt
+from layerprof.cli import render
+from layerprof.cli.render import user_errors
+from layerprof.errors import CellsFailed
+from layerprof.fidelity.trials import PATHS
+
+app = typer.Typer(
+    name="layerprof",
+    help="Hardware profiler and fidelity explorer for layer-freezing hyperparameter optimisation.\n\n"
+    "Train only the last z of a network's n layers as a cheap fidelity: layerprof measures what each z "
+    "costs in memory, time and FLOPs for your model, batch size and GPU.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        render.console.print(f"layerprof {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Print the version when asked; every command is a subcommand."""
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def models(
+    source: opt.SourceOption = None,
+    as_json: opt.ModelsJsonOption = False,
+) -> None:
+    """List the model names layerprof accepts, grouped by source."""
+    with user_errors():
+        from layerprof.sources.models import known_names
+
+        render.model_names(known_names(source), as_json)
+
+
+@app.command()
+def layers(
+    model: opt.ModelArgument,
+    unwrap: opt.UnwrapOption = None,
+    as_json: opt.LayersJsonOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+    costs: opt.CostsOption = False,
+    batch_size: opt.LayersBatchSizeOption = 1,
+    depth: opt.DepthOption = 0,
+    target: opt.TargetOption = opt.Target.cuda,
+    precision: opt.PrecisionOption = "32-true",
+    out: opt.LayersOutOption = None,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
+) -> None:
+    """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
+    layer costs)."""
+    with user_errors():
+        from layerprof.fidelity.granularity import splits_by_depth
+        from layerprof.predict.layercosts import layer_costs
+        from layerprof.profile import ensure_writable
+        from layerprof.sources.models import CONSTRUCTION_NOTES, split_model
+
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        if depth:
+            deepest = splits_by_depth(model, options, depth)[-1]
+            if deepest.depth < depth:
+                render.note(f"nothing below depth {deepest.depth} to descend into")
+            options = replace(options, unwrap=deepest.unwrap)
+            if not as_json:
+                render.line(f"depth {deepest.depth}: --unwrap {','.join(deepest.unwrap)}")
+        if costs:
+            path = ensure_writable(out) if out else None
+            with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
+                table = layer_costs(model, options, batch_size, precision, target.value)
+            if path:
+                table.save(path)
+            render.layer_costs(table, path, as_json, output_format.value)
+            return
+        info = split_model(model, options)
+        render.layer_split(model, info, as_json, output_format.value)
+        if info.construction in CONSTRUCTION_NOTES and not as_json:
+            render.note(CONSTRUCTION_NOTES[info.construction])
+
+
+@app.command()
+def profile(
+    model: opt.ModelArgument,
+    batch_sizes: opt.BatchSizesOption = None,
+    layer_counts: opt.LayersOption = "all",
+    warmup: opt.WarmupOption = 10,
+    min_steps: opt.MinStepsOption = 15,
+    steps: opt.StepsOption = 30,
+    steps_per_visit: opt.StepsPerVisitOption = 5,
+    max_time: opt.MaxTimeOption = None,
+    threads: opt.ProfileThreadsOption = None,
+    cpus: opt.CpusOption = None,
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    precision: opt.PrecisionOption = "32-true",
+    dtype: opt.DtypeOption = None,
+    device: opt.DeviceOption = "auto",
+    tf32: opt.Tf32Option = None,
+    per_layer: opt.PerLayerOption = False,
+    out: opt.ProfileOutOption = None,
+    executor: opt.ProfileExecutorOption = opt.Executor.local,
+    address: opt.AddressOption = None,
+    gpu_kinds: opt.GpuKindsOption = None,
+    restart: opt.RestartOption = False,
+    eval_frozen: opt.EvalFrozenOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
+    unwrap: opt.UnwrapOption = None,
+) -> None:
+    """Measure memory, step time and FLOPs of MODEL for every trainable-layer count z and batch size.
+
+    The paper's protocol exactly: --warmup 100 --min-steps 100 --steps 100.
+    """
+    with user_errors():
+        from layerprof.measure.sweep import plan_profile
+        from layerprof.parsing import parse_cpu_list, parse_layer_selection
+        from layerprof.profile import SweepSettings
+
+        settings = SweepSettings(
+            batch_sizes=opt.parse_batch_sizes(batch_sizes),
+            trainable_layer_counts=(),
+            warmup_steps=warmup,
+            min_steps=min_steps,
+            max_steps=steps,
+            optimizer=optimizer.value,
+            precision=opt.precision_name(precision, dtype),
+            steps_per_visit=steps_per_visit,
+            max_time_s=max_time,
+            eval_frozen=eval_frozen,
+        )
+        selection = parse_layer_selection(layer_counts)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        opt.check_profile_executor(executor.value == "ray", cpus, gpu_kinds, address, out)
+        if executor.value == "ray":
+            _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
+            return
+        cpu_list = parse_cpu_list(cpus) if cpus is not None else None
+        with render.status(f"building {model} on {device}"):
+            job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
+        job.per_layer = per_layer
+        result = render.run_job(job, f"{job.device}")
+        render.cell_tables(result, output_format.value)
+        render.layer_times(result, output_format.value)
+        timing = (
+            f" · sweep {result.timing.sweep_wall_s:.0f} s, {result.timing.share_in_steps:.0%} inside training steps"
+        )
+        render.sweep_end(result, job.path, output_format.value, timing)
+        if result.failure_summary() is not None:
+            raise CellsFailed(result.failure_summary())
+        render.sweep_warnings(result)
+
+
+def _profile_on_ray(
+    model: str, options: Any, settings: Any, selection: Any, device: str, tf32: bool | None, threads: int | None,
+    gpu_kinds: str, address: str | None, out: Path | None,
+) -> None:  # fmt: skip
+    """One sweep per (GPU kind, batch size) on the cluster; a line per sweep as it ends; exit 1 if any is lost."""
+    from layerprof.measure.cluster import parse_gpu_kinds, plan_cluster_profile, profile_on_ray
+
+    kinds = parse_gpu_kinds(gpu_kinds)
+    directory = out or Path("profiles")
+    with render.status(f"splitting {model}"):
+        request = plan_cluster_profile(model, options, settings, selection, device, tf32, threads)
+    sweeps = len(kinds) * len(request.settings.batch_sizes)
+    render.line(
+        f"{model}: {len(kinds)} GPU kind(s) x batch sizes {', '.join(map(str, request.settings.batch_sizes))} = "
+        f"{sweeps} sweeps · Ray {address or '(local instance)'}"
+    )
+    try:
+        with render.RayProgress(sweeps) as progress:
+            run = profile_on_ray(request, kinds, directory, address, progress.on_event)
+    except KeyboardInterrupt:
+        render.note(f"finished kinds are in {directory}; rerun to run the rest", "interrupted", "yellow")
+        raise typer.Exit(130) from None
+    render.ray_outcomes(run)
+    if run.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def estimate(
+    model: opt.ModelArgument,
+    batch_sizes: opt.BatchSizesOption = None,
+    layer_counts: opt.LayersOption = "all",
+    target: opt.TargetOption = opt.Target.cuda,
+    gpu: opt.EstimateGpuOption = None,
+    calibrate: opt.CalibrateOption = None,
+    against: opt.AgainstOption = None,
+    threads: opt.EstimateThreadsOption = None,
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    precision: opt.PrecisionOption = "32-true",
+    dtype: opt.DtypeOption = None,
+    out: opt.EstimateOutOption = None,
+    restart: opt.RestartOption = False,
+    eval_frozen: opt.EvalFrozenOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
+    unwrap: opt.UnwrapOption = None,
+) -> None:
+    """Predict memory (by category), FLOPs and step time of every cell on fake tensors: no GPU, no real memory."""
+    with user_errors():
+        from layerprof.devices import gpu_kind
+        from layerprof.parsing import parse_layer_selection
+        from layerprof.predict.estimate import plan_estimate
+        from layerprof.predict.timemodel import check_predictions
+        from layerprof.profile import SweepSettings, load_profile
+
+        settings = SweepSettings(
+            batch_sizes=opt.parse_batch_sizes(batch_sizes),
+            trainable_layer_counts=(),
+            optimizer=optimizer.value,
+            precision=opt.precision_name(precision, dtype),
+            mode="estimate",
+            target=target.value,
+            target_gpu=gpu_kind(gpu).name if gpu is not None else None,
+            eval_frozen=eval_frozen,
+        )
+        selection = parse_layer_selection(layer_counts)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        measured = load_profile(against) if against else None
+        doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
+        with render.status(doing):
+            job = plan_estimate(model, options, settings, selection, out, calibrate or (), threads, restart)
+        render.calibration(job.time_model, output_format.value)
+        result = render.run_job(job, job.environment.device_name)
+        render.cell_tables(result, output_format.value)
+        render.breakdown(result, output_format.value)
+        if measured is not None:
+            render.prediction_check(check_predictions(result, measured), measured, output_format.value)
+        render.sweep_end(result, job.path, output_format.value)
+        if result.failure_summary() is not None:
+            raise CellsFailed(result.failure_summary())
+
+
+@app.command()
+def ladder(
+    profile_path: opt.LadderProfileArgument,
+    batch_size: opt.LadderBatchSizeOption = None,
+    eta: opt.LadderEtaOption = 3.0,
+    cost: opt.CostOption = None,
+    min_layers: opt.MinLayersOption = 1,
+    gpu_memory: opt.LadderGpuMemoryOption = None,
+    configs: opt.LadderConfigsOption = None,
+    budget_steps: opt.LadderBudgetStepsOption = None,
+    correlation: opt.CorrelationOption = None,
+    as_json: opt.LadderJsonOption = False,
+    export: opt.LadderExportOption = None,
+    split: opt.SplitOption = opt.SplitMode.profile,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+) -> None:
+    """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
+    with user_errors():
+        from layerprof.fidelity.correlate import load_result
+        from layerprof.fidelity.granularity import choose_split_for_profile
+        from layerprof.fidelity.ladder import ladder_for
+        from layerprof.outputs.exporters import export as export_snippet
+        from layerprof.parsing import parse_memory
+        from layerprof.profile import load_profile
+
+        result, notes = ladder_for(
+            profile_path,
+            eta=eta,
+            cost_kind=cost.value if cost else None,
+            batch_size=batch_size,
+            min_layers=min_layers,
+            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
+            configs=configs,
+            budget_steps=budget_steps,
+            correlation=load_result(correlation) if correlation is not None else None,
+        )
+        for text in notes:
+            render.note(text, "warning", "yellow")
+        report = None
+        if split is opt.SplitMode.auto:
+            with render.status("comparing the splits at other depths (one per-layer trace)"):
+                report = choose_split_for_profile(load_profile(profile_path), result.batch_size, eta)
+        if export is not None:
+            print(export_snippet(result, export.value), end="")
+        elif as_json:
+            render.as_json(result.to_dict() | ({"split": asdict(report)} if report is not None else {}))
+        else:
+            render.ladder(result, output_format.value)
+            if report is not None:
+                render.split_report(report, output_format.value)
+
+
+@app.command()
+def fit(
+    model: opt.ModelArgument,
+    memory: opt.MemoryOption = None,
+    gpu: opt.FitGpuOption = None,
+    layer_counts: opt.LayersOption = "all",
+    batch_size: opt.FitBatchSizeOption = None,
+    target: opt.TargetOption = opt.Target.cuda,
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    precision: opt.PrecisionOption = "32-true",
+    dtype: opt.DtypeOption = None,
+    as_json: opt.FitJsonOption = False,
+    num_classes: opt.NumClassesOption = None,
+    input_shape: opt.InputShapeOption = None,
+    seq_len: opt.SeqLenOption = None,
+    overrides: opt.SetOption = None,
+    unwrap: opt.UnwrapOption = None,
+) -> None:
+    """For each z, the largest batch that fits in --memory or on --gpu (estimated; 512 MiB kept for the context)."""
+    with user_errors():
+        from layerprof.devices import gpu_kind
+        from layerprof.parsing import parse_layer_selection, parse_memory_budget
+        from layerprof.predict.estimate import fit_model
+        from layerprof.profile import SweepSettings
+
+        budget = parse_memory_budget(memory, gpu)
+        selection = parse_layer_selection(layer_counts)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        settings = SweepSettings(
+            batch_sizes=(1,),
+            trainable_layer_counts=(1,),
+            optimizer=optimizer.value,
+            precision=opt.precision_name(precision, dtype),
+            mode="estimate",
+            target=target.value,
+            target_gpu=gpu_kind(gpu).name if gpu is not None else None,
+        )
+        with render.status(f"estimating {model}"):
+            result = fit_model(model, options, settings, budget, selection, batch_size)
+        render.fit(result, as_json)
+
+
+@app.command()
+def report(
+    profiles: opt.ReportProfilesArgument,
+    out: opt.ReportOutOption = Path("report"),
+    image_format: opt.ImageFormatOption = opt.ImageFormat.png,
+) -> None:
+    """Draw the paper's figures for your model: cost curves, parameters and FLOPs, memory by category."""
+    with user_errors():
+        from layerprof.outputs.report import report_profiles
+
+        result = report_profiles(profiles, out, image_format.value)
+        for path in result.files:
+            render.line(f"wrote {path}")
+        for text in result.notes:
+            render.note(text, "not drawn", "yellow")
+
+
+@app.command()
+def correlate(
+    task: opt.TaskArgument,
+    grid: opt.GridOption = None,
+    grid_preset: opt.GridPresetOption = opt.GridPreset.small,
+    layer_counts: opt.CorrelateLayerCountsOption = None,
+    budget_fractions: opt.BudgetFractionsOption = "0.1,0.25,0.5,1",
+    seeds: opt.SeedsOption = 1,
+    continued: opt.ContinuedOption = None,
+    executor: opt.CorrelateExecutorOption = opt.Executor.local,
+    workers: opt.WorkersOption = None,
+    address: opt.AddressOption = None,
+    out: opt.CorrelateOutOption = Path("correlation"),
+) -> None:
+    """Rank correlation of low fidelities with full training, over trainable layers x training budget."""
+    with user_errors():
+        from layerprof.fidelity.correlate import chain_label, plan_study, run_study
+        from layerprof.outputs.studies import write_correlation
+        from layerprof.parsing import parse_fractions, parse_layer_selection
+
+        plan = plan_study(
+            task,
+            parse_layer_selection(layer_counts) if layer_counts is not None else None,
+            parse_fractions(budget_fractions),
+            seeds,
+            grid,
+            grid_preset.value,
+            continued or (),
+        )
+        chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
+        render.line(
+            f"{task}: {len(plan.configs)} configurations x (z {','.join(map(str, plan.trainable_layer_counts))} x "
+            f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)}{chains if plan.chains else ''}) x "
+            f"{seeds} seed(s) = {plan.trial_count} trials · {executor.value}"
+        )
+        with render.progress_bar("trials") as advance:
+            failures = render.TrialFailures(advance)
+            try:
+                result = run_study(
+                    plan, out, executor=executor.value, workers=workers, address=address, on_result=failures.on_result
+                )
+            except KeyboardInterrupt:
+                render.note(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume", "interrupted", "yellow")
+                raise typer.Exit(130) from None
+        failures.show()
+        render.correlation(result, write_correlation(result, out))
+
+
+@app.command()
+def simulate(
+    study: opt.StudyArgument,
+    profile_path: opt.SimulateProfilePathOption = None,
+    eta: opt.SimulateEtaOption = 3.0,
+    configs: opt.SimulateConfigsOption = None,
+    repeats: opt.RepeatsOption = "auto",
+    paths: opt.PathsOption = None,
+    custom: opt.CustomOption = None,
+    layer_counts: opt.SimulateLayerCountsOption = None,
+    budgets: opt.BudgetsOption = None,
+    gpu_memory: opt.SimulateGpuMemoryOption = None,
+    full_steps: opt.FullStepsOption = None,
+    seed: opt.SeedOption = 0,
+    out: opt.SimulateOutOption = None,
+    as_json: opt.SimulateJsonOption = False,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+) -> None:
+    """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
+    with user_errors():
+        from layerprof.fidelity.simulate import simulate as replay
+        from layerprof.outputs.studies import write_simulation
+        from layerprof.parsing import (
+            parse_fractions,
+            parse_layer_selection,
+            parse_memory,
+            parse_names,
+            parse_repeats,
+            parse_rungs,
+        )
+        from layerprof.profile import load_profile
+
+        simulation = replay(
+            study,
+            eta=eta,
+            starting_configs=configs,
+            repeats=parse_repeats(repeats),
+            paths=parse_names(paths, "--paths", PATHS, "path") if paths is not None else None,
+            custom_paths=[parse_rungs(text, "--path", rising=True) for text in custom or []],
+            layer_counts=parse_layer_selection(layer_counts).resolve(None) if layer_counts is not None else None,
+            budget_fractions=parse_fractions(budgets, "--budgets") if budgets is not None else None,
+            profile=load_profile(profile_path) if profile_path else None,
+            full_steps=full_steps,
+            gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
+            seed=seed,
+        )
+        written = write_simulation(simulation, out or Path(simulation.study))
+        for text in simulation.notes:
+            render.note(text, "note", "yellow")
+        if as_json:
+            render.as_json(simulation.to_dict())
+        else:
+            render.simulation(simulation, output_format.value, written)
+
+
+@app.command()
+def plan(
+    profile_paths: opt.PlanProfilesArgument,
+    cluster: opt.ClusterOption,
+    eta: opt.PlanEtaOption = 3.0,
+    configs: opt.PlanConfigsOption = None,
+    budget_steps: opt.PlanBudgetStepsOption = 1000,
+    batch_size: opt.PlanBatchSizeOption = None,
+    min_layers: opt.MinLayersOption = 1,
+    as_json: opt.PlanJsonOption = False,
+    export: opt.PlanExportOption = None,
+    output_format: opt.FormatOption = opt.OutputFormat.table,
+) -> None:
+    """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
+    with user_errors():
+        from layerprof.fidelity.plan import plan_cluster
+        from layerprof.measure.cluster import inventory_from_option
+        from layerprof.outputs.exporters import export_plan_ray
+        from layerprof.predict.estimate import PlanPredictor
+        from layerprof.profile import load_profile
+
+        result = plan_cluster(
+            [load_profile(path) for path in profile_paths],
+            inventory_from_option(cluster),
+            eta=eta,
+            configs=configs,
+            budget_steps=budget_steps,
+            batch_size=batch_size,
+            min_layers=min_layers,
+            predict=PlanPredictor,
+        )
+        if export is not None:
+            print(export_plan_ray(result), end="")
+        elif as_json:
+            render.as_json(result.to_dict())
+        else:
+            render.cluster_plan(result, output_format.value)
+
+
+@app.command()
+def check(
+    current: opt.CurrentArgument,
+    baseline: opt.BaselineArgument,
+    time_tolerance: opt.TimeToleranceOption = "10%",
+    memory_tolerance: opt.MemoryToleranceOption = "2%",
+    accept_changes: opt.AcceptChangesOption = False,
+    allow_device_mismatch: opt.AllowDeviceMismatchOption = False,
+    summary_md: opt.SummaryMdOption = None,
+    junit: opt.JunitOption = None,
+    update_baseline: opt.UpdateBaselineOption = False,
+) -> None:
+    """Gate regressions: exit 0 pass, 1 regression, 2 unusable input (an incomplete profile included), 3
+    inconclusive (noise hides a slowdown)."""
+    with user_errors(unexpected_exit=2):
+        from layerprof.outputs.check import check_files, write_baseline
+        from layerprof.parsing import parse_share
+
+        if update_baseline:
+            cells = write_baseline(current, baseline)
+            render.console.print(f"baseline {baseline} now holds {current} ({cells} cells)")
+            return
+        result = check_files(
+            current,
+            baseline,
+            time_tolerance=parse_share(time_tolerance, "--time-tolerance"),
+            memory_tolerance=parse_share(memory_tolerance, "--memory-tolerance"),
+            accept_changes=accept_changes,
+            allow_device_mismatch=allow_device_mismatch,
+            summary_md=summary_md,
+            junit=junit,
+        )
+        render.check_result(result)
+        if result.exit_code:
+            raise typer.Exit(result.exit_code)
+
+
+def main() -> None:
+    """The `layerprof` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""The command line's typed options: each choice's values come from the library's own lists, each shared option
+(model, batch sizes, precision, GPU) is defined once with its help, and the few checks that span options live here.
+
+Typer reads these `Annotated` types; `layerprof.cli.commands` only names them. Nothing heavy is imported at module
+level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from layerprof.devices import GPU_KINDS, TARGETS
+from layerprof.errors import LayerprofError
+from layerprof.fidelity.correlate import EXECUTORS
+from layerprof.fidelity.grids import GRID_PRESETS
+from layerprof.fidelity.ladder import COSTS
+from layerprof.fidelity.trials import PATHS
+from layerprof.measure.optimizers import OPTIMIZERS
+from layerprof.outputs.exporters import EXPORTERS
+from layerprof.outputs.report import IMAGE_FORMATS
+from layerprof.precision import PRECISIONS, PrecisionName
+from layerprof.profile import MODEL_SOURCES
+
+
+def choices(name: str, values: Iterable[str]) -> Any:
+    """A Typer choice type whose values come from the library's own list."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+OutputFormat = choices("OutputFormat", ("table", "md"))
+Optimizer = choices("Optimizer", OPTIMIZERS)
+Cost = choices("Cost", COSTS)
+ExportFormat = choices("ExportFormat", EXPORTERS)
+PlanExport = choices("PlanExport", ("ray",))
+Target = choices("Target", TARGETS)
+ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
+SplitMode = choices("SplitMode", ("profile", "auto"))
+Executor = choices("Executor", EXECUTORS)
+GridPreset = choices("GridPreset", GRID_PRESETS)
+# --dtype (before --precision) names the *-true precisions by their dtype
+DTYPE_PRECISIONS = {PRECISIONS[name].dtype: name for name in PRECISIONS if not PRECISIONS[name].mixed}
+Dtype = choices("Dtype", DTYPE_PRECISIONS)
+# one list of GPUs for every --gpu: the table in layerprof.devices
+GPU_LIST = ", ".join(GPU_KINDS)
+
+ModelArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="MODEL",
+        help="A preset (paper-resnet18-cifar100), a torchvision model (resnet50), a LitGPT config (pythia-14m), "
+        "or a factory: path/to/file.py:fn or package.module:fn. Prefix torchvision: or litgpt: to disambiguate.",
+        show_default=False,
+    ),
+]
+NumClassesOption = Annotated[
+    int | None, typer.Option("--num-classes", min=1, metavar="N", help="Classes of an image model.")
+]
+InputShapeOption = Annotated[
+    str | None,
+    typer.Option("--input-shape", metavar="C,H,W", help="Per-sample input shape C,H,W (default: the model's own)."),
+]
+SeqLenOption = Annotated[
+    int | None,
+    typer.Option("--seq-len", min=1, metavar="TOKENS", help="Tokens per sequence (default: block size, at most 512)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a LitGPT config field or a factory argument: KEY=VALUE. Repeatable.",
+    ),
+]
+UnwrapOption = Annotated[
+    list[str] | None,
+    typer.Option("--unwrap", metavar="CLASS", help="Also split inside modules of this class name. Repeatable."),
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS or local).")
+]
+BatchSizesOption = Annotated[
+    str | None,
+    typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
+]
+LayersOption = Annotated[
+    str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
+]
+OptimizerOption = Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")]
+PrecisionOption = Annotated[
+    PrecisionName,
+    typer.Option(
+        "--precision",
+        help="As in Lightning: *-true holds everything in that dtype; *-mixed keeps float32 weights, gradients "
+        "and optimizer state and runs the forward under autocast (16-mixed with a gradient scaler).",
+    ),
+]
+DtypeOption = Annotated[Dtype | None, typer.Option("--dtype", hidden=True, help="Old name for the *-true precisions.")]
+
+
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart", help="Measure every cell anew, replacing what --out holds (default: resume an interrupted run)."
+    ),
+]
+EvalFrozenOption = Annotated[
+    bool,
+    typer.Option(
+        "--eval-frozen",
+        help="Run frozen layers in eval mode: BatchNorm keeps its running statistics instead of updating them, "
+        "dropout is off (default: train mode, as requires_grad_(False) leaves them).",
+    ),
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Table style.")]
+TargetOption = Annotated[Target, typer.Option("--target", help="Device to predict for.")]
+
+
+# a plain string, so that an unknown source is one line from `known_names` (that also says how to install one)
+SourceOption = Annotated[
+    str | None, typer.Option("--source", metavar="SOURCE", help=f"Only this source: {', '.join(MODEL_SOURCES)}.")
+]
+
+
+def gpu_option(purpose: str) -> Any:
+    """A --gpu option: what this command does with the GPU, then the one list of GPUs every --gpu accepts."""
+    return Annotated[
+        str | None,
+        typer.Option("--gpu", metavar="NAME", help=f"{purpose} Known GPUs and MIG slices (any case): {GPU_LIST}."),
+    ]
+
+
+def precision_name(precision: Any, dtype: Any) -> str:
+    """--precision, or the *-true precision an old --dtype names."""
+    if dtype is None:
+        return precision
+    named = DTYPE_PRECISIONS[dtype.value]
+    if precision not in ("32-true", named):
+        raise LayerprofError(f"--dtype {dtype.value} contradicts --precision {precision}; give --precision only")
+    return named
+
+
+def model_options(
+    num_classes: int | None,
+    input_shape: str | None,
+    seq_len: int | None,
+    overrides: list[str] | None,
+    unwrap: list[str] | None,
+) -> Any:
+    """The model options (`layerprof.sources.models.ModelOptions`) the shared model flags give."""
+    from layerprof.parsing import parse_input_shape, parse_overrides
+    from layerprof.sources.models import ModelOptions
+
+    return ModelOptions(
+        num_classes=num_classes,
+        input_shape=parse_input_shape(input_shape) if input_shape else None,
+        seq_len=seq_len,
+        overrides=parse_overrides(overrides or []),
+        unwrap=tuple(unwrap or ()),
+    )
+
+
+def parse_batch_sizes(text: str | None) -> tuple[int, ...]:
+    """Not given: the model family's default (given but empty is an error)."""
+    from layerprof.parsing import parse_positive_ints
+
+    return parse_positive_ints(text, "--batch-sizes") if text is not None else ()
+
+
+def check_profile_executor(
+    on_ray: bool, cpus: str | None, gpu_kinds: str | None, address: str | None, out: Path | None
+) -> None:
+    """`profile`'s options that belong to one executor: --cpus here only; --gpu-kinds and --address with Ray,
+    where --gpu-kinds is required and --out is a directory."""
+    if on_ray:
+        if cpus is not None:
+            raise LayerprofError("--cpus names this machine's CPUs; it does not apply with --executor ray")
+        if not gpu_kinds:
+            raise LayerprofError("--executor ray needs --gpu-kinds, e.g. L4,H100 or small=RESOURCE,big=RESOURCE")
+        if out is not None and out.suffix == ".json":
+            raise LayerprofError(f"with --executor ray, --out is a directory (one profile per kind), got {str(out)!r}")
+    elif gpu_kinds is not None or address is not None:
+        raise LayerprofError("--gpu-kinds and --address need --executor ray")
+
+
+# ---------------------------------------------------------------- options of one command (or one meaning)
+
+ModelsJsonOption = Annotated[bool, typer.Option("--json", help="Print the names as JSON.")]
+LayersJsonOption = Annotated[bool, typer.Option("--json", help="Print the split as a JSON list.")]
+CostsOption = Annotated[
+    bool,
+    typer.Option(
+        "--costs",
+        help="Per layer, from one full-training step on fake tensors: what it adds when it trains, forward and "
+        "backward FLOPs (weight gradients, inside, passed down), activations it saves, its output.",
+    ),
+]
+LayersBatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", metavar="B", min=1, help="--costs: the batch size.")
+]
+DepthOption = Annotated[
+    int,
+    typer.Option(
+        "--depth",
+        metavar="N",
+        min=0,
+        help="Split N levels deeper: also descend into the classes of the layers that hold two or more "
+        "sub-modules with parameters (the --unwrap classes that reproduce it are printed).",
+    ),
+]
+LayersOutOption = Annotated[
+    Path | None, typer.Option("--out", metavar="PATH", help="--costs: also write JSON (and CSV beside it).")
+]
+WarmupOption = Annotated[int, typer.Option("--warmup", metavar="STEPS", help="Unmeasured steps per cell (at least 1).")]
+MinStepsOption = Annotated[
+    int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Timed steps per cell before it may stop.")
+]
+StepsOption = Annotated[
+    int, typer.Option("--steps", min=1, metavar="STEPS", help="At most this many timed steps per cell.")
+]
+StepsPerVisitOption = Annotated[
+    int, typer.Option("--steps-per-visit", min=1, metavar="STEPS", help="Timed steps per visit of a cell.")
+]
+MaxTimeOption = Annotated[
+    float | None,
+    typer.Option("--max-time", metavar="SECONDS", help="Stop re-measuring cells other work disturbed after this long."),
+]
+ProfileThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, metavar="N", help="torch's threads (default: torch's own).")
+]
+CpusOption = Annotated[
+    str | None, typer.Option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 0,2.")
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA if available), cpu, cuda, cuda:N.")
+]
+Tf32Option = Annotated[
+    bool | None,
+    typer.Option(
+        "--tf32/--no-tf32",
+        help="TensorFloat-32 for float32 matmuls and cuDNN convolutions, on or off. "
+        "Default: PyTorch's own (matmuls in full float32, convolutions in TF32).",
+        show_default=False,
+    ),
+]
+PerLayerOption = Annotated[
+    bool,
+    typer.Option(
+        "--per-layer",
+        help="After the sweep, time each layer's forward and backward in full training (CUDA events on a GPU, "
+        "perf counters on the CPU), at every batch size.",
+    ),
+]
+ProfileOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        metavar="PATH",
+        help="Profile JSON (CSV beside it). Default profiles/MODEL-DEVICE.json; with Ray, a directory.",
+    ),
+]
+ProfileExecutorOption = Annotated[
+    Executor, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
+]
+GpuKindsOption = Annotated[
+    str | None,
+    typer.Option("--gpu-kinds", metavar="KINDS", help="Ray: L4,H100 (accelerator types) or small=RESOURCE (custom)."),
+]
+EstimateGpuOption = gpu_option(
+    "Its cuBLAS workspace, its peaks for predicted step times and, for ladders, its memory (default: H100's "
+    "workspace and peaks, no memory)."
+)
+CalibrateOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--calibrate",
+        metavar="PROFILE",
+        help="Fit the time model to measured profiles (any models) of the target device kind, or reuse the one "
+        "an earlier estimate holds. Repeatable. Default: documented default constants.",
+    ),
+]
+AgainstOption = Annotated[
+    Path | None,
+    typer.Option("--against", metavar="PROFILE", help="A measured profile of MODEL: predicted against measured."),
+]
+EstimateThreadsOption = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, metavar="N", help="--target cpu: the threads step times are predicted for."),
+]
+EstimateOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", metavar="PATH", help="Profile JSON (CSV beside it). Default profiles/MODEL-estimate-TARGET.json."
+    ),
+]
+LadderProfileArgument = Annotated[
+    Path, typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile`.")
+]
+LadderBatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
+]
+LadderEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
+CostOption = Annotated[
+    Cost | None,
+    typer.Option("--cost", help="What the rungs are spaced by (default: time, or flops for an estimate)."),
+]
+MinLayersOption = Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")]
+LadderGpuMemoryOption = Annotated[
+    str | None,
+    typer.Option("--gpu-memory", metavar="SIZE", help="GPU memory for slots, e.g. 80GiB (default: the profile's GPU)."),
+]
+LadderConfigsOption = Annotated[
+    int | None, typer.Option("--configs", metavar="N", help="Initial configurations: brackets and their cost.")
+]
+LadderBudgetStepsOption = Annotated[
+    int | None, typer.Option("--budget-steps", metavar="STEPS", help="Add training steps as a second fidelity.")
+]
+CorrelationOption = Annotated[
+    Path | None,
+    typer.Option("--correlation", metavar="RESULT", help="A correlate result.json: show each rung's rho."),
+]
+LadderJsonOption = Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")]
+LadderExportOption = Annotated[
+    ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
+]
+SplitOption = Annotated[
+    SplitMode,
+    typer.Option(
+        "--split",
+        help="auto: also compare the model's splits at other depths (finer layers) by the ladder each gives, "
+        "from one per-layer trace, and name the best.",
+    ),
+]
+MemoryOption = Annotated[str | None, typer.Option("--memory", metavar="SIZE", help="GPU memory budget, e.g. 24GiB.")]
+FitGpuOption = gpu_option("The GPU whose memory is the budget.")
+FitBatchSizeOption = Annotated[
+    int | None,
+    typer.Option("--batch-size", metavar="B", min=1, help="Also name the smallest GPU that runs this batch."),
+]
+FitJsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ReportProfilesArgument = Annotated[
+    list[Path], typer.Argument(metavar="PROFILE...", help="One or more profiles; several are overlaid.")
+]
+ReportOutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the figures and index.md go.")]
+ImageFormatOption = Annotated[ImageFormat, typer.Option("--format", help="Image format.")]
+TaskArgument = Annotated[
+    str, typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (see README).")
+]
+GridOption = Annotated[Path | None, typer.Option("--grid", metavar="FILE", help="JSON/YAML: name -> list of values.")]
+GridPresetOption = Annotated[GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")]
+CorrelateLayerCountsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layers",
+        metavar="Z",
+        help="Trainable-layer counts, e.g. 1,2,4,all (default: those of 1,2,4,all the task has).",
+    ),
+]
+BudgetFractionsOption = Annotated[
+    str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
+]
+SeedsOption = Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")]
+ContinuedOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--continue",
+        metavar="PATHS|RUNGS",
+        help="Also run each configuration through these rungs in one continued run: budget,layers,diagonal "
+        "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
+    ),
+]
+CorrelateExecutorOption = Annotated[Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", min=1, metavar="N", help="Local worker processes (default: cores).")
+]
+CorrelateOutOption = Annotated[
+    Path, typer.Option("--out", metavar="DIR", help="Trials, results and heatmap (resumable).")
+]
+StudyArgument = Annotated[
+    Path, typer.Argument(metavar="STUDY", help="A `layerprof correlate` --out directory (its recorded trials).")
+]
+SimulateProfilePathOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile", metavar="PROFILE", help="A profile of the task's model: GPU cost, memory, the ladder paths."
+    ),
+]
+SimulateEtaOption = Annotated[
+    float, typer.Option("--eta", metavar="ETA", help="Keep 1/eta of the trials at each rung.")
+]
+SimulateConfigsOption = Annotated[
+    int | None,
+    typer.Option("--configs", metavar="N", help="Starting configurations (default: eta^(rungs-1) of budget)."),
+]
+RepeatsOption = Annotated[
+    str,
+    typer.Option("--repeats", metavar="R|auto", help="Sampled runs per path, or auto: batches of 1000 until stable."),
+]
+PathsOption = Annotated[
+    str | None,
+    typer.Option("--paths", metavar="NAMES", help=f"Some of {','.join(PATHS)} (default: all the inputs allow)."),
+]
+CustomOption = Annotated[
+    list[str] | None, typer.Option("--path", metavar="RUNGS", help="Your own rungs, e.g. 1@0.25,3@0.5,6@1.")
+]
+SimulateLayerCountsOption = Annotated[
+    str | None, typer.Option("--layers", metavar="Z", help="The study's z values paths may use (default: all).")
+]
+BudgetsOption = Annotated[
+    str | None,
+    typer.Option("--budgets", metavar="F,F,...", help="The study's budget fractions paths may use (default: all)."),
+]
+SimulateGpuMemoryOption = Annotated[
+    str | None,
+    typer.Option("--gpu-memory", metavar="SIZE", help="GPU memory for side-by-side trials (default: the profile's)."),
+]
+FullStepsOption = Annotated[
+    int | None,
+    typer.Option("--full-steps", min=1, metavar="STEPS", help="Steps at budget 1, for a task that does not say."),
+]
+SeedOption = Annotated[int, typer.Option("--seed", metavar="S", help="Seed of the sampled runs.")]
+SimulateOutOption = Annotated[
+    Path | None, typer.Option("--out", metavar="DIR", help="Where the JSON and figure go (default: STUDY).")
+]
+SimulateJsonOption = Annotated[bool, typer.Option("--json", help="Print the simulation as JSON.")]
+PlanProfilesArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="PROFILE...", help="Profiles of one model measured on GPUs, and/or an estimate (--target cuda)."
+    ),
+]
+ClusterOption = Annotated[
+    str,
+    typer.Option(
+        "--cluster",
+        metavar="GPUS",
+        help="The GPUs you have, e.g. 16xL4,4xA100-80GB,1xH100 or 7xH100-1g.10gb; `ray` or ray:ADDR reads "
+        "a running Ray cluster.",
+    ),
+]
+PlanEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
+PlanConfigsOption = Annotated[
+    int | None, typer.Option("--configs", min=1, metavar="N", help="Starting configurations (default eta^(K-1)).")
+]
+PlanBudgetStepsOption = Annotated[
+    int, typer.Option("--budget-steps", min=1, metavar="STEPS", help="Training steps of a full-budget trial.")
+]
+PlanBatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", metavar="B", help="The batch size (default: the one they share).")
+]
+PlanJsonOption = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
+PlanExportOption = Annotated[
+    PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
+]
+CurrentArgument = Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")]
+BaselineArgument = Annotated[Path, typer.Argument(metavar="BASELINE", help="The accepted profile to compare against.")]
+TimeToleranceOption = Annotated[
+    str, typer.Option("--time-tolerance", metavar="SHARE", help="Allowed slowdown beyond the measured spread.")
+]
+MemoryToleranceOption = Annotated[
+    str, typer.Option("--memory-tolerance", metavar="SHARE", help="Allowed growth of measured memory.")
+]
+AcceptChangesOption = Annotated[
+    bool, typer.Option("--accept-changes", help="Report changed deterministic figures without failing.")
+]
+AllowDeviceMismatchOption = Annotated[
+    bool, typer.Option("--allow-device-mismatch", help="Compare profiles from different devices.")
+]
+SummaryMdOption = Annotated[
+    Path | None,
+    typer.Option("--summary-md", metavar="PATH", help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+]
+JunitOption = Annotated[
+    Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML, a case per cell and figure.")
+]
+UpdateBaselineOption = Annotated[
+    bool, typer.Option("--update-baseline", help="Write CURRENT as the new BASELINE instead of comparing.")
+]

@@ -1,0 +1,472 @@
+"""Everything the command line prints: the consoles, error lines, progress bars and the printers of each result.
+
+The CLI (`layerprof.cli.commands`) parses, calls one library function and hands the result here; the tables themselves
+(Rich and Markdown) are built by `layerprof.outputs.tables`. Heavy modules are imported inside the printers, so that
+`--help` answers without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from layerprof.errors import LayerprofError, LayerprofWarning
+
+# emoji off: a name like hf:llama or a message with :word: in it is printed as written, not as a picture
+console = Console(emoji=False)
+errors = Console(stderr=True, soft_wrap=True, emoji=False)
+
+
+@contextmanager
+def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
+    """Input errors become one red line and exit 2; anything unexpected, one line and `unexpected_exit` (1; a
+    gate whose exit 1 means a regression makes it 2, so that a CI job never reads a crash as a regression)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                shown = set()  # a model built twice (split, then the sweep) warns twice: say it once
+                for warning in caught:
+                    if issubclass(warning.category, LayerprofWarning) and str(warning.message) not in shown:
+                        shown.add(str(warning.message))
+                        errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+    except LayerprofError as error:
+        errors.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(error.exit_code) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001
+        if os.environ.get("LAYERPROF_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        errors.print(
+            f"[red]error:[/] unexpected {type(error).__name__}: {message} (set LAYERPROF_DEBUG=1 for a traceback)",
+            highlight=False,
+        )
+        raise typer.Exit(unexpected_exit) from None
+
+
+def note(text: str, label: str = "note", style: str = "dim") -> None:
+    """One labelled line on stderr: a note, a warning, something not drawn."""
+    errors.print(f"[{style}]{label}:[/] {text}", highlight=False)
+
+
+def line(text: str, style: str | None = None) -> None:
+    """One plain line on stdout, printed as written (no highlighting)."""
+    console.print(text, highlight=False, style=style)
+
+
+def as_json(data: Any) -> None:
+    """JSON on stdout, for scripts (plain print: no wrapping, no colour)."""
+    print(json.dumps(data, indent=2))
+
+
+def wrote(paths: list[Path], tail: str = "") -> None:
+    """The `wrote A, B` line that ends a command that saved files."""
+    line(f"wrote {', '.join(str(p) for p in paths)}{tail}")
+
+
+def status(text: str) -> Any:
+    """A spinner with `text` while a step runs."""
+    return console.status(text)
+
+
+# ---------------------------------------------------------------- sweeps (profile, estimate)
+
+
+def run_job(job: Any, where: str) -> Any:
+    """Run a sweep under a progress bar; Ctrl-C keeps the saved rows, marks the rest unfinished and exits 130."""
+    from layerprof.sources.layers import ORDER_TITLES
+
+    settings = job.settings
+    order = "" if job.order[0] == "forward" else f" in {ORDER_TITLES[job.order[0]]}"
+    line(
+        f"{job.spec}: {len(job.layers)} layers{order} · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
+        f"z = {short_range(settings.trainable_layer_counts)} · {where}"
+    )
+    if job.resume is not None:
+        left = job.resume.unfinished_cells()
+        kept = len(job.resume.planned_cells()) - len(left)
+        line(
+            f"resuming the interrupted {job.path}: {kept} finished cell(s) kept, {len(left)} to measure "
+            "(--restart measures every cell anew)"
+        )
+    try:
+        with SweepProgress(console) as progress:
+            return job.run(progress)
+    except KeyboardInterrupt:
+        errors.print(
+            f"[yellow]interrupted:[/] finished cells are saved in {job.path}, the others marked unfinished; rerun "
+            "the same command to resume",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+
+
+def short_range(values: tuple[int, ...]) -> str:
+    """`1..12` for a run of consecutive values, else the values comma-separated."""
+    if len(values) > 2 and values == tuple(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ",".join(map(str, values))
+
+
+class _Bar:
+    """A Rich progress display that is its own context manager (the bar shows while the block runs)."""
+
+    _progress: Any
+
+    def __enter__(self) -> Any:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+
+class SweepProgress(_Bar):
+    """A Rich progress bar: the current cell, cells done, and time left."""
+
+    def __init__(self, target: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("cells ·"),
+            TimeRemainingColumn(),
+            TextColumn("left"),
+            console=target,
+            transient=True,
+        )
+        self._task = self._progress.add_task("starting", total=None)
+
+    def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None:
+        """A cell begins: name it in the bar."""
+        self._progress.update(self._task, total=total, description=f"batch {batch_size}, z={trainable_layers}")
+
+    def round_finished(self, round_index: int, unsettled: int) -> None:
+        """A round of visits ends: say how many cells still settle."""
+        description = f"round {round_index + 1}: {unsettled} cell(s) still settling"
+        self._progress.update(self._task, description=description, completed=0, total=None)
+
+    def cell_finished(self, row: Any) -> None:
+        """A cell ends: advance, and print it if it did not succeed."""
+        self._progress.advance(self._task)
+        if not row.ok and row.status != "skipped":
+            self._progress.console.print(
+                f"[yellow]batch {row.batch_size}, z={row.trainable_layers}: {row.status}[/] {row.message}",
+                highlight=False,
+            )
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar; yields `advance(done, total)`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
+    )
+    bar = progress.add_task(label, total=None)
+    with progress:
+        yield lambda done, total: progress.update(bar, completed=done, total=total)
+
+
+def model_names(names: dict[str, list[str]], json_only: bool) -> None:
+    """`models`: each source's names, presets with their descriptions (or the lists as JSON)."""
+    from layerprof.outputs.tables import print_model_names
+    from layerprof.sources.models import PRESETS
+
+    if json_only:
+        as_json(names)
+    else:
+        print_model_names(console, names, {name: preset["description"] for name, preset in PRESETS.items()})
+
+
+def fit(result: Any, json_only: bool) -> None:
+    """`fit`: the largest batch per z (or the result as JSON)."""
+    from layerprof.outputs.tables import rich_fit_table
+
+    if json_only:
+        as_json(result.to_dict())
+    else:
+        console.print(rich_fit_table(result))
+
+
+def _per_batch_size(result: Any, markdown: Callable[..., str], rich: Callable[..., Any], output_format: str) -> None:
+    """One table per batch size of a sweep's result."""
+    for batch_size in result.batch_sizes():
+        if output_format == "md":
+            print(markdown(result, batch_size) + "\n")
+        else:
+            console.print(rich(result, batch_size))
+
+
+def cell_tables(result: Any, output_format: str) -> None:
+    """One table of cells per batch size."""
+    from layerprof.outputs.tables import markdown_cell_table, rich_cell_table
+
+    _per_batch_size(result, markdown_cell_table, rich_cell_table, output_format)
+
+
+def breakdown(result: Any, output_format: str) -> None:
+    """An estimate's memory by category, one table per batch size."""
+    from layerprof.outputs.tables import markdown_breakdown_table, rich_breakdown_table
+
+    _per_batch_size(result, markdown_breakdown_table, rich_breakdown_table, output_format)
+
+
+def layer_times(result: Any, output_format: str) -> None:
+    """`profile --per-layer`: each layer's forward and backward time, per batch size."""
+    from layerprof.outputs.tables import markdown_layer_times, rich_layer_times
+
+    for times in result.layer_times or []:
+        if output_format == "md":
+            print(markdown_layer_times(times) + "\n")
+        else:
+            console.print(rich_layer_times(times, result.model.spec))
+
+
+def calibration(time_model: Any, output_format: str) -> None:
+    """Which time model an estimate uses and what it was fitted to."""
+    from layerprof.outputs.tables import calibration_lines
+
+    for text in calibration_lines(time_model, markup=output_format != "md"):
+        line(text)
+
+
+def prediction_check(checks: Any, measured: Any, output_format: str) -> None:
+    """`estimate --against`: predicted beside measured step times."""
+    from layerprof.outputs.tables import markdown_prediction_check, rich_prediction_check
+
+    if output_format == "md":
+        print(markdown_prediction_check(checks) + "\n")
+    else:
+        console.print(rich_prediction_check(checks, measured.environment.device_name))
+
+
+def sweep_end(result: Any, path: Path, output_format: str, tail: str = "") -> None:
+    """After a sweep: the recommended ladder (where the cells allow one) and the files written."""
+    from layerprof.fidelity.ladder import recommended_ladder
+
+    if result.failure_summary() is None:
+        recommended, why_none = recommended_ladder(result)
+        if recommended is None:
+            note(str(why_none), "no ladder", "yellow")
+        else:
+            ladder(recommended, output_format)
+            console.print("`layerprof ladder PROFILE --help` for other eta, GPU memory, brackets and exports.")
+    line(f"wrote {path} and {path.with_suffix('.csv')}{tail}")
+
+
+def sweep_warnings(result: Any) -> None:
+    """Cells that failed, and cells other work on the machine disturbed."""
+    failed = [row for row in result.rows if row.status == "error"]
+    if failed:
+        errors.print(f"[yellow]warning:[/] {len(failed)} cell(s) failed; see the status column")
+    disturbed = [row for row in result.rows if row.disturbed]
+    if disturbed:
+        named = ", ".join(f"batch {row.batch_size} z={row.trainable_layers}" for row in disturbed[:6])
+        more = f" and {len(disturbed) - 6} more" if len(disturbed) > 6 else ""
+        note(
+            f"other work on the machine disturbed {named}{more}: their step times may be off (see disturbed_reason "
+            "in the profile); measure on a quiet machine or give --max-time",
+            "warning",
+            "yellow",
+        )
+
+
+# ---------------------------------------------------------------- profile on Ray
+
+
+class RayProgress(_Bar):
+    """Profile on Ray: a bar of sweeps, a line per sweep as it ends; `on_event` is `profile_on_ray`'s callback."""
+
+    def __init__(self, sweeps: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("sweeps ·"))
+        self._progress = Progress(*columns, TimeElapsedColumn(), console=console, transient=True)
+        self._task = self._progress.add_task("submitting", total=sweeps)
+        self._running: set[str] = set()
+
+    def on_event(self, event: str, outcome: Any, batch_size: int, detail: str) -> None:
+        """One `SweepEvent` of `layerprof.measure.cluster`: submitted, skipped, retry, done or failed."""
+        from layerprof.measure.cluster import SweepEventKind
+
+        name = f"{outcome.kind.label} batch {batch_size}"
+        if event == SweepEventKind.submitted:
+            self._running.add(name)
+        elif event == SweepEventKind.skipped:
+            self._progress.advance(self._task)
+        elif event in (SweepEventKind.done, SweepEventKind.failed):
+            self._running.discard(name)
+            self._progress.advance(self._task)
+            failed = event == SweepEventKind.failed
+            self._progress.console.print(f"[{'red' if failed else 'green'}]{name}:[/] "
+                                         f"{detail if failed else 'wrote ' + detail}", highlight=False)  # fmt: skip
+        elif event == SweepEventKind.retry:
+            self._progress.console.print(f"[yellow]{name}: {detail}; retrying[/]", highlight=False)
+        self._progress.update(self._task, description=f"running: {', '.join(sorted(self._running)) or '-'}")
+
+
+def ray_outcomes(run: Any) -> None:
+    """A line per GPU kind (batch sizes done, complete or not, the file), the next command, and what failed."""
+    for outcome in run.outcomes:
+        state = "complete" if set(outcome.done) >= set(outcome.batch_sizes) else "incomplete"
+        skipped = f" ({', '.join(map(str, outcome.skipped))} already there)" if outcome.skipped else ""
+        done = ", ".join(map(str, sorted(outcome.done))) or "-"
+        line(f"{outcome.kind.label} ({outcome.kind.resource}): batch sizes {done}{skipped} · {state} · {outcome.path}")
+    finished = [str(o.path) for o in run.outcomes if o.done]
+    if len(finished) > 1:
+        line(f"next: layerprof plan {' '.join(finished)} --cluster COUNTxGPU,...")
+    if run.failed:
+        for outcome in run.outcomes:
+            for failure in outcome.failures:
+                errors.print(f"[red]{outcome.kind.label}:[/] {failure}", highlight=False)
+        errors.print("rerun the same command to run what is missing: finished sweeps are skipped")
+
+
+# ---------------------------------------------------------------- layers, ladders, correlation
+
+
+def layer_costs(table: Any, path: Path | None, json_only: bool, output_format: str) -> None:
+    """`layers --costs`: what each layer costs (and the files written)."""
+    from layerprof.outputs.tables import markdown_layer_costs, rich_layer_costs
+
+    if json_only:
+        as_json(table.to_dict())
+        return
+    if output_format == "md":
+        print(markdown_layer_costs(table))
+    else:
+        console.print(rich_layer_costs(table))
+    if path:
+        line(f"wrote {path} and {path.with_suffix('.csv')}")
+
+
+def layer_split(model: str, info: Any, json_only: bool, output_format: str) -> None:
+    """`layers`: the split in forward order, and how much trains at each z."""
+    from layerprof.outputs.tables import markdown_layer_table, rich_layer_table
+    from layerprof.sources.layers import ORDER_TITLES
+
+    if json_only:
+        as_json([layer.to_dict() for layer in info.layers])
+    elif output_format == "md":
+        print(markdown_layer_table(info.layers))
+    else:
+        console.print(rich_layer_table(f"{model}: {len(info.layers)} layers, {ORDER_TITLES[info.order]}", info.layers))
+
+
+def ladder(result: Any, output_format: str) -> None:
+    """A ladder's rungs, and (in a terminal) what halving over them spends."""
+    from layerprof.outputs.tables import ladder_summary_lines, markdown_ladder, rich_ladder_table
+
+    if output_format == "md":
+        print(markdown_ladder(result) + "\n")
+        return
+    console.print(rich_ladder_table(result))
+    for text in ladder_summary_lines(result):
+        line(f"  {text}")
+
+
+def split_report(report: Any, output_format: str) -> None:
+    """`ladder --split auto`: the splits at other depths and the one chosen."""
+    from layerprof.outputs.tables import markdown_split_report, rich_split_report
+
+    if output_format == "md":
+        print(markdown_split_report(report))
+    else:
+        console.print(rich_split_report(report))
+    line(f"split: {report.reason}")
+
+
+class TrialFailures:
+    """Correlate: advances the trials bar and keeps one line per failed trial, shown after the study."""
+
+    def __init__(self, advance: Callable[[int, int], None]) -> None:
+        self.advance = advance
+        self.lines: list[str] = []
+
+    def on_result(self, result: Any, done: int, planned: int) -> None:
+        """`run_study`'s callback: a trial (or continued chain) finished."""
+        from layerprof.fidelity.correlate import ContinuedResult
+
+        self.advance(done, planned)
+        if isinstance(result, ContinuedResult):
+            if result.error is not None:
+                rung = result.segments[-1] if result.segments else None
+                where = f"{rung.trainable_layers}@{rung.budget_fraction:g}" if rung else "its start"
+                self.lines.append(f"config {result.config_index}, continued, at {where}: {result.error}")
+        elif result.loss is None:
+            self.lines.append(f"config {result.config_index} at z={result.trainable_layers}: {result.error}")
+
+    def show(self) -> None:
+        """The first five failures and how many more."""
+        for failure in self.lines[:5]:
+            note(failure, "failed trial (excluded from rho)", "yellow")
+        if len(self.lines) > 5:
+            errors.print(f"[yellow]... and {len(self.lines) - 5} more failed trials[/]")
+
+
+def correlation(result: Any, paths: list[Path]) -> None:
+    """A correlate study: rho per cell, the continued chains, notes, and the files written."""
+    from layerprof.outputs.tables import rich_continued_table, rich_correlation_table
+
+    console.print(rich_correlation_table(result))
+    if result.continued:
+        console.print(rich_continued_table(result))
+    for cell in result.cells:
+        if cell.note:
+            errors.print(f"[yellow]z={cell.trainable_layers}, budget {cell.budget_fraction:g}:[/] {cell.note}")
+    wrote(paths, f" · {result.wall_seconds:.0f} s · {result.executor}")
+
+
+def simulation(result: Any, output_format: str, written: list[Path]) -> None:
+    """A simulate run: one table per algorithm (or Markdown), the legend and the files written."""
+    from layerprof.outputs.tables import markdown_simulation, rich_simulation_tables, simulation_legend
+
+    if output_format == "md":
+        print(markdown_simulation(result) + "\n")
+    else:
+        for table in rich_simulation_tables(result):
+            console.print(table)
+    line(simulation_legend(result), style="dim")
+    wrote(written)
+
+
+def cluster_plan(result: Any, output_format: str) -> None:
+    """A plan: rungs placed on the GPUs, the summary, and its notes."""
+    from layerprof.outputs.tables import markdown_plan, rich_plan_tables
+
+    if output_format == "md":
+        print(markdown_plan(result) + "\n")
+    else:
+        for table in rich_plan_tables(result):
+            console.print(table)
+    for text in result.notes:
+        line(f"  {text}", style="dim")
+
+
+def check_result(result: Any) -> None:
+    """A gate's cells, then one line: regression, inconclusive or pass."""
+    from layerprof.outputs.check import rich_check_table
+
+    console.print(rich_check_table(result))
+    if result.regressions:
+        errors.print(f"[red]regression:[/] {result.regression_summary()}", highlight=False)
+    elif result.inconclusive:
+        errors.print(f"[yellow]inconclusive:[/] {result.inconclusive_summary()}", highlight=False)
+    else:
+        line(f"pass: {result.cells_compared} cells compared")

@@ -1,0 +1,973 @@
+"""Which fidelity path finds a good configuration for the least? Successive halving and Hyperband replayed on the
+trials a correlate study recorded, without training anything (the paper's Table 3, as a distribution).
+
+A path is a list of study cells (trainable layers z, budget fraction), one per rung. Each repeat samples the
+starting configurations (and a seed for each where the study has several), halves them on the recorded losses
+and judges the pick by its full-fidelity loss (the study's largest z at the full budget, averaged over seeds):
+regret is that loss minus the best configuration's. Every path is run twice: from scratch (every trial trains
+anew at its rung, as the paper evaluates fidelities) and continued (a promoted trial trains on from its previous
+rung, as Ray Tune, Optuna's pruners and NePS run halving on steps), each on what the study recorded for it. A
+rung costs its trials' recorded training seconds (set-up left out, where the study recorded it apart); a profile
+of the task's model prices the same trials on a GPU (step time x steps, FLOPs, memory, and trials side by side
+as memory allows).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
+from layerprof.errors import LayerprofError, read_json
+from layerprof.fidelity.correlate import (
+    ContinuedResult,
+    TrialResult,
+    chain_label,
+    check_study_meta,
+    read_records,
+    resolve_task,
+    serving,
+    task_layer_count,
+)
+from layerprof.fidelity.ladder import (
+    Bracket,
+    build_ladder,
+    default_cost,
+    hyperband,
+    memory_need_bytes,
+    successive_halving,
+)
+from layerprof.fidelity.trials import (
+    PATHS,
+    PROFILE_PATHS,
+    Chain,
+    FidelityPath,
+    GridCell,
+    match_fraction,
+    segments,
+    step_at,
+    study_paths,
+)
+from layerprof.parsing import check_eta
+from layerprof.profile import Profile
+from layerprof.stats import (
+    mean_confidence_interval,
+    quantile,
+    quantile_confidence_interval,
+    share_confidence_interval,
+    spearman,
+)
+
+SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs, which seconds price them, Monte-Carlo intervals
+BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
+REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
+# Repeats until stable: batches of REPEAT_BATCH until every figure's 95% Monte-Carlo interval is narrow enough,
+# at most MAX_REPEATS. Narrow enough: a regret quantile within REGRET_TOLERANCE of the study's worst regret, the
+# share that found the best within SHARE_TOLERANCE either way, the mean cost within COST_TOLERANCE (relative).
+REPEAT_BATCH = 1000
+MAX_REPEATS = 32_000
+REGRET_TOLERANCE = 0.01
+SHARE_TOLERANCE = 0.01
+COST_TOLERANCE = 0.01
+
+Seconds = Literal["training", "total"]  # what a trial's recorded cost is: its training alone, or all of it
+Runs = Literal["recorded", "assumed"]  # continued losses and seconds: from continued runs, or from scratch ones
+
+
+# ---------------------------------------------------------------- the recorded study
+
+
+@dataclass
+class CellTable:
+    """One cell's recorded trials: loss and seconds per configuration and seed (inf loss where it failed)."""
+
+    losses: list[list[float]]
+    seconds: list[list[float]]
+
+    def mean_losses(self) -> list[float | None]:
+        """Per configuration, the mean over seeds that succeeded (None where every seed failed)."""
+        means: list[float | None] = []
+        for row in self.losses:
+            finite = [loss for loss in row if math.isfinite(loss)]
+            means.append(sum(finite) / len(finite) if finite else None)
+        return means
+
+
+@dataclass
+class RecordedStudy:
+    """A correlate study's recorded trials, indexed by configuration, cell and seed."""
+
+    directory: Path
+    task: str
+    configs: list[dict[str, Any]]
+    seeds: list[int]
+    trainable_layer_counts: list[int]
+    budget_fractions: list[float]
+    trials: dict[tuple[int, int, float, int], TrialResult]  # (config, z, fraction, seed)
+    continued: dict[tuple[Chain, int, int], ContinuedResult] = field(default_factory=dict)  # (chain, config, seed)
+
+    @property
+    def full_cell(self) -> GridCell:
+        return max(self.trainable_layer_counts), max(self.budget_fractions)
+
+    @property
+    def chains(self) -> list[Chain]:
+        """The chains continued runs went through, shortest first."""
+        return sorted({chain for chain, _, _ in self.continued}, key=lambda c: (len(c), chain_label(c)))
+
+    @cached_property
+    def seconds_used(self) -> Seconds:
+        """Training seconds where every successful trial and rung recorded them apart from set-up; else the
+        whole trials' (a study from before set-up was recorded, or a task that marks no phases)."""
+        parts = [
+            *(r for r in self.trials.values() if r.loss is not None),
+            *(s for run in self.continued.values() for s in run.segments if s.loss is not None),
+        ]
+        return "training" if all(part.train_seconds is not None for part in parts) else "total"
+
+    def cost(self, part: TrialResult | Any) -> float:
+        """A trial's (or a continued rung's) recorded seconds as `seconds_used` counts them; one that failed
+        before it marked any training trained for none."""
+        if self.seconds_used == "total":
+            return part.seconds
+        return part.train_seconds or 0.0
+
+    def missing_trials(self, cell: GridCell) -> int:
+        z, fraction = cell
+        return sum(
+            (index, z, fraction, seed) not in self.trials for index in range(len(self.configs)) for seed in self.seeds
+        )
+
+    def table(self, cell: GridCell) -> CellTable:
+        z, fraction = cell
+        losses, seconds = [], []
+        for index in range(len(self.configs)):
+            results = [self.trials[(index, z, fraction, seed)] for seed in self.seeds]
+            losses.append([math.inf if r.loss is None else r.loss for r in results])
+            seconds.append([self.cost(r) for r in results])
+        return CellTable(losses, seconds)
+
+    def mean_losses(self, cell: GridCell) -> list[float | None]:
+        return self.table(cell).mean_losses()
+
+    def continued_tables(self, path: Sequence[GridCell]) -> tuple[list[CellTable], Chain] | str:
+        """Each rung's table from a chain whose continued runs serve the path (every configuration and seed
+        recorded); else why there is none."""
+        incomplete = None
+        for chain in self.chains:
+            blocks = serving(chain, path)
+            if blocks is None:
+                continue
+            runs = [
+                [self.continued.get((chain, index, seed)) for seed in self.seeds] for index in range(len(self.configs))
+            ]
+            absent = sum(run is None for row in runs for run in row)
+            if absent:
+                planned = len(self.configs) * len(self.seeds)
+                incomplete = f"{absent} of {planned} runs through {chain_label(chain)} missing"
+                continue
+            tables = []
+            for block in blocks:
+                losses, seconds = [], []
+                for row in runs:
+                    losses.append([_segment_loss(run, block[-1]) for run in row])  # type: ignore[arg-type]
+                    seconds.append([sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))
+                                    for run in row])  # type: ignore[union-attr]  # fmt: skip
+                tables.append(CellTable(losses, seconds))
+            return tables, chain
+        return incomplete or "not recorded"
+
+
+def _segment_loss(run: ContinuedResult, position: int) -> float:
+    """The loss a continued run reached at a rung; inf where it failed there or before."""
+    if position >= len(run.segments) or run.segments[position].loss is None:
+        return math.inf
+    return run.segments[position].loss  # type: ignore[return-value]
+
+
+def load_study(path: Path) -> RecordedStudy:
+    """A correlate --out directory (or a file in it): study.json names the task and configurations."""
+    directory = path if path.is_dir() else path.parent
+    meta_path, trials_path = directory / "study.json", directory / "trials.jsonl"
+    if not path.exists():
+        raise LayerprofError(f"study {str(path)!r} does not exist; give the --out directory of `layerprof correlate`")
+    if not meta_path.is_file():
+        raise LayerprofError(
+            f"{str(directory)!r} is not a correlate study (no study.json); give the --out directory of "
+            "`layerprof correlate`"
+        )
+    meta = check_study_meta(
+        read_json(meta_path, "study description", "the study.json `layerprof correlate` writes"), meta_path
+    )
+    task, configs = meta["task"], meta["configs"]
+    results, continued = read_records(trials_path) if trials_path.is_file() else ({}, {})
+    if not results:
+        raise LayerprofError(f"{str(directory)!r} has no finished trials yet; run `layerprof correlate` first")
+    trials = {(r.config_index, r.trainable_layers, r.budget_fraction, r.seed): r for r in results.values()}
+    return RecordedStudy(
+        directory=directory,
+        task=task,
+        configs=configs,
+        seeds=sorted({r.seed for r in results.values()}),
+        trainable_layer_counts=sorted({r.trainable_layers for r in results.values()}),
+        budget_fractions=sorted({r.budget_fraction for r in results.values()}),
+        trials=trials,
+        continued={(run.cells, run.config_index, run.seed): run for run in continued.values()},
+    )
+
+
+# ---------------------------------------------------------------- paths
+
+
+def check_cells(study: RecordedStudy, paths: Sequence[FidelityPath]) -> None:
+    """Every cell a path needs must be recorded for every configuration and seed (exit 2 naming the rest)."""
+    gaps: dict[GridCell, list[str]] = {}
+    for path in paths:
+        for cell in path.cells:
+            if study.missing_trials(cell):
+                gaps.setdefault(cell, []).append(path.name)
+    full = study.full_cell
+    if study.missing_trials(full):
+        gaps.setdefault(full, []).append("full fidelity")
+    if not gaps:
+        return
+    count = _task_layer_count(study.task)
+    beyond = sorted((z, users) for (z, _), users in gaps.items() if count is not None and z > count)
+    if beyond:
+        z, users = beyond[0]
+        raise LayerprofError(f"{', '.join(users)}: z={z} is beyond the {count} layers of the task {study.task}")
+    shown = "; ".join(
+        f"z={z} at budget {fraction:g} ({study.missing_trials((z, fraction))} of "
+        f"{len(study.configs) * len(study.seeds)} trials missing; {', '.join(users)})"
+        for (z, fraction), users in sorted(gaps.items())
+    )
+    zs = sorted({*study.trainable_layer_counts, *(z for z, _ in gaps)})
+    fractions = sorted({*study.budget_fractions, *(f for _, f in gaps)})
+    raise LayerprofError(
+        f"the study lacks cells: {shown}. Add them (it resumes): layerprof correlate {study.task} "
+        f"--layers {','.join(map(str, zs))} --budget-fractions {','.join(f'{f:g}' for f in fractions)} "
+        f"--out {study.directory} (and the same --grid/--grid-preset and --seeds)"
+    )
+
+
+def _task_layer_count(task_spec: str) -> int | None:
+    """The layer count the study's task declares, or None where it declares none (or no longer imports)."""
+    try:
+        return task_layer_count(resolve_task(task_spec))
+    except LayerprofError:
+        return None
+
+
+# ---------------------------------------------------------------- prices from a profile
+
+
+@dataclass
+class RungPrice:
+    """What one trial of a rung costs on the profiled device."""
+
+    steps: int
+    trial_gpu_seconds: float | None
+    trial_flops: float | None
+    peak_memory_bytes: int | None
+    memory_need_bytes: int | None  # what one trial holds: on CUDA, the reservation plus the context
+    parallel_slots: int | None
+
+
+@dataclass
+class Pricing:
+    """What trials cost on the profiled device: seconds, FLOPs and memory per rung."""
+
+    profile: Profile
+    batch_size: int
+    full_steps: int
+    gpu_memory_bytes: int | None
+
+    def price(self, cell: GridCell, steps: int | None = None) -> RungPrice:
+        """One trial of the cell from scratch, or `steps` of it (a continued rung's segment)."""
+        z, fraction = cell
+        row = next((r for r in self.profile.rows_for(self.batch_size) if r.trainable_layers == z and r.ok), None)
+        if row is None:
+            raise LayerprofError(
+                f"the profile has no successful cell at z={z}, batch size {self.batch_size}; "
+                f"profile that z (`layerprof profile ... --batch-sizes {self.batch_size}`)"
+            )
+        if steps is None:
+            steps = step_at(fraction, self.full_steps)  # as the built-in tasks count their steps
+        cuda = self.profile.environment.device_kind == "cuda"
+        need = memory_need_bytes(row, CUDA_CONTEXT_RESERVE_BYTES if cuda else 0)
+        return RungPrice(
+            steps=steps,
+            trial_gpu_seconds=None if (ms := self.profile.step_time_ms(row)) is None else ms * steps / 1000,
+            trial_flops=None if row.flops is None else float(row.flops) * steps,
+            peak_memory_bytes=row.peak_memory_bytes,
+            memory_need_bytes=need,
+            parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
+        )
+
+    def continued(self, cells: Sequence[GridCell]) -> list[RungPrice]:
+        """Each rung of one continued run through `cells`: its segment's steps."""
+        prices = []
+        for cell, segment in zip(cells, segments(cells), strict=True):
+            start, end, _ = segment.steps(self.full_steps)
+            prices.append(self.price(cell, end - start))
+        return prices
+
+
+def pricing_for(
+    profile: Profile, task_spec: str, full_steps: int | None, gpu_memory: int | None
+) -> tuple[Pricing, list[str]]:
+    """Refuse a profile of another model; take steps and batch size from the task where it says them."""
+    task = resolve_task(task_spec)
+    notes = []
+    expected = getattr(task, "profile_spec", None)
+    if expected is not None and profile.model.spec != expected:
+        raise LayerprofError(
+            f"the profile is of {profile.model.spec!r}, but the study's task {task_spec} trains {expected!r}; "
+            f"profile that: layerprof profile {expected} --batch-sizes {getattr(task, 'batch_size', 32)}"
+        )
+    count = task_layer_count(task)
+    if count is not None and profile.layer_count != count:
+        raise LayerprofError(
+            f"the profile's model has {profile.layer_count} layers but the study's task trains {count}; "
+            "give a profile of the task's own model"
+        )
+    if expected is None:
+        notes.append(f"{task_spec} has no profile_spec: the profile is assumed to be of the model it trains")
+    steps = full_steps or getattr(task, "full_steps", None)
+    if steps is None:
+        raise LayerprofError(f"{task_spec} does not say its training steps at budget 1; pass --full-steps N")
+    batch_size = getattr(task, "batch_size", None)
+    if batch_size is None:
+        batch_size = max(profile.batch_sizes(), key=lambda b: (len(profile.rows_for(b)), b))
+        notes.append(f"{task_spec} does not say its batch size: the profile's batch {batch_size} prices it")
+    elif batch_size not in profile.batch_sizes():
+        raise LayerprofError(
+            f"the task trains at batch size {batch_size}; the profile has {', '.join(map(str, profile.batch_sizes()))}"
+        )
+    if gpu_memory is None and profile.environment.device_kind == "cuda" and not profile.environment.estimated:
+        gpu_memory = profile.environment.total_memory_bytes
+    if profile.predicts_time:
+        notes.append(
+            f"the profile is an estimate ({profile.environment.device_name}): its device seconds are predicted by the "
+            "time model, not measured"
+        )
+    elif profile.is_estimate:
+        notes.append("the profile is an estimate without predicted step times: it prices FLOPs and memory only")
+    return Pricing(profile, int(batch_size), int(steps), gpu_memory), notes
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Outcome:
+    """One algorithm on one path: regret over the repeats and what it spent, each sampled figure with its 95%
+    Monte-Carlo interval (`uncertainty`: what another seed could give)."""
+
+    brackets: list[dict[str, Any]]  # first_rung and configs_per_rung of each bracket, run one after another
+    regret_mean: float
+    regret_median: float
+    regret_low: float  # REGRET_QUANTILES
+    regret_high: float
+    best_found_share: float  # repeats whose pick is the best configuration (regret 0)
+    recorded_seconds: float  # mean over repeats of the trials' recorded seconds
+    repeats: int = 0
+    stable: bool = True  # every interval within its tolerance (REGRET_TOLERANCE, SHARE_TOLERANCE, COST_TOLERANCE)
+    uncertainty: dict[str, tuple[float, float]] = field(default_factory=dict)  # figure -> (low, high)
+    recorded_seconds_vs_budget: float | None = None
+    gpu_seconds: float | None = None
+    flops: float | None = None
+    peak_memory_bytes: int | None = None  # the largest need of one trial on the path (its top rung's)
+    slot_wall_seconds: float | None = None  # each rung runs its trials side by side, as many as fit
+    gpu_seconds_vs_budget: float | None = None
+    slot_wall_vs_budget: float | None = None
+
+
+@dataclass
+class RungResult:
+    """One rung of a path: its rank correlation with full training."""
+
+    trainable_layers: int
+    budget_fraction: float
+    spearman: float | None  # rank correlation of this cell's losses with full fidelity, all configurations
+    price: RungPrice | None = None
+
+
+@dataclass
+class CurvePoint:
+    """One point of the regret-against-cost curve."""
+
+    starting_configs: int
+    recorded_seconds: float
+    gpu_seconds: float | None
+    regret_median: float
+    regret_low: float
+    regret_high: float
+    regret_median_interval: tuple[float, float] | None = None  # its 95% Monte-Carlo interval
+
+
+@dataclass
+class ContinuedPath:
+    """The path run as libraries that continue a promoted trial run it: a rung trains only its segment."""
+
+    runs: Runs  # recorded: the study's continued runs; assumed: losses and seconds from the from-scratch trials
+    chain: str | None  # the recorded chain that serves the path
+    rungs: list[RungResult]  # rho of the continued losses; price of each rung's segment
+    successive_halving: Outcome
+    hyperband: Outcome | None
+    curve: list[CurvePoint] = field(default_factory=list)
+
+    @property
+    def runs_label(self) -> str:
+        """How the tables and the figure name these runs: continued (recorded) or assumed."""
+        return "continued" if self.runs == "recorded" else "assumed"
+
+
+@dataclass
+class PathResult:
+    """One path replayed: its rungs, and the outcome of each algorithm."""
+
+    name: str
+    about: str
+    rungs: list[RungResult]
+    successive_halving: Outcome
+    hyperband: Outcome | None
+    curve: list[CurvePoint] = field(default_factory=list)  # successive halving from eta, eta^2, ... configurations
+    continued: ContinuedPath | None = None  # None: the study recorded no continued runs for the path
+
+
+@dataclass
+class Simulation:
+    """Every path replayed under successive halving and Hyperband, with notes and uncertainty."""
+
+    study: str
+    task: str
+    configs: int
+    seeds: int
+    eta: float
+    starting_configs: int
+    repeats: int | None  # None: each outcome until stable (REPEAT_BATCH at a time, at most MAX_REPEATS)
+    seed: int
+    full_fidelity: dict[str, float]
+    best_full_loss: float
+    paths: list[PathResult]
+    profile: str | None = None
+    device: str | None = None  # the profiled device's name
+    batch_size: int | None = None
+    full_steps: int | None = None
+    gpu_memory_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds_used: Seconds = "total"
+
+    def path(self, name: str) -> PathResult | None:
+        return next((p for p in self.paths if p.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SIMULATION_SCHEMA, **asdict(self)}
+
+
+# ---------------------------------------------------------------- the replay
+
+
+Candidate = tuple[int, int]  # (configuration index, seed position)
+
+
+def halve(tables: Sequence[CellTable], bracket: Bracket, candidates: Sequence[Candidate]) -> tuple[Candidate, float]:
+    """Successive halving over the bracket's rungs: train, keep the best `configs_per_rung[i+1]`, repeat.
+
+    Sorting is stable and the candidates come in random order, so equal losses are broken at random.
+    """
+    alive = list(candidates)
+    seconds = 0.0
+    for offset, count in enumerate(bracket.configs_per_rung):
+        table = tables[bracket.first_rung + offset]
+        alive = alive[:count]
+        seconds += sum(table.seconds[c][s] for c, s in alive)
+        alive.sort(key=lambda cs: table.losses[cs[0]][cs[1]])
+    return alive[0], seconds
+
+
+BracketTables = Sequence[Sequence[CellTable]]  # by the rung a bracket starts at: the tables of its rungs
+
+
+class Replay:
+    """Sampled brackets on one study: repeat r of bracket b draws the same configurations and seeds on every path,
+    so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
+
+    def __init__(self, study: RecordedStudy, repeats: int | None, seed: int) -> None:
+        self.study = study
+        self.repeats = repeats  # None: until stable
+        self.seed = seed
+        self.truth = truth = study.mean_losses(study.full_cell)  # full-fidelity loss per configuration
+        finite = [t for t in truth if t is not None]
+        if not finite:
+            raise LayerprofError("no configuration has a full-fidelity loss in the study; nothing to judge picks by")
+        self.best, worst = min(finite), max(finite)
+        # a pick that failed at full fidelity counts as the worst configuration
+        self.regret = [worst - self.best if t is None else t - self.best for t in truth]
+        self.worst_regret = worst - self.best
+        self._tables: dict[GridCell, CellTable] = {}
+
+    def tables(self, cells: Sequence[GridCell]) -> list[CellTable]:
+        for cell in cells:
+            if cell not in self._tables:
+                self._tables[cell] = self.study.table(cell)
+        return [self._tables[cell] for cell in cells]
+
+    def candidates(self, repeat: int, bracket_index: int, count: int) -> list[Candidate]:
+        draw = random.Random(f"{self.seed}/{repeat}/{bracket_index}")
+        chosen = draw.sample(range(len(self.study.configs)), count)
+        return [(index, draw.randrange(len(self.study.seeds))) for index in chosen]
+
+    def run(
+        self, tables: BracketTables, brackets: Sequence[Bracket], first: int, stop: int
+    ) -> tuple[list[float], list[float]]:
+        """Regret and recorded seconds of repeats first..stop-1; the pick is the bracket winner best at its
+        bracket's top rung."""
+        regrets, seconds = [], []
+        for repeat in range(first, stop):
+            winners, spent = [], 0.0
+            for index, bracket in enumerate(brackets):
+                own = tables[bracket.first_rung]
+                winner, bracket_seconds = halve(
+                    own, bracket, self.candidates(repeat, index, bracket.configs_per_rung[0])
+                )
+                winners.append((own[-1].losses[winner[0]][winner[1]], winner))
+                spent += bracket_seconds
+            pick = min(winners, key=lambda loss_and_winner: loss_and_winner[0])[1]
+            regrets.append(self.regret[pick[0]])
+            seconds.append(spent)
+        return regrets, seconds
+
+
+def replay_outcome(replay: Replay, tables: BracketTables, brackets: Sequence[Bracket], repeats: int | None) -> Outcome:
+    """The algorithm's outcome over `repeats` sampled runs, or (None) over batches of REPEAT_BATCH until every
+    figure is stable, at most MAX_REPEATS."""
+    regrets, seconds = replay.run(tables, brackets, 0, repeats or REPEAT_BATCH)
+    outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+    while repeats is None and not outcome.stable and len(regrets) < MAX_REPEATS:
+        more = replay.run(tables, brackets, len(regrets), min(MAX_REPEATS, len(regrets) + REPEAT_BATCH))
+        regrets += more[0]
+        seconds += more[1]
+        outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+    return outcome
+
+
+def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Bracket], worst_regret: float) -> Outcome:
+    ordered = sorted(regrets)
+    found = sum(r == 0 for r in ordered)
+    uncertainty = {
+        "regret_mean": mean_confidence_interval(ordered),
+        "regret_median": quantile_confidence_interval(ordered, 0.5),
+        "regret_low": quantile_confidence_interval(ordered, REGRET_QUANTILES[0]),
+        "regret_high": quantile_confidence_interval(ordered, REGRET_QUANTILES[1]),
+        "best_found_share": share_confidence_interval(found, len(ordered)),
+        "recorded_seconds": mean_confidence_interval(seconds),
+    }
+    mean_seconds = statistics.fmean(seconds)
+    low, high = uncertainty["recorded_seconds"]
+    share_low, share_high = uncertainty["best_found_share"]
+    stable = (
+        all(
+            uncertainty[name][1] - uncertainty[name][0] <= REGRET_TOLERANCE * worst_regret
+            for name in ("regret_median", "regret_low", "regret_high")
+        )
+        and share_high - share_low <= 2 * SHARE_TOLERANCE
+        and high - low <= 2 * COST_TOLERANCE * mean_seconds
+    )
+    return Outcome(
+        brackets=[{"first_rung": b.first_rung, "configs_per_rung": b.configs_per_rung} for b in brackets],
+        regret_mean=statistics.fmean(ordered),
+        regret_median=statistics.median(ordered),
+        regret_low=quantile(ordered, REGRET_QUANTILES[0]),
+        regret_high=quantile(ordered, REGRET_QUANTILES[1]),
+        best_found_share=found / len(ordered),
+        recorded_seconds=mean_seconds,
+        repeats=len(ordered),
+        stable=stable,
+        uncertainty=uncertainty,
+    )
+
+
+BracketPrices = Sequence[Sequence[RungPrice]]  # by the rung a bracket starts at: the prices of its rungs
+
+
+def _priced(outcome: Outcome, brackets: Sequence[Bracket], prices: BracketPrices) -> None:
+    """GPU seconds and FLOPs of every trial; wall time when a rung's trials share the GPU in waves."""
+
+    def total(value: Callable[[RungPrice, int], float | None]) -> float | None:
+        parts = [
+            value(prices[b.first_rung][b.first_rung + i], c) for b in brackets for i, c in enumerate(b.configs_per_rung)
+        ]
+        return None if any(p is None for p in parts) else float(sum(parts))  # type: ignore[arg-type]
+
+    def seconds(p: RungPrice, c: int) -> float | None:
+        return None if p.trial_gpu_seconds is None else c * p.trial_gpu_seconds
+
+    def flops(p: RungPrice, c: int) -> float | None:
+        return None if p.trial_flops is None else c * p.trial_flops
+
+    def waves(p: RungPrice, c: int) -> float | None:
+        if p.trial_gpu_seconds is None or not p.parallel_slots:
+            return None
+        return math.ceil(c / p.parallel_slots) * p.trial_gpu_seconds
+
+    peaks = [prices[b.first_rung][b.first_rung + i].memory_need_bytes for b in brackets
+             for i in range(len(b.configs_per_rung))]  # fmt: skip
+    outcome.gpu_seconds = total(seconds)
+    outcome.flops = total(flops)
+    outcome.slot_wall_seconds = total(waves)
+    outcome.peak_memory_bytes = None if any(p is None for p in peaks) else max(peaks)  # type: ignore[type-var]
+
+
+def _relative(outcome: Outcome | None, baseline: Outcome | None) -> None:
+    if outcome is None or baseline is None:
+        return
+
+    def share(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    outcome.recorded_seconds_vs_budget = share(outcome.recorded_seconds, baseline.recorded_seconds)
+    outcome.gpu_seconds_vs_budget = share(outcome.gpu_seconds, baseline.gpu_seconds)
+    outcome.slot_wall_vs_budget = share(outcome.slot_wall_seconds, baseline.slot_wall_seconds)
+
+
+def simulate(
+    study_path: Path,
+    *,
+    eta: float = 3.0,
+    starting_configs: int | None = None,
+    repeats: int | None = None,
+    paths: Sequence[str] | None = None,
+    custom_paths: Sequence[Sequence[GridCell]] = (),
+    layer_counts: Sequence[int] | None = None,
+    budget_fractions: Sequence[float] | None = None,
+    profile: Profile | None = None,
+    full_steps: int | None = None,
+    gpu_memory: int | None = None,
+    seed: int = 0,
+) -> Simulation:
+    """Replay successive halving and Hyperband along each path of a recorded study, from scratch and continued;
+    `repeats` sampled runs of each, or (None) as many as each needs to be stable."""
+    check_eta(eta)
+    if repeats is not None and repeats < 1:
+        raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
+    study = load_study(study_path)
+    zs, fractions = _chosen_axes(study, layer_counts, budget_fractions)
+    names = list(paths) if paths else [p for p in PATHS if profile is not None or p not in PROFILE_PATHS]
+    if profile is None and any(name in PROFILE_PATHS for name in names):
+        raise LayerprofError("the ladder paths need --profile: a profile of the study's model recommends the rungs")
+    notes: list[str] = []
+    pricing = None
+    ladder_layers = None
+    if profile is not None:
+        pricing, pricing_notes = pricing_for(profile, study.task, full_steps, gpu_memory)
+        notes += pricing_notes
+        if any(name in PROFILE_PATHS for name in names):
+            ladder = build_ladder(
+                profile, eta=eta, cost_kind=default_cost(profile), batch_size=pricing.batch_size,
+                gpu_memory=pricing.gpu_memory_bytes,
+            )  # fmt: skip
+            ladder_layers = [rung.trainable_layers for rung in ladder.rungs]
+    chosen, path_notes = study_paths(names, zs, fractions, ladder_layers)
+    notes += path_notes
+    for number, cells in enumerate(custom_paths, start=1):
+        matched = [(z, match_fraction(f, study.budget_fractions)) for z, f in cells]
+        chosen.append(FidelityPath(f"custom-{number}", matched, "rungs given with --path"))
+    if not chosen:
+        raise LayerprofError("no path to simulate; name some with --paths or give --path")
+    check_cells(study, chosen)
+    count = _starting_configs(study, chosen, eta, starting_configs, notes)
+    replay = Replay(study, repeats, seed)
+    unrecorded: list[FidelityPath] = []
+    results = [_simulate_path(replay, path, eta, count, pricing, notes, unrecorded) for path in chosen]
+    baseline = next((r for r in results if r.name == BASELINE_PATH), None)
+    for result in results:
+        _relative(result.successive_halving, baseline.successive_halving if baseline else None)
+        _relative(result.hyperband, baseline.hyperband if baseline else None)
+        if result.continued is not None:
+            continued = baseline.continued if baseline else None
+            _relative(result.continued.successive_halving, continued.successive_halving if continued else None)
+            _relative(result.continued.hyperband, continued.hyperband if continued else None)
+    if baseline is None:
+        notes.append(f"no {BASELINE_PATH!r} path: costs are not shown relative to halving on budget alone")
+    if unrecorded:
+        asks = " ".join(f"--continue {','.join(f'{z}@{f:g}' for z, f in p.cells)}" for p in unrecorded)
+        notes.append(
+            f"no continued runs of {', '.join(p.name for p in unrecorded)} (Hyperband's later starts included); "
+            f"record them (it resumes): layerprof correlate {study.task} {asks} --out {study.directory} "
+            "(and the study's --grid/--grid-preset, --layers, --budget-fractions and --seeds)"
+        )
+    notes += _unstable_notes(results, repeats)
+    z_full, fraction_full = study.full_cell
+    return Simulation(
+        study=str(study.directory),
+        task=study.task,
+        configs=len(study.configs),
+        seeds=len(study.seeds),
+        eta=eta,
+        starting_configs=count,
+        repeats=repeats,
+        seed=seed,
+        full_fidelity={"trainable_layers": z_full, "budget_fraction": fraction_full},
+        best_full_loss=replay.best,
+        paths=results,
+        profile=None if profile is None else profile.model.spec,
+        device=None if profile is None else profile.environment.device_name,
+        batch_size=None if pricing is None else pricing.batch_size,
+        full_steps=None if pricing is None else pricing.full_steps,
+        gpu_memory_bytes=None if pricing is None else pricing.gpu_memory_bytes,
+        notes=notes,
+        seconds_used=study.seconds_used,
+    )
+
+
+def _chosen_axes(
+    study: RecordedStudy, layer_counts: Sequence[int] | None, budget_fractions: Sequence[float] | None
+) -> tuple[list[int], list[float]]:
+    """--layers and --budgets pick among the study's values; a value the study lacks is an error naming them."""
+    zs = sorted(set(layer_counts)) if layer_counts else study.trainable_layer_counts
+    absent = [z for z in zs if z not in study.trainable_layer_counts]
+    if absent:
+        raise LayerprofError(
+            f"--layers {','.join(map(str, absent))}: the study has z {','.join(map(str, study.trainable_layer_counts))}"
+        )
+    if budget_fractions:
+        fractions = sorted({match_fraction(f, study.budget_fractions) for f in budget_fractions})
+        absent_fractions = [f for f in fractions if f not in study.budget_fractions]
+        if absent_fractions:
+            raise LayerprofError(
+                f"--budgets {','.join(f'{f:g}' for f in absent_fractions)}: the study has budget fractions "
+                f"{','.join(f'{f:g}' for f in study.budget_fractions)}"
+            )
+    else:
+        fractions = study.budget_fractions
+    return zs, fractions
+
+
+def _starting_configs(
+    study: RecordedStudy, paths: Sequence[FidelityPath], eta: float, requested: int | None, notes: list[str]
+) -> int:
+    """--configs, or eta^(K-1) for the budget path's K rungs (else the longest path's), at most the study's."""
+    available = len(study.configs)
+    if requested is not None:
+        if not 1 <= requested <= available:
+            raise LayerprofError(f"--configs must be in 1..{available} (the study's configurations), got {requested}")
+        return requested
+    reference = next((p for p in paths if p.name == BASELINE_PATH), max(paths, key=lambda p: len(p.cells)))
+    count = round(eta ** (len(reference.cells) - 1))
+    if count > available:
+        notes.append(
+            f"{count} starting configurations would suit {len(reference.cells)} rungs; the study has {available}"
+        )
+        count = available
+    return count
+
+
+def _simulate_path(
+    replay: Replay,
+    path: FidelityPath,
+    eta: float,
+    count: int,
+    pricing: Pricing | None,
+    notes: list[str],
+    unrecorded: list[FidelityPath],
+) -> PathResult:
+    """The path from scratch and, where the study allows, continued."""
+    cells, rung_count = path.cells, len(path.cells)
+    scratch_tables = replay.tables(cells)
+    scratch_prices = [pricing.price(cell) for cell in cells] if pricing else None
+    scratch = _replay_mode(
+        replay, path, eta, count, [scratch_tables] * rung_count,
+        None if scratch_prices is None else [scratch_prices] * rung_count, notes,
+    )  # fmt: skip
+    result = PathResult(path.name, path.about, *scratch)
+    if rung_count == 1:
+        return result  # nothing to continue from
+    tables, runs, chain, reasons = _continued_tables(replay, cells)
+    notes += [f"{path.name}, continued: {why}; rerun correlate with the same options (it resumes)" for why in reasons]
+    if tables[0] is None or runs is None or any(t is None for t in tables[1:]):
+        unrecorded.append(path)
+    if tables[0] is None or runs is None:
+        return result
+    prices = None
+    if pricing and scratch_prices:
+        prices = [scratch_prices[:first] + pricing.continued(cells[first:]) for first in range(rung_count)]
+    rungs, sh, hb, curve = _replay_mode(replay, path, eta, count, tables, prices, notes, quiet=True)
+    result.continued = ContinuedPath(runs, None if chain is None else chain_label(chain), rungs, sh, hb, curve)
+    return result
+
+
+def _continued_tables(
+    replay: Replay, cells: Sequence[GridCell]
+) -> tuple[list[list[CellTable] | None], Runs | None, Chain | None, list[str]]:
+    """The continued tables of a path for a bracket starting at each rung (None where the study lacks them),
+    where they come from, and why a chain that would serve them cannot (an interrupted study). A bracket that
+    starts at the top rung trains from scratch there. A path at one z that the study recorded no continued runs
+    for is assumed to continue as it trained from scratch: the same losses (exact for a constant learning rate)
+    and each rung's seconds cut to the share of its steps that its segment trains."""
+    study, scratch = replay.study, replay.tables(cells)
+    found = [study.continued_tables(cells[first:]) for first in range(len(cells) - 1)]
+    reasons = {item for item in found if isinstance(item, str) and item != "not recorded"}
+    if not isinstance(found[0], str):
+        tables: list[list[CellTable] | None] = [
+            None if isinstance(item, str) else scratch[:first] + item[0] for first, item in enumerate(found)
+        ]
+        return [*tables, scratch], "recorded", found[0][1], sorted(reasons)  # type: ignore[index]
+    if len({z for z, _ in cells}) > 1:
+        return [None] * len(cells), None, None, sorted(reasons)
+    assumed = []
+    for first in range(len(cells)):
+        rest = [
+            CellTable(table.losses, [[value * (s.end_fraction - s.start_fraction) / s.budget_fraction for value in row]
+                                     for row in table.seconds])
+            for table, s in zip(scratch[first:], segments(cells[first:]), strict=True)
+        ]  # fmt: skip
+        assumed.append(scratch[:first] + rest)
+    return assumed, "assumed", None, sorted(reasons)  # type: ignore[return-value]
+
+
+def _replay_mode(
+    replay: Replay,
+    path: FidelityPath,
+    eta: float,
+    count: int,
+    tables: Sequence[Sequence[CellTable] | None],
+    prices: BracketPrices | None,
+    notes: list[str],
+    quiet: bool = False,
+) -> tuple[list[RungResult], Outcome, Outcome | None, list[CurvePoint]]:
+    """Rho per rung, successive halving, Hyperband (where the study has every start it needs) and the curve, on
+    one set of tables (from scratch, or continued)."""
+    first_tables = tables[0]
+    assert first_tables is not None
+    rungs = []
+    for index, (cell, table) in enumerate(zip(path.cells, first_tables, strict=True)):
+        low = table.mean_losses()
+        pairs = [(a, b) for a, b in zip(low, replay.truth, strict=True) if a is not None and b is not None]
+        rho = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else math.nan
+        price = prices[0][index] if prices else None
+        rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, price))
+    unit_costs = [1.0] * len(path.cells)  # bracket sizes do not depend on costs
+    halving = [successive_halving(unit_costs, count, eta)]
+    sh = replay_outcome(replay, tables, halving, replay.repeats)  # type: ignore[arg-type]
+    hb = None
+    if len(path.cells) > 1:
+        brackets = hyperband(unit_costs, eta)
+        largest = max(b.configs_per_rung[0] for b in brackets)
+        if largest > len(replay.study.configs):
+            if not quiet:
+                notes.append(
+                    f"{path.name}: Hyperband starts a bracket with {largest} configurations, more than the study's "
+                    f"{len(replay.study.configs)}; use fewer rungs (--layers/--budgets) or a larger eta"
+                )
+        elif all(tables[b.first_rung] is not None for b in brackets):
+            hb = replay_outcome(replay, tables, brackets, replay.repeats)  # type: ignore[arg-type]
+            if prices:
+                _priced(hb, brackets, prices)
+    if prices:
+        _priced(sh, halving, prices)
+    return rungs, sh, hb, _curve(replay, path, eta, tables, prices, sh.repeats)
+
+
+def _curve(
+    replay: Replay,
+    path: FidelityPath,
+    eta: float,
+    tables: Sequence[Sequence[CellTable] | None],
+    prices: BracketPrices | None,
+    repeats: int,
+) -> list[CurvePoint]:
+    """Successive halving from eta, eta^2, ... configurations (up to the study's), as many repeats as the path's
+    own halving took: regret against cost."""
+    points = []
+    sizes = sorted({round(eta**k) for k in range(1, 64) if round(eta**k) <= len(replay.study.configs)})
+    for size in sizes:
+        brackets = [successive_halving([1.0] * len(path.cells), size, eta)]
+        outcome = replay_outcome(replay, tables, brackets, repeats)  # type: ignore[arg-type]
+        if prices:
+            _priced(outcome, brackets, prices)
+        points.append(
+            CurvePoint(
+                size,
+                outcome.recorded_seconds,
+                outcome.gpu_seconds,
+                outcome.regret_median,
+                outcome.regret_low,
+                outcome.regret_high,
+                outcome.uncertainty["regret_median"],
+            )  # fmt: skip
+        )
+    return points
+
+
+def _unstable_notes(results: Sequence[PathResult], repeats: int | None) -> list[str]:
+    """The outcomes whose figures still move between seeds, and what would settle them."""
+    ways = [(result.name, "", result) for result in results]
+    ways += [(result.name, ", continued", result.continued) for result in results if result.continued is not None]
+    unsettled = [
+        f"{name} ({algorithm}{runs})"
+        for name, runs, way in ways
+        for algorithm, outcome in (("halving", way.successive_halving), ("Hyperband", way.hyperband))
+        if outcome is not None and not outcome.stable
+    ]
+    if not unsettled:
+        return []
+    remedy = (
+        f"even {MAX_REPEATS} repeats leave them between two values of the regret distribution"
+        if repeats is None
+        else "--repeats auto (the default) repeats until they settle"
+    )
+    return [f"figures marked ± still move between seeds in {', '.join(unsettled)}: {remedy}"]
+
+
+# ---------------------------------------------------------------- what the figure draws
+
+
+def _curves(simulation: Simulation) -> list[tuple[str, str, list[CurvePoint]]]:
+    """(path, runs, curve) of every curve drawn: each path from scratch, then each path continued."""
+    curves = [(path.name, "scratch", path.curve) for path in simulation.paths]
+    curves += [
+        (path.name, path.continued.runs_label, path.continued.curve)
+        for path in simulation.paths
+        if path.continued is not None
+    ]
+    return [(name, runs, curve) for name, runs, curve in curves if curve]
+
+
+def repeats_text(simulation: Simulation) -> str:
+    """How many repeats the curves stand on: one count, or the range over paths, and whether until stable."""
+    ways = [*simulation.paths, *(p.continued for p in simulation.paths if p.continued is not None)]
+    counts = sorted({way.successive_halving.repeats for way in ways})
+    shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{shown} repeats" + (" (until stable)" if simulation.repeats is None else "")
+
+
+def priced_curves(simulation: Simulation) -> bool:
+    """Whether a profile priced every point of every curve (GPU seconds), else they are recorded seconds."""
+    return all(p.gpu_seconds is not None for _, _, curve in _curves(simulation) for p in curve)
+
+
+def curve_series(simulation: Simulation) -> dict[str, dict[str, Any]]:
+    """What the figure draws per curve (a path from scratch under its name, continued as `name, continued` or
+    `name, assumed`): the path and runs, cost (GPU seconds where a profile priced every trial, else recorded
+    seconds), the median regret and its 5-95% band, and the starting configurations of each point."""
+    priced = priced_curves(simulation)
+    return {
+        (name if runs == "scratch" else f"{name}, {runs}"): {
+            "path": name,
+            "runs": runs,
+            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve],  # type: ignore[misc]
+            "median": [p.regret_median for p in curve],
+            "low": [p.regret_low for p in curve],
+            "high": [p.regret_high for p in curve],
+            "configs": [p.starting_configs for p in curve],
+        }
+        for name, runs, curve in _curves(simulation)
+    }

@@ -1,0 +1,885 @@
+"""Running the (batch size, trainable layers) cells: freeze, warm up, time, instrument, save after each.
+
+Each cell reuses the one model but starts clean: its own freezing, a new optimizer over the trainable
+parameters only, no gradients, the allocator cache emptied. So a cell's memory figures do not depend on the
+cells that ran before it. Within a batch size, z rises; once a z runs out of memory, larger z are skipped.
+Measured cells (`run_cell`) and estimated ones (`layerprof.predict.estimate.estimate_cell`) share the scaffold
+`prepared_cell` and the instrumented step.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import random
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from layerprof.devices import AllocatorConfig, MatmulThreads
+from layerprof.errors import DeviceFailure, DeviceWarning, FreezingWarning, LayerprofError
+from layerprof.measure.amp import autocast_for, gradient_scaler
+from layerprof.measure.environment import (
+    apply_tf32,
+    apply_threads,
+    busy_machine_reason,
+    describe_environment,
+    device_slug,
+    gpu_uuid,
+    resolve_device,
+)
+from layerprof.measure.instruments import (
+    HOST_BOUND_SHARE,
+    AllocatorPeaks,
+    LiveTensorTracker,
+    OpRecorder,
+    Phase,
+    StepTimes,
+    StepTrace,
+    TimingStats,
+    cuda_peaks,
+    first_line,
+    is_out_of_memory,
+    is_sticky_cuda_error,
+    matmul_threads,
+    median_confidence_interval,
+    optimizer_state_bytes,
+    optimizer_state_tensors,
+    phase_flops,
+    reference_workload_ms,
+    reset_cuda_peaks,
+    tensors_in,
+    time_window,
+)
+from layerprof.measure.nvml import measure_process_memory
+from layerprof.measure.optimizers import make_optimizer
+from layerprof.measure.rounds import CellTiming, Visit, slow_rounds
+from layerprof.parsing import LayerSelection
+from layerprof.precision import get_precision
+from layerprof.profile import (
+    EnvironmentInfo,
+    MemoryCategory,
+    Profile,
+    Row,
+    SweepSettings,
+    SweepTiming,
+    ensure_writable,
+    load_profile,
+    save_profile,
+)
+from layerprof.sources.layers import Layer, batchnorm_layers, freeze_layers, total_params, trainable_params
+from layerprof.sources.models import LoadedModel, ModelOptions, build_model, model_slug
+from layerprof.sources.workloads import Workload
+
+
+class SweepObserver(Protocol):
+    """What a progress display hears from a sweep: cells starting and finishing, rounds ending."""
+
+    def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None: ...
+
+    def cell_finished(self, row: Row) -> None: ...
+
+    def round_finished(self, round_index: int, unsettled: int) -> None: ...
+
+
+CellRunner = Callable[[LoadedModel, Sequence[Layer], int, int, SweepSettings, torch.device], tuple[Row, float]]
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The dtype parameters are held in under a precision."""
+    return getattr(torch, get_precision(precision).parameter_dtype)
+
+
+# ---------------------------------------------------------------- the cell scaffold
+
+
+@dataclass
+class Cell:
+    """One cell ready to run: the model frozen to z, a new optimizer over the trainable parameters, a batch, and
+    the precision's autocast region and gradient scaler."""
+
+    model: torch.nn.Module
+    workload: Workload
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer | None
+    batch: Any
+    row: Row
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+    scaler: Any | None = None
+
+    def forward(self) -> torch.Tensor:
+        with self.autocast():
+            return self.workload.loss(self.model, self.batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def update(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """The step that is timed: forward and loss (under autocast for *-mixed), backward, optimizer step,
+        zero_grad. Nothing else."""
+        self.backward(self.forward())
+        self.update()
+
+    def launch_ms(self, synchronize: Callable[[], Any]) -> float:
+        """One step's host time with the device's work left out: forward and backward are launched, the device
+        is let finish, then the update is launched. A gradient scaler reads its scale back to the host inside
+        the update (a synchronisation on every step); it finds the device idle here, so the figure is Python's
+        launching alone, comparable with the step time whatever the precision."""
+        began = time.perf_counter()
+        self.backward(self.forward())
+        launched = time.perf_counter() - began
+        synchronize()
+        began = time.perf_counter()
+        self.update()
+        return (launched + time.perf_counter() - began) * 1000.0
+
+
+def new_row(layers: Sequence[Layer], batch_size: int, trainable_layers: int) -> Row:
+    """A row with the cell's deterministic parameter counts; figures are filled in as they are measured."""
+    count = trainable_params(layers, trainable_layers)
+    return Row(
+        batch_size=batch_size,
+        trainable_layers=trainable_layers,
+        status="ok",
+        trainable_params=count,
+        trainable_fraction=count / max(1, total_params(layers)),
+    )
+
+
+@contextmanager
+def prepared_cell(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    batch_size: int,
+    trainable_layers: int,
+    settings: SweepSettings,
+    device: torch.device,
+    *,
+    foreach: bool | None = None,
+    cuda_autocast_on_cpu: bool = False,
+    with_scaler: bool = True,
+) -> Iterator[Cell]:
+    """Freeze to z, build the optimizer, the batch and the precision's autocast and scaler; on leaving, undo the
+    freezing, drop the optimizer, the batch and every gradient, and empty the CUDA cache, so that the next cell
+    starts from the same memory.
+
+    `cuda_autocast_on_cpu` (estimates for CUDA) applies CUDA's autocast rules to the CPU's fake tensors;
+    estimates also leave out 16-mixed's gradient scaler (`with_scaler`), which reads its scale back to the host.
+    """
+    precision = get_precision(settings.precision)
+    frozen = freeze_layers(loaded.model, layers, trainable_layers, eval_frozen=settings.eval_frozen)
+    params = [p for p in loaded.model.parameters() if p.requires_grad]
+    cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
+    try:
+        cell.optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate, foreach=foreach)
+        cell.batch = loaded.workload.make_batch(batch_size, device, torch_dtype(settings.precision))
+        cell.autocast = lambda: autocast_for(precision, device.type, cuda_autocast_on_cpu)
+        cell.scaler = gradient_scaler(precision, device.type) if with_scaler else None
+        yield cell
+    finally:
+        frozen.remove()
+        for param in params:
+            param.grad = None
+        cell.optimizer = cell.batch = cell.scaler = None
+        release_cached_memory(device)  # a failed step's tensors live on in its traceback: released again later
+
+
+def failed_row(row: Row, status: str, message: str) -> Row:
+    """A fresh row for a cell that failed: its deterministic parameter counts kept, no partial figures."""
+    return Row(
+        batch_size=row.batch_size,
+        trainable_layers=row.trainable_layers,
+        status=status,
+        message=message,
+        trainable_params=row.trainable_params,
+        trainable_fraction=row.trainable_fraction,
+    )
+
+
+def instrumented_step(
+    cell: Cell,
+    device: torch.device,
+    allocation_size: Callable[[int], int] = int,
+    tracker: LiveTensorTracker | None = None,
+) -> tuple[MatmulThreads, StepTrace]:
+    """One steady-state step under the live-tensor tracker, with every operation recorded (FLOPs, bytes, kernels).
+
+    On a real CUDA device the allocator's bytes that no tensor of the step holds (cuBLAS/cuDNN workspaces)
+    are recorded as the workspace category. Returns which of the step's threads ran matrix products (the
+    forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds, and the
+    step's operations, which the time model reads. `tracker` replaces the live-tensor tracker (one that also
+    records the step's timeline, `layerprof.predict.compose.RecordingTracker`).
+    """
+    tracker = tracker or LiveTensorTracker(allocation_size)
+    tracker.register(list(cell.model.parameters()) + list(cell.model.buffers()), MemoryCategory.PARAMETERS)
+    tracker.register(optimizer_state_tensors(cell.optimizer), MemoryCategory.OPTIMIZER_STATE)
+    tracker.register(tensors_in(cell.batch), MemoryCategory.INPUTS)
+    tracker.watch_gradients(cell.params)
+    row = cell.row
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        row.memory_workspace_bytes = max(0, torch.cuda.memory_allocated(device) - tracker.current)
+    else:
+        row.memory_workspace_bytes = 0
+    recorder = OpRecorder()
+    with tracker, recorder:
+        loss = cell.forward()
+        recorder.phase = Phase.BACKWARD
+        cell.backward(loss)
+        del loss
+        recorder.phase = Phase.OPTIMIZER
+        tracker.new_allocations = MemoryCategory.OPTIMIZER_TEMPORARIES
+        cell.update()
+    row.forward_flops = phase_flops(recorder.ops, Phase.FORWARD)
+    row.backward_flops = phase_flops(recorder.ops, Phase.BACKWARD)
+    row.flops = row.forward_flops + row.backward_flops
+    row.optimizer_state_bytes = optimizer_state_bytes(cell.optimizer)
+    row.tracked_peak_bytes = tracker.peak
+    for category, size in tracker.at_peak.items():
+        setattr(row, category.row_field, size)
+    row.peak_activations_bytes = tracker.category_peaks[MemoryCategory.ACTIVATIONS]
+    return matmul_threads(recorder.ops), recorder.trace
+
+
+# ---------------------------------------------------------------- measured cells
+
+
+@dataclass(frozen=True)
+class VisitPlan:
+    """How a measured cell is visited: the settings' step counts turned into visits of a few steps each."""
+
+    steps_per_visit: int
+    min_visits: int
+    max_visits: int  # clean visits
+    rewarm_steps: int
+
+    @classmethod
+    def of(cls, settings: SweepSettings) -> VisitPlan:
+        steps = max(1, min(settings.steps_per_visit, settings.max_steps))
+        most = max(1, math.ceil(settings.max_steps / steps))
+        least = min(most, max(MIN_VISITS, math.ceil(settings.min_steps / steps)))
+        return cls(steps, least, most, min(settings.rewarm_steps, settings.warmup_steps))
+
+
+# At least this many clean visits before a cell's median counts as settled (and disturbances can be seen).
+MIN_VISITS = 3
+
+
+def _sticky(error: BaseException, batch_size: int, trainable_layers: int) -> DeviceFailure | None:
+    if not is_sticky_cuda_error(error):
+        return None
+    return DeviceFailure(
+        f"the GPU cannot run anything more in this process ({first_line(error)}) at batch {batch_size}, "
+        f"z={trainable_layers}; the cells before it are saved: rerun the same command (a new process) to resume"
+    )
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Return the cached blocks of tensors nobody holds any more to the device, so that the next cell's reserved
+    and NVML figures start from the same memory. Called once a failed step's exception, and with it the
+    traceback that holds the step's tensors, is gone."""
+    if device.type == "cuda":  # on the CPU tensors go with their last reference; no cache to empty
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def visit_timing(cell: Cell, device: torch.device, steps: int) -> StepTimes:
+    """A visit's timed steps; on CUDA the host time comes from one extra step that leaves the GPU's waits out."""
+    if device.type != "cuda":
+        return time_window(cell.step, device, steps)
+    stream = torch.cuda.current_stream(device)
+    return time_window(cell.step, device, steps, launch_ms=lambda: cell.launch_ms(stream.synchronize))
+
+
+def first_visit(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    batch_size: int,
+    trainable_layers: int,
+    settings: SweepSettings,
+    device: torch.device,
+) -> tuple[Row, Visit | None, float]:
+    """A cell's first visit: warm-up, its first timed steps (with the allocator's peaks), then the instrumented
+    step (memory by category, FLOPs). Returns the row, the visit (None where the cell failed) and the seconds
+    spent inside training steps. A CUDA error that leaves the device unusable is raised as DeviceFailure."""
+    began: float | None = None
+    plan = VisitPlan.of(settings)
+    failed: Row | None = None
+    try:
+        with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
+            began = time.perf_counter()
+            for _ in range(settings.warmup_steps):
+                cell.step()
+            retries = reset_cuda_peaks(device) if device.type == "cuda" else 0
+            times = visit_timing(cell, device, plan.steps_per_visit)
+            row = cell.row
+            if device.type == "cuda":
+                _record_cuda_memory(row, cuda_peaks(device, retries), device)
+                instrumented_step(cell, device, AllocatorConfig.from_environment().block_bytes)
+            else:
+                instrumented_step(cell, device)
+                row.peak_memory_bytes = row.tracked_peak_bytes
+                row.memory_source = "cpu-tensor-tracker"
+            seconds = time.perf_counter() - began
+        return row, Visit(0, times.step_ms, host_ms=times.host_ms), seconds
+    except Exception as error:  # noqa: BLE001 - one failed cell never stops the sweep, unless the GPU is gone
+        if failure := _sticky(error, batch_size, trainable_layers):
+            raise failure from error
+        failed = failed_row(new_row(layers, batch_size, trainable_layers), _failure_status(error), first_line(error))
+    release_cached_memory(device)  # the exception, its traceback and the step's tensors are gone by now
+    return failed, None, 0.0 if began is None else time.perf_counter() - began
+
+
+def next_visit(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    batch_size: int,
+    trainable_layers: int,
+    settings: SweepSettings,
+    device: torch.device,
+    round_index: int,
+) -> Visit:
+    """A later visit: the cell set up again, a short re-warm-up, then its timed steps. A failure other than a
+    sticky CUDA error is raised as CellFailure, once the failed step's memory is released."""
+    plan = VisitPlan.of(settings)
+    failure: CellFailure | None = None
+    try:
+        with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
+            for _ in range(max(1, plan.rewarm_steps)):  # the first step after set-up allocates optimizer state
+                cell.step()
+            times = visit_timing(cell, device, plan.steps_per_visit)
+        return Visit(round_index, times.step_ms, host_ms=times.host_ms)
+    except Exception as error:  # noqa: BLE001 - the sweep decides what a failed later visit means
+        if sticky := _sticky(error, batch_size, trainable_layers):
+            raise sticky from error
+        failure = CellFailure(_failure_status(error), first_line(error))
+    release_cached_memory(device)
+    raise failure
+
+
+class CellFailure(Exception):
+    """A later visit of a cell failed (out of memory, an error of the model): the cell stops being visited."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def run_cell(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    batch_size: int,
+    trainable_layers: int,
+    settings: SweepSettings,
+    device: torch.device,
+) -> tuple[Row, float]:
+    """One cell measured on its own, its visits back to back until they settle (a sweep interleaves them)."""
+    row, visit, seconds = first_visit(loaded, layers, batch_size, trainable_layers, settings, device)
+    if visit is None:
+        return row, seconds
+    plan = VisitPlan.of(settings)
+    timing = CellTiming([visit])
+    began = time.perf_counter()
+    while not timing.settled(plan.min_visits, settings.median_tolerance) and len(timing.clean()) < plan.max_visits:
+        if len(timing.visits) >= 2 * plan.max_visits:
+            break
+        timing.visits.append(next_visit(loaded, layers, batch_size, trainable_layers, settings, device, 0))
+    record_timing(row, timing, settings, device, loaded.workload.items_per_batch(batch_size))
+    return row, seconds + time.perf_counter() - began
+
+
+def _record_cuda_memory(row: Row, peaks: AllocatorPeaks, device: torch.device) -> None:
+    row.peak_memory_bytes = peaks.allocated_bytes
+    row.peak_reserved_bytes = peaks.reserved_bytes
+    row.peak_requested_bytes = peaks.requested_bytes
+    row.alloc_retries = peaks.alloc_retries
+    row.memory_source = "cuda-allocator"
+    process = measure_process_memory(gpu_uuid(device), mig=str(gpu_uuid(device) or "").startswith("MIG-"))
+    row.nvml_process_bytes = process.process_bytes
+    row.nvml_note = process.note
+    row.device_used_bytes = process.device_used_bytes
+    row.device_used_source = process.device_used_source
+
+
+def _failure_status(error: BaseException) -> str:
+    return "oom" if is_out_of_memory(error) else "error"
+
+
+def record_timing(
+    row: Row, timing: CellTiming, settings: SweepSettings, device: torch.device, items_per_batch: int
+) -> None:
+    """The row's time figures from its clean visits: the median over visits, their interval, the spread of the
+    steps, and every visit's median with the ones other work slowed down."""
+    plan = VisitPlan.of(settings)
+    clean = timing.clean() or timing.visits
+    medians = sorted(visit.median_ms for visit in clean)
+    steps = TimingStats.from_samples([ms for visit in clean for ms in visit.step_ms])
+    low, high = median_confidence_interval(medians)
+    row.step_time_ms = statistics.median(medians)
+    row.step_time_mean_ms = steps.mean_ms
+    row.step_time_std_ms = steps.std_ms
+    row.step_time_p10_ms = steps.p10_ms
+    row.step_time_p90_ms = steps.p90_ms
+    row.step_time_ci_low_ms, row.step_time_ci_high_ms = low, high
+    row.measured_steps = steps.count
+    row.visits = len(clean)
+    row.visit_medians_ms = [round(visit.median_ms, 6) for visit in timing.visits]
+    row.slow_visits = [index for index, flag in enumerate(timing.flagged()) if flag]
+    reason = timing.disturbance(plan.min_visits)
+    row.disturbed = reason is not None
+    row.disturbed_reason = reason
+    row.time_source = "cuda-events-pipelined" if device.type == "cuda" else "perf-counter"
+    host = [ms for visit in clean for ms in visit.host_ms]
+    if host:
+        row.host_time_ms = statistics.median(host)
+        row.host_bound = row.host_time_ms >= HOST_BOUND_SHARE * row.step_time_ms
+    step_seconds = row.step_time_ms / 1000.0
+    row.throughput_per_s = items_per_batch / step_seconds
+    row.achieved_tflops = (row.flops or 0) / step_seconds / 1e12
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def new_profile(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    settings: SweepSettings,
+    environment: EnvironmentInfo,
+) -> Profile:
+    """An empty profile of this sweep: the model, workload, environment and settings, no rows yet."""
+    return Profile(
+        model=loaded.describe(layers),
+        workload=loaded.workload.describe(),
+        environment=environment,
+        settings=settings,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def profile_model(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    settings: SweepSettings,
+    device: torch.device,
+    *,
+    observer: SweepObserver | None = None,
+    save: Callable[[Profile], Any] | None = None,
+    cell_runner: CellRunner | None = None,
+    environment: EnvironmentInfo | None = None,
+    resume: Profile | None = None,
+) -> Profile:
+    """Run every cell; `save(profile)` runs after each cell and round, and at the end (also on Ctrl-C).
+
+    Measured: a first round visits the cells in order (z rising, so that out-of-memory skips larger z), then
+    timed rounds visit the unsettled cells in a new order each, until all settle or --steps, --max-time run
+    out. `cell_runner` replaces the measured cells by one call each (`layerprof estimate`, on fake tensors).
+    `resume` (an interrupted profile of the same sweep) keeps its finished cells and runs the others. A sweep
+    that does not end (Ctrl-C, a GPU that fails) marks every cell it leaves unfinished (`mark_unfinished`).
+    """
+    profile = new_profile(loaded, layers, settings, environment or describe_environment(device))
+    before = SweepTiming()
+    if resume is not None:
+        profile.rows = [row for row in resume.rows if row.finished]
+        profile.created_at, before = resume.created_at, resume.timing
+    began = time.perf_counter()
+    in_steps = [0.0]
+    timings: dict[tuple[int, int], CellTiming] = {}
+    guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
+    def checkpoint() -> None:
+        wall = before.sweep_wall_s + time.perf_counter() - began
+        profile.timing = SweepTiming(wall, before.in_steps_s + in_steps[0])
+        profile.rows.sort(key=lambda row: row.key)
+        if save:
+            save(profile)
+
+    def one_cell(batch_size: int, trainable_layers: int) -> Row:
+        if cell_runner is not None:
+            row, seconds = cell_runner(loaded, layers, batch_size, trainable_layers, settings, device)
+        else:
+            row, visit, seconds = first_visit(loaded, layers, batch_size, trainable_layers, settings, device)
+            if visit is not None:
+                timings[row.key] = CellTiming([visit])
+                record_timing(row, timings[row.key], settings, device, loaded.workload.items_per_batch(batch_size))
+        in_steps[0] += seconds
+        return row
+
+    with guard:
+        try:
+            if device.type == "cuda":  # the first cell starts from an empty cache, as every later one does
+                gc.collect()
+                torch.cuda.empty_cache()
+            _cells_in_order(profile, layers, settings, one_cell, observer, checkpoint)
+            if cell_runner is None:
+                reference = [reference_workload_ms(device)]
+                rounds = TimedRounds(loaded, layers, settings, device, profile, timings, reference, began)
+                in_steps[0] += rounds.run(observer, checkpoint)
+            profile.complete = True
+        finally:
+            if not profile.complete:
+                mark_unfinished(profile, layers, unsettled(timings, settings))
+            checkpoint()
+    return profile
+
+
+def unsettled(timings: dict[tuple[int, int], CellTiming], settings: SweepSettings) -> list[tuple[int, int]]:
+    """Cells whose visits have not settled and may still be visited (disturbed visits are measured again, up to a
+    point): what a timed round visits, and what an interrupt leaves unfinished."""
+    plan = VisitPlan.of(settings)
+    return [
+        key
+        for key, timing in timings.items()
+        if not timing.settled(plan.min_visits, settings.median_tolerance)
+        and len(timing.clean()) < plan.max_visits
+        and len(timing.visits) < 2 * plan.max_visits
+    ]
+
+
+def mark_unfinished(profile: Profile, layers: Sequence[Layer], settling: Sequence[tuple[int, int]]) -> None:
+    """An interrupted sweep's profile: cells still settling become `unfinished` (their figures kept, from fewer
+    visits than the protocol asks), and every planned cell the sweep never reached gets an `unfinished` row, so
+    that the profile says which cells a rerun must measure (and `ladder`, `check`, `report` see it)."""
+    for key in settling:
+        row = profile.row(*key)
+        if row is not None and row.status == "ok":
+            row.status = "unfinished"
+            row.message = (
+                f"interrupted after {len(row.visit_medians_ms or ()) or 1} visit(s), before its step time settled; the "
+                "figures are "
+                "provisional: resume the sweep to measure it"
+            )
+    present = {row.key for row in profile.rows}
+    for batch_size, trainable_layers in profile.planned_cells():
+        if (batch_size, trainable_layers) not in present:
+            profile.rows.append(
+                failed_row(
+                    new_row(layers, batch_size, trainable_layers),
+                    "unfinished",
+                    "not measured: the sweep was interrupted before this cell",
+                )
+            )
+
+
+def _cells_in_order(
+    profile: Profile,
+    layers: Sequence[Layer],
+    settings: SweepSettings,
+    one_cell: Callable[[int, int], Row],
+    observer: SweepObserver | None,
+    checkpoint: Callable[[], None],
+) -> None:
+    """Batch size by batch size, z rising; once a z runs out of memory, larger z at that batch size are skipped.
+    Cells the profile already holds finished (a resumed sweep) are kept as they are."""
+    kept = {row.key: row for row in profile.rows}
+    total = sum(key not in kept for key in profile.planned_cells())
+    position = 0
+    for batch_size in settings.batch_sizes:
+        out_of_memory_at: int | None = None
+        for trainable_layers in settings.trainable_layer_counts:
+            done = kept.get((batch_size, trainable_layers))
+            if done is not None:
+                if done.status == "oom":
+                    out_of_memory_at = trainable_layers
+                continue
+            position += 1
+            if observer:
+                observer.cell_started(batch_size, trainable_layers, position, total)
+            if out_of_memory_at is not None:
+                row = failed_row(
+                    new_row(layers, batch_size, trainable_layers),
+                    "skipped",
+                    f"skipped: z={out_of_memory_at} already ran out of memory at this batch size",
+                )
+            else:
+                row = one_cell(batch_size, trainable_layers)
+                if row.status == "oom":
+                    out_of_memory_at = trainable_layers
+            profile.rows.append(row)
+            checkpoint()
+            if observer:
+                observer.cell_finished(row)
+
+
+@dataclass
+class TimedRounds:
+    """The timed rounds after the first: every unsettled cell once per round, in a new order each round."""
+
+    loaded: LoadedModel
+    layers: Sequence[Layer]
+    settings: SweepSettings
+    device: torch.device
+    profile: Profile
+    timings: dict[tuple[int, int], CellTiming]
+    reference_ms: list[float]  # the reference workload after every round, the first included
+    began: float
+
+    def unsettled(self) -> list[tuple[int, int]]:
+        return unsettled(self.timings, self.settings)
+
+    def out_of_time(self) -> bool:
+        limit = self.settings.max_time_s
+        return limit is not None and time.perf_counter() - self.began >= limit
+
+    def run(self, observer: SweepObserver | None, checkpoint: Callable[[], None]) -> float:
+        """Returns the seconds spent inside training steps."""
+        shuffle = random.Random(0)
+        seconds = 0.0
+        round_index = 1
+        while (pending := self.unsettled()) and not self.out_of_time():
+            shuffle.shuffle(pending)
+            began = time.perf_counter()
+            for batch_size, trainable_layers in pending:
+                try:
+                    visit = next_visit(
+                        self.loaded, self.layers, batch_size, trainable_layers, self.settings, self.device, round_index
+                    )
+                except CellFailure as failure:
+                    self._fail((batch_size, trainable_layers), failure, round_index)
+                    continue
+                self.timings[(batch_size, trainable_layers)].visits.append(visit)
+            seconds += time.perf_counter() - began
+            self.reference_ms.append(reference_workload_ms(self.device))
+            self._mark_slow_rounds()
+            self._update_rows()
+            checkpoint()
+            if observer:
+                observer.round_finished(round_index, len(self.unsettled()))
+            round_index += 1
+        return seconds
+
+    def _fail(self, key: tuple[int, int], failure: CellFailure, round_index: int) -> None:
+        """A cell whose later visit failed keeps the figures of its earlier visits, takes the failure's status
+        (a cell that ran out of memory once is not a cell to plan on) and is visited no more."""
+        self.timings.pop(key)
+        row = self.profile.row(*key)
+        row.status = failure.status
+        row.message = (
+            f"failed in timed round {round_index} ({failure.message}); the figures are those of its earlier visits"
+        )
+
+    def _mark_slow_rounds(self) -> None:
+        """A timed round is slow when the reference workload ran slow just before it or just after it."""
+        slow = slow_rounds(self.reference_ms)
+        for timing in self.timings.values():
+            for visit in timing.visits:
+                index = visit.round_index
+                visit.slow_round = index > 0 and (slow[index - 1] or slow[index])
+
+    def _update_rows(self) -> None:
+        for key, timing in self.timings.items():
+            row = self.profile.row(*key)
+            items = self.loaded.workload.items_per_batch(key[0])
+            record_timing(row, timing, self.settings, self.device, items)
+
+
+# ---------------------------------------------------------------- a sweep ready to run
+
+
+def resolve_settings(
+    settings: SweepSettings, workload: Workload, layer_count: int, layer_selection: LayerSelection, **fixed: Any
+) -> SweepSettings:
+    """The sweep's settings with every default filled in once, by every planner (profile, estimate, cluster): the
+    family's batch sizes where none are given, the z values the selection names for this split, and `fixed`
+    (the mode, the target)."""
+    return replace(
+        settings,
+        batch_sizes=tuple(settings.batch_sizes or workload.default_batch_sizes),
+        trainable_layer_counts=layer_selection.resolve(layer_count),
+        **fixed,
+    )
+
+
+# How a job runs its cells, handed to it by its planner: measured here (`measure_job`), or on fake tensors
+# (`layerprof.predict.estimate.run_estimate_job`); it saves the profile with `save` after each cell.
+SweepRunner = Callable[["SweepJob", "SweepObserver | None", Callable[[Profile], None]], Profile]
+
+
+def measure_job(job: SweepJob, observer: SweepObserver | None, save: Callable[[Profile], None]) -> Profile:
+    """The measured sweep's runner: every cell timed on the device, then (--per-layer) each layer's times."""
+    assert job.loaded is not None
+    profile = profile_model(job.loaded, job.layers, job.settings, job.device, observer=observer, save=save,
+                            environment=job.environment, resume=job.resume)  # fmt: skip
+    if job.per_layer:
+        profile.layer_times = [times.to_dict() for times in layer_times(job.loaded, job.layers, profile, job.device)]
+        save(profile)
+    return profile
+
+
+@dataclass
+class SweepJob:
+    """A sweep ready to run: the model built and split, every setting resolved, the output path checked."""
+
+    spec: str
+    options: ModelOptions
+    layers: list[Layer]
+    settings: SweepSettings
+    device: torch.device
+    environment: EnvironmentInfo
+    path: Path
+    loaded: LoadedModel | None = None  # measured sweeps; an estimate builds its own model on fake tensors
+    order: tuple[str, str] = ("forward", "")  # the split's order and, for registration order, why
+    resume: Profile | None = None  # an interrupted profile of this sweep at `path`: its finished cells are kept
+    time_model: Any = None  # estimates: the layerprof.predict.timemodel.TimeModel that predicts their step times
+    per_layer: bool = False  # measured sweeps: also time each layer's forward and backward in full training
+    runner: SweepRunner = measure_job  # handed over by the planner: the job never asks which kind it is
+
+    def run(self, observer: SweepObserver | None = None) -> Profile:
+        """Run every cell with the planner's runner, saving the profile (JSON and CSV) after each."""
+        return self.runner(self, observer, lambda profile: save_profile(profile, self.path))
+
+
+def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Profile | None:
+    """The interrupted profile at PATH that this sweep resumes (its finished cells kept, the others measured), or
+    None to measure every cell: nothing there, a complete profile (measured anew), or `restart`. Anything else
+    at PATH (another sweep's interrupted profile, a file that is no profile) is refused rather than replaced."""
+    if restart or not path.exists():
+        return None
+    try:
+        existing = load_profile(path)
+    except LayerprofError as error:
+        raise LayerprofError(
+            f"--out {str(path)!r} holds a file this cannot resume ({error}); give another --out, or --restart to "
+            "replace it"
+        ) from None
+    if existing.complete:
+        return None
+    difference = sweep_difference(existing, planned)
+    if difference:
+        raise LayerprofError(
+            f"--out {str(path)!r} holds an interrupted profile of another sweep ({difference}); run that sweep to "
+            "resume it, give another --out, or --restart to replace it"
+        )
+    return existing
+
+
+def sweep_difference(existing: Profile, planned: Profile) -> str | None:
+    """The first thing that makes `existing` a profile of another sweep than `planned` (None: the same sweep)."""
+
+    def plain(value: Any) -> Any:  # as a profile file holds it (tuples become lists)
+        return json.loads(json.dumps(value, default=str))
+
+    pairs = [
+        ("model", existing.model.spec, planned.model.spec),
+        ("--set", existing.model.overrides, planned.model.overrides),
+        ("--unwrap", existing.model.unwrap, planned.model.unwrap),
+        ("layers", [layer.name for layer in existing.model.layers], [layer.name for layer in planned.model.layers]),
+        ("device", existing.environment.device_name, planned.environment.device_name),
+        ("numeric settings", existing.environment.numerics, planned.environment.numerics),
+    ]
+    workload = planned.workload.to_dict()
+    pairs += [(f"workload {key}", value, workload.get(key)) for key, value in existing.workload.to_dict().items()]
+    settings = planned.settings.to_dict()
+    pairs += [(key, value, settings.get(key)) for key, value in existing.settings.to_dict().items()]
+    for name, before, after in pairs:
+        if plain(before) != plain(after):
+            return f"{name}: {plain(before)!r} there, {plain(after)!r} now"
+    return None
+
+
+def warn_frozen_batchnorm(model: torch.nn.Module, layers: Sequence[Layer], settings: SweepSettings) -> None:
+    """Say when layers the sweep freezes hold BatchNorm running statistics that train mode keeps updating."""
+    if settings.eval_frozen or not settings.trainable_layer_counts:
+        return
+    frozen = layers[: len(layers) - min(settings.trainable_layer_counts)]
+    held = batchnorm_layers(model, frozen)
+    if held:
+        named = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        warnings.warn(
+            f"frozen layers with BatchNorm ({named}) still update their running statistics in train mode; "
+            "--eval-frozen runs frozen layers in eval mode (statistics kept, dropout off), which changes both "
+            "results and cost",
+            FreezingWarning,
+            stacklevel=3,
+        )
+
+
+def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, device: torch.device) -> list[Any]:
+    """`profile --per-layer`: each layer's forward and backward time in full training, at every batch size whose
+    full-training cell ran."""
+    from layerprof.measure.layertimes import measure_layer_times
+
+    measured = []
+    guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+    with guard:
+        for batch_size in profile.batch_sizes():
+            full = profile.row(batch_size, len(layers))
+            if full is None or not full.ok:
+                continue
+            with prepared_cell(loaded, layers, batch_size, len(layers), profile.settings, device) as cell:
+                for _ in range(profile.settings.warmup_steps):
+                    cell.step()
+                measured.append(measure_layer_times(cell, layers, device))
+    return measured
+
+
+def validate_settings(settings: SweepSettings) -> None:
+    """Refuse settings no sweep can run (no warm-up, --min-steps above --steps, a bad --max-time)."""
+    if settings.warmup_steps < 1:
+        raise LayerprofError(
+            f"--warmup {settings.warmup_steps}: at least 1 warm-up step is needed (the first step allocates the "
+            "optimizer state, which a measured step must not include)"
+        )
+    if settings.steps_per_visit < 1:
+        raise LayerprofError(f"--steps-per-visit must be at least 1, got {settings.steps_per_visit}")
+    if settings.max_time_s is not None and not (math.isfinite(settings.max_time_s) and settings.max_time_s > 0):
+        raise LayerprofError(f"--max-time must be a positive number of seconds, got {settings.max_time_s:g}")
+    if settings.min_steps > settings.max_steps:
+        raise LayerprofError(
+            f"--min-steps {settings.min_steps} exceeds --steps {settings.max_steps}; use --min-steps <= --steps"
+        )
+
+
+def plan_profile(
+    spec: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    layer_selection: LayerSelection,
+    device_name: str = "auto",
+    out: Path | None = None,
+    tf32: bool | None = None,
+    threads: int | None = None,
+    cpus: tuple[int, ...] | None = None,
+    restart: bool = False,
+) -> SweepJob:
+    """Build MODEL on the device and resolve the cells; `settings.batch_sizes` empty means the family's default.
+    The default output is profiles/MODEL-DEVICE.json; `tf32` sets TensorFloat-32 (None: PyTorch's defaults);
+    `threads` and `cpus` set torch's threads and the CPUs the process may use. Warns when other work keeps the
+    machine visibly busy. An interrupted profile of the same sweep at the output is resumed (`resumable_profile`)
+    unless `restart`."""
+    validate_settings(settings)
+    device = resolve_device(device_name)
+    apply_tf32(tf32)
+    apply_threads(threads, cpus)
+    busy = busy_machine_reason(device)
+    if busy:
+        warnings.warn(busy, DeviceWarning, stacklevel=2)
+    environment = describe_environment(device)
+    path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-{device_slug(environment)}.json")
+    loaded = build_model(spec, options, device=device, dtype=torch_dtype(settings.precision))
+    layers = loaded.split()
+    settings = resolve_settings(settings, loaded.workload, len(layers), layer_selection, mode="measure")
+    warn_frozen_batchnorm(loaded.model, layers, settings)
+    order = (loaded.order, loaded.order_reason)
+    resume = resumable_profile(path, new_profile(loaded, layers, settings, environment), restart)
+    return SweepJob(
+        spec, options, layers, settings, device, environment, path, loaded, order, resume, runner=measure_job
+    )

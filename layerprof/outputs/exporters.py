@@ -1,0 +1,485 @@
+"""Runnable snippets that plug a ladder into NePS, Optuna, Ray Tune or SMAC3.
+
+The libraries build their rungs themselves from a minimum, a maximum and eta. We hand them integer budget
+indices 1, eta, eta^2, ... mapped to our trainable-layer counts, so their rungs are exactly ours. Where their
+floating-point `log(max / min) / log(eta)` would fall just short of an integer (3^5 = 243 gives
+4.999999999999999) and silently drop a rung, the maximum is raised by one: every library then still places
+its rungs at (or, for top-down libraries, just above) 1, eta, eta^2, ..., and `layers_for_budget` maps each
+budget to the largest rung not above it.
+
+Each snippet says whether its library continues a trial at its next rung or restarts it, and continues where
+the library lets it (`CONTINUE = True`): a promoted trial thaws more layers and trains on from the state its
+previous rung returned, the rule `layerprof correlate --continue` records and `simulate` prices.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from layerprof.errors import LayerprofError
+from layerprof.fidelity.ladder import Ladder
+
+if TYPE_CHECKING:
+    from layerprof.fidelity.plan import ClusterPlan
+
+
+def library_max_budget(eta: int, rung_count: int) -> int:
+    """The maximum budget to give a library so that its float log arithmetic yields `rung_count` rungs."""
+    exact = eta ** (rung_count - 1)
+    if rung_count == 1:
+        return exact
+    by_ratio = math.floor(math.log(exact) / math.log(eta)) + 1  # NePS, Ray, SMAC
+    by_base = math.floor(math.log(exact, eta)) + 1  # Optuna
+    return exact if by_ratio == by_base == rung_count else exact + 1
+
+
+CONTINUATION = {
+    "Optuna": "Optuna runs a trial in one objective call that reports every rung, so the trial continues: its "
+    "state stays in the call.",
+    "SMAC3": "SMAC3 restarts a configuration at every budget (it calls `train` anew); this snippet keeps each "
+    "configuration's state at its highest budget so far and continues from it.",
+    "NePS": "NePS restarts a promoted configuration as a new trial and names the trial it came from "
+    "(`previous_pipeline_directory`); this snippet saves the state in each trial's directory and continues from it.",
+    "Ray Tune": "Each rung is a Tune run, so Ray Tune restarts trials; a survivor restores the checkpoint its "
+    "previous rung reported (Ray's own ASHA continues from checkpoints the same way, but keeps a trial's GPU "
+    "share for its whole life).",
+}
+
+
+def _header(ladder: Ladder, library: str) -> str:
+    eta = int(ladder.eta)
+    rungs = {rung.budget_index: rung.trainable_layers for rung in ladder.rungs}
+    steps = {rung.budget_index: rung.steps for rung in ladder.rungs}
+    fractions = {
+        rung.budget_index: (round(1 / rung.parallel_slots, 4) if rung.parallel_slots else 1.0) for rung in ladder.rungs
+    }
+    continuation = textwrap.fill(
+        f"Continuation: {CONTINUATION[library]} With CONTINUE = False every rung trains from scratch, as the paper "
+        "evaluates layer freezing; `layerprof simulate` prices both ways on a study of your task.",
+        width=110,
+    )
+    return f'''"""{library} with layer freezing as the fidelity, from `layerprof ladder`.
+
+Model {ladder.model}, batch {ladder.batch_size}, {ladder.device}; eta = {eta}, cost = {ladder.cost_kind}.
+{ladder.fit_note}
+Replace `train_and_evaluate` with your training: freeze all but the last `trainable_layers` layers
+(`layerprof.freeze_layers`), train for `steps` steps (None: your full budget), return the validation loss and
+what a later rung continues from.
+
+{continuation}
+"""
+
+import math
+import pickle
+from pathlib import Path
+
+ETA = {eta}
+# budget index -> trainable layers z (the top rung is full training)
+RUNGS = {rungs!r}
+# budget index -> training steps (joint ladder), None where only layers vary
+STEPS = {steps!r}
+# budget index -> share of one GPU a trial of that rung needs (1 / parallel slots)
+GPU_FRACTION = {fractions!r}
+MAX_BUDGET = {library_max_budget(eta, len(rungs))}
+# a promoted trial trains on from its previous rung instead of from scratch
+CONTINUE = True
+
+
+def layers_for_budget(budget: float) -> int:
+    """The rung a library's budget falls on: the largest budget index not above it."""
+    return RUNGS[max(index for index in RUNGS if index <= budget + 1e-9)]
+
+
+def steps_for_budget(budget: float):
+    return STEPS[max(index for index in STEPS if index <= budget + 1e-9)]
+
+
+def train_and_evaluate(config: dict, trainable_layers: int, steps, state=None) -> tuple:
+    """Train and return (validation loss, state). `state` is None for a fresh run, or what this configuration's
+    previous rung returned: then keep its weights and the optimizer state of the layers it trained, thaw layers
+    up to `trainable_layers` (their optimizer state starts fresh), and train on until `steps` steps in all (where
+    steps is None, every rung's budget is the full one: train it again); keep the learning-rate schedule of the
+    final budget, resumed at the step reached."""
+    # A stand-in so that this file runs as it is; replace it with real training.
+    loss = (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+    continued_from = None if state is None else state["trainable_layers"]
+    return loss, {{"learning_rate": config["learning_rate"], "trainable_layers": trainable_layers,
+                  "continued_from": continued_from}}
+
+
+def save_state(directory, state) -> None:
+    """A rung's state where the next rung finds it (for a torch model: torch.save of the model's and the
+    optimizer's state_dict, the step reached and the trainable-layer count)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    (Path(directory) / "layer_freezing_state.pkl").write_bytes(pickle.dumps(state))
+
+
+def load_state(directory):
+    """The state `save_state` left in `directory`, or None (nothing to continue from)."""
+    path = Path(directory) / "layer_freezing_state.pkl" if directory else None
+    return pickle.loads(path.read_bytes()) if path is not None and path.is_file() else None
+'''
+
+
+def export_optuna(ladder: Ladder) -> str:
+    """A runnable Optuna script: a HyperbandPruner over the ladder's rungs."""
+    return (
+        _header(ladder, "Optuna")
+        + """
+
+# How it runs: each trial reports its loss at every rung (budget index) it trains and asks the pruner after
+# every rung but the top one, continuing from the rung before (CONTINUE). HyperbandPruner gives each trial a
+# bracket s, whose successive halving decides only at budgets ETA**s and above, so a trial starts at its
+# bracket's first rung (from scratch) instead of training rungs its bracket ignores. The bracket comes from the
+# pruner's own (private) `_get_bracket_id`; where an Optuna release lacks it, trials start at budget 1, as
+# without brackets.
+
+import optuna
+
+
+def first_budget(trial: optuna.Trial) -> int:
+    \"\"\"The lowest budget the trial's Hyperband bracket decides at (1 for plain successive halving).\"\"\"
+    pruner = trial.study.pruner
+    bracket_of = getattr(pruner, "_get_bracket_id", None)
+    if not isinstance(pruner, optuna.pruners.HyperbandPruner) or bracket_of is None:
+        return 1
+    if not getattr(pruner, "_pruners", None):
+        pruner._try_initialization(trial.study)  # the brackets exist once the pruner has seen the study
+    return ETA ** bracket_of(trial.study, trial)
+
+
+def objective(trial: optuna.Trial) -> float:
+    config = {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)}
+    start = first_budget(trial)
+    state = None
+    for budget in sorted(index for index in RUNGS if index >= start):
+        loss, state = train_and_evaluate(
+            config, layers_for_budget(budget), steps_for_budget(budget), state if CONTINUE else None
+        )
+        trial.report(loss, step=budget)
+        if budget == max(RUNGS):
+            return loss  # full training is done: no pruning decision after the top rung
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return loss
+
+
+def make_pruner(kind: str = "hyperband") -> optuna.pruners.BasePruner:
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=MAX_BUDGET, reduction_factor=ETA)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA, min_early_stopping_rate=0)
+
+
+def main(n_trials: int = 50, pruner: str = "hyperband") -> optuna.Study:
+    study = optuna.create_study(direction="minimize", pruner=make_pruner(pruner))
+    study.optimize(objective, n_trials=n_trials)
+    print("best", study.best_params)
+    return study
+
+
+if __name__ == "__main__":
+    main()
+"""
+    )
+
+
+def export_neps(ladder: Ladder) -> str:
+    """A runnable NePS script: the rungs as a fidelity parameter of the search space."""
+    return (
+        _header(ladder, "NePS")
+        + """
+
+import inspect
+
+import neps
+
+
+class LayerFreezingSpace(neps.PipelineSpace):
+    learning_rate = neps.Float(lower=1e-4, upper=1e-1, log=True)
+    budget = neps.IntegerFidelity(lower=1, upper=MAX_BUDGET)  # a budget index, mapped to z below
+
+
+def evaluate_pipeline(
+    pipeline_directory: Path, previous_pipeline_directory: Path | None, learning_rate: float, budget: int
+) -> float:
+    \"\"\"NePS names this trial's directory and, for a promoted configuration, its previous trial's.\"\"\"
+    config = {"learning_rate": learning_rate}
+    state = load_state(previous_pipeline_directory) if CONTINUE else None
+    loss, state = train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget), state)
+    save_state(pipeline_directory, state)
+    return loss
+
+
+def evaluations(count: int) -> dict:
+    \"\"\"The stopping argument under the name this NePS release takes (0.17 renamed it).\"\"\"
+    accepted = inspect.signature(neps.run).parameters
+    for name in ("total_evaluations_to_spend", "evaluations_to_spend", "max_evaluations_total"):
+        if name in accepted:
+            return {name: count}
+    raise TypeError(f"this NePS release takes none of the known evaluation limits: {sorted(accepted)}")
+
+
+def main(count: int = 50, root_directory: str = "neps_layer_freezing") -> None:
+    neps.run(
+        evaluate_pipeline=evaluate_pipeline,
+        pipeline_space=LayerFreezingSpace(),
+        root_directory=root_directory,
+        optimizer=("hyperband", {"eta": ETA}),
+        **evaluations(count),
+    )
+
+
+if __name__ == "__main__":
+    main()
+"""
+    )
+
+
+def export_ray(ladder: Ladder) -> str:
+    """A runnable Ray Tune script: memory-parallel successive halving, one Tune run per rung (the paper's Fig. 6b)."""
+    return (
+        _header(ladder, "Ray Tune")
+        + """
+# Memory-parallel successive halving (the paper's Figure 6b). Each rung is one Tune run whose trials ask
+# for GPU_FRACTION of a GPU, so that many low-rung trials share a GPU; the best 1/ETA move up a rung and
+# restore the checkpoint they reported (CONTINUE). ASHA keeps a trial's resource request for its whole life,
+# so a per-rung request needs rung-synchronous halving like this. On a cluster, checkpoints must be where every
+# node can read them: give STORAGE a shared path (or a bucket URI).
+
+import os
+import tempfile
+
+from ray import tune
+
+STORAGE = os.path.abspath("layer_freezing_tune")
+
+
+def train_rung(config: dict) -> None:
+    budget = config["budget"]
+    state = load_state(config["trial"]["checkpoint"]) if CONTINUE else None
+    loss, state = train_and_evaluate(
+        config["trial"]["hyperparameters"], layers_for_budget(budget), steps_for_budget(budget), state
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        save_state(directory, state)
+        tune.report({"loss": loss}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def memory_parallel_successive_halving(configs: list[dict]) -> dict:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0  # on a CPU-only cluster the GPU request is dropped
+    survivors = [{"hyperparameters": config, "checkpoint": None} for config in configs]
+    for budget in sorted(RUNGS):
+        continuing = sum(survivor["checkpoint"] is not None for survivor in survivors) if CONTINUE else 0
+        print(f"rung budget {budget}: {len(survivors)} trial(s) at z={RUNGS[budget]}, "
+              f"{continuing} continued from checkpoints", flush=True)
+        resources = {"cpu": 1, "gpu": GPU_FRACTION[budget]} if has_gpu else {"cpu": 1}
+        tuner = tune.Tuner(
+            tune.with_resources(train_rung, resources),
+            param_space={"budget": budget, "trial": tune.grid_search(survivors)},
+            tune_config=tune.TuneConfig(metric="loss", mode="min"),
+            run_config=tune.RunConfig(storage_path=STORAGE, name=f"rung-{budget}"),
+        )
+        results = sorted(tuner.fit(), key=lambda result: result.metrics["loss"])
+        keep = max(1, len(survivors) // ETA) if budget != max(RUNGS) else 1
+        survivors = [
+            {"hyperparameters": result.config["trial"]["hyperparameters"], "checkpoint": result.checkpoint.path}
+            for result in results[:keep]
+        ]
+    return survivors[0]["hyperparameters"]
+
+
+def main() -> None:
+    import random
+
+    candidates = [{"learning_rate": 10 ** random.uniform(-4, -1)} for _ in range(ETA ** (len(RUNGS) - 1))]
+    print("best", memory_parallel_successive_halving(candidates))
+
+
+if __name__ == "__main__":
+    main()
+"""
+    )
+
+
+def export_smac(ladder: Ladder) -> str:
+    """A runnable SMAC3 script: its Hyperband intensifier with the ladder's rungs as budgets."""
+    return (
+        _header(ladder, "SMAC3")
+        + """
+
+import hashlib
+import json
+
+from ConfigSpace import Configuration, ConfigurationSpace, Float
+from smac import MultiFidelityFacade, Scenario
+from smac.intensifier.hyperband import Hyperband
+
+space = ConfigurationSpace()
+space.add(Float("learning_rate", (1e-4, 1e-1), log=True))
+CHECKPOINTS = Path("smac3_output") / "layer_freezing_states"  # one directory per configuration and seed
+
+
+def train(config: Configuration, seed: int = 0, budget: float = 1.0) -> float:
+    \"\"\"SMAC asks for a configuration at a budget; continue from its state at a lower budget where there is one.\"\"\"
+    key = hashlib.sha1(json.dumps([dict(config), seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    directory = CHECKPOINTS / key
+    saved = load_state(directory) if CONTINUE else None
+    state = saved["state"] if saved is not None and saved["budget"] < budget else None  # else: afresh
+    loss, state = train_and_evaluate(dict(config), layers_for_budget(budget), steps_for_budget(budget), state)
+    save_state(directory, {"budget": budget, "state": state})
+    return loss
+
+
+def main(n_trials: int = 50, output_directory: str = "smac3_output") -> None:
+    global CHECKPOINTS
+    CHECKPOINTS = Path(output_directory) / "layer_freezing_states"
+    scenario = Scenario(
+        space,
+        n_trials=n_trials,
+        min_budget=1,
+        max_budget=MAX_BUDGET,
+        deterministic=True,
+        output_directory=Path(output_directory),
+    )
+    facade = MultiFidelityFacade(scenario, train, intensifier=Hyperband(scenario, eta=ETA), overwrite=True)
+    print("best", facade.optimize())
+
+
+if __name__ == "__main__":
+    main()
+"""
+    )
+
+
+EXPORTERS: dict[str, Callable[[Ladder], str]] = {
+    "neps": export_neps,
+    "optuna": export_optuna,
+    "ray": export_ray,
+    "smac": export_smac,
+}
+
+
+def export(ladder: Ladder, library: str) -> str:
+    """The snippet for `ladder --export LIBRARY`; an unknown library is an input error."""
+    if library not in EXPORTERS:
+        raise LayerprofError(f"--export {library!r}: choose one of {', '.join(EXPORTERS)}")
+    if not float(ladder.eta).is_integer():
+        raise LayerprofError(f"--export needs an integer eta (the libraries take one), got {ladder.eta:g}")
+    if len(ladder.rungs) < 2:
+        raise LayerprofError("the ladder has a single rung; there is nothing for a multi-fidelity optimiser to use")
+    return EXPORTERS[library](ladder)
+
+
+# ---------------------------------------------------------------- a cluster plan as a Ray script
+
+
+def _ray_resources(gpu_name: str) -> dict[str, float]:
+    """The resource a trial asks for to land on that GPU kind: Ray's accelerator_type, or (MIG slices) a custom
+    resource named after the slice, which its nodes must declare."""
+    from layerprof.devices import GPU_KINDS
+
+    gpu = GPU_KINDS[gpu_name]
+    return {f"accelerator_type:{gpu.ray_accelerator}" if gpu.ray_accelerator else gpu.name: 0.001}
+
+
+def export_plan_ray(plan: ClusterPlan) -> str:
+    """Successive halving over the plan's ladder on a Ray cluster: each rung's trials ask for the rung's GPU kind
+    and 1/(trials per GPU) of a GPU, so that Ray packs them as the plan does."""
+    schedule = plan.schedule("ladder", "successive halving")
+    rungs = [
+        {
+            "trainable_layers": p.trainable_layers,
+            "steps": p.steps,
+            "configs": p.configs,
+            "shares": [
+                {
+                    "gpu": share.gpu,
+                    "trials": share.trials,
+                    "num_gpus": math.floor(10_000 / share.trials_per_gpu) / 10_000,  # rounded down: they still fit
+                    "resources": _ray_resources(share.gpu),
+                }
+                for share in p.shares
+            ],
+        }
+        for p in schedule.brackets[0]
+    ]
+    custom = sorted(
+        {name for rung in rungs for share in rung["shares"] for name in share["resources"] if ":" not in name}
+    )
+    declare = (
+        f"\nMIG slices have no Ray label: start their nodes with --resources declaring {', '.join(custom)} "
+        "(one per slice).\n"
+        if custom
+        else ""
+    )
+    listed = "\n".join(f"    {rung!r}," for rung in rungs)
+    return f'''"""Successive halving with layer freezing on a Ray cluster, rungs placed by `layerprof plan`.
+
+Model {plan.model}, batch {plan.batch_size}; eta = {plan.eta:g}, {plan.configs} configurations,
+{plan.budget_steps} steps at the full budget. Planned makespan {schedule.makespan_seconds / 3600:.3g} h,
+{schedule.gpu_hours:.3g} GPU-hours.{declare}
+Replace `train_and_evaluate` with your training: freeze all but the last `trainable_layers` layers
+(`layerprof.freeze_layers`), train `steps` steps, return the validation loss. Run: python this.py [ADDRESS]
+"""
+
+import math
+import random
+import sys
+
+import ray
+
+ETA = {plan.eta:g}
+# per rung: trainable layers, steps, trials, and how the trials are shared among GPU kinds: how many run on
+# each kind, the share of a GPU each asks for, and the resource that puts it on that kind
+RUNGS = [
+{listed}
+]
+
+
+def train_and_evaluate(config: dict, trainable_layers: int, steps: int) -> float:
+    # A stand-in so that this file runs as it is; replace it with real training.
+    return (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+
+
+def sample_config(rng: random.Random) -> dict:
+    return {{"learning_rate": 10 ** rng.uniform(-4, -1)}}
+
+
+def trial(config: dict, trainable_layers: int, steps: int) -> float:
+    return train_and_evaluate(config, trainable_layers, steps)
+
+
+def main(address: str | None = None, seed: int = 0) -> dict:
+    """Sample the configurations, run each rung on its GPU kind, keep the best 1/ETA; the winner is returned."""
+    if not ray.is_initialized():
+        ray.init(address=address)
+    remote = ray.remote(trial)
+    rng = random.Random(seed)
+    survivors = [sample_config(rng) for _ in range(RUNGS[0]["configs"])]
+    for rung in RUNGS:
+        survivors = survivors[: rung["configs"]]
+        kinds = [share for share in rung["shares"] for _ in range(share["trials"])]  # the plan's split
+        futures = [
+            remote.options(num_cpus=1, num_gpus=share["num_gpus"], resources=share["resources"]).remote(
+                config, rung["trainable_layers"], rung["steps"]
+            )
+            for config, share in zip(survivors, kinds)
+        ]
+        losses = ray.get(futures)
+        order = sorted(range(len(survivors)), key=lambda i: losses[i])
+        survivors = [survivors[i] for i in order]
+        where = ", ".join(f"{{share['trials']}} on {{share['gpu']}}" for share in rung["shares"])
+        print(f"z={{rung['trainable_layers']}}: {{len(losses)}} trials ({{where}}), best loss {{losses[order[0]]:.4g}}")
+    return survivors[0]
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1] if len(sys.argv) > 1 else None))
+'''

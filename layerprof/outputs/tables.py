@@ -1,0 +1,1054 @@
+"""Tables are views of a Profile: a pandas frame per batch size, rendered for the terminal or as Markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from layerprof.devices import MIB
+from layerprof.fidelity.ladder import Ladder
+from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, trainable_params
+
+if TYPE_CHECKING:
+    from layerprof.fidelity.correlate import CellStatistics, CorrelationResult
+    from layerprof.fidelity.plan import ClusterPlan, Schedule
+    from layerprof.fidelity.simulate import Outcome, Simulation
+    from layerprof.predict.estimate import FitReport
+
+COLUMNS = {
+    "trainable_layers": "z",
+    "trainable_pct": "trainable %",
+    "step_time_ms": "step ms",
+    "time_vs_full": "× full",
+    "peak_memory_mib": "peak MiB",
+    "memory_vs_full": "× full ",
+    "gflops": "GFLOPs",
+    "status": "status",
+}
+
+
+def cell_columns(profile: Profile) -> dict[str, str]:
+    """The cell table's headers: step times say when they are predicted."""
+    return {**COLUMNS, "step_time_ms": "pred. step ms"} if profile.predicts_time else COLUMNS
+
+
+def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
+    """One row per z at this batch size, with ratios to full training (z = n) where that cell succeeded; step
+    times measured, or predicted for an estimate with a time model."""
+    rows = profile.rows_for(batch_size)
+    full = profile.row(batch_size, profile.layer_count)
+    full_time = profile.step_time_ms(full) if full is not None and full.ok else None
+    full_memory = full.peak_memory_bytes if full is not None and full.ok else None
+    records = []
+    for row in rows:
+        records.append(
+            {
+                "trainable_layers": row.trainable_layers,
+                "trainable_pct": None if row.trainable_fraction is None else 100 * row.trainable_fraction,
+                "step_time_ms": profile.step_time_ms(row),
+                "time_vs_full": ratio(profile.step_time_ms(row), full_time),
+                "peak_memory_mib": None if row.peak_memory_bytes is None else row.peak_memory_bytes / MIB,
+                "memory_vs_full": ratio(row.peak_memory_bytes, full_memory),
+                "gflops": None if row.flops is None else row.flops / 1e9,
+                "status": _status(row),
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=list(COLUMNS))
+
+
+def time_model_label(profile: Profile) -> str:
+    """`times predicted for H200 (default constants)`: what stands behind an estimate's step times."""
+    model = profile.time_model or {}
+    peaks, constants = model.get("peaks", {}), model.get("constants", {})
+    how = "calibrated" if str(constants.get("source", "")).startswith("calibrated") else "default constants"
+    return f"times predicted for {peaks.get('name', '?')} ({how})"
+
+
+def _status(row: Row) -> str:
+    if not row.ok:
+        return f"{row.status}: {row.message or ''}".strip(": ")
+    return "disturbed" if row.disturbed else "ok"
+
+
+def _format(column: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if column == "trainable_layers":
+        return str(int(value))  # type: ignore[arg-type]
+    if column in ("time_vs_full", "memory_vs_full"):
+        return f"{value:.2f}×"
+    if column == "trainable_pct":
+        return f"{value:.1f}"
+    if column in ("step_time_ms", "peak_memory_mib", "gflops"):
+        number = float(value)  # type: ignore[arg-type]
+        return f"{number:,.1f}" if number < 1000 else f"{number:,.0f}"
+    return str(value)
+
+
+def formatted(frame: pd.DataFrame) -> list[list[str]]:
+    """A frame's values as the tables show them (units, thousands separators, blanks for None)."""
+    return [
+        [_format(column, value) for column, value in zip(frame.columns, record, strict=True)]
+        for record in frame.itertuples(index=False)
+    ]
+
+
+def rich_cell_table(profile: Profile, batch_size: int) -> Table:
+    """The cells of one batch size, for a terminal."""
+    frame = cell_frame(profile, batch_size)
+    title = f"{profile.model.spec} · batch {batch_size} · {profile.environment.device_name}"
+    if profile.predicts_time:
+        title += f" · {time_model_label(profile)}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column, header in cell_columns(profile).items():
+        table.add_column(header, justify="left" if column == "status" else "right", overflow="fold")
+    for values in formatted(frame):
+        style = None if values[-1] == "ok" else "yellow"
+        table.add_row(*values, style=style)
+    return table
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
+    """A Markdown table; `right` says which columns align right."""
+    right = right or [True] * len(headers)
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join("---:" if r else "---" for r in right) + " |",
+    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_cell_table(profile: Profile, batch_size: int) -> str:
+    """The cells of one batch size, as Markdown."""
+    frame = cell_frame(profile, batch_size)
+    heading = f"**{profile.model.spec}**, batch {batch_size}, {profile.environment.device_name}"
+    if profile.predicts_time:
+        heading += f", {time_model_label(profile)}"
+    headers = [header.strip() for header in cell_columns(profile).values()]
+    return heading + "\n\n" + markdown_table(headers, formatted(frame), [c != "status" for c in COLUMNS])
+
+
+# ---------------------------------------------------------------- models
+
+
+def print_model_names(console: Console, names: dict[str, list[str]], descriptions: dict[str, str]) -> None:
+    """Each source with its names: presets one per line with their description, the others in columns."""
+    from rich.columns import Columns
+
+    for group, members in names.items():
+        console.print(f"[bold]{group}[/] ({len(members)})")
+        if group == "preset":
+            for name in members:
+                console.print(f"  {name:26s} {descriptions.get(name, '')}", highlight=False)
+        else:
+            console.print(Columns(members, padding=(0, 2)), highlight=False)
+        console.print()
+    console.print("Also accepted: path/to/file.py:factory and package.module:factory (see README).")
+
+
+# ---------------------------------------------------------------- layers
+
+
+def layer_frame(layers: Sequence[Layer]) -> pd.DataFrame:
+    """The split, with the z at which each layer turns trainable and the trainable share at that z."""
+    n = len(layers)
+    total = trainable_params(layers, n) or 1
+    records = []
+    for layer in layers:
+        z = n - layer.index
+        records.append(
+            {
+                "index": layer.index,
+                "name": layer.name or "(the model itself)",
+                "type": layer.type if layer.calls == 1 else f"{layer.type} (runs {layer.calls}x)",
+                "params": layer.params,
+                "trainable_from_z": z,
+                "trainable_pct_at_z": 100 * trainable_params(layers, z) / total,
+                "shared_with": ", ".join(layer.shared_with),
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+LAYER_HEADERS = ("#", "layer", "type", "params", "z ≥", "trainable %", "tied with")
+LAYER_CAPTION = "z ≥: the layer trains once z reaches this · trainable %: share of all parameters trained at that z"
+
+
+def layer_rows(frame: pd.DataFrame) -> list[list[str]]:
+    """The split's rows as the tables show them."""
+    return [
+        [
+            str(r.index),
+            r.name,
+            r.type,
+            f"{r.params:,}",
+            str(r.trainable_from_z),
+            f"{r.trainable_pct_at_z:.1f}",
+            r.shared_with or "",
+        ]
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def rich_layer_table(title: str, layers: Sequence[Layer]) -> Table:
+    """The split, for a terminal."""
+    table = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_CAPTION)
+    for header in LAYER_HEADERS:
+        textual = header in ("layer", "type", "tied with")
+        table.add_column(header, justify="left" if textual else "right", no_wrap=header == "layer", overflow="fold")
+    for values in layer_rows(layer_frame(layers)):
+        table.add_row(*values)
+    return table
+
+
+def markdown_layer_table(layers: Sequence[Layer]) -> str:
+    """The split, as Markdown."""
+    right = [h not in ("layer", "type", "tied with") for h in LAYER_HEADERS]
+    return markdown_table(LAYER_HEADERS, layer_rows(layer_frame(layers)), right) + f"\n\n{LAYER_CAPTION}"
+
+
+# ---------------------------------------------------------------- ladder
+
+
+def ladder_headers(ladder: Ladder) -> list[str]:
+    """The ladder table's columns (memory and time columns only where the profile has them)."""
+    headers = [
+        "z",
+        "train %",
+        "pred. step ms" if ladder.times_predicted else "step ms",
+        "peak MiB",
+        "mem × full",
+        "cost × full",
+        "cost × prev",
+        "budget",
+    ]
+    if ladder.gpu_memory_bytes is not None:
+        headers += ["slots"]
+        if any(rung.largest_batch_size is not None for rung in ladder.rungs):
+            headers += ["max B"]
+    if ladder.joint is not None:
+        headers += ["steps"]
+    if any(rung.spearman is not None for rung in ladder.rungs):
+        headers += ["ρ"]
+    return headers
+
+
+def ladder_rows(ladder: Ladder) -> list[list[str]]:
+    """One row per rung."""
+    show_batch = any(rung.largest_batch_size is not None for rung in ladder.rungs)
+    rows = []
+    for rung in ladder.rungs:
+        values = [
+            str(rung.trainable_layers),
+            f"{100 * rung.trainable_fraction:.1f}",
+            _format("step_time_ms", rung.step_time_ms),
+            _format("peak_memory_mib", None if rung.peak_memory_bytes is None else rung.peak_memory_bytes / MIB),
+            _format("memory_vs_full", rung.memory_vs_full),
+            _format("time_vs_full", rung.cost_vs_full),
+            "—" if rung.cost_vs_previous is None else f"{rung.cost_vs_previous:.2f}×",
+            str(rung.budget_index),
+        ]
+        if ladder.gpu_memory_bytes is not None:
+            values.append("—" if rung.parallel_slots is None else str(rung.parallel_slots))
+            if show_batch:
+                values.append("—" if rung.largest_batch_size is None else str(rung.largest_batch_size))
+        if ladder.joint is not None:
+            values.append(str(rung.steps))
+        if any(r.spearman is not None for r in ladder.rungs):
+            values.append("—" if rung.spearman is None else f"{rung.spearman:.2f}")
+        rows.append(values)
+    return rows
+
+
+def ladder_summary_lines(ladder: Ladder) -> list[str]:
+    """Plain sentences under the ladder table: the fit, disturbed rungs, the memory basis, brackets, the joint
+    ladder."""
+    lines = [ladder.fit_note]
+    if ladder.times_predicted:
+        lines.append(
+            "step times are predicted by the time model (an estimate, see the profile's time_model), not measured: "
+            "measure the chosen rungs (`layerprof profile`) before relying on the time ratios"
+        )
+    disturbed = [rung for rung in ladder.rungs if rung.disturbed]
+    if disturbed:
+        lines.append(
+            "rungs z = "
+            + ", ".join(str(rung.trainable_layers) for rung in disturbed)
+            + " rest on cells other work disturbed while they were timed: re-measure them on a quiet machine "
+            "before relying on this ladder"
+        )
+    if ladder.gpu_memory_bytes is not None:
+        lines.append(
+            f"slots: trials of a rung that fit at once in {ladder.gpu_memory_bytes / 2**30:.1f} GiB, each needing its "
+            f"measured peak plus {ladder.context_reserve_bytes / MIB:.0f} MiB for the CUDA context "
+            "(NVML's per-process figure where the profile has it)"
+        )
+    if ladder.successive_halving is not None:
+        sh = ladder.successive_halving
+        flow = " → ".join(str(c) for c in sh.configs_per_rung)
+        zs = ", ".join(str(r.trainable_layers) for r in ladder.rungs)
+        lines.append(
+            f"successive halving, {ladder.configs} configs: {flow} at z = {zs}: "
+            f"{sh.cost_full_equivalents:.2f} full-training equivalents"
+        )
+        if ladder.budget_successive_halving:
+            budget = ladder.budget_successive_halving
+            lines.append(
+                "the same halving on training budget alone (z = n, budget ÷ η per rung down): "
+                f"{budget['from_scratch_full_equivalents']:.2f} from scratch, "
+                f"{budget['with_continuation_full_equivalents']:.2f} resuming checkpoints"
+            )
+    if ladder.hyperband:
+        library = "as SMAC3 and NePS run them" if not ladder.hyperband_neps else "Li et al., as SMAC3 runs them"
+        lines.append(
+            f"hyperband brackets ({library}; configs per rung, full-training equivalents): "
+            + _brackets_text(ladder, ladder.hyperband)
+        )
+    if ladder.hyperband_neps:
+        lines.append("NePS's hyperband starts fewer: " + _brackets_text(ladder, ladder.hyperband_neps))
+    if ladder.joint is not None:
+        joint = ladder.joint
+        lines.append(
+            f"joint ladder over {joint['budget_steps']} steps (z and steps rise together): "
+            f"{joint['joint_total_ms'] / 1000:.1f} s of training vs {joint['steps_only_total_ms'] / 1000:.1f} s "
+            f"for halving on steps alone ({joint['saving']:.0%} saved); lowest-rung peak "
+            f"{(joint['joint_lowest_peak_memory_bytes'] or 0) / MIB:.0f} MiB vs "
+            f"{(joint['steps_only_peak_memory_bytes'] or 0) / MIB:.0f} MiB"
+        )
+    return lines
+
+
+def _brackets_text(ladder: Ladder, brackets: list) -> str:
+    return "; ".join(
+        f"s={len(ladder.rungs) - 1 - b.first_rung}: {'→'.join(map(str, b.configs_per_rung))} "
+        f"({b.cost_full_equivalents:.2f})"
+        for b in brackets
+    )
+
+
+def rich_ladder_table(ladder: Ladder) -> Table:
+    """The ladder, for a terminal."""
+    title = (
+        f"ladder · {ladder.model} · batch {ladder.batch_size} · η={ladder.eta:g} · cost={ladder.cost_kind} · "
+        f"{ladder.device}"
+    )
+    caption = f"cost: {'median step time' if ladder.cost_kind == 'time' else 'FLOPs per step'} · "
+    caption += "budget: the index an HPO library sees"
+    if ladder.gpu_memory_bytes is not None:
+        caption += " · slots: trials per GPU at once"
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        caption=caption,
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    rows = ladder_rows(ladder)
+    for position, header in enumerate(ladder_headers(ladder)):
+        widest = max([len(values[position]) for values in rows] + [len(word) for word in header.split()])
+        table.add_column(header, justify="right", min_width=widest)
+    for values in rows:
+        table.add_row(*values)
+    return table
+
+
+def markdown_ladder(ladder: Ladder) -> str:
+    """The ladder, as Markdown."""
+    heading = f"**Ladder** for {ladder.model}, batch {ladder.batch_size}, η={ladder.eta:g}, cost={ladder.cost_kind}"
+    body = markdown_table(ladder_headers(ladder), ladder_rows(ladder))
+    return heading + "\n\n" + body + "\n\n" + "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))
+
+
+# ---------------------------------------------------------------- memory by category
+
+# every category at the tracker's peak, the cell's peak (the allocator's on CUDA, or the estimate), and the
+# activations' own peak during forward and backward
+BREAKDOWN = (
+    {category.row_field: category.label for category in MemoryCategory}
+    | {"peak_memory_bytes": "peak"}
+    | {"peak_activations_bytes": "act pk"}
+)
+BREAKDOWN_CAPTION = (
+    "at the step's peak: optim = optimizer state, opt tmp = the optimizer step's temporaries, "
+    "wkspace = cuBLAS/cuDNN workspaces · act pk: the activations' own peak in forward and backward"
+)
+
+
+def breakdown_unit(profile: Profile, batch_size: int) -> tuple[str, int]:
+    """MiB, or GiB where a peak reaches 10 GiB, so that the table fits a terminal."""
+    peaks = [row.peak_memory_bytes or 0 for row in profile.rows_for(batch_size) if row.ok]
+    return ("GiB", 2**30) if peaks and max(peaks) >= 10 * 2**30 else ("MiB", MIB)
+
+
+def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
+    """An estimate's memory by category, one row per z."""
+    unit, scale = breakdown_unit(profile, batch_size)
+    digits = 2 if unit == "GiB" else 1
+    rows = []
+    for row in profile.rows_for(batch_size):
+        if not row.ok or row.tracked_peak_bytes is None:
+            continue
+        values = [f"{(getattr(row, field) or 0) / scale:,.{digits}f}" for field in BREAKDOWN]
+        rows.append([str(row.trainable_layers), *values])
+    return rows
+
+
+def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
+    """An estimate's memory by category, for a terminal."""
+    title = f"memory by category, {breakdown_unit(profile, batch_size)[0]} · batch {batch_size}"
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=BREAKDOWN_CAPTION,
+        header_style="bold",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for header in ["z", *BREAKDOWN.values()]:
+        table.add_column(header, justify="right", no_wrap=True)
+    for values in breakdown_rows(profile, batch_size):
+        table.add_row(*values)
+    return table
+
+
+def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
+    """An estimate's memory by category, as Markdown."""
+    heading = f"Memory by category ({breakdown_unit(profile, batch_size)[0]}), batch {batch_size}"
+    table = markdown_table(["z", *BREAKDOWN.values()], breakdown_rows(profile, batch_size))
+    return f"{heading}\n\n{table}\n\n{BREAKDOWN_CAPTION}"
+
+
+# ---------------------------------------------------------------- fit
+
+
+def fit_headers(fit: FitReport) -> list[str]:
+    """`fit`'s columns."""
+    extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
+    return ["z", "largest batch", "need GiB", "pred. step ms", *extra]
+
+
+def fit_rows(fit: FitReport) -> list[list[str]]:
+    """`fit`'s rows, one per z."""
+    rows = []
+    for result in fit.results:
+        values = [
+            f"{result.trainable_layers}{'*' if result.composed else ''}",
+            str(result.largest_batch_size),
+            f"{(result.need_at_largest_bytes or 0) / 2**30:.2f}",
+            _format("step_time_ms", result.predicted_step_time_ms),
+        ]
+        if fit.batch_size:
+            values.append(result.smallest_gpu or "none listed")
+        rows.append(values)
+    return rows
+
+
+def rich_fit_table(fit: FitReport) -> Table:
+    """`fit`'s answer, for a terminal."""
+    title = f"{fit.model}: largest batch in {fit.memory_bytes / 2**30:.1f} GiB ({fit.target})"
+    caption = f"pred. step ms: {fit.time_model}, at the largest batch" if fit.time_model else None
+    if fit.smallest_batch_size > 1:
+        caption = (caption + "; " if caption else "") + "a batch of 1 cannot train this model (BatchNorm): from 2"
+    if any(result.composed for result in fit.results):
+        composed = "z*: composed from its run's anchors (exact; no step of its own traced, so no predicted time)"
+        caption = (caption + "; " if caption else "") + composed
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in fit_headers(fit):
+        table.add_column(header, justify="right")
+    for values in fit_rows(fit):
+        table.add_row(*values)
+    return table
+
+
+# ---------------------------------------------------------------- correlate
+
+
+def correlation_cell_text(cell: CellStatistics | None, markup: bool = True) -> str:
+    """One cell's rho with its interval (coloured by strength where `markup`)."""
+    if cell is None or cell.spearman is None:
+        return "n/a"
+    interval = ""
+    if cell.spearman_low is not None and cell.spearman_high is not None:
+        interval = f" [{cell.spearman_low:.2f},{cell.spearman_high:.2f}]"
+    if not markup:
+        return f"{cell.spearman:.2f}{interval}"
+    colour = "green" if cell.spearman >= 0.85 else "yellow" if cell.spearman >= 0.6 else "red"
+    return f"[{colour}]{cell.spearman:.2f}[/]{interval}"
+
+
+def rich_correlation_table(result: CorrelationResult) -> Table:
+    """Spearman's rho per (z, budget), highest z on top as in the paper's Figure 5."""
+    full = max(result.trainable_layer_counts)
+    table = Table(title=f"Spearman's rho vs full fidelity (z={full}, budget 1) · 95% bootstrap interval")
+    table.add_column("z \\ budget", justify="right")
+    for fraction in result.budget_fractions:
+        table.add_column(f"{fraction:g}", justify="right")
+    for z in reversed(result.trainable_layer_counts):
+        table.add_row(str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions))
+    return table
+
+
+def continued_rows(result: CorrelationResult) -> list[list[str]]:
+    """One row per rung of each continued chain: rho from scratch beside rho continued."""
+
+    def rho(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    rows = []
+    for chain in result.continued:
+        label = " ".join(f"{z:g}@{f:.3g}" for z, f in chain.chain)
+        for position, rung in enumerate(chain.rungs):
+            rows.append([
+                label if position == 0 else "", f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
+                rho(rung.spearman_scratch), rho(rung.spearman), "-" if rung.regret is None else _short(rung.regret),
+                str(rung.configs),
+            ])  # fmt: skip
+    return rows
+
+
+CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "regret continued", "configs"]
+
+
+def rich_continued_table(result: CorrelationResult) -> Table:
+    """The continued chains' rho per rung, for a terminal."""
+    table = Table(title="Continued runs: Spearman's rho of each rung vs full fidelity (trained from scratch)")
+    for header in CONTINUED_HEADERS:
+        table.add_column(header, justify="left" if header in ("continued run", "rung") else "right")
+    for row in continued_rows(result):
+        table.add_row(*row)
+    return table
+
+
+# ---------------------------------------------------------------- simulate
+
+ALGORITHMS = {"successive_halving": "Successive halving", "hyperband": "Hyperband"}
+
+
+def _short(value: float) -> str:
+    """Three significant figures without exponent noise for losses and ratios."""
+    if value == 0:
+        return "0"
+    return f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.1e}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _flops(value: float | None) -> str:
+    """1.23 TFLOP: the prefix that leaves 1 to 999."""
+    if value is None:
+        return "-"
+    prefixes = ["", "k", "M", "G", "T", "P", "E"]
+    power = min(len(prefixes) - 1, max(0, int(math.log10(value) // 3))) if value > 0 else 0
+    return f"{value / 1000**power:.3g} {prefixes[power]}FLOP"
+
+
+def _memory_by_rung(values: list[int | None]) -> str:
+    """`0.4 1.5 2.2 MiB`: one unit for the row, the largest value's."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    scale, unit = (2**30, "GiB") if max(known) >= 2**30 else (MIB, "MiB")
+    return " ".join("-" if v is None else f"{v / scale:.3g}" for v in values) + f" {unit}"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}×"
+
+
+SIMULATION_HEADERS = [
+    "path",
+    "runs",
+    "rungs z@budget",
+    "ρ per rung",
+    "configs",
+    "regret median [90%]",
+    "best",
+    "trial s",
+    "× budget",
+    "repeats",
+]
+PRICE_HEADERS = [
+    "path",
+    "runs",
+    "device s",
+    "× budget",
+    "FLOPs",
+    "memory per trial by rung",
+    "slots per rung",
+    "wall s (slots)",
+    "× budget ",
+]
+SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
+LEFT = ("path", "runs", "rungs z@budget")
+SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
+
+
+def _brackets(outcome: Outcome) -> str:
+    return " | ".join("·".join(map(str, b["configs_per_rung"])) for b in outcome.brackets)
+
+
+def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, str, Any, Outcome]]:
+    """(path, runs, the rungs of those runs, outcome) for every path the algorithm ran on: from scratch, then
+    continued where the study allows (Hyperband may fit neither)."""
+    rows = []
+    for path in simulation.paths:
+        if getattr(path, algorithm) is not None:
+            rows.append((path, "scratch", path.rungs, getattr(path, algorithm)))
+        continued = path.continued
+        if continued is not None and getattr(continued, algorithm) is not None:
+            rows.append((path, continued.runs_label, continued.rungs, getattr(continued, algorithm)))
+    return rows
+
+
+def simulation_headers(simulation: Simulation) -> list[str]:
+    """The simulation table's columns."""
+    return [SECONDS_HEADERS.get(simulation.seconds_used, h) if h == "trial s" else h for h in SIMULATION_HEADERS]
+
+
+def with_uncertainty(value: float, interval: tuple[float, float] | None, show: Callable[[float], str]) -> str:
+    """`0.127±0.033`: the figure and, where its 95% Monte-Carlo interval would change the digits shown, the
+    interval's larger distance from it."""
+    if interval is None or show(interval[0]) == show(value) == show(interval[1]):
+        return show(value)
+    return f"{show(value)}±{show(max(value - interval[0], interval[1] - value))}"
+
+
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
+    """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget),
+    each sampled figure with its Monte-Carlo uncertainty where it shows."""
+    rows = []
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
+        cells = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in rungs)
+        rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in rungs)
+        mc = outcome.uncertainty
+        regret = (
+            f"{with_uncertainty(outcome.regret_median, mc.get('regret_median'), _short)} "
+            f"[{with_uncertainty(outcome.regret_low, mc.get('regret_low'), _short)}, "
+            f"{with_uncertainty(outcome.regret_high, mc.get('regret_high'), _short)}]"
+        )
+        rows.append([
+            path.name, runs, cells, rho, _brackets(outcome), regret,
+            with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
+            with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
+            _times(outcome.recorded_seconds_vs_budget), f"{outcome.repeats:,}",
+        ])  # fmt: skip
+    return rows
+
+
+def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
+    """One row per path and way of running it: what the algorithm's trials cost on the profiled GPU."""
+    rows = []
+    for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
+        slots = " ".join("-" if r.price is None or r.price.parallel_slots is None else str(r.price.parallel_slots)
+                         for r in rungs)  # fmt: skip
+        rows.append([
+            path.name, runs, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
+            _flops(outcome.flops),
+            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
+            slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
+        ])  # fmt: skip
+    return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
+
+
+def simulation_title(simulation: Simulation, algorithm: str, priced: bool = False) -> str:
+    """The title of one algorithm's simulation table."""
+    seeds = f"{simulation.seeds} seeds" if simulation.seeds > 1 else "1 seed"
+    start = f", {simulation.starting_configs} starting configurations" if algorithm == "successive_halving" else ""
+    if priced:
+        return f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile})"
+    return (
+        f"{ALGORITHMS[algorithm]} on {simulation.task} ({simulation.configs} configurations, {seeds}), "
+        f"eta={simulation.eta:g}{start}, "
+        + (f"{simulation.repeats:,} repeats" if simulation.repeats else "repeats until stable")
+    )
+
+
+def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list[list[str]]]]:
+    parts = []
+    for algorithm in ALGORITHMS:
+        rows = simulation_rows(simulation, algorithm)
+        if not rows:
+            continue
+        parts.append((simulation_title(simulation, algorithm), simulation_headers(simulation), rows))
+        if simulation.profile is not None:
+            parts.append(
+                (
+                    simulation_title(simulation, algorithm, True),
+                    PRICE_HEADERS if simulation.gpu_memory_bytes else PRICE_HEADERS[:-SLOT_COLUMNS],
+                    price_rows(simulation, algorithm),
+                )
+            )
+    return parts
+
+
+def rich_simulation_tables(simulation: Simulation) -> list[Table]:
+    """A simulation's tables, one per algorithm, for a terminal."""
+    tables = []
+    for title, headers, rows in _simulation_parts(simulation):
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for header in headers:
+            table.add_column(header, justify="left" if header in LEFT else "right")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def markdown_simulation(simulation: Simulation) -> str:
+    """A simulation's tables, as Markdown."""
+    return "\n\n".join(
+        f"**{title}**\n\n" + markdown_table(headers, rows, [h not in LEFT for h in headers])
+        for title, headers, rows in _simulation_parts(simulation)
+    )
+
+
+def simulation_legend(simulation: Simulation) -> str:
+    """What the simulation tables' columns mean."""
+    full = simulation.full_fidelity
+    text = (
+        f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
+        f"pick minus the best ({simulation.best_full_loss:.4g}; a pick that failed in full training counts as the "
+        "worst configuration) · best: share of repeats that found the best · ±: the 95% Monte-Carlo interval where "
+        "it would change the digits shown · repeats: repeats sampled · configs: per rung (Hyperband: per bracket) · "
+        "runs: scratch, every trial trains anew at its rung; continued, a promoted trial trains on from its previous "
+        "rung (the study's continued runs); assumed, continued as it trained from scratch (same losses, seconds cut "
+        "to the steps it adds) · "
+        + (
+            "train s: the study's recorded training seconds (set-up and evaluation left out)"
+            if simulation.seconds_used == "training"
+            else "trial s: the study's recorded seconds of whole trials (set-up included: the study did not record "
+            "it apart)"
+        )
+        + " · × budget: cost relative to the budget path run the same way"
+    )
+    if simulation.profile is not None:
+        text += (
+            f" · device s, FLOPs, memory: the profile of {simulation.profile} on {simulation.device} at batch "
+            f"{simulation.batch_size}, {simulation.full_steps} steps at budget 1; memory per trial: its peak (on "
+            "CUDA the allocator's reservation plus the context)"
+        )
+        if simulation.gpu_memory_bytes:
+            text += (
+                f" · slots: trials of a rung side by side in {simulation.gpu_memory_bytes / 2**30:g} GiB · wall s "
+                "(slots): the rungs' trials in waves of that many, assuming they do not slow each other"
+            )
+    return text
+
+
+# ---------------------------------------------------------------- plan
+
+
+def duration(seconds: float) -> str:
+    """12 s, 4.5 min, 3.2 h, 2.1 d."""
+    for limit, scale, unit in ((120, 1, "s"), (7200, 60, "min"), (172800, 3600, "h")):
+        if seconds < limit:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 86400:.3g} d"
+
+
+PLAN_RUNG_HEADERS = ["rung", "z", "steps", "trials", "GPU", "GPUs", "trials here", "at once/GPU (fit)", "waves",
+                     "trial", "rung time", "GPU-h", "GiB/trial", "step time from"]  # fmt: skip
+
+
+def plan_rung_rows(schedule: Schedule) -> list[list[str]]:
+    """Every rung of every bracket, a line per GPU kind it runs on: where, how many at once, for how long."""
+    rows = []
+    for number, bracket in enumerate(schedule.brackets):
+        for placement in bracket:
+            label = str(placement.rung + 1) if len(schedule.brackets) == 1 else f"{number + 1}.{placement.rung + 1}"
+            for position, share in enumerate(placement.shares):
+                rung_columns = [label, str(placement.trainable_layers), str(placement.steps), str(placement.configs)]
+                totals = [duration(placement.makespan_seconds), f"{placement.gpu_hours:.3g}"]
+                if position:
+                    rung_columns, totals = [""] * 4, ["", ""]
+                rows.append([
+                    *rung_columns, share.gpu, str(share.gpus), str(share.trials),
+                    f"{share.trials_per_gpu} ({share.slots_per_gpu})", str(share.waves), duration(share.trial_seconds),
+                    *totals, f"{share.memory_need_bytes / 2**30:.2f}", share.time_source,
+                ])  # fmt: skip
+    return rows
+
+
+PLAN_SUMMARY_HEADERS = ["schedule", "algorithm", "GPUs per rung", "makespan", "× ladder", "GPU-h", "× ladder "]
+
+
+def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
+    """One row per schedule: makespan and GPU-hours against the ladder's."""
+    rows = []
+    for schedule in plan.schedules:
+        where = " → ".join("+".join(f"{s.gpus}×{s.gpu}" for s in p.shares) for p in schedule.brackets[0])
+        if len(schedule.brackets) > 1:
+            where += f" (+{len(schedule.brackets) - 1} brackets)"
+        name = f"{schedule.name} ({schedule.gpus})" if schedule.gpus else schedule.name
+        rows.append([
+            name, schedule.algorithm, where, duration(schedule.makespan_seconds),
+            _times(schedule.makespan_vs_ladder), f"{schedule.gpu_hours:.3g}", _times(schedule.gpu_hours_vs_ladder),
+        ])  # fmt: skip
+    return rows
+
+
+def _plan_title(plan: ClusterPlan) -> str:
+    inventory = ", ".join(f"{item['count']}×{item['gpu']}" for item in plan.inventory)
+    return (
+        f"{plan.model}, batch {plan.batch_size} on {inventory}: eta={plan.eta:g}, {plan.configs} configurations, "
+        f"{plan.budget_steps} steps at full budget"
+    )
+
+
+def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A plan's tables (title, headers, rows), for either format."""
+    ladder = plan.schedule("ladder", "successive halving")
+    return [
+        (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS, plan_rung_rows(ladder)),
+        ("Against every rung on the best single kind of GPU and halving on training steps alone",
+         PLAN_SUMMARY_HEADERS, plan_summary_rows(plan)),
+    ]  # fmt: skip
+
+
+def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
+    """A plan's tables, for a terminal."""
+    tables = []
+    for title, headers, rows in plan_tables(plan):
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for header in headers:
+            table.add_column(header, justify="left" if header in ("GPU", "schedule", "algorithm", "GPUs per rung",
+                                                                  "step time from") else "right")  # fmt: skip
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def markdown_plan(plan: ClusterPlan) -> str:
+    """A plan's tables, as Markdown."""
+    left = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from")
+    return "\n\n".join(
+        f"**{title}**\n\n" + markdown_table(headers, rows, [h not in left for h in headers])
+        for title, headers, rows in plan_tables(plan)
+    )
+
+
+# ---------------------------------------------------------------- check
+
+# ---------------------------------------------------------------- the time model
+
+
+def calibration_lines(time_model: Any, markup: bool = True) -> list[str]:
+    """What stands behind predicted step times: the peaks, the constants, and a calibration's residuals."""
+    if time_model is None:
+        return []
+    peaks, constants = time_model.peaks, time_model.constants
+    lines = [
+        f"step times predicted for {peaks.name}: roofline over every traced operation ({peaks.source}; "
+        f"fp32 {peaks.fp32_tflops:g}, tf32 {peaks.tf32_tflops:g}, bf16 {peaks.bf16_tflops:g} TFLOP/s, "
+        f"{peaks.memory_gbps:,.0f} GB/s), {constants.source}: efficiency gemm {constants.gemm_efficiency:.2f}, "
+        f"conv {constants.conv_efficiency:.2f}, attention {constants.attention_efficiency:.2f}, memory "
+        f"{constants.memory_efficiency:.2f}; {constants.kernel_us:.1f} us per kernel; host "
+        f"{constants.forward_dispatch_us:.1f} / {constants.backward_dispatch_us:.1f} / "
+        f"{constants.optimizer_dispatch_us:.1f} us per forward / backward / optimizer operation"
+    ]
+    if time_model.residuals:
+        errors = sorted(abs(r["error"]) for r in time_model.residuals)
+        median = errors[len(errors) // 2]
+        worst = max(time_model.residuals, key=lambda r: abs(r["error"]))
+        lines.append(
+            f"calibration fit: {len(errors)} measured cells, median |error| {median:.1%}, worst {worst['error']:+.1%} "
+            f"({worst['cell']}: {worst['predicted_ms']:.2f} ms predicted, {worst['measured_ms']:.2f} ms measured)"
+        )
+    elif not time_model.calibrated:
+        lines.append(
+            "default constants, not calibrated: expect errors of tens of per cent in step time; --calibrate with "
+            "measured profiles of this device kind narrows them"
+        )
+    return lines
+
+
+PREDICTION_HEADERS = ["batch", "z", "measured ms", "predicted ms", "error", "× full measured", "× full predicted",
+                      "ratio error"]  # fmt: skip
+
+
+def prediction_rows(checks: Sequence[Any]) -> list[list[str]]:
+    """Predicted beside measured step times, one row per cell."""
+
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:+.1%}"
+
+    return [
+        [
+            str(c.batch_size),
+            str(c.trainable_layers),
+            f"{c.measured_ms:,.2f}",
+            f"{c.predicted_ms:,.2f}",
+            share(c.error),
+            _format("time_vs_full", c.measured_vs_full),
+            _format("time_vs_full", c.predicted_vs_full),
+            share(c.ratio_error),
+        ]  # fmt: skip
+        for c in checks
+    ]
+
+
+def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
+    """Predicted beside measured step times, for a terminal."""
+    errors = sorted(abs(c.error) for c in checks)
+    title = f"predicted against measured on {device} · median |error| {errors[len(errors) // 2]:.1%}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for header in PREDICTION_HEADERS:
+        table.add_column(header, justify="right")
+    for values in prediction_rows(checks):
+        table.add_row(*values)
+    return table
+
+
+def markdown_prediction_check(checks: Sequence[Any]) -> str:
+    """Predicted beside measured step times, as Markdown."""
+    return markdown_table(PREDICTION_HEADERS, prediction_rows(checks))
+
+
+# ---------------------------------------------------------------- per-layer costs
+
+LAYER_COST_HEADERS = ["#", "layer", "params", "trains +MiB", "fwd GF", "bwd weight GF", "bwd inside GF",
+                      "bwd down GF", "saves MiB", "output MiB"]  # fmt: skip
+LAYER_COST_CAPTION = (
+    "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd "
+    "weight: its parameters' gradients · bwd inside: activation gradients inside the layer · bwd down: the "
+    "gradient it passes to the layer below (not when it is the lowest trainable layer) · saves: what its forward "
+    "keeps for backward when it trains"
+)
+
+
+def layer_cost_rows(table: Any) -> list[list[str]]:
+    """One row per layer of `layers --costs`."""
+
+    def gflops(value: int) -> str:
+        return f"{value / 1e9:,.2f}"
+
+    def mib(value: int) -> str:
+        return f"{value / MIB:,.1f}"
+
+    rows = []
+    for cost in table.layers:
+        rows.append([
+            "—" if cost.index < 0 else str(cost.index), cost.name, f"{cost.params:,}", mib(cost.trainable_bytes),
+            gflops(cost.forward_flops), gflops(cost.backward_weight_flops), gflops(cost.backward_internal_flops),
+            gflops(cost.backward_input_flops), mib(cost.saved_activation_bytes), mib(cost.output_bytes),
+        ])  # fmt: skip
+    layers = table.layers
+    rows.append([
+        "", "total", f"{sum(c.params for c in layers):,}", mib(sum(c.trainable_bytes for c in layers)),
+        gflops(sum(c.forward_flops for c in layers)), gflops(sum(c.backward_weight_flops for c in layers)),
+        gflops(sum(c.backward_internal_flops for c in layers)), gflops(sum(c.backward_input_flops for c in layers)),
+        mib(sum(c.saved_activation_bytes for c in layers)), "",
+    ])  # fmt: skip
+    return rows
+
+
+def rich_layer_costs(table: Any) -> Table:
+    """What each layer costs, for a terminal."""
+    title = f"{table.model}: per-layer costs · batch {table.batch_size} · {table.precision} · {table.target}"
+    rich = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_COST_CAPTION)
+    for header in LAYER_COST_HEADERS:
+        rich.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_cost_rows(table):
+        rich.add_row(*values, style="bold" if values[1] == "total" else None)
+    return rich
+
+
+def markdown_layer_costs(table: Any) -> str:
+    """What each layer costs, as Markdown."""
+    right = [header != "layer" for header in LAYER_COST_HEADERS]
+    return markdown_table(LAYER_COST_HEADERS, layer_cost_rows(table), right) + "\n\n" + LAYER_COST_CAPTION
+
+
+# ---------------------------------------------------------------- split granularity
+
+SPLIT_HEADERS = ["depth", "layers", "--unwrap", "rungs (z)", "FLOPs × full at each rung", "close to η", "distance"]
+
+
+def split_rows(report: Any) -> list[list[str]]:
+    """One row per depth of `ladder --split auto`."""
+    rows = []
+    for choice in report.choices:
+        full = choice.flops_by_z[choice.layer_count]
+        shares = " → ".join(f"{choice.flops_by_z[z] / full:.2f}" for z in choice.rungs)
+        rows.append([
+            f"{choice.depth}{' *' if choice.chosen else ''}", str(choice.layer_count), ",".join(choice.unwrap) or "—",
+            ", ".join(map(str, choice.rungs)), shares, "yes" if choice.close_to_eta else "no",
+            "—" if math.isinf(choice.distance_from_eta) else f"{choice.distance_from_eta:.2f}",
+        ])  # fmt: skip
+    return rows
+
+
+def rich_split_report(report: Any) -> Table:
+    """The splits at every depth, for a terminal."""
+    title = f"splits at other depths · {report.model} · batch {report.batch_size} · η={report.eta:g} (* chosen)"
+    caption = "rungs chosen on each split's FLOP staircase, composed from one per-layer trace"
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in SPLIT_HEADERS:
+        table.add_column(header, justify="left" if header in ("--unwrap", "rungs (z)") else "right", overflow="fold")
+    for values in split_rows(report):
+        table.add_row(*values)
+    return table
+
+
+def markdown_split_report(report: Any) -> str:
+    """The splits at every depth, as Markdown."""
+    return markdown_table(SPLIT_HEADERS, split_rows(report))
+
+
+# ---------------------------------------------------------------- measured per-layer times
+
+LAYER_TIME_HEADERS = ["#", "layer", "forward ms", "backward ms", "share of the marked step"]
+
+
+def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
+    """One row per layer of `profile --per-layer`."""
+    step = times["marked_step_ms"] or 1.0
+    return [
+        [
+            str(t["index"]),
+            t["name"],
+            f"{t['forward_ms']:,.3f}",
+            f"{t['backward_ms']:,.3f}",
+            f"{(t['forward_ms'] + t['backward_ms']) / step:.1%}",
+        ]  # fmt: skip
+        for t in times["layers"]
+    ]
+
+
+def rich_layer_times(times: dict[str, Any], model: str) -> Table:
+    """Each layer's forward and backward time, for a terminal."""
+    title = f"{model}: time per layer in full training · batch {times['batch_size']} · {times['device']}"
+    caption = (
+        f"median of marked steps ({times['source']}), {times['marked_step_ms']:,.2f} ms each with the marks; the "
+        "rest of the step is the loss, the optimizer and the marks themselves"
+    )
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
+    for header in LAYER_TIME_HEADERS:
+        table.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
+    for values in layer_time_rows(times):
+        table.add_row(*values)
+    return table
+
+
+def markdown_layer_times(times: dict[str, Any]) -> str:
+    """Each layer's forward and backward time, as Markdown."""
+    return markdown_table(LAYER_TIME_HEADERS, layer_time_rows(times), [h != "layer" for h in LAYER_TIME_HEADERS])

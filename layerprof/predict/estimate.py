@@ -1,0 +1,839 @@
+"""Predict memory and FLOPs without a GPU: run each cell's training step on fake tensors.
+
+Under `FakeTensorMode` every tensor has a shape, a dtype and a storage but no data, so the live-tensor
+tracker sees exactly the allocations a real step makes (checked against real CPU tensors) while nothing of
+the model's size is ever allocated. The model is built with CPU dispatch: fake CUDA tensors cannot run a
+backward pass on a machine without CUDA. For `--target cuda` every storage holds the block the CUDA caching
+allocator would give it (`layerprof.devices.AllocatorConfig`: 512-byte rounding, large blocks kept whole when
+at most 1 MiB would remain, PYTORCH_CUDA_ALLOC_CONF's settings honoured), and the cuBLAS/cuBLASLt workspaces of
+the target's architecture are added for each thread that runs a matrix product (the forward's and autograd's
+backward thread hold one set each): together what `torch.cuda.max_memory_allocated` counts.
+
+Not modelled: the CUDA context (`ladder` and `fit` reserve 512 MiB for it), cuDNN's convolution workspaces
+(they depend on the algorithm cuDNN picks), allocator fragmentation and the reuse of larger cached blocks
+(reserved exceeds allocated by a few per cent up to ~20%), and kernels whose CUDA implementation saves
+different tensors for backward than the CPU one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from layerprof.devices import (
+    CUDA_CONTEXT_RESERVE_BYTES,
+    TARGETS,
+    AllocatorConfig,
+    GpuKind,
+    MatmulThreads,
+    cublas_workspace_bytes,
+    gpu_kind,
+    gpu_memory_bytes,
+    kind_of_device,
+    smallest_gpu_for,
+)
+from layerprof.errors import LayerprofError
+from layerprof.measure.environment import apply_threads, describe_environment
+from layerprof.measure.instruments import StepTrace, first_line
+from layerprof.measure.sweep import (
+    SweepJob,
+    SweepObserver,
+    failed_row,
+    instrumented_step,
+    new_profile,
+    new_row,
+    prepared_cell,
+    profile_model,
+    resolve_settings,
+    resumable_profile,
+    torch_dtype,
+    warn_frozen_batchnorm,
+)
+from layerprof.parsing import LayerSelection
+from layerprof.predict.timemodel import DevicePeaks, MeasuredStep, Numerics, TimeConstants, TimeModel, cpu_peaks
+from layerprof.predict.timemodel import calibrate as calibrate_model
+from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings, ensure_writable, load_profile
+from layerprof.sources.layers import Layer
+from layerprof.sources.models import LoadedModel, ModelOptions, build_fake, model_slug, split_without_memory
+
+ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
+
+
+def build_fake_model(spec: str, options: ModelOptions, precision: str) -> tuple[FakeTensorMode, LoadedModel]:
+    """The model on fake tensors in the precision's parameter dtype (layerprof.sources.models.build_fake)."""
+    return build_fake(spec, options, torch_dtype(precision))
+
+
+def allocation_size_for(target: str) -> Callable[[int], int]:
+    """What an allocation of n bytes holds on the target: the caching allocator's block on CUDA, under this
+    process's PYTORCH_CUDA_ALLOC_CONF (set it as the training run will)."""
+    return AllocatorConfig.from_environment().block_bytes if target == "cuda" else int
+
+
+def workspace_for(settings: SweepSettings, threads: MatmulThreads) -> int:
+    """cuBLAS/cuBLASLt workspaces a CUDA process holds once its threads have run matrix products: those of the
+    named GPU's architecture, or Hopper's (the largest) when none is named; one set for the forward's thread and
+    one for autograd's backward thread (`layerprof.devices.cublas_workspace_bytes`)."""
+    gpu = gpu_kind(settings.target_gpu) if settings.target_gpu else gpu_kind("H100")
+    return cublas_workspace_bytes(gpu.compute_capability, threads=threads, allocator=AllocatorConfig.from_environment())
+
+
+def estimate_cell(
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    batch_size: int,
+    trainable_layers: int,
+    settings: SweepSettings,
+    device: torch.device,
+    *,
+    time_model: TimeModel | None = None,
+    traces: dict[tuple[int, int], StepTrace] | None = None,
+    primed: dict[int, dict[str, Any]] | None = None,
+    timelines: dict[tuple[int, int], Any] | None = None,
+) -> tuple[Row, float]:
+    """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
+    predicted by `time_model` where given, its operations kept in `traces` where given (for calibration).
+    `primed` keeps each parameter's optimizer state for the next cells of the same model (`prime_optimizer`);
+    `timelines` the step's allocation timeline (`layerprof.predict.compose.Timeline`, for the fit's batch lines)."""
+    target = settings.target or "cuda"
+    try:
+        # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
+        on_cuda = target == "cuda"
+        with prepared_cell(
+            loaded,
+            layers,
+            batch_size,
+            trainable_layers,
+            settings,
+            device,
+            foreach=on_cuda,
+            cuda_autocast_on_cpu=on_cuda,
+            with_scaler=False,
+        ) as cell:
+            prime_optimizer(cell.optimizer, cell.params, primed)
+            recording = None
+            if timelines is not None:
+                from layerprof.predict.compose import RecordingTracker
+
+                recording = RecordingTracker(allocation_size_for(target))
+            threads, trace = instrumented_step(cell, device, allocation_size_for(target), recording)
+            if recording is not None and timelines is not None:
+                timelines[(batch_size, trainable_layers)] = recording.timeline()
+            row = cell.row
+        row.memory_workspace_bytes = workspace_for(settings, threads) if target == "cuda" else 0
+        row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
+        row.memory_source = f"estimate-{target}"
+        row.estimate_basis = "traced"
+        if traces is not None:
+            traces[row.key] = trace
+        if time_model is not None:
+            predicted = time_model.predict(trace)
+            row.predicted_step_time_ms = predicted.step_ms
+            row.predicted_device_time_ms = predicted.device_ms
+            row.predicted_host_time_ms = predicted.host_ms
+            row.predicted_host_bound = predicted.host_bound if target == "cuda" else None
+        return row, 0.0
+    except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
+        row = new_row(layers, batch_size, trainable_layers)
+        return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
+
+
+def prime_optimizer(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], primed: dict[int, dict[str, Any]] | None
+) -> None:
+    """Steady state without a forward pass: zero gradients make the optimizer create its state. A parameter's
+    state depends on the parameter and the optimizer's settings alone, so with `primed` (id of a parameter ->
+    its state, for one model and one optimizer setting) only parameters no earlier cell primed take the step,
+    and the others get their state back: the per-parameter step was a third of a small model's trace."""
+    cached = primed if primed is not None else {}
+    fresh = [param for param in params if id(param) not in cached]
+    if fresh:
+        for param in fresh:
+            param.grad = torch.zeros_like(param)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if primed is not None:
+            for param in fresh:
+                primed[id(param)] = optimizer.state[param]
+    if primed is not None:  # in the parameters' order, as a first step creates it: the same timeline every cell
+        optimizer.state.clear()
+        for param in params:
+            optimizer.state[param] = cached[id(param)]
+
+
+# Fake tensors have shapes but no values: an op whose output shape or a Python branch depends on values stops them.
+DATA_DEPENDENT = ("DynamicOutputShapeException", "DataDependentOutputException", "GuardOnDataDependentSymNode")
+
+
+def _why_not(error: BaseException) -> str:
+    """The error in one line; for a forward pass that depends on the data (mixture-of-experts routing, a
+    `.item()` in Python), what an estimate cannot do and what can."""
+    if type(error).__name__ in DATA_DEPENDENT:
+        return (
+            f"the forward pass depends on the data ({first_line(error)}; e.g. mixture-of-experts routing), which "
+            "fake tensors do not hold; measure it with `layerprof profile`"
+        )
+    return first_line(error)
+
+
+def estimate_environment(target: str, target_gpu: str | None = None) -> EnvironmentInfo:
+    """The estimating machine's software, labelled as an estimate for the target (and its memory, for a named
+    GPU, so that ladders count slots on it)."""
+    environment = describe_environment(ESTIMATE_DEVICE)
+    return replace(
+        environment,
+        device_kind=target,
+        device_name=f"estimate for {target_gpu or target}",
+        total_memory_bytes=gpu_memory_bytes(target_gpu) if target_gpu else None,
+        estimated=True,
+        numerics={},
+    )
+
+
+def estimate_model(
+    spec: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    *,
+    observer: SweepObserver | None = None,
+    save: Callable[[Profile], Any] | None = None,
+    layers: Sequence[Layer] | None = None,
+    order: tuple[str, str] | None = None,
+    resume: Profile | None = None,
+    time_model: TimeModel | None = None,
+    traces: dict[tuple[int, int], StepTrace] | None = None,
+    compose: bool = True,
+) -> Profile:
+    """A Profile of estimated memory and FLOPs for every cell (`settings.target`), with step times predicted by
+    `time_model` where given (labelled as predictions); each cell's operations kept in `traces` where given.
+    `layers` (with the `order` they are in) is a split made before, on the meta device; `resume` an interrupted
+    estimate of the same sweep whose finished cells are kept. With `compose` (and no `traces` to keep), runs of
+    alike z are composed from a few traced anchors (`layerprof.predict.compose`), each row saying which it is."""
+    target = settings.target or "cuda"
+    if target not in TARGETS:
+        raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
+    settings = replace(settings, mode="estimate", target=target)
+    mode, loaded = build_fake_model(spec, options, settings.precision)
+    if order is not None:
+        loaded.order, loaded.order_reason = order
+    runner: Any = functools.partial(estimate_cell, time_model=time_model, traces=traces, primed={})
+    if compose and traces is None:
+        from layerprof.predict.compose import ComposedCells
+
+        runner = ComposedCells(runner, settings.trainable_layer_counts)
+    described = time_model.to_dict() if time_model is not None else None
+
+    def save_with_time_model(profile: Profile) -> None:
+        profile.time_model = described
+        if save:
+            save(profile)
+
+    with mode:
+        split = list(layers) if layers is not None else loaded.split()
+        profile = profile_model(
+            loaded,
+            split,
+            settings,
+            ESTIMATE_DEVICE,
+            observer=observer,
+            save=save_with_time_model,
+            cell_runner=runner,
+            environment=estimate_environment(target, settings.target_gpu),
+            resume=resume,
+        )
+    profile.time_model = described
+    return profile
+
+
+# ---------------------------------------------------------------- the time model behind predicted step times
+
+
+def default_time_model(settings: SweepSettings, threads: int | None = None) -> TimeModel:
+    """The target's peaks with the documented default constants: the named GPU's datasheet (H100's when none is
+    named, as for the workspaces), or this CPU's own measured peaks at `threads`."""
+    if (settings.target or "cuda") == "cpu":
+        return TimeModel.default(cpu_peaks(threads), Numerics.current())
+    gpu = gpu_kind(settings.target_gpu or "H100")
+    return TimeModel.default(DevicePeaks.of_gpu(gpu), Numerics.current())
+
+
+def resolve_time_model(
+    settings: SweepSettings, calibrate: Sequence[Path] = (), threads: int | None = None, observer: Any = None
+) -> TimeModel:
+    """The time model an estimate predicts with: the defaults, or fitted to the measured profiles in `calibrate`
+    (any models, measured on the target's device kind), or reused from an estimate that holds a fitted one."""
+    model = default_time_model(settings, threads)
+    if not calibrate:
+        return model
+    profiles = [load_profile(path) for path in calibrate]
+    reused = [p for p in profiles if p.is_estimate]
+    if reused:
+        if len(profiles) > 1:
+            raise LayerprofError("--calibrate takes either one estimate to reuse its time model, or measured profiles")
+        return _reused_time_model(reused[0], model, calibrate[0])
+    steps = []
+    for path, profile in zip(calibrate, profiles, strict=True):
+        _same_device(profile, model, path, threads)
+        steps.extend(measured_steps(profile, settings.target or "cuda"))
+    if not steps:
+        raise LayerprofError(
+            f"--calibrate: no cell of {', '.join(map(str, calibrate))} ran (status ok, with a step time); "
+            "give measured profiles with ok cells"
+        )
+    return calibrate_model(steps, model.peaks, model.numerics)
+
+
+def _reused_time_model(profile: Profile, target: TimeModel, path: Path) -> TimeModel:
+    if not profile.time_model:
+        raise LayerprofError(f"--calibrate {path}: this estimate holds no time model; give measured profiles")
+    reused = TimeModel.from_dict(profile.time_model, source=str(path))
+    if reused.peaks.name != target.peaks.name:
+        raise LayerprofError(
+            f"--calibrate {path}: its time model is for {reused.peaks.name}, this estimate for {target.peaks.name}; "
+            "calibrate with profiles of the same device kind"
+        )
+    return TimeModel(target.peaks, reused.constants, target.numerics, reused.residuals)
+
+
+def _same_device(profile: Profile, model: TimeModel, path: Path, threads: int | None) -> None:
+    """Calibration data must come from the device the estimate predicts for."""
+    env = profile.environment
+    if model.peaks.kind == "cuda":
+        gpu = kind_of_device(env.device_name, env.total_memory_bytes) if env.device_kind == "cuda" else None
+        if gpu is None or gpu.name != model.peaks.name:
+            raise LayerprofError(
+                f"--calibrate {path}: measured on {env.device_name!r}, not on {model.peaks.name}; calibrate with "
+                f"profiles measured on that GPU kind, or estimate for it (--gpu NAME)"
+            )
+        return
+    if env.device_kind != "cpu" or env.device_name != model.peaks.name:
+        raise LayerprofError(
+            f"--calibrate {path}: measured on {env.device_name!r}, not on this CPU ({model.peaks.name}); CPU "
+            "estimates calibrate with profiles measured here"
+        )
+    wanted = threads or torch.get_num_threads()
+    if env.torch_threads and env.torch_threads != wanted:
+        raise LayerprofError(
+            f"--calibrate {path}: measured with {env.torch_threads} thread(s), the estimate uses {wanted}; "
+            f"pass --threads {env.torch_threads}"
+        )
+
+
+def measured_steps(profile: Profile, target: str) -> list[MeasuredStep]:
+    """Every measured cell of a profile that ran, with its step traced again on fake tensors."""
+    ok = [row for row in profile.rows if row.ok and row.step_time_ms]
+    if not ok:
+        return []
+    traces: dict[tuple[int, int], StepTrace] = {}
+    settings = replace(
+        profile.settings,
+        batch_sizes=tuple(sorted({row.batch_size for row in ok})),
+        trainable_layer_counts=tuple(sorted({row.trainable_layers for row in ok})),
+        mode="estimate",
+        target=target,
+        target_gpu=None,
+    )
+    estimate_model(profile.model.spec, ModelOptions.of_profile(profile), settings, traces=traces)
+    numerics = Numerics.of(profile.environment.numerics)
+    name = profile.model.spec
+    return [
+        MeasuredStep(
+            f"{name} b{row.batch_size} z={row.trainable_layers}",
+            traces[row.key],
+            row.step_time_ms,
+            row.host_time_ms,
+            numerics,
+        )  # fmt: skip
+        for row in ok
+        if row.key in traces
+    ]
+
+
+def plan_estimate(
+    spec: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    layer_selection: LayerSelection,
+    out: Path | None = None,
+    calibrate: Sequence[Path] = (),
+    threads: int | None = None,
+    restart: bool = False,
+) -> SweepJob:
+    """Split MODEL on the meta device, resolve the cells and the time model (fitted to `calibrate`'s measured
+    profiles where given); the default output is profiles/MODEL-estimate-TARGET.json. An interrupted estimate of
+    the same sweep there is resumed unless `restart`."""
+    target = settings.target or "cuda"
+    if target not in TARGETS:
+        raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if threads is not None:
+        apply_threads(threads, None)
+    path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
+    meta, layers = split_without_memory(spec, options)
+    settings = resolve_settings(settings, meta.workload, len(layers), layer_selection, mode="estimate", target=target)
+    warn_frozen_batchnorm(meta.model, layers, settings)
+    environment = estimate_environment(target, settings.target_gpu)
+    resume = resumable_profile(path, new_profile(meta, layers, settings, environment), restart)
+    order = (meta.order, meta.order_reason)
+    time_model = resolve_time_model(settings, calibrate, threads)
+    return SweepJob(
+        spec, options, layers, settings, ESTIMATE_DEVICE, environment, path,
+        order=order, resume=resume, time_model=time_model, runner=run_estimate_job,
+    )  # fmt: skip
+
+
+def run_estimate_job(job: SweepJob, observer: SweepObserver | None, save: Callable[[Profile], None]) -> Profile:
+    """An estimate's runner, handed to its job by `plan_estimate`: every cell on fake tensors."""
+    return estimate_model(job.spec, job.options, job.settings, observer=observer, save=save, layers=job.layers,
+                          order=job.order, resume=job.resume, time_model=job.time_model)  # fmt: skip
+
+
+class PlanPredictor:
+    """Step times of one model's cells on GPU kinds nobody measured, for `plan`: each z's step traced once on fake
+    tensors (the trace does not depend on the GPU), priced per kind by the time model with the constants fitted to
+    the model's own measured profiles where there are any (the largest measured GPU's), else the defaults."""
+
+    def __init__(self, group: Any) -> None:  # a layerprof.fidelity.plan.ProfileSet
+        self.group = group
+        self.reference: Profile = group.reference()
+        self.traces: dict[int, StepTrace | None] = {}
+        self.constants: TimeConstants | None = None
+        self.basis = "default constants"
+        self.traceable = True
+        if group.measured:
+            name, measured = max(group.measured.items(), key=lambda item: gpu_kind(item[0]).memory_mib)
+            try:
+                steps = measured_steps(measured, "cuda")
+            except LayerprofError:  # a model this machine cannot build (a user factory elsewhere): scale instead
+                steps, self.traceable = [], False
+            if steps:
+                self.constants = calibrate_model(steps, DevicePeaks.of_gpu(gpu_kind(name))).constants
+                self.basis = f"calibrated on its {name} profile"
+
+    def trace(self, z: int) -> StepTrace | None:
+        if z not in self.traces:
+            traces: dict[tuple[int, int], StepTrace] = {}
+            if self.traceable:
+                settings = replace(
+                    self.reference.settings, batch_sizes=(self.group.batch_size,), trainable_layer_counts=(z,),
+                    mode="estimate", target="cuda", target_gpu=None,
+                )  # fmt: skip
+                options = ModelOptions.of_profile(self.reference)
+                try:
+                    estimate_model(self.reference.model.spec, options, settings, traces=traces)
+                except LayerprofError:
+                    self.traceable = False
+            self.traces[z] = traces.get((self.group.batch_size, z))
+        return self.traces[z]
+
+    def __call__(self, z: int, gpu: GpuKind) -> tuple[float, str, float] | None:
+        trace = self.trace(z)
+        if trace is None:
+            return None
+        model = TimeModel.default(DevicePeaks.of_gpu(gpu), Numerics.of(self.reference.environment.numerics))
+        if self.constants is not None:
+            model = TimeModel(model.peaks, self.constants, model.numerics)
+        predicted = model.predict(trace)
+        busy = min(1.0, predicted.device_ms / predicted.step_ms) if predicted.step_ms else 1.0
+        return predicted.step_ms, f"predicted for {gpu.name} ({self.basis})", busy
+
+
+# ---------------------------------------------------------------- what fits
+
+
+@dataclass
+class FitResult:
+    """For one z: the largest batch that fits the budget, and the memory it needs."""
+
+    trainable_layers: int
+    largest_batch_size: int  # 0: not even the smallest batch fits
+    need_at_largest_bytes: int | None
+    smallest_gpu: str | None = None  # for the requested batch size, the smallest listed GPU that runs it
+    predicted_step_time_ms: float | None = None  # at the largest batch, by the time model (not measured)
+    # composed from its run's anchors (layerprof.predict.compose): the batch and need exact, no step traced to
+    # predict from
+    composed: bool = False
+
+
+@dataclass
+class FitReport:
+    """`fit`'s answer for every z, with the budget and, for a given batch, the smallest GPU."""
+
+    model: str
+    target: str
+    memory_bytes: int  # the budget
+    batch_size: int | None  # the batch the smallest GPUs were found for, if asked
+    results: list[FitResult]
+    smallest_batch_size: int = 1  # 2 where a batch of 1 cannot train (BatchNorm)
+    time_model: str | None = None  # what the predicted step times stand on
+    traces: int = 0  # fake-tensor steps the search ran
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_model(
+    spec: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    memory_bytes: int,
+    layer_selection: LayerSelection,
+    batch_size: int | None = None,
+    time_model: TimeModel | None = None,
+    seeded: bool = True,
+) -> FitReport:
+    """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
+    for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
+    the smallest listed GPU that runs it. `seeded`: each z's search starts from the z before it (False: from the
+    smallest batch, the search before 0.x; the same answers, more traces)."""
+    search = FitSearch(spec, options, settings, time_model)
+    zs = layer_selection.resolve(len(search.layers))
+    results = search.largest_batches(zs, memory_bytes, seeded)
+    if batch_size is not None:
+        for result in results:
+            result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
+    if all(result.largest_batch_size == 0 for result in results):
+        lowest = min(result.need_at_largest_bytes or 0 for result in results)
+        raise LayerprofError(
+            f"no z fits in {memory_bytes / 2**30:.2f} GiB even at batch {search.smallest_batch}; the smallest need "
+            f"is {lowest / 2**30:.2f} GiB (z={min(zs)}, context reserve included)"
+        )
+    return FitReport(
+        spec, search.settings.target or "cuda", memory_bytes, batch_size, results, search.smallest_batch,
+        search.time_model.label, len(search.needs),
+    )  # fmt: skip
+
+
+# batch lines (the fit's need at any batch size from two traced ones) hold from this batch size up
+LINE_FROM_BATCH = 2
+# the errors a model raises for a batch of one in training (BatchNorm needs two values per channel)
+SINGLE_SAMPLE_ERRORS = ("more than 1 value per channel",)
+
+
+class FitSearch:
+    """Largest batch per z under a memory budget. A step's memory is affine in the batch size at a given z (the
+    parameters, gradients and optimizer state are fixed, activations grow per sample), up to the allocator's
+    block rounding: two traces give the line, its crossing with the budget is checked exactly, and secant steps
+    (bisection where they stall) from the nearest known batches close the gap. The answer fits and the next
+    batch does not, exactly; a z typically costs four traces."""
+
+    def __init__(
+        self, spec: str, options: ModelOptions, settings: SweepSettings, time_model: TimeModel | None = None
+    ) -> None:
+        self.settings = replace(settings, mode="estimate", target=settings.target or "cuda")
+        self.time_model = time_model or default_time_model(self.settings)
+        self.mode, self.loaded = build_fake_model(spec, options, settings.precision)
+        self.reserve = CUDA_CONTEXT_RESERVE_BYTES if self.settings.target == "cuda" else 0
+        _, self.layers = split_without_memory(spec, options)  # the split every command uses, traced where it can
+        self.needs: dict[tuple[int, int], int] = {}
+        self.traces: dict[tuple[int, int], StepTrace] = {}
+        self.smallest_batch = 1
+        self.primed: dict[int, dict[str, Any]] = {}  # optimizer state per parameter (`prime_optimizer`)
+        self.timelines: dict[tuple[int, int], Any] = {}  # (batch, z) -> layerprof.predict.compose.Timeline
+        self.workspace: dict[tuple[int, int], int] = {}  # (batch, z) -> the modelled cuBLAS workspaces
+        self.replayed: dict[tuple[int, int], int | None] = {}  # (z, batch) -> its batch line's need
+        self.z_lines: dict[int, Any] = {}  # z -> its batch line and workspace (`line_of`)
+        self.signatures: list[Any] | None = None  # the layers' (layerprof.predict.compose.layer_signatures)
+        self.allocation_size = allocation_size_for(self.settings.target or "cuda")
+        self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
+
+    def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
+        key = (batch_size, trainable_layers)
+        if key not in self.needs:
+            from layerprof.predict.compose import layer_signatures, recorded_shapes
+
+            shapes = recorded_shapes(self.loaded.model, self.layers) if self.signatures is None else nullcontext([])
+            with self.mode, shapes as calls:
+                row, _ = estimate_cell(
+                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE,
+                    traces=self.traces, primed=self.primed, timelines=self.timelines,
+                )  # fmt: skip
+            if row.ok and self.signatures is None:
+                self.signatures = layer_signatures(self.loaded.model, self.layers, calls)
+            self.workspace[key] = int(row.memory_workspace_bytes or 0)
+            if not row.ok:
+                if batch_size == 1 and any(marker in (row.message or "") for marker in SINGLE_SAMPLE_ERRORS):
+                    self.smallest_batch = 2
+                    raise _SingleSampleError
+                raise LayerprofError(f"z={trainable_layers}, batch {batch_size}: {row.message}")
+            self.needs[key] = int(row.peak_memory_bytes or 0) + self.reserve
+        return self.needs[key]
+
+    def largest_batch(
+        self, trainable_layers: int, budget_bytes: int, limit: int = 1 << 24, near: int | None = None
+    ) -> FitResult:
+        """The largest batch that fits and the next that does not, both traced. `near` (the answer of a similar
+        z) is probed first, then along the line of the last z's slope; without it the search starts at the
+        smallest batch and 63 above it."""
+
+        def need(batch_size: int) -> int:
+            return self.need_bytes(trainable_layers, batch_size)
+
+        if near is None:
+            try:
+                first_need = need(self.smallest_batch)
+            except _SingleSampleError:
+                first_need = need(self.smallest_batch)
+            known = {self.smallest_batch: first_need}
+            fits = self._from_smallest(need, known, budget_bytes, limit)
+        else:
+            known = {}
+            fits = self._search(need, known, max(self.smallest_batch, min(limit, near)), budget_bytes, limit)
+        if fits is None:
+            return FitResult(trainable_layers, 0, known[self.smallest_batch])
+        low, high = max((b for b in known if b <= fits), default=fits), min((b for b in known if b > fits), default=0)
+        if high and known[high] > known[low]:
+            self.slope = (known[high] - known[low]) / (high - low)
+        result = FitResult(trainable_layers, fits, need(fits))
+        trace = self.traces.get((fits, trainable_layers))
+        if trace is not None:
+            result.predicted_step_time_ms = self.time_model.predict(trace).step_ms
+        return result
+
+    def _from_smallest(self, need: Callable[[int], int], known: dict[int, int], budget_bytes: int, limit: int
+                       ) -> int | None:  # fmt: skip
+        """The search from the smallest batch (`known`) and 63 above it: the line through the two largest fitting
+        batches while nothing fails, then secant steps (bisection where they stall) inside the bracket."""
+        first = self.smallest_batch
+        if known[first] > budget_bytes:
+            return None
+        fits, fails = first, None  # the largest batch known to fit, the smallest known not to
+        probe, width = min(limit, first + 63), None
+        while probe > fits:
+            known[probe] = need(probe)
+            if known[probe] <= budget_bytes:
+                fits = probe
+            else:
+                fails = probe
+            if (fails is not None and fails - fits <= 1) or (fails is None and fits >= limit):
+                break
+            previous, width = width, (None if fails is None else fails - fits)
+            stalled = previous is not None and width is not None and width > previous // 2
+            probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
+        return fits
+
+    def _search(
+        self, need: Callable[[int], int], known: dict[int, int], probe: int, budget_bytes: int, limit: int
+    ) -> int | None:
+        """The bracket search from `known` needs, first probing `probe`: the largest fitting batch (None: not even
+        the smallest). Unbracketed steps follow the line (the last z's slope where one point is known); where the
+        line points back at the known batches, steps of 1, 2, 4, ... so that a poor slope never makes it crawl;
+        once bracketed, secant steps with bisection where they stall."""
+        first = self.smallest_batch
+        fits = max((b for b, n in known.items() if n <= budget_bytes), default=None)
+        fails = min((b for b, n in known.items() if n > budget_bytes), default=None)
+        if fails == first:
+            return None
+        stride, width = 1, None
+        while True:
+            if probe not in known:
+                try:
+                    known[probe] = need(probe)
+                except _SingleSampleError:  # batch 1 cannot train: the smallest batch is 2
+                    first, probe = self.smallest_batch, max(probe, self.smallest_batch)
+                    continue
+            if known[probe] <= budget_bytes:
+                fits = probe if fits is None else max(fits, probe)
+            else:
+                fails = probe if fails is None else min(fails, probe)
+            if fits is None and fails == first:
+                return None
+            if fits is not None and ((fails is not None and fails - fits <= 1) or (fails is None and fits >= limit)):
+                return fits
+            if fits is not None and fails is not None:
+                previous, width = width, fails - fits
+                stalled = previous is not None and width > previous // 2
+                probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
+                continue
+            guess = self._line_guess(known, budget_bytes)
+            if fits is not None:  # everything so far fits: up to where the line meets the budget
+                if guess is None or guess <= fits:  # the line says here: confirm the next (strides double)
+                    probe, stride = min(limit, fits + stride), stride * 2
+                else:
+                    probe, stride = min(limit, guess), 1
+            else:  # nothing so far fits: down to where the line meets the budget
+                assert fails is not None
+                if guess is None or guess >= fails:
+                    probe, stride = max(first, fails - stride), stride * 2
+                else:
+                    probe, stride = max(first, guess), 1
+
+    def _line_guess(self, known: dict[int, int], budget_bytes: int) -> int | None:
+        """The batch where the need reaches the budget: on the line through the two known batches nearest to it,
+        or through the one known batch with the last z's slope."""
+        points = sorted(known.items(), key=lambda item: abs(item[1] - budget_bytes))[:2]
+        if len(points) == 2 and points[0][0] != points[1][0]:
+            (b1, n1), (b2, n2) = points
+            slope = (n2 - n1) / (b2 - b1)
+        elif self.slope:
+            (b1, n1), slope = points[0], self.slope
+        else:
+            return None
+        return math.floor(b1 + (budget_bytes - n1) / slope) if slope > 0 else None
+
+    @staticmethod
+    def _next_probe(
+        known: dict[int, int], fits: int, fails: int | None, budget_bytes: int, limit: int, bisect: bool
+    ) -> int:
+        """Where the line through the bracket's ends (the two largest fitting batches while nothing failed) meets
+        the budget, strictly inside the bracket; its middle where the last step did not halve it (the
+        allocator's rounding bends the line), so that the search never takes more than a bisection's steps."""
+        upper = limit + 1 if fails is None else fails
+        if bisect and fails is not None:
+            return (fits + fails) // 2
+        if fails is not None:
+            (b1, n1), (b2, n2) = (fits, known[fits]), (fails, known[fails])
+        else:
+            (b1, n1), (b2, n2) = sorted(known.items())[-2:]
+        slope = (n2 - n1) / (b2 - b1) if b2 != b1 else 0.0
+        guess = math.floor(b1 + (budget_bytes - n1) / slope) if slope > 0 else 2 * fits
+        guess = max(guess, fits + 1)  # the line says the boundary is here: confirm with the next batch
+        if guess >= upper:
+            guess = (fits + upper) // 2 if fails is not None else limit
+        return guess
+
+    def largest_batches(self, zs: Sequence[int], budget_bytes: int, seeded: bool = True) -> list[FitResult]:
+        """`largest_batch` for every z. Seeded: each z's search starts at the answer of the z before it, and a
+        run of alike z (`layerprof.predict.compose`) is searched at its four anchors only, the z between them on the
+        need composed from the anchors' batch lines (exact, or the z is searched on its own traces)."""
+        from layerprof.predict.compose import MIN_COMPOSED_RUN, anchors_of, z_runs
+
+        results: dict[int, FitResult] = {}
+        last: list[FitResult] = []
+
+        def searched(z: int) -> FitResult:
+            if z not in results:
+                near = last[-1].largest_batch_size if seeded and last and last[-1].largest_batch_size else None
+                results[z] = self.largest_batch(z, budget_bytes, near=near)
+            last.append(results[z])
+            return results[z]
+
+        ordered = sorted(set(zs))
+        if not seeded:
+            return [searched(z) for z in ordered]
+        searched(ordered[0])  # the first trace also records the layers' signatures
+        for run in z_runs(self.signatures or [("unique", i) for i in range(len(self.layers))], ordered):
+            if len(run) < MIN_COMPOSED_RUN:
+                for z in run:
+                    searched(z)
+                continue
+            anchors = anchors_of(run[0], run[-1])
+            for z in run:
+                if z in anchors or z in results:  # searched on its own traces
+                    searched(z)
+                    continue
+                for a in anchors:
+                    if a not in results:
+                        searched(a)
+                composed = self._composed_largest(z, budget_bytes, anchors, last[-1].largest_batch_size)
+                results[z] = composed if composed is not None else searched(z)
+                last.append(results[z])
+        return [results[z] for z in zs]
+
+    def batch_line(self, trainable_layers: int) -> Any:
+        """The z's need at any batch size (`layerprof.predict.compose.BatchLine`) through its two largest traced batch
+        sizes, checked to reproduce every other traced batch size of the z to the byte (one more is traced where
+        there is none); None where it does not."""
+        from layerprof.predict.compose import BatchLine
+
+        # a batch of one often runs another sequence of operations (a squeeze, a broadcast): lines start at 2
+        traced = sorted(b for b, z in self.timelines if z == trainable_layers and b >= LINE_FROM_BATCH)
+        if len(traced) < 2:
+            return None
+        workspaces = {self.workspace[(b, trainable_layers)] for b in traced}
+        b1, b2 = traced[-2:]
+        line = BatchLine.through((b1, self.timelines[(b1, trainable_layers)]),
+                                 (b2, self.timelines[(b2, trainable_layers)]))  # fmt: skip
+        if line is None or len(workspaces) != 1:
+            return None
+        others = traced[:-2]
+        if not others:
+            extra = max(self.smallest_batch, LINE_FROM_BATCH, b1 // 2)
+            if extra in (b1, b2):
+                extra = b2 + 1
+            self.need_bytes(trainable_layers, extra)
+            others = [extra]
+        workspace = workspaces.pop()
+        for b in others:
+            if self.workspace[(b, trainable_layers)] != workspace:
+                return None
+            peak = line.peak_bytes(b, self.allocation_size)
+            if peak is None or peak + workspace + self.reserve != self.needs[(b, trainable_layers)]:
+                return None
+        return (line, workspace)
+
+    def line_of(self, trainable_layers: int, batch_size: int) -> Any:
+        """The z's batch line and workspace (`batch_line`), its batches traced around `batch_size` where the z has
+        fewer than two; None where there is no exact line."""
+        if trainable_layers not in self.z_lines:
+            traced = [b for b, z in self.timelines if z == trainable_layers and b >= LINE_FROM_BATCH]
+            around = max(batch_size, LINE_FROM_BATCH)
+            for extra in (around, around + 1):
+                if len(traced) < 2 and extra not in traced:
+                    self.need_bytes(trainable_layers, extra)
+                    traced.append(extra)
+            self.z_lines[trainable_layers] = self.batch_line(trainable_layers)
+        return self.z_lines[trainable_layers]
+
+    def replayed_need(self, trainable_layers: int, batch_size: int) -> int:
+        """The z's need at the batch size from its batch line (raises _NotComposable where it has none)."""
+        key = (trainable_layers, batch_size)
+        if batch_size < LINE_FROM_BATCH:
+            raise _NotComposable
+        if key not in self.replayed:
+            line = self.line_of(trainable_layers, batch_size)
+            peak = None if line is None else line[0].peak_bytes(batch_size, self.allocation_size)
+            self.replayed[key] = None if peak is None else peak + line[1] + self.reserve
+        need = self.replayed[key]
+        if need is None:
+            raise _NotComposable
+        return need
+
+    def _composed_largest(self, z: int, budget_bytes: int, anchors: Sequence[int], near: int) -> FitResult | None:
+        """The largest batch of a z between its run's anchors on the need composed from theirs (None: search it
+        on its own traces). At each batch size the anchors' needs lie on one line, or on two (the first two
+        anchors', the last two's) that meet at a kink of the convex peak, checked at the z on each side of it."""
+        first, second, before_last, last = anchors
+
+        def need(batch_size: int) -> int:
+            v0, v1, v2, v3 = (self.replayed_need(a, batch_size) for a in anchors)
+            slope_first, slope_last = v1 - v0, v3 - v2
+            if slope_first == slope_last and v3 - v0 == slope_first * (last - first):
+                return v0 + slope_first * (z - first)
+            if slope_first == slope_last:
+                raise _NotComposable
+            crossing = (v3 - v0 + slope_first * first - slope_last * last) / (slope_first - slope_last)
+            k = min(max(int(crossing // 1), first), last - 1)
+            if self.replayed_need(k, batch_size) != v0 + slope_first * (k - first):
+                raise _NotComposable
+            if self.replayed_need(k + 1, batch_size) != v3 + slope_last * (k + 1 - last):
+                raise _NotComposable
+            return v0 + slope_first * (z - first) if z <= k else v3 + slope_last * (z - last)
+
+        known: dict[int, int] = {}
+        try:
+            fits = self._search(need, known, max(self.smallest_batch, near or self.smallest_batch), budget_bytes,
+                                1 << 24)  # fmt: skip
+        except _NotComposable:
+            return None
+        if fits is None:
+            return FitResult(z, 0, known[self.smallest_batch], composed=True)
+        return FitResult(z, fits, known[fits], composed=True)
+
+    def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
+        return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))
+
+
+class _NotComposable(Exception):
+    """The anchors' needs do not step alike at this batch size: the z is searched on its own traces."""
+
+
+class _SingleSampleError(Exception):
+    """Batch 1 cannot train this model; the search starts at 2."""

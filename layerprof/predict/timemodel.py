@@ -1,0 +1,451 @@
+"""Step time before you rent: a roofline over every operation of a cell's traced training step.
+
+An estimate runs each cell's step on fake tensors; `layerprof.measure.instruments.OpRecorder` keeps, per aten
+operation, its FLOPs (the profile's own FLOP count), the bytes it reads and writes, its compute dtype, its phase
+(forward, backward, optimizer) and the kernels it launches. `TimeModel.predict` turns that trace into time on a device:
+
+* each kernel takes max(FLOPs / (peak of its dtype x compute efficiency of its class),
+  bytes / (memory bandwidth x memory efficiency)) + a fixed per-kernel cost (the roofline, Williams et al. 2009);
+* on a GPU the host launches the step while the device runs it: the step takes max(device time, host time),
+  the host time being a per-operation dispatch cost (PyTorch's Python and dispatcher; calibrated);
+* on the CPU the two add up: every operation is dispatched and then run by the same threads.
+
+Peaks come from the GPU table (`layerprof.devices.GpuKind`: datasheet figures) or, for this CPU, from a few
+seconds of measurement (`cpu_peaks`, cached per machine). The efficiencies and per-kernel costs are documented
+defaults (`DEFAULT_CONSTANTS`) until `calibrate` fits them to measured profiles of the same device kind by least
+squares on log step times, pulled towards the defaults where the data cannot tell (a few profiles cannot
+separate every constant). Predictions are labelled as such wherever they are shown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+from layerprof.devices import GpuKind
+from layerprof.errors import LayerprofError
+from layerprof.measure.instruments import OpClass, Phase, StepTrace
+from layerprof.profile import Profile
+
+# ---------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class DevicePeaks:
+    """What a device can do at best: FLOP/s by dtype, memory bandwidth, and where the figures come from."""
+
+    name: str
+    kind: str  # "cuda" | "cpu"
+    fp32_tflops: float
+    tf32_tflops: float
+    bf16_tflops: float
+    fp16_tflops: float
+    memory_gbps: float
+    source: str
+
+    def tflops(self, dtype: str, op: OpClass, tf32_matmul: bool, tf32_conv: bool) -> float:
+        if dtype == "float32":
+            tf32 = tf32_conv if op is OpClass.CONV else tf32_matmul
+            return self.tf32_tflops if tf32 else self.fp32_tflops
+        if dtype == "float16":
+            return self.fp16_tflops
+        if dtype == "bfloat16":
+            return self.bf16_tflops
+        return self.fp32_tflops  # float64 and the rest: never faster than float32
+
+    @classmethod
+    def of_gpu(cls, gpu: GpuKind) -> DevicePeaks:
+        return cls(
+            gpu.name, "cuda", gpu.fp32_tflops, gpu.tf32_tflops, gpu.bf16_tflops, gpu.bf16_tflops, gpu.memory_gbps,
+            f"{gpu.name} datasheet (layerprof.devices)",
+        )  # fmt: skip
+
+
+CPU_PEAKS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "layerprof" / "cpu-peaks.json"
+
+
+def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePeaks:
+    """This CPU's matmul FLOP/s (float32, bfloat16, float16) and copy bandwidth at `threads` threads (torch's own
+    count when None), measured in a few seconds and cached per machine, thread count and torch version."""
+    threads = threads or torch.get_num_threads()
+    cache = cache or CPU_PEAKS_CACHE
+    key = f"{platform.node()}|{_cpu_name()}|{threads}|{torch.__version__}"
+    stored = _read_cache(cache)
+    if key in stored:
+        return DevicePeaks(**stored[key])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fp32, bf16, fp16 = (_matmul_tflops(dtype) for dtype in (torch.float32, torch.bfloat16, torch.float16))
+        gbps = _copy_gbps()
+    finally:
+        torch.set_num_threads(before)
+    peaks = DevicePeaks(
+        _cpu_name(), "cpu", fp32, fp32, bf16, fp16, gbps,
+        f"measured here: matmuls up to 1024^3 and a 256 MiB copy at {threads} thread(s), {time.strftime('%Y-%m-%d')}",
+    )  # fmt: skip
+    stored[key] = asdict(peaks)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(stored, indent=1))
+    except OSError:
+        pass  # an unwritable cache only costs the measurement next time
+    return peaks
+
+
+def _cpu_name() -> str:
+    from layerprof.measure.environment import cpu_name
+
+    return cpu_name() or "cpu"
+
+
+def _read_cache(cache: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(cache.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _best_seconds(work, repeats: int = 3) -> float:  # noqa: ANN001
+    work()
+    best = math.inf
+    for _ in range(repeats):
+        began = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def _matmul_tflops(dtype: torch.dtype, largest: int = 1024, enough_s: float = 0.05) -> float:
+    """Square products of growing size until one takes long enough to time (or reaches `largest`): a dtype the CPU
+    has no fast kernel for (float16 on many) is measured small instead of for minutes."""
+    for size in (128, 256, 512, largest):
+        a = torch.randn(size, size).to(dtype)
+        b = torch.randn(size, size).to(dtype)
+        seconds = _best_seconds(lambda a=a, b=b: torch.mm(a, b))
+        if seconds >= enough_s or size == largest:
+            return 2 * size**3 / seconds / 1e12
+    raise AssertionError("unreachable")
+
+
+def _copy_gbps(megabytes: int = 256) -> float:
+    source = torch.ones(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    seconds = _best_seconds(lambda: target.copy_(source))
+    return 2 * source.numel() * 4 / seconds / 1e9
+
+
+# ---------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class TimeConstants:
+    """The few numbers the roofline cannot know: how close kernels get to the peaks, and fixed costs."""
+
+    gemm_efficiency: float  # share of the dtype's peak a matrix product reaches
+    conv_efficiency: float
+    attention_efficiency: float
+    memory_efficiency: float  # share of the bandwidth memory-bound kernels reach
+    kernel_us: float  # fixed device cost per kernel (launch latency, tails)
+    # host cost per aten operation, by phase: the forward is dispatched from Python module by module, the backward
+    # from autograd's C++ engine, the optimizer's operations are few but come with Python loops over parameters
+    forward_dispatch_us: float
+    backward_dispatch_us: float
+    optimizer_dispatch_us: float
+    module_call_us: float  # host cost per module call in the forward (Python's __call__, hooks)
+    source: str = "defaults"
+
+    def efficiency(self, op: OpClass) -> float:
+        return {
+            OpClass.GEMM: self.gemm_efficiency,
+            OpClass.CONV: self.conv_efficiency,
+            OpClass.ATTENTION: self.attention_efficiency,
+            OpClass.MEMORY: 1.0,
+        }[op]
+
+    def as_vector(self) -> list[float]:
+        return [getattr(self, name) for name in FITTED]
+
+    def with_vector(self, values: Sequence[float], source: str) -> TimeConstants:
+        return replace(self, **dict(zip(FITTED, values, strict=True)), source=source)
+
+
+FITTED = (
+    "gemm_efficiency", "conv_efficiency", "attention_efficiency", "memory_efficiency", "kernel_us",
+    "forward_dispatch_us", "backward_dispatch_us", "optimizer_dispatch_us", "module_call_us",
+)  # fmt: skip
+
+# Documented defaults, used until a calibration replaces them. GPUs: cuBLAS reaches 60-80% of the dense peak on
+# large products (70%), cuDNN less on the convolutions of vision models (50%), fused attention about half;
+# memory-bound kernels 70% of the bandwidth; ~4 us per kernel. The host's costs were fitted (non-negative least
+# squares on relative error) to the launch times of 123 cells of nine models measured on an H200's host
+# (benchmarks/results/nvidia-h200-2026-12-04): ~7.5 us per forward operation, ~12 us per backward one (autograd's
+# engine and the launch), ~53 us per optimizer operation (one `.item()` per trainable tensor and the Python
+# around it), ~48 us per module call in the forward. CPUs: the peaks are measured matmuls, so products reach
+# them (90%); a few us per operation, which the CPU spends instead of computing.
+DEFAULT_CONSTANTS = {
+    "cuda": TimeConstants(0.7, 0.5, 0.5, 0.7, 4.0, 7.5, 12.0, 53.0, 48.0, "defaults for GPUs"),
+    "cpu": TimeConstants(0.9, 0.6, 0.6, 0.8, 0.0, 5.0, 4.0, 10.0, 15.0, "defaults for CPUs"),
+}
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """Whether float32 products run on TF32 tensor cores: PyTorch's defaults are no for matmuls, yes for convs."""
+
+    tf32_matmul: bool = False
+    tf32_conv: bool = True
+
+    @classmethod
+    def current(cls) -> Numerics:
+        return cls(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+    @classmethod
+    def of(cls, recorded: dict[str, Any]) -> Numerics:
+        """From a profile's recorded numeric settings (`environment.numerics`)."""
+        defaults = cls()
+        return cls(
+            bool(recorded.get("matmul_tf32", defaults.tf32_matmul)),
+            bool(recorded.get("cudnn_conv_tf32", defaults.tf32_conv)),
+        )
+
+
+@dataclass(frozen=True)
+class StepPrediction:
+    """A predicted step time: the device's and the host's share, and whether the host bounds it."""
+
+    step_ms: float
+    device_ms: float  # the kernels' time
+    host_ms: float  # dispatching every operation
+    host_bound: bool  # GPUs: the host is the slower of the two
+
+
+@dataclass
+class TimeModel:
+    """A device's peaks and the constants: everything needed to turn a traced step into time."""
+
+    peaks: DevicePeaks
+    constants: TimeConstants
+    numerics: Numerics = field(default_factory=Numerics)
+    residuals: list[dict[str, Any]] = field(default_factory=list)  # a calibration's fit, per measured cell
+
+    @classmethod
+    def default(cls, peaks: DevicePeaks, numerics: Numerics | None = None) -> TimeModel:
+        return cls(peaks, DEFAULT_CONSTANTS[peaks.kind], numerics or Numerics())
+
+    @property
+    def calibrated(self) -> bool:
+        return self.constants.source.startswith("calibrated")
+
+    @property
+    def label(self) -> str:
+        how = "calibrated" if self.calibrated else "default constants"
+        return f"predicted for {self.peaks.name} ({how})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peaks": asdict(self.peaks),
+            "constants": asdict(self.constants),
+            "numerics": asdict(self.numerics),
+            "residuals": self.residuals,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "time model") -> TimeModel:
+        try:
+            return cls(
+                DevicePeaks(**data["peaks"]),
+                TimeConstants(**data["constants"]),
+                Numerics(**data.get("numerics", {})),
+                list(data.get("residuals", [])),
+            )
+        except (KeyError, TypeError) as error:
+            raise LayerprofError(f"{source}: a damaged time model ({error}); re-run the calibration") from None
+
+    def predict(self, trace: StepTrace) -> StepPrediction:
+        with unset_fake_temporarily():  # an estimate calls this inside its FakeTensorMode: these are real numbers
+            theta = torch.tensor([math.log(max(v, 1e-9)) for v in self.constants.as_vector()], dtype=torch.float64)
+            log_device, log_host = _log_times(_op_arrays(trace, self.peaks, self.numerics), theta)
+            device_ms, host_ms = math.exp(float(log_device)), math.exp(float(log_host))
+        if self.peaks.kind == "cpu":  # the same threads dispatch and compute
+            return StepPrediction(device_ms + host_ms, device_ms, host_ms, False)
+        return StepPrediction(max(device_ms, host_ms), device_ms, host_ms, host_ms > device_ms)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class MeasuredStep:
+    """A measured cell with its traced operations: what calibration fits."""
+
+    label: str  # e.g. "resnet50 b64 z=3"
+    trace: StepTrace
+    step_ms: float
+    host_ms: float | None = None  # GPUs: the measured launch time
+    numerics: Numerics = field(default_factory=lambda: Numerics())  # the TF32 settings it was measured with
+
+
+# how far (in log space) the fit may pull a constant from its default before the prior costs as much as a 10%
+# error on one cell: keeps constants the data cannot see at their defaults
+PRIOR_WIDTH = 1.5
+PRIOR_WEIGHT = 0.01
+
+
+def calibrate(steps: Sequence[MeasuredStep], peaks: DevicePeaks, numerics: Numerics | None = None,
+              start: TimeConstants | None = None) -> TimeModel:  # fmt: skip
+    """Fit the constants to measured cells by least squares on log step time (and, on GPUs, log launch time
+    where measured), each constant pulled towards its default. Returns the model with one residual per cell."""
+    if not steps:
+        raise LayerprofError("calibration needs at least one measured cell that ran (status ok, with a step time)")
+    numerics = numerics or Numerics()
+    start = start or DEFAULT_CONSTANTS[peaks.kind]
+    arrays = [_op_arrays(step.trace, peaks, step.numerics) for step in steps]
+    measured = torch.tensor([math.log(step.step_ms) for step in steps], dtype=torch.float64)
+    launches = [(index, math.log(step.host_ms)) for index, step in enumerate(steps) if step.host_ms]
+    prior = torch.tensor([math.log(max(v, 1e-6)) for v in start.as_vector()], dtype=torch.float64)
+    theta = prior.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=300, line_search_fn="strong_wolfe")
+    cpu = peaks.kind == "cpu"
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        device, host = (torch.stack(values) for values in zip(*(_log_times(a, theta) for a in arrays), strict=True))
+        step = torch.logaddexp(device, host) if cpu else torch.maximum(device, host)
+        loss = ((step - measured) ** 2).sum() + (((theta - prior) / PRIOR_WIDTH) ** 2).sum() * PRIOR_WEIGHT
+        if launches and not cpu:  # the measured launch times pin the host's constants
+            index = torch.tensor([i for i, _ in launches])
+            loss = loss + ((host[index] - torch.tensor([v for _, v in launches], dtype=torch.float64)) ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(objective)
+    fitted = theta.detach()
+    if not torch.isfinite(fitted).all():
+        raise LayerprofError(
+            "the calibration did not converge on these profiles; check that they ran on the target device, or "
+            "estimate with the default constants (no --calibrate)"
+        )
+    values = [float(v) for v in torch.exp(fitted)]
+    values[:4] = [min(1.0, v) for v in values[:4]]  # no kernel beats the peak
+    names = sorted({step.label.split(" ")[0] for step in steps})
+    constants = start.with_vector(values, f"calibrated on {len(steps)} cells of {', '.join(names)}")
+    model = TimeModel(peaks, constants, numerics)
+    for step in steps:
+        predicted = model.predict(step.trace)
+        model.residuals.append(
+            {
+                "cell": step.label,
+                "measured_ms": round(step.step_ms, 4),
+                "predicted_ms": round(predicted.step_ms, 4),
+                "error": round(predicted.step_ms / step.step_ms - 1, 4),
+            }  # fmt: skip
+        )
+    return model
+
+
+CLASS_INDEX = {OpClass.GEMM: 0, OpClass.CONV: 1, OpClass.ATTENTION: 2, OpClass.MEMORY: 3}
+PHASES = (Phase.FORWARD, Phase.BACKWARD, Phase.OPTIMIZER)
+
+
+def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, Any]:
+    """A step's kernels and the host's work as arrays, for a differentiable prediction of its time."""
+    launched = [op for op in trace.ops if op.kernels]
+
+    def array(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64)
+
+    peak = [peaks.tflops(op.dtype, op.op_class, numerics.tf32_matmul, numerics.tf32_conv) * 1e12 for op in launched]
+    return {
+        "flops": array([float(op.flops) for op in launched]),
+        "bytes": array([float(op.bytes_moved) for op in launched]),
+        "kernels": array([float(op.kernels) for op in launched]),
+        "peak": array(peak),
+        "class": torch.tensor([CLASS_INDEX[op.op_class] for op in launched], dtype=torch.long),
+        "bandwidth": peaks.memory_gbps * 1e9,
+        "host_work": array([float(trace.dispatched(phase)) for phase in PHASES] + [float(trace.module_calls)]),
+    }
+
+
+def _log_times(a: dict[str, Any], theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log(device ms), log(host ms) of one step under the constants exp(theta) (in the order of FITTED)."""
+    efficiency = torch.cat([torch.exp(theta[:3]).clamp(max=1.0), theta.new_ones(1)])[a["class"]]
+    compute = a["flops"] / (a["peak"] * efficiency)
+    memory = a["bytes"] / (a["bandwidth"] * torch.exp(theta[3]).clamp(max=1.0))
+    device = (torch.maximum(compute, memory) + a["kernels"] * torch.exp(theta[4]) * 1e-6).sum() * 1e3
+    host = (a["host_work"] * torch.exp(theta[5:9])).sum() * 1e-3
+    return torch.log(device), torch.log(host)
+
+
+# ---------------------------------------------------------------- predictions against measurements
+
+
+@dataclass(frozen=True)
+class PredictionCheck:
+    """One cell both predicted and measured: the errors a user should see before trusting a prediction."""
+
+    batch_size: int
+    trainable_layers: int
+    measured_ms: float
+    predicted_ms: float
+    measured_vs_full: float | None
+    predicted_vs_full: float | None
+
+    @property
+    def error(self) -> float:
+        return self.predicted_ms / self.measured_ms - 1
+
+    @property
+    def ratio_error(self) -> float | None:
+        if self.measured_vs_full is None or self.predicted_vs_full is None:
+            return None
+        return self.predicted_vs_full / self.measured_vs_full - 1
+
+
+def check_predictions(estimate: Profile, measured: Profile) -> list[PredictionCheck]:
+    """Every cell that `estimate` predicts and `measured` timed, with the step time's error and the error of its
+    ratio to full training (z = n) at that batch size."""
+    if not estimate.predicts_time:
+        raise LayerprofError("the estimate holds no predicted step times (estimate with a time model)")
+    if measured.is_estimate:
+        raise LayerprofError("--against needs a measured profile (`layerprof profile`), not an estimate")
+    if estimate.model.spec != measured.model.spec:
+        raise LayerprofError(
+            f"--against: the estimate is of {estimate.model.spec!r}, the measured profile of {measured.model.spec!r}"
+        )
+    n = estimate.layer_count
+    checks = []
+    for row in sorted(estimate.rows, key=lambda r: r.key):
+        timed = measured.row(*row.key)
+        if not (row.ok and row.predicted_step_time_ms and timed is not None and timed.ok and timed.step_time_ms):
+            continue
+        full_predicted, full_measured = estimate.row(row.batch_size, n), measured.row(row.batch_size, n)
+        checks.append(
+            PredictionCheck(
+                row.batch_size,
+                row.trainable_layers,
+                timed.step_time_ms,
+                row.predicted_step_time_ms,
+                _vs_full(timed.step_time_ms, full_measured.step_time_ms if full_measured else None),
+                _vs_full(row.predicted_step_time_ms, full_predicted.predicted_step_time_ms if full_predicted else None),
+            )  # fmt: skip
+        )
+    if not checks:
+        raise LayerprofError("--against: no cell is both predicted and measured; estimate the measured cells")
+    return checks
+
+
+def _vs_full(value: float, full: float | None) -> float | None:
+    return value / full if full else None

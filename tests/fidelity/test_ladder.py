@@ -1,0 +1,309 @@
+"""Rung selection, slots, brackets, the joint ladder, exporters checked against the real libraries."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
+from layerprof.errors import LayerprofError
+from layerprof.fidelity.ladder import (
+    build_ladder,
+    hyperband,
+    largest_batch_that_fits,
+    neps_hyperband,
+    select_rungs,
+    successive_halving,
+)
+from layerprof.outputs.exporters import export, library_max_budget
+from layerprof.parsing import parse_memory
+from layerprof.profile import Profile, Row
+from tests.conftest import bare_profile
+
+GIB = 2**30
+
+
+def synthetic_profile(
+    costs: dict[int, float],
+    memory: dict[int, int] | None = None,
+    batch_sizes: tuple[int, ...] = (8,),
+    device: str = "cpu",
+    memory_per_sample: int = 0,
+) -> Profile:
+    n = max(costs)
+    rows = []
+    for batch_size in batch_sizes:
+        for z, cost in costs.items():
+            peak = (memory or {}).get(z, z * GIB // 4) + memory_per_sample * batch_size
+            rows.append(
+                Row(
+                    batch_size,
+                    z,
+                    "ok",
+                    trainable_params=z,
+                    trainable_fraction=z / n,
+                    step_time_ms=cost,
+                    flops=int(cost * 1e9),
+                    peak_memory_bytes=peak,
+                )  # fmt: skip
+            )
+    return bare_profile(rows, n, device_kind=device, total_memory_bytes=80 * GIB if device == "cuda" else None)
+
+
+def test_geometric_costs_give_every_eta_step() -> None:
+    costs = {z: 2.0 ** (z - 1) for z in range(1, 10)}
+    assert select_rungs(costs, 2)[0] == list(range(1, 10))
+    chosen, close, _ = select_rungs(costs, 4)
+    assert chosen == [1, 3, 5, 7, 9] and close
+
+
+def test_staircase_picks_the_largest_z_on_each_step() -> None:
+    costs = dict(enumerate([1, 1, 1, 3, 3, 3, 9, 9, 9], start=1))
+    chosen, close, note = select_rungs(costs, 3)
+    assert chosen == [3, 6, 9] and close
+    assert "3.00x, 3.00x" in note
+
+
+def test_flat_costs_have_only_full_training() -> None:
+    chosen, close, note = select_rungs({z: 10.0 for z in range(1, 6)}, 3)
+    assert chosen == [5] and not close and "no ladder comes close" in note
+
+
+def test_far_from_eta_is_said_plainly() -> None:
+    chosen, close, note = select_rungs({1: 1.0, 2: 1.05, 3: 30.0}, 2)
+    assert not close and "no choice of z comes close" in note
+    assert chosen[-1] == 3
+
+
+@pytest.mark.parametrize("eta", [1.5, 2, 3, 4])
+def test_rungs_strictly_rise_in_z_and_cost(eta: float) -> None:
+    costs = {z: 10 + z**2.2 + (3 if z % 4 == 0 else 0) for z in range(1, 25)}
+    chosen, _, _ = select_rungs(costs, eta)
+    assert chosen[-1] == 24
+    assert all(a < b for a, b in zip(chosen, chosen[1:], strict=False))
+    assert all(costs[a] < costs[b] for a, b in zip(chosen, chosen[1:], strict=False))
+
+
+def test_eta_must_exceed_one() -> None:
+    with pytest.raises(LayerprofError, match="greater than 1"):
+        select_rungs({1: 1.0, 2: 2.0}, 1)
+
+
+def test_parallel_slots_use_peak_plus_context_reserve_or_nvml() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}, memory={1: 1 * GIB, 2: 3 * GIB, 3: 7 * GIB})
+    ladder = build_ladder(profile, eta=3, gpu_memory=16 * GIB)
+    need = [
+        GIB + CUDA_CONTEXT_RESERVE_BYTES,
+        3 * GIB + CUDA_CONTEXT_RESERVE_BYTES,
+        7 * GIB + CUDA_CONTEXT_RESERVE_BYTES,
+    ]
+    assert [r.memory_need_bytes for r in ladder.rungs] == need
+    assert [r.parallel_slots for r in ladder.rungs] == [16 * GIB // n for n in need] == [10, 4, 2]
+    profile.rows[0].nvml_process_bytes = 2 * GIB  # NVML's per-process figure wins where measured
+    assert build_ladder(profile, eta=3, gpu_memory=16 * GIB).rungs[0].parallel_slots == 8
+
+
+def test_gpu_memory_defaults_to_the_profiled_gpu() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0}, memory={1: GIB, 2: 2 * GIB}, device="cuda")
+    ladder = build_ladder(profile, eta=3)
+    assert ladder.gpu_memory_bytes == 80 * GIB
+    assert ladder.rungs[0].parallel_slots == 80 * GIB // (GIB + CUDA_CONTEXT_RESERVE_BYTES)
+
+
+def test_largest_batch_is_the_boundary_of_a_linear_memory_model() -> None:
+    base, per_sample = 2 * GIB, 100 * 2**20
+    points = [(b, base + per_sample * b) for b in (1, 4, 16)]
+    memory = 10 * GIB
+    largest = largest_batch_that_fits(points, memory, CUDA_CONTEXT_RESERVE_BYTES)
+    fits = lambda b: base + per_sample * b + CUDA_CONTEXT_RESERVE_BYTES <= memory  # noqa: E731
+    assert fits(largest) and not fits(largest + 1)
+    profile = synthetic_profile({1: 1.0, 2: 3.0}, batch_sizes=(1, 4, 16), memory_per_sample=per_sample)
+    ladder = build_ladder(profile, eta=3, batch_size=4, gpu_memory=memory)
+    assert all(r.largest_batch_size is not None for r in ladder.rungs)
+
+
+def test_successive_halving_and_hyperband_follow_the_formulas() -> None:
+    sh = successive_halving([1.0, 3.0, 9.0], configs=27, eta=3)
+    assert sh.configs_per_rung == [27, 9, 3]
+    assert sh.cost_full_equivalents == pytest.approx((27 * 1 + 9 * 3 + 3 * 9) / 9)
+    # Li et al. (2018), R = 81, eta = 3: brackets start 81, 34, 15, 8, 5 configurations
+    brackets = hyperband([3.0**k for k in range(5)], eta=3)
+    assert [b.configs_per_rung[0] for b in brackets] == [81, 34, 15, 8, 5]
+    assert brackets[0].configs_per_rung == [81, 27, 9, 3, 1]
+    assert [b.first_rung for b in brackets] == [0, 1, 2, 3, 4]
+    assert brackets[1].configs_per_rung == [34, 11, 3, 1]
+
+
+def test_neps_brackets_start_floor_k_over_s_plus_one_times_eta_to_the_s() -> None:
+    """Six rungs at eta 3: NePS starts 243, 81, 27, 18, 9, 6 configurations where Li et al. start 243, 98, 41, 18,
+    9, 6, and keeps n // eta^i at each rung (neps.optimizers.utils.brackets)."""
+    unit = [1.0] * 6
+    neps, li = neps_hyperband(unit, 3), hyperband(unit, 3)
+    assert [b.configs_per_rung for b in neps] == [
+        [243, 81, 27, 9, 3, 1], [81, 27, 9, 3, 1], [27, 9, 3, 1], [18, 6, 2], [9, 3], [6],
+    ]  # fmt: skip
+    assert [b.configs_per_rung[0] for b in li] == [243, 98, 41, 18, 9, 6]
+    assert [b.first_rung for b in neps] == [0, 1, 2, 3, 4, 5]
+    # costs in full-training equivalents: rung costs 1, 3, 9 over three rungs, NePS's s=1 bracket 3·1 from rung 1
+    three = neps_hyperband([1.0, 3.0, 9.0], 3)
+    assert [b.configs_per_rung for b in three] == [[9, 3, 1], [3, 1], [3]]
+    assert [b.cost_full_equivalents for b in three] == [pytest.approx(9 / 9 + 9 / 9 + 1), pytest.approx(1 + 1), 3]
+
+
+def test_budget_only_halving_is_compared() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    ladder = build_ladder(profile, eta=3, configs=9)
+    assert ladder.successive_halving.configs_per_rung == [9, 3, 1]
+    budget = ladder.budget_successive_halving
+    # rung budgets 1/9, 1/3, 1 of full training
+    assert budget["from_scratch_full_equivalents"] == pytest.approx(9 / 9 + 3 / 3 + 1)
+    assert budget["with_continuation_full_equivalents"] == pytest.approx(9 / 9 + 3 * (1 / 3 - 1 / 9) + (1 - 1 / 3))
+
+
+def test_joint_ladder_cost_arithmetic() -> None:
+    profile = synthetic_profile({1: 10.0, 2: 30.0, 3: 90.0}, memory={1: GIB, 2: 2 * GIB, 3: 4 * GIB})
+    ladder = build_ladder(profile, eta=3, configs=9, budget_steps=900)
+    joint = ladder.joint
+    assert [r["steps"] for r in joint["rungs"]] == [100, 300, 900]
+    assert [r.steps for r in ladder.rungs] == [100, 300, 900]
+    assert [r["joint_cost_ms"] for r in joint["rungs"]] == [1000.0, 9000.0, 81000.0]
+    assert [r["steps_only_cost_ms"] for r in joint["rungs"]] == [9000.0, 27000.0, 81000.0]
+    assert joint["joint_total_ms"] == 9 * 1000 + 3 * 9000 + 1 * 81000
+    assert joint["steps_only_total_ms"] == 9 * 9000 + 3 * 27000 + 81000
+    assert joint["joint_lowest_peak_memory_bytes"] == GIB and joint["steps_only_peak_memory_bytes"] == 4 * GIB
+    data = ladder.to_dict()
+    assert data["budget_to_rung"] == {
+        "1": {"trainable_layers": 1, "steps": 100},
+        "3": {"trainable_layers": 2, "steps": 300},
+        "9": {"trainable_layers": 3, "steps": 900},
+    }
+
+
+def test_joint_ladder_rounds_steps_to_the_nearest_integer() -> None:
+    profile = synthetic_profile({1: 10.0, 2: 30.0, 3: 90.0})
+    ladder = build_ladder(profile, eta=3, configs=9, budget_steps=500)
+    # 500 / 9 = 55.6 and 500 / 3 = 166.7: nearest, not floor
+    assert [r.steps for r in ladder.rungs] == [56, 167, 500]
+    assert [r["joint_cost_ms"] for r in ladder.joint["rungs"]] == [560.0, 5010.0, 45000.0]
+    assert ladder.joint["steps_only_total_ms"] == 9 * 56 * 90.0 + 3 * 167 * 90.0 + 500 * 90.0
+    tiny = build_ladder(profile, eta=3, budget_steps=4)
+    assert [r.steps for r in tiny.rungs] == [1, 1, 4]  # never zero steps
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"eta": 1.0}, "greater than 1"),
+        ({"batch_size": 3}, "--batch-size 3 is not in the profile"),
+        ({"gpu_memory": GIB // 2}, "less than the lowest rung needs"),  # z=1 needs 0.25 GiB + 0.5 GiB
+        ({"min_layers": 9}, "--min-layers must be in 1..3"),
+        ({"cost_kind": "money"}, "--cost"),
+    ],
+)
+def test_bad_ladder_input(kwargs: dict, message: str) -> None:
+    with pytest.raises(LayerprofError, match=message):
+        build_ladder(synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}), **kwargs)
+
+
+def test_profile_without_successful_cells() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0})
+    for row in profile.rows:
+        row.status = "oom"
+    with pytest.raises(LayerprofError, match="no successful cells"):
+        build_ladder(profile)
+
+
+def test_parse_memory() -> None:
+    assert parse_memory("80GiB") == 80 * GIB
+    assert parse_memory("24GB") == 24 * 10**9
+    assert parse_memory("40G") == 40 * GIB
+    assert parse_memory("512MiB") == 512 * 2**20
+    assert parse_memory("1000B") == 1000
+    with pytest.raises(LayerprofError, match="not understood"):
+        parse_memory("lots")
+    with pytest.raises(LayerprofError, match="'24' has no unit; write e.g. 24GiB"):
+        parse_memory("24", "--memory")  # 24 bytes to a parser, 24 GiB to a reader
+
+
+# ---------------------------------------------------------------- exporters
+
+
+def load_snippet(source: str, tmp_path: Path, name: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def geometric_ladder(rung_count: int, eta: int = 3):
+    profile = synthetic_profile({z: float(eta ** (z - 1)) for z in range(1, rung_count + 1)})
+    ladder = build_ladder(profile, eta=eta)
+    assert len(ladder.rungs) == rung_count
+    return ladder
+
+
+def test_library_max_budget_guards_the_float_log() -> None:
+    assert math.floor(math.log(243, 3)) == 4  # the trap: 3^5 looks like less than 5 powers of 3
+    assert library_max_budget(3, 6) == 244
+    assert library_max_budget(3, 5) == 81 and library_max_budget(2, 4) == 8
+
+
+@pytest.mark.parametrize(("rung_count", "eta"), [(3, 3), (6, 3), (4, 2)])
+def test_optuna_computes_exactly_our_rungs(tmp_path: Path, rung_count: int, eta: int) -> None:
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ladder = geometric_ladder(rung_count, eta)
+    module = load_snippet(export(ladder, "optuna"), tmp_path, f"optuna_snippet_{rung_count}_{eta}")
+    ours = sorted(module.RUNGS)
+    assert ours == [eta**k for k in range(rung_count)]
+    pruner = module.make_pruner("hyperband")
+    study = optuna.create_study(
+        study_name="layerprof", direction="minimize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )  # a fixed name: Optuna assigns brackets by a hash of it
+    study.optimize(module.objective, n_trials=40)
+    assert pruner._n_brackets == rung_count  # the library's own bracket count
+    # the library's own rung steps in its most aggressive bracket are our budget indices
+    first = pruner._pruners[0]
+    library_rungs = [first._min_resource * first._reduction_factor**k for k in range(rung_count)]
+    assert library_rungs == ours
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert all(t.last_step in ours for t in pruned)
+    # every trial starts at the first rung its bracket decides at: no training the pruner ignores
+    for trial in study.trials:
+        bracket = pruner._get_bracket_id(study, trial)
+        assert min(trial.intermediate_values) == eta**bracket, (trial.number, bracket, trial.intermediate_values)
+    assert len({pruner._get_bracket_id(study, t) for t in study.trials}) >= 2  # more than one bracket ran
+    sh_study = optuna.create_study(pruner=module.make_pruner("sh"), sampler=optuna.samplers.RandomSampler(seed=1))
+    sh_study.optimize(module.objective, n_trials=27)
+    # successive halving: no more trials reach a rung than the one below, a third or fewer pass the lowest,
+    # trials are stopped only below the top rung, and the best trial trained at every rung
+    reached = [sum(1 for t in sh_study.trials if budget in t.intermediate_values) for budget in ours]
+    assert reached[0] == 27 and reached == sorted(reached, reverse=True) and reached[1] <= 27 // eta + 1, reached
+    stopped = {t.last_step for t in sh_study.trials if t.state == optuna.trial.TrialState.PRUNED}
+    assert ours[0] in stopped and ours[-1] not in stopped, stopped
+    assert sorted(sh_study.best_trial.intermediate_values) == ours
+
+
+@pytest.mark.parametrize("library", ["neps", "optuna", "ray", "smac"])
+def test_every_exporter_writes_the_ladder_and_guards_the_float_log(library: str) -> None:
+    """What the snippet holds; tests/outputs/test_exports.py runs each against its library."""
+    source = export(geometric_ladder(6, 3), library)
+    compile(source, f"{library}_snippet.py", "exec")
+    assert "MAX_BUDGET = 244" in source and "RUNGS = {1: 1, 3: 2, 9: 3, 27: 4, 81: 5, 243: 6}" in source
+    assert "def main(" in source and 'if __name__ == "__main__":' in source
+
+
+def test_export_refuses_non_integer_eta_and_single_rung() -> None:
+    profile = synthetic_profile({z: 1.5 ** (z - 1) for z in range(1, 6)})
+    with pytest.raises(LayerprofError, match="integer eta"):
+        export(build_ladder(profile, eta=1.5), "optuna")
+    flat = synthetic_profile({z: 5.0 for z in range(1, 4)})
+    with pytest.raises(LayerprofError, match="single rung"):
+        export(build_ladder(flat, eta=3), "optuna")

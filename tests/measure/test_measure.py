@@ -1,0 +1,211 @@
+"""FLOPs, the live-tensor tracker, the stopping rule, and cells that do not depend on each other."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from layerprof.measure.instruments import TimingStats, median_confidence_interval, median_is_stable, time_steps
+from layerprof.measure.sweep import run_cell
+from layerprof.profile import MemoryCategory, SweepSettings
+from layerprof.sources.models import LoadedModel
+from layerprof.sources.workloads import Workload
+from tests.conftest import linear_stack
+
+WIDTH, DEPTH, BATCH = 256, 4, 4
+WEIGHT_BYTES = WIDTH * WIDTH * 4
+
+
+def stack_model() -> LoadedModel:
+    workload = Workload(family="tensor-input", input_shape=(WIDTH,))
+    return LoadedModel("stack", "user", "stack", linear_stack(WIDTH, DEPTH), workload, (), {})
+
+
+def settings(*zs: int) -> SweepSettings:
+    return SweepSettings(batch_sizes=(BATCH,), trainable_layer_counts=zs, warmup_steps=1, min_steps=1, max_steps=2)
+
+
+@pytest.fixture(scope="module")
+def stack_rows() -> dict[int, object]:
+    loaded = stack_model()
+    layers = loaded.split()
+    return {z: run_cell(loaded, layers, BATCH, z, settings(z), torch.device("cpu"))[0] for z in range(1, DEPTH + 1)}
+
+
+def test_linear_stack_flops_match_the_analytic_count(stack_rows: dict) -> None:
+    matmul = 2 * BATCH * WIDTH * WIDTH  # FLOPs of one (B x d) @ (d x d)
+    for z, row in stack_rows.items():
+        assert row.forward_flops == DEPTH * matmul
+        # a weight gradient for each trainable layer, an input gradient for each one above the first trainable
+        assert row.backward_flops == (2 * z - 1) * matmul
+        assert row.flops == row.forward_flops + row.backward_flops
+
+
+def _conv_flops(layer: torch.nn.Module, input_requires_grad: bool) -> tuple[int, int]:
+    """Forward and backward FLOPs of one layer on a 2x8x10x10 input."""
+    from layerprof.measure.instruments import flop_counter
+
+    x = torch.randn(2, 8, 10, 10, requires_grad=input_requires_grad)
+    with flop_counter() as forward:
+        out = layer(x)
+    with flop_counter() as backward:
+        out.sum().backward()
+    return int(forward.get_total_flops()), int(backward.get_total_flops())
+
+
+def test_depthwise_and_grouped_convolution_flops_match_the_analytic_count() -> None:
+    # 2 * N * H_out * W_out * C_out * (C_in / groups) * k * k, for N=2, 10x10 outputs, 3x3 kernels
+    depthwise = 2 * 2 * 100 * 8 * 1 * 9  # 8 -> 8 channels, groups=8: 28,800
+    grouped = 2 * 2 * 100 * 16 * 2 * 9  # 8 -> 16 channels, groups=4: 115,200
+    dense = 2 * 2 * 100 * 16 * 8 * 9  # 8 -> 16 channels, groups=1: 460,800
+    for layer, forward in (
+        (torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), depthwise),
+        (torch.nn.Conv2d(8, 16, 3, padding=1, groups=4, bias=True), grouped),
+        (torch.nn.ConvTranspose2d(8, 16, 3, padding=1, groups=4, bias=False), grouped),
+        (torch.nn.Conv2d(8, 16, 3, padding=1, bias=False), dense),
+    ):
+        # the input gradient and the weight gradient each cost one forward; the first layer has no input gradient
+        assert _conv_flops(layer, input_requires_grad=True) == (forward, 2 * forward), layer
+        assert _conv_flops(layer, input_requires_grad=False) == (forward, forward), layer
+    assert (depthwise, grouped) == (28_800, 115_200)
+
+
+def test_convolution_stack_flops_per_z_count_groups() -> None:
+    """A 1x1 stem, a depthwise and a grouped convolution (MobileNet/EfficientNet's pattern) through a cell."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 1, bias=False),  # 2*2*100*8*4 = 12,800
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),  # 28,800
+        torch.nn.Conv2d(8, 16, 3, padding=1, groups=4, bias=False),  # 115,200
+    )
+    workload = Workload(family="tensor-input", input_shape=(4, 10, 10))
+    loaded = LoadedModel("convs", "user", "convs", model, workload, (), {})
+    layers = loaded.split()
+    rows = {z: run_cell(loaded, layers, 2, z, settings(z), torch.device("cpu"))[0] for z in (1, 2, 3)}
+    assert {row.forward_flops for row in rows.values()} == {156_800}
+    assert rows[1].backward_flops == 115_200  # the grouped layer's weight gradient
+    assert rows[2].backward_flops == 28_800 + 2 * 115_200  # + the depthwise weight gradient, grouped input gradient
+    assert rows[3].backward_flops == 12_800 + 2 * 28_800 + 2 * 115_200
+
+
+def test_backward_flops_rise_with_z(stack_rows: dict) -> None:
+    backward = [stack_rows[z].backward_flops for z in sorted(stack_rows)]
+    assert backward == sorted(backward) and len(set(backward)) == len(backward)
+
+
+def test_tracker_categories_match_adamw_arithmetic(stack_rows: dict) -> None:
+    for z, row in stack_rows.items():
+        assert row.memory_source == "cpu-tensor-tracker"
+        assert row.memory_parameters_bytes == DEPTH * WEIGHT_BYTES  # frozen weights stay in memory
+        # AdamW: exp_avg and exp_avg_sq per trainable weight, plus a 4-byte step counter each
+        assert row.memory_optimizer_state_bytes == 2 * z * WEIGHT_BYTES + 4 * z
+        assert row.optimizer_state_bytes == row.memory_optimizer_state_bytes
+        assert row.memory_gradients_bytes == z * WEIGHT_BYTES  # the peak falls in the optimizer step
+        assert row.memory_inputs_bytes == BATCH * WIDTH * 4
+
+
+def test_tracker_peak_matches_analytic_figure_within_optimizer_temporaries(stack_rows: dict) -> None:
+    # parameters + gradients + Adam state + the batch must all be live in the optimizer step; on top the
+    # single-tensor AdamW keeps at most three weight-sized temporaries. Stated tolerance: 3 weights.
+    for z, row in stack_rows.items():
+        analytic = DEPTH * WEIGHT_BYTES + 3 * z * WEIGHT_BYTES + 4 * z + BATCH * WIDTH * 4
+        assert analytic <= row.peak_memory_bytes <= analytic + 3 * WEIGHT_BYTES
+        assert row.peak_memory_bytes == sum(row.memory(category) for category in MemoryCategory)
+        # the peak falls in the optimizer step: its temporaries, not the forward's activations
+        assert 0 < row.memory_optimizer_temporaries_bytes <= 3 * WEIGHT_BYTES
+        assert row.peak_activations_bytes >= BATCH * WIDTH * 4 * (DEPTH - 1)  # the forward saved its outputs
+
+
+def test_tracker_peak_is_monotone_in_z(stack_rows: dict) -> None:
+    peaks = [stack_rows[z].peak_memory_bytes for z in sorted(stack_rows)]
+    assert peaks == sorted(peaks)
+
+
+def test_cell_figures_do_not_depend_on_the_cells_before() -> None:
+    loaded = stack_model()
+    layers = loaded.split()
+    device = torch.device("cpu")
+    forward = {z: run_cell(loaded, layers, BATCH, z, settings(z), device)[0] for z in (1, 3, 4)}
+    backward = {z: run_cell(loaded, layers, BATCH, z, settings(z), device)[0] for z in (4, 3, 1)}
+    for z in forward:
+        for field in ("peak_memory_bytes", "memory_gradients_bytes", "optimizer_state_bytes", "flops"):
+            assert getattr(forward[z], field) == getattr(backward[z], field), (z, field)
+    assert all(p.grad is None for p in loaded.model.parameters())
+
+
+def test_resnet_tracker_peak_monotone_and_batchnorm_batch_one_is_an_error_cell() -> None:
+    from layerprof.sources.models import build_model
+
+    loaded = build_model("paper-resnet18-cifar100")
+    layers = loaded.split()
+    device = torch.device("cpu")
+    peaks = [run_cell(loaded, layers, 2, z, settings(z), device)[0].peak_memory_bytes for z in (1, 6, 11)]
+    assert peaks == sorted(peaks) and peaks[0] < peaks[-1]
+    row, _ = run_cell(loaded, layers, 1, 11, settings(11), device)
+    assert row.status == "error"
+    assert "Expected more than 1 value per channel" in row.message
+    assert "\n" not in row.message
+
+
+def test_median_confidence_interval_uses_order_statistics() -> None:
+    samples = [float(v) for v in range(1, 101)]
+    low, high = median_confidence_interval(samples)
+    # n = 100: ranks floor(50 - 9.8) = 40 and ceil(51 + 9.8) = 61 (1-based)
+    assert (low, high) == (40.0, 61.0)
+    assert median_confidence_interval([5.0]) == (5.0, 5.0)
+
+
+def test_stability_rule() -> None:
+    assert median_is_stable([10.0] * 10, 0.02)
+    assert not median_is_stable([10.0, 20.0] * 10, 0.02)
+
+
+class ScriptedClock:
+    """Stands in for `time` inside layerprof.measure.instruments: each step lasts the next scripted number of ms."""
+
+    def __init__(self, durations_ms: list[float]) -> None:
+        self.now = 0.0
+        self.durations = iter(durations_ms)
+        self.in_step = False
+
+    def perf_counter(self) -> float:
+        if self.in_step:
+            self.now += next(self.durations) / 1000
+        self.in_step = not self.in_step
+        return self.now
+
+
+def test_time_steps_stops_at_min_steps_when_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.instruments as measure
+
+    calls = []
+    monkeypatch.setattr(measure, "time", ScriptedClock([5.0] * 100))
+    times = time_steps(lambda: calls.append(1), torch.device("cpu"), min_steps=5, max_steps=500, tolerance=0.02)
+    assert times.step_ms == pytest.approx([5.0] * 5) and len(calls) == 5
+    assert times.host_ms == [] and times.host_bound is None  # the CPU has no separate device to wait for
+
+
+def test_time_steps_stops_at_the_first_stable_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.instruments as measure
+
+    # two slow outliers, then steady steps: the interval of the median (ranks n/2 +- 0.98 sqrt(n)) first
+    # leaves both outliers out at n = 14 (upper rank ceil(1 + 7 + 3.67) = 12 <= 12 steady samples)
+    monkeypatch.setattr(measure, "time", ScriptedClock([10.0, 1.0, 10.0] + [1.0] * 100))
+    times = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=50, tolerance=0.02)
+    assert len(times.step_ms) == 14
+
+
+def test_time_steps_runs_to_the_cap_when_never_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.instruments as measure
+
+    monkeypatch.setattr(measure, "time", ScriptedClock([1.0, 3.0] * 100))
+    times = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=7, tolerance=0.02)
+    assert times.step_ms == pytest.approx([1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0])
+
+
+def test_timing_stats_summary() -> None:
+    stats = TimingStats.from_samples([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert stats.median_ms == 3.0 and stats.count == 5
+    assert stats.mean_ms == 3.0 and stats.std_ms == pytest.approx(statistics.stdev([1, 2, 3, 4, 5]))
+    assert stats.p10_ms == pytest.approx(1.4) and stats.p90_ms == pytest.approx(4.6)

@@ -1,0 +1,338 @@
+"""Cells composed from traced anchors equal the full trace of every cell, to the byte; the fast fit answers as
+the search from the smallest batch does."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from layerprof.parsing import LayerSelection
+from layerprof.predict.compose import LINEAR_FIELDS, affine_steps, z_runs
+from layerprof.predict.estimate import FitSearch, default_time_model, estimate_model, fit_model
+from layerprof.profile import Profile, Row, SweepSettings, load_profile, save_profile
+from layerprof.sources.models import ModelOptions
+
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
+PREDICTED = ("predicted_step_time_ms", "predicted_device_time_ms", "predicted_host_time_ms", "predicted_host_bound")
+SMALL_LLAMA = {"num_hidden_layers": "8", "hidden_size": "64", "intermediate_size": "128", "num_attention_heads": "4",
+               "num_key_value_heads": "4", "vocab_size": "256"}  # fmt: skip
+SMALL_GPT2 = {"n_layer": "7", "n_embd": "64", "n_head": "2", "vocab_size": "256"}
+
+MIXED = """
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.linear = nn.Linear(width, width)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        return x + self.drop(self.linear(torch.relu(self.norm(x))))
+
+
+class Wide(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.up = nn.Linear(width, 2 * width)
+        self.down = nn.Linear(2 * width, width)
+
+    def forward(self, x):
+        return self.down(torch.tanh(self.up(x)))
+
+
+def mixed():
+    return nn.Sequential(
+        nn.Linear(12, 32), nn.BatchNorm1d(32), Block(32), Wide(32), Block(32), Block(32), Block(32), Block(32),
+        Block(32), Block(32), Wide(32), Block(32), nn.Linear(32, 5),
+    )
+"""
+
+
+def full_and_composed(spec: str, options: ModelOptions, settings: SweepSettings) -> tuple[Profile, Profile]:
+    time_model = default_time_model(replace(settings, target=settings.target or "cuda"))
+    full = estimate_model(spec, options, settings, compose=False, time_model=time_model)
+    return full, estimate_model(spec, options, settings, time_model=time_model)
+
+
+def composed_zs(profile: Profile, batch_size: int) -> list[int]:
+    return [row.trainable_layers for row in profile.rows_for(batch_size) if row.estimate_basis == "composed"]
+
+
+def assert_same_figures(full: Profile, composed: Profile) -> None:
+    assert [row.key for row in full.rows] == [row.key for row in composed.rows]
+    for traced, row in zip(full.rows, composed.rows, strict=True):
+        assert traced.estimate_basis == "traced" and traced.predicted_step_time_ms
+        assert row.estimate_basis in ("traced", "composed")
+        ours, theirs = asdict(row), asdict(traced)
+        for name in ours:
+            if name == "estimate_basis":
+                continue
+            if name in PREDICTED and row.estimate_basis == "composed" and theirs[name] is not None:
+                assert ours[name] == pytest.approx(theirs[name], rel=1e-2), (row.key, name)  # interpolated
+            else:
+                assert ours[name] == theirs[name], (row.key, name, row.estimate_basis)
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "batch_sizes", "target", "composed"),
+    [
+        # 6 blocks (z = 3..8): composed between the anchors 3, 4, 7 and 8
+        ("pythia-14m", ModelOptions(seq_len=64), (1, 3), "cuda", [5, 6]),
+        # 8 blocks (z = 3..10); the peak moves from backward to the optimizer step between z=3 and 4: the
+        # composed part starts at 4 (anchors 4, 5, 9, 10)
+        ("hf:llama", ModelOptions(seq_len=32, overrides=SMALL_LLAMA), (2,), "cuda", [6, 7, 8]),
+        # 12 blocks (z = 3..14): the peak is the backward's up to z=11, the optimizer step's from 12 on: two lines
+        # (through 3, 4 and through 13, 14) checked at 11 and 12
+        ("pythia-14m", ModelOptions(seq_len=96, overrides={"n_layer": "12"}), (1,), "cuda", [5, 6, 7, 8, 9, 10]),
+        ("hf:gpt2", ModelOptions(seq_len=32, overrides=SMALL_GPT2), (2,), "cpu", None),
+        ("vit_b_16", ModelOptions(), (2,), "cuda", None),
+        # a fine split: convolutions and norms alternate, no run is long enough, every cell is traced
+        ("resnet18", ModelOptions(unwrap=("BasicBlock",), input_shape=(3, 32, 32)), (2,), "cuda", []),
+        (
+            f"{EXAMPLE}:mlp",
+            ModelOptions(input_shape=(64,), num_classes=10, overrides={"depth": "9"}),
+            (4,),
+            "cuda",
+            None,
+        ),  # fmt: skip
+    ],
+)
+def test_composed_cells_equal_the_full_trace(
+    spec: str, options: ModelOptions, batch_sizes: tuple[int, ...], target: str, composed: list[int] | None
+) -> None:
+    from layerprof.sources.models import split_without_memory
+
+    n = len(split_without_memory(spec, options)[1])
+    settings = SweepSettings(batch_sizes, tuple(range(1, n + 1)), target=target)
+    full, fast = full_and_composed(spec, options, settings)
+    assert_same_figures(full, fast)
+    for batch_size in batch_sizes:
+        if composed is not None:
+            assert composed_zs(fast, batch_size) == composed
+        else:
+            assert composed_zs(fast, batch_size), "a run of identical blocks is composed"
+
+
+def test_a_user_model_of_mixed_layer_kinds(tmp_path: Path) -> None:
+    (tmp_path / "mixed_model.py").write_text(MIXED)
+    spec, options = f"{tmp_path / 'mixed_model.py'}:mixed", ModelOptions(input_shape=(12,), num_classes=5)
+    # layers: 0 Linear, 1 BatchNorm1d, 2 Block, 3 Wide, 4..9 Block (six), 10 Wide, 11 Block, 12 Linear (n=13):
+    # the six blocks are z = 4..9, composed between the anchors 4, 5, 8 and 9
+    settings = SweepSettings((3, 16), tuple(range(1, 14)), target="cuda")
+    full, fast = full_and_composed(spec, options, settings)
+    assert_same_figures(full, fast)
+    assert composed_zs(fast, 3) == [6, 7] and composed_zs(fast, 16) == [6, 7]
+
+
+def test_a_sparse_selection_is_composed_between_its_own_anchors() -> None:
+    options = ModelOptions(seq_len=32, overrides=SMALL_LLAMA)
+    settings = SweepSettings((2,), (1, 3, 5, 6, 7, 8, 10, 11), target="cuda")
+    full, fast = full_and_composed("hf:llama", options, settings)
+    assert_same_figures(full, fast)
+    assert composed_zs(fast, 2) == [6, 7, 8]
+
+
+def test_runs_group_consecutive_z_of_alike_lowest_layers() -> None:
+    # layers (forward order): embed, block x4, norm, head; z's lowest trainable layer is layer n - z
+    signatures = ["embed", "block", "block", "block", "block", "norm", "head"]
+    assert z_runs(signatures, range(1, 8)) == [[1], [2], [3, 4, 5, 6], [7]]
+    assert z_runs(signatures, (1, 3, 6, 7)) == [[1], [3, 6], [7]]
+    # a different layer between two selected z breaks the run even where it is not selected
+    assert z_runs(["a", "a", "b", "a"], (1, 3)) == [[1], [3]]
+
+
+def rows(values: dict[int, int]) -> dict[int, Row]:
+    return {z: Row(2, z, "ok", tracked_peak_bytes=v, memory_source="estimate-cuda") for z, v in values.items()}
+
+
+def test_the_line_must_step_alike_at_both_ends_and_along_the_chord() -> None:
+    assert affine_steps(rows({3: 100, 4: 110, 9: 160, 10: 170}), 3, 10) == {"tracked_peak_bytes": 10}
+    assert affine_steps(rows({3: 100, 4: 111, 9: 160, 10: 170}), 3, 10) is None  # the first step differs
+    assert affine_steps(rows({3: 100, 4: 110, 9: 160, 10: 171}), 3, 10) is None  # the last step differs
+    assert affine_steps(rows({3: 100, 4: 110, 9: 159, 10: 170}), 3, 10) is None  # ... though the chord holds
+    assert affine_steps(rows({3: 100, 4: 110, 9: 170, 10: 180}), 3, 10) is None  # a jump in between
+    failed = rows({3: 100, 4: 110, 9: 160, 10: 170})
+    failed[9].status = "error"
+    assert affine_steps(failed, 3, 10) is None
+    assert "peak_memory_bytes" in LINEAR_FIELDS and "memory_activations_bytes" in LINEAR_FIELDS
+
+
+def test_estimate_basis_is_saved_and_old_profiles_load_without_it(tmp_path: Path) -> None:
+    settings = SweepSettings((1,), tuple(range(1, 10)), target="cuda")
+    profile = estimate_model("pythia-14m", ModelOptions(seq_len=16), settings)
+    save_profile(profile, tmp_path / "p.json")
+    loaded = load_profile(tmp_path / "p.json")
+    assert [row.estimate_basis for row in loaded.rows] == [row.estimate_basis for row in profile.rows]
+    assert loaded.row(1, 5).estimate_basis == "composed" and loaded.row(1, 1).estimate_basis == "traced"
+    old = load_profile(Path(__file__).parents[1] / "data" / "profile-v1-estimate.json")
+    assert all(row.estimate_basis is None for row in old.rows)
+
+
+# ---------------------------------------------------------------- the fast fit
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "memory_mib", "smallest", "composed"),
+    [
+        # six residual blocks, z = 2..7: anchors 2, 3, 6 and 7
+        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 592, 1, [4, 5]),
+        ("pythia-14m", ModelOptions(seq_len=128), 2012, 1, [5, 6]),
+        # the peak kinks in the middle of the run (the backward's, then the optimizer step's), at every batch size
+        ("pythia-14m", ModelOptions(seq_len=96, overrides={"n_layer": "12"}), 1400, 1, [5, 6, 7, 8, 9, 10, 11, 12]),
+        ("paper-resnet18-cifar100", ModelOptions(), 1112, 2, []),  # BatchNorm: a batch of one cannot train
+        # attention (quadratic in the sequence); the peak kinks between z=3 and 4: two lines, checked at 4 and 5
+        ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1512, 1, [5, 6, 7, 8]),
+    ],
+)
+def test_the_seeded_fit_answers_as_the_search_from_the_smallest_batch(
+    spec: str, options: ModelOptions, memory_mib: int, smallest: int, composed: list[int]
+) -> None:
+    settings = SweepSettings((), (), target="cuda")  # budgets include the 512 MiB CUDA context reserve
+    selection = LayerSelection("all")
+    old = fit_model(spec, options, settings, memory_mib * 2**20, selection, seeded=False)
+    new = fit_model(spec, options, settings, memory_mib * 2**20, selection)
+    assert new.smallest_batch_size == old.smallest_batch_size == smallest
+    assert [(r.trainable_layers, r.largest_batch_size, r.need_at_largest_bytes) for r in new.results] == [
+        (r.trainable_layers, r.largest_batch_size, r.need_at_largest_bytes) for r in old.results
+    ]
+    for before, after in zip(old.results, new.results, strict=True):
+        if after.composed:  # no step of its own was traced: nothing to predict its time from
+            assert after.predicted_step_time_ms is None
+        else:
+            assert after.predicted_step_time_ms == before.predicted_step_time_ms
+    assert [r.trainable_layers for r in new.results if r.composed] == composed
+    assert len({r.largest_batch_size for r in old.results}) > 1, "the budget sets a staircase of answers"
+    assert new.traces < old.traces
+
+
+class ScriptedSearch(FitSearch):
+    """The search on a scripted need: no model, every probe counted."""
+
+    def __init__(self, need, slope: float | None = None) -> None:  # noqa: ANN001
+        self.need, self.probes, self.needs, self.traces = need, [], {}, {}
+        self.smallest_batch = 1
+        self.time_model = None
+        self.slope = slope
+
+    def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
+        self.probes.append(batch_size)
+        return self.need(batch_size)
+
+
+@pytest.mark.parametrize(
+    ("need", "budget", "near", "slope", "answer", "most_traces"),
+    [
+        (lambda b: 1000 + 10 * b, 5005, 400, 10.0, 400, 2),  # the z before's answer holds: it and the next
+        (lambda b: 1000 + 10 * b, 5005, 420, 10.0, 400, 3),  # above: down the line, then the next batch
+        (lambda b: 1000 + 10 * b, 5005, 380, 10.0, 400, 3),  # below: up the line
+        (lambda b: 1000 + 10 * b, 5005, 380, 1e6, 400, 12),  # a slope far too steep: strides double, no crawl
+        (lambda b: 1000 + 10 * b, 5005, 380, None, 400, 4),  # no slope yet: one step, then the line
+        (lambda b: 1000 + 10 * b, 1005, 50, 10.0, 0, 3),  # not even batch 1
+        (lambda b: 1000 + 10 * b + (512 if b > 200 else 0), 5005, 300, 10.0, 349, 6),  # a rounding jump
+        (lambda b: b * b, 10**10 + 5, 90_000, 2e5, 100_000, 40),  # curved: bisection where the line misses
+    ],
+)
+def test_the_seeded_search_finds_the_exact_boundary(
+    need, budget: int, near: int, slope: float | None, answer: int, most_traces: int
+) -> None:  # noqa: ANN001
+    search = ScriptedSearch(need, slope)
+    result = search.largest_batch(3, budget, near=near)
+    assert result.largest_batch_size == answer
+    if answer:
+        assert need(answer) <= budget < need(answer + 1)
+    assert len(set(search.probes)) <= most_traces
+
+
+def recorded_step(batch_size: int, allocation_size=int):  # noqa: ANN001, ANN201
+    """One training step of a small MLP on real CPU tensors, its timeline recorded."""
+    import torch
+
+    from layerprof.predict.compose import RecordingTracker
+    from layerprof.profile import MemoryCategory
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    tracker = RecordingTracker(allocation_size)
+    tracker.register(model.parameters(), MemoryCategory.PARAMETERS)
+    tracker.watch_gradients(model.parameters())
+    with tracker:
+        loss = model(torch.ones(batch_size, 8)).square().mean()
+        loss.backward()
+        del loss
+    return tracker
+
+
+@pytest.mark.parametrize("allocation_size", [int, lambda n: -(-n // 512) * 512 if n else 0])
+def test_a_replayed_timeline_gives_the_trackers_peak(allocation_size) -> None:  # noqa: ANN001
+    from layerprof.predict.compose import BatchLine
+
+    trackers = {b: recorded_step(b, allocation_size) for b in (3, 5, 40)}
+    for tracker in trackers.values():
+        timeline = tracker.timeline()
+        assert timeline.peak_bytes(timeline.requested, allocation_size) == tracker.peak
+    line = BatchLine.through((3, trackers[3].timeline()), (5, trackers[5].timeline()))
+    assert line is not None
+    assert line.peak_bytes(40, allocation_size) == trackers[40].peak  # extrapolated, to the byte
+    assert line.requested(40) == list(trackers[40].timeline().requested)
+    # sizes that do not grow by whole bytes per sample, or another sequence of events: no line
+    odd = trackers[5].timeline()
+    odd = type(odd)(odd.events, (odd.requested[0] + 1, *odd.requested[1:]))
+    assert BatchLine.through((3, trackers[3].timeline()), (5, odd)) is None
+    shorter = trackers[5].timeline()
+    assert (
+        BatchLine.through((3, trackers[3].timeline()), (5, type(shorter)(shorter.events[:-1], shorter.requested)))
+        is None
+    )
+
+
+def test_the_fit_table_and_json_say_which_z_are_composed() -> None:
+    from layerprof.outputs.tables import fit_rows, rich_fit_table
+
+    settings = SweepSettings((), (), target="cuda")
+    report = fit_model("pythia-14m", ModelOptions(seq_len=128), settings, 2012 * 2**20, LayerSelection("all"))
+    assert [r["trainable_layers"] for r in report.to_dict()["results"] if r["composed"]] == [5, 6]
+    assert [row[0] for row in fit_rows(report)] == ["1", "2", "3", "4", "5*", "6*", "7", "8", "9"]
+    assert "z*: composed" in str(rich_fit_table(report).caption)
+
+
+def test_check_names_a_composed_row_whose_estimate_changed(tmp_path: Path) -> None:
+    from layerprof.outputs.check import compare
+
+    settings = SweepSettings((1,), tuple(range(1, 10)), target="cuda")
+    baseline = estimate_model("pythia-14m", ModelOptions(seq_len=16), settings)
+    current = load_profile(save_profile(baseline, tmp_path / "p.json"))
+    assert all(f.verdict == "pass" for f in compare(current, baseline).findings)  # composed rows compare exactly
+    current.row(1, 5).peak_memory_bytes += 512
+    changed = [f for f in compare(current, baseline).findings if f.verdict != "pass"]
+    assert [(f.trainable_layers, f.figure, f.verdict) for f in changed] == [(5, "peak_memory_bytes", "regression")]
+    assert "(baseline and current composed from traced cells)" in changed[0].detail
+
+
+def scripted_composition(need) -> FitSearch:  # noqa: ANN001
+    """A search whose every z's need at every batch size is scripted: only `_composed_largest` is exercised."""
+    search = ScriptedSearch(lambda b: 0)
+    search.replayed_need = need
+    return search
+
+
+def test_a_composed_fit_checks_both_lines_at_the_kink() -> None:
+    # anchors 3, 4, 13, 14 of a run; need(z, b) = 1000 b + peak(z), the peak's lines meet between z = 8 and 9
+    def peak(z: int, kinks: tuple[int, ...]) -> int:
+        return max(100 * z, 300 * z - 1600) + (500 if z in kinks else 0)
+
+    budget = 20_000
+    clean = scripted_composition(lambda z, b: 1000 * b + peak(z, ()))
+    result = clean._composed_largest(11, budget, (3, 4, 13, 14), 10)
+    assert (result.largest_batch_size, result.composed) == (18, True)  # 18000 + 1700 fits, 19000 + 1700 does not
+    assert clean._composed_largest(6, budget, (3, 4, 13, 14), 10).largest_batch_size == 19  # on the first line
+    # a third line (a bump at the z after the kink, or at the kink) is seen by the checks: searched on traces
+    assert scripted_composition(lambda z, b: 1000 * b + peak(z, (9,)))._composed_largest(
+        11, budget, (3, 4, 13, 14), 10) is None  # fmt: skip
+    assert scripted_composition(lambda z, b: 1000 * b + peak(z, (8,)))._composed_largest(
+        6, budget, (3, 4, 13, 14), 10) is None  # fmt: skip

@@ -1,0 +1,226 @@
+"""Estimates on fake tensors: equal to the real-tensor tracker on CPU, never allocating the model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from layerprof.cli.commands import app
+from layerprof.measure.sweep import run_cell
+from layerprof.predict.estimate import ESTIMATE_DEVICE, FitSearch, build_fake_model, estimate_cell, estimate_model
+from layerprof.profile import SweepSettings
+from layerprof.sources.models import ModelOptions, build_model
+from tests.cli.test_cli import TINY_LM, assert_one_line_error
+
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
+
+
+def settings(*zs: int, batch_sizes: tuple[int, ...] = (2,), target: str = "cuda") -> SweepSettings:
+    return SweepSettings(
+        batch_sizes=batch_sizes, trainable_layer_counts=zs, warmup_steps=1, min_steps=1, max_steps=1, target=target
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "zs"),
+    [
+        ("paper-gpt-14m", ModelOptions(seq_len=32), (1, 5, 11)),
+        ("paper-resnet18-cifar100", ModelOptions(), (1, 6, 11)),
+        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), (1, 4, 8)),
+    ],
+)
+def test_cpu_estimate_equals_the_real_tensor_tracker(spec: str, options: ModelOptions, zs: tuple[int, ...]) -> None:
+    real = build_model(spec, options)
+    real_layers = real.split()
+    estimated = estimate_model(spec, options, settings(*zs, target="cpu"))
+    for z in zs:
+        measured, _ = run_cell(real, real_layers, 2, z, settings(z), torch.device("cpu"))
+        predicted = estimated.row(2, z)
+        assert predicted.memory_source == "estimate-cpu"
+        for field in ("peak_memory_bytes", "memory_parameters_bytes", "memory_optimizer_state_bytes", "flops"):
+            assert getattr(predicted, field) == getattr(measured, field), (spec, z, field)
+        assert predicted.step_time_ms is None
+
+
+def test_linear_stack_categories_on_fake_tensors_and_cuda_rounding() -> None:
+    options = ModelOptions(input_shape=(64,), overrides={"width": 256, "depth": 2})
+    cpu = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4, target="cpu"))
+    cuda = estimate_model(f"{EXAMPLE}:mlp", options, settings(1, 2, 3, 4, target="cuda"))
+    total_param_bytes = cpu.row(2, 4).memory_parameters_bytes
+    model = build_model(f"{EXAMPLE}:mlp", options).model
+    tensors_of_model = list(model.parameters()) + list(model.buffers())
+    assert total_param_bytes == sum(t.numel() * 4 for t in tensors_of_model)
+    rounded = sum(-(-t.numel() * 4 // 512) * 512 for t in tensors_of_model)  # the caching allocator's blocks
+    # the layers of the real model, counted here: input projection, two residual blocks (LayerNorm + Linear),
+    # head; each trains a weight and a bias tensor per Linear / LayerNorm
+    modules = [model[0], model[1], model[2], model[3]]
+    for z in (1, 2, 3, 4):
+        row = cpu.row(2, z)
+        trainable = [p for module in modules[4 - z :] for p in module.parameters()]
+        trainable_bytes = sum(p.numel() * 4 for p in trainable)
+        assert row.trainable_params * 4 == trainable_bytes
+        assert row.memory_parameters_bytes == total_param_bytes  # frozen weights stay resident
+        # AdamW: two moments per trainable element, plus a 4-byte step counter per trainable tensor
+        assert row.memory_optimizer_state_bytes == 2 * trainable_bytes + 4 * len(trainable)
+        assert cuda.row(2, z).memory_parameters_bytes == rounded
+        assert cuda.row(2, z).peak_memory_bytes % 512 == 0  # every block is a multiple of 512 bytes
+
+
+def test_fit_search_returns_the_boundary_batch() -> None:
+    options = ModelOptions(input_shape=(64,), num_classes=10)
+    search = FitSearch(f"{EXAMPLE}:mlp", options, settings(1))
+    mode, loaded = build_fake_model(f"{EXAMPLE}:mlp", options, "32-true")
+
+    def independent_need(z: int, batch_size: int) -> int:
+        with mode:
+            layers = loaded.split()
+            row, _ = estimate_cell(loaded, layers, batch_size, z, settings(z), ESTIMATE_DEVICE)
+        return row.peak_memory_bytes + 512 * 2**20
+
+    budget = (independent_need(8, 300) + independent_need(8, 301)) // 2
+    result = search.largest_batch(8, budget)
+    assert independent_need(8, result.largest_batch_size) <= budget < independent_need(8, result.largest_batch_size + 1)
+    assert result.largest_batch_size == 300
+    # fewer trainable layers need less memory, so at least as large a batch fits
+    assert search.largest_batch(1, budget).largest_batch_size >= 300
+    assert search.smallest_gpu(8, 300) == "1g.5gb"
+
+
+@pytest.mark.parametrize(
+    ("need_mib", "expected"),
+    [(4000, "1g.5gb"), (22000, "A10"), (23030, "L4"), (81000, "H100"), (81600, "A100-80GB"), (200_000, None)],
+)
+def test_smallest_gpu_is_the_smallest_that_holds_the_need(need_mib: int, expected: str | None) -> None:
+    # A10 (23,028 MiB) is listed after L4 (23,034) and H100 (81,559) before A100-80GB (81,920): listing order
+    # is not size order
+    search = FitSearch.__new__(FitSearch)
+    search.need_bytes = lambda _z, _b: need_mib * 2**20
+    assert search.smallest_gpu(1, 1) == expected
+
+
+def test_estimate_never_allocates_the_model() -> None:
+    # pythia-12b holds 48 GB of float32 parameters, twice this machine's memory
+    code = (
+        "import resource\n"
+        "from layerprof.predict.estimate import estimate_model\n"
+        "from layerprof.sources.models import ModelOptions\n"
+        "from layerprof.profile import SweepSettings\n"
+        "s = SweepSettings(batch_sizes=(1,), trainable_layer_counts=(1,), target='cuda')\n"
+        "p = estimate_model('pythia-12b', ModelOptions(seq_len=16), s)\n"
+        "row = p.rows[0]\n"
+        "print(row.status, row.memory_parameters_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    status, parameter_bytes, max_rss_kib = done.stdout.split()
+    assert status == "ok"
+    assert int(parameter_bytes) > 45 * 10**9  # the estimate sees all 12B parameters...
+    assert int(max_rss_kib) * 1024 < 3 * 2**30  # ...while the process stays far below their size
+
+
+def test_estimate_and_fit_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "estimate.json"
+    result = runner.invoke(app, ["estimate", *TINY_LM, "--batch-sizes", "1", "--layers", "1,9", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "optimizer" in result.output and out.exists()
+    result = runner.invoke(app, ["fit", f"{EXAMPLE}:mlp", "--input-shape", "64", "--memory", "1GiB", "--layers",
+                                 "1,8", "--batch-size", "4", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert '"largest_batch_size"' in result.output
+    assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m", "--gpu", "Z80"]), "unknown --gpu 'Z80'", "T4")
+    assert_one_line_error(
+        runner.invoke(app, ["fit", *TINY_LM, "--layers", "1", "--memory", "1MiB"]),
+        "no z fits",
+        "smallest need",
+    )
+    assert_one_line_error(runner.invoke(app, ["fit", "pythia-14m"]), "exactly one of --memory")
+    # an estimate predicts step times: its ladder is spaced by them, and says they are predicted
+    by_time = runner.invoke(app, ["ladder", str(out), "--json"])
+    assert by_time.exit_code == 0 and '"cost_kind": "time"' in by_time.output
+    assert '"times_predicted": true' in by_time.output
+    table = " ".join(runner.invoke(app, ["ladder", str(out)]).output.split())  # the terminal wraps
+    assert "pred. step" in table and "predicted by the time model" in table
+    by_flops = runner.invoke(app, ["ladder", str(out), "--cost", "flops", "--json"])
+    assert by_flops.exit_code == 0 and '"cost_kind": "flops"' in by_flops.output
+    # an estimate without predicted times (written before the time model) still ladders by FLOPs only
+    data = json.loads(out.read_text())
+    for row in data["rows"]:
+        row["predicted_step_time_ms"] = None
+    out.write_text(json.dumps(data))
+    assert_one_line_error(runner.invoke(app, ["ladder", str(out), "--cost", "time"]), "use --cost flops")
+    assert '"cost_kind": "flops"' in runner.invoke(app, ["ladder", str(out), "--json"]).output
+
+
+class ScriptedSearch(FitSearch):
+    """The search on a scripted need: no model, every probe counted."""
+
+    def __init__(self, need) -> None:  # noqa: ANN001
+        self.need, self.probes, self.needs, self.traces = need, [], {}, {}
+        self.smallest_batch = 1
+        self.time_model = None
+
+    def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
+        self.probes.append(batch_size)
+        return self.need(batch_size)
+
+
+@pytest.mark.parametrize(
+    ("need", "budget", "answer", "most_traces"),
+    [
+        (lambda b: 1000 + 10 * b, 5005, 400, 4),  # affine: batch 1, 64, the crossing, the next batch
+        (lambda b: 1000 + 10 * b + (512 if b > 200 else 0), 5005, 349, 8),  # a block-rounding jump on the way
+        (lambda b: 1000 + 10 * b, 1000 + 10 * 64, 64, 3),  # exactly at the first probe
+        (lambda b: 1000 + 10 * b, 1005, 0, 1),  # only the fixed part fits: not even batch 1
+        (lambda b: 1000 + 10 * b, 1010, 1, 3),
+        (lambda b: 1000 + b // 1000, 10**9, 1 << 24, 30),  # everything up to the limit fits
+    ],
+)
+def test_the_fit_search_finds_the_exact_boundary_in_few_traces(
+    need, budget: int, answer: int, most_traces: int
+) -> None:  # noqa: ANN001, E501
+    search = ScriptedSearch(need)
+    result = search.largest_batch(3, budget)
+    assert result.largest_batch_size == answer
+    if answer:
+        assert need(answer) <= budget and (answer == 1 << 24 or need(answer + 1) > budget)
+    assert len(set(search.probes)) <= most_traces
+
+
+def test_fit_starts_at_two_where_batchnorm_cannot_train_one_sample(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit", "paper-resnet18-cifar100", "--memory", "1GiB", "--layers", "1,11", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["smallest_batch_size"] == 2
+    full = next(r for r in report["results"] if r["trainable_layers"] == 11)
+    assert full["largest_batch_size"] > 2 and full["predicted_step_time_ms"] > 0
+    assert report["time_model"].startswith("predicted for H100 (default constants)")
+
+
+def test_the_fit_search_does_not_crawl_along_a_bent_line() -> None:
+    # as the allocator's rounding makes it: the line rises steeply, then a stretch above the budget is nearly flat,
+    # so a line through two failing batches points far below them (a crawl of +1 steps, seen on a real MLP)
+    def need(batch_size: int) -> int:
+        if batch_size < 21_900:
+            return 600_000_000 + 20_500 * batch_size
+        return 1_078_900_000 + 342 * (batch_size - 21_900)
+
+    search = ScriptedSearch(need)
+    result = search.largest_batch(1, 2**30)
+    assert result.largest_batch_size == 21_899
+    assert len(set(search.probes)) <= 34  # at most twice a bisection of the 23,000 batches: no crawl
+
+
+def test_the_fit_search_bisects_where_the_line_keeps_missing() -> None:
+    # a curved need (the line through the bracket's ends stays on one side): without halving, the bracket
+    # would shrink by a little each step
+    search = ScriptedSearch(lambda b: b * b)
+    result = search.largest_batch(1, 10**10 + 5)
+    assert result.largest_batch_size == 100_000
+    assert len(set(search.probes)) <= 40

@@ -1,0 +1,76 @@
+"""Per-layer costs: columns that add up to the full-training cell, analytic counts for Linear layers, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from layerprof.cli.commands import app
+from layerprof.predict.estimate import estimate_model
+from layerprof.predict.layercosts import OUTSIDE, layer_costs
+from layerprof.profile import SweepSettings
+from layerprof.sources.models import ModelOptions
+from tests.cli.test_cli import TINY_LM, assert_one_line_error
+
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "batch"),
+    [
+        ("paper-resnet18-cifar100", ModelOptions(), 4),
+        ("pythia-14m", ModelOptions(seq_len=32, overrides={"padded_vocab_size": 512}), 2),
+        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 8),
+    ],
+)
+def test_the_columns_add_up_to_the_full_training_cell(spec: str, options: ModelOptions, batch: int) -> None:
+    table = layer_costs(spec, options, batch)
+    n = len(table.layers) - 1  # the last row is outside every layer
+    cell = estimate_model(spec, options, SweepSettings((batch,), (n,), target="cuda")).rows[0]
+    assert cell.ok
+    assert sum(c.forward_flops for c in table.layers) == cell.forward_flops
+    backward = sum(c.backward_input_flops + c.backward_weight_flops + c.backward_internal_flops for c in table.layers)
+    assert backward == cell.backward_flops
+    trained = sum(c.trainable_bytes for c in table.layers)
+    assert (
+        trained == cell.optimizer_state_bytes + sum(c.params for c in table.layers) * 4
+    )  # float32 gradients of every parameter
+    assert table.layers[0].backward_input_flops == 0  # nothing below the first layer needs its input gradient
+    assert table.layers[-1].index == OUTSIDE
+
+
+def test_linear_layers_split_backward_into_input_and_weight_gradients() -> None:
+    # mlp(width=256, depth=6, features=64, classes=10): input Linear 64->256, six residual blocks, head 256->10
+    table = layer_costs(f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 8)
+    first, block, head = table.layers[0], table.layers[1], table.layers[7]
+    assert first.forward_flops == 2 * 8 * 64 * 256 and first.backward_weight_flops == 2 * 8 * 64 * 256
+    assert first.backward_input_flops == 0
+    assert block.forward_flops == 2 * 8 * 256 * 256
+    # a residual block x + linear(gelu(norm(x))): its linear's input gradient is needed inside (to reach the norm's
+    # weights); what it passes down goes through the norm and the residual add, which count no FLOPs
+    assert block.backward_weight_flops == block.backward_internal_flops == 2 * 8 * 256 * 256
+    assert block.backward_input_flops == 0
+    assert head.backward_weight_flops == head.backward_input_flops == 2 * 8 * 256 * 10
+    assert head.backward_internal_flops == 0
+    # AdamW: gradient, two moments, a step counter per tensor: 3 x 4 bytes per parameter + 4 per tensor
+    assert head.trainable_bytes == 3 * 4 * (256 * 10 + 10) + 2 * 4
+    assert head.output_bytes == 8 * 10 * 4
+    assert block.saved_activation_bytes > 0 and first.saved_activation_bytes == 8 * 64 * 4  # its input
+
+
+def test_layers_costs_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "costs.json"
+    result = runner.invoke(app, ["layers", *TINY_LM, "--costs", "--batch-size", "2", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["schema"] == "layerprof.layer-costs/1" and data["batch_size"] == 2
+    assert json.loads(out.read_text()) == data and out.with_suffix(".csv").read_text().startswith("index,name,")
+    table = runner.invoke(app, ["layers", *TINY_LM, "--costs", "--format", "md"])
+    assert "| total |" in table.output and "bwd weight GF" in table.output
+    assert_one_line_error(
+        runner.invoke(app, ["layers", *TINY_LM, "--costs", "--out", str(tmp_path / "x.txt")]), "--out must end in .json"
+    )

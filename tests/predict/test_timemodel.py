@@ -1,0 +1,263 @@
+"""The step-time model: roofline arithmetic on hand-computed operations, the recorder's trace, calibration
+recovering known constants, every consumer labelling predictions, and bad calibration input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from layerprof.cli.commands import app
+from layerprof.devices import gpu_kind
+from layerprof.measure.instruments import OpClass, OpCost, OpRecorder, Phase, StepTrace, flop_counter
+from layerprof.predict.timemodel import (
+    DEFAULT_CONSTANTS,
+    DevicePeaks,
+    MeasuredStep,
+    Numerics,
+    TimeConstants,
+    TimeModel,
+    calibrate,
+    cpu_peaks,
+)
+from tests.cli.test_cli import assert_one_line_error
+
+H100 = DevicePeaks.of_gpu(gpu_kind("H100"))  # fp32 67, tf32 495, bf16 989 TFLOP/s, 3,350 GB/s
+PLAIN = TimeConstants(0.5, 0.25, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, "test")
+
+
+def op(name: str, op_class: OpClass, flops: int = 0, nbytes: int = 0, dtype: str = "bfloat16", kernels: int = 1,
+       phase: Phase = Phase.FORWARD) -> OpCost:  # fmt: skip
+    return OpCost(name, op_class, phase, flops, nbytes, dtype, kernels)
+
+
+def test_a_matrix_product_is_bound_by_the_slower_of_compute_and_memory() -> None:
+    model = TimeModel(H100, PLAIN)
+    # 989e12 FLOPs of bf16 at half of 989 TFLOP/s: 2 s; its 1e9 bytes at half of 3,350 GB/s: 0.597 ms
+    compute = model.predict(StepTrace([op("mm", OpClass.GEMM, flops=989 * 10**12, nbytes=10**9)]))
+    assert compute.device_ms == pytest.approx(2000.0)
+    # a memory-bound copy: 3.35e9 bytes at half the bandwidth: 2 ms, whatever its (zero) FLOPs
+    memory = model.predict(StepTrace([op("add", OpClass.MEMORY, nbytes=3_350_000_000)]))
+    assert memory.device_ms == pytest.approx(2.0)
+    # float32 products run at 67 TFLOP/s, or at TF32's 494.5 when TF32 is on; convolutions use their own share
+    fp32 = StepTrace([op("mm", OpClass.GEMM, flops=67 * 10**12, dtype="float32")])
+    assert TimeModel(H100, PLAIN, Numerics(tf32_matmul=False)).predict(fp32).device_ms == pytest.approx(2000.0)
+    assert TimeModel(H100, PLAIN, Numerics(tf32_matmul=True)).predict(fp32).device_ms == pytest.approx(
+        2000.0 * 67 / 494.5
+    )
+    conv = StepTrace([op("convolution", OpClass.CONV, flops=494.5 * 10**12, dtype="float32")])
+    assert TimeModel(H100, PLAIN, Numerics(tf32_conv=True)).predict(conv).device_ms == pytest.approx(4000.0)
+
+
+def test_kernels_and_the_host_add_their_fixed_costs() -> None:
+    constants = replace(PLAIN, kernel_us=5.0, forward_dispatch_us=10.0, backward_dispatch_us=2.0,
+                        optimizer_dispatch_us=50.0, module_call_us=20.0)  # fmt: skip
+    trace = StepTrace(
+        [
+            op("view", OpClass.MEMORY, kernels=0),  # a view: dispatched, no kernel
+            op("add", OpClass.MEMORY, nbytes=0, kernels=1),
+            op("mm", OpClass.GEMM, kernels=1, phase=Phase.BACKWARD),
+            op("_foreach_add_", OpClass.MEMORY, kernels=3, phase=Phase.OPTIMIZER),
+        ],
+        module_calls=4,
+    )
+    gpu = TimeModel(H100, constants).predict(trace)
+    assert gpu.device_ms == pytest.approx(5 * 0.005)  # five kernels of 5 us
+    assert gpu.host_ms == pytest.approx((2 * 10 + 2 + 50 + 4 * 20) / 1000)
+    assert gpu.step_ms == pytest.approx(max(gpu.device_ms, gpu.host_ms)) and gpu.host_bound
+    cpu = DevicePeaks("a CPU", "cpu", 1.0, 1.0, 1.0, 1.0, 10.0, "test")
+    on_cpu = TimeModel(cpu, constants).predict(trace)
+    assert on_cpu.step_ms == pytest.approx(on_cpu.device_ms + on_cpu.host_ms) and not on_cpu.host_bound
+
+
+class TwoLayers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(64, 32)
+        self.second = nn.Linear(32, 8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_the_recorder_counts_flops_bytes_phases_and_module_calls() -> None:
+    model = TwoLayers()
+    x = torch.randn(16, 64)
+    recorder = OpRecorder()
+    with recorder:
+        loss = model(x).sum()
+        recorder.phase = Phase.BACKWARD
+        loss.backward()
+    trace = recorder.trace
+    assert trace.module_calls == 3  # TwoLayers, first, second
+    forward = [o for o in trace.ops if o.phase is Phase.FORWARD]
+    addmm = next(o for o in forward if o.name == "addmm")
+    assert addmm.flops == 2 * 16 * 64 * 32 and addmm.op_class is OpClass.GEMM
+    # bias (32), input (16x64), weight viewed as 64x32, output 16x32, float32
+    assert addmm.bytes_moved == 4 * (32 + 16 * 64 + 64 * 32 + 16 * 32)
+    assert next(o for o in forward if o.name == "t").kernels == 0  # a view launches nothing
+    backward_flops = sum(o.flops for o in trace.ops if o.phase is Phase.BACKWARD)
+    with flop_counter() as counter:  # the same formulas as torch's counter
+        model(x).sum().backward()
+    assert sum(o.flops for o in trace.ops) == counter.get_total_flops()
+    assert backward_flops == 2 * (2 * 16 * 32 * 8) + 2 * (16 * 64 * 32)  # second: dX and dW; first: dW only
+
+
+def synthetic_steps(constants: TimeConstants) -> list[MeasuredStep]:
+    """Cells whose 'measured' times the model itself gives under `constants`: each dominated by another kind of
+    work (matrix products, convolutions, attention, memory traffic) with the rest varying, and host work of
+    varying make-up, so that every constant shows in some cells."""
+    truth = TimeModel(H100, constants)
+    steps = []
+    for index in range(16):
+        heavy = [1.0, 1.0, 1.0, 1.0]
+        heavy[index % 4] = 30.0 + index
+        ops = [
+            op("mm", OpClass.GEMM, flops=int(2e11 * heavy[0] * (1 + index % 3)), nbytes=10**6),
+            op("convolution", OpClass.CONV, flops=int(1e11 * heavy[1] * (1 + index % 2)), nbytes=10**6),
+            op("_flash_attention", OpClass.ATTENTION, flops=int(1.5e11 * heavy[2]), nbytes=10**6),
+            op("add", OpClass.MEMORY, nbytes=int(3e8 * heavy[3] * (1 + index % 3))),
+        ]
+        ops += [op("view", OpClass.MEMORY, kernels=0)] * (100 + 300 * (index % 2))
+        ops += [op("mul", OpClass.MEMORY, nbytes=1000, phase=Phase.BACKWARD)] * (100 + 80 * (index % 3))
+        ops += [op("_foreach_mul_", OpClass.MEMORY, nbytes=1000, phase=Phase.OPTIMIZER)] * (5 + 10 * (index % 4))
+        trace = StepTrace(ops, module_calls=20 + 40 * (index % 5))
+        predicted = truth.predict(trace)
+        steps.append(MeasuredStep(f"synthetic b1 z={index + 1}", trace, predicted.step_ms, predicted.host_ms))
+    return steps
+
+
+def test_calibration_recovers_known_constants() -> None:
+    truth = TimeConstants(0.62, 0.33, 0.41, 0.55, 6.0, 9.0, 14.0, 40.0, 30.0, "truth")
+    fitted = calibrate(synthetic_steps(truth), H100, start=DEFAULT_CONSTANTS["cuda"])
+    for name in ("gemm_efficiency", "conv_efficiency", "attention_efficiency", "memory_efficiency",
+                 "forward_dispatch_us", "backward_dispatch_us", "optimizer_dispatch_us", "module_call_us"):  # fmt: skip
+        assert getattr(fitted.constants, name) == pytest.approx(getattr(truth, name), rel=0.05), name
+    assert fitted.calibrated and fitted.constants.source.startswith("calibrated on 16 cells of synthetic")
+    assert max(abs(r["error"]) for r in fitted.residuals) < 0.01
+
+
+def test_calibration_needs_cells() -> None:
+    from layerprof.errors import LayerprofError
+
+    with pytest.raises(LayerprofError, match="at least one measured cell"):
+        calibrate([], H100)
+
+
+def test_cpu_peaks_are_measured_once_and_cached(tmp_path: Path) -> None:
+    cache = tmp_path / "peaks.json"
+    first = cpu_peaks(1, cache)
+    assert first.kind == "cpu" and first.fp32_tflops > 0 and first.memory_gbps > 0
+    stored = json.loads(cache.read_text())
+    key = next(iter(stored))
+    stored[key]["fp32_tflops"] = 123.0  # a cached figure is read back, not measured again
+    cache.write_text(json.dumps(stored))
+    assert cpu_peaks(1, cache).fp32_tflops == 123.0
+
+
+# ---------------------------------------------------------------- through the command line
+
+TINY_LM = ["pythia-14m", "--seq-len", "32", "--set", "padded_vocab_size=512"]
+
+
+def measured_like(tmp_path: Path, name: str, device_name: str, factor: float) -> Path:
+    """A 'measured' profile of TINY_LM: an estimate's cells turned into measurements on `device_name`."""
+    runner = CliRunner()
+    estimate = tmp_path / f"{name}-estimate.json"
+    result = runner.invoke(app, ["estimate", *TINY_LM, "--batch-sizes", "2", "--layers", "1,5,9", "--gpu", "H100",
+                                 "--out", str(estimate)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(estimate.read_text())
+    data["settings"]["mode"] = "measure"
+    data.pop("time_model", None)
+    data["environment"].update(device_kind="cuda", device_name=device_name, estimated=False,
+                               total_memory_bytes=85520809984)  # fmt: skip
+    for row in data["rows"]:
+        row["step_time_ms"] = row["predicted_step_time_ms"] * factor
+        row["predicted_step_time_ms"] = None
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_estimate_predicts_labels_and_checks_against_measurements(tmp_path: Path) -> None:
+    runner = CliRunner()
+    measured = measured_like(tmp_path, "measured", "NVIDIA H100 80GB HBM3", 1.5)
+    out = tmp_path / "calibrated.json"
+    result = runner.invoke(app, ["estimate", *TINY_LM, "--batch-sizes", "2", "--layers", "1,5,9", "--gpu", "H100",
+                                 "--calibrate", str(measured), "--against", str(measured),
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "calibration fit: 3 measured cells" in text and "predicted against measured" in text
+    assert "times predicted for H100 (calibrated)" in text and "pred. step" in text
+    profile = json.loads(out.read_text())
+    assert profile["time_model"]["constants"]["source"].startswith("calibrated on 3 cells of pythia-14m")
+    for row in profile["rows"]:
+        assert row["step_time_ms"] is None and row["predicted_step_time_ms"] > 0  # never shown as measured
+    # the fitted model is reused from the estimate that holds it
+    reused = runner.invoke(app, ["estimate", *TINY_LM, "--batch-sizes", "2", "--layers", "9", "--gpu", "H100",
+                                 "--calibrate", str(out), "--out", str(tmp_path / "reused.json")])  # fmt: skip
+    assert reused.exit_code == 0, reused.output
+    again = json.loads((tmp_path / "reused.json").read_text())
+    assert again["time_model"]["constants"] == profile["time_model"]["constants"]
+    default = runner.invoke(app, ["estimate", *TINY_LM, "--batch-sizes", "2", "--layers", "9",
+                                  "--out", str(tmp_path / "default.json")])  # fmt: skip
+    assert "default constants, not calibrated" in " ".join(default.output.split())
+
+
+def test_bad_calibration_input_is_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    on_a100 = measured_like(tmp_path, "a100", "NVIDIA A100-SXM4-80GB", 1.0)
+    base = ["estimate", *TINY_LM, "--batch-sizes", "2", "--layers", "9", "--gpu", "H100", "--out",
+            str(tmp_path / "x.json")]  # fmt: skip
+    assert_one_line_error(runner.invoke(app, [*base, "--calibrate", str(on_a100)]), "not on H100", "--gpu NAME")
+    data = json.loads(on_a100.read_text())
+    data["environment"]["device_name"] = "NVIDIA H100 80GB HBM3"
+    for row in data["rows"]:
+        row["status"], row["step_time_ms"] = "oom", None
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps(data))
+    assert_one_line_error(runner.invoke(app, [*base, "--calibrate", str(failed)]), "no cell", "ran")
+    assert_one_line_error(runner.invoke(app, [*base, "--calibrate", str(tmp_path / "missing.json")]), "missing.json")
+    plain = tmp_path / "plain.json"
+    plain.write_text("[1, 2]")
+    assert_one_line_error(runner.invoke(app, [*base, "--calibrate", str(plain)]), "not a layerprof profile")
+
+
+def test_gathers_read_their_rows_and_foreach_ops_launch_kernels_per_chunk() -> None:
+    table = nn.Embedding(50_000, 64)
+    tokens = torch.randint(0, 50_000, (4, 8))
+    recorder = OpRecorder()
+    with recorder:
+        table(tokens)
+        torch._foreach_add_([torch.zeros(2) for _ in range(200)], 1.0)  # one list: 110 tensors per kernel
+        torch._foreach_add_([torch.zeros(2) for _ in range(200)], [torch.ones(2) for _ in range(200)])  # two: 64
+    embedding = next(o for o in recorder.ops if o.name == "embedding")
+    # the 32 rows gathered (read and written) and the 32 indices, not the 12.8 MB table
+    assert embedding.bytes_moved == 2 * 32 * 64 * 4 + 32 * 8
+    foreach = [o.kernels for o in recorder.ops if o.name == "_foreach_add_"]
+    assert foreach == [2, 4]
+
+
+def test_plan_predicts_the_kinds_nobody_measured(tmp_path: Path) -> None:
+    runner = CliRunner()
+    measured = measured_like(tmp_path, "h100", "NVIDIA H100 80GB HBM3", 1.0)
+    result = runner.invoke(app, ["plan", str(measured), "--cluster", "1xH100,2xL4", "--configs", "9", "--json"])
+    assert result.exit_code == 0, result.output
+    sources = {
+        source
+        for schedule in json.loads(result.output)["schedules"]
+        for bracket in schedule["brackets"]
+        for placement in bracket
+        for share in placement["shares"]
+        for source in [share["time_source"]]
+    }
+    assert "measured on H100" in sources
+    assert "predicted for L4 (calibrated on its H100 profile)" in sources
+    assert not any(source.startswith("scaled") for source in sources)
