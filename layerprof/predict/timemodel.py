@@ -76,13 +76,19 @@ CPU_PEAKS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
 
 def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePeaks:
     """This CPU's matmul FLOP/s (float32, bfloat16, float16) and copy bandwidth at `threads` threads (torch's own
-    count when None), measured in a few seconds and cached per machine, thread count and torch version."""
+    count when None), measured in a few seconds and cached per machine, thread count and torch version.
+
+    Peaks measured while other work holds the CPUs are low by the share it takes, and a cached figure would
+    carry that into every later prediction: they are used this once, marked, and measured again next time."""
+    from layerprof.measure.environment import BUSY_CPU_SHARE, cpu_busy_share
+
     threads = threads or torch.get_num_threads()
     cache = cache or CPU_PEAKS_CACHE
     key = f"{platform.node()}|{_cpu_name()}|{threads}|{torch.__version__}"
     stored = _read_cache(cache)
     if key in stored:
         return DevicePeaks(**stored[key])
+    busy = cpu_busy_share()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -90,10 +96,14 @@ def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePe
         gbps = _copy_gbps()
     finally:
         torch.set_num_threads(before)
-    peaks = DevicePeaks(
-        _cpu_name(), "cpu", fp32, fp32, bf16, fp16, gbps,
-        f"measured here: matmuls up to 1024^3 and a 256 MiB copy at {threads} thread(s), {time.strftime('%Y-%m-%d')}",
-    )  # fmt: skip
+    source = (
+        f"measured here: matmuls up to 1024^3 and a 256 MiB copy at {threads} thread(s), {time.strftime('%Y-%m-%d')}"
+    )
+    if busy is not None and busy > BUSY_CPU_SHARE:
+        source += f"; other work held {busy:.0%} of the CPUs: not cached"
+    peaks = DevicePeaks(_cpu_name(), "cpu", fp32, fp32, bf16, fp16, gbps, source)
+    if busy is not None and busy > BUSY_CPU_SHARE:
+        return peaks
     stored[key] = asdict(peaks)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

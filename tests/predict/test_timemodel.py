@@ -149,7 +149,8 @@ def test_calibration_needs_cells() -> None:
         calibrate([], H100)
 
 
-def test_cpu_peaks_are_measured_once_and_cached(tmp_path: Path) -> None:
+def test_cpu_peaks_are_measured_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.05)  # a quiet machine
     cache = tmp_path / "peaks.json"
     first = cpu_peaks(1, cache)
     assert first.kind == "cpu" and first.fp32_tflops > 0 and first.memory_gbps > 0
@@ -158,6 +159,18 @@ def test_cpu_peaks_are_measured_once_and_cached(tmp_path: Path) -> None:
     stored[key]["fp32_tflops"] = 123.0  # a cached figure is read back, not measured again
     cache.write_text(json.dumps(stored))
     assert cpu_peaks(1, cache).fp32_tflops == 123.0
+
+
+def test_cpu_peaks_measured_beside_other_work_are_used_once_and_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.6)
+    cache = tmp_path / "peaks.json"
+    busy = cpu_peaks(1, cache)
+    assert busy.fp32_tflops > 0 and busy.source.endswith("; other work held 60% of the CPUs: not cached")
+    assert not cache.exists()
+    monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.25)  # the warning's limit: quiet
+    assert "not cached" not in cpu_peaks(1, cache).source and cache.exists()
 
 
 # ---------------------------------------------------------------- through the command line
