@@ -350,6 +350,7 @@ class TrialStore:
     """`trials.jsonl` in the output directory, one finished trial or continued run per line, for resuming."""
 
     def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
+        """Creates `directory` and its study.json; LayerprofError where it holds another study or cannot be made."""
         self.directory = directory
         try:
             directory.mkdir(parents=True, exist_ok=True)

@@ -507,6 +507,7 @@ class Replay:
     so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
 
     def __init__(self, study: RecordedStudy, repeats: int | None, seed: int) -> None:
+        """Each configuration's regret at full fidelity; LayerprofError where none has a loss to judge picks by."""
         self.study = study
         self.repeats = repeats  # None: until stable
         self.seed = seed
