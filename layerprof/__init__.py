@@ -87,6 +87,7 @@ if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
 
 
 def __getattr__(name: str) -> Any:
+    """The public API's names, each imported from its module on first use (PEP 562); AttributeError for others."""
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'layerprof' has no attribute {name!r}")

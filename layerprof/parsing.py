@@ -102,6 +102,7 @@ class LayerSelection:
 
     @property
     def mentions_all(self) -> bool:
+        """Whether `all` was written, alone or in a list; LayerprofError on a malformed text."""
         return self._parse()[0]
 
     def resolve(self, layer_count: int | None) -> tuple[int, ...]:

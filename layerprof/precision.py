@@ -27,10 +27,12 @@ class Precision:
 
     @property
     def parameter_dtype(self) -> str:
+        """The dtype parameters, gradients and optimizer state are held in: float32 under mixed precision."""
         return "float32" if self.mixed else self.dtype
 
     @property
     def description(self) -> str:
+        """The precision in words, as a profile's settings spell it out (`precision_mode`)."""
         if self.mixed:
             scaler = ", gradients scaled (torch.amp.GradScaler)" if self.scaled else ""
             return (

@@ -59,6 +59,7 @@ class MemoryCategory(str, Enum):
 
     @property
     def row_field(self) -> str:
+        """The Row field that holds this category's bytes: `memory_<category>_bytes`."""
         return f"memory_{self.value}_bytes"
 
     @property
@@ -154,6 +155,7 @@ class Row:
 
     @property
     def ok(self) -> bool:
+        """Whether the cell ran successfully (status `ok`); a failed row keeps its parameter counts, no other figure."""
         return self.status == "ok"
 
     @property
@@ -163,9 +165,11 @@ class Row:
 
     @property
     def key(self) -> tuple[int, int]:
+        """(batch size, z): what names the cell, once per profile."""
         return self.batch_size, self.trainable_layers
 
     def memory(self, category: MemoryCategory) -> int | None:
+        """The bytes `category` held at the tracker's peak; None where the row has none (a failed or unfinished one)."""
         return getattr(self, category.row_field)
 
 
@@ -196,6 +200,7 @@ class Layer:
     calls: int = 1  # times one forward pass runs it (a shared block runs more than once)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as the profile file holds it."""
         return {
             "index": self.index,
             "name": self.name,
@@ -209,6 +214,7 @@ class Layer:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Layer:
+        """From its JSON form; a file from before tied weights and shared blocks gets no `shared_with` and 1 call."""
         return cls(
             index=int(data["index"]),
             name=str(data["name"]),
@@ -269,6 +275,7 @@ class ModelInfo:
     order_reason: str = ""  # registration order: why
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as the profile file holds it (the layers nested)."""
         data = asdict(self)
         data["unwrap"] = list(self.unwrap)
         data["layers"] = [layer.to_dict() for layer in self.layers]
@@ -276,6 +283,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        """From its JSON form; keys this layerprof does not know are dropped."""
         known = _known(cls, data)
         known["unwrap"] = tuple(known.get("unwrap", ()))
         known["layers"] = [Layer.from_dict(layer) for layer in known.get("layers", [])]
@@ -295,6 +303,7 @@ class WorkloadInfo:
     item_name: str = "samples"  # what throughput counts: samples or tokens
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as the profile file holds it; unset (None) fields are left out."""
         data = {key: value for key, value in asdict(self).items() if value is not None}
         if self.input_shape is not None:
             data["input_shape"] = list(self.input_shape)
@@ -302,6 +311,7 @@ class WorkloadInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkloadInfo:
+        """From its JSON form; keys this layerprof does not know are dropped."""
         known = _known(cls, data)
         known["input_shape"] = _tuple(known.get("input_shape"))
         return cls(**known)
@@ -337,11 +347,13 @@ class EnvironmentInfo:
     extra: dict[str, Any] = field(default_factory=dict)  # keys written by other versions, kept as they were
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form: unset fields left out, the keys other versions wrote (`extra`) back beside the rest."""
         data = {key: value for key, value in asdict(self).items() if key != "extra" and value not in (None, {})}
         return {**data, **self.extra}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnvironmentInfo:
+        """From its JSON form; keys this layerprof does not know go to `extra`, so that rewriting keeps them."""
         known = _known(cls, data)
         known["extra"] = {key: value for key, value in data.items() if key not in known}
         return cls(**known)
@@ -370,6 +382,7 @@ class SweepSettings:
 
     @property
     def stopping_rule(self) -> str:
+        """The timing protocol in one sentence, as a measured profile's settings state it."""
         limit = f"; at most {self.max_time_s:g} s in all" if self.max_time_s is not None else ""
         return (
             f"each cell timed in visits of {self.steps_per_visit} steps spread over rounds (after a first visit "
@@ -380,6 +393,7 @@ class SweepSettings:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form with the precision in words; an estimate has no timing protocol, a measurement no target."""
         data = asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
         data["trainable_layer_counts"] = list(self.trainable_layer_counts)
@@ -396,6 +410,7 @@ class SweepSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepSettings:
+        """From its JSON form; KeyError without the batch sizes or z values (Profile.from_dict reports it)."""
         known = _known(cls, data)
         known["batch_sizes"] = tuple(known["batch_sizes"])
         known["trainable_layer_counts"] = tuple(known["trainable_layer_counts"])
@@ -427,6 +442,7 @@ class SweepTiming:
 
     @property
     def share_in_steps(self) -> float:
+        """The share (0 to 1) of the sweep's wall time spent inside steps; 0 when no time was recorded."""
         return self.in_steps_s / self.sweep_wall_s if self.sweep_wall_s else 0.0
 
 
@@ -457,19 +473,24 @@ class Profile:
 
     @property
     def layer_count(self) -> int:
+        """n, the layers of the split: the largest z a sweep can train."""
         return len(self.model.layers)
 
     @property
     def is_estimate(self) -> bool:
+        """Whether `layerprof estimate` predicted the cells on fake tensors rather than a device measuring them."""
         return self.settings.mode == "estimate"
 
     def batch_sizes(self) -> list[int]:
+        """The batch sizes its rows cover, ascending."""
         return sorted({row.batch_size for row in self.rows})
 
     def rows_for(self, batch_size: int) -> list[Row]:
+        """The rows of one batch size by z, ascending; empty where the batch size has none."""
         return sorted((r for r in self.rows if r.batch_size == batch_size), key=lambda r: r.trainable_layers)
 
     def row(self, batch_size: int, trainable_layers: int) -> Row | None:
+        """The row of one cell, or None where the profile has none."""
         return next((r for r in self.rows if r.key == (batch_size, trainable_layers)), None)
 
     def planned_cells(self) -> list[tuple[int, int]]:
@@ -506,6 +527,7 @@ class Profile:
         return f"every cell failed: {'; '.join(parts)}" + (f"; {advice}" if advice else "")
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as the profile file holds it, always in the current schema."""
         return {
             "schema": SCHEMA,
             "created_at": self.created_at,
@@ -522,6 +544,7 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "profile") -> Profile:
+        """From a profile file's JSON of a schema in SCHEMAS; LayerprofError naming `source` otherwise or on damage."""
         if not isinstance(data, dict) or "schema" not in data:
             raise LayerprofError(f"{source} is not a layerprof profile (no 'schema' field)")
         if data["schema"] not in SCHEMAS:

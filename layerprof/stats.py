@@ -27,6 +27,7 @@ class TimingStats:
 
     @classmethod
     def from_samples(cls, samples_ms: list[float]) -> TimingStats:
+        """Statistics of the timed steps, ms; needs at least one (a single step has a spread of 0)."""
         ordered = sorted(samples_ms)
         low, high = median_confidence_interval(ordered)
         return cls(

@@ -265,3 +265,27 @@ def test_a_moved_module_imports_under_its_old_name_as_the_same_module_with_a_war
 def test_a_name_that_never_was_a_module_is_still_not_found() -> None:
     with pytest.raises(ModuleNotFoundError):
         __import__("layerprof.nonexistent")
+
+
+def test_every_name_of_the_public_api_resolves_from_the_module_it_is_listed_under() -> None:
+    import importlib
+
+    import layerprof
+
+    assert layerprof.__all__[0] == "__version__"
+    assert len(layerprof.__all__) == 26  # __version__ and the 25 names of _LAZY: one added or lost shows here
+    for name in layerprof.__all__[1:]:
+        home = importlib.import_module(layerprof._LAZY[name])
+        assert name in vars(home), f"layerprof.{name} is listed under {home.__name__}, which has no {name}"
+        assert getattr(layerprof, name) is vars(home)[name]
+    with pytest.raises(AttributeError, match=r"^module 'layerprof' has no attribute 'profile_models'$"):
+        layerprof.profile_models  # noqa: B018  (a near miss of a public name)
+
+
+def test_importing_the_package_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, layerprof; assert 'torch' not in sys.modules, 'layerprof imported torch'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr

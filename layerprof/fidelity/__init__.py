@@ -1,2 +1,2 @@
-"""Fidelities and what to do with them: ladders, split depths, rank-correlation studies and their tasks,
-successive-halving replays, and rungs placed on GPUs."""
+"""Fidelities and what to do with them: ladders, split depths, rank-correlation studies with their grids and
+tasks, successive-halving replays, and rungs placed on GPUs."""

@@ -61,6 +61,7 @@ class Trial:
 
     @property
     def key(self) -> str:
+        """The trial's name in the trial store: `config/z/fraction/seed`."""
         return f"{self.config_index}/{self.trainable_layers}/{self.budget_fraction:g}/{self.seed}"
 
 
@@ -74,6 +75,7 @@ class ContinuedTrial:
 
     @property
     def key(self) -> str:
+        """The run's name in the trial store (`continued_key`)."""
         return continued_key(self.chain, self.config_index, self.seed)
 
 
@@ -159,10 +161,12 @@ class ContinuedResult:
 
     @property
     def cells(self) -> Chain:
+        """The chain as a Chain of (z, budget fraction) tuples (the record holds lists, as JSON does)."""
         return tuple((int(z), float(f)) for z, f in self.chain)
 
     @property
     def key(self) -> str:
+        """The run's name in the trial store, the same as its ContinuedTrial's."""
         return continued_key(self.cells, self.config_index, self.seed)
 
 
@@ -346,6 +350,7 @@ class TrialStore:
     """`trials.jsonl` in the output directory, one finished trial or continued run per line, for resuming."""
 
     def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
+        """Creates `directory` and its study.json; LayerprofError where it holds another study or cannot be made."""
         self.directory = directory
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -364,9 +369,11 @@ class TrialStore:
             meta.write_text(json.dumps({"schema": STUDY_SCHEMA, **identity}, indent=2) + "\n")
 
     def load(self) -> tuple[dict[str, TrialResult], dict[str, ContinuedResult]]:
+        """The results recorded so far by key (trials, continued runs): empty for a new study, damaged lines skipped."""
         return read_records(self.path) if self.path.exists() else ({}, {})
 
     def append(self, result: TrialResult | ContinuedResult) -> None:
+        """Record one finished result, synced to disk, so that an interrupted study keeps it."""
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(result)) + "\n")
             handle.flush()
@@ -435,16 +442,19 @@ class CorrelationResult:
     continued: list[ContinuedStatistics] = field(default_factory=list)
 
     def cell(self, trainable_layers: int, budget_fraction: float) -> CellStatistics | None:
+        """The statistics of one (z, budget fraction) cell, or None where the study has none."""
         return next(
             (c for c in self.cells if c.trainable_layers == trainable_layers and c.budget_fraction == budget_fraction),
             None,
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form `correlate` writes, with its schema."""
         return {"schema": CORRELATION_SCHEMA, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "result") -> CorrelationResult:
+        """From its JSON form (either schema); LayerprofError naming `source` when it is not a correlation result."""
         if data.get("schema") not in CORRELATION_SCHEMAS:
             raise LayerprofError(f"{source} is not a layerprof correlation result")
         payload = {k: v for k, v in data.items() if k not in ("schema", "cells", "continued")}
@@ -475,6 +485,7 @@ class StudyPlan:
 
     @property
     def trial_count(self) -> int:
+        """Training runs in all: every configuration and seed at every cell and through every chain."""
         cells = len(self.trainable_layer_counts) * len(self.budget_fractions) + len(self.chains)
         return len(self.configs) * cells * self.seeds
 
@@ -489,6 +500,7 @@ class StudyPlan:
         ]
 
     def continued_trials(self) -> list[ContinuedTrial]:
+        """One run per chain, configuration and seed, chain by chain."""
         return [
             ContinuedTrial(index, chain, seed)
             for chain in self.chains

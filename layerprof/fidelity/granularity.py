@@ -96,6 +96,7 @@ class SplitReport:
 
     @property
     def best(self) -> SplitChoice:
+        """The split chosen (a finished report marks exactly one)."""
         return next(choice for choice in self.choices if choice.chosen)
 
 

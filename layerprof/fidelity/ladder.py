@@ -78,6 +78,7 @@ class Ladder:
     times_predicted: bool = False  # step times come from the time model (an estimate), not from measurement
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with `budget_to_rung`: each budget index's z and steps, for a tuner to look up."""
         data = asdict(self)
         data["budget_to_rung"] = {
             str(rung.budget_index): {"trainable_layers": rung.trainable_layers, "steps": rung.steps}

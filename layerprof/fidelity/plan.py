@@ -84,6 +84,7 @@ class ProfileSet:
         return peak_tflops(gpu, self.precision, self.tf32)
 
     def row(self, profile: Profile, z: int) -> Row | None:
+        """The row of z at the set's batch size in `profile`, or None where it is missing or failed."""
         row = profile.row(self.batch_size, z)
         return row if row is not None and row.ok else None
 
@@ -235,6 +236,7 @@ class RungPlacement:
 
     @property
     def time_sources(self) -> list[str]:
+        """Where each share's step time comes from (measured, predicted or scaled), one per GPU kind used."""
         return [share.time_source for share in self.shares]
 
 
@@ -253,6 +255,7 @@ class Schedule:
 
     @property
     def scaled(self) -> bool:
+        """Whether any rung's step time was predicted or scaled rather than measured on its GPU kind."""
         return any(not source.startswith("measured") for b in self.brackets for p in b for source in p.time_sources)
 
 
@@ -379,9 +382,11 @@ class ClusterPlan:
     notes: list[str] = field(default_factory=list)
 
     def schedule(self, name: str, algorithm: str) -> Schedule:
+        """The schedule of that name and algorithm; `plan` makes one of each (StopIteration otherwise)."""
         return next(s for s in self.schedules if s.name == name and s.algorithm == algorithm)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with its schema."""
         return {"schema": PLAN_SCHEMA, **asdict(self)}
 
 

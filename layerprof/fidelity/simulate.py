@@ -114,6 +114,7 @@ class RecordedStudy:
 
     @property
     def full_cell(self) -> GridCell:
+        """(largest z, largest budget fraction): full training, whose losses every pick is judged by."""
         return max(self.trainable_layer_counts), max(self.budget_fractions)
 
     @property
@@ -139,12 +140,14 @@ class RecordedStudy:
         return part.train_seconds or 0.0
 
     def missing_trials(self, cell: GridCell) -> int:
+        """How many (configuration, seed) trials of the cell the study has not recorded; 0 when it is whole."""
         z, fraction = cell
         return sum(
             (index, z, fraction, seed) not in self.trials for index in range(len(self.configs)) for seed in self.seeds
         )
 
     def table(self, cell: GridCell) -> CellTable:
+        """The cell's losses and seconds per configuration and seed; the cell must be whole (KeyError otherwise)."""
         z, fraction = cell
         losses, seconds = [], []
         for index in range(len(self.configs)):
@@ -154,6 +157,7 @@ class RecordedStudy:
         return CellTable(losses, seconds)
 
     def mean_losses(self, cell: GridCell) -> list[float | None]:
+        """Per configuration, the cell's mean loss over the seeds that succeeded (None where every seed failed)."""
         return self.table(cell).mean_losses()
 
     def continued_tables(self, path: Sequence[GridCell]) -> tuple[list[CellTable], Chain] | str:
@@ -466,9 +470,11 @@ class Simulation:
     seconds_used: Seconds = "total"
 
     def path(self, name: str) -> PathResult | None:
+        """The result of the path of that name, or None where it was not replayed."""
         return next((p for p in self.paths if p.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with its schema."""
         return {"schema": SIMULATION_SCHEMA, **asdict(self)}
 
 
@@ -501,6 +507,7 @@ class Replay:
     so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
 
     def __init__(self, study: RecordedStudy, repeats: int | None, seed: int) -> None:
+        """Each configuration's regret at full fidelity; LayerprofError where none has a loss to judge picks by."""
         self.study = study
         self.repeats = repeats  # None: until stable
         self.seed = seed
@@ -515,12 +522,14 @@ class Replay:
         self._tables: dict[GridCell, CellTable] = {}
 
     def tables(self, cells: Sequence[GridCell]) -> list[CellTable]:
+        """The tables of `cells` in that order, each built once per replay."""
         for cell in cells:
             if cell not in self._tables:
                 self._tables[cell] = self.study.table(cell)
         return [self._tables[cell] for cell in cells]
 
     def candidates(self, repeat: int, bracket_index: int, count: int) -> list[Candidate]:
+        """`count` (configuration, seed position) pairs for one repeat of one bracket, the same on every path."""
         draw = random.Random(f"{self.seed}/{repeat}/{bracket_index}")
         chosen = draw.sample(range(len(self.study.configs)), count)
         return [(index, draw.randrange(len(self.study.seeds))) for index in chosen]

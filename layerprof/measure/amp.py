@@ -82,6 +82,8 @@ class CudaAutocastRules(TorchFunctionMode):
         return self._cache[key]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        """Every torch call in the region: inputs cast to `dtype` for CUDA_LOWER_PRECISION ops, to float32 for
+        CUDA_FLOAT32 ones (unless the call names its dtype), as CUDA autocast would."""
         kwargs = kwargs or {}
         if func in CUDA_LOWER_PRECISION:
             args, kwargs = tree_map(lambda v: self._cast(v, self.dtype), (args, kwargs))
@@ -90,6 +92,7 @@ class CudaAutocastRules(TorchFunctionMode):
         return func(*args, **kwargs)
 
     def __exit__(self, *exc: Any) -> None:
+        """Drop the parameters' cached casts, so that the next region casts their updated values (as autocast)."""
         self._cache.clear()
         return super().__exit__(*exc)
 

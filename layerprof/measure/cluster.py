@@ -244,6 +244,7 @@ class ClusterRun:
 
     @property
     def failed(self) -> bool:
+        """Whether any kind lost or failed a sweep (the CLI then exits 1)."""
         return any(outcome.failures for outcome in self.outcomes)
 
 

@@ -47,6 +47,7 @@ class LayerTimes:
     source: str  # "cuda-events" | "perf-counter"
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, one entry of a profile's `layer_times`."""
         return asdict(self)
 
 

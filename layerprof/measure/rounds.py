@@ -39,6 +39,7 @@ class Visit:
 
     @property
     def median_ms(self) -> float:
+        """The median of the visit's timed steps, ms."""
         return statistics.median(self.step_ms)
 
 
@@ -57,9 +58,11 @@ class CellTiming:
         return [visit.slow_round or visit.median_ms > quiet * (1 + SLOW_VISIT_RATIO) for visit in self.visits]
 
     def clean(self) -> list[Visit]:
+        """The visits that count: in no slowed round, and within SLOW_VISIT_RATIO of the quickest."""
         return [visit for visit, flag in zip(self.visits, self.flagged(), strict=True) if not flag]
 
     def clean_medians(self) -> list[float]:
+        """The clean visits' medians, ms, in the order they ran."""
         return [visit.median_ms for visit in self.clean()]
 
     def settled(self, min_visits: int, tolerance: float) -> bool:

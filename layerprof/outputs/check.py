@@ -66,10 +66,12 @@ class CheckResult:
 
     @property
     def regressions(self) -> list[Finding]:
+        """The findings judged a regression: any one fails the gate (exit 1)."""
         return [f for f in self.findings if f.verdict == "regression"]
 
     @property
     def inconclusive(self) -> list[Finding]:
+        """The findings that could not be told from noise (exit 3 where nothing regressed)."""
         return [f for f in self.findings if f.verdict == "inconclusive"]
 
     @property
@@ -80,6 +82,7 @@ class CheckResult:
         return INCONCLUSIVE_EXIT_CODE if self.inconclusive else 0
 
     def cell_verdict(self, batch_size: int, trainable_layers: int) -> str:
+        """The worst verdict among the cell's findings (regression first), or `pass` where it has none."""
         verdicts = {
             f.verdict for f in self.findings if (f.batch_size, f.trainable_layers) == (batch_size, trainable_layers)
         }
@@ -89,6 +92,7 @@ class CheckResult:
         return "pass"
 
     def cells(self) -> list[tuple[int, int]]:
+        """Every (batch size, z) with a finding, ascending."""
         return sorted({(f.batch_size, f.trainable_layers) for f in self.findings})
 
     def regression_summary(self) -> str:

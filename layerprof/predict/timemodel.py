@@ -54,6 +54,7 @@ class DevicePeaks:
     source: str
 
     def tflops(self, dtype: str, op: OpClass, tf32_matmul: bool, tf32_conv: bool) -> float:
+        """The peak TFLOP/s `op` may reach in `dtype`: float32 at TF32's where allowed, float64 at float32's."""
         if dtype == "float32":
             tf32 = tf32_conv if op is OpClass.CONV else tf32_matmul
             return self.tf32_tflops if tf32 else self.fp32_tflops
@@ -65,6 +66,7 @@ class DevicePeaks:
 
     @classmethod
     def of_gpu(cls, gpu: GpuKind) -> DevicePeaks:
+        """A GPU's peaks from its datasheet entry in layerprof.devices (float16 at the bfloat16 peak)."""
         return cls(
             gpu.name, "cuda", gpu.fp32_tflops, gpu.tf32_tflops, gpu.bf16_tflops, gpu.bf16_tflops, gpu.memory_gbps,
             f"{gpu.name} datasheet (layerprof.devices)",
@@ -177,6 +179,7 @@ class TimeConstants:
     source: str = "defaults"
 
     def efficiency(self, op: OpClass) -> float:
+        """The share of the peak `op` reaches; 1 for memory-bound ops, which the bandwidth bounds instead."""
         return {
             OpClass.GEMM: self.gemm_efficiency,
             OpClass.CONV: self.conv_efficiency,
@@ -185,9 +188,11 @@ class TimeConstants:
         }[op]
 
     def as_vector(self) -> list[float]:
+        """The fitted constants in FITTED order: what a calibration adjusts."""
         return [getattr(self, name) for name in FITTED]
 
     def with_vector(self, values: Sequence[float], source: str) -> TimeConstants:
+        """A copy with the fitted constants from `values` (FITTED order) and `source` saying where they came from."""
         return replace(self, **dict(zip(FITTED, values, strict=True)), source=source)
 
 
@@ -219,6 +224,7 @@ class Numerics:
 
     @classmethod
     def current(cls) -> Numerics:
+        """This process's TF32 settings, as torch.backends holds them now."""
         return cls(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
     @classmethod
@@ -252,18 +258,22 @@ class TimeModel:
 
     @classmethod
     def default(cls, peaks: DevicePeaks, numerics: Numerics | None = None) -> TimeModel:
+        """Uncalibrated: the documented default constants of the device kind `peaks` describes."""
         return cls(peaks, DEFAULT_CONSTANTS[peaks.kind], numerics or Numerics())
 
     @property
     def calibrated(self) -> bool:
+        """Whether a calibration against measured cells set the constants."""
         return self.constants.source.startswith("calibrated")
 
     @property
     def label(self) -> str:
+        """What a table says of its predicted times: the device, and whether the constants were calibrated."""
         how = "calibrated" if self.calibrated else "default constants"
         return f"predicted for {self.peaks.name} ({how})"
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as a profile's `time_model` holds it."""
         return {
             "peaks": asdict(self.peaks),
             "constants": asdict(self.constants),
@@ -273,6 +283,7 @@ class TimeModel:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "time model") -> TimeModel:
+        """From its JSON form; LayerprofError naming `source` where parts are missing or unknown."""
         try:
             return cls(
                 DevicePeaks(**data["peaks"]),
@@ -284,6 +295,7 @@ class TimeModel:
             raise LayerprofError(f"{source}: a damaged time model ({error}); re-run the calibration") from None
 
     def predict(self, trace: StepTrace) -> StepPrediction:
+        """The traced step's time: device plus host on a CPU, the slower of the two on a GPU."""
         with unset_fake_temporarily():  # an estimate calls this inside its FakeTensorMode: these are real numbers
             theta = torch.tensor([math.log(max(v, 1e-9)) for v in self.constants.as_vector()], dtype=torch.float64)
             log_device, log_host = _log_times(_op_arrays(trace, self.peaks, self.numerics), theta)
@@ -415,10 +427,12 @@ class PredictionCheck:
 
     @property
     def error(self) -> float:
+        """The predicted step time's relative error: +0.10 is a prediction 10% above the measurement."""
         return self.predicted_ms / self.measured_ms - 1
 
     @property
     def ratio_error(self) -> float | None:
+        """The relative error of the predicted ratio to full training, or None where either ratio is missing."""
         if self.measured_vs_full is None or self.predicted_vs_full is None:
             return None
         return self.predicted_vs_full / self.measured_vs_full - 1

@@ -144,6 +144,7 @@ class Split:
 
     @property
     def title(self) -> str:
+        """The order in words, as a table's title says it."""
         return ORDER_TITLES[self.order]
 
 

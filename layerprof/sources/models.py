@@ -129,6 +129,7 @@ class LoadedModel:
         return split
 
     def describe(self, layers: Sequence[Layer]) -> ModelInfo:
+        """The plain data a profile holds: these layers as the split, in the order the last `trace` found."""
         return ModelInfo(
             spec=self.spec,
             source=self.source,

@@ -49,11 +49,13 @@ class Workload:
 
     @property
     def item_name(self) -> str:
+        """What throughput counts: tokens for a language model, else samples (a custom workload names its own)."""
         if self.custom is not None:
             return self.custom.item_name
         return "tokens" if self.family == "causal-lm" else "samples"
 
     def items_per_batch(self, batch_size: int) -> int:
+        """The items (`item_name`) in a batch of `batch_size`: what throughput counts per step."""
         if self.custom is not None:
             return batch_size * self.custom.items_per_sample
         if self.family == "causal-lm":
@@ -94,6 +96,7 @@ class Workload:
         return sum(t.float().pow(2).mean() for t in tensors)  # type: ignore[return-value]
 
     def describe(self) -> WorkloadInfo:
+        """The plain data a profile holds."""
         return WorkloadInfo(
             family=self.family,
             input_shape=self.input_shape,
