@@ -169,7 +169,7 @@ def layer_costs(
     spec: str, options: ModelOptions, batch_size: int, precision: str = "32-true", target: str = "cuda"
 ) -> LayerCostTable:
     """The per-layer costs of MODEL's full-training step at `batch_size`, on fake tensors (no memory, no GPU)."""
-    from layerprof.measure.sweep import prepared_cell
+    from layerprof.measure.sweep import CellContext, prepared_cell
     from layerprof.predict.estimate import ESTIMATE_DEVICE, build_fake_model
 
     if batch_size < 1:
@@ -180,8 +180,9 @@ def layer_costs(
         layers = loaded.split()
         modules = dict(loaded.model.named_modules())
         on_cuda = target == "cuda"
-        with prepared_cell(loaded, layers, batch_size, len(layers), settings, ESTIMATE_DEVICE, foreach=on_cuda,
-                           cuda_autocast_on_cpu=on_cuda, with_scaler=False) as cell:  # fmt: skip
+        context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
+        with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
+                           with_scaler=False) as cell:  # fmt: skip
             for param in cell.params:  # steady state: the optimizer's state exists before the step
                 param.grad = torch.zeros_like(param)
             cell.optimizer.step()

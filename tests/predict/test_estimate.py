@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
-from layerprof.measure.sweep import run_cell
+from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.predict.estimate import ESTIMATE_DEVICE, FitSearch, build_fake_model, estimate_cell, estimate_model
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, build_model
@@ -40,7 +40,7 @@ def test_cpu_estimate_equals_the_real_tensor_tracker(spec: str, options: ModelOp
     real_layers = real.split()
     estimated = estimate_model(spec, options, settings(*zs, target="cpu"))
     for z in zs:
-        measured, _ = run_cell(real, real_layers, 2, z, settings(z), torch.device("cpu"))
+        measured, _ = run_cell(CellContext(real, real_layers, settings(z), torch.device("cpu")), 2, z)
         predicted = estimated.row(2, z)
         assert predicted.memory_source == "estimate-cpu"
         for field in ("peak_memory_bytes", "memory_parameters_bytes", "memory_optimizer_state_bytes", "flops"):
@@ -80,7 +80,7 @@ def test_fit_search_returns_the_boundary_batch() -> None:
     def independent_need(z: int, batch_size: int) -> int:
         with mode:
             layers = loaded.split()
-            row, _ = estimate_cell(loaded, layers, batch_size, z, settings(z), ESTIMATE_DEVICE)
+            row, _ = estimate_cell(CellContext(loaded, layers, settings(z), ESTIMATE_DEVICE), batch_size, z)
         return row.peak_memory_bytes + 512 * 2**20
 
     budget = (independent_need(8, 300) + independent_need(8, 301)) // 2
