@@ -410,6 +410,7 @@ class PlanPredictor:
                 self.basis = f"calibrated on its {name} profile"
 
     def trace(self, z: int) -> StepTrace | None:
+        """The z's step at the plan's batch size, traced once on fake tensors (None: it cannot be traced)."""
         if z not in self.traces:
             traces: dict[tuple[int, int], StepTrace] = {}
             if self.traceable:
@@ -426,6 +427,8 @@ class PlanPredictor:
         return self.traces[z]
 
     def __call__(self, z: int, gpu: GpuKind) -> tuple[float, str, float] | None:
+        """The z's predicted step time on `gpu`, what it stands on, and the share of it the GPU is busy (None:
+        no trace to price)."""
         trace = self.trace(z)
         if trace is None:
             return None
@@ -468,6 +471,7 @@ class FitReport:
     traces: int = 0  # fake-tensor steps the search ran
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain data, for `fit --json`."""
         return asdict(self)
 
 
@@ -538,6 +542,7 @@ class FitSearch:
         self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
+        """The cell's estimated need (context reserve included), traced once; a cell that cannot run is an error."""
         key = (batch_size, trainable_layers)
         if key not in self.needs:
             from layerprof.predict.compose import layer_signatures, recorded_shapes
@@ -821,6 +826,7 @@ class FitSearch:
         return FitResult(z, fits, known[fits], composed=True)
 
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
+        """The smallest listed GPU whose memory holds the cell's need (None: none does)."""
         return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))
 
 
