@@ -87,15 +87,12 @@ class SweepObserver(Protocol):
 
     def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None:
         """A cell (the `position`-th of `total` still to run) starts."""
-        ...
 
     def cell_finished(self, row: Row) -> None:
         """A cell's first visit (or its one call, for an estimate) ended with `row`."""
-        ...
 
     def round_finished(self, round_index: int, unsettled: int) -> None:
         """A timed round ended with `unsettled` cells still to visit."""
-        ...
 
 
 def torch_dtype(precision: str) -> torch.dtype:
