@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from layerprof.measure.sweep import run_cell
+from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.predict.estimate import estimate_model
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, build_model
@@ -38,7 +38,7 @@ def main() -> None:
         per_cell = (time.perf_counter() - began) / len(estimate.rows)
         for batch_size in batch_sizes:
             for z in zs:
-                measured, _ = run_cell(real, layers, batch_size, z, settings, torch.device("cpu"))
+                measured, _ = run_cell(CellContext(real, layers, settings, torch.device("cpu")), batch_size, z)
                 predicted = estimate.row(batch_size, z)
                 error = predicted.peak_memory_bytes / measured.peak_memory_bytes - 1
                 worst = max(worst, abs(error))

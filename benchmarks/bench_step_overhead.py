@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from layerprof.measure.sweep import run_cell
+from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.profile import SweepSettings
 from layerprof.sources.layers import freeze_layers
 from layerprof.sources.models import ModelOptions, build_model
@@ -69,7 +69,7 @@ def main() -> None:
             max_steps=args.steps,
         )
         before = bare_median_ms(loaded, layers, batch_size, z, args.steps, device)
-        row, _ = run_cell(loaded, layers, batch_size, z, settings, device)
+        row, _ = run_cell(CellContext(loaded, layers, settings, device), batch_size, z)
         after = bare_median_ms(loaded, layers, batch_size, z, args.steps, device)
         bare = (before + after) / 2
         ratio = row.step_time_ms / bare

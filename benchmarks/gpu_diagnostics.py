@@ -120,7 +120,7 @@ def out_of_memory_recovery() -> None:
     freed before the cache is emptied."""
     from layerprof.measure.environment import gpu_uuid
     from layerprof.measure.nvml import measure_process_memory
-    from layerprof.measure.sweep import run_cell
+    from layerprof.measure.sweep import CellContext, run_cell
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import build_model
 
@@ -135,11 +135,11 @@ def out_of_memory_recovery() -> None:
         allocated, reserved = torch.cuda.memory_allocated(device) / MIB, torch.cuda.memory_reserved(device) / MIB
         return f"allocated {allocated:.1f} MiB, reserved {reserved:.1f} MiB, NVML process {process} MiB"
 
-    first, _ = run_cell(loaded, layers, 2, 11, settings, device)
+    first, _ = run_cell(CellContext(loaded, layers, settings, device), 2, 11)
     print(f"  after a cell:        {held()}")
-    huge, _ = run_cell(loaded, layers, 1_000_000, 11, settings, device)
+    huge, _ = run_cell(CellContext(loaded, layers, settings, device), 1_000_000, 11)
     print(f"  after an OOM cell:   {held()}  ({huge.status}: {huge.message[:80]})")
-    again, _ = run_cell(loaded, layers, 2, 11, settings, device)
+    again, _ = run_cell(CellContext(loaded, layers, settings, device), 2, 11)
     print(f"  after the next cell: {held()}")
     same = first.peak_memory_bytes == again.peak_memory_bytes and first.peak_reserved_bytes == again.peak_reserved_bytes
     print(f"  peaks before {first.peak_memory_bytes}/{first.peak_reserved_bytes}, after "
@@ -148,7 +148,7 @@ def out_of_memory_recovery() -> None:
 
 def scaler_host_time() -> None:
     """(3) 16-mixed's gradient scaler synchronises every step; the cell must not read as host-bound for it."""
-    from layerprof.measure.sweep import run_cell
+    from layerprof.measure.sweep import CellContext, run_cell
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import build_model
 
@@ -158,14 +158,14 @@ def scaler_host_time() -> None:
     for precision in ("32-true", "16-mixed", "bf16-mixed"):
         settings = SweepSettings(batch_sizes=(256,), trainable_layer_counts=(11,), warmup_steps=3, min_steps=10,
                                  max_steps=10, precision=precision)  # fmt: skip
-        row, _ = run_cell(loaded, layers, 256, 11, settings, device)
+        row, _ = run_cell(CellContext(loaded, layers, settings, device), 256, 11)
         print(f"  resnet18 b256 z=11 {precision:10s}: step {row.step_time_ms:.2f} ms, "
               f"launch {row.host_time_ms:.2f} ms, host-bound {row.host_bound}")  # fmt: skip
 
 
 def pipelining() -> None:
     from layerprof.measure.instruments import time_steps
-    from layerprof.measure.sweep import prepared_cell
+    from layerprof.measure.sweep import CellContext, prepared_cell
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import build_model
 
@@ -173,7 +173,7 @@ def pipelining() -> None:
     loaded = build_model("paper-resnet18-cifar100", device=device)
     layers = loaded.split()
     settings = SweepSettings(batch_sizes=(32,), trainable_layer_counts=(11,))
-    with prepared_cell(loaded, layers, 32, 11, settings, device) as cell:
+    with prepared_cell(CellContext(loaded, layers, settings, device), 32, 11) as cell:
         for _ in range(10):
             cell.step()
         windows = time_steps(cell.step, device, 30, 30, 0.02)

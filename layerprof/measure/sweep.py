@@ -3,8 +3,9 @@
 Each cell reuses the one model but starts clean: its own freezing, a new optimizer over the trainable
 parameters only, no gradients, the allocator cache emptied. So a cell's memory figures do not depend on the
 cells that ran before it. Within a batch size, z rises; once a z runs out of memory, larger z are skipped.
-Measured cells (`run_cell`) and estimated ones (`layerprof.predict.estimate.estimate_cell`) share the scaffold
-`prepared_cell` and the instrumented step.
+Measured cells (`run_cell`) and estimated ones (`layerprof.predict.estimate.estimate_cell`) share the scaffold:
+a `CellContext` (what every cell of a sweep shares), `prepared_cell` and the instrumented step; every cell function
+and every `CellRunner` takes `(context, batch_size, trainable_layers)`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +65,7 @@ from layerprof.measure.nvml import measure_process_memory
 from layerprof.measure.optimizers import make_optimizer
 from layerprof.measure.rounds import CellTiming, Visit, slow_rounds
 from layerprof.parsing import LayerSelection
-from layerprof.precision import get_precision
+from layerprof.precision import Precision, get_precision
 from layerprof.profile import (
     EnvironmentInfo,
     MemoryCategory,
@@ -84,14 +85,14 @@ from layerprof.sources.workloads import Workload
 class SweepObserver(Protocol):
     """What a progress display hears from a sweep: cells starting and finishing, rounds ending."""
 
-    def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None: ...
+    def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None:
+        """A cell (the `position`-th of `total` still to run) starts."""
 
-    def cell_finished(self, row: Row) -> None: ...
+    def cell_finished(self, row: Row) -> None:
+        """A cell's first visit (or its one call, for an estimate) ended with `row`."""
 
-    def round_finished(self, round_index: int, unsettled: int) -> None: ...
-
-
-CellRunner = Callable[[LoadedModel, Sequence[Layer], int, int, SweepSettings, torch.device], tuple[Row, float]]
+    def round_finished(self, round_index: int, unsettled: int) -> None:
+        """A timed round ended with `unsettled` cells still to visit."""
 
 
 def torch_dtype(precision: str) -> torch.dtype:
@@ -100,6 +101,31 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 
 # ---------------------------------------------------------------- the cell scaffold
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """What every cell of one sweep shares: the model, its split, the settings and the device, with the
+    precision resolved once. Built once per sweep (measured or estimated), so that cell functions and runners all
+    take `(context, batch_size, trainable_layers)` and nothing is looked up again per cell."""
+
+    loaded: LoadedModel
+    layers: Sequence[Layer]
+    settings: SweepSettings
+    device: torch.device
+    precision: Precision = field(init=False)  # settings.precision, resolved
+    parameter_dtype: torch.dtype = field(init=False)  # the dtype parameters and floating inputs are held in
+
+    def __post_init__(self) -> None:
+        precision = get_precision(self.settings.precision)
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "parameter_dtype", getattr(torch, precision.parameter_dtype))
+
+
+# A cell measured or estimated in one call: (context, batch size, z) -> its row and the seconds spent in training
+# steps. The measured sweep's first visits, `layerprof.predict.estimate.estimate_cell` and
+# `layerprof.predict.compose.ComposedCells` all have this shape.
+CellRunner = Callable[[CellContext, int, int], tuple[Row, float]]
 
 
 @dataclass
@@ -117,13 +143,16 @@ class Cell:
     scaler: Any | None = None
 
     def forward(self) -> torch.Tensor:
+        """The forward pass and the loss, under the precision's autocast region."""
         with self.autocast():
             return self.workload.loss(self.model, self.batch)
 
     def backward(self, loss: torch.Tensor) -> None:
+        """The backward pass, through the gradient scaler where the precision has one."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def update(self) -> None:
+        """The optimizer step (unscaled and checked by the scaler where there is one), then zero_grad."""
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -165,12 +194,9 @@ def new_row(layers: Sequence[Layer], batch_size: int, trainable_layers: int) -> 
 
 @contextmanager
 def prepared_cell(
-    loaded: LoadedModel,
-    layers: Sequence[Layer],
+    context: CellContext,
     batch_size: int,
     trainable_layers: int,
-    settings: SweepSettings,
-    device: torch.device,
     *,
     foreach: bool | None = None,
     cuda_autocast_on_cpu: bool = False,
@@ -183,13 +209,15 @@ def prepared_cell(
     `cuda_autocast_on_cpu` (estimates for CUDA) applies CUDA's autocast rules to the CPU's fake tensors;
     estimates also leave out 16-mixed's gradient scaler (`with_scaler`), which reads its scale back to the host.
     """
-    precision = get_precision(settings.precision)
+    loaded, layers, settings, device, precision = (
+        context.loaded, context.layers, context.settings, context.device, context.precision
+    )  # fmt: skip
     frozen = freeze_layers(loaded.model, layers, trainable_layers, eval_frozen=settings.eval_frozen)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
     try:
         cell.optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate, foreach=foreach)
-        cell.batch = loaded.workload.make_batch(batch_size, device, torch_dtype(settings.precision))
+        cell.batch = loaded.workload.make_batch(batch_size, device, context.parameter_dtype)
         cell.autocast = lambda: autocast_for(precision, device.type, cuda_autocast_on_cpu)
         cell.scaler = gradient_scaler(precision, device.type) if with_scaler else None
         yield cell
@@ -272,6 +300,7 @@ class VisitPlan:
 
     @classmethod
     def of(cls, settings: SweepSettings) -> VisitPlan:
+        """The visits the settings' --steps, --min-steps, --steps-per-visit and --rewarm ask for."""
         steps = max(1, min(settings.steps_per_visit, settings.max_steps))
         most = max(1, math.ceil(settings.max_steps / steps))
         least = min(most, max(MIN_VISITS, math.ceil(settings.min_steps / steps)))
@@ -308,22 +337,16 @@ def visit_timing(cell: Cell, device: torch.device, steps: int) -> StepTimes:
     return time_window(cell.step, device, steps, launch_ms=lambda: cell.launch_ms(stream.synchronize))
 
 
-def first_visit(
-    loaded: LoadedModel,
-    layers: Sequence[Layer],
-    batch_size: int,
-    trainable_layers: int,
-    settings: SweepSettings,
-    device: torch.device,
-) -> tuple[Row, Visit | None, float]:
+def first_visit(context: CellContext, batch_size: int, trainable_layers: int) -> tuple[Row, Visit | None, float]:
     """A cell's first visit: warm-up, its first timed steps (with the allocator's peaks), then the instrumented
     step (memory by category, FLOPs). Returns the row, the visit (None where the cell failed) and the seconds
     spent inside training steps. A CUDA error that leaves the device unusable is raised as DeviceFailure."""
+    settings, device = context.settings, context.device
     began: float | None = None
     plan = VisitPlan.of(settings)
     failed: Row | None = None
     try:
-        with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
+        with prepared_cell(context, batch_size, trainable_layers) as cell:
             began = time.perf_counter()
             for _ in range(settings.warmup_steps):
                 cell.step()
@@ -342,26 +365,20 @@ def first_visit(
     except Exception as error:  # noqa: BLE001 - one failed cell never stops the sweep, unless the GPU is gone
         if failure := _sticky(error, batch_size, trainable_layers):
             raise failure from error
-        failed = failed_row(new_row(layers, batch_size, trainable_layers), _failure_status(error), first_line(error))
+        row = new_row(context.layers, batch_size, trainable_layers)
+        failed = failed_row(row, _failure_status(error), first_line(error))
     release_cached_memory(device)  # the exception, its traceback and the step's tensors are gone by now
     return failed, None, 0.0 if began is None else time.perf_counter() - began
 
 
-def next_visit(
-    loaded: LoadedModel,
-    layers: Sequence[Layer],
-    batch_size: int,
-    trainable_layers: int,
-    settings: SweepSettings,
-    device: torch.device,
-    round_index: int,
-) -> Visit:
+def next_visit(context: CellContext, batch_size: int, trainable_layers: int, round_index: int) -> Visit:
     """A later visit: the cell set up again, a short re-warm-up, then its timed steps. A failure other than a
     sticky CUDA error is raised as CellFailure, once the failed step's memory is released."""
-    plan = VisitPlan.of(settings)
+    device = context.device
+    plan = VisitPlan.of(context.settings)
     failure: CellFailure | None = None
     try:
-        with prepared_cell(loaded, layers, batch_size, trainable_layers, settings, device) as cell:
+        with prepared_cell(context, batch_size, trainable_layers) as cell:
             for _ in range(max(1, plan.rewarm_steps)):  # the first step after set-up allocates optimizer state
                 cell.step()
             times = visit_timing(cell, device, plan.steps_per_visit)
@@ -383,16 +400,10 @@ class CellFailure(Exception):
         self.message = message
 
 
-def run_cell(
-    loaded: LoadedModel,
-    layers: Sequence[Layer],
-    batch_size: int,
-    trainable_layers: int,
-    settings: SweepSettings,
-    device: torch.device,
-) -> tuple[Row, float]:
+def run_cell(context: CellContext, batch_size: int, trainable_layers: int) -> tuple[Row, float]:
     """One cell measured on its own, its visits back to back until they settle (a sweep interleaves them)."""
-    row, visit, seconds = first_visit(loaded, layers, batch_size, trainable_layers, settings, device)
+    settings = context.settings
+    row, visit, seconds = first_visit(context, batch_size, trainable_layers)
     if visit is None:
         return row, seconds
     plan = VisitPlan.of(settings)
@@ -401,8 +412,8 @@ def run_cell(
     while not timing.settled(plan.min_visits, settings.median_tolerance) and len(timing.clean()) < plan.max_visits:
         if len(timing.visits) >= 2 * plan.max_visits:
             break
-        timing.visits.append(next_visit(loaded, layers, batch_size, trainable_layers, settings, device, 0))
-    record_timing(row, timing, settings, device, loaded.workload.items_per_batch(batch_size))
+        timing.visits.append(next_visit(context, batch_size, trainable_layers, 0))
+    record_timing(row, timing, settings, context.device, context.loaded.workload.items_per_batch(batch_size))
     return row, seconds + time.perf_counter() - began
 
 
@@ -491,10 +502,12 @@ def profile_model(
 
     Measured: a first round visits the cells in order (z rising, so that out-of-memory skips larger z), then
     timed rounds visit the unsettled cells in a new order each, until all settle or --steps, --max-time run
-    out. `cell_runner` replaces the measured cells by one call each (`layerprof estimate`, on fake tensors).
+    out. `cell_runner` (a `CellRunner`, called with this sweep's `CellContext`) replaces the measured cells by one
+    call each (`layerprof estimate`, on fake tensors), and there are no timed rounds.
     `resume` (an interrupted profile of the same sweep) keeps its finished cells and runs the others. A sweep
     that does not end (Ctrl-C, a GPU that fails) marks every cell it leaves unfinished (`mark_unfinished`).
     """
+    context = CellContext(loaded, layers, settings, device)
     profile = new_profile(loaded, layers, settings, environment or describe_environment(device))
     before = SweepTiming()
     if resume is not None:
@@ -512,14 +525,18 @@ def profile_model(
         if save:
             save(profile)
 
+    def first_visits(context: CellContext, batch_size: int, trainable_layers: int) -> tuple[Row, float]:
+        """The measured sweep's cell runner: a cell's first visit, its timing kept for the timed rounds."""
+        row, visit, seconds = first_visit(context, batch_size, trainable_layers)
+        if visit is not None:
+            timings[row.key] = CellTiming([visit])
+            record_timing(row, timings[row.key], settings, device, loaded.workload.items_per_batch(batch_size))
+        return row, seconds
+
+    runner = cell_runner or first_visits
+
     def one_cell(batch_size: int, trainable_layers: int) -> Row:
-        if cell_runner is not None:
-            row, seconds = cell_runner(loaded, layers, batch_size, trainable_layers, settings, device)
-        else:
-            row, visit, seconds = first_visit(loaded, layers, batch_size, trainable_layers, settings, device)
-            if visit is not None:
-                timings[row.key] = CellTiming([visit])
-                record_timing(row, timings[row.key], settings, device, loaded.workload.items_per_batch(batch_size))
+        row, seconds = runner(context, batch_size, trainable_layers)
         in_steps[0] += seconds
         return row
 
@@ -531,7 +548,7 @@ def profile_model(
             _cells_in_order(profile, layers, settings, one_cell, observer, checkpoint)
             if cell_runner is None:
                 reference = [reference_workload_ms(device)]
-                rounds = TimedRounds(loaded, layers, settings, device, profile, timings, reference, began)
+                rounds = TimedRounds(context, profile, timings, reference, began)
                 in_steps[0] += rounds.run(observer, checkpoint)
             profile.complete = True
         finally:
@@ -623,20 +640,19 @@ def _cells_in_order(
 class TimedRounds:
     """The timed rounds after the first: every unsettled cell once per round, in a new order each round."""
 
-    loaded: LoadedModel
-    layers: Sequence[Layer]
-    settings: SweepSettings
-    device: torch.device
+    context: CellContext
     profile: Profile
     timings: dict[tuple[int, int], CellTiming]
     reference_ms: list[float]  # the reference workload after every round, the first included
     began: float
 
     def unsettled(self) -> list[tuple[int, int]]:
-        return unsettled(self.timings, self.settings)
+        """The cells a next round visits (`unsettled`)."""
+        return unsettled(self.timings, self.context.settings)
 
     def out_of_time(self) -> bool:
-        limit = self.settings.max_time_s
+        """Whether --max-time has run out since the sweep began."""
+        limit = self.context.settings.max_time_s
         return limit is not None and time.perf_counter() - self.began >= limit
 
     def run(self, observer: SweepObserver | None, checkpoint: Callable[[], None]) -> float:
@@ -649,15 +665,13 @@ class TimedRounds:
             began = time.perf_counter()
             for batch_size, trainable_layers in pending:
                 try:
-                    visit = next_visit(
-                        self.loaded, self.layers, batch_size, trainable_layers, self.settings, self.device, round_index
-                    )
+                    visit = next_visit(self.context, batch_size, trainable_layers, round_index)
                 except CellFailure as failure:
                     self._fail((batch_size, trainable_layers), failure, round_index)
                     continue
                 self.timings[(batch_size, trainable_layers)].visits.append(visit)
             seconds += time.perf_counter() - began
-            self.reference_ms.append(reference_workload_ms(self.device))
+            self.reference_ms.append(reference_workload_ms(self.context.device))
             self._mark_slow_rounds()
             self._update_rows()
             checkpoint()
@@ -685,10 +699,11 @@ class TimedRounds:
                 visit.slow_round = index > 0 and (slow[index - 1] or slow[index])
 
     def _update_rows(self) -> None:
+        settings, device = self.context.settings, self.context.device
         for key, timing in self.timings.items():
             row = self.profile.row(*key)
-            items = self.loaded.workload.items_per_batch(key[0])
-            record_timing(row, timing, self.settings, self.device, items)
+            items = self.context.loaded.workload.items_per_batch(key[0])
+            record_timing(row, timing, settings, device, items)
 
 
 # ---------------------------------------------------------------- a sweep ready to run
@@ -719,7 +734,8 @@ def measure_job(job: SweepJob, observer: SweepObserver | None, save: Callable[[P
     profile = profile_model(job.loaded, job.layers, job.settings, job.device, observer=observer, save=save,
                             environment=job.environment, resume=job.resume)  # fmt: skip
     if job.per_layer:
-        profile.layer_times = [times.to_dict() for times in layer_times(job.loaded, job.layers, profile, job.device)]
+        context = CellContext(job.loaded, job.layers, profile.settings, job.device)
+        profile.layer_times = [times.to_dict() for times in layer_times(context, profile)]
         save(profile)
     return profile
 
@@ -812,11 +828,12 @@ def warn_frozen_batchnorm(model: torch.nn.Module, layers: Sequence[Layer], setti
         )
 
 
-def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, device: torch.device) -> list[Any]:
+def layer_times(context: CellContext, profile: Profile) -> list[Any]:
     """`profile --per-layer`: each layer's forward and backward time in full training, at every batch size whose
     full-training cell ran."""
     from layerprof.measure.layertimes import measure_layer_times
 
+    layers, device = context.layers, context.device
     measured = []
     guard = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
     with guard:
@@ -824,8 +841,8 @@ def layer_times(loaded: LoadedModel, layers: Sequence[Layer], profile: Profile, 
             full = profile.row(batch_size, len(layers))
             if full is None or not full.ok:
                 continue
-            with prepared_cell(loaded, layers, batch_size, len(layers), profile.settings, device) as cell:
-                for _ in range(profile.settings.warmup_steps):
+            with prepared_cell(context, batch_size, len(layers)) as cell:
+                for _ in range(context.settings.warmup_steps):
                     cell.step()
                 measured.append(measure_layer_times(cell, layers, device))
     return measured

@@ -36,6 +36,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.utils._pytree import tree_flatten
 
 from layerprof.measure.instruments import LiveTensorTracker
+from layerprof.measure.sweep import CellContext, CellRunner, new_row
 from layerprof.profile import MEMORY_FIELDS, EstimateBasis, MemoryCategory, Row, SweepSettings
 from layerprof.sources.layers import Layer
 
@@ -232,9 +233,9 @@ def composed_row(piece: Piece, rows: dict[int, Row], new: Row, settings: SweepSe
 
 class ComposedCells:
     """An estimate's cell runner (`layerprof.measure.sweep.CellRunner`) that traces each run's anchors and composes the
-    cells between them; `trace(loaded, layers, batch, z, settings, device)` traces one cell."""
+    cells between them; `trace(context, batch, z)`, itself a cell runner, traces one cell."""
 
-    def __init__(self, trace: Callable[..., tuple[Row, float]], zs: Sequence[int]) -> None:
+    def __init__(self, trace: CellRunner, zs: Sequence[int]) -> None:
         self.trace = trace
         self.zs = tuple(zs)
         self.rows: dict[tuple[int, int], Row] = {}  # traced cells, anchors included
@@ -242,16 +243,16 @@ class ComposedCells:
         self.pieces: dict[tuple[int, int], list[Piece] | None] = {}  # (batch, run's first z) -> its lines
         self.traced = 0
 
-    def _traced(self, loaded: Any, layers: Sequence[Layer], batch_size: int, z: int, settings: SweepSettings,
-                device: torch.device) -> Row:  # fmt: skip
+    def _traced(self, context: CellContext, batch_size: int, z: int) -> Row:
         key = (batch_size, z)
         if key not in self.rows:
+            model, layers = context.loaded.model, context.layers
             if batch_size not in self.runs:
-                with recorded_shapes(loaded.model, layers) as calls:
-                    row, _ = self.trace(loaded, layers, batch_size, z, settings, device)
-                self.runs[batch_size] = z_runs(layer_signatures(loaded.model, layers, calls), self.zs)
+                with recorded_shapes(model, layers) as calls:
+                    row, _ = self.trace(context, batch_size, z)
+                self.runs[batch_size] = z_runs(layer_signatures(model, layers, calls), self.zs)
             else:
-                row, _ = self.trace(loaded, layers, batch_size, z, settings, device)
+                row, _ = self.trace(context, batch_size, z)
             self.traced += 1
             self.rows[key] = row
         return self.rows[key]
@@ -278,12 +279,12 @@ class ComposedCells:
             return None
         return [Piece(first, k, first, first_steps), Piece(k + 1, last, last, last_steps)]
 
-    def __call__(self, loaded: Any, layers: Sequence[Layer], batch_size: int, z: int, settings: SweepSettings,
-                 device: torch.device) -> tuple[Row, float]:  # fmt: skip
-        from layerprof.measure.sweep import new_row
+    def __call__(self, context: CellContext, batch_size: int, z: int) -> tuple[Row, float]:
+        """The cell's row (`layerprof.measure.sweep.CellRunner`): traced where it is an anchor, a kink's side or
+        in no run that composes; else composed from its piece's line, in no time."""
 
         def trace(y: int) -> Row:
-            return self._traced(loaded, layers, batch_size, y, settings, device)
+            return self._traced(context, batch_size, y)
 
         if batch_size not in self.runs:
             trace(min(self.zs))
@@ -296,7 +297,7 @@ class ComposedCells:
         if piece is None or (batch_size, z) in self.rows or z in (piece.low, piece.high):
             return trace(z), 0.0
         rows = {y: self.rows[(batch_size, y)] for y in {piece.low, piece.high, piece.base}}
-        return composed_row(piece, rows, new_row(layers, batch_size, z), settings), 0.0
+        return composed_row(piece, rows, new_row(context.layers, batch_size, z), context.settings), 0.0
 
 
 # ---------------------------------------------------------------- memory as a function of the batch size (fit)

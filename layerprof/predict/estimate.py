@@ -44,6 +44,8 @@ from layerprof.errors import LayerprofError
 from layerprof.measure.environment import apply_threads, describe_environment
 from layerprof.measure.instruments import StepTrace, first_line
 from layerprof.measure.sweep import (
+    CellContext,
+    CellRunner,
     SweepJob,
     SweepObserver,
     failed_row,
@@ -87,12 +89,9 @@ def workspace_for(settings: SweepSettings, threads: MatmulThreads) -> int:
 
 
 def estimate_cell(
-    loaded: LoadedModel,
-    layers: Sequence[Layer],
+    context: CellContext,
     batch_size: int,
     trainable_layers: int,
-    settings: SweepSettings,
-    device: torch.device,
     *,
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
@@ -103,20 +102,13 @@ def estimate_cell(
     predicted by `time_model` where given, its operations kept in `traces` where given (for calibration).
     `primed` keeps each parameter's optimizer state for the next cells of the same model (`prime_optimizer`);
     `timelines` the step's allocation timeline (`layerprof.predict.compose.Timeline`, for the fit's batch lines)."""
+    settings, device = context.settings, context.device
     target = settings.target or "cuda"
     try:
         # the optimizer implementation PyTorch picks on the target: multi-tensor on CUDA, per-tensor on CPU
         on_cuda = target == "cuda"
         with prepared_cell(
-            loaded,
-            layers,
-            batch_size,
-            trainable_layers,
-            settings,
-            device,
-            foreach=on_cuda,
-            cuda_autocast_on_cpu=on_cuda,
-            with_scaler=False,
+            context, batch_size, trainable_layers, foreach=on_cuda, cuda_autocast_on_cpu=on_cuda, with_scaler=False
         ) as cell:
             prime_optimizer(cell.optimizer, cell.params, primed)
             recording = None
@@ -142,7 +134,7 @@ def estimate_cell(
             row.predicted_host_bound = predicted.host_bound if target == "cuda" else None
         return row, 0.0
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
-        row = new_row(layers, batch_size, trainable_layers)
+        row = new_row(context.layers, batch_size, trainable_layers)
         return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
 
 
@@ -224,7 +216,7 @@ def estimate_model(
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
-    runner: Any = functools.partial(estimate_cell, time_model=time_model, traces=traces, primed={})
+    runner: CellRunner = functools.partial(estimate_cell, time_model=time_model, traces=traces, primed={})
     if compose and traces is None:
         from layerprof.predict.compose import ComposedCells
 
@@ -418,6 +410,7 @@ class PlanPredictor:
                 self.basis = f"calibrated on its {name} profile"
 
     def trace(self, z: int) -> StepTrace | None:
+        """The z's step at the plan's batch size, traced once on fake tensors (None: it cannot be traced)."""
         if z not in self.traces:
             traces: dict[tuple[int, int], StepTrace] = {}
             if self.traceable:
@@ -434,6 +427,8 @@ class PlanPredictor:
         return self.traces[z]
 
     def __call__(self, z: int, gpu: GpuKind) -> tuple[float, str, float] | None:
+        """The z's predicted step time on `gpu`, what it stands on, and the share of it the GPU is busy (None:
+        no trace to price)."""
         trace = self.trace(z)
         if trace is None:
             return None
@@ -476,6 +471,7 @@ class FitReport:
     traces: int = 0  # fake-tensor steps the search ran
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain data, for `fit --json`."""
         return asdict(self)
 
 
@@ -532,6 +528,7 @@ class FitSearch:
         self.mode, self.loaded = build_fake_model(spec, options, settings.precision)
         self.reserve = CUDA_CONTEXT_RESERVE_BYTES if self.settings.target == "cuda" else 0
         _, self.layers = split_without_memory(spec, options)  # the split every command uses, traced where it can
+        self.context = CellContext(self.loaded, self.layers, self.settings, ESTIMATE_DEVICE)
         self.needs: dict[tuple[int, int], int] = {}
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
@@ -545,6 +542,7 @@ class FitSearch:
         self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
+        """The cell's estimated need (context reserve included), traced once; a cell that cannot run is an error."""
         key = (batch_size, trainable_layers)
         if key not in self.needs:
             from layerprof.predict.compose import layer_signatures, recorded_shapes
@@ -552,7 +550,7 @@ class FitSearch:
             shapes = recorded_shapes(self.loaded.model, self.layers) if self.signatures is None else nullcontext([])
             with self.mode, shapes as calls:
                 row, _ = estimate_cell(
-                    self.loaded, self.layers, batch_size, trainable_layers, self.settings, ESTIMATE_DEVICE,
+                    self.context, batch_size, trainable_layers,
                     traces=self.traces, primed=self.primed, timelines=self.timelines,
                 )  # fmt: skip
             if row.ok and self.signatures is None:
@@ -828,6 +826,7 @@ class FitSearch:
         return FitResult(z, fits, known[fits], composed=True)
 
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
+        """The smallest listed GPU whose memory holds the cell's need (None: none does)."""
         return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))
 
 

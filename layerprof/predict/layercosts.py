@@ -65,9 +65,11 @@ class LayerCostTable:
     layers: list[LayerCost]
 
     def to_dict(self) -> dict[str, Any]:
+        """The table as plain data, with its schema's name and version."""
         return {"schema": "layerprof.layer-costs/1", **asdict(self)}
 
     def csv(self) -> str:
+        """One row per layer (and the row outside every layer), a column per `LayerCost` field."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(LayerCost)], lineterminator="\n")
         writer.writeheader()
@@ -76,6 +78,7 @@ class LayerCostTable:
         return buffer.getvalue()
 
     def save(self, path: Path) -> None:
+        """Write the table as JSON at `path` and as CSV beside it."""
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         path.with_suffix(".csv").write_text(self.csv())
 
@@ -98,6 +101,7 @@ class LayerAttribution(OpRecorder):
             self._handles.append(module.register_forward_hook(self._leave(index)))
 
     def cost(self, index: int) -> LayerCost:
+        """The row of layer `index`; OUTSIDE's for operations of no layer."""
         return self.outside if index == OUTSIDE else self.costs[index]
 
     def _enter(self, index: int) -> Any:
@@ -161,6 +165,7 @@ class LayerAttribution(OpRecorder):
         return 0 if takes_parameter else self.ops[-1].flops
 
     def remove(self) -> None:
+        """Take the layers' hooks off the model."""
         for handle in self._handles:
             handle.remove()
 
@@ -169,7 +174,7 @@ def layer_costs(
     spec: str, options: ModelOptions, batch_size: int, precision: str = "32-true", target: str = "cuda"
 ) -> LayerCostTable:
     """The per-layer costs of MODEL's full-training step at `batch_size`, on fake tensors (no memory, no GPU)."""
-    from layerprof.measure.sweep import prepared_cell
+    from layerprof.measure.sweep import CellContext, prepared_cell
     from layerprof.predict.estimate import ESTIMATE_DEVICE, build_fake_model
 
     if batch_size < 1:
@@ -180,8 +185,9 @@ def layer_costs(
         layers = loaded.split()
         modules = dict(loaded.model.named_modules())
         on_cuda = target == "cuda"
-        with prepared_cell(loaded, layers, batch_size, len(layers), settings, ESTIMATE_DEVICE, foreach=on_cuda,
-                           cuda_autocast_on_cpu=on_cuda, with_scaler=False) as cell:  # fmt: skip
+        context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
+        with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
+                           with_scaler=False) as cell:  # fmt: skip
             for param in cell.params:  # steady state: the optimizer's state exists before the step
                 param.grad = torch.zeros_like(param)
             cell.optimizer.step()

@@ -470,7 +470,7 @@ def test_the_cache_is_emptied_once_a_failed_steps_tensors_are_gone(
     alive = factory_globals["ALIVE"]
     monkeypatch.setattr(sweep, "release_cached_memory", lambda device: seen.append(alive[-1]() is not None))
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(2,), warmup_steps=1, min_steps=1, max_steps=1)
-    row, visit, _ = sweep.first_visit(loaded, layers, 2, 2, settings, torch.device("cpu"))
+    row, visit, _ = sweep.first_visit(sweep.CellContext(loaded, layers, settings, torch.device("cpu")), 2, 2)
     assert row.status == "oom" and visit is None
     assert seen[-1] is False  # the last release ran after the failed step's tensors were freed
 
@@ -564,7 +564,7 @@ def test_the_workspace_is_what_the_allocator_holds_beyond_the_steps_tensors(monk
     loaded = LoadedModel("stack", "user", "stack", model, Workload("tensor-input", input_shape=(16,)), (), {})
     settings = SweepSettings(batch_sizes=(4,), trainable_layer_counts=(2,))
     cpu = torch.device("cpu")
-    with sweep.prepared_cell(loaded, loaded.split(), 4, 2, settings, cpu) as cell:
+    with sweep.prepared_cell(sweep.CellContext(loaded, loaded.split(), settings, cpu), 4, 2) as cell:
         cell.step()  # the optimizer state exists from the first step on
         storages = {
             id(t.untyped_storage()): t.untyped_storage().nbytes()

@@ -36,14 +36,14 @@ def test_cuda_sweep_allocator_peak_is_monotone_in_z() -> None:
 
 
 def test_cuda_cell_memory_is_independent_of_order() -> None:
-    from layerprof.measure.sweep import run_cell
+    from layerprof.measure.sweep import CellContext, run_cell
 
     device = torch.device("cuda")
     loaded = build_model("paper-gpt-14m", device=device)
     layers = loaded.split()
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 11), warmup_steps=2, max_steps=5)
-    first = {z: run_cell(loaded, layers, 2, z, settings, device)[0].peak_memory_bytes for z in (1, 11)}
-    second = {z: run_cell(loaded, layers, 2, z, settings, device)[0].peak_memory_bytes for z in (11, 1)}
+    first = {z: run_cell(CellContext(loaded, layers, settings, device), 2, z)[0].peak_memory_bytes for z in (1, 11)}
+    second = {z: run_cell(CellContext(loaded, layers, settings, device), 2, z)[0].peak_memory_bytes for z in (11, 1)}
     assert first == second
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from layerprof.measure.instruments import TimingStats, median_confidence_interval, median_is_stable, time_steps
-from layerprof.measure.sweep import run_cell
+from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.profile import MemoryCategory, SweepSettings
 from layerprof.sources.models import LoadedModel
 from layerprof.sources.workloads import Workload
@@ -31,7 +31,8 @@ def settings(*zs: int) -> SweepSettings:
 def stack_rows() -> dict[int, object]:
     loaded = stack_model()
     layers = loaded.split()
-    return {z: run_cell(loaded, layers, BATCH, z, settings(z), torch.device("cpu"))[0] for z in range(1, DEPTH + 1)}
+    cpu = torch.device("cpu")
+    return {z: run_cell(CellContext(loaded, layers, settings(z), cpu), BATCH, z)[0] for z in range(1, DEPTH + 1)}
 
 
 def test_linear_stack_flops_match_the_analytic_count(stack_rows: dict) -> None:
@@ -82,7 +83,7 @@ def test_convolution_stack_flops_per_z_count_groups() -> None:
     workload = Workload(family="tensor-input", input_shape=(4, 10, 10))
     loaded = LoadedModel("convs", "user", "convs", model, workload, (), {})
     layers = loaded.split()
-    rows = {z: run_cell(loaded, layers, 2, z, settings(z), torch.device("cpu"))[0] for z in (1, 2, 3)}
+    rows = {z: run_cell(CellContext(loaded, layers, settings(z), torch.device("cpu")), 2, z)[0] for z in (1, 2, 3)}
     assert {row.forward_flops for row in rows.values()} == {156_800}
     assert rows[1].backward_flops == 115_200  # the grouped layer's weight gradient
     assert rows[2].backward_flops == 28_800 + 2 * 115_200  # + the depthwise weight gradient, grouped input gradient
@@ -126,8 +127,8 @@ def test_cell_figures_do_not_depend_on_the_cells_before() -> None:
     loaded = stack_model()
     layers = loaded.split()
     device = torch.device("cpu")
-    forward = {z: run_cell(loaded, layers, BATCH, z, settings(z), device)[0] for z in (1, 3, 4)}
-    backward = {z: run_cell(loaded, layers, BATCH, z, settings(z), device)[0] for z in (4, 3, 1)}
+    forward = {z: run_cell(CellContext(loaded, layers, settings(z), device), BATCH, z)[0] for z in (1, 3, 4)}
+    backward = {z: run_cell(CellContext(loaded, layers, settings(z), device), BATCH, z)[0] for z in (4, 3, 1)}
     for z in forward:
         for field in ("peak_memory_bytes", "memory_gradients_bytes", "optimizer_state_bytes", "flops"):
             assert getattr(forward[z], field) == getattr(backward[z], field), (z, field)
@@ -140,9 +141,9 @@ def test_resnet_tracker_peak_monotone_and_batchnorm_batch_one_is_an_error_cell()
     loaded = build_model("paper-resnet18-cifar100")
     layers = loaded.split()
     device = torch.device("cpu")
-    peaks = [run_cell(loaded, layers, 2, z, settings(z), device)[0].peak_memory_bytes for z in (1, 6, 11)]
+    peaks = [run_cell(CellContext(loaded, layers, settings(z), device), 2, z)[0].peak_memory_bytes for z in (1, 6, 11)]
     assert peaks == sorted(peaks) and peaks[0] < peaks[-1]
-    row, _ = run_cell(loaded, layers, 1, 11, settings(11), device)
+    row, _ = run_cell(CellContext(loaded, layers, settings(11), device), 1, 11)
     assert row.status == "error"
     assert "Expected more than 1 value per channel" in row.message
     assert "\n" not in row.message

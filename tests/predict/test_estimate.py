@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
-from layerprof.measure.sweep import run_cell
+from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.predict.estimate import ESTIMATE_DEVICE, FitSearch, build_fake_model, estimate_cell, estimate_model
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, build_model
@@ -40,7 +40,7 @@ def test_cpu_estimate_equals_the_real_tensor_tracker(spec: str, options: ModelOp
     real_layers = real.split()
     estimated = estimate_model(spec, options, settings(*zs, target="cpu"))
     for z in zs:
-        measured, _ = run_cell(real, real_layers, 2, z, settings(z), torch.device("cpu"))
+        measured, _ = run_cell(CellContext(real, real_layers, settings(z), torch.device("cpu")), 2, z)
         predicted = estimated.row(2, z)
         assert predicted.memory_source == "estimate-cpu"
         for field in ("peak_memory_bytes", "memory_parameters_bytes", "memory_optimizer_state_bytes", "flops"):
@@ -80,7 +80,7 @@ def test_fit_search_returns_the_boundary_batch() -> None:
     def independent_need(z: int, batch_size: int) -> int:
         with mode:
             layers = loaded.split()
-            row, _ = estimate_cell(loaded, layers, batch_size, z, settings(z), ESTIMATE_DEVICE)
+            row, _ = estimate_cell(CellContext(loaded, layers, settings(z), ESTIMATE_DEVICE), batch_size, z)
         return row.peak_memory_bytes + 512 * 2**20
 
     budget = (independent_need(8, 300) + independent_need(8, 301)) // 2
@@ -224,3 +224,47 @@ def test_the_fit_search_bisects_where_the_line_keeps_missing() -> None:
     result = search.largest_batch(1, 10**10 + 5)
     assert result.largest_batch_size == 100_000
     assert len(set(search.probes)) <= 40
+
+
+STACK_FACTORY = """
+from torch import nn
+
+def stack(depth: int = 4):
+    return nn.Sequential(*(nn.Linear(8, 8) for _ in range(depth)))
+"""
+
+
+def test_the_runner_plan_estimate_hands_its_job_traces_cells_with_one_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import layerprof.predict.estimate as estimate
+    from layerprof.parsing import parse_layer_selection
+
+    (tmp_path / "factory.py").write_text(STACK_FACTORY)
+    traced: list[tuple[CellContext, int, int]] = []
+    real = estimate.estimate_cell
+
+    def recorded(context: CellContext, batch_size: int, trainable_layers: int, **kwargs: object):  # noqa: ANN202
+        traced.append((context, batch_size, trainable_layers))
+        return real(context, batch_size, trainable_layers, **kwargs)
+
+    monkeypatch.setattr(estimate, "estimate_cell", recorded)
+    job = estimate.plan_estimate(f"{tmp_path / 'factory.py'}:stack", ModelOptions(input_shape=(8,)),
+                                 settings(batch_sizes=(2, 4), target="cpu"), parse_layer_selection("1,3"),
+                                 tmp_path / "estimate.json")  # fmt: skip
+    assert job.runner is estimate.run_estimate_job
+    profile = job.run()
+    # two z: too few to compose (a run needs 5), so every cell is traced, batch by batch, z rising
+    assert [(batch, z) for _, batch, z in traced] == [(2, 1), (2, 3), (4, 1), (4, 3)]
+    assert len({id(context) for context, _, _ in traced}) == 1  # one context for the whole sweep
+    context = traced[0][0]
+    assert isinstance(context, CellContext)
+    assert context.device == ESTIMATE_DEVICE
+    assert (context.settings.mode, context.settings.target) == ("estimate", "cpu")
+    assert len(context.layers) == 4
+    assert [(row.key, row.status, row.estimate_basis, row.trainable_params) for row in profile.rows] == [
+        ((2, 1), "ok", "traced", 72), ((2, 3), "ok", "traced", 216),
+        ((4, 1), "ok", "traced", 72), ((4, 3), "ok", "traced", 216),
+    ]  # fmt: skip
+    # the inputs' bytes follow the batch size: 2 x 8 and 4 x 8 float32 values
+    assert [row.memory_inputs_bytes for row in profile.rows] == [64, 64, 128, 128]

@@ -115,7 +115,7 @@ def test_hf_config_file(tmp_path: Path) -> None:
 
 
 def test_hf_estimate_equals_the_real_tensor_tracker() -> None:
-    from layerprof.measure.sweep import run_cell
+    from layerprof.measure.sweep import CellContext, run_cell
     from layerprof.predict.estimate import estimate_model
 
     options = hf_options(*SMALL_LLAMA[1::2])
@@ -126,7 +126,7 @@ def test_hf_estimate_equals_the_real_tensor_tracker() -> None:
                              max_steps=1, target="cpu")  # fmt: skip
     estimated = estimate_model("hf:llama", options, settings, layers=layers)
     for z in (1, 5):
-        measured, _ = run_cell(real, layers, 2, z, settings, torch.device("cpu"))
+        measured, _ = run_cell(CellContext(real, layers, settings, torch.device("cpu")), 2, z)
         predicted = estimated.row(2, z)
         for field in ("memory_parameters_bytes", "memory_optimizer_state_bytes", "flops"):
             assert getattr(predicted, field) == getattr(measured, field), (z, field)

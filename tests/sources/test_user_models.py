@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
 from layerprof.errors import FreezingWarning, ModelWarning, SplitWarning
-from layerprof.measure.sweep import run_cell
+from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.profile import SweepSettings, load_profile
 from layerprof.sources.layers import freeze_layers, split_layers, trace_split
 from layerprof.sources.models import LoadedModel, ModelOptions, split_model
@@ -61,7 +61,7 @@ def test_a_block_run_twice_measures_every_trainable_gradient() -> None:
     loaded = LoadedModel("shared", "user", "shared", SharedBlock(), workload, (), {})
     layers = loaded.split()
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(3,), warmup_steps=1, min_steps=1, max_steps=1)
-    row, _ = run_cell(loaded, layers, 2, 3, settings, torch.device("cpu"))
+    row, _ = run_cell(CellContext(loaded, layers, settings, torch.device("cpu")), 2, 3)
     assert row.status == "ok"
     trainable_bytes = 4 * (2 * (WIDTH * WIDTH + WIDTH) + WIDTH * 4 + 4)  # block, b and head in float32
     assert row.trainable_params * 4 == trainable_bytes
@@ -284,7 +284,7 @@ def test_a_sweep_with_eval_frozen_keeps_frozen_batchnorm_statistics(user_models:
         settings = SweepSettings(batch_sizes=(4,), trainable_layer_counts=(1,), warmup_steps=1, min_steps=1,
                                  max_steps=1, eval_frozen=eval_frozen)  # fmt: skip
         before = batchnorm.running_mean.clone()
-        row, _ = run_cell(loaded, layers, 4, 1, settings, torch.device("cpu"))
+        row, _ = run_cell(CellContext(loaded, layers, settings, torch.device("cpu")), 4, 1)
         assert row.ok
         assert (not torch.equal(before, batchnorm.running_mean)) == moves, eval_frozen
         assert batchnorm.training

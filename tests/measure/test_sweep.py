@@ -1,0 +1,110 @@
+"""The cell scaffold's context: one `CellContext` per sweep, and every cell runner called with it and each cell."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import layerprof.measure.sweep as sweep
+from layerprof.errors import LayerprofError
+from layerprof.measure.sweep import CellContext, new_row, prepared_cell, profile_model
+from layerprof.profile import Row, SweepSettings
+from layerprof.sources.models import LoadedModel
+from layerprof.sources.workloads import Workload
+from tests.conftest import linear_stack
+
+WIDTH, DEPTH = 8, 4  # four 8x8 layers without bias: 64 parameters each
+
+
+def stack() -> LoadedModel:
+    workload = Workload(family="tensor-input", input_shape=(WIDTH,))
+    return LoadedModel("stack", "user", "stack", linear_stack(WIDTH, DEPTH), workload, (), {})
+
+
+def settings(precision: str = "32-true") -> SweepSettings:
+    return SweepSettings(batch_sizes=(2, 8), trainable_layer_counts=(1, 3), warmup_steps=1, min_steps=1,
+                         max_steps=1, precision=precision)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("precision", "compute", "held"),
+    [
+        ("32-true", "float32", torch.float32),
+        ("bf16-mixed", "bfloat16", torch.float32),  # mixed: parameters and inputs stay float32
+        ("bf16-true", "bfloat16", torch.bfloat16),
+        ("16-mixed", "float16", torch.float32),
+    ],
+)
+def test_the_context_resolves_the_precision_once(precision: str, compute: str, held: torch.dtype) -> None:
+    loaded = stack()
+    context = CellContext(loaded, loaded.split(), settings(precision), torch.device("cpu"))
+    assert context.precision.name == precision
+    assert context.precision.dtype == compute
+    assert context.parameter_dtype == held
+    with prepared_cell(context, 2, 1) as cell:
+        assert cell.batch[0].dtype == held  # the batch is made in the context's resolved dtype
+
+
+def test_a_context_is_a_value_that_cannot_be_changed() -> None:
+    loaded = stack()
+    context = CellContext(loaded, loaded.split(), settings(), torch.device("cpu"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        context.device = torch.device("meta")  # type: ignore[misc]
+
+
+def test_a_context_with_an_unknown_precision_is_refused_before_any_cell() -> None:
+    loaded = stack()
+    with pytest.raises(LayerprofError, match="--precision '8-true': choose one of 32-true"):
+        CellContext(loaded, loaded.split(), settings("8-true"), torch.device("cpu"))
+
+
+def test_a_cell_runner_is_called_with_the_sweeps_one_context_and_each_cell() -> None:
+    loaded = stack()
+    layers = loaded.split()
+    calls: list[tuple[CellContext, int, int]] = []
+
+    def runner(context: CellContext, batch_size: int, trainable_layers: int) -> tuple[Row, float]:
+        calls.append((context, batch_size, trainable_layers))
+        return new_row(context.layers, batch_size, trainable_layers), 0.0
+
+    profile = profile_model(loaded, layers, settings(), torch.device("cpu"), cell_runner=runner)
+    assert [(batch, z) for _, batch, z in calls] == [(2, 1), (2, 3), (8, 1), (8, 3)]
+    contexts = {id(context) for context, _, _ in calls}
+    assert len(contexts) == 1  # built once per sweep, not per cell
+    context = calls[0][0]
+    assert isinstance(context, CellContext)
+    assert context.loaded is loaded
+    assert list(context.layers) == layers
+    assert context.settings.batch_sizes == (2, 8)
+    assert context.device == torch.device("cpu")
+    assert [(row.batch_size, row.trainable_layers, row.trainable_params) for row in profile.rows] == [
+        (2, 1, 64), (2, 3, 192), (8, 1, 64), (8, 3, 192),
+    ]  # fmt: skip
+
+
+def test_the_measured_sweep_visits_each_cell_first_with_its_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = stack()
+    layers = loaded.split()
+    first: list[tuple[type, int, int]] = []
+    later: list[tuple[type, int, int]] = []
+    real_first, real_next = sweep.first_visit, sweep.next_visit
+
+    def recorded_first(context, batch_size, trainable_layers):  # noqa: ANN001, ANN202
+        first.append((type(context), batch_size, trainable_layers))
+        return real_first(context, batch_size, trainable_layers)
+
+    def recorded_next(context, batch_size, trainable_layers, round_index):  # noqa: ANN001, ANN202
+        later.append((type(context), batch_size, trainable_layers))
+        return real_next(context, batch_size, trainable_layers, round_index)
+
+    monkeypatch.setattr(sweep, "first_visit", recorded_first)
+    monkeypatch.setattr(sweep, "next_visit", recorded_next)
+    profile = profile_model(loaded, layers, settings(), torch.device("cpu"))
+    assert first == [(CellContext, 2, 1), (CellContext, 2, 3), (CellContext, 8, 1), (CellContext, 8, 3)]
+    # --steps 1: one visit of one step is all a cell may take, so no timed round runs
+    assert later == []
+    assert [(row.key, row.status, row.trainable_params) for row in profile.rows] == [
+        ((2, 1), "ok", 64), ((2, 3), "ok", 192), ((8, 1), "ok", 64), ((8, 3), "ok", 192),
+    ]  # fmt: skip
