@@ -7,6 +7,9 @@ import platform
 import re
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -109,6 +112,36 @@ def _cudnn_conv_tf32() -> bool:
 
 
 # ---------------------------------------------------------------- threads, CPUs and other work
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """--threads, --cpus and --tf32: settings of the whole process that a sweep needs while it plans and runs.
+
+    A library call must not leave them behind (a caller's own training would run on one thread, or in TF32, after
+    `plan_profile(..., threads=1)`; a test suite would predict differently in another order), so they are set
+    only inside `applied()` and put back as they were on leaving it."""
+
+    threads: int | None = None
+    cpus: tuple[int, ...] | None = None
+    tf32: bool | None = None
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Set what is given (checked: a bad value raises LayerprofError), and restore the previous values after."""
+        threads = torch.get_num_threads()
+        affinity = os.sched_getaffinity(0) if self.cpus and hasattr(os, "sched_getaffinity") else None
+        matmul, conv = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+        try:
+            apply_tf32(self.tf32)
+            apply_threads(self.threads, self.cpus)
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            if affinity is not None:
+                os.sched_setaffinity(0, affinity)
+            torch.set_float32_matmul_precision(matmul)
+            torch.backends.cudnn.allow_tf32 = conv
 
 
 def apply_threads(threads: int | None, cpus: tuple[int, ...] | None) -> None:

@@ -30,8 +30,7 @@ from layerprof.devices import AllocatorConfig, MatmulThreads
 from layerprof.errors import DeviceFailure, DeviceWarning, FreezingWarning, LayerprofError
 from layerprof.measure.amp import autocast_for, gradient_scaler
 from layerprof.measure.environment import (
-    apply_tf32,
-    apply_threads,
+    ProcessSettings,
     busy_machine_reason,
     describe_environment,
     device_slug,
@@ -757,10 +756,13 @@ class SweepJob:
     time_model: Any = None  # estimates: the layerprof.predict.timemodel.TimeModel that predicts their step times
     per_layer: bool = False  # measured sweeps: also time each layer's forward and backward in full training
     runner: SweepRunner = measure_job  # handed over by the planner: the job never asks which kind it is
+    process: ProcessSettings = ProcessSettings()  # threads, CPUs and TF32, in force only while the job runs
 
     def run(self, observer: SweepObserver | None = None) -> Profile:
-        """Run every cell with the planner's runner, saving the profile (JSON and CSV) after each."""
-        return self.runner(self, observer, lambda profile: save_profile(profile, self.path))
+        """Run every cell with the planner's runner, saving the profile (JSON and CSV) after each, under the
+        job's process settings (restored afterwards)."""
+        with self.process.applied():
+            return self.runner(self, observer, lambda profile: save_profile(profile, self.path))
 
 
 def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Profile | None:
@@ -884,19 +886,20 @@ def plan_profile(
     unless `restart`."""
     validate_settings(settings)
     device = resolve_device(device_name)
-    apply_tf32(tf32)
-    apply_threads(threads, cpus)
-    busy = busy_machine_reason(device)
-    if busy:
-        warnings.warn(busy, DeviceWarning, stacklevel=2)
-    environment = describe_environment(device)
-    path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-{device_slug(environment)}.json")
-    loaded = build_model(spec, options, device=device, dtype=torch_dtype(settings.precision))
-    layers = loaded.split()
+    process = ProcessSettings(threads, cpus, tf32)
+    with process.applied():  # the environment records them; the job sets them again while it runs
+        busy = busy_machine_reason(device)
+        if busy:
+            warnings.warn(busy, DeviceWarning, stacklevel=2)
+        environment = describe_environment(device)
+        path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-{device_slug(environment)}.json")
+        loaded = build_model(spec, options, device=device, dtype=torch_dtype(settings.precision))
+        layers = loaded.split()
     settings = resolve_settings(settings, loaded.workload, len(layers), layer_selection, mode="measure")
     warn_frozen_batchnorm(loaded.model, layers, settings)
     order = (loaded.order, loaded.order_reason)
     resume = resumable_profile(path, new_profile(loaded, layers, settings, environment), restart)
     return SweepJob(
-        spec, options, layers, settings, device, environment, path, loaded, order, resume, runner=measure_job
-    )
+        spec, options, layers, settings, device, environment, path, loaded, order, resume, runner=measure_job,
+        process=process,
+    )  # fmt: skip

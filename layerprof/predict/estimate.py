@@ -41,7 +41,7 @@ from layerprof.devices import (
     smallest_gpu_for,
 )
 from layerprof.errors import LayerprofError
-from layerprof.measure.environment import apply_threads, describe_environment
+from layerprof.measure.environment import ProcessSettings, describe_environment
 from layerprof.measure.instruments import StepTrace, first_line
 from layerprof.measure.sweep import (
     CellContext,
@@ -365,19 +365,19 @@ def plan_estimate(
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if threads is not None:
-        apply_threads(threads, None)
+    process = ProcessSettings(threads)
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
     meta, layers = split_without_memory(spec, options)
     settings = resolve_settings(settings, meta.workload, len(layers), layer_selection, mode="estimate", target=target)
     warn_frozen_batchnorm(meta.model, layers, settings)
-    environment = estimate_environment(target, settings.target_gpu)
+    with process.applied():  # a CPU target's environment and peaks are those of --threads
+        environment = estimate_environment(target, settings.target_gpu)
+        time_model = resolve_time_model(settings, calibrate, threads)
     resume = resumable_profile(path, new_profile(meta, layers, settings, environment), restart)
     order = (meta.order, meta.order_reason)
-    time_model = resolve_time_model(settings, calibrate, threads)
     return SweepJob(
         spec, options, layers, settings, ESTIMATE_DEVICE, environment, path,
-        order=order, resume=resume, time_model=time_model, runner=run_estimate_job,
+        order=order, resume=resume, time_model=time_model, runner=run_estimate_job, process=process,
     )  # fmt: skip
 
 

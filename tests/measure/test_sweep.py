@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from layerprof.sources.models import LoadedModel
 from layerprof.sources.workloads import Workload
 from tests.conftest import linear_stack
 
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
 WIDTH, DEPTH = 8, 4  # four 8x8 layers without bias: 64 parameters each
 
 
@@ -108,3 +111,49 @@ def test_the_measured_sweep_visits_each_cell_first_with_its_context(monkeypatch:
     assert [(row.key, row.status, row.trainable_params) for row in profile.rows] == [
         ((2, 1), "ok", 64), ((2, 3), "ok", 192), ((8, 1), "ok", 64), ((8, 3), "ok", 192),
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- process settings
+
+
+def test_threads_cpus_and_tf32_hold_while_a_job_plans_and_runs_and_are_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library call leaves the caller's process as it found it (before, `plan_profile(threads=1)` kept one thread
+    for the rest of the process, and a test suite predicted differently in another order)."""
+    from layerprof.measure.sweep import plan_profile
+    from layerprof.parsing import parse_layer_selection
+    from layerprof.sources.models import ModelOptions
+
+    torch.set_num_threads(2)
+    before = (torch.get_num_threads(), torch.get_float32_matmul_precision(), os.sched_getaffinity(0))
+    seen: list[tuple] = []
+
+    def spy(job, observer, save):  # noqa: ANN001, ARG001 - the job's runner, as the planner hands it over
+        seen.append((torch.get_num_threads(), torch.get_float32_matmul_precision(), os.sched_getaffinity(0)))
+        return None
+
+    job = plan_profile(
+        f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), SweepSettings((2,), ()),
+        parse_layer_selection("1"), device_name="cpu", out=tmp_path / "p.json", tf32=True, threads=1, cpus=(0,),
+    )  # fmt: skip
+    assert job.environment.torch_threads == 1  # recorded as it ran
+    assert (torch.get_num_threads(), torch.get_float32_matmul_precision(), os.sched_getaffinity(0)) == before
+    dataclasses.replace(job, runner=spy).run()
+    assert seen == [(1, "high", {0})]
+    assert (torch.get_num_threads(), torch.get_float32_matmul_precision(), os.sched_getaffinity(0)) == before
+
+
+def test_process_settings_are_put_back_when_the_run_fails_and_a_bad_value_is_refused() -> None:
+    from layerprof.measure.environment import ProcessSettings
+
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="cell"), ProcessSettings(threads=1).applied():
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("a cell failed")
+    assert torch.get_num_threads() == 2
+    with pytest.raises(LayerprofError, match="--threads must be at least 1, got 0"), ProcessSettings(0).applied():
+        pass
+    assert torch.get_num_threads() == 2
+    with ProcessSettings().applied():  # nothing given: nothing changes
+        assert torch.get_num_threads() == 2
