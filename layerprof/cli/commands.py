@@ -18,6 +18,7 @@ from layerprof import __version__
 from layerprof.cli import options as opt
 from layerprof.cli import render
 from layerprof.cli.render import user_errors
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, MIB
 from layerprof.errors import CellsFailed
 from layerprof.fidelity.trials import PATHS
 
@@ -321,7 +322,10 @@ def ladder(
                 render.split_report(report, output_format.value)
 
 
-@app.command()
+@app.command(
+    help="For each z, the largest batch that fits in --memory or on --gpu (estimated; "
+    f"{CUDA_CONTEXT_RESERVE_BYTES // MIB} MiB kept for the CUDA context)."
+)
 def fit(
     model: opt.ModelArgument,
     memory: opt.MemoryOption = None,
@@ -339,7 +343,7 @@ def fit(
     overrides: opt.SetOption = None,
     unwrap: opt.UnwrapOption = None,
 ) -> None:
-    """For each z, the largest batch that fits in --memory or on --gpu (estimated; 512 MiB kept for the context)."""
+    """For each z, the largest batch that fits in --memory or on --gpu (its help names the context reserve)."""
     with user_errors():
         from layerprof.devices import gpu_kind
         from layerprof.parsing import parse_layer_selection, parse_memory_budget

@@ -9,7 +9,7 @@ at most 1 MiB would remain, PYTORCH_CUDA_ALLOC_CONF's settings honoured), and th
 the target's architecture are added for each thread that runs a matrix product (the forward's and autograd's
 backward thread hold one set each): together what `torch.cuda.max_memory_allocated` counts.
 
-Not modelled: the CUDA context (`ladder` and `fit` reserve 512 MiB for it), cuDNN's convolution workspaces
+Not modelled: the CUDA context (`ladder` and `fit` reserve 768 MiB for it), cuDNN's convolution workspaces
 (they depend on the algorithm cuDNN picks), allocator fragmentation and the reuse of larger cached blocks
 (reserved exceeds allocated by a few per cent up to ~20%), and kernels whose CUDA implementation saves
 different tensors for backward than the CPU one.

@@ -250,7 +250,7 @@ def test_a_profile_prices_the_trials_on_its_gpu(tmp_path: Path) -> None:
     assert sh.flops == pytest.approx((9 * 1 + 3 * 2 + 1 * 3) * 1e12 * steps)
     # one trial needs its reservation plus the CUDA context reserve; 16 GiB holds that many side by side
     slots = [r.price.parallel_slots for r in layers.rungs]
-    assert slots == [10, 6, 4]  # 16 GiB over 1.5, 2.5 and 3.5 GiB
+    assert slots == [9, 5, 4]  # 16 GiB over 1.75, 2.75 and 3.75 GiB
     waves = [math.ceil(count / slot) for count, slot in zip([9, 3, 1], slots, strict=True)]
     assert sh.slot_wall_seconds == pytest.approx(
         sum(w * 10 * z * steps / 1000 for w, z in zip(waves, (1, 2, 3), strict=True))
@@ -610,7 +610,7 @@ def test_figures_a_profile_cannot_price_stay_unpriced(tmp_path: Path) -> None:
     assert (layers.gpu_seconds, layers.gpu_seconds_vs_budget, layers.slot_wall_seconds) == (None, None, None)
     assert layers.flops == pytest.approx((9 * 1 + 3 * 2 + 3) * 1e12 * 90) and layers.peak_memory_bytes is None
     assert budget.gpu_seconds == pytest.approx((9 * 10 + 3 * 30 + 90) * 30 / 1000)
-    assert budget.peak_memory_bytes == 3 * 2**30 + 512 * 2**20
+    assert budget.peak_memory_bytes == 3 * 2**30 + 768 * 2**20
     hyperband = result.path("budget").hyperband  # 9·3·1 | 5·1 | 3 at 10, 30, 90 steps of 30 ms
     assert hyperband.gpu_seconds == pytest.approx((9 * 10 + 3 * 30 + 90 + 5 * 30 + 90 + 3 * 90) * 30 / 1000)
     assert hyperband.recorded_seconds_vs_budget == 1.0 and hyperband.gpu_seconds_vs_budget == 1.0

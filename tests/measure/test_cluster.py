@@ -216,16 +216,16 @@ def test_trials_that_fit_together_go_on_as_few_gpus_as_the_makespan_allows() -> 
 @pytest.mark.parametrize(
     ("reserved_mib", "slots"),
     [
-        (11005, 2),  # 2 x (11,005 + 512) = 23,034 MiB: exactly an L4
-        (11006, 1),  # one MiB more each: one trial
-        (7500, 2),  # 3 x 7,500 + one context would fit; three trials hold three contexts: 3 x 8,012 > 23,034
+        (10749, 2),  # 2 x (10,749 + 768) = 23,034 MiB: exactly an L4
+        (10750, 1),  # one MiB more each: one trial
+        (7400, 2),  # 3 x 7,400 + one context would fit (22,968); three trials hold three: 3 x 8,168 > 23,034
     ],
 )
 def test_every_trial_on_a_gpu_holds_its_own_cuda_context(reserved_mib: int, slots: int) -> None:
     profile = gpu_profile(H100_NAME, 79.6, {1: 10.0, 2: 30.0}, {1: reserved_mib / 1024, 2: reserved_mib / 1024})
     plan = plan_cluster([profile], parse_inventory("1xL4"), eta=3, configs=3, budget_steps=10)
     share = plan.schedule("ladder", "successive halving").brackets[0][0].shares[0]
-    assert share.memory_need_bytes == (reserved_mib + 512) * 2**20 and share.slots_per_gpu == slots
+    assert share.memory_need_bytes == (reserved_mib + 768) * 2**20 and share.slots_per_gpu == slots
 
 
 def test_a_scaled_trial_keeps_the_share_of_the_gpu_it_was_measured_on() -> None:
@@ -298,7 +298,7 @@ def test_an_estimate_alone_is_scaled_from_flops_at_the_peak_of_its_precision(
     share = plan.schedule("ladder", "successive halving").brackets[0][0].shares[0]
     assert share.time_source == "scaled from FLOPs at 40% of peak" and ASSUMED_PEAK_SHARE == KERNEL_SHARE
     assert share.trial_seconds == pytest.approx(1e12 / (peak * 1e12 * 0.4) * 100)
-    assert share.memory_need_bytes == GIB + 512 * 2**20  # the estimate's peak and the CUDA context
+    assert share.memory_need_bytes == GIB + 768 * 2**20  # the estimate's peak and the CUDA context
     assert share.memory_source == "estimate"
 
 
@@ -316,7 +316,7 @@ def test_the_gpu_table_has_the_dense_peaks_of_every_precision() -> None:
 
 
 def test_plans_refuse_what_they_cannot_place() -> None:
-    with pytest.raises(LayerprofError, match=r"z=3 \(ladder\): it needs 30.0 GiB, the largest GPU \(L4\) has 22.5 GiB"):
+    with pytest.raises(LayerprofError, match=r"z=3 \(ladder\): it needs 30.2 GiB, the largest GPU \(L4\) has 22.5 GiB"):
         plan_cluster([h100_profile()], parse_inventory("4xL4"))
     cpu = bare_profile([Row(1, 1, "ok", step_time_ms=1.0, peak_memory_bytes=1)], 1, spec="model")
     with pytest.raises(LayerprofError, match="not a GPU"):
@@ -654,12 +654,13 @@ def test_the_best_single_kinds_gpu_hours_are_compared_with_the_ladders() -> None
 
 
 def test_an_unplaceable_rung_names_its_smallest_need_and_the_largest_gpu() -> None:
-    """z=3 needs 28.5 GiB as measured on an L4 and 30 GiB on the H100; neither an L4 (22.5 GiB) nor an A10 holds it."""
+    """z=3 needs 28.75 GiB as measured on an L4 and 30.25 GiB on the H100 (context reserve included); neither an L4
+    (22.5 GiB) nor an A10 holds it."""
     l4 = gpu_profile("NVIDIA L4", 22.0, {1: 20.0, 2: 40.0, 3: 60.0}, {1: 7.0, 2: 18.0, 3: 28.0})
     with pytest.raises(LayerprofError) as caught:
         plan_cluster([h100_profile(), l4], parse_inventory("1xA10,1xL4"))
     assert str(caught.value) == (
-        "no GPU in the inventory holds a trial of z=3 (ladder): it needs 28.5 GiB, the largest GPU (L4) has 22.5 GiB; "
+        "no GPU in the inventory holds a trial of z=3 (ladder): it needs 28.8 GiB, the largest GPU (L4) has 22.5 GiB; "
         "add a larger GPU to --cluster"
     )
 

@@ -181,19 +181,19 @@ def test_estimate_basis_is_saved_and_old_profiles_load_without_it(tmp_path: Path
     ("spec", "options", "memory_mib", "smallest", "composed"),
     [
         # six residual blocks, z = 2..7: anchors 2, 3, 6 and 7
-        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 592, 1, [4, 5]),
-        ("pythia-14m", ModelOptions(seq_len=128), 2012, 1, [5, 6]),
+        (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 848, 1, [4, 5]),
+        ("pythia-14m", ModelOptions(seq_len=128), 2268, 1, [5, 6]),
         # the peak kinks in the middle of the run (the backward's, then the optimizer step's), at every batch size
-        ("pythia-14m", ModelOptions(seq_len=96, overrides={"n_layer": "12"}), 1400, 1, [5, 6, 7, 8, 9, 10, 11, 12]),
-        ("paper-resnet18-cifar100", ModelOptions(), 1112, 2, []),  # BatchNorm: a batch of one cannot train
+        ("pythia-14m", ModelOptions(seq_len=96, overrides={"n_layer": "12"}), 1656, 1, [5, 6, 7, 8, 9, 10, 11, 12]),
+        ("paper-resnet18-cifar100", ModelOptions(), 1368, 2, []),  # BatchNorm: a batch of one cannot train
         # attention (quadratic in the sequence); the peak kinks between z=3 and 4: two lines, checked at 4 and 5
-        ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1512, 1, [5, 6, 7, 8]),
+        ("hf:llama", ModelOptions(seq_len=256, overrides=SMALL_LLAMA), 1768, 1, [5, 6, 7, 8]),
     ],
 )
 def test_the_seeded_fit_answers_as_the_search_from_the_smallest_batch(
     spec: str, options: ModelOptions, memory_mib: int, smallest: int, composed: list[int]
 ) -> None:
-    settings = SweepSettings((), (), target="cuda")  # budgets include the 512 MiB CUDA context reserve
+    settings = SweepSettings((), (), target="cuda")  # budgets include the 768 MiB CUDA context reserve
     selection = LayerSelection("all")
     old = fit_model(spec, options, settings, memory_mib * 2**20, selection, seeded=False)
     new = fit_model(spec, options, settings, memory_mib * 2**20, selection)
@@ -295,7 +295,7 @@ def test_the_fit_table_and_json_say_which_z_are_composed() -> None:
     from layerprof.outputs.tables import fit_rows, rich_fit_table
 
     settings = SweepSettings((), (), target="cuda")
-    report = fit_model("pythia-14m", ModelOptions(seq_len=128), settings, 2012 * 2**20, LayerSelection("all"))
+    report = fit_model("pythia-14m", ModelOptions(seq_len=128), settings, 2268 * 2**20, LayerSelection("all"))
     assert [r["trainable_layers"] for r in report.to_dict()["results"] if r["composed"]] == [5, 6]
     assert [row[0] for row in fit_rows(report)] == ["1", "2", "3", "4", "5*", "6*", "7", "8", "9"]
     assert "z*: composed" in str(rich_fit_table(report).caption)
