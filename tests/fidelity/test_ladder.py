@@ -307,3 +307,14 @@ def test_export_refuses_non_integer_eta_and_single_rung() -> None:
     flat = synthetic_profile({z: 5.0 for z in range(1, 4)})
     with pytest.raises(LayerprofError, match="single rung"):
         export(build_ladder(flat, eta=3), "optuna")
+
+
+def test_a_zero_cost_leaves_only_full_training_without_a_traceback() -> None:
+    """A cost of 0 (a hand-edited profile) has no ratio to any other; the note used to divide by it."""
+    chosen, close, note = select_rungs({1: 0.0, 2: 5.0}, 3)
+    assert (chosen, close) == ([2], False)
+    assert note == "no ladder comes close to eta=3: the cost is 0 at some z, so only full training is a rung"
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    profile.rows[0].flops = 0
+    ladder = build_ladder(profile, eta=3, cost_kind="flops")
+    assert [r.trainable_layers for r in ladder.rungs] == [3] and not ladder.close_to_eta
