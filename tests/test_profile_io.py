@@ -8,7 +8,25 @@ from pathlib import Path
 import pytest
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import ROW_FIELDS, SCHEMA, Profile, Row, ensure_writable, load_profile, save_profile
+from layerprof.profile import (
+    ROW_FIELDS,
+    SCHEMA,
+    EnvironmentInfo,
+    Layer,
+    MemoryCategory,
+    Profile,
+    Row,
+    SweepSettings,
+    SweepTiming,
+    ensure_writable,
+    load_profile,
+    ratio,
+    rows_csv,
+    save_profile,
+    total_params,
+    trainable_params,
+    upgrade_v1,
+)
 from tests.conftest import bare_profile
 
 
@@ -164,3 +182,179 @@ def test_an_integer_where_a_float_is_declared_is_a_float(tmp_path: Path) -> None
     data["rows"][0]["step_time_ms"] = 2
     (tmp_path / "good.json").write_text(json.dumps(data))
     assert load_profile(tmp_path / "good.json").rows[0].step_time_ms == 2
+
+
+# ---------------------------------------------------------------- what the plain data says about itself
+
+
+def test_row_ok_and_finished() -> None:
+    assert [Row(1, 1, status).ok for status in ("ok", "oom", "error", "skipped", "unfinished")] == [
+        True, False, False, False, False,
+    ]  # fmt: skip
+    assert [Row(1, 1, status).finished for status in ("ok", "oom", "unfinished")] == [True, True, False]
+
+
+def test_only_the_workspace_is_untracked() -> None:
+    assert [c for c in MemoryCategory if not c.tracked] == [MemoryCategory.WORKSPACE]
+
+
+def test_trainable_params_count_the_last_layers() -> None:
+    """Layers holding 1, 2, 3, 4 new parameters, in forward order: the last z train."""
+    layers = [Layer(i, f"l{i}", "Linear", n, (f"l{i}.weight",), n) for i, n in enumerate((1, 2, 3, 4))]
+    assert [trainable_params(layers, z) for z in (1, 2, 3, 4)] == [4, 7, 9, 10]
+    assert total_params(layers) == 10
+
+
+def test_ratio_is_none_where_either_side_is_missing_or_full_is_zero() -> None:
+    assert ratio(1.0, 4.0) == 0.25
+    assert ratio(None, 4.0) is None and ratio(1.0, None) is None and ratio(1.0, 0.0) is None
+    assert ratio(0.0, 4.0) == 0.0  # a zero value is a value
+
+
+def test_share_in_steps() -> None:
+    assert SweepTiming(sweep_wall_s=4.0, in_steps_s=3.0).share_in_steps == 0.75
+    assert SweepTiming().share_in_steps == 0.0  # nothing ran: no division by zero
+
+
+def test_environment_writes_only_what_is_known_and_keeps_foreign_keys() -> None:
+    assert EnvironmentInfo("cpu", "x").to_dict() == {"device_kind": "cpu", "device_name": "x", "estimated": False}
+    environment = EnvironmentInfo.from_dict({"device_kind": "cuda", "device_name": "H100", "future_key": [1]})
+    assert environment.extra == {"future_key": [1]} and environment.device_name == "H100"
+    assert environment.to_dict()["future_key"] == [1] and "extra" not in environment.to_dict()
+
+
+def test_settings_write_the_timing_protocol_only_for_measured_sweeps() -> None:
+    timing = {"warmup_steps", "min_steps", "max_steps", "median_tolerance", "steps_per_visit", "rewarm_steps"}
+    measured = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1,)).to_dict()
+    assert timing <= set(measured) and "stopping_rule" in measured
+    assert "target" not in measured and "target_gpu" not in measured
+    estimate = SweepSettings((2,), (1,), mode="estimate", target="cuda", target_gpu="H100").to_dict()
+    assert not timing & set(estimate) and "max_time_s" not in estimate and "stopping_rule" not in estimate
+    assert (estimate["target"], estimate["target_gpu"]) == ("cuda", "H100")
+
+
+def test_predicts_time_only_for_estimates_with_a_predicted_time() -> None:
+    rows = [Row(2, 1, "ok", predicted_step_time_ms=None), Row(2, 2, "ok", predicted_step_time_ms=3.0)]
+    profile = bare_profile(rows, 2)
+    assert not profile.predicts_time  # measured: its step times are measurements
+    profile.settings = SweepSettings((2,), (1, 2), mode="estimate")
+    assert profile.predicts_time  # one predicted row is enough
+    rows[1].predicted_step_time_ms = None
+    assert not profile.predicts_time
+
+
+def test_rows_for_and_row_look_up_one_batch_size_and_cell() -> None:
+    rows = [Row(4, 2, "ok"), Row(2, 2, "ok"), Row(4, 1, "ok")]
+    profile = bare_profile(rows, 2)
+    assert [r.key for r in profile.rows_for(4)] == [(4, 1), (4, 2)]
+    assert profile.row(2, 2) is rows[1] and profile.row(2, 1) is None
+
+
+def test_failure_summary_groups_reasons_and_advises_only_for_memory() -> None:
+    rows = [
+        Row(2, 1, "oom", message="CUDA out of memory"),
+        Row(2, 2, "oom", message="CUDA out of memory"),
+        Row(4, 1, "skipped"),
+    ]
+    profile = bare_profile(rows, 2)
+    assert profile.failure_summary() == (
+        "every cell failed: 2 x oom: CUDA out of memory (batch 2 z=1, batch 2 z=2); 1 x skipped: skipped "
+        "(batch 4 z=1); smaller batch sizes may fit"
+    )
+    rows[2].status, rows[2].message = "error", "boom"
+    assert profile.failure_summary().endswith("1 x error: boom (batch 4 z=1)")  # no advice: not all memory
+    rows[2].status = "ok"
+    assert profile.failure_summary() is None  # one cell succeeded
+    rows[2].status = "unfinished"
+    assert profile.failure_summary() is None  # an interrupted cell did not fail
+    assert bare_profile([], 2).failure_summary() is None
+
+
+def test_incomplete_reason_names_six_cells_then_counts_the_rest() -> None:
+    profile = bare_profile([], 3)
+    profile.complete = False
+    profile.settings = SweepSettings(batch_sizes=(2, 4), trainable_layer_counts=(1, 2, 3))
+    assert profile.incomplete_reason() == (
+        "the sweep was interrupted: 6 of 6 cells unfinished "
+        "(batch 2 z=1, batch 2 z=2, batch 2 z=3, batch 4 z=1, batch 4 z=2, batch 4 z=3)"
+    )
+    profile.settings = SweepSettings(batch_sizes=(2, 4, 8), trainable_layer_counts=(1, 2, 3))
+    assert profile.incomplete_reason().endswith("batch 4 z=2, batch 4 z=3 and 3 more)")
+
+
+def test_a_profile_without_the_complete_key_is_incomplete(tmp_path: Path) -> None:
+    data = small_profile().to_dict()
+    del data["complete"]
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    assert load_profile(tmp_path / "p.json").complete is False
+
+
+def test_an_integer_in_a_float_field_does_not_end_the_type_checks(tmp_path: Path) -> None:
+    data = bare_profile([Row(2, 1, "ok", step_time_ms=1.5, visit_medians_ms=[1.5])], 1).to_dict()
+    data["rows"][0]["step_time_ms"] = 2  # fine, and before visit_medians_ms in a row
+    data["rows"][0]["visit_medians_ms"] = "many"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(LayerprofError, match="row 0 field 'visit_medians_ms' \\('many', expected list\\)"):
+        load_profile(tmp_path / "bad.json")
+
+
+def test_row_field_types_without_none() -> None:
+    from layerprof.profile import _row_types
+
+    types = _row_types()
+    assert (types["batch_size"], types["step_time_ms"], types["message"], types["disturbed"]) == (int, float, str, bool)
+    assert types["status"] is str  # a Literal of strings
+    assert types["estimate_basis"] is str  # an optional Literal of strings
+    assert types["visit_medians_ms"] is list and types["slow_visits"] is list
+
+
+def test_upgrade_v1_moves_dtype_and_optimizer_to_the_settings() -> None:
+    v1 = {
+        "schema": "layerprof.profile/1",
+        "workload": {"family": "image", "dtype": "float16", "dtype_mode": "all float16", "optimizer": "sgd"},
+        "settings": {"batch_sizes": [2], "trainable_layers": [1, 2], "dtype": "float16"},
+    }
+    upgraded = upgrade_v1(v1)
+    assert upgraded["workload"] == {"family": "image"}
+    assert upgraded["settings"] == {
+        "batch_sizes": [2], "trainable_layer_counts": [1, 2], "optimizer": "sgd", "precision": "16-true",
+        "mode": "measure",
+    }  # fmt: skip
+    assert v1["workload"]["optimizer"] == "sgd"  # the document read is left as it was
+
+
+def test_saved_files_follow_the_umask_and_leave_it_alone(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        save_profile(small_profile(), tmp_path / "p.json")
+        assert os.umask(0o022) == 0o022  # save_profile restored it
+    finally:
+        os.umask(previous)
+    for name in ("p.json", "p.csv"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644  # 0o666 & ~0o022, not mkstemp's 0o600
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = save_profile(small_profile(), tmp_path / "p.json")
+    before = (tmp_path / "p.csv").read_text()
+    profile = small_profile()
+    profile.rows[0].message = "\ud800"  # a lone surrogate: the JSON escapes it, the CSV cannot encode it
+    with pytest.raises(UnicodeEncodeError):
+        save_profile(profile, path)
+    assert (tmp_path / "p.csv").read_text() == before  # the CSV being written is not torn
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.json"]
+
+
+def test_csv_has_one_line_per_cell_sorted() -> None:
+    rows = [Row(4, 1, "ok", step_time_ms=2.5), Row(2, 2, "oom"), Row(2, 1, "ok", step_time_ms=1.5)]
+    lines = rows_csv(bare_profile(rows, 2)).splitlines()
+    assert len(lines) == 4
+    assert [line.split(",")[:3] for line in lines[1:]] == [["2", "1", "ok"], ["2", "2", "oom"], ["4", "1", "ok"]]
+
+
+def test_ensure_writable_makes_the_folder(tmp_path: Path) -> None:
+    path = ensure_writable(tmp_path / "new" / "deeper" / "p.json")
+    assert path.parent.is_dir() and not path.exists()

@@ -104,10 +104,11 @@ def select_rungs(costs: dict[int, float], eta: float) -> tuple[list[int], bool, 
     cheapest = min(costs.values())
     span = math.log(costs[full] / cheapest) / math.log(eta) if cheapest > 0 else 0.0
     if span < CLOSE_IN_LOG_STEPS:
-        note = (
-            f"no ladder comes close to eta={eta:g}: the cost changes only {costs[full] / cheapest:.2f}x "
-            "over all z, so only full training is a rung"
+        # a cost of zero (a hand-edited profile) has no ratio to any other: only full training is a rung
+        spread = (
+            f"changes only {costs[full] / cheapest:.2f}x over all z" if cheapest > 0 else f"is {cheapest:g} at some z"
         )
+        note = f"no ladder comes close to eta={eta:g}: the cost {spread}, so only full training is a rung"
         return [full], False, note
     best: tuple[list[int], bool, float] | None = None
     log_eta = math.log(eta)

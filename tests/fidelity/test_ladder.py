@@ -13,7 +13,9 @@ from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import (
     build_ladder,
+    default_cost,
     hyperband,
+    ladder_for,
     largest_batch_that_fits,
     neps_hyperband,
     select_rungs,
@@ -21,7 +23,7 @@ from layerprof.fidelity.ladder import (
 )
 from layerprof.outputs.exporters import export, library_max_budget
 from layerprof.parsing import parse_memory
-from layerprof.profile import Profile, Row
+from layerprof.profile import Profile, Row, save_profile
 from tests.conftest import bare_profile
 
 GIB = 2**30
@@ -71,6 +73,7 @@ def test_staircase_picks_the_largest_z_on_each_step() -> None:
 def test_flat_costs_have_only_full_training() -> None:
     chosen, close, note = select_rungs({z: 10.0 for z in range(1, 6)}, 3)
     assert chosen == [5] and not close and "no ladder comes close" in note
+    assert "the cost changes only 1.00x over all z" in select_rungs({1: 0.5, 2: 0.5}, 3)[2]  # small, not zero
 
 
 def test_far_from_eta_is_said_plainly() -> None:
@@ -174,6 +177,7 @@ def test_joint_ladder_cost_arithmetic() -> None:
     assert [r["steps_only_cost_ms"] for r in joint["rungs"]] == [9000.0, 27000.0, 81000.0]
     assert joint["joint_total_ms"] == 9 * 1000 + 3 * 9000 + 1 * 81000
     assert joint["steps_only_total_ms"] == 9 * 9000 + 3 * 27000 + 81000
+    assert joint["saving"] == pytest.approx(14 / 27)  # 1 - 117000 / 243000
     assert joint["joint_lowest_peak_memory_bytes"] == GIB and joint["steps_only_peak_memory_bytes"] == 4 * GIB
     data = ladder.to_dict()
     assert data["budget_to_rung"] == {
@@ -192,6 +196,9 @@ def test_joint_ladder_rounds_steps_to_the_nearest_integer() -> None:
     assert ladder.joint["steps_only_total_ms"] == 9 * 56 * 90.0 + 3 * 167 * 90.0 + 500 * 90.0
     tiny = build_ladder(profile, eta=3, budget_steps=4)
     assert [r.steps for r in tiny.rungs] == [1, 1, 4]  # never zero steps
+    # without --configs one configuration per rung: 1 x 10 + 1 x 30 + 4 x 90 ms against 1 x 90 + 1 x 90 + 4 x 90
+    assert tiny.joint["configs_per_rung"] == [1, 1, 1]
+    assert (tiny.joint["joint_total_ms"], tiny.joint["steps_only_total_ms"]) == (400.0, 540.0)
 
 
 @pytest.mark.parametrize(
@@ -307,3 +314,215 @@ def test_export_refuses_non_integer_eta_and_single_rung() -> None:
     flat = synthetic_profile({z: 5.0 for z in range(1, 4)})
     with pytest.raises(LayerprofError, match="single rung"):
         export(build_ladder(flat, eta=3), "optuna")
+
+
+def test_a_zero_cost_leaves_only_full_training_without_a_traceback() -> None:
+    """A cost of 0 (a hand-edited profile) has no ratio to any other; the note used to divide by it."""
+    chosen, close, note = select_rungs({1: 0.0, 2: 5.0}, 3)
+    assert (chosen, close) == ([2], False)
+    assert note == "no ladder comes close to eta=3: the cost is 0 at some z, so only full training is a rung"
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    profile.rows[0].flops = 0
+    ladder = build_ladder(profile, eta=3, cost_kind="flops")
+    assert [r.trainable_layers for r in ladder.rungs] == [3] and not ladder.close_to_eta
+
+
+# ---------------------------------------------------------------- boundaries the paper's rules draw
+
+
+def test_half_a_log_step_is_the_boundary_of_close() -> None:
+    """eta 4, costs 1 and 2: the total change is 4^0.5, exactly half a log step, and the one ratio (2) lies exactly
+    half a step from eta: both boundaries are inclusive, so it is a close two-rung ladder; at 1.9 it is not."""
+    assert select_rungs({1: 1.0, 2: 2.0}, 4)[:2] == ([1, 2], True)
+    assert select_rungs({1: 1.0, 2: 1.9}, 4)[:2] == ([2], False)
+    assert select_rungs({1: 1.0, 2: 2.0}, 3)[:2] == ([1, 2], True)  # log 2 / log 3 = 0.63 of a step
+
+
+def test_one_close_ratio_does_not_make_a_ladder_close() -> None:
+    """Costs 1, 3, 30 at eta 3: the step 1 -> 3 is exact, 3 -> 30 is 10x, far from 3x: not close."""
+    chosen, close, note = select_rungs({1: 1.0, 2: 3.0, 3: 30.0}, 3)
+    assert (chosen, close) == ([1, 2, 3], False)
+    assert "step by 3.00x, 10.00x" in note
+
+
+def test_without_a_close_ladder_the_smallest_mean_error_per_step_wins() -> None:
+    """Squared log-distances from log 3 = 1.0986, none within half a step:
+    costs 1, 1.22, 12.2: two rungs [2, 3] err (log 10 - log 3)^2 = 1.450; three rungs add (log 1.22 - log 3)^2 = 0.810,
+    2.259 over two steps = 1.130 per step < 1.450, so three rungs.
+    costs 1, 13.5, 135: three rungs add (log 13.5 - log 3)^2 = 2.262, (1.450 + 2.262) / 2 = 1.856 > 1.450: two.
+    costs 1, 10, 100: 1.450 against (1.450 + 1.450) / 2, a tie: the first found (fewer rungs) stays.
+    costs 1, 1, 30: equal costs are no step, so z=1 cannot join z=2 (and the larger z is kept)."""
+    assert select_rungs({1: 1.0, 2: 1.22, 3: 12.2}, 3)[:2] == ([1, 2, 3], False)
+    assert select_rungs({1: 1.0, 2: 13.5, 3: 135.0}, 3)[:2] == ([2, 3], False)
+    assert select_rungs({1: 1.0, 2: 10.0, 3: 100.0}, 3)[:2] == ([2, 3], False)
+    assert select_rungs({1: 1.0, 2: 1.0, 3: 30.0}, 3)[:2] == ([2, 3], False)
+
+
+def test_largest_batch_literal_boundaries() -> None:
+    # two points are enough for a line: 1 GiB + 100 B per sample, 1000 B free above the intercept -> 10 samples
+    assert largest_batch_that_fits([(1, GIB + 100), (3, GIB + 300)], GIB + 1000, 0) == 10
+    assert largest_batch_that_fits([(1, 1001), (3, 1003)], 2000, 0) == 1000  # 1 B per sample still grows
+    assert largest_batch_that_fits([(1, GIB), (4, GIB)], 4 * GIB, 0) is None  # flat: no boundary
+    assert largest_batch_that_fits([(8, GIB), (8, 2 * GIB)], 4 * GIB, 0) is None  # one batch size: no line
+    assert largest_batch_that_fits([(1, 3 * GIB), (2, 3 * GIB + 1)], 2 * GIB, 0) == 0  # not even one sample
+
+
+def test_largest_batch_per_rung_from_the_profile() -> None:
+    """Peak 0.25 GiB x z + 100 MiB per sample, plus the 0.5 GiB context reserve, in 10 GiB:
+    z=1: (10 - 0.75) GiB / 100 MiB = 94.7 -> 94; z=2: (10 - 1) GiB / 100 MiB = 92.2 -> 92.
+    An OOM cell's peak (off the line) is no point of the fit."""
+    profile = synthetic_profile({1: 1.0, 2: 3.0}, batch_sizes=(1, 4), memory_per_sample=100 * 2**20)
+    profile.rows += [Row(16, z, "oom", message="CUDA out of memory", peak_memory_bytes=GIB) for z in (1, 2)]
+    ladder = build_ladder(profile, eta=3, batch_size=4, gpu_memory=10 * GIB)
+    assert [r.largest_batch_size for r in ladder.rungs] == [94, 92]
+
+
+def test_default_batch_size_has_the_most_successful_cells_then_the_largest() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}, batch_sizes=(8, 16))
+    assert build_ladder(profile, eta=3).batch_size == 16  # 3 cells each: the larger
+    profile.row(16, 1).status = "oom"
+    assert build_ladder(profile, eta=3).batch_size == 8  # 3 cells against 2
+
+
+def test_default_cost_is_time_where_any_cell_has_one() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0})
+    profile.rows[0].step_time_ms = None
+    assert default_cost(profile) == "time"
+    profile.rows[1].step_time_ms = None
+    assert default_cost(profile) == "flops"
+
+
+def test_lowest_rung_that_exactly_fits_is_allowed() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}, memory={1: GIB, 2: 3 * GIB, 3: 7 * GIB})
+    need = GIB + CUDA_CONTEXT_RESERVE_BYTES
+    ladder = build_ladder(profile, eta=3, gpu_memory=need)
+    assert [r.parallel_slots for r in ladder.rungs] == [1, 0, 0]  # the higher rungs do not fit: no error for them
+    with pytest.raises(LayerprofError, match="less than the lowest rung needs"):
+        build_ladder(profile, eta=3, gpu_memory=need - 1)
+
+
+def test_option_boundaries_are_inclusive() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    assert [r.trainable_layers for r in build_ladder(profile, eta=3, min_layers=3).rungs] == [3]
+    assert build_ladder(profile, eta=3, configs=1).successive_halving.configs_per_rung == [1, 1, 1]
+    assert [r.steps for r in build_ladder(profile, eta=3, budget_steps=1).rungs] == [1, 1, 1]
+    for option, message in [
+        ({"min_layers": 0}, "--min-layers must be in 1..3, got 0"),
+        ({"configs": 0}, "--configs must be at least 1, got 0"),
+        ({"budget_steps": 0}, "--budget-steps must be at least 1, got 0"),
+    ]:
+        with pytest.raises(LayerprofError, match=message):
+            build_ladder(profile, eta=3, **option)
+
+
+def test_missing_full_training_says_what_happened_to_it() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    full = profile.row(8, 3)
+    full.status, full.message = "oom", "CUDA out of memory"
+    with pytest.raises(LayerprofError, match=r"\(z=3\) at batch size 8 \(it is oom: CUDA out of memory\); a ladder"):
+        build_ladder(profile, eta=3)
+    full.message = None
+    with pytest.raises(LayerprofError, match=r"\(z=3\) at batch size 8; a ladder"):
+        build_ladder(profile, eta=3)
+    profile.rows.remove(full)
+    with pytest.raises(LayerprofError, match=r"\(z=3\) at batch size 8; a ladder"):
+        build_ladder(profile, eta=3)
+
+
+def test_no_successful_cell_names_the_failures() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0})
+    for row in profile.rows:
+        row.status, row.message = "oom", "CUDA out of memory"
+    with pytest.raises(LayerprofError, match="no successful cells: every cell failed: 2 x oom: CUDA out of memory"):
+        build_ladder(profile)
+
+
+def test_cost_kind_picks_the_figure_and_names_the_missing_one() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    assert [r.cost for r in build_ladder(profile, eta=3, cost_kind="time").rungs] == [1.0, 3.0, 9.0]
+    assert [r.cost for r in build_ladder(profile, eta=3, cost_kind="flops").rungs] == [1e9, 3e9, 9e9]
+    for row in profile.rows:
+        row.step_time_ms = None
+    with pytest.raises(LayerprofError, match=r"the profile has no step times \(an estimate"):
+        build_ladder(profile, eta=3, cost_kind="time")
+    for row in profile.rows:
+        row.flops = None
+    with pytest.raises(LayerprofError, match="the profile has no FLOPs; use --cost flops"):
+        build_ladder(profile, eta=3, cost_kind="flops")
+
+
+def test_rung_figures_against_full_training_and_the_rung_below() -> None:
+    ladder = build_ladder(synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}), eta=3)
+    assert [r.cost_vs_full for r in ladder.rungs] == [pytest.approx(1 / 9), pytest.approx(1 / 3), 1.0]
+    assert [r.cost_vs_previous for r in ladder.rungs] == [None, 3.0, 3.0]
+    assert [r.trainable_fraction for r in ladder.rungs] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
+    assert [r.budget_index for r in ladder.rungs] == [1, 3, 9]
+    # a non-integer eta has no integer powers: the budget index counts rungs from 1
+    fractional = build_ladder(synthetic_profile({z: 1.5 ** (z - 1) for z in range(1, 6)}), eta=1.5)
+    assert [r.budget_index for r in fractional.rungs] == [1, 2, 3, 4, 5]
+
+
+def test_a_disturbed_full_training_cell_marks_every_rung() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    profile.row(8, 1).disturbed = True
+    assert [r.disturbed for r in build_ladder(profile, eta=3).rungs] == [True, False, False]
+    profile.row(8, 1).disturbed = None
+    profile.row(8, 3).disturbed = True
+    assert [r.disturbed for r in build_ladder(profile, eta=3).rungs] == [True, True, True]
+
+
+def test_hyperband_brackets_on_the_ladder_and_neps_only_where_it_differs() -> None:
+    """Li et al. at eta 3: K=2 starts ceil(2/2 x 3) = 3 and ceil(2/1) = 2 configurations, as NePS does
+    (floor(2/2) x 3, floor(2/1)); K=3 starts 9, ceil(3/2 x 3) = 5, 3 where NePS starts 9, floor(3/2) x 3 = 3, 3."""
+    one = build_ladder(synthetic_profile({1: 5.0, 2: 5.0}), eta=3, gpu_memory=80 * GIB)
+    assert one.hyperband == [] and len(one.rungs) == 1  # one rung: nothing to halve
+    two = build_ladder(synthetic_profile({1: 1.0, 2: 3.0}), eta=3)
+    assert [b.configs_per_rung for b in two.hyperband] == [[3, 1], [2]]
+    assert two.hyperband_neps == []
+    three = build_ladder(synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}), eta=3)
+    assert [b.configs_per_rung for b in three.hyperband] == [[9, 3, 1], [5, 1], [3]]
+    assert [b.configs_per_rung for b in three.hyperband_neps] == [[9, 3, 1], [3, 1], [3]]
+    # counts of configurations are integers (the JSON shows 27, not 27.0)
+    assert all(type(c) is int for b in neps_hyperband([1.0] * 6, 3) for c in b.configs_per_rung)
+
+
+def test_joint_ladder_without_step_times_costs_nothing_and_saves_nothing() -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    for row in profile.rows:
+        row.step_time_ms = None
+    joint = build_ladder(profile, eta=3, cost_kind="flops", configs=9, budget_steps=900).joint
+    assert [r["steps"] for r in joint["rungs"]] == [100, 300, 900]
+    assert [r["joint_cost_ms"] for r in joint["rungs"]] == [0.0, 0.0, 0.0]
+    assert [r["steps_only_cost_ms"] for r in joint["rungs"]] == [0.0, 0.0, 0.0]
+    assert joint["saving"] == 0.0
+
+
+class _Cell:
+    def __init__(self, spearman: float) -> None:
+        self.spearman = spearman
+
+
+class _Correlation:
+    """Stands in for a correlate result (`layerprof.fidelity.correlate.CorrelationResult`): rho per (z, budget)."""
+
+    budget_fractions = (0.25, 1.0)
+
+    def cell(self, trainable_layers: int, budget: float) -> _Cell | None:
+        rho = {(1, 1.0): 0.5, (3, 1.0): 1.0, (1, 0.25): 0.1, (2, 0.25): 0.2, (3, 0.25): 0.3}
+        return _Cell(rho[trainable_layers, budget]) if (trainable_layers, budget) in rho else None
+
+
+def test_ladder_for_reads_the_file_notes_incompleteness_and_attaches_rho(tmp_path: Path) -> None:
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
+    for row in profile.rows:
+        row.step_time_ms = None
+    path = save_profile(profile, tmp_path / "p.json")
+    ladder, notes = ladder_for(path, eta=3)
+    assert ladder.cost_kind == "flops" and notes == []  # no step times: FLOPs by default
+    ladder, notes = ladder_for(path, _Correlation(), eta=3)
+    assert [r.spearman for r in ladder.rungs] == [0.5, None, 1.0]  # at the full budget, not the smallest
+    assert notes == ["the correlation result has no z=2"]
+    profile.complete = False
+    save_profile(profile, path)
+    _, notes = ladder_for(path, eta=3, cost_kind="flops")
+    assert len(notes) == 1 and notes[0].startswith(f"{path} is incomplete (the sweep was interrupted)")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from layerprof.fidelity.ladder import build_ladder
-from layerprof.outputs.exporters import export
+from layerprof.outputs.exporters import export, export_plan_ray
 from tests.conftest import bare_profile
 from tests.fidelity.test_ladder import geometric_ladder
 from tests.hpo.environments import EnvironmentUnavailable, python_for
@@ -158,3 +158,66 @@ def bare_profile_from(costs: dict[int, float]):  # noqa: ANN201
         for z, c in costs.items()
     ]
     return bare_profile(rows, max(costs))
+
+
+# ---------------------------------------------------------------- what the snippets hold (no library runs)
+
+
+def snippet_value(source: str, name: str) -> object:
+    """The literal a snippet binds to NAME at the top level."""
+    import ast
+
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == [name]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"the snippet binds no {name}")
+
+
+def test_gpu_fraction_is_one_over_the_slots_to_four_places() -> None:
+    """z=1 needs 1 + 0.5 GiB: 3 fit in 4.5 GiB (a third of the GPU each); z=2 needs 3.5 GiB: one; z=3 (7.5 GiB)
+    does not fit and asks for a whole GPU."""
+    from tests.fidelity.test_ladder import GIB, synthetic_profile
+
+    profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}, memory={1: GIB, 2: 3 * GIB, 3: 7 * GIB})
+    ladder = build_ladder(profile, eta=3, gpu_memory=4 * GIB + GIB // 2)
+    assert [r.parallel_slots for r in ladder.rungs] == [3, 1, 0]
+    assert snippet_value(export(ladder, "ray"), "GPU_FRACTION") == {1: 0.3333, 3: 1.0, 9: 1.0}
+    ladder = build_ladder(profile, eta=3, gpu_memory=16 * GIB)  # 10, 4 and 2 slots
+    assert snippet_value(export(ladder, "optuna"), "GPU_FRACTION") == {1: 0.1, 3: 0.25, 9: 0.5}
+
+
+def test_two_rungs_are_enough_to_export() -> None:
+    source = export(build_ladder(bare_profile_from({1: 1.0, 2: 3.0}), eta=3), "optuna")
+    assert snippet_value(source, "RUNGS") == {1: 1, 3: 2} and snippet_value(source, "MAX_BUDGET") == 3
+
+
+def test_plan_script_shares_a_gpu_among_the_trials_the_plan_puts_on_it() -> None:
+    """3 trials busy 20% of their step share one H100 (tests/measure/test_cluster.py): each asks for 1/3 of it,
+    rounded down to 0.3333 so that three still fit, and for the H100's Ray accelerator label."""
+    from layerprof.fidelity.plan import plan_cluster
+    from layerprof.measure.cluster import parse_inventory
+    from tests.measure.test_cluster import h100_profile
+
+    plan = plan_cluster([h100_profile(0.2)], parse_inventory("2xH100"), eta=3, configs=3, budget_steps=1000)
+    source = export_plan_ray(plan)
+    on_h100 = {"resources": {"accelerator_type:H100": 0.001}}
+    assert snippet_value(source, "RUNGS") == [
+        {"trainable_layers": 1, "steps": 1000, "configs": 3,
+         "shares": [{"gpu": "H100", "trials": 3, "num_gpus": 0.3333, **on_h100}]},
+        {"trainable_layers": 3, "steps": 1000, "configs": 1,
+         "shares": [{"gpu": "H100", "trials": 1, "num_gpus": 1.0, **on_h100}]},
+    ]  # fmt: skip
+    assert "MIG slices" not in source  # a labelled GPU needs no custom resource
+
+
+def test_plan_script_asks_mig_slices_for_a_resource_their_nodes_declare() -> None:
+    from layerprof.fidelity.plan import plan_cluster
+    from layerprof.measure.cluster import parse_inventory
+    from tests.measure.test_cluster import H100_NAME, gpu_profile
+
+    profile = gpu_profile(H100_NAME, 79.6, {1: 10.0, 2: 20.0, 3: 30.0}, {1: 1.0, 2: 2.0, 3: 3.0})
+    plan = plan_cluster([profile], parse_inventory("1xH100-1g.10gb"), eta=3, configs=3, budget_steps=100)
+    source = export_plan_ray(plan)
+    shares = [share for rung in snippet_value(source, "RUNGS") for share in rung["shares"]]
+    assert [share["resources"] for share in shares] == [{"H100-1g.10gb": 0.001}] * 2
+    assert "start their nodes with --resources declaring H100-1g.10gb (one per slice)" in source
