@@ -368,13 +368,13 @@ def test_largest_batch_literal_boundaries() -> None:
 
 
 def test_largest_batch_per_rung_from_the_profile() -> None:
-    """Peak 0.25 GiB x z + 100 MiB per sample, plus the 0.5 GiB context reserve, in 10 GiB:
-    z=1: (10 - 0.75) GiB / 100 MiB = 94.7 -> 94; z=2: (10 - 1) GiB / 100 MiB = 92.2 -> 92.
+    """Peak 0.25 GiB x z + 100 MiB per sample, plus the 0.75 GiB context reserve, in 10 GiB:
+    z=1: (10 - 1) GiB / 100 MiB = 92.16 -> 92; z=2: (10 - 1.25) GiB / 100 MiB = 89.6 -> 89.
     An OOM cell's peak (off the line) is no point of the fit."""
     profile = synthetic_profile({1: 1.0, 2: 3.0}, batch_sizes=(1, 4), memory_per_sample=100 * 2**20)
     profile.rows += [Row(16, z, "oom", message="CUDA out of memory", peak_memory_bytes=GIB) for z in (1, 2)]
     ladder = build_ladder(profile, eta=3, batch_size=4, gpu_memory=10 * GIB)
-    assert [r.largest_batch_size for r in ladder.rungs] == [94, 92]
+    assert [r.largest_batch_size for r in ladder.rungs] == [92, 89]
 
 
 def test_default_batch_size_has_the_most_successful_cells_then_the_largest() -> None:

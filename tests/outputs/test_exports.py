@@ -174,16 +174,16 @@ def snippet_value(source: str, name: str) -> object:
 
 
 def test_gpu_fraction_is_one_over_the_slots_to_four_places() -> None:
-    """z=1 needs 1 + 0.5 GiB: 3 fit in 4.5 GiB (a third of the GPU each); z=2 needs 3.5 GiB: one; z=3 (7.5 GiB)
-    does not fit and asks for a whole GPU."""
+    """z=1 needs 1 + 0.75 GiB (the context reserve): 3 fit in 5.25 GiB (a third of the GPU each); z=2 needs
+    3.75 GiB: one; z=3 (7.75 GiB) does not fit and asks for a whole GPU."""
     from tests.fidelity.test_ladder import GIB, synthetic_profile
 
     profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0}, memory={1: GIB, 2: 3 * GIB, 3: 7 * GIB})
-    ladder = build_ladder(profile, eta=3, gpu_memory=4 * GIB + GIB // 2)
+    ladder = build_ladder(profile, eta=3, gpu_memory=5 * GIB + GIB // 4)
     assert [r.parallel_slots for r in ladder.rungs] == [3, 1, 0]
     assert snippet_value(export(ladder, "ray"), "GPU_FRACTION") == {1: 0.3333, 3: 1.0, 9: 1.0}
-    ladder = build_ladder(profile, eta=3, gpu_memory=16 * GIB)  # 10, 4 and 2 slots
-    assert snippet_value(export(ladder, "optuna"), "GPU_FRACTION") == {1: 0.1, 3: 0.25, 9: 0.5}
+    ladder = build_ladder(profile, eta=3, gpu_memory=16 * GIB)  # 9, 4 and 2 slots
+    assert snippet_value(export(ladder, "optuna"), "GPU_FRACTION") == {1: 0.1111, 3: 0.25, 9: 0.5}
 
 
 def test_two_rungs_are_enough_to_export() -> None:
