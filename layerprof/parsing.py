@@ -82,9 +82,10 @@ class LayerSelection:
     text: str
     option: str = "--layers"
 
-    def _parse(self) -> tuple[bool, set[int]]:
-        """(whether `all` appears, the numbers given)."""
-        values: set[int] = set()
+    def _parse(self) -> tuple[bool, list[tuple[int, int, str]]]:
+        """(whether `all` appears, the spans given as (low, high, the item as written)); a range is not expanded
+        here, so that `1-1000000000000` costs nothing before `resolve` refuses it."""
+        spans: list[tuple[int, int, str]] = []
         has_all = False
         for part in split_items(self.text, self.option, "all, 1,2,4 or 1-5"):
             if part.lower() == "all":
@@ -92,13 +93,13 @@ class LayerSelection:
                 continue
             low, dash, high = part.partition("-")
             try:
-                span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)
+                span = (int(low), int(high)) if dash else (int(part), int(part))
             except ValueError:
                 raise LayerprofError(f"{self.option} expects all, 1,2,4 or 1-5, got {self.text!r}") from None
-            if not span:
+            if span[0] > span[1]:
                 raise LayerprofError(f"{self.option} range {part!r} is empty; write LOW-HIGH with LOW <= HIGH")
-            values.update(span)
-        return has_all, values
+            spans.append((*span, part))
+        return has_all, spans
 
     @property
     def mentions_all(self) -> bool:
@@ -107,15 +108,18 @@ class LayerSelection:
 
     def resolve(self, layer_count: int | None) -> tuple[int, ...]:
         """The z values, ascending, each in 1..layer_count; `all` needs a known layer count."""
-        has_all, values = self._parse()
+        has_all, spans = self._parse()
+        for low, high, part in spans:
+            if low < 1 or (layer_count is not None and high > layer_count):
+                bound = f"1..{layer_count} (this model has {layer_count} layers)" if layer_count else "1.."
+                raise LayerprofError(f"{self.option} {part} is outside {bound}")
+        if layer_count is None and any(high - low > MAX_BATCH_SIZE for low, high, _ in spans):
+            raise LayerprofError(f"{self.option} {self.text}: a range of more than {MAX_BATCH_SIZE:,} layers")
+        values = {z for low, high, _ in spans for z in range(low, high + 1)}
         if has_all:
             if layer_count is None:
                 raise LayerprofError(f"{self.option} all needs the number of layers; give numbers instead")
             values |= set(range(1, layer_count + 1)) if not values else {layer_count}
-        outside = sorted(v for v in values if v < 1 or (layer_count is not None and v > layer_count))
-        if outside:
-            bound = f"1..{layer_count} (this model has {layer_count} layers)" if layer_count else "1.."
-            raise LayerprofError(f"{self.option} {outside[0]} is outside {bound}")
         return tuple(sorted(values))
 
 

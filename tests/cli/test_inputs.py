@@ -110,6 +110,12 @@ CASES = [
     ("check {root}/interrupted.json {root}/new-baseline.json --update-baseline", "is incomplete"),
     # layer counts beyond the task's
     ("correlate {task} --grid {root}/grid.json --layers 1,2,4", "--layers 4 is outside 1..3"),
+    # found in review: a range is checked as written, before it is expanded (1-10^12 hung, eating memory), and
+    # the error names the item written, not the first number beyond the model
+    ("estimate {model} --input-shape 8 --layers 1-1000000000000", "--layers 1-1000000000000 is outside 1..2"),
+    ("fit {model} --input-shape 8 --gpu L4 --layers 2-9", "--layers 2-9 is outside 1..2 (this model has 2 layers)"),
+    ("simulate {root}/study --layers 1-1000000000000", "a range of more than 16,777,216 layers"),
+    ("fit {model} --input-shape 8 --gpu L4 --batch-size 99999999999", "--batch-size 99,999,999,999 is beyond the"),
 ]
 
 
@@ -173,3 +179,14 @@ def test_set_refuses_sizes_of_zero_but_not_rates_identifiers_or_counts_where_zer
             parse_overrides([item])
     kept = ["hidden_dropout_prob=0", "layer_norm_eps=0", "pad_token_id=0", "n_expert=0", "num_classes=0", "bias=0"]
     assert parse_overrides(kept) == {item.split("=")[0]: "0" for item in kept}
+
+
+def test_fit_says_when_its_answer_is_the_search_limit(inputs: dict[str, str]) -> None:
+    """A model so small that 2^24 samples fit: the search stops there, and the answer is a lower bound."""
+    result = run("fit", inputs["model"], "--input-shape", "8", "--gpu", "L4", "--layers", "1")
+    assert result.exit_code == 0, result.output
+    assert "≥16,777,216" in result.output and "the search stops at 16,777,216" in " ".join(result.output.split())
+    result = run("fit", inputs["model"], "--input-shape", "8", "--gpu", "L4", "--layers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    (only,) = json.loads(result.output)["results"]
+    assert (only["largest_batch_size"], only["at_search_limit"]) == (16_777_216, True)
