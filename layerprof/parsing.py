@@ -20,6 +20,11 @@ from layerprof.errors import LayerprofError
 MAX_BATCH_SIZE = 1 << 24
 # The largest eta: rungs a thousandfold apart already leave one or two rungs; beyond, counts overflow.
 MAX_ETA = 1000.0
+# Counts beyond which a command would run for days or exhaust memory planning (found in review: each hung)
+MAX_REPEATS = 1_000_000  # simulate --repeats: auto stops at 32,000
+MAX_CONFIGS = 10_000  # plan --configs: placing 10,000 trials per rung takes about a minute
+MAX_TRIALS = 1_000_000  # correlate: training runs in one study
+MAX_CPUS = 1 << 16  # --cpus: Linux numbers CPUs below 8,192
 
 
 def split_items(text: str, option: str, example: str) -> list[str]:
@@ -177,6 +182,9 @@ def parse_repeats(text: str, option: str = "--repeats") -> int | None:
         value = 0
     if value < 1:
         raise LayerprofError(f"{option} expects a positive number of repeats or auto, got {text!r}")
+    if value > MAX_REPEATS:
+        raise LayerprofError(f"{option} {value:,} is beyond the largest this takes, {MAX_REPEATS:,} (auto stops at "
+                             "32,000, once every figure is stable)")  # fmt: skip
     return value
 
 
@@ -344,6 +352,8 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
             raise LayerprofError(f"--cpus expects CPU numbers like 0-3 or 0,2, got {text!r}") from None
         if not span or span.start < 0:
             raise LayerprofError(f"--cpus range {part!r} is empty or negative; write LOW-HIGH with 0 <= LOW <= HIGH")
+        if span.stop > MAX_CPUS:  # checked before the range is expanded: 0-1000000000000 hung
+            raise LayerprofError(f"--cpus {part} is beyond any machine's CPU numbers (below {MAX_CPUS:,})")
         values.update(span)
     if not values:
         raise LayerprofError(f"--cpus expects CPU numbers like 0-3 or 0,2, got {text!r}")

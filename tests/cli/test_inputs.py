@@ -116,6 +116,11 @@ CASES = [
     ("fit {model} --input-shape 8 --gpu L4 --layers 2-9", "--layers 2-9 is outside 1..2 (this model has 2 layers)"),
     ("simulate {root}/study --layers 1-1000000000000", "a range of more than 16,777,216 layers"),
     ("fit {model} --input-shape 8 --gpu L4 --batch-size 99999999999", "--batch-size 99,999,999,999 is beyond the"),
+    # found in review: astronomical counts that hung (a range of CPUs expanded, trials planned one by one)
+    ("profile {model} --input-shape 8 --cpus 0-1000000000000", "--cpus 0-1000000000000 is beyond any machine's CPU"),
+    ("correlate {task} --grid {root}/grid.json --seeds 1000000000000", "is beyond the 1,000,000 a study runs"),
+    ("plan {root}/est-cuda.json --cluster 2xH100 --batch-size 2 --configs 1000000000000", "beyond the 10,000 a plan"),
+    ("simulate {root}/study --repeats 1000000000000", "--repeats 1,000,000,000,000 is beyond the largest this"),
 ]
 
 
