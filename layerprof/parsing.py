@@ -20,6 +20,11 @@ from layerprof.errors import LayerprofError
 MAX_BATCH_SIZE = 1 << 24
 # The largest eta: rungs a thousandfold apart already leave one or two rungs; beyond, counts overflow.
 MAX_ETA = 1000.0
+# Counts beyond which a command would run for days or exhaust memory planning (found in review: each hung)
+MAX_REPEATS = 1_000_000  # simulate --repeats: auto stops at 32,000
+MAX_CONFIGS = 10_000  # plan --configs: placing 10,000 trials per rung takes about a minute
+MAX_TRIALS = 1_000_000  # correlate: training runs in one study
+MAX_CPUS = 1 << 16  # --cpus: Linux numbers CPUs below 8,192
 
 
 def split_items(text: str, option: str, example: str) -> list[str]:
@@ -82,9 +87,10 @@ class LayerSelection:
     text: str
     option: str = "--layers"
 
-    def _parse(self) -> tuple[bool, set[int]]:
-        """(whether `all` appears, the numbers given)."""
-        values: set[int] = set()
+    def _parse(self) -> tuple[bool, list[tuple[int, int, str]]]:
+        """(whether `all` appears, the spans given as (low, high, the item as written)); a range is not expanded
+        here, so that `1-1000000000000` costs nothing before `resolve` refuses it."""
+        spans: list[tuple[int, int, str]] = []
         has_all = False
         for part in split_items(self.text, self.option, "all, 1,2,4 or 1-5"):
             if part.lower() == "all":
@@ -92,13 +98,13 @@ class LayerSelection:
                 continue
             low, dash, high = part.partition("-")
             try:
-                span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)
+                span = (int(low), int(high)) if dash else (int(part), int(part))
             except ValueError:
                 raise LayerprofError(f"{self.option} expects all, 1,2,4 or 1-5, got {self.text!r}") from None
-            if not span:
+            if span[0] > span[1]:
                 raise LayerprofError(f"{self.option} range {part!r} is empty; write LOW-HIGH with LOW <= HIGH")
-            values.update(span)
-        return has_all, values
+            spans.append((*span, part))
+        return has_all, spans
 
     @property
     def mentions_all(self) -> bool:
@@ -107,15 +113,18 @@ class LayerSelection:
 
     def resolve(self, layer_count: int | None) -> tuple[int, ...]:
         """The z values, ascending, each in 1..layer_count; `all` needs a known layer count."""
-        has_all, values = self._parse()
+        has_all, spans = self._parse()
+        for low, high, part in spans:
+            if low < 1 or (layer_count is not None and high > layer_count):
+                bound = f"1..{layer_count} (this model has {layer_count} layers)" if layer_count else "1.."
+                raise LayerprofError(f"{self.option} {part} is outside {bound}")
+        if layer_count is None and any(high - low > MAX_BATCH_SIZE for low, high, _ in spans):
+            raise LayerprofError(f"{self.option} {self.text}: a range of more than {MAX_BATCH_SIZE:,} layers")
+        values = {z for low, high, _ in spans for z in range(low, high + 1)}
         if has_all:
             if layer_count is None:
                 raise LayerprofError(f"{self.option} all needs the number of layers; give numbers instead")
             values |= set(range(1, layer_count + 1)) if not values else {layer_count}
-        outside = sorted(v for v in values if v < 1 or (layer_count is not None and v > layer_count))
-        if outside:
-            bound = f"1..{layer_count} (this model has {layer_count} layers)" if layer_count else "1.."
-            raise LayerprofError(f"{self.option} {outside[0]} is outside {bound}")
         return tuple(sorted(values))
 
 
@@ -173,6 +182,9 @@ def parse_repeats(text: str, option: str = "--repeats") -> int | None:
         value = 0
     if value < 1:
         raise LayerprofError(f"{option} expects a positive number of repeats or auto, got {text!r}")
+    if value > MAX_REPEATS:
+        raise LayerprofError(f"{option} {value:,} is beyond the largest this takes, {MAX_REPEATS:,} (auto stops at "
+                             "32,000, once every figure is stable)")  # fmt: skip
     return value
 
 
@@ -340,6 +352,8 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
             raise LayerprofError(f"--cpus expects CPU numbers like 0-3 or 0,2, got {text!r}") from None
         if not span or span.start < 0:
             raise LayerprofError(f"--cpus range {part!r} is empty or negative; write LOW-HIGH with 0 <= LOW <= HIGH")
+        if span.stop > MAX_CPUS:  # checked before the range is expanded: 0-1000000000000 hung
+            raise LayerprofError(f"--cpus {part} is beyond any machine's CPU numbers (below {MAX_CPUS:,})")
         values.update(span)
     if not values:
         raise LayerprofError(f"--cpus expects CPU numbers like 0-3 or 0,2, got {text!r}")

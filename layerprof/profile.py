@@ -446,6 +446,16 @@ class SweepTiming:
         return self.in_steps_s / self.sweep_wall_s if self.sweep_wall_s else 0.0
 
 
+# the other files layerprof writes, by the word of their schema: a profile command given one names it
+FOREIGN_KINDS = {
+    "study": "a correlate study's study.json",
+    "correlation": "a correlate result.json",
+    "simulation": "a simulate result",
+    "layer-costs": "a `layers --costs` table",
+    "plan": "a `plan --json` result",
+}
+
+
 @dataclass
 class Profile:
     """One sweep's result: what, where and how it was profiled, and one row per cell."""
@@ -547,6 +557,12 @@ class Profile:
         """From a profile file's JSON of a schema in SCHEMAS; LayerprofError naming `source` otherwise or on damage."""
         if not isinstance(data, dict) or "schema" not in data:
             raise LayerprofError(f"{source} is not a layerprof profile (no 'schema' field)")
+        kind = str(data["schema"]).removeprefix("layerprof.").partition("/")[0]
+        if data["schema"] not in SCHEMAS and kind in FOREIGN_KINDS:  # another layerprof file: name it, not "re-run"
+            raise LayerprofError(
+                f"{source} is {FOREIGN_KINDS[kind]}, not a profile (schema {data['schema']}); give one written by "
+                "`layerprof profile` or `layerprof estimate`"
+            )
         if data["schema"] not in SCHEMAS:
             raise LayerprofError(
                 f"{source} has schema {data['schema']!r}; this layerprof reads {', '.join(map(repr, SCHEMAS))} "

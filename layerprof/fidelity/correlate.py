@@ -37,7 +37,7 @@ from layerprof.fidelity.trials import (
     timed_trial,
 )
 from layerprof.fidelity.trials import trial_phase as trial_phase  # where tasks written before it moved import it
-from layerprof.parsing import LayerSelection
+from layerprof.parsing import MAX_TRIALS, LayerSelection
 from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
 
 # ---------------------------------------------------------------- grids
@@ -596,7 +596,13 @@ def plan_study(
     if continued:
         continuation_of(function, task)
         chains = plan_chains(continued, zs, fractions, count)
-    return StudyPlan(task, expand_grid(space), zs, fractions, seeds, chains)
+    plan = StudyPlan(task, expand_grid(space), zs, fractions, seeds, chains)
+    if plan.trial_count > MAX_TRIALS:
+        raise LayerprofError(
+            f"{plan.trial_count:,} trials ({len(plan.configs):,} configurations x {seeds:,} seed(s) x cells) is "
+            f"beyond the {MAX_TRIALS:,} a study runs; fewer --seeds, configurations or cells"
+        )
+    return plan
 
 
 Job = Trial | ContinuedTrial

@@ -37,7 +37,7 @@ from layerprof.devices import (
 )
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
-from layerprof.parsing import check_eta
+from layerprof.parsing import MAX_CONFIGS, check_eta
 from layerprof.profile import Profile, Row, recipe_difference
 
 PLAN_SCHEMA = "layerprof.plan/1"
@@ -419,6 +419,9 @@ def plan_cluster(
     rung_count = len(zs)
     configs_given = configs is not None
     configs = configs or round(eta ** (rung_count - 1))
+    if configs > MAX_CONFIGS:  # placing each trial: 10^5 took minutes, 10^12 hung
+        given = f"--configs {configs:,}" if configs_given else f"eta^{rung_count - 1} = {configs:,} configurations"
+        raise LayerprofError(f"{given} is beyond the {MAX_CONFIGS:,} a plan places; give a smaller --configs")
     ladder_rungs = [(z, budget_steps) for z in zs]
     full = group.layer_count  # halving on steps: full training, budget_steps / eta^(K-1-i) steps at rung i
     budget_rungs = [(full, max(1, round(budget_steps / eta ** (rung_count - 1 - i)))) for i in range(rung_count)]

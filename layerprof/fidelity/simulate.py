@@ -202,9 +202,9 @@ def load_study(path: Path) -> RecordedStudy:
     if not path.exists():
         raise LayerprofError(f"study {str(path)!r} does not exist; give the --out directory of `layerprof correlate`")
     if not meta_path.is_file():
+        where = f"{str(directory)!r} is not" if path.is_dir() else f"{str(path)!r} is not in"
         raise LayerprofError(
-            f"{str(directory)!r} is not a correlate study (no study.json); give the --out directory of "
-            "`layerprof correlate`"
+            f"{where} a correlate study (no study.json); give the --out directory of `layerprof correlate`"
         )
     meta = check_study_meta(
         read_json(meta_path, "study description", "the study.json `layerprof correlate` writes"), meta_path

@@ -443,7 +443,7 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
     for result in fit.results:
         values = [
             f"{result.trainable_layers}{'*' if result.composed else ''}",
-            str(result.largest_batch_size),
+            f"≥{result.largest_batch_size:,}" if result.at_search_limit else str(result.largest_batch_size),
             f"{(result.need_at_largest_bytes or 0) / 2**30:.2f}",
             _format("step_time_ms", result.predicted_step_time_ms),
         ]
@@ -459,6 +459,9 @@ def rich_fit_table(fit: FitReport) -> Table:
     caption = f"pred. step ms: {fit.time_model}, at the largest batch" if fit.time_model else None
     if fit.smallest_batch_size > 1:
         caption = (caption + "; " if caption else "") + "a batch of 1 cannot train this model (BatchNorm): from 2"
+    if any(result.at_search_limit for result in fit.results):
+        limit = max(result.largest_batch_size for result in fit.results)
+        caption = (caption + "; " if caption else "") + f"≥: the search stops at {limit:,}, a larger batch may fit too"
     if any(result.composed for result in fit.results):
         composed = "z*: composed from its run's anchors (exact; no step of its own traced, so no predicted time)"
         caption = (caption + "; " if caption else "") + composed

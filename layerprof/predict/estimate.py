@@ -59,7 +59,7 @@ from layerprof.measure.sweep import (
     torch_dtype,
     warn_frozen_batchnorm,
 )
-from layerprof.parsing import LayerSelection
+from layerprof.parsing import MAX_BATCH_SIZE, LayerSelection
 from layerprof.predict.timemodel import DevicePeaks, MeasuredStep, Numerics, TimeConstants, TimeModel, cpu_peaks
 from layerprof.predict.timemodel import calibrate as calibrate_model
 from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings, ensure_writable, load_profile
@@ -455,6 +455,8 @@ class FitResult:
     # composed from its run's anchors (layerprof.predict.compose): the batch and need exact, no step traced to
     # predict from
     composed: bool = False
+    # the search stops at MAX_BATCH_SIZE: a larger batch may fit too, so the answer is a lower bound
+    at_search_limit: bool = False
 
 
 @dataclass
@@ -489,9 +491,13 @@ def fit_model(
     for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
     the smallest listed GPU that runs it. `seeded`: each z's search starts from the z before it (False: from the
     smallest batch, the search before 0.x; the same answers, more traces)."""
+    if batch_size is not None and batch_size > MAX_BATCH_SIZE:
+        raise LayerprofError(f"--batch-size {batch_size:,} is beyond the largest this takes, {MAX_BATCH_SIZE:,}")
     search = FitSearch(spec, options, settings, time_model)
     zs = layer_selection.resolve(len(search.layers))
     results = search.largest_batches(zs, memory_bytes, seeded)
+    for result in results:
+        result.at_search_limit = result.largest_batch_size >= MAX_BATCH_SIZE
     if batch_size is not None:
         for result in results:
             result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
@@ -565,7 +571,7 @@ class FitSearch:
         return self.needs[key]
 
     def largest_batch(
-        self, trainable_layers: int, budget_bytes: int, limit: int = 1 << 24, near: int | None = None
+        self, trainable_layers: int, budget_bytes: int, limit: int = MAX_BATCH_SIZE, near: int | None = None
     ) -> FitResult:
         """The largest batch that fits and the next that does not, both traced. `near` (the answer of a similar
         z) is probed first, then along the line of the last z's slope; without it the search starts at the

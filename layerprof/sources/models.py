@@ -227,11 +227,39 @@ def resolve(spec: str) -> tuple[str, str]:
         return "torchvision", spec
     if spec in litgpt_names():
         return "litgpt", spec
+    if spec.endswith(".py") or spec.rpartition(":")[0].endswith(".py"):
+        file = spec.rpartition(":")[0] if spec.endswith(":") else spec.removesuffix(":")
+        raise LayerprofError(f"model {spec!r} names a file but no factory in it; write {file}:FACTORY")
     everything = [name for group in ("preset", "torchvision", "litgpt") for name in known_names(group)[group]]
     raise _unknown(spec, everything, "model")
 
 
+TORCHVISION_TASKS = {
+    "detection": "detection",
+    "segmentation": "segmentation",
+    "video": "video classification",
+    "optical_flow": "optical flow",
+    "quantization": "quantized",
+}
+
+
+def _torchvision_task(name: str) -> str | None:
+    """The kind of torchvision model NAME is where it is one but not a classifier (detection, segmentation, ...)."""
+    import torchvision
+
+    for module, kind in TORCHVISION_TASKS.items():
+        if name in torchvision.models.list_models(module=getattr(torchvision.models, module)):
+            return kind
+    return None
+
+
 def _unknown(name: str, candidates: list[str], what: str) -> LayerprofError:
+    if what in ("model", "torchvision model") and (kind := _torchvision_task(name)) is not None:
+        return LayerprofError(
+            f"{name} is a torchvision {kind} model; layerprof builds torchvision classifiers "
+            "(`layerprof models --source torchvision`): profile it through a factory, path/to/file.py:factory "
+            "returning a layerprof.CustomWorkload with its batch and loss (see examples/custom_model.py)"
+        )
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `layerprof models` lists the accepted names"
     return LayerprofError(f"unknown {what} {name!r}{hint}")
@@ -413,12 +441,19 @@ def _build_torchvision(
     if name.startswith("vit_") and input_shape[1:] != (224, 224):
         if input_shape[1] != input_shape[2]:
             raise LayerprofError(f"{name} needs square images, got --input-shape {input_shape}")
+        patch = int(name.rpartition("_")[2]) if name.rpartition("_")[2].isdigit() else None
+        if patch and input_shape[1] % patch:
+            size = max(patch, round(input_shape[1] / patch) * patch)
+            raise LayerprofError(
+                f"{name} cuts images into {patch}x{patch} patches: --input-shape {','.join(map(str, input_shape))} "
+                f"is not a multiple of {patch}; e.g. --input-shape {input_shape[0]},{size},{size}"
+            )
         kwargs.setdefault("image_size", input_shape[1])
     try:
         model, construction = construct(
             lambda: torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs), device
         )
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, AssertionError) as error:  # ViT asserts that its image size fits its patches
         raise LayerprofError(f"torchvision could not build {name} with {kwargs}: {error}") from None
     unwrap = next((classes for prefix, classes in DEFAULT_UNWRAP.items() if name.startswith(prefix)), ())
     workload = Workload(
@@ -575,6 +610,8 @@ def load_factory(spec: str) -> Any:
     target, _, attribute = spec.rpartition(":")
     if target.endswith(".py") or "/" in target:
         path = Path(target)
+        if path.is_dir():
+            raise LayerprofError(f"model file {target!r} is a directory; expected path/to/file.py:factory")
         if not path.is_file():
             raise LayerprofError(f"model file {target!r} does not exist; expected path/to/file.py:factory")
         module_name = f"layerprof_user_{abs(hash(str(path.resolve())))}"
@@ -604,6 +641,11 @@ def load_factory(spec: str) -> Any:
 
 
 def _build_user(spec: str, options: ModelOptions, device: torch.device) -> LoadedModel:
+    if options.seq_len is not None:
+        raise LayerprofError(
+            f"--seq-len applies to LitGPT and hf: language models; {spec} takes --input-shape (per sample), or pass "
+            "its sequence length to the factory with --set"
+        )
     factory = load_factory(spec)
     try:
         hints = typing.get_type_hints(factory)
@@ -613,6 +655,16 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as error:
+        missing = [
+            name
+            for name, parameter in inspect.signature(factory).parameters.items()
+            if parameter.default is inspect.Parameter.empty
+            and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+            and name not in kwargs
+        ]
+        if missing:
+            needed = " ".join(f"--set {name}=VALUE" for name in missing)
+            raise LayerprofError(f"factory {spec} has required arguments without defaults: give {needed}") from None
         raise LayerprofError(f"factory {spec} does not accept --set {', '.join(kwargs)}: {error}") from None
     try:
         result, construction = construct(lambda: factory(**kwargs), device)
@@ -634,6 +686,13 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
         )
         model, unwrap = result, ()
     elif all(hasattr(result, attr) for attr in ("model", "make_batch", "loss")):
+        given = [name for name, value in (("--input-shape", options.input_shape), ("--num-classes",
+                 options.num_classes)) if value is not None]  # fmt: skip
+        if given:
+            raise LayerprofError(
+                f"{spec} returns its own make_batch and loss, which {' and '.join(given)} would not change; leave "
+                f"{'them' if len(given) > 1 else 'it'} out, or pass such sizes to the factory with --set"
+            )
         custom = result if isinstance(result, CustomWorkload) else _as_custom(result)
         workload = Workload(family="custom", custom=custom, default_batch_sizes=IMAGE_BATCH_SIZES)
         model, unwrap = custom.model, tuple(custom.unwrap)

@@ -104,12 +104,29 @@ CASES = [
     ("check {root}/est-cpu.json {root}/damaged.json", "damaged layerprof profile"),
     ("report {root}/damaged.json --out {root}/report-damaged", "damaged layerprof profile"),
     ("plan {root}/damaged.json --cluster 2xH100", "damaged layerprof profile"),
+    # found in review: another layerprof file given as a profile is named, not "re-run layerprof profile"; a file
+    # outside a study given to simulate is named, not its directory
+    ("ladder {root}/study/study.json", "is a correlate study's study.json, not a profile (schema layerprof.study/2)"),
+    ("check {root}/study/result.json {root}/est-cpu.json", "is a correlate result.json, not a profile"),
+    ("plan {root}/study/study.json --cluster 2xH100", "not a profile (schema layerprof.study/2); give one written"),
+    ("simulate {root}/est-cpu.json", "est-cpu.json' is not in a correlate study (no study.json)"),
     # a gate must not pass on half a profile
     ("check {root}/interrupted.json {root}/est-cpu.json", "CURRENT"),
     ("check {root}/est-cpu.json {root}/interrupted.json", "BASELINE"),
     ("check {root}/interrupted.json {root}/new-baseline.json --update-baseline", "is incomplete"),
     # layer counts beyond the task's
     ("correlate {task} --grid {root}/grid.json --layers 1,2,4", "--layers 4 is outside 1..3"),
+    # found in review: a range is checked as written, before it is expanded (1-10^12 hung, eating memory), and
+    # the error names the item written, not the first number beyond the model
+    ("estimate {model} --input-shape 8 --layers 1-1000000000000", "--layers 1-1000000000000 is outside 1..2"),
+    ("fit {model} --input-shape 8 --gpu L4 --layers 2-9", "--layers 2-9 is outside 1..2 (this model has 2 layers)"),
+    ("simulate {root}/study --layers 1-1000000000000", "a range of more than 16,777,216 layers"),
+    ("fit {model} --input-shape 8 --gpu L4 --batch-size 99999999999", "--batch-size 99,999,999,999 is beyond the"),
+    # found in review: astronomical counts that hung (a range of CPUs expanded, trials planned one by one)
+    ("profile {model} --input-shape 8 --cpus 0-1000000000000", "--cpus 0-1000000000000 is beyond any machine's CPU"),
+    ("correlate {task} --grid {root}/grid.json --seeds 1000000000000", "is beyond the 1,000,000 a study runs"),
+    ("plan {root}/est-cuda.json --cluster 2xH100 --batch-size 2 --configs 1000000000000", "beyond the 10,000 a plan"),
+    ("simulate {root}/study --repeats 1000000000000", "--repeats 1,000,000,000,000 is beyond the largest this"),
 ]
 
 
@@ -173,3 +190,14 @@ def test_set_refuses_sizes_of_zero_but_not_rates_identifiers_or_counts_where_zer
             parse_overrides([item])
     kept = ["hidden_dropout_prob=0", "layer_norm_eps=0", "pad_token_id=0", "n_expert=0", "num_classes=0", "bias=0"]
     assert parse_overrides(kept) == {item.split("=")[0]: "0" for item in kept}
+
+
+def test_fit_says_when_its_answer_is_the_search_limit(inputs: dict[str, str]) -> None:
+    """A model so small that 2^24 samples fit: the search stops there, and the answer is a lower bound."""
+    result = run("fit", inputs["model"], "--input-shape", "8", "--gpu", "L4", "--layers", "1")
+    assert result.exit_code == 0, result.output
+    assert "≥16,777,216" in result.output and "the search stops at 16,777,216" in " ".join(result.output.split())
+    result = run("fit", inputs["model"], "--input-shape", "8", "--gpu", "L4", "--layers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    (only,) = json.loads(result.output)["results"]
+    assert (only["largest_batch_size"], only["at_search_limit"]) == (16_777_216, True)

@@ -375,3 +375,47 @@ def test_unknown_unwrap_class_and_an_empty_parameter_are_refused(user_models: Pa
     result = run("layers", f"{user_models}:narrow", "--input-shape", "8", "--set", "k=0")
     assert result.exit_code == 2, result.output
     assert "has a parameter with no elements (0.weight, shape (0, 8))" in result.output
+
+
+FACTORIES = """
+from torch import nn
+import layerprof
+
+def required(width):
+    return nn.Sequential(nn.Linear(8, width), nn.Linear(width, 4))
+
+def custom():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))
+    return layerprof.CustomWorkload(model, lambda b, device: None, lambda model, batch: None)
+"""
+
+
+# (MODEL with {file} and {dir}, extra arguments, the fragment of the one error line); the reviewer's finds
+MODEL_MISTAKES = [
+    # a torchvision model of another task: named as such, not "unknown model"
+    ("fasterrcnn_resnet50_fpn", (), "fasterrcnn_resnet50_fpn is a torchvision detection model; layerprof builds"),
+    ("torchvision:fcn_resnet50", (), "fcn_resnet50 is a torchvision segmentation model"),
+    ("r3d_18", (), "r3d_18 is a torchvision video classification model"),
+    # a ViT image size its patches do not divide: an AssertionError from torchvision was exit 1, "unexpected"
+    ("vit_b_16", ("--input-shape", "3,60,60"), "--input-shape 3,60,60 is not a multiple of 16; e.g. --input-shape"),
+    # a file without its factory, a directory, a factory with a required argument
+    ("{file}", (), "names a file but no factory in it; write {file}:FACTORY"),
+    ("{dir}:required", (), "model file '{dir}' is a directory"),
+    ("{file}:required", ("--input-shape", "8"), "has required arguments without defaults: give --set width=VALUE"),
+    # options the model cannot use were silently ignored
+    ("{file}:required", ("--input-shape", "8", "--set", "width=4", "--seq-len", "32"), "--seq-len applies to LitGPT"),
+    ("{file}:custom", ("--input-shape", "8"), "returns its own make_batch and loss, which --input-shape would not"),
+]
+
+
+@pytest.mark.parametrize(("model", "extra", "fragment"), MODEL_MISTAKES, ids=[case[0] for case in MODEL_MISTAKES])
+def test_a_model_mistake_is_one_line_that_says_what_is_right(
+    tmp_path: Path, model: str, extra: tuple[str, ...], fragment: str
+) -> None:
+    file = write(tmp_path, FACTORIES)
+    names = {"file": str(file), "dir": str(tmp_path)}
+    result = run("layers", model.format(**names), *extra)
+    assert result.exit_code == 2, result.output
+    assert "unexpected" not in result.output and "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("error:")], result.output
+    assert fragment.format(**names) in " ".join(result.output.split()), result.output
