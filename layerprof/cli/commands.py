@@ -24,6 +24,7 @@ from layerprof.fidelity.trials import PATHS
 
 app = typer.Typer(
     name="layerprof",
+    cls=render.OneLineUsageErrors,
     help="Hardware profiler and fidelity explorer for layer-freezing hyperparameter optimisation.\n\n"
     "Train only the last z of a network's n layers as a cheap fidelity: layerprof measures what each z "
     "costs in memory, time and FLOPs for your model, batch size and GPU.",

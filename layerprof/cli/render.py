@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from layerprof.errors import LayerprofError, LayerprofWarning
 
@@ -54,6 +56,40 @@ def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
             highlight=False,
         )
         raise typer.Exit(unexpected_exit) from None
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The command group: an option Typer itself refuses (unknown, out of range, not a choice) is one red line on
+    stderr and exit 2, as every other input error is, instead of a usage box; `layerprof` alone still shows help."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Run a command; in standalone mode (the console script, CliRunner) exit with its code."""
+        click = sys.modules[typer.BadParameter.__module__]  # the click Typer runs on (its own copy since 0.24)
+        shows_help = getattr(click, "NoArgsIsHelpError", ())
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except shows_help as error:
+            if not standalone_mode:
+                raise
+            error.show()
+            raise SystemExit(error.exit_code) from None
+        except click.ClickException as error:
+            if not standalone_mode:
+                raise
+            where = error.ctx.command_path if isinstance(error, click.UsageError) and error.ctx else "layerprof"
+            errors.print(
+                f"[red]error:[/] {where}: {error.format_message()} (`{where} --help` lists what it takes)",
+                highlight=False,
+            )
+            raise SystemExit(error.exit_code) from None
+        except click.Abort:
+            if not standalone_mode:
+                raise
+            errors.print("[red]error:[/] aborted", highlight=False)
+            raise SystemExit(1) from None
+        if not standalone_mode:
+            return result
+        raise SystemExit(result if isinstance(result, int) else 0)
 
 
 def note(text: str, label: str = "note", style: str = "dim") -> None:

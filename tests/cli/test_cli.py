@@ -262,6 +262,9 @@ def test_help_is_available_for_every_command(runner: CliRunner) -> None:
     for command in ([], ["profile"], ["layers"], ["models"]):
         result = run(runner, *command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
+    bare = run(runner)  # `layerprof` alone shows the help, and exits 2 as Click does for a missing command
+    assert bare.exit_code == 2 and "Usage" in bare.output and "error:" not in bare.output
+    assert run(runner, "--version").output.startswith("layerprof ")
 
 
 @pytest.fixture(scope="module")

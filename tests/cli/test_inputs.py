@@ -127,6 +127,12 @@ CASES = [
     ("correlate {task} --grid {root}/grid.json --seeds 1000000000000", "is beyond the 1,000,000 a study runs"),
     ("plan {root}/est-cuda.json --cluster 2xH100 --batch-size 2 --configs 1000000000000", "beyond the 10,000 a plan"),
     ("simulate {root}/study --repeats 1000000000000", "--repeats 1,000,000,000,000 is beyond the largest this"),
+    # what Typer refuses before a command runs: one line too, naming the command and where its options are listed
+    ("ladder {root}/est-cpu.json --threads 2", "error: layerprof ladder: No such option: --threads (`layerprof ladder"),
+    ("fit {model} --input-shape 8 --memory 1GiB --num-classes 0", "layerprof fit: Invalid value for '--num-classes'"),
+    ("estimate {model} --input-shape 8 --precision fp32", "'fp32' is not one of '32-true', 'bf16-mixed'"),
+    ("ladder", "layerprof ladder: Missing argument 'PROFILE'."),
+    ("rungs {root}/est-cpu.json", "layerprof: No such command 'rungs'."),
 ]
 
 
@@ -138,6 +144,7 @@ def test_bad_value_is_one_line_and_exit_2(inputs: dict[str, str], template: str,
     result = run(*args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "unexpected" not in result.output
+    assert "╭" not in result.output and "Usage:" not in result.output  # no usage box
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.output
     assert fragment in " ".join(result.output.split()), result.output  # wrapped lines joined
