@@ -289,6 +289,7 @@ def ladder(
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
+        opt.check_one_output(as_json, export)
         from layerprof.fidelity.correlate import load_result
         from layerprof.fidelity.granularity import choose_split_for_profile
         from layerprof.fidelity.ladder import ladder_for
@@ -503,6 +504,7 @@ def plan(
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
     with user_errors():
+        opt.check_one_output(as_json, export)
         from layerprof.fidelity.plan import plan_cluster
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray

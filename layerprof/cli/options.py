@@ -187,6 +187,12 @@ def check_profile_executor(
         raise LayerprofError("--gpu-kinds and --address need --executor ray")
 
 
+def check_one_output(as_json: bool, export: object | None) -> None:
+    """--json and --export each replace the table on stdout: given both, one would be dropped without a word."""
+    if as_json and export is not None:
+        raise LayerprofError("--json and --export both print to stdout; give one of them")
+
+
 # ---------------------------------------------------------------- options of one command (or one meaning)
 
 ModelsJsonOption = Annotated[bool, typer.Option("--json", help="Print the names as JSON.")]

@@ -127,6 +127,8 @@ CASES = [
     ("correlate {task} --grid {root}/grid.json --seeds 1000000000000", "is beyond the 1,000,000 a study runs"),
     ("plan {root}/est-cuda.json --cluster 2xH100 --batch-size 2 --configs 1000000000000", "beyond the 10,000 a plan"),
     ("simulate {root}/study --repeats 1000000000000", "--repeats 1,000,000,000,000 is beyond the largest this"),
+    ("ladder {root}/est-cpu.json --json --export optuna", "--json and --export both print to stdout; give one"),
+    ("plan {root}/est-cuda.json --cluster 1xH100 --json --export ray", "--json and --export both print to stdout"),
     # what Typer refuses before a command runs: one line too, naming the command and where its options are listed
     ("ladder {root}/est-cpu.json --threads 2", "error: layerprof ladder: No such option: --threads (`layerprof ladder"),
     ("fit {model} --input-shape 8 --memory 1GiB --num-classes 0", "layerprof fit: Invalid value for '--num-classes'"),
