@@ -120,7 +120,7 @@ class NamedOutputLayer(nn.Module):
         self.proj = nn.Linear(4, 4)
 
     def forward(self, x: torch.Tensor) -> AttributeDict:
-        return AttributeDict(hidden=self.proj(x))
+        return AttributeDict(hidden=self.proj(x), attentions=None)  # as a ModelOutput leaves unasked fields
 
 
 class ReadsByAttribute(nn.Module):
@@ -139,4 +139,53 @@ def test_a_frozen_layer_output_that_carries_no_graph_keeps_its_type() -> None:
     frozen = freeze_layers(model, layers, 1)
     model(torch.randn(3, 4)).sum().backward()  # a plain dict in its place has no `.hidden`
     assert model.head.weight.grad is not None and model.encoder.proj.weight.grad is None
+    frozen.remove()
+
+
+def test_a_workload_that_calls_only_the_parts_gets_a_cut_at_every_frozen_call() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    frozen = freeze_layers(model, layers, 2)
+    x = torch.randn(3, 4, requires_grad=True)
+    first = model[0](x)  # the model itself is never called
+    model[1](first)
+    again = model[0](x)  # after the boundary layer ran, the frozen layer is still cut
+    assert (first.requires_grad, again.requires_grad) == (False, False)
+    frozen.remove()
+    assert model[0](x).requires_grad  # no cut once removed
+
+
+class WithMask(nn.Module):
+    """A layer returning its hidden state with a mask that carries no graph, as a tuple or as a dict."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor) -> object:
+        hidden, mask = self.proj(x), torch.ones(x.shape[0], dtype=torch.bool)
+        return {"hidden": hidden, "mask": mask} if self.as_dict else (hidden, mask)
+
+
+class MaskedModel(nn.Module):
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.encoder = WithMask(as_dict)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(x)
+        hidden = out["hidden"] if isinstance(out, dict) else out[0]
+        return self.head(hidden)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_frozen_output_is_cut_when_any_part_of_it_carries_a_graph(as_dict: bool) -> None:
+    model = MaskedModel(as_dict)
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    frozen = freeze_layers(model, layers, 1)
+    x = torch.randn(3, 4, requires_grad=True)  # the hidden state carries a graph, the mask does not
+    model(x).sum().backward()
+    assert x.grad is None
     frozen.remove()
