@@ -210,3 +210,102 @@ def test_timing_stats_summary() -> None:
     assert stats.median_ms == 3.0 and stats.count == 5
     assert stats.mean_ms == 3.0 and stats.std_ms == pytest.approx(statistics.stdev([1, 2, 3, 4, 5]))
     assert stats.p10_ms == pytest.approx(1.4) and stats.p90_ms == pytest.approx(4.6)
+
+
+# ---------------------------------------------------------------- CUDA timing windows on a scripted GPU
+
+
+class ScriptedGpu:
+    """A GPU on a scripted clock, as strict as CUDA: work queued by the host runs after what is queued before it;
+    an event completes when the queue reaches it; a stream or event synchronise moves the host's clock to it; and
+    `elapsed_time` refuses events not created with timing, not recorded, or not yet completed."""
+
+    def __init__(self) -> None:
+        self.clock_s = 0.0
+        self.queue_ends_s = 0.0
+
+    def launch(self, host_s: float, device_s: float) -> None:
+        self.clock_s += host_s
+        self.queue_ends_s = max(self.queue_ends_s, self.clock_s) + device_s
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from types import SimpleNamespace
+
+        import layerprof.measure.instruments as measure
+
+        gpu = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                self.timing = enable_timing
+                self.at_s: float | None = None
+
+            def record(self, stream: object = None) -> None:
+                self.at_s = max(gpu.clock_s, gpu.queue_ends_s)
+
+            def synchronize(self) -> None:
+                if self.at_s is not None:
+                    gpu.clock_s = max(gpu.clock_s, self.at_s)
+
+            def elapsed_time(self, other: Event) -> float:
+                for event in (self, other):
+                    if not event.timing or event.at_s is None or event.at_s > gpu.clock_s:
+                        raise RuntimeError("CUDA error: device not ready")
+                return (other.at_s - self.at_s) * 1000.0
+
+        def synchronize_stream() -> None:
+            gpu.clock_s = max(gpu.clock_s, gpu.queue_ends_s)
+
+        monkeypatch.setattr(measure.time, "perf_counter", lambda: gpu.clock_s)
+        monkeypatch.setattr(measure.torch.cuda, "Event", Event)
+        monkeypatch.setattr(
+            measure.torch.cuda, "current_stream", lambda device=None: SimpleNamespace(synchronize=synchronize_stream)
+        )
+
+
+def test_a_cuda_window_waits_for_the_queue_before_it_and_times_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.measure.instruments import time_window
+
+    gpu = ScriptedGpu()
+    gpu.install(monkeypatch)
+    gpu.launch(0.0, 0.050)  # 50 ms of earlier work still queued (a warm-up step)
+    host_s, device_s = iter([0.001, 0.002, 0.003]), iter([0.005, 0.007, 0.009])
+    times = time_window(lambda: gpu.launch(next(host_s), next(device_s)), torch.device("cuda"), 3)
+    # the window starts on an idle queue at 50 ms: the first step waits for its own 1 ms launch
+    assert times.step_ms == pytest.approx([6.0, 7.0, 9.0])
+    assert times.host_ms == pytest.approx([1.0])  # the first step's launch, not the second's (2 ms)
+    assert gpu.clock_s == pytest.approx(0.072)  # the host waited for the last step: 50 + 1 + 5 + 7 + 9 ms
+
+
+def test_cuda_steps_are_timed_in_windows_of_ten(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = ScriptedGpu()
+    gpu.install(monkeypatch)
+    steady = time_steps(lambda: gpu.launch(0.0, 0.004), torch.device("cuda"), min_steps=3, max_steps=50, tolerance=0.02)
+    assert steady.step_ms == pytest.approx([4.0] * 10)  # stable after the first window, checked only at its end
+    durations = iter([0.004, 0.008] * 50)
+    noisy = time_steps(lambda: gpu.launch(0.001, next(durations)), torch.device("cuda"), 3, 25, 0.02)
+    assert len(noisy.step_ms) == 25  # windows of 10, 10 and 5: never past the cap
+    assert noisy.host_ms == pytest.approx([1.0, 1.0, 1.0])  # each window's first launch
+
+
+def test_host_bound_starts_at_nine_tenths_of_the_step() -> None:
+    from layerprof.measure.instruments import StepTimes
+
+    assert StepTimes([20.0, 20.0], [18.0]).host_bound is True  # exactly 0.9 of the step
+    assert StepTimes([20.0, 20.0], [17.9]).host_bound is False
+
+
+def test_the_reference_workload_is_eight_384_products_timed_three_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.instruments as measure
+
+    shapes = []
+    real_mm = torch.mm
+
+    def counted_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        shapes.append((tuple(a.shape), tuple(b.shape)))
+        return real_mm(a, b)
+
+    monkeypatch.setattr(measure.torch, "mm", counted_mm)
+    monkeypatch.setattr(measure, "time", ScriptedClock([3.0, 1.0, 2.0, 100.0]))
+    assert measure.reference_workload_ms(torch.device("cpu")) == 2.0  # the median of 3, 1 and 2 ms
+    assert shapes == [((384, 384), (384, 384))] * 32  # one untimed run and three timed ones, 8 products each
