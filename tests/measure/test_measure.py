@@ -309,3 +309,104 @@ def test_the_reference_workload_is_eight_384_products_timed_three_times(monkeypa
     monkeypatch.setattr(measure, "time", ScriptedClock([3.0, 1.0, 2.0, 100.0]))
     assert measure.reference_workload_ms(torch.device("cpu")) == 2.0  # the median of 3, 1 and 2 ms
     assert shapes == [((384, 384), (384, 384))] * 32  # one untimed run and three timed ones, 8 products each
+
+
+# ---------------------------------------------------------------- the tracker and the recorder on hand-sized steps
+
+
+def test_the_tracker_counts_a_bias_free_linear_step_by_category() -> None:
+    from layerprof.measure.instruments import LiveTensorTracker
+
+    model = torch.nn.Linear(4, 3, bias=False)  # 12 float32 weights: 48 bytes
+    x = torch.ones(2, 4)  # 32 bytes
+    tracker = LiveTensorTracker()
+    tracker.register(model.parameters(), MemoryCategory.PARAMETERS)
+    tracker.register([x], MemoryCategory.INPUTS)
+    tracker.watch_gradients(model.parameters())
+    with tracker:
+        model(x).sum().backward()
+    assert tracker.live[MemoryCategory.GRADIENTS] == 48 and tracker.category_peaks[MemoryCategory.GRADIENTS] == 48
+    assert tracker.at_peak[MemoryCategory.PARAMETERS] == 48 and tracker.at_peak[MemoryCategory.INPUTS] == 32
+    assert tracker.live[MemoryCategory.ACTIVATIONS] == 0  # every temporary was freed
+    # the gradient hook is gone with the tracker: a later (timed) step runs without it
+    assert not model.weight._post_accumulate_grad_hooks
+
+
+def test_an_empty_step_peaks_at_nothing_and_the_first_peak_keeps_its_split() -> None:
+    from layerprof.measure.instruments import LiveTensorTracker
+
+    assert LiveTensorTracker().peak == 0
+    tracker = LiveTensorTracker()
+    first = torch.ones(25)  # 100 bytes
+    tracker.register([first], MemoryCategory.INPUTS)
+    del first  # released: back to 0 bytes live
+    tracker.register([torch.ones(25)], MemoryCategory.PARAMETERS)  # the same 100 bytes again: no new peak
+    assert tracker.peak == 100 and tracker.at_peak[MemoryCategory.INPUTS] == 100
+    assert tracker.at_peak[MemoryCategory.PARAMETERS] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "op_class"),
+    [
+        ("mm", "gemm"), ("addmm", "gemm"), ("bmm", "gemm"), ("convolution", "conv"), ("convolution_backward", "conv"),
+        ("_scaled_dot_product_flash_attention", "attention"), ("_flash_attention_forward", "attention"),
+        ("_efficient_attention_forward", "attention"), ("_scaled_dot_product_efficient_attention", "attention"),
+        ("add", "memory"), ("native_layer_norm", "memory"), ("embedding", "memory"),
+    ],
+)  # fmt: skip
+def test_operations_are_classed_by_what_bounds_their_kernel(name: str, op_class: str) -> None:
+    from layerprof.measure.instruments import op_class as classify
+
+    assert classify(name).value == op_class
+
+
+def test_the_recorder_leaves_nothing_behind_and_records_each_ops_compute_dtype() -> None:
+    from layerprof.measure.instruments import OpRecorder
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    recorder = OpRecorder()
+    with recorder:
+        torch.zeros(4, dtype=torch.bfloat16)  # no tensor input: the dtype it makes
+        torch.ones(2, 4).to(torch.bfloat16)  # a cast computes in its input's dtype
+        model(torch.ones(2, 4)).t()
+    calls = recorder.trace.module_calls
+    assert calls == 2  # the Sequential and its Linear
+    model(torch.ones(2, 4))  # after the recorder: not counted
+    assert recorder.trace.module_calls == calls
+    by_name = {op.name: op for op in recorder.ops}
+    assert by_name["zeros"].dtype == "bfloat16"
+    assert by_name["_to_copy"].dtype == "float32"
+    assert (by_name["t"].kernels, by_name["t"].bytes_moved) == (0, 0)  # a view launches and moves nothing
+    assert by_name["addmm"].bytes_moved == 4 * (4 + 2 * 4 + 4 * 4 + 2 * 4)  # bias, input, weight, output
+
+
+def test_the_allocator_peaks_come_from_its_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.measure.instruments import cuda_peaks, reset_cuda_peaks
+
+    calls = []
+    stats = {"allocated_bytes.all.peak": 3072, "reserved_bytes.all.peak": 4096, "num_alloc_retries": 5}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("synchronize"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: dict(stats))
+    device = torch.device("cuda")
+    assert reset_cuda_peaks(device) == 5 and calls == ["synchronize", "reset"]
+    stats["num_alloc_retries"] = 7
+    peaks = cuda_peaks(device, retries_before=5)
+    assert (peaks.allocated_bytes, peaks.reserved_bytes, peaks.requested_bytes, peaks.alloc_retries) == (
+        3072, 4096, None, 2,
+    )  # fmt: skip
+    assert calls == ["synchronize", "reset", "synchronize"]  # the peaks wait for the queued work
+    stats["requested_bytes.all.peak"] = 3000
+    assert cuda_peaks(device).requested_bytes == 3000 and cuda_peaks(device).alloc_retries == 7
+
+
+def test_the_cuda_reference_workload_is_eight_4096_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.instruments as measure
+
+    gpu = ScriptedGpu()
+    gpu.install(monkeypatch)
+    made, products = [], []
+    monkeypatch.setattr(measure.torch, "ones", lambda *size, device=None: made.append((size, device.type)) or "a")
+    monkeypatch.setattr(measure.torch, "mm", lambda a, b: products.append(1) or gpu.launch(0.0, 0.001))
+    assert measure.reference_workload_ms(torch.device("cuda")) == pytest.approx(8.0)  # 8 products of 1 ms
+    assert made == [((4096, 4096), "cuda")] and len(products) == 32
