@@ -378,6 +378,18 @@ def test_the_recorder_leaves_nothing_behind_and_records_each_ops_compute_dtype()
     assert by_name["_to_copy"].dtype == "float32"
     assert (by_name["t"].kernels, by_name["t"].bytes_moved) == (0, 0)  # a view launches and moves nothing
     assert by_name["addmm"].bytes_moved == 4 * (4 + 2 * 4 + 4 * 4 + 2 * 4)  # bias, input, weight, output
+    assert by_name["addmm"].kernels == 1
+
+
+def test_a_foreach_op_within_one_chunk_launches_one_kernel() -> None:
+    from layerprof.measure.instruments import OpRecorder
+
+    recorder = OpRecorder()
+    with recorder:
+        torch._foreach_add_([torch.zeros(2) for _ in range(3)], 1.0)  # 3 tensors: under 110 a kernel
+        torch._foreach_add_([torch.zeros(2) for _ in range(64)], [torch.ones(2) for _ in range(64)])  # 64 a kernel
+        torch._foreach_add_([torch.zeros(2) for _ in range(65)], [torch.ones(2) for _ in range(65)])
+    assert [op.kernels for op in recorder.ops if op.name == "_foreach_add_"] == [1, 1, 2]
 
 
 def test_the_allocator_peaks_come_from_its_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -410,3 +422,19 @@ def test_the_cuda_reference_workload_is_eight_4096_products(monkeypatch: pytest.
     monkeypatch.setattr(measure.torch, "mm", lambda a, b: products.append(1) or gpu.launch(0.0, 0.001))
     assert measure.reference_workload_ms(torch.device("cuda")) == pytest.approx(8.0)  # 8 products of 1 ms
     assert made == [((4096, 4096), "cuda")] and len(products) == 32
+
+
+def test_a_fresh_allocator_without_statistics_has_retried_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.measure.instruments import cuda_peaks, reset_cuda_peaks
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: {})  # before the first allocation
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 512)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2048)
+    device = torch.device("cuda")
+    assert reset_cuda_peaks(device) == 0
+    peaks = cuda_peaks(device)
+    assert (peaks.allocated_bytes, peaks.reserved_bytes, peaks.requested_bytes, peaks.alloc_retries) == (
+        512, 2048, None, 0,
+    )  # fmt: skip
