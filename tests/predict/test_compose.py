@@ -354,8 +354,9 @@ def linear_blocks(blocks: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(4, 8), *(nn.Linear(8, 8) for _ in range(blocks)), nn.Linear(8, 2))
 
 
-def compose_all(blocks: int, peak, target: str = "cuda") -> tuple[dict[int, Row], list[int]]:  # noqa: ANN001
-    """Every z of `linear_blocks(blocks)` through ComposedCells, each traced cell scripted: (rows, traced z)."""
+def compose_all(blocks: int, peak, target: str = "cuda", failing: int = 0) -> tuple[dict[int, Row], list[int]]:  # noqa: ANN001
+    """Every z of `linear_blocks(blocks)` through ComposedCells, each traced cell scripted (z = `failing` runs out
+    of memory): (rows, traced z)."""
     from layerprof.measure.sweep import CellContext
     from layerprof.predict.compose import ComposedCells
     from layerprof.sources.layers import split_layers
@@ -373,10 +374,13 @@ def compose_all(blocks: int, peak, target: str = "cuda") -> tuple[dict[int, Row]
     def trace(_context: CellContext, batch_size: int, z: int) -> tuple[Row, float]:
         traced.append(z)
         model(torch.randn(batch_size, 4))  # the shapes the signatures record
-        return scripted_row(z, peak(z), float(z * z)), 1.0
+        row = scripted_row(z, peak(z), float(z * z))
+        return (replace(row, status="oom") if z == failing else row), 1.0
 
     cells = ComposedCells(trace, settings.trainable_layer_counts)
-    rows = {z: cells(context, 2, z)[0] for z in range(1, n + 1)}
+    answers = {z: cells(context, 2, z) for z in range(1, n + 1)}
+    rows = {z: row for z, (row, _) in answers.items()}
+    assert all(answers[z][1] == 0.0 for z, row in rows.items() if row.estimate_basis == "composed")  # in no time
     assert cells.traced == len(traced) == len(set(traced))  # no cell traced twice
     return rows, sorted(traced)
 
@@ -465,6 +469,10 @@ def test_line_steps_and_on_line_hold_to_the_byte() -> None:
     low = Row(2, 3, "ok", flops=300, tracked_peak_bytes=1000, memory_source="estimate-cuda")
     high = Row(2, 5, "ok", flops=500, tracked_peak_bytes=1090, memory_source="estimate-cuda")
     assert line_steps(low, high, 2) == {"flops": 100, "tracked_peak_bytes": 45}
+    steps = line_steps(low, replace(high, trainable_layers=6, flops=600, tracked_peak_bytes=1090), 3)
+    assert steps == {"flops": 100, "tracked_peak_bytes": 30}
+    assert all(type(step) is int for step in steps.values())  # whole bytes, as the rows hold them
+    assert line_steps(low, replace(high, trainable_layers=6, flops=600, tracked_peak_bytes=1091), 3) is None
     assert line_steps(low, replace(high, tracked_peak_bytes=1091), 2) is None  # 45.5 bytes a z
     assert line_steps(low, replace(high, memory_source="estimate-cpu"), 2) is None
     assert line_steps(low, replace(high, status="oom"), 2) is None
@@ -502,12 +510,16 @@ def test_layer_signatures_tell_alike_layers_from_tied_unrecorded_and_other_ones(
     assert len({signatures[0], signatures[1], signatures[3], signatures[5]}) == 4  # bias-free differs
     tied = [replace(layer, shared_with=("5",)) if layer.index == 2 else layer for layer in layers]
     assert layer_signatures(model, tied, calls)[2] == ("unique", 2)
+    assert layer_signatures(model, tied, calls)[3:] == signatures[3:]  # the layers after it keep theirs
     unrecorded = [list(c) for c in calls]
     unrecorded[4] = []
     assert layer_signatures(model, layers, unrecorded)[4] == ("unique", 4)
     assert layer_signatures(model, layers, unrecorded)[1] == signatures[1]
     renamed = [replace(layer, name="gone") if layer.index == 1 else layer for layer in layers]
     assert layer_signatures(model, renamed, calls)[1] == ("unique", 1)
+    with recorded_shapes(model, renamed) as renamed_calls:  # a layer not found records nothing, the rest do
+        model(torch.randn(3, 4))
+    assert renamed_calls[1] == [] and renamed_calls[2] == calls[2] and renamed_calls[5] == calls[5]
 
 
 def test_anchors_are_the_first_two_and_last_two_z() -> None:
@@ -533,3 +545,33 @@ def test_a_composed_gpu_row_is_host_bound_only_when_the_host_takes_longer() -> N
     unpredicted = {2: replace(even[2], predicted_host_time_ms=None), 8: even[8]}
     row = composed_row(piece, unpredicted, new_row(layers, 2, 5), settings)
     assert (row.predicted_host_time_ms, row.predicted_step_time_ms) == (None, None)
+
+
+def test_a_failed_anchor_traces_the_whole_run() -> None:
+    # n = 9, run z = 2..8: the last anchor runs out of memory, so neither a line nor two can be drawn
+    rows, traced = compose_all(7, lambda z: 1000 + 64 * z, failing=8)
+    assert traced == list(range(1, 10))
+    assert rows[8].status == "oom" and all(row.estimate_basis != "composed" for row in rows.values())
+
+
+def test_an_empty_or_freeing_timeline_peaks_at_zero() -> None:
+    from layerprof.predict.compose import ALLOCATE, FREE, Timeline
+    from layerprof.profile import MemoryCategory
+
+    assert Timeline((), ()).peak_bytes([], int) == 0
+    frees_first = Timeline(((FREE, 0, None), (ALLOCATE, 0, MemoryCategory.ACTIVATIONS)), (64,))
+    assert frees_first.peak_bytes([64], int) == 0
+
+
+def test_a_batch_line_refuses_batch_sizes_that_would_request_negative_bytes() -> None:
+    from layerprof.predict.compose import ALLOCATE, BatchLine, Timeline
+    from layerprof.profile import MemoryCategory
+
+    events = ((ALLOCATE, 0, MemoryCategory.PARAMETERS), (ALLOCATE, 1, MemoryCategory.ACTIVATIONS))
+    line = BatchLine.through((3, Timeline(events, (100, 20))), (5, Timeline(events, (100, 40))))
+    assert line is not None and line.slopes == (0, 10)
+    assert line.requested(1) == [100, 0]  # nothing per sample left at batch 1: still a step
+    assert line.peak_bytes(1, int) == 100
+    steeper = BatchLine.through((3, Timeline(events, (100, 10))), (5, Timeline(events, (100, 30))))
+    assert steeper.requested(1) is None and steeper.peak_bytes(1, int) is None  # 10 - 2 x 10 bytes
+    assert steeper.requested(2) == [100, 0]
