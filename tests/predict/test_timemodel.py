@@ -369,3 +369,78 @@ def test_a_damaged_cpu_peak_cache_is_measured_again(tmp_path: Path, monkeypatch:
         cache.write_text(text)
         assert timemodel._read_cache(cache) == {}
     assert timemodel._read_cache(tmp_path / "missing.json") == {}
+
+
+def test_cpu_peaks_are_measured_at_the_threads_asked_for_and_cached_under_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.05)
+    monkeypatch.setattr("layerprof.measure.environment.cpu_name", lambda: "Test CPU 9000")
+    seen_threads = []
+    monkeypatch.setattr(timemodel, "_matmul_tflops", lambda dtype: seen_threads.append(torch.get_num_threads()) or 2.0)
+    monkeypatch.setattr(timemodel, "_copy_gbps", lambda: 10.0)
+    torch.set_num_threads(2)  # the suite's conftest puts the process's own count back after the test
+    cache = tmp_path / "new" / "dir" / "peaks.json"  # a cache folder that does not exist yet
+    peaks = cpu_peaks(1, cache)
+    assert seen_threads == [1, 1, 1] and torch.get_num_threads() == 2  # measured at 1 thread, then put back
+    assert (peaks.name, peaks.fp32_tflops, peaks.tf32_tflops, peaks.memory_gbps) == ("Test CPU 9000", 2.0, 2.0, 10.0)
+    (key,) = json.loads(cache.read_text())
+    assert key.split("|")[1:3] == ["Test CPU 9000", "1"]
+    monkeypatch.setattr("layerprof.measure.environment.cpu_name", lambda: None)
+    assert cpu_peaks(1, tmp_path / "other.json").name == "cpu"  # no model name: plain "cpu"
+
+
+def test_cpu_peaks_time_the_smallest_product_slow_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    seconds = iter([0.05])  # the first, 128^3, already takes the 50 ms asked for
+    monkeypatch.setattr(timemodel, "_best_seconds", lambda work: next(seconds))
+    assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 128**3 / 0.05 / 1e12)
+    seconds = iter([0.049, 0.06])  # just short at 128, then 256
+    assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 256**3 / 0.06 / 1e12)
+
+
+def test_prediction_checks_skip_cells_not_measured_and_compare_each_to_full_training() -> None:
+    from layerprof.predict.timemodel import check_predictions
+    from layerprof.profile import Row
+    from tests.conftest import bare_profile
+
+    estimate = bare_profile([Row(2, z, "ok", predicted_step_time_ms=10.0 * z) for z in (1, 2, 3)], 3)
+    estimate.settings = replace(estimate.settings, mode="estimate")
+    measured = bare_profile(
+        [Row(2, 1, "ok", step_time_ms=12.0), Row(2, 2, "oom"), Row(2, 3, "ok", step_time_ms=24.0)], 3
+    )
+    checks = check_predictions(estimate, measured)
+    assert [(c.trainable_layers, c.measured_ms, c.predicted_ms) for c in checks] == [(1, 12.0, 10.0), (3, 24.0, 30.0)]
+    assert checks[0].measured_vs_full == pytest.approx(0.5) and checks[0].predicted_vs_full == pytest.approx(1 / 3)
+    assert checks[1].error == pytest.approx(0.25) and checks[1].ratio_error == pytest.approx(0.0)
+
+
+def test_efficiency_is_a_share_of_the_peak_for_compute_and_one_for_memory() -> None:
+    constants = TimeConstants(0.7, 0.5, 0.4, 0.6, 4.0, 7.5, 12.0, 53.0, 48.0)
+    assert [constants.efficiency(c) for c in OpClass] == [0.7, 0.5, 0.4, 1.0]
+
+
+def test_calibration_on_noisy_cells_stays_near_the_truth_and_below_the_peaks() -> None:
+    truth = TimeConstants(0.62, 0.33, 0.41, 0.55, 6.0, 9.0, 14.0, 40.0, 30.0, "truth")
+    noisy = [
+        replace(step, step_ms=step.step_ms * (1.08 if index % 2 else 0.93))  # +-8% around the model's own times
+        for index, step in enumerate(synthetic_steps(truth))
+    ]
+    fitted = calibrate(noisy, H100, start=DEFAULT_CONSTANTS["cuda"])
+    assert max(abs(r["error"]) for r in fitted.residuals) < 0.12
+    assert fitted.constants.gemm_efficiency == pytest.approx(0.62, rel=0.15)
+    # cells that ran faster than the peaks allow: the fitted efficiencies stop at 1
+    quick = [replace(step, step_ms=step.step_ms / 4, host_ms=None) for step in synthetic_steps(truth)]
+    too_fast = calibrate(quick, H100, start=DEFAULT_CONSTANTS["cuda"]).constants
+    assert max(too_fast.gemm_efficiency, too_fast.conv_efficiency, too_fast.attention_efficiency) <= 1.0
+    assert too_fast.memory_efficiency <= 1.0
+
+
+def test_a_gpu_step_whose_host_and_device_tie_is_not_host_bound() -> None:
+    constants = replace(PLAIN, kernel_us=10.0, forward_dispatch_us=10.0)
+    tie = TimeModel(H100, constants).predict(StepTrace([op("add", OpClass.MEMORY)]))  # one kernel, one dispatch
+    assert tie.device_ms == tie.host_ms == pytest.approx(0.01)
+    assert tie.host_bound is False
