@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "layerprof"
 SKIP_PRAGMA = "pragma: no mutate"
@@ -443,7 +445,10 @@ def fork_run(job: Any, timeout_s: float, quiet: bool = True) -> tuple[str, float
 
 class CoverageRecorder:
     """A pytest plugin: which functions of the target files each test runs, how long it takes, whether it
-    passes. Functions are named by their patchable unit (qualified name up to the first <locals>)."""
+    passes. Functions are named by their patchable unit (qualified name up to the first <locals>).
+
+    What a module- or session-scoped fixture runs while it is set up covers every test that uses the fixture,
+    not only the first (the one whose setup built it): a mutant re-runs the fixture in its own process."""
 
     def __init__(self, files: dict[str, str]) -> None:
         self.files = files  # filename -> module path as given
@@ -451,6 +456,28 @@ class CoverageRecorder:
         self.units: dict[str, dict[str, set[str]]] = {path: {} for path in files.values()}
         self.durations: dict[str, float] = {}
         self.failed: set[str] = set()
+        self.fixture: tuple[str, str] | None = None  # (baseid, name) of the shared fixture being set up
+        self.fixture_units: dict[tuple[str, str], set[tuple[str, str]]] = {}  # fixture -> (path, unit)
+        self.fixtures_of: dict[str, set[str]] = {}  # test -> the fixture names it uses
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:  # noqa: ARG002
+        previous = self.fixture
+        if fixturedef.scope != "function":
+            self.fixture = (fixturedef.baseid, fixturedef.argname)
+        try:
+            yield
+        finally:
+            self.fixture = previous
+
+    def covering(self) -> dict[str, dict[str, set[str]]]:
+        """Each unit's covering tests, with the tests that use a shared fixture which ran it."""
+        for (baseid, name), units in self.fixture_units.items():
+            users = {test for test, names in self.fixtures_of.items() if name in names and test.startswith(baseid)}
+            for path, unit in units:
+                self.units[path].setdefault(unit, set()).update(users)
+                self.units[path].setdefault("*", set()).update(users)
+        return self.units
 
     def _profile(self, frame: Any, event: str, _arg: Any) -> None:
         if event != "call" or self.current is None:
@@ -463,6 +490,8 @@ class CoverageRecorder:
         unit = qualname.split(".<locals>.")[0]
         self.units[path].setdefault(unit, set()).add(self.current)
         self.units[path].setdefault("*", set()).add(self.current)
+        if self.fixture is not None:
+            self.fixture_units.setdefault(self.fixture, set()).add((path, unit))
 
     def pytest_sessionstart(self, session: Any) -> None:  # noqa: ARG002
         import threading
@@ -472,6 +501,7 @@ class CoverageRecorder:
 
     def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> None:  # noqa: ARG002
         self.current = item.nodeid
+        self.fixtures_of[item.nodeid] = set(getattr(item, "fixturenames", ()))
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         if report.failed:
@@ -491,7 +521,7 @@ def map_coverage(modules: list[Path], tests: list[str], out: Path, timeout_s: fl
         sys.setprofile(None)
         data = {
             "units": {
-                path: {unit: sorted(ids) for unit, ids in units.items()} for path, units in recorder.units.items()
+                path: {unit: sorted(ids) for unit, ids in units.items()} for path, units in recorder.covering().items()
             },
             "durations": recorder.durations,
             "failed": sorted(recorder.failed),

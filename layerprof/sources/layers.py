@@ -303,9 +303,11 @@ def _check_every_parameter_assigned(model: nn.Module, layers: list[Layer]) -> No
 
 class _Cut:
     """Where one forward pass stands relative to the frozen/trainable boundary. The model's own forward pre-hook
-    starts each pass; the boundary layer's first call in it ends the frozen prefix. Only calls before that are
-    cut: a layer the pass runs again later (a shared block) keeps the graph of the trainable layers before it.
-    A workload that never calls the model itself (only its parts) gets a cut at every call, as before."""
+    starts each pass; the boundary layer's first call in it ends the frozen prefix. Only frozen-layer outputs
+    before that are cut: a layer the pass runs again later (a shared block) keeps the graph of the trainable
+    layers before it, and a trainable parameter used between the last frozen layer and the boundary (a position
+    embedding that joined the boundary layer) keeps its gradient. A workload that never calls the model itself
+    (only its parts) gets a cut at every call of a frozen layer."""
 
     def __init__(self) -> None:
         self.driven = False  # the model's own forward runs (its pre-hook fired)
@@ -318,14 +320,12 @@ class _Cut:
     def in_prefix(self) -> bool:
         return not (self.driven and self.past_boundary)
 
-    def detach_inputs(self, _module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        if not self.in_prefix():
-            return None
+    def end_prefix(self, *_: Any) -> None:
         self.past_boundary = True
-        return _detach(args), _detach(kwargs)
 
     def detach_output(self, _module: nn.Module, _args: Any, output: Any) -> Any:
-        return _detach(output) if self.in_prefix() else None
+        # an output that carries no graph is left as it is (and keeps its type: a ModelOutput stays one)
+        return _detach(output) if self.in_prefix() and _requires_grad(output) else None
 
 
 class FrozenModel:
@@ -357,18 +357,19 @@ class FrozenModel:
                 for module in model.get_submodule(layer.name).modules():
                     self._training.append((module, module.training))
                     module.training = False
-        # Cut the graph at the frozen/trainable boundary. Without tied weights nothing before the boundary
-        # requires grad and the cuts cost nothing; with a weight tied into the trainable suffix (an input
-        # embedding shared with the output head) they keep the frozen prefix from building a graph whose
-        # activations would be held for a backward pass that must not reach it.
+        # Cut the graph at the frozen layers' outputs. Without tied weights nothing they produce requires grad
+        # and the cuts are left alone; with a weight tied into the trainable suffix (an input embedding shared
+        # with the output head) they keep the frozen prefix from building a graph whose activations would be held
+        # for a backward pass that must not reach it. The boundary layer's inputs are not cut: a trainable
+        # parameter used just before it (ViT's class token and position embedding join its first encoder block)
+        # keeps its gradient.
         cut = _Cut()
         self._handles.append(model.register_forward_pre_hook(cut.start_pass))
         for layer in layers[:first_trainable]:
-            if any(model.get_parameter(full).requires_grad for full in layer.parameter_names):
-                module = model.get_submodule(layer.name)
-                self._handles.append(module.register_forward_hook(cut.detach_output))
+            module = model.get_submodule(layer.name)
+            self._handles.append(module.register_forward_hook(cut.detach_output))
         boundary = model.get_submodule(layers[first_trainable].name)
-        self._handles.append(boundary.register_forward_pre_hook(cut.detach_inputs, with_kwargs=True))
+        self._handles.append(boundary.register_forward_pre_hook(cut.end_prefix))
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -389,6 +390,16 @@ def batchnorm_layers(model: nn.Module, layers: Sequence[Layer]) -> list[str]:
                 found.append(layer.name)
                 break
     return found
+
+
+def _requires_grad(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.requires_grad
+    if isinstance(value, (tuple, list)):
+        return any(_requires_grad(item) for item in value)
+    if isinstance(value, dict):
+        return any(_requires_grad(item) for item in value.values())
+    return False
 
 
 def _detach(value: Any) -> Any:

@@ -210,3 +210,231 @@ def test_timing_stats_summary() -> None:
     assert stats.median_ms == 3.0 and stats.count == 5
     assert stats.mean_ms == 3.0 and stats.std_ms == pytest.approx(statistics.stdev([1, 2, 3, 4, 5]))
     assert stats.p10_ms == pytest.approx(1.4) and stats.p90_ms == pytest.approx(4.6)
+
+
+# ---------------------------------------------------------------- CUDA timing windows on a scripted GPU
+
+
+class ScriptedGpu:
+    """A GPU on a scripted clock, as strict as CUDA: work queued by the host runs after what is queued before it;
+    an event completes when the queue reaches it; a stream or event synchronise moves the host's clock to it; and
+    `elapsed_time` refuses events not created with timing, not recorded, or not yet completed."""
+
+    def __init__(self) -> None:
+        self.clock_s = 0.0
+        self.queue_ends_s = 0.0
+
+    def launch(self, host_s: float, device_s: float) -> None:
+        self.clock_s += host_s
+        self.queue_ends_s = max(self.queue_ends_s, self.clock_s) + device_s
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from types import SimpleNamespace
+
+        import layerprof.measure.instruments as measure
+
+        gpu = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                self.timing = enable_timing
+                self.at_s: float | None = None
+
+            def record(self, stream: object = None) -> None:
+                self.at_s = max(gpu.clock_s, gpu.queue_ends_s)
+
+            def synchronize(self) -> None:
+                if self.at_s is not None:
+                    gpu.clock_s = max(gpu.clock_s, self.at_s)
+
+            def elapsed_time(self, other: Event) -> float:
+                for event in (self, other):
+                    if not event.timing or event.at_s is None or event.at_s > gpu.clock_s:
+                        raise RuntimeError("CUDA error: device not ready")
+                return (other.at_s - self.at_s) * 1000.0
+
+        def synchronize_stream() -> None:
+            gpu.clock_s = max(gpu.clock_s, gpu.queue_ends_s)
+
+        monkeypatch.setattr(measure.time, "perf_counter", lambda: gpu.clock_s)
+        monkeypatch.setattr(measure.torch.cuda, "Event", Event)
+        monkeypatch.setattr(
+            measure.torch.cuda, "current_stream", lambda device=None: SimpleNamespace(synchronize=synchronize_stream)
+        )
+
+
+def test_a_cuda_window_waits_for_the_queue_before_it_and_times_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.measure.instruments import time_window
+
+    gpu = ScriptedGpu()
+    gpu.install(monkeypatch)
+    gpu.launch(0.0, 0.050)  # 50 ms of earlier work still queued (a warm-up step)
+    host_s, device_s = iter([0.001, 0.002, 0.003]), iter([0.005, 0.007, 0.009])
+    times = time_window(lambda: gpu.launch(next(host_s), next(device_s)), torch.device("cuda"), 3)
+    # the window starts on an idle queue at 50 ms: the first step waits for its own 1 ms launch
+    assert times.step_ms == pytest.approx([6.0, 7.0, 9.0])
+    assert times.host_ms == pytest.approx([1.0])  # the first step's launch, not the second's (2 ms)
+    assert gpu.clock_s == pytest.approx(0.072)  # the host waited for the last step: 50 + 1 + 5 + 7 + 9 ms
+
+
+def test_cuda_steps_are_timed_in_windows_of_ten(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = ScriptedGpu()
+    gpu.install(monkeypatch)
+    steady = time_steps(lambda: gpu.launch(0.0, 0.004), torch.device("cuda"), min_steps=3, max_steps=50, tolerance=0.02)
+    assert steady.step_ms == pytest.approx([4.0] * 10)  # stable after the first window, checked only at its end
+    durations = iter([0.004, 0.008] * 50)
+    noisy = time_steps(lambda: gpu.launch(0.001, next(durations)), torch.device("cuda"), 3, 25, 0.02)
+    assert len(noisy.step_ms) == 25  # windows of 10, 10 and 5: never past the cap
+    assert noisy.host_ms == pytest.approx([1.0, 1.0, 1.0])  # each window's first launch
+
+
+def test_host_bound_starts_at_nine_tenths_of_the_step() -> None:
+    from layerprof.measure.instruments import StepTimes
+
+    assert StepTimes([20.0, 20.0], [18.0]).host_bound is True  # exactly 0.9 of the step
+    assert StepTimes([20.0, 20.0], [17.9]).host_bound is False
+
+
+def test_the_reference_workload_is_eight_384_products_timed_three_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.instruments as measure
+
+    shapes = []
+    real_mm = torch.mm
+
+    def counted_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        shapes.append((tuple(a.shape), tuple(b.shape)))
+        return real_mm(a, b)
+
+    monkeypatch.setattr(measure.torch, "mm", counted_mm)
+    monkeypatch.setattr(measure, "time", ScriptedClock([3.0, 1.0, 2.0, 100.0]))
+    assert measure.reference_workload_ms(torch.device("cpu")) == 2.0  # the median of 3, 1 and 2 ms
+    assert shapes == [((384, 384), (384, 384))] * 32  # one untimed run and three timed ones, 8 products each
+
+
+# ---------------------------------------------------------------- the tracker and the recorder on hand-sized steps
+
+
+def test_the_tracker_counts_a_bias_free_linear_step_by_category() -> None:
+    from layerprof.measure.instruments import LiveTensorTracker
+
+    model = torch.nn.Linear(4, 3, bias=False)  # 12 float32 weights: 48 bytes
+    x = torch.ones(2, 4)  # 32 bytes
+    tracker = LiveTensorTracker()
+    tracker.register(model.parameters(), MemoryCategory.PARAMETERS)
+    tracker.register([x], MemoryCategory.INPUTS)
+    tracker.watch_gradients(model.parameters())
+    with tracker:
+        model(x).sum().backward()
+    assert tracker.live[MemoryCategory.GRADIENTS] == 48 and tracker.category_peaks[MemoryCategory.GRADIENTS] == 48
+    assert tracker.at_peak[MemoryCategory.PARAMETERS] == 48 and tracker.at_peak[MemoryCategory.INPUTS] == 32
+    assert tracker.live[MemoryCategory.ACTIVATIONS] == 0  # every temporary was freed
+    # the gradient hook is gone with the tracker: a later (timed) step runs without it
+    assert not model.weight._post_accumulate_grad_hooks
+
+
+def test_an_empty_step_peaks_at_nothing_and_the_first_peak_keeps_its_split() -> None:
+    from layerprof.measure.instruments import LiveTensorTracker
+
+    assert LiveTensorTracker().peak == 0
+    tracker = LiveTensorTracker()
+    first = torch.ones(25)  # 100 bytes
+    tracker.register([first], MemoryCategory.INPUTS)
+    del first  # released: back to 0 bytes live
+    tracker.register([torch.ones(25)], MemoryCategory.PARAMETERS)  # the same 100 bytes again: no new peak
+    assert tracker.peak == 100 and tracker.at_peak[MemoryCategory.INPUTS] == 100
+    assert tracker.at_peak[MemoryCategory.PARAMETERS] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "op_class"),
+    [
+        ("mm", "gemm"), ("addmm", "gemm"), ("bmm", "gemm"), ("convolution", "conv"), ("convolution_backward", "conv"),
+        ("_scaled_dot_product_flash_attention", "attention"), ("_flash_attention_forward", "attention"),
+        ("_efficient_attention_forward", "attention"), ("_scaled_dot_product_efficient_attention", "attention"),
+        ("add", "memory"), ("native_layer_norm", "memory"), ("embedding", "memory"),
+    ],
+)  # fmt: skip
+def test_operations_are_classed_by_what_bounds_their_kernel(name: str, op_class: str) -> None:
+    from layerprof.measure.instruments import op_class as classify
+
+    assert classify(name).value == op_class
+
+
+def test_the_recorder_leaves_nothing_behind_and_records_each_ops_compute_dtype() -> None:
+    from layerprof.measure.instruments import OpRecorder
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    recorder = OpRecorder()
+    with recorder:
+        torch.zeros(4, dtype=torch.bfloat16)  # no tensor input: the dtype it makes
+        torch.ones(2, 4).to(torch.bfloat16)  # a cast computes in its input's dtype
+        model(torch.ones(2, 4)).t()
+    calls = recorder.trace.module_calls
+    assert calls == 2  # the Sequential and its Linear
+    model(torch.ones(2, 4))  # after the recorder: not counted
+    assert recorder.trace.module_calls == calls
+    by_name = {op.name: op for op in recorder.ops}
+    assert by_name["zeros"].dtype == "bfloat16"
+    assert by_name["_to_copy"].dtype == "float32"
+    assert (by_name["t"].kernels, by_name["t"].bytes_moved) == (0, 0)  # a view launches and moves nothing
+    assert by_name["addmm"].bytes_moved == 4 * (4 + 2 * 4 + 4 * 4 + 2 * 4)  # bias, input, weight, output
+    assert by_name["addmm"].kernels == 1
+
+
+def test_a_foreach_op_within_one_chunk_launches_one_kernel() -> None:
+    from layerprof.measure.instruments import OpRecorder
+
+    recorder = OpRecorder()
+    with recorder:
+        torch._foreach_add_([torch.zeros(2) for _ in range(3)], 1.0)  # 3 tensors: under 110 a kernel
+        torch._foreach_add_([torch.zeros(2) for _ in range(64)], [torch.ones(2) for _ in range(64)])  # 64 a kernel
+        torch._foreach_add_([torch.zeros(2) for _ in range(65)], [torch.ones(2) for _ in range(65)])
+    assert [op.kernels for op in recorder.ops if op.name == "_foreach_add_"] == [1, 1, 2]
+
+
+def test_the_allocator_peaks_come_from_its_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.measure.instruments import cuda_peaks, reset_cuda_peaks
+
+    calls = []
+    stats = {"allocated_bytes.all.peak": 3072, "reserved_bytes.all.peak": 4096, "num_alloc_retries": 5}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("synchronize"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: dict(stats))
+    device = torch.device("cuda")
+    assert reset_cuda_peaks(device) == 5 and calls == ["synchronize", "reset"]
+    stats["num_alloc_retries"] = 7
+    peaks = cuda_peaks(device, retries_before=5)
+    assert (peaks.allocated_bytes, peaks.reserved_bytes, peaks.requested_bytes, peaks.alloc_retries) == (
+        3072, 4096, None, 2,
+    )  # fmt: skip
+    assert calls == ["synchronize", "reset", "synchronize"]  # the peaks wait for the queued work
+    stats["requested_bytes.all.peak"] = 3000
+    assert cuda_peaks(device).requested_bytes == 3000 and cuda_peaks(device).alloc_retries == 7
+
+
+def test_the_cuda_reference_workload_is_eight_4096_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.instruments as measure
+
+    gpu = ScriptedGpu()
+    gpu.install(monkeypatch)
+    made, products = [], []
+    monkeypatch.setattr(measure.torch, "ones", lambda *size, device=None: made.append((size, device.type)) or "a")
+    monkeypatch.setattr(measure.torch, "mm", lambda a, b: products.append(1) or gpu.launch(0.0, 0.001))
+    assert measure.reference_workload_ms(torch.device("cuda")) == pytest.approx(8.0)  # 8 products of 1 ms
+    assert made == [((4096, 4096), "cuda")] and len(products) == 32
+
+
+def test_a_fresh_allocator_without_statistics_has_retried_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.measure.instruments import cuda_peaks, reset_cuda_peaks
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: {})  # before the first allocation
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 512)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2048)
+    device = torch.device("cuda")
+    assert reset_cuda_peaks(device) == 0
+    peaks = cuda_peaks(device)
+    assert (peaks.allocated_bytes, peaks.reserved_bytes, peaks.requested_bytes, peaks.alloc_retries) == (
+        512, 2048, None, 0,
+    )  # fmt: skip

@@ -336,3 +336,242 @@ def test_a_composed_fit_checks_both_lines_at_the_kink() -> None:
         11, budget, (3, 4, 13, 14), 10) is None  # fmt: skip
     assert scripted_composition(lambda z, b: 1000 * b + peak(z, (8,)))._composed_largest(
         6, budget, (3, 4, 13, 14), 10) is None  # fmt: skip
+
+
+# ---------------------------------------------------------------- composition on scripted traces (pure logic)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def scripted_row(z: int, peak: int, device_ms: float, host_ms: float = 50.0, source: str = "estimate-cuda") -> Row:
+    return Row(2, z, "ok", flops=100 * z, tracked_peak_bytes=peak, memory_source=source,
+               predicted_device_time_ms=device_ms, predicted_host_time_ms=host_ms)  # fmt: skip
+
+
+def linear_blocks(blocks: int) -> nn.Sequential:
+    """A stem, `blocks` identical 8x8 Linears and a head: z = 2..blocks+1 is one run of alike lowest layers."""
+    return nn.Sequential(nn.Linear(4, 8), *(nn.Linear(8, 8) for _ in range(blocks)), nn.Linear(8, 2))
+
+
+def compose_all(blocks: int, peak, target: str = "cuda", failing: int = 0) -> tuple[dict[int, Row], list[int]]:  # noqa: ANN001
+    """Every z of `linear_blocks(blocks)` through ComposedCells, each traced cell scripted (z = `failing` runs out
+    of memory): (rows, traced z)."""
+    from layerprof.measure.sweep import CellContext
+    from layerprof.predict.compose import ComposedCells
+    from layerprof.sources.layers import split_layers
+    from layerprof.sources.models import LoadedModel
+    from layerprof.sources.workloads import Workload
+
+    model = linear_blocks(blocks)
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    n = len(layers)
+    loaded = LoadedModel("blocks", "user", "blocks", model, Workload(family="tensor-input", input_shape=(4,)), (), {})
+    settings = SweepSettings((2,), tuple(range(1, n + 1)), target=target)
+    context = CellContext(loaded, layers, settings, torch.device("cpu"))
+    traced: list[int] = []
+
+    def trace(_context: CellContext, batch_size: int, z: int) -> tuple[Row, float]:
+        traced.append(z)
+        model(torch.randn(batch_size, 4))  # the shapes the signatures record
+        row = scripted_row(z, peak(z), float(z * z))
+        return (replace(row, status="oom") if z == failing else row), 1.0
+
+    cells = ComposedCells(trace, settings.trainable_layer_counts)
+    answers = {z: cells(context, 2, z) for z in range(1, n + 1)}
+    rows = {z: row for z, (row, _) in answers.items()}
+    assert all(answers[z][1] == 0.0 for z, row in rows.items() if row.estimate_basis == "composed")  # in no time
+    assert cells.traced == len(traced) == len(set(traced))  # no cell traced twice
+    return rows, sorted(traced)
+
+
+def test_a_straight_run_is_traced_at_its_four_anchors_and_composed_between() -> None:
+    rows, traced = compose_all(7, lambda z: 1000 + 64 * z)  # n = 9: the run is z = 2..8, anchors 2, 3, 7, 8
+    assert traced == [1, 2, 3, 7, 8, 9]
+    composed = [z for z, row in rows.items() if row.estimate_basis == "composed"]
+    assert composed == [4, 5, 6]
+    for z in composed:
+        assert (rows[z].trainable_layers, rows[z].tracked_peak_bytes, rows[z].flops) == (z, 1000 + 64 * z, 100 * z)
+    # the parameter counts are the cell's own: 8x8+8 = 72 per block, 2x8+2 = 18 for the head
+    assert rows[5].trainable_params == 18 + 4 * 72
+    assert rows[5].trainable_fraction == pytest.approx((18 + 4 * 72) / (40 + 7 * 72 + 18))
+    # device times z^2 interpolated between the run's ends 2 (4 ms) and 8 (64 ms): 4 + 60 * 3/6 at z = 5
+    assert rows[5].predicted_device_time_ms == pytest.approx(34.0)
+    assert rows[5].predicted_step_time_ms == pytest.approx(50.0) and rows[5].predicted_host_bound is True
+    assert rows[6].predicted_device_time_ms == pytest.approx(44.0)  # 4 + 60 * 4/6
+    assert rows[6].predicted_step_time_ms == pytest.approx(50.0)
+
+
+def test_a_run_of_five_is_composed_in_its_middle() -> None:
+    rows, traced = compose_all(5, lambda z: 1000 + 64 * z)  # n = 7: the run is z = 2..6, anchors 2, 3, 5, 6
+    assert traced == [1, 2, 3, 5, 6, 7]
+    assert [z for z, row in rows.items() if row.estimate_basis == "composed"] == [4]
+    rows, traced = compose_all(4, lambda z: 1000 + 64 * z)  # a run of four is all anchors
+    assert traced == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_kinked_run_is_two_lines_checked_at_the_kink() -> None:
+    # n = 13, run z = 2..12: the peak is 1270 + 40 z up to z = 4, 1000 + 100 z from z = 5 (they cross at 4.5)
+    rows, traced = compose_all(11, lambda z: max(1270 + 40 * z, 1000 + 100 * z))
+    assert traced == [1, 2, 3, 4, 5, 11, 12, 13]  # the anchors, then the kink's sides 4 and 5
+    composed = {z: row for z, row in rows.items() if row.estimate_basis == "composed"}
+    assert sorted(composed) == [6, 7, 8, 9, 10]
+    assert [composed[z].tracked_peak_bytes for z in sorted(composed)] == [1600, 1700, 1800, 1900, 2000]
+    # the second line's times run from z = 5 (25 ms) to 12 (144 ms): at z = 6, 25 + 119/7; at z = 10, 25 + 85
+    assert composed[6].predicted_device_time_ms == pytest.approx(42.0)
+    assert (composed[6].predicted_step_time_ms, composed[6].predicted_host_bound) == (pytest.approx(50.0), True)
+    assert composed[10].predicted_device_time_ms == pytest.approx(110.0)
+    assert (composed[10].predicted_step_time_ms, composed[10].predicted_host_bound) == (pytest.approx(110.0), False)
+
+
+def test_a_kink_off_its_lines_traces_the_whole_run() -> None:
+    # a bump at the kink's far side (z = 5): neither one line nor two hold
+    rows, traced = compose_all(11, lambda z: max(1270 + 40 * z, 1000 + 100 * z) + (8 if z == 5 else 0))
+    assert traced == list(range(1, 14))
+    assert all(row.estimate_basis != "composed" for row in rows.values())
+
+
+def test_a_composed_cpu_row_adds_host_and_device_time() -> None:
+    from layerprof.predict.compose import Piece, composed_row
+    from layerprof.sources.layers import split_layers
+
+    layers = split_layers(linear_blocks(7), run_forward=lambda m: m(torch.randn(2, 4)))
+    traced = {2: scripted_row(2, 1128, 4.0, 1.0), 8: scripted_row(8, 1512, 64.0, 7.0)}
+    piece = Piece(2, 8, 2, {"tracked_peak_bytes": 64, "flops": 100})
+    from layerprof.measure.sweep import new_row
+
+    row = composed_row(piece, traced, new_row(layers, 2, 5), SweepSettings((2,), (5,), target="cpu"))
+    assert (row.tracked_peak_bytes, row.flops, row.estimate_basis) == (1320, 500, "composed")
+    assert row.predicted_device_time_ms == pytest.approx(34.0) and row.predicted_host_time_ms == pytest.approx(4.0)
+    assert row.predicted_step_time_ms == pytest.approx(38.0)  # the CPU runs both on the same threads
+    assert row.predicted_host_bound is None
+
+
+def test_kink_is_the_last_z_on_the_first_lines_side_within_the_run() -> None:
+    from layerprof.predict.compose import kink
+
+    def peak_row(z: int, peak: int) -> Row:
+        return Row(2, z, "ok", tracked_peak_bytes=peak)
+
+    first, last = peak_row(2, 1350), peak_row(12, 2200)
+    assert kink(first, {"tracked_peak_bytes": 40}, last, {"tracked_peak_bytes": 100}, 2, 12) == 4  # crossing 4.5
+    assert kink(first, {"tracked_peak_bytes": 40}, last, {"tracked_peak_bytes": 40}, 2, 12) is None  # parallel
+    assert kink(first, {}, last, {"tracked_peak_bytes": 100}, 2, 12) is None
+    assert kink(first, {"tracked_peak_bytes": 40}, last, {}, 2, 12) is None
+    # lines crossing before the run (at z = -18) clamp to its first z, after it (z = 65.3) to the z before its last
+    assert kink(peak_row(2, 0), {"tracked_peak_bytes": 40}, last, {"tracked_peak_bytes": 100}, 2, 12) == 2
+    assert kink(peak_row(2, 5000), {"tracked_peak_bytes": 40}, last, {"tracked_peak_bytes": 100}, 2, 12) == 11
+
+
+def test_line_steps_and_on_line_hold_to_the_byte() -> None:
+    from layerprof.predict.compose import line_steps, on_line
+
+    low = Row(2, 3, "ok", flops=300, tracked_peak_bytes=1000, memory_source="estimate-cuda")
+    high = Row(2, 5, "ok", flops=500, tracked_peak_bytes=1090, memory_source="estimate-cuda")
+    assert line_steps(low, high, 2) == {"flops": 100, "tracked_peak_bytes": 45}
+    steps = line_steps(low, replace(high, trainable_layers=6, flops=600, tracked_peak_bytes=1090), 3)
+    assert steps == {"flops": 100, "tracked_peak_bytes": 30}
+    assert all(type(step) is int for step in steps.values())  # whole bytes, as the rows hold them
+    assert line_steps(low, replace(high, trainable_layers=6, flops=600, tracked_peak_bytes=1091), 3) is None
+    assert line_steps(low, replace(high, tracked_peak_bytes=1091), 2) is None  # 45.5 bytes a z
+    assert line_steps(low, replace(high, memory_source="estimate-cpu"), 2) is None
+    assert line_steps(low, replace(high, status="oom"), 2) is None
+    assert line_steps(low, replace(high, forward_flops=7), 2) is None  # held by one row only
+    steps = {"flops": 100, "tracked_peak_bytes": 45}
+    assert on_line(replace(low, trainable_layers=1, flops=100, tracked_peak_bytes=910), low, steps, -2)
+    assert not on_line(replace(low, trainable_layers=1, flops=100, tracked_peak_bytes=911), low, steps, -2)
+    assert on_line(low, low, steps, 0)  # the base itself lies on its line
+    assert not on_line(replace(low, status="oom"), low, steps, 0)
+    assert not on_line(replace(low, memory_source="estimate-cpu"), low, steps, 0)
+
+
+def test_affine_steps_need_one_memory_source_and_every_figure_at_every_anchor() -> None:
+    base = {z: Row(2, z, "ok", flops=100 * z, tracked_peak_bytes=1000 + 10 * z, memory_source="estimate-cuda")
+            for z in (3, 4, 9, 10)}  # fmt: skip
+    assert affine_steps(base, 3, 10) == {"flops": 100, "tracked_peak_bytes": 10}
+    assert affine_steps({**base, 9: replace(base[9], memory_source="estimate-cpu")}, 3, 10) is None
+    assert affine_steps({**base, 4: replace(base[4], flops=None)}, 3, 10) is None
+
+
+def test_layer_signatures_tell_alike_layers_from_tied_unrecorded_and_other_ones() -> None:
+    from layerprof.predict.compose import layer_signatures, recorded_shapes
+    from layerprof.sources.layers import split_layers
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8, bias=False),
+                          nn.Linear(8, 8), nn.Linear(8, 2))  # fmt: skip
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    with recorded_shapes(model, layers) as calls:
+        model(torch.randn(3, 4))
+    assert calls[1] == [((((3, 8), "torch.float32"),), (((3, 8), "torch.float32"),))]
+    assert calls[0] == [((((3, 4), "torch.float32"),), (((3, 8), "torch.float32"),))]
+    assert not any(module._forward_hooks for module in model.modules())  # the recording hooks are gone
+    signatures = layer_signatures(model, layers, calls)
+    assert signatures[1] == signatures[2] == signatures[4]  # same class, configuration, shapes
+    assert len({signatures[0], signatures[1], signatures[3], signatures[5]}) == 4  # bias-free differs
+    tied = [replace(layer, shared_with=("5",)) if layer.index == 2 else layer for layer in layers]
+    assert layer_signatures(model, tied, calls)[2] == ("unique", 2)
+    assert layer_signatures(model, tied, calls)[3:] == signatures[3:]  # the layers after it keep theirs
+    unrecorded = [list(c) for c in calls]
+    unrecorded[4] = []
+    assert layer_signatures(model, layers, unrecorded)[4] == ("unique", 4)
+    assert layer_signatures(model, layers, unrecorded)[1] == signatures[1]
+    renamed = [replace(layer, name="gone") if layer.index == 1 else layer for layer in layers]
+    assert layer_signatures(model, renamed, calls)[1] == ("unique", 1)
+    with recorded_shapes(model, renamed) as renamed_calls:  # a layer not found records nothing, the rest do
+        model(torch.randn(3, 4))
+    assert renamed_calls[1] == [] and renamed_calls[2] == calls[2] and renamed_calls[5] == calls[5]
+
+
+def test_anchors_are_the_first_two_and_last_two_z() -> None:
+    from layerprof.predict.compose import anchors_of
+
+    assert anchors_of(3, 10) == (3, 4, 9, 10)
+
+
+def test_a_composed_gpu_row_is_host_bound_only_when_the_host_takes_longer() -> None:
+    from layerprof.measure.sweep import new_row
+    from layerprof.predict.compose import Piece, composed_row
+    from layerprof.sources.layers import split_layers
+
+    layers = split_layers(linear_blocks(7), run_forward=lambda m: m(torch.randn(2, 4)))
+    piece = Piece(2, 8, 2, {})
+    settings = SweepSettings((2,), (5,), target="cuda")
+    even = {2: scripted_row(2, 0, 10.0, 10.0), 8: scripted_row(8, 0, 40.0, 40.0)}
+    row = composed_row(piece, even, new_row(layers, 2, 5), settings)
+    assert (row.predicted_step_time_ms, row.predicted_host_bound) == (pytest.approx(25.0), False)  # a tie
+    slow_host = {2: scripted_row(2, 0, 10.0, 12.0), 8: scripted_row(8, 0, 40.0, 42.0)}
+    row = composed_row(piece, slow_host, new_row(layers, 2, 5), settings)
+    assert (row.predicted_step_time_ms, row.predicted_host_bound) == (pytest.approx(27.0), True)
+    unpredicted = {2: replace(even[2], predicted_host_time_ms=None), 8: even[8]}
+    row = composed_row(piece, unpredicted, new_row(layers, 2, 5), settings)
+    assert (row.predicted_host_time_ms, row.predicted_step_time_ms) == (None, None)
+
+
+def test_a_failed_anchor_traces_the_whole_run() -> None:
+    # n = 9, run z = 2..8: the last anchor runs out of memory, so neither a line nor two can be drawn
+    rows, traced = compose_all(7, lambda z: 1000 + 64 * z, failing=8)
+    assert traced == list(range(1, 10))
+    assert rows[8].status == "oom" and all(row.estimate_basis != "composed" for row in rows.values())
+
+
+def test_an_empty_or_freeing_timeline_peaks_at_zero() -> None:
+    from layerprof.predict.compose import ALLOCATE, FREE, Timeline
+    from layerprof.profile import MemoryCategory
+
+    assert Timeline((), ()).peak_bytes([], int) == 0
+    frees_first = Timeline(((FREE, 0, None), (ALLOCATE, 0, MemoryCategory.ACTIVATIONS)), (64,))
+    assert frees_first.peak_bytes([64], int) == 0
+
+
+def test_a_batch_line_refuses_batch_sizes_that_would_request_negative_bytes() -> None:
+    from layerprof.predict.compose import ALLOCATE, BatchLine, Timeline
+    from layerprof.profile import MemoryCategory
+
+    events = ((ALLOCATE, 0, MemoryCategory.PARAMETERS), (ALLOCATE, 1, MemoryCategory.ACTIVATIONS))
+    line = BatchLine.through((3, Timeline(events, (100, 20))), (5, Timeline(events, (100, 40))))
+    assert line is not None and line.slopes == (0, 10)
+    assert line.requested(1) == [100, 0]  # nothing per sample left at batch 1: still a step
+    assert line.peak_bytes(1, int) == 100
+    steeper = BatchLine.through((3, Timeline(events, (100, 10))), (5, Timeline(events, (100, 30))))
+    assert steeper.requested(1) is None and steeper.peak_bytes(1, int) is None  # 10 - 2 x 10 bytes
+    assert steeper.requested(2) == [100, 0]

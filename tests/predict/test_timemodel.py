@@ -274,3 +274,173 @@ def test_plan_predicts_the_kinds_nobody_measured(tmp_path: Path) -> None:
     assert "measured on H100" in sources
     assert "predicted for L4 (calibrated on its H100 profile)" in sources
     assert not any(source.startswith("scaled") for source in sources)
+
+
+# ---------------------------------------------------------------- the roofline's parts, on hand-computed figures
+
+
+def test_each_dtype_and_class_runs_at_its_own_peak_and_share() -> None:
+    constants = TimeConstants(0.5, 0.25, 0.2, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, "test")
+    model = TimeModel(H100, constants, Numerics(tf32_matmul=False, tf32_conv=False))
+    # attention: 989e12 bf16 FLOPs at a fifth of 989 TFLOP/s: 5 s
+    attention = StepTrace([op("_flash_attention", OpClass.ATTENTION, flops=989 * 10**12)])
+    assert model.predict(attention).device_ms == pytest.approx(5000.0)
+    # float16 runs at the bfloat16 peak on a GPU; float64 no faster than float32 (67 TFLOP/s)
+    assert model.predict(StepTrace([op("mm", OpClass.GEMM, flops=989 * 10**12, dtype="float16")])).device_ms == (
+        pytest.approx(2000.0)
+    )
+    assert model.predict(StepTrace([op("mm", OpClass.GEMM, flops=67 * 10**12, dtype="float64")])).device_ms == (
+        pytest.approx(2000.0)
+    )
+    # a float32 convolution without TF32: 67 TFLOP/s at a quarter; TF32 for matmuls leaves convolutions alone
+    conv = StepTrace([op("convolution", OpClass.CONV, flops=67 * 10**12, dtype="float32")])
+    assert model.predict(conv).device_ms == pytest.approx(4000.0)
+    assert TimeModel(H100, constants, Numerics(tf32_matmul=True, tf32_conv=False)).predict(conv).device_ms == (
+        pytest.approx(4000.0)
+    )
+    assert H100.tflops("float16", OpClass.GEMM, False, False) == 989
+    assert H100.tflops("float32", OpClass.GEMM, False, True) == 67  # TF32 for convolutions leaves matmuls alone
+
+
+def test_a_kernel_beats_neither_its_peak_nor_the_bandwidth() -> None:
+    # efficiencies above 1 (a calibration's raw fit) are held at the peak: 989e12 FLOPs take 1 s, 3.35e9 bytes 1 ms
+    eager = TimeConstants(2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, "test")
+    model = TimeModel(H100, eager)
+    assert model.predict(StepTrace([op("mm", OpClass.GEMM, flops=989 * 10**12)])).device_ms == pytest.approx(1000.0)
+    assert model.predict(StepTrace([op("add", OpClass.MEMORY, nbytes=3_350_000_000)])).device_ms == pytest.approx(1.0)
+
+
+def test_numerics_come_from_the_recorded_settings_with_pytorchs_defaults() -> None:
+    assert Numerics.of({}) == Numerics(tf32_matmul=False, tf32_conv=True)
+    assert Numerics.of({"matmul_tf32": True, "cudnn_conv_tf32": False}) == Numerics(True, False)
+
+
+def test_a_time_model_round_trips_and_says_how_it_was_set() -> None:
+    from layerprof.errors import LayerprofError
+
+    model = TimeModel.default(H100)
+    assert model.constants == DEFAULT_CONSTANTS["cuda"] and model.numerics == Numerics()
+    assert model.label == "predicted for H100 (default constants)" and not model.calibrated
+    calibrated = TimeModel(H100, replace(PLAIN, source="calibrated on 3 cells of x"), Numerics(True, False))
+    assert calibrated.label == "predicted for H100 (calibrated)"
+    assert TimeModel.from_dict(calibrated.to_dict()) == calibrated
+    with pytest.raises(LayerprofError, match=r"^profile\.json: a damaged time model"):
+        TimeModel.from_dict({"peaks": {}}, "profile.json")
+    assert PLAIN.with_vector([0.1] * 9, "x").as_vector() == [0.1] * 9
+
+
+def test_prediction_errors_are_relative_to_the_measurement() -> None:
+    from layerprof.predict.timemodel import PredictionCheck, _vs_full
+
+    check = PredictionCheck(2, 3, measured_ms=10.0, predicted_ms=11.0, measured_vs_full=0.5, predicted_vs_full=0.45)
+    assert check.error == pytest.approx(0.1) and check.ratio_error == pytest.approx(-0.1)
+    assert replace(check, measured_vs_full=None).ratio_error is None
+    assert replace(check, predicted_vs_full=None).ratio_error is None
+    assert (_vs_full(5.0, 20.0), _vs_full(5.0, None), _vs_full(5.0, 0.0)) == (0.25, None, None)
+
+
+def test_cpu_peaks_come_from_the_first_product_slow_enough_to_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    seconds = iter([0.001, 0.01, 0.06, 99.0])  # sizes 128, 256, 512: the third takes over 50 ms
+    monkeypatch.setattr(timemodel, "_best_seconds", lambda work: next(seconds))
+    assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 512**3 / 0.06 / 1e12)
+    seconds = iter([0.001] * 4)  # never slow enough: the largest is timed
+    assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 1024**3 / 0.001 / 1e12)
+    monkeypatch.setattr(timemodel, "_best_seconds", lambda work: 0.001)
+    assert timemodel._copy_gbps(1) == pytest.approx(2 * 2**20 / 0.001 / 1e9)  # 1 MiB read and 1 MiB written
+
+
+def test_the_best_of_three_timed_runs_after_one_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    clock = iter([0.0, 0.5, 1.0, 1.2, 2.0, 2.9])  # runs of 0.5, 0.2 and 0.9 s
+    monkeypatch.setattr(timemodel.time, "perf_counter", lambda: next(clock))
+    runs = []
+    assert timemodel._best_seconds(lambda: runs.append(1)) == pytest.approx(0.2)
+    assert len(runs) == 4
+
+
+def test_a_damaged_cpu_peak_cache_is_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    cache = tmp_path / "peaks.json"
+    for text in ("[1, 2]", "{not json"):
+        cache.write_text(text)
+        assert timemodel._read_cache(cache) == {}
+    assert timemodel._read_cache(tmp_path / "missing.json") == {}
+
+
+def test_cpu_peaks_are_measured_at_the_threads_asked_for_and_cached_under_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.05)
+    monkeypatch.setattr("layerprof.measure.environment.cpu_name", lambda: "Test CPU 9000")
+    seen_threads = []
+    monkeypatch.setattr(timemodel, "_matmul_tflops", lambda dtype: seen_threads.append(torch.get_num_threads()) or 2.0)
+    monkeypatch.setattr(timemodel, "_copy_gbps", lambda: 10.0)
+    torch.set_num_threads(2)  # the suite's conftest puts the process's own count back after the test
+    cache = tmp_path / "new" / "dir" / "peaks.json"  # a cache folder that does not exist yet
+    peaks = cpu_peaks(1, cache)
+    assert seen_threads == [1, 1, 1] and torch.get_num_threads() == 2  # measured at 1 thread, then put back
+    assert (peaks.name, peaks.fp32_tflops, peaks.tf32_tflops, peaks.memory_gbps) == ("Test CPU 9000", 2.0, 2.0, 10.0)
+    (key,) = json.loads(cache.read_text())
+    assert key.split("|")[1:3] == ["Test CPU 9000", "1"]
+    monkeypatch.setattr("layerprof.measure.environment.cpu_name", lambda: None)
+    assert cpu_peaks(1, tmp_path / "other.json").name == "cpu"  # no model name: plain "cpu"
+
+
+def test_cpu_peaks_time_the_smallest_product_slow_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    seconds = iter([0.05])  # the first, 128^3, already takes the 50 ms asked for
+    monkeypatch.setattr(timemodel, "_best_seconds", lambda work: next(seconds))
+    assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 128**3 / 0.05 / 1e12)
+    seconds = iter([0.049, 0.06])  # just short at 128, then 256
+    assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 256**3 / 0.06 / 1e12)
+
+
+def test_prediction_checks_skip_cells_not_measured_and_compare_each_to_full_training() -> None:
+    from layerprof.predict.timemodel import check_predictions
+    from layerprof.profile import Row
+    from tests.conftest import bare_profile
+
+    estimate = bare_profile([Row(2, z, "ok", predicted_step_time_ms=10.0 * z) for z in (1, 2, 3)], 3)
+    estimate.settings = replace(estimate.settings, mode="estimate")
+    measured = bare_profile(
+        [Row(2, 1, "ok", step_time_ms=12.0), Row(2, 2, "oom"), Row(2, 3, "ok", step_time_ms=24.0)], 3
+    )
+    checks = check_predictions(estimate, measured)
+    assert [(c.trainable_layers, c.measured_ms, c.predicted_ms) for c in checks] == [(1, 12.0, 10.0), (3, 24.0, 30.0)]
+    assert checks[0].measured_vs_full == pytest.approx(0.5) and checks[0].predicted_vs_full == pytest.approx(1 / 3)
+    assert checks[1].error == pytest.approx(0.25) and checks[1].ratio_error == pytest.approx(0.0)
+
+
+def test_efficiency_is_a_share_of_the_peak_for_compute_and_one_for_memory() -> None:
+    constants = TimeConstants(0.7, 0.5, 0.4, 0.6, 4.0, 7.5, 12.0, 53.0, 48.0)
+    assert [constants.efficiency(c) for c in OpClass] == [0.7, 0.5, 0.4, 1.0]
+
+
+def test_calibration_on_noisy_cells_stays_near_the_truth_and_below_the_peaks() -> None:
+    truth = TimeConstants(0.62, 0.33, 0.41, 0.55, 6.0, 9.0, 14.0, 40.0, 30.0, "truth")
+    noisy = [
+        replace(step, step_ms=step.step_ms * (1.08 if index % 2 else 0.93))  # +-8% around the model's own times
+        for index, step in enumerate(synthetic_steps(truth))
+    ]
+    fitted = calibrate(noisy, H100, start=DEFAULT_CONSTANTS["cuda"])
+    assert max(abs(r["error"]) for r in fitted.residuals) < 0.12
+    assert fitted.constants.gemm_efficiency == pytest.approx(0.62, rel=0.15)
+    # cells that ran faster than the peaks allow: the fitted efficiencies stop at 1
+    quick = [replace(step, step_ms=step.step_ms / 4, host_ms=None) for step in synthetic_steps(truth)]
+    too_fast = calibrate(quick, H100, start=DEFAULT_CONSTANTS["cuda"]).constants
+    assert max(too_fast.gemm_efficiency, too_fast.conv_efficiency, too_fast.attention_efficiency) <= 1.0
+    assert too_fast.memory_efficiency <= 1.0
+
+
+def test_a_gpu_step_whose_host_and_device_tie_is_not_host_bound() -> None:
+    constants = replace(PLAIN, kernel_us=10.0, forward_dispatch_us=10.0)
+    tie = TimeModel(H100, constants).predict(StepTrace([op("add", OpClass.MEMORY)]))  # one kernel, one dispatch
+    assert tie.device_ms == tie.host_ms == pytest.approx(0.01)
+    assert tie.host_bound is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from layerprof.sources.layers import freeze_layers, split_layers
 from layerprof.sources.models import build_model
@@ -67,3 +68,124 @@ def test_remove_restores_an_uncut_graph() -> None:
         param.requires_grad_(True)
     model(torch.randn(2, 32)).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+class PositionBeforeBlocks(nn.Module):
+    """ViT's shape: a parameter of the model itself is added after the stem, before the first block, and so
+    joins that block (the layer that runs next after its first use)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.position = nn.Parameter(torch.zeros(4))
+        self.blocks = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x) + self.position)
+
+
+def test_a_parameter_used_just_before_the_boundary_layer_gets_its_gradient() -> None:
+    model = PositionBeforeBlocks()
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    assert [layer.name for layer in layers] == ["stem", "blocks.0", "blocks.1"]
+    assert layers[1].parameter_names == ("blocks.0.weight", "blocks.0.bias", "position")
+    frozen = freeze_layers(model, layers, 2)  # blocks.0 is the boundary; `position` trains with it
+    model(torch.randn(3, 4)).sum().backward()
+    with_gradient = sorted(name for name, p in model.named_parameters() if p.grad is not None)
+    # a cut at the boundary layer's inputs left `position` trainable but without a gradient
+    assert with_gradient == ["blocks.0.bias", "blocks.0.weight", "blocks.1.bias", "blocks.1.weight", "position"]
+    frozen.remove()
+
+
+def test_an_input_that_requires_grad_gets_none_through_the_frozen_prefix() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    frozen = freeze_layers(model, layers, 2)
+    x = torch.randn(3, 4, requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad is None  # the backward pass stops where the frozen prefix ends
+    assert model[1].weight.grad is not None
+    frozen.remove()
+
+
+class AttributeDict(dict):
+    """A layer output read by attribute, as Hugging Face's ModelOutput is."""
+
+    __getattr__ = dict.__getitem__
+
+
+class NamedOutputLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> AttributeDict:
+        return AttributeDict(hidden=self.proj(x), attentions=None)  # as a ModelOutput leaves unasked fields
+
+
+class ReadsByAttribute(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = NamedOutputLayer()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).hidden)
+
+
+def test_a_frozen_layer_output_that_carries_no_graph_keeps_its_type() -> None:
+    model = ReadsByAttribute()
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    frozen = freeze_layers(model, layers, 1)
+    model(torch.randn(3, 4)).sum().backward()  # a plain dict in its place has no `.hidden`
+    assert model.head.weight.grad is not None and model.encoder.proj.weight.grad is None
+    frozen.remove()
+
+
+def test_a_workload_that_calls_only_the_parts_gets_a_cut_at_every_frozen_call() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    frozen = freeze_layers(model, layers, 2)
+    x = torch.randn(3, 4, requires_grad=True)
+    first = model[0](x)  # the model itself is never called
+    model[1](first)
+    again = model[0](x)  # after the boundary layer ran, the frozen layer is still cut
+    assert (first.requires_grad, again.requires_grad) == (False, False)
+    frozen.remove()
+    assert model[0](x).requires_grad  # no cut once removed
+
+
+class WithMask(nn.Module):
+    """A layer returning its hidden state with a mask that carries no graph, as a tuple or as a dict."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor) -> object:
+        hidden, mask = self.proj(x), torch.ones(x.shape[0], dtype=torch.bool)
+        return {"hidden": hidden, "mask": mask} if self.as_dict else (hidden, mask)
+
+
+class MaskedModel(nn.Module):
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.encoder = WithMask(as_dict)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(x)
+        hidden = out["hidden"] if isinstance(out, dict) else out[0]
+        return self.head(hidden)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_frozen_output_is_cut_when_any_part_of_it_carries_a_graph(as_dict: bool) -> None:
+    model = MaskedModel(as_dict)
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    frozen = freeze_layers(model, layers, 1)
+    x = torch.randn(3, 4, requires_grad=True)  # the hidden state carries a graph, the mask does not
+    model(x).sum().backward()
+    assert x.grad is None
+    frozen.remove()

@@ -132,3 +132,148 @@ def test_layer_round_trips_through_dict() -> None:
 
     for layer in meta_split("paper-gpt-14m"):
         assert Layer.from_dict(layer.to_dict()) == layer
+
+
+def test_unwrap_by_name_matches_a_class_defined_inside_a_function() -> None:
+    class LocalBlock(nn.Module):  # its __qualname__ is "test_...<locals>.LocalBlock", its __name__ "LocalBlock"
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x))
+
+    model = nn.Sequential(nn.Linear(4, 4), LocalBlock())
+    layers = split_layers(model, unwrap=["LocalBlock"], run_forward=lambda m: m(torch.randn(2, 4)))
+    assert [layer.name for layer in layers] == ["0", "1.a", "1.b"]
+
+
+def test_tracing_leaves_no_hook_on_the_model() -> None:
+    model = HeadFirst()
+    split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    assert [name for name, module in model.named_modules() if module._forward_pre_hooks] == []
+
+
+def test_registration_order_counts_every_layer_as_run_once() -> None:
+    layers = split_layers(HeadFirst())  # no forward pass given
+    assert [(layer.name, layer.calls) for layer in layers] == [("head", 1), ("body.0", 1), ("body.2", 1)]
+
+
+class Detour(nn.Module):
+    """`spare` never runs; `position` is added after `a` ran, so it joins `b`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.spare = nn.Linear(4, 4)
+        self.position = nn.Parameter(torch.zeros(4))
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x) + self.position)
+
+
+def test_a_layer_that_never_runs_is_placed_first_and_shifts_nothing_else() -> None:
+    with pytest.warns(SplitWarning, match="never ran in the traced forward pass are placed first: spare"):
+        layers = split_layers(Detour(), run_forward=lambda m: m(torch.randn(2, 4)))
+    assert [layer.name for layer in layers] == ["spare", "a", "b"]
+    assert layers[2].parameter_names == ("b.weight", "b.bias", "position")
+    assert [layer.params for layer in layers] == [20, 20, 14]  # 4*4+4, 4*4+4, 4*2+2 + 4
+
+
+class Temperature(nn.Module):
+    """A parameter of its own used after the last layer ran (a logit temperature)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+        self.temperature = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)) / self.temperature
+
+
+def test_a_parameter_used_after_the_last_layer_joins_the_last_layer() -> None:
+    layers = split_layers(Temperature(), run_forward=lambda m: m(torch.randn(2, 4)))
+    assert [(layer.name, layer.params) for layer in layers] == [("body", 20), ("head", 16)]  # 4*3+3 + 1
+    assert layers[-1].parameter_names == ("head.weight", "head.bias", "temperature")
+
+
+class Gained(nn.Module):
+    """Unwrapped: holds a parameter of its own and two layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(4))
+        self.first = nn.Linear(4, 4)
+        self.second = nn.Linear(4, 4)
+
+
+class Offset(nn.Module):
+    """Unwrapped: holds only a parameter, no layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(3))
+
+
+class Holder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.body = Gained()
+        self.shift = Offset()
+
+
+def test_without_a_trace_container_parameters_join_the_first_layer_inside_else_the_first_layer() -> None:
+    layers = split_layers(Holder(), unwrap=[Gained, Offset])  # no forward: registration order
+    assert [layer.name for layer in layers] == ["stem", "body.first", "body.second"]
+    assert layers[0].parameter_names == ("stem.weight", "stem.bias", "shift.offset")
+    assert layers[1].parameter_names == ("body.first.weight", "body.first.bias", "body.gain")
+    assert [layer.params for layer in layers] == [23, 24, 20]
+
+
+class Twin(nn.Module):
+    """One Linear registered under two names, then a second Linear: a leaf that holds a tensor twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = self.a
+        self.c = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.b(self.a(x)))
+
+
+def test_a_tensor_a_layer_holds_under_two_names_counts_once() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), Twin())
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 4)))
+    twin = layers[1]
+    assert twin.parameter_names == ("1.a.weight", "1.a.bias", "1.b.weight", "1.b.bias", "1.c.weight", "1.c.bias")
+    assert twin.params == 30  # 4*4+4 once, then 4*2+2
+    assert twin.new_trainable_params == 30 and twin.shared_with == ()
+    assert total_params(layers) == 50
+
+
+def test_a_layer_with_two_batchnorms_is_named_once() -> None:
+    from layerprof.sources.layers import batchnorm_layers
+
+    block = nn.Sequential(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), Pair(block))
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(1, 3, 5, 5)))
+    assert [layer.name for layer in layers] == ["0", "1"]
+    assert batchnorm_layers(model, layers) == ["1"]
+
+
+class Pair(nn.Module):
+    """A leaf wrapping a block (not descended into)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
