@@ -90,6 +90,10 @@ CATEGORY_LABELS = {
 
 
 EstimateBasis = Literal["traced", "composed"]
+# How a row's step time and memory were taken: CUDA events or perf counters; the allocator, the tensor tracker, or
+# an estimate for a target.
+TimeSource = Literal["cuda-events-pipelined", "perf-counter"]
+MemorySource = Literal["cuda-allocator", "cpu-tensor-tracker", "estimate-cuda", "estimate-cpu"]
 
 
 @dataclass
@@ -109,7 +113,7 @@ class Row:
     optimizer_state_bytes: int | None = None
     # measured: time. step_time_ms is the median over the measured steps; the others describe their spread
     step_time_ms: float | None = None
-    time_source: str | None = None  # "cuda-events-pipelined" | "perf-counter"
+    time_source: TimeSource | None = None
     step_time_mean_ms: float | None = None
     step_time_std_ms: float | None = None
     step_time_p10_ms: float | None = None
@@ -128,7 +132,7 @@ class Row:
     achieved_tflops: float | None = None
     # measured: memory
     peak_memory_bytes: int | None = None  # from memory_source
-    memory_source: str | None = None  # "cuda-allocator" | "cpu-tensor-tracker" | "estimate-cuda" | "estimate-cpu"
+    memory_source: MemorySource | None = None
     peak_reserved_bytes: int | None = None  # CUDA caching allocator, reserved
     peak_requested_bytes: int | None = None  # CUDA caching allocator: what tensors asked for, before blocks
     alloc_retries: int | None = None  # CUDA: allocations that had to free cached blocks and retry in this cell
