@@ -368,14 +368,14 @@ def parse_inventory(text: str) -> list[InventoryItem]:
     """`16xL4,4xA100-80GB,1xH100` (a bare name counts once); MIG slices by name, e.g. 7xH100-1g.10gb."""
     items: dict[str, InventoryItem] = {}
     for part in split_items(text, "--cluster", "16xL4,4xA100-80GB,1xH100"):
-        match = re.fullmatch(r"(?:(\d+)\s*[x×*]\s*)?(.+)", part)
+        match = re.fullmatch(r"(?:([-+]?\d+)\s*[x×*]\s*)?(.+)", part)
         assert match is not None
         count, name = int(match.group(1) or 1), match.group(2)
+        if count < 1:
+            raise LayerprofError(f"--cluster: {part!r} has no GPUs; write COUNTxNAME, a count of 1 or more: e.g. 8xL4")
         gpu = find_gpu(name)
         if gpu is None:
             raise LayerprofError(f"--cluster: unknown GPU {name!r} in {part!r}; known: {', '.join(GPU_KINDS)}")
-        if count < 1:
-            raise LayerprofError(f"--cluster: {part!r} has no GPUs; write COUNTxNAME, e.g. 8xL4")
         previous = items.get(gpu.name)
         items[gpu.name] = InventoryItem(gpu, count + (previous.count if previous else 0))
         if items[gpu.name].count > MAX_CLUSTER_GPUS:

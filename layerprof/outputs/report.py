@@ -70,6 +70,8 @@ def write_report(profiles: list[tuple[str, Profile]], directory: str | Path, ima
         raise LayerprofError(f"--format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
     directory = Path(directory)
     created = not directory.exists()
+    if directory.exists() and not directory.is_dir():
+        raise LayerprofError(f"--out {str(directory)!r} is a file; a report is a folder: give a new or an empty one")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".layerprof-write-test"

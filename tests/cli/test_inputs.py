@@ -103,6 +103,7 @@ CASES = [
     ("check {root}/damaged.json {root}/est-cpu.json", "damaged layerprof profile"),
     ("check {root}/est-cpu.json {root}/damaged.json", "damaged layerprof profile"),
     ("report {root}/damaged.json --out {root}/report-damaged", "damaged layerprof profile"),
+    ("report {root}/est-cpu.json --out {root}/grid.json", "grid.json' is a file; a report is a folder"),
     ("plan {root}/damaged.json --cluster 2xH100", "damaged layerprof profile"),
     # found in review: another layerprof file given as a profile is named, not "re-run layerprof profile"; a file
     # outside a study given to simulate is named, not its directory

@@ -60,7 +60,8 @@ def test_gpu_kinds_name_ray_accelerator_types_or_custom_resources() -> None:
 def test_inventory_counts_gpus_and_mig_slices() -> None:
     items = parse_inventory("16xL4, 4xA100-80GB,1×H100,H100-1g.10gb,2xL4")
     assert [(i.gpu.name, i.count) for i in items] == [("L4", 18), ("A100-80GB", 4), ("H100", 1), ("H100-1g.10gb", 1)]
-    for text, message in [("3xL5", "unknown GPU 'L5'"), ("0xL4", "has no GPUs"), ("", "--cluster is empty")]:
+    for text, message in [("3xL5", "unknown GPU 'L5'"), ("0xL4", "has no GPUs"), ("", "--cluster is empty"),
+                          ("-1xH100", "'-1xH100' has no GPUs; write COUNTxNAME, a count of 1 or more")]:  # fmt: skip
         with pytest.raises(LayerprofError, match=message):
             parse_inventory(text)
 
