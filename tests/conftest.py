@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -33,15 +32,10 @@ def _seed() -> None:
 def _same_process_settings() -> Iterator[None]:
     """Every test starts with the process's threads, CPUs and TF32 as the suite started: a test (or a CLI run in
     this process) that changes them cannot change what a later test predicts or measures."""
-    threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
-    conv = torch.backends.cudnn.allow_tf32
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    yield
-    torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(matmul)
-    torch.backends.cudnn.allow_tf32 = conv
-    if affinity is not None and os.sched_getaffinity(0) != affinity:
-        os.sched_setaffinity(0, affinity)
+    from layerprof.measure.environment import ProcessSettings
+
+    with ProcessSettings().applied():  # nothing set; everything restored
+        yield
 
 
 def bare_profile(

@@ -128,9 +128,10 @@ class ProcessSettings:
 
     @contextmanager
     def applied(self) -> Iterator[None]:
-        """Set what is given (checked: a bad value raises LayerprofError), and restore the previous values after."""
+        """Set what is given (checked: a bad value raises LayerprofError), and restore all three as they were after,
+        whatever ran inside changed (nothing given: only the restoring, as the test suite uses it per test)."""
         threads = torch.get_num_threads()
-        affinity = os.sched_getaffinity(0) if self.cpus and hasattr(os, "sched_getaffinity") else None
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         matmul, conv = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
         try:
             apply_tf32(self.tf32)
@@ -138,7 +139,7 @@ class ProcessSettings:
             yield
         finally:
             torch.set_num_threads(threads)
-            if affinity is not None:
+            if affinity is not None and os.sched_getaffinity(0) != affinity:
                 os.sched_setaffinity(0, affinity)
             torch.set_float32_matmul_precision(matmul)
             torch.backends.cudnn.allow_tf32 = conv

@@ -101,10 +101,11 @@ def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePe
     source = (
         f"measured here: matmuls up to 1024^3 and a 256 MiB copy at {threads} thread(s), {time.strftime('%Y-%m-%d')}"
     )
-    if busy is not None and busy > BUSY_CPU_SHARE:
+    disturbed = busy is not None and busy > BUSY_CPU_SHARE
+    if disturbed:
         source += f"; other work held {busy:.0%} of the CPUs: not cached"
     peaks = DevicePeaks(_cpu_name(), "cpu", fp32, fp32, bf16, fp16, gbps, source)
-    if busy is not None and busy > BUSY_CPU_SHARE:
+    if disturbed:
         return peaks
     stored[key] = asdict(peaks)
     try:
