@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 profile: $(STAMP)
 	$(BIN)/layerprof profile paper-resnet18-cifar100
 
+# One pytest worker per core (pytest-xdist; tests/conftest.py gives each worker one thread and keeps the modules
+# with costly shared fixtures on one worker each).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 	@$(MAKE) --no-print-directory lint gate
 
 lint: $(STAMP)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,34 @@ DECLARED_SKIP_REASONS = (
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+# What a test reads of rendered output must not depend on the terminal it runs in: every console (layerprof's
+# own, Typer's help, click's) renders at this width, wide enough that a table never wraps, and nothing the
+# machine's environment sets changes an estimate, the error path or the colours.
+TEST_COLUMNS = 200
+MACHINE_VARIABLES = (
+    "LAYERPROF_DEBUG",  # tracebacks instead of one-line errors
+    "FORCE_COLOR",  # ANSI codes in captured output
+    "TTY_COMPATIBLE",
+    "TERMINAL_WIDTH",  # Typer's help width
+    "PYTORCH_CUDA_ALLOC_CONF",  # the CUDA allocator's and cuBLAS's settings change estimated bytes
+    "PYTORCH_ALLOC_CONF",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUBLASLT_WORKSPACE_SIZE",
+    "TORCH_CUBLASLT_UNIFIED_WORKSPACE",
+    "RAY_ADDRESS",  # a cluster of the machine's instead of the tests' own
+    "LAYERPROF_PRICES",
+)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", str(TEST_COLUMNS))
+    monkeypatch.setenv("LINES", "50")
+    monkeypatch.setenv("NO_COLOR", "1")
+    for name in MACHINE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +95,27 @@ def linear_stack(width: int = 32, depth: int = 4, bias: bool = False) -> nn.Sequ
     return nn.Sequential(*(nn.Linear(width, width, bias=bias) for _ in range(depth)))
 
 
+# Test modules whose module- or session-scoped fixtures are costly (a measured profile, a Ray cluster): under
+# pytest-xdist (`make test` runs one worker per core) each runs whole on one worker, so its fixtures are built once;
+# every other test goes to whichever worker is free.
+SHARED_FIXTURE_MODULES = (
+    "tests/cli/test_cli.py",
+    "tests/cli/test_inputs.py",
+    "tests/measure/test_cluster.py",
+    "tests/measure/test_measure.py",
+    "tests/outputs/test_check.py",
+    "tests/outputs/test_report.py",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """`pytest -m gpu` where torch cannot use CUDA fails at once with the reason, instead of passing by skipping."""
+    """One intra-op thread per xdist worker, so that workers (one per core) never oversubscribe the CPUs: two
+    workers of two threads each on two cores spend their time waiting on each other's OpenMP barriers. Then: `pytest
+    -m gpu` where torch cannot use CUDA fails at once with the reason, instead of passing by skipping."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # subprocesses: Ray workers, CLI runs
+            os.environ[variable] = "1"
     expression = (config.option.markexpr or "").replace(" ", "")
     if "gpu" in expression and "notgpu" not in expression and not torch.cuda.is_available():
         from layerprof.measure.environment import cuda_unusable_reason
@@ -77,6 +125,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if module in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

@@ -22,7 +22,9 @@ from typer.core import TyperGroup
 
 from layerprof.errors import LayerprofError, LayerprofWarning
 
-# emoji off: a name like hf:llama or a message with :word: in it is printed as written, not as a picture
+# emoji off: a name like hf:llama or a message with :word: in it is printed as written, not as a picture. Tables
+# fit the terminal; a line of text (a message, a path, a command to copy) is never cut by a hard line break: the
+# terminal wraps it (soft wrap), so that what a user copies is what was printed.
 console = Console(emoji=False)
 errors = Console(stderr=True, soft_wrap=True, emoji=False)
 
@@ -99,7 +101,7 @@ def note(text: str, label: str = "note", style: str = "dim") -> None:
 
 def line(text: str, style: str | None = None) -> None:
     """One plain line on stdout, printed as written (no highlighting)."""
-    console.print(text, highlight=False, style=style)
+    console.print(text, highlight=False, style=style, soft_wrap=True)
 
 
 def as_json(data: Any) -> None:
@@ -203,6 +205,7 @@ class SweepProgress(_Bar):
             self._progress.console.print(
                 f"[yellow]batch {row.batch_size}, z={row.trainable_layers}: {row.status}[/] {row.message}",
                 highlight=False,
+                soft_wrap=True,
             )
 
 
@@ -302,7 +305,7 @@ def sweep_end(result: Any, path: Path, output_format: str, tail: str = "") -> No
             note(str(why_none), "no ladder", "yellow")
         else:
             ladder(recommended, output_format)
-            console.print("`layerprof ladder PROFILE --help` for other eta, GPU memory, brackets and exports.")
+            line("`layerprof ladder PROFILE --help` for other eta, GPU memory, brackets and exports.")
     line(f"wrote {path} and {path.with_suffix('.csv')}{tail}")
 
 
@@ -350,10 +353,12 @@ class RayProgress(_Bar):
             self._running.discard(name)
             self._progress.advance(self._task)
             failed = event == SweepEventKind.failed
-            self._progress.console.print(f"[{'red' if failed else 'green'}]{name}:[/] "
-                                         f"{detail if failed else 'wrote ' + detail}", highlight=False)  # fmt: skip
+            outcome = detail if failed else f"wrote {detail}"
+            self._progress.console.print(
+                f"[{'red' if failed else 'green'}]{name}:[/] {outcome}", highlight=False, soft_wrap=True
+            )
         elif event == SweepEventKind.retry:
-            self._progress.console.print(f"[yellow]{name}: {detail}; retrying[/]", highlight=False)
+            self._progress.console.print(f"[yellow]{name}: {detail}; retrying[/]", highlight=False, soft_wrap=True)
         self._progress.update(self._task, description=f"running: {', '.join(sorted(self._running)) or '-'}")
 
 
