@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -41,6 +42,15 @@ MACHINE_VARIABLES = (
     "RAY_ADDRESS",  # a cluster of the machine's instead of the tests' own
     "LAYERPROF_PRICES",
 )
+
+
+def _fix_the_terminal() -> None:
+    """Before any console exists (Rich fixes a console's width from COLUMNS when it is made), and again in every
+    test (Typer makes its help console per call)."""
+    os.environ["COLUMNS"] = str(TEST_COLUMNS)
+    if len(tempfile.gettempdir()) > 40 and "RAY_TMPDIR" not in os.environ:
+        # Ray's sockets live under the temporary folder, and a socket path may not pass 107 bytes
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """One intra-op thread per xdist worker, so that workers (one per core) never oversubscribe the CPUs: two
     workers of two threads each on two cores spend their time waiting on each other's OpenMP barriers. Then: `pytest
     -m gpu` where torch cannot use CUDA fails at once with the reason, instead of passing by skipping."""
+    _fix_the_terminal()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # subprocesses: Ray workers, CLI runs
