@@ -1,6 +1,7 @@
 """`grad-without-optimizer`: the optimizer trains only the head, but nothing was frozen.
 
     layerprof audit examples/audit/optimizer_mismatch.py:mistake   # exit 1
+    layerprof audit examples/audit/optimizer_mismatch.py:lr_zero   # exit 1: "frozen" by a learning rate of 0
     layerprof audit examples/audit/optimizer_mismatch.py:fixed     # exit 0
 
 Every parameter below the head still requires grad: backward computes and holds their gradients, and the
@@ -34,6 +35,13 @@ def mistake() -> CustomWorkload:
     model = _model()
     optimizer = torch.optim.AdamW(model[4].parameters(), lr=1e-3)
     return CustomWorkload(model, _batch, _loss, optimizer=optimizer)
+
+
+def lr_zero() -> CustomWorkload:
+    """Everything in the optimizer, the layers below the head in a group with learning rate 0."""
+    model = _model()
+    groups = [{"params": model[:4].parameters(), "lr": 0.0}, {"params": model[4].parameters()}]
+    return CustomWorkload(model, _batch, _loss, optimizer=torch.optim.AdamW(groups, lr=1e-3))
 
 
 def fixed() -> CustomWorkload:

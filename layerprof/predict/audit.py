@@ -31,6 +31,7 @@ from layerprof.errors import LayerprofError
 from layerprof.measure.instruments import (
     LiveTensorTracker,
     OpRecorder,
+    first_line,
     optimizer_state_bytes,
     optimizer_state_tensors,
     tensors_in,
@@ -446,8 +447,13 @@ def audit(
                                 device, scheduler)  # fmt: skip
 
     watch = Watch()
-    with _watching(model, layers, watch):
-        as_written = measured(scheduler=setup.scheduler, quiet=False)
+    try:
+        with _watching(model, layers, watch):
+            as_written = measured(scheduler=setup.scheduler, quiet=False)
+    except LayerprofError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the user's step may raise anything: an input error, named
+        raise LayerprofError(f"{spec}: the training step raised {first_line(error)}") from None
     findings = []
     findings += _grad_without_optimizer(model, names, params, in_optimizer, watch, as_written, measured)
     findings += _frozen_in_optimizer(names, params, optimizer, as_written, measured)

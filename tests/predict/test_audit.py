@@ -62,6 +62,15 @@ def test_trainable_parameters_outside_the_optimizer_cost_their_gradients() -> No
     assert found.cost_flops == 2 * 8 * (16 * 64 + 64 * 64 + 64 * 64 + 64 * 10) == 157696
 
 
+def test_a_learning_rate_of_0_does_not_freeze() -> None:
+    report = audited("optimizer_mismatch", "lr_zero")
+    found = finding(report, "grad-without-optimizer")
+    assert found.where == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    # their gradients (20,992 bytes, as above) and more: AdamW still runs its update on them at lr 0
+    assert found.cost_bytes == 48896 and found.fails
+    assert "parameters in the prefix require grad" in finding(report, "backward-through-frozen-prefix").message
+
+
 def test_frozen_parameters_in_the_optimizer_cost_their_state() -> None:
     found = finding(audited("stale_optimizer", "mistake"), "frozen-in-optimizer")
     assert found.where == ["0.weight", "0.bias"]
@@ -129,3 +138,13 @@ def test_bad_input_is_one_line_and_exit_2(runner: CliRunner, tmp_path: Path) -> 
     assert "audit needs a layerprof.CustomWorkload" in result.output
     result = runner.invoke(app, ["audit", f"{tmp_path / 'missing.py'}:fn"])
     assert result.exit_code == 2 and "does not exist" in result.output
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "import torch\nfrom torch import nn\nfrom layerprof import CustomWorkload\n\n"
+        "def fn():\n    model = nn.Linear(2, 2)\n"
+        "    return CustomWorkload(model, lambda b, d: torch.randn(b, 3), lambda m, x: m(x).sum(),\n"
+        "                          optimizer=torch.optim.SGD(model.parameters(), lr=0.1))\n"
+    )
+    result = runner.invoke(app, ["audit", f"{broken}:fn"])
+    assert result.exit_code == 2
+    assert "the training step raised RuntimeError" in result.output
