@@ -61,6 +61,9 @@ DEFAULT_TOLERANCE = 0.01  # a finding fails when it costs more than this share o
 TIMED_STEPS = 3
 
 
+Measured = Callable[..., "StepCost"]  # the audit's step runner: (optimizer, batch, ..., in_eval) -> StepCost
+
+
 @dataclass
 class StepCost:
     """One training step as run: peak tensor memory, matrix FLOPs, median step time, and what it trains."""
@@ -435,12 +438,17 @@ def audit(
     training = [m.training for m in model.modules()]
 
     def measured(
-        opt: torch.optim.Optimizer | None = None, the_batch: Any = None, scheduler: Any = None, quiet: bool = True
+        opt: torch.optim.Optimizer | None = None,
+        the_batch: Any = None,
+        scheduler: Any = None,
+        quiet: bool = True,
+        in_eval: Sequence[nn.Module] = (),
     ) -> StepCost:
-        """The step with the modules' modes as the factory left them; the warnings of a fixed run are its own."""
+        """The step with the modules' modes as the factory left them (those `in_eval` held in eval mode); the
+        warnings of a fixed run are its own."""
         for module, mode in zip(model.modules(), training, strict=True):
             module.training = mode
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _eval_modules(in_eval):
             if quiet:
                 warnings.simplefilter("ignore")
             return measure_step(model, opt or optimizer, batch if the_batch is None else the_batch, setup.step,
@@ -461,20 +469,8 @@ def audit(
                                          measured)  # fmt: skip
     findings += _no_gradient(names, params, trained, watch)
     findings += _frozen_in_train_mode(model, layers, trains, watch, as_written, measured)
-    ideal_optimizer = rebuilt_optimizer(optimizer, lambda p: id(p) in trained)
     findings += _scattered(model, layers, trains, optimizer, trained, batch, as_written, measured)
-    z = len(layers) - first
-    frozen = freeze_layers(model, layers, z)
-    try:
-        ideal = measured(ideal_optimizer, _detached(batch))
-    finally:
-        frozen.remove()
-    everything = [replace(layer, frozen_names=()) for layer in layers]
-    frozen = freeze_layers(model, everything, len(layers))
-    try:
-        full = measured(optimizer_like(optimizer, params.values()), _detached(batch))
-    finally:
-        frozen.remove()
+    bottom_line = _bottom_line(model, layers, first, optimizer, trained, batch, as_written, measured)
     for module, mode in zip(model.modules(), training, strict=True):
         module.training = mode
     for finding in findings:
@@ -492,9 +488,35 @@ def audit(
         trained_params=sum(params[key].numel() for key in trained),
         total_params=sum(p.numel() for p in params.values()),
         findings=findings,
-        bottom_line=BottomLine(z, len(layers), full, as_written, ideal),
+        bottom_line=bottom_line,
         notes=[] if split.order == "forward" else [f"layers are in registration order: {split.reason}"],
     )
+
+
+def _bottom_line(
+    model: nn.Module,
+    layers: Sequence[Layer],
+    first: int,
+    optimizer: torch.optim.Optimizer,
+    trained: set[int],
+    batch: Any,
+    as_written: StepCost,
+    measured: Measured,
+) -> BottomLine:
+    """The step as written against layerprof's freezing of the same trained parameters (z reaching the lowest
+    trained layer, every parameter not trained kept frozen, the batch detached) and against full training."""
+    z = len(layers) - first
+    frozen = freeze_layers(model, layers, z)  # `layers` name every parameter not trained as frozen
+    try:
+        ideal = measured(rebuilt_optimizer(optimizer, lambda p: id(p) in trained), _detached(batch))
+    finally:
+        frozen.remove()
+    frozen = freeze_layers(model, [replace(layer, frozen_names=()) for layer in layers], len(layers))
+    try:
+        full = measured(optimizer_like(optimizer, model.parameters()), _detached(batch))
+    finally:
+        frozen.remove()
+    return BottomLine(z, len(layers), full, as_written, ideal)
 
 
 def _difference(as_written: StepCost, fixed: StepCost) -> dict[str, Any]:
@@ -507,9 +529,6 @@ def _difference(as_written: StepCost, fixed: StepCost) -> dict[str, Any]:
 
 def _listed(names: Sequence[str], limit: int = 4) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-Measured = Callable[..., StepCost]
 
 
 def _grad_without_optimizer(
@@ -670,8 +689,7 @@ def _frozen_in_train_mode(
     statistics_move = [
         name for name, m in zip(inside, modules, strict=True) if isinstance(m, nn.modules.batchnorm._NormBase)
     ]
-    with _eval_modules(modules):
-        fixed = measured()
+    fixed = measured(in_eval=modules)
     moving = f"; the running statistics of {_listed(statistics_move)} change on every step" if statistics_move else ""
     return [
         Finding(

@@ -148,3 +148,16 @@ def test_bad_input_is_one_line_and_exit_2(runner: CliRunner, tmp_path: Path) -> 
     result = runner.invoke(app, ["audit", f"{broken}:fn"])
     assert result.exit_code == 2
     assert "the training step raised RuntimeError" in result.output
+
+
+def test_a_fix_in_eval_mode_holds_even_where_the_step_calls_model_train() -> None:
+    from torch import nn
+
+    from layerprof.predict.audit import _eval_modules
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Dropout(0.5))
+    with _eval_modules([model[1], model[2]]):
+        model.train()
+        assert [m.training for m in model] == [True, False, False]
+    model.train()
+    assert [m.training for m in model] == [True, True, True] and "train" not in vars(model[1])
