@@ -95,8 +95,8 @@ def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator
 
 def layer_signatures(model: torch.nn.Module, layers: Sequence[Layer], calls: Sequence[Any]) -> list[Hashable]:
     """What makes two layers cost the same when they join training: class, configuration (the module's repr),
-    parameter shapes and dtypes, the shapes of every call, the parameters the model's own code froze. A layer with tied weights, or one whose shapes were
-    not recorded, is alike to none."""
+    parameter shapes and dtypes, the shapes of every call, the parameters the model's own code froze. A layer with
+    tied weights, or one whose shapes were not recorded, is alike to none."""
     modules = dict(model.named_modules())
     signatures: list[Hashable] = []
     for index, layer in enumerate(layers):
