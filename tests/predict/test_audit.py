@@ -161,3 +161,12 @@ def test_a_fix_in_eval_mode_holds_even_where_the_step_calls_model_train() -> Non
         assert [m.training for m in model] == [True, False, False]
     model.train()
     assert [m.training for m in model] == [True, True, True] and "train" not in vars(model[1])
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_same_findings_and_bytes() -> None:
+    """Not run in this change (no GPU was lent): the CUDA step fires the same finding, its state bytes exact."""
+    report = audit(f"{EXAMPLES / 'stale_optimizer.py'}:mistake", batch_size=8, device="cuda")
+    assert kinds(report) == ["frozen-in-optimizer"]
+    assert finding(report, "frozen-in-optimizer").cost_bytes >= 34824
+    assert report.device == "cuda"
