@@ -117,7 +117,7 @@ def audit(
     setup: opt.AuditSetupArgument,
     batch_size: opt.AuditBatchSizeOption = 8,
     tolerance: opt.AuditToleranceOption = 0.01,
-    device: opt.AuditDeviceOption = "cpu",
+    device: opt.DeviceOption = "auto",
     as_json: opt.AuditJsonOption = False,
     overrides: opt.SetOption = None,
 ) -> None:

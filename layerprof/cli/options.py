@@ -245,9 +245,6 @@ AuditToleranceOption = Annotated[
     ),
 ]
 AuditJsonOption = Annotated[bool, typer.Option("--json", help="Print the findings and the bottom line as JSON.")]
-AuditDeviceOption = Annotated[
-    str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (CUDA if available).")
-]
 WarmupOption = Annotated[int, typer.Option("--warmup", metavar="STEPS", help="Unmeasured steps per cell (at least 1).")]
 MinStepsOption = Annotated[
     int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Timed steps per cell before it may stop.")
