@@ -253,8 +253,8 @@ def audit(report: Any, json_only: bool) -> None:
     if report.findings:
         console.print(rich_audit_table(report))
         for finding in report.findings:
-            console.print(f"[bold]{finding.kind}[/]: {finding.message}", highlight=False)
-            console.print(f"  fix: {finding.fix}", highlight=False)
+            console.print(f"[bold]{finding.kind}[/]: {finding.message}", highlight=False, soft_wrap=True)
+            line(f"  fix: {finding.fix}")
     else:
         line("no findings: your freezing does what it says", "green")
     for text in audit_summary(report):
