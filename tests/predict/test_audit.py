@@ -170,3 +170,13 @@ def test_on_cuda_the_same_findings_and_bytes() -> None:
     assert kinds(report) == ["frozen-in-optimizer"]
     assert finding(report, "frozen-in-optimizer").cost_bytes >= 34824
     assert report.device == "cuda"
+
+
+def test_a_package_module_function_is_audited_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "mytraining"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "setup.py").write_text((EXAMPLES / "stale_optimizer.py").read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    report = audit("mytraining.setup:mistake", batch_size=4)
+    assert kinds(report) == ["frozen-in-optimizer"] and report.exit_code == 1
