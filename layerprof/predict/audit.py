@@ -38,7 +38,6 @@ from layerprof.measure.instruments import (
 )
 from layerprof.profile import Layer, MemoryCategory
 from layerprof.sources.layers import freeze_layers, trace_split
-from layerprof.sources.workloads import CustomWorkload
 
 FindingKind = Literal[
     "grad-without-optimizer",
@@ -189,7 +188,6 @@ def load_setup(spec: str, overrides: dict[str, Any], batch_size: int, device: to
             f"factory {spec} returned {type(result).__name__} without {', '.join(missing)}; audit needs a "
             "layerprof.CustomWorkload(model, make_batch, loss or step, optimizer=...) (docs/audit.md)"
         )
-    custom = result if isinstance(result, CustomWorkload) else None
     loss = getattr(result, "loss", None)
     step = getattr(result, "step", None)
     if loss is None and step is None:
@@ -215,8 +213,7 @@ def load_setup(spec: str, overrides: dict[str, Any], batch_size: int, device: to
             loss(model, batch).backward()
             optimizer.step()
 
-    unwrap = tuple(custom.unwrap if custom is not None else getattr(result, "unwrap", ()))
-    return Setup(spec, model, optimizer, batch, step, loss, scheduler, unwrap)
+    return Setup(spec, model, optimizer, batch, step, loss, scheduler, tuple(getattr(result, "unwrap", ())))
 
 
 # ---------------------------------------------------------------- one step, measured

@@ -180,3 +180,9 @@ def test_a_package_module_function_is_audited_too(tmp_path: Path, monkeypatch: p
     monkeypatch.syspath_prepend(str(tmp_path))
     report = audit("mytraining.setup:mistake", batch_size=4)
     assert kinds(report) == ["frozen-in-optimizer"] and report.exit_code == 1
+
+
+def test_a_set_up_with_only_a_step_function_is_refused_by_layers_saying_why(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["layers", f"{EXAMPLES / 'train_mode.py'}:mistake"])
+    assert result.exit_code == 2
+    assert "gives a step function but no loss" in result.output
