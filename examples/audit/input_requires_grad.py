@@ -1,6 +1,7 @@
 """`backward-through-frozen-prefix`: the input requires grad, so backward runs through the frozen stem.
 
     layerprof audit examples/audit/input_requires_grad.py:mistake   # exit 1
+    layerprof audit examples/audit/input_requires_grad.py:hooked    # exit 1: as enable_input_require_grads does
     layerprof audit examples/audit/input_requires_grad.py:fixed     # exit 0
 
 The first two layers are frozen, yet the batch's inputs require grad (as `enable_input_require_grads` makes an
@@ -44,6 +45,14 @@ def _workload(requires_grad: bool) -> CustomWorkload:
 def mistake() -> CustomWorkload:
     """Inputs that require grad."""
     return _workload(requires_grad=True)
+
+
+def hooked() -> CustomWorkload:
+    """Plain inputs, but the first layer's output made to require grad by a forward hook, as transformers'
+    `enable_input_require_grads` does to the input embeddings."""
+    workload = _workload(requires_grad=False)
+    workload.model[0].register_forward_hook(lambda _module, _args, output: output.requires_grad_(True))
+    return workload
 
 
 def fixed() -> CustomWorkload:

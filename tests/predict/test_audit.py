@@ -92,6 +92,12 @@ def test_backward_through_the_frozen_prefix_names_the_layers_and_the_cause() -> 
     assert line.as_written.flops - line.ideal.flops == found.cost_flops
 
 
+def test_a_forward_hook_that_makes_the_prefix_require_grad_is_named_as_the_cause() -> None:
+    found = finding(audited("input_requires_grad", "hooked"), "backward-through-frozen-prefix")
+    assert found.where == ["0", "2"]
+    assert "enable_input_require_grads" in found.message and found.fails
+
+
 def test_reentrant_checkpointing_over_the_frozen_stem_trains_nothing_inside_it() -> None:
     found = finding(audited("reentrant_checkpoint", "mistake"), "no-gradient-reaches-trained")
     assert found.where == ["block.linear.weight", "block.linear.bias"]
