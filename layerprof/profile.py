@@ -202,6 +202,14 @@ class Layer:
     new_trainable_params: int  # of `params`, those no later layer holds: what turns trainable with this layer
     shared_with: tuple[str, ...] = ()  # other layers holding one of the same parameter tensors (tied weights)
     calls: int = 1  # times one forward pass runs it (a shared block runs more than once)
+    # parameters the model's own code froze (requires_grad=False when it was built): they stay frozen at every z
+    frozen_names: tuple[str, ...] = ()
+    frozen_params: int = 0  # of `new_trainable_params`, those in `frozen_names`: they never train
+
+    @property
+    def trained_params(self) -> int:
+        """Of `new_trainable_params`, those that train with this layer: the model's own frozen ones left out."""
+        return self.new_trainable_params - self.frozen_params
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, as the profile file holds it."""
@@ -214,11 +222,14 @@ class Layer:
             "parameter_names": list(self.parameter_names),
             "shared_with": list(self.shared_with),
             "calls": self.calls,
+            "frozen_names": list(self.frozen_names),
+            "frozen_params": self.frozen_params,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Layer:
-        """From its JSON form; a file from before tied weights and shared blocks gets no `shared_with` and 1 call."""
+        """From its JSON form; a file from before tied weights and shared blocks gets no `shared_with` and 1 call,
+        one from before user-frozen parameters were kept none."""
         return cls(
             index=int(data["index"]),
             name=str(data["name"]),
@@ -228,17 +239,25 @@ class Layer:
             parameter_names=tuple(data.get("parameter_names", ())),
             shared_with=tuple(data.get("shared_with", ())),
             calls=int(data.get("calls", 1)),
+            frozen_names=tuple(data.get("frozen_names", ())),
+            frozen_params=int(data.get("frozen_params", 0)),
         )
 
 
 def trainable_params(layers: Sequence[Layer], trainable_layers: int) -> int:
-    """Unique parameters that are trainable when the last `trainable_layers` layers are (tied tensors once)."""
-    return sum(layer.new_trainable_params for layer in layers[len(layers) - trainable_layers :])
+    """Unique parameters that are trainable when the last `trainable_layers` layers are (tied tensors once); those
+    the model's own code froze (`Layer.frozen_names`) never are."""
+    return sum(layer.trained_params for layer in layers[len(layers) - trainable_layers :])
 
 
 def total_params(layers: Sequence[Layer]) -> int:
-    """Parameters of the whole split."""
-    return trainable_params(layers, len(layers))
+    """Parameters of the whole split, frozen or not (tied tensors once)."""
+    return sum(layer.new_trainable_params for layer in layers)
+
+
+def user_frozen_params(layers: Sequence[Layer]) -> int:
+    """Parameters the model's own code froze: at no z do they train."""
+    return sum(layer.frozen_params for layer in layers)
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,7 @@ SHARED_FIXTURE_MODULES = (
     "tests/measure/test_measure.py",
     "tests/outputs/test_check.py",
     "tests/outputs/test_report.py",
+    "tests/predict/test_audit.py",  # each example audited once (functools.cache), not once per worker
 )
 
 

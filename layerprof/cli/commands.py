@@ -113,6 +113,29 @@ def layers(
 
 
 @app.command()
+def audit(
+    setup: opt.AuditSetupArgument,
+    batch_size: opt.AuditBatchSizeOption = 8,
+    tolerance: opt.AuditToleranceOption = 0.01,
+    device: opt.DeviceOption = "auto",
+    as_json: opt.AuditJsonOption = False,
+    overrides: opt.SetOption = None,
+) -> None:
+    """Does your own freezing save what it should? Run your training step and report each mistake, where it is,
+    what it costs and the fix, and what layerprof's freezing of the same parameters would save. Exit 0 clean, 1
+    when a finding costs more than --tolerance, 2 for bad input."""
+    with user_errors(unexpected_exit=2):
+        from layerprof.measure.environment import resolve_device
+        from layerprof.parsing import parse_overrides
+        from layerprof.predict.audit import audit as run_audit
+
+        report = run_audit(setup, batch_size, parse_overrides(overrides or []), resolve_device(device), tolerance)
+        render.audit(report, as_json)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+@app.command()
 def profile(
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,

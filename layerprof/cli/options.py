@@ -221,6 +221,30 @@ DepthOption = Annotated[
 LayersOutOption = Annotated[
     Path | None, typer.Option("--out", metavar="PATH", help="--costs: also write JSON (and CSV beside it).")
 ]
+AuditSetupArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="FILE.py:FN",
+        help="Your training set-up: FILE.py:FN or package.module:FN returning layerprof.CustomWorkload with the model "
+        "(your requires_grad flags), optimizer= (scheduler= optional), make_batch and loss or step= (docs/audit.md).",
+        show_default=False,
+    ),
+]
+AuditBatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", metavar="B", min=1, help="The batch size of the audited steps.")
+]
+AuditToleranceOption = Annotated[
+    float,
+    typer.Option(
+        "--tolerance",
+        metavar="SHARE",
+        min=0.0,
+        max=0.99,
+        help="Exit 1 when a finding (or the bottom line) costs more than this share of the step's peak memory or "
+        "FLOPs, or nothing trains as meant.",
+    ),
+]
+AuditJsonOption = Annotated[bool, typer.Option("--json", help="Print the findings and the bottom line as JSON.")]
 WarmupOption = Annotated[int, typer.Option("--warmup", metavar="STEPS", help="Unmeasured steps per cell (at least 1).")]
 MinStepsOption = Annotated[
     int, typer.Option("--min-steps", min=1, metavar="STEPS", help="Timed steps per cell before it may stop.")

@@ -243,6 +243,26 @@ def fit(result: Any, json_only: bool) -> None:
         console.print(rich_fit_table(result))
 
 
+def audit(report: Any, json_only: bool) -> None:
+    """`audit`: each finding (where, cost, fix) and the bottom line (or the report as JSON)."""
+    from layerprof.outputs.tables import audit_summary, rich_audit_table
+
+    if json_only:
+        as_json(report.to_dict())
+        return
+    if report.findings:
+        console.print(rich_audit_table(report))
+        for finding in report.findings:
+            console.print(f"[bold]{finding.kind}[/]: {finding.message}", highlight=False, soft_wrap=True)
+            line(f"  fix: {finding.fix}")
+    else:
+        line("no findings: your freezing does what it says", "green")
+    for text in audit_summary(report):
+        line(text)
+    for text in report.notes:
+        note(text)
+
+
 def _per_batch_size(result: Any, markdown: Callable[..., str], rich: Callable[..., Any], output_format: str) -> None:
     """One table per batch size of a sweep's result."""
     for batch_size in result.batch_sizes():

@@ -75,6 +75,7 @@ from layerprof.profile import (
     ensure_writable,
     load_profile,
     save_profile,
+    user_frozen_params,
 )
 from layerprof.sources.layers import Layer, batchnorm_layers, freeze_layers, total_params, trainable_params
 from layerprof.sources.models import LoadedModel, ModelOptions, build_model, model_slug
@@ -215,6 +216,12 @@ def prepared_cell(
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
     try:
+        if not params:
+            names = [layer.name or "(the model itself)" for layer in layers[len(layers) - trainable_layers :]]
+            raise LayerprofError(
+                f"z={trainable_layers} trains nothing: the model's own code froze every parameter of "
+                f"{', '.join(names)}; choose a larger z"
+            )
         cell.optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate, foreach=foreach)
         cell.batch = loaded.workload.make_batch(batch_size, device, context.parameter_dtype)
         cell.autocast = lambda: autocast_for(precision, device.type, cuda_autocast_on_cpu)
@@ -813,8 +820,19 @@ def sweep_difference(existing: Profile, planned: Profile) -> str | None:
     return None
 
 
-def warn_frozen_batchnorm(model: torch.nn.Module, layers: Sequence[Layer], settings: SweepSettings) -> None:
-    """Say when layers the sweep freezes hold BatchNorm running statistics that train mode keeps updating."""
+def warn_freezing(model: torch.nn.Module, layers: Sequence[Layer], settings: SweepSettings) -> None:
+    """Say which parameters the model's own code froze (they stay frozen at every z), and when layers the sweep
+    freezes hold BatchNorm running statistics that train mode keeps updating."""
+    frozen = user_frozen_params(layers)
+    if frozen:
+        names = list(dict.fromkeys(name for layer in layers for name in layer.frozen_names))
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        warnings.warn(
+            f"the model's own code froze {frozen:,} of {total_params(layers):,} parameters ({shown}): they stay "
+            "frozen at every z, and every row counts only what trains",
+            FreezingWarning,
+            stacklevel=3,
+        )
     if settings.eval_frozen or not settings.trainable_layer_counts:
         return
     frozen = layers[: len(layers) - min(settings.trainable_layer_counts)]
@@ -896,7 +914,7 @@ def plan_profile(
         loaded = build_model(spec, options, device=device, dtype=torch_dtype(settings.precision))
         layers = loaded.split()
     settings = resolve_settings(settings, loaded.workload, len(layers), layer_selection, mode="measure")
-    warn_frozen_batchnorm(loaded.model, layers, settings)
+    warn_freezing(loaded.model, layers, settings)
     order = (loaded.order, loaded.order_reason)
     resume = resumable_profile(path, new_profile(loaded, layers, settings, environment), restart)
     return SweepJob(

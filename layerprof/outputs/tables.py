@@ -13,12 +13,13 @@ from rich.table import Table
 
 from layerprof.devices import MIB
 from layerprof.fidelity.ladder import Ladder
-from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, trainable_params
+from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, total_params, trainable_params
 
 if TYPE_CHECKING:
     from layerprof.fidelity.correlate import CellStatistics, CorrelationResult
     from layerprof.fidelity.plan import ClusterPlan, Schedule
     from layerprof.fidelity.simulate import Outcome, Simulation
+    from layerprof.predict.audit import AuditReport
     from layerprof.predict.estimate import FitReport
 
 COLUMNS = {
@@ -159,7 +160,7 @@ def print_model_names(console: Console, names: dict[str, list[str]], description
 def layer_frame(layers: Sequence[Layer]) -> pd.DataFrame:
     """The split, with the z at which each layer turns trainable and the trainable share at that z."""
     n = len(layers)
-    total = trainable_params(layers, n) or 1
+    total = total_params(layers) or 1
     records = []
     for layer in layers:
         z = n - layer.index
@@ -169,6 +170,7 @@ def layer_frame(layers: Sequence[Layer]) -> pd.DataFrame:
                 "name": layer.name or "(the model itself)",
                 "type": layer.type if layer.calls == 1 else f"{layer.type} (runs {layer.calls}x)",
                 "params": layer.params,
+                "frozen_params": layer.frozen_params,
                 "trainable_from_z": z,
                 "trainable_pct_at_z": 100 * trainable_params(layers, z) / total,
                 "shared_with": ", ".join(layer.shared_with),
@@ -178,7 +180,10 @@ def layer_frame(layers: Sequence[Layer]) -> pd.DataFrame:
 
 
 LAYER_HEADERS = ("#", "layer", "type", "params", "z ≥", "trainable %", "tied with")
-LAYER_CAPTION = "z ≥: the layer trains once z reaches this · trainable %: share of all parameters trained at that z"
+LAYER_CAPTION = (
+    "z ≥: the layer trains once z reaches this · trainable %: share of all parameters trained at that z · "
+    "frozen: parameters the model's own code froze, never trained"
+)
 
 
 def layer_rows(frame: pd.DataFrame) -> list[list[str]]:
@@ -188,7 +193,7 @@ def layer_rows(frame: pd.DataFrame) -> list[list[str]]:
             str(r.index),
             r.name,
             r.type,
-            f"{r.params:,}",
+            f"{r.params:,}" + (f" ({r.frozen_params:,} frozen)" if r.frozen_params else ""),
             str(r.trainable_from_z),
             f"{r.trainable_pct_at_z:.1f}",
             r.shared_with or "",
@@ -471,6 +476,68 @@ def rich_fit_table(fit: FitReport) -> Table:
     for values in fit_rows(fit):
         table.add_row(*values)
     return table
+
+
+# ---------------------------------------------------------------- audit
+
+
+def _bytes(value: float) -> str:
+    """Bytes in the unit that leaves 1 to 1023 (B, KiB, MiB, GiB)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+AUDIT_HEADERS = ("finding", "where", "peak memory", "FLOPs", "step ms", "fails")
+
+
+def audit_rows(report: AuditReport) -> list[list[str]]:
+    """One row per finding: its kind, where, what it costs (the step as written less the step with it fixed)."""
+    return [
+        [
+            finding.kind,
+            ", ".join(finding.where[:3]) + (f" (+{len(finding.where) - 3})" if len(finding.where) > 3 else ""),
+            _bytes(finding.cost_bytes),
+            _flops(finding.cost_flops),
+            f"{finding.cost_ms:.2f}",
+            "yes" if finding.fails else "no",
+        ]
+        for finding in report.findings
+    ]
+
+
+def rich_audit_table(report: AuditReport) -> Table:
+    """`audit`'s findings, for a terminal."""
+    caption = (
+        "cost: the step as written less the same step with that one thing fixed (costs may overlap) · fails: beyond "
+        f"--tolerance {report.tolerance:g} of the step's peak memory or FLOPs, or nothing trains as meant"
+    )
+    table = Table(title=f"audit · {report.spec} · batch {report.batch_size} · {report.device}", title_justify="left",
+                  header_style="bold", caption=caption)  # fmt: skip
+    for header in AUDIT_HEADERS:
+        table.add_column(header, justify="left" if header in ("finding", "where", "fails") else "right")
+    for values in audit_rows(report):
+        table.add_row(*values)
+    return table
+
+
+def audit_summary(report: AuditReport) -> list[str]:
+    """The bottom line: what the set-up as written saves against full training, of what layerprof's freezing of
+    the same trained parameters would."""
+    line = report.bottom_line
+    lines = [
+        f"trains {report.trained_params:,} of {report.total_params:,} parameters; layerprof's freezing of the same "
+        f"parameters: z={line.trainable_layers} of {line.layer_count} layers"
+    ]
+    for metric, show in (("peak_bytes", _bytes), ("flops", _flops), ("step_time_ms", lambda v: f"{v:.2f} ms")):
+        saved, could = line.saved(metric)
+        name = {"peak_bytes": "peak memory", "flops": "FLOPs", "step_time_ms": "step time"}[metric]
+        lines.append(f"{name}: you save {show(saved)} of the {show(could)} you could (full training "
+                     f"{show(getattr(line.full, metric))}, as written {show(getattr(line.as_written, metric))}, "
+                     f"layerprof {show(getattr(line.ideal, metric))})")  # fmt: skip
+    lines.append("step times were measured on this machine: other work running skews them")
+    return lines
 
 
 # ---------------------------------------------------------------- correlate

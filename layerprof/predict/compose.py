@@ -95,8 +95,8 @@ def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator
 
 def layer_signatures(model: torch.nn.Module, layers: Sequence[Layer], calls: Sequence[Any]) -> list[Hashable]:
     """What makes two layers cost the same when they join training: class, configuration (the module's repr),
-    parameter shapes and dtypes, the shapes of every call. A layer with tied weights, or one whose shapes were
-    not recorded, is alike to none."""
+    parameter shapes and dtypes, the shapes of every call, the parameters the model's own code froze. A layer with
+    tied weights, or one whose shapes were not recorded, is alike to none."""
     modules = dict(model.named_modules())
     signatures: list[Hashable] = []
     for index, layer in enumerate(layers):
@@ -105,9 +105,12 @@ def layer_signatures(model: torch.nn.Module, layers: Sequence[Layer], calls: Seq
             signatures.append(("unique", index))
             continue
         parameters = tuple((tuple(p.shape), str(p.dtype), p.requires_grad) for p in module.parameters())
+        # the parameters the model's own code froze, by their name inside the layer: a frozen block is alike only
+        # to a block frozen the same way
+        frozen = tuple(name.removeprefix(f"{layer.name}.") for name in layer.frozen_names)
         signatures.append(
             (layer.type, repr(module), layer.params, layer.new_trainable_params, layer.calls, parameters,
-             tuple(calls[index]))
+             tuple(calls[index]), frozen)
         )  # fmt: skip
     return signatures
 

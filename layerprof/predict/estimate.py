@@ -57,7 +57,7 @@ from layerprof.measure.sweep import (
     resolve_settings,
     resumable_profile,
     torch_dtype,
-    warn_frozen_batchnorm,
+    warn_freezing,
 )
 from layerprof.parsing import MAX_BATCH_SIZE, LayerSelection
 from layerprof.predict.timemodel import DevicePeaks, MeasuredStep, Numerics, TimeConstants, TimeModel, cpu_peaks
@@ -369,7 +369,7 @@ def plan_estimate(
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
     meta, layers = split_without_memory(spec, options)
     settings = resolve_settings(settings, meta.workload, len(layers), layer_selection, mode="estimate", target=target)
-    warn_frozen_batchnorm(meta.model, layers, settings)
+    warn_freezing(meta.model, layers, settings)
     with process.applied():  # a CPU target's environment and peaks are those of --threads
         environment = estimate_environment(target, settings.target_gpu)
         time_model = resolve_time_model(settings, calibrate, threads)

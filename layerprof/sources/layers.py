@@ -259,7 +259,8 @@ def _assign_parameters(
 
 def _count_parameters(model: nn.Module, order: list[str], owned: dict[str, list[str]]) -> list[Layer]:
     """Layers with their parameter counts; a tensor held by several layers (tied weights) counts once per
-    layer, and turns trainable with the last of them to run."""
+    layer, and turns trainable with the last of them to run. Parameters that do not require grad as the model
+    stands (its own code froze them) are named in `frozen_names`: no z trains them."""
     layers_of_param: dict[int, set[str]] = {}
     for name in order:
         for full_name in owned[name]:
@@ -268,10 +269,13 @@ def _count_parameters(model: nn.Module, order: list[str], owned: dict[str, list[
     layers = []
     for index, name in enumerate(order):
         seen: set[int] = set()
-        count = new = 0
+        count = new = frozen_new = 0
         shared: set[str] = set()
+        frozen: list[str] = []
         for full_name in owned[name]:
             param = model.get_parameter(full_name)
+            if not param.requires_grad:
+                frozen.append(full_name)
             if id(param) in seen:
                 continue
             seen.add(id(param))
@@ -280,6 +284,7 @@ def _count_parameters(model: nn.Module, order: list[str], owned: dict[str, list[
             shared |= holders - {name}
             if all(position_of[holder] <= index for holder in holders):
                 new += param.numel()
+                frozen_new += 0 if param.requires_grad else param.numel()
         layers.append(
             Layer(
                 index=index,
@@ -289,6 +294,8 @@ def _count_parameters(model: nn.Module, order: list[str], owned: dict[str, list[
                 new_trainable_params=new,
                 parameter_names=tuple(owned[name]),
                 shared_with=tuple(sorted(shared, key=order.index)),
+                frozen_names=tuple(frozen),
+                frozen_params=frozen_new,
             )
         )
     return layers
@@ -344,12 +351,18 @@ class FrozenModel:
         self.trainable_layers = trainable_layers
         self._handles: list[Any] = []
         self._training: list[tuple[nn.Module, bool]] = []  # modules put in eval mode, with their mode before
+        self._requires_grad = [(param, param.requires_grad) for param in model.parameters()]
         for param in model.parameters():
             param.requires_grad_(False)
         first_trainable = n - trainable_layers
+        # the model's own frozen parameters stay frozen: a tensor tied into a trainable layer trains only where
+        # no layer holding it names it frozen
+        user_frozen = {id(model.get_parameter(name)) for layer in layers for name in layer.frozen_names}
         for layer in layers[first_trainable:]:
             for full_name in layer.parameter_names:
-                model.get_parameter(full_name).requires_grad_(True)
+                param = model.get_parameter(full_name)
+                if id(param) not in user_frozen:
+                    param.requires_grad_(True)
         if trainable_layers == n:
             return
         if eval_frozen:
@@ -372,6 +385,10 @@ class FrozenModel:
         self._handles.append(boundary.register_forward_pre_hook(cut.end_prefix))
 
     def remove(self) -> None:
+        """Undo the freezing: the graph cuts, eval mode, and every parameter's `requires_grad` as it was."""
+        for param, requires_grad in self._requires_grad:
+            param.requires_grad_(requires_grad)
+        self._requires_grad.clear()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -418,5 +435,6 @@ def freeze_layers(
     model: nn.Module, layers: Sequence[Layer], trainable_layers: int, eval_frozen: bool = False
 ) -> FrozenModel:
     """Freeze all but the last `trainable_layers` layers and cut the graph at the boundary; with `eval_frozen`,
-    run the frozen layers in eval mode (BatchNorm keeps its running statistics, dropout is off)."""
+    run the frozen layers in eval mode (BatchNorm keeps its running statistics, dropout is off). Parameters the
+    model's own code froze (`Layer.frozen_names`) stay frozen at every z."""
     return FrozenModel(model, layers, trainable_layers, eval_frozen)

@@ -640,18 +640,15 @@ def load_factory(spec: str) -> Any:
     return factory
 
 
-def _build_user(spec: str, options: ModelOptions, device: torch.device) -> LoadedModel:
-    if options.seq_len is not None:
-        raise LayerprofError(
-            f"--seq-len applies to LitGPT and hf: language models; {spec} takes --input-shape (per sample), or pass "
-            "its sequence length to the factory with --set"
-        )
+def call_factory(spec: str, overrides: dict[str, Any], device: torch.device) -> tuple[Any, str, dict[str, Any]]:
+    """What the factory named by `spec` returns, called with `overrides` (--set, typed by its annotations) with
+    its tensors on `device`; how they got there (`construct`); the arguments it was called with."""
     factory = load_factory(spec)
     try:
         hints = typing.get_type_hints(factory)
     except Exception:  # noqa: BLE001 - annotations that do not resolve: read values as they look
         hints = {}
-    kwargs = typed_overrides(options.overrides, hints)
+    kwargs = typed_overrides(overrides, hints)
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as error:
@@ -670,7 +667,16 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
         result, construction = construct(lambda: factory(**kwargs), device)
     except Exception as error:  # noqa: BLE001
         raise LayerprofError(f"factory {spec} raised {type(error).__name__}: {error}") from None
+    return result, construction, kwargs
 
+
+def _build_user(spec: str, options: ModelOptions, device: torch.device) -> LoadedModel:
+    if options.seq_len is not None:
+        raise LayerprofError(
+            f"--seq-len applies to LitGPT and hf: language models; {spec} takes --input-shape (per sample), or pass "
+            "its sequence length to the factory with --set"
+        )
+    result, construction, kwargs = call_factory(spec, options.overrides, device)
     if isinstance(result, nn.Module):
         if options.input_shape is None:
             raise LayerprofError(
@@ -726,6 +732,9 @@ def _as_custom(result: Any) -> CustomWorkload:
         unwrap=tuple(getattr(result, "unwrap", ())),
         items_per_sample=int(getattr(result, "items_per_sample", 1)),
         item_name=str(getattr(result, "item_name", "samples")),
+        optimizer=getattr(result, "optimizer", None),
+        scheduler=getattr(result, "scheduler", None),
+        step=getattr(result, "step", None),
     )
 
 

@@ -25,14 +25,22 @@ class CustomWorkload:
     `make_batch(batch_size, device)` returns anything `loss` accepts; `loss(model, batch)` returns a scalar
     tensor. `unwrap` names container classes to split inside; `items_per_sample` (e.g. tokens per sequence)
     turns samples/s into items/s in the tables.
+
+    For `layerprof audit` (docs/audit.md) the factory also hands over its training set-up as it runs it: the
+    model with its own `requires_grad` flags, its `optimizer` (and `scheduler`, optional), and either `loss` or a
+    whole `step(model, batch, optimizer)` that runs one training step with the optimizer it is given. `profile`,
+    `estimate`, `fit` and `layers` need `loss`; they ignore the rest.
     """
 
     model: nn.Module
     make_batch: Callable[[int, torch.device], Any]
-    loss: Callable[[nn.Module, Any], torch.Tensor]
+    loss: Callable[[nn.Module, Any], torch.Tensor] | None = None
     unwrap: tuple[str, ...] = ()
     items_per_sample: int = 1
     item_name: str = "samples"
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None  # anything with .step(), stepped after each optimizer step (a torch LR scheduler)
+    step: Callable[[nn.Module, Any, torch.optim.Optimizer], Any] | None = None
 
 
 @dataclass
@@ -81,6 +89,11 @@ class Workload:
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """The family's loss on what the model returns (`output_tensors` says which of its outputs count)."""
         if self.custom is not None:
+            if self.custom.loss is None:
+                raise LayerprofError(
+                    "the factory gives a step function but no loss; profile, estimate, fit and layers need "
+                    "loss(model, batch) (layerprof audit takes either)"
+                )
             return self.custom.loss(model, batch)
         if self.family == "causal-lm":
             inputs, targets = batch

@@ -130,6 +130,19 @@ def test_a_user_model_of_mixed_layer_kinds(tmp_path: Path) -> None:
     assert composed_zs(fast, 3) == [6, 7] and composed_zs(fast, 16) == [6, 7]
 
 
+def test_a_block_the_model_froze_itself_is_alike_to_none_of_the_others(tmp_path: Path) -> None:
+    """Issue 35: layer 6 (a Block between the anchors 5 and 8) is frozen by the factory; composing over it would
+    give z=6 and z=7 the costs of a block that trains."""
+    (tmp_path / "mixed_model.py").write_text(
+        MIXED + "\n\ndef frozen():\n    m = mixed()\n    m[6].requires_grad_(False)\n    return m\n"
+    )
+    spec, options = f"{tmp_path / 'mixed_model.py'}:frozen", ModelOptions(input_shape=(12,), num_classes=5)
+    settings = SweepSettings((3,), tuple(range(4, 11)), target="cuda")
+    full, fast = full_and_composed(spec, options, settings)
+    assert_same_figures(full, fast)
+    assert full.row(3, 7).trainable_params == full.row(3, 6).trainable_params
+
+
 def test_a_sparse_selection_is_composed_between_its_own_anchors() -> None:
     options = ModelOptions(seq_len=32, overrides=SMALL_LLAMA)
     settings = SweepSettings((2,), (1, 3, 5, 6, 7, 8, 10, 11), target="cuda")

@@ -268,3 +268,28 @@ def test_the_runner_plan_estimate_hands_its_job_traces_cells_with_one_context(
     ]  # fmt: skip
     # the inputs' bytes follow the batch size: 2 x 8 and 4 x 8 float32 values
     assert [row.memory_inputs_bytes for row in profile.rows] == [64, 64, 128, 128]
+
+
+USER_FROZEN = str(Path(__file__).parents[2] / "examples" / "audit" / "user_frozen.py") + ":model"
+
+
+def test_estimate_profile_fit_and_layer_costs_keep_the_users_frozen_parameters_frozen() -> None:
+    """Issue 35: the stem, block2 and head.bias are frozen by the factory; 1,376 of 2,986 parameters train at full
+    training, and AdamW holds 11,020 bytes of state (1,376 x 8 bytes and a 4-byte step per tensor), not 23,920."""
+    from layerprof.predict.layercosts import layer_costs
+
+    options = ModelOptions(input_shape=(16,), num_classes=10)
+    estimated = estimate_model(USER_FROZEN, options, settings(1, 3, 4, batch_sizes=(4,), target="cpu"))
+    full = estimated.row(4, 4)
+    assert (full.trainable_params, full.optimizer_state_bytes, full.memory_gradients_bytes) == (1376, 11020, 5504)
+    assert full.trainable_fraction == pytest.approx(1376 / 2986)
+    assert estimated.row(4, 1).trainable_params == 320
+    # the frozen stem trains at no z: full training costs exactly what z=3 does
+    assert (full.peak_memory_bytes, full.flops) == (estimated.row(4, 3).peak_memory_bytes, estimated.row(4, 3).flops)
+    real = build_model(USER_FROZEN, options)
+    measured, _ = run_cell(CellContext(real, real.split(), settings(4), torch.device("cpu")), 4, 4)
+    assert (measured.trainable_params, measured.optimizer_state_bytes) == (1376, 11020)
+    search = FitSearch(USER_FROZEN, options, settings(4, target="cpu"))
+    assert search.need_bytes(4, 4) == search.need_bytes(3, 4) == full.peak_memory_bytes
+    costs = {cost.name: cost.trainable_bytes for cost in layer_costs(USER_FROZEN, options, 4, target="cpu").layers}
+    assert (costs["stem"], costs["block2"], costs["head"]) == (0, 0, 320 * 4 * 3 + 4)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from layerprof.measure.sweep import CellContext, run_cell
+from layerprof.profile import SweepSettings, total_params, trainable_params
 from layerprof.sources.layers import freeze_layers, split_layers
-from layerprof.sources.models import build_model
+from layerprof.sources.models import LoadedModel, ModelOptions, build_model
+from layerprof.sources.workloads import Workload
 from tests.conftest import linear_stack
 
 
@@ -189,3 +194,46 @@ def test_a_frozen_output_is_cut_when_any_part_of_it_carries_a_graph(as_dict: boo
     model(x).sum().backward()
     assert x.grad is None
     frozen.remove()
+
+
+USER_FROZEN = str(Path(__file__).parents[2] / "examples" / "audit" / "user_frozen.py") + ":model"
+
+
+def test_the_models_own_frozen_parameters_stay_frozen_at_every_z() -> None:
+    """Issue 35: a factory freezing its stem, a middle block and the head's bias trains 1,376 of 2,986 parameters;
+    layerprof used to train all 2,986 at full training."""
+    loaded = build_model(USER_FROZEN, ModelOptions(input_shape=(16,), num_classes=10))
+    layers = loaded.split()
+    assert [layer.frozen_params for layer in layers] == [544, 0, 1056, 10]
+    assert layers[3].frozen_names == ("head.bias",)
+    assert total_params(layers) == 2986
+    assert [trainable_params(layers, z) for z in (1, 2, 3, 4)] == [320, 320, 1376, 1376]
+    for z in (1, 2, 3, 4):
+        frozen = freeze_layers(loaded.model, layers, z)
+        trained = {name for name, param in loaded.model.named_parameters() if param.requires_grad}
+        assert trained == {"block1.weight", "block1.bias", "head.weight"} - (
+            {"block1.weight", "block1.bias"} if z < 3 else set()
+        )
+        frozen.remove()
+    # removing the freezing gives the user's own flags back, not those of the last z
+    assert {n for n, p in loaded.model.named_parameters() if not p.requires_grad} == {
+        "stem.weight", "stem.bias", "block2.weight", "block2.bias", "head.bias"
+    }  # fmt: skip
+
+
+def test_a_z_whose_layers_the_user_froze_whole_fails_its_cell_saying_so() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[2].requires_grad_(False)
+    loaded = LoadedModel(
+        "frozen-head", "user", "frozen-head", model, Workload("tensor-input", input_shape=(4,)), (), {}
+    )
+    layers = loaded.split()
+    context = CellContext(loaded, layers, SweepSettings((2,), (1,), warmup_steps=1, min_steps=1, max_steps=1),
+                          torch.device("cpu"))  # fmt: skip
+    row, _ = run_cell(context, 2, 1)
+    assert row.status == "error"
+    assert (
+        row.message
+        == "LayerprofError: z=1 trains nothing: the model's own code froze every parameter of 2; choose a larger z"
+    )
+    assert run_cell(context, 2, 2)[0].status == "ok"
