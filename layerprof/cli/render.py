@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from layerprof.errors import LayerprofError, LayerprofWarning
@@ -43,9 +44,9 @@ def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
                 for warning in caught:
                     if issubclass(warning.category, LayerprofWarning) and str(warning.message) not in shown:
                         shown.add(str(warning.message))
-                        errors.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+                        errors.print(labelled("warning", "yellow", warning.message))
     except LayerprofError as error:
-        errors.print(f"[red]error:[/] {error}", highlight=False)
+        errors.print(labelled("error", "red", error))
         raise typer.Exit(error.exit_code) from None
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
@@ -54,8 +55,9 @@ def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         errors.print(
-            f"[red]error:[/] unexpected {type(error).__name__}: {message} (set LAYERPROF_DEBUG=1 for a traceback)",
-            highlight=False,
+            labelled(
+                "error", "red", f"unexpected {type(error).__name__}: {message} (set LAYERPROF_DEBUG=1 for a traceback)"
+            )
         )
         raise typer.Exit(unexpected_exit) from None
 
@@ -80,8 +82,7 @@ class OneLineUsageErrors(TyperGroup):
                 raise
             where = error.ctx.command_path if isinstance(error, click.UsageError) and error.ctx else "layerprof"
             errors.print(
-                f"[red]error:[/] {where}: {error.format_message()} (`{where} --help` lists what it takes)",
-                highlight=False,
+                labelled("error", "red", f"{where}: {error.format_message()} (`{where} --help` lists what it takes)")
             )
             raise SystemExit(error.exit_code) from None
         except click.Abort:
@@ -94,14 +95,20 @@ class OneLineUsageErrors(TyperGroup):
         raise SystemExit(result if isinstance(result, int) else 0)
 
 
+def labelled(label: str, style: str, text: object, colon: str = ":") -> Text:
+    """`label: text`, the label in `style` and the text exactly as written: a message holding brackets
+    (`pip install 'layerprof[ray]'`, `[p for p in ...]`) is not read as Rich markup."""
+    return Text.assemble((f"{label}{colon}", style), f" {text}")
+
+
 def note(text: str, label: str = "note", style: str = "dim") -> None:
     """One labelled line on stderr: a note, a warning, something not drawn."""
-    errors.print(f"[{style}]{label}:[/] {text}", highlight=False)
+    errors.print(labelled(label, style, text))
 
 
 def line(text: str, style: str | None = None) -> None:
     """One plain line on stdout, printed as written (no highlighting)."""
-    console.print(text, highlight=False, style=style, soft_wrap=True)
+    console.print(text, highlight=False, style=style, soft_wrap=True, markup=False)
 
 
 def as_json(data: Any) -> None:
@@ -144,9 +151,12 @@ def run_job(job: Any, where: str) -> Any:
             return job.run(progress)
     except KeyboardInterrupt:
         errors.print(
-            f"[yellow]interrupted:[/] finished cells are saved in {job.path}, the others marked unfinished; rerun "
-            "the same command to resume",
-            highlight=False,
+            labelled(
+                "interrupted",
+                "yellow",
+                f"finished cells are saved in {job.path}, the others marked unfinished; rerun the same command to "
+                "resume",
+            )
         )
         raise typer.Exit(130) from None
 
@@ -202,11 +212,8 @@ class SweepProgress(_Bar):
         """A cell ends: advance, and print it if it did not succeed."""
         self._progress.advance(self._task)
         if not row.ok and row.status != "skipped":
-            self._progress.console.print(
-                f"[yellow]batch {row.batch_size}, z={row.trainable_layers}: {row.status}[/] {row.message}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            label = f"batch {row.batch_size}, z={row.trainable_layers}: {row.status}"
+            self._progress.console.print(labelled(label, "yellow", row.message, colon=""), soft_wrap=True)
 
 
 @contextmanager
@@ -253,7 +260,7 @@ def audit(report: Any, json_only: bool) -> None:
     if report.findings:
         console.print(rich_audit_table(report))
         for finding in report.findings:
-            console.print(f"[bold]{finding.kind}[/]: {finding.message}", highlight=False, soft_wrap=True)
+            console.print(labelled(finding.kind, "bold", finding.message), soft_wrap=True)
             line(f"  fix: {finding.fix}")
     else:
         line("no findings: your freezing does what it says", "green")
@@ -374,11 +381,9 @@ class RayProgress(_Bar):
             self._progress.advance(self._task)
             failed = event == SweepEventKind.failed
             outcome = detail if failed else f"wrote {detail}"
-            self._progress.console.print(
-                f"[{'red' if failed else 'green'}]{name}:[/] {outcome}", highlight=False, soft_wrap=True
-            )
+            self._progress.console.print(labelled(name, "red" if failed else "green", outcome), soft_wrap=True)
         elif event == SweepEventKind.retry:
-            self._progress.console.print(f"[yellow]{name}: {detail}; retrying[/]", highlight=False, soft_wrap=True)
+            self._progress.console.print(Text(f"{name}: {detail}; retrying", style="yellow"), soft_wrap=True)
         self._progress.update(self._task, description=f"running: {', '.join(sorted(self._running)) or '-'}")
 
 
@@ -395,7 +400,7 @@ def ray_outcomes(run: Any) -> None:
     if run.failed:
         for outcome in run.outcomes:
             for failure in outcome.failures:
-                errors.print(f"[red]{outcome.kind.label}:[/] {failure}", highlight=False)
+                errors.print(labelled(outcome.kind.label, "red", failure))
         errors.print("rerun the same command to run what is missing: finished sweeps are skipped")
 
 
@@ -490,7 +495,7 @@ def correlation(result: Any, paths: list[Path]) -> None:
         console.print(rich_continued_table(result))
     for cell in result.cells:
         if cell.note:
-            errors.print(f"[yellow]z={cell.trainable_layers}, budget {cell.budget_fraction:g}:[/] {cell.note}")
+            errors.print(labelled(f"z={cell.trainable_layers}, budget {cell.budget_fraction:g}", "yellow", cell.note))
     wrote(paths, f" · {result.wall_seconds:.0f} s · {result.executor}")
 
 
@@ -526,8 +531,8 @@ def check_result(result: Any) -> None:
 
     console.print(rich_check_table(result))
     if result.regressions:
-        errors.print(f"[red]regression:[/] {result.regression_summary()}", highlight=False)
+        errors.print(labelled("regression", "red", result.regression_summary()))
     elif result.inconclusive:
-        errors.print(f"[yellow]inconclusive:[/] {result.inconclusive_summary()}", highlight=False)
+        errors.print(labelled("inconclusive", "yellow", result.inconclusive_summary()))
     else:
         line(f"pass: {result.cells_compared} cells compared")
