@@ -521,19 +521,25 @@ def plan(
     budget_steps: opt.PlanBudgetStepsOption = 1000,
     batch_size: opt.PlanBatchSizeOption = None,
     min_layers: opt.MinLayersOption = 1,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
+    deadline: opt.DeadlineOption = None,
     as_json: opt.PlanJsonOption = False,
     export: opt.PlanExportOption = None,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
-    """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
+    """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
     with user_errors():
         opt.check_one_output(as_json, export)
         from layerprof.fidelity.plan import plan_cluster
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray
+        from layerprof.parsing import parse_duration, price_book
         from layerprof.predict.estimate import PlanPredictor
         from layerprof.profile import load_profile
 
+        book = price_book(prices, prices_file)
+        deadline_seconds = parse_duration(deadline) if deadline is not None else None
         result = plan_cluster(
             [load_profile(path) for path in profile_paths],
             inventory_from_option(cluster),
@@ -543,6 +549,8 @@ def plan(
             batch_size=batch_size,
             min_layers=min_layers,
             predict=PlanPredictor,
+            prices=book,
+            deadline_seconds=deadline_seconds,
         )
         if export is not None:
             print(export_plan_ray(result), end="")

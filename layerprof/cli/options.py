@@ -486,6 +486,32 @@ PlanJsonOption = Annotated[bool, typer.Option("--json", help="Print the plan as 
 PlanExportOption = Annotated[
     PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
 ]
+PriceOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        metavar="KIND=USD",
+        help="What one GPU of KIND costs per hour, e.g. H100=2.49 (a MIG slice: its share unless given). "
+        "Repeatable; before --prices and the built-in list prices.",
+    ),
+]
+PricesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        metavar="FILE",
+        help='Prices per GPU-hour: JSON {"H100": 2.49} or lines KIND=USD (default: $LAYERPROF_PRICES, if set).',
+    ),
+]
+DeadlineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        metavar="DURATION",
+        help="e.g. 6h: the cheapest composition of --cluster's kinds (each up to its count) that runs successive "
+        "halving over the ladder by then, rented for the whole run; or why none does.",
+    ),
+]
 CurrentArgument = Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")]
 BaselineArgument = Annotated[Path, typer.Argument(metavar="BASELINE", help="The accepted profile to compare against.")]
 TimeToleranceOption = Annotated[

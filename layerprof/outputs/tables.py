@@ -838,8 +838,16 @@ PLAN_RUNG_HEADERS = ["rung", "z", "steps", "trials", "GPU", "GPUs", "trials here
                      "trial", "rung time", "GPU-h", "GiB/trial", "step time from"]  # fmt: skip
 
 
+def dollars(amount: float | None) -> str:
+    """`$12.34`, `$0.0042` (three figures below a dollar), `—` where there is no price."""
+    if amount is None:
+        return "—"
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.3g}"
+
+
 def plan_rung_rows(schedule: Schedule) -> list[list[str]]:
-    """Every rung of every bracket, a line per GPU kind it runs on: where, how many at once, for how long."""
+    """Every rung of every bracket, a line per GPU kind it runs on: where, how many at once, for how long, and
+    (priced) what its busy time costs."""
     rows = []
     for number, bracket in enumerate(schedule.brackets):
         for placement in bracket:
@@ -853,6 +861,7 @@ def plan_rung_rows(schedule: Schedule) -> list[list[str]]:
                     *rung_columns, share.gpu, str(share.gpus), str(share.trials),
                     f"{share.trials_per_gpu} ({share.slots_per_gpu})", str(share.waves), duration(share.trial_seconds),
                     *totals, f"{share.memory_need_bytes / 2**30:.2f}", share.time_source,
+                    *([dollars(share.usd)] if schedule.usd is not None else []),
                 ])  # fmt: skip
     return rows
 
@@ -871,8 +880,37 @@ def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
         rows.append([
             name, schedule.algorithm, where, duration(schedule.makespan_seconds),
             _times(schedule.makespan_vs_ladder), f"{schedule.gpu_hours:.3g}", _times(schedule.gpu_hours_vs_ladder),
+            *([dollars(schedule.usd), dollars(schedule.usd_held)] if plan.prices else []),
         ])  # fmt: skip
     return rows
+
+
+PLAN_DEADLINE_HEADERS = ["deadline", "cheapest cluster", "makespan", "$ held", "$ busy", "GPU-h", "tried"]
+
+
+def plan_deadline_rows(plan: ClusterPlan) -> list[list[str]]:
+    """`plan --deadline`'s answer: the cheapest composition that meets it, or (empty cluster) why none does."""
+    answer = plan.deadline
+    if answer is None:
+        return []
+    if not answer.met:
+        return [[duration(answer.deadline_seconds), "none meets it", "", "", "", "", str(answer.compositions_tried)]]
+    gpus = ", ".join(f"{item['count']}×{item['gpu']}" for item in answer.gpus)
+    return [[
+        duration(answer.deadline_seconds), gpus, duration(answer.makespan_seconds or 0.0), dollars(answer.usd_held),
+        dollars(answer.usd), f"{answer.gpu_hours or 0.0:.3g}", str(answer.compositions_tried),
+    ]]  # fmt: skip
+
+
+def plan_price_lines(plan: ClusterPlan) -> list[str]:
+    """Where every dollar figure of a plan comes from, a line per GPU kind; and the deadline's reason."""
+    lines = [f"price of {gpu}: {label}" for gpu, label in plan.prices.items()]
+    if plan.prices:
+        lines.append("$ busy: each GPU's busy time at its price; $ held: every GPU the schedule may use, rented for "
+                     "its makespan")  # fmt: skip
+    if plan.deadline is not None and plan.deadline.reason:
+        lines.append(plan.deadline.reason)
+    return lines
 
 
 def _plan_title(plan: ClusterPlan) -> str:
@@ -886,11 +924,20 @@ def _plan_title(plan: ClusterPlan) -> str:
 def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]]]:
     """A plan's tables (title, headers, rows), for either format."""
     ladder = plan.schedule("ladder", "successive halving")
-    return [
-        (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS, plan_rung_rows(ladder)),
+    priced = bool(plan.prices)
+    tables = [
+        (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS + ["$"] * priced,
+         plan_rung_rows(ladder)),
         ("Against every rung on the best single kind of GPU and halving on training steps alone",
-         PLAN_SUMMARY_HEADERS, plan_summary_rows(plan)),
+         PLAN_SUMMARY_HEADERS + ["$ busy", "$ held"] * priced, plan_summary_rows(plan)),
     ]  # fmt: skip
+    if plan.deadline is not None:
+        tables.append(("The cheapest cluster that meets the deadline (successive halving over the ladder)",
+                       PLAN_DEADLINE_HEADERS, plan_deadline_rows(plan)))  # fmt: skip
+    return tables
+
+
+PLAN_LEFT_COLUMNS = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from", "cheapest cluster")
 
 
 def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
@@ -899,8 +946,7 @@ def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
     for title, headers, rows in plan_tables(plan):
         table = Table(title=title, title_justify="left", header_style="bold")
         for header in headers:
-            table.add_column(header, justify="left" if header in ("GPU", "schedule", "algorithm", "GPUs per rung",
-                                                                  "step time from") else "right")  # fmt: skip
+            table.add_column(header, justify="left" if header in PLAN_LEFT_COLUMNS else "right")
         for row in rows:
             table.add_row(*row)
         tables.append(table)
@@ -909,7 +955,7 @@ def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
 
 def markdown_plan(plan: ClusterPlan) -> str:
     """A plan's tables, as Markdown."""
-    left = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from")
+    left = PLAN_LEFT_COLUMNS
     return "\n\n".join(
         f"**{title}**\n\n" + markdown_table(headers, rows, [h not in left for h in headers])
         for title, headers, rows in plan_tables(plan)
