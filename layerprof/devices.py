@@ -240,6 +240,14 @@ def gpu_memory_bytes(name: str) -> int:
     return gpu_kind(name).memory_mib * MIB
 
 
+def cheapest_gpu_for(need_bytes: int, prices: PriceBook) -> tuple[GpuKind, GpuPrice] | None:
+    """The GPU (or MIG slice) of the table with the lowest price per hour whose memory holds `need_bytes`; at equal
+    price the one with less memory. Kinds without a price are passed over; None where no priced kind holds it."""
+    fitting = [(gpu, price) for gpu in GPU_KINDS.values()
+               if need_bytes <= gpu.memory_mib * MIB and (price := prices.find(gpu)) is not None]  # fmt: skip
+    return min(fitting, key=lambda pair: (pair[1].usd_per_hour, pair[0].memory_mib), default=None)
+
+
 def smallest_gpu_for(need_bytes: int) -> str | None:
     """The GPU in the table with the least memory that still holds `need_bytes`."""
     for name, mib in sorted(GPUS.items(), key=lambda item: item[1]):

@@ -19,7 +19,7 @@ from layerprof.cli import options as opt
 from layerprof.cli import render
 from layerprof.cli.render import user_errors
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, MIB
-from layerprof.errors import CellsFailed
+from layerprof.errors import CellsFailed, LayerprofError
 from layerprof.fidelity.trials import PATHS
 
 app = typer.Typer(
@@ -309,17 +309,23 @@ def ladder(
     export: opt.LadderExportOption = None,
     split: opt.SplitOption = opt.SplitMode.profile,
     output_format: opt.FormatOption = opt.OutputFormat.table,
+    gpu: opt.LadderGpuOption = None,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
         opt.check_one_output(as_json, export)
+        from layerprof.devices import gpu_kind
         from layerprof.fidelity.correlate import load_result
         from layerprof.fidelity.granularity import choose_split_for_profile
         from layerprof.fidelity.ladder import ladder_for
         from layerprof.outputs.exporters import export as export_snippet
-        from layerprof.parsing import parse_memory
+        from layerprof.parsing import parse_memory, price_book
         from layerprof.profile import load_profile
 
+        if (prices or prices_file) and gpu is None:
+            raise LayerprofError("--price and --prices price each rung's trial on --gpu KIND; give --gpu too")
         result, notes = ladder_for(
             profile_path,
             eta=eta,
@@ -330,6 +336,8 @@ def ladder(
             configs=configs,
             budget_steps=budget_steps,
             correlation=load_result(correlation) if correlation is not None else None,
+            gpu=gpu_kind(gpu) if gpu is not None else None,
+            prices=price_book(prices, prices_file) if gpu is not None else None,
         )
         for text in notes:
             render.note(text, "warning", "yellow")
@@ -367,16 +375,19 @@ def fit(
     seq_len: opt.SeqLenOption = None,
     overrides: opt.SetOption = None,
     unwrap: opt.UnwrapOption = None,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
 ) -> None:
     """For each z, the largest batch that fits in --memory or on --gpu (its help names the context reserve)."""
     with user_errors():
         from layerprof.devices import gpu_kind
-        from layerprof.parsing import parse_layer_selection, parse_memory_budget
+        from layerprof.parsing import parse_layer_selection, parse_memory_budget, price_book
         from layerprof.predict.estimate import fit_model
         from layerprof.profile import SweepSettings
 
         budget = parse_memory_budget(memory, gpu)
         selection = parse_layer_selection(layer_counts)
+        book = price_book(prices, prices_file)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         settings = SweepSettings(
             batch_sizes=(1,),
@@ -388,7 +399,7 @@ def fit(
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
         with render.status(f"estimating {model}"):
-            result = fit_model(model, options, settings, budget, selection, batch_size)
+            result = fit_model(model, options, settings, budget, selection, batch_size, prices=book)
         render.fit(result, as_json)
 
 

@@ -365,11 +365,16 @@ SplitOption = Annotated[
         "from one per-layer trace, and name the best.",
     ),
 ]
+LadderGpuOption = gpu_option(
+    "Its memory for slots (unless --gpu-memory) and each rung's trial in dollars at its price (--price, --prices)."
+)
 MemoryOption = Annotated[str | None, typer.Option("--memory", metavar="SIZE", help="GPU memory budget, e.g. 24GiB.")]
 FitGpuOption = gpu_option("The GPU whose memory is the budget.")
 FitBatchSizeOption = Annotated[
     int | None,
-    typer.Option("--batch-size", metavar="B", min=1, help="Also name the smallest GPU that runs this batch."),
+    typer.Option(
+        "--batch-size", metavar="B", min=1, help="Also name the smallest and the cheapest GPU that run this batch."
+    ),
 ]
 FitJsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 ReportProfilesArgument = Annotated[

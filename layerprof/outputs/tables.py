@@ -242,6 +242,8 @@ def ladder_headers(ladder: Ladder) -> list[str]:
         headers += ["steps"]
     if any(rung.spearman is not None for rung in ladder.rungs):
         headers += ["ρ"]
+    if ladder.price is not None:
+        headers += [f"$/trial ({ladder.gpu})"]
     return headers
 
 
@@ -268,6 +270,8 @@ def ladder_rows(ladder: Ladder) -> list[list[str]]:
             values.append(str(rung.steps))
         if any(r.spearman is not None for r in ladder.rungs):
             values.append("—" if rung.spearman is None else f"{rung.spearman:.2f}")
+        if ladder.price is not None:
+            values.append(dollars(rung.usd_per_trial))
         rows.append(values)
     return rows
 
@@ -276,6 +280,16 @@ def ladder_summary_lines(ladder: Ladder) -> list[str]:
     """Plain sentences under the ladder table: the fit, disturbed rungs, the memory basis, brackets, the joint
     ladder."""
     lines = [ladder.fit_note]
+    if ladder.price is not None:
+        halving = ""
+        if ladder.successive_halving_usd is not None:
+            halving = (
+                f"; successive halving from {ladder.configs} configurations: {dollars(ladder.successive_halving_usd)}"
+            )
+        lines.append(
+            f"$/trial: one trial alone on a {ladder.gpu} for {ladder.priced_steps}, step times "
+            f"{ladder.priced_time_source}, at {ladder.price}{halving}"
+        )
     if ladder.times_predicted:
         lines.append(
             "step times are predicted by the time model (an estimate, see the profile's time_model), not measured: "
@@ -439,6 +453,8 @@ def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
 def fit_headers(fit: FitReport) -> list[str]:
     """`fit`'s columns."""
     extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
+    if fit.batch_size and any(result.cheapest_price for result in fit.results):
+        extra.append(f"cheapest GPU for batch {fit.batch_size}")
     return ["z", "largest batch", "need GiB", "pred. step ms", *extra]
 
 
@@ -454,6 +470,10 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
         ]
         if fit.batch_size:
             values.append(result.smallest_gpu or "none listed")
+            if any(other.cheapest_price for other in fit.results):
+                values.append(
+                    f"{result.cheapest_gpu} at {result.cheapest_price}" if result.cheapest_gpu else "none priced"
+                )
         rows.append(values)
     return rows
 

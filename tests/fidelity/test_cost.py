@@ -151,3 +151,73 @@ def test_plan_cli_prints_dollars_and_a_deadline(tmp_path: Path) -> None:
         assert_one_line_error(runner.invoke(app, ["plan", str(path), "--cluster", "1xH100", *bad]), message)
     no_price = runner.invoke(app, ["plan", str(path), "--cluster", "1xH200", "--deadline", "1h"])
     assert_one_line_error(no_price, "no price for H200 (give one: --price H200=USD_PER_HOUR")
+
+
+# ---------------------------------------------------------------- fit
+
+
+@pytest.mark.parametrize(
+    ("need_mib", "prices", "cheapest"),
+    [
+        (4000, [], "1g.5gb"),  # 1/7 of an A100-40GB's $1.48
+        (15000, [], "H100-1g.20gb"),  # 1/7 of an H100's $3.9492 = $0.564, below a T4's $0.5904 (the smallest)
+        (30000, [], "3g.40gb"),  # 3/7 of an A100-80GB = $1.07, below an A100-40GB's $1.48
+        (30000, ["A100-40GB=0.9"], "A100-40GB"),
+        (4000, ["T4=0.01"], "T4"),
+        (150_000, [], None),  # only a B200 holds it, and it has no price
+        (150_000, ["B200=6.25"], "B200"),
+    ],
+)
+def test_the_cheapest_gpu_is_the_lowest_price_per_hour_that_holds_the_need(
+    need_mib: int, prices: list[str], cheapest: str | None
+) -> None:
+    from layerprof.devices import cheapest_gpu_for
+
+    found = cheapest_gpu_for(need_mib * 2**20, price_book(prices, environ={}))
+    assert (found[0].name if found else None) == cheapest
+
+
+def test_fit_names_the_cheapest_gpu_beside_the_smallest() -> None:
+    example = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
+    runner = CliRunner()
+    args = ["fit", f"{example}:mlp", "--input-shape", "64", "--memory", "1GiB", "--layers", "1", "--batch-size", "4"]
+    (result,) = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["results"]
+    assert (result["smallest_gpu"], result["cheapest_gpu"]) == ("1g.5gb", "1g.5gb")
+    assert result["cheapest_price"] == "$0.2114/h (0.143 of A100-40GB at $1.48/h (Lambda on-demand 1-GPU list " \
+                                      "price, lambda.ai/pricing, 2026-05-07))"  # fmt: skip
+    (result,) = json.loads(runner.invoke(app, [*args, "--price", "T4=0.1", "--json"]).stdout)["results"]
+    assert (result["smallest_gpu"], result["cheapest_gpu"], result["cheapest_price"]) == (
+        "1g.5gb",
+        "T4",
+        "$0.1/h (--price)",
+    )
+    assert_one_line_error(runner.invoke(app, [*args, "--price", "T4=x"]), "--price 'T4=x': 'x' is not a price")
+
+
+# ---------------------------------------------------------------- ladder
+
+
+def test_ladder_on_a_gpu_prices_each_rungs_trial_and_the_halving(tmp_path: Path) -> None:
+    """The H100 profile's rungs z=1 (10 ms a step) and z=3 (30 ms); --budget-steps 900 at eta 3: 300 and 900 steps.
+    On an L4 the float32 peaks scale the steps by 67 / 30.3."""
+    path = save_profile(h100_profile(), tmp_path / "h100.json")
+    runner = CliRunner()
+    args = ["ladder", str(path), "--configs", "9", "--budget-steps", "900", "--json"]
+    data = json.loads(runner.invoke(app, [*args, "--gpu", "h100"]).stdout)
+    trials = [rung["usd_per_trial"] for rung in data["rungs"]]
+    assert trials == pytest.approx([3.0 * H100_USD / 3600, 27.0 * H100_USD / 3600])
+    assert data["successive_halving_usd"] == pytest.approx(9 * trials[0] + 3 * trials[1])
+    assert (data["gpu"], data["priced_steps"], data["priced_time_source"]) == ("H100", "the rung's steps",
+                                                                              "measured on H100")  # fmt: skip
+    data = json.loads(runner.invoke(app, [*args, "--gpu", "L4", "--price", "L4=1"]).stdout)
+    assert data["rungs"][0]["usd_per_trial"] == pytest.approx(3.0 * 67 / 30.3 / 3600)
+    assert data["price"] == "$1/h (--price)" and data["priced_time_source"] == "scaled from H100 by peak"
+    assert data["gpu_memory_bytes"] == GPU_KINDS["L4"].memory_mib * 2**20  # its memory gives the slots
+    plain = json.loads(runner.invoke(app, ["ladder", str(path), "--gpu", "H100", "--json"]).stdout)
+    assert plain["priced_steps"] == "1000 steps" and plain["successive_halving_usd"] is None
+    assert plain["rungs"][1]["usd_per_trial"] == pytest.approx(30.0 * H100_USD / 3600)
+    table = runner.invoke(app, ["ladder", str(path), "--gpu", "H100", "--format", "md"])
+    assert "$/trial (H100)" in table.output and "at $3.9492/h (Modal list price" in table.output
+    for bad, message in [(["--gpu", "H200"], "no price for H200"),
+                         (["--price", "H100=2"], "give --gpu too")]:  # fmt: skip
+        assert_one_line_error(runner.invoke(app, ["ladder", str(path), *bad]), message)
