@@ -482,11 +482,13 @@ def simulate(
     gpu_memory: opt.SimulateGpuMemoryOption = None,
     full_steps: opt.FullStepsOption = None,
     seed: opt.SeedOption = 0,
+    workers: opt.SimulateWorkersOption = 4,
     out: opt.SimulateOutOption = None,
     as_json: opt.SimulateJsonOption = False,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
-    """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
+    """Replay successive halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost and wall
+    time per path."""
     with user_errors():
         from layerprof.fidelity.simulate import simulate as replay
         from layerprof.outputs.studies import write_simulation
@@ -513,6 +515,7 @@ def simulate(
             full_steps=full_steps,
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             seed=seed,
+            workers=workers,
         )
         written = write_simulation(simulation, out or Path(simulation.study))
         for text in simulation.notes:

@@ -458,6 +458,12 @@ FullStepsOption = Annotated[
     typer.Option("--full-steps", min=1, metavar="STEPS", help="Steps at budget 1, for a task that does not say."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", metavar="S", help="Seed of the sampled runs.")]
+SimulateWorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=1, metavar="N", help="Trials at once for wall times: halving waits for each rung, ASHA not."
+    ),
+]
 SimulateOutOption = Annotated[
     Path | None, typer.Option("--out", metavar="DIR", help="Where the JSON and figure go (default: STUDY).")
 ]

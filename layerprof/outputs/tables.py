@@ -621,7 +621,7 @@ def rich_continued_table(result: CorrelationResult) -> Table:
 
 # ---------------------------------------------------------------- simulate
 
-ALGORITHMS = {"successive_halving": "Successive halving", "hyperband": "Hyperband"}
+ALGORITHMS = {"successive_halving": "Successive halving", "hyperband": "Hyperband", "asha": "ASHA"}
 
 
 def _short(value: float) -> str:
@@ -771,6 +771,28 @@ def simulation_title(simulation: Simulation, algorithm: str, priced: bool = Fals
     )
 
 
+WALL_HEADERS = ["path", "runs", "halving wall s", "Hyperband wall s", "ASHA wall s", "ASHA × halving",
+                "ASHA trials per rung"]  # fmt: skip
+
+
+def wall_rows(simulation: Simulation) -> list[list[str]]:
+    """One row per path and way of running it: the recorded seconds until the pick on the simulation's workers,
+    synchronous (halving, Hyperband) against asynchronous (ASHA)."""
+    rows = []
+    ways = [(path, "scratch", path) for path in simulation.paths]
+    ways += [(path, path.continued.runs_label, path.continued) for path in simulation.paths if path.continued]
+    for path, runs, way in ways:
+        asha = way.asha
+        if asha is None:
+            continue
+        halving, hyperband = way.successive_halving.wall_seconds, way.hyperband and way.hyperband.wall_seconds
+        ratio = None if not halving or asha.wall_seconds is None else asha.wall_seconds / halving
+        trials = "·".join(f"{count:g}" for count in asha.trials_per_rung or [])
+        rows.append([path.name, runs, _seconds(halving), _seconds(hyperband), _seconds(asha.wall_seconds),
+                     _times(ratio), trials])  # fmt: skip
+    return rows
+
+
 def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list[list[str]]]]:
     parts = []
     for algorithm in ALGORITHMS:
@@ -786,6 +808,10 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
                     price_rows(simulation, algorithm),
                 )
             )
+    if rows := wall_rows(simulation):
+        title = (f"Wall time on {simulation.workers} workers (recorded seconds): synchronous rungs against ASHA "
+                 f"(promotion on arrival, {simulation.promotion_rule}'s rule)")  # fmt: skip
+        parts.append((title, WALL_HEADERS, rows))
     return parts
 
 
