@@ -49,6 +49,7 @@ ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak f
 # 1.11x and 1.18x (host-bound) as long as one alone where taking turns alone accounts for 2x, 1x and 1x.
 SHARING_OVERHEAD = 0.13
 SCHEDULES = ("ladder", "best single kind", "budget only")
+ASHA = "asha"  # the algorithm name of the asynchronous schedule
 # (z, GPU kind) -> (predicted step ms, where it comes from, the share of the step the GPU is busy), or None
 StepPredictor = Callable[[int, GpuKind], "tuple[float, str, float] | None"]
 
@@ -251,7 +252,7 @@ class Schedule:
     """One halving schedule (successive halving or a Hyperband bracket) placed rung by rung."""
 
     name: str  # one of SCHEDULES
-    algorithm: str  # "successive halving" | "hyperband"
+    algorithm: str  # "successive halving" | "hyperband" | "asha"
     brackets: list[list[RungPlacement]]  # run one after another; rungs within a bracket too
     gpus: str = ""  # the kind a single-kind schedule uses
     makespan_seconds: float = 0.0
@@ -480,8 +481,10 @@ def plan_cluster(
         fitting = [schedule for schedule in singles if schedule.brackets]
         result.schedules.append(min(fitting, key=lambda s: (s.makespan_seconds, s.gpu_hours)))
         result.schedules.append(_schedule("budget only", algorithm, brackets, budget_rungs, inventory, group))
+    result.schedules.append(asha_schedule(configs, eta, ladder_rungs, inventory, group))
     for schedule in result.schedules:
-        ladder_schedule = result.schedule("ladder", schedule.algorithm)
+        algorithm = "successive halving" if schedule.algorithm == ASHA else schedule.algorithm
+        ladder_schedule = result.schedule("ladder", algorithm)
         schedule.makespan_vs_ladder = schedule.makespan_seconds / ladder_schedule.makespan_seconds
         schedule.gpu_hours_vs_ladder = schedule.gpu_hours / ladder_schedule.gpu_hours
     if prices is not None:
@@ -668,3 +671,102 @@ def cheapest_cluster(
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.3g} h"
+
+
+# ---------------------------------------------------------------- asynchronous halving
+
+
+def asha_schedule(
+    configs: int, eta: float, rungs: Sequence[tuple[int, int]], inventory: Sequence[InventoryItem], group: ProfileSet
+) -> Schedule:
+    """ASHA over the ladder on the inventory, one trial per GPU at a time: whenever a GPU is free it takes the
+    highest waiting promotion (a trial of rung k goes on once floor(completions at k / eta) says one more may:
+    Li et al.'s count, what the libraries promote on average), else a new configuration, on the free GPU that ends
+    it soonest among those that hold it. No rung waits for the one below to finish, so rungs overlap: the makespan
+    is when the last trial ends. Each rung's line adds up its trials per kind (`waves`: the most one GPU ran)."""
+    count = len(rungs)
+    gpus = [(item, number) for item in inventory for number in range(item.count)]
+    seconds: list[list[float | None]] = []
+    costs: list[list[TrialCost | None]] = []
+    for z, steps in rungs:
+        row_costs, row_seconds = [], []
+        for item in inventory:
+            cost = group.cost(z, item.gpu)
+            fits = cost is not None and item.gpu.memory_mib * 2**20 >= cost.memory_need_bytes
+            row_costs.append(cost if fits else None)
+            row_seconds.append(cost.step_time_ms * steps / 1000 if fits and cost else None)
+        costs.append(row_costs)
+        seconds.append(row_seconds)
+    kind_of = {item.gpu.name: index for index, item in enumerate(inventory)}
+    completions, promoted, waiting = [0] * count, [0] * count, [0] * count  # waiting: promotions not yet started
+    started_new = 0
+    free_at = {gpu: 0.0 for gpu in range(len(gpus))}
+    idle = set(free_at)
+    running: list[tuple[float, int, int, int]] = []  # (ends, order, GPU, rung)
+    order = 0
+    busy: dict[tuple[int, int], list[float]] = {}  # (rung, kind) -> busy seconds per trial
+    per_gpu: dict[tuple[int, int], int] = {}  # (rung, GPU) -> trials
+    spans: dict[int, list[float]] = {}  # rung -> [first start, last end]
+    now = 0.0
+
+    def jobs() -> list[int]:
+        """The rungs of the jobs waiting, most urgent first: promotions from the top down, then a new trial."""
+        return [k for k in range(count - 1, 0, -1) if waiting[k]] + ([0] if started_new < configs else [])
+
+    while True:
+        placed = True
+        while idle and placed:
+            placed = False
+            for rung in jobs():
+                options = [(now + secs, gpu) for gpu in idle
+                           if (secs := seconds[rung][kind_of[gpus[gpu][0].gpu.name]]) is not None]  # fmt: skip
+                if not options:
+                    continue
+                ends, gpu = min(options)
+                idle.discard(gpu)
+                heapq.heappush(running, (ends, order, gpu, rung))
+                order += 1
+                if rung == 0:
+                    started_new += 1
+                else:
+                    waiting[rung] -= 1
+                kind = kind_of[gpus[gpu][0].gpu.name]
+                busy.setdefault((rung, kind), []).append(ends - now)
+                per_gpu[(rung, gpu)] = per_gpu.get((rung, gpu), 0) + 1
+                span = spans.setdefault(rung, [now, ends])
+                span[1] = max(span[1], ends)
+                placed = True
+                break
+        if not running:
+            break
+        now, _, gpu, rung = heapq.heappop(running)
+        idle.add(gpu)
+        completions[rung] += 1
+        if rung + 1 < count and math.floor(completions[rung] / eta + 1e-9) > promoted[rung]:
+            promoted[rung] += 1
+            waiting[rung + 1] += 1
+    if started_new < configs or any(waiting):
+        raise _unplaceable(group, rungs[0][0], inventory, "asha")
+    placements = []
+    for rung, (z, steps) in enumerate(rungs):
+        shares = []
+        for kind, item in enumerate(inventory):
+            times = busy.get((rung, kind))
+            if not times:
+                continue
+            used = [n for (k, g), n in per_gpu.items() if k == rung and gpus[g][0] is item]
+            cost = costs[rung][kind]
+            assert cost is not None
+            slots = item.gpu.memory_mib * 2**20 // cost.memory_need_bytes
+            shares.append(KindShare(
+                item.gpu.name, len(used), len(times), 1, slots, max(used), times[0], cost.time_source,
+                cost.memory_need_bytes, cost.memory_source, sum(times),
+            ))  # fmt: skip
+        trials = sum(share.trials for share in shares)
+        first, last = spans.get(rung, [0.0, 0.0])
+        hours = sum(share.busy_seconds * GPU_KINDS[share.gpu].share_of_gpu for share in shares) / 3600
+        placements.append(RungPlacement(rung, z, steps, trials, shares, last - first, hours))
+    schedule = Schedule("ladder", ASHA, [placements])
+    schedule.makespan_seconds = now
+    schedule.gpu_hours = sum(p.gpu_hours for p in placements)
+    return schedule

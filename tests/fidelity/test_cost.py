@@ -221,3 +221,29 @@ def test_ladder_on_a_gpu_prices_each_rungs_trial_and_the_halving(tmp_path: Path)
     for bad, message in [(["--gpu", "H200"], "no price for H200"),
                          (["--price", "H100=2"], "give --gpu too")]:  # fmt: skip
         assert_one_line_error(runner.invoke(app, ["ladder", str(path), *bad]), message)
+
+
+# ---------------------------------------------------------------- plan: ASHA
+
+
+def test_plan_places_asha_with_promotions_that_do_not_wait_for_the_rung() -> None:
+    """2 H100s, 9 configurations at eta 3: z=1 trials of 10 s, z=3 of 30 s, one trial per GPU at a time. The 3rd
+    z=1 trial to end (at 20 s) lets one go on at once, the 6th (40 s) another, the 9th (80 s) the last: it ends at
+    110 s. Every trial's busy time is priced."""
+    plan = plan_cluster([h100_profile()], parse_inventory("2xH100"), eta=3, configs=9, prices=PriceBook())
+    asha = plan.schedule("ladder", "asha")
+    low, top = asha.brackets[0]
+    assert (low.configs, top.configs) == (9, 3)
+    assert asha.makespan_seconds == pytest.approx(110.0)
+    assert asha.gpu_hours == pytest.approx((9 * 10 + 3 * 30) / 3600)
+    assert asha.usd == pytest.approx(180 * H100_USD / 3600)
+    assert asha.usd_held == pytest.approx(2 * 110 * H100_USD / 3600)
+    assert asha.makespan_vs_ladder == pytest.approx(
+        110 / plan.schedule("ladder", "successive halving").makespan_seconds
+    )
+    # on 8 L4s and an H100 the top rung starts while the low one still runs: sooner than synchronous halving
+    wide = plan_8l4_1h100()
+    assert (
+        wide.schedule("ladder", "asha").makespan_seconds
+        < wide.schedule("ladder", "successive halving").makespan_seconds
+    )
