@@ -483,6 +483,9 @@ def simulate(
     full_steps: opt.FullStepsOption = None,
     seed: opt.SeedOption = 0,
     workers: opt.SimulateWorkersOption = 4,
+    gpu: opt.SimulateGpuOption = None,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
     out: opt.SimulateOutOption = None,
     as_json: opt.SimulateJsonOption = False,
     output_format: opt.FormatOption = opt.OutputFormat.table,
@@ -490,6 +493,7 @@ def simulate(
     """Replay successive halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost and wall
     time per path."""
     with user_errors():
+        from layerprof.devices import gpu_kind
         from layerprof.fidelity.simulate import simulate as replay
         from layerprof.outputs.studies import write_simulation
         from layerprof.parsing import (
@@ -499,6 +503,7 @@ def simulate(
             parse_names,
             parse_repeats,
             parse_rungs,
+            price_book,
         )
         from layerprof.profile import load_profile
 
@@ -516,6 +521,8 @@ def simulate(
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             seed=seed,
             workers=workers,
+            gpu=gpu_kind(gpu) if gpu is not None else None,
+            prices=price_book(prices, prices_file),
         )
         written = write_simulation(simulation, out or Path(simulation.study))
         for text in simulation.notes:

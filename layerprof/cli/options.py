@@ -464,6 +464,10 @@ SimulateWorkersOption = Annotated[
         "--workers", min=1, metavar="N", help="Trials at once for wall times: halving waits for each rung, ASHA not."
     ),
 ]
+SimulateGpuOption = gpu_option(
+    "Each path's dollars on this kind: the profile's device seconds (scaled by peak from the profile's GPU) at its "
+    "price (--price, --prices)."
+)
 SimulateOutOption = Annotated[
     Path | None, typer.Option("--out", metavar="DIR", help="Where the JSON and figure go (default: STUDY).")
 ]

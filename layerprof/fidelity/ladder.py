@@ -325,11 +325,10 @@ def build_ladder(
 PRICED_STEPS = 1000  # a trial's dollars without --budget-steps: this many steps
 
 
-def price_ladder(ladder: Ladder, profile: Profile, gpu: GpuKind, prices: PriceBook) -> None:
-    """Each rung's trial in dollars on `gpu`: its step time (the profile's, scaled by the two kinds' peaks for the
-    profile's precision where it was measured or predicted for another kind) times its steps (the joint ladder's,
-    else PRICED_STEPS) at the kind's price; with --configs, the whole halving bracket. A CPU profile's step times
-    say nothing about a GPU: an input error."""
+def time_scale(profile: Profile, gpu: GpuKind, command: str) -> tuple[float, str]:
+    """What the profile's step times are multiplied by to stand for `gpu`'s, and what they then are: measured on
+    it, predicted for it, or scaled from the profile's GPU by the two kinds' peaks for the profile's precision. A
+    CPU profile's times say nothing about a GPU: an input error naming `command`."""
     environment = profile.environment
     source = find_gpu(environment.cluster_kind or "") or kind_of_device(
         environment.device_name, environment.total_memory_bytes
@@ -338,18 +337,27 @@ def price_ladder(ladder: Ladder, profile: Profile, gpu: GpuKind, prices: PriceBo
         source = find_gpu(profile.settings.target_gpu or "H100")  # an estimate predicts for its --gpu (H100's peaks)
     if source is None:
         raise LayerprofError(
-            f"ladder --gpu {gpu.name}: the profile's step times are {environment.device_name}'s, not a GPU layerprof "
-            "knows; price a profile measured on a GPU or an estimate for --target cuda"
+            f"{command} --gpu {gpu.name}: the profile's step times are {environment.device_name}'s, not a GPU "
+            "layerprof knows; price a profile measured on a GPU or an estimate for --target cuda"
         )
-    price = prices.price(gpu)
     precision, tf32 = profile.settings.precision, bool((environment.numerics or {}).get("matmul_tf32"))
     scale = peak_tflops(source, precision, tf32) / peak_tflops(gpu, precision, tf32)
-    ladder.gpu, ladder.price = gpu.name, price.label
-    ladder.priced_time_source = (
+    label = (
         f"measured on {source.name}" if source.name == gpu.name and not environment.estimated
         else f"predicted for {source.name}" if source.name == gpu.name
         else f"scaled from {source.name} by peak"
     )  # fmt: skip
+    return scale, label
+
+
+def price_ladder(ladder: Ladder, profile: Profile, gpu: GpuKind, prices: PriceBook) -> None:
+    """Each rung's trial in dollars on `gpu`: its step time (the profile's, scaled by the two kinds' peaks for the
+    profile's precision where it was measured or predicted for another kind) times its steps (the joint ladder's,
+    else PRICED_STEPS) at the kind's price; with --configs, the whole halving bracket. A CPU profile's step times
+    say nothing about a GPU: an input error."""
+    scale, ladder.priced_time_source = time_scale(profile, gpu, "ladder")
+    price = prices.price(gpu)
+    ladder.gpu, ladder.price = gpu.name, price.label
     ladder.priced_steps = "the rung's steps" if ladder.joint is not None else f"{PRICED_STEPS} steps"
     for rung in ladder.rungs:
         if rung.step_time_ms is not None:

@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.correlate import (
     ContinuedResult,
@@ -43,6 +43,7 @@ from layerprof.fidelity.ladder import (
     hyperband,
     memory_need_bytes,
     successive_halving,
+    time_scale,
 )
 from layerprof.fidelity.trials import (
     PATHS,
@@ -402,6 +403,7 @@ class Outcome:
     wall_seconds: float | None = None  # mean over repeats of the recorded seconds until the pick, on `workers`
     workers: int | None = None
     trials_per_rung: list[float] | None = None  # ASHA: mean trials that reached each rung
+    usd: float | None = None  # simulate --gpu: its GPU seconds on that kind at its price (`Simulation.price`)
 
 
 @dataclass
@@ -483,6 +485,9 @@ class Simulation:
     seconds_used: Seconds = "total"
     workers: int = DEFAULT_WORKERS  # trials at once in the wall-time figures
     promotion_rule: PromotionRule = "optuna"  # how ASHA decides a promotion
+    gpu: str | None = None  # --gpu: the kind the dollars are for
+    price: str | None = None  # its price and where it comes from
+    priced_time_source: str | None = None  # the profile's step times measured on it, or scaled from another kind
 
     def path(self, name: str) -> PathResult | None:
         """The result of the path of that name, or None where it was not replayed."""
@@ -573,15 +578,20 @@ class AshaRun:
     reached: dict[Candidate, int]
 
 
+# (candidate, rung, its loss there, the losses recorded there before it) -> whether it goes on
+Decision = Callable[[Candidate, int, float, Sequence[float]], bool]
+
+
 def asha(
     tables: Sequence[CellTable], candidates: Sequence[Candidate], eta: float, workers: int,
-    rule: PromotionRule = "optuna",
+    rule: PromotionRule = "optuna", decide: Decision | None = None,
 ) -> AshaRun:  # fmt: skip
     """Asynchronous successive halving as Ray Tune's ASHAScheduler and Optuna's SuccessiveHalvingPruner run it:
     `workers` trials at once, each candidate started in the order drawn as a worker frees; a trial that ends a rung
     goes straight on to the next where `promoted` says so (on arrival, against the trials that ended that rung
     before it), else its worker takes the next candidate. No rung waits for another. The pick is the best of those
-    that reached the top rung (ties: the first to get there)."""
+    that reached the top rung (ties: the first to get there). `decide` replaces the rule (a library's own
+    scheduler, in the tests)."""
     top = len(tables) - 1
     recorded: list[list[float]] = [[] for _ in tables]
     waiting = iter(candidates)
@@ -607,7 +617,12 @@ def asha(
         wall = now
         reached[candidate] = rung
         loss = tables[rung].losses[candidate[0]][candidate[1]]
-        goes_on = rung < top and promoted(loss, recorded[rung], eta, rule)
+        if rung < top:
+            goes_on = (decide or (lambda _c, _r, value, earlier: promoted(value, earlier, eta, rule)))(
+                candidate, rung, loss, recorded[rung]
+            )
+        else:
+            goes_on = False
         recorded[rung].append(loss)
         if rung == top:
             finals.append((loss, len(finals), candidate))
@@ -836,6 +851,8 @@ def simulate(
     seed: int = 0,
     workers: int = DEFAULT_WORKERS,
     promotion_rule: PromotionRule = "optuna",
+    gpu: GpuKind | None = None,
+    prices: PriceBook | None = None,
 ) -> Simulation:
     """Replay successive halving, Hyperband and ASHA along each path of a recorded study, from scratch and
     continued; `repeats` sampled runs of each, or (None) as many as each needs to be stable. Wall times run
@@ -843,6 +860,8 @@ def simulate(
     check_eta(eta)
     if workers < 1:
         raise LayerprofError(f"--workers must be at least 1, got {workers}")
+    if gpu is not None and profile is None:
+        raise LayerprofError(f"--gpu {gpu.name} prices the profile's device seconds: give --profile too")
     if repeats is not None and repeats < 1:
         raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
     study = load_study(study_path)
@@ -895,6 +914,14 @@ def simulate(
         )
     notes += _unstable_notes(results, repeats)
     z_full, fraction_full = study.full_cell
+    dollars: dict[str, Any] = {}
+    if gpu is not None and profile is not None:
+        scale, source = time_scale(profile, gpu, "simulate")
+        price = (prices or PriceBook()).price(gpu)
+        for outcome in _every_outcome(results):
+            if outcome.gpu_seconds is not None:
+                outcome.usd = price.usd_per_hour * outcome.gpu_seconds * scale / 3600
+        dollars = {"gpu": gpu.name, "price": price.label, "priced_time_source": source}
     return Simulation(
         study=str(study.directory),
         task=study.task,
@@ -916,7 +943,14 @@ def simulate(
         seconds_used=study.seconds_used,
         workers=workers,
         promotion_rule=promotion_rule,
+        **dollars,
     )
+
+
+def _every_outcome(results: Sequence[PathResult]) -> list[Outcome]:
+    """Every algorithm's outcome on every path, from scratch and continued."""
+    ways: list[Any] = [*results, *(r.continued for r in results if r.continued is not None)]
+    return [o for way in ways for o in (way.successive_halving, way.hyperband, way.asha) if o is not None]
 
 
 def _chosen_axes(

@@ -676,6 +676,7 @@ PRICE_HEADERS = [
     "runs",
     "device s",
     "× budget",
+    "$",
     "FLOPs",
     "memory per trial by rung",
     "slots per rung",
@@ -683,6 +684,7 @@ PRICE_HEADERS = [
     "× budget ",
 ]
 SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
+DOLLAR_COLUMN = PRICE_HEADERS.index("$")  # needs --gpu
 LEFT = ("path", "runs", "rungs z@budget")
 SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
 
@@ -751,10 +753,11 @@ def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
                          for r in rungs)  # fmt: skip
         rows.append([
             path.name, runs, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
-            _flops(outcome.flops),
+            dollars(outcome.usd), _flops(outcome.flops),
             _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
             slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
         ])  # fmt: skip
+    rows = [row if simulation.gpu else row[:DOLLAR_COLUMN] + row[DOLLAR_COLUMN + 1 :] for row in rows]
     return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
 
 
@@ -763,7 +766,14 @@ def simulation_title(simulation: Simulation, algorithm: str, priced: bool = Fals
     seeds = f"{simulation.seeds} seeds" if simulation.seeds > 1 else "1 seed"
     start = f", {simulation.starting_configs} starting configurations" if algorithm == "successive_halving" else ""
     if priced:
-        return f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile})"
+        on = (
+            f"; $ on {simulation.gpu} at {simulation.price}, times {simulation.priced_time_source}"
+            if simulation.gpu
+            else ""
+        )
+        return (
+            f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile}){on}"
+        )
     return (
         f"{ALGORITHMS[algorithm]} on {simulation.task} ({simulation.configs} configurations, {seeds}), "
         f"eta={simulation.eta:g}{start}, "
@@ -804,7 +814,11 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
             parts.append(
                 (
                     simulation_title(simulation, algorithm, True),
-                    PRICE_HEADERS if simulation.gpu_memory_bytes else PRICE_HEADERS[:-SLOT_COLUMNS],
+                    [
+                        h
+                        for h in PRICE_HEADERS[: None if simulation.gpu_memory_bytes else -SLOT_COLUMNS]
+                        if h != "$" or simulation.gpu
+                    ],  # fmt: skip
                     price_rows(simulation, algorithm),
                 )
             )

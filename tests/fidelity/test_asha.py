@@ -4,12 +4,7 @@ losses fed to the real libraries, which must promote the same trials."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -132,44 +127,109 @@ def test_optuna_successive_halving_pruner_promotes_what_the_replay_promotes() ->
     assert sum(r == RUNGS - 1 for r in library) > 1  # more than the first trial reached the top
 
 
-RAY_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    losses, eta, out = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    rungs = len(losses[0])
-
-    def trainable(config):
-        row = losses[config["index"]]
-        for iteration in range(1, eta ** (rungs - 1) + 1):  # milestones 1, eta, eta^2: report the rung's loss
-            rung = max(k for k in range(rungs) if eta**k <= iteration)
-            tune.report({"loss": row[rung], "rung": rung})
-
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric="loss", mode="min", max_t=eta ** (rungs - 1),
-                              grace_period=1, reduction_factor=eta)
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"index": tune.grid_search(list(range(len(losses))))},
-        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
-        run_config=tune.RunConfig(storage_path=out + ".ray", verbose=0),
-    )
-    results = tuner.fit()
-    reached = {r.config["index"]: max(r.metrics_dataframe["rung"]) for r in results}
-    json.dump([int(reached[i]) for i in range(len(losses))], open(out, "w"))
-""")
+def tables_of(losses: list[list[float]], draw: random.Random) -> list[CellTable]:
+    """Each rung's table: the recorded losses, and seconds that differ from trial to trial (so that on several
+    workers trials end out of the order they started in)."""
+    return [CellTable([[row[k]] for row in losses], [[round(draw.uniform(1, 4) * 3**k, 3)] for _ in losses])
+            for k in range(RUNGS)]  # fmt: skip
 
 
-def test_ray_tune_asha_scheduler_promotes_what_the_replay_promotes(tmp_path: Path) -> None:
-    """The same losses through Ray Tune's ASHAScheduler (one trial at a time, configurations in order, a report
-    per training iteration: the loss of the highest rung whose milestone 1, 3 or 9 it has passed)."""
+@pytest.mark.parametrize("workers", [1, 4])
+def test_rays_asha_scheduler_decides_what_the_replay_decides(workers: int) -> None:
+    """Ray Tune's own ASHAScheduler (max_t 9, grace period 1, reduction factor 3: milestones 1, 3, 9) is handed
+    each result in the order the replay's trials end on `workers`: the iteration of the rung ended and its loss.
+    Its CONTINUE or STOP is the promotion; every one matches the Ray rule's."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
     losses = recorded_losses()
-    script, out = tmp_path / "ray_asha.py", tmp_path / "reached.json"
-    script.write_text(RAY_SCRIPT)
-    environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore", "RAY_DEDUP_LOGS": "0"}
-    done = subprocess.run([sys.executable, str(script), json.dumps(losses), str(ETA), str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env=environment)  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert json.loads(out.read_text()) == replayed(losses, "ray")
+    tables = tables_of(losses, random.Random(workers))
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric="loss", mode="min", max_t=ETA ** (RUNGS - 1),
+                              grace_period=1, reduction_factor=ETA)  # fmt: skip
+    decisions: list[tuple[int, int, bool, bool]] = []
+
+    class Trial:  # what the scheduler reads of a trial: its id
+        def __init__(self, index: int) -> None:
+            self.trial_id = f"trial_{index}"
+
+    trials: dict[int, Trial] = {}
+
+    def ask_ray(candidate: tuple[int, int], rung: int, loss: float, earlier: list[float]) -> bool:
+        index = candidate[0]
+        if index not in trials:
+            trials[index] = Trial(index)
+            scheduler.on_trial_add(None, trials[index])
+        action = scheduler.on_trial_result(None, trials[index], {"training_iteration": ETA**rung, "loss": loss})
+        decisions.append((index, rung, action == TrialScheduler.CONTINUE, promoted(loss, earlier, ETA, "ray")))
+        return action == TrialScheduler.CONTINUE
+
+    candidates = [(i, 0) for i in range(CONFIGS)]
+    library = asha(tables, candidates, ETA, workers, decide=ask_ray)
+    ours = asha(tables, candidates, ETA, workers, rule="ray")
+    assert [d[2] for d in decisions] == [d[3] for d in decisions]
+    assert library.reached == ours.reached and library.pick == ours.pick
+    assert sum(continued for _, _, continued, _ in decisions) > RUNGS  # more than the first trial went on
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_optunas_pruner_decides_what_the_replay_decides_with_trials_running_at_once(workers: int) -> None:
+    """Optuna's own SuccessiveHalvingPruner through ask and tell: a trial is asked for when it starts, reports its
+    loss at step eta^rung when it ends a rung, and is told PRUNED where the pruner says so; trials end in the
+    replay's order on `workers`."""
+    import optuna
+
+    losses = recorded_losses()
+    tables = tables_of(losses, random.Random(10 + workers))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA, min_early_stopping_rate=0)
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    asked: dict[int, optuna.Trial] = {}
+
+    def ask_optuna(candidate: tuple[int, int], rung: int, loss: float, earlier: list[float]) -> bool:
+        index = candidate[0]
+        trial = asked.setdefault(index, study.ask())
+        trial.report(loss, ETA**rung)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return False
+        if rung == RUNGS - 2:  # the top rung's loss is its value
+            study.tell(trial, losses[index][-1])
+        return True
+
+    candidates = [(i, 0) for i in range(CONFIGS)]
+    library = asha(tables, candidates, ETA, workers, decide=ask_optuna)
+    ours = asha(tables, candidates, ETA, workers, rule="optuna")
+    assert library.reached == ours.reached and library.pick == ours.pick
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == sum(r == RUNGS - 1 for r in ours.reached.values())
+
+
+def test_simulate_prices_every_path_on_a_named_kind(tmp_path: Path) -> None:
+    """A profile measured on an H100 (10, 20, 30 ms a step): each algorithm's device seconds at the H100's price,
+    or on an L4 scaled by the two kinds' float32 peaks (67 / 30.3) at the price given."""
+    from layerprof.devices import GPU_KINDS, PriceBook
+    from layerprof.errors import LayerprofError
+    from layerprof.parsing import price_book
+    from layerprof.profile import Row
+    from tests.conftest import bare_profile
+    from tests.fidelity.test_simulate import write_task
+
+    rows = [Row(8, z, "ok", step_time_ms=10.0 * z, flops=10**12 * z, peak_memory_bytes=z * 2**30,
+                peak_reserved_bytes=z * 2**30) for z in (1, 2, 3)]  # fmt: skip
+    profile = bare_profile(rows, 3, spec="synthetic-model", device_kind="cuda", device_name="NVIDIA H100 80GB HBM3",
+                           total_memory_bytes=80 * 2**30)  # fmt: skip
+    study = write_study(tmp_path / "s", 9, perfect, task=write_task(tmp_path))
+    on_h100 = simulate(study, eta=3, repeats=2, profile=profile, paths=["layers"], gpu=GPU_KINDS["H100"],
+                       prices=PriceBook())  # fmt: skip
+    layers = on_h100.path("layers")
+    for outcome in (layers.successive_halving, layers.hyperband, layers.asha):
+        assert outcome.usd == pytest.approx(outcome.gpu_seconds * 3.9492 / 3600)
+    assert on_h100.price.startswith("$3.9492/h (Modal") and on_h100.priced_time_source == "measured on H100"
+    on_l4 = simulate(study, eta=3, repeats=2, profile=profile, paths=["layers"], gpu=GPU_KINDS["L4"],
+                     prices=price_book(["L4=1"], environ={}))  # fmt: skip
+    sh = on_l4.path("layers").successive_halving
+    assert sh.usd == pytest.approx(sh.gpu_seconds * 67 / 30.3 / 3600)
+    assert on_l4.priced_time_source == "scaled from H100 by peak"
+    with pytest.raises(LayerprofError, match="no price for H200"):
+        simulate(study, eta=3, repeats=1, profile=profile, paths=["layers"], gpu=GPU_KINDS["H200"], prices=PriceBook())
+    with pytest.raises(LayerprofError, match="--gpu H100 prices the profile's device seconds: give --profile too"):
+        simulate(study, eta=3, repeats=1, paths=["layers"], gpu=GPU_KINDS["H100"])
