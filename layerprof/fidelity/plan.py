@@ -679,24 +679,33 @@ def _hours(seconds: float) -> str:
 def asha_schedule(
     configs: int, eta: float, rungs: Sequence[tuple[int, int]], inventory: Sequence[InventoryItem], group: ProfileSet
 ) -> Schedule:
-    """ASHA over the ladder on the inventory, one trial per GPU at a time: whenever a GPU is free it takes the
-    highest waiting promotion (a trial of rung k goes on once floor(completions at k / eta) says one more may:
-    Li et al.'s count, what the libraries promote on average), else a new configuration, on the free GPU that ends
-    it soonest among those that hold it. No rung waits for the one below to finish, so rungs overlap: the makespan
-    is when the last trial ends. Each rung's line adds up its trials per kind (`waves`: the most one GPU ran)."""
+    """ASHA over the ladder on the inventory. Each GPU holds w trials at once: as many as its share of a GPU-busy
+    step lets share it (1 for a GPU-bound trial, `together`'s model) and every rung it can hold fits w times; each
+    such trial takes `together(w)` times as long as alone. Whenever a place is free it takes the highest waiting
+    promotion (a trial of rung k goes on once floor(completions at k / eta) says one more may: Li et al.'s count,
+    what the libraries promote on average), else a new configuration, where it ends soonest among the places that
+    hold it. No rung waits for the one below to finish, so rungs overlap: the makespan is when the last trial ends.
+    A GPU's busy time is its trials' time over w. Each rung's line adds up its trials per kind (`waves`: the most
+    one place ran)."""
     count = len(rungs)
-    gpus = [(item, number) for item in inventory for number in range(item.count)]
+    costs = [[group.cost(z, item.gpu) for item in inventory] for z, _ in rungs]
+    memory = [item.gpu.memory_mib * 2**20 for item in inventory]
+    at_once = []
+    for kind in range(len(inventory)):
+        held = [c for c in (row[kind] for row in costs) if c is not None and c.memory_need_bytes <= memory[kind]]
+        lowest = held[0] if held else None
+        by_share = math.floor(1 / lowest.gpu_share + 1e-9) if lowest and lowest.gpu_share > 0 else 1
+        fits = min((memory[kind] // c.memory_need_bytes for c in held), default=1)
+        at_once.append(max(1, min(by_share, fits)))
+    gpus = [(item, number) for kind, item in enumerate(inventory)
+            for number in range(item.count * at_once[kind])]  # fmt: skip
     seconds: list[list[float | None]] = []
-    costs: list[list[TrialCost | None]] = []
-    for z, steps in rungs:
-        row_costs, row_seconds = [], []
-        for item in inventory:
-            cost = group.cost(z, item.gpu)
-            fits = cost is not None and item.gpu.memory_mib * 2**20 >= cost.memory_need_bytes
-            row_costs.append(cost if fits else None)
-            row_seconds.append(cost.step_time_ms * steps / 1000 if fits and cost else None)
-        costs.append(row_costs)
-        seconds.append(row_seconds)
+    for (_, steps), row in zip(rungs, costs, strict=True):
+        seconds.append([
+            None if cost is None or cost.memory_need_bytes * at_once[kind] > memory[kind]
+            else cost.step_time_ms * steps / 1000 * together(at_once[kind], cost.gpu_share)
+            for kind, cost in enumerate(row)
+        ])  # fmt: skip
     kind_of = {item.gpu.name: index for index, item in enumerate(inventory)}
     completions, promoted, waiting = [0] * count, [0] * count, [0] * count  # waiting: promotions not yet started
     started_new = 0
@@ -731,7 +740,7 @@ def asha_schedule(
                 else:
                     waiting[rung] -= 1
                 kind = kind_of[gpus[gpu][0].gpu.name]
-                busy.setdefault((rung, kind), []).append(ends - now)
+                busy.setdefault((rung, kind), []).append((ends - now) / at_once[kind])
                 per_gpu[(rung, gpu)] = per_gpu.get((rung, gpu), 0) + 1
                 span = spans.setdefault(rung, [now, ends])
                 span[1] = max(span[1], ends)
@@ -759,7 +768,8 @@ def asha_schedule(
             assert cost is not None
             slots = item.gpu.memory_mib * 2**20 // cost.memory_need_bytes
             shares.append(KindShare(
-                item.gpu.name, len(used), len(times), 1, slots, max(used), times[0], cost.time_source,
+                item.gpu.name, -(-len(used) // at_once[kind]), len(times), at_once[kind], slots, max(used),
+                times[0] * at_once[kind], cost.time_source,
                 cost.memory_need_bytes, cost.memory_source, sum(times),
             ))  # fmt: skip
         trials = sum(share.trials for share in shares)

@@ -247,3 +247,15 @@ def test_plan_places_asha_with_promotions_that_do_not_wait_for_the_rung() -> Non
         wide.schedule("ladder", "asha").makespan_seconds
         < wide.schedule("ladder", "successive halving").makespan_seconds
     )
+
+
+def test_asha_shares_a_gpu_among_trials_that_leave_it_idle() -> None:
+    """Busy 40% of their step, two trials share an H100 (1.13x as long each): 4 places on 2 H100s. Four z=1
+    trials end at 11.3 s (the 3rd lets one go on), three more at 22.6 s (the 6th), the last two at 33.9 s (the
+    9th): its z=3 trial, 33.9 s, ends last at 67.8 s."""
+    plan = plan_cluster([h100_profile(0.4)], parse_inventory("2xH100"), eta=3, configs=9)
+    asha = plan.schedule("ladder", "asha")
+    assert asha.makespan_seconds == pytest.approx(2 * 3 * 10 * 1.13 * 2 / 2)
+    low = asha.brackets[0][0].shares[0]
+    assert (low.gpus, low.trials_per_gpu, low.trials) == (2, 2, 9)
+    assert asha.gpu_hours == pytest.approx((9 * 11.3 + 3 * 33.9) / 2 / 3600)
