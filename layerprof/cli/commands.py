@@ -312,6 +312,7 @@ def ladder(
     gpu: opt.LadderGpuOption = None,
     prices: opt.PriceOption = None,
     prices_file: opt.PricesOption = None,
+    batch_limits: opt.BatchLimitsOption = None,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
@@ -336,6 +337,7 @@ def ladder(
             configs=configs,
             budget_steps=budget_steps,
             correlation=load_result(correlation) if correlation is not None else None,
+            batch_limits=batch_limits,
             gpu=gpu_kind(gpu) if gpu is not None else None,
             prices=price_book(prices, prices_file) if gpu is not None else None,
         )

@@ -365,6 +365,14 @@ SplitOption = Annotated[
         "from one per-layer trace, and name the best.",
     ),
 ]
+BatchLimitsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--batch-limits",
+        metavar="FIT_JSON",
+        help="`fit --json`'s output: each rung's largest batch, which --export snippets never exceed.",
+    ),
+]
 LadderGpuOption = gpu_option(
     "Its memory for slots (unless --gpu-memory) and each rung's trial in dollars at its price (--price, --prices)."
 )

@@ -20,7 +20,7 @@ from layerprof.devices import (
     kind_of_device,
     peak_tflops,
 )
-from layerprof.errors import LayerprofError
+from layerprof.errors import LayerprofError, read_json
 from layerprof.parsing import check_eta
 from layerprof.profile import Profile, Row, load_profile, ratio
 
@@ -51,6 +51,7 @@ class Rung:
     spearman: float | None = None  # measured rank correlation with full training (from `layerprof correlate`)
     disturbed: bool = False  # its cell, or full training's, was disturbed by other work while timed
     usd_per_trial: float | None = None  # ladder --gpu: one trial alone on that GPU, for `Ladder.priced_steps`
+    batch_limit: int | None = None  # ladder --batch-limits: the largest batch `fit` found fits at this z
 
 
 @dataclass
@@ -89,6 +90,18 @@ class Ladder:
     priced_steps: str | None = None  # what a trial's dollars are for: "the rung's steps" or "1000 steps"
     priced_time_source: str | None = None  # "measured on H100" | "scaled from H100 by peak"
     successive_halving_usd: float | None = None  # --configs: every trial of the halving bracket, one after another
+    batch_limits_source: str | None = None  # where the exported snippets' largest batch per rung comes from
+
+    def max_batch(self) -> dict[int, int]:
+        """Budget index -> the largest batch that fits one GPU at that rung: `fit`'s answers where attached
+        (`attach_batch_limits`), else the profile's line of memory against batch size; rungs without either are
+        left out."""
+        limits = {}
+        for rung in self.rungs:
+            limit = rung.batch_limit if rung.batch_limit is not None else rung.largest_batch_size
+            if limit is not None:
+                limits[rung.budget_index] = limit
+        return limits
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, with `budget_to_rung`: each budget index's z and steps, for a tuner to look up."""
@@ -315,6 +328,8 @@ def build_ladder(
         times_predicted=profile.predicts_time,
     )
     _add_brackets(ladder, configs)
+    if any(rung.largest_batch_size is not None for rung in rungs) and gpu_memory is not None:
+        ladder.batch_limits_source = f"the profile's batch sizes, a line per z, {gpu_memory / 2**30:.1f} GiB"
     if budget_steps is not None:
         ladder.joint = joint_ladder(ladder, budget_steps, configs)
     if gpu is not None and prices is not None:
@@ -484,10 +499,13 @@ def _add_brackets(ladder: Ladder, configs: int | None) -> None:
                 ladder.hyperband_neps = neps
 
 
-def ladder_for(profile_path: str | Path, correlation: Any = None, **options: Any) -> tuple[Ladder, list[str]]:
+def ladder_for(
+    profile_path: str | Path, correlation: Any = None, batch_limits: Path | None = None, **options: Any
+) -> tuple[Ladder, list[str]]:
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
     correlation from a correlate result (`layerprof.fidelity.correlate.load_result`: this module never imports the
-    study's); the notes name rungs the result lacks."""
+    study's) and each rung's largest batch from `fit --json`'s output (`batch_limits`); the notes name rungs the
+    result lacks."""
     profile = load_profile(profile_path)
     notes: list[str] = []
     reason = profile.incomplete_reason()
@@ -499,9 +517,31 @@ def ladder_for(profile_path: str | Path, correlation: Any = None, **options: Any
     if options.get("cost_kind") is None:
         options["cost_kind"] = default_cost(profile)
     ladder = build_ladder(profile, **options)
+    if batch_limits is not None:
+        fit = read_json(batch_limits, "fit result", "the output of `layerprof fit ... --json`")
+        attach_batch_limits(ladder, fit if isinstance(fit, dict) else {}, str(batch_limits))
     if correlation is not None:
         notes += attach_correlation(ladder, correlation)
     return ladder, notes
+
+
+def attach_batch_limits(ladder: Ladder, fit: dict[str, Any], source: str) -> None:
+    """Each rung's largest batch from `fit --json`'s answers: at its z, else at the nearest larger z that fit
+    searched (more trainable layers never need less memory, so that batch fits the rung too). A rung above every
+    z fit searched is an input error naming them."""
+    answers = {int(r["trainable_layers"]): int(r["largest_batch_size"]) for r in fit.get("results", [])}
+    if not answers:
+        raise LayerprofError(f"--batch-limits {source}: no `results` with largest batches; give `fit --json`'s output")
+    for rung in ladder.rungs:
+        above = [z for z in answers if z >= rung.trainable_layers]
+        if not above:
+            raise LayerprofError(
+                f"--batch-limits {source}: fit searched z up to {max(answers)}, the ladder's rung z="
+                f"{rung.trainable_layers} is above it; run fit with --layers all"
+            )
+        rung.batch_limit = answers[min(above)]
+    memory = fit.get("memory_bytes")
+    ladder.batch_limits_source = f"layerprof fit ({source})" + (f", {memory / 2**30:.1f} GiB" if memory else "")
 
 
 def attach_correlation(ladder: Ladder, result: Any) -> list[str]:

@@ -37,10 +37,15 @@ def neps_python() -> Path:
 
 
 def run_snippet(
-    python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True, **arguments: object
-) -> dict:
-    """The record of budgets asked and training calls, with the run's output under "stdout"."""
-    source = export(geometric_ladder(rung_count, 3), library)
+    python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True,
+    limits: list[int] | None = None, **arguments: object,
+) -> dict:  # fmt: skip
+    """The record of budgets asked and training calls, with the run's output under "stdout". `limits`: each rung's
+    largest batch (lowest rung first), as `ladder --batch-limits` attaches them."""
+    ladder = geometric_ladder(rung_count, 3)
+    for rung, limit in zip(ladder.rungs, limits or [], strict=False):
+        rung.batch_limit = limit
+    source = export(ladder, library)
     snippet = tmp_path / f"{library}_snippet.py"
     snippet.write_text(source)
     record = tmp_path / "record.json"
@@ -221,3 +226,63 @@ def test_plan_script_asks_mig_slices_for_a_resource_their_nodes_declare() -> Non
     shares = [share for rung in snippet_value(source, "RUNGS") for share in rung["shares"]]
     assert [share["resources"] for share in shares] == [{"H100-1g.10gb": 0.001}] * 2
     assert "start their nodes with --resources declaring H100-1g.10gb (one per slice)" in source
+
+
+# ---------------------------------------------------------------- batches that cannot fit are never trained
+
+LIMITS = [300, 200, 100]  # the largest batch at z = 1, 2, 3: the snippets search 32, 64, 128, 256 and 512
+
+
+def assert_no_batch_beyond_its_rung(record: dict) -> None:
+    limit_of = {record["rungs"][index]: limit for index, limit in record["max_batch"].items()}
+    assert record["batches"], record
+    for z, batch in record["batches"]:
+        assert batch is not None and batch <= limit_of[z], (z, batch)
+
+
+def test_optuna_never_trains_a_batch_that_cannot_fit_its_rung(tmp_path: Path) -> None:
+    """The study's space holds batches of 512 (fits no rung) and 256 (z=1 only); Optuna suggests them, and the
+    snippet prunes those trials before they train: no training call above its rung's limit."""
+    record = run_snippet(sys.executable, "optuna", 3, tmp_path, limits=LIMITS, n_trials=40, pruner="sh")
+    assert record["max_batch"] == {"1": 300, "3": 200, "9": 100}
+    assert_no_batch_beyond_its_rung(record)
+    suggested = {batch for batch, _ in record["suggested"]}
+    assert suggested == {32, 64, 128, 256, 512}
+    assert all(state == "PRUNED" for batch, state in record["suggested"] if batch == 512)
+    assert 512 not in {batch for _, batch in record["batches"]}
+
+
+def test_ray_never_launches_a_batch_that_cannot_fit_its_rung(tmp_path: Path) -> None:
+    """Memory-parallel halving on Ray Tune: survivors whose batch cannot fit the next rung are left out before its
+    Tune run; every checkpoint a trial reported holds a batch within its rung's limit."""
+    import random
+
+    draw = random.Random(0)  # the snippet's draws for seed 0: 9 learning rates, then 9 batch sizes
+    for _ in range(9):
+        draw.uniform(-4, -1)
+    drawn = [draw.choice([32, 64, 128, 256, 512]) for _ in range(9)]
+    output = run_snippet(sys.executable, "ray", 3, tmp_path, limits=LIMITS, seed=0)["stdout"]
+    beyond = sum(batch > 300 for batch in drawn)
+    assert beyond and f"rung budget 1: {beyond} trial(s) left out, batch above 300" in output, (drawn, output)
+    assert f"rung budget 1: {9 - beyond} trial(s) at z=1" in output, output
+    limits = {1: 300, 2: 200, 3: 100}
+    tune = tmp_path / "layer_freezing_tune"
+    states = [pickle.loads(path.read_bytes()) for path in tune.rglob("layer_freezing_state.pkl")]
+    assert len([s for s in states if s["trainable_layers"] == 1]) == 9 - beyond
+    assert all(state["batch_size"] <= limits[state["trainable_layers"]] for state in states)
+
+
+def test_smac_refuses_a_batch_that_cannot_fit_as_a_crashed_trial(tmp_path: Path) -> None:
+    record = run_snippet(sys.executable, "smac", 3, tmp_path, limits=LIMITS, n_trials=20, output_directory="smac")
+    assert_no_batch_beyond_its_rung(record)
+
+
+def test_the_limits_export_is_plain_json_per_rung() -> None:
+    ladder = geometric_ladder(3, 3)
+    for rung, limit in zip(ladder.rungs, LIMITS, strict=True):
+        rung.batch_limit = limit
+    data = json.loads(export(ladder, "limits"))
+    assert data["schema"] == "layerprof.limits/1"
+    assert [(r["budget_index"], r["trainable_layers"], r["max_batch_size"]) for r in data["rungs"]] == [
+        (1, 1, 300), (3, 2, 200), (9, 3, 100),
+    ]  # fmt: skip
