@@ -314,9 +314,15 @@ def memory_parallel_successive_halving(configs: list[dict]) -> dict:
         )
         results = sorted(tuner.fit(), key=lambda result: result.metrics["loss"])
         keep = max(1, len(survivors) // ETA) if budget != max(RUNGS) else 1
+        following = min((index for index in RUNGS if index > budget), default=budget)
+        # the best `keep` whose batch fits the next rung: one that cannot is passed over, never launched there
+        eligible = [r for r in results if fits(r.config["trial"]["hyperparameters"], following)]
+        if len(eligible) < len(results[:keep]) or eligible[:keep] != results[:keep]:
+            print(f"rung budget {budget}: {len(results) - len(eligible)} trial(s) passed over, batch above "
+                  f"{MAX_BATCH.get(following)} at budget {following}", flush=True)
         survivors = [
             {"hyperparameters": result.config["trial"]["hyperparameters"], "checkpoint": result.checkpoint.path}
-            for result in results[:keep]
+            for result in (eligible or results)[:keep]
         ]
     return survivors[0]["hyperparameters"]
 

@@ -253,23 +253,15 @@ def test_optuna_never_trains_a_batch_that_cannot_fit_its_rung(tmp_path: Path) ->
 
 
 def test_ray_never_launches_a_batch_that_cannot_fit_its_rung(tmp_path: Path) -> None:
-    """Memory-parallel halving on Ray Tune: survivors whose batch cannot fit the next rung are left out before its
-    Tune run; every checkpoint a trial reported holds a batch within its rung's limit."""
-    import random
-
-    draw = random.Random(0)  # the snippet's draws for seed 0: 9 learning rates, then 9 batch sizes
-    for _ in range(9):
-        draw.uniform(-4, -1)
-    drawn = [draw.choice([32, 64, 128, 256, 512]) for _ in range(9)]
-    output = run_snippet(sys.executable, "ray", 3, tmp_path, limits=LIMITS, seed=0)["stdout"]
-    beyond = sum(batch > 300 for batch in drawn)
-    assert beyond and f"rung budget 1: {beyond} trial(s) left out, batch above 300" in output, (drawn, output)
-    assert f"rung budget 1: {9 - beyond} trial(s) at z=1" in output, output
-    limits = {1: 300, 2: 200, 3: 100}
+    """Memory-parallel halving on Ray Tune over two rungs (batch limits 300 at z=1, 100 at z=2). Seed 5 draws
+    batches 512, 32 and 256: the 512 is left out of the first rung's Tune run, and only the 32 may go on to z=2
+    (the 256 is passed over there whatever its loss). Every checkpoint holds a batch within its rung's limit."""
+    output = run_snippet(sys.executable, "ray", 2, tmp_path, limits=[300, 100], seed=5)["stdout"]
+    assert "rung budget 1: 1 trial(s) left out, batch above 300" in output, output
+    assert "rung budget 1: 2 trial(s) at z=1" in output and "rung budget 3: 1 trial(s) at z=2" in output, output
     tune = tmp_path / "layer_freezing_tune"
     states = [pickle.loads(path.read_bytes()) for path in tune.rglob("layer_freezing_state.pkl")]
-    assert len([s for s in states if s["trainable_layers"] == 1]) == 9 - beyond
-    assert all(state["batch_size"] <= limits[state["trainable_layers"]] for state in states)
+    assert sorted((s["trainable_layers"], s["batch_size"]) for s in states) == [(1, 32), (1, 256), (2, 32)]
 
 
 def test_smac_refuses_a_batch_that_cannot_fit_as_a_crashed_trial(tmp_path: Path) -> None:
@@ -286,3 +278,30 @@ def test_the_limits_export_is_plain_json_per_rung() -> None:
     assert [(r["budget_index"], r["trainable_layers"], r["max_batch_size"]) for r in data["rungs"]] == [
         (1, 1, 300), (3, 2, 200), (9, 3, 100),
     ]  # fmt: skip
+
+
+def test_ladder_takes_each_rungs_batch_limit_from_fits_answers(tmp_path: Path) -> None:
+    """`ladder --batch-limits FIT_JSON`: a rung's limit is fit's answer at its z, else at the nearest larger z fit
+    searched (that batch fits the rung too); a rung above every z searched is refused."""
+    from typer.testing import CliRunner
+
+    from layerprof.cli.commands import app
+    from layerprof.profile import save_profile
+    from tests.cli.test_cli import assert_one_line_error
+    from tests.measure.test_cluster import h100_profile
+
+    profile = save_profile(h100_profile(), tmp_path / "h100.json")  # rungs z=1 and z=3
+    fit = tmp_path / "fit.json"
+    answers = [{"trainable_layers": 2, "largest_batch_size": 300}, {"trainable_layers": 3, "largest_batch_size": 100}]
+    fit.write_text(json.dumps({"memory_bytes": 80 * 2**30, "results": answers}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["ladder", str(profile), "--batch-limits", str(fit), "--export", "limits"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [(r["trainable_layers"], r["max_batch_size"]) for r in data["rungs"]] == [(1, 300), (3, 100)]
+    assert data["max_batch_source"] == f"layerprof fit ({fit}), 80.0 GiB"
+    snippet = runner.invoke(app, ["ladder", str(profile), "--batch-limits", str(fit), "--export", "optuna"]).stdout
+    assert "MAX_BATCH = {1: 300, 3: 100}" in snippet and "BATCH_SIZES = [32, 64, 128, 256, 512]" in snippet
+    fit.write_text(json.dumps({"results": [{"trainable_layers": 1, "largest_batch_size": 300}]}))
+    assert_one_line_error(runner.invoke(app, ["ladder", str(profile), "--batch-limits", str(fit)]),
+                          "fit searched z up to 1, the ladder's rung z=3 is above it")  # fmt: skip
