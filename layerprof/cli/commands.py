@@ -19,7 +19,7 @@ from layerprof.cli import options as opt
 from layerprof.cli import render
 from layerprof.cli.render import user_errors
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, MIB
-from layerprof.errors import CellsFailed, LayerprofError
+from layerprof.errors import CellsFailed
 from layerprof.fidelity.trials import PATHS
 
 app = typer.Typer(
@@ -317,16 +317,13 @@ def ladder(
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
         opt.check_one_output(as_json, export)
-        from layerprof.devices import gpu_kind
         from layerprof.fidelity.correlate import load_result
         from layerprof.fidelity.granularity import choose_split_for_profile
         from layerprof.fidelity.ladder import ladder_for
         from layerprof.outputs.exporters import export as export_snippet
-        from layerprof.parsing import parse_memory, price_book
+        from layerprof.parsing import parse_memory
         from layerprof.profile import load_profile
 
-        if (prices or prices_file) and gpu is None:
-            raise LayerprofError("--price and --prices price each rung's trial on --gpu KIND; give --gpu too")
         result, notes = ladder_for(
             profile_path,
             eta=eta,
@@ -338,8 +335,7 @@ def ladder(
             budget_steps=budget_steps,
             correlation=load_result(correlation) if correlation is not None else None,
             batch_limits=batch_limits,
-            gpu=gpu_kind(gpu) if gpu is not None else None,
-            prices=price_book(prices, prices_file) if gpu is not None else None,
+            **opt.priced(prices, prices_file, gpu, gpu_needed=True),
         )
         for text in notes:
             render.note(text, "warning", "yellow")
@@ -383,13 +379,12 @@ def fit(
     """For each z, the largest batch that fits in --memory or on --gpu (its help names the context reserve)."""
     with user_errors():
         from layerprof.devices import gpu_kind
-        from layerprof.parsing import parse_layer_selection, parse_memory_budget, price_book
+        from layerprof.parsing import parse_layer_selection, parse_memory_budget
         from layerprof.predict.estimate import fit_model
         from layerprof.profile import SweepSettings
 
         budget = parse_memory_budget(memory, gpu)
         selection = parse_layer_selection(layer_counts)
-        book = price_book(prices, prices_file)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         settings = SweepSettings(
             batch_sizes=(1,),
@@ -401,7 +396,9 @@ def fit(
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
         with render.status(f"estimating {model}"):
-            result = fit_model(model, options, settings, budget, selection, batch_size, prices=book)
+            result = fit_model(
+                model, options, settings, budget, selection, batch_size, **opt.priced(prices, prices_file)
+            )
         render.fit(result, as_json)
 
 
@@ -492,10 +489,8 @@ def simulate(
     as_json: opt.SimulateJsonOption = False,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
-    """Replay successive halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost and wall
-    time per path."""
+    """Replay halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost, wall time per path."""
     with user_errors():
-        from layerprof.devices import gpu_kind
         from layerprof.fidelity.simulate import simulate as replay
         from layerprof.outputs.studies import write_simulation
         from layerprof.parsing import (
@@ -505,7 +500,6 @@ def simulate(
             parse_names,
             parse_repeats,
             parse_rungs,
-            price_book,
         )
         from layerprof.profile import load_profile
 
@@ -523,8 +517,7 @@ def simulate(
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             seed=seed,
             workers=workers,
-            gpu=gpu_kind(gpu) if gpu is not None else None,
-            prices=price_book(prices, prices_file),
+            **opt.priced(prices, prices_file, gpu),
         )
         written = write_simulation(simulation, out or Path(simulation.study))
         for text in simulation.notes:
@@ -557,12 +550,9 @@ def plan(
         from layerprof.fidelity.plan import plan_cluster
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray
-        from layerprof.parsing import parse_duration, price_book
         from layerprof.predict.estimate import PlanPredictor
         from layerprof.profile import load_profile
 
-        book = price_book(prices, prices_file)
-        deadline_seconds = parse_duration(deadline) if deadline is not None else None
         result = plan_cluster(
             [load_profile(path) for path in profile_paths],
             inventory_from_option(cluster),
@@ -572,8 +562,7 @@ def plan(
             batch_size=batch_size,
             min_layers=min_layers,
             predict=PlanPredictor,
-            prices=book,
-            deadline_seconds=deadline_seconds,
+            **opt.priced(prices, prices_file, deadline=deadline),
         )
         if export is not None:
             print(export_plan_ray(result), end="")

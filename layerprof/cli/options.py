@@ -193,6 +193,26 @@ def check_one_output(as_json: bool, export: object | None) -> None:
         raise LayerprofError("--json and --export both print to stdout; give one of them")
 
 
+def priced(
+    prices: list[str] | None, prices_file: Path | None, gpu: str | None = None, gpu_needed: bool = False,
+    deadline: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The price book of --price and --prices (or LAYERPROF_PRICES), and --gpu's kind and --deadline's seconds
+    where given, as keyword arguments of the library call. With `gpu_needed` (ladder), prices without --gpu are
+    an input error: they would price nothing."""
+    from layerprof.devices import gpu_kind
+    from layerprof.parsing import parse_duration, price_book
+
+    if gpu_needed and (prices or prices_file) and gpu is None:
+        raise LayerprofError("--price and --prices price each rung's trial on --gpu KIND; give --gpu too")
+    arguments: dict[str, Any] = {"prices": price_book(prices, prices_file) if gpu or not gpu_needed else None}
+    if gpu is not None:
+        arguments["gpu"] = gpu_kind(gpu)
+    if deadline is not None:
+        arguments["deadline_seconds"] = parse_duration(deadline)
+    return arguments
+
+
 # ---------------------------------------------------------------- options of one command (or one meaning)
 
 ModelsJsonOption = Annotated[bool, typer.Option("--json", help="Print the names as JSON.")]
