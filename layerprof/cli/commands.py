@@ -385,6 +385,7 @@ def fit(
 
         budget = parse_memory_budget(memory, gpu)
         selection = parse_layer_selection(layer_counts)
+        priced = opt.priced(prices, prices_file)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         settings = SweepSettings(
             batch_sizes=(1,),
@@ -396,9 +397,7 @@ def fit(
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
         with render.status(f"estimating {model}"):
-            result = fit_model(
-                model, options, settings, budget, selection, batch_size, **opt.priced(prices, prices_file)
-            )
+            result = fit_model(model, options, settings, budget, selection, batch_size, **priced)
         render.fit(result, as_json)
 
 
