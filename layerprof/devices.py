@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from layerprof.errors import LayerprofError
 
@@ -109,6 +110,90 @@ GPU_KINDS: dict[str, GpuKind] = {
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
 
 
+# ---------------------------------------------------------------- prices
+
+# The variable that names a prices file (as --prices does) for every command that prints dollars.
+PRICES_VARIABLE = "LAYERPROF_PRICES"
+PriceOrigin = Literal["built-in", "--price", "--prices", "LAYERPROF_PRICES"]
+
+
+def usd(amount: float) -> str:
+    """`$2.4984`, `$2.49`, `$1,234.5`: dollars to four decimals, trailing zeros dropped."""
+    return "$" + f"{amount:,.4f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True)
+class GpuPrice:
+    """What one GPU of a kind costs to rent: US dollars per hour, and where that figure comes from."""
+
+    usd_per_hour: float
+    source: str  # the public page, the file or the option the figure was read from
+    date: str = ""  # when the source said so (ISO date), where known
+    origin: PriceOrigin = "built-in"
+
+    @property
+    def label(self) -> str:
+        """`$3.95/h (Modal list price, 2026-05-07)`: the figure with its source, as every dollar figure names it."""
+        dated = f", {self.date}" if self.date else ""
+        return f"{usd(self.usd_per_hour)}/h ({self.source}{dated})"
+
+
+# On-demand list prices of one whole GPU, one public source per kind, each with the date it was read on: Modal's
+# per-second rates (modal.com/pricing, x 3600) and Lambda's 1-GPU instances (lambda.ai/pricing), both as quoted
+# on 2026-05-07 by techbytes.app/posts/serverless-gpu-pricing-matrix-modal-replicate-lambda-2026. Kinds without a
+# dated public figure we could check (H200, B200, RTX4090) have none: give --price KIND=USD. A MIG slice costs its
+# share of its GPU's price (`GpuKind.share_of_gpu`). Prices move: a team with a contract gives its own.
+_MODAL = "Modal list price, modal.com/pricing"
+_LAMBDA = "Lambda on-demand 1-GPU list price, lambda.ai/pricing"
+_QUOTED = "2026-05-07"
+GPU_PRICES: dict[str, GpuPrice] = {
+    "T4": GpuPrice(0.5904, _MODAL, _QUOTED),
+    "L4": GpuPrice(0.7992, _MODAL, _QUOTED),
+    "A10": GpuPrice(0.86, _LAMBDA, _QUOTED),
+    "A100-40GB": GpuPrice(1.48, _LAMBDA, _QUOTED),
+    "L40S": GpuPrice(1.9512, _MODAL, _QUOTED),
+    "A100-80GB": GpuPrice(2.4984, _MODAL, _QUOTED),
+    "H100": GpuPrice(3.9492, _MODAL, _QUOTED),
+}
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    """The prices a run uses: the user's (`--price`, `--prices`, LAYERPROF_PRICES), by kind name, before the
+    built-in table. A MIG slice without a price of its own costs its share of its GPU's."""
+
+    given: dict[str, GpuPrice] = field(default_factory=dict)  # kind name (as GPU_KINDS spells it) -> price
+    builtin: bool = True  # False: only the given prices count
+
+    def find(self, gpu: GpuKind) -> GpuPrice | None:
+        """The price of one GPU (or slice) of `gpu`, or None where neither the user nor the table has one."""
+        own = self.given.get(gpu.name) or (GPU_PRICES.get(gpu.name) if self.builtin else None)
+        if own is not None:
+            return own
+        if gpu.mig_of is not None and (parent := self.find(GPU_KINDS[gpu.mig_of])) is not None:
+            share = gpu.share_of_gpu
+            return GpuPrice(
+                parent.usd_per_hour * share,
+                f"{share:.3g} of {gpu.mig_of} at {parent.label}",
+                origin=parent.origin,
+            )
+        return None
+
+    def price(self, gpu: GpuKind) -> GpuPrice:
+        """The price of `gpu`; a kind nobody priced is an input error that says how to give one."""
+        found = self.find(gpu)
+        if found is None:
+            raise LayerprofError(
+                f"no price for {gpu.name} (give one: --price {gpu.name}=USD_PER_HOUR, a --prices file or "
+                f"{PRICES_VARIABLE}=FILE; built-in prices: {', '.join(GPU_PRICES)})"
+            )
+        return found
+
+    def usd(self, gpu: GpuKind, seconds: float) -> float:
+        """What `seconds` of one `gpu` cost."""
+        return self.price(gpu).usd_per_hour * seconds / 3600
+
+
 def kind_of_device(device_name: str, total_memory_bytes: int | None = None) -> GpuKind | None:
     """The table's GPU for a CUDA device name as torch and NVML report it ("NVIDIA H100 80GB HBM3",
     "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"), or None."""
@@ -153,6 +238,14 @@ def gpu_kind(name: str) -> GpuKind:
 def gpu_memory_bytes(name: str) -> int:
     """Total memory of a GPU in the table, by case-insensitive name."""
     return gpu_kind(name).memory_mib * MIB
+
+
+def cheapest_gpu_for(need_bytes: int, prices: PriceBook) -> tuple[GpuKind, GpuPrice] | None:
+    """The GPU (or MIG slice) of the table with the lowest price per hour whose memory holds `need_bytes`; at equal
+    price the one with less memory. Kinds without a price are passed over; None where no priced kind holds it."""
+    fitting = [(gpu, price) for gpu in GPU_KINDS.values()
+               if need_bytes <= gpu.memory_mib * MIB and (price := prices.find(gpu)) is not None]  # fmt: skip
+    return min(fitting, key=lambda pair: (pair[1].usd_per_hour, pair[0].memory_mib), default=None)
 
 
 def smallest_gpu_for(need_bytes: int) -> str | None:

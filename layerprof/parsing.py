@@ -6,14 +6,27 @@ Each parser raises a LayerprofError that names the option, what it got and what 
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
 import re
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from layerprof.devices import GPU_KINDS, GPUS, InventoryItem, find_gpu, gpu_memory_bytes
+from layerprof.devices import (
+    GPU_KINDS,
+    GPUS,
+    PRICES_VARIABLE,
+    GpuPrice,
+    InventoryItem,
+    PriceBook,
+    PriceOrigin,
+    find_gpu,
+    gpu_memory_bytes,
+)
 from layerprof.errors import LayerprofError
 
 # The largest batch size a sweep takes (fit searches up to it too): beyond it every cell could only fail.
@@ -386,3 +399,117 @@ def parse_inventory(text: str) -> list[InventoryItem]:
     if not items:
         raise LayerprofError(f"--cluster expects COUNTxGPU,..., e.g. 16xL4,4xA100-80GB,1xH100; got {text!r}")
     return list(items.values())
+
+
+# ---------------------------------------------------------------- prices
+
+# The most an hour of one GPU may cost: a typo (24900 for 2.49) is refused rather than priced.
+MAX_USD_PER_HOUR = 1000.0
+_PRICE = re.compile(r"\s*\$?\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*h(?:our|r)?)?\s*", re.IGNORECASE)
+
+
+def parse_usd_per_hour(text: str, where: str) -> float:
+    """`2.49`, `$2.49` or `2.49/h` -> 2.49: US dollars per GPU-hour, 0 (a GPU you own) up to MAX_USD_PER_HOUR."""
+    match = _PRICE.fullmatch(text)
+    value = float(match.group(1)) if match else math.nan
+    if not math.isfinite(value) or value > MAX_USD_PER_HOUR:
+        raise LayerprofError(
+            f"{where}: {text.strip()!r} is not a price; write US dollars per GPU-hour from 0 to "
+            f"{MAX_USD_PER_HOUR:g}, e.g. H100=2.49"
+        )
+    return value
+
+
+def parse_price(text: str, option: str = "--price") -> tuple[str, float]:
+    """`H100=2.49` -> ("H100", 2.49): a GPU kind of the table (any case; MIG slices too) and its price per hour."""
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise LayerprofError(f"{option} {text!r}: write KIND=USD_PER_HOUR, e.g. {option} H100=2.49")
+    gpu = find_gpu(name)
+    if gpu is None:
+        raise LayerprofError(f"{option} {text!r}: unknown GPU {name.strip()!r}; known: {', '.join(GPU_KINDS)}")
+    return gpu.name, parse_usd_per_hour(value, f"{option} {text!r}")
+
+
+def parse_prices_file(path: Path, origin: PriceOrigin = "--prices") -> dict[str, GpuPrice]:
+    """A prices file: JSON (`{"H100": 2.49}` or `{"H100": {"usd_per_hour": 2.49, "source": "our contract",
+    "date": "2026-01-01"}}`) or lines of KIND=USD (`#` starts a comment). Each price names the file as its source
+    unless it names its own."""
+    where = f"{origin} {path}"
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise LayerprofError(f"{where}: cannot read it ({error.strerror or error})") from None
+    entries: list[tuple[str, Any]] = []
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise LayerprofError(f"{where}: not JSON ({error})") from None
+        entries = list(data.items())
+    else:
+        for number, raw in enumerate(text.splitlines(), 1):
+            content = raw.split("#", 1)[0].strip()
+            if content:
+                name, equals, value = content.partition("=")
+                if not equals:
+                    raise LayerprofError(
+                        f"{where}, line {number}: {content!r}; write KIND=USD_PER_HOUR, e.g. H100=2.49"
+                    )
+                entries.append((name, value))
+    prices: dict[str, GpuPrice] = {}
+    for name, value in entries:
+        kind = find_gpu(str(name))
+        if kind is None:
+            raise LayerprofError(f"{where}: unknown GPU {name!r}; known: {', '.join(GPU_KINDS)}")
+        details = value if isinstance(value, dict) else {"usd_per_hour": value}
+        amount = details.get("usd_per_hour")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
+            raise LayerprofError(f'{where}: {name}\'s price {amount!r} is not a number; write e.g. "{name}": 2.49')
+        usd = parse_usd_per_hour(str(amount), f"{where}, {name}")
+        source = str(details.get("source") or path)
+        prices[kind.name] = GpuPrice(usd, source, str(details.get("date") or ""), origin)
+    return prices
+
+
+def price_book(
+    prices: list[str] | None = None, prices_file: Path | None = None, environ: dict[str, str] | None = None
+) -> PriceBook:
+    """The prices of a run, later ones first: each --price, then the --prices file (else the one LAYERPROF_PRICES
+    names), then the built-in table. The same kind given twice in --price is an error."""
+    environ = dict(os.environ) if environ is None else environ
+    given: dict[str, GpuPrice] = {}
+    if prices_file is not None:
+        given.update(parse_prices_file(prices_file, "--prices"))
+    elif environ.get(PRICES_VARIABLE):
+        given.update(parse_prices_file(Path(environ[PRICES_VARIABLE]), PRICES_VARIABLE))
+    seen: set[str] = set()
+    for text in prices or []:
+        name, usd = parse_price(text)
+        if name in seen:
+            raise LayerprofError(f"--price {name} is given twice; give each GPU kind once")
+        seen.add(name)
+        given[name] = GpuPrice(usd, "--price", "", "--price")
+    return PriceBook(given)
+
+
+_DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+# The longest deadline a plan takes: a year is already beyond any halving anyone waits for.
+MAX_DURATION_SECONDS = 366 * 86400
+
+
+def parse_duration(text: str, option: str = "--deadline") -> float:
+    """`6h`, `90min`, `1.5d`, `2h30m`, `45s` -> seconds. A number without a unit is refused (`6` could be hours or
+    seconds); so are zero and anything beyond a year."""
+    parts = re.findall(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]+)", text.strip().lower())
+    joined = "".join(f"{number}{unit}" for number, unit in parts)
+    if not parts or joined != re.sub(r"\s+", "", text.strip().lower()):
+        raise LayerprofError(f"{option} {text!r} not understood; write a duration with a unit, e.g. 6h, 90min or 2h30m")
+    seconds = 0.0
+    for number, unit in parts:
+        if unit not in _DURATION_UNITS:
+            raise LayerprofError(f"{option} {text!r}: unknown unit {unit!r}; use s, min (or m), h or d")
+        seconds += float(number) * _DURATION_UNITS[unit]
+    if not 0 < seconds <= MAX_DURATION_SECONDS:
+        raise LayerprofError(f"{option} {text!r} must be more than 0 and at most 366 days")
+    return seconds

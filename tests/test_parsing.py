@@ -3,6 +3,7 @@ and the one-line message for what it refuses."""
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Literal, Optional
@@ -265,3 +266,116 @@ def test_cpu_lists_refused() -> None:
         with pytest.raises(LayerprofError) as caught:
             parse_cpu_list(text)
         assert str(caught.value).startswith(message), str(caught.value)
+
+
+# ---------------------------------------------------------------- prices and durations
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "usd"),
+    [
+        ("H100=2.49", "H100", 2.49),
+        (" h100 = $2.49/h ", "H100", 2.49),  # any case, a dollar sign, per hour spelled out
+        ("a100-80gb=1.79/hr", "A100-80GB", 1.79),
+        ("H100-1g.10gb=0.4", "H100-1g.10gb", 0.4),  # a MIG slice priced on its own
+        ("H200=0", "H200", 0.0),  # a GPU you own: free per hour
+        ("L4=.5", "L4", 0.5),
+        ("B200=1e1", "B200", 10.0),
+        ("T4=1000", "T4", 1000.0),  # the largest price taken
+    ],
+)
+def test_a_price_names_a_gpu_kind_and_dollars_per_hour(text: str, kind: str, usd: float) -> None:
+    from layerprof.parsing import parse_price
+
+    assert parse_price(text) == (kind, usd)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("H100", "--price 'H100': write KIND=USD_PER_HOUR, e.g. --price H100=2.49"),
+        ("=2.49", "--price '=2.49': write KIND=USD_PER_HOUR"),
+        ("L5=2", "--price 'L5=2': unknown GPU 'L5'; known: 1g.5gb"),
+        ("H100=", "--price 'H100=': '' is not a price"),
+        ("H100=-1", "'-1' is not a price"),
+        ("H100=abc", "'abc' is not a price"),
+        ("H100=nan", "'nan' is not a price"),
+        ("H100=inf", "'inf' is not a price"),
+        ("H100=1000.01", "'1000.01' is not a price; write US dollars per GPU-hour from 0 to 1000"),
+        ("H100=2.49.1", "'2.49.1' is not a price"),
+        ("H100=2,49", "'2,49' is not a price"),
+        ("H100=2.49/day", "'2.49/day' is not a price"),
+    ],
+)
+def test_a_price_that_is_not_one_is_refused(text: str, message: str) -> None:
+    from layerprof.parsing import parse_price
+
+    with pytest.raises(LayerprofError) as caught:
+        parse_price(text)
+    assert message in str(caught.value), str(caught.value)
+
+
+def test_prices_come_from_options_a_file_or_the_environment_later_ones_first(tmp_path: Path) -> None:
+    from layerprof.devices import GPU_KINDS
+    from layerprof.parsing import price_book
+
+    json_file = tmp_path / "prices.json"
+    json_file.write_text('{"h100": 2.0, "L4": {"usd_per_hour": "0.5", "source": "our contract", "date": "2026-01-02"}}')
+    lines_file = tmp_path / "prices.txt"
+    lines_file.write_text("# our cloud\nH100 = 3.0  # on demand\n\nH200=4\n")
+    book = price_book(["H100=2.49"], json_file, environ={})
+    h100, l4, t4 = (book.price(GPU_KINDS[name]) for name in ("H100", "L4", "T4"))
+    assert (h100.usd_per_hour, h100.source, h100.origin) == (2.49, "--price", "--price")  # --price before the file
+    assert (l4.usd_per_hour, l4.label) == (0.5, "$0.5/h (our contract, 2026-01-02)")
+    assert (t4.usd_per_hour, t4.origin) == (0.5904, "built-in")
+    from_environment = price_book(environ={"LAYERPROF_PRICES": str(lines_file)})
+    h200 = from_environment.price(GPU_KINDS["H200"])
+    assert (h200.usd_per_hour, h200.source, h200.origin) == (4.0, str(lines_file), "LAYERPROF_PRICES")
+    assert from_environment.price(GPU_KINDS["H100"]).usd_per_hour == 3.0
+    # --prices wins over the environment's file, which is then not read at all
+    assert (
+        price_book([], json_file, environ={"LAYERPROF_PRICES": "/nonexistent"}).price(GPU_KINDS["H100"]).usd_per_hour
+        == 2.0
+    )
+    for environ, prices, message in [
+        ({}, ["H100=1", "h100=2"], "--price H100 is given twice; give each GPU kind once"),
+        ({"LAYERPROF_PRICES": str(tmp_path / "gone")}, [], f"LAYERPROF_PRICES {tmp_path / 'gone'}: cannot read it"),
+    ]:  # fmt: skip
+        with pytest.raises(LayerprofError) as caught:
+            price_book(prices, environ=environ)
+        assert str(caught.value).startswith(message), str(caught.value)
+    for text, message in [
+        ('{"H100": }', "not JSON"),
+        ('{"L5": 1}', "unknown GPU 'L5'"),
+        ('{"H100": true}', "H100's price True is not a number"),
+        ('{"H100": {"source": "x"}}', "H100's price None is not a number"),
+        ('{"H100": -2}', "'-2' is not a price"),
+        ("H100 2.49\n", "line 1: 'H100 2.49'; write KIND=USD_PER_HOUR"),
+    ]:
+        json_file.write_text(text)
+        with pytest.raises(LayerprofError, match=re.escape(message)):
+            price_book(prices_file=json_file, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("6h", 21600.0), ("2h30m", 9000.0), ("2h 30min", 9000.0), ("90min", 5400.0), ("1.5d", 129600.0),
+     (" 45 s ", 45.0), ("366d", 366 * 86400.0), ("1H", 3600.0)],
+)  # fmt: skip
+def test_a_deadline_is_a_duration_with_units(text: str, seconds: float) -> None:
+    from layerprof.parsing import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("6", "'6' not understood; write a duration with a unit, e.g. 6h"), ("h", "not understood"),
+     ("", "not understood"), ("6x", "unknown unit 'x'; use s, min (or m), h or d"), ("0h", "must be more than 0"),
+     ("367d", "at most 366 days"), ("6h-1m", "not understood"), ("6 hours", "unknown unit 'hours'")],
+)  # fmt: skip
+def test_a_deadline_without_a_unit_or_beyond_a_year_is_refused(text: str, message: str) -> None:
+    from layerprof.parsing import parse_duration
+
+    with pytest.raises(LayerprofError, match=re.escape(message)):
+        parse_duration(text)

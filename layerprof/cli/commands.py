@@ -309,6 +309,10 @@ def ladder(
     export: opt.LadderExportOption = None,
     split: opt.SplitOption = opt.SplitMode.profile,
     output_format: opt.FormatOption = opt.OutputFormat.table,
+    gpu: opt.LadderGpuOption = None,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
+    batch_limits: opt.BatchLimitsOption = None,
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
@@ -330,6 +334,8 @@ def ladder(
             configs=configs,
             budget_steps=budget_steps,
             correlation=load_result(correlation) if correlation is not None else None,
+            batch_limits=batch_limits,
+            **opt.priced(prices, prices_file, gpu, gpu_needed=True),
         )
         for text in notes:
             render.note(text, "warning", "yellow")
@@ -367,6 +373,8 @@ def fit(
     seq_len: opt.SeqLenOption = None,
     overrides: opt.SetOption = None,
     unwrap: opt.UnwrapOption = None,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
 ) -> None:
     """For each z, the largest batch that fits in --memory or on --gpu (its help names the context reserve)."""
     with user_errors():
@@ -377,6 +385,7 @@ def fit(
 
         budget = parse_memory_budget(memory, gpu)
         selection = parse_layer_selection(layer_counts)
+        priced = opt.priced(prices, prices_file)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         settings = SweepSettings(
             batch_sizes=(1,),
@@ -388,7 +397,7 @@ def fit(
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
         with render.status(f"estimating {model}"):
-            result = fit_model(model, options, settings, budget, selection, batch_size)
+            result = fit_model(model, options, settings, budget, selection, batch_size, **priced)
         render.fit(result, as_json)
 
 
@@ -471,11 +480,15 @@ def simulate(
     gpu_memory: opt.SimulateGpuMemoryOption = None,
     full_steps: opt.FullStepsOption = None,
     seed: opt.SeedOption = 0,
+    workers: opt.SimulateWorkersOption = 4,
+    gpu: opt.SimulateGpuOption = None,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
     out: opt.SimulateOutOption = None,
     as_json: opt.SimulateJsonOption = False,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
-    """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
+    """Replay halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost, wall time per path."""
     with user_errors():
         from layerprof.fidelity.simulate import simulate as replay
         from layerprof.outputs.studies import write_simulation
@@ -502,6 +515,8 @@ def simulate(
             full_steps=full_steps,
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
             seed=seed,
+            workers=workers,
+            **opt.priced(prices, prices_file, gpu),
         )
         written = write_simulation(simulation, out or Path(simulation.study))
         for text in simulation.notes:
@@ -521,11 +536,14 @@ def plan(
     budget_steps: opt.PlanBudgetStepsOption = 1000,
     batch_size: opt.PlanBatchSizeOption = None,
     min_layers: opt.MinLayersOption = 1,
+    prices: opt.PriceOption = None,
+    prices_file: opt.PricesOption = None,
+    deadline: opt.DeadlineOption = None,
     as_json: opt.PlanJsonOption = False,
     export: opt.PlanExportOption = None,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
-    """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
+    """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
     with user_errors():
         opt.check_one_output(as_json, export)
         from layerprof.fidelity.plan import plan_cluster
@@ -543,6 +561,7 @@ def plan(
             batch_size=batch_size,
             min_layers=min_layers,
             predict=PlanPredictor,
+            **opt.priced(prices, prices_file, deadline=deadline),
         )
         if export is not None:
             print(export_plan_ray(result), end="")

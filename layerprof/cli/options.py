@@ -193,6 +193,26 @@ def check_one_output(as_json: bool, export: object | None) -> None:
         raise LayerprofError("--json and --export both print to stdout; give one of them")
 
 
+def priced(
+    prices: list[str] | None, prices_file: Path | None, gpu: str | None = None, gpu_needed: bool = False,
+    deadline: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The price book of --price and --prices (or LAYERPROF_PRICES), and --gpu's kind and --deadline's seconds
+    where given, as keyword arguments of the library call. With `gpu_needed` (ladder), prices without --gpu are
+    an input error: they would price nothing."""
+    from layerprof.devices import gpu_kind
+    from layerprof.parsing import parse_duration, price_book
+
+    if gpu_needed and (prices or prices_file) and gpu is None:
+        raise LayerprofError("--price and --prices price each rung's trial on --gpu KIND; give --gpu too")
+    arguments: dict[str, Any] = {"prices": price_book(prices, prices_file) if gpu or not gpu_needed else None}
+    if gpu is not None:
+        arguments["gpu"] = gpu_kind(gpu)
+    if deadline is not None:
+        arguments["deadline_seconds"] = parse_duration(deadline)
+    return arguments
+
+
 # ---------------------------------------------------------------- options of one command (or one meaning)
 
 ModelsJsonOption = Annotated[bool, typer.Option("--json", help="Print the names as JSON.")]
@@ -365,11 +385,24 @@ SplitOption = Annotated[
         "from one per-layer trace, and name the best.",
     ),
 ]
+BatchLimitsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--batch-limits",
+        metavar="FIT_JSON",
+        help="`fit --json`'s output: each rung's largest batch, which --export snippets never exceed.",
+    ),
+]
+LadderGpuOption = gpu_option(
+    "Its memory for slots (unless --gpu-memory) and each rung's trial in dollars at its price (--price, --prices)."
+)
 MemoryOption = Annotated[str | None, typer.Option("--memory", metavar="SIZE", help="GPU memory budget, e.g. 24GiB.")]
 FitGpuOption = gpu_option("The GPU whose memory is the budget.")
 FitBatchSizeOption = Annotated[
     int | None,
-    typer.Option("--batch-size", metavar="B", min=1, help="Also name the smallest GPU that runs this batch."),
+    typer.Option(
+        "--batch-size", metavar="B", min=1, help="Also name the smallest and the cheapest GPU that run this batch."
+    ),
 ]
 FitJsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 ReportProfilesArgument = Annotated[
@@ -453,6 +486,16 @@ FullStepsOption = Annotated[
     typer.Option("--full-steps", min=1, metavar="STEPS", help="Steps at budget 1, for a task that does not say."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", metavar="S", help="Seed of the sampled runs.")]
+SimulateWorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=1, metavar="N", help="Trials at once for wall times: halving waits for each rung, ASHA not."
+    ),
+]
+SimulateGpuOption = gpu_option(
+    "Each path's dollars on this kind: the profile's device seconds (scaled by peak from the profile's GPU) at its "
+    "price (--price, --prices)."
+)
 SimulateOutOption = Annotated[
     Path | None, typer.Option("--out", metavar="DIR", help="Where the JSON and figure go (default: STUDY).")
 ]
@@ -485,6 +528,32 @@ PlanBatchSizeOption = Annotated[
 PlanJsonOption = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
 PlanExportOption = Annotated[
     PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
+]
+PriceOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        metavar="KIND=USD",
+        help="What one GPU of KIND costs per hour, e.g. H100=2.49 (a MIG slice: its share unless given). "
+        "Repeatable; before --prices and the built-in list prices.",
+    ),
+]
+PricesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        metavar="FILE",
+        help='Prices per GPU-hour: JSON {"H100": 2.49} or lines KIND=USD (default: $LAYERPROF_PRICES, if set).',
+    ),
+]
+DeadlineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--deadline",
+        metavar="DURATION",
+        help="e.g. 6h: the cheapest composition of --cluster's kinds (each up to its count) that runs successive "
+        "halving over the ladder by then, rented for the whole run; or why none does.",
+    ),
 ]
 CurrentArgument = Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")]
 BaselineArgument = Annotated[Path, typer.Argument(metavar="BASELINE", help="The accepted profile to compare against.")]

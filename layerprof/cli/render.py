@@ -514,14 +514,14 @@ def simulation(result: Any, output_format: str, written: list[Path]) -> None:
 
 def cluster_plan(result: Any, output_format: str) -> None:
     """A plan: rungs placed on the GPUs, the summary, and its notes."""
-    from layerprof.outputs.tables import markdown_plan, rich_plan_tables
+    from layerprof.outputs.tables import markdown_plan, plan_price_lines, rich_plan_tables
 
     if output_format == "md":
         print(markdown_plan(result) + "\n")
     else:
         for table in rich_plan_tables(result):
             console.print(table)
-    for text in result.notes:
+    for text in [*plan_price_lines(result), *result.notes]:
         line(f"  {text}", style="dim")
 
 

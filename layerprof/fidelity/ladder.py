@@ -12,8 +12,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
-from layerprof.errors import LayerprofError
+from layerprof.devices import (
+    CUDA_CONTEXT_RESERVE_BYTES,
+    GpuKind,
+    PriceBook,
+    find_gpu,
+    kind_of_device,
+    peak_tflops,
+)
+from layerprof.errors import LayerprofError, read_json
 from layerprof.parsing import check_eta
 from layerprof.profile import Profile, Row, load_profile, ratio
 
@@ -43,6 +50,8 @@ class Rung:
     steps: int | None = None  # joint ladder: training steps at this rung
     spearman: float | None = None  # measured rank correlation with full training (from `layerprof correlate`)
     disturbed: bool = False  # its cell, or full training's, was disturbed by other work while timed
+    usd_per_trial: float | None = None  # ladder --gpu: one trial alone on that GPU, for `Ladder.priced_steps`
+    batch_limit: int | None = None  # ladder --batch-limits: the largest batch `fit` found fits at this z
 
 
 @dataclass
@@ -76,6 +85,23 @@ class Ladder:
     hyperband_neps: list[Bracket] = field(default_factory=list)  # NePS's, where it differs (integer eta only)
     joint: dict[str, Any] | None = None
     times_predicted: bool = False  # step times come from the time model (an estimate), not from measurement
+    gpu: str | None = None  # ladder --gpu: the kind whose memory gives the slots and whose price the dollars
+    price: str | None = None  # its price and where it comes from
+    priced_steps: str | None = None  # what a trial's dollars are for: "the rung's steps" or "1000 steps"
+    priced_time_source: str | None = None  # "measured on H100" | "scaled from H100 by peak"
+    successive_halving_usd: float | None = None  # --configs: every trial of the halving bracket, one after another
+    batch_limits_source: str | None = None  # where the exported snippets' largest batch per rung comes from
+
+    def max_batch(self) -> dict[int, int]:
+        """Budget index -> the largest batch that fits one GPU at that rung: `fit`'s answers where attached
+        (`attach_batch_limits`), else the profile's line of memory against batch size; rungs without either are
+        left out."""
+        limits = {}
+        for rung in self.rungs:
+            limit = rung.batch_limit if rung.batch_limit is not None else rung.largest_batch_size
+            if limit is not None:
+                limits[rung.budget_index] = limit
+        return limits
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, with `budget_to_rung`: each budget index's z and steps, for a tuner to look up."""
@@ -267,9 +293,14 @@ def build_ladder(
     configs: int | None = None,
     budget_steps: int | None = None,
     context_reserve: int = CUDA_CONTEXT_RESERVE_BYTES,
+    gpu: GpuKind | None = None,
+    prices: PriceBook | None = None,
 ) -> Ladder:
-    """The recommended rungs for a profile, what each needs, and what halving over them spends."""
+    """The recommended rungs for a profile, what each needs, and what halving over them spends. On `gpu` (its
+    memory where `gpu_memory` is not given): with `prices`, each rung's trial in dollars (`price_ladder`)."""
     _validate(profile, eta, cost_kind, min_layers, configs, budget_steps)
+    if gpu is not None and gpu_memory is None:
+        gpu_memory = gpu.memory_mib * 2**20
     batch_size, rows = _profile_rows(profile, batch_size)
     costs = _rung_costs(profile, rows, batch_size, cost_kind, min_layers)
     chosen, close, note = select_rungs(costs, eta)
@@ -297,9 +328,61 @@ def build_ladder(
         times_predicted=profile.predicts_time,
     )
     _add_brackets(ladder, configs)
+    if any(rung.largest_batch_size is not None for rung in rungs) and gpu_memory is not None:
+        ladder.batch_limits_source = f"the profile's batch sizes, a line per z, {gpu_memory / 2**30:.1f} GiB"
     if budget_steps is not None:
         ladder.joint = joint_ladder(ladder, budget_steps, configs)
+    if gpu is not None and prices is not None:
+        price_ladder(ladder, profile, gpu, prices)
     return ladder
+
+
+PRICED_STEPS = 1000  # a trial's dollars without --budget-steps: this many steps
+
+
+def time_scale(profile: Profile, gpu: GpuKind, command: str) -> tuple[float, str]:
+    """What the profile's step times are multiplied by to stand for `gpu`'s, and what they then are: measured on
+    it, predicted for it, or scaled from the profile's GPU by the two kinds' peaks for the profile's precision. A
+    CPU profile's times say nothing about a GPU: an input error naming `command`."""
+    environment = profile.environment
+    source = find_gpu(environment.cluster_kind or "") or kind_of_device(
+        environment.device_name, environment.total_memory_bytes
+    )
+    if source is None and environment.estimated and environment.device_kind == "cuda":
+        source = find_gpu(profile.settings.target_gpu or "H100")  # an estimate predicts for its --gpu (H100's peaks)
+    if source is None:
+        raise LayerprofError(
+            f"{command} --gpu {gpu.name}: the profile's step times are {environment.device_name}'s, not a GPU "
+            "layerprof knows; price a profile measured on a GPU or an estimate for --target cuda"
+        )
+    precision, tf32 = profile.settings.precision, bool((environment.numerics or {}).get("matmul_tf32"))
+    scale = peak_tflops(source, precision, tf32) / peak_tflops(gpu, precision, tf32)
+    label = (
+        f"measured on {source.name}" if source.name == gpu.name and not environment.estimated
+        else f"predicted for {source.name}" if source.name == gpu.name
+        else f"scaled from {source.name} by peak"
+    )  # fmt: skip
+    return scale, label
+
+
+def price_ladder(ladder: Ladder, profile: Profile, gpu: GpuKind, prices: PriceBook) -> None:
+    """Each rung's trial in dollars on `gpu`: its step time (the profile's, scaled by the two kinds' peaks for the
+    profile's precision where it was measured or predicted for another kind) times its steps (the joint ladder's,
+    else PRICED_STEPS) at the kind's price; with --configs, the whole halving bracket. A CPU profile's step times
+    say nothing about a GPU: an input error."""
+    scale, ladder.priced_time_source = time_scale(profile, gpu, "ladder")
+    price = prices.price(gpu)
+    ladder.gpu, ladder.price = gpu.name, price.label
+    ladder.priced_steps = "the rung's steps" if ladder.joint is not None else f"{PRICED_STEPS} steps"
+    for rung in ladder.rungs:
+        if rung.step_time_ms is not None:
+            seconds = rung.step_time_ms * scale * (rung.steps or PRICED_STEPS) / 1000
+            rung.usd_per_trial = prices.usd(gpu, seconds)
+    if ladder.successive_halving is not None and all(rung.usd_per_trial is not None for rung in ladder.rungs):
+        counts = ladder.successive_halving.configs_per_rung
+        ladder.successive_halving_usd = sum(
+            count * (rung.usd_per_trial or 0.0) for count, rung in zip(counts, ladder.rungs, strict=False)
+        )
 
 
 def recommended_ladder(profile: Profile) -> tuple[Ladder | None, str | None]:
@@ -416,10 +499,13 @@ def _add_brackets(ladder: Ladder, configs: int | None) -> None:
                 ladder.hyperband_neps = neps
 
 
-def ladder_for(profile_path: str | Path, correlation: Any = None, **options: Any) -> tuple[Ladder, list[str]]:
+def ladder_for(
+    profile_path: str | Path, correlation: Any = None, batch_limits: Path | None = None, **options: Any
+) -> tuple[Ladder, list[str]]:
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
     correlation from a correlate result (`layerprof.fidelity.correlate.load_result`: this module never imports the
-    study's); the notes name rungs the result lacks."""
+    study's) and each rung's largest batch from `fit --json`'s output (`batch_limits`); the notes name rungs the
+    result lacks."""
     profile = load_profile(profile_path)
     notes: list[str] = []
     reason = profile.incomplete_reason()
@@ -431,9 +517,31 @@ def ladder_for(profile_path: str | Path, correlation: Any = None, **options: Any
     if options.get("cost_kind") is None:
         options["cost_kind"] = default_cost(profile)
     ladder = build_ladder(profile, **options)
+    if batch_limits is not None:
+        fit = read_json(batch_limits, "fit result", "the output of `layerprof fit ... --json`")
+        attach_batch_limits(ladder, fit if isinstance(fit, dict) else {}, str(batch_limits))
     if correlation is not None:
         notes += attach_correlation(ladder, correlation)
     return ladder, notes
+
+
+def attach_batch_limits(ladder: Ladder, fit: dict[str, Any], source: str) -> None:
+    """Each rung's largest batch from `fit --json`'s answers: at its z, else at the nearest larger z that fit
+    searched (more trainable layers never need less memory, so that batch fits the rung too). A rung above every
+    z fit searched is an input error naming them."""
+    answers = {int(r["trainable_layers"]): int(r["largest_batch_size"]) for r in fit.get("results", [])}
+    if not answers:
+        raise LayerprofError(f"--batch-limits {source}: no `results` with largest batches; give `fit --json`'s output")
+    for rung in ladder.rungs:
+        above = [z for z in answers if z >= rung.trainable_layers]
+        if not above:
+            raise LayerprofError(
+                f"--batch-limits {source}: fit searched z up to {max(answers)}, the ladder's rung z="
+                f"{rung.trainable_layers} is above it; run fit with --layers all"
+            )
+        rung.batch_limit = answers[min(above)]
+    memory = fit.get("memory_bytes")
+    ladder.batch_limits_source = f"layerprof fit ({source})" + (f", {memory / 2**30:.1f} GiB" if memory else "")
 
 
 def attach_correlation(ladder: Ladder, result: Any) -> list[str]:

@@ -20,7 +20,9 @@ GPU-bound pythia-1.4b 32-true trials 2.23x, two host-bound resnet18 trials 1.11x
 
 from __future__ import annotations
 
+import functools
 import heapq
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ from layerprof.devices import (
     GPU_KINDS,
     GpuKind,
     InventoryItem,
+    PriceBook,
     find_gpu,
     kind_of_device,
     peak_tflops,
@@ -46,6 +49,7 @@ ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak f
 # 1.11x and 1.18x (host-bound) as long as one alone where taking turns alone accounts for 2x, 1x and 1x.
 SHARING_OVERHEAD = 0.13
 SCHEDULES = ("ladder", "best single kind", "budget only")
+ASHA = "asha"  # the algorithm name of the asynchronous schedule
 # (z, GPU kind) -> (predicted step ms, where it comes from, the share of the step the GPU is busy), or None
 StepPredictor = Callable[[int, GpuKind], "tuple[float, str, float] | None"]
 
@@ -220,6 +224,8 @@ class KindShare:
     time_source: str
     memory_need_bytes: int
     memory_source: str
+    busy_seconds: float = 0.0  # all its GPUs' busy time, added up (a MIG slice's time, not scaled by its share)
+    usd: float | None = None  # what that busy time costs at the kind's price (`ClusterPlan.prices` names it)
 
 
 @dataclass
@@ -233,6 +239,7 @@ class RungPlacement:
     shares: list[KindShare]
     makespan_seconds: float  # until the last trial of the rung ends
     gpu_hours: float  # busy time of every GPU used
+    usd: float | None = None  # its shares' busy time at their kinds' prices
 
     @property
     def time_sources(self) -> list[str]:
@@ -245,13 +252,15 @@ class Schedule:
     """One halving schedule (successive halving or a Hyperband bracket) placed rung by rung."""
 
     name: str  # one of SCHEDULES
-    algorithm: str  # "successive halving" | "hyperband"
+    algorithm: str  # "successive halving" | "hyperband" | "asha"
     brackets: list[list[RungPlacement]]  # run one after another; rungs within a bracket too
     gpus: str = ""  # the kind a single-kind schedule uses
     makespan_seconds: float = 0.0
     gpu_hours: float = 0.0
     makespan_vs_ladder: float | None = None
     gpu_hours_vs_ladder: float | None = None
+    usd: float | None = None  # the GPUs' busy time at their prices: billed per second, released when idle
+    usd_held: float | None = None  # every GPU it may use (the inventory, or its one kind) held for the makespan
 
     @property
     def scaled(self) -> bool:
@@ -276,6 +285,7 @@ def together(trials: int, gpu_share: float) -> float:
     return max(1.0, trials * gpu_share) * (1 + SHARING_OVERHEAD)
 
 
+@functools.lru_cache(maxsize=65536)
 def one_gpu(trials: int, trial_seconds: float, gpu_share: float, slots: int) -> GpuRun:
     """n trials on one GPU in waves of at most `slots` (what fits) at once, each wave taking
     `together(size, gpu_share)` times one trial: the number of waves that finishes soonest."""
@@ -338,6 +348,7 @@ def place(
                     cost.time_source,
                     cost.memory_need_bytes,
                     cost.memory_source,
+                    sum(runs[n].seconds for n in used),
                 )  # fmt: skip
             )
     busy = [(kinds[k][4][n].seconds, kinds[k][0].gpu.share_of_gpu) for (k, _), n in loads.items()]
@@ -367,6 +378,23 @@ def _fewest_gpu_hours(kinds: list[Any], configs: int, makespan: float) -> dict[t
 
 
 @dataclass
+class DeadlineAnswer:
+    """`plan --deadline`: the cheapest composition of the inventory's kinds (each at most its count) whose
+    halving over the ladder ends by the deadline, its GPUs held (rented) for the makespan; or why none does."""
+
+    deadline_seconds: float
+    algorithm: str  # the schedule timed against the deadline: successive halving over the ladder
+    met: bool
+    gpus: list[dict[str, Any]]  # [{"gpu": "L4", "count": 3}, ...]; [] where none meets it
+    makespan_seconds: float | None = None
+    usd_held: float | None = None  # the composition held for the makespan: what renting it costs
+    usd: float | None = None  # its busy time alone
+    gpu_hours: float | None = None
+    compositions_tried: int = 0
+    reason: str = ""
+
+
+@dataclass
 class ClusterPlan:
     """`plan`'s answer: the schedules on the inventory, their makespan and GPU-hours, and notes."""
 
@@ -380,6 +408,8 @@ class ClusterPlan:
     cost_kind: str
     schedules: list[Schedule] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    prices: dict[str, str] = field(default_factory=dict)  # GPU kind -> its price and where it comes from
+    deadline: DeadlineAnswer | None = None
 
     def schedule(self, name: str, algorithm: str) -> Schedule:
         """The schedule of that name and algorithm; `plan` makes one of each (StopIteration otherwise)."""
@@ -400,11 +430,16 @@ def plan_cluster(
     batch_size: int | None = None,
     min_layers: int = 1,
     predict: Callable[[ProfileSet], StepPredictor] | None = None,
+    prices: PriceBook | None = None,
+    deadline_seconds: float | None = None,
 ) -> ClusterPlan:
     """The ladder of the profiles, each rung placed on the inventory, for halving and Hyperband; and the two
     alternatives placed the same way: the ladder on the best single kind of GPU (the quickest of the kinds that
     hold every rung), and halving on steps at full z. `predict` makes the step-time predictor for kinds nobody
-    measured."""
+    measured. With `prices`, every rung and schedule in dollars (a kind without a price: none, and a note); with
+    `deadline_seconds` too, the cheapest composition of the inventory that meets it (`cheapest_cluster`)."""
+    if deadline_seconds is not None and (not math.isfinite(deadline_seconds) or deadline_seconds <= 0):
+        raise LayerprofError(f"--deadline must be a positive duration like 6h, got {deadline_seconds:g} s")
     check_eta(eta)
     if budget_steps < 1:
         raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
@@ -446,10 +481,19 @@ def plan_cluster(
         fitting = [schedule for schedule in singles if schedule.brackets]
         result.schedules.append(min(fitting, key=lambda s: (s.makespan_seconds, s.gpu_hours)))
         result.schedules.append(_schedule("budget only", algorithm, brackets, budget_rungs, inventory, group))
+    result.schedules.append(asha_schedule(configs, eta, ladder_rungs, inventory, group))
     for schedule in result.schedules:
-        ladder_schedule = result.schedule("ladder", schedule.algorithm)
+        algorithm = "successive halving" if schedule.algorithm == ASHA else schedule.algorithm
+        ladder_schedule = result.schedule("ladder", algorithm)
         schedule.makespan_vs_ladder = schedule.makespan_seconds / ladder_schedule.makespan_seconds
         schedule.gpu_hours_vs_ladder = schedule.gpu_hours / ladder_schedule.gpu_hours
+    if prices is not None:
+        _price_plan(result, prices, inventory)
+        if deadline_seconds is not None:
+            brackets = layouts["successive halving"]
+            result.deadline = cheapest_cluster(deadline_seconds, brackets, ladder_rungs, inventory, group, prices)
+    elif deadline_seconds is not None:
+        raise LayerprofError("--deadline needs prices to choose the cheapest cluster")
     if configs_given:
         result.notes.append(
             f"--configs {configs} sets successive halving's starting configurations; Hyperband's brackets follow "
@@ -507,3 +551,232 @@ def _unplaceable(group: ProfileSet, z: int, kinds: Sequence[InventoryItem], sche
         f"no GPU in the inventory holds a trial of z={z} ({schedule}): it needs {need / 2**30:.1f} GiB, the largest "
         f"GPU ({biggest.name}) has {biggest.memory_mib / 1024:.1f} GiB; add a larger GPU to --cluster"
     )
+
+
+# ---------------------------------------------------------------- dollars and deadlines
+
+
+def price_schedule(schedule: Schedule, prices: PriceBook, held: Sequence[InventoryItem]) -> None:
+    """Dollars of a placed schedule: each share's busy time at its kind's price, added up per rung and schedule;
+    and `held`'s GPUs rented for the whole makespan. Raises LayerprofError for a kind without a price."""
+    for bracket in schedule.brackets:
+        for placement in bracket:
+            for share in placement.shares:
+                share.usd = prices.usd(GPU_KINDS[share.gpu], share.busy_seconds)
+            placement.usd = sum(share.usd or 0.0 for share in placement.shares)
+    schedule.usd = sum(p.usd or 0.0 for b in schedule.brackets for p in b)
+    schedule.usd_held = sum(prices.usd(item.gpu, schedule.makespan_seconds) * item.count for item in held)
+
+
+def _price_plan(plan: ClusterPlan, prices: PriceBook, inventory: Sequence[InventoryItem]) -> None:
+    """Every schedule of the plan in dollars, and the prices it used; where a kind has none, a note instead."""
+    missing = [item.gpu.name for item in inventory if prices.find(item.gpu) is None]
+    if missing:
+        try:
+            prices.price(GPU_KINDS[missing[0]])
+        except LayerprofError as error:
+            plan.notes.append(f"{error}: the plan shows no dollars")
+        return
+    plan.prices = {item.gpu.name: prices.price(item.gpu).label for item in inventory}
+    for schedule in plan.schedules:
+        held = [item for item in inventory if item.gpu.name == schedule.gpus] if schedule.gpus else inventory
+        price_schedule(schedule, prices, held)
+
+
+def _counts_to_try(most: int) -> list[int]:
+    """0..most where that is short, else 0, 1, 2, 3, 4, 6, 8, 12, 16, ... and `most`: the counts of a kind the
+    deadline search tries while it searches another kind's count exactly."""
+    if most <= 16:
+        return list(range(most + 1))
+    counts, power = {0, most}, 1
+    while power <= most:
+        counts.update(c for c in (power, power * 3 // 2) if c <= most)
+        power *= 2
+    return sorted(counts)
+
+
+def cheapest_cluster(
+    deadline_seconds: float,
+    brackets: Sequence[Any],
+    rungs: Sequence[tuple[int, int]],
+    inventory: Sequence[InventoryItem],
+    group: ProfileSet,
+    prices: PriceBook,
+) -> DeadlineAnswer:
+    """The composition of `inventory`'s kinds (0 to each kind's count) that runs successive halving over the
+    ladder by `deadline_seconds` for the fewest dollars, its GPUs held (rented) for the whole makespan: idle GPUs
+    in the narrow top rungs cost as much as busy ones. For each count of every kind but the last (all counts up to
+    16, else a geometric choice, `_counts_to_try`), the last kind's smallest count that meets the deadline, found
+    by bisection (more GPUs never end a rung later). Or, where even the whole inventory is too slow, why."""
+    algorithm = "successive halving"
+    for item in inventory:
+        prices.price(item.gpu)  # a kind without a price is an input error here: the answer needs every price
+    tried: dict[tuple[int, ...], Schedule | None] = {}
+
+    def schedule_of(counts: tuple[int, ...]) -> Schedule | None:
+        if counts not in tried:
+            items = [InventoryItem(item.gpu, count) for item, count in zip(inventory, counts, strict=True) if count]
+            schedule = None
+            if items:
+                try:
+                    schedule = _schedule("ladder", algorithm, brackets, rungs, items, group)
+                    price_schedule(schedule, prices, items)
+                except LayerprofError:  # a rung no kind of this composition holds
+                    schedule = None
+            tried[counts] = schedule
+        return tried[counts]
+
+    def meets(counts: tuple[int, ...]) -> bool:
+        schedule = schedule_of(counts)
+        return schedule is not None and schedule.makespan_seconds <= deadline_seconds * (1 + 1e-9)
+
+    everything = tuple(item.count for item in inventory)
+    whole = schedule_of(everything)
+    if whole is None or not meets(everything):
+        took = "cannot place every rung" if whole is None else f"takes {_hours(whole.makespan_seconds)}"
+        shown = ", ".join(f"{item.count}x{item.gpu.name}" for item in inventory)
+        return DeadlineAnswer(
+            deadline_seconds, algorithm, False, [], compositions_tried=len(tried),
+            reason=f"even all of --cluster ({shown}) {took} for {algorithm} over the ladder, beyond the deadline "
+            f"of {_hours(deadline_seconds)}: add GPUs or faster kinds, or lower --configs or --budget-steps",
+        )  # fmt: skip
+    best: tuple[tuple[float, float, int], tuple[int, ...]] | None = None
+    last = inventory[-1].count
+    for head in itertools.product(*(_counts_to_try(item.count) for item in inventory[:-1])):
+        if not meets((*head, last)):
+            continue
+        low, high = 0, last
+        while low < high:
+            middle = (low + high) // 2
+            if meets((*head, middle)):
+                high = middle
+            else:
+                low = middle + 1
+        counts = (*head, low)
+        schedule = schedule_of(counts)
+        assert schedule is not None and schedule.usd_held is not None
+        key = (schedule.usd_held, schedule.makespan_seconds, sum(counts))
+        if best is None or key < best[0]:
+            best = (key, counts)
+    assert best is not None, "the whole inventory meets the deadline, so some composition does"
+    counts = best[1]
+    schedule = schedule_of(counts)
+    assert schedule is not None
+    return DeadlineAnswer(
+        deadline_seconds, algorithm, True,
+        [{"gpu": item.gpu.name, "count": count} for item, count in zip(inventory, counts, strict=True) if count],
+        schedule.makespan_seconds, schedule.usd_held, schedule.usd, schedule.gpu_hours, len(tried),
+    )  # fmt: skip
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h"
+
+
+# ---------------------------------------------------------------- asynchronous halving
+
+
+def asha_schedule(
+    configs: int, eta: float, rungs: Sequence[tuple[int, int]], inventory: Sequence[InventoryItem], group: ProfileSet
+) -> Schedule:
+    """ASHA over the ladder on the inventory. Each GPU holds w trials at once: as many as its share of a GPU-busy
+    step lets share it (1 for a GPU-bound trial, `together`'s model) and every rung it can hold fits w times; each
+    such trial takes `together(w)` times as long as alone. Whenever a place is free it takes the highest waiting
+    promotion (a trial of rung k goes on once floor(completions at k / eta) says one more may: Li et al.'s count,
+    what the libraries promote on average), else a new configuration, where it ends soonest among the places that
+    hold it. No rung waits for the one below to finish, so rungs overlap: the makespan is when the last trial ends.
+    A GPU's busy time is its trials' time over w. Each rung's line adds up its trials per kind (`waves`: the most
+    one place ran)."""
+    count = len(rungs)
+    costs = [[group.cost(z, item.gpu) for item in inventory] for z, _ in rungs]
+    memory = [item.gpu.memory_mib * 2**20 for item in inventory]
+    at_once = []
+    for kind in range(len(inventory)):
+        held = [c for c in (row[kind] for row in costs) if c is not None and c.memory_need_bytes <= memory[kind]]
+        lowest = held[0] if held else None
+        by_share = math.floor(1 / lowest.gpu_share + 1e-9) if lowest and lowest.gpu_share > 0 else 1
+        fits = min((memory[kind] // c.memory_need_bytes for c in held), default=1)
+        at_once.append(max(1, min(by_share, fits)))
+    gpus = [(item, number) for kind, item in enumerate(inventory)
+            for number in range(item.count * at_once[kind])]  # fmt: skip
+    seconds: list[list[float | None]] = []
+    for (_, steps), row in zip(rungs, costs, strict=True):
+        seconds.append([
+            None if cost is None or cost.memory_need_bytes * at_once[kind] > memory[kind]
+            else cost.step_time_ms * steps / 1000 * together(at_once[kind], cost.gpu_share)
+            for kind, cost in enumerate(row)
+        ])  # fmt: skip
+    kind_of = {item.gpu.name: index for index, item in enumerate(inventory)}
+    completions, promoted, waiting = [0] * count, [0] * count, [0] * count  # waiting: promotions not yet started
+    started_new = 0
+    free_at = {gpu: 0.0 for gpu in range(len(gpus))}
+    idle = set(free_at)
+    running: list[tuple[float, int, int, int]] = []  # (ends, order, GPU, rung)
+    order = 0
+    busy: dict[tuple[int, int], list[float]] = {}  # (rung, kind) -> busy seconds per trial
+    per_gpu: dict[tuple[int, int], int] = {}  # (rung, GPU) -> trials
+    spans: dict[int, list[float]] = {}  # rung -> [first start, last end]
+    now = 0.0
+
+    def jobs() -> list[int]:
+        """The rungs of the jobs waiting, most urgent first: promotions from the top down, then a new trial."""
+        return [k for k in range(count - 1, 0, -1) if waiting[k]] + ([0] if started_new < configs else [])
+
+    while True:
+        placed = True
+        while idle and placed:
+            placed = False
+            for rung in jobs():
+                options = [(now + secs, gpu) for gpu in idle
+                           if (secs := seconds[rung][kind_of[gpus[gpu][0].gpu.name]]) is not None]  # fmt: skip
+                if not options:
+                    continue
+                ends, gpu = min(options)
+                idle.discard(gpu)
+                heapq.heappush(running, (ends, order, gpu, rung))
+                order += 1
+                if rung == 0:
+                    started_new += 1
+                else:
+                    waiting[rung] -= 1
+                kind = kind_of[gpus[gpu][0].gpu.name]
+                busy.setdefault((rung, kind), []).append((ends - now) / at_once[kind])
+                per_gpu[(rung, gpu)] = per_gpu.get((rung, gpu), 0) + 1
+                span = spans.setdefault(rung, [now, ends])
+                span[1] = max(span[1], ends)
+                placed = True
+                break
+        if not running:
+            break
+        now, _, gpu, rung = heapq.heappop(running)
+        idle.add(gpu)
+        completions[rung] += 1
+        if rung + 1 < count and math.floor(completions[rung] / eta + 1e-9) > promoted[rung]:
+            promoted[rung] += 1
+            waiting[rung + 1] += 1
+    if started_new < configs or any(waiting):
+        raise _unplaceable(group, rungs[0][0], inventory, "asha")
+    placements = []
+    for rung, (z, steps) in enumerate(rungs):
+        shares = []
+        for kind, item in enumerate(inventory):
+            times = busy.get((rung, kind))
+            if not times:
+                continue
+            used = [n for (k, g), n in per_gpu.items() if k == rung and gpus[g][0] is item]
+            cost = costs[rung][kind]
+            assert cost is not None
+            slots = item.gpu.memory_mib * 2**20 // cost.memory_need_bytes
+            shares.append(KindShare(
+                item.gpu.name, -(-len(used) // at_once[kind]), len(times), at_once[kind], slots, max(used),
+                times[0] * at_once[kind], cost.time_source,
+                cost.memory_need_bytes, cost.memory_source, sum(times),
+            ))  # fmt: skip
+        trials = sum(share.trials for share in shares)
+        first, last = spans.get(rung, [0.0, 0.0])
+        hours = sum(share.busy_seconds * GPU_KINDS[share.gpu].share_of_gpu for share in shares) / 3600
+        placements.append(RungPlacement(rung, z, steps, trials, shares, last - first, hours))
+    schedule = Schedule("ladder", ASHA, [placements])
+    schedule.makespan_seconds = now
+    schedule.gpu_hours = sum(p.gpu_hours for p in placements)
+    return schedule

@@ -14,6 +14,7 @@ as memory allows).
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import statistics
@@ -23,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.correlate import (
     ContinuedResult,
@@ -42,6 +43,7 @@ from layerprof.fidelity.ladder import (
     hyperband,
     memory_need_bytes,
     successive_halving,
+    time_scale,
 )
 from layerprof.fidelity.trials import (
     PATHS,
@@ -78,6 +80,13 @@ COST_TOLERANCE = 0.01
 
 Seconds = Literal["training", "total"]  # what a trial's recorded cost is: its training alone, or all of it
 Runs = Literal["recorded", "assumed"]  # continued losses and seconds: from continued runs, or from scratch ones
+# How an asynchronous halving decides, when a trial reaches a rung, whether it goes on (ASHA as the libraries run
+# it: decided once, on arrival). optuna: SuccessiveHalvingPruner, the trial is among the best floor(n / eta) of
+# the n recorded at the rung, itself included (the best so far while n < eta); ray: ASHAScheduler, its loss is at
+# most the 1/eta quantile (numpy's linear interpolation) of the losses recorded there before it (the first goes on).
+PromotionRule = Literal["optuna", "ray"]
+PROMOTION_RULES: tuple[PromotionRule, ...] = ("optuna", "ray")
+DEFAULT_WORKERS = 4  # trials that run at once in the wall-time figures of simulate (--workers)
 
 
 # ---------------------------------------------------------------- the recorded study
@@ -391,6 +400,10 @@ class Outcome:
     slot_wall_seconds: float | None = None  # each rung runs its trials side by side, as many as fit
     gpu_seconds_vs_budget: float | None = None
     slot_wall_vs_budget: float | None = None
+    wall_seconds: float | None = None  # mean over repeats of the recorded seconds until the pick, on `workers`
+    workers: int | None = None
+    trials_per_rung: list[float] | None = None  # ASHA: mean trials that reached each rung
+    usd: float | None = None  # simulate --gpu: its GPU seconds on that kind at its price (`Simulation.price`)
 
 
 @dataclass
@@ -426,6 +439,7 @@ class ContinuedPath:
     successive_halving: Outcome
     hyperband: Outcome | None
     curve: list[CurvePoint] = field(default_factory=list)
+    asha: Outcome | None = None  # asynchronous halving (promotion on arrival) on the same draws
 
     @property
     def runs_label(self) -> str:
@@ -444,6 +458,7 @@ class PathResult:
     hyperband: Outcome | None
     curve: list[CurvePoint] = field(default_factory=list)  # successive halving from eta, eta^2, ... configurations
     continued: ContinuedPath | None = None  # None: the study recorded no continued runs for the path
+    asha: Outcome | None = None  # asynchronous halving (promotion on arrival) on the same draws
 
 
 @dataclass
@@ -468,6 +483,11 @@ class Simulation:
     gpu_memory_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
     seconds_used: Seconds = "total"
+    workers: int = DEFAULT_WORKERS  # trials at once in the wall-time figures
+    promotion_rule: PromotionRule = "optuna"  # how ASHA decides a promotion
+    gpu: str | None = None  # --gpu: the kind the dollars are for
+    price: str | None = None  # its price and where it comes from
+    priced_time_source: str | None = None  # the profile's step times measured on it, or scaled from another kind
 
     def path(self, name: str) -> PathResult | None:
         """The result of the path of that name, or None where it was not replayed."""
@@ -489,14 +509,133 @@ def halve(tables: Sequence[CellTable], bracket: Bracket, candidates: Sequence[Ca
 
     Sorting is stable and the candidates come in random order, so equal losses are broken at random.
     """
+    winner, seconds, _ = halve_timed(tables, bracket, candidates, 1)
+    return winner, seconds
+
+
+def halve_timed(
+    tables: Sequence[CellTable], bracket: Bracket, candidates: Sequence[Candidate], workers: int
+) -> tuple[Candidate, float, float]:
+    """`halve`, and its wall time on `workers`: each rung's trials in the order drawn, each on the first worker
+    free, the next rung once the whole rung has ended (synchronous halving)."""
     alive = list(candidates)
-    seconds = 0.0
+    seconds = wall = 0.0
     for offset, count in enumerate(bracket.configs_per_rung):
         table = tables[bracket.first_rung + offset]
         alive = alive[:count]
-        seconds += sum(table.seconds[c][s] for c, s in alive)
+        durations = [table.seconds[c][s] for c, s in alive]
+        seconds += sum(durations)
+        wall += on_workers(durations, workers)
         alive.sort(key=lambda cs: table.losses[cs[0]][cs[1]])
-    return alive[0], seconds
+    return alive[0], seconds, wall
+
+
+def on_workers(durations: Sequence[float], workers: int) -> float:
+    """When the last of `durations` ends, each started in order on the first of `workers` free."""
+    free = [0.0] * min(workers, len(durations))
+    for duration in durations:
+        heapq.heappush(free, heapq.heappop(free) + duration)
+    return max(free, default=0.0)
+
+
+def promoted(loss: float, earlier: Sequence[float], eta: float, rule: PromotionRule) -> bool:
+    """Whether a trial that reached a rung with `loss` goes on, the rung having recorded `earlier` before it (see
+    PromotionRule). A failed trial (inf or nan) never does."""
+    if not math.isfinite(loss):
+        return False
+    if rule == "optuna":  # optuna.pruners._successive_halving._is_trial_promotable_to_next_rung
+        competing = sorted([*earlier, loss])
+        return loss <= competing[max(0, math.floor(len(competing) / eta) - 1)]
+    # ray.tune.schedulers.async_hyperband._Bracket: continue unless -loss < nanpercentile(-earlier, (1 - 1/eta) 100)
+    rewards = sorted(-value for value in earlier if not math.isnan(value))
+    if not rewards:
+        return True
+    return -loss >= _numpy_percentile(rewards, 1 - 1 / eta)
+
+
+def _numpy_percentile(ordered: Sequence[float], q: float) -> float:
+    """numpy.percentile(values, 100 q) of sorted values, its default linear method, to the last bit (numpy
+    interpolates from the upper value where the fraction is at least one half)."""
+    q = q * 100 / 100  # numpy takes the percentage Ray passes and divides it
+    position = len(ordered) * q + (1 + q * -1) - 1  # numpy's virtual index for alpha = beta = 1
+    low = min(max(0, math.floor(position)), len(ordered) - 1)
+    high = min(low + 1, len(ordered) - 1)
+    below, above, t = ordered[low], ordered[high], position - low
+    difference = above - below
+    if math.isinf(below) or math.isinf(above):
+        return below if t == 0 else above if t == 1 else (below + above) / 2 if below != above else below
+    return above - difference * (1 - t) if t >= 0.5 else below + difference * t
+
+
+@dataclass
+class AshaRun:
+    """One asynchronous halving: the pick, what its trials trained for, when the last ended, and how far each
+    candidate went (the index of the highest rung it reached)."""
+
+    pick: Candidate
+    seconds: float
+    wall_seconds: float
+    reached: dict[Candidate, int]
+
+
+# (candidate, rung, its loss there, the losses recorded there before it) -> whether it goes on
+Decision = Callable[[Candidate, int, float, Sequence[float]], bool]
+
+
+def asha(
+    tables: Sequence[CellTable], candidates: Sequence[Candidate], eta: float, workers: int,
+    rule: PromotionRule = "optuna", decide: Decision | None = None,
+) -> AshaRun:  # fmt: skip
+    """Asynchronous successive halving as Ray Tune's ASHAScheduler and Optuna's SuccessiveHalvingPruner run it:
+    `workers` trials at once, each candidate started in the order drawn as a worker frees; a trial that ends a rung
+    goes straight on to the next where `promoted` says so (on arrival, against the trials that ended that rung
+    before it), else its worker takes the next candidate. No rung waits for another. The pick is the best of those
+    that reached the top rung (ties: the first to get there). `decide` replaces the rule (a library's own
+    scheduler, in the tests)."""
+    top = len(tables) - 1
+    recorded: list[list[float]] = [[] for _ in tables]
+    waiting = iter(candidates)
+    running: list[tuple[float, int, Candidate, int]] = []  # (ends at, started as number, candidate, rung)
+    reached: dict[Candidate, int] = {}
+    started = 0
+    seconds = wall = 0.0
+
+    def start(candidate: Candidate, rung: int, now: float) -> None:
+        nonlocal started, seconds
+        duration = tables[rung].seconds[candidate[0]][candidate[1]]
+        seconds += duration
+        heapq.heappush(running, (now + duration, started, candidate, rung))
+        started += 1
+
+    for candidate in list(candidates)[:workers]:
+        start(candidate, 0, 0.0)
+    for _ in range(min(workers, len(candidates))):
+        next(waiting)
+    finals: list[tuple[float, int, Candidate]] = []
+    while running:
+        now, _, candidate, rung = heapq.heappop(running)
+        wall = now
+        reached[candidate] = rung
+        loss = tables[rung].losses[candidate[0]][candidate[1]]
+        if rung < top:
+            goes_on = (decide or (lambda _c, _r, value, earlier: promoted(value, earlier, eta, rule)))(
+                candidate, rung, loss, recorded[rung]
+            )
+        else:
+            goes_on = False
+        recorded[rung].append(loss)
+        if rung == top:
+            finals.append((loss, len(finals), candidate))
+        if goes_on:
+            start(candidate, rung + 1, now)
+        elif (following := next(waiting, None)) is not None:
+            start(following, 0, now)
+    if finals:
+        pick = min(finals)[2]
+    else:  # every trial failed before the top: the best at the highest rung any reached
+        highest = max(reached.values())
+        pick = min((c for c, r in reached.items() if r == highest), key=lambda c: tables[highest].losses[c[0]][c[1]])
+    return AshaRun(pick, seconds, wall, reached)
 
 
 BracketTables = Sequence[Sequence[CellTable]]  # by the rung a bracket starts at: the tables of its rungs
@@ -506,11 +645,16 @@ class Replay:
     """Sampled brackets on one study: repeat r of bracket b draws the same configurations and seeds on every path,
     so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
 
-    def __init__(self, study: RecordedStudy, repeats: int | None, seed: int) -> None:
+    def __init__(
+        self, study: RecordedStudy, repeats: int | None, seed: int, workers: int = DEFAULT_WORKERS,
+        rule: PromotionRule = "optuna",
+    ) -> None:  # fmt: skip
         """Each configuration's regret at full fidelity; LayerprofError where none has a loss to judge picks by."""
         self.study = study
         self.repeats = repeats  # None: until stable
         self.seed = seed
+        self.workers = workers  # trials at once, for wall times
+        self.rule = rule
         self.truth = truth = study.mean_losses(study.full_cell)  # full-fidelity loss per configuration
         finite = [t for t in truth if t is not None]
         if not finite:
@@ -536,39 +680,80 @@ class Replay:
 
     def run(
         self, tables: BracketTables, brackets: Sequence[Bracket], first: int, stop: int
-    ) -> tuple[list[float], list[float]]:
-        """Regret and recorded seconds of repeats first..stop-1; the pick is the bracket winner best at its
-        bracket's top rung."""
-        regrets, seconds = [], []
+    ) -> tuple[list[float], list[float], list[float]]:
+        """Regret, recorded seconds and wall seconds (on `workers`, brackets one after another) of repeats
+        first..stop-1; the pick is the bracket winner best at its bracket's top rung."""
+        regrets, seconds, walls = [], [], []
         for repeat in range(first, stop):
-            winners, spent = [], 0.0
+            winners, spent, wall = [], 0.0, 0.0
             for index, bracket in enumerate(brackets):
                 own = tables[bracket.first_rung]
-                winner, bracket_seconds = halve(
-                    own, bracket, self.candidates(repeat, index, bracket.configs_per_rung[0])
+                winner, bracket_seconds, bracket_wall = halve_timed(
+                    own, bracket, self.candidates(repeat, index, bracket.configs_per_rung[0]), self.workers
                 )
                 winners.append((own[-1].losses[winner[0]][winner[1]], winner))
                 spent += bracket_seconds
+                wall += bracket_wall
             pick = min(winners, key=lambda loss_and_winner: loss_and_winner[0])[1]
             regrets.append(self.regret[pick[0]])
             seconds.append(spent)
-        return regrets, seconds
+            walls.append(wall)
+        return regrets, seconds, walls
+
+    def run_asha(
+        self, tables: Sequence[CellTable], count: int, eta: float, first: int, stop: int
+    ) -> tuple[list[float], list[float], list[float], list[list[int]]]:
+        """Regret, recorded seconds, wall seconds and trials per rung of ASHA over repeats first..stop-1, on the
+        candidates successive halving draws for the same repeat (bracket 0)."""
+        regrets, seconds, walls, reached = [], [], [], []
+        for repeat in range(first, stop):
+            run = asha(tables, self.candidates(repeat, 0, count), eta, self.workers, self.rule)
+            regrets.append(self.regret[run.pick[0]])
+            seconds.append(run.seconds)
+            walls.append(run.wall_seconds)
+            reached.append([sum(rung >= index for rung in run.reached.values()) for index in range(len(tables))])
+        return regrets, seconds, walls, reached
 
 
 def replay_outcome(replay: Replay, tables: BracketTables, brackets: Sequence[Bracket], repeats: int | None) -> Outcome:
     """The algorithm's outcome over `repeats` sampled runs, or (None) over batches of REPEAT_BATCH until every
     figure is stable, at most MAX_REPEATS."""
-    regrets, seconds = replay.run(tables, brackets, 0, repeats or REPEAT_BATCH)
-    outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+    regrets, seconds, walls = replay.run(tables, brackets, 0, repeats or REPEAT_BATCH)
+    outcome = _outcome(regrets, seconds, brackets, replay.worst_regret, walls, replay.workers)
     while repeats is None and not outcome.stable and len(regrets) < MAX_REPEATS:
         more = replay.run(tables, brackets, len(regrets), min(MAX_REPEATS, len(regrets) + REPEAT_BATCH))
         regrets += more[0]
         seconds += more[1]
-        outcome = _outcome(regrets, seconds, brackets, replay.worst_regret)
+        walls += more[2]
+        outcome = _outcome(regrets, seconds, brackets, replay.worst_regret, walls, replay.workers)
     return outcome
 
 
-def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Bracket], worst_regret: float) -> Outcome:
+def asha_outcome(replay: Replay, tables: Sequence[CellTable], count: int, eta: float, repeats: int | None) -> Outcome:
+    """ASHA's outcome from `count` candidates over `repeats` sampled runs, or (None) until stable as
+    `replay_outcome`; its brackets field holds the mean trials that reached each rung."""
+
+    def outcome_of(runs: tuple[list[float], list[float], list[float], list[list[int]]]) -> Outcome:
+        regrets, seconds, walls, reached = runs
+        means = [round(statistics.fmean(column), 1) for column in zip(*reached, strict=True)]
+        result = _outcome(regrets, seconds, [], replay.worst_regret, walls, replay.workers)
+        result.brackets = [{"first_rung": 0, "configs_per_rung": means}]
+        result.trials_per_rung = means
+        return result
+
+    runs = replay.run_asha(tables, count, eta, 0, repeats or REPEAT_BATCH)
+    outcome = outcome_of(runs)
+    while repeats is None and not outcome.stable and len(runs[0]) < MAX_REPEATS:
+        more = replay.run_asha(tables, count, eta, len(runs[0]), min(MAX_REPEATS, len(runs[0]) + REPEAT_BATCH))
+        runs = (runs[0] + more[0], runs[1] + more[1], runs[2] + more[2], runs[3] + more[3])
+        outcome = outcome_of(runs)
+    return outcome
+
+
+def _outcome(
+    regrets: list[float], seconds: list[float], brackets: Sequence[Bracket], worst_regret: float,
+    walls: list[float] | None = None, workers: int | None = None,
+) -> Outcome:  # fmt: skip
     ordered = sorted(regrets)
     found = sum(r == 0 for r in ordered)
     uncertainty = {
@@ -578,6 +763,7 @@ def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Brac
         "regret_high": quantile_confidence_interval(ordered, REGRET_QUANTILES[1]),
         "best_found_share": share_confidence_interval(found, len(ordered)),
         "recorded_seconds": mean_confidence_interval(seconds),
+        **({"wall_seconds": mean_confidence_interval(walls)} if walls else {}),
     }
     mean_seconds = statistics.fmean(seconds)
     low, high = uncertainty["recorded_seconds"]
@@ -601,6 +787,8 @@ def _outcome(regrets: list[float], seconds: list[float], brackets: Sequence[Brac
         repeats=len(ordered),
         stable=stable,
         uncertainty=uncertainty,
+        wall_seconds=statistics.fmean(walls) if walls else None,
+        workers=workers if walls else None,
     )
 
 
@@ -661,10 +849,19 @@ def simulate(
     full_steps: int | None = None,
     gpu_memory: int | None = None,
     seed: int = 0,
+    workers: int = DEFAULT_WORKERS,
+    promotion_rule: PromotionRule = "optuna",
+    gpu: GpuKind | None = None,
+    prices: PriceBook | None = None,
 ) -> Simulation:
-    """Replay successive halving and Hyperband along each path of a recorded study, from scratch and continued;
-    `repeats` sampled runs of each, or (None) as many as each needs to be stable."""
+    """Replay successive halving, Hyperband and ASHA along each path of a recorded study, from scratch and
+    continued; `repeats` sampled runs of each, or (None) as many as each needs to be stable. Wall times run
+    `workers` trials at once."""
     check_eta(eta)
+    if workers < 1:
+        raise LayerprofError(f"--workers must be at least 1, got {workers}")
+    if gpu is not None and profile is None:
+        raise LayerprofError(f"--gpu {gpu.name} prices the profile's device seconds: give --profile too")
     if repeats is not None and repeats < 1:
         raise LayerprofError(f"--repeats must be at least 1, got {repeats}")
     study = load_study(study_path)
@@ -693,17 +890,19 @@ def simulate(
         raise LayerprofError("no path to simulate; name some with --paths or give --path")
     check_cells(study, chosen)
     count = _starting_configs(study, chosen, eta, starting_configs, notes)
-    replay = Replay(study, repeats, seed)
+    replay = Replay(study, repeats, seed, workers, promotion_rule)
     unrecorded: list[FidelityPath] = []
     results = [_simulate_path(replay, path, eta, count, pricing, notes, unrecorded) for path in chosen]
     baseline = next((r for r in results if r.name == BASELINE_PATH), None)
     for result in results:
         _relative(result.successive_halving, baseline.successive_halving if baseline else None)
         _relative(result.hyperband, baseline.hyperband if baseline else None)
+        _relative(result.asha, baseline.asha if baseline else None)
         if result.continued is not None:
             continued = baseline.continued if baseline else None
             _relative(result.continued.successive_halving, continued.successive_halving if continued else None)
             _relative(result.continued.hyperband, continued.hyperband if continued else None)
+            _relative(result.continued.asha, continued.asha if continued else None)
     if baseline is None:
         notes.append(f"no {BASELINE_PATH!r} path: costs are not shown relative to halving on budget alone")
     if unrecorded:
@@ -715,6 +914,14 @@ def simulate(
         )
     notes += _unstable_notes(results, repeats)
     z_full, fraction_full = study.full_cell
+    dollars: dict[str, Any] = {}
+    if gpu is not None and profile is not None:
+        scale, source = time_scale(profile, gpu, "simulate")
+        price = (prices or PriceBook()).price(gpu)
+        for outcome in _every_outcome(results):
+            if outcome.gpu_seconds is not None:
+                outcome.usd = price.usd_per_hour * outcome.gpu_seconds * scale / 3600
+        dollars = {"gpu": gpu.name, "price": price.label, "priced_time_source": source}
     return Simulation(
         study=str(study.directory),
         task=study.task,
@@ -734,7 +941,16 @@ def simulate(
         gpu_memory_bytes=None if pricing is None else pricing.gpu_memory_bytes,
         notes=notes,
         seconds_used=study.seconds_used,
+        workers=workers,
+        promotion_rule=promotion_rule,
+        **dollars,
     )
+
+
+def _every_outcome(results: Sequence[PathResult]) -> list[Outcome]:
+    """Every algorithm's outcome on every path, from scratch and continued."""
+    ways: list[Any] = [*results, *(r.continued for r in results if r.continued is not None)]
+    return [o for way in ways for o in (way.successive_halving, way.hyperband, way.asha) if o is not None]
 
 
 def _chosen_axes(
@@ -796,7 +1012,7 @@ def _simulate_path(
         replay, path, eta, count, [scratch_tables] * rung_count,
         None if scratch_prices is None else [scratch_prices] * rung_count, notes,
     )  # fmt: skip
-    result = PathResult(path.name, path.about, *scratch)
+    result = PathResult(path.name, path.about, *scratch[:4], asha=scratch[4])
     if rung_count == 1:
         return result  # nothing to continue from
     tables, runs, chain, reasons = _continued_tables(replay, cells)
@@ -808,8 +1024,10 @@ def _simulate_path(
     prices = None
     if pricing and scratch_prices:
         prices = [scratch_prices[:first] + pricing.continued(cells[first:]) for first in range(rung_count)]
-    rungs, sh, hb, curve = _replay_mode(replay, path, eta, count, tables, prices, notes, quiet=True)
-    result.continued = ContinuedPath(runs, None if chain is None else chain_label(chain), rungs, sh, hb, curve)
+    rungs, sh, hb, curve, asha_result = _replay_mode(replay, path, eta, count, tables, prices, notes, quiet=True)
+    result.continued = ContinuedPath(
+        runs, None if chain is None else chain_label(chain), rungs, sh, hb, curve, asha=asha_result
+    )
     return result
 
 
@@ -851,9 +1069,9 @@ def _replay_mode(
     prices: BracketPrices | None,
     notes: list[str],
     quiet: bool = False,
-) -> tuple[list[RungResult], Outcome, Outcome | None, list[CurvePoint]]:
-    """Rho per rung, successive halving, Hyperband (where the study has every start it needs) and the curve, on
-    one set of tables (from scratch, or continued)."""
+) -> tuple[list[RungResult], Outcome, Outcome | None, list[CurvePoint], Outcome | None]:
+    """Rho per rung, successive halving, Hyperband (where the study has every start it needs), the curve and ASHA
+    (more than one rung), on one set of tables (from scratch, or continued)."""
     first_tables = tables[0]
     assert first_tables is not None
     rungs = []
@@ -882,7 +1100,25 @@ def _replay_mode(
                 _priced(hb, brackets, prices)
     if prices:
         _priced(sh, halving, prices)
-    return rungs, sh, hb, _curve(replay, path, eta, tables, prices, sh.repeats)
+    asha_result = None
+    if len(path.cells) > 1:
+        asha_result = asha_outcome(replay, first_tables, count, eta, replay.repeats)
+        if prices:
+            _priced_asha(asha_result, prices[0])
+    return rungs, sh, hb, _curve(replay, path, eta, tables, prices, sh.repeats), asha_result
+
+
+def _priced_asha(outcome: Outcome, prices: Sequence[RungPrice]) -> None:
+    """ASHA's GPU seconds and FLOPs: each rung's price times the mean trials that reached it."""
+    counts = outcome.trials_per_rung or []
+    seconds = [p.trial_gpu_seconds for p in prices]
+    flops = [p.trial_flops for p in prices]
+    if all(s is not None for s in seconds):
+        outcome.gpu_seconds = sum(c * s for c, s in zip(counts, seconds, strict=True))  # type: ignore[operator]
+    if all(f is not None for f in flops):
+        outcome.flops = sum(c * f for c, f in zip(counts, flops, strict=True))  # type: ignore[operator]
+    needs = [p.memory_need_bytes for p in prices]
+    outcome.peak_memory_bytes = None if any(n is None for n in needs) else max(needs)  # type: ignore[type-var]
 
 
 def _curve(

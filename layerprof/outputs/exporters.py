@@ -14,6 +14,7 @@ previous rung returned, the rule `layerprof correlate --continue` records and `s
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from collections.abc import Callable
@@ -56,6 +57,8 @@ def _header(ladder: Ladder, library: str) -> str:
     fractions = {
         rung.budget_index: (round(1 / rung.parallel_slots, 4) if rung.parallel_slots else 1.0) for rung in ladder.rungs
     }
+    max_batch = ladder.max_batch()
+    limits_from = ladder.batch_limits_source or "none known: every batch is assumed to fit"
     continuation = textwrap.fill(
         f"Continuation: {CONTINUATION[library]} With CONTINUE = False every rung trains from scratch, as the paper "
         "evaluates layer freezing; `layerprof simulate` prices both ways on a study of your task.",
@@ -86,6 +89,17 @@ GPU_FRACTION = {fractions!r}
 MAX_BUDGET = {library_max_budget(eta, len(rungs))}
 # a promoted trial trains on from its previous rung instead of from scratch
 CONTINUE = True
+# budget index -> the largest batch that fits one GPU at that rung ({limits_from})
+MAX_BATCH = {max_batch!r}
+# the batch sizes searched where MAX_BATCH is known (some may fit no rung: the snippet never trains those)
+BATCH_SIZES = {batch_sizes(max_batch)!r}
+
+
+def fits(config: dict, budget: float) -> bool:
+    """Whether the configuration's batch fits one GPU at the budget's rung; a trial that does not is never
+    started (a configuration without a batch size, or a rung without a limit, fits)."""
+    limit = MAX_BATCH.get(max(index for index in RUNGS if index <= budget + 1e-9))
+    return limit is None or config.get("batch_size") is None or config["batch_size"] <= limit
 
 
 def layers_for_budget(budget: float) -> int:
@@ -105,9 +119,10 @@ def train_and_evaluate(config: dict, trainable_layers: int, steps, state=None) -
     final budget, resumed at the step reached."""
     # A stand-in so that this file runs as it is; replace it with real training.
     loss = (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+    loss += abs(math.log2(config.get("batch_size", 64) / 64)) / 10
     continued_from = None if state is None else state["trainable_layers"]
     return loss, {{"learning_rate": config["learning_rate"], "trainable_layers": trainable_layers,
-                  "continued_from": continued_from}}
+                  "continued_from": continued_from, "batch_size": config.get("batch_size")}}
 
 
 def save_state(directory, state) -> None:
@@ -153,9 +168,13 @@ def first_budget(trial: optuna.Trial) -> int:
 
 def objective(trial: optuna.Trial) -> float:
     config = {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)}
+    if BATCH_SIZES:
+        config["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
     start = first_budget(trial)
     state = None
     for budget in sorted(index for index in RUNGS if index >= start):
+        if not fits(config, budget):  # its batch cannot fit this rung's z: pruned before it trains
+            raise optuna.TrialPruned(f"batch {config['batch_size']} does not fit at budget {budget}")
         loss, state = train_and_evaluate(
             config, layers_for_budget(budget), steps_for_budget(budget), state if CONTINUE else None
         )
@@ -276,6 +295,13 @@ def memory_parallel_successive_halving(configs: list[dict]) -> dict:
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0  # on a CPU-only cluster the GPU request is dropped
     survivors = [{"hyperparameters": config, "checkpoint": None} for config in configs]
     for budget in sorted(RUNGS):
+        left_out = [s for s in survivors if not fits(s["hyperparameters"], budget)]
+        if left_out:  # never launched: their batch cannot fit this rung's z
+            print(f"rung budget {budget}: {len(left_out)} trial(s) left out, batch above {MAX_BATCH[budget]}",
+                  flush=True)
+            survivors = [s for s in survivors if fits(s["hyperparameters"], budget)]
+        if not survivors:
+            raise RuntimeError(f"no configuration's batch fits at z={RUNGS[budget]}: search smaller batches")
         continuing = sum(survivor["checkpoint"] is not None for survivor in survivors) if CONTINUE else 0
         print(f"rung budget {budget}: {len(survivors)} trial(s) at z={RUNGS[budget]}, "
               f"{continuing} continued from checkpoints", flush=True)
@@ -288,17 +314,26 @@ def memory_parallel_successive_halving(configs: list[dict]) -> dict:
         )
         results = sorted(tuner.fit(), key=lambda result: result.metrics["loss"])
         keep = max(1, len(survivors) // ETA) if budget != max(RUNGS) else 1
+        following = min((index for index in RUNGS if index > budget), default=budget)
+        # the best `keep` whose batch fits the next rung: one that cannot is passed over, never launched there
+        eligible = [r for r in results if fits(r.config["trial"]["hyperparameters"], following)]
+        if len(eligible) < len(results[:keep]) or eligible[:keep] != results[:keep]:
+            print(f"rung budget {budget}: {len(results) - len(eligible)} trial(s) passed over, batch above "
+                  f"{MAX_BATCH.get(following)} at budget {following}", flush=True)
         survivors = [
             {"hyperparameters": result.config["trial"]["hyperparameters"], "checkpoint": result.checkpoint.path}
-            for result in results[:keep]
+            for result in (eligible or results)[:keep]
         ]
     return survivors[0]["hyperparameters"]
 
 
-def main() -> None:
+def main(seed: int | None = None) -> None:
     import random
 
-    candidates = [{"learning_rate": 10 ** random.uniform(-4, -1)} for _ in range(ETA ** (len(RUNGS) - 1))]
+    draw = random.Random(seed)
+    candidates = [{"learning_rate": 10 ** draw.uniform(-4, -1)} for _ in range(ETA ** (len(RUNGS) - 1))]
+    for candidate in candidates if BATCH_SIZES else []:
+        candidate["batch_size"] = draw.choice(BATCH_SIZES)
     print("best", memory_parallel_successive_halving(candidates))
 
 
@@ -317,17 +352,25 @@ def export_smac(ladder: Ladder) -> str:
 import hashlib
 import json
 
-from ConfigSpace import Configuration, ConfigurationSpace, Float
+from ConfigSpace import Categorical, Configuration, ConfigurationSpace, Float
 from smac import MultiFidelityFacade, Scenario
 from smac.intensifier.hyperband import Hyperband
 
 space = ConfigurationSpace()
 space.add(Float("learning_rate", (1e-4, 1e-1), log=True))
+if BATCH_SIZES:
+    space.add(Categorical("batch_size", BATCH_SIZES))
 CHECKPOINTS = Path("smac3_output") / "layer_freezing_states"  # one directory per configuration and seed
+# the cost SMAC records for a crashed trial (a batch refused because it cannot fit): finite, as SMAC's random
+# forest cannot fit infinite costs; far above any loss, so that the model learns to avoid such batches
+CRASH_COST = 1e6
 
 
 def train(config: Configuration, seed: int = 0, budget: float = 1.0) -> float:
-    \"\"\"SMAC asks for a configuration at a budget; continue from its state at a lower budget where there is one.\"\"\"
+    \"\"\"SMAC asks for a configuration at a budget; continue from its state at a lower budget where there is one.
+    A batch that cannot fit the budget's rung is refused before training: SMAC records the trial as crashed.\"\"\"
+    if not fits(dict(config), budget):
+        raise MemoryError(f"batch {config['batch_size']} does not fit one GPU at budget {budget}")
     key = hashlib.sha1(json.dumps([dict(config), seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
     directory = CHECKPOINTS / key
     saved = load_state(directory) if CONTINUE else None
@@ -346,6 +389,7 @@ def main(n_trials: int = 50, output_directory: str = "smac3_output") -> None:
         min_budget=1,
         max_budget=MAX_BUDGET,
         deterministic=True,
+        crash_cost=CRASH_COST,
         output_directory=Path(output_directory),
     )
     facade = MultiFidelityFacade(scenario, train, intensifier=Hyperband(scenario, eta=ETA), overwrite=True)
@@ -358,11 +402,47 @@ if __name__ == "__main__":
     )
 
 
+def export_limits(ladder: Ladder) -> str:
+    """A plain JSON of each rung's limits for any other scheduler: z, steps, budget index, the largest batch that
+    fits one GPU there and the share of a GPU a trial needs."""
+    rungs = [
+        {
+            "budget_index": rung.budget_index,
+            "trainable_layers": rung.trainable_layers,
+            "steps": rung.steps,
+            "max_batch_size": ladder.max_batch().get(rung.budget_index),
+            "gpu_fraction": round(1 / rung.parallel_slots, 4) if rung.parallel_slots else 1.0,
+            "memory_need_bytes": rung.memory_need_bytes,
+        }
+        for rung in ladder.rungs
+    ]
+    data = {
+        "schema": "layerprof.limits/1",
+        "model": ladder.model,
+        "batch_size": ladder.batch_size,
+        "eta": ladder.eta,
+        "gpu_memory_bytes": ladder.gpu_memory_bytes,
+        "max_batch_source": ladder.batch_limits_source,
+        "rungs": rungs,
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def batch_sizes(max_batch: dict[int, int]) -> list[int]:
+    """The batch sizes a snippet searches where limits are known: five powers of two up to the first above the
+    largest limit, so that the largest fit no rung and the next fit only the low ones; [] without limits."""
+    if not max_batch:
+        return []
+    top = 1 << max(max_batch.values()).bit_length()
+    return sorted({max(1, top >> shift) for shift in range(5)})
+
+
 EXPORTERS: dict[str, Callable[[Ladder], str]] = {
     "neps": export_neps,
     "optuna": export_optuna,
     "ray": export_ray,
     "smac": export_smac,
+    "limits": export_limits,
 }
 
 

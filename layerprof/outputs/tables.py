@@ -242,6 +242,8 @@ def ladder_headers(ladder: Ladder) -> list[str]:
         headers += ["steps"]
     if any(rung.spearman is not None for rung in ladder.rungs):
         headers += ["ρ"]
+    if ladder.price is not None:
+        headers += [f"$/trial ({ladder.gpu})"]
     return headers
 
 
@@ -268,6 +270,8 @@ def ladder_rows(ladder: Ladder) -> list[list[str]]:
             values.append(str(rung.steps))
         if any(r.spearman is not None for r in ladder.rungs):
             values.append("—" if rung.spearman is None else f"{rung.spearman:.2f}")
+        if ladder.price is not None:
+            values.append(dollars(rung.usd_per_trial))
         rows.append(values)
     return rows
 
@@ -276,6 +280,16 @@ def ladder_summary_lines(ladder: Ladder) -> list[str]:
     """Plain sentences under the ladder table: the fit, disturbed rungs, the memory basis, brackets, the joint
     ladder."""
     lines = [ladder.fit_note]
+    if ladder.price is not None:
+        halving = ""
+        if ladder.successive_halving_usd is not None:
+            halving = (
+                f"; successive halving from {ladder.configs} configurations: {dollars(ladder.successive_halving_usd)}"
+            )
+        lines.append(
+            f"$/trial: one trial alone on a {ladder.gpu} for {ladder.priced_steps}, step times "
+            f"{ladder.priced_time_source}, at {ladder.price}{halving}"
+        )
     if ladder.times_predicted:
         lines.append(
             "step times are predicted by the time model (an estimate, see the profile's time_model), not measured: "
@@ -439,6 +453,8 @@ def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
 def fit_headers(fit: FitReport) -> list[str]:
     """`fit`'s columns."""
     extra = [f"smallest GPU for batch {fit.batch_size}"] if fit.batch_size else []
+    if fit.batch_size and any(result.cheapest_price for result in fit.results):
+        extra.append(f"cheapest GPU for batch {fit.batch_size}")
     return ["z", "largest batch", "need GiB", "pred. step ms", *extra]
 
 
@@ -454,6 +470,10 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
         ]
         if fit.batch_size:
             values.append(result.smallest_gpu or "none listed")
+            if any(other.cheapest_price for other in fit.results):
+                values.append(
+                    f"{result.cheapest_gpu} at {result.cheapest_price}" if result.cheapest_gpu else "none priced"
+                )
         rows.append(values)
     return rows
 
@@ -601,7 +621,7 @@ def rich_continued_table(result: CorrelationResult) -> Table:
 
 # ---------------------------------------------------------------- simulate
 
-ALGORITHMS = {"successive_halving": "Successive halving", "hyperband": "Hyperband"}
+ALGORITHMS = {"successive_halving": "Successive halving", "hyperband": "Hyperband", "asha": "ASHA"}
 
 
 def _short(value: float) -> str:
@@ -656,6 +676,7 @@ PRICE_HEADERS = [
     "runs",
     "device s",
     "× budget",
+    "$",
     "FLOPs",
     "memory per trial by rung",
     "slots per rung",
@@ -663,6 +684,7 @@ PRICE_HEADERS = [
     "× budget ",
 ]
 SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
+DOLLAR_COLUMN = PRICE_HEADERS.index("$")  # needs --gpu
 LEFT = ("path", "runs", "rungs z@budget")
 SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
 
@@ -731,10 +753,11 @@ def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
                          for r in rungs)  # fmt: skip
         rows.append([
             path.name, runs, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
-            _flops(outcome.flops),
+            dollars(outcome.usd), _flops(outcome.flops),
             _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
             slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
         ])  # fmt: skip
+    rows = [row if simulation.gpu else row[:DOLLAR_COLUMN] + row[DOLLAR_COLUMN + 1 :] for row in rows]
     return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
 
 
@@ -743,12 +766,41 @@ def simulation_title(simulation: Simulation, algorithm: str, priced: bool = Fals
     seeds = f"{simulation.seeds} seeds" if simulation.seeds > 1 else "1 seed"
     start = f", {simulation.starting_configs} starting configurations" if algorithm == "successive_halving" else ""
     if priced:
-        return f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile})"
+        on = (
+            f"; $ on {simulation.gpu} at {simulation.price}, times {simulation.priced_time_source}"
+            if simulation.gpu
+            else ""
+        )
+        return (
+            f"{ALGORITHMS[algorithm]}, eta={simulation.eta:g}: cost on {simulation.device} ({simulation.profile}){on}"
+        )
     return (
         f"{ALGORITHMS[algorithm]} on {simulation.task} ({simulation.configs} configurations, {seeds}), "
         f"eta={simulation.eta:g}{start}, "
         + (f"{simulation.repeats:,} repeats" if simulation.repeats else "repeats until stable")
     )
+
+
+WALL_HEADERS = ["path", "runs", "halving wall s", "Hyperband wall s", "ASHA wall s", "ASHA × halving",
+                "ASHA trials per rung"]  # fmt: skip
+
+
+def wall_rows(simulation: Simulation) -> list[list[str]]:
+    """One row per path and way of running it: the recorded seconds until the pick on the simulation's workers,
+    synchronous (halving, Hyperband) against asynchronous (ASHA)."""
+    rows = []
+    ways = [(path, "scratch", path) for path in simulation.paths]
+    ways += [(path, path.continued.runs_label, path.continued) for path in simulation.paths if path.continued]
+    for path, runs, way in ways:
+        asha = way.asha
+        if asha is None:
+            continue
+        halving, hyperband = way.successive_halving.wall_seconds, way.hyperband and way.hyperband.wall_seconds
+        ratio = None if not halving or asha.wall_seconds is None else asha.wall_seconds / halving
+        trials = "·".join(f"{count:g}" for count in asha.trials_per_rung or [])
+        rows.append([path.name, runs, _seconds(halving), _seconds(hyperband), _seconds(asha.wall_seconds),
+                     _times(ratio), trials])  # fmt: skip
+    return rows
 
 
 def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -762,10 +814,18 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
             parts.append(
                 (
                     simulation_title(simulation, algorithm, True),
-                    PRICE_HEADERS if simulation.gpu_memory_bytes else PRICE_HEADERS[:-SLOT_COLUMNS],
+                    [
+                        h
+                        for h in PRICE_HEADERS[: None if simulation.gpu_memory_bytes else -SLOT_COLUMNS]
+                        if h != "$" or simulation.gpu
+                    ],  # fmt: skip
                     price_rows(simulation, algorithm),
                 )
             )
+    if rows := wall_rows(simulation):
+        title = (f"Wall time on {simulation.workers} workers (recorded seconds): synchronous rungs against ASHA "
+                 f"(promotion on arrival, {simulation.promotion_rule}'s rule)")  # fmt: skip
+        parts.append((title, WALL_HEADERS, rows))
     return parts
 
 
@@ -838,8 +898,16 @@ PLAN_RUNG_HEADERS = ["rung", "z", "steps", "trials", "GPU", "GPUs", "trials here
                      "trial", "rung time", "GPU-h", "GiB/trial", "step time from"]  # fmt: skip
 
 
+def dollars(amount: float | None) -> str:
+    """`$12.34`, `$0.0042` (three figures below a dollar), `—` where there is no price."""
+    if amount is None:
+        return "—"
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.3g}"
+
+
 def plan_rung_rows(schedule: Schedule) -> list[list[str]]:
-    """Every rung of every bracket, a line per GPU kind it runs on: where, how many at once, for how long."""
+    """Every rung of every bracket, a line per GPU kind it runs on: where, how many at once, for how long, and
+    (priced) what its busy time costs."""
     rows = []
     for number, bracket in enumerate(schedule.brackets):
         for placement in bracket:
@@ -853,6 +921,7 @@ def plan_rung_rows(schedule: Schedule) -> list[list[str]]:
                     *rung_columns, share.gpu, str(share.gpus), str(share.trials),
                     f"{share.trials_per_gpu} ({share.slots_per_gpu})", str(share.waves), duration(share.trial_seconds),
                     *totals, f"{share.memory_need_bytes / 2**30:.2f}", share.time_source,
+                    *([dollars(share.usd)] if schedule.usd is not None else []),
                 ])  # fmt: skip
     return rows
 
@@ -871,8 +940,37 @@ def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
         rows.append([
             name, schedule.algorithm, where, duration(schedule.makespan_seconds),
             _times(schedule.makespan_vs_ladder), f"{schedule.gpu_hours:.3g}", _times(schedule.gpu_hours_vs_ladder),
+            *([dollars(schedule.usd), dollars(schedule.usd_held)] if plan.prices else []),
         ])  # fmt: skip
     return rows
+
+
+PLAN_DEADLINE_HEADERS = ["deadline", "cheapest cluster", "makespan", "$ held", "$ busy", "GPU-h", "tried"]
+
+
+def plan_deadline_rows(plan: ClusterPlan) -> list[list[str]]:
+    """`plan --deadline`'s answer: the cheapest composition that meets it, or (empty cluster) why none does."""
+    answer = plan.deadline
+    if answer is None:
+        return []
+    if not answer.met:
+        return [[duration(answer.deadline_seconds), "none meets it", "", "", "", "", str(answer.compositions_tried)]]
+    gpus = ", ".join(f"{item['count']}×{item['gpu']}" for item in answer.gpus)
+    return [[
+        duration(answer.deadline_seconds), gpus, duration(answer.makespan_seconds or 0.0), dollars(answer.usd_held),
+        dollars(answer.usd), f"{answer.gpu_hours or 0.0:.3g}", str(answer.compositions_tried),
+    ]]  # fmt: skip
+
+
+def plan_price_lines(plan: ClusterPlan) -> list[str]:
+    """Where every dollar figure of a plan comes from, a line per GPU kind; and the deadline's reason."""
+    lines = [f"price of {gpu}: {label}" for gpu, label in plan.prices.items()]
+    if plan.prices:
+        lines.append("$ busy: each GPU's busy time at its price; $ held: every GPU the schedule may use, rented for "
+                     "its makespan")  # fmt: skip
+    if plan.deadline is not None and plan.deadline.reason:
+        lines.append(plan.deadline.reason)
+    return lines
 
 
 def _plan_title(plan: ClusterPlan) -> str:
@@ -886,11 +984,20 @@ def _plan_title(plan: ClusterPlan) -> str:
 def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]]]:
     """A plan's tables (title, headers, rows), for either format."""
     ladder = plan.schedule("ladder", "successive halving")
-    return [
-        (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS, plan_rung_rows(ladder)),
+    priced = bool(plan.prices)
+    tables = [
+        (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS + ["$"] * priced,
+         plan_rung_rows(ladder)),
         ("Against every rung on the best single kind of GPU and halving on training steps alone",
-         PLAN_SUMMARY_HEADERS, plan_summary_rows(plan)),
+         PLAN_SUMMARY_HEADERS + ["$ busy", "$ held"] * priced, plan_summary_rows(plan)),
     ]  # fmt: skip
+    if plan.deadline is not None:
+        tables.append(("The cheapest cluster that meets the deadline (successive halving over the ladder)",
+                       PLAN_DEADLINE_HEADERS, plan_deadline_rows(plan)))  # fmt: skip
+    return tables
+
+
+PLAN_LEFT_COLUMNS = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from", "cheapest cluster")
 
 
 def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
@@ -899,8 +1006,7 @@ def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
     for title, headers, rows in plan_tables(plan):
         table = Table(title=title, title_justify="left", header_style="bold")
         for header in headers:
-            table.add_column(header, justify="left" if header in ("GPU", "schedule", "algorithm", "GPUs per rung",
-                                                                  "step time from") else "right")  # fmt: skip
+            table.add_column(header, justify="left" if header in PLAN_LEFT_COLUMNS else "right")
         for row in rows:
             table.add_row(*row)
         tables.append(table)
@@ -909,7 +1015,7 @@ def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
 
 def markdown_plan(plan: ClusterPlan) -> str:
     """A plan's tables, as Markdown."""
-    left = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from")
+    left = PLAN_LEFT_COLUMNS
     return "\n\n".join(
         f"**{title}**\n\n" + markdown_table(headers, rows, [h not in left for h in headers])
         for title, headers, rows in plan_tables(plan)

@@ -33,7 +33,10 @@ from layerprof.devices import (
     TARGETS,
     AllocatorConfig,
     GpuKind,
+    GpuPrice,
     MatmulThreads,
+    PriceBook,
+    cheapest_gpu_for,
     cublas_workspace_bytes,
     gpu_kind,
     gpu_memory_bytes,
@@ -451,6 +454,8 @@ class FitResult:
     largest_batch_size: int  # 0: not even the smallest batch fits
     need_at_largest_bytes: int | None
     smallest_gpu: str | None = None  # for the requested batch size, the smallest listed GPU that runs it
+    cheapest_gpu: str | None = None  # for the requested batch size, the priced GPU with the lowest price per hour
+    cheapest_price: str | None = None  # its price and where it comes from
     predicted_step_time_ms: float | None = None  # at the largest batch, by the time model (not measured)
     # composed from its run's anchors (layerprof.predict.compose): the batch and need exact, no step traced to
     # predict from
@@ -486,11 +491,12 @@ def fit_model(
     batch_size: int | None = None,
     time_model: TimeModel | None = None,
     seeded: bool = True,
+    prices: PriceBook | None = None,
 ) -> FitReport:
     """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
     for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
-    the smallest listed GPU that runs it. `seeded`: each z's search starts from the z before it (False: from the
-    smallest batch, the search before 0.x; the same answers, more traces)."""
+    the smallest listed GPU that runs it and, with `prices`, the cheapest per hour. `seeded`: each z's search starts
+    from the z before it (False: from the smallest batch, the search before 0.x; the same answers, more traces)."""
     if batch_size is not None and batch_size > MAX_BATCH_SIZE:
         raise LayerprofError(f"--batch-size {batch_size:,} is beyond the largest this takes, {MAX_BATCH_SIZE:,}")
     search = FitSearch(spec, options, settings, time_model)
@@ -501,6 +507,9 @@ def fit_model(
     if batch_size is not None:
         for result in results:
             result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
+            cheapest = None if prices is None else search.cheapest_gpu(result.trainable_layers, batch_size, prices)
+            if cheapest is not None:
+                result.cheapest_gpu, result.cheapest_price = cheapest[0].name, cheapest[1].label
     if all(result.largest_batch_size == 0 for result in results):
         lowest = min(result.need_at_largest_bytes or 0 for result in results)
         raise LayerprofError(
@@ -834,6 +843,12 @@ class FitSearch:
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
         """The smallest listed GPU whose memory holds the cell's need (None: none does)."""
         return smallest_gpu_for(self.need_bytes(trainable_layers, batch_size))
+
+    def cheapest_gpu(
+        self, trainable_layers: int, batch_size: int, prices: PriceBook
+    ) -> tuple[GpuKind, GpuPrice] | None:
+        """The listed GPU with the lowest price per hour that holds the cell's need (None: no priced one does)."""
+        return cheapest_gpu_for(self.need_bytes(trainable_layers, batch_size), prices)
 
 
 class _NotComposable(Exception):

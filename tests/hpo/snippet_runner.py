@@ -31,21 +31,36 @@ def main() -> None:
         return layers
 
     module.layers_for_budget = recording
-    trained = []
+    trained, batches = [], []
     train = module.train_and_evaluate
 
     def recording_training(config, trainable_layers, steps, state=None):
         same = None if state is None else state["learning_rate"] == config["learning_rate"]
         trained.append([trainable_layers, None if state is None else state["trainable_layers"], same])
+        batch = config.get("batch_size")
+        batches.append([trainable_layers, None if batch is None else int(batch)])  # ConfigSpace's are numpy ints
         return train(config, trainable_layers, steps, state)
 
     module.train_and_evaluate = recording_training
     if os.environ.get("SNIPPET_CONTINUE") == "0":
         module.CONTINUE = False
-    module.main(**arguments)
+    result = module.main(**arguments)
+    # an Optuna study: every trial's suggested batch and its state, trained or not
+    suggested = [[t.params.get("batch_size"), t.state.name] for t in getattr(result, "trials", [])]
     with open(record, "w", encoding="utf-8") as handle:
         rungs = {str(k): v for k, v in module.RUNGS.items()}
-        json.dump({"asked": asked, "trained": trained, "rungs": rungs}, handle)
+        limits = {str(k): v for k, v in getattr(module, "MAX_BATCH", {}).items()}
+        json.dump(
+            {
+                "asked": asked,
+                "trained": trained,
+                "rungs": rungs,
+                "batches": batches,
+                "suggested": suggested,
+                "max_batch": limits,
+            },
+            handle,
+        )
 
 
 if __name__ == "__main__":

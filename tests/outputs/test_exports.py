@@ -37,10 +37,15 @@ def neps_python() -> Path:
 
 
 def run_snippet(
-    python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True, **arguments: object
-) -> dict:
-    """The record of budgets asked and training calls, with the run's output under "stdout"."""
-    source = export(geometric_ladder(rung_count, 3), library)
+    python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True,
+    limits: list[int] | None = None, **arguments: object,
+) -> dict:  # fmt: skip
+    """The record of budgets asked and training calls, with the run's output under "stdout". `limits`: each rung's
+    largest batch (lowest rung first), as `ladder --batch-limits` attaches them."""
+    ladder = geometric_ladder(rung_count, 3)
+    for rung, limit in zip(ladder.rungs, limits or [], strict=False):
+        rung.batch_limit = limit
+    source = export(ladder, library)
     snippet = tmp_path / f"{library}_snippet.py"
     snippet.write_text(source)
     record = tmp_path / "record.json"
@@ -221,3 +226,82 @@ def test_plan_script_asks_mig_slices_for_a_resource_their_nodes_declare() -> Non
     shares = [share for rung in snippet_value(source, "RUNGS") for share in rung["shares"]]
     assert [share["resources"] for share in shares] == [{"H100-1g.10gb": 0.001}] * 2
     assert "start their nodes with --resources declaring H100-1g.10gb (one per slice)" in source
+
+
+# ---------------------------------------------------------------- batches that cannot fit are never trained
+
+LIMITS = [300, 200, 100]  # the largest batch at z = 1, 2, 3: the snippets search 32, 64, 128, 256 and 512
+
+
+def assert_no_batch_beyond_its_rung(record: dict) -> None:
+    limit_of = {record["rungs"][index]: limit for index, limit in record["max_batch"].items()}
+    assert record["batches"], record
+    for z, batch in record["batches"]:
+        assert batch is not None and batch <= limit_of[z], (z, batch)
+
+
+def test_optuna_never_trains_a_batch_that_cannot_fit_its_rung(tmp_path: Path) -> None:
+    """The study's space holds batches of 512 (fits no rung) and 256 (z=1 only); Optuna suggests them, and the
+    snippet prunes those trials before they train: no training call above its rung's limit."""
+    record = run_snippet(sys.executable, "optuna", 3, tmp_path, limits=LIMITS, n_trials=40, pruner="sh")
+    assert record["max_batch"] == {"1": 300, "3": 200, "9": 100}
+    assert_no_batch_beyond_its_rung(record)
+    suggested = {batch for batch, _ in record["suggested"]}
+    assert suggested == {32, 64, 128, 256, 512}
+    assert all(state == "PRUNED" for batch, state in record["suggested"] if batch == 512)
+    assert 512 not in {batch for _, batch in record["batches"]}
+
+
+def test_ray_never_launches_a_batch_that_cannot_fit_its_rung(tmp_path: Path) -> None:
+    """Memory-parallel halving on Ray Tune over two rungs (batch limits 300 at z=1, 100 at z=2). Seed 5 draws
+    batches 512, 32 and 256: the 512 is left out of the first rung's Tune run, and only the 32 may go on to z=2
+    (the 256 is passed over there whatever its loss). Every checkpoint holds a batch within its rung's limit."""
+    output = run_snippet(sys.executable, "ray", 2, tmp_path, limits=[300, 100], seed=5)["stdout"]
+    assert "rung budget 1: 1 trial(s) left out, batch above 300" in output, output
+    assert "rung budget 1: 2 trial(s) at z=1" in output and "rung budget 3: 1 trial(s) at z=2" in output, output
+    tune = tmp_path / "layer_freezing_tune"
+    states = [pickle.loads(path.read_bytes()) for path in tune.rglob("layer_freezing_state.pkl")]
+    assert sorted((s["trainable_layers"], s["batch_size"]) for s in states) == [(1, 32), (1, 256), (2, 32)]
+
+
+def test_smac_refuses_a_batch_that_cannot_fit_as_a_crashed_trial(tmp_path: Path) -> None:
+    record = run_snippet(sys.executable, "smac", 3, tmp_path, limits=LIMITS, n_trials=20, output_directory="smac")
+    assert_no_batch_beyond_its_rung(record)
+
+
+def test_the_limits_export_is_plain_json_per_rung() -> None:
+    ladder = geometric_ladder(3, 3)
+    for rung, limit in zip(ladder.rungs, LIMITS, strict=True):
+        rung.batch_limit = limit
+    data = json.loads(export(ladder, "limits"))
+    assert data["schema"] == "layerprof.limits/1"
+    assert [(r["budget_index"], r["trainable_layers"], r["max_batch_size"]) for r in data["rungs"]] == [
+        (1, 1, 300), (3, 2, 200), (9, 3, 100),
+    ]  # fmt: skip
+
+
+def test_ladder_takes_each_rungs_batch_limit_from_fits_answers(tmp_path: Path) -> None:
+    """`ladder --batch-limits FIT_JSON`: a rung's limit is fit's answer at its z, else at the nearest larger z fit
+    searched (that batch fits the rung too); a rung above every z searched is refused."""
+    from typer.testing import CliRunner
+
+    from layerprof.cli.commands import app
+    from layerprof.profile import save_profile
+    from tests.cli.test_cli import assert_one_line_error
+    from tests.measure.test_cluster import h100_profile
+
+    profile = save_profile(h100_profile(), tmp_path / "h100.json")  # rungs z=1 and z=3
+    fit = tmp_path / "fit.json"
+    answers = [{"trainable_layers": 2, "largest_batch_size": 300}, {"trainable_layers": 3, "largest_batch_size": 100}]
+    fit.write_text(json.dumps({"memory_bytes": 80 * 2**30, "results": answers}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["ladder", str(profile), "--batch-limits", str(fit), "--export", "limits"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [(r["trainable_layers"], r["max_batch_size"]) for r in data["rungs"]] == [(1, 300), (3, 100)]
+    assert data["max_batch_source"] == f"layerprof fit ({fit}), 80.0 GiB"
+    snippet = runner.invoke(app, ["ladder", str(profile), "--batch-limits", str(fit), "--export", "optuna"]).stdout
+    assert "MAX_BATCH = {1: 300, 3: 100}" in snippet and "BATCH_SIZES = [32, 64, 128, 256, 512]" in snippet
+    fit.write_text(json.dumps({"results": [{"trainable_layers": 1, "largest_batch_size": 300}]}))
+    assert_one_line_error(runner.invoke(app, ["ladder", str(profile), "--batch-limits", str(fit)]),
+                          "fit searched z up to 1, the ladder's rung z=3 is above it")  # fmt: skip
