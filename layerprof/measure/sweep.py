@@ -79,6 +79,7 @@ from layerprof.profile import (
 )
 from layerprof.sources.layers import Layer, batchnorm_layers, freeze_layers, total_params, trainable_params
 from layerprof.sources.models import LoadedModel, ModelOptions, build_model, model_slug
+from layerprof.sources.recipes import apply_recipe
 from layerprof.sources.workloads import Workload
 
 
@@ -141,6 +142,8 @@ class Cell:
     row: Row
     autocast: Callable[[], AbstractContextManager] = nullcontext
     scaler: Any | None = None
+    optimizer_steps: bool = True  # False: update() only zeroes the gradients (an estimate of an untraceable step)
+    recomputes: bool = False  # --checkpointing: backward runs the trainable layers' forwards again
 
     def forward(self) -> torch.Tensor:
         """The forward pass and the loss, under the precision's autocast region."""
@@ -153,7 +156,9 @@ class Cell:
 
     def update(self) -> None:
         """The optimizer step (unscaled and checked by the scaler where there is one), then zero_grad."""
-        if self.scaler is not None:
+        if not self.optimizer_steps:
+            pass
+        elif self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -213,8 +218,10 @@ def prepared_cell(
         context.loaded, context.layers, context.settings, context.device, context.precision
     )  # fmt: skip
     frozen = freeze_layers(loaded.model, layers, trainable_layers, eval_frozen=settings.eval_frozen)
+    recipe = apply_recipe(loaded, layers, trainable_layers, settings)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
+    cell.recomputes = settings.checkpointing != "none"
     try:
         if not params:
             names = [layer.name or "(the model itself)" for layer in layers[len(layers) - trainable_layers :]]
@@ -228,6 +235,7 @@ def prepared_cell(
         cell.scaler = gradient_scaler(precision, device.type) if with_scaler else None
         yield cell
     finally:
+        recipe.remove()
         frozen.remove()
         for param in params:
             param.grad = None
@@ -284,6 +292,8 @@ def instrumented_step(
     row.forward_flops = phase_flops(recorder.ops, Phase.FORWARD)
     row.backward_flops = phase_flops(recorder.ops, Phase.BACKWARD)
     row.flops = row.forward_flops + row.backward_flops
+    if cell.recomputes:
+        row.recompute_flops = phase_flops(recorder.ops, Phase.RECOMPUTE)
     row.optimizer_state_bytes = optimizer_state_bytes(cell.optimizer)
     row.tracked_peak_bytes = tracker.peak
     for category, size in tracker.at_peak.items():

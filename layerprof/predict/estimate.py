@@ -46,6 +46,7 @@ from layerprof.devices import (
 from layerprof.errors import LayerprofError
 from layerprof.measure.environment import ProcessSettings, describe_environment
 from layerprof.measure.instruments import StepTrace, first_line
+from layerprof.measure.optimizers import OptimizerSpec, optimizer_spec
 from layerprof.measure.sweep import (
     CellContext,
     CellRunner,
@@ -70,6 +71,11 @@ from layerprof.sources.layers import Layer
 from layerprof.sources.models import LoadedModel, ModelOptions, build_fake, model_slug, split_without_memory
 
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
+# what an ok row of an optimizer whose step cannot run on fake tensors says (layerprof.measure.optimizers)
+UNTRACED_STEP = (
+    "{optimizer}'s step reads values back to the host, which fake tensors cannot: its state is counted by the "
+    "library's own rules, the step's temporaries are left out"
+)
 
 
 def build_fake_model(spec: str, options: ModelOptions, precision: str) -> tuple[FakeTensorMode, LoadedModel]:
@@ -113,7 +119,9 @@ def estimate_cell(
         with prepared_cell(
             context, batch_size, trainable_layers, foreach=on_cuda, cuda_autocast_on_cpu=on_cuda, with_scaler=False
         ) as cell:
-            prime_optimizer(cell.optimizer, cell.params, primed)
+            spec = optimizer_spec(settings.optimizer)
+            prime_optimizer(cell.optimizer, cell.params, primed, spec)
+            cell.optimizer_steps = spec.traced  # not traced: the state counts, the step's temporaries do not
             recording = None
             if timelines is not None:
                 from layerprof.predict.compose import RecordingTracker
@@ -127,6 +135,8 @@ def estimate_cell(
         row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
         row.memory_source = f"estimate-{target}"
         row.estimate_basis = "traced"
+        if not spec.traced:
+            row.message = UNTRACED_STEP.format(optimizer=settings.optimizer)
         if traces is not None:
             traces[row.key] = trace
         if time_model is not None:
@@ -142,15 +152,24 @@ def estimate_cell(
 
 
 def prime_optimizer(
-    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], primed: dict[int, dict[str, Any]] | None
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    primed: dict[int, dict[str, Any]] | None,
+    spec: OptimizerSpec | None = None,
 ) -> None:
-    """Steady state without a forward pass: zero gradients make the optimizer create its state. A parameter's
+    """Steady state without a forward pass: zero gradients make the optimizer create its state (an optimizer whose
+    step cannot run on fake tensors, `spec.traced` False, gets the state its library's rules give). A parameter's
     state depends on the parameter and the optimizer's settings alone, so with `primed` (id of a parameter ->
     its state, for one model and one optimizer setting) only parameters no earlier cell primed take the step,
     and the others get their state back: the per-parameter step was a third of a small model's trace."""
     cached = primed if primed is not None else {}
     fresh = [param for param in params if id(param) not in cached]
-    if fresh:
+    if fresh and spec is not None and not spec.traced:  # its step cannot run on fake tensors: the library's rules
+        for param in fresh:
+            optimizer.state[param] = spec.prime_state(optimizer, param)
+            if primed is not None:
+                primed[id(param)] = optimizer.state[param]
+    elif fresh:
         for param in fresh:
             param.grad = torch.zeros_like(param)
         optimizer.step()
