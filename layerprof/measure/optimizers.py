@@ -124,21 +124,39 @@ PRIMERS: dict[str, Callable[[Any, Any], dict[str, Any]]] = {
 OPTIMIZER_SPECS: dict[str, OptimizerSpec] = {
     spec.name: spec
     for spec in (
-        OptimizerSpec("adamw", "AdamW (torch; PyTorch picks foreach or per-tensor)", "step, exp_avg, exp_avg_sq",
-                      _adam("adamw")),  # fmt: skip
+        OptimizerSpec(
+            "adamw", "AdamW (torch; PyTorch picks foreach or per-tensor)", "step, exp_avg, exp_avg_sq", _adam("adamw")
+        ),  # fmt: skip
         OptimizerSpec("adam", "Adam (torch)", "step, exp_avg, exp_avg_sq", _adam("adam")),
         OptimizerSpec("sgd", "SGD with momentum beta1 (0.9)", "momentum_buffer", _sgd(momentum=True)),
         OptimizerSpec("sgd-plain", "SGD without momentum", "none", _sgd(momentum=False)),
-        OptimizerSpec("adafactor", "Adafactor (torch.optim.Adafactor)",
-                      "step; row and column variances (matrices) or a variance (vectors)", _adafactor,
-                      traced=False),  # fmt: skip
-        OptimizerSpec("adamw-fused", "AdamW, fused kernel (torch, fused=True)", "step, exp_avg, exp_avg_sq",
-                      _adam("adamw", fused=True)),  # fmt: skip
-        OptimizerSpec("adamw-foreach", "AdamW, multi-tensor kernels (torch, foreach=True)",
-                      "step, exp_avg, exp_avg_sq", _adam("adamw", foreach_forced=True)),  # fmt: skip
-        OptimizerSpec("adamw8bit", "8-bit AdamW (torchao.optim.AdamW8bit, block 256)",
-                      "step; exp_avg and exp_avg_sq as 8-bit codes + a float32 scale per 256 + a 1 KiB code map",
-                      _adamw8bit, traced=False, package="torchao"),  # fmt: skip
+        OptimizerSpec(
+            "adafactor",
+            "Adafactor (torch.optim.Adafactor)",
+            "step; row and column variances (matrices) or a variance (vectors)",
+            _adafactor,
+            traced=False,
+        ),  # fmt: skip
+        OptimizerSpec(
+            "adamw-fused",
+            "AdamW, fused kernel (torch, fused=True)",
+            "step, exp_avg, exp_avg_sq",
+            _adam("adamw", fused=True),
+        ),  # fmt: skip
+        OptimizerSpec(
+            "adamw-foreach",
+            "AdamW, multi-tensor kernels (torch, foreach=True)",
+            "step, exp_avg, exp_avg_sq",
+            _adam("adamw", foreach_forced=True),
+        ),  # fmt: skip
+        OptimizerSpec(
+            "adamw8bit",
+            "8-bit AdamW (torchao.optim.AdamW8bit, block 256)",
+            "step; exp_avg and exp_avg_sq as 8-bit codes + a float32 scale per 256 + a 1 KiB code map",
+            _adamw8bit,
+            traced=False,
+            package="torchao",
+        ),  # fmt: skip
     )
 }
 assert tuple(OPTIMIZER_SPECS) == OPTIMIZER_NAMES, "one OptimizerSpec per OptimizerName, in its order"

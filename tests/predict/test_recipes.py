@@ -3,7 +3,6 @@ checkpointing and LoRA adapters, on the gate's two models and on small ones."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,10 @@ from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, build_model
 
 EXAMPLE = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
-EXACT = ("peak_memory_bytes", "memory_parameters_bytes", "memory_gradients_bytes", "memory_optimizer_state_bytes",
-         "memory_activations_bytes", "optimizer_state_bytes", "trainable_params", "flops", "recompute_flops")  # fmt: skip
+EXACT = (
+    "peak_memory_bytes", "memory_parameters_bytes", "memory_gradients_bytes", "memory_optimizer_state_bytes",
+    "memory_activations_bytes", "optimizer_state_bytes", "trainable_params", "flops", "recompute_flops",
+)  # fmt: skip
 
 
 def settings(zs: tuple[int, ...], **recipe) -> SweepSettings:
