@@ -218,9 +218,16 @@ def prepared_cell(
         context.loaded, context.layers, context.settings, context.device, context.precision
     )  # fmt: skip
     frozen = freeze_layers(loaded.model, layers, trainable_layers, eval_frozen=settings.eval_frozen)
-    recipe = apply_recipe(loaded, layers, trainable_layers, settings)
+    try:
+        recipe = apply_recipe(loaded, layers, trainable_layers, settings, loaded.workload.vocab_size)
+    except BaseException:
+        frozen.remove()
+        raise
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
+    if settings.adapter != "none":  # the adapters train, not the layers: their own parameter count
+        cell.row.trainable_params = sum(param.numel() for param in params)
+        cell.row.trainable_fraction = cell.row.trainable_params / max(1, total_params(layers))
     cell.recomputes = settings.checkpointing != "none"
     try:
         if not params:
@@ -730,11 +737,13 @@ def resolve_settings(
 ) -> SweepSettings:
     """The sweep's settings with every default filled in once, by every planner (profile, estimate, cluster): the
     family's batch sizes where none are given, the z values the selection names for this split, and `fixed`
-    (the mode, the target)."""
+    (the mode, the target). Adapters in every layer (`--adapter-layers all`, plain LoRA) are one cell per batch
+    size, z = n: no layer is frozen without them."""
+    every_layer = settings.adapter != "none" and settings.adapter_layers == "all"
     return replace(
         settings,
         batch_sizes=tuple(settings.batch_sizes or workload.default_batch_sizes),
-        trainable_layer_counts=layer_selection.resolve(layer_count),
+        trainable_layer_counts=(layer_count,) if every_layer else layer_selection.resolve(layer_count),
         **fixed,
     )
 

@@ -15,6 +15,7 @@ from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, build_model
 
 EXAMPLE = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
+GPT_14M = ModelOptions(seq_len=8, overrides={"padded_vocab_size": 512})  # the gate's LM with a small vocabulary
 EXACT = (
     "peak_memory_bytes", "memory_parameters_bytes", "memory_gradients_bytes", "memory_optimizer_state_bytes",
     "memory_activations_bytes", "optimizer_state_bytes", "trainable_params", "flops", "recompute_flops",
@@ -57,7 +58,7 @@ def test_every_optimizer_estimate_equals_the_tracker(optimizer: str) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "options", "zs"),
-    [("paper-gpt-14m", ModelOptions(seq_len=8), (6,)), ("paper-resnet18-cifar100", ModelOptions(), (1, 6))],
+    [("paper-gpt-14m", GPT_14M, (6,)), ("paper-resnet18-cifar100", ModelOptions(), (1, 6))],
 )
 def test_checkpointing_estimate_equals_the_tracker_on_the_gates_models(spec: str, options: ModelOptions, zs) -> None:
     estimated = assert_estimate_equals_tracker(spec, options, zs, checkpointing="trainable")
@@ -67,3 +68,34 @@ def test_checkpointing_estimate_equals_the_tracker_on_the_gates_models(spec: str
         assert row.flops == before.flops and before.recompute_flops is None  # model FLOPs: recompute apart
         assert row.recompute_flops > 0 or z == 1  # z=1 checkpoints a lone head: its inputs are all it saves
         assert row.peak_activations_bytes <= before.peak_activations_bytes
+
+
+SMALL_GPT2 = {"n_layer": "3", "n_embd": "64", "n_head": "2", "vocab_size": "256"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "zs"),
+    [
+        ("paper-gpt-14m", GPT_14M, (6,)),  # LitGPT
+        ("paper-resnet18-cifar100", ModelOptions(), (1, 6)),  # torchvision
+        ("hf:gpt2", ModelOptions(seq_len=8, overrides=SMALL_GPT2), (3,)),  # Hugging Face (GPT-2's Conv1D)
+        ("timm:regnetx_002", ModelOptions(input_shape=(3, 32, 32), num_classes=10), (2,)),  # timm
+    ],
+)
+def test_lora_estimate_equals_the_tracker(spec: str, options: ModelOptions, zs: tuple[int, ...]) -> None:
+    estimated = assert_estimate_equals_tracker(spec, options, zs, adapter="lora", adapter_rank=4)
+    for z in zs:
+        row = estimated.row(2, z)
+        assert 0 < row.trainable_fraction < 0.1  # the adapters' own count, a small share of the model
+        # AdamW over the adapters alone: two moments per value, a 4-byte step per tensor (A and B per module)
+        steps = row.optimizer_state_bytes - 2 * 4 * row.trainable_params
+        assert steps > 0 and steps % 8 == 0
+
+
+def test_lora_with_checkpointing_and_8bit_adamw_estimate_equals_the_tracker() -> None:
+    options = ModelOptions(input_shape=(64,), num_classes=10, overrides={"width": 128, "depth": 2})
+    fields = ("memory_parameters_bytes", "optimizer_state_bytes", "trainable_params", "flops", "recompute_flops",
+              "peak_activations_bytes")  # fmt: skip
+    assert_estimate_equals_tracker(f"{EXAMPLE}:mlp", options, (2, 4), fields, adapter="lora",
+                                   checkpointing="trainable", optimizer="adamw8bit")  # fmt: skip
+    assert_estimate_equals_tracker(f"{EXAMPLE}:mlp", options, (2, 4), adapter="lora", checkpointing="trainable")

@@ -3,13 +3,18 @@ parameter gets its gradient at every z, recompute FLOPs counted apart) and LoRA 
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+from layerprof.errors import LayerprofError
 from layerprof.measure.instruments import OpRecorder, Phase, phase_flops
+from layerprof.profile import SweepSettings
 from layerprof.sources.layers import freeze_layers, split_layers
-from layerprof.sources.recipes import Checkpointed, checkpoint_layers
+from layerprof.sources.recipes import Checkpointed, apply_recipe, checkpoint_layers, lora_targets
 
 
 class Block(nn.Module):
@@ -96,3 +101,41 @@ def test_checkpointing_is_undone_after_the_cell() -> None:
     assert all("forward" in model.get_submodule(layer.name).__dict__ for layer in layers)
     checkpointed.remove()
     assert not any("forward" in module.__dict__ for module in model.modules())
+
+
+def lora_settings(**changes) -> SweepSettings:
+    return replace(SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1,), adapter="lora"), **changes)
+
+
+@pytest.mark.parametrize("z", [1, 2, 3, 4])
+def test_lora_adapts_the_last_z_layers_only_and_every_adapter_gets_its_gradient(z: int) -> None:
+    model, layers = blocks()
+    frozen = freeze_layers(model, layers, z)
+    recipe = apply_recipe(SimpleNamespace(model=model), layers, z, lora_settings(adapter_rank=2))
+    try:
+        trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+        suffix = tuple(f"{layer.name}." for layer in layers[len(layers) - z :])
+        assert trainable and all("lora_" in name and name.startswith(suffix) for name in trainable)
+        assert not any("lora_" in name for name, _ in model.named_parameters() if not name.startswith(suffix))
+        model(torch.randn(2, 8)).sum().backward()
+        for name, param in model.named_parameters():
+            assert (param.grad is not None) == (name in trainable), (z, name)
+        # rank 2: A is r x in, B is out x r: 2 (in + out) per adapted Linear; a Block adapts 16->32 and 32->16
+        expected = {1: 2 * (16 + 4), 2: 40 + 2 * 96, 3: 232 + 2 * 96, 4: 424 + 2 * (8 + 16)}[z]
+        assert sum(param.numel() for name, param in model.named_parameters() if name in trainable) == expected
+    finally:
+        recipe.remove()
+        frozen.remove()
+    assert not any("lora_" in name for name, _ in model.named_parameters())  # undone: the plain model again
+    assert all(type(module) in (nn.Sequential, nn.Linear, Block) for module in model.modules())
+
+
+def test_lora_targets_by_family_and_by_name() -> None:
+    model, layers = blocks()
+    assert lora_targets(model, layers, 2, lora_settings()) == ["2.up", "2.down", "3"]
+    assert lora_targets(model, layers, 2, lora_settings(adapter_targets=("up",))) == ["2.up"]
+    assert lora_targets(model, layers, 1, lora_settings(adapter_layers="all"))[:2] == ["0", "1.up"]
+    # a causal LM's output head (onto the vocabulary) gets none: here every Linear as wide as 20 or wider
+    assert lora_targets(model, layers, 2, lora_settings(), vocab_size=20) == ["2.down", "3"]
+    with pytest.raises(LayerprofError, match=r"no target module \(up\) in the last 1 layer\(s\)"):
+        apply_recipe(SimpleNamespace(model=model), layers, 1, lora_settings(adapter_targets=("up",)))
