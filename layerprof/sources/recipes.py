@@ -138,9 +138,9 @@ def lora_targets(
             if settings.adapter_targets:
                 if not any(name == t or name.endswith(f".{t}") for t in settings.adapter_targets):
                     continue
-            elif vocab_size and _out_features(module) >= vocab_size:
-                continue
-            elif getattr(module, "groups", 1) > 1:  # grouped/depthwise: PEFT needs the rank divisible by the groups
+            # the default leaves out an LM's output head and grouped/depthwise convolutions (PEFT needs the rank
+            # divisible by the groups)
+            elif (vocab_size and _out_features(module) >= vocab_size) or getattr(module, "groups", 1) > 1:
                 continue
             names.append(name)
     return names
