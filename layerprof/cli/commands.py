@@ -159,6 +159,15 @@ def profile(
     gpu_kinds: opt.GpuKindsOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
+    checkpointing: opt.CheckpointingOption = opt.Checkpointing.none,
+    adapter: opt.AdapterOption = opt.Adapter.none,
+    adapter_layers: opt.AdapterLayersOption = opt.AdapterLayersChoice.trainable,
+    lora_rank: opt.LoraRankOption = 8,
+    lora_alpha: opt.LoraAlphaOption = 16.0,
+    lora_dropout: opt.LoraDropoutOption = 0.0,
+    adapter_targets: opt.AdapterTargetsOption = None,
+    compile_model: opt.CompileOption = False,
+    compile_mode: opt.CompileModeOption = opt.CompileModeChoice.default,
     output_format: opt.FormatOption = opt.OutputFormat.table,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -186,6 +195,17 @@ def profile(
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
             eval_frozen=eval_frozen,
+            **opt.recipe_settings(
+                checkpointing,
+                adapter,
+                adapter_layers,
+                lora_rank,
+                lora_alpha,
+                lora_dropout,
+                adapter_targets,
+                compile_model,
+                compile_mode,
+            ),  # fmt: skip
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -252,6 +272,15 @@ def estimate(
     out: opt.EstimateOutOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
+    checkpointing: opt.CheckpointingOption = opt.Checkpointing.none,
+    adapter: opt.AdapterOption = opt.Adapter.none,
+    adapter_layers: opt.AdapterLayersOption = opt.AdapterLayersChoice.trainable,
+    lora_rank: opt.LoraRankOption = 8,
+    lora_alpha: opt.LoraAlphaOption = 16.0,
+    lora_dropout: opt.LoraDropoutOption = 0.0,
+    adapter_targets: opt.AdapterTargetsOption = None,
+    compile_model: opt.CompileOption = False,
+    compile_mode: opt.CompileModeOption = opt.CompileModeChoice.default,
     output_format: opt.FormatOption = opt.OutputFormat.table,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -276,6 +305,17 @@ def estimate(
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
+            **opt.recipe_settings(
+                checkpointing,
+                adapter,
+                adapter_layers,
+                lora_rank,
+                lora_alpha,
+                lora_dropout,
+                adapter_targets,
+                compile_model,
+                compile_mode,
+            ),  # fmt: skip
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -367,6 +407,15 @@ def fit(
     optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
+    checkpointing: opt.CheckpointingOption = opt.Checkpointing.none,
+    adapter: opt.AdapterOption = opt.Adapter.none,
+    adapter_layers: opt.AdapterLayersOption = opt.AdapterLayersChoice.trainable,
+    lora_rank: opt.LoraRankOption = 8,
+    lora_alpha: opt.LoraAlphaOption = 16.0,
+    lora_dropout: opt.LoraDropoutOption = 0.0,
+    adapter_targets: opt.AdapterTargetsOption = None,
+    compile_model: opt.CompileOption = False,
+    compile_mode: opt.CompileModeOption = opt.CompileModeChoice.default,
     as_json: opt.FitJsonOption = False,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -395,6 +444,17 @@ def fit(
             mode="estimate",
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
+            **opt.recipe_settings(
+                checkpointing,
+                adapter,
+                adapter_layers,
+                lora_rank,
+                lora_alpha,
+                lora_dropout,
+                adapter_targets,
+                compile_model,
+                compile_mode,
+            ),  # fmt: skip
         )
         with render.status(f"estimating {model}"):
             result = fit_model(model, options, settings, budget, selection, batch_size, **priced)

@@ -183,6 +183,15 @@ def prime_optimizer(
             optimizer.state[param] = cached[id(param)]
 
 
+def refuse_compile(settings: SweepSettings) -> None:
+    """An estimate traces the eager step: torch.compile is measured only (`layerprof profile --compile`)."""
+    if settings.compile_mode != "eager":
+        raise LayerprofError(
+            "--compile is measured only: an estimate traces the eager step on fake tensors and cannot say what "
+            "torch.compile's fused kernels hold or take (run `layerprof profile --compile`, or estimate without it)"
+        )
+
+
 # Fake tensors have shapes but no values: an op whose output shape or a Python branch depends on values stops them.
 DATA_DEPENDENT = ("DynamicOutputShapeException", "DataDependentOutputException", "GuardOnDataDependentSymNode")
 
@@ -234,7 +243,9 @@ def estimate_model(
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
+    refuse_compile(settings)
     settings = replace(settings, mode="estimate", target=target)
+    compose = compose and settings.adapter == "none" and settings.checkpointing == "none"  # traced cell by cell
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
@@ -387,6 +398,7 @@ def plan_estimate(
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    refuse_compile(settings)
     process = ProcessSettings(threads)
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
     meta, layers = split_without_memory(spec, options)
@@ -518,9 +530,13 @@ def fit_model(
     from the z before it (False: from the smallest batch, the search before 0.x; the same answers, more traces)."""
     if batch_size is not None and batch_size > MAX_BATCH_SIZE:
         raise LayerprofError(f"--batch-size {batch_size:,} is beyond the largest this takes, {MAX_BATCH_SIZE:,}")
+    refuse_compile(settings)
     search = FitSearch(spec, options, settings, time_model)
     zs = layer_selection.resolve(len(search.layers))
-    results = search.largest_batches(zs, memory_bytes, seeded)
+    if settings.adapter != "none" and settings.adapter_layers == "all":  # plain LoRA: one cell, z = n
+        zs = (len(search.layers),)
+    plain = settings.adapter == "none" and settings.checkpointing == "none"
+    results = search.largest_batches(zs, memory_bytes, seeded and plain)  # recipes: every z on its own traces
     for result in results:
         result.at_search_limit = result.largest_batch_size >= MAX_BATCH_SIZE
     if batch_size is not None:
