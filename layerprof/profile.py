@@ -130,6 +130,7 @@ class Row:
     slow_visits: list[int] | None = None  # positions in visit_medians_ms that other work slowed down
     disturbed: bool | None = None  # the clean visits did not settle: the figures may be off
     disturbed_reason: str | None = None
+    compile_time_ms: float | None = None  # --compile: the cell's first step beyond its median step (compiling)
     host_time_ms: float | None = None  # CUDA: median time to launch one step onto an idle GPU queue
     host_bound: bool | None = None  # CUDA: launching takes at least 90% of the step (the GPU waits for Python)
     throughput_per_s: float | None = None  # items (samples or tokens, see workload.item_name) per second
