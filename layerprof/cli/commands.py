@@ -136,6 +136,7 @@ def audit(
 
 
 @app.command()
+@opt.with_recipe_options
 def profile(
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,
@@ -159,15 +160,7 @@ def profile(
     gpu_kinds: opt.GpuKindsOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
-    checkpointing: opt.CheckpointingOption = opt.Checkpointing.none,
-    adapter: opt.AdapterOption = opt.Adapter.none,
-    adapter_layers: opt.AdapterLayersOption = opt.AdapterLayersChoice.trainable,
-    lora_rank: opt.LoraRankOption = 8,
-    lora_alpha: opt.LoraAlphaOption = 16.0,
-    lora_dropout: opt.LoraDropoutOption = 0.0,
-    adapter_targets: opt.AdapterTargetsOption = None,
-    compile_model: opt.CompileOption = False,
-    compile_mode: opt.CompileModeOption = opt.CompileModeChoice.default,
+    recipe: dict | None = None,
     output_format: opt.FormatOption = opt.OutputFormat.table,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -195,17 +188,7 @@ def profile(
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
             eval_frozen=eval_frozen,
-            **opt.recipe_settings(
-                checkpointing,
-                adapter,
-                adapter_layers,
-                lora_rank,
-                lora_alpha,
-                lora_dropout,
-                adapter_targets,
-                compile_model,
-                compile_mode,
-            ),  # fmt: skip
+            **opt.recipe_settings(**recipe),
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -257,6 +240,7 @@ def _profile_on_ray(
 
 
 @app.command()
+@opt.with_recipe_options
 def estimate(
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,
@@ -272,15 +256,7 @@ def estimate(
     out: opt.EstimateOutOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
-    checkpointing: opt.CheckpointingOption = opt.Checkpointing.none,
-    adapter: opt.AdapterOption = opt.Adapter.none,
-    adapter_layers: opt.AdapterLayersOption = opt.AdapterLayersChoice.trainable,
-    lora_rank: opt.LoraRankOption = 8,
-    lora_alpha: opt.LoraAlphaOption = 16.0,
-    lora_dropout: opt.LoraDropoutOption = 0.0,
-    adapter_targets: opt.AdapterTargetsOption = None,
-    compile_model: opt.CompileOption = False,
-    compile_mode: opt.CompileModeOption = opt.CompileModeChoice.default,
+    recipe: dict | None = None,
     output_format: opt.FormatOption = opt.OutputFormat.table,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -305,17 +281,7 @@ def estimate(
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
-            **opt.recipe_settings(
-                checkpointing,
-                adapter,
-                adapter_layers,
-                lora_rank,
-                lora_alpha,
-                lora_dropout,
-                adapter_targets,
-                compile_model,
-                compile_mode,
-            ),  # fmt: skip
+            **opt.recipe_settings(**recipe),
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -397,6 +363,7 @@ def ladder(
     help="For each z, the largest batch that fits in --memory or on --gpu (estimated; "
     f"{CUDA_CONTEXT_RESERVE_BYTES // MIB} MiB kept for the CUDA context)."
 )
+@opt.with_recipe_options
 def fit(
     model: opt.ModelArgument,
     memory: opt.MemoryOption = None,
@@ -407,15 +374,7 @@ def fit(
     optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
-    checkpointing: opt.CheckpointingOption = opt.Checkpointing.none,
-    adapter: opt.AdapterOption = opt.Adapter.none,
-    adapter_layers: opt.AdapterLayersOption = opt.AdapterLayersChoice.trainable,
-    lora_rank: opt.LoraRankOption = 8,
-    lora_alpha: opt.LoraAlphaOption = 16.0,
-    lora_dropout: opt.LoraDropoutOption = 0.0,
-    adapter_targets: opt.AdapterTargetsOption = None,
-    compile_model: opt.CompileOption = False,
-    compile_mode: opt.CompileModeOption = opt.CompileModeChoice.default,
+    recipe: dict | None = None,
     as_json: opt.FitJsonOption = False,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -444,17 +403,7 @@ def fit(
             mode="estimate",
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
-            **opt.recipe_settings(
-                checkpointing,
-                adapter,
-                adapter_layers,
-                lora_rank,
-                lora_alpha,
-                lora_dropout,
-                adapter_targets,
-                compile_model,
-                compile_mode,
-            ),  # fmt: skip
+            **opt.recipe_settings(**recipe),
         )
         with render.status(f"estimating {model}"):
             result = fit_model(model, options, settings, budget, selection, batch_size, **priced)

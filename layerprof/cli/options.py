@@ -139,6 +139,45 @@ CompileOption = Annotated[
 CompileModeOption = Annotated[CompileModeChoice, typer.Option("--compile-mode", help="torch.compile's mode.")]
 
 
+# The recipe's options, which `with_recipe_options` adds to a command: (parameter, its type, its default)
+RECIPE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("checkpointing", CheckpointingOption, Checkpointing.none),
+    ("adapter", AdapterOption, Adapter.none),
+    ("adapter_layers", AdapterLayersOption, AdapterLayersChoice.trainable),
+    ("rank", LoraRankOption, 8),
+    ("alpha", LoraAlphaOption, 16.0),
+    ("dropout", LoraDropoutOption, 0.0),
+    ("targets", AdapterTargetsOption, None),
+    ("compile_model", CompileOption, False),
+    ("compile_mode", CompileModeOption, CompileModeChoice.default),
+)
+
+
+def with_recipe_options(command: Any) -> Any:
+    """The command with the recipe's options (`RECIPE_OPTIONS`) added to its signature; it receives their values as
+    one dict, `recipe`, for `recipe_settings` (called inside its error handling)."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(command, eval_str=True)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, annotation, default in RECIPE_OPTIONS]  # fmt: skip
+    kept = [param for name, param in signature.parameters.items() if name != "recipe"]
+    kept = [param.replace(kind=inspect.Parameter.KEYWORD_ONLY) for param in kept]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        recipe = {name: kwargs.pop(name) for name, _, _ in RECIPE_OPTIONS}
+        return command(*args, recipe=recipe, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{name: param.annotation for name, param in signature.parameters.items() if name != "recipe"},
+        **{name: annotation for name, annotation, _ in RECIPE_OPTIONS},
+    }
+    return wrapper
+
+
 def recipe_settings(
     checkpointing: Any, adapter: Any, adapter_layers: Any, rank: int, alpha: float, dropout: float,
     targets: str | None, compile_model: bool = False, compile_mode: Any = None,
