@@ -66,6 +66,7 @@ def models(
 
 
 @app.command()
+@opt.with_recipe_options
 def layers(
     model: opt.ModelArgument,
     unwrap: opt.UnwrapOption = None,
@@ -76,6 +77,8 @@ def layers(
     depth: opt.DepthOption = 0,
     target: opt.TargetOption = opt.Target.cuda,
     precision: opt.PrecisionOption = "32-true",
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    recipe: dict | None = None,
     out: opt.LayersOutOption = None,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -101,7 +104,8 @@ def layers(
         if costs:
             path = ensure_writable(out) if out else None
             with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
-                table = layer_costs(model, options, batch_size, precision, target.value)
+                recipe_fields = {"optimizer": optimizer.value, **opt.recipe_settings(**recipe)}
+                table = layer_costs(model, options, batch_size, precision, target.value, recipe_fields)
             if path:
                 table.save(path)
             render.layer_costs(table, path, as_json, output_format.value)
