@@ -104,7 +104,7 @@ def test_the_measured_sweep_never_asks_for_the_estimate() -> None:
 
 def test_the_cli_only_parses_calls_and_renders() -> None:
     source = (PACKAGE / "cli" / "commands.py").read_text()
-    assert len(source.splitlines()) < 635  # 598 before --price/--prices/--gpu/--deadline/--workers (issue 36); recipes (34)
+    assert len(source.splitlines()) < 635  # 598 before --price/--prices/--gpu/--deadline/--workers (36), recipes (34)
     assert not re.search(r"^\s*(from rich\b|import rich\b)", source, re.M)  # printing lives in cli/render.py
     assert "layerprof.outputs.tables" not in source  # so do the tables it prints
 
