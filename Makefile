@@ -72,7 +72,8 @@ gpu-check:
 
 # Wheels that a GPU machine without a package registry needs beside its preinstalled PyTorch (Python 3.12):
 # carry .whl/ there; `make gpu-check` installs them with --no-deps into a folder of their own.
-GPU_WHEELS := litgpt==0.5.13 jsonargparse==4.41.0 docstring_parser==0.18.0 typeshed_client==2.15.0
+GPU_WHEELS := litgpt==0.5.13 jsonargparse==4.41.0 docstring_parser==0.18.0 typeshed_client==2.15.0 \
+  peft==0.21.2 accelerate==1.16.0 torchao==0.18.0
 gpu-wheels:
 	rm -rf .whl
 	python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -9,12 +9,15 @@
 #
 # GPU_CHECK_INSTALL=venv|wheels|make chooses the install; PY the interpreter for `wheels`.
 # Output: $OUT (default build/gpu-check/YYYYmmdd-HHMMSS): run.log, diagnostics.log, gpu-tests.xml, the profiles
-# (p14b-32-true, p14b-bf16-mixed, r18) and estimates (e14b-*, e-r18) as JSON, sharing/, and summary.txt.
+# (p14b-32-true, p14b-bf16-mixed, r18) and estimates (e14b-*, e-r18) as JSON, sharing/, and summary.txt; the
+# recipe cells (docs/recipes.md) on paper-resnet18-cifar100 at batch RECIPE_BATCH: LoRA, checkpointing, 8-bit AdamW
+# (profiles r18-lora, r18-ckpt, r18-8bit with estimates e-r18-*) and torch.compile (r18-compile, measured only),
+# run while the budget lasts (GPU_CHECK_RECIPES=0 leaves them out).
 
 set -uo pipefail
 
 START=$(date +%s)
-BUDGET_S=${BUDGET_S:-420}
+BUDGET_S=${BUDGET_S:-540}
 DEADLINE=$((START + BUDGET_S))
 RESERVE_S=20 # kept for the summary
 OUT=${OUT:-build/gpu-check/$(date +%Y%m%d-%H%M%S)}
@@ -103,10 +106,12 @@ LP="$PY -m layerprof"
 if [ -n "$SMOKE" ]; then
   LM=(pythia-14m --seq-len 64 --set padded_vocab_size=512 --layers 1,5,9)
   IMAGE_BATCHES=4,8
+  RECIPE_BATCH=4
   FAST=(--warmup 1 --min-steps 3 --steps 3)
 else
   LM=(pythia-1.4b --seq-len 2048 --layers 1,14,27)
   IMAGE_BATCHES=32,256
+  RECIPE_BATCH=256
   FAST=(--warmup 3 --min-steps 10 --steps 20)
   step diagnostics 90 bash -c "set -o pipefail; $PY benchmarks/gpu_diagnostics.py | tee '$OUT/diagnostics.log'"
   if [ "${RC[diagnostics]}" = 3 ]; then
@@ -128,6 +133,16 @@ case "$GPU_NAME" in *H200*) TABLE_GPU=(--gpu H200) ;; *H100*) TABLE_GPU=(--gpu H
   CUDA_VISIBLE_DEVICES="" timeout 100 $LP estimate paper-resnet18-cifar100 --batch-sizes "$IMAGE_BATCHES" \
     "${TABLE_GPU[@]}" --out "$OUT/e-r18.json"
   echo "rc estimate-resnet18 $?" >>"$OUT/estimates.rc"
+  if [ "${GPU_CHECK_RECIPES:-1}" != 0 ]; then
+    for recipe in "lora --adapter lora" "ckpt --checkpointing trainable" "8bit --optimizer adamw8bit"; do
+      set -- $recipe
+      name=$1
+      shift
+      CUDA_VISIBLE_DEVICES="" timeout 100 $LP estimate paper-resnet18-cifar100 --batch-sizes "$RECIPE_BATCH" \
+        --layers 1,6,11 "$@" "${TABLE_GPU[@]}" --out "$OUT/e-r18-$name.json"
+      echo "rc estimate-resnet18-$name $?" >>"$OUT/estimates.rc"
+    done
+  fi
 ) >"$OUT/estimates.log" 2>&1 &
 ESTIMATES=$!
 
@@ -145,6 +160,15 @@ if [ -z "$SMOKE" ]; then
     --precision 16-mixed "${FAST[@]}" --device $DEVICE --out "$OUT/r18-16-mixed.json"
   step sharing 100 $PY benchmarks/gpu_sharing.py "$OUT"
 fi
+if [ "${GPU_CHECK_RECIPES:-1}" != 0 ]; then
+  RECIPE=(paper-resnet18-cifar100 --batch-sizes "$RECIPE_BATCH" --layers 1,6,11 "${FAST[@]}" --device $DEVICE)
+  step profile-resnet18-lora 60 $LP profile "${RECIPE[@]}" --adapter lora --out "$OUT/r18-lora.json"
+  step profile-resnet18-ckpt 60 $LP profile "${RECIPE[@]}" --checkpointing trainable --out "$OUT/r18-ckpt.json"
+  if [ -z "$SMOKE" ]; then # torchao's step and inductor compile for minutes on a CPU
+    step profile-resnet18-8bit 90 $LP profile "${RECIPE[@]}" --optimizer adamw8bit --out "$OUT/r18-8bit.json"
+    step profile-resnet18-compile 150 $LP profile "${RECIPE[@]}" --compile --out "$OUT/r18-compile.json"
+  fi
+fi
 
 # the estimates get what is left of the budget, then are stopped
 while kill -0 "$ESTIMATES" 2>/dev/null && (($(left) > RESERVE_S)); do
@@ -156,7 +180,9 @@ if kill -0 "$ESTIMATES" 2>/dev/null; then
   kill "$ESTIMATES" 2>/dev/null
 fi
 wait "$ESTIMATES" 2>/dev/null
-for name in estimate-pythia-32-true estimate-pythia-bf16-mixed estimate-resnet18; do
+ESTIMATE_NAMES=(estimate-pythia-32-true estimate-pythia-bf16-mixed estimate-resnet18)
+[ "${GPU_CHECK_RECIPES:-1}" != 0 ] && ESTIMATE_NAMES+=(estimate-resnet18-lora estimate-resnet18-ckpt estimate-resnet18-8bit)
+for name in "${ESTIMATE_NAMES[@]}"; do
   ORDER+=("$name")
   RC[$name]=$(awk -v n="$name" '$2 == n {print $3}' "$OUT/estimates.rc" 2>/dev/null | tail -1)
   [ -n "${RC[$name]}" ] || RC[$name]="not run"

@@ -1,6 +1,7 @@
 """Side by side, per cell: measured against estimated memory, the tracker against the allocator, the
 workspace no tensor holds, host-bound cells, and the full/lowest ratios the paper reports (Figure 2: at least
-4x in time and 3x in memory for pythia-1.4b). Part of benchmarks/gpu_check.sh.
+4x in time and 3x in memory for pythia-1.4b); then the recipes (LoRA, checkpointing, 8-bit AdamW: measured against
+estimated; torch.compile: step time and cold compile time beside eager). Part of benchmarks/gpu_check.sh.
 
     python benchmarks/gpu_check_summary.py OUT_DIR
 """
@@ -94,6 +95,42 @@ def main(folder: Path) -> None:
             continue
         print(environment_line(measured))
         cells(measured, load(folder, estimated_name) if estimated_name else None)
+    recipes(folder)
+
+
+RECIPES = (
+    ("LoRA (PEFT, r=8, last z layers)", "r18-lora.json", "e-r18-lora.json"),
+    ("activation checkpointing of the trainable layers", "r18-ckpt.json", "e-r18-ckpt.json"),
+    ("8-bit AdamW (torchao; the estimate leaves its step's temporaries out)", "r18-8bit.json", "e-r18-8bit.json"),
+)
+
+
+def recipes(folder: Path) -> None:
+    """Each recipe's cells, measured against estimated; then torch.compile against eager (r18.json's cells)."""
+    for title, measured_name, estimated_name in RECIPES:
+        print(f"\n#### recipe: {title}, paper-resnet18-cifar100")
+        measured = load(folder, measured_name)
+        if measured is not None:
+            cells(measured, load(folder, estimated_name))
+            for row in sorted(measured.rows, key=lambda r: r.key):
+                if row.recompute_flops is not None:
+                    print(f"  z={row.trainable_layers}: recompute {number(row.recompute_flops / 1e9, 1)} GFLOPs")
+    print("\n#### recipe: torch.compile (default mode), paper-resnet18-cifar100: measured only")
+    compiled, eager = load(folder, "r18-compile.json"), load(folder, "r18.json")
+    if compiled is None:
+        return
+    print(
+        f"{'B':>4} {'z':>3} {'status':7} {'step ms':>9} {'eager ms':>9} {'compile s':>9} {'host-bd':>7} "
+        f"{'alloc MiB':>10}"
+    )
+    for row in sorted(compiled.rows, key=lambda r: r.key):
+        plain = eager.row(*row.key) if eager else None
+        print(
+            f"{row.batch_size:>4} {row.trainable_layers:>3} {row.status:7} {number(row.step_time_ms):>9} "
+            f"{number(plain.step_time_ms if plain else None):>9} "
+            f"{number(None if row.compile_time_ms is None else row.compile_time_ms / 1000, 1):>9} "
+            f"{str(row.host_bound):>7} {mib(row.peak_memory_bytes):>10}"
+        )
 
 
 if __name__ == "__main__":

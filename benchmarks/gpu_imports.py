@@ -14,6 +14,7 @@ import sys
 THIRD_PARTY = (
     "torch", "torchvision", "litgpt", "litgpt.model", "litgpt.config", "jsonargparse", "lightning", "pynvml",
     "pandas", "typer", "rich", "matplotlib", "yaml", "numpy", "pytest", "scipy", "timm", "transformers",
+    "peft", "torchao.optim",
 )  # fmt: skip
 
 

@@ -11,8 +11,10 @@ Schema history: `layerprof.profile/1` kept the metadata as free-form mappings, w
 under `workload`; `/2` types them and moves the training recipe (optimizer, precision) to `settings`; `/3` marks
 the cells an interrupted sweep left unfinished (status `unfinished`, one row for every planned cell), says the
 order of the split (`model.order`), how many times a layer runs per forward pass (`calls`) and whether frozen
-layers ran in eval mode (`settings.eval_frozen`). Files of every version load (a `/2` file that is not complete
-is incomplete without saying which cells); files are written as `/3`.
+layers ran in eval mode (`settings.eval_frozen`); `/4` adds the rest of the training recipe (`settings.adapter` and
+its LoRA settings, `settings.checkpointing`, `settings.compile_mode`; optimizers beyond adamw/adam/sgd) and a
+row's recompute FLOPs. Files of every version load (a `/2` file that is not complete is incomplete without saying
+which cells; a file before `/4` trained with no adapters, no checkpointing, eager); files are written as `/4`.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from typing import Any, Literal, get_args
 from layerprof.errors import LayerprofError, read_json
 from layerprof.precision import get_precision
 
-SCHEMA = "layerprof.profile/3"
+SCHEMA = "layerprof.profile/4"
+SCHEMA_V3 = "layerprof.profile/3"
 SCHEMA_V2 = "layerprof.profile/2"
 SCHEMA_V1 = "layerprof.profile/1"
-SCHEMAS = (SCHEMA, SCHEMA_V2, SCHEMA_V1)
+SCHEMAS = (SCHEMA, SCHEMA_V3, SCHEMA_V2, SCHEMA_V1)
 
 # ok: measured; oom: out of memory; error: the step failed; skipped: a smaller z ran out of memory at this batch
 # size; unfinished: the sweep was interrupted before the cell was measured to the end (resume it)
@@ -109,7 +112,8 @@ class Row:
     trainable_fraction: float | None = None
     forward_flops: int | None = None
     backward_flops: int | None = None
-    flops: int | None = None  # forward + backward per step
+    flops: int | None = None  # forward + backward per step (model FLOPs: recomputation left out)
+    recompute_flops: int | None = None  # --checkpointing: the forward FLOPs backward runs again (None: none)
     optimizer_state_bytes: int | None = None
     # measured: time. step_time_ms is the median over the measured steps; the others describe their spread
     step_time_ms: float | None = None
@@ -126,6 +130,7 @@ class Row:
     slow_visits: list[int] | None = None  # positions in visit_medians_ms that other work slowed down
     disturbed: bool | None = None  # the clean visits did not settle: the figures may be off
     disturbed_reason: str | None = None
+    compile_time_ms: float | None = None  # --compile: the cell's first step beyond its median step (compiling)
     host_time_ms: float | None = None  # CUDA: median time to launch one step onto an idle GPU queue
     host_bound: bool | None = None  # CUDA: launching takes at least 90% of the step (the GPU waits for Python)
     throughput_per_s: float | None = None  # items (samples or tokens, see workload.item_name) per second
@@ -183,6 +188,7 @@ DETERMINISTIC_FIELDS = (
     "forward_flops",
     "backward_flops",
     "flops",
+    "recompute_flops",
     "optimizer_state_bytes",
 )
 ROW_FIELDS = tuple(f.name for f in fields(Row))
@@ -269,6 +275,23 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 def _tuple(value: Any) -> tuple | None:
     return None if value is None else tuple(value)
 
+
+# The training recipe's closed sets (torch-free, so that the command line lists them without torch).
+# Optimizers: layerprof.measure.optimizers.OPTIMIZER_SPECS holds what each one is and how it is built.
+OptimizerName = Literal["adamw", "adam", "sgd", "sgd-plain", "adafactor", "adamw-fused", "adamw-foreach", "adamw8bit"]
+OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+# none: every activation kept; trainable: each trainable layer recomputed in backward (non-reentrant)
+CheckpointingMode = Literal["none", "trainable"]
+CHECKPOINTING_MODES: tuple[str, ...] = get_args(CheckpointingMode)
+# none: the trainable layers train in full; lora: LoRA adapters (PEFT) in their target modules train, nothing else
+AdapterName = Literal["none", "lora"]
+ADAPTERS: tuple[str, ...] = get_args(AdapterName)
+# trainable: adapters in the last z layers only (the fidelity); all: in every layer, the plain-LoRA baseline
+AdapterLayers = Literal["trainable", "all"]
+ADAPTER_LAYERS: tuple[str, ...] = get_args(AdapterLayers)
+# eager, or torch.compile of the model in one of its modes (measured only)
+CompileMode = Literal["eager", "default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 
 # How a model is fed (the synthetic batch and the loss follow from it)
 Family = Literal["image-classification", "causal-lm", "tensor-input", "custom"]
@@ -395,10 +418,18 @@ class SweepSettings:
     steps_per_visit: int = 5  # timed steps per visit
     rewarm_steps: int = 1  # untimed steps at the start of every later visit (its first allocates optimizer state)
     max_time_s: float | None = None  # stop measuring again what other work disturbed after this long
-    optimizer: str = "adamw"
+    optimizer: OptimizerName = "adamw"
     learning_rate: float = 1e-3
     precision: str = "32-true"  # see layerprof.precision
     eval_frozen: bool = False  # frozen layers in eval mode (BatchNorm statistics kept, dropout off)
+    checkpointing: CheckpointingMode = "none"
+    adapter: AdapterName = "none"
+    adapter_layers: AdapterLayers = "trainable"  # which layers hold adapters (--adapter lora)
+    adapter_rank: int = 8  # LoRA's r
+    adapter_alpha: float = 16.0  # LoRA's alpha: the update is scaled by alpha / r
+    adapter_dropout: float = 0.0
+    adapter_targets: tuple[str, ...] = ()  # module names (or name suffixes) that get adapters; () = the family's
+    compile_mode: CompileMode = "eager"
     mode: SweepMode = "measure"
     target: str | None = None  # estimates: the device kind predicted for
     target_gpu: str | None = None  # estimates for CUDA: the GPU of layerprof.devices predicted for, if named
@@ -420,6 +451,7 @@ class SweepSettings:
         data = asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
         data["trainable_layer_counts"] = list(self.trainable_layer_counts)
+        data["adapter_targets"] = list(self.adapter_targets)
         data["precision_mode"] = get_precision(self.precision).description
         if self.mode == "estimate":  # nothing is timed
             for key in ("warmup_steps", "min_steps", "max_steps", "median_tolerance", "steps_per_visit",
@@ -437,13 +469,31 @@ class SweepSettings:
         known = _known(cls, data)
         known["batch_sizes"] = tuple(known["batch_sizes"])
         known["trainable_layer_counts"] = tuple(known["trainable_layer_counts"])
+        known["adapter_targets"] = tuple(known.get("adapter_targets", ()))
         return cls(**known)
+
+    @property
+    def recipe_text(self) -> str:
+        """The recipe beyond the optimizer and precision in words: `LoRA r=8 (last z layers), checkpointing,
+        compiled (default)`; empty for plain training (no adapters, no checkpointing, eager)."""
+        parts = []
+        if self.adapter == "lora":
+            where = "every layer" if self.adapter_layers == "all" else "last z layers"
+            parts.append(f"LoRA r={self.adapter_rank} alpha={self.adapter_alpha:g} ({where})")
+        if self.checkpointing != "none":
+            parts.append(f"checkpointing {self.checkpointing}")
+        if self.compile_mode != "eager":
+            parts.append(f"torch.compile ({self.compile_mode})")
+        return ", ".join(parts)
 
 
 # The training recipe: the settings under which two profiles describe the same training run. The one
 # definition of "same recipe": `check` compares only profiles of one recipe, a cluster run continues a kind's
 # profile only under it, `plan` refuses a mixture.
-RECIPE_SETTINGS = ("optimizer", "precision", "eval_frozen")
+RECIPE_SETTINGS = (
+    "optimizer", "precision", "eval_frozen", "checkpointing", "adapter", "adapter_layers", "adapter_rank",
+    "adapter_alpha", "adapter_dropout", "adapter_targets", "compile_mode",
+)  # fmt: skip
 
 
 def recipe_difference(
@@ -543,7 +593,7 @@ class Profile:
         reason = "the sweep was interrupted"
         if unfinished:
             reason += f": {len(unfinished)} of {len(self.planned_cells())} cells unfinished ({_cells_text(unfinished)})"
-        if self.schema != SCHEMA:  # written before unfinished cells were marked
+        if self.schema in (SCHEMA_V2, SCHEMA_V1):  # written before unfinished cells were marked
             reason += "; an older layerprof wrote it, so its cells marked ok may rest on a single visit"
         return reason
 

@@ -104,7 +104,7 @@ def test_the_measured_sweep_never_asks_for_the_estimate() -> None:
 
 def test_the_cli_only_parses_calls_and_renders() -> None:
     source = (PACKAGE / "cli" / "commands.py").read_text()
-    assert len(source.splitlines()) < 625  # 598 before --price/--prices/--gpu/--deadline/--workers (issue 36)
+    assert len(source.splitlines()) < 635  # 598 before --price/--prices/--gpu/--deadline/--workers (36), recipes (34)
     assert not re.search(r"^\s*(from rich\b|import rich\b)", source, re.M)  # printing lives in cli/render.py
     assert "layerprof.outputs.tables" not in source  # so do the tables it prints
 
@@ -203,8 +203,11 @@ def test_options_that_fit_their_executor_pass() -> None:
     check_profile_executor(False, "0-3", None, None, Path("p.json"))
 
 
-def test_one_recipe_is_optimizer_precision_and_frozen_mode() -> None:
-    assert RECIPE_SETTINGS == ("optimizer", "precision", "eval_frozen")
+def test_one_recipe_is_optimizer_precision_frozen_mode_adapters_checkpointing_and_compile() -> None:
+    assert RECIPE_SETTINGS == (
+        "optimizer", "precision", "eval_frozen", "checkpointing", "adapter", "adapter_layers", "adapter_rank",
+        "adapter_alpha", "adapter_dropout", "adapter_targets", "compile_mode",
+    )  # fmt: skip
     base = SweepSettings(batch_sizes=(1,), trainable_layer_counts=(1,))
     assert recipe_difference(base, SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1, 2))) is None
     frozen = SweepSettings(batch_sizes=(1,), trainable_layer_counts=(1,), eval_frozen=True)

@@ -146,7 +146,7 @@ def test_unfinished_rows_round_trip_and_the_incomplete_reason_names_them(tmp_pat
     assert profile.incomplete_reason() is None  # complete
     profile.complete = False
     loaded = load_profile(save_profile(profile, tmp_path / "p.json"))
-    assert json.loads((tmp_path / "p.json").read_text())["schema"] == "layerprof.profile/3"
+    assert json.loads((tmp_path / "p.json").read_text())["schema"] == "layerprof.profile/4"
     assert [row.finished for row in loaded.rows] == [True, True, False]
     assert loaded.unfinished_cells() == [(2, 3)]
     assert loaded.incomplete_reason() == "the sweep was interrupted: 1 of 3 cells unfinished (batch 2 z=3)"
@@ -358,3 +358,31 @@ def test_csv_has_one_line_per_cell_sorted() -> None:
 def test_ensure_writable_makes_the_folder(tmp_path: Path) -> None:
     path = ensure_writable(tmp_path / "new" / "deeper" / "p.json")
     assert path.parent.is_dir() and not path.exists()
+
+
+def test_a_profile_before_schema_4_loads_as_no_adapters_no_checkpointing_eager() -> None:
+    baseline = Path(__file__).parents[1] / "profiles" / "baselines" / "cpu" / "paper-resnet18-cifar100.json"
+    assert json.loads(baseline.read_text())["schema"] == "layerprof.profile/2"
+    settings = load_profile(baseline).settings
+    assert (settings.adapter, settings.checkpointing, settings.compile_mode) == ("none", "none", "eager")
+    assert settings.adapter_targets == () and settings.recipe_text == ""
+    assert all(row.recompute_flops is None for row in load_profile(baseline).rows)
+
+
+def test_the_recipe_round_trips_and_a_different_recipe_is_a_different_sweep(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from layerprof.profile import recipe_difference
+    from tests.conftest import bare_profile
+
+    profile = bare_profile([Row(2, 1, "ok", flops=10, recompute_flops=4)], 1)
+    profile.settings = replace(profile.settings, adapter="lora", adapter_rank=4, adapter_targets=("qkv", "proj"),
+                               checkpointing="trainable", optimizer="adamw8bit")  # fmt: skip
+    loaded = load_profile(save_profile(profile, tmp_path / "p.json"))
+    assert loaded.settings == profile.settings and loaded.row(2, 1).recompute_flops == 4
+    assert loaded.settings.recipe_text == "LoRA r=4 alpha=16 (last z layers), checkpointing trainable"
+    plain = replace(profile.settings, adapter="none")
+    assert recipe_difference(plain, profile.settings) == ("adapter", "none", "lora")
+    assert recipe_difference(profile.settings, replace(profile.settings, checkpointing="none")) == (
+        "checkpointing", "trainable", "none",
+    )  # fmt: skip

@@ -66,6 +66,7 @@ def models(
 
 
 @app.command()
+@opt.with_recipe_options
 def layers(
     model: opt.ModelArgument,
     unwrap: opt.UnwrapOption = None,
@@ -76,6 +77,8 @@ def layers(
     depth: opt.DepthOption = 0,
     target: opt.TargetOption = opt.Target.cuda,
     precision: opt.PrecisionOption = "32-true",
+    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    recipe: dict | None = None,
     out: opt.LayersOutOption = None,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -101,7 +104,8 @@ def layers(
         if costs:
             path = ensure_writable(out) if out else None
             with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
-                table = layer_costs(model, options, batch_size, precision, target.value)
+                recipe_fields = {"optimizer": optimizer.value, **opt.recipe_settings(**recipe)}
+                table = layer_costs(model, options, batch_size, precision, target.value, recipe_fields)
             if path:
                 table.save(path)
             render.layer_costs(table, path, as_json, output_format.value)
@@ -136,6 +140,7 @@ def audit(
 
 
 @app.command()
+@opt.with_recipe_options
 def profile(
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,
@@ -159,6 +164,7 @@ def profile(
     gpu_kinds: opt.GpuKindsOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
+    recipe: dict | None = None,
     output_format: opt.FormatOption = opt.OutputFormat.table,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -186,6 +192,7 @@ def profile(
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
             eval_frozen=eval_frozen,
+            **opt.recipe_settings(**recipe),
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -237,6 +244,7 @@ def _profile_on_ray(
 
 
 @app.command()
+@opt.with_recipe_options
 def estimate(
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,
@@ -252,6 +260,7 @@ def estimate(
     out: opt.EstimateOutOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
+    recipe: dict | None = None,
     output_format: opt.FormatOption = opt.OutputFormat.table,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -276,6 +285,7 @@ def estimate(
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
+            **opt.recipe_settings(**recipe),
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -357,6 +367,7 @@ def ladder(
     help="For each z, the largest batch that fits in --memory or on --gpu (estimated; "
     f"{CUDA_CONTEXT_RESERVE_BYTES // MIB} MiB kept for the CUDA context)."
 )
+@opt.with_recipe_options
 def fit(
     model: opt.ModelArgument,
     memory: opt.MemoryOption = None,
@@ -367,6 +378,7 @@ def fit(
     optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
+    recipe: dict | None = None,
     as_json: opt.FitJsonOption = False,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -395,6 +407,7 @@ def fit(
             mode="estimate",
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
+            **opt.recipe_settings(**recipe),
         )
         with render.status(f"estimating {model}"):
             result = fit_model(model, options, settings, budget, selection, batch_size, **priced)

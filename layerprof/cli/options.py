@@ -24,7 +24,7 @@ from layerprof.measure.optimizers import OPTIMIZERS
 from layerprof.outputs.exporters import EXPORTERS
 from layerprof.outputs.report import IMAGE_FORMATS
 from layerprof.precision import PRECISIONS, PrecisionName
-from layerprof.profile import MODEL_SOURCES
+from layerprof.profile import ADAPTER_LAYERS, ADAPTERS, CHECKPOINTING_MODES, COMPILE_MODES, MODEL_SOURCES
 
 
 def choices(name: str, values: Iterable[str]) -> Any:
@@ -90,7 +90,117 @@ BatchSizesOption = Annotated[
 LayersOption = Annotated[
     str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
 ]
-OptimizerOption = Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")]
+OptimizerOption = Annotated[
+    Optimizer,
+    typer.Option(
+        "--optimizer",
+        help="Over trainable parameters: sgd has momentum 0.9, sgd-plain none; adamw8bit is torchao's "
+        "(docs/recipes.md).",
+    ),
+]
+Checkpointing = choices("Checkpointing", CHECKPOINTING_MODES)
+Adapter = choices("Adapter", ADAPTERS)
+AdapterLayersChoice = choices("AdapterLayersChoice", ADAPTER_LAYERS)
+CompileModeChoice = choices("CompileModeChoice", [mode for mode in COMPILE_MODES if mode != "eager"])
+CheckpointingOption = Annotated[
+    Checkpointing,
+    typer.Option(
+        "--checkpointing",
+        help="trainable: recompute each trainable layer's forward in backward (non-reentrant activation "
+        "checkpointing; the frozen prefix keeps no activations anyway).",
+    ),
+]
+AdapterOption = Annotated[
+    Adapter, typer.Option("--adapter", help="lora: LoRA adapters (PEFT) train in the trainable layers, nothing else.")
+]
+AdapterLayersOption = Annotated[
+    AdapterLayersChoice,
+    typer.Option(
+        "--adapter-layers", help="trainable: adapters in the last z layers only; all: in every layer (plain LoRA, z=n)."
+    ),
+]
+LoraRankOption = Annotated[int, typer.Option("--lora-rank", min=1, metavar="R", help="LoRA rank r.")]
+LoraAlphaOption = Annotated[float, typer.Option("--lora-alpha", min=0.0, metavar="ALPHA", help="LoRA alpha.")]
+LoraDropoutOption = Annotated[
+    float, typer.Option("--lora-dropout", min=0.0, max=1.0, metavar="P", help="Dropout before the adapters.")
+]
+AdapterTargetsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--adapter-targets",
+        metavar="NAME,NAME",
+        help="Modules that get adapters (names or name suffixes, e.g. qkv,proj); default: an LM's projections "
+        "below the output head, every Linear and Conv elsewhere.",
+    ),
+]
+CompileOption = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the model (measured only; cold compile time reported apart).")
+]
+CompileModeOption = Annotated[CompileModeChoice, typer.Option("--compile-mode", help="torch.compile's mode.")]
+
+
+# The recipe's options, which `with_recipe_options` adds to a command: (parameter, its type, its default)
+RECIPE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("checkpointing", CheckpointingOption, Checkpointing.none),
+    ("adapter", AdapterOption, Adapter.none),
+    ("adapter_layers", AdapterLayersOption, AdapterLayersChoice.trainable),
+    ("rank", LoraRankOption, 8),
+    ("alpha", LoraAlphaOption, 16.0),
+    ("dropout", LoraDropoutOption, 0.0),
+    ("targets", AdapterTargetsOption, None),
+    ("compile_model", CompileOption, False),
+    ("compile_mode", CompileModeOption, CompileModeChoice.default),
+)
+
+
+def with_recipe_options(command: Any) -> Any:
+    """The command with the recipe's options (`RECIPE_OPTIONS`) added to its signature; it receives their values as
+    one dict, `recipe`, for `recipe_settings` (called inside its error handling)."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(command, eval_str=True)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, annotation, default in RECIPE_OPTIONS]  # fmt: skip
+    kept = [param for name, param in signature.parameters.items() if name != "recipe"]
+    kept = [param.replace(kind=inspect.Parameter.KEYWORD_ONLY) for param in kept]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        recipe = {name: kwargs.pop(name) for name, _, _ in RECIPE_OPTIONS}
+        return command(*args, recipe=recipe, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{name: param.annotation for name, param in signature.parameters.items() if name != "recipe"},
+        **{name: annotation for name, annotation, _ in RECIPE_OPTIONS},
+    }
+    return wrapper
+
+
+def recipe_settings(
+    checkpointing: Any, adapter: Any, adapter_layers: Any, rank: int, alpha: float, dropout: float,
+    targets: str | None, compile_model: bool = False, compile_mode: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The recipe options as SweepSettings fields; LoRA options without --adapter lora are refused."""
+    lora_given = adapter_layers.value != "trainable" or targets is not None
+    if adapter.value == "none" and lora_given:
+        raise LayerprofError("--adapter-layers and --adapter-targets need --adapter lora")
+    names = tuple(name.strip() for name in (targets or "").split(",") if name.strip())
+    if targets is not None and not names:
+        raise LayerprofError(f"--adapter-targets {targets!r} names no module (give NAME,NAME, e.g. qkv,proj)")
+    return {
+        "checkpointing": checkpointing.value,
+        "adapter": adapter.value,
+        "adapter_layers": adapter_layers.value,
+        "adapter_rank": rank,
+        "adapter_alpha": alpha,
+        "adapter_dropout": dropout,
+        "adapter_targets": names,
+        "compile_mode": (compile_mode.value if compile_mode is not None else "default") if compile_model else "eager",
+    }
+
+
 PrecisionOption = Annotated[
     PrecisionName,
     typer.Option(

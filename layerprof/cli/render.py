@@ -138,6 +138,7 @@ def run_job(job: Any, where: str) -> Any:
     line(
         f"{job.spec}: {len(job.layers)} layers{order} · batch sizes {', '.join(map(str, settings.batch_sizes))} · "
         f"z = {short_range(settings.trainable_layer_counts)} · {where}"
+        + (f" · {settings.recipe_text}" if settings.recipe_text else "")
     )
     if job.resume is not None:
         left = job.resume.unfinished_cells()

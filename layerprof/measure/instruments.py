@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop
 
 from layerprof.devices import MatmulThreads
 from layerprof.profile import MemoryCategory
+from layerprof.sources.recipes import recomputing
 from layerprof.stats import TimingStats, median_confidence_interval, median_is_stable
 
 __all__ = ["TimingStats", "median_confidence_interval", "median_is_stable"]  # kept importable from here
@@ -218,11 +219,30 @@ class LiveTensorTracker(TorchDispatchMode):
         return super().__exit__(*exc)
 
 
+def plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors that hold a tensor's storage: itself, or a wrapper subclass's inner tensors (torchao's 8-bit
+    optimizer state: codes, scale and code map), recursively."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if not is_traceable_wrapper_subclass(tensor):
+        return [tensor]
+    names, _ = tensor.__tensor_flatten__()
+    return [inner for name in names for inner in plain_tensors(getattr(tensor, name))]
+
+
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    """Every tensor of the optimizer's state that holds storage (wrapper subclasses by their inner tensors)."""
+    return [
+        plain
+        for state in optimizer.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor)
+        for plain in plain_tensors(value)
+    ]
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """The bytes of the optimizer's state, each storage once."""
     storages = {id(t.untyped_storage()): t.untyped_storage().nbytes() for t in optimizer_state_tensors(optimizer)}
     return sum(storages.values())
 
@@ -379,6 +399,7 @@ class Phase(str, Enum):
     FORWARD = "forward"
     BACKWARD = "backward"
     OPTIMIZER = "optimizer"
+    RECOMPUTE = "recompute"  # a checkpointed layer's forward run again inside backward
 
 
 class OpClass(str, Enum):
@@ -480,11 +501,12 @@ class OpRecorder(TorchDispatchMode):
         inputs = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
         outputs = [v for v in tree_flatten(out)[0] if isinstance(v, torch.Tensor)]
         kernels = 0 if getattr(func, "is_view", False) or name in NO_KERNEL_OPS else _kernels(name, args)
+        phase = Phase.RECOMPUTE if self.phase is Phase.BACKWARD and recomputing() else self.phase
         self.trace.ops.append(
             OpCost(
                 name,
                 op_class(name),
-                self.phase,
+                phase,
                 flops,
                 _bytes_moved(name, inputs, outputs) if kernels else 0,
                 _compute_dtype(inputs or outputs),
@@ -531,8 +553,9 @@ def phase_flops(ops: Iterable[OpCost], phase: Phase) -> int:
 def matmul_threads(ops: Iterable[OpCost]) -> MatmulThreads:
     """Which threads of a step ran matrix products: the forward and the optimizer run on the caller's, the
     backward on autograd's device thread; fused-bias products use cuBLASLt."""
-    caller = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase is not Phase.BACKWARD}
-    autograd = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase is Phase.BACKWARD}
+    on_autograd = (Phase.BACKWARD, Phase.RECOMPUTE)
+    caller = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase not in on_autograd}
+    autograd = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase in on_autograd}
     return MatmulThreads(
         forward=bool(caller), forward_lt=bool(caller & CUBLASLT_OPS),
         backward=bool(autograd), backward_lt=bool(autograd & CUBLASLT_OPS),

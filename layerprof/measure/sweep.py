@@ -79,6 +79,7 @@ from layerprof.profile import (
 )
 from layerprof.sources.layers import Layer, batchnorm_layers, freeze_layers, total_params, trainable_params
 from layerprof.sources.models import LoadedModel, ModelOptions, build_model, model_slug
+from layerprof.sources.recipes import apply_recipe
 from layerprof.sources.workloads import Workload
 
 
@@ -141,11 +142,16 @@ class Cell:
     row: Row
     autocast: Callable[[], AbstractContextManager] = nullcontext
     scaler: Any | None = None
+    optimizer_steps: bool = True  # False: update() only zeroes the gradients (an estimate of an untraceable step)
+    recomputes: bool = False  # --checkpointing: backward runs the trainable layers' forwards again
+    compiled: Any = None  # --compile: torch.compile of the model, which timed steps run
+    eager: bool = False  # run the plain model even where one is compiled (the instrumented step)
 
     def forward(self) -> torch.Tensor:
         """The forward pass and the loss, under the precision's autocast region."""
+        model = self.compiled if self.compiled is not None and not self.eager else self.model
         with self.autocast():
-            return self.workload.loss(self.model, self.batch)
+            return self.workload.loss(model, self.batch)
 
     def backward(self, loss: torch.Tensor) -> None:
         """The backward pass, through the gradient scaler where the precision has one."""
@@ -153,7 +159,9 @@ class Cell:
 
     def update(self) -> None:
         """The optimizer step (unscaled and checked by the scaler where there is one), then zero_grad."""
-        if self.scaler is not None:
+        if not self.optimizer_steps:
+            pass
+        elif self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -213,8 +221,17 @@ def prepared_cell(
         context.loaded, context.layers, context.settings, context.device, context.precision
     )  # fmt: skip
     frozen = freeze_layers(loaded.model, layers, trainable_layers, eval_frozen=settings.eval_frozen)
+    try:
+        recipe = apply_recipe(loaded, layers, trainable_layers, settings, loaded.workload.vocab_size)
+    except BaseException:
+        frozen.remove()
+        raise
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     cell = Cell(loaded.model, loaded.workload, params, None, None, new_row(layers, batch_size, trainable_layers))
+    if settings.adapter != "none":  # the adapters train, not the layers: their own parameter count
+        cell.row.trainable_params = sum(param.numel() for param in params)
+        cell.row.trainable_fraction = cell.row.trainable_params / max(1, total_params(layers))
+    cell.recomputes = settings.checkpointing != "none"
     try:
         if not params:
             names = [layer.name or "(the model itself)" for layer in layers[len(layers) - trainable_layers :]]
@@ -226,13 +243,31 @@ def prepared_cell(
         cell.batch = loaded.workload.make_batch(batch_size, device, context.parameter_dtype)
         cell.autocast = lambda: autocast_for(precision, device.type, cuda_autocast_on_cpu)
         cell.scaler = gradient_scaler(precision, device.type) if with_scaler else None
+        if settings.compile_mode != "eager":
+            cell.compiled = compiled_model(loaded.model, settings.compile_mode)
         yield cell
     finally:
+        recipe.remove()
         frozen.remove()
         for param in params:
             param.grad = None
-        cell.optimizer = cell.batch = cell.scaler = None
+        cell.optimizer = cell.batch = cell.scaler = cell.compiled = None
         release_cached_memory(device)  # a failed step's tensors live on in its traceback: released again later
+
+
+# Every cell of a sweep compiles the one model under other guards (its own frozen parameters): enough cache entries
+# that none falls back to eager, which torch does silently once its limit is reached.
+COMPILE_CACHE_ENTRIES = 256
+
+
+def compiled_model(model: torch.nn.Module, mode: str) -> Any:
+    """torch.compile of the model in `mode`, with room in dynamo's cache for every cell of a sweep."""
+    import torch._dynamo
+
+    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), COMPILE_CACHE_ENTRIES))
+    return torch.compile(model, mode=mode)
 
 
 def failed_row(row: Row, status: str, message: str) -> Row:
@@ -273,6 +308,7 @@ def instrumented_step(
     else:
         row.memory_workspace_bytes = 0
     recorder = OpRecorder()
+    cell.eager = True  # the tracker and the recorder see every operation of the eager step, never a compiled kernel
     with tracker, recorder:
         loss = cell.forward()
         recorder.phase = Phase.BACKWARD
@@ -281,9 +317,12 @@ def instrumented_step(
         recorder.phase = Phase.OPTIMIZER
         tracker.new_allocations = MemoryCategory.OPTIMIZER_TEMPORARIES
         cell.update()
+    cell.eager = False
     row.forward_flops = phase_flops(recorder.ops, Phase.FORWARD)
     row.backward_flops = phase_flops(recorder.ops, Phase.BACKWARD)
     row.flops = row.forward_flops + row.backward_flops
+    if cell.recomputes:
+        row.recompute_flops = phase_flops(recorder.ops, Phase.RECOMPUTE)
     row.optimizer_state_bytes = optimizer_state_bytes(cell.optimizer)
     row.tracked_peak_bytes = tracker.peak
     for category, size in tracker.at_peak.items():
@@ -354,11 +393,18 @@ def first_visit(context: CellContext, batch_size: int, trainable_layers: int) ->
     try:
         with prepared_cell(context, batch_size, trainable_layers) as cell:
             began = time.perf_counter()
+            first_step_ms = None
             for _ in range(settings.warmup_steps):
                 cell.step()
+                if first_step_ms is None:  # compiling, where --compile: its own figure
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    first_step_ms = (time.perf_counter() - began) * 1000.0
             retries = reset_cuda_peaks(device) if device.type == "cuda" else 0
             times = visit_timing(cell, device, plan.steps_per_visit)
             row = cell.row
+            if cell.compiled is not None and first_step_ms is not None:
+                row.compile_time_ms = max(0.0, first_step_ms - statistics.median(times.step_ms))
             if device.type == "cuda":
                 _record_cuda_memory(row, cuda_peaks(device, retries), device)
                 instrumented_step(cell, device, AllocatorConfig.from_environment().block_bytes)
@@ -720,11 +766,13 @@ def resolve_settings(
 ) -> SweepSettings:
     """The sweep's settings with every default filled in once, by every planner (profile, estimate, cluster): the
     family's batch sizes where none are given, the z values the selection names for this split, and `fixed`
-    (the mode, the target)."""
+    (the mode, the target). Adapters in every layer (`--adapter-layers all`, plain LoRA) are one cell per batch
+    size, z = n: no layer is frozen without them."""
+    every_layer = settings.adapter != "none" and settings.adapter_layers == "all"
     return replace(
         settings,
         batch_sizes=tuple(settings.batch_sizes or workload.default_batch_sizes),
-        trainable_layer_counts=layer_selection.resolve(layer_count),
+        trainable_layer_counts=(layer_count,) if every_layer else layer_selection.resolve(layer_count),
         **fixed,
     )
 

@@ -104,6 +104,8 @@ def rich_cell_table(profile: Profile, batch_size: int) -> Table:
     """The cells of one batch size, for a terminal."""
     frame = cell_frame(profile, batch_size)
     title = f"{profile.model.spec} · batch {batch_size} · {profile.environment.device_name}"
+    if profile.settings.recipe_text:  # beyond full training of the last z layers, eager: say which recipe
+        title += f" · {profile.settings.recipe_text}"
     if profile.predicts_time:
         title += f" · {time_model_label(profile)}"
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -1140,6 +1142,7 @@ def layer_cost_rows(table: Any) -> list[list[str]]:
 def rich_layer_costs(table: Any) -> Table:
     """What each layer costs, for a terminal."""
     title = f"{table.model}: per-layer costs · batch {table.batch_size} · {table.precision} · {table.target}"
+    title += f" · {table.recipe}" if table.recipe and table.recipe != "adamw" else ""
     rich = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_COST_CAPTION)
     for header in LAYER_COST_HEADERS:
         rich.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")

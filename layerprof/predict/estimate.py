@@ -46,6 +46,7 @@ from layerprof.devices import (
 from layerprof.errors import LayerprofError
 from layerprof.measure.environment import ProcessSettings, describe_environment
 from layerprof.measure.instruments import StepTrace, first_line
+from layerprof.measure.optimizers import OptimizerSpec, optimizer_spec
 from layerprof.measure.sweep import (
     CellContext,
     CellRunner,
@@ -70,6 +71,11 @@ from layerprof.sources.layers import Layer
 from layerprof.sources.models import LoadedModel, ModelOptions, build_fake, model_slug, split_without_memory
 
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
+# what an ok row of an optimizer whose step cannot run on fake tensors says (layerprof.measure.optimizers)
+UNTRACED_STEP = (
+    "{optimizer}'s step reads values back to the host, which fake tensors cannot: its state is counted by the "
+    "library's own rules, the step's temporaries are left out"
+)
 
 
 def build_fake_model(spec: str, options: ModelOptions, precision: str) -> tuple[FakeTensorMode, LoadedModel]:
@@ -113,7 +119,9 @@ def estimate_cell(
         with prepared_cell(
             context, batch_size, trainable_layers, foreach=on_cuda, cuda_autocast_on_cpu=on_cuda, with_scaler=False
         ) as cell:
-            prime_optimizer(cell.optimizer, cell.params, primed)
+            spec = optimizer_spec(settings.optimizer)
+            prime_optimizer(cell.optimizer, cell.params, primed, spec)
+            cell.optimizer_steps = spec.traced  # not traced: the state counts, the step's temporaries do not
             recording = None
             if timelines is not None:
                 from layerprof.predict.compose import RecordingTracker
@@ -127,6 +135,8 @@ def estimate_cell(
         row.peak_memory_bytes = (row.tracked_peak_bytes or 0) + row.memory_workspace_bytes
         row.memory_source = f"estimate-{target}"
         row.estimate_basis = "traced"
+        if not spec.traced:
+            row.message = UNTRACED_STEP.format(optimizer=settings.optimizer)
         if traces is not None:
             traces[row.key] = trace
         if time_model is not None:
@@ -142,15 +152,24 @@ def estimate_cell(
 
 
 def prime_optimizer(
-    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], primed: dict[int, dict[str, Any]] | None
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    primed: dict[int, dict[str, Any]] | None,
+    spec: OptimizerSpec | None = None,
 ) -> None:
-    """Steady state without a forward pass: zero gradients make the optimizer create its state. A parameter's
+    """Steady state without a forward pass: zero gradients make the optimizer create its state (an optimizer whose
+    step cannot run on fake tensors, `spec.traced` False, gets the state its library's rules give). A parameter's
     state depends on the parameter and the optimizer's settings alone, so with `primed` (id of a parameter ->
     its state, for one model and one optimizer setting) only parameters no earlier cell primed take the step,
     and the others get their state back: the per-parameter step was a third of a small model's trace."""
     cached = primed if primed is not None else {}
     fresh = [param for param in params if id(param) not in cached]
-    if fresh:
+    if fresh and spec is not None and not spec.traced:  # its step cannot run on fake tensors: the library's rules
+        for param in fresh:
+            optimizer.state[param] = spec.prime_state(optimizer, param)
+            if primed is not None:
+                primed[id(param)] = optimizer.state[param]
+    elif fresh:
         for param in fresh:
             param.grad = torch.zeros_like(param)
         optimizer.step()
@@ -162,6 +181,15 @@ def prime_optimizer(
         optimizer.state.clear()
         for param in params:
             optimizer.state[param] = cached[id(param)]
+
+
+def refuse_compile(settings: SweepSettings) -> None:
+    """An estimate traces the eager step: torch.compile is measured only (`layerprof profile --compile`)."""
+    if settings.compile_mode != "eager":
+        raise LayerprofError(
+            "--compile is measured only: an estimate traces the eager step on fake tensors and cannot say what "
+            "torch.compile's fused kernels hold or take (run `layerprof profile --compile`, or estimate without it)"
+        )
 
 
 # Fake tensors have shapes but no values: an op whose output shape or a Python branch depends on values stops them.
@@ -215,7 +243,9 @@ def estimate_model(
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
+    refuse_compile(settings)
     settings = replace(settings, mode="estimate", target=target)
+    compose = compose and settings.adapter == "none" and settings.checkpointing == "none"  # traced cell by cell
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
@@ -368,6 +398,7 @@ def plan_estimate(
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    refuse_compile(settings)
     process = ProcessSettings(threads)
     path = ensure_writable(out or Path("profiles") / f"{model_slug(spec)}-estimate-{target}.json")
     meta, layers = split_without_memory(spec, options)
@@ -499,9 +530,13 @@ def fit_model(
     from the z before it (False: from the smallest batch, the search before 0.x; the same answers, more traces)."""
     if batch_size is not None and batch_size > MAX_BATCH_SIZE:
         raise LayerprofError(f"--batch-size {batch_size:,} is beyond the largest this takes, {MAX_BATCH_SIZE:,}")
+    refuse_compile(settings)
     search = FitSearch(spec, options, settings, time_model)
     zs = layer_selection.resolve(len(search.layers))
-    results = search.largest_batches(zs, memory_bytes, seeded)
+    if settings.adapter != "none" and settings.adapter_layers == "all":  # plain LoRA: one cell, z = n
+        zs = (len(search.layers),)
+    plain = settings.adapter == "none" and settings.checkpointing == "none"
+    results = search.largest_batches(zs, memory_bytes, seeded and plain)  # recipes: every z on its own traces
     for result in results:
         result.at_search_limit = result.largest_batch_size >= MAX_BATCH_SIZE
     if batch_size is not None:

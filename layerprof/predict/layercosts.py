@@ -29,7 +29,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from layerprof.errors import LayerprofError
-from layerprof.measure.instruments import OpClass, OpRecorder, Phase
+from layerprof.measure.instruments import OpClass, OpRecorder, Phase, plain_tensors
 from layerprof.profile import SweepSettings
 from layerprof.sources.layers import Layer
 from layerprof.sources.models import ModelOptions
@@ -52,6 +52,7 @@ class LayerCost:
     backward_internal_flops: int = 0  # activation gradients inside the layer, needed whenever it trains
     saved_activation_bytes: int = 0  # what its forward keeps for backward when it trains
     output_bytes: int = 0
+    recompute_flops: int = 0  # --checkpointing: its forward run again in backward
 
 
 @dataclass
@@ -63,6 +64,7 @@ class LayerCostTable:
     precision: str
     target: str
     layers: list[LayerCost]
+    recipe: str = ""  # the optimizer and, beyond plain training, the recipe (SweepSettings.recipe_text)
 
     def to_dict(self) -> dict[str, Any]:
         """The table as plain data, with its schema's name and version."""
@@ -143,6 +145,8 @@ class LayerAttribution(OpRecorder):
         op = self.ops[-1]
         if self.phase is Phase.FORWARD:
             self.cost(self.forward_layer[-1] if self.forward_layer else OUTSIDE).forward_flops += op.flops
+        elif op.phase is Phase.RECOMPUTE:  # a checkpointed layer's forward again, for the layer backward is in
+            self.cost(self.backward_layer).recompute_flops += op.flops
         elif self.phase is Phase.BACKWARD and op.flops:
             cost = self.cost(self.backward_layer)
             weight = self._weight_flops(op.name, func, args, kwargs or {}, out)
@@ -171,16 +175,25 @@ class LayerAttribution(OpRecorder):
 
 
 def layer_costs(
-    spec: str, options: ModelOptions, batch_size: int, precision: str = "32-true", target: str = "cuda"
+    spec: str,
+    options: ModelOptions,
+    batch_size: int,
+    precision: str = "32-true",
+    target: str = "cuda",
+    recipe: dict[str, Any] | None = None,
 ) -> LayerCostTable:
-    """The per-layer costs of MODEL's full-training step at `batch_size`, on fake tensors (no memory, no GPU)."""
+    """The per-layer costs of MODEL's full-training step at `batch_size`, on fake tensors (no memory, no GPU), under
+    `recipe` (SweepSettings fields: the optimizer, adapters, checkpointing) where given."""
+    from layerprof.measure.optimizers import optimizer_spec
     from layerprof.measure.sweep import CellContext, prepared_cell
-    from layerprof.predict.estimate import ESTIMATE_DEVICE, build_fake_model
+    from layerprof.predict.estimate import ESTIMATE_DEVICE, build_fake_model, prime_optimizer, refuse_compile
 
     if batch_size < 1:
         raise LayerprofError(f"--batch-size must be at least 1, got {batch_size}")
     mode, loaded = build_fake_model(spec, options, precision)
-    settings = SweepSettings((batch_size,), (), precision=precision, mode="estimate", target=target)
+    settings = SweepSettings((batch_size,), (), precision=precision, mode="estimate", target=target, **(recipe or {}))
+    refuse_compile(settings)
+    optimizer = optimizer_spec(settings.optimizer)
     with mode:
         layers = loaded.split()
         modules = dict(loaded.model.named_modules())
@@ -188,10 +201,8 @@ def layer_costs(
         context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
         with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
                            with_scaler=False) as cell:  # fmt: skip
-            for param in cell.params:  # steady state: the optimizer's state exists before the step
-                param.grad = torch.zeros_like(param)
-            cell.optimizer.step()
-            cell.optimizer.zero_grad(set_to_none=True)
+            prime_optimizer(cell.optimizer, cell.params, None, optimizer)  # steady state: its state exists
+            cell.optimizer_steps = optimizer.traced
             costs = [LayerCost(layer.index, layer.name, layer.type, layer.params) for layer in layers]
             costs.append(LayerCost(OUTSIDE, "(outside every layer: loss, glue)", "", 0))
             parameters = {id(p.untyped_storage()) for p in loaded.model.parameters()}
@@ -214,7 +225,8 @@ def layer_costs(
         backward = cost.backward_input_flops + cost.backward_weight_flops
         cost.backward_input_flops = backward - kept
         cost.backward_internal_flops = kept - cost.backward_weight_flops
-    return LayerCostTable(spec, batch_size, precision, target, costs)
+    recipe_text = ", ".join(filter(None, [settings.optimizer, settings.recipe_text]))
+    return LayerCostTable(spec, batch_size, precision, target, costs, recipe_text)
 
 
 def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[int]:
@@ -252,7 +264,7 @@ def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[i
         if tensors:
             with recorder:
                 torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
-        own.append(sum(op.flops for op in recorder.ops))
+        own.append(sum(op.flops for op in recorder.ops if op.phase is not Phase.RECOMPUTE))
     return own
 
 
@@ -272,6 +284,11 @@ def _trainable_bytes(
         for name in layer.parameter_names:
             if name in named:
                 owner[id(named[name])] = layer.index
+    for name, param in named.items():  # adapters (LoRA): the layer whose module holds them
+        if id(param) not in owner and param.requires_grad:
+            holders = [layer for layer in layers if name.startswith(f"{layer.name}.") or not layer.name]
+            if holders:
+                owner[id(param)] = max(holders, key=lambda layer: len(layer.name)).index
     for param in {id(p): p for p in named.values()}.values():
         if id(param) not in owner:
             continue
@@ -281,5 +298,7 @@ def _trainable_bytes(
 
 
 def optimizer_state_tensors_of(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> list[torch.Tensor]:
-    """The optimizer's state tensors of one parameter (Adam's moments, momentum buffers)."""
-    return [v for v in optimizer.state.get(param, {}).values() if isinstance(v, torch.Tensor)]
+    """The optimizer's state tensors of one parameter (Adam's moments, momentum buffers; an 8-bit state's codes,
+    scales and code map)."""
+    state = optimizer.state.get(param, {}).values()
+    return [plain for v in state if isinstance(v, torch.Tensor) for plain in plain_tensors(v)]

@@ -383,6 +383,12 @@ CLASS_INDEX = {OpClass.GEMM: 0, OpClass.CONV: 1, OpClass.ATTENTION: 2, OpClass.M
 PHASES = (Phase.FORWARD, Phase.BACKWARD, Phase.OPTIMIZER)
 
 
+def _dispatched(trace: StepTrace, phase: Phase) -> int:
+    """Operations dispatched in a phase; a checkpointed layer's recompute is dispatched inside backward."""
+    extra = trace.dispatched(Phase.RECOMPUTE) if phase is Phase.BACKWARD else 0
+    return trace.dispatched(phase) + extra
+
+
 def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, Any]:
     """A step's kernels and the host's work as arrays, for a differentiable prediction of its time."""
     launched = [op for op in trace.ops if op.kernels]
@@ -398,7 +404,7 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
         "peak": array(peak),
         "class": torch.tensor([CLASS_INDEX[op.op_class] for op in launched], dtype=torch.long),
         "bandwidth": peaks.memory_gbps * 1e9,
-        "host_work": array([float(trace.dispatched(phase)) for phase in PHASES] + [float(trace.module_calls)]),
+        "host_work": array([float(_dispatched(trace, phase)) for phase in PHASES] + [float(trace.module_calls)]),
     }
 
 

@@ -74,3 +74,30 @@ def test_layers_costs_cli(tmp_path: Path) -> None:
     assert_one_line_error(
         runner.invoke(app, ["layers", *TINY_LM, "--costs", "--out", str(tmp_path / "x.txt")]), "--out must end in .json"
     )
+
+
+MLP = (f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), 4)
+
+
+@pytest.mark.parametrize(
+    ("model", "recipe"),
+    [
+        (MLP, {"adapter": "lora", "adapter_rank": 4}),
+        (("paper-resnet18-cifar100", ModelOptions(), 2), {"checkpointing": "trainable", "optimizer": "sgd"}),
+        (MLP, {"adapter": "lora", "checkpointing": "trainable", "optimizer": "adamw8bit"}),
+    ],
+)
+def test_the_columns_add_up_to_the_full_training_cell_under_a_recipe(model: tuple, recipe: dict) -> None:
+    spec, options, batch = model
+    table = layer_costs(spec, options, batch, target="cpu", recipe=recipe)
+    n = len(table.layers) - 1
+    cell = estimate_model(spec, options, SweepSettings((batch,), (n,), target="cpu", **recipe)).rows[0]
+    assert cell.ok
+    assert table.recipe.startswith(recipe.get("optimizer", "adamw"))
+    assert sum(c.forward_flops for c in table.layers) == cell.forward_flops
+    backward = sum(c.backward_input_flops + c.backward_weight_flops + c.backward_internal_flops for c in table.layers)
+    assert backward == cell.backward_flops
+    assert sum(c.recompute_flops for c in table.layers) == (cell.recompute_flops or 0)
+    assert cell.recompute_flops > 0 if spec.startswith("paper") else True  # ResNet blocks recompute their convs
+    # what training adds: the trainable parameters' gradients (float32) and their optimizer state, to the byte
+    assert sum(c.trainable_bytes for c in table.layers) == cell.optimizer_state_bytes + 4 * cell.trainable_params
