@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install profile test lint bench clean gate baselines mutate gpu-check gpu-wheels gpu-image gpu-smoke
+.PHONY: install profile test lint docs bench clean gate baselines mutate gpu-check gpu-wheels gpu-image gpu-smoke
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check layerprof tests benchmarks examples tools
 	$(BIN)/ruff format --check layerprof tests benchmarks examples tools
+
+# The documentation (docs/, mkdocs.yml) built into build/site/ in strict mode: a warning fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_startup.py

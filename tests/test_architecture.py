@@ -137,7 +137,9 @@ def test_the_layer_check_finds_a_planted_upward_import() -> None:
 
 def test_tests_mirror_the_folders_and_the_readme_maps_each_one() -> None:
     tests = Path(__file__).resolve().parent
-    architecture = (PACKAGE.parent / "README.md").read_text().split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    architecture = (
+        (PACKAGE.parent / "docs" / "architecture.md").read_text().split("## The package", 1)[1].split("\n## ", 1)[0]
+    )
     for folder in LAYERS[1:]:
         assert list((tests / folder).glob("test_*.py")), folder
         assert f"`{folder}/`" in architecture, folder

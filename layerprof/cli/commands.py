@@ -310,7 +310,7 @@ def ladder(
     split: opt.SplitOption = opt.SplitMode.profile,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
-    """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
+    """Suggest rungs of trainable layers for successive halving / Hyperband from a PROFILE (measured or estimated)."""
     with user_errors():
         opt.check_one_output(as_json, export)
         from layerprof.fidelity.correlate import load_result

@@ -53,7 +53,8 @@ ModelArgument = Annotated[
     typer.Argument(
         metavar="MODEL",
         help="A preset (paper-resnet18-cifar100), a torchvision model (resnet50), a LitGPT config (pythia-14m), "
-        "or a factory: path/to/file.py:fn or package.module:fn. Prefix torchvision: or litgpt: to disambiguate.",
+        "timm:NAME, hf:MODEL_TYPE or hf:path/config.json, or a factory: path/to/file.py:fn or package.module:fn. "
+        "Prefix torchvision: or litgpt: to disambiguate; `layerprof models` lists the names.",
         show_default=False,
     ),
 ]
@@ -62,7 +63,12 @@ NumClassesOption = Annotated[
 ]
 InputShapeOption = Annotated[
     str | None,
-    typer.Option("--input-shape", metavar="C,H,W", help="Per-sample input shape C,H,W (default: the model's own)."),
+    typer.Option(
+        "--input-shape",
+        metavar="SHAPE",
+        help="Per-sample input shape, comma-separated: C,H,W for images (3,224,224), one number for vectors (64) "
+        "(default: the model's own).",
+    ),
 ]
 SeqLenOption = Annotated[
     int | None,
@@ -73,7 +79,8 @@ SetOption = Annotated[
     typer.Option(
         "--set",
         metavar="KEY=VALUE",
-        help="Override a LitGPT config field or a factory argument: KEY=VALUE. Repeatable.",
+        help="Set a field of the model's config (LitGPT, timm, Hugging Face) or an argument of a factory: "
+        "KEY=VALUE, typed as the field or argument declares. Repeatable.",
     ),
 ]
 UnwrapOption = Annotated[
@@ -328,7 +335,8 @@ EstimateOutOption = Annotated[
     ),
 ]
 LadderProfileArgument = Annotated[
-    Path, typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile`.")
+    Path,
+    typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile` or `layerprof estimate`."),
 ]
 LadderBatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
@@ -336,7 +344,11 @@ LadderBatchSizeOption = Annotated[
 LadderEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
 CostOption = Annotated[
     Cost | None,
-    typer.Option("--cost", help="What the rungs are spaced by (default: time, or flops for an estimate)."),
+    typer.Option(
+        "--cost",
+        help="What the rungs are spaced by: step time (measured, or predicted in an estimate) or FLOPs "
+        "(default: time where the profile has it, else flops).",
+    ),
 ]
 MinLayersOption = Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")]
 LadderGpuMemoryOption = Annotated[
@@ -378,7 +390,8 @@ ReportProfilesArgument = Annotated[
 ReportOutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the figures and index.md go.")]
 ImageFormatOption = Annotated[ImageFormat, typer.Option("--format", help="Image format.")]
 TaskArgument = Annotated[
-    str, typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (see README).")
+    str,
+    typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (docs/commands/correlate.md)."),
 ]
 GridOption = Annotated[Path | None, typer.Option("--grid", metavar="FILE", help="JSON/YAML: name -> list of values.")]
 GridPresetOption = Annotated[GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")]

@@ -294,7 +294,7 @@ def continuation_of(task: Callable, spec: str) -> Callable[[dict[str, Any], Segm
     if not callable(resume):
         raise LayerprofError(
             f"{spec} cannot continue a run: give it fn.resume = resume(config, segment, state) -> (loss, state) "
-            "(README, continued runs), or leave out --continue"
+            "(docs/commands/correlate.md, continued runs), or leave out --continue"
         )
     return resume
 

@@ -151,7 +151,7 @@ def print_model_names(console: Console, names: dict[str, list[str]], description
         else:
             console.print(Columns(members, padding=(0, 2)), highlight=False)
         console.print()
-    console.print("Also accepted: path/to/file.py:factory and package.module:factory (see README).")
+    console.print("Also accepted: path/to/file.py:factory and package.module:factory (see docs/models.md).")
 
 
 # ---------------------------------------------------------------- layers
