@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from layerprof.errors import LayerprofError
 
@@ -20,7 +21,8 @@ MIB = 2**20
 CUDA_CONTEXT_RESERVE_BYTES = 768 * MIB
 
 # Devices an estimate predicts for.
-TARGETS = ("cuda", "cpu")
+TargetName = Literal["cuda", "cpu"]
+TARGETS: tuple[TargetName, ...] = get_args(TargetName)
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ def parse_rungs(text: str, option: str = "--path", rising: bool = False) -> list
     With `rising`, a rung that does not raise the fidelity (z and budget kept or raised, one of them raised) is
     refused."""
     refused = LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
-    rungs = []
+    rungs: list[tuple[int, float]] = []
     for part in text.split(","):
         z, at, fraction = part.strip().partition("@")
         try:

@@ -70,11 +70,11 @@ def layers(
     model: opt.ModelArgument,
     unwrap: opt.UnwrapOption = None,
     as_json: opt.LayersJsonOption = False,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
     costs: opt.CostsOption = False,
     batch_size: opt.LayersBatchSizeOption = 1,
     depth: opt.DepthOption = 0,
-    target: opt.TargetOption = opt.Target.cuda,
+    target: opt.TargetOption = "cuda",
     precision: opt.PrecisionOption = "32-true",
     out: opt.LayersOutOption = None,
     num_classes: opt.NumClassesOption = None,
@@ -101,13 +101,13 @@ def layers(
         if costs:
             path = ensure_writable(out) if out else None
             with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
-                table = layer_costs(model, options, batch_size, precision, target.value)
+                table = layer_costs(model, options, batch_size, precision, target)
             if path:
                 table.save(path)
-            render.layer_costs(table, path, as_json, output_format.value)
+            render.layer_costs(table, path, as_json, output_format)
             return
         info = split_model(model, options)
-        render.layer_split(model, info, as_json, output_format.value)
+        render.layer_split(model, info, as_json, output_format)
         if info.construction in CONSTRUCTION_NOTES and not as_json:
             render.note(CONSTRUCTION_NOTES[info.construction])
 
@@ -147,19 +147,19 @@ def profile(
     max_time: opt.MaxTimeOption = None,
     threads: opt.ProfileThreadsOption = None,
     cpus: opt.CpusOption = None,
-    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    optimizer: opt.OptimizerOption = "adamw",
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     device: opt.DeviceOption = "auto",
     tf32: opt.Tf32Option = None,
     per_layer: opt.PerLayerOption = False,
     out: opt.ProfileOutOption = None,
-    executor: opt.ProfileExecutorOption = opt.Executor.local,
+    executor: opt.ProfileExecutorOption = "local",
     address: opt.AddressOption = None,
     gpu_kinds: opt.GpuKindsOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
     seq_len: opt.SeqLenOption = None,
@@ -181,7 +181,7 @@ def profile(
             warmup_steps=warmup,
             min_steps=min_steps,
             max_steps=steps,
-            optimizer=optimizer.value,
+            optimizer=optimizer,
             precision=opt.precision_name(precision, dtype),
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
@@ -189,8 +189,8 @@ def profile(
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
-        opt.check_profile_executor(executor.value == "ray", cpus, gpu_kinds, address, out)
-        if executor.value == "ray":
+        opt.check_profile_executor(executor == "ray", cpus, gpu_kinds, address, out)
+        if executor == "ray":
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
@@ -198,12 +198,12 @@ def profile(
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
         job.per_layer = per_layer
         result = render.run_job(job, f"{job.device}")
-        render.cell_tables(result, output_format.value)
-        render.layer_times(result, output_format.value)
+        render.cell_tables(result, output_format)
+        render.layer_times(result, output_format)
         timing = (
             f" · sweep {result.timing.sweep_wall_s:.0f} s, {result.timing.share_in_steps:.0%} inside training steps"
         )
-        render.sweep_end(result, job.path, output_format.value, timing)
+        render.sweep_end(result, job.path, output_format, timing)
         if result.failure_summary() is not None:
             raise CellsFailed(result.failure_summary())
         render.sweep_warnings(result)
@@ -225,12 +225,9 @@ def _profile_on_ray(
         f"{model}: {len(kinds)} GPU kind(s) x batch sizes {', '.join(map(str, request.settings.batch_sizes))} = "
         f"{sweeps} sweeps · Ray {address or '(local instance)'}"
     )
-    try:
-        with render.RayProgress(sweeps) as progress:
-            run = profile_on_ray(request, kinds, directory, address, progress.on_event)
-    except KeyboardInterrupt:
-        render.note(f"finished kinds are in {directory}; rerun to run the rest", "interrupted", "yellow")
-        raise typer.Exit(130) from None
+    kept = f"finished kinds are in {directory}; rerun to run the rest"
+    with render.interrupt_keeps(kept), render.RayProgress(sweeps) as progress:
+        run = profile_on_ray(request, kinds, directory, address, progress.on_event)
     render.ray_outcomes(run)
     if run.failed:
         raise typer.Exit(1)
@@ -241,18 +238,18 @@ def estimate(
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,
     layer_counts: opt.LayersOption = "all",
-    target: opt.TargetOption = opt.Target.cuda,
+    target: opt.TargetOption = "cuda",
     gpu: opt.EstimateGpuOption = None,
     calibrate: opt.CalibrateOption = None,
     against: opt.AgainstOption = None,
     threads: opt.EstimateThreadsOption = None,
-    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    optimizer: opt.OptimizerOption = "adamw",
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     out: opt.EstimateOutOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
     seq_len: opt.SeqLenOption = None,
@@ -270,10 +267,10 @@ def estimate(
         settings = SweepSettings(
             batch_sizes=opt.parse_batch_sizes(batch_sizes),
             trainable_layer_counts=(),
-            optimizer=optimizer.value,
+            optimizer=optimizer,
             precision=opt.precision_name(precision, dtype),
             mode="estimate",
-            target=target.value,
+            target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
         )
@@ -283,13 +280,13 @@ def estimate(
         doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
         with render.status(doing):
             job = plan_estimate(model, options, settings, selection, out, calibrate or (), threads, restart)
-        render.calibration(job.time_model, output_format.value)
+        render.calibration(job.time_model)
         result = render.run_job(job, job.environment.device_name)
-        render.cell_tables(result, output_format.value)
-        render.breakdown(result, output_format.value)
+        render.cell_tables(result, output_format)
+        render.breakdown(result, output_format)
         if measured is not None:
-            render.prediction_check(check_predictions(result, measured), measured, output_format.value)
-        render.sweep_end(result, job.path, output_format.value)
+            render.prediction_check(check_predictions(result, measured), measured, output_format)
+        render.sweep_end(result, job.path, output_format)
         if result.failure_summary() is not None:
             raise CellsFailed(result.failure_summary())
 
@@ -298,7 +295,7 @@ def estimate(
 def ladder(
     profile_path: opt.LadderProfileArgument,
     batch_size: opt.LadderBatchSizeOption = None,
-    eta: opt.LadderEtaOption = 3.0,
+    eta: opt.EtaOption = 3.0,
     cost: opt.CostOption = None,
     min_layers: opt.MinLayersOption = 1,
     gpu_memory: opt.LadderGpuMemoryOption = None,
@@ -307,8 +304,8 @@ def ladder(
     correlation: opt.CorrelationOption = None,
     as_json: opt.LadderJsonOption = False,
     export: opt.LadderExportOption = None,
-    split: opt.SplitOption = opt.SplitMode.profile,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    split: opt.SplitOption = "profile",
+    output_format: opt.FormatOption = "table",
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a PROFILE (measured or estimated)."""
     with user_errors():
@@ -323,7 +320,7 @@ def ladder(
         result, notes = ladder_for(
             profile_path,
             eta=eta,
-            cost_kind=cost.value if cost else None,
+            cost_kind=cost,
             batch_size=batch_size,
             min_layers=min_layers,
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
@@ -334,17 +331,17 @@ def ladder(
         for text in notes:
             render.note(text, "warning", "yellow")
         report = None
-        if split is opt.SplitMode.auto:
+        if split == "auto":
             with render.status("comparing the splits at other depths (one per-layer trace)"):
                 report = choose_split_for_profile(load_profile(profile_path), result.batch_size, eta)
         if export is not None:
-            print(export_snippet(result, export.value), end="")
+            print(export_snippet(result, export), end="")
         elif as_json:
             render.as_json(result.to_dict() | ({"split": asdict(report)} if report is not None else {}))
         else:
-            render.ladder(result, output_format.value)
+            render.ladder(result, output_format)
             if report is not None:
-                render.split_report(report, output_format.value)
+                render.split_report(report, output_format)
 
 
 @app.command(
@@ -357,8 +354,8 @@ def fit(
     gpu: opt.FitGpuOption = None,
     layer_counts: opt.LayersOption = "all",
     batch_size: opt.FitBatchSizeOption = None,
-    target: opt.TargetOption = opt.Target.cuda,
-    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    target: opt.TargetOption = "cuda",
+    optimizer: opt.OptimizerOption = "adamw",
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     as_json: opt.FitJsonOption = False,
@@ -381,10 +378,10 @@ def fit(
         settings = SweepSettings(
             batch_sizes=(1,),
             trainable_layer_counts=(1,),
-            optimizer=optimizer.value,
+            optimizer=optimizer,
             precision=opt.precision_name(precision, dtype),
             mode="estimate",
-            target=target.value,
+            target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
         with render.status(f"estimating {model}"):
@@ -396,13 +393,13 @@ def fit(
 def report(
     profiles: opt.ReportProfilesArgument,
     out: opt.ReportOutOption = Path("report"),
-    image_format: opt.ImageFormatOption = opt.ImageFormat.png,
+    image_format: opt.ImageFormatOption = "png",
 ) -> None:
     """Draw the paper's figures for your model: cost curves, parameters and FLOPs, memory by category."""
     with user_errors():
         from layerprof.outputs.report import report_profiles
 
-        result = report_profiles(profiles, out, image_format.value)
+        result = report_profiles(profiles, out, image_format)
         for path in result.files:
             render.line(f"wrote {path}")
         for text in result.notes:
@@ -413,12 +410,12 @@ def report(
 def correlate(
     task: opt.TaskArgument,
     grid: opt.GridOption = None,
-    grid_preset: opt.GridPresetOption = opt.GridPreset.small,
+    grid_preset: opt.GridPresetOption = "small",
     layer_counts: opt.CorrelateLayerCountsOption = None,
     budget_fractions: opt.BudgetFractionsOption = "0.1,0.25,0.5,1",
     seeds: opt.SeedsOption = 1,
     continued: opt.ContinuedOption = None,
-    executor: opt.CorrelateExecutorOption = opt.Executor.local,
+    executor: opt.CorrelateExecutorOption = "local",
     workers: opt.WorkersOption = None,
     address: opt.AddressOption = None,
     out: opt.CorrelateOutOption = Path("correlation"),
@@ -435,24 +432,21 @@ def correlate(
             parse_fractions(budget_fractions),
             seeds,
             grid,
-            grid_preset.value,
+            grid_preset,
             continued or (),
         )
         chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
         render.line(
             f"{task}: {len(plan.configs)} configurations x (z {','.join(map(str, plan.trainable_layer_counts))} x "
             f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)}{chains if plan.chains else ''}) x "
-            f"{seeds} seed(s) = {plan.trial_count} trials · {executor.value}"
+            f"{seeds} seed(s) = {plan.trial_count} trials · {executor}"
         )
         with render.progress_bar("trials") as advance:
             failures = render.TrialFailures(advance)
-            try:
+            with render.interrupt_keeps(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume"):
                 result = run_study(
-                    plan, out, executor=executor.value, workers=workers, address=address, on_result=failures.on_result
+                    plan, out, executor=executor, workers=workers, address=address, on_result=failures.on_result
                 )
-            except KeyboardInterrupt:
-                render.note(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume", "interrupted", "yellow")
-                raise typer.Exit(130) from None
         failures.show()
         render.correlation(result, write_correlation(result, out))
 
@@ -473,7 +467,7 @@ def simulate(
     seed: opt.SeedOption = 0,
     out: opt.SimulateOutOption = None,
     as_json: opt.SimulateJsonOption = False,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
 ) -> None:
     """Replay successive halving and Hyperband on a correlate STUDY's recorded trials: regret and cost per path."""
     with user_errors():
@@ -509,21 +503,21 @@ def simulate(
         if as_json:
             render.as_json(simulation.to_dict())
         else:
-            render.simulation(simulation, output_format.value, written)
+            render.simulation(simulation, output_format, written)
 
 
 @app.command()
 def plan(
     profile_paths: opt.PlanProfilesArgument,
     cluster: opt.ClusterOption,
-    eta: opt.PlanEtaOption = 3.0,
+    eta: opt.EtaOption = 3.0,
     configs: opt.PlanConfigsOption = None,
     budget_steps: opt.PlanBudgetStepsOption = 1000,
     batch_size: opt.PlanBatchSizeOption = None,
     min_layers: opt.MinLayersOption = 1,
     as_json: opt.PlanJsonOption = False,
     export: opt.PlanExportOption = None,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan and GPU-hours."""
     with user_errors():
@@ -549,7 +543,7 @@ def plan(
         elif as_json:
             render.as_json(result.to_dict())
         else:
-            render.cluster_plan(result, output_format.value)
+            render.cluster_plan(result, output_format)
 
 
 @app.command()

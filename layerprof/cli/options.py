@@ -7,44 +7,33 @@ level.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from layerprof.devices import GPU_KINDS, TARGETS
+from layerprof.devices import GPU_KINDS, TargetName
 from layerprof.errors import LayerprofError
-from layerprof.fidelity.correlate import EXECUTORS
-from layerprof.fidelity.grids import GRID_PRESETS
-from layerprof.fidelity.ladder import COSTS
+from layerprof.fidelity.correlate import ExecutorName
+from layerprof.fidelity.grids import GridPresetName
+from layerprof.fidelity.ladder import CostName
 from layerprof.fidelity.trials import PATHS
-from layerprof.measure.optimizers import OPTIMIZERS
-from layerprof.outputs.exporters import EXPORTERS
-from layerprof.outputs.report import IMAGE_FORMATS
+from layerprof.measure.optimizers import OptimizerName
+from layerprof.outputs.exporters import ExportName
+from layerprof.outputs.report import ImageFormat
 from layerprof.precision import PRECISIONS, PrecisionName
 from layerprof.profile import MODEL_SOURCES
 
-
-def choices(name: str, values: Iterable[str]) -> Any:
-    """A Typer choice type whose values come from the library's own list."""
-    return Enum(name, {value: value for value in values}, type=str)
-
-
-OutputFormat = choices("OutputFormat", ("table", "md"))
-Optimizer = choices("Optimizer", OPTIMIZERS)
-Cost = choices("Cost", COSTS)
-ExportFormat = choices("ExportFormat", EXPORTERS)
-PlanExport = choices("PlanExport", ("ray",))
-Target = choices("Target", TARGETS)
-ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
-SplitMode = choices("SplitMode", ("profile", "auto"))
-Executor = choices("Executor", EXECUTORS)
-GridPreset = choices("GridPreset", GRID_PRESETS)
+# The closed sets of names an option takes, typed (Typer makes each Literal a choice): the library's own where the
+# library has the list, the command line's where only it has one.
+OutputFormat = Literal["table", "md"]
+PlanExport = Literal["ray"]
+SplitMode = Literal["profile", "auto"]
 # --dtype (before --precision) names the *-true precisions by their dtype
-DTYPE_PRECISIONS = {PRECISIONS[name].dtype: name for name in PRECISIONS if not PRECISIONS[name].mixed}
-Dtype = choices("Dtype", DTYPE_PRECISIONS)
+Dtype = Literal["float32", "bfloat16", "float16"]
+DTYPE_PRECISIONS: dict[str, PrecisionName] = {
+    PRECISIONS[name].dtype: name for name in PRECISIONS if not PRECISIONS[name].mixed
+}
 # one list of GPUs for every --gpu: the table in layerprof.devices
 GPU_LIST = ", ".join(GPU_KINDS)
 
@@ -97,7 +86,7 @@ BatchSizesOption = Annotated[
 LayersOption = Annotated[
     str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
 ]
-OptimizerOption = Annotated[Optimizer, typer.Option("--optimizer", help="Over trainable parameters.")]
+OptimizerOption = Annotated[OptimizerName, typer.Option("--optimizer", help="Over trainable parameters.")]
 PrecisionOption = Annotated[
     PrecisionName,
     typer.Option(
@@ -124,7 +113,7 @@ EvalFrozenOption = Annotated[
     ),
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Table style.")]
-TargetOption = Annotated[Target, typer.Option("--target", help="Device to predict for.")]
+TargetOption = Annotated[TargetName, typer.Option("--target", help="Device to predict for.")]
 
 
 # a plain string, so that an unknown source is one line from `known_names` (that also says how to install one)
@@ -141,13 +130,13 @@ def gpu_option(purpose: str) -> Any:
     ]
 
 
-def precision_name(precision: Any, dtype: Any) -> str:
+def precision_name(precision: PrecisionName, dtype: Dtype | None) -> PrecisionName:
     """--precision, or the *-true precision an old --dtype names."""
     if dtype is None:
         return precision
-    named = DTYPE_PRECISIONS[dtype.value]
+    named = DTYPE_PRECISIONS[dtype]
     if precision not in ("32-true", named):
-        raise LayerprofError(f"--dtype {dtype.value} contradicts --precision {precision}; give --precision only")
+        raise LayerprofError(f"--dtype {dtype} contradicts --precision {precision}; give --precision only")
     return named
 
 
@@ -301,7 +290,7 @@ ProfileOutOption = Annotated[
     ),
 ]
 ProfileExecutorOption = Annotated[
-    Executor, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
+    ExecutorName, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
 ]
 GpuKindsOption = Annotated[
     str | None,
@@ -341,9 +330,9 @@ LadderProfileArgument = Annotated[
 LadderBatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
 ]
-LadderEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
+EtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
 CostOption = Annotated[
-    Cost | None,
+    CostName | None,
     typer.Option(
         "--cost",
         help="What the rungs are spaced by: step time (measured, or predicted in an estimate) or FLOPs "
@@ -367,7 +356,7 @@ CorrelationOption = Annotated[
 ]
 LadderJsonOption = Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")]
 LadderExportOption = Annotated[
-    ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
+    ExportName | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
 ]
 SplitOption = Annotated[
     SplitMode,
@@ -394,7 +383,9 @@ TaskArgument = Annotated[
     typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (docs/commands/correlate.md)."),
 ]
 GridOption = Annotated[Path | None, typer.Option("--grid", metavar="FILE", help="JSON/YAML: name -> list of values.")]
-GridPresetOption = Annotated[GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")]
+GridPresetOption = Annotated[
+    GridPresetName, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")
+]
 CorrelateLayerCountsOption = Annotated[
     str | None,
     typer.Option(
@@ -416,7 +407,9 @@ ContinuedOption = Annotated[
         "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
     ),
 ]
-CorrelateExecutorOption = Annotated[Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")]
+CorrelateExecutorOption = Annotated[
+    ExecutorName, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
+]
 WorkersOption = Annotated[
     int | None, typer.Option("--workers", min=1, metavar="N", help="Local worker processes (default: cores).")
 ]
@@ -485,7 +478,6 @@ ClusterOption = Annotated[
         "a running Ray cluster.",
     ),
 ]
-PlanEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
 PlanConfigsOption = Annotated[
     int | None, typer.Option("--configs", min=1, metavar="N", help="Starting configurations (default eta^(K-1)).")
 ]

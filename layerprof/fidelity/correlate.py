@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
@@ -36,14 +36,15 @@ from layerprof.fidelity.trials import (
     study_paths,
     timed_trial,
 )
-from layerprof.fidelity.trials import trial_phase as trial_phase  # where tasks written before it moved import it
 from layerprof.parsing import MAX_TRIALS, LayerSelection
+from layerprof.profile import current_spec
 from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
 
 # ---------------------------------------------------------------- grids
 
 
-EXECUTORS = ("local", "ray")
+ExecutorName = Literal["local", "ray"]
+EXECUTORS: tuple[ExecutorName, ...] = get_args(ExecutorName)
 
 # ---------------------------------------------------------------- trials
 
@@ -320,7 +321,7 @@ def check_study_meta(meta: Any, path: Path) -> dict[str, Any]:
         raise LayerprofError(
             f"{str(path)!r} is a {schema} study; this layerprof reads {' and '.join(STUDY_SCHEMAS)} (upgrade it)"
         )
-    return meta
+    return {**meta, "task": current_spec(str(meta["task"]))}  # a task naming a moved module, written before the move
 
 
 def read_records(path: Path) -> tuple[dict[str, TrialResult], dict[str, ContinuedResult]]:
@@ -360,7 +361,10 @@ class TrialStore:
         meta = directory / "study.json"
         if meta.exists():
             existing = read_json(meta, "study description", "the study.json `layerprof correlate` writes")
-            if not isinstance(existing, dict) or existing.get("fingerprint") != identity["fingerprint"]:
+            if not isinstance(existing, dict) or identity["fingerprint"] not in (
+                existing.get("fingerprint"),
+                fingerprint(current_spec(str(existing.get("task"))), existing.get("configs", [])),
+            ):
                 raise LayerprofError(
                     f"{str(directory)!r} holds a study of another task or grid; use a new --out directory"
                 )
@@ -458,6 +462,8 @@ class CorrelationResult:
         if data.get("schema") not in CORRELATION_SCHEMAS:
             raise LayerprofError(f"{source} is not a layerprof correlation result")
         payload = {k: v for k, v in data.items() if k not in ("schema", "cells", "continued")}
+        if isinstance(payload.get("task"), str):  # a task naming a moved module, written before the move
+            payload["task"] = current_spec(payload["task"])
         if data["schema"] == CORRELATION_SCHEMA_V1:
             payload["trainable_layer_counts"] = payload.pop("layers")
         continued = [

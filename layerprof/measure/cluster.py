@@ -18,11 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerprof.devices import GPU_KINDS, GpuKind, InventoryItem, find_gpu
 from layerprof.errors import LayerprofError
-from layerprof.parsing import parse_inventory, parse_ray_address, split_items
+from layerprof.parsing import LayerSelection, parse_inventory, parse_ray_address, split_items
+from layerprof.profile import SweepSettings
+
+if TYPE_CHECKING:
+    from layerprof.sources.models import ModelOptions
 
 # Ray sets accelerator_type:<name> to 1 on a node with that GPU; a task asks for a sliver of it to land there.
 KIND_RESOURCE_SHARE = 0.001
@@ -171,9 +175,9 @@ class SweepRequest:
     """What every sweep of a cluster run shares; each task adds a kind and a batch size."""
 
     spec: str
-    options: Any  # ModelOptions
-    settings: Any  # SweepSettings, batch sizes resolved
-    layer_selection: Any  # LayerSelection
+    options: ModelOptions
+    settings: SweepSettings  # batch sizes resolved
+    layer_selection: LayerSelection
     device: str  # "auto", "cuda" or "cpu": cpu asks Ray for no GPU
     tf32: bool | None = None
     threads: int | None = None
@@ -181,9 +185,9 @@ class SweepRequest:
 
 def plan_cluster_profile(
     spec: str,
-    options: Any,
-    settings: Any,
-    layer_selection: Any,
+    options: ModelOptions,
+    settings: SweepSettings,
+    layer_selection: LayerSelection,
     device: str,
     tf32: bool | None = None,
     threads: int | None = None,

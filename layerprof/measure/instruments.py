@@ -22,16 +22,13 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop
 
 from layerprof.devices import MatmulThreads
 from layerprof.profile import MemoryCategory
-from layerprof.stats import TimingStats, median_confidence_interval, median_is_stable
+from layerprof.stats import TimingStats, median_confidence_interval
 
-__all__ = ["TimingStats", "median_confidence_interval", "median_is_stable"]  # kept importable from here
+__all__ = ["TimingStats", "median_confidence_interval"]  # kept importable from here
 
 # ---------------------------------------------------------------- time
 
 
-# CUDA steps are timed in windows: an event between consecutive steps and one synchronise per window, so
-# the host launches step k+1 while the GPU runs step k, as in real training.
-CUDA_TIMING_WINDOW = 10
 # A cell is host-bound when launching a step takes at least this share of the step's time.
 HOST_BOUND_SHARE = 0.9
 
@@ -87,26 +84,6 @@ def time_window(
         began = clock()
         step()
         times.step_ms.append((clock() - began) * 1000.0)
-    return times
-
-
-def time_steps(
-    step: Callable[[], Any],
-    device: torch.device,
-    min_steps: int,
-    max_steps: int,
-    tolerance: float,
-) -> StepTimes:
-    """Run `step` until the median is stable (checked after `min_steps`), at most `max_steps`.
-
-    Stability is checked after every step on the CPU and after every window of CUDA_TIMING_WINDOW steps on CUDA.
-    """
-    window = CUDA_TIMING_WINDOW if device.type == "cuda" else 1
-    times = StepTimes()
-    while len(times.step_ms) < max_steps:
-        times.extend(time_window(step, device, min(window, max_steps - len(times.step_ms))))
-        if len(times.step_ms) >= min_steps and median_is_stable(times.step_ms, tolerance):
-            break
     return times
 
 
@@ -187,7 +164,7 @@ class LiveTensorTracker(TorchDispatchMode):
         size = self.allocation_size(storage.nbytes())
         self._category[key] = category
         self._size[key] = size
-        self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))
+        self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))  # type: ignore[misc]
         self.live[category] += size
         self.current += size
         self.category_peaks[category] = max(self.category_peaks[category], self.live[category])
@@ -204,7 +181,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.live[category] -= size
         self.current -= size
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for value in tree_flatten(out)[0]:
             if isinstance(value, torch.Tensor):
@@ -469,7 +446,7 @@ class OpRecorder(TorchDispatchMode):
             self._hook = None
         return super().__exit__(*exc)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.__name__.split(".")[0]

@@ -5,14 +5,15 @@ torch is imported on use, so that the command line can list the choices without 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from layerprof.errors import LayerprofError
 
 if TYPE_CHECKING:
     import torch
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OptimizerName = Literal["adamw", "adam", "sgd"]
+OPTIMIZERS: tuple[OptimizerName, ...] = get_args(OptimizerName)
 
 
 def make_optimizer(

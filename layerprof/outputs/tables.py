@@ -921,7 +921,7 @@ def markdown_plan(plan: ClusterPlan) -> str:
 # ---------------------------------------------------------------- the time model
 
 
-def calibration_lines(time_model: Any, markup: bool = True) -> list[str]:
+def calibration_lines(time_model: Any) -> list[str]:
     """What stands behind predicted step times: the peaks, the constants, and a calibration's residuals."""
     if time_model is None:
         return []

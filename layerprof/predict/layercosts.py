@@ -135,7 +135,7 @@ class LayerAttribution(OpRecorder):
             self.cost(layer).saved_activation_bytes += tensor.untyped_storage().nbytes()
         return tensor
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         before = len(self.ops)
         out = super().__torch_dispatch__(func, types, args, kwargs)
         if len(self.ops) == before:

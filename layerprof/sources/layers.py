@@ -83,7 +83,7 @@ class _ParameterUseTracker(TorchFunctionMode):
         self.started = started
         self.first_use: dict[str, int] = {}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if len(self.first_use) < len(self.watched):
             for value in tree_flatten((args, kwargs))[0]:
