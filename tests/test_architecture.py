@@ -286,3 +286,15 @@ def test_importing_the_package_imports_no_torch() -> None:
     code = "import sys, layerprof; assert 'torch' not in sys.modules, 'layerprof imported torch'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_typed_set_of_names_is_its_registry() -> None:
+    """The Literals the command line takes name exactly the registry's entries (a new exporter or grid preset needs
+    both, and the type checker holds the registry's keys to the Literal)."""
+    from typing import get_args
+
+    from layerprof.fidelity.grids import GRID_PRESETS, GridPresetName
+    from layerprof.outputs.exporters import EXPORTERS, ExportName
+
+    assert list(EXPORTERS) == list(get_args(ExportName)) == ["neps", "optuna", "ray", "smac"]
+    assert list(GRID_PRESETS) == list(get_args(GridPresetName)) == ["small", "paper"]

@@ -7,10 +7,9 @@ answers without torch.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +20,11 @@ from layerprof.cli.render import user_errors
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, MIB
 from layerprof.errors import CellsFailed
 from layerprof.fidelity.trials import PATHS
+
+if TYPE_CHECKING:
+    from layerprof.parsing import LayerSelection
+    from layerprof.profile import SweepSettings
+    from layerprof.sources.models import ModelOptions
 
 app = typer.Typer(
     name="layerprof",
@@ -210,12 +214,21 @@ def profile(
 
 
 def _profile_on_ray(
-    model: str, options: Any, settings: Any, selection: Any, device: str, tf32: bool | None, threads: int | None,
-    gpu_kinds: str, address: str | None, out: Path | None,
-) -> None:  # fmt: skip
+    model: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    selection: LayerSelection,
+    device: str,
+    tf32: bool | None,
+    threads: int | None,
+    gpu_kinds: str | None,
+    address: str | None,
+    out: Path | None,
+) -> None:
     """One sweep per (GPU kind, batch size) on the cluster; a line per sweep as it ends; exit 1 if any is lost."""
     from layerprof.measure.cluster import parse_gpu_kinds, plan_cluster_profile, profile_on_ray
 
+    assert gpu_kinds is not None  # check_profile_executor requires it with Ray
     kinds = parse_gpu_kinds(gpu_kinds)
     directory = out or Path("profiles")
     with render.status(f"splitting {model}"):
@@ -589,4 +602,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -85,7 +85,7 @@ class OneLineUsageErrors(TyperGroup):
         click = sys.modules[typer.BadParameter.__module__]  # the click Typer runs on (its own copy since 0.24)
         shows_help = getattr(click, "NoArgsIsHelpError", ())
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except shows_help as error:
             if not standalone_mode:
                 raise
@@ -173,8 +173,8 @@ def run_job(job: SweepJob, where: str) -> Profile:
             f"resuming the interrupted {job.path}: {kept} finished cell(s) kept, {len(left)} to measure "
             "(--restart measures every cell anew)"
         )
-    kept = f"finished cells are saved in {job.path}, the others marked unfinished; rerun the same command to resume"
-    with interrupt_keeps(kept), SweepProgress(console) as progress:
+    saved = f"finished cells are saved in {job.path}, the others marked unfinished; rerun the same command to resume"
+    with interrupt_keeps(saved), SweepProgress(console) as progress:
         return job.run(progress)
 
 

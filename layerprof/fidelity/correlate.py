@@ -229,7 +229,7 @@ def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial)
             before, started = dict(clock.seconds), _now()
             loss: float | None = None
             try:
-                returned = resume({**config, "seed": trial.seed}, segment, state)
+                returned = resume({**config, "seed": trial.seed}, segment, state)  # type: ignore[misc]
                 if not (isinstance(returned, tuple) and len(returned) == 2):
                     raise TypeError(f"resume must return (loss, state), got {type(returned).__name__}")
                 loss, state = float(returned[0]), returned[1]
@@ -598,7 +598,7 @@ def plan_study(
     else:
         zs = layer_selection.resolve(count)
     fractions = tuple(sorted(budget_fractions))
-    chains = ()
+    chains: tuple[Chain, ...] = ()
     if continued:
         continuation_of(function, task)
         chains = plan_chains(continued, zs, fractions, count)
@@ -669,7 +669,7 @@ def run_ray(
         remote = ray.remote(run_job)
         futures = {}
         for job in jobs:
-            options = {"num_cpus": 1}
+            options: dict[str, float] = {"num_cpus": 1}
             if gpu_fraction is not None:
                 options["num_gpus"] = gpu_fraction(_top_layers(job))
             futures[remote.options(**options).remote(task_spec, configs[job.config_index], job)] = job

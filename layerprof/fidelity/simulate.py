@@ -27,6 +27,7 @@ from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.correlate import (
     ContinuedResult,
+    SegmentResult,
     TrialResult,
     chain_label,
     check_study_meta,
@@ -126,7 +127,7 @@ class RecordedStudy:
     def seconds_used(self) -> Seconds:
         """Training seconds where every successful trial and rung recorded them apart from set-up; else the
         whole trials' (a study from before set-up was recorded, or a task that marks no phases)."""
-        parts = [
+        parts: list[TrialResult | SegmentResult] = [
             *(r for r in self.trials.values() if r.loss is not None),
             *(s for run in self.continued.values() for s in run.segments if s.loss is not None),
         ]
@@ -178,11 +179,12 @@ class RecordedStudy:
                 continue
             tables = []
             for block in blocks:
-                losses, seconds = [], []
+                losses: list[list[float | None]] = []
+                seconds: list[list[float]] = []
                 for row in runs:
                     losses.append([_segment_loss(run, block[-1]) for run in row])  # type: ignore[arg-type]
-                    seconds.append([sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))
-                                    for run in row])  # type: ignore[union-attr]  # fmt: skip
+                    seconds.append([sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))  # type: ignore[union-attr]
+                                    for run in row])  # fmt: skip
                 tables.append(CellTable(losses, seconds))
             return tables, chain
         return incomplete or "not recorded"
@@ -828,7 +830,7 @@ def _continued_tables(
         tables: list[list[CellTable] | None] = [
             None if isinstance(item, str) else scratch[:first] + item[0] for first, item in enumerate(found)
         ]
-        return [*tables, scratch], "recorded", found[0][1], sorted(reasons)  # type: ignore[index]
+        return [*tables, scratch], "recorded", found[0][1], sorted(reasons)
     if len({z for z, _ in cells}) > 1:
         return [None] * len(cells), None, None, sorted(reasons)
     assumed = []
@@ -918,7 +920,7 @@ def _curve(
 
 def _unstable_notes(results: Sequence[PathResult], repeats: int | None) -> list[str]:
     """The outcomes whose figures still move between seeds, and what would settle them."""
-    ways = [(result.name, "", result) for result in results]
+    ways: list[tuple[str, str, PathResult | ContinuedPath]] = [(result.name, "", result) for result in results]
     ways += [(result.name, ", continued", result.continued) for result in results if result.continued is not None]
     unsettled = [
         f"{name} ({algorithm}{runs})"
@@ -952,7 +954,10 @@ def _curves(simulation: Simulation) -> list[tuple[str, str, list[CurvePoint]]]:
 
 def repeats_text(simulation: Simulation) -> str:
     """How many repeats the curves stand on: one count, or the range over paths, and whether until stable."""
-    ways = [*simulation.paths, *(p.continued for p in simulation.paths if p.continued is not None)]
+    ways: list[PathResult | ContinuedPath] = [
+        *simulation.paths,
+        *(p.continued for p in simulation.paths if p.continued is not None),
+    ]
     counts = sorted({way.successive_halving.repeats for way in ways})
     shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return f"{shown} repeats" + (" (until stable)" if simulation.repeats is None else "")
@@ -972,7 +977,7 @@ def curve_series(simulation: Simulation) -> dict[str, dict[str, Any]]:
         (name if runs == "scratch" else f"{name}, {runs}"): {
             "path": name,
             "runs": runs,
-            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve],  # type: ignore[misc]
+            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve],
             "median": [p.regret_median for p in curve],
             "low": [p.regret_low for p in curve],
             "high": [p.regret_high for p in curve],

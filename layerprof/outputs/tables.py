@@ -81,7 +81,7 @@ def _format(column: str, value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if column == "trainable_layers":
-        return str(int(value))  # type: ignore[arg-type]
+        return str(int(value))  # type: ignore[call-overload]
     if column in ("time_vs_full", "memory_vs_full"):
         return f"{value:.2f}×"
     if column == "trainable_pct":

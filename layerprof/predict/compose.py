@@ -200,6 +200,8 @@ def kink(first: Row, first_steps: dict[str, int], last: Row, last_steps: dict[st
     slope_first, slope_last = first_steps.get("tracked_peak_bytes"), last_steps.get("tracked_peak_bytes")
     if slope_first is None or slope_last is None or slope_first == slope_last:
         return None
+    if first.tracked_peak_bytes is None or last.tracked_peak_bytes is None:  # a row without a trace: no line
+        return None
     # first.peak + s1 (x - a) = last.peak + s2 (x - b)
     crossing = (last.tracked_peak_bytes - first.tracked_peak_bytes + slope_first * first_z - slope_last * last_z) / (
         slope_first - slope_last

@@ -188,6 +188,7 @@ def layer_costs(
         context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
         with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
                            with_scaler=False) as cell:  # fmt: skip
+            assert cell.optimizer is not None  # a cell that trains every layer has an optimizer
             for param in cell.params:  # steady state: the optimizer's state exists before the step
                 param.grad = torch.zeros_like(param)
             cell.optimizer.step()
