@@ -183,8 +183,10 @@ def parse_repeats(text: str, option: str = "--repeats") -> int | None:
     if value < 1:
         raise LayerprofError(f"{option} expects a positive number of repeats or auto, got {text!r}")
     if value > MAX_REPEATS:
-        raise LayerprofError(f"{option} {value:,} is beyond the largest this takes, {MAX_REPEATS:,} (auto stops at "
-                             "32,000, once every figure is stable)")  # fmt: skip
+        raise LayerprofError(
+            f"{option} {value:,} is beyond the largest this takes, {MAX_REPEATS:,} (auto stops at "
+            "32,000, once every figure is stable)"
+        )
     return value
 
 

@@ -423,8 +423,15 @@ class SweepSettings:
         data["trainable_layer_counts"] = list(self.trainable_layer_counts)
         data["precision_mode"] = get_precision(self.precision).description
         if self.mode == "estimate":  # nothing is timed
-            for key in ("warmup_steps", "min_steps", "max_steps", "median_tolerance", "steps_per_visit",
-                        "rewarm_steps", "max_time_s"):  # fmt: skip
+            for key in (
+                "warmup_steps",
+                "min_steps",
+                "max_steps",
+                "median_tolerance",
+                "steps_per_visit",
+                "rewarm_steps",
+                "max_time_s",
+            ):
                 data.pop(key)
         else:
             data.pop("target")

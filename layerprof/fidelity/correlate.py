@@ -207,9 +207,14 @@ def run_trial(task_spec: str, config: dict[str, Any], trial: Trial) -> TrialResu
         train, evaluation = _phase_seconds(clock, dict.fromkeys(PHASES, 0.0))
     setup = None if train is None or evaluation is None else seconds - train - evaluation
     return TrialResult(
-        **_fields(trial), loss=loss, error=error, seconds=seconds, setup_seconds=setup, train_seconds=train,
+        **_fields(trial),
+        loss=loss,
+        error=error,
+        seconds=seconds,
+        setup_seconds=setup,
+        train_seconds=train,
         eval_seconds=evaluation,
-    )  # fmt: skip
+    )
 
 
 def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial) -> ContinuedResult:

@@ -183,8 +183,12 @@ class RecordedStudy:
                 seconds: list[list[float]] = []
                 for row in runs:
                     losses.append([_segment_loss(run, block[-1]) for run in row])  # type: ignore[arg-type]
-                    seconds.append([sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))  # type: ignore[union-attr]
-                                    for run in row])  # fmt: skip
+                    seconds.append(
+                        [
+                            sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))  # type: ignore[union-attr]
+                            for run in row
+                        ]
+                    )
                 tables.append(CellTable(losses, seconds))
             return tables, chain
         return incomplete or "not recorded"
@@ -629,8 +633,11 @@ def _priced(outcome: Outcome, brackets: Sequence[Bracket], prices: BracketPrices
             return None
         return math.ceil(c / p.parallel_slots) * p.trial_gpu_seconds
 
-    peaks = [prices[b.first_rung][b.first_rung + i].memory_need_bytes for b in brackets
-             for i in range(len(b.configs_per_rung))]  # fmt: skip
+    peaks = [
+        prices[b.first_rung][b.first_rung + i].memory_need_bytes
+        for b in brackets
+        for i in range(len(b.configs_per_rung))
+    ]
     outcome.gpu_seconds = total(seconds)
     outcome.flops = total(flops)
     outcome.slot_wall_seconds = total(waves)
@@ -682,9 +689,12 @@ def simulate(
         notes += pricing_notes
         if any(name in PROFILE_PATHS for name in names):
             ladder = build_ladder(
-                profile, eta=eta, cost_kind=default_cost(profile), batch_size=pricing.batch_size,
+                profile,
+                eta=eta,
+                cost_kind=default_cost(profile),
+                batch_size=pricing.batch_size,
                 gpu_memory=pricing.gpu_memory_bytes,
-            )  # fmt: skip
+            )
             ladder_layers = [rung.trainable_layers for rung in ladder.rungs]
     chosen, path_notes = study_paths(names, zs, fractions, ladder_layers)
     notes += path_notes
@@ -795,9 +805,14 @@ def _simulate_path(
     scratch_tables = replay.tables(cells)
     scratch_prices = [pricing.price(cell) for cell in cells] if pricing else None
     scratch = _replay_mode(
-        replay, path, eta, count, [scratch_tables] * rung_count,
-        None if scratch_prices is None else [scratch_prices] * rung_count, notes,
-    )  # fmt: skip
+        replay,
+        path,
+        eta,
+        count,
+        [scratch_tables] * rung_count,
+        None if scratch_prices is None else [scratch_prices] * rung_count,
+        notes,
+    )
     result = PathResult(path.name, path.about, *scratch)
     if rung_count == 1:
         return result  # nothing to continue from
@@ -836,10 +851,15 @@ def _continued_tables(
     assumed = []
     for first in range(len(cells)):
         rest = [
-            CellTable(table.losses, [[value * (s.end_fraction - s.start_fraction) / s.budget_fraction for value in row]
-                                     for row in table.seconds])
+            CellTable(
+                table.losses,
+                [
+                    [value * (s.end_fraction - s.start_fraction) / s.budget_fraction for value in row]
+                    for row in table.seconds
+                ],
+            )
             for table, s in zip(scratch[first:], segments(cells[first:]), strict=True)
-        ]  # fmt: skip
+        ]
         assumed.append(scratch[:first] + rest)
     return assumed, "assumed", None, sorted(reasons)  # type: ignore[return-value]
 
@@ -913,7 +933,7 @@ def _curve(
                 outcome.regret_low,
                 outcome.regret_high,
                 outcome.uncertainty["regret_median"],
-            )  # fmt: skip
+            )
         )
     return points
 

@@ -218,9 +218,15 @@ def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> 
     settings = replace(request.settings, batch_sizes=(batch_size,))
     with tempfile.TemporaryDirectory() as scratch:
         job = plan_profile(
-            request.spec, request.options, settings, request.layer_selection, request.device,
-            Path(scratch) / "sweep.json", request.tf32, request.threads,
-        )  # fmt: skip
+            request.spec,
+            request.options,
+            settings,
+            request.layer_selection,
+            request.device,
+            Path(scratch) / "sweep.json",
+            request.tf32,
+            request.threads,
+        )
         profile = job.run()
     profile.environment.cluster_kind = kind.label
     profile.environment.cluster_node = ray.get_runtime_context().get_node_id()
@@ -311,8 +317,16 @@ def _merge(existing: Any, result: dict[str, Any]) -> Any:
     return existing
 
 
-LOST_ERRORS = ("WorkerCrashedError", "NodeDiedError", "ActorDiedError", "ObjectLostError", "OwnerDiedError",
-               "RaySystemError", "TaskUnschedulableError", "LocalRayletDiedError")  # fmt: skip
+LOST_ERRORS = (
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "ActorDiedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "RaySystemError",
+    "TaskUnschedulableError",
+    "LocalRayletDiedError",
+)
 
 
 def _describe(error: BaseException) -> str:
@@ -364,8 +378,12 @@ def profile_on_ray(
         gpus = 0 if request.device == "cpu" else 1
 
         def submit(outcome: KindOutcome, batch: int) -> Any:
-            options = {"num_cpus": 1, "num_gpus": gpus, "resources": {outcome.kind.resource: KIND_RESOURCE_SHARE},
-                       "max_retries": 0}  # fmt: skip
+            options = {
+                "num_cpus": 1,
+                "num_gpus": gpus,
+                "resources": {outcome.kind.resource: KIND_RESOURCE_SHARE},
+                "max_retries": 0,
+            }
             if on_event:
                 on_event(SweepEventKind.submitted, outcome, batch, "")
             return remote.options(**options).remote(request, outcome.kind, batch)

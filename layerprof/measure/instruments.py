@@ -238,9 +238,20 @@ def _attention_formulas() -> dict[Any, Any]:
 
 
 def _convolution_backward_flops(
-    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups,
-    output_mask, *_args: Any, **_kwargs: Any,
-) -> int:  # fmt: skip
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed,
+    _output_padding,
+    _groups,
+    output_mask,
+    *_args: Any,
+    **_kwargs: Any,
+) -> int:
     """The input gradient and the weight gradient of a convolution each cost what its forward costs, grouped and
     depthwise convolutions included. torch's own formula counts the weight gradient as if `groups` were 1: a
     depthwise layer's backward read `channels` times too many FLOPs (efficientnet_b0 trained 14x its cost).
@@ -372,10 +383,23 @@ GEMM_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "_addmm_act
 CUBLASLT_OPS = frozenset(("addmm", "_addmm_activation"))
 CONV_OPS = frozenset(("convolution", "convolution_backward", "cudnn_convolution", "_convolution"))
 # operations that launch no kernel: views, metadata, allocation without initialisation, host-side scalars
-NO_KERNEL_OPS = frozenset((
-    "empty", "empty_strided", "new_empty", "new_empty_strided", "empty_like", "_local_scalar_dense", "lift_fresh",
-    "_record_function_enter_new", "_record_function_exit", "sym_size", "sym_stride", "sym_numel", "device",
-))  # fmt: skip
+NO_KERNEL_OPS = frozenset(
+    (
+        "empty",
+        "empty_strided",
+        "new_empty",
+        "new_empty_strided",
+        "empty_like",
+        "_local_scalar_dense",
+        "lift_fresh",
+        "_record_function_enter_new",
+        "_record_function_exit",
+        "sym_size",
+        "sym_stride",
+        "sym_numel",
+        "device",
+    )
+)
 # operations that read rows of their first input, not all of it (an embedding reads the tokens' rows)
 ROW_READ_OPS = frozenset(("embedding", "index_select", "gather", "index", "take_along_dim"))
 # PyTorch's multi_tensor_apply launches one kernel per this many tensors, by the number of tensor lists taken
@@ -466,7 +490,7 @@ class OpRecorder(TorchDispatchMode):
                 _bytes_moved(name, inputs, outputs) if kernels else 0,
                 _compute_dtype(inputs or outputs),
                 kernels,
-            )  # fmt: skip
+            )
         )
         return out
 
@@ -511,6 +535,8 @@ def matmul_threads(ops: Iterable[OpCost]) -> MatmulThreads:
     caller = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase is not Phase.BACKWARD}
     autograd = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase is Phase.BACKWARD}
     return MatmulThreads(
-        forward=bool(caller), forward_lt=bool(caller & CUBLASLT_OPS),
-        backward=bool(autograd), backward_lt=bool(autograd & CUBLASLT_OPS),
-    )  # fmt: skip
+        forward=bool(caller),
+        forward_lt=bool(caller & CUBLASLT_OPS),
+        backward=bool(autograd),
+        backward_lt=bool(autograd & CUBLASLT_OPS),
+    )

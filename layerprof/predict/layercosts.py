@@ -186,8 +186,9 @@ def layer_costs(
         modules = dict(loaded.model.named_modules())
         on_cuda = target == "cuda"
         context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
-        with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
-                           with_scaler=False) as cell:  # fmt: skip
+        with prepared_cell(
+            context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda, with_scaler=False
+        ) as cell:
             assert cell.optimizer is not None  # a cell that trains every layer has an optimizer
             for param in cell.params:  # steady state: the optimizer's state exists before the step
                 param.grad = torch.zeros_like(param)
@@ -238,8 +239,11 @@ def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[i
 
     handles = []
     for index, module in enumerate(modules):
-        handles.append(module.register_forward_pre_hook(lambda _m, args, kwargs: (_detached(args), _detached(kwargs)),
-                                                        with_kwargs=True))  # fmt: skip
+        handles.append(
+            module.register_forward_pre_hook(
+                lambda _m, args, kwargs: (_detached(args), _detached(kwargs)), with_kwargs=True
+            )
+        )
         handles.append(module.register_forward_hook(lambda _m, _args, output, index=index: keep(index, output)))
     try:
         cell.forward()

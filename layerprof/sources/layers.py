@@ -33,9 +33,15 @@ from layerprof.errors import LayerprofError, SplitWarning
 from layerprof.profile import Layer, total_params, trainable_params
 
 __all__ = [
-    "Layer", "Split", "SplitWarning", "split_layers", "trace_split", "freeze_layers", "trainable_params",
+    "Layer",
+    "Split",
+    "SplitWarning",
+    "split_layers",
+    "trace_split",
+    "freeze_layers",
+    "trainable_params",
     "total_params",
-]  # fmt: skip
+]
 
 CONTAINER_TYPES: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 

@@ -693,8 +693,11 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
         )
         model, unwrap = result, ()
     elif all(hasattr(result, attr) for attr in ("model", "make_batch", "loss")):
-        given = [name for name, value in (("--input-shape", options.input_shape), ("--num-classes",
-                 options.num_classes)) if value is not None]  # fmt: skip
+        given = [
+            name
+            for name, value in (("--input-shape", options.input_shape), ("--num-classes", options.num_classes))
+            if value is not None
+        ]
         if given:
             raise LayerprofError(
                 f"{spec} returns its own make_batch and loss, which {' and '.join(given)} would not change; leave "
