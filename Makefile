@@ -25,6 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check layerprof tests benchmarks examples tools
 	$(BIN)/ruff format --check layerprof tests benchmarks examples tools
+	$(BIN)/mypy
 
 # The documentation (docs/, mkdocs.yml) built into build/site/ in strict mode: a warning fails.
 docs: $(STAMP)
@@ -36,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_estimate_accuracy.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 # Mutation testing (tools/mutate.py): one small bug at a time planted in every module of layerprof/ this change
 # touches (against BASE, committed or not), each run against the tests that execute the mutated code. Reports in

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: prin
     from layerprof.fidelity.ladder import Ladder
     from layerprof.fidelity.plan import ClusterPlan
     from layerprof.fidelity.simulate import Simulation
-    from layerprof.measure.cluster import ClusterRun, KindOutcome
+    from layerprof.measure.cluster import ClusterRun, KindOutcome, SweepEventKind
     from layerprof.measure.sweep import SweepJob
     from layerprof.outputs.check import CheckResult
     from layerprof.predict.estimate import FitReport
@@ -386,7 +386,7 @@ class RayProgress(_Bar):
         self._task = self._progress.add_task("submitting", total=sweeps)
         self._running: set[str] = set()
 
-    def on_event(self, event: str, outcome: KindOutcome, batch_size: int, detail: str) -> None:
+    def on_event(self, event: SweepEventKind, outcome: KindOutcome, batch_size: int, detail: str) -> None:
         """One `SweepEvent` of `layerprof.measure.cluster`: submitted, skipped, retry, done or failed."""
         from layerprof.measure.cluster import SweepEventKind
 
@@ -399,8 +399,8 @@ class RayProgress(_Bar):
             self._running.discard(name)
             self._progress.advance(self._task)
             failed = event == SweepEventKind.failed
-            outcome = detail if failed else f"wrote {detail}"
-            self._progress.console.print(labelled(name, "red" if failed else "green", outcome), soft_wrap=True)
+            said = detail if failed else f"wrote {detail}"
+            self._progress.console.print(labelled(name, "red" if failed else "green", said), soft_wrap=True)
         elif event == SweepEventKind.retry:
             self._progress.console.print(Text(f"{name}: {detail}; retrying", style="yellow"), soft_wrap=True)
         self._progress.update(self._task, description=f"running: {', '.join(sorted(self._running)) or '-'}")

@@ -179,13 +179,13 @@ class RecordedStudy:
                 continue
             tables = []
             for block in blocks:
-                losses: list[list[float | None]] = []
+                losses: list[list[float]] = []
                 seconds: list[list[float]] = []
                 for row in runs:
                     losses.append([_segment_loss(run, block[-1]) for run in row])  # type: ignore[arg-type]
                     seconds.append(
                         [
-                            sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))  # type: ignore[union-attr]
+                            sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))  # type: ignore[union-attr, misc]
                             for run in row
                         ]
                     )
