@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: prin
     from layerprof.measure.cluster import ClusterRun, KindOutcome, SweepEventKind
     from layerprof.measure.sweep import SweepJob
     from layerprof.outputs.check import CheckResult
+    from layerprof.predict.audit import AuditReport
     from layerprof.predict.estimate import FitReport
     from layerprof.predict.layercosts import LayerCostTable
     from layerprof.predict.timemodel import PredictionCheck, TimeModel
@@ -267,7 +268,7 @@ def fit(result: FitReport, json_only: bool) -> None:
         console.print(rich_fit_table(result))
 
 
-def audit(report: Any, json_only: bool) -> None:
+def audit(report: AuditReport, json_only: bool) -> None:
     """`audit`: each finding (where, cost, fix) and the bottom line (or the report as JSON)."""
     from layerprof.outputs.tables import audit_summary, rich_audit_table
 

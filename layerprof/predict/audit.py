@@ -332,12 +332,12 @@ def rebuilt_optimizer(optimizer: torch.optim.Optimizer, keep: Callable[[nn.Param
     groups = [group for group in groups if group["params"]]
     if not groups:
         raise LayerprofError("the optimizer would hold no parameter: nothing trains")
-    return type(optimizer)(groups)
+    return type(optimizer)(groups)  # type: ignore[call-arg]  # a subclass takes its groups alone
 
 
 def optimizer_like(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """A fresh optimizer of the same class and the first group's settings over `params`."""
-    return type(optimizer)([{**optimizer.param_groups[0], "params": list(params)}])
+    return type(optimizer)([{**optimizer.param_groups[0], "params": list(params)}])  # type: ignore[call-arg]
 
 
 def _detached(value: Any) -> Any:
@@ -362,7 +362,7 @@ def _eval_modules(modules: Sequence[nn.Module]) -> Iterator[None]:
     before = [(m, m.training, m.__dict__.get("train")) for m in modules]
     for module in modules:
         module.training = False
-        module.train = lambda mode=True, module=module: module  # type: ignore[method-assign]
+        module.train = lambda mode=True, module=module: module  # type: ignore[method-assign, misc]
     try:
         yield
     finally:
@@ -371,7 +371,7 @@ def _eval_modules(modules: Sequence[nn.Module]) -> Iterator[None]:
             if own is None:
                 del module.train
             else:
-                module.train = own
+                module.train = own  # type: ignore[method-assign]
 
 
 @contextmanager
