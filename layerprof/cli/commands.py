@@ -214,17 +214,9 @@ def profile(
 
 
 def _profile_on_ray(
-    model: str,
-    options: ModelOptions,
-    settings: SweepSettings,
-    selection: LayerSelection,
-    device: str,
-    tf32: bool | None,
-    threads: int | None,
-    gpu_kinds: str | None,
-    address: str | None,
-    out: Path | None,
-) -> None:
+    model: str, options: ModelOptions, settings: SweepSettings, selection: LayerSelection, device: str,
+    tf32: bool | None, threads: int | None, gpu_kinds: str | None, address: str | None, out: Path | None,
+) -> None:  # fmt: skip
     """One sweep per (GPU kind, batch size) on the cluster; a line per sweep as it ends; exit 1 if any is lost."""
     from layerprof.measure.cluster import parse_gpu_kinds, plan_cluster_profile, profile_on_ray
 
