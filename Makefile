@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install profile test lint bench clean gate baselines mutate gpu-check gpu-wheels gpu-image gpu-smoke
+.PHONY: install profile test lint docs bench clean gate baselines mutate gpu-check gpu-wheels gpu-image gpu-smoke
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check layerprof tests benchmarks examples tools
 	$(BIN)/ruff format --check layerprof tests benchmarks examples tools
+	$(BIN)/mypy
+
+# The documentation (docs/, mkdocs.yml) built into build/site/ in strict mode: a warning fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_startup.py
@@ -32,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_estimate_accuracy.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 # Mutation testing (tools/mutate.py): one small bug at a time planted in every module of layerprof/ this change
 # touches (against BASE, committed or not), each run against the tests that execute the mutated code. Reports in

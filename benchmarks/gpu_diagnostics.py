@@ -101,7 +101,7 @@ def other_device_events() -> None:
     if torch.cuda.device_count() < 2:
         print("  one CUDA device visible: nothing to check (CUDA_VISIBLE_DEVICES=0,1 on a multi-GPU host)")
         return
-    from layerprof.measure.instruments import time_steps
+    from layerprof.measure.instruments import time_window
 
     other = torch.device("cuda", 1)
     x = torch.randn(8192, 8192, device=other)
@@ -111,7 +111,7 @@ def other_device_events() -> None:
             x @ x
 
     with torch.cuda.device(other):
-        times = time_steps(work, other, 10, 10, 0.02)
+        times = time_window(work, other, 10)
     print(f"  4 matmuls of 8192^2 on cuda:1: median {sorted(times.step_ms)[5]:.2f} ms")
 
 
@@ -164,7 +164,7 @@ def scaler_host_time() -> None:
 
 
 def pipelining() -> None:
-    from layerprof.measure.instruments import time_steps
+    from layerprof.measure.instruments import StepTimes, time_window
     from layerprof.measure.sweep import CellContext, prepared_cell
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import build_model
@@ -176,7 +176,9 @@ def pipelining() -> None:
     with prepared_cell(CellContext(loaded, layers, settings, device), 32, 11) as cell:
         for _ in range(10):
             cell.step()
-        windows = time_steps(cell.step, device, 30, 30, 0.02)
+        windows = StepTimes()
+        for _ in range(3):  # three windows of ten, as a sweep times a cell
+            windows.extend(time_window(cell.step, device, 10))
         synced = []
         for _ in range(30):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

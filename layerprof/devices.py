@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from layerprof.errors import LayerprofError
 
@@ -21,7 +21,8 @@ MIB = 2**20
 CUDA_CONTEXT_RESERVE_BYTES = 768 * MIB
 
 # Devices an estimate predicts for.
-TARGETS = ("cuda", "cpu")
+TargetName = Literal["cuda", "cpu"]
+TARGETS: tuple[TargetName, ...] = get_args(TargetName)
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,24 @@ class GpuKind:
 # H200 (67, 494.5, 989; the datasheets' 989 TF32 and 1,979 BF16 are with sparsity), B200 (HGX B200, per GPU of 8:
 # FP32 75, TF32 1,125, BF16 2,250). Turing (T4) has no TF32 or bfloat16 tensor cores: its TF32 figure is its plain
 # float32 one, its bfloat16 one float16's. Memory bandwidth, GB/s, from the same datasheets.
-def _gpu(name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float,
-         ray: str | None = None) -> GpuKind:  # fmt: skip
+def _gpu(
+    name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float, ray: str | None = None
+) -> GpuKind:
     return GpuKind(name, mib, cc, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32, memory_gbps=gbps)
 
 
 def _mig(name: str, of: GpuKind, mib: int, compute_share: float, memory_eighths: int) -> GpuKind:
     """A MIG slice: its share of the GPU's SMs for compute, its memory slices (of 8) for bandwidth."""
     return GpuKind(
-        name, mib, of.compute_capability, of.bf16_tflops * compute_share, mig_of=of.name,
-        fp32_tflops=of.fp32_tflops * compute_share, tf32_tflops=of.tf32_tflops * compute_share,
+        name,
+        mib,
+        of.compute_capability,
+        of.bf16_tflops * compute_share,
+        mig_of=of.name,
+        fp32_tflops=of.fp32_tflops * compute_share,
+        tf32_tflops=of.tf32_tflops * compute_share,
         memory_gbps=of.memory_gbps * memory_eighths / 8,
-    )  # fmt: skip
+    )
 
 
 _A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100")

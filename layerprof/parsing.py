@@ -166,7 +166,7 @@ def parse_rungs(text: str, option: str = "--path", rising: bool = False) -> list
     With `rising`, a rung that does not raise the fidelity (z and budget kept or raised, one of them raised) is
     refused."""
     refused = LayerprofError(f"{option} expects rungs like 1@0.25,3@0.5,6@1 (z@budget fraction), got {text!r}")
-    rungs = []
+    rungs: list[tuple[int, float]] = []
     for part in text.split(","):
         z, at, fraction = part.strip().partition("@")
         try:
@@ -196,8 +196,10 @@ def parse_repeats(text: str, option: str = "--repeats") -> int | None:
     if value < 1:
         raise LayerprofError(f"{option} expects a positive number of repeats or auto, got {text!r}")
     if value > MAX_REPEATS:
-        raise LayerprofError(f"{option} {value:,} is beyond the largest this takes, {MAX_REPEATS:,} (auto stops at "
-                             "32,000, once every figure is stable)")  # fmt: skip
+        raise LayerprofError(
+            f"{option} {value:,} is beyond the largest this takes, {MAX_REPEATS:,} (auto stops at "
+            "32,000, once every figure is stable)"
+        )
     return value
 
 

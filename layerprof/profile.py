@@ -331,6 +331,7 @@ class ModelInfo:
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         """From its JSON form; keys this layerprof does not know are dropped."""
         known = _known(cls, data)
+        known["spec"] = current_spec(known["spec"])  # a spec naming a moved module, as written before the move
         known["unwrap"] = tuple(known.get("unwrap", ()))
         known["layers"] = [Layer.from_dict(layer) for layer in known.get("layers", [])]
         return cls(**known)
@@ -454,8 +455,15 @@ class SweepSettings:
         data["adapter_targets"] = list(self.adapter_targets)
         data["precision_mode"] = get_precision(self.precision).description
         if self.mode == "estimate":  # nothing is timed
-            for key in ("warmup_steps", "min_steps", "max_steps", "median_tolerance", "steps_per_visit",
-                        "rewarm_steps", "max_time_s"):  # fmt: skip
+            for key in (
+                "warmup_steps",
+                "min_steps",
+                "max_steps",
+                "median_tolerance",
+                "steps_per_visit",
+                "rewarm_steps",
+                "max_time_s",
+            ):
                 data.pop(key)
         else:
             data.pop("target")
@@ -705,6 +713,33 @@ ROW_TYPES = _row_types()
 REQUIRED_ROW_FIELDS = ("batch_size", "trainable_layers", "status")
 
 V1_DTYPES = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
+
+# Modules that moved into the concept folders (old name under `layerprof.` -> new module). Profiles and studies written
+# before the move name a task's workload by the old module (`layerprof.tasks:digits_workload`); reading them rewrites
+# the name (`current_spec`), so that they compare equal to files written since. The old names no longer import.
+MOVED_MODULES = {
+    **{name: f"layerprof.sources.{name}" for name in ("models", "hub_models", "workloads", "layers")},
+    **{
+        name: f"layerprof.measure.{name}"
+        for name in ("sweep", "rounds", "nvml", "layertimes", "environment", "amp", "optimizers", "cluster")
+    },
+    **{name: f"layerprof.predict.{name}" for name in ("estimate", "compose", "timemodel", "layercosts")},
+    **{
+        name: f"layerprof.fidelity.{name}"
+        for name in ("ladder", "granularity", "correlate", "grids", "tasks", "trials", "simulate", "plan")
+    },
+    **{name: f"layerprof.outputs.{name}" for name in ("tables", "check", "report", "figures", "exporters")},
+    "options": "layerprof.cli.options",
+    "render": "layerprof.cli.render",
+}
+
+
+def current_spec(spec: str) -> str:
+    """A MODEL or TASK string with a moved layerprof module renamed (`layerprof.tasks:digits_workload` ->
+    `layerprof.fidelity.tasks:digits_workload`); any other string as it is."""
+    module, colon, name = spec.partition(":")
+    moved = MOVED_MODULES.get(module.removeprefix("layerprof.")) if module.startswith("layerprof.") else None
+    return f"{moved}:{name}" if colon and moved else spec
 
 
 def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:

@@ -61,14 +61,6 @@ def median_confidence_interval(ordered: list[float], z: float = 1.96) -> tuple[f
     return ordered[low_rank - 1], ordered[high_rank - 1]
 
 
-def median_is_stable(samples_ms: list[float], tolerance: float) -> bool:
-    """True when the 95% interval of the median lies within +-tolerance of the median."""
-    ordered = sorted(samples_ms)
-    median = statistics.median(ordered)
-    low, high = median_confidence_interval(ordered)
-    return low >= median * (1 - tolerance) and high <= median * (1 + tolerance)
-
-
 def rank_sum_p_value(larger: list[float], smaller: list[float]) -> float:
     """One-sided exact Mann-Whitney test: the chance, were both samples drawn from one distribution, that `larger`
     would beat `smaller` in at least as many pairs as it does (a tie counts half, rounded down: conservative).

@@ -137,7 +137,9 @@ def test_the_layer_check_finds_a_planted_upward_import() -> None:
 
 def test_tests_mirror_the_folders_and_the_readme_maps_each_one() -> None:
     tests = Path(__file__).resolve().parent
-    architecture = (PACKAGE.parent / "README.md").read_text().split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    architecture = (
+        (PACKAGE.parent / "docs" / "architecture.md").read_text().split("## The package", 1)[1].split("\n## ", 1)[0]
+    )
     for folder in LAYERS[1:]:
         assert list((tests / folder).glob("test_*.py")), folder
         assert f"`{folder}/`" in architecture, folder
@@ -251,18 +253,13 @@ def test_failed_trials_are_kept_for_after_the_bar_and_finished_ones_advance_it()
     ]
 
 
-def test_a_moved_module_imports_under_its_old_name_as_the_same_module_with_a_warning() -> None:
-    import layerprof
-    import layerprof.fidelity.tasks
+def test_every_moved_module_name_lands_on_a_module_and_hides_none() -> None:
+    """MOVED_MODULES, by which old specs are rewritten on load, names modules that exist under their new names."""
+    from layerprof.profile import MOVED_MODULES
 
-    with pytest.warns(DeprecationWarning, match=r"^layerprof\.tasks moved to layerprof\.fidelity\.tasks;"):
-        from layerprof.tasks import digits_workload  # as a saved profile's model spec names it
-    assert digits_workload is layerprof.fidelity.tasks.digits_workload
-    moved = {f"layerprof.{old}" for old in layerprof.MOVED_MODULES}
     now = {"layerprof." + module_of(path) for path in package_modules()}
-    assert {new for new in layerprof.MOVED_MODULES.values()} <= now  # every alias lands on a module
-    assert not moved & now  # and never hides one
-    assert len(layerprof.MOVED_MODULES) == 31  # the 33 modules that moved, but cli and measure (folders now)
+    assert set(MOVED_MODULES.values()) <= now
+    assert not {f"layerprof.{old}" for old in MOVED_MODULES} & now
 
 
 def test_a_name_that_never_was_a_module_is_still_not_found() -> None:
@@ -292,3 +289,15 @@ def test_importing_the_package_imports_no_torch() -> None:
     code = "import sys, layerprof; assert 'torch' not in sys.modules, 'layerprof imported torch'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_typed_set_of_names_is_its_registry() -> None:
+    """The Literals the command line takes name exactly the registry's entries (a new exporter or grid preset needs
+    both, and the type checker holds the registry's keys to the Literal)."""
+    from typing import get_args
+
+    from layerprof.fidelity.grids import GRID_PRESETS, GridPresetName
+    from layerprof.outputs.exporters import EXPORTERS, ExportName
+
+    assert list(EXPORTERS) == list(get_args(ExportName)) == ["neps", "optuna", "ray", "smac", "limits"]
+    assert list(GRID_PRESETS) == list(get_args(GridPresetName)) == ["small", "paper"]

@@ -386,3 +386,60 @@ def test_the_recipe_round_trips_and_a_different_recipe_is_a_different_sweep(tmp_
     assert recipe_difference(profile.settings, replace(profile.settings, checkpointing="none")) == (
         "checkpointing", "trainable", "none",
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------- moved modules, rewritten on load
+
+OLD_TASK = "layerprof.tasks:digits_workload"  # as profiles written before the modules moved name it
+NEW_TASK = "layerprof.fidelity.tasks:digits_workload"
+
+
+def test_a_spec_naming_a_moved_module_gets_its_new_name_and_no_other_spec_changes() -> None:
+    from layerprof.profile import MOVED_MODULES, current_spec
+
+    assert current_spec(OLD_TASK) == NEW_TASK
+    assert current_spec("layerprof.sweep:fn") == "layerprof.measure.sweep:fn"
+    unchanged = [NEW_TASK, "digits", "resnet18", "litgpt:pythia-14m", "examples/custom_model.py:mlp"]
+    unchanged += ["layerprof.nowhere:fn", "mypkg.tasks:fn", "layerprof.tasks"]
+    assert [current_spec(spec) for spec in unchanged] == unchanged
+    assert len(MOVED_MODULES) == 31  # the 33 modules that moved, but cli and measure (folders now)
+
+
+def test_the_old_module_names_no_longer_import() -> None:
+    with pytest.raises(ModuleNotFoundError):
+        __import__("layerprof.tasks")
+
+
+def test_a_profile_naming_an_old_task_module_loads_under_the_new_name(tmp_path: Path) -> None:
+    profile = bare_profile([Row(32, 1, "ok", step_time_ms=1.0)], 1, spec=OLD_TASK)
+    path = save_profile(profile, tmp_path / "old.json")
+    assert json.loads(path.read_text())["model"]["spec"] == OLD_TASK  # written as it was
+    assert load_profile(path).model.spec == NEW_TASK
+
+
+def test_a_profile_with_an_old_task_name_passes_check_and_plan_against_one_with_the_new_name(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from layerprof.cli.commands import app
+    from tests.measure.test_cluster import H100_NAME, gpu_profile
+
+    runner = CliRunner()
+    baseline = json.loads(Path("profiles/baselines/cpu/paper-resnet18-cifar100.json").read_text())
+    for name, spec in (("old", OLD_TASK), ("new", NEW_TASK), ("other", "layerprof.fidelity.tasks:pydoc_lm_workload")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**baseline, "model": {**baseline["model"], "spec": spec}}))
+    check = runner.invoke(app, ["check", str(tmp_path / "old.json"), str(tmp_path / "new.json")])
+    assert check.exit_code == 0, check.output
+    other = runner.invoke(app, ["check", str(tmp_path / "other.json"), str(tmp_path / "new.json")])
+    assert other.exit_code == 2 and "different models" in other.output  # the comparison still tells models apart
+
+    def gpu(name: str, spec: str, device: str, memory_gib: float) -> str:
+        profile = gpu_profile(device, memory_gib, {1: 10.0, 3: 30.0}, {1: 7.0, 3: 20.0})
+        profile.model.spec = spec
+        return str(save_profile(profile, tmp_path / f"{name}-gpu.json"))
+
+    h100, l4 = gpu("old", OLD_TASK, H100_NAME, 79.6), gpu("new", NEW_TASK, "NVIDIA L4", 22.0)
+    plan = runner.invoke(app, ["plan", h100, l4, "--cluster", "2xL4,1xH100", "--json"])
+    assert plan.exit_code == 0, plan.output
+    assert json.loads(plan.stdout)["model"] == NEW_TASK
+    mixed = runner.invoke(app, ["plan", h100, gpu("other", "elsewhere:fn", "NVIDIA L4", 22.0), "--cluster", "2xL4"])
+    assert mixed.exit_code == 2 and "different models" in mixed.output

@@ -13,7 +13,6 @@ from layerprof.stats import (
     kendall_tau_b,
     mean_confidence_interval,
     median_confidence_interval,
-    median_is_stable,
     quantile,
     quantile_confidence_interval,
     rank_sum_p_value,
@@ -48,18 +47,6 @@ def test_median_interval_of_a_hundred_is_the_40th_to_61st() -> None:
     """The textbook ranks for n = 100 at 95%: 50 -+ 1.96 x 10 / 2 = 40.2 and 60.8 -> the 40th and 61st values."""
     assert median_confidence_interval(HUNDRED) == (40.0, 61.0)
     assert all(math.isnan(v) for v in median_confidence_interval([]))
-
-
-def test_median_is_stable_at_the_tolerance_inclusive() -> None:
-    """Median 8 with its interval (the 40th and 61st of 100) at 7 and 9: exactly +-12.5%."""
-    samples = [1.0] * 39 + [7.0] + [8.0] * 20 + [9.0] + [20.0] * 39
-    assert median_confidence_interval(sorted(samples)) == (7.0, 9.0)
-    assert median_is_stable(samples[::-1], 0.125)  # unsorted input is sorted first
-    assert not median_is_stable(samples, 0.12)
-    high = [1.0] * 39 + [7.5] + [8.0] * 20 + [9.0] + [20.0] * 39  # only the upper side is too far at 10%
-    assert not median_is_stable(high, 0.1) and median_is_stable(high, 0.125)
-    low = [1.0] * 39 + [7.0] + [8.0] * 20 + [8.5] + [20.0] * 39  # only the lower side is too far at 10%
-    assert not median_is_stable(low, 0.1) and median_is_stable(low, 0.125)
 
 
 @pytest.mark.parametrize(

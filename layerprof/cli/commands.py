@@ -7,10 +7,9 @@ answers without torch.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +20,11 @@ from layerprof.cli.render import user_errors
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, MIB
 from layerprof.errors import CellsFailed
 from layerprof.fidelity.trials import PATHS
+
+if TYPE_CHECKING:
+    from layerprof.parsing import LayerSelection
+    from layerprof.profile import SweepSettings
+    from layerprof.sources.models import ModelOptions
 
 app = typer.Typer(
     name="layerprof",
@@ -71,13 +75,13 @@ def layers(
     model: opt.ModelArgument,
     unwrap: opt.UnwrapOption = None,
     as_json: opt.LayersJsonOption = False,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
     costs: opt.CostsOption = False,
     batch_size: opt.LayersBatchSizeOption = 1,
     depth: opt.DepthOption = 0,
-    target: opt.TargetOption = opt.Target.cuda,
+    target: opt.TargetOption = "cuda",
     precision: opt.PrecisionOption = "32-true",
-    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    optimizer: opt.OptimizerOption = "adamw",
     recipe: dict | None = None,
     out: opt.LayersOutOption = None,
     num_classes: opt.NumClassesOption = None,
@@ -104,14 +108,14 @@ def layers(
         if costs:
             path = ensure_writable(out) if out else None
             with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
-                recipe_fields = {"optimizer": optimizer.value, **opt.recipe_settings(**recipe)}
-                table = layer_costs(model, options, batch_size, precision, target.value, recipe_fields)
+                recipe_fields = {"optimizer": optimizer, **opt.recipe_settings(**recipe)}
+                table = layer_costs(model, options, batch_size, precision, target, recipe_fields)
             if path:
                 table.save(path)
-            render.layer_costs(table, path, as_json, output_format.value)
+            render.layer_costs(table, path, as_json, output_format)
             return
         info = split_model(model, options)
-        render.layer_split(model, info, as_json, output_format.value)
+        render.layer_split(model, info, as_json, output_format)
         if info.construction in CONSTRUCTION_NOTES and not as_json:
             render.note(CONSTRUCTION_NOTES[info.construction])
 
@@ -152,20 +156,20 @@ def profile(
     max_time: opt.MaxTimeOption = None,
     threads: opt.ProfileThreadsOption = None,
     cpus: opt.CpusOption = None,
-    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    optimizer: opt.OptimizerOption = "adamw",
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     device: opt.DeviceOption = "auto",
     tf32: opt.Tf32Option = None,
     per_layer: opt.PerLayerOption = False,
     out: opt.ProfileOutOption = None,
-    executor: opt.ProfileExecutorOption = opt.Executor.local,
+    executor: opt.ProfileExecutorOption = "local",
     address: opt.AddressOption = None,
     gpu_kinds: opt.GpuKindsOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
     recipe: dict | None = None,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
     seq_len: opt.SeqLenOption = None,
@@ -187,7 +191,7 @@ def profile(
             warmup_steps=warmup,
             min_steps=min_steps,
             max_steps=steps,
-            optimizer=optimizer.value,
+            optimizer=optimizer,
             precision=opt.precision_name(precision, dtype),
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
@@ -196,8 +200,8 @@ def profile(
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
-        opt.check_profile_executor(executor.value == "ray", cpus, gpu_kinds, address, out)
-        if executor.value == "ray":
+        opt.check_profile_executor(executor == "ray", cpus, gpu_kinds, address, out)
+        if executor == "ray":
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
@@ -205,24 +209,25 @@ def profile(
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
         job.per_layer = per_layer
         result = render.run_job(job, f"{job.device}")
-        render.cell_tables(result, output_format.value)
-        render.layer_times(result, output_format.value)
+        render.cell_tables(result, output_format)
+        render.layer_times(result, output_format)
         timing = (
             f" · sweep {result.timing.sweep_wall_s:.0f} s, {result.timing.share_in_steps:.0%} inside training steps"
         )
-        render.sweep_end(result, job.path, output_format.value, timing)
+        render.sweep_end(result, job.path, output_format, timing)
         if result.failure_summary() is not None:
             raise CellsFailed(result.failure_summary())
         render.sweep_warnings(result)
 
 
 def _profile_on_ray(
-    model: str, options: Any, settings: Any, selection: Any, device: str, tf32: bool | None, threads: int | None,
-    gpu_kinds: str, address: str | None, out: Path | None,
+    model: str, options: ModelOptions, settings: SweepSettings, selection: LayerSelection, device: str,
+    tf32: bool | None, threads: int | None, gpu_kinds: str | None, address: str | None, out: Path | None,
 ) -> None:  # fmt: skip
     """One sweep per (GPU kind, batch size) on the cluster; a line per sweep as it ends; exit 1 if any is lost."""
     from layerprof.measure.cluster import parse_gpu_kinds, plan_cluster_profile, profile_on_ray
 
+    assert gpu_kinds is not None  # check_profile_executor requires it with Ray
     kinds = parse_gpu_kinds(gpu_kinds)
     directory = out or Path("profiles")
     with render.status(f"splitting {model}"):
@@ -232,12 +237,9 @@ def _profile_on_ray(
         f"{model}: {len(kinds)} GPU kind(s) x batch sizes {', '.join(map(str, request.settings.batch_sizes))} = "
         f"{sweeps} sweeps · Ray {address or '(local instance)'}"
     )
-    try:
-        with render.RayProgress(sweeps) as progress:
-            run = profile_on_ray(request, kinds, directory, address, progress.on_event)
-    except KeyboardInterrupt:
-        render.note(f"finished kinds are in {directory}; rerun to run the rest", "interrupted", "yellow")
-        raise typer.Exit(130) from None
+    kept = f"finished kinds are in {directory}; rerun to run the rest"
+    with render.interrupt_keeps(kept), render.RayProgress(sweeps) as progress:
+        run = profile_on_ray(request, kinds, directory, address, progress.on_event)
     render.ray_outcomes(run)
     if run.failed:
         raise typer.Exit(1)
@@ -249,19 +251,19 @@ def estimate(
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,
     layer_counts: opt.LayersOption = "all",
-    target: opt.TargetOption = opt.Target.cuda,
+    target: opt.TargetOption = "cuda",
     gpu: opt.EstimateGpuOption = None,
     calibrate: opt.CalibrateOption = None,
     against: opt.AgainstOption = None,
     threads: opt.EstimateThreadsOption = None,
-    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    optimizer: opt.OptimizerOption = "adamw",
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     out: opt.EstimateOutOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
     recipe: dict | None = None,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
     seq_len: opt.SeqLenOption = None,
@@ -279,10 +281,10 @@ def estimate(
         settings = SweepSettings(
             batch_sizes=opt.parse_batch_sizes(batch_sizes),
             trainable_layer_counts=(),
-            optimizer=optimizer.value,
+            optimizer=optimizer,
             precision=opt.precision_name(precision, dtype),
             mode="estimate",
-            target=target.value,
+            target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
             **opt.recipe_settings(**recipe),
@@ -293,13 +295,13 @@ def estimate(
         doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
         with render.status(doing):
             job = plan_estimate(model, options, settings, selection, out, calibrate or (), threads, restart)
-        render.calibration(job.time_model, output_format.value)
+        render.calibration(job.time_model)
         result = render.run_job(job, job.environment.device_name)
-        render.cell_tables(result, output_format.value)
-        render.breakdown(result, output_format.value)
+        render.cell_tables(result, output_format)
+        render.breakdown(result, output_format)
         if measured is not None:
-            render.prediction_check(check_predictions(result, measured), measured, output_format.value)
-        render.sweep_end(result, job.path, output_format.value)
+            render.prediction_check(check_predictions(result, measured), measured, output_format)
+        render.sweep_end(result, job.path, output_format)
         if result.failure_summary() is not None:
             raise CellsFailed(result.failure_summary())
 
@@ -308,7 +310,7 @@ def estimate(
 def ladder(
     profile_path: opt.LadderProfileArgument,
     batch_size: opt.LadderBatchSizeOption = None,
-    eta: opt.LadderEtaOption = 3.0,
+    eta: opt.EtaOption = 3.0,
     cost: opt.CostOption = None,
     min_layers: opt.MinLayersOption = 1,
     gpu_memory: opt.LadderGpuMemoryOption = None,
@@ -317,14 +319,14 @@ def ladder(
     correlation: opt.CorrelationOption = None,
     as_json: opt.LadderJsonOption = False,
     export: opt.LadderExportOption = None,
-    split: opt.SplitOption = opt.SplitMode.profile,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    split: opt.SplitOption = "profile",
+    output_format: opt.FormatOption = "table",
     gpu: opt.LadderGpuOption = None,
     prices: opt.PriceOption = None,
     prices_file: opt.PricesOption = None,
     batch_limits: opt.BatchLimitsOption = None,
 ) -> None:
-    """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
+    """Suggest rungs of trainable layers for successive halving / Hyperband from a PROFILE (measured or estimated)."""
     with user_errors():
         opt.check_one_output(as_json, export)
         from layerprof.fidelity.correlate import load_result
@@ -337,7 +339,7 @@ def ladder(
         result, notes = ladder_for(
             profile_path,
             eta=eta,
-            cost_kind=cost.value if cost else None,
+            cost_kind=cost,
             batch_size=batch_size,
             min_layers=min_layers,
             gpu_memory=parse_memory(gpu_memory, "--gpu-memory") if gpu_memory is not None else None,
@@ -350,17 +352,17 @@ def ladder(
         for text in notes:
             render.note(text, "warning", "yellow")
         report = None
-        if split is opt.SplitMode.auto:
+        if split == "auto":
             with render.status("comparing the splits at other depths (one per-layer trace)"):
                 report = choose_split_for_profile(load_profile(profile_path), result.batch_size, eta)
         if export is not None:
-            print(export_snippet(result, export.value), end="")
+            print(export_snippet(result, export), end="")
         elif as_json:
             render.as_json(result.to_dict() | ({"split": asdict(report)} if report is not None else {}))
         else:
-            render.ladder(result, output_format.value)
+            render.ladder(result, output_format)
             if report is not None:
-                render.split_report(report, output_format.value)
+                render.split_report(report, output_format)
 
 
 @app.command(
@@ -374,8 +376,8 @@ def fit(
     gpu: opt.FitGpuOption = None,
     layer_counts: opt.LayersOption = "all",
     batch_size: opt.FitBatchSizeOption = None,
-    target: opt.TargetOption = opt.Target.cuda,
-    optimizer: opt.OptimizerOption = opt.Optimizer.adamw,
+    target: opt.TargetOption = "cuda",
+    optimizer: opt.OptimizerOption = "adamw",
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     recipe: dict | None = None,
@@ -402,10 +404,10 @@ def fit(
         settings = SweepSettings(
             batch_sizes=(1,),
             trainable_layer_counts=(1,),
-            optimizer=optimizer.value,
+            optimizer=optimizer,
             precision=opt.precision_name(precision, dtype),
             mode="estimate",
-            target=target.value,
+            target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             **opt.recipe_settings(**recipe),
         )
@@ -418,13 +420,13 @@ def fit(
 def report(
     profiles: opt.ReportProfilesArgument,
     out: opt.ReportOutOption = Path("report"),
-    image_format: opt.ImageFormatOption = opt.ImageFormat.png,
+    image_format: opt.ImageFormatOption = "png",
 ) -> None:
     """Draw the paper's figures for your model: cost curves, parameters and FLOPs, memory by category."""
     with user_errors():
         from layerprof.outputs.report import report_profiles
 
-        result = report_profiles(profiles, out, image_format.value)
+        result = report_profiles(profiles, out, image_format)
         for path in result.files:
             render.line(f"wrote {path}")
         for text in result.notes:
@@ -435,12 +437,12 @@ def report(
 def correlate(
     task: opt.TaskArgument,
     grid: opt.GridOption = None,
-    grid_preset: opt.GridPresetOption = opt.GridPreset.small,
+    grid_preset: opt.GridPresetOption = "small",
     layer_counts: opt.CorrelateLayerCountsOption = None,
     budget_fractions: opt.BudgetFractionsOption = "0.1,0.25,0.5,1",
     seeds: opt.SeedsOption = 1,
     continued: opt.ContinuedOption = None,
-    executor: opt.CorrelateExecutorOption = opt.Executor.local,
+    executor: opt.CorrelateExecutorOption = "local",
     workers: opt.WorkersOption = None,
     address: opt.AddressOption = None,
     out: opt.CorrelateOutOption = Path("correlation"),
@@ -457,24 +459,21 @@ def correlate(
             parse_fractions(budget_fractions),
             seeds,
             grid,
-            grid_preset.value,
+            grid_preset,
             continued or (),
         )
         chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
         render.line(
             f"{task}: {len(plan.configs)} configurations x (z {','.join(map(str, plan.trainable_layer_counts))} x "
             f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)}{chains if plan.chains else ''}) x "
-            f"{seeds} seed(s) = {plan.trial_count} trials · {executor.value}"
+            f"{seeds} seed(s) = {plan.trial_count} trials · {executor}"
         )
         with render.progress_bar("trials") as advance:
             failures = render.TrialFailures(advance)
-            try:
+            with render.interrupt_keeps(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume"):
                 result = run_study(
-                    plan, out, executor=executor.value, workers=workers, address=address, on_result=failures.on_result
+                    plan, out, executor=executor, workers=workers, address=address, on_result=failures.on_result
                 )
-            except KeyboardInterrupt:
-                render.note(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume", "interrupted", "yellow")
-                raise typer.Exit(130) from None
         failures.show()
         render.correlation(result, write_correlation(result, out))
 
@@ -499,7 +498,7 @@ def simulate(
     prices_file: opt.PricesOption = None,
     out: opt.SimulateOutOption = None,
     as_json: opt.SimulateJsonOption = False,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
 ) -> None:
     """Replay halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost, wall time per path."""
     with user_errors():
@@ -537,14 +536,14 @@ def simulate(
         if as_json:
             render.as_json(simulation.to_dict())
         else:
-            render.simulation(simulation, output_format.value, written)
+            render.simulation(simulation, output_format, written)
 
 
 @app.command()
 def plan(
     profile_paths: opt.PlanProfilesArgument,
     cluster: opt.ClusterOption,
-    eta: opt.PlanEtaOption = 3.0,
+    eta: opt.EtaOption = 3.0,
     configs: opt.PlanConfigsOption = None,
     budget_steps: opt.PlanBudgetStepsOption = 1000,
     batch_size: opt.PlanBatchSizeOption = None,
@@ -554,7 +553,7 @@ def plan(
     deadline: opt.DeadlineOption = None,
     as_json: opt.PlanJsonOption = False,
     export: opt.PlanExportOption = None,
-    output_format: opt.FormatOption = opt.OutputFormat.table,
+    output_format: opt.FormatOption = "table",
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
     with user_errors():
@@ -581,7 +580,7 @@ def plan(
         elif as_json:
             render.as_json(result.to_dict())
         else:
-            render.cluster_plan(result, output_format.value)
+            render.cluster_plan(result, output_format)
 
 
 @app.command()
@@ -627,4 +626,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -7,44 +7,33 @@ level.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from layerprof.devices import GPU_KINDS, TARGETS
+from layerprof.devices import GPU_KINDS, TargetName
 from layerprof.errors import LayerprofError
-from layerprof.fidelity.correlate import EXECUTORS
-from layerprof.fidelity.grids import GRID_PRESETS
-from layerprof.fidelity.ladder import COSTS
+from layerprof.fidelity.correlate import ExecutorName
+from layerprof.fidelity.grids import GridPresetName
+from layerprof.fidelity.ladder import CostName
 from layerprof.fidelity.trials import PATHS
-from layerprof.measure.optimizers import OPTIMIZERS
-from layerprof.outputs.exporters import EXPORTERS
-from layerprof.outputs.report import IMAGE_FORMATS
+from layerprof.measure.optimizers import OptimizerName
+from layerprof.outputs.exporters import ExportName
+from layerprof.outputs.report import ImageFormat
 from layerprof.precision import PRECISIONS, PrecisionName
-from layerprof.profile import ADAPTER_LAYERS, ADAPTERS, CHECKPOINTING_MODES, COMPILE_MODES, MODEL_SOURCES
+from layerprof.profile import MODEL_SOURCES, AdapterLayers, AdapterName, CheckpointingMode
 
-
-def choices(name: str, values: Iterable[str]) -> Any:
-    """A Typer choice type whose values come from the library's own list."""
-    return Enum(name, {value: value for value in values}, type=str)
-
-
-OutputFormat = choices("OutputFormat", ("table", "md"))
-Optimizer = choices("Optimizer", OPTIMIZERS)
-Cost = choices("Cost", COSTS)
-ExportFormat = choices("ExportFormat", EXPORTERS)
-PlanExport = choices("PlanExport", ("ray",))
-Target = choices("Target", TARGETS)
-ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
-SplitMode = choices("SplitMode", ("profile", "auto"))
-Executor = choices("Executor", EXECUTORS)
-GridPreset = choices("GridPreset", GRID_PRESETS)
+# The closed sets of names an option takes, typed (Typer makes each Literal a choice): the library's own where the
+# library has the list, the command line's where only it has one.
+OutputFormat = Literal["table", "md"]
+PlanExport = Literal["ray"]
+SplitMode = Literal["profile", "auto"]
 # --dtype (before --precision) names the *-true precisions by their dtype
-DTYPE_PRECISIONS = {PRECISIONS[name].dtype: name for name in PRECISIONS if not PRECISIONS[name].mixed}
-Dtype = choices("Dtype", DTYPE_PRECISIONS)
+Dtype = Literal["float32", "bfloat16", "float16"]
+DTYPE_PRECISIONS: dict[str, PrecisionName] = {
+    PRECISIONS[name].dtype: name for name in PRECISIONS if not PRECISIONS[name].mixed
+}
 # one list of GPUs for every --gpu: the table in layerprof.devices
 GPU_LIST = ", ".join(GPU_KINDS)
 
@@ -53,7 +42,8 @@ ModelArgument = Annotated[
     typer.Argument(
         metavar="MODEL",
         help="A preset (paper-resnet18-cifar100), a torchvision model (resnet50), a LitGPT config (pythia-14m), "
-        "or a factory: path/to/file.py:fn or package.module:fn. Prefix torchvision: or litgpt: to disambiguate.",
+        "timm:NAME, hf:MODEL_TYPE or hf:path/config.json, or a factory: path/to/file.py:fn or package.module:fn. "
+        "Prefix torchvision: or litgpt: to disambiguate; `layerprof models` lists the names.",
         show_default=False,
     ),
 ]
@@ -62,7 +52,12 @@ NumClassesOption = Annotated[
 ]
 InputShapeOption = Annotated[
     str | None,
-    typer.Option("--input-shape", metavar="C,H,W", help="Per-sample input shape C,H,W (default: the model's own)."),
+    typer.Option(
+        "--input-shape",
+        metavar="SHAPE",
+        help="Per-sample input shape, comma-separated: C,H,W for images (3,224,224), one number for vectors (64) "
+        "(default: the model's own).",
+    ),
 ]
 SeqLenOption = Annotated[
     int | None,
@@ -73,7 +68,8 @@ SetOption = Annotated[
     typer.Option(
         "--set",
         metavar="KEY=VALUE",
-        help="Override a LitGPT config field or a factory argument: KEY=VALUE. Repeatable.",
+        help="Set a field of the model's config (LitGPT, timm, Hugging Face) or an argument of a factory: "
+        "KEY=VALUE, typed as the field or argument declares. Repeatable.",
     ),
 ]
 UnwrapOption = Annotated[
@@ -91,19 +87,16 @@ LayersOption = Annotated[
     str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
 ]
 OptimizerOption = Annotated[
-    Optimizer,
+    OptimizerName,
     typer.Option(
         "--optimizer",
         help="Over trainable parameters: sgd has momentum 0.9, sgd-plain none; adamw8bit is torchao's "
         "(docs/recipes.md).",
     ),
 ]
-Checkpointing = choices("Checkpointing", CHECKPOINTING_MODES)
-Adapter = choices("Adapter", ADAPTERS)
-AdapterLayersChoice = choices("AdapterLayersChoice", ADAPTER_LAYERS)
-CompileModeChoice = choices("CompileModeChoice", [mode for mode in COMPILE_MODES if mode != "eager"])
+CompileModeChoice = Literal["default", "reduce-overhead", "max-autotune"]  # CompileMode less eager (--compile)
 CheckpointingOption = Annotated[
-    Checkpointing,
+    CheckpointingMode,
     typer.Option(
         "--checkpointing",
         help="trainable: recompute each trainable layer's forward in backward (non-reentrant activation "
@@ -111,10 +104,11 @@ CheckpointingOption = Annotated[
     ),
 ]
 AdapterOption = Annotated[
-    Adapter, typer.Option("--adapter", help="lora: LoRA adapters (PEFT) train in the trainable layers, nothing else.")
+    AdapterName,
+    typer.Option("--adapter", help="lora: LoRA adapters (PEFT) train in the trainable layers, nothing else."),
 ]
 AdapterLayersOption = Annotated[
-    AdapterLayersChoice,
+    AdapterLayers,
     typer.Option(
         "--adapter-layers", help="trainable: adapters in the last z layers only; all: in every layer (plain LoRA, z=n)."
     ),
@@ -141,15 +135,15 @@ CompileModeOption = Annotated[CompileModeChoice, typer.Option("--compile-mode", 
 
 # The recipe's options, which `with_recipe_options` adds to a command: (parameter, its type, its default)
 RECIPE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
-    ("checkpointing", CheckpointingOption, Checkpointing.none),
-    ("adapter", AdapterOption, Adapter.none),
-    ("adapter_layers", AdapterLayersOption, AdapterLayersChoice.trainable),
+    ("checkpointing", CheckpointingOption, "none"),
+    ("adapter", AdapterOption, "none"),
+    ("adapter_layers", AdapterLayersOption, "trainable"),
     ("rank", LoraRankOption, 8),
     ("alpha", LoraAlphaOption, 16.0),
     ("dropout", LoraDropoutOption, 0.0),
     ("targets", AdapterTargetsOption, None),
     ("compile_model", CompileOption, False),
-    ("compile_mode", CompileModeOption, CompileModeChoice.default),
+    ("compile_mode", CompileModeOption, "default"),
 )
 
 
@@ -179,25 +173,32 @@ def with_recipe_options(command: Any) -> Any:
 
 
 def recipe_settings(
-    checkpointing: Any, adapter: Any, adapter_layers: Any, rank: int, alpha: float, dropout: float,
-    targets: str | None, compile_model: bool = False, compile_mode: Any = None,
-) -> dict[str, Any]:  # fmt: skip
+    checkpointing: CheckpointingMode,
+    adapter: AdapterName,
+    adapter_layers: AdapterLayers,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    targets: str | None,
+    compile_model: bool = False,
+    compile_mode: CompileModeChoice = "default",
+) -> dict[str, Any]:
     """The recipe options as SweepSettings fields; LoRA options without --adapter lora are refused."""
-    lora_given = adapter_layers.value != "trainable" or targets is not None
-    if adapter.value == "none" and lora_given:
+    lora_given = adapter_layers != "trainable" or targets is not None
+    if adapter == "none" and lora_given:
         raise LayerprofError("--adapter-layers and --adapter-targets need --adapter lora")
     names = tuple(name.strip() for name in (targets or "").split(",") if name.strip())
     if targets is not None and not names:
         raise LayerprofError(f"--adapter-targets {targets!r} names no module (give NAME,NAME, e.g. qkv,proj)")
     return {
-        "checkpointing": checkpointing.value,
-        "adapter": adapter.value,
-        "adapter_layers": adapter_layers.value,
+        "checkpointing": checkpointing,
+        "adapter": adapter,
+        "adapter_layers": adapter_layers,
         "adapter_rank": rank,
         "adapter_alpha": alpha,
         "adapter_dropout": dropout,
         "adapter_targets": names,
-        "compile_mode": (compile_mode.value if compile_mode is not None else "default") if compile_model else "eager",
+        "compile_mode": compile_mode if compile_model else "eager",
     }
 
 
@@ -227,7 +228,7 @@ EvalFrozenOption = Annotated[
     ),
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Table style.")]
-TargetOption = Annotated[Target, typer.Option("--target", help="Device to predict for.")]
+TargetOption = Annotated[TargetName, typer.Option("--target", help="Device to predict for.")]
 
 
 # a plain string, so that an unknown source is one line from `known_names` (that also says how to install one)
@@ -244,13 +245,13 @@ def gpu_option(purpose: str) -> Any:
     ]
 
 
-def precision_name(precision: Any, dtype: Any) -> str:
+def precision_name(precision: PrecisionName, dtype: Dtype | None) -> PrecisionName:
     """--precision, or the *-true precision an old --dtype names."""
     if dtype is None:
         return precision
-    named = DTYPE_PRECISIONS[dtype.value]
+    named = DTYPE_PRECISIONS[dtype]
     if precision not in ("32-true", named):
-        raise LayerprofError(f"--dtype {dtype.value} contradicts --precision {precision}; give --precision only")
+        raise LayerprofError(f"--dtype {dtype} contradicts --precision {precision}; give --precision only")
     return named
 
 
@@ -424,7 +425,7 @@ ProfileOutOption = Annotated[
     ),
 ]
 ProfileExecutorOption = Annotated[
-    Executor, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
+    ExecutorName, typer.Option("--executor", help="Here, or one sweep per GPU kind and batch size as Ray tasks.")
 ]
 GpuKindsOption = Annotated[
     str | None,
@@ -458,15 +459,20 @@ EstimateOutOption = Annotated[
     ),
 ]
 LadderProfileArgument = Annotated[
-    Path, typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile`.")
+    Path,
+    typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile` or `layerprof estimate`."),
 ]
 LadderBatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
 ]
-LadderEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
+EtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
 CostOption = Annotated[
-    Cost | None,
-    typer.Option("--cost", help="What the rungs are spaced by (default: time, or flops for an estimate)."),
+    CostName | None,
+    typer.Option(
+        "--cost",
+        help="What the rungs are spaced by: step time (measured, or predicted in an estimate) or FLOPs "
+        "(default: time where the profile has it, else flops).",
+    ),
 ]
 MinLayersOption = Annotated[int, typer.Option("--min-layers", metavar="Z", help="The lowest z a rung may use.")]
 LadderGpuMemoryOption = Annotated[
@@ -485,7 +491,7 @@ CorrelationOption = Annotated[
 ]
 LadderJsonOption = Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")]
 LadderExportOption = Annotated[
-    ExportFormat | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
+    ExportName | None, typer.Option("--export", help="Print a runnable snippet for this HPO library.")
 ]
 SplitOption = Annotated[
     SplitMode,
@@ -521,10 +527,13 @@ ReportProfilesArgument = Annotated[
 ReportOutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the figures and index.md go.")]
 ImageFormatOption = Annotated[ImageFormat, typer.Option("--format", help="Image format.")]
 TaskArgument = Annotated[
-    str, typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (see README).")
+    str,
+    typer.Argument(metavar="TASK", help="digits, pydoc-lm, or file.py:fn / pkg.mod:fn (docs/commands/correlate.md)."),
 ]
 GridOption = Annotated[Path | None, typer.Option("--grid", metavar="FILE", help="JSON/YAML: name -> list of values.")]
-GridPresetOption = Annotated[GridPreset, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")]
+GridPresetOption = Annotated[
+    GridPresetName, typer.Option("--grid-preset", help="small (12 configs) or paper (Table 1).")
+]
 CorrelateLayerCountsOption = Annotated[
     str | None,
     typer.Option(
@@ -546,7 +555,9 @@ ContinuedOption = Annotated[
         "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
     ),
 ]
-CorrelateExecutorOption = Annotated[Executor, typer.Option("--executor", help="Worker processes here, or Ray tasks.")]
+CorrelateExecutorOption = Annotated[
+    ExecutorName, typer.Option("--executor", help="Worker processes here, or Ray tasks.")
+]
 WorkersOption = Annotated[
     int | None, typer.Option("--workers", min=1, metavar="N", help="Local worker processes (default: cores).")
 ]
@@ -625,7 +636,6 @@ ClusterOption = Annotated[
         "a running Ray cluster.",
     ),
 ]
-PlanEtaOption = Annotated[float, typer.Option("--eta", metavar="ETA", help="Cost growth between rungs (> 1).")]
 PlanConfigsOption = Annotated[
     int | None, typer.Option("--configs", min=1, metavar="N", help="Starting configurations (default eta^(K-1)).")
 ]

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,21 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from layerprof.errors import LayerprofError, LayerprofWarning
+
+if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: printing imports nothing heavy
+    from layerprof.fidelity.correlate import ContinuedResult, CorrelationResult, TrialResult
+    from layerprof.fidelity.granularity import SplitReport
+    from layerprof.fidelity.ladder import Ladder
+    from layerprof.fidelity.plan import ClusterPlan
+    from layerprof.fidelity.simulate import Simulation
+    from layerprof.measure.cluster import ClusterRun, KindOutcome, SweepEventKind
+    from layerprof.measure.sweep import SweepJob
+    from layerprof.outputs.check import CheckResult
+    from layerprof.predict.audit import AuditReport
+    from layerprof.predict.estimate import FitReport
+    from layerprof.predict.layercosts import LayerCostTable
+    from layerprof.predict.timemodel import PredictionCheck, TimeModel
+    from layerprof.profile import ModelInfo, Profile, Row
 
 # emoji off: a name like hf:llama or a message with :word: in it is printed as written, not as a picture. Tables
 # fit the terminal; a line of text (a message, a path, a command to copy) is never cut by a hard line break: the
@@ -71,7 +86,7 @@ class OneLineUsageErrors(TyperGroup):
         click = sys.modules[typer.BadParameter.__module__]  # the click Typer runs on (its own copy since 0.24)
         shows_help = getattr(click, "NoArgsIsHelpError", ())
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except shows_help as error:
             if not standalone_mode:
                 raise
@@ -106,6 +121,19 @@ def note(text: str, label: str = "note", style: str = "dim") -> None:
     errors.print(labelled(label, style, text))
 
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
+
+
+@contextmanager
+def interrupt_keeps(kept: str) -> Iterator[None]:
+    """Ctrl-C inside: one line on stderr that says what is kept and how to go on (`kept`), then exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        note(kept, "interrupted", "yellow")
+        raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+
+
 def line(text: str, style: str | None = None) -> None:
     """One plain line on stdout, printed as written (no highlighting)."""
     console.print(text, highlight=False, style=style, soft_wrap=True, markup=False)
@@ -129,7 +157,7 @@ def status(text: str) -> Any:
 # ---------------------------------------------------------------- sweeps (profile, estimate)
 
 
-def run_job(job: Any, where: str) -> Any:
+def run_job(job: SweepJob, where: str) -> Profile:
     """Run a sweep under a progress bar; Ctrl-C keeps the saved rows, marks the rest unfinished and exits 130."""
     from layerprof.sources.layers import ORDER_TITLES
 
@@ -147,19 +175,9 @@ def run_job(job: Any, where: str) -> Any:
             f"resuming the interrupted {job.path}: {kept} finished cell(s) kept, {len(left)} to measure "
             "(--restart measures every cell anew)"
         )
-    try:
-        with SweepProgress(console) as progress:
-            return job.run(progress)
-    except KeyboardInterrupt:
-        errors.print(
-            labelled(
-                "interrupted",
-                "yellow",
-                f"finished cells are saved in {job.path}, the others marked unfinished; rerun the same command to "
-                "resume",
-            )
-        )
-        raise typer.Exit(130) from None
+    saved = f"finished cells are saved in {job.path}, the others marked unfinished; rerun the same command to resume"
+    with interrupt_keeps(saved), SweepProgress(console) as progress:
+        return job.run(progress)
 
 
 def short_range(values: tuple[int, ...]) -> str:
@@ -209,7 +227,7 @@ class SweepProgress(_Bar):
         description = f"round {round_index + 1}: {unsettled} cell(s) still settling"
         self._progress.update(self._task, description=description, completed=0, total=None)
 
-    def cell_finished(self, row: Any) -> None:
+    def cell_finished(self, row: Row) -> None:
         """A cell ends: advance, and print it if it did not succeed."""
         self._progress.advance(self._task)
         if not row.ok and row.status != "skipped":
@@ -241,7 +259,7 @@ def model_names(names: dict[str, list[str]], json_only: bool) -> None:
         print_model_names(console, names, {name: preset["description"] for name, preset in PRESETS.items()})
 
 
-def fit(result: Any, json_only: bool) -> None:
+def fit(result: FitReport, json_only: bool) -> None:
     """`fit`: the largest batch per z (or the result as JSON)."""
     from layerprof.outputs.tables import rich_fit_table
 
@@ -251,7 +269,7 @@ def fit(result: Any, json_only: bool) -> None:
         console.print(rich_fit_table(result))
 
 
-def audit(report: Any, json_only: bool) -> None:
+def audit(report: AuditReport, json_only: bool) -> None:
     """`audit`: each finding (where, cost, fix) and the bottom line (or the report as JSON)."""
     from layerprof.outputs.tables import audit_summary, rich_audit_table
 
@@ -271,7 +289,9 @@ def audit(report: Any, json_only: bool) -> None:
         note(text)
 
 
-def _per_batch_size(result: Any, markdown: Callable[..., str], rich: Callable[..., Any], output_format: str) -> None:
+def _per_batch_size(
+    result: Profile, markdown: Callable[[Profile, int], str], rich: Callable[[Profile, int], Any], output_format: str
+) -> None:
     """One table per batch size of a sweep's result."""
     for batch_size in result.batch_sizes():
         if output_format == "md":
@@ -280,21 +300,21 @@ def _per_batch_size(result: Any, markdown: Callable[..., str], rich: Callable[..
             console.print(rich(result, batch_size))
 
 
-def cell_tables(result: Any, output_format: str) -> None:
+def cell_tables(result: Profile, output_format: str) -> None:
     """One table of cells per batch size."""
     from layerprof.outputs.tables import markdown_cell_table, rich_cell_table
 
     _per_batch_size(result, markdown_cell_table, rich_cell_table, output_format)
 
 
-def breakdown(result: Any, output_format: str) -> None:
+def breakdown(result: Profile, output_format: str) -> None:
     """An estimate's memory by category, one table per batch size."""
     from layerprof.outputs.tables import markdown_breakdown_table, rich_breakdown_table
 
     _per_batch_size(result, markdown_breakdown_table, rich_breakdown_table, output_format)
 
 
-def layer_times(result: Any, output_format: str) -> None:
+def layer_times(result: Profile, output_format: str) -> None:
     """`profile --per-layer`: each layer's forward and backward time, per batch size."""
     from layerprof.outputs.tables import markdown_layer_times, rich_layer_times
 
@@ -305,15 +325,15 @@ def layer_times(result: Any, output_format: str) -> None:
             console.print(rich_layer_times(times, result.model.spec))
 
 
-def calibration(time_model: Any, output_format: str) -> None:
+def calibration(time_model: TimeModel | None) -> None:
     """Which time model an estimate uses and what it was fitted to."""
     from layerprof.outputs.tables import calibration_lines
 
-    for text in calibration_lines(time_model, markup=output_format != "md"):
+    for text in calibration_lines(time_model):
         line(text)
 
 
-def prediction_check(checks: Any, measured: Any, output_format: str) -> None:
+def prediction_check(checks: list[PredictionCheck], measured: Profile, output_format: str) -> None:
     """`estimate --against`: predicted beside measured step times."""
     from layerprof.outputs.tables import markdown_prediction_check, rich_prediction_check
 
@@ -323,7 +343,7 @@ def prediction_check(checks: Any, measured: Any, output_format: str) -> None:
         console.print(rich_prediction_check(checks, measured.environment.device_name))
 
 
-def sweep_end(result: Any, path: Path, output_format: str, tail: str = "") -> None:
+def sweep_end(result: Profile, path: Path, output_format: str, tail: str = "") -> None:
     """After a sweep: the recommended ladder (where the cells allow one) and the files written."""
     from layerprof.fidelity.ladder import recommended_ladder
 
@@ -337,7 +357,7 @@ def sweep_end(result: Any, path: Path, output_format: str, tail: str = "") -> No
     line(f"wrote {path} and {path.with_suffix('.csv')}{tail}")
 
 
-def sweep_warnings(result: Any) -> None:
+def sweep_warnings(result: Profile) -> None:
     """Cells that failed, and cells other work on the machine disturbed."""
     failed = [row for row in result.rows if row.status == "error"]
     if failed:
@@ -368,7 +388,7 @@ class RayProgress(_Bar):
         self._task = self._progress.add_task("submitting", total=sweeps)
         self._running: set[str] = set()
 
-    def on_event(self, event: str, outcome: Any, batch_size: int, detail: str) -> None:
+    def on_event(self, event: SweepEventKind, outcome: KindOutcome, batch_size: int, detail: str) -> None:
         """One `SweepEvent` of `layerprof.measure.cluster`: submitted, skipped, retry, done or failed."""
         from layerprof.measure.cluster import SweepEventKind
 
@@ -381,14 +401,14 @@ class RayProgress(_Bar):
             self._running.discard(name)
             self._progress.advance(self._task)
             failed = event == SweepEventKind.failed
-            outcome = detail if failed else f"wrote {detail}"
-            self._progress.console.print(labelled(name, "red" if failed else "green", outcome), soft_wrap=True)
+            said = detail if failed else f"wrote {detail}"
+            self._progress.console.print(labelled(name, "red" if failed else "green", said), soft_wrap=True)
         elif event == SweepEventKind.retry:
             self._progress.console.print(Text(f"{name}: {detail}; retrying", style="yellow"), soft_wrap=True)
         self._progress.update(self._task, description=f"running: {', '.join(sorted(self._running)) or '-'}")
 
 
-def ray_outcomes(run: Any) -> None:
+def ray_outcomes(run: ClusterRun) -> None:
     """A line per GPU kind (batch sizes done, complete or not, the file), the next command, and what failed."""
     for outcome in run.outcomes:
         state = "complete" if set(outcome.done) >= set(outcome.batch_sizes) else "incomplete"
@@ -408,7 +428,7 @@ def ray_outcomes(run: Any) -> None:
 # ---------------------------------------------------------------- layers, ladders, correlation
 
 
-def layer_costs(table: Any, path: Path | None, json_only: bool, output_format: str) -> None:
+def layer_costs(table: LayerCostTable, path: Path | None, json_only: bool, output_format: str) -> None:
     """`layers --costs`: what each layer costs (and the files written)."""
     from layerprof.outputs.tables import markdown_layer_costs, rich_layer_costs
 
@@ -423,7 +443,7 @@ def layer_costs(table: Any, path: Path | None, json_only: bool, output_format: s
         line(f"wrote {path} and {path.with_suffix('.csv')}")
 
 
-def layer_split(model: str, info: Any, json_only: bool, output_format: str) -> None:
+def layer_split(model: str, info: ModelInfo, json_only: bool, output_format: str) -> None:
     """`layers`: the split in forward order, and how much trains at each z."""
     from layerprof.outputs.tables import markdown_layer_table, rich_layer_table
     from layerprof.sources.layers import ORDER_TITLES
@@ -436,7 +456,7 @@ def layer_split(model: str, info: Any, json_only: bool, output_format: str) -> N
         console.print(rich_layer_table(f"{model}: {len(info.layers)} layers, {ORDER_TITLES[info.order]}", info.layers))
 
 
-def ladder(result: Any, output_format: str) -> None:
+def ladder(result: Ladder, output_format: str) -> None:
     """A ladder's rungs, and (in a terminal) what halving over them spends."""
     from layerprof.outputs.tables import ladder_summary_lines, markdown_ladder, rich_ladder_table
 
@@ -448,7 +468,7 @@ def ladder(result: Any, output_format: str) -> None:
         line(f"  {text}")
 
 
-def split_report(report: Any, output_format: str) -> None:
+def split_report(report: SplitReport, output_format: str) -> None:
     """`ladder --split auto`: the splits at other depths and the one chosen."""
     from layerprof.outputs.tables import markdown_split_report, rich_split_report
 
@@ -466,7 +486,7 @@ class TrialFailures:
         self.advance = advance
         self.lines: list[str] = []
 
-    def on_result(self, result: Any, done: int, planned: int) -> None:
+    def on_result(self, result: TrialResult | ContinuedResult, done: int, planned: int) -> None:
         """`run_study`'s callback: a trial (or continued chain) finished."""
         from layerprof.fidelity.correlate import ContinuedResult
 
@@ -487,7 +507,7 @@ class TrialFailures:
             errors.print(f"[yellow]... and {len(self.lines) - 5} more failed trials[/]")
 
 
-def correlation(result: Any, paths: list[Path]) -> None:
+def correlation(result: CorrelationResult, paths: list[Path]) -> None:
     """A correlate study: rho per cell, the continued chains, notes, and the files written."""
     from layerprof.outputs.tables import rich_continued_table, rich_correlation_table
 
@@ -500,7 +520,7 @@ def correlation(result: Any, paths: list[Path]) -> None:
     wrote(paths, f" · {result.wall_seconds:.0f} s · {result.executor}")
 
 
-def simulation(result: Any, output_format: str, written: list[Path]) -> None:
+def simulation(result: Simulation, output_format: str, written: list[Path]) -> None:
     """A simulate run: one table per algorithm (or Markdown), the legend and the files written."""
     from layerprof.outputs.tables import markdown_simulation, rich_simulation_tables, simulation_legend
 
@@ -513,7 +533,7 @@ def simulation(result: Any, output_format: str, written: list[Path]) -> None:
     wrote(written)
 
 
-def cluster_plan(result: Any, output_format: str) -> None:
+def cluster_plan(result: ClusterPlan, output_format: str) -> None:
     """A plan: rungs placed on the GPUs, the summary, and its notes."""
     from layerprof.outputs.tables import markdown_plan, plan_price_lines, rich_plan_tables
 
@@ -526,7 +546,7 @@ def cluster_plan(result: Any, output_format: str) -> None:
         line(f"  {text}", style="dim")
 
 
-def check_result(result: Any) -> None:
+def check_result(result: CheckResult) -> None:
     """A gate's cells, then one line: regression, inconclusive or pass."""
     from layerprof.outputs.check import rich_check_table
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
@@ -36,14 +36,15 @@ from layerprof.fidelity.trials import (
     study_paths,
     timed_trial,
 )
-from layerprof.fidelity.trials import trial_phase as trial_phase  # where tasks written before it moved import it
 from layerprof.parsing import MAX_TRIALS, LayerSelection
+from layerprof.profile import current_spec
 from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
 
 # ---------------------------------------------------------------- grids
 
 
-EXECUTORS = ("local", "ray")
+ExecutorName = Literal["local", "ray"]
+EXECUTORS: tuple[ExecutorName, ...] = get_args(ExecutorName)
 
 # ---------------------------------------------------------------- trials
 
@@ -206,9 +207,14 @@ def run_trial(task_spec: str, config: dict[str, Any], trial: Trial) -> TrialResu
         train, evaluation = _phase_seconds(clock, dict.fromkeys(PHASES, 0.0))
     setup = None if train is None or evaluation is None else seconds - train - evaluation
     return TrialResult(
-        **_fields(trial), loss=loss, error=error, seconds=seconds, setup_seconds=setup, train_seconds=train,
+        **_fields(trial),
+        loss=loss,
+        error=error,
+        seconds=seconds,
+        setup_seconds=setup,
+        train_seconds=train,
         eval_seconds=evaluation,
-    )  # fmt: skip
+    )
 
 
 def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial) -> ContinuedResult:
@@ -228,7 +234,7 @@ def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial)
             before, started = dict(clock.seconds), _now()
             loss: float | None = None
             try:
-                returned = resume({**config, "seed": trial.seed}, segment, state)
+                returned = resume({**config, "seed": trial.seed}, segment, state)  # type: ignore[misc]
                 if not (isinstance(returned, tuple) and len(returned) == 2):
                     raise TypeError(f"resume must return (loss, state), got {type(returned).__name__}")
                 loss, state = float(returned[0]), returned[1]
@@ -294,7 +300,7 @@ def continuation_of(task: Callable, spec: str) -> Callable[[dict[str, Any], Segm
     if not callable(resume):
         raise LayerprofError(
             f"{spec} cannot continue a run: give it fn.resume = resume(config, segment, state) -> (loss, state) "
-            "(README, continued runs), or leave out --continue"
+            "(docs/commands/correlate.md, continued runs), or leave out --continue"
         )
     return resume
 
@@ -320,7 +326,7 @@ def check_study_meta(meta: Any, path: Path) -> dict[str, Any]:
         raise LayerprofError(
             f"{str(path)!r} is a {schema} study; this layerprof reads {' and '.join(STUDY_SCHEMAS)} (upgrade it)"
         )
-    return meta
+    return {**meta, "task": current_spec(str(meta["task"]))}  # a task naming a moved module, written before the move
 
 
 def read_records(path: Path) -> tuple[dict[str, TrialResult], dict[str, ContinuedResult]]:
@@ -360,7 +366,10 @@ class TrialStore:
         meta = directory / "study.json"
         if meta.exists():
             existing = read_json(meta, "study description", "the study.json `layerprof correlate` writes")
-            if not isinstance(existing, dict) or existing.get("fingerprint") != identity["fingerprint"]:
+            if not isinstance(existing, dict) or identity["fingerprint"] not in (
+                existing.get("fingerprint"),
+                fingerprint(current_spec(str(existing.get("task"))), existing.get("configs", [])),
+            ):
                 raise LayerprofError(
                     f"{str(directory)!r} holds a study of another task or grid; use a new --out directory"
                 )
@@ -458,6 +467,8 @@ class CorrelationResult:
         if data.get("schema") not in CORRELATION_SCHEMAS:
             raise LayerprofError(f"{source} is not a layerprof correlation result")
         payload = {k: v for k, v in data.items() if k not in ("schema", "cells", "continued")}
+        if isinstance(payload.get("task"), str):  # a task naming a moved module, written before the move
+            payload["task"] = current_spec(payload["task"])
         if data["schema"] == CORRELATION_SCHEMA_V1:
             payload["trainable_layer_counts"] = payload.pop("layers")
         continued = [
@@ -592,7 +603,7 @@ def plan_study(
     else:
         zs = layer_selection.resolve(count)
     fractions = tuple(sorted(budget_fractions))
-    chains = ()
+    chains: tuple[Chain, ...] = ()
     if continued:
         continuation_of(function, task)
         chains = plan_chains(continued, zs, fractions, count)
@@ -663,7 +674,7 @@ def run_ray(
         remote = ray.remote(run_job)
         futures = {}
         for job in jobs:
-            options = {"num_cpus": 1}
+            options: dict[str, float] = {"num_cpus": 1}
             if gpu_fraction is not None:
                 options["num_gpus"] = gpu_fraction(_top_layers(job))
             futures[remote.options(**options).remote(task_spec, configs[job.config_index], job)] = job

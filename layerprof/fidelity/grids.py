@@ -7,7 +7,7 @@ import itertools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from layerprof.errors import LayerprofError
 
@@ -61,7 +61,8 @@ def small_grid(task: str) -> dict[str, list[Any]]:
     }
 
 
-GRID_PRESETS: dict[str, Callable[[str], dict[str, list[Any]]]] = {"small": small_grid, "paper": paper_grid}
+GridPresetName = Literal["small", "paper"]  # `correlate --grid-preset`: one entry each in GRID_PRESETS
+GRID_PRESETS: dict[GridPresetName, Callable[[str], dict[str, list[Any]]]] = {"small": small_grid, "paper": paper_grid}
 
 
 def expand_grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:

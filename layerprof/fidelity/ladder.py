@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from layerprof.devices import (
     CUDA_CONTEXT_RESERVE_BYTES,
@@ -27,7 +27,8 @@ from layerprof.profile import Profile, Row, load_profile, ratio
 # A rung ratio counts as close to eta when it lies within eta^(1/2) .. eta^(3/2) (half a step in log space).
 CLOSE_IN_LOG_STEPS = 0.5
 
-COSTS = ("time", "flops")
+CostName = Literal["time", "flops"]  # what rungs are spaced by: median step time or FLOPs per step
+COSTS: tuple[CostName, ...] = get_args(CostName)
 
 
 @dataclass
@@ -447,8 +448,8 @@ def _rungs(
     memory_points: dict[int, list[tuple[int, int]]] = {}
     for row in profile.rows:
         if row.ok and row.peak_memory_bytes is not None:
-            need = memory_need_bytes(row, context_reserve) or 0
-            memory_points.setdefault(row.trainable_layers, []).append((row.batch_size, need - context_reserve))
+            point = memory_need_bytes(row, context_reserve) or 0
+            memory_points.setdefault(row.trainable_layers, []).append((row.batch_size, point - context_reserve))
     rungs: list[Rung] = []
     for index, z in enumerate(chosen):
         row = rows[z]
@@ -566,7 +567,7 @@ def joint_ladder(ladder: Ladder, budget_steps: int, configs: int | None) -> dict
     rungs = ladder.rungs
     top = len(rungs) - 1
     full = rungs[-1]
-    joint_rows = []
+    joint_rows: list[dict[str, Any]] = []
     for index, rung in enumerate(rungs):
         steps = max(1, round(budget_steps / ladder.eta ** (top - index)))
         rung.steps = steps

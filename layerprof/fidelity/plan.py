@@ -349,7 +349,7 @@ def place(
                     cost.memory_need_bytes,
                     cost.memory_source,
                     sum(runs[n].seconds for n in used),
-                )  # fmt: skip
+                )
             )
     busy = [(kinds[k][4][n].seconds, kinds[k][0].gpu.share_of_gpu) for (k, _), n in loads.items()]
     return RungPlacement(
@@ -476,8 +476,10 @@ def plan_cluster(
         result.schedules.append(_schedule("ladder", algorithm, brackets, ladder_rungs, inventory, group))
         # every rung on one kind alone, for each kind that holds them all (the kind that holds the ladder's
         # largest trial does): the quickest of these
-        singles = [_schedule("best single kind", algorithm, brackets, ladder_rungs, [item], group, alone=True)
-                   for item in inventory]  # fmt: skip
+        singles = [
+            _schedule("best single kind", algorithm, brackets, ladder_rungs, [item], group, alone=True)
+            for item in inventory
+        ]
         fitting = [schedule for schedule in singles if schedule.brackets]
         result.schedules.append(min(fitting, key=lambda s: (s.makespan_seconds, s.gpu_hours)))
         result.schedules.append(_schedule("budget only", algorithm, brackets, budget_rungs, inventory, group))

@@ -28,6 +28,7 @@ from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.correlate import (
     ContinuedResult,
+    SegmentResult,
     TrialResult,
     chain_label,
     check_study_meta,
@@ -135,7 +136,7 @@ class RecordedStudy:
     def seconds_used(self) -> Seconds:
         """Training seconds where every successful trial and rung recorded them apart from set-up; else the
         whole trials' (a study from before set-up was recorded, or a task that marks no phases)."""
-        parts = [
+        parts: list[TrialResult | SegmentResult] = [
             *(r for r in self.trials.values() if r.loss is not None),
             *(s for run in self.continued.values() for s in run.segments if s.loss is not None),
         ]
@@ -187,11 +188,16 @@ class RecordedStudy:
                 continue
             tables = []
             for block in blocks:
-                losses, seconds = [], []
+                losses: list[list[float]] = []
+                seconds: list[list[float]] = []
                 for row in runs:
                     losses.append([_segment_loss(run, block[-1]) for run in row])  # type: ignore[arg-type]
-                    seconds.append([sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))
-                                    for run in row])  # type: ignore[union-attr]  # fmt: skip
+                    seconds.append(
+                        [
+                            sum(self.cost(run.segments[j]) for j in block if j < len(run.segments))  # type: ignore[union-attr, misc]
+                            for run in row
+                        ]
+                    )
                 tables.append(CellTable(losses, seconds))
             return tables, chain
         return incomplete or "not recorded"
@@ -815,8 +821,11 @@ def _priced(outcome: Outcome, brackets: Sequence[Bracket], prices: BracketPrices
             return None
         return math.ceil(c / p.parallel_slots) * p.trial_gpu_seconds
 
-    peaks = [prices[b.first_rung][b.first_rung + i].memory_need_bytes for b in brackets
-             for i in range(len(b.configs_per_rung))]  # fmt: skip
+    peaks = [
+        prices[b.first_rung][b.first_rung + i].memory_need_bytes
+        for b in brackets
+        for i in range(len(b.configs_per_rung))
+    ]
     outcome.gpu_seconds = total(seconds)
     outcome.flops = total(flops)
     outcome.slot_wall_seconds = total(waves)
@@ -877,9 +886,12 @@ def simulate(
         notes += pricing_notes
         if any(name in PROFILE_PATHS for name in names):
             ladder = build_ladder(
-                profile, eta=eta, cost_kind=default_cost(profile), batch_size=pricing.batch_size,
+                profile,
+                eta=eta,
+                cost_kind=default_cost(profile),
+                batch_size=pricing.batch_size,
                 gpu_memory=pricing.gpu_memory_bytes,
-            )  # fmt: skip
+            )
             ladder_layers = [rung.trainable_layers for rung in ladder.rungs]
     chosen, path_notes = study_paths(names, zs, fractions, ladder_layers)
     notes += path_notes
@@ -1009,9 +1021,14 @@ def _simulate_path(
     scratch_tables = replay.tables(cells)
     scratch_prices = [pricing.price(cell) for cell in cells] if pricing else None
     scratch = _replay_mode(
-        replay, path, eta, count, [scratch_tables] * rung_count,
-        None if scratch_prices is None else [scratch_prices] * rung_count, notes,
-    )  # fmt: skip
+        replay,
+        path,
+        eta,
+        count,
+        [scratch_tables] * rung_count,
+        None if scratch_prices is None else [scratch_prices] * rung_count,
+        notes,
+    )
     result = PathResult(path.name, path.about, *scratch[:4], asha=scratch[4])
     if rung_count == 1:
         return result  # nothing to continue from
@@ -1046,16 +1063,21 @@ def _continued_tables(
         tables: list[list[CellTable] | None] = [
             None if isinstance(item, str) else scratch[:first] + item[0] for first, item in enumerate(found)
         ]
-        return [*tables, scratch], "recorded", found[0][1], sorted(reasons)  # type: ignore[index]
+        return [*tables, scratch], "recorded", found[0][1], sorted(reasons)
     if len({z for z, _ in cells}) > 1:
         return [None] * len(cells), None, None, sorted(reasons)
     assumed = []
     for first in range(len(cells)):
         rest = [
-            CellTable(table.losses, [[value * (s.end_fraction - s.start_fraction) / s.budget_fraction for value in row]
-                                     for row in table.seconds])
+            CellTable(
+                table.losses,
+                [
+                    [value * (s.end_fraction - s.start_fraction) / s.budget_fraction for value in row]
+                    for row in table.seconds
+                ],
+            )
             for table, s in zip(scratch[first:], segments(cells[first:]), strict=True)
-        ]  # fmt: skip
+        ]
         assumed.append(scratch[:first] + rest)
     return assumed, "assumed", None, sorted(reasons)  # type: ignore[return-value]
 
@@ -1147,14 +1169,14 @@ def _curve(
                 outcome.regret_low,
                 outcome.regret_high,
                 outcome.uncertainty["regret_median"],
-            )  # fmt: skip
+            )
         )
     return points
 
 
 def _unstable_notes(results: Sequence[PathResult], repeats: int | None) -> list[str]:
     """The outcomes whose figures still move between seeds, and what would settle them."""
-    ways = [(result.name, "", result) for result in results]
+    ways: list[tuple[str, str, PathResult | ContinuedPath]] = [(result.name, "", result) for result in results]
     ways += [(result.name, ", continued", result.continued) for result in results if result.continued is not None]
     unsettled = [
         f"{name} ({algorithm}{runs})"
@@ -1188,7 +1210,10 @@ def _curves(simulation: Simulation) -> list[tuple[str, str, list[CurvePoint]]]:
 
 def repeats_text(simulation: Simulation) -> str:
     """How many repeats the curves stand on: one count, or the range over paths, and whether until stable."""
-    ways = [*simulation.paths, *(p.continued for p in simulation.paths if p.continued is not None)]
+    ways: list[PathResult | ContinuedPath] = [
+        *simulation.paths,
+        *(p.continued for p in simulation.paths if p.continued is not None),
+    ]
     counts = sorted({way.successive_halving.repeats for way in ways})
     shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return f"{shown} repeats" + (" (until stable)" if simulation.repeats is None else "")
@@ -1208,7 +1233,7 @@ def curve_series(simulation: Simulation) -> dict[str, dict[str, Any]]:
         (name if runs == "scratch" else f"{name}, {runs}"): {
             "path": name,
             "runs": runs,
-            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve],  # type: ignore[misc]
+            "cost": [(p.gpu_seconds if priced else p.recorded_seconds) for p in curve],
             "median": [p.regret_median for p in curve],
             "low": [p.regret_low for p in curve],
             "high": [p.regret_high for p in curve],

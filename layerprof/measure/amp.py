@@ -81,7 +81,7 @@ class CudaAutocastRules(TorchFunctionMode):
             self._cache[key] = value.to(dtype)
         return self._cache[key]
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         """Every torch call in the region: inputs cast to `dtype` for CUDA_LOWER_PRECISION ops, to float32 for
         CUDA_FLOAT32 ones (unless the call names its dtype), as CUDA autocast would."""
         kwargs = kwargs or {}

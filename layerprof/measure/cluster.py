@@ -18,11 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerprof.devices import GPU_KINDS, GpuKind, InventoryItem, find_gpu
 from layerprof.errors import LayerprofError
-from layerprof.parsing import parse_inventory, parse_ray_address, split_items
+from layerprof.parsing import LayerSelection, parse_inventory, parse_ray_address, split_items
+from layerprof.profile import SweepSettings
+
+if TYPE_CHECKING:
+    from layerprof.sources.models import ModelOptions
 
 # Ray sets accelerator_type:<name> to 1 on a node with that GPU; a task asks for a sliver of it to land there.
 KIND_RESOURCE_SHARE = 0.001
@@ -171,9 +175,9 @@ class SweepRequest:
     """What every sweep of a cluster run shares; each task adds a kind and a batch size."""
 
     spec: str
-    options: Any  # ModelOptions
-    settings: Any  # SweepSettings, batch sizes resolved
-    layer_selection: Any  # LayerSelection
+    options: ModelOptions
+    settings: SweepSettings  # batch sizes resolved
+    layer_selection: LayerSelection
     device: str  # "auto", "cuda" or "cpu": cpu asks Ray for no GPU
     tf32: bool | None = None
     threads: int | None = None
@@ -181,9 +185,9 @@ class SweepRequest:
 
 def plan_cluster_profile(
     spec: str,
-    options: Any,
-    settings: Any,
-    layer_selection: Any,
+    options: ModelOptions,
+    settings: SweepSettings,
+    layer_selection: LayerSelection,
     device: str,
     tf32: bool | None = None,
     threads: int | None = None,
@@ -214,9 +218,15 @@ def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> 
     settings = replace(request.settings, batch_sizes=(batch_size,))
     with tempfile.TemporaryDirectory() as scratch:
         job = plan_profile(
-            request.spec, request.options, settings, request.layer_selection, request.device,
-            Path(scratch) / "sweep.json", request.tf32, request.threads,
-        )  # fmt: skip
+            request.spec,
+            request.options,
+            settings,
+            request.layer_selection,
+            request.device,
+            Path(scratch) / "sweep.json",
+            request.tf32,
+            request.threads,
+        )
         profile = job.run()
     profile.environment.cluster_kind = kind.label
     profile.environment.cluster_node = ray.get_runtime_context().get_node_id()
@@ -307,8 +317,16 @@ def _merge(existing: Any, result: dict[str, Any]) -> Any:
     return existing
 
 
-LOST_ERRORS = ("WorkerCrashedError", "NodeDiedError", "ActorDiedError", "ObjectLostError", "OwnerDiedError",
-               "RaySystemError", "TaskUnschedulableError", "LocalRayletDiedError")  # fmt: skip
+LOST_ERRORS = (
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "ActorDiedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "RaySystemError",
+    "TaskUnschedulableError",
+    "LocalRayletDiedError",
+)
 
 
 def _describe(error: BaseException) -> str:
@@ -360,8 +378,12 @@ def profile_on_ray(
         gpus = 0 if request.device == "cpu" else 1
 
         def submit(outcome: KindOutcome, batch: int) -> Any:
-            options = {"num_cpus": 1, "num_gpus": gpus, "resources": {outcome.kind.resource: KIND_RESOURCE_SHARE},
-                       "max_retries": 0}  # fmt: skip
+            options = {
+                "num_cpus": 1,
+                "num_gpus": gpus,
+                "resources": {outcome.kind.resource: KIND_RESOURCE_SHARE},
+                "max_retries": 0,
+            }
             if on_event:
                 on_event(SweepEventKind.submitted, outcome, batch, "")
             return remote.options(**options).remote(request, outcome.kind, batch)

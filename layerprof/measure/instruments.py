@@ -23,16 +23,13 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop
 from layerprof.devices import MatmulThreads
 from layerprof.profile import MemoryCategory
 from layerprof.sources.recipes import recomputing
-from layerprof.stats import TimingStats, median_confidence_interval, median_is_stable
+from layerprof.stats import TimingStats, median_confidence_interval
 
-__all__ = ["TimingStats", "median_confidence_interval", "median_is_stable"]  # kept importable from here
+__all__ = ["TimingStats", "median_confidence_interval"]  # kept importable from here
 
 # ---------------------------------------------------------------- time
 
 
-# CUDA steps are timed in windows: an event between consecutive steps and one synchronise per window, so
-# the host launches step k+1 while the GPU runs step k, as in real training.
-CUDA_TIMING_WINDOW = 10
 # A cell is host-bound when launching a step takes at least this share of the step's time.
 HOST_BOUND_SHARE = 0.9
 
@@ -88,26 +85,6 @@ def time_window(
         began = clock()
         step()
         times.step_ms.append((clock() - began) * 1000.0)
-    return times
-
-
-def time_steps(
-    step: Callable[[], Any],
-    device: torch.device,
-    min_steps: int,
-    max_steps: int,
-    tolerance: float,
-) -> StepTimes:
-    """Run `step` until the median is stable (checked after `min_steps`), at most `max_steps`.
-
-    Stability is checked after every step on the CPU and after every window of CUDA_TIMING_WINDOW steps on CUDA.
-    """
-    window = CUDA_TIMING_WINDOW if device.type == "cuda" else 1
-    times = StepTimes()
-    while len(times.step_ms) < max_steps:
-        times.extend(time_window(step, device, min(window, max_steps - len(times.step_ms))))
-        if len(times.step_ms) >= min_steps and median_is_stable(times.step_ms, tolerance):
-            break
     return times
 
 
@@ -188,7 +165,7 @@ class LiveTensorTracker(TorchDispatchMode):
         size = self.allocation_size(storage.nbytes())
         self._category[key] = category
         self._size[key] = size
-        self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))
+        self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))  # type: ignore[misc]
         self.live[category] += size
         self.current += size
         self.category_peaks[category] = max(self.category_peaks[category], self.live[category])
@@ -205,7 +182,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.live[category] -= size
         self.current -= size
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for value in tree_flatten(out)[0]:
             if isinstance(value, torch.Tensor):
@@ -281,9 +258,20 @@ def _attention_formulas() -> dict[Any, Any]:
 
 
 def _convolution_backward_flops(
-    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups,
-    output_mask, *_args: Any, **_kwargs: Any,
-) -> int:  # fmt: skip
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed,
+    _output_padding,
+    _groups,
+    output_mask,
+    *_args: Any,
+    **_kwargs: Any,
+) -> int:
     """The input gradient and the weight gradient of a convolution each cost what its forward costs, grouped and
     depthwise convolutions included. torch's own formula counts the weight gradient as if `groups` were 1: a
     depthwise layer's backward read `channels` times too many FLOPs (efficientnet_b0 trained 14x its cost).
@@ -416,10 +404,23 @@ GEMM_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "_addmm_act
 CUBLASLT_OPS = frozenset(("addmm", "_addmm_activation"))
 CONV_OPS = frozenset(("convolution", "convolution_backward", "cudnn_convolution", "_convolution"))
 # operations that launch no kernel: views, metadata, allocation without initialisation, host-side scalars
-NO_KERNEL_OPS = frozenset((
-    "empty", "empty_strided", "new_empty", "new_empty_strided", "empty_like", "_local_scalar_dense", "lift_fresh",
-    "_record_function_enter_new", "_record_function_exit", "sym_size", "sym_stride", "sym_numel", "device",
-))  # fmt: skip
+NO_KERNEL_OPS = frozenset(
+    (
+        "empty",
+        "empty_strided",
+        "new_empty",
+        "new_empty_strided",
+        "empty_like",
+        "_local_scalar_dense",
+        "lift_fresh",
+        "_record_function_enter_new",
+        "_record_function_exit",
+        "sym_size",
+        "sym_stride",
+        "sym_numel",
+        "device",
+    )
+)
 # operations that read rows of their first input, not all of it (an embedding reads the tokens' rows)
 ROW_READ_OPS = frozenset(("embedding", "index_select", "gather", "index", "take_along_dim"))
 # PyTorch's multi_tensor_apply launches one kernel per this many tensors, by the number of tensor lists taken
@@ -490,7 +491,7 @@ class OpRecorder(TorchDispatchMode):
             self._hook = None
         return super().__exit__(*exc)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.__name__.split(".")[0]
@@ -511,7 +512,7 @@ class OpRecorder(TorchDispatchMode):
                 _bytes_moved(name, inputs, outputs) if kernels else 0,
                 _compute_dtype(inputs or outputs),
                 kernels,
-            )  # fmt: skip
+            )
         )
         return out
 
@@ -557,6 +558,8 @@ def matmul_threads(ops: Iterable[OpCost]) -> MatmulThreads:
     caller = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase not in on_autograd}
     autograd = {op.name for op in ops if op.op_class is OpClass.GEMM and op.phase in on_autograd}
     return MatmulThreads(
-        forward=bool(caller), forward_lt=bool(caller & CUBLASLT_OPS),
-        backward=bool(autograd), backward_lt=bool(autograd & CUBLASLT_OPS),
-    )  # fmt: skip
+        forward=bool(caller),
+        forward_lt=bool(caller & CUBLASLT_OPS),
+        backward=bool(autograd),
+        backward_lt=bool(autograd & CUBLASLT_OPS),
+    )

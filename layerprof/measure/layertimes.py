@@ -136,10 +136,13 @@ def measure_layer_times(cell: Any, layers: Sequence[Layer], device: torch.device
     times = [
         LayerTime(
             layer.index, layer.name, statistics.median(r[0][i] for r in runs), statistics.median(r[1][i] for r in runs)
-        )  # fmt: skip
+        )
         for i, layer in enumerate(layers)
     ]
     return LayerTimes(
-        cell.row.batch_size, str(device), times, statistics.median(r[2] for r in runs),
+        cell.row.batch_size,
+        str(device),
+        times,
+        statistics.median(r[2] for r in runs),
         "cuda-events" if device.type == "cuda" else "perf-counter",
-    )  # fmt: skip
+    )

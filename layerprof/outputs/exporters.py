@@ -18,7 +18,7 @@ import json
 import math
 import textwrap
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import Ladder
@@ -437,7 +437,8 @@ def batch_sizes(max_batch: dict[int, int]) -> list[int]:
     return sorted({max(1, top >> shift) for shift in range(5)})
 
 
-EXPORTERS: dict[str, Callable[[Ladder], str]] = {
+ExportName = Literal["neps", "optuna", "ray", "smac", "limits"]  # `ladder --export`: one entry each in EXPORTERS
+EXPORTERS: dict[ExportName, Callable[[Ladder], str]] = {
     "neps": export_neps,
     "optuna": export_optuna,
     "ray": export_ray,
@@ -473,7 +474,7 @@ def export_plan_ray(plan: ClusterPlan) -> str:
     """Successive halving over the plan's ladder on a Ray cluster: each rung's trials ask for the rung's GPU kind
     and 1/(trials per GPU) of a GPU, so that Ray packs them as the plan does."""
     schedule = plan.schedule("ladder", "successive halving")
-    rungs = [
+    rungs: list[dict[str, Any]] = [
         {
             "trainable_layers": p.trainable_layers,
             "steps": p.steps,

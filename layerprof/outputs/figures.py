@@ -203,10 +203,10 @@ def correlation_heatmap_png(result: CorrelationResult, path: Path) -> Path:
 
 
 FIGURE_SIZE = (7.5, 4.8)
-ERRORBAR_STYLE = {"capsize": 3, "alpha": 0.85}
-SCRATCH_STYLE = {"marker": "o", "linestyle": "-"}
-CONTINUED_STYLE = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
-LABEL_STYLE = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
+ERRORBAR_STYLE: dict[str, Any] = {"capsize": 3, "alpha": 0.85}
+SCRATCH_STYLE: dict[str, Any] = {"marker": "o", "linestyle": "-"}
+CONTINUED_STYLE: dict[str, Any] = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
+LABEL_STYLE: dict[str, Any] = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
 
 
 def regret_cost_figure(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from layerprof.errors import LayerprofError
 from layerprof.profile import Profile, load_profile
@@ -13,7 +13,8 @@ from layerprof.profile import Profile, load_profile
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-IMAGE_FORMATS = ("png", "svg")
+ImageFormat = Literal["png", "svg"]
+IMAGE_FORMATS: tuple[ImageFormat, ...] = get_args(ImageFormat)
 
 
 @dataclass

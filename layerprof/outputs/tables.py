@@ -81,7 +81,7 @@ def _format(column: str, value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if column == "trainable_layers":
-        return str(int(value))  # type: ignore[arg-type]
+        return str(int(value))  # type: ignore[call-overload]
     if column in ("time_vs_full", "memory_vs_full"):
         return f"{value:.2f}×"
     if column == "trainable_pct":
@@ -153,7 +153,7 @@ def print_model_names(console: Console, names: dict[str, list[str]], description
         else:
             console.print(Columns(members, padding=(0, 2)), highlight=False)
         console.print()
-    console.print("Also accepted: path/to/file.py:factory and package.module:factory (see README).")
+    console.print("Also accepted: path/to/file.py:factory and package.module:factory (see docs/models.md).")
 
 
 # ---------------------------------------------------------------- layers
@@ -1029,7 +1029,7 @@ def markdown_plan(plan: ClusterPlan) -> str:
 # ---------------------------------------------------------------- the time model
 
 
-def calibration_lines(time_model: Any, markup: bool = True) -> list[str]:
+def calibration_lines(time_model: Any) -> list[str]:
     """What stands behind predicted step times: the peaks, the constants, and a calibration's residuals."""
     if time_model is None:
         return []

@@ -153,8 +153,10 @@ class AuditReport:
         for finding, out in zip(self.findings, data["findings"], strict=True):
             out["title"] = finding.title
         data["missed_bytes"], data["missed_flops"], data["exit_code"] = (
-            self.missed_bytes, self.missed_flops, self.exit_code
-        )  # fmt: skip
+            self.missed_bytes,
+            self.missed_flops,
+            self.exit_code,
+        )
         return data
 
 
@@ -332,12 +334,12 @@ def rebuilt_optimizer(optimizer: torch.optim.Optimizer, keep: Callable[[nn.Param
     groups = [group for group in groups if group["params"]]
     if not groups:
         raise LayerprofError("the optimizer would hold no parameter: nothing trains")
-    return type(optimizer)(groups)
+    return type(optimizer)(groups)  # type: ignore[call-arg]  # a subclass takes its groups alone
 
 
 def optimizer_like(optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """A fresh optimizer of the same class and the first group's settings over `params`."""
-    return type(optimizer)([{**optimizer.param_groups[0], "params": list(params)}])
+    return type(optimizer)([{**optimizer.param_groups[0], "params": list(params)}])  # type: ignore[call-arg]
 
 
 def _detached(value: Any) -> Any:
@@ -362,7 +364,7 @@ def _eval_modules(modules: Sequence[nn.Module]) -> Iterator[None]:
     before = [(m, m.training, m.__dict__.get("train")) for m in modules]
     for module in modules:
         module.training = False
-        module.train = lambda mode=True, module=module: module  # type: ignore[method-assign]
+        module.train = lambda mode=True, module=module: module  # type: ignore[method-assign, misc]
     try:
         yield
     finally:
@@ -371,7 +373,7 @@ def _eval_modules(modules: Sequence[nn.Module]) -> Iterator[None]:
             if own is None:
                 del module.train
             else:
-                module.train = own
+                module.train = own  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -448,8 +450,9 @@ def audit(
         with warnings.catch_warnings(), _eval_modules(in_eval):
             if quiet:
                 warnings.simplefilter("ignore")
-            return measure_step(model, opt or optimizer, batch if the_batch is None else the_batch, setup.step,
-                                device, scheduler)  # fmt: skip
+            return measure_step(
+                model, opt or optimizer, batch if the_batch is None else the_batch, setup.step, device, scheduler
+            )
 
     watch = Watch()
     try:
@@ -462,8 +465,9 @@ def audit(
     findings = []
     findings += _grad_without_optimizer(model, names, params, in_optimizer, watch, as_written, measured)
     findings += _frozen_in_optimizer(names, params, optimizer, as_written, measured)
-    findings += _backward_through_prefix(model, layers, first, names, params, trained, batch, watch, as_written,
-                                         measured)  # fmt: skip
+    findings += _backward_through_prefix(
+        model, layers, first, names, params, trained, batch, watch, as_written, measured
+    )
     findings += _no_gradient(names, params, trained, watch)
     findings += _frozen_in_train_mode(model, layers, trains, watch, as_written, measured)
     findings += _scattered(model, layers, trains, optimizer, trained, batch, as_written, measured)
@@ -568,10 +572,19 @@ def _frozen_in_optimizer(
     if not frozen:
         return []
     where = [names[id(p)] for p in frozen]
-    state = sum(t.untyped_storage().nbytes() for p in frozen for t in optimizer.state.get(p, {}).values()
-                if isinstance(t, torch.Tensor))  # fmt: skip
-    decayed = [names[id(p)] for group in optimizer.param_groups if group.get("weight_decay", 0) > 0
-               for p in group["params"] if not p.requires_grad]  # fmt: skip
+    state = sum(
+        t.untyped_storage().nbytes()
+        for p in frozen
+        for t in optimizer.state.get(p, {}).values()
+        if isinstance(t, torch.Tensor)
+    )
+    decayed = [
+        names[id(p)]
+        for group in optimizer.param_groups
+        if group.get("weight_decay", 0) > 0
+        for p in group["params"]
+        if not p.requires_grad
+    ]
     fixed = measured(rebuilt_optimizer(optimizer, lambda p: p.requires_grad))
     cost = _difference(as_written, fixed)
     cost["cost_bytes"] = max(cost["cost_bytes"], state)
@@ -608,8 +621,12 @@ def _backward_through_prefix(
     causes = []
     if any(t.requires_grad for t in tensors_in(batch)):
         causes.append("an input of the batch requires grad")
-    graded = [names[id(model.get_parameter(n))] for layer in prefix for n in layer.parameter_names
-              if model.get_parameter(n).requires_grad]  # fmt: skip
+    graded = [
+        names[id(model.get_parameter(n))]
+        for layer in prefix
+        for n in layer.parameter_names
+        if model.get_parameter(n).requires_grad
+    ]
     if graded:
         causes.append(f"parameters in the prefix require grad ({_listed(graded)})")
     tied = [n for layer in prefix for n in layer.parameter_names if id(model.get_parameter(n)) in trained]
@@ -722,8 +739,9 @@ def _scattered(
     whole = [replace(layer, frozen_names=()) for layer in layers]
     frozen = freeze_layers(model, whole, count)
     try:
-        prefix = measured(optimizer_like(optimizer, (p for p in model.parameters() if p.requires_grad)),
-                          _detached(batch))  # fmt: skip
+        prefix = measured(
+            optimizer_like(optimizer, (p for p in model.parameters() if p.requires_grad)), _detached(batch)
+        )
     finally:
         frozen.remove()
     cost = _difference(as_written, prefix)

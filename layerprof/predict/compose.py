@@ -73,9 +73,7 @@ def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator
     handles = []
 
     def described(value: Any) -> tuple[Any, ...]:
-        return tuple(
-            (tuple(t.shape), str(t.dtype)) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)
-        )  # fmt: skip
+        return tuple((tuple(t.shape), str(t.dtype)) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor))
 
     for index, layer in enumerate(layers):
         module = modules.get(layer.name)
@@ -109,9 +107,17 @@ def layer_signatures(model: torch.nn.Module, layers: Sequence[Layer], calls: Seq
         # to a block frozen the same way
         frozen = tuple(name.removeprefix(f"{layer.name}.") for name in layer.frozen_names)
         signatures.append(
-            (layer.type, repr(module), layer.params, layer.new_trainable_params, layer.calls, parameters,
-             tuple(calls[index]), frozen)
-        )  # fmt: skip
+            (
+                layer.type,
+                repr(module),
+                layer.params,
+                layer.new_trainable_params,
+                layer.calls,
+                parameters,
+                tuple(calls[index]),
+                frozen,
+            )
+        )
     return signatures
 
 
@@ -194,16 +200,19 @@ class Piece:
     steps: dict[str, int]
 
 
-def kink(first: Row, first_steps: dict[str, int], last: Row, last_steps: dict[str, int], first_z: int,
-         last_z: int) -> int | None:  # fmt: skip
+def kink(
+    first: Row, first_steps: dict[str, int], last: Row, last_steps: dict[str, int], first_z: int, last_z: int
+) -> int | None:
     """The last z on the first line's side of where the peak's first and last lines cross (None: parallel)."""
     slope_first, slope_last = first_steps.get("tracked_peak_bytes"), last_steps.get("tracked_peak_bytes")
     if slope_first is None or slope_last is None or slope_first == slope_last:
         return None
+    if first.tracked_peak_bytes is None or last.tracked_peak_bytes is None:  # a row without a trace: no line
+        return None
     # first.peak + s1 (x - a) = last.peak + s2 (x - b)
     crossing = (last.tracked_peak_bytes - first.tracked_peak_bytes + slope_first * first_z - slope_last * last_z) / (
         slope_first - slope_last
-    )  # fmt: skip
+    )
     return min(max(int(crossing // 1), first_z), last_z - 1)
 
 
@@ -212,8 +221,14 @@ def composed_row(piece: Piece, rows: dict[int, Row], new: Row, settings: SweepSe
     Predicted times are interpolated between the piece's ends."""
     z = new.trainable_layers
     base = rows[piece.base]
-    row = replace(base, batch_size=new.batch_size, trainable_layers=z, trainable_params=new.trainable_params,
-                  trainable_fraction=new.trainable_fraction, estimate_basis="composed")  # fmt: skip
+    row = replace(
+        base,
+        batch_size=new.batch_size,
+        trainable_layers=z,
+        trainable_params=new.trainable_params,
+        trainable_fraction=new.trainable_fraction,
+        estimate_basis="composed",
+    )
     for name, step in piece.steps.items():
         setattr(row, name, getattr(base, name) + step * (z - piece.base))
     low, high = rows[piece.low], rows[piece.high]

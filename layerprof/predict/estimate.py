@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -69,6 +69,9 @@ from layerprof.predict.timemodel import calibrate as calibrate_model
 from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings, ensure_writable, load_profile
 from layerprof.sources.layers import Layer
 from layerprof.sources.models import LoadedModel, ModelOptions, build_fake, model_slug, split_without_memory
+
+if TYPE_CHECKING:  # plan hands its profiles to the predictor; predict does not import fidelity
+    from layerprof.fidelity.plan import ProfileSet
 
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
 # what an ok row of an optimizer whose step cannot run on fake tensors says (layerprof.measure.optimizers)
@@ -291,7 +294,7 @@ def default_time_model(settings: SweepSettings, threads: int | None = None) -> T
 
 
 def resolve_time_model(
-    settings: SweepSettings, calibrate: Sequence[Path] = (), threads: int | None = None, observer: Any = None
+    settings: SweepSettings, calibrate: Sequence[Path] = (), threads: int | None = None
 ) -> TimeModel:
     """The time model an estimate predicts with: the defaults, or fitted to the measured profiles in `calibrate`
     (any models, measured on the target's device kind), or reused from an estimate that holds a fitted one."""
@@ -426,7 +429,7 @@ class PlanPredictor:
     tensors (the trace does not depend on the GPU), priced per kind by the time model with the constants fitted to
     the model's own measured profiles where there are any (the largest measured GPU's), else the defaults."""
 
-    def __init__(self, group: Any) -> None:  # a layerprof.fidelity.plan.ProfileSet
+    def __init__(self, group: ProfileSet) -> None:
         self.group = group
         self.reference: Profile = group.reference()
         self.traces: dict[int, StepTrace | None] = {}

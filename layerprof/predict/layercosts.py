@@ -137,7 +137,7 @@ class LayerAttribution(OpRecorder):
             self.cost(layer).saved_activation_bytes += tensor.untyped_storage().nbytes()
         return tensor
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         before = len(self.ops)
         out = super().__torch_dispatch__(func, types, args, kwargs)
         if len(self.ops) == before:
@@ -249,8 +249,11 @@ def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[i
 
     handles = []
     for index, module in enumerate(modules):
-        handles.append(module.register_forward_pre_hook(lambda _m, args, kwargs: (_detached(args), _detached(kwargs)),
-                                                        with_kwargs=True))  # fmt: skip
+        handles.append(
+            module.register_forward_pre_hook(
+                lambda _m, args, kwargs: (_detached(args), _detached(kwargs)), with_kwargs=True
+            )
+        )
         handles.append(module.register_forward_hook(lambda _m, _args, output, index=index: keep(index, output)))
     try:
         cell.forward()

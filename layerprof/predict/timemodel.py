@@ -68,9 +68,15 @@ class DevicePeaks:
     def of_gpu(cls, gpu: GpuKind) -> DevicePeaks:
         """A GPU's peaks from its datasheet entry in layerprof.devices (float16 at the bfloat16 peak)."""
         return cls(
-            gpu.name, "cuda", gpu.fp32_tflops, gpu.tf32_tflops, gpu.bf16_tflops, gpu.bf16_tflops, gpu.memory_gbps,
+            gpu.name,
+            "cuda",
+            gpu.fp32_tflops,
+            gpu.tf32_tflops,
+            gpu.bf16_tflops,
+            gpu.bf16_tflops,
+            gpu.memory_gbps,
             f"{gpu.name} datasheet (layerprof.devices)",
-        )  # fmt: skip
+        )
 
 
 CPU_PEAKS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "layerprof" / "cpu-peaks.json"
@@ -198,9 +204,16 @@ class TimeConstants:
 
 
 FITTED = (
-    "gemm_efficiency", "conv_efficiency", "attention_efficiency", "memory_efficiency", "kernel_us",
-    "forward_dispatch_us", "backward_dispatch_us", "optimizer_dispatch_us", "module_call_us",
-)  # fmt: skip
+    "gemm_efficiency",
+    "conv_efficiency",
+    "attention_efficiency",
+    "memory_efficiency",
+    "kernel_us",
+    "forward_dispatch_us",
+    "backward_dispatch_us",
+    "optimizer_dispatch_us",
+    "module_call_us",
+)
 
 # Documented defaults, used until a calibration replaces them. GPUs: cuBLAS reaches 60-80% of the dense peak on
 # large products (70%), cuDNN less on the convolutions of vision models (50%), fused attention about half;
@@ -326,8 +339,12 @@ PRIOR_WIDTH = 1.5
 PRIOR_WEIGHT = 0.01
 
 
-def calibrate(steps: Sequence[MeasuredStep], peaks: DevicePeaks, numerics: Numerics | None = None,
-              start: TimeConstants | None = None) -> TimeModel:  # fmt: skip
+def calibrate(
+    steps: Sequence[MeasuredStep],
+    peaks: DevicePeaks,
+    numerics: Numerics | None = None,
+    start: TimeConstants | None = None,
+) -> TimeModel:
     """Fit the constants to measured cells by least squares on log step time (and, on GPUs, log launch time
     where measured), each constant pulled towards its default. Returns the model with one residual per cell."""
     if not steps:
@@ -374,7 +391,7 @@ def calibrate(steps: Sequence[MeasuredStep], peaks: DevicePeaks, numerics: Numer
                 "measured_ms": round(step.step_ms, 4),
                 "predicted_ms": round(predicted.step_ms, 4),
                 "error": round(predicted.step_ms / step.step_ms - 1, 4),
-            }  # fmt: skip
+            }
         )
     return model
 
@@ -471,7 +488,7 @@ def check_predictions(estimate: Profile, measured: Profile) -> list[PredictionCh
                 row.predicted_step_time_ms,
                 _vs_full(timed.step_time_ms, full_measured.step_time_ms if full_measured else None),
                 _vs_full(row.predicted_step_time_ms, full_predicted.predicted_step_time_ms if full_predicted else None),
-            )  # fmt: skip
+            )
         )
     if not checks:
         raise LayerprofError("--against: no cell is both predicted and measured; estimate the measured cells")

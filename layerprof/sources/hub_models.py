@@ -70,7 +70,7 @@ def timm_model(name: str, num_classes: int, input_shape: tuple[int, ...] | None,
     shape = tuple(input_shape or natural)
     if len(shape) != 3:
         raise LayerprofError(f"--input-shape for {name} must be C,H,W, got {','.join(map(str, shape))}")
-    if shape[1:] != natural[1:] and "img_size" not in kwargs and _takes_image_size(timm, name):
+    if shape[1:] != natural[1:] and "img_size" not in kwargs and _takes_image_size(name):
         kwargs["img_size"] = shape[1:]
 
     def build() -> torch.nn.Module:
@@ -100,7 +100,7 @@ def check_timm_set(model: torch.nn.Module, overrides: dict[str, Any]) -> None:
             coerce(key, raw, annotation)
 
 
-def _takes_image_size(timm: Any, name: str) -> bool:
+def _takes_image_size(name: str) -> bool:
     """Models with a patch embedding fix their input size at construction."""
     return any(token in name for token in ("vit", "deit", "beit", "swin", "eva", "mixer", "cait", "xcit"))
 

@@ -33,9 +33,15 @@ from layerprof.errors import LayerprofError, SplitWarning
 from layerprof.profile import Layer, total_params, trainable_params
 
 __all__ = [
-    "Layer", "Split", "SplitWarning", "split_layers", "trace_split", "freeze_layers", "trainable_params",
+    "Layer",
+    "Split",
+    "SplitWarning",
+    "split_layers",
+    "trace_split",
+    "freeze_layers",
+    "trainable_params",
     "total_params",
-]  # fmt: skip
+]
 
 CONTAINER_TYPES: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -83,7 +89,7 @@ class _ParameterUseTracker(TorchFunctionMode):
         self.started = started
         self.first_use: dict[str, int] = {}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if len(self.first_use) < len(self.watched):
             for value in tree_flatten((args, kwargs))[0]:

@@ -33,7 +33,7 @@ from torch import nn
 
 from layerprof.errors import LayerprofError, ModelWarning, SplitWarning
 from layerprof.parsing import coerce
-from layerprof.profile import MODEL_SOURCES, Layer, ModelInfo, Profile
+from layerprof.profile import MODEL_SOURCES, Family, Layer, ModelInfo, ModelSource, Profile
 from layerprof.sources.layers import Split, TraceFailed, total_params, trace_split
 from layerprof.sources.workloads import CustomWorkload, Workload
 
@@ -99,7 +99,7 @@ class LoadedModel:
     """A model built from a MODEL string: the module, its workload and how its layers split."""
 
     spec: str
-    source: str  # "preset" | "torchvision" | "litgpt" | "user"
+    source: ModelSource
     name: str
     model: nn.Module
     workload: Workload
@@ -301,7 +301,7 @@ def _parameters_on_meta() -> Iterator[None]:
         if held is not None:
             module._buffers[name] = held.to("meta")
 
-    nn.Module.register_parameter, nn.Module.register_buffer = parameter_on_meta, buffer_on_meta  # type: ignore[method-assign]
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter_on_meta, buffer_on_meta  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:
@@ -396,7 +396,7 @@ def cast_floating(model: nn.Module, dtype: torch.dtype) -> None:
             if param is not None and param.is_floating_point():
                 if id(param) not in cast:
                     cast[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=param.requires_grad)
-                module._parameters[name] = cast[id(param)]
+                module._parameters[name] = cast[id(param)]  # type: ignore[assignment]
         for name, buffer in module._buffers.items():
             if buffer is not None and buffer.is_floating_point():
                 module._buffers[name] = cast.setdefault(id(buffer), buffer.to(dtype))
@@ -677,13 +677,14 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
             "its sequence length to the factory with --set"
         )
     result, construction, kwargs = call_factory(spec, options.overrides, device)
+    unwrap: tuple[str, ...]
     if isinstance(result, nn.Module):
         if options.input_shape is None:
             raise LayerprofError(
                 f"{spec} returned a bare nn.Module: pass --input-shape (per sample, e.g. 3,32,32), "
                 "or return a layerprof.CustomWorkload with make_batch and loss"
             )
-        family = "image-classification" if options.num_classes else "tensor-input"
+        family: Family = "image-classification" if options.num_classes else "tensor-input"
         workload = Workload(
             family=family,
             input_shape=options.input_shape,
@@ -692,8 +693,11 @@ def _build_user(spec: str, options: ModelOptions, device: torch.device) -> Loade
         )
         model, unwrap = result, ()
     elif all(hasattr(result, attr) for attr in ("model", "make_batch", "loss")):
-        given = [name for name, value in (("--input-shape", options.input_shape), ("--num-classes",
-                 options.num_classes)) if value is not None]  # fmt: skip
+        given = [
+            name
+            for name, value in (("--input-shape", options.input_shape), ("--num-classes", options.num_classes))
+            if value is not None
+        ]
         if given:
             raise LayerprofError(
                 f"{spec} returns its own make_batch and loss, which {' and '.join(given)} would not change; leave "
@@ -835,7 +839,7 @@ def to_fake(model: nn.Module, mode: Any) -> None:
             if param is not None:
                 if id(param) not in fakes:
                     fakes[id(param)] = nn.Parameter(mode.from_tensor(param.detach()), requires_grad=param.requires_grad)
-                module._parameters[name] = fakes[id(param)]
+                module._parameters[name] = fakes[id(param)]  # type: ignore[assignment]
         for name, buffer in module._buffers.items():
             if buffer is not None:
                 module._buffers[name] = fakes.setdefault(id(buffer), mode.from_tensor(buffer))

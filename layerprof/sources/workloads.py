@@ -123,7 +123,7 @@ class Workload:
 
 OUTPUT_ADVICE = (
     "return a tensor, a tuple whose first element is the logits, or a dict (or ModelOutput) with 'logits'; "
-    "or return a layerprof.CustomWorkload with your own loss (README: Profiling your own model)"
+    "or return a layerprof.CustomWorkload with your own loss (docs/models.md: Profiling your own model)"
 )
 
 

@@ -360,3 +360,19 @@ def test_dtype_is_an_alias_of_the_true_precisions(runner: CliRunner, tmp_path: P
     assert load_profile(out).settings.precision == "bf16-true"
     contradicting = run(runner, "estimate", *TINY_LM, "--dtype", "float16", "--precision", "bf16-mixed")
     assert_one_line_error(contradicting, "--dtype float16 contradicts --precision bf16-mixed")
+
+
+def test_ctrl_c_in_a_study_says_what_is_kept_and_exits_130(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study's interrupt goes through the one Ctrl-C handler the sweeps use (render.interrupt_keeps)."""
+    import layerprof.fidelity.correlate as correlate
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(correlate, "run_study", interrupted)
+    result = run(runner, "correlate", "digits", "--layers", "1", "--budget-fractions", "1", "--out", str(tmp_path))
+    assert result.exit_code == 130, result.output
+    text = " ".join(result.output.split())
+    assert "interrupted: finished trials are in" in text and "trials.jsonl; rerun to resume" in text

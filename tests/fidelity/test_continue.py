@@ -167,7 +167,8 @@ import json
 import os
 
 from layerprof.fidelity import correlate
-from layerprof.fidelity.correlate import segments, trial_phase
+from layerprof.fidelity.correlate import segments
+from layerprof.fidelity.trials import trial_phase
 
 FULL_STEPS = 200
 

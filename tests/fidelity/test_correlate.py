@@ -362,3 +362,16 @@ def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
     assert result.executor == "ray"
     assert result.cell(4, 1.0).spearman == pytest.approx(1.0)
     assert len((tmp_path / "ray" / "trials.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_study_naming_an_old_task_module_is_read_under_the_new_name_and_resumes(tmp_path: Path) -> None:
+    from layerprof.fidelity.correlate import TrialStore, check_study_meta, fingerprint
+
+    old, new = "layerprof.tasks:digits_task", "layerprof.fidelity.tasks:digits_task"
+    meta = {"schema": "layerprof.study/2", "task": old, "configs": [{"lr": 0.1}]}
+    assert check_study_meta(meta, tmp_path / "study.json")["task"] == new
+    (tmp_path / "study.json").write_text(json.dumps({**meta, "fingerprint": fingerprint(old, meta["configs"])}))
+    TrialStore(tmp_path, {"task": new, "configs": meta["configs"], "fingerprint": fingerprint(new, meta["configs"])})
+    with pytest.raises(LayerprofError, match="another task or grid"):
+        other = "layerprof.fidelity.tasks:pydoc_lm_task"
+        TrialStore(tmp_path, {"task": other, "configs": meta["configs"], "fingerprint": fingerprint(other, [])})

@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-from layerprof.measure.instruments import TimingStats, median_confidence_interval, median_is_stable, time_steps
+from layerprof.measure.instruments import TimingStats, median_confidence_interval, time_window
 from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.profile import MemoryCategory, SweepSettings
 from layerprof.sources.models import LoadedModel
@@ -157,11 +157,6 @@ def test_median_confidence_interval_uses_order_statistics() -> None:
     assert median_confidence_interval([5.0]) == (5.0, 5.0)
 
 
-def test_stability_rule() -> None:
-    assert median_is_stable([10.0] * 10, 0.02)
-    assert not median_is_stable([10.0, 20.0] * 10, 0.02)
-
-
 class ScriptedClock:
     """Stands in for `time` inside layerprof.measure.instruments: each step lasts the next scripted number of ms."""
 
@@ -177,32 +172,14 @@ class ScriptedClock:
         return self.now
 
 
-def test_time_steps_stops_at_min_steps_when_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cpu_window_times_each_step_and_has_no_host_time(monkeypatch: pytest.MonkeyPatch) -> None:
     import layerprof.measure.instruments as measure
 
     calls = []
-    monkeypatch.setattr(measure, "time", ScriptedClock([5.0] * 100))
-    times = time_steps(lambda: calls.append(1), torch.device("cpu"), min_steps=5, max_steps=500, tolerance=0.02)
-    assert times.step_ms == pytest.approx([5.0] * 5) and len(calls) == 5
+    monkeypatch.setattr(measure, "time", ScriptedClock([5.0, 1.0, 3.0] * 10))
+    times = time_window(lambda: calls.append(1), torch.device("cpu"), 5)
+    assert times.step_ms == pytest.approx([5.0, 1.0, 3.0, 5.0, 1.0]) and len(calls) == 5
     assert times.host_ms == [] and times.host_bound is None  # the CPU has no separate device to wait for
-
-
-def test_time_steps_stops_at_the_first_stable_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    import layerprof.measure.instruments as measure
-
-    # two slow outliers, then steady steps: the interval of the median (ranks n/2 +- 0.98 sqrt(n)) first
-    # leaves both outliers out at n = 14 (upper rank ceil(1 + 7 + 3.67) = 12 <= 12 steady samples)
-    monkeypatch.setattr(measure, "time", ScriptedClock([10.0, 1.0, 10.0] + [1.0] * 100))
-    times = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=50, tolerance=0.02)
-    assert len(times.step_ms) == 14
-
-
-def test_time_steps_runs_to_the_cap_when_never_stable(monkeypatch: pytest.MonkeyPatch) -> None:
-    import layerprof.measure.instruments as measure
-
-    monkeypatch.setattr(measure, "time", ScriptedClock([1.0, 3.0] * 100))
-    times = time_steps(lambda: None, torch.device("cpu"), min_steps=3, max_steps=7, tolerance=0.02)
-    assert times.step_ms == pytest.approx([1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0])
 
 
 def test_timing_stats_summary() -> None:
@@ -275,17 +252,6 @@ def test_a_cuda_window_waits_for_the_queue_before_it_and_times_each_step(monkeyp
     assert times.step_ms == pytest.approx([6.0, 7.0, 9.0])
     assert times.host_ms == pytest.approx([1.0])  # the first step's launch, not the second's (2 ms)
     assert gpu.clock_s == pytest.approx(0.072)  # the host waited for the last step: 50 + 1 + 5 + 7 + 9 ms
-
-
-def test_cuda_steps_are_timed_in_windows_of_ten(monkeypatch: pytest.MonkeyPatch) -> None:
-    gpu = ScriptedGpu()
-    gpu.install(monkeypatch)
-    steady = time_steps(lambda: gpu.launch(0.0, 0.004), torch.device("cuda"), min_steps=3, max_steps=50, tolerance=0.02)
-    assert steady.step_ms == pytest.approx([4.0] * 10)  # stable after the first window, checked only at its end
-    durations = iter([0.004, 0.008] * 50)
-    noisy = time_steps(lambda: gpu.launch(0.001, next(durations)), torch.device("cuda"), 3, 25, 0.02)
-    assert len(noisy.step_ms) == 25  # windows of 10, 10 and 5: never past the cap
-    assert noisy.host_ms == pytest.approx([1.0, 1.0, 1.0])  # each window's first launch
 
 
 def test_host_bound_starts_at_nine_tenths_of_the_step() -> None:
