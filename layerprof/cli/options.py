@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from layerprof.devices import GPU_KINDS, TARGETS
+from layerprof.devices import GPU_ALIASES, GPU_KINDS, TARGETS
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.correlate import EXECUTORS
 from layerprof.fidelity.grids import GRID_PRESETS
@@ -47,6 +47,10 @@ DTYPE_PRECISIONS = {PRECISIONS[name].dtype: name for name in PRECISIONS if not P
 Dtype = choices("Dtype", DTYPE_PRECISIONS)
 # one list of GPUs for every --gpu: the table in layerprof.devices
 GPU_LIST = ", ".join(GPU_KINDS)
+GPU_SXM_NOTE = (
+    f"One entry per SKU; {', '.join(GPU_ALIASES.values())} are the SXM boards "
+    f"(also {', '.join(GPU_ALIASES)}), the PCIe and NVL boards have their own."
+)
 
 ModelArgument = Annotated[
     str,
@@ -130,7 +134,9 @@ def gpu_option(purpose: str) -> Any:
     """A --gpu option: what this command does with the GPU, then the one list of GPUs every --gpu accepts."""
     return Annotated[
         str | None,
-        typer.Option("--gpu", metavar="NAME", help=f"{purpose} Known GPUs and MIG slices (any case): {GPU_LIST}."),
+        typer.Option(
+            "--gpu", metavar="NAME", help=f"{purpose} {GPU_SXM_NOTE} Known GPUs and MIG slices (any case): {GPU_LIST}."
+        ),
     ]
 
 

@@ -39,6 +39,7 @@ from layerprof.devices import (
     gpu_memory_bytes,
     kind_of_device,
     smallest_gpu_for,
+    unknown_device_error,
 )
 from layerprof.errors import LayerprofError
 from layerprof.measure.environment import ProcessSettings, describe_environment
@@ -299,7 +300,9 @@ def _same_device(profile: Profile, model: TimeModel, path: Path, threads: int | 
     """Calibration data must come from the device the estimate predicts for."""
     env = profile.environment
     if model.peaks.kind == "cuda":
-        gpu = kind_of_device(env.device_name, env.total_memory_bytes) if env.device_kind == "cuda" else None
+        gpu = kind_of_device(env.device_name) if env.device_kind == "cuda" else None
+        if gpu is None and env.device_kind == "cuda":
+            raise unknown_device_error(env.device_name, f"--calibrate {path}")
         if gpu is None or gpu.name != model.peaks.name:
             raise LayerprofError(
                 f"--calibrate {path}: measured on {env.device_name!r}, not on {model.peaks.name}; calibrate with "
