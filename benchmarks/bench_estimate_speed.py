@@ -4,6 +4,12 @@ in one run, with a check that the answers are identical.
 
     .venv/bin/python benchmarks/bench_estimate_speed.py                       # the issue's figures (minutes)
     .venv/bin/python benchmarks/bench_estimate_speed.py --smoke               # tiny models, seconds
+    taskset -c 1 .venv/bin/python benchmarks/bench_estimate_speed.py --cli OLD_CHECKOUT   # the commands, end to end
+
+`--cli OLD_CHECKOUT` runs the issue's three commands as a user does (`python -m layerprof ...`, start-up
+included) in this checkout and in OLD_CHECKOUT (e.g. `git worktree add /tmp/old main`), one after the other, each
+in its own checkout's folder; it prints wall and CPU seconds (the process's, which a busy machine disturbs less
+than wall time) and checks that both answer the same: the estimate's rows and `fit --json`.
 
 Targets (a quiet 2-core machine): `estimate pythia-1.4b --batch-sizes 1 --seq-len 2048` (27 z) under 8 s,
 pythia-12b (39 z) under 20 s, `fit pythia-1.4b --gpu H100 --seq-len 2048` under 15 s. Take the figures on a
@@ -16,6 +22,7 @@ import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 COMPARED_EXACTLY = ("estimate_basis", "predicted_step_time_ms", "predicted_device_time_ms",
@@ -99,10 +106,99 @@ def fit_pair(case: Case) -> tuple[float, float, str]:
     return seconds[0], seconds[1], f"traces {old.traces} -> {new.traces}, {composed} z composed; answers {verdict}"
 
 
+# the issue's commands, as a user runs them; the estimate writes its profile to compare rows
+CLI_COMMANDS = {
+    "layerprof --help": ["--help"],
+    "estimate pythia-1.4b --batch-sizes 1 --seq-len 2048": [
+        "estimate", "pythia-1.4b", "--batch-sizes", "1", "--seq-len", "2048", "--out", "{out}/estimate.json",
+    ],
+    "fit pythia-1.4b --gpu H100 --seq-len 2048": ["fit", "pythia-1.4b", "--gpu", "H100", "--seq-len", "2048", "--json"],
+}  # fmt: skip
+SMOKE_CLI_COMMANDS = {
+    "layerprof --help": ["--help"],
+    "estimate pythia-14m --batch-sizes 1 --seq-len 64": [
+        "estimate", "pythia-14m", "--batch-sizes", "1", "--seq-len", "64", "--out", "{out}/estimate.json",
+    ],
+    "fit pythia-14m --gpu T4 --seq-len 64": ["fit", "pythia-14m", "--gpu", "T4", "--seq-len", "64", "--json"],
+}  # fmt: skip
+
+
+def run_cli(checkout: Path, arguments: list[str], out: Path) -> tuple[float, float, Any]:
+    """One command in `checkout` (its folder first on the path, as `python -m` puts it): wall seconds, CPU
+    seconds of the process, and its answer (the estimate's rows, fit's JSON, the help's text)."""
+    import json
+    import os
+    import resource
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    command = [sys.executable, "-m", "layerprof", *(a.format(out=out) for a in arguments)]
+    environment = {**os.environ, "PYTHONPATH": str(checkout), "COLUMNS": "120"}
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)  # a user's install has its bytecode compiled
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    result = subprocess.run(command, cwd=checkout, env=environment, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed in {checkout}: {result.stderr[-2000:]}")
+    if "--json" in arguments:
+        answer: Any = json.loads(result.stdout)
+    elif (out / "estimate.json").exists():
+        answer = json.loads((out / "estimate.json").read_text())["rows"]
+    else:
+        answer = result.stdout
+    return wall, cpu, answer
+
+
+def same_answer(old: Any, new: Any) -> bool:
+    """Equal answers; a fit's composed z may have gained a predicted step time where the old code had none."""
+    if isinstance(old, dict) and isinstance(new, dict) and "results" in old and "results" in new:
+        old, new = dict(old), dict(new)
+        old_results, new_results = old.pop("results"), new.pop("results")
+        if old != new or len(old_results) != len(new_results):
+            return False
+        for a, b in zip(old_results, new_results, strict=True):
+            if b.get("composed") and a.get("predicted_step_time_ms") is None:
+                a, b = {**a, "predicted_step_time_ms": None}, {**b, "predicted_step_time_ms": None}
+            if a != b:
+                return False
+        return True
+    return old == new
+
+
+def cli_main(old: Path, smoke: bool, repeats: int) -> int:
+    """The commands end to end, the old checkout's beside this one's (best of `repeats`)."""
+    import tempfile
+
+    new = Path(__file__).resolve().parents[1]
+    failed = False
+    print(f"{'command':56s} {'old wall':>9s} {'new wall':>9s} {'old CPU':>8s} {'new CPU':>8s}  answers")
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, arguments in (SMOKE_CLI_COMMANDS if smoke else CLI_COMMANDS).items():
+            figures = {}
+            for name, checkout in (("old", old), ("new", new)):
+                runs = [run_cli(checkout, arguments, Path(scratch) / name) for _ in range(repeats)]
+                figures[name] = (min(r[0] for r in runs), min(r[1] for r in runs), runs[0][2])
+            same = label == "layerprof --help" or same_answer(figures["old"][2], figures["new"][2])
+            failed |= not same
+            (old_wall, old_cpu, _), (new_wall, new_cpu, _) = figures["old"], figures["new"]
+            verdict = "identical" if same else "DIFFERENT"
+            print(f"{label:56s} {old_wall:9.2f} {new_wall:9.2f} {old_cpu:8.2f} {new_cpu:8.2f}  {verdict}", flush=True)
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny models only (a check that it runs)")
+    parser.add_argument("--cli", type=Path, metavar="OLD_CHECKOUT", help="the commands end to end, old beside new")
+    parser.add_argument("--repeats", type=int, default=1, help="--cli: runs of each command (the best is shown)")
     args = parser.parse_args()
+    if args.cli is not None:
+        return cli_main(args.cli, args.smoke, args.repeats)
     failed = False
     print(f"{'case':44s} {'old (s)':>8s} {'new (s)':>8s} {'speed-up':>8s}  answers")
     for case in SMOKE if args.smoke else FULL:

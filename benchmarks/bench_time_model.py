@@ -99,7 +99,7 @@ def group_steps(profiles: list[Profile], target: str) -> dict[str, list[Measured
 
 def gpu(folders: list[Path]) -> None:
     profiles = profiles_in(folders)
-    kinds = {kind_of_device(p.environment.device_name, p.environment.total_memory_bytes) for p in profiles}
+    kinds = {kind_of_device(p.environment.device_name) for p in profiles}
     if len(kinds) != 1 or None in kinds:
         raise SystemExit(f"profiles of one known GPU kind are needed, found {kinds}")
     gpu_name = kinds.pop().name

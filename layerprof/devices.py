@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Final, Literal, get_args
 
 from layerprof.errors import LayerprofError
 
@@ -27,17 +27,21 @@ TARGETS: tuple[TargetName, ...] = get_args(TargetName)
 
 @dataclass(frozen=True)
 class GpuKind:
-    """One GPU (or MIG slice) of the table: memory, compute capability, dense peaks and bandwidth."""
+    """One GPU SKU (or MIG slice) of the table: memory, compute capability, dense peaks and bandwidth, the device
+    names torch and NVML report for it, and the datasheet its figures come from."""
 
     name: str
     memory_mib: int  # nvidia-smi's total memory
     compute_capability: tuple[int, int]
-    bf16_tflops: float  # dense peak of the tensor cores (float16 where bfloat16 is missing)
+    bf16_tflops: float  # dense bfloat16 peak: the tensor cores', or the CUDA cores' float32 where there are none
     ray_accelerator: str | None = None  # Ray's accelerator_type for nodes of this GPU, where Ray names it
     mig_of: str | None = None  # a MIG slice: the GPU it is cut from
     fp32_tflops: float = 0.0  # dense float32 on the CUDA cores (matmuls at torch's default "highest" precision)
     tf32_tflops: float = 0.0  # dense TF32 on the tensor cores (float32 matmuls with TF32 on); = fp32 without TF32
     memory_gbps: float = 0.0  # memory bandwidth, GB/s
+    fp16_tflops: float = 0.0  # dense float16 (float32 accumulate) on the tensor cores
+    device_names: tuple[str, ...] = ()  # torch.cuda.get_device_name / NVML names of this SKU, exactly
+    source: str = ""  # where the figures come from
 
     @property
     def share_of_gpu(self) -> float:
@@ -48,79 +52,115 @@ class GpuKind:
         match = re.search(r"(\d)g\.", self.name)
         return int(match.group(1)) / 7 if match else 1.0
 
+    @property
+    def mig_profile(self) -> str | None:
+        """A MIG slice's profile as NVML names it (1g.10gb), else None."""
+        return self.name.rsplit("-", 1)[-1] if self.mig_of else None
+
     def peak_tflops(self, dtype: str, tf32: bool = False) -> float:
         """Dense peak for a product in `dtype` ("float32", "bfloat16", "float16"); float32 on TF32 tensor cores
         when `tf32` (PyTorch's default for convolutions, not for matmuls)."""
         if dtype == "float32":
             return self.tf32_tflops if tf32 else self.fp32_tflops
-        return self.bf16_tflops
+        return self.fp16_tflops if dtype == "float16" else self.bf16_tflops
 
 
-# Dense peaks (no structured sparsity), TFLOP/s, from NVIDIA's datasheets: T4 (FP32 8.1, FP16 65, no TF32), L4 (FP32
-# 30.3, TF32 60, BF16 121), A10 (31.2, 62.5, 125), GeForce RTX 4090 (Ada Lovelace whitepaper, appendix: FP32 82.6,
-# TF32 82.6, BF16 with FP32 accumulate 165.2), A100 40/80 GB (19.5, 156, 312), L40S (91.6, 183, 362), H100 SXM5 and
-# H200 (67, 494.5, 989; the datasheets' 989 TF32 and 1,979 BF16 are with sparsity), B200 (HGX B200, per GPU of 8:
-# FP32 75, TF32 1,125, BF16 2,250). Turing (T4) has no TF32 or bfloat16 tensor cores: its TF32 figure is its plain
-# float32 one, its bfloat16 one float16's. Memory bandwidth, GB/s, from the same datasheets.
-def _gpu(
-    name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float, ray: str | None = None
-) -> GpuKind:
-    return GpuKind(name, mib, cc, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32, memory_gbps=gbps)
+# Dense peaks (no structured sparsity: half the datasheets' starred figures), TFLOP/s, and memory bandwidth, GB/s,
+# one SKU per entry with its source; `device_names` are the names torch and NVML report, matched exactly.
+# bfloat16 and float16 are the tensor cores' rates with float32 accumulate. Turing (T4) has no TF32 or bfloat16
+# tensor cores: its TF32 figure is its plain float32 one, and a bfloat16 product (emulated, on the CUDA cores) is
+# priced at float32's 8.1, not float16's 65.
+_H100_SHEET = "NVIDIA H100 Tensor Core GPU datasheet (SXM, PCIe and NVL columns)"
+_H200_SHEET = "NVIDIA H200 Tensor Core GPU datasheet (SXM and NVL columns)"
+_A100_SHEET = "NVIDIA A100 Tensor Core GPU datasheet (40/80 GB, SXM4 and PCIe columns)"
+
+
+def _gpu(name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float,
+         ray: str | None, names: tuple[str, ...], source: str, fp16: float | None = None) -> GpuKind:  # fmt: skip
+    return GpuKind(
+        name, mib, cc, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32, memory_gbps=gbps,
+        fp16_tflops=bf16 if fp16 is None else fp16, device_names=names, source=source,
+    )  # fmt: skip
 
 
 def _mig(name: str, of: GpuKind, mib: int, compute_share: float, memory_eighths: int) -> GpuKind:
     """A MIG slice: its share of the GPU's SMs for compute, its memory slices (of 8) for bandwidth."""
     return GpuKind(
-        name,
-        mib,
-        of.compute_capability,
-        of.bf16_tflops * compute_share,
-        mig_of=of.name,
-        fp32_tflops=of.fp32_tflops * compute_share,
-        tf32_tflops=of.tf32_tflops * compute_share,
-        memory_gbps=of.memory_gbps * memory_eighths / 8,
-    )
+        name, mib, of.compute_capability, of.bf16_tflops * compute_share, mig_of=of.name,
+        fp32_tflops=of.fp32_tflops * compute_share, tf32_tflops=of.tf32_tflops * compute_share,
+        memory_gbps=of.memory_gbps * memory_eighths / 8, fp16_tflops=of.fp16_tflops * compute_share,
+        source=f"{of.source}; NVIDIA MIG user guide (profiles, memory slices)",
+    )  # fmt: skip
 
 
-_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100")
-_A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, 2039, "A100")
-_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, 3350, "H100")
+# fmt: off
+_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100", ("A100-SXM4-40GB",), f"{_A100_SHEET}, SXM4")
+_A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, 2039, "A100", ("A100-SXM4-80GB", "A100-SXM-80GB"),
+                f"{_A100_SHEET}, SXM4")
+_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, 3350, "H100", ("H100 80GB HBM3",), f"{_H100_SHEET}, H100 SXM")
 
-# Common GPUs and MIG slices, in no particular order. The A100 slices keep their short names (1g.5gb, ...);
-# H100 slices are named H100-<profile>. A slice's peak is its share of the GPU's SMs (A100: g/7; H100 SXM5:
-# 16, 32, 60, 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory and bandwidth NVIDIA's MIG table's share of the GPU's.
+# Every SKU and MIG slice, in no particular order (`smallest_gpu_for` takes the first of equal memory). "H100",
+# "H200", "A100-40GB" and "A100-80GB" are the SXM boards (the names layerprof has always used; `GPU_ALIASES` takes
+# "H100-SXM" and the like too); the PCIe and NVL boards, with lower clocks and power, have their own entries. The
+# A100 slices keep their short names (1g.5gb, ...); H100 slices are named H100-<profile>. A slice's peak is its
+# share of the GPU's SMs (A100: g/7; H100 SXM5: 16, 32, 60, 64 of 132 SMs for 1g, 2g, 3g, 4g), its memory and
+# bandwidth NVIDIA's MIG table's share of the GPU's.
 GPU_KINDS: dict[str, GpuKind] = {
     gpu.name: gpu
     for gpu in (
         _mig("1g.5gb", _A100_40, 4864, 1 / 7, 1),
         _mig("1g.10gb", _A100_80, 9984, 1 / 7, 1),
-        _gpu("T4", 15360, (7, 5), 65, 8.1, 8.1, 320, "T4"),
+        _gpu("T4", 15360, (7, 5), 8.1, 8.1, 8.1, 320, "T4", ("Tesla T4", "T4"),
+             "NVIDIA T4 datasheet: FP32 8.1, mixed FP16 65; no TF32 or BF16 tensor cores", fp16=65),
         _mig("2g.20gb", _A100_80, 19968, 2 / 7, 2),
-        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, 300, "L4"),
-        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, 600, "A10"),
-        _gpu("RTX4090", 24564, (8, 9), 165, 82.6, 82.6, 1008, "GeForce-RTX-4090"),
+        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, 300, "L4", ("L4",), "NVIDIA L4 datasheet"),
+        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, 600, "A10", ("A10",), "NVIDIA A10 datasheet"),
+        _gpu("A10G", 23028, (8, 6), 70, 35, 35, 600, "A10G", ("A10G",),
+             "no NVIDIA datasheet (AWS-only): AWS EC2 G5 (24 GB, 600 GB/s); FP32 35, TF32 35, BF16 70 dense as "
+             "Baseten's 'NVIDIA A10 vs A10G' quotes NVIDIA's figures"),
+        _gpu("RTX4090", 24564, (8, 9), 165.2, 82.6, 82.6, 1008, "GeForce-RTX-4090", ("GeForce RTX 4090",),
+             "NVIDIA Ada Lovelace architecture whitepaper, appendix A (GeForce RTX 4090; BF16 with FP32 "
+             "accumulate)"),
         _mig("3g.40gb", _A100_80, 40192, 3 / 7, 4),
         _A100_40,
-        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, 864, "L40S"),
+        _gpu("A100-40GB-PCIe", 40960, (8, 0), 312, 19.5, 156, 1555, "A100", ("A100-PCIE-40GB",),
+             f"{_A100_SHEET}, PCIe"),
+        _gpu("L40", 46068, (8, 9), 181, 90.5, 90.5, 864, "L40", ("L40",), "NVIDIA L40 datasheet"),
+        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, 864, "L40S", ("L40S",), "NVIDIA L40S datasheet"),
+        _gpu("RTX6000-Ada", 49140, (8, 9), 364.2, 91.1, 182.1, 960, None, ("RTX 6000 Ada Generation",),
+             "NVIDIA RTX 6000 Ada Generation datasheet; Ada Lovelace architecture whitepaper, appendix A"),
         _A100_80,
+        _gpu("A100-80GB-PCIe", 81920, (8, 0), 312, 19.5, 156, 1935, "A100", ("A100 80GB PCIe",),
+             f"{_A100_SHEET}, PCIe"),
         _H100,
+        _gpu("H100-PCIe", 81559, (9, 0), 756.5, 51, 378, 2000, "H100", ("H100 PCIe",), f"{_H100_SHEET}, H100 PCIe"),
         _mig("H100-1g.10gb", _H100, 9984, 16 / 132, 1),
         _mig("H100-1g.20gb", _H100, 19968, 16 / 132, 2),
         _mig("H100-2g.20gb", _H100, 19968, 32 / 132, 2),
         _mig("H100-3g.40gb", _H100, 40192, 60 / 132, 4),
         _mig("H100-4g.40gb", _H100, 40192, 64 / 132, 4),
         _mig("H100-7g.80gb", _H100, 80640, 1.0, 8),
-        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, 4800, "H200"),
-        _gpu("B200", 183359, (10, 0), 2250, 75, 1125, 8000, "B200"),
+        _gpu("H100-NVL", 95830, (9, 0), 835.5, 60, 417.5, 3900, "H100", ("H100 NVL",), f"{_H100_SHEET}, H100 NVL"),
+        _gpu("GH200-96GB", 97871, (9, 0), 989, 67, 494.5, 4000, "GH200", ("GH200 480GB",),
+             "NVIDIA GH200 Grace Hopper Superchip datasheet, 96 GB HBM3 (NVML names it by its 480 GB of LPDDR5X)"),
+        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, 4800, "H200", ("H200",), f"{_H200_SHEET}, H200 SXM"),
+        _gpu("H200-NVL", 143771, (9, 0), 835.5, 60, 417.5, 4800, "H200", ("H200 NVL",), f"{_H200_SHEET}, H200 NVL"),
+        _gpu("B200", 183359, (10, 0), 2250, 75, 1125, 8000, "B200", ("B200",),
+             "NVIDIA HGX B200 datasheet, per GPU of 8"),
     )
 }
+# fmt: on
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
+# Other names `--gpu`, `--cluster` and `--gpu-kinds` take for an entry: the SXM boards by their form factor.
+GPU_ALIASES: dict[str, str] = {
+    "H100-SXM": "H100", "H200-SXM": "H200", "A100-40GB-SXM": "A100-40GB", "A100-80GB-SXM": "A100-80GB",
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------- prices
 
 # The variable that names a prices file (as --prices does) for every command that prints dollars.
-PRICES_VARIABLE = "LAYERPROF_PRICES"
+PRICES_VARIABLE: Final = "LAYERPROF_PRICES"
 PriceOrigin = Literal["built-in", "--price", "--prices", "LAYERPROF_PRICES"]
 
 
@@ -201,37 +241,52 @@ class PriceBook:
         return self.price(gpu).usd_per_hour * seconds / 3600
 
 
-def kind_of_device(device_name: str, total_memory_bytes: int | None = None) -> GpuKind | None:
-    """The table's GPU for a CUDA device name as torch and NVML report it ("NVIDIA H100 80GB HBM3",
-    "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"), or None."""
-    name = device_name.upper().replace("NVIDIA", "").replace("GEFORCE", "").replace(" ", "")
-    mig = re.search(r"MIG(\d+G\.\d+GB)", name)
-    for gpu in sorted(GPU_KINDS.values(), key=lambda g: -len(g.name)):
-        base = (gpu.mig_of or gpu.name).upper().replace("-40GB", "").replace("-80GB", "")
-        if base not in name or bool(mig) != bool(gpu.mig_of):
-            continue
-        if mig and not gpu.name.upper().endswith(mig.group(1)):
-            continue
-        large = gpu.memory_mib > 50_000  # A100: 40 or 80 GB by the memory torch reports
-        if (
-            gpu.name.startswith("A100")
-            and total_memory_bytes is not None
-            and large != (total_memory_bytes > 50_000 * MIB)
-        ):
-            continue
+def _device_key(name: str) -> str:
+    """A device name as compared: case and runs of spaces ignored, and the "NVIDIA " every name but Tesla's has."""
+    key = " ".join(name.split()).casefold()
+    return key.removeprefix("nvidia ")
+
+
+_BY_DEVICE_NAME: dict[str, GpuKind] = {
+    _device_key(device): gpu for gpu in GPU_KINDS.values() for device in gpu.device_names
+}
+
+
+def kind_of_device(device_name: str) -> GpuKind | None:
+    """The table's SKU for a CUDA device name exactly as torch and NVML report it ("NVIDIA H100 80GB HBM3",
+    "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"), or None: a name that is not in the table, even
+    a near one ("NVIDIA H100 PCIe" is not the SXM board, "NVIDIA H800" not an H100), has no kind."""
+    board, mig, profile = device_name.partition(" MIG ")
+    gpu = _BY_DEVICE_NAME.get(_device_key(board))
+    if gpu is None or not mig:
         return gpu
-    return None
+    wanted = profile.strip().casefold()
+    return next((s for s in GPU_KINDS.values() if s.mig_of == gpu.name and s.mig_profile == wanted), None)
+
+
+def unknown_device_error(device_name: str, what: str) -> LayerprofError:
+    """The refusal to predict for a device the table does not list: one line with the kinds it does."""
+    return LayerprofError(
+        f"{what}: {device_name!r} is not a GPU layerprof knows (it does not guess from a near name); "
+        f"known: {', '.join(GPU_KINDS)}"
+    )
 
 
 def peak_tflops(gpu: GpuKind, precision: str, tf32: bool = False) -> float:
-    """The dense peak a training precision's matrix products run at: the tensor cores' bfloat16/float16 peak for
-    bf16-* and 16-*, TF32 or plain float32 for 32-true (`tf32`: float32 matmuls allowed TF32)."""
-    return gpu.peak_tflops("bfloat16" if precision.startswith(("bf16", "16")) else "float32", tf32)
+    """The dense peak a training precision's matrix products run at: bfloat16's for bf16-*, float16's for 16-*
+    (the tensor cores', where the GPU has them), TF32 or plain float32 for 32-true (`tf32`: float32 matmuls
+    allowed TF32)."""
+    dtype = "bfloat16" if precision.startswith("bf16") else "float16" if precision.startswith("16") else "float32"
+    return gpu.peak_tflops(dtype, tf32)
 
 
 def find_gpu(name: str) -> GpuKind | None:
-    """A GPU in the table by case-insensitive name, or None."""
-    return next((gpu for known, gpu in GPU_KINDS.items() if known.lower() == name.strip().lower()), None)
+    """A GPU in the table by case-insensitive name (or alias: H100-SXM), or None."""
+    wanted = name.strip().casefold()
+    for known, target in (*((n, n) for n in GPU_KINDS), *GPU_ALIASES.items()):
+        if known.casefold() == wanted:
+            return GPU_KINDS[target]
+    return None
 
 
 def gpu_kind(name: str) -> GpuKind:

@@ -108,7 +108,7 @@ def layers(
         if costs:
             path = ensure_writable(out) if out else None
             with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
-                recipe_fields = {"optimizer": optimizer, **opt.recipe_settings(**recipe)}
+                recipe_fields = {"optimizer": optimizer, **opt.recipe_settings(**(recipe or {}))}
                 table = layer_costs(model, options, batch_size, precision, target, recipe_fields)
             if path:
                 table.save(path)
@@ -196,7 +196,7 @@ def profile(
             steps_per_visit=steps_per_visit,
             max_time_s=max_time,
             eval_frozen=eval_frozen,
-            **opt.recipe_settings(**recipe),
+            **opt.recipe_settings(**(recipe or {})),
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -287,7 +287,7 @@ def estimate(
             target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
-            **opt.recipe_settings(**recipe),
+            **opt.recipe_settings(**(recipe or {})),
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
@@ -409,7 +409,7 @@ def fit(
             mode="estimate",
             target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
-            **opt.recipe_settings(**recipe),
+            **opt.recipe_settings(**(recipe or {})),
         )
         with render.status(f"estimating {model}"):
             result = fit_model(model, options, settings, budget, selection, batch_size, **priced)

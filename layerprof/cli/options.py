@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from layerprof.devices import GPU_KINDS, TargetName
+from layerprof.devices import GPU_ALIASES, GPU_KINDS, TargetName
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.correlate import ExecutorName
 from layerprof.fidelity.grids import GridPresetName
@@ -36,6 +36,10 @@ DTYPE_PRECISIONS: dict[str, PrecisionName] = {
 }
 # one list of GPUs for every --gpu: the table in layerprof.devices
 GPU_LIST = ", ".join(GPU_KINDS)
+GPU_SXM_NOTE = (
+    f"One entry per SKU; {', '.join(GPU_ALIASES.values())} are the SXM boards "
+    f"(also {', '.join(GPU_ALIASES)}), the PCIe and NVL boards have their own."
+)
 
 ModelArgument = Annotated[
     str,
@@ -241,7 +245,9 @@ def gpu_option(purpose: str) -> Any:
     """A --gpu option: what this command does with the GPU, then the one list of GPUs every --gpu accepts."""
     return Annotated[
         str | None,
-        typer.Option("--gpu", metavar="NAME", help=f"{purpose} Known GPUs and MIG slices (any case): {GPU_LIST}."),
+        typer.Option(
+            "--gpu", metavar="NAME", help=f"{purpose} {GPU_SXM_NOTE} Known GPUs and MIG slices (any case): {GPU_LIST}."
+        ),
     ]
 
 

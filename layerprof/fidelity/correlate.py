@@ -18,7 +18,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -634,6 +633,7 @@ def run_local(
 ) -> None:
     """Worker processes (spawned, one torch thread each); results stream back as they finish."""
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait  # not at `layerprof --help`
 
     if workers <= 1:
         for job in jobs:

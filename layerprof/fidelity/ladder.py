@@ -346,9 +346,7 @@ def time_scale(profile: Profile, gpu: GpuKind, command: str) -> tuple[float, str
     it, predicted for it, or scaled from the profile's GPU by the two kinds' peaks for the profile's precision. A
     CPU profile's times say nothing about a GPU: an input error naming `command`."""
     environment = profile.environment
-    source = find_gpu(environment.cluster_kind or "") or kind_of_device(
-        environment.device_name, environment.total_memory_bytes
-    )
+    source = find_gpu(environment.cluster_kind or "") or kind_of_device(environment.device_name)
     if source is None and environment.estimated and environment.device_kind == "cuda":
         source = find_gpu(profile.settings.target_gpu or "H100")  # an estimate predicts for its --gpu (H100's peaks)
     if source is None:

@@ -37,6 +37,7 @@ from layerprof.devices import (
     find_gpu,
     kind_of_device,
     peak_tflops,
+    unknown_device_error,
 )
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
@@ -177,13 +178,10 @@ def profile_set(profiles: Sequence[Profile], batch_size: int | None) -> ProfileS
                 f"{profile.model.spec} was profiled on {environment.device_name}, not a GPU; give profiles measured "
                 "on GPUs or an estimate (--target cuda)"
             )
-        gpu = find_gpu(environment.cluster_kind or "") or kind_of_device(
-            environment.device_name, environment.total_memory_bytes
-        )
+        # the device's own name decides; the --gpu-kinds label it ran under only where the table lacks that name
+        gpu = kind_of_device(environment.device_name) or find_gpu(environment.cluster_kind or "")
         if gpu is None:
-            raise LayerprofError(
-                f"{environment.device_name} is not a GPU layerprof knows; it knows {', '.join(GPU_KINDS)}"
-            )
+            raise unknown_device_error(environment.device_name, str(profile.model.spec))
         if gpu.name in measured:
             raise LayerprofError(f"two profiles were measured on {gpu.name}; give one per GPU kind")
         measured[gpu.name] = profile

@@ -1136,9 +1136,9 @@ def _priced_asha(outcome: Outcome, prices: Sequence[RungPrice]) -> None:
     seconds = [p.trial_gpu_seconds for p in prices]
     flops = [p.trial_flops for p in prices]
     if all(s is not None for s in seconds):
-        outcome.gpu_seconds = sum(c * s for c, s in zip(counts, seconds, strict=True))  # type: ignore[operator]
+        outcome.gpu_seconds = sum(c * (s or 0.0) for c, s in zip(counts, seconds, strict=True))
     if all(f is not None for f in flops):
-        outcome.flops = sum(c * f for c, f in zip(counts, flops, strict=True))  # type: ignore[operator]
+        outcome.flops = sum(c * (f or 0.0) for c, f in zip(counts, flops, strict=True))
     needs = [p.memory_need_bytes for p in prices]
     outcome.peak_memory_bytes = None if any(n is None for n in needs) else max(needs)  # type: ignore[type-var]
 

@@ -312,8 +312,9 @@ def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction
 
 def pydoc_lm_model() -> nn.Module:
     """The byte-level language model of the pydoc-lm task."""
-    from litgpt import GPT, Config
+    from layerprof.sources.models import litgpt_classes
 
+    Config, GPT = litgpt_classes()  # noqa: N806
     lm_config = Config(
         name="pydoc-lm", block_size=LM_CONTEXT, vocab_size=256, padded_vocab_size=256, n_layer=4, n_head=4, n_embd=64
     )

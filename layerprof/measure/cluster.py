@@ -64,8 +64,8 @@ def parse_gpu_kinds(text: str) -> list[ClusterKind]:
             )
         elif gpu.ray_accelerator is None:
             raise LayerprofError(
-                f"--gpu-kinds: Ray does not label {gpu.name} nodes (a MIG slice); give the custom resource that "
-                f"marks them: {gpu.name}=RESOURCE"
+                f"--gpu-kinds: Ray does not label {gpu.name} nodes ({'a MIG slice' if gpu.mig_of else 'no type'}); "
+                f"give the custom resource that marks them: {gpu.name}=RESOURCE"
             )
         else:
             kinds.append(ClusterKind(gpu.name, f"accelerator_type:{gpu.ray_accelerator}", gpu))
@@ -94,8 +94,8 @@ def inventory_from_ray(address: str | None) -> list[InventoryItem]:
         counts[matches[0].name] = counts.get(matches[0].name, 0) + gpus
     if unknown:
         raise LayerprofError(
-            f"the Ray cluster's {', '.join(sorted(unknown))} nodes do not say which GPU model they are (A100: 40 or "
-            "80 GB?); give the inventory as --cluster COUNTxGPU,..."
+            f"the Ray cluster's {', '.join(sorted(unknown))} nodes do not say which GPU SKU they are (Ray names "
+            "every H100 board H100, every A100 A100); give the inventory as --cluster COUNTxGPU,..."
         )
     if not counts:
         raise LayerprofError("the Ray cluster has no GPU nodes with an accelerator_type; give --cluster COUNTxGPU,...")

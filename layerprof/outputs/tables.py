@@ -18,7 +18,7 @@ from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, total_
 if TYPE_CHECKING:
     from layerprof.fidelity.correlate import CellStatistics, CorrelationResult
     from layerprof.fidelity.plan import ClusterPlan, Schedule
-    from layerprof.fidelity.simulate import Outcome, Simulation
+    from layerprof.fidelity.simulate import ContinuedPath, Outcome, PathResult, Simulation
     from layerprof.predict.audit import AuditReport
     from layerprof.predict.estimate import FitReport
 
@@ -791,13 +791,14 @@ def wall_rows(simulation: Simulation) -> list[list[str]]:
     """One row per path and way of running it: the recorded seconds until the pick on the simulation's workers,
     synchronous (halving, Hyperband) against asynchronous (ASHA)."""
     rows = []
-    ways = [(path, "scratch", path) for path in simulation.paths]
+    ways: list[tuple[PathResult, str, PathResult | ContinuedPath]] = [(p, "scratch", p) for p in simulation.paths]
     ways += [(path, path.continued.runs_label, path.continued) for path in simulation.paths if path.continued]
     for path, runs, way in ways:
         asha = way.asha
         if asha is None:
             continue
-        halving, hyperband = way.successive_halving.wall_seconds, way.hyperband and way.hyperband.wall_seconds
+        halving = way.successive_halving.wall_seconds
+        hyperband = way.hyperband.wall_seconds if way.hyperband else None
         ratio = None if not halving or asha.wall_seconds is None else asha.wall_seconds / halving
         trials = "·".join(f"{count:g}" for count in asha.trials_per_rung or [])
         rows.append([path.name, runs, _seconds(halving), _seconds(hyperband), _seconds(asha.wall_seconds),

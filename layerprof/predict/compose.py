@@ -21,7 +21,9 @@ line's ends (the time model prices a foreach kernel per 110 tensors, a step func
 
 `fit` composes across the batch size too: a step's timeline at two batch sizes, identical but for requested
 sizes that grow by whole bytes per sample, replays at any batch size through the allocator's rounding
-(`BatchLine`), and the run's z between the anchors are searched on the composed need.
+(`BatchLine`), and the run's z between the anchors are searched on the composed need. Such a z's predicted step
+time comes from the anchors beside it: each anchor's traced operations at two batch sizes, scaled per operation
+to the z's batch along the line through them (`trace_at_batch`), priced, and interpolated at the z.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.utils._pytree import tree_flatten
 
-from layerprof.measure.instruments import LiveTensorTracker
+from layerprof.measure.instruments import LiveTensorTracker, StepTrace
 from layerprof.measure.sweep import CellContext, CellRunner, new_row
 from layerprof.profile import MEMORY_FIELDS, EstimateBasis, MemoryCategory, Row, SweepSettings
 from layerprof.sources.layers import Layer
@@ -417,3 +419,33 @@ class BatchLine:
     def peak_bytes(self, batch_size: int, allocation_size: Callable[[int], int]) -> int | None:
         sizes = self.requested(batch_size)
         return None if sizes is None else self.timeline.peak_bytes(sizes, allocation_size)
+
+
+def trace_at_batch(traces: dict[tuple[int, int], StepTrace], z: int, batch_size: int) -> StepTrace | None:
+    """z's traced step at `batch_size`: the trace itself where there is one, else the two traced batch sizes of z
+    nearest to it whose steps run the same operations in the same order, with every operation's FLOPs and bytes
+    on the line through the two (a transformer's or a CNN's per-sample work is the same at every batch); None
+    where z has no two such traces."""
+    if (batch_size, z) in traces:
+        return traces[(batch_size, z)]
+    near = sorted((b for b, traced_z in traces if traced_z == z), key=lambda b: (abs(b - batch_size), b))
+    for i, first in enumerate(near):
+        for second in near[i + 1 :]:
+            a, b = traces[(first, z)], traces[(second, z)]
+            if a.module_calls != b.module_calls or len(a.ops) != len(b.ops):
+                continue
+            if [_op_kind(x) for x in a.ops] != [_op_kind(y) for y in b.ops]:
+                continue
+            share = (batch_size - first) / (second - first)
+            ops = [
+                replace(x, flops=max(0, round(x.flops + (y.flops - x.flops) * share)),
+                        bytes_moved=max(0, round(x.bytes_moved + (y.bytes_moved - x.bytes_moved) * share)))
+                for x, y in zip(a.ops, b.ops, strict=True)
+            ]  # fmt: skip
+            return StepTrace(ops, a.module_calls)
+    return None
+
+
+def _op_kind(op: Any) -> tuple[Any, ...]:
+    """What must match for two traced operations to be the same one at two batch sizes."""
+    return (op.name, op.op_class, op.phase, op.dtype, op.kernels)

@@ -42,6 +42,7 @@ from layerprof.devices import (
     gpu_memory_bytes,
     kind_of_device,
     smallest_gpu_for,
+    unknown_device_error,
 )
 from layerprof.errors import LayerprofError
 from layerprof.measure.environment import ProcessSettings, describe_environment
@@ -335,7 +336,9 @@ def _same_device(profile: Profile, model: TimeModel, path: Path, threads: int | 
     """Calibration data must come from the device the estimate predicts for."""
     env = profile.environment
     if model.peaks.kind == "cuda":
-        gpu = kind_of_device(env.device_name, env.total_memory_bytes) if env.device_kind == "cuda" else None
+        gpu = kind_of_device(env.device_name) if env.device_kind == "cuda" else None
+        if gpu is None and env.device_kind == "cuda":
+            raise unknown_device_error(env.device_name, f"--calibrate {path}")
         if gpu is None or gpu.name != model.peaks.name:
             raise LayerprofError(
                 f"--calibrate {path}: measured on {env.device_name!r}, not on {model.peaks.name}; calibrate with "
@@ -491,8 +494,8 @@ class FitResult:
     cheapest_gpu: str | None = None  # for the requested batch size, the priced GPU with the lowest price per hour
     cheapest_price: str | None = None  # its price and where it comes from
     predicted_step_time_ms: float | None = None  # at the largest batch, by the time model (not measured)
-    # composed from its run's anchors (layerprof.predict.compose): the batch and need exact, no step traced to
-    # predict from
+    # composed from its run's anchors (layerprof.predict.compose): the batch and need exact, the step time from
+    # the anchors' traces scaled to its batch
     composed: bool = False
     # the search stops at MAX_BATCH_SIZE: a larger batch may fit too, so the answer is a lower bound
     at_search_limit: bool = False
@@ -876,7 +879,25 @@ class FitSearch:
             return None
         if fits is None:
             return FitResult(z, 0, known[self.smallest_batch], composed=True)
-        return FitResult(z, fits, known[fits], composed=True)
+        step_ms = self.composed_step_ms(z, fits, anchors)
+        return FitResult(z, fits, known[fits], predicted_step_time_ms=step_ms, composed=True)
+
+    def composed_step_ms(self, z: int, batch_size: int, anchors: Sequence[int]) -> float | None:
+        """A composed z's predicted step time at `batch_size`: the anchors on either side of it priced on their
+        traces scaled per operation to that batch (`layerprof.predict.compose.trace_at_batch`), interpolated at z;
+        None without a time model or where an anchor has no two traces that scale."""
+        from layerprof.predict.compose import trace_at_batch
+
+        if self.time_model is None or not batch_size:
+            return None
+        below, above = max(a for a in anchors if a < z), min(a for a in anchors if a > z)
+        times = []
+        for anchor in (below, above):
+            trace = trace_at_batch(self.traces, anchor, batch_size)
+            if trace is None:
+                return None
+            times.append(self.time_model.predict(trace).step_ms)
+        return times[0] + (times[1] - times[0]) * (z - below) / (above - below)
 
     def smallest_gpu(self, trainable_layers: int, batch_size: int) -> str | None:
         """The smallest listed GPU whose memory holds the cell's need (None: none does)."""

@@ -201,6 +201,7 @@ def layer_costs(
         context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
         with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
                            with_scaler=False) as cell:  # fmt: skip
+            assert cell.optimizer is not None  # a cell that trains every layer has an optimizer
             prime_optimizer(cell.optimizer, cell.params, None, optimizer)  # steady state: its state exists
             cell.optimizer_steps = optimizer.traced
             costs = [LayerCost(layer.index, layer.name, layer.type, layer.params) for layer in layers]

@@ -66,16 +66,16 @@ class DevicePeaks:
 
     @classmethod
     def of_gpu(cls, gpu: GpuKind) -> DevicePeaks:
-        """A GPU's peaks from its datasheet entry in layerprof.devices (float16 at the bfloat16 peak)."""
+        """A GPU's peaks from its datasheet entry in layerprof.devices."""
         return cls(
             gpu.name,
             "cuda",
             gpu.fp32_tflops,
             gpu.tf32_tflops,
             gpu.bf16_tflops,
-            gpu.bf16_tflops,
+            gpu.fp16_tflops,
             gpu.memory_gbps,
-            f"{gpu.name} datasheet (layerprof.devices)",
+            f"{gpu.name}: {gpu.source}",
         )
 
 

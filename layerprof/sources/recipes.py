@@ -100,9 +100,9 @@ class AppliedRecipe:
         self.parts.clear()
 
 
-def _adaptable_types() -> tuple[type, ...]:
+def _adaptable_types() -> tuple[type[nn.Module], ...]:
     """The module types PEFT's LoRA adapts here: Linear and Conv1d/2d, and transformers' GPT-2 Conv1D."""
-    types: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+    types: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
     try:
         from transformers.pytorch_utils import Conv1D
 
@@ -156,6 +156,7 @@ def _materialise_adapters(model: nn.Module) -> None:
         if not isinstance(module, LoraLayer):
             continue
         weight = module.get_base_layer().weight
+        assert isinstance(weight, torch.Tensor)  # Linear, Conv and Conv1D hold their weight as a tensor
         for adapter_name in module.active_adapters:
             for adapters in (module.lora_A, module.lora_B):
                 for sub in adapters[adapter_name].modules():

@@ -4,6 +4,8 @@ timm models by family, and Hugging Face causal LMs built offline from their conf
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -178,3 +180,31 @@ def test_models_lists_timm_and_hf() -> None:
     assert result.exit_code == 0 and {"llama", "gpt2", "qwen2"} <= set(json.loads(result.output)["hf"])
     result = CliRunner().invoke(app, ["models", "--source", "timm", "--json"])
     assert result.exit_code == 0 and "vit_small_patch16_224" in json.loads(result.output)["timm"]
+
+
+def test_no_name_is_both_a_litgpt_config_and_a_torchvision_model() -> None:
+    """`resolve` looks a bare name up in LitGPT's list first (it imports faster): that is safe while none is in both."""
+    from layerprof.sources.models import litgpt_names
+
+    assert not set(litgpt_names()) & set(torchvision_names())
+    assert "pythia-14m" in litgpt_names() and "resnet18" in torchvision_names()
+
+
+def test_a_litgpt_model_builds_without_lightning_and_the_whole_package_still_loads_after() -> None:
+    """LitGPT's `__init__` imports its API, Lightning, torchmetrics and transformers; building a GPT needs none of
+    them. Anything else of the package afterwards (`litgpt.LLM`, the checkpoint converter) loads it whole."""
+    code = (
+        "import sys\n"
+        "from layerprof.sources.models import build_model, resolve\n"
+        "assert resolve('pythia-14m') == ('litgpt', 'pythia-14m')\n"
+        "loaded = build_model('pythia-14m', device='meta')\n"
+        "heavy = sorted(m for m in ('lightning', 'torchmetrics', 'transformers', 'torchvision') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "import litgpt, litgpt.model\n"
+        "from litgpt.scripts.convert_hf_checkpoint import qkv_reassemble\n"
+        "assert litgpt.GPT is litgpt.model.GPT is type(loaded.model) and litgpt.LLM.__name__ == 'LLM'\n"
+        "assert litgpt.model.Config().mlp_class is litgpt.model.GptNeoxMLP\n"
+        "assert 'lightning' in sys.modules and callable(litgpt.model.qkv_reassemble)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
