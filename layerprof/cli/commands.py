@@ -307,6 +307,7 @@ def ladder(
     correlation: opt.CorrelationOption = None,
     as_json: opt.LadderJsonOption = False,
     export: opt.LadderExportOption = None,
+    objective: opt.ObjectiveOption = None,
     split: opt.SplitOption = opt.SplitMode.profile,
     output_format: opt.FormatOption = opt.OutputFormat.table,
     gpu: opt.LadderGpuOption = None,
@@ -317,6 +318,7 @@ def ladder(
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
         opt.check_one_output(as_json, export)
+        opt.check_objective(export, objective)
         from layerprof.fidelity.correlate import load_result
         from layerprof.fidelity.granularity import choose_split_for_profile
         from layerprof.fidelity.ladder import ladder_for
@@ -344,7 +346,7 @@ def ladder(
             with render.status("comparing the splits at other depths (one per-layer trace)"):
                 report = choose_split_for_profile(load_profile(profile_path), result.batch_size, eta)
         if export is not None:
-            print(export_snippet(result, export.value), end="")
+            print(export_snippet(result, export.value, objective), end="")
         elif as_json:
             render.as_json(result.to_dict() | ({"split": asdict(report)} if report is not None else {}))
         else:
@@ -541,11 +543,13 @@ def plan(
     deadline: opt.DeadlineOption = None,
     as_json: opt.PlanJsonOption = False,
     export: opt.PlanExportOption = None,
+    objective: opt.ObjectiveOption = None,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
     with user_errors():
         opt.check_one_output(as_json, export)
+        opt.check_objective(export, objective)
         from layerprof.fidelity.plan import plan_cluster
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray
@@ -564,7 +568,7 @@ def plan(
             **opt.priced(prices, prices_file, deadline=deadline),
         )
         if export is not None:
-            print(export_plan_ray(result), end="")
+            print(export_plan_ray(result, objective), end="")
         elif as_json:
             render.as_json(result.to_dict())
         else:

@@ -21,7 +21,7 @@ from layerprof.fidelity.grids import GRID_PRESETS
 from layerprof.fidelity.ladder import COSTS
 from layerprof.fidelity.trials import PATHS
 from layerprof.measure.optimizers import OPTIMIZERS
-from layerprof.outputs.exporters import EXPORTERS
+from layerprof.outputs.exporters import EXPORTERS, parse_objective
 from layerprof.outputs.report import IMAGE_FORMATS
 from layerprof.precision import PRECISIONS, PrecisionName
 from layerprof.profile import MODEL_SOURCES
@@ -211,6 +211,16 @@ def priced(
     if deadline is not None:
         arguments["deadline_seconds"] = parse_duration(deadline)
     return arguments
+
+
+def check_objective(export: object | None, objective: str | None) -> None:
+    """--objective names the training an exported script calls: only with --export, and a function that is there
+    (read, not run: before anything heavy is imported)."""
+    if objective is None:
+        return
+    if export is None:
+        raise LayerprofError("--objective names the training of an exported script; give --export too")
+    parse_objective(objective)
 
 
 # ---------------------------------------------------------------- options of one command (or one meaning)
@@ -553,6 +563,15 @@ DeadlineOption = Annotated[
         metavar="DURATION",
         help="e.g. 6h: the cheapest composition of --cluster's kinds (each up to its count) that runs successive "
         "halving over the ladder by then, rented for the whole run; or why none does.",
+    ),
+]
+ObjectiveOption = Annotated[
+    str | None,
+    typer.Option(
+        "--objective",
+        metavar="FILE.py:FN",
+        help="With --export: the script trains with your FN(config, trainable_layers, steps, state) -> (loss, "
+        "state), freezing with layerprof.freeze (docs/api.md); without, a stand-in to replace.",
     ),
 ]
 CurrentArgument = Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")]
