@@ -60,7 +60,7 @@ def models(
 ) -> None:
     """List the model names layerprof accepts, grouped by source."""
     with user_errors():
-        from layerprof.sources.models import known_names
+        from layerprof.sources.names import known_names
 
         render.model_names(known_names(source), as_json)
 
@@ -85,12 +85,15 @@ def layers(
     """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
     layer costs)."""
     with user_errors():
+        from layerprof.sources.names import resolve
+
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        resolve(model)  # a wrong name or option is refused before torch is imported
         from layerprof.fidelity.granularity import splits_by_depth
         from layerprof.predict.layercosts import layer_costs
         from layerprof.profile import ensure_writable
         from layerprof.sources.models import CONSTRUCTION_NOTES, split_model
 
-        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         if depth:
             deepest = splits_by_depth(model, options, depth)[-1]
             if deepest.depth < depth:
@@ -171,9 +174,9 @@ def profile(
     The paper's protocol exactly: --warmup 100 --min-steps 100 --steps 100.
     """
     with user_errors():
-        from layerprof.measure.sweep import plan_profile
         from layerprof.parsing import parse_cpu_list, parse_layer_selection
         from layerprof.profile import SweepSettings
+        from layerprof.sources.names import resolve
 
         settings = SweepSettings(
             batch_sizes=opt.parse_batch_sizes(batch_sizes),
@@ -191,9 +194,13 @@ def profile(
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         opt.check_profile_executor(executor.value == "ray", cpus, gpu_kinds, address, out)
         if executor.value == "ray":
+            resolve(model)
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
+        resolve(model)  # every option and the name are checked before torch is imported
+        from layerprof.measure.sweep import plan_profile
+
         with render.status(f"building {model} on {device}"):
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
         job.per_layer = per_layer
@@ -263,9 +270,8 @@ def estimate(
     with user_errors():
         from layerprof.devices import gpu_kind
         from layerprof.parsing import parse_layer_selection
-        from layerprof.predict.estimate import plan_estimate
-        from layerprof.predict.timemodel import check_predictions
         from layerprof.profile import SweepSettings, load_profile
+        from layerprof.sources.names import resolve
 
         settings = SweepSettings(
             batch_sizes=opt.parse_batch_sizes(batch_sizes),
@@ -280,6 +286,10 @@ def estimate(
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         measured = load_profile(against) if against else None
+        resolve(model)  # every option and the name are checked before torch is imported
+        from layerprof.predict.estimate import plan_estimate
+        from layerprof.predict.timemodel import check_predictions
+
         doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
         with render.status(doing):
             job = plan_estimate(model, options, settings, selection, out, calibrate or (), threads, restart)

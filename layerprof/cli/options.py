@@ -151,9 +151,9 @@ def model_options(
     overrides: list[str] | None,
     unwrap: list[str] | None,
 ) -> Any:
-    """The model options (`layerprof.sources.models.ModelOptions`) the shared model flags give."""
+    """The model options (`layerprof.sources.names.ModelOptions`) the shared model flags give."""
     from layerprof.parsing import parse_input_shape, parse_overrides
-    from layerprof.sources.models import ModelOptions
+    from layerprof.sources.names import ModelOptions
 
     return ModelOptions(
         num_classes=num_classes,

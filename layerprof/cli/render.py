@@ -232,7 +232,7 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 def model_names(names: dict[str, list[str]], json_only: bool) -> None:
     """`models`: each source's names, presets with their descriptions (or the lists as JSON)."""
     from layerprof.outputs.tables import print_model_names
-    from layerprof.sources.models import PRESETS
+    from layerprof.sources.names import PRESETS
 
     if json_only:
         as_json(names)

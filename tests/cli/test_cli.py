@@ -82,6 +82,11 @@ def test_models_lists_every_source(runner: CliRunner) -> None:
     assert set(names) == {"preset", "torchvision", "litgpt", "timm", "hf"}  # timm and hf are dev dependencies
     assert "paper-gpt-14m" in names["preset"] and "resnet18" in names["torchvision"]
     assert "pythia-1.4b" in names["litgpt"]
+    # timm and hf names are listed as they are accepted, with their prefix: each copies into a command
+    assert all(name.startswith("timm:") for name in names["timm"]) and "timm:convnext_atto" in names["timm"]
+    assert all(name.startswith("hf:") for name in names["hf"]) and "hf:gpt2" in names["hf"]
+    assert run(runner, "layers", "timm:convnext_atto", "--json").exit_code == 0
+    assert_one_line_error(run(runner, "layers", "convnext_atto"), "model 'convnext_atto' is a timm name: give timm:")
 
 
 def test_prefix_disambiguates(runner: CliRunner) -> None:
