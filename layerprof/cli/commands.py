@@ -31,7 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
 )
 
 
@@ -199,9 +199,10 @@ def profile(
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
         resolve(model)  # every option and the name are checked before torch is imported
+        from layerprof.measure.environment import resolve_device
         from layerprof.measure.sweep import plan_profile
 
-        with render.status(f"building {model} on {device}"):
+        with render.status(f"building {model} on {resolve_device(device)}"):
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
         job.per_layer = per_layer
         result = render.run_job(job, f"{job.device}")

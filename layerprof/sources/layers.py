@@ -44,8 +44,10 @@ CONTAINER_TYPES: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn
 # torch's stacks of repeated blocks: their forward only runs the blocks in turn (and a final norm), so each block
 # is a layer, as it is when the user's model holds the blocks in a ModuleList
 BLOCK_STACK_TYPES: tuple[type[nn.Module], ...] = (nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)
-# a layer holding at least this share of the model's parameters in alike blocks is named in a warning
+# a layer holding at least this share of the model's parameters in at least this many alike blocks is named in
+# a warning (two blocks are left alone: a stage of torchvision's MaxViT holds 57% in two)
 DOMINANT_LAYER_SHARE = 0.5
+DOMINANT_LAYER_BLOCKS = 3
 
 
 def _unwraps(module: nn.Module, unwrap: Iterable[str | type]) -> bool:
@@ -220,15 +222,15 @@ def repeated_blocks(module: nn.Module) -> tuple[str, int] | None:
 
 
 def unwrap_hint(model: nn.Module, layers: Sequence[Layer]) -> str | None:
-    """A warning for a layer that holds at least half the parameters in alike blocks, with the `--unwrap` that
-    splits it into them; None where no layer does (the paper's models, torchvision's, LitGPT's)."""
+    """A warning for a layer that holds at least half the parameters in three or more alike blocks, with the
+    `--unwrap` that splits it into them; None where no layer does (the paper's models, torchvision's, LitGPT's)."""
     total = total_params(layers)
     for layer in layers:
         if not layer.name or total == 0 or layer.params < DOMINANT_LAYER_SHARE * total:
             continue
         module = model.get_submodule(layer.name)
         blocks = repeated_blocks(module)
-        if blocks is not None:
+        if blocks is not None and blocks[1] >= DOMINANT_LAYER_BLOCKS:
             name, count = blocks
             return (
                 f"layer {layer.name} ({type(module).__name__}) holds {layer.params / total:.0%} of the parameters in "
