@@ -409,8 +409,8 @@ def fit(
             target=target.value,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
         )
-        with render.status(f"estimating {model}"):
-            result = fit_model(model, options, settings, budget, selection, batch_size, **priced)
+        with render.progress_bar(f"fitting {model}: z") as advance:
+            result = fit_model(model, options, settings, budget, selection, batch_size, progress=advance, **priced)
         render.fit(result, as_json)
 
 
@@ -470,8 +470,9 @@ def correlate(
             failures = render.TrialFailures(advance)
             try:
                 result = run_study(
-                    plan, out, executor=executor.value, workers=workers, address=address, on_result=failures.on_result
-                )
+                    plan, out, executor=executor.value, workers=workers, address=address, on_result=failures.on_result,
+                    on_start=advance,
+                )  # fmt: skip
             except KeyboardInterrupt:
                 render.note(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume", "interrupted", "yellow")
                 raise typer.Exit(130) from None
