@@ -500,6 +500,7 @@ def simulate(
     prices_file: opt.PricesOption = None,
     out: opt.SimulateOutOption = None,
     as_json: opt.SimulateJsonOption = False,
+    wide: opt.WideOption = False,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
     """Replay halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost, wall time per path."""
@@ -538,7 +539,7 @@ def simulate(
         if as_json:
             render.as_json(simulation.to_dict())
         else:
-            render.simulation(simulation, output_format.value, written)
+            render.simulation(simulation, output_format.value, written, wide)
 
 
 @app.command()
@@ -556,6 +557,7 @@ def plan(
     as_json: opt.PlanJsonOption = False,
     export: opt.PlanExportOption = None,
     objective: opt.ObjectiveOption = None,
+    wide: opt.WideOption = False,
     output_format: opt.FormatOption = opt.OutputFormat.table,
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
@@ -584,7 +586,7 @@ def plan(
         elif as_json:
             render.as_json(result.to_dict())
         else:
-            render.cluster_plan(result, output_format.value)
+            render.cluster_plan(result, output_format.value, wide)
 
 
 @app.command()

@@ -536,6 +536,9 @@ PlanBatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", metavar="B", help="The batch size (default: the one they share).")
 ]
 PlanJsonOption = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Every column in the tables (default: those that fit 100 columns).")
+]
 PlanExportOption = Annotated[
     PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
 ]

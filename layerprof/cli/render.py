@@ -568,28 +568,35 @@ def correlation(result: Any, paths: list[Path]) -> None:
     wrote(paths, f" · {result.wall_seconds:.0f} s · {result.executor}")
 
 
-def simulation(result: Any, output_format: str, written: list[Path]) -> None:
+WIDE_NOTE = "--wide shows every column; --json every figure"
+
+
+def simulation(result: Any, output_format: str, written: list[Path], wide: bool = False) -> None:
     """A simulate run: one table per algorithm (or Markdown), the legend and the files written."""
     from layerprof.outputs.tables import markdown_simulation, rich_simulation_tables, simulation_legend
 
     if output_format == "md":
         print(markdown_simulation(result) + "\n")
     else:
-        for table in rich_simulation_tables(result):
+        for table in rich_simulation_tables(result, wide):
             console.print(table)
+        if not wide:
+            line(WIDE_NOTE, style="dim")
     line(simulation_legend(result), style="dim")
     wrote(written)
 
 
-def cluster_plan(result: Any, output_format: str) -> None:
+def cluster_plan(result: Any, output_format: str, wide: bool = False) -> None:
     """A plan: rungs placed on the GPUs, the summary, and its notes."""
     from layerprof.outputs.tables import markdown_plan, plan_price_lines, rich_plan_tables
 
     if output_format == "md":
         print(markdown_plan(result) + "\n")
     else:
-        for table in rich_plan_tables(result):
+        for table in rich_plan_tables(result, wide):
             console.print(table)
+        if not wide:
+            line(WIDE_NOTE, style="dim")
     for text in [*plan_price_lines(result), *result.notes]:
         line(f"  {text}", style="dim")
 
