@@ -85,10 +85,7 @@ def layers(
     """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
     layer costs)."""
     with user_errors():
-        from layerprof.sources.names import resolve
-
-        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
-        resolve(model)  # a wrong name or option is refused before torch is imported
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         from layerprof.fidelity.granularity import splits_by_depth
         from layerprof.predict.layercosts import layer_costs
         from layerprof.profile import ensure_writable
@@ -176,7 +173,6 @@ def profile(
     with user_errors():
         from layerprof.parsing import parse_cpu_list, parse_layer_selection
         from layerprof.profile import SweepSettings
-        from layerprof.sources.names import resolve
 
         settings = SweepSettings(
             batch_sizes=opt.parse_batch_sizes(batch_sizes),
@@ -191,18 +187,15 @@ def profile(
             eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
-        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         opt.check_profile_executor(executor.value == "ray", cpus, gpu_kinds, address, out)
         if executor.value == "ray":
-            resolve(model)
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
-        resolve(model)  # every option and the name are checked before torch is imported
-        from layerprof.measure.environment import resolve_device
-        from layerprof.measure.sweep import plan_profile
+        from layerprof.measure.sweep import plan_profile  # every option and the name checked: torch now
 
-        with render.status(f"building {model} on {resolve_device(device)}"):
+        with render.status(f"building {model}" + (f" on {device}" if device != "auto" else "")):
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
         job.per_layer = per_layer
         result = render.run_job(job, f"{job.device}")
@@ -228,11 +221,7 @@ def _profile_on_ray(
     directory = out or Path("profiles")
     with render.status(f"splitting {model}"):
         request = plan_cluster_profile(model, options, settings, selection, device, tf32, threads)
-    sweeps = len(kinds) * len(request.settings.batch_sizes)
-    render.line(
-        f"{model}: {len(kinds)} GPU kind(s) x batch sizes {', '.join(map(str, request.settings.batch_sizes))} = "
-        f"{sweeps} sweeps · Ray {address or '(local instance)'}"
-    )
+    sweeps = render.ray_sweeps_line(model, len(kinds), request.settings.batch_sizes, address)
     try:
         with render.RayProgress(sweeps) as progress:
             run = profile_on_ray(request, kinds, directory, address, progress.on_event)
@@ -272,7 +261,6 @@ def estimate(
         from layerprof.devices import gpu_kind
         from layerprof.parsing import parse_layer_selection
         from layerprof.profile import SweepSettings, load_profile
-        from layerprof.sources.names import resolve
 
         settings = SweepSettings(
             batch_sizes=opt.parse_batch_sizes(batch_sizes),
@@ -285,10 +273,9 @@ def estimate(
             eval_frozen=eval_frozen,
         )
         selection = parse_layer_selection(layer_counts)
-        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         measured = load_profile(against) if against else None
-        resolve(model)  # every option and the name are checked before torch is imported
-        from layerprof.predict.estimate import plan_estimate
+        from layerprof.predict.estimate import plan_estimate  # every option and the name checked: torch now
         from layerprof.predict.timemodel import check_predictions
 
         doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
@@ -328,8 +315,7 @@ def ladder(
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a measured PROFILE."""
     with user_errors():
-        opt.check_one_output(as_json, export)
-        opt.check_objective(export, objective)
+        opt.check_one_output(as_json, export, objective)
         from layerprof.fidelity.correlate import load_result
         from layerprof.fidelity.granularity import choose_split_for_profile
         from layerprof.fidelity.ladder import ladder_for
@@ -469,10 +455,8 @@ def correlate(
         with render.progress_bar("trials") as advance:
             failures = render.TrialFailures(advance)
             try:
-                result = run_study(
-                    plan, out, executor=executor.value, workers=workers, address=address, on_result=failures.on_result,
-                    on_start=advance,
-                )  # fmt: skip
+                where = {"executor": executor.value, "workers": workers, "address": address}
+                result = run_study(plan, out, on_result=failures.on_result, on_start=advance, **where)
             except KeyboardInterrupt:
                 render.note(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume", "interrupted", "yellow")
                 raise typer.Exit(130) from None
@@ -562,8 +546,7 @@ def plan(
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
     with user_errors():
-        opt.check_one_output(as_json, export)
-        opt.check_objective(export, objective)
+        opt.check_one_output(as_json, export, objective)
         from layerprof.fidelity.plan import plan_cluster
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray

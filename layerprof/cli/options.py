@@ -150,11 +150,15 @@ def model_options(
     seq_len: int | None,
     overrides: list[str] | None,
     unwrap: list[str] | None,
+    model: str | None = None,
 ) -> Any:
-    """The model options (`layerprof.sources.names.ModelOptions`) the shared model flags give."""
+    """The model options (`layerprof.sources.names.ModelOptions`) the shared model flags give; with `model`, the
+    MODEL string is checked too (`resolve`): a wrong name or value is refused before torch is imported."""
     from layerprof.parsing import parse_input_shape, parse_overrides
-    from layerprof.sources.names import ModelOptions
+    from layerprof.sources.names import ModelOptions, resolve
 
+    if model is not None:
+        resolve(model)
     return ModelOptions(
         num_classes=num_classes,
         input_shape=parse_input_shape(input_shape) if input_shape else None,
@@ -187,10 +191,17 @@ def check_profile_executor(
         raise LayerprofError("--gpu-kinds and --address need --executor ray")
 
 
-def check_one_output(as_json: bool, export: object | None) -> None:
-    """--json and --export each replace the table on stdout: given both, one would be dropped without a word."""
+def check_one_output(as_json: bool, export: object | None, objective: str | None = None) -> None:
+    """--json and --export each replace the table on stdout: given both, one would be dropped without a word.
+    --objective names the training an exported script calls: only with --export, and a function that is there
+    (read, not run: before anything heavy is imported)."""
     if as_json and export is not None:
         raise LayerprofError("--json and --export both print to stdout; give one of them")
+    if objective is None:
+        return
+    if export is None:
+        raise LayerprofError("--objective names the training of an exported script; give --export too")
+    parse_objective(objective)
 
 
 def priced(
@@ -211,16 +222,6 @@ def priced(
     if deadline is not None:
         arguments["deadline_seconds"] = parse_duration(deadline)
     return arguments
-
-
-def check_objective(export: object | None, objective: str | None) -> None:
-    """--objective names the training an exported script calls: only with --export, and a function that is there
-    (read, not run: before anything heavy is imported)."""
-    if objective is None:
-        return
-    if export is None:
-        raise LayerprofError("--objective names the training of an exported script; give --export too")
-    parse_objective(objective)
 
 
 # ---------------------------------------------------------------- options of one command (or one meaning)

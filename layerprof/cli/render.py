@@ -425,6 +425,16 @@ def sweep_warnings(result: Any) -> None:
 # ---------------------------------------------------------------- profile on Ray
 
 
+def ray_sweeps_line(model: str, kinds: int, batch_sizes: tuple[int, ...], address: str | None) -> int:
+    """The line that opens a profile on Ray: GPU kinds x batch sizes = sweeps, and where; the number of sweeps."""
+    sweeps = kinds * len(batch_sizes)
+    line(
+        f"{model}: {kinds} GPU kind(s) x batch sizes {', '.join(map(str, batch_sizes))} = {sweeps} sweeps · Ray "
+        f"{address or '(local instance)'}"
+    )
+    return sweeps
+
+
 class RayProgress(_Bar):
     """Profile on Ray: a bar of sweeps, a line per sweep as it ends; `on_event` is `profile_on_ray`'s callback."""
 
