@@ -86,9 +86,9 @@ def freeze(
     ends, so that it holds no activations for backward. With `eval_frozen` the frozen layers run in eval mode
     (BatchNorm keeps its running statistics, dropout is off).
 
-    The result undoes the cut with `remove()` or at the end of a `with` block; `trainable_parameters()` is what
-    to give the optimizer. Freezing the model again (the next rung, a larger `trainable_layers`) first undoes
-    this freezing's cut, then thaws more layers.
+    The result undoes the freezing (the cut, eval mode, every `requires_grad` as it was) with `remove()` or at the
+    end of a `with` block; `trainable_parameters()` is what to give the optimizer. Freezing the model again (the
+    next rung, a larger `trainable_layers`) first undoes this freezing, then thaws more layers.
     """
     from layerprof.sources.layers import freeze_layers
 
