@@ -36,6 +36,9 @@ _LAZY = {
     "trial_phase": "layerprof.fidelity.trials",
     "Segment": "layerprof.fidelity.trials",
     "FrozenRun": "layerprof.fidelity.tasks",
+    "split_for_freezing": "layerprof.api",
+    "freeze": "layerprof.api",
+    "ladder_of": "layerprof.api",
 }
 
 __all__ = ["__version__", *_LAZY]

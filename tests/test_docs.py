@@ -94,7 +94,7 @@ def test_every_command_in_the_docs_names_a_command_and_options_that_exist(
     page: str, args: list[str], in_block: bool
 ) -> None:
     if not args or args[0].startswith("--"):  # `layerprof --help`, `layerprof --version`
-        assert not args or args[0] in {"--help", "--version"}, args
+        assert not args or args[0] in {"--help", "--version", "--install-completion", "--show-completion"}, args
         return
     command, *rest = args
     assert command in COMMANDS, f"{page}: no command {command!r}"

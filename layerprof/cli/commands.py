@@ -35,7 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
 )
 
 
@@ -64,7 +64,7 @@ def models(
 ) -> None:
     """List the model names layerprof accepts, grouped by source."""
     with user_errors():
-        from layerprof.sources.models import known_names
+        from layerprof.sources.names import known_names
 
         render.model_names(known_names(source), as_json)
 
@@ -92,12 +92,12 @@ def layers(
     """Show how MODEL splits into layers, in forward order, and how much trains at each z (--costs: what each
     layer costs)."""
     with user_errors():
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         from layerprof.fidelity.granularity import splits_by_depth
         from layerprof.predict.layercosts import layer_costs
         from layerprof.profile import ensure_writable
         from layerprof.sources.models import CONSTRUCTION_NOTES, split_model
 
-        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         if depth:
             deepest = splits_by_depth(model, options, depth)[-1]
             if deepest.depth < depth:
@@ -181,7 +181,6 @@ def profile(
     The paper's protocol exactly: --warmup 100 --min-steps 100 --steps 100.
     """
     with user_errors():
-        from layerprof.measure.sweep import plan_profile
         from layerprof.parsing import parse_cpu_list, parse_layer_selection
         from layerprof.profile import SweepSettings
 
@@ -199,13 +198,15 @@ def profile(
             **opt.recipe_settings(**(recipe or {})),
         )
         selection = parse_layer_selection(layer_counts)
-        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         opt.check_profile_executor(executor == "ray", cpus, gpu_kinds, address, out)
         if executor == "ray":
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
-        with render.status(f"building {model} on {device}"):
+        from layerprof.measure.sweep import plan_profile  # every option and the name checked: torch now
+
+        with render.status(f"building {model}" + (f" on {device}" if device != "auto" else "")):
             job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
         job.per_layer = per_layer
         result = render.run_job(job, f"{job.device}")
@@ -232,11 +233,7 @@ def _profile_on_ray(
     directory = out or Path("profiles")
     with render.status(f"splitting {model}"):
         request = plan_cluster_profile(model, options, settings, selection, device, tf32, threads)
-    sweeps = len(kinds) * len(request.settings.batch_sizes)
-    render.line(
-        f"{model}: {len(kinds)} GPU kind(s) x batch sizes {', '.join(map(str, request.settings.batch_sizes))} = "
-        f"{sweeps} sweeps · Ray {address or '(local instance)'}"
-    )
+    sweeps = render.ray_sweeps_line(model, len(kinds), request.settings.batch_sizes, address)
     kept = f"finished kinds are in {directory}; rerun to run the rest"
     with render.interrupt_keeps(kept), render.RayProgress(sweeps) as progress:
         run = profile_on_ray(request, kinds, directory, address, progress.on_event)
@@ -274,8 +271,6 @@ def estimate(
     with user_errors():
         from layerprof.devices import gpu_kind
         from layerprof.parsing import parse_layer_selection
-        from layerprof.predict.estimate import plan_estimate
-        from layerprof.predict.timemodel import check_predictions
         from layerprof.profile import SweepSettings, load_profile
 
         settings = SweepSettings(
@@ -290,8 +285,11 @@ def estimate(
             **opt.recipe_settings(**(recipe or {})),
         )
         selection = parse_layer_selection(layer_counts)
-        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
+        options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         measured = load_profile(against) if against else None
+        from layerprof.predict.estimate import plan_estimate  # every option and the name checked: torch now
+        from layerprof.predict.timemodel import check_predictions
+
         doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
         with render.status(doing):
             job = plan_estimate(model, options, settings, selection, out, calibrate or (), threads, restart)
@@ -319,6 +317,7 @@ def ladder(
     correlation: opt.CorrelationOption = None,
     as_json: opt.LadderJsonOption = False,
     export: opt.LadderExportOption = None,
+    objective: opt.ObjectiveOption = None,
     split: opt.SplitOption = "profile",
     output_format: opt.FormatOption = "table",
     gpu: opt.LadderGpuOption = None,
@@ -328,7 +327,7 @@ def ladder(
 ) -> None:
     """Suggest rungs of trainable layers for successive halving / Hyperband from a PROFILE (measured or estimated)."""
     with user_errors():
-        opt.check_one_output(as_json, export)
+        opt.check_one_output(as_json, export, objective)
         from layerprof.fidelity.correlate import load_result
         from layerprof.fidelity.granularity import choose_split_for_profile
         from layerprof.fidelity.ladder import ladder_for
@@ -356,7 +355,7 @@ def ladder(
             with render.status("comparing the splits at other depths (one per-layer trace)"):
                 report = choose_split_for_profile(load_profile(profile_path), result.batch_size, eta)
         if export is not None:
-            print(export_snippet(result, export), end="")
+            print(export_snippet(result, export, objective), end="")
         elif as_json:
             render.as_json(result.to_dict() | ({"split": asdict(report)} if report is not None else {}))
         else:
@@ -411,8 +410,8 @@ def fit(
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             **opt.recipe_settings(**(recipe or {})),
         )
-        with render.status(f"estimating {model}"):
-            result = fit_model(model, options, settings, budget, selection, batch_size, **priced)
+        with render.progress_bar(f"fitting {model}: z") as advance:
+            result = fit_model(model, options, settings, budget, selection, batch_size, progress=advance, **priced)
         render.fit(result, as_json)
 
 
@@ -472,7 +471,13 @@ def correlate(
             failures = render.TrialFailures(advance)
             with render.interrupt_keeps(f"finished trials are in {out / 'trials.jsonl'}; rerun to resume"):
                 result = run_study(
-                    plan, out, executor=executor, workers=workers, address=address, on_result=failures.on_result
+                    plan,
+                    out,
+                    executor=executor,
+                    workers=workers,
+                    address=address,
+                    on_result=failures.on_result,
+                    on_start=advance,
                 )
         failures.show()
         render.correlation(result, write_correlation(result, out))
@@ -498,6 +503,7 @@ def simulate(
     prices_file: opt.PricesOption = None,
     out: opt.SimulateOutOption = None,
     as_json: opt.SimulateJsonOption = False,
+    wide: opt.WideOption = False,
     output_format: opt.FormatOption = "table",
 ) -> None:
     """Replay halving, Hyperband and ASHA on a correlate STUDY's recorded trials: regret, cost, wall time per path."""
@@ -536,7 +542,7 @@ def simulate(
         if as_json:
             render.as_json(simulation.to_dict())
         else:
-            render.simulation(simulation, output_format, written)
+            render.simulation(simulation, output_format, written, wide)
 
 
 @app.command()
@@ -553,11 +559,13 @@ def plan(
     deadline: opt.DeadlineOption = None,
     as_json: opt.PlanJsonOption = False,
     export: opt.PlanExportOption = None,
+    objective: opt.ObjectiveOption = None,
+    wide: opt.WideOption = False,
     output_format: opt.FormatOption = "table",
 ) -> None:
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
     with user_errors():
-        opt.check_one_output(as_json, export)
+        opt.check_one_output(as_json, export, objective)
         from layerprof.fidelity.plan import plan_cluster
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray
@@ -576,11 +584,11 @@ def plan(
             **opt.priced(prices, prices_file, deadline=deadline),
         )
         if export is not None:
-            print(export_plan_ray(result), end="")
+            print(export_plan_ray(result, objective), end="")
         elif as_json:
             render.as_json(result.to_dict())
         else:
-            render.cluster_plan(result, output_format)
+            render.cluster_plan(result, output_format, wide)
 
 
 @app.command()

@@ -19,7 +19,7 @@ from layerprof.fidelity.grids import GridPresetName
 from layerprof.fidelity.ladder import CostName
 from layerprof.fidelity.trials import PATHS
 from layerprof.measure.optimizers import OptimizerName
-from layerprof.outputs.exporters import ExportName
+from layerprof.outputs.exporters import ExportName, parse_objective
 from layerprof.outputs.report import ImageFormat
 from layerprof.precision import PRECISIONS, PrecisionName
 from layerprof.profile import MODEL_SOURCES, AdapterLayers, AdapterName, CheckpointingMode
@@ -267,11 +267,15 @@ def model_options(
     seq_len: int | None,
     overrides: list[str] | None,
     unwrap: list[str] | None,
+    model: str | None = None,
 ) -> Any:
-    """The model options (`layerprof.sources.models.ModelOptions`) the shared model flags give."""
+    """The model options (`layerprof.sources.names.ModelOptions`) the shared model flags give; with `model`, the
+    MODEL string is checked too (`resolve`): a wrong name or value is refused before torch is imported."""
     from layerprof.parsing import parse_input_shape, parse_overrides
-    from layerprof.sources.models import ModelOptions
+    from layerprof.sources.names import ModelOptions, resolve
 
+    if model is not None:
+        resolve(model)
     return ModelOptions(
         num_classes=num_classes,
         input_shape=parse_input_shape(input_shape) if input_shape else None,
@@ -304,10 +308,17 @@ def check_profile_executor(
         raise LayerprofError("--gpu-kinds and --address need --executor ray")
 
 
-def check_one_output(as_json: bool, export: object | None) -> None:
-    """--json and --export each replace the table on stdout: given both, one would be dropped without a word."""
+def check_one_output(as_json: bool, export: object | None, objective: str | None = None) -> None:
+    """--json and --export each replace the table on stdout: given both, one would be dropped without a word.
+    --objective names the training an exported script calls: only with --export, and a function that is there
+    (read, not run: before anything heavy is imported)."""
     if as_json and export is not None:
         raise LayerprofError("--json and --export both print to stdout; give one of them")
+    if objective is None:
+        return
+    if export is None:
+        raise LayerprofError("--objective names the training of an exported script; give --export too")
+    parse_objective(objective)
 
 
 def priced(
@@ -652,6 +663,9 @@ PlanBatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", metavar="B", help="The batch size (default: the one they share).")
 ]
 PlanJsonOption = Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Every column in the tables (default: those that fit 100 columns).")
+]
 PlanExportOption = Annotated[
     PlanExport | None, typer.Option("--export", help="Print a runnable script that runs the plan's halving.")
 ]
@@ -679,6 +693,15 @@ DeadlineOption = Annotated[
         metavar="DURATION",
         help="e.g. 6h: the cheapest composition of --cluster's kinds (each up to its count) that runs successive "
         "halving over the ladder by then, rented for the whole run; or why none does.",
+    ),
+]
+ObjectiveOption = Annotated[
+    str | None,
+    typer.Option(
+        "--objective",
+        metavar="FILE.py:FN",
+        help="With --export: the script trains with your FN(config, trainable_layers, steps, state) -> (loss, "
+        "state), freezing with layerprof.freeze (docs/api.md); without, a stand-in to replace.",
     ),
 ]
 CurrentArgument = Annotated[Path, typer.Argument(metavar="CURRENT", help="The profile to gate.")]

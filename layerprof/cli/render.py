@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,17 +50,19 @@ errors = Console(stderr=True, soft_wrap=True, emoji=False)
 def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
     """Input errors become one red line and exit 2; anything unexpected, one line and `unexpected_exit` (1; a
     gate whose exit 1 means a regression makes it 2, so that a CI job never reads a crash as a regression)."""
+    shown: set[str] = set()  # a model built twice (split, then the sweep) warns twice: say it once
+
+    def show(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+        """A layerprof warning printed as it is raised (a busy machine at a sweep's start, not at its end)."""
+        if issubclass(category, LayerprofWarning) and str(message) not in shown:
+            shown.add(str(message))
+            errors.print(labelled("warning", "yellow", message))
+
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():
             warnings.simplefilter("always")
-            try:
-                yield
-            finally:
-                shown = set()  # a model built twice (split, then the sweep) warns twice: say it once
-                for warning in caught:
-                    if issubclass(warning.category, LayerprofWarning) and str(warning.message) not in shown:
-                        shown.add(str(warning.message))
-                        errors.print(labelled("warning", "yellow", warning.message))
+            warnings.showwarning = show
+            yield
     except LayerprofError as error:
         errors.print(labelled("error", "red", error))
         raise typer.Exit(error.exit_code) from None
@@ -85,6 +88,8 @@ class OneLineUsageErrors(TyperGroup):
         """Run a command; in standalone mode (the console script, CliRunner) exit with its code."""
         click = sys.modules[typer.BadParameter.__module__]  # the click Typer runs on (its own copy since 0.24)
         shows_help = getattr(click, "NoArgsIsHelpError", ())
+        for command in (self, *self.commands.values()):
+            bare_flags(command)
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except shows_help as error:
@@ -114,6 +119,25 @@ def labelled(label: str, style: str, text: object, colon: str = ":") -> Text:
     """`label: text`, the label in `style` and the text exactly as written: a message holding brackets
     (`pip install 'layerprof[ray]'`, `[p for p in ...]`) is not read as Rich markup."""
     return Text.assemble((f"{label}{colon}", style), f" {text}")
+
+
+def bare_flags(command: Any) -> None:
+    """A flag takes no value: its help row shows no type (Typer shows `<bool>`), --help's own included."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    if getattr(command.get_help_option, "bare", False):
+        return
+    help_option = command.get_help_option
+
+    def bare_help_option(ctx: Any) -> Any:
+        option = help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    bare_help_option.bare = True  # type: ignore[attr-defined]
+    command.get_help_option = bare_help_option
 
 
 def note(text: str, label: str = "note", style: str = "dim") -> None:
@@ -200,35 +224,80 @@ class _Bar:
         self._progress.__exit__(*exc)
 
 
+def time_left_text(deadline: float | None, now: float) -> str:
+    """The ETA column: the time until `deadline` (a `time.monotonic()` instant), or a dash where none is known."""
+    if deadline is None:
+        return "-:--:-- left"
+    seconds = max(0, round(deadline - now))
+    return f"~{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} left"
+
+
 class SweepProgress(_Bar):
-    """A Rich progress bar: the current cell, cells done, and time left."""
+    """A Rich progress bar of a sweep: the round, the cell or visit within it, and the time left. Round 1 (the
+    first visit of every cell) is timed from the cells done so far; later rounds from the sweep's own estimate of
+    what the unsettled cells' remaining visits take (`round_started`), counted down as the round runs. The
+    events it hears are kept in `events`, as plain tuples, for tests."""
 
     def __init__(self, target: Console) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+
+        class TimeLeft(ProgressColumn):
+            def render(self, task: Any) -> Any:
+                from rich.text import Text
+
+                deadline = task.fields.get("deadline")
+                if deadline is None and task.completed and task.total:  # round 1: the pace of its cells so far
+                    elapsed = task.elapsed or 0.0
+                    deadline = time.monotonic() + elapsed / task.completed * (task.total - task.completed)
+                return Text(time_left_text(deadline, time.monotonic()), style="progress.remaining")
 
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("cells ·"),
-            TimeRemainingColumn(),
-            TextColumn("left"),
+            TextColumn("{task.fields[unit]} ·"),
+            TimeLeft(),
             console=target,
             transient=True,
         )
-        self._task = self._progress.add_task("starting", total=None)
+        self._task = self._progress.add_task("starting", total=None, unit="cells", deadline=None)
+        self.events: list[tuple[Any, ...]] = []
 
     def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None:
-        """A cell begins: name it in the bar."""
-        self._progress.update(self._task, total=total, description=f"batch {batch_size}, z={trainable_layers}")
+        """A cell of round 1 begins: name it in the bar."""
+        self.events.append(("cell_started", batch_size, trainable_layers, position, total))
+        description = f"round 1 · batch {batch_size}, z={trainable_layers}"
+        self._progress.update(self._task, total=total, description=description)
+
+    def round_started(self, round_index: int, cells: int, seconds_left: float | None) -> None:
+        """A timed round begins: count its visits, and count down the time its cells' remaining visits take."""
+        self.events.append(("round_started", round_index, cells, seconds_left))
+        self._progress.reset(
+            self._task,
+            total=cells,
+            completed=0,
+            description=f"round {round_index + 1} · {cells} cell(s) settling",
+            unit="visits",
+            deadline=None if seconds_left is None else time.monotonic() + seconds_left,
+        )
+
+    def visit_finished(self, round_index: int, done: int, cells: int) -> None:
+        """A visit of a timed round ended: advance."""
+        self.events.append(("visit_finished", round_index, done, cells))
+        self._progress.update(self._task, completed=done)
 
     def round_finished(self, round_index: int, unsettled: int) -> None:
-        """A round of visits ends: say how many cells still settle."""
-        description = f"round {round_index + 1}: {unsettled} cell(s) still settling"
-        self._progress.update(self._task, description=description, completed=0, total=None)
+        """A round of visits ends."""
+        self.events.append(("round_finished", round_index, unsettled))
+
+    def machine_busy(self, reason: str) -> None:
+        """Other work slows the sweep: say so now, not at the end."""
+        self.events.append(("machine_busy", reason))
+        self._progress.console.print(labelled("warning", "yellow", reason))
 
     def cell_finished(self, row: Row) -> None:
         """A cell ends: advance, and print it if it did not succeed."""
+        self.events.append(("cell_finished", row.batch_size, row.trainable_layers, row.status))
         self._progress.advance(self._task)
         if not row.ok and row.status != "skipped":
             label = f"batch {row.batch_size}, z={row.trainable_layers}: {row.status}"
@@ -251,7 +320,7 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 def model_names(names: dict[str, list[str]], json_only: bool) -> None:
     """`models`: each source's names, presets with their descriptions (or the lists as JSON)."""
     from layerprof.outputs.tables import print_model_names
-    from layerprof.sources.models import PRESETS
+    from layerprof.sources.names import PRESETS
 
     if json_only:
         as_json(names)
@@ -375,6 +444,16 @@ def sweep_warnings(result: Profile) -> None:
 
 
 # ---------------------------------------------------------------- profile on Ray
+
+
+def ray_sweeps_line(model: str, kinds: int, batch_sizes: tuple[int, ...], address: str | None) -> int:
+    """The line that opens a profile on Ray: GPU kinds x batch sizes = sweeps, and where; the number of sweeps."""
+    sweeps = kinds * len(batch_sizes)
+    line(
+        f"{model}: {kinds} GPU kind(s) x batch sizes {', '.join(map(str, batch_sizes))} = {sweeps} sweeps · Ray "
+        f"{address or '(local instance)'}"
+    )
+    return sweeps
 
 
 class RayProgress(_Bar):
@@ -520,28 +599,35 @@ def correlation(result: CorrelationResult, paths: list[Path]) -> None:
     wrote(paths, f" · {result.wall_seconds:.0f} s · {result.executor}")
 
 
-def simulation(result: Simulation, output_format: str, written: list[Path]) -> None:
+WIDE_NOTE = "--wide shows every column; --json every figure"
+
+
+def simulation(result: Simulation, output_format: str, written: list[Path], wide: bool = False) -> None:
     """A simulate run: one table per algorithm (or Markdown), the legend and the files written."""
     from layerprof.outputs.tables import markdown_simulation, rich_simulation_tables, simulation_legend
 
     if output_format == "md":
         print(markdown_simulation(result) + "\n")
     else:
-        for table in rich_simulation_tables(result):
+        for table in rich_simulation_tables(result, wide):
             console.print(table)
+        if not wide:
+            line(WIDE_NOTE, style="dim")
     line(simulation_legend(result), style="dim")
     wrote(written)
 
 
-def cluster_plan(result: ClusterPlan, output_format: str) -> None:
+def cluster_plan(result: ClusterPlan, output_format: str, wide: bool = False) -> None:
     """A plan: rungs placed on the GPUs, the summary, and its notes."""
     from layerprof.outputs.tables import markdown_plan, plan_price_lines, rich_plan_tables
 
     if output_format == "md":
         print(markdown_plan(result) + "\n")
     else:
-        for table in rich_plan_tables(result):
+        for table in rich_plan_tables(result, wide):
             console.print(table)
+        if not wide:
+            line(WIDE_NOTE, style="dim")
     for text in [*plan_price_lines(result), *result.notes]:
         line(f"  {text}", style="dim")
 

@@ -778,9 +778,11 @@ def run_study(
     address: str | None = None,
     on_result: Callable[[JobResult, int, int], None] | None = None,
     gpu_fraction: Callable[[int], float] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> CorrelationResult:
     """Run what is missing (from-scratch trials first, then continued runs), then summarise; every finished trial
-    is on disk before the next is reported."""
+    is on disk before the next is reported. `on_start(done, total)` hears, before the first trial runs, how many
+    of the study's trials a resumed study already holds, so that a bar has its total from the start."""
     if len(plan.configs) < 3:
         raise LayerprofError(f"the grid has {len(plan.configs)} configuration(s); rank correlation needs at least 3")
     if any(not 0 < f <= 1 for f in plan.budget_fractions):
@@ -793,6 +795,8 @@ def run_study(
     planned: list[Job] = [*plan.trials(), *plan.continued_trials()]
     missing = [job for job in planned if job.key not in results and job.key not in continued]
     done_before = len(planned) - len(missing)
+    if on_start:
+        on_start(done_before, len(planned))
     began = time.perf_counter()
 
     finished = done_before

@@ -95,6 +95,18 @@ class SweepObserver(Protocol):
     def round_finished(self, round_index: int, unsettled: int) -> None:
         """A timed round ended with `unsettled` cells still to visit."""
 
+    # Optional (an observer without them hears the three above): `round_started(round_index, cells,
+    # seconds_left)` as a timed round begins, with the time the visits left are expected to take from the steps
+    # measured so far (None before any); `visit_finished(round_index, done, cells)` after each visit in it;
+    # `machine_busy(reason)` the first time a round runs slow against the reference workload.
+
+
+def tell(observer: object | None, event: str, *args: Any) -> None:
+    """Call an observer's `event` where it has one (the optional events of SweepObserver)."""
+    handler = getattr(observer, event, None)
+    if handler is not None:
+        handler(*args)
+
 
 def torch_dtype(precision: str) -> torch.dtype:
     """The dtype parameters are held in under a precision."""
@@ -712,25 +724,77 @@ class TimedRounds:
         shuffle = random.Random(0)
         seconds = 0.0
         round_index = 1
+        overhead = 1.0  # wall time of a round over its visits' step time, once a round has measured it
+        told_busy = False
         while (pending := self.unsettled()) and not self.out_of_time():
             shuffle.shuffle(pending)
+            tell(observer, "round_started", round_index, len(pending), self.seconds_left(overhead))
             began = time.perf_counter()
-            for batch_size, trainable_layers in pending:
+            for done, (batch_size, trainable_layers) in enumerate(pending, 1):
                 try:
                     visit = next_visit(self.context, batch_size, trainable_layers, round_index)
                 except CellFailure as failure:
                     self._fail((batch_size, trainable_layers), failure, round_index)
-                    continue
-                self.timings[(batch_size, trainable_layers)].visits.append(visit)
-            seconds += time.perf_counter() - began
+                else:
+                    self.timings[(batch_size, trainable_layers)].visits.append(visit)
+                tell(observer, "visit_finished", round_index, done, len(pending))
+            wall = time.perf_counter() - began
+            seconds += wall
+            stepped = self.visit_seconds([key for key in pending if key in self.timings])
+            overhead = wall / stepped if stepped > 0 else overhead
             self.reference_ms.append(reference_workload_ms(self.context.device))
             self._mark_slow_rounds()
             self._update_rows()
             checkpoint()
+            if not told_busy and (reason := self.busy_reason()) is not None:
+                told_busy = True
+                tell(observer, "machine_busy", reason)
             if observer:
                 observer.round_finished(round_index, len(self.unsettled()))
             round_index += 1
         return seconds
+
+    def visit_seconds(self, keys: Sequence[tuple[int, int]]) -> float:
+        """What one more visit of each cell in `keys` takes in training steps (re-warm-up and timed steps), from
+        the median step time each has measured so far."""
+        plan = VisitPlan.of(self.context.settings)
+        per_visit = max(1, plan.rewarm_steps) + plan.steps_per_visit
+        return sum(
+            per_visit * statistics.median(visit.median_ms for visit in self.timings[key].visits) / 1000
+            for key in keys
+            if self.timings[key].visits
+        )
+
+    def seconds_left(self, overhead: float = 1.0) -> float | None:
+        """The time the visits still allowed to the unsettled cells take at most (each up to --steps), from the
+        steps measured so far and the last round's wall time per step second (`overhead`); capped by what
+        --max-time leaves. None before any cell has a measured step."""
+        plan = VisitPlan.of(self.context.settings)
+        total = 0.0
+        measured = False
+        for key in self.unsettled():
+            timing = self.timings[key]
+            left = min(plan.max_visits - len(timing.clean()), 2 * plan.max_visits - len(timing.visits))
+            if timing.visits:
+                measured = True
+                total += max(0, left) * self.visit_seconds([key]) * overhead
+        if not measured:
+            return None
+        limit = self.context.settings.max_time_s
+        if limit is not None:
+            total = min(total, max(0.0, limit - (time.perf_counter() - self.began)))
+        return total
+
+    def busy_reason(self) -> str | None:
+        """Why other work is slowing the sweep, once a round's reference workload ran slow; None until then."""
+        slow = slow_rounds(self.reference_ms)
+        if not any(slow):
+            return None
+        worst = max(self.reference_ms) / min(self.reference_ms)
+        return (
+            f"other work is slowing this machine: the reference workload ran {worst:.1f}x slower in some rounds; "
+            "their visits are measured again (the sweep takes longer), and cells that stay disturbed are marked"
+        )
 
     def _fail(self, key: tuple[int, int], failure: CellFailure, round_index: int) -> None:
         """A cell whose later visit failed keeps the figures of its earlier visits, takes the failure's status

@@ -18,6 +18,7 @@ import json
 import math
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from layerprof.errors import LayerprofError
@@ -37,6 +38,123 @@ def library_max_budget(eta: int, rung_count: int) -> int:
     return exact if by_ratio == by_base == rung_count else exact + 1
 
 
+# The one contract of every exported script's training function (`ladder --export LIB --objective FILE.py:FN`,
+# `plan --export ray --objective ...`); docs/api.md shows one written with layerprof's Python API.
+EXPORT_CONTRACT = """train_and_evaluate(config, trainable_layers, steps, state) -> (loss, state)
+
+config: the hyperparameters the library sampled (a dict: {"learning_rate": ...} in the exported search space).
+trainable_layers: z, the rung's trainable-layer count: freeze all but the last z layers
+    (layerprof.split_for_freezing, then layerprof.freeze).
+steps: the rung's training steps on a joint ladder (`--budget-steps`), else None: your full budget.
+state: None for a fresh run, or what this configuration's previous rung returned (continuation): keep its
+    weights and the optimizer state of the layers it trained, thaw layers up to trainable_layers (their
+    optimizer state starts fresh), and train on until `steps` steps in all (where steps is None, every rung's
+    budget is the full one: train it again); keep the learning-rate schedule of the final budget, resumed at
+    the step reached.
+Returns the validation loss (lower is better) and the state a later rung continues from (picklable)."""
+
+STAND_IN = '''def train_and_evaluate(config: dict, trainable_layers: int, steps, state=None) -> tuple:
+    """Train and return (validation loss, state). `state` is None for a fresh run, or what this configuration's
+    previous rung returned: then keep its weights and the optimizer state of the layers it trained, thaw layers
+    up to `trainable_layers` (their optimizer state starts fresh), and train on until `steps` steps in all (where
+    steps is None, every rung's budget is the full one: train it again); keep the learning-rate schedule of the
+    final budget, resumed at the step reached."""
+    # A stand-in so that this file runs as it is; replace it with real training (or export with --objective).
+    loss = (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
+    loss += abs(math.log2(config.get("batch_size", 64) / 64)) / 10
+    continued_from = None if state is None else state["trainable_layers"]
+    return loss, {"learning_rate": config["learning_rate"], "trainable_layers": trainable_layers,
+                  "continued_from": continued_from, "batch_size": config.get("batch_size")}
+'''
+
+
+def _replace_note(objective: str | None) -> str:
+    if objective is not None:
+        return textwrap.fill(
+            f"Training: your {objective}, called as `train_and_evaluate(config, trainable_layers, steps, state)` "
+            "and returning (validation loss, state); it freezes all but the last `trainable_layers` layers with "
+            "`layerprof.freeze`.",
+            width=110,
+        )
+    return textwrap.fill(
+        "Replace `train_and_evaluate` with your training (or export with `--objective FILE.py:FN`): freeze all but "
+        "the last `trainable_layers` layers (`layerprof.split_for_freezing`, `layerprof.freeze`), train for `steps` "
+        "steps (None: your full budget), return the validation loss and what a later rung continues from.",
+        width=110,
+    )
+
+
+def parse_objective(spec: str) -> tuple[str, str]:
+    """(target, function) of `--objective FILE.py:FN` or `package.module:FN`: the file (made absolute) or module
+    and the function's name. Checked without running the user's code: the file exists and defines FN at its top
+    level taking (config, trainable_layers, steps, state); a module can be found."""
+    import ast
+    import importlib.util
+
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name.isidentifier():
+        raise LayerprofError(f"--objective {spec!r}: expected FILE.py:FUNCTION or package.module:FUNCTION")
+    if not target.endswith(".py"):
+        try:
+            found = importlib.util.find_spec(target)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise LayerprofError(f"--objective {spec!r}: no module {target!r} to import (or give FILE.py:FUNCTION)")
+        return target, name
+    path = Path(target)
+    if not path.is_file():
+        raise LayerprofError(f"--objective {spec!r}: no file {target} (expected FILE.py:FUNCTION)")
+    try:
+        tree = ast.parse(path.read_text(), filename=target)
+    except SyntaxError as error:
+        raise LayerprofError(f"--objective {spec!r}: {target} is not valid Python (line {error.lineno})") from None
+    functions = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    if name not in functions:
+        listed = ", ".join(functions) or "none"
+        raise LayerprofError(f"--objective {spec!r}: {target} defines no function {name} at its top level ({listed})")
+    arguments = functions[name].args
+    positional = len(arguments.posonlyargs) + len(arguments.args)
+    if positional < 4 and arguments.vararg is None:
+        raise LayerprofError(
+            f"--objective {spec!r}: {name} takes {positional} positional argument(s); the contract is "
+            f"{name}(config, trainable_layers, steps, state) -> (loss, state)"
+        )
+    return str(path.resolve()), name
+
+
+def objective_source(spec: str) -> str:
+    """The snippet's `train_and_evaluate`: the user's function named by `--objective`, loaded on its first call
+    (in each process that calls it: Ray's workers too) with the standard library alone."""
+    target, name = parse_objective(spec)
+    return f'''# Your training function (--objective {spec}),
+# loaded on its first call in every process that calls it.
+OBJECTIVE = ({target!r}, {name!r})
+_LOADED = {{}}
+
+
+def train_and_evaluate(config: dict, trainable_layers: int, steps, state=None) -> tuple:
+    """{name}(config, trainable_layers, steps, state) -> (validation loss, state), from OBJECTIVE."""
+    if "function" not in _LOADED:
+        import importlib
+        import importlib.util
+        import os
+        import sys
+
+        target, name = OBJECTIVE
+        if target.endswith(".py"):
+            sys.path.insert(0, os.path.dirname(target))  # the file's own imports of its neighbours
+            spec = importlib.util.spec_from_file_location("layerprof_objective", target)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["layerprof_objective"] = module  # so that its classes pickle in a state
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        _LOADED["function"] = getattr(module, name)
+    return _LOADED["function"](config, trainable_layers, steps, state)
+'''
+
+
 CONTINUATION = {
     "Optuna": "Optuna runs a trial in one objective call that reports every rung, so the trial continues: its "
     "state stays in the call.",
@@ -50,7 +168,7 @@ CONTINUATION = {
 }
 
 
-def _header(ladder: Ladder, library: str) -> str:
+def _header(ladder: Ladder, library: str, objective: str | None = None) -> str:
     eta = int(ladder.eta)
     rungs = {rung.budget_index: rung.trainable_layers for rung in ladder.rungs}
     steps = {rung.budget_index: rung.steps for rung in ladder.rungs}
@@ -64,13 +182,12 @@ def _header(ladder: Ladder, library: str) -> str:
         "evaluates layer freezing; `layerprof simulate` prices both ways on a study of your task.",
         width=110,
     )
+    training = STAND_IN if objective is None else objective_source(objective)
     return f'''"""{library} with layer freezing as the fidelity, from `layerprof ladder`.
 
 Model {ladder.model}, batch {ladder.batch_size}, {ladder.device}; eta = {eta}, cost = {ladder.cost_kind}.
 {ladder.fit_note}
-Replace `train_and_evaluate` with your training: freeze all but the last `trainable_layers` layers
-(`layerprof.freeze_layers`), train for `steps` steps (None: your full budget), return the validation loss and
-what a later rung continues from.
+{_replace_note(objective)}
 
 {continuation}
 """
@@ -111,19 +228,7 @@ def steps_for_budget(budget: float):
     return STEPS[max(index for index in STEPS if index <= budget + 1e-9)]
 
 
-def train_and_evaluate(config: dict, trainable_layers: int, steps, state=None) -> tuple:
-    """Train and return (validation loss, state). `state` is None for a fresh run, or what this configuration's
-    previous rung returned: then keep its weights and the optimizer state of the layers it trained, thaw layers
-    up to `trainable_layers` (their optimizer state starts fresh), and train on until `steps` steps in all (where
-    steps is None, every rung's budget is the full one: train it again); keep the learning-rate schedule of the
-    final budget, resumed at the step reached."""
-    # A stand-in so that this file runs as it is; replace it with real training.
-    loss = (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
-    loss += abs(math.log2(config.get("batch_size", 64) / 64)) / 10
-    continued_from = None if state is None else state["trainable_layers"]
-    return loss, {{"learning_rate": config["learning_rate"], "trainable_layers": trainable_layers,
-                  "continued_from": continued_from, "batch_size": config.get("batch_size")}}
-
+{training}
 
 def save_state(directory, state) -> None:
     """A rung's state where the next rung finds it (for a torch model: torch.save of the model's and the
@@ -139,10 +244,10 @@ def load_state(directory):
 '''
 
 
-def export_optuna(ladder: Ladder) -> str:
+def export_optuna(ladder: Ladder, objective: str | None = None) -> str:
     """A runnable Optuna script: a HyperbandPruner over the ladder's rungs."""
     return (
-        _header(ladder, "Optuna")
+        _header(ladder, "Optuna", objective)
         + """
 
 # How it runs: each trial reports its loss at every rung (budget index) it trains and asks the pruner after
@@ -205,10 +310,10 @@ if __name__ == "__main__":
     )
 
 
-def export_neps(ladder: Ladder) -> str:
+def export_neps(ladder: Ladder, objective: str | None = None) -> str:
     """A runnable NePS script: the rungs as a fidelity parameter of the search space."""
     return (
-        _header(ladder, "NePS")
+        _header(ladder, "NePS", objective)
         + """
 
 import inspect
@@ -257,10 +362,10 @@ if __name__ == "__main__":
     )
 
 
-def export_ray(ladder: Ladder) -> str:
+def export_ray(ladder: Ladder, objective: str | None = None) -> str:
     """A runnable Ray Tune script: memory-parallel successive halving, one Tune run per rung (the paper's Fig. 6b)."""
     return (
-        _header(ladder, "Ray Tune")
+        _header(ladder, "Ray Tune", objective)
         + """
 # Memory-parallel successive halving (the paper's Figure 6b). Each rung is one Tune run whose trials ask
 # for GPU_FRACTION of a GPU, so that many low-rung trials share a GPU; the best 1/ETA move up a rung and
@@ -343,10 +448,10 @@ if __name__ == "__main__":
     )
 
 
-def export_smac(ladder: Ladder) -> str:
+def export_smac(ladder: Ladder, objective: str | None = None) -> str:
     """A runnable SMAC3 script: its Hyperband intensifier with the ladder's rungs as budgets."""
     return (
-        _header(ladder, "SMAC3")
+        _header(ladder, "SMAC3", objective)
         + """
 
 import hashlib
@@ -402,7 +507,7 @@ if __name__ == "__main__":
     )
 
 
-def export_limits(ladder: Ladder) -> str:
+def export_limits(ladder: Ladder, objective: str | None = None) -> str:
     """A plain JSON of each rung's limits for any other scheduler: z, steps, budget index, the largest batch that
     fits one GPU there and the share of a GPU a trial needs."""
     rungs = [
@@ -438,7 +543,7 @@ def batch_sizes(max_batch: dict[int, int]) -> list[int]:
 
 
 ExportName = Literal["neps", "optuna", "ray", "smac", "limits"]  # `ladder --export`: one entry each in EXPORTERS
-EXPORTERS: dict[ExportName, Callable[[Ladder], str]] = {
+EXPORTERS: dict[ExportName, Callable[[Ladder, str | None], str]] = {
     "neps": export_neps,
     "optuna": export_optuna,
     "ray": export_ray,
@@ -447,15 +552,16 @@ EXPORTERS: dict[ExportName, Callable[[Ladder], str]] = {
 }
 
 
-def export(ladder: Ladder, library: str) -> str:
-    """The snippet for `ladder --export LIBRARY`; an unknown library is an input error."""
+def export(ladder: Ladder, library: str, objective: str | None = None) -> str:
+    """The snippet for `ladder --export LIBRARY`, training with the user's `--objective FILE.py:FN` (the contract
+    is EXPORT_CONTRACT) or a stand-in; an unknown library is an input error."""
     if library not in EXPORTERS:
         raise LayerprofError(f"--export {library!r}: choose one of {', '.join(EXPORTERS)}")
     if not float(ladder.eta).is_integer():
         raise LayerprofError(f"--export needs an integer eta (the libraries take one), got {ladder.eta:g}")
     if len(ladder.rungs) < 2:
         raise LayerprofError("the ladder has a single rung; there is nothing for a multi-fidelity optimiser to use")
-    return EXPORTERS[library](ladder)
+    return EXPORTERS[library](ladder, objective)
 
 
 # ---------------------------------------------------------------- a cluster plan as a Ray script
@@ -470,9 +576,10 @@ def _ray_resources(gpu_name: str) -> dict[str, float]:
     return {f"accelerator_type:{gpu.ray_accelerator}" if gpu.ray_accelerator else gpu.name: 0.001}
 
 
-def export_plan_ray(plan: ClusterPlan) -> str:
+def export_plan_ray(plan: ClusterPlan, objective: str | None = None) -> str:
     """Successive halving over the plan's ladder on a Ray cluster: each rung's trials ask for the rung's GPU kind
-    and 1/(trials per GPU) of a GPU, so that Ray packs them as the plan does."""
+    and 1/(trials per GPU) of a GPU, so that Ray packs them as the plan does. Training is the user's
+    `--objective` (EXPORT_CONTRACT; every rung from scratch: the plan restarts trials) or a stand-in."""
     schedule = plan.schedule("ladder", "successive halving")
     rungs: list[dict[str, Any]] = [
         {
@@ -501,13 +608,14 @@ def export_plan_ray(plan: ClusterPlan) -> str:
         else ""
     )
     listed = "\n".join(f"    {rung!r}," for rung in rungs)
+    training = STAND_IN if objective is None else objective_source(objective)
     return f'''"""Successive halving with layer freezing on a Ray cluster, rungs placed by `layerprof plan`.
 
 Model {plan.model}, batch {plan.batch_size}; eta = {plan.eta:g}, {plan.configs} configurations,
 {plan.budget_steps} steps at the full budget. Planned makespan {schedule.makespan_seconds / 3600:.3g} h,
 {schedule.gpu_hours:.3g} GPU-hours.{declare}
-Replace `train_and_evaluate` with your training: freeze all but the last `trainable_layers` layers
-(`layerprof.freeze_layers`), train `steps` steps, return the validation loss. Run: python this.py [ADDRESS]
+{_replace_note(objective)}
+Every rung trains from scratch (state None). Run: python this.py [ADDRESS]
 """
 
 import math
@@ -524,17 +632,15 @@ RUNGS = [
 ]
 
 
-def train_and_evaluate(config: dict, trainable_layers: int, steps: int) -> float:
-    # A stand-in so that this file runs as it is; replace it with real training.
-    return (math.log10(config["learning_rate"]) + 2.5) ** 2 + 1.0 / trainable_layers
-
+{training}
 
 def sample_config(rng: random.Random) -> dict:
     return {{"learning_rate": 10 ** rng.uniform(-4, -1)}}
 
 
 def trial(config: dict, trainable_layers: int, steps: int) -> float:
-    return train_and_evaluate(config, trainable_layers, steps)
+    loss, _state = train_and_evaluate(config, trainable_layers, steps, None)
+    return loss
 
 
 def main(address: str | None = None, seed: int = 0) -> dict:

@@ -16,6 +16,8 @@ from layerprof.fidelity.ladder import Ladder
 from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, total_params, trainable_params
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from layerprof.fidelity.correlate import CellStatistics, CorrelationResult
     from layerprof.fidelity.plan import ClusterPlan, Schedule
     from layerprof.fidelity.simulate import ContinuedPath, Outcome, PathResult, Simulation
@@ -687,6 +689,32 @@ PRICE_HEADERS = [
 ]
 SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
 DOLLAR_COLUMN = PRICE_HEADERS.index("$")  # needs --gpu
+# The columns a terminal shows without --wide: each row on one line of 100 columns (--wide and --json: all of them)
+NARROW_COLUMNS = frozenset({
+    "path", "runs", "rungs z@budget", "regret median [90%]", "best", "trial s", "train s", "× budget", "device s",
+    "FLOPs", "wall s (slots)", "× budget ", "rung", "z", "steps", "trials", "GPU", "at once/GPU (fit)", "trial",
+    "rung time", "GPU-h", "schedule", "algorithm", "makespan", "× ladder", "× ladder ",
+})  # fmt: skip
+
+
+# without --wide, long headers take two lines so that a column is as wide as its figures
+STACKED_HEADERS = {"regret median [90%]": "regret median\n[90%]", "rungs z@budget": "rungs\nz@budget",
+                   "at once/GPU (fit)": "at once/GPU\n(fit)", "GPUs per rung": "GPUs per\nrung"}  # fmt: skip
+
+
+def narrow_table(title: str, wide: bool) -> Table:
+    """A table for a terminal: without `wide`, no outer edge (two columns more for the figures)."""
+    return Table(title=title, title_justify="left", header_style="bold", show_edge=wide)
+
+
+def narrowed(headers: list[str], rows: list[list[str]], wide: bool) -> tuple[list[str], list[list[str]]]:
+    """The table's columns a terminal shows: all with `wide`, else those in NARROW_COLUMNS."""
+    if wide:
+        return headers, rows
+    kept = [index for index, header in enumerate(headers) if header in NARROW_COLUMNS]
+    return [headers[i] for i in kept], [[row[i] for i in kept] for row in rows]
+
+
 LEFT = ("path", "runs", "rungs z@budget")
 SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
 
@@ -832,13 +860,15 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
     return parts
 
 
-def rich_simulation_tables(simulation: Simulation) -> list[Table]:
-    """A simulation's tables, one per algorithm, for a terminal."""
+def rich_simulation_tables(simulation: Simulation, wide: bool = False) -> list[Table]:
+    """A simulation's tables, one per algorithm, for a terminal (without `wide`, the NARROW_COLUMNS)."""
     tables = []
-    for title, headers, rows in _simulation_parts(simulation):
-        table = Table(title=title, title_justify="left", header_style="bold")
+    for title, all_headers, all_rows in _simulation_parts(simulation):
+        headers, rows = narrowed(all_headers, all_rows, wide)
+        table = narrow_table(title, wide)
         for header in headers:
-            table.add_column(header, justify="left" if header in LEFT else "right")
+            justify: JustifyMethod = "left" if header in LEFT else "right"
+            table.add_column(header if wide else STACKED_HEADERS.get(header, header), justify=justify, no_wrap=not wide)
         for row in rows:
             table.add_row(*row)
         tables.append(table)
@@ -1003,13 +1033,15 @@ def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]
 PLAN_LEFT_COLUMNS = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from", "cheapest cluster")
 
 
-def rich_plan_tables(plan: ClusterPlan) -> list[Table]:
-    """A plan's tables, for a terminal."""
+def rich_plan_tables(plan: ClusterPlan, wide: bool = False) -> list[Table]:
+    """A plan's tables, for a terminal (without `wide`, the NARROW_COLUMNS)."""
     tables = []
-    for title, headers, rows in plan_tables(plan):
-        table = Table(title=title, title_justify="left", header_style="bold")
+    for title, all_headers, all_rows in plan_tables(plan):
+        headers, rows = narrowed(all_headers, all_rows, wide)
+        table = narrow_table(title, wide)
         for header in headers:
-            table.add_column(header, justify="left" if header in PLAN_LEFT_COLUMNS else "right")
+            justify: JustifyMethod = "left" if header in PLAN_LEFT_COLUMNS else "right"
+            table.add_column(header if wide else STACKED_HEADERS.get(header, header), justify=justify, no_wrap=not wide)
         for row in rows:
             table.add_row(*row)
         tables.append(table)

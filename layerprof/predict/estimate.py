@@ -529,11 +529,13 @@ def fit_model(
     time_model: TimeModel | None = None,
     seeded: bool = True,
     prices: PriceBook | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FitReport:
     """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
     for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
     the smallest listed GPU that runs it and, with `prices`, the cheapest per hour. `seeded`: each z's search starts
-    from the z before it (False: from the smallest batch, the search before 0.x; the same answers, more traces)."""
+    from the z before it (False: from the smallest batch, the search before 0.x; the same answers, more traces).
+    `progress(done, total)` hears each z as its answer is found (the model's split first, as 0 of the z)."""
     if batch_size is not None and batch_size > MAX_BATCH_SIZE:
         raise LayerprofError(f"--batch-size {batch_size:,} is beyond the largest this takes, {MAX_BATCH_SIZE:,}")
     refuse_compile(settings)
@@ -542,7 +544,9 @@ def fit_model(
     if settings.adapter != "none" and settings.adapter_layers == "all":  # plain LoRA: one cell, z = n
         zs = (len(search.layers),)
     plain = settings.adapter == "none" and settings.checkpointing == "none"
-    results = search.largest_batches(zs, memory_bytes, seeded and plain)  # recipes: every z on its own traces
+    if progress is not None:
+        progress(0, len(set(zs)))
+    results = search.largest_batches(zs, memory_bytes, seeded and plain, progress)  # recipes: z on its own traces
     for result in results:
         result.at_search_limit = result.largest_batch_size >= MAX_BATCH_SIZE
     if batch_size is not None:
@@ -753,19 +757,32 @@ class FitSearch:
             guess = (fits + upper) // 2 if fails is not None else limit
         return guess
 
-    def largest_batches(self, zs: Sequence[int], budget_bytes: int, seeded: bool = True) -> list[FitResult]:
+    def largest_batches(
+        self,
+        zs: Sequence[int],
+        budget_bytes: int,
+        seeded: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[FitResult]:
         """`largest_batch` for every z. Seeded: each z's search starts at the answer of the z before it, and a
         run of alike z (`layerprof.predict.compose`) is searched at its four anchors only, the z between them on the
-        need composed from the anchors' batch lines (exact, or the z is searched on its own traces)."""
+        need composed from the anchors' batch lines (exact, or the z is searched on its own traces).
+        `progress(done, total)` hears each z as its answer is found."""
         from layerprof.predict.compose import MIN_COMPOSED_RUN, anchors_of, z_runs
 
         results: dict[int, FitResult] = {}
         last: list[FitResult] = []
+        wanted = set(zs)
+
+        def told() -> None:
+            if progress is not None:
+                progress(len(wanted & set(results)), len(wanted))
 
         def searched(z: int) -> FitResult:
             if z not in results:
                 near = last[-1].largest_batch_size if seeded and last and last[-1].largest_batch_size else None
                 results[z] = self.largest_batch(z, budget_bytes, near=near)
+                told()
             last.append(results[z])
             return results[z]
 
@@ -787,7 +804,11 @@ class FitSearch:
                     if a not in results:
                         searched(a)
                 composed = self._composed_largest(z, budget_bytes, anchors, last[-1].largest_batch_size)
-                results[z] = composed if composed is not None else searched(z)
+                if composed is None:
+                    searched(z)
+                    continue
+                results[z] = composed
+                told()
                 last.append(results[z])
         return [results[z] for z in zs]
 

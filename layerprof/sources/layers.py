@@ -4,7 +4,10 @@ Algorithm 1 descends into `nn.Sequential` and into classes the user names; every
 leaves that own parameters are the layers. Three things are added here to make it hold on real models:
 
 * the model's own class is always descended into (otherwise every torchvision model is one layer), and so are
-  the pure containers `nn.ModuleList` / `nn.ModuleDict`, which have no forward of their own;
+  the pure containers `nn.ModuleList` / `nn.ModuleDict`, which have no forward of their own, and torch's own
+  stacks of repeated blocks (`nn.TransformerEncoder`, `nn.TransformerDecoder`, `nn.Transformer`);
+* a layer that holds most of the parameters in a list of alike blocks (a user's encoder class) is named in a
+  warning with the `--unwrap` that splits it;
 * layers are ordered by the forward pass that runs them, found by tracing one forward, not by registration
   order (LitGPT registers `lm_head` first);
 * parameters held directly by a descended container (a class token, a positional embedding) join the layer
@@ -44,6 +47,13 @@ __all__ = [
 ]
 
 CONTAINER_TYPES: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# torch's stacks of repeated blocks: their forward only runs the blocks in turn (and a final norm), so each block
+# is a layer, as it is when the user's model holds the blocks in a ModuleList
+BLOCK_STACK_TYPES: tuple[type[nn.Module], ...] = (nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)
+# a layer holding at least this share of the model's parameters in at least this many alike blocks is named in
+# a warning (two blocks are left alone: a stage of torchvision's MaxViT holds 57% in two)
+DOMINANT_LAYER_SHARE = 0.5
+DOMINANT_LAYER_BLOCKS = 3
 
 
 def _unwraps(module: nn.Module, unwrap: Iterable[str | type]) -> bool:
@@ -64,7 +74,7 @@ def _collect_leaves(
     container_params: list[tuple[str, str]] = []  # (container name, full parameter name)
 
     def visit(module: nn.Module, prefix: str, is_root: bool) -> None:
-        if is_root or isinstance(module, CONTAINER_TYPES) or _unwraps(module, unwrap):
+        if is_root or isinstance(module, CONTAINER_TYPES + BLOCK_STACK_TYPES) or _unwraps(module, unwrap):
             for param_name, param in module._parameters.items():
                 if param is not None:
                     container_params.append((prefix, f"{prefix}.{param_name}" if prefix else param_name))
@@ -165,7 +175,7 @@ def split_layers(
     With `trace_required`, a failing traced forward raises TraceFailed instead of falling back.
 
     `run_forward(model)` runs one forward pass (on the meta device it costs nothing); without it, or when it
-    fails, registration order is used and a warning says so.
+    fails, registration order is used and a warning says so (`layerprof.split_for_freezing` never falls back).
     """
     return trace_split(model, unwrap, run_forward, trace_required).layers
 
@@ -185,6 +195,9 @@ def trace_split(
     owned = _assign_parameters(dict(param_leaves), order, container_params, first_use)
     layers = [replace(layer, calls=calls.get(layer.name, 1)) for layer in _count_parameters(model, order, owned)]
     _check_every_parameter_assigned(model, layers)
+    hint = unwrap_hint(model, layers)
+    if hint is not None:
+        warnings.warn(hint, SplitWarning, stacklevel=2)
     if len(layers) < 2:
         remedy = (
             "it has no sub-modules: z=1 trains all of it, so there is no lower fidelity to profile"
@@ -199,6 +212,40 @@ def trace_split(
     return Split(layers, "registration" if reason else "forward", reason)
 
 
+def repeated_blocks(module: nn.Module) -> tuple[str, int] | None:
+    """The largest list of alike blocks inside `module` (a ModuleList or Sequential whose children, two or more,
+    share one class): that class's name and how many; None where there is none."""
+    best: tuple[str, int] | None = None
+    for child in module.modules():
+        if child is module or not isinstance(child, (nn.ModuleList, nn.Sequential)):
+            continue
+        kinds = {type(block) for block in child.children()}
+        count = len(child)
+        alike = count >= 2 and len(kinds) == 1 and any(True for _ in child.parameters())
+        if alike and (best is None or count > best[1]):
+            best = (next(iter(kinds)).__name__, count)
+    return best
+
+
+def unwrap_hint(model: nn.Module, layers: Sequence[Layer]) -> str | None:
+    """A warning for a layer that holds at least half the parameters in three or more alike blocks, with the
+    `--unwrap` that splits it into them; None where no layer does (the paper's models, torchvision's, LitGPT's)."""
+    total = total_params(layers)
+    for layer in layers:
+        if not layer.name or total == 0 or layer.params < DOMINANT_LAYER_SHARE * total:
+            continue
+        module = model.get_submodule(layer.name)
+        blocks = repeated_blocks(module)
+        if blocks is not None and blocks[1] >= DOMINANT_LAYER_BLOCKS:
+            name, count = blocks
+            return (
+                f"layer {layer.name} ({type(module).__name__}) holds {layer.params / total:.0%} of the parameters in "
+                f"{count} alike {name} blocks; --unwrap {type(module).__name__} splits it into them (in Python: "
+                f"unwrap=[{type(module).__name__!r}])"
+            )
+    return None
+
+
 def _forward_order(
     model: nn.Module,
     param_leaves: list[tuple[str, nn.Module]],
@@ -210,6 +257,12 @@ def _forward_order(
     times each leaf ran, and (registration order) why no forward pass was traced."""
     order = [name for name, _ in param_leaves]
     if run_forward is None:
+        warnings.warn(
+            "no forward pass was given; layers are in registration order, which may differ from execution order "
+            "(layerprof.split_for_freezing(model, example_inputs) traces it)",
+            SplitWarning,
+            stacklevel=3,
+        )
         return order, {}, {}, "no forward pass was given"
     watched = {id(model.get_parameter(full)): full for _, full in container_params}
     try:
@@ -355,6 +408,7 @@ class FrozenModel:
         if not 1 <= trainable_layers <= n:
             raise ValueError(f"trainable_layers must be in 1..{n}, got {trainable_layers}")
         self.trainable_layers = trainable_layers
+        self.model = model
         self._handles: list[Any] = []
         self._training: list[tuple[nn.Module, bool]] = []  # modules put in eval mode, with their mode before
         self._requires_grad = [(param, param.requires_grad) for param in model.parameters()]
@@ -389,6 +443,16 @@ class FrozenModel:
             self._handles.append(module.register_forward_hook(cut.detach_output))
         boundary = model.get_submodule(layers[first_trainable].name)
         self._handles.append(boundary.register_forward_pre_hook(cut.end_prefix))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters that train at this z (what to give the optimizer), each tensor once."""
+        return [param for param in self.model.parameters() if param.requires_grad]
+
+    def __enter__(self) -> FrozenModel:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.remove()
 
     def remove(self) -> None:
         """Undo the freezing: the graph cuts, eval mode, and every parameter's `requires_grad` as it was."""

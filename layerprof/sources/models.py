@@ -24,7 +24,7 @@ import typing
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,65 +33,19 @@ from torch import nn
 
 from layerprof.errors import LayerprofError, ModelWarning, SplitWarning
 from layerprof.parsing import coerce
-from layerprof.profile import MODEL_SOURCES, Family, Layer, ModelInfo, ModelSource, Profile
+from layerprof.profile import Family, Layer, ModelInfo, ModelSource
 from layerprof.sources.layers import Split, TraceFailed, total_params, trace_split
+from layerprof.sources.names import PRESETS, ModelOptions, _is_user_spec, resolve
 from layerprof.sources.workloads import CustomWorkload, Workload
 
 IMAGE_BATCH_SIZES = (32,)
 LM_BATCH_SIZES = (4,)
 DEFAULT_MAX_SEQ_LEN = 512
 
-# The paper's Table 2 and Section 4.1. LitGPT defaults for everything not listed, input and output
-# embeddings tied as in the paper's GPT-2 models.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper-resnet18-cifar100": {
-        "source": "torchvision",
-        "name": "resnet18",
-        "num_classes": 100,
-        "input_shape": (3, 32, 32),
-        "description": "ResNet-18 (torchvision) on CIFAR-100 shapes: 3x32x32 inputs, 100 classes",
-    },
-    "paper-gpt-14m": {
-        "source": "litgpt",
-        "config": {"n_embd": 128, "n_layer": 8, "n_head": 2, "block_size": 1024, "vocab_size": 50257},
-        "tie_embeddings": True,
-        "description": "GPT-2 style 14M (LitGPT): n_embd 128, 8 layers, 2 heads, context 1024, tied embeddings",
-    },
-    "paper-gpt-600m": {
-        "source": "litgpt",
-        "config": {"n_embd": 1280, "n_layer": 24, "n_head": 20, "block_size": 1024, "vocab_size": 50257},
-        "tie_embeddings": True,
-        "description": "GPT-2 style 600M (LitGPT): n_embd 1280, 24 layers, 20 heads, context 1024, tied embeddings",
-    },
-}
-
 # Classes descended into by default, per family, beyond the model's own class and pure containers.
 DEFAULT_UNWRAP: dict[str, tuple[str, ...]] = {
     "vit_": ("Encoder",),  # torchvision ViT: the encoder holds the blocks and the positional embedding
 }
-
-
-@dataclass
-class ModelOptions:
-    """What the command line may change about a named model."""
-
-    num_classes: int | None = None
-    input_shape: tuple[int, ...] | None = None
-    seq_len: int | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    unwrap: tuple[str, ...] = ()
-
-    @classmethod
-    def of_profile(cls, profile: Profile) -> ModelOptions:
-        """The options a profile's model was built with, to build it again."""
-        workload = profile.workload
-        return cls(
-            num_classes=workload.num_classes,
-            input_shape=workload.input_shape,
-            seq_len=workload.seq_len,
-            overrides=dict(profile.model.overrides),
-            unwrap=tuple(profile.model.unwrap),
-        )
 
 
 @dataclass
@@ -145,22 +99,7 @@ class LoadedModel:
         )
 
 
-# ---------------------------------------------------------------- names
-
-
-def torchvision_names() -> list[str]:
-    """torchvision's classification model names."""
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def litgpt_names() -> list[str]:
-    """LitGPT's config names."""
-    _litgpt_package()
-    from litgpt.config import name_to_config
-
-    return sorted(name_to_config)
+# ---------------------------------------------------------------- names (layerprof.sources.names)
 
 
 def litgpt_classes() -> tuple[Any, Any]:
@@ -226,111 +165,6 @@ def _deferred_module(name: str, functions: tuple[str, ...]) -> Any:
         setattr(stand_in, function, lambda *args, _f=function, **kwargs: getattr(real(), _f)(*args, **kwargs))
     stand_in.__getattr__ = rest  # type: ignore[method-assign]
     return stand_in
-
-
-SOURCES = MODEL_SOURCES
-OPTIONAL_SOURCES = {"timm": "timm", "hf": "hf"}  # source -> the extra that installs it
-PREFIXED = ("torchvision", "litgpt", "timm", "hf")
-
-
-def known_names(source: str | None = None) -> dict[str, list[str]]:
-    """Every accepted model name, grouped by source (or of one source). Without a source, the optional ones
-    (timm, hf) are listed where installed; asked for by name, a missing one says how to install it."""
-    from layerprof.sources.hub_models import hf_model_types, timm_names
-
-    if source is not None and source not in SOURCES:
-        raise LayerprofError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
-    listers = {
-        "preset": lambda: sorted(PRESETS),
-        "torchvision": torchvision_names,
-        "litgpt": litgpt_names,
-        "timm": timm_names,
-        "hf": hf_model_types,
-    }
-    names = {}
-    for name, lister in listers.items():
-        if source not in (None, name):
-            continue
-        try:
-            names[name] = lister()
-        except LayerprofError:
-            if source is not None:
-                raise
-    return names
-
-
-def _is_user_spec(spec: str) -> bool:
-    target, sep, attribute = spec.rpartition(":")
-    if not sep or not attribute.isidentifier() or target in (*PREFIXED, ""):
-        return False
-    return target.endswith(".py") or "/" in target or all(part.isidentifier() for part in target.split("."))
-
-
-def resolve(spec: str) -> tuple[str, str]:
-    """(source, name) for a MODEL string, or a LayerprofError that suggests close names."""
-    if spec in PRESETS:
-        return "preset", spec
-    prefix, sep, rest = spec.partition(":")
-    if sep and prefix == "torchvision":
-        if rest in torchvision_names():
-            return "torchvision", rest
-        raise _unknown(rest, torchvision_names(), "torchvision model")
-    if sep and prefix == "litgpt":
-        if rest in litgpt_names():
-            return "litgpt", rest
-        raise _unknown(rest, litgpt_names(), "LitGPT config")
-    if sep and prefix == "timm":
-        from layerprof.sources.hub_models import timm_names
-
-        if rest in timm_names():
-            return "timm", rest
-        raise _unknown(rest, timm_names(), "timm model")
-    if sep and prefix == "hf":
-        return "hf", rest  # a model type or a config file; checked where the config is built
-    if _is_user_spec(spec):
-        return "user", spec
-    # LitGPT's names first: its config list imports in a fraction of torchvision's time, and no name is in both
-    # (tests/sources/test_sources.py checks)
-    if spec in litgpt_names():
-        return "litgpt", spec
-    if spec in torchvision_names():
-        return "torchvision", spec
-    if spec.endswith(".py") or spec.rpartition(":")[0].endswith(".py"):
-        file = spec.rpartition(":")[0] if spec.endswith(":") else spec.removesuffix(":")
-        raise LayerprofError(f"model {spec!r} names a file but no factory in it; write {file}:FACTORY")
-    everything = [name for group in ("preset", "torchvision", "litgpt") for name in known_names(group)[group]]
-    raise _unknown(spec, everything, "model")
-
-
-TORCHVISION_TASKS = {
-    "detection": "detection",
-    "segmentation": "segmentation",
-    "video": "video classification",
-    "optical_flow": "optical flow",
-    "quantization": "quantized",
-}
-
-
-def _torchvision_task(name: str) -> str | None:
-    """The kind of torchvision model NAME is where it is one but not a classifier (detection, segmentation, ...)."""
-    import torchvision
-
-    for module, kind in TORCHVISION_TASKS.items():
-        if name in torchvision.models.list_models(module=getattr(torchvision.models, module)):
-            return kind
-    return None
-
-
-def _unknown(name: str, candidates: list[str], what: str) -> LayerprofError:
-    if what in ("model", "torchvision model") and (kind := _torchvision_task(name)) is not None:
-        return LayerprofError(
-            f"{name} is a torchvision {kind} model; layerprof builds torchvision classifiers "
-            "(`layerprof models --source torchvision`): profile it through a factory, path/to/file.py:factory "
-            "returning a layerprof.CustomWorkload with its batch and loss (see examples/custom_model.py)"
-        )
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `layerprof models` lists the accepted names"
-    return LayerprofError(f"unknown {what} {name!r}{hint}")
 
 
 def typed_overrides(overrides: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:

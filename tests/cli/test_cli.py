@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 from pathlib import Path
@@ -82,6 +83,11 @@ def test_models_lists_every_source(runner: CliRunner) -> None:
     assert set(names) == {"preset", "torchvision", "litgpt", "timm", "hf"}  # timm and hf are dev dependencies
     assert "paper-gpt-14m" in names["preset"] and "resnet18" in names["torchvision"]
     assert "pythia-1.4b" in names["litgpt"]
+    # timm and hf names are listed as they are accepted, with their prefix: each copies into a command
+    assert all(name.startswith("timm:") for name in names["timm"]) and "timm:convnext_atto" in names["timm"]
+    assert all(name.startswith("hf:") for name in names["hf"]) and "hf:gpt2" in names["hf"]
+    assert run(runner, "layers", "timm:convnext_atto", "--json").exit_code == 0
+    assert_one_line_error(run(runner, "layers", "convnext_atto"), "model 'convnext_atto' is a timm name: give timm:")
 
 
 def test_prefix_disambiguates(runner: CliRunner) -> None:
@@ -376,3 +382,42 @@ def test_ctrl_c_in_a_study_says_what_is_kept_and_exits_130(
     assert result.exit_code == 130, result.output
     text = " ".join(result.output.split())
     assert "interrupted: finished trials are in" in text and "trials.jsonl; rerun to resume" in text
+
+
+def test_a_busy_machine_is_said_before_the_sweep_runs_not_at_its_end(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU load reading, injected (no competing process, no timing): the warning comes before the sweep's
+    header, as it is detected (it used to come after the tables); and the header names the device."""
+    import layerprof.measure.environment as environment
+
+    monkeypatch.setattr(environment, "cpu_busy_share", lambda seconds=0.3: 0.93)
+    example = str(Path(__file__).parents[2] / "examples" / "custom_model.py")
+    result = run(runner, "profile", f"{example}:mlp", "--input-shape", "64", "--num-classes", "10", "--batch-sizes",
+                 "2", "--layers", "1", "--warmup", "1", "--min-steps", "1", "--steps", "1", "--out",
+                 str(tmp_path / "p.json"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    warning = next(i for i, line in enumerate(lines) if "other work kept the CPUs 93% busy" in line)
+    header = next(i for i, line in enumerate(lines) if line.startswith(f"{example}:mlp: "))
+    assert warning < header
+    assert "batch sizes 2 · z = 1 · cpu" in " ".join(result.output.split())  # the device, however it wraps
+    assert sum("93% busy" in line for line in lines) == 1  # said once, not again at the end
+
+
+def test_the_sweep_bar_hears_rounds_and_visits_and_says_a_busy_machine_at_once() -> None:
+    from rich.console import Console
+
+    from layerprof.cli.render import SweepProgress, time_left_text
+
+    console = Console(file=io.StringIO(), width=100, force_terminal=False)
+    with SweepProgress(console) as bar:
+        bar.round_started(1, 2, 90.0)
+        bar.visit_finished(1, 1, 2)
+        bar.machine_busy("other work is slowing this machine")
+    assert bar.events == [("round_started", 1, 2, 90.0), ("visit_finished", 1, 1, 2),
+                          ("machine_busy", "other work is slowing this machine")]  # fmt: skip
+    assert "warning: other work is slowing this machine" in console.file.getvalue()
+    assert time_left_text(100.0 + 125, 100.0) == "~0:02:05 left"
+    assert time_left_text(None, 100.0) == "-:--:-- left"
+    assert time_left_text(90.0, 100.0) == "~0:00:00 left"  # past the estimate: never negative

@@ -231,7 +231,10 @@ def test_resume_runs_only_missing_trials(tmp_path: Path, monkeypatch: pytest.Mon
     saved = len((out / "trials.jsonl").read_text().splitlines())
     assert saved == 6
     log.write_text("")
-    result = study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1)
+    heard: list[tuple[int, int]] = []  # the bar's first reading: the resumed trials of the total, before any runs
+    result = study(spec, configs, [1, 4], [0.5, 1.0], 1, out, workers=1,
+                   on_start=lambda done, total: heard.append((done, total)))  # fmt: skip
+    assert heard == [(6, 20)]
     rerun = len(log.read_text().splitlines())
     assert rerun == 20 - saved  # 5 configs x 2 z x 2 budgets, minus what was on disk
     assert "resumed: 6 of 20" in result.executor

@@ -7,6 +7,7 @@ random third and the regret is that of the best of a random three.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -668,3 +669,38 @@ def test_an_outcome_with_nothing_to_vary_is_stable_at_once(tmp_path: Path) -> No
     study = write_study(tmp_path / "s", 9, lambda i, z, f, s: 1.0, seconds=lambda z, f: 0.0)
     outcome = simulate(study, paths=["budget"]).path("budget").successive_halving
     assert (outcome.repeats, outcome.stable, outcome.regret_high, outcome.recorded_seconds) == (1000, True, 0, 0)
+
+
+def rendered_lines(table: object, width: int = 100) -> list[str]:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    console.print(table)
+    return console.file.getvalue().splitlines()
+
+
+def test_the_simulate_and_plan_tables_fit_100_columns_a_row_a_line_and_wide_shows_every_column(
+    tmp_path: Path,
+) -> None:
+    """Each table drawn at 100 columns: a line per row (nothing wraps), the title above, borders, header."""
+    from layerprof.fidelity.plan import plan_cluster
+    from layerprof.fidelity.simulate import simulate as replay
+    from layerprof.measure.cluster import parse_inventory
+    from layerprof.outputs.tables import PLAN_RUNG_HEADERS, rich_plan_tables, rich_simulation_tables
+    from tests.measure.test_cluster import h100_profile
+
+    study = write_study(tmp_path / "s", 9, perfect, task=write_task(tmp_path))
+    simulation = replay(study, repeats=20, profile=priced_profile(), gpu_memory=16 * 2**30)
+    plan = plan_cluster([h100_profile(0.2)], parse_inventory("2xH100,4xL4"), eta=3, configs=27, budget_steps=1000)
+    for table in [*rich_simulation_tables(simulation), *rich_plan_tables(plan)]:
+        lines = rendered_lines(table)
+        rule = next(i for i, line in enumerate(lines) if "━" in line and "┃" not in line and i > 0)
+        body = [line for line in lines[rule + 1 :] if line.strip()]  # the rows, under the header's rule
+        assert len(body) == table.row_count, "\n".join(lines)  # one line per row: no wrapping
+        assert all(len(line) <= 100 for line in lines)
+        assert not any("…" in line for line in body), "\n".join(lines)  # nothing cut short to fit
+    wide = rich_plan_tables(plan, wide=True)[0]
+    assert [column.header for column in wide.columns] == PLAN_RUNG_HEADERS
+    assert [column.header for column in rich_plan_tables(plan)[0].columns] == [
+        "rung", "z", "steps", "trials", "GPU", "at once/GPU\n(fit)", "trial", "rung time", "GPU-h",
+    ]  # fmt: skip

@@ -157,3 +157,84 @@ def test_process_settings_are_put_back_when_the_run_fails_and_a_bad_value_is_ref
     assert torch.get_num_threads() == 2
     with ProcessSettings().applied():  # nothing given: nothing changes
         assert torch.get_num_threads() == 2
+
+
+class Recorder:
+    """An observer that keeps every event of a sweep as a plain tuple (required and optional events)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def cell_started(self, batch_size: int, z: int, position: int, total: int) -> None:
+        self.events.append(("cell_started", batch_size, z, position, total))
+
+    def cell_finished(self, row: Row) -> None:
+        self.events.append(("cell_finished", row.batch_size, row.trainable_layers))
+
+    def round_started(self, round_index: int, cells: int, seconds_left: float | None) -> None:
+        self.events.append(("round_started", round_index, cells, seconds_left))
+
+    def visit_finished(self, round_index: int, done: int, cells: int) -> None:
+        self.events.append(("visit_finished", round_index, done, cells))
+
+    def round_finished(self, round_index: int, unsettled: int) -> None:
+        self.events.append(("round_finished", round_index, unsettled))
+
+    def machine_busy(self, reason: str) -> None:
+        self.events.append(("machine_busy", reason))
+
+
+def timed_settings(**changes: object) -> SweepSettings:
+    """Two cells, visits of one step, three visits at least and at most: two timed rounds always run."""
+    base = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 3), warmup_steps=1, min_steps=3, max_steps=3,
+                         steps_per_visit=1)  # fmt: skip
+    return dataclasses.replace(base, **changes)
+
+
+def test_timed_rounds_report_each_visit_and_the_time_their_visits_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar moves within a round (a visit at a time) and every round starts with the time left, from the steps
+    measured so far: each cell's median step x the steps its remaining visits take."""
+    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: 1.0)  # a quiet machine, injected
+    monkeypatch.setattr(sweep, "next_visit", lambda context, b, z, r: sweep.Visit(r, [2.0]))  # 2 ms steps
+    monkeypatch.setattr(sweep.TimedRounds, "unsettled", lambda self: [k for k, t in self.timings.items()
+                                                                      if len(t.visits) < 3])  # fmt: skip
+    loaded = stack()
+    recorder = Recorder()
+    profile_model(loaded, loaded.split(), timed_settings(), torch.device("cpu"), observer=recorder)
+    timed = [event for event in recorder.events if event[0] in ("round_started", "visit_finished", "round_finished")]
+    assert [event[:3] for event in timed] == [
+        ("round_started", 1, 2), ("visit_finished", 1, 1), ("visit_finished", 1, 2), ("round_finished", 1, 2),
+        ("round_started", 2, 2), ("visit_finished", 2, 1), ("visit_finished", 2, 2), ("round_finished", 2, 0),
+    ]  # fmt: skip
+    assert not any(event[0] == "machine_busy" for event in recorder.events)
+
+
+def test_seconds_left_counts_the_remaining_visits_at_the_measured_step_time() -> None:
+    loaded = stack()
+    context = sweep.CellContext(loaded, loaded.split(), timed_settings(), torch.device("cpu"))
+    timings = {(2, 1): sweep.CellTiming([sweep.Visit(0, [2.0])]), (2, 3): sweep.CellTiming([sweep.Visit(0, [6.0])])}
+    rounds = sweep.TimedRounds(context, sweep.new_profile(loaded, loaded.split(), context.settings,
+                                                          sweep.describe_environment(context.device)),
+                               timings, [1.0], began=0.0)  # fmt: skip
+    # 2 visits left each, of 1 re-warm-up step + 1 timed step: (2 x 2 x 2 ms) + (2 x 2 x 6 ms) = 32 ms
+    assert rounds.seconds_left() == pytest.approx(0.032)
+    assert rounds.seconds_left(overhead=1.5) == pytest.approx(0.048)
+
+
+def test_a_slow_round_says_the_machine_is_busy_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference workload, injected: quiet before the first timed round, three times slower after it. The
+    event comes right after that round, before the next one starts: not at the end of the sweep."""
+    readings = iter([1.0, 3.0, 3.0, 3.0, 3.0])
+    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: next(readings))
+    monkeypatch.setattr(sweep, "next_visit", lambda context, b, z, r: sweep.Visit(r, [2.0]))
+    monkeypatch.setattr(sweep.TimedRounds, "unsettled", lambda self: [k for k, t in self.timings.items()
+                                                                      if len(t.visits) < 3])  # fmt: skip
+    loaded = stack()
+    recorder = Recorder()
+    profile_model(loaded, loaded.split(), timed_settings(), torch.device("cpu"), observer=recorder)
+    names = [event[0] for event in recorder.events]
+    busy = names.index("machine_busy")
+    assert names[busy - 1 : busy + 3] == ["visit_finished", "machine_busy", "round_finished", "round_started"]
+    assert recorder.events[busy + 1] == ("round_finished", 1, 2)  # after the first timed round, of two
+    assert names.count("machine_busy") == 1  # said once
+    assert recorder.events[busy][1].startswith("other work is slowing this machine: the reference workload ran 3.0x")

@@ -305,3 +305,129 @@ def test_ladder_takes_each_rungs_batch_limit_from_fits_answers(tmp_path: Path) -
     fit.write_text(json.dumps({"results": [{"trainable_layers": 1, "largest_batch_size": 300}]}))
     assert_one_line_error(runner.invoke(app, ["ladder", str(profile), "--batch-limits", str(fit)]),
                           "fit searched z up to 1, the ladder's rung z=3 is above it")  # fmt: skip
+
+
+# ---------------------------------------------------------------- --objective: the user's training in the snippet
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_training.py"
+
+
+def test_the_example_trains_its_own_model_through_optuna_with_layerprof_freezing(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/own_training.py as its docstring runs it: estimate, ladder --export optuna --objective, then the
+    script; every rung trains the digits MLP with exactly the last z of its 4 layers, and the study learns."""
+    import importlib.util
+
+    import optuna
+
+    from layerprof.cli.commands import app
+
+    profile = tmp_path / "digits.json"
+    estimated = runner.invoke(app, ["estimate", f"{EXAMPLE}:digits_model", "--input-shape", "64", "--num-classes",
+                                    "10", "--target", "cpu", "--batch-sizes", "64", "--out", str(profile)])  # fmt: skip
+    assert estimated.exit_code == 0, estimated.output
+    exported = runner.invoke(app, ["ladder", str(profile), "--eta", "2", "--export", "optuna", "--objective",
+                                   f"{EXAMPLE}:train_and_evaluate"])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    script = tmp_path / "digits_optuna.py"
+    script.write_text(exported.output)
+    assert snippet_value(exported.output, "RUNGS") == {1: 1, 2: 2, 4: 4}  # predicted step times, eta 2
+    assert snippet_value(exported.output, "OBJECTIVE") == (str(EXAMPLE), "train_and_evaluate")
+
+    spec = importlib.util.spec_from_file_location("digits_optuna", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    trained: list[tuple[int, int, int | None]] = []
+    train = module.train_and_evaluate
+
+    def recording(config: dict, trainable_layers: int, steps, state=None) -> tuple:
+        loss, new_state = train(config, trainable_layers, steps, state)
+        trained.append((trainable_layers, new_state["trained_params"], state and state["trainable_layers"]))
+        return loss, new_state
+
+    monkeypatch.setattr(module, "train_and_evaluate", recording)
+    # Hyperband's brackets follow the study's name (random by default), the sampler its seed: both fixed here
+    create_study = optuna.create_study
+    monkeypatch.setattr(
+        module.optuna,
+        "create_study",
+        lambda **options: create_study(study_name="digits", sampler=optuna.samplers.TPESampler(seed=0), **options),
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = module.main(n_trials=4)
+    # z = 1 trains the head (64 x 10 + 10), z = 2 a hidden layer (64 x 64 + 64) too; z = 4 everything
+    assert {z: count for z, count, _ in trained} == {1: 650, 2: 4810, 4: 13130}
+    assert any(previous is not None and previous < z for z, _, previous in trained)  # a trial continued upward
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and min(t.value for t in complete) < 1.5  # it learned: chance is ln 10 = 2.30
+
+
+@pytest.mark.parametrize("library", ["optuna", "neps", "ray", "smac", "plan"])
+def test_every_export_calls_the_objective_it_names(library: str, tmp_path: Path) -> None:
+    """The snippet's train_and_evaluate is the user's function (loaded with the standard library, so that it runs
+    in the HPO library's own environment and in Ray's workers), and the stand-in is gone."""
+    from layerprof.outputs.exporters import STAND_IN
+
+    objective = tmp_path / "mine.py"
+    objective.write_text("def fit(config, z, steps, state):\n    return config['learning_rate'] * z, {'z': z}\n")
+    if library == "plan":
+        from layerprof.fidelity.plan import plan_cluster
+        from layerprof.measure.cluster import parse_inventory
+        from tests.measure.test_cluster import h100_profile
+
+        plan = plan_cluster([h100_profile(0.2)], parse_inventory("2xH100"), eta=3, configs=3, budget_steps=1000)
+        source = export_plan_ray(plan, f"{objective}:fit")
+        assert "loss, _state = train_and_evaluate(config, trainable_layers, steps, None)" in source
+    else:
+        source = export(geometric_ladder(3, 3), library, f"{objective}:fit")
+    assert STAND_IN not in source
+    assert snippet_value(source, "OBJECTIVE") == (str(objective), "fit")
+    namespace: dict = {}
+    exec(_top_level(source, ("OBJECTIVE", "_LOADED", "train_and_evaluate")), namespace)  # noqa: S102
+    assert namespace["train_and_evaluate"]({"learning_rate": 0.5}, 3, None, None) == (1.5, {"z": 3})
+
+
+def _top_level(source: str, names: tuple[str, ...]) -> str:
+    """The snippet's top-level statements that bind `names`, without the HPO library's imports."""
+    import ast
+
+    tree = ast.parse(source)
+    kept = [
+        node
+        for node in tree.body
+        if (isinstance(node, ast.FunctionDef) and node.name in names)
+        or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in names for t in node.targets))
+    ]
+    return ast.unparse(ast.Module(body=kept, type_ignores=[]))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{tmp}/missing.py:fit", "no file {tmp}/missing.py (expected FILE.py:FUNCTION)"),
+        ("{tmp}/mine.py:train", "{tmp}/mine.py defines no function train at its top level (fit, short)"),
+        ("{tmp}/mine.py:short", "short takes 2 positional argument(s); the contract is short(config, "
+                                "trainable_layers, steps, state) -> (loss, state)"),
+        ("{tmp}/mine.py", "expected FILE.py:FUNCTION or package.module:FUNCTION"),
+        ("no_such_package.module:fit", "no module 'no_such_package.module' to import"),
+    ],
+)  # fmt: skip
+def test_a_wrong_objective_is_one_line_before_anything_runs(runner, tmp_path: Path, text: str, message: str) -> None:
+    from layerprof.cli.commands import app
+
+    (tmp_path / "mine.py").write_text("def fit(config, z, steps, state): ...\ndef short(config, z): ...\n")
+    profile = Path(__file__).parents[1] / "data" / "profile-v1-measured.json"
+    spec = text.format(tmp=tmp_path)
+    result = runner.invoke(app, ["ladder", str(profile), "--export", "optuna", "--objective", spec])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: --objective {spec!r}: {message.format(tmp=tmp_path)}"), result.output
+
+
+def test_an_objective_without_an_export_says_so(runner) -> None:
+    from layerprof.cli.commands import app
+
+    profile = Path(__file__).parents[1] / "data" / "profile-v1-measured.json"
+    result = runner.invoke(app, ["ladder", str(profile), "--objective", "x.py:fit"])
+    assert result.exit_code == 2
+    assert "error: --objective names the training of an exported script; give --export too" in result.output

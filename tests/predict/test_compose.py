@@ -588,3 +588,13 @@ def test_a_batch_line_refuses_batch_sizes_that_would_request_negative_bytes() ->
     steeper = BatchLine.through((3, Timeline(events, (100, 10))), (5, Timeline(events, (100, 30))))
     assert steeper.requested(1) is None and steeper.peak_bytes(1, int) is None  # 10 - 2 x 10 bytes
     assert steeper.requested(2) == [100, 0]
+
+
+def test_the_fit_reports_each_z_as_it_is_answered_composed_ones_too() -> None:
+    """`fit`'s bar: 0 of 8 once the model is split, then one more per z, searched or composed, to 8 of 8."""
+    heard: list[tuple[int, int]] = []
+    settings = SweepSettings((), (), target="cuda")
+    report = fit_model(f"{EXAMPLE}:mlp", ModelOptions(input_shape=(64,), num_classes=10), settings, 848 * 2**20,
+                       LayerSelection("all"), progress=lambda done, total: heard.append((done, total)))  # fmt: skip
+    assert [r.trainable_layers for r in report.results if r.composed] == [4, 5]
+    assert heard == [(done, 8) for done in range(9)]

@@ -277,3 +277,75 @@ class Pair(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
+
+
+class PlainTransformer(nn.Module):
+    """A plain PyTorch text classifier: embedding, nn.TransformerEncoder of 3 layers (with a final norm), head."""
+
+    def __init__(self, width: int = 16, depth: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        block = nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=32, batch_first=True)
+        self.encoder = nn.TransformerEncoder(block, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(1))
+
+
+def test_a_torch_transformer_encoder_splits_into_its_blocks_without_unwrap() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: nothing left to unwrap
+        layers = split_layers(PlainTransformer(), run_forward=lambda m: m(torch.randint(0, 50, (2, 5))))
+    names = [layer.name for layer in layers]
+    assert names == ["embed", "encoder.layers.0", "encoder.layers.1", "encoder.layers.2", "encoder.norm", "head"]
+    assert [layer.type for layer in layers][1:4] == ["TransformerEncoderLayer"] * 3
+    assert total_params(layers) == sum(p.numel() for p in PlainTransformer().parameters())
+
+
+class Blocks(nn.Module):
+    """A user's own encoder class: a ModuleList of alike blocks that is not a torch stack layerprof knows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(32, 32) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class OwnEncoderModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, 32)
+        self.encoder = Blocks()
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.stem(x)))
+
+
+def test_a_layer_holding_most_parameters_in_alike_blocks_names_the_unwrap_that_splits_it() -> None:
+    def forward(model: nn.Module) -> None:
+        model(torch.randn(2, 8))
+
+    with pytest.warns(SplitWarning) as caught:
+        layers = split_layers(OwnEncoderModel(), run_forward=forward)
+    assert [layer.name for layer in layers] == ["stem", "encoder", "head"]
+    assert [str(w.message) for w in caught] == [
+        "layer encoder (Blocks) holds 92% of the parameters in 4 alike Linear blocks; --unwrap Blocks splits it "
+        "into them (in Python: unwrap=['Blocks'])"
+    ]  # 4 x 1,056 of 4,578 parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layers = split_layers(OwnEncoderModel(), unwrap=["Blocks"], run_forward=forward)
+    assert len(layers) == 6
+
+
+def test_the_paper_models_and_torchvision_split_without_an_unwrap_hint() -> None:
+    for spec in ("paper-resnet18-cifar100", "paper-gpt-14m", "vit_b_16", "alexnet"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SplitWarning)
+            meta_split(spec)

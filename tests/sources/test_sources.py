@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from layerprof.cli.commands import app
 from layerprof.errors import SplitWarning
 from layerprof.profile import SweepSettings, load_profile
-from layerprof.sources.models import ModelOptions, build_model, split_model, torchvision_names
+from layerprof.sources.models import ModelOptions, build_model, split_model
+from layerprof.sources.names import torchvision_names
 from tests.cli.test_cli import FAST, assert_one_line_error
 
 
