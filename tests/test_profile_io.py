@@ -443,3 +443,51 @@ def test_a_profile_with_an_old_task_name_passes_check_and_plan_against_one_with_
     assert json.loads(plan.stdout)["model"] == NEW_TASK
     mixed = runner.invoke(app, ["plan", h100, gpu("other", "elsewhere:fn", "NVIDIA L4", 22.0), "--cluster", "2xL4"])
     assert mixed.exit_code == 2 and "different models" in mixed.output
+
+
+@pytest.mark.parametrize(
+    ("field", "good", "bad", "fragment"),
+    [
+        ("step_time_ms", 1e-9, 0.0, "step_time_ms is 0.0 (a positive finite number is right)"),
+        ("step_time_ms", 1e308, float("inf"), "step_time_ms is inf"),
+        ("predicted_step_time_ms", 0.001, -0.001, "predicted_step_time_ms is -0.001"),
+        ("peak_memory_bytes", 0, -1, "peak_memory_bytes is -1 (a finite number, 0 or more is right)"),
+        ("memory_activations_bytes", 0, -8, "memory_activations_bytes is -8"),
+        ("host_time_ms", 0.0, -0.5, "host_time_ms is -0.5"),
+        ("step_time_std_ms", 0.0, float("nan"), "step_time_std_ms is nan"),
+        ("trainable_fraction", 1.0, 1.0001, "trainable_fraction is 1.0001 (a share from 0 to 1 is right)"),
+        ("trainable_fraction", 0.0, -0.0001, "trainable_fraction is -0.0001"),
+        ("flops", 0, -1, "flops is -1"),
+        ("batch_size", 1, 0, "batch_size is 0"),
+        ("visit_medians_ms", [1e-9], [1.0, 0.0], "visit_medians_ms[1] is 0.0"),
+        ("visit_medians_ms", [], [float("nan")], "visit_medians_ms[0] is nan"),
+    ],
+)
+def test_figures_are_checked_on_load_at_their_edge(
+    tmp_path: Path, field: str, good: object, bad: object, fragment: str
+) -> None:
+    """The last good value loads; the first bad one is damage naming the cell and the field (issue 40)."""
+    data = small_profile().to_dict()
+    data["rows"][0][field] = good
+    (tmp_path / "good.json").write_text(json.dumps(data))
+    assert getattr(load_profile(tmp_path / "good.json").rows[0], field) == good
+    data["rows"][0][field] = bad
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(LayerprofError) as caught:
+        load_profile(tmp_path / "bad.json")
+    assert f"'{tmp_path / 'bad.json'}' is a damaged layerprof profile" in str(caught.value)
+    assert f"damaged layerprof profile: cell batch {data['rows'][0]['batch_size']} z=1: {fragment}" in str(caught.value)
+
+
+def test_an_ok_measured_cell_needs_its_step_time_an_estimate_or_failed_cell_does_not(tmp_path: Path) -> None:
+    data = small_profile().to_dict()
+    data["rows"][0]["step_time_ms"] = None
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    with pytest.raises(LayerprofError, match=r"cell batch 2 z=1: step_time_ms is None \(a cell marked ok has"):
+        load_profile(tmp_path / "p.json")
+    data["settings"]["mode"] = "estimate"  # an estimate predicts its time, or has none
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    assert load_profile(tmp_path / "p.json").rows[0].step_time_ms is None
+    assert small_profile().rows[1].step_time_ms is None  # the oom cell: no figures at all
+    save_profile(small_profile(), tmp_path / "q.json")
+    assert load_profile(tmp_path / "q.json").rows[1].status == "oom"
