@@ -162,6 +162,23 @@ CASES = [
     ("check {root}/interrupted.json {root}/est-cpu.json", "CURRENT"),
     ("check {root}/est-cpu.json {root}/interrupted.json", "BASELINE"),
     ("check {root}/interrupted.json {root}/new-baseline.json --update-baseline", "is incomplete"),
+    # found in review (issue 40): a repeated rung; a z beyond the task named before the count of rungs; the
+    # caps of other commands on plan's --budget-steps and layers --costs's --batch-size
+    ("simulate {root}/study --path 1@0.5,1@0.5", "rung 1@0.5 after 1@0.5 does not raise the fidelity"),
+    ("correlate {task} --grid {root}/grid.json --continue 7@1", "--continue 7@1: z=7, but the task has 3 layers"),
+    ("correlate {task} --grid {root}/grid.json --continue 1@0.5,4@1", "z=4, but the task has 3 layers"),
+    ("correlate {task} --grid {root}/grid.json --continue 1@1", "--continue 1@1: a continued run goes through two"),
+    (
+        "plan {root}/est-cuda.json --cluster 2xH100 --budget-steps 100000000000000000000",
+        "--budget-steps 100,000,000,000,000,000,000 is beyond the largest this takes, 1,000,000,000",
+    ),
+    ("plan {root}/est-cuda.json --cluster 2xH100 --budget-steps 1000000001", "--budget-steps 1,000,000,001 is beyond"),
+    ("ladder {root}/est-cuda.json --budget-steps 1000000001", "--budget-steps 1,000,000,001 is beyond the largest"),
+    (
+        "layers {model} --input-shape 8 --costs --batch-size 99999999999",
+        "--batch-size 99,999,999,999 is beyond the largest this takes, 16,777,216",
+    ),
+    ("layers {model} --input-shape 8 --costs --batch-size 16777217", "--batch-size 16,777,217 is beyond"),
     # layer counts beyond the task's
     ("correlate {task} --grid {root}/grid.json --layers 1,2,4", "--layers 4 is outside 1..3"),
     # found in review: a range is checked as written, before it is expanded (1-10^12 hung, eating memory), and
