@@ -162,12 +162,9 @@ CASES = [
     ("check {root}/interrupted.json {root}/est-cpu.json", "CURRENT"),
     ("check {root}/est-cpu.json {root}/interrupted.json", "BASELINE"),
     ("check {root}/interrupted.json {root}/new-baseline.json --update-baseline", "is incomplete"),
-    # found in review (issue 40): a repeated rung; a z beyond the task named before the count of rungs; the
+    # found in review (issue 40): a repeated rung; the
     # caps of other commands on plan's --budget-steps and layers --costs's --batch-size
     ("simulate {root}/study --path 1@0.5,1@0.5", "rung 1@0.5 after 1@0.5 does not raise the fidelity"),
-    ("correlate {task} --grid {root}/grid.json --continue 7@1", "--continue 7@1: z=7, but the task has 3 layers"),
-    ("correlate {task} --grid {root}/grid.json --continue 1@0.5,4@1", "z=4, but the task has 3 layers"),
-    ("correlate {task} --grid {root}/grid.json --continue 1@1", "--continue 1@1: a continued run goes through two"),
     (
         "plan {root}/est-cuda.json --cluster 2xH100 --budget-steps 100000000000000000000",
         "--budget-steps 100,000,000,000,000,000,000 is beyond the largest this takes, 1,000,000,000",
