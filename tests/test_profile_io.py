@@ -491,3 +491,17 @@ def test_an_ok_measured_cell_needs_its_step_time_an_estimate_or_failed_cell_does
     assert small_profile().rows[1].step_time_ms is None  # the oom cell: no figures at all
     save_profile(small_profile(), tmp_path / "q.json")
     assert load_profile(tmp_path / "q.json").rows[1].status == "oom"
+
+
+def test_a_skipped_cell_is_finished_and_a_resume_does_not_run_it_again() -> None:
+    """Skipped (a smaller z ran out of memory at this batch size), oom and error cells are finished: only the
+    unfinished cell is left (issue 40: "2 of 3 cells unfinished", and a resume ran the skipped one again)."""
+    rows = [Row(2, 1, "oom"), Row(2, 2, "skipped"), Row(2, 3, "unfinished"), Row(4, 1, "error")]
+    profile = bare_profile(rows, 3)
+    profile.settings.batch_sizes, profile.settings.trainable_layer_counts = (2, 4), (1, 2, 3)
+    profile.complete = False
+    assert [row.finished for row in rows] == [True, True, False, True]
+    assert profile.unfinished_cells() == [(2, 3), (4, 2), (4, 3)]  # (4, 2) and (4, 3) were never reached
+    assert profile.incomplete_reason() == (
+        "the sweep was interrupted: 3 of 6 cells unfinished (batch 2 z=3, batch 4 z=2, batch 4 z=3)"
+    )
