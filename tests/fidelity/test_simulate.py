@@ -715,8 +715,11 @@ def test_a_continued_rung_spanning_two_recorded_segments_is_charged_both() -> No
     chain = ((1, 0.1), (1, 0.25), (1, 0.5), (1, 1.0))
     continued = {}
     for index in range(2):
-        segments = [SegmentResult(z, f, loss=1.0 / (position + 1 + index), seconds=s)
-                    for position, ((z, f), s) in enumerate(zip(chain, (10.0, 20.0, 30.0, 40.0), strict=True))]  # fmt: skip
+        seconds = (10.0, 20.0, 30.0, 40.0)
+        segments = [
+            SegmentResult(z, f, loss=1.0 / (position + 1 + index), seconds=s)
+            for position, ((z, f), s) in enumerate(zip(chain, seconds, strict=True))
+        ]
         continued[(chain, index, 0)] = ContinuedResult(index, 0, [list(c) for c in chain], segments, seconds=100.0)
     study = RecordedStudy(Path("study"), "task", [{}, {}], [0], [1], [0.1, 0.25, 0.5, 1.0], {}, continued)
     tables, served = study.continued_tables([(1, 0.1), (1, 0.5), (1, 1.0)])
