@@ -505,3 +505,45 @@ def test_a_skipped_cell_is_finished_and_a_resume_does_not_run_it_again() -> None
     assert profile.incomplete_reason() == (
         "the sweep was interrupted: 3 of 6 cells unfinished (batch 2 z=3, batch 4 z=2, batch 4 z=3)"
     )
+
+
+def test_a_read_only_output_or_csv_is_refused_and_a_writable_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    save_profile(small_profile(), path)
+    assert ensure_writable(path) == path
+    path.chmod(0o444)  # refused even as root, who could write it: read-only says "keep me"
+    with pytest.raises(LayerprofError, match=r"^--out '.*p\.json' is read-only; make it writable \(chmod u\+w\)"):
+        ensure_writable(path)
+    path.chmod(0o200)  # write permission for the owner alone is enough
+    assert ensure_writable(path) == path
+    path.chmod(0o644)
+    path.with_suffix(".csv").chmod(0o400)
+    with pytest.raises(LayerprofError, match=r"p\.csv' is read-only"):
+        ensure_writable(path)
+
+
+def test_the_output_lock_is_held_once_names_its_holder_and_goes_with_it(tmp_path: Path) -> None:
+    import os
+
+    from layerprof.profile import OutputLock, lock_path_for
+
+    path = tmp_path / "p.json"
+    lock_file = lock_path_for(path)
+    assert lock_file == tmp_path / ".p.json.lock"
+    with OutputLock(path) as first:
+        assert first.holder is None and first.descriptor is not None
+        assert lock_file.read_text() == str(os.getpid())
+        with OutputLock(path) as second:  # another open of the lock: refused, naming the holder
+            assert second.holder == os.getpid() and second.descriptor is None
+            with pytest.raises(LayerprofError, match=rf"being written by another layerprof run \(PID {os.getpid()}\)"):
+                second.refuse_if_held()
+        assert lock_file.exists()  # the refused one did not take the holder's file away
+        with pytest.raises(LayerprofError, match="PID"):
+            ensure_writable(path)
+    assert not lock_file.exists() and first.descriptor is None
+    with OutputLock(path) as third:  # free again
+        assert third.holder is None
+        third.refuse_if_held()
+    lock_file.write_text("12345")  # a file left by a run that died holds no lock
+    with OutputLock(path) as fourth:
+        assert fourth.holder is None and lock_file.read_text() == str(os.getpid())
