@@ -199,6 +199,18 @@ def test_the_step_sample_rule_at_its_edges(baseline_spread, steps: int, verdict:
     assert compare(current, baseline).cell_verdict(8, 2) == verdict
 
 
+@pytest.mark.parametrize("thin", ["baseline", "current"])
+def test_the_step_rule_needs_enough_steps_on_both_sides(thin: str) -> None:
+    """Either side resting on fewer than 5 steps (or not saying how many) leaves the rank test's word: p = 1/2."""
+    baseline = one_visit(measured_like_profile(), 2, 20.0, (19.6, 20.6))
+    tripled = one_visit(measured_like_profile(), 2, 60.0, (58.8, 61.8))
+    (baseline if thin == "baseline" else tripled).row(8, 2).measured_steps = None
+    finding = next(
+        f for f in compare(tripled, baseline).findings if f.figure == "step_time_ms" and f.trainable_layers == 2
+    )
+    assert finding.verdict == "inconclusive" and finding.detail.endswith("(1 visit(s) against 1, p = 0.5)")
+
+
 def test_the_rank_test_decides_wherever_it_can() -> None:
     from layerprof.outputs.check import rank_test_can_decide
 
