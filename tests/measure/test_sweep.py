@@ -269,8 +269,9 @@ def test_cpus_this_process_may_not_use_are_one_line(monkeypatch) -> None:
     def refuse(_pid: int, _cpus: object) -> None:
         raise OSError(22, "Invalid argument")
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(os, "sched_setaffinity", refuse)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {1, 3})
-    with pytest.raises(LayerprofError, match="^--cpus 0,2: Invalid argument; this process may run on CPUs 1,3$"):
-        apply_threads(None, (0, 2))
+    with monkeypatch.context() as patch:  # undone before the suite's own restoring of the affinity
+        patch.setattr(os, "cpu_count", lambda: 4)
+        patch.setattr(os, "sched_setaffinity", refuse)
+        patch.setattr(os, "sched_getaffinity", lambda _pid: {1, 3})
+        with pytest.raises(LayerprofError, match="^--cpus 0,2: Invalid argument; this process may run on CPUs 1,3$"):
+            apply_threads(None, (0, 2))
