@@ -375,7 +375,7 @@ def test_the_recipe_round_trips_and_a_different_recipe_is_a_different_sweep(tmp_
     from layerprof.profile import recipe_difference
     from tests.conftest import bare_profile
 
-    profile = bare_profile([Row(2, 1, "ok", flops=10, recompute_flops=4)], 1)
+    profile = bare_profile([Row(2, 1, "ok", step_time_ms=1.0, flops=10, recompute_flops=4)], 1)
     profile.settings = replace(profile.settings, adapter="lora", adapter_rank=4, adapter_targets=("qkv", "proj"),
                                checkpointing="trainable", optimizer="adamw8bit")  # fmt: skip
     loaded = load_profile(save_profile(profile, tmp_path / "p.json"))
