@@ -38,6 +38,26 @@ MAX_REPEATS = 1_000_000  # simulate --repeats: auto stops at 32,000
 MAX_CONFIGS = 10_000  # plan --configs: placing 10,000 trials per rung takes about a minute
 MAX_TRIALS = 1_000_000  # correlate: training runs in one study
 MAX_CPUS = 1 << 16  # --cpus: Linux numbers CPUs below 8,192
+MAX_BUDGET_STEPS = 1_000_000_000  # --budget-steps: a billion training steps per full-budget trial
+
+
+def check_count(value: int, option: str, largest: int) -> int:
+    """A count of 1 to `largest`; LayerprofError naming `option` otherwise."""
+    if value < 1:
+        raise LayerprofError(f"{option} must be at least 1, got {value}")
+    if value > largest:
+        raise LayerprofError(f"{option} {value:,} is beyond the largest this takes, {largest:,}")
+    return value
+
+
+def check_budget_steps(value: int, option: str = "--budget-steps") -> int:
+    """A full-budget trial's training steps: 1 to MAX_BUDGET_STEPS (10^20 ran past 300 s in `plan`)."""
+    return check_count(value, option, MAX_BUDGET_STEPS)
+
+
+def check_batch_size(value: int, option: str = "--batch-size") -> int:
+    """One batch size: 1 to MAX_BATCH_SIZE, as every sweep takes it."""
+    return check_count(value, option, MAX_BATCH_SIZE)
 
 
 def split_items(text: str, option: str, example: str) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -657,7 +658,7 @@ class Profile:
                 workload=WorkloadInfo.from_dict(data["workload"]),
                 environment=EnvironmentInfo.from_dict(data["environment"]),
                 settings=SweepSettings.from_dict(data["settings"]),
-                rows=[_row(row, index) for index, row in enumerate(data["rows"])],
+                rows=_rows(data["rows"], str(data["settings"].get("mode", "measure"))),
                 complete=bool(data.get("complete", False)),
                 created_at=str(data.get("created_at", "")),
                 timing=SweepTiming(**_known(SweepTiming, data.get("timing", {}))),
@@ -665,6 +666,8 @@ class Profile:
                 time_model=data.get("time_model"),
                 layer_times=data.get("layer_times"),
             )
+        except FigureDamage as error:
+            raise LayerprofError(f"{source} is a damaged layerprof profile: {error}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise LayerprofError(f"{source} is a damaged layerprof profile: missing or bad {error}") from None
 
@@ -692,6 +695,65 @@ def _row(data: Any, index: int) -> Row:
     if known.get("status") not in STATUSES:
         raise ValueError(f"row {index} status {known.get('status')!r} (expected one of {', '.join(STATUSES)})")
     return Row(**known)
+
+
+class FigureDamage(ValueError):
+    """A row's figure no measurement gives (NaN, negative, a missing step time): Profile.from_dict names it."""
+
+
+def _rows(data: Any, mode: str) -> list[Row]:
+    """Every row, typed (`_row`) and its figures checked (`figure_damage`): a NaN, negative or missing step time
+    in one cell is damage to refuse on load, not a number for `check` to pass or `ladder` to rank."""
+    if not isinstance(data, list):
+        raise TypeError("'rows' (not a list)")
+    rows = [_row(row, index) for index, row in enumerate(data)]
+    for row in rows:
+        damage = figure_damage(row, mode)
+        if damage:
+            raise FigureDamage(f"cell batch {row.batch_size} z={row.trainable_layers}: {damage}")
+    return rows
+
+
+# What each kind of figure may be: (test, what is right). Times and sizes are finite and not negative; a step time
+# (measured or predicted) is more than zero; a share is 0 to 1.
+_FIGURE_RULES: dict[str, tuple[Any, str]] = {
+    "positive": (lambda v: math.isfinite(v) and v > 0, "a positive finite number"),
+    "non-negative": (lambda v: math.isfinite(v) and v >= 0, "a finite number, 0 or more"),
+    "share": (lambda v: math.isfinite(v) and 0 <= v <= 1, "a share from 0 to 1"),
+}
+_POSITIVE_FIELDS = ("batch_size", "step_time_ms", "predicted_step_time_ms", "step_time_p10_ms", "step_time_p90_ms",
+                    "step_time_mean_ms", "step_time_ci_low_ms", "step_time_ci_high_ms")  # fmt: skip
+
+
+def _figure_rule(name: str) -> str | None:
+    """The rule of `_FIGURE_RULES` a Row field's figure follows (None: not a figure: names, flags, lists)."""
+    if name in _POSITIVE_FIELDS:
+        return "positive"
+    if name == "trainable_fraction":
+        return "share"
+    if ROW_TYPES[name] in (int, float):
+        return "non-negative"
+    return None
+
+
+def figure_damage(row: Row, mode: str = "measure") -> str | None:
+    """What is wrong with a row's figures (`step_time_ms is nan (a positive finite number)`), or None. A measured
+    row that is ok has a step time; every visit median is a positive finite number; no figure is NaN or negative."""
+    for name in ROW_FIELDS:
+        value = getattr(row, name)
+        rule = _figure_rule(name)
+        if value is None or rule is None or isinstance(value, bool):
+            continue
+        test, right = _FIGURE_RULES[rule]
+        if not test(value):
+            return f"{name} is {value!r} ({right} is right)"
+    for position, median in enumerate(row.visit_medians_ms or ()):
+        test, right = _FIGURE_RULES["positive"]
+        if not isinstance(median, (int, float)) or isinstance(median, bool) or not test(median):
+            return f"visit_medians_ms[{position}] is {median!r} ({right} is right)"
+    if mode == "measure" and row.ok and row.step_time_ms is None:
+        return "step_time_ms is None (a cell marked ok has its measured step time)"
+    return None
 
 
 def _row_types() -> dict[str, type]:
@@ -815,7 +877,75 @@ def ensure_writable(path: str | Path) -> Path:
             pass
     except OSError as error:
         raise LayerprofError(f"cannot write to {str(path.parent)!r}: {error.strerror or error}") from None
+    for target in (path, csv_path_for(path)):  # a file made read-only says "keep me", even to root
+        if target.exists() and (not os.access(target, os.W_OK) or not target.stat().st_mode & 0o222):
+            raise LayerprofError(
+                f"--out {str(target)!r} is read-only; make it writable (chmod u+w) or give another --out"
+            )
+    with OutputLock(path) as lock:  # taken and let go at once: the sweep holds it while it runs (SweepJob.run)
+        lock.refuse_if_held()
     return path
+
+
+def lock_path_for(path: Path) -> Path:
+    """The lock file beside an output: `.NAME.lock`, holding the PID of the run that writes NAME."""
+    return path.with_name(f".{path.name}.lock")
+
+
+class OutputLock:
+    """An exclusive lock on an output a sweep writes, held while the sweep runs: a second run with the same --out
+    refuses, naming the first's PID, instead of measuring everything again and silently replacing the first's
+    file. An advisory `flock` on `.NAME.lock` (released by the system when the holder dies, so a crash leaves no
+    stale lock); where the system has none (Windows), no lock."""
+
+    def __init__(self, path: Path) -> None:
+        """Not taken yet: `with OutputLock(path) as lock` tries once; `lock.holder` is the other run's PID if any."""
+        self.path, self.lock_path = path, lock_path_for(path)
+        self.descriptor: int | None = None
+        self.holder: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        """Take the lock if no other run holds it; else leave `holder` set to that run's PID."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        while True:
+            descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                text = os.read(descriptor, 32).decode(errors="replace").strip()
+                os.close(descriptor)
+                self.holder = int(text) if text.isdigit() else 0
+                return self
+            try:  # the file may have been removed by a holder that just finished: lock the one at the path
+                same = os.fstat(descriptor).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(descriptor)
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, str(os.getpid()).encode())
+        self.descriptor = descriptor
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Release the lock and remove its file."""
+        if self.descriptor is not None:
+            self.lock_path.unlink(missing_ok=True)
+            os.close(self.descriptor)
+            self.descriptor = None
+
+    def refuse_if_held(self) -> None:
+        """LayerprofError when another run holds the lock: one line naming its PID."""
+        if self.holder is not None:
+            who = f"PID {self.holder}" if self.holder else "another process"
+            raise LayerprofError(
+                f"--out {str(self.path)!r} is being written by another layerprof run ({who}); wait for it to end, "
+                "or give another --out"
+            )
 
 
 def load_profile(path: str | Path) -> Profile:

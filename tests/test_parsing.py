@@ -379,3 +379,27 @@ def test_a_deadline_without_a_unit_or_beyond_a_year_is_refused(text: str, messag
 
     with pytest.raises(LayerprofError, match=re.escape(message)):
         parse_duration(text)
+
+
+def test_caps_at_their_edge() -> None:
+    """The last good value passes; the first bad one is one line naming the cap (issue 40)."""
+    from layerprof.parsing import MAX_BATCH_SIZE, MAX_BUDGET_STEPS, check_batch_size, check_budget_steps
+
+    assert check_budget_steps(MAX_BUDGET_STEPS) == 1_000_000_000 and check_budget_steps(1) == 1
+    with pytest.raises(LayerprofError, match="--budget-steps 1,000,000,001 is beyond the largest this takes"):
+        check_budget_steps(MAX_BUDGET_STEPS + 1)
+    with pytest.raises(LayerprofError, match="--budget-steps must be at least 1, got 0"):
+        check_budget_steps(0)
+    assert check_batch_size(MAX_BATCH_SIZE) == 16_777_216 and check_batch_size(1) == 1
+    with pytest.raises(LayerprofError, match="--batch-size 16,777,217 is beyond the largest this takes, 16,777,216"):
+        check_batch_size(MAX_BATCH_SIZE + 1)
+    with pytest.raises(LayerprofError, match="--batch-size must be at least 1, got 0"):
+        check_batch_size(0)
+
+
+def test_a_repeated_rung_is_refused_and_one_step_up_is_not() -> None:
+    assert parse_rungs("1@0.5,1@0.6", rising=True) == [(1, 0.5), (1, 0.6)]
+    assert parse_rungs("1@0.5,2@0.5", rising=True) == [(1, 0.5), (2, 0.5)]
+    with pytest.raises(LayerprofError, match="rung 1@0.5 after 1@0.5 does not raise the fidelity"):
+        parse_rungs("1@0.5,1@0.5", rising=True)
+    assert parse_rungs("1@0.5,1@0.5") == [(1, 0.5), (1, 0.5)]  # only a path must rise

@@ -375,7 +375,7 @@ def test_the_recipe_round_trips_and_a_different_recipe_is_a_different_sweep(tmp_
     from layerprof.profile import recipe_difference
     from tests.conftest import bare_profile
 
-    profile = bare_profile([Row(2, 1, "ok", flops=10, recompute_flops=4)], 1)
+    profile = bare_profile([Row(2, 1, "ok", step_time_ms=1.0, flops=10, recompute_flops=4)], 1)
     profile.settings = replace(profile.settings, adapter="lora", adapter_rank=4, adapter_targets=("qkv", "proj"),
                                checkpointing="trainable", optimizer="adamw8bit")  # fmt: skip
     loaded = load_profile(save_profile(profile, tmp_path / "p.json"))
@@ -443,3 +443,107 @@ def test_a_profile_with_an_old_task_name_passes_check_and_plan_against_one_with_
     assert json.loads(plan.stdout)["model"] == NEW_TASK
     mixed = runner.invoke(app, ["plan", h100, gpu("other", "elsewhere:fn", "NVIDIA L4", 22.0), "--cluster", "2xL4"])
     assert mixed.exit_code == 2 and "different models" in mixed.output
+
+
+@pytest.mark.parametrize(
+    ("field", "good", "bad", "fragment"),
+    [
+        ("step_time_ms", 1e-9, 0.0, "step_time_ms is 0.0 (a positive finite number is right)"),
+        ("step_time_ms", 1e308, float("inf"), "step_time_ms is inf"),
+        ("predicted_step_time_ms", 0.001, -0.001, "predicted_step_time_ms is -0.001"),
+        ("peak_memory_bytes", 0, -1, "peak_memory_bytes is -1 (a finite number, 0 or more is right)"),
+        ("memory_activations_bytes", 0, -8, "memory_activations_bytes is -8"),
+        ("host_time_ms", 0.0, -0.5, "host_time_ms is -0.5"),
+        ("step_time_std_ms", 0.0, float("nan"), "step_time_std_ms is nan"),
+        ("trainable_fraction", 1.0, 1.0001, "trainable_fraction is 1.0001 (a share from 0 to 1 is right)"),
+        ("trainable_fraction", 0.0, -0.0001, "trainable_fraction is -0.0001"),
+        ("flops", 0, -1, "flops is -1"),
+        ("batch_size", 1, 0, "batch_size is 0"),
+        ("visit_medians_ms", [1e-9], [1.0, 0.0], "visit_medians_ms[1] is 0.0"),
+        ("visit_medians_ms", [], [float("nan")], "visit_medians_ms[0] is nan"),
+    ],
+)
+def test_figures_are_checked_on_load_at_their_edge(
+    tmp_path: Path, field: str, good: object, bad: object, fragment: str
+) -> None:
+    """The last good value loads; the first bad one is damage naming the cell and the field (issue 40)."""
+    data = small_profile().to_dict()
+    data["rows"][0][field] = good
+    (tmp_path / "good.json").write_text(json.dumps(data))
+    assert getattr(load_profile(tmp_path / "good.json").rows[0], field) == good
+    data["rows"][0][field] = bad
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(LayerprofError) as caught:
+        load_profile(tmp_path / "bad.json")
+    assert f"'{tmp_path / 'bad.json'}' is a damaged layerprof profile" in str(caught.value)
+    assert f"damaged layerprof profile: cell batch {data['rows'][0]['batch_size']} z=1: {fragment}" in str(caught.value)
+
+
+def test_an_ok_measured_cell_needs_its_step_time_an_estimate_or_failed_cell_does_not(tmp_path: Path) -> None:
+    data = small_profile().to_dict()
+    data["rows"][0]["step_time_ms"] = None
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    with pytest.raises(LayerprofError, match=r"cell batch 2 z=1: step_time_ms is None \(a cell marked ok has"):
+        load_profile(tmp_path / "p.json")
+    data["settings"]["mode"] = "estimate"  # an estimate predicts its time, or has none
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    assert load_profile(tmp_path / "p.json").rows[0].step_time_ms is None
+    assert small_profile().rows[1].step_time_ms is None  # the oom cell: no figures at all
+    save_profile(small_profile(), tmp_path / "q.json")
+    assert load_profile(tmp_path / "q.json").rows[1].status == "oom"
+
+
+def test_a_skipped_cell_is_finished_and_a_resume_does_not_run_it_again() -> None:
+    """Skipped (a smaller z ran out of memory at this batch size), oom and error cells are finished: only the
+    unfinished cell is left (issue 40: "2 of 3 cells unfinished", and a resume ran the skipped one again)."""
+    rows = [Row(2, 1, "oom"), Row(2, 2, "skipped"), Row(2, 3, "unfinished"), Row(4, 1, "error")]
+    profile = bare_profile(rows, 3)
+    profile.settings.batch_sizes, profile.settings.trainable_layer_counts = (2, 4), (1, 2, 3)
+    profile.complete = False
+    assert [row.finished for row in rows] == [True, True, False, True]
+    assert profile.unfinished_cells() == [(2, 3), (4, 2), (4, 3)]  # (4, 2) and (4, 3) were never reached
+    assert profile.incomplete_reason() == (
+        "the sweep was interrupted: 3 of 6 cells unfinished (batch 2 z=3, batch 4 z=2, batch 4 z=3)"
+    )
+
+
+def test_a_read_only_output_or_csv_is_refused_and_a_writable_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    save_profile(small_profile(), path)
+    assert ensure_writable(path) == path
+    path.chmod(0o444)  # refused even as root, who could write it: read-only says "keep me"
+    with pytest.raises(LayerprofError, match=r"^--out '.*p\.json' is read-only; make it writable \(chmod u\+w\)"):
+        ensure_writable(path)
+    path.chmod(0o200)  # write permission for the owner alone is enough
+    assert ensure_writable(path) == path
+    path.chmod(0o644)
+    path.with_suffix(".csv").chmod(0o400)
+    with pytest.raises(LayerprofError, match=r"p\.csv' is read-only"):
+        ensure_writable(path)
+
+
+def test_the_output_lock_is_held_once_names_its_holder_and_goes_with_it(tmp_path: Path) -> None:
+    import os
+
+    from layerprof.profile import OutputLock, lock_path_for
+
+    path = tmp_path / "p.json"
+    lock_file = lock_path_for(path)
+    assert lock_file == tmp_path / ".p.json.lock"
+    with OutputLock(path) as first:
+        assert first.holder is None and first.descriptor is not None
+        assert lock_file.read_text() == str(os.getpid())
+        with OutputLock(path) as second:  # another open of the lock: refused, naming the holder
+            assert second.holder == os.getpid() and second.descriptor is None
+            with pytest.raises(LayerprofError, match=rf"being written by another layerprof run \(PID {os.getpid()}\)"):
+                second.refuse_if_held()
+        assert lock_file.exists()  # the refused one did not take the holder's file away
+        with pytest.raises(LayerprofError, match="PID"):
+            ensure_writable(path)
+    assert not lock_file.exists() and first.descriptor is None
+    with OutputLock(path) as third:  # free again
+        assert third.holder is None
+        third.refuse_if_held()
+    lock_file.write_text("12345")  # a file left by a run that died holds no lock
+    with OutputLock(path) as fourth:
+        assert fourth.holder is None and lock_file.read_text() == str(os.getpid())

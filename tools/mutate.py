@@ -14,10 +14,15 @@ function's code object swapped in place, so that `from layerprof.x import f` in 
 
 Mutations: arithmetic (+ -, * /, // /, ** *), comparisons (< <=, > >=, == !=, in / not in, is / is not),
 and/or, `not` dropped, unary minus dropped, numbers (n -> n+1; floats doubled, 0.0 -> 1.0), True/False, += -=,
-min/max and any/all swapped, break/continue swapped, a call statement deleted. Not mutated: strings, f-strings,
-docstrings, `raise` and `assert` statements, annotations, decorators, default values of top-level functions,
-lines marked `# pragma: no mutate` (on a `def` line: the whole function). Module and class constants
-(`NAME = number`) are mutated by rebinding them.
+min/max and any/all swapped, break/continue swapped, a call statement deleted. And the bugs people write
+(issue 40): a name swapped for another in scope of the same type (parameters sharing an annotation), a string
+key or literal changed (a subscript or dict key, a compared string, the key of get/pop/setdefault/getattr), an
+integer edge moved down by one (n -> n-1 where it is compared, sliced or a range's bound), an element of a
+returned tuple or list dropped, a boolean default of a function inverted, and a reset or restore skipped (an
+assignment of a constant or an empty container, or any assignment in a `finally:`, deleted). Not mutated: other
+strings, f-strings, docstrings, `raise` and `assert` statements, annotations, decorators, lines marked
+`# pragma: no mutate` (on a `def` line: the whole function). Module and class constants (`NAME = number`) are
+mutated by rebinding them.
 
 Verdicts: killed (a test failed), timeout (ran past three times the tests' traced time: counted as killed),
 survived (every covering test passed), uncovered (no test runs that code: counted as survived), error (the
@@ -82,6 +87,11 @@ SYMBOLS = {
     ast.IsNot: "is not", ast.And: "and", ast.Or: "or",
 }  # fmt: skip
 NAME_SWAPS = {"min": "max", "max": "min", "any": "all", "all": "any"}
+# calls whose string argument (by position) is a key: d.get("key"), getattr(obj, "name")
+KEY_METHODS = {"get": 0, "pop": 0, "setdefault": 0}
+KEY_FUNCTIONS = {"getattr": 1, "hasattr": 1, "setattr": 1}
+# calls that make an empty container: `x = []` and `x = list()` reset alike
+EMPTY_CALLS = {"list", "dict", "set", "tuple"}
 # keyword arguments that only check or format (zip's strict, mkdir's exist_ok, print's flush, rich's highlight)
 UNMUTATED_KEYWORDS = {"strict", "exist_ok", "parents", "flush", "highlight", "indent", "stacklevel"}
 
@@ -113,6 +123,8 @@ class Sites(ast.NodeVisitor):
         self.found: list[Site] = []
         self.scope: list[str] = []  # qualified-name parts of the enclosing defs and classes
         self.in_function = 0
+        self.alike: list[dict[str, str]] = []  # per function: parameter -> another of the same annotation
+        self.finally_assignments: set[int] = set()  # ids of assignments in a `finally:` body
 
     # --- scopes
     def _unit(self) -> str:
@@ -131,6 +143,9 @@ class Sites(ast.NodeVisitor):
             for default in [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]:
                 self.visit(default)
         self.scope += [node.name] if not self.in_function else ["<locals>", node.name]
+        if self.in_function == 0:  # its defaults are values of the live function: inverted there
+            self._boolean_defaults(node)
+        self.alike.append(_alike_parameters(node.args))
         self.in_function += 1
         body = node.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
@@ -138,7 +153,22 @@ class Sites(ast.NodeVisitor):
         for statement in body:
             self.visit(statement)
         self.in_function -= 1
+        self.alike.pop()
         del self.scope[-1 if not self.in_function else -2 :]
+
+    def _boolean_defaults(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """A top-level function's or method's True/False defaults, each inverted (`live_default` applies it)."""
+        unit = ".".join(self.scope)
+        keyword = list(zip([a.arg for a in node.args.kwonlyargs], node.args.kw_defaults, strict=True))
+        places = [("positional", i, d) for i, d in enumerate(node.args.defaults)]
+        places += [("keyword", name, d) for name, d in keyword if d is not None]
+        for where, key, default in places:
+            if isinstance(default, ast.Constant) and isinstance(default.value, bool) and self._wanted(default):
+                positional = [*node.args.posonlyargs, *node.args.args]
+                first = len(positional) - len(node.args.defaults)
+                name = positional[first + key].arg if where == "positional" else key
+                description = f"default {name}={default.value} -> {not default.value}"
+                self.found.append((default, "default", description, (where, key, not default.value), unit))
 
     visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
 
@@ -223,6 +253,7 @@ class Sites(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Compare(self, node: ast.Compare) -> None:  # noqa: N802
+        self._compared(node)
         for position, op in enumerate(node.ops):
             swap = COMPARE_SWAPS.get(type(op))
             if swap:
@@ -250,6 +281,7 @@ class Sites(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:  # noqa: N802
         if isinstance(node.func, ast.Name) and node.func.id in NAME_SWAPS:
             self._add(node, "name", f"{node.func.id}() -> {NAME_SWAPS[node.func.id]}()", NAME_SWAPS[node.func.id])
+        self._call_keys(node)
         self.visit(node.func)
         for argument in node.args:
             self.visit(argument)
@@ -260,6 +292,79 @@ class Sites(ast.NodeVisitor):
     def visit_Expr(self, node: ast.Expr) -> None:  # noqa: N802
         if isinstance(node.value, ast.Call):
             self._add(node, "delete", "call statement deleted")
+        self.generic_visit(node)
+
+    # --- the bugs people write (issue 40)
+    def visit_Name(self, node: ast.Name) -> None:  # noqa: N802
+        other = self.alike[-1].get(node.id) if self.alike else None
+        if other and isinstance(node.ctx, ast.Load):
+            self._add(node, "rename", f"{node.id} -> {other} (same annotation)", other)
+
+    def _key(self, node: ast.AST) -> None:
+        """A string used as a key or compared: changed (a typo'd key, a misspelt device name)."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            self._add(node, "constant", f"{node.value!r} -> {node.value + '_'!r}", node.value + "_")
+
+    def _edge(self, node: ast.AST) -> None:
+        """An integer where a bound is drawn: also moved down by one (n -> n+1 is `visit_Constant`'s)."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            self._add(node, "constant", f"{node.value!r} -> {node.value - 1!r} (edge)", node.value - 1)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:  # noqa: N802
+        self._key(node.slice)
+        self._edge(node.slice)
+        self.generic_visit(node)
+
+    def visit_Slice(self, node: ast.Slice) -> None:  # noqa: N802
+        for bound in (node.lower, node.upper):
+            if bound is not None:
+                self._edge(bound)
+        self.generic_visit(node)
+
+    def visit_Dict(self, node: ast.Dict) -> None:  # noqa: N802
+        for key in node.keys:
+            if key is not None:
+                self._key(key)
+        self.generic_visit(node)
+
+    def _compared(self, node: ast.Compare) -> None:
+        for operand in (node.left, *node.comparators):
+            self._key(operand)
+            self._edge(operand)
+
+    def _call_keys(self, node: ast.Call) -> None:
+        position = None
+        if isinstance(node.func, ast.Attribute):
+            position = KEY_METHODS.get(node.func.attr)
+        elif isinstance(node.func, ast.Name):
+            position = KEY_FUNCTIONS.get(node.func.id)
+            if node.func.id == "range":
+                for argument in node.args:
+                    self._edge(argument)
+        if position is not None and len(node.args) > position:
+            self._key(node.args[position])
+
+    def visit_Return(self, node: ast.Return) -> None:  # noqa: N802
+        value = node.value
+        kind = type(value).__name__.lower()
+        if (
+            isinstance(value, (ast.Tuple, ast.List))
+            and len(value.elts) > 1
+            and not any(isinstance(e, ast.Starred) for e in value.elts)
+        ):
+            for position in range(len(value.elts)):
+                self._add(node, "drop", f"element {position} of the returned {kind} dropped", position)
+        self.generic_visit(node)
+
+    def visit_Try(self, node: ast.Try) -> None:  # noqa: N802
+        self.finally_assignments |= {id(s) for s in node.finalbody if isinstance(s, (ast.Assign, ast.AugAssign))}
+        self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:  # noqa: N802
+        if id(node) in self.finally_assignments:
+            self._add(node, "delete", "restore in `finally:` skipped")
+        elif _resets(node.value) and all(isinstance(t, (ast.Name, ast.Attribute, ast.Subscript)) for t in node.targets):
+            self._add(node, "delete", "reset skipped")
         self.generic_visit(node)
 
     def visit_Break(self, node: ast.Break) -> None:  # noqa: N802
@@ -274,6 +379,33 @@ def _text(node: ast.AST) -> bool:
     return any(
         isinstance(part, ast.JoinedStr) or (isinstance(part, ast.Constant) and isinstance(part.value, str))
         for part in ast.walk(node)
+    )
+
+
+def _alike_parameters(arguments: ast.arguments) -> dict[str, str]:
+    """Each parameter that shares its annotation with another: the next of them (round the group)."""
+    groups: dict[str, list[str]] = {}
+    for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+        if argument.annotation is not None and argument.arg not in ("self", "cls"):
+            groups.setdefault(ast.unparse(argument.annotation), []).append(argument.arg)
+    alike = {}
+    for names in groups.values():
+        for position, name in enumerate(names if len(names) > 1 else ()):
+            alike[name] = names[(position + 1) % len(names)]
+    return alike
+
+
+def _resets(value: ast.AST) -> bool:
+    """Whether an assigned value puts something back to a start: a constant, an empty container."""
+    if isinstance(value, ast.Constant):
+        return not isinstance(value.value, str) or value.value == ""
+    if isinstance(value, (ast.List, ast.Dict, ast.Set, ast.Tuple)):
+        return not (value.keys if isinstance(value, ast.Dict) else value.elts)
+    return (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Name)
+        and value.func.id in EMPTY_CALLS
+        and not (value.args or value.keywords)
     )
 
 
@@ -312,6 +444,10 @@ class _Apply(ast.NodeTransformer):
             node.func.id = payload
         elif kind == "delete":
             return ast.copy_location(ast.Pass(), node)
+        elif kind == "rename":
+            node.id = payload
+        elif kind == "drop":
+            node.value.elts = [e for position, e in enumerate(node.value.elts) if position != payload]
         elif kind == "flow":
             return ast.copy_location(payload(), node)
         return node
@@ -374,10 +510,6 @@ def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
                 if spelled.startswith((PACKAGE, "tests")) and getattr(other, name, None) is original:
                     setattr(other, name, value)
         return
-    code = compile(mutated_tree(tree, site), str(path), "exec")
-    new_code = _code_by_qualname(code, unit)
-    if new_code is None:
-        raise LookupError(f"no code object {unit}")
     owner = module
     parts = unit.split(".")
     for part in parts[:-1]:
@@ -385,8 +517,26 @@ def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
     functions = [f for f in _functions_of(owner, parts[-1]) if f.__code__.co_qualname == unit]
     if not functions:
         raise LookupError(f"no live function {unit}")
+    if kind == "default":
+        for function in functions:
+            live_default(function, *value)
+        return
+    code = compile(mutated_tree(tree, site), str(path), "exec")
+    new_code = _code_by_qualname(code, unit)
+    if new_code is None:
+        raise LookupError(f"no code object {unit}")
     for function in functions:
         function.__code__ = new_code
+
+
+def live_default(function: Any, where: str, key: int | str, value: Any) -> None:
+    """Set one default of a live function: the `key`-th of its positional defaults, or its keyword-only `key`."""
+    if where == "positional":
+        defaults = list(function.__defaults__)
+        defaults[key] = value
+        function.__defaults__ = tuple(defaults)
+    else:
+        function.__kwdefaults__ = {**function.__kwdefaults__, key: value}
 
 
 # ---------------------------------------------------------------- running tests in forked processes

@@ -220,7 +220,10 @@ DtypeOption = Annotated[Dtype | None, typer.Option("--dtype", hidden=True, help=
 RestartOption = Annotated[
     bool,
     typer.Option(
-        "--restart", help="Measure every cell anew, replacing what --out holds (default: resume an interrupted run)."
+        "--restart",
+        "--force",
+        help="Measure every cell anew, replacing what --out holds, a finished profile of another model included "
+        "(default: resume an interrupted run of this sweep; refuse to replace another model's profile).",
     ),
 ]
 EvalFrozenOption = Annotated[

@@ -148,14 +148,59 @@ def note(text: str, label: str = "note", style: str = "dim") -> None:
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (`timeout`, a batch scheduler's limit, a closed terminal), raised where Ctrl-C's
+    KeyboardInterrupt would be, so that every sweep, study and Ray run ends as it does on Ctrl-C."""
+
+    def __init__(self, signal_number: int) -> None:
+        """The signal that ended the run."""
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+# How a run that is stopped ends: 128 + the signal's number, as a shell reports a process a signal killed
+INTERRUPT_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def interrupt_exit_code(error: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP: 128 + the signal's number."""
+    return 128 + error.signal_number if isinstance(error, Interrupted) else INTERRUPTED_EXIT_CODE
+
+
 @contextmanager
-def interrupt_keeps(kept: str) -> Iterator[None]:
-    """Ctrl-C inside: one line on stderr that says what is kept and how to go on (`kept`), then exit code 130."""
+def signals_as_interrupts() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise `Interrupted` (a KeyboardInterrupt) as Ctrl-C does: the
+    finished cells are saved, the others marked unfinished. Outside the main thread (where Python cannot set a
+    handler) nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signal_number: int, _frame: Any) -> None:
+        raise Interrupted(signal_number)
+
+    numbers = [getattr(signal, name) for name in INTERRUPT_SIGNALS if hasattr(signal, name)]
+    previous = {number: signal.signal(number, interrupt) for number in numbers}
     try:
         yield
-    except KeyboardInterrupt:
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def interrupt_keeps(kept: str) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM, SIGHUP: `signals_as_interrupts`) inside: one line on stderr that says what is kept and
+    how to go on (`kept`), then exit code 130 (143, 129: `interrupt_exit_code`)."""
+    try:
+        with signals_as_interrupts():
+            yield
+    except KeyboardInterrupt as error:
         note(kept, "interrupted", "yellow")
-        raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+        raise typer.Exit(interrupt_exit_code(error)) from None
 
 
 def line(text: str, style: str | None = None) -> None:
@@ -182,7 +227,8 @@ def status(text: str) -> Any:
 
 
 def run_job(job: SweepJob, where: str) -> Profile:
-    """Run a sweep under a progress bar; Ctrl-C keeps the saved rows, marks the rest unfinished and exits 130."""
+    """Run a sweep under a progress bar; Ctrl-C (or SIGTERM, SIGHUP) keeps the saved rows, marks the rest
+    unfinished and exits 130 (143, 129: `interrupt_exit_code`)."""
     from layerprof.sources.layers import ORDER_TITLES
 
     settings = job.settings

@@ -551,6 +551,9 @@ def plan_chains(
 
 
 def _checked_chain(cells: Chain, request: str, layer_count: int | None) -> Chain:
+    beyond = [z for z, _ in cells if layer_count is not None and z > layer_count]
+    if beyond:  # said first: `7@1` on a 3-layer task is a z the task lacks, whatever else is wrong with it
+        raise LayerprofError(f"--continue {request}: z={beyond[0]}, but the task has {layer_count} layers")
     if len(cells) < 2:
         raise LayerprofError(f"--continue {request}: a continued run goes through two or more rungs")
     for (z, fraction), (next_z, next_fraction) in itertools.pairwise(cells):
@@ -559,8 +562,6 @@ def _checked_chain(cells: Chain, request: str, layer_count: int | None) -> Chain
                 f"--continue {request}: each rung must add layers or budget and take none away, "
                 f"got {z}@{fraction:g} then {next_z}@{next_fraction:g}"
             )
-    if layer_count is not None and cells[-1][0] > layer_count:
-        raise LayerprofError(f"--continue {request}: z={cells[-1][0]}, but the task has {layer_count} layers")
     return cells
 
 

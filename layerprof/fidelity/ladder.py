@@ -21,7 +21,7 @@ from layerprof.devices import (
     peak_tflops,
 )
 from layerprof.errors import LayerprofError, read_json
-from layerprof.parsing import check_eta
+from layerprof.parsing import check_budget_steps, check_eta
 from layerprof.profile import Profile, Row, load_profile, ratio
 
 # A rung ratio counts as close to eta when it lies within eta^(1/2) .. eta^(3/2) (half a step in log space).
@@ -404,8 +404,8 @@ def _validate(
         raise LayerprofError(f"--min-layers must be in 1..{n}, got {min_layers}")
     if configs is not None and configs < 1:
         raise LayerprofError(f"--configs must be at least 1, got {configs}")
-    if budget_steps is not None and budget_steps < 1:
-        raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
+    if budget_steps is not None:
+        check_budget_steps(budget_steps)
 
 
 def _rung_costs(

@@ -41,7 +41,7 @@ from layerprof.devices import (
 )
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
-from layerprof.parsing import MAX_CONFIGS, check_eta
+from layerprof.parsing import MAX_CONFIGS, check_budget_steps, check_eta
 from layerprof.profile import Profile, Row, recipe_difference
 
 PLAN_SCHEMA = "layerprof.plan/1"
@@ -427,28 +427,28 @@ def plan_cluster(
     budget_steps: int = 1000,
     batch_size: int | None = None,
     min_layers: int = 1,
-    predict: Callable[[ProfileSet], StepPredictor] | None = None,
+    predict: Callable[[ProfileSet, Sequence[int]], StepPredictor] | None = None,
     prices: PriceBook | None = None,
     deadline_seconds: float | None = None,
 ) -> ClusterPlan:
     """The ladder of the profiles, each rung placed on the inventory, for halving and Hyperband; and the two
     alternatives placed the same way: the ladder on the best single kind of GPU (the quickest of the kinds that
     hold every rung), and halving on steps at full z. `predict` makes the step-time predictor for kinds nobody
-    measured. With `prices`, every rung and schedule in dollars (a kind without a price: none, and a note); with
-    `deadline_seconds` too, the cheapest composition of the inventory that meets it (`cheapest_cluster`)."""
+    measured, given the set and the z values it will be asked for. With `prices`, every rung and schedule in
+    dollars (a kind without a price: none, and a note); with `deadline_seconds` too, the cheapest composition of
+    the inventory that meets it (`cheapest_cluster`)."""
     if deadline_seconds is not None and (not math.isfinite(deadline_seconds) or deadline_seconds <= 0):
         raise LayerprofError(f"--deadline must be a positive duration like 6h, got {deadline_seconds:g} s")
     check_eta(eta)
-    if budget_steps < 1:
-        raise LayerprofError(f"--budget-steps must be at least 1, got {budget_steps}")
+    check_budget_steps(budget_steps)
     group = profile_set(profiles, batch_size)
-    if predict is not None:
-        group.predictor = predict(group)
     reference = group.reference()
     ladder = build_ladder(
         reference, eta=eta, cost_kind=default_cost(reference), batch_size=group.batch_size, min_layers=min_layers
     )
     zs = [rung.trainable_layers for rung in ladder.rungs]
+    if predict is not None:  # told every z it will be asked for: it can trace them in one go
+        group.predictor = predict(group, (*zs, group.layer_count))
     rung_count = len(zs)
     configs_given = configs is not None
     configs = configs or round(eta ** (rung_count - 1))

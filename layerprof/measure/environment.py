@@ -154,7 +154,13 @@ def apply_threads(threads: int | None, cpus: tuple[int, ...] | None) -> None:
         outside = [cpu for cpu in cpus if cpu >= available]
         if outside:
             raise LayerprofError(f"--cpus {outside[0]} does not exist; this machine has CPUs 0..{available - 1}")
-        os.sched_setaffinity(0, cpus)
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as error:  # CPUs that exist but that this process may not use (taskset, a container)
+            allowed = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+            raise LayerprofError(
+                f"--cpus {','.join(map(str, cpus))}: {error.strerror or error}; this process may run on CPUs {allowed}"
+            ) from None
     if threads is not None:
         if threads < 1:
             raise LayerprofError(f"--threads must be at least 1, got {threads}")

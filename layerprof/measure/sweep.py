@@ -68,6 +68,7 @@ from layerprof.precision import Precision, get_precision
 from layerprof.profile import (
     EnvironmentInfo,
     MemoryCategory,
+    OutputLock,
     Profile,
     Row,
     SweepSettings,
@@ -880,14 +881,16 @@ class SweepJob:
     def run(self, observer: SweepObserver | None = None) -> Profile:
         """Run every cell with the planner's runner, saving the profile (JSON and CSV) after each, under the
         job's process settings (restored afterwards)."""
-        with self.process.applied():
+        with OutputLock(self.path) as lock, self.process.applied():
+            lock.refuse_if_held()  # another run with this --out started since the job was planned
             return self.runner(self, observer, lambda profile: save_profile(profile, self.path))
 
 
 def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Profile | None:
     """The interrupted profile at PATH that this sweep resumes (its finished cells kept, the others measured), or
-    None to measure every cell: nothing there, a complete profile (measured anew), or `restart`. Anything else
-    at PATH (another sweep's interrupted profile, a file that is no profile) is refused rather than replaced."""
+    None to measure every cell: nothing there, a complete profile of the same model (measured anew), or `restart`
+    (--restart, --force). Anything else at PATH (another model's finished profile, another sweep's interrupted
+    one, a file that is no profile) is refused rather than replaced."""
     if restart or not path.exists():
         return None
     try:
@@ -898,6 +901,11 @@ def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Pr
             "replace it"
         ) from None
     if existing.complete:
+        if existing.model.spec != planned.model.spec:  # a typo in --out must not destroy another model's long run
+            raise LayerprofError(
+                f"--out {str(path)!r} holds a finished profile of another model ({existing.model.spec}); give "
+                "another --out, or --force to replace it"
+            )
         return None
     difference = sweep_difference(existing, planned)
     if difference:

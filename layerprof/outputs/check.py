@@ -6,8 +6,11 @@
 * Step time regresses when its median grows by more than the tolerance *and* the recorded samples say so: the
   clean visits' medians of the two profiles (a one-sided exact rank test, p <= SIGNIFICANCE, against the baseline
   grown by the tolerance). Where the samples cannot tell such a slowdown from noise (too few visits, a noisy
-  runner) the verdict is *inconclusive*, with its own exit code, never a silent pass. Profiles without visit
-  medians fall back to their step-time spread: the current p10 above the baseline's p90.
+  runner) the verdict is *inconclusive*, with its own exit code, never a silent pass. Where the visits are too
+  few for the rank test ever to decide (one visit per cell, two against two) the steps inside them do: the
+  current p10 above the baseline's p90 grown by the tolerance, each resting on at least MIN_STEP_SAMPLES steps
+  (docs/check.md). Profiles without visit medians fall back to their step-time spread: the current p10 above
+  the baseline's p90.
 * A cell the baseline has but the current profile lacks, or that now fails (oom, error), is a regression.
 
 Exit codes: 0 pass, 1 regression, 2 unusable input, 3 inconclusive.
@@ -292,6 +295,25 @@ def clean_visit_medians(row: Row) -> list[float]:
     return clean or list(medians)
 
 
+# the fewest timed steps a profile's p10 and p90 must rest on for the step-sample rule (`has_step_samples`)
+MIN_STEP_SAMPLES = 5
+
+
+def rank_test_can_decide(visits: int, baseline_visits: int) -> bool:
+    """Whether the rank test on this many visit medians can reach SIGNIFICANCE at all: its smallest p-value,
+    complete separation, is 1 / C(n + m, n) (1 against any number of visits: 1 / (m + 1); 3 against 3: 1/20)."""
+    return 1 / math.comb(visits + baseline_visits, visits) <= SIGNIFICANCE
+
+
+def has_step_samples(old: Row, new: Row) -> bool:
+    """Whether both rows record the spread (p10, p90) of at least MIN_STEP_SAMPLES timed steps."""
+    return all(
+        row.step_time_p10_ms is not None and row.step_time_p90_ms is not None
+        and (row.measured_steps or 0) >= MIN_STEP_SAMPLES
+        for row in (old, new)
+    )  # fmt: skip
+
+
 def _compare_time(result: CheckResult, key: tuple[int, int], old: Row, new: Row, tolerance: float) -> None:
     """A median beyond the tolerance is a regression (an improvement) only where the samples make it unlikely to
     be noise; a slowdown they cannot decide is inconclusive."""
@@ -304,7 +326,20 @@ def _compare_time(result: CheckResult, key: tuple[int, int], old: Row, new: Row,
         add(Finding(*key, "step_time_ms", before, after, "pass", f"{change:+.1%}"))
         return
     then, now = clean_visit_medians(old), clean_visit_medians(new)
-    if then and now:
+    if then and now and not rank_test_can_decide(len(now), len(then)) and has_step_samples(old, new):
+        # too few visits for the rank test ever to reach SIGNIFICANCE: the steps inside them decide
+        grown = 1 + tolerance if change > 0 else 1 - tolerance
+        if change > 0:
+            decided = new.step_time_p10_ms > old.step_time_p90_ms * grown  # type: ignore[operator]
+            sides = f"p10 {new.step_time_p10_ms:.4g} ms now, baseline p90 {old.step_time_p90_ms:.4g} ms"
+        else:
+            decided = new.step_time_p90_ms < old.step_time_p10_ms * grown  # type: ignore[operator]
+            sides = f"p90 {new.step_time_p90_ms:.4g} ms now, baseline p10 {old.step_time_p10_ms:.4g} ms"
+        evidence = (
+            f"{len(now)} visit(s) against {len(then)}, too few to rank; steps ({new.measured_steps} against "
+            f"{old.measured_steps}): {sides}"
+        )
+    elif then and now:
         if change > 0:  # current slower than the baseline grown by the tolerance?
             p_value = rank_sum_p_value(now, [value * (1 + tolerance) for value in then])
         else:  # the baseline slower than the current grown by the tolerance?

@@ -432,8 +432,11 @@ class PlanPredictor:
     tensors (the trace does not depend on the GPU), priced per kind by the time model with the constants fitted to
     the model's own measured profiles where there are any (the largest measured GPU's), else the defaults."""
 
-    def __init__(self, group: ProfileSet) -> None:
+    def __init__(self, group: ProfileSet, zs: Sequence[int] = ()) -> None:
+        """`zs`: the z values the plan will ask for, traced together at the first question (one fake model built
+        for all of them, not one per z: building it was most of `plan`'s time)."""
         self.group = group
+        self.zs = tuple(sorted(set(zs)))
         self.reference: Profile = group.reference()
         self.traces: dict[int, StepTrace | None] = {}
         self.constants: TimeConstants | None = None
@@ -452,10 +455,11 @@ class PlanPredictor:
     def trace(self, z: int) -> StepTrace | None:
         """The z's step at the plan's batch size, traced once on fake tensors (None: it cannot be traced)."""
         if z not in self.traces:
+            asked = tuple(sorted({z, *self.zs} - set(self.traces)))
             traces: dict[tuple[int, int], StepTrace] = {}
             if self.traceable:
                 settings = replace(
-                    self.reference.settings, batch_sizes=(self.group.batch_size,), trainable_layer_counts=(z,),
+                    self.reference.settings, batch_sizes=(self.group.batch_size,), trainable_layer_counts=asked,
                     mode="estimate", target="cuda", target_gpu=None,
                 )  # fmt: skip
                 options = ModelOptions.of_profile(self.reference)
@@ -463,7 +467,8 @@ class PlanPredictor:
                     estimate_model(self.reference.model.spec, options, settings, traces=traces)
                 except LayerprofError:
                     self.traceable = False
-            self.traces[z] = traces.get((self.group.batch_size, z))
+            for each in asked:
+                self.traces[each] = traces.get((self.group.batch_size, each))
         return self.traces[z]
 
     def __call__(self, z: int, gpu: GpuKind) -> tuple[float, str, float] | None:

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten
 
-from layerprof.errors import LayerprofError
 from layerprof.measure.instruments import OpClass, OpRecorder, Phase, plain_tensors
+from layerprof.parsing import check_batch_size
 from layerprof.profile import SweepSettings
 from layerprof.sources.layers import Layer
 from layerprof.sources.models import ModelOptions
@@ -188,8 +188,7 @@ def layer_costs(
     from layerprof.measure.sweep import CellContext, prepared_cell
     from layerprof.predict.estimate import ESTIMATE_DEVICE, build_fake_model, prime_optimizer, refuse_compile
 
-    if batch_size < 1:
-        raise LayerprofError(f"--batch-size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     mode, loaded = build_fake_model(spec, options, precision)
     settings = SweepSettings((batch_size,), (), precision=precision, mode="estimate", target=target, **(recipe or {}))
     refuse_compile(settings)

@@ -18,6 +18,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 import typing
@@ -661,7 +662,33 @@ def split_without_memory(spec: str, options: ModelOptions) -> tuple[LoadedModel,
     that ask a tensor for its value, or autocast on the tensors' device), the model is built on fake CPU tensors
     instead, which cost no memory either ("fake"); where shapes depend on values (mixture-of-experts routing),
     on fake tensors with symbolic shapes; failing that on real CPU tensors where the model fits in a quarter of
-    the free memory ("cpu"). Only then are the layers in registration order, and `order` says so."""
+    the free memory ("cpu"). Only then are the layers in registration order, and `order` says so. Torch's own
+    log of an op that failed on fake tensors (a 40-line traceback on stderr) is kept quiet: the failure is ours
+    to handle, and `order_reason` names it."""
+    with quiet_fake_tensor_log():
+        return _split_without_memory(spec, options)
+
+
+# torch logs (at ERROR, with its traceback) every op that fails on fake tensors, even where the caller handles it;
+# and a deprecation per Enum a hub library registers with pytree on import
+QUIET_LOGGERS = ("torch._subclasses.fake_tensor", "torch.utils._pytree")
+
+
+@contextmanager
+def quiet_fake_tensor_log() -> Iterator[None]:
+    """While the block runs, torch's QUIET_LOGGERS print nothing below CRITICAL (their levels restored after)."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _split_without_memory(spec: str, options: ModelOptions) -> tuple[LoadedModel, list[Layer]]:
     loaded = build_model(spec, options, device="meta")
     try:
         return loaded, loaded.split(trace_required=True)

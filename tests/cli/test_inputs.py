@@ -8,6 +8,7 @@ paths that go down in fidelity, profiles with rows of the wrong type, and interr
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
-from layerprof.profile import load_profile, save_profile
+from layerprof.profile import Row, load_profile, save_profile
+from tests.conftest import bare_profile
 
 FACTORY = """
 from torch import nn
@@ -55,7 +57,39 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     interrupted.complete = False
     interrupted.rows[-1].status = "unfinished"
     save_profile(interrupted, root / "interrupted.json")
+    damage_profiles(root)
     return {"root": str(root), "model": model, "task": f"{root / 'factory.py'}:task"}
+
+
+# damaged figures (issue 40): each file is measured.json with one figure of cell batch 4 z=2 (or of the CUDA
+# estimate's cell batch 4 z=2) replaced
+DAMAGE = {
+    "nan-time": ("step_time_ms", math.nan),
+    "negative-time": ("step_time_ms", -5.0),
+    "zero-time": ("step_time_ms", 0),
+    "null-time": ("step_time_ms", None),
+    "nan-visit": ("visit_medians_ms", [12.0, math.nan]),
+    "negative-peak": ("peak_memory_bytes", -1),
+}
+
+
+def damage_profiles(root: Path) -> None:
+    """measured.json (two measured cells at each of batch 2 and 4), one damaged copy per DAMAGE entry, and the CUDA
+    estimate with a negative predicted step time."""
+    rows = [
+        Row(b, z, "ok", step_time_ms=10.0 * b + z, visit_medians_ms=[10.0 * b + z] * 2, visits=2,
+            peak_memory_bytes=1000 * b * z, trainable_params=z * 72, flops=b * z * 100)
+        for b in (2, 4) for z in (1, 2)
+    ]  # fmt: skip
+    save_profile(bare_profile(rows, 2), root / "measured.json")
+    data = json.loads((root / "measured.json").read_text())
+    for name, (field, value) in DAMAGE.items():
+        damaged = json.loads(json.dumps(data))
+        damaged["rows"][3][field] = value
+        (root / f"{name}.json").write_text(json.dumps(damaged))
+    estimate = json.loads((root / "est-cuda.json").read_text())
+    estimate["rows"][3]["predicted_step_time_ms"] = -5.0
+    (root / "est-negative.json").write_text(json.dumps(estimate))
 
 
 # (arguments with {model}, {root}, {task} filled in, the fragment the one error line holds)
@@ -104,6 +138,20 @@ CASES = [
     ("report {root}/damaged.json --out {root}/report-damaged", "damaged layerprof profile"),
     ("report {root}/est-cpu.json --out {root}/grid.json", "grid.json' is a file; a report is a folder"),
     ("plan {root}/damaged.json --cluster 2xH100", "damaged layerprof profile"),
+    # damaged figures (issue 40): refused on load by every reader, naming the cell and the field, never a pass,
+    # a ladder of full training or a plan that runs for minutes
+    ("check {root}/nan-time.json {root}/measured.json", "cell batch 4 z=2: step_time_ms is nan"),
+    ("check {root}/measured.json {root}/nan-time.json", "cell batch 4 z=2: step_time_ms is nan"),
+    ("check {root}/negative-time.json {root}/measured.json", "cell batch 4 z=2: step_time_ms is -5.0"),
+    ("check {root}/zero-time.json {root}/measured.json", "cell batch 4 z=2: step_time_ms is 0 (a positive"),
+    ("check {root}/null-time.json {root}/measured.json", "step_time_ms is None (a cell marked ok has its measured"),
+    ("check {root}/nan-visit.json {root}/measured.json", "cell batch 4 z=2: visit_medians_ms[1] is nan"),
+    ("check {root}/negative-peak.json {root}/measured.json", "cell batch 4 z=2: peak_memory_bytes is -1"),
+    ("ladder {root}/nan-time.json", "nan-time.json' is a damaged layerprof profile"),
+    ("ladder {root}/negative-peak.json", "peak_memory_bytes is -1"),
+    ("report {root}/nan-visit.json --out {root}/report-nan", "visit_medians_ms[1] is nan"),
+    ("plan {root}/est-negative.json --cluster 2xH100", "cell batch 4 z=2: predicted_step_time_ms is -5.0"),
+    ("plan {root}/nan-time.json --cluster 2xH100", "step_time_ms is nan"),
     # found in review: another layerprof file given as a profile is named, not "re-run layerprof profile"; a file
     # outside a study given to simulate is named, not its directory
     ("ladder {root}/study/study.json", "is a correlate study's study.json, not a profile (schema layerprof.study/2)"),
@@ -114,6 +162,20 @@ CASES = [
     ("check {root}/interrupted.json {root}/est-cpu.json", "CURRENT"),
     ("check {root}/est-cpu.json {root}/interrupted.json", "BASELINE"),
     ("check {root}/interrupted.json {root}/new-baseline.json --update-baseline", "is incomplete"),
+    # found in review (issue 40): a repeated rung; the
+    # caps of other commands on plan's --budget-steps and layers --costs's --batch-size
+    ("simulate {root}/study --path 1@0.5,1@0.5", "rung 1@0.5 after 1@0.5 does not raise the fidelity"),
+    (
+        "plan {root}/est-cuda.json --cluster 2xH100 --budget-steps 100000000000000000000",
+        "--budget-steps 100,000,000,000,000,000,000 is beyond the largest this takes, 1,000,000,000",
+    ),
+    ("plan {root}/est-cuda.json --cluster 2xH100 --budget-steps 1000000001", "--budget-steps 1,000,000,001 is beyond"),
+    ("ladder {root}/est-cuda.json --budget-steps 1000000001", "--budget-steps 1,000,000,001 is beyond the largest"),
+    (
+        "layers {model} --input-shape 8 --costs --batch-size 99999999999",
+        "--batch-size 99,999,999,999 is beyond the largest this takes, 16,777,216",
+    ),
+    ("layers {model} --input-shape 8 --costs --batch-size 16777217", "--batch-size 16,777,217 is beyond"),
     # layer counts beyond the task's
     ("correlate {task} --grid {root}/grid.json --layers 1,2,4", "--layers 4 is outside 1..3"),
     # found in review: a range is checked as written, before it is expanded (1-10^12 hung, eating memory), and

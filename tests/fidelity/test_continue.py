@@ -88,6 +88,8 @@ def test_continue_plans_the_later_starts_hyperband_needs() -> None:
         (["3@1,1@1"], "each rung must add layers or budget and take none away, got 3@1 then 1@1"),
         (["3@1,3@0.5"], "got 3@1 then 3@0.5"),
         (["6@0.5,9@1"], "z=9, but the task has 6 layers"),
+        (["7@1"], "--continue 7@1: z=7, but the task has 6 layers"),  # the z first, not "two or more rungs"
+        (["7@0.5,6@1"], "--continue 7@0.5,6@1: z=7, but the task has 6 layers"),  # wherever it is
         (["1@0.5,3"], "rungs like 1@0.25,3@0.5,6@1"),
     ]:
         with pytest.raises(LayerprofError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -516,6 +516,7 @@ def test_ladder_for_reads_the_file_notes_incompleteness_and_attaches_rho(tmp_pat
     profile = synthetic_profile({1: 1.0, 2: 3.0, 3: 9.0})
     for row in profile.rows:
         row.step_time_ms = None
+    profile.settings.mode = "estimate"  # only an estimate has no step times: a measured ok cell without one is damage
     path = save_profile(profile, tmp_path / "p.json")
     ladder, notes = ladder_for(path, eta=3)
     assert ladder.cost_kind == "flops" and notes == []  # no step times: FLOPs by default

@@ -704,3 +704,26 @@ def test_the_simulate_and_plan_tables_fit_100_columns_a_row_a_line_and_wide_show
     assert [column.header for column in rich_plan_tables(plan)[0].columns] == [
         "rung", "z", "steps", "trials", "GPU", "at once/GPU\n(fit)", "trial", "rung time", "GPU-h",
     ]  # fmt: skip
+
+
+def test_a_continued_rung_spanning_two_recorded_segments_is_charged_both() -> None:
+    """A budget run evaluated at 0.1, 0.25, 0.5 and 1 serves halving on 0.1, 0.5 and 1: its rung at 0.5 trains
+    through two segments (0.1 -> 0.25 -> 0.5) and costs both (issue 40: charged only the last, [10, 30, 40])."""
+    from layerprof.fidelity.correlate import ContinuedResult, SegmentResult
+    from layerprof.fidelity.simulate import RecordedStudy
+
+    chain = ((1, 0.1), (1, 0.25), (1, 0.5), (1, 1.0))
+    continued = {}
+    for index in range(2):
+        seconds = (10.0, 20.0, 30.0, 40.0)
+        segments = [
+            SegmentResult(z, f, loss=1.0 / (position + 1 + index), seconds=s)
+            for position, ((z, f), s) in enumerate(zip(chain, seconds, strict=True))
+        ]
+        continued[(chain, index, 0)] = ContinuedResult(index, 0, [list(c) for c in chain], segments, seconds=100.0)
+    study = RecordedStudy(Path("study"), "task", [{}, {}], [0], [1], [0.1, 0.25, 0.5, 1.0], {}, continued)
+    tables, served = study.continued_tables([(1, 0.1), (1, 0.5), (1, 1.0)])
+    assert served == chain
+    assert [table.seconds for table in tables] == [[[10.0]] * 2, [[50.0]] * 2, [[40.0]] * 2]
+    assert [table.losses for table in tables] == [[[1.0], [0.5]], [[1 / 3], [0.25]], [[0.25], [0.2]]]
+    assert study.continued_tables([(1, 0.25), (1, 1.0)])[0][1].seconds == [[70.0]] * 2  # 0.5 and 1: 30 + 40

@@ -185,3 +185,155 @@ def test_plan_notes_an_incomplete_profile(factory: str, tmp_path: Path) -> None:
     assert "the profile of estimate for cuda is incomplete (the sweep was interrupted: 1 of 4 cells unfinished" in (
         " ".join(notes)
     )
+
+
+# ---------------------------------------------------------------- one writer per --out (issue 40)
+
+HOLD = (
+    "import sys, time; from pathlib import Path; from layerprof.profile import OutputLock; "
+    "OutputLock(Path(sys.argv[1])).__enter__(); print('held', flush=True); time.sleep(120)"
+)
+
+
+def test_a_second_run_with_the_same_out_refuses_in_one_line_naming_the_first(factory: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "estimate.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    first = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "held"
+        common = ["estimate", factory, "--input-shape", "8", "--target", "cpu", "--batch-sizes", "2", "--out", str(out)]
+        result = run(*common)
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1
+        assert f"is being written by another layerprof run (PID {first.pid}); wait for it" in " ".join(
+            result.output.split()
+        )
+        assert not out.exists()
+    finally:
+        first.kill()
+        first.wait()
+    assert run(*common).exit_code == 0  # the system let go of the dead run's lock: no stale lock to clean up
+    assert not (tmp_path / ".estimate.json.lock").exists()
+
+
+def test_a_run_started_after_the_job_was_planned_holds_the_lock_until_it_ends(factory: str, tmp_path: Path) -> None:
+    from layerprof.errors import LayerprofError
+    from layerprof.profile import OutputLock
+
+    out = tmp_path / "estimate.json"
+    job = estimate_job(factory, out)
+    with OutputLock(out) as lock:
+        assert lock.holder is None and lock.descriptor is not None
+        with pytest.raises(LayerprofError, match=r"being written by another layerprof run \(PID \d+\)"):
+            job.run()
+        assert not out.exists()
+    held = []
+
+    class Peek(StopAfter):
+        def cell_finished(self, _row: Row) -> None:
+            with OutputLock(out) as other:
+                held.append(other.holder)
+
+    job.run(Peek())
+    assert held and set(held) == {__import__("os").getpid()}  # the running job held it at every cell
+    with OutputLock(out) as lock:  # and let go at the end
+        assert lock.holder is None
+
+
+def test_another_models_finished_profile_is_refused_unless_force(factory: str, tmp_path: Path) -> None:
+    out = tmp_path / "estimate.json"
+    common = ["--input-shape", "8", "--target", "cpu", "--batch-sizes", "2", "--out", str(out)]
+    assert run("estimate", factory, *common).exit_code == 0
+    before = out.read_text()
+    assert run("estimate", factory, *common).exit_code == 0  # the same model's finished profile: measured anew
+    other = factory.replace(":stack", ":other")
+    Path(factory.rpartition(":")[0]).write_text(textwrap.dedent(FACTORY) + "\nother = stack\n")
+    result = run("estimate", other, *common)
+    assert result.exit_code == 2, result.output
+    assert f"holds a finished profile of another model ({factory}); give another --out, or --force" in " ".join(
+        result.output.split()
+    )
+    assert json.loads(out.read_text())["model"] == json.loads(before)["model"]
+    result = run("estimate", other, *common, "--force")
+    assert result.exit_code == 0, result.output
+    assert load_profile(out).model.spec == other
+
+
+def test_a_read_only_profile_is_refused_before_anything_is_measured(factory: str, tmp_path: Path) -> None:
+    out = interrupted_file(factory, tmp_path / "estimate.json")
+    before = out.read_text()
+    out.chmod(0o444)
+    result = run("estimate", factory, "--input-shape", "8", "--target", "cpu", "--batch-sizes", "2,4", "--out",
+                 str(out))  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"--out {str(out)!r} is read-only; make it writable" in " ".join(result.output.split()), result.output
+    assert "resuming" not in result.output and out.read_text() == before
+    out.chmod(0o644)
+    out.with_suffix(".csv").chmod(0o444)  # the CSV beside it too
+    result = run("estimate", factory, "--input-shape", "8", "--target", "cpu", "--batch-sizes", "2,4", "--out",
+                 str(out))  # fmt: skip
+    assert result.exit_code == 2 and "estimate.csv' is read-only" in " ".join(result.output.split())
+
+
+# ---------------------------------------------------------------- SIGTERM and SIGHUP end a sweep as Ctrl-C does
+
+SLOW_FACTORY = """
+from torch import nn
+
+def stack(depth: int = 4):
+    return nn.Sequential(*(nn.Linear(64, 64) for _ in range(depth)))
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143)])
+def test_a_terminated_sweep_marks_its_unsettled_cells_unfinished(tmp_path: Path, name: str, code: int) -> None:
+    """A real process sent SIGTERM (`timeout`, a scheduler's limit) or SIGHUP while it measures: it saves what is
+    finished, marks the cells still settling unfinished and exits 128 + the signal, as Ctrl-C exits 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow.py").write_text(textwrap.dedent(SLOW_FACTORY))
+    out = tmp_path / "profile.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "COLUMNS": "120"}
+    command = [sys.executable, "-m", "layerprof", "profile", f"{tmp_path / 'slow.py'}:stack", "--input-shape", "64",
+               "--batch-sizes", "2,4", "--warmup", "1", "--min-steps", "200", "--steps", "400",
+               "--steps-per-visit", "1", "--threads", "1", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)  # the first cell's first visit is saved: the sweep is measuring
+    process.send_signal(getattr(signal, name))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "interrupted:" in stderr and "Traceback" not in stderr
+    profile = load_profile(out)
+    assert not profile.complete
+    statuses = {row.key: row.status for row in profile.rows}
+    assert "unfinished" in statuses.values()
+    for row in profile.rows:  # a cell marked ok was measured to the protocol's end, never one visit
+        assert row.status == "unfinished" or (row.visits or 0) >= 2, row
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_signals_raise_an_interrupt_while_a_run_lasts_and_only_then(name: str, code: int) -> None:
+    import os
+    import signal
+
+    from layerprof.cli.render import Interrupted, interrupt_exit_code, signals_as_interrupts
+
+    number = getattr(signal, name)
+    before = signal.getsignal(number)
+    with pytest.raises(KeyboardInterrupt) as caught, signals_as_interrupts():
+        os.kill(os.getpid(), number)
+        signal.sigtimedwait([], 0) if hasattr(signal, "sigtimedwait") else None  # let the handler run
+    assert isinstance(caught.value, Interrupted) and interrupt_exit_code(caught.value) == code
+    assert interrupt_exit_code(KeyboardInterrupt()) == 130  # Ctrl-C
+    assert signal.getsignal(number) is before  # the handler is put back

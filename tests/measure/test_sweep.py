@@ -238,3 +238,40 @@ def test_a_slow_round_says_the_machine_is_busy_at_once(monkeypatch: pytest.Monke
     assert recorder.events[busy + 1] == ("round_finished", 1, 2)  # after the first timed round, of two
     assert names.count("machine_busy") == 1  # said once
     assert recorder.events[busy][1].startswith("other work is slowing this machine: the reference workload ran 3.0x")
+
+
+@pytest.mark.parametrize("machine_cpus", [2, 64])
+def test_cpus_are_checked_at_their_edge_against_the_cpu_count_given(monkeypatch, machine_cpus: int) -> None:
+    """--cpus N on an N-CPU machine does not exist (the last good one is N - 1), whatever this machine has: the
+    count is injected and no affinity is really set (issue 40: a raw OSError)."""
+    import os
+
+    from layerprof.errors import LayerprofError
+    from layerprof.measure.environment import apply_threads
+
+    set_to: list[tuple[int, ...]] = []
+    monkeypatch.setattr(os, "cpu_count", lambda: machine_cpus)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda _pid, cpus: set_to.append(tuple(cpus)))
+    apply_threads(None, (machine_cpus - 1,))
+    assert set_to == [(machine_cpus - 1,)]
+    with pytest.raises(LayerprofError, match=rf"--cpus {machine_cpus} does not exist; this machine has CPUs 0\.\."):
+        apply_threads(None, (0, machine_cpus))
+    assert set_to == [(machine_cpus - 1,)]
+
+
+def test_cpus_this_process_may_not_use_are_one_line(monkeypatch) -> None:
+    """CPUs that exist but are outside the process's allowed set (taskset, a container): the system refuses."""
+    import os
+
+    from layerprof.errors import LayerprofError
+    from layerprof.measure.environment import apply_threads
+
+    def refuse(_pid: int, _cpus: object) -> None:
+        raise OSError(22, "Invalid argument")
+
+    with monkeypatch.context() as patch:  # undone before the suite's own restoring of the affinity
+        patch.setattr(os, "cpu_count", lambda: 4)
+        patch.setattr(os, "sched_setaffinity", refuse)
+        patch.setattr(os, "sched_getaffinity", lambda _pid: {1, 3})
+        with pytest.raises(LayerprofError, match="^--cpus 0,2: Invalid argument; this process may run on CPUs 1,3$"):
+            apply_threads(None, (0, 2))

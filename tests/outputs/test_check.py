@@ -157,6 +157,73 @@ def test_a_slowdown_is_decided_by_the_visit_medians(before, after, verdict: str,
     assert finding.detail.endswith(f"({len(after)} visit(s) against {len(before) - len(slow)}, p = {p_value})")
 
 
+def one_visit(profile: Profile, z: int, median: float, spread: tuple[float, float], steps: int = 5) -> Profile:
+    """The row of a `--min-steps 3 --steps 5` sweep that settled at its first visit: one visit median, the p10
+    and p90 of its `steps` timed steps."""
+    with_visits(profile, z, [median], spread=spread)
+    profile.row(8, z).measured_steps, profile.row(8, z).visits = steps, 1
+    return profile
+
+
+def test_a_tripled_cell_with_one_visit_is_decided_by_its_tight_steps() -> None:
+    """One visit per cell: no rank test can say anything (1 against 1: p >= 1/2), but the steps inside each visit
+    are tight (p10-p90 within 5%), and 3x slower is beyond them: a regression (issue 40: inconclusive, p = 0.5)."""
+    baseline = one_visit(measured_like_profile(), 2, 20.0, (19.6, 20.6))
+    tripled = one_visit(measured_like_profile(), 2, 60.0, (58.8, 61.8))
+    result = compare(tripled, baseline)
+    assert result.exit_code == 1 and [(f.trainable_layers, f.figure) for f in result.regressions] == [
+        (2, "step_time_ms")
+    ]
+    assert result.regressions[0].detail == (
+        "+200.0% exceeds +10% beyond noise (1 visit(s) against 1, too few to rank; steps (5 against 5): "
+        "p10 58.8 ms now, baseline p90 20.6 ms)"
+    )
+    faster = compare(baseline, tripled)  # and the other way round, an improvement
+    assert faster.exit_code == 0 and faster.cell_verdict(8, 2) == "improvement"
+
+
+@pytest.mark.parametrize(
+    ("baseline_spread", "steps", "verdict"),
+    [
+        ((19.6, 20.6), 5, "regression"),
+        ((15.0, 40.0), 5, "inconclusive"),  # a noisy baseline: 3x is inside what its steps span
+        ((19.6, 20.6), 4, "inconclusive"),  # the spread of 4 steps is too thin a sample
+        # the edge: the current p10 (44.0) against the baseline's p90 grown by 10%: 40 x 1.1 = 44.0 is not above it
+        ((19.6, 40.0), 5, "inconclusive"),
+        ((19.6, 39.99), 5, "regression"),
+    ],
+)
+def test_the_step_sample_rule_at_its_edges(baseline_spread, steps: int, verdict: str) -> None:
+    baseline = one_visit(measured_like_profile(), 2, 20.0, baseline_spread, steps)
+    current = one_visit(measured_like_profile(), 2, 60.0, (44.0, 61.8), steps)
+    assert compare(current, baseline).cell_verdict(8, 2) == verdict
+
+
+@pytest.mark.parametrize("thin", ["baseline", "current"])
+def test_the_step_rule_needs_enough_steps_on_both_sides(thin: str) -> None:
+    """Either side resting on fewer than 5 steps (or not saying how many) leaves the rank test's word: p = 1/2."""
+    baseline = one_visit(measured_like_profile(), 2, 20.0, (19.6, 20.6))
+    tripled = one_visit(measured_like_profile(), 2, 60.0, (58.8, 61.8))
+    (baseline if thin == "baseline" else tripled).row(8, 2).measured_steps = None
+    finding = next(
+        f for f in compare(tripled, baseline).findings if f.figure == "step_time_ms" and f.trainable_layers == 2
+    )
+    assert finding.verdict == "inconclusive" and finding.detail.endswith("(1 visit(s) against 1, p = 0.5)")
+
+
+def test_the_rank_test_decides_wherever_it_can() -> None:
+    from layerprof.outputs.check import rank_test_can_decide
+
+    assert [rank_test_can_decide(n, n) for n in (1, 2, 3)] == [False, False, True]  # 1/2, 1/6, 1/20
+    assert not rank_test_can_decide(1, 18) and rank_test_can_decide(1, 19)  # 1/19 > 0.05 >= 1/20
+    # two visits against two with tight steps: the steps decide (the rank test could only say p = 1/6)
+    baseline = with_visits(measured_like_profile(), 1, [10.0, 10.1], spread=(9.8, 10.3))
+    current = with_visits(measured_like_profile(), 1, [20.0, 20.2], spread=(19.6, 20.6))
+    for row in (baseline.row(8, 1), current.row(8, 1)):
+        row.measured_steps = 10
+    assert compare(current, baseline).cell_verdict(8, 1) == "regression"
+
+
 def test_a_faster_cell_is_an_improvement_only_beyond_noise() -> None:
     baseline = with_visits(measured_like_profile(), 2, [20.0, 20.2, 20.4])
     halved = compare(with_visits(measured_like_profile(), 2, [10.0, 10.1, 10.2]), baseline)

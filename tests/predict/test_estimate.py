@@ -92,6 +92,25 @@ def test_fit_search_returns_the_boundary_batch() -> None:
     assert search.smallest_gpu(8, 300) == "1g.5gb"
 
 
+def test_fit_on_a_cpu_target_reserves_no_cuda_context() -> None:
+    """`fit --target cpu`: a cell needs its estimated peak and nothing more (issue 40: reserving the 768 MiB CUDA
+    context cut the largest batch at 1 GiB from 321,358 to 79,960)."""
+    options = ModelOptions(input_shape=(64,), num_classes=10)
+    search = FitSearch(f"{EXAMPLE}:mlp", options, settings(1, target="cpu"))
+    mode, loaded = build_fake_model(f"{EXAMPLE}:mlp", options, "32-true")
+
+    def independent_need(z: int, batch_size: int) -> int:
+        with mode:
+            context = CellContext(loaded, loaded.split(), settings(z, target="cpu"), ESTIMATE_DEVICE)
+            row, _ = estimate_cell(context, batch_size, z)
+        return row.peak_memory_bytes  # no context reserve on a CPU
+
+    assert search.reserve == 0 and search.need_bytes(8, 300) == independent_need(8, 300)
+    budget = (independent_need(8, 300) + independent_need(8, 301)) // 2
+    assert budget < 768 * 2**20  # with a CUDA context reserved, nothing would fit
+    assert search.largest_batch(8, budget).largest_batch_size == 300
+
+
 @pytest.mark.parametrize(
     ("need_mib", "expected"),
     [(4000, "1g.5gb"), (22000, "A10"), (23030, "L4"), (81000, "H100"), (81600, "A100-80GB"), (200_000, None)],

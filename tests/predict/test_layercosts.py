@@ -101,3 +101,28 @@ def test_the_columns_add_up_to_the_full_training_cell_under_a_recipe(model: tupl
     assert cell.recompute_flops > 0 if spec.startswith("paper") else True  # ResNet blocks recompute their convs
     # what training adds: the trainable parameters' gradients (float32) and their optimizer state, to the byte
     assert sum(c.trainable_bytes for c in table.layers) == cell.optimizer_state_bytes + 4 * cell.trainable_params
+
+
+CONVS = """
+from torch import nn
+
+def convs():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Conv2d(8, 8, 3, padding=1, bias=False),
+                         nn.Flatten(), nn.Linear(8 * 8 * 8, 4, bias=False))
+"""
+
+
+def test_convolutions_split_backward_into_input_and_weight_gradients(tmp_path: Path) -> None:
+    """Part by part, by hand (issue 40: a convolution's input gradient counted as its weight gradient doubled the
+    weight column and made the inside one negative, the sums unchanged). A 3x3 convolution at batch 2 on 8x8: 2 x
+    batch x C_out x 64 positions x C_in x 9 FLOPs forward, as many for each of its two gradients."""
+    (tmp_path / "convs.py").write_text(CONVS)
+    table = layer_costs(f"{tmp_path / 'convs.py'}:convs", ModelOptions(input_shape=(3, 8, 8), num_classes=4), 2)
+    first, second, head = table.layers[0], table.layers[1], table.layers[2]
+    assert first.forward_flops == 2 * 2 * 8 * 64 * 3 * 9 == 55_296
+    assert (first.backward_weight_flops, first.backward_input_flops, first.backward_internal_flops) == (55_296, 0, 0)
+    assert second.forward_flops == 2 * 2 * 8 * 64 * 8 * 9 == 147_456
+    assert (second.backward_weight_flops, second.backward_input_flops, second.backward_internal_flops) == (
+        147_456, 147_456, 0,
+    )  # fmt: skip
+    assert head.backward_weight_flops == head.backward_input_flops == 2 * 2 * 512 * 4

@@ -108,28 +108,62 @@ def test_the_recorder_counts_flops_bytes_phases_and_module_calls() -> None:
     assert backward_flops == 2 * (2 * 16 * 32 * 8) + 2 * (16 * 64 * 32)  # second: dX and dW; first: dW only
 
 
-def synthetic_steps(constants: TimeConstants) -> list[MeasuredStep]:
+def synthetic_steps(constants: TimeConstants, peaks: DevicePeaks = H100, scale: float = 1.0) -> list[MeasuredStep]:
     """Cells whose 'measured' times the model itself gives under `constants`: each dominated by another kind of
     work (matrix products, convolutions, attention, memory traffic) with the rest varying, and host work of
-    varying make-up, so that every constant shows in some cells."""
-    truth = TimeModel(H100, constants)
+    varying make-up, so that every constant shows in some cells. `scale` multiplies the device's work."""
+    truth = TimeModel(peaks, constants)
     steps = []
     for index in range(16):
         heavy = [1.0, 1.0, 1.0, 1.0]
         heavy[index % 4] = 30.0 + index
         ops = [
-            op("mm", OpClass.GEMM, flops=int(2e11 * heavy[0] * (1 + index % 3)), nbytes=10**6),
-            op("convolution", OpClass.CONV, flops=int(1e11 * heavy[1] * (1 + index % 2)), nbytes=10**6),
-            op("_flash_attention", OpClass.ATTENTION, flops=int(1.5e11 * heavy[2]), nbytes=10**6),
-            op("add", OpClass.MEMORY, nbytes=int(3e8 * heavy[3] * (1 + index % 3))),
+            op("mm", OpClass.GEMM, flops=int(2e11 * scale * heavy[0] * (1 + index % 3)), nbytes=10**6),
+            op("convolution", OpClass.CONV, flops=int(1e11 * scale * heavy[1] * (1 + index % 2)), nbytes=10**6),
+            op("_flash_attention", OpClass.ATTENTION, flops=int(1.5e11 * scale * heavy[2]), nbytes=10**6),
+            op("add", OpClass.MEMORY, nbytes=int(3e8 * scale * heavy[3] * (1 + index % 3))),
         ]
         ops += [op("view", OpClass.MEMORY, kernels=0)] * (100 + 300 * (index % 2))
         ops += [op("mul", OpClass.MEMORY, nbytes=1000, phase=Phase.BACKWARD)] * (100 + 80 * (index % 3))
         ops += [op("_foreach_mul_", OpClass.MEMORY, nbytes=1000, phase=Phase.OPTIMIZER)] * (5 + 10 * (index % 4))
         trace = StepTrace(ops, module_calls=20 + 40 * (index % 5))
         predicted = truth.predict(trace)
-        steps.append(MeasuredStep(f"synthetic b1 z={index + 1}", trace, predicted.step_ms, predicted.host_ms))
+        launch = predicted.host_ms if peaks.kind == "cuda" else None  # a CPU step has no separate launch time
+        steps.append(MeasuredStep(f"synthetic b1 z={index + 1}", trace, predicted.step_ms, launch))
     return steps
+
+
+# a CPU of 1 TFLOP/s in every dtype and 50 GB/s
+CPU = DevicePeaks("test cpu", "cpu", 1.0, 1.0, 1.0, 1.0, 50.0, "test")
+
+
+def test_a_cpu_step_is_its_kernels_plus_the_host_by_hand() -> None:
+    """On a CPU the same threads dispatch and compute: the step is the sum (on a GPU, the slower of the two)."""
+    constants = TimeConstants(0.5, 0.5, 0.5, 0.5, 0.0, 10.0, 20.0, 30.0, 100.0, "test")
+    trace = StepTrace([op("mm", OpClass.GEMM, flops=10**9, dtype="float32"),
+                       op("mul", OpClass.MEMORY, nbytes=10**6, dtype="float32", phase=Phase.BACKWARD)],
+                      module_calls=2)  # fmt: skip
+    predicted = TimeModel(CPU, constants).predict(trace)
+    # mm: 1e9 FLOPs at 0.5 x 1 TFLOP/s = 2 ms; mul: 1e6 bytes at 0.5 x 50 GB/s = 0.04 ms; host: one forward op
+    # (10 us), one backward op (20 us), two module calls (2 x 100 us) = 0.23 ms
+    assert predicted.device_ms == pytest.approx(2.04, rel=1e-3)
+    assert predicted.host_ms == pytest.approx(0.23, rel=1e-3)
+    assert predicted.step_ms == pytest.approx(2.27, rel=1e-3) and not predicted.host_bound
+    on_gpu = TimeModel(replace(CPU, kind="cuda"), constants).predict(trace)
+    assert on_gpu.step_ms == pytest.approx(2.04, rel=1e-3)
+
+
+def test_cpu_calibration_fits_kernels_plus_host_and_recovers_known_constants() -> None:
+    """CPU cells whose host work is a large share of the step: fitting them with the GPU's rule (the slower of
+    device and host) instead of their sum leaves errors of tens of percent (issue 40: 0.2% -> 93%). On the CPU the
+    host's constants trade against each other (no launch times pin them): the fit is judged by its errors."""
+    truth = TimeConstants(0.62, 0.33, 0.41, 0.55, 0.0, 9.0, 14.0, 40.0, 30.0, "truth")
+    steps = synthetic_steps(truth, CPU, scale=5e-4)
+    shares = [TimeModel(CPU, truth).predict(step.trace) for step in steps]
+    assert min(p.host_ms / p.step_ms for p in shares) > 0.2  # the host is a fifth of every step or more
+    fitted = calibrate(steps, CPU, start=DEFAULT_CONSTANTS["cpu"])
+    assert max(abs(r["error"]) for r in fitted.residuals) < 0.02  # with the GPU's rule: 0.61
+    assert fitted.calibrated and fitted.peaks.kind == "cpu"
 
 
 def test_calibration_recovers_known_constants() -> None:

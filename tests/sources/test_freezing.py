@@ -237,3 +237,36 @@ def test_a_z_whose_layers_the_user_froze_whole_fails_its_cell_saying_so() -> Non
         == "LayerprofError: z=1 trains nothing: the model's own code froze every parameter of 2; choose a larger z"
     )
     assert run_cell(context, 2, 2)[0].status == "ok"
+
+
+class TiedStack(nn.Module):
+    """An embedding, two blocks and a head whose weight is the embedding's (as a language model ties them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(16, 8)
+        self.blocks = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+        self.head = nn.Linear(8, 16, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.embed(tokens)))
+
+
+def test_the_cut_holds_at_every_step_not_only_the_first() -> None:
+    """Each forward pass starts the frozen prefix anew: from the second step on, the blocks before a trainable
+    head tied to the embedding must still build no graph (issue 40: a cut set up for the first pass only would
+    change the measured time and memory of every later step)."""
+    model = TiedStack()
+    tokens = torch.randint(0, 16, (2, 4))
+    layers = split_layers(model, run_forward=lambda m: m(tokens))
+    assert [layer.name for layer in layers] == ["embed", "blocks.0", "blocks.1", "head"]
+    seen: list[bool] = []
+    model.blocks[1].register_forward_hook(lambda _m, _a, out: seen.append(out.requires_grad))
+    frozen = freeze_layers(model, layers, 1)
+    assert model.embed.weight.requires_grad  # tied into the trainable head
+    for _ in range(3):
+        model(tokens).logsumexp(-1).mean().backward()
+    assert seen == [False, False, False]
+    assert model.blocks[0].weight.grad is None and model.embed.weight.grad is not None
+    frozen.remove()

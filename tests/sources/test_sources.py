@@ -209,3 +209,24 @@ def test_a_litgpt_model_builds_without_lightning_and_the_whole_package_still_loa
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_mixture_of_experts_split_prints_no_torch_traceback(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """qwen2_moe's grouped matmul fails on fake tensors, and torch logs that failure with a 40-line traceback
+    although the split goes on (on real CPU tensors, the model being tiny): the log is kept quiet (issue 40)."""
+    import logging
+
+    from layerprof.sources.models import QUIET_LOGGERS, split_model
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "qwen2_moe", "num_hidden_layers": 2, "hidden_size": 32,
+                                  "intermediate_size": 64, "moe_intermediate_size": 16,
+                                  "shared_expert_intermediate_size": 16, "num_experts": 4, "num_experts_per_tok": 2,
+                                  "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}))  # fmt: skip
+    levels = [logging.getLogger(name).level for name in QUIET_LOGGERS]
+    info = split_model(f"hf:{config}")
+    assert [layer.name for layer in info.layers][1:3] == ["model.layers.0", "model.layers.1"]
+    assert info.order == "forward"
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "fake_tensor.py" not in err, err
+    assert [logging.getLogger(name).level for name in QUIET_LOGGERS] == levels  # put back
