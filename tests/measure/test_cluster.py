@@ -455,11 +455,11 @@ def test_the_exported_ray_script_runs_each_rung_on_its_kind(tmp_path: Path) -> N
         ray.init(address="local", num_cpus=4, num_gpus=9, resources=kinds, include_dashboard=False, log_to_driver=False)
         script = runpy.run_path({str(script)!r}, run_name="plan_script")
 
-        def recorded(config, trainable_layers, steps):
+        def recorded(config, trainable_layers, steps, state=None):  # the export contract (docs/api.md)
             resources = ray.get_runtime_context().get_assigned_resources()
             with open({str(record)!r}, "a") as handle:
                 handle.write(json.dumps({{"z": trainable_layers, "steps": steps, "resources": resources}}) + "\\n")
-            return config["learning_rate"]
+            return config["learning_rate"], state
 
         script["trial"].__globals__["train_and_evaluate"] = recorded  # run_path returns a copy of the globals
         print("winner", script["main"]())

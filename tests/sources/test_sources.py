@@ -178,14 +178,14 @@ def test_bad_model_input_is_one_line(args: list[str], fragments: list[str]) -> N
 
 def test_models_lists_timm_and_hf() -> None:
     result = CliRunner().invoke(app, ["models", "--source", "hf", "--json"])
-    assert result.exit_code == 0 and {"llama", "gpt2", "qwen2"} <= set(json.loads(result.output)["hf"])
+    assert result.exit_code == 0 and {"hf:llama", "hf:gpt2", "hf:qwen2"} <= set(json.loads(result.output)["hf"])
     result = CliRunner().invoke(app, ["models", "--source", "timm", "--json"])
-    assert result.exit_code == 0 and "vit_small_patch16_224" in json.loads(result.output)["timm"]
+    assert result.exit_code == 0 and "timm:vit_small_patch16_224" in json.loads(result.output)["timm"]
 
 
 def test_no_name_is_both_a_litgpt_config_and_a_torchvision_model() -> None:
     """`resolve` looks a bare name up in LitGPT's list first (it imports faster): that is safe while none is in both."""
-    from layerprof.sources.models import litgpt_names
+    from layerprof.sources.names import litgpt_names
 
     assert not set(litgpt_names()) & set(torchvision_names())
     assert "pythia-14m" in litgpt_names() and "resnet18" in torchvision_names()
