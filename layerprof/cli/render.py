@@ -105,7 +105,7 @@ class OneLineUsageErrors(TyperGroup):
                 labelled("error", "red", f"{where}: {error.format_message()} (`{where} --help` lists what it takes)")
             )
             raise SystemExit(error.exit_code) from None
-        except click.Abort:
+        except typer.Abort:  # Typer's own (its vendored click has none); plain click's where Typer runs on it
             if not standalone_mode:
                 raise
             errors.print("[red]error:[/] aborted", highlight=False)

@@ -24,3 +24,22 @@ def test_notes_and_lines_keep_brackets_and_long_paths_whole(capsys: pytest.Captu
     assert captured.err == "fix: build the optimizer from [p for p in model.parameters() if p.requires_grad]\n"
     # one line, however narrow the console: the terminal wraps it, a copied path is the path
     assert captured.out == f"resuming the interrupted {path}: 2 finished cell(s) kept, 2 to measure [red]x[/]\n"
+
+
+def test_an_abort_is_one_line_and_exit_1() -> None:
+    """`except click.Abort` named an attribute Typer's vendored click lacks: any exception that reached it (a broken
+    pipe under `layerprof --help | head`) ended in an AttributeError traceback."""
+    from typer.testing import CliRunner
+
+    app = typer.Typer(cls=render.OneLineUsageErrors)
+
+    @app.command()
+    def stop() -> None:
+        raise typer.Abort()
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    result = CliRunner().invoke(app, ["stop"])
+    assert result.exit_code == 1 and "error: aborted" in result.output
