@@ -689,3 +689,5 @@ def check_result(result: CheckResult) -> None:
         errors.print(labelled("inconclusive", "yellow", result.inconclusive_summary()))
     else:
         line(f"pass: {result.cells_compared} cells compared")
+    if result.disturbed_note:
+        errors.print(labelled("warning", "yellow", result.disturbed_note))

@@ -23,7 +23,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from layerprof.errors import LayerprofError
 from layerprof.profile import DETERMINISTIC_FIELDS, MEMORY_FIELDS, Profile, Row, load_profile, recipe_difference
@@ -59,6 +59,15 @@ class Finding:
 
 
 @dataclass
+class DisturbedCell:
+    """A compared cell whose step time other work disturbed, in the baseline, the current profile or both."""
+
+    batch_size: int
+    trainable_layers: int
+    side: Literal["baseline", "current", "both"]
+
+
+@dataclass
 class CheckResult:
     """Everything a gate found, and the exit code it means (0 pass, 1 regression, 3 inconclusive)."""
 
@@ -66,6 +75,20 @@ class CheckResult:
     baseline: str
     findings: list[Finding] = field(default_factory=list)
     cells_compared: int = 0
+    disturbed: list[DisturbedCell] = field(default_factory=list)  # cells other work disturbed while timed
+
+    @property
+    def disturbed_note(self) -> str | None:
+        """One sentence naming the compared cells whose step times other work disturbed, or None: their verdict
+        on time (a pass included) is weak evidence until they are re-measured on a quiet runner."""
+        if not self.disturbed:
+            return None
+        named = ", ".join(f"batch {c.batch_size} z={c.trainable_layers} ({c.side})" for c in self.disturbed[:6])
+        more = f" and {len(self.disturbed) - 6} more" if len(self.disturbed) > 6 else ""
+        return (
+            f"{len(self.disturbed)} cell(s) were timed while other work disturbed the machine: {named}{more}; "
+            "their step-time verdicts are weak evidence: re-measure them on a quiet runner"
+        )
 
     @property
     def regressions(self) -> list[Finding]:
@@ -186,6 +209,7 @@ def compare(
             verdict = "improvement" if new.ok else "pass"
             add(Finding(*key, "status", old.status, new.status, verdict))
             continue
+        _note_disturbed(result, key, old, new)
         _compare_deterministic(result, key, old, new, accept_changes)
         _compare_memory(result, key, old, new, memory_tolerance, accept_changes)
         _compare_time(result, key, old, new, time_tolerance)
@@ -241,6 +265,14 @@ def write_baseline(current: Path, baseline: Path) -> int:
     except OSError as error:
         raise LayerprofError(f"cannot write baseline {str(baseline)!r}: {error.strerror or error}") from None
     return len(profile.rows)
+
+
+def _note_disturbed(result: CheckResult, key: tuple[int, int], old: Row, new: Row) -> None:
+    """Record a compared cell that other work disturbed while it was timed, on either side."""
+    if old.disturbed and new.disturbed:
+        result.disturbed.append(DisturbedCell(*key, "both"))
+    elif old.disturbed or new.disturbed:
+        result.disturbed.append(DisturbedCell(*key, "baseline" if old.disturbed else "current"))
 
 
 def _compare_deterministic(result: CheckResult, key: tuple[int, int], old: Row, new: Row, accept: bool) -> None:
@@ -385,6 +417,11 @@ def _cell_summary(result: CheckResult, batch_size: int, trainable_layers: int) -
         for f in by_figure.values()
         if f.verdict in ("regression", "inconclusive", "accepted", "improvement")
     ]
+    notes += [
+        f"disturbed while timed ({cell.side})"
+        for cell in result.disturbed
+        if (cell.batch_size, cell.trainable_layers) == (batch_size, trainable_layers)
+    ]
     return {
         "step time": show("step_time_ms", 1, " ms"),
         "peak memory": show("peak_memory_bytes", 2**20, " MiB"),
@@ -422,6 +459,8 @@ def markdown_summary(result: CheckResult) -> str:
     ]
     if inconclusive:
         lines += ["", f"Inconclusive: {result.inconclusive_summary()}."]
+    if result.disturbed_note:
+        lines += ["", f"Disturbed: {result.disturbed_note}."]
     return "\n".join(lines) + "\n"
 
 

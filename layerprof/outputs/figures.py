@@ -5,6 +5,7 @@ function returns a Figure, so that what it shows can be checked from its own dat
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,19 @@ def _series(profile: Profile, batch_size: int, attribute: str, scale: float = 1.
         if row.ok and getattr(row, attribute) is not None
     ]
     return [z for z, _ in points], [value for _, value in points]
+
+
+DISTURBED_LABEL = "disturbed while timed: re-measure"
+DISTURBED_STYLE: dict[str, Any] = {
+    "marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredgecolor": "red", "linestyle": "none"
+}  # fmt: skip
+
+
+def _disturbed_points(profile: Profile, batch_size: int, zs: list[int], values: list[float]) -> list[tuple[int, float]]:
+    """The drawn points of cells other work disturbed while they were timed (step times only: memory is not
+    disturbed by load)."""
+    disturbed = {row.trainable_layers for row in profile.rows_for(batch_size) if row.ok and row.disturbed}
+    return [(z, value) for z, value in zip(zs, values, strict=True) if z in disturbed]
 
 
 def _label(name: str, batch_size: int, several: bool) -> str:
@@ -80,6 +94,11 @@ def _curves(
                 values = [v / full for v in values]
             axes.plot(zs, values, marker="o", markersize=3, label=_label(name, batch_size, several))
             drawn.extend(values)
+            ringed = _disturbed_points(profile, batch_size, zs, values) if attribute == "step_time_ms" else []
+            if ringed:  # a red ring around each point other work disturbed, named once in the legend
+                named = DISTURBED_LABEL not in axes.get_legend_handles_labels()[1]
+                label = DISTURBED_LABEL if named else "_nolegend_"
+                axes.plot([z for z, _ in ringed], [v for _, v in ringed], label=label, **DISTURBED_STYLE)
         if rungs:
             for z in _ladder_rungs(profile):
                 axes.axvline(z, color="grey", linestyle=":", linewidth=1)
@@ -202,7 +221,8 @@ def correlation_heatmap_png(result: CorrelationResult, path: Path) -> Path:
     return path
 
 
-FIGURE_SIZE = (7.5, 4.8)
+FIGURE_SIZE = (9.5, 5.0)  # the plot plus the legend beside it
+TITLE_CHARACTERS = 90  # a title line wraps here, so that none is clipped at the figure's width
 ERRORBAR_STYLE: dict[str, Any] = {"capsize": 3, "alpha": 0.85}
 SCRATCH_STYLE: dict[str, Any] = {"marker": "o", "linestyle": "-"}
 CONTINUED_STYLE: dict[str, Any] = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
@@ -229,8 +249,9 @@ def regret_cost_figure(
     axes.set_xscale("log")
     axes.set_xlabel(x_label)
     axes.set_ylabel("regret: full-fidelity loss above the best")
-    axes.set_title(title, fontsize="medium")
-    axes.legend(title="path", fontsize="small")
+    wrapped = "\n".join(textwrap.fill(part, TITLE_CHARACTERS, break_on_hyphens=False) for part in title.split("\n"))
+    axes.set_title(wrapped, fontsize="medium")
+    axes.legend(title="path", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never on the curves
     _tidy(figure, axes)
     return figure
 
@@ -256,9 +277,15 @@ def simulation_figure(simulation: Simulation) -> Any:
         series_by_label,
         [path.name for path in simulation.paths],
         x_label=f"seconds on {simulation.device} (profile)" if priced else f"{recorded} (the study's trials)",
-        title=f"Successive halving on {simulation.task}, eta={simulation.eta:g}: median regret and its 5-95% range "
-        f"over {repeats_text(simulation)}\n(numbers: starting configurations{dashed})",
+        title=f"Successive halving on {_task_name(simulation.task)}, eta={simulation.eta:g}: median regret and its "
+        f"5-95% range over {repeats_text(simulation)}\n(numbers: starting configurations{dashed})",
     )
+
+
+def _task_name(task: str) -> str:
+    """A task as a title names it: `tasks.py:objective` for a file's function (the full path is in the JSON)."""
+    file, colon, function = task.rpartition(":")
+    return f"{Path(file).name}:{function}" if colon and ("/" in file or "\\" in file) else task
 
 
 def _tidy(figure: Any, axes: Any) -> None:  # pragma: no mutate - tick marks, grid and margins only

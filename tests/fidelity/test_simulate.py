@@ -547,9 +547,11 @@ def test_the_figure_draws_each_paths_curve_on_a_log_cost_axis(tmp_path: Path) ->
     assert axes.get_xscale() == "log"
     assert axes.get_xlabel() == "seconds on test (profile)"
     assert axes.get_ylabel() == "regret: full-fidelity loss above the best"
-    assert axes.get_title().startswith(f"Successive halving on {result.task}, eta=3: median regret")
+    title = " ".join(axes.get_title().split())  # wrapped to the figure's width
+    assert title.startswith("Successive halving on task.py:task, eta=3: median regret")  # the file's name only
     # the budget path (one z, no continued runs recorded) is also drawn as assumed to continue: dashed
-    assert "over 5 repeats\n(numbers: starting configurations; dashed: continued runs)" in axes.get_title()
+    assert "over 5 repeats (numbers: starting configurations; dashed: continued runs)" in title
+    assert_title_and_legend_fit(figure, axes)
     curves = ("layers", "budget", "budget, assumed")
     assert [text.get_text() for text in axes.get_legend().get_texts()] == list(curves)
     series = curve_series(result)
@@ -569,9 +571,37 @@ def test_the_figure_draws_each_paths_curve_on_a_log_cost_axis(tmp_path: Path) ->
     assert [text.get_text() for text in axes.texts] == ["3", "9", "27"] * 3
     unpriced = simulation_figure(simulate(study, eta=3, repeats=5, paths=["layers"]))
     assert unpriced.axes[0].get_xlabel() == "seconds, set-up included (the study's trials)"
-    assert unpriced.axes[0].get_title().endswith("over 5 repeats\n(numbers: starting configurations)")
+    assert " ".join(unpriced.axes[0].get_title().split()).endswith("over 5 repeats (numbers: starting configurations)")
     auto = simulate(write_study(tmp_path / "t", 9, perfect), eta=3, paths=["layers"])
-    assert "over 1000 repeats (until stable)" in simulation_figure(auto).axes[0].get_title()
+    assert "over 1000 repeats (until stable)" in " ".join(simulation_figure(auto).axes[0].get_title().split())
+    plt_close_all()
+
+
+def assert_title_and_legend_fit(figure, axes) -> None:
+    """The title and the legend lie inside the figure (nothing clipped) and the legend covers no curve."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    inside = figure.bbox
+    title, legend = axes.title.get_window_extent(renderer), axes.get_legend().get_window_extent(renderer)
+    plot = axes.get_window_extent(renderer)
+    for box in (title, legend):
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+    assert legend.x0 >= plot.x1  # beside the plot, not on it
+
+
+def test_a_long_task_name_and_many_paths_still_fit_the_figure(tmp_path: Path) -> None:
+    from layerprof.outputs.figures import simulation_figure
+
+    folder = tmp_path / ("a-folder-with-a-long-name-" * 3)
+    folder.mkdir()
+    task = write_task(folder)
+    study = write_study(tmp_path / "s", 27, perfect, seconds=lambda z, f: 10 * z + f, task=task)
+    paths = ["layers", "budget", "diagonal", "ladder", "ladder-joint"]
+    figure = simulation_figure(simulate(study, eta=3, repeats=5, profile=priced_profile(), paths=paths))
+    (axes,) = figure.axes
+    assert len(axes.get_legend().get_texts()) >= 6
+    assert max(len(line) for line in axes.get_title().split("\n")) <= 90
+    assert_title_and_legend_fit(figure, axes)
     plt_close_all()
 
 

@@ -711,3 +711,49 @@ def test_rank_sum_p_values_equal_scipys_exact_test() -> None:
             assert rank_sum_p_value(larger, smaller) == pytest.approx(expected, rel=1e-9)
     assert rank_sum_p_value([], [1.0]) == 1.0 and rank_sum_p_value([1.0], []) == 1.0
     assert rank_sum_p_value([2.0, 2.0], [2.0, 2.0]) == pytest.approx(4 / 6)  # 4 ties count 2 wins: P(U >= 2)
+
+
+def disturb(profile: Profile, *zs: int) -> Profile:
+    for row in profile.rows:
+        if row.trainable_layers in zs:
+            row.disturbed, row.disturbed_reason = True, "other work kept the CPUs 100% busy"
+    return profile
+
+
+def test_cells_other_work_disturbed_are_named_even_when_the_gate_passes() -> None:
+    baseline = disturb(measured_like_profile(), 2, 3)
+    current = disturb(measured_like_profile(), 1, 3)
+    result = compare(current, baseline)
+    assert result.exit_code == 0
+    assert [(c.batch_size, c.trainable_layers, c.side) for c in result.disturbed] == [
+        (8, 1, "current"),
+        (8, 2, "baseline"),
+        (8, 3, "both"),
+    ]
+    assert result.disturbed_note == (
+        "3 cell(s) were timed while other work disturbed the machine: batch 8 z=1 (current), batch 8 z=2 "
+        "(baseline), batch 8 z=3 (both); their step-time verdicts are weak evidence: re-measure them on a quiet runner"
+    )
+    notes = {row[1]: row[-1] for row in summary_rows(result)}
+    assert notes == {
+        "1": "disturbed while timed (current)",
+        "2": "disturbed while timed (baseline)",
+        "3": "disturbed while timed (both)",
+    }
+    assert "Disturbed: 3 cell(s)" in markdown_summary(result)
+
+
+def test_quiet_profiles_carry_no_disturbed_note() -> None:
+    result = compare(measured_like_profile(), measured_like_profile())
+    assert result.disturbed == [] and result.disturbed_note is None
+    assert "Disturbed" not in markdown_summary(result)
+
+
+def test_the_check_command_warns_of_disturbed_cells_and_still_passes(tmp_path: Path) -> None:
+    save_profile(disturb(measured_like_profile(), 2), tmp_path / "base.json")
+    save_profile(disturb(measured_like_profile(), 2), tmp_path / "cur.json")
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "cur.json"), str(tmp_path / "base.json")])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 cell(s) were timed while other work disturbed the machine: batch 8 z=2 (both)" in (
+        " ".join(result.output.split())
+    )

@@ -119,6 +119,26 @@ def test_cost_curves_show_the_profile_figures(measured: Path) -> None:
     assert dotted == rungs
 
 
+def test_cost_curves_ring_the_step_times_other_work_disturbed(measured: Path) -> None:
+    from layerprof.outputs.figures import DISTURBED_LABEL, cost_curves_figure
+
+    profile = load_profile(measured)
+    for row in profile.rows:
+        if (row.batch_size, row.trainable_layers) in ((1, 3), (2, 3), (2, 9)):
+            row.disturbed = True
+    time_axes, memory_axes, time_relative, memory_relative = cost_curves_figure([("tiny", profile)]).axes
+    rings = [line for line in time_axes.get_lines() if line.get_markeredgecolor() == "red"]
+    assert [(list(r.get_xdata()), list(r.get_ydata())) for r in rings] == [
+        ([3], [profile.row(1, 3).step_time_ms]),
+        ([3, 9], [profile.row(2, 3).step_time_ms, profile.row(2, 9).step_time_ms]),
+    ]
+    assert [r.get_label() for r in rings] == [DISTURBED_LABEL, "_nolegend_"]  # named once
+    assert DISTURBED_LABEL in [t.get_text() for t in time_axes.get_legend().get_texts()]
+    assert len([line for line in time_relative.get_lines() if line.get_markeredgecolor() == "red"]) == 2
+    for axes in (memory_axes, memory_relative):  # memory is not disturbed by load
+        assert not [line for line in axes.get_lines() if line.get_markeredgecolor() == "red"]
+
+
 def test_parameter_and_flop_panels_show_the_profile_figures(measured: Path) -> None:
     from layerprof.outputs.figures import params_flops_figure
 
