@@ -36,9 +36,8 @@ def _series(profile: Profile, batch_size: int, attribute: str, scale: float = 1.
 
 
 DISTURBED_LABEL = "disturbed while timed: re-measure"
-DISTURBED_STYLE: dict[str, Any] = {
-    "marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredgecolor": "red", "linestyle": "none"
-}  # fmt: skip
+DISTURBED_STYLE: dict[str, Any] = {"marker": "o", "markersize": 9, "linestyle": "none"}
+DISTURBED_STYLE.update(markerfacecolor="none", markeredgecolor="red")  # a red ring
 
 
 def _disturbed_points(profile: Profile, batch_size: int, zs: list[int], values: list[float]) -> list[tuple[int, float]]:
