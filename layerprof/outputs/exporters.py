@@ -321,16 +321,28 @@ import inspect
 import neps
 
 
+# the loss NePS records for a configuration refused because its batch cannot fit the rung's z: finite and far
+# above any loss, so that Hyperband never promotes it (a NePS error would stop the run or, with ignore_errors,
+# hide real failures of the training function too)
+REFUSED_LOSS = 1e6
+
+
 class LayerFreezingSpace(neps.PipelineSpace):
     learning_rate = neps.Float(lower=1e-4, upper=1e-1, log=True)
     budget = neps.IntegerFidelity(lower=1, upper=MAX_BUDGET)  # a budget index, mapped to z below
+    if BATCH_SIZES:
+        batch_size = neps.Categorical(choices=tuple(BATCH_SIZES))
 
 
 def evaluate_pipeline(
-    pipeline_directory: Path, previous_pipeline_directory: Path | None, learning_rate: float, budget: int
-) -> float:
-    \"\"\"NePS names this trial's directory and, for a promoted configuration, its previous trial's.\"\"\"
-    config = {"learning_rate": learning_rate}
+    pipeline_directory: Path, previous_pipeline_directory: Path | None, budget: int, **hyperparameters
+) -> float | dict:
+    \"\"\"NePS names this trial's directory and, for a promoted configuration, its previous trial's. A batch that
+    cannot fit the budget's rung is refused before training, at no cost.\"\"\"
+    config = dict(hyperparameters)
+    if not fits(config, budget):
+        refusal = f"batch {config['batch_size']} does not fit one GPU at budget {budget}"
+        return {"objective_to_minimize": REFUSED_LOSS, "cost": 0.0, "info_dict": {"refused": refusal}}
     state = load_state(previous_pipeline_directory) if CONTINUE else None
     loss, state = train_and_evaluate(config, layers_for_budget(budget), steps_for_budget(budget), state)
     save_state(pipeline_directory, state)

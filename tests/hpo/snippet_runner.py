@@ -42,6 +42,17 @@ def main() -> None:
         return train(config, trainable_layers, steps, state)
 
     module.train_and_evaluate = recording_training
+    checked = []  # every fit check a snippet made before training: [batch, budget, fits]
+    fits = getattr(module, "fits", None)
+
+    def recording_fits(config, budget):
+        answer = fits(config, budget)
+        batch = config.get("batch_size")
+        checked.append([None if batch is None else int(batch), float(budget), answer])
+        return answer
+
+    if fits is not None:
+        module.fits = recording_fits
     if os.environ.get("SNIPPET_CONTINUE") == "0":
         module.CONTINUE = False
     result = module.main(**arguments)
@@ -58,6 +69,7 @@ def main() -> None:
                 "batches": batches,
                 "suggested": suggested,
                 "max_batch": limits,
+                "checked": checked,
             },
             handle,
         )

@@ -269,6 +269,19 @@ def test_smac_refuses_a_batch_that_cannot_fit_as_a_crashed_trial(tmp_path: Path)
     assert_no_batch_beyond_its_rung(record)
 
 
+def test_neps_refuses_a_batch_that_cannot_fit_before_it_trains(tmp_path: Path, neps_python: Path) -> None:
+    """NePS samples batches of 512 (fits no rung) and 256 (z=1 only) from the space; the objective refuses them at
+    the rungs they cannot fit, with a loss Hyperband never promotes, and trains only batches within the limit."""
+    record = run_snippet(neps_python, "neps", 3, tmp_path, limits=LIMITS, count=40, root_directory="neps")
+    assert record["max_batch"] == {"1": 300, "3": 200, "9": 100}
+    assert_no_batch_beyond_its_rung(record)
+    refused = {batch for batch, _, fits in record["checked"] if not fits}
+    assert 512 in refused, record["checked"]
+    assert 512 not in {batch for _, batch in record["batches"]}
+    assert {batch for batch, _, _ in record["checked"]} <= {32, 64, 128, 256, 512}
+    assert len(record["checked"]) == len(record["trained"]) + sum(1 for *_, fits in record["checked"] if not fits)
+
+
 def test_the_limits_export_is_plain_json_per_rung() -> None:
     ladder = geometric_ladder(3, 3)
     for rung, limit in zip(ladder.rungs, LIMITS, strict=True):
