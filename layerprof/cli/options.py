@@ -694,8 +694,8 @@ DeadlineOption = Annotated[
     typer.Option(
         "--deadline",
         metavar="DURATION",
-        help="e.g. 6h: the cheapest composition of --cluster's kinds (each up to its count) that runs successive "
-        "halving over the ladder by then, rented for the whole run; or why none does.",
+        help="e.g. 6h: for successive halving, Hyperband and ASHA over the ladder, the cheapest composition of "
+        "--cluster's kinds (each up to its count) that ends by then, rented for the whole run; or why none does.",
     ),
 ]
 ObjectiveOption = Annotated[

@@ -44,13 +44,14 @@ from layerprof.fidelity.ladder import build_ladder, default_cost, hyperband, mem
 from layerprof.parsing import MAX_CONFIGS, check_budget_steps, check_eta
 from layerprof.profile import Profile, Row, recipe_difference
 
-PLAN_SCHEMA = "layerprof.plan/1"
+PLAN_SCHEMA = "layerprof.plan/2"  # /2: `deadlines`, one per algorithm, for /1's `deadline`
 ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak for its precision
 # What trials sharing a GPU lose to switching between them: two trials on an NVIDIA H200 took 2.23x (GPU-bound),
 # 1.11x and 1.18x (host-bound) as long as one alone where taking turns alone accounts for 2x, 1x and 1x.
 SHARING_OVERHEAD = 0.13
 SCHEDULES = ("ladder", "best single kind", "budget only")
 ASHA = "asha"  # the algorithm name of the asynchronous schedule
+DEADLINE_ALGORITHMS = ("successive halving", "hyperband", ASHA)  # each gets its cheapest cluster under --deadline
 # (z, GPU kind) -> (predicted step ms, where it comes from, the share of the step the GPU is busy), or None
 StepPredictor = Callable[[int, GpuKind], "tuple[float, str, float] | None"]
 
@@ -377,11 +378,12 @@ def _fewest_gpu_hours(kinds: list[Any], configs: int, makespan: float) -> dict[t
 
 @dataclass
 class DeadlineAnswer:
-    """`plan --deadline`: the cheapest composition of the inventory's kinds (each at most its count) whose
-    halving over the ladder ends by the deadline, its GPUs held (rented) for the makespan; or why none does."""
+    """`plan --deadline`: for one algorithm over the ladder (successive halving, Hyperband or ASHA), the cheapest
+    composition of the inventory's kinds (each at most its count) that ends by the deadline, its GPUs held (rented)
+    for the makespan; or why none does."""
 
     deadline_seconds: float
-    algorithm: str  # the schedule timed against the deadline: successive halving over the ladder
+    algorithm: str  # the schedule timed against the deadline over the ladder: one of DEADLINE_ALGORITHMS
     met: bool
     gpus: list[dict[str, Any]]  # [{"gpu": "L4", "count": 3}, ...]; [] where none meets it
     makespan_seconds: float | None = None
@@ -407,7 +409,11 @@ class ClusterPlan:
     schedules: list[Schedule] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     prices: dict[str, str] = field(default_factory=dict)  # GPU kind -> its price and where it comes from
-    deadline: DeadlineAnswer | None = None
+    deadlines: list[DeadlineAnswer] = field(default_factory=list)  # one per DEADLINE_ALGORITHMS with --deadline
+
+    def deadline(self, algorithm: str) -> DeadlineAnswer:
+        """The deadline's answer for that algorithm (StopIteration where `plan` had no deadline)."""
+        return next(answer for answer in self.deadlines if answer.algorithm == algorithm)
 
     def schedule(self, name: str, algorithm: str) -> Schedule:
         """The schedule of that name and algorithm; `plan` makes one of each (StopIteration otherwise)."""
@@ -490,8 +496,16 @@ def plan_cluster(
     if prices is not None:
         _price_plan(result, prices, inventory)
         if deadline_seconds is not None:
-            brackets = layouts["successive halving"]
-            result.deadline = cheapest_cluster(deadline_seconds, brackets, ladder_rungs, inventory, group, prices)
+
+            def build(algorithm: str, items: Sequence[InventoryItem]) -> Schedule:
+                if algorithm == ASHA:
+                    return asha_schedule(configs, eta, ladder_rungs, items, group)
+                return _schedule("ladder", algorithm, layouts[algorithm], ladder_rungs, items, group)
+
+            result.deadlines = [
+                cheapest_cluster(deadline_seconds, algorithm, functools.partial(build, algorithm), inventory, prices)
+                for algorithm in DEADLINE_ALGORITHMS
+            ]
     elif deadline_seconds is not None:
         raise LayerprofError("--deadline needs prices to choose the cheapest cluster")
     if configs_given:
@@ -597,18 +611,17 @@ def _counts_to_try(most: int) -> list[int]:
 
 def cheapest_cluster(
     deadline_seconds: float,
-    brackets: Sequence[Any],
-    rungs: Sequence[tuple[int, int]],
+    algorithm: str,
+    build: Callable[[Sequence[InventoryItem]], Schedule],
     inventory: Sequence[InventoryItem],
-    group: ProfileSet,
     prices: PriceBook,
 ) -> DeadlineAnswer:
-    """The composition of `inventory`'s kinds (0 to each kind's count) that runs successive halving over the
-    ladder by `deadline_seconds` for the fewest dollars, its GPUs held (rented) for the whole makespan: idle GPUs
-    in the narrow top rungs cost as much as busy ones. For each count of every kind but the last (all counts up to
-    16, else a geometric choice, `_counts_to_try`), the last kind's smallest count that meets the deadline, found
-    by bisection (more GPUs never end a rung later). Or, where even the whole inventory is too slow, why."""
-    algorithm = "successive halving"
+    """The composition of `inventory`'s kinds (0 to each kind's count) whose schedule (`build`: the algorithm over
+    the ladder on those GPUs; a LayerprofError where they cannot hold a rung) ends by `deadline_seconds` for the
+    fewest dollars, its GPUs held (rented) for the whole makespan: idle GPUs in the narrow top rungs cost as much as
+    busy ones. For each count of every kind but the last (all counts up to 16, else a geometric choice,
+    `_counts_to_try`), the last kind's smallest count that meets the deadline, found by bisection (more GPUs never
+    end a schedule later). Or, where even the whole inventory is too slow, why."""
     for item in inventory:
         prices.price(item.gpu)  # a kind without a price is an input error here: the answer needs every price
     tried: dict[tuple[int, ...], Schedule | None] = {}
@@ -619,7 +632,7 @@ def cheapest_cluster(
             schedule = None
             if items:
                 try:
-                    schedule = _schedule("ladder", algorithm, brackets, rungs, items, group)
+                    schedule = build(items)
                     price_schedule(schedule, prices, items)
                 except LayerprofError:  # a rung no kind of this composition holds
                     schedule = None
@@ -637,8 +650,8 @@ def cheapest_cluster(
         shown = ", ".join(f"{item.count}x{item.gpu.name}" for item in inventory)
         return DeadlineAnswer(
             deadline_seconds, algorithm, False, [], compositions_tried=len(tried),
-            reason=f"even all of --cluster ({shown}) {took} for {algorithm} over the ladder, beyond the deadline "
-            f"of {_hours(deadline_seconds)}: add GPUs or faster kinds, or lower --configs or --budget-steps",
+            reason=f"even all of --cluster ({shown}) {took} for {_named(algorithm)} over the ladder, beyond the "
+            f"deadline of {_hours(deadline_seconds)}: add GPUs or faster kinds, or lower --configs or --budget-steps",
         )  # fmt: skip
     best: tuple[tuple[float, float, int], tuple[int, ...]] | None = None
     last = inventory[-1].count
@@ -667,6 +680,10 @@ def cheapest_cluster(
         [{"gpu": item.gpu.name, "count": count} for item, count in zip(inventory, counts, strict=True) if count],
         schedule.makespan_seconds, schedule.usd_held, schedule.usd, schedule.gpu_hours, len(tried),
     )  # fmt: skip
+
+
+def _named(algorithm: str) -> str:
+    return "ASHA" if algorithm == ASHA else algorithm
 
 
 def _hours(seconds: float) -> str:

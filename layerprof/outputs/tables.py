@@ -693,7 +693,8 @@ DOLLAR_COLUMN = PRICE_HEADERS.index("$")  # needs --gpu
 NARROW_COLUMNS = frozenset({
     "path", "runs", "rungs z@budget", "regret median [90%]", "best", "trial s", "train s", "× budget", "device s",
     "FLOPs", "wall s (slots)", "× budget ", "rung", "z", "steps", "trials", "GPU", "at once/GPU (fit)", "trial",
-    "rung time", "GPU-h", "schedule", "algorithm", "makespan", "× ladder", "× ladder ",
+    "rung time", "GPU-h", "schedule", "algorithm", "makespan", "× ladder", "× ladder ", "deadline",
+    "cheapest cluster", "$ held",
 })  # fmt: skip
 
 
@@ -978,21 +979,26 @@ def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
     return rows
 
 
-PLAN_DEADLINE_HEADERS = ["deadline", "cheapest cluster", "makespan", "$ held", "$ busy", "GPU-h", "tried"]
+PLAN_DEADLINE_HEADERS = ["algorithm", "deadline", "cheapest cluster", "makespan", "$ held", "$ busy", "GPU-h", "tried"]
 
 
 def plan_deadline_rows(plan: ClusterPlan) -> list[list[str]]:
-    """`plan --deadline`'s answer: the cheapest composition that meets it, or (empty cluster) why none does."""
-    answer = plan.deadline
-    if answer is None:
-        return []
-    if not answer.met:
-        return [[duration(answer.deadline_seconds), "none meets it", "", "", "", "", str(answer.compositions_tried)]]
-    gpus = ", ".join(f"{item['count']}×{item['gpu']}" for item in answer.gpus)
-    return [[
-        duration(answer.deadline_seconds), gpus, duration(answer.makespan_seconds or 0.0), dollars(answer.usd_held),
-        dollars(answer.usd), f"{answer.gpu_hours or 0.0:.3g}", str(answer.compositions_tried),
-    ]]  # fmt: skip
+    """`plan --deadline`'s answers, one per algorithm: the cheapest composition that meets it, or (empty cluster)
+    why none does."""
+    rows = []
+    for answer in plan.deadlines:
+        algorithm = "ASHA" if answer.algorithm == "asha" else answer.algorithm
+        if not answer.met:
+            rows.append([algorithm, duration(answer.deadline_seconds), "none meets it", "", "", "", "",
+                         str(answer.compositions_tried)])  # fmt: skip
+            continue
+        gpus = ", ".join(f"{item['count']}×{item['gpu']}" for item in answer.gpus)
+        rows.append([
+            algorithm, duration(answer.deadline_seconds), gpus, duration(answer.makespan_seconds or 0.0),
+            dollars(answer.usd_held), dollars(answer.usd), f"{answer.gpu_hours or 0.0:.3g}",
+            str(answer.compositions_tried),
+        ])  # fmt: skip
+    return rows
 
 
 def plan_price_lines(plan: ClusterPlan) -> list[str]:
@@ -1001,8 +1007,7 @@ def plan_price_lines(plan: ClusterPlan) -> list[str]:
     if plan.prices:
         lines.append("$ busy: each GPU's busy time at its price; $ held: every GPU the schedule may use, rented for "
                      "its makespan")  # fmt: skip
-    if plan.deadline is not None and plan.deadline.reason:
-        lines.append(plan.deadline.reason)
+    lines += [answer.reason for answer in plan.deadlines if answer.reason]
     return lines
 
 
@@ -1024,8 +1029,8 @@ def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]
         ("Against every rung on the best single kind of GPU and halving on training steps alone",
          PLAN_SUMMARY_HEADERS + ["$ busy", "$ held"] * priced, plan_summary_rows(plan)),
     ]  # fmt: skip
-    if plan.deadline is not None:
-        tables.append(("The cheapest cluster that meets the deadline (successive halving over the ladder)",
+    if plan.deadlines:
+        tables.append(("The cheapest cluster that meets the deadline, per algorithm over the ladder",
                        PLAN_DEADLINE_HEADERS, plan_deadline_rows(plan)))  # fmt: skip
     return tables
 

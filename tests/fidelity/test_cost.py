@@ -105,7 +105,7 @@ def test_deadline_names_the_cheapest_composition_that_meets_it() -> None:
     """Every composition of up to 8 L4s and 1 H100, held for its makespan: the search's answer is the cheapest
     that ends by 400 s, as trying them all says. The H100 alone takes 540 s; 3 L4s beside it 390 s."""
     plan = plan_8l4_1h100(deadline_seconds=400)
-    answer = plan.deadline
+    answer = plan.deadline("successive halving")
     assert answer.met and answer.gpus == [{"gpu": "L4", "count": 3}, {"gpu": "H100", "count": 1}]
     assert answer.makespan_seconds == pytest.approx(120.0 + 270.0)  # 12 z=1 trials on the H100, 5 on each L4
     assert answer.usd_held == pytest.approx((3 * L4_USD + H100_USD) * answer.makespan_seconds / 3600)
@@ -120,14 +120,38 @@ def test_deadline_names_the_cheapest_composition_that_meets_it() -> None:
             brute.append((ladder.usd_held, l4s))
     assert min(brute)[1] == 3 and min(brute)[0] == pytest.approx(answer.usd_held)
     # a longer deadline: the H100 alone, the cheapest of all
-    assert plan_8l4_1h100(deadline_seconds=600).deadline.gpus == [{"gpu": "H100", "count": 1}]
+    assert plan_8l4_1h100(deadline_seconds=600).deadline("successive halving").gpus == [{"gpu": "H100", "count": 1}]
+
+
+@pytest.mark.parametrize("algorithm", ["hyperband", "asha"])
+def test_every_algorithm_gets_the_cheapest_composition_that_meets_the_deadline(algorithm: str) -> None:
+    """Hyperband and ASHA get their own answer under --deadline, each the cheapest of every composition of up to 8
+    L4s and 1 H100 (held for its makespan) that ends by the deadline, as trying them all says."""
+    from layerprof.fidelity.plan import ASHA
+
+    deadline = 900.0
+    answer = plan_8l4_1h100(deadline_seconds=deadline).deadline(algorithm)
+    brute = []
+    for l4s in range(9):
+        items = [InventoryItem(GPU_KINDS["L4"], l4s)] * bool(l4s) + [InventoryItem(GPU_KINDS["H100"], 1)]
+        other = plan_cluster([h100_profile()], items, eta=3, configs=27, budget_steps=1000, prices=PriceBook())
+        schedule = next(s for s in other.schedules if s.name == "ladder" and s.algorithm == algorithm)
+        assert (algorithm == ASHA) == (schedule.algorithm == "asha")
+        if schedule.makespan_seconds <= deadline:
+            brute.append((schedule.usd_held, l4s))
+    assert brute, "some composition meets the deadline"
+    cheapest_usd, cheapest_l4s = min(brute)
+    assert answer.met and answer.usd_held == pytest.approx(cheapest_usd)
+    assert answer.gpus == [{"gpu": "L4", "count": cheapest_l4s}] * bool(cheapest_l4s) + [{"gpu": "H100", "count": 1}]
 
 
 def test_deadline_that_no_composition_meets_says_why() -> None:
-    answer = plan_8l4_1h100(deadline_seconds=60).deadline
+    answer = plan_8l4_1h100(deadline_seconds=60).deadline("successive halving")
     assert not answer.met and answer.gpus == [] and answer.usd_held is None
     assert answer.reason.startswith("even all of --cluster (8xL4, 1xH100) takes 0.0934 h for successive halving over "
                                     "the ladder, beyond the deadline of 0.0167 h")  # fmt: skip
+    asha = plan_8l4_1h100(deadline_seconds=60).deadline("asha")
+    assert not asha.met and "for ASHA over the ladder" in asha.reason
 
 
 def test_plan_cli_prints_dollars_and_a_deadline(tmp_path: Path) -> None:
@@ -139,11 +163,15 @@ def test_plan_cli_prints_dollars_and_a_deadline(tmp_path: Path) -> None:
             "--price", "H100=2", "--deadline", "400s"]  # fmt: skip
     data = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert data["prices"] == {"L4": f"$0.5/h ({prices})", "H100": "$2/h (--price)"}
-    assert data["deadline"]["gpus"] == [{"gpu": "L4", "count": 3}, {"gpu": "H100", "count": 1}]
-    assert data["deadline"]["usd_held"] == pytest.approx((3 * 0.5 + 2) * data["deadline"]["makespan_seconds"] / 3600)
+    assert data["schema"] == "layerprof.plan/2"
+    assert [answer["algorithm"] for answer in data["deadlines"]] == ["successive halving", "hyperband", "asha"]
+    halving = data["deadlines"][0]
+    assert halving["gpus"] == [{"gpu": "L4", "count": 3}, {"gpu": "H100", "count": 1}]
+    assert halving["usd_held"] == pytest.approx((3 * 0.5 + 2) * halving["makespan_seconds"] / 3600)
     table = runner.invoke(app, [*args, "--format", "md"])
     assert table.exit_code == 0, table.output
-    assert "| 6.67 min | 3×L4, 1×H100 |" in table.output
+    assert "| successive halving | 6.67 min | 3×L4, 1×H100 |" in table.output
+    assert "| hyperband | 6.67 min |" in table.output and "| ASHA | 6.67 min |" in table.output
     assert "price of H100: $2/h (--price)" in table.output
     for bad, message in [(["--price", "H100"], "--price 'H100': write KIND=USD_PER_HOUR"),
                          (["--deadline", "6"], "--deadline '6' not understood"),

@@ -321,7 +321,7 @@ def test_plan_cli_tables_json_and_errors(tmp_path: Path) -> None:
     assert "| 1 | 1 | 1000 | 27 | L4 | 7 | 21 | 1 (2) | 3 |" in result.output
     assert "| best single kind (H100) | successive halving | 1×H100 → 1×H100 |" in result.output
     data = json.loads(runner.invoke(app, ["plan", str(path), "--cluster", "1xH100", "--json"]).stdout)
-    assert data["schema"] == "layerprof.plan/1" and data["rungs"] == [1, 3]
+    assert data["schema"] == "layerprof.plan/2" and data["rungs"] == [1, 3]
     assert_one_line_error(runner.invoke(app, ["plan", str(path), "--cluster", "4xL4"]), "no GPU in the inventory")
     assert_one_line_error(runner.invoke(app, ["plan", str(path), "--cluster", "4xL5"]), "unknown GPU 'L5'")
     assert_one_line_error(
