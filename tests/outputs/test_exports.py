@@ -38,14 +38,14 @@ def neps_python() -> Path:
 
 def run_snippet(
     python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True,
-    limits: list[int] | None = None, **arguments: object,
+    limits: list[int] | None = None, objective: str | None = None, **arguments: object,
 ) -> dict:  # fmt: skip
     """The record of budgets asked and training calls, with the run's output under "stdout". `limits`: each rung's
     largest batch (lowest rung first), as `ladder --batch-limits` attaches them."""
     ladder = geometric_ladder(rung_count, 3)
     for rung, limit in zip(ladder.rungs, limits or [], strict=False):
         rung.batch_limit = limit
-    source = export(ladder, library)
+    source = export(ladder, library, objective)
     snippet = tmp_path / f"{library}_snippet.py"
     snippet.write_text(source)
     record = tmp_path / "record.json"
@@ -399,6 +399,38 @@ def test_every_export_calls_the_objective_it_names(library: str, tmp_path: Path)
     namespace: dict = {}
     exec(_top_level(source, ("OBJECTIVE", "_LOADED", "train_and_evaluate")), namespace)  # noqa: S102
     assert namespace["train_and_evaluate"]({"learning_rate": 0.5}, 3, None, None) == (1.5, {"z": 3})
+
+
+USER_OBJECTIVE = """import json
+import os
+
+
+def fit(config, trainable_layers, steps, state):
+    with open(os.environ["OBJECTIVE_LOG"], "a", encoding="utf-8") as log:  # Ray calls it in its workers
+        log.write(json.dumps([trainable_layers, None if state is None else state["trainable_layers"]]) + "\\n")
+    loss = config["learning_rate"] * 10 / trainable_layers
+    return loss, {"trainable_layers": trainable_layers, "learning_rate": config["learning_rate"]}
+"""
+
+
+@pytest.mark.parametrize("library", ["neps", "smac", "ray"])
+def test_each_library_runs_the_users_objective_at_every_rung(
+    library: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The snippet exported with --objective runs under the library itself (NePS in its own environment, Ray in
+    worker processes) and trains with the user's function at every rung, continuing promoted trials from the
+    state it returned."""
+    objective = tmp_path / "mine.py"
+    objective.write_text(USER_OBJECTIVE)
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("OBJECTIVE_LOG", str(log))
+    python = request.getfixturevalue("neps_python") if library == "neps" else sys.executable
+    arguments = {"neps": {"count": 30, "root_directory": "neps"}, "smac": {"n_trials": 40, "output_directory": "smac"},
+                 "ray": {}}[library]  # fmt: skip
+    run_snippet(python, library, 3, tmp_path, objective=f"{objective}:fit", **arguments)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {z for z, _ in calls} == {1, 2, 3}, calls  # geometric_ladder(3, 3): z = 1, 2, 3
+    assert any(previous is not None and previous < z for z, previous in calls), calls  # continued upward
 
 
 def _top_level(source: str, names: tuple[str, ...]) -> str:
