@@ -112,9 +112,11 @@ def check_eta(eta: float, option: str = "--eta") -> float:
 
 @dataclass(frozen=True)
 class LayerSelection:
-    """Trainable-layer counts as written (`all`, `1,2,4`, `1-5`, `1,2,all`), checked against a model's n later.
+    """Trainable-layer counts as written (`all`, `1,2,4`, `1-5`, `1,2,all`, `doubling`), checked against a model's n
+    later.
 
-    `all` alone means every z from 1 to n; in a list it stands for n (full training).
+    `all` alone means every z from 1 to n; in a list it stands for n (full training). `doubling` is 1, 2, 4, ... up
+    to n, and n: a first look at the whole staircase in log2(n) + 1 cells.
     """
 
     text: str
@@ -125,19 +127,24 @@ class LayerSelection:
         here, so that `1-1000000000000` costs nothing before `resolve` refuses it."""
         spans: list[tuple[int, int, str]] = []
         has_all = False
-        for part in split_items(self.text, self.option, "all, 1,2,4 or 1-5"):
-            if part.lower() == "all":
-                has_all = True
+        for part in split_items(self.text, self.option, "all, doubling, 1,2,4 or 1-5"):
+            if part.lower() in ("all", "doubling"):
+                has_all = has_all or part.lower() == "all"
                 continue
             low, dash, high = part.partition("-")
             try:
                 span = (int(low), int(high)) if dash else (int(part), int(part))
             except ValueError:
-                raise LayerprofError(f"{self.option} expects all, 1,2,4 or 1-5, got {self.text!r}") from None
+                raise LayerprofError(f"{self.option} expects all, doubling, 1,2,4 or 1-5, got {self.text!r}") from None
             if span[0] > span[1]:
                 raise LayerprofError(f"{self.option} range {part!r} is empty; write LOW-HIGH with LOW <= HIGH")
             spans.append((*span, part))
         return has_all, spans
+
+    @property
+    def mentions_doubling(self) -> bool:
+        """Whether `doubling` was written, alone or in a list."""
+        return any(part.lower() == "doubling" for part in split_items(self.text, self.option, "all"))
 
     @property
     def mentions_all(self) -> bool:
@@ -154,6 +161,11 @@ class LayerSelection:
         if layer_count is None and any(high - low > MAX_BATCH_SIZE for low, high, _ in spans):
             raise LayerprofError(f"{self.option} {self.text}: a range of more than {MAX_BATCH_SIZE:,} layers")
         values = {z for low, high, _ in spans for z in range(low, high + 1)}
+        if self.mentions_doubling:
+            if layer_count is None:
+                raise LayerprofError(f"{self.option} doubling needs the number of layers; give numbers instead")
+            values |= {2**power for power in range(layer_count.bit_length()) if 2**power <= layer_count}
+            values.add(layer_count)
         if has_all:
             if layer_count is None:
                 raise LayerprofError(f"{self.option} all needs the number of layers; give numbers instead")

@@ -58,6 +58,11 @@ def test_positive_integers_are_sorted_without_duplicates() -> None:
         ("2-2", 9, (2,)),
         ("4,1-2,4", 9, (1, 2, 4)),
         ("1-3", None, (1, 2, 3)),  # numbers need no layer count
+        ("doubling", 12, (1, 2, 4, 8, 12)),  # powers of two, and n
+        ("doubling", 16, (1, 2, 4, 8, 16)),
+        ("doubling", 1, (1,)),
+        ("Doubling,3", 9, (1, 2, 3, 4, 8, 9)),
+        ("doubling,all", 5, (1, 2, 4, 5)),
     ],
 )
 def test_layer_selections_resolve_against_the_layer_count(text: str, layer_count: int | None, resolved) -> None:
@@ -67,7 +72,8 @@ def test_layer_selections_resolve_against_the_layer_count(text: str, layer_count
 def test_layer_selections_refuse_what_a_model_cannot_have() -> None:
     assert parse_layer_selection("all").mentions_all and not parse_layer_selection("1,2").mentions_all
     cases = [
-        (lambda: parse_layer_selection("1,x"), "--layers expects all, 1,2,4 or 1-5, got '1,x'"),
+        (lambda: parse_layer_selection("1,x"), "--layers expects all, doubling, 1,2,4 or 1-5, got '1,x'"),
+        (lambda: parse_layer_selection("doubling").resolve(None), "--layers doubling needs the number of layers"),
         (lambda: parse_layer_selection("3-1"), "--layers range '3-1' is empty; write LOW-HIGH with LOW <= HIGH"),
         (lambda: parse_layer_selection("1,5").resolve(4), "--layers 5 is outside 1..4 (this model has 4 layers)"),
         (lambda: parse_layer_selection("0,2").resolve(4), "--layers 0 is outside 1..4"),

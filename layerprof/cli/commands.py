@@ -146,6 +146,7 @@ def audit(
 @app.command()
 @opt.with_recipe_options
 def profile(
+    ctx: typer.Context,
     model: opt.ModelArgument,
     batch_sizes: opt.BatchSizesOption = None,
     layer_counts: opt.LayersOption = "all",
@@ -154,6 +155,7 @@ def profile(
     steps: opt.StepsOption = 30,
     steps_per_visit: opt.StepsPerVisitOption = 5,
     max_time: opt.MaxTimeOption = None,
+    quick: opt.QuickOption = False,
     threads: opt.ProfileThreadsOption = None,
     cpus: opt.CpusOption = None,
     optimizer: opt.OptimizerOption = "adamw",
@@ -178,26 +180,27 @@ def profile(
 ) -> None:
     """Measure memory, step time and FLOPs of MODEL for every trainable-layer count z and batch size.
 
-    The paper's protocol exactly: --warmup 100 --min-steps 100 --steps 100.
+    The paper's protocol exactly: --warmup 100 --min-steps 100 --steps 100. A first look in minutes: --quick.
     """
     with user_errors():
         from layerprof.parsing import parse_cpu_list, parse_layer_selection
         from layerprof.profile import SweepSettings
 
+        chosen = opt.quick_profile(ctx, quick, opt.ProfileProtocol(layer_counts, warmup, min_steps, steps, max_time))
         settings = SweepSettings(
             batch_sizes=opt.parse_batch_sizes(batch_sizes),
             trainable_layer_counts=(),
-            warmup_steps=warmup,
-            min_steps=min_steps,
-            max_steps=steps,
+            warmup_steps=chosen.warmup,
+            min_steps=chosen.min_steps,
+            max_steps=chosen.steps,
             optimizer=optimizer,
             precision=opt.precision_name(precision, dtype),
             steps_per_visit=steps_per_visit,
-            max_time_s=max_time,
+            max_time_s=chosen.max_time,
             eval_frozen=eval_frozen,
             **opt.recipe_settings(**(recipe or {})),
         )
-        selection = parse_layer_selection(layer_counts)
+        selection = parse_layer_selection(chosen.layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         opt.check_profile_executor(executor == "ray", cpus, gpu_kinds, address, out)
         if executor == "ray":
@@ -212,10 +215,7 @@ def profile(
         result = render.run_job(job, f"{job.device}")
         render.cell_tables(result, output_format)
         render.layer_times(result, output_format)
-        timing = (
-            f" · sweep {result.timing.sweep_wall_s:.0f} s, {result.timing.share_in_steps:.0%} inside training steps"
-        )
-        render.sweep_end(result, job.path, output_format, timing)
+        render.sweep_end(result, job.path, output_format)
         if result.failure_summary() is not None:
             raise CellsFailed(result.failure_summary())
         render.sweep_warnings(result)

@@ -8,7 +8,7 @@ level.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import typer
 
@@ -88,7 +88,10 @@ BatchSizesOption = Annotated[
     typer.Option("--batch-sizes", metavar="B,B,...", help="Comma-separated, e.g. 1,8,32 (default per family)."),
 ]
 LayersOption = Annotated[
-    str, typer.Option("--layers", metavar="Z", help="Trainable-layer counts z to run: all, 1,2,4 or 1-5.")
+    str,
+    typer.Option(
+        "--layers", metavar="Z", help="Trainable-layer counts z to run: all, doubling (1,2,4,...,n), 1,2,4 or 1-5."
+    ),
 ]
 OptimizerOption = Annotated[
     OptimizerName,
@@ -406,6 +409,40 @@ StepsOption = Annotated[
 StepsPerVisitOption = Annotated[
     int, typer.Option("--steps-per-visit", min=1, metavar="STEPS", help="Timed steps per visit of a cell.")
 ]
+QuickOption = Annotated[
+    bool,
+    typer.Option(
+        "--quick",
+        help="A first look in minutes: --layers doubling --warmup 3 --min-steps 5 --steps 10 --max-time 120, "
+        "except where you give them.",
+    ),
+]
+
+
+class ProfileProtocol(NamedTuple):
+    """`profile`'s cells and timing protocol as the options give them (by their parameter names)."""
+
+    layer_counts: str
+    warmup: int
+    min_steps: int
+    steps: int
+    max_time: float | None
+
+
+QUICK_PROTOCOL = ProfileProtocol(layer_counts="doubling", warmup=3, min_steps=5, steps=10, max_time=120.0)
+
+
+def quick_profile(ctx: typer.Context, quick: bool, given: ProfileProtocol) -> ProfileProtocol:
+    """`profile --quick`: QUICK_PROTOCOL's values for the options not written on the command line; without
+    --quick, the options as given."""
+    if not quick:
+        return given
+    written = {
+        name for name in given._fields if (source := ctx.get_parameter_source(name)) and source.name == "COMMANDLINE"
+    }
+    return ProfileProtocol(*(getattr(given if name in written else QUICK_PROTOCOL, name) for name in given._fields))
+
+
 MaxTimeOption = Annotated[
     float | None,
     typer.Option("--max-time", metavar="SECONDS", help="Stop re-measuring cells other work disturbed after this long."),

@@ -458,8 +458,9 @@ def prediction_check(checks: list[PredictionCheck], measured: Profile, output_fo
         console.print(rich_prediction_check(checks, measured.environment.device_name))
 
 
-def sweep_end(result: Profile, path: Path, output_format: str, tail: str = "") -> None:
-    """After a sweep: the recommended ladder (where the cells allow one) and the files written."""
+def sweep_end(result: Profile, path: Path, output_format: str) -> None:
+    """After a sweep: the recommended ladder (where the cells allow one), the files written and (a measured sweep)
+    its wall time and the share of it inside training steps."""
     from layerprof.fidelity.ladder import recommended_ladder
 
     if result.failure_summary() is None:
@@ -469,7 +470,9 @@ def sweep_end(result: Profile, path: Path, output_format: str, tail: str = "") -
         else:
             ladder(recommended, output_format)
             line("`layerprof ladder PROFILE --help` for other eta, GPU memory, brackets and exports.")
-    line(f"wrote {path} and {path.with_suffix('.csv')}{tail}")
+    timing = result.timing
+    tail = f" · sweep {timing.sweep_wall_s:.0f} s, {timing.share_in_steps:.0%} inside training steps"
+    line(f"wrote {path} and {path.with_suffix('.csv')}{tail if timing.sweep_wall_s else ''}")
 
 
 def sweep_warnings(result: Profile) -> None:

@@ -57,6 +57,20 @@ def test_profile_end_to_end_writes_json_csv_and_tables(runner: CliRunner, tmp_pa
     assert "batch 2" in result.output and "peak MiB" in result.output
 
 
+def test_quick_profile_takes_the_doubling_cells_and_a_short_protocol_except_what_is_written(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "quick.json"
+    result = run(runner, "profile", *TINY_LM, "--batch-sizes", "1", "--quick", "--min-steps", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    profile = load_profile(out)
+    assert [row.trainable_layers for row in profile.rows] == [1, 2, 4, 8, 9]  # doubling, and n = 9
+    settings = profile.settings
+    assert (settings.warmup_steps, settings.min_steps, settings.max_steps) == (3, 3, 10)  # --min-steps as written
+    assert settings.max_time_s == 120.0
+    assert all(row.status == "ok" and 3 <= row.measured_steps <= 10 for row in profile.rows)
+
+
 def test_profile_markdown_tables(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "md.json"
     result = run(runner, "profile", *TINY_LM, "--batch-sizes", "1", "--layers", "9", *FAST, "--format", "md",
