@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -146,19 +145,6 @@ def cli_options(command: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_each_command_page_lists_the_options_and_help_of_its_command(command: str) -> None:
     assert documented_options(command) == cli_options(command)
-
-
-def test_the_nav_drops_a_pending_page_while_it_is_absent(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from mkdocs_hooks import pruned_nav
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-    nav = [{"Home": "index.md"}, {"Guides": [{"Predictions": "predict.md"}, {"Cost": "cost.md"}]}, {"API": "api.md"}]
-    assert pruned_nav(nav, tmp_path) == [{"Home": "index.md"}]
-    (tmp_path / "cost.md").write_text("# Cost\n")
-    assert pruned_nav(nav, tmp_path) == [{"Home": "index.md"}, {"Guides": [{"Cost": "cost.md"}]}]
-    assert pruned_nav([{"Typo": "concept.md"}], tmp_path) == [{"Typo": "concept.md"}]  # only pending pages go
 
 
 def build_docs(site: Path, docs_dir: Path | None = None) -> None:
