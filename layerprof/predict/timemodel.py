@@ -84,7 +84,8 @@ CPU_PEAKS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
 
 def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePeaks:
     """This CPU's matmul FLOP/s (float32, bfloat16, float16) and copy bandwidth at `threads` threads (torch's own
-    count when None), measured in a few seconds and cached per machine, thread count and torch version.
+    count when None), measured in a few seconds of process CPU time (`_best_seconds`) and cached per machine,
+    thread count and torch version.
 
     Peaks measured while other work holds the CPUs are low by the share it takes, and a cached figure would
     carry that into every later prediction: they are used this once, marked, and measured again next time."""
@@ -137,13 +138,25 @@ def _read_cache(cache: Path) -> dict[str, Any]:
 
 
 def _best_seconds(work, repeats: int = 3) -> float:  # noqa: ANN001
+    """The shortest of `repeats` timed runs of `work` (after one untimed), in the process's CPU time over the
+    threads that run at once (torch's threads, at most the CPUs this process may use): time that other work takes
+    from the CPUs is not counted, so a busy machine does not make the peaks low (wall clock read 50-161 GFLOP/s on
+    one machine). The work must keep its threads busy, as large matmuls and copies do."""
+    running = max(1, min(torch.get_num_threads(), _usable_cpus()))
     work()
     best = math.inf
     for _ in range(repeats):
-        began = time.perf_counter()
+        began = time.process_time()
         work()
-        best = min(best, time.perf_counter() - began)
+        best = min(best, (time.process_time() - began) / running)
     return best
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _matmul_tflops(dtype: torch.dtype, largest: int = 1024, enough_s: float = 0.05) -> float:

@@ -3,6 +3,7 @@ recovering known constants, every consumer labelling predictions, and bad calibr
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -388,11 +389,38 @@ def test_cpu_peaks_come_from_the_first_product_slow_enough_to_time(monkeypatch: 
 def test_the_best_of_three_timed_runs_after_one_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
     import layerprof.predict.timemodel as timemodel
 
-    clock = iter([0.0, 0.5, 1.0, 1.2, 2.0, 2.9])  # runs of 0.5, 0.2 and 0.9 s
-    monkeypatch.setattr(timemodel.time, "perf_counter", lambda: next(clock))
+    clock = iter([0.0, 0.5, 1.0, 1.2, 2.0, 2.9])  # runs of 0.5, 0.2 and 0.9 s of CPU time
+    monkeypatch.setattr(timemodel.time, "process_time", lambda: next(clock))
+    monkeypatch.setattr(timemodel.time, "perf_counter", lambda: pytest.fail("the wall clock is not read"))
+    monkeypatch.setattr(timemodel, "_usable_cpus", lambda: 8)
     runs = []
-    assert timemodel._best_seconds(lambda: runs.append(1)) == pytest.approx(0.2)
+    with threads(1):
+        assert timemodel._best_seconds(lambda: runs.append(1)) == pytest.approx(0.2)
     assert len(runs) == 4
+
+
+@pytest.mark.parametrize(("torch_threads", "usable", "seconds"), [(4, 8, 0.1), (4, 2, 0.2), (1, 2, 0.4)])
+def test_cpu_time_is_shared_by_the_threads_that_run_at_once(
+    monkeypatch: pytest.MonkeyPatch, torch_threads: int, usable: int, seconds: float
+) -> None:
+    """0.4 s of process CPU time is 0.1 s of 4 threads on 8 CPUs, 0.2 s of 4 threads on 2 CPUs (two at a time)."""
+    import layerprof.predict.timemodel as timemodel
+
+    clock = iter([0.0, 0.4] * 3)
+    monkeypatch.setattr(timemodel.time, "process_time", lambda: next(clock))
+    monkeypatch.setattr(timemodel, "_usable_cpus", lambda: usable)
+    with threads(torch_threads):
+        assert timemodel._best_seconds(lambda: None) == pytest.approx(seconds)
+
+
+@contextlib.contextmanager
+def threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_damaged_cpu_peak_cache_is_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
