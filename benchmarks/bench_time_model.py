@@ -58,16 +58,29 @@ def profiles_in(folders: list[Path]) -> list[Profile]:
 
 
 def errors(model: TimeModel, steps: list[MeasuredStep]) -> tuple[float, float]:
-    """Median |error| of step time and of × full (against the cell with the most trainable layers)."""
+    """Median |error| of step time and of × full: each cell against the cell with the most trainable layers of its
+    own batch size (labels "spec b64 z=3"; a batch's full cell is never another batch's)."""
     predicted = {step.label: model.predict(step.trace).step_ms for step in steps}
-    full = max(steps, key=lambda step: int(step.label.rsplit("z=", 1)[1]))
+    full_of: dict[str, MeasuredStep] = {}
+    for step in steps:
+        batch = batch_of(step)
+        if batch not in full_of or z_of(step) > z_of(full_of[batch]):
+            full_of[batch] = step
     step_errors = [abs(predicted[s.label] / s.step_ms - 1) for s in steps]
     ratio_errors = [
         abs((predicted[s.label] / predicted[full.label]) / (s.step_ms / full.step_ms) - 1)
         for s in steps
-        if s is not full
+        if s is not (full := full_of[batch_of(s)])
     ]
     return statistics.median(step_errors), statistics.median(ratio_errors or [0.0])
+
+
+def z_of(step: MeasuredStep) -> int:
+    return int(step.label.rsplit("z=", 1)[1])
+
+
+def batch_of(step: MeasuredStep) -> str:
+    return step.label.rsplit(" z=", 1)[0].rsplit(" ", 1)[-1]  # "b64"
 
 
 def leave_one_model_out(groups: dict[str, list[MeasuredStep]], default: TimeModel) -> None:
