@@ -50,7 +50,8 @@ SMOKE = (
 
 
 def estimate_pair(case: Case) -> tuple[float, float, str]:
-    from layerprof.predict.estimate import default_time_model, estimate_model
+    from layerprof.predict.calibration import default_time_model
+    from layerprof.predict.estimate import estimate_model
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import ModelOptions, split_without_memory
 
@@ -80,7 +81,7 @@ def estimate_pair(case: Case) -> tuple[float, float, str]:
 def fit_pair(case: Case) -> tuple[float, float, str]:
     from layerprof.devices import gpu_kind, gpu_memory_bytes
     from layerprof.parsing import LayerSelection
-    from layerprof.predict.estimate import fit_model
+    from layerprof.predict.fit import fit_model
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import ModelOptions
 

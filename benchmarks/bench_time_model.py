@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from layerprof.devices import kind_of_device
-from layerprof.predict.estimate import default_time_model, measured_steps
+from layerprof.predict.calibration import default_time_model, measured_steps
 from layerprof.predict.timemodel import MeasuredStep, TimeModel, calibrate
 from layerprof.profile import Profile, SweepSettings, load_profile
 

@@ -287,7 +287,7 @@ def estimate(
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         measured = load_profile(against) if against else None
-        from layerprof.predict.estimate import plan_estimate  # every option and the name checked: torch now
+        from layerprof.predict.jobs import plan_estimate  # every option and the name checked: torch now
         from layerprof.predict.timemodel import check_predictions
 
         doing = f"splitting {model} on the meta device" + (", calibrating the time model" if calibrate else "")
@@ -393,7 +393,7 @@ def fit(
     with user_errors():
         from layerprof.devices import gpu_kind
         from layerprof.parsing import parse_layer_selection, parse_memory_budget
-        from layerprof.predict.estimate import fit_model
+        from layerprof.predict.fit import fit_model
         from layerprof.profile import SweepSettings
 
         budget = parse_memory_budget(memory, gpu)
@@ -567,9 +567,9 @@ def plan(
     with user_errors():
         opt.check_one_output(as_json, export, objective)
         from layerprof.fidelity.plan import plan_cluster
+        from layerprof.fidelity.predictor import PlanPredictor
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray
-        from layerprof.predict.estimate import PlanPredictor
         from layerprof.profile import load_profile
 
         result = plan_cluster(

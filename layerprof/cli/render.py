@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: prin
     from layerprof.measure.sweep import SweepJob
     from layerprof.outputs.check import CheckResult
     from layerprof.predict.audit import AuditReport
-    from layerprof.predict.estimate import FitReport
+    from layerprof.predict.fit import FitReport
     from layerprof.predict.layercosts import LayerCostTable
     from layerprof.predict.timemodel import PredictionCheck, TimeModel
     from layerprof.profile import ModelInfo, Profile, Row

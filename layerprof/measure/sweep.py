@@ -843,7 +843,7 @@ def resolve_settings(
 
 
 # How a job runs its cells, handed to it by its planner: measured here (`measure_job`), or on fake tensors
-# (`layerprof.predict.estimate.run_estimate_job`); it saves the profile with `save` after each cell.
+# (`layerprof.predict.jobs.run_estimate_job`); it saves the profile with `save` after each cell.
 SweepRunner = Callable[["SweepJob", "SweepObserver | None", Callable[[Profile], None]], Profile]
 
 

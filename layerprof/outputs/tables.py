@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from layerprof.fidelity.plan import ClusterPlan, Schedule
     from layerprof.fidelity.simulate import ContinuedPath, Outcome, PathResult, Simulation
     from layerprof.predict.audit import AuditReport
-    from layerprof.predict.estimate import FitReport
+    from layerprof.predict.fit import FitReport
 
 COLUMNS = {
     "trainable_layers": "z",

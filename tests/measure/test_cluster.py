@@ -665,19 +665,19 @@ def test_plan_refuses_profiles_of_two_recipes_and_names_the_setting() -> None:
 def test_plan_asks_its_predictor_once_for_every_z_and_it_traces_them_in_one_model_build(monkeypatch) -> None:
     """`plan` on one estimate took 15.8 s of CPU (0.5 s before it predicted unmeasured kinds): it built the
     model on fake tensors once per z. The predictor is told the z values up front and traces them in one build."""
-    import layerprof.predict.estimate as estimate
+    import layerprof.fidelity.predictor as predictors
 
     told: list[tuple[int, ...]] = []
     built: list[tuple[int, ...]] = []
 
-    def predictor(group: object, zs: tuple[int, ...]) -> estimate.PlanPredictor:
+    def predictor(group: object, zs: tuple[int, ...]) -> predictors.PlanPredictor:
         told.append(tuple(zs))
-        return estimate.PlanPredictor(group, zs)
+        return predictors.PlanPredictor(group, zs)
 
     def traced(spec: str, options: object, settings: SweepSettings, traces: dict) -> None:
         built.append(settings.trainable_layer_counts)  # no trace kept: the plan falls back to scaling
 
-    monkeypatch.setattr(estimate, "estimate_model", traced)
+    monkeypatch.setattr(predictors, "estimate_model", traced)
     rows = [Row(1, z, "ok", flops=z * 10**12, peak_memory_bytes=z * GIB, predicted_step_time_ms=10.0 * z)
             for z in range(1, 10)]  # fmt: skip
     profile = bare_profile(rows, 9, spec="model", device_kind="cuda", device_name="estimate for cuda")

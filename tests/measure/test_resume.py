@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from layerprof.cli.commands import app
 from layerprof.measure.sweep import profile_model
 from layerprof.parsing import parse_layer_selection
-from layerprof.predict.estimate import plan_estimate
+from layerprof.predict.jobs import plan_estimate
 from layerprof.profile import Row, SweepSettings, load_profile
 from layerprof.sources.models import LoadedModel, ModelOptions
 from layerprof.sources.workloads import Workload

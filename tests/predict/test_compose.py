@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from layerprof.parsing import LayerSelection
+from layerprof.predict.calibration import default_time_model
 from layerprof.predict.compose import LINEAR_FIELDS, affine_steps, z_runs
-from layerprof.predict.estimate import FitSearch, default_time_model, estimate_model, fit_model
+from layerprof.predict.estimate import estimate_model
+from layerprof.predict.fit import FitSearch, fit_model
 from layerprof.profile import Profile, Row, SweepSettings, load_profile, save_profile
 from layerprof.sources.models import ModelOptions
 

@@ -304,7 +304,7 @@ def test_frozen_batchnorm_is_said_and_eval_frozen_recorded(user_models: Path, tm
     assert not load_profile(tmp_path / "train.json").settings.eval_frozen
     with pytest.warns(FreezingWarning):
         from layerprof.parsing import parse_layer_selection
-        from layerprof.predict.estimate import plan_estimate
+        from layerprof.predict.jobs import plan_estimate
 
         settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(), target="cpu")
         options = ModelOptions(input_shape=(3, 8, 8), num_classes=10)
