@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from layerprof.measure.sweep import CellContext, run_cell
+from layerprof.measure.cells import CellContext, run_cell
 from layerprof.predict.estimate import estimate_model
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, build_model

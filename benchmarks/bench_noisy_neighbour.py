@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from layerprof.measure.sweep import profile_model
+from layerprof.measure.jobs import profile_model
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import build_model
 

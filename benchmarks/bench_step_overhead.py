@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from layerprof.measure.sweep import CellContext, run_cell
+from layerprof.measure.cells import CellContext, run_cell
 from layerprof.profile import SweepSettings
 from layerprof.sources.layers import freeze_layers
 from layerprof.sources.models import ModelOptions, build_model

@@ -118,9 +118,9 @@ def other_device_events() -> None:
 def out_of_memory_recovery() -> None:
     """(2) After an out-of-memory cell, the next cell starts from the same memory: the failed step's tensors are
     freed before the cache is emptied."""
+    from layerprof.measure.cells import CellContext, run_cell
     from layerprof.measure.environment import gpu_uuid
     from layerprof.measure.nvml import measure_process_memory
-    from layerprof.measure.sweep import CellContext, run_cell
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import build_model
 
@@ -148,7 +148,7 @@ def out_of_memory_recovery() -> None:
 
 def scaler_host_time() -> None:
     """(3) 16-mixed's gradient scaler synchronises every step; the cell must not read as host-bound for it."""
-    from layerprof.measure.sweep import CellContext, run_cell
+    from layerprof.measure.cells import CellContext, run_cell
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import build_model
 
@@ -164,8 +164,8 @@ def scaler_host_time() -> None:
 
 
 def pipelining() -> None:
+    from layerprof.measure.cells import CellContext, prepared_cell
     from layerprof.measure.instruments import StepTimes, time_window
-    from layerprof.measure.sweep import CellContext, prepared_cell
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import build_model
 

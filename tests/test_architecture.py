@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "layerprof"
 
 
 def module_of(path: Path) -> str:
-    """A module's name inside the package: `errors`, `measure.sweep`."""
+    """A module's name inside the package: `errors`, `measure.jobs`."""
     return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
 
 
@@ -92,14 +92,15 @@ def test_no_module_imports_another_in_a_cycle_even_inside_a_function() -> None:
 
 def test_the_cycle_finder_finds_a_planted_cycle() -> None:
     graph = import_graph()
-    graph["measure.sweep"] = graph["measure.sweep"] | {"predict.estimate"}  # the branch on settings.mode, gone
+    graph["measure.jobs"] = graph["measure.jobs"] | {"predict.estimate"}  # the branch on settings.mode, gone
     found = cycles(graph)
-    assert any({"predict.estimate", "measure.sweep"} <= set(cycle) for cycle in found), found
+    assert any({"predict.estimate", "measure.jobs"} <= set(cycle) for cycle in found), found
 
 
 def test_the_measured_sweep_never_asks_for_the_estimate() -> None:
-    assert "predict.estimate" not in import_graph()["measure.sweep"]
-    assert 'mode == "estimate"' not in (PACKAGE / "measure" / "sweep.py").read_text()
+    for module in ("cells", "jobs"):
+        assert "predict.estimate" not in import_graph()[f"measure.{module}"]
+        assert 'mode == "estimate"' not in (PACKAGE / "measure" / f"{module}.py").read_text()
 
 
 def test_the_cli_only_parses_calls_and_renders() -> None:
@@ -133,8 +134,8 @@ def test_the_package_is_these_folders_and_each_imports_only_from_those_before_it
 def test_the_layer_check_finds_a_planted_upward_import() -> None:
     graph = import_graph()
     graph["fidelity.correlate"] = graph["fidelity.correlate"] | {"outputs.figures"}  # a study drawing its own figure
-    graph["sources.models"] = graph["sources.models"] | {"measure.sweep"}
-    assert upward_imports(graph) == ["fidelity.correlate -> outputs.figures", "sources.models -> measure.sweep"]
+    graph["sources.models"] = graph["sources.models"] | {"measure.jobs"}
+    assert upward_imports(graph) == ["fidelity.correlate -> outputs.figures", "sources.models -> measure.jobs"]
 
 
 def test_tests_mirror_the_folders_and_the_readme_maps_each_one() -> None:
@@ -222,7 +223,7 @@ def test_one_recipe_is_optimizer_precision_frozen_mode_adapters_checkpointing_an
 
 
 def test_settings_are_resolved_once_with_the_family_default_and_the_split() -> None:
-    from layerprof.measure.sweep import resolve_settings
+    from layerprof.measure.jobs import resolve_settings
     from layerprof.parsing import parse_layer_selection
     from layerprof.sources.workloads import Workload
 

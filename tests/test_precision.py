@@ -147,7 +147,7 @@ def test_each_precision_has_lightnings_autocast_and_scaler(
 def test_a_true_precision_run_feeds_its_model_a_batch_in_that_dtype() -> None:
     """bf16-true on the CPU: the model's weights and the floating inputs in bfloat16, every cell measured (a float32
     batch into bfloat16 weights would make every cell an error cell)."""
-    from layerprof.measure.sweep import profile_model
+    from layerprof.measure.jobs import profile_model
 
     example = Path(__file__).parent.parent / "examples" / "custom_model.py"
     options = ModelOptions(input_shape=(64,), num_classes=4, overrides={"width": 32, "classes": 4})

@@ -207,11 +207,12 @@ def profile(
             _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
-        from layerprof.measure.sweep import plan_profile  # every option and the name checked: torch now
+        from layerprof.measure.jobs import plan_profile  # every option and the name checked: torch now
 
         with render.status(f"building {model}" + (f" on {device}" if device != "auto" else "")):
-            job = plan_profile(model, options, settings, selection, device, out, tf32, threads, cpu_list, restart)
-        job.per_layer = per_layer
+            job = plan_profile(
+                model, options, settings, selection, device, out, tf32, threads, cpu_list, restart, per_layer=per_layer
+            )
         result = render.run_job(job, f"{job.device}")
         render.cell_tables(result, output_format)
         render.layer_times(result, output_format)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: prin
     from layerprof.fidelity.plan import ClusterPlan
     from layerprof.fidelity.simulate import Simulation
     from layerprof.measure.cluster import ClusterRun, KindOutcome, SweepEventKind
-    from layerprof.measure.sweep import SweepJob
+    from layerprof.measure.jobs import SweepJob
     from layerprof.outputs.check import CheckResult
     from layerprof.predict.audit import AuditReport
     from layerprof.predict.fit import FitReport

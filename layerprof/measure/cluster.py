@@ -194,7 +194,7 @@ def plan_cluster_profile(
 ) -> SweepRequest:
     """Check everything a sweep needs before any node works: settings, the split (on the meta device, no
     memory), the z values, and the batch sizes (the family's default when none are given)."""
-    from layerprof.measure.sweep import resolve_settings, validate_settings
+    from layerprof.measure.jobs import resolve_settings, validate_settings
     from layerprof.sources.models import split_without_memory
 
     validate_settings(settings)
@@ -213,7 +213,7 @@ def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> 
 
     import ray
 
-    from layerprof.measure.sweep import plan_profile
+    from layerprof.measure.jobs import plan_profile
 
     settings = replace(request.settings, batch_sizes=(batch_size,))
     with tempfile.TemporaryDirectory() as scratch:

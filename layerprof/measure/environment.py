@@ -125,17 +125,22 @@ class ProcessSettings:
     threads: int | None = None
     cpus: tuple[int, ...] | None = None
     tf32: bool | None = None
+    compile_cache_entries: int = 0  # --compile: room in dynamo's caches for this many compiled graphs per function
 
     @contextmanager
     def applied(self) -> Iterator[None]:
-        """Set what is given (checked: a bad value raises LayerprofError), and restore all three as they were after,
-        whatever ran inside changed (nothing given: only the restoring, as the test suite uses it per test)."""
+        """Set what is given (checked: a bad value raises LayerprofError), and restore all of them as they were
+        after, whatever ran inside changed (nothing given: only the restoring, as the test suite uses it per
+        test). Dynamo's cache limits are raised and restored only where `compile_cache_entries` is given, so that
+        nothing imports torch._dynamo for an eager sweep."""
         threads = torch.get_num_threads()
         affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         matmul, conv = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+        limits = dynamo_cache_limits() if self.compile_cache_entries else {}
         try:
             apply_tf32(self.tf32)
             apply_threads(self.threads, self.cpus)
+            set_dynamo_cache_limits({name: max(value, self.compile_cache_entries) for name, value in limits.items()})
             yield
         finally:
             torch.set_num_threads(threads)
@@ -143,6 +148,35 @@ class ProcessSettings:
                 os.sched_setaffinity(0, affinity)
             torch.set_float32_matmul_precision(matmul)
             torch.backends.cudnn.allow_tf32 = conv
+            set_dynamo_cache_limits(limits)
+
+
+# Dynamo's limits on the graphs it keeps per function (the names differ between torch releases). Once one is reached,
+# torch runs the function eagerly, silently.
+DYNAMO_CACHE_LIMITS = (
+    "cache_size_limit",
+    "recompile_limit",
+    "accumulated_cache_size_limit",
+    "accumulated_recompile_limit",
+)
+
+
+def dynamo_cache_limits() -> dict[str, int]:
+    """Dynamo's cache limits as they are now, by name (those this torch has)."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    return {name: getattr(config, name) for name in DYNAMO_CACHE_LIMITS if hasattr(config, name)}
+
+
+def set_dynamo_cache_limits(limits: dict[str, int]) -> None:
+    """Set dynamo's cache limits (nothing given: nothing imported, nothing set)."""
+    if not limits:
+        return
+    import torch._dynamo
+
+    for name, value in limits.items():
+        setattr(torch._dynamo.config, name, value)
 
 
 def apply_threads(threads: int | None, cpus: tuple[int, ...] | None) -> None:

@@ -37,8 +37,8 @@ import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.utils._pytree import tree_flatten
 
+from layerprof.measure.cells import CellContext, CellRunner, new_row
 from layerprof.measure.instruments import LiveTensorTracker, StepTrace
-from layerprof.measure.sweep import CellContext, CellRunner, new_row
 from layerprof.profile import MEMORY_FIELDS, EstimateBasis, MemoryCategory, Row, SweepSettings
 from layerprof.sources.layers import Layer
 
@@ -252,7 +252,7 @@ def composed_row(piece: Piece, rows: dict[int, Row], new: Row, settings: SweepSe
 
 
 class ComposedCells:
-    """An estimate's cell runner (`layerprof.measure.sweep.CellRunner`) that traces each run's anchors and composes the
+    """An estimate's cell runner (`layerprof.measure.cells.CellRunner`) that traces each run's anchors and composes the
     cells between them; `trace(context, batch, z)`, itself a cell runner, traces one cell."""
 
     def __init__(self, trace: CellRunner, zs: Sequence[int]) -> None:
@@ -300,7 +300,7 @@ class ComposedCells:
         return [Piece(first, k, first, first_steps), Piece(k + 1, last, last, last_steps)]
 
     def __call__(self, context: CellContext, batch_size: int, z: int) -> tuple[Row, float]:
-        """The cell's row (`layerprof.measure.sweep.CellRunner`): traced where it is an anchor, a kink's side or
+        """The cell's row (`layerprof.measure.cells.CellRunner`): traced where it is an anchor, a kink's side or
         in no run that composes; else composed from its piece's line, in no time."""
 
         def trace(y: int) -> Row:

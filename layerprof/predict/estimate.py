@@ -34,20 +34,19 @@ from layerprof.devices import (
     gpu_memory_bytes,
 )
 from layerprof.errors import LayerprofError
-from layerprof.measure.environment import describe_environment
-from layerprof.measure.instruments import StepTrace, first_line
-from layerprof.measure.optimizers import OptimizerSpec, optimizer_spec
-from layerprof.measure.sweep import (
+from layerprof.measure.cells import (
     CellContext,
     CellRunner,
-    SweepObserver,
     failed_row,
     instrumented_step,
     new_row,
     prepared_cell,
-    profile_model,
     torch_dtype,
 )
+from layerprof.measure.environment import describe_environment
+from layerprof.measure.instruments import StepTrace, first_line
+from layerprof.measure.jobs import SweepObserver, profile_model
+from layerprof.measure.optimizers import OptimizerSpec, optimizer_spec
 from layerprof.predict.timemodel import TimeModel
 from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings
 from layerprof.sources.layers import Layer

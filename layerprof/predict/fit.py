@@ -19,8 +19,8 @@ from layerprof.devices import (
     smallest_gpu_for,
 )
 from layerprof.errors import LayerprofError
+from layerprof.measure.cells import CellContext
 from layerprof.measure.instruments import StepTrace
-from layerprof.measure.sweep import CellContext
 from layerprof.parsing import MAX_BATCH_SIZE, LayerSelection
 from layerprof.predict.calibration import default_time_model
 from layerprof.predict.estimate import (

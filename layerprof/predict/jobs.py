@@ -9,7 +9,7 @@ from pathlib import Path
 from layerprof.devices import TARGETS
 from layerprof.errors import LayerprofError
 from layerprof.measure.environment import ProcessSettings
-from layerprof.measure.sweep import (
+from layerprof.measure.jobs import (
     SweepJob,
     SweepObserver,
     new_profile,

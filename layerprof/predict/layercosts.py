@@ -184,8 +184,8 @@ def layer_costs(
 ) -> LayerCostTable:
     """The per-layer costs of MODEL's full-training step at `batch_size`, on fake tensors (no memory, no GPU), under
     `recipe` (SweepSettings fields: the optimizer, adapters, checkpointing) where given."""
+    from layerprof.measure.cells import CellContext, prepared_cell
     from layerprof.measure.optimizers import optimizer_spec
-    from layerprof.measure.sweep import CellContext, prepared_cell
     from layerprof.predict.estimate import ESTIMATE_DEVICE, build_fake_model, prime_optimizer, refuse_compile
 
     check_batch_size(batch_size)

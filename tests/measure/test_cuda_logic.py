@@ -392,8 +392,8 @@ def test_step_times_come_from_consecutive_events(monkeypatch: pytest.MonkeyPatch
 def test_a_gradient_scalers_synchronisation_is_not_host_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """16-mixed: the scaler reads its scale back on every step, so the host waits for the GPU inside the step. The
     launch time leaves that wait out; the step is GPU-bound, not host-bound."""
+    from layerprof.measure.cells import Cell
     from layerprof.measure.instruments import HOST_BOUND_SHARE, time_window
-    from layerprof.measure.sweep import Cell
 
     gpu = FakeDevice([0.0])
     fake_cuda(monkeypatch, gpu)
@@ -456,7 +456,8 @@ def make():
 def test_the_cache_is_emptied_once_a_failed_steps_tensors_are_gone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import layerprof.measure.sweep as sweep
+    import layerprof.measure.cells as cells
+    import layerprof.measure.jobs as jobs
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import ModelOptions, build_model
 
@@ -468,9 +469,9 @@ def test_the_cache_is_emptied_once_a_failed_steps_tensors_are_gone(
     factory_globals["ARMED"].append(True)
     seen: list[bool] = []
     alive = factory_globals["ALIVE"]
-    monkeypatch.setattr(sweep, "release_cached_memory", lambda device: seen.append(alive[-1]() is not None))
+    monkeypatch.setattr(cells, "release_cached_memory", lambda device: seen.append(alive[-1]() is not None))
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(2,), warmup_steps=1, min_steps=1, max_steps=1)
-    row, visit, _ = sweep.first_visit(sweep.CellContext(loaded, layers, settings, torch.device("cpu")), 2, 2)
+    row, visit, _ = jobs.first_visit(cells.CellContext(loaded, layers, settings, torch.device("cpu")), 2, 2)
     assert row.status == "oom" and visit is None
     assert seen[-1] is False  # the last release ran after the failed step's tensors were freed
 
@@ -487,7 +488,7 @@ def test_the_cache_is_emptied_once_a_failed_steps_tensors_are_gone(
 def test_a_library_allocation_failure_is_an_oom_cell_and_skips_larger_z(message: str) -> None:
     """cuBLAS and cuDNN allocate their workspaces themselves: their failures are out-of-memory cells, and the
     larger z at that batch size are skipped, as after torch's own OutOfMemoryError."""
-    import layerprof.measure.sweep as sweep
+    import layerprof.measure.jobs as jobs
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import LoadedModel
     from layerprof.sources.workloads import Workload
@@ -508,7 +509,7 @@ def test_a_library_allocation_failure_is_an_oom_cell_and_skips_larger_z(message:
     armed.append(True)
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2, 3), warmup_steps=1, min_steps=3,
                              max_steps=3, steps_per_visit=3)  # fmt: skip
-    profile = sweep.profile_model(loaded, layers, settings, torch.device("cpu"))
+    profile = jobs.profile_model(loaded, layers, settings, torch.device("cpu"))
     assert [(row.trainable_layers, row.status) for row in profile.rows] == [(1, "ok"), (2, "oom"), (3, "skipped")]
     assert profile.row(2, 2).message == f"RuntimeError: {message}"
     assert not is_out_of_memory(ValueError("out of memory"))  # only runtime errors carry allocation failures
@@ -517,7 +518,8 @@ def test_a_library_allocation_failure_is_an_oom_cell_and_skips_larger_z(message:
 def test_a_sticky_cuda_error_in_a_later_round_stops_the_sweep_and_keeps_every_row(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import layerprof.measure.sweep as sweep
+    import layerprof.measure.cells as cells
+    import layerprof.measure.jobs as jobs
     from layerprof.measure.instruments import StepTimes
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import LoadedModel
@@ -535,14 +537,14 @@ def test_a_sticky_cuda_error_in_a_later_round_stops_the_sweep_and_keeps_every_ro
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return StepTimes([COST_MS[z]] * count)
 
-    monkeypatch.setattr(sweep, "time_window", fake_window)
-    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: 2.0)
+    monkeypatch.setattr(cells, "time_window", fake_window)
+    monkeypatch.setattr(jobs, "reference_workload_ms", lambda device: 2.0)
     saved: list = []
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2, 3, 4), warmup_steps=1, min_steps=10,
                              max_steps=30)  # fmt: skip
     with pytest.raises(DeviceFailure, match=r"cannot run anything more in this process \(RuntimeError: CUDA error: "
                                             r"an illegal memory access was encountered\) at batch 2, z=3"):  # fmt: skip
-        sweep.profile_model(loaded, loaded.split(), settings, torch.device("cpu"), save=saved.append)
+        jobs.profile_model(loaded, loaded.split(), settings, torch.device("cpu"), save=saved.append)
     profile = saved[-1]
     assert not profile.complete
     # every cell was still settling when the GPU failed: figures kept, marked unfinished so a resume re-measures them
@@ -554,7 +556,7 @@ def test_a_sticky_cuda_error_in_a_later_round_stops_the_sweep_and_keeps_every_ro
 def test_the_workspace_is_what_the_allocator_holds_beyond_the_steps_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
     """On CUDA the workspace category is the allocator's current allocation (not its peak, not its reservation)
     minus the storage of every tensor alive at the step's start: parameters, buffers, optimizer state, batch."""
-    import layerprof.measure.sweep as sweep
+    import layerprof.measure.cells as cells
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import LoadedModel
     from layerprof.sources.workloads import Workload
@@ -564,21 +566,21 @@ def test_the_workspace_is_what_the_allocator_holds_beyond_the_steps_tensors(monk
     loaded = LoadedModel("stack", "user", "stack", model, Workload("tensor-input", input_shape=(16,)), (), {})
     settings = SweepSettings(batch_sizes=(4,), trainable_layer_counts=(2,))
     cpu = torch.device("cpu")
-    with sweep.prepared_cell(sweep.CellContext(loaded, loaded.split(), settings, cpu), 4, 2) as cell:
+    with cells.prepared_cell(cells.CellContext(loaded, loaded.split(), settings, cpu), 4, 2) as cell:
         cell.step()  # the optimizer state exists from the first step on
         storages = {
             id(t.untyped_storage()): t.untyped_storage().nbytes()
-            for t in [*model.parameters(), *model.buffers(), *sweep.optimizer_state_tensors(cell.optimizer),
-                      *sweep.tensors_in(cell.batch)]
+            for t in [*model.parameters(), *model.buffers(), *cells.optimizer_state_tensors(cell.optimizer),
+                      *cells.tensors_in(cell.batch)]
         }  # fmt: skip
         held = sum(storages.values())
         monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
         monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: held + 65 * MIB)
         monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: held + 900 * MIB)
         monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: held + 980 * MIB)
-        sweep.instrumented_step(cell, torch.device("cuda"))
+        cells.instrumented_step(cell, torch.device("cuda"))
         assert cell.row.memory_workspace_bytes == 65 * MIB
-        sweep.instrumented_step(cell, cpu)
+        cells.instrumented_step(cell, cpu)
         assert cell.row.memory_workspace_bytes == 0
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from layerprof.measure.sweep import profile_model
+from layerprof.measure.jobs import profile_model
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import LoadedModel, build_model
 
@@ -36,7 +36,7 @@ def test_cuda_sweep_allocator_peak_is_monotone_in_z() -> None:
 
 
 def test_cuda_cell_memory_is_independent_of_order() -> None:
-    from layerprof.measure.sweep import CellContext, run_cell
+    from layerprof.measure.cells import CellContext, run_cell
 
     device = torch.device("cuda")
     loaded = build_model("paper-gpt-14m", device=device)

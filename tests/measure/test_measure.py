@@ -7,8 +7,8 @@ import statistics
 import pytest
 import torch
 
+from layerprof.measure.cells import CellContext, run_cell
 from layerprof.measure.instruments import TimingStats, median_confidence_interval, time_window
-from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.profile import MemoryCategory, SweepSettings
 from layerprof.sources.models import LoadedModel
 from layerprof.sources.workloads import Workload

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
-from layerprof.measure.sweep import profile_model
+from layerprof.measure.jobs import profile_model
 from layerprof.parsing import parse_layer_selection
 from layerprof.predict.jobs import plan_estimate
 from layerprof.profile import Row, SweepSettings, load_profile

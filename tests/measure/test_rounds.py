@@ -7,11 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+import layerprof.measure.cells as cells
 import layerprof.measure.instruments
-import layerprof.measure.sweep as sweep
+import layerprof.measure.jobs as jobs
 from layerprof.fidelity.ladder import build_ladder
+from layerprof.measure.cells import VisitPlan
+from layerprof.measure.jobs import profile_model
 from layerprof.measure.rounds import CellTiming, Visit, slow_rounds
-from layerprof.measure.sweep import VisitPlan, profile_model
 from layerprof.outputs.tables import ladder_summary_lines
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import LoadedModel
@@ -148,7 +150,7 @@ def scripted_sweep(monkeypatch: pytest.MonkeyPatch, slow_rounds_at: set[int], sl
         slow = state["round"] in slow_rounds_at and z in slow_cells
         return layerprof.measure.instruments.StepTimes([COST_MS[z] * (factor if slow else 1.0)] * count)
 
-    original_next = sweep.next_visit
+    original_next = jobs.next_visit
 
     def tracked_next(*args, **kwargs):  # noqa: ANN002, ANN003
         state["round"] = args[-1]
@@ -160,9 +162,9 @@ def scripted_sweep(monkeypatch: pytest.MonkeyPatch, slow_rounds_at: set[int], sl
         index = next(references)  # called once after each round, the first included
         return 2.0 * (factor if index in slow_rounds_at and slow_cells == set(COST_MS) else 1.0)
 
-    monkeypatch.setattr(sweep, "time_window", fake_window)
-    monkeypatch.setattr(sweep, "next_visit", tracked_next)
-    monkeypatch.setattr(sweep, "reference_workload_ms", fake_reference)
+    monkeypatch.setattr(cells, "time_window", fake_window)
+    monkeypatch.setattr(jobs, "next_visit", tracked_next)
+    monkeypatch.setattr(jobs, "reference_workload_ms", fake_reference)
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2, 3, 4), warmup_steps=1, min_steps=10,
                              max_steps=30, median_tolerance=0.02)  # fmt: skip
     return profile_model(loaded, layers, settings, torch.device("cpu")), visited
@@ -209,7 +211,7 @@ def test_cells_that_never_get_enough_quiet_visits_are_marked(monkeypatch: pytest
 
 def test_max_time_stops_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter(range(0, 10_000, 7))
-    monkeypatch.setattr(sweep.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(jobs.time, "perf_counter", lambda: float(next(clock)))
     model = Staircase()
     loaded = LoadedModel("staircase", "user", "staircase", model, Workload("tensor-input", input_shape=(4,)), (), {})
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 4), warmup_steps=1, min_steps=50,
@@ -233,8 +235,8 @@ def test_a_cell_failing_in_a_later_round_keeps_its_figures_and_the_sweep_goes_on
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return layerprof.measure.instruments.StepTimes([COST_MS[z]] * count)
 
-    monkeypatch.setattr(sweep, "time_window", fake_window)
-    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: 2.0)
+    monkeypatch.setattr(cells, "time_window", fake_window)
+    monkeypatch.setattr(jobs, "reference_workload_ms", lambda device: 2.0)
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1, 2, 3, 4), warmup_steps=1, min_steps=10,
                              max_steps=30, median_tolerance=0.02)  # fmt: skip
     profile = profile_model(loaded, layers, settings, torch.device("cpu"))

@@ -372,7 +372,7 @@ def linear_blocks(blocks: int) -> nn.Sequential:
 def compose_all(blocks: int, peak, target: str = "cuda", failing: int = 0) -> tuple[dict[int, Row], list[int]]:  # noqa: ANN001
     """Every z of `linear_blocks(blocks)` through ComposedCells, each traced cell scripted (z = `failing` runs out
     of memory): (rows, traced z)."""
-    from layerprof.measure.sweep import CellContext
+    from layerprof.measure.cells import CellContext
     from layerprof.predict.compose import ComposedCells
     from layerprof.sources.layers import split_layers
     from layerprof.sources.models import LoadedModel
@@ -453,7 +453,7 @@ def test_a_composed_cpu_row_adds_host_and_device_time() -> None:
     layers = split_layers(linear_blocks(7), run_forward=lambda m: m(torch.randn(2, 4)))
     traced = {2: scripted_row(2, 1128, 4.0, 1.0), 8: scripted_row(8, 1512, 64.0, 7.0)}
     piece = Piece(2, 8, 2, {"tracked_peak_bytes": 64, "flops": 100})
-    from layerprof.measure.sweep import new_row
+    from layerprof.measure.cells import new_row
 
     row = composed_row(piece, traced, new_row(layers, 2, 5), SweepSettings((2,), (5,), target="cpu"))
     assert (row.tracked_peak_bytes, row.flops, row.estimate_basis) == (1320, 500, "composed")
@@ -544,7 +544,7 @@ def test_anchors_are_the_first_two_and_last_two_z() -> None:
 
 
 def test_a_composed_gpu_row_is_host_bound_only_when_the_host_takes_longer() -> None:
-    from layerprof.measure.sweep import new_row
+    from layerprof.measure.cells import new_row
     from layerprof.predict.compose import Piece, composed_row
     from layerprof.sources.layers import split_layers
 

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
-from layerprof.measure.sweep import CellContext, run_cell
+from layerprof.measure.cells import CellContext, run_cell
 from layerprof.predict.estimate import ESTIMATE_DEVICE, estimate_model
 from layerprof.predict.fit import FitSearch
 from layerprof.profile import SweepSettings

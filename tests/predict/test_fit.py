@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
-from layerprof.measure.sweep import CellContext
+from layerprof.measure.cells import CellContext
 from layerprof.predict.estimate import ESTIMATE_DEVICE, build_fake_model, estimate_cell
 from layerprof.predict.fit import FitSearch
 from layerprof.sources.models import ModelOptions

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from layerprof.measure.cells import CellContext, run_cell
 from layerprof.measure.optimizers import OPTIMIZER_SPECS, OPTIMIZERS
-from layerprof.measure.sweep import CellContext, run_cell
 from layerprof.predict.estimate import UNTRACED_STEP, estimate_model
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, build_model

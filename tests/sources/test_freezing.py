@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from layerprof.measure.sweep import CellContext, run_cell
+from layerprof.measure.cells import CellContext, run_cell
 from layerprof.profile import SweepSettings, total_params, trainable_params
 from layerprof.sources.layers import freeze_layers, split_layers
 from layerprof.sources.models import LoadedModel, ModelOptions, build_model

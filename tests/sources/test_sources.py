@@ -118,7 +118,7 @@ def test_hf_config_file(tmp_path: Path) -> None:
 
 
 def test_hf_estimate_equals_the_real_tensor_tracker() -> None:
-    from layerprof.measure.sweep import CellContext, run_cell
+    from layerprof.measure.cells import CellContext, run_cell
     from layerprof.predict.estimate import estimate_model
 
     options = hf_options(*SMALL_LLAMA[1::2])

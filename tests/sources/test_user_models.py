@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
 from layerprof.errors import FreezingWarning, ModelWarning, SplitWarning
-from layerprof.measure.sweep import CellContext, run_cell
+from layerprof.measure.cells import CellContext, run_cell
 from layerprof.profile import SweepSettings, load_profile
 from layerprof.sources.layers import freeze_layers, split_layers, trace_split
 from layerprof.sources.models import LoadedModel, ModelOptions, split_model

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import layerprof.measure.sweep as sweep
+import layerprof.measure.cells as cells
+import layerprof.measure.jobs as jobs
 from layerprof.errors import LayerprofError
-from layerprof.measure.sweep import CellContext, new_row, prepared_cell, profile_model
+from layerprof.measure.cells import CellContext, new_row, prepared_cell
+from layerprof.measure.jobs import profile_model
 from layerprof.profile import Row, SweepSettings
 from layerprof.sources.models import LoadedModel
 from layerprof.sources.workloads import Workload
@@ -92,7 +94,7 @@ def test_the_measured_sweep_visits_each_cell_first_with_its_context(monkeypatch:
     layers = loaded.split()
     first: list[tuple[type, int, int]] = []
     later: list[tuple[type, int, int]] = []
-    real_first, real_next = sweep.first_visit, sweep.next_visit
+    real_first, real_next = jobs.first_visit, jobs.next_visit
 
     def recorded_first(context, batch_size, trainable_layers):  # noqa: ANN001, ANN202
         first.append((type(context), batch_size, trainable_layers))
@@ -102,8 +104,8 @@ def test_the_measured_sweep_visits_each_cell_first_with_its_context(monkeypatch:
         later.append((type(context), batch_size, trainable_layers))
         return real_next(context, batch_size, trainable_layers, round_index)
 
-    monkeypatch.setattr(sweep, "first_visit", recorded_first)
-    monkeypatch.setattr(sweep, "next_visit", recorded_next)
+    monkeypatch.setattr(jobs, "first_visit", recorded_first)
+    monkeypatch.setattr(jobs, "next_visit", recorded_next)
     profile = profile_model(loaded, layers, settings(), torch.device("cpu"))
     assert first == [(CellContext, 2, 1), (CellContext, 2, 3), (CellContext, 8, 1), (CellContext, 8, 3)]
     # --steps 1: one visit of one step is all a cell may take, so no timed round runs
@@ -121,7 +123,7 @@ def test_threads_cpus_and_tf32_hold_while_a_job_plans_and_runs_and_are_put_back(
 ) -> None:
     """A library call leaves the caller's process as it found it (before, `plan_profile(threads=1)` kept one thread
     for the rest of the process, and a test suite predicted differently in another order)."""
-    from layerprof.measure.sweep import plan_profile
+    from layerprof.measure.jobs import plan_profile
     from layerprof.parsing import parse_layer_selection
     from layerprof.sources.models import ModelOptions
 
@@ -138,6 +140,9 @@ def test_threads_cpus_and_tf32_hold_while_a_job_plans_and_runs_and_are_put_back(
         parse_layer_selection("1"), device_name="cpu", out=tmp_path / "p.json", tf32=True, threads=1, cpus=(0,),
     )  # fmt: skip
     assert job.environment.torch_threads == 1  # recorded as it ran
+    assert job.per_layer is False  # a builder argument (--per-layer), never set on the job after it is built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.per_layer = True
     assert (torch.get_num_threads(), torch.get_float32_matmul_precision(), os.sched_getaffinity(0)) == before
     dataclasses.replace(job, runner=spy).run()
     assert seen == [(1, "high", {0})]
@@ -194,9 +199,9 @@ def timed_settings(**changes: object) -> SweepSettings:
 def test_timed_rounds_report_each_visit_and_the_time_their_visits_take(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bar moves within a round (a visit at a time) and every round starts with the time left, from the steps
     measured so far: each cell's median step x the steps its remaining visits take."""
-    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: 1.0)  # a quiet machine, injected
-    monkeypatch.setattr(sweep, "next_visit", lambda context, b, z, r: sweep.Visit(r, [2.0]))  # 2 ms steps
-    monkeypatch.setattr(sweep.TimedRounds, "unsettled", lambda self: [k for k, t in self.timings.items()
+    monkeypatch.setattr(jobs, "reference_workload_ms", lambda device: 1.0)  # a quiet machine, injected
+    monkeypatch.setattr(jobs, "next_visit", lambda context, b, z, r: cells.Visit(r, [2.0]))  # 2 ms steps
+    monkeypatch.setattr(jobs.TimedRounds, "unsettled", lambda self: [k for k, t in self.timings.items()
                                                                       if len(t.visits) < 3])  # fmt: skip
     loaded = stack()
     recorder = Recorder()
@@ -211,10 +216,10 @@ def test_timed_rounds_report_each_visit_and_the_time_their_visits_take(monkeypat
 
 def test_seconds_left_counts_the_remaining_visits_at_the_measured_step_time() -> None:
     loaded = stack()
-    context = sweep.CellContext(loaded, loaded.split(), timed_settings(), torch.device("cpu"))
-    timings = {(2, 1): sweep.CellTiming([sweep.Visit(0, [2.0])]), (2, 3): sweep.CellTiming([sweep.Visit(0, [6.0])])}
-    rounds = sweep.TimedRounds(context, sweep.new_profile(loaded, loaded.split(), context.settings,
-                                                          sweep.describe_environment(context.device)),
+    context = cells.CellContext(loaded, loaded.split(), timed_settings(), torch.device("cpu"))
+    timings = {(2, 1): cells.CellTiming([cells.Visit(0, [2.0])]), (2, 3): cells.CellTiming([cells.Visit(0, [6.0])])}
+    rounds = jobs.TimedRounds(context, jobs.new_profile(loaded, loaded.split(), context.settings,
+                                                          jobs.describe_environment(context.device)),
                                timings, [1.0], began=0.0)  # fmt: skip
     # 2 visits left each, of 1 re-warm-up step + 1 timed step: (2 x 2 x 2 ms) + (2 x 2 x 6 ms) = 32 ms
     assert rounds.seconds_left() == pytest.approx(0.032)
@@ -225,9 +230,9 @@ def test_a_slow_round_says_the_machine_is_busy_at_once(monkeypatch: pytest.Monke
     """The reference workload, injected: quiet before the first timed round, three times slower after it. The
     event comes right after that round, before the next one starts: not at the end of the sweep."""
     readings = iter([1.0, 3.0, 3.0, 3.0, 3.0])
-    monkeypatch.setattr(sweep, "reference_workload_ms", lambda device: next(readings))
-    monkeypatch.setattr(sweep, "next_visit", lambda context, b, z, r: sweep.Visit(r, [2.0]))
-    monkeypatch.setattr(sweep.TimedRounds, "unsettled", lambda self: [k for k, t in self.timings.items()
+    monkeypatch.setattr(jobs, "reference_workload_ms", lambda device: next(readings))
+    monkeypatch.setattr(jobs, "next_visit", lambda context, b, z, r: cells.Visit(r, [2.0]))
+    monkeypatch.setattr(jobs.TimedRounds, "unsettled", lambda self: [k for k, t in self.timings.items()
                                                                       if len(t.visits) < 3])  # fmt: skip
     loaded = stack()
     recorder = Recorder()
