@@ -783,8 +783,9 @@ MOVED_MODULES = {
     **{name: f"layerprof.sources.{name}" for name in ("models", "hub_models", "workloads", "layers")},
     **{
         name: f"layerprof.measure.{name}"
-        for name in ("sweep", "rounds", "nvml", "layertimes", "environment", "amp", "optimizers", "cluster")
+        for name in ("rounds", "nvml", "layertimes", "environment", "amp", "optimizers", "cluster")
     },
+    "sweep": "layerprof.measure.jobs",  # the sweep's own module then, split into measure.cells and measure.jobs
     **{name: f"layerprof.predict.{name}" for name in ("estimate", "compose", "timemodel", "layercosts")},
     **{
         name: f"layerprof.fidelity.{name}"

@@ -398,7 +398,7 @@ def test_a_spec_naming_a_moved_module_gets_its_new_name_and_no_other_spec_change
     from layerprof.profile import MOVED_MODULES, current_spec
 
     assert current_spec(OLD_TASK) == NEW_TASK
-    assert current_spec("layerprof.sweep:fn") == "layerprof.measure.sweep:fn"
+    assert current_spec("layerprof.sweep:fn") == "layerprof.measure.jobs:fn"
     unchanged = [NEW_TASK, "digits", "resnet18", "litgpt:pythia-14m", "examples/custom_model.py:mlp"]
     unchanged += ["layerprof.nowhere:fn", "mypkg.tasks:fn", "layerprof.tasks"]
     assert [current_spec(spec) for spec in unchanged] == unchanged
