@@ -75,22 +75,48 @@ _H200_SHEET = "NVIDIA H200 Tensor Core GPU datasheet (SXM and NVL columns)"
 _A100_SHEET = "NVIDIA A100 Tensor Core GPU datasheet (40/80 GB, SXM4 and PCIe columns)"
 
 
-def _gpu(name: str, mib: int, cc: tuple[int, int], bf16: float, fp32: float, tf32: float, gbps: float,
-         ray: str | None, names: tuple[str, ...], source: str, fp16: float | None = None) -> GpuKind:  # fmt: skip
+def _gpu(
+    name: str,
+    mib: int,
+    cc: tuple[int, int],
+    bf16: float,
+    fp32: float,
+    tf32: float,
+    gbps: float,
+    ray: str | None,
+    names: tuple[str, ...],
+    source: str,
+    fp16: float | None = None,
+) -> GpuKind:
     return GpuKind(
-        name, mib, cc, bf16, ray, fp32_tflops=fp32, tf32_tflops=tf32, memory_gbps=gbps,
-        fp16_tflops=bf16 if fp16 is None else fp16, device_names=names, source=source,
-    )  # fmt: skip
+        name,
+        mib,
+        cc,
+        bf16,
+        ray,
+        fp32_tflops=fp32,
+        tf32_tflops=tf32,
+        memory_gbps=gbps,
+        fp16_tflops=bf16 if fp16 is None else fp16,
+        device_names=names,
+        source=source,
+    )
 
 
 def _mig(name: str, of: GpuKind, mib: int, compute_share: float, memory_eighths: int) -> GpuKind:
     """A MIG slice: its share of the GPU's SMs for compute, its memory slices (of 8) for bandwidth."""
     return GpuKind(
-        name, mib, of.compute_capability, of.bf16_tflops * compute_share, mig_of=of.name,
-        fp32_tflops=of.fp32_tflops * compute_share, tf32_tflops=of.tf32_tflops * compute_share,
-        memory_gbps=of.memory_gbps * memory_eighths / 8, fp16_tflops=of.fp16_tflops * compute_share,
+        name,
+        mib,
+        of.compute_capability,
+        of.bf16_tflops * compute_share,
+        mig_of=of.name,
+        fp32_tflops=of.fp32_tflops * compute_share,
+        tf32_tflops=of.tf32_tflops * compute_share,
+        memory_gbps=of.memory_gbps * memory_eighths / 8,
+        fp16_tflops=of.fp16_tflops * compute_share,
         source=f"{of.source}; NVIDIA MIG user guide (profiles, memory slices)",
-    )  # fmt: skip
+    )
 
 
 # fmt: off
@@ -153,8 +179,11 @@ GPU_KINDS: dict[str, GpuKind] = {
 GPUS: dict[str, int] = {name: gpu.memory_mib for name, gpu in GPU_KINDS.items()}
 # Other names `--gpu`, `--cluster` and `--gpu-kinds` take for an entry: the SXM boards by their form factor.
 GPU_ALIASES: dict[str, str] = {
-    "H100-SXM": "H100", "H200-SXM": "H200", "A100-40GB-SXM": "A100-40GB", "A100-80GB-SXM": "A100-80GB",
-}  # fmt: skip
+    "H100-SXM": "H100",
+    "H200-SXM": "H200",
+    "A100-40GB-SXM": "A100-40GB",
+    "A100-80GB-SXM": "A100-80GB",
+}
 
 
 # ---------------------------------------------------------------- prices
@@ -305,8 +334,11 @@ def gpu_memory_bytes(name: str) -> int:
 def cheapest_gpu_for(need_bytes: int, prices: PriceBook) -> tuple[GpuKind, GpuPrice] | None:
     """The GPU (or MIG slice) of the table with the lowest price per hour whose memory holds `need_bytes`; at equal
     price the one with less memory. Kinds without a price are passed over; None where no priced kind holds it."""
-    fitting = [(gpu, price) for gpu in GPU_KINDS.values()
-               if need_bytes <= gpu.memory_mib * MIB and (price := prices.find(gpu)) is not None]  # fmt: skip
+    fitting = [
+        (gpu, price)
+        for gpu in GPU_KINDS.values()
+        if need_bytes <= gpu.memory_mib * MIB and (price := prices.find(gpu)) is not None
+    ]
     return min(fitting, key=lambda pair: (pair[1].usd_per_hour, pair[0].memory_mib), default=None)
 
 

@@ -34,6 +34,10 @@ from typing import Any, Literal, get_args
 from layerprof.errors import LayerprofError, read_json
 from layerprof.precision import get_precision
 
+# A JSON object as a profile, study or report file holds it (and `--json` prints it): written from typed fields,
+# and checked field by field where it is read back (`from_dict`), so its values are typed where they are used.
+JsonDict = dict[str, Any]
+
 SCHEMA = "layerprof.profile/4"
 SCHEMA_V3 = "layerprof.profile/3"
 SCHEMA_V2 = "layerprof.profile/2"
@@ -218,7 +222,7 @@ class Layer:
         """Of `new_trainable_params`, those that train with this layer: the model's own frozen ones left out."""
         return self.new_trainable_params - self.frozen_params
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, as the profile file holds it."""
         return {
             "index": self.index,
@@ -234,7 +238,7 @@ class Layer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Layer:
+    def from_dict(cls, data: JsonDict) -> Layer:
         """From its JSON form; a file from before tied weights and shared blocks gets no `shared_with` and 1 call,
         one from before user-frozen parameters were kept none."""
         return cls(
@@ -267,7 +271,7 @@ def user_frozen_params(layers: Sequence[Layer]) -> int:
     return sum(layer.frozen_params for layer in layers)
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def _known(cls: type, data: JsonDict) -> JsonDict:
     """The keys of `data` that are fields of the dataclass `cls`."""
     names = {f.name for f in fields(cls)}
     return {key: value for key, value in data.items() if key in names}
@@ -313,7 +317,7 @@ class ModelInfo:
     source: ModelSource
     name: str
     description: str = ""
-    overrides: dict[str, Any] = field(default_factory=dict)  # --set
+    overrides: JsonDict = field(default_factory=dict)  # --set
     unwrap: tuple[str, ...] = ()
     layers: list[Layer] = field(default_factory=list)
     total_params: int = 0
@@ -321,7 +325,7 @@ class ModelInfo:
     order: str = "forward"  # "forward" (traced) or "registration" (no forward pass could be traced)
     order_reason: str = ""  # registration order: why
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, as the profile file holds it (the layers nested)."""
         data = asdict(self)
         data["unwrap"] = list(self.unwrap)
@@ -329,7 +333,7 @@ class ModelInfo:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+    def from_dict(cls, data: JsonDict) -> ModelInfo:
         """From its JSON form; keys this layerprof does not know are dropped."""
         known = _known(cls, data)
         known["spec"] = current_spec(known["spec"])  # a spec naming a moved module, as written before the move
@@ -350,7 +354,7 @@ class WorkloadInfo:
     items_per_sample: int | None = None  # custom workloads: e.g. tokens per sequence
     item_name: str = "samples"  # what throughput counts: samples or tokens
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, as the profile file holds it; unset (None) fields are left out."""
         data = {key: value for key, value in asdict(self).items() if value is not None}
         if self.input_shape is not None:
@@ -358,7 +362,7 @@ class WorkloadInfo:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorkloadInfo:
+    def from_dict(cls, data: JsonDict) -> WorkloadInfo:
         """From its JSON form; keys this layerprof does not know are dropped."""
         known = _known(cls, data)
         known["input_shape"] = _tuple(known.get("input_shape"))
@@ -390,17 +394,17 @@ class EnvironmentInfo:
     gpu_uuid: str | None = None  # GPU-... or MIG-...: the device NVML was asked about
     cluster_kind: str | None = None  # `profile --executor ray`: the --gpu-kinds label the sweep ran on
     cluster_node: str | None = None  # and the Ray node id
-    numerics: dict[str, Any] = field(default_factory=dict)  # TF32, matmul precision, cuDNN flags (see check)
+    numerics: JsonDict = field(default_factory=dict)  # TF32, matmul precision, cuDNN flags (see check)
     variables: dict[str, str] = field(default_factory=dict)  # PYTORCH_CUDA_ALLOC_CONF, CUBLAS_WORKSPACE_CONFIG, ...
-    extra: dict[str, Any] = field(default_factory=dict)  # keys written by other versions, kept as they were
+    extra: JsonDict = field(default_factory=dict)  # keys written by other versions, kept as they were
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form: unset fields left out, the keys other versions wrote (`extra`) back beside the rest."""
         data = {key: value for key, value in asdict(self).items() if key != "extra" and value not in (None, {})}
         return {**data, **self.extra}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EnvironmentInfo:
+    def from_dict(cls, data: JsonDict) -> EnvironmentInfo:
         """From its JSON form; keys this layerprof does not know go to `extra`, so that rewriting keeps them."""
         known = _known(cls, data)
         known["extra"] = {key: value for key, value in data.items() if key not in known}
@@ -448,7 +452,7 @@ class SweepSettings:
             f"and at most {self.max_steps} clean timed steps{limit}"
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form with the precision in words; an estimate has no timing protocol, a measurement no target."""
         data = asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
@@ -473,7 +477,7 @@ class SweepSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SweepSettings:
+    def from_dict(cls, data: JsonDict) -> SweepSettings:
         """From its JSON form; KeyError without the batch sizes or z values (Profile.from_dict reports it)."""
         known = _known(cls, data)
         known["batch_sizes"] = tuple(known["batch_sizes"])
@@ -500,9 +504,18 @@ class SweepSettings:
 # definition of "same recipe": `check` compares only profiles of one recipe, a cluster run continues a kind's
 # profile only under it, `plan` refuses a mixture.
 RECIPE_SETTINGS = (
-    "optimizer", "precision", "eval_frozen", "checkpointing", "adapter", "adapter_layers", "adapter_rank",
-    "adapter_alpha", "adapter_dropout", "adapter_targets", "compile_mode",
-)  # fmt: skip
+    "optimizer",
+    "precision",
+    "eval_frozen",
+    "checkpointing",
+    "adapter",
+    "adapter_layers",
+    "adapter_rank",
+    "adapter_alpha",
+    "adapter_dropout",
+    "adapter_targets",
+    "compile_mode",
+)
 
 
 def recipe_difference(
@@ -551,8 +564,8 @@ class Profile:
     created_at: str = ""
     timing: SweepTiming = field(default_factory=SweepTiming)
     schema: str = SCHEMA
-    time_model: dict[str, Any] | None = None  # estimates: the peaks and constants behind predicted times
-    layer_times: list[dict[str, Any]] | None = None  # `profile --per-layer`: layerprof.measure.layertimes.LayerTimes
+    time_model: JsonDict | None = None  # estimates: the peaks and constants behind predicted times
+    layer_times: list[JsonDict] | None = None  # `profile --per-layer`: layerprof.measure.layertimes.LayerTimes
 
     @property
     def predicts_time(self) -> bool:
@@ -618,7 +631,7 @@ class Profile:
         advice = "smaller batch sizes may fit" if all(r.status in ("oom", "skipped") for r in self.rows) else ""
         return f"every cell failed: {'; '.join(parts)}" + (f"; {advice}" if advice else "")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, as the profile file holds it, always in the current schema."""
         return {
             "schema": SCHEMA,
@@ -635,7 +648,7 @@ class Profile:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "profile") -> Profile:
+    def from_dict(cls, data: JsonDict, source: str = "profile") -> Profile:
         """From a profile file's JSON of a schema in SCHEMAS; LayerprofError naming `source` otherwise or on damage."""
         if not isinstance(data, dict) or "schema" not in data:
             raise LayerprofError(f"{source} is not a layerprof profile (no 'schema' field)")
@@ -721,8 +734,16 @@ _FIGURE_RULES: dict[str, tuple[Any, str]] = {
     "non-negative": (lambda v: math.isfinite(v) and v >= 0, "a finite number, 0 or more"),
     "share": (lambda v: math.isfinite(v) and 0 <= v <= 1, "a share from 0 to 1"),
 }
-_POSITIVE_FIELDS = ("batch_size", "step_time_ms", "predicted_step_time_ms", "step_time_p10_ms", "step_time_p90_ms",
-                    "step_time_mean_ms", "step_time_ci_low_ms", "step_time_ci_high_ms")  # fmt: skip
+_POSITIVE_FIELDS = (
+    "batch_size",
+    "step_time_ms",
+    "predicted_step_time_ms",
+    "step_time_p10_ms",
+    "step_time_p90_ms",
+    "step_time_mean_ms",
+    "step_time_ci_low_ms",
+    "step_time_ci_high_ms",
+)
 
 
 def _figure_rule(name: str) -> str | None:
@@ -805,7 +826,7 @@ def current_spec(spec: str) -> str:
     return f"{moved}:{name}" if colon and moved else spec
 
 
-def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+def upgrade_v1(data: JsonDict) -> JsonDict:
     """A `/1` document in `/2`'s layout: dtype and optimizer move from the workload to the settings."""
     workload = dict(data["workload"])
     settings = dict(data["settings"])

@@ -7,8 +7,9 @@ level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import typer
 
@@ -23,6 +24,9 @@ from layerprof.outputs.exporters import ExportName, parse_objective
 from layerprof.outputs.report import ImageFormat
 from layerprof.precision import PRECISIONS, PrecisionName
 from layerprof.profile import MODEL_SOURCES, AdapterLayers, AdapterName, CheckpointingMode
+
+if TYPE_CHECKING:
+    from layerprof.sources.names import ModelOptions
 
 # The closed sets of names an option takes, typed (Typer makes each Literal a choice): the library's own where the
 # library has the list, the command line's where only it has one.
@@ -141,7 +145,7 @@ CompileModeOption = Annotated[CompileModeChoice, typer.Option("--compile-mode", 
 
 
 # The recipe's options, which `with_recipe_options` adds to a command: (parameter, its type, its default)
-RECIPE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+RECIPE_OPTIONS: tuple[tuple[str, object, object], ...] = (
     ("checkpointing", CheckpointingOption, "none"),
     ("adapter", AdapterOption, "none"),
     ("adapter_layers", AdapterLayersOption, "trainable"),
@@ -154,22 +158,24 @@ RECIPE_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def with_recipe_options(command: Any) -> Any:
+def with_recipe_options(command: Callable[..., None]) -> Callable[..., None]:
     """The command with the recipe's options (`RECIPE_OPTIONS`) added to its signature; it receives their values as
     one dict, `recipe`, for `recipe_settings` (called inside its error handling)."""
     import functools
     import inspect
 
     signature = inspect.signature(command, eval_str=True)
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, annotation, default in RECIPE_OPTIONS]  # fmt: skip
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, annotation, default in RECIPE_OPTIONS
+    ]
     kept = [param for name, param in signature.parameters.items() if name != "recipe"]
     kept = [param.replace(kind=inspect.Parameter.KEYWORD_ONLY) for param in kept]
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: object, **kwargs: object) -> None:
         recipe = {name: kwargs.pop(name) for name, _, _ in RECIPE_OPTIONS}
-        return command(*args, recipe=recipe, **kwargs)
+        command(*args, recipe=recipe, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {
@@ -274,7 +280,7 @@ def model_options(
     overrides: list[str] | None,
     unwrap: list[str] | None,
     model: str | None = None,
-) -> Any:
+) -> ModelOptions:
     """The model options (`layerprof.sources.names.ModelOptions`) the shared model flags give; with `model`, the
     MODEL string is checked too (`resolve`): a wrong name or value is refused before torch is imported."""
     from layerprof.parsing import parse_input_shape, parse_overrides
@@ -328,9 +334,12 @@ def check_one_output(as_json: bool, export: object | None, objective: str | None
 
 
 def priced(
-    prices: list[str] | None, prices_file: Path | None, gpu: str | None = None, gpu_needed: bool = False,
+    prices: list[str] | None,
+    prices_file: Path | None,
+    gpu: str | None = None,
+    gpu_needed: bool = False,
     deadline: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The price book of --price and --prices (or LAYERPROF_PRICES), and --gpu's kind and --deadline's seconds
     where given, as keyword arguments of the library call. With `gpu_needed` (ladder), prices without --gpu are
     an input error: they would price nothing."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from layerprof.errors import LayerprofError
+from layerprof.profile import JsonDict
 
 HYPERPARAMETERS = (
     "learning_rate",
@@ -20,7 +21,7 @@ HYPERPARAMETERS = (
     "warmup_fraction",
     "cooldown_fraction",
 )
-DEFAULTS: dict[str, Any] = {
+DEFAULTS: JsonDict = {
     "learning_rate": 1e-3,
     "weight_decay": 0.0,
     "optimizer": "adam",
@@ -65,10 +66,10 @@ GridPresetName = Literal["small", "paper"]  # `correlate --grid-preset`: one ent
 GRID_PRESETS: dict[GridPresetName, Callable[[str], dict[str, list[Any]]]] = {"small": small_grid, "paper": paper_grid}
 
 
-def expand_grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+def expand_grid(space: dict[str, list[Any]]) -> list[JsonDict]:
     """Cartesian product; for SGD the Adam-only beta2 is dropped and duplicates removed."""
     keys = sorted(space)
-    configs: list[dict[str, Any]] = []
+    configs: list[JsonDict] = []
     seen: set[str] = set()
     for values in itertools.product(*(space[key] for key in keys)):
         config = dict(zip(keys, values, strict=True))

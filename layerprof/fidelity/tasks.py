@@ -28,11 +28,12 @@ from layerprof.errors import LayerprofError
 from layerprof.fidelity.grids import DEFAULTS
 from layerprof.fidelity.trials import Segment, segments, trial_phase
 from layerprof.measure.optimizers import OPTIMIZERS, make_optimizer
+from layerprof.profile import JsonDict
 from layerprof.sources.layers import FrozenModel, freeze_layers, split_layers
 from layerprof.sources.workloads import CustomWorkload
 
 
-def optimizer_for(config: dict[str, Any], params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def optimizer_for(config: JsonDict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer a grid configuration names, with its learning rate, weight decay and betas."""
     settings = {**DEFAULTS, **config}
     name = str(settings["optimizer"]).lower()
@@ -48,7 +49,7 @@ def optimizer_for(config: dict[str, Any], params: list[nn.Parameter]) -> torch.o
     )
 
 
-def schedule(config: dict[str, Any], total_steps: int) -> Callable[[int], float]:
+def schedule(config: JsonDict, total_steps: int) -> Callable[[int], float]:
     """Linear warm-up, constant, linear cool-down to zero (fractions of the run)."""
     warmup = int(float(config.get("warmup_fraction", 0.0)) * total_steps)
     cooldown = int(float(config.get("cooldown_fraction", 0.0)) * total_steps)
@@ -79,7 +80,7 @@ class FrozenRun:
     def __init__(
         self,
         model: nn.Module,
-        config: dict[str, Any],
+        config: JsonDict,
         full_steps: int,
         next_batch: Callable[[int], Batch],
         loss_of: Callable[[nn.Module, Batch], torch.Tensor],
@@ -150,7 +151,7 @@ def describe_task(
     full_steps: int,
     batch_size: int,
     profile_spec: str,
-    resume: Callable[[dict[str, Any], Segment, Any], tuple[float, Any]] | None = None,
+    resume: Callable[[JsonDict, Segment, Any], tuple[float, Any]] | None = None,
 ) -> None:
     """Attach what `correlate` and `simulate` read from a task (a user task may set the same attributes)."""
     task.layer_count = layer_count  # type: ignore[attr-defined]
@@ -210,7 +211,7 @@ DIGITS_FULL_STEPS = 200
 DIGITS_BATCH = 32
 
 
-def digits_run(config: dict[str, Any]) -> FrozenRun:
+def digits_run(config: JsonDict) -> FrozenRun:
     """A fresh digits run: the model, its batches (seeded by the configuration's seed) and nothing trained."""
     train_x, train_y, _, _ = digits_data()
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
@@ -225,7 +226,7 @@ def digits_run(config: dict[str, Any]) -> FrozenRun:
     return FrozenRun(digits_cnn(), config, DIGITS_FULL_STEPS, next_batch, loss_of, lambda m: m(train_x[:2]))
 
 
-def digits_resume(config: dict[str, Any], segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
+def digits_resume(config: JsonDict, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
     """Train one segment of a digits run (a fresh one when `state` is None); the validation loss and the run."""
     run = state if state is not None else digits_run(config)
     run.train(segment)
@@ -235,7 +236,7 @@ def digits_resume(config: dict[str, Any], segment: Segment, state: FrozenRun | N
         return float(F.cross_entropy(run.model(val_x), val_y)), run
 
 
-def digits_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
+def digits_task(config: JsonDict, trainable_layers: int, budget_fraction: float) -> float:
     """Validation cross-entropy of the residual CNN after `budget_fraction` of DIGITS_FULL_STEPS at batch 32."""
     return digits_resume(config, scratch_segment(trainable_layers, budget_fraction), None)[0]
 
@@ -282,7 +283,7 @@ def _window(data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, tor
     return rows[:, :-1], rows[:, 1:]
 
 
-def pydoc_lm_run(config: dict[str, Any]) -> FrozenRun:
+def pydoc_lm_run(config: JsonDict) -> FrozenRun:
     """A fresh pydoc-lm run: the model, its batches (seeded by the configuration's seed) and nothing trained."""
     train, _ = pydoc_bytes()
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
@@ -294,7 +295,7 @@ def pydoc_lm_run(config: dict[str, Any]) -> FrozenRun:
     return FrozenRun(pydoc_lm_model(), config, LM_FULL_STEPS, next_batch, next_byte_loss, lambda m: m(example))
 
 
-def pydoc_lm_resume(config: dict[str, Any], segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
+def pydoc_lm_resume(config: JsonDict, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
     """Train one segment of a pydoc-lm run (a fresh one when `state` is None); the validation loss and the run."""
     run = state if state is not None else pydoc_lm_run(config)
     run.train(segment)
@@ -305,7 +306,7 @@ def pydoc_lm_resume(config: dict[str, Any], segment: Segment, state: FrozenRun |
         return float(next_byte_loss(run.model, _window(val, starts))), run
 
 
-def pydoc_lm_task(config: dict[str, Any], trainable_layers: int, budget_fraction: float) -> float:
+def pydoc_lm_task(config: JsonDict, trainable_layers: int, budget_fraction: float) -> float:
     """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of LM_FULL_STEPS."""
     return pydoc_lm_resume(config, scratch_segment(trainable_layers, budget_fraction), None)[0]
 
@@ -345,7 +346,7 @@ def pydoc_lm_workload() -> CustomWorkload:
 
 describe_task(pydoc_lm_task, 7, LM_FULL_STEPS, LM_BATCH, "layerprof.fidelity.tasks:pydoc_lm_workload", pydoc_lm_resume)
 
-TASKS: dict[str, Callable[[dict[str, Any], int, float], float]] = {
+TASKS: dict[str, Callable[[JsonDict, int, float], float]] = {
     "digits": digits_task,
     "pydoc-lm": pydoc_lm_task,
 }

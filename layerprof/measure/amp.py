@@ -91,7 +91,7 @@ class CudaAutocastRules(TorchFunctionMode):
             args, kwargs = tree_map(lambda v: self._cast(v, torch.float32), (args, kwargs))
         return func(*args, **kwargs)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         """Drop the parameters' cached casts, so that the next region casts their updated values (as autocast)."""
         self._cache.clear()
         return super().__exit__(*exc)
@@ -107,7 +107,7 @@ def autocast_for(precision: Precision, device_type: str, cuda_rules_on_cpu: bool
     return torch.autocast(device_type, dtype=dtype)
 
 
-def gradient_scaler(precision: Precision, device_type: str) -> Any | None:
+def gradient_scaler(precision: Precision, device_type: str) -> torch.amp.GradScaler | None:
     """A GradScaler for float16 mixed precision, as Lightning's `16-mixed` uses one."""
     if not precision.scaled:
         return None

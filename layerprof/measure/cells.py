@@ -108,7 +108,7 @@ class Cell:
     batch: Any
     row: Row
     autocast: Callable[[], AbstractContextManager] = nullcontext
-    scaler: Any | None = None
+    scaler: torch.amp.GradScaler | None = None
     optimizer_steps: bool = True  # False: update() only zeroes the gradients (an estimate of an untraceable step)
     recomputes: bool = False  # --checkpointing: backward runs the trainable layers' forwards again
     compiled: Any = None  # --compile: torch.compile of the model, which timed steps run
@@ -142,7 +142,7 @@ class Cell:
         self.backward(self.forward())
         self.update()
 
-    def launch_ms(self, synchronize: Callable[[], Any]) -> float:
+    def launch_ms(self, synchronize: Callable[[], object]) -> float:
         """One step's host time with the device's work left out: forward and backward are launched, the device
         is let finish, then the update is launched. A gradient scaler reads its scale back to the host inside
         the update (a synchronisation on every step); it finds the device idle here, so the figure is Python's

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from layerprof.devices import GPU_KINDS, GpuKind, InventoryItem, find_gpu
 from layerprof.errors import LayerprofError
 from layerprof.parsing import LayerSelection, parse_inventory, parse_ray_address, split_items
-from layerprof.profile import SweepSettings
+from layerprof.profile import JsonDict, Profile, SweepSettings
 
 if TYPE_CHECKING:
     from layerprof.sources.models import ModelOptions
@@ -207,7 +207,7 @@ def plan_cluster_profile(
     return SweepRequest(spec, options, settings, layer_selection, device, tf32, threads)
 
 
-def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> dict[str, Any]:
+def sweep_on_node(request: SweepRequest, kind: ClusterKind, batch_size: int) -> JsonDict:
     """Run in a Ray worker: one batch size's sweep on this node's GPU; the profile comes back as data."""
     import tempfile
 
@@ -280,7 +280,7 @@ def kind_path(directory: Path, spec: str, kind: ClusterKind) -> Path:
     return directory / f"{model_slug(spec)}-{label}.json"
 
 
-def _batches_on_disk(path: Path, request: SweepRequest) -> tuple[Any, list[int]]:
+def _batches_on_disk(path: Path, request: SweepRequest) -> tuple[Profile | None, list[int]]:
     """The kind's profile from an earlier run, and the batch sizes it finished; refuse one of another run."""
     from layerprof.profile import load_profile, recipe_difference
 
@@ -299,7 +299,7 @@ def _batches_on_disk(path: Path, request: SweepRequest) -> tuple[Any, list[int]]
     return profile, finished
 
 
-def _merge(existing: Any, result: dict[str, Any]) -> Any:
+def _merge(existing: Profile | None, result: JsonDict) -> Profile:
     """Add one batch size's rows to the kind's profile (the first result starts it)."""
     from layerprof.profile import Profile, SweepTiming
 

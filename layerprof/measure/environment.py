@@ -10,14 +10,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 import layerprof
 from layerprof.errors import DeviceWarning, LayerprofError
 from layerprof.measure.nvml import driver_facts, gpus_the_driver_sees
-from layerprof.profile import EnvironmentInfo
+from layerprof.profile import EnvironmentInfo, JsonDict
 
 # Environment variables that change how fast or how much memory a CUDA step takes.
 RECORDED_VARIABLES = (
@@ -91,7 +90,7 @@ def apply_tf32(enabled: bool | None) -> None:
     torch.backends.cudnn.allow_tf32 = enabled
 
 
-def numeric_settings() -> dict[str, Any]:
+def numeric_settings() -> JsonDict:
     """The settings that change float32 results and speed several-fold: recorded, and compared by `check`."""
     precision = torch.get_float32_matmul_precision()
     return {

@@ -13,12 +13,12 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
+from torch.utils.hooks import RemovableHandle
 
 from layerprof.devices import MatmulThreads
 from layerprof.profile import MemoryCategory
@@ -51,7 +51,7 @@ class StepTimes:
 
 
 def time_window(
-    step: Callable[[], Any],
+    step: Callable[[], object],
     device: torch.device,
     count: int,
     launch_ms: Callable[[], float] | None = None,
@@ -131,7 +131,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.at_peak = dict(self.live)
         self.category_peaks = dict(self.live)  # each category's own maximum during the step
         self.new_allocations = MemoryCategory.ACTIVATIONS  # what op outputs count as; the step's phase sets it
-        self._hooks: list[Any] = []
+        self._hooks: list[RemovableHandle] = []
 
     def register(self, tensors: Iterable[torch.Tensor], category: MemoryCategory) -> None:
         for tensor in tensors:
@@ -189,7 +189,7 @@ class LiveTensorTracker(TorchDispatchMode):
                 self._track(value, self.new_allocations)
         return out
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
@@ -227,18 +227,20 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 # ---------------------------------------------------------------- FLOPs
 
 
-def _attention_forward_flops(query_shape, key_shape, value_shape, *_args: Any, **_kwargs: Any) -> int:
+def _attention_forward_flops(query_shape, key_shape, value_shape, *_args: object, **_kwargs: object) -> int:
     """Q @ K^T and P @ V."""
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *_args: Any, **_kwargs: Any) -> int:
+def _attention_backward_flops(
+    grad_out_shape, query_shape, key_shape, value_shape, *_args: object, **_kwargs: object
+) -> int:
     """dV, dP, dQ and dK: twice the forward's products. Fused kernels also recompute the scores, which
     PyTorch's own formula counts; model FLOPs leave that out, so that every backend counts the same."""
     return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _attention_formulas() -> dict[Any, Any]:
+def _attention_formulas() -> dict[object, Callable[..., int]]:
     """Formulas for every fused attention kernel the CPU and CUDA can pick, where this torch has it. The CPU's
     flash kernel has no formula in torch (it counts 0); the math path is counted by its matmuls."""
     aten = torch.ops.aten
@@ -249,7 +251,7 @@ def _attention_formulas() -> dict[Any, Any]:
         "_scaled_dot_product_efficient_attention_backward",
         "_scaled_dot_product_cudnn_attention_backward",
     )
-    formulas: dict[Any, Any] = {}
+    formulas: dict[object, Callable[..., int]] = {}
     for names, formula in ((forward, _attention_forward_flops), (backward, _attention_backward_flops)):
         for name in names:
             if hasattr(aten, name):
@@ -269,8 +271,8 @@ def _convolution_backward_flops(
     _output_padding,
     _groups,
     output_mask,
-    *_args: Any,
-    **_kwargs: Any,
+    *_args: object,
+    **_kwargs: object,
 ) -> int:
     """The input gradient and the weight gradient of a convolution each cost what its forward costs, grouped and
     depthwise convolutions included. torch's own formula counts the weight gradient as if `groups` were 1: a
@@ -285,7 +287,7 @@ def _convolution_backward_flops(
 
 ATTENTION_FLOP_FORMULAS = _attention_formulas()
 # every formula layerprof puts in place of torch's own (torch.utils.flop_counter): the FLOP registry
-FLOP_FORMULAS: dict[Any, Any] = {
+FLOP_FORMULAS: dict[object, Callable[..., int]] = {
     **ATTENTION_FLOP_FORMULAS,
     torch.ops.aten.convolution_backward: _convolution_backward_flops,
 }
@@ -374,7 +376,7 @@ def is_sticky_cuda_error(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(marker.lower() in message for marker in STICKY_CUDA_MARKERS)
 
 
-def tensors_in(value: Any) -> list[torch.Tensor]:
+def tensors_in(value: object) -> list[torch.Tensor]:
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
 
 
@@ -472,20 +474,20 @@ class OpRecorder(TorchDispatchMode):
         self.phase = Phase.FORWARD
         self.trace = StepTrace()
         self._formulas = flop_counter().flop_registry
-        self._hook: Any = None
+        self._hook: RemovableHandle | None = None
 
     @property
     def ops(self) -> list[OpCost]:
         return self.trace.ops
 
-    def _count_call(self, _module: torch.nn.Module, _args: Any) -> None:
+    def _count_call(self, _module: torch.nn.Module, _args: object) -> None:
         self.trace.module_calls += 1
 
     def __enter__(self) -> OpRecorder:
         self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._count_call)
         return super().__enter__()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -517,7 +519,7 @@ class OpRecorder(TorchDispatchMode):
         return out
 
 
-def _kernels(name: str, args: Sequence[Any]) -> int:
+def _kernels(name: str, args: Sequence[object]) -> int:
     if not name.startswith("_foreach_"):
         return 1
     lists = [arg for arg in args if isinstance(arg, (list, tuple)) and arg and isinstance(arg[0], torch.Tensor)]

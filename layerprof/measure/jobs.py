@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -66,6 +66,9 @@ from layerprof.sources.layers import Layer, batchnorm_layers, total_params
 from layerprof.sources.models import LoadedModel, ModelOptions, build_model, model_slug
 from layerprof.sources.workloads import Workload
 
+if TYPE_CHECKING:
+    from layerprof.measure.layertimes import LayerTimes
+
 
 class SweepObserver(Protocol):
     """What a progress display hears from a sweep: cells starting and finishing, rounds ending."""
@@ -85,7 +88,7 @@ class SweepObserver(Protocol):
     # `machine_busy(reason)` the first time a round runs slow against the reference workload.
 
 
-def tell(observer: object | None, event: str, *args: Any) -> None:
+def tell(observer: object | None, event: str, *args: object) -> None:
     """Call an observer's `event` where it has one (the optional events of SweepObserver)."""
     handler = getattr(observer, event, None)
     if handler is not None:
@@ -118,7 +121,7 @@ def profile_model(
     device: torch.device,
     *,
     observer: SweepObserver | None = None,
-    save: Callable[[Profile], Any] | None = None,
+    save: Callable[[Profile], object] | None = None,
     cell_runner: CellRunner | None = None,
     environment: EnvironmentInfo | None = None,
     resume: Profile | None = None,
@@ -493,7 +496,7 @@ def resumable_profile(path: Path, planned: Profile, restart: bool = False) -> Pr
 def sweep_difference(existing: Profile, planned: Profile) -> str | None:
     """The first thing that makes `existing` a profile of another sweep than `planned` (None: the same sweep)."""
 
-    def plain(value: Any) -> Any:  # as a profile file holds it (tuples become lists)
+    def plain(value: object) -> object:  # as a profile file holds it (tuples become lists)
         return json.loads(json.dumps(value, default=str))
 
     pairs: list[tuple[str, object, object]] = [
@@ -542,7 +545,7 @@ def warn_freezing(model: torch.nn.Module, layers: Sequence[Layer], settings: Swe
         )
 
 
-def layer_times(context: CellContext, profile: Profile) -> list[Any]:
+def layer_times(context: CellContext, profile: Profile) -> list[LayerTimes]:
     """`profile --per-layer`: each layer's forward and backward time in full training, at every batch size whose
     full-training cell ran."""
     from layerprof.measure.layertimes import measure_layer_times

@@ -16,12 +16,17 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils._pytree import tree_flatten
 
-from layerprof.profile import Layer
+from layerprof.profile import JsonDict, Layer
+
+if TYPE_CHECKING:
+    from torch.utils.hooks import RemovableHandle
+
+    from layerprof.measure.cells import Cell
 
 MARKED_STEPS = 5  # after two warm-up steps
 
@@ -46,7 +51,7 @@ class LayerTimes:
     marked_step_ms: float  # the marked steps' median: forward, loss, backward and optimizer
     source: str  # "cuda-events" | "perf-counter"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, one entry of a profile's `layer_times`."""
         return asdict(self)
 
@@ -77,12 +82,12 @@ class _Clock:
         return [(kind, index, (stamp - first) * 1000.0) for kind, index, stamp in self.marks]
 
 
-def _hooks(modules: Sequence[torch.nn.Module], clock: _Clock) -> list[Any]:
+def _hooks(modules: Sequence[torch.nn.Module], clock: _Clock) -> list[RemovableHandle]:
     handles = []
     for index, module in enumerate(modules):
         handles.append(module.register_forward_pre_hook(lambda _m, _a, index=index: clock.mark("enter", index)))
 
-        def leave(_module: torch.nn.Module, _args: Any, output: Any, index: int = index) -> None:
+        def leave(_module: torch.nn.Module, _args: object, output: object, index: int = index) -> None:
             clock.mark("leave", index)
             for value in tree_flatten(output)[0]:
                 if isinstance(value, torch.Tensor) and value.requires_grad:
@@ -93,7 +98,7 @@ def _hooks(modules: Sequence[torch.nn.Module], clock: _Clock) -> list[Any]:
     return handles
 
 
-def _one_step(cell: Any, clock: _Clock) -> list[tuple[str, int, float]]:
+def _one_step(cell: Cell, clock: _Clock) -> list[tuple[str, int, float]]:
     """One step as `Cell.step` runs it, with a mark where the backward ends and where the step ends."""
     clock.marks.clear()
     clock.mark("start", -1)
@@ -121,7 +126,7 @@ def _durations(marks: list[tuple[str, int, float]], count: int) -> tuple[list[fl
     return forward, backward, marks[-1][2]
 
 
-def measure_layer_times(cell: Any, layers: Sequence[Layer], device: torch.device) -> LayerTimes:
+def measure_layer_times(cell: Cell, layers: Sequence[Layer], device: torch.device) -> LayerTimes:
     """Median forward and backward time per layer over MARKED_STEPS marked full-training steps of `cell`."""
     modules = dict(cell.model.named_modules())
     clock = _Clock(device)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from layerprof.profile import JsonDict
+
 
 @dataclass
 class ProcessMemory:
@@ -143,9 +145,9 @@ def gpus_the_driver_sees() -> int | None:
         return None
 
 
-def driver_facts(uuid: str | None) -> dict[str, Any]:
+def driver_facts(uuid: str | None) -> JsonDict:
     """Driver version, the newest CUDA it supports, and whether MIG is on, for the device with `uuid`."""
-    facts: dict[str, Any] = {}
+    facts: JsonDict = {}
     try:
         with nvml() as pynvml:
             facts["driver_version"] = _text(pynvml.nvmlSystemGetDriverVersion())

@@ -32,7 +32,7 @@ class OptimizerSpec:
     traced: bool = True  # its step runs on fake tensors: an estimate traces it (else: state by the library's rules)
     package: str = "torch"  # where it comes from (the import that names an extra)
 
-    def prime_state(self, optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> dict[str, Any]:
+    def prime_state(self, optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
         """The state a first step gives `param`, made without a step (optimizers that are not `traced`)."""
         return PRIMERS[self.name](optimizer, param)
 
@@ -44,7 +44,9 @@ def _options(lr: float, weight_decay: float | None, foreach: bool | None) -> dic
     return options
 
 
-def _adam(which: str, *, foreach_forced: bool | None = None, fused: bool = False) -> Callable[..., Any]:
+def _adam(
+    which: str, *, foreach_forced: bool | None = None, fused: bool = False
+) -> Callable[..., torch.optim.Optimizer]:
     def build(params, lr, weight_decay, beta1, beta2, foreach):  # noqa: ANN001, ANN202
         import torch
 
@@ -58,7 +60,7 @@ def _adam(which: str, *, foreach_forced: bool | None = None, fused: bool = False
     return build
 
 
-def _sgd(momentum: bool) -> Callable[..., Any]:
+def _sgd(momentum: bool) -> Callable[..., torch.optim.Optimizer]:
     def build(params, lr, weight_decay, beta1, beta2, foreach):  # noqa: ANN001, ANN202, ARG001
         import torch
 
@@ -84,7 +86,7 @@ def _adamw8bit(params, lr, weight_decay, beta1, beta2, foreach):  # noqa: ANN001
     return AdamW8bit(params, lr=lr, betas=(beta1, beta2), **options)
 
 
-def _adamw8bit_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, Any]:
+def _adamw8bit_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
     """torchao's own first-step state: a float32 step count and two buffers from its `_new_buffer` (8-bit codes,
     a float32 scale per block of 256 and a 256-entry float32 code map for tensors of >= 4096 values divisible by
     the block; a plain tensor like the parameter otherwise)."""
@@ -101,7 +103,7 @@ def _adamw8bit_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, Any
     }
 
 
-def _adafactor_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, Any]:
+def _adafactor_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
     """torch's own state initialisation (`Adafactor._init_group`) for `param` alone: a float32 step, and row and
     column variances for a matrix or a full variance for a vector. Its step reads norms back to the host
     (`.item()`), which fake tensors cannot."""
@@ -116,7 +118,7 @@ def _adafactor_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, Any
     return optimizer.state[param]
 
 
-PRIMERS: dict[str, Callable[[Any, Any], dict[str, Any]]] = {
+PRIMERS: dict[str, Callable[[torch.optim.Optimizer, torch.nn.Parameter], dict[str, torch.Tensor]]] = {
     "adamw8bit": _adamw8bit_state,
     "adafactor": _adafactor_state,
 }
@@ -126,7 +128,7 @@ OPTIMIZER_SPECS: dict[str, OptimizerSpec] = {
     for spec in (
         OptimizerSpec(
             "adamw", "AdamW (torch; PyTorch picks foreach or per-tensor)", "step, exp_avg, exp_avg_sq", _adam("adamw")
-        ),  # fmt: skip
+        ),
         OptimizerSpec("adam", "Adam (torch)", "step, exp_avg, exp_avg_sq", _adam("adam")),
         OptimizerSpec("sgd", "SGD with momentum beta1 (0.9)", "momentum_buffer", _sgd(momentum=True)),
         OptimizerSpec("sgd-plain", "SGD without momentum", "none", _sgd(momentum=False)),
@@ -136,19 +138,19 @@ OPTIMIZER_SPECS: dict[str, OptimizerSpec] = {
             "step; row and column variances (matrices) or a variance (vectors)",
             _adafactor,
             traced=False,
-        ),  # fmt: skip
+        ),
         OptimizerSpec(
             "adamw-fused",
             "AdamW, fused kernel (torch, fused=True)",
             "step, exp_avg, exp_avg_sq",
             _adam("adamw", fused=True),
-        ),  # fmt: skip
+        ),
         OptimizerSpec(
             "adamw-foreach",
             "AdamW, multi-tensor kernels (torch, foreach=True)",
             "step, exp_avg, exp_avg_sq",
             _adam("adamw", foreach_forced=True),
-        ),  # fmt: skip
+        ),
         OptimizerSpec(
             "adamw8bit",
             "8-bit AdamW (torchao.optim.AdamW8bit, block 256)",
@@ -156,7 +158,7 @@ OPTIMIZER_SPECS: dict[str, OptimizerSpec] = {
             _adamw8bit,
             traced=False,
             package="torchao",
-        ),  # fmt: skip
+        ),
     )
 }
 assert tuple(OPTIMIZER_SPECS) == OPTIMIZER_NAMES, "one OptimizerSpec per OptimizerName, in its order"
