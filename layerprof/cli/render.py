@@ -25,6 +25,13 @@ from typer.core import TyperGroup
 from layerprof.errors import LayerprofError, LayerprofWarning
 
 if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: printing imports nothing heavy
+    from types import FrameType
+
+    from rich.progress import Progress, Task
+    from rich.status import Status
+    from typer._click.core import Command, Context, TyperOption  # the click Typer vendors (its own copy since 0.24)
+    from typing_extensions import Self
+
     from layerprof.fidelity.correlate import ContinuedResult, CorrelationResult, TrialResult
     from layerprof.fidelity.granularity import SplitReport
     from layerprof.fidelity.ladder import Ladder
@@ -33,6 +40,7 @@ if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: prin
     from layerprof.measure.cluster import ClusterRun, KindOutcome, SweepEventKind
     from layerprof.measure.jobs import SweepJob
     from layerprof.outputs.check import CheckResult
+    from layerprof.outputs.tables import TableView
     from layerprof.predict.audit import AuditReport
     from layerprof.predict.fit import FitReport
     from layerprof.predict.layercosts import LayerCostTable
@@ -52,7 +60,7 @@ def user_errors(unexpected_exit: int = 1) -> Iterator[None]:
     gate whose exit 1 means a regression makes it 2, so that a CI job never reads a crash as a regression)."""
     shown: set[str] = set()  # a model built twice (split, then the sweep) warns twice: say it once
 
-    def show(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
         """A layerprof warning printed as it is raised (a busy machine at a sweep's start, not at its end)."""
         if issubclass(category, LayerprofWarning) and str(message) not in shown:
             shown.add(str(message))
@@ -84,7 +92,7 @@ class OneLineUsageErrors(TyperGroup):
     """The command group: an option Typer itself refuses (unknown, out of range, not a choice) is one red line on
     stderr and exit 2, as every other input error is, instead of a usage box; `layerprof` alone still shows help."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # click's own signature
         """Run a command; in standalone mode (the console script, CliRunner) exit with its code."""
         click = sys.modules[typer.BadParameter.__module__]  # the click Typer runs on (its own copy since 0.24)
         shows_help = getattr(click, "NoArgsIsHelpError", ())
@@ -121,7 +129,7 @@ def labelled(label: str, style: str, text: object, colon: str = ":") -> Text:
     return Text.assemble((f"{label}{colon}", style), f" {text}")
 
 
-def bare_flags(command: Any) -> None:
+def bare_flags(command: Command) -> None:
     """A flag takes no value: its help row shows no type (Typer shows `<bool>`), --help's own included."""
     for param in command.params:
         if getattr(param, "is_flag", False) and param.metavar is None:
@@ -130,14 +138,14 @@ def bare_flags(command: Any) -> None:
         return
     help_option = command.get_help_option
 
-    def bare_help_option(ctx: Any) -> Any:
+    def bare_help_option(ctx: Context) -> TyperOption | None:
         option = help_option(ctx)
         if option is not None:
             option.metavar = ""
         return option
 
     bare_help_option.bare = True  # type: ignore[attr-defined]
-    command.get_help_option = bare_help_option
+    command.get_help_option = bare_help_option  # type: ignore[method-assign]
 
 
 def note(text: str, label: str = "note", style: str = "dim") -> None:
@@ -179,7 +187,7 @@ def signals_as_interrupts() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signal_number: int, _frame: Any) -> None:
+    def interrupt(signal_number: int, _frame: FrameType | None) -> None:
         raise Interrupted(signal_number)
 
     numbers = [getattr(signal, name) for name in INTERRUPT_SIGNALS if hasattr(signal, name)]
@@ -208,7 +216,7 @@ def line(text: str, style: str | None = None) -> None:
     console.print(text, highlight=False, style=style, soft_wrap=True, markup=False)
 
 
-def as_json(data: Any) -> None:
+def as_json(data: object) -> None:
     """JSON on stdout, for scripts (plain print: no wrapping, no colour)."""
     print(json.dumps(data, indent=2))
 
@@ -218,7 +226,7 @@ def wrote(paths: list[Path], tail: str = "") -> None:
     line(f"wrote {', '.join(str(p) for p in paths)}{tail}")
 
 
-def status(text: str) -> Any:
+def status(text: str) -> Status:
     """A spinner with `text` while a step runs."""
     return console.status(text)
 
@@ -260,13 +268,13 @@ def short_range(values: tuple[int, ...]) -> str:
 class _Bar:
     """A Rich progress display that is its own context manager (the bar shows while the block runs)."""
 
-    _progress: Any
+    _progress: Progress
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         self._progress.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: Any) -> None:  # Rich's own signature: an exception's type, value and traceback
         self._progress.__exit__(*exc)
 
 
@@ -288,7 +296,7 @@ class SweepProgress(_Bar):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 
         class TimeLeft(ProgressColumn):
-            def render(self, task: Any) -> Any:
+            def render(self, task: Task) -> Text:
                 from rich.text import Text
 
                 deadline = task.fields.get("deadline")
@@ -307,7 +315,7 @@ class SweepProgress(_Bar):
             transient=True,
         )
         self._task = self._progress.add_task("starting", total=None, unit="cells", deadline=None)
-        self.events: list[tuple[Any, ...]] = []
+        self.events: list[tuple[object, ...]] = []
 
     def cell_started(self, batch_size: int, trainable_layers: int, position: int, total: int) -> None:
         """A cell of round 1 begins: name it in the bar."""
@@ -376,23 +384,23 @@ def model_names(names: dict[str, list[str]], json_only: bool) -> None:
 
 def fit(result: FitReport, json_only: bool) -> None:
     """`fit`: the largest batch per z (or the result as JSON)."""
-    from layerprof.outputs.tables import rich_fit_table
+    from layerprof.outputs.tables import fit_view
 
     if json_only:
         as_json(result.to_dict())
     else:
-        console.print(rich_fit_table(result))
+        console.print(fit_view(result).rich())
 
 
 def audit(report: AuditReport, json_only: bool) -> None:
     """`audit`: each finding (where, cost, fix) and the bottom line (or the report as JSON)."""
-    from layerprof.outputs.tables import audit_summary, rich_audit_table
+    from layerprof.outputs.tables import audit_summary, audit_view
 
     if json_only:
         as_json(report.to_dict())
         return
     if report.findings:
-        console.print(rich_audit_table(report))
+        console.print(audit_view(report).rich())
         for finding in report.findings:
             console.print(labelled(finding.kind, "bold", finding.message), soft_wrap=True)
             line(f"  fix: {finding.fix}")
@@ -404,40 +412,36 @@ def audit(report: AuditReport, json_only: bool) -> None:
         note(text)
 
 
-def _per_batch_size(
-    result: Profile, markdown: Callable[[Profile, int], str], rich: Callable[[Profile, int], Any], output_format: str
-) -> None:
-    """One table per batch size of a sweep's result."""
-    for batch_size in result.batch_sizes():
-        if output_format == "md":
-            print(markdown(result, batch_size) + "\n")
-        else:
-            console.print(rich(result, batch_size))
+def table(view: TableView, output_format: str, blank: bool = True) -> None:
+    """One table: as Markdown (a blank line after it where `blank`) with `--format md`, else for the terminal."""
+    if output_format == "md":
+        print(view.markdown() + ("\n" if blank else ""))
+    else:
+        console.print(view.rich())
 
 
 def cell_tables(result: Profile, output_format: str) -> None:
     """One table of cells per batch size."""
-    from layerprof.outputs.tables import markdown_cell_table, rich_cell_table
+    from layerprof.outputs.tables import cell_view
 
-    _per_batch_size(result, markdown_cell_table, rich_cell_table, output_format)
+    for batch_size in result.batch_sizes():
+        table(cell_view(result, batch_size), output_format)
 
 
 def breakdown(result: Profile, output_format: str) -> None:
     """An estimate's memory by category, one table per batch size."""
-    from layerprof.outputs.tables import markdown_breakdown_table, rich_breakdown_table
+    from layerprof.outputs.tables import breakdown_view
 
-    _per_batch_size(result, markdown_breakdown_table, rich_breakdown_table, output_format)
+    for batch_size in result.batch_sizes():
+        table(breakdown_view(result, batch_size), output_format)
 
 
 def layer_times(result: Profile, output_format: str) -> None:
     """`profile --per-layer`: each layer's forward and backward time, per batch size."""
-    from layerprof.outputs.tables import markdown_layer_times, rich_layer_times
+    from layerprof.outputs.tables import layer_times_view
 
     for times in result.layer_times or []:
-        if output_format == "md":
-            print(markdown_layer_times(times) + "\n")
-        else:
-            console.print(rich_layer_times(times, result.model.spec))
+        table(layer_times_view(times, result.model.spec), output_format)
 
 
 def calibration(time_model: TimeModel | None) -> None:
@@ -450,12 +454,9 @@ def calibration(time_model: TimeModel | None) -> None:
 
 def prediction_check(checks: list[PredictionCheck], measured: Profile, output_format: str) -> None:
     """`estimate --against`: predicted beside measured step times."""
-    from layerprof.outputs.tables import markdown_prediction_check, rich_prediction_check
+    from layerprof.outputs.tables import prediction_view
 
-    if output_format == "md":
-        print(markdown_prediction_check(checks) + "\n")
-    else:
-        console.print(rich_prediction_check(checks, measured.environment.device_name))
+    table(prediction_view(checks, measured.environment.device_name), output_format)
 
 
 def sweep_end(result: Profile, path: Path, output_format: str) -> None:
@@ -556,54 +557,46 @@ def ray_outcomes(run: ClusterRun) -> None:
 # ---------------------------------------------------------------- layers, ladders, correlation
 
 
-def layer_costs(table: LayerCostTable, path: Path | None, json_only: bool, output_format: str) -> None:
+def layer_costs(costs: LayerCostTable, path: Path | None, json_only: bool, output_format: str) -> None:
     """`layers --costs`: what each layer costs (and the files written)."""
-    from layerprof.outputs.tables import markdown_layer_costs, rich_layer_costs
+    from layerprof.outputs.tables import layer_costs_view
 
     if json_only:
-        as_json(table.to_dict())
+        as_json(costs.to_dict())
         return
-    if output_format == "md":
-        print(markdown_layer_costs(table))
-    else:
-        console.print(rich_layer_costs(table))
+    table(layer_costs_view(costs), output_format, blank=False)
     if path:
         line(f"wrote {path} and {path.with_suffix('.csv')}")
 
 
 def layer_split(model: str, info: ModelInfo, json_only: bool, output_format: str) -> None:
     """`layers`: the split in forward order, and how much trains at each z."""
-    from layerprof.outputs.tables import markdown_layer_table, rich_layer_table
+    from layerprof.outputs.tables import layer_view
     from layerprof.sources.layers import ORDER_TITLES
 
     if json_only:
         as_json([layer.to_dict() for layer in info.layers])
-    elif output_format == "md":
-        print(markdown_layer_table(info.layers))
     else:
-        console.print(rich_layer_table(f"{model}: {len(info.layers)} layers, {ORDER_TITLES[info.order]}", info.layers))
+        title = f"{model}: {len(info.layers)} layers, {ORDER_TITLES[info.order]}"
+        table(layer_view(title, info.layers), output_format, blank=False)
 
 
 def ladder(result: Ladder, output_format: str) -> None:
     """A ladder's rungs, and (in a terminal) what halving over them spends."""
-    from layerprof.outputs.tables import ladder_summary_lines, markdown_ladder, rich_ladder_table
+    from layerprof.outputs.tables import ladder_summary_lines, ladder_view
 
+    table(ladder_view(result), output_format)
     if output_format == "md":
-        print(markdown_ladder(result) + "\n")
         return
-    console.print(rich_ladder_table(result))
     for text in ladder_summary_lines(result):
         line(f"  {text}")
 
 
 def split_report(report: SplitReport, output_format: str) -> None:
     """`ladder --split auto`: the splits at other depths and the one chosen."""
-    from layerprof.outputs.tables import markdown_split_report, rich_split_report
+    from layerprof.outputs.tables import split_view
 
-    if output_format == "md":
-        print(markdown_split_report(report))
-    else:
-        console.print(rich_split_report(report))
+    table(split_view(report), output_format, blank=False)
     line(f"split: {report.reason}")
 
 
@@ -637,11 +630,11 @@ class TrialFailures:
 
 def correlation(result: CorrelationResult, paths: list[Path]) -> None:
     """A correlate study: rho per cell, the continued chains, notes, and the files written."""
-    from layerprof.outputs.tables import rich_continued_table, rich_correlation_table
+    from layerprof.outputs.tables import continued_view, correlation_view
 
-    console.print(rich_correlation_table(result))
+    console.print(correlation_view(result).rich())
     if result.continued:
-        console.print(rich_continued_table(result))
+        console.print(continued_view(result).rich())
     for cell in result.cells:
         if cell.note:
             errors.print(labelled(f"z={cell.trainable_layers}, budget {cell.budget_fraction:g}", "yellow", cell.note))
@@ -653,13 +646,13 @@ WIDE_NOTE = "--wide shows every column; --json every figure"
 
 def simulation(result: Simulation, output_format: str, written: list[Path], wide: bool = False) -> None:
     """A simulate run: one table per algorithm (or Markdown), the legend and the files written."""
-    from layerprof.outputs.tables import markdown_simulation, rich_simulation_tables, simulation_legend
+    from layerprof.outputs.tables import markdown_views, simulation_legend, simulation_views
 
     if output_format == "md":
-        print(markdown_simulation(result) + "\n")
+        print(markdown_views(simulation_views(result)) + "\n")
     else:
-        for table in rich_simulation_tables(result, wide):
-            console.print(table)
+        for view in simulation_views(result):
+            console.print(view.rich(wide))
         if not wide:
             line(WIDE_NOTE, style="dim")
     line(simulation_legend(result), style="dim")
@@ -668,13 +661,13 @@ def simulation(result: Simulation, output_format: str, written: list[Path], wide
 
 def cluster_plan(result: ClusterPlan, output_format: str, wide: bool = False) -> None:
     """A plan: rungs placed on the GPUs, the summary, and its notes."""
-    from layerprof.outputs.tables import markdown_plan, plan_price_lines, rich_plan_tables
+    from layerprof.outputs.tables import markdown_views, plan_price_lines, plan_views
 
     if output_format == "md":
-        print(markdown_plan(result) + "\n")
+        print(markdown_views(plan_views(result)) + "\n")
     else:
-        for table in rich_plan_tables(result, wide):
-            console.print(table)
+        for view in plan_views(result):
+            console.print(view.rich(wide))
         if not wide:
             line(WIDE_NOTE, style="dim")
     for text in [*plan_price_lines(result), *result.notes]:

@@ -37,7 +37,7 @@ def _save(figure: Figure, report: Report, name: str) -> None:
 
 def _index(profiles: list[tuple[str, Profile]], report: Report) -> Path:
     from layerprof.fidelity.ladder import build_ladder, default_cost
-    from layerprof.outputs.tables import markdown_cell_table, markdown_ladder
+    from layerprof.outputs.tables import cell_view, ladder_view
 
     lines = ["# layerprof report", ""]
     for name, profile in profiles:
@@ -53,9 +53,9 @@ def _index(profiles: list[tuple[str, Profile]], report: Report) -> Path:
     for name, profile in profiles:
         lines += [f"## {name}", ""]
         for batch_size in profile.batch_sizes():
-            lines += [markdown_cell_table(profile, batch_size), ""]
+            lines += [cell_view(profile, batch_size).markdown(), ""]
         try:
-            lines += [markdown_ladder(build_ladder(profile, cost_kind=default_cost(profile))), ""]
+            lines += [ladder_view(build_ladder(profile, cost_kind=default_cost(profile))).markdown(), ""]
         except LayerprofError as error:
             lines += [f"No ladder: {error}", ""]
     if report.notes:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from rich import box
@@ -13,16 +14,17 @@ from rich.table import Table
 
 from layerprof.devices import MIB
 from layerprof.fidelity.ladder import Ladder
-from layerprof.profile import Layer, MemoryCategory, Profile, Row, ratio, total_params, trainable_params
+from layerprof.profile import JsonDict, Layer, MemoryCategory, Profile, Row, ratio, total_params, trainable_params
 
 if TYPE_CHECKING:
-    from rich.console import JustifyMethod
-
     from layerprof.fidelity.correlate import CellStatistics, CorrelationResult
+    from layerprof.fidelity.granularity import SplitReport
     from layerprof.fidelity.plan import ClusterPlan, Schedule
-    from layerprof.fidelity.simulate import ContinuedPath, Outcome, PathResult, Simulation
+    from layerprof.fidelity.simulate import ContinuedPath, Outcome, PathResult, RungResult, Simulation
     from layerprof.predict.audit import AuditReport
     from layerprof.predict.fit import FitReport
+    from layerprof.predict.layercosts import LayerCostTable
+    from layerprof.predict.timemodel import PredictionCheck, TimeModel
 
 COLUMNS = {
     "trainable_layers": "z",
@@ -102,21 +104,89 @@ def formatted(frame: pd.DataFrame) -> list[list[str]]:
     ]
 
 
-def rich_cell_table(profile: Profile, batch_size: int) -> Table:
-    """The cells of one batch size, for a terminal."""
-    frame = cell_frame(profile, batch_size)
+# How a table looks in a terminal: `lined` (Rich's box, a bold header, the title on the left), `compact` (a rule
+# under the header, no padding at the edges: the ladder), `plain` (Rich's defaults, the title centred) or `narrow`
+# (without --wide only the NARROW_COLUMNS, long headers stacked, no outer edge).
+TableLook = Literal["lined", "compact", "plain", "narrow"]
+
+
+@dataclass
+class TableView:
+    """One table as data (a title, headers and rows of text) and its two renderings: `.rich()` for a terminal,
+    `.markdown()` for a report. Text columns (`left`) align left, figures right."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    left: Collection[str] = ()  # the headers whose columns align left
+    caption: str | None = None  # under the terminal's table
+    heading: str | None = None  # above the Markdown table (None: nothing)
+    notes: str | None = None  # under the Markdown table (None: nothing)
+    styles: Sequence[str | None] | None = None  # a Rich style per row
+    look: TableLook = "lined"
+    fold: bool = False  # a value too long for its column folds onto the next line (else Rich's ellipsis)
+    no_wrap: Collection[str] = ()  # the headers whose columns never wrap
+    fitted: bool = False  # every column at least as wide as its widest value and header word (the ladder)
+
+    def rich(self, wide: bool = True) -> Table:
+        """The table for a terminal (a `narrow` one without `wide`: only the NARROW_COLUMNS, headers stacked)."""
+        narrow = self.look == "narrow" and not wide
+        headers, rows = narrowed(self.headers, self.rows, not narrow)
+        if self.look == "plain":
+            table = Table(title=self.title, caption=self.caption)
+        elif self.look == "narrow":
+            table = narrow_table(self.title, wide)
+        elif self.look == "compact":
+            table = Table(
+                title=self.title,
+                title_justify="left",
+                header_style="bold",
+                caption=self.caption,
+                box=box.SIMPLE_HEAVY,
+                pad_edge=False,
+                collapse_padding=True,
+            )
+        else:
+            table = Table(title=self.title, title_justify="left", header_style="bold", caption=self.caption)
+        for position, header in enumerate(headers):
+            widest = max([len(values[position]) for values in rows] + [len(word) for word in header.split()])
+            table.add_column(
+                STACKED_HEADERS.get(header, header) if narrow else header,
+                justify="left" if header in self.left else "right",
+                no_wrap=header in self.no_wrap or narrow,
+                overflow="fold" if self.fold else "ellipsis",
+                min_width=widest if self.fitted else None,
+            )
+        for index, values in enumerate(rows):
+            table.add_row(*values, style=self.styles[index] if self.styles is not None else None)
+        return table
+
+    def markdown(self) -> str:
+        """The table as Markdown, with its heading above and its notes below where it has them."""
+        headers = [header.strip() for header in self.headers]  # a trailing space keeps two terminal headers apart
+        table = markdown_table(headers, self.rows, [header not in self.left for header in self.headers])
+        return "\n\n".join(part for part in (self.heading, table, self.notes) if part is not None)
+
+
+def cell_view(profile: Profile, batch_size: int) -> TableView:
+    """The cells of one batch size."""
     title = f"{profile.model.spec} · batch {batch_size} · {profile.environment.device_name}"
     if profile.settings.recipe_text:  # beyond full training of the last z layers, eager: say which recipe
         title += f" · {profile.settings.recipe_text}"
+    heading = f"**{profile.model.spec}**, batch {batch_size}, {profile.environment.device_name}"
     if profile.predicts_time:
         title += f" · {time_model_label(profile)}"
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for column, header in cell_columns(profile).items():
-        table.add_column(header, justify="left" if column == "status" else "right", overflow="fold")
-    for values in formatted(frame):
-        style = None if values[-1] == "ok" else "yellow"
-        table.add_row(*values, style=style)
-    return table
+        heading += f", {time_model_label(profile)}"
+    rows = formatted(cell_frame(profile, batch_size))
+    return TableView(
+        title,
+        list(cell_columns(profile).values()),
+        rows,
+        left=("status",),
+        heading=heading,
+        styles=[None if values[-1] == "ok" else "yellow" for values in rows],
+        fold=True,
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
@@ -128,16 +198,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right:
     ]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def markdown_cell_table(profile: Profile, batch_size: int) -> str:
-    """The cells of one batch size, as Markdown."""
-    frame = cell_frame(profile, batch_size)
-    heading = f"**{profile.model.spec}**, batch {batch_size}, {profile.environment.device_name}"
-    if profile.predicts_time:
-        heading += f", {time_model_label(profile)}"
-    headers = [header.strip() for header in cell_columns(profile).values()]
-    return heading + "\n\n" + markdown_table(headers, formatted(frame), [c != "status" for c in COLUMNS])
 
 
 # ---------------------------------------------------------------- models
@@ -206,21 +266,19 @@ def layer_rows(frame: pd.DataFrame) -> list[list[str]]:
     ]
 
 
-def rich_layer_table(title: str, layers: Sequence[Layer]) -> Table:
-    """The split, for a terminal."""
-    table = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_CAPTION)
-    for header in LAYER_HEADERS:
-        textual = header in ("layer", "type", "tied with")
-        table.add_column(header, justify="left" if textual else "right", no_wrap=header == "layer", overflow="fold")
-    for values in layer_rows(layer_frame(layers)):
-        table.add_row(*values)
-    return table
-
-
-def markdown_layer_table(layers: Sequence[Layer]) -> str:
-    """The split, as Markdown."""
-    right = [h not in ("layer", "type", "tied with") for h in LAYER_HEADERS]
-    return markdown_table(LAYER_HEADERS, layer_rows(layer_frame(layers)), right) + f"\n\n{LAYER_CAPTION}"
+def layer_view(title: str, layers: Sequence[Layer]) -> TableView:
+    """The split (`title` above it in a terminal)."""
+    rows = layer_rows(layer_frame(layers))
+    return TableView(
+        title,
+        list(LAYER_HEADERS),
+        rows,
+        left=("layer", "type", "tied with"),
+        caption=LAYER_CAPTION,
+        notes=LAYER_CAPTION,
+        fold=True,
+        no_wrap=("layer",),
+    )
 
 
 # ---------------------------------------------------------------- ladder
@@ -356,8 +414,8 @@ def _brackets_text(ladder: Ladder, brackets: list) -> str:
     )
 
 
-def rich_ladder_table(ladder: Ladder) -> Table:
-    """The ladder, for a terminal."""
+def ladder_view(ladder: Ladder) -> TableView:
+    """The ladder: its rungs, the summary lines under the Markdown table."""
     title = (
         f"ladder · {ladder.model} · batch {ladder.batch_size} · η={ladder.eta:g} · cost={ladder.cost_kind} · "
         f"{ladder.device}"
@@ -366,29 +424,18 @@ def rich_ladder_table(ladder: Ladder) -> Table:
     caption += "budget: the index an HPO library sees"
     if ladder.gpu_memory_bytes is not None:
         caption += " · slots: trials per GPU at once"
-    table = Table(
-        title=title,
-        title_justify="left",
-        header_style="bold",
-        caption=caption,
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    rows = ladder_rows(ladder)
-    for position, header in enumerate(ladder_headers(ladder)):
-        widest = max([len(values[position]) for values in rows] + [len(word) for word in header.split()])
-        table.add_column(header, justify="right", min_width=widest)
-    for values in rows:
-        table.add_row(*values)
-    return table
-
-
-def markdown_ladder(ladder: Ladder) -> str:
-    """The ladder, as Markdown."""
     heading = f"**Ladder** for {ladder.model}, batch {ladder.batch_size}, η={ladder.eta:g}, cost={ladder.cost_kind}"
-    body = markdown_table(ladder_headers(ladder), ladder_rows(ladder))
-    return heading + "\n\n" + body + "\n\n" + "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))
+    notes = "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))
+    return TableView(
+        title,
+        ladder_headers(ladder),
+        ladder_rows(ladder),
+        caption=caption,
+        heading=heading,
+        notes=notes,
+        look="compact",
+        fitted=True,
+    )
 
 
 # ---------------------------------------------------------------- memory by category
@@ -425,30 +472,20 @@ def breakdown_rows(profile: Profile, batch_size: int) -> list[list[str]]:
     return rows
 
 
-def rich_breakdown_table(profile: Profile, batch_size: int) -> Table:
-    """An estimate's memory by category, for a terminal."""
-    title = f"memory by category, {breakdown_unit(profile, batch_size)[0]} · batch {batch_size}"
-    table = Table(
-        title=title,
-        title_justify="left",
+def breakdown_view(profile: Profile, batch_size: int) -> TableView:
+    """An estimate's memory by category at one batch size."""
+    unit = breakdown_unit(profile, batch_size)[0]
+    headers = ["z", *BREAKDOWN.values()]
+    return TableView(
+        f"memory by category, {unit} · batch {batch_size}",
+        headers,
+        breakdown_rows(profile, batch_size),
         caption=BREAKDOWN_CAPTION,
-        header_style="bold",
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        collapse_padding=True,
+        heading=f"Memory by category ({unit}), batch {batch_size}",
+        notes=BREAKDOWN_CAPTION,
+        look="compact",
+        no_wrap=headers,
     )
-    for header in ["z", *BREAKDOWN.values()]:
-        table.add_column(header, justify="right", no_wrap=True)
-    for values in breakdown_rows(profile, batch_size):
-        table.add_row(*values)
-    return table
-
-
-def markdown_breakdown_table(profile: Profile, batch_size: int) -> str:
-    """An estimate's memory by category, as Markdown."""
-    heading = f"Memory by category ({breakdown_unit(profile, batch_size)[0]}), batch {batch_size}"
-    table = markdown_table(["z", *BREAKDOWN.values()], breakdown_rows(profile, batch_size))
-    return f"{heading}\n\n{table}\n\n{BREAKDOWN_CAPTION}"
 
 
 # ---------------------------------------------------------------- fit
@@ -482,8 +519,8 @@ def fit_rows(fit: FitReport) -> list[list[str]]:
     return rows
 
 
-def rich_fit_table(fit: FitReport) -> Table:
-    """`fit`'s answer, for a terminal."""
+def fit_view(fit: FitReport) -> TableView:
+    """`fit`'s answer."""
     title = f"{fit.model}: largest batch in {fit.memory_bytes / 2**30:.1f} GiB ({fit.target})"
     caption = f"pred. step ms: {fit.time_model}, at the largest batch" if fit.time_model else None
     if fit.smallest_batch_size > 1:
@@ -494,12 +531,7 @@ def rich_fit_table(fit: FitReport) -> Table:
     if any(result.composed for result in fit.results):
         composed = "z*: composed from its run's anchors (exact; no step of its own traced, so no predicted time)"
         caption = (caption + "; " if caption else "") + composed
-    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
-    for header in fit_headers(fit):
-        table.add_column(header, justify="right")
-    for values in fit_rows(fit):
-        table.add_row(*values)
-    return table
+    return TableView(title, fit_headers(fit), fit_rows(fit), caption=caption)
 
 
 # ---------------------------------------------------------------- audit
@@ -531,19 +563,16 @@ def audit_rows(report: AuditReport) -> list[list[str]]:
     ]
 
 
-def rich_audit_table(report: AuditReport) -> Table:
-    """`audit`'s findings, for a terminal."""
+def audit_view(report: AuditReport) -> TableView:
+    """`audit`'s findings."""
     caption = (
         "cost: the step as written less the same step with that one thing fixed (costs may overlap) · fails: beyond "
         f"--tolerance {report.tolerance:g} of the step's peak memory or FLOPs, or nothing trains as meant"
     )
-    table = Table(title=f"audit · {report.spec} · batch {report.batch_size} · {report.device}", title_justify="left",
-                  header_style="bold", caption=caption)  # fmt: skip
-    for header in AUDIT_HEADERS:
-        table.add_column(header, justify="left" if header in ("finding", "where", "fails") else "right")
-    for values in audit_rows(report):
-        table.add_row(*values)
-    return table
+    title = f"audit · {report.spec} · batch {report.batch_size} · {report.device}"
+    return TableView(
+        title, list(AUDIT_HEADERS), audit_rows(report), left=("finding", "where", "fails"), caption=caption
+    )
 
 
 def audit_summary(report: AuditReport) -> list[str]:
@@ -557,9 +586,11 @@ def audit_summary(report: AuditReport) -> list[str]:
     for metric, show in (("peak_bytes", _bytes), ("flops", _flops), ("step_time_ms", lambda v: f"{v:.2f} ms")):
         saved, could = line.saved(metric)
         name = {"peak_bytes": "peak memory", "flops": "FLOPs", "step_time_ms": "step time"}[metric]
-        lines.append(f"{name}: you save {show(saved)} of the {show(could)} you could (full training "
-                     f"{show(getattr(line.full, metric))}, as written {show(getattr(line.as_written, metric))}, "
-                     f"layerprof {show(getattr(line.ideal, metric))})")  # fmt: skip
+        lines.append(
+            f"{name}: you save {show(saved)} of the {show(could)} you could (full training "
+            f"{show(getattr(line.full, metric))}, as written {show(getattr(line.as_written, metric))}, "
+            f"layerprof {show(getattr(line.ideal, metric))})"
+        )
     lines.append("step times were measured on this machine: other work running skews them")
     return lines
 
@@ -580,16 +611,16 @@ def correlation_cell_text(cell: CellStatistics | None, markup: bool = True) -> s
     return f"[{colour}]{cell.spearman:.2f}[/]{interval}"
 
 
-def rich_correlation_table(result: CorrelationResult) -> Table:
-    """Spearman's rho per (z, budget), highest z on top as in the paper's Figure 5."""
+def correlation_view(result: CorrelationResult) -> TableView:
+    """Spearman's rho per (z, budget), highest z on top as in the paper's Figure 5 (coloured: a terminal's)."""
     full = max(result.trainable_layer_counts)
-    table = Table(title=f"Spearman's rho vs full fidelity (z={full}, budget 1) · 95% bootstrap interval")
-    table.add_column("z \\ budget", justify="right")
-    for fraction in result.budget_fractions:
-        table.add_column(f"{fraction:g}", justify="right")
-    for z in reversed(result.trainable_layer_counts):
-        table.add_row(str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions))
-    return table
+    title = f"Spearman's rho vs full fidelity (z={full}, budget 1) · 95% bootstrap interval"
+    headers = ["z \\ budget", *(f"{fraction:g}" for fraction in result.budget_fractions)]
+    rows = [
+        [str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions)]
+        for z in reversed(result.trainable_layer_counts)
+    ]
+    return TableView(title, headers, rows, look="plain")
 
 
 def continued_rows(result: CorrelationResult) -> list[list[str]]:
@@ -602,25 +633,26 @@ def continued_rows(result: CorrelationResult) -> list[list[str]]:
     for chain in result.continued:
         label = " ".join(f"{z:g}@{f:.3g}" for z, f in chain.chain)
         for position, rung in enumerate(chain.rungs):
-            rows.append([
-                label if position == 0 else "", f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
-                rho(rung.spearman_scratch), rho(rung.spearman), "-" if rung.regret is None else _short(rung.regret),
-                str(rung.configs),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    label if position == 0 else "",
+                    f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
+                    rho(rung.spearman_scratch),
+                    rho(rung.spearman),
+                    "-" if rung.regret is None else _short(rung.regret),
+                    str(rung.configs),
+                ]
+            )
     return rows
 
 
 CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "regret continued", "configs"]
 
 
-def rich_continued_table(result: CorrelationResult) -> Table:
-    """The continued chains' rho per rung, for a terminal."""
-    table = Table(title="Continued runs: Spearman's rho of each rung vs full fidelity (trained from scratch)")
-    for header in CONTINUED_HEADERS:
-        table.add_column(header, justify="left" if header in ("continued run", "rung") else "right")
-    for row in continued_rows(result):
-        table.add_row(*row)
-    return table
+def continued_view(result: CorrelationResult) -> TableView:
+    """The continued chains' rho per rung."""
+    title = "Continued runs: Spearman's rho of each rung vs full fidelity (trained from scratch)"
+    return TableView(title, CONTINUED_HEADERS, continued_rows(result), left=("continued run", "rung"), look="plain")
 
 
 # ---------------------------------------------------------------- simulate
@@ -690,17 +722,48 @@ PRICE_HEADERS = [
 SLOT_COLUMNS = 3  # the last price columns need --gpu-memory (or a CUDA profile)
 DOLLAR_COLUMN = PRICE_HEADERS.index("$")  # needs --gpu
 # The columns a terminal shows without --wide: each row on one line of 100 columns (--wide and --json: all of them)
-NARROW_COLUMNS = frozenset({
-    "path", "runs", "rungs z@budget", "regret median [90%]", "best", "trial s", "train s", "× budget", "device s",
-    "FLOPs", "wall s (slots)", "× budget ", "rung", "z", "steps", "trials", "GPU", "at once/GPU (fit)", "trial",
-    "rung time", "GPU-h", "schedule", "algorithm", "makespan", "× ladder", "× ladder ", "deadline",
-    "cheapest cluster", "$ held",
-})  # fmt: skip
+NARROW_COLUMNS = frozenset(
+    {
+        "path",
+        "runs",
+        "rungs z@budget",
+        "regret median [90%]",
+        "best",
+        "trial s",
+        "train s",
+        "× budget",
+        "device s",
+        "FLOPs",
+        "wall s (slots)",
+        "× budget ",
+        "rung",
+        "z",
+        "steps",
+        "trials",
+        "GPU",
+        "at once/GPU (fit)",
+        "trial",
+        "rung time",
+        "GPU-h",
+        "schedule",
+        "algorithm",
+        "makespan",
+        "× ladder",
+        "× ladder ",
+        "deadline",
+        "cheapest cluster",
+        "$ held",
+    }
+)
 
 
 # without --wide, long headers take two lines so that a column is as wide as its figures
-STACKED_HEADERS = {"regret median [90%]": "regret median\n[90%]", "rungs z@budget": "rungs\nz@budget",
-                   "at once/GPU (fit)": "at once/GPU\n(fit)", "GPUs per rung": "GPUs per\nrung"}  # fmt: skip
+STACKED_HEADERS = {
+    "regret median [90%]": "regret median\n[90%]",
+    "rungs z@budget": "rungs\nz@budget",
+    "at once/GPU (fit)": "at once/GPU\n(fit)",
+    "GPUs per rung": "GPUs per\nrung",
+}
 
 
 def narrow_table(title: str, wide: bool) -> Table:
@@ -724,7 +787,7 @@ def _brackets(outcome: Outcome) -> str:
     return " | ".join("·".join(map(str, b["configs_per_rung"])) for b in outcome.brackets)
 
 
-def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[Any, str, Any, Outcome]]:
+def _outcomes(simulation: Simulation, algorithm: str) -> list[tuple[PathResult, str, list[RungResult], Outcome]]:
     """(path, runs, the rungs of those runs, outcome) for every path the algorithm ran on: from scratch, then
     continued where the study allows (Hyperband may fit neither)."""
     rows = []
@@ -767,12 +830,20 @@ def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
             f"[{with_uncertainty(outcome.regret_low, mc.get('regret_low'), _short)}, "
             f"{with_uncertainty(outcome.regret_high, mc.get('regret_high'), _short)}]"
         )
-        rows.append([
-            path.name, runs, cells, rho, _brackets(outcome), regret,
-            with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
-            with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
-            _times(outcome.recorded_seconds_vs_budget), f"{outcome.repeats:,}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                path.name,
+                runs,
+                cells,
+                rho,
+                _brackets(outcome),
+                regret,
+                with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
+                with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
+                _times(outcome.recorded_seconds_vs_budget),
+                f"{outcome.repeats:,}",
+            ]
+        )
     return rows
 
 
@@ -780,14 +851,23 @@ def price_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
     """One row per path and way of running it: what the algorithm's trials cost on the profiled GPU."""
     rows = []
     for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
-        slots = " ".join("-" if r.price is None or r.price.parallel_slots is None else str(r.price.parallel_slots)
-                         for r in rungs)  # fmt: skip
-        rows.append([
-            path.name, runs, _seconds(outcome.gpu_seconds), _times(outcome.gpu_seconds_vs_budget),
-            dollars(outcome.usd), _flops(outcome.flops),
-            _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
-            slots, _seconds(outcome.slot_wall_seconds), _times(outcome.slot_wall_vs_budget),
-        ])  # fmt: skip
+        slots = " ".join(
+            "-" if r.price is None or r.price.parallel_slots is None else str(r.price.parallel_slots) for r in rungs
+        )
+        rows.append(
+            [
+                path.name,
+                runs,
+                _seconds(outcome.gpu_seconds),
+                _times(outcome.gpu_seconds_vs_budget),
+                dollars(outcome.usd),
+                _flops(outcome.flops),
+                _memory_by_rung([None if r.price is None else r.price.memory_need_bytes for r in rungs]),
+                slots,
+                _seconds(outcome.slot_wall_seconds),
+                _times(outcome.slot_wall_vs_budget),
+            ]
+        )
     rows = [row if simulation.gpu else row[:DOLLAR_COLUMN] + row[DOLLAR_COLUMN + 1 :] for row in rows]
     return [row if simulation.gpu_memory_bytes else row[:-SLOT_COLUMNS] for row in rows]
 
@@ -812,8 +892,15 @@ def simulation_title(simulation: Simulation, algorithm: str, priced: bool = Fals
     )
 
 
-WALL_HEADERS = ["path", "runs", "halving wall s", "Hyperband wall s", "ASHA wall s", "ASHA × halving",
-                "ASHA trials per rung"]  # fmt: skip
+WALL_HEADERS = [
+    "path",
+    "runs",
+    "halving wall s",
+    "Hyperband wall s",
+    "ASHA wall s",
+    "ASHA × halving",
+    "ASHA trials per rung",
+]
 
 
 def wall_rows(simulation: Simulation) -> list[list[str]]:
@@ -830,8 +917,17 @@ def wall_rows(simulation: Simulation) -> list[list[str]]:
         hyperband = way.hyperband.wall_seconds if way.hyperband else None
         ratio = None if not halving or asha.wall_seconds is None else asha.wall_seconds / halving
         trials = "·".join(f"{count:g}" for count in asha.trials_per_rung or [])
-        rows.append([path.name, runs, _seconds(halving), _seconds(hyperband), _seconds(asha.wall_seconds),
-                     _times(ratio), trials])  # fmt: skip
+        rows.append(
+            [
+                path.name,
+                runs,
+                _seconds(halving),
+                _seconds(hyperband),
+                _seconds(asha.wall_seconds),
+                _times(ratio),
+                trials,
+            ]
+        )
     return rows
 
 
@@ -850,38 +946,25 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
                         h
                         for h in PRICE_HEADERS[: None if simulation.gpu_memory_bytes else -SLOT_COLUMNS]
                         if h != "$" or simulation.gpu
-                    ],  # fmt: skip
+                    ],
                     price_rows(simulation, algorithm),
                 )
             )
     if rows := wall_rows(simulation):
-        title = (f"Wall time on {simulation.workers} workers (recorded seconds): synchronous rungs against ASHA "
-                 f"(promotion on arrival, {simulation.promotion_rule}'s rule)")  # fmt: skip
+        title = (
+            f"Wall time on {simulation.workers} workers (recorded seconds): synchronous rungs against ASHA "
+            f"(promotion on arrival, {simulation.promotion_rule}'s rule)"
+        )
         parts.append((title, WALL_HEADERS, rows))
     return parts
 
 
-def rich_simulation_tables(simulation: Simulation, wide: bool = False) -> list[Table]:
-    """A simulation's tables, one per algorithm, for a terminal (without `wide`, the NARROW_COLUMNS)."""
-    tables = []
-    for title, all_headers, all_rows in _simulation_parts(simulation):
-        headers, rows = narrowed(all_headers, all_rows, wide)
-        table = narrow_table(title, wide)
-        for header in headers:
-            justify: JustifyMethod = "left" if header in LEFT else "right"
-            table.add_column(header if wide else STACKED_HEADERS.get(header, header), justify=justify, no_wrap=not wide)
-        for row in rows:
-            table.add_row(*row)
-        tables.append(table)
-    return tables
-
-
-def markdown_simulation(simulation: Simulation) -> str:
-    """A simulation's tables, as Markdown."""
-    return "\n\n".join(
-        f"**{title}**\n\n" + markdown_table(headers, rows, [h not in LEFT for h in headers])
+def simulation_views(simulation: Simulation) -> list[TableView]:
+    """A simulation's tables, one per algorithm (and its prices), then the wall times."""
+    return [
+        TableView(title, headers, rows, left=LEFT, heading=f"**{title}**", look="narrow")
         for title, headers, rows in _simulation_parts(simulation)
-    )
+    ]
 
 
 def simulation_legend(simulation: Simulation) -> str:
@@ -928,8 +1011,22 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.3g} d"
 
 
-PLAN_RUNG_HEADERS = ["rung", "z", "steps", "trials", "GPU", "GPUs", "trials here", "at once/GPU (fit)", "waves",
-                     "trial", "rung time", "GPU-h", "GiB/trial", "step time from"]  # fmt: skip
+PLAN_RUNG_HEADERS = [
+    "rung",
+    "z",
+    "steps",
+    "trials",
+    "GPU",
+    "GPUs",
+    "trials here",
+    "at once/GPU (fit)",
+    "waves",
+    "trial",
+    "rung time",
+    "GPU-h",
+    "GiB/trial",
+    "step time from",
+]
 
 
 def dollars(amount: float | None) -> str:
@@ -951,12 +1048,21 @@ def plan_rung_rows(schedule: Schedule) -> list[list[str]]:
                 totals = [duration(placement.makespan_seconds), f"{placement.gpu_hours:.3g}"]
                 if position:
                     rung_columns, totals = [""] * 4, ["", ""]
-                rows.append([
-                    *rung_columns, share.gpu, str(share.gpus), str(share.trials),
-                    f"{share.trials_per_gpu} ({share.slots_per_gpu})", str(share.waves), duration(share.trial_seconds),
-                    *totals, f"{share.memory_need_bytes / 2**30:.2f}", share.time_source,
-                    *([dollars(share.usd)] if schedule.usd is not None else []),
-                ])  # fmt: skip
+                rows.append(
+                    [
+                        *rung_columns,
+                        share.gpu,
+                        str(share.gpus),
+                        str(share.trials),
+                        f"{share.trials_per_gpu} ({share.slots_per_gpu})",
+                        str(share.waves),
+                        duration(share.trial_seconds),
+                        *totals,
+                        f"{share.memory_need_bytes / 2**30:.2f}",
+                        share.time_source,
+                        *([dollars(share.usd)] if schedule.usd is not None else []),
+                    ]
+                )
     return rows
 
 
@@ -971,11 +1077,18 @@ def plan_summary_rows(plan: ClusterPlan) -> list[list[str]]:
         if len(schedule.brackets) > 1:
             where += f" (+{len(schedule.brackets) - 1} brackets)"
         name = f"{schedule.name} ({schedule.gpus})" if schedule.gpus else schedule.name
-        rows.append([
-            name, schedule.algorithm, where, duration(schedule.makespan_seconds),
-            _times(schedule.makespan_vs_ladder), f"{schedule.gpu_hours:.3g}", _times(schedule.gpu_hours_vs_ladder),
-            *([dollars(schedule.usd), dollars(schedule.usd_held)] if plan.prices else []),
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                schedule.algorithm,
+                where,
+                duration(schedule.makespan_seconds),
+                _times(schedule.makespan_vs_ladder),
+                f"{schedule.gpu_hours:.3g}",
+                _times(schedule.gpu_hours_vs_ladder),
+                *([dollars(schedule.usd), dollars(schedule.usd_held)] if plan.prices else []),
+            ]
+        )
     return rows
 
 
@@ -989,15 +1102,32 @@ def plan_deadline_rows(plan: ClusterPlan) -> list[list[str]]:
     for answer in plan.deadlines:
         algorithm = "ASHA" if answer.algorithm == "asha" else answer.algorithm
         if not answer.met:
-            rows.append([algorithm, duration(answer.deadline_seconds), "none meets it", "", "", "", "",
-                         str(answer.compositions_tried)])  # fmt: skip
+            rows.append(
+                [
+                    algorithm,
+                    duration(answer.deadline_seconds),
+                    "none meets it",
+                    "",
+                    "",
+                    "",
+                    "",
+                    str(answer.compositions_tried),
+                ]
+            )
             continue
         gpus = ", ".join(f"{item['count']}×{item['gpu']}" for item in answer.gpus)
-        rows.append([
-            algorithm, duration(answer.deadline_seconds), gpus, duration(answer.makespan_seconds or 0.0),
-            dollars(answer.usd_held), dollars(answer.usd), f"{answer.gpu_hours or 0.0:.3g}",
-            str(answer.compositions_tried),
-        ])  # fmt: skip
+        rows.append(
+            [
+                algorithm,
+                duration(answer.deadline_seconds),
+                gpus,
+                duration(answer.makespan_seconds or 0.0),
+                dollars(answer.usd_held),
+                dollars(answer.usd),
+                f"{answer.gpu_hours or 0.0:.3g}",
+                str(answer.compositions_tried),
+            ]
+        )
     return rows
 
 
@@ -1005,8 +1135,9 @@ def plan_price_lines(plan: ClusterPlan) -> list[str]:
     """Where every dollar figure of a plan comes from, a line per GPU kind; and the deadline's reason."""
     lines = [f"price of {gpu}: {label}" for gpu, label in plan.prices.items()]
     if plan.prices:
-        lines.append("$ busy: each GPU's busy time at its price; $ held: every GPU the schedule may use, rented for "
-                     "its makespan")  # fmt: skip
+        lines.append(
+            "$ busy: each GPU's busy time at its price; $ held: every GPU the schedule may use, rented for its makespan"
+        )
     lines += [answer.reason for answer in plan.deadlines if answer.reason]
     return lines
 
@@ -1024,42 +1155,42 @@ def plan_tables(plan: ClusterPlan) -> list[tuple[str, list[str], list[list[str]]
     ladder = plan.schedule("ladder", "successive halving")
     priced = bool(plan.prices)
     tables = [
-        (f"Successive halving over the ladder · {_plan_title(plan)}", PLAN_RUNG_HEADERS + ["$"] * priced,
-         plan_rung_rows(ladder)),
-        ("Against every rung on the best single kind of GPU and halving on training steps alone",
-         PLAN_SUMMARY_HEADERS + ["$ busy", "$ held"] * priced, plan_summary_rows(plan)),
-    ]  # fmt: skip
+        (
+            f"Successive halving over the ladder · {_plan_title(plan)}",
+            PLAN_RUNG_HEADERS + ["$"] * priced,
+            plan_rung_rows(ladder),
+        ),
+        (
+            "Against every rung on the best single kind of GPU and halving on training steps alone",
+            PLAN_SUMMARY_HEADERS + ["$ busy", "$ held"] * priced,
+            plan_summary_rows(plan),
+        ),
+    ]
     if plan.deadlines:
-        tables.append(("The cheapest cluster that meets the deadline, per algorithm over the ladder",
-                       PLAN_DEADLINE_HEADERS, plan_deadline_rows(plan)))  # fmt: skip
+        tables.append(
+            (
+                "The cheapest cluster that meets the deadline, per algorithm over the ladder",
+                PLAN_DEADLINE_HEADERS,
+                plan_deadline_rows(plan),
+            )
+        )
     return tables
 
 
 PLAN_LEFT_COLUMNS = ("GPU", "schedule", "algorithm", "GPUs per rung", "step time from", "cheapest cluster")
 
 
-def rich_plan_tables(plan: ClusterPlan, wide: bool = False) -> list[Table]:
-    """A plan's tables, for a terminal (without `wide`, the NARROW_COLUMNS)."""
-    tables = []
-    for title, all_headers, all_rows in plan_tables(plan):
-        headers, rows = narrowed(all_headers, all_rows, wide)
-        table = narrow_table(title, wide)
-        for header in headers:
-            justify: JustifyMethod = "left" if header in PLAN_LEFT_COLUMNS else "right"
-            table.add_column(header if wide else STACKED_HEADERS.get(header, header), justify=justify, no_wrap=not wide)
-        for row in rows:
-            table.add_row(*row)
-        tables.append(table)
-    return tables
-
-
-def markdown_plan(plan: ClusterPlan) -> str:
-    """A plan's tables, as Markdown."""
-    left = PLAN_LEFT_COLUMNS
-    return "\n\n".join(
-        f"**{title}**\n\n" + markdown_table(headers, rows, [h not in left for h in headers])
+def plan_views(plan: ClusterPlan) -> list[TableView]:
+    """A plan's tables: the ladder's schedule, against the alternatives, the cheapest cluster for a deadline."""
+    return [
+        TableView(title, headers, rows, left=PLAN_LEFT_COLUMNS, heading=f"**{title}**", look="narrow")
         for title, headers, rows in plan_tables(plan)
-    )
+    ]
+
+
+def markdown_views(views: Sequence[TableView]) -> str:
+    """Several tables as one Markdown text, a blank line between them."""
+    return "\n\n".join(view.markdown() for view in views)
 
 
 # ---------------------------------------------------------------- check
@@ -1067,7 +1198,7 @@ def markdown_plan(plan: ClusterPlan) -> str:
 # ---------------------------------------------------------------- the time model
 
 
-def calibration_lines(time_model: Any) -> list[str]:
+def calibration_lines(time_model: TimeModel | None) -> list[str]:
     """What stands behind predicted step times: the peaks, the constants, and a calibration's residuals."""
     if time_model is None:
         return []
@@ -1097,11 +1228,19 @@ def calibration_lines(time_model: Any) -> list[str]:
     return lines
 
 
-PREDICTION_HEADERS = ["batch", "z", "measured ms", "predicted ms", "error", "× full measured", "× full predicted",
-                      "ratio error"]  # fmt: skip
+PREDICTION_HEADERS = [
+    "batch",
+    "z",
+    "measured ms",
+    "predicted ms",
+    "error",
+    "× full measured",
+    "× full predicted",
+    "ratio error",
+]
 
 
-def prediction_rows(checks: Sequence[Any]) -> list[list[str]]:
+def prediction_rows(checks: Sequence[PredictionCheck]) -> list[list[str]]:
     """Predicted beside measured step times, one row per cell."""
 
     def share(value: float | None) -> str:
@@ -1117,32 +1256,32 @@ def prediction_rows(checks: Sequence[Any]) -> list[list[str]]:
             _format("time_vs_full", c.measured_vs_full),
             _format("time_vs_full", c.predicted_vs_full),
             share(c.ratio_error),
-        ]  # fmt: skip
+        ]
         for c in checks
     ]
 
 
-def rich_prediction_check(checks: Sequence[Any], device: str) -> Table:
-    """Predicted beside measured step times, for a terminal."""
+def prediction_view(checks: Sequence[PredictionCheck], device: str) -> TableView:
+    """Predicted beside measured step times."""
     errors = sorted(abs(c.error) for c in checks)
     title = f"predicted against measured on {device} · median |error| {errors[len(errors) // 2]:.1%}"
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for header in PREDICTION_HEADERS:
-        table.add_column(header, justify="right")
-    for values in prediction_rows(checks):
-        table.add_row(*values)
-    return table
-
-
-def markdown_prediction_check(checks: Sequence[Any]) -> str:
-    """Predicted beside measured step times, as Markdown."""
-    return markdown_table(PREDICTION_HEADERS, prediction_rows(checks))
+    return TableView(title, PREDICTION_HEADERS, prediction_rows(checks))
 
 
 # ---------------------------------------------------------------- per-layer costs
 
-LAYER_COST_HEADERS = ["#", "layer", "params", "trains +MiB", "fwd GF", "bwd weight GF", "bwd inside GF",
-                      "bwd down GF", "saves MiB", "output MiB"]  # fmt: skip
+LAYER_COST_HEADERS = [
+    "#",
+    "layer",
+    "params",
+    "trains +MiB",
+    "fwd GF",
+    "bwd weight GF",
+    "bwd inside GF",
+    "bwd down GF",
+    "saves MiB",
+    "output MiB",
+]
 LAYER_COST_CAPTION = (
     "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd "
     "weight: its parameters' gradients · bwd inside: activation gradients inside the layer · bwd down: the "
@@ -1151,7 +1290,7 @@ LAYER_COST_CAPTION = (
 )
 
 
-def layer_cost_rows(table: Any) -> list[list[str]]:
+def layer_cost_rows(table: LayerCostTable) -> list[list[str]]:
     """One row per layer of `layers --costs`."""
 
     def gflops(value: int) -> str:
@@ -1162,37 +1301,54 @@ def layer_cost_rows(table: Any) -> list[list[str]]:
 
     rows = []
     for cost in table.layers:
-        rows.append([
-            "—" if cost.index < 0 else str(cost.index), cost.name, f"{cost.params:,}", mib(cost.trainable_bytes),
-            gflops(cost.forward_flops), gflops(cost.backward_weight_flops), gflops(cost.backward_internal_flops),
-            gflops(cost.backward_input_flops), mib(cost.saved_activation_bytes), mib(cost.output_bytes),
-        ])  # fmt: skip
+        rows.append(
+            [
+                "—" if cost.index < 0 else str(cost.index),
+                cost.name,
+                f"{cost.params:,}",
+                mib(cost.trainable_bytes),
+                gflops(cost.forward_flops),
+                gflops(cost.backward_weight_flops),
+                gflops(cost.backward_internal_flops),
+                gflops(cost.backward_input_flops),
+                mib(cost.saved_activation_bytes),
+                mib(cost.output_bytes),
+            ]
+        )
     layers = table.layers
-    rows.append([
-        "", "total", f"{sum(c.params for c in layers):,}", mib(sum(c.trainable_bytes for c in layers)),
-        gflops(sum(c.forward_flops for c in layers)), gflops(sum(c.backward_weight_flops for c in layers)),
-        gflops(sum(c.backward_internal_flops for c in layers)), gflops(sum(c.backward_input_flops for c in layers)),
-        mib(sum(c.saved_activation_bytes for c in layers)), "",
-    ])  # fmt: skip
+    rows.append(
+        [
+            "",
+            "total",
+            f"{sum(c.params for c in layers):,}",
+            mib(sum(c.trainable_bytes for c in layers)),
+            gflops(sum(c.forward_flops for c in layers)),
+            gflops(sum(c.backward_weight_flops for c in layers)),
+            gflops(sum(c.backward_internal_flops for c in layers)),
+            gflops(sum(c.backward_input_flops for c in layers)),
+            mib(sum(c.saved_activation_bytes for c in layers)),
+            "",
+        ]
+    )
     return rows
 
 
-def rich_layer_costs(table: Any) -> Table:
-    """What each layer costs, for a terminal."""
+def layer_costs_view(table: LayerCostTable) -> TableView:
+    """What each layer costs, the total in bold."""
     title = f"{table.model}: per-layer costs · batch {table.batch_size} · {table.precision} · {table.target}"
     title += f" · {table.recipe}" if table.recipe and table.recipe != "adamw" else ""
-    rich = Table(title=title, title_justify="left", header_style="bold", caption=LAYER_COST_CAPTION)
-    for header in LAYER_COST_HEADERS:
-        rich.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
-    for values in layer_cost_rows(table):
-        rich.add_row(*values, style="bold" if values[1] == "total" else None)
-    return rich
-
-
-def markdown_layer_costs(table: Any) -> str:
-    """What each layer costs, as Markdown."""
-    right = [header != "layer" for header in LAYER_COST_HEADERS]
-    return markdown_table(LAYER_COST_HEADERS, layer_cost_rows(table), right) + "\n\n" + LAYER_COST_CAPTION
+    rows = layer_cost_rows(table)
+    styles = ["bold" if values[1] == "total" else None for values in rows]
+    return TableView(
+        title,
+        LAYER_COST_HEADERS,
+        rows,
+        left=("layer",),
+        caption=LAYER_COST_CAPTION,
+        notes=LAYER_COST_CAPTION,
+        styles=styles,
+        fold=True,
+    )
 
 
 # ---------------------------------------------------------------- split granularity
@@ -1200,35 +1356,33 @@ def markdown_layer_costs(table: Any) -> str:
 SPLIT_HEADERS = ["depth", "layers", "--unwrap", "rungs (z)", "FLOPs × full at each rung", "close to η", "distance"]
 
 
-def split_rows(report: Any) -> list[list[str]]:
+def split_rows(report: SplitReport) -> list[list[str]]:
     """One row per depth of `ladder --split auto`."""
     rows = []
     for choice in report.choices:
         full = choice.flops_by_z[choice.layer_count]
         shares = " → ".join(f"{choice.flops_by_z[z] / full:.2f}" for z in choice.rungs)
-        rows.append([
-            f"{choice.depth}{' *' if choice.chosen else ''}", str(choice.layer_count), ",".join(choice.unwrap) or "—",
-            ", ".join(map(str, choice.rungs)), shares, "yes" if choice.close_to_eta else "no",
-            "—" if math.isinf(choice.distance_from_eta) else f"{choice.distance_from_eta:.2f}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"{choice.depth}{' *' if choice.chosen else ''}",
+                str(choice.layer_count),
+                ",".join(choice.unwrap) or "—",
+                ", ".join(map(str, choice.rungs)),
+                shares,
+                "yes" if choice.close_to_eta else "no",
+                "—" if math.isinf(choice.distance_from_eta) else f"{choice.distance_from_eta:.2f}",
+            ]
+        )
     return rows
 
 
-def rich_split_report(report: Any) -> Table:
-    """The splits at every depth, for a terminal."""
+def split_view(report: SplitReport) -> TableView:
+    """The splits at every depth."""
     title = f"splits at other depths · {report.model} · batch {report.batch_size} · η={report.eta:g} (* chosen)"
     caption = "rungs chosen on each split's FLOP staircase, composed from one per-layer trace"
-    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
-    for header in SPLIT_HEADERS:
-        table.add_column(header, justify="left" if header in ("--unwrap", "rungs (z)") else "right", overflow="fold")
-    for values in split_rows(report):
-        table.add_row(*values)
-    return table
-
-
-def markdown_split_report(report: Any) -> str:
-    """The splits at every depth, as Markdown."""
-    return markdown_table(SPLIT_HEADERS, split_rows(report))
+    return TableView(
+        title, SPLIT_HEADERS, split_rows(report), left=("--unwrap", "rungs (z)"), caption=caption, fold=True
+    )
 
 
 # ---------------------------------------------------------------- measured per-layer times
@@ -1236,7 +1390,7 @@ def markdown_split_report(report: Any) -> str:
 LAYER_TIME_HEADERS = ["#", "layer", "forward ms", "backward ms", "share of the marked step"]
 
 
-def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
+def layer_time_rows(times: JsonDict) -> list[list[str]]:
     """One row per layer of `profile --per-layer`."""
     step = times["marked_step_ms"] or 1.0
     return [
@@ -1246,26 +1400,16 @@ def layer_time_rows(times: dict[str, Any]) -> list[list[str]]:
             f"{t['forward_ms']:,.3f}",
             f"{t['backward_ms']:,.3f}",
             f"{(t['forward_ms'] + t['backward_ms']) / step:.1%}",
-        ]  # fmt: skip
+        ]
         for t in times["layers"]
     ]
 
 
-def rich_layer_times(times: dict[str, Any], model: str) -> Table:
-    """Each layer's forward and backward time, for a terminal."""
+def layer_times_view(times: JsonDict, model: str) -> TableView:
+    """Each layer's forward and backward time."""
     title = f"{model}: time per layer in full training · batch {times['batch_size']} · {times['device']}"
     caption = (
         f"median of marked steps ({times['source']}), {times['marked_step_ms']:,.2f} ms each with the marks; the "
         "rest of the step is the loss, the optimizer and the marks themselves"
     )
-    table = Table(title=title, title_justify="left", header_style="bold", caption=caption)
-    for header in LAYER_TIME_HEADERS:
-        table.add_column(header, justify="left" if header == "layer" else "right", overflow="fold")
-    for values in layer_time_rows(times):
-        table.add_row(*values)
-    return table
-
-
-def markdown_layer_times(times: dict[str, Any]) -> str:
-    """Each layer's forward and backward time, as Markdown."""
-    return markdown_table(LAYER_TIME_HEADERS, layer_time_rows(times), [h != "layer" for h in LAYER_TIME_HEADERS])
+    return TableView(title, LAYER_TIME_HEADERS, layer_time_rows(times), left=("layer",), caption=caption, fold=True)

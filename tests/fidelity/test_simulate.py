@@ -716,22 +716,22 @@ def test_the_simulate_and_plan_tables_fit_100_columns_a_row_a_line_and_wide_show
     from layerprof.fidelity.plan import plan_cluster
     from layerprof.fidelity.simulate import simulate as replay
     from layerprof.measure.cluster import parse_inventory
-    from layerprof.outputs.tables import PLAN_RUNG_HEADERS, rich_plan_tables, rich_simulation_tables
+    from layerprof.outputs.tables import PLAN_RUNG_HEADERS, plan_views, simulation_views
     from tests.measure.test_cluster import h100_profile
 
     study = write_study(tmp_path / "s", 9, perfect, task=write_task(tmp_path))
     simulation = replay(study, repeats=20, profile=priced_profile(), gpu_memory=16 * 2**30)
     plan = plan_cluster([h100_profile(0.2)], parse_inventory("2xH100,4xL4"), eta=3, configs=27, budget_steps=1000)
-    for table in [*rich_simulation_tables(simulation), *rich_plan_tables(plan)]:
+    for table in [view.rich(wide=False) for view in [*simulation_views(simulation), *plan_views(plan)]]:
         lines = rendered_lines(table)
         rule = next(i for i, line in enumerate(lines) if "━" in line and "┃" not in line and i > 0)
         body = [line for line in lines[rule + 1 :] if line.strip()]  # the rows, under the header's rule
         assert len(body) == table.row_count, "\n".join(lines)  # one line per row: no wrapping
         assert all(len(line) <= 100 for line in lines)
         assert not any("…" in line for line in body), "\n".join(lines)  # nothing cut short to fit
-    wide = rich_plan_tables(plan, wide=True)[0]
+    wide = plan_views(plan)[0].rich(wide=True)
     assert [column.header for column in wide.columns] == PLAN_RUNG_HEADERS
-    assert [column.header for column in rich_plan_tables(plan)[0].columns] == [
+    assert [column.header for column in plan_views(plan)[0].rich(wide=False).columns] == [
         "rung", "z", "steps", "trials", "GPU", "at once/GPU\n(fit)", "trial", "rung time", "GPU-h",
     ]  # fmt: skip
 

@@ -29,7 +29,7 @@ from layerprof.fidelity.plan import (
     together,
 )
 from layerprof.measure.cluster import parse_gpu_kinds, parse_inventory
-from layerprof.outputs.tables import markdown_plan
+from layerprof.outputs.tables import markdown_views, plan_views
 from layerprof.profile import Row, SweepSettings, load_profile, save_profile
 from tests.cli.test_cli import assert_one_line_error
 from tests.conftest import bare_profile
@@ -232,7 +232,7 @@ def test_the_best_single_kind_is_the_quickest_not_the_one_with_most_memory() -> 
     single = plan.schedule("best single kind", "successive halving")
     assert single.gpus == "H100" and single.makespan_seconds == pytest.approx(540.0)
     assert single.makespan_vs_ladder == pytest.approx(9 / 7)
-    assert "best single kind (H100)" in markdown_plan(plan)
+    assert "best single kind (H100)" in markdown_views(plan_views(plan))
 
 
 def test_configs_changes_halving_not_hyperband_and_says_so() -> None:

@@ -307,13 +307,13 @@ def test_a_replayed_timeline_gives_the_trackers_peak(allocation_size) -> None:  
 
 
 def test_the_fit_table_and_json_say_which_z_are_composed() -> None:
-    from layerprof.outputs.tables import fit_rows, rich_fit_table
+    from layerprof.outputs.tables import fit_rows, fit_view
 
     settings = SweepSettings((), (), target="cuda")
     report = fit_model("pythia-14m", ModelOptions(seq_len=128), settings, 2268 * 2**20, LayerSelection("all"))
     assert [r["trainable_layers"] for r in report.to_dict()["results"] if r["composed"]] == [5, 6]
     assert [row[0] for row in fit_rows(report)] == ["1", "2", "3", "4", "5*", "6*", "7", "8", "9"]
-    assert "z*: composed" in str(rich_fit_table(report).caption)
+    assert "z*: composed" in str(fit_view(report).caption)
 
 
 def test_check_names_a_composed_row_whose_estimate_changed(tmp_path: Path) -> None:
