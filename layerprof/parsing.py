@@ -301,7 +301,7 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return overrides
 
 
-def coerce(key: str, raw: Any, annotation: Any) -> Any:
+def coerce(key: str, raw: object, annotation: object) -> object:
     """A --set value in the type its target declares (int, float, bool, str, None, unions and literals of
     them); undeclared targets read it as `parse_value` does. A value that does not fit says what would."""
     if not isinstance(raw, str):
@@ -314,7 +314,7 @@ def coerce(key: str, raw: Any, annotation: Any) -> Any:
         raise LayerprofError(f"--set {key}: expects {_describe(annotation)}, got {raw!r}") from None
 
 
-def _coerce(raw: str, annotation: Any) -> Any:
+def _coerce(raw: str, annotation: object) -> object:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         if raw.lower() in ("none", "null") and type(None) in args:
@@ -345,13 +345,19 @@ def _coerce(raw: str, annotation: Any) -> Any:
     return parse_value(raw)
 
 
-def _describe(annotation: Any) -> str:
+def _describe(annotation: object) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(arg) for arg in args)
     if origin is typing.Literal:
         return "one of " + ", ".join(map(str, args))
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "none"}
+    names: dict[object, str] = {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "text",
+        type(None): "none",
+    }
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
@@ -277,7 +277,7 @@ def _known(cls: type, data: JsonDict) -> JsonDict:
     return {key: value for key, value in data.items() if key in names}
 
 
-def _tuple(value: Any) -> tuple | None:
+def _tuple(value: Iterable[object] | None) -> tuple[object, ...] | None:
     return None if value is None else tuple(value)
 
 
@@ -520,7 +520,7 @@ RECIPE_SETTINGS = (
 
 def recipe_difference(
     ours: SweepSettings, theirs: SweepSettings, also: Sequence[str] = ()
-) -> tuple[str, Any, Any] | None:
+) -> tuple[str, object, object] | None:
     """The first recipe setting (then of `also`) in which two sweeps differ, with both values, or None."""
     for key in (*RECIPE_SETTINGS, *also):
         if getattr(ours, key) != getattr(theirs, key):
@@ -691,7 +691,7 @@ def _cells_text(cells: Sequence[tuple[int, int]], shown: int = 6) -> str:
     return named + (f" and {len(cells) - shown} more" if len(cells) > shown else "")
 
 
-def _row(data: Any, index: int) -> Row:
+def _row(data: object, index: int) -> Row:
     """A row, its figures checked against Row's types: a row with `"step_time_ms": "fast"` is damage to report,
     not a value for a comparison to trip over later."""
     if not isinstance(data, dict):
@@ -714,7 +714,7 @@ class FigureDamage(ValueError):
     """A row's figure no measurement gives (NaN, negative, a missing step time): Profile.from_dict names it."""
 
 
-def _rows(data: Any, mode: str) -> list[Row]:
+def _rows(data: object, mode: str) -> list[Row]:
     """Every row, typed (`_row`) and its figures checked (`figure_damage`): a NaN, negative or missing step time
     in one cell is damage to refuse on load, not a number for `check` to pass or `ladder` to rank."""
     if not isinstance(data, list):
@@ -729,7 +729,7 @@ def _rows(data: Any, mode: str) -> list[Row]:
 
 # What each kind of figure may be: (test, what is right). Times and sizes are finite and not negative; a step time
 # (measured or predicted) is more than zero; a share is 0 to 1.
-_FIGURE_RULES: dict[str, tuple[Any, str]] = {
+_FIGURE_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "positive": (lambda v: math.isfinite(v) and v > 0, "a positive finite number"),
     "non-negative": (lambda v: math.isfinite(v) and v >= 0, "a finite number, 0 or more"),
     "share": (lambda v: math.isfinite(v) and 0 <= v <= 1, "a share from 0 to 1"),
