@@ -24,9 +24,7 @@ def test_markdown_has_the_heading_the_aligned_table_and_the_notes() -> None:
     view = TableView(
         "title", ["name", "ms", "× full "], [["a|b", "1.0", "2×"]], left=("name",), heading="**H**", notes="n."
     )
-    assert view.markdown() == (
-        "**H**\n\n| name | ms | × full |\n| --- | ---: | ---: |\n| a\\|b | 1.0 | 2× |\n\nn."
-    )
+    assert view.markdown() == ("**H**\n\n| name | ms | × full |\n| --- | ---: | ---: |\n| a\\|b | 1.0 | 2× |\n\nn.")
     assert TableView("t", ["x"], [["1"]]).markdown() == "| x |\n| ---: |\n| 1 |"  # no heading, no notes
 
 
