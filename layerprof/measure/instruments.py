@@ -184,9 +184,8 @@ class LiveTensorTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for value in tree_flatten(out)[0]:
-            if isinstance(value, torch.Tensor):
-                self._track(value, self.new_allocations)
+        for value in op_tensors(out):
+            self._track(value, self.new_allocations)
         return out
 
     def __exit__(self, *exc: Any) -> None:
@@ -375,7 +374,29 @@ def is_sticky_cuda_error(error: BaseException) -> bool:
 
 
 def tensors_in(value: Any) -> list[torch.Tensor]:
+    """The tensors in any pytree (a batch: a dataclass registered with pytree, a dict, a tuple, ...)."""
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
+
+
+def op_tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in an aten operation's arguments or results, in pytree's order: they nest only in tuples, lists
+    and dicts, so this walks those alone (`tensors_in`'s generic pytree flatten was about 7% of a traced step)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    found: list[torch.Tensor] = []
+    _collect_tensors(value, found)
+    return found
+
+
+def _collect_tensors(value: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _collect_tensors(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_tensors(item, found)
 
 
 # ---------------------------------------------------------------- the operations of a step
@@ -499,8 +520,8 @@ class OpRecorder(TorchDispatchMode):
             return out
         formula = self._formulas.get(func._overloadpacket)
         flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
-        inputs = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
-        outputs = [v for v in tree_flatten(out)[0] if isinstance(v, torch.Tensor)]
+        inputs = op_tensors((args, kwargs))
+        outputs = op_tensors(out)
         kernels = 0 if getattr(func, "is_view", False) or name in NO_KERNEL_OPS else _kernels(name, args)
         phase = Phase.RECOMPUTE if self.phase is Phase.BACKWARD and recomputing() else self.phase
         self.trace.ops.append(
