@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor  # imported by torch itself
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
@@ -183,6 +184,8 @@ class LiveTensorTracker(TorchDispatchMode):
         self.current -= size
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is PRIM_DEVICE and fake_device_query(args):
+            return args[0].device
         out = func(*args, **(kwargs or {}))
         for value in op_tensors(out):
             self._track(value, self.new_allocations)
@@ -378,6 +381,18 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
 
 
+# Autograd's engine and the optimizer ask a fake tensor for its device through the dispatcher (prim.device): 72% of
+# a fake step's dispatches. FakeTensorMode answers it from the tensor alone (the `device` property: its fake device,
+# or meta inside a kernel); a mode above it answers the same without passing it down the stack. The answer is no
+# operation: nothing is recorded or tracked for it either way.
+PRIM_DEVICE = torch.ops.prim.device.default
+
+
+def fake_device_query(args: Sequence[Any]) -> bool:
+    """A prim.device query about one fake tensor (answered by its `device` property)."""
+    return len(args) == 1 and isinstance(args[0], FakeTensor)
+
+
 def op_tensors(value: Any) -> list[torch.Tensor]:
     """The tensors in an aten operation's arguments or results, in pytree's order: they nest only in tuples, lists
     and dicts, so this walks those alone (`tensors_in`'s generic pytree flatten was about 7% of a traced step)."""
@@ -513,6 +528,8 @@ class OpRecorder(TorchDispatchMode):
         return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is PRIM_DEVICE and fake_device_query(args):
+            return args[0].device
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.__name__.split(".")[0]

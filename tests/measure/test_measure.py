@@ -429,3 +429,21 @@ def test_an_operations_tensors_are_pytrees_tensor_leaves_in_the_same_order() -> 
         found = op_tensors(value)
         assert len(found) == len(expected) and all(x is y for x, y in zip(found, expected, strict=True)), value
     assert [t.numel() for t in op_tensors(values[1])] == [1, 2, 3, 4]
+
+
+def test_a_fake_tensors_device_is_answered_above_the_fake_mode_and_nothing_is_recorded() -> None:
+    """prim.device (72% of a fake step's dispatches: autograd and the optimizer asking) is answered by the recorder
+    and the tracker as FakeTensorMode answers it, without passing it down: no operation, no allocation."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from layerprof.measure.instruments import LiveTensorTracker, OpRecorder
+
+    with FakeTensorMode():
+        weight = torch.zeros(4, 4, requires_grad=True)
+        tracker, recorder = LiveTensorTracker(), OpRecorder()
+        with tracker, recorder:
+            asked = torch.ops.prim.device.default(weight)
+            (weight * 2).sum().backward()  # autograd asks for devices too
+    assert asked == torch.device("cpu") and weight.grad is not None and weight.grad.device == torch.device("cpu")
+    assert "device" not in {op.name for op in recorder.ops}
+    assert [op.name for op in recorder.ops][:2] == ["mul", "sum"]
