@@ -47,6 +47,57 @@ if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: prin
     from layerprof.predict.timemodel import PredictionCheck, TimeModel
     from layerprof.profile import ModelInfo, Profile, Row
 
+
+class _Deferred(type):
+    """A class standing in for `real` (module, name): calling it or reading an attribute imports the real one."""
+
+    real: tuple[str, str]
+
+    def _class(cls) -> Any:
+        import importlib
+
+        module, name = cls.real
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._class()(*args, **kwargs)
+
+    def __getattr__(cls, attribute: str) -> Any:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return getattr(cls._class(), attribute)
+
+
+# typer.rich_utils (every help page) imports rich.markdown (markdown-it, pygments) and rich.traceback (attrs) at its
+# top, for Markdown help text and pretty tracebacks, which this command line turns off (rich_markup_mode="rich",
+# pretty_exceptions_enable=False): about a third of `layerprof --help`'s time. While it imports, the two modules
+# are stood in by classes that import the real ones on first use; the real modules import as usual afterwards.
+DEFERRED_RICH = {"rich.markdown": "Markdown", "rich.traceback": "Traceback"}
+
+
+def _import_typer_rich_utils() -> None:
+    """Import typer.rich_utils without DEFERRED_RICH's modules (used as soon as anything asks for them)."""
+    import types
+
+    if "typer.rich_utils" in sys.modules:
+        return
+    stood_in = {}
+    for module, name in DEFERRED_RICH.items():
+        if module not in sys.modules:
+            stand_in = types.ModuleType(module)
+            setattr(stand_in, name, _Deferred(name, (), {"real": (module, name)}))
+            stood_in[module] = sys.modules[module] = stand_in
+    try:
+        import typer.rich_utils  # noqa: F401
+    finally:
+        for module, stand_in in stood_in.items():
+            if sys.modules.get(module) is stand_in:
+                del sys.modules[module]
+
+
+_import_typer_rich_utils()
+
+
 # emoji off: a name like hf:llama or a message with :word: in it is printed as written, not as a picture. Tables
 # fit the terminal; a line of text (a message, a path, a command to copy) is never cut by a hard line break: the
 # terminal wraps it (soft wrap), so that what a user copies is what was printed.

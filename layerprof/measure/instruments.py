@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor  # imported by torch itself
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
@@ -183,10 +184,11 @@ class LiveTensorTracker(TorchDispatchMode):
         self.current -= size
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is PRIM_DEVICE and fake_device_query(args):
+            return args[0].device
         out = func(*args, **(kwargs or {}))
-        for value in tree_flatten(out)[0]:
-            if isinstance(value, torch.Tensor):
-                self._track(value, self.new_allocations)
+        for value in op_tensors(out):
+            self._track(value, self.new_allocations)
         return out
 
     def __exit__(self, *exc: object) -> None:
@@ -377,7 +379,41 @@ def is_sticky_cuda_error(error: BaseException) -> bool:
 
 
 def tensors_in(value: object) -> list[torch.Tensor]:
+    """The tensors in any pytree (a batch: a dataclass registered with pytree, a dict, a tuple, ...)."""
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
+
+
+# Autograd's engine and the optimizer ask a fake tensor for its device through the dispatcher (prim.device): 72% of
+# a fake step's dispatches. FakeTensorMode answers it from the tensor alone (the `device` property: its fake device,
+# or meta inside a kernel); a mode above it answers the same without passing it down the stack. The answer is no
+# operation: nothing is recorded or tracked for it either way.
+PRIM_DEVICE = torch.ops.prim.device.default
+
+
+def fake_device_query(args: Sequence[object]) -> bool:
+    """A prim.device query about one fake tensor (answered by its `device` property)."""
+    return len(args) == 1 and isinstance(args[0], FakeTensor)
+
+
+def op_tensors(value: object) -> list[torch.Tensor]:
+    """The tensors in an aten operation's arguments or results, in pytree's order: they nest only in tuples, lists
+    and dicts, so this walks those alone (`tensors_in`'s generic pytree flatten was about 7% of a traced step)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    found: list[torch.Tensor] = []
+    _collect_tensors(value, found)
+    return found
+
+
+def _collect_tensors(value: object, found: list[torch.Tensor]) -> None:
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _collect_tensors(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_tensors(item, found)
 
 
 # ---------------------------------------------------------------- the operations of a step
@@ -494,6 +530,8 @@ class OpRecorder(TorchDispatchMode):
         return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is PRIM_DEVICE and fake_device_query(args):
+            return args[0].device
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.__name__.split(".")[0]
@@ -501,8 +539,8 @@ class OpRecorder(TorchDispatchMode):
             return out
         formula = self._formulas.get(func._overloadpacket)
         flops = int(formula(*args, **kwargs, out_val=out)) if formula is not None else 0
-        inputs = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
-        outputs = [v for v in tree_flatten(out)[0] if isinstance(v, torch.Tensor)]
+        inputs = op_tensors((args, kwargs))
+        outputs = op_tensors(out)
         kernels = 0 if getattr(func, "is_view", False) or name in NO_KERNEL_OPS else _kernels(name, args)
         phase = Phase.RECOMPUTE if self.phase is Phase.BACKWARD and recomputing() else self.phase
         self.trace.ops.append(

@@ -43,3 +43,27 @@ def test_an_abort_is_one_line_and_exit_1() -> None:
 
     result = CliRunner().invoke(app, ["stop"])
     assert result.exit_code == 1 and "error: aborted" in result.output
+
+
+def test_help_imports_neither_markdown_nor_pretty_tracebacks_and_both_still_work() -> None:
+    """typer.rich_utils imports rich.markdown and rich.traceback for features the CLI turns off: they were a third of
+    `layerprof --help`'s time. They are stood in while it imports; used, the stand-ins give the real classes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\nfrom layerprof.cli.commands import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('rich.markdown', 'rich.traceback', 'markdown_it', 'pygments') if m in sys.modules),"
+        " file=sys.stderr)\n"
+        "import typer.rich_utils as utils, rich.markdown, rich.traceback\n"
+        "assert type(utils.Markdown('**x**')) is rich.markdown.Markdown\n"
+        "assert type(utils.Traceback.from_exception(ValueError, ValueError('x'), None)) is rich.traceback.Traceback\n"
+        "print('ok', file=sys.stderr)\n"
+    )
+    root = Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.split() == ["[]", "ok"], done.stderr
+    assert "Usage" in done.stdout

@@ -404,3 +404,46 @@ def test_a_fresh_allocator_without_statistics_has_retried_nothing(monkeypatch: p
     assert (peaks.allocated_bytes, peaks.reserved_bytes, peaks.requested_bytes, peaks.alloc_retries) == (
         512, 2048, None, 0,
     )  # fmt: skip
+
+
+def test_an_operations_tensors_are_pytrees_tensor_leaves_in_the_same_order() -> None:
+    """`op_tensors` (the recorder's and the tracker's walk of each aten op's arguments and results) finds what
+    pytree's flatten finds, in its order: the first float tensor names an op's dtype, the first input of a gather
+    is the table it reads rows of."""
+    from torch.utils._pytree import tree_flatten
+
+    from layerprof.measure.instruments import op_tensors
+
+    a, b, c, d = (torch.zeros(n) for n in range(1, 5))
+    index = torch.zeros(2, dtype=torch.long)
+    values = [
+        a,
+        ((a, 3, [b, None, (c,)]), {"out": d, "alpha": 1.0}),
+        ([index, a], {}),
+        torch.Size([2, 3]),
+        (1, "x", None),
+        {"second": b, "first": {"inner": [c, a]}},
+    ]
+    for value in values:
+        expected = [leaf for leaf in tree_flatten(value)[0] if isinstance(leaf, torch.Tensor)]
+        found = op_tensors(value)
+        assert len(found) == len(expected) and all(x is y for x, y in zip(found, expected, strict=True)), value
+    assert [t.numel() for t in op_tensors(values[1])] == [1, 2, 3, 4]
+
+
+def test_a_fake_tensors_device_is_answered_above_the_fake_mode_and_nothing_is_recorded() -> None:
+    """prim.device (72% of a fake step's dispatches: autograd and the optimizer asking) is answered by the recorder
+    and the tracker as FakeTensorMode answers it, without passing it down: no operation, no allocation."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from layerprof.measure.instruments import LiveTensorTracker, OpRecorder
+
+    with FakeTensorMode():
+        weight = torch.zeros(4, 4, requires_grad=True)
+        tracker, recorder = LiveTensorTracker(), OpRecorder()
+        with tracker, recorder:
+            asked = torch.ops.prim.device.default(weight)
+            (weight * 2).sum().backward()  # autograd asks for devices too
+    assert asked == torch.device("cpu") and weight.grad is not None and weight.grad.device == torch.device("cpu")
+    assert "device" not in {op.name for op in recorder.ops}
+    assert [op.name for op in recorder.ops][:2] == ["mul", "sum"]
