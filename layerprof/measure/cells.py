@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -111,7 +111,7 @@ class Cell:
     scaler: torch.amp.GradScaler | None = None
     optimizer_steps: bool = True  # False: update() only zeroes the gradients (an estimate of an untraceable step)
     recomputes: bool = False  # --checkpointing: backward runs the trainable layers' forwards again
-    compiled: Any = None  # --compile: torch.compile of the model, which timed steps run
+    compiled: torch.nn.Module | None = None  # --compile: torch.compile of the model, which timed steps run
     eager: bool = False  # run the plain model even where one is compiled (the instrumented step)
 
     def forward(self) -> torch.Tensor:
@@ -231,9 +231,10 @@ def prepared_cell(
 COMPILE_CACHE_ENTRIES = 256
 
 
-def compiled_model(model: torch.nn.Module, mode: str) -> Callable[..., Any]:
-    """torch.compile of the model in `mode` (the cell that runs it holds room in dynamo's cache)."""
-    return torch.compile(model, mode=mode)
+def compiled_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """torch.compile of the model in `mode` (the cell that runs it holds room in dynamo's cache): a module that
+    wraps it (torch's OptimizedModule), which torch's stubs type as any callable."""
+    return cast(torch.nn.Module, torch.compile(model, mode=mode))
 
 
 def failed_row(row: Row, status: CellStatus, message: str) -> Row:

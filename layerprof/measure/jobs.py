@@ -66,8 +66,9 @@ from layerprof.sources.layers import Layer, batchnorm_layers, total_params
 from layerprof.sources.models import LoadedModel, ModelOptions, build_model, model_slug
 from layerprof.sources.workloads import Workload
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for the type checker only: measure never imports predict
     from layerprof.measure.layertimes import LayerTimes
+    from layerprof.predict.timemodel import TimeModel
 
 
 class SweepObserver(Protocol):
@@ -446,7 +447,7 @@ class SweepJob:
     loaded: LoadedModel | None = None  # measured sweeps; an estimate builds its own model on fake tensors
     order: tuple[str, str] = ("forward", "")  # the split's order and, for registration order, why
     resume: Profile | None = None  # an interrupted profile of this sweep at `path`: its finished cells are kept
-    time_model: Any = None  # estimates: the layerprof.predict.timemodel.TimeModel that predicts their step times
+    time_model: TimeModel | None = None  # estimates: what predicts their step times
     per_layer: bool = False  # measured sweeps: also time each layer's forward and backward in full training
     runner: SweepRunner = measure_job  # handed over by the planner: the job never asks which kind it is
     process: ProcessSettings = ProcessSettings()  # threads, CPUs and TF32, in force only while the job runs
