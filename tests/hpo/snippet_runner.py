@@ -48,7 +48,7 @@ def main() -> None:
     def recording_fits(config, budget):
         answer = fits(config, budget)
         batch = config.get("batch_size")
-        checked.append([None if batch is None else int(batch), float(budget), answer])
+        checked.append([None if batch is None else int(batch), float(budget), bool(answer)])  # numpy bools in SMAC
         return answer
 
     if fits is not None:
