@@ -441,6 +441,7 @@ def correlate(
     layer_counts: opt.CorrelateLayerCountsOption = None,
     budget_fractions: opt.BudgetFractionsOption = "0.1,0.25,0.5,1",
     seeds: opt.SeedsOption = 1,
+    judge_seeds: opt.JudgeSeedsOption = 0,
     continued: opt.ContinuedOption = None,
     executor: opt.CorrelateExecutorOption = "local",
     workers: opt.WorkersOption = None,
@@ -461,12 +462,13 @@ def correlate(
             grid,
             grid_preset,
             continued or (),
+            judge_seeds,
         )
         chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
         render.line(
             f"{task}: {len(plan.configs)} configurations x (z {','.join(map(str, plan.trainable_layer_counts))} x "
             f"budgets {','.join(f'{f:g}' for f in plan.budget_fractions)}{chains if plan.chains else ''}) x "
-            f"{seeds} seed(s) = {plan.trial_count} trials · {executor}"
+            f"{seeds} seed(s){f' +{judge_seeds} judge' if judge_seeds else ''} = {plan.trial_count} trials · {executor}"
         )
         with render.progress_bar("trials") as advance:
             failures = render.TrialFailures(advance)

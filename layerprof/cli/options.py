@@ -612,6 +612,15 @@ BudgetFractionsOption = Annotated[
     str, typer.Option("--budget-fractions", metavar="F,F,...", help="Training-budget fractions; 1 is added.")
 ]
 SeedsOption = Annotated[int, typer.Option("--seeds", min=1, metavar="K", help="Repetitions per trial (mean loss).")]
+JudgeSeedsOption = Annotated[
+    int,
+    typer.Option(
+        "--judge-seeds",
+        min=0,
+        metavar="N",
+        help="Also N seeds at full fidelity only: they judge the others held out (a 1-seed study judges itself).",
+    ),
+]
 ContinuedOption = Annotated[
     list[str] | None,
     typer.Option(

@@ -689,6 +689,11 @@ def correlation(result: CorrelationResult, paths: list[Path]) -> None:
     for cell in result.cells:
         if cell.note:
             errors.print(labelled(f"z={cell.trainable_layers}, budget {cell.budget_fraction:g}", "yellow", cell.note))
+    if result.judge == "same-seed":
+        from layerprof.fidelity.judging import SAME_SEED_WARNING
+
+        again = f"layerprof correlate {result.task} ... --judge-seeds 2 (or --seeds 3), the same --out"
+        errors.print(labelled("judge", "yellow", SAME_SEED_WARNING.format(command=again)))
     wrote(paths, f" · {result.wall_seconds:.0f} s · {result.executor}")
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
+from layerprof.fidelity.judging import Fold, JudgeMode, NoiseFloor, OverFolds, judge_folds, judge_mode, rank_and_regret
 from layerprof.fidelity.trials import (
     PHASES,
     Chain,
@@ -406,6 +407,8 @@ class CellStatistics:
     kendall_high: float | None
     regret: float | None  # full-fidelity loss of this cell's best configuration minus the best full loss
     note: str = ""
+    spearman_fold_low: float | None = None  # the lowest and highest fold's rho (held-out judging, over rotations)
+    spearman_fold_high: float | None = None
 
 
 @dataclass
@@ -429,8 +432,13 @@ class ContinuedStatistics:
     failed_runs: int = 0
 
 
-CORRELATION_SCHEMA = "layerprof.correlation/3"  # adds `continued`
-CORRELATION_SCHEMAS = ("layerprof.correlation/1", "layerprof.correlation/2", CORRELATION_SCHEMA)
+CORRELATION_SCHEMA = "layerprof.correlation/4"  # adds `judge`, `judge_seeds` and `noise_floor`
+CORRELATION_SCHEMAS = (
+    "layerprof.correlation/1",
+    "layerprof.correlation/2",
+    "layerprof.correlation/3",
+    CORRELATION_SCHEMA,
+)
 CORRELATION_SCHEMA_V1 = CORRELATION_SCHEMAS[0]  # called the z values `layers`
 
 
@@ -448,6 +456,9 @@ class CorrelationResult:
     wall_seconds: float = 0.0
     executor: str = "local"
     continued: list[ContinuedStatistics] = field(default_factory=list)
+    judge: JudgeMode = "same-seed"  # held-out: rho and regret against seeds the low rung's losses do not come from
+    judge_seeds: int = 0  # seeds recorded at full fidelity only, to judge (correlate --judge-seeds)
+    noise_floor: NoiseFloor | None = None  # full training judged like every cell: seed-to-seed rho and regret
 
     def cell(self, trainable_layers: int, budget_fraction: float) -> CellStatistics | None:
         """The statistics of one (z, budget fraction) cell, or None where the study has none."""
@@ -465,7 +476,7 @@ class CorrelationResult:
         """From its JSON form (either schema); LayerprofError naming `source` when it is not a correlation result."""
         if data.get("schema") not in CORRELATION_SCHEMAS:
             raise LayerprofError(f"{source} is not a layerprof correlation result")
-        payload = {k: v for k, v in data.items() if k not in ("schema", "cells", "continued")}
+        payload = {k: v for k, v in data.items() if k not in ("schema", "cells", "continued", "noise_floor")}
         if isinstance(payload.get("task"), str):  # a task naming a moved module, written before the move
             payload["task"] = current_spec(payload["task"])
         if data["schema"] == CORRELATION_SCHEMA_V1:
@@ -478,7 +489,13 @@ class CorrelationResult:
             )
             for item in data.get("continued", [])
         ]
-        return cls(cells=[CellStatistics(**cell) for cell in data["cells"]], continued=continued, **payload)
+        floor = data.get("noise_floor")
+        return cls(
+            cells=[CellStatistics(**cell) for cell in data["cells"]],
+            continued=continued,
+            noise_floor=NoiseFloor(**floor) if isinstance(floor, dict) else None,
+            **payload,
+        )  # before /4 every verdict was judged by the seeds it ranked: `judge` defaults to same-seed
 
 
 @dataclass(frozen=True)
@@ -492,21 +509,41 @@ class StudyPlan:
     budget_fractions: tuple[float, ...]
     seeds: int = 1
     chains: tuple[Chain, ...] = ()
+    judge_seeds: int = 0  # seeds after the study's, trained at full fidelity only: they judge the others
+
+    @property
+    def full_cell(self) -> GridCell:
+        """(largest z, full budget): full training, the judge of every cell."""
+        return max(self.trainable_layer_counts), max(self.budget_fractions)
+
+    @property
+    def folds(self) -> list[Fold]:
+        """Who judges whom (`judging.judge_folds`): the judge-only seeds, else each seed the rest."""
+        return judge_folds(range(self.seeds), range(self.seeds, self.seeds + self.judge_seeds))
 
     @property
     def trial_count(self) -> int:
-        """Training runs in all: every configuration and seed at every cell and through every chain."""
+        """Training runs in all: every configuration and seed at every cell and through every chain, and each
+        judge seed at full fidelity."""
         cells = len(self.trainable_layer_counts) * len(self.budget_fractions) + len(self.chains)
-        return len(self.configs) * cells * self.seeds
+        return len(self.configs) * (cells * self.seeds + self.judge_seeds)
 
     def trials(self) -> list[Trial]:
-        """Cheap trials first, so that an interrupted study has its low rungs."""
+        """Cheap trials first, so that an interrupted study has its low rungs; the judge seeds' last."""
+        z_full, full = self.full_cell
         return [
-            Trial(index, z, fraction, seed)
-            for z in sorted(self.trainable_layer_counts)
-            for fraction in sorted(self.budget_fractions)
-            for index in range(len(self.configs))
-            for seed in range(self.seeds)
+            *(
+                Trial(index, z, fraction, seed)
+                for z in sorted(self.trainable_layer_counts)
+                for fraction in sorted(self.budget_fractions)
+                for index in range(len(self.configs))
+                for seed in range(self.seeds)
+            ),
+            *(
+                Trial(index, z_full, full, seed)
+                for index in range(len(self.configs))
+                for seed in range(self.seeds, self.seeds + self.judge_seeds)
+            ),
         ]
 
     def continued_trials(self) -> list[ContinuedTrial]:
@@ -577,9 +614,13 @@ def plan_study(
     grid: Path | None = None,
     grid_preset: str = "small",
     continued: Sequence[str] = (),
+    judge_seeds: int = 0,
 ) -> StudyPlan:
-    """The configurations (a grid file, or a preset for a built-in task), the cells a study covers and the
-    chains it continues through (`continued`: what --continue was given)."""
+    """The configurations (a grid file, or a preset for a built-in task), the cells a study covers, the chains
+    it continues through (`continued`: what --continue was given) and the seeds trained at full fidelity only, to
+    judge the others (`judge_seeds`)."""
+    if judge_seeds < 0:
+        raise LayerprofError(f"--judge-seeds must be 0 or more, got {judge_seeds}")
     from layerprof.fidelity.tasks import TASKS
 
     function = resolve_task(task)
@@ -607,10 +648,11 @@ def plan_study(
     if continued:
         continuation_of(function, task)
         chains = plan_chains(continued, zs, fractions, count)
-    plan = StudyPlan(task, expand_grid(space), zs, fractions, seeds, chains)
+    plan = StudyPlan(task, expand_grid(space), zs, fractions, seeds, chains, judge_seeds)
     if plan.trial_count > MAX_TRIALS:
         raise LayerprofError(
-            f"{plan.trial_count:,} trials ({len(plan.configs):,} configurations x {seeds:,} seed(s) x cells) is "
+            f"{plan.trial_count:,} trials ({len(plan.configs):,} configurations x {seeds:,} seed(s) x cells, "
+            f"and {judge_seeds} judge seed(s)) is "
             f"beyond the {MAX_TRIALS:,} a study runs; fewer --seeds, configurations or cells"
         )
     return plan
@@ -690,44 +732,94 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def _scratch_mean(
-    plan: StudyPlan, results: dict[str, TrialResult], index: int, z: int, fraction: float
-) -> float | None:
-    """A configuration's loss in one cell, the mean over the seeds that succeeded."""
-    trials = (results.get(Trial(index, z, fraction, seed).key) for seed in range(plan.seeds))
-    return _mean([trial.loss for trial in trials if trial is not None])
+def _scratch_means(
+    plan: StudyPlan, results: dict[str, TrialResult], cell: GridCell, seeds: Sequence[int]
+) -> list[float | None]:
+    """Each configuration's loss in one cell, the mean over those of `seeds` that succeeded."""
+    z, fraction = cell
+    rows = []
+    for index in range(len(plan.configs)):
+        trials = (results.get(Trial(index, z, fraction, seed).key) for seed in seeds)
+        rows.append(_mean([trial.loss for trial in trials if trial is not None]))
+    return rows
 
 
-def _full_losses(plan: StudyPlan, results: dict[str, TrialResult]) -> list[float | None]:
-    full_z, full_fraction = max(plan.trainable_layer_counts), max(plan.budget_fractions)
-    return [_scratch_mean(plan, results, i, full_z, full_fraction) for i in range(len(plan.configs))]
+def _judges(plan: StudyPlan, results: dict[str, TrialResult]) -> dict[Fold, list[float | None]]:
+    """Per fold, the judging seeds' full-fidelity loss of each configuration."""
+    return {fold: _scratch_means(plan, results, plan.full_cell, fold.judge) for fold in plan.folds}
+
+
+def _over_folds(
+    statistic: Callable[[Sequence[float], Sequence[float]], float],
+    lows: dict[Fold, list[float | None]],
+    judges: dict[Fold, list[float | None]],
+) -> Callable[[Sequence[float], Sequence[float]], float]:
+    """`statistic` on the configurations named (as floats, for the bootstrap), the mean over the folds."""
+
+    def mean_statistic(indices: Sequence[float], _: Sequence[float]) -> float:
+        values = []
+        for fold, low in lows.items():
+            pairs = [(low[int(i)], judges[fold][int(i)]) for i in indices]
+            known = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if len(known) >= 2:
+                value = statistic([a for a, _ in known], [b for _, b in known])
+                if not math.isnan(value):
+                    values.append(value)
+        return sum(values) / len(values) if values else math.nan
+
+    return mean_statistic
 
 
 def summarise(plan: StudyPlan, results: dict[str, TrialResult]) -> list[CellStatistics]:
-    """Mean loss over seeds per configuration and cell, then rank statistics against full fidelity."""
-    full = _full_losses(plan, results)
+    """Per cell, rank statistics of the configurations' mean loss over the replayed seeds against the judging
+    seeds' full training, the mean over folds (`judging`), with bootstrap intervals over configurations."""
+    judges = _judges(plan, results)
     cells = []
     for z in sorted(plan.trainable_layer_counts):
         for fraction in sorted(plan.budget_fractions):
-            low = [_scratch_mean(plan, results, i, z, fraction) for i in range(len(plan.configs))]
-            pairs = [(a, b) for a, b in zip(low, full, strict=True) if a is not None and b is not None]
-            cell = CellStatistics(z, fraction, len(pairs), None, None, None, None, None, None, None)
-            if len(pairs) < 3:
-                cell.note = f"rho undefined: {len(pairs)} configuration(s) succeeded here and at full fidelity, need 3"
-            else:
-                x, y = [a for a, _ in pairs], [b for _, b in pairs]
-                cell.spearman, cell.kendall = spearman(x, y), kendall_tau_b(x, y)
-                cell.spearman_low, cell.spearman_high = bootstrap_interval(x, y, spearman)
-                cell.kendall_low, cell.kendall_high = bootstrap_interval(x, y, kendall_tau_b, repeats=300)
-                best_here = min(range(len(pairs)), key=lambda i: x[i])
-                cell.regret = y[best_here] - min(y)
-                for name in ("spearman", "kendall", "spearman_low", "spearman_high", "kendall_low", "kendall_high"):
-                    if isinstance(getattr(cell, name), float) and math.isnan(getattr(cell, name)):
-                        setattr(cell, name, None)
-                if cell.spearman is None:
-                    cell.note = "rho undefined: every configuration has the same loss"
+            lows = {fold: _scratch_means(plan, results, (z, fraction), fold.replay) for fold in plan.folds}
+            counts = [
+                sum(a is not None and b is not None for a, b in zip(low, judges[fold], strict=True))
+                for fold, low in lows.items()
+            ]
+            cell = CellStatistics(z, fraction, min(counts), None, None, None, None, None, None, None)
+            if min(counts) < 3:
+                cell.note = f"rho undefined: {min(counts)} configuration(s) succeeded here and at full fidelity, need 3"
+                cells.append(cell)
+                continue
+            rho, regret = _fold_rho_regret(lows, judges)
+            everyone = [float(i) for i in range(len(plan.configs))]
+            rank, tau = _over_folds(spearman, lows, judges), _over_folds(kendall_tau_b, lows, judges)
+            cell.spearman, cell.kendall = rank(everyone, everyone), tau(everyone, everyone)
+            cell.spearman_low, cell.spearman_high = bootstrap_interval(everyone, everyone, rank)
+            cell.kendall_low, cell.kendall_high = bootstrap_interval(everyone, everyone, tau, repeats=300)
+            cell.regret = regret.mean
+            if len(plan.folds) > 1:
+                cell.spearman_fold_low, cell.spearman_fold_high = rho.low, rho.high
+            for name in ("spearman", "kendall", "spearman_low", "spearman_high", "kendall_low", "kendall_high"):
+                if isinstance(getattr(cell, name), float) and math.isnan(getattr(cell, name)):
+                    setattr(cell, name, None)
+            if cell.spearman is None:
+                cell.note = "rho undefined: every configuration has the same loss"
             cells.append(cell)
     return cells
+
+
+def _fold_rho_regret(
+    lows: dict[Fold, list[float | None]], judges: dict[Fold, list[float | None]]
+) -> tuple[OverFolds, OverFolds]:
+    """Rho and regret of each fold's low losses against its judge, over the folds."""
+    pairs = [rank_and_regret(low, judges[fold]) for fold, low in lows.items()]
+    return OverFolds.of([rho for rho, _ in pairs]), OverFolds.of([regret for _, regret in pairs])
+
+
+def noise_floor(plan: StudyPlan, results: dict[str, TrialResult]) -> NoiseFloor | None:
+    """Full training on the replayed seeds judged by the held-out seeds (None for a same-seed judge, where it is
+    rho 1 and regret 0 by construction)."""
+    if judge_mode(plan.folds) == "same-seed":
+        return None
+    lows = {fold: _scratch_means(plan, results, plan.full_cell, fold.replay) for fold in plan.folds}
+    return NoiseFloor.of(*_fold_rho_regret(lows, _judges(plan, results)))
 
 
 def summarise_continued(
@@ -736,33 +828,41 @@ def summarise_continued(
     continued: dict[str, ContinuedResult],
     cells: Sequence[CellStatistics],
 ) -> list[ContinuedStatistics]:
-    """Per chain and rung: the continued losses (mean over seeds) ranked against full fidelity from scratch,
-    beside the same cell's rho from scratch."""
-    full = _full_losses(plan, results)
+    """Per chain and rung: the continued losses (mean over the replayed seeds) ranked against the judging seeds'
+    full fidelity from scratch, the mean over folds, beside the same cell's rho from scratch."""
+    judges = _judges(plan, results)
     scratch = {(c.trainable_layers, c.budget_fraction): c.spearman for c in cells}
     summaries = []
     for chain in plan.chains:
-        runs = [
-            [continued.get(continued_key(chain, index, seed)) for seed in range(plan.seeds)]
-            for index in range(len(plan.configs))
-        ]
+        runs = {
+            seed: [continued.get(continued_key(chain, index, seed)) for index in range(len(plan.configs))]
+            for seed in range(plan.seeds)
+        }
         rungs = []
         for position, (z, fraction) in enumerate(chain):
-            low = [
-                _mean([r.segments[position].loss for r in row if r is not None and len(r.segments) > position])
-                for row in runs
+
+            def loss(run: ContinuedResult | None, at: int = position) -> float | None:
+                return run.segments[at].loss if run is not None and len(run.segments) > at else None
+
+            lows = {
+                fold: _per_config_mean(
+                    [[loss(runs[seed][index]) for seed in fold.replay] for index in range(len(plan.configs))]
+                )
+                for fold in plan.folds
+            }
+            counts = [
+                sum(a is not None and b is not None for a, b in zip(low, judges[fold], strict=True))
+                for fold, low in lows.items()
             ]
-            pairs = [(a, b) for a, b in zip(low, full, strict=True) if a is not None and b is not None]
-            rho = regret = None
-            if len(pairs) >= 3:
-                x, y = [a for a, _ in pairs], [b for _, b in pairs]
-                value = spearman(x, y)
-                rho = None if math.isnan(value) else value
-                regret = y[min(range(len(pairs)), key=lambda i: x[i])] - min(y)
-            rungs.append(ContinuedRung(z, fraction, len(pairs), rho, scratch.get((z, fraction)), regret))
-        failed = sum(1 for row in runs for r in row if r is not None and r.error is not None)
+            rho, regret = _fold_rho_regret(lows, judges)
+            rungs.append(ContinuedRung(z, fraction, min(counts), rho.mean, scratch.get((z, fraction)), regret.mean))
+        failed = sum(1 for row in runs.values() for r in row if r is not None and r.error is not None)
         summaries.append(ContinuedStatistics([[z, f] for z, f in chain], rungs, failed))
     return summaries
+
+
+def _per_config_mean(rows: list[list[float | None]]) -> list[float | None]:
+    return [_mean(row) for row in rows]
 
 
 def fingerprint(task: str, configs: list[dict[str, Any]]) -> str:
@@ -832,6 +932,8 @@ def run_study(
     )
     result.cells = summarise(plan, results)
     result.continued = summarise_continued(plan, results, continued, result.cells)
+    result.judge, result.judge_seeds = judge_mode(plan.folds), plan.judge_seeds
+    result.noise_floor = noise_floor(plan, results)
     result.failed_trials = sum(1 for t in plan.trials() if results.get(t.key) and results[t.key].loss is None)
     result.failed_trials += sum(c.failed_runs for c in result.continued)
     if done_before:

@@ -37,6 +37,16 @@ from layerprof.fidelity.correlate import (
     serving,
     task_layer_count,
 )
+from layerprof.fidelity.judging import (
+    SAME_SEED_WARNING,
+    Fold,
+    JudgeMode,
+    NoiseFloor,
+    OverFolds,
+    judge_folds,
+    judge_mode,
+    rank_and_regret,
+)
 from layerprof.fidelity.ladder import (
     Bracket,
     build_ladder,
@@ -64,10 +74,9 @@ from layerprof.stats import (
     quantile,
     quantile_confidence_interval,
     share_confidence_interval,
-    spearman,
 )
 
-SIMULATION_SCHEMA = "layerprof.simulation/2"  # adds continued runs, which seconds price them, Monte-Carlo intervals
+SIMULATION_SCHEMA = "layerprof.simulation/3"  # adds the judge (held-out or same-seed) and the noise floor
 BASELINE_PATH = "budget"  # costs are shown relative to halving on training budget alone, at full z
 REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
 # Repeats until stable: batches of REPEAT_BATCH until every figure's 95% Monte-Carlo interval is narrow enough,
@@ -100,11 +109,13 @@ class CellTable:
     losses: list[list[float]]
     seconds: list[list[float]]
 
-    def mean_losses(self) -> list[float | None]:
-        """Per configuration, the mean over seeds that succeeded (None where every seed failed)."""
+    def mean_losses(self, positions: Sequence[int] | None = None) -> list[float | None]:
+        """Per configuration, the mean over the seeds (at `positions`, else all) that succeeded (None where every
+        one failed)."""
         means: list[float | None] = []
         for row in self.losses:
-            finite = [loss for loss in row if math.isfinite(loss)]
+            chosen = row if positions is None else [row[p] for p in positions]
+            finite = [loss for loss in chosen if math.isfinite(loss)]
             means.append(sum(finite) / len(finite) if finite else None)
         return means
 
@@ -121,6 +132,22 @@ class RecordedStudy:
     budget_fractions: list[float]
     trials: dict[tuple[int, int, float, int], TrialResult]  # (config, z, fraction, seed)
     continued: dict[tuple[Chain, int, int], ContinuedResult] = field(default_factory=dict)  # (chain, config, seed)
+    judge_seeds: list[int] = field(default_factory=list)  # seeds recorded at full fidelity only (--judge-seeds)
+
+    @property
+    def folds(self) -> list[Fold]:
+        """Who judges whom (`judging.judge_folds`): the judge-only seeds, else each seed the others."""
+        return judge_folds(self.seeds, self.judge_seeds)
+
+    def judge_losses(self, seeds: Sequence[int]) -> list[float | None]:
+        """Per configuration, the mean full-fidelity loss of `seeds` that succeeded (None where none did)."""
+        z, fraction = self.full_cell
+        means: list[float | None] = []
+        for index in range(len(self.configs)):
+            found = [self.trials.get((index, z, fraction, seed)) for seed in seeds]
+            losses = [r.loss for r in found if r is not None and r.loss is not None]
+            means.append(sum(losses) / len(losses) if losses else None)
+        return means
 
     @property
     def full_cell(self) -> GridCell:
@@ -229,11 +256,19 @@ def load_study(path: Path) -> RecordedStudy:
     if not results:
         raise LayerprofError(f"{str(directory)!r} has no finished trials yet; run `layerprof correlate` first")
     trials = {(r.config_index, r.trainable_layers, r.budget_fraction, r.seed): r for r in results.values()}
+    full = max(r.trainable_layers for r in results.values()), max(r.budget_fraction for r in results.values())
+    cells_by_seed: dict[int, set[GridCell]] = {}
+    for r in results.values():
+        cells_by_seed.setdefault(r.seed, set()).add((r.trainable_layers, r.budget_fraction))
+    # a seed trained at full fidelity only, where others trained more cells, is a judge (correlate --judge-seeds)
+    judges = sorted(seed for seed, cells in cells_by_seed.items() if cells == {full})
+    judges = judges if len(judges) < len(cells_by_seed) else []
     return RecordedStudy(
         directory=directory,
         task=task,
         configs=configs,
-        seeds=sorted({r.seed for r in results.values()}),
+        judge_seeds=judges,
+        seeds=sorted(set(cells_by_seed) - set(judges)),
         trainable_layer_counts=sorted({r.trainable_layers for r in results.values()}),
         budget_fractions=sorted({r.budget_fraction for r in results.values()}),
         trials=trials,
@@ -410,6 +445,8 @@ class Outcome:
     workers: int | None = None
     trials_per_rung: list[float] | None = None  # ASHA: mean trials that reached each rung
     usd: float | None = None  # simulate --gpu: its GPU seconds on that kind at its price (`Simulation.price`)
+    regret_fold_low: float | None = None  # held-out judging: the lowest and highest fold's mean regret
+    regret_fold_high: float | None = None
 
 
 @dataclass
@@ -418,8 +455,10 @@ class RungResult:
 
     trainable_layers: int
     budget_fraction: float
-    spearman: float | None  # rank correlation of this cell's losses with full fidelity, all configurations
+    spearman: float | None  # rank correlation of this cell's losses with full fidelity, mean over the folds
     price: RungPrice | None = None
+    spearman_low: float | None = None  # the lowest and highest fold's rho (held-out judging)
+    spearman_high: float | None = None
 
 
 @dataclass
@@ -494,6 +533,10 @@ class Simulation:
     gpu: str | None = None  # --gpu: the kind the dollars are for
     price: str | None = None  # its price and where it comes from
     priced_time_source: str | None = None  # the profile's step times measured on it, or scaled from another kind
+    judge: JudgeMode = "same-seed"  # held-out: regret and rho judged by seeds the replay does not draw from
+    judge_folds: int = 1  # rotations of the judge over the seeds
+    judge_seeds: int = 0  # seeds recorded at full fidelity only, to judge
+    noise_floor: NoiseFloor | None = None  # full training judged like every rung (None for a same-seed judge)
 
     def path(self, name: str) -> PathResult | None:
         """The result of the path of that name, or None where it was not replayed."""
@@ -655,21 +698,48 @@ class Replay:
         self, study: RecordedStudy, repeats: int | None, seed: int, workers: int = DEFAULT_WORKERS,
         rule: PromotionRule = "optuna",
     ) -> None:  # fmt: skip
-        """Each configuration's regret at full fidelity; LayerprofError where none has a loss to judge picks by."""
+        """Each configuration's regret at full fidelity by each fold's judge; LayerprofError where none has a
+        loss to judge picks by. Repeat r replays fold r mod the folds: it draws seeds from that fold's replay seeds
+        and its pick is judged by that fold's judging seeds."""
         self.study = study
         self.repeats = repeats  # None: until stable
         self.seed = seed
         self.workers = workers  # trials at once, for wall times
         self.rule = rule
-        self.truth = truth = study.mean_losses(study.full_cell)  # full-fidelity loss per configuration
-        finite = [t for t in truth if t is not None]
-        if not finite:
-            raise LayerprofError("no configuration has a full-fidelity loss in the study; nothing to judge picks by")
-        self.best, worst = min(finite), max(finite)
-        # a pick that failed at full fidelity counts as the worst configuration
-        self.regret = [worst - self.best if t is None else t - self.best for t in truth]
-        self.worst_regret = worst - self.best
+        self.folds = study.folds
+        position = {s: i for i, s in enumerate(study.seeds)}
+        self.positions = [[position[s] for s in fold.replay] for fold in self.folds]  # replay seeds' positions
+        self.truths: list[list[float | None]] = []  # per fold: the judge's full-fidelity loss per configuration
+        self.regrets: list[list[float]] = []
+        bests, worst_regrets = [], []
+        for fold in self.folds:
+            truth = study.judge_losses(fold.judge)
+            finite = [t for t in truth if t is not None]
+            if not finite:
+                raise LayerprofError(
+                    "no configuration has a full-fidelity loss in the study; nothing to judge picks by"
+                )
+            best, worst = min(finite), max(finite)
+            # a pick that failed at full fidelity counts as the worst configuration
+            self.truths.append(truth)
+            self.regrets.append([worst - best if t is None else t - best for t in truth])
+            bests.append(best)
+            worst_regrets.append(worst - best)
+        self.best = statistics.fmean(bests)
+        self.worst_regret = max(worst_regrets)
         self._tables: dict[GridCell, CellTable] = {}
+
+    def fold(self, repeat: int) -> int:
+        """The fold a repeat replays."""
+        return repeat % len(self.folds)
+
+    def judged(self, table: CellTable) -> tuple[OverFolds, OverFolds]:
+        """Rho and regret of a cell's mean losses over each fold's replay seeds against its judge, over folds."""
+        pairs = [
+            rank_and_regret(table.mean_losses(positions), truth)
+            for positions, truth in zip(self.positions, self.truths, strict=True)
+        ]
+        return OverFolds.of([rho for rho, _ in pairs]), OverFolds.of([regret for _, regret in pairs])
 
     def tables(self, cells: Sequence[GridCell]) -> list[CellTable]:
         """The tables of `cells` in that order, each built once per replay."""
@@ -682,7 +752,8 @@ class Replay:
         """`count` (configuration, seed position) pairs for one repeat of one bracket, the same on every path."""
         draw = random.Random(f"{self.seed}/{repeat}/{bracket_index}")
         chosen = draw.sample(range(len(self.study.configs)), count)
-        return [(index, draw.randrange(len(self.study.seeds))) for index in chosen]
+        positions = self.positions[self.fold(repeat)]
+        return [(index, positions[draw.randrange(len(positions))]) for index in chosen]
 
     def run(
         self, tables: BracketTables, brackets: Sequence[Bracket], first: int, stop: int
@@ -701,7 +772,7 @@ class Replay:
                 spent += bracket_seconds
                 wall += bracket_wall
             pick = min(winners, key=lambda loss_and_winner: loss_and_winner[0])[1]
-            regrets.append(self.regret[pick[0]])
+            regrets.append(self.regrets[self.fold(repeat)][pick[0]])
             seconds.append(spent)
             walls.append(wall)
         return regrets, seconds, walls
@@ -714,7 +785,7 @@ class Replay:
         regrets, seconds, walls, reached = [], [], [], []
         for repeat in range(first, stop):
             run = asha(tables, self.candidates(repeat, 0, count), eta, self.workers, self.rule)
-            regrets.append(self.regret[run.pick[0]])
+            regrets.append(self.regrets[self.fold(repeat)][run.pick[0]])
             seconds.append(run.seconds)
             walls.append(run.wall_seconds)
             reached.append([sum(rung >= index for rung in run.reached.values()) for index in range(len(tables))])
@@ -732,6 +803,14 @@ def replay_outcome(replay: Replay, tables: BracketTables, brackets: Sequence[Bra
         seconds += more[1]
         walls += more[2]
         outcome = _outcome(regrets, seconds, brackets, replay.worst_regret, walls, replay.workers)
+    return _by_fold(outcome, regrets, len(replay.folds))
+
+
+def _by_fold(outcome: Outcome, regrets: Sequence[float], folds: int) -> Outcome:
+    """The lowest and highest fold's mean regret, where the judge rotated (repeat r replays fold r mod folds)."""
+    if folds > 1:
+        means = OverFolds.of([statistics.fmean(regrets[f::folds]) for f in range(folds) if regrets[f::folds]])
+        outcome.regret_fold_low, outcome.regret_fold_high = means.low, means.high
     return outcome
 
 
@@ -742,7 +821,9 @@ def asha_outcome(replay: Replay, tables: Sequence[CellTable], count: int, eta: f
     def outcome_of(runs: tuple[list[float], list[float], list[float], list[list[int]]]) -> Outcome:
         regrets, seconds, walls, reached = runs
         means = [round(statistics.fmean(column), 1) for column in zip(*reached, strict=True)]
-        result = _outcome(regrets, seconds, [], replay.worst_regret, walls, replay.workers)
+        result = _by_fold(
+            _outcome(regrets, seconds, [], replay.worst_regret, walls, replay.workers), regrets, len(replay.folds)
+        )
         result.brackets = [{"first_rung": 0, "configs_per_rung": means}]
         result.trials_per_rung = means
         return result
@@ -903,6 +984,14 @@ def simulate(
     check_cells(study, chosen)
     count = _starting_configs(study, chosen, eta, starting_configs, notes)
     replay = Replay(study, repeats, seed, workers, promotion_rule)
+    judge = judge_mode(replay.folds)
+    if judge == "same-seed":
+        notes.append(
+            SAME_SEED_WARNING.format(
+                command=f"layerprof correlate {study.task} --judge-seeds 2 --out {study.directory} (and the study's "
+                "--grid/--grid-preset, --layers, --budget-fractions and --seeds), or a study with --seeds 3"
+            )
+        )
     unrecorded: list[FidelityPath] = []
     results = [_simulate_path(replay, path, eta, count, pricing, notes, unrecorded) for path in chosen]
     baseline = next((r for r in results if r.name == BASELINE_PATH), None)
@@ -952,11 +1041,28 @@ def simulate(
         full_steps=None if pricing is None else pricing.full_steps,
         gpu_memory_bytes=None if pricing is None else pricing.gpu_memory_bytes,
         notes=notes,
+        judge=judge,
+        judge_folds=len(replay.folds),
+        judge_seeds=len(study.judge_seeds),
+        noise_floor=None if judge == "same-seed" else _noise_floor(replay, count),
         seconds_used=study.seconds_used,
         workers=workers,
         promotion_rule=promotion_rule,
         **dollars,
     )
+
+
+def _noise_floor(replay: Replay, count: int) -> NoiseFloor:
+    """Full training judged like every rung: rho of the full cell's losses on the replay seeds against the judge,
+    and the regret of picking the best of `count` drawn configurations (each at its drawn seed) by full training
+    alone, mean and range over folds."""
+    table = replay.tables([replay.study.full_cell])
+    rho, _ = replay.judged(table[0])
+    alone = replay_outcome(replay, [table], [Bracket(0, [count], 0.0)], replay.repeats)
+    return NoiseFloor(
+        rho.mean, rho.low, rho.high, alone.regret_mean, alone.regret_fold_low, alone.regret_fold_high,
+        len(replay.folds),
+    )  # fmt: skip
 
 
 def _every_outcome(results: Sequence[PathResult]) -> list[Outcome]:
@@ -1098,11 +1204,10 @@ def _replay_mode(
     assert first_tables is not None
     rungs = []
     for index, (cell, table) in enumerate(zip(path.cells, first_tables, strict=True)):
-        low = table.mean_losses()
-        pairs = [(a, b) for a, b in zip(low, replay.truth, strict=True) if a is not None and b is not None]
-        rho = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else math.nan
+        rho, _ = replay.judged(table)
         price = prices[0][index] if prices else None
-        rungs.append(RungResult(cell[0], cell[1], None if math.isnan(rho) else rho, price))
+        spread = (rho.low, rho.high) if len(replay.folds) > 1 else (None, None)
+        rungs.append(RungResult(cell[0], cell[1], rho.mean, price, *spread))
     unit_costs = [1.0] * len(path.cells)  # bracket sizes do not depend on costs
     halving = [successive_halving(unit_costs, count, eta)]
     sh = replay_outcome(replay, tables, halving, replay.repeats)  # type: ignore[arg-type]

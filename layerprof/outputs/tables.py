@@ -19,6 +19,7 @@ from layerprof.profile import JsonDict, Layer, MemoryCategory, Profile, Row, rat
 if TYPE_CHECKING:
     from layerprof.fidelity.correlate import CellStatistics, CorrelationResult
     from layerprof.fidelity.granularity import SplitReport
+    from layerprof.fidelity.judging import NoiseFloor
     from layerprof.fidelity.plan import ClusterPlan, Schedule
     from layerprof.fidelity.simulate import ContinuedPath, Outcome, PathResult, RungResult, Simulation
     from layerprof.predict.audit import AuditReport
@@ -614,7 +615,9 @@ def correlation_cell_text(cell: CellStatistics | None, markup: bool = True) -> s
 def correlation_view(result: CorrelationResult) -> TableView:
     """Spearman's rho per (z, budget), highest z on top as in the paper's Figure 5 (coloured: a terminal's)."""
     full = max(result.trainable_layer_counts)
-    title = f"Spearman's rho vs full fidelity (z={full}, budget 1) · 95% bootstrap interval"
+    folds = result.seeds if result.judge_seeds == 0 else result.judge_seeds
+    judge = judge_text(result.judge, folds, result.noise_floor)
+    title = f"Spearman's rho vs full fidelity (z={full}, budget 1) · 95% bootstrap interval · {judge}"
     headers = ["z \\ budget", *(f"{fraction:g}" for fraction in result.budget_fractions)]
     rows = [
         [str(z), *(correlation_cell_text(result.cell(z, f)) for f in result.budget_fractions)]
@@ -630,23 +633,19 @@ def continued_rows(result: CorrelationResult) -> list[list[str]]:
         return "n/a" if value is None else f"{value:.2f}"
 
     rows = []
+    floor = rho(None if result.noise_floor is None else result.noise_floor.spearman)
     for chain in result.continued:
         label = " ".join(f"{z:g}@{f:.3g}" for z, f in chain.chain)
         for position, rung in enumerate(chain.rungs):
-            rows.append(
-                [
-                    label if position == 0 else "",
-                    f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
-                    rho(rung.spearman_scratch),
-                    rho(rung.spearman),
-                    "-" if rung.regret is None else _short(rung.regret),
-                    str(rung.configs),
-                ]
-            )
+            rows.append([
+                label if position == 0 else "", f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
+                rho(rung.spearman_scratch), rho(rung.spearman), floor,
+                "-" if rung.regret is None else _short(rung.regret), str(rung.configs),
+            ])  # fmt: skip
     return rows
 
 
-CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "regret continued", "configs"]
+CONTINUED_HEADERS = ["continued run", "rung", "ρ scratch", "ρ continued", "ρ floor", "regret continued", "configs"]
 
 
 def continued_view(result: CorrelationResult) -> TableView:
@@ -702,6 +701,7 @@ SIMULATION_HEADERS = [
     "ρ per rung",
     "configs",
     "regret median [90%]",
+    "regret mean [folds]",
     "best",
     "trial s",
     "× budget",
@@ -830,20 +830,15 @@ def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
             f"[{with_uncertainty(outcome.regret_low, mc.get('regret_low'), _short)}, "
             f"{with_uncertainty(outcome.regret_high, mc.get('regret_high'), _short)}]"
         )
-        rows.append(
-            [
-                path.name,
-                runs,
-                cells,
-                rho,
-                _brackets(outcome),
-                regret,
-                with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
-                with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
-                _times(outcome.recorded_seconds_vs_budget),
-                f"{outcome.repeats:,}",
-            ]
-        )
+        if simulation.noise_floor is not None and simulation.noise_floor.spearman is not None:
+            rho += f" | floor {simulation.noise_floor.spearman:.2f}"
+        judged = span(outcome.regret_mean, outcome.regret_fold_low, outcome.regret_fold_high, _short)
+        rows.append([
+            path.name, runs, cells, rho, _brackets(outcome), regret, judged,
+            with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
+            with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
+            _times(outcome.recorded_seconds_vs_budget), f"{outcome.repeats:,}",
+        ])  # fmt: skip
     return rows
 
 
@@ -889,7 +884,29 @@ def simulation_title(simulation: Simulation, algorithm: str, priced: bool = Fals
         f"{ALGORITHMS[algorithm]} on {simulation.task} ({simulation.configs} configurations, {seeds}), "
         f"eta={simulation.eta:g}{start}, "
         + (f"{simulation.repeats:,} repeats" if simulation.repeats else "repeats until stable")
+        + f" · {judge_text(simulation.judge, simulation.judge_folds, simulation.noise_floor)}"
     )
+
+
+def judge_text(judge: str, folds: int, floor: NoiseFloor | None) -> str:
+    """`held-out judge (3 rotations) · noise floor ρ 0.80 [0.75, 0.85], regret 0.03 [0, 0.05]`, or
+    `same-seed judge`: who judged the verdicts, and what full training scores judged the same way."""
+    if judge == "same-seed":
+        return "same-seed judge"
+    text = f"held-out judge ({folds} rotation{'s' if folds != 1 else ''})"
+    if floor is not None:
+        rho = span(floor.spearman, floor.spearman_low, floor.spearman_high, lambda v: f"{v:.2f}")
+        text += f" · noise floor ρ {rho}, regret {span(floor.regret, floor.regret_low, floor.regret_high, _short)}"
+    return text
+
+
+def span(mean: float | None, low: float | None, high: float | None, show: Callable[[float], str]) -> str:
+    """`0.80 [0.75, 0.85]`: a value and its range (over folds), the range left out where it shows as the value."""
+    if mean is None:
+        return "n/a"
+    if low is None or high is None or show(low) == show(high) == show(mean):
+        return show(mean)
+    return f"{show(mean)} [{show(low)}, {show(high)}]"
 
 
 WALL_HEADERS = [
@@ -984,7 +1001,16 @@ def simulation_legend(simulation: Simulation) -> str:
             else "trial s: the study's recorded seconds of whole trials (set-up included: the study did not record "
             "it apart)"
         )
-        + " · × budget: cost relative to the budget path run the same way"
+        + " · × budget: cost relative to the budget path run the same way · "
+        + (
+            "same-seed judge: the pick and ρ are judged by full training of the seeds the replay draws from (the "
+            "full rung scores ρ 1 by construction)"
+            if simulation.judge == "same-seed"
+            else "held-out judge: the pick and ρ are judged by full training of a seed the replay does not draw "
+            "from, rotated over the seeds; regret mean [folds]: the mean and the lowest and highest rotation's; "
+            "noise floor: full training judged the same way (ρ of its losses; regret of picking the best drawn "
+            "configuration by full training alone)"
+        )
     )
     if simulation.profile is not None:
         text += (

@@ -273,11 +273,13 @@ def test_a_study_with_continued_runs_resumes_and_summarises_them(
     ]
     # the result round-trips through its JSON, and an older result without continued runs still loads
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["schema"] == "layerprof.correlation/3"
+    assert data["schema"] == "layerprof.correlation/4"
     assert CorrelationResult.from_dict(data).continued == result.continued
     older = {**data, "schema": "layerprof.correlation/2"}
-    del older["continued"]
+    for newer in ("continued", "judge", "judge_seeds", "noise_floor"):
+        del older[newer]
     assert CorrelationResult.from_dict(older).continued == []
+    assert CorrelationResult.from_dict(older).judge == "same-seed"  # before /4, every study judged itself
 
 
 def test_correlate_continue_refuses_a_task_that_cannot_continue(tmp_path: Path) -> None:

@@ -179,17 +179,50 @@ def test_every_cell_is_ranked_against_the_largest_z_at_the_full_budget(tmp_path:
     assert result.cell(1, 0.5).spearman == pytest.approx(0.6571428571)
 
 
-def test_losses_are_averaged_over_seeds_before_ranking(tmp_path: Path) -> None:
+def test_two_seeds_judge_each_other_held_out_and_the_verdict_is_the_mean_over_the_two_folds(tmp_path: Path) -> None:
     task = tmp_path / "table.py"
     task.write_text(TABLE_TASK)
-    shift = [0.0, 0.0, 0.0, 0.0, 0.0, -12.0]  # seed 1 of config 5 is far better: its mean wins everywhere
+    shift = [0.0, 0.0, 0.0, 0.0, 0.0, -12.0]  # seed 1 of config 5 is far better: only seed 1 says it is the best
     result = study(f"{task}:task", table_configs(shift), [1, 4], [1.0], 2, tmp_path / "out", workers=1)
-    mean = {cell: [v + s / 2 for v, s in zip(losses, shift, strict=True)] for cell, losses in LOSSES.items()}
+    by_seed = [
+        {cell: [v + s * seed for v, s in zip(losses, shift, strict=True)] for cell, losses in LOSSES.items()}
+        for seed in (0, 1)
+    ]
+    assert result.judge == "held-out"
     for z in (1, 4):
-        rho, tau, regret = expected_cell(mean[f"{z}/1"], mean["4/1"])
+        # fold 1: seed 1 replays, seed 0 judges; fold 2: the other way round
+        folds = [expected_cell(by_seed[1 - j][f"{z}/1"], by_seed[j]["4/1"]) for j in (0, 1)]
         cell = result.cell(z, 1.0)
-        assert (cell.spearman, cell.kendall, cell.regret) == pytest.approx((rho, tau, regret))
-    assert result.cell(1, 1.0).spearman != pytest.approx(expected_cell(LOSSES["1/1"], LOSSES["4/1"])[0])
+        mean = [sum(values) / 2 for values in zip(*folds, strict=True)]
+        assert (cell.spearman, cell.kendall, cell.regret) == pytest.approx(mean)
+        assert (cell.spearman_fold_low, cell.spearman_fold_high) == pytest.approx(sorted(f[0] for f in folds))
+    # full training judged by the other seed is the noise floor: rho 1/7; seed 1 picks config 5 (6 - 1 = 5 by
+    # seed 0), seed 0 picks config 0 (1 - -6 = 7 by seed 1)
+    assert result.cell(4, 1.0).spearman == pytest.approx(1 / 7) and result.cell(4, 1.0).regret == pytest.approx(6.0)
+    floor = result.noise_floor
+    assert (floor.spearman, floor.regret, floor.regret_low, floor.regret_high) == pytest.approx((1 / 7, 6, 5, 7))
+
+
+def test_judge_seeds_train_full_fidelity_only_and_judge_every_cell(tmp_path: Path) -> None:
+    task = tmp_path / "table.py"
+    task.write_text(TABLE_TASK)
+    shift = [0.0, 0.0, 0.0, 0.0, 0.0, -12.0]  # the judge seed (1) says config 5 is the best
+    plan = StudyPlan(f"{task}:task", table_configs(shift), (1, 4), (0.5, 1.0), 1, judge_seeds=1)
+    assert plan.trial_count == 6 * 4 + 6  # every cell once, and full fidelity again for the judge
+    assert {(t.trainable_layers, t.budget_fraction) for t in plan.trials() if t.seed == 1} == {(4, 1.0)}
+    result = run_study(plan, tmp_path / "out", workers=1)
+    assert (result.judge, result.judge_seeds) == ("held-out", 1)
+    judge = [v + s for v, s in zip(LOSSES["4/1"], shift, strict=True)]
+    for cell in result.cells:
+        rho, tau, regret = expected_cell(LOSSES[f"{cell.trainable_layers}/{cell.budget_fraction:g}"], judge)
+        assert (cell.spearman, cell.kendall, cell.regret) == pytest.approx((rho, tau, regret)), cell
+    # seed 0's full training picks config 0, which the judge puts at 1 against config 5's -6
+    assert (result.noise_floor.spearman, result.noise_floor.regret) == pytest.approx((1 / 7, 7.0))
+    # simulate finds the judge seed in the recorded trials: it judges, the replay draws from seed 0
+    from layerprof.fidelity.simulate import load_study
+
+    recorded = load_study(tmp_path / "out")
+    assert (recorded.seeds, recorded.judge_seeds) == ([0], [1])
 
 
 def test_nan_and_raising_configurations_are_excluded(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import Bracket
 from layerprof.fidelity.simulate import MAX_REPEATS, REPEAT_BATCH, curve_series, halve, simulate
 from layerprof.fidelity.trials import spread
-from layerprof.outputs.tables import simulation_rows, with_uncertainty
+from layerprof.outputs.tables import markdown_simulation, simulation_rows, with_uncertainty
 from layerprof.profile import Row, save_profile
 from tests.cli.test_cli import assert_one_line_error
 from tests.conftest import bare_profile
@@ -186,20 +186,61 @@ def test_every_path_sees_the_same_draws_whichever_paths_ran(tmp_path: Path) -> N
     }
 
 
-def test_rho_per_rung_ranks_the_mean_over_seeds(tmp_path: Path) -> None:
+def test_rho_per_rung_ranks_the_mean_over_the_replayed_seeds(tmp_path: Path) -> None:
     """Each seed alone ranks 5 configurations with rho 0.8 (two pairs of neighbours swapped); their means rank
-    exactly as full training does: rho 1, neither one seed's nor the seeds' average rho (both 0.8)."""
+    exactly as full training does: rho 1, neither one seed's nor the seeds' average rho (both 0.8). A third
+    seed recorded at full fidelity only judges both."""
     low = {0: [0.0, 3.0, 1.0, 5.0, 4.0], 1: [2.0, 0.0, 5.0, 3.0, 6.0]}  # means 1, 1.5, 3, 4, 5
 
     def loss(index: int, z: int, fraction: float, seed: int) -> float:
         return low[seed][index] if z == 1 else float(index)
 
-    study = write_study(tmp_path / "s", 5, loss, zs=(1, 2), fractions=(1.0,), seeds=2)
+    study = write_study(
+        tmp_path / "s", 5, loss, zs=(1, 2), fractions=(1.0,), seeds=3, skip=lambda _i, z, _f, seed: seed == 2 and z == 1
+    )
     result = simulate(study, eta=2, repeats=10, paths=["layers"])
+    assert (result.judge, result.judge_folds, result.judge_seeds) == ("held-out", 1, 1)
     assert [rung.spearman for rung in result.path("layers").rungs] == [pytest.approx(1.0), pytest.approx(1.0)]
+    # without the judge seed, each seed judges the other: each alone ranks with rho 0.8
+    rotated = write_study(tmp_path / "two", 5, loss, zs=(1, 2), fractions=(1.0,), seeds=2)
+    rungs = simulate(rotated, eta=2, repeats=10, paths=["layers"]).path("layers").rungs
+    assert (rungs[0].spearman, rungs[0].spearman_low, rungs[0].spearman_high) == pytest.approx((0.8, 0.8, 0.8))
     one_seed = write_study(tmp_path / "one", 5, lambda i, z, f, s: loss(i, z, f, 0), zs=(1, 2), fractions=(1.0,))
     ranks = simulate(one_seed, eta=2, repeats=10, paths=["layers"]).path("layers").rungs
     assert ranks[0].spearman == pytest.approx(0.8)  # seed 0 alone: 1 - 6 x 4 / (5 x 24)
+
+
+def test_a_same_seed_judge_and_a_held_out_judge_disagree_on_a_scripted_study(tmp_path: Path) -> None:
+    """Seed 0 trains 4 configurations at z=1 and z=2 (full): z=1 ranks them 4 3 2 1, its full training 1 2 3 4.
+    Seed 1, trained at full fidelity only, ranks them 4 3 2 1 like z=1: seed 0's full training was the fluke.
+    Halving 4 -> 2 -> 1 keeps configurations 3 and 2 at z=1 and picks 2 (3 < 4 at z=2). Judged by seed 0
+    itself (same-seed): z=1 has rho -1, the pick regret 3 - 1 = 2. Judged by seed 1 (held out): z=1 has rho 1,
+    z=2 (full training itself) -1, and the pick regret 2 - 1 = 1; full training alone would have picked
+    configuration 0, regret 4 - 1 = 3: the noise floor."""
+    by_seed = {(0, 1): [4.0, 3.0, 2.0, 1.0], (0, 2): [1.0, 2.0, 3.0, 4.0], (1, 2): [4.0, 3.0, 2.0, 1.0]}
+
+    def loss(index: int, z: int, _fraction: float, seed: int) -> float:
+        return by_seed[(seed, z)][index]
+
+    def one(seeds: int) -> object:
+        directory = tmp_path / f"seeds{seeds}"
+        write_study(directory, 4, loss, (1, 2), (1.0,), seeds, skip=lambda _i, z, _f, seed: (seed, z) == (1, 1))
+        return simulate(directory, eta=2, starting_configs=4, repeats=20, paths=["layers"])
+
+    same, held_out = one(1), one(2)
+    assert (same.judge, same.noise_floor) == ("same-seed", None)
+    assert any(note.startswith("single-seed study: every verdict is judged by") for note in same.notes)
+    assert [r.spearman for r in same.path("layers").rungs] == pytest.approx([-1.0, 1.0])
+    assert same.path("layers").successive_halving.regret_mean == 2.0
+    assert held_out.judge == "held-out" and not any("single-seed" in note for note in held_out.notes)
+    assert [r.spearman for r in held_out.path("layers").rungs] == pytest.approx([1.0, -1.0])
+    assert held_out.path("layers").successive_halving.regret_mean == 1.0
+    floor = held_out.noise_floor
+    assert (floor.spearman, floor.regret, floor.folds) == (pytest.approx(-1.0), 3.0, 1)
+    # the tables say who judged: same-seed verdicts are marked in each algorithm's title
+    assert markdown_simulation(same).count("same-seed judge") == 3  # halving, Hyperband, ASHA
+    assert "same-seed judge" not in markdown_simulation(held_out)
+    assert "held-out judge (1 rotation) · noise floor ρ -1.00, regret 3" in markdown_simulation(held_out)
 
 
 def test_the_same_draws_give_the_same_answer_and_another_seed_another(tmp_path: Path) -> None:
@@ -353,7 +394,7 @@ def test_uncertain_figures_carry_their_interval_in_the_table(tmp_path: Path) -> 
     outcome = result.path("layers").successive_halving
     assert row[1] == "scratch"  # a one-rung path has nothing to continue from
     assert row[5] == f"{outcome.regret_median:g}±1 [0, 1]"  # the median of 100 runs may be either value
-    assert row[6] == f"{outcome.best_found_share:.0%}±10%" and row[-1] == "100"
+    assert row[7] == f"{outcome.best_found_share:.0%}±10%" and row[-1] == "100"
 
 
 def test_the_built_in_tasks_profile_the_models_they_train() -> None:
@@ -409,13 +450,14 @@ def test_simulate_cli_writes_json_table_and_figure(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert (
-        "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 100%±16% | 18 | 2.00× | 20 |"
+        "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 0 | 100%±16% | 18 | 2.00× | 20 |"
         in result.output
     )
     assert "still move between seeds in layers (halving)" in result.output  # 20 runs cannot say 100% for sure
     assert "**Hyperband, eta=3: cost on test (synthetic-model)**" in result.output
     data = json.loads((study / "simulation-eta3.json").read_text())
-    assert data["schema"] == "layerprof.simulation/2" and data["starting_configs"] == 9
+    assert data["schema"] == "layerprof.simulation/3" and data["starting_configs"] == 9
+    assert (data["judge"], data["noise_floor"]) == ("same-seed", None)
     assert (study / "simulation-eta3.png").read_bytes()[:4] == b"\x89PNG"
     as_json = CliRunner().invoke(app, ["simulate", str(study), "--json", "--eta", "2", "--configs", "9"])
     assert as_json.exit_code == 0, as_json.output
@@ -477,7 +519,7 @@ def test_the_worst_regret_is_the_worst_configuration_above_the_best(tmp_path: Pa
 
     study = load_study(write_study(tmp_path / "s", 4, lambda i, z, f, s: 10.0 + i, zs=(1,), fractions=(1.0,)))
     replay = Replay(study, None, 0)
-    assert (replay.best, replay.worst_regret, replay.regret) == (10.0, 3.0, [0.0, 1.0, 2.0, 3.0])
+    assert (replay.best, replay.worst_regret, replay.regrets[0]) == (10.0, 3.0, [0.0, 1.0, 2.0, 3.0])
 
 
 def test_typed_budget_fractions_name_the_studys_within_floating_noise() -> None:
