@@ -210,6 +210,18 @@ def test_rho_per_rung_ranks_the_mean_over_the_replayed_seeds(tmp_path: Path) -> 
     assert ranks[0].spearman == pytest.approx(0.8)  # seed 0 alone: 1 - 6 x 4 / (5 x 24)
 
 
+def test_each_run_draws_from_every_seed_but_the_one_that_judges_it(tmp_path: Path) -> None:
+    from layerprof.fidelity.simulate import Replay, load_study
+
+    study = load_study(write_study(tmp_path / "s", 6, perfect, zs=(1,), fractions=(1.0,), seeds=3))
+    replay = Replay(study, 30, 0)
+    assert [(f.replay, f.judge) for f in replay.folds] == [((1, 2), (0,)), ((0, 2), (1,)), ((0, 1), (2,))]
+    drawn = {fold: set() for fold in range(3)}
+    for repeat in range(30):
+        drawn[repeat % 3] |= {seed for _, seed in replay.candidates(repeat, 0, 6)}
+    assert drawn == {0: {1, 2}, 1: {0, 2}, 2: {0, 1}}
+
+
 def test_a_same_seed_judge_and_a_held_out_judge_disagree_on_a_scripted_study(tmp_path: Path) -> None:
     """Seed 0 trains 4 configurations at z=1 and z=2 (full): z=1 ranks them 4 3 2 1, its full training 1 2 3 4.
     Seed 1, trained at full fidelity only, ranks them 4 3 2 1 like z=1: seed 0's full training was the fluke.
