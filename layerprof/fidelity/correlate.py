@@ -145,6 +145,7 @@ class SegmentResult:
     seconds: float = 0.0  # the task's resume call for this rung
     train_seconds: float | None = None
     eval_seconds: float | None = None
+    checkpoint_seconds: float | None = None  # restoring the run before the rung and saving it after (not the last)
 
 
 @dataclass
@@ -180,6 +181,10 @@ def _phase_seconds(clock: PhaseClock, before: dict[str, float]) -> tuple[float |
     if not clock.marked:
         return None, None
     return clock.seconds["training"] - before["training"], clock.seconds["evaluation"] - before["evaluation"]
+
+
+def _checkpoint_seconds(clock: PhaseClock, before: dict[str, float]) -> float | None:
+    return clock.seconds["checkpoint"] - before["checkpoint"] if clock.marked else None
 
 
 def _seed_worker(seed: int) -> None:
@@ -245,7 +250,14 @@ def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial)
             train, evaluation = _phase_seconds(clock, before)
             done.append(
                 SegmentResult(
-                    segment.trainable_layers, segment.budget_fraction, loss, error, _now() - started, train, evaluation
+                    segment.trainable_layers,
+                    segment.budget_fraction,
+                    loss,
+                    error,
+                    _now() - started,
+                    train,
+                    evaluation,
+                    _checkpoint_seconds(clock, before),
                 )
             )
             if error is not None:
@@ -313,8 +325,10 @@ def task_layer_count(task: Callable) -> int | None:
 
 # ---------------------------------------------------------------- store
 
-STUDY_SCHEMA = "layerprof.study/2"  # trials record set-up, training and evaluation seconds; continued runs
-STUDY_SCHEMAS = ("layerprof.study/1", STUDY_SCHEMA)  # a study.json without a schema is /1
+# /2: trials record set-up, training and evaluation seconds; continued runs. /3: continued runs record their
+# checkpoints' seconds and are recorded among the from-scratch trials, not after them
+STUDY_SCHEMA = "layerprof.study/3"
+STUDY_SCHEMAS = ("layerprof.study/1", "layerprof.study/2", STUDY_SCHEMA)  # a study.json without a schema is /1
 
 
 def check_study_meta(meta: Any, path: Path) -> dict[str, Any]:
@@ -324,7 +338,8 @@ def check_study_meta(meta: Any, path: Path) -> dict[str, Any]:
     schema = meta.get("schema", STUDY_SCHEMAS[0])
     if schema not in STUDY_SCHEMAS:
         raise LayerprofError(
-            f"{str(path)!r} is a {schema} study; this layerprof reads {' and '.join(STUDY_SCHEMAS)} (upgrade it)"
+            f"{str(path)!r} is a {schema} study; this layerprof reads {', '.join(STUDY_SCHEMAS[:-1])} and "
+            f"{STUDY_SCHEMAS[-1]} (upgrade it)"
         )
     return {**meta, "task": current_spec(str(meta["task"]))}  # a task naming a moved module, written before the move
 
@@ -667,6 +682,19 @@ def _top_layers(job: Job) -> int:
     return max(z for z, _ in job.chain) if isinstance(job, ContinuedTrial) else job.trainable_layers
 
 
+def interleaved(trials: Sequence[Trial], runs: Sequence[ContinuedTrial]) -> list[Job]:
+    """The from-scratch trials with the continued runs spread evenly among them (a continued run after every
+    len(trials)/len(runs) trials), so that both are recorded under the same load of the machine and a load that
+    changes during the study does not price one way of running at another speed than the other."""
+    jobs: list[Job] = []
+    position = 0
+    for number, run in enumerate(runs):
+        upto = round((number + 1) * len(trials) / len(runs))
+        jobs += [*trials[position:upto], run]
+        position = upto
+    return [*jobs, *trials[position:]]
+
+
 def run_local(
     task_spec: str,
     configs: list[dict[str, Any]],
@@ -893,7 +921,7 @@ def run_study(
         {"task": plan.task, "configs": plan.configs, "fingerprint": fingerprint(plan.task, plan.configs)},
     )
     results, continued = store.load()
-    planned: list[Job] = [*plan.trials(), *plan.continued_trials()]
+    planned: list[Job] = interleaved(plan.trials(), plan.continued_trials())
     missing = [job for job in planned if job.key not in results and job.key not in continued]
     done_before = len(planned) - len(missing)
     if on_start:

@@ -15,6 +15,7 @@ as memory allows).
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import random
 import statistics
@@ -81,14 +82,17 @@ BASELINE_PATH = "budget"  # costs are shown relative to halving on training budg
 REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
 # Repeats until stable: batches of REPEAT_BATCH until every figure's 95% Monte-Carlo interval is narrow enough,
 # at most MAX_REPEATS. Narrow enough: a regret quantile within REGRET_TOLERANCE of the study's worst regret, the
-# share that found the best within SHARE_TOLERANCE either way, the mean cost within COST_TOLERANCE (relative).
+# share that found the best within SHARE_TOLERANCE either way, the mean cost within COST_TOLERANCE (relative), the
+# mean regret within REGRET_TOLERANCE of the worst regret either way.
 REPEAT_BATCH = 1000
 MAX_REPEATS = 32_000
 REGRET_TOLERANCE = 0.01
 SHARE_TOLERANCE = 0.01
 COST_TOLERANCE = 0.01
 
-Seconds = Literal["training", "total"]  # what a trial's recorded cost is: its training alone, or all of it
+# what a trial's recorded cost is: training, its evaluation and a continued run's checkpoints (set-up left out), or
+# the whole trial (a study recorded before set-up was kept apart)
+Seconds = Literal["training", "total"]
 Runs = Literal["recorded", "assumed"]  # continued losses and seconds: from continued runs, or from scratch ones
 # How an asynchronous halving decides, when a trial reaches a rung, whether it goes on (ASHA as the libraries run
 # it: decided once, on arrival). optuna: SuccessiveHalvingPruner, the trial is among the best floor(n / eta) of
@@ -108,6 +112,7 @@ class CellTable:
 
     losses: list[list[float]]
     seconds: list[list[float]]
+    eval_seconds: list[list[float]] | None = None  # the part of `seconds` spent evaluating, where recorded
 
     def mean_losses(self, positions: Sequence[int] | None = None) -> list[float | None]:
         """Per configuration, the mean over the seeds (at `positions`, else all) that succeeded (None where every
@@ -170,11 +175,12 @@ class RecordedStudy:
         return "training" if all(part.train_seconds is not None for part in parts) else "total"
 
     def cost(self, part: TrialResult | Any) -> float:
-        """A trial's (or a continued rung's) recorded seconds as `seconds_used` counts them; one that failed
-        before it marked any training trained for none."""
+        """A trial's (or a continued rung's) recorded seconds as `seconds_used` counts them: its training, its
+        one evaluation and (a continued rung) restoring and saving its checkpoint; one that failed before it marked
+        any training trained for none."""
         if self.seconds_used == "total":
             return part.seconds
-        return part.train_seconds or 0.0
+        return sum(getattr(part, name, None) or 0.0 for name in ("train_seconds", "eval_seconds", "checkpoint_seconds"))
 
     def missing_trials(self, cell: GridCell) -> int:
         """How many (configuration, seed) trials of the cell the study has not recorded; 0 when it is whole."""
@@ -186,12 +192,13 @@ class RecordedStudy:
     def table(self, cell: GridCell) -> CellTable:
         """The cell's losses and seconds per configuration and seed; the cell must be whole (KeyError otherwise)."""
         z, fraction = cell
-        losses, seconds = [], []
+        losses, seconds, evaluations = [], [], []
         for index in range(len(self.configs)):
             results = [self.trials[(index, z, fraction, seed)] for seed in self.seeds]
             losses.append([math.inf if r.loss is None else r.loss for r in results])
             seconds.append([self.cost(r) for r in results])
-        return CellTable(losses, seconds)
+            evaluations.append([r.eval_seconds or 0.0 if self.seconds_used == "training" else 0.0 for r in results])
+        return CellTable(losses, seconds, evaluations)
 
     def mean_losses(self, cell: GridCell) -> list[float | None]:
         """Per configuration, the cell's mean loss over the seeds that succeeded (None where every seed failed)."""
@@ -326,11 +333,12 @@ class RungPrice:
     """What one trial of a rung costs on the profiled device."""
 
     steps: int
-    trial_gpu_seconds: float | None
+    trial_gpu_seconds: float | None  # its training steps and its one evaluation
     trial_flops: float | None
     peak_memory_bytes: int | None
     memory_need_bytes: int | None  # what one trial holds: on CUDA, the reservation plus the context
     parallel_slots: int | None
+    eval_gpu_seconds: float | None = None  # the evaluation's part of trial_gpu_seconds (0: the task evaluates none)
 
 
 @dataclass
@@ -341,6 +349,7 @@ class Pricing:
     batch_size: int
     full_steps: int
     gpu_memory_bytes: int | None
+    eval_samples: int = 0  # samples the task evaluates after every rung (its `eval_samples`)
 
     def price(self, cell: GridCell, steps: int | None = None) -> RungPrice:
         """One trial of the cell from scratch, or `steps` of it (a continued rung's segment)."""
@@ -355,14 +364,27 @@ class Pricing:
             steps = step_at(fraction, self.full_steps)  # as the built-in tasks count their steps
         cuda = self.profile.environment.device_kind == "cuda"
         need = memory_need_bytes(row, CUDA_CONTEXT_RESERVE_BYTES if cuda else 0)
+        ms = self.profile.step_time_ms(row)
+        evaluation = self.eval_seconds(row, ms)
         return RungPrice(
             steps=steps,
-            trial_gpu_seconds=None if (ms := self.profile.step_time_ms(row)) is None else ms * steps / 1000,
+            trial_gpu_seconds=None if ms is None or evaluation is None else ms * steps / 1000 + evaluation,
+            eval_gpu_seconds=evaluation,
             trial_flops=None if row.flops is None else float(row.flops) * steps,
             peak_memory_bytes=row.peak_memory_bytes,
             memory_need_bytes=need,
             parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
         )
+
+    def eval_seconds(self, row: Any, step_ms: float | None) -> float | None:
+        """One evaluation: its forward passes over `eval_samples` at the batch size, each a step's time scaled by
+        the step's share of forward FLOPs (None where the profile lacks a step time or FLOPs)."""
+        if not self.eval_samples:
+            return 0.0
+        if step_ms is None or not row.flops or not row.forward_flops:
+            return None
+        batches = math.ceil(self.eval_samples / self.batch_size)
+        return batches * step_ms * min(1.0, row.forward_flops / row.flops) / 1000
 
     def continued(self, cells: Sequence[GridCell]) -> list[RungPrice]:
         """Each rung of one continued run through `cells`: its segment's steps."""
@@ -371,6 +393,50 @@ class Pricing:
             start, end, _ = segment.steps(self.full_steps)
             prices.append(self.price(cell, end - start))
         return prices
+
+
+CLOCK_DRIFT = 1.25  # the most the clock's seconds per device second may differ between phases without a note
+
+
+def clock_rates(study: RecordedStudy, pricing: Pricing) -> dict[str, float]:
+    """Recorded training seconds per device second of training (the profile's), over the from-scratch trials and
+    over the continued runs' segments that recorded training apart; a phase without any is left out."""
+    spent = {"scratch": [0.0, 0.0], "continued": [0.0, 0.0]}
+
+    def add(phase: str, recorded: float | None, cell: GridCell, steps: int | None = None) -> None:
+        try:
+            price = pricing.price(cell, steps)
+        except LayerprofError:
+            return  # a z the profile lacks: no device seconds to compare with
+        if recorded is None or price.trial_gpu_seconds is None:
+            return
+        spent[phase][0] += recorded
+        spent[phase][1] += price.trial_gpu_seconds - (price.eval_gpu_seconds or 0.0)
+
+    for (_, z, fraction, _), trial in study.trials.items():
+        if trial.loss is not None:
+            add("scratch", trial.train_seconds, (z, fraction))
+    for (chain, _, _), run in study.continued.items():
+        for part, cell, segment in zip(run.segments, chain, segments(chain), strict=False):
+            start, end, _ = segment.steps(pricing.full_steps)
+            if part.loss is not None:
+                add("continued", part.train_seconds, cell, end - start)
+    return {phase: clock / device for phase, (clock, device) in spent.items() if clock > 0 and device > 0}
+
+
+def drift_notes(rates: dict[str, float]) -> list[str]:
+    """A note where the clock ran at another speed, per device second, for continued runs than for trials."""
+    if len(rates) < 2:
+        return []
+    scratch, continued = rates["scratch"], rates["continued"]
+    if max(scratch, continued) / min(scratch, continued) <= CLOCK_DRIFT:
+        return []
+    return [
+        f"the clock drifted between phases: from-scratch trials recorded {scratch:.3g} s per device second of the "
+        f"profile, continued runs {continued:.3g} s ({max(scratch, continued) / min(scratch, continued):.2f}x "
+        "apart; the load of the machine changed while the study recorded): compare paths by device s, not by "
+        "recorded seconds"
+    ]
 
 
 def pricing_for(
@@ -413,7 +479,10 @@ def pricing_for(
         )
     elif profile.is_estimate:
         notes.append("the profile is an estimate without predicted step times: it prices FLOPs and memory only")
-    return Pricing(profile, int(batch_size), int(steps), gpu_memory), notes
+    eval_samples = int(getattr(task, "eval_samples", 0) or 0)
+    if not eval_samples:
+        notes.append(f"{task_spec} does not say its eval_samples: device seconds leave its evaluations out")
+    return Pricing(profile, int(batch_size), int(steps), gpu_memory, eval_samples), notes
 
 
 # ---------------------------------------------------------------- results
@@ -537,6 +606,9 @@ class Simulation:
     judge_folds: int = 1  # rotations of the judge over the seeds
     judge_seeds: int = 0  # seeds recorded at full fidelity only, to judge
     noise_floor: NoiseFloor | None = None  # full training judged like every rung (None for a same-seed judge)
+    # recorded training seconds per device second of the profile, from-scratch trials and continued runs apart:
+    # the cross-check of the clock against the cost model (a drift between them: the load changed)
+    clock_per_device_second: dict[str, float] | None = None
 
     def path(self, name: str) -> PathResult | None:
         """The result of the path of that name, or None where it was not replayed."""
@@ -860,6 +932,7 @@ def _outcome(
             uncertainty[name][1] - uncertainty[name][0] <= REGRET_TOLERANCE * worst_regret
             for name in ("regret_median", "regret_low", "regret_high")
         )
+        and uncertainty["regret_mean"][1] - uncertainty["regret_mean"][0] <= 2 * REGRET_TOLERANCE * worst_regret
         and share_high - share_low <= 2 * SHARE_TOLERANCE
         and high - low <= 2 * COST_TOLERANCE * mean_seconds
     )
@@ -962,9 +1035,12 @@ def simulate(
     notes: list[str] = []
     pricing = None
     ladder_layers = None
+    clock = None
     if profile is not None:
         pricing, pricing_notes = pricing_for(profile, study.task, full_steps, gpu_memory)
         notes += pricing_notes
+        clock = clock_rates(study, pricing)
+        notes += drift_notes(clock)
         if any(name in PROFILE_PATHS for name in names):
             ladder = build_ladder(
                 profile,
@@ -973,7 +1049,8 @@ def simulate(
                 batch_size=pricing.batch_size,
                 gpu_memory=pricing.gpu_memory_bytes,
             )
-            ladder_layers = [rung.trainable_layers for rung in ladder.rungs]
+            ladder_layers, ladder_notes = carried_ladder(study, ladder, eta, profile)
+            notes += ladder_notes
     chosen, path_notes = study_paths(names, zs, fractions, ladder_layers)
     notes += path_notes
     for number, cells in enumerate(custom_paths, start=1):
@@ -1045,6 +1122,7 @@ def simulate(
         judge_folds=len(replay.folds),
         judge_seeds=len(study.judge_seeds),
         noise_floor=None if judge == "same-seed" else _noise_floor(replay, count),
+        clock_per_device_second=clock or None,
         seconds_used=study.seconds_used,
         workers=workers,
         promotion_rule=promotion_rule,
@@ -1063,6 +1141,42 @@ def _noise_floor(replay: Replay, count: int) -> NoiseFloor:
         rho.mean, rho.low, rho.high, alone.regret_mean, alone.regret_fold_low, alone.regret_fold_high,
         len(replay.folds),
     )  # fmt: skip
+
+
+def carried_ladder(study: RecordedStudy, ladder: Any, eta: float, profile: Profile) -> tuple[list[int], list[str]]:
+    """The ladder's z rungs the study carries for this eta (study.json `ladders`), written there from this
+    profile's ladder the first time, so that a simulation on another machine replays the same rungs; a note
+    where this profile's ladder differs, and where its rungs rest on disturbed cells."""
+    built = [rung.trainable_layers for rung in ladder.rungs]
+    notes = []
+    disturbed = [rung.trainable_layers for rung in ladder.rungs if rung.disturbed]
+    if disturbed:
+        notes.append(
+            f"the ladder's rungs z = {', '.join(map(str, disturbed))} rest on cells other work disturbed while they "
+            "were timed: re-measure them on a quiet machine before relying on the ladder paths"
+        )
+    meta_path = study.directory / "study.json"
+    meta = read_json(meta_path, "study description", "the study.json `layerprof correlate` writes")
+    ladders = meta.get("ladders") if isinstance(meta.get("ladders"), dict) else {}
+    carried = ladders.get(f"{eta:g}")
+    if isinstance(carried, dict) and isinstance(carried.get("layers"), list) and carried["layers"]:
+        layers = [int(z) for z in carried["layers"]]
+        if layers != built:
+            notes.append(
+                f"the ladder paths use the study's ladder at eta {eta:g}, z {','.join(map(str, layers))} (from "
+                f"{carried.get('device', 'another profile')}); this profile ({profile.environment.device_name}) "
+                f"recommends z {','.join(map(str, built))}"
+            )
+        return layers, notes
+    entry = {"layers": built, "profile": profile.model.spec, "device": profile.environment.device_name}
+    meta["ladders"] = {**ladders, f"{eta:g}": entry}
+    written = meta_path.with_suffix(".json.tmp")
+    try:
+        written.write_text(json.dumps(meta, indent=2) + "\n")
+        written.replace(meta_path)
+    except OSError as error:  # a read-only study: the ladder is used, not carried
+        notes.append(f"the ladder could not be recorded in {str(meta_path)!r}: {error.strerror or error}")
+    return built, notes
 
 
 def _every_outcome(results: Sequence[PathResult]) -> list[Outcome]:
@@ -1161,7 +1275,8 @@ def _continued_tables(
     where they come from, and why a chain that would serve them cannot (an interrupted study). A bracket that
     starts at the top rung trains from scratch there. A path at one z that the study recorded no continued runs
     for is assumed to continue as it trained from scratch: the same losses (exact for a constant learning rate)
-    and each rung's seconds cut to the share of its steps that its segment trains."""
+    and each rung's training seconds cut to the share of its steps that its segment trains (its evaluation kept;
+    no checkpoint is charged, as none was recorded)."""
     study, scratch = replay.study, replay.tables(cells)
     found = [study.continued_tables(cells[first:]) for first in range(len(cells) - 1)]
     reasons = {item for item in found if isinstance(item, str) and item != "not recorded"}
@@ -1178,9 +1293,15 @@ def _continued_tables(
             CellTable(
                 table.losses,
                 [
-                    [value * (s.end_fraction - s.start_fraction) / s.budget_fraction for value in row]
-                    for row in table.seconds
+                    [
+                        (value - evaluation) * (s.end_fraction - s.start_fraction) / s.budget_fraction + evaluation
+                        for value, evaluation in zip(row, evaluations, strict=True)
+                    ]
+                    for row, evaluations in zip(
+                        table.seconds, table.eval_seconds or [[0.0] * len(r) for r in table.seconds], strict=True
+                    )
                 ],
+                table.eval_seconds,
             )
             for table, s in zip(scratch[first:], segments(cells[first:]), strict=True)
         ]

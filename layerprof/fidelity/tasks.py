@@ -97,6 +97,29 @@ class FrozenRun:
         self.step = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self._frozen: FrozenModel | None = None
+        self._checkpoint: bytes | None = None
+
+    def save(self) -> None:
+        """Save the weights and the optimizer state, as a scheduler that pauses a trial at the end of a rung does
+        (to memory: the serialisation, not the disk), timed as checkpoint."""
+        import io
+
+        assert self.optimizer is not None
+        buffer = io.BytesIO()
+        with trial_phase("checkpoint"):
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, buffer)
+        self._checkpoint = buffer.getvalue()
+
+    def restore(self) -> None:
+        """Load the last checkpoint back into the run, as a promoted trial resumes from it, timed as checkpoint."""
+        import io
+
+        if self._checkpoint is None or self.optimizer is None:
+            return
+        with trial_phase("checkpoint"):
+            saved = torch.load(io.BytesIO(self._checkpoint), weights_only=True)
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
 
     def thaw(self, trainable_layers: int) -> None:
         """Train the last `trainable_layers` layers from now on (at least as many as so far)."""
@@ -152,9 +175,11 @@ def describe_task(
     batch_size: int,
     profile_spec: str,
     resume: Callable[[JsonDict, Segment, Any], tuple[float, Any]] | None = None,
+    eval_samples: int = 0,
 ) -> None:
     """Attach what `correlate` and `simulate` read from a task (a user task may set the same attributes)."""
     task.layer_count = layer_count  # type: ignore[attr-defined]
+    task.eval_samples = eval_samples  # type: ignore[attr-defined]  # evaluated after every rung, priced by simulate
     task.full_steps = full_steps  # type: ignore[attr-defined]
     task.batch_size = batch_size  # type: ignore[attr-defined]
     task.profile_spec = profile_spec  # type: ignore[attr-defined]
@@ -227,13 +252,30 @@ def digits_run(config: JsonDict) -> FrozenRun:
 
 
 def digits_resume(config: JsonDict, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
-    """Train one segment of a digits run (a fresh one when `state` is None); the validation loss and the run."""
-    run = state if state is not None else digits_run(config)
+    """Train one segment of a digits run (a fresh one when `state` is None, else restored from its checkpoint);
+    the validation loss and the run, saved to a checkpoint where more rungs follow."""
+    run = _resumed(state, config, digits_run)
     run.train(segment)
     _, _, val_x, val_y = digits_data()
     run.model.eval()
     with trial_phase("evaluation"), torch.no_grad():
-        return float(F.cross_entropy(run.model(val_x), val_y)), run
+        loss = float(F.cross_entropy(run.model(val_x), val_y))
+    return loss, _paused(run, segment)
+
+
+def _resumed(state: FrozenRun | None, config: JsonDict, fresh: Callable[[JsonDict], FrozenRun]) -> FrozenRun:
+    """A continued run restored from its checkpoint, or a fresh one."""
+    if state is None:
+        return fresh(config)
+    state.restore()
+    return state
+
+
+def _paused(run: FrozenRun, segment: Segment) -> FrozenRun:
+    """The run, saved to a checkpoint where the run goes on after this segment (a from-scratch trial does not)."""
+    if segment.end_fraction < segment.total_fraction:
+        run.save()
+    return run
 
 
 def digits_task(config: JsonDict, trainable_layers: int, budget_fraction: float) -> float:
@@ -255,8 +297,8 @@ def digits_workload() -> CustomWorkload:
 
 
 describe_task(
-    digits_task, 6, DIGITS_FULL_STEPS, DIGITS_BATCH, "layerprof.fidelity.tasks:digits_workload", digits_resume
-)
+    digits_task, 6, DIGITS_FULL_STEPS, DIGITS_BATCH, "layerprof.fidelity.tasks:digits_workload", digits_resume, 397
+)  # 1,797 digits, 1,400 to train on
 
 
 # ---------------------------------------------------------------- byte-level language model
@@ -297,13 +339,14 @@ def pydoc_lm_run(config: JsonDict) -> FrozenRun:
 
 def pydoc_lm_resume(config: JsonDict, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
     """Train one segment of a pydoc-lm run (a fresh one when `state` is None); the validation loss and the run."""
-    run = state if state is not None else pydoc_lm_run(config)
+    run = _resumed(state, config, pydoc_lm_run)
     run.train(segment)
     _, val = pydoc_bytes()
     run.model.eval()
     starts = torch.arange(0, len(val) - LM_CONTEXT - 1, max(1, (len(val) - LM_CONTEXT - 1) // 64))[:64]
     with trial_phase("evaluation"), torch.no_grad():
-        return float(next_byte_loss(run.model, _window(val, starts))), run
+        loss = float(next_byte_loss(run.model, _window(val, starts)))
+    return loss, _paused(run, segment)
 
 
 def pydoc_lm_task(config: JsonDict, trainable_layers: int, budget_fraction: float) -> float:
@@ -344,7 +387,9 @@ def pydoc_lm_workload() -> CustomWorkload:
     )
 
 
-describe_task(pydoc_lm_task, 7, LM_FULL_STEPS, LM_BATCH, "layerprof.fidelity.tasks:pydoc_lm_workload", pydoc_lm_resume)
+describe_task(
+    pydoc_lm_task, 7, LM_FULL_STEPS, LM_BATCH, "layerprof.fidelity.tasks:pydoc_lm_workload", pydoc_lm_resume, 64
+)  # 64 windows of validation text
 
 TASKS: dict[str, Callable[[JsonDict, int, float], float]] = {
     "digits": digits_task,

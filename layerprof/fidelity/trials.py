@@ -17,7 +17,7 @@ from layerprof.errors import LayerprofError
 
 GridCell = tuple[int, float]  # (trainable layers z, budget fraction)
 Chain = tuple[GridCell, ...]  # the rungs one continued run goes through, in order
-Phase = Literal["training", "evaluation"]
+Phase = Literal["training", "evaluation", "checkpoint"]  # checkpoint: a continued run saving or restoring its state
 PHASES: tuple[Phase, ...] = get_args(Phase)
 PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")  # the named paths `simulate --paths` takes
 PROFILE_PATHS = ("ladder", "ladder-joint")  # the paths that need a profile (the ladder's rungs)
@@ -84,9 +84,10 @@ _clock: PhaseClock | None = None  # the running trial's, in the process that run
 
 @contextmanager
 def trial_phase(name: Phase) -> Iterator[None]:
-    """Mark a stretch of a task as training or evaluation (`with layerprof.trial_phase("training"): ...`), so
-    that `correlate` records it apart from set-up (imports, loading data, building the model) and `simulate`
-    prices training alone. Outside a trial it only runs the block."""
+    """Mark a stretch of a task as training, evaluation or checkpoint (a continued run saving its state at the end
+    of a rung, or restoring it to go on: `with layerprof.trial_phase("training"): ...`), so that `correlate`
+    records it apart from set-up (imports, loading data, building the model) and `simulate` prices training,
+    evaluation and checkpoints without set-up. Outside a trial it only runs the block."""
     if name not in PHASES:
         raise LayerprofError(f"trial_phase({name!r}): choose one of {', '.join(PHASES)}")
     clock = _clock

@@ -731,6 +731,7 @@ NARROW_COLUMNS = frozenset(
         "best",
         "trial s",
         "train s",
+        "train+eval s",
         "× budget",
         "device s",
         "FLOPs",
@@ -763,6 +764,7 @@ STACKED_HEADERS = {
     "rungs z@budget": "rungs\nz@budget",
     "at once/GPU (fit)": "at once/GPU\n(fit)",
     "GPUs per rung": "GPUs per\nrung",
+    "train+eval s": "train+eval\ns",
 }
 
 
@@ -780,7 +782,7 @@ def narrowed(headers: list[str], rows: list[list[str]], wide: bool) -> tuple[lis
 
 
 LEFT = ("path", "runs", "rungs z@budget")
-SECONDS_HEADERS = {"training": "train s", "total": "trial s"}  # which recorded seconds price the trials
+SECONDS_HEADERS = {"training": "train+eval s", "total": "trial s"}  # which recorded seconds price the trials
 
 
 def _brackets(outcome: Outcome) -> str:
@@ -996,7 +998,8 @@ def simulation_legend(simulation: Simulation) -> str:
         "rung (the study's continued runs); assumed, continued as it trained from scratch (same losses, seconds cut "
         "to the steps it adds) · "
         + (
-            "train s: the study's recorded training seconds (set-up and evaluation left out)"
+            "train+eval s: the study's recorded seconds of training, one evaluation per trial per rung and a "
+            "continued run's checkpoint save and restore (set-up left out)"
             if simulation.seconds_used == "training"
             else "trial s: the study's recorded seconds of whole trials (set-up included: the study did not record "
             "it apart)"

@@ -154,9 +154,9 @@ CASES = [
     ("plan {root}/nan-time.json --cluster 2xH100", "step_time_ms is nan"),
     # found in review: another layerprof file given as a profile is named, not "re-run layerprof profile"; a file
     # outside a study given to simulate is named, not its directory
-    ("ladder {root}/study/study.json", "is a correlate study's study.json, not a profile (schema layerprof.study/2)"),
+    ("ladder {root}/study/study.json", "is a correlate study's study.json, not a profile (schema layerprof.study/3)"),
     ("check {root}/study/result.json {root}/est-cpu.json", "is a correlate result.json, not a profile"),
-    ("plan {root}/study/study.json --cluster 2xH100", "not a profile (schema layerprof.study/2); give one written"),
+    ("plan {root}/study/study.json --cluster 2xH100", "not a profile (schema layerprof.study/3); give one written"),
     ("simulate {root}/est-cpu.json", "est-cpu.json' is not in a correlate study (no study.json)"),
     # a gate must not pass on half a profile
     ("check {root}/interrupted.json {root}/est-cpu.json", "CURRENT"),

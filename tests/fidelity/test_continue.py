@@ -24,6 +24,7 @@ from layerprof.fidelity.correlate import (
     CorrelationResult,
     StudyPlan,
     Trial,
+    interleaved,
     plan_chains,
     run_continued,
     run_study,
@@ -114,6 +115,23 @@ def test_a_continued_budget_run_trains_exactly_what_from_scratch_runs_train() ->
     # every part of the run is recorded: set-up apart from each rung's training and evaluation
     assert continued.setup_seconds is not None and continued.setup_seconds > 0
     assert all(s.train_seconds and s.eval_seconds for s in continued.segments)
+    # and the checkpoint it goes on from: saved after 1/9, restored and saved after 1/3, restored before 1
+    assert all(s.checkpoint_seconds > 0 for s in continued.segments)
+    assert run_trial("digits", digits_config(), Trial(0, 6, 1.0, 0)).setup_seconds is not None
+
+
+def test_a_run_goes_on_from_its_checkpoint_not_from_the_objects_it_left() -> None:
+    """restore() loads the saved weights back: what the run did after saving is undone."""
+    run = digits_run({**digits_config(), "seed": 0})
+    first = segments([(6, NINTH), (6, 1.0)])[0]
+    run.train(first)
+    run.save()
+    saved = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+    with torch.no_grad():
+        for parameter in run.model.parameters():
+            parameter.add_(1.0)
+    run.restore()
+    assert all(torch.equal(p, saved[name]) for name, p in run.model.named_parameters())
 
 
 def test_thawed_layers_start_with_fresh_optimizer_state_and_trained_layers_keep_theirs() -> None:
@@ -304,7 +322,7 @@ def test_a_study_of_a_later_schema_is_refused(tmp_path: Path) -> None:
     (tmp_path / "s" / "study.json").write_text(json.dumps(later))
     assert_one_line_error(
         CliRunner().invoke(app, ["simulate", str(tmp_path / "s")]),
-        "is a layerprof.study/9 study; this layerprof reads layerprof.study/1 and layerprof.study/2",
+        "is a layerprof.study/9 study; this layerprof reads layerprof.study/1, layerprof.study/2 and layerprof.study/3",
     )
 
 
@@ -374,23 +392,24 @@ def test_a_study_mixing_scratch_and_continued_trials_replays_each(tmp_path: Path
     assert (continued.runs, continued.chain) == ("recorded", "1@1,2@1,3@1")
     assert (continued.successive_halving.regret_median, continued.successive_halving.best_found_share) == (0, 1)
     assert [r.spearman for r in continued.rungs] == [pytest.approx(1.0)] * 3
-    # each rung costs its segment's training seconds (1, 2, 3 s), not the trials' (10, 20, 30 s, set-up 100 s)
-    assert continued.successive_halving.recorded_seconds == pytest.approx(9 * 1 + 3 * 2 + 1 * 3)
-    assert path.successive_halving.recorded_seconds == pytest.approx(9 * 10 + 3 * 20 + 1 * 30)
+    # each rung costs its segment's training seconds (1, 2, 3 s), not the trials' (10, 20, 30 s, set-up 100 s),
+    # and one evaluation (1 s) per trial per rung
+    assert continued.successive_halving.recorded_seconds == pytest.approx(9 * (1 + 1) + 3 * (2 + 1) + 1 * (3 + 1))
+    assert path.successive_halving.recorded_seconds == pytest.approx(9 * 11 + 3 * 21 + 1 * 31)
     # Hyperband: 9·3·1 on the chain, 5·1 on the run started at z=2 (1 + 2 s a rung), 3 from scratch at z=3
-    assert continued.hyperband.recorded_seconds == pytest.approx(9 * 1 + 3 * 2 + 3 + 5 * 1 + 2 + 3 * 30)
+    assert continued.hyperband.recorded_seconds == pytest.approx(9 * 2 + 3 * 3 + 4 + 5 * 2 + 3 + 3 * 31)
     # the budget path has no continued runs: assumed to continue as it trained from scratch, its rungs' seconds
     # cut to the steps each adds (1/9 -> 1/3 adds two thirds of the 1/3 trial's steps)
     budget = result.path("budget")
     assert budget.continued.runs == "assumed"
-    assert budget.successive_halving.recorded_seconds == pytest.approx(9 * 30 * NINTH + 3 * 30 * THIRD + 30)
+    assert budget.successive_halving.recorded_seconds == pytest.approx(9 * (30 * NINTH + 1) + 3 * 11 + 31)
     assert budget.continued.successive_halving.recorded_seconds == pytest.approx(
-        9 * 30 * NINTH + 3 * 30 * THIRD * (2 / 3) + 30 * (2 / 3)
+        9 * (30 * NINTH + 1) + 3 * (30 * THIRD * (2 / 3) + 1) + 30 * (2 / 3) + 1  # evaluation is never cut
     )
     assert [r.spearman for r in budget.continued.rungs] == [r.spearman for r in budget.rungs]
     # each way of running is compared with the budget path run the same way
     assert continued.successive_halving.recorded_seconds_vs_budget == pytest.approx(
-        18 / budget.continued.successive_halving.recorded_seconds
+        31 / budget.continued.successive_halving.recorded_seconds
     )
 
 
@@ -416,7 +435,7 @@ def test_an_older_study_is_priced_by_whole_trials_and_says_so(tmp_path: Path) ->
     assert "| best | trial s | × budget |" in output.output
     training = write_mixed_study(tmp_path / "t", random_lowest_rung, {})
     output = CliRunner().invoke(app, ["simulate", str(training), "--repeats", "5", "--format", "md"])
-    assert "| best | train s | × budget |" in output.output
+    assert "| best | train+eval s | × budget |" in output.output
     assert "| budget | assumed | 3@0.111 3@0.333 3@1 |" in output.output
 
 
@@ -442,6 +461,43 @@ def test_a_profile_prices_each_continued_rung_by_its_segment(tmp_path: Path) -> 
     assert budget.continued.hyperband.gpu_seconds == pytest.approx(
         (9 * 10 + 3 * 20 + 60 + 5 * 30 + 60 + 3 * 90) * 0.030
     )
+    # the clock against the cost model: from scratch 10 z f s of training for 0.01 z s x 90 f steps (0.9 z f
+    # device s): 11.1 s per device second; the study has no continued runs to compare with
+    assert result.clock_per_device_second == pytest.approx({"scratch": 10 / 0.9})
+    assert not any(note.startswith("the clock drifted") for note in result.notes)
+
+
+def test_a_clock_that_drifts_between_from_scratch_and_continued_runs_is_named(tmp_path: Path) -> None:
+    task = tmp_path / "task.py"
+    task.write_text(
+        "def task(config, trainable_layers, budget_fraction):\n    return 0.0\n\n"
+        "task.layer_count = 3\ntask.full_steps = 90\ntask.batch_size = 8\ntask.profile_spec = 'synthetic-model'\n"
+        "task.eval_samples = 20\n"
+    )
+    chain = ((3, NINTH), (3, THIRD), (3, 1.0))
+    study = write_mixed_study(tmp_path / "s", random_lowest_rung, {chain: lambda index, k: index + k})
+    lines = [json.loads(line) for line in (study / "trials.jsonl").read_text().splitlines()]
+    for line in lines:  # the continued runs were recorded on a machine twice as busy
+        for segment in line.get("segments", []):
+            segment["train_seconds"] = 2 * 30 * (segment["budget_fraction"] - {1.0: THIRD, THIRD: NINTH}.get(
+                segment["budget_fraction"], 0.0))  # fmt: skip
+    (study / "trials.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    meta = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**meta, "task": f"{task}:task"}))
+    rows = [
+        Row(8, z, "ok", step_time_ms=10.0 * z, flops=4 * 10**9 * z, forward_flops=10**9 * z, peak_memory_bytes=z)
+        for z in (1, 2, 3)
+    ]
+    result = simulate(study, eta=3, repeats=3, paths=["budget"], profile=bare_profile(rows, 3, spec="synthetic-model"))
+    # from scratch: 10 z f s per 0.9 z f device s = 11.1; continued: twice that
+    assert result.clock_per_device_second == pytest.approx({"scratch": 10 / 0.9, "continued": 20 / 0.9})
+    assert any(note.startswith("the clock drifted between phases: from-scratch trials recorded 11.1 s") for note in
+               result.notes)  # fmt: skip
+    # evaluation is priced: 20 samples at batch 8 are 3 forward passes of a quarter of a step each (z=3: 7.5 ms)
+    assert [r.price.eval_gpu_seconds for r in result.path("budget").rungs] == pytest.approx([3 * 0.0075] * 3)
+    assert [r.price.trial_gpu_seconds for r in result.path("budget").rungs] == pytest.approx(
+        [0.03 * steps + 3 * 0.0075 for steps in (10, 30, 90)]
+    )
 
 
 RESUMABLE_TASK = """
@@ -457,6 +513,16 @@ def resume(config, segment, state):
 task.resume = resume
 task.layer_count = 3
 """
+
+
+def test_continued_runs_are_recorded_among_the_from_scratch_trials_not_after_them() -> None:
+    trials = [Trial(i, 1, 1.0, 0) for i in range(6)]
+    runs = [ContinuedTrial(i, ((1, 0.5), (3, 1.0)), 0) for i in range(3)]
+    order = interleaved(trials, runs)
+    assert [job.config_index if isinstance(job, Trial) else f"c{job.config_index}" for job in order] == [
+        0, 1, "c0", 2, 3, "c1", 4, 5, "c2",
+    ]  # fmt: skip
+    assert interleaved(trials, []) == trials and interleaved([], runs) == runs
 
 
 def test_continued_runs_as_ray_tasks(tmp_path: Path) -> None:

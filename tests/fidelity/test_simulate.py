@@ -326,6 +326,29 @@ def test_a_profile_prices_the_trials_on_its_gpu(tmp_path: Path) -> None:
     assert sh.slot_wall_vs_budget == pytest.approx(1.2)
 
 
+def test_the_study_carries_its_ladder_to_another_machine_and_says_where_they_differ(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "s", 9, perfect, task=write_task(tmp_path))
+    first = simulate(study, eta=3, repeats=3, profile=priced_profile(), paths=["ladder"])
+    assert [r.trainable_layers for r in first.path("ladder").rungs] == [1, 3]
+    carried = json.loads((study / "study.json").read_text())["ladders"]
+    assert carried == {"3": {"layers": [1, 3], "profile": "synthetic-model", "device": "test"}}
+    # a simulation elsewhere replays the study's rungs, not its own profile's, and says so
+    meta = json.loads((study / "study.json").read_text())
+    meta["ladders"]["3"] = {"layers": [2, 3], "profile": "synthetic-model", "device": "the other GPU"}
+    (study / "study.json").write_text(json.dumps(meta))
+    again = simulate(study, eta=3, repeats=3, profile=priced_profile(), paths=["ladder"])
+    assert [r.trainable_layers for r in again.path("ladder").rungs] == [2, 3]
+    assert "the ladder paths use the study's ladder at eta 3, z 2,3 (from the other GPU); this profile (test) " \
+        "recommends z 1,3" in again.notes  # fmt: skip
+    # a profile whose ladder rests on disturbed cells keeps its warning
+    disturbed = priced_profile()
+    for row in disturbed.rows:
+        row.disturbed = row.trainable_layers == 3
+    noisy = simulate(study, eta=3, repeats=3, profile=disturbed, paths=["ladder"])
+    # z=3 is full training here, so every rung's cost against it rests on the disturbed cell
+    assert any(note.startswith("the ladder's rungs z = 1, 3 rest on cells other work") for note in noisy.notes)
+
+
 def test_the_joint_ladder_pairs_the_rungs_with_the_largest_budget_fractions(tmp_path: Path) -> None:
     study = write_study(tmp_path / "s", 9, perfect, zs=(1, 2, 3), fractions=(NINTH, 0.25, THIRD, 1.0),
                         task=write_task(tmp_path))  # fmt: skip
@@ -462,8 +485,8 @@ def test_simulate_cli_writes_json_table_and_figure(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert (
-        "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 0 | 100%±16% | 18 | 2.00× | 20 |"
-        in result.output
+        "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 0 | 100%±16% | 18 | 2.00× "
+        "| 20 |" in result.output
     )
     assert "still move between seeds in layers (halving)" in result.output  # 20 runs cannot say 100% for sure
     assert "**Hyperband, eta=3: cost on test (synthetic-model)**" in result.output
@@ -524,6 +547,12 @@ def test_stability_asks_each_interval_to_be_narrow_enough() -> None:
     costs = [8.0, 12.0] * 500  # mean 10, standard error 2 / sqrt(1000): +-1.24% at 95%
     assert not _outcome([r / 2 for r in wide], costs, bracket, 1.0).stable
     assert _outcome([r / 2 for r in wide], [9.0, 11.0] * 500, bracket, 1.0).stable  # +-0.62%
+    # every quantile sits on 1 and none found the best, but the mean regret (1.25) is uncertain by +-0.097, beyond
+    # 1% of a worst regret of 8 either way: not stable; of 30, it is
+    rare = [1.0] * 975 + [11.0] * 25
+    assert _outcome(rare, [1.0] * 1000, bracket, 8.0).uncertainty["regret_high"] == (1.0, 1.0)
+    assert not _outcome(rare, [1.0] * 1000, bracket, 8.0).stable
+    assert _outcome(rare, [1.0] * 1000, bracket, 30.0).stable
 
 
 def test_the_worst_regret_is_the_worst_configuration_above_the_best(tmp_path: Path) -> None:
@@ -559,7 +588,8 @@ def test_the_joint_ladder_is_left_out_where_the_study_cannot_pair_its_rungs(tmp_
     ) in result.notes
     steep = bare_profile([Row(8, z, "ok", step_time_ms=3.0 ** z, flops=1, peak_memory_bytes=1) for z in (1, 2, 3)], 3,
                          spec="synthetic-model")  # fmt: skip
-    three = simulate(study, repeats=2, profile=steep, paths=["ladder-joint"])
+    fresh = write_study(tmp_path / "u", 9, perfect, task=task)  # the first study carries the flat profile's ladder
+    three = simulate(fresh, repeats=2, profile=steep, paths=["ladder-joint"])
     assert [(r.trainable_layers, r.budget_fraction) for r in three.path("ladder-joint").rungs] == [
         (1, NINTH), (2, THIRD), (3, 1.0),
     ]  # fmt: skip
