@@ -26,7 +26,7 @@ from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import Bracket
 from layerprof.fidelity.simulate import MAX_REPEATS, REPEAT_BATCH, curve_series, halve, simulate
 from layerprof.fidelity.trials import spread
-from layerprof.outputs.tables import markdown_simulation, simulation_rows, with_uncertainty
+from layerprof.outputs.tables import markdown_views, simulation_rows, simulation_views, with_uncertainty
 from layerprof.profile import Row, save_profile
 from tests.cli.test_cli import assert_one_line_error
 from tests.conftest import bare_profile
@@ -250,9 +250,9 @@ def test_a_same_seed_judge_and_a_held_out_judge_disagree_on_a_scripted_study(tmp
     floor = held_out.noise_floor
     assert (floor.spearman, floor.regret, floor.folds) == (pytest.approx(-1.0), 3.0, 1)
     # the tables say who judged: same-seed verdicts are marked in each algorithm's title
-    assert markdown_simulation(same).count("same-seed judge") == 3  # halving, Hyperband, ASHA
-    assert "same-seed judge" not in markdown_simulation(held_out)
-    assert "held-out judge (1 rotation) · noise floor ρ -1.00, regret 3" in markdown_simulation(held_out)
+    assert markdown_views(simulation_views(same)).count("same-seed judge") == 3  # halving, Hyperband, ASHA
+    assert "same-seed judge" not in markdown_views(simulation_views(held_out))
+    assert "held-out judge (1 rotation) · noise floor ρ -1.00, regret 3" in markdown_views(simulation_views(held_out))
 
 
 def test_the_same_draws_give_the_same_answer_and_another_seed_another(tmp_path: Path) -> None:
