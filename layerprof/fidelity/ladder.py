@@ -92,6 +92,8 @@ class Ladder:
     priced_time_source: str | None = None  # "measured on H100" | "scaled from H100 by peak"
     successive_halving_usd: float | None = None  # --configs: every trial of the halving bracket, one after another
     batch_limits_source: str | None = None  # where the exported snippets' largest batch per rung comes from
+    recipe: str = ""  # the profile's training recipe in words (SweepSettings.recipe_label)
+    recipe_settings: dict[str, Any] = field(default_factory=dict)  # and as data (SweepSettings.recipe)
 
     def max_batch(self) -> dict[int, int]:
         """Budget index -> the largest batch that fits one GPU at that rung: `fit`'s answers where attached
@@ -327,6 +329,8 @@ def build_ladder(
         context_reserve_bytes=context_reserve,
         configs=configs,
         times_predicted=profile.predicts_time,
+        recipe=profile.settings.recipe_label,
+        recipe_settings=profile.settings.recipe(),
     )
     _add_brackets(ladder, configs)
     if any(rung.largest_batch_size is not None for rung in rungs) and gpu_memory is not None:

@@ -418,13 +418,14 @@ def ladder_view(ladder: Ladder) -> TableView:
     """The ladder: its rungs, the summary lines under the Markdown table."""
     title = (
         f"ladder · {ladder.model} · batch {ladder.batch_size} · η={ladder.eta:g} · cost={ladder.cost_kind} · "
-        f"{ladder.device}"
+        f"{ladder.device}" + (f" · {ladder.recipe}" if ladder.recipe else "")
     )
     caption = f"cost: {'median step time' if ladder.cost_kind == 'time' else 'FLOPs per step'} · "
     caption += "budget: the index an HPO library sees"
     if ladder.gpu_memory_bytes is not None:
         caption += " · slots: trials per GPU at once"
     heading = f"**Ladder** for {ladder.model}, batch {ladder.batch_size}, η={ladder.eta:g}, cost={ladder.cost_kind}"
+    heading += f" · recipe: {ladder.recipe}" if ladder.recipe else ""
     notes = "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))
     return TableView(
         title,
@@ -1146,7 +1147,7 @@ def _plan_title(plan: ClusterPlan) -> str:
     inventory = ", ".join(f"{item['count']}×{item['gpu']}" for item in plan.inventory)
     return (
         f"{plan.model}, batch {plan.batch_size} on {inventory}: eta={plan.eta:g}, {plan.configs} configurations, "
-        f"{plan.budget_steps} steps at full budget"
+        f"{plan.budget_steps} steps at full budget" + (f" · recipe: {plan.recipe}" if plan.recipe else "")
     )
 
 
