@@ -388,6 +388,28 @@ def price_ladder(ladder: Ladder, profile: Profile, gpu: GpuKind, prices: PriceBo
         )
 
 
+def rungs_at(
+    profile: Profile,
+    zs: Sequence[int],
+    batch_size: int,
+    eta: float,
+    gpu_memory: int | None,
+    context_reserve: int = CUDA_CONTEXT_RESERVE_BYTES,
+) -> dict[int, Rung]:
+    """The rungs another ladder chose (`zs`), as this profile's cells at `batch_size` make them: its memory, slots
+    and step time at each z it has a successful cell for (its cost by FLOPs, spaced as that ladder's). A z without
+    one is left out; so are all of them when the profile lacks the batch size or full training."""
+    rows = {row.trainable_layers: row for row in profile.rows if row.ok and row.batch_size == batch_size}
+    if profile.layer_count not in rows:
+        return {}
+    costs = {z: float(row.flops or 0) or 1.0 for z, row in rows.items()}
+    present = [z for z in zs if z in rows]
+    rungs = _rungs(profile, rows, present, costs, eta, gpu_memory, context_reserve)
+    for z, rung in zip(present, rungs, strict=True):
+        rung.budget_index = round(eta ** zs.index(z)) if float(eta).is_integer() else zs.index(z) + 1
+    return {rung.trainable_layers: rung for rung in rungs}
+
+
 def recommended_ladder(profile: Profile) -> tuple[Ladder | None, str | None]:
     """The ladder a sweep recommends (default eta and cost), or None and why: a profile whose full-training cell
     failed has none."""
