@@ -132,8 +132,12 @@ def accelerate() -> None:
         "model_class": type(model).__name__,
         "params": sum(p.numel() for p in model.parameters()),
         "rows": [
-            {"dtype": dtype, "largest_layer_bytes": int(largest), "total_bytes": int(total),
-             "training": {key: int(value) for key, value in training.items()}}
+            {
+                "dtype": dtype,
+                "largest_layer_bytes": int(largest),
+                "total_bytes": int(total),
+                "training": {key: int(value) for key, value in training.items()},
+            }
             for dtype, largest, total, training in rows
         ],  # fmt: skip
     }
@@ -180,16 +184,15 @@ def deepspeed() -> None:
 
 
 def table() -> None:
-    """The Markdown table: ours per recipe and z, then accelerate's and DeepSpeed's figures."""
-    from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, gpu_kind
-    from layerprof.fidelity.ladder import largest_batch_that_fits
+    """The Markdown table: ours per recipe and z (the estimate at batch 1, the fit's largest batch), then
+    accelerate's and DeepSpeed's figures."""
     from layerprof.profile import load_profile
 
-    h100_bytes = gpu_kind("H100").memory_mib * 2**20  # what `ladder --gpu H100` and `fit --gpu H100` take
-    print("| recipe (bf16-mixed) | z | trains | peak GiB, B=1 | params+grads+optimizer GiB | activations GiB, B=1 "
-          "| largest batch on H100 |")  # fmt: skip
+    fit = json.loads((OUT / "fit.json").read_text()) if (OUT / "fit.json").exists() else None
+    print("| recipe (bf16-mixed) | z | trains | peak GiB, B=1 | weights+grads+optimizer GiB | activations' peak GiB, "
+          "B=1 | largest batch on H100 |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for recipe in RECIPES:
+    for index, recipe in enumerate(RECIPES):
         path = OUT / file_name(recipe)
         if not path.exists():
             print(f"| {recipe} | — | not estimated yet (run `ours`) | | | | |")
@@ -200,15 +203,23 @@ def table() -> None:
             if row is None or not row.ok:
                 print(f"| {recipe} | {z} | {row.status if row else 'missing'} | | | | |")
                 continue
-            points = [(b, r.peak_memory_bytes) for b in BATCHES if (r := profile.row(b, z)) and r.ok and
-                      r.peak_memory_bytes]  # fmt: skip
-            largest = largest_batch_that_fits(points, h100_bytes, CUDA_CONTEXT_RESERVE_BYTES)
+            largest = "—"
+            if fit is not None:
+                label = fit["recipes"][index] if len(fit["recipes"]) == len(RECIPES) else None
+                choice = next((c for c in fit["choices"] if c["trainable_layers"] == z), None)
+                if choice is not None and label is not None:
+                    largest = str(choice["largest_batch_sizes"].get(fit_label(fit, index), "—"))
             state = sum(getattr(row, f"memory_{c}_bytes") or 0 for c in ("parameters", "gradients", "optimizer_state"))
             print(f"| {recipe} | {z} | {row.trainable_params:,} | {row.peak_memory_bytes / GIB:.2f} | "
                   f"{state / GIB:.2f} | {(row.peak_activations_bytes or 0) / GIB:.2f} | {largest} |")  # fmt: skip
     for name in ("accelerate", "deepspeed"):
         path = OUT / f"{name}.json"
         print(f"\n{name}: " + (path.read_text() if path.exists() else "not run yet"))
+
+
+def fit_label(fit: dict, index: int) -> str:
+    """The recipe label `fit` gave the index-th recipe of RECIPES (its JSON lists them in RECIPES' order)."""
+    return fit["fits"][index]["recipe"]
 
 
 if __name__ == "__main__":
