@@ -1,16 +1,16 @@
 """pythia-1.4b (T = 2048) on an H100 under every recipe, beside accelerate's and DeepSpeed's estimators.
 
     .venv/bin/python benchmarks/recipes_pythia.py ours                 # layerprof estimate per recipe (slow: traces)
+    .venv/bin/python benchmarks/recipes_pythia.py fit                  # layerprof fit --gpu H100 --recipe ... (slower)
     .venv/bin/python benchmarks/recipes_pythia.py accelerate           # accelerate's estimate-memory, for real
     DS_PYTHON=/path/to/python-with-deepspeed \\
         .venv/bin/python benchmarks/recipes_pythia.py deepspeed        # DeepSpeed's ZeRO-2 estimator, for real
     .venv/bin/python benchmarks/recipes_pythia.py table                # the Markdown table of docs/recipes.md
 
 `ours` writes one estimate per recipe (`layerprof estimate pythia-1.4b --seq-len 2048 --gpu H100 --precision
-bf16-mixed --batch-sizes 1,2 --layers 1,27` with the recipe's options) into OUT (benchmarks/results/recipes-pythia/);
-the largest batch on the H100 is the ladder's line of peak memory against batch size through batch 1 and 2 (the
-context reserve kept), `layerprof.fidelity.ladder.largest_batch_that_fits`. `accelerate` and `deepspeed` write
-their figures as JSON beside them; `table` reads all three.
+bf16-mixed --batch-sizes 1 --layers 1,27` with the recipe's options) into OUT (benchmarks/results/recipes-pythia/);
+`fit` writes fit.json, the largest batch on the H100 per recipe and z (one `fit --recipe ...` over every recipe).
+`accelerate` and `deepspeed` write their figures as JSON beside them; `table` reads them all.
 
 No model hub is reachable here: accelerate's `create_empty_model` asks the hub for the repository's metadata
 (`verify_on_hub`) before it reads the config, so the run answers that lookup with "a transformers model without an
@@ -42,6 +42,11 @@ RECIPES: dict[str, dict[str, object]] = {
     "LoRA r=8 + checkpointing": {"adapter": "lora", "checkpointing": "trainable"},
 }
 
+# The recipes `fit` runs: those whose fit composes every z from a few traces (no checkpointing, no adapters). With
+# checkpointing or adapters each z is searched on traces of its own: about an hour here (a 2-core machine shared by
+# six), so those rows' largest batch is left to a rerun with FITTED = tuple(RECIPES) on a quieter machine.
+FITTED = ("AdamW", "8-bit AdamW")
+
 # EleutherAI/pythia-1.4b's published config.json (the fields that shape the model)
 PYTHIA_1_4B = {
     "architectures": ["GPTNeoXForCausalLM"],
@@ -71,11 +76,8 @@ def file_name(recipe: str) -> str:
 
 
 def ours() -> None:
-    """Per recipe, an estimate at batch 1 (each written as it finishes: a rerun skips what exists); then one
-    `fit --gpu H100 --recipe ...` over every recipe for the largest batch at each z."""
+    """Per recipe, an estimate at batch 1 (each written as it finishes: a rerun skips what exists)."""
     from layerprof.devices import gpu_kind
-    from layerprof.fidelity.recipes import fit_recipes
-    from layerprof.parsing import LayerSelection
     from layerprof.predict.estimate import estimate_model
     from layerprof.profile import SweepSettings, save_profile
     from layerprof.sources.models import ModelOptions
@@ -90,13 +92,25 @@ def ours() -> None:
             settings = SweepSettings(**{**asdict_settings(base), **fields})  # type: ignore[arg-type]
             save_profile(estimate_model("pythia-1.4b", options, settings), path)
             print(f"wrote {path}", flush=True)
+
+
+def fit() -> None:
+    """`fit pythia-1.4b --seq-len 2048 --precision bf16-mixed --gpu H100 --layers 1,27 --recipe
+    optimizer=adamw8bit`: the largest batch at each z of the FITTED recipes."""
+    from layerprof.devices import gpu_kind
+    from layerprof.fidelity.recipes import fit_recipes
+    from layerprof.parsing import LayerSelection
+    from layerprof.profile import SweepSettings
+    from layerprof.sources.models import ModelOptions
+
+    h100 = gpu_kind("H100")
+    base = SweepSettings((1,), ZS, precision="bf16-mixed", mode="estimate", target="cuda", target_gpu=h100.name)
+    variants = [RECIPES[name] for name in FITTED[1:]]
+    selection = LayerSelection(",".join(map(str, ZS)))
+    result = fit_recipes("pythia-1.4b", ModelOptions(seq_len=2048), base, variants, h100.memory_mib * 2**20, selection)
     path = OUT / "fit.json"
-    if not path.exists():
-        variants = [fields for fields in RECIPES.values() if fields]
-        selection = LayerSelection(",".join(map(str, ZS)))
-        result = fit_recipes("pythia-1.4b", options, base, variants, h100.memory_mib * 2**20, selection)
-        path.write_text(json.dumps({"recipes": list(RECIPES), **result.to_dict()}, indent=2) + "\n")
-        print(f"wrote {path}", flush=True)
+    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    print(f"wrote {path}", flush=True)
 
 
 def asdict_settings(settings: object) -> dict[str, object]:
@@ -192,7 +206,7 @@ def table() -> None:
     print("| recipe (bf16-mixed) | z | trains | peak GiB, B=1 | weights+grads+optimizer GiB | activations' peak GiB, "
           "B=1 | largest batch on H100 |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for index, recipe in enumerate(RECIPES):
+    for recipe in RECIPES:
         path = OUT / file_name(recipe)
         if not path.exists():
             print(f"| {recipe} | — | not estimated yet (run `ours`) | | | | |")
@@ -201,14 +215,14 @@ def table() -> None:
         for z in ZS:
             row = profile.row(1, z)
             if row is None or not row.ok:
-                print(f"| {recipe} | {z} | {row.status if row else 'missing'} | | | | |")
+                why = f"{row.status}: {(row.message or '').split('Error: ')[-1].split(';')[0]}" if row else "missing"
+                print(f"| {recipe} | {z} | {why} | | | | |")
                 continue
             largest = "—"
-            if fit is not None:
-                label = fit["recipes"][index] if len(fit["recipes"]) == len(RECIPES) else None
-                choice = next((c for c in fit["choices"] if c["trainable_layers"] == z), None)
-                if choice is not None and label is not None:
-                    largest = str(choice["largest_batch_sizes"].get(fit_label(fit, index), "—"))
+            choice = next((c for c in fit["choices"] if c["trainable_layers"] == z), None) if fit else None
+            if fit is not None and choice is not None:  # fit's JSON lists the recipes in FITTED's order
+                fitted = {name: fit["fits"][position]["recipe"] for position, name in enumerate(FITTED)}
+                largest = str(choice["largest_batch_sizes"].get(fitted.get(recipe, ""), "—"))
             state = sum(getattr(row, f"memory_{c}_bytes") or 0 for c in ("parameters", "gradients", "optimizer_state"))
             print(f"| {recipe} | {z} | {row.trainable_params:,} | {row.peak_memory_bytes / GIB:.2f} | "
                   f"{state / GIB:.2f} | {(row.peak_activations_bytes or 0) / GIB:.2f} | {largest} |")  # fmt: skip
@@ -217,13 +231,8 @@ def table() -> None:
         print(f"\n{name}: " + (path.read_text() if path.exists() else "not run yet"))
 
 
-def fit_label(fit: dict, index: int) -> str:
-    """The recipe label `fit` gave the index-th recipe of RECIPES (its JSON lists them in RECIPES' order)."""
-    return fit["fits"][index]["recipe"]
-
-
 if __name__ == "__main__":
-    parts = {"ours": ours, "accelerate": accelerate, "deepspeed": deepspeed, "table": table}
+    parts = {"ours": ours, "fit": fit, "accelerate": accelerate, "deepspeed": deepspeed, "table": table}
     if len(sys.argv) != 2 or sys.argv[1] not in parts:
         raise SystemExit(f"usage: recipes_pythia.py {{{'|'.join(parts)}}}")
     parts[sys.argv[1]]()
