@@ -139,8 +139,8 @@ def test_per_layer_bytes_under_lora_and_checkpointing_equal_the_cpu_tracker(opti
     parameters. AdamW keeps two float32 moments and a float32 step per tensor, SGD one momentum buffer; the
     totals are the real optimizer's after a real step on the CPU (the tracker), to the byte."""
     import torch
-    from layerprof.measure.cells import CellContext, run_cell
 
+    from layerprof.measure.cells import CellContext, run_cell
     from layerprof.sources.models import build_model
 
     recipe = {"adapter": "lora", "adapter_rank": 4, "checkpointing": "trainable", "optimizer": optimizer}
