@@ -499,6 +499,27 @@ class SweepSettings:
             parts.append(f"torch.compile ({self.compile_mode})")
         return ", ".join(parts)
 
+    @property
+    def recipe_label(self) -> str:
+        """The whole recipe in words, every axis named even at its default, for headers that compare or report
+        recipes: `adamw, 32-true, no adapters, no checkpointing, eager`."""
+        parts = [self.optimizer, self.precision]
+        if self.adapter == "lora":
+            where = "every layer" if self.adapter_layers == "all" else "last z layers"
+            parts.append(f"LoRA r={self.adapter_rank} alpha={self.adapter_alpha:g} ({where})")
+        else:
+            parts.append("no adapters")
+        parts.append("checkpointing trainable" if self.checkpointing == "trainable" else "no checkpointing")
+        parts.append("eager" if self.compile_mode == "eager" else f"torch.compile ({self.compile_mode})")
+        if self.eval_frozen:
+            parts.append("frozen layers in eval mode")
+        return ", ".join(parts)
+
+    def recipe(self) -> dict[str, Any]:
+        """The recipe settings (`RECIPE_SETTINGS`) as plain data, for the JSON of ladders, plans and fits."""
+        return {key: list(value) if isinstance(value := getattr(self, key), tuple) else value
+                for key in RECIPE_SETTINGS}  # fmt: skip
+
 
 # The training recipe: the settings under which two profiles describe the same training run. The one
 # definition of "same recipe": `check` compares only profiles of one recipe, a cluster run continues a kind's

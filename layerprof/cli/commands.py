@@ -307,7 +307,7 @@ def estimate(
 
 @app.command()
 def ladder(
-    profile_path: opt.LadderProfileArgument,
+    profile_paths: opt.LadderProfileArgument,
     batch_size: opt.LadderBatchSizeOption = None,
     eta: opt.EtaOption = 3.0,
     cost: opt.CostOption = None,
@@ -331,13 +331,13 @@ def ladder(
         opt.check_one_output(as_json, export, objective)
         from layerprof.fidelity.correlate import load_result
         from layerprof.fidelity.granularity import choose_split_for_profile
-        from layerprof.fidelity.ladder import ladder_for
+        from layerprof.fidelity.recipes import ladder_for_paths
         from layerprof.outputs.exporters import export as export_snippet
         from layerprof.parsing import parse_memory
         from layerprof.profile import load_profile
 
-        result, notes = ladder_for(
-            profile_path,
+        result, notes = ladder_for_paths(
+            profile_paths,
             eta=eta,
             cost_kind=cost,
             batch_size=batch_size,
@@ -354,7 +354,7 @@ def ladder(
         report = None
         if split == "auto":
             with render.status("comparing the splits at other depths (one per-layer trace)"):
-                report = choose_split_for_profile(load_profile(profile_path), result.batch_size, eta)
+                report = choose_split_for_profile(load_profile(profile_paths[0]), result.batch_size, eta)
         if export is not None:
             print(export_snippet(result, export, objective), end="")
         elif as_json:
@@ -381,6 +381,7 @@ def fit(
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
     recipe: dict | None = None,
+    recipes: opt.RecipesOption = None,
     as_json: opt.FitJsonOption = False,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -393,13 +394,12 @@ def fit(
     """For each z, the largest batch that fits in --memory or on --gpu (its help names the context reserve)."""
     with user_errors():
         from layerprof.devices import gpu_kind
+        from layerprof.fidelity.recipes import fit_recipes
         from layerprof.parsing import parse_layer_selection, parse_memory_budget
-        from layerprof.predict.fit import fit_model
         from layerprof.profile import SweepSettings
 
         budget = parse_memory_budget(memory, gpu)
         selection = parse_layer_selection(layer_counts)
-        priced = opt.priced(prices, prices_file)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap)
         settings = SweepSettings(
             batch_sizes=(1,),
@@ -412,7 +412,8 @@ def fit(
             **opt.recipe_settings(**(recipe or {})),
         )
         with render.progress_bar(f"fitting {model}: z") as advance:
-            result = fit_model(model, options, settings, budget, selection, batch_size, progress=advance, **priced)
+            result = fit_recipes(model, options, settings, opt.parse_recipes(recipes), budget, selection, batch_size,
+                                 progress=advance, **opt.priced(prices, prices_file))  # fmt: skip
         render.fit(result, as_json)
 
 
@@ -569,13 +570,13 @@ def plan(
     """Place each rung of the ladder on the GPUs you have: kind, trials per GPU, makespan, GPU-hours and dollars."""
     with user_errors():
         opt.check_one_output(as_json, export, objective)
-        from layerprof.fidelity.plan import plan_cluster
         from layerprof.fidelity.predictor import PlanPredictor
+        from layerprof.fidelity.recipes import chosen_plan, plan_recipes
         from layerprof.measure.cluster import inventory_from_option
         from layerprof.outputs.exporters import export_plan_ray
         from layerprof.profile import load_profile
 
-        result = plan_cluster(
+        result = plan_recipes(
             [load_profile(path) for path in profile_paths],
             inventory_from_option(cluster),
             eta=eta,
@@ -587,7 +588,7 @@ def plan(
             **opt.priced(prices, prices_file, deadline=deadline),
         )
         if export is not None:
-            print(export_plan_ray(result, objective), end="")
+            print(export_plan_ray(chosen_plan(result), objective), end="")
         elif as_json:
             render.as_json(result.to_dict())
         else:

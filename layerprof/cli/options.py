@@ -23,7 +23,16 @@ from layerprof.measure.optimizers import OptimizerName
 from layerprof.outputs.exporters import ExportName, parse_objective
 from layerprof.outputs.report import ImageFormat
 from layerprof.precision import PRECISIONS, PrecisionName
-from layerprof.profile import MODEL_SOURCES, AdapterLayers, AdapterName, CheckpointingMode
+from layerprof.profile import (
+    ADAPTER_LAYERS,
+    ADAPTERS,
+    CHECKPOINTING_MODES,
+    MODEL_SOURCES,
+    OPTIMIZER_NAMES,
+    AdapterLayers,
+    AdapterName,
+    CheckpointingMode,
+)
 
 if TYPE_CHECKING:
     from layerprof.sources.names import ModelOptions
@@ -213,6 +222,58 @@ def recipe_settings(
         "adapter_targets": names,
         "compile_mode": compile_mode if compile_model else "eager",
     }
+
+
+RecipesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--recipe",
+        metavar="KEY=VALUE,...",
+        help="Another recipe to fit beside the options' own (repeatable): the options with these changed, e.g. "
+        "checkpointing=trainable or adapter=lora,lora-rank=16 or optimizer=adamw8bit; keys: "
+        "optimizer, precision, checkpointing, adapter, adapter-layers, lora-rank, lora-alpha, lora-dropout.",
+    ),
+]
+# --recipe's keys: the option's name -> (the SweepSettings field, its choices or its number type)
+RECIPE_KEYS: dict[str, tuple[str, Any]] = {
+    "optimizer": ("optimizer", OPTIMIZER_NAMES),
+    "precision": ("precision", tuple(PRECISIONS)),
+    "checkpointing": ("checkpointing", CHECKPOINTING_MODES),
+    "adapter": ("adapter", ADAPTERS),
+    "adapter-layers": ("adapter_layers", ADAPTER_LAYERS),
+    "lora-rank": ("adapter_rank", int),
+    "lora-alpha": ("adapter_alpha", float),
+    "lora-dropout": ("adapter_dropout", float),
+}
+
+
+def parse_recipes(specs: list[str] | None) -> list[dict[str, Any]]:
+    """Each `--recipe KEY=VALUE,...` as the SweepSettings fields it changes; one clear line for a bad one."""
+    recipes = []
+    for spec in specs or ():
+        fields: dict[str, Any] = {}
+        for part in filter(None, (piece.strip() for piece in spec.split(","))):
+            key, equals, value = part.partition("=")
+            if key not in RECIPE_KEYS or not equals:
+                raise LayerprofError(f"--recipe {spec!r}: {part!r} is not KEY=VALUE with KEY one of "
+                                     f"{', '.join(RECIPE_KEYS)}")  # fmt: skip
+            field, kind = RECIPE_KEYS[key]
+            if isinstance(kind, tuple):
+                if value not in kind:
+                    raise LayerprofError(f"--recipe {spec!r}: {key} must be one of {', '.join(kind)}, got {value!r}")
+                fields[field] = value
+                continue
+            try:
+                number = kind(value)
+            except ValueError:
+                raise LayerprofError(f"--recipe {spec!r}: {key} must be a number, got {value!r}") from None
+            if number < (1 if kind is int else 0) or (key == "lora-dropout" and number > 1):
+                raise LayerprofError(f"--recipe {spec!r}: {key} {value} is out of range")
+            fields[field] = number
+        if not fields:
+            raise LayerprofError(f"--recipe {spec!r} changes nothing (give KEY=VALUE, e.g. checkpointing=trainable)")
+        recipes.append(fields)
+    return recipes
 
 
 PrecisionOption = Annotated[
@@ -525,8 +586,12 @@ EstimateOutOption = Annotated[
     ),
 ]
 LadderProfileArgument = Annotated[
-    Path,
-    typer.Argument(metavar="PROFILE", help="A profile JSON written by `layerprof profile` or `layerprof estimate`."),
+    list[Path],
+    typer.Argument(
+        metavar="PROFILE...",
+        help="A profile JSON written by `layerprof profile` or `layerprof estimate`; several of one model, one per "
+        "recipe, say which recipe gives each rung.",
+    ),
 ]
 LadderBatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", metavar="B", help="Batch size to use (default: the most complete).")
@@ -699,7 +764,9 @@ SimulateJsonOption = Annotated[bool, typer.Option("--json", help="Print the simu
 PlanProfilesArgument = Annotated[
     list[Path],
     typer.Argument(
-        metavar="PROFILE...", help="Profiles of one model measured on GPUs, and/or an estimate (--target cuda)."
+        metavar="PROFILE...",
+        help="Profiles of one model measured on GPUs, and/or an estimate (--target cuda); of several recipes, a plan "
+        "per recipe and the one that ends soonest.",
     ),
 ]
 ClusterOption = Annotated[

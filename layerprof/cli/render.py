@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: prin
     from layerprof.fidelity.granularity import SplitReport
     from layerprof.fidelity.ladder import Ladder
     from layerprof.fidelity.plan import ClusterPlan
+    from layerprof.fidelity.recipes import RecipeFit, RecipeLadder, RecipePlan
     from layerprof.fidelity.simulate import Simulation
     from layerprof.measure.cluster import ClusterRun, KindOutcome, SweepEventKind
     from layerprof.measure.jobs import SweepJob
@@ -433,14 +434,25 @@ def model_names(names: dict[str, list[str]], json_only: bool) -> None:
         print_model_names(console, names, {name: preset["description"] for name, preset in PRESETS.items()})
 
 
-def fit(result: FitReport, json_only: bool) -> None:
-    """`fit`: the largest batch per z (or the result as JSON)."""
+def fit(result: FitReport | RecipeFit, json_only: bool) -> None:
+    """`fit`: the largest batch per z (or the result as JSON); across recipes, each recipe's beside the others'."""
+    from layerprof.fidelity.recipes import RecipeFit
     from layerprof.outputs.tables import fit_view
 
     if json_only:
         as_json(result.to_dict())
+    elif isinstance(result, RecipeFit):
+        across_recipes(result, "table")
     else:
         console.print(fit_view(result).rich())
+
+
+def across_recipes(result: RecipeLadder | RecipePlan | RecipeFit, output_format: str) -> None:
+    """A decision across recipes (`layerprof.fidelity.recipes`): its tables."""
+    from layerprof.outputs.recipes import recipe_views
+
+    for view in recipe_views(result):
+        table(view, output_format)
 
 
 def audit(report: AuditReport, json_only: bool) -> None:
@@ -632,10 +644,14 @@ def layer_split(model: str, info: ModelInfo, json_only: bool, output_format: str
         table(layer_view(title, info.layers), output_format, blank=False)
 
 
-def ladder(result: Ladder, output_format: str) -> None:
-    """A ladder's rungs, and (in a terminal) what halving over them spends."""
+def ladder(result: Ladder | RecipeLadder, output_format: str) -> None:
+    """A ladder's rungs, and (in a terminal) what halving over them spends; across recipes, which gives each rung."""
+    from layerprof.fidelity.ladder import Ladder
     from layerprof.outputs.tables import ladder_summary_lines, ladder_view
 
+    if not isinstance(result, Ladder):
+        across_recipes(result, output_format)
+        return
     table(ladder_view(result), output_format)
     if output_format == "md":
         return
@@ -715,10 +731,16 @@ def simulation(result: Simulation, output_format: str, written: list[Path], wide
     wrote(written)
 
 
-def cluster_plan(result: ClusterPlan, output_format: str, wide: bool = False) -> None:
-    """A plan: rungs placed on the GPUs, the summary, and its notes."""
+def cluster_plan(result: ClusterPlan | RecipePlan, output_format: str, wide: bool = False) -> None:
+    """A plan: rungs placed on the GPUs, the summary, and its notes; across recipes, each recipe's plan in a line
+    and then the whole plan of the one that ends soonest."""
+    from layerprof.fidelity.recipes import RecipePlan
     from layerprof.outputs.tables import markdown_views, plan_price_lines, plan_views
 
+    if isinstance(result, RecipePlan):
+        across_recipes(result, output_format)
+        line(f"  the plan of {result.chosen}:", style="bold")
+        result = result.best
     if output_format == "md":
         print(markdown_views(plan_views(result)) + "\n")
     else:

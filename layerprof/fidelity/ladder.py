@@ -92,6 +92,8 @@ class Ladder:
     priced_time_source: str | None = None  # "measured on H100" | "scaled from H100 by peak"
     successive_halving_usd: float | None = None  # --configs: every trial of the halving bracket, one after another
     batch_limits_source: str | None = None  # where the exported snippets' largest batch per rung comes from
+    recipe: str = ""  # the profile's training recipe in words (SweepSettings.recipe_label)
+    recipe_settings: dict[str, Any] = field(default_factory=dict)  # and as data (SweepSettings.recipe)
 
     def max_batch(self) -> dict[int, int]:
         """Budget index -> the largest batch that fits one GPU at that rung: `fit`'s answers where attached
@@ -327,6 +329,8 @@ def build_ladder(
         context_reserve_bytes=context_reserve,
         configs=configs,
         times_predicted=profile.predicts_time,
+        recipe=profile.settings.recipe_label,
+        recipe_settings=profile.settings.recipe(),
     )
     _add_brackets(ladder, configs)
     if any(rung.largest_batch_size is not None for rung in rungs) and gpu_memory is not None:
@@ -382,6 +386,28 @@ def price_ladder(ladder: Ladder, profile: Profile, gpu: GpuKind, prices: PriceBo
         ladder.successive_halving_usd = sum(
             count * (rung.usd_per_trial or 0.0) for count, rung in zip(counts, ladder.rungs, strict=False)
         )
+
+
+def rungs_at(
+    profile: Profile,
+    zs: Sequence[int],
+    batch_size: int,
+    eta: float,
+    gpu_memory: int | None,
+    context_reserve: int = CUDA_CONTEXT_RESERVE_BYTES,
+) -> dict[int, Rung]:
+    """The rungs another ladder chose (`zs`), as this profile's cells at `batch_size` make them: its memory, slots
+    and step time at each z it has a successful cell for (its cost by FLOPs, spaced as that ladder's). A z without
+    one is left out; so are all of them when the profile lacks the batch size or full training."""
+    rows = {row.trainable_layers: row for row in profile.rows if row.ok and row.batch_size == batch_size}
+    if profile.layer_count not in rows:
+        return {}
+    costs = {z: float(row.flops or 0) or 1.0 for z, row in rows.items()}
+    present = [z for z in zs if z in rows]
+    rungs = _rungs(profile, rows, present, costs, eta, gpu_memory, context_reserve)
+    for z, rung in zip(present, rungs, strict=True):
+        rung.budget_index = round(eta ** zs.index(z)) if float(eta).is_integer() else zs.index(z) + 1
+    return {rung.trainable_layers: rung for rung in rungs}
 
 
 def recommended_ladder(profile: Profile) -> tuple[Ladder | None, str | None]:

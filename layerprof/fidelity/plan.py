@@ -410,6 +410,8 @@ class ClusterPlan:
     notes: list[str] = field(default_factory=list)
     prices: dict[str, str] = field(default_factory=dict)  # GPU kind -> its price and where it comes from
     deadlines: list[DeadlineAnswer] = field(default_factory=list)  # one per DEADLINE_ALGORITHMS with --deadline
+    recipe: str = ""  # the profiles' training recipe in words (SweepSettings.recipe_label)
+    recipe_settings: dict[str, Any] = field(default_factory=dict)  # and as data (SweepSettings.recipe)
 
     def deadline(self, algorithm: str) -> DeadlineAnswer:
         """The deadline's answer for that algorithm (StopIteration where `plan` had no deadline)."""
@@ -473,6 +475,8 @@ def plan_cluster(
         inventory=[{"gpu": item.gpu.name, "count": item.count} for item in inventory],
         rungs=zs,
         cost_kind=ladder.cost_kind,
+        recipe=reference.settings.recipe_label,
+        recipe_settings=reference.settings.recipe(),
     )
     unit = [1.0] * rung_count
     layouts = {"successive halving": [successive_halving(unit, configs, eta)], "hyperband": hyperband(unit, eta)}

@@ -569,6 +569,8 @@ def export(ladder: Ladder, library: str, objective: str | None = None) -> str:
     is EXPORT_CONTRACT) or a stand-in; an unknown library is an input error."""
     if library not in EXPORTERS:
         raise LayerprofError(f"--export {library!r}: choose one of {', '.join(EXPORTERS)}")
+    if not isinstance(ladder, Ladder):  # a ladder across recipes (layerprof.fidelity.recipes.RecipeLadder)
+        raise LayerprofError("--export takes one PROFILE: export the ladder of the recipe you will train with")
     if not float(ladder.eta).is_integer():
         raise LayerprofError(f"--export needs an integer eta (the libraries take one), got {ladder.eta:g}")
     if len(ladder.rungs) < 2:

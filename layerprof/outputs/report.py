@@ -45,7 +45,8 @@ def _index(profiles: list[tuple[str, Profile]], report: Report) -> Path:
         lines.append(
             f"- **{name}**: {profile.model.spec} on {env.device_name} "
             f"(torch {env.torch_version}), {profile.layer_count} layers, "
-            f"{'complete' if profile.complete else 'incomplete'}, created {profile.created_at}"
+            f"{'complete' if profile.complete else 'incomplete'}, created {profile.created_at}; "
+            f"recipe: {profile.settings.recipe_label}"
         )
     lines.append("")
     for path in report.files:

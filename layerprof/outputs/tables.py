@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from layerprof.fidelity.simulate import ContinuedPath, Outcome, PathResult, RungResult, Simulation
     from layerprof.predict.audit import AuditReport
     from layerprof.predict.fit import FitReport
-    from layerprof.predict.layercosts import LayerCostTable
+    from layerprof.predict.layercosts import LayerCost, LayerCostTable
     from layerprof.predict.timemodel import PredictionCheck, TimeModel
 
 COLUMNS = {
@@ -419,13 +419,14 @@ def ladder_view(ladder: Ladder) -> TableView:
     """The ladder: its rungs, the summary lines under the Markdown table."""
     title = (
         f"ladder · {ladder.model} · batch {ladder.batch_size} · η={ladder.eta:g} · cost={ladder.cost_kind} · "
-        f"{ladder.device}"
+        f"{ladder.device}" + (f" · {ladder.recipe}" if ladder.recipe else "")
     )
     caption = f"cost: {'median step time' if ladder.cost_kind == 'time' else 'FLOPs per step'} · "
     caption += "budget: the index an HPO library sees"
     if ladder.gpu_memory_bytes is not None:
         caption += " · slots: trials per GPU at once"
     heading = f"**Ladder** for {ladder.model}, batch {ladder.batch_size}, η={ladder.eta:g}, cost={ladder.cost_kind}"
+    heading += f" · recipe: {ladder.recipe}" if ladder.recipe else ""
     notes = "\n".join(f"- {line}" for line in ladder_summary_lines(ladder))
     return TableView(
         title,
@@ -1175,7 +1176,7 @@ def _plan_title(plan: ClusterPlan) -> str:
     inventory = ", ".join(f"{item['count']}×{item['gpu']}" for item in plan.inventory)
     return (
         f"{plan.model}, batch {plan.batch_size} on {inventory}: eta={plan.eta:g}, {plan.configs} configurations, "
-        f"{plan.budget_steps} steps at full budget"
+        f"{plan.budget_steps} steps at full budget" + (f" · recipe: {plan.recipe}" if plan.recipe else "")
     )
 
 
@@ -1299,28 +1300,32 @@ def prediction_view(checks: Sequence[PredictionCheck], device: str) -> TableView
 
 # ---------------------------------------------------------------- per-layer costs
 
-LAYER_COST_HEADERS = [
-    "#",
-    "layer",
-    "params",
-    "trains +MiB",
-    "fwd GF",
-    "bwd weight GF",
-    "bwd inside GF",
-    "bwd down GF",
-    "saves MiB",
-    "output MiB",
-]
+LAYER_COST_HEADERS = ["#", "layer", "params", "adapter params", "trains +MiB", "optim B/param", "fwd GF",
+                      "bwd weight GF", "bwd inside GF", "bwd down GF", "recompute GF", "saves MiB",
+                      "output MiB"]  # fmt: skip
 LAYER_COST_CAPTION = (
-    "one full-training step · trains +: gradients and optimizer state its parameters add when it trains · bwd "
-    "weight: its parameters' gradients · bwd inside: activation gradients inside the layer · bwd down: the "
-    "gradient it passes to the layer below (not when it is the lowest trainable layer) · saves: what its forward "
-    "keeps for backward when it trains"
+    "one full-training step under the recipe · adapter params: LoRA's, which train instead of the layer's own · "
+    "trains +: gradients and optimizer state its trainable parameters add when it trains · optim B/param: optimizer "
+    "state bytes per trainable parameter · bwd weight: its parameters' gradients · bwd inside: activation gradients "
+    "inside the layer · bwd down: the gradient it passes to the layer below (not when it is the lowest trainable "
+    "layer) · recompute: its forward run again in backward (--checkpointing) · saves: what its forward keeps for "
+    "backward when it trains"
 )
 
 
+def layer_cost_headers(table: LayerCostTable) -> list[str]:
+    """The columns of `layers --costs`: adapter parameters only under LoRA, recompute FLOPs only with
+    checkpointing."""
+    left_out = set()
+    if not any(cost.adapter_params for cost in table.layers):
+        left_out.add("adapter params")
+    if not table.checkpointing:
+        left_out.add("recompute GF")
+    return [header for header in LAYER_COST_HEADERS if header not in left_out]
+
+
 def layer_cost_rows(table: LayerCostTable) -> list[list[str]]:
-    """One row per layer of `layers --costs`."""
+    """One row per layer of `layers --costs` (the columns of `layer_cost_headers`), then the total."""
 
     def gflops(value: int) -> str:
         return f"{value / 1e9:,.2f}"
@@ -1328,37 +1333,31 @@ def layer_cost_rows(table: LayerCostTable) -> list[list[str]]:
     def mib(value: int) -> str:
         return f"{value / MIB:,.1f}"
 
+    def per_param(state: int, params: int) -> str:
+        return f"{state / params:,.2f}" if params else "—"
+
+    def values(index: str, name: str, costs: list[LayerCost], output: str) -> dict[str, str]:
+        def total(key: str) -> int:
+            return sum(getattr(cost, key) for cost in costs)
+
+        return {
+            "#": index, "layer": name, "params": f"{total('params'):,}",
+            "adapter params": f"{total('adapter_params'):,}",
+            "trains +MiB": mib(total("trainable_bytes")),
+            "optim B/param": per_param(total("optimizer_state_bytes"), total("trainable_params")),
+            "fwd GF": gflops(total("forward_flops")), "bwd weight GF": gflops(total("backward_weight_flops")),
+            "bwd inside GF": gflops(total("backward_internal_flops")),
+            "bwd down GF": gflops(total("backward_input_flops")), "recompute GF": gflops(total("recompute_flops")),
+            "saves MiB": mib(total("saved_activation_bytes")), "output MiB": output,
+        }  # fmt: skip
+
+    headers = layer_cost_headers(table)
     rows = []
     for cost in table.layers:
-        rows.append(
-            [
-                "—" if cost.index < 0 else str(cost.index),
-                cost.name,
-                f"{cost.params:,}",
-                mib(cost.trainable_bytes),
-                gflops(cost.forward_flops),
-                gflops(cost.backward_weight_flops),
-                gflops(cost.backward_internal_flops),
-                gflops(cost.backward_input_flops),
-                mib(cost.saved_activation_bytes),
-                mib(cost.output_bytes),
-            ]
-        )
-    layers = table.layers
-    rows.append(
-        [
-            "",
-            "total",
-            f"{sum(c.params for c in layers):,}",
-            mib(sum(c.trainable_bytes for c in layers)),
-            gflops(sum(c.forward_flops for c in layers)),
-            gflops(sum(c.backward_weight_flops for c in layers)),
-            gflops(sum(c.backward_internal_flops for c in layers)),
-            gflops(sum(c.backward_input_flops for c in layers)),
-            mib(sum(c.saved_activation_bytes for c in layers)),
-            "",
-        ]
-    )
+        row = values("—" if cost.index < 0 else str(cost.index), cost.name, [cost], mib(cost.output_bytes))
+        rows.append([row[header] for header in headers])
+    total = values("", "total", table.layers, "")
+    rows.append([total[header] for header in headers])
     return rows
 
 
@@ -1370,7 +1369,7 @@ def layer_costs_view(table: LayerCostTable) -> TableView:
     styles = ["bold" if values[1] == "total" else None for values in rows]
     return TableView(
         title,
-        LAYER_COST_HEADERS,
+        layer_cost_headers(table),
         rows,
         left=("layer",),
         caption=LAYER_COST_CAPTION,

@@ -45,7 +45,11 @@ class LayerCost:
     name: str
     type: str
     params: int
-    trainable_bytes: int = 0  # gradients and optimizer state its parameters add when it trains
+    trainable_bytes: int = 0  # gradients and optimizer state its parameters add when it trains (the two below)
+    trainable_params: int = 0  # what trains when it trains: its parameters, or under LoRA its adapters'
+    adapter_params: int = 0  # --adapter lora: the adapters' parameters it holds (0 without adapters)
+    gradient_bytes: int = 0  # the gradients of its trainable parameters
+    optimizer_state_bytes: int = 0  # their optimizer state (an 8-bit state's codes, scales and code map)
     forward_flops: int = 0
     backward_input_flops: int = 0  # the gradient it passes to the layer below (skipped when it is the lowest)
     backward_weight_flops: int = 0  # its parameters' gradients
@@ -65,6 +69,7 @@ class LayerCostTable:
     target: str
     layers: list[LayerCost]
     recipe: str = ""  # the optimizer and, beyond plain training, the recipe (SweepSettings.recipe_text)
+    checkpointing: bool = False  # --checkpointing trainable: recompute_flops counts each layer's forward again
 
     def to_dict(self) -> dict[str, Any]:
         """The table as plain data, with its schema's name and version."""
@@ -195,12 +200,13 @@ def layer_costs(
     optimizer = optimizer_spec(settings.optimizer)
     with mode:
         layers = loaded.split()
-        modules = dict(loaded.model.named_modules())
         on_cuda = target == "cuda"
         context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
         with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
                            with_scaler=False) as cell:  # fmt: skip
             assert cell.optimizer is not None  # a cell that trains every layer has an optimizer
+            # the layers as the recipe left them: a Linear layer under LoRA is PEFT's wrapper around it now
+            modules = dict(loaded.model.named_modules())
             prime_optimizer(cell.optimizer, cell.params, None, optimizer)  # steady state: its state exists
             cell.optimizer_steps = optimizer.traced
             costs = [LayerCost(layer.index, layer.name, layer.type, layer.params) for layer in layers]
@@ -226,7 +232,8 @@ def layer_costs(
         cost.backward_input_flops = backward - kept
         cost.backward_internal_flops = kept - cost.backward_weight_flops
     recipe_text = ", ".join(filter(None, [settings.optimizer, settings.recipe_text]))
-    return LayerCostTable(spec, batch_size, precision, target, costs, recipe_text)
+    checkpointing = settings.checkpointing != "none"
+    return LayerCostTable(spec, batch_size, precision, target, costs, recipe_text, checkpointing)
 
 
 def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[int]:
@@ -287,17 +294,26 @@ def _trainable_bytes(
         for name in layer.parameter_names:
             if name in named:
                 owner[id(named[name])] = layer.index
+    adapters: set[int] = set()
     for name, param in named.items():  # adapters (LoRA): the layer whose module holds them
         if id(param) not in owner and param.requires_grad:
             holders = [layer for layer in layers if name.startswith(f"{layer.name}.") or not layer.name]
             if holders:
                 owner[id(param)] = max(holders, key=lambda layer: len(layer.name)).index
+                adapters.add(id(param))
     for param in {id(p): p for p in named.values()}.values():
         if id(param) not in owner:
             continue
-        state = optimizer_state_tensors_of(optimizer, param)
+        cost = costs[owner[id(param)]]
+        state = sum(t.untyped_storage().nbytes() for t in optimizer_state_tensors_of(optimizer, param))
         grad = param.grad.numel() * param.grad.element_size() if param.grad is not None else 0
-        costs[owner[id(param)]].trainable_bytes += grad + sum(t.untyped_storage().nbytes() for t in state)
+        cost.gradient_bytes += grad
+        cost.optimizer_state_bytes += state
+        cost.trainable_bytes += grad + state
+        if param.requires_grad:
+            cost.trainable_params += param.numel()
+        if id(param) in adapters:
+            cost.adapter_params += param.numel()
 
 
 def optimizer_state_tensors_of(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> list[torch.Tensor]:

@@ -43,8 +43,28 @@ def _recompute_region() -> Iterator[None]:
 
 
 def _contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    """checkpoint's `context_fn`: nothing around the first forward, the recompute region around the second."""
-    return contextlib.nullcontext(), _recompute_region()
+    """checkpoint's `context_fn`: nothing around the first forward; around the second, the recompute region and
+    the torch function modes the first ran under. torch restores its own autocast state for the recompute, not a
+    function mode's: an estimate for CUDA applies CUDA's autocast rules as one (`measure.amp.CudaAutocastRules`,
+    active in forward only), and without it the recompute ran in float32 where the forward had run in bfloat16
+    (CheckpointError: recomputed values have different metadata)."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    return contextlib.nullcontext(), _recompute_under(list(_get_current_function_mode_stack()))
+
+
+@contextlib.contextmanager
+def _recompute_under(modes: list[Any]) -> Iterator[None]:
+    """The recompute region, inside those of `modes` that are not active already."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    active = {id(mode) for mode in _get_current_function_mode_stack()}
+    with contextlib.ExitStack() as stack:
+        for mode in modes:
+            if id(mode) not in active:
+                stack.enter_context(mode)
+        with _recompute_region():
+            yield
 
 
 class Checkpointed:

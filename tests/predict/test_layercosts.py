@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
+from layerprof.outputs.tables import layer_costs_view
 from layerprof.predict.estimate import estimate_model
 from layerprof.predict.layercosts import OUTSIDE, layer_costs
 from layerprof.profile import SweepSettings
@@ -126,3 +127,47 @@ def test_convolutions_split_backward_into_input_and_weight_gradients(tmp_path: P
         147_456, 147_456, 0,
     )  # fmt: skip
     assert head.backward_weight_flops == head.backward_input_flops == 2 * 2 * 512 * 4
+
+
+SMALL_MLP = ModelOptions(input_shape=(16,), num_classes=10, overrides={"width": 32, "depth": 2, "features": 16})
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_per_layer_bytes_under_lora_and_checkpointing_equal_the_cpu_tracker(optimizer: str) -> None:
+    """mlp(width=32, depth=2, features=16): Linear 16->32, two residual blocks (LayerNorm, Linear 32->32), head
+    32->10, LoRA r=4 in every Linear. Adapters A (4 x in) and B (out x 4): 64 + 128, 128 + 128 and 128 + 40
+    parameters. AdamW keeps two float32 moments and a float32 step per tensor, SGD one momentum buffer; the
+    totals are the real optimizer's after a real step on the CPU (the tracker), to the byte."""
+    import torch
+
+    from layerprof.measure.cells import CellContext, run_cell
+    from layerprof.sources.models import build_model
+
+    recipe = {"adapter": "lora", "adapter_rank": 4, "checkpointing": "trainable", "optimizer": optimizer}
+    spec = f"{EXAMPLE}:mlp"
+    table = layer_costs(spec, SMALL_MLP, 4, target="cpu", recipe=recipe)
+    first, block, _, head, outside = table.layers
+    assert [c.adapter_params for c in table.layers] == [192, 256, 256, 168, 0]
+    assert [c.trainable_params for c in table.layers] == [192, 256, 256, 168, 0]
+    assert first.gradient_bytes == 192 * 4 and head.gradient_bytes == 168 * 4
+    per_tensor_state = {"adamw": (8, 4), "sgd": (4, 0)}[optimizer]  # bytes per parameter, bytes per tensor
+    assert block.optimizer_state_bytes == per_tensor_state[0] * 256 + 2 * per_tensor_state[1]
+    assert block.trainable_bytes == block.gradient_bytes + block.optimizer_state_bytes
+    # each adapter's FLOPs in its own layer (issue 34: a Linear layer's adapters were hooked outside it, since PEFT
+    # wraps the very module that is the layer): forward 2 x batch x in x out per product
+    assert first.forward_flops == 2 * 4 * (16 * 32 + 16 * 4 + 4 * 32) and outside.forward_flops == 0
+    assert all(c.backward_internal_flops >= 0 for c in table.layers)
+    # checkpointing: each layer's forward again in backward, up to the last tensor it saved: the base Linear and
+    # adapter A; adapter B's output is saved by nothing, and non-reentrant checkpointing stops before it
+    assert block.recompute_flops == 2 * 4 * (32 * 32 + 32 * 4) and outside.recompute_flops == 0
+    assert table.checkpointing and "recompute GF" in layer_costs_view(table).markdown()
+    # the real step on the CPU: the optimizer's state after the step, its parameters and recompute FLOPs
+    real = build_model(spec, SMALL_MLP)
+    layers = real.split()
+    settings = SweepSettings((4,), (4,), warmup_steps=1, min_steps=1, max_steps=1, target="cpu", **recipe)
+    measured, _ = run_cell(CellContext(real, layers, settings, torch.device("cpu")), 4, len(layers))
+    assert measured.ok, measured.message
+    assert measured.trainable_params == sum(c.trainable_params for c in table.layers) == 872
+    assert measured.optimizer_state_bytes == sum(c.optimizer_state_bytes for c in table.layers)
+    assert sum(c.gradient_bytes for c in table.layers) == 872 * 4  # the tracker's peak falls before the first's
+    assert measured.recompute_flops == sum(c.recompute_flops for c in table.layers)

@@ -99,3 +99,17 @@ def test_lora_with_checkpointing_and_8bit_adamw_estimate_equals_the_tracker() ->
     assert_estimate_equals_tracker(f"{EXAMPLE}:mlp", options, (2, 4), fields, adapter="lora",
                                    checkpointing="trainable", optimizer="adamw8bit")  # fmt: skip
     assert_estimate_equals_tracker(f"{EXAMPLE}:mlp", options, (2, 4), adapter="lora", checkpointing="trainable")
+
+
+def test_checkpointing_under_cuda_autocast_rules_recomputes_in_the_forwards_precision() -> None:
+    """An estimate for CUDA in bf16-mixed applies CUDA's autocast rules as a torch function mode, in forward only;
+    the recompute must run under it too, or it recomputes in float32 and torch refuses (CheckpointError: recomputed
+    values have different metadata), as every such cell of pythia-1.4b did. The recompute is the block's forward."""
+    options = ModelOptions(seq_len=16, overrides={"padded_vocab_size": 512})
+    recipe = {"precision": "bf16-mixed", "mode": "estimate", "target": "cuda"}
+    checkpointed = estimate_model("pythia-14m", options, SweepSettings((1,), (7,), checkpointing="trainable", **recipe))
+    plain = estimate_model("pythia-14m", options, SweepSettings((1,), (7,), **recipe))
+    row, kept = checkpointed.row(1, 7), plain.row(1, 7)
+    assert row.ok and kept.ok, row.message
+    assert 0 < row.recompute_flops < row.forward_flops and row.flops == kept.flops
+    assert row.peak_activations_bytes < kept.peak_activations_bytes
