@@ -17,7 +17,6 @@ from layerprof import __version__
 from layerprof.cli import options as opt
 from layerprof.cli import render
 from layerprof.cli.render import user_errors
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, MIB
 from layerprof.errors import CellsFailed
 from layerprof.fidelity.trials import PATHS
 
@@ -365,10 +364,7 @@ def ladder(
                 render.split_report(report, output_format)
 
 
-@app.command(
-    help="For each z, the largest batch that fits in --memory or on --gpu (estimated; "
-    f"{CUDA_CONTEXT_RESERVE_BYTES // MIB} MiB kept for the CUDA context)."
-)
+@app.command(help=opt.FIT_HELP)
 @opt.with_recipe_options
 def fit(
     model: opt.ModelArgument,

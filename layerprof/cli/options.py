@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import typer
 
-from layerprof.devices import GPU_ALIASES, GPU_KINDS, TargetName
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_ALIASES, GPU_KINDS, MIB, TargetName
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.correlate import ExecutorName
 from layerprof.fidelity.grids import GridPresetName
@@ -479,6 +479,10 @@ StepsOption = Annotated[
 StepsPerVisitOption = Annotated[
     int, typer.Option("--steps-per-visit", min=1, metavar="STEPS", help="Timed steps per visit of a cell.")
 ]
+FIT_HELP = (
+    "For each z, the largest batch that fits in --memory or on --gpu (estimated; "
+    f"{CUDA_CONTEXT_RESERVE_BYTES // MIB} MiB kept for the CUDA context)."
+)
 QuickOption = Annotated[
     bool,
     typer.Option(
