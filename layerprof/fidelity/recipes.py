@@ -212,10 +212,9 @@ def ladder_for_paths(paths: Sequence[Path], correlation: Any = None, **options: 
         return ladder_for(paths[0], correlation, **options)
     if correlation is not None or options.pop("batch_limits", None) is not None:
         raise LayerprofError("--correlation and --batch-limits take one PROFILE; give one recipe's profile")
-    if options.get("budget_steps") is not None or options.get("prices") is not None:
-        raise LayerprofError("--budget-steps and --gpu's prices take one PROFILE; give one recipe's profile")
-    options.pop("prices", None)
-    options.pop("budget_steps", None)
+    if options.pop("budget_steps", None) is not None:
+        raise LayerprofError("--budget-steps takes one PROFILE; give one recipe's profile")
+    options.pop("prices", None)  # --gpu gives the GPU's memory here; its dollars are one recipe's ladder's
     result = recipe_ladder([(str(path), load_profile(path)) for path in paths], **options)
     return result, result.notes
 

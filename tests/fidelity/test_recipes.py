@@ -121,6 +121,8 @@ def test_ladder_cli_across_recipes_and_its_refusals(tmp_path: Path) -> None:
     data = json.loads(result.stdout)  # the note on adapters goes to stderr
     assert data["decision"] == "ladder" and len(data["recipes"]) == 2
     assert all("LoRA" in rung["chosen"] for rung in data["rungs"])
+    on_h100 = json.loads(runner.invoke(app, ["ladder", str(plain), str(lora), "--gpu", "H100", "--json"]).stdout)
+    assert on_h100["gpu_memory_bytes"] == 81_559 * 2**20  # --gpu's memory gives the slots
     table = runner.invoke(app, ["ladder", str(plain), str(lora), "--format", "md"])
     assert table.exit_code == 0 and "| budget | z | given by | why |" in table.output
     other = tmp_path / "other.json"
