@@ -42,6 +42,7 @@ class GpuKind:
     fp16_tflops: float = 0.0  # dense float16 (float32 accumulate) on the tensor cores
     device_names: tuple[str, ...] = ()  # torch.cuda.get_device_name / NVML names of this SKU, exactly
     source: str = ""  # where the figures come from
+    l2_mib: float = 0.0  # the L2 cache, MiB (0: not known; the time model then prices every byte at memory_gbps)
 
     @property
     def share_of_gpu(self) -> float:
@@ -75,6 +76,19 @@ _H200_SHEET = "NVIDIA H200 Tensor Core GPU datasheet (SXM and NVL columns)"
 _A100_SHEET = "NVIDIA A100 Tensor Core GPU datasheet (40/80 GB, SXM4 and PCIe columns)"
 
 
+# L2 sizes, MiB, from the architecture whitepapers (datasheets do not give them): the die each board is cut from.
+_L2_SOURCES = {
+    40: "NVIDIA A100 Tensor Core GPU Architecture whitepaper (A100: 40 MB L2)",
+    50: "NVIDIA H100 Tensor Core GPU Architecture whitepaper (H100 SXM5 and PCIe: 50 MB L2; H200, H100 NVL and "
+    "GH200 carry the same GH100 configuration)",
+    6: "NVIDIA Ampere GA102 GPU Architecture whitepaper (GA102: 6144 KB L2)",
+    4: "NVIDIA Turing GPU Architecture whitepaper (TU104: 4096 KB L2)",
+    48: "NVIDIA Ada Lovelace architecture whitepaper (AD104, L4: 48 MB L2)",
+    72: "NVIDIA Ada Lovelace architecture whitepaper, appendix A (GeForce RTX 4090: 72 MB L2)",
+    96: "NVIDIA Ada Lovelace architecture whitepaper (full AD102: 96 MB L2; L40, L40S, RTX 6000 Ada)",
+}
+
+
 def _gpu(
     name: str,
     mib: int,
@@ -87,7 +101,9 @@ def _gpu(
     names: tuple[str, ...],
     source: str,
     fp16: float | None = None,
+    l2: float = 0.0,
 ) -> GpuKind:
+    """One SKU; `l2` (MiB) adds its whitepaper's name to the source."""
     return GpuKind(
         name,
         mib,
@@ -99,7 +115,8 @@ def _gpu(
         memory_gbps=gbps,
         fp16_tflops=bf16 if fp16 is None else fp16,
         device_names=names,
-        source=source,
+        source=f"{source}; L2: {_L2_SOURCES[int(l2)]}" if l2 else source,
+        l2_mib=l2,
     )
 
 
@@ -116,14 +133,17 @@ def _mig(name: str, of: GpuKind, mib: int, compute_share: float, memory_eighths:
         memory_gbps=of.memory_gbps * memory_eighths / 8,
         fp16_tflops=of.fp16_tflops * compute_share,
         source=f"{of.source}; NVIDIA MIG user guide (profiles, memory slices)",
+        l2_mib=of.l2_mib * memory_eighths / 8,
     )
 
 
 # fmt: off
-_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100", ("A100-SXM4-40GB",), f"{_A100_SHEET}, SXM4")
+_A100_40 = _gpu("A100-40GB", 40960, (8, 0), 312, 19.5, 156, 1555, "A100", ("A100-SXM4-40GB",), f"{_A100_SHEET}, SXM4",
+                l2=40)
 _A100_80 = _gpu("A100-80GB", 81920, (8, 0), 312, 19.5, 156, 2039, "A100", ("A100-SXM4-80GB", "A100-SXM-80GB"),
-                f"{_A100_SHEET}, SXM4")
-_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, 3350, "H100", ("H100 80GB HBM3",), f"{_H100_SHEET}, H100 SXM")
+                f"{_A100_SHEET}, SXM4", l2=40)
+_H100 = _gpu("H100", 81559, (9, 0), 989, 67, 494.5, 3350, "H100", ("H100 80GB HBM3",), f"{_H100_SHEET}, H100 SXM",
+             l2=50)
 
 # Every SKU and MIG slice, in no particular order (`smallest_gpu_for` takes the first of equal memory). "H100",
 # "H200", "A100-40GB" and "A100-80GB" are the SXM boards (the names layerprof has always used; `GPU_ALIASES` takes
@@ -137,40 +157,44 @@ GPU_KINDS: dict[str, GpuKind] = {
         _mig("1g.5gb", _A100_40, 4864, 1 / 7, 1),
         _mig("1g.10gb", _A100_80, 9984, 1 / 7, 1),
         _gpu("T4", 15360, (7, 5), 8.1, 8.1, 8.1, 320, "T4", ("Tesla T4", "T4"),
-             "NVIDIA T4 datasheet: FP32 8.1, mixed FP16 65; no TF32 or BF16 tensor cores", fp16=65),
+             "NVIDIA T4 datasheet: FP32 8.1, mixed FP16 65; no TF32 or BF16 tensor cores", fp16=65, l2=4),
         _mig("2g.20gb", _A100_80, 19968, 2 / 7, 2),
-        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, 300, "L4", ("L4",), "NVIDIA L4 datasheet"),
-        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, 600, "A10", ("A10",), "NVIDIA A10 datasheet"),
+        _gpu("L4", 23034, (8, 9), 121, 30.3, 60, 300, "L4", ("L4",), "NVIDIA L4 datasheet", l2=48),
+        _gpu("A10", 23028, (8, 6), 125, 31.2, 62.5, 600, "A10", ("A10",), "NVIDIA A10 datasheet", l2=6),
         _gpu("A10G", 23028, (8, 6), 70, 35, 35, 600, "A10G", ("A10G",),
              "no NVIDIA datasheet (AWS-only): AWS EC2 G5 (24 GB, 600 GB/s); FP32 35, TF32 35, BF16 70 dense as "
-             "Baseten's 'NVIDIA A10 vs A10G' quotes NVIDIA's figures"),
+             "Baseten's 'NVIDIA A10 vs A10G' quotes NVIDIA's figures", l2=6),
         _gpu("RTX4090", 24564, (8, 9), 165.2, 82.6, 82.6, 1008, "GeForce-RTX-4090", ("GeForce RTX 4090",),
              "NVIDIA Ada Lovelace architecture whitepaper, appendix A (GeForce RTX 4090; BF16 with FP32 "
-             "accumulate)"),
+             "accumulate)", l2=72),
         _mig("3g.40gb", _A100_80, 40192, 3 / 7, 4),
         _A100_40,
         _gpu("A100-40GB-PCIe", 40960, (8, 0), 312, 19.5, 156, 1555, "A100", ("A100-PCIE-40GB",),
-             f"{_A100_SHEET}, PCIe"),
-        _gpu("L40", 46068, (8, 9), 181, 90.5, 90.5, 864, "L40", ("L40",), "NVIDIA L40 datasheet"),
-        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, 864, "L40S", ("L40S",), "NVIDIA L40S datasheet"),
+             f"{_A100_SHEET}, PCIe", l2=40),
+        _gpu("L40", 46068, (8, 9), 181, 90.5, 90.5, 864, "L40", ("L40",), "NVIDIA L40 datasheet", l2=96),
+        _gpu("L40S", 46068, (8, 9), 362, 91.6, 183, 864, "L40S", ("L40S",), "NVIDIA L40S datasheet", l2=96),
         _gpu("RTX6000-Ada", 49140, (8, 9), 364.2, 91.1, 182.1, 960, None, ("RTX 6000 Ada Generation",),
-             "NVIDIA RTX 6000 Ada Generation datasheet; Ada Lovelace architecture whitepaper, appendix A"),
+             "NVIDIA RTX 6000 Ada Generation datasheet; Ada Lovelace architecture whitepaper, appendix A", l2=96),
         _A100_80,
         _gpu("A100-80GB-PCIe", 81920, (8, 0), 312, 19.5, 156, 1935, "A100", ("A100 80GB PCIe",),
-             f"{_A100_SHEET}, PCIe"),
+             f"{_A100_SHEET}, PCIe", l2=40),
         _H100,
-        _gpu("H100-PCIe", 81559, (9, 0), 756.5, 51, 378, 2000, "H100", ("H100 PCIe",), f"{_H100_SHEET}, H100 PCIe"),
+        _gpu("H100-PCIe", 81559, (9, 0), 756.5, 51, 378, 2000, "H100", ("H100 PCIe",), f"{_H100_SHEET}, H100 PCIe",
+             l2=50),
         _mig("H100-1g.10gb", _H100, 9984, 16 / 132, 1),
         _mig("H100-1g.20gb", _H100, 19968, 16 / 132, 2),
         _mig("H100-2g.20gb", _H100, 19968, 32 / 132, 2),
         _mig("H100-3g.40gb", _H100, 40192, 60 / 132, 4),
         _mig("H100-4g.40gb", _H100, 40192, 64 / 132, 4),
         _mig("H100-7g.80gb", _H100, 80640, 1.0, 8),
-        _gpu("H100-NVL", 95830, (9, 0), 835.5, 60, 417.5, 3900, "H100", ("H100 NVL",), f"{_H100_SHEET}, H100 NVL"),
+        _gpu("H100-NVL", 95830, (9, 0), 835.5, 60, 417.5, 3900, "H100", ("H100 NVL",), f"{_H100_SHEET}, H100 NVL",
+             l2=50),
         _gpu("GH200-96GB", 97871, (9, 0), 989, 67, 494.5, 4000, "GH200", ("GH200 480GB",),
-             "NVIDIA GH200 Grace Hopper Superchip datasheet, 96 GB HBM3 (NVML names it by its 480 GB of LPDDR5X)"),
-        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, 4800, "H200", ("H200",), f"{_H200_SHEET}, H200 SXM"),
-        _gpu("H200-NVL", 143771, (9, 0), 835.5, 60, 417.5, 4800, "H200", ("H200 NVL",), f"{_H200_SHEET}, H200 NVL"),
+             "NVIDIA GH200 Grace Hopper Superchip datasheet, 96 GB HBM3 (NVML names it by its 480 GB of LPDDR5X)",
+             l2=50),
+        _gpu("H200", 143771, (9, 0), 989, 67, 494.5, 4800, "H200", ("H200",), f"{_H200_SHEET}, H200 SXM", l2=50),
+        _gpu("H200-NVL", 143771, (9, 0), 835.5, 60, 417.5, 4800, "H200", ("H200 NVL",), f"{_H200_SHEET}, H200 NVL",
+             l2=50),
         _gpu("B200", 183359, (10, 0), 2250, 75, 1125, 8000, "B200", ("B200",),
              "NVIDIA HGX B200 datasheet, per GPU of 8"),
     )

@@ -429,18 +429,140 @@ class Phase(str, Enum):
 
 
 class OpClass(str, Enum):
-    """What bounds an operation's kernel: a matrix product, a convolution, attention, or memory traffic."""
+    """What bounds an operation's kernel, each class with its own efficiency in the time model: matrix products,
+    dense and grouped (depthwise) convolutions and attention by FLOPs; normalisation, elementwise arithmetic,
+    softmax and reductions (pooling included) and data movement (copies, concatenation, padding, gathers, channel
+    shuffles) by the bytes they move."""
 
     GEMM = "gemm"
     CONV = "conv"
+    GROUPED_CONV = "grouped_conv"  # groups > 1: depthwise and grouped convolutions, far from the dense peak
     ATTENTION = "attention"
-    MEMORY = "memory"
+    NORM = "norm"
+    ELEMENTWISE = "elementwise"
+    REDUCTION = "reduction"
+    MOVEMENT = "movement"
+
+    @property
+    def compute_bound(self) -> bool:
+        """Whether the class is priced by FLOPs against a peak (else by bytes against a bandwidth)."""
+        return self in (OpClass.GEMM, OpClass.CONV, OpClass.GROUPED_CONV, OpClass.ATTENTION)
 
 
 GEMM_OPS = frozenset(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "_addmm_activation"))
 # fused-bias products, which CUDA runs through cuBLASLt (with a workspace of its own)
 CUBLASLT_OPS = frozenset(("addmm", "_addmm_activation"))
 CONV_OPS = frozenset(("convolution", "convolution_backward", "cudnn_convolution", "_convolution"))
+# where each convolution op takes `groups` among its positional arguments
+CONV_GROUPS_ARGUMENT = {"convolution": 8, "_convolution": 8, "convolution_backward": 9, "cudnn_convolution": 5}
+NORM_OPS = frozenset(
+    (
+        "native_batch_norm",
+        "native_batch_norm_backward",
+        "_native_batch_norm_legit",
+        "_native_batch_norm_legit_functional",
+        "_native_batch_norm_legit_no_training",
+        "batch_norm_backward",
+        "cudnn_batch_norm",
+        "cudnn_batch_norm_backward",
+        "native_layer_norm",
+        "native_layer_norm_backward",
+        "native_group_norm",
+        "native_group_norm_backward",
+        "_fused_rms_norm",
+        "_fused_rms_norm_backward",
+    )
+)
+REDUCTION_OPS = frozenset(
+    (
+        "_softmax",
+        "_softmax_backward_data",
+        "_log_softmax",
+        "_log_softmax_backward_data",
+        "sum",
+        "mean",
+        "amax",
+        "amin",
+        "max",
+        "min",
+        "argmax",
+        "var",
+        "var_mean",
+        "std",
+        "norm",
+        "linalg_vector_norm",
+        "_foreach_norm",
+        "logsumexp",
+        "cumsum",
+        "nll_loss_forward",
+        "nll_loss_backward",
+        "nll_loss2d_forward",
+        "nll_loss2d_backward",
+        "max_pool2d_with_indices",
+        "max_pool2d_with_indices_backward",
+        "avg_pool2d",
+        "avg_pool2d_backward",
+        "_adaptive_avg_pool2d",
+        "_adaptive_avg_pool2d_backward",
+        "adaptive_max_pool2d",
+        "adaptive_max_pool2d_backward",
+    )
+)
+MOVEMENT_OPS = frozenset(
+    (
+        "copy_",
+        "_to_copy",
+        "clone",
+        "cat",
+        "stack",
+        "constant_pad_nd",
+        "slice_backward",
+        "select_backward",
+        "slice_scatter",
+        "select_scatter",
+        "index_select",
+        "gather",
+        "scatter",
+        "scatter_add",
+        "index",
+        "index_put",
+        "index_put_",
+        "index_add",
+        "embedding",
+        "embedding_dense_backward",
+        "repeat",
+        "expand_copy",
+        "split_with_sizes_copy",
+        "channel_shuffle",
+        "pixel_shuffle",
+        "roll",
+        "flip",
+        "fill_",
+        "zero_",
+        "zeros",
+        "zeros_like",
+        "new_zeros",
+        "ones",
+        "ones_like",
+        "full",
+        "full_like",
+        "tril",
+        "triu",
+    )
+)
+# the registry: aten op name -> class; convolutions with groups > 1 become GROUPED_CONV, attention is found by
+# name (its kernels have many names), and every other op is ELEMENTWISE arithmetic
+OP_CLASSES: dict[str, OpClass] = {
+    name: op_class
+    for op_class, names in (
+        (OpClass.GEMM, GEMM_OPS),
+        (OpClass.CONV, CONV_OPS),
+        (OpClass.NORM, NORM_OPS),
+        (OpClass.REDUCTION, REDUCTION_OPS),
+        (OpClass.MOVEMENT, MOVEMENT_OPS),
+    )
+    for name in names
+}
 # operations that launch no kernel: views, metadata, allocation without initialisation, host-side scalars
 NO_KERNEL_OPS = frozenset(
     (
@@ -465,14 +587,17 @@ ROW_READ_OPS = frozenset(("embedding", "index_select", "gather", "index", "take_
 FOREACH_TENSORS_PER_KERNEL = (110, 64, 48, 36, 30)
 
 
-def op_class(name: str) -> OpClass:
-    if name in GEMM_OPS:
-        return OpClass.GEMM
-    if name in CONV_OPS:
-        return OpClass.CONV
+def op_class(name: str, args: Sequence[Any] = ()) -> OpClass:
+    """The class of aten op `name` (`OP_CLASSES`); a convolution called with `args` whose groups exceed 1 is
+    GROUPED_CONV."""
     if "scaled_dot_product" in name or "flash_attention" in name or "efficient_attention" in name:
         return OpClass.ATTENTION
-    return OpClass.MEMORY
+    found = OP_CLASSES.get(name, OpClass.ELEMENTWISE)
+    if found is OpClass.CONV:
+        index = CONV_GROUPS_ARGUMENT.get(name)
+        if index is not None and len(args) > index and isinstance(args[index], int) and args[index] > 1:
+            return OpClass.GROUPED_CONV
+    return found
 
 
 @dataclass(frozen=True)
@@ -546,7 +671,7 @@ class OpRecorder(TorchDispatchMode):
         self.trace.ops.append(
             OpCost(
                 name,
-                op_class(name),
+                op_class(name, args),
                 phase,
                 flops,
                 _bytes_moved(name, inputs, outputs) if kernels else 0,

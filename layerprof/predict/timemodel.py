@@ -52,11 +52,25 @@ class DevicePeaks:
     fp16_tflops: float
     memory_gbps: float
     source: str
+    # the cache levels an operation's working set may fit, smallest first: (name, bytes, GB/s). An op whose bytes
+    # (read + written) fit a level moves them at its rate; a larger one at `memory_gbps`. Empty: DRAM for all.
+    caches: tuple[tuple[str, int, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "caches", tuple((str(n), int(b), float(r)) for n, b, r in self.caches))
+
+    def gbps_for(self, nbytes: float) -> float:
+        """The rate an operation moving `nbytes` (read + written) reaches: the smallest cache level it fits,
+        else memory."""
+        for _name, size, gbps in self.caches:
+            if nbytes <= size:
+                return gbps
+        return self.memory_gbps
 
     def tflops(self, dtype: str, op: OpClass, tf32_matmul: bool, tf32_conv: bool) -> float:
         """The peak TFLOP/s `op` may reach in `dtype`: float32 at TF32's where allowed, float64 at float32's."""
         if dtype == "float32":
-            tf32 = tf32_conv if op is OpClass.CONV else tf32_matmul
+            tf32 = tf32_conv if op in (OpClass.CONV, OpClass.GROUPED_CONV) else tf32_matmul
             return self.tf32_tflops if tf32 else self.fp32_tflops
         if dtype == "float16":
             return self.fp16_tflops
@@ -66,7 +80,9 @@ class DevicePeaks:
 
     @classmethod
     def of_gpu(cls, gpu: GpuKind) -> DevicePeaks:
-        """A GPU's peaks from its datasheet entry in layerprof.devices."""
+        """A GPU's peaks from its datasheet entry in layerprof.devices; its L2 (where the entry knows its size) at
+        `GPU_L2_SPEEDUP` times the memory bandwidth, since datasheets give no L2 rate."""
+        caches = (("L2", int(gpu.l2_mib * 2**20), gpu.memory_gbps * GPU_L2_SPEEDUP),) if gpu.l2_mib else ()
         return cls(
             gpu.name,
             "cuda",
@@ -76,7 +92,13 @@ class DevicePeaks:
             gpu.fp16_tflops,
             gpu.memory_gbps,
             f"{gpu.name}: {gpu.source}",
+            caches,
         )
+
+
+# A GPU's L2 serves what fits it at about twice the HBM/GDDR bandwidth (microbenchmarks of A100 and H100 read
+# 2-2.5x; no datasheet gives an L2 rate): an approximation, used only for operations whose bytes fit the L2.
+GPU_L2_SPEEDUP = 2.0
 
 
 CPU_PEAKS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "layerprof" / "cpu-peaks.json"
@@ -95,7 +117,7 @@ def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePe
     cache = cache or CPU_PEAKS_CACHE
     key = f"{platform.node()}|{_cpu_name()}|{threads}|{torch.__version__}"
     stored = _read_cache(cache)
-    if key in stored:
+    if key in stored and "caches" in stored[key]:  # entries from before cache levels were measured: again
         return DevicePeaks(**stored[key])
     busy = cpu_busy_share()
     before = torch.get_num_threads()
@@ -103,15 +125,22 @@ def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePe
     try:
         fp32, bf16, fp16 = (_matmul_tflops(dtype) for dtype in (torch.float32, torch.bfloat16, torch.float16))
         gbps = _copy_gbps()
+        levels = cpu_cache_sizes()
+        caches = tuple(
+            (name, size, _cache_gbps(size, levels[index - 1][1] if index else L1_BYTES))
+            for index, (name, size) in enumerate(levels)
+        )
     finally:
         torch.set_num_threads(before)
+    levels = "".join(f", {name} {size // 1024} KiB" for name, size, _ in caches)
     source = (
-        f"measured here: matmuls up to 1024^3 and a 256 MiB copy at {threads} thread(s), {time.strftime('%Y-%m-%d')}"
+        f"measured here: matmuls up to 1024^3, a 256 MiB copy and copies inside each cache level{levels} at "
+        f"{threads} thread(s), {time.strftime('%Y-%m-%d')}"
     )
     disturbed = busy is not None and busy > BUSY_CPU_SHARE
     if disturbed:
         source += f"; other work held {busy:.0%} of the CPUs: not cached"
-    peaks = DevicePeaks(_cpu_name(), "cpu", fp32, fp32, bf16, fp16, gbps, source)
+    peaks = DevicePeaks(_cpu_name(), "cpu", fp32, fp32, bf16, fp16, gbps, source, caches)
     if disturbed:
         return peaks
     stored[key] = asdict(peaks)
@@ -178,17 +207,68 @@ def _copy_gbps(megabytes: int = 256) -> float:
     return 2 * source.numel() * 4 / seconds / 1e9
 
 
+CACHE_INFO = Path("/sys/devices/system/cpu/cpu0/cache")
+L1_BYTES = 32 * 2**10  # the level below L2 where sysfs is not read for it: a usual L1 data cache
+
+
+def cpu_cache_sizes(info: Path = CACHE_INFO) -> list[tuple[str, int]]:
+    """This CPU's data cache levels from L2 up, smallest first, as (name, bytes) from sysfs (`index*/level`,
+    `type`, `size`); empty where the system does not say (then every operation is priced at the memory rate)."""
+    sizes: dict[int, int] = {}
+    for index in sorted(info.glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = _cache_bytes((index / "size").read_text())
+        except (OSError, ValueError):
+            continue
+        if level >= 2 and kind in ("Data", "Unified") and size > 0:
+            sizes[level] = size
+    return [(f"L{level}", size) for level, size in sorted(sizes.items())]
+
+
+def _cache_bytes(text: str) -> int:
+    """ "512K", "32768K", "1M" (sysfs's spelling) as bytes."""
+    text = text.strip().upper().removesuffix("B")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG")) * scale
+
+
+def _cache_gbps(level_bytes: int, below_bytes: int, enough_bytes: int = 2**28) -> float:
+    """The copy rate of data inside a cache level of `level_bytes` whose level below holds `below_bytes`: copies
+    whose bytes read and written are the geometric middle of the sizes the level serves (L2 of 512 KiB over an L1
+    of 32 KiB: 128 KiB), repeated; the per-call cost (a copy of 1 KiB, as often) is subtracted, since the time
+    model prices each operation's dispatch apart."""
+    elements = max(256, int(math.sqrt(level_bytes * below_bytes)) // 8)  # source + target: the middle size
+    source, target = torch.ones(elements), torch.empty(elements)
+    tiny_source, tiny_target = torch.ones(256), torch.empty(256)
+    repeats = max(1, enough_bytes // (2 * elements * 4))
+
+    def copies(a: torch.Tensor = source, b: torch.Tensor = target) -> None:
+        for _ in range(repeats):
+            b.copy_(a)
+
+    seconds = _best_seconds(copies) - _best_seconds(lambda: copies(tiny_source, tiny_target))
+    return 2 * elements * 4 * repeats / max(seconds, 1e-9) / 1e9
+
+
 # ---------------------------------------------------------------- the model
 
 
 @dataclass(frozen=True)
 class TimeConstants:
-    """The few numbers the roofline cannot know: how close kernels get to the peaks, and fixed costs."""
+    """The few numbers the roofline cannot know: how close each class of kernels gets to the peaks, and fixed costs.
+
+    Compute-bound classes (matrix products, convolutions, attention) reach a share of the dtype's FLOP peak and
+    move their bytes at `memory_efficiency` of the rate of the level they fit; memory-bound classes (normalisation,
+    elementwise, softmax/reductions, data movement) reach their own share of that rate. The per-class constants
+    after `source` came later: where they are missing (a time model saved before them), the memory-bound ones take
+    `memory_efficiency` and grouped convolutions `conv_efficiency`, as the model then priced them."""
 
     gemm_efficiency: float  # share of the dtype's peak a matrix product reaches
-    conv_efficiency: float
+    conv_efficiency: float  # dense convolutions (groups = 1)
     attention_efficiency: float
-    memory_efficiency: float  # share of the bandwidth memory-bound kernels reach
+    memory_efficiency: float  # share of the rate compute-bound kernels reach on their bytes
     kernel_us: float  # fixed device cost per kernel (launch latency, tails)
     # host cost per aten operation, by phase: the forward is dispatched from Python module by module, the backward
     # from autograd's C++ engine, the optimizer's operations are few but come with Python loops over parameters
@@ -197,15 +277,22 @@ class TimeConstants:
     optimizer_dispatch_us: float
     module_call_us: float  # host cost per module call in the forward (Python's __call__, hooks)
     source: str = "defaults"
+    grouped_conv_efficiency: float | None = None  # grouped and depthwise convolutions: share of the FLOP peak
+    norm_efficiency: float | None = None  # memory-bound classes: share of the rate of the level their bytes fit
+    elementwise_efficiency: float | None = None
+    reduction_efficiency: float | None = None
+    movement_efficiency: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in MEMORY_CLASS_CONSTANTS.values():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.memory_efficiency)
+        if self.grouped_conv_efficiency is None:
+            object.__setattr__(self, "grouped_conv_efficiency", self.conv_efficiency)
 
     def efficiency(self, op: OpClass) -> float:
-        """The share of the peak `op` reaches; 1 for memory-bound ops, which the bandwidth bounds instead."""
-        return {
-            OpClass.GEMM: self.gemm_efficiency,
-            OpClass.CONV: self.conv_efficiency,
-            OpClass.ATTENTION: self.attention_efficiency,
-            OpClass.MEMORY: 1.0,
-        }[op]
+        """The share of the peak (compute-bound classes) or of the bandwidth (memory-bound ones) `op` reaches."""
+        return float(getattr(self, CLASS_CONSTANTS[op]))
 
     def as_vector(self) -> list[float]:
         """The fitted constants in FITTED order: what a calibration adjusts."""
@@ -216,6 +303,20 @@ class TimeConstants:
         return replace(self, **dict(zip(FITTED, values, strict=True)), source=source)
 
 
+# each class's efficiency constant: the registry the model and the calibration read
+MEMORY_CLASS_CONSTANTS = {
+    OpClass.NORM: "norm_efficiency",
+    OpClass.ELEMENTWISE: "elementwise_efficiency",
+    OpClass.REDUCTION: "reduction_efficiency",
+    OpClass.MOVEMENT: "movement_efficiency",
+}
+CLASS_CONSTANTS = {
+    OpClass.GEMM: "gemm_efficiency",
+    OpClass.CONV: "conv_efficiency",
+    OpClass.GROUPED_CONV: "grouped_conv_efficiency",
+    OpClass.ATTENTION: "attention_efficiency",
+    **MEMORY_CLASS_CONSTANTS,
+}
 FITTED = (
     "gemm_efficiency",
     "conv_efficiency",
@@ -226,7 +327,13 @@ FITTED = (
     "backward_dispatch_us",
     "optimizer_dispatch_us",
     "module_call_us",
+    "grouped_conv_efficiency",
+    "norm_efficiency",
+    "elementwise_efficiency",
+    "reduction_efficiency",
+    "movement_efficiency",
 )
+EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith("_efficiency"))  # at most 1
 
 # Documented defaults, used until a calibration replaces them. GPUs: cuBLAS reaches 60-80% of the dense peak on
 # large products (70%), cuDNN less on the convolutions of vision models (50%), fused attention about half;
@@ -235,10 +342,32 @@ FITTED = (
 # (benchmarks/results/nvidia-h200-2026-12-04): ~7.5 us per forward operation, ~12 us per backward one (autograd's
 # engine and the launch), ~53 us per optimizer operation (one `.item()` per trainable tensor and the Python
 # around it), ~48 us per module call in the forward. CPUs: the peaks are measured matmuls, so products reach
-# them (90%); a few us per operation, which the CPU spends instead of computing.
+# them (90%); a few us per operation, which the CPU spends instead of computing. The CPU's per-class efficiencies
+# are the medians of single operations timed against the copy rate of the cache level their bytes fit
+# (benchmarks/bench_op_classes.py on an AMD EPYC, 1 thread; no model's step went into them): batch and layer
+# norms 0.13 (several passes over their input), elementwise 0.5 (add/relu near 1, GELU 0.1-0.2), softmax and
+# reductions 0.35 (max pooling 0.01-0.04), data movement 0.2 (permuting copies, padding), grouped and depthwise
+# convolutions 0.2 of the float32 peak. GPUs: no such measurement yet; their memory-bound classes keep
+# `memory_efficiency` and grouped convolutions `conv_efficiency`, as before the classes were split.
 DEFAULT_CONSTANTS = {
     "cuda": TimeConstants(0.7, 0.5, 0.5, 0.7, 4.0, 7.5, 12.0, 53.0, 48.0, "defaults for GPUs"),
-    "cpu": TimeConstants(0.9, 0.6, 0.6, 0.8, 0.0, 5.0, 4.0, 10.0, 15.0, "defaults for CPUs"),
+    "cpu": TimeConstants(
+        0.9,
+        0.6,
+        0.6,
+        0.8,
+        0.0,
+        5.0,
+        4.0,
+        10.0,
+        15.0,
+        "defaults for CPUs",
+        grouped_conv_efficiency=0.2,
+        norm_efficiency=0.13,
+        elementwise_efficiency=0.5,
+        reduction_efficiency=0.35,
+        movement_efficiency=0.2,
+    ),
 }
 
 
@@ -312,9 +441,10 @@ class TimeModel:
     def from_dict(cls, data: dict[str, Any], source: str = "time model") -> TimeModel:
         """From its JSON form; LayerprofError naming `source` where parts are missing or unknown."""
         try:
+            peaks = DevicePeaks(**data["peaks"])
             return cls(
-                DevicePeaks(**data["peaks"]),
-                TimeConstants(**data["constants"]),
+                peaks,
+                TimeConstants(**{**_added_constants(peaks.kind), **data["constants"]}),
                 Numerics(**data.get("numerics", {})),
                 list(data.get("residuals", [])),
             )
@@ -330,6 +460,13 @@ class TimeModel:
         if self.peaks.kind == "cpu":  # the same threads dispatch and compute
             return StepPrediction(device_ms + host_ms, device_ms, host_ms, False)
         return StepPrediction(max(device_ms, host_ms), device_ms, host_ms, host_ms > device_ms)
+
+
+def _added_constants(kind: str) -> dict[str, float]:
+    """The default values of the constants added after `source` (per-class efficiencies), for a saved time model
+    from before them: missing ones take the device kind's defaults."""
+    defaults = DEFAULT_CONSTANTS.get(kind, DEFAULT_CONSTANTS["cuda"])
+    return {name: getattr(defaults, name) for name in (*MEMORY_CLASS_CONSTANTS.values(), "grouped_conv_efficiency")}
 
 
 # ---------------------------------------------------------------- calibration
@@ -392,7 +529,7 @@ def calibrate(
             "estimate with the default constants (no --calibrate)"
         )
     values = [float(v) for v in torch.exp(fitted)]
-    values[:4] = [min(1.0, v) for v in values[:4]]  # no kernel beats the peak
+    values = [min(1.0, v) if index in EFFICIENCIES else v for index, v in enumerate(values)]  # none beats the peak
     names = sorted({step.label.split(" ")[0] for step in steps})
     constants = start.with_vector(values, f"calibrated on {len(steps)} cells of {', '.join(names)}")
     model = TimeModel(peaks, constants, numerics)
@@ -409,7 +546,12 @@ def calibrate(
     return model
 
 
-CLASS_INDEX = {OpClass.GEMM: 0, OpClass.CONV: 1, OpClass.ATTENTION: 2, OpClass.MEMORY: 3}
+# each class's place in FITTED (its efficiency), and the place of the efficiency its bytes move at
+CLASS_INDEX = {op_class: FITTED.index(name) for op_class, name in CLASS_CONSTANTS.items()}
+BYTES_INDEX = {
+    op_class: FITTED.index("memory_efficiency") if op_class.compute_bound else index
+    for op_class, index in CLASS_INDEX.items()
+}
 PHASES = (Phase.FORWARD, Phase.BACKWARD, Phase.OPTIMIZER)
 
 
@@ -432,19 +574,21 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
         "bytes": array([float(op.bytes_moved) for op in launched]),
         "kernels": array([float(op.kernels) for op in launched]),
         "peak": array(peak),
-        "class": torch.tensor([CLASS_INDEX[op.op_class] for op in launched], dtype=torch.long),
-        "bandwidth": peaks.memory_gbps * 1e9,
+        "compute": torch.tensor([CLASS_INDEX[op.op_class] for op in launched], dtype=torch.long),
+        "compute_bound": torch.tensor([op.op_class.compute_bound for op in launched], dtype=torch.bool),
+        "bytes_at": torch.tensor([BYTES_INDEX[op.op_class] for op in launched], dtype=torch.long),
+        "bandwidth": array([peaks.gbps_for(op.bytes_moved) * 1e9 for op in launched]),
         "host_work": array([float(_dispatched(trace, phase)) for phase in PHASES] + [float(trace.module_calls)]),
     }
 
 
 def _log_times(a: dict[str, Any], theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log(device ms), log(host ms) of one step under the constants exp(theta) (in the order of FITTED)."""
-    efficiency = torch.cat([torch.exp(theta[:3]).clamp(max=1.0), theta.new_ones(1)])[a["class"]]
-    compute = a["flops"] / (a["peak"] * efficiency)
-    memory = a["bytes"] / (a["bandwidth"] * torch.exp(theta[3]).clamp(max=1.0))
+    efficiency = torch.exp(theta).clamp(max=1.0)  # only the efficiencies' places are read
+    compute = torch.where(a["compute_bound"], a["flops"] / (a["peak"] * efficiency[a["compute"]]), 0.0)
+    memory = a["bytes"] / (a["bandwidth"] * efficiency[a["bytes_at"]])
     device = (torch.maximum(compute, memory) + a["kernels"] * torch.exp(theta[4]) * 1e-6).sum() * 1e3
-    host = (a["host_work"] * torch.exp(theta[5:9])).sum() * 1e-3
+    host = (a["host_work"] * torch.exp(theta[5:9])).sum() * 1e-3  # the four host costs of FITTED
     return torch.log(device), torch.log(host)
 
 

@@ -42,7 +42,7 @@ def test_a_matrix_product_is_bound_by_the_slower_of_compute_and_memory() -> None
     compute = model.predict(StepTrace([op("mm", OpClass.GEMM, flops=989 * 10**12, nbytes=10**9)]))
     assert compute.device_ms == pytest.approx(2000.0)
     # a memory-bound copy: 3.35e9 bytes at half the bandwidth: 2 ms, whatever its (zero) FLOPs
-    memory = model.predict(StepTrace([op("add", OpClass.MEMORY, nbytes=3_350_000_000)]))
+    memory = model.predict(StepTrace([op("add", OpClass.ELEMENTWISE, nbytes=3_350_000_000)]))
     assert memory.device_ms == pytest.approx(2.0)
     # float32 products run at 67 TFLOP/s, or at TF32's 494.5 when TF32 is on; convolutions use their own share
     fp32 = StepTrace([op("mm", OpClass.GEMM, flops=67 * 10**12, dtype="float32")])
@@ -59,10 +59,10 @@ def test_kernels_and_the_host_add_their_fixed_costs() -> None:
                         optimizer_dispatch_us=50.0, module_call_us=20.0)  # fmt: skip
     trace = StepTrace(
         [
-            op("view", OpClass.MEMORY, kernels=0),  # a view: dispatched, no kernel
-            op("add", OpClass.MEMORY, nbytes=0, kernels=1),
+            op("view", OpClass.ELEMENTWISE, kernels=0),  # a view: dispatched, no kernel
+            op("add", OpClass.ELEMENTWISE, nbytes=0, kernels=1),
             op("mm", OpClass.GEMM, kernels=1, phase=Phase.BACKWARD),
-            op("_foreach_add_", OpClass.MEMORY, kernels=3, phase=Phase.OPTIMIZER),
+            op("_foreach_add_", OpClass.ELEMENTWISE, kernels=3, phase=Phase.OPTIMIZER),
         ],
         module_calls=4,
     )
@@ -121,11 +121,11 @@ def synthetic_steps(constants: TimeConstants, peaks: DevicePeaks = H100, scale: 
             op("mm", OpClass.GEMM, flops=int(2e11 * scale * heavy[0] * (1 + index % 3)), nbytes=10**6),
             op("convolution", OpClass.CONV, flops=int(1e11 * scale * heavy[1] * (1 + index % 2)), nbytes=10**6),
             op("_flash_attention", OpClass.ATTENTION, flops=int(1.5e11 * scale * heavy[2]), nbytes=10**6),
-            op("add", OpClass.MEMORY, nbytes=int(3e8 * scale * heavy[3] * (1 + index % 3))),
+            op("add", OpClass.ELEMENTWISE, nbytes=int(3e8 * scale * heavy[3] * (1 + index % 3))),
         ]
-        ops += [op("view", OpClass.MEMORY, kernels=0)] * (100 + 300 * (index % 2))
-        ops += [op("mul", OpClass.MEMORY, nbytes=1000, phase=Phase.BACKWARD)] * (100 + 80 * (index % 3))
-        ops += [op("_foreach_mul_", OpClass.MEMORY, nbytes=1000, phase=Phase.OPTIMIZER)] * (5 + 10 * (index % 4))
+        ops += [op("view", OpClass.ELEMENTWISE, kernels=0)] * (100 + 300 * (index % 2))
+        ops += [op("mul", OpClass.ELEMENTWISE, nbytes=1000, phase=Phase.BACKWARD)] * (100 + 80 * (index % 3))
+        ops += [op("_foreach_mul_", OpClass.ELEMENTWISE, nbytes=1000, phase=Phase.OPTIMIZER)] * (5 + 10 * (index % 4))
         trace = StepTrace(ops, module_calls=20 + 40 * (index % 5))
         predicted = truth.predict(trace)
         launch = predicted.host_ms if peaks.kind == "cuda" else None  # a CPU step has no separate launch time
@@ -141,7 +141,7 @@ def test_a_cpu_step_is_its_kernels_plus_the_host_by_hand() -> None:
     """On a CPU the same threads dispatch and compute: the step is the sum (on a GPU, the slower of the two)."""
     constants = TimeConstants(0.5, 0.5, 0.5, 0.5, 0.0, 10.0, 20.0, 30.0, 100.0, "test")
     trace = StepTrace([op("mm", OpClass.GEMM, flops=10**9, dtype="float32"),
-                       op("mul", OpClass.MEMORY, nbytes=10**6, dtype="float32", phase=Phase.BACKWARD)],
+                       op("mul", OpClass.ELEMENTWISE, nbytes=10**6, dtype="float32", phase=Phase.BACKWARD)],
                       module_calls=2)  # fmt: skip
     predicted = TimeModel(CPU, constants).predict(trace)
     # mm: 1e9 FLOPs at 0.5 x 1 TFLOP/s = 2 ms; mul: 1e6 bytes at 0.5 x 50 GB/s = 0.04 ms; host: one forward op
@@ -169,7 +169,7 @@ def test_cpu_calibration_fits_kernels_plus_host_and_recovers_known_constants() -
 def test_calibration_recovers_known_constants() -> None:
     truth = TimeConstants(0.62, 0.33, 0.41, 0.55, 6.0, 9.0, 14.0, 40.0, 30.0, "truth")
     fitted = calibrate(synthetic_steps(truth), H100, start=DEFAULT_CONSTANTS["cuda"])
-    for name in ("gemm_efficiency", "conv_efficiency", "attention_efficiency", "memory_efficiency",
+    for name in ("gemm_efficiency", "conv_efficiency", "attention_efficiency", "elementwise_efficiency",
                  "forward_dispatch_us", "backward_dispatch_us", "optimizer_dispatch_us", "module_call_us"):  # fmt: skip
         assert getattr(fitted.constants, name) == pytest.approx(getattr(truth, name), rel=0.05), name
     assert fitted.calibrated and fitted.constants.source.startswith("calibrated on 16 cells of synthetic")
@@ -278,7 +278,9 @@ def test_a_kernel_beats_neither_its_peak_nor_the_bandwidth() -> None:
     eager = TimeConstants(2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, "test")
     model = TimeModel(H100, eager)
     assert model.predict(StepTrace([op("mm", OpClass.GEMM, flops=989 * 10**12)])).device_ms == pytest.approx(1000.0)
-    assert model.predict(StepTrace([op("add", OpClass.MEMORY, nbytes=3_350_000_000)])).device_ms == pytest.approx(1.0)
+    assert model.predict(StepTrace([op("add", OpClass.ELEMENTWISE, nbytes=3_350_000_000)])).device_ms == pytest.approx(
+        1.0
+    )
 
 
 def test_numerics_come_from_the_recorded_settings_with_pytorchs_defaults() -> None:
@@ -297,7 +299,7 @@ def test_a_time_model_round_trips_and_says_how_it_was_set() -> None:
     assert TimeModel.from_dict(calibrated.to_dict()) == calibrated
     with pytest.raises(LayerprofError, match=r"^profile\.json: a damaged time model"):
         TimeModel.from_dict({"peaks": {}}, "profile.json")
-    assert PLAIN.with_vector([0.1] * 9, "x").as_vector() == [0.1] * 9
+    assert PLAIN.with_vector([0.1] * 14, "x").as_vector() == [0.1] * 14
 
 
 def test_prediction_errors_are_relative_to_the_measurement() -> None:
@@ -379,11 +381,15 @@ def test_cpu_peaks_are_measured_at_the_threads_asked_for_and_cached_under_them(
     seen_threads = []
     monkeypatch.setattr(timemodel, "_matmul_tflops", lambda dtype: seen_threads.append(torch.get_num_threads()) or 2.0)
     monkeypatch.setattr(timemodel, "_copy_gbps", lambda: 10.0)
+    monkeypatch.setattr(timemodel, "cpu_cache_sizes", lambda: [("L2", 2**19), ("L3", 2**25)])
+    monkeypatch.setattr(timemodel, "_cache_gbps", lambda size, below: 100.0 if size == 2**19 else 40.0)
     torch.set_num_threads(2)  # the suite's conftest puts the process's own count back after the test
     cache = tmp_path / "new" / "dir" / "peaks.json"  # a cache folder that does not exist yet
     peaks = cpu_peaks(1, cache)
     assert seen_threads == [1, 1, 1] and torch.get_num_threads() == 2  # measured at 1 thread, then put back
     assert (peaks.name, peaks.fp32_tflops, peaks.tf32_tflops, peaks.memory_gbps) == ("Test CPU 9000", 2.0, 2.0, 10.0)
+    assert peaks.caches == (("L2", 2**19, 100.0), ("L3", 2**25, 40.0))
+    assert cpu_peaks(1, cache) == peaks  # read back from the cache, cache levels included
     (key,) = json.loads(cache.read_text())
     assert key.split("|")[1:3] == ["Test CPU 9000", "1"]
     monkeypatch.setattr("layerprof.measure.environment.cpu_name", lambda: None)
@@ -416,9 +422,14 @@ def test_prediction_checks_skip_cells_not_measured_and_compare_each_to_full_trai
     assert checks[1].error == pytest.approx(0.25) and checks[1].ratio_error == pytest.approx(0.0)
 
 
-def test_efficiency_is_a_share_of_the_peak_for_compute_and_one_for_memory() -> None:
-    constants = TimeConstants(0.7, 0.5, 0.4, 0.6, 4.0, 7.5, 12.0, 53.0, 48.0)
-    assert [constants.efficiency(c) for c in OpClass] == [0.7, 0.5, 0.4, 1.0]
+def test_each_class_has_its_own_efficiency_and_old_constants_take_the_shared_ones() -> None:
+    constants = TimeConstants(0.7, 0.5, 0.4, 0.6, 4.0, 7.5, 12.0, 53.0, 48.0)  # as written before the split
+    # gemm, conv, grouped conv, attention, norm, elementwise, reduction, movement
+    assert [constants.efficiency(c) for c in OpClass] == [0.7, 0.5, 0.5, 0.4, 0.6, 0.6, 0.6, 0.6]
+    split = replace(constants, grouped_conv_efficiency=0.2, norm_efficiency=0.1, elementwise_efficiency=0.3,
+                    reduction_efficiency=0.35, movement_efficiency=0.25)  # fmt: skip
+    assert [split.efficiency(c) for c in OpClass] == [0.7, 0.5, 0.2, 0.4, 0.1, 0.3, 0.35, 0.25]
+    assert len(split.as_vector()) == 14 and split.as_vector()[9:] == [0.2, 0.1, 0.3, 0.35, 0.25]
 
 
 def test_calibration_on_noisy_cells_stays_near_the_truth_and_below_the_peaks() -> None:
@@ -439,6 +450,103 @@ def test_calibration_on_noisy_cells_stays_near_the_truth_and_below_the_peaks() -
 
 def test_a_gpu_step_whose_host_and_device_tie_is_not_host_bound() -> None:
     constants = replace(PLAIN, kernel_us=10.0, forward_dispatch_us=10.0)
-    tie = TimeModel(H100, constants).predict(StepTrace([op("add", OpClass.MEMORY)]))  # one kernel, one dispatch
+    tie = TimeModel(H100, constants).predict(StepTrace([op("add", OpClass.ELEMENTWISE)]))  # one kernel, one dispatch
     assert tie.device_ms == tie.host_ms == pytest.approx(0.01)
     assert tie.host_bound is False
+
+
+# ---------------------------------------------------------------- op classes and cache levels (issue 37)
+
+
+def test_bytes_are_priced_at_the_rate_of_the_smallest_level_they_fit() -> None:
+    """An op whose bytes (read + written) fit L2 moves them at L2's rate, one that fits L3 at L3's, a larger one
+    at the memory's; each memory-bound class at its own share of that rate."""
+    peaks = replace(CPU, caches=(("L2", 2**20, 200.0), ("L3", 2**25, 100.0)))  # memory: 50 GB/s
+    constants = replace(PLAIN, norm_efficiency=0.25, elementwise_efficiency=0.5, movement_efficiency=1.0)
+    model = TimeModel(peaks, constants)
+
+    def device_ms(*ops: OpCost) -> float:
+        return model.predict(StepTrace(list(ops))).device_ms
+
+    # 1e6 bytes fit L2: 1e6 / (200e9 x 0.5) = 0.01 ms; 1e7 fit L3: 1e7 / (100e9 x 0.5) = 0.2 ms; 1e8: 1e8 / 25e9
+    assert device_ms(op("add", OpClass.ELEMENTWISE, nbytes=10**6)) == pytest.approx(0.01)
+    assert device_ms(op("add", OpClass.ELEMENTWISE, nbytes=10**7)) == pytest.approx(0.2)
+    assert device_ms(op("add", OpClass.ELEMENTWISE, nbytes=10**8)) == pytest.approx(4.0)
+    assert device_ms(op("native_batch_norm", OpClass.NORM, nbytes=10**7)) == pytest.approx(0.4)
+    assert device_ms(op("cat", OpClass.MOVEMENT, nbytes=10**7)) == pytest.approx(0.1)
+    # a compute-bound op moves its bytes at memory_efficiency (0.5) of its level's rate: 1e7 / 50e9 = 0.2 ms
+    assert device_ms(op("mm", OpClass.GEMM, flops=10, nbytes=10**7, dtype="float32")) == pytest.approx(0.2)
+    assert TimeModel(CPU, constants).predict(StepTrace([op("add", OpClass.ELEMENTWISE, nbytes=10**6)])).device_ms == (
+        pytest.approx(0.04)  # no cache levels known: the memory's rate (1e6 / 25e9)
+    )
+
+
+def test_a_grouped_convolution_runs_at_its_own_share_of_the_peak() -> None:
+    constants = replace(PLAIN, grouped_conv_efficiency=0.05)  # dense convolutions: 0.25
+    model = TimeModel(CPU, constants)
+    dense = model.predict(StepTrace([op("convolution", OpClass.CONV, flops=10**9, dtype="float32")]))
+    grouped = model.predict(StepTrace([op("convolution", OpClass.GROUPED_CONV, flops=10**9, dtype="float32")]))
+    assert (dense.device_ms, grouped.device_ms) == (pytest.approx(4.0), pytest.approx(20.0))
+
+
+def test_a_gpu_prices_what_fits_its_l2_at_twice_its_bandwidth() -> None:
+    from layerprof.predict.timemodel import GPU_L2_SPEEDUP
+
+    h200 = DevicePeaks.of_gpu(gpu_kind("H200"))
+    assert h200.caches == (("L2", 50 * 2**20, 4800 * GPU_L2_SPEEDUP),) and GPU_L2_SPEEDUP == 2.0
+    assert h200.gbps_for(50 * 2**20) == 9600 and h200.gbps_for(50 * 2**20 + 1) == 4800
+    assert DevicePeaks.of_gpu(gpu_kind("B200")).caches == ()  # no L2 size sourced: every byte at the HBM's rate
+
+
+def test_cache_levels_are_read_from_sysfs(tmp_path: Path) -> None:
+    from layerprof.predict.timemodel import cpu_cache_sizes
+
+    for index, (level, kind, size) in enumerate(
+        [(1, "Data", "32K"), (1, "Instruction", "32K"), (2, "Unified", "512K"), (3, "Unified", "32768K")]
+    ):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "type").write_text(f"{kind}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert cpu_cache_sizes(tmp_path) == [("L2", 512 * 1024), ("L3", 32 * 2**20)]
+    assert cpu_cache_sizes(tmp_path / "missing") == []
+
+
+def test_a_cached_entry_without_cache_levels_is_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.05)
+    monkeypatch.setattr(timemodel, "_matmul_tflops", lambda dtype: 2.0)
+    monkeypatch.setattr(timemodel, "_copy_gbps", lambda: 10.0)
+    monkeypatch.setattr(timemodel, "cpu_cache_sizes", lambda: [("L2", 2**19)])
+    monkeypatch.setattr(timemodel, "_cache_gbps", lambda size, below: 90.0)
+    cache = tmp_path / "peaks.json"
+    cpu_peaks(1, cache)
+    stored = json.loads(cache.read_text())
+    (key,) = stored
+    old = {k: v for k, v in stored[key].items() if k != "caches"} | {"fp32_tflops": 123.0}  # an entry from before
+    cache.write_text(json.dumps({key: old}))
+    again = cpu_peaks(1, cache)
+    assert again.fp32_tflops == 2.0 and again.caches == (("L2", 2**19, 90.0),)
+
+
+def test_a_saved_time_model_from_before_the_classes_loads_with_their_defaults() -> None:
+    saved = TimeModel(H100, replace(PLAIN, source="calibrated on 3 cells of x")).to_dict()
+    for name in ("grouped_conv_efficiency", "norm_efficiency", "elementwise_efficiency", "reduction_efficiency",
+                 "movement_efficiency"):  # fmt: skip
+        del saved["constants"][name]
+    del saved["peaks"]["caches"]
+    loaded = TimeModel.from_dict(saved)
+    assert loaded.constants.gemm_efficiency == 0.5 and loaded.calibrated  # what was saved is kept
+    gpu = DEFAULT_CONSTANTS["cuda"]
+    assert loaded.constants.norm_efficiency == gpu.norm_efficiency == 0.7  # what was not: the kind's defaults
+    assert loaded.constants.grouped_conv_efficiency == gpu.grouped_conv_efficiency == 0.5
+    assert loaded.peaks.caches == ()
+
+
+def test_the_cpu_defaults_are_the_single_op_medians() -> None:
+    """The documented CPU defaults (benchmarks/bench_op_classes.py): a change must be deliberate."""
+    cpu = DEFAULT_CONSTANTS["cpu"]
+    assert (cpu.grouped_conv_efficiency, cpu.norm_efficiency, cpu.elementwise_efficiency, cpu.reduction_efficiency,
+            cpu.movement_efficiency) == (0.2, 0.13, 0.5, 0.35, 0.2)  # fmt: skip
