@@ -587,7 +587,7 @@ ROW_READ_OPS = frozenset(("embedding", "index_select", "gather", "index", "take_
 FOREACH_TENSORS_PER_KERNEL = (110, 64, 48, 36, 30)
 
 
-def op_class(name: str, args: Sequence[Any] = ()) -> OpClass:
+def op_class(name: str, args: Sequence[object] = ()) -> OpClass:
     """The class of aten op `name` (`OP_CLASSES`); a convolution called with `args` whose groups exceed 1 is
     GROUPED_CONV."""
     if "scaled_dot_product" in name or "flash_attention" in name or "efficient_attention" in name:
