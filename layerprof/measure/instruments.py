@@ -595,7 +595,8 @@ def op_class(name: str, args: Sequence[object] = ()) -> OpClass:
     found = OP_CLASSES.get(name, OpClass.ELEMENTWISE)
     if found is OpClass.CONV:
         index = CONV_GROUPS_ARGUMENT.get(name)
-        if index is not None and len(args) > index and isinstance(args[index], int) and args[index] > 1:
+        groups = args[index] if index is not None and len(args) > index else 1
+        if isinstance(groups, int) and groups > 1:
             return OpClass.GROUPED_CONV
     return found
 

@@ -132,9 +132,9 @@ def cpu_peaks(threads: int | None = None, cache: Path | None = None) -> DevicePe
         )
     finally:
         torch.set_num_threads(before)
-    levels = "".join(f", {name} {size // 1024} KiB" for name, size, _ in caches)
+    named = "".join(f", {name} {size // 1024} KiB" for name, size, _ in caches)
     source = (
-        f"measured here: matmuls up to 1024^3, a 256 MiB copy and copies inside each cache level{levels} at "
+        f"measured here: matmuls up to 1024^3, a 256 MiB copy and copies inside each cache level{named} at "
         f"{threads} thread(s), {time.strftime('%Y-%m-%d')}"
     )
     disturbed = busy is not None and busy > BUSY_CPU_SHARE
