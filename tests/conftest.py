@@ -107,7 +107,8 @@ def linear_stack(width: int = 32, depth: int = 4, bias: bool = False) -> nn.Sequ
 
 # Test modules whose module- or session-scoped fixtures are costly (a measured profile, a Ray cluster): under
 # pytest-xdist (`make test` runs one worker per core) each runs whole on one worker, so its fixtures are built once;
-# every other test goes to whichever worker is free.
+# every other test goes to whichever worker is free. The tests that need the NePS environment (minutes to build from
+# nothing) run on one worker too, which builds it while the others go on.
 SHARED_FIXTURE_MODULES = (
     "tests/cli/test_cli.py",
     "tests/cli/test_inputs.py",
@@ -116,6 +117,49 @@ SHARED_FIXTURE_MODULES = (
     "tests/outputs/test_check.py",
     "tests/outputs/test_report.py",
     "tests/predict/test_audit.py",  # each example audited once (functools.cache), not once per worker
+)
+SHARED_FIXTURE_TESTS = {
+    "neps": (
+        "tests/outputs/test_exports.py::test_neps",
+        "tests/outputs/test_exports.py::test_configs_table_shows_the_brackets_neps_runs",
+    ),
+}
+
+
+def shared_fixture_group(nodeid: str) -> str | None:
+    """The group of tests that must run on one worker with this one (None: any worker)."""
+    module = nodeid.split("::")[0]
+    if module in SHARED_FIXTURE_MODULES:
+        return module
+    return next((group for group, tests in SHARED_FIXTURE_TESTS.items() if nodeid.startswith(tests)), None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadgroup` by `shared_fixture_group`: each group is one unit of work, the groups handed out first
+    (largest first), then every other test in collection order. pytest-xdist's own `xdist_group` mark does not reach
+    its scheduler under pytest 9.2 (it renames `item._nodeid`, which pytest no longer reads)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_fixture_group(nodeid) or nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
+# Tests that take tens of seconds each (pytest --durations), the longest first: under pytest-xdist they are handed out
+# first, right after the modules above, so that no worker is still running one of them while the others have nothing
+# left (the longest worker bounds the wall time). Every other test follows in collection order; a stale entry changes
+# only the order.
+SLOW_TESTS = (
+    "tests/predict/test_compose.py::test_the_seeded_fit",
+    "tests/outputs/test_exports.py::test_ray",
+    "tests/predict/test_compose.py::test_composed_cells_equal_the_full_trace",
+    "tests/outputs/test_exports.py::test_smac_snippet",
+    "tests/fidelity/test_continue.py::test_continued_runs_as_ray_tasks",
+    "tests/fidelity/test_correlate.py::test_ray_executor_on_a_local_instance",
 )
 
 
@@ -137,10 +181,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        if module in SHARED_FIXTURE_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike (xdist checks the collections are equal)
+        slow = {prefix: rank for rank, prefix in enumerate(SLOW_TESTS)}
+        items.sort(key=lambda item: min((slow[p] for p in SLOW_TESTS if item.nodeid.startswith(p)), default=len(slow)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
