@@ -451,15 +451,9 @@ def correlate(
         from layerprof.outputs.studies import write_correlation
         from layerprof.parsing import parse_fractions, parse_layer_selection
 
+        selection = parse_layer_selection(layer_counts) if layer_counts is not None else None
         plan = plan_study(
-            task,
-            parse_layer_selection(layer_counts) if layer_counts is not None else None,
-            parse_fractions(budget_fractions),
-            seeds,
-            grid,
-            grid_preset,
-            continued or (),
-            judge_seeds,
+            task, selection, parse_fractions(budget_fractions), seeds, grid, grid_preset, continued or (), judge_seeds
         )
         chains = f" + {len(plan.chains)} continued chain(s) ({'; '.join(map(chain_label, plan.chains))})"
         render.line(
