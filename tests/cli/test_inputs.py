@@ -195,7 +195,7 @@ CASES = [
     ("ladder {root}/est-cpu.json --threads 2", "error: layerprof ladder: No such option: --threads (`layerprof ladder"),
     ("fit {model} --input-shape 8 --memory 1GiB --num-classes 0", "layerprof fit: Invalid value for '--num-classes'"),
     ("estimate {model} --input-shape 8 --precision fp32", "'fp32' is not one of '32-true', 'bf16-mixed'"),
-    ("ladder", "layerprof ladder: Missing argument 'PROFILE'."),
+    ("ladder", "layerprof ladder: Missing argument 'PROFILE...'."),
     ("rungs {root}/est-cpu.json", "layerprof: No such command 'rungs'."),
 ]
 

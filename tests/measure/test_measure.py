@@ -317,7 +317,7 @@ def test_an_empty_step_peaks_at_nothing_and_the_first_peak_keeps_its_split() -> 
         ("mm", "gemm"), ("addmm", "gemm"), ("bmm", "gemm"), ("convolution", "conv"), ("convolution_backward", "conv"),
         ("_scaled_dot_product_flash_attention", "attention"), ("_flash_attention_forward", "attention"),
         ("_efficient_attention_forward", "attention"), ("_scaled_dot_product_efficient_attention", "attention"),
-        ("add", "memory"), ("native_layer_norm", "memory"), ("embedding", "memory"),
+        ("add", "elementwise"), ("native_layer_norm", "norm"), ("embedding", "movement"),
     ],
 )  # fmt: skip
 def test_operations_are_classed_by_what_bounds_their_kernel(name: str, op_class: str) -> None:
