@@ -86,7 +86,7 @@ def estimate_cell(
     *,
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
-    primed: dict[int, dict[str, Any]] | None = None,
+    primed: PrimedStates | None = None,
     timelines: dict[tuple[int, int], Any] | None = None,
 ) -> tuple[Row, float]:
     """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
@@ -134,24 +134,29 @@ def estimate_cell(
         return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
 
 
+# a parameter's optimizer state, by the parameter's id, with the parameter itself: an id is reused once its object is
+# gone (LoRA's adapters are built anew per cell), so a state is reused only for the very same parameter
+PrimedStates = dict[int, tuple[torch.nn.Parameter, dict[str, Any]]]
+
+
 def prime_optimizer(
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.nn.Parameter],
-    primed: dict[int, dict[str, Any]] | None,
+    primed: PrimedStates | None,
     spec: OptimizerSpec | None = None,
 ) -> None:
     """Steady state without a forward pass: zero gradients make the optimizer create its state (an optimizer whose
     step cannot run on fake tensors, `spec.traced` False, gets the state its library's rules give). A parameter's
-    state depends on the parameter and the optimizer's settings alone, so with `primed` (id of a parameter ->
-    its state, for one model and one optimizer setting) only parameters no earlier cell primed take the step,
-    and the others get their state back: the per-parameter step was a third of a small model's trace."""
-    cached = primed if primed is not None else {}
-    fresh = [param for param in params if id(param) not in cached]
+    state depends on the parameter and the optimizer's settings alone, so with `primed` (for one model and one
+    optimizer setting) only parameters no earlier cell primed take the step, and the others get their state back:
+    the per-parameter step was a third of a small model's trace."""
+    cached: PrimedStates = primed if primed is not None else {}
+    fresh = [param for param in params if id(param) not in cached or cached[id(param)][0] is not param]
     if fresh and spec is not None and not spec.traced:  # its step cannot run on fake tensors: the library's rules
         for param in fresh:
             optimizer.state[param] = spec.prime_state(optimizer, param)
             if primed is not None:
-                primed[id(param)] = optimizer.state[param]
+                primed[id(param)] = (param, optimizer.state[param])
     elif fresh:
         for param in fresh:
             param.grad = torch.zeros_like(param)
@@ -159,11 +164,11 @@ def prime_optimizer(
         optimizer.zero_grad(set_to_none=True)
         if primed is not None:
             for param in fresh:
-                primed[id(param)] = optimizer.state[param]
+                primed[id(param)] = (param, optimizer.state[param])
     if primed is not None:  # in the parameters' order, as a first step creates it: the same timeline every cell
         optimizer.state.clear()
         for param in params:
-            optimizer.state[param] = cached[id(param)]
+            optimizer.state[param] = cached[id(param)][1]
 
 
 def refuse_compile(settings: SweepSettings) -> None:

@@ -25,6 +25,7 @@ from layerprof.parsing import MAX_BATCH_SIZE, LayerSelection
 from layerprof.predict.calibration import default_time_model
 from layerprof.predict.estimate import (
     ESTIMATE_DEVICE,
+    PrimedStates,
     allocation_size_for,
     build_fake_model,
     estimate_cell,
@@ -144,7 +145,7 @@ class FitSearch:
         self.needs: dict[tuple[int, int], int] = {}
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
-        self.primed: dict[int, dict[str, Any]] = {}  # optimizer state per parameter (`prime_optimizer`)
+        self.primed: PrimedStates = {}  # optimizer state per parameter (`prime_optimizer`)
         self.timelines: dict[tuple[int, int], Any] = {}  # (batch, z) -> layerprof.predict.compose.Timeline
         self.workspace: dict[tuple[int, int], int] = {}  # (batch, z) -> the modelled cuBLAS workspaces
         self.replayed: dict[tuple[int, int], int | None] = {}  # (z, batch) -> its batch line's need

@@ -194,3 +194,21 @@ def test_estimate_profile_fit_and_layer_costs_keep_the_users_frozen_parameters_f
     assert search.need_bytes(4, 4) == search.need_bytes(3, 4) == full.peak_memory_bytes
     costs = {cost.name: cost.trainable_bytes for cost in layer_costs(USER_FROZEN, options, 4, target="cpu").layers}
     assert (costs["stem"], costs["block2"], costs["head"]) == (0, 0, 320 * 4 * 3 + 4)
+
+
+def test_a_primed_state_is_reused_only_for_the_very_same_parameter() -> None:
+    """An id is reused once its parameter is gone (LoRA builds its adapters anew per cell): a state primed for
+    another parameter under the same id must not be handed to this one (it failed as a broadcast error in AdamW's
+    lerp_ when the shapes differed)."""
+    from layerprof.predict.estimate import prime_optimizer
+
+    param = torch.nn.Parameter(torch.zeros(8, 128))
+    gone = torch.nn.Parameter(torch.zeros(128))
+    primed = {id(param): (gone, {"step": torch.tensor(1.0), "exp_avg": torch.zeros(128)})}
+    optimizer = torch.optim.AdamW([param])
+    prime_optimizer(optimizer, [param], primed)
+    assert optimizer.state[param]["exp_avg"].shape == (8, 128)
+    assert primed[id(param)][0] is param
+    optimizer.state.clear()
+    prime_optimizer(optimizer, [param], primed)  # the same parameter: its state back, no new step
+    assert optimizer.state[param] is primed[id(param)][1]
