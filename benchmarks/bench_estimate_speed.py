@@ -107,21 +107,16 @@ def fit_pair(case: Case) -> tuple[float, float, str]:
     return seconds[0], seconds[1], f"traces {old.traces} -> {new.traces}, {composed} z composed; answers {verdict}"
 
 
-# the issue's commands, as a user runs them; the estimate writes its profile to compare rows
-CLI_COMMANDS = {
-    "layerprof --help": ["--help"],
-    "estimate pythia-1.4b --batch-sizes 1 --seq-len 2048": [
-        "estimate", "pythia-1.4b", "--batch-sizes", "1", "--seq-len", "2048", "--out", "{out}/estimate.json",
-    ],
-    "fit pythia-1.4b --gpu H100 --seq-len 2048": ["fit", "pythia-1.4b", "--gpu", "H100", "--seq-len", "2048", "--json"],
-}  # fmt: skip
-SMOKE_CLI_COMMANDS = {
-    "layerprof --help": ["--help"],
-    "estimate pythia-14m --batch-sizes 1 --seq-len 64": [
-        "estimate", "pythia-14m", "--batch-sizes", "1", "--seq-len", "64", "--out", "{out}/estimate.json",
-    ],
-    "fit pythia-14m --gpu T4 --seq-len 64": ["fit", "pythia-14m", "--gpu", "T4", "--seq-len", "64", "--json"],
-}  # fmt: skip
+def cli_commands(model: str, seq_len: int, gpu: str) -> dict[str, list[str]]:
+    """The issue's commands, as a user runs them (the smoke run: a small model); the estimate writes its profile to
+    compare rows."""
+    estimate = ["estimate", model, "--batch-sizes", "1", "--seq-len", str(seq_len)]
+    fit = ["fit", model, "--gpu", gpu, "--seq-len", str(seq_len)]
+    return {
+        "layerprof --help": ["--help"],
+        " ".join(estimate): [*estimate, "--out", "{out}/estimate.json"],
+        " ".join(fit): [*fit, "--json"],
+    }
 
 
 def run_cli(checkout: Path, arguments: list[str], out: Path) -> tuple[float, float, Any]:
@@ -179,7 +174,9 @@ def cli_main(old: Path, smoke: bool, repeats: int) -> int:
     failed = False
     print(f"{'command':56s} {'old wall':>9s} {'new wall':>9s} {'old CPU':>8s} {'new CPU':>8s}  answers")
     with tempfile.TemporaryDirectory() as scratch:
-        for label, arguments in (SMOKE_CLI_COMMANDS if smoke else CLI_COMMANDS).items():
+        for label, arguments in (
+            cli_commands("pythia-14m", 64, "T4") if smoke else cli_commands("pythia-1.4b", 2048, "H100")
+        ).items():
             figures = {}
             for name, checkout in (("old", old), ("new", new)):
                 runs = [run_cli(checkout, arguments, Path(scratch) / name) for _ in range(repeats)]
