@@ -61,8 +61,9 @@ class DevicePeaks:
 
     def gbps_for(self, nbytes: float) -> float:
         """The rate an operation moving `nbytes` (read + written) reaches: the smallest cache level it fits,
-        else memory (memory for every operation while CACHE_LEVELS_PRICED is off)."""
-        for _name, size, gbps in self.caches if CACHE_LEVELS_PRICED else ():
+        else memory (memory for every operation on a device kind whose levels are not priced: see
+        CACHE_LEVELS_PRICED)."""
+        for _name, size, gbps in self.caches if CACHE_LEVELS_PRICED[self.kind] else ():
             if nbytes <= size:
                 return gbps
         return self.memory_gbps
@@ -96,11 +97,11 @@ class DevicePeaks:
         )
 
 
-# Off by default: on the held-out CPU set (docs/research.md, measured on a busy machine) pricing bytes at the cache
-# level they fit, with the per-class CPU efficiencies, gave a median step error of 44.5% against 37.1% for one memory
-# rate, and the GPU's L2 rate below is not measured. The levels are still measured and kept with the peaks; a
-# quiet held-out run (`benchmarks/bench_time_model.py cpu`) decides whether to turn this on.
-CACHE_LEVELS_PRICED = False
+# Whether a device kind's bytes are priced at the cache level they fit. CPUs: yes, at the copy rates `cpu_peaks`
+# measures; on the held-out CPU set measured on a quiet machine (docs/research.md) it lowered the median step error
+# with the default constants from 32.2% to 27.9% (calibrated: 20.5% to 16.3%). GPUs: no (the levels are kept with
+# the peaks): their L2 rate below is not measured, and 8 device-bound H200 cells are too few to judge it.
+CACHE_LEVELS_PRICED = {"cpu": True, "cuda": False}
 
 # A GPU's L2 serves what fits it at about twice the HBM/GDDR bandwidth (microbenchmarks of A100 and H100 read
 # 2-2.5x; no datasheet gives an L2 rate): an approximation, used only for operations whose bytes fit the L2.
@@ -349,11 +350,13 @@ EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith
 # (benchmarks/results/nvidia-h200-2026-12-04): ~7.5 us per forward operation, ~12 us per backward one (autograd's
 # engine and the launch), ~53 us per optimizer operation (one `.item()` per trainable tensor and the Python
 # around it), ~48 us per module call in the forward. CPUs: the peaks are measured matmuls, so products reach
-# them (90%); a few us per operation, which the CPU spends instead of computing. Every memory-bound class takes
-# `memory_efficiency` and grouped convolutions `conv_efficiency`, as before the classes were split: single
-# operations timed against the copy rate of the cache level their bytes fit (benchmarks/bench_op_classes.py, AMD
-# EPYC, 1 thread) read norms 0.13, elementwise 0.5, softmax and reductions 0.35, data movement 0.2 and grouped
-# convolutions 0.2, but with them the held-out set predicted worse (see CACHE_LEVELS_PRICED); calibration fits them.
+# them (90%); a few us per operation, which the CPU spends instead of computing. The CPU's per-class efficiencies
+# are the medians of single operations timed against the copy rate of the cache level their bytes fit
+# (benchmarks/bench_op_classes.py on an AMD EPYC, 1 thread; no model's step went into them): batch and layer
+# norms 0.13 (several passes over their input), elementwise 0.5 (add/relu near 1, GELU 0.1-0.2), softmax and
+# reductions 0.35 (max pooling 0.01-0.04), data movement 0.2 (permuting copies, padding), grouped and depthwise
+# convolutions 0.2 of the float32 peak. GPUs: no such measurement yet; their memory-bound classes keep
+# `memory_efficiency` and grouped convolutions `conv_efficiency`, as before the classes were split.
 DEFAULT_CONSTANTS = {
     "cuda": TimeConstants(0.7, 0.5, 0.5, 0.7, 4.0, 7.5, 12.0, 53.0, 48.0, "defaults for GPUs"),
     "cpu": TimeConstants(
@@ -367,7 +370,12 @@ DEFAULT_CONSTANTS = {
         10.0,
         15.0,
         "defaults for CPUs",
-    ),  # the per-class efficiencies take memory_efficiency and conv_efficiency: see CACHE_LEVELS_PRICED
+        grouped_conv_efficiency=0.2,
+        norm_efficiency=0.13,
+        elementwise_efficiency=0.5,
+        reduction_efficiency=0.35,
+        movement_efficiency=0.2,
+    ),
 }
 
 

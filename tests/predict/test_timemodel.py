@@ -458,12 +458,9 @@ def test_a_gpu_step_whose_host_and_device_tie_is_not_host_bound() -> None:
 # ---------------------------------------------------------------- op classes and cache levels (issue 37)
 
 
-def test_bytes_are_priced_at_the_rate_of_the_smallest_level_they_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With cache-level pricing on, an op whose bytes (read + written) fit L2 moves them at L2's rate, one that
-    fits L3 at L3's, a larger one at the memory's; each memory-bound class at its own share of that rate."""
-    import layerprof.predict.timemodel as timemodel
-
-    monkeypatch.setattr(timemodel, "CACHE_LEVELS_PRICED", True)
+def test_bytes_are_priced_at_the_rate_of_the_smallest_level_they_fit() -> None:
+    """On a CPU (cache levels priced by default), an op whose bytes (read + written) fit L2 moves them at L2's rate,
+    one that fits L3 at L3's, a larger one at the memory's; each memory-bound class at its own share of that rate."""
     peaks = replace(CPU, caches=(("L2", 2**20, 200.0), ("L3", 2**25, 100.0)))  # memory: 50 GB/s
     constants = replace(PLAIN, norm_efficiency=0.25, elementwise_efficiency=0.5, movement_efficiency=1.0)
     model = TimeModel(peaks, constants)
@@ -492,26 +489,28 @@ def test_a_grouped_convolution_runs_at_its_own_share_of_the_peak() -> None:
     assert (dense.device_ms, grouped.device_ms) == (pytest.approx(4.0), pytest.approx(20.0))
 
 
-def test_cache_levels_are_known_but_not_priced_by_default() -> None:
-    """The defaults price every byte at the memory's rate (cache levels predicted worse on the held-out set), and
-    every memory-bound class at memory_efficiency, grouped convolutions at conv_efficiency: the model before the
-    classes were split."""
+def test_cache_levels_are_priced_on_cpus_and_not_on_gpus_by_default() -> None:
+    """CPUs price bytes at the measured level they fit (lower error on the quiet held-out set); GPUs keep their L2
+    size with the peaks but price every byte at the memory's rate (their L2 rate is not measured), and their
+    memory-bound classes at memory_efficiency, grouped convolutions at conv_efficiency."""
     from layerprof.predict.timemodel import CACHE_LEVELS_PRICED
 
-    assert CACHE_LEVELS_PRICED is False
-    peaks = replace(CPU, caches=(("L2", 2**20, 200.0),))
-    assert peaks.gbps_for(10**3) == peaks.memory_gbps == 50.0
-    for constants in DEFAULT_CONSTANTS.values():
-        memory_bound = (OpClass.NORM, OpClass.ELEMENTWISE, OpClass.REDUCTION, OpClass.MOVEMENT)
-        assert {constants.efficiency(c) for c in memory_bound} == {constants.memory_efficiency}
-        assert constants.efficiency(OpClass.GROUPED_CONV) == constants.conv_efficiency
+    assert CACHE_LEVELS_PRICED == {"cpu": True, "cuda": False}
+    cpu = replace(CPU, caches=(("L2", 2**20, 200.0),))
+    assert (cpu.gbps_for(2**20), cpu.gbps_for(2**20 + 1)) == (200.0, 50.0)
+    h200 = DevicePeaks.of_gpu(gpu_kind("H200"))
+    assert h200.caches != () and h200.gbps_for(10**3) == h200.memory_gbps == 4800
+    cuda = DEFAULT_CONSTANTS["cuda"]
+    memory_bound = (OpClass.NORM, OpClass.ELEMENTWISE, OpClass.REDUCTION, OpClass.MOVEMENT)
+    assert {cuda.efficiency(c) for c in memory_bound} == {cuda.memory_efficiency}
+    assert cuda.efficiency(OpClass.GROUPED_CONV) == cuda.conv_efficiency
 
 
 def test_a_gpu_prices_what_fits_its_l2_at_twice_its_bandwidth(monkeypatch: pytest.MonkeyPatch) -> None:
     import layerprof.predict.timemodel as timemodel
     from layerprof.predict.timemodel import GPU_L2_SPEEDUP
 
-    monkeypatch.setattr(timemodel, "CACHE_LEVELS_PRICED", True)
+    monkeypatch.setitem(timemodel.CACHE_LEVELS_PRICED, "cuda", True)
     h200 = DevicePeaks.of_gpu(gpu_kind("H200"))
     assert h200.caches == (("L2", 50 * 2**20, 4800 * GPU_L2_SPEEDUP),) and GPU_L2_SPEEDUP == 2.0
     assert h200.gbps_for(50 * 2**20) == 9600 and h200.gbps_for(50 * 2**20 + 1) == 4800
@@ -565,9 +564,9 @@ def test_a_saved_time_model_from_before_the_classes_loads_with_their_defaults() 
     assert loaded.peaks.caches == ()
 
 
-def test_the_cpu_defaults_are_the_constants_before_the_split() -> None:
-    """The documented CPU defaults: memory-bound classes at memory_efficiency (0.8), grouped convolutions at
-    conv_efficiency (0.6); a change must be deliberate (and measured on the held-out set)."""
+def test_the_cpu_defaults_are_the_single_op_medians() -> None:
+    """The documented CPU defaults (benchmarks/bench_op_classes.py): a change must be deliberate (and measured on the
+    held-out set)."""
     cpu = DEFAULT_CONSTANTS["cpu"]
     per_class = (cpu.grouped_conv_efficiency, cpu.norm_efficiency, cpu.elementwise_efficiency)
-    assert per_class + (cpu.reduction_efficiency, cpu.movement_efficiency) == (0.6, 0.8, 0.8, 0.8, 0.8)
+    assert per_class + (cpu.reduction_efficiency, cpu.movement_efficiency) == (0.2, 0.13, 0.5, 0.35, 0.2)
