@@ -99,7 +99,7 @@ class DevicePeaks:
 
 # Whether a device kind's bytes are priced at the cache level they fit. CPUs: yes, at the copy rates `cpu_peaks`
 # measures; on the held-out CPU set measured on a quiet machine (docs/research.md) it lowered the median step error
-# with the default constants from 32.2% to 27.9% (calibrated: 20.5% to 16.3%). GPUs: no (the levels are kept with
+# with the default constants from 32.2% to 28.7% (calibrated: 20.8% to 15.3%). GPUs: no (the levels are kept with
 # the peaks): their L2 rate below is not measured, and 8 device-bound H200 cells are too few to judge it.
 CACHE_LEVELS_PRICED = {"cpu": True, "cuda": False}
 
