@@ -303,9 +303,7 @@ Family = Literal["image-classification", "causal-lm", "tensor-input", "custom"]
 # measure: cells timed on a device; estimate: cells predicted on fake tensors
 SweepMode = Literal["measure", "estimate"]
 
-# The sources `layerprof models` lists (a MODEL may also be a user factory, source "user"); timm and hf are
-# optional extras
-MODEL_SOURCES = ("preset", "torchvision", "litgpt", "timm", "hf")
+# Where a profile's model came from: one entry each in layerprof.sources.registry.SOURCES (a test holds the two equal)
 ModelSource = Literal["preset", "torchvision", "litgpt", "timm", "hf", "user"]
 
 

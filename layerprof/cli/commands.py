@@ -63,7 +63,7 @@ def models(
 ) -> None:
     """List the model names layerprof accepts, grouped by source."""
     with user_errors():
-        from layerprof.sources.names import known_names
+        from layerprof.sources.registry import known_names
 
         render.model_names(known_names(source), as_json)
 
@@ -95,7 +95,8 @@ def layers(
         from layerprof.fidelity.granularity import splits_by_depth
         from layerprof.predict.layercosts import layer_costs
         from layerprof.profile import ensure_writable
-        from layerprof.sources.models import CONSTRUCTION_NOTES, split_model
+        from layerprof.sources.builders import CONSTRUCTION_NOTES
+        from layerprof.sources.models import split_model
 
         if depth:
             deepest = splits_by_depth(model, options, depth)[-1]

@@ -27,12 +27,12 @@ from layerprof.profile import (
     ADAPTER_LAYERS,
     ADAPTERS,
     CHECKPOINTING_MODES,
-    MODEL_SOURCES,
     OPTIMIZER_NAMES,
     AdapterLayers,
     AdapterName,
     CheckpointingMode,
 )
+from layerprof.sources.registry import listed_sources, model_help
 
 if TYPE_CHECKING:
     from layerprof.sources.names import ModelOptions
@@ -58,9 +58,7 @@ ModelArgument = Annotated[
     str,
     typer.Argument(
         metavar="MODEL",
-        help="A preset (paper-resnet18-cifar100), a torchvision model (resnet50), a LitGPT config (pythia-14m), "
-        "timm:NAME, hf:MODEL_TYPE or hf:path/config.json, or a factory: path/to/file.py:fn or package.module:fn. "
-        "Prefix torchvision: or litgpt: to disambiguate; `layerprof models` lists the names.",
+        help=model_help(),
         show_default=False,
     ),
 ]
@@ -310,7 +308,7 @@ TargetOption = Annotated[TargetName, typer.Option("--target", help="Device to pr
 
 # a plain string, so that an unknown source is one line from `known_names` (that also says how to install one)
 SourceOption = Annotated[
-    str | None, typer.Option("--source", metavar="SOURCE", help=f"Only this source: {', '.join(MODEL_SOURCES)}.")
+    str | None, typer.Option("--source", metavar="SOURCE", help=f"Only this source: {', '.join(listed_sources())}.")
 ]
 
 
@@ -345,7 +343,8 @@ def model_options(
     """The model options (`layerprof.sources.names.ModelOptions`) the shared model flags give; with `model`, the
     MODEL string is checked too (`resolve`): a wrong name or value is refused before torch is imported."""
     from layerprof.parsing import parse_input_shape, parse_overrides
-    from layerprof.sources.names import ModelOptions, resolve
+    from layerprof.sources.names import ModelOptions
+    from layerprof.sources.registry import resolve
 
     if model is not None:
         resolve(model)

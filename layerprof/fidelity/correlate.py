@@ -300,7 +300,7 @@ def resolve_task(spec: str) -> Callable[[dict[str, Any], int, float], float]:
     if spec in TASKS:
         return TASKS[spec]
     if ":" in spec:
-        from layerprof.sources.models import load_factory
+        from layerprof.sources.builders import load_factory
 
         return load_factory(spec)
     raise LayerprofError(f"unknown task {spec!r}; built-in: {', '.join(TASKS)}, or path/to/file.py:fn")

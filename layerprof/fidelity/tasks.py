@@ -356,7 +356,7 @@ def pydoc_lm_task(config: JsonDict, trainable_layers: int, budget_fraction: floa
 
 def pydoc_lm_model() -> nn.Module:
     """The byte-level language model of the pydoc-lm task."""
-    from layerprof.sources.models import litgpt_classes
+    from layerprof.sources.builders import litgpt_classes
 
     Config, GPT = litgpt_classes()  # noqa: N806
     lm_config = Config(

@@ -205,12 +205,13 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right:
 
 
 def print_model_names(console: Console, names: dict[str, list[str]], descriptions: dict[str, str]) -> None:
-    """Each source with its names: presets one per line with their description, the others in columns."""
+    """Each source with its names: described ones (the presets) one per line with their description, the others in
+    columns."""
     from rich.columns import Columns
 
     for group, members in names.items():
         console.print(f"[bold]{group}[/] ({len(members)})")
-        if group == "preset":
+        if any(name in descriptions for name in members):
             for name in members:
                 console.print(f"  {name:26s} {descriptions.get(name, '')}", highlight=False)
         else:

@@ -179,7 +179,7 @@ class Setup:
 
 def load_setup(spec: str, overrides: dict[str, Any], batch_size: int, device: torch.device) -> Setup:
     """Call the factory FILE.py:FN or pkg.module:FN and check what it returns (docs/audit.md)."""
-    from layerprof.sources.models import call_factory
+    from layerprof.sources.builders import call_factory
 
     if batch_size < 1:
         raise LayerprofError(f"--batch-size must be at least 1, got {batch_size}")

@@ -2,33 +2,30 @@
 built from the libraries' own definitions with random weights. Nothing is downloaded: timm builds without
 pretrained weights, transformers from a configuration class, both with the hub switched to offline.
 
-Both are optional extras: `pip install 'layerprof[timm]'`, `pip install 'layerprof[hf]'`.
+Both are optional extras (`pip install 'layerprof[timm]'`, `pip install 'layerprof[hf]'`): their registry entries
+(`layerprof.sources.registry`) say how to install a missing one before anything here is called.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.parsing import coerce, parse_value
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
 # Stage classes that hold a family's blocks without being a container: split inside them, as for torchvision's
 # ViT. Any of them found in a timm model is descended into, whatever the model's name (regnetx_002, regnety_...).
 TIMM_STAGES = ("ConvNeXtStage", "SwinTransformerStage", "RegStage", "ResNetStage", "MaxxVitStage")
-
-
-def _module(name: str, extra: str) -> Any:
-    try:
-        return __import__(name)
-    except ImportError:
-        raise LayerprofError(f"{name} is not installed: pip install 'layerprof[{extra}]'") from None
 
 
 @contextmanager
@@ -49,22 +46,22 @@ def offline() -> Iterator[None]:
 # ---------------------------------------------------------------- timm
 
 
-def timm_names() -> list[str]:
-    """timm's model names (an input error naming the extra to install where timm is missing)."""
-    return sorted(_module("timm", "timm").list_models())
-
-
 def timm_unwrap(model: torch.nn.Module) -> tuple[str, ...]:
     """The stage classes of TIMM_STAGES the model holds."""
     present = {type(module).__name__ for module in model.modules()}
     return tuple(name for name in TIMM_STAGES if name in present)
 
 
-def timm_model(name: str, num_classes: int, input_shape: tuple[int, ...] | None, overrides: dict[str, str]) -> Any:
+def timm_model(
+    name: str, num_classes: int, input_shape: tuple[int, ...] | None, overrides: Mapping[str, object]
+) -> tuple[Callable[[], torch.nn.Module], tuple[int, ...], dict[str, object]]:
     """A builder of the timm model and the per-sample input shape it takes. --set values are read as they look
     (`parse_value`) and checked against the model class's own annotations once it is built (`check_timm_set`)."""
-    timm = _module("timm", "timm")
-    kwargs = {key: parse_value(value) if isinstance(value, str) else value for key, value in overrides.items()}
+    import timm
+
+    kwargs: dict[str, object] = {
+        key: parse_value(value) if isinstance(value, str) else value for key, value in overrides.items()
+    }
     defaults = timm.get_pretrained_cfg(name)
     natural = tuple(getattr(defaults, "input_size", None) or (3, 224, 224))
     shape = tuple(input_shape or natural)
@@ -73,14 +70,16 @@ def timm_model(name: str, num_classes: int, input_shape: tuple[int, ...] | None,
     if shape[1:] != natural[1:] and "img_size" not in kwargs and _takes_image_size(name):
         kwargs["img_size"] = shape[1:]
 
+    create_model: Callable[..., torch.nn.Module] = timm.create_model  # --set values go to the model class as given
+
     def build() -> torch.nn.Module:
         with offline():
-            return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+            return create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
 
     return build, shape, kwargs
 
 
-def check_timm_set(model: torch.nn.Module, overrides: dict[str, Any]) -> None:
+def check_timm_set(model: torch.nn.Module, overrides: Mapping[str, object]) -> None:
     """A --set value of a type the model's class does not declare for it (`--set drop_rate=abc`) is refused with
     the type it declares: timm passes the value on as given, and the model would fail only in its forward."""
     import inspect
@@ -110,16 +109,14 @@ def _takes_image_size(name: str) -> bool:
 
 def hf_model_types() -> list[str]:
     """Model types transformers can build as a causal language model."""
-    _module("transformers", "hf")
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-def hf_config(name: str, overrides: dict[str, str]) -> Any:
+def hf_config(name: str, overrides: Mapping[str, object]) -> PretrainedConfig:
     """The configuration of `hf:MODEL_TYPE` (the library's defaults) or `hf:path/to/config.json`, with --set
     values in the types of the fields they replace; caching keys and values is off (training needs none)."""
-    _module("transformers", "hf")
     from transformers import AutoConfig
 
     if name.endswith(".json") or "/" in name:
@@ -177,7 +174,7 @@ def quiet_transformers() -> Iterator[None]:
         logging.set_verbosity(level)
 
 
-def hf_model(config: Any) -> Any:
+def hf_model(config: PretrainedConfig) -> Callable[[], torch.nn.Module]:
     """A builder of the causal LM for `config`, with random weights."""
     from transformers import AutoModelForCausalLM
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.hooks import RemovableHandle
 
 from layerprof.errors import LayerprofError, SplitWarning
 from layerprof.profile import Layer, total_params, trainable_params
@@ -113,7 +114,7 @@ def _trace_forward_order(
     model: nn.Module,
     leaves: list[tuple[str, nn.Module]],
     watched_params: dict[int, str],
-    run_forward: Callable[[nn.Module], Any],
+    run_forward: Callable[[nn.Module], object],
 ) -> tuple[list[str], dict[str, int], dict[str, int]]:
     """Run one forward; return leaf names in the order they first ran, where watched parameters were first used,
     and how many times each leaf ran."""
@@ -122,7 +123,7 @@ def _trace_forward_order(
     handles = []
     for name, module in leaves:
 
-        def hook(_module: nn.Module, _args: Any, _name: str = name) -> None:
+        def hook(_module: nn.Module, _args: tuple[object, ...], _name: str = name) -> None:
             if _name not in calls:
                 started.append(_name)
             calls[_name] = calls.get(_name, 0) + 1
@@ -167,7 +168,7 @@ class Split:
 def split_layers(
     model: nn.Module,
     unwrap: Sequence[str | type] = (),
-    run_forward: Callable[[nn.Module], Any] | None = None,
+    run_forward: Callable[[nn.Module], object] | None = None,
     trace_required: bool = False,
 ) -> list[Layer]:
     """Split `model` into layers in forward-execution order (`trace_split` also says which order it used).
@@ -183,7 +184,7 @@ def split_layers(
 def trace_split(
     model: nn.Module,
     unwrap: Sequence[str | type] = (),
-    run_forward: Callable[[nn.Module], Any] | None = None,
+    run_forward: Callable[[nn.Module], object] | None = None,
     trace_required: bool = False,
 ) -> Split:
     """`split_layers`, with the order the layers are in."""
@@ -250,7 +251,7 @@ def _forward_order(
     model: nn.Module,
     param_leaves: list[tuple[str, nn.Module]],
     container_params: list[tuple[str, str]],
-    run_forward: Callable[[nn.Module], Any] | None,
+    run_forward: Callable[[nn.Module], object] | None,
     trace_required: bool = False,
 ) -> tuple[list[str], dict[str, int], dict[str, int], str]:
     """Leaf names in the order one forward pass runs them, where container parameters were first used, how many
@@ -379,17 +380,17 @@ class _Cut:
         self.driven = False  # the model's own forward runs (its pre-hook fired)
         self.past_boundary = False
 
-    def start_pass(self, *_: Any) -> None:
+    def start_pass(self, *_: object) -> None:
         self.driven = True
         self.past_boundary = False
 
     def in_prefix(self) -> bool:
         return not (self.driven and self.past_boundary)
 
-    def end_prefix(self, *_: Any) -> None:
+    def end_prefix(self, *_: object) -> None:
         self.past_boundary = True
 
-    def detach_output(self, _module: nn.Module, _args: Any, output: Any) -> Any:
+    def detach_output(self, _module: nn.Module, _args: tuple[object, ...], output: object) -> object:
         # an output that carries no graph is left as it is (and keeps its type: a ModelOutput stays one)
         return _detach(output) if self.in_prefix() and _requires_grad(output) else None
 
@@ -409,7 +410,7 @@ class FrozenModel:
             raise ValueError(f"trainable_layers must be in 1..{n}, got {trainable_layers}")
         self.trainable_layers = trainable_layers
         self.model = model
-        self._handles: list[Any] = []
+        self._handles: list[RemovableHandle] = []
         self._training: list[tuple[nn.Module, bool]] = []  # modules put in eval mode, with their mode before
         self._requires_grad = [(param, param.requires_grad) for param in model.parameters()]
         for param in model.parameters():
@@ -479,7 +480,7 @@ def batchnorm_layers(model: nn.Module, layers: Sequence[Layer]) -> list[str]:
     return found
 
 
-def _requires_grad(value: Any) -> bool:
+def _requires_grad(value: object) -> bool:
     if isinstance(value, torch.Tensor):
         return value.requires_grad
     if isinstance(value, (tuple, list)):
@@ -489,11 +490,13 @@ def _requires_grad(value: Any) -> bool:
     return False
 
 
-def _detach(value: Any) -> Any:
+def _detach(value: object) -> object:
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, tuple):
-        return type(value)(*map(_detach, value)) if hasattr(value, "_fields") else tuple(map(_detach, value))
+        items = [_detach(item) for item in value]
+        named: Callable[..., object] = type(value)  # a namedtuple (ModelOutput-like) takes its fields one by one
+        return named(*items) if hasattr(value, "_fields") else tuple(items)
     if isinstance(value, list):
         return [_detach(item) for item in value]
     if isinstance(value, dict):

@@ -1,29 +1,48 @@
-"""A MODEL string without torch: the options that build it (`ModelOptions`), its source (`resolve`), and the
-model names layerprof accepts, without importing torch where it can: the paper's presets, and each
+"""Model names without torch: the options that build a model (`ModelOptions`), the paper's presets, and each
 library's names read from a table recorded for the installed release (`model_names.json`, written by
 `tools/model_names.py`), or asked of the library itself where another release is installed.
 
-`timm:` and `hf:` names are listed with their prefix, as they must be given; torchvision and LitGPT names are
-accepted bare (and with `torchvision:` / `litgpt:`).
+Which source lists which names, and how a MODEL string resolves to one, is `layerprof.sources.registry`: this
+module holds what its entries call (the listers, the table, the refusals), and imports no torch where it can.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypedDict
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import MODEL_SOURCES, Profile
+from layerprof.profile import Profile
+
+
+class TorchvisionPreset(TypedDict):
+    """A preset built by torchvision: the model's name and the shapes the paper trains it on."""
+
+    source: Literal["torchvision"]
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    description: str
+
+
+class LitgptPreset(TypedDict):
+    """A preset built by LitGPT from a config of its own."""
+
+    source: Literal["litgpt"]
+    config: dict[str, int]
+    tie_embeddings: bool  # the output head shares the input embedding's weight
+    description: str
+
 
 # The paper's Table 2 and Section 4.1. LitGPT defaults for everything not listed, input and output
 # embeddings tied as in the paper's GPT-2 models.
-PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, TorchvisionPreset | LitgptPreset] = {
     "paper-resnet18-cifar100": {
         "source": "torchvision",
         "name": "resnet18",
@@ -53,7 +72,7 @@ class ModelOptions:
     num_classes: int | None = None
     input_shape: tuple[int, ...] | None = None
     seq_len: int | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, object] = field(default_factory=dict)  # --set: text, or typed values from a profile
     unwrap: tuple[str, ...] = ()
 
     @classmethod
@@ -69,13 +88,12 @@ class ModelOptions:
         )
 
 
-SOURCES = MODEL_SOURCES
-OPTIONAL_SOURCES = {"timm": "timm", "hf": "hf"}  # source -> the extra that installs it
-PREFIXED = ("torchvision", "litgpt", "timm", "hf")
-LISTED_WITH_PREFIX = ("timm", "hf")  # names of these sources are accepted only with their prefix
-# source -> the distribution whose release the recorded names belong to
-DISTRIBUTIONS = {"torchvision": "torchvision", "litgpt": "litgpt", "timm": "timm", "hf": "transformers"}
-NAME_TABLE = Path(__file__).with_name("model_names.json")
+# ---------------------------------------------------------------- each library's names, asked of it
+
+
+def preset_names() -> list[str]:
+    """The paper's presets."""
+    return sorted(PRESETS)
 
 
 def torchvision_live_names() -> list[str]:
@@ -93,10 +111,10 @@ def litgpt_live_names() -> list[str]:
 
 
 def timm_live_names() -> list[str]:
-    """timm's model names, asked of timm (an input error naming the extra where timm is missing)."""
-    from layerprof.sources.hub_models import timm_names
+    """timm's model names, asked of timm."""
+    import timm
 
-    return timm_names()
+    return sorted(timm.list_models())
 
 
 def hf_live_names() -> list[str]:
@@ -106,120 +124,43 @@ def hf_live_names() -> list[str]:
     return hf_model_types()
 
 
-LIVE_LISTERS: dict[str, Callable[[], list[str]]] = {
-    "torchvision": torchvision_live_names,
-    "litgpt": litgpt_live_names,
-    "timm": timm_live_names,
-    "hf": hf_live_names,
-}
+# ---------------------------------------------------------------- the table recorded for the installed releases
+
+NAME_TABLE = Path(__file__).with_name("model_names.json")
+
+
+class _RecordedNames(TypedDict, total=False):
+    version: str  # the library's release the names were asked of
+    names: list[str]
+    tasks: dict[str, list[str]]  # torchvision only: its models that are not classifiers, by module
 
 
 @cache
-def _table() -> dict[str, Any]:
-    return json.loads(NAME_TABLE.read_text()) if NAME_TABLE.is_file() else {}
+def _table() -> dict[str, _RecordedNames]:
+    if not NAME_TABLE.is_file():
+        return {}
+    table: dict[str, _RecordedNames] = json.loads(NAME_TABLE.read_text())
+    return table
 
 
-def installed_release(source: str) -> str | None:
-    """The installed release of the library a source's names come from, or None where it is not installed."""
+def installed_release(distribution: str) -> str | None:
+    """The installed release of a distribution (the library a source's names come from), or None."""
     try:
-        return metadata.version(DISTRIBUTIONS[source])
+        return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
 
 
-def recorded_names(source: str) -> list[str] | None:
-    """The names the table records for the installed release of the source's library; None where the table
-    holds another release (or none): then only the library can say."""
+def recorded_names(source: str, distribution: str) -> list[str] | None:
+    """The names the table records for a source where they belong to the installed release of its library
+    (`distribution`); None where the table holds another release (or none): then only the library can say."""
     entry = _table().get(source)
-    if entry is None or installed_release(source) != entry["version"]:
+    if entry is None or installed_release(distribution) != entry.get("version"):
         return None
-    return list(entry["names"])
+    return list(entry.get("names", []))
 
 
-@cache
-def source_names(source: str) -> list[str]:
-    """A library source's names as the library lists them (bare), from the table where it matches the installed
-    release, else from the library (which imports torch)."""
-    recorded = recorded_names(source)
-    return recorded if recorded is not None else LIVE_LISTERS[source]()
-
-
-def torchvision_names() -> list[str]:
-    """torchvision's classification model names."""
-    return source_names("torchvision")
-
-
-def litgpt_names() -> list[str]:
-    """LitGPT's config names."""
-    return source_names("litgpt")
-
-
-def known_names(source: str | None = None) -> dict[str, list[str]]:
-    """Every accepted model name, grouped by source (or of one source), as it is given: `timm:` and `hf:` names
-    with their prefix. Without a source, the optional ones (timm, hf) are listed where installed; asked for by
-    name, a missing one says how to install it."""
-    if source is not None and source not in SOURCES:
-        raise LayerprofError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
-    names = {}
-    for name in SOURCES:
-        if source not in (None, name):
-            continue
-        if name == "preset":
-            names[name] = sorted(PRESETS)
-            continue
-        try:
-            listed = source_names(name)
-        except LayerprofError:
-            if source is not None:
-                raise
-            continue
-        names[name] = [f"{name}:{member}" for member in listed] if name in LISTED_WITH_PREFIX else listed
-    return names
-
-
-# ---------------------------------------------------------------- a MODEL string's source
-
-
-def _is_user_spec(spec: str) -> bool:
-    target, sep, attribute = spec.rpartition(":")
-    if not sep or not attribute.isidentifier() or target in (*PREFIXED, ""):
-        return False
-    return target.endswith(".py") or "/" in target or all(part.isidentifier() for part in target.split("."))
-
-
-def resolve(spec: str) -> tuple[str, str]:
-    """(source, name) for a MODEL string, or a LayerprofError that suggests close names."""
-    if spec in PRESETS:
-        return "preset", spec
-    prefix, sep, rest = spec.partition(":")
-    if sep and prefix == "torchvision":
-        if rest in torchvision_names():
-            return "torchvision", rest
-        raise _unknown(rest, torchvision_names(), "torchvision model")
-    if sep and prefix == "litgpt":
-        if rest in litgpt_names():
-            return "litgpt", rest
-        raise _unknown(rest, litgpt_names(), "LitGPT config")
-    if sep and prefix == "timm":
-        if rest in source_names("timm"):
-            return "timm", rest
-        raise _unknown(rest, source_names("timm"), "timm model")
-    if sep and prefix == "hf":
-        return "hf", rest  # a model type or a config file; checked where the config is built
-    if _is_user_spec(spec):
-        return "user", spec
-    if spec in torchvision_names():
-        return "torchvision", spec
-    if spec in litgpt_names():
-        return "litgpt", spec
-    if spec.endswith(".py") or spec.rpartition(":")[0].endswith(".py"):
-        file = spec.rpartition(":")[0] if spec.endswith(":") else spec.removesuffix(":")
-        raise LayerprofError(f"model {spec!r} names a file but no factory in it; write {file}:FACTORY")
-    if spec in _installed_names("timm"):
-        raise LayerprofError(f"model {spec!r} is a timm name: give timm:{spec}")
-    everything = [name for group in ("preset", "torchvision", "litgpt") for name in known_names(group)[group]]
-    raise _unknown(spec, everything, "model")
-
+# ---------------------------------------------------------------- names refused, with why
 
 TORCHVISION_TASKS = {
     "detection": "detection",
@@ -233,7 +174,7 @@ TORCHVISION_TASKS = {
 def torchvision_task_names() -> dict[str, list[str]]:
     """torchvision's models that are not classifiers, by module of TORCHVISION_TASKS (recorded or asked)."""
     entry = _table().get("torchvision")
-    if entry is not None and "tasks" in entry and installed_release("torchvision") == entry["version"]:
+    if entry is not None and "tasks" in entry and installed_release("torchvision") == entry.get("version"):
         return entry["tasks"]
     import torchvision
 
@@ -243,29 +184,21 @@ def torchvision_task_names() -> dict[str, list[str]]:
     }
 
 
-def _torchvision_task(name: str) -> str | None:
-    """The kind of torchvision model NAME is where it is one but not a classifier (detection, segmentation, ...)."""
-    for module, names in torchvision_task_names().items():
-        if name in names:
-            return TORCHVISION_TASKS[module]
+def torchvision_task_refusal(name: str) -> LayerprofError | None:
+    """Where NAME is a torchvision model but not a classifier (detection, segmentation, ...): what to do instead."""
+    for module, members in torchvision_task_names().items():
+        if name in members:
+            return LayerprofError(
+                f"{name} is a torchvision {TORCHVISION_TASKS[module]} model; layerprof builds torchvision "
+                "classifiers (`layerprof models --source torchvision`): profile it through a factory, "
+                "path/to/file.py:factory returning a layerprof.CustomWorkload with its batch and loss (see "
+                "examples/custom_model.py)"
+            )
     return None
 
 
-def _unknown(name: str, candidates: list[str], what: str) -> LayerprofError:
-    if what in ("model", "torchvision model") and (kind := _torchvision_task(name)) is not None:
-        return LayerprofError(
-            f"{name} is a torchvision {kind} model; layerprof builds torchvision classifiers "
-            "(`layerprof models --source torchvision`): profile it through a factory, path/to/file.py:factory "
-            "returning a layerprof.CustomWorkload with its batch and loss (see examples/custom_model.py)"
-        )
+def unknown_name(name: str, candidates: list[str], what: str) -> LayerprofError:
+    """`unknown WHAT 'NAME'`, with the close names among `candidates`."""
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `layerprof models` lists the accepted names"
     return LayerprofError(f"unknown {what} {name!r}{hint}")
-
-
-def _installed_names(source: str) -> list[str]:
-    """An optional source's names, or none where its library is not installed."""
-    try:
-        return source_names(source)
-    except LayerprofError:
-        return []

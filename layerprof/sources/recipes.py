@@ -17,13 +17,18 @@ layer's input does not require grad (reentrant checkpointing gives that layer no
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from torch import nn
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import Layer
+from layerprof.profile import Layer, SweepSettings
+
+if TYPE_CHECKING:
+    from torch.overrides import TorchFunctionMode
+
+    from layerprof.sources.builders import LoadedModel
 
 _recomputing = [0]  # > 0 while checkpointed forwards run again inside backward
 
@@ -54,7 +59,7 @@ def _contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractC
 
 
 @contextlib.contextmanager
-def _recompute_under(modes: list[Any]) -> Iterator[None]:
+def _recompute_under(modes: list[TorchFunctionMode]) -> Iterator[None]:
     """The recompute region, inside those of `modes` that are not active already."""
     from torch.overrides import _get_current_function_mode_stack
 
@@ -83,15 +88,17 @@ class Checkpointed:
             module.forward = self._wrap(module.forward)
             self._wrapped.append(module)
 
-    def _wrap(self, forward: Any) -> Any:
+    def _wrap(self, forward: Callable[..., object]) -> Callable[..., object]:
         from torch.utils.checkpoint import checkpoint
 
         use_reentrant = self.use_reentrant
 
-        def checkpointed(*args: Any, **kwargs: Any) -> Any:
+        run: Callable[..., object] = checkpoint  # the layer's own arguments, passed through
+
+        def checkpointed(*args: object, **kwargs: object) -> object:
             if use_reentrant:
-                return checkpoint(forward, *args, use_reentrant=True, **kwargs)
-            return checkpoint(forward, *args, use_reentrant=False, context_fn=_contexts, **kwargs)
+                return run(forward, *args, use_reentrant=True, **kwargs)
+            return run(forward, *args, use_reentrant=False, context_fn=_contexts, **kwargs)
 
         return checkpointed
 
@@ -107,11 +114,19 @@ def checkpoint_layers(model: nn.Module, layers: Sequence[Layer], trainable_layer
     return Checkpointed(model, layers, trainable_layers)
 
 
+class Removable(Protocol):
+    """A change to a model that can be undone (`Checkpointed`, `LoraAdapters`)."""
+
+    def remove(self) -> None:
+        """Undo it."""
+        ...
+
+
 class AppliedRecipe:
     """What one cell's recipe changed in the model (checkpointing, adapters); `remove()` undoes it all."""
 
-    def __init__(self, *parts: Any) -> None:
-        self.parts = [part for part in parts if part is not None]
+    def __init__(self, *parts: Removable | None) -> None:
+        self.parts: list[Removable] = [part for part in parts if part is not None]
 
     def remove(self) -> None:
         """Undo the parts, the last applied first."""
@@ -140,7 +155,11 @@ def _out_features(module: nn.Module) -> int:
 
 
 def lora_targets(
-    model: nn.Module, layers: Sequence[Layer], trainable_layers: int, settings: Any, vocab_size: int | None = None
+    model: nn.Module,
+    layers: Sequence[Layer],
+    trainable_layers: int,
+    settings: SweepSettings,
+    vocab_size: int | None = None,
 ) -> list[str]:
     """The full names of the modules that get adapters: in the last z layers (`settings.adapter_layers`
     "trainable") or in every layer ("all"); `settings.adapter_targets` (names or name suffixes), or the family's
@@ -190,7 +209,7 @@ def _materialise_adapters(model: nn.Module) -> None:
 class LoraAdapters:
     """LoRA adapters (PEFT) in named modules, only they trainable; `remove()` puts the plain modules back."""
 
-    def __init__(self, model: nn.Module, targets: Sequence[str], settings: Any) -> None:
+    def __init__(self, model: nn.Module, targets: Sequence[str], settings: SweepSettings) -> None:
         try:
             from peft import LoraConfig, inject_adapter_in_model
         except ImportError:
@@ -202,7 +221,7 @@ class LoraAdapters:
         had_config = hasattr(model, "peft_config")
         config = LoraConfig(
             r=settings.adapter_rank,
-            lora_alpha=settings.adapter_alpha,
+            lora_alpha=settings.adapter_alpha,  # type: ignore[arg-type]  # PEFT annotates int; it scales by alpha / r
             lora_dropout=settings.adapter_dropout,
             target_modules=self.targets,
             bias="none",
@@ -230,7 +249,11 @@ class LoraAdapters:
 
 
 def apply_recipe(
-    loaded: Any, layers: Sequence[Layer], trainable_layers: int, settings: Any, vocab_size: int | None = None
+    loaded: LoadedModel,
+    layers: Sequence[Layer],
+    trainable_layers: int,
+    settings: SweepSettings,
+    vocab_size: int | None = None,
 ) -> AppliedRecipe:
     """The settings' recipe on a model frozen to `trainable_layers`: LoRA adapters (`settings.adapter`) in the
     target modules of the trainable layers, everything else frozen; then activation checkpointing of the trainable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,29 @@ from torch import nn
 
 from layerprof.errors import LayerprofError
 from layerprof.profile import Family, WorkloadInfo
+
+# What a workload's make_batch returns and its loss (and a step function) takes: a tensor, a tuple or dict of
+# them, whatever the model eats. Only the workload that made the batch reads it, so it is typed as anything.
+Batch: TypeAlias = Any
+
+
+class Scheduler(Protocol):
+    """A learning-rate schedule a custom workload hands over (a torch LR scheduler): stepped after each optimizer
+    step."""
+
+    def step(self) -> object:
+        """Advance the schedule by one optimizer step."""
+        ...
+
+
+@runtime_checkable
+class WorkloadLike(Protocol):
+    """What a factory may return in place of a `CustomWorkload`: any object with its model, batch maker and loss
+    (the other fields of `CustomWorkload` are read where present)."""
+
+    model: nn.Module
+    make_batch: Callable[[int, torch.device], Batch]
+    loss: Callable[[nn.Module, Batch], torch.Tensor] | None
 
 
 @dataclass
@@ -33,14 +56,14 @@ class CustomWorkload:
     """
 
     model: nn.Module
-    make_batch: Callable[[int, torch.device], Any]
-    loss: Callable[[nn.Module, Any], torch.Tensor] | None = None
+    make_batch: Callable[[int, torch.device], Batch]
+    loss: Callable[[nn.Module, Batch], torch.Tensor] | None = None
     unwrap: tuple[str, ...] = ()
     items_per_sample: int = 1
     item_name: str = "samples"
     optimizer: torch.optim.Optimizer | None = None
-    scheduler: Any = None  # anything with .step(), stepped after each optimizer step (a torch LR scheduler)
-    step: Callable[[nn.Module, Any, torch.optim.Optimizer], Any] | None = None
+    scheduler: Scheduler | None = None
+    step: Callable[[nn.Module, Batch, torch.optim.Optimizer], object] | None = None
 
 
 @dataclass
@@ -71,7 +94,7 @@ class Workload:
             return batch_size * self.seq_len
         return batch_size
 
-    def make_batch(self, batch_size: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Any:
+    def make_batch(self, batch_size: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Batch:
         """A random batch on `device`; floating inputs in `dtype`."""
         if self.custom is not None:
             return self.custom.make_batch(batch_size, device)
@@ -86,7 +109,7 @@ class Workload:
             return images, torch.randint(0, self.num_classes, (batch_size,), device=device)
         return (images,)
 
-    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """The family's loss on what the model returns (`output_tensors` says which of its outputs count)."""
         if self.custom is not None:
             if self.custom.loss is None:
@@ -127,7 +150,7 @@ OUTPUT_ADVICE = (
 )
 
 
-def output_tensors(output: Any, family: Family, num_classes: int | None = None) -> list[torch.Tensor]:
+def output_tensors(output: object, family: Family, num_classes: int | None = None) -> list[torch.Tensor]:
     """The tensors of a model's output a family's loss trains on:
 
     * causal-lm: the logits, (batch, tokens, vocabulary): the tensor returned, `logits` of a dict or ModelOutput,
@@ -170,7 +193,7 @@ def output_tensors(output: Any, family: Family, num_classes: int | None = None) 
     return candidates
 
 
-def _describe(output: Any) -> str:
+def _describe(output: object) -> str:
     """`a tensor of shape (2, 4)`, `a dict with keys hidden, pooled`, `a tuple of 2`."""
     if isinstance(output, torch.Tensor):
         return f"a tensor of shape {tuple(output.shape)}"

@@ -6,38 +6,42 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from layerprof.sources import names
+from layerprof.sources import names, registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("source", ["torchvision", "litgpt", "timm", "hf"])
+@pytest.mark.parametrize("source", [entry.name for entry in registry.SOURCES if entry.package is not None])
 def test_the_recorded_names_are_the_installed_librarys(source: str) -> None:
     """Fails after a pin moves: rerun tools/model_names.py."""
-    recorded = names.recorded_names(source)
+    entry = registry.source(source)
+    assert entry.package is not None and entry.lister is not None
+    recorded = names.recorded_names(source, entry.package)
     assert recorded is not None, f"the table holds another {source} release: rerun tools/model_names.py"
-    assert recorded == names.LIVE_LISTERS[source]()
+    assert recorded == entry.lister()
     if source == "torchvision":
-        entry = json.loads(names.NAME_TABLE.read_text())["torchvision"]
+        table = json.loads(names.NAME_TABLE.read_text())["torchvision"]
         names._table.cache_clear()
-        assert entry["tasks"] == {module: names.torchvision_task_names()[module] for module in names.TORCHVISION_TASKS}
+        assert table["tasks"] == {module: names.torchvision_task_names()[module] for module in names.TORCHVISION_TASKS}
 
 
 def test_another_release_is_asked_of_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(names, "installed_release", lambda source: "0.0.0-not-recorded")
-    assert names.recorded_names("litgpt") is None
-    names.source_names.cache_clear()
+    monkeypatch.setattr(names, "installed_release", lambda distribution: "0.0.0-not-recorded")
+    assert names.recorded_names("litgpt", "litgpt") is None
+    registry.source_names.cache_clear()
     asked: list[str] = []
-    monkeypatch.setitem(names.LIVE_LISTERS, "litgpt", lambda: asked.append("litgpt") or ["only-this"])
+    litgpt = replace(registry.source("litgpt"), lister=lambda: asked.append("litgpt") or ["only-this"])
+    monkeypatch.setattr(registry, "SOURCES", tuple(litgpt if s.name == "litgpt" else s for s in registry.SOURCES))
     try:
-        assert names.known_names("litgpt") == {"litgpt": ["only-this"]}
+        assert registry.known_names("litgpt") == {"litgpt": ["only-this"]}
         assert asked == ["litgpt"]
     finally:
-        names.source_names.cache_clear()
+        registry.source_names.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,12 @@ def test_another_release_is_asked_of_the_library(monkeypatch: pytest.MonkeyPatch
         (["estimate", "fasterrcnn_resnet50_fpn"], "error: fasterrcnn_resnet50_fpn is a torchvision detection model"),
         (["layers", "resnet18", "--input-shape", "3,x"], "error: --input-shape expects positive integers"),
         (["layers", "convnext_atto"], "error: model 'convnext_atto' is a timm name: give timm:convnext_atto"),
+        (["layers", "llama"], "error: model 'llama' is a hf name: give hf:llama"),
+        (["layers", "timmm:resnet18"], "error: unknown source prefix 'timmm:' in 'timmm:resnet18' (choose one of "),
+        (
+            ["models", "--source", "timmm"],
+            "error: --source 'timmm': choose one of preset, torchvision, litgpt, timm, hf\n",
+        ),
         (["ladder", "p.json", "--export", "optuna", "--objective", "missing.py:f"], "error: --objective"),
     ],
 )

@@ -17,7 +17,7 @@ from layerprof.cli.commands import app
 from layerprof.errors import SplitWarning
 from layerprof.profile import SweepSettings, load_profile
 from layerprof.sources.models import ModelOptions, build_model, split_model
-from layerprof.sources.names import torchvision_names
+from layerprof.sources.registry import torchvision_names
 from tests.cli.test_cli import FAST, assert_one_line_error
 
 
@@ -184,8 +184,9 @@ def test_models_lists_timm_and_hf() -> None:
 
 
 def test_no_name_is_both_a_litgpt_config_and_a_torchvision_model() -> None:
-    """`resolve` looks a bare name up in LitGPT's list first (it imports faster): that is safe while none is in both."""
-    from layerprof.sources.names import litgpt_names
+    """`resolve` looks a bare name up in the order of the registry (torchvision, then LitGPT): that is safe while
+    none is in both."""
+    from layerprof.sources.registry import litgpt_names
 
     assert not set(litgpt_names()) & set(torchvision_names())
     assert "pythia-14m" in litgpt_names() and "resnet18" in torchvision_names()
@@ -196,8 +197,10 @@ def test_a_litgpt_model_builds_without_lightning_and_the_whole_package_still_loa
     them. Anything else of the package afterwards (`litgpt.LLM`, the checkpoint converter) loads it whole."""
     code = (
         "import sys\n"
-        "from layerprof.sources.models import build_model, resolve\n"
-        "assert resolve('pythia-14m') == ('litgpt', 'pythia-14m')\n"
+        "from layerprof.sources.models import build_model\n"
+        "from layerprof.sources.registry import resolve\n"
+        "source, name = resolve('pythia-14m')\n"
+        "assert (source.name, name) == ('litgpt', 'pythia-14m')\n"
         "loaded = build_model('pythia-14m', device='meta')\n"
         "heavy = sorted(m for m in ('lightning', 'torchmetrics', 'transformers', 'torchvision') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
