@@ -61,7 +61,7 @@ class Source:
     extra: str | None = None  # the optional extra that installs `package`: pip install 'layerprof[EXTRA]'
     what: str = "model"  # one of its names, in an error: "unknown LitGPT config 'x'"
     checked_when_built: bool = False  # any PREFIX:NAME resolves; its builder checks the name
-    refusal: Callable[[str], LayerprofError | None] | None = None  # a name of its it refuses, with why
+    refusal: Callable[[str], LayerprofError | None] | None = None  # why it refuses a name (a torchvision detector)
     matches: Callable[[str], bool] | None = None  # a MODEL string of its own form (a factory's), not a listed name
 
     def require(self) -> None:
