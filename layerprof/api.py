@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from layerprof.errors import LayerprofError, LayerprofWarning
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["split_for_freezing", "freeze", "ladder_of"]
 
 
-def _call(model: nn.Module, example: Any) -> Any:
+def _call(model: nn.Module, example: object) -> object:
     """The model run on example inputs: a tuple or list as positional arguments, a dict as keyword arguments,
     anything else (a tensor) as the one argument."""
     if isinstance(example, Mapping):
@@ -41,7 +41,7 @@ def _call(model: nn.Module, example: Any) -> Any:
 
 
 def split_for_freezing(
-    model: nn.Module, example: Any = None, *, workload: Any = None, unwrap: Sequence[str | type] = ()
+    model: nn.Module, example: object = None, *, workload: Any = None, unwrap: Sequence[str | type] = ()
 ) -> list[Layer]:
     """`model`'s layers in the order one forward pass runs them, split as `layerprof layers` and the profiler
     split it (Algorithm 1: Sequentials, ModuleLists, torch's Transformer stacks and the classes in `unwrap` are
@@ -100,6 +100,17 @@ def freeze(
     return frozen
 
 
+class _LadderOptions(TypedDict):
+    """`ladder_of`'s options as `build_ladder` takes them (the cost apart: a profile file picks its default)."""
+
+    eta: float
+    batch_size: int | None
+    min_layers: int
+    gpu_memory: int | None
+    configs: int | None
+    budget_steps: int | None
+
+
 def ladder_of(
     profile: Profile | str | Path,
     *,
@@ -118,9 +129,8 @@ def ladder_of(
     come as LayerprofWarning."""
     from layerprof.fidelity.ladder import build_ladder, default_cost, ladder_for
 
-    options: dict[str, Any] = {
+    options: _LadderOptions = {
         "eta": eta,
-        "cost_kind": cost,
         "batch_size": batch_size,
         "min_layers": min_layers,
         "gpu_memory": gpu_memory_bytes,
@@ -128,9 +138,8 @@ def ladder_of(
         "budget_steps": budget_steps,
     }
     if isinstance(profile, (str, Path)):
-        ladder, notes = ladder_for(profile, **options)
+        ladder, notes = ladder_for(profile, cost_kind=cost, **options)
         for note in notes:
             warnings.warn(note, LayerprofWarning, stacklevel=2)
         return ladder
-    options["cost_kind"] = cost or default_cost(profile)
-    return build_ladder(profile, **options)
+    return build_ladder(profile, cost_kind=cost or default_cost(profile), **options)

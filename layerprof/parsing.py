@@ -361,8 +361,8 @@ def _describe(annotation: object) -> str:
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
-def parse_value(raw: str) -> Any:
-    """A --set value read as bool, None, int or float where it looks like one, else kept as text."""
+def parse_value(raw: str) -> object:
+    """A --set value read as bool, None, int or float where it looks like one, else kept as text (a str)."""
     lowered = raw.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -480,7 +480,7 @@ def parse_prices_file(path: Path, origin: PriceOrigin = "--prices") -> dict[str,
         text = Path(path).read_text()
     except OSError as error:
         raise LayerprofError(f"{where}: cannot read it ({error.strerror or error})") from None
-    entries: list[tuple[str, Any]] = []
+    entries: list[tuple[str, object]] = []  # (GPU, its price: a number, text or an object of usd_per_hour, ...)
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
@@ -498,11 +498,11 @@ def parse_prices_file(path: Path, origin: PriceOrigin = "--prices") -> dict[str,
                     )
                 entries.append((name, value))
     prices: dict[str, GpuPrice] = {}
-    for name, value in entries:
+    for name, price in entries:
         kind = find_gpu(str(name))
         if kind is None:
             raise LayerprofError(f"{where}: unknown GPU {name!r}; known: {', '.join(GPU_KINDS)}")
-        details = value if isinstance(value, dict) else {"usd_per_hour": value}
+        details = price if isinstance(price, dict) else {"usd_per_hour": price}
         amount = details.get("usd_per_hour")
         if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
             raise LayerprofError(f'{where}: {name}\'s price {amount!r} is not a number; write e.g. "{name}": 2.49')

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.precision import get_precision
@@ -513,15 +513,35 @@ class SweepSettings:
             parts.append("frozen layers in eval mode")
         return ", ".join(parts)
 
-    def recipe(self) -> dict[str, Any]:
+    def recipe(self) -> dict[str, object]:
         """The recipe settings (`RECIPE_SETTINGS`) as plain data, for the JSON of ladders, plans and fits."""
-        return {key: list(value) if isinstance(value := getattr(self, key), tuple) else value
-                for key in RECIPE_SETTINGS}  # fmt: skip
+        return {
+            key: list(value) if isinstance(value := getattr(self, key), tuple) else value for key in RECIPE_SETTINGS
+        }
 
 
 # The training recipe: the settings under which two profiles describe the same training run. The one
 # definition of "same recipe": `check` compares only profiles of one recipe, a cluster run continues a kind's
 # profile only under it, `plan` refuses a mixture.
+class RecipeOptions(TypedDict, total=False):
+    """The recipe options of a command as SweepSettings keyword arguments (`layerprof.cli.options.recipe_settings`)."""
+
+    checkpointing: CheckpointingMode
+    adapter: AdapterName
+    adapter_layers: AdapterLayers
+    adapter_rank: int
+    adapter_alpha: float
+    adapter_dropout: float
+    adapter_targets: tuple[str, ...]
+    compile_mode: CompileMode
+
+
+class RecipeSettings(RecipeOptions, total=False):
+    """The recipe options with the optimizer: a recipe as `layer_costs` takes it."""
+
+    optimizer: OptimizerName
+
+
 RECIPE_SETTINGS = (
     "optimizer",
     "precision",
