@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +22,14 @@ from torch.utils._pytree import tree_map
 from layerprof.precision import Precision
 
 
-def _existing(*names: str) -> frozenset[Callable]:
+def _existing(*names: str) -> frozenset[Callable[..., object]]:
     """The torch callables with these dotted names that exist in this torch version."""
-    found = []
+    found: list[Callable[..., object]] = []
     for name in names:
-        owner: Any = {"torch": torch, "F": F, "Tensor": torch.Tensor}[name.split(".")[0]]
+        owner: object = {"torch": torch, "F": F, "Tensor": torch.Tensor}[name.split(".")[0]]
         for part in name.split(".")[1:]:
             owner = getattr(owner, part, None)
-        if owner is not None:
+        if callable(owner):  # None where this torch version lacks it
             found.append(owner)
     return frozenset(found)
 
@@ -66,7 +65,7 @@ class CudaAutocastRules(TorchFunctionMode):
         self.dtype = dtype
         self._cache: dict[int, torch.Tensor] = {}  # parameters' casts, kept for the region as autocast does
 
-    def _cast(self, value: Any, dtype: torch.dtype) -> Any:
+    def _cast(self, value: object, dtype: torch.dtype) -> object:
         if (
             not isinstance(value, torch.Tensor)
             or not value.is_floating_point()
@@ -94,10 +93,12 @@ class CudaAutocastRules(TorchFunctionMode):
     def __exit__(self, *exc: object) -> None:
         """Drop the parameters' cached casts, so that the next region casts their updated values (as autocast)."""
         self._cache.clear()
-        return super().__exit__(*exc)
+        super().__exit__(*exc)
 
 
-def autocast_for(precision: Precision, device_type: str, cuda_rules_on_cpu: bool = False) -> AbstractContextManager:
+def autocast_for(
+    precision: Precision, device_type: str, cuda_rules_on_cpu: bool = False
+) -> AbstractContextManager[object]:
     """The region a mixed-precision step runs its forward and loss in; nothing for *-true precisions."""
     if not precision.mixed:
         return nullcontext()

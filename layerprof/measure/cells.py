@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import torch
 
@@ -65,7 +65,8 @@ from layerprof.sources.workloads import Workload
 
 def torch_dtype(precision: str) -> torch.dtype:
     """The dtype parameters are held in under a precision."""
-    return getattr(torch, get_precision(precision).parameter_dtype)
+    dtype: torch.dtype = getattr(torch, get_precision(precision).parameter_dtype)
+    return dtype
 
 
 # ---------------------------------------------------------------- the cell scaffold
@@ -105,9 +106,9 @@ class Cell:
     workload: Workload
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer | None
-    batch: Any
+    batch: object  # what the workload's make_batch returns, handed to its loss as it is
     row: Row
-    autocast: Callable[[], AbstractContextManager] = nullcontext
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext
     scaler: torch.amp.GradScaler | None = None
     optimizer_steps: bool = True  # False: update() only zeroes the gradients (an estimate of an untraceable step)
     recomputes: bool = False  # --checkpointing: backward runs the trainable layers' forwards again

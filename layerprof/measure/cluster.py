@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from layerprof.devices import GPU_KINDS, GpuKind, InventoryItem, find_gpu
 from layerprof.errors import LayerprofError
@@ -111,7 +112,7 @@ def inventory_from_option(text: str) -> list[InventoryItem]:
     return inventory_from_ray(address) if on_ray else parse_inventory(text)
 
 
-def import_ray() -> Any:
+def import_ray() -> ModuleType:
     """The ray module, or the one-line advice to install it."""
     try:
         import ray
@@ -143,7 +144,7 @@ def connect(address: str | None) -> bool:
 
 
 @contextmanager
-def ray_session(address: str | None) -> Iterator[Any]:
+def ray_session(address: str | None) -> Iterator[ModuleType]:
     """The one Ray connection of `profile`, `plan` and `correlate`: join ADDRESS (an unreachable one fails in
     seconds) or start a local instance, yield the ray module, and close what this call opened."""
     ray = import_ray()
@@ -377,7 +378,7 @@ def profile_on_ray(
         remote = ray.remote(sweep_on_node)
         gpus = 0 if request.device == "cpu" else 1
 
-        def submit(outcome: KindOutcome, batch: int) -> Any:
+        def submit(outcome: KindOutcome, batch: int) -> object:  # a ray.ObjectRef
             options = {
                 "num_cpus": 1,
                 "num_gpus": gpus,

@@ -107,7 +107,7 @@ def _cudnn_conv_tf32() -> bool:
     try:
         return bool(torch.backends.cudnn.allow_tf32)
     except RuntimeError:  # torch >= 2.9 refuses the old flag once the new API was used
-        return torch.backends.cudnn.conv.fp32_precision == "tf32"  # type: ignore[attr-defined]
+        return bool(torch.backends.cudnn.conv.fp32_precision == "tf32")  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- threads, CPUs and other work

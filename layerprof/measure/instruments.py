@@ -13,11 +13,12 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar, cast
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor  # imported by torch itself
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 from torch.utils.hooks import RemovableHandle
 
@@ -25,6 +26,8 @@ from layerprof.devices import MatmulThreads
 from layerprof.profile import MemoryCategory
 from layerprof.sources.recipes import recomputing
 from layerprof.stats import TimingStats, median_confidence_interval
+
+T = TypeVar("T")
 
 __all__ = ["TimingStats", "median_confidence_interval"]  # kept importable from here
 
@@ -125,7 +128,7 @@ class LiveTensorTracker(TorchDispatchMode):
         self.allocation_size = allocation_size
         self._category: dict[int, MemoryCategory] = {}  # id(storage) -> category
         self._size: dict[int, int] = {}
-        self._refs: dict[int, weakref.ref] = {}
+        self._refs: dict[int, weakref.ref[torch.UntypedStorage]] = {}
         self.live: dict[MemoryCategory, int] = {category: 0 for category in MemoryCategory if category.tracked}
         self.current = 0
         self.peak = 0
@@ -195,7 +198,7 @@ class LiveTensorTracker(TorchDispatchMode):
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        return super().__exit__(*exc)
+        super().__exit__(*exc)
 
 
 def plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -231,7 +234,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 def _attention_forward_flops(query_shape, key_shape, value_shape, *_args: object, **_kwargs: object) -> int:
     """Q @ K^T and P @ V."""
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
+    return int(sdpa_flop_count(query_shape, key_shape, value_shape))
 
 
 def _attention_backward_flops(
@@ -239,7 +242,7 @@ def _attention_backward_flops(
 ) -> int:
     """dV, dP, dQ and dK: twice the forward's products. Fused kernels also recompute the scores, which
     PyTorch's own formula counts; model FLOPs leave that out, so that every backend counts the same."""
-    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+    return 2 * int(sdpa_flop_count(query_shape, key_shape, value_shape))
 
 
 def _attention_formulas() -> dict[object, Callable[..., int]]:
@@ -381,6 +384,11 @@ def is_sticky_cuda_error(error: BaseException) -> bool:
 def tensors_in(value: object) -> list[torch.Tensor]:
     """The tensors in any pytree (a batch: a dataclass registered with pytree, a dict, a tuple, ...)."""
     return [v for v in tree_flatten(value)[0] if isinstance(v, torch.Tensor)]
+
+
+def detached(value: T) -> T:
+    """`value` (any pytree: a tensor, a batch, a layer's inputs or outputs) with every tensor in it detached."""
+    return cast(T, tree_map(lambda v: v.detach() if isinstance(v, torch.Tensor) else v, value))
 
 
 # Autograd's engine and the optimizer ask a fake tensor for its device through the dispatcher (prim.device): 72% of
@@ -647,13 +655,14 @@ class OpRecorder(TorchDispatchMode):
 
     def __enter__(self) -> OpRecorder:
         self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._count_call)
-        return super().__enter__()
+        entered: OpRecorder = super().__enter__()
+        return entered
 
     def __exit__(self, *exc: object) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        return super().__exit__(*exc)
+        super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is PRIM_DEVICE and fake_device_query(args):

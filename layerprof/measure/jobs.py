@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import torch
 
@@ -55,6 +55,7 @@ from layerprof.profile import (
     OutputLock,
     Profile,
     Row,
+    SweepMode,
     SweepSettings,
     SweepTiming,
     ensure_writable,
@@ -67,6 +68,8 @@ from layerprof.sources.models import LoadedModel, ModelOptions, build_model, mod
 from layerprof.sources.workloads import Workload
 
 if TYPE_CHECKING:  # for the type checker only: measure never imports predict
+    from typing_extensions import Unpack
+
     from layerprof.measure.layertimes import LayerTimes
     from layerprof.predict.timemodel import TimeModel
 
@@ -392,8 +395,19 @@ class TimedRounds:
 # ---------------------------------------------------------------- a sweep ready to run
 
 
+class FixedSettings(TypedDict, total=False):
+    """What a planner fixes in the settings it resolves: the mode, the target."""
+
+    mode: SweepMode
+    target: str | None
+
+
 def resolve_settings(
-    settings: SweepSettings, workload: Workload, layer_count: int, layer_selection: LayerSelection, **fixed: Any
+    settings: SweepSettings,
+    workload: Workload,
+    layer_count: int,
+    layer_selection: LayerSelection,
+    **fixed: Unpack[FixedSettings],
 ) -> SweepSettings:
     """The sweep's settings with every default filled in once, by every planner (profile, estimate, cluster): the
     family's batch sizes where none are given, the z values the selection names for this split, and `fixed`

@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils._pytree import tree_flatten
@@ -61,25 +61,30 @@ class _Clock:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
-        self.marks: list[tuple[str, int, Any]] = []
+        self.events: list[tuple[str, int, torch.cuda.Event]] = []  # on CUDA
+        self.stamps: list[tuple[str, int, float]] = []  # elsewhere: perf_counter seconds
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.stamps.clear()
 
     def mark(self, kind: str, index: int) -> None:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
-            self.marks.append((kind, index, event))
+            self.events.append((kind, index, event))
         else:
-            self.marks.append((kind, index, time.perf_counter()))
+            self.stamps.append((kind, index, time.perf_counter()))
 
     def milliseconds(self) -> list[tuple[str, int, float]]:
-        if not self.marks:
+        if self.events:
+            self.events[-1][2].synchronize()
+            first = self.events[0][2]
+            return [(kind, index, first.elapsed_time(event)) for kind, index, event in self.events]
+        if not self.stamps:
             return []
-        if self.cuda:
-            self.marks[-1][2].synchronize()
-            first = self.marks[0][2]
-            return [(kind, index, first.elapsed_time(event)) for kind, index, event in self.marks]
-        first = self.marks[0][2]
-        return [(kind, index, (stamp - first) * 1000.0) for kind, index, stamp in self.marks]
+        start = self.stamps[0][2]
+        return [(kind, index, (stamp - start) * 1000.0) for kind, index, stamp in self.stamps]
 
 
 def _hooks(modules: Sequence[torch.nn.Module], clock: _Clock) -> list[RemovableHandle]:
@@ -100,7 +105,7 @@ def _hooks(modules: Sequence[torch.nn.Module], clock: _Clock) -> list[RemovableH
 
 def _one_step(cell: Cell, clock: _Clock) -> list[tuple[str, int, float]]:
     """One step as `Cell.step` runs it, with a mark where the backward ends and where the step ends."""
-    clock.marks.clear()
+    clock.clear()
     clock.mark("start", -1)
     cell.backward(cell.forward())
     clock.mark("backward-done", -1)

@@ -10,10 +10,10 @@ and the device's used memory is offered as a named alternative.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from layerprof.profile import JsonDict
 
@@ -28,8 +28,35 @@ class ProcessMemory:
     device_used_source: str | None  # "nvml-device" | "cuda-mem-get-info"
 
 
+class NvmlProcess(Protocol):
+    """One process pynvml lists on a device."""
+
+    pid: int
+    usedGpuMemory: int | None  # pynvml's name
+
+
+class NvmlMemory(Protocol):
+    """pynvml's memory figures of a device."""
+
+    used: int
+
+
+class Nvml(Protocol):
+    """The part of pynvml (nvidia-ml-py, which has no type information) layerprof calls; a handle is opaque."""
+
+    nvmlInit: Callable[[], None]
+    nvmlShutdown: Callable[[], None]
+    nvmlDeviceGetCount: Callable[[], int]
+    nvmlDeviceGetHandleByUUID: Callable[[str], object]
+    nvmlDeviceGetComputeRunningProcesses: Callable[[object], list[NvmlProcess]]
+    nvmlDeviceGetMemoryInfo: Callable[[object], NvmlMemory]
+    nvmlDeviceGetMigMode: Callable[[object], tuple[int, int]]  # (current, pending)
+    nvmlSystemGetDriverVersion: Callable[[], str | bytes]
+    nvmlSystemGetCudaDriverVersion: Callable[[], int]
+
+
 @contextmanager
-def nvml() -> Iterator[Any]:
+def nvml() -> Iterator[Nvml]:
     """pynvml, initialised; raises RuntimeError with the reason where NVML cannot be used."""
     try:
         import pynvml
@@ -45,7 +72,7 @@ def nvml() -> Iterator[Any]:
         pynvml.nvmlShutdown()
 
 
-def handle_for_uuid(pynvml: Any, uuid: str) -> Any:
+def handle_for_uuid(pynvml: Nvml, uuid: str) -> object:
     """The NVML handle of a torch device's UUID; torch gives it bare or with its `GPU-` / `MIG-` prefix."""
     bare = uuid.removeprefix("GPU-").removeprefix("MIG-")
     candidates = [uuid] if uuid.startswith(("GPU-", "MIG-")) else []
@@ -60,7 +87,7 @@ def handle_for_uuid(pynvml: Any, uuid: str) -> Any:
 
 
 def process_memory(
-    pynvml: Any, handle: Any, pid: int | None = None, mig: bool = False
+    pynvml: Nvml, handle: object, pid: int | None = None, mig: bool = False
 ) -> tuple[int | None, str | None]:
     """(bytes NVML attributes to the process, or None and why)."""
     pid = os.getpid() if pid is None else pid
@@ -84,7 +111,7 @@ def process_memory(
     return None, "NVML lists no process on the device (a container or MIG slice hides them)"
 
 
-def device_used_bytes(pynvml: Any, handle: Any) -> int | None:
+def device_used_bytes(pynvml: Nvml, handle: object) -> int | None:
     """Memory in use on the whole device per NVML, or None where NVML cannot say."""
     try:
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
@@ -168,5 +195,5 @@ def driver_facts(uuid: str | None) -> JsonDict:
     return facts
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

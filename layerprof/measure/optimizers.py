@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, TypedDict, cast
 
 from layerprof.errors import LayerprofError
 from layerprof.profile import OPTIMIZER_NAMES, OptimizerName
@@ -37,8 +37,28 @@ class OptimizerSpec:
         return PRIMERS[self.name](optimizer, param)
 
 
-def _options(lr: float, weight_decay: float | None, foreach: bool | None) -> dict[str, Any]:
-    options: dict[str, Any] = {"lr": lr, "foreach": foreach}
+class _QuantizedBuffers(Protocol):
+    """torchao's 8-bit AdamW (torchao has no type information): the buffer maker its first step calls."""
+
+    def _new_buffer(self, p: torch.Tensor, signed: bool) -> torch.Tensor: ...
+
+
+class OptimizerOptions(TypedDict, total=False):
+    """The keyword arguments every torch optimizer here takes."""
+
+    lr: float
+    foreach: bool | None
+    weight_decay: float
+
+
+class AdamOptions(OptimizerOptions, total=False):
+    """Adam's and AdamW's: the fused implementation may stand in for foreach."""
+
+    fused: bool
+
+
+def _options(lr: float, weight_decay: float | None, foreach: bool | None) -> OptimizerOptions:
+    options: OptimizerOptions = {"lr": lr, "foreach": foreach}
     if weight_decay is not None:
         options["weight_decay"] = weight_decay
     return options
@@ -50,7 +70,7 @@ def _adam(
     def build(params, lr, weight_decay, beta1, beta2, foreach):  # noqa: ANN001, ANN202
         import torch
 
-        options = _options(lr, weight_decay, foreach if foreach_forced is None else foreach_forced)
+        options: AdamOptions = {**_options(lr, weight_decay, foreach if foreach_forced is None else foreach_forced)}
         if fused:
             options.pop("foreach")
             options["fused"] = True
@@ -86,7 +106,7 @@ def _adamw8bit(params, lr, weight_decay, beta1, beta2, foreach):  # noqa: ANN001
     return AdamW8bit(params, lr=lr, betas=(beta1, beta2), **options)
 
 
-def _adamw8bit_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
+def _adamw8bit_state(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
     """torchao's own first-step state: a float32 step count and two buffers from its `_new_buffer` (8-bit codes,
     a float32 scale per block of 256 and a 256-entry float32 code map for tensors of >= 4096 values divisible by
     the block; a plain tensor like the parameter otherwise)."""
@@ -96,26 +116,29 @@ def _adamw8bit_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, tor
 
     with unset_fake_temporarily():  # the code maps are computed once from real values, then cached by torchao
         get_qmap_signed(), get_qmap_unsigned()
+    buffers = cast(_QuantizedBuffers, optimizer)  # an AdamW8bit: PRIMERS holds this primer under its name
     return {
         "step": torch.tensor(0.0),
-        "exp_avg": optimizer._new_buffer(param, True),
-        "exp_avg_sq": optimizer._new_buffer(param, False),
+        "exp_avg": buffers._new_buffer(param, True),
+        "exp_avg_sq": buffers._new_buffer(param, False),
     }
 
 
-def _adafactor_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
+def _adafactor_state(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
     """torch's own state initialisation (`Adafactor._init_group`) for `param` alone: a float32 step, and row and
     column variances for a matrix or a full variance for a vector. Its step reads norms back to the host
     (`.item()`), which fake tensors cannot."""
     import torch
 
+    assert isinstance(optimizer, torch.optim.Adafactor)  # PRIMERS holds this primer under its name
     group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
     param.grad = torch.zeros_like(param)
     try:
         optimizer._init_group({**group, "params": [param]}, [], [], [], [], [], [])
     finally:
         param.grad = None
-    return optimizer.state[param]
+    state: dict[str, torch.Tensor] = optimizer.state[param]
+    return state
 
 
 PRIMERS: dict[str, Callable[[torch.optim.Optimizer, torch.nn.Parameter], dict[str, torch.Tensor]]] = {
