@@ -23,11 +23,15 @@ import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from layerprof.errors import LayerprofError
 from layerprof.profile import DETERMINISTIC_FIELDS, MEMORY_FIELDS, Profile, Row, load_profile, recipe_difference
 from layerprof.stats import rank_sum_p_value
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from typing_extensions import Unpack
 
 VERDICTS = ("pass", "improvement", "accepted", "inconclusive", "regression")
 SIGNIFICANCE = 0.05  # a slowdown counts once the samples make it this unlikely to be noise
@@ -45,6 +49,18 @@ class UnusableInput(LayerprofError):
     exit_code = 2
 
 
+Figure = float | str | None  # a compared figure's value: a number, or a cell's status
+
+
+class Tolerances(TypedDict, total=False):
+    """`compare`'s tolerances, as `check_files` passes them on."""
+
+    time_tolerance: float
+    memory_tolerance: float
+    accept_changes: bool
+    allow_device_mismatch: bool
+
+
 @dataclass
 class Finding:
     """One figure of one cell compared: baseline, current, the verdict and why."""
@@ -52,8 +68,8 @@ class Finding:
     batch_size: int
     trainable_layers: int
     figure: str
-    baseline: Any
-    current: Any
+    baseline: Figure
+    current: Figure
     verdict: str  # one of VERDICTS
     detail: str = ""
 
@@ -222,7 +238,7 @@ def check_files(
     *,
     summary_md: Path | None = None,
     junit: Path | None = None,
-    **tolerances: Any,
+    **tolerances: Unpack[Tolerances],
 ) -> CheckResult:
     """Compare two profile files (`tolerances` as for `compare`); write the Markdown and JUnit reports asked for."""
     if not baseline.exists():
@@ -340,10 +356,11 @@ def rank_test_can_decide(visits: int, baseline_visits: int) -> bool:
 def has_step_samples(old: Row, new: Row) -> bool:
     """Whether both rows record the spread (p10, p90) of at least MIN_STEP_SAMPLES timed steps."""
     return all(
-        row.step_time_p10_ms is not None and row.step_time_p90_ms is not None
+        row.step_time_p10_ms is not None
+        and row.step_time_p90_ms is not None
         and (row.measured_steps or 0) >= MIN_STEP_SAMPLES
         for row in (old, new)
-    )  # fmt: skip
+    )
 
 
 def _compare_time(result: CheckResult, key: tuple[int, int], old: Row, new: Row, tolerance: float) -> None:
@@ -362,10 +379,12 @@ def _compare_time(result: CheckResult, key: tuple[int, int], old: Row, new: Row,
         # too few visits for the rank test ever to reach SIGNIFICANCE: the steps inside them decide
         grown = 1 + tolerance if change > 0 else 1 - tolerance
         if change > 0:
-            decided = new.step_time_p10_ms > old.step_time_p90_ms * grown  # type: ignore[operator]
+            assert new.step_time_p10_ms is not None and old.step_time_p90_ms is not None  # has_step_samples
+            decided = new.step_time_p10_ms > old.step_time_p90_ms * grown
             sides = f"p10 {new.step_time_p10_ms:.4g} ms now, baseline p90 {old.step_time_p90_ms:.4g} ms"
         else:
-            decided = new.step_time_p90_ms < old.step_time_p10_ms * grown  # type: ignore[operator]
+            assert new.step_time_p90_ms is not None and old.step_time_p10_ms is not None  # has_step_samples
+            decided = new.step_time_p90_ms < old.step_time_p10_ms * grown
             sides = f"p90 {new.step_time_p90_ms:.4g} ms now, baseline p10 {old.step_time_p10_ms:.4g} ms"
         evidence = (
             f"{len(now)} visit(s) against {len(then)}, too few to rank; steps ({new.measured_steps} against "
@@ -407,10 +426,11 @@ def _cell_summary(result: CheckResult, batch_size: int, trainable_layers: int) -
 
     def show(name: str, scale: float, unit: str) -> str:
         finding = by_figure.get(name)
-        if finding is None or finding.baseline is None or finding.current is None:
+        before, after = (finding.baseline, finding.current) if finding is not None else (None, None)
+        if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):  # missing (or a status)
             return "—"
-        change = _relative(finding.current, finding.baseline)
-        return f"{finding.baseline / scale:,.1f} → {finding.current / scale:,.1f}{unit} ({change:+.1%})"
+        change = _relative(after, before)
+        return f"{before / scale:,.1f} → {after / scale:,.1f}{unit} ({change:+.1%})"
 
     notes = [
         f"{f.figure}: {f.detail or f.verdict}"
@@ -467,7 +487,7 @@ def markdown_summary(result: CheckResult) -> str:
 CHECK_STYLES = {"regression": "red", "inconclusive": "magenta", "improvement": "green", "accepted": "yellow"}
 
 
-def rich_check_table(result: CheckResult) -> Any:
+def rich_check_table(result: CheckResult) -> Table:
     """The gate's cells in a terminal, coloured by verdict (the Markdown summary's rows)."""
     from rich.table import Table
 

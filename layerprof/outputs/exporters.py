@@ -19,7 +19,7 @@ import math
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import Ladder
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 def library_max_budget(eta: int, rung_count: int) -> int:
     """The maximum budget to give a library so that its float log arithmetic yields `rung_count` rungs."""
-    exact = eta ** (rung_count - 1)
+    exact: int = eta ** (rung_count - 1)
     if rung_count == 1:
         return exact
     by_ratio = math.floor(math.log(exact) / math.log(eta)) + 1  # NePS, Ray, SMAC
@@ -590,12 +590,30 @@ def _ray_resources(gpu_name: str) -> dict[str, float]:
     return {f"accelerator_type:{gpu.ray_accelerator}" if gpu.ray_accelerator else gpu.name: 0.001}
 
 
+class RayShare(TypedDict):
+    """One GPU kind's part of a rung in the Ray export: its trials and the resources each asks for."""
+
+    gpu: str
+    trials: int
+    num_gpus: float
+    resources: dict[str, float]
+
+
+class RayRung(TypedDict):
+    """One rung of the Ray export's schedule."""
+
+    trainable_layers: int
+    steps: int
+    configs: int
+    shares: list[RayShare]
+
+
 def export_plan_ray(plan: ClusterPlan, objective: str | None = None) -> str:
     """Successive halving over the plan's ladder on a Ray cluster: each rung's trials ask for the rung's GPU kind
     and 1/(trials per GPU) of a GPU, so that Ray packs them as the plan does. Training is the user's
     `--objective` (EXPORT_CONTRACT; every rung from scratch: the plan restarts trials) or a stand-in."""
     schedule = plan.schedule("ladder", "successive halving")
-    rungs: list[dict[str, Any]] = [
+    rungs: list[RayRung] = [
         {
             "trainable_layers": p.trainable_layers,
             "steps": p.steps,

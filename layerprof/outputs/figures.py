@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import matplotlib
 
@@ -22,6 +22,8 @@ from layerprof.errors import LayerprofError  # noqa: E402
 from layerprof.profile import MemoryCategory, Profile  # noqa: E402
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from layerprof.fidelity.correlate import CorrelationResult
     from layerprof.fidelity.simulate import Simulation
 
@@ -36,8 +38,41 @@ def _series(profile: Profile, batch_size: int, attribute: str, scale: float = 1.
 
 
 DISTURBED_LABEL = "disturbed while timed: re-measure"
-DISTURBED_STYLE: dict[str, Any] = {"marker": "o", "markersize": 9, "linestyle": "none"}
-DISTURBED_STYLE.update(markerfacecolor="none", markeredgecolor="red")  # a red ring
+
+
+class LineStyle(TypedDict, total=False):
+    """How a figure draws a series' line and markers (matplotlib's keyword arguments)."""
+
+    marker: str
+    markersize: float
+    markerfacecolor: str
+    markeredgecolor: str
+    linestyle: str
+
+
+class ErrorbarStyle(TypedDict):
+    """How a figure draws error bars."""
+
+    capsize: float
+    alpha: float
+
+
+class LabelStyle(TypedDict):
+    """How a figure labels a point."""
+
+    fontsize: float
+    alpha: float
+    xytext: tuple[float, float]
+    textcoords: str
+
+
+DISTURBED_STYLE: LineStyle = {  # a red ring
+    "marker": "o",
+    "markersize": 9,
+    "linestyle": "none",
+    "markerfacecolor": "none",
+    "markeredgecolor": "red",
+}
 
 
 def _disturbed_points(profile: Profile, batch_size: int, zs: list[int], values: list[float]) -> list[tuple[int, float]]:
@@ -222,10 +257,10 @@ def correlation_heatmap_png(result: CorrelationResult, path: Path) -> Path:
 
 FIGURE_SIZE = (9.5, 5.0)  # the plot plus the legend beside it
 TITLE_CHARACTERS = 90  # a title line wraps here, so that none is clipped at the figure's width
-ERRORBAR_STYLE: dict[str, Any] = {"capsize": 3, "alpha": 0.85}
-SCRATCH_STYLE: dict[str, Any] = {"marker": "o", "linestyle": "-"}
-CONTINUED_STYLE: dict[str, Any] = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
-LABEL_STYLE: dict[str, Any] = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
+ERRORBAR_STYLE: ErrorbarStyle = {"capsize": 3, "alpha": 0.85}
+SCRATCH_STYLE: LineStyle = {"marker": "o", "linestyle": "-"}
+CONTINUED_STYLE: LineStyle = {"marker": "s", "linestyle": "--"}  # continued or assumed runs: dashed
+LABEL_STYLE: LabelStyle = {"fontsize": 7, "alpha": 0.7, "xytext": (3, 3), "textcoords": "offset points"}
 
 
 def regret_cost_figure(
@@ -263,7 +298,7 @@ def simulation_png(simulation: Simulation, path: Path) -> Path:
     return path
 
 
-def simulation_figure(simulation: Simulation) -> Any:
+def simulation_figure(simulation: Simulation) -> Figure:
     """Median regret (90% band) against cost, one line per path: successive halving from more and more
     configurations. Cost is GPU seconds where a profile priced the trials, else their recorded seconds."""
     from layerprof.fidelity.simulate import curve_series, priced_curves, repeats_text
@@ -287,7 +322,7 @@ def _task_name(task: str) -> str:
     return f"{Path(file).name}:{function}" if colon and ("/" in file or "\\" in file) else task
 
 
-def _tidy(figure: Any, axes: Any) -> None:  # pragma: no mutate - tick marks, grid and margins only
+def _tidy(figure: Figure, axes: Axes) -> None:  # pragma: no mutate - tick marks, grid and margins only
     axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())

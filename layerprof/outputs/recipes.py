@@ -3,9 +3,12 @@ plan in a line, each z's largest batch per recipe; as `TableView`s, for a termin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from layerprof.outputs.tables import TableView, dollars
+
+if TYPE_CHECKING:
+    from layerprof.fidelity.recipes import RecipeFit, RecipeLadder, RecipePlan
 
 MIB = 2**20
 
@@ -16,63 +19,82 @@ def _mib(value: int | None) -> str:
     return "—" if value is None else f"{value / MIB:,.0f}"
 
 
-def ladder_tables(result: Any) -> Tables:
+def ladder_tables(result: RecipeLadder) -> Tables:
     """A `RecipeLadder`: per rung the recipe that gives it, then every recipe's cell at each rung."""
     memory = f" · {result.gpu_memory_bytes / 2**30:.1f} GiB GPU" if result.gpu_memory_bytes else ""
-    title = (f"ladder across recipes · {result.model} · batch {result.batch_size} · η={result.eta:g} · rungs spaced "
-             f"on {result.reference}{memory}")  # fmt: skip
+    title = (
+        f"ladder across recipes · {result.model} · batch {result.batch_size} · η={result.eta:g} · rungs spaced "
+        f"on {result.reference}{memory}"
+    )
     chosen = [[str(rung.budget_index), str(rung.trainable_layers), rung.chosen, rung.reason] for rung in result.rungs]
     headers = ["budget", "z", "recipe", "step ms", "GFLOPs", "peak MiB", "need MiB", "slots", "max B"]
     rows = []
     for rung in result.rungs:
         for option in rung.options:
             mark = " *" if option.recipe == rung.chosen else ""
-            rows.append([
-                str(rung.budget_index), str(rung.trainable_layers), option.recipe + mark,
-                "—" if option.step_time_ms is None else f"{option.step_time_ms:,.1f}",
-                "—" if option.flops is None else f"{option.flops / 1e9:,.1f}", _mib(option.peak_memory_bytes),
-                _mib(option.memory_need_bytes), "—" if option.parallel_slots is None else str(option.parallel_slots),
-                "—" if option.largest_batch_size is None else str(option.largest_batch_size),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    str(rung.budget_index),
+                    str(rung.trainable_layers),
+                    option.recipe + mark,
+                    "—" if option.step_time_ms is None else f"{option.step_time_ms:,.1f}",
+                    "—" if option.flops is None else f"{option.flops / 1e9:,.1f}",
+                    _mib(option.peak_memory_bytes),
+                    _mib(option.memory_need_bytes),
+                    "—" if option.parallel_slots is None else str(option.parallel_slots),
+                    "—" if option.largest_batch_size is None else str(option.largest_batch_size),
+                ]
+            )
     return [
         (title, ["budget", "z", "given by", "why"], chosen),
         (f"every recipe at each rung (* gives it) · most trials per GPU: {result.most_trials}", headers, rows),
     ]
 
 
-def plan_tables(result: Any) -> Tables:
+def plan_tables(result: RecipePlan) -> Tables:
     """A `RecipePlan`: each recipe's rungs, trials per GPU, makespan, GPU-hours and dollars."""
     headers = ["recipe", "rungs (z)", "trials per GPU", "makespan", "GPU-hours", "$"]
     rows = [
-        [summary.recipe + (" *" if summary.recipe == result.chosen else ""), ", ".join(map(str, summary.rungs)),
-         ", ".join(map(str, summary.trials_per_gpu)), f"{summary.makespan_seconds / 3600:,.2f} h",
-         f"{summary.gpu_hours:,.2f}", dollars(summary.usd)]
+        [
+            summary.recipe + (" *" if summary.recipe == result.chosen else ""),
+            ", ".join(map(str, summary.rungs)),
+            ", ".join(map(str, summary.trials_per_gpu)),
+            f"{summary.makespan_seconds / 3600:,.2f} h",
+            f"{summary.gpu_hours:,.2f}",
+            dollars(summary.usd),
+        ]
         for summary in result.recipes
-    ]  # fmt: skip
-    title = (f"plans across recipes · {result.model} · successive halving over each recipe's ladder (* ends "
-             f"soonest) · most trials per GPU: {result.most_trials}")  # fmt: skip
+    ]
+    title = (
+        f"plans across recipes · {result.model} · successive halving over each recipe's ladder (* ends "
+        f"soonest) · most trials per GPU: {result.most_trials}"
+    )
     return [(title, headers, rows)]
 
 
-def fit_tables(result: Any) -> Tables:
+def fit_tables(result: RecipeFit) -> Tables:
     """A `RecipeFit`: per z each recipe's largest batch and the recipe with the largest."""
     name = dict(zip(result.recipes, result.names, strict=True))
     headers = ["z", *result.names, "largest"]
     rows = [
-        [str(choice.trainable_layers),
-         *(str(choice.largest_batch_sizes[r]) if r in choice.largest_batch_sizes else "—" for r in result.recipes),
-         name[choice.chosen]]
+        [
+            str(choice.trainable_layers),
+            *(str(choice.largest_batch_sizes[r]) if r in choice.largest_batch_sizes else "—" for r in result.recipes),
+            name[choice.chosen],
+        ]
         for choice in result.choices
-    ]  # fmt: skip
-    title = (f"{result.model}: largest batch in {result.memory_bytes / MIB:,.0f} MiB per recipe (options: "
-             f"{result.recipes[0]}) · the most per GPU over every z: {name[result.most_trials]}")  # fmt: skip
+    ]
+    title = (
+        f"{result.model}: largest batch in {result.memory_bytes / MIB:,.0f} MiB per recipe (options: "
+        f"{result.recipes[0]}) · the most per GPU over every z: {name[result.most_trials]}"
+    )
     return [(title, headers, rows)]
 
 
 LEFT = ("recipe", "given by", "why")  # the text columns
 
 
-def recipe_views(result: Any) -> list[TableView]:
+def recipe_views(result: RecipeLadder | RecipePlan | RecipeFit) -> list[TableView]:
     """The tables of a `RecipeLadder`, `RecipePlan` or `RecipeFit`, each with its title as its Markdown heading."""
     from layerprof.fidelity.recipes import RecipeFit, RecipeLadder
 
@@ -82,5 +104,6 @@ def recipe_views(result: Any) -> list[TableView]:
         tables = fit_tables(result)
     else:
         tables = plan_tables(result)
-    return [TableView(title, headers, rows, left=LEFT, heading=f"**{title}**", fold=True)
-            for title, headers, rows in tables]  # fmt: skip
+    return [
+        TableView(title, headers, rows, left=LEFT, heading=f"**{title}**", fold=True) for title, headers, rows in tables
+    ]

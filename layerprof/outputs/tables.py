@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from layerprof.devices import MIB
-from layerprof.fidelity.ladder import Ladder
+from layerprof.fidelity.ladder import Bracket, Ladder
 from layerprof.profile import JsonDict, Layer, MemoryCategory, Profile, Row, ratio, total_params, trainable_params
 
 if TYPE_CHECKING:
@@ -82,17 +82,17 @@ def _status(row: Row) -> str:
     return "disturbed" if row.disturbed else "ok"
 
 
-def _format(column: str, value: object) -> str:
+def _format(column: str, value: float | str | None) -> str:  # a cell of the table's frame
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if column == "trainable_layers":
-        return str(int(value))  # type: ignore[call-overload]
+        return str(int(value))
     if column in ("time_vs_full", "memory_vs_full"):
         return f"{value:.2f}×"
     if column == "trainable_pct":
         return f"{value:.1f}"
     if column in ("step_time_ms", "peak_memory_mib", "gflops"):
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
         return f"{number:,.1f}" if number < 1000 else f"{number:,.0f}"
     return str(value)
 
@@ -408,7 +408,7 @@ def ladder_summary_lines(ladder: Ladder) -> list[str]:
     return lines
 
 
-def _brackets_text(ladder: Ladder, brackets: list) -> str:
+def _brackets_text(ladder: Ladder, brackets: list[Bracket]) -> str:
     return "; ".join(
         f"s={len(ladder.rungs) - 1 - b.first_rung}: {'→'.join(map(str, b.configs_per_rung))} "
         f"({b.cost_full_equivalents:.2f})"
@@ -639,11 +639,17 @@ def continued_rows(result: CorrelationResult) -> list[list[str]]:
     for chain in result.continued:
         label = " ".join(f"{z:g}@{f:.3g}" for z, f in chain.chain)
         for position, rung in enumerate(chain.rungs):
-            rows.append([
-                label if position == 0 else "", f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
-                rho(rung.spearman_scratch), rho(rung.spearman), floor,
-                "-" if rung.regret is None else _short(rung.regret), str(rung.configs),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    label if position == 0 else "",
+                    f"{rung.trainable_layers}@{rung.budget_fraction:.3g}",
+                    rho(rung.spearman_scratch),
+                    rho(rung.spearman),
+                    floor,
+                    "-" if rung.regret is None else _short(rung.regret),
+                    str(rung.configs),
+                ]
+            )
     return rows
 
 
@@ -837,12 +843,21 @@ def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
         if simulation.noise_floor is not None and simulation.noise_floor.spearman is not None:
             rho += f" | floor {simulation.noise_floor.spearman:.2f}"
         judged = span(outcome.regret_mean, outcome.regret_fold_low, outcome.regret_fold_high, _short)
-        rows.append([
-            path.name, runs, cells, rho, _brackets(outcome), regret, judged,
-            with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
-            with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
-            _times(outcome.recorded_seconds_vs_budget), f"{outcome.repeats:,}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                path.name,
+                runs,
+                cells,
+                rho,
+                _brackets(outcome),
+                regret,
+                judged,
+                with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
+                with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
+                _times(outcome.recorded_seconds_vs_budget),
+                f"{outcome.repeats:,}",
+            ]
+        )
     return rows
 
 
@@ -1301,9 +1316,21 @@ def prediction_view(checks: Sequence[PredictionCheck], device: str) -> TableView
 
 # ---------------------------------------------------------------- per-layer costs
 
-LAYER_COST_HEADERS = ["#", "layer", "params", "adapter params", "trains +MiB", "optim B/param", "fwd GF",
-                      "bwd weight GF", "bwd inside GF", "bwd down GF", "recompute GF", "saves MiB",
-                      "output MiB"]  # fmt: skip
+LAYER_COST_HEADERS = [
+    "#",
+    "layer",
+    "params",
+    "adapter params",
+    "trains +MiB",
+    "optim B/param",
+    "fwd GF",
+    "bwd weight GF",
+    "bwd inside GF",
+    "bwd down GF",
+    "recompute GF",
+    "saves MiB",
+    "output MiB",
+]
 LAYER_COST_CAPTION = (
     "one full-training step under the recipe · adapter params: LoRA's, which train instead of the layer's own · "
     "trains +: gradients and optimizer state its trainable parameters add when it trains · optim B/param: optimizer "
@@ -1342,15 +1369,20 @@ def layer_cost_rows(table: LayerCostTable) -> list[list[str]]:
             return sum(getattr(cost, key) for cost in costs)
 
         return {
-            "#": index, "layer": name, "params": f"{total('params'):,}",
+            "#": index,
+            "layer": name,
+            "params": f"{total('params'):,}",
             "adapter params": f"{total('adapter_params'):,}",
             "trains +MiB": mib(total("trainable_bytes")),
             "optim B/param": per_param(total("optimizer_state_bytes"), total("trainable_params")),
-            "fwd GF": gflops(total("forward_flops")), "bwd weight GF": gflops(total("backward_weight_flops")),
+            "fwd GF": gflops(total("forward_flops")),
+            "bwd weight GF": gflops(total("backward_weight_flops")),
             "bwd inside GF": gflops(total("backward_internal_flops")),
-            "bwd down GF": gflops(total("backward_input_flops")), "recompute GF": gflops(total("recompute_flops")),
-            "saves MiB": mib(total("saved_activation_bytes")), "output MiB": output,
-        }  # fmt: skip
+            "bwd down GF": gflops(total("backward_input_flops")),
+            "recompute GF": gflops(total("recompute_flops")),
+            "saves MiB": mib(total("saved_activation_bytes")),
+            "output MiB": output,
+        }
 
     headers = layer_cost_headers(table)
     rows = []
