@@ -21,9 +21,8 @@ from layerprof.errors import CellsFailed
 from layerprof.fidelity.trials import PATHS
 
 if TYPE_CHECKING:
-    from layerprof.parsing import LayerSelection
-    from layerprof.profile import SweepSettings
-    from layerprof.sources.models import ModelOptions
+    from layerprof.measure.cluster import ClusterKind, SweepRequest
+    from layerprof.profile import RecipeSettings
 
 app = typer.Typer(
     name="layerprof",
@@ -81,7 +80,7 @@ def layers(
     target: opt.TargetOption = "cuda",
     precision: opt.PrecisionOption = "32-true",
     optimizer: opt.OptimizerOption = "adamw",
-    recipe: dict | None = None,
+    recipe: opt.RecipeChoices | None = None,
     out: opt.LayersOutOption = None,
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -108,7 +107,7 @@ def layers(
         if costs:
             path = ensure_writable(out) if out else None
             with render.status(f"tracing one full-training step of {model} at batch {batch_size}"):
-                recipe_fields = {"optimizer": optimizer, **opt.recipe_settings(**(recipe or {}))}
+                recipe_fields: RecipeSettings = {"optimizer": optimizer, **opt.recipe_settings(recipe)}
                 table = layer_costs(model, options, batch_size, precision, target, recipe_fields)
             if path:
                 table.save(path)
@@ -170,7 +169,7 @@ def profile(
     gpu_kinds: opt.GpuKindsOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
-    recipe: dict | None = None,
+    recipe: opt.RecipeChoices | None = None,
     output_format: opt.FormatOption = "table",
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -198,13 +197,19 @@ def profile(
             steps_per_visit=steps_per_visit,
             max_time_s=chosen.max_time,
             eval_frozen=eval_frozen,
-            **opt.recipe_settings(**(recipe or {})),
+            **opt.recipe_settings(recipe),
         )
         selection = parse_layer_selection(chosen.layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
         opt.check_profile_executor(executor == "ray", cpus, gpu_kinds, address, out)
         if executor == "ray":
-            _profile_on_ray(model, options, settings, selection, device, tf32, threads, gpu_kinds, address, out)
+            from layerprof.measure.cluster import parse_gpu_kinds, plan_cluster_profile
+
+            assert gpu_kinds is not None  # check_profile_executor requires it with Ray
+            kinds = parse_gpu_kinds(gpu_kinds)
+            with render.status(f"splitting {model}"):
+                request = plan_cluster_profile(model, options, settings, selection, device, tf32, threads)
+            _profile_on_ray(model, request, kinds, address, out)
             return
         cpu_list = parse_cpu_list(cpus) if cpus is not None else None
         from layerprof.measure.jobs import plan_profile  # every option and the name checked: torch now
@@ -223,17 +228,12 @@ def profile(
 
 
 def _profile_on_ray(
-    model: str, options: ModelOptions, settings: SweepSettings, selection: LayerSelection, device: str,
-    tf32: bool | None, threads: int | None, gpu_kinds: str | None, address: str | None, out: Path | None,
-) -> None:  # fmt: skip
+    model: str, request: SweepRequest, kinds: list[ClusterKind], address: str | None, out: Path | None
+) -> None:
     """One sweep per (GPU kind, batch size) on the cluster; a line per sweep as it ends; exit 1 if any is lost."""
-    from layerprof.measure.cluster import parse_gpu_kinds, plan_cluster_profile, profile_on_ray
+    from layerprof.measure.cluster import profile_on_ray
 
-    assert gpu_kinds is not None  # check_profile_executor requires it with Ray
-    kinds = parse_gpu_kinds(gpu_kinds)
     directory = out or Path("profiles")
-    with render.status(f"splitting {model}"):
-        request = plan_cluster_profile(model, options, settings, selection, device, tf32, threads)
     sweeps = render.ray_sweeps_line(model, len(kinds), request.settings.batch_sizes, address)
     kept = f"finished kinds are in {directory}; rerun to run the rest"
     with render.interrupt_keeps(kept), render.RayProgress(sweeps) as progress:
@@ -260,7 +260,7 @@ def estimate(
     out: opt.EstimateOutOption = None,
     restart: opt.RestartOption = False,
     eval_frozen: opt.EvalFrozenOption = False,
-    recipe: dict | None = None,
+    recipe: opt.RecipeChoices | None = None,
     output_format: opt.FormatOption = "table",
     num_classes: opt.NumClassesOption = None,
     input_shape: opt.InputShapeOption = None,
@@ -283,7 +283,7 @@ def estimate(
             target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
             eval_frozen=eval_frozen,
-            **opt.recipe_settings(**(recipe or {})),
+            **opt.recipe_settings(recipe),
         )
         selection = parse_layer_selection(layer_counts)
         options = opt.model_options(num_classes, input_shape, seq_len, overrides, unwrap, model)
@@ -377,7 +377,7 @@ def fit(
     optimizer: opt.OptimizerOption = "adamw",
     precision: opt.PrecisionOption = "32-true",
     dtype: opt.DtypeOption = None,
-    recipe: dict | None = None,
+    recipe: opt.RecipeChoices | None = None,
     recipes: opt.RecipesOption = None,
     as_json: opt.FitJsonOption = False,
     num_classes: opt.NumClassesOption = None,
@@ -406,11 +406,13 @@ def fit(
             mode="estimate",
             target=target,
             target_gpu=gpu_kind(gpu).name if gpu is not None else None,
-            **opt.recipe_settings(**(recipe or {})),
+            **opt.recipe_settings(recipe),
         )
         with render.progress_bar(f"fitting {model}: z") as advance:
-            result = fit_recipes(model, options, settings, opt.parse_recipes(recipes), budget, selection, batch_size,
-                                 progress=advance, **opt.priced(prices, prices_file))  # fmt: skip
+            variants, priced = opt.parse_recipes(recipes), opt.priced(prices, prices_file)
+            result = fit_recipes(
+                model, options, settings, variants, budget, selection, batch_size, progress=advance, **priced
+            )
         render.fit(result, as_json)
 
 
@@ -576,7 +578,8 @@ def plan(
             batch_size=batch_size,
             min_layers=min_layers,
             predict=PlanPredictor,
-            **opt.priced(prices, prices_file, deadline=deadline),
+            **opt.priced(prices, prices_file),
+            deadline_seconds=opt.deadline_seconds(deadline),
         )
         if export is not None:
             print(export_plan_ray(chosen_plan(result), objective), end="")

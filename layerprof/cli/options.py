@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypedDict
 
 import typer
 
@@ -31,10 +31,12 @@ from layerprof.profile import (
     AdapterLayers,
     AdapterName,
     CheckpointingMode,
+    RecipeOptions,
 )
 from layerprof.sources.registry import listed_sources, model_help
 
 if TYPE_CHECKING:
+    from layerprof.devices import GpuKind, PriceBook
     from layerprof.sources.names import ModelOptions
 
 # The closed sets of names an option takes, typed (Typer makes each Literal a choice): the library's own where the
@@ -151,6 +153,20 @@ CompileOption = Annotated[
 CompileModeOption = Annotated[CompileModeChoice, typer.Option("--compile-mode", help="torch.compile's mode.")]
 
 
+class RecipeChoices(TypedDict):
+    """The recipe options' values as `with_recipe_options` hands them to a command: `recipe_settings`'s arguments."""
+
+    checkpointing: CheckpointingMode
+    adapter: AdapterName
+    adapter_layers: AdapterLayers
+    rank: int
+    alpha: float
+    dropout: float
+    targets: str | None
+    compile_model: bool
+    compile_mode: CompileModeChoice
+
+
 # The recipe's options, which `with_recipe_options` adds to a command: (parameter, its type, its default)
 RECIPE_OPTIONS: tuple[tuple[str, object, object], ...] = (
     ("checkpointing", CheckpointingOption, "none"),
@@ -192,18 +208,12 @@ def with_recipe_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def recipe_settings(
-    checkpointing: CheckpointingMode,
-    adapter: AdapterName,
-    adapter_layers: AdapterLayers,
-    rank: int,
-    alpha: float,
-    dropout: float,
-    targets: str | None,
-    compile_model: bool = False,
-    compile_mode: CompileModeChoice = "default",
-) -> dict[str, Any]:
-    """The recipe options as SweepSettings fields; LoRA options without --adapter lora are refused."""
+def recipe_settings(recipe: RecipeChoices | None) -> RecipeOptions:
+    """The recipe options (as `with_recipe_options` hands them to a command) as SweepSettings fields; LoRA options
+    without --adapter lora are refused."""
+    if recipe is None:
+        raise TypeError("a command's recipe options come through with_recipe_options")
+    adapter, adapter_layers, targets = recipe["adapter"], recipe["adapter_layers"], recipe["targets"]
     lora_given = adapter_layers != "trainable" or targets is not None
     if adapter == "none" and lora_given:
         raise LayerprofError("--adapter-layers and --adapter-targets need --adapter lora")
@@ -211,14 +221,14 @@ def recipe_settings(
     if targets is not None and not names:
         raise LayerprofError(f"--adapter-targets {targets!r} names no module (give NAME,NAME, e.g. qkv,proj)")
     return {
-        "checkpointing": checkpointing,
+        "checkpointing": recipe["checkpointing"],
         "adapter": adapter,
         "adapter_layers": adapter_layers,
-        "adapter_rank": rank,
-        "adapter_alpha": alpha,
-        "adapter_dropout": dropout,
+        "adapter_rank": recipe["rank"],
+        "adapter_alpha": recipe["alpha"],
+        "adapter_dropout": recipe["dropout"],
         "adapter_targets": names,
-        "compile_mode": compile_mode if compile_model else "eager",
+        "compile_mode": recipe["compile_mode"] if recipe["compile_model"] else "eager",
     }
 
 
@@ -233,7 +243,7 @@ RecipesOption = Annotated[
     ),
 ]
 # --recipe's keys: the option's name -> (the SweepSettings field, its choices or its number type)
-RECIPE_KEYS: dict[str, tuple[str, Any]] = {
+RECIPE_KEYS: dict[str, tuple[str, tuple[str, ...] | type[int] | type[float]]] = {
     "optimizer": ("optimizer", OPTIMIZER_NAMES),
     "precision": ("precision", tuple(PRECISIONS)),
     "checkpointing": ("checkpointing", CHECKPOINTING_MODES),
@@ -245,16 +255,17 @@ RECIPE_KEYS: dict[str, tuple[str, Any]] = {
 }
 
 
-def parse_recipes(specs: list[str] | None) -> list[dict[str, Any]]:
+def parse_recipes(specs: list[str] | None) -> list[dict[str, object]]:
     """Each `--recipe KEY=VALUE,...` as the SweepSettings fields it changes; one clear line for a bad one."""
     recipes = []
     for spec in specs or ():
-        fields: dict[str, Any] = {}
+        fields: dict[str, object] = {}
         for part in filter(None, (piece.strip() for piece in spec.split(","))):
             key, equals, value = part.partition("=")
             if key not in RECIPE_KEYS or not equals:
-                raise LayerprofError(f"--recipe {spec!r}: {part!r} is not KEY=VALUE with KEY one of "
-                                     f"{', '.join(RECIPE_KEYS)}")  # fmt: skip
+                raise LayerprofError(
+                    f"--recipe {spec!r}: {part!r} is not KEY=VALUE with KEY one of {', '.join(RECIPE_KEYS)}"
+                )
             field, kind = RECIPE_KEYS[key]
             if isinstance(kind, tuple):
                 if value not in kind:
@@ -393,27 +404,35 @@ def check_one_output(as_json: bool, export: object | None, objective: str | None
     parse_objective(objective)
 
 
+class PricedArguments(TypedDict, total=False):
+    """`priced`'s keyword arguments of a library call."""
+
+    prices: PriceBook | None
+    gpu: GpuKind
+
+
 def priced(
-    prices: list[str] | None,
-    prices_file: Path | None,
-    gpu: str | None = None,
-    gpu_needed: bool = False,
-    deadline: str | None = None,
-) -> dict[str, Any]:
-    """The price book of --price and --prices (or LAYERPROF_PRICES), and --gpu's kind and --deadline's seconds
-    where given, as keyword arguments of the library call. With `gpu_needed` (ladder), prices without --gpu are
-    an input error: they would price nothing."""
+    prices: list[str] | None, prices_file: Path | None, gpu: str | None = None, gpu_needed: bool = False
+) -> PricedArguments:
+    """The price book of --price and --prices (or LAYERPROF_PRICES), and --gpu's kind where given, as keyword
+    arguments of the library call. With `gpu_needed` (ladder), prices without --gpu are an input error: they would
+    price nothing."""
     from layerprof.devices import gpu_kind
-    from layerprof.parsing import parse_duration, price_book
+    from layerprof.parsing import price_book
 
     if gpu_needed and (prices or prices_file) and gpu is None:
         raise LayerprofError("--price and --prices price each rung's trial on --gpu KIND; give --gpu too")
-    arguments: dict[str, Any] = {"prices": price_book(prices, prices_file) if gpu or not gpu_needed else None}
+    arguments: PricedArguments = {"prices": price_book(prices, prices_file) if gpu or not gpu_needed else None}
     if gpu is not None:
         arguments["gpu"] = gpu_kind(gpu)
-    if deadline is not None:
-        arguments["deadline_seconds"] = parse_duration(deadline)
     return arguments
+
+
+def deadline_seconds(deadline: str | None) -> float | None:
+    """--deadline in seconds, where given."""
+    from layerprof.parsing import parse_duration
+
+    return None if deadline is None else parse_duration(deadline)
 
 
 # ---------------------------------------------------------------- options of one command (or one meaning)

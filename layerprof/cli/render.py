@@ -12,10 +12,10 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 from layerprof.errors import LayerprofError, LayerprofWarning
 
 if TYPE_CHECKING:  # the printers' inputs, named for the type checker only: printing imports nothing heavy
-    from types import FrameType
+    from types import FrameType, TracebackType
 
     from rich.progress import Progress, Task
     from rich.status import Status
@@ -54,16 +54,17 @@ class _Deferred(type):
 
     real: tuple[str, str]
 
-    def _class(cls) -> Any:
+    def _class(cls) -> type:
         import importlib
 
         module, name = cls.real
-        return getattr(importlib.import_module(module), name)
+        real: type = getattr(importlib.import_module(module), name)
+        return real
 
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+    def __call__(cls, *args: object, **kwargs: object) -> object:
         return cls._class()(*args, **kwargs)
 
-    def __getattr__(cls, attribute: str) -> Any:
+    def __getattr__(cls, attribute: str) -> object:
         if attribute.startswith("__"):
             raise AttributeError(attribute)
         return getattr(cls._class(), attribute)
@@ -144,14 +145,22 @@ class OneLineUsageErrors(TyperGroup):
     """The command group: an option Typer itself refuses (unknown, out of range, not a choice) is one red line on
     stderr and exit 2, as every other input error is, instead of a usage box; `layerprof` alone still shows help."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # click's own signature
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: object,
+    ) -> object:
         """Run a command; in standalone mode (the console script, CliRunner) exit with its code."""
         click = sys.modules[typer.BadParameter.__module__]  # the click Typer runs on (its own copy since 0.24)
         shows_help = getattr(click, "NoArgsIsHelpError", ())
         for command in (self, *self.commands.values()):
             bare_flags(command)
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
+            result = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except shows_help as error:
             if not standalone_mode:
                 raise
@@ -326,8 +335,10 @@ class _Bar:
         self._progress.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:  # Rich's own signature: an exception's type, value and traceback
-        self._progress.__exit__(*exc)
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._progress.__exit__(kind, error, traceback)
 
 
 def time_left_text(deadline: float | None, now: float) -> str:

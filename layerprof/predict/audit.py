@@ -21,16 +21,18 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal, Protocol, TypedDict
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
+from torch.utils.hooks import RemovableHandle
 
 from layerprof.errors import LayerprofError
 from layerprof.measure.instruments import (
     LiveTensorTracker,
     OpRecorder,
+    detached,
     first_line,
     optimizer_state_bytes,
     optimizer_state_tensors,
@@ -58,6 +60,24 @@ FINDING_KINDS: dict[str, str] = {
 }
 DEFAULT_TOLERANCE = 0.01  # a finding fails when it costs more than this share of the step's peak memory or FLOPs
 TIMED_STEPS = 3
+
+
+Step = Callable[[nn.Module, object, torch.optim.Optimizer], object]  # the user's step(model, batch, optimizer)
+
+
+class Scheduler(Protocol):
+    """Anything the factory hands over as its scheduler: stepped after each optimizer step (a torch LR scheduler)."""
+
+    def step(self) -> object:
+        """Advance by one optimizer step."""
+
+
+class Cost(TypedDict):
+    """What fixing one finding saves: `Finding`'s cost fields."""
+
+    cost_bytes: int
+    cost_flops: int
+    cost_ms: float
 
 
 Measured = Callable[..., "StepCost"]  # the audit's step runner: (optimizer, batch, ..., in_eval) -> StepCost
@@ -147,7 +167,7 @@ class AuditReport:
         )
         return 1 if missed or any(finding.fails for finding in self.findings) else 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The JSON form (`--json`)."""
         data = asdict(self)
         for finding, out in zip(self.findings, data["findings"], strict=True):
@@ -170,14 +190,14 @@ class Setup:
     spec: str
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    batch: Any
-    step: Callable[[nn.Module, Any, torch.optim.Optimizer], Any]
-    loss: Callable[[nn.Module, Any], torch.Tensor] | None
-    scheduler: Any
+    batch: object  # what make_batch returned: handed to the step as it is
+    step: Step
+    loss: Callable[[nn.Module, object], torch.Tensor] | None
+    scheduler: Scheduler | None
     unwrap: tuple[str, ...]
 
 
-def load_setup(spec: str, overrides: dict[str, Any], batch_size: int, device: torch.device) -> Setup:
+def load_setup(spec: str, overrides: dict[str, str], batch_size: int, device: torch.device) -> Setup:
     """Call the factory FILE.py:FN or pkg.module:FN and check what it returns (docs/audit.md)."""
     from layerprof.sources.builders import call_factory
 
@@ -210,7 +230,7 @@ def load_setup(spec: str, overrides: dict[str, Any], batch_size: int, device: to
     if step is None:
         assert loss is not None
 
-        def step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer) -> None:
+        def step(model: nn.Module, batch: object, optimizer: torch.optim.Optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss(model, batch).backward()
             optimizer.step()
@@ -233,13 +253,13 @@ class Watch:
     warnings: list[str] = field(default_factory=list)
 
 
-def _carries_graph(value: Any) -> bool:
+def _carries_graph(value: object) -> bool:
     return any(isinstance(t, torch.Tensor) and t.requires_grad for t in tree_flatten(value)[0])
 
 
 @contextmanager
 def _watching(model: nn.Module, layers: Sequence[Layer], watch: Watch) -> Iterator[None]:
-    handles: list[Any] = []
+    handles: list[RemovableHandle] = []
     for param in model.parameters():
         if param.requires_grad:
             handles.append(param.register_post_accumulate_grad_hook(lambda p: watch.graded.add(id(p))))
@@ -251,7 +271,7 @@ def _watching(model: nn.Module, layers: Sequence[Layer], watch: Watch) -> Iterat
         module = model.get_submodule(layer.name)
         handles.append(module.register_forward_pre_hook(lambda _m, _a, name=layer.name: called(name)))
 
-        def on_output(_module: nn.Module, _args: Any, output: Any, name: str = layer.name) -> None:
+        def on_output(_module: nn.Module, _args: object, output: object, name: str = layer.name) -> None:
             if _carries_graph(output):
                 watch.graph_layers.add(name)
 
@@ -259,7 +279,7 @@ def _watching(model: nn.Module, layers: Sequence[Layer], watch: Watch) -> Iterat
     for name, module in model.named_modules():
         if _stateful_in_train(module):
 
-            def on_input(module: nn.Module, _args: Any, name: str = name) -> None:
+            def on_input(module: nn.Module, _args: object, name: str = name) -> None:
                 called(name)
                 if module.training:
                     watch.train_mode.add(name)
@@ -285,10 +305,10 @@ def _stateful_in_train(module: nn.Module) -> bool:
 def measure_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batch: Any,
-    step: Callable[[nn.Module, Any, torch.optim.Optimizer], Any],
+    batch: object,
+    step: Step,
     device: torch.device,
-    scheduler: Any = None,
+    scheduler: Scheduler | None = None,
 ) -> StepCost:
     """One warm-up step (the optimizer's state exists), one step under the tracker and the FLOP recorder
     (starting with no gradient held, as zero_grad(set_to_none=True) leaves it), then the median of a few timed
@@ -342,10 +362,6 @@ def optimizer_like(optimizer: torch.optim.Optimizer, params: Iterable[nn.Paramet
     return type(optimizer)([{**optimizer.param_groups[0], "params": list(params)}])  # type: ignore[call-arg]
 
 
-def _detached(value: Any) -> Any:
-    return tree_map(lambda v: v.detach() if isinstance(v, torch.Tensor) else v, value)
-
-
 @contextmanager
 def _flags(params: Sequence[nn.Parameter], requires_grad: bool) -> Iterator[None]:
     before = [(p, p.requires_grad) for p in params]
@@ -378,7 +394,7 @@ def _eval_modules(modules: Sequence[nn.Module]) -> Iterator[None]:
 
 @contextmanager
 def _cut_outputs(modules: Sequence[nn.Module]) -> Iterator[None]:
-    handles = [m.register_forward_hook(lambda _m, _a, out: _detached(out)) for m in modules]
+    handles = [m.register_forward_hook(lambda _m, _a, out: detached(out)) for m in modules]
     try:
         yield
     finally:
@@ -392,7 +408,7 @@ def _cut_outputs(modules: Sequence[nn.Module]) -> Iterator[None]:
 def audit(
     spec: str,
     batch_size: int = 8,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, str] | None = None,
     device: str | torch.device = "cpu",
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> AuditReport:
@@ -417,11 +433,11 @@ def audit(
         split = trace_split(model, setup.unwrap, run_forward)
     names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
     params = {id(p): p for p in model.parameters()}
-    in_optimizer: dict[int, dict[str, Any]] = {}
+    in_optimizer: dict[int, float] = {}  # each parameter the optimizer holds: its group's learning rate
     for group in optimizer.param_groups:
         for param in group["params"]:
-            in_optimizer[id(param)] = group
-    trained = {key for key, group in in_optimizer.items() if group["lr"] > 0 and params[key].requires_grad}
+            in_optimizer[id(param)] = group["lr"]
+    trained = {key for key, lr in in_optimizer.items() if lr > 0 and params[key].requires_grad}
     # the split, with every parameter not trained named frozen: layerprof's own freezing keeps them frozen
     layers = [
         replace(
@@ -438,8 +454,8 @@ def audit(
 
     def measured(
         opt: torch.optim.Optimizer | None = None,
-        the_batch: Any = None,
-        scheduler: Any = None,
+        the_batch: object = None,
+        scheduler: Scheduler | None = None,
         quiet: bool = True,
         in_eval: Sequence[nn.Module] = (),
     ) -> StepCost:
@@ -500,7 +516,7 @@ def _bottom_line(
     first: int,
     optimizer: torch.optim.Optimizer,
     trained: set[int],
-    batch: Any,
+    batch: object,
     as_written: StepCost,
     measured: Measured,
 ) -> BottomLine:
@@ -509,18 +525,18 @@ def _bottom_line(
     z = len(layers) - first
     frozen = freeze_layers(model, layers, z)  # `layers` name every parameter not trained as frozen
     try:
-        ideal = measured(rebuilt_optimizer(optimizer, lambda p: id(p) in trained), _detached(batch))
+        ideal = measured(rebuilt_optimizer(optimizer, lambda p: id(p) in trained), detached(batch))
     finally:
         frozen.remove()
     frozen = freeze_layers(model, [replace(layer, frozen_names=()) for layer in layers], len(layers))
     try:
-        full = measured(optimizer_like(optimizer, model.parameters()), _detached(batch))
+        full = measured(optimizer_like(optimizer, model.parameters()), detached(batch))
     finally:
         frozen.remove()
     return BottomLine(z, len(layers), full, as_written, ideal)
 
 
-def _difference(as_written: StepCost, fixed: StepCost) -> dict[str, Any]:
+def _difference(as_written: StepCost, fixed: StepCost) -> Cost:
     return {
         "cost_bytes": max(0, as_written.peak_bytes - fixed.peak_bytes),
         "cost_flops": max(0, as_written.flops - fixed.flops),
@@ -536,13 +552,13 @@ def _grad_without_optimizer(
     model: nn.Module,
     names: dict[int, str],
     params: dict[int, nn.Parameter],
-    in_optimizer: dict[int, dict[str, Any]],
+    in_optimizer: dict[int, float],
     watch: Watch,
     as_written: StepCost,
     measured: Measured,
 ) -> list[Finding]:
     """Parameters that require grad, and got one, but that no optimizer group trains (absent, or lr 0)."""
-    idle = [key for key in watch.graded if key not in in_optimizer or in_optimizer[key]["lr"] == 0]
+    idle = [key for key in watch.graded if key not in in_optimizer or in_optimizer[key] == 0]
     if not idle:
         return []
     where = sorted((names[key] for key in idle), key=list(names.values()).index)
@@ -608,7 +624,7 @@ def _backward_through_prefix(
     names: dict[int, str],
     params: dict[int, nn.Parameter],
     trained: set[int],
-    batch: Any,
+    batch: object,
     watch: Watch,
     as_written: StepCost,
     measured: Measured,
@@ -635,7 +651,7 @@ def _backward_through_prefix(
     if not causes:
         causes.append("a forward hook or the forward makes a prefix output require grad (enable_input_require_grads?)")
     with _cut_outputs([model.get_submodule(layer.name) for layer in prefix]):
-        fixed = measured(the_batch=_detached(batch))
+        fixed = measured(the_batch=detached(batch))
     return [
         Finding(
             "backward-through-frozen-prefix",
@@ -725,7 +741,7 @@ def _scattered(
     trains: Sequence[bool],
     optimizer: torch.optim.Optimizer,
     trained: set[int],
-    batch: Any,
+    batch: object,
     as_written: StepCost,
     measured: Measured,
 ) -> list[Finding]:
@@ -740,7 +756,7 @@ def _scattered(
     frozen = freeze_layers(model, whole, count)
     try:
         prefix = measured(
-            optimizer_like(optimizer, (p for p in model.parameters() if p.requires_grad)), _detached(batch)
+            optimizer_like(optimizer, (p for p in model.parameters() if p.requires_grad)), detached(batch)
         )
     finally:
         frozen.remove()

@@ -117,7 +117,7 @@ def measured_steps(profile: Profile, target: str) -> list[MeasuredStep]:
             row.step_time_ms,
             row.host_time_ms,
             numerics,
-        )  # fmt: skip
+        )
         for row in ok
         if row.key in traces and row.step_time_ms is not None
     ]

@@ -31,14 +31,13 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.utils._pytree import tree_flatten
 
 from layerprof.measure.cells import CellContext, CellRunner, new_row
-from layerprof.measure.instruments import LiveTensorTracker, StepTrace
+from layerprof.measure.instruments import LiveTensorTracker, OpCost, StepTrace
 from layerprof.profile import MEMORY_FIELDS, EstimateBasis, MemoryCategory, Row, SweepSettings
 from layerprof.sources.layers import Layer
 
@@ -61,20 +60,22 @@ PREDICTED_FIELDS = ("predicted_device_time_ms", "predicted_host_time_ms")
 MIN_COMPOSED_RUN = 5
 
 Trace = Callable[[int, int], Row]  # (batch size, z) -> a traced row
+Shapes = tuple[tuple[tuple[int, ...], str], ...]  # each tensor's shape and dtype, in pytree order
+LayerCall = tuple[Shapes, Shapes]  # one forward call of a layer: its inputs' and its outputs' shapes
 
 
 # ---------------------------------------------------------------- which z are alike
 
 
 @contextmanager
-def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator[list[list[Any]]]:
+def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator[list[list[LayerCall]]]:
     """While active, each layer's forward calls are recorded as (input shapes, output shapes, dtypes): run one
     step inside it to learn the shapes its signature needs."""
     modules = dict(model.named_modules())
-    calls: list[list[Any]] = [[] for _ in layers]
+    calls: list[list[LayerCall]] = [[] for _ in layers]
     handles = []
 
-    def described(value: Any) -> tuple[Any, ...]:
+    def described(value: object) -> Shapes:
         return tuple((tuple(t.shape), str(t.dtype)) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor))
 
     for index, layer in enumerate(layers):
@@ -82,7 +83,13 @@ def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator
         if module is None:
             continue
 
-        def hook(_module: torch.nn.Module, args: Any, kwargs: Any, output: Any, index: int = index) -> None:
+        def hook(
+            _module: torch.nn.Module,
+            args: tuple[object, ...],
+            kwargs: dict[str, object],
+            output: object,
+            index: int = index,
+        ) -> None:
             calls[index].append((described((args, kwargs)), described(output)))
 
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
@@ -93,7 +100,9 @@ def recorded_shapes(model: torch.nn.Module, layers: Sequence[Layer]) -> Iterator
             handle.remove()
 
 
-def layer_signatures(model: torch.nn.Module, layers: Sequence[Layer], calls: Sequence[Any]) -> list[Hashable]:
+def layer_signatures(
+    model: torch.nn.Module, layers: Sequence[Layer], calls: Sequence[Sequence[LayerCall]]
+) -> list[Hashable]:
     """What makes two layers cost the same when they join training: class, configuration (the module's repr),
     parameter shapes and dtypes, the shapes of every call, the parameters the model's own code froze. A layer with
     tied weights, or one whose shapes were not recorded, is alike to none."""
@@ -438,14 +447,17 @@ def trace_at_batch(traces: dict[tuple[int, int], StepTrace], z: int, batch_size:
                 continue
             share = (batch_size - first) / (second - first)
             ops = [
-                replace(x, flops=max(0, round(x.flops + (y.flops - x.flops) * share)),
-                        bytes_moved=max(0, round(x.bytes_moved + (y.bytes_moved - x.bytes_moved) * share)))
+                replace(
+                    x,
+                    flops=max(0, round(x.flops + (y.flops - x.flops) * share)),
+                    bytes_moved=max(0, round(x.bytes_moved + (y.bytes_moved - x.bytes_moved) * share)),
+                )
                 for x, y in zip(a.ops, b.ops, strict=True)
-            ]  # fmt: skip
+            ]
             return StepTrace(ops, a.module_calls)
     return None
 
 
-def _op_kind(op: Any) -> tuple[Any, ...]:
+def _op_kind(op: OpCost) -> tuple[object, ...]:
     """What must match for two traced operations to be the same one at two batch sizes."""
     return (op.name, op.op_class, op.phase, op.dtype, op.kernels)

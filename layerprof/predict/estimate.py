@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -51,6 +51,9 @@ from layerprof.predict.timemodel import TimeModel
 from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings
 from layerprof.sources.layers import Layer
 from layerprof.sources.models import LoadedModel, ModelOptions, build_fake
+
+if TYPE_CHECKING:
+    from layerprof.predict.compose import Timeline
 
 ESTIMATE_DEVICE = torch.device("cpu")  # the dispatch device of the fake tensors
 # what an ok row of an optimizer whose step cannot run on fake tensors says (layerprof.measure.optimizers)
@@ -87,7 +90,7 @@ def estimate_cell(
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
     primed: PrimedStates | None = None,
-    timelines: dict[tuple[int, int], Any] | None = None,
+    timelines: dict[tuple[int, int], Timeline] | None = None,
 ) -> tuple[Row, float]:
     """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
     predicted by `time_model` where given, its operations kept in `traces` where given (for calibration).
@@ -136,7 +139,7 @@ def estimate_cell(
 
 # a parameter's optimizer state, by the parameter's id, with the parameter itself: an id is reused once its object is
 # gone (LoRA's adapters are built anew per cell), so a state is reused only for the very same parameter
-PrimedStates = dict[int, tuple[torch.nn.Parameter, dict[str, Any]]]
+PrimedStates = dict[int, tuple[torch.nn.Parameter, dict[str, object]]]
 
 
 def prime_optimizer(
@@ -215,7 +218,7 @@ def estimate_model(
     settings: SweepSettings,
     *,
     observer: SweepObserver | None = None,
-    save: Callable[[Profile], Any] | None = None,
+    save: Callable[[Profile], object] | None = None,
     layers: Sequence[Layer] | None = None,
     order: tuple[str, str] | None = None,
     resume: Profile | None = None,

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from layerprof.devices import (
     CUDA_CONTEXT_RESERVE_BYTES,
@@ -34,6 +34,13 @@ from layerprof.predict.estimate import (
 from layerprof.predict.timemodel import TimeModel
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, split_without_memory
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from layerprof.predict.compose import BatchLine, LayerCall, Timeline
+
+ExactLine = tuple["BatchLine", int]  # a z's batch line and its cuBLAS workspace bytes
 
 
 @dataclass
@@ -67,7 +74,7 @@ class FitReport:
     time_model: str | None = None  # what the predicted step times stand on
     traces: int = 0  # fake-tensor steps the search ran
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The report as plain data, for `fit --json`."""
         return asdict(self)
 
@@ -115,9 +122,15 @@ def fit_model(
             f"is {lowest / 2**30:.2f} GiB (z={min(zs)}, context reserve included)"
         )
     return FitReport(
-        spec, search.settings.target or "cuda", memory_bytes, batch_size, results, search.smallest_batch,
-        search.time_model.label, len(search.needs),
-    )  # fmt: skip
+        spec,
+        search.settings.target or "cuda",
+        memory_bytes,
+        batch_size,
+        results,
+        search.smallest_batch,
+        search.time_model.label,
+        len(search.needs),
+    )
 
 
 # batch lines (the fit's need at any batch size from two traced ones) hold from this batch size up
@@ -146,11 +159,11 @@ class FitSearch:
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
         self.primed: PrimedStates = {}  # optimizer state per parameter (`prime_optimizer`)
-        self.timelines: dict[tuple[int, int], Any] = {}  # (batch, z) -> layerprof.predict.compose.Timeline
+        self.timelines: dict[tuple[int, int], Timeline] = {}  # (batch, z) -> its traced timeline
         self.workspace: dict[tuple[int, int], int] = {}  # (batch, z) -> the modelled cuBLAS workspaces
         self.replayed: dict[tuple[int, int], int | None] = {}  # (z, batch) -> its batch line's need
-        self.z_lines: dict[int, Any] = {}  # z -> its batch line and workspace (`line_of`)
-        self.signatures: list[Any] | None = None  # the layers' (layerprof.predict.compose.layer_signatures)
+        self.z_lines: dict[int, ExactLine | None] = {}  # z -> its batch line and workspace (`line_of`)
+        self.signatures: list[Hashable] | None = None  # the layers' (layerprof.predict.compose.layer_signatures)
         self.allocation_size = allocation_size_for(self.settings.target or "cuda")
         self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
 
@@ -160,14 +173,18 @@ class FitSearch:
         if key not in self.needs:
             from layerprof.predict.compose import layer_signatures, recorded_shapes
 
-            shapes: AbstractContextManager[list[list[Any]]] = (
+            shapes: AbstractContextManager[list[list[LayerCall]]] = (
                 recorded_shapes(self.loaded.model, self.layers) if self.signatures is None else nullcontext([])
             )
             with self.mode, shapes as calls:
                 row, _ = estimate_cell(
-                    self.context, batch_size, trainable_layers,
-                    traces=self.traces, primed=self.primed, timelines=self.timelines,
-                )  # fmt: skip
+                    self.context,
+                    batch_size,
+                    trainable_layers,
+                    traces=self.traces,
+                    primed=self.primed,
+                    timelines=self.timelines,
+                )
             if row.ok and self.signatures is None:
                 self.signatures = layer_signatures(self.loaded.model, self.layers, calls)
             self.workspace[key] = int(row.memory_workspace_bytes or 0)
@@ -210,8 +227,9 @@ class FitSearch:
             result.predicted_step_time_ms = self.time_model.predict(trace).step_ms
         return result
 
-    def _from_smallest(self, need: Callable[[int], int], known: dict[int, int], budget_bytes: int, limit: int
-                       ) -> int | None:  # fmt: skip
+    def _from_smallest(
+        self, need: Callable[[int], int], known: dict[int, int], budget_bytes: int, limit: int
+    ) -> int | None:
         """The search from the smallest batch (`known`) and 63 above it: the line through the two largest fitting
         batches while nothing fails, then secant steps (bisection where they stall) inside the bracket."""
         first = self.smallest_batch
@@ -368,7 +386,7 @@ class FitSearch:
                 last.append(results[z])
         return [results[z] for z in zs]
 
-    def batch_line(self, trainable_layers: int) -> Any:
+    def batch_line(self, trainable_layers: int) -> ExactLine | None:
         """The z's need at any batch size (`layerprof.predict.compose.BatchLine`) through its two largest traced batch
         sizes, checked to reproduce every other traced batch size of the z to the byte (one more is traced where
         there is none); None where it does not."""
@@ -380,8 +398,9 @@ class FitSearch:
             return None
         workspaces = {self.workspace[(b, trainable_layers)] for b in traced}
         b1, b2 = traced[-2:]
-        line = BatchLine.through((b1, self.timelines[(b1, trainable_layers)]),
-                                 (b2, self.timelines[(b2, trainable_layers)]))  # fmt: skip
+        line = BatchLine.through(
+            (b1, self.timelines[(b1, trainable_layers)]), (b2, self.timelines[(b2, trainable_layers)])
+        )
         if line is None or len(workspaces) != 1:
             return None
         others = traced[:-2]
@@ -400,7 +419,7 @@ class FitSearch:
                 return None
         return (line, workspace)
 
-    def line_of(self, trainable_layers: int, batch_size: int) -> Any:
+    def line_of(self, trainable_layers: int, batch_size: int) -> ExactLine | None:
         """The z's batch line and workspace (`batch_line`), its batches traced around `batch_size` where the z has
         fewer than two; None where there is no exact line."""
         if trainable_layers not in self.z_lines:
@@ -421,7 +440,7 @@ class FitSearch:
         if key not in self.replayed:
             line = self.line_of(trainable_layers, batch_size)
             peak = None if line is None else line[0].peak_bytes(batch_size, self.allocation_size)
-            self.replayed[key] = None if peak is None else peak + line[1] + self.reserve
+            self.replayed[key] = None if line is None or peak is None else peak + line[1] + self.reserve
         need = self.replayed[key]
         if need is None:
             raise _NotComposable
@@ -450,8 +469,9 @@ class FitSearch:
 
         known: dict[int, int] = {}
         try:
-            fits = self._search(need, known, max(self.smallest_batch, near or self.smallest_batch), budget_bytes,
-                                1 << 24)  # fmt: skip
+            fits = self._search(
+                need, known, max(self.smallest_batch, near or self.smallest_batch), budget_bytes, 1 << 24
+            )
         except _NotComposable:
             return None
         if fits is None:

@@ -52,12 +52,31 @@ def plan_estimate(
     resume = resumable_profile(path, new_profile(meta, layers, settings, environment), restart)
     order = (meta.order, meta.order_reason)
     return SweepJob(
-        spec, options, layers, settings, ESTIMATE_DEVICE, environment, path,
-        order=order, resume=resume, time_model=time_model, runner=run_estimate_job, process=process,
-    )  # fmt: skip
+        spec,
+        options,
+        layers,
+        settings,
+        ESTIMATE_DEVICE,
+        environment,
+        path,
+        order=order,
+        resume=resume,
+        time_model=time_model,
+        runner=run_estimate_job,
+        process=process,
+    )
 
 
 def run_estimate_job(job: SweepJob, observer: SweepObserver | None, save: Callable[[Profile], None]) -> Profile:
     """An estimate's runner, handed to its job by `plan_estimate`: every cell on fake tensors."""
-    return estimate_model(job.spec, job.options, job.settings, observer=observer, save=save, layers=job.layers,
-                          order=job.order, resume=job.resume, time_model=job.time_model)  # fmt: skip
+    return estimate_model(
+        job.spec,
+        job.options,
+        job.settings,
+        observer=observer,
+        save=save,
+        layers=job.layers,
+        order=job.order,
+        resume=job.resume,
+        time_model=job.time_model,
+    )

@@ -20,19 +20,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch.utils._pytree import tree_flatten
 
-from layerprof.measure.instruments import OpClass, OpRecorder, Phase, plain_tensors
+from layerprof.measure.instruments import OpClass, OpRecorder, Phase, detached, plain_tensors
 from layerprof.parsing import check_batch_size
-from layerprof.profile import SweepSettings
+from layerprof.profile import RecipeSettings, SweepSettings
 from layerprof.sources.layers import Layer
 from layerprof.sources.models import ModelOptions
+
+if TYPE_CHECKING:
+    from layerprof.measure.cells import Cell
 
 OUTSIDE = -1  # the index of the row for operations outside every layer (the loss, a model's glue code)
 
@@ -71,7 +74,7 @@ class LayerCostTable:
     recipe: str = ""  # the optimizer and, beyond plain training, the recipe (SweepSettings.recipe_text)
     checkpointing: bool = False  # --checkpointing trainable: recompute_flops counts each layer's forward again
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The table as plain data, with its schema's name and version."""
         return {"schema": "layerprof.layer-costs/1", **asdict(self)}
 
@@ -111,14 +114,14 @@ class LayerAttribution(OpRecorder):
         """The row of layer `index`; OUTSIDE's for operations of no layer."""
         return self.outside if index == OUTSIDE else self.costs[index]
 
-    def _enter(self, index: int) -> Any:
-        def hook(_module: torch.nn.Module, _args: Any) -> None:
+    def _enter(self, index: int) -> Callable[[torch.nn.Module, tuple[object, ...]], None]:
+        def hook(_module: torch.nn.Module, _args: tuple[object, ...]) -> None:
             self.forward_layer.append(index)
 
         return hook
 
-    def _leave(self, index: int) -> Any:
-        def hook(_module: torch.nn.Module, _args: Any, output: Any) -> Any:
+    def _leave(self, index: int) -> Callable[[torch.nn.Module, tuple[object, ...], object], None]:
+        def hook(_module: torch.nn.Module, _args: tuple[object, ...], output: object) -> None:
             self.forward_layer.pop()
             self.costs[index].output_bytes += sum(
                 t.numel() * t.element_size() for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)
@@ -159,11 +162,13 @@ class LayerAttribution(OpRecorder):
             cost.backward_input_flops += op.flops - weight
         return out
 
-    def _weight_flops(self, name: str, func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> int:
+    def _weight_flops(
+        self, name: str, func: torch._ops.OpOverload, args: Sequence[object], kwargs: dict[str, object], out: object
+    ) -> int:
         """The part of a backward operation's FLOPs that makes parameters' gradients."""
         if name == "convolution_backward":
             formula = self._formulas[func._overloadpacket]
-            mask = list(args[-1])
+            mask = list(cast(Sequence[bool], args[-1]))  # convolution_backward's output_mask
             weight_only = [False, mask[1], False]
             return int(formula(*args[:-1], weight_only, **kwargs, out_val=out))
         if self.ops[-1].op_class is not OpClass.GEMM:
@@ -185,7 +190,7 @@ def layer_costs(
     batch_size: int,
     precision: str = "32-true",
     target: str = "cuda",
-    recipe: dict[str, Any] | None = None,
+    recipe: RecipeSettings | None = None,
 ) -> LayerCostTable:
     """The per-layer costs of MODEL's full-training step at `batch_size`, on fake tensors (no memory, no GPU), under
     `recipe` (SweepSettings fields: the optimizer, adapters, checkpointing) where given."""
@@ -202,8 +207,9 @@ def layer_costs(
         layers = loaded.split()
         on_cuda = target == "cuda"
         context = CellContext(loaded, layers, settings, ESTIMATE_DEVICE)
-        with prepared_cell(context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda,
-                           with_scaler=False) as cell:  # fmt: skip
+        with prepared_cell(
+            context, batch_size, len(layers), foreach=on_cuda, cuda_autocast_on_cpu=on_cuda, with_scaler=False
+        ) as cell:
             assert cell.optimizer is not None  # a cell that trains every layer has an optimizer
             # the layers as the recipe left them: a Linear layer under LoRA is PEFT's wrapper around it now
             modules = dict(loaded.model.named_modules())
@@ -236,17 +242,17 @@ def layer_costs(
     return LayerCostTable(spec, batch_size, precision, target, costs, recipe_text, checkpointing)
 
 
-def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[int]:
+def _own_backward_flops(cell: Cell, modules: Sequence[torch.nn.Module]) -> list[int]:
     """Each layer's backward FLOPs without the gradient it passes down: a forward with every layer's inputs
     detached (so that no layer asks for its input's gradient), then each layer's backward on its own."""
     outputs: list[list[torch.Tensor]] = [[] for _ in modules]
 
-    def keep(index: int, output: Any) -> Any:
+    def keep(index: int, output: object) -> object:
         """Record the layer's outputs and hand the model clones, so that an in-place operation after the layer (a
         residual `out += identity`) cannot graft other layers' graphs onto them."""
         from torch.utils._pytree import tree_map
 
-        def swap(value: Any) -> Any:
+        def swap(value: object) -> object:
             if isinstance(value, torch.Tensor) and value.requires_grad:
                 outputs[index].append(value)
                 return value.clone()
@@ -258,7 +264,7 @@ def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[i
     for index, module in enumerate(modules):
         handles.append(
             module.register_forward_pre_hook(
-                lambda _m, args, kwargs: (_detached(args), _detached(kwargs)), with_kwargs=True
+                lambda _m, args, kwargs: (detached(args), detached(kwargs)), with_kwargs=True
             )
         )
         handles.append(module.register_forward_hook(lambda _m, _args, output, index=index: keep(index, output)))
@@ -276,12 +282,6 @@ def _own_backward_flops(cell: Any, modules: Sequence[torch.nn.Module]) -> list[i
                 torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
         own.append(sum(op.flops for op in recorder.ops if op.phase is not Phase.RECOMPUTE))
     return own
-
-
-def _detached(value: Any) -> Any:
-    from torch.utils._pytree import tree_map
-
-    return tree_map(lambda v: v.detach() if isinstance(v, torch.Tensor) else v, value)
 
 
 def _trainable_bytes(

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
@@ -35,7 +35,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 from layerprof.devices import GpuKind
 from layerprof.errors import LayerprofError
 from layerprof.measure.instruments import OpClass, Phase, StepTrace
-from layerprof.profile import Profile
+from layerprof.profile import JsonDict, Profile
 
 # ---------------------------------------------------------------- devices
 
@@ -166,7 +166,7 @@ def _cpu_name() -> str:
     return cpu_name() or "cpu"
 
 
-def _read_cache(cache: Path) -> dict[str, Any]:
+def _read_cache(cache: Path) -> JsonDict:
     try:
         data = json.loads(cache.read_text())
         return data if isinstance(data, dict) else {}
@@ -392,7 +392,7 @@ class Numerics:
         return cls(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
     @classmethod
-    def of(cls, recorded: dict[str, Any]) -> Numerics:
+    def of(cls, recorded: JsonDict) -> Numerics:
         """From a profile's recorded numeric settings (`environment.numerics`)."""
         defaults = cls()
         return cls(
@@ -411,6 +411,15 @@ class StepPrediction:
     host_bound: bool  # GPUs: the host is the slower of the two
 
 
+class Residual(TypedDict):
+    """A calibration's fit on one measured cell."""
+
+    cell: str
+    measured_ms: float
+    predicted_ms: float
+    error: float  # predicted / measured - 1
+
+
 @dataclass
 class TimeModel:
     """A device's peaks and the constants: everything needed to turn a traced step into time."""
@@ -418,7 +427,7 @@ class TimeModel:
     peaks: DevicePeaks
     constants: TimeConstants
     numerics: Numerics = field(default_factory=Numerics)
-    residuals: list[dict[str, Any]] = field(default_factory=list)  # a calibration's fit, per measured cell
+    residuals: list[Residual] = field(default_factory=list)  # a calibration's fit, per measured cell
 
     @classmethod
     def default(cls, peaks: DevicePeaks, numerics: Numerics | None = None) -> TimeModel:
@@ -436,7 +445,7 @@ class TimeModel:
         how = "calibrated" if self.calibrated else "default constants"
         return f"predicted for {self.peaks.name} ({how})"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The JSON form, as a profile's `time_model` holds it."""
         return {
             "peaks": asdict(self.peaks),
@@ -446,7 +455,7 @@ class TimeModel:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "time model") -> TimeModel:
+    def from_dict(cls, data: JsonDict, source: str = "time model") -> TimeModel:
         """From its JSON form; LayerprofError naming `source` where parts are missing or unknown."""
         try:
             peaks = DevicePeaks(**data["peaks"])
@@ -569,7 +578,7 @@ def _dispatched(trace: StepTrace, phase: Phase) -> int:
     return trace.dispatched(phase) + extra
 
 
-def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, Any]:
+def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, torch.Tensor]:
     """A step's kernels and the host's work as arrays, for a differentiable prediction of its time."""
     launched = [op for op in trace.ops if op.kernels]
 
@@ -590,7 +599,7 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
     }
 
 
-def _log_times(a: dict[str, Any], theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _log_times(a: dict[str, torch.Tensor], theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log(device ms), log(host ms) of one step under the constants exp(theta) (in the order of FITTED)."""
     efficiency = torch.exp(theta).clamp(max=1.0)  # only the efficiencies' places are read
     compute = torch.where(a["compute_bound"], a["flops"] / (a["peak"] * efficiency[a["compute"]]), 0.0)
