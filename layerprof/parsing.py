@@ -361,8 +361,8 @@ def _describe(annotation: object) -> str:
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
-def parse_value(raw: str) -> object:
-    """A --set value read as bool, None, int or float where it looks like one, else kept as text (a str)."""
+def parse_value(raw: str) -> bool | int | float | str | None:
+    """A --set value read as bool, None, int or float where it looks like one, else kept as text."""
     lowered = raw.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
