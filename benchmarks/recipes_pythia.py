@@ -1,7 +1,7 @@
 """pythia-1.4b (T = 2048) on an H100 under every recipe, beside accelerate's and DeepSpeed's estimators.
 
     .venv/bin/python benchmarks/recipes_pythia.py ours                 # layerprof estimate per recipe (slow: traces)
-    .venv/bin/python benchmarks/recipes_pythia.py fit                  # layerprof fit --gpu H100 --recipe ... (slower)
+    .venv/bin/python benchmarks/recipes_pythia.py fit                  # layerprof fit --gpu H100 per recipe (slower)
     .venv/bin/python benchmarks/recipes_pythia.py accelerate           # accelerate's estimate-memory, for real
     DS_PYTHON=/path/to/python-with-deepspeed \\
         .venv/bin/python benchmarks/recipes_pythia.py deepspeed        # DeepSpeed's ZeRO-2 estimator, for real
@@ -9,7 +9,8 @@
 
 `ours` writes one estimate per recipe (`layerprof estimate pythia-1.4b --seq-len 2048 --gpu H100 --precision
 bf16-mixed --batch-sizes 1 --layers 1,27` with the recipe's options) into OUT (benchmarks/results/recipes-pythia/);
-`fit` writes fit.json, the largest batch on the H100 per recipe and z (one `fit --recipe ...` over every recipe).
+`fit` writes fit-<recipe>.json, the largest batch on the H100 per z under each recipe (`layerprof fit` with the
+recipe's options), with the seconds it took.
 `accelerate` and `deepspeed` write their figures as JSON beside them; `table` reads them all.
 
 No model hub is reachable here: accelerate's `create_empty_model` asks the hub for the repository's metadata
@@ -27,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "results" / "recipes-pythia"
@@ -42,10 +44,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "LoRA r=8 + checkpointing": {"adapter": "lora", "checkpointing": "trainable"},
 }
 
-# The recipes `fit` runs: those whose fit composes every z from a few traces (no checkpointing, no adapters). With
-# checkpointing or adapters each z is searched on traces of its own: about an hour here (a 2-core machine shared by
-# six), so those rows' largest batch is left to a rerun with FITTED = tuple(RECIPES) on a quieter machine.
-FITTED = ("AdamW", "8-bit AdamW")
+# The recipes `fit` runs: every one (each a file of its own, fit-<recipe>.json)
+FITTED = tuple(RECIPES)
 
 # EleutherAI/pythia-1.4b's published config.json (the fields that shape the model)
 PYTHIA_1_4B = {
@@ -95,22 +95,34 @@ def ours() -> None:
 
 
 def fit() -> None:
-    """`fit pythia-1.4b --seq-len 2048 --precision bf16-mixed --gpu H100 --layers 1,27 --recipe
-    optimizer=adamw8bit`: the largest batch at each z of the FITTED recipes."""
+    """`fit pythia-1.4b --seq-len 2048 --precision bf16-mixed --gpu H100 --layers 1,27` under each recipe of FITTED:
+    the largest batch at each z, one file per recipe (written as it finishes: a rerun skips what exists); a z the
+    recipe cannot build (LoRA at z = 1) is a row with its reason."""
     from layerprof.devices import gpu_kind
-    from layerprof.fidelity.recipes import fit_recipes
     from layerprof.parsing import LayerSelection
+    from layerprof.predict.fit import fit_model
     from layerprof.profile import SweepSettings
     from layerprof.sources.models import ModelOptions
 
     h100 = gpu_kind("H100")
     base = SweepSettings((1,), ZS, precision="bf16-mixed", mode="estimate", target="cuda", target_gpu=h100.name)
-    variants = [RECIPES[name] for name in FITTED[1:]]
     selection = LayerSelection(",".join(map(str, ZS)))
-    result = fit_recipes("pythia-1.4b", ModelOptions(seq_len=2048), base, variants, h100.memory_mib * 2**20, selection)
-    path = OUT / "fit.json"
-    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    print(f"wrote {path}", flush=True)
+    for recipe in FITTED:
+        path = OUT / fit_file_name(recipe)
+        if path.exists():
+            continue
+        settings = SweepSettings(**{**asdict_settings(base), **RECIPES[recipe]})  # type: ignore[arg-type]
+        started = time.monotonic()
+        result = fit_model("pythia-1.4b", ModelOptions(seq_len=2048), settings, h100.memory_mib * 2**20, selection,
+                           keep_failures=True)  # fmt: skip
+        data = {"recipe": recipe, "seconds": round(time.monotonic() - started), **result.to_dict()}
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"wrote {path} ({data['seconds']} s, {result.traces} traces)", flush=True)
+
+
+def fit_file_name(recipe: str) -> str:
+    """The fit's file for a recipe."""
+    return "fit-" + file_name(recipe)
 
 
 def asdict_settings(settings: object) -> dict[str, object]:
@@ -202,7 +214,6 @@ def table() -> None:
     accelerate's and DeepSpeed's figures."""
     from layerprof.profile import load_profile
 
-    fit = json.loads((OUT / "fit.json").read_text()) if (OUT / "fit.json").exists() else None
     print("| recipe (bf16-mixed) | z | trains | peak GiB, B=1 | weights+grads+optimizer GiB | activations' peak GiB, "
           "B=1 | largest batch on H100 |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -219,10 +230,10 @@ def table() -> None:
                 print(f"| {recipe} | {z} | {why} | | | | |")
                 continue
             largest = "—"
-            choice = next((c for c in fit["choices"] if c["trainable_layers"] == z), None) if fit else None
-            if fit is not None and choice is not None:  # fit's JSON lists the recipes in FITTED's order
-                fitted = {name: fit["fits"][position]["recipe"] for position, name in enumerate(FITTED)}
-                largest = str(choice["largest_batch_sizes"].get(fitted.get(recipe, ""), "—"))
+            fitted = OUT / fit_file_name(recipe)
+            if fitted.exists():
+                results = json.loads(fitted.read_text())["results"]
+                largest = next((str(r["largest_batch_size"]) for r in results if r["trainable_layers"] == z), "—")
             state = sum(getattr(row, f"memory_{c}_bytes") or 0 for c in ("parameters", "gradients", "optimizer_state"))
             print(f"| {recipe} | {z} | {row.trainable_params:,} | {row.peak_memory_bytes / GIB:.2f} | "
                   f"{state / GIB:.2f} | {(row.peak_activations_bytes or 0) / GIB:.2f} | {largest} |")  # fmt: skip

@@ -10,8 +10,12 @@ compares the answers; nothing here measures or traces on its own.
   predicted step time where every recipe has one, else FLOPs with any recompute). Without a GPU memory (`--gpu`,
   `--gpu-memory`, a measured CUDA profile) the smaller need wins, which is the same order on any GPU.
 - `plan` over profiles of several recipes: one plan per recipe (its profiles grouped by recipe), the recipe whose
-  successive halving over the ladder ends soonest (then the fewest GPU-hours) chosen.
+  successive halving over the ladder ends soonest (then the fewest GPU-hours) chosen; with a deadline, every
+  recipe's cheapest cluster per algorithm, the cheapest of all marked.
 - `fit` over several recipes: one fit per recipe, and per z the recipe with the largest batch.
+
+A recipe, or a z of one, without an answer (a cell it cannot build, a rung its profile lacks, a plan that cannot be
+made) is a `RecipeFailure` with its reason, and the others answer: an error only where nothing answers.
 
 A recipe with adapters trains other parameters than full training does: the rung it wins is a different fidelity
 whose rank correlation with the reference is worth measuring (`layerprof correlate`); checkpointing, the optimizer's
@@ -30,7 +34,7 @@ from layerprof.fidelity.ladder import Ladder, build_ladder, default_cost, ladder
 from layerprof.profile import RECIPE_SETTINGS, Profile, SweepSettings, load_profile
 
 if TYPE_CHECKING:
-    from layerprof.fidelity.plan import ClusterPlan
+    from layerprof.fidelity.plan import ClusterPlan, DeadlineAnswer
     from layerprof.predict.fit import FitReport
 
 RECIPES_SCHEMA = "layerprof.recipes/1"
@@ -59,6 +63,17 @@ def by_recipe(profiles: Sequence[Profile]) -> list[list[Profile]]:
     for profile in profiles:
         groups.setdefault(recipe_key(profile.settings), []).append(profile)
     return list(groups.values())
+
+
+@dataclass
+class RecipeFailure:
+    """A recipe, or one z of it, that has no answer (a rung of a ladder, a plan, a fit), and why: its cell cannot be
+    built, traced or fitted, or its profile has none."""
+
+    recipe: str  # SweepSettings.recipe_label
+    name: str  # how the command was given it: a profile's path, "options" or a --recipe as given
+    trainable_layers: int | None  # None: the whole recipe (every z)
+    reason: str
 
 
 # ---------------------------------------------------------------- ladder
@@ -103,6 +118,7 @@ class RecipeLadder:
     most_trials: str  # the recipe that fits the most trials per GPU, over the rungs together
     ladder: Ladder  # the reference recipe's own ladder
     notes: list[str] = field(default_factory=list)
+    failures: list[RecipeFailure] = field(default_factory=list)  # each (recipe, rung's z) not offered, and why
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, with its schema."""
@@ -168,12 +184,13 @@ def recipe_ladder(named: Sequence[tuple[str, Profile]], **options: Any) -> Recip
         rungs.append(RecipeRung(rung.budget_index, rung.trainable_layers, by_z[rung.trainable_layers], best.recipe,
                                 reason))  # fmt: skip
     recipes = [profile.settings.recipe_label for profile in profiles]
-    notes = [
-        f"{name} has no successful cell at batch {ladder.batch_size} for z={z}: not offered at that rung"
+    failures = [
+        RecipeFailure(profile.settings.recipe_label, name, z, _no_cell(profile, ladder.batch_size, z))
         for name, profile in named
         for z in by_z
         if not any(option.recipe == profile.settings.recipe_label for option in by_z[z])
     ]
+    notes: list[str] = []
     if any(profile.settings.adapter != reference.settings.adapter for profile in profiles):
         notes.append(
             "adapters train other parameters than full training: a rung given to another adapter setting is another "
@@ -191,7 +208,20 @@ def recipe_ladder(named: Sequence[tuple[str, Profile]], **options: Any) -> Recip
         most_trials=_most_trials(recipes, rungs),
         ladder=ladder,
         notes=notes,
+        failures=failures,
     )
+
+
+def _no_cell(profile: Profile, batch_size: int, z: int) -> str:
+    """Why a profile offers no cell at a rung: the cell's own failure, or what the profile lacks."""
+    rows = {row.trainable_layers: row for row in profile.rows if row.batch_size == batch_size}
+    full = rows.get(profile.layer_count)
+    if full is None or not full.ok:
+        return f"no successful full-training cell (z={profile.layer_count}) at batch {batch_size}: its ladder needs one"
+    row = rows.get(z)
+    if row is None:
+        return f"no cell at batch {batch_size}, z={z} in the profile"
+    return f"the cell failed ({row.status}): {row.message or 'no message'}"
 
 
 def _most_trials(recipes: Sequence[str], rungs: Sequence[RecipeRung]) -> str:
@@ -235,6 +265,20 @@ class RecipePlanSummary:
 
 
 @dataclass
+class RecipeDeadline:
+    """`plan --deadline` for one recipe and algorithm: the cheapest cluster that meets the deadline (the recipe's own
+    plan's `DeadlineAnswer`), and whether it is the cheapest of every recipe and algorithm."""
+
+    recipe: str
+    answer: DeadlineAnswer
+    cheapest: bool = False  # the lowest dollars held of every answer that meets the deadline (then the soonest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the answer's fields beside the recipe."""
+        return {"recipe": self.recipe, **asdict(self.answer), "cheapest": self.cheapest}
+
+
+@dataclass
 class RecipePlan:
     """`plan` over profiles of several recipes of one model: a plan per recipe and the one that ends soonest."""
 
@@ -243,14 +287,23 @@ class RecipePlan:
     chosen: str  # the recipe whose successive halving over the ladder ends soonest, then uses fewest GPU-hours
     most_trials: str  # the recipe whose GPUs hold the most trials at once over the rungs together
     plans: list[ClusterPlan]
+    deadlines: list[RecipeDeadline] = field(default_factory=list)  # with --deadline: per recipe and algorithm
+    failures: list[RecipeFailure] = field(default_factory=list)  # each recipe that has no plan, and why
 
     @property
     def best(self) -> ClusterPlan:
         """The chosen recipe's plan."""
         return next(plan for plan in self.plans if plan.recipe == self.chosen)
 
+    @property
+    def cheapest_deadline(self) -> RecipeDeadline | None:
+        """The deadline's cheapest answer over every recipe and algorithm (None: no deadline, or none meets it)."""
+        return next((deadline for deadline in self.deadlines if deadline.cheapest), None)
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form, with its schema: the summaries and every recipe's whole plan."""
+        """The JSON form, with its schema: the summaries, the deadline's answers, the failures and every recipe's
+        whole plan."""
+        cheapest = self.cheapest_deadline
         return {
             "schema": RECIPES_SCHEMA,
             "decision": "plan",
@@ -258,13 +311,20 @@ class RecipePlan:
             "chosen": self.chosen,
             "most_trials": self.most_trials,
             "recipes": [asdict(summary) for summary in self.recipes],
+            "deadlines": [deadline.to_dict() for deadline in self.deadlines],
+            "deadline_cheapest": None if cheapest is None else {"recipe": cheapest.recipe,
+                                                                "algorithm": cheapest.answer.algorithm},
+            "failures": [asdict(failure) for failure in self.failures],
             "plans": [plan.to_dict() for plan in self.plans],
-        }
+        }  # fmt: skip
 
 
 def plan_recipes(profiles: Sequence[Profile], inventory: Sequence[Any], **options: Any) -> Any:
     """`plan`'s answer: the plan of one recipe's profiles (`plan_cluster`), or over several recipes of one model a
-    plan per recipe (`options` for each) and the `RecipePlan` comparing them."""
+    plan per recipe (`options` for each) and the `RecipePlan` comparing them; with a deadline, each recipe's
+    cheapest cluster per algorithm and the cheapest of all marked. A recipe that cannot be planned (a rung its
+    profiles lack, a trial no GPU holds) is a failure with its reason and the others answer; an error only when no
+    recipe can be planned."""
     from layerprof.fidelity.plan import plan_cluster
 
     if not profiles:
@@ -272,7 +332,15 @@ def plan_recipes(profiles: Sequence[Profile], inventory: Sequence[Any], **option
     groups = by_recipe(profiles)
     if len(groups) == 1:
         return plan_cluster(profiles, inventory, **options)
-    plans = [plan_cluster(group, inventory, **options) for group in groups]
+    plans, failures = [], []
+    for group in groups:
+        label = group[0].settings.recipe_label
+        try:
+            plans.append(plan_cluster(group, inventory, **options))
+        except LayerprofError as error:
+            failures.append(RecipeFailure(label, label, None, str(error)))
+    if not plans:
+        raise nothing_answered("no recipe can be planned", failures)
     summaries = []
     for plan in plans:
         ladder = plan.schedule("ladder", "successive halving")
@@ -281,7 +349,22 @@ def plan_recipes(profiles: Sequence[Profile], inventory: Sequence[Any], **option
                                            ladder.usd))  # fmt: skip
     chosen = min(summaries, key=lambda s: (s.makespan_seconds, s.gpu_hours))
     most_trials = max(summaries, key=lambda s: sum(s.trials_per_gpu))
-    return RecipePlan(plans[0].model, summaries, chosen.recipe, most_trials.recipe, plans)
+    deadlines = [RecipeDeadline(plan.recipe, answer) for plan in plans for answer in plan.deadlines]
+    met = [deadline for deadline in deadlines if deadline.answer.met]
+    if met:
+        cheapest = min(met, key=lambda d: (d.answer.usd_held or 0.0, d.answer.makespan_seconds or 0.0,
+                                           sum(item["count"] for item in d.answer.gpus)))  # fmt: skip
+        cheapest.cheapest = True
+    return RecipePlan(plans[0].model, summaries, chosen.recipe, most_trials.recipe, plans, deadlines, failures)
+
+
+def nothing_answered(what: str, failures: Sequence[RecipeFailure]) -> LayerprofError:
+    """The one-line error where no recipe answers: the reason itself where every recipe failed for the same one
+    (an input error), else each recipe's."""
+    reasons = [failure.reason for failure in failures]
+    if len(set(reasons)) == 1:
+        return LayerprofError(reasons[0])
+    return LayerprofError(f"{what} ({'; '.join(f'{f.name}: {f.reason}' for f in failures)})")
 
 
 def chosen_plan(result: Any) -> ClusterPlan:
@@ -298,7 +381,7 @@ class RecipeFitChoice:
 
     trainable_layers: int
     largest_batch_sizes: dict[str, int]  # recipe label -> largest batch (0: not even the smallest fits)
-    chosen: str
+    chosen: str | None  # None: no recipe answers at this z
 
 
 @dataclass
@@ -311,10 +394,11 @@ class RecipeFit:
     names: list[str]  # short names: "options" (the command's own recipe), then each --recipe as given
     choices: list[RecipeFitChoice]
     most_trials: str  # the recipe with the largest batches over every z together (most samples per GPU)
-    fits: list[FitReport]
+    fits: list[FitReport | None]  # per recipe, in `recipes`' order; None: the recipe failed as a whole
+    failures: list[RecipeFailure] = field(default_factory=list)  # each recipe or (recipe, z) without an answer
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form, with its schema: the choices and every recipe's whole fit."""
+        """The JSON form, with its schema: the choices, the failures and every recipe's whole fit."""
         return {
             "schema": RECIPES_SCHEMA,
             "decision": "fit",
@@ -324,8 +408,15 @@ class RecipeFit:
             "names": self.names,
             "most_trials": self.most_trials,
             "choices": [asdict(choice) for choice in self.choices],
-            "fits": [{"recipe": recipe, **fit.to_dict()} for recipe, fit in zip(self.recipes, self.fits, strict=True)],
+            "failures": [asdict(failure) for failure in self.failures],
+            "fits": [
+                {"recipe": recipe, **(fit.to_dict() if fit is not None else {"error": self._whole_failure(recipe)})}
+                for recipe, fit in zip(self.recipes, self.fits, strict=True)
+            ],
         }
+
+    def _whole_failure(self, recipe: str) -> str:
+        return next(f.reason for f in self.failures if f.recipe == recipe and f.trainable_layers is None)
 
 
 def fit_recipes(
@@ -333,33 +424,47 @@ def fit_recipes(
 ) -> Any:
     """`fit`'s answer: `fit_model(spec, options, settings, *args, **kwargs)` alone without `variants`; with them,
     one fit per recipe — the settings' own first, then each variant's fields over them — and the `RecipeFit`
-    comparing them."""
+    comparing them. A recipe, or a z of one, that cannot be built or fitted (LoRA at a z whose layers hold no
+    target module) is a failure with its reason and the others answer; an error only when nothing answers."""
     from layerprof.predict.fit import fit_model
 
-    def fit(recipe: SweepSettings) -> FitReport:
-        return fit_model(spec, options, recipe, *args, **kwargs)
-
     if not variants:
-        return fit(settings)
+        return fit_model(spec, options, settings, *args, **kwargs)
     recipes = [settings, *(SweepSettings(**{**asdict_settings(settings), **variant}) for variant in variants)]
     labels = [recipe.recipe_label for recipe in recipes]
     if len(set(labels)) < len(labels):
         twice = next(label for label in labels if labels.count(label) > 1)
         raise LayerprofError(f"--recipe names one recipe twice ({twice}); give each recipe once")
-    fits = [fit(recipe) for recipe in recipes]
+    names = ["options", *(",".join(f"{key}={value}" for key, value in variant.items()) for variant in variants)]
+    fits: list[FitReport | None] = []
+    failures: list[RecipeFailure] = []
+    kwargs["keep_failures"] = True  # a z a recipe cannot build is a failure of its own
+    for recipe, label, name in zip(recipes, labels, names, strict=True):
+        try:
+            report = fit_model(spec, options, recipe, *args, **kwargs)
+        except LayerprofError as error:
+            fits.append(None)
+            failures.append(RecipeFailure(label, name, None, str(error)))
+            continue
+        fits.append(report)
+        failures += [RecipeFailure(label, name, r.trainable_layers, r.error) for r in report.results if r.error]
+    answered = [(label, fit) for label, fit in zip(labels, fits, strict=True) if fit is not None]
+    if not answered:
+        raise nothing_answered("no recipe can be fitted", failures)
     choices = []
-    zs = sorted({result.trainable_layers for report in fits for result in report.results})
+    zs = sorted({result.trainable_layers for _, report in answered for result in report.results})
     for z in zs:
         batches = {
             label: result.largest_batch_size
-            for label, report in zip(labels, fits, strict=True)
+            for label, report in answered
             for result in report.results
-            if result.trainable_layers == z
+            if result.trainable_layers == z and result.error is None
         }
-        choices.append(RecipeFitChoice(z, batches, max(batches, key=lambda label: batches[label])))
+        chosen = max(batches, key=lambda label: batches[label]) if batches else None
+        choices.append(RecipeFitChoice(z, batches, chosen))
     most = max(labels, key=lambda label: sum(choice.largest_batch_sizes.get(label, 0) for choice in choices))
-    names = ["options", *(",".join(f"{key}={value}" for key, value in variant.items()) for variant in variants)]
-    return RecipeFit(fits[0].model, fits[0].memory_bytes, labels, names, choices, most, fits)
+    model, memory = answered[0][1].model, answered[0][1].memory_bytes
+    return RecipeFit(model, memory, labels, names, choices, most, fits, failures)
 
 
 def asdict_settings(settings: SweepSettings) -> dict[str, Any]:

@@ -3,12 +3,13 @@ plan in a line, each z's largest batch per recipe; as `TableView`s, for a termin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from layerprof.outputs.tables import TableView, dollars
+from layerprof.outputs.tables import PLAN_DEADLINE_HEADERS, TableView, dollars, plan_deadline_rows
 
 if TYPE_CHECKING:
-    from layerprof.fidelity.recipes import RecipeFit, RecipeLadder, RecipePlan
+    from layerprof.fidelity.recipes import RecipeFailure, RecipeFit, RecipeFitChoice, RecipeLadder, RecipePlan
 
 MIB = 2**20
 
@@ -48,11 +49,24 @@ def ladder_tables(result: RecipeLadder) -> Tables:
     return [
         (title, ["budget", "z", "given by", "why"], chosen),
         (f"every recipe at each rung (* gives it) · most trials per GPU: {result.most_trials}", headers, rows),
+        *failure_tables(result.failures),
     ]
 
 
+def failure_tables(failures: Sequence[RecipeFailure]) -> Tables:
+    """Each recipe, or (recipe, z), without an answer: a row each with its reason (none where all answered)."""
+    if not failures:
+        return []
+    rows = [
+        [failure.name, "every z" if failure.trainable_layers is None else str(failure.trainable_layers), failure.reason]
+        for failure in failures
+    ]
+    return [("no answer: these recipes or z could not be built, fitted or placed", ["recipe", "z", "why"], rows)]
+
+
 def plan_tables(result: RecipePlan) -> Tables:
-    """A `RecipePlan`: each recipe's rungs, trials per GPU, makespan, GPU-hours and dollars."""
+    """A `RecipePlan`: each recipe's rungs, trials per GPU, makespan, GPU-hours and dollars; with a deadline, each
+    recipe's cheapest cluster per algorithm; each recipe without a plan and why."""
     headers = ["recipe", "rungs (z)", "trials per GPU", "makespan", "GPU-hours", "$"]
     rows = [
         [
@@ -69,18 +83,41 @@ def plan_tables(result: RecipePlan) -> Tables:
         f"plans across recipes · {result.model} · successive halving over each recipe's ladder (* ends "
         f"soonest) · most trials per GPU: {result.most_trials}"
     )
-    return [(title, headers, rows)]
+    return [(title, headers, rows), *deadline_tables(result), *failure_tables(result.failures)]
+
+
+def deadline_tables(result: RecipePlan) -> Tables:
+    """A `RecipePlan` with a deadline: per recipe and algorithm the cheapest cluster that meets it (the rows of
+    `plan --deadline` for each recipe's plan), the cheapest of all marked."""
+    if not result.deadlines:
+        return []
+    rows = []
+    for plan in result.plans:
+        marks = [" *" if deadline.cheapest else "" for deadline in result.deadlines if deadline.recipe == plan.recipe]
+        rows += [[plan.recipe + mark, *row] for mark, row in zip(marks, plan_deadline_rows(plan), strict=True)]
+    cheapest = result.cheapest_deadline
+    best = "none meets it" if cheapest is None else f"{cheapest.recipe}, {cheapest.answer.algorithm}"
+    title = f"the cheapest cluster that meets the deadline, per recipe and algorithm (* the cheapest of all: {best})"
+    return [(title, ["recipe", *PLAN_DEADLINE_HEADERS], rows)]
 
 
 def fit_tables(result: RecipeFit) -> Tables:
-    """A `RecipeFit`: per z each recipe's largest batch and the recipe with the largest."""
+    """A `RecipeFit`: per z each recipe's largest batch and the recipe with the largest; then each recipe or
+    (recipe, z) without an answer, a row each with its reason."""
     name = dict(zip(result.recipes, result.names, strict=True))
     headers = ["z", *result.names, "largest"]
+    failed = {(failure.recipe, failure.trainable_layers) for failure in result.failures}
+
+    def cell(recipe: str, choice: RecipeFitChoice) -> str:
+        if recipe in choice.largest_batch_sizes:
+            return str(choice.largest_batch_sizes[recipe])
+        return "failed" if {(recipe, None), (recipe, choice.trainable_layers)} & failed else "—"
+
     rows = [
         [
             str(choice.trainable_layers),
-            *(str(choice.largest_batch_sizes[r]) if r in choice.largest_batch_sizes else "—" for r in result.recipes),
-            name[choice.chosen],
+            *(cell(r, choice) for r in result.recipes),
+            "—" if choice.chosen is None else name[choice.chosen],
         ]
         for choice in result.choices
     ]
@@ -88,10 +125,10 @@ def fit_tables(result: RecipeFit) -> Tables:
         f"{result.model}: largest batch in {result.memory_bytes / MIB:,.0f} MiB per recipe (options: "
         f"{result.recipes[0]}) · the most per GPU over every z: {name[result.most_trials]}"
     )
-    return [(title, headers, rows)]
+    return [(title, headers, rows), *failure_tables(result.failures)]
 
 
-LEFT = ("recipe", "given by", "why")  # the text columns
+LEFT = ("recipe", "given by", "why", "algorithm", "cheapest cluster")  # the text columns
 
 
 def recipe_views(result: RecipeLadder | RecipePlan | RecipeFit) -> list[TableView]:

@@ -59,6 +59,8 @@ class FitResult:
     composed: bool = False
     # the search stops at MAX_BATCH_SIZE: a larger batch may fit too, so the answer is a lower bound
     at_search_limit: bool = False
+    # why this z has no answer (`fit_model(..., keep_failures=True)`): its cell cannot be built or traced
+    error: str | None = None
 
 
 @dataclass
@@ -90,12 +92,17 @@ def fit_model(
     seeded: bool = True,
     prices: PriceBook | None = None,
     progress: Callable[[int, int], None] | None = None,
+    keep_failures: bool = False,
 ) -> FitReport:
     """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
     for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
     the smallest listed GPU that runs it and, with `prices`, the cheapest per hour. `seeded`: each z's search starts
     from the z before it (False: from the smallest batch, the search before 0.x; the same answers, more traces).
-    `progress(done, total)` hears each z as its answer is found (the model's split first, as 0 of the z)."""
+    `progress(done, total)` hears each z as its answer is found (the model's split first, as 0 of the z).
+    `keep_failures`: a z whose cell cannot be built or traced (LoRA with no target module in its layers) becomes a
+    result with its `error` and the others answer; an error only when no z answers. Every recipe is searched alike:
+    seeded, and runs of alike z composed from their anchors (checkpointing and adapters add the same operations
+    with each alike layer, and every composed need is checked to the byte as for full training)."""
     if batch_size is not None and batch_size > MAX_BATCH_SIZE:
         raise LayerprofError(f"--batch-size {batch_size:,} is beyond the largest this takes, {MAX_BATCH_SIZE:,}")
     refuse_compile(settings)
@@ -103,20 +110,25 @@ def fit_model(
     zs = layer_selection.resolve(len(search.layers))
     if settings.adapter != "none" and settings.adapter_layers == "all":  # plain LoRA: one cell, z = n
         zs = (len(search.layers),)
-    plain = settings.adapter == "none" and settings.checkpointing == "none"
     if progress is not None:
         progress(0, len(set(zs)))
-    results = search.largest_batches(zs, memory_bytes, seeded and plain, progress)  # recipes: z on its own traces
+    results = search.largest_batches(zs, memory_bytes, seeded, progress, keep_failures)
+    failed = [result for result in results if result.error is not None]
+    if failed and len(failed) == len(results):
+        raise LayerprofError(f"no z can be fitted: {failed[0].error}")
     for result in results:
         result.at_search_limit = result.largest_batch_size >= MAX_BATCH_SIZE
     if batch_size is not None:
         for result in results:
+            if result.error is not None:
+                continue
             result.smallest_gpu = search.smallest_gpu(result.trainable_layers, batch_size)
             cheapest = None if prices is None else search.cheapest_gpu(result.trainable_layers, batch_size, prices)
             if cheapest is not None:
                 result.cheapest_gpu, result.cheapest_price = cheapest[0].name, cheapest[1].label
-    if all(result.largest_batch_size == 0 for result in results):
-        lowest = min(result.need_at_largest_bytes or 0 for result in results)
+    answered = [result for result in results if result.error is None]
+    if all(result.largest_batch_size == 0 for result in answered):
+        lowest = min(result.need_at_largest_bytes or 0 for result in answered)
         raise LayerprofError(
             f"no z fits in {memory_bytes / 2**30:.2f} GiB even at batch {search.smallest_batch}; the smallest need "
             f"is {lowest / 2**30:.2f} GiB (z={min(zs)}, context reserve included)"
@@ -337,11 +349,13 @@ class FitSearch:
         budget_bytes: int,
         seeded: bool = True,
         progress: Callable[[int, int], None] | None = None,
+        keep_failures: bool = False,
     ) -> list[FitResult]:
         """`largest_batch` for every z. Seeded: each z's search starts at the answer of the z before it, and a
         run of alike z (`layerprof.predict.compose`) is searched at its four anchors only, the z between them on the
         need composed from the anchors' batch lines (exact, or the z is searched on its own traces).
-        `progress(done, total)` hears each z as its answer is found."""
+        `progress(done, total)` hears each z as its answer is found. `keep_failures`: a z whose cell cannot be
+        built or traced is a result with its `error` (else the error is raised)."""
         from layerprof.predict.compose import MIN_COMPOSED_RUN, anchors_of, z_runs
 
         results: dict[int, FitResult] = {}
@@ -355,15 +369,23 @@ class FitSearch:
         def searched(z: int) -> FitResult:
             if z not in results:
                 near = last[-1].largest_batch_size if seeded and last and last[-1].largest_batch_size else None
-                results[z] = self.largest_batch(z, budget_bytes, near=near)
+                try:
+                    results[z] = self.largest_batch(z, budget_bytes, near=near)
+                except LayerprofError as error:
+                    if not keep_failures:
+                        raise
+                    results[z] = FitResult(z, 0, None, error=str(error))
                 told()
-            last.append(results[z])
+            if results[z].error is None:  # a failed z seeds nothing
+                last.append(results[z])
             return results[z]
 
         ordered = sorted(set(zs))
         if not seeded:
             return [searched(z) for z in ordered]
-        searched(ordered[0])  # the first trace also records the layers' signatures
+        for z in ordered:  # the first trace also records the layers' signatures
+            if searched(z).error is None or self.signatures is not None:
+                break
         for run in z_runs(self.signatures or [("unique", i) for i in range(len(self.layers))], ordered):
             if len(run) < MIN_COMPOSED_RUN:
                 for z in run:
@@ -377,7 +399,12 @@ class FitSearch:
                 for a in anchors:
                     if a not in results:
                         searched(a)
-                composed = self._composed_largest(z, budget_bytes, anchors, last[-1].largest_batch_size)
+                composed = None
+                if all(results[a].error is None for a in anchors):  # else the z is searched on its own
+                    try:
+                        composed = self._composed_largest(z, budget_bytes, anchors, last[-1].largest_batch_size)
+                    except LayerprofError:  # a cell of the kink or a batch line cannot be traced: on its own
+                        composed = None
                 if composed is None:
                     searched(z)
                     continue

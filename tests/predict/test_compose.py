@@ -638,3 +638,25 @@ def test_the_fit_reports_each_z_as_it_is_answered_composed_ones_too() -> None:
                        LayerSelection("all"), progress=lambda done, total: heard.append((done, total)))  # fmt: skip
     assert [r.trainable_layers for r in report.results if r.composed] == [4, 5]
     assert heard == [(done, 8) for done in range(9)]
+
+
+def test_a_recipe_fit_is_seeded_and_composed_and_answers_the_exact_boundary() -> None:
+    """LoRA and activation checkpointing add the same operations with each alike block: the fit composes the run's
+    middle from its anchors under them too, and every z's answer is the exact boundary, checked on an independent
+    search's own traces. 31 traces, where the search from the smallest batch takes 40 (the same answers)."""
+    spec, options, memory_mib, _, composed = FIT_CASES["mlp"]
+    settings = SweepSettings((), (), target="cuda", adapter="lora", checkpointing="trainable")
+    budget = memory_mib * 2**20
+    new = fit_model(spec, options, settings, budget, LayerSelection("all"))
+    reference = FitSearch(spec, options, settings)  # its own model and traces: nothing shared with the fit
+    for result in new.results:
+        z, batch = result.trainable_layers, result.largest_batch_size
+        assert (
+            reference.need_bytes(z, batch)
+            == result.need_at_largest_bytes
+            <= budget
+            < reference.need_bytes(z, batch + 1)
+        )
+    assert [r.largest_batch_size for r in new.results] == [3892, 2402, 1722, 1509, 1341, 1206, 1095, 1092]
+    assert [r.trainable_layers for r in new.results if r.composed] == composed
+    assert new.traces == 31
