@@ -44,8 +44,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "LoRA r=8 + checkpointing": {"adapter": "lora", "checkpointing": "trainable"},
 }
 
-# The recipes `fit` runs: every one (each a file of its own, fit-<recipe>.json)
-FITTED = tuple(RECIPES)
+# The recipes `fit` runs, every one (each a file of its own, fit-<recipe>.json), those with one z to search first
+FITTED = ("AdamW", "8-bit AdamW", "LoRA r=8 (last z)", "LoRA r=8 + checkpointing", "AdamW + checkpointing")
 
 # EleutherAI/pythia-1.4b's published config.json (the fields that shape the model)
 PYTHIA_1_4B = {
