@@ -391,8 +391,8 @@ def test_ladder_shows_measured_rank_correlation_per_rung(tmp_path: Path) -> None
     assert by_z[1] == pytest.approx(result.cell(1, 1.0).spearman)
 
 
-def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+def test_ray_executor_on_a_local_instance(ray_cluster, tmp_path: Path) -> None:
+    """Each trial a Ray task on the run's local Ray cluster (`ray_session` uses the connection it finds)."""
     configs = [{"x": x} for x in (1, 2, 3, 4)]
     result = study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "ray", executor="ray")
     assert result.executor == "ray"
