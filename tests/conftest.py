@@ -148,7 +148,7 @@ def _the_runs_ray_cluster() -> Iterator[RayCluster]:
     folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths may not pass 107 bytes
     os.environ["RAY_TMPDIR"] = folder
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the home folder
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         nodes = {kind: cluster.add_node(num_cpus=2, resources={kind: 1}) for kind in ("kind_a", "kind_b")}
         cluster.wait_for_nodes()
