@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -105,14 +109,82 @@ def linear_stack(width: int = 32, depth: int = 4, bias: bool = False) -> nn.Sequ
     return nn.Sequential(*(nn.Linear(width, width, bias=bias) for _ in range(depth)))
 
 
-# Test modules whose module- or session-scoped fixtures are costly (a measured profile, a Ray cluster): under
-# pytest-xdist (`make test` runs one worker per core) each runs whole on one worker, so its fixtures are built once;
-# every other test goes to whichever worker is free. The tests that need the NePS environment (minutes to build from
-# nothing) run on one worker too, which builds it while the others go on.
+# ---------------------------------------------------------------- the run's one Ray cluster
+
+
+@dataclass
+class RayCluster:
+    """The test run's one local Ray cluster: a head and two CPU nodes whose custom resources kind_a and kind_b stand
+    in for two GPU kinds (`--gpu-kinds small=kind_a,big=kind_b`)."""
+
+    cluster: Any  # ray.cluster_utils.Cluster
+    nodes: dict[str, Any]  # custom resource -> its node
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    @contextmanager
+    def extra_node(self, **node_args: Any) -> Iterator[Any]:
+        """A node for one test alone (one to remove, or one with pretend GPUs): gone again after the test, and the
+        cluster no longer counts it alive."""
+        node = self.cluster.add_node(**node_args)
+        try:
+            yield node
+        finally:
+            if node in self.cluster.worker_nodes:  # the test may have removed it
+                self.cluster.remove_node(node)
+            self.cluster.wait_for_nodes()
+
+
+@pytest.fixture(scope="session")
+def _the_runs_ray_cluster() -> Iterator[RayCluster]:
+    """Started once, on the one xdist worker that runs the Ray group (SHARED_FIXTURE_TESTS), shut down when the run
+    ends. Its address file lies in a folder of its own: no `ray.init()` elsewhere on the machine joins it by
+    accident, and no other test run's cluster is joined by this one's tests."""
+    from ray.cluster_utils import Cluster
+
+    before = {name: os.environ.get(name) for name in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
+    folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths may not pass 107 bytes
+    os.environ["RAY_TMPDIR"] = folder
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the home folder
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        nodes = {kind: cluster.add_node(num_cpus=2, resources={kind: 1}) for kind in ("kind_a", "kind_b")}
+        cluster.wait_for_nodes()
+        yield RayCluster(cluster, nodes)
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster(_the_runs_ray_cluster: RayCluster) -> RayCluster:
+    """The run's Ray cluster, this process connected to it (a test before may have left it or joined another):
+    `ray_session(None)` uses it, and so do `--address` with its address and `RAY_ADDRESS` in a subprocess."""
+    from layerprof.measure.cluster import connect
+
+    connect(_the_runs_ray_cluster.address)
+    return _the_runs_ray_cluster
+
+
+# Test modules whose module- or session-scoped fixtures are costly (a measured profile): under pytest-xdist (`make
+# test` runs one worker per core) each runs whole on one worker, so its fixtures are built once; every other test goes
+# to whichever worker is free. The tests that need the NePS environment (minutes to build from nothing) run on one
+# worker too, which builds it while the others go on, and so do the tests on the run's one Ray cluster (`ray_cluster`):
+# that worker starts it once. A test that asks for `neps_python` or `ray_cluster` outside its group fails the
+# collection (`pytest_collection_modifyitems`).
 SHARED_FIXTURE_MODULES = (
     "tests/cli/test_cli.py",
     "tests/cli/test_inputs.py",
-    "tests/measure/test_cluster.py",
     "tests/measure/test_measure.py",
     "tests/outputs/test_check.py",
     "tests/outputs/test_report.py",
@@ -122,8 +194,22 @@ SHARED_FIXTURE_TESTS = {
     "neps": (
         "tests/outputs/test_exports.py::test_neps",
         "tests/outputs/test_exports.py::test_configs_table_shows_the_brackets_neps_runs",
+        "tests/outputs/test_exports.py::test_each_library_runs_the_users_objective_at_every_rung[neps]",
+    ),
+    "ray": (
+        "tests/fidelity/test_continue.py::test_continued_runs_as_ray_tasks",
+        "tests/fidelity/test_correlate.py::test_ray_executor_on_a_local_instance",
+        "tests/measure/test_cluster.py::test_sweeps_land_on_their_kind_one_profile_each_and_a_rerun_skips_them",
+        "tests/measure/test_cluster.py::test_a_worker_that_dies_loses_only_its_own_sweeps",
+        "tests/measure/test_cluster.py::test_ray_profile_bad_input",
+        "tests/measure/test_cluster.py::test_the_exported_ray_script_runs_each_rung_on_its_kind",
+        "tests/measure/test_cluster.py::test_a_node_that_dies_loses_its_sweeps",
+        "tests/outputs/test_exports.py::test_ray_snippet",
+        "tests/outputs/test_exports.py::test_ray_never_launches_a_batch_that_cannot_fit_its_rung",
+        "tests/outputs/test_exports.py::test_each_library_runs_the_users_objective_at_every_rung[ray]",
     ),
 }
+GROUP_FIXTURES = {"neps_python": "neps", "ray_cluster": "ray"}  # a test asking for the fixture belongs to the group
 
 
 def shared_fixture_group(nodeid: str) -> str | None:
@@ -149,17 +235,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return SharedFixtureScheduling(config, log)
 
 
-# Tests that take tens of seconds each (pytest --durations), the longest first: under pytest-xdist they are handed out
-# first, right after the modules above, so that no worker is still running one of them while the others have nothing
-# left (the longest worker bounds the wall time). Every other test follows in collection order; a stale entry changes
-# only the order.
+# Tests outside the groups above that take tens of seconds each (pytest --durations), the longest first: under
+# pytest-xdist they are handed out first, right after the groups, so that no worker is still running one of them while
+# the others have nothing left (the longest worker bounds the wall time). Every other test follows in collection
+# order. tests/test_suite_layout.py holds every name here and in the groups to a test that exists.
 SLOW_TESTS = (
     "tests/predict/test_compose.py::test_the_seeded_fit",
-    "tests/outputs/test_exports.py::test_ray",
+    "tests/fidelity/test_correlate.py::test_builtin_tasks_end_to_end_on_a_tiny_grid",
     "tests/predict/test_compose.py::test_composed_cells_equal_the_full_trace",
     "tests/outputs/test_exports.py::test_smac_snippet",
-    "tests/fidelity/test_continue.py::test_continued_runs_as_ray_tasks",
-    "tests/fidelity/test_correlate.py::test_ray_executor_on_a_local_instance",
+    "tests/measure/test_resume.py::test_an_interrupted_estimate_marks_the_cells_left_and_resumes_them",
+    "tests/predict/test_compose.py::test_a_sparse_selection_is_composed_between_its_own_anchors",
 )
 
 
@@ -181,6 +267,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    misplaced = [
+        f"{item.nodeid} (it asks for {fixture}: add it to SHARED_FIXTURE_TESTS[{group!r}])"
+        for item in items
+        for fixture, group in GROUP_FIXTURES.items()
+        if fixture in getattr(item, "fixturenames", ()) and shared_fixture_group(item.nodeid) != group
+    ]
+    if misplaced:
+        raise pytest.UsageError("tests/conftest.py: tests outside their fixture's group: " + "; ".join(misplaced))
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike (xdist checks the collections are equal)
         slow = {prefix: rank for rank, prefix in enumerate(SLOW_TESTS)}
         items.sort(key=lambda item: min((slow[p] for p in SLOW_TESTS if item.nodeid.startswith(p)), default=len(slow)))

@@ -527,8 +527,7 @@ def test_continued_runs_are_recorded_among_the_from_scratch_trials_not_after_the
     assert interleaved(trials, []) == trials and interleaved([], runs) == runs
 
 
-def test_continued_runs_as_ray_tasks(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+def test_continued_runs_as_ray_tasks(ray_cluster, tmp_path: Path) -> None:  # on the run's local Ray cluster
     path = tmp_path / "resumable.py"
     path.write_text(textwrap.dedent(RESUMABLE_TASK))
     chain = ((1, 0.5), (2, 0.5), (3, 1.0))

@@ -292,14 +292,16 @@ def test_ray_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
         study(write_task(tmp_path), [{"x": x} for x in (1, 2, 3)], [4], [1.0], 1, tmp_path / "r", executor="ray")
 
 
-@pytest.mark.parametrize("task", ["digits", "pydoc-lm"])
-def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str) -> None:
+# digits in two worker processes (a built-in task named in spawned workers), pydoc-lm in this process (each trial
+# seeded alike either way): one pair of workers importing torch, not two
+@pytest.mark.parametrize(("task", "workers"), [("digits", 2), ("pydoc-lm", 1)])
+def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str, workers: int) -> None:
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"learning_rate": [1e-4, 1e-3, 3e-2]}))
     out = tmp_path / task
     result = CliRunner().invoke(
         app, ["correlate", task, "--grid", str(grid), "--layers", "1,all", "--budget-fractions", "0.1",
-              "--workers", "2", "--out", str(out)],
+              "--workers", str(workers), "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads((out / "result.json").read_text())
@@ -391,8 +393,8 @@ def test_ladder_shows_measured_rank_correlation_per_rung(tmp_path: Path) -> None
     assert by_z[1] == pytest.approx(result.cell(1, 1.0).spearman)
 
 
-def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+def test_ray_executor_on_a_local_instance(ray_cluster, tmp_path: Path) -> None:
+    """Each trial a Ray task on the run's local Ray cluster (`ray_session` uses the connection it finds)."""
     configs = [{"x": x} for x in (1, 2, 3, 4)]
     result = study(write_task(tmp_path), configs, [1, 4], [1.0], 1, tmp_path / "ray", executor="ray")
     assert result.executor == "ray"

@@ -332,22 +332,8 @@ def test_plan_cli_tables_json_and_errors(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- Ray
 
 
-@pytest.fixture(scope="module")
-def two_kind_cluster():  # noqa: ANN201
-    """A head and two CPU nodes; kind_a and kind_b stand in for two GPU kinds."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    nodes = {
-        "kind_a": cluster.add_node(num_cpus=2, resources={"kind_a": 1}),
-        "kind_b": cluster.add_node(num_cpus=2, resources={"kind_b": 1}),
-    }
-    cluster.wait_for_nodes()
-    yield cluster, nodes
-    import ray
-
-    ray.shutdown()
-    cluster.shutdown()
+# The Ray tests run on the test run's one cluster (`ray_cluster`, tests/conftest.py): a head and two CPU nodes whose
+# resources kind_a and kind_b stand in for two GPU kinds.
 
 
 FACTORY = textwrap.dedent("""
@@ -382,8 +368,8 @@ def ray_profile(cluster: object, tmp_path: Path, *extra: str) -> object:
     )  # fmt: skip
 
 
-def test_sweeps_land_on_their_kind_one_profile_each_and_a_rerun_skips_them(two_kind_cluster, tmp_path: Path) -> None:
-    cluster, nodes = two_kind_cluster
+def test_sweeps_land_on_their_kind_one_profile_each_and_a_rerun_skips_them(ray_cluster, tmp_path: Path) -> None:
+    cluster, nodes = ray_cluster, ray_cluster.nodes
     result = ray_profile(cluster, tmp_path)
     assert result.exit_code == 0, result.output
     for label, resource in (("small", "kind_a"), ("big", "kind_b")):
@@ -402,8 +388,8 @@ def test_sweeps_land_on_their_kind_one_profile_each_and_a_rerun_skips_them(two_k
     assert "small (kind_a): batch sizes 4, 8 (4, 8 already there) · complete" in again.output
 
 
-def test_a_worker_that_dies_loses_only_its_own_sweeps(two_kind_cluster, tmp_path: Path) -> None:
-    cluster, _ = two_kind_cluster
+def test_a_worker_that_dies_loses_only_its_own_sweeps(ray_cluster, tmp_path: Path) -> None:
+    cluster = ray_cluster
     (tmp_path / "die").touch()
     result = ray_profile(cluster, tmp_path)
     assert result.exit_code == 1, result.output
@@ -418,8 +404,8 @@ def test_a_worker_that_dies_loses_only_its_own_sweeps(two_kind_cluster, tmp_path
     assert (tmp_path / "profiles" / "tiny-big.json").exists() and "already there" in healed.output
 
 
-def test_ray_profile_bad_input(two_kind_cluster, tmp_path: Path) -> None:
-    cluster, _ = two_kind_cluster
+def test_ray_profile_bad_input(ray_cluster, tmp_path: Path) -> None:
+    cluster = ray_cluster
     runner = CliRunner()
     base = ["profile", "resnet18", "--executor", "ray"]
     assert_one_line_error(runner.invoke(app, base), "needs --gpu-kinds")
@@ -438,9 +424,10 @@ def test_ray_profile_bad_input(two_kind_cluster, tmp_path: Path) -> None:
     assert_one_line_error(runner.invoke(app, ["profile", "resnet18", "--gpu-kinds", "L4"]), "need --executor ray")
 
 
-def test_the_exported_ray_script_runs_each_rung_on_its_kind(tmp_path: Path) -> None:
-    """The plan's script on a local Ray instance with pretend GPUs: every trial asks for its rung's kind and
-    share of a GPU, and each rung runs as many trials on each kind as the plan says."""
+def test_the_exported_ray_script_runs_each_rung_on_its_kind(ray_cluster, tmp_path: Path) -> None:
+    """The plan's script on a Ray cluster with a node of pretend GPUs of both kinds (added to the run's cluster for
+    this test alone): every trial asks for its rung's kind and share of a GPU, and each rung runs as many trials on
+    each kind as the plan says."""
     plan = plan_cluster([h100_profile()], parse_inventory("8xL4,1xH100"), eta=3, configs=27, budget_steps=10)
     low = plan.schedule("ladder", "successive halving").brackets[0][0]
     assert {share.gpu for share in low.shares} == {"L4", "H100"}  # the split the script must reproduce
@@ -451,8 +438,7 @@ def test_the_exported_ray_script_runs_each_rung_on_its_kind(tmp_path: Path) -> N
     record = tmp_path / "trials.jsonl"
     harness = textwrap.dedent(f"""
         import json, runpy, ray
-        kinds = {{"accelerator_type:L4": 1, "accelerator_type:H100": 1}}
-        ray.init(address="local", num_cpus=4, num_gpus=9, resources=kinds, include_dashboard=False, log_to_driver=False)
+        ray.init(log_to_driver=False)  # RAY_ADDRESS: the cluster with the pretend GPUs
         script = runpy.run_path({str(script)!r}, run_name="plan_script")
 
         def recorded(config, trainable_layers, steps, state=None):  # the export contract (docs/api.md)
@@ -464,8 +450,11 @@ def test_the_exported_ray_script_runs_each_rung_on_its_kind(tmp_path: Path) -> N
         script["trial"].__globals__["train_and_evaluate"] = recorded  # run_path returns a copy of the globals
         print("winner", script["main"]())
     """)
-    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a fresh instance
-    done = subprocess.run([sys.executable, "-c", harness], capture_output=True, text=True, timeout=300, env=environment)
+    pretend_gpus = {"accelerator_type:L4": 1, "accelerator_type:H100": 1}
+    with ray_cluster.extra_node(num_cpus=4, num_gpus=9, resources=pretend_gpus):
+        environment = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+        done = subprocess.run([sys.executable, "-c", harness], capture_output=True, text=True, timeout=300,
+                              env=environment)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     trials = [json.loads(line) for line in record.read_text().splitlines()]
     for placement in plan.schedule("ladder", "successive halving").brackets[0]:
@@ -480,12 +469,12 @@ def test_the_exported_ray_script_runs_each_rung_on_its_kind(tmp_path: Path) -> N
             }
 
 
-def test_a_node_that_dies_loses_its_sweeps_without_a_retry_where_no_node_of_its_kind_is_left(tmp_path: Path) -> None:
-    """The node of kind_b goes away while its sweep builds the model: that sweep is reported lost at once (no
-    node of its kind remains to retry on), kind_a's profile is written."""
-    import ray
-    from ray.cluster_utils import Cluster
-
+def test_a_node_that_dies_loses_its_sweeps_without_a_retry_where_no_node_of_its_kind_is_left(
+    ray_cluster, tmp_path: Path
+) -> None:
+    """A node of its own kind (`doomed`, added to the run's cluster for this test) goes away while its sweep builds
+    the model: that sweep is reported lost at once (no node of its kind remains to retry on), kind_a's profile is
+    written."""
     factory = tmp_path / "model.py"
     factory.write_text(
         textwrap.dedent("""
@@ -499,38 +488,33 @@ def test_a_node_that_dies_loses_its_sweeps_without_a_retry_where_no_node_of_its_
             import ray
 
             worker = ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-            if worker and "kind_b" in ray.get_runtime_context().get_assigned_resources():
+            if worker and "doomed" in ray.get_runtime_context().get_assigned_resources():
                 (Path(__file__).parent / "started").touch()
                 time.sleep(3600)
             return nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))
     """)
     )
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=2, resources={"kind_a": 1})
-    doomed = cluster.add_node(num_cpus=2, resources={"kind_b": 1})
-    cluster.wait_for_nodes()
+    with ray_cluster.extra_node(num_cpus=1, resources={"doomed": 1}) as doomed:
 
-    def remove_when_started() -> None:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        cluster.remove_node(doomed)
+        def remove_when_started() -> None:
+            deadline = time.monotonic() + 120
+            while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            ray_cluster.cluster.remove_node(doomed)
 
-    killer = threading.Thread(target=remove_when_started, daemon=True)
-    killer.start()
-    try:
-        began = time.monotonic()
-        result = CliRunner().invoke(
-            app, ["profile", f"{factory}:slow", "--input-shape", "8", "--batch-sizes", "4", "--layers", "1,all",
-                  "--warmup", "1", "--min-steps", "2", "--steps", "2", "--steps-per-visit", "2", "--device", "cpu",
-                  "--executor", "ray", "--address", cluster.address, "--gpu-kinds", "small=kind_a,big=kind_b",
-                  "--out", str(tmp_path / "profiles")],
-        )  # fmt: skip
-        elapsed = time.monotonic() - began
-    finally:
-        killer.join(timeout=5)
-        ray.shutdown()
-        cluster.shutdown()
+        killer = threading.Thread(target=remove_when_started, daemon=True)
+        killer.start()
+        try:
+            began = time.monotonic()
+            result = CliRunner().invoke(
+                app, ["profile", f"{factory}:slow", "--input-shape", "8", "--batch-sizes", "4", "--layers", "1,all",
+                      "--warmup", "1", "--min-steps", "2", "--steps", "2", "--steps-per-visit", "2", "--device", "cpu",
+                      "--executor", "ray", "--address", ray_cluster.address, "--gpu-kinds", "small=kind_a,big=doomed",
+                      "--out", str(tmp_path / "profiles")],
+            )  # fmt: skip
+            elapsed = time.monotonic() - began
+        finally:
+            killer.join(timeout=5)
     assert result.exit_code == 1, result.output
     assert "big: batch 4 lost (its worker or node died): NodeDiedError" in result.output
     assert (tmp_path / "profiles" / "slow-small.json").exists()

@@ -38,10 +38,12 @@ def neps_python() -> Path:
 
 def run_snippet(
     python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True,
-    limits: list[int] | None = None, objective: str | None = None, **arguments: object,
+    limits: list[int] | None = None, objective: str | None = None, ray_address: str | None = None,
+    **arguments: object,
 ) -> dict:  # fmt: skip
     """The record of budgets asked and training calls, with the run's output under "stdout". `limits`: each rung's
-    largest batch (lowest rung first), as `ladder --batch-limits` attaches them."""
+    largest batch (lowest rung first), as `ladder --batch-limits` attaches them. `ray_address`: the Ray cluster
+    the snippet's `ray.init()` joins (RAY_ADDRESS), as a user's would on a cluster."""
     ladder = geometric_ladder(rung_count, 3)
     for rung, limit in zip(ladder.rungs, limits or [], strict=False):
         rung.batch_limit = limit
@@ -58,6 +60,8 @@ def run_snippet(
     ]
     environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     environment["SNIPPET_CONTINUE"] = "1" if continued else "0"
+    if ray_address:
+        environment["RAY_ADDRESS"] = ray_address
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=environment)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return {**json.loads(record.read_text()), "stdout": done.stdout}
@@ -112,17 +116,19 @@ def test_smac_snippet(tmp_path: Path, rung_count: int, trials: int) -> None:
     assert_promotions_continue(record)
 
 
-@pytest.mark.parametrize(("rung_count", "count"), [(3, 30), (6, 400)])
+# 6 rungs: NePS's first Hyperband bracket takes 243 + 81 + 27 + 9 + 3 + 1 = 364 evaluations, the last of them the top
+# rung's (one fewer leaves it untrained); 3 rungs: 30 reach the top rung too
+@pytest.mark.parametrize(("rung_count", "count"), [(3, 30), (6, 364)])
 def test_neps_snippet(tmp_path: Path, neps_python: Path, rung_count: int, count: int) -> None:
     record = run_snippet(neps_python, "neps", rung_count, tmp_path, count=count, root_directory="neps")
     assert_budgets_are_the_rungs(record)
     assert_promotions_continue(record, from_the_rung_below=True)
 
 
-def test_ray_snippet(tmp_path: Path) -> None:
+def test_ray_snippet(ray_cluster, tmp_path: Path) -> None:
     """Ray runs the trials in worker processes: the snippet's own report says which rungs it trained, and the
     checkpoints each rung reported say what each trial continued from."""
-    output = run_snippet(sys.executable, "ray", 3, tmp_path)["stdout"]
+    output = run_snippet(sys.executable, "ray", 3, tmp_path, ray_address=ray_cluster.address)["stdout"]
     rungs = re.findall(r"rung budget (\d+): (\d+) trial\(s\) at z=(\d+), (\d+) continued from checkpoints", output)
     assert rungs == [("1", "9", "1", "0"), ("3", "3", "2", "3"), ("9", "1", "3", "1")], output
     states = {
@@ -252,11 +258,12 @@ def test_optuna_never_trains_a_batch_that_cannot_fit_its_rung(tmp_path: Path) ->
     assert 512 not in {batch for _, batch in record["batches"]}
 
 
-def test_ray_never_launches_a_batch_that_cannot_fit_its_rung(tmp_path: Path) -> None:
+def test_ray_never_launches_a_batch_that_cannot_fit_its_rung(ray_cluster, tmp_path: Path) -> None:
     """Memory-parallel halving on Ray Tune over two rungs (batch limits 300 at z=1, 100 at z=2). Seed 5 draws
     batches 512, 32 and 256: the 512 is left out of the first rung's Tune run, and only the 32 may go on to z=2
     (the 256 is passed over there whatever its loss). Every checkpoint holds a batch within its rung's limit."""
-    output = run_snippet(sys.executable, "ray", 2, tmp_path, limits=[300, 100], seed=5)["stdout"]
+    output = run_snippet(sys.executable, "ray", 2, tmp_path, limits=[300, 100], seed=5,
+                         ray_address=ray_cluster.address)["stdout"]  # fmt: skip
     assert "rung budget 1: 1 trial(s) left out, batch above 300" in output, output
     assert "rung budget 1: 2 trial(s) at z=1" in output and "rung budget 3: 1 trial(s) at z=2" in output, output
     tune = tmp_path / "layer_freezing_tune"
@@ -402,11 +409,12 @@ def test_every_export_calls_the_objective_it_names(library: str, tmp_path: Path)
 
 
 USER_OBJECTIVE = """import json
-import os
+
+LOG = LOG_PATH  # where every call is logged: Ray calls it in its workers, which do not share the driver's environment
 
 
 def fit(config, trainable_layers, steps, state):
-    with open(os.environ["OBJECTIVE_LOG"], "a", encoding="utf-8") as log:  # Ray calls it in its workers
+    with open(LOG, "a", encoding="utf-8") as log:
         log.write(json.dumps([trainable_layers, None if state is None else state["trainable_layers"]]) + "\\n")
     loss = config["learning_rate"] * 10 / trainable_layers
     return loss, {"trainable_layers": trainable_layers, "learning_rate": config["learning_rate"]}
@@ -415,18 +423,19 @@ def fit(config, trainable_layers, steps, state):
 
 @pytest.mark.parametrize("library", ["neps", "smac", "ray"])
 def test_each_library_runs_the_users_objective_at_every_rung(
-    library: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    library: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The snippet exported with --objective runs under the library itself (NePS in its own environment, Ray in
-    worker processes) and trains with the user's function at every rung, continuing promoted trials from the
-    state it returned."""
+    worker processes of the run's cluster) and trains with the user's function at every rung, continuing promoted
+    trials from the state it returned."""
     objective = tmp_path / "mine.py"
-    objective.write_text(USER_OBJECTIVE)
     log = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("OBJECTIVE_LOG", str(log))
+    objective.write_text(USER_OBJECTIVE.replace("LOG_PATH", repr(str(log))))
     python = request.getfixturevalue("neps_python") if library == "neps" else sys.executable
     arguments = {"neps": {"count": 30, "root_directory": "neps"}, "smac": {"n_trials": 40, "output_directory": "smac"},
                  "ray": {}}[library]  # fmt: skip
+    if library == "ray":
+        arguments["ray_address"] = request.getfixturevalue("ray_cluster").address
     run_snippet(python, library, 3, tmp_path, objective=f"{objective}:fit", **arguments)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert {z for z, _ in calls} == {1, 2, 3}, calls  # geometric_ladder(3, 3): z = 1, 2, 3
