@@ -26,6 +26,7 @@ from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
 from layerprof.fidelity.judging import Fold, JudgeMode, NoiseFloor, OverFolds, judge_folds, judge_mode, rank_and_regret
 from layerprof.fidelity.trials import (
+    CONTINUED_PATHS,
     PHASES,
     Chain,
     GridCell,
@@ -47,8 +48,6 @@ ExecutorName = Literal["local", "ray"]
 EXECUTORS: tuple[ExecutorName, ...] = get_args(ExecutorName)
 
 # ---------------------------------------------------------------- trials
-
-CONTINUED_PATHS = ("budget", "layers", "diagonal")  # the named paths --continue takes (simulate's, over the study)
 
 
 @dataclass(frozen=True)
