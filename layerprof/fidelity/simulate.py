@@ -20,12 +20,13 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook, kind_of_device
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.correlate import (
     ContinuedResult,
@@ -69,6 +70,7 @@ from layerprof.fidelity.trials import (
     study_paths,
 )
 from layerprof.parsing import check_eta
+from layerprof.precision import get_precision
 from layerprof.profile import Profile
 from layerprof.stats import (
     mean_confidence_interval,
@@ -339,6 +341,9 @@ class RungPrice:
     memory_need_bytes: int | None  # what one trial holds: on CUDA, the reservation plus the context
     parallel_slots: int | None
     eval_gpu_seconds: float | None = None  # the evaluation's part of trial_gpu_seconds (0: the task evaluates none)
+    # a continued rung: restoring its checkpoint before it and saving one after it, priced from their bytes at the
+    # device's copy rate (part of trial_gpu_seconds; None where the profile cannot price them: not charged)
+    checkpoint_gpu_seconds: float | None = None
 
 
 @dataclass
@@ -350,6 +355,7 @@ class Pricing:
     full_steps: int
     gpu_memory_bytes: int | None
     eval_samples: int = 0  # samples the task evaluates after every rung (its `eval_samples`)
+    copy_gbps: float | None = None  # the device's copy rate (`copy_rate`), for checkpoints; None: not priced
 
     def price(self, cell: GridCell, steps: int | None = None) -> RungPrice:
         """One trial of the cell from scratch, or `steps` of it (a continued rung's segment)."""
@@ -387,56 +393,128 @@ class Pricing:
         return batches * step_ms * min(1.0, row.forward_flops / row.flops) / 1000
 
     def continued(self, cells: Sequence[GridCell]) -> list[RungPrice]:
-        """Each rung of one continued run through `cells`: its segment's steps."""
+        """Each rung of one continued run through `cells`: its segment's steps, and (where the profile prices
+        them) restoring the checkpoint the previous rung saved and saving its own for the next."""
         prices = []
-        for cell, segment in zip(cells, segments(cells), strict=True):
+        for index, (cell, segment) in enumerate(zip(cells, segments(cells), strict=True)):
             start, end, _ = segment.steps(self.full_steps)
-            prices.append(self.price(cell, end - start))
+            price = self.price(cell, end - start)
+            moved: list[int | None] = []
+            if index > 0:  # restored before the rung: what the previous rung saved
+                moved.append(self.checkpoint_bytes(cells[index - 1][0]))
+            if index < len(cells) - 1:  # saved after it, for the next (the last rung ends the run)
+                moved.append(self.checkpoint_bytes(cell[0]))
+            seconds = self.copy_seconds(moved)
+            if seconds is not None and price.trial_gpu_seconds is not None:
+                price.checkpoint_gpu_seconds = seconds
+                price.trial_gpu_seconds += seconds
+            prices.append(price)
         return prices
+
+    def checkpoint_bytes(self, trainable_layers: int) -> int | None:
+        """What a run training the last z layers saves and restores: every parameter (in the precision's parameter
+        dtype; buffers left out) and the optimizer state of the trainable ones (None where the profile lacks it)."""
+        row = next(
+            (r for r in self.profile.rows_for(self.batch_size) if r.trainable_layers == trainable_layers and r.ok),
+            None,
+        )
+        if row is None or row.optimizer_state_bytes is None or not self.profile.model.total_params:
+            return None
+        dtype = get_precision(self.profile.settings.precision).parameter_dtype
+        return self.profile.model.total_params * PARAMETER_BYTES[dtype] + row.optimizer_state_bytes
+
+    def copy_seconds(self, sizes: Sequence[int | None]) -> float | None:
+        """Seconds to copy each of `sizes` bytes once (read and written) at the device's copy rate, as the time
+        model prices memory movement; None where a size or the rate is unknown."""
+        if not sizes:
+            return 0.0
+        if self.copy_gbps is None or any(size is None for size in sizes):
+            return None
+        return sum(2 * (size or 0) for size in sizes) / (self.copy_gbps * 1e9)
+
+
+PARAMETER_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # a parameter's bytes in each precision's dtype
+
+
+def copy_rate(profile: Profile) -> tuple[float | None, str]:
+    """The profiled device's memory copy rate (GB/s, bytes read and written), which prices a checkpoint's save and
+    restore: an estimate's own time-model peaks, a known GPU's datasheet bandwidth, or for a profile measured on
+    this CPU its copy rate measured here (`cpu_peaks`, cached); else None, and why."""
+    env = profile.environment
+    if profile.time_model and isinstance(profile.time_model.get("peaks"), dict):
+        rate = profile.time_model["peaks"].get("memory_gbps")
+        if rate:
+            return float(rate), f"the estimate's time model ({env.device_name})"
+    if env.device_kind == "cuda":
+        gpu = kind_of_device(env.device_name)
+        if gpu is not None and gpu.memory_gbps:
+            return gpu.memory_gbps, f"{gpu.name}'s memory bandwidth"
+        return None, f"{env.device_name!r} is not a GPU kind layerprof knows"
+    from layerprof.measure.environment import cpu_name
+
+    if env.device_name != cpu_name():
+        return None, f"the profile's CPU ({env.device_name}) is not this machine's, whose copy rate is measured"
+    from layerprof.predict.timemodel import cpu_peaks
+
+    return cpu_peaks(env.torch_threads).memory_gbps, "this CPU's copy rate, measured here"
 
 
 CLOCK_DRIFT = 1.25  # the most the clock's seconds per device second may differ between phases without a note
 
 
 def clock_rates(study: RecordedStudy, pricing: Pricing) -> dict[str, float]:
-    """Recorded training seconds per device second of training (the profile's), over the from-scratch trials and
-    over the continued runs' segments that recorded training apart; a phase without any is left out."""
-    spent = {"scratch": [0.0, 0.0], "continued": [0.0, 0.0]}
+    """Recorded seconds per device second (the profile's): training over the from-scratch trials and over the
+    continued runs' segments, and the continued runs' checkpoints (recorded save and restore against their price
+    from bytes); a phase without any is left out."""
+    spent = {"scratch": [0.0, 0.0], "continued": [0.0, 0.0], "checkpoint": [0.0, 0.0]}
 
-    def add(phase: str, recorded: float | None, cell: GridCell, steps: int | None = None) -> None:
-        try:
-            price = pricing.price(cell, steps)
-        except LayerprofError:
-            return  # a z the profile lacks: no device seconds to compare with
-        if recorded is None or price.trial_gpu_seconds is None:
-            return
-        spent[phase][0] += recorded
-        spent[phase][1] += price.trial_gpu_seconds - (price.eval_gpu_seconds or 0.0)
+    def add(phase: str, recorded: float | None, priced: float | None) -> None:
+        if recorded is not None and priced is not None:
+            spent[phase][0] += recorded
+            spent[phase][1] += priced
+
+    def training(price: RungPrice) -> float | None:
+        if price.trial_gpu_seconds is None:
+            return None
+        return price.trial_gpu_seconds - (price.eval_gpu_seconds or 0.0) - (price.checkpoint_gpu_seconds or 0.0)
 
     for (_, z, fraction, _), trial in study.trials.items():
         if trial.loss is not None:
-            add("scratch", trial.train_seconds, (z, fraction))
+            with suppress(LayerprofError):  # a z the profile lacks: no device seconds to compare with
+                add("scratch", trial.train_seconds, training(pricing.price((z, fraction))))
     for (chain, _, _), run in study.continued.items():
-        for part, cell, segment in zip(run.segments, chain, segments(chain), strict=False):
-            start, end, _ = segment.steps(pricing.full_steps)
+        try:
+            prices = pricing.continued(chain)
+        except LayerprofError:
+            continue
+        for part, price in zip(run.segments, prices, strict=False):
             if part.loss is not None:
-                add("continued", part.train_seconds, cell, end - start)
+                add("continued", part.train_seconds, training(price))
+                if price.checkpoint_gpu_seconds:
+                    add("checkpoint", part.checkpoint_seconds, price.checkpoint_gpu_seconds)
     return {phase: clock / device for phase, (clock, device) in spent.items() if clock > 0 and device > 0}
 
 
 def drift_notes(rates: dict[str, float]) -> list[str]:
-    """A note where the clock ran at another speed, per device second, for continued runs than for trials."""
-    if len(rates) < 2:
-        return []
-    scratch, continued = rates["scratch"], rates["continued"]
-    if max(scratch, continued) / min(scratch, continued) <= CLOCK_DRIFT:
-        return []
-    return [
-        f"the clock drifted between phases: from-scratch trials recorded {scratch:.3g} s per device second of the "
-        f"profile, continued runs {continued:.3g} s ({max(scratch, continued) / min(scratch, continued):.2f}x "
-        "apart; the load of the machine changed while the study recorded): compare paths by device s, not by "
-        "recorded seconds"
-    ]
+    """A note where the clock ran at another speed, per device second, for continued runs than for trials, and
+    where checkpoints took another time than their bytes price them at (against training's rate)."""
+    notes = []
+    scratch, continued, checkpoint = rates.get("scratch"), rates.get("continued"), rates.get("checkpoint")
+    if scratch and continued and max(scratch, continued) / min(scratch, continued) > CLOCK_DRIFT:
+        notes.append(
+            f"the clock drifted between phases: from-scratch trials recorded {scratch:.3g} s per device second of "
+            f"the profile, continued runs {continued:.3g} s ({max(scratch, continued) / min(scratch, continued):.2f}x "
+            "apart; the load of the machine changed while the study recorded): compare paths by device s, not by "
+            "recorded seconds"
+        )
+    training = continued or scratch
+    if checkpoint and training and max(checkpoint, training) / min(checkpoint, training) > CLOCK_DRIFT:
+        notes.append(
+            f"checkpoints: the clock recorded {checkpoint:.3g} s per device second priced from their bytes, training "
+            f"{training:.3g} s: saving and restoring cost {checkpoint / training:.3g}x what copying their bytes "
+            "does (serialisation and allocation, not bytes, where the state is small)"
+        )
+    return notes
 
 
 def pricing_for(
@@ -482,7 +560,12 @@ def pricing_for(
     eval_samples = int(getattr(task, "eval_samples", 0) or 0)
     if not eval_samples:
         notes.append(f"{task_spec} does not say its eval_samples: device seconds leave its evaluations out")
-    return Pricing(profile, int(batch_size), int(steps), gpu_memory, eval_samples), notes
+    pricing = Pricing(profile, int(batch_size), int(steps), gpu_memory, eval_samples)
+    if hasattr(task, "resume"):  # only a task that continues runs saves checkpoints
+        pricing.copy_gbps, source = copy_rate(profile)
+        if pricing.copy_gbps is None:
+            notes.append(f"checkpoints are not in device seconds: {source} (they are in the recorded seconds)")
+    return pricing, notes
 
 
 # ---------------------------------------------------------------- results
