@@ -24,7 +24,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook, kind_of_device
 from layerprof.errors import LayerprofError, read_json
@@ -39,6 +39,7 @@ from layerprof.fidelity.correlate import (
     serving,
     task_layer_count,
 )
+from layerprof.fidelity.grids import Config
 from layerprof.fidelity.judging import (
     SAME_SEED_WARNING,
     Fold,
@@ -51,6 +52,7 @@ from layerprof.fidelity.judging import (
 )
 from layerprof.fidelity.ladder import (
     Bracket,
+    Ladder,
     build_ladder,
     default_cost,
     hyperband,
@@ -71,7 +73,7 @@ from layerprof.fidelity.trials import (
 )
 from layerprof.parsing import check_eta
 from layerprof.precision import get_precision
-from layerprof.profile import Profile
+from layerprof.profile import JsonDict, Profile, Row
 from layerprof.stats import (
     mean_confidence_interval,
     quantile,
@@ -133,7 +135,7 @@ class RecordedStudy:
 
     directory: Path
     task: str
-    configs: list[dict[str, Any]]
+    configs: list[Config]
     seeds: list[int]
     trainable_layer_counts: list[int]
     budget_fractions: list[float]
@@ -176,7 +178,7 @@ class RecordedStudy:
         ]
         return "training" if all(part.train_seconds is not None for part in parts) else "total"
 
-    def cost(self, part: TrialResult | Any) -> float:
+    def cost(self, part: TrialResult | SegmentResult) -> float:
         """A trial's (or a continued rung's) recorded seconds as `seconds_used` counts them: its training, its
         one evaluation and (a continued rung) restoring and saving its checkpoint; one that failed before it marked
         any training trained for none."""
@@ -382,7 +384,7 @@ class Pricing:
             parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
         )
 
-    def eval_seconds(self, row: Any, step_ms: float | None) -> float | None:
+    def eval_seconds(self, row: Row, step_ms: float | None) -> float | None:
         """One evaluation: its forward passes over `eval_samples` at the batch size, each a step's time scaled by
         the step's share of forward FLOPs (None where the profile lacks a step time or FLOPs)."""
         if not self.eval_samples:
@@ -571,12 +573,19 @@ def pricing_for(
 # ---------------------------------------------------------------- results
 
 
+class BracketShape(TypedDict):
+    """One bracket as an outcome records it: its first rung and the trials at each rung (ASHA: the mean)."""
+
+    first_rung: int
+    configs_per_rung: Sequence[float]
+
+
 @dataclass
 class Outcome:
     """One algorithm on one path: regret over the repeats and what it spent, each sampled figure with its 95%
     Monte-Carlo interval (`uncertainty`: what another seed could give)."""
 
-    brackets: list[dict[str, Any]]  # first_rung and configs_per_rung of each bracket, run one after another
+    brackets: list[BracketShape]  # first_rung and configs_per_rung of each bracket, run one after another
     regret_mean: float
     regret_median: float
     regret_low: float  # REGRET_QUANTILES
@@ -697,7 +706,7 @@ class Simulation:
         """The result of the path of that name, or None where it was not replayed."""
         return next((p for p in self.paths if p.name == name), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, with its schema."""
         return {"schema": SIMULATION_SCHEMA, **asdict(self)}
 
@@ -787,9 +796,13 @@ Decision = Callable[[Candidate, int, float, Sequence[float]], bool]
 
 
 def asha(
-    tables: Sequence[CellTable], candidates: Sequence[Candidate], eta: float, workers: int,
-    rule: PromotionRule = "optuna", decide: Decision | None = None,
-) -> AshaRun:  # fmt: skip
+    tables: Sequence[CellTable],
+    candidates: Sequence[Candidate],
+    eta: float,
+    workers: int,
+    rule: PromotionRule = "optuna",
+    decide: Decision | None = None,
+) -> AshaRun:
     """Asynchronous successive halving as Ray Tune's ASHAScheduler and Optuna's SuccessiveHalvingPruner run it:
     `workers` trials at once, each candidate started in the order drawn as a worker frees; a trial that ends a rung
     goes straight on to the next where `promoted` says so (on arrival, against the trials that ended that rung
@@ -850,9 +863,13 @@ class Replay:
     so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
 
     def __init__(
-        self, study: RecordedStudy, repeats: int | None, seed: int, workers: int = DEFAULT_WORKERS,
+        self,
+        study: RecordedStudy,
+        repeats: int | None,
+        seed: int,
+        workers: int = DEFAULT_WORKERS,
         rule: PromotionRule = "optuna",
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Each configuration's regret at full fidelity by each fold's judge; LayerprofError where none has a
         loss to judge picks by. Repeat r replays fold r mod the folds: it draws seeds from that fold's replay seeds
         and its pick is judged by that fold's judging seeds."""
@@ -993,9 +1010,13 @@ def asha_outcome(replay: Replay, tables: Sequence[CellTable], count: int, eta: f
 
 
 def _outcome(
-    regrets: list[float], seconds: list[float], brackets: Sequence[Bracket], worst_regret: float,
-    walls: list[float] | None = None, workers: int | None = None,
-) -> Outcome:  # fmt: skip
+    regrets: list[float],
+    seconds: list[float],
+    brackets: Sequence[Bracket],
+    worst_regret: float,
+    walls: list[float] | None = None,
+    workers: int | None = None,
+) -> Outcome:
     ordered = sorted(regrets)
     found = sum(r == 0 for r in ordered)
     uncertainty = {
@@ -1175,7 +1196,7 @@ def simulate(
         )
     notes += _unstable_notes(results, repeats)
     z_full, fraction_full = study.full_cell
-    dollars: dict[str, Any] = {}
+    dollars: dict[str, str] = {}
     if gpu is not None and profile is not None:
         scale, source = time_scale(profile, gpu, "simulate")
         price = (prices or PriceBook()).price(gpu)
@@ -1221,12 +1242,17 @@ def _noise_floor(replay: Replay, count: int) -> NoiseFloor:
     rho, _ = replay.judged(table[0])
     alone = replay_outcome(replay, [table], [Bracket(0, [count], 0.0)], replay.repeats)
     return NoiseFloor(
-        rho.mean, rho.low, rho.high, alone.regret_mean, alone.regret_fold_low, alone.regret_fold_high,
+        rho.mean,
+        rho.low,
+        rho.high,
+        alone.regret_mean,
+        alone.regret_fold_low,
+        alone.regret_fold_high,
         len(replay.folds),
-    )  # fmt: skip
+    )
 
 
-def carried_ladder(study: RecordedStudy, ladder: Any, eta: float, profile: Profile) -> tuple[list[int], list[str]]:
+def carried_ladder(study: RecordedStudy, ladder: Ladder, eta: float, profile: Profile) -> tuple[list[int], list[str]]:
     """The ladder's z rungs the study carries for this eta (study.json `ladders`), written there from this
     profile's ladder the first time, so that a simulation on another machine replays the same rungs; a note
     where this profile's ladder differs, and where its rungs rest on disturbed cells."""
@@ -1264,7 +1290,7 @@ def carried_ladder(study: RecordedStudy, ladder: Any, eta: float, profile: Profi
 
 def _every_outcome(results: Sequence[PathResult]) -> list[Outcome]:
     """Every algorithm's outcome on every path, from scratch and continued."""
-    ways: list[Any] = [*results, *(r.continued for r in results if r.continued is not None)]
+    ways: list[PathResult | ContinuedPath] = [*results, *(r.continued for r in results if r.continued is not None)]
     return [o for way in ways for o in (way.successive_halving, way.hyperband, way.asha) if o is not None]
 
 
@@ -1533,7 +1559,7 @@ def priced_curves(simulation: Simulation) -> bool:
     return all(p.gpu_seconds is not None for _, _, curve in _curves(simulation) for p in curve)
 
 
-def curve_series(simulation: Simulation) -> dict[str, dict[str, Any]]:
+def curve_series(simulation: Simulation) -> dict[str, JsonDict]:
     """What the figure draws per curve (a path from scratch under its name, continued as `name, continued` or
     `name, assumed`): the path and runs, cost (GPU seconds where a profile priced every trial, else recorded
     seconds), the median regret and its 5-95% band, and the starting configurations of each point."""
