@@ -62,23 +62,37 @@ def test_without_a_copy_rate_or_optimizer_bytes_a_checkpoint_is_not_charged() ->
     assert copy_rate(adam_profile("cpu", "another machine's CPU"))[0] is None
 
 
-def test_simulate_charges_checkpoints_by_bytes_and_checks_them_against_the_clock(tmp_path: Path) -> None:
-    task = tmp_path / "task.py"
-    task.write_text(
-        "def task(config, trainable_layers, budget_fraction):\n    return 0.0\n\n"
-        "def resume(config, segment, state):\n    return 0.0, state\n\n"
-        "task.resume = resume\ntask.layer_count = 3\ntask.full_steps = 90\ntask.batch_size = 8\n"
-        "task.profile_spec = 'synthetic-model'\n"
-    )
+RESUMING_TASK = """
+def task(config, trainable_layers, budget_fraction):
+    return 0.0
+
+
+def resume(config, segment, state):
+    return 0.0, state
+
+
+task.resume, task.layer_count, task.full_steps, task.batch_size = resume, 3, 90, 8
+task.profile_spec = "synthetic-model"
+"""
+
+
+def budget_study_with_checkpoints(directory: Path, seconds: tuple[float, ...]) -> Path:
+    """A study whose continued budget runs (1/9, 1/3, 1 at z=3) recorded `seconds` of checkpoint per rung."""
+    (directory / "task.py").write_text(RESUMING_TASK)
     chain = ((3, NINTH), (3, THIRD), (3, 1.0))
-    study = write_mixed_study(tmp_path / "s", random_lowest_rung, {chain: lambda index, k: index + k})
-    lines = [json.loads(line) for line in (study / "trials.jsonl").read_text().splitlines()]
-    for line in lines:  # each save or restore took 10 ms on the clock
-        for position, segment in enumerate(line.get("segments", [])):
-            segment["checkpoint_seconds"] = 0.01 * (1 + (position == 1))
-    (study / "trials.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    meta = json.loads((study / "study.json").read_text())
-    (study / "study.json").write_text(json.dumps({**meta, "task": f"{task}:task"}))
+    study = write_mixed_study(directory / "s", random_lowest_rung, {chain: lambda index, k: index + k})
+    records = [json.loads(text) for text in (study / "trials.jsonl").read_text().splitlines()]
+    for record in records:
+        for part, spent in zip(record.get("segments", []), seconds, strict=False):
+            part["checkpoint_seconds"] = spent
+    (study / "trials.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    meta = {**json.loads((study / "study.json").read_text()), "task": f"{directory / 'task.py'}:task"}
+    (study / "study.json").write_text(json.dumps(meta))
+    return study
+
+
+def test_simulate_charges_checkpoints_by_bytes_and_checks_them_against_the_clock(tmp_path: Path) -> None:
+    study = budget_study_with_checkpoints(tmp_path, (0.01, 0.02, 0.01))  # each save or restore took 10 ms
     result = simulate(study, eta=3, repeats=3, paths=["budget"], profile=adam_profile("cuda", H100))
     # z=3: 4 MB of parameters + 6 MB of optimizer state; one copy 2 x 10 MB at 3,350 GB/s
     copy = 2 * 10_000_000 / 3350e9
