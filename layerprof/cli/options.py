@@ -18,7 +18,7 @@ from layerprof.errors import LayerprofError
 from layerprof.fidelity.correlate import ExecutorName
 from layerprof.fidelity.grids import GridPresetName
 from layerprof.fidelity.ladder import CostName
-from layerprof.fidelity.trials import PATHS
+from layerprof.fidelity.trials import CONTINUED_PATHS, PATHS
 from layerprof.measure.optimizers import OptimizerName
 from layerprof.outputs.exporters import ExportName, parse_objective
 from layerprof.outputs.report import ImageFormat
@@ -713,7 +713,7 @@ ContinuedOption = Annotated[
     typer.Option(
         "--continue",
         metavar="PATHS|RUNGS",
-        help="Also run each configuration through these rungs in one continued run: budget,layers,diagonal "
+        help=f"Also run each configuration through these rungs in one continued run: {','.join(CONTINUED_PATHS)} "
         "or rungs like 1@0.25,3@0.5,6@1 (repeatable).",
     ),
 ]

@@ -734,7 +734,7 @@ def simulation(result: Simulation, output_format: str, written: list[Path], wide
     if output_format == "md":
         print(markdown_views(simulation_views(result)) + "\n")
     else:
-        for view in simulation_views(result):
+        for view in simulation_views(result, wide):
             console.print(view.rich(wide))
         if not wide:
             line(WIDE_NOTE, style="dim")

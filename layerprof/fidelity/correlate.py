@@ -20,24 +20,26 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 from layerprof.errors import LayerprofError, read_json
-from layerprof.fidelity.grids import GRID_PRESETS, HYPERPARAMETERS, expand_grid, load_grid
+from layerprof.fidelity.grids import GRID_PRESETS, HYPERPARAMETERS, Config, expand_grid, load_grid
 from layerprof.fidelity.judging import Fold, JudgeMode, NoiseFloor, OverFolds, judge_folds, judge_mode, rank_and_regret
 from layerprof.fidelity.trials import (
+    CONTINUED_PATHS,
     PHASES,
     Chain,
     GridCell,
     PhaseClock,
     Segment,
+    TaskState,
     match_fraction,
     segments,
     study_paths,
     timed_trial,
 )
 from layerprof.parsing import MAX_TRIALS, LayerSelection
-from layerprof.profile import current_spec
+from layerprof.profile import JsonDict, current_spec
 from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
 
 # ---------------------------------------------------------------- grids
@@ -47,8 +49,6 @@ ExecutorName = Literal["local", "ray"]
 EXECUTORS: tuple[ExecutorName, ...] = get_args(ExecutorName)
 
 # ---------------------------------------------------------------- trials
-
-CONTINUED_PATHS = ("budget", "layers", "diagonal")  # the named paths --continue takes (simulate's, over the study)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def _seed_worker(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_trial(task_spec: str, config: dict[str, Any], trial: Trial) -> TrialResult:
+def run_trial(task_spec: str, config: Config, trial: Trial) -> TrialResult:
     """Run in a worker: seed everything, call the task, turn failures and NaN into a failed result."""
     _seed_worker(trial.seed)
     began = _now()
@@ -222,7 +222,7 @@ def run_trial(task_spec: str, config: dict[str, Any], trial: Trial) -> TrialResu
     )
 
 
-def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial) -> ContinuedResult:
+def run_continued(task_spec: str, config: Config, trial: ContinuedTrial) -> ContinuedResult:
     """Run in a worker: one run through the chain, the task's state handed from rung to rung; a rung that
     raises or returns NaN ends the run there."""
     _seed_worker(trial.seed)
@@ -234,7 +234,7 @@ def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial)
             resume = continuation_of(resolve_task(task_spec), task_spec)
         except Exception as raised:  # noqa: BLE001
             resume, error = None, _error_text(raised)
-        state: Any = None
+        state: TaskState = None
         for segment in segments(trial.chain) if resume is not None else []:
             before, started = dict(clock.seconds), _now()
             loss: float | None = None
@@ -276,14 +276,23 @@ def run_continued(task_spec: str, config: dict[str, Any], trial: ContinuedTrial)
     )
 
 
-def run_job(task_spec: str, config: dict[str, Any], job: Trial | ContinuedTrial) -> TrialResult | ContinuedResult:
+def run_job(task_spec: str, config: Config, job: Trial | ContinuedTrial) -> TrialResult | ContinuedResult:
     """What a worker runs: a from-scratch trial or a continued run."""
     if isinstance(job, ContinuedTrial):
         return run_continued(task_spec, config, job)
     return run_trial(task_spec, config, job)
 
 
-def _fields(trial: Trial) -> dict[str, Any]:
+class TrialFields(TypedDict):
+    """What names a from-scratch trial in its result."""
+
+    config_index: int
+    trainable_layers: int
+    budget_fraction: float
+    seed: int
+
+
+def _fields(trial: Trial) -> TrialFields:
     return {
         "config_index": trial.config_index,
         "trainable_layers": trial.trainable_layers,
@@ -292,7 +301,7 @@ def _fields(trial: Trial) -> dict[str, Any]:
     }
 
 
-def resolve_task(spec: str) -> Callable[[dict[str, Any], int, float], float]:
+def resolve_task(spec: str) -> Callable[[Config, int, float], float]:
     """The task a name (digits, pydoc-lm) or a factory (file.py:fn, pkg.mod:fn) names; a bad one is an
     input error."""
     from layerprof.fidelity.tasks import TASKS
@@ -306,7 +315,9 @@ def resolve_task(spec: str) -> Callable[[dict[str, Any], int, float], float]:
     raise LayerprofError(f"unknown task {spec!r}; built-in: {', '.join(TASKS)}, or path/to/file.py:fn")
 
 
-def continuation_of(task: Callable, spec: str) -> Callable[[dict[str, Any], Segment, Any], tuple[float, Any]]:
+def continuation_of(
+    task: Callable[..., float], spec: str
+) -> Callable[[Config, Segment, TaskState], tuple[float, TaskState]]:
     """A task's `resume(config, segment, state) -> (loss, state)`; a task without one cannot continue a run."""
     resume = getattr(task, "resume", None)
     if not callable(resume):
@@ -331,7 +342,7 @@ STUDY_SCHEMA = "layerprof.study/3"
 STUDY_SCHEMAS = ("layerprof.study/1", "layerprof.study/2", STUDY_SCHEMA)  # a study.json without a schema is /1
 
 
-def check_study_meta(meta: Any, path: Path) -> dict[str, Any]:
+def check_study_meta(meta: object, path: Path) -> JsonDict:
     """A study.json's content, refused with one line where it is not one or is of a later schema."""
     if not isinstance(meta, dict) or not isinstance(meta.get("configs"), list) or "task" not in meta:
         raise LayerprofError(f"{str(path)!r} is not a correlate study's description (no task and configs)")
@@ -370,7 +381,7 @@ def read_records(path: Path) -> tuple[dict[str, TrialResult], dict[str, Continue
 class TrialStore:
     """`trials.jsonl` in the output directory, one finished trial or continued run per line, for resuming."""
 
-    def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, identity: JsonDict) -> None:
         """Creates `directory` and its study.json; LayerprofError where it holds another study or cannot be made."""
         self.directory = directory
         try:
@@ -462,7 +473,7 @@ class CorrelationResult:
     """A finished study: every cell's statistics, the continued chains, and how it ran."""
 
     task: str
-    configs: list[dict[str, Any]]
+    configs: list[Config]
     trainable_layer_counts: list[int]
     budget_fractions: list[float]
     seeds: int
@@ -482,12 +493,12 @@ class CorrelationResult:
             None,
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form `correlate` writes, with its schema."""
         return {"schema": CORRELATION_SCHEMA, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "result") -> CorrelationResult:
+    def from_dict(cls, data: JsonDict, source: str = "result") -> CorrelationResult:
         """From its JSON form (either schema); LayerprofError naming `source` when it is not a correlation result."""
         if data.get("schema") not in CORRELATION_SCHEMAS:
             raise LayerprofError(f"{source} is not a layerprof correlation result")
@@ -519,7 +530,7 @@ class StudyPlan:
     continued chain."""
 
     task: str
-    configs: list[dict[str, Any]]
+    configs: list[Config]
     trainable_layer_counts: tuple[int, ...]
     budget_fractions: tuple[float, ...]
     seeds: int = 1
@@ -697,7 +708,7 @@ def interleaved(trials: Sequence[Trial], runs: Sequence[ContinuedTrial]) -> list
 
 def run_local(
     task_spec: str,
-    configs: list[dict[str, Any]],
+    configs: list[Config],
     jobs: list[Job],
     workers: int,
     on_result: Callable[[JobResult], None],
@@ -732,7 +743,7 @@ def run_local(
 
 def run_ray(
     task_spec: str,
-    configs: list[dict[str, Any]],
+    configs: list[Config],
     jobs: list[Job],
     on_result: Callable[[JobResult], None],
     address: str | None,
@@ -893,7 +904,7 @@ def _per_config_mean(rows: list[list[float | None]]) -> list[float | None]:
     return [_mean(row) for row in rows]
 
 
-def fingerprint(task: str, configs: list[dict[str, Any]]) -> str:
+def fingerprint(task: str, configs: list[Config]) -> str:
     """A digest of the task and the configurations: a resumed study must be the same study."""
     return hashlib.sha256(json.dumps([task, configs], sort_keys=True).encode()).hexdigest()[:16]
 

@@ -7,10 +7,13 @@ import itertools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import JsonDict
+
+GridValue = str | int | float | bool  # one value of a hyperparameter: a number, a name (the optimizer) or a flag
+SearchSpace = dict[str, list[GridValue]]  # hyperparameter -> the values a grid tries
+Config = dict[str, GridValue]  # one configuration (with its `seed`, as a task receives it)
 
 HYPERPARAMETERS = (
     "learning_rate",
@@ -21,7 +24,7 @@ HYPERPARAMETERS = (
     "warmup_fraction",
     "cooldown_fraction",
 )
-DEFAULTS: JsonDict = {
+DEFAULTS: Config = {
     "learning_rate": 1e-3,
     "weight_decay": 0.0,
     "optimizer": "adam",
@@ -32,7 +35,7 @@ DEFAULTS: JsonDict = {
 }
 
 
-def paper_grid(task: str) -> dict[str, list[Any]]:
+def paper_grid(task: str) -> SearchSpace:
     """The paper's Table 1 search space for the task's family."""
     if task == "pydoc-lm":
         return {
@@ -53,7 +56,7 @@ def paper_grid(task: str) -> dict[str, list[Any]]:
     }
 
 
-def small_grid(task: str) -> dict[str, list[Any]]:
+def small_grid(task: str) -> SearchSpace:
     """A 12-configuration slice of the paper's space that finishes in minutes on a laptop CPU."""
     return {
         "learning_rate": [1e-4, 1e-3, 1e-2],
@@ -63,13 +66,13 @@ def small_grid(task: str) -> dict[str, list[Any]]:
 
 
 GridPresetName = Literal["small", "paper"]  # `correlate --grid-preset`: one entry each in GRID_PRESETS
-GRID_PRESETS: dict[GridPresetName, Callable[[str], dict[str, list[Any]]]] = {"small": small_grid, "paper": paper_grid}
+GRID_PRESETS: dict[GridPresetName, Callable[[str], SearchSpace]] = {"small": small_grid, "paper": paper_grid}
 
 
-def expand_grid(space: dict[str, list[Any]]) -> list[JsonDict]:
+def expand_grid(space: SearchSpace) -> list[Config]:
     """Cartesian product; for SGD the Adam-only beta2 is dropped and duplicates removed."""
     keys = sorted(space)
-    configs: list[JsonDict] = []
+    configs: list[Config] = []
     seen: set[str] = set()
     for values in itertools.product(*(space[key] for key in keys)):
         config = dict(zip(keys, values, strict=True))
@@ -82,7 +85,7 @@ def expand_grid(space: dict[str, list[Any]]) -> list[JsonDict]:
     return configs
 
 
-def load_grid(path: Path, known: Sequence[str] | None) -> dict[str, list[Any]]:
+def load_grid(path: Path, known: Sequence[str] | None) -> SearchSpace:
     """A JSON or YAML mapping of hyperparameter -> list of values."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from layerprof.devices import (
     CUDA_CONTEXT_RESERVE_BYTES,
@@ -22,7 +22,10 @@ from layerprof.devices import (
 )
 from layerprof.errors import LayerprofError, read_json
 from layerprof.parsing import check_budget_steps, check_eta
-from layerprof.profile import Profile, Row, load_profile, ratio
+from layerprof.profile import JsonDict, Profile, Row, load_profile, ratio
+
+if TYPE_CHECKING:
+    from layerprof.fidelity.correlate import CorrelationResult
 
 # A rung ratio counts as close to eta when it lies within eta^(1/2) .. eta^(3/2) (half a step in log space).
 CLOSE_IN_LOG_STEPS = 0.5
@@ -84,7 +87,7 @@ class Ladder:
     budget_successive_halving: dict[str, float] | None = None  # the same SH on training budget alone
     hyperband: list[Bracket] = field(default_factory=list)  # Li et al.'s layout, which SMAC3 runs too
     hyperband_neps: list[Bracket] = field(default_factory=list)  # NePS's, where it differs (integer eta only)
-    joint: dict[str, Any] | None = None
+    joint: JsonDict | None = None
     times_predicted: bool = False  # step times come from the time model (an estimate), not from measurement
     gpu: str | None = None  # ladder --gpu: the kind whose memory gives the slots and whose price the dollars
     price: str | None = None  # its price and where it comes from
@@ -93,7 +96,7 @@ class Ladder:
     successive_halving_usd: float | None = None  # --configs: every trial of the halving bracket, one after another
     batch_limits_source: str | None = None  # where the exported snippets' largest batch per rung comes from
     recipe: str = ""  # the profile's training recipe in words (SweepSettings.recipe_label)
-    recipe_settings: dict[str, Any] = field(default_factory=dict)  # and as data (SweepSettings.recipe)
+    recipe_settings: JsonDict = field(default_factory=dict)  # and as data (SweepSettings.recipe)
 
     def max_batch(self) -> dict[int, int]:
         """Budget index -> the largest batch that fits one GPU at that rung: `fit`'s answers where attached
@@ -106,7 +109,7 @@ class Ladder:
                 limits[rung.budget_index] = limit
         return limits
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, with `budget_to_rung`: each budget index's z and steps, for a tuner to look up."""
         data = asdict(self)
         data["budget_to_rung"] = {
@@ -361,10 +364,12 @@ def time_scale(profile: Profile, gpu: GpuKind, command: str) -> tuple[float, str
     precision, tf32 = profile.settings.precision, bool((environment.numerics or {}).get("matmul_tf32"))
     scale = peak_tflops(source, precision, tf32) / peak_tflops(gpu, precision, tf32)
     label = (
-        f"measured on {source.name}" if source.name == gpu.name and not environment.estimated
-        else f"predicted for {source.name}" if source.name == gpu.name
+        f"measured on {source.name}"
+        if source.name == gpu.name and not environment.estimated
+        else f"predicted for {source.name}"
+        if source.name == gpu.name
         else f"scaled from {source.name} by peak"
-    )  # fmt: skip
+    )
     return scale, label
 
 
@@ -525,7 +530,10 @@ def _add_brackets(ladder: Ladder, configs: int | None) -> None:
 
 
 def ladder_for(
-    profile_path: str | Path, correlation: Any = None, batch_limits: Path | None = None, **options: Any
+    profile_path: str | Path,
+    correlation: CorrelationResult | None = None,
+    batch_limits: Path | None = None,
+    **options: Any,  # build_ladder's keyword arguments, each of its own type
 ) -> tuple[Ladder, list[str]]:
     """The ladder of a profile file (`options` as for `build_ladder`), with each rung's measured rank
     correlation from a correlate result (`layerprof.fidelity.correlate.load_result`: this module never imports the
@@ -550,7 +558,7 @@ def ladder_for(
     return ladder, notes
 
 
-def attach_batch_limits(ladder: Ladder, fit: dict[str, Any], source: str) -> None:
+def attach_batch_limits(ladder: Ladder, fit: JsonDict, source: str) -> None:
     """Each rung's largest batch from `fit --json`'s answers: at its z, else at the nearest larger z that fit
     searched (more trainable layers never need less memory, so that batch fits the rung too). A rung above every
     z fit searched is an input error naming them."""
@@ -569,7 +577,7 @@ def attach_batch_limits(ladder: Ladder, fit: dict[str, Any], source: str) -> Non
     ladder.batch_limits_source = f"layerprof fit ({source})" + (f", {memory / 2**30:.1f} GiB" if memory else "")
 
 
-def attach_correlation(ladder: Ladder, result: Any) -> list[str]:
+def attach_correlation(ladder: Ladder, result: CorrelationResult) -> list[str]:
     """Per rung, Spearman's rho at the full budget from a correlate result; notes for rungs it lacks."""
     notes = []
     for rung in ladder.rungs:
@@ -582,7 +590,7 @@ def attach_correlation(ladder: Ladder, result: Any) -> list[str]:
     return notes
 
 
-def joint_ladder(ladder: Ladder, budget_steps: int, configs: int | None) -> dict[str, Any]:
+def joint_ladder(ladder: Ladder, budget_steps: int, configs: int | None) -> JsonDict:
     """The paper's diagonal schedule: rung k trains z_k layers for budget_steps / eta^(K-1-k) steps.
 
     Compared with successive halving on training steps alone (every rung at z = n): cost in step-time
@@ -591,7 +599,7 @@ def joint_ladder(ladder: Ladder, budget_steps: int, configs: int | None) -> dict
     rungs = ladder.rungs
     top = len(rungs) - 1
     full = rungs[-1]
-    joint_rows: list[dict[str, Any]] = []
+    joint_rows: list[JsonDict] = []
     for index, rung in enumerate(rungs):
         steps = max(1, round(budget_steps / ladder.eta ** (top - index)))
         rung.steps = steps

@@ -26,7 +26,6 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from layerprof.devices import (
     CUDA_CONTEXT_RESERVE_BYTES,
@@ -40,9 +39,16 @@ from layerprof.devices import (
     unknown_device_error,
 )
 from layerprof.errors import LayerprofError
-from layerprof.fidelity.ladder import build_ladder, default_cost, hyperband, memory_need_bytes, successive_halving
+from layerprof.fidelity.ladder import (
+    Bracket,
+    build_ladder,
+    default_cost,
+    hyperband,
+    memory_need_bytes,
+    successive_halving,
+)
 from layerprof.parsing import MAX_CONFIGS, check_budget_steps, check_eta
-from layerprof.profile import Profile, Row, recipe_difference
+from layerprof.profile import JsonDict, Profile, Row, recipe_difference
 
 PLAN_SCHEMA = "layerprof.plan/2"  # /2: `deadlines`, one per algorithm, for /1's `deadline`
 ASSUMED_PEAK_SHARE = 0.4  # a step's kernels' FLOP/s over the GPU's dense peak for its precision
@@ -301,13 +307,18 @@ def one_gpu(trials: int, trial_seconds: float, gpu_share: float, slots: int) -> 
     return best
 
 
+# an inventory kind that holds a rung's trial: the item, the trial's cost there, trials that fit one GPU, a trial's
+# seconds alone, and the run of n trials on one GPU for n = 0..configs
+KindRuns = tuple[InventoryItem, TrialCost, int, float, list[GpuRun]]
+
+
 def place(
     configs: int, z: int, steps: int, rung: int, profiles: ProfileSet, inventory: Sequence[InventoryItem]
 ) -> RungPlacement | None:
     """Spread the rung's trials over every GPU that holds one, each next trial where it ends the soonest (on a
     GPU already in use when that is no later): the makespan of identical trials. Then the same trials on as few
     GPU-hours as that makespan allows (`_fewest_gpu_hours`). A MIG slice's busy time counts its share of a GPU."""
-    kinds = []
+    kinds: list[KindRuns] = []
     for item in inventory:
         cost = profiles.cost(z, item.gpu)
         slots = 0 if cost is None else item.gpu.memory_mib * 2**20 // cost.memory_need_bytes
@@ -356,7 +367,7 @@ def place(
     )
 
 
-def _fewest_gpu_hours(kinds: list[Any], configs: int, makespan: float) -> dict[tuple[int, int], int]:
+def _fewest_gpu_hours(kinds: list[KindRuns], configs: int, makespan: float) -> dict[tuple[int, int], int]:
     """Trials per GPU that finish by `makespan` on the fewest GPU-hours: each GPU takes as many trials as it runs
     by then, the GPUs that spend the least per trial there first (trials that fit together share one GPU instead
     of keeping two busy)."""
@@ -385,7 +396,7 @@ class DeadlineAnswer:
     deadline_seconds: float
     algorithm: str  # the schedule timed against the deadline over the ladder: one of DEADLINE_ALGORITHMS
     met: bool
-    gpus: list[dict[str, Any]]  # [{"gpu": "L4", "count": 3}, ...]; [] where none meets it
+    gpus: list[dict[str, str | int]]  # [{"gpu": "L4", "count": 3}, ...]; [] where none meets it
     makespan_seconds: float | None = None
     usd_held: float | None = None  # the composition held for the makespan: what renting it costs
     usd: float | None = None  # its busy time alone
@@ -403,7 +414,7 @@ class ClusterPlan:
     eta: float
     configs: int
     budget_steps: int
-    inventory: list[dict[str, Any]]
+    inventory: list[dict[str, str | int]]  # [{"gpu": "L4", "count": 8}, ...]
     rungs: list[int]  # the ladder's z values
     cost_kind: str
     schedules: list[Schedule] = field(default_factory=list)
@@ -411,7 +422,7 @@ class ClusterPlan:
     prices: dict[str, str] = field(default_factory=dict)  # GPU kind -> its price and where it comes from
     deadlines: list[DeadlineAnswer] = field(default_factory=list)  # one per DEADLINE_ALGORITHMS with --deadline
     recipe: str = ""  # the profiles' training recipe in words (SweepSettings.recipe_label)
-    recipe_settings: dict[str, Any] = field(default_factory=dict)  # and as data (SweepSettings.recipe)
+    recipe_settings: JsonDict = field(default_factory=dict)  # and as data (SweepSettings.recipe)
 
     def deadline(self, algorithm: str) -> DeadlineAnswer:
         """The deadline's answer for that algorithm (StopIteration where `plan` had no deadline)."""
@@ -421,7 +432,7 @@ class ClusterPlan:
         """The schedule of that name and algorithm; `plan` makes one of each (StopIteration otherwise)."""
         return next(s for s in self.schedules if s.name == name and s.algorithm == algorithm)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, with its schema."""
         return {"schema": PLAN_SCHEMA, **asdict(self)}
 
@@ -532,7 +543,7 @@ def plan_cluster(
 def _schedule(
     name: str,
     algorithm: str,
-    brackets: Sequence[Any],
+    brackets: Sequence[Bracket],
     rungs: Sequence[tuple[int, int]],
     kinds: Sequence[InventoryItem],
     group: ProfileSet,
@@ -653,10 +664,14 @@ def cheapest_cluster(
         took = "cannot place every rung" if whole is None else f"takes {_hours(whole.makespan_seconds)}"
         shown = ", ".join(f"{item.count}x{item.gpu.name}" for item in inventory)
         return DeadlineAnswer(
-            deadline_seconds, algorithm, False, [], compositions_tried=len(tried),
+            deadline_seconds,
+            algorithm,
+            False,
+            [],
+            compositions_tried=len(tried),
             reason=f"even all of --cluster ({shown}) {took} for {_named(algorithm)} over the ladder, beyond the "
             f"deadline of {_hours(deadline_seconds)}: add GPUs or faster kinds, or lower --configs or --budget-steps",
-        )  # fmt: skip
+        )
     best: tuple[tuple[float, float, int], tuple[int, ...]] | None = None
     last = inventory[-1].count
     for head in itertools.product(*(_counts_to_try(item.count) for item in inventory[:-1])):
@@ -680,10 +695,16 @@ def cheapest_cluster(
     schedule = schedule_of(counts)
     assert schedule is not None
     return DeadlineAnswer(
-        deadline_seconds, algorithm, True,
+        deadline_seconds,
+        algorithm,
+        True,
         [{"gpu": item.gpu.name, "count": count} for item, count in zip(inventory, counts, strict=True) if count],
-        schedule.makespan_seconds, schedule.usd_held, schedule.usd, schedule.gpu_hours, len(tried),
-    )  # fmt: skip
+        schedule.makespan_seconds,
+        schedule.usd_held,
+        schedule.usd,
+        schedule.gpu_hours,
+        len(tried),
+    )
 
 
 def _named(algorithm: str) -> str:
@@ -718,15 +739,17 @@ def asha_schedule(
         by_share = math.floor(1 / lowest.gpu_share + 1e-9) if lowest and lowest.gpu_share > 0 else 1
         fits = min((memory[kind] // c.memory_need_bytes for c in held), default=1)
         at_once.append(max(1, min(by_share, fits)))
-    gpus = [(item, number) for kind, item in enumerate(inventory)
-            for number in range(item.count * at_once[kind])]  # fmt: skip
+    gpus = [(item, number) for kind, item in enumerate(inventory) for number in range(item.count * at_once[kind])]
     seconds: list[list[float | None]] = []
     for (_, steps), row in zip(rungs, costs, strict=True):
-        seconds.append([
-            None if cost is None or cost.memory_need_bytes * at_once[kind] > memory[kind]
-            else cost.step_time_ms * steps / 1000 * together(at_once[kind], cost.gpu_share)
-            for kind, cost in enumerate(row)
-        ])  # fmt: skip
+        seconds.append(
+            [
+                None
+                if cost is None or cost.memory_need_bytes * at_once[kind] > memory[kind]
+                else cost.step_time_ms * steps / 1000 * together(at_once[kind], cost.gpu_share)
+                for kind, cost in enumerate(row)
+            ]
+        )
     kind_of = {item.gpu.name: index for index, item in enumerate(inventory)}
     completions, promoted, waiting = [0] * count, [0] * count, [0] * count  # waiting: promotions not yet started
     started_new = 0
@@ -748,8 +771,11 @@ def asha_schedule(
         while idle and placed:
             placed = False
             for rung in jobs():
-                options = [(now + secs, gpu) for gpu in idle
-                           if (secs := seconds[rung][kind_of[gpus[gpu][0].gpu.name]]) is not None]  # fmt: skip
+                options = [
+                    (now + secs, gpu)
+                    for gpu in idle
+                    if (secs := seconds[rung][kind_of[gpus[gpu][0].gpu.name]]) is not None
+                ]
                 if not options:
                     continue
                 ends, gpu = min(options)
@@ -788,11 +814,21 @@ def asha_schedule(
             cost = costs[rung][kind]
             assert cost is not None
             slots = item.gpu.memory_mib * 2**20 // cost.memory_need_bytes
-            shares.append(KindShare(
-                item.gpu.name, -(-len(used) // at_once[kind]), len(times), at_once[kind], slots, max(used),
-                times[0] * at_once[kind], cost.time_source,
-                cost.memory_need_bytes, cost.memory_source, sum(times),
-            ))  # fmt: skip
+            shares.append(
+                KindShare(
+                    item.gpu.name,
+                    -(-len(used) // at_once[kind]),
+                    len(times),
+                    at_once[kind],
+                    slots,
+                    max(used),
+                    times[0] * at_once[kind],
+                    cost.time_source,
+                    cost.memory_need_bytes,
+                    cost.memory_source,
+                    sum(times),
+                )
+            )
         trials = sum(share.trials for share in shares)
         first, last = spans.get(rung, [0.0, 0.0])
         hours = sum(share.busy_seconds * GPU_KINDS[share.gpu].share_of_gpu for share in shares) / 3600

@@ -50,9 +50,13 @@ class PlanPredictor:
             traces: dict[tuple[int, int], StepTrace] = {}
             if self.traceable:
                 settings = replace(
-                    self.reference.settings, batch_sizes=(self.group.batch_size,), trainable_layer_counts=asked,
-                    mode="estimate", target="cuda", target_gpu=None,
-                )  # fmt: skip
+                    self.reference.settings,
+                    batch_sizes=(self.group.batch_size,),
+                    trainable_layer_counts=asked,
+                    mode="estimate",
+                    target="cuda",
+                    target_gpu=None,
+                )
                 options = ModelOptions.of_profile(self.reference)
                 try:
                     estimate_model(self.reference.model.spec, options, settings, traces=traces)

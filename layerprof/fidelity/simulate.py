@@ -20,12 +20,13 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
-from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook
+from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GpuKind, PriceBook, kind_of_device
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.correlate import (
     ContinuedResult,
@@ -38,6 +39,7 @@ from layerprof.fidelity.correlate import (
     serving,
     task_layer_count,
 )
+from layerprof.fidelity.grids import Config
 from layerprof.fidelity.judging import (
     SAME_SEED_WARNING,
     Fold,
@@ -50,6 +52,7 @@ from layerprof.fidelity.judging import (
 )
 from layerprof.fidelity.ladder import (
     Bracket,
+    Ladder,
     build_ladder,
     default_cost,
     hyperband,
@@ -69,7 +72,8 @@ from layerprof.fidelity.trials import (
     study_paths,
 )
 from layerprof.parsing import check_eta
-from layerprof.profile import Profile
+from layerprof.precision import get_precision
+from layerprof.profile import JsonDict, Profile, Row
 from layerprof.stats import (
     mean_confidence_interval,
     quantile,
@@ -131,7 +135,7 @@ class RecordedStudy:
 
     directory: Path
     task: str
-    configs: list[dict[str, Any]]
+    configs: list[Config]
     seeds: list[int]
     trainable_layer_counts: list[int]
     budget_fractions: list[float]
@@ -174,7 +178,7 @@ class RecordedStudy:
         ]
         return "training" if all(part.train_seconds is not None for part in parts) else "total"
 
-    def cost(self, part: TrialResult | Any) -> float:
+    def cost(self, part: TrialResult | SegmentResult) -> float:
         """A trial's (or a continued rung's) recorded seconds as `seconds_used` counts them: its training, its
         one evaluation and (a continued rung) restoring and saving its checkpoint; one that failed before it marked
         any training trained for none."""
@@ -339,6 +343,9 @@ class RungPrice:
     memory_need_bytes: int | None  # what one trial holds: on CUDA, the reservation plus the context
     parallel_slots: int | None
     eval_gpu_seconds: float | None = None  # the evaluation's part of trial_gpu_seconds (0: the task evaluates none)
+    # a continued rung: restoring its checkpoint before it and saving one after it, priced from their bytes at the
+    # device's copy rate (part of trial_gpu_seconds; None where the profile cannot price them: not charged)
+    checkpoint_gpu_seconds: float | None = None
 
 
 @dataclass
@@ -350,6 +357,7 @@ class Pricing:
     full_steps: int
     gpu_memory_bytes: int | None
     eval_samples: int = 0  # samples the task evaluates after every rung (its `eval_samples`)
+    copy_gbps: float | None = None  # the device's copy rate (`copy_rate`), for checkpoints; None: not priced
 
     def price(self, cell: GridCell, steps: int | None = None) -> RungPrice:
         """One trial of the cell from scratch, or `steps` of it (a continued rung's segment)."""
@@ -376,7 +384,7 @@ class Pricing:
             parallel_slots=self.gpu_memory_bytes // need if self.gpu_memory_bytes and need else None,
         )
 
-    def eval_seconds(self, row: Any, step_ms: float | None) -> float | None:
+    def eval_seconds(self, row: Row, step_ms: float | None) -> float | None:
         """One evaluation: its forward passes over `eval_samples` at the batch size, each a step's time scaled by
         the step's share of forward FLOPs (None where the profile lacks a step time or FLOPs)."""
         if not self.eval_samples:
@@ -387,56 +395,128 @@ class Pricing:
         return batches * step_ms * min(1.0, row.forward_flops / row.flops) / 1000
 
     def continued(self, cells: Sequence[GridCell]) -> list[RungPrice]:
-        """Each rung of one continued run through `cells`: its segment's steps."""
+        """Each rung of one continued run through `cells`: its segment's steps, and (where the profile prices
+        them) restoring the checkpoint the previous rung saved and saving its own for the next."""
         prices = []
-        for cell, segment in zip(cells, segments(cells), strict=True):
+        for index, (cell, segment) in enumerate(zip(cells, segments(cells), strict=True)):
             start, end, _ = segment.steps(self.full_steps)
-            prices.append(self.price(cell, end - start))
+            price = self.price(cell, end - start)
+            moved: list[int | None] = []
+            if index > 0:  # restored before the rung: what the previous rung saved
+                moved.append(self.checkpoint_bytes(cells[index - 1][0]))
+            if index < len(cells) - 1:  # saved after it, for the next (the last rung ends the run)
+                moved.append(self.checkpoint_bytes(cell[0]))
+            seconds = self.copy_seconds(moved)
+            if seconds is not None and price.trial_gpu_seconds is not None:
+                price.checkpoint_gpu_seconds = seconds
+                price.trial_gpu_seconds += seconds
+            prices.append(price)
         return prices
+
+    def checkpoint_bytes(self, trainable_layers: int) -> int | None:
+        """What a run training the last z layers saves and restores: every parameter (in the precision's parameter
+        dtype; buffers left out) and the optimizer state of the trainable ones (None where the profile lacks it)."""
+        row = next(
+            (r for r in self.profile.rows_for(self.batch_size) if r.trainable_layers == trainable_layers and r.ok),
+            None,
+        )
+        if row is None or row.optimizer_state_bytes is None or not self.profile.model.total_params:
+            return None
+        dtype = get_precision(self.profile.settings.precision).parameter_dtype
+        return self.profile.model.total_params * PARAMETER_BYTES[dtype] + row.optimizer_state_bytes
+
+    def copy_seconds(self, sizes: Sequence[int | None]) -> float | None:
+        """Seconds to copy each of `sizes` bytes once (read and written) at the device's copy rate, as the time
+        model prices memory movement; None where a size or the rate is unknown."""
+        if not sizes:
+            return 0.0
+        if self.copy_gbps is None or any(size is None for size in sizes):
+            return None
+        return sum(2 * (size or 0) for size in sizes) / (self.copy_gbps * 1e9)
+
+
+PARAMETER_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # a parameter's bytes in each precision's dtype
+
+
+def copy_rate(profile: Profile) -> tuple[float | None, str]:
+    """The profiled device's memory copy rate (GB/s, bytes read and written), which prices a checkpoint's save and
+    restore: an estimate's own time-model peaks, a known GPU's datasheet bandwidth, or for a profile measured on
+    this CPU its copy rate measured here (`cpu_peaks`, cached); else None, and why."""
+    env = profile.environment
+    if profile.time_model and isinstance(profile.time_model.get("peaks"), dict):
+        rate = profile.time_model["peaks"].get("memory_gbps")
+        if rate:
+            return float(rate), f"the estimate's time model ({env.device_name})"
+    if env.device_kind == "cuda":
+        gpu = kind_of_device(env.device_name)
+        if gpu is not None and gpu.memory_gbps:
+            return gpu.memory_gbps, f"{gpu.name}'s memory bandwidth"
+        return None, f"{env.device_name!r} is not a GPU kind layerprof knows"
+    from layerprof.measure.environment import cpu_name
+
+    if env.device_name != cpu_name():
+        return None, f"the profile's CPU ({env.device_name}) is not this machine's, whose copy rate is measured"
+    from layerprof.predict.timemodel import cpu_peaks
+
+    return cpu_peaks(env.torch_threads).memory_gbps, "this CPU's copy rate, measured here"
 
 
 CLOCK_DRIFT = 1.25  # the most the clock's seconds per device second may differ between phases without a note
 
 
 def clock_rates(study: RecordedStudy, pricing: Pricing) -> dict[str, float]:
-    """Recorded training seconds per device second of training (the profile's), over the from-scratch trials and
-    over the continued runs' segments that recorded training apart; a phase without any is left out."""
-    spent = {"scratch": [0.0, 0.0], "continued": [0.0, 0.0]}
+    """Recorded seconds per device second (the profile's): training over the from-scratch trials and over the
+    continued runs' segments, and the continued runs' checkpoints (recorded save and restore against their price
+    from bytes); a phase without any is left out."""
+    spent = {"scratch": [0.0, 0.0], "continued": [0.0, 0.0], "checkpoint": [0.0, 0.0]}
 
-    def add(phase: str, recorded: float | None, cell: GridCell, steps: int | None = None) -> None:
-        try:
-            price = pricing.price(cell, steps)
-        except LayerprofError:
-            return  # a z the profile lacks: no device seconds to compare with
-        if recorded is None or price.trial_gpu_seconds is None:
-            return
-        spent[phase][0] += recorded
-        spent[phase][1] += price.trial_gpu_seconds - (price.eval_gpu_seconds or 0.0)
+    def add(phase: str, recorded: float | None, priced: float | None) -> None:
+        if recorded is not None and priced is not None:
+            spent[phase][0] += recorded
+            spent[phase][1] += priced
+
+    def training(price: RungPrice) -> float | None:
+        if price.trial_gpu_seconds is None:
+            return None
+        return price.trial_gpu_seconds - (price.eval_gpu_seconds or 0.0) - (price.checkpoint_gpu_seconds or 0.0)
 
     for (_, z, fraction, _), trial in study.trials.items():
         if trial.loss is not None:
-            add("scratch", trial.train_seconds, (z, fraction))
+            with suppress(LayerprofError):  # a z the profile lacks: no device seconds to compare with
+                add("scratch", trial.train_seconds, training(pricing.price((z, fraction))))
     for (chain, _, _), run in study.continued.items():
-        for part, cell, segment in zip(run.segments, chain, segments(chain), strict=False):
-            start, end, _ = segment.steps(pricing.full_steps)
+        try:
+            prices = pricing.continued(chain)
+        except LayerprofError:
+            continue
+        for part, price in zip(run.segments, prices, strict=False):
             if part.loss is not None:
-                add("continued", part.train_seconds, cell, end - start)
+                add("continued", part.train_seconds, training(price))
+                if price.checkpoint_gpu_seconds:
+                    add("checkpoint", part.checkpoint_seconds, price.checkpoint_gpu_seconds)
     return {phase: clock / device for phase, (clock, device) in spent.items() if clock > 0 and device > 0}
 
 
 def drift_notes(rates: dict[str, float]) -> list[str]:
-    """A note where the clock ran at another speed, per device second, for continued runs than for trials."""
-    if len(rates) < 2:
-        return []
-    scratch, continued = rates["scratch"], rates["continued"]
-    if max(scratch, continued) / min(scratch, continued) <= CLOCK_DRIFT:
-        return []
-    return [
-        f"the clock drifted between phases: from-scratch trials recorded {scratch:.3g} s per device second of the "
-        f"profile, continued runs {continued:.3g} s ({max(scratch, continued) / min(scratch, continued):.2f}x "
-        "apart; the load of the machine changed while the study recorded): compare paths by device s, not by "
-        "recorded seconds"
-    ]
+    """A note where the clock ran at another speed, per device second, for continued runs than for trials, and
+    where checkpoints took another time than their bytes price them at (against training's rate)."""
+    notes = []
+    scratch, continued, checkpoint = rates.get("scratch"), rates.get("continued"), rates.get("checkpoint")
+    if scratch and continued and max(scratch, continued) / min(scratch, continued) > CLOCK_DRIFT:
+        notes.append(
+            f"the clock drifted between phases: from-scratch trials recorded {scratch:.3g} s per device second of "
+            f"the profile, continued runs {continued:.3g} s ({max(scratch, continued) / min(scratch, continued):.2f}x "
+            "apart; the load of the machine changed while the study recorded): compare paths by device s, not by "
+            "recorded seconds"
+        )
+    training = continued or scratch
+    if checkpoint and training and max(checkpoint, training) / min(checkpoint, training) > CLOCK_DRIFT:
+        notes.append(
+            f"checkpoints: the clock recorded {checkpoint:.3g} s per device second priced from their bytes, training "
+            f"{training:.3g} s: saving and restoring cost {checkpoint / training:.3g}x what copying their bytes "
+            "does (serialisation and allocation, not bytes, where the state is small)"
+        )
+    return notes
 
 
 def pricing_for(
@@ -482,10 +562,22 @@ def pricing_for(
     eval_samples = int(getattr(task, "eval_samples", 0) or 0)
     if not eval_samples:
         notes.append(f"{task_spec} does not say its eval_samples: device seconds leave its evaluations out")
-    return Pricing(profile, int(batch_size), int(steps), gpu_memory, eval_samples), notes
+    pricing = Pricing(profile, int(batch_size), int(steps), gpu_memory, eval_samples)
+    if hasattr(task, "resume"):  # only a task that continues runs saves checkpoints
+        pricing.copy_gbps, source = copy_rate(profile)
+        if pricing.copy_gbps is None:
+            notes.append(f"checkpoints are not in device seconds: {source} (they are in the recorded seconds)")
+    return pricing, notes
 
 
 # ---------------------------------------------------------------- results
+
+
+class BracketShape(TypedDict):
+    """One bracket as an outcome records it: its first rung and the trials at each rung (ASHA: the mean)."""
+
+    first_rung: int
+    configs_per_rung: Sequence[float]
 
 
 @dataclass
@@ -493,7 +585,7 @@ class Outcome:
     """One algorithm on one path: regret over the repeats and what it spent, each sampled figure with its 95%
     Monte-Carlo interval (`uncertainty`: what another seed could give)."""
 
-    brackets: list[dict[str, Any]]  # first_rung and configs_per_rung of each bracket, run one after another
+    brackets: list[BracketShape]  # first_rung and configs_per_rung of each bracket, run one after another
     regret_mean: float
     regret_median: float
     regret_low: float  # REGRET_QUANTILES
@@ -614,7 +706,7 @@ class Simulation:
         """The result of the path of that name, or None where it was not replayed."""
         return next((p for p in self.paths if p.name == name), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, with its schema."""
         return {"schema": SIMULATION_SCHEMA, **asdict(self)}
 
@@ -704,9 +796,13 @@ Decision = Callable[[Candidate, int, float, Sequence[float]], bool]
 
 
 def asha(
-    tables: Sequence[CellTable], candidates: Sequence[Candidate], eta: float, workers: int,
-    rule: PromotionRule = "optuna", decide: Decision | None = None,
-) -> AshaRun:  # fmt: skip
+    tables: Sequence[CellTable],
+    candidates: Sequence[Candidate],
+    eta: float,
+    workers: int,
+    rule: PromotionRule = "optuna",
+    decide: Decision | None = None,
+) -> AshaRun:
     """Asynchronous successive halving as Ray Tune's ASHAScheduler and Optuna's SuccessiveHalvingPruner run it:
     `workers` trials at once, each candidate started in the order drawn as a worker frees; a trial that ends a rung
     goes straight on to the next where `promoted` says so (on arrival, against the trials that ended that rung
@@ -767,9 +863,13 @@ class Replay:
     so that paths differ only by rungs, and a path's figures do not depend on which other paths ran."""
 
     def __init__(
-        self, study: RecordedStudy, repeats: int | None, seed: int, workers: int = DEFAULT_WORKERS,
+        self,
+        study: RecordedStudy,
+        repeats: int | None,
+        seed: int,
+        workers: int = DEFAULT_WORKERS,
         rule: PromotionRule = "optuna",
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Each configuration's regret at full fidelity by each fold's judge; LayerprofError where none has a
         loss to judge picks by. Repeat r replays fold r mod the folds: it draws seeds from that fold's replay seeds
         and its pick is judged by that fold's judging seeds."""
@@ -910,9 +1010,13 @@ def asha_outcome(replay: Replay, tables: Sequence[CellTable], count: int, eta: f
 
 
 def _outcome(
-    regrets: list[float], seconds: list[float], brackets: Sequence[Bracket], worst_regret: float,
-    walls: list[float] | None = None, workers: int | None = None,
-) -> Outcome:  # fmt: skip
+    regrets: list[float],
+    seconds: list[float],
+    brackets: Sequence[Bracket],
+    worst_regret: float,
+    walls: list[float] | None = None,
+    workers: int | None = None,
+) -> Outcome:
     ordered = sorted(regrets)
     found = sum(r == 0 for r in ordered)
     uncertainty = {
@@ -1092,7 +1196,7 @@ def simulate(
         )
     notes += _unstable_notes(results, repeats)
     z_full, fraction_full = study.full_cell
-    dollars: dict[str, Any] = {}
+    dollars: dict[str, str] = {}
     if gpu is not None and profile is not None:
         scale, source = time_scale(profile, gpu, "simulate")
         price = (prices or PriceBook()).price(gpu)
@@ -1138,12 +1242,17 @@ def _noise_floor(replay: Replay, count: int) -> NoiseFloor:
     rho, _ = replay.judged(table[0])
     alone = replay_outcome(replay, [table], [Bracket(0, [count], 0.0)], replay.repeats)
     return NoiseFloor(
-        rho.mean, rho.low, rho.high, alone.regret_mean, alone.regret_fold_low, alone.regret_fold_high,
+        rho.mean,
+        rho.low,
+        rho.high,
+        alone.regret_mean,
+        alone.regret_fold_low,
+        alone.regret_fold_high,
         len(replay.folds),
-    )  # fmt: skip
+    )
 
 
-def carried_ladder(study: RecordedStudy, ladder: Any, eta: float, profile: Profile) -> tuple[list[int], list[str]]:
+def carried_ladder(study: RecordedStudy, ladder: Ladder, eta: float, profile: Profile) -> tuple[list[int], list[str]]:
     """The ladder's z rungs the study carries for this eta (study.json `ladders`), written there from this
     profile's ladder the first time, so that a simulation on another machine replays the same rungs; a note
     where this profile's ladder differs, and where its rungs rest on disturbed cells."""
@@ -1181,7 +1290,7 @@ def carried_ladder(study: RecordedStudy, ladder: Any, eta: float, profile: Profi
 
 def _every_outcome(results: Sequence[PathResult]) -> list[Outcome]:
     """Every algorithm's outcome on every path, from scratch and continued."""
-    ways: list[Any] = [*results, *(r.continued for r in results if r.continued is not None)]
+    ways: list[PathResult | ContinuedPath] = [*results, *(r.continued for r in results if r.continued is not None)]
     return [o for way in ways for o in (way.successive_halving, way.hyperband, way.asha) if o is not None]
 
 
@@ -1450,7 +1559,7 @@ def priced_curves(simulation: Simulation) -> bool:
     return all(p.gpu_seconds is not None for _, _, curve in _curves(simulation) for p in curve)
 
 
-def curve_series(simulation: Simulation) -> dict[str, dict[str, Any]]:
+def curve_series(simulation: Simulation) -> dict[str, JsonDict]:
     """What the figure draws per curve (a path from scratch under its name, continued as `name, continued` or
     `name, assumed`): the path and runs, cost (GPU seconds where a profile priced every trial, else recorded
     seconds), the median regret and its 5-95% band, and the starting configurations of each point."""

@@ -25,15 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerprof.errors import LayerprofError
-from layerprof.fidelity.grids import DEFAULTS
-from layerprof.fidelity.trials import Segment, segments, trial_phase
+from layerprof.fidelity.grids import DEFAULTS, Config
+from layerprof.fidelity.trials import Segment, TaskState, segments, trial_phase
 from layerprof.measure.optimizers import OPTIMIZERS, make_optimizer
-from layerprof.profile import JsonDict
 from layerprof.sources.layers import FrozenModel, freeze_layers, split_layers
 from layerprof.sources.workloads import CustomWorkload
 
 
-def optimizer_for(config: JsonDict, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def optimizer_for(config: Config, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer a grid configuration names, with its learning rate, weight decay and betas."""
     settings = {**DEFAULTS, **config}
     name = str(settings["optimizer"]).lower()
@@ -49,7 +48,7 @@ def optimizer_for(config: JsonDict, params: list[nn.Parameter]) -> torch.optim.O
     )
 
 
-def schedule(config: JsonDict, total_steps: int) -> Callable[[int], float]:
+def schedule(config: Config, total_steps: int) -> Callable[[int], float]:
     """Linear warm-up, constant, linear cool-down to zero (fractions of the run)."""
     warmup = int(float(config.get("warmup_fraction", 0.0)) * total_steps)
     cooldown = int(float(config.get("cooldown_fraction", 0.0)) * total_steps)
@@ -64,7 +63,7 @@ def schedule(config: JsonDict, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-Batch = Any
+Batch = Any  # a task's own training batch (tensors, tuples of them): anything its loss_of reads
 
 
 class FrozenRun:
@@ -80,11 +79,11 @@ class FrozenRun:
     def __init__(
         self,
         model: nn.Module,
-        config: JsonDict,
+        config: Config,
         full_steps: int,
         next_batch: Callable[[int], Batch],
         loss_of: Callable[[nn.Module, Batch], torch.Tensor],
-        example: Callable[[nn.Module], Any],
+        example: Callable[[nn.Module], object],
     ) -> None:
         self.model = model
         self.config = config
@@ -174,7 +173,7 @@ def describe_task(
     full_steps: int,
     batch_size: int,
     profile_spec: str,
-    resume: Callable[[JsonDict, Segment, Any], tuple[float, Any]] | None = None,
+    resume: Callable[[Config, Segment, TaskState], tuple[float, TaskState]] | None = None,
     eval_samples: int = 0,
 ) -> None:
     """Attach what `correlate` and `simulate` read from a task (a user task may set the same attributes)."""
@@ -236,7 +235,7 @@ DIGITS_FULL_STEPS = 200
 DIGITS_BATCH = 32
 
 
-def digits_run(config: JsonDict) -> FrozenRun:
+def digits_run(config: Config) -> FrozenRun:
     """A fresh digits run: the model, its batches (seeded by the configuration's seed) and nothing trained."""
     train_x, train_y, _, _ = digits_data()
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
@@ -251,7 +250,7 @@ def digits_run(config: JsonDict) -> FrozenRun:
     return FrozenRun(digits_cnn(), config, DIGITS_FULL_STEPS, next_batch, loss_of, lambda m: m(train_x[:2]))
 
 
-def digits_resume(config: JsonDict, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
+def digits_resume(config: Config, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
     """Train one segment of a digits run (a fresh one when `state` is None, else restored from its checkpoint);
     the validation loss and the run, saved to a checkpoint where more rungs follow."""
     run = _resumed(state, config, digits_run)
@@ -263,7 +262,7 @@ def digits_resume(config: JsonDict, segment: Segment, state: FrozenRun | None) -
     return loss, _paused(run, segment)
 
 
-def _resumed(state: FrozenRun | None, config: JsonDict, fresh: Callable[[JsonDict], FrozenRun]) -> FrozenRun:
+def _resumed(state: FrozenRun | None, config: Config, fresh: Callable[[Config], FrozenRun]) -> FrozenRun:
     """A continued run restored from its checkpoint, or a fresh one."""
     if state is None:
         return fresh(config)
@@ -278,7 +277,7 @@ def _paused(run: FrozenRun, segment: Segment) -> FrozenRun:
     return run
 
 
-def digits_task(config: JsonDict, trainable_layers: int, budget_fraction: float) -> float:
+def digits_task(config: Config, trainable_layers: int, budget_fraction: float) -> float:
     """Validation cross-entropy of the residual CNN after `budget_fraction` of DIGITS_FULL_STEPS at batch 32."""
     return digits_resume(config, scratch_segment(trainable_layers, budget_fraction), None)[0]
 
@@ -325,7 +324,7 @@ def _window(data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, tor
     return rows[:, :-1], rows[:, 1:]
 
 
-def pydoc_lm_run(config: JsonDict) -> FrozenRun:
+def pydoc_lm_run(config: Config) -> FrozenRun:
     """A fresh pydoc-lm run: the model, its batches (seeded by the configuration's seed) and nothing trained."""
     train, _ = pydoc_bytes()
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
@@ -337,7 +336,7 @@ def pydoc_lm_run(config: JsonDict) -> FrozenRun:
     return FrozenRun(pydoc_lm_model(), config, LM_FULL_STEPS, next_batch, next_byte_loss, lambda m: m(example))
 
 
-def pydoc_lm_resume(config: JsonDict, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
+def pydoc_lm_resume(config: Config, segment: Segment, state: FrozenRun | None) -> tuple[float, FrozenRun]:
     """Train one segment of a pydoc-lm run (a fresh one when `state` is None); the validation loss and the run."""
     run = _resumed(state, config, pydoc_lm_run)
     run.train(segment)
@@ -349,7 +348,7 @@ def pydoc_lm_resume(config: JsonDict, segment: Segment, state: FrozenRun | None)
     return loss, _paused(run, segment)
 
 
-def pydoc_lm_task(config: JsonDict, trainable_layers: int, budget_fraction: float) -> float:
+def pydoc_lm_task(config: Config, trainable_layers: int, budget_fraction: float) -> float:
     """Validation loss (nats/byte) of a 4-block byte-level LitGPT after `budget_fraction` of LM_FULL_STEPS."""
     return pydoc_lm_resume(config, scratch_segment(trainable_layers, budget_fraction), None)[0]
 
@@ -391,7 +390,7 @@ describe_task(
     pydoc_lm_task, 7, LM_FULL_STEPS, LM_BATCH, "layerprof.fidelity.tasks:pydoc_lm_workload", pydoc_lm_resume, 64
 )  # 64 windows of validation text
 
-TASKS: dict[str, Callable[[JsonDict, int, float], float]] = {
+TASKS: dict[str, Callable[[Config, int, float], float]] = {
     "digits": digits_task,
     "pydoc-lm": pydoc_lm_task,
 }

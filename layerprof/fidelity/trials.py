@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from layerprof.errors import LayerprofError
 
 GridCell = tuple[int, float]  # (trainable layers z, budget fraction)
 Chain = tuple[GridCell, ...]  # the rungs one continued run goes through, in order
+TaskState = Any  # what a task's `resume` hands itself from rung to rung: the task's own (a run, a checkpoint path)
 Phase = Literal["training", "evaluation", "checkpoint"]  # checkpoint: a continued run saving or restoring its state
 PHASES: tuple[Phase, ...] = get_args(Phase)
-PATHS = ("layers", "budget", "diagonal", "ladder", "ladder-joint")  # the named paths `simulate --paths` takes
-PROFILE_PATHS = ("ladder", "ladder-joint")  # the paths that need a profile (the ladder's rungs)
 FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance
 
 
@@ -123,7 +122,10 @@ class FidelityPath:
     about: str
 
 
-def spread(values: Sequence[Any], count: int) -> list[Any]:
+Value = TypeVar("Value")
+
+
+def spread(values: Sequence[Value], count: int) -> list[Value]:
     """`count` of the sorted `values`, evenly by position, always the first and the last."""
     if count >= len(values):
         return list(values)
@@ -132,38 +134,98 @@ def spread(values: Sequence[Any], count: int) -> list[Any]:
     return [values[round(i * (len(values) - 1) / (count - 1))] for i in range(count)]
 
 
+@dataclass(frozen=True)
+class PathGrid:
+    """What a named path is built over: the chosen study z values and budget fractions (sorted), and the z rungs
+    `layerprof ladder` recommends (None: no profile)."""
+
+    layer_counts: list[int]
+    fractions: list[float]
+    ladder_layers: Sequence[int] | None = None
+
+
+Built = list[GridCell] | str  # the path's cells, or why it is left out
+
+
+def _layers(grid: PathGrid) -> Built:
+    return [(z, grid.fractions[-1]) for z in grid.layer_counts]
+
+
+def _budget(grid: PathGrid) -> Built:
+    return [(grid.layer_counts[-1], f) for f in grid.fractions]
+
+
+def _diagonal(grid: PathGrid) -> Built:
+    count = min(len(grid.layer_counts), len(grid.fractions))
+    return list(zip(spread(grid.layer_counts, count), spread(grid.fractions, count), strict=True))
+
+
+def _ladder(grid: PathGrid) -> Built:
+    assert grid.ladder_layers is not None
+    return [(z, grid.fractions[-1]) for z in grid.ladder_layers]
+
+
+def _ladder_joint(grid: PathGrid) -> Built:
+    rungs, budgets = grid.ladder_layers, grid.fractions
+    assert rungs is not None
+    if len(rungs) < 2 or len(rungs) > len(budgets):
+        return (
+            f"ladder-joint left out: the ladder has {len(rungs)} rung(s) and the study {len(budgets)} budget "
+            f"fraction(s); it pairs 2 or more rungs with as many of the largest fractions"
+        )
+    return list(zip(rungs, budgets[-len(rungs) :], strict=True))
+
+
+@dataclass(frozen=True)
+class PathKind:
+    """One named fidelity path: everything `simulate --paths` and `correlate --continue` know of it."""
+
+    name: str
+    help: str  # one line: what its rungs are (a simulated path's `about`)
+    needs_profile: bool  # its rungs are the ladder's, which a profile recommends (`simulate --profile`)
+    continuable: bool  # `correlate --continue NAME` records continued runs along it (no profile needed)
+    build: Callable[[PathGrid], Built]  # its cells over a study's chosen z values and budget fractions
+
+
+# The named paths, in the order `simulate` replays them: adding a path is one entry here.
+PATH_KINDS: dict[str, PathKind] = {
+    kind.name: kind
+    for kind in (
+        PathKind("layers", "every z, each on the full budget", False, True, _layers),
+        PathKind("budget", "every budget fraction at the largest z", False, True, _budget),
+        PathKind("diagonal", "z and budget rising together (the paper's Table 3)", False, True, _diagonal),
+        PathKind("ladder", "the z rungs `layerprof ladder` recommends, each on the full budget", True, False, _ladder),
+        PathKind(
+            "ladder-joint", "the recommended z rungs with the largest budget fractions", True, False, _ladder_joint
+        ),
+    )
+}
+PATHS = tuple(PATH_KINDS)  # the named paths `simulate --paths` takes
+PROFILE_PATHS = tuple(name for name, kind in PATH_KINDS.items() if kind.needs_profile)
+# the named paths `correlate --continue` takes: the budget path first, the halving on steps every library continues
+CONTINUED_PATHS = tuple(sorted((n for n, k in PATH_KINDS.items() if k.continuable), key=lambda n: n != "budget"))
+
+
+def path_kind(name: str, option: str = "--paths") -> PathKind:
+    """The registry's entry for a path name; an unknown name is refused with the list."""
+    if name not in PATH_KINDS:
+        raise LayerprofError(f"{option}: unknown path {name!r}; choose from {', '.join(PATHS)}")
+    return PATH_KINDS[name]
+
+
 def study_paths(
     names: Sequence[str], layer_counts: Sequence[int], fractions: Sequence[float], ladder_layers: Sequence[int] | None
 ) -> tuple[list[FidelityPath], list[str]]:
     """The named paths over the chosen study z values and budget fractions; notes for paths left out."""
-    zs, budgets = sorted(layer_counts), sorted(fractions)
-    top_z, full_budget = zs[-1], budgets[-1]
+    grid = PathGrid(sorted(layer_counts), sorted(fractions), ladder_layers)
     paths, notes = [], []
     for name in names:
-        if name == "layers":
-            paths.append(FidelityPath(name, [(z, full_budget) for z in zs], "every z, each on the full budget"))
-        elif name == "budget":
-            paths.append(FidelityPath(name, [(top_z, f) for f in budgets], f"every budget fraction, z={top_z}"))
-        elif name == "diagonal":
-            count = min(len(zs), len(budgets))
-            cells = list(zip(spread(zs, count), spread(budgets, count), strict=True))
-            paths.append(FidelityPath(name, cells, "z and budget rising together (the paper's Table 3)"))
-        elif name == "ladder":
-            assert ladder_layers is not None
-            about = "the z rungs `layerprof ladder` recommends, each on the full budget"
-            paths.append(FidelityPath(name, [(z, full_budget) for z in ladder_layers], about))
-        elif name == "ladder-joint":
-            assert ladder_layers is not None
-            if len(ladder_layers) < 2 or len(ladder_layers) > len(budgets):
-                notes.append(
-                    f"ladder-joint left out: the ladder has {len(ladder_layers)} rung(s) and the study "
-                    f"{len(budgets)} budget fraction(s); it pairs 2 or more rungs with as many of the largest fractions"
-                )
-                continue
-            cells = list(zip(ladder_layers, budgets[-len(ladder_layers) :], strict=True))
-            paths.append(FidelityPath(name, cells, "the recommended z rungs with the largest budget fractions"))
+        kind = path_kind(name)
+        built = kind.build(grid)
+        if isinstance(built, str):
+            notes.append(built)
         else:
-            raise LayerprofError(f"--paths: unknown path {name!r}; choose from {', '.join(PATHS)}")
+            paths.append(FidelityPath(name, built, kind.help))
     return paths, notes
 
 

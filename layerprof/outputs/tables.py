@@ -815,31 +815,48 @@ def simulation_headers(simulation: Simulation) -> list[str]:
     return [SECONDS_HEADERS.get(simulation.seconds_used, h) if h == "trial s" else h for h in SIMULATION_HEADERS]
 
 
-def with_uncertainty(value: float, interval: tuple[float, float] | None, show: Callable[[float], str]) -> str:
-    """`0.127±0.033`: the figure and, where its 95% Monte-Carlo interval would change the digits shown, the
-    interval's larger distance from it."""
+LOPSIDED = 0.5  # an interval is shown as ±d while its shorter side is at least this share of its longer one
+LOPSIDED_MARK = "~"  # a figure whose lopsided interval the narrow table leaves to --wide and --json
+
+
+def with_uncertainty(
+    value: float, interval: tuple[float, float] | None, show: Callable[[float], str], compact: bool = False
+) -> str:
+    """The figure and, where its 95% Monte-Carlo interval would change the digits shown, the interval: `0.127±0.033`
+    (the larger side) where the interval is about symmetric, `0.0887 [0, 0.0887]` where it is lopsided (a quantile
+    on a jump of the distribution), or with `compact` (a narrow terminal table) `0.0887~`."""
     if interval is None or show(interval[0]) == show(value) == show(interval[1]):
         return show(value)
-    return f"{show(value)}±{show(max(value - interval[0], interval[1] - value))}"
+    below, above = max(0.0, value - interval[0]), max(0.0, interval[1] - value)
+    if min(below, above) >= LOPSIDED * max(below, above):
+        return f"{show(value)}±{show(max(below, above))}"
+    if compact:
+        return f"{show(value)}{LOPSIDED_MARK}"
+    return f"{show(value)} [{show(interval[0])}, {show(interval[1])}]"
+
+
+REGRET_FIGURES = ("regret_median", "regret_low", "regret_high")
+
+
+def _sampled(outcome: Outcome, name: str, show: Callable[[float], str], compact: bool) -> str:
+    """One sampled figure of an outcome with its Monte-Carlo interval (`with_uncertainty`)."""
+    return with_uncertainty(getattr(outcome, name), outcome.uncertainty.get(name), show, compact)
 
 
 def _percent(value: float) -> str:
     return f"{value:.0%}"
 
 
-def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
+def simulation_rows(simulation: Simulation, algorithm: str, compact: bool = False) -> list[list[str]]:
     """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget),
-    each sampled figure with its Monte-Carlo uncertainty where it shows."""
+    each sampled figure with its Monte-Carlo uncertainty where it shows (`compact`: a lopsided one marked, for a
+    narrow terminal)."""
     rows = []
     for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
         cells = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in rungs)
         rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in rungs)
-        mc = outcome.uncertainty
-        regret = (
-            f"{with_uncertainty(outcome.regret_median, mc.get('regret_median'), _short)} "
-            f"[{with_uncertainty(outcome.regret_low, mc.get('regret_low'), _short)}, "
-            f"{with_uncertainty(outcome.regret_high, mc.get('regret_high'), _short)}]"
-        )
+        median, low, high = (_sampled(outcome, name, _short, compact) for name in REGRET_FIGURES)
+        regret = f"{median} [{low}, {high}]"
         if simulation.noise_floor is not None and simulation.noise_floor.spearman is not None:
             rho += f" | floor {simulation.noise_floor.spearman:.2f}"
         judged = span(outcome.regret_mean, outcome.regret_fold_low, outcome.regret_fold_high, _short)
@@ -852,8 +869,8 @@ def simulation_rows(simulation: Simulation, algorithm: str) -> list[list[str]]:
                 _brackets(outcome),
                 regret,
                 judged,
-                with_uncertainty(outcome.best_found_share, mc.get("best_found_share"), _percent),
-                with_uncertainty(outcome.recorded_seconds, mc.get("recorded_seconds"), _seconds),
+                _sampled(outcome, "best_found_share", _percent, compact),
+                _sampled(outcome, "recorded_seconds", _seconds, compact),
                 _times(outcome.recorded_seconds_vs_budget),
                 f"{outcome.repeats:,}",
             ]
@@ -967,10 +984,10 @@ def wall_rows(simulation: Simulation) -> list[list[str]]:
     return rows
 
 
-def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list[list[str]]]]:
+def _simulation_parts(simulation: Simulation, compact: bool) -> list[tuple[str, list[str], list[list[str]]]]:
     parts = []
     for algorithm in ALGORITHMS:
-        rows = simulation_rows(simulation, algorithm)
+        rows = simulation_rows(simulation, algorithm, compact)
         if not rows:
             continue
         parts.append((simulation_title(simulation, algorithm), simulation_headers(simulation), rows))
@@ -995,11 +1012,12 @@ def _simulation_parts(simulation: Simulation) -> list[tuple[str, list[str], list
     return parts
 
 
-def simulation_views(simulation: Simulation) -> list[TableView]:
-    """A simulation's tables, one per algorithm (and its prices), then the wall times."""
+def simulation_views(simulation: Simulation, wide: bool = True) -> list[TableView]:
+    """A simulation's tables, one per algorithm (and its prices), then the wall times; without `wide` (a narrow
+    terminal) a lopsided Monte-Carlo interval is only marked (`LOPSIDED_MARK`), to fit 100 columns."""
     return [
         TableView(title, headers, rows, left=LEFT, heading=f"**{title}**", look="narrow")
-        for title, headers, rows in _simulation_parts(simulation)
+        for title, headers, rows in _simulation_parts(simulation, compact=not wide)
     ]
 
 
@@ -1009,8 +1027,9 @@ def simulation_legend(simulation: Simulation) -> str:
     text = (
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
         f"pick minus the best ({simulation.best_full_loss:.4g}; a pick that failed in full training counts as the "
-        "worst configuration) · best: share of repeats that found the best · ±: the 95% Monte-Carlo interval where "
-        "it would change the digits shown · repeats: repeats sampled · configs: per rung (Hyperband: per bracket) · "
+        "worst configuration) · best: share of repeats that found the best · ±d or [lo, hi] after a figure: its 95% "
+        f"Monte-Carlo interval where it would change the digits shown, [lo, hi] where it is lopsided ({LOPSIDED_MARK} "
+        "without --wide) · repeats: repeats sampled · configs: per rung (Hyperband: per bracket) · "
         "runs: scratch, every trial trains anew at its rung; continued, a promoted trial trains on from its previous "
         "rung (the study's continued runs); assumed, continued as it trained from scratch (same losses, seconds cut "
         "to the steps it adds) · "

@@ -421,14 +421,15 @@ def test_a_median_on_a_jump_of_the_regret_distribution_never_settles_and_says_so
 
 
 def test_uncertain_figures_carry_their_interval_in_the_table(tmp_path: Path) -> None:
-    assert with_uncertainty(0.127, (0.127, 0.160), lambda v: f"{v:.3g}") == "0.127±0.033"
+    assert with_uncertainty(0.127, (0.127, 0.160), lambda v: f"{v:.3g}") == "0.127 [0.127, 0.16]"  # lopsided
+    assert with_uncertainty(0.127, (0.1, 0.160), lambda v: f"{v:.3g}") == "0.127±0.033"
     assert with_uncertainty(0.127, (0.1271, 0.1272), lambda v: f"{v:.3g}") == "0.127"
     study = write_study(tmp_path / "s", 10, one_best, zs=(1,), fractions=(1.0,))
     result = simulate(study, starting_configs=5, paths=["layers"], repeats=100)
     (row,) = simulation_rows(result, "successive_halving")
     outcome = result.path("layers").successive_halving
     assert row[1] == "scratch"  # a one-rung path has nothing to continue from
-    assert row[5] == f"{outcome.regret_median:g}±1 [0, 1]"  # the median of 100 runs may be either value
+    assert row[5] == f"{outcome.regret_median:g} [0, 1] [0, 1]"  # the median of 100 runs may be either value
     assert row[7] == f"{outcome.best_found_share:.0%}±10%" and row[-1] == "100"
 
 
@@ -485,7 +486,7 @@ def test_simulate_cli_writes_json_table_and_figure(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert (
-        "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 0 | 100%±16% | 18 | 2.00× "
+        "| layers | scratch | 1@1 2@1 3@1 | 1.00 1.00 1.00 | 9·3·1 | 0 [0, 0] | 0 | 100% [84%, 100%] | 18 | 2.00× "
         "| 20 |" in result.output
     )
     assert "still move between seeds in layers (halving)" in result.output  # 20 runs cannot say 100% for sure
@@ -806,7 +807,7 @@ def test_the_simulate_and_plan_tables_fit_100_columns_a_row_a_line_and_wide_show
     study = write_study(tmp_path / "s", 9, perfect, task=write_task(tmp_path))
     simulation = replay(study, repeats=20, profile=priced_profile(), gpu_memory=16 * 2**30)
     plan = plan_cluster([h100_profile(0.2)], parse_inventory("2xH100,4xL4"), eta=3, configs=27, budget_steps=1000)
-    for table in [view.rich(wide=False) for view in [*simulation_views(simulation), *plan_views(plan)]]:
+    for table in [view.rich(wide=False) for view in [*simulation_views(simulation, wide=False), *plan_views(plan)]]:
         lines = rendered_lines(table)
         rule = next(i for i, line in enumerate(lines) if "━" in line and "┃" not in line and i > 0)
         body = [line for line in lines[rule + 1 :] if line.strip()]  # the rows, under the header's rule
