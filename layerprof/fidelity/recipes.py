@@ -353,7 +353,7 @@ def plan_recipes(profiles: Sequence[Profile], inventory: Sequence[Any], **option
     met = [deadline for deadline in deadlines if deadline.answer.met]
     if met:
         cheapest = min(met, key=lambda d: (d.answer.usd_held or 0.0, d.answer.makespan_seconds or 0.0,
-                                           sum(item["count"] for item in d.answer.gpus)))  # fmt: skip
+                                           sum(int(item["count"]) for item in d.answer.gpus)))  # fmt: skip
         cheapest.cheapest = True
     return RecipePlan(plans[0].model, summaries, chosen.recipe, most_trials.recipe, plans, deadlines, failures)
 

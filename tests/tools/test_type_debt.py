@@ -16,14 +16,21 @@ import pytest
 # (layerprof.__getattr__), a --set target's annotation compared with typing.Any (parsing.coerce), the user's
 # duck-typed workload (api.split_for_freezing), the Typer annotation a --gpu option is (cli.options.gpu_option),
 # and fidelity.simulate's curve data as the figure reads it (outputs.figures.regret_cost_figure).
+# sources/: a user's batch and factory (workloads.Batch, load_factory, call_factory); fidelity/: a task's state and
+# batch, ladder_for's forwarded options, and fidelity/recipes.py's 20 (not yet typed). Issue 42's targets: the
+# package at most 40 `Any` and 10 `# fmt: skip`.
 ANY_CEILINGS = {
     "layerprof": 5,
     "layerprof/predict": 0,
     "layerprof/measure": 0,
     "layerprof/outputs": 1,
     "layerprof/cli": 1,
+    "layerprof/sources": 3,
+    "layerprof/fidelity": 23,
 }
+PACKAGE_ANY_TARGET = 40
 FMT_SKIP_OUTSIDE_FIDELITY_CEILING = 2  # measure/amp.py's two tables of torch names
+FMT_SKIP_PACKAGE_TARGET = 10
 
 
 def load_tool() -> ModuleType:
@@ -69,3 +76,5 @@ def test_the_cleaned_folders_stay_at_their_ceilings(tool: ModuleType) -> None:
     assert not over, f"Any above its ceiling (type the value, or say why it is anything): {over}"
     skips = sum(counts["fmt: skip"] for folder, counts in by_folder.items() if not folder.endswith("fidelity"))
     assert skips <= FMT_SKIP_OUTSIDE_FIDELITY_CEILING, "let the formatter win (a table literal apart)"
+    total: Counter[str] = sum(by_folder.values(), Counter())
+    assert total["Any"] <= PACKAGE_ANY_TARGET and total["fmt: skip"] <= FMT_SKIP_PACKAGE_TARGET
