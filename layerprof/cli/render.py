@@ -727,17 +727,25 @@ def correlation(result: CorrelationResult, paths: list[Path]) -> None:
 WIDE_NOTE = "--wide shows every column; --json every figure"
 
 
-def simulation(result: Simulation, output_format: str, written: list[Path], wide: bool = False) -> None:
-    """A simulate run: one table per algorithm (or Markdown), the legend and the files written."""
-    from layerprof.outputs.tables import markdown_views, simulation_legend, simulation_views
+def views(make: Callable[[bool], list[TableView]], output_format: str, wide: bool) -> None:
+    """Tables that have a narrow and a wide form: Markdown of the wide ones, or the terminal's (narrow unless
+    `wide`, then with the note on how to see every column). `make(wide)` builds them."""
+    from layerprof.outputs.tables import markdown_views
 
     if output_format == "md":
-        print(markdown_views(simulation_views(result)) + "\n")
-    else:
-        for view in simulation_views(result, wide):
-            console.print(view.rich(wide))
-        if not wide:
-            line(WIDE_NOTE, style="dim")
+        print(markdown_views(make(True)) + "\n")
+        return
+    for view in make(wide):
+        console.print(view.rich(wide))
+    if not wide:
+        line(WIDE_NOTE, style="dim")
+
+
+def simulation(result: Simulation, output_format: str, written: list[Path], wide: bool = False) -> None:
+    """A simulate run: one table per algorithm (or Markdown), the legend and the files written."""
+    from layerprof.outputs.tables import simulation_legend, simulation_views
+
+    views(lambda wide_form: simulation_views(result, wide_form), output_format, wide)
     line(simulation_legend(result), style="dim")
     wrote(written)
 
@@ -746,19 +754,14 @@ def cluster_plan(result: ClusterPlan | RecipePlan, output_format: str, wide: boo
     """A plan: rungs placed on the GPUs, the summary, and its notes; across recipes, each recipe's plan in a line
     and then the whole plan of the one that ends soonest."""
     from layerprof.fidelity.recipes import RecipePlan
-    from layerprof.outputs.tables import markdown_views, plan_price_lines, plan_views
+    from layerprof.outputs.tables import plan_price_lines, plan_views
 
     if isinstance(result, RecipePlan):
         across_recipes(result, output_format)
         line(f"  the plan of {result.chosen}:", style="bold")
         result = result.best
-    if output_format == "md":
-        print(markdown_views(plan_views(result)) + "\n")
-    else:
-        for view in plan_views(result):
-            console.print(view.rich(wide))
-        if not wide:
-            line(WIDE_NOTE, style="dim")
+    plan = result
+    views(lambda _wide_form: plan_views(plan), output_format, wide)  # the plan's tables are the same either way
     for text in [*plan_price_lines(result), *result.notes]:
         line(f"  {text}", style="dim")
 
