@@ -4,13 +4,12 @@ found, and each mutation, applied, changes what the code does the way the bug wo
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 import textwrap
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.tools.conftest import load_tool
 
 SAMPLE = textwrap.dedent(
     '''
@@ -49,19 +48,9 @@ SAMPLE = textwrap.dedent(
 )
 
 
-def load_tool() -> ModuleType:
-    path = Path(__file__).parents[2] / "tools" / "mutate.py"
-    spec = importlib.util.spec_from_file_location("mutate_tool", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mutate_tool"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    return load_tool()
+    return load_tool("mutate")
 
 
 def sites(tool: ModuleType) -> tuple[ast.Module, list]:

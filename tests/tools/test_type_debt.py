@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.tools.conftest import load_tool
 
 # Where the type debt stands (`python tools/type_debt.py`), held so that it only goes down: the folders whose `Any`
 # were paid off, and the package's `# fmt: skip` overrides. Each `Any` left is a value that really is anything:
@@ -33,19 +33,9 @@ FMT_SKIP_OUTSIDE_FIDELITY_CEILING = 2  # measure/amp.py's two tables of torch na
 FMT_SKIP_PACKAGE_TARGET = 10
 
 
-def load_tool() -> ModuleType:
-    path = Path(__file__).parents[2] / "tools" / "type_debt.py"
-    spec = importlib.util.spec_from_file_location("type_debt_tool", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["type_debt_tool"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    return load_tool()
+    return load_tool("type_debt")
 
 
 SAMPLE = '''
