@@ -31,16 +31,19 @@ from typing import TYPE_CHECKING, Any
 
 from layerprof.errors import LayerprofError
 from layerprof.fidelity.ladder import Ladder, build_ladder, default_cost, ladder_for, rungs_at
-from layerprof.profile import RECIPE_SETTINGS, Profile, SweepSettings, load_profile
+from layerprof.profile import RECIPE_SETTINGS, JsonDict, Profile, SweepSettings, load_profile
 
 if TYPE_CHECKING:
+    from layerprof.devices import InventoryItem
+    from layerprof.fidelity.correlate import CorrelationResult
     from layerprof.fidelity.plan import ClusterPlan, DeadlineAnswer
     from layerprof.predict.fit import FitReport
+    from layerprof.sources.names import ModelOptions
 
 RECIPES_SCHEMA = "layerprof.recipes/1"
 
 
-def recipe_key(settings: SweepSettings) -> tuple[Any, ...]:
+def recipe_key(settings: SweepSettings) -> tuple[object, ...]:
     """What makes two profiles one recipe: their `RECIPE_SETTINGS`."""
     return tuple(getattr(settings, key) for key in RECIPE_SETTINGS)
 
@@ -59,7 +62,7 @@ def one_model(profiles: Sequence[Profile]) -> None:
 def by_recipe(profiles: Sequence[Profile]) -> list[list[Profile]]:
     """The profiles of one model grouped by recipe, in the order each recipe first appears."""
     one_model(profiles)
-    groups: dict[tuple[Any, ...], list[Profile]] = {}
+    groups: dict[tuple[object, ...], list[Profile]] = {}
     for profile in profiles:
         groups.setdefault(recipe_key(profile.settings), []).append(profile)
     return list(groups.values())
@@ -120,7 +123,7 @@ class RecipeLadder:
     notes: list[str] = field(default_factory=list)
     failures: list[RecipeFailure] = field(default_factory=list)  # each (recipe, rung's z) not offered, and why
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, with its schema."""
         return {"schema": RECIPES_SCHEMA, "decision": "ladder", **asdict(self)}
 
@@ -235,7 +238,9 @@ def _most_trials(recipes: Sequence[str], rungs: Sequence[RecipeRung]) -> str:
     return max(recipes, key=total)  # the first of equals: the reference where it ties
 
 
-def ladder_for_paths(paths: Sequence[Path], correlation: Any = None, **options: Any) -> tuple[Any, list[str]]:
+def ladder_for_paths(
+    paths: Sequence[Path], correlation: CorrelationResult | None = None, **options: Any
+) -> tuple[Ladder | RecipeLadder, list[str]]:
     """`ladder`'s answer: one profile's ladder (`ladder_for`), or over several profiles of one model the
     `RecipeLadder` (a correlation result and --batch-limits are for one recipe's ladder: refused then)."""
     if len(paths) == 1:
@@ -273,7 +278,7 @@ class RecipeDeadline:
     answer: DeadlineAnswer
     cheapest: bool = False  # the lowest dollars held of every answer that meets the deadline (then the soonest)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form: the answer's fields beside the recipe."""
         return {"recipe": self.recipe, **asdict(self.answer), "cheapest": self.cheapest}
 
@@ -300,7 +305,7 @@ class RecipePlan:
         """The deadline's cheapest answer over every recipe and algorithm (None: no deadline, or none meets it)."""
         return next((deadline for deadline in self.deadlines if deadline.cheapest), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, with its schema: the summaries, the deadline's answers, the failures and every recipe's
         whole plan."""
         cheapest = self.cheapest_deadline
@@ -319,7 +324,9 @@ class RecipePlan:
         }  # fmt: skip
 
 
-def plan_recipes(profiles: Sequence[Profile], inventory: Sequence[Any], **options: Any) -> Any:
+def plan_recipes(
+    profiles: Sequence[Profile], inventory: Sequence[InventoryItem], **options: Any
+) -> ClusterPlan | RecipePlan:
     """`plan`'s answer: the plan of one recipe's profiles (`plan_cluster`), or over several recipes of one model a
     plan per recipe (`options` for each) and the `RecipePlan` comparing them; with a deadline, each recipe's
     cheapest cluster per algorithm and the cheapest of all marked. A recipe that cannot be planned (a rung its
@@ -367,7 +374,7 @@ def nothing_answered(what: str, failures: Sequence[RecipeFailure]) -> LayerprofE
     return LayerprofError(f"{what} ({'; '.join(f'{f.name}: {f.reason}' for f in failures)})")
 
 
-def chosen_plan(result: Any) -> ClusterPlan:
+def chosen_plan(result: ClusterPlan | RecipePlan) -> ClusterPlan:
     """The plan to export: the one recipe's, or the chosen recipe's of a `RecipePlan`."""
     return result.best if isinstance(result, RecipePlan) else result
 
@@ -397,7 +404,7 @@ class RecipeFit:
     fits: list[FitReport | None]  # per recipe, in `recipes`' order; None: the recipe failed as a whole
     failures: list[RecipeFailure] = field(default_factory=list)  # each recipe or (recipe, z) without an answer
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         """The JSON form, with its schema: the choices, the failures and every recipe's whole fit."""
         return {
             "schema": RECIPES_SCHEMA,
@@ -420,8 +427,13 @@ class RecipeFit:
 
 
 def fit_recipes(
-    spec: str, options: Any, settings: SweepSettings, variants: Sequence[dict[str, Any]], *args: Any, **kwargs: Any
-) -> Any:
+    spec: str,
+    options: ModelOptions,
+    settings: SweepSettings,
+    variants: Sequence[dict[str, Any]],  # --recipe KEY=VALUE: values of any settings field
+    *args: Any,
+    **kwargs: Any,
+) -> FitReport | RecipeFit:
     """`fit`'s answer: `fit_model(spec, options, settings, *args, **kwargs)` alone without `variants`; with them,
     one fit per recipe — the settings' own first, then each variant's fields over them — and the `RecipeFit`
     comparing them. A recipe, or a z of one, that cannot be built or fitted (LoRA at a z whose layers hold no

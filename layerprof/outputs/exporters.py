@@ -26,6 +26,7 @@ from layerprof.fidelity.ladder import Ladder
 
 if TYPE_CHECKING:
     from layerprof.fidelity.plan import ClusterPlan
+    from layerprof.fidelity.recipes import RecipeLadder
 
 
 def library_max_budget(eta: int, rung_count: int) -> int:
@@ -564,12 +565,12 @@ EXPORTERS: dict[ExportName, Callable[[Ladder, str | None], str]] = {
 }
 
 
-def export(ladder: Ladder, library: str, objective: str | None = None) -> str:
+def export(ladder: Ladder | RecipeLadder, library: str, objective: str | None = None) -> str:
     """The snippet for `ladder --export LIBRARY`, training with the user's `--objective FILE.py:FN` (the contract
     is EXPORT_CONTRACT) or a stand-in; an unknown library is an input error."""
     if library not in EXPORTERS:
         raise LayerprofError(f"--export {library!r}: choose one of {', '.join(EXPORTERS)}")
-    if not isinstance(ladder, Ladder):  # a ladder across recipes (layerprof.fidelity.recipes.RecipeLadder)
+    if not isinstance(ladder, Ladder):  # a ladder across recipes
         raise LayerprofError("--export takes one PROFILE: export the ladder of the recipe you will train with")
     if not float(ladder.eta).is_integer():
         raise LayerprofError(f"--export needs an integer eta (the libraries take one), got {ladder.eta:g}")
