@@ -519,6 +519,21 @@ def drift_notes(rates: dict[str, float]) -> list[str]:
     return notes
 
 
+def disturbed_price_notes(pricing: Pricing, paths: Sequence[FidelityPath]) -> list[str]:
+    """A note where the paths' device seconds rest on profile cells that other work disturbed while they were
+    timed: the prices compare z by those cells' step times, which the disturbance may have moved apart."""
+    used = sorted({z for path in paths for z, _ in path.cells})
+    rows = {row.trainable_layers: row for row in pricing.profile.rows_for(pricing.batch_size) if row.ok}
+    disturbed = [z for z in used if z in rows and rows[z].disturbed]
+    if not disturbed:
+        return []
+    return [
+        f"the device seconds of z = {', '.join(map(str, disturbed))} rest on profile cells (batch "
+        f"{pricing.batch_size}) other work disturbed while they were timed (the profile's disturbed_reason): the "
+        "prices between z may be skewed; re-measure those cells on a quiet machine before relying on them"
+    ]
+
+
 def pricing_for(
     profile: Profile, task_spec: str, full_steps: int | None, gpu_memory: int | None
 ) -> tuple[Pricing, list[str]]:
@@ -1163,6 +1178,8 @@ def simulate(
     if not chosen:
         raise LayerprofError("no path to simulate; name some with --paths or give --path")
     check_cells(study, chosen)
+    if pricing is not None:
+        notes += disturbed_price_notes(pricing, chosen)
     count = _starting_configs(study, chosen, eta, starting_configs, notes)
     replay = Replay(study, repeats, seed, workers, promotion_rule)
     judge = judge_mode(replay.folds)

@@ -709,6 +709,8 @@ SIMULATION_HEADERS = [
     "ρ per rung",
     "configs",
     "regret median [90%]",
+    "MC interval of median",
+    "MC intervals of [90%]",
     "regret mean [folds]",
     "best",
     "trial s",
@@ -816,23 +818,30 @@ def simulation_headers(simulation: Simulation) -> list[str]:
 
 
 LOPSIDED = 0.5  # an interval is shown as ±d while its shorter side is at least this share of its longer one
-LOPSIDED_MARK = "~"  # a figure whose lopsided interval the narrow table leaves to --wide and --json
+LOPSIDED_MARK = "~"  # a figure whose interval the narrow table leaves to --wide and --json
+
+
+def interval_text(value: float, interval: tuple[float, float] | None, show: Callable[[float], str]) -> str:
+    """A figure's 95% Monte-Carlo interval as a table prints it: `±0.033` (the larger side) where it is about
+    symmetric, `[0, 0.0887]` where it is lopsided (a quantile on a jump of the distribution: not ±0.0887), and
+    nothing where it would not change the digits shown."""
+    if interval is None or show(interval[0]) == show(value) == show(interval[1]):
+        return ""
+    below, above = max(0.0, value - interval[0]), max(0.0, interval[1] - value)
+    if min(below, above) >= LOPSIDED * max(below, above):
+        return f"±{show(max(below, above))}"
+    return f"[{show(interval[0])}, {show(interval[1])}]"
 
 
 def with_uncertainty(
     value: float, interval: tuple[float, float] | None, show: Callable[[float], str], compact: bool = False
 ) -> str:
-    """The figure and, where its 95% Monte-Carlo interval would change the digits shown, the interval: `0.127±0.033`
-    (the larger side) where the interval is about symmetric, `0.0887 [0, 0.0887]` where it is lopsided (a quantile
-    on a jump of the distribution), or with `compact` (a narrow terminal table) `0.0887~`."""
-    if interval is None or show(interval[0]) == show(value) == show(interval[1]):
-        return show(value)
-    below, above = max(0.0, value - interval[0]), max(0.0, interval[1] - value)
-    if min(below, above) >= LOPSIDED * max(below, above):
-        return f"{show(value)}±{show(max(below, above))}"
-    if compact:
-        return f"{show(value)}{LOPSIDED_MARK}"
-    return f"{show(value)} [{show(interval[0])}, {show(interval[1])}]"
+    """The figure and its interval (`interval_text`): `0.127±0.033`, `0.0887 [0, 0.0887]`, or with `compact` (a
+    narrow terminal table) a lopsided one only marked, `0.0887~`."""
+    text = interval_text(value, interval, show)
+    if not text or text.startswith("±"):
+        return f"{show(value)}{text}"
+    return f"{show(value)}{LOPSIDED_MARK}" if compact else f"{show(value)} {text}"
 
 
 REGRET_FIGURES = ("regret_median", "regret_low", "regret_high")
@@ -843,20 +852,39 @@ def _sampled(outcome: Outcome, name: str, show: Callable[[float], str], compact:
     return with_uncertainty(getattr(outcome, name), outcome.uncertainty.get(name), show, compact)
 
 
+def regret_cells(outcome: Outcome, compact: bool = False) -> tuple[str, str, str]:
+    """The regret's three columns: `0.0268 [0, 0.31]` (the median and the 5% and 95% quantiles over repeats, each
+    figure marked ~ with `compact` where its Monte-Carlo interval would change its digits), the median's interval
+    (`±0.0148`, `[0, 0.0389]` or nothing) and the quantiles' (`95% [0.31, 1.17]`): never an interval inside the
+    quantiles' brackets."""
+    from layerprof.fidelity.simulate import REGRET_QUANTILES
+
+    shown = {name: _short(getattr(outcome, name)) for name in REGRET_FIGURES}
+    moving = {name: interval_text(getattr(outcome, name), outcome.uncertainty.get(name), _short) for name in shown}
+
+    def figure(name: str) -> str:
+        return shown[name] + (LOPSIDED_MARK if compact and moving[name] else "")
+
+    ends = zip(REGRET_FIGURES[1:], REGRET_QUANTILES, strict=True)
+    return (
+        f"{figure('regret_median')} [{figure('regret_low')}, {figure('regret_high')}]",
+        moving["regret_median"],
+        " · ".join(f"{quantile:.0%} {moving[name]}" for name, quantile in ends if moving[name]),
+    )
+
+
 def _percent(value: float) -> str:
     return f"{value:.0%}"
 
 
 def simulation_rows(simulation: Simulation, algorithm: str, compact: bool = False) -> list[list[str]]:
     """One row per path and way of running it: its rungs, their rho, the regret and recorded cost (vs budget),
-    each sampled figure with its Monte-Carlo uncertainty where it shows (`compact`: a lopsided one marked, for a
-    narrow terminal)."""
+    each sampled figure with its Monte-Carlo uncertainty where it shows (`compact`: for a narrow terminal, the
+    regret figures whose interval shows and the lopsided intervals of the others only marked)."""
     rows = []
     for path, runs, rungs, outcome in _outcomes(simulation, algorithm):
         cells = " ".join(f"{r.trainable_layers}@{r.budget_fraction:.3g}" for r in rungs)
         rho = " ".join("n/a" if r.spearman is None else f"{r.spearman:.2f}" for r in rungs)
-        median, low, high = (_sampled(outcome, name, _short, compact) for name in REGRET_FIGURES)
-        regret = f"{median} [{low}, {high}]"
         if simulation.noise_floor is not None and simulation.noise_floor.spearman is not None:
             rho += f" | floor {simulation.noise_floor.spearman:.2f}"
         judged = span(outcome.regret_mean, outcome.regret_fold_low, outcome.regret_fold_high, _short)
@@ -867,7 +895,7 @@ def simulation_rows(simulation: Simulation, algorithm: str, compact: bool = Fals
                 cells,
                 rho,
                 _brackets(outcome),
-                regret,
+                *regret_cells(outcome, compact),
                 judged,
                 _sampled(outcome, "best_found_share", _percent, compact),
                 _sampled(outcome, "recorded_seconds", _seconds, compact),
@@ -1027,9 +1055,12 @@ def simulation_legend(simulation: Simulation) -> str:
     text = (
         f"regret: full-fidelity loss (z={full['trainable_layers']:g}, budget {full['budget_fraction']:g}) of the "
         f"pick minus the best ({simulation.best_full_loss:.4g}; a pick that failed in full training counts as the "
-        "worst configuration) · best: share of repeats that found the best · ±d or [lo, hi] after a figure: its 95% "
-        f"Monte-Carlo interval where it would change the digits shown, [lo, hi] where it is lopsided ({LOPSIDED_MARK} "
-        "without --wide) · repeats: repeats sampled · configs: per rung (Hyperband: per bracket) · "
+        "worst configuration); regret median [90%]: the median over repeats and the 5% and 95% quantiles; MC "
+        "interval of median, MC intervals of [90%]: their 95% Monte-Carlo intervals where they would change the "
+        f"digits shown (without --wide such a figure is marked {LOPSIDED_MARK}) · best: share of repeats that "
+        "found the best · ±d or [lo, hi] after a figure: its 95% Monte-Carlo interval where it would change the "
+        f"digits shown, [lo, hi] where it is lopsided ({LOPSIDED_MARK} without --wide) · repeats: repeats sampled · "
+        "configs: per rung (Hyperband: per bracket) · "
         "runs: scratch, every trial trains anew at its rung; continued, a promoted trial trains on from its previous "
         "rung (the study's continued runs); assumed, continued as it trained from scratch (same losses, seconds cut "
         "to the steps it adds) · "
