@@ -8,8 +8,13 @@ code of git commit REF (exported under build/, in a subprocess) and prints both 
 
     python benchmarks/bench_time_model.py gpu [DIR...] [--before REF]   # profiles of one GPU kind (default: the
                                                   # committed H200 ones); host-bound and device-bound cells apart
-    python benchmarks/bench_time_model.py cpu [--from DIR] [--before REF]  # measures the CPU_MODELS on this CPU at
-                                                  # 1 thread first (~30 minutes; quiet machine), or reads DIR's
+    python benchmarks/bench_time_model.py cpu [--from DIR] [--peaks FILE] [--before REF]  # measures the CPU_MODELS
+                         # on this CPU at 1 thread first (~30 minutes; quiet machine), or reads DIR's
+    ... --default-only   # the default constants alone: no leave-one-model-out calibration (a minute, not ten)
+
+On a CPU the peaks are those recorded with the profiles (DIR/cpu-peaks.json, written when they were measured;
+`--peaks FILE` for others): the table then depends on committed data and the code alone, not on how busy the
+machine that evaluates is. Without recorded peaks this CPU's are measured now (said in the title).
 
 Targets (issue 37): median step error <= 12% with the default constants on >= 10 held-out models on a CPU.
 """
@@ -21,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +39,7 @@ except ImportError:
     from layerprof.predict.estimate import default_time_model, measured_steps
 
 ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build/bench-time-model"
 H200 = [ROOT / "profiles/baselines/nvidia-h200", ROOT / "benchmarks/results/nvidia-h200-2026-12-04/calibration"]
 
 # (name, MODEL and options, batch sizes, --layers): six families (ResNet, mobile CNNs with grouped/depthwise
@@ -64,7 +69,7 @@ CPU_MODELS = [
 def profiles_in(folders: list[Path]) -> list[Profile]:
     found = []
     for folder in folders:
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(p for p in folder.glob("*.json") if p.name != PEAKS_FILE):
             profile = load_profile(path)
             if not profile.is_estimate and any(row.ok and row.step_time_ms for row in profile.rows):
                 found.append(profile)
@@ -107,9 +112,12 @@ def leave_one_model_out(groups: dict[str, list[MeasuredStep]], default: TimeMode
     """One row per held-out model: its errors with the default constants and calibrated on the other models."""
     rows = []
     for name, steps in groups.items():
-        others = [step for other, group in groups.items() if other != name for step in group]
-        fitted = calibrate(others, default.peaks, default.numerics)
-        d, c = errors(default, steps), errors(fitted, steps)
+        d = errors(default, steps)
+        if DEFAULT_ONLY:  # --default-only: no calibration (seconds instead of minutes); the calibrated columns repeat
+            c = d
+        else:
+            others = [step for other, group in groups.items() if other != name for step in group]
+            c = errors(calibrate(others, default.peaks, default.numerics), steps)
         rows.append({"model": name, "cells": len(steps), "default": d, "calibrated": c})
         print(f"  held out {name}: default {d[0]:.1%}, calibrated on the others {c[0]:.1%}", file=sys.stderr)
     return rows
@@ -170,9 +178,21 @@ def gpu_rows(folders: list[Path]) -> tuple[str, list[dict]]:
     return title, leave_one_model_out(group_steps(profiles, "cuda"), default)
 
 
+# the CPU's peaks a folder of measured profiles was measured with (`cpu_peaks` at one thread, written beside the
+# profiles when they are measured): the table depends only on these committed figures and the code, never on how
+# busy the machine that evaluates is
+PEAKS_FILE = "cpu-peaks.json"
+
+
 def measure_cpu(out: Path) -> None:
-    """Profile every CPU_MODELS entry not yet in `out` at one thread."""
+    """Profile every CPU_MODELS entry not yet in `out` at one thread, with this CPU's peaks beside them."""
+    from dataclasses import asdict
+
+    from layerprof.predict.timemodel import cpu_peaks
+
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / PEAKS_FILE).exists():
+        (out / PEAKS_FILE).write_text(json.dumps(asdict(cpu_peaks(1)), indent=2) + "\n")
     for name, model, batches, layers in CPU_MODELS:
         path = out / f"{name}.json"
         if path.exists():
@@ -187,12 +207,44 @@ def measure_cpu(out: Path) -> None:
             print(done.stderr[-2000:], file=sys.stderr)
 
 
-def cpu_rows(folder: Path) -> tuple[str, list[dict]]:
+def recorded_peaks(path: Path):  # noqa: ANN201 - the DevicePeaks of the code under test (this tree's or --before's)
+    """The peaks stored in `path` (a DevicePeaks as JSON), as the DevicePeaks of the code that runs: fields that
+    code does not know (the cache levels, for code from before them) are left out."""
+    from dataclasses import fields
+
+    from layerprof.predict.timemodel import DevicePeaks
+
+    stored = json.loads(path.read_text())
+    known = {field.name for field in fields(DevicePeaks)}
+    return DevicePeaks(**{key: value for key, value in stored.items() if key in known})
+
+
+def peaks_of(folder: Path, given: Path | None) -> Path:
+    """Where the peaks of a CPU run come from: `--peaks FILE`, else the folder's own PEAKS_FILE, else this CPU's
+    measured (or cached) now, written under build/ (a busy machine moves those: the title says so)."""
+    if given is not None:
+        return given
+    if (folder / PEAKS_FILE).exists():
+        return folder / PEAKS_FILE
+    from dataclasses import asdict
+
+    from layerprof.predict.timemodel import cpu_peaks
+
+    BUILD.mkdir(parents=True, exist_ok=True)
+    (BUILD / PEAKS_FILE).write_text(json.dumps(asdict(cpu_peaks(1))))
+    return BUILD / PEAKS_FILE
+
+
+def cpu_rows(folder: Path, peaks_path: Path) -> tuple[str, list[dict]]:
+    """The held-out rows of the profiles in `folder`, predicted with the peaks stored in `peaks_path`."""
+    from layerprof.predict.timemodel import Numerics
+
     profiles = profiles_in([folder])
-    default = default_time_model(SweepSettings((1,), (1,), target="cpu"), threads=1)
+    default = TimeModel.default(recorded_peaks(peaks_path), Numerics.current())
+    origin = "measured now" if peaks_path.parent == BUILD else f"from {peaks_path.name}"
     peaks = default.peaks
     levels = ", ".join(f"{n} {b // 1024} KiB {r:.0f} GB/s" for n, b, r in getattr(peaks, "caches", ()))
-    title = (f"this CPU ({peaks.name}), 1 thread: {len(profiles)} measured profiles; peaks "
+    title = (f"this CPU ({peaks.name}), 1 thread: {len(profiles)} measured profiles; peaks {origin}: "
              f"{peaks.fp32_tflops * 1e3:.0f} GFLOP/s fp32, memory {peaks.memory_gbps:.1f} GB/s"
              + (f"; {levels}" if levels else ""))  # fmt: skip
     return title, leave_one_model_out(group_steps(profiles, "cpu"), default)
@@ -200,58 +252,58 @@ def cpu_rows(folder: Path) -> tuple[str, list[dict]]:
 
 def before_rows(ref: str, mode: str, args: list[str]) -> list[dict]:
     """The rows of this benchmark run on the code of commit `ref` (`git archive` into build/), in a subprocess;
-    on a CPU with this process's measured peaks (its cache; in the older file without the cache levels, which code
-    from before them cannot read; code of commits in between, which wants levels from the older file, measures)."""
-    tree = ROOT / "build/bench-time-model" / f"src-{ref}"
+    on a CPU with the same peaks as this tree's run (`--peaks`, which the caller resolves), never its own."""
+    tree = BUILD / f"src-{ref}"
     if not tree.exists():
         tree.mkdir(parents=True)
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "layerprof"], capture_output=True,
                                  check=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    with tempfile.TemporaryDirectory() as cache_home:
-        if mode == "cpu":
-            from layerprof.predict.timemodel import CPU_PEAKS_CACHE, cpu_peaks
-
-            cpu_peaks(1)  # measured (or cached) once, for both sides
-            stored = json.loads(CPU_PEAKS_CACHE.read_text()) if CPU_PEAKS_CACHE.exists() else {}
-            old = {key: {k: v for k, v in value.items() if k != "caches"} for key, value in stored.items()}
-            (Path(cache_home) / "layerprof").mkdir()
-            (Path(cache_home) / "layerprof/cpu-peaks.json").write_text(json.dumps(old))
-            # code that reads cpu-peaks-2.json (cache levels) gets the very same peaks, not a measurement of its own
-            (Path(cache_home) / "layerprof" / CPU_PEAKS_CACHE.name).write_text(json.dumps(stored))
-            env["XDG_CACHE_HOME"] = cache_home
-        done = subprocess.run([sys.executable, __file__, mode, *args, "--json"], env=env, capture_output=True,
-                              text=True)  # fmt: skip
+    done = subprocess.run([sys.executable, __file__, mode, *args, "--json"], env=env, capture_output=True,
+                          text=True)  # fmt: skip
     if done.returncode:
         raise SystemExit(f"the run on {ref} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)["rows"]
 
 
+def option(rest: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of `name VALUE` in `rest`, and `rest` without the two."""
+    if name not in rest:
+        return None, rest
+    at = rest.index(name)
+    return rest[at + 1], rest[:at] + rest[at + 2 :]
+
+
+DEFAULT_ONLY = False
+
+
 def main(argv: list[str]) -> None:
+    global DEFAULT_ONLY  # noqa: PLW0603 - one flag for the whole run
     mode, rest = (argv[0], argv[1:]) if argv else ("gpu", [])
+    DEFAULT_ONLY = "--default-only" in rest
+    rest = [a for a in rest if a != "--default-only"]
     as_json = "--json" in rest
     rest = [a for a in rest if a != "--json"]
-    ref = None
-    if "--before" in rest:
-        at = rest.index("--before")
-        ref, rest = rest[at + 1], rest[:at] + rest[at + 2 :]
+    ref, rest = option(rest, "--before")
     if mode == "gpu":
         title, rows = gpu_rows([Path(p) for p in rest] or H200)
     elif mode == "cpu":
         import torch
 
         torch.set_num_threads(1)
-        folder = ROOT / "build/bench-time-model/cpu"
-        if "--from" in rest:
-            folder = Path(rest[rest.index("--from") + 1]).resolve()
-            rest = ["--from", str(folder)]
-        else:
+        given, rest = option(rest, "--from")
+        peaks, rest = option(rest, "--peaks")
+        folder = Path(given).resolve() if given else BUILD / "cpu"
+        if not given:
             measure_cpu(folder)
-            rest = ["--from", str(folder)]
-        title, rows = cpu_rows(folder)
+        peaks_path = peaks_of(folder, Path(peaks).resolve() if peaks else None)
+        title, rows = cpu_rows(folder, peaks_path)
+        rest = ["--from", str(folder), "--peaks", str(peaks_path)]  # --before: the very same peaks
     else:
-        raise SystemExit("usage: bench_time_model.py gpu [DIR...] [--before REF] | cpu [--from DIR] [--before REF]")
+        raise SystemExit(
+            "usage: bench_time_model.py gpu [DIR...] [--before REF] | cpu [--from DIR] [--peaks FILE] [--before REF]"
+        )
     if as_json:
         print(json.dumps({"title": title, "rows": rows}))
         return
