@@ -6,7 +6,8 @@ time at one thread (`_best_seconds`), less the time of the same operation on a t
 time model prices apart). Memory-bound classes: the share of the copy rate of the level their bytes fit
 (`cpu_peaks`); convolutions: the share of the float32 matmul peak. The CPU's default constants in
 `layerprof.predict.timemodel.DEFAULT_CONSTANTS` are the medians this prints, rounded; no model's step time went
-into them, so the held-out table of bench_time_model.py holds out every model.
+into them, so the held-out table of bench_time_model.py holds out every model. Last, what new pages cost
+(`page_fault_ms_per_mib`) and the optimizer's threshold for them (`FRESH_PAGES_BYTES`): `fresh_pages`.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_op_classes.py     # about two minutes
 """
@@ -100,6 +101,26 @@ def efficiency(op_class: OpClass, work: Callable[[], object], tiny: Callable[[],
     return ideal / max(seconds, 1e-9)
 
 
+def fresh_pages() -> None:
+    """What new pages cost (`page_fault_ms_per_mib`): a 64 MiB output made fresh (glibc mmaps it anew) against the
+    same operation writing into an existing one; and the optimizer's threshold (FRESH_PAGES_BYTES): one
+    single-tensor AdamW step on a parameter of 1 and of 2 MiB, in passes over the parameter."""
+    mib = 64
+    x = torch.rand(mib * 2**20 // 4) + 0.5
+    y = torch.empty_like(x)
+    fresh = _best_seconds(lambda: torch.sqrt(x), repeats=5)
+    into = _best_seconds(lambda: torch.sqrt(x, out=y), repeats=5)
+    print(f"fresh pages: {(fresh - into) * 1e3 / mib:.2f} ms per MiB (a {mib} MiB output: {fresh * 1e3:.1f} ms "
+          f"fresh, {into * 1e3:.1f} ms into an existing one)")  # fmt: skip
+    for size in (1, 2, 4):
+        param = torch.nn.Parameter(torch.randn(size * 2**20 // 4))
+        param.grad = torch.randn_like(param)
+        optimizer = torch.optim.AdamW([param], foreach=False)
+        step = _best_seconds(optimizer.step, repeats=5)
+        one = _best_seconds(lambda p=param, g=param.grad: torch.sqrt(p, out=g), repeats=5)
+        print(f"  single-tensor AdamW on {size} MiB: {step / one:.1f} passes over the parameter")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     peaks = cpu_peaks(1)
@@ -116,6 +137,7 @@ def main() -> None:
     for op_class, values in found.items():
         print(f"{op_class.value:12s} median efficiency {statistics.median(values):.2f} "
               f"(min {min(values):.2f}, max {max(values):.2f}, {len(values)} cases)")  # fmt: skip
+    fresh_pages()
 
 
 if __name__ == "__main__":

@@ -571,9 +571,11 @@ OP_CLASSES: dict[str, OpClass] = {
     )
     for name in names
 }
-# operations that launch no kernel: views, metadata, allocation without initialisation, host-side scalars
+# operations that launch no kernel: views, metadata, allocation without initialisation, host-side scalars;
+# `_unsafe_view` is a view whose schema says it is not one (matmul and reshape of a fresh result return it)
 NO_KERNEL_OPS = frozenset(
     (
+        "_unsafe_view",
         "empty",
         "empty_strided",
         "new_empty",
@@ -620,6 +622,9 @@ class OpCost:
     bytes_moved: int  # inputs read and outputs written
     dtype: str  # the compute dtype: "float32", "bfloat16", "float16"
     kernels: int  # kernels it launches on a GPU (0: a view or metadata)
+    # bytes of its largest output that is a new allocation (not written into an input, an out= or a view): on a
+    # CPU a large one is new pages the kernel must fault in (the time model prices them)
+    fresh_bytes: int = 0
 
 
 @dataclass
@@ -687,6 +692,7 @@ class OpRecorder(TorchDispatchMode):
                 _bytes_moved(name, inputs, outputs) if kernels else 0,
                 _compute_dtype(inputs or outputs),
                 kernels,
+                _fresh_bytes(func, out) if kernels else 0,
             )
         )
         return out
@@ -700,6 +706,17 @@ def _kernels(name: str, args: Sequence[object]) -> int:
         return 1
     per_kernel = FOREACH_TENSORS_PER_KERNEL[min(len(lists), len(FOREACH_TENSORS_PER_KERNEL)) - 1]
     return max(1, math.ceil(len(lists[0]) / per_kernel))
+
+
+def _fresh_bytes(func: object, out: object) -> int:
+    """The bytes of the largest output of aten op `func` that its schema says is a new tensor (a return without
+    alias information: not an in-place op's, an out= variant's or a view's)."""
+    returns: Sequence[torch.Argument] = getattr(getattr(func, "_schema", None), "returns", ())
+    if len(returns) == 1:  # one Tensor or one Tensor[] (the foreach ops)
+        pairs = [(returns[0], tensor) for tensor in op_tensors(out)]
+    else:
+        pairs = [(r, t) for r, t in zip(returns, out if isinstance(out, (tuple, list)) else (out,), strict=False)]
+    return max((_nbytes(t) for r, t in pairs if isinstance(t, torch.Tensor) and r.alias_info is None), default=0)
 
 
 def _nbytes(tensor: torch.Tensor) -> int:

@@ -451,6 +451,7 @@ def trace_at_batch(traces: dict[tuple[int, int], StepTrace], z: int, batch_size:
                     x,
                     flops=max(0, round(x.flops + (y.flops - x.flops) * share)),
                     bytes_moved=max(0, round(x.bytes_moved + (y.bytes_moved - x.bytes_moved) * share)),
+                    fresh_bytes=max(0, round(x.fresh_bytes + (y.fresh_bytes - x.fresh_bytes) * share)),
                 )
                 for x, y in zip(a.ops, b.ops, strict=True)
             ]

@@ -34,7 +34,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from layerprof.devices import GpuKind
 from layerprof.errors import LayerprofError
-from layerprof.measure.instruments import OpClass, Phase, StepTrace
+from layerprof.measure.instruments import OpClass, OpCost, Phase, StepTrace
 from layerprof.profile import JsonDict, Profile
 
 # ---------------------------------------------------------------- devices
@@ -96,6 +96,19 @@ class DevicePeaks:
             caches,
         )
 
+
+# The new outputs whose pages are new every step on a CPU, by phase: glibc's malloc serves an allocation of at least
+# 32 MiB (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit Linux) by a fresh mmap, whose pages the OS faults in (zeroed) as the
+# operation writes them; in the optimizer from 2 MiB, since single-tensor Adam(W) allocates two temporaries per
+# parameter and frees them before the next, so the heap's top is trimmed and grown again each time (one AdamW step
+# on a parameter of 1 MiB costs ~4 passes over it, of 2 MiB ~16: benchmarks/bench_op_classes.py). What a MiB of
+# faults costs is `page_fault_ms_per_mib` (GPUs: 0, their caching allocator keeps its blocks).
+FRESH_PAGES_BYTES = {
+    Phase.FORWARD: 32 * 2**20,
+    Phase.BACKWARD: 32 * 2**20,
+    Phase.RECOMPUTE: 32 * 2**20,
+    Phase.OPTIMIZER: 2 * 2**20,
+}
 
 # Whether a device kind's bytes are priced at the cache level they fit. CPUs: yes, at the copy rates `cpu_peaks`
 # measures; on the held-out CPU set measured on a quiet machine (docs/research.md) it lowered the median step error
@@ -290,6 +303,9 @@ class TimeConstants:
     elementwise_efficiency: float | None = None
     reduction_efficiency: float | None = None
     movement_efficiency: float | None = None
+    # new pages of large fresh outputs (FRESH_PAGES_BYTES): what the OS takes to fault in a MiB of them; measured,
+    # not fitted (benchmarks/bench_op_classes.py), 0 where an allocator keeps its memory (GPUs)
+    page_fault_ms_per_mib: float = 0.0
 
     def __post_init__(self) -> None:
         for name in MEMORY_CLASS_CONSTANTS.values():
@@ -352,11 +368,14 @@ EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith
 # around it), ~48 us per module call in the forward. CPUs: the peaks are measured matmuls, so products reach
 # them (90%); a few us per operation, which the CPU spends instead of computing. The CPU's per-class efficiencies
 # are the medians of single operations timed against the copy rate of the cache level their bytes fit
-# (benchmarks/bench_op_classes.py on an AMD EPYC, 1 thread; no model's step went into them): batch and layer
-# norms 0.13 (several passes over their input), elementwise 0.5 (add/relu near 1, GELU 0.1-0.2), softmax and
-# reductions 0.35 (max pooling 0.01-0.04), data movement 0.2 (permuting copies, padding), grouped and depthwise
-# convolutions 0.2 of the float32 peak. GPUs: no such measurement yet; their memory-bound classes keep
-# `memory_efficiency` and grouped convolutions `conv_efficiency`, as before the classes were split.
+# (benchmarks/bench_op_classes.py on an AMD EPYC, 1 thread, on a quiet machine, 2026-12-07 10:45 UTC; no model's
+# step went into them): batch and layer norms 0.14 (several passes over their input), elementwise 0.45 (add/relu
+# 0.7-0.8, GELU 0.1), softmax and reductions 0.35 (max pooling 0.01-0.04), data movement 0.17 (permuting copies,
+# padding), grouped and depthwise convolutions 0.21 of the float32 peak. New pages of large fresh outputs
+# (FRESH_PAGES_BYTES): 0.66 ms per MiB (`fresh_pages` of the same benchmark, process CPU time, on a busy
+# machine: a 64 MiB output made fresh against written into an existing one). GPUs: no such measurement yet; their
+# memory-bound classes keep `memory_efficiency` and grouped convolutions `conv_efficiency`, as before the classes
+# were split, and no page costs (their caching allocator keeps its blocks).
 DEFAULT_CONSTANTS = {
     "cuda": TimeConstants(0.7, 0.5, 0.5, 0.7, 4.0, 7.5, 12.0, 53.0, 48.0, "defaults for GPUs"),
     "cpu": TimeConstants(
@@ -370,11 +389,12 @@ DEFAULT_CONSTANTS = {
         10.0,
         15.0,
         "defaults for CPUs",
-        grouped_conv_efficiency=0.2,
-        norm_efficiency=0.13,
-        elementwise_efficiency=0.5,
+        grouped_conv_efficiency=0.21,
+        norm_efficiency=0.14,
+        elementwise_efficiency=0.45,
         reduction_efficiency=0.35,
-        movement_efficiency=0.2,
+        movement_efficiency=0.17,
+        page_fault_ms_per_mib=0.66,
     ),
 }
 
@@ -472,18 +492,29 @@ class TimeModel:
         """The traced step's time: device plus host on a CPU, the slower of the two on a GPU."""
         with unset_fake_temporarily():  # an estimate calls this inside its FakeTensorMode: these are real numbers
             theta = torch.tensor([math.log(max(v, 1e-9)) for v in self.constants.as_vector()], dtype=torch.float64)
-            log_device, log_host = _log_times(_op_arrays(trace, self.peaks, self.numerics), theta)
+            arrays = _op_arrays(trace, self.peaks, self.numerics, self.constants.page_fault_ms_per_mib)
+            log_device, log_host = _log_times(arrays, theta)
             device_ms, host_ms = math.exp(float(log_device)), math.exp(float(log_host))
         if self.peaks.kind == "cpu":  # the same threads dispatch and compute
             return StepPrediction(device_ms + host_ms, device_ms, host_ms, False)
         return StepPrediction(max(device_ms, host_ms), device_ms, host_ms, host_ms > device_ms)
+
+    def op_device_ms(self, trace: StepTrace) -> list[float]:
+        """Each kernel-launching operation's device time in ms (the operations of `trace.ops` with kernels, in
+        order): what `predict` sums, for comparing with operations timed one by one."""
+        with unset_fake_temporarily():
+            theta = torch.tensor([math.log(max(v, 1e-9)) for v in self.constants.as_vector()], dtype=torch.float64)
+            arrays = _op_arrays(trace, self.peaks, self.numerics, self.constants.page_fault_ms_per_mib)
+            seconds = _op_seconds(arrays, theta)
+        return [float(value) * 1e3 for value in seconds]
 
 
 def _added_constants(kind: str) -> dict[str, float]:
     """The default values of the constants added after `source` (per-class efficiencies), for a saved time model
     from before them: missing ones take the device kind's defaults."""
     defaults = DEFAULT_CONSTANTS.get(kind, DEFAULT_CONSTANTS["cuda"])
-    return {name: getattr(defaults, name) for name in (*MEMORY_CLASS_CONSTANTS.values(), "grouped_conv_efficiency")}
+    added = (*MEMORY_CLASS_CONSTANTS.values(), "grouped_conv_efficiency", "page_fault_ms_per_mib")
+    return {name: getattr(defaults, name) for name in added}
 
 
 # ---------------------------------------------------------------- calibration
@@ -518,7 +549,7 @@ def calibrate(
         raise LayerprofError("calibration needs at least one measured cell that ran (status ok, with a step time)")
     numerics = numerics or Numerics()
     start = start or DEFAULT_CONSTANTS[peaks.kind]
-    arrays = [_op_arrays(step.trace, peaks, step.numerics) for step in steps]
+    arrays = [_op_arrays(step.trace, peaks, step.numerics, start.page_fault_ms_per_mib) for step in steps]
     measured = torch.tensor([math.log(step.step_ms) for step in steps], dtype=torch.float64)
     launches = [(index, math.log(step.host_ms)) for index, step in enumerate(steps) if step.host_ms]
     prior = torch.tensor([math.log(max(v, 1e-6)) for v in start.as_vector()], dtype=torch.float64)
@@ -578,8 +609,16 @@ def _dispatched(trace: StepTrace, phase: Phase) -> int:
     return trace.dispatched(phase) + extra
 
 
-def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, torch.Tensor]:
-    """A step's kernels and the host's work as arrays, for a differentiable prediction of its time."""
+def faulted_bytes(op: OpCost) -> int:
+    """The bytes of `op`'s new output whose pages are new every step (FRESH_PAGES_BYTES), else 0."""
+    return op.fresh_bytes if op.fresh_bytes >= FRESH_PAGES_BYTES[op.phase] else 0
+
+
+def _op_arrays(
+    trace: StepTrace, peaks: DevicePeaks, numerics: Numerics, fault_ms_per_mib: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """A step's kernels and the host's work as arrays, for a differentiable prediction of its time; the pages of
+    large fresh outputs at `fault_ms_per_mib` (a measured constant, never fitted)."""
     launched = [op for op in trace.ops if op.kernels]
 
     def array(values: list[float]) -> torch.Tensor:
@@ -596,15 +635,21 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
         "bytes_at": torch.tensor([BYTES_INDEX[op.op_class] for op in launched], dtype=torch.long),
         "bandwidth": array([peaks.gbps_for(op.bytes_moved) * 1e9 for op in launched]),
         "host_work": array([float(_dispatched(trace, phase)) for phase in PHASES] + [float(trace.module_calls)]),
+        "faults": array([faulted_bytes(op) / 2**20 * fault_ms_per_mib * 1e-3 for op in launched]),
     }
+
+
+def _op_seconds(a: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
+    """Each launched operation's device seconds under the constants exp(theta) (in the order of FITTED)."""
+    efficiency = torch.exp(theta).clamp(max=1.0)  # only the efficiencies' places are read
+    compute = torch.where(a["compute_bound"], a["flops"] / (a["peak"] * efficiency[a["compute"]]), 0.0)
+    memory = a["bytes"] / (a["bandwidth"] * efficiency[a["bytes_at"]])
+    return torch.maximum(compute, memory) + a["kernels"] * torch.exp(theta[4]) * 1e-6 + a["faults"]
 
 
 def _log_times(a: dict[str, torch.Tensor], theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log(device ms), log(host ms) of one step under the constants exp(theta) (in the order of FITTED)."""
-    efficiency = torch.exp(theta).clamp(max=1.0)  # only the efficiencies' places are read
-    compute = torch.where(a["compute_bound"], a["flops"] / (a["peak"] * efficiency[a["compute"]]), 0.0)
-    memory = a["bytes"] / (a["bandwidth"] * efficiency[a["bytes_at"]])
-    device = (torch.maximum(compute, memory) + a["kernels"] * torch.exp(theta[4]) * 1e-6).sum() * 1e3
+    device = _op_seconds(a, theta).sum() * 1e3
     host = (a["host_work"] * torch.exp(theta[5:9])).sum() * 1e-3  # the four host costs of FITTED
     return torch.log(device), torch.log(host)
 
