@@ -291,7 +291,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A run that holds tests of the NePS environment starts building it now, in the background (each pytest-xdist
-    worker collects every test: the first to take the build's lock builds, the other finds it built)."""
+    worker collects every test: the first to take the build's lock builds, the other finds it built). Not for
+    `--collect-only`, which runs nothing."""
+    if session.config.option.collectonly:
+        return
     if any("neps_python" in getattr(item, "fixturenames", ()) for item in session.items):
         from tests.hpo.environments import start_building
 
