@@ -114,8 +114,10 @@ def linear_stack(width: int = 32, depth: int = 4, bias: bool = False) -> nn.Sequ
 
 @dataclass
 class RayCluster:
-    """The test run's one local Ray cluster: a head and two CPU nodes whose custom resources kind_a and kind_b stand
-    in for two GPU kinds (`--gpu-kinds small=kind_a,big=kind_b`)."""
+    """The test run's one local Ray cluster: two nodes of one CPU each, the head and one more, whose custom resources
+    kind_a and kind_b stand in for two GPU kinds (`--gpu-kinds small=kind_a,big=kind_b`). One CPU a node is what the
+    tests prove things with (a sweep lands on its kind's node; Tune's trials and Ray tasks run, two at a time): more
+    CPUs only start more worker processes at once on the 2 cores a test run has."""
 
     cluster: Any  # ray.cluster_utils.Cluster
     nodes: dict[str, Any]  # custom resource -> its node
@@ -148,9 +150,10 @@ def _the_runs_ray_cluster() -> Iterator[RayCluster]:
     folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths may not pass 107 bytes
     os.environ["RAY_TMPDIR"] = folder
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the home folder
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    head = {"num_cpus": 1, "resources": {"kind_a": 1}, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     try:
-        nodes = {kind: cluster.add_node(num_cpus=2, resources={kind: 1}) for kind in ("kind_a", "kind_b")}
+        nodes = {"kind_a": cluster.head_node, "kind_b": cluster.add_node(num_cpus=1, resources={"kind_b": 1})}
         cluster.wait_for_nodes()
         yield RayCluster(cluster, nodes)
     finally:
