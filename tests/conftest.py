@@ -114,8 +114,10 @@ def linear_stack(width: int = 32, depth: int = 4, bias: bool = False) -> nn.Sequ
 
 @dataclass
 class RayCluster:
-    """The test run's one local Ray cluster: a head and two CPU nodes whose custom resources kind_a and kind_b stand
-    in for two GPU kinds (`--gpu-kinds small=kind_a,big=kind_b`)."""
+    """The test run's one local Ray cluster: two nodes of one CPU each, the head and one more, whose custom resources
+    kind_a and kind_b stand in for two GPU kinds (`--gpu-kinds small=kind_a,big=kind_b`). One CPU a node is what the
+    tests prove things with (a sweep lands on its kind's node; Tune's trials and Ray tasks run, two at a time): more
+    CPUs only start more worker processes at once on the 2 cores a test run has."""
 
     cluster: Any  # ray.cluster_utils.Cluster
     nodes: dict[str, Any]  # custom resource -> its node
@@ -148,9 +150,10 @@ def _the_runs_ray_cluster() -> Iterator[RayCluster]:
     folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths may not pass 107 bytes
     os.environ["RAY_TMPDIR"] = folder
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the home folder
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    head = {"num_cpus": 1, "resources": {"kind_a": 1}, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     try:
-        nodes = {kind: cluster.add_node(num_cpus=2, resources={kind: 1}) for kind in ("kind_a", "kind_b")}
+        nodes = {"kind_a": cluster.head_node, "kind_b": cluster.add_node(num_cpus=1, resources={"kind_b": 1})}
         cluster.wait_for_nodes()
         yield RayCluster(cluster, nodes)
     finally:
@@ -235,16 +238,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return SharedFixtureScheduling(config, log)
 
 
-# Tests outside the groups above that take tens of seconds each (pytest --durations), the longest first: under
-# pytest-xdist they are handed out first, right after the groups, so that no worker is still running one of them while
-# the others have nothing left (the longest worker bounds the wall time). Every other test follows in collection
-# order. tests/test_suite_layout.py holds every name here and in the groups to a test that exists.
+# Tests outside the groups above that take ten seconds or more each (pytest --durations of a whole run), the longest
+# first: under pytest-xdist they are handed out first, right after the groups, so that no worker is still running one
+# of them while the others have nothing left (the longest worker bounds the wall time). Every other test follows in
+# collection order. tests/test_suite_layout.py holds every name here and in the groups to a test that exists.
 SLOW_TESTS = (
     "tests/predict/test_compose.py::test_the_seeded_fit",
     "tests/fidelity/test_correlate.py::test_builtin_tasks_end_to_end_on_a_tiny_grid",
     "tests/predict/test_compose.py::test_composed_cells_equal_the_full_trace",
     "tests/outputs/test_exports.py::test_smac_snippet",
-    "tests/measure/test_resume.py::test_an_interrupted_estimate_marks_the_cells_left_and_resumes_them",
+    "tests/sources/test_sources.py::test_a_litgpt_model_builds_without_lightning",
+    "tests/fidelity/test_simulate.py::test_simulate_cli_writes_json_table_and_figure",
+    "tests/predict/test_estimate.py::test_estimate_never_allocates_the_model",
+    "tests/measure/test_resume.py::test_a_terminated_sweep_marks_its_unsettled_cells_unfinished",
     "tests/predict/test_compose.py::test_a_sparse_selection_is_composed_between_its_own_anchors",
 )
 
@@ -286,6 +292,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A run that holds tests of the NePS environment starts building it now, in the background (each pytest-xdist
+    worker collects every test: the first to take the build's lock builds, the other finds it built). Not for
+    `--collect-only`, which runs nothing."""
+    if session.config.option.collectonly:
+        return
+    if any("neps_python" in getattr(item, "fixturenames", ()) for item in session.items):
+        from tests.hpo.environments import start_building
+
+        start_building("neps")
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
@@ -303,6 +321,9 @@ _UNDECLARED_SKIPS: list[str] = []
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.hpo.environments import wait_for_builds
+
+    wait_for_builds()
     if _UNDECLARED_SKIPS and exitstatus == 0:
         session.exitstatus = 1
 

@@ -7,15 +7,21 @@ site-packages (torch above all, 5 GB) through a `.pth` file placed after its own
 what NePS adds or pins differently (pandas 2, networkx 2, botorch, ...: about 250 MB) and NePS imports the same
 torch the tests use. A machine that cannot reach the package registry cannot build it: the tests that need it
 skip, with a reason `tests/conftest.py` declares.
+
+From nothing, the build takes about a minute, most of it waiting on the package registry: a test run that holds tests
+of the environment starts it in the background as soon as they are collected (`start_building`), so that the other
+tests run meanwhile instead of a worker waiting on it when the first of them starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
@@ -42,6 +48,33 @@ def environment_folder(library: str) -> Path:
     # a main environment elsewhere gets a folder of its own
     shared = hashlib.sha256("\n".join(shared_site_packages()).encode()).hexdigest()[:8]
     return CACHE / f"{library}-{'-'.join(PINNED[library]).replace('==', '_')}-{shared}"
+
+
+def is_built(library: str) -> bool:
+    return (environment_folder(library) / ".complete").exists()
+
+
+_BUILDERS: dict[str, threading.Thread] = {}
+
+
+def start_building(library: str) -> None:
+    """Build the library's environment in a thread of this process, unless it is built or being built here; the
+    tests go on meanwhile, and `python_for` waits for it (the build holds the environment's lock)."""
+    if is_built(library) or library in _BUILDERS:
+        return
+
+    def build() -> None:
+        with contextlib.suppress(EnvironmentUnavailable):  # the first test that needs it tries again, and skips
+            python_for(library)
+
+    _BUILDERS[library] = thread = threading.Thread(target=build, name=f"{library} environment", daemon=True)
+    thread.start()
+
+
+def wait_for_builds() -> None:
+    """Let a build started in the background finish before the process ends (no half-built environment left)."""
+    for thread in _BUILDERS.values():
+        thread.join()
 
 
 def python_for(library: str) -> Path:

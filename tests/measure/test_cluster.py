@@ -332,8 +332,8 @@ def test_plan_cli_tables_json_and_errors(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- Ray
 
 
-# The Ray tests run on the test run's one cluster (`ray_cluster`, tests/conftest.py): a head and two CPU nodes whose
-# resources kind_a and kind_b stand in for two GPU kinds.
+# The Ray tests run on the test run's one cluster (`ray_cluster`, tests/conftest.py): two nodes of one CPU, the head
+# and one more, whose resources kind_a and kind_b stand in for two GPU kinds.
 
 
 FACTORY = textwrap.dedent("""
@@ -451,7 +451,7 @@ def test_the_exported_ray_script_runs_each_rung_on_its_kind(ray_cluster, tmp_pat
         print("winner", script["main"]())
     """)
     pretend_gpus = {"accelerator_type:L4": 1, "accelerator_type:H100": 1}
-    with ray_cluster.extra_node(num_cpus=4, num_gpus=9, resources=pretend_gpus):
+    with ray_cluster.extra_node(num_cpus=1, num_gpus=9, resources=pretend_gpus):  # the trials one at a time
         environment = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
         done = subprocess.run([sys.executable, "-c", harness], capture_output=True, text=True, timeout=300,
                               env=environment)  # fmt: skip
