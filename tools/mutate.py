@@ -4,13 +4,17 @@
     python tools/mutate.py layerprof/outputs/check.py    # named modules
     python tools/mutate.py --base HEAD~3 --changed-lines   # only the lines a change touched
     python tools/mutate.py layerprof/measure/rounds.py --show 12   # one mutant's diff and its test run, in full
+    python tools/mutate.py layerprof/parsing.py --again   # after new tests: only the last report's survivors
 
 Why a tool of our own: mutmut copies the project into a tree of its own and runs the whole suite once to learn
 which test reaches which function; this suite starts Ray clusters and builds HPO environments, and its CLI
 tests import everything. Here each module's mutants run against the test files that import it, and only against
-the tests that executed the mutated function (learned in one traced run), fastest first, stopping at the first
-failure. Every mutant runs in a process forked from one that has imported torch and layerprof once, with the
-function's code object swapped in place, so that `from layerprof.x import f` in a test sees the mutant too.
+the tests that executed the mutated statement (learned in one traced run per test file, `sys.settrace` on the
+package's lines, cached in build/mutate/trace/ until the file, a conftest.py above it or any module of the
+package changes), the tests that killed earlier mutants of the same function first, then fastest first, stopping
+at the first failure. Every mutant runs in a process forked from one that has imported torch and layerprof once
+(its objects frozen out of the collector, so their memory stays shared), with the function's code object swapped
+in place, so that `from layerprof.x import f` in a test sees the mutant too.
 
 Mutations: arithmetic (+ -, * /, // /, ** *), comparisons (< <=, > >=, == !=, in / not in, is / is not),
 and/or, `not` dropped, unary minus dropped, numbers (n -> n+1; floats doubled, 0.0 -> 1.0), True/False, += -=,
@@ -24,9 +28,11 @@ strings, f-strings, docstrings, `raise` and `assert` statements, annotations, de
 `# pragma: no mutate` (on a `def` line: the whole function). Module and class constants (`NAME = number`) are
 mutated by rebinding them.
 
-Verdicts: killed (a test failed), timeout (ran past three times the tests' traced time: counted as killed),
-survived (every covering test passed), uncovered (no test runs that code: counted as survived), error (the
-mutant could not be applied: left out of the score). The report goes to build/mutate/ as JSON and text.
+Verdicts: killed (a test failed), timeout (a test ended past its deadline, three times the traced time of the
+tests so far and of every setup, plus the longest test and 10 s: counted as killed), survived (every covering
+test passed), uncovered (no test runs that statement: counted as survived), error (the mutant could not be
+applied: left out of the score). The report goes to build/mutate/ as JSON and text (named by the module's dotted
+path: predict-timemodel.json), with each mutant's time, its killer and the commit scored.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import gc
+import hashlib
 import importlib
 import json
 import os
@@ -107,8 +115,11 @@ class Mutant:
     unit: str  # what is swapped in: a function's qualified name (up to its first <locals>), or `=NAME` / `=Class.NAME`
     source_line: str = ""
     verdict: str = ""
-    seconds: float = 0.0
-    tests_run: int = 0
+    seconds: float = 0.0  # the mutant's process, end to end
+    tests_run: int = 0  # the tests that ran its statement in the traced run
+    tests_ran: int = 0  # of those, the ones its process ran (up to the first failure)
+    tests_seconds: float = 0.0  # their own time (setup, call, teardown), the rest being pytest and the fork
+    killer: str = ""  # the first test that failed
 
 
 Site = tuple[ast.AST, str, str, Any, str]  # (node, kind, description, payload, unit)
@@ -462,6 +473,36 @@ def mutated_tree(tree: ast.Module, site: Site) -> ast.Module:
     return ast.fix_missing_locations(clone)
 
 
+def statement_spans(tree: ast.Module) -> dict[int, tuple[int, int]]:
+    """Each node's (first, last) lines: those of its innermost statement, or where the statement is compound (if,
+    for, while, with, def, except), of its header (the test, iterable, items, decorators and signature). A test
+    that executed none of these lines never evaluated the node: its mutant cannot change what the test sees."""
+    spans: dict[int, tuple[int, int]] = {}
+
+    def walk(node: ast.AST, span: tuple[int, int]) -> None:
+        for child in ast.iter_child_nodes(node):
+            own = _span(child) if isinstance(child, (ast.stmt, ast.excepthandler)) else span
+            spans[id(child)] = own
+            walk(child, own)
+
+    walk(tree, (0, 0))
+    return spans
+
+
+def _span(statement: ast.stmt | ast.excepthandler) -> tuple[int, int]:
+    if not any(isinstance(getattr(statement, name, None), list) for name in ("body", "orelse", "finalbody")):
+        return statement.lineno, statement.end_lineno or statement.lineno
+    header = [
+        part
+        for child in ast.iter_child_nodes(statement)
+        if not isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case))
+        for part in ast.walk(child)
+        if hasattr(part, "lineno")
+    ]
+    first = min([statement.lineno, *(part.lineno for part in header)])
+    return first, max([statement.lineno, *((part.end_lineno or part.lineno) for part in header)])
+
+
 # ---------------------------------------------------------------- applying a mutant in a process
 
 
@@ -552,10 +593,6 @@ def _silence() -> None:
 PYTEST_OPTIONS = ["-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--no-header", "-o", "addopts="]
 
 
-def _pytest_args(nodeids: list[str]) -> list[str]:
-    return ["-x", *PYTEST_OPTIONS, *nodeids]
-
-
 def warm_up(tests: list[str]) -> None:
     """Collect the tests once in this process, so that every forked mutant finds the test modules (rewritten by
     pytest) and what they import already loaded."""
@@ -570,8 +607,9 @@ def warm_up(tests: list[str]) -> None:
         os.dup2(saved[1], 2)
 
 
-def fork_run(job: Any, timeout_s: float, quiet: bool = True) -> tuple[str, float]:
-    """Run `job()` (returns an exit code) in a forked child; ("exit:N" | "timeout" | "signal:N", seconds)."""
+def fork_run(job: Any, timeout_s: float | None, quiet: bool = True) -> tuple[str, float]:
+    """Run `job()` (returns an exit code) in a forked child; ("exit:N" | "timeout" | "signal:N", seconds). With
+    `timeout_s` None the job sets its own alarms (`Guard`)."""
     began = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child
@@ -579,7 +617,8 @@ def fork_run(job: Any, timeout_s: float, quiet: bool = True) -> tuple[str, float
         try:
             if quiet:
                 _silence()
-            signal.alarm(max(1, int(timeout_s)))
+            if timeout_s is not None:
+                signal.alarm(max(1, int(timeout_s)))
             code = int(job())
         except BaseException:  # noqa: BLE001 - anything the mutant raises outside a test kills it
             code = 99
@@ -594,96 +633,272 @@ def fork_run(job: Any, timeout_s: float, quiet: bool = True) -> tuple[str, float
 
 
 class CoverageRecorder:
-    """A pytest plugin: which functions of the target files each test runs, how long it takes, whether it
-    passes. Functions are named by their patchable unit (qualified name up to the first <locals>).
+    """A pytest plugin: which lines and functions of the package each test runs, how long its setup and the rest
+    take, whether it passes. Functions are named by their patchable unit (qualified name up to the first <locals>).
 
     What a module- or session-scoped fixture runs while it is set up covers every test that uses the fixture,
-    not only the first (the one whose setup built it): a mutant re-runs the fixture in its own process."""
+    not only the first (the one whose setup built it): a mutant re-runs the fixture in its own process.
+
+    Lines come from `sys.settrace`: its global function sees each Python call (not C calls, as `sys.setprofile`
+    does) and turns line events on only in frames of the package's files."""
 
     def __init__(self, files: dict[str, str]) -> None:
-        self.files = files  # filename -> module path as given
-        self.current: str | None = None
-        self.units: dict[str, dict[str, set[str]]] = {path: {} for path in files.values()}
+        self.files = files  # filename -> module path (relative to the repository)
+        self.owner: str | tuple[str, str] | None = None  # the running test, or the shared fixture being set up
+        self.lines: dict[Any, set[tuple[str, int]]] = {}  # owner -> (filename, line)
+        self.units: dict[Any, set[tuple[str, str]]] = {}  # owner -> (filename, unit)
         self.durations: dict[str, float] = {}
+        self.setups: dict[str, float] = {}
         self.failed: set[str] = set()
-        self.fixture: tuple[str, str] | None = None  # (baseid, name) of the shared fixture being set up
-        self.fixture_units: dict[tuple[str, str], set[tuple[str, str]]] = {}  # fixture -> (path, unit)
         self.fixtures_of: dict[str, set[str]] = {}  # test -> the fixture names it uses
+        self._lines: set[tuple[str, int]] | None = None
+        self._units: set[tuple[str, str]] | None = None
+
+    def _own(self, owner: Any) -> None:
+        self.owner = owner
+        self._lines = None if owner is None else self.lines.setdefault(owner, set())
+        self._units = None if owner is None else self.units.setdefault(owner, set())
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:  # noqa: ARG002
-        previous = self.fixture
+        previous = self.owner
         if fixturedef.scope != "function":
-            self.fixture = (fixturedef.baseid, fixturedef.argname)
+            self._own((fixturedef.baseid, fixturedef.argname))
         try:
             yield
         finally:
-            self.fixture = previous
+            self._own(previous)
 
-    def covering(self) -> dict[str, dict[str, set[str]]]:
-        """Each unit's covering tests, with the tests that use a shared fixture which ran it."""
-        for (baseid, name), units in self.fixture_units.items():
-            users = {test for test, names in self.fixtures_of.items() if name in names and test.startswith(baseid)}
-            for path, unit in units:
-                self.units[path].setdefault(unit, set()).update(users)
-                self.units[path].setdefault("*", set()).update(users)
-        return self.units
+    def _call(self, frame: Any, event: str, _arg: Any) -> Any:
+        if self._units is None:
+            return None
+        filename = frame.f_code.co_filename
+        if filename not in self.files:
+            return None
+        self._units.add((filename, frame.f_code.co_qualname.split(".<locals>.")[0]))
+        return self._line
 
-    def _profile(self, frame: Any, event: str, _arg: Any) -> None:
-        if event != "call" or self.current is None:
-            return
-        code = frame.f_code
-        path = self.files.get(code.co_filename)
-        if path is None:
-            return
-        qualname = code.co_qualname
-        unit = qualname.split(".<locals>.")[0]
-        self.units[path].setdefault(unit, set()).add(self.current)
-        self.units[path].setdefault("*", set()).add(self.current)
-        if self.fixture is not None:
-            self.fixture_units.setdefault(self.fixture, set()).add((path, unit))
+    def _line(self, frame: Any, event: str, _arg: Any) -> Any:
+        if event == "line" and self._lines is not None:
+            self._lines.add((frame.f_code.co_filename, frame.f_lineno))
+        return self._line
 
     def pytest_sessionstart(self, session: Any) -> None:  # noqa: ARG002
         import threading
 
-        sys.setprofile(self._profile)
-        threading.setprofile(self._profile)
+        sys.settrace(self._call)
+        threading.settrace(self._call)
 
     def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> None:  # noqa: ARG002
-        self.current = item.nodeid
+        self._own(item.nodeid)
         self.fixtures_of[item.nodeid] = set(getattr(item, "fixturenames", ()))
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         if report.failed:
             self.failed.add(report.nodeid)
+        if report.when == "setup":
+            self.setups[report.nodeid] = self.setups.get(report.nodeid, 0.0) + report.duration
         self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
 
+    def covering(self) -> dict[str, dict[str, Any]]:
+        """Per module path: {"lines": {line: tests}, "units": {unit: tests}}, a shared fixture's lines and units
+        given to every test that uses it."""
+        import threading
 
-def map_coverage(modules: list[Path], tests: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
-    """One traced run of the candidate tests (in a forked child): per module, unit -> covering tests."""
+        sys.settrace(None)
+        threading.settrace(None)
+        covered: dict[str, dict[str, Any]] = {path: {"lines": {}, "units": {}} for path in self.files.values()}
+        for owner in set(self.lines) | set(self.units):
+            if isinstance(owner, tuple):
+                baseid, name = owner
+                users = {t for t, names in self.fixtures_of.items() if name in names and t.startswith(baseid)}
+            else:
+                users = {owner}
+            for filename, line in self.lines.get(owner, ()):
+                covered[self.files[filename]]["lines"].setdefault(line, set()).update(users)
+            for filename, unit in self.units.get(owner, ()):
+                covered[self.files[filename]]["units"].setdefault(unit, set()).update(users)
+        return covered
+
+
+# Bump when what a traced run records changes: every cached trace is then traced again.
+TRACE_FORMAT = 2
+
+
+def package_files() -> dict[str, str]:
+    """Every module of the package: absolute filename -> path relative to the repository."""
+    return {str(path.resolve()): str(path.relative_to(ROOT)) for path in sorted((ROOT / PACKAGE).rglob("*.py"))}
+
+
+def trace_key(test_file: str) -> str:
+    """What a test file's cached trace depends on: the file, the conftest.py files above it, every module of the
+    package (a change anywhere may change which tests reach which line) and the trace format."""
+    digest = hashlib.sha256(f"{TRACE_FORMAT}\n{test_file}\n".encode())
+    test_path = ROOT / test_file
+    conftests = [folder / "conftest.py" for folder in [test_path.parent, *test_path.parent.parents]]
+    sources = [test_path, *(c for c in conftests if ROOT in c.parents and c.is_file())]
+    sources += sorted((ROOT / PACKAGE).rglob("*.py"))
+    for source in sources:
+        digest.update(str(source.relative_to(ROOT)).encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _cache_path(cache: Path, test_file: str) -> Path:
+    return cache / (test_file.replace("/", "__") + ".json")
+
+
+def trace_tests(tests: list[str], cache: Path, workdir: Path) -> tuple[dict[str, Any], list[str], float]:
+    """Per test file, the lines and units of every package module its tests run, their durations and failures:
+    from the cache (`cache`/<file>.json, valid while `trace_key` is unchanged) or from one traced run (in a forked
+    child) of the files whose trace is missing or stale. Returns the entries, the files traced now, the seconds."""
+    cache.mkdir(parents=True, exist_ok=True)
+    keys = {test: trace_key(test) for test in tests}
+    entries: dict[str, Any] = {}
+    for test in tests:
+        cached = _cache_path(cache, test)
+        if cached.exists():
+            entry = json.loads(cached.read_text())
+            if entry.get("key") == keys[test]:
+                entries[test] = entry
+    stale = [test for test in tests if test not in entries]
+    if not stale:
+        return entries, [], 0.0
+    out = workdir / "trace.json"
 
     def job() -> int:
         import pytest
 
-        files = {str(path.resolve()): str(path) for path in modules}
-        recorder = CoverageRecorder(files)
-        code = pytest.main([*PYTEST_OPTIONS, *tests], plugins=[recorder])
-        sys.setprofile(None)
-        data = {
-            "units": {
-                path: {unit: sorted(ids) for unit, ids in units.items()} for path, units in recorder.covering().items()
-            },
-            "durations": recorder.durations,
-            "failed": sorted(recorder.failed),
-            "exit": int(code),
-        }
-        out.write_text(json.dumps(data))
+        recorder = CoverageRecorder(package_files())
+        code = pytest.main([*PYTEST_OPTIONS, *stale], plugins=[recorder])
+        covered = recorder.covering()
+        if code not in (0, 1):  # 1: some tests failed (left out); anything else: the run did not happen
+            return 10 + int(code)
+        by_file: dict[str, Any] = {}
+        for test in stale:
+            ids = sorted(t for t in recorder.durations if t.split("::")[0] == test)
+            index = {t: i for i, t in enumerate(ids)}
+            modules: dict[str, Any] = {}
+            for path, found in covered.items():
+                lines = {str(n): sorted(index[t] for t in ts if t in index) for n, ts in found["lines"].items()}
+                units = {u: sorted(index[t] for t in ts if t in index) for u, ts in found["units"].items()}
+                lines = {n: ts for n, ts in lines.items() if ts}
+                if lines:
+                    modules[path] = {"lines": lines, "units": {u: ts for u, ts in units.items() if ts}}
+            by_file[test] = {
+                "key": keys[test],
+                "tests": ids,
+                "seconds": [round(recorder.durations[t], 4) for t in ids],
+                "setup_seconds": [round(recorder.setups.get(t, 0.0), 4) for t in ids],
+                "failed": sorted(t for t in recorder.failed if t in index),
+                "modules": modules,
+            }
+        out.write_text(json.dumps(by_file))
         return 0
 
-    verdict, seconds = fork_run(job, timeout_s, quiet=True)
+    verdict, seconds = fork_run(job, 4 * 3600, quiet=True)
     if verdict != "exit:0" or not out.exists():
-        raise SystemExit(f"the traced run of {' '.join(tests)} did not finish ({verdict} after {seconds:.0f} s)")
-    return json.loads(out.read_text())
+        raise SystemExit(f"the traced run of {' '.join(stale)} did not finish ({verdict} after {seconds:.0f} s)")
+    for test, entry in json.loads(out.read_text()).items():
+        _cache_path(cache, test).write_text(json.dumps(entry))
+        entries[test] = entry
+    return entries, stale, seconds
+
+
+@dataclass
+class Coverage:
+    """What the traced tests of one module ran: per line and per unit the tests that ran it ("*": any line of the
+    module), each test's seconds (setup apart) and the tests that failed unmutated (left out)."""
+
+    lines: dict[int, set[str]] = field(default_factory=dict)
+    units: dict[str, set[str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    setup_seconds: dict[str, float] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, module: str, entries: dict[str, Any]) -> Coverage:
+        """The coverage of `module` (a path relative to the repository) by the traced test files."""
+        coverage = cls()
+        for entry in entries.values():
+            ids = entry["tests"]
+            coverage.seconds.update(zip(ids, entry["seconds"], strict=True))
+            coverage.setup_seconds.update(zip(ids, entry["setup_seconds"], strict=True))
+            coverage.failed.update(entry["failed"])
+            found = entry["modules"].get(module, {"lines": {}, "units": {}})
+            for line, tests in found["lines"].items():
+                coverage.lines.setdefault(int(line), set()).update(ids[t] for t in tests)
+            for unit, tests in found["units"].items():
+                coverage.units.setdefault(unit, set()).update(ids[t] for t in tests)
+                coverage.units.setdefault("*", set()).update(ids[t] for t in tests)
+        return coverage
+
+    def covering(self, kind: str, unit: str, span: tuple[int, int]) -> set[str]:
+        """The tests that may see a mutant: those that ran a line of its statement's span; of a rebound constant,
+        any line of the module; of an inverted default, a call of the function."""
+        if kind == "rebind":
+            tests = self.units.get("*", set())
+        elif kind == "default":
+            tests = self.units.get(unit, set())
+        else:
+            first, last = span
+            tests = set().union(*(self.lines.get(line, set()) for line in range(first, last + 1)))
+        return tests - self.failed
+
+
+def order_tests(tests: set[str], seconds: dict[str, float], killers: list[str]) -> list[str]:
+    """The order a mutant's tests run in: the tests that killed earlier mutants of the same function first (the
+    latest first), then the rest fastest first (ties by name)."""
+    first = [test for test in reversed(killers) if test in tests]
+    first = list(dict.fromkeys(first))
+    rest = sorted(tests - set(first), key=lambda test: (seconds.get(test, 0.0), test))
+    return first + rest
+
+
+def deadlines(tests: list[str], coverage: Coverage) -> list[float]:
+    """Seconds from the start of a mutant's process by which each of its tests must have ended (`Guard`): three
+    times the traced time of the tests so far, plus every setup (a shared fixture is built by whichever test
+    comes first), plus the longest test (a cache one test filled in the traced run may fall to another), plus
+    10 s. The last deadline is never below the whole run's budget before per-test deadlines (3x the sum + 10 s)."""
+    setups = sum(coverage.setup_seconds.get(test, 0.0) for test in tests)
+    calls = [coverage.seconds.get(test, 0.0) - coverage.setup_seconds.get(test, 0.0) for test in tests]
+    longest = max(calls, default=0.0)
+    spent, out = 0.0, []
+    for call in calls:
+        spent += call
+        out.append(TIMEOUT_FACTOR * (setups + spent + longest) + 10)
+    return out
+
+
+class Guard:
+    """A pytest plugin in a mutant's process: runs the tests in the given order, ends the process (SIGALRM: a
+    timeout) when a test runs past its deadline, and notes the first failing test (the killer)."""
+
+    def __init__(self, tests: list[str], deadlines_s: list[float], note: Path) -> None:
+        self.order = {test: position for position, test in enumerate(tests)}
+        self.deadlines = dict(zip(tests, deadlines_s, strict=True))
+        self.note = note
+        self.began = time.perf_counter()
+        self.ran = 0
+        self.tests_s = 0.0
+        self.killer = ""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+        items.sort(key=lambda item: self.order.get(item.nodeid, len(self.order)))
+
+    def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> None:  # noqa: ARG002
+        left = self.deadlines.get(item.nodeid, 0.0) - (time.perf_counter() - self.began)
+        signal.setitimer(signal.ITIMER_REAL, max(left, 0.01))
+        self.ran += 1
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        self.tests_s += report.duration
+        if report.failed and not self.killer:
+            self.killer = report.nodeid
+
+    def pytest_sessionfinish(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.note.write_text(json.dumps({"killer": self.killer, "ran": self.ran, "tests_s": round(self.tests_s, 4)}))
 
 
 # ---------------------------------------------------------------- what to mutate and which tests
@@ -731,22 +946,34 @@ class ModuleReport:
     tests: list[str]
     mutants: list[Mutant] = field(default_factory=list)
     baseline_failures: list[str] = field(default_factory=list)
+    commit: str = ""  # the code scored: HEAD, "+" when the work tree differs from it
+    traced_now: list[str] = field(default_factory=list)  # the test files traced by this run (the rest: cached)
+    trace_seconds: float = 0.0
+    mutant_seconds: float = 0.0  # all the mutants' processes, end to end
 
     def count(self, *verdicts: str) -> int:
         return sum(m.verdict in verdicts for m in self.mutants)
 
     @property
     def score(self) -> float | None:
-        scored = len(self.mutants) - self.count("error")
+        scored = len(self.mutants) - self.count("error", "")
         return self.count("killed", "timeout") / scored if scored else None
 
     def summary(self) -> str:
         score = "n/a" if self.score is None else f"{self.score:.1%}"
+        ran = [m for m in self.mutants if m.seconds]
+        per_mutant = f"{sum(m.seconds for m in ran) / len(ran):.2f} s per mutant run" if ran else "no mutant run"
         return (
             f"{self.module}: {score} killed ({self.count('killed')} killed, {self.count('timeout')} timed out, "
-            f"{self.count('survived')} survived, {self.count('uncovered')} uncovered, {self.count('error')} errors "
-            f"of {len(self.mutants)}; tests: {', '.join(self.tests)})"
+            f"{self.count('survived')} survived, {self.count('uncovered')} uncovered, {self.count('error')} errors, "
+            f"{self.count('')} not run, of {len(self.mutants)}; {per_mutant}; traced {len(self.traced_now)} of "
+            f"{len(self.tests)} test files in {self.trace_seconds:.0f} s; at {self.commit}; "
+            f"tests: {', '.join(self.tests)})"
         )
+
+
+def _matches(mutant: Mutant, before: dict[str, Any]) -> bool:
+    return all(before.get(name) == getattr(mutant, name) for name in ("index", "line", "description", "unit"))
 
 
 def mutate_module(
@@ -754,78 +981,159 @@ def mutate_module(
     tests: list[str],
     wanted: set[int] | None,
     workdir: Path,
-    show: int | None,
     limit: int | None,
+    cache: Path,
     progress: Path | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> ModuleReport:
+    """Run every mutant of `path` (the first `limit`) against the tests that ran its statement. With `previous`
+    (an earlier report of the same source), its killed, timed-out and errored mutants keep their verdicts and the
+    rest run again."""
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
     tree = ast.parse(source)
     finder = Sites(lines, wanted)
     finder.visit(tree)
-    report = ModuleReport(str(path.relative_to(ROOT)), tests)
+    spans = statement_spans(tree)
+    report = ModuleReport(str(path.relative_to(ROOT)), tests, commit=_commit())
     for index, (node, _, description, _, unit) in enumerate(finder.found):
         line = getattr(node, "lineno", 0)
         report.mutants.append(Mutant(index, line, description, unit, lines[line - 1].strip()))
-    if show is not None:
-        _show(path, tree, finder, report, show, tests)
-        return report
-    print(f"{report.module}: {len(report.mutants)} mutants; tracing {' '.join(tests)}", flush=True)
+    killers: dict[str, list[str]] = {}  # unit -> the tests that killed its mutants, in order
+    done: set[int] = set()
+    for before in (previous or {}).get("mutants", []):
+        index = before.get("index", -1)
+        if 0 <= index < len(report.mutants) and _matches(report.mutants[index], before):
+            if before.get("verdict") in ("killed", "timeout", "error"):
+                mutant = report.mutants[index]
+                mutant.verdict, mutant.seconds = before["verdict"], before.get("seconds", 0.0)
+                mutant.tests_run, mutant.killer = before.get("tests_run", 0), before.get("killer", "")
+                done.add(index)
+            if before.get("killer"):
+                killers.setdefault(before["unit"], []).append(before["killer"])
+    print(f"{report.module}: {len(report.mutants)} mutants ({len(done)} decided before); tests {' '.join(tests)}")
     warm_up(tests)
-    coverage = map_coverage([path], tests, workdir / "coverage.json", timeout_s=3600)
-    report.baseline_failures = coverage["failed"]
-    if coverage["failed"]:
-        print(f"  tests failing before any mutation (left out): {', '.join(coverage['failed'])}", flush=True)
-    units = coverage["units"][str(path)]
-    durations = coverage["durations"]
+    entries, report.traced_now, report.trace_seconds = trace_tests(tests, cache, workdir)
+    coverage = Coverage.of(report.module, entries)
+    report.baseline_failures = sorted(coverage.failed)
+    if coverage.failed:
+        print(f"  tests failing before any mutation (left out): {', '.join(report.baseline_failures)}", flush=True)
+    gc.freeze()  # the forked mutants' collector leaves the parent's objects alone: their pages stay shared
     selected = report.mutants if limit is None else report.mutants[:limit]
+    try:
+        _run_mutants(path, tree, finder, spans, coverage, report, selected, done, killers, workdir, progress)
+    except KeyboardInterrupt:  # Ctrl-C, `timeout -s INT`: the report keeps what ran (`--again` goes on)
+        print(f"\n  stopped: {report.count('')} mutants not run", flush=True)
+    gc.unfreeze()
+    print(flush=True)
+    return report
+
+
+def _run_mutants(
+    path: Path,
+    tree: ast.Module,
+    finder: Sites,
+    spans: dict[int, tuple[int, int]],
+    coverage: Coverage,
+    report: ModuleReport,
+    selected: list[Mutant],
+    done: set[int],
+    killers: dict[str, list[str]],
+    workdir: Path,
+    progress: Path | None,
+) -> None:
     for mutant in selected:
+        if mutant.index in done:
+            continue
         site = finder.found[mutant.index]
-        covering = units.get("*" if mutant.unit.startswith("=") else mutant.unit, [])
-        covering = sorted((t for t in covering if t not in coverage["failed"]), key=lambda t: durations.get(t, 0.0))
-        mutant.tests_run = len(covering)
-        if not covering:
+        node, kind = site[0], site[1]
+        covering = coverage.covering(kind, mutant.unit, spans.get(id(node), (mutant.line, mutant.line)))
+        ordered = order_tests(covering, coverage.seconds, killers.get(mutant.unit, []))
+        mutant.tests_run = len(ordered)
+        if not ordered:
             mutant.verdict = "uncovered"
             continue
-        budget = TIMEOUT_FACTOR * sum(durations.get(t, 0.0) for t in covering) + 10
+        limits = deadlines(ordered, coverage)
+        note = workdir / f"mutant-{mutant.index}.json"
 
-        def job(site: Any = site, mutant: Mutant = mutant, covering: list[str] = covering) -> int:
+        def job(
+            site: Site = site, ordered: list[str] = ordered, limits: list[float] = limits, note: Path = note
+        ) -> int:
             import pytest
 
             try:
                 apply_mutant(path, site, tree)
             except Exception:  # noqa: BLE001
                 return 98
-            return int(pytest.main(_pytest_args(covering)))
+            signal.setitimer(signal.ITIMER_REAL, limits[-1] + 60)  # until the first test's own deadline
+            return int(pytest.main(["-x", *PYTEST_OPTIONS, *ordered], plugins=[Guard(ordered, limits, note)]))
 
-        outcome, mutant.seconds = fork_run(job, budget)
+        outcome, mutant.seconds = fork_run(job, None)
+        report.mutant_seconds += mutant.seconds
         mutant.verdict = {
             "exit:0": "survived",
-            "exit:98": "error",
+            "exit:98": "error",  # the mutant could not be applied
+            "exit:4": "error",  # pytest could not find a test it was given
             "exit:5": "error",
             "timeout": "timeout",
         }.get(outcome, "killed")
+        if note.exists():
+            ran = json.loads(note.read_text())
+            mutant.killer, mutant.tests_ran, mutant.tests_seconds = ran["killer"], ran["ran"], ran["tests_s"]
+            if mutant.killer:
+                killers.setdefault(mutant.unit, []).append(mutant.killer)
         mark = {"survived": "S", "killed": ".", "timeout": "T", "error": "E"}[mutant.verdict]
         print(mark, end="", flush=True)
         if progress is not None:
             progress.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    print(flush=True)
-    return report
 
 
-def _show(path: Path, tree: ast.Module, finder: Sites, report: ModuleReport, index: int, tests: list[str]) -> None:
-    mutant = report.mutants[index]
-    print(f"mutant {index}: line {mutant.line}: {mutant.description} in {mutant.unit}\n  {mutant.source_line}")
-    site = finder.found[index]
+def _commit() -> str:
+    """HEAD, with "+" where the package differs from it ("" outside a git checkout)."""
+    try:
+        head = git("rev-parse", "--short=12", "HEAD").strip()
+        return head + ("+" if git("status", "--porcelain", "--untracked-files=no", PACKAGE).strip() else "")
+    except (subprocess.CalledProcessError, OSError):
+        return ""
+
+
+def _show(path: Path, index: int, tests: list[str], cache: Path, workdir: Path) -> None:
+    """Run mutant `index` against the tests that ran its statement, with their output."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    finder = Sites(source.splitlines(), None)
+    finder.visit(tree)
+    node, kind, description, _, unit = site = finder.found[index]
+    print(f"mutant {index}: line {node.lineno}: {description} in {unit}\n  {source.splitlines()[node.lineno - 1]}")
+    warm_up(tests)
+    entries, _, _ = trace_tests(tests, cache, workdir)
+    coverage = Coverage.of(str(path.relative_to(ROOT)), entries)
+    span = statement_spans(tree).get(id(node), (node.lineno, node.lineno))
+    ordered = order_tests(coverage.covering(kind, unit, span), coverage.seconds, [])
+    print(f"mutant {index}: {len(ordered)} tests ran its statement (lines {span[0]}-{span[1]})")
+    if not ordered:
+        return
 
     def job() -> int:
         import pytest
 
         apply_mutant(path, site, tree)
-        return int(pytest.main(["-x", *PYTEST_OPTIONS, *tests]))
+        return int(pytest.main(["-x", *PYTEST_OPTIONS, *ordered]))
 
     outcome, seconds = fork_run(job, 3600, quiet=False)
     print(f"mutant {index}: {outcome} after {seconds:.1f} s")
+
+
+def write_report(report: ModuleReport, out: Path, stem: str) -> list[str]:
+    """The report as JSON and as text (summary and survivors); returns the text's lines."""
+    (out / f"{stem}.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    lines = [report.summary(), ""]
+    for mutant in report.mutants:
+        if mutant.verdict in ("survived", "uncovered"):
+            lines.append(f"  {mutant.index} {mutant.verdict}: line {mutant.line} ({mutant.unit}): {mutant.description}")
+            lines.append(f"      {mutant.source_line}")
+    (out / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -833,12 +1141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", type=Path, help="modules to mutate (default: those changed vs --base)")
     parser.add_argument("--base", default=os.environ.get("MUTATE_BASE", "main"), help="git ref to diff against")
     parser.add_argument("--changed-lines", action="store_true", help="mutate only the lines changed vs --base")
-    parser.add_argument("--tests", nargs="+", help="test files or node ids (default: the files importing a module)")
+    parser.add_argument("--tests", nargs="+", help="test files (default: the files importing a module)")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--show", type=int, metavar="N", help="run mutant N with the tests' output")
     parser.add_argument("--limit", type=int, help="run only the first N mutants (a smoke check)")
+    parser.add_argument(
+        "--again", action="store_true", help="run again only the mutants the last report left alive (after new tests)"
+    )
     parser.add_argument("--min-score", type=float, default=0.0, help="exit 1 when a module scores below this")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "mutate", help="where the reports go")
+    parser.add_argument(
+        "--trace-cache", type=Path, default=ROOT / "build" / "mutate" / "trace", help="traced runs, per test file"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)  # pytest finds tests/conftest.py from here
@@ -873,20 +1187,22 @@ def main(argv: list[str] | None = None) -> int:
             for index, (node, _, description, _, unit) in enumerate(finder.found):
                 print(f"{index:4d} {path.name}:{getattr(node, 'lineno', 0)} {unit}: {description}")
             continue
+        stem = module_name(path).removeprefix(f"{PACKAGE}.").replace(".", "-")
         with tempfile.TemporaryDirectory() as scratch:
-            progress = args.out / f"{path.stem}.json"
-            report = mutate_module(path, tests, wanted, Path(scratch), args.show, args.limit, progress)
-        if args.show is not None:
-            continue
-        stem = args.out / path.stem
-        stem.with_suffix(".json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-        lines = [report.summary(), ""]
-        for mutant in report.mutants:
-            if mutant.verdict in ("survived", "uncovered"):
-                lines.append(f"  {mutant.verdict}: line {mutant.line} ({mutant.unit}): {mutant.description}")
-                lines.append(f"      {mutant.source_line}")
-        stem.with_suffix(".txt").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines), flush=True)
+            if args.show is not None:
+                _show(path, args.show, tests, args.trace_cache, Path(scratch))
+                continue
+            previous = None
+            if args.again:
+                last = args.out / f"{stem}.json"
+                if not last.exists():
+                    print(f"{path.relative_to(ROOT)}: no report at {last} to run again; run it whole first")
+                    return 2
+                previous = json.loads(last.read_text())
+            report = mutate_module(
+                path, tests, wanted, Path(scratch), args.limit, args.trace_cache, args.out / f"{stem}.json", previous
+            )
+        print("\n".join(write_report(report, args.out, stem)), flush=True)
         if report.score is not None:
             worst = min(worst, report.score)
     return 1 if worst < args.min_score else 0

@@ -1,0 +1,200 @@
+"""tools/mutate.py's run: the lines a mutant's tests must execute, the order and deadlines of those tests, the
+traced run cached per test file, and one whole run on a small package of two functions (a mutant no test reaches
+is uncovered; a mutant only one test reaches runs that test alone)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.tools.conftest import load_tool
+
+SPANS = textwrap.dedent(
+    '''
+    def total(values: list, limit: int) -> tuple:
+        """A docstring."""
+        result = 0
+        for value in values:
+            if (value > limit
+                    and value < 10):
+                result += value
+            else:
+                result -= 1
+
+        @staticmethod
+        def inner(x=3):
+            return x
+        return (result,
+                limit)
+    '''
+)
+
+
+@pytest.fixture(scope="module")
+def tool() -> ModuleType:
+    return load_tool("mutate")
+
+
+def span_of(tool: ModuleType, predicate: object) -> tuple[int, int]:
+    tree = ast.parse(SPANS)
+    spans = tool.statement_spans(tree)
+    return next(spans[id(node)] for node in ast.walk(tree) if predicate(node))  # type: ignore[operator]
+
+
+def test_a_node_needs_the_lines_of_its_statement_or_of_a_compound_statements_header(tool: ModuleType) -> None:
+    def constant(value: int) -> object:
+        return lambda n: isinstance(n, ast.Constant) and n.value == value
+
+    assert span_of(tool, lambda n: isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.Gt)) == (6, 7)
+    assert span_of(tool, constant(10)) == (6, 7)  # the condition's second line: the `if` header
+    assert span_of(tool, lambda n: isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add)) == (8, 8)
+    assert span_of(tool, constant(1)) == (10, 10)
+    assert span_of(tool, lambda n: isinstance(n, ast.Name) and n.id == "values") == (5, 5)  # the `for` header
+    assert span_of(tool, constant(3)) == (12, 13)  # a nested def's default: its decorator and signature
+    assert span_of(tool, lambda n: isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple)) == (15, 16)
+
+
+def coverage(tool: ModuleType) -> object:
+    return tool.Coverage(
+        lines={5: {"a"}, 6: {"b"}, 7: {"c"}},
+        units={"f": {"a", "b", "c", "d"}, "*": {"a", "b", "c", "d", "e"}},
+        failed={"b"},
+    )
+
+
+def test_the_covering_tests_by_line_by_function_and_by_module(tool: ModuleType) -> None:
+    covered = coverage(tool)
+    assert covered.covering("compare", "f", (5, 6)) == {"a"}  # b ran line 6 but fails unmutated: left out
+    assert covered.covering("compare", "f", (6, 7)) == {"c"}
+    assert covered.covering("constant", "f", (8, 9)) == set()  # uncovered although f runs
+    assert covered.covering("default", "f", (1, 1)) == {"a", "c", "d"}  # a default: every call of f
+    assert covered.covering("rebind", "=LIMIT", (0, 0)) == {"a", "c", "d", "e"}  # a constant: any line
+
+
+def test_killers_of_the_same_function_first_the_latest_first_then_the_fastest(tool: ModuleType) -> None:
+    seconds = {"slow": 5.0, "fast": 0.1, "mid": 1.0, "b": 1.0, "gone": 0.0}
+    order = tool.order_tests({"slow", "fast", "mid", "b"}, seconds, ["mid", "gone", "slow", "mid"])
+    assert order == ["mid", "slow", "fast", "b"]  # `gone` killed before but does not cover this mutant
+    assert tool.order_tests({"slow", "fast", "mid", "b"}, seconds, []) == ["fast", "b", "mid", "slow"]
+
+
+def test_each_test_has_a_deadline_no_earlier_than_the_whole_runs_old_budget_at_the_end(tool: ModuleType) -> None:
+    covered = tool.Coverage(seconds={"t1": 1.0, "t2": 3.0}, setup_seconds={"t1": 0.5})
+    # setups 0.5, calls 0.5 and 3.0, the longest 3.0: 3 * (0.5 + 0.5 + 3) + 10 and 3 * (0.5 + 3.5 + 3) + 10
+    assert tool.deadlines(["t1", "t2"], covered) == [22.0, 31.0]
+    assert tool.deadlines(["t1", "t2"], covered)[-1] >= 3 * (1.0 + 3.0) + 10
+
+
+def make_project(root: Path) -> None:
+    """A package of two functions and a test file that reaches only one."""
+    (root / "samplepkg").mkdir()
+    (root / "samplepkg" / "__init__.py").write_text("")
+    (root / "samplepkg" / "calc.py").write_text(
+        textwrap.dedent(
+            """
+            def clamp(value, low, high):
+                if value < low:
+                    return low
+                return min(value, high)
+
+
+            def double(value):
+                return value * 2
+            """
+        )
+    )
+    (root / "tests").mkdir()
+    (root / "tests" / "conftest.py").write_text("")
+    (root / "tests" / "test_calc.py").write_text(
+        textwrap.dedent(
+            """
+            from samplepkg.calc import clamp
+
+
+            def test_below():
+                assert clamp(-5, 0, 10) == 0
+
+
+            def test_above():
+                assert clamp(50, 0, 10) == 10
+            """
+        )
+    )
+    (root / "tests" / "test_other.py").write_text("def test_nothing():\n    assert True\n")
+
+
+@pytest.fixture
+def project(tool: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    make_project(tmp_path)
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool, "PACKAGE", "samplepkg")
+    monkeypatch.setattr(tool, "warm_up", lambda tests: None)  # the children import the tests themselves
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_test_files_trace_depends_on_it_its_conftests_and_the_package_alone(tool: ModuleType, project: Path) -> None:
+    keys = {name: tool.trace_key(f"tests/{name}") for name in ("test_calc.py", "test_other.py")}
+    (project / "tests" / "test_other.py").write_text("def test_nothing():\n    assert 1\n")
+    assert tool.trace_key("tests/test_calc.py") == keys["test_calc.py"]
+    assert tool.trace_key("tests/test_other.py") != keys["test_other.py"]
+    for changed in ("tests/conftest.py", "samplepkg/calc.py"):
+        before = tool.trace_key("tests/test_calc.py")
+        (project / changed).write_text((project / changed).read_text() + "\n# changed\n")
+        assert tool.trace_key("tests/test_calc.py") != before, changed
+
+
+def test_the_traced_run_is_cached_per_test_file(tool: ModuleType, project: Path) -> None:
+    cache, work = project / "cache", project / "work"
+    work.mkdir()
+    tests = ["tests/test_calc.py", "tests/test_other.py"]
+    entries, traced, _ = tool.trace_tests(tests, cache, work)
+    assert traced == tests
+    covered = tool.Coverage.of("samplepkg/calc.py", entries)
+    below, above = "tests/test_calc.py::test_below", "tests/test_calc.py::test_above"
+    assert {line: sorted(ids) for line, ids in covered.lines.items()} == {
+        3: [above, below],
+        4: [below],
+        5: [above],
+    }
+    assert covered.units == {"clamp": {above, below}, "*": {above, below}}
+    assert set(covered.seconds) == {above, below, "tests/test_other.py::test_nothing"}
+    again, traced, seconds = tool.trace_tests(tests, cache, work)
+    assert (traced, seconds, again) == ([], 0.0, entries)
+    (project / "tests" / "test_other.py").write_text("def test_nothing():\n    assert 1\n")
+    _, traced, _ = tool.trace_tests(tests, cache, work)
+    assert traced == ["tests/test_other.py"]
+
+
+def test_a_whole_run_on_a_small_package(tool: ModuleType, project: Path) -> None:
+    work = project / "work"
+    work.mkdir()
+    report = tool.mutate_module(
+        project / "samplepkg" / "calc.py", ["tests/test_calc.py"], None, work, None, project / "cache"
+    )
+    verdicts = {(m.line, m.description): (m.verdict, m.tests_run, m.killer) for m in report.mutants}
+    assert verdicts == {
+        (3, "< -> <="): ("survived", 2, ""),  # no test at the edge
+        (5, "min() -> max()"): ("killed", 1, "tests/test_calc.py::test_above"),  # test_below never gets there
+        (9, "* -> /"): ("uncovered", 0, ""),
+        (9, "2 -> 3"): ("uncovered", 0, ""),
+    }
+    killed = next(m for m in report.mutants if m.verdict == "killed")
+    assert killed.tests_ran == 1 and 0 < killed.tests_seconds < killed.seconds
+    assert report.traced_now == ["tests/test_calc.py"]
+    assert (report.score, report.count("survived", "uncovered")) == (0.25, 3)
+
+    (work / "report.json").write_text(json.dumps(tool.asdict(report)))
+    previous = json.loads((work / "report.json").read_text())
+    again = tool.mutate_module(
+        project / "samplepkg" / "calc.py", ["tests/test_calc.py"], None, work, None, project / "cache", None, previous
+    )
+    assert [m.verdict for m in again.mutants] == [m.verdict for m in report.mutants]
+    assert again.traced_now == []  # the trace came from the cache
+    assert next(m for m in again.mutants if m.verdict == "killed").seconds == killed.seconds  # kept, not re-run
