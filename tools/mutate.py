@@ -12,9 +12,10 @@ tests import everything. Here each module's mutants run against the test files t
 the tests that executed the mutated statement (learned in one traced run per test file, `sys.settrace` on the
 package's lines, cached in build/mutate/trace/ until the file, a conftest.py above it or any module of the
 package changes), the tests that killed earlier mutants of the same function first, then fastest first, stopping
-at the first failure. Every mutant runs in a process forked from one that has imported torch and layerprof once
-(its objects frozen out of the collector, so their memory stays shared), with the function's code object swapped
-in place, so that `from layerprof.x import f` in a test sees the mutant too.
+at the first failure. Every mutant runs in a process forked from one that has imported torch, layerprof, the
+tests and every library the traced run imported once (its objects frozen out of the collector, so their memory
+stays shared), with the function's code object swapped in place, so that `from layerprof.x import f` in a test
+sees the mutant too.
 
 Mutations: arithmetic (+ -, * /, // /, ** *), comparisons (< <=, > >=, == !=, in / not in, is / is not),
 and/or, `not` dropped, unary minus dropped, numbers (n -> n+1; floats doubled, 0.0 -> 1.0), True/False, += -=,
@@ -722,7 +723,7 @@ class CoverageRecorder:
 
 
 # Bump when what a traced run records changes: every cached trace is then traced again.
-TRACE_FORMAT = 2
+TRACE_FORMAT = 3
 
 
 def package_files() -> dict[str, str]:
@@ -771,6 +772,7 @@ def trace_tests(tests: list[str], cache: Path, workdir: Path) -> tuple[dict[str,
         recorder = CoverageRecorder(package_files())
         code = pytest.main([*PYTEST_OPTIONS, *stale], plugins=[recorder])
         covered = recorder.covering()
+        imports = sorted(name for name in sys.modules if not name.startswith((PACKAGE, "tests", "_", "mutate")))
         if code not in (0, 1):  # 1: some tests failed (left out); anything else: the run did not happen
             return 10 + int(code)
         by_file: dict[str, Any] = {}
@@ -791,6 +793,7 @@ def trace_tests(tests: list[str], cache: Path, workdir: Path) -> tuple[dict[str,
                 "setup_seconds": [round(recorder.setups.get(t, 0.0), 4) for t in ids],
                 "failed": sorted(t for t in recorder.failed if t in index),
                 "modules": modules,
+                "imports": imports,  # what the traced run had imported (libraries), for `warm_imports`
             }
         out.write_text(json.dumps(by_file))
         return 0
@@ -802,6 +805,31 @@ def trace_tests(tests: list[str], cache: Path, workdir: Path) -> tuple[dict[str,
         _cache_path(cache, test).write_text(json.dumps(entry))
         entries[test] = entry
     return entries, stale, seconds
+
+
+def warm_imports(names: list[str]) -> tuple[int, int]:
+    """Import in this process the libraries the traced tests imported (not the package, not the tests), so that
+    every forked mutant finds them loaded: a test's first use of torch's fake tensors (sympy), a model library or
+    torch's lazily imported parts costs seconds otherwise, in every mutant's process. Returns the modules imported
+    and the threads they started (a fork copies a thread dead, with any lock it held: a mutant could then hang,
+    and a timeout counts as killed; `mutate_module` warns)."""
+    threads = len(os.listdir("/proc/self/task")) if Path("/proc/self/task").is_dir() else 0
+    imported = 0
+    saved = os.dup(1), os.dup(2)
+    _silence()
+    try:
+        for name in names:
+            if name not in sys.modules:
+                try:
+                    importlib.import_module(name)
+                    imported += 1
+                except (Exception, SystemExit):  # noqa: BLE001 - a module that imports only as part of another
+                    continue
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+    started = len(os.listdir("/proc/self/task")) - threads if threads else 0
+    return imported, started
 
 
 @dataclass
@@ -950,6 +978,7 @@ class ModuleReport:
     traced_now: list[str] = field(default_factory=list)  # the test files traced by this run (the rest: cached)
     trace_seconds: float = 0.0
     mutant_seconds: float = 0.0  # all the mutants' processes, end to end
+    warm_imports: int = 0  # libraries imported before the mutants fork (`warm_imports`)
 
     def count(self, *verdicts: str) -> int:
         return sum(m.verdict in verdicts for m in self.mutants)
@@ -1018,6 +1047,10 @@ def mutate_module(
     report.baseline_failures = sorted(coverage.failed)
     if coverage.failed:
         print(f"  tests failing before any mutation (left out): {', '.join(report.baseline_failures)}", flush=True)
+    names = sorted({name for entry in entries.values() for name in entry.get("imports", [])})
+    report.warm_imports, started = warm_imports(names)
+    if started:
+        print(f"  warning: importing the tests' libraries started {started} threads; a hang may be one", flush=True)
     gc.freeze()  # the forked mutants' collector leaves the parent's objects alone: their pages stay shared
     selected = report.mutants if limit is None else report.mutants[:limit]
     try:

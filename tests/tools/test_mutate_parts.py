@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -117,6 +118,8 @@ def make_project(root: Path) -> None:
 
 
             def test_below():
+                import colorsys  # a library a test imports lazily: imported before the mutants fork
+
                 assert clamp(-5, 0, 10) == 0
 
 
@@ -164,6 +167,8 @@ def test_the_traced_run_is_cached_per_test_file(tool: ModuleType, project: Path)
         5: [above],
     }
     assert covered.units == {"clamp": {above, below}, "*": {above, below}}
+    assert "colorsys" in entries["tests/test_calc.py"]["imports"]
+    assert not any(name.startswith(("samplepkg", "tests")) for name in entries["tests/test_calc.py"]["imports"])
     assert set(covered.seconds) == {above, below, "tests/test_other.py::test_nothing"}
     again, traced, seconds = tool.trace_tests(tests, cache, work)
     assert (traced, seconds, again) == ([], 0.0, entries)
@@ -188,6 +193,7 @@ def test_a_whole_run_on_a_small_package(tool: ModuleType, project: Path) -> None
     killed = next(m for m in report.mutants if m.verdict == "killed")
     assert killed.tests_ran == 1 and 0 < killed.tests_seconds < killed.seconds
     assert report.traced_now == ["tests/test_calc.py"]
+    assert "colorsys" in sys.modules  # warm_imports ran in this process, the mutants' parent
     assert (report.score, report.count("survived", "uncovered")) == (0.25, 3)
 
     (work / "report.json").write_text(json.dumps(tool.asdict(report)))
