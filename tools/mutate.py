@@ -115,6 +115,7 @@ class Mutant:
     description: str
     unit: str  # what is swapped in: a function's qualified name (up to its first <locals>), or `=NAME` / `=Class.NAME`
     source_line: str = ""
+    column: int = 0  # where on the line (two mutants of one description apart)
     verdict: str = ""
     seconds: float = 0.0  # the mutant's process, end to end
     tests_run: int = 0  # the tests that ran its statement in the traced run
@@ -1027,7 +1028,8 @@ def mutate_module(
     report = ModuleReport(str(path.relative_to(ROOT)), tests, commit=_commit())
     for index, (node, _, description, _, unit) in enumerate(finder.found):
         line = getattr(node, "lineno", 0)
-        report.mutants.append(Mutant(index, line, description, unit, lines[line - 1].strip()))
+        column = getattr(node, "col_offset", 0)
+        report.mutants.append(Mutant(index, line, description, unit, lines[line - 1].strip(), column))
     killers: dict[str, list[str]] = {}  # unit -> the tests that killed its mutants, in order
     done: set[int] = set()
     for before in (previous or {}).get("mutants", []):
@@ -1163,7 +1165,8 @@ def write_report(report: ModuleReport, out: Path, stem: str) -> list[str]:
     lines = [report.summary(), ""]
     for mutant in report.mutants:
         if mutant.verdict in ("survived", "uncovered"):
-            lines.append(f"  {mutant.index} {mutant.verdict}: line {mutant.line} ({mutant.unit}): {mutant.description}")
+            where = f"line {mutant.line}:{mutant.column}"
+            lines.append(f"  {mutant.index} {mutant.verdict}: {where} ({mutant.unit}): {mutant.description}")
             lines.append(f"      {mutant.source_line}")
     (out / f"{stem}.txt").write_text("\n".join(lines) + "\n")
     return lines

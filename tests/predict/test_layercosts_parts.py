@@ -1,0 +1,74 @@
+"""Per-layer costs part by part (issue 40, `make mutate` survivors): which row a saved tensor lands in (the
+layer running, the row outside every layer between layers and for the loss, a tensor saved twice counted once,
+parameters never), a convolution at batch 1, and the CSV's rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from layerprof.predict.layercosts import OUTSIDE, LayerCost, LayerCostTable, layer_costs
+from layerprof.sources.models import ModelOptions
+
+TWO_LINEARS = """
+from torch import nn
+
+
+def two_linears():
+    return nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 2, bias=False))
+
+
+def one_conv():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 4 * 4, 2, bias=False))
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("layercosts") / "models.py"
+    path.write_text(TWO_LINEARS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def table(models: Path) -> LayerCostTable:
+    return layer_costs(f"{models}:two_linears", ModelOptions(input_shape=(4,), num_classes=2), 2)
+
+
+def test_saved_activations_land_in_the_row_of_the_layer_or_outside_every_layer(table: LayerCostTable) -> None:
+    """Batch 2, float32. Linear 4->3 saves its input (2 x 4 x 4 = 32 bytes; its weight is a parameter: not an
+    activation). The ReLU between the layers is no layer: its output (2 x 3 x 4 = 24) is saved outside every layer.
+    Linear 3->2 saves its input, the ReLU's output, already counted: 0. The loss saves log-softmax's output
+    (2 x 2 x 4 = 16), the int64 targets (2 x 8 = 16) and nll_loss's total weight (4): outside, 24 + 36 = 60."""
+    first, second, outside = table.layers
+    assert (first.name, second.name, outside.index) == ("0", "2", OUTSIDE)
+    assert [row.saved_activation_bytes for row in table.layers] == [32, 0, 60]
+    assert [row.forward_flops for row in table.layers] == [2 * 2 * 4 * 3, 2 * 2 * 3 * 2, 0]
+    assert [row.output_bytes for row in table.layers] == [24, 16, 0]
+    assert (first.backward_input_flops, second.backward_input_flops, second.backward_weight_flops) == (0, 24, 24)
+
+
+def test_a_convolution_at_batch_one_splits_its_backward(models: Path) -> None:
+    """The output mask is convolution_backward's last argument (its second, the input, has one row at batch 1).
+    A 3x3 convolution 3->4 on 4x4 at batch 1: 2 x 1 x 4 x 16 x 3 x 9 = 3,456 FLOPs forward, as many for its
+    weight gradient, none for its input's (the lowest layer)."""
+    table = layer_costs(f"{models}:one_conv", ModelOptions(input_shape=(3, 4, 4), num_classes=2), 1)
+    conv, head = table.layers[0], table.layers[1]
+    assert (conv.forward_flops, conv.backward_weight_flops, conv.backward_input_flops) == (3_456, 3_456, 0)
+    assert (head.forward_flops, head.backward_weight_flops, head.backward_input_flops) == (256, 256, 256)
+
+
+def test_the_csv_has_a_row_per_layer_and_the_row_outside_every_layer(tmp_path: Path) -> None:
+    table = LayerCostTable(
+        model="m",
+        batch_size=2,
+        precision="32-true",
+        target="cuda",
+        layers=[LayerCost(0, "fc", "Linear", 12, forward_flops=48), LayerCost(OUTSIDE, "outside", "", 0)],
+    )
+    lines = table.csv().splitlines()
+    assert lines[0].startswith("index,name,type,params,trainable_bytes,")
+    assert lines[1:] == ["0,fc,Linear,12,0,0,0,0,0,48,0,0,0,0,0,0", "-1,outside,,0,0,0,0,0,0,0,0,0,0,0,0,0"]
+    table.save(tmp_path / "costs.json")
+    assert (tmp_path / "costs.csv").read_text() == table.csv()
