@@ -1,6 +1,6 @@
 """Per-layer costs part by part (issue 40, `make mutate` survivors): which row a saved tensor lands in (the
 layer running, the row outside every layer between layers and for the loss, a tensor saved twice counted once,
-parameters never), a convolution at batch 1, and the CSV's rows."""
+parameters never), a convolution at batch 1, an attention's backward, and the CSV's rows."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from layerprof.predict.layercosts import OUTSIDE, LayerCost, LayerCostTable, lay
 from layerprof.sources.models import ModelOptions
 
 TWO_LINEARS = """
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,6 +22,22 @@ def two_linears():
 
 def one_conv():
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 4 * 4, 2, bias=False))
+
+
+class Attend(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 24, bias=False)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, 2, 4).unbind(2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2).reshape(b, t, 8)
+
+
+def attend():
+    return nn.Sequential(Attend(), nn.Flatten(), nn.Linear(4 * 8, 2, bias=False))
 """
 
 
@@ -57,6 +74,17 @@ def test_a_convolution_at_batch_one_splits_its_backward(models: Path) -> None:
     conv, head = table.layers[0], table.layers[1]
     assert (conv.forward_flops, conv.backward_weight_flops, conv.backward_input_flops) == (3_456, 3_456, 0)
     assert (head.forward_flops, head.backward_weight_flops, head.backward_input_flops) == (256, 256, 256)
+
+
+def test_an_attention_layers_backward_is_inside_it_not_a_weight_gradient(models: Path) -> None:
+    """Batch 2, 4 tokens of 8 features, 2 heads of 4. The qkv Linear 8->24: 2 x 8 x 8 x 24 = 3,072 FLOPs forward
+    and as many for its weight gradient. The attention (on the CUDA target, one fused kernel each way): QK^T and AV,
+    2 x 2 x 2 x 4 x 4 x 4 = 512 each, 1,024 forward, 2,048 backward, all of it inside the layer."""
+    table = layer_costs(f"{models}:attend", ModelOptions(input_shape=(4, 8), num_classes=2), 2, target="cuda")
+    attention = table.layers[0]
+    assert attention.forward_flops == 3_072 + 1_024
+    split = (attention.backward_weight_flops, attention.backward_internal_flops, attention.backward_input_flops)
+    assert split == (3_072, 2_048, 0)
 
 
 def test_the_csv_has_a_row_per_layer_and_the_row_outside_every_layer(tmp_path: Path) -> None:
