@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from layerprof.errors import LayerprofError
+from layerprof.parsing import MAX_BATCH_SIZE
 from layerprof.predict.layercosts import OUTSIDE, LayerCost, LayerCostTable, layer_costs
 from layerprof.sources.models import ModelOptions
 
@@ -85,6 +87,15 @@ def test_an_attention_layers_backward_is_inside_it_not_a_weight_gradient(models:
     assert attention.forward_flops == 3_072 + 1_024
     split = (attention.backward_weight_flops, attention.backward_internal_flops, attention.backward_input_flops)
     assert split == (3_072, 2_048, 0)
+
+
+def test_a_batch_size_out_of_range_is_refused_before_the_model_is_built(models: Path) -> None:
+    """`layers --costs --batch-size 99999999999` printed figures (issue 40); the library function refuses it."""
+    spec = f"{models}:two_linears"
+    with pytest.raises(LayerprofError, match="^--batch-size must be at least 1, got 0$"):
+        layer_costs(spec, ModelOptions(input_shape=(4,), num_classes=2), 0)
+    with pytest.raises(LayerprofError, match="^--batch-size 16,777,217 is beyond the largest this takes, 16,777,216$"):
+        layer_costs(spec, ModelOptions(input_shape=(4,), num_classes=2), MAX_BATCH_SIZE + 1)
 
 
 def test_the_csv_has_a_row_per_layer_and_the_row_outside_every_layer(tmp_path: Path) -> None:
