@@ -1,0 +1,41 @@
+"""Command-line values at their edges (issue 40, `make mutate` survivors): the last good value passes and the
+first bad one is refused, for every cap `layerprof.parsing` draws."""
+
+from __future__ import annotations
+
+import pytest
+
+from layerprof import parsing
+from layerprof.errors import LayerprofError
+from layerprof.parsing import MAX_ETA, MAX_REPEATS, check_eta, parse_positive_ints, parse_repeats
+
+
+def test_positive_integers_at_their_largest() -> None:
+    assert parse_positive_ints("1,5", "--batch-sizes", largest=5) == (1, 5)
+    with pytest.raises(LayerprofError, match="^--batch-sizes 6 is beyond the largest this takes, 5$"):
+        parse_positive_ints("1,6", "--batch-sizes", largest=5)  # one value beyond is enough
+    with pytest.raises(LayerprofError, match="^--batch-sizes expects positive integers like 1,8,32, got '0,3'$"):
+        parse_positive_ints("0,3", "--batch-sizes")
+
+
+def test_eta_above_one_up_to_its_cap() -> None:
+    assert check_eta(MAX_ETA) == 1000.0 and check_eta(1.001) == 1.001
+    for eta in (1.0, 1000.5, float("nan"), float("inf")):
+        with pytest.raises(LayerprofError, match="^--eta must be a number greater than 1 and at most 1000, got "):
+            check_eta(eta)
+
+
+def test_repeats_up_to_their_cap() -> None:
+    assert parse_repeats(str(MAX_REPEATS)) == 1_000_000
+    with pytest.raises(LayerprofError, match="^--repeats 1,000,001 is beyond the largest this takes, 1,000,000 "):
+        parse_repeats("1000001")
+    with pytest.raises(LayerprofError, match="^--repeats expects a positive number of repeats or auto, got '0'$"):
+        parse_repeats("0")
+
+
+def test_a_layer_range_without_a_layer_count_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a model's layer count a range is capped at MAX_BATCH_SIZE layers apart (lowered here to 4)."""
+    monkeypatch.setattr(parsing, "MAX_BATCH_SIZE", 4)
+    assert parsing.LayerSelection("1-5").resolve(None) == (1, 2, 3, 4, 5)
+    with pytest.raises(LayerprofError, match="^--layers 1-6: a range of more than 4 layers$"):
+        parsing.LayerSelection("1-6").resolve(None)
