@@ -98,6 +98,17 @@ def test_a_batch_size_out_of_range_is_refused_before_the_model_is_built(models: 
         layer_costs(spec, ModelOptions(input_shape=(4,), num_classes=2), MAX_BATCH_SIZE + 1)
 
 
+def test_a_compiled_recipe_is_refused(models: Path) -> None:
+    """Per-layer costs trace the eager step on fake tensors: torch.compile is measured only."""
+    with pytest.raises(LayerprofError, match="^--compile is measured only"):
+        layer_costs(
+            f"{models}:two_linears",
+            ModelOptions(input_shape=(4,), num_classes=2),
+            2,
+            recipe={"compile_mode": "default"},
+        )
+
+
 def test_the_csv_has_a_row_per_layer_and_the_row_outside_every_layer(tmp_path: Path) -> None:
     table = LayerCostTable(
         model="m",
