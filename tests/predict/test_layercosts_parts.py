@@ -66,6 +66,7 @@ def test_saved_activations_land_in_the_row_of_the_layer_or_outside_every_layer(t
     assert [row.forward_flops for row in table.layers] == [2 * 2 * 4 * 3, 2 * 2 * 3 * 2, 0]
     assert [row.output_bytes for row in table.layers] == [24, 16, 0]
     assert (first.backward_input_flops, second.backward_input_flops, second.backward_weight_flops) == (0, 24, 24)
+    assert (table.recipe, table.checkpointing) == ("adamw", False)
 
 
 def test_a_convolution_at_batch_one_splits_its_backward(models: Path) -> None:
@@ -96,6 +97,12 @@ def test_a_batch_size_out_of_range_is_refused_before_the_model_is_built(models: 
         layer_costs(spec, ModelOptions(input_shape=(4,), num_classes=2), 0)
     with pytest.raises(LayerprofError, match="^--batch-size 16,777,217 is beyond the largest this takes, 16,777,216$"):
         layer_costs(spec, ModelOptions(input_shape=(4,), num_classes=2), MAX_BATCH_SIZE + 1)
+
+
+def test_a_checkpointing_recipe_is_recorded_in_the_table(models: Path) -> None:
+    options = ModelOptions(input_shape=(4,), num_classes=2)
+    table = layer_costs(f"{models}:two_linears", options, 2, recipe={"checkpointing": "trainable"})
+    assert table.checkpointing is True and "checkpointing" in table.recipe
 
 
 def test_a_compiled_recipe_is_refused(models: Path) -> None:
