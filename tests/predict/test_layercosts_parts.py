@@ -67,6 +67,8 @@ def test_saved_activations_land_in_the_row_of_the_layer_or_outside_every_layer(t
     assert [row.output_bytes for row in table.layers] == [24, 16, 0]
     assert (first.backward_input_flops, second.backward_input_flops, second.backward_weight_flops) == (0, 24, 24)
     assert (table.recipe, table.checkpointing) == ("adamw", False)
+    assert (table.batch_size, table.precision, table.target) == (2, "32-true", "cuda")
+    assert table.model.endswith("models.py:two_linears")
 
 
 def test_a_convolution_at_batch_one_splits_its_backward(models: Path) -> None:
