@@ -40,6 +40,12 @@ class Attend(nn.Module):
 
 def attend():
     return nn.Sequential(Attend(), nn.Flatten(), nn.Linear(4 * 8, 2, bias=False))
+
+
+def tied():
+    first, last = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+    last.weight = first.weight
+    return nn.Sequential(first, nn.ReLU(), last)
 """
 
 
@@ -105,6 +111,14 @@ def test_a_checkpointing_recipe_is_recorded_in_the_table(models: Path) -> None:
     options = ModelOptions(input_shape=(4,), num_classes=2)
     table = layer_costs(f"{models}:two_linears", options, 2, recipe={"checkpointing": "trainable"})
     assert table.checkpointing is True and "checkpointing" in table.recipe
+
+
+def test_a_tied_weight_trains_with_the_last_layer_holding_it(models: Path) -> None:
+    """One 4x4 weight in the first and the last layer: its gradient (64 bytes) and AdamW state (two moments, 128,
+    and a step, 4) are the last layer's, the first to train; the first layer adds nothing when it trains too."""
+    table = layer_costs(f"{models}:tied", ModelOptions(input_shape=(4,), num_classes=4), 2)
+    assert [row.trainable_bytes for row in table.layers] == [0, 64 + 128 + 4, 0]
+    assert [row.trainable_params for row in table.layers] == [0, 16, 0]
 
 
 def test_a_compiled_recipe_is_refused(models: Path) -> None:
