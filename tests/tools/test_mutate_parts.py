@@ -91,6 +91,17 @@ def test_each_test_has_a_deadline_no_earlier_than_the_whole_runs_old_budget_at_t
     assert tool.deadlines(["t1", "t2"], covered)[-1] >= 3 * (1.0 + 3.0) + 10
 
 
+def test_the_tests_run_in_the_order_given_whatever_pytest_collected(tool: ModuleType, tmp_path: Path) -> None:
+    class Item:
+        def __init__(self, nodeid: str) -> None:
+            self.nodeid = nodeid
+
+    items = [Item("t::slow"), Item("t::killer"), Item("t::fast")]
+    guard = tool.Guard(["t::killer", "t::fast", "t::slow"], [1.0, 2.0, 3.0], tmp_path / "note.json")
+    guard.pytest_collection_modifyitems(items)
+    assert [item.nodeid for item in items] == ["t::killer", "t::fast", "t::slow"]
+
+
 def make_project(root: Path) -> None:
     """A package of two functions and a test file that reaches only one."""
     (root / "samplepkg").mkdir()
