@@ -7,7 +7,7 @@ import pytest
 
 from layerprof import parsing
 from layerprof.errors import LayerprofError
-from layerprof.parsing import MAX_ETA, MAX_REPEATS, check_eta, parse_positive_ints, parse_repeats
+from layerprof.parsing import MAX_ETA, MAX_REPEATS, check_eta, parse_positive_ints, parse_repeats, parse_share
 
 
 def test_positive_integers_at_their_largest() -> None:
@@ -39,3 +39,11 @@ def test_a_layer_range_without_a_layer_count_up_to_the_cap(monkeypatch: pytest.M
     assert parsing.LayerSelection("1-5").resolve(None) == (1, 2, 3, 4, 5)
     with pytest.raises(LayerprofError, match="^--layers 1-6: a range of more than 4 layers$"):
         parsing.LayerSelection("1-6").resolve(None)
+
+
+def test_a_bare_share_up_to_one() -> None:
+    assert parse_share("1", "--time-tolerance") == 1.0 and parse_share("150%", "--time-tolerance") == 1.5
+    with pytest.raises(
+        LayerprofError, match=r"^--time-tolerance 1.5: a share is a fraction up to 1 \(0.1\) or a percent"
+    ):
+        parse_share("1.5", "--time-tolerance")
