@@ -7,7 +7,19 @@ import pytest
 
 from layerprof import parsing
 from layerprof.errors import LayerprofError
-from layerprof.parsing import MAX_ETA, MAX_REPEATS, check_eta, parse_positive_ints, parse_repeats, parse_share
+from layerprof.parsing import (
+    MAX_CLUSTER_GPUS,
+    MAX_CPUS,
+    MAX_ETA,
+    MAX_REPEATS,
+    check_eta,
+    parse_cpu_list,
+    parse_duration,
+    parse_inventory,
+    parse_positive_ints,
+    parse_repeats,
+    parse_share,
+)
 
 
 def test_positive_integers_at_their_largest() -> None:
@@ -47,3 +59,29 @@ def test_a_bare_share_up_to_one() -> None:
         LayerprofError, match=r"^--time-tolerance 1.5: a share is a fraction up to 1 \(0.1\) or a percent"
     ):
         parse_share("1.5", "--time-tolerance")
+
+
+def test_cpu_numbers_below_the_cap() -> None:
+    assert MAX_CPUS == 65_536 and parse_cpu_list("65535") == (65_535,) and parse_cpu_list("0") == (0,)
+    with pytest.raises(LayerprofError, match="^--cpus 65536 is beyond any machine's CPU numbers \\(below 65,536\\)$"):
+        parse_cpu_list("65536")
+
+
+def test_a_cluster_counts_each_kind_once_summed_and_up_to_its_cap() -> None:
+    def counts(text: str) -> list[tuple[str, int]]:
+        return [(item.gpu.name, item.count) for item in parse_inventory(text)]
+
+    assert counts("L4") == [("L4", 1)]  # a bare name is one GPU
+    assert counts("2xL4,3xL4") == [("L4", 5)]
+    assert counts(f"{MAX_CLUSTER_GPUS}xL4") == [("L4", 100_000)]
+    with pytest.raises(LayerprofError, match="^--cluster: '0xL4' has no GPUs"):
+        parse_inventory("0xL4")
+    with pytest.raises(LayerprofError, match="^--cluster: 100,001 L4 GPUs is beyond the 100,000 per kind"):
+        parse_inventory("99999xL4,2xL4")
+
+
+def test_a_duration_from_one_second() -> None:
+    assert parse_duration("1s") == 1.0 and parse_duration("366d") == 366 * 86_400
+    for text in ("0s", "366d1s"):
+        with pytest.raises(LayerprofError, match="must be more than 0 and at most 366 days"):
+            parse_duration(text)
