@@ -955,14 +955,18 @@ def changed_lines(base: str, path: Path) -> set[int]:
 
 
 def covering_test_files(path: Path) -> list[str]:
-    """The test files that import the module (by its dotted name, or `from layerprof.folder import <name>`)."""
+    """The test files that import the module (by its dotted name, or `from layerprof.folder import <name>`), and
+    its mirror in tests/ (tests/predict/test_calibration.py for predict/calibration.py, and its _parts file), which
+    may reach it through the CLI alone."""
     dotted = module_name(path)
     package, _, stem = dotted.rpartition(".")
     pattern = re.compile(rf"\b{re.escape(dotted)}\b|from {re.escape(package)} import [^\n]*\b{re.escape(stem)}\b")
+    mirror = ROOT / "tests" / path.resolve().relative_to(ROOT / PACKAGE).parent
+    mirrors = {mirror / f"test_{path.stem}.py", mirror / f"test_{path.stem}_parts.py"}
     return sorted(
         str(test.relative_to(ROOT))
         for test in (ROOT / "tests").rglob("test_*.py")
-        if pattern.search(test.read_text(encoding="utf-8"))
+        if test in mirrors or pattern.search(test.read_text(encoding="utf-8"))
     )
 
 

@@ -140,6 +140,7 @@ def make_project(root: Path) -> None:
         )
     )
     (root / "tests" / "test_other.py").write_text("def test_nothing():\n    assert True\n")
+    (root / "tests" / "test_calc_parts.py").write_text("def test_by_the_cli():\n    assert True\n")
 
 
 @pytest.fixture
@@ -151,6 +152,13 @@ def project(tool: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def test_a_modules_tests_import_it_or_mirror_it(tool: ModuleType, project: Path) -> None:
+    assert tool.covering_test_files(project / "samplepkg" / "calc.py") == [
+        "tests/test_calc.py",
+        "tests/test_calc_parts.py",  # its mirror, which need not import it (a CLI test)
+    ]
 
 
 def test_a_test_files_trace_depends_on_it_its_conftests_and_the_package_alone(tool: ModuleType, project: Path) -> None:
