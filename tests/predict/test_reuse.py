@@ -59,10 +59,17 @@ def keeping():
 
 
 def exhaustive_and_reused(
-    spec: str, options: ModelOptions, batch_sizes: tuple[int, ...], target: str = "cuda", precision: str = "32-true"
+    spec: str,
+    options: ModelOptions,
+    batch_sizes: tuple[int, ...],
+    target: str = "cuda",
+    precision: str = "32-true",
+    every_z: bool = True,
 ) -> tuple[Profile, Profile, BlockRecords]:
+    """The estimate with every layer traced and with frozen layers replayed (every z, or 1, n // 2 and n)."""
     n = len(split_without_memory(spec, options)[1])
-    settings = SweepSettings(batch_sizes, tuple(range(1, n + 1)), target=target, precision=precision)
+    zs = tuple(range(1, n + 1)) if every_z else (1, n // 2, n)
+    settings = SweepSettings(batch_sizes, zs, target=target, precision=precision)
     time_model = default_time_model(settings)
     exhaustive = estimate_model(spec, options, settings, time_model=time_model, compose=False, reuse=False)
     blocks = BlockRecords()
@@ -78,22 +85,29 @@ def assert_identical(exhaustive: Profile, reused: Profile) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "options", "batch_sizes", "target", "precision", "replayed"),
+    ("spec", "options", "batch_sizes", "target", "precision", "every_z", "replayed"),
     [
         # layers: embedding, 6 blocks, final norm, head (z = 1..9). Per batch size 27 frozen block calls over the 9
         # cells (6 + 6 + 5 + ... + 1): the first traced, 26 replayed; the frozen embedding (z = 1..8) is traced in
         # the first cell and replayed in 7; the final norm is frozen at z = 1 only: 33 per batch size
-        ("pythia-14m", ModelOptions(seq_len=64), (1, 3), "cuda", "32-true", 66),
-        ("pythia-14m", ModelOptions(seq_len=32), (2,), "cpu", "bf16-mixed", 33),
-        ("hf:llama", ModelOptions(seq_len=32, overrides=SMALL_LLAMA), (2,), "cuda", "32-true", 52),
+        ("pythia-14m", ModelOptions(seq_len=32), (1, 3), "cuda", "32-true", True, 66),
+        # z = 1, 4, 9: 8 frozen calls at z = 1 (embedding, 6 blocks, norm), 5 at z = 4: 10 replayed
+        ("pythia-14m", ModelOptions(seq_len=16), (2,), "cpu", "bf16-mixed", False, 10),
+        ("hf:llama", ModelOptions(seq_len=16, overrides=SMALL_LLAMA), (2,), "cuda", "32-true", False, 13),
         # a CNN's stages differ in width and resolution: a frozen layer replays its own record of an earlier cell
-        ("resnet18", ModelOptions(input_shape=(3, 32, 32)), (2,), "cuda", "32-true", 46),
+        ("resnet18", ModelOptions(input_shape=(3, 16, 16)), (2,), "cuda", "32-true", False, 7),
     ],
 )
 def test_replayed_frozen_layers_give_the_exhaustive_figures(
-    spec: str, options: ModelOptions, batch_sizes: tuple[int, ...], target: str, precision: str, replayed: int
+    spec: str,
+    options: ModelOptions,
+    batch_sizes: tuple[int, ...],
+    target: str,
+    precision: str,
+    every_z: bool,
+    replayed: int,
 ) -> None:
-    exhaustive, reused, blocks = exhaustive_and_reused(spec, options, batch_sizes, target, precision)
+    exhaustive, reused, blocks = exhaustive_and_reused(spec, options, batch_sizes, target, precision, every_z)
     assert_identical(exhaustive, reused)
     assert blocks.replayed == replayed
 
@@ -123,10 +137,10 @@ def test_blocks_that_cannot_be_checked_are_traced(tmp_path: Path, factory: str, 
 
 
 def test_fit_with_replayed_blocks_answers_as_the_exhaustive_search() -> None:
-    options = ModelOptions(seq_len=64)
+    options = ModelOptions(seq_len=32)
     settings = SweepSettings((), (), target="cuda")
-    selection = LayerSelection("all")
-    exhaustive = fit_model("pythia-14m", options, settings, 1000 * 2**20, selection, reuse=False)
-    reused = fit_model("pythia-14m", options, settings, 1000 * 2**20, selection)
+    selection = LayerSelection("1,5,9")  # of 9 z: the frozen blocks of each search's traces replay
+    exhaustive = fit_model("pythia-14m", options, settings, 1200 * 2**20, selection, reuse=False)
+    reused = fit_model("pythia-14m", options, settings, 1200 * 2**20, selection)
     assert [asdict(r) for r in reused.results] == [asdict(r) for r in exhaustive.results]
     assert reused.traces == exhaustive.traces
