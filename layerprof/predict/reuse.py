@@ -240,13 +240,16 @@ def _recorded(
     if len(alive) != 1 or alive[0][0] != id(output.untyped_storage()):
         return None
     output_index = alive[0][1]
+    offset = output.storage_offset()
+    if not isinstance(offset, int) or not all(isinstance(n, int) for n in (*output.shape, *output.stride())):
+        return None  # symbolic sizes
     return ForwardRecord(
         tuple(events),
         output_index,
         next(nbytes for index, nbytes, _ in events if index == output_index and nbytes != FREED),
-        tuple(output.shape),
-        tuple(output.stride()),
-        output.storage_offset(),
+        tuple(int(n) for n in output.shape),
+        tuple(int(n) for n in output.stride()),
+        offset,
         output.dtype,
         output.device,
         ops,
