@@ -1,6 +1,7 @@
-"""Speed of `estimate` and `fit`: the old paths (every cell traced; each z's fit searched from the smallest batch)
-beside the new ones (runs of alike z composed from traced anchors; each z's search seeded by the z before it),
-in one run, with a check that the answers are identical.
+"""Speed of `estimate` and `fit`: the old paths (every cell and every layer traced; each z's fit searched from the
+smallest batch) beside the new ones (runs of alike z composed from traced anchors; frozen layers replayed from an
+alike one's record; each z's search seeded by the z before it), in one run, with a check that the answers are
+identical.
 
     .venv/bin/python benchmarks/bench_estimate_speed.py                       # the issue's figures (minutes)
     .venv/bin/python benchmarks/bench_estimate_speed.py --smoke               # tiny models, seconds
@@ -60,7 +61,7 @@ def estimate_pair(case: Case) -> tuple[float, float, str]:
     settings = SweepSettings(case.batch_sizes, tuple(range(1, n + 1)), mode="estimate", target="cuda")
     time_model = default_time_model(settings)
     began = time.perf_counter()
-    old = estimate_model(case.spec, options, settings, time_model=time_model, compose=False)
+    old = estimate_model(case.spec, options, settings, time_model=time_model, compose=False, reuse=False)
     old_s = time.perf_counter() - began
     began = time.perf_counter()
     new = estimate_model(case.spec, options, settings, time_model=time_model)
@@ -92,7 +93,7 @@ def fit_pair(case: Case) -> tuple[float, float, str]:
     seconds = []
     for seeded in (False, True):
         began = time.perf_counter()
-        runs.append(fit_model(case.spec, options, settings, budget, LayerSelection("all"), seeded=seeded))
+        runs.append(fit_model(case.spec, options, settings, budget, LayerSelection("all"), seeded=seeded, reuse=seeded))
         seconds.append(time.perf_counter() - began)
     old, new = runs
     # the largest batch and its need must be identical; a composed z has no predicted step time (nothing traced)

@@ -15,10 +15,9 @@ import typer
 
 from layerprof.devices import CUDA_CONTEXT_RESERVE_BYTES, GPU_ALIASES, GPU_KINDS, MIB, TargetName
 from layerprof.errors import LayerprofError
-from layerprof.fidelity.correlate import ExecutorName
 from layerprof.fidelity.grids import GridPresetName
 from layerprof.fidelity.ladder import CostName
-from layerprof.fidelity.trials import CONTINUED_PATHS, PATHS
+from layerprof.fidelity.trials import CONTINUED_PATHS, PATHS, ExecutorName
 from layerprof.measure.optimizers import OptimizerName
 from layerprof.outputs.exporters import ExportName, parse_objective
 from layerprof.outputs.report import ImageFormat

@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, TypedDict, get_args
+from typing import Literal, TypedDict
 
 from layerprof.errors import LayerprofError, read_json
 from layerprof.fidelity.grids import GRID_PRESETS, HYPERPARAMETERS, Config, expand_grid, load_grid
 from layerprof.fidelity.judging import Fold, JudgeMode, NoiseFloor, OverFolds, judge_folds, judge_mode, rank_and_regret
 from layerprof.fidelity.trials import (
     CONTINUED_PATHS,
+    EXECUTORS,
     PHASES,
     Chain,
     GridCell,
@@ -43,10 +44,6 @@ from layerprof.profile import JsonDict, current_spec
 from layerprof.stats import bootstrap_interval, kendall_tau_b, spearman
 
 # ---------------------------------------------------------------- grids
-
-
-ExecutorName = Literal["local", "ray"]
-EXECUTORS: tuple[ExecutorName, ...] = get_args(ExecutorName)
 
 # ---------------------------------------------------------------- trials
 

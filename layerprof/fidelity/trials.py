@@ -18,6 +18,10 @@ from layerprof.errors import LayerprofError
 GridCell = tuple[int, float]  # (trainable layers z, budget fraction)
 Chain = tuple[GridCell, ...]  # the rungs one continued run goes through, in order
 TaskState = Any  # what a task's `resume` hands itself from rung to rung: the task's own (a run, a checkpoint path)
+# where a study's or a sweep's work runs: worker processes here, or Ray tasks (`correlate --executor`,
+# `profile --executor`); here, not in correlate.py, so that `--help` need not import the study code
+ExecutorName = Literal["local", "ray"]
+EXECUTORS: tuple[ExecutorName, ...] = get_args(ExecutorName)
 Phase = Literal["training", "evaluation", "checkpoint"]  # checkpoint: a continued run saving or restoring its state
 PHASES: tuple[Phase, ...] = get_args(Phase)
 FRACTION_TOLERANCE = 1e-6  # a typed budget fraction names a study fraction within this relative distance

@@ -255,6 +255,7 @@ def instrumented_step(
     device: torch.device,
     allocation_size: Callable[[int], int] = int,
     tracker: LiveTensorTracker | None = None,
+    recorder: OpRecorder | None = None,
 ) -> tuple[MatmulThreads, StepTrace]:
     """One steady-state step under the live-tensor tracker, with every operation recorded (FLOPs, bytes, kernels).
 
@@ -262,7 +263,8 @@ def instrumented_step(
     are recorded as the workspace category. Returns which of the step's threads ran matrix products (the
     forward on the caller's, the backward on autograd's), which decides the workspaces CUDA holds, and the
     step's operations, which the time model reads. `tracker` replaces the live-tensor tracker (one that also
-    records the step's timeline, `layerprof.predict.compose.RecordingTracker`).
+    records the step's timeline, `layerprof.predict.compose.RecordingTracker`), `recorder` the operation recorder
+    (one that replays a frozen layer's recorded operations, `layerprof.predict.reuse`).
     """
     assert cell.optimizer is not None, "the instrumented step of a cell that has left prepared_cell"
     optimizer = cell.optimizer
@@ -277,7 +279,7 @@ def instrumented_step(
         row.memory_workspace_bytes = max(0, torch.cuda.memory_allocated(device) - tracker.current)
     else:
         row.memory_workspace_bytes = 0
-    recorder = OpRecorder()
+    recorder = recorder or OpRecorder()
     cell.eager = True  # the tracker and the recorder see every operation of the eager step, never a compiled kernel
     with tracker, recorder:
         loss = cell.forward()

@@ -108,6 +108,9 @@ def reference_workload_ms(device: torch.device) -> float:
 
 # ---------------------------------------------------------------- memory: live-tensor tracker (any device)
 
+# what a LiveTensorTracker's log holds in place of an allocation's bytes for a free and a change of category
+FREED, RECATEGORISED = -1, -2
+
 
 class LiveTensorTracker(TorchDispatchMode):
     """Peak bytes of live tensor storage during a step, and its split by MemoryCategory at that peak.
@@ -136,6 +139,10 @@ class LiveTensorTracker(TorchDispatchMode):
         self.category_peaks = dict(self.live)  # each category's own maximum during the step
         self.new_allocations = MemoryCategory.ACTIVATIONS  # what op outputs count as; the step's phase sets it
         self._hooks: list[RemovableHandle] = []
+        # while a list: every allocation (key, bytes, category), free (key, FREED, None) and change of category
+        # (key, RECATEGORISED, category) in order (`layerprof.predict.reuse` records a frozen layer's forward)
+        self.log: list[tuple[int, int, MemoryCategory | None]] | None = None
+        self._virtual = 0  # the last key of an allocation no storage holds (`allocate_virtual`)
 
     def register(self, tensors: Iterable[torch.Tensor], category: MemoryCategory) -> None:
         for tensor in tensors:
@@ -156,6 +163,8 @@ class LiveTensorTracker(TorchDispatchMode):
         if old is None:
             self._track(tensor, category)
         elif old != category:
+            if self.log is not None:
+                self.log.append((key, RECATEGORISED, category))
             self.live[old] -= self._size[key]
             self.live[category] += self._size[key]
             self.category_peaks[category] = max(self.category_peaks[category], self.live[category])
@@ -166,10 +175,22 @@ class LiveTensorTracker(TorchDispatchMode):
         key = id(storage)
         if key in self._category:
             return
-        size = self.allocation_size(storage.nbytes())
+        self._allocate(key, storage.nbytes(), category)
+        self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))  # type: ignore[misc]
+
+    def allocate_virtual(self, nbytes: int, category: MemoryCategory) -> int:
+        """Count an allocation of `nbytes` that no storage holds (a replayed one); `_release(key)` frees it."""
+        self._virtual -= 1  # storage ids are positive: a negative key is no storage's
+        self._allocate(self._virtual, nbytes, category)
+        return self._virtual
+
+    def _allocate(self, key: int, nbytes: int, category: MemoryCategory) -> None:
+        """A storage of `nbytes` (requested) allocated now, under `key`."""
+        if self.log is not None:
+            self.log.append((key, nbytes, category))
+        size = self.allocation_size(nbytes)
         self._category[key] = category
         self._size[key] = size
-        self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))  # type: ignore[misc]
         self.live[category] += size
         self.current += size
         self.category_peaks[category] = max(self.category_peaks[category], self.live[category])
@@ -181,6 +202,8 @@ class LiveTensorTracker(TorchDispatchMode):
         category = self._category.pop(key, None)
         if category is None:
             return
+        if self.log is not None:
+            self.log.append((key, FREED, None))
         size = self._size.pop(key)
         self._refs.pop(key, None)
         self.live[category] -= size
@@ -648,6 +671,7 @@ class OpRecorder(TorchDispatchMode):
         super().__init__()
         self.phase = Phase.FORWARD
         self.trace = StepTrace()
+        self.paused = False  # while True, operations run unrecorded (`layerprof.predict.reuse` replays a record)
         self._formulas = flop_counter().flop_registry
         self._hook: RemovableHandle | None = None
 
@@ -674,6 +698,8 @@ class OpRecorder(TorchDispatchMode):
             return args[0].device
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.paused:
+            return out
         name = func.__name__.split(".")[0]
         if name in ("device", "sym_size", "sym_stride", "sym_numel"):
             return out

@@ -345,13 +345,11 @@ class RecordingTracker(LiveTensorTracker):
         self.requested: list[int] = []
         self._order: dict[int, int] = {}
 
-    def _track(self, tensor: torch.Tensor, category: MemoryCategory) -> None:
-        key = id(tensor.untyped_storage())
-        if key not in self._category:
-            self._order[key] = len(self.requested)
-            self.requested.append(tensor.untyped_storage().nbytes())
-            self.events.append((ALLOCATE, self._order[key], category))
-        super()._track(tensor, category)
+    def _allocate(self, key: int, nbytes: int, category: MemoryCategory) -> None:
+        self._order[key] = len(self.requested)
+        self.requested.append(nbytes)
+        self.events.append((ALLOCATE, self._order[key], category))
+        super()._allocate(key, nbytes, category)
 
     def _recategorise(self, tensor: torch.Tensor, category: MemoryCategory) -> None:
         key = id(tensor.untyped_storage())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -44,9 +45,10 @@ from layerprof.measure.cells import (
     torch_dtype,
 )
 from layerprof.measure.environment import describe_environment
-from layerprof.measure.instruments import StepTrace, first_line
+from layerprof.measure.instruments import LiveTensorTracker, OpRecorder, StepTrace, first_line
 from layerprof.measure.jobs import SweepObserver, profile_model
 from layerprof.measure.optimizers import OptimizerSpec, optimizer_spec
+from layerprof.predict.reuse import BlockRecords
 from layerprof.predict.timemodel import TimeModel
 from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings
 from layerprof.sources.layers import Layer
@@ -91,11 +93,14 @@ def estimate_cell(
     traces: dict[tuple[int, int], StepTrace] | None = None,
     primed: PrimedStates | None = None,
     timelines: dict[tuple[int, int], Timeline] | None = None,
+    blocks: BlockRecords | None = None,
 ) -> tuple[Row, float]:
     """One cell on fake tensors: optimizer state primed (steady state), then one tracked step; its step time
     predicted by `time_model` where given, its operations kept in `traces` where given (for calibration).
     `primed` keeps each parameter's optimizer state for the next cells of the same model (`prime_optimizer`);
-    `timelines` the step's allocation timeline (`layerprof.predict.compose.Timeline`, for the fit's batch lines)."""
+    `timelines` the step's allocation timeline (`layerprof.predict.compose.Timeline`, for the fit's batch lines);
+    `blocks` the records of frozen layers' forwards, from which alike frozen layers are replayed
+    (`layerprof.predict.reuse`; traced cell by cell under adapters and checkpointing)."""
     settings, device = context.settings, context.device
     target = settings.target or "cuda"
     try:
@@ -113,7 +118,13 @@ def estimate_cell(
                 from layerprof.predict.compose import RecordingTracker
 
                 recording = RecordingTracker(allocation_size_for(target))
-            threads, trace = instrumented_step(cell, device, allocation_size_for(target), recording)
+            tracker = recording if recording is not None else LiveTensorTracker(allocation_size_for(target))
+            recorder = OpRecorder()
+            replay: AbstractContextManager[None] = nullcontext()
+            if blocks is not None and settings.adapter == "none" and settings.checkpointing == "none":
+                replay = blocks.replaying(cell.model, context.layers, trainable_layers, tracker, recorder)
+            with replay:
+                threads, trace = instrumented_step(cell, device, allocation_size_for(target), tracker, recorder)
             if recording is not None and timelines is not None:
                 timelines[(batch_size, trainable_layers)] = recording.timeline()
             row = cell.row
@@ -225,12 +236,16 @@ def estimate_model(
     time_model: TimeModel | None = None,
     traces: dict[tuple[int, int], StepTrace] | None = None,
     compose: bool = True,
+    reuse: bool = True,
+    blocks: BlockRecords | None = None,
 ) -> Profile:
     """A Profile of estimated memory and FLOPs for every cell (`settings.target`), with step times predicted by
     `time_model` where given (labelled as predictions); each cell's operations kept in `traces` where given.
     `layers` (with the `order` they are in) is a split made before, on the meta device; `resume` an interrupted
     estimate of the same sweep whose finished cells are kept. With `compose` (and no `traces` to keep), runs of
-    alike z are composed from a few traced anchors (`layerprof.predict.compose`), each row saying which it is."""
+    alike z are composed from a few traced anchors (`layerprof.predict.compose`), each row saying which it is.
+    With `reuse`, a frozen layer alike to one already traced is replayed from its record (`layerprof.predict.reuse`,
+    kept in `blocks` where given): the same figures to the byte; without it every layer of every cell is traced."""
     target = settings.target or "cuda"
     if target not in TARGETS:
         raise LayerprofError(f"--target must be cuda or cpu, got {target!r}")
@@ -240,7 +255,11 @@ def estimate_model(
     mode, loaded = build_fake_model(spec, options, settings.precision)
     if order is not None:
         loaded.order, loaded.order_reason = order
-    runner: CellRunner = functools.partial(estimate_cell, time_model=time_model, traces=traces, primed={})
+    if reuse and blocks is None:
+        blocks = BlockRecords()
+    runner: CellRunner = functools.partial(
+        estimate_cell, time_model=time_model, traces=traces, primed={}, blocks=blocks if reuse else None
+    )
     if compose and traces is None:
         from layerprof.predict.compose import ComposedCells
 

@@ -31,6 +31,7 @@ from layerprof.predict.estimate import (
     estimate_cell,
     refuse_compile,
 )
+from layerprof.predict.reuse import BlockRecords
 from layerprof.predict.timemodel import TimeModel
 from layerprof.profile import SweepSettings
 from layerprof.sources.models import ModelOptions, split_without_memory
@@ -93,6 +94,7 @@ def fit_model(
     prices: PriceBook | None = None,
     progress: Callable[[int, int], None] | None = None,
     keep_failures: bool = False,
+    reuse: bool = True,
 ) -> FitReport:
     """For each selected z, the largest batch whose estimated need fits `memory_bytes` (context reserve included
     for CUDA), its step time predicted by `time_model` (the target's defaults when None) and, given `batch_size`,
@@ -100,13 +102,15 @@ def fit_model(
     from the z before it (False: from the smallest batch, the search before 0.x; the same answers, more traces).
     `progress(done, total)` hears each z as its answer is found (the model's split first, as 0 of the z).
     `keep_failures`: a z whose cell cannot be built or traced (LoRA with no target module in its layers) becomes a
-    result with its `error` and the others answer; an error only when no z answers. Every recipe is searched alike:
+    result with its `error` and the others answer; an error only when no z answers. `reuse`: frozen layers alike to
+    one already traced are replayed from its record (`layerprof.predict.reuse`; the same needs to the byte).
+    Every recipe is searched alike:
     seeded, and runs of alike z composed from their anchors (checkpointing and adapters add the same operations
     with each alike layer, and every composed need is checked to the byte as for full training)."""
     if batch_size is not None and batch_size > MAX_BATCH_SIZE:
         raise LayerprofError(f"--batch-size {batch_size:,} is beyond the largest this takes, {MAX_BATCH_SIZE:,}")
     refuse_compile(settings)
-    search = FitSearch(spec, options, settings, time_model)
+    search = FitSearch(spec, options, settings, time_model, reuse=reuse)
     zs = layer_selection.resolve(len(search.layers))
     if settings.adapter != "none" and settings.adapter_layers == "all":  # plain LoRA: one cell, z = n
         zs = (len(search.layers),)
@@ -159,7 +163,12 @@ class FitSearch:
     batch does not, exactly; a z typically costs four traces."""
 
     def __init__(
-        self, spec: str, options: ModelOptions, settings: SweepSettings, time_model: TimeModel | None = None
+        self,
+        spec: str,
+        options: ModelOptions,
+        settings: SweepSettings,
+        time_model: TimeModel | None = None,
+        reuse: bool = True,
     ) -> None:
         self.settings = replace(settings, mode="estimate", target=settings.target or "cuda")
         self.time_model = time_model or default_time_model(self.settings)
@@ -171,6 +180,7 @@ class FitSearch:
         self.traces: dict[tuple[int, int], StepTrace] = {}
         self.smallest_batch = 1
         self.primed: PrimedStates = {}  # optimizer state per parameter (`prime_optimizer`)
+        self.blocks = BlockRecords() if reuse else None  # frozen layers' forwards, replayed (`predict.reuse`)
         self.timelines: dict[tuple[int, int], Timeline] = {}  # (batch, z) -> its traced timeline
         self.workspace: dict[tuple[int, int], int] = {}  # (batch, z) -> the modelled cuBLAS workspaces
         self.replayed: dict[tuple[int, int], int | None] = {}  # (z, batch) -> its batch line's need
@@ -196,6 +206,7 @@ class FitSearch:
                     traces=self.traces,
                     primed=self.primed,
                     timelines=self.timelines,
+                    blocks=self.blocks,
                 )
             if row.ok and self.signatures is None:
                 self.signatures = layer_signatures(self.loaded.model, self.layers, calls)
