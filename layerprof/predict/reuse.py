@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
@@ -95,9 +94,9 @@ class BlockRecords:
                 del module.forward
 
     def _forward(
-        self, original: Callable[..., Any], signature: Hashable, tracker: LiveTensorTracker, recorder: OpRecorder
-    ) -> Callable[..., Any]:
-        def forward(*args: Any, **kwargs: Any) -> Any:
+        self, original: Callable[..., object], signature: Hashable, tracker: LiveTensorTracker, recorder: OpRecorder
+    ) -> Callable[..., object]:
+        def forward(*args: object, **kwargs: object) -> object:
             key = _call_key(signature, args, kwargs, tracker, recorder)
             if key is None or tracker.log is not None:  # inside a call being recorded: run it
                 return original(*args, **kwargs)
@@ -113,12 +112,12 @@ class BlockRecords:
     def _record(
         self,
         key: Hashable,
-        original: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        original: Callable[..., object],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
         tracker: LiveTensorTracker,
         recorder: OpRecorder,
-    ) -> Any:
+    ) -> object:
         ops_before, calls_before = len(recorder.trace.ops), recorder.trace.module_calls
         tracker.log = []
         try:
@@ -173,8 +172,8 @@ def _module_signature(module: torch.nn.Module) -> Hashable | None:
 
 def _call_key(
     signature: Hashable,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
     tracker: LiveTensorTracker,
     recorder: OpRecorder,
 ) -> Hashable | None:
@@ -216,7 +215,7 @@ def _call_key(
 
 
 def _recorded(
-    log: Sequence[tuple[int, int, MemoryCategory | None]], output: Any, ops: tuple[OpCost, ...], module_calls: int
+    log: Sequence[tuple[int, int, MemoryCategory | None]], output: object, ops: tuple[OpCost, ...], module_calls: int
 ) -> ForwardRecord | None:
     """The record of a traced call from the tracker's log of it (None where it cannot be replayed: see the
     module's docstring)."""

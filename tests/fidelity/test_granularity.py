@@ -189,3 +189,24 @@ def test_choose_split_measures_the_distance_from_eta_and_says_why(monkeypatch: p
     assert (
         report.reason == "depth 0 (3 layers) gives 3 rungs within half a step of eta=3 (mean distance 0.37 log steps)"
     )
+
+
+def test_choose_split_passes_each_argument_where_it_belongs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch size, the depth, the precision and the spec are distinct values here (8, 1, bf16-mixed, m), so a
+    swap of any two (all are plain values of the same few types) reaches the stubs or the report."""
+    calls: dict[str, tuple[object, ...]] = {}
+    split = SplitAtDepth(0, ("Unwrapped",), [Layer(0, "l0", "Linear", 1, ("p0",), 1)])
+
+    def splits(spec: str, options: ModelOptions, deepest: int) -> list[SplitAtDepth]:
+        calls["splits_by_depth"] = (spec, deepest)
+        return [split]
+
+    def costs(spec: str, options: ModelOptions, batch_size: int, precision: str) -> None:
+        calls["layer_costs"] = (spec, options.unwrap, batch_size, precision)
+
+    monkeypatch.setattr(granularity, "splits_by_depth", splits)
+    monkeypatch.setattr(granularity, "layer_costs", costs)
+    monkeypatch.setattr(granularity, "composed_flops", lambda costs, fine, split: {1: 5})
+    report = choose_split("m", ModelOptions(), 8, 3.0, precision="bf16-mixed", deepest=1)
+    assert calls == {"splits_by_depth": ("m", 1), "layer_costs": ("m", ("Unwrapped",), 8, "bf16-mixed")}
+    assert (report.model, report.batch_size, report.eta) == ("m", 8, 3.0)
