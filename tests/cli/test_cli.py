@@ -44,7 +44,7 @@ def test_profile_end_to_end_writes_json_csv_and_tables(runner: CliRunner, tmp_pa
     for row in profile.rows:
         assert row.status == "ok"
         assert row.step_time_ms > 0 and row.peak_memory_bytes > 0 and row.flops > 0
-        assert row.measured_steps == 3
+        assert row.measured_steps == 3 * row.visits  # 3 a visit; a busy machine may add visits
         assert row.throughput_per_s == pytest.approx(row.batch_size * 16 / (row.step_time_ms / 1000))
     for batch_size in (1, 2):
         low, full = profile.row(batch_size, 1), profile.row(batch_size, 9)
@@ -68,7 +68,10 @@ def test_quick_profile_takes_the_doubling_cells_and_a_short_protocol_except_what
     settings = profile.settings
     assert (settings.warmup_steps, settings.min_steps, settings.max_steps) == (3, 3, 10)  # --min-steps as written
     assert settings.max_time_s == 120.0
-    assert all(row.status == "ok" and 3 <= row.measured_steps <= 10 for row in profile.rows)
+    # at least --min-steps, at most --steps per visit; a busy machine adds visits (their count is the load's, not
+    # the protocol's): every visit is in visit_medians_ms
+    assert all(row.status == "ok" for row in profile.rows)
+    assert all(3 <= row.measured_steps <= 10 * len(row.visit_medians_ms) for row in profile.rows)
 
 
 def test_profile_markdown_tables(runner: CliRunner, tmp_path: Path) -> None:
