@@ -240,24 +240,61 @@ def interrupt_exit_code(error: KeyboardInterrupt) -> int:
 def signals_as_interrupts() -> Iterator[None]:
     """While the block runs, SIGTERM and SIGHUP raise `Interrupted` (a KeyboardInterrupt) as Ctrl-C does: the
     finished cells are saved, the others marked unfinished. Outside the main thread (where Python cannot set a
-    handler) nothing changes."""
+    handler) nothing changes.
+
+    A signal's exception is raised in whatever Python code runs when it arrives; where that is a weakref callback or
+    a `__del__` (the memory tracker's callbacks run all through a step), Python prints it as "Exception ignored" and
+    goes on, and the run would end as if never stopped. So while the block runs, an interrupt that Python ignores
+    sends its signal again (from a timer thread, 10 ms later), to be raised in ordinary code."""
+    import os
     import signal
+    import sys
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    resent: list[tuple[threading.Timer, int]] = []  # interrupts Python ignored, sent again
+
+    def settle() -> int | None:
+        """Stop the timers of interrupts sent again (each has sent its signal or never will): the last one's number."""
+        for timer, _ in resent:
+            timer.cancel()
+            timer.join()
+        number = resent[-1][1] if resent else None
+        resent.clear()
+        return number
+
     def interrupt(signal_number: int, _frame: FrameType | None) -> None:
+        settle()
         raise Interrupted(signal_number)
+
+    def raise_again(unraisable: sys.UnraisableHookArgs) -> None:
+        error = unraisable.exc_value
+        if not isinstance(error, KeyboardInterrupt):
+            previous_hook(unraisable)
+            return
+        number = error.signal_number if isinstance(error, Interrupted) else signal.SIGINT
+        # from another thread, a moment later: raised here, inside the hook, it would be ignored again
+        timer = threading.Timer(0.01, os.kill, (os.getpid(), number))
+        resent.append((timer, number))
+        timer.start()
 
     numbers = [getattr(signal, name) for name in INTERRUPT_SIGNALS if hasattr(signal, name)]
     previous = {number: signal.signal(number, interrupt) for number in numbers}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, raise_again
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        try:
+            pending = settle()  # before the handlers are put back: a signal sent again lands on ours
+        finally:
+            sys.unraisablehook = previous_hook
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+    if pending is not None:  # the block ended before the signal sent again was raised in it
+        raise Interrupted(pending) if pending != signal.SIGINT else KeyboardInterrupt
 
 
 @contextmanager

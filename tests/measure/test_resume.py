@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from layerprof.cli.commands import app
+from layerprof.cli.render import Interrupted
 from layerprof.measure.jobs import profile_model
 from layerprof.parsing import parse_layer_selection
 from layerprof.predict.jobs import plan_estimate
@@ -337,3 +338,32 @@ def test_signals_raise_an_interrupt_while_a_run_lasts_and_only_then(name: str, c
     assert isinstance(caught.value, Interrupted) and interrupt_exit_code(caught.value) == code
     assert interrupt_exit_code(KeyboardInterrupt()) == 130  # Ctrl-C
     assert signal.getsignal(number) is before  # the handler is put back
+
+
+@pytest.mark.parametrize(("name", "expected"), [("SIGTERM", Interrupted), ("SIGINT", KeyboardInterrupt)])
+def test_an_interrupt_that_python_ignores_in_a_weakref_callback_is_raised_again(name: str, expected: type) -> None:
+    """The signal arrives while a weakref callback runs (as the memory tracker's do all through a step): Python
+    ignores an exception raised there, so the run went on to its end and exited 0 (seen under SIGTERM in CI)."""
+    import os
+    import signal
+    import time
+    import weakref
+
+    from layerprof.cli.render import signals_as_interrupts
+
+    class Storage:
+        pass
+
+    def callback(_ref: object) -> None:
+        os.kill(os.getpid(), getattr(signal, name))
+        for _ in range(1000):  # the handler runs here, inside the callback
+            pass
+
+    with pytest.raises(KeyboardInterrupt) as caught, signals_as_interrupts():
+        storage = Storage()
+        ref = weakref.ref(storage, callback)
+        del storage  # the callback runs
+        time.sleep(1)  # the signal sent again ends the sleep
+    assert type(caught.value) is expected and ref() is None
+    if expected is Interrupted:
+        assert caught.value.signal_number == signal.SIGTERM
