@@ -359,11 +359,16 @@ def test_an_interrupt_that_python_ignores_in_a_weakref_callback_is_raised_again(
         for _ in range(1000):  # the handler runs here, inside the callback
             pass
 
-    with pytest.raises(KeyboardInterrupt) as caught, signals_as_interrupts():
-        storage = Storage()
-        ref = weakref.ref(storage, callback)
-        del storage  # the callback runs
-        time.sleep(1)  # the signal sent again ends the sleep
+    # as in a command's process (pytest-xdist's workers ignore SIGINT)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught, signals_as_interrupts():
+            storage = Storage()
+            ref = weakref.ref(storage, callback)
+            del storage  # the callback runs
+            time.sleep(1)  # the signal sent again ends the sleep
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert type(caught.value) is expected and ref() is None
     if expected is Interrupted:
         assert caught.value.signal_number == signal.SIGTERM
