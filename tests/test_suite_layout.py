@@ -5,6 +5,9 @@ a second cluster there) or the list of slow tests handed out first."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,3 +77,18 @@ def test_the_work_goes_out_ray_group_first_and_the_neps_group_after_the_slow_tes
     assert (first.sent, second.sent) == ([0, 1, 3], [2, 4, 5, 6])
     scheduler.mark_test_complete(first, 0)
     assert first.sent == [0, 1, 3, 7]
+
+
+def test_the_makefiles_recipes_keep_bytecode_where_the_machine_says_not_to() -> None:
+    """`make` runs its recipes without PYTHONDONTWRITEBYTECODE (this project's CI image sets it): a module is compiled
+    once, by the first process that imports it, not again in every process the tests start."""
+    check = f"bytecode-check: ; @{sys.executable} -c 'import sys; print(sys.dont_write_bytecode)'"
+    done = subprocess.run(
+        ["make", "--no-print-directory", "--eval", check, "bytecode-check"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr
