@@ -12,11 +12,12 @@ install: $(STAMP)
 # settings (a local wheel folder or index, a cap on torch) apply to the largest download; everything else through uv
 # (installed into .venv by pip), which resolves and unpacks in parallel: minutes less from nothing. uv keeps the
 # torch pip installed (the same pins). Where uv cannot be installed, pip installs the rest.
-# Then every module of .venv is compiled to bytecode, one process per core (about a minute on 2 cores): where
-# PYTHONDONTWRITEBYTECODE is set (this project's CI image sets it) Python never writes a .pyc itself, and every
-# process the tests start (pytest's workers, Ray's workers, each CLI run) compiled torch and ray from source again:
-# a Ray test took 2.6x as long. (Files that do not compile, such as Python 2 test data inside some packages, are
-# skipped: compileall's exit status is ignored.)
+# Bytecode: where PYTHONDONTWRITEBYTECODE is set (this project's CI image sets it) Python never writes a .pyc, and
+# every process the tests start (pytest's workers, Ray's workers, each CLI run) compiled torch and ray from source
+# again: a Ray test took 2.6x as long. Every recipe here runs without it (`unexport` below), so a module is compiled
+# once, by the first process that imports it, and its .pyc kept, as Python does by default: about 2,300 of .venv's
+# 21,000 modules for pytest's collection (10 CPU s, once), where compiling all of .venv up front took 66 s on 2 cores.
+unexport PYTHONDONTWRITEBYTECODE
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,18 +25,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) uv || echo "uv could not be installed: pip installs the rest"
 	if test -x $(BIN)/uv; then $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'; \
 	else $(PIP) -e '.[dev]'; fi
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
 profile: $(STAMP)
 	$(BIN)/layerprof profile paper-resnet18-cifar100
 
-# One pytest worker per core (pytest-xdist; tests/conftest.py gives each worker one thread and keeps the modules
-# with costly shared fixtures on one worker each), after layerprof's own modules are compiled to bytecode (the CLI
-# tests start hundreds of processes; see the install's note on PYTHONDONTWRITEBYTECODE). Then lint (mypy alone takes
-# a core for a minute) beside the gate, each printed whole when it ends.
+# One pytest worker per core (pytest-xdist; tests/conftest.py gives each worker one thread, keeps the modules with
+# costly shared fixtures on one worker each and hands the longest work out first). Then lint (mypy alone takes a core
+# for a minute) beside the gate, each printed whole when it ends.
 test: $(STAMP)
-	$(BIN)/python -m compileall -q layerprof > /dev/null
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 	@$(MAKE) --no-print-directory -j 2 --output-sync=target lint gate
 

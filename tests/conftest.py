@@ -224,9 +224,10 @@ def shared_fixture_group(nodeid: str) -> str | None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """`--dist loadgroup` by `shared_fixture_group`: each group is one unit of work, the groups handed out first
-    (largest first), then every other test in collection order. pytest-xdist's own `xdist_group` mark does not reach
-    its scheduler under pytest 9.2 (it renames `item._nodeid`, which pytest no longer reads)."""
+    """`--dist loadgroup` by `shared_fixture_group`: each group is one unit of work, every other test one of its own,
+    handed out in the collection's order (`schedule_rank`, sorted by `pytest_collection_modifyitems`), not xdist's
+    largest-unit-first. pytest-xdist's own `xdist_group` mark does not reach its scheduler under pytest 9.2 (it
+    renames `item._nodeid`, which pytest no longer reads)."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -235,24 +236,38 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         def _split_scope(self, nodeid: str) -> str:
             return shared_fixture_group(nodeid) or nodeid
 
+    config.option.loadscopereorder = False  # the units in the order the workers collected them
     return SharedFixtureScheduling(config, log)
 
 
-# Tests outside the groups above that take ten seconds or more each (pytest --durations of a whole run), the longest
-# first: under pytest-xdist they are handed out first, right after the groups, so that no worker is still running one
-# of them while the others have nothing left (the longest worker bounds the wall time). Every other test follows in
-# collection order. tests/test_suite_layout.py holds every name here and in the groups to a test that exists.
+# Tests outside the groups above that take nine seconds or more each (pytest --durations of a whole run, quiet, warm),
+# the longest first. tests/test_suite_layout.py holds every name here and in the groups to a test that exists.
 SLOW_TESTS = (
     "tests/predict/test_compose.py::test_the_seeded_fit",
     "tests/fidelity/test_correlate.py::test_builtin_tasks_end_to_end_on_a_tiny_grid",
-    "tests/predict/test_compose.py::test_composed_cells_equal_the_full_trace",
     "tests/outputs/test_exports.py::test_smac_snippet",
-    "tests/sources/test_sources.py::test_a_litgpt_model_builds_without_lightning",
+    "tests/predict/test_compose.py::test_composed_cells_equal_the_full_trace",
     "tests/fidelity/test_simulate.py::test_simulate_cli_writes_json_table_and_figure",
-    "tests/predict/test_estimate.py::test_estimate_never_allocates_the_model",
-    "tests/measure/test_resume.py::test_a_terminated_sweep_marks_its_unsettled_cells_unfinished",
+    "tests/predict/test_reuse.py::test_replayed_frozen_layers_give_the_exhaustive_figures",
     "tests/predict/test_compose.py::test_a_sparse_selection_is_composed_between_its_own_anchors",
+    "tests/sources/test_sources.py::test_a_litgpt_model_builds_without_lightning",
+    "tests/predict/test_compose.py::test_a_recipe_fit_is_seeded_and_composed",
+    "tests/outputs/test_exports.py::test_each_library_runs_the_users_objective_at_every_rung[smac]",
 )
+# The order the work goes out in (the longest first, so that no worker is still on a long unit while the other has
+# nothing left): the Ray group (about two minutes on one worker), the shared-fixture modules, the slow tests, then
+# the NePS group, whose environment builds in the background from the collection (about two minutes from nothing):
+# handed out earlier, its worker would wait for the build instead of testing. Every other test follows in collection
+# order.
+SCHEDULE = ("ray", *SHARED_FIXTURE_MODULES, *SLOW_TESTS, "neps")
+
+
+def schedule_rank(nodeid: str) -> int:
+    """Where the test's unit of work goes out in `SCHEDULE` (its length: after all of them)."""
+    group = shared_fixture_group(nodeid)
+    if group is not None:
+        return SCHEDULE.index(group)
+    return next((SCHEDULE.index(name) for name in SLOW_TESTS if nodeid.startswith(name)), len(SCHEDULE))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -282,8 +297,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if misplaced:
         raise pytest.UsageError("tests/conftest.py: tests outside their fixture's group: " + "; ".join(misplaced))
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike (xdist checks the collections are equal)
-        slow = {prefix: rank for rank, prefix in enumerate(SLOW_TESTS)}
-        items.sort(key=lambda item: min((slow[p] for p in SLOW_TESTS if item.nodeid.startswith(p)), default=len(slow)))
+        items.sort(key=lambda item: schedule_rank(item.nodeid))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

@@ -5,9 +5,13 @@ a second cluster there) or the list of slow tests handed out first."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from tests.conftest import SHARED_FIXTURE_MODULES, SHARED_FIXTURE_TESTS, SLOW_TESTS
+from tests.conftest import SCHEDULE, SHARED_FIXTURE_MODULES, SHARED_FIXTURE_TESTS, SLOW_TESTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +33,62 @@ def test_every_name_the_schedule_lists_is_a_test() -> None:
             stale.append(name)
     assert stale == []
     assert len(set(names)) == len(names)  # one place each
+
+
+def test_every_group_has_one_place_in_the_schedule() -> None:
+    groups = [*SHARED_FIXTURE_MODULES, *SHARED_FIXTURE_TESTS]
+    assert sorted(name for name in SCHEDULE if name in groups) == sorted(groups)
+
+
+class Worker:
+    """A pytest-xdist worker as its scheduler sees it: the test indices sent to it, in order."""
+
+    def __init__(self, name: str) -> None:
+        self.gateway = SimpleNamespace(id=name)
+        self.sent: list[int] = []
+        self.shutting_down = False
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.sent.extend(indices)
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def test_the_work_goes_out_ray_group_first_and_the_neps_group_after_the_slow_tests() -> None:
+    """The order the workers sort their collections by, through conftest's real xdist scheduler on two stand-in
+    workers: the Ray group (one unit) goes out first, then the slow tests, then the NePS group (not first for being
+    the unit with the most tests, as xdist orders them), then the rest."""
+    from tests.conftest import pytest_xdist_make_scheduler, schedule_rank
+
+    ray, neps = SHARED_FIXTURE_TESTS["ray"][:2], SHARED_FIXTURE_TESTS["neps"]
+    slow = [f"{SLOW_TESTS[0]}_answers[a]", f"{SLOW_TESTS[1]}[b]"]
+    other = "tests/test_suite_layout.py::test_every_group_has_one_place_in_the_schedule"
+    collection = sorted([other, *neps, slow[1], ray[0], slow[0], ray[1]], key=schedule_rank)
+    assert collection == [*ray, *slow, *neps, other]
+    values = {"dist": "loadgroup", "tx": ["2*popen"]}
+    config = SimpleNamespace(getvalue=values.__getitem__, option=SimpleNamespace(loadscopereorder=True))
+    scheduler = pytest_xdist_make_scheduler(config, None)  # type: ignore[arg-type]
+    first, second = Worker("gw0"), Worker("gw1")
+    for worker in (first, second):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, collection)
+    scheduler.schedule()  # a unit each, then another to each worker that holds two tests or fewer
+    assert (first.sent, second.sent) == ([0, 1, 3], [2, 4, 5, 6])
+    scheduler.mark_test_complete(first, 0)
+    assert first.sent == [0, 1, 3, 7]
+
+
+def test_the_makefiles_recipes_keep_bytecode_where_the_machine_says_not_to() -> None:
+    """`make` runs its recipes without PYTHONDONTWRITEBYTECODE (this project's CI image sets it): a module is compiled
+    once, by the first process that imports it, not again in every process the tests start."""
+    check = f"bytecode-check: ; @{sys.executable} -c 'import sys; print(sys.dont_write_bytecode)'"
+    done = subprocess.run(
+        ["make", "--no-print-directory", "--eval", check, "bytecode-check"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr
