@@ -13,7 +13,7 @@ Then, per kind and pass, the median share of the peak at each output size, print
 (`layerprof.predict.timemodel.CPU_CONV_TABLES` holds what this printed), and the class constants' defaults: the
 best of the dense and of the depthwise forward's medians. No model's step time went into them.
 
-    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/bench_conv_shapes.py [--peaks FILE]   # about a minute
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/bench_conv_shapes.py [--peaks FILE]   # about 30 s
 """
 
 from __future__ import annotations

@@ -719,11 +719,11 @@ def conv_shape(name: str, args: Sequence[object], out: object) -> ConvShape | No
     at_input, at_weight, at_stride, at_dilation, at_transposed = where
     x, weight = args[at_input], args[at_weight]
     output = args[0] if name == "convolution_backward" else out
-    if not all(isinstance(t, torch.Tensor) for t in (x, weight, output)):
+    if not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and isinstance(output, torch.Tensor)):
         return None
-    assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and isinstance(output, torch.Tensor)
     at_groups = CONV_GROUPS_ARGUMENT[name]
-    groups = args[at_groups] if len(args) > at_groups and isinstance(args[at_groups], int) else 1
+    given = args[at_groups] if len(args) > at_groups else 1
+    groups = given if isinstance(given, int) else 1
     transposed = at_transposed is not None and len(args) > at_transposed and bool(args[at_transposed])
     steps = [*_ints(args, at_stride), *_ints(args, at_dilation)]
     kernel = [int(k) for k in weight.shape[2:]]
