@@ -7,7 +7,9 @@ time model prices apart). Memory-bound classes: the share of the copy rate of th
 (`cpu_peaks`); convolutions: the share of the float32 matmul peak. The CPU's default constants in
 `layerprof.predict.timemodel.DEFAULT_CONSTANTS` are the medians this prints, rounded; no model's step time went
 into them, so the held-out table of bench_time_model.py holds out every model. Last, what new pages cost
-(`page_fault_ms_per_mib`) and the optimizer's threshold for them (`FRESH_PAGES_BYTES`): `fresh_pages`.
+(`page_fault_ms_per_mib`) and the optimizer's threshold for them (`FRESH_PAGES_BYTES`): `fresh_pages`. The grouped
+convolutions here are a first look only: their default and every convolution's curve by shape and pass come from
+bench_conv_shapes.py.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_op_classes.py     # about two minutes
 """

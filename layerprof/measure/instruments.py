@@ -634,6 +634,128 @@ def op_class(name: str, args: Sequence[object] = ()) -> OpClass:
     return found
 
 
+class ConvKind(str, Enum):
+    """How a CPU runs a convolution: each kind reaches the peak by its own curve in the time model."""
+
+    DENSE = "dense"  # groups = 1, a kernel wider than 1x1, through oneDNN
+    POINTWISE = "pointwise"  # groups = 1, a 1x1 kernel, through oneDNN
+    NATIVE = "native"  # groups = 1, through ATen's own kernel (a product per image): see `aten_native_conv`
+    GROUPED = "grouped"  # 1 < groups < input channels
+    DEPTHWISE = "depthwise"  # one group per input channel, at most 3x3
+    WIDE_DEPTHWISE = "wide_depthwise"  # one group per input channel, 5x5 and wider (oneDNN's slower kernels)
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A convolution's geometry, as the time model prices it on a CPU: how many output positions each image's
+    channel has (small late layers run far below the peak) and how much work each output element takes."""
+
+    out_pixels: int  # output positions per image and channel (H_out x W_out; the forward's output for backward)
+    per_output: int  # multiply-adds per output element: input channels per group x kernel taps
+    groups: int
+    channels: int  # input channels
+    native: bool  # ATen's own kernel, not oneDNN (`aten_native_conv`, decided as ATen decides when traced)
+    input_grad: bool = False  # convolution_backward: computes the input's gradient
+    weight_grad: bool = False  # convolution_backward: computes the weight's gradient
+
+    @property
+    def taps(self) -> int:
+        """Kernel positions (k_h x k_w)."""
+        return self.per_output * self.groups // max(1, self.channels)
+
+    @property
+    def kind(self) -> ConvKind:
+        """How the CPU runs it: by groups, kernel size and ATen's choice of kernel."""
+        if self.groups > 1 and self.groups == self.channels:
+            return ConvKind.DEPTHWISE if self.taps <= 9 else ConvKind.WIDE_DEPTHWISE
+        if self.groups > 1:
+            return ConvKind.GROUPED
+        if self.native:
+            return ConvKind.NATIVE
+        return ConvKind.POINTWISE if self.taps == 1 else ConvKind.DENSE
+
+
+def aten_native_conv(
+    batch: int,
+    kernel: Sequence[int],
+    unit_stride: bool,
+    groups: int,
+    input_elements: int,
+    float32: bool,
+    transposed: bool,
+    threads: int,
+) -> bool:
+    """Whether ATen runs a float32 CPU convolution with its own kernel instead of oneDNN's, by its rule
+    (`ConvParams::use_mkldnn` in aten/src/ATen/native/Convolution.cpp): a 1x1 kernel at unit stride and dilation
+    with a batch below 16 on one thread ("THNN is faster when single-threaded"), a dense convolution of one image
+    with at most a 3x3 kernel and at most 20,480 input elements, and transposed ones. Other dtypes: oneDNN (False)."""
+    if not float32:
+        return False
+    pointwise = len(kernel) == 2 and all(k == 1 for k in kernel)
+    wide = len(kernel) >= 2 and all(k > 3 for k in kernel[-2:])
+    onednn = (
+        not transposed
+        and (not unit_stride or batch >= 16 or not pointwise or threads > 1)
+        and (groups > 1 or wide or batch > 1 or input_elements > 20480)
+    )
+    return not onednn
+
+
+# where each convolution op takes (input, weight, stride, dilation, transposed) among its positional arguments
+CONV_ARGUMENTS = {
+    "convolution": (0, 1, 3, 5, 6),
+    "_convolution": (0, 1, 3, 5, 6),
+    "convolution_backward": (1, 2, 4, 6, 7),
+    "cudnn_convolution": (0, 1, 3, 4, None),
+}
+
+
+def conv_shape(name: str, args: Sequence[object], out: object) -> ConvShape | None:
+    """The geometry of convolution op `name` called with `args` returning `out` (None for other ops, or where the
+    arguments are not as the schema has them); ATen's choice of kernel as it would make it now (torch's threads)."""
+    where = CONV_ARGUMENTS.get(name)
+    if where is None:
+        return None
+    at_input, at_weight, at_stride, at_dilation, at_transposed = where
+    x, weight = args[at_input], args[at_weight]
+    output = args[0] if name == "convolution_backward" else out
+    if not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and isinstance(output, torch.Tensor)):
+        return None
+    at_groups = CONV_GROUPS_ARGUMENT[name]
+    given = args[at_groups] if len(args) > at_groups else 1
+    groups = given if isinstance(given, int) else 1
+    transposed = at_transposed is not None and len(args) > at_transposed and bool(args[at_transposed])
+    steps = [*_ints(args, at_stride), *_ints(args, at_dilation)]
+    kernel = [int(k) for k in weight.shape[2:]]
+    taps = math.prod(kernel)
+    per_output = (int(weight.shape[0]) // groups if transposed else int(weight.shape[1])) * taps
+    mask = args[10] if name == "convolution_backward" and len(args) > 10 else ()
+    native = aten_native_conv(
+        int(x.shape[0]),
+        kernel,
+        all(step == 1 for step in steps),
+        groups,
+        x.numel(),
+        x.dtype == torch.float32,
+        transposed,
+        torch.get_num_threads(),
+    )
+    return ConvShape(
+        math.prod(int(size) for size in output.shape[2:]),
+        per_output,
+        groups,
+        int(x.shape[1]),
+        native,
+        bool(mask[0]) if isinstance(mask, (list, tuple)) and mask else False,
+        bool(mask[1]) if isinstance(mask, (list, tuple)) and len(mask) > 1 else False,
+    )
+
+
+def _ints(args: Sequence[object], index: int | None) -> list[int]:
+    value = args[index] if index is not None and len(args) > index else ()
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
 @dataclass(frozen=True)
 class OpCost:
     """One operation of a traced step, as the time model needs it."""
@@ -648,6 +770,7 @@ class OpCost:
     # bytes of its largest output that is a new allocation (not written into an input, an out= or a view): on a
     # CPU a large one is new pages the kernel must fault in (the time model prices them)
     fresh_bytes: int = 0
+    conv: ConvShape | None = None  # a convolution's geometry (the CPU's time model prices it)
 
 
 @dataclass
@@ -719,6 +842,7 @@ class OpRecorder(TorchDispatchMode):
                 _compute_dtype(inputs or outputs),
                 kernels,
                 _fresh_bytes(func, out) if kernels else 0,
+                conv_shape(name, args, out) if kernels else None,
             )
         )
         return out

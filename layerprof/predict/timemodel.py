@@ -6,6 +6,8 @@ operation, its FLOPs (the profile's own FLOP count), the bytes it reads and writ
 
 * each kernel takes max(FLOPs / (peak of its dtype x compute efficiency of its class),
   bytes / (memory bandwidth x memory efficiency)) + a fixed per-kernel cost (the roofline, Williams et al. 2009);
+  on a CPU a convolution's efficiency also depends on its kind, its pass and its output size per image
+  (`ConvTable`), and large fresh outputs add the cost of their new pages;
 * on a GPU the host launches the step while the device runs it: the step takes max(device time, host time),
   the host time being a per-operation dispatch cost (PyTorch's Python and dispatcher; calibrated);
 * on the CPU the two add up: every operation is dispatched and then run by the same threads.
@@ -26,6 +28,7 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import TypedDict
 
@@ -34,7 +37,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from layerprof.devices import GpuKind
 from layerprof.errors import LayerprofError
-from layerprof.measure.instruments import OpClass, OpCost, Phase, StepTrace
+from layerprof.measure.instruments import ConvKind, ConvShape, OpClass, OpCost, Phase, StepTrace
 from layerprof.profile import JsonDict, Profile
 
 # ---------------------------------------------------------------- devices
@@ -119,6 +122,106 @@ CACHE_LEVELS_PRICED = {"cpu": True, "cuda": False}
 # A GPU's L2 serves what fits it at about twice the HBM/GDDR bandwidth (microbenchmarks of A100 and H100 read
 # 2-2.5x; no datasheet gives an L2 rate): an approximation, used only for operations whose bytes fit the L2.
 GPU_L2_SPEEDUP = 2.0
+
+
+class ConvPass(str, Enum):
+    """What a convolution computes: its forward, or one of the two gradients `convolution_backward` computes (each
+    with the forward's FLOPs)."""
+
+    FORWARD = "forward"
+    INPUT_GRAD = "input_grad"
+    WEIGHT_GRAD = "weight_grad"
+
+
+@dataclass(frozen=True)
+class ConvTable:
+    """The share of the float32 peak a kind of convolution reaches in one pass, by its output positions per image
+    and channel (`ConvShape.out_pixels`): measured points (pixels, share), joined by straight lines in log(pixels)
+    and held flat beyond the first and the last. Small late layers run far from the peak: a dense 3x3 convolution's
+    weight gradient at a 1x1 output reaches a tenth of what it does at 32x32."""
+
+    points: tuple[tuple[int, float], ...]  # (output positions, share of the peak), by output positions
+
+    def at(self, pixels: int) -> float:
+        """The share at `pixels` output positions."""
+        first, last = self.points[0], self.points[-1]
+        if pixels <= first[0]:
+            return first[1]
+        if pixels >= last[0]:
+            return last[1]
+        for (p0, e0), (p1, e1) in zip(self.points, self.points[1:], strict=False):
+            if p0 <= pixels <= p1:
+                return e0 + (e1 - e0) * math.log(pixels / p0) / math.log(p1 / p0)
+        raise AssertionError("unreachable: the points are sorted")
+
+
+P = ConvPass
+# The CPU's convolutions by kind and pass: the median share of the float32 peak of the single convolutions the
+# held-out models run, timed one by one in process CPU time at one thread (benchmarks/bench_conv_shapes.py on the
+# AMD EPYC of benchmarks/results/cpu-amd-epyc-2026-12-07-quiet, quiet machine, 2026-12-07 13:36 UTC; its output is
+# conv-shapes.txt there; no model's step went into them). The class constants scale them: a convolution reaches
+# table share x class constant / the class constant's CPU default (`conv_shape_factor`), so a calibration still
+# moves every convolution of a class at once.
+CPU_CONV_TABLES: dict[tuple[ConvKind, ConvPass], ConvTable] = {
+    (ConvKind.DENSE, P.FORWARD): ConvTable(
+        ((1, 0.196), (4, 0.412), (16, 0.704), (64, 0.799), (256, 0.818), (1024, 0.779))
+    ),
+    (ConvKind.DENSE, P.INPUT_GRAD): ConvTable(
+        ((1, 0.241), (4, 0.558), (16, 0.795), (64, 0.958), (256, 0.911), (1024, 0.801))
+    ),
+    (ConvKind.DENSE, P.WEIGHT_GRAD): ConvTable(
+        ((1, 0.038), (4, 0.250), (16, 0.571), (64, 0.653), (256, 0.628), (1024, 0.508))
+    ),
+    (ConvKind.DEPTHWISE, P.FORWARD): ConvTable(
+        ((4, 0.031), (16, 0.052), (64, 0.079), (144, 0.121), (256, 0.168), (576, 0.217), (1024, 0.137))
+    ),
+    (ConvKind.DEPTHWISE, P.INPUT_GRAD): ConvTable(
+        ((4, 0.027), (16, 0.039), (64, 0.068), (144, 0.096), (256, 0.133), (576, 0.141), (1024, 0.150))
+    ),
+    (ConvKind.DEPTHWISE, P.WEIGHT_GRAD): ConvTable(
+        ((4, 0.003), (16, 0.054), (64, 0.085), (144, 0.183), (256, 0.189), (576, 0.196), (1024, 0.168))
+    ),
+    (ConvKind.GROUPED, P.FORWARD): ConvTable(((4, 0.093), (16, 0.175), (64, 0.211), (256, 0.305))),
+    (ConvKind.GROUPED, P.INPUT_GRAD): ConvTable(((4, 0.103), (16, 0.200), (64, 0.336), (256, 0.376))),
+    (ConvKind.GROUPED, P.WEIGHT_GRAD): ConvTable(((4, 0.031), (16, 0.283), (64, 0.419), (256, 0.354))),
+    (ConvKind.NATIVE, P.FORWARD): ConvTable(
+        ((1, 0.113), (4, 0.066), (16, 0.701), (64, 0.742), (256, 0.720), (1024, 0.540))
+    ),
+    (ConvKind.NATIVE, P.INPUT_GRAD): ConvTable(
+        ((1, 0.054), (4, 0.058), (16, 0.390), (64, 0.357), (256, 0.492), (1024, 0.417))
+    ),
+    (ConvKind.NATIVE, P.WEIGHT_GRAD): ConvTable(
+        ((1, 0.062), (4, 0.430), (16, 0.796), (64, 0.699), (256, 0.684), (1024, 0.531))
+    ),
+    (ConvKind.POINTWISE, P.FORWARD): ConvTable(
+        ((1, 0.166), (4, 0.365), (9, 0.490), (16, 0.421), (64, 0.442), (256, 0.374))
+    ),
+    (ConvKind.POINTWISE, P.INPUT_GRAD): ConvTable(
+        ((1, 0.147), (4, 0.342), (9, 0.502), (16, 0.387), (64, 0.401), (256, 0.333))
+    ),
+    (ConvKind.POINTWISE, P.WEIGHT_GRAD): ConvTable(
+        ((1, 0.132), (4, 0.335), (9, 0.488), (16, 0.354), (64, 0.412), (256, 0.361))
+    ),
+    (ConvKind.WIDE_DEPTHWISE, P.FORWARD): ConvTable(((4, 0.040), (16, 0.189), (64, 0.277), (256, 0.389))),
+    (ConvKind.WIDE_DEPTHWISE, P.INPUT_GRAD): ConvTable(((4, 0.083), (16, 0.132), (64, 0.157), (256, 0.246))),
+    (ConvKind.WIDE_DEPTHWISE, P.WEIGHT_GRAD): ConvTable(((4, 0.005), (16, 0.013), (64, 0.022), (256, 0.017))),
+}
+# The device kinds whose convolutions are priced by shape. GPUs: none (cuDNN's choice of algorithm by shape is not
+# measured here; every convolution reaches its class's constant, as before issue 37).
+CONV_TABLES: dict[str, dict[tuple[ConvKind, ConvPass], ConvTable]] = {"cpu": CPU_CONV_TABLES, "cuda": {}}
+
+
+def conv_shape_factor(shape: ConvShape, tables: dict[tuple[ConvKind, ConvPass], ConvTable], reference: float) -> float:
+    """The share of its class's efficiency a convolution of `shape` reaches: its tables' share of the peak over
+    `reference` (the class constant's default, whose share the tables' figures are), 1 where there are no tables.
+    A backward computing both gradients takes the sum of their times, each with the forward's FLOPs: its share is
+    the harmonic mean of theirs."""
+    if not tables:
+        return 1.0
+    passes = [p for p, on in ((ConvPass.INPUT_GRAD, shape.input_grad), (ConvPass.WEIGHT_GRAD, shape.weight_grad))
+              if on] or [ConvPass.FORWARD]  # fmt: skip
+    shares = [tables[(shape.kind, p)].at(shape.out_pixels) for p in passes]
+    return len(shares) / sum(1 / max(share, 1e-9) for share in shares) / reference
 
 
 # cpu-peaks-2: entries with cache levels, which layerprof before 0.3 cannot read (it keeps cpu-peaks.json)
@@ -356,6 +459,7 @@ FITTED = (
     "elementwise_efficiency",
     "reduction_efficiency",
     "movement_efficiency",
+    "page_fault_ms_per_mib",
 )
 EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith("_efficiency"))  # at most 1
 
@@ -371,16 +475,19 @@ EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith
 # (benchmarks/bench_op_classes.py on an AMD EPYC, 1 thread, on a quiet machine, 2026-12-07 10:45 UTC; no model's
 # step went into them): batch and layer norms 0.14 (several passes over their input), elementwise 0.45 (add/relu
 # 0.7-0.8, GELU 0.1), softmax and reductions 0.35 (max pooling 0.01-0.04), data movement 0.17 (permuting copies,
-# padding), grouped and depthwise convolutions 0.21 of the float32 peak. New pages of large fresh outputs
-# (FRESH_PAGES_BYTES): 0.66 ms per MiB (`fresh_pages` of the same benchmark, process CPU time, on a busy
-# machine: a 64 MiB output made fresh against written into an existing one). GPUs: no such measurement yet; their
+# padding). Convolutions: the best share of the float32 peak their forward reaches in the single-convolution sweep
+# (benchmarks/bench_conv_shapes.py, quiet, 13:36 UTC), dense 0.82 (3x3 at 16x16 outputs), depthwise 0.22 (3x3 at
+# 24x24); each convolution's share by kind, pass and output size is its CPU_CONV_TABLES entry, which these scale.
+# New pages of large fresh outputs (FRESH_PAGES_BYTES): 0.66 ms per MiB (`fresh_pages` of bench_op_classes.py,
+# process CPU time, on a busy machine: a 64 MiB output made fresh against written into an existing one); a
+# calibration fits it with the rest. GPUs: no such measurement yet; their
 # memory-bound classes keep `memory_efficiency` and grouped convolutions `conv_efficiency`, as before the classes
 # were split, and no page costs (their caching allocator keeps its blocks).
 DEFAULT_CONSTANTS = {
     "cuda": TimeConstants(0.7, 0.5, 0.5, 0.7, 4.0, 7.5, 12.0, 53.0, 48.0, "defaults for GPUs"),
     "cpu": TimeConstants(
         0.9,
-        0.6,
+        0.82,
         0.6,
         0.8,
         0.0,
@@ -389,7 +496,7 @@ DEFAULT_CONSTANTS = {
         10.0,
         15.0,
         "defaults for CPUs",
-        grouped_conv_efficiency=0.21,
+        grouped_conv_efficiency=0.22,
         norm_efficiency=0.14,
         elementwise_efficiency=0.45,
         reduction_efficiency=0.35,
@@ -492,7 +599,7 @@ class TimeModel:
         """The traced step's time: device plus host on a CPU, the slower of the two on a GPU."""
         with unset_fake_temporarily():  # an estimate calls this inside its FakeTensorMode: these are real numbers
             theta = torch.tensor([math.log(max(v, 1e-9)) for v in self.constants.as_vector()], dtype=torch.float64)
-            arrays = _op_arrays(trace, self.peaks, self.numerics, self.constants.page_fault_ms_per_mib)
+            arrays = _op_arrays(trace, self.peaks, self.numerics)
             log_device, log_host = _log_times(arrays, theta)
             device_ms, host_ms = math.exp(float(log_device)), math.exp(float(log_host))
         if self.peaks.kind == "cpu":  # the same threads dispatch and compute
@@ -504,7 +611,7 @@ class TimeModel:
         order): what `predict` sums, for comparing with operations timed one by one."""
         with unset_fake_temporarily():
             theta = torch.tensor([math.log(max(v, 1e-9)) for v in self.constants.as_vector()], dtype=torch.float64)
-            arrays = _op_arrays(trace, self.peaks, self.numerics, self.constants.page_fault_ms_per_mib)
+            arrays = _op_arrays(trace, self.peaks, self.numerics)
             seconds = _op_seconds(arrays, theta)
         return [float(value) * 1e3 for value in seconds]
 
@@ -549,7 +656,7 @@ def calibrate(
         raise LayerprofError("calibration needs at least one measured cell that ran (status ok, with a step time)")
     numerics = numerics or Numerics()
     start = start or DEFAULT_CONSTANTS[peaks.kind]
-    arrays = [_op_arrays(step.trace, peaks, step.numerics, start.page_fault_ms_per_mib) for step in steps]
+    arrays = [_op_arrays(step.trace, peaks, step.numerics) for step in steps]
     measured = torch.tensor([math.log(step.step_ms) for step in steps], dtype=torch.float64)
     launches = [(index, math.log(step.host_ms)) for index, step in enumerate(steps) if step.host_ms]
     prior = torch.tensor([math.log(max(v, 1e-6)) for v in start.as_vector()], dtype=torch.float64)
@@ -594,6 +701,7 @@ def calibrate(
     return model
 
 
+PAGE_INDEX = FITTED.index("page_fault_ms_per_mib")
 # each class's place in FITTED (its efficiency), and the place of the efficiency its bytes move at
 CLASS_INDEX = {op_class: FITTED.index(name) for op_class, name in CLASS_CONSTANTS.items()}
 BYTES_INDEX = {
@@ -614,12 +722,18 @@ def faulted_bytes(op: OpCost) -> int:
     return op.fresh_bytes if op.fresh_bytes >= FRESH_PAGES_BYTES[op.phase] else 0
 
 
-def _op_arrays(
-    trace: StepTrace, peaks: DevicePeaks, numerics: Numerics, fault_ms_per_mib: float = 0.0
-) -> dict[str, torch.Tensor]:
-    """A step's kernels and the host's work as arrays, for a differentiable prediction of its time; the pages of
-    large fresh outputs at `fault_ms_per_mib` (a measured constant, never fitted)."""
+def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, torch.Tensor]:
+    """A step's kernels and the host's work as arrays, for a differentiable prediction of its time: each kernel's
+    FLOPs, bytes, peak, rate and the share of its class's efficiency its shape reaches (`conv_shape_factor`), and
+    the MiB of fresh pages it faults in (priced at `page_fault_ms_per_mib`)."""
     launched = [op for op in trace.ops if op.kernels]
+    tables = CONV_TABLES[peaks.kind]
+    reference = DEFAULT_CONSTANTS[peaks.kind]
+
+    def shape(op: OpCost) -> float:
+        if op.conv is None:
+            return 1.0
+        return conv_shape_factor(op.conv, tables, reference.efficiency(op.op_class))
 
     def array(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64)
@@ -635,16 +749,19 @@ def _op_arrays(
         "bytes_at": torch.tensor([BYTES_INDEX[op.op_class] for op in launched], dtype=torch.long),
         "bandwidth": array([peaks.gbps_for(op.bytes_moved) * 1e9 for op in launched]),
         "host_work": array([float(_dispatched(trace, phase)) for phase in PHASES] + [float(trace.module_calls)]),
-        "faults": array([faulted_bytes(op) / 2**20 * fault_ms_per_mib * 1e-3 for op in launched]),
+        "shape": array([shape(op) for op in launched]),
+        "fault_mib": array([faulted_bytes(op) / 2**20 for op in launched]),
     }
 
 
 def _op_seconds(a: dict[str, torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
     """Each launched operation's device seconds under the constants exp(theta) (in the order of FITTED)."""
     efficiency = torch.exp(theta).clamp(max=1.0)  # only the efficiencies' places are read
-    compute = torch.where(a["compute_bound"], a["flops"] / (a["peak"] * efficiency[a["compute"]]), 0.0)
+    share = (efficiency[a["compute"]] * a["shape"]).clamp(max=1.0)
+    compute = torch.where(a["compute_bound"], a["flops"] / (a["peak"] * share), 0.0)
     memory = a["bytes"] / (a["bandwidth"] * efficiency[a["bytes_at"]])
-    return torch.maximum(compute, memory) + a["kernels"] * torch.exp(theta[4]) * 1e-6 + a["faults"]
+    faults = a["fault_mib"] * torch.exp(theta[PAGE_INDEX]) * 1e-3
+    return torch.maximum(compute, memory) + a["kernels"] * torch.exp(theta[4]) * 1e-6 + faults
 
 
 def _log_times(a: dict[str, torch.Tensor], theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
