@@ -146,14 +146,8 @@ class BlockRecords:
         tracker: LiveTensorTracker,
         recorder: OpRecorder,
     ) -> object:
-        ops_before, calls_before = len(recorder.trace.ops), recorder.trace.module_calls
-        tracker.log = []
-        try:
-            output = original(*args, **kwargs)
-        finally:
-            log, tracker.log = tracker.log, None
-        ops = tuple(recorder.trace.ops[ops_before:])
-        self.records[key] = _recorded(log, output, ops, recorder.trace.module_calls - calls_before)
+        output, log, ops, calls = _logged_call(original, args, kwargs, tracker, recorder)
+        self.records[key] = _recorded(log, output, ops, calls)
         self.traced += 1
         return output
 
@@ -179,23 +173,46 @@ class BlockRecords:
         return output
 
 
+def _logged_call(
+    original: Callable[..., object],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    tracker: LiveTensorTracker,
+    recorder: OpRecorder,
+) -> tuple[object, list[tuple[int, int, MemoryCategory | None]], tuple[OpCost, ...], int]:
+    """A call run with the tracker's log on: its output, its allocations and frees, its operations, its module
+    calls."""
+    ops_before, calls_before = len(recorder.trace.ops), recorder.trace.module_calls
+    tracker.log = []
+    try:
+        output = original(*args, **kwargs)
+    finally:
+        log, tracker.log = tracker.log, None
+    return output, log, tuple(recorder.trace.ops[ops_before:]), recorder.trace.module_calls - calls_before
+
+
 def _module_signature(module: torch.nn.Module) -> Hashable | None:
     """What a frozen layer's forward depends on besides its inputs: class, configuration, parameter and buffer
     shapes and dtypes, each submodule's train/eval mode. None where it cannot be replayed: a parameter that
     requires grad, or a hook on a module inside it (the layer's own hooks run outside its forward)."""
-    if any(param.requires_grad for param in module.parameters()):
+    if any(param.requires_grad for param in module.parameters()) or _inner_hooks(module):
         return None
-    for inner in module.modules():
-        if inner is not module and (
-            inner._forward_hooks or inner._forward_pre_hooks or inner._backward_hooks or inner._backward_pre_hooks
-        ):
-            return None
-        if "forward" in vars(inner):  # a forward replaced on the instance (by another tool)
-            return None
     parameters = tuple((name, tuple(p.shape), p.dtype) for name, p in module.named_parameters())
     buffers = tuple((name, tuple(b.shape), b.dtype) for name, b in module.named_buffers())
     modes = tuple(inner.training for inner in module.modules())
     return (type(module), repr(module), parameters, buffers, modes)
+
+
+def _inner_hooks(module: torch.nn.Module) -> bool:
+    """Whether a module inside `module` has hooks or a forward replaced on the instance (by another tool)."""
+    for inner in module.modules():
+        if inner is not module and (
+            inner._forward_hooks or inner._forward_pre_hooks or inner._backward_hooks or inner._backward_pre_hooks
+        ):
+            return True
+        if "forward" in vars(inner):
+            return True
+    return False
 
 
 def _call_key(
@@ -209,12 +226,7 @@ def _call_key(
     and every plain argument, autocast, grad mode and what the tracker counts new allocations as. None where the
     call cannot be replayed: an input that requires grad, an argument of another kind, a global module hook other
     than the recorder's."""
-    if torch_module._global_forward_hooks or torch_module._global_backward_hooks:
-        return None
-    if torch_module._global_backward_pre_hooks:
-        return None
-    pre_hooks = list(torch_module._global_forward_pre_hooks.values())
-    if any(getattr(hook, "__self__", None) is not recorder for hook in pre_hooks):
+    if _global_module_hooks(recorder):
         return None
     leaves, spec = tree_flatten((args, kwargs))
     described: list[Hashable] = []
@@ -227,12 +239,25 @@ def _call_key(
             described.append((type(leaf), leaf))
         else:
             return None
+    return (signature, str(spec), tuple(described), *_modes(tracker, recorder))
+
+
+def _global_module_hooks(recorder: OpRecorder) -> bool:
+    """Whether a global module hook other than the recorder's is registered (it could do anything in a call)."""
+    if torch_module._global_forward_hooks or torch_module._global_backward_hooks:
+        return True
+    if torch_module._global_backward_pre_hooks:
+        return True
+    pre_hooks = list(torch_module._global_forward_pre_hooks.values())
+    return any(getattr(hook, "__self__", None) is not recorder for hook in pre_hooks)
+
+
+def _modes(tracker: LiveTensorTracker, recorder: OpRecorder) -> tuple[Hashable, ...]:
+    """What a call depends on besides its module and arguments: autocast, function modes (CUDA's autocast on the
+    CPU), grad and inference modes, what the tracker counts new allocations as, the recorder's phase."""
     autocast = tuple((torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in ("cpu", "cuda"))
-    function_modes = tuple(type(mode) for mode in _get_current_function_mode_stack())  # CUDA's autocast on the CPU
+    function_modes = tuple(type(mode) for mode in _get_current_function_mode_stack())
     return (
-        signature,
-        str(spec),
-        tuple(described),
         autocast,
         function_modes,
         torch.is_grad_enabled(),
@@ -249,20 +274,10 @@ def _recorded(
     module's docstring)."""
     if not isinstance(output, torch.Tensor) or output.requires_grad or output.is_sparse:
         return None
-    index_of: dict[int, int] = {}  # storage key -> its allocation's index, while alive
-    events: list[Event] = []
-    allocated = 0
-    for key, nbytes, category in log:
-        if nbytes == RECATEGORISED:
-            return None
-        if nbytes == FREED:
-            if key not in index_of:  # a storage from before the call
-                return None
-            events.append((index_of.pop(key), FREED, None))
-        else:
-            index_of[key] = allocated
-            events.append((allocated, nbytes, category))
-            allocated += 1
+    found = _events(log)
+    if found is None:
+        return None
+    events, index_of = found
     alive = list(index_of.items())
     if len(alive) != 1 or alive[0][0] != id(output.untyped_storage()):
         return None
@@ -284,14 +299,30 @@ def _recorded(
     )
 
 
+def _events(log: Sequence[tuple[int, int, MemoryCategory | None]]) -> tuple[list[Event], dict[int, int]] | None:
+    """A call's allocations and frees numbered from its first allocation, and the storages still alive after it (key
+    -> index); None where it changed a storage's category or freed one from before it."""
+    index_of: dict[int, int] = {}  # storage key -> its allocation's index, while alive
+    events: list[Event] = []
+    allocated = 0
+    for key, nbytes, category in log:
+        if nbytes == RECATEGORISED:
+            return None
+        if nbytes == FREED:
+            if key not in index_of:  # a storage from before the call
+                return None
+            events.append((index_of.pop(key), FREED, None))
+        else:
+            index_of[key] = allocated
+            events.append((allocated, nbytes, category))
+            allocated += 1
+    return events, index_of
+
+
 def _new_output(record: ForwardRecord) -> torch.Tensor:
     """A tensor of the recorded layout on a storage of the recorded bytes (allocated now, under the step's modes)."""
-    itemsize = record.dtype.itemsize
-    extent = 0 if 0 in record.size else 1 + sum((n - 1) * s for n, s in zip(record.size, record.stride, strict=True))
-    if record.storage_offset == 0 and extent * itemsize == record.output_bytes:
-        return torch.empty_strided(record.size, record.stride, dtype=record.dtype, device=record.device)
-    base = torch.empty(record.output_bytes // itemsize, dtype=record.dtype, device=record.device)
-    return base.as_strided(record.size, record.stride, record.storage_offset)
+    layout = Layout(record.size, record.stride, record.storage_offset, record.output_bytes, record.dtype, record.device)
+    return layout.new()
 
 
 # ---------------------------------------------------------------- trainable blocks: forward, backward, gradients
@@ -371,14 +402,10 @@ class ReplayMismatch(Exception):
 
 def _trainable_signature(module: torch.nn.Module) -> Hashable | None:
     """What a trainable block's forward and backward depend on besides its inputs: as `_module_signature`, with each
-    parameter's requires_grad; None where a module inside it has hooks or its forward replaced."""
-    for inner in module.modules():
-        if inner is not module and (
-            inner._forward_hooks or inner._forward_pre_hooks or inner._backward_hooks or inner._backward_pre_hooks
-        ):
-            return None
-        if "forward" in vars(inner):
-            return None
+    parameter's requires_grad; None where a module inside it has hooks or its forward replaced, or it has backward
+    hooks of its own."""
+    if _inner_hooks(module) or module._backward_hooks or module._backward_pre_hooks:
+        return None
     parameters = tuple((name, tuple(p.shape), p.dtype, p.requires_grad) for name, p in module.named_parameters())
     buffers = tuple((name, tuple(b.shape), b.dtype) for name, b in module.named_buffers())
     modes = tuple(inner.training for inner in module.modules())
@@ -410,6 +437,8 @@ class _Pending:
         self.forward_log, self.forward_ops, self.module_calls = forward_log, forward_ops, module_calls
         self.tracker, self.recorder = tracker, recorder
         self.output_key = id(output.untyped_storage())
+        self.output_storage = weakref.ref(output.untyped_storage())
+        self.output_alive = True  # at the start of the backward (else its storage's id may be another's by then)
         self.output_layout = Layout.of(output)
         self.output_node, self.output_nr = output.grad_fn, output.output_nr
         self.x_node, self.x_nr = x.grad_fn, x.output_nr
@@ -425,6 +454,7 @@ class _Pending:
             self.valid = False
             return
         self.grad_out_key = id(grad.untyped_storage())
+        self.output_alive = self.output_storage() is not None
         self.ops_start = len(self.recorder.trace.ops)
         self.log_start = len(self.tracker.log)
         self.started = True
@@ -443,20 +473,12 @@ class _Pending:
     def _record(
         self, log: Sequence[tuple[int, int, MemoryCategory | None]], grad: torch.Tensor, ops: tuple[OpCost, ...]
     ) -> TrainedRecord | None:
-        live: dict[int, tuple[int, int]] = {}  # storage key -> (what it is, its index or position)
-        forward: list[Event] = []
-        count = 0
-        for key, nbytes, category in self.forward_log:
-            if nbytes == RECATEGORISED:
-                return None
-            if nbytes == FREED:
-                if key not in live:
-                    return None  # the forward freed a storage from before the call
-                forward.append((live.pop(key)[1], FREED, None))
-            else:
-                live[key] = (ALLOC, count)
-                forward.append((count, nbytes, category))
-                count += 1
+        found = _events(self.forward_log)
+        if found is None:
+            return None
+        forward, alive = found
+        count = sum(nbytes != FREED for _, nbytes, _ in forward)  # allocations so far
+        live = {key: (ALLOC, index) for key, index in alive.items()}  # storage key -> (what, index or position)
         if self.output_key not in live or self.output_layout is None:
             return None
         output = live[self.output_key][1]
@@ -467,9 +489,18 @@ class _Pending:
         forward_count = count
         holds_output = self.output_key in self.saved
         held_inputs = tuple(sorted({self.inputs[key] for key in self.saved if key in self.inputs}))
+        # storages are known by id: only those certainly alive at the backward's start keep theirs (a dead
+        # output's or unsaved input's id may be a new storage's by then)
+        if not self.output_alive:
+            if holds_output:
+                return None
+            del live[self.output_key]
         for key, position in self.inputs.items():
-            live.setdefault(key, (FREE_INPUT, position))
-        live.setdefault(self.grad_out_key, (FREE_GRAD_OUT, 0))
+            if key in self.saved:
+                live.setdefault(key, (FREE_INPUT, position))
+        if self.grad_out_key in live:
+            return None
+        live[self.grad_out_key] = (FREE_GRAD_OUT, 0)
         grads = {}
         for position, param in enumerate(self.params):
             if param.grad is not None:
@@ -515,8 +546,8 @@ class _Pending:
                 return None
             layouts[returned] = layout
         # after the backward, the block holds nothing but its parameters' gradients and its input's gradient
-        alive = {index for kind, index in live.values() if kind == ALLOC} - {output}
-        if alive - set(layouts):
+        kept = {index for kind, index in live.values() if kind == ALLOC} - {output}
+        if kept - set(layouts):
             return None
         return TrainedRecord(
             tuple(forward),
@@ -596,17 +627,10 @@ class TrainedRecords:
         for position, leaf in enumerate(leaves):
             if isinstance(leaf, torch.Tensor):
                 inputs.setdefault(id(leaf.untyped_storage()), position)
-        ops_before, calls_before = len(recorder.trace.ops), recorder.trace.module_calls
-        tracker.log = []
-        try:
-            output = original(*args, **kwargs)
-        finally:
-            log, tracker.log = tracker.log, None
+        output, log, ops, calls = _logged_call(original, args, kwargs, tracker, recorder)
         if not isinstance(output, torch.Tensor) or type(output) not in PLAIN_TENSORS or output.grad_fn is None:
             self.records[key] = None
             return output
-        ops = tuple(recorder.trace.ops[ops_before:])
-        calls = recorder.trace.module_calls - calls_before
         pending = _Pending(self, key, params, inputs, log, output, x, ops, calls, tracker, recorder)
         output.register_hook(pending.start)
         x.register_hook(pending.end)
@@ -724,11 +748,7 @@ def _trainable_call(
         hooks = getattr(param, "_post_accumulate_grad_hooks", None) or {}
         if any(getattr(hook, "__self__", None) is not tracker for hook in hooks.values()):
             return None
-    if torch_module._global_forward_hooks or torch_module._global_backward_hooks:
-        return None
-    if torch_module._global_backward_pre_hooks:
-        return None
-    if any(getattr(hook, "__self__", None) is not recorder for hook in torch_module._global_forward_pre_hooks.values()):
+    if _global_module_hooks(recorder):
         return None
     leaves, spec = tree_flatten((args, kwargs))
     described: list[Hashable] = []
@@ -747,20 +767,7 @@ def _trainable_call(
             return None
     if len(needing) != 1 or needing[0].grad_fn is None:
         return None
-    autocast = tuple((torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in ("cpu", "cuda"))
-    function_modes = tuple(type(mode) for mode in _get_current_function_mode_stack())
-    key = (
-        signature,
-        str(spec),
-        tuple(described),
-        autocast,
-        function_modes,
-        torch.is_grad_enabled(),
-        torch.is_inference_mode_enabled(),
-        tracker.new_allocations,
-        recorder.phase,
-    )
-    return key, needing[0], leaves
+    return (signature, str(spec), tuple(described), *_modes(tracker, recorder)), needing[0], leaves
 
 
 class _ReplayState:
@@ -958,33 +965,13 @@ def _step_key(optimizer: torch.optim.Optimizer, tracker: LiveTensorTracker, reco
             grad = None if param.grad is None else _layout(param.grad)
             params.append((_layout(param), param.requires_grad, grad, tuple(state)))
         groups.append((settings, tuple(params)))
-    autocast = tuple((torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in ("cpu", "cuda"))
-    return (
-        type(optimizer),
-        tuple(groups),
-        autocast,
-        torch.is_grad_enabled(),
-        tracker.new_allocations,
-        recorder.phase,
-    )
+    name = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+    return (name, tuple(groups), *_modes(tracker, recorder))
 
 
 def _step_record(log: Sequence[tuple[int, int, MemoryCategory | None]], ops: tuple[OpCost, ...]) -> StepRecord | None:
     """The record of a traced optimizer step (None where it cannot be replayed: see `StepRecords`)."""
-    index_of: dict[int, int] = {}
-    events: list[Event] = []
-    allocated = 0
-    for key, nbytes, category in log:
-        if nbytes == RECATEGORISED:
-            return None
-        if nbytes == FREED:
-            if key not in index_of:
-                return None
-            events.append((index_of.pop(key), FREED, None))
-        else:
-            index_of[key] = allocated
-            events.append((allocated, nbytes, category))
-            allocated += 1
-    if index_of:
+    found = _events(log)
+    if found is None or found[1]:  # a temporary left alive
         return None
-    return StepRecord(tuple(events), ops)
+    return StepRecord(tuple(found[0]), ops)
