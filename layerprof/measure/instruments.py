@@ -16,7 +16,7 @@ from enum import Enum
 from typing import TypeVar, cast
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensor  # imported by torch itself
+from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily  # imported by torch itself
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
@@ -212,6 +212,9 @@ class LiveTensorTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is PRIM_DEVICE and fake_device_query(args):
             return args[0].device
+        shortcut = fake_shortcut(func, args, kwargs)
+        if shortcut is not NO_SHORTCUT:
+            return shortcut
         out = func(*args, **(kwargs or {}))
         for value in op_tensors(out):
             self._track(value, self.new_allocations)
@@ -424,6 +427,48 @@ PRIM_DEVICE = torch.ops.prim.device.default
 def fake_device_query(args: Sequence[object]) -> bool:
     """A prim.device query about one fake tensor (answered by its `device` property)."""
     return len(args) == 1 and isinstance(args[0], FakeTensor)
+
+
+# An in-place multi-tensor operation (the optimizer's step: `_foreach_mul_`, `_foreach_lerp_`, ...) on fake tensors
+# allocates nothing and returns nothing: with no tensor holding a value (a fake tensor's constant, which the
+# optimizer's step counters hold), running it changes nothing an estimate sees, and fake tensors' cache keys made it
+# the most of a traced step once the blocks replay. The recorder above still records it.
+LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default  # `.item()`: the optimizer reads its step counters
+NO_SHORTCUT = object()
+
+
+def fake_shortcut(func: object, args: Sequence[object], kwargs: dict[str, object] | None) -> object:
+    """What FakeTensorMode would answer, where that is known without its dispatch (whose cache keys cost most of an
+    optimizer step): nothing, for an in-place multi-tensor operation on fake tensors without constants; a constant's
+    value, for `.item()` of a fake constant. NO_SHORTCUT elsewhere."""
+    if in_place_foreach(func) and fake_in_place_foreach(args, kwargs):
+        return None
+    if func is LOCAL_SCALAR and isinstance(args[0], FakeTensor) and args[0].constant is not None:
+        with unset_fake_temporarily():
+            return args[0].constant.item()
+    return NO_SHORTCUT
+
+
+class FakeShortcuts(TorchDispatchMode):
+    """Runs every operation but answers `fake_shortcut`'s without running them (an estimate's optimizer priming)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        shortcut = fake_shortcut(func, args, kwargs)
+        if shortcut is not NO_SHORTCUT:
+            return shortcut
+        return func(*args, **(kwargs or {}))
+
+
+def in_place_foreach(func: object) -> bool:
+    """Whether aten op `func` is an in-place multi-tensor operation (`_foreach_add_`, ...)."""
+    name = getattr(getattr(func, "_overloadpacket", None), "__name__", "")
+    return name.startswith("_foreach_") and name.endswith("_")
+
+
+def fake_in_place_foreach(args: Sequence[object], kwargs: dict[str, object] | None) -> bool:
+    """Whether every tensor of an in-place multi-tensor operation's arguments is fake and holds no constant."""
+    tensors = op_tensors((args, kwargs or {}))
+    return bool(tensors) and all(isinstance(t, FakeTensor) and t.constant is None for t in tensors)
 
 
 def op_tensors(value: object) -> list[torch.Tensor]:

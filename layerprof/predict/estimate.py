@@ -45,10 +45,10 @@ from layerprof.measure.cells import (
     torch_dtype,
 )
 from layerprof.measure.environment import describe_environment
-from layerprof.measure.instruments import LiveTensorTracker, OpRecorder, StepTrace, first_line
+from layerprof.measure.instruments import FakeShortcuts, LiveTensorTracker, OpRecorder, StepTrace, first_line
 from layerprof.measure.jobs import SweepObserver, profile_model
 from layerprof.measure.optimizers import OptimizerSpec, optimizer_spec
-from layerprof.predict.reuse import BlockRecords
+from layerprof.predict.reuse import BlockRecords, ReplayMismatch
 from layerprof.predict.timemodel import TimeModel
 from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings
 from layerprof.sources.layers import Layer
@@ -123,6 +123,8 @@ def estimate_cell(
             replay: AbstractContextManager[None] = nullcontext()
             if blocks is not None and settings.adapter == "none" and settings.checkpointing == "none":
                 replay = blocks.replaying(cell.model, context.layers, trainable_layers, tracker, recorder)
+                cell.backward = blocks.checked_backward(cell.backward)  # type: ignore[method-assign,assignment]
+                cell.optimizer.step = blocks.steps.step(cell.optimizer, tracker, recorder)  # type: ignore[method-assign,assignment]
             with replay:
                 threads, trace = instrumented_step(cell, device, allocation_size_for(target), tracker, recorder)
             if recording is not None and timelines is not None:
@@ -143,6 +145,19 @@ def estimate_cell(
             row.predicted_host_time_ms = predicted.host_ms
             row.predicted_host_bound = predicted.host_bound if target == "cuda" else None
         return row, 0.0
+    except ReplayMismatch as mismatch:  # a replayed block was not alike after all: the cell traced again
+        assert blocks is not None
+        blocks.refuse(mismatch.key)
+        return estimate_cell(
+            context,
+            batch_size,
+            trainable_layers,
+            time_model=time_model,
+            traces=traces,
+            primed=primed,
+            timelines=timelines,
+            blocks=blocks,
+        )
     except Exception as error:  # noqa: BLE001 - an operator fake tensors cannot run fails its cell, named
         row = new_row(context.layers, batch_size, trainable_layers)
         return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
@@ -174,7 +189,8 @@ def prime_optimizer(
     elif fresh:
         for param in fresh:
             param.grad = torch.zeros_like(param)
-        optimizer.step()
+        with FakeShortcuts():
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if primed is not None:
             for param in fresh:

@@ -13,7 +13,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import Literal, TypedDict
 
@@ -145,6 +144,8 @@ def _table() -> dict[str, _RecordedNames]:
 
 def installed_release(distribution: str) -> str | None:
     """The installed release of a distribution (the library a source's names come from), or None."""
+    from importlib import metadata  # not at import: `layerprof --help` needs none of it (20 ms)
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -47,7 +47,8 @@ def test_an_abort_is_one_line_and_exit_1() -> None:
 
 def test_help_imports_neither_markdown_nor_pretty_tracebacks_and_both_still_work() -> None:
     """typer.rich_utils imports rich.markdown and rich.traceback for features the CLI turns off: they were a third of
-    `layerprof --help`'s time. They are stood in while it imports; used, the stand-ins give the real classes."""
+    `layerprof --help`'s time. They are stood in while it imports; used, the stand-ins give the real classes. Nor
+    does --help import torch, or importlib.metadata (20 ms: only a model source's installed release needs it)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -55,8 +56,8 @@ def test_help_imports_neither_markdown_nor_pretty_tracebacks_and_both_still_work
     code = (
         "import sys\nfrom layerprof.cli.commands import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('rich.markdown', 'rich.traceback', 'markdown_it', 'pygments') if m in sys.modules),"
-        " file=sys.stderr)\n"
+        "heavy = ('rich.markdown', 'rich.traceback', 'markdown_it', 'pygments', 'torch', 'importlib.metadata')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
         "import typer.rich_utils as utils, rich.markdown, rich.traceback\n"
         "assert type(utils.Markdown('**x**')) is rich.markdown.Markdown\n"
         "assert type(utils.Traceback.from_exception(ValueError, ValueError('x'), None)) is rich.traceback.Traceback\n"

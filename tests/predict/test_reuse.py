@@ -55,6 +55,34 @@ def hooked():  # a hook on a module inside a block: that block is traced
 
 def keeping():
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Keeping(), Keeping(), Keeping(), *head())
+
+
+class Inner(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.norm = nn.BatchNorm2d(width)
+
+    def forward(self, x):
+        return torch.relu(self.norm(self.conv(x)))
+
+
+class Outside(nn.Module):  # the residual outside the blocks: each block's input is also taken by the sum after it
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.ModuleList([Inner() for _ in range(4)])
+        self.head = nn.Sequential(*head())
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+def outside():
+    return Outside()
 """
 
 
@@ -85,20 +113,27 @@ def assert_identical(exhaustive: Profile, reused: Profile) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "options", "batch_sizes", "target", "precision", "every_z", "replayed"),
+    ("spec", "options", "batch_sizes", "target", "precision", "every_z", "replayed", "trained", "steps"),
     [
         # layers: embedding, 6 blocks, final norm, head (z = 1..9). Per batch size 27 frozen block calls over the 9
         # cells (6 + 6 + 5 + ... + 1): the first traced, 26 replayed; the frozen embedding (z = 1..8) is traced in
-        # the first cell and replayed in 7; the final norm is frozen at z = 1 only: 33 per batch size
-        ("pythia-14m", ModelOptions(seq_len=32), (1, 3), "cuda", "32-true", True, 66),
-        # z = 1, 4, 9: 8 frozen calls at z = 1 (embedding, 6 blocks, norm), 5 at z = 4: 10 replayed
-        ("pythia-14m", ModelOptions(seq_len=16), (2,), "cpu", "bf16-mixed", False, 10),
-        ("hf:llama", ModelOptions(seq_len=16, overrides=SMALL_LLAMA), (2,), "cuda", "32-true", False, 13),
+        # the first cell and replayed in 7; the final norm is frozen at z = 1 only: 33 per batch size.
+        # Trainable calls whose input needs a gradient, per batch size: the head at z = 2..9 (8), the final norm
+        # at z = 3..9 (7), blocks 1 + 2 + ... + 6 (21); each traced once: 33 replayed. Batch 3's optimizer steps
+        # replay batch 1's (the same parameters and layouts): 9
+        ("pythia-14m", ModelOptions(seq_len=32), (1, 3), "cuda", "32-true", True, 66, 66, 9),
+        # z = 1, 4, 9: 8 frozen calls at z = 1 (embedding, 6 blocks, norm), 5 at z = 4: 10 replayed. Under
+        # autocast a block's float32 weights' casts outlive its call in autocast's cache (not in the graph): blocks
+        # are traced; the head and the norm, recorded at z = 4, replay at z = 9
+        ("pythia-14m", ModelOptions(seq_len=16), (2,), "cpu", "bf16-mixed", False, 10, 2, 0),
+        # at z = n the lowest decoder layer is the last to hold the rotary tables its record's layer shared: the
+        # replay finds it and the cell is traced again without that record
+        ("hf:llama", ModelOptions(seq_len=16, overrides=SMALL_LLAMA), (2,), "cuda", "32-true", False, 13, 12, 0),
         # a CNN's stages differ in width and resolution: a frozen layer replays its own record of an earlier cell
-        ("resnet18", ModelOptions(input_shape=(3, 16, 16)), (2,), "cuda", "32-true", False, 7),
+        ("resnet18", ModelOptions(input_shape=(3, 16, 16)), (2,), "cuda", "32-true", False, 7, 4, 0),
     ],
 )
-def test_replayed_frozen_layers_give_the_exhaustive_figures(
+def test_replayed_layers_give_the_exhaustive_figures(
     spec: str,
     options: ModelOptions,
     batch_sizes: tuple[int, ...],
@@ -106,10 +141,14 @@ def test_replayed_frozen_layers_give_the_exhaustive_figures(
     precision: str,
     every_z: bool,
     replayed: int,
+    trained: int,
+    steps: int,
 ) -> None:
+    """Frozen layers, trainable blocks (forward and backward) and optimizer steps replayed: every field of every
+    row as the exhaustive trace has it."""
     exhaustive, reused, blocks = exhaustive_and_reused(spec, options, batch_sizes, target, precision, every_z)
     assert_identical(exhaustive, reused)
-    assert blocks.replayed == replayed
+    assert (blocks.replayed, blocks.trained.replayed, blocks.steps.replayed) == (replayed, trained, steps)
 
 
 def test_alike_blocks_on_inputs_of_another_shape_are_not_replayed(tmp_path: Path) -> None:
@@ -144,3 +183,21 @@ def test_fit_with_replayed_blocks_answers_as_the_exhaustive_search() -> None:
     reused = fit_model("pythia-14m", options, settings, 1200 * 2**20, selection)
     assert [asdict(r) for r in reused.results] == [asdict(r) for r in exhaustive.results]
     assert reused.traces == exhaustive.traces
+
+
+def test_trainable_blocks_whose_input_is_taken_outside_are_not_replayed(tmp_path: Path) -> None:
+    """`x = x + block(x)`: the sum after each block takes its input too, so more than the block's backward runs
+    between the gradients of its output and of its input. The step's graph shows it: no trainable block is recorded
+    or replayed, and the figures are the exhaustive trace's."""
+    (tmp_path / "blocks.py").write_text(BLOCKS)
+    options = ModelOptions(input_shape=(3, 16, 16), num_classes=5)
+    exhaustive, reused, blocks = exhaustive_and_reused(f"{tmp_path / 'blocks.py'}:outside", options, (4,))
+    assert_identical(exhaustive, reused)
+    recorded = {type_name(key): record is not None for key, record in blocks.trained.records.items()}
+    assert recorded == {"Inner": False, "Linear": True}  # the head, whose input only it takes, replays
+
+
+def type_name(key: object) -> str:
+    """The class of the layer a trainable call's key is for."""
+    assert isinstance(key, tuple)
+    return str(key[0][1].__name__)
