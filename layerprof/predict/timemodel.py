@@ -218,8 +218,8 @@ def conv_shape_factor(shape: ConvShape, tables: dict[tuple[ConvKind, ConvPass], 
     the harmonic mean of theirs."""
     if not tables:
         return 1.0
-    passes = [p for p, on in ((ConvPass.INPUT_GRAD, shape.input_grad), (ConvPass.WEIGHT_GRAD, shape.weight_grad))
-              if on] or [ConvPass.FORWARD]  # fmt: skip
+    gradients = ((ConvPass.INPUT_GRAD, shape.input_grad), (ConvPass.WEIGHT_GRAD, shape.weight_grad))
+    passes = [conv_pass for conv_pass, computed in gradients if computed] or [ConvPass.FORWARD]
     shares = [tables[(shape.kind, p)].at(shape.out_pixels) for p in passes]
     return len(shares) / sum(1 / max(share, 1e-9) for share in shares) / reference
 
