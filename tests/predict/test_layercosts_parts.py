@@ -42,6 +42,10 @@ def attend():
     return nn.Sequential(Attend(), nn.Flatten(), nn.Linear(4 * 8, 2, bias=False))
 
 
+def normed():
+    return nn.Sequential(nn.Linear(4, 4, bias=False), nn.LayerNorm(4), nn.Linear(4, 2, bias=False))
+
+
 def tied():
     first, last = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
     last.weight = first.weight
@@ -145,3 +149,18 @@ def test_the_csv_has_a_row_per_layer_and_the_row_outside_every_layer(tmp_path: P
     assert lines[1:] == ["0,fc,Linear,12,0,0,0,0,0,48,0,0,0,0,0,0", "-1,outside,,0,0,0,0,0,0,0,0,0,0,0,0,0"]
     table.save(tmp_path / "costs.json")
     assert (tmp_path / "costs.csv").read_text() == table.csv()
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize(("target", "norm_bytes"), [("cuda", 4), ("cpu", 2)])
+def test_mixed_precision_follows_the_targets_autocast(
+    models: Path, precision: str, target: str, norm_bytes: int
+) -> None:
+    """CUDA's autocast runs layer_norm in float32, the CPU's in the lower precision: the LayerNorm's output (2 x 4
+    elements) and what it saves (its input, cast to float32 on CUDA, and mean and rstd: 8 + 2 + 2 elements) take
+    4 bytes an element on the CUDA target, 2 on the CPU (mutants 76-78 traced both targets alike). The Linear layers
+    run in the lower precision on both: their outputs 2 x 4 and 2 x 2 elements of 2 bytes."""
+    options = ModelOptions(input_shape=(4,), num_classes=2)
+    table = layer_costs(f"{models}:normed", options, 2, precision=precision, target=target)
+    assert [row.output_bytes for row in table.layers] == [16, 8 * norm_bytes, 8, 0]
+    assert table.layers[1].saved_activation_bytes == 12 * norm_bytes
