@@ -235,3 +235,59 @@ def test_dynamo_limits_are_raised_to_the_entries_asked_and_put_back() -> None:
     assert environment.dynamo_cache_limits() == before
     environment.set_dynamo_cache_limits({})  # nothing given: nothing set
     assert environment.dynamo_cache_limits() == before
+
+
+def test_the_numeric_settings_are_recorded_under_the_names_check_compares() -> None:
+    settings = environment.numeric_settings()
+    assert list(settings) == [
+        "float32_matmul_precision",
+        "matmul_tf32",
+        "cudnn_conv_tf32",
+        "cudnn_benchmark",
+        "cudnn_deterministic",
+        "deterministic_algorithms",
+    ]
+    assert settings["cudnn_benchmark"] is bool(torch.backends.cudnn.benchmark)
+    assert settings["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
+
+
+class _Convolutions:
+    fp32_precision = "tf32"
+
+
+class _NewCudnnApi:
+    """torch >= 2.9 once the new API was used: the old flag refuses to be read."""
+
+    conv = _Convolutions()
+
+    @property
+    def allow_tf32(self) -> bool:
+        raise RuntimeError("you have used the new fp32_precision API")
+
+    @allow_tf32.setter
+    def allow_tf32(self, value: bool) -> None:  # the suite's per-test restoring sets it
+        pass
+
+
+def test_convolution_tf32_is_read_from_the_new_api_where_the_old_flag_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environment.torch.backends, "cudnn", _NewCudnnApi())
+    assert environment._cudnn_conv_tf32() is True
+    monkeypatch.setattr(_Convolutions, "fp32_precision", "ieee")
+    assert environment._cudnn_conv_tf32() is False
+
+
+def test_the_cpus_a_run_moved_to_are_put_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever ran inside moved the process to CPU 1 of {0, 1}: leaving puts it back on both (set once)."""
+    state = {"cpus": {0, 1}, "sets": 0}
+
+    def set_cpus(pid: int, cpus: set[int]) -> None:
+        state["cpus"], state["sets"] = set(cpus), state["sets"] + 1
+
+    monkeypatch.setattr(environment.os, "sched_getaffinity", lambda pid: set(state["cpus"]) if pid == 0 else {0, 1, 2})
+    monkeypatch.setattr(environment.os, "sched_setaffinity", set_cpus)
+    with environment.ProcessSettings().applied():
+        environment.os.sched_setaffinity(0, {1})
+    assert state == {"cpus": {0, 1}, "sets": 2}
+    with environment.ProcessSettings().applied():  # unchanged: nothing set
+        pass
+    assert state["sets"] == 2
