@@ -291,3 +291,55 @@ def test_the_cpus_a_run_moved_to_are_put_back(monkeypatch: pytest.MonkeyPatch) -
     with environment.ProcessSettings().applied():  # unchanged: nothing set
         pass
     assert state["sets"] == 2
+
+
+def test_tf32_changed_inside_is_put_back() -> None:
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    with environment.ProcessSettings().applied():
+        environment.apply_tf32(not before[1])
+        assert torch.backends.cudnn.allow_tf32 is (not before[1])
+    assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == before
+
+
+@pytest.fixture
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, set[int]]]:
+    """A process that may run on CPUs {0, 1} of a 2-CPU machine (another process's: {0, 1, 2}); the calls that set
+    affinity, with the process id they name."""
+    calls: list[tuple[int, set[int]]] = []
+    state = {"cpus": {0, 1}}
+
+    def set_cpus(pid: int, cpus: set[int]) -> None:
+        calls.append((pid, set(cpus)))
+        if not set(cpus) <= {0, 1}:
+            raise OSError(22, "Invalid argument")
+        state["cpus"] = set(cpus)
+
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(environment.os, "sched_getaffinity", lambda pid: set(state["cpus"]) if pid == 0 else {0, 1, 2})
+    monkeypatch.setattr(environment.os, "sched_setaffinity", set_cpus)
+    return calls
+
+
+def test_cpus_set_this_process_and_are_put_back(two_cpus: list[tuple[int, set[int]]]) -> None:
+    with environment.ProcessSettings(cpus=(1,)).applied():
+        assert environment.os.sched_getaffinity(0) == {1}
+    assert two_cpus == [(0, {1}), (0, {0, 1})]
+
+
+def test_cpus_this_process_may_not_use_name_the_ones_it_may(
+    two_cpus: list[tuple[int, set[int]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 3)
+    with pytest.raises(LayerprofError) as refused:
+        environment.apply_threads(None, (2,))
+    assert str(refused.value) == "--cpus 2: Invalid argument; this process may run on CPUs 0,1"
+
+
+def test_a_machine_whose_cpu_count_is_unknown_has_one_cpu(
+    two_cpus: list[tuple[int, set[int]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: None)
+    with pytest.raises(LayerprofError, match=r"^--cpus 1 does not exist; this machine has CPUs 0\.\.0$"):
+        environment.apply_threads(None, (1,))
+    environment.apply_threads(None, (0,))
+    assert two_cpus == [(0, {0})]
