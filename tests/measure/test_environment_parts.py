@@ -32,10 +32,11 @@ def test_the_busy_share_is_the_non_idle_share_of_the_cpu_time_between_two_reads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """user nice system idle iowait ...: totals 1000 -> 1800 (800), idle + iowait 800 -> 1500 (700): 1 - 7/8."""
-    monkeypatch.setattr(environment.time, "sleep", lambda seconds: None)
+    slept: list[float] = []
+    monkeypatch.setattr(environment.time, "sleep", slept.append)
     first, second = "cpu  100 0 100 700 100 0 0 0\ncpu0 1 2 3 4\n", "cpu  150 0 150 1300 200 0 0 0\n"
     _files(monkeypatch, {"/proc/stat": [first, second]})
-    assert environment.cpu_busy_share() == pytest.approx(0.125)
+    assert environment.cpu_busy_share() == pytest.approx(0.125) and slept == [0.3]
     _files(monkeypatch, {"/proc/stat": ["cpu 1 0 1 8\n", "cpu 1 0 3 10\n"]})  # no iowait column: idle alone
     assert environment.cpu_busy_share() == pytest.approx(0.5)
     _files(monkeypatch, {"/proc/stat": [first, first]})  # no time passed: no share
