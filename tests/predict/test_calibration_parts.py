@@ -70,34 +70,47 @@ def two_linears():
 """
 
 
-def test_a_cpu_calibration_traces_its_cells_with_the_cpus_per_tensor_optimizer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On the CPU target, PyTorch's AdamW runs a per-tensor loop: the calibration's traces hold no foreach kernel
-    (mutant 15, `target and "cuda"`, traced them for CUDA, with foreach kernels). The profile: a two-layer model's
-    CPU estimate turned into a measurement on a named CPU with 2 threads; the peaks are given (not measured) and
-    the fit is captured, not run."""
+def _measured_on_this_cpu(tmp_path: Path, counts: tuple[int, ...] = (2,)) -> Path:
+    """A two-layer model's CPU estimate at batch 2 turned into a measurement (1 ms a step) on MEASURED_ON, 2 threads."""
     (tmp_path / "models.py").write_text(TWO_LINEARS)
     options = ModelOptions(input_shape=(4,), num_classes=2)
-    estimate = estimate_model(f"{tmp_path / 'models.py'}:two_linears", options, SweepSettings((2,), (2,), target="cpu"))
+    settings = SweepSettings((2,), counts, target="cpu")
+    estimate = estimate_model(f"{tmp_path / 'models.py'}:two_linears", options, settings)
     estimate.settings = replace(estimate.settings, mode="measure", target=None)
     estimate.environment = replace(estimate.environment, device_name=MEASURED_ON, estimated=False, torch_threads=2)
     for row in estimate.rows:
         row.step_time_ms, row.predicted_step_time_ms = 1.0, None
     measured = save_profile(estimate, tmp_path / "measured.json")
     assert not load_profile(measured).is_estimate
+    return measured
+
+
+@pytest.fixture
+def fitted(monkeypatch: pytest.MonkeyPatch) -> list[list[MeasuredStep]]:
+    """A CPU estimate on MEASURED_ON whose peaks are given (not measured); the fit's steps captured, not fitted."""
     peaks = DevicePeaks(MEASURED_ON, "cpu", 1.0, 1.0, 1.0, 1.0, 10.0, "test")
     model = TimeModel.default(peaks, Numerics.current())
     monkeypatch.setattr(calibration, "default_time_model", lambda settings, threads=None: model)
-    fitted: list[list[MeasuredStep]] = []
+    steps: list[list[MeasuredStep]] = []
 
-    def capture(steps: list[MeasuredStep], peaks: DevicePeaks, numerics: Numerics) -> TimeModel:
-        fitted.append(steps)
+    def capture(given: list[MeasuredStep], peaks: DevicePeaks, numerics: Numerics) -> TimeModel:
+        steps.append(given)
         return model
 
     monkeypatch.setattr(calibration, "calibrate_model", capture)
-    cpu = SweepSettings((2,), (1,), mode="estimate", target="cpu")
-    assert resolve_time_model(cpu, [measured], threads=2) is model
+    return steps
+
+
+CPU = SweepSettings((2,), (1,), mode="estimate", target="cpu")
+
+
+def test_a_cpu_calibration_traces_its_cells_with_the_cpus_per_tensor_optimizer(
+    tmp_path: Path, fitted: list[list[MeasuredStep]]
+) -> None:
+    """On the CPU target, PyTorch's AdamW runs a per-tensor loop: the calibration's traces hold no foreach kernel
+    (mutant 15, `target and "cuda"`, traced them for CUDA, with foreach kernels)."""
+    measured = _measured_on_this_cpu(tmp_path)
+    resolve_time_model(CPU, [measured], threads=2)
     (steps,) = fitted
     assert [step.label for step in steps] == [f"{tmp_path / 'models.py'}:two_linears b2 z=2"]
     assert not any(op.name.startswith("_foreach_") for op in steps[0].trace.ops)
@@ -106,4 +119,44 @@ def test_a_cpu_calibration_traces_its_cells_with_the_cpus_per_tensor_optimizer(
     assert any(op.name.startswith("_foreach_") for op in on_cuda.trace.ops)
     # a CPU estimate's threads must match the profile's
     with pytest.raises(LayerprofError, match="measured with 2 thread\\(s\\), the estimate uses 1; pass --threads 2$"):
-        resolve_time_model(cpu, [measured], threads=1)
+        resolve_time_model(CPU, [measured], threads=1)
+
+
+def test_a_cpu_estimate_refuses_another_cpus_profile_and_a_gpus(
+    tmp_path: Path, fitted: list[list[MeasuredStep]]
+) -> None:
+    """Mutant 30 (`and`) let a profile of another CPU through."""
+    elsewhere = "measured on '{}', not on this CPU \\(Intel\\(R\\) Xeon\\(R\\) Processor\\); CPU estimates calibrate"
+    other_cpu = _copy(tmp_path, "profile-v1-measured.json", device_name="Other CPU")
+    with pytest.raises(LayerprofError, match=elsewhere.format("Other CPU")):
+        resolve_time_model(CPU, [other_cpu], threads=2)
+    gpu = _copy(tmp_path, "profile-v1-measured.json", device_kind="cuda", device_name=MEASURED_ON)
+    with pytest.raises(LayerprofError, match=elsewhere.format(re.escape(MEASURED_ON))):
+        resolve_time_model(CPU, [gpu], threads=2)
+    assert fitted == []
+
+
+def test_only_cells_that_ran_and_were_traced_are_fitted(
+    tmp_path: Path, fitted: list[list[MeasuredStep]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unfinished cell keeps the step time of its first visits: not fitted (mutant 37, `row.ok or ...`, fitted it);
+    a cell the estimate could not trace is left out (mutant 40, `in traces or ...`: KeyError)."""
+    measured = _measured_on_this_cpu(tmp_path, (1, 2))
+    data = json.loads(measured.read_text())
+    assert [row["trainable_layers"] for row in data["rows"]] == [1, 2]
+    data["rows"][0]["status"] = "unfinished"
+    measured.write_text(json.dumps(data))
+    resolve_time_model(CPU, [measured], threads=2)
+    assert [step.label.rsplit(" ", 1)[1] for step in fitted[0]] == ["z=2"]
+    data["rows"][0]["status"] = "ok"
+    measured.write_text(json.dumps(data))
+    traced = calibration.estimate_model
+
+    def only_z2(*args: object, traces: dict[tuple[int, int], object], **kwargs: object) -> object:
+        profile = traced(*args, traces=traces, **kwargs)  # type: ignore[arg-type]
+        traces.pop((2, 1))
+        return profile
+
+    monkeypatch.setattr(calibration, "estimate_model", only_z2)
+    resolve_time_model(CPU, [measured], threads=2)
+    assert [step.label.rsplit(" ", 1)[1] for step in fitted[1]] == ["z=2"]
