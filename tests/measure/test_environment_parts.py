@@ -39,6 +39,8 @@ def test_the_busy_share_is_the_non_idle_share_of_the_cpu_time_between_two_reads(
     assert environment.cpu_busy_share() == pytest.approx(0.125) and slept == [0.3]
     _files(monkeypatch, {"/proc/stat": ["cpu 1 0 1 8\n", "cpu 1 0 3 10\n"]})  # no iowait column: idle alone
     assert environment.cpu_busy_share() == pytest.approx(0.5)
+    _files(monkeypatch, {"/proc/stat": ["cpu 1 0 1 8 2\n", "cpu 1 0 3 10 4\n"]})  # iowait, the fifth, is idle too
+    assert environment.cpu_busy_share() == pytest.approx(1 - 4 / 6)  # totals 12 -> 18, idle 10 -> 14
     _files(monkeypatch, {"/proc/stat": [first, first]})  # no time passed: no share
     assert environment.cpu_busy_share() is None
     _files(monkeypatch, {"/proc/stat": [first, "cpu x\n"]})
@@ -141,6 +143,10 @@ def test_the_cpu_is_described_without_gpu_facts(monkeypatch: pytest.MonkeyPatch)
     assert info.driver_version is None and info.gpu_uuid is None and info.compute_capability is None
     assert info.torch_threads == torch.get_num_threads()
     assert environment.device_slug(info) == "cpu"
+
+
+def test_the_cpus_this_process_may_use_are_recorded_sorted(two_cpus: list[tuple[int, set[int]]]) -> None:
+    assert environment.describe_environment(torch.device("cpu")).cpu_affinity == [0, 1]
 
 
 @pytest.mark.parametrize(
