@@ -10,7 +10,7 @@ from collections import OrderedDict
 import pytest
 from torch import nn
 
-from layerprof.sources.layers import Layer, repeated_blocks, split_layers, trace_split, unwrap_hint
+from layerprof.sources.layers import Layer, freeze_layers, repeated_blocks, split_layers, trace_split, unwrap_hint
 
 
 class Encoder(nn.Module):
@@ -115,3 +115,17 @@ def test_a_failing_forward_falls_back_to_registration_order_unless_a_trace_is_re
         "RuntimeError: shapes do not match",
         ["0", "1"],
     )
+
+
+def test_removing_the_freezing_gives_every_parameter_its_requires_grad_back_once() -> None:
+    """The model's own frozen parameter stays frozen, the others train again; a second `remove` (leaving the `with`
+    after an explicit one) leaves alone what the caller set meanwhile."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2))
+    model[0].bias.requires_grad_(False)
+    frozen = freeze_layers(model, _layers(model), 1)
+    assert [p.requires_grad for p in model.parameters()] == [False] * 4 + [True] * 2
+    frozen.remove()
+    assert [p.requires_grad for p in model.parameters()] == [True, False, True, True, True, True]
+    model[2].weight.requires_grad_(False)
+    frozen.remove()
+    assert [p.requires_grad for p in model.parameters()] == [True, False, True, True, False, True]
