@@ -6,11 +6,26 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from typing import NamedTuple
 
 import pytest
+import torch
 from torch import nn
 
-from layerprof.sources.layers import Layer, freeze_layers, repeated_blocks, split_layers, trace_split, unwrap_hint
+from layerprof.sources.layers import (
+    Layer,
+    _detach,
+    freeze_layers,
+    repeated_blocks,
+    split_layers,
+    trace_split,
+    unwrap_hint,
+)
+
+
+class Pair(NamedTuple):
+    first: torch.Tensor
+    second: list[torch.Tensor]
 
 
 class Encoder(nn.Module):
@@ -129,3 +144,23 @@ def test_removing_the_freezing_gives_every_parameter_its_requires_grad_back_once
     model[2].weight.requires_grad_(False)
     frozen.remove()
     assert [p.requires_grad for p in model.parameters()] == [True, False, True, True, False, True]
+
+
+def test_frozen_layers_stay_in_train_mode_by_default_and_eval_mode_is_undone_once() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.Linear(2, 2))
+    layers = _layers(model)
+    with freeze_layers(model, layers, 1):
+        assert model[0].training  # as plain requires_grad_(False) leaves it
+    frozen = freeze_layers(model, layers, 1, eval_frozen=True)
+    assert not model[0].training and model[2].training
+    frozen.remove()
+    assert model[0].training
+    model.eval()
+    frozen.remove()  # again: what the caller set since stays
+    assert not model[0].training
+
+
+def test_a_frozen_named_tuple_output_is_cut_and_stays_a_named_tuple() -> None:
+    pair = Pair(torch.ones(2, requires_grad=True) * 2, [torch.zeros(1, requires_grad=True)])
+    cut = _detach(pair)
+    assert type(cut) is Pair and not cut.first.requires_grad and not cut.second[0].requires_grad
