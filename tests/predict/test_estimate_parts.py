@@ -53,3 +53,11 @@ def test_a_cpu_estimate_holds_exact_bytes(normed: str, tmp_path: Path) -> None:
     settings = SweepSettings((2,), (3,), precision="bf16-mixed", target="cpu")
     row = estimate_model(normed, ModelOptions(input_shape=(4,), num_classes=2), settings).rows[0]
     assert (row.tracked_peak_bytes, row.memory_workspace_bytes, row.peak_memory_bytes) == (704, 0, 704)
+
+
+def test_a_float16_mixed_estimate_runs_without_the_gradient_scaler(normed: str) -> None:
+    """The scaler reads its scale back to the host, which fake tensors cannot: an estimate leaves it out (mutant 9,
+    `with_scaler=True`, failed every 16-mixed cell)."""
+    settings = SweepSettings((2,), (1, 3), precision="16-mixed", target="cuda")
+    rows = estimate_model(normed, ModelOptions(input_shape=(4,), num_classes=2), settings).rows
+    assert [(row.trainable_layers, row.status, row.message) for row in rows] == [(1, "ok", None), (3, "ok", None)]
