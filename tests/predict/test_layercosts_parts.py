@@ -42,6 +42,15 @@ def attend():
     return nn.Sequential(Attend(), nn.Flatten(), nn.Linear(4 * 8, 2, bias=False))
 
 
+def two_convs():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 2, bias=False),
+    )
+
+
 def normed():
     return nn.Sequential(nn.Linear(4, 4, bias=False), nn.LayerNorm(4), nn.Linear(4, 2, bias=False))
 
@@ -164,3 +173,13 @@ def test_mixed_precision_follows_the_targets_autocast(
     table = layer_costs(f"{models}:normed", options, 2, precision=precision, target=target)
     assert [row.output_bytes for row in table.layers] == [16, 8 * norm_bytes, 8, 0]
     assert table.layers[1].saved_activation_bytes == 12 * norm_bytes
+
+
+def test_a_convolution_that_passes_its_gradient_down_splits_its_backward(models: Path) -> None:
+    """The second 3x3 convolution 4->4 on 4x4 at batch 1: 2 x 4 x 16 x 4 x 9 = 4,608 FLOPs forward, as many for its
+    weight gradient and as many for the gradient it passes down to the first; nothing inside (mutant 53 counted
+    the input's gradient as the weight's too: 9,216, and -4,608 inside)."""
+    table = layer_costs(f"{models}:two_convs", ModelOptions(input_shape=(3, 4, 4), num_classes=2), 1)
+    second = table.layers[1]
+    assert (second.forward_flops, second.backward_weight_flops, second.backward_input_flops) == (4_608, 4_608, 4_608)
+    assert second.backward_internal_flops == 0
