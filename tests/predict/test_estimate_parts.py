@@ -61,3 +61,34 @@ def test_a_float16_mixed_estimate_runs_without_the_gradient_scaler(normed: str) 
     settings = SweepSettings((2,), (1, 3), precision="16-mixed", target="cuda")
     rows = estimate_model(normed, ModelOptions(input_shape=(4,), num_classes=2), settings).rows
     assert [(row.trainable_layers, row.status, row.message) for row in rows] == [(1, "ok", None), (3, "ok", None)]
+
+
+DATA_DEPENDENT = """
+from torch import nn
+
+
+class Routed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.gate(x) * float(x.sum().item() > 0)
+
+
+def routed():
+    return nn.Sequential(Routed(), nn.Linear(4, 2))
+"""
+
+
+@pytest.mark.filterwarnings("ignore:could not trace a forward pass")
+def test_a_cell_whose_forward_depends_on_the_data_fails_as_its_own_cell(tmp_path: Path) -> None:
+    """Fake tensors hold no values: the cell (batch 3, z = 1) fails saying why and what can measure it (mutants 42,
+    43 swapped the failed row's batch size and z)."""
+    (tmp_path / "models.py").write_text(DATA_DEPENDENT)
+    settings = SweepSettings((3,), (1,), target="cpu")
+    (row,) = estimate_model(f"{tmp_path / 'models.py'}:routed", ModelOptions(input_shape=(4,), num_classes=2),
+                            settings).rows  # fmt: skip
+    assert (row.batch_size, row.trainable_layers, row.status) == (3, 1, "error")
+    assert row.message is not None and row.message.startswith("cannot estimate: the forward pass depends on the data")
+    assert row.message.endswith("measure it with `layerprof profile`")
