@@ -183,3 +183,16 @@ def test_a_convolution_that_passes_its_gradient_down_splits_its_backward(models:
     second = table.layers[1]
     assert (second.forward_flops, second.backward_weight_flops, second.backward_input_flops) == (4_608, 4_608, 4_608)
     assert second.backward_internal_flops == 0
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_a_mixed_precision_backward_splits_as_a_full_precision_one(models: Path, precision: str) -> None:
+    """Autocast multiplies by a lower-precision copy of the weight: the last Linear's product with it is the gradient
+    passed down (2 x 2 x 2 x 4 = 32 FLOPs), its product with the input the weight's gradient (32), nothing inside;
+    the first Linear passes nothing down and its weight's gradient is 2 x 4 x 2 x 4 = 64. Before the copy was known
+    as the weight, mixed precision counted both products as the weight's (64, and -32 inside)."""
+    table = layer_costs(f"{models}:normed", ModelOptions(input_shape=(4,), num_classes=2), 2, precision=precision)
+    splits = [
+        (row.backward_input_flops, row.backward_weight_flops, row.backward_internal_flops) for row in table.layers
+    ]
+    assert splits == [(0, 64, 0), (0, 0, 0), (32, 32, 0), (0, 0, 0)]
