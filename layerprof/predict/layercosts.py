@@ -105,6 +105,7 @@ class LayerAttribution(OpRecorder):
         self.parameter_storages = params
         self.saved: set[int] = set()
         self.layer_parameters = [{id(p.untyped_storage()) for p in module.parameters()} for module in modules]
+        self._casts: list[torch.Tensor] = []  # parameters' casts (`_follow_cast`), kept so no storage id is reused
         self._handles = []
         for index, module in enumerate(modules):
             self._handles.append(module.register_forward_pre_hook(self._enter(index)))
@@ -148,6 +149,8 @@ class LayerAttribution(OpRecorder):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         before = len(self.ops)
         out = super().__torch_dispatch__(func, types, args, kwargs)
+        if self.phase is Phase.FORWARD and func._overloadpacket is torch.ops.aten._to_copy and args:
+            self._follow_cast(args[0], out)
         if len(self.ops) == before:
             return out
         op = self.ops[-1]
@@ -161,6 +164,17 @@ class LayerAttribution(OpRecorder):
             cost.backward_weight_flops += weight
             cost.backward_input_flops += op.flops - weight
         return out
+
+    def _follow_cast(self, source: object, cast: object) -> None:
+        """A parameter cast to another dtype (autocast's lower-precision copy of a weight) stands for it: a backward
+        product taking the copy computes the gradient passed down (grad_out @ W), not the weight's."""
+        if not isinstance(source, torch.Tensor) or not isinstance(cast, torch.Tensor):
+            return
+        key = id(source.untyped_storage())
+        for owned in self.layer_parameters:
+            if key in owned:
+                owned.add(id(cast.untyped_storage()))
+                self._casts.append(cast)
 
     def _weight_flops(
         self, name: str, func: torch._ops.OpOverload, args: Sequence[object], kwargs: dict[str, object], out: object
@@ -182,6 +196,7 @@ class LayerAttribution(OpRecorder):
         """Take the layers' hooks off the model."""
         for handle in self._handles:
             handle.remove()
+        self._casts.clear()
 
 
 def layer_costs(

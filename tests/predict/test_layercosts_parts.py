@@ -42,6 +42,19 @@ def attend():
     return nn.Sequential(Attend(), nn.Flatten(), nn.Linear(4 * 8, 2, bias=False))
 
 
+def two_convs():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 2, bias=False),
+    )
+
+
+def normed():
+    return nn.Sequential(nn.Linear(4, 4, bias=False), nn.LayerNorm(4), nn.Linear(4, 2, bias=False))
+
+
 def tied():
     first, last = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
     last.weight = first.weight
@@ -145,3 +158,41 @@ def test_the_csv_has_a_row_per_layer_and_the_row_outside_every_layer(tmp_path: P
     assert lines[1:] == ["0,fc,Linear,12,0,0,0,0,0,48,0,0,0,0,0,0", "-1,outside,,0,0,0,0,0,0,0,0,0,0,0,0,0"]
     table.save(tmp_path / "costs.json")
     assert (tmp_path / "costs.csv").read_text() == table.csv()
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize(("target", "norm_bytes"), [("cuda", 4), ("cpu", 2)])
+def test_mixed_precision_follows_the_targets_autocast(
+    models: Path, precision: str, target: str, norm_bytes: int
+) -> None:
+    """CUDA's autocast runs layer_norm in float32, the CPU's in the lower precision: the LayerNorm's output (2 x 4
+    elements) and what it saves (its input, cast to float32 on CUDA, and mean and rstd: 8 + 2 + 2 elements) take
+    4 bytes an element on the CUDA target, 2 on the CPU (mutants 76-78 traced both targets alike). The Linear layers
+    run in the lower precision on both: their outputs 2 x 4 and 2 x 2 elements of 2 bytes."""
+    options = ModelOptions(input_shape=(4,), num_classes=2)
+    table = layer_costs(f"{models}:normed", options, 2, precision=precision, target=target)
+    assert [row.output_bytes for row in table.layers] == [16, 8 * norm_bytes, 8, 0]
+    assert table.layers[1].saved_activation_bytes == 12 * norm_bytes
+
+
+def test_a_convolution_that_passes_its_gradient_down_splits_its_backward(models: Path) -> None:
+    """The second 3x3 convolution 4->4 on 4x4 at batch 1: 2 x 4 x 16 x 4 x 9 = 4,608 FLOPs forward, as many for its
+    weight gradient and as many for the gradient it passes down to the first; nothing inside (mutant 53 counted
+    the input's gradient as the weight's too: 9,216, and -4,608 inside)."""
+    table = layer_costs(f"{models}:two_convs", ModelOptions(input_shape=(3, 4, 4), num_classes=2), 1)
+    second = table.layers[1]
+    assert (second.forward_flops, second.backward_weight_flops, second.backward_input_flops) == (4_608, 4_608, 4_608)
+    assert second.backward_internal_flops == 0
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_a_mixed_precision_backward_splits_as_a_full_precision_one(models: Path, precision: str) -> None:
+    """Autocast multiplies by a lower-precision copy of the weight: the last Linear's product with it is the gradient
+    passed down (2 x 2 x 2 x 4 = 32 FLOPs), its product with the input the weight's gradient (32), nothing inside;
+    the first Linear passes nothing down and its weight's gradient is 2 x 4 x 2 x 4 = 64. Before the copy was known
+    as the weight, mixed precision counted both products as the weight's (64, and -32 inside)."""
+    table = layer_costs(f"{models}:normed", ModelOptions(input_shape=(4,), num_classes=2), 2, precision=precision)
+    splits = [
+        (row.backward_input_flops, row.backward_weight_flops, row.backward_internal_flops) for row in table.layers
+    ]
+    assert splits == [(0, 64, 0), (0, 0, 0), (32, 32, 0), (0, 0, 0)]
