@@ -105,3 +105,35 @@ def test_the_terminal_table_right_aligns_batch_and_z_only() -> None:
     justified = {str(column.header): column.justify for column in table.columns}
     assert justified["batch"] == justified["z"] == "right"
     assert {justify for header, justify in justified.items() if header not in ("batch", "z")} == {"left"}
+
+
+def test_a_measured_current_against_an_estimated_baseline_keeps_the_memory_tolerance() -> None:
+    """Only two estimates are compared exactly; a measured peak 1% above an estimated one is inside the 2%."""
+    baseline, current = measured_like_profile(), measured_like_profile()
+    baseline.row(8, 1).memory_source = "estimate"
+    current.row(8, 1).peak_memory_bytes = 11 * 2**20 * 101 // 100  # 11 MiB -> +1%
+    [peak] = [
+        f for f in compare(current, baseline).findings if f.figure == "peak_memory_bytes" and f.trainable_layers == 1
+    ]
+    assert (peak.verdict, peak.detail) == ("pass", "+1.0%")
+
+
+@pytest.mark.parametrize(
+    ("composed", "note"),
+    [
+        ("baseline", " (baseline composed from traced cells)"),
+        ("current", " (current composed from traced cells)"),
+        ("both", " (baseline and current composed from traced cells)"),
+    ],
+)
+def test_a_changed_estimate_names_the_side_composed_from_traced_cells(composed: str, note: str) -> None:
+    baseline, current = measured_like_profile(), measured_like_profile()
+    for side, profile in (("baseline", baseline), ("current", current)):
+        row = profile.row(8, 1)
+        row.memory_source = "estimate"
+        row.estimate_basis = "composed" if composed in (side, "both") else "traced"
+    current.row(8, 1).peak_memory_bytes = 22 * 2**20  # 11 MiB -> 22 MiB
+    [peak] = [
+        f for f in compare(current, baseline).findings if f.figure == "peak_memory_bytes" and f.trainable_layers == 1
+    ]
+    assert (peak.verdict, peak.detail) == ("regression", f"estimate changed by +100.00%{note}")
