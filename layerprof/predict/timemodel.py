@@ -158,55 +158,60 @@ class ConvTable:
 P = ConvPass
 # The CPU's convolutions by kind and pass: the median share of the float32 peak of the single convolutions the
 # held-out models run, timed one by one in process CPU time at one thread (benchmarks/bench_conv_shapes.py on the
-# AMD EPYC of benchmarks/results/cpu-amd-epyc-2026-12-07-quiet, quiet machine, 2026-12-07 13:36 UTC; its output is
-# conv-shapes.txt there; no model's step went into them). The class constants scale them: a convolution reaches
-# table share x class constant / the class constant's CPU default (`conv_shape_factor`), so a calibration still
-# moves every convolution of a class at once.
-CPU_CONV_TABLES: dict[tuple[ConvKind, ConvPass], ConvTable] = {
+# AMD EPYC of benchmarks/results/cpu-amd-epyc-2026-12-07-quiet, nothing else running, 2026-12-07 15:34 UTC; its
+# output is conv-shapes-quiet-rerun.txt there; no model's step went into them). The class constants scale them: a
+# convolution reaches table share x class constant / the class constant's CPU default (`conv_shape_factor`), so a
+# calibration still moves every convolution of a class at once.
+CPU_CONV_TABLES: dict[tuple[ConvKind, ConvPass], ConvTable] = {  # the median share of the peak at each output size
     (ConvKind.DENSE, P.FORWARD): ConvTable(
-        ((1, 0.196), (4, 0.412), (16, 0.704), (64, 0.799), (256, 0.818), (1024, 0.779))
+        ((1, 0.270), (4, 0.433), (16, 0.709), (64, 0.899), (256, 0.876), (1024, 0.613))
     ),
     (ConvKind.DENSE, P.INPUT_GRAD): ConvTable(
-        ((1, 0.241), (4, 0.558), (16, 0.795), (64, 0.958), (256, 0.911), (1024, 0.801))
+        ((1, 0.320), (4, 0.619), (16, 0.809), (64, 0.943), (256, 0.943), (1024, 0.675))
     ),
     (ConvKind.DENSE, P.WEIGHT_GRAD): ConvTable(
-        ((1, 0.038), (4, 0.250), (16, 0.571), (64, 0.653), (256, 0.628), (1024, 0.508))
+        ((1, 0.051), (4, 0.325), (16, 0.550), (64, 0.700), (256, 0.707), (1024, 0.637))
     ),
     (ConvKind.DEPTHWISE, P.FORWARD): ConvTable(
-        ((4, 0.031), (16, 0.052), (64, 0.079), (144, 0.121), (256, 0.168), (576, 0.217), (1024, 0.137))
+        ((4, 0.033), (16, 0.053), (64, 0.098), (144, 0.171), (256, 0.180), (576, 0.243), (1024, 0.183))
     ),
     (ConvKind.DEPTHWISE, P.INPUT_GRAD): ConvTable(
-        ((4, 0.027), (16, 0.039), (64, 0.068), (144, 0.096), (256, 0.133), (576, 0.141), (1024, 0.150))
+        ((4, 0.028), (16, 0.042), (64, 0.079), (144, 0.128), (256, 0.147), (576, 0.190), (1024, 0.148))
     ),
     (ConvKind.DEPTHWISE, P.WEIGHT_GRAD): ConvTable(
-        ((4, 0.003), (16, 0.054), (64, 0.085), (144, 0.183), (256, 0.189), (576, 0.196), (1024, 0.168))
+        ((4, 0.003), (16, 0.059), (64, 0.110), (144, 0.195), (256, 0.188), (576, 0.259), (1024, 0.196))
     ),
-    (ConvKind.GROUPED, P.FORWARD): ConvTable(((4, 0.093), (16, 0.175), (64, 0.211), (256, 0.305))),
-    (ConvKind.GROUPED, P.INPUT_GRAD): ConvTable(((4, 0.103), (16, 0.200), (64, 0.336), (256, 0.376))),
-    (ConvKind.GROUPED, P.WEIGHT_GRAD): ConvTable(((4, 0.031), (16, 0.283), (64, 0.419), (256, 0.354))),
+    (ConvKind.GROUPED, P.FORWARD): ConvTable(((4, 0.110), (16, 0.203), (64, 0.269), (256, 0.309))),
+    (ConvKind.GROUPED, P.INPUT_GRAD): ConvTable(((4, 0.126), (16, 0.263), (64, 0.371), (256, 0.443))),
+    (ConvKind.GROUPED, P.WEIGHT_GRAD): ConvTable(((4, 0.036), (16, 0.324), (64, 0.418), (256, 0.477))),
     (ConvKind.NATIVE, P.FORWARD): ConvTable(
-        ((1, 0.113), (4, 0.066), (16, 0.701), (64, 0.742), (256, 0.720), (1024, 0.540))
+        ((1, 0.113), (4, 0.069), (16, 0.752), (64, 0.729), (256, 0.791), (1024, 0.547))
     ),
     (ConvKind.NATIVE, P.INPUT_GRAD): ConvTable(
-        ((1, 0.054), (4, 0.058), (16, 0.390), (64, 0.357), (256, 0.492), (1024, 0.417))
+        ((1, 0.061), (4, 0.063), (16, 0.406), (64, 0.411), (256, 0.525), (1024, 0.480))
     ),
     (ConvKind.NATIVE, P.WEIGHT_GRAD): ConvTable(
-        ((1, 0.062), (4, 0.430), (16, 0.796), (64, 0.699), (256, 0.684), (1024, 0.531))
+        ((1, 0.077), (4, 0.506), (16, 0.837), (64, 0.710), (256, 0.779), (1024, 0.599))
     ),
     (ConvKind.POINTWISE, P.FORWARD): ConvTable(
-        ((1, 0.166), (4, 0.365), (9, 0.490), (16, 0.421), (64, 0.442), (256, 0.374))
+        ((1, 0.166), (4, 0.414), (9, 0.502), (16, 0.430), (64, 0.413), (256, 0.379))
     ),
     (ConvKind.POINTWISE, P.INPUT_GRAD): ConvTable(
-        ((1, 0.147), (4, 0.342), (9, 0.502), (16, 0.387), (64, 0.401), (256, 0.333))
+        ((1, 0.174), (4, 0.418), (9, 0.565), (16, 0.418), (64, 0.434), (256, 0.392))
     ),
     (ConvKind.POINTWISE, P.WEIGHT_GRAD): ConvTable(
-        ((1, 0.132), (4, 0.335), (9, 0.488), (16, 0.354), (64, 0.412), (256, 0.361))
+        ((1, 0.149), (4, 0.369), (9, 0.503), (16, 0.380), (64, 0.410), (256, 0.384))
     ),
-    (ConvKind.WIDE_DEPTHWISE, P.FORWARD): ConvTable(((4, 0.040), (16, 0.189), (64, 0.277), (256, 0.389))),
-    (ConvKind.WIDE_DEPTHWISE, P.INPUT_GRAD): ConvTable(((4, 0.083), (16, 0.132), (64, 0.157), (256, 0.246))),
-    (ConvKind.WIDE_DEPTHWISE, P.WEIGHT_GRAD): ConvTable(((4, 0.005), (16, 0.013), (64, 0.022), (256, 0.017))),
-}
-# The device kinds whose convolutions are priced by shape. GPUs: none (cuDNN's choice of algorithm by shape is not
+    (ConvKind.WIDE_DEPTHWISE, P.FORWARD): ConvTable(
+        ((4, 0.042), (9, 0.169), (16, 0.200), (36, 0.248), (64, 0.291), (256, 0.411))
+    ),
+    (ConvKind.WIDE_DEPTHWISE, P.INPUT_GRAD): ConvTable(
+        ((4, 0.084), (9, 0.119), (16, 0.142), (36, 0.146), (64, 0.179), (256, 0.276))
+    ),
+    (ConvKind.WIDE_DEPTHWISE, P.WEIGHT_GRAD): ConvTable(
+        ((4, 0.005), (9, 0.009), (16, 0.013), (36, 0.017), (64, 0.023), (256, 0.018))
+    ),
+}  # The device kinds whose convolutions are priced by shape. GPUs: none (cuDNN's choice of algorithm by shape is not
 # measured here; every convolution reaches its class's constant, as before issue 37).
 CONV_TABLES: dict[str, dict[tuple[ConvKind, ConvPass], ConvTable]] = {"cpu": CPU_CONV_TABLES, "cuda": {}}
 
@@ -476,7 +481,7 @@ EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith
 # step went into them): batch and layer norms 0.14 (several passes over their input), elementwise 0.45 (add/relu
 # 0.7-0.8, GELU 0.1), softmax and reductions 0.35 (max pooling 0.01-0.04), data movement 0.17 (permuting copies,
 # padding). Convolutions: the best share of the float32 peak their forward reaches in the single-convolution sweep
-# (benchmarks/bench_conv_shapes.py, quiet, 13:36 UTC), dense 0.82 (3x3 at 16x16 outputs), depthwise 0.22 (3x3 at
+# (benchmarks/bench_conv_shapes.py, nothing else running, 15:34 UTC), dense 0.90 (at 8x8 outputs), depthwise 0.24 (at
 # 24x24); each convolution's share by kind, pass and output size is its CPU_CONV_TABLES entry, which these scale.
 # New pages of large fresh outputs (FRESH_PAGES_BYTES): 0.66 ms per MiB (`fresh_pages` of bench_op_classes.py,
 # process CPU time, on a busy machine: a 64 MiB output made fresh against written into an existing one); a
@@ -487,7 +492,7 @@ DEFAULT_CONSTANTS = {
     "cuda": TimeConstants(0.7, 0.5, 0.5, 0.7, 4.0, 7.5, 12.0, 53.0, 48.0, "defaults for GPUs"),
     "cpu": TimeConstants(
         0.9,
-        0.82,
+        0.90,
         0.6,
         0.8,
         0.0,
@@ -496,7 +501,7 @@ DEFAULT_CONSTANTS = {
         10.0,
         15.0,
         "defaults for CPUs",
-        grouped_conv_efficiency=0.22,
+        grouped_conv_efficiency=0.24,
         norm_efficiency=0.14,
         elementwise_efficiency=0.45,
         reduction_efficiency=0.35,

@@ -570,4 +570,4 @@ def test_the_cpu_defaults_are_the_single_op_medians() -> None:
     cpu = DEFAULT_CONSTANTS["cpu"]
     per_class = (cpu.norm_efficiency, cpu.elementwise_efficiency, cpu.reduction_efficiency, cpu.movement_efficiency)
     assert per_class == (0.14, 0.45, 0.35, 0.17)
-    assert (cpu.conv_efficiency, cpu.grouped_conv_efficiency) == (0.82, 0.22)
+    assert (cpu.conv_efficiency, cpu.grouped_conv_efficiency) == (0.90, 0.24)
