@@ -57,12 +57,7 @@ def keeping():
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Keeping(), Keeping(), Keeping(), *head())
 
 
-class Inner(nn.Module):
-    def __init__(self, width=8):
-        super().__init__()
-        self.conv = nn.Conv2d(width, width, 3, padding=1)
-        self.norm = nn.BatchNorm2d(width)
-
+class Inner(Block):  # a Block without its own residual
     def forward(self, x):
         return torch.relu(self.norm(self.conv(x)))
 
