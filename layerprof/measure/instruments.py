@@ -796,6 +796,43 @@ def conv_shape(name: str, args: Sequence[object], out: object) -> ConvShape | No
     )
 
 
+# ATen's max pooling on a CPU, and whether the op is its backward
+POOL_OPS = {"max_pool2d_with_indices": False, "max_pool2d_with_indices_backward": True}
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """A max pooling's work, as the time model prices it on a CPU: ATen's kernel visits every window position of
+    every output one element at a time (forward) and adds each output's gradient at its index (backward), far below
+    any memory rate. The outputs are kept per byte the op moves, so that the work follows the bytes wherever a
+    trace's bytes are scaled (between two batch sizes)."""
+
+    taps: int  # window positions each output visits (k_h x k_w); 1 for the backward (one addition per output)
+    bytes_per_output: float  # the op's bytes moved over its output elements (the forward's output for backward)
+    backward: bool = False
+
+    def work(self, bytes_moved: int) -> float:
+        """The window visits (forward) or additions (backward) of a call that moves `bytes_moved`."""
+        return bytes_moved / self.bytes_per_output * self.taps
+
+
+def pool_shape(name: str, args: Sequence[object], out: object, bytes_moved: int) -> PoolShape | None:
+    """The work of max pooling op `name` called with `args` returning `out` and moving `bytes_moved` (None for
+    other ops): `max_pool2d_with_indices(input, kernel_size, ...)` returns (values, indices);
+    `max_pool2d_with_indices_backward(grad_output, input, kernel_size, ...)` the input's gradient."""
+    backward = POOL_OPS.get(name)
+    if backward is None:
+        return None
+    at = 2 if backward else 1
+    given = args[at] if len(args) > at else None
+    kernel = [given] if isinstance(given, int) else _ints(args, at)
+    outputs = args[0] if backward else (out[0] if isinstance(out, (tuple, list)) and out else None)
+    if not isinstance(outputs, torch.Tensor) or not kernel or not outputs.numel() or not bytes_moved:
+        return None
+    taps = 1 if backward else math.prod(kernel * (2 // len(kernel)))  # kernel_size=[3] means 3x3
+    return PoolShape(taps, bytes_moved / outputs.numel(), backward)
+
+
 def _ints(args: Sequence[object], index: int | None) -> list[int]:
     value = args[index] if index is not None and len(args) > index else ()
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else []
@@ -816,6 +853,7 @@ class OpCost:
     # CPU a large one is new pages the kernel must fault in (the time model prices them)
     fresh_bytes: int = 0
     conv: ConvShape | None = None  # a convolution's geometry (the CPU's time model prices it)
+    pool: PoolShape | None = None  # a max pooling's work (the CPU's time model prices it)
 
 
 @dataclass
@@ -877,17 +915,19 @@ class OpRecorder(TorchDispatchMode):
         outputs = op_tensors(out)
         kernels = 0 if getattr(func, "is_view", False) or name in NO_KERNEL_OPS else _kernels(name, args)
         phase = Phase.RECOMPUTE if self.phase is Phase.BACKWARD and recomputing() else self.phase
+        moved = _bytes_moved(name, inputs, outputs) if kernels else 0
         self.trace.ops.append(
             OpCost(
                 name,
                 op_class(name, args),
                 phase,
                 flops,
-                _bytes_moved(name, inputs, outputs) if kernels else 0,
+                moved,
                 _compute_dtype(inputs or outputs),
                 kernels,
                 _fresh_bytes(func, out) if kernels else 0,
                 conv_shape(name, args, out) if kernels else None,
+                pool_shape(name, args, out, moved) if kernels else None,
             )
         )
         return out

@@ -37,7 +37,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from layerprof.devices import GpuKind
 from layerprof.errors import LayerprofError
-from layerprof.measure.instruments import ConvKind, ConvShape, OpClass, OpCost, Phase, StepTrace
+from layerprof.measure.instruments import ConvKind, ConvShape, OpClass, OpCost, Phase, PoolShape, StepTrace
 from layerprof.profile import JsonDict, Profile
 
 # ---------------------------------------------------------------- devices
@@ -156,64 +156,58 @@ class ConvTable:
 
 
 P = ConvPass
-# The CPU's convolutions by kind and pass: the median share of the float32 peak of the single convolutions the
-# held-out models run, timed one by one in process CPU time at one thread (benchmarks/bench_conv_shapes.py on the
-# AMD EPYC of benchmarks/results/cpu-amd-epyc-2026-12-07-quiet, nothing else running, 2026-12-07 15:34 UTC; its
-# output is conv-shapes-quiet-rerun.txt there; no model's step went into them). The class constants scale them: a
-# convolution reaches table share x class constant / the class constant's CPU default (`conv_shape_factor`), so a
-# calibration still moves every convolution of a class at once.
-CPU_CONV_TABLES: dict[tuple[ConvKind, ConvPass], ConvTable] = {  # the median share of the peak at each output size
-    (ConvKind.DENSE, P.FORWARD): ConvTable(
-        ((1, 0.270), (4, 0.433), (16, 0.709), (64, 0.899), (256, 0.876), (1024, 0.613))
-    ),
-    (ConvKind.DENSE, P.INPUT_GRAD): ConvTable(
-        ((1, 0.320), (4, 0.619), (16, 0.809), (64, 0.943), (256, 0.943), (1024, 0.675))
-    ),
-    (ConvKind.DENSE, P.WEIGHT_GRAD): ConvTable(
-        ((1, 0.051), (4, 0.325), (16, 0.550), (64, 0.700), (256, 0.707), (1024, 0.637))
-    ),
-    (ConvKind.DEPTHWISE, P.FORWARD): ConvTable(
-        ((4, 0.033), (16, 0.053), (64, 0.098), (144, 0.171), (256, 0.180), (576, 0.243), (1024, 0.183))
-    ),
-    (ConvKind.DEPTHWISE, P.INPUT_GRAD): ConvTable(
-        ((4, 0.028), (16, 0.042), (64, 0.079), (144, 0.128), (256, 0.147), (576, 0.190), (1024, 0.148))
-    ),
-    (ConvKind.DEPTHWISE, P.WEIGHT_GRAD): ConvTable(
-        ((4, 0.003), (16, 0.059), (64, 0.110), (144, 0.195), (256, 0.188), (576, 0.259), (1024, 0.196))
-    ),
-    (ConvKind.GROUPED, P.FORWARD): ConvTable(((4, 0.110), (16, 0.203), (64, 0.269), (256, 0.309))),
-    (ConvKind.GROUPED, P.INPUT_GRAD): ConvTable(((4, 0.126), (16, 0.263), (64, 0.371), (256, 0.443))),
-    (ConvKind.GROUPED, P.WEIGHT_GRAD): ConvTable(((4, 0.036), (16, 0.324), (64, 0.418), (256, 0.477))),
-    (ConvKind.NATIVE, P.FORWARD): ConvTable(
-        ((1, 0.113), (4, 0.069), (16, 0.752), (64, 0.729), (256, 0.791), (1024, 0.547))
-    ),
-    (ConvKind.NATIVE, P.INPUT_GRAD): ConvTable(
-        ((1, 0.061), (4, 0.063), (16, 0.406), (64, 0.411), (256, 0.525), (1024, 0.480))
-    ),
-    (ConvKind.NATIVE, P.WEIGHT_GRAD): ConvTable(
-        ((1, 0.077), (4, 0.506), (16, 0.837), (64, 0.710), (256, 0.779), (1024, 0.599))
-    ),
-    (ConvKind.POINTWISE, P.FORWARD): ConvTable(
-        ((1, 0.166), (4, 0.414), (9, 0.502), (16, 0.430), (64, 0.413), (256, 0.379))
-    ),
-    (ConvKind.POINTWISE, P.INPUT_GRAD): ConvTable(
-        ((1, 0.174), (4, 0.418), (9, 0.565), (16, 0.418), (64, 0.434), (256, 0.392))
-    ),
-    (ConvKind.POINTWISE, P.WEIGHT_GRAD): ConvTable(
-        ((1, 0.149), (4, 0.369), (9, 0.503), (16, 0.380), (64, 0.410), (256, 0.384))
-    ),
-    (ConvKind.WIDE_DEPTHWISE, P.FORWARD): ConvTable(
-        ((4, 0.042), (9, 0.169), (16, 0.200), (36, 0.248), (64, 0.291), (256, 0.411))
-    ),
-    (ConvKind.WIDE_DEPTHWISE, P.INPUT_GRAD): ConvTable(
-        ((4, 0.084), (9, 0.119), (16, 0.142), (36, 0.146), (64, 0.179), (256, 0.276))
-    ),
-    (ConvKind.WIDE_DEPTHWISE, P.WEIGHT_GRAD): ConvTable(
-        ((4, 0.005), (9, 0.009), (16, 0.013), (36, 0.017), (64, 0.023), (256, 0.018))
-    ),
-}  # The device kinds whose convolutions are priced by shape. GPUs: none (cuDNN's choice of algorithm by shape is not
+
+
+@dataclass(frozen=True)
+class CpuShapes:
+    """What the single-operation sweep (`benchmarks/bench_conv_shapes.py --write`) measured on a CPU: each kind and
+    pass of convolution's share of the float32 peak by output size, and max pooling's share of it by pass (its window
+    visits or gradient additions counted as FLOPs). The CPU's defaults are a function of it: re-running the sweep
+    is a change of data (CPU_SHAPES_FILE), not of code."""
+
+    conv_tables: dict[tuple[ConvKind, ConvPass], ConvTable]
+    pool_shares: dict[ConvPass, float]  # FORWARD: visits of window positions; INPUT_GRAD: the backward's additions
+    source: str
+
+    @classmethod
+    def read(cls, path: Path) -> CpuShapes:
+        """From the JSON the sweep writes: {"source", "conv_tables": {"kind/pass": [[pixels, share], ...]},
+        "pool_shares": {"pass": share}}."""
+        data = json.loads(path.read_text())
+        tables = {}
+        for key, points in data["conv_tables"].items():
+            kind, conv_pass = key.split("/")
+            tables[(ConvKind(kind), ConvPass(conv_pass))] = ConvTable(tuple((int(p), float(s)) for p, s in points))
+        pools = {ConvPass(name): float(share) for name, share in data["pool_shares"].items()}
+        return cls(tables, pools, str(data["source"]))
+
+    @property
+    def conv_efficiency(self) -> float:
+        """The default `conv_efficiency`: the best median share a dense forward reaches (the tables scale by it)."""
+        return round(max(share for _, share in self.conv_tables[(ConvKind.DENSE, ConvPass.FORWARD)].points), 2)
+
+    @property
+    def grouped_conv_efficiency(self) -> float:
+        """The default `grouped_conv_efficiency`: the best median share a depthwise forward reaches."""
+        return round(max(share for _, share in self.conv_tables[(ConvKind.DEPTHWISE, ConvPass.FORWARD)].points), 2)
+
+
+# The CPU's convolutions by kind and pass, and its max pooling by pass: the median share of the float32 peak of the
+# single operations the held-out models run, timed one by one in process CPU time at one thread
+# (benchmarks/bench_conv_shapes.py; where and when: its `source`; no model's step went into them). The class
+# constants scale them: a convolution reaches table share x class constant / the class constant's CPU default
+# (`conv_shape_factor`), a max pooling its share x reduction_efficiency / its default, so a calibration still moves
+# every operation of a class at once.
+CPU_SHAPES_FILE = Path(__file__).with_name("cpu_shapes.json")
+CPU_SHAPES = CpuShapes.read(CPU_SHAPES_FILE)
+CPU_CONV_TABLES = CPU_SHAPES.conv_tables
+# The device kinds whose convolutions are priced by shape. GPUs: none (cuDNN's choice of algorithm by shape is not
 # measured here; every convolution reaches its class's constant, as before issue 37).
 CONV_TABLES: dict[str, dict[tuple[ConvKind, ConvPass], ConvTable]] = {"cpu": CPU_CONV_TABLES, "cuda": {}}
+# The device kinds whose max pooling is priced by its work (window visits forward, additions backward) against the
+# FLOP peak. CPUs: ATen's kernel goes one element at a time (3-4 ns a window position, 0.003 of the peak: 30x slower
+# than its bytes at the reductions' rate). GPUs: none (memory-bound there; priced by bytes, as before).
+POOL_SHARES: dict[str, dict[ConvPass, float]] = {"cpu": CPU_SHAPES.pool_shares, "cuda": {}}
 
 
 def conv_shape_factor(shape: ConvShape, tables: dict[tuple[ConvKind, ConvPass], ConvTable], reference: float) -> float:
@@ -479,9 +473,9 @@ EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith
 # are the medians of single operations timed against the copy rate of the cache level their bytes fit
 # (benchmarks/bench_op_classes.py on an AMD EPYC, 1 thread, on a quiet machine, 2026-12-07 10:45 UTC; no model's
 # step went into them): batch and layer norms 0.14 (several passes over their input), elementwise 0.45 (add/relu
-# 0.7-0.8, GELU 0.1), softmax and reductions 0.35 (max pooling 0.01-0.04), data movement 0.17 (permuting copies,
+# 0.7-0.8, GELU 0.1), softmax and reductions 0.35 (max pooling, 0.01-0.04, is priced by its work: POOL_SHARES), data movement 0.17 (permuting copies,
 # padding). Convolutions: the best share of the float32 peak their forward reaches in the single-convolution sweep
-# (benchmarks/bench_conv_shapes.py, nothing else running, 15:34 UTC), dense 0.90 (at 8x8 outputs), depthwise 0.24 (at
+# (CPU_SHAPES, from benchmarks/bench_conv_shapes.py), dense 0.90 (at 8x8 outputs), depthwise 0.24 (at
 # 24x24); each convolution's share by kind, pass and output size is its CPU_CONV_TABLES entry, which these scale.
 # New pages of large fresh outputs (FRESH_PAGES_BYTES): 0.66 ms per MiB (`fresh_pages` of bench_op_classes.py,
 # process CPU time, on a busy machine: a 64 MiB output made fresh against written into an existing one); a
@@ -492,7 +486,7 @@ DEFAULT_CONSTANTS = {
     "cuda": TimeConstants(0.7, 0.5, 0.5, 0.7, 4.0, 7.5, 12.0, 53.0, 48.0, "defaults for GPUs"),
     "cpu": TimeConstants(
         0.9,
-        0.90,
+        CPU_SHAPES.conv_efficiency,
         0.6,
         0.8,
         0.0,
@@ -501,7 +495,7 @@ DEFAULT_CONSTANTS = {
         10.0,
         15.0,
         "defaults for CPUs",
-        grouped_conv_efficiency=0.24,
+        grouped_conv_efficiency=CPU_SHAPES.grouped_conv_efficiency,
         norm_efficiency=0.14,
         elementwise_efficiency=0.45,
         reduction_efficiency=0.35,
@@ -727,30 +721,46 @@ def faulted_bytes(op: OpCost) -> int:
     return op.fresh_bytes if op.fresh_bytes >= FRESH_PAGES_BYTES[op.phase] else 0
 
 
+def pool_shape_factor(pool: PoolShape, shares: dict[ConvPass, float], reference: float) -> float:
+    """The share of its class's efficiency a max pooling reaches on its work (`PoolShape.work`) against the FLOP
+    peak: its pass's share over `reference` (the reductions' default, as `conv_shape_factor` does)."""
+    return shares[ConvPass.INPUT_GRAD if pool.backward else ConvPass.FORWARD] / reference
+
+
 def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, torch.Tensor]:
     """A step's kernels and the host's work as arrays, for a differentiable prediction of its time: each kernel's
-    FLOPs, bytes, peak, rate and the share of its class's efficiency its shape reaches (`conv_shape_factor`), and
-    the MiB of fresh pages it faults in (priced at `page_fault_ms_per_mib`)."""
+    FLOPs (a max pooling's work where its device kind prices it so: POOL_SHARES), bytes, peak, rate and the share of
+    its class's efficiency its shape reaches (`conv_shape_factor`, `pool_shape_factor`), and the MiB of fresh pages
+    it faults in (priced at `page_fault_ms_per_mib`)."""
     launched = [op for op in trace.ops if op.kernels]
     tables = CONV_TABLES[peaks.kind]
+    pools = POOL_SHARES[peaks.kind]
     reference = DEFAULT_CONSTANTS[peaks.kind]
 
+    def pooled(op: OpCost) -> bool:
+        return op.pool is not None and bool(pools)
+
     def shape(op: OpCost) -> float:
+        if op.pool is not None and pools:
+            return pool_shape_factor(op.pool, pools, reference.efficiency(op.op_class))
         if op.conv is None:
             return 1.0
         return conv_shape_factor(op.conv, tables, reference.efficiency(op.op_class))
+
+    def work(op: OpCost) -> float:
+        return op.pool.work(op.bytes_moved) if op.pool is not None and pools else float(op.flops)
 
     def array(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64)
 
     peak = [peaks.tflops(op.dtype, op.op_class, numerics.tf32_matmul, numerics.tf32_conv) * 1e12 for op in launched]
     return {
-        "flops": array([float(op.flops) for op in launched]),
+        "flops": array([work(op) for op in launched]),
         "bytes": array([float(op.bytes_moved) for op in launched]),
         "kernels": array([float(op.kernels) for op in launched]),
         "peak": array(peak),
         "compute": torch.tensor([CLASS_INDEX[op.op_class] for op in launched], dtype=torch.long),
-        "compute_bound": torch.tensor([op.op_class.compute_bound for op in launched], dtype=torch.bool),
+        "compute_bound": torch.tensor([op.op_class.compute_bound or pooled(op) for op in launched], dtype=torch.bool),
         "bytes_at": torch.tensor([BYTES_INDEX[op.op_class] for op in launched], dtype=torch.long),
         "bandwidth": array([peaks.gbps_for(op.bytes_moved) * 1e9 for op in launched]),
         "host_work": array([float(_dispatched(trace, phase)) for phase in PHASES] + [float(trace.module_calls)]),

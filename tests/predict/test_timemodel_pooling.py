@@ -1,0 +1,117 @@
+"""Max pooling priced by its work on a CPU, and the CPU's defaults read from the single-op sweep's output (issue 37,
+fourth pass): the work the recorder keeps for each max pooling, its price by hand, a GPU's unchanged, and the
+convolution tables and pooling shares as data (`cpu_shapes.json`, written by benchmarks/bench_conv_shapes.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from layerprof.measure.instruments import ConvKind, OpClass, OpCost, OpRecorder, Phase, PoolShape, StepTrace
+from layerprof.predict.timemodel import (
+    CPU_SHAPES,
+    CPU_SHAPES_FILE,
+    DEFAULT_CONSTANTS,
+    POOL_SHARES,
+    CpuShapes,
+    DevicePeaks,
+    TimeModel,
+    pool_shape_factor,
+)
+from layerprof.predict.timemodel import ConvPass as P
+
+CPU = DevicePeaks("test cpu", "cpu", 1.0, 1.0, 1.0, 1.0, 50.0, "test")  # 1 TFLOP/s, 50 GB/s, no cache levels
+GPU = DevicePeaks("test gpu", "cuda", 1.0, 1.0, 1.0, 1.0, 50.0, "test")
+
+
+def pools(work) -> list[OpCost]:  # noqa: ANN001
+    with OpRecorder() as recorder:
+        work()
+    return [op for op in recorder.ops if op.pool is not None]
+
+
+@pytest.mark.parametrize("kernel", [3, (3, 3)])
+def test_the_recorder_keeps_each_max_poolings_work_forward_and_backward(kernel: int | tuple[int, int]) -> None:
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    forward, backward = pools(lambda: torch.nn.functional.max_pool2d(x, kernel, 2, 1).sum().backward())
+    # 2 images x 3 channels x 4x4 outputs = 96; the forward reads the input (384 floats: 1536 bytes) and writes the
+    # values (384 bytes) and int64 indices (768 bytes): 2688 bytes, 28 per output; each output visits 3x3 positions
+    assert (forward.name, forward.op_class, forward.bytes_moved) == ("max_pool2d_with_indices", OpClass.REDUCTION, 2688)
+    assert forward.pool == PoolShape(9, 28.0) and forward.pool.work(forward.bytes_moved) == 96 * 9
+    # the backward reads the outputs' gradient (384), the input (1536), the indices (768), writes the input's
+    # gradient (1536): 4224 bytes, 44 per output; one addition per output
+    assert (backward.name, backward.bytes_moved) == ("max_pool2d_with_indices_backward", 4224)
+    assert backward.pool == PoolShape(1, 44.0, backward=True) and backward.pool.work(backward.bytes_moved) == 96
+    # the work follows the bytes (a trace scaled between two batch sizes scales both)
+    assert forward.pool.work(2 * 2688) == 2 * 96 * 9
+    assert pools(lambda: torch.nn.functional.avg_pool2d(x.detach(), 2)) == []  # max pooling only
+    (two_by_two,) = pools(lambda: torch.nn.functional.max_pool2d(x.detach(), 2))
+    assert two_by_two.pool.taps == 4
+
+
+def pool_op(taps: int, outputs: int, bytes_per_output: float, backward: bool = False) -> OpCost:
+    name = "max_pool2d_with_indices_backward" if backward else "max_pool2d_with_indices"
+    phase = Phase.BACKWARD if backward else Phase.FORWARD
+    nbytes = round(outputs * bytes_per_output)
+    return OpCost(name, OpClass.REDUCTION, phase, 0, nbytes, "float32", 1, 0, None,
+                  PoolShape(taps, bytes_per_output, backward))  # fmt: skip
+
+
+def test_a_cpu_prices_max_pooling_by_its_work_and_a_gpu_by_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(POOL_SHARES, "cpu", {P.FORWARD: 0.001, P.INPUT_GRAD: 0.004})
+    cpu = DEFAULT_CONSTANTS["cpu"]
+    forward = StepTrace([pool_op(9, 10**6, 4.0)])  # 9e6 window visits, 4 MB moved
+    # 9e6 visits at 1 TFLOP/s x 0.001 (the default reduction_efficiency scales the share by itself: x 1): 9 ms;
+    # its bytes at the reductions' rate, 4e6 / (50e9 x 0.35): 0.23 ms, the smaller; no per-kernel cost on a CPU
+    assert TimeModel(CPU, cpu).predict(forward).device_ms == pytest.approx(9.0)
+    # the backward: 1e6 additions at 0.004 of the peak: 0.25 ms; here its bytes (20 MB / 17.5 GB/s: 1.14 ms) bound it
+    assert TimeModel(CPU, cpu).predict(StepTrace([pool_op(1, 10**6, 20.0, True)])).device_ms == pytest.approx(
+        20e6 / 17.5e9 * 1e3
+    )
+    assert TimeModel(CPU, cpu).predict(StepTrace([pool_op(1, 10**6, 4.0, True)])).device_ms == pytest.approx(0.25)
+    # the reductions' constant scales pooling (a calibration moves it with its class): twice it, half the time
+    assert TimeModel(CPU, replace(cpu, reduction_efficiency=0.7)).predict(forward).device_ms == pytest.approx(4.5)
+    # a GPU prices it by its bytes as before: 4e6 / (50e9 x 0.7) s + 4 us per kernel
+    gpu = DEFAULT_CONSTANTS["cuda"]
+    assert TimeModel(GPU, gpu).predict(forward).device_ms == pytest.approx(4e6 / 35e9 * 1e3 + 0.004)
+    # a CPU without pooling shares prices it by its bytes too: 4e6 / 17.5e9 s
+    monkeypatch.setitem(POOL_SHARES, "cpu", {})
+    assert TimeModel(CPU, cpu).predict(forward).device_ms == pytest.approx(4e6 / 17.5e9 * 1e3)
+
+
+def test_pool_shape_factor_by_hand() -> None:
+    shares = {P.FORWARD: 0.0035, P.INPUT_GRAD: 0.007}
+    assert pool_shape_factor(PoolShape(9, 28.0), shares, 0.35) == pytest.approx(0.01)
+    assert pool_shape_factor(PoolShape(1, 44.0, True), shares, 0.35) == pytest.approx(0.02)
+
+
+def test_the_cpus_defaults_are_the_sweeps_committed_output() -> None:
+    """cpu_shapes.json (bench_conv_shapes.py --write) covers every kind and pass and both pooling passes; the class
+    constants' defaults are its best forward medians, so a re-run of the sweep is a change of data alone."""
+    data = json.loads(CPU_SHAPES_FILE.read_text())
+    assert set(data) == {"source", "conv_tables", "pool_shares"}
+    assert set(CPU_SHAPES.conv_tables) == {(kind, p) for kind in ConvKind for p in P}
+    assert set(CPU_SHAPES.pool_shares) == {P.FORWARD, P.INPUT_GRAD}
+    dense = max(share for _, share in data["conv_tables"]["dense/forward"])
+    depthwise = max(share for _, share in data["conv_tables"]["depthwise/forward"])
+    cpu = DEFAULT_CONSTANTS["cpu"]
+    assert (cpu.conv_efficiency, cpu.grouped_conv_efficiency) == (round(dense, 2), round(depthwise, 2))
+    # max pooling runs far below the peak on a CPU (one element at a time), and has no shares on a GPU
+    assert all(0 < share < 0.05 for share in CPU_SHAPES.pool_shares.values())
+    assert POOL_SHARES["cuda"] == {}
+
+
+def test_cpu_shapes_read_from_a_file_by_hand(tmp_path: Path) -> None:
+    path = tmp_path / "shapes.json"
+    tables = {f"{kind.value}/{p.value}": [[1, 0.1], [16, 0.456]] for kind in ConvKind for p in P}
+    tables["dense/forward"] = [[1, 0.2], [64, 0.874]]
+    path.write_text(json.dumps({"source": "a test", "conv_tables": tables,
+                                "pool_shares": {"forward": 0.003, "input_grad": 0.006}}))  # fmt: skip
+    shapes = CpuShapes.read(path)
+    assert shapes.conv_tables[(ConvKind.DENSE, P.FORWARD)].at(8) == pytest.approx(0.2 + 0.674 / 2)  # log-midpoint
+    assert (shapes.conv_efficiency, shapes.grouped_conv_efficiency) == (0.87, 0.46)  # rounded as the sweep prints
+    assert shapes.pool_shares == {P.FORWARD: 0.003, P.INPUT_GRAD: 0.006} and shapes.source == "a test"
