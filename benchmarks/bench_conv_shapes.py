@@ -12,7 +12,8 @@ records them in an estimate's trace.
 Then, per kind and pass, the median share of the peak at each output size, printed as the CPU's `ConvTable`s, and
 the class constants' defaults: the best of the dense and of the depthwise forward's medians. No model's step time
 went into them. Two more sections (issue 37, fourth pass): strided convolutions (stems, downsampling) set against
-the unit-stride table at their output size, to see whether a table by output size holds for them; and max pooling
+the unit-stride table at their output size (they run at 0.5-0.7 of it: the median ratio per pass is written as
+`strided_factors`); and max pooling
 (`max_pool2d_with_indices` and its backward), whose share of the peak is its work (`PoolShape.work`: window visits
 forward, one addition per output backward) over its time, median per pass.
 
@@ -70,8 +71,9 @@ GROUPED = [  # RegNetY-400MF: groups of 8 channels
 CASES = [*DENSE, *NATIVE, *DEPTHWISE, *GROUPED]
 # strided convolutions (batch, in, out, output side, kernel side, groups, stride, padding): the stems, ResNet's
 # downsampling 3x3 and 1x1, ConvNeXt's 4x4 stride-4 stem and 2x2 stride-2 downsampling, the mobile CNNs' strided
-# depthwise layers. Timed like the rest and set against the table the unit-stride cases make at their output size:
-# whether a table by output size holds for them (they do not go into the tables' medians).
+# depthwise layers. Timed like the rest and set against the table the unit-stride cases make at their output size
+# (they do not go into its medians): the median ratio per pass is `strided_factors` (the time model multiplies a
+# strided convolution's table share by it).
 STRIDED = [
     (8, 3, 40, 16, 4, 1, 4, 0), (8, 40, 80, 8, 2, 1, 2, 0), (8, 80, 160, 4, 2, 1, 2, 0),  # ConvNeXt-atto
     (8, 160, 320, 2, 2, 1, 2, 0),
@@ -193,6 +195,8 @@ def main(argv: list[str]) -> None:
     ratios: dict[ConvPass, list[float]] = {}
     for batch, cin, cout, side, kernel, groups, stride, pad in STRIDED:
         for conv_pass, work in calls(batch, cin, cout, side, kernel, groups, stride, pad).items():
+            if cin == 3 and conv_pass is ConvPass.INPUT_GRAD:  # a stem: no model computes its image's gradient
+                continue
             seconds, op = measure(work, dispatch[conv_pass])
             shape = op.conv
             assert shape is not None
@@ -202,9 +206,10 @@ def main(argv: list[str]) -> None:
             print(f"  {shape.kind.value:9s} {conv_pass.value:11s} {batch:5d} {cin:5d} {cout:5d} {side:4d} {kernel:2d} "
                   f"{groups:6d} {shape.out_pixels:6d} {shape.per_output:5d} {seconds * 1e3:8.3f} {efficiency:10.3f} "
                   f"{table:6.3f} {efficiency / table:6.2f} {stride}", flush=True)  # fmt: skip
+    strided = {p.value: round(statistics.median(values), 3) for p, values in ratios.items()}
     for conv_pass, values in ratios.items():
         print(f"  {conv_pass.value}: measured / table, median {statistics.median(values):.2f} "
-              f"(from {min(values):.2f} to {max(values):.2f})")  # fmt: skip
+              f"(from {min(values):.2f} to {max(values):.2f}, {len(values)} cases)")  # fmt: skip
     print("\nmax pooling: its work (window visits forward, one addition per output backward) against the peak")
     print(f"  {'pass':11s} {'batch':>5s} {'chan':>5s} {'side':>4s} {'k':>2s} {'s':>2s} {'work':>10s} {'ms':>8s} "
           f"{'ns/unit':>7s} {'efficiency':>10s}")  # fmt: skip
@@ -220,12 +225,13 @@ def main(argv: list[str]) -> None:
             print(f"  {conv_pass.value:11s} {batch:5d} {channels:5d} {side:4d} {kernel:2d} {stride:2d} {units:10.0f} "
                   f"{seconds * 1e3:8.3f} {seconds / units * 1e9:7.2f} {efficiency:10.4f}", flush=True)  # fmt: skip
     shares = {p.value: round(statistics.median(values), 5) for p, values in pooled.items()}
-    total = len(CASES) * 3 + len(STRIDED) * 3 + len(POOLS) * 2
+    total = len(CASES) * 3 + sum(len(v) for v in ratios.values()) + len(POOLS) * 2
     print(f"measured {total} passes in {time.perf_counter() - began:.0f} s")
     dense = max(e for _, e in tables["dense/forward"])
     depthwise = max(e for _, e in tables["depthwise/forward"])
     print(f"\nconv_efficiency={dense:.2f}, grouped_conv_efficiency={depthwise:.2f}  # the best forward medians")
     print(f"pool_shares = {shares}  # max pooling's median share of the peak by pass")
+    print(f"strided_factors = {strided}  # strided convolutions' median share over the table's, by pass")
     print("conv_tables = {  # the median share of the peak at each output size")
     counts = {f"{kind.value}/{conv_pass.value}": len(points) for (kind, conv_pass), points in found.items()}
     for key, points in tables.items():
@@ -236,7 +242,7 @@ def main(argv: list[str]) -> None:
                   f"process CPU time, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")  # fmt: skip
         rows = ",\n".join(f"    {json.dumps(key)}: {json.dumps(points)}" for key, points in tables.items())
         write.write_text(f'{{\n  "source": {json.dumps(source)},\n  "conv_tables": {{\n{rows}\n  }},\n'
-                         f'  "pool_shares": {json.dumps(shares)}\n}}\n')  # fmt: skip
+                         f'  "pool_shares": {json.dumps(shares)},\n  "strided_factors": {json.dumps(strided)}\n}}\n')  # fmt: skip
         print(f"wrote {write}: the CPU's defaults (layerprof.predict.timemodel.CPU_SHAPES)")
 
 

@@ -702,6 +702,7 @@ class ConvShape:
     native: bool  # ATen's own kernel, not oneDNN (`aten_native_conv`, decided as ATen decides when traced)
     input_grad: bool = False  # convolution_backward: computes the input's gradient
     weight_grad: bool = False  # convolution_backward: computes the weight's gradient
+    strided: bool = False  # a stride above 1 (stems, downsampling): slower than the unit-stride table says
 
     @property
     def taps(self) -> int:
@@ -793,6 +794,7 @@ def conv_shape(name: str, args: Sequence[object], out: object) -> ConvShape | No
         native,
         bool(mask[0]) if isinstance(mask, (list, tuple)) and mask else False,
         bool(mask[1]) if isinstance(mask, (list, tuple)) and len(mask) > 1 else False,
+        any(step != 1 for step in _ints(args, at_stride)),
     )
 
 

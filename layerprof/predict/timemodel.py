@@ -168,18 +168,22 @@ class CpuShapes:
     conv_tables: dict[tuple[ConvKind, ConvPass], ConvTable]
     pool_shares: dict[ConvPass, float]  # FORWARD: visits of window positions; INPUT_GRAD: the backward's additions
     source: str
+    # a strided convolution's share over the unit-stride table's at its output size, by pass (the median of the
+    # sweep's strided cases): stems and downsampling run slower than their output size says
+    strided_factors: dict[ConvPass, float] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path) -> CpuShapes:
         """From the JSON the sweep writes: {"source", "conv_tables": {"kind/pass": [[pixels, share], ...]},
-        "pool_shares": {"pass": share}}."""
+        "pool_shares": {"pass": share}, "strided_factors": {"pass": factor}}."""
         data = json.loads(path.read_text())
         tables = {}
         for key, points in data["conv_tables"].items():
             kind, conv_pass = key.split("/")
             tables[(ConvKind(kind), ConvPass(conv_pass))] = ConvTable(tuple((int(p), float(s)) for p, s in points))
         pools = {ConvPass(name): float(share) for name, share in data["pool_shares"].items()}
-        return cls(tables, pools, str(data["source"]))
+        strided = {ConvPass(name): float(factor) for name, factor in data.get("strided_factors", {}).items()}
+        return cls(tables, pools, str(data["source"]), strided)
 
     @property
     def conv_efficiency(self) -> float:
@@ -208,18 +212,27 @@ CONV_TABLES: dict[str, dict[tuple[ConvKind, ConvPass], ConvTable]] = {"cpu": CPU
 # FLOP peak. CPUs: ATen's kernel goes one element at a time (3-4 ns a window position, 0.003 of the peak: 30x slower
 # than its bytes at the reductions' rate). GPUs: none (memory-bound there; priced by bytes, as before).
 POOL_SHARES: dict[str, dict[ConvPass, float]] = {"cpu": CPU_SHAPES.pool_shares, "cuda": {}}
+# The device kinds whose strided convolutions take a factor on their table's share (`CpuShapes.strided_factors`).
+# GPUs: none.
+STRIDED_FACTORS: dict[str, dict[ConvPass, float]] = {"cpu": CPU_SHAPES.strided_factors, "cuda": {}}
 
 
-def conv_shape_factor(shape: ConvShape, tables: dict[tuple[ConvKind, ConvPass], ConvTable], reference: float) -> float:
+def conv_shape_factor(
+    shape: ConvShape,
+    tables: dict[tuple[ConvKind, ConvPass], ConvTable],
+    reference: float,
+    strided: dict[ConvPass, float] | None = None,
+) -> float:
     """The share of its class's efficiency a convolution of `shape` reaches: its tables' share of the peak over
-    `reference` (the class constant's default, whose share the tables' figures are), 1 where there are no tables.
-    A backward computing both gradients takes the sum of their times, each with the forward's FLOPs: its share is
-    the harmonic mean of theirs."""
+    `reference` (the class constant's default, whose share the tables' figures are), 1 where there are no tables;
+    a strided one's share times its pass's `strided` factor. A backward computing both gradients takes the sum of
+    their times, each with the forward's FLOPs: its share is the harmonic mean of theirs."""
     if not tables:
         return 1.0
     gradients = ((ConvPass.INPUT_GRAD, shape.input_grad), (ConvPass.WEIGHT_GRAD, shape.weight_grad))
     passes = [conv_pass for conv_pass, computed in gradients if computed] or [ConvPass.FORWARD]
-    shares = [tables[(shape.kind, p)].at(shape.out_pixels) for p in passes]
+    factors = (strided or {}) if shape.strided else {}
+    shares = [tables[(shape.kind, p)].at(shape.out_pixels) * factors.get(p, 1.0) for p in passes]
     return len(shares) / sum(1 / max(share, 1e-9) for share in shares) / reference
 
 
@@ -745,7 +758,7 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
             return pool_shape_factor(op.pool, pools, reference.efficiency(op.op_class))
         if op.conv is None:
             return 1.0
-        return conv_shape_factor(op.conv, tables, reference.efficiency(op.op_class))
+        return conv_shape_factor(op.conv, tables, reference.efficiency(op.op_class), STRIDED_FACTORS[peaks.kind])
 
     def work(op: OpCost) -> float:
         return op.pool.work(op.bytes_moved) if op.pool is not None and pools else float(op.flops)

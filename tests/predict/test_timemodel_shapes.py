@@ -1,6 +1,7 @@
-"""Max pooling priced by its work on a CPU, and the CPU's defaults read from the single-op sweep's output (issue 37,
-fourth pass): the work the recorder keeps for each max pooling, its price by hand, a GPU's unchanged, and the
-convolution tables and pooling shares as data (`cpu_shapes.json`, written by benchmarks/bench_conv_shapes.py)."""
+"""Max pooling priced by its work and strided convolutions by their factor on a CPU, and the CPU's defaults read
+from the single-op sweep's output (issue 37, fourth pass): the work and stride the recorder keeps, their prices by
+hand, a GPU's unchanged, and the convolution tables, pooling shares and strided factors as data (`cpu_shapes.json`,
+written by benchmarks/bench_conv_shapes.py --write)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerprof.measure.instruments import ConvKind, OpClass, OpCost, OpRecorder, Phase, PoolShape, StepTrace
+from layerprof.measure.instruments import (
+    ConvKind,
+    ConvShape,
+    OpClass,
+    OpCost,
+    OpRecorder,
+    Phase,
+    PoolShape,
+    StepTrace,
+)
 from layerprof.predict.timemodel import (
     CPU_SHAPES,
     CPU_SHAPES_FILE,
     DEFAULT_CONSTANTS,
     POOL_SHARES,
+    STRIDED_FACTORS,
+    ConvTable,
     CpuShapes,
     DevicePeaks,
     TimeModel,
+    conv_shape_factor,
     pool_shape_factor,
 )
 from layerprof.predict.timemodel import ConvPass as P
@@ -93,7 +106,7 @@ def test_the_cpus_defaults_are_the_sweeps_committed_output() -> None:
     """cpu_shapes.json (bench_conv_shapes.py --write) covers every kind and pass and both pooling passes; the class
     constants' defaults are its best forward medians, so a re-run of the sweep is a change of data alone."""
     data = json.loads(CPU_SHAPES_FILE.read_text())
-    assert set(data) == {"source", "conv_tables", "pool_shares"}
+    assert set(data) == {"source", "conv_tables", "pool_shares", "strided_factors"}
     assert set(CPU_SHAPES.conv_tables) == {(kind, p) for kind in ConvKind for p in P}
     assert set(CPU_SHAPES.pool_shares) == {P.FORWARD, P.INPUT_GRAD}
     dense = max(share for _, share in data["conv_tables"]["dense/forward"])
@@ -103,6 +116,9 @@ def test_the_cpus_defaults_are_the_sweeps_committed_output() -> None:
     # max pooling runs far below the peak on a CPU (one element at a time), and has no shares on a GPU
     assert all(0 < share < 0.05 for share in CPU_SHAPES.pool_shares.values())
     assert POOL_SHARES["cuda"] == {}
+    # strided convolutions run below the unit-stride table at their output size, in every pass; GPUs: no factor
+    assert set(CPU_SHAPES.strided_factors) == set(P) and all(0.3 < f < 1 for f in CPU_SHAPES.strided_factors.values())
+    assert STRIDED_FACTORS == {"cpu": CPU_SHAPES.strided_factors, "cuda": {}}
 
 
 def test_cpu_shapes_read_from_a_file_by_hand(tmp_path: Path) -> None:
@@ -110,8 +126,44 @@ def test_cpu_shapes_read_from_a_file_by_hand(tmp_path: Path) -> None:
     tables = {f"{kind.value}/{p.value}": [[1, 0.1], [16, 0.456]] for kind in ConvKind for p in P}
     tables["dense/forward"] = [[1, 0.2], [64, 0.874]]
     path.write_text(json.dumps({"source": "a test", "conv_tables": tables,
-                                "pool_shares": {"forward": 0.003, "input_grad": 0.006}}))  # fmt: skip
+                                "pool_shares": {"forward": 0.003, "input_grad": 0.006},
+                                "strided_factors": {"forward": 0.5}}))  # fmt: skip
     shapes = CpuShapes.read(path)
     assert shapes.conv_tables[(ConvKind.DENSE, P.FORWARD)].at(8) == pytest.approx(0.2 + 0.674 / 2)  # log-midpoint
     assert (shapes.conv_efficiency, shapes.grouped_conv_efficiency) == (0.87, 0.46)  # rounded as the sweep prints
     assert shapes.pool_shares == {P.FORWARD: 0.003, P.INPUT_GRAD: 0.006} and shapes.source == "a test"
+    assert shapes.strided_factors == {P.FORWARD: 0.5}
+
+
+def test_the_recorder_marks_strided_convolutions() -> None:
+    x = torch.randn(2, 4, 8, 8)
+    with OpRecorder() as recorder:
+        torch.nn.functional.conv2d(x, torch.randn(6, 4, 3, 3), padding=1)
+        torch.nn.functional.conv2d(x, torch.randn(6, 4, 2, 2), stride=2)  # ConvNeXt's downsampling
+        torch.nn.functional.conv2d(x, torch.randn(6, 4, 3, 3), padding=2, dilation=2)  # dilated, unit stride
+    assert [op.conv.strided for op in recorder.ops if op.conv] == [False, True, False]
+    (strided,) = [op.conv for op in recorder.ops if op.conv and op.conv.strided]
+    assert (strided.out_pixels, strided.per_output, strided.kind) == (16, 16, ConvKind.DENSE)
+
+
+def test_a_strided_convolution_takes_its_passs_factor_by_hand() -> None:
+    tables = {(ConvKind.DENSE, P.FORWARD): ConvTable(((1, 0.8),)),
+              (ConvKind.DENSE, P.INPUT_GRAD): ConvTable(((1, 0.4),)),
+              (ConvKind.DENSE, P.WEIGHT_GRAD): ConvTable(((1, 0.2),))}  # fmt: skip
+    factors = {P.FORWARD: 0.5, P.INPUT_GRAD: 0.25, P.WEIGHT_GRAD: 1.0}
+    unit = ConvShape(4, 36, 1, 4, False)
+    strided = replace(unit, strided=True)
+    # shares over the class default 0.8: the forward 0.8 x 0.5 / 0.8; unit stride: no factor; no factors: none
+    assert conv_shape_factor(strided, tables, 0.8, factors) == pytest.approx(0.5)
+    assert conv_shape_factor(unit, tables, 0.8, factors) == 1.0
+    assert conv_shape_factor(strided, tables, 0.8) == 1.0
+    # both gradients: 0.4 x 0.25 = 0.1 and 0.2 x 1: F / 0.1 + F / 0.2 = 15F for 2F, a share of 0.133
+    both = replace(strided, input_grad=True, weight_grad=True)
+    assert conv_shape_factor(both, tables, 0.8, factors) == pytest.approx(2 / (1 / 0.1 + 1 / 0.2) / 0.8)
+    # in a prediction on a CPU (the committed factors) and not on a GPU: a strided forward of 1e9 FLOPs at
+    # 1 TFLOP/s takes 1 / (table share x factor) ms on the CPU, 1 / conv_efficiency ms on the GPU
+    op = OpCost("convolution", OpClass.CONV, Phase.FORWARD, 10**9, 0, "float32", 1, 0, replace(strided, out_pixels=64))
+    cpu, gpu = DEFAULT_CONSTANTS["cpu"], DEFAULT_CONSTANTS["cuda"]
+    share = CPU_SHAPES.conv_tables[(ConvKind.DENSE, P.FORWARD)].at(64) * CPU_SHAPES.strided_factors[P.FORWARD]
+    assert TimeModel(CPU, cpu).predict(StepTrace([op])).device_ms == pytest.approx(1 / share)
+    assert TimeModel(GPU, gpu).predict(StepTrace([op])).device_ms == pytest.approx(1 / gpu.conv_efficiency + 0.004)
