@@ -729,9 +729,23 @@ def _dispatched(trace: StepTrace, phase: Phase) -> int:
     return trace.dispatched(phase) + extra
 
 
-def faulted_bytes(op: OpCost) -> int:
-    """The bytes of `op`'s new output whose pages are new every step (FRESH_PAGES_BYTES), else 0."""
-    return op.fresh_bytes if op.fresh_bytes >= FRESH_PAGES_BYTES[op.phase] else 0
+def optimizer_fault_bytes(trace: StepTrace) -> int:
+    """The size from which the optimizer's new outputs fault their pages in this step: glibc raises its mmap
+    threshold to the largest chunk it has freed below 32 MiB and trims the heap's top once it holds twice that, so
+    a parameter's two temporaries fault where they are as large as the largest new tensor of the step below 32 MiB
+    (its largest gradients, activations or temporaries), and come from the heap's free space where smaller (AdamW
+    on ResNet-34's parameters, benchmarks/bench_adamw_pages.py: its 9 MiB temporaries pay 0.9 of the page cost,
+    its 2.25 MiB ones none). Never below FRESH_PAGES_BYTES's 2 MiB."""
+    below = FRESH_PAGES_BYTES[Phase.FORWARD]
+    largest = max((op.fresh_bytes for op in trace.ops if op.fresh_bytes < below), default=0)
+    return max(FRESH_PAGES_BYTES[Phase.OPTIMIZER], largest)
+
+
+def faulted_bytes(op: OpCost, optimizer_bytes: int = FRESH_PAGES_BYTES[Phase.OPTIMIZER]) -> int:
+    """The bytes of `op`'s new output whose pages are new every step (FRESH_PAGES_BYTES; in the optimizer from
+    `optimizer_bytes`, a step's `optimizer_fault_bytes`), else 0."""
+    threshold = optimizer_bytes if op.phase is Phase.OPTIMIZER else FRESH_PAGES_BYTES[op.phase]
+    return op.fresh_bytes if op.fresh_bytes >= threshold else 0
 
 
 def pool_shape_factor(pool: PoolShape, shares: dict[ConvPass, float], reference: float) -> float:
@@ -749,6 +763,7 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
     tables = CONV_TABLES[peaks.kind]
     pools = POOL_SHARES[peaks.kind]
     reference = DEFAULT_CONSTANTS[peaks.kind]
+    optimizer_bytes = optimizer_fault_bytes(trace)
 
     def pooled(op: OpCost) -> bool:
         return op.pool is not None and bool(pools)
@@ -778,7 +793,7 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
         "bandwidth": array([peaks.gbps_for(op.bytes_moved) * 1e9 for op in launched]),
         "host_work": array([float(_dispatched(trace, phase)) for phase in PHASES] + [float(trace.module_calls)]),
         "shape": array([shape(op) for op in launched]),
-        "fault_mib": array([faulted_bytes(op) / 2**20 for op in launched]),
+        "fault_mib": array([faulted_bytes(op, optimizer_bytes) / 2**20 for op in launched]),
     }
 
 

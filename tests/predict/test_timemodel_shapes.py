@@ -33,6 +33,8 @@ from layerprof.predict.timemodel import (
     DevicePeaks,
     TimeModel,
     conv_shape_factor,
+    faulted_bytes,
+    optimizer_fault_bytes,
     pool_shape_factor,
 )
 from layerprof.predict.timemodel import ConvPass as P
@@ -167,3 +169,26 @@ def test_a_strided_convolution_takes_its_passs_factor_by_hand() -> None:
     share = CPU_SHAPES.conv_tables[(ConvKind.DENSE, P.FORWARD)].at(64) * CPU_SHAPES.strided_factors[P.FORWARD]
     assert TimeModel(CPU, cpu).predict(StepTrace([op])).device_ms == pytest.approx(1 / share)
     assert TimeModel(GPU, gpu).predict(StepTrace([op])).device_ms == pytest.approx(1 / gpu.conv_efficiency + 0.004)
+
+
+def test_the_optimizers_temporaries_fault_from_the_steps_largest_new_tensor_below_32_mib() -> None:
+    """glibc's mmap threshold rises to the largest chunk freed below 32 MiB (and its heap is trimmed past twice it):
+    an AdamW temporary faults where it is as large as the step's largest new tensor below 32 MiB, else it comes from
+    the heap's free space (ResNet-34's 9 MiB temporaries fault, its 2.25 MiB ones do not: bench_adamw_pages.py)."""
+    mib = 2**20
+
+    def op(phase: Phase, fresh: int) -> OpCost:
+        return OpCost("sqrt", OpClass.ELEMENTWISE, phase, 0, 2 * fresh, "float32", 1, fresh)
+
+    # a 9 MiB gradient in the backward, a 40 MiB output (mmapped anyway: it does not raise the threshold)
+    trace = StepTrace([op(Phase.BACKWARD, 9 * mib), op(Phase.FORWARD, 40 * mib), op(Phase.OPTIMIZER, int(2.25 * mib)),
+                       op(Phase.OPTIMIZER, 9 * mib)])  # fmt: skip
+    assert optimizer_fault_bytes(trace) == 9 * mib
+    assert [faulted_bytes(o, 9 * mib) for o in trace.ops] == [0, 40 * mib, 0, 9 * mib]
+    # nothing larger than 1 MiB: the 2 MiB floor; the default threshold is that floor
+    assert optimizer_fault_bytes(StepTrace([op(Phase.OPTIMIZER, mib)])) == 2 * mib
+    assert faulted_bytes(op(Phase.OPTIMIZER, int(2.25 * mib))) == int(2.25 * mib)
+    # in a prediction: the 40 MiB and the 9 MiB outputs' pages at 0.66 ms per MiB, not the 2.25 MiB one's
+    cpu = DEFAULT_CONSTANTS["cpu"]
+    without = TimeModel(CPU, replace(cpu, page_fault_ms_per_mib=0.0)).predict(trace).device_ms
+    assert TimeModel(CPU, cpu).predict(trace).device_ms == pytest.approx(without + 49 * 0.66)
