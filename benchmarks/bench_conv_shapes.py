@@ -241,8 +241,8 @@ def main(argv: list[str]) -> None:
         source = (f"benchmarks/bench_conv_shapes.py on {peaks.name} ({peak / 1e9:.0f} GFLOP/s fp32), 1 thread, "
                   f"process CPU time, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")  # fmt: skip
         rows = ",\n".join(f"    {json.dumps(key)}: {json.dumps(points)}" for key, points in tables.items())
-        write.write_text(f'{{\n  "source": {json.dumps(source)},\n  "conv_tables": {{\n{rows}\n  }},\n'
-                         f'  "pool_shares": {json.dumps(shares)},\n  "strided_factors": {json.dumps(strided)}\n}}\n')  # fmt: skip
+        tail = f'  "pool_shares": {json.dumps(shares)},\n  "strided_factors": {json.dumps(strided)}\n}}\n'
+        write.write_text(f'{{\n  "source": {json.dumps(source)},\n  "conv_tables": {{\n{rows}\n  }},\n{tail}')
         print(f"wrote {write}: the CPU's defaults (layerprof.predict.timemodel.CPU_SHAPES)")
 
 

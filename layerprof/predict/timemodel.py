@@ -486,10 +486,11 @@ EFFICIENCIES = tuple(index for index, name in enumerate(FITTED) if name.endswith
 # are the medians of single operations timed against the copy rate of the cache level their bytes fit
 # (benchmarks/bench_op_classes.py on an AMD EPYC, 1 thread, on a quiet machine, 2026-12-07 10:45 UTC; no model's
 # step went into them): batch and layer norms 0.14 (several passes over their input), elementwise 0.45 (add/relu
-# 0.7-0.8, GELU 0.1), softmax and reductions 0.35 (max pooling, 0.01-0.04, is priced by its work: POOL_SHARES), data movement 0.17 (permuting copies,
-# padding). Convolutions: the best share of the float32 peak their forward reaches in the single-convolution sweep
-# (CPU_SHAPES, from benchmarks/bench_conv_shapes.py), dense 0.90 (at 8x8 outputs), depthwise 0.24 (at
-# 24x24); each convolution's share by kind, pass and output size is its CPU_CONV_TABLES entry, which these scale.
+# 0.7-0.8, GELU 0.1), softmax and reductions 0.35 (max pooling, 0.01-0.04, is priced by its work: POOL_SHARES),
+# data movement 0.17 (permuting copies, padding). Convolutions: the best share of the float32 peak their forward
+# reaches in the single-convolution sweep (CPU_SHAPES, from benchmarks/bench_conv_shapes.py), dense 0.90 (at 8x8
+# outputs), depthwise 0.24 (at 24x24); each convolution's share by kind, pass and output size is its CPU_CONV_TABLES
+# entry, which these scale.
 # New pages of large fresh outputs (FRESH_PAGES_BYTES): 0.66 ms per MiB (`fresh_pages` of bench_op_classes.py,
 # process CPU time, on a busy machine: a 64 MiB output made fresh against written into an existing one); a
 # calibration fits it with the rest. GPUs: no such measurement yet; their

@@ -21,6 +21,7 @@ from layerprof.measure.instruments import (
     Phase,
     PoolShape,
     StepTrace,
+    pool_shape,
 )
 from layerprof.predict.timemodel import (
     CPU_SHAPES,
@@ -120,7 +121,7 @@ def test_the_cpus_defaults_are_the_sweeps_committed_output() -> None:
     assert POOL_SHARES["cuda"] == {}
     # strided convolutions run below the unit-stride table at their output size, in every pass; GPUs: no factor
     assert set(CPU_SHAPES.strided_factors) == set(P) and all(0.3 < f < 1 for f in CPU_SHAPES.strided_factors.values())
-    assert STRIDED_FACTORS == {"cpu": CPU_SHAPES.strided_factors, "cuda": {}}
+    assert (STRIDED_FACTORS["cpu"], STRIDED_FACTORS["cuda"]) == (CPU_SHAPES.strided_factors, {})
 
 
 def test_cpu_shapes_read_from_a_file_by_hand(tmp_path: Path) -> None:
@@ -192,3 +193,11 @@ def test_the_optimizers_temporaries_fault_from_the_steps_largest_new_tensor_belo
     cpu = DEFAULT_CONSTANTS["cpu"]
     without = TimeModel(CPU, replace(cpu, page_fault_ms_per_mib=0.0)).predict(trace).device_ms
     assert TimeModel(CPU, cpu).predict(trace).device_ms == pytest.approx(without + 49 * 0.66)
+
+
+def test_pool_shape_reads_a_kernel_given_as_one_int_or_two() -> None:
+    x, out, indices = torch.ones(1, 1, 6, 6), torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    assert pool_shape("max_pool2d_with_indices", (x, 3, 2), (out, indices), 200) == PoolShape(9, 50.0)
+    assert pool_shape("max_pool2d_with_indices", (x, [3, 2], 2), (out, indices), 200) == PoolShape(6, 50.0)
+    assert pool_shape("max_pool2d_with_indices_backward", (out, x, [3, 3]), x, 80) == PoolShape(1, 20.0, True)
+    assert pool_shape("avg_pool2d", (x, [3, 3]), out, 200) is None
