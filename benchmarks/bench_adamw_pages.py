@@ -16,47 +16,17 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 import torchvision
+from bench_op_residuals import TimedRecorder  # this folder's: the recorder that times each operation
 
-from layerprof.measure.instruments import OpRecorder, Phase
+from layerprof.measure.instruments import Phase
 from layerprof.predict.timemodel import DEFAULT_CONSTANTS, DevicePeaks, cpu_peaks
 
 MIB = 2**20
-
-
-class _Timed:
-    def __init__(self, func, sink: list[float]) -> None:  # noqa: ANN001
-        self._func, self._sink = func, sink
-
-    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
-        began = time.process_time()
-        out = self._func(*args, **kwargs)
-        self._sink.append(time.process_time() - began)
-        return out
-
-    def __getattr__(self, name: str):  # noqa: ANN204
-        return getattr(self._func, name)
-
-
-class TimedRecorder(OpRecorder):
-    """OpRecorder that also keeps each recorded operation's seconds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        sink: list[float] = []
-        count = len(self.trace.ops)
-        out = super().__torch_dispatch__(_Timed(func, sink), types, args, kwargs)
-        if len(self.trace.ops) > count:
-            self.seconds.append(sink[-1])
-        return out
 
 
 def main(argv: list[str]) -> None:
