@@ -735,8 +735,10 @@ def optimizer_fault_bytes(trace: StepTrace) -> int:
     threshold to the largest chunk it has freed below 32 MiB and trims the heap's top once it holds twice that, so
     a parameter's two temporaries fault where they are as large as the largest new tensor of the step below 32 MiB
     (its largest gradients, activations or temporaries), and come from the heap's free space where smaller (AdamW
-    on ResNet-34's parameters, benchmarks/bench_adamw_pages.py: its 9 MiB temporaries pay 0.9 of the page cost,
-    its 2.25 MiB ones none). Never below FRESH_PAGES_BYTES's 2 MiB."""
+    on ResNet-34's parameters, benchmarks/bench_adamw_pages.py: its 9 MiB temporaries pay 0.1-0.98 of the page
+    cost, its 2.25 MiB ones none). An approximation: on mobilenet_v3_small's the 2.25 MiB ones fault all the same
+    (its last, larger pair freed leaves the heap's top to trim); which fault depends on the whole step's
+    allocations. Never below FRESH_PAGES_BYTES's 2 MiB."""
     below = FRESH_PAGES_BYTES[Phase.FORWARD]
     largest = max((op.fresh_bytes for op in trace.ops if op.fresh_bytes < below), default=0)
     return max(FRESH_PAGES_BYTES[Phase.OPTIMIZER], largest)
