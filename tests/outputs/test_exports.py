@@ -38,13 +38,14 @@ def neps_python() -> Path:
 
 def run_snippet(
     python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True,
-    limits: list[int] | None = None, objective: str | None = None, ray_address: str | None = None,
+    limits: list[int] | None = None, objective: str | None = None, ray_address: str | None = None, eta: int = 3,
     **arguments: object,
 ) -> dict:  # fmt: skip
-    """The record of budgets asked and training calls, with the run's output under "stdout". `limits`: each rung's
-    largest batch (lowest rung first), as `ladder --batch-limits` attaches them. `ray_address`: the Ray cluster
-    the snippet's `ray.init()` joins (RAY_ADDRESS), as a user's would on a cluster."""
-    ladder = geometric_ladder(rung_count, 3)
+    """The record of budgets asked and training calls, with the run's output under "stdout", for the snippet of
+    `geometric_ladder(rung_count, eta)`. `limits`: each rung's largest batch (lowest rung first), as `ladder
+    --batch-limits` attaches them. `ray_address`: the Ray cluster the snippet's `ray.init()` joins (RAY_ADDRESS),
+    as a user's would on a cluster."""
+    ladder = geometric_ladder(rung_count, eta)
     for rung, limit in zip(ladder.rungs, limits or [], strict=False):
         rung.batch_limit = limit
     source = export(ladder, library, objective)
@@ -127,18 +128,20 @@ def test_neps_snippet(tmp_path: Path, neps_python: Path, rung_count: int, count:
 
 def test_ray_snippet(ray_cluster, tmp_path: Path) -> None:
     """Ray runs the trials in worker processes: the snippet's own report says which rungs it trained, and the
-    checkpoints each rung reported say what each trial continued from."""
-    output = run_snippet(sys.executable, "ray", 3, tmp_path, ray_address=ray_cluster.address)["stdout"]
+    checkpoints each rung reported say what each trial continued from. Three rungs at eta 2 (budgets 1, 2, 4): 4
+    trials, the best 2 continued, the best of those continued again; every Tune trial starts a worker process, and
+    eta 3 took 9 + 3 + 1 of them for the same halving."""
+    output = run_snippet(sys.executable, "ray", 3, tmp_path, ray_address=ray_cluster.address, eta=2)["stdout"]
     rungs = re.findall(r"rung budget (\d+): (\d+) trial\(s\) at z=(\d+), (\d+) continued from checkpoints", output)
-    assert rungs == [("1", "9", "1", "0"), ("3", "3", "2", "3"), ("9", "1", "3", "1")], output
+    assert rungs == [("1", "4", "1", "0"), ("2", "2", "2", "2"), ("4", "1", "3", "1")], output
     states = {
         rung: sorted(
             pickle.loads(path.read_bytes())["continued_from"] or 0
             for path in (tmp_path / "layer_freezing_tune" / f"rung-{rung}").rglob("layer_freezing_state.pkl")
         )
-        for rung in (1, 3, 9)
+        for rung in (1, 2, 4)
     }
-    assert states == {1: [0] * 9, 3: [1, 1, 1], 9: [2]}, states
+    assert states == {1: [0] * 4, 2: [1, 1], 4: [2]}, states
 
 
 @pytest.mark.parametrize("rung_count", [3, 5, 6])
