@@ -92,3 +92,34 @@ def test_the_makefiles_recipes_keep_bytecode_where_the_machine_says_not_to() -> 
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr
+
+
+def test_make_test_fails_where_the_tests_or_the_checks_fail_and_prints_the_checks_whole_after_the_tests(
+    tmp_path: Path,
+) -> None:
+    """`make test` runs lint and the gate beside pytest: with stand-ins for the tools (pytest's and mypy's exit
+    codes set per case), it fails where either fails, and the checks' output follows the tests', in one piece."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    scripts = {
+        "python": 'echo "pytest: the tests ran"; exit "$TESTS_RC"',
+        "ruff": "exit 0",
+        "mypy": 'echo "mypy: first line"; sleep 0.3; echo "mypy: last line"; exit "$MYPY_RC"',
+    }
+    for name, body in scripts.items():
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    stamp = tmp_path / "installed"
+    stamp.touch()  # newer than pyproject.toml and constraints.txt: no install
+    variables = [f"BIN={tools}", f"STAMP={stamp}", "GATE_MODELS=", f"CHECKS_LOG={tmp_path / 'checks.log'}"]
+    for tests_rc, mypy_rc in ((0, 0), (1, 0), (0, 1)):
+        done = subprocess.run(
+            ["make", "--no-print-directory", "test", *variables],
+            cwd=ROOT,
+            env={**os.environ, "TESTS_RC": str(tests_rc), "MYPY_RC": str(mypy_rc)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (done.returncode == 0) == (tests_rc == mypy_rc == 0), (tests_rc, mypy_rc, done.stdout, done.stderr)
+        assert done.stdout.index("pytest: the tests ran") < done.stdout.index("mypy: first line\nmypy: last line")
