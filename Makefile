@@ -23,7 +23,9 @@ install: $(STAMP)
 # The compiling overlaps the download: what pip installed (torch, torchvision and their dependencies, about a third of
 # the sources) compiles in the background while uv fetches and installs the rest, then the rest compiles (compileall
 # skips a module whose .pyc is current). The first pass compiles only the folders there before uv starts: uv adds
-# folders beside them and never writes inside them (the same pins), so no file is compiled while it is written.
+# folders beside them (the same pins); a package it replaced meanwhile is compiled again by the second pass, which
+# checks each .pyc against its source's modification time. Both passes leave the same .pyc as one pass after uv
+# (every module of .venv but one that does not compile, torch's py312_intrinsics.py).
 INSTALLED = $$(ls -d $(VENV)/lib/python*/site-packages/*/)
 unexport PYTHONDONTWRITEBYTECODE
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
