@@ -53,6 +53,7 @@ profile: $(STAMP)
 CHECKS_LOG ?= build/checks.log
 test: $(STAMP)
 	@mkdir -p $(dir $(CHECKS_LOG))
+	@echo "$(BIN)/python -m pytest -q -n auto --dist loadgroup (lint and the gate beside it, into $(CHECKS_LOG))"
 	@nice -n 19 $(MAKE) --no-print-directory -j 2 --output-sync=target lint gate > $(CHECKS_LOG) 2>&1 & checks=$$!; \
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup; tests=$$?; \
 	wait $$checks; checked=$$?; cat $(CHECKS_LOG); test $$tests = 0 && test $$checked = 0
