@@ -122,7 +122,9 @@ def estimate_cell(
             recorder = OpRecorder()
             replay: AbstractContextManager[None] = nullcontext()
             if blocks is not None and settings.adapter == "none" and settings.checkpointing == "none":
-                replay = blocks.replaying(cell.model, context.layers, trainable_layers, tracker, recorder)
+                replay = blocks.replaying(
+                    cell.model, context.layers, trainable_layers, tracker, recorder, batch_size=batch_size
+                )
                 cell.backward = blocks.checked_backward(cell.backward)  # type: ignore[method-assign,assignment]
                 cell.optimizer.step = blocks.steps.step(cell.optimizer, tracker, recorder)  # type: ignore[method-assign,assignment]
             with replay:
@@ -147,7 +149,7 @@ def estimate_cell(
         return row, 0.0
     except ReplayMismatch as mismatch:  # a replayed block was not alike after all: the cell traced again
         assert blocks is not None
-        blocks.refuse(mismatch.key)
+        blocks.refuse(mismatch.key, mismatch.scaled)
         return estimate_cell(
             context,
             batch_size,

@@ -21,6 +21,7 @@ a storage it had not allocated, or changed a storage's category (such a call is 
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -83,9 +84,15 @@ class BlockRecords:
 
         return checked
 
-    def refuse(self, key: Hashable) -> None:
-        """Never replay calls under `key` again (a replay found it cannot stand for them: `ReplayMismatch`)."""
-        self.trained.records[key] = None
+    def refuse(self, key: Hashable, scaled: bool = False) -> None:
+        """Never replay calls under `key` again (a replay found it cannot stand for them: `ReplayMismatch`); for a
+        record scaled from other batch sizes (`scaled`), never scale one for `key` again: it is traced and recorded
+        as any new call."""
+        if scaled:
+            self.trained.records.pop(key, None)
+            self.trained.unscaled.add(key)
+        else:
+            self.trained.records[key] = None
 
     @contextmanager
     def replaying(
@@ -95,9 +102,12 @@ class BlockRecords:
         trainable_layers: int,
         tracker: LiveTensorTracker,
         recorder: OpRecorder,
+        batch_size: int | None = None,
     ) -> Iterator[None]:
         """While active (around one instrumented step at z = `trainable_layers`), every frozen layer that can be
-        replayed runs through `_call`: traced and recorded the first time, replayed after."""
+        replayed runs through `_call`: traced and recorded the first time, replayed after. Trainable blocks are
+        recorded and replayed alike (`TrainedRecords`); given the step's `batch_size`, a trainable block's record
+        at a new batch size is scaled from two at others (`TrainedRecords.scaled_record`)."""
         patched: list[torch.nn.Module] = []
         frozen = len(layers) - trainable_layers
         try:
@@ -113,9 +123,15 @@ class BlockRecords:
                     continue
                 trainable = _trainable_signature(module)
                 if trainable is not None:
-                    module.forward = self.trained.patched_forward(module, module.forward, trainable, tracker, recorder)
+                    module.forward = self.trained.patched_forward(
+                        module, module.forward, trainable, tracker, recorder, batch_size
+                    )
                     patched.append(module)
             yield
+            # a block replayed from a scaled record whose own traced call never made its record: unconfirmed
+            unconfirmed = next((key for key, pending in self.trained.pending.items() if pending.scaled_replays), None)
+            if unconfirmed is not None:
+                raise ReplayMismatch(unconfirmed, scaled=True)
         finally:
             for module in patched:
                 del module.forward
@@ -393,11 +409,14 @@ class TrainedRecord:
 
 class ReplayMismatch(Exception):
     """A replayed trainable block would have freed a storage its record kept: the call was not alike to the
-    recorded one after all. The cell is traced again without replaying calls under `key`."""
+    recorded one after all; or (`scaled`) a record scaled from two other batch sizes was not the one its block's
+    traced call made. The cell is traced again without replaying calls under `key` (`scaled`: without scaling
+    a record for it)."""
 
-    def __init__(self, key: Hashable) -> None:
+    def __init__(self, key: Hashable, scaled: bool = False) -> None:
         super().__init__("a replayed block's record does not stand for it")
         self.key = key
+        self.scaled = scaled
 
 
 def _trainable_signature(module: torch.nn.Module) -> Hashable | None:
@@ -446,6 +465,9 @@ class _Pending:
         self.ops_start = self.log_start = 0
         self.started = False
         self.valid = self.output_layout is not None
+        self.batch_size: int | None = None  # the step's, where known: the record joins its family's
+        self.scaled: TrainedRecord | None = None  # the record scaled from other batch sizes, its forward matched
+        self.scaled_replays = 0  # alike calls replayed from `scaled` before this call's record was made
 
     def start(self, grad: torch.Tensor) -> None:
         """The gradient has reached the block's output: its backward begins (the tracker logs the whole backward
@@ -463,12 +485,15 @@ class _Pending:
         """The block's input has its gradient: its backward is done; the record is made (or refused)."""
         log = None if self.tracker.log is None or not self.started else self.tracker.log[self.log_start :]
         self.owner.pending.pop(self.key, None)
-        if not self.valid or not self.checked or log is None:
-            self.owner.records[self.key] = None
-            return
-        ops = tuple(self.recorder.trace.ops[self.ops_start :])
-        self.owner.records[self.key] = self._record(log, grad, ops)
-        self.owner.traced += 1
+        record = None
+        if self.valid and self.checked and log is not None:
+            record = self._record(log, grad, tuple(self.recorder.trace.ops[self.ops_start :]))
+            self.owner.traced += 1
+        self.owner.records[self.key] = record
+        if record is not None and self.batch_size is not None:
+            self.owner.families.setdefault(_family(self.key), {})[self.batch_size] = self.key
+        if self.scaled_replays and record != self.scaled:  # the calls replayed from it were not alike after all
+            raise ReplayMismatch(self.key, scaled=True)
 
     def _record(
         self, log: Sequence[tuple[int, int, MemoryCategory | None]], grad: torch.Tensor, ops: tuple[OpCost, ...]
@@ -581,6 +606,10 @@ class TrainedRecords:
         self.pending: dict[Hashable, _Pending] = {}
         self.traced = 0
         self.replayed = 0
+        self.scaled = 0  # of the replayed calls, those replayed from a scaled record before it was confirmed
+        # a call's key with its integers left out -> the batch sizes it was recorded at -> its key there
+        self.families: dict[Hashable, dict[int, Hashable]] = {}
+        self.unscaled: set[Hashable] = set()  # keys whose scaled record was not their traced one
 
     def patched_forward(
         self,
@@ -589,6 +618,7 @@ class TrainedRecords:
         signature: Hashable,
         tracker: LiveTensorTracker,
         recorder: OpRecorder,
+        batch_size: int | None = None,
     ) -> Callable[..., object]:
         """The block's forward: recorded, replayed or run as it is."""
         params = list(module.parameters())
@@ -599,9 +629,16 @@ class TrainedRecords:
                 return original(*args, **kwargs)
             key, x, leaves = found
             if key in self.pending:
-                return original(*args, **kwargs)
+                pending = self.pending[key]
+                if pending.scaled is None:
+                    return original(*args, **kwargs)
+                pending.scaled_replays += 1
+                self.replayed += 1
+                self.scaled += 1
+                state = _ReplayState(self, key, pending.scaled, params, leaves, tracker, recorder, scaled=True)
+                return _Replayed.apply(x, state)
             if key not in self.records:
-                return self._record(key, params, original, args, kwargs, x, leaves, tracker, recorder)
+                return self._record(key, params, original, args, kwargs, x, leaves, tracker, recorder, batch_size)
             record = self.records[key]
             if record is None:
                 return original(*args, **kwargs)
@@ -610,6 +647,32 @@ class TrainedRecords:
             return _Replayed.apply(x, state)
 
         return forward
+
+    def scaled_record(self, key: Hashable, batch_size: int | None) -> TrainedRecord | None:
+        """The record a call under `key` at `batch_size` would make, from two records of its family at other batch
+        sizes: where `key` itself is on the line through their keys (every integer of it: shapes, strides,
+        offsets, plain arguments), the records run the same allocations, frees, gradients and operations in the
+        same order, and every integer of theirs (requested bytes, layouts, FLOPs, bytes moved) is on the line
+        through the two at `batch_size`, to the unit. None where no two records are so. Nothing here assumes that
+        the figures scale: the call's own trace is compared with the scaled record (`_Pending.end`)."""
+        if batch_size is None or key in self.unscaled:
+            return None
+        known = self.families.get(_family(key), {})
+        batches = sorted(
+            (b for b, k in known.items() if b != batch_size and self.records.get(k) is not None),
+            key=lambda b: (abs(b - batch_size), b),
+        )
+        for i, first in enumerate(batches[:MAX_SCALED_FROM]):
+            for second in batches[i + 1 : MAX_SCALED_FROM]:
+                found = _scaled_from(
+                    (first, known[first], self.records[known[first]]),
+                    (second, known[second], self.records[known[second]]),
+                    key,
+                    batch_size,
+                )
+                if found is not None:
+                    return found
+        return None
 
     def _record(
         self,
@@ -622,16 +685,21 @@ class TrainedRecords:
         leaves: list[object],
         tracker: LiveTensorTracker,
         recorder: OpRecorder,
+        batch_size: int | None = None,
     ) -> object:
         inputs: dict[int, int] = {}
         for position, leaf in enumerate(leaves):
             if isinstance(leaf, torch.Tensor):
                 inputs.setdefault(id(leaf.untyped_storage()), position)
+        scaled = self.scaled_record(key, batch_size)
         output, log, ops, calls = _logged_call(original, args, kwargs, tracker, recorder)
         if not isinstance(output, torch.Tensor) or type(output) not in PLAIN_TENSORS or output.grad_fn is None:
             self.records[key] = None
             return output
         pending = _Pending(self, key, params, inputs, log, output, x, ops, calls, tracker, recorder)
+        pending.batch_size = batch_size
+        if scaled is not None and _forward_as_scaled(scaled, log, output, ops, calls):
+            pending.scaled = scaled  # the alike calls after this one replay it; its backward is compared at `end`
         output.register_hook(pending.start)
         x.register_hook(pending.end)
         self.pending[key] = pending
@@ -782,8 +850,10 @@ class _ReplayState:
         leaves: list[object],
         tracker: LiveTensorTracker,
         recorder: OpRecorder,
+        scaled: bool = False,
     ) -> None:
         self.owner, self.key, self.record, self.params = owner, key, record, params
+        self.scaled = scaled  # the record is scaled from other batch sizes, not yet confirmed
         self.tracker, self.recorder = tracker, recorder
         self.held: dict[int, torch.UntypedStorage] = {}
         for position in record.held_inputs:
@@ -825,7 +895,7 @@ class _ReplayState:
                     if index in record.layouts:
                         real[index] = record.layouts[index].new()
                         if tracker._category.get(id(real[index].untyped_storage())) != category:
-                            raise ReplayMismatch(self.key)
+                            raise ReplayMismatch(self.key, self.scaled)
                     else:
                         assert category is not None
                         self.keys[index] = tracker.allocate_virtual(nbytes, category)
@@ -855,7 +925,7 @@ class _ReplayState:
         refs = [weakref.ref(storage) for storage in kept]
         del kept
         if any(ref() is None for ref in refs):
-            raise ReplayMismatch(self.key)
+            raise ReplayMismatch(self.key, self.scaled)
         return returned
 
 
@@ -872,6 +942,123 @@ class _Replayed(torch.autograd.Function):
         state: _ReplayState = ctx.state  # type: ignore[attr-defined]
         ctx.state = None  # type: ignore[attr-defined]
         return state.backward(grad), None
+
+
+# ---------------------------------------------------------------- trainable records across batch sizes
+
+MAX_SCALED_FROM = 6  # the recorded batch sizes nearest to a new one that its record may be scaled from
+
+
+class _NotAlike(Exception):
+    """Two records (or keys) that are not one record at two batch sizes."""
+
+
+def _family(value: Hashable) -> Hashable:
+    """A call's key with every integer (not a bool) left out: the keys of one call at several batch sizes."""
+    if type(value) is int:
+        return int
+    if type(value) is tuple:
+        return tuple(_family(item) for item in value)
+    return value
+
+
+def _scaled(first: object, second: object, at: tuple[int, int, int]) -> object:
+    """`first` (at batch size `at[0]`) and `second` (at `at[1]`) at batch size `at[2]`: every integer on the line
+    through the two (a whole number, else `_NotAlike`), every other value the same in both (else `_NotAlike`);
+    tuples, dicts and dataclasses item by item."""
+    if type(first) is not type(second):
+        raise _NotAlike
+    if type(first) is int:
+        b1, b2, b = at
+        assert isinstance(second, int)
+        step, rest = divmod((second - first) * (b - b1), b2 - b1)
+        if rest:
+            raise _NotAlike
+        return first + step
+    if type(first) is tuple:
+        assert isinstance(second, tuple)
+        if len(first) != len(second):
+            raise _NotAlike
+        return tuple(_scaled(x, y, at) for x, y in zip(first, second, strict=True))
+    if type(first) is dict:
+        assert isinstance(second, dict)
+        if first.keys() != second.keys():
+            raise _NotAlike
+        return {name: _scaled(value, second[name], at) for name, value in first.items()}
+    if dataclasses.is_dataclass(first) and not isinstance(first, type):
+        changes = {
+            field.name: _scaled(getattr(first, field.name), getattr(second, field.name), at)
+            for field in dataclasses.fields(first)
+        }
+        return dataclasses.replace(first, **changes)
+    if first != second:
+        raise _NotAlike
+    return first
+
+
+def _skeleton(record: TrainedRecord) -> Hashable:
+    """What of a record must be the same at every batch size: its events but for their bytes, which allocations
+    are real tensors, what it holds and returns, its operations' count."""
+    return (
+        tuple((index, nbytes == FREED, category) for index, nbytes, category in record.forward),
+        record.output,
+        tuple(sorted(record.layouts)),
+        record.module_calls,
+        record.held_inputs,
+        record.holds_output,
+        tuple(
+            (kind, index, nbytes if kind == GRAD else 0, category) for kind, index, nbytes, category in record.backward
+        ),
+        record.returned,
+        len(record.forward_ops),
+        len(record.backward_ops),
+    )
+
+
+def _scaled_from(
+    first: tuple[int, Hashable, TrainedRecord | None],
+    second: tuple[int, Hashable, TrainedRecord | None],
+    key: Hashable,
+    batch_size: int,
+) -> TrainedRecord | None:
+    """The record at `batch_size` under `key` on the line through two (batch size, key, record), or None where
+    `key` is not on the line through theirs or the records are not one record at two batch sizes."""
+    (b1, key1, record1), (b2, key2, record2) = first, second
+    if record1 is None or record2 is None or _skeleton(record1) != _skeleton(record2):
+        return None
+    at = (b1, b2, batch_size)
+    try:
+        if _scaled(key1, key2, at) != key:
+            return None
+        record = _scaled(record1, record2, at)
+    except _NotAlike:
+        return None
+    assert isinstance(record, TrainedRecord)
+    allocations = [nbytes for _, nbytes, _ in record.forward if nbytes != FREED]
+    allocations += [nbytes for kind, _, nbytes, _ in record.backward if kind == ALLOC]
+    layouts = [n for layout in record.layouts.values() for n in (*layout.size, layout.storage_offset)]
+    if min([*allocations, *layouts, 0]) < 0 or any(layout.storage_bytes < 0 for layout in record.layouts.values()):
+        return None
+    return record
+
+
+def _forward_as_scaled(
+    scaled: TrainedRecord,
+    log: Sequence[tuple[int, int, MemoryCategory | None]],
+    output: torch.Tensor,
+    ops: tuple[OpCost, ...],
+    module_calls: int,
+) -> bool:
+    """Whether a traced call's forward is the scaled record's: the same allocations and frees, output layout and
+    operations (its backward is compared when its record is made)."""
+    found = _events(log)
+    return (
+        found is not None
+        and tuple(found[0]) == scaled.forward
+        and ops == scaled.forward_ops
+        and module_calls == scaled.module_calls
+        and Layout.of(output) == scaled.layouts.get(scaled.output)
+    )
 
 
 # ---------------------------------------------------------------- the optimizer step
