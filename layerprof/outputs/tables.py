@@ -1,4 +1,5 @@
-"""Tables are views of a Profile: a pandas frame per batch size, rendered for the terminal or as Markdown."""
+"""Tables are views of a Profile: a pandas frame per batch size, rendered for the terminal or as Markdown (the
+terminal's cell table from the frame's records, so that a command that prints one never imports pandas)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -17,6 +17,8 @@ from layerprof.fidelity.ladder import Bracket, Ladder
 from layerprof.profile import JsonDict, Layer, MemoryCategory, Profile, Row, ratio, total_params, trainable_params
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from layerprof.fidelity.correlate import CellStatistics, CorrelationResult
     from layerprof.fidelity.granularity import SplitReport
     from layerprof.fidelity.judging import NoiseFloor
@@ -47,11 +49,18 @@ def cell_columns(profile: Profile) -> dict[str, str]:
 def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
     """One row per z at this batch size, with ratios to full training (z = n) where that cell succeeded; step
     times measured, or predicted for an estimate with a time model."""
+    import pandas as pd
+
+    return pd.DataFrame.from_records(cell_records(profile, batch_size), columns=list(COLUMNS))
+
+
+def cell_records(profile: Profile, batch_size: int) -> list[dict[str, object]]:
+    """The cell frame's rows (`cell_frame`) as plain records, one per z, keyed by COLUMNS."""
     rows = profile.rows_for(batch_size)
     full = profile.row(batch_size, profile.layer_count)
     full_time = profile.step_time_ms(full) if full is not None and full.ok else None
     full_memory = full.peak_memory_bytes if full is not None and full.ok else None
-    records = []
+    records: list[dict[str, object]] = []
     for row in rows:
         records.append(
             {
@@ -65,7 +74,7 @@ def cell_frame(profile: Profile, batch_size: int) -> pd.DataFrame:
                 "status": _status(row),
             }
         )
-    return pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    return records
 
 
 def time_model_label(profile: Profile) -> str:
@@ -97,12 +106,9 @@ def _format(column: str, value: float | str | None) -> str:  # a cell of the tab
     return str(value)
 
 
-def formatted(frame: pd.DataFrame) -> list[list[str]]:
-    """A frame's values as the tables show them (units, thousands separators, blanks for None)."""
-    return [
-        [_format(column, value) for column, value in zip(frame.columns, record, strict=True)]
-        for record in frame.itertuples(index=False)
-    ]
+def formatted(records: Sequence[dict[str, object]]) -> list[list[str]]:
+    """The cell records' values as the tables show them (units, thousands separators, blanks for None)."""
+    return [[_format(column, record[column]) for column in COLUMNS] for record in records]  # type: ignore[arg-type]
 
 
 # How a table looks in a terminal: `lined` (Rich's box, a bold header, the title on the left), `compact` (a rule
@@ -178,7 +184,7 @@ def cell_view(profile: Profile, batch_size: int) -> TableView:
     if profile.predicts_time:
         title += f" · {time_model_label(profile)}"
         heading += f", {time_model_label(profile)}"
-    rows = formatted(cell_frame(profile, batch_size))
+    rows = formatted(cell_records(profile, batch_size))
     return TableView(
         title,
         list(cell_columns(profile).values()),
@@ -225,6 +231,8 @@ def print_model_names(console: Console, names: dict[str, list[str]], description
 
 def layer_frame(layers: Sequence[Layer]) -> pd.DataFrame:
     """The split, with the z at which each layer turns trainable and the trainable share at that z."""
+    import pandas as pd
+
     n = len(layers)
     total = total_params(layers) or 1
     records = []
