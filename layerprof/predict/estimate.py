@@ -18,6 +18,8 @@ different tensors for backward than the CPU one.
 from __future__ import annotations
 
 import functools
+import math
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
@@ -165,6 +167,10 @@ def estimate_cell(
         return failed_row(row, "error", f"cannot estimate: {_why_not(error)}"), 0.0
 
 
+# between cells an estimate saves its profile at most this often (and always at its end: `estimate_model`)
+SAVE_EVERY_S = 2.0
+
+
 # a parameter's optimizer state, by the parameter's id, with the parameter itself: an id is reused once its object is
 # gone (LoRA's adapters are built anew per cell), so a state is reused only for the very same parameter
 PrimedStates = dict[int, tuple[torch.nn.Parameter, dict[str, object]]]
@@ -284,23 +290,36 @@ def estimate_model(
         runner = ComposedCells(runner, settings.trainable_layer_counts)
     described = time_model.to_dict() if time_model is not None else None
 
+    last_save = [-math.inf]
+    unsaved: list[Profile] = []  # the last profile handed over and not yet saved
+
     def save_with_time_model(profile: Profile) -> None:
+        """Between cells the profile is saved at most every SAVE_EVERY_S (an estimate's cell takes a fraction of a
+        second, a composed one none: writing the growing JSON and CSV after each was a tenth of an estimate's
+        time); the last one handed over is always saved when the sweep ends, interrupted or not."""
         profile.time_model = described
-        if save:
+        unsaved[:] = [profile]
+        if save and time.monotonic() - last_save[0] >= SAVE_EVERY_S:
             save(profile)
+            last_save[0] = time.monotonic()
+            unsaved.clear()
 
     with mode:
         split = list(layers) if layers is not None else loaded.split()
-        profile = profile_model(
-            loaded,
-            split,
-            settings,
-            ESTIMATE_DEVICE,
-            observer=observer,
-            save=save_with_time_model,
-            cell_runner=runner,
-            environment=estimate_environment(target, settings.target_gpu),
-            resume=resume,
-        )
+        try:
+            profile = profile_model(
+                loaded,
+                split,
+                settings,
+                ESTIMATE_DEVICE,
+                observer=observer,
+                save=save_with_time_model,
+                cell_runner=runner,
+                environment=estimate_environment(target, settings.target_gpu),
+                resume=resume,
+            )
+        finally:
+            if save and unsaved:
+                save(unsaved[0])
     profile.time_model = described
     return profile
