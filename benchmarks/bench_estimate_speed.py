@@ -1,7 +1,8 @@
 """Speed of `estimate` and `fit`: the old paths (every cell and every layer traced; each z's fit searched from the
 smallest batch) beside the new ones (runs of alike z composed from traced anchors; frozen layers, trainable blocks
-with their backward and optimizer steps replayed from an alike one's record; each z's search seeded by the z before
-it), in one run, with a check that the answers are identical.
+with their backward and optimizer steps replayed from an alike one's record, a trainable block's record at a new
+batch size scaled from two others and checked against its own trace; each z's search seeded by the z before it),
+in one run, with a check that the answers are identical.
 
     .venv/bin/python benchmarks/bench_estimate_speed.py                       # the issue's figures (minutes)
     .venv/bin/python benchmarks/bench_estimate_speed.py --smoke               # tiny models, seconds
