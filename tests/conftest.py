@@ -249,6 +249,7 @@ SLOW_TESTS = (
     "tests/predict/test_compose.py::test_composed_cells_equal_the_full_trace",
     "tests/fidelity/test_simulate.py::test_simulate_cli_writes_json_table_and_figure",
     "tests/predict/test_reuse.py::test_replayed_layers_give_the_exhaustive_figures",
+    "tests/predict/test_reuse_batches.py::test_scaled_records_give_the_exhaustive_figures",
     "tests/predict/test_compose.py::test_a_sparse_selection_is_composed_between_its_own_anchors",
     "tests/sources/test_sources.py::test_a_litgpt_model_builds_without_lightning",
     "tests/predict/test_compose.py::test_a_recipe_fit_is_seeded_and_composed",
