@@ -759,7 +759,8 @@ def pool_shape_factor(pool: PoolShape, shares: dict[ConvPass, float], reference:
 
 def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict[str, torch.Tensor]:
     """A step's kernels and the host's work as arrays, for a differentiable prediction of its time: each kernel's
-    FLOPs (a max pooling's work where its device kind prices it so: POOL_SHARES), bytes, peak, rate and the share of
+    FLOPs (a max pooling's work where its device kind prices it so: POOL_SHARES, against the float32 peak in every
+    dtype, as bench_conv_shapes.py measured its shares), bytes, peak, rate and the share of
     its class's efficiency its shape reaches (`conv_shape_factor`, `pool_shape_factor`), and the MiB of fresh pages
     it faults in (priced at `page_fault_ms_per_mib`)."""
     launched = [op for op in trace.ops if op.kernels]
@@ -784,12 +785,16 @@ def _op_arrays(trace: StepTrace, peaks: DevicePeaks, numerics: Numerics) -> dict
     def array(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64)
 
-    peak = [peaks.tflops(op.dtype, op.op_class, numerics.tf32_matmul, numerics.tf32_conv) * 1e12 for op in launched]
+    def peak(op: OpCost) -> float:
+        if pooled(op):  # one element at a time in every dtype: bfloat16's (matmul) peak is no measure of it
+            return peaks.fp32_tflops * 1e12
+        return peaks.tflops(op.dtype, op.op_class, numerics.tf32_matmul, numerics.tf32_conv) * 1e12
+
     return {
         "flops": array([work(op) for op in launched]),
         "bytes": array([float(op.bytes_moved) for op in launched]),
         "kernels": array([float(op.kernels) for op in launched]),
-        "peak": array(peak),
+        "peak": array([peak(op) for op in launched]),
         "compute": torch.tensor([CLASS_INDEX[op.op_class] for op in launched], dtype=torch.long),
         "compute_bound": torch.tensor([op.op_class.compute_bound or pooled(op) for op in launched], dtype=torch.bool),
         "bytes_at": torch.tensor([BYTES_INDEX[op.op_class] for op in launched], dtype=torch.long),
