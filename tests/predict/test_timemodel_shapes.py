@@ -144,8 +144,9 @@ def test_the_recorder_marks_strided_convolutions() -> None:
         torch.nn.functional.conv2d(x, torch.randn(6, 4, 3, 3), padding=1)
         torch.nn.functional.conv2d(x, torch.randn(6, 4, 2, 2), stride=2)  # ConvNeXt's downsampling
         torch.nn.functional.conv2d(x, torch.randn(6, 4, 3, 3), padding=2, dilation=2)  # dilated, unit stride
-    assert [op.conv.strided for op in recorder.ops if op.conv] == [False, True, False]
-    (strided,) = [op.conv for op in recorder.ops if op.conv and op.conv.strided]
+        torch.nn.functional.conv2d(x, torch.randn(6, 4, 3, 3), stride=(1, 2))  # strided along one side only
+    assert [op.conv.strided for op in recorder.ops if op.conv] == [False, True, False, True]
+    strided = [op.conv for op in recorder.ops if op.conv and op.conv.strided][0]
     assert (strided.out_pixels, strided.per_output, strided.kind) == (16, 16, ConvKind.DENSE)
 
 
@@ -186,6 +187,9 @@ def test_the_optimizers_temporaries_fault_from_the_steps_largest_new_tensor_belo
                        op(Phase.OPTIMIZER, 9 * mib)])  # fmt: skip
     assert optimizer_fault_bytes(trace) == 9 * mib
     assert [faulted_bytes(o, 9 * mib) for o in trace.ops] == [0, 40 * mib, 0, 9 * mib]
+    # the optimizer's own temporaries are new tensors of the step too: alone, the largest of them sets it
+    alone = StepTrace([op(Phase.BACKWARD, mib), op(Phase.OPTIMIZER, 6 * mib), op(Phase.OPTIMIZER, 3 * mib)])
+    assert optimizer_fault_bytes(alone) == 6 * mib
     # nothing larger than 1 MiB: the 2 MiB floor; the default threshold is that floor
     assert optimizer_fault_bytes(StepTrace([op(Phase.OPTIMIZER, mib)])) == 2 * mib
     assert faulted_bytes(op(Phase.OPTIMIZER, int(2.25 * mib))) == int(2.25 * mib)
