@@ -175,15 +175,29 @@ class CpuShapes:
     @classmethod
     def read(cls, path: Path) -> CpuShapes:
         """From the JSON the sweep writes: {"source", "conv_tables": {"kind/pass": [[pixels, share], ...]},
-        "pool_shares": {"pass": share}, "strided_factors": {"pass": factor}}."""
-        data = json.loads(path.read_text())
-        tables = {}
-        for key, points in data["conv_tables"].items():
-            kind, conv_pass = key.split("/")
-            tables[(ConvKind(kind), ConvPass(conv_pass))] = ConvTable(tuple((int(p), float(s)) for p, s in points))
-        pools = {ConvPass(name): float(share) for name, share in data["pool_shares"].items()}
-        strided = {ConvPass(name): float(factor) for name, factor in data.get("strided_factors", {}).items()}
-        return cls(tables, pools, str(data["source"]), strided)
+        "pool_shares": {"pass": share}, "strided_factors": {"pass": factor}}. LayerprofError naming `path` where it is
+        missing, unreadable, or lacks a kind and pass of convolution, a pooling pass, or a table's points in order."""
+        try:
+            data = json.loads(path.read_text())
+            tables = {}
+            for key, points in data["conv_tables"].items():
+                kind, conv_pass = key.split("/")
+                table = tuple((int(p), float(s)) for p, s in points)
+                if not table or [p for p, _ in table] != sorted({p for p, _ in table}):
+                    raise ValueError(f"{key}: no points, or not in order of output positions")
+                tables[(ConvKind(kind), ConvPass(conv_pass))] = ConvTable(table)
+            pools = {ConvPass(name): float(share) for name, share in data["pool_shares"].items()}
+            strided = {ConvPass(name): float(factor) for name, factor in data.get("strided_factors", {}).items()}
+            missing = [f"{k.value}/{p.value}" for k in ConvKind for p in ConvPass if (k, p) not in tables]
+            missing += [f"pool_shares {p.value}" for p in (ConvPass.FORWARD, ConvPass.INPUT_GRAD) if p not in pools]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            return cls(tables, pools, str(data["source"]), strided)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise LayerprofError(
+                f"{path}: the CPU's convolution tables are unreadable ({error}); reinstall layerprof or re-run "
+                "benchmarks/bench_conv_shapes.py --write"
+            ) from None
 
     @property
     def conv_efficiency(self) -> float:

@@ -222,3 +222,31 @@ def test_max_pooling_in_bfloat16_takes_the_float32_peak_not_bfloat16s() -> None:
     conv = OpCost("convolution", OpClass.CONV, Phase.FORWARD, 10**9, 0, "bfloat16", 1, 0, dense)
     share = CPU_SHAPES.conv_tables[(ConvKind.DENSE, P.FORWARD)].at(64)
     assert TimeModel(slow_bf16, cpu).predict(StepTrace([conv])).device_ms == pytest.approx(1e9 / (1e10 * share) * 1e3)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data["conv_tables"].pop("dense/weight_grad"),
+        lambda data: data["pool_shares"].pop("input_grad"),
+        lambda data: data["conv_tables"].update({"dense/forward": [[64, 0.9], [4, 0.4]]}),
+        lambda data: data["conv_tables"].update({"sparse/forward": [[1, 0.1]]}),
+        lambda data: data.pop("source"),
+    ],
+)
+def test_a_damaged_cpu_shapes_file_is_one_error_naming_it(tmp_path: Path, damage) -> None:  # noqa: ANN001
+    """A table or pooling pass missing was a KeyError only when a cell first needed it (a GPU estimate never did);
+    points out of order an AssertionError in `ConvTable.at`: now one error at reading, naming the file."""
+    from layerprof.errors import LayerprofError
+
+    data = json.loads(CPU_SHAPES_FILE.read_text())
+    damage(data)
+    path = tmp_path / "shapes.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LayerprofError, match="shapes.json: the CPU's convolution tables are unreadable"):
+        CpuShapes.read(path)
+    with pytest.raises(LayerprofError, match="No such file"):
+        CpuShapes.read(tmp_path / "absent.json")
+    path.write_text("{")
+    with pytest.raises(LayerprofError, match="unreadable"):
+        CpuShapes.read(path)
