@@ -820,7 +820,8 @@ class PoolShape:
 
 def pool_shape(name: str, args: Sequence[object], out: object, bytes_moved: int) -> PoolShape | None:
     """The work of max pooling op `name` called with `args` returning `out` and moving `bytes_moved` (None for
-    other ops): `max_pool2d_with_indices(input, kernel_size, ...)` returns (values, indices);
+    other ops, and for a forward on a channels-last input, which runs near its bytes' rate: priced by them):
+    `max_pool2d_with_indices(input, kernel_size, ...)` returns (values, indices);
     `max_pool2d_with_indices_backward(grad_output, input, kernel_size, ...)` the input's gradient."""
     backward = POOL_OPS.get(name)
     if backward is None:
@@ -831,8 +832,19 @@ def pool_shape(name: str, args: Sequence[object], out: object, bytes_moved: int)
     outputs = args[0] if backward else (out[0] if isinstance(out, (tuple, list)) and out else None)
     if not isinstance(outputs, torch.Tensor) or not kernel or not outputs.numel() or not bytes_moved:
         return None
+    if not backward and _channels_last(args[0]):  # ATen's channels-last forward runs vectorised across channels
+        return None
     taps = 1 if backward else math.prod(kernel * (2 // len(kernel)))  # kernel_size=[3] means 3x3
     return PoolShape(taps, bytes_moved / outputs.numel(), backward)
+
+
+def _channels_last(x: object) -> bool:
+    """Whether ATen's CPU max pooling takes its channels-last kernel for `x` (its strides channels-last, not also
+    contiguous): that forward runs ~17x faster than the element-at-a-time one (8x64x32x32, 3x3 at stride 2: 0.27 ms
+    against 4.7 ms on an AMD EPYC, busy), near its bytes' rate (its backward: as fast in either)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.is_contiguous():
+        return False
+    return x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _ints(args: Sequence[object], index: int | None) -> list[int]:

@@ -250,3 +250,20 @@ def test_a_damaged_cpu_shapes_file_is_one_error_naming_it(tmp_path: Path, damage
     path.write_text("{")
     with pytest.raises(LayerprofError, match="unreadable"):
         CpuShapes.read(path)
+
+
+def test_a_channels_last_max_pooling_forward_is_priced_by_its_bytes() -> None:
+    """ATen's channels-last max pooling forward runs vectorised across channels, ~17x faster than the element-at-a-
+    time kernel the pooling shares measure (8x64x32x32, 3x3 at stride 2: 0.27 ms against 4.7 ms, AMD EPYC, busy):
+    no work kept, so it is priced by its bytes as before; its backward (as fast in either layout) keeps its
+    additions."""
+    x = torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+    forward, backward = _recorded(lambda: torch.nn.functional.max_pool2d(x, 3, 2, 1).sum().backward())
+    assert (forward.name, forward.pool) == ("max_pool2d_with_indices", None)
+    assert backward.pool == PoolShape(1, 44.0, backward=True)
+
+
+def _recorded(work) -> list[OpCost]:  # noqa: ANN001
+    with OpRecorder() as recorder:
+        work()
+    return [op for op in recorder.ops if op.name.startswith("max_pool2d")]
