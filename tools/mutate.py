@@ -34,6 +34,11 @@ tests so far and of every setup, plus the longest test and 10 s: counted as kill
 test passed), uncovered (no test runs that statement: counted as survived), error (the mutant could not be
 applied: left out of the score). The report goes to build/mutate/ as JSON and text (named by the module's dotted
 path: predict-timemodel.json), with each mutant's time, its killer and the commit scored.
+
+Stopping: Ctrl-C (SIGINT), SIGTERM (`timeout`, `kill`, a batch scheduler's limit) and SIGHUP (a closed terminal;
+left ignored under `nohup`) end the run alike: the mutant in flight is stopped with its process group and left not
+run, the module's report of the mutants that finished is written (its `stopped_by` names the signal), no further
+module starts, and the exit status is 128 + the signal's number. `--again` goes on from that report.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -584,6 +591,41 @@ def live_default(function: Any, where: str, key: int | str, value: Any) -> None:
 
 # ---------------------------------------------------------------- running tests in forked processes
 
+# signals that stop a run as Ctrl-C does (`timeout` and batch schedulers send SIGTERM; a closed terminal SIGHUP)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived: raised in the run's process where Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(signal.Signals(number).name)
+        self.number = number
+
+
+def _stop(number: int, _frame: Any) -> None:
+    raise Stopped(number)
+
+
+def stopped_by(stop: KeyboardInterrupt) -> signal.Signals:
+    """The signal behind a stop: SIGTERM or SIGHUP (`Stopped`), else Ctrl-C's SIGINT."""
+    return signal.Signals(getattr(stop, "number", signal.SIGINT))
+
+
+@contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """While the run lasts, SIGTERM and SIGHUP raise `Stopped` as SIGINT raises KeyboardInterrupt; a signal ignored
+    when the run began stays ignored (SIGHUP under `nohup`). The handlers found are put back after."""
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    for number, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(number, _stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+
 
 def _silence() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -617,6 +659,10 @@ def fork_run(job: Any, timeout_s: float | None, quiet: bool = True) -> tuple[str
     if pid == 0:  # the child
         code = 3
         try:
+            os.setpgid(0, 0)  # a group of its own: a stopped run ends the child and whatever it started
+            for number in STOP_SIGNALS:
+                if signal.getsignal(number) is _stop:
+                    signal.signal(number, signal.SIG_DFL)
             if quiet:
                 _silence()
             if timeout_s is not None:
@@ -626,7 +672,17 @@ def fork_run(job: Any, timeout_s: float | None, quiet: bool = True) -> tuple[str
             code = 99
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    try:
+        with suppress(OSError):
+            os.setpgid(pid, pid)  # here too: a run stopped before the child ran its first line still ends it
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # the run is stopped (Ctrl-C, SIGTERM, SIGHUP): the child goes too, its verdict unknown
+        for kill in (os.killpg, os.kill):
+            with suppress(OSError):
+                kill(pid, signal.SIGKILL)
+        with suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        raise
     seconds = time.perf_counter() - began
     if os.WIFSIGNALED(status):
         signal_number = os.WTERMSIG(status)
@@ -984,6 +1040,7 @@ class ModuleReport:
     trace_seconds: float = 0.0
     mutant_seconds: float = 0.0  # all the mutants' processes, end to end
     warm_imports: int = 0  # libraries imported before the mutants fork (`warm_imports`)
+    stopped_by: str = ""  # the signal that stopped the run before every mutant ran (SIGINT, SIGTERM, SIGHUP)
 
     def count(self, *verdicts: str) -> int:
         return sum(m.verdict in verdicts for m in self.mutants)
@@ -1003,6 +1060,7 @@ class ModuleReport:
             f"{self.count('')} not run, of {len(self.mutants)}; {per_mutant}; traced {len(self.traced_now)} of "
             f"{len(self.tests)} test files in {self.trace_seconds:.0f} s; at {self.commit}; "
             f"tests: {', '.join(self.tests)})"
+            + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")
         )
 
 
@@ -1061,8 +1119,9 @@ def mutate_module(
     selected = report.mutants if limit is None else report.mutants[:limit]
     try:
         _run_mutants(path, tree, finder, spans, coverage, report, selected, done, killers, workdir, progress)
-    except KeyboardInterrupt:  # Ctrl-C, `timeout -s INT`: the report keeps what ran (`--again` goes on)
-        print(f"\n  stopped: {report.count('')} mutants not run", flush=True)
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, SIGHUP: the report keeps what ran (`--again` goes on)
+        report.stopped_by = stopped_by(stop).name
+        print(f"\n  stopped by {report.stopped_by}: {report.count('')} mutants not run", flush=True)
     gc.unfreeze()
     print(flush=True)
     return report
@@ -1208,6 +1267,18 @@ def main(argv: list[str] | None = None) -> int:
     if not modules:
         print(f"no module of {PACKAGE}/ changed against {args.base}; name modules to mutate")
         return 0
+    with stopping_on_signals():
+        try:
+            return _mutate_all(args, modules)
+        except KeyboardInterrupt as stop:  # while importing or tracing: no mutant of the module finished
+            number = stopped_by(stop)
+            print(f"\nstopped by {number.name} before a mutant ran: no report written", file=sys.stderr)
+            return 128 + number
+
+
+def _mutate_all(args: argparse.Namespace, modules: list[Path]) -> int:
+    """Mutate each module in turn and write its report; a run stopped by a signal ends after the module it stopped
+    in (exit 128 + the signal's number), else exit 1 when a module scored below `--min-score`."""
     import torch  # noqa: F401 - imported once here, so that every forked mutant starts with it
 
     for path in modules:
@@ -1243,6 +1314,8 @@ def main(argv: list[str] | None = None) -> int:
                 path, tests, wanted, Path(scratch), args.limit, args.trace_cache, args.out / f"{stem}.json", previous
             )
         print("\n".join(write_report(report, args.out, stem)), flush=True)
+        if report.stopped_by:
+            return 128 + signal.Signals[report.stopped_by]
         if report.score is not None:
             worst = min(worst, report.score)
     return 1 if worst < args.min_score else 0

@@ -1,13 +1,18 @@
 """tools/mutate.py's run: the lines a mutant's tests must execute, the order and deadlines of those tests, the
 traced run cached per test file, and one whole run on a small package of two functions (a mutant no test reaches
-is uncovered; a mutant only one test reaches runs that test alone)."""
+is uncovered; a mutant only one test reaches runs that test alone), and a run stopped by SIGTERM writing the report
+of the mutants that finished."""
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
+import os
+import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -223,3 +228,88 @@ def test_a_whole_run_on_a_small_package(tool: ModuleType, project: Path) -> None
     assert [m.verdict for m in again.mutants] == [m.verdict for m in report.mutants]
     assert again.traced_now == []  # the trace came from the cache
     assert next(m for m in again.mutants if m.verdict == "killed").seconds == killed.seconds  # kept, not re-run
+
+
+def test_a_run_stopped_by_sigterm_writes_the_report_of_what_finished(tool: ModuleType, project: Path) -> None:
+    """A real run (tools/mutate.py's main in a process of its own) sent SIGTERM while a mutant's test hangs: the
+    report keeps the mutants that finished, leaves the one in flight not run, names the signal, and the run exits
+    128 + 15 with the hung mutant's process ended. Without the handler the process dies with no report."""
+    hung = project / "hung.pid"
+    (project / "tests" / "test_double.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os
+            import time
+            from pathlib import Path
+
+            from samplepkg.calc import double
+
+
+            def test_double():
+                if double(2) == 6:  # the mutant 2 -> 3 hangs here until the run is stopped
+                    Path({str(hung)!r} + ".tmp").write_text(str(os.getpid()))
+                    os.replace({str(hung)!r} + ".tmp", {str(hung)!r})
+                    time.sleep(60)
+                assert double(2) == 4
+            """
+        )
+    )
+    out = project / "reports"
+    pid = os.fork()
+    if pid == 0:  # the run, as `python tools/mutate.py samplepkg/calc.py --tests tests/test_double.py` runs it
+        code = 70
+        try:
+            log = os.open(project / "run.log", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            arguments = ["samplepkg/calc.py", "--tests", "tests/test_double.py", "--out", str(out)]
+            code = tool.main([*arguments, "--trace-cache", str(project / "cache")])
+        finally:
+            os._exit(code)
+    hung_pid = 0
+    try:
+        waited = time.monotonic()
+        while not hung.exists() and time.monotonic() - waited < 60:
+            time.sleep(0.02)
+        hung_pid = int(hung.read_text())
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM, (project / "run.log").read_text()
+        report = json.loads((out / "calc.json").read_text())
+        assert [(m["line"], m["description"], m["verdict"]) for m in report["mutants"]] == [
+            (3, "< -> <=", "uncovered"),
+            (5, "min() -> max()", "uncovered"),
+            (9, "* -> /", "killed"),
+            (9, "2 -> 3", ""),  # in flight when the run was stopped: not run (`--again` runs it)
+        ]
+        assert report["stopped_by"] == "SIGTERM"
+        assert "0 survived, 2 uncovered, 0 errors, 1 not run, of 4" in (out / "calc.txt").read_text()
+        assert not Path(f"/proc/{hung_pid}").exists()  # the mutant's process went with the run
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        if hung_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hung_pid, signal.SIGKILL)
+
+
+def test_sigterm_and_sighup_stop_a_run_while_it_lasts_and_an_ignored_hangup_stays_ignored(tool: ModuleType) -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under `nohup`
+    try:
+        with tool.stopping_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, before[0])  # else it would end pytest
+            with pytest.raises(KeyboardInterrupt) as stop:
+                signal.raise_signal(signal.SIGTERM)
+            assert tool.stopped_by(stop.value) == signal.SIGTERM
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == (before[0], signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a terminal's
+        with tool.stopping_on_signals(), pytest.raises(KeyboardInterrupt) as stop:
+            signal.raise_signal(signal.SIGHUP)
+        assert tool.stopped_by(stop.value) == signal.SIGHUP
+        assert tool.stopped_by(KeyboardInterrupt()) == signal.SIGINT  # Ctrl-C
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGHUP, before[1])
