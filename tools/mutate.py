@@ -1059,8 +1059,7 @@ class ModuleReport:
             f"{self.count('survived')} survived, {self.count('uncovered')} uncovered, {self.count('error')} errors, "
             f"{self.count('')} not run, of {len(self.mutants)}; {per_mutant}; traced {len(self.traced_now)} of "
             f"{len(self.tests)} test files in {self.trace_seconds:.0f} s; at {self.commit}; "
-            f"tests: {', '.join(self.tests)})"
-            + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")
+            f"tests: {', '.join(self.tests)})" + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")
         )
 
 
