@@ -249,7 +249,8 @@ def test_a_run_stopped_by_sigterm_writes_the_report_of_what_finished(tool: Modul
                 if double(2) == 6:  # the mutant 2 -> 3 hangs here until the run is stopped
                     Path({str(hung)!r} + ".tmp").write_text(str(os.getpid()))
                     os.replace({str(hung)!r} + ".tmp", {str(hung)!r})
-                    time.sleep(60)
+                    time.sleep(5)
+                    Path({str(hung)!r} + ".done").write_text("")  # not reached: the stop ends this process
                 assert double(2) == 4
             """
         )
@@ -284,7 +285,8 @@ def test_a_run_stopped_by_sigterm_writes_the_report_of_what_finished(tool: Modul
         ]
         assert report["stopped_by"] == "SIGTERM"
         assert "0 survived, 2 uncovered, 0 errors, 1 not run, of 4" in (out / "calc.txt").read_text()
-        assert not Path(f"/proc/{hung_pid}").exists()  # the mutant's process went with the run
+        assert not Path(f"{hung}.done").exists()  # the mutant's process went with the run, not after its test
+        assert not Path(f"/proc/{hung_pid}").exists()
     finally:
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
             os.kill(pid, signal.SIGKILL)
