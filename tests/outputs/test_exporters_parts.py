@@ -68,8 +68,9 @@ def test_the_header_names_the_training_function_and_where_the_batch_limits_come_
 
 def test_an_objective_is_a_file_or_a_module_and_a_function_of_four_arguments(tmp_path: Path) -> None:
     assert parse_objective("json:loads") == ("json", "loads")  # a module: not imported, found
-    with pytest.raises(LayerprofError, match=r"^--objective 'train\.py': expected FILE\.py:FUNCTION"):
-        parse_objective("train.py")  # no colon
+    for spec in ("train.py", "train.py:", ":fit"):  # no colon, no function, no file
+        with pytest.raises(LayerprofError, match=rf"^--objective '{spec}': expected FILE\.py:FUNCTION"):
+            parse_objective(spec)
     three = tmp_path / "three.py"
     three.write_text(
         textwrap.dedent(
