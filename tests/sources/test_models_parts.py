@@ -4,6 +4,7 @@ empty parameter; the file-name slug of a MODEL string."""
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from layerprof.errors import LayerprofError
-from layerprof.sources.models import build_model, model_slug
+from layerprof.sources.models import QUIET_LOGGERS, build_model, model_slug, quiet_fake_tensor_log
 from layerprof.sources.names import ModelOptions
 
 FACTORY = textwrap.dedent(
@@ -82,3 +83,16 @@ def test_a_build_refuses_an_unwrap_class_the_model_lacks_and_an_empty_parameter(
 )
 def test_a_model_strings_slug_is_safe_in_a_file_name(spec: str, slug: str) -> None:
     assert model_slug(spec) == slug
+
+
+def test_torchs_fake_tensor_log_is_quiet_inside_the_block_and_as_it_was_after() -> None:
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    assert QUIET_LOGGERS == ("torch._subclasses.fake_tensor", "torch.utils._pytree")
+    before = [logger.level for logger in loggers]
+    loggers[0].setLevel(logging.INFO)
+    try:
+        with quiet_fake_tensor_log():
+            assert [logger.level for logger in loggers] == [logging.CRITICAL, logging.CRITICAL]
+        assert [logger.level for logger in loggers] == [logging.INFO, before[1]]
+    finally:
+        loggers[0].setLevel(before[0])
