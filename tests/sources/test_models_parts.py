@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from layerprof.errors import LayerprofError
+from layerprof.sources import models
+from layerprof.sources.layers import SplitWarning
 from layerprof.sources.models import QUIET_LOGGERS, build_model, model_slug, quiet_fake_tensor_log
 from layerprof.sources.names import ModelOptions
 
@@ -22,8 +24,13 @@ FACTORY = textwrap.dedent(
 
 
     class Tied(nn.Module):
+        class Scale(nn.Module):  # a nested class: its qualified name is Tied.Scale
+            def forward(self, x):
+                return x
+
         def __init__(self):
             super().__init__()
+            self.scaler = Tied.Scale()
             self.embed = nn.Linear(4, 4)
             self.head = nn.Linear(4, 4)
             self.head.weight = self.embed.weight
@@ -63,8 +70,8 @@ def test_a_build_in_another_dtype_casts_floating_tensors_once_and_trains(factory
 
 
 def test_a_build_refuses_an_unwrap_class_the_model_lacks_and_an_empty_parameter(factory: Path) -> None:
-    options = ModelOptions(input_shape=(4,), unwrap=("Linear",))
-    assert build_model(f"{factory}:make", options).model.training  # a class it holds: built
+    for held in ("Linear", "Scale", "Tied.Scale"):  # a class it holds, by its name or its qualified name: built
+        assert build_model(f"{factory}:make", ModelOptions(input_shape=(4,), unwrap=(held,))).model.training
     with pytest.raises(LayerprofError, match=r"--unwrap Lienar: .*tied\.py:make holds no module of class Lienar; "):
         build_model(f"{factory}:make", ModelOptions(input_shape=(4,), unwrap=("Lienar",)))
     with pytest.raises(LayerprofError, match=r"has a parameter with no elements \(gap, shape \(0, 3\)\)"):
@@ -96,3 +103,49 @@ def test_torchs_fake_tensor_log_is_quiet_inside_the_block_and_as_it_was_after() 
         assert [logger.level for logger in loggers] == [logging.INFO, before[1]]
     finally:
         loggers[0].setLevel(before[0])
+
+
+VALUED = textwrap.dedent(
+    """
+    from torch import nn
+    from torch._subclasses.fake_tensor import FakeTensor
+
+
+    class Valued(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Linear(4, 4)
+            self.second = nn.Linear(4, 4)
+
+        def forward(self, x):
+            if x.is_meta or isinstance(x, FakeTensor):  # as `.item()` fails there, without torch's slow first guard
+                raise RuntimeError("this model reads its input's values")
+            return self.second(self.first(x))
+
+
+    def make():
+        return Valued()
+    """
+)
+VALUED_BYTES = 2 * (4 * 4 + 4) * 4  # two Linear(4, 4) in float32
+
+
+@pytest.mark.parametrize(
+    ("free_bytes", "construction"),
+    [(4 * VALUED_BYTES, "cpu-trace"), (4 * VALUED_BYTES - 4, "fake"), (None, "fake")],
+)
+def test_a_model_no_meta_or_fake_trace_can_run_is_traced_on_the_cpu_where_it_fits_a_quarter_of_free_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_bytes: int | None, construction: str
+) -> None:
+    (tmp_path / "valued.py").write_text(VALUED)
+    monkeypatch.setattr(models, "_free_memory_bytes", lambda: free_bytes)
+    options = ModelOptions(input_shape=(4,))
+    if construction == "cpu-trace":
+        loaded, layers = models.split_without_memory(f"{tmp_path / 'valued.py'}:make", options)
+        assert (loaded.construction, loaded.order, loaded.order_reason) == ("cpu-trace", "forward", "")
+    else:
+        with pytest.warns(SplitWarning, match="layers are in registration order"):
+            loaded, layers = models.split_without_memory(f"{tmp_path / 'valued.py'}:make", options)
+        shown = f"0.0 GiB of parameters, {(free_bytes or 0) / 2**30:.1f} GiB free"
+        assert loaded.construction == "fake" and loaded.order_reason.endswith(f"({shown})")  # built on fakes
+    assert [layer.name for layer in layers] == ["first", "second"]
