@@ -1,0 +1,74 @@
+"""cells.py part by part (issue 40's mutation survivors): which module a cell's step runs (the compiled one unless
+told to run eager), what an update leaves behind (no gradients; a gradient scaler that has seen an overflow backs
+off), and a row's parameter counts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from layerprof.measure.cells import Cell, new_row
+from layerprof.profile import Layer, Row
+from layerprof.sources.workloads import Workload
+
+WORKLOAD = Workload("tensor-input", input_shape=(2,))
+
+
+class Counted(nn.Module):
+    """Stands in for torch.compile's wrapper: the model, counting its calls."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x)
+
+
+def a_cell(scaler: torch.amp.GradScaler | None = None) -> Cell:
+    torch.manual_seed(0)
+    model = nn.Linear(2, 2)
+    params = list(model.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    batch = WORKLOAD.make_batch(3, torch.device("cpu"))
+    return Cell(model, WORKLOAD, params, optimizer, batch, Row(3, 1, "ok"), scaler=scaler)
+
+
+def test_a_step_runs_the_compiled_module_unless_the_cell_runs_eager() -> None:
+    cell = a_cell()
+    cell.compiled = counted = Counted(cell.model)
+    cell.step()
+    assert counted.calls == 1
+    cell.eager = True  # the instrumented step
+    cell.step()
+    assert counted.calls == 1
+
+
+def test_an_update_steps_and_leaves_no_gradient() -> None:
+    cell = a_cell()
+    before = cell.model.weight.detach().clone()
+    cell.step()
+    assert not torch.equal(cell.model.weight, before)
+    assert all(param.grad is None for param in cell.params)
+    cell.optimizer_steps = False  # an estimate's untraceable step: the gradients go all the same
+    after = cell.model.weight.detach().clone()
+    cell.step()
+    assert torch.equal(cell.model.weight, after) and all(param.grad is None for param in cell.params)
+
+
+def test_a_scaler_that_meets_an_overflow_skips_the_step_and_backs_off() -> None:
+    cell = a_cell(torch.amp.GradScaler("cpu", init_scale=2.0**16))
+    with torch.no_grad():
+        cell.model.weight.fill_(float("inf"))  # every gradient overflows
+    cell.step()
+    assert cell.scaler is not None and cell.scaler.get_scale() == 2.0**15  # halved by update()
+    assert all(param.grad is None for param in cell.params)
+
+
+def test_a_rows_trainable_share_is_of_every_layers_parameters() -> None:
+    layers = [Layer(0, "a", "Linear", 30, ("a.weight",), 30), Layer(1, "b", "Linear", 10, ("b.weight",), 10)]
+    row = new_row(layers, 4, 1)
+    assert (row.batch_size, row.trainable_layers, row.trainable_params, row.trainable_fraction) == (4, 1, 10, 0.25)
+    assert new_row([Layer(0, "a", "Identity", 0, (), 0)], 2, 1).trainable_fraction == 0.0  # no parameters: no /0
