@@ -4,11 +4,15 @@ off), and a row's parameter counts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from layerprof.measure.cells import Cell, new_row
-from layerprof.profile import Layer, Row
+from layerprof.measure.cells import Cell, CellContext, new_row, prepared_cell
+from layerprof.profile import Layer, Row, SweepSettings
+from layerprof.sources.models import build_model
+from layerprof.sources.names import ModelOptions
 from layerprof.sources.workloads import Workload
 
 WORKLOAD = Workload("tensor-input", input_shape=(2,))
@@ -72,3 +76,19 @@ def test_a_rows_trainable_share_is_of_every_layers_parameters() -> None:
     row = new_row(layers, 4, 1)
     assert (row.batch_size, row.trainable_layers, row.trainable_params, row.trainable_fraction) == (4, 1, 10, 0.25)
     assert new_row([Layer(0, "a", "Identity", 0, (), 0)], 2, 1).trainable_fraction == 0.0  # no parameters: no /0
+    assert new_row([Layer(0, "a", "Linear", 1, ("a.weight",), 1)], 2, 1).trainable_fraction == 1.0
+
+
+def test_a_measured_cpu_cell_runs_cpus_autocast_and_16_mixeds_scaler(tmp_path: Path) -> None:
+    factory = tmp_path / "tiny.py"
+    factory.write_text(
+        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))\n"
+    )
+    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(2,)))
+    settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1,), precision="16-mixed")
+    context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
+    with prepared_cell(context, 2, 1) as cell:
+        assert isinstance(cell.scaler, torch.amp.GradScaler)
+        region = cell.autocast()
+        assert isinstance(region, torch.autocast) and (region.device, region.fast_dtype) == ("cpu", torch.float16)
+        assert cell.row.trainable_params == 6  # the last Linear(2, 2)
