@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
+from layerprof.measure import cells
 from layerprof.measure.cells import Cell, CellContext, new_row, prepared_cell
 from layerprof.profile import Layer, Row, SweepSettings
 from layerprof.sources.models import build_model
@@ -92,3 +94,39 @@ def test_a_measured_cpu_cell_runs_cpus_autocast_and_16_mixeds_scaler(tmp_path: P
         region = cell.autocast()
         assert isinstance(region, torch.autocast) and (region.device, region.fast_dtype) == ("cpu", torch.float16)
         assert cell.row.trainable_params == 6  # the last Linear(2, 2)
+
+
+class StandInAdapters:
+    """Stands in for PEFT's LoRA (apply_recipe): freezes the model and adds 8 trainable parameters of its own."""
+
+    def __init__(self, loaded, *_: object) -> None:  # noqa: ANN001 - apply_recipe's signature
+        self.model = loaded.model
+        self.flags = [(param, param.requires_grad) for param in self.model.parameters()]
+        for param, _ in self.flags:
+            param.requires_grad_(False)
+        self.model.adapter = nn.Linear(4, 2, bias=False)
+
+    def remove(self) -> None:
+        del self.model.adapter
+        for param, flag in self.flags:
+            param.requires_grad_(flag)
+
+
+def test_an_adapter_cell_counts_its_adapters_and_a_checkpointed_cell_recomputes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = tmp_path / "tiny.py"
+    factory.write_text(
+        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))\n"
+    )
+    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(4,)))
+    layers = loaded.split()
+    monkeypatch.setattr(cells, "apply_recipe", StandInAdapters)
+    lora = SweepSettings((2,), (1,), adapter="lora")
+    with prepared_cell(CellContext(loaded, layers, lora, torch.device("cpu")), 2, 1) as cell:
+        # the adapters' 8 parameters train, of the model's 40
+        assert (cell.row.trainable_params, cell.row.trainable_fraction, cell.recomputes) == (8, 0.2, False)
+    monkeypatch.undo()
+    checkpointed = SweepSettings((2,), (1,), checkpointing="trainable")
+    with prepared_cell(CellContext(loaded, layers, checkpointed, torch.device("cpu")), 2, 1) as cell:
+        assert (cell.row.trainable_params, cell.row.trainable_fraction, cell.recomputes) == (20, 0.5, True)
