@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from layerprof.measure import cells
-from layerprof.measure.cells import Cell, CellContext, new_row, prepared_cell
+from layerprof.measure.cells import Cell, CellContext, VisitPlan, new_row, prepared_cell
 from layerprof.profile import Layer, Row, SweepSettings
 from layerprof.sources.models import build_model
 from layerprof.sources.names import ModelOptions
@@ -130,3 +130,17 @@ def test_an_adapter_cell_counts_its_adapters_and_a_checkpointed_cell_recomputes(
     checkpointed = SweepSettings((2,), (1,), checkpointing="trainable")
     with prepared_cell(CellContext(loaded, layers, checkpointed, torch.device("cpu")), 2, 1) as cell:
         assert (cell.row.trainable_params, cell.row.trainable_fraction, cell.recomputes) == (20, 0.5, True)
+
+
+@pytest.mark.parametrize(
+    ("steps", "plan"),
+    [
+        ({}, (5, 3, 6, 1)),  # the defaults: 5 steps a visit, 3 to 6 clean visits (15 to 30 steps), 1 re-warm step
+        ({"steps_per_visit": 8, "max_steps": 6, "min_steps": 5, "rewarm_steps": 4, "warmup_steps": 2}, (6, 1, 1, 2)),
+        ({"steps_per_visit": 4, "min_steps": 22}, (4, 6, 8, 1)),  # ceil(22 / 4) visits at least, ceil(30 / 4) at most
+        ({"steps_per_visit": 0}, (1, 15, 30, 1)),
+    ],
+)
+def test_a_cells_visits_come_from_the_step_counts(steps: dict, plan: tuple) -> None:
+    got = VisitPlan.of(SweepSettings((2,), (1,), **steps))
+    assert (got.steps_per_visit, got.min_visits, got.max_visits, got.rewarm_steps) == plan
