@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from layerprof.measure import cells
-from layerprof.measure.cells import Cell, CellContext, VisitPlan, new_row, prepared_cell
+from layerprof.measure.cells import Cell, CellContext, VisitPlan, new_row, prepared_cell, record_timing
+from layerprof.measure.rounds import CellTiming, Visit
 from layerprof.profile import Layer, Row, SweepSettings
 from layerprof.sources.models import build_model
 from layerprof.sources.names import ModelOptions
@@ -144,3 +145,16 @@ def test_an_adapter_cell_counts_its_adapters_and_a_checkpointed_cell_recomputes(
 def test_a_cells_visits_come_from_the_step_counts(steps: dict, plan: tuple) -> None:
     got = VisitPlan.of(SweepSettings((2,), (1,), **steps))
     assert (got.steps_per_visit, got.min_visits, got.max_visits, got.rewarm_steps) == plan
+
+
+def test_a_rows_time_figures_come_from_its_clean_visits() -> None:
+    visits = [Visit(0, [10.0, 10.0, 10.0], host_ms=[9.0]), Visit(1, [12.0, 12.0, 12.0], host_ms=[9.9])]
+    visits.append(Visit(2, [11.0, 11.0, 11.0], host_ms=[9.9]))
+    visits.append(Visit(3, [30.0, 30.0, 30.0], slow_round=True, host_ms=[1.0]))  # a slowed round: left out
+    row = Row(4, 1, "ok", flops=2 * 10**9)
+    record_timing(row, CellTiming(visits), SweepSettings((4,), (1,)), torch.device("cpu"), 32)
+    assert (row.step_time_ms, row.step_time_mean_ms, row.measured_steps, row.visits) == (11.0, 11.0, 9, 3)
+    assert (row.visit_medians_ms, row.slow_visits, row.time_source) == ([10.0, 12.0, 11.0, 30.0], [3], "perf-counter")
+    assert (row.host_time_ms, row.host_bound) == (9.9, True)  # 9.9 >= 0.9 x 11
+    assert row.throughput_per_s == pytest.approx(32 / 0.011)
+    assert row.achieved_tflops == pytest.approx(2e9 / 0.011 / 1e12)
