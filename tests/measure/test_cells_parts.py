@@ -95,6 +95,10 @@ def test_a_measured_cpu_cell_runs_cpus_autocast_and_16_mixeds_scaler(tmp_path: P
         region = cell.autocast()
         assert isinstance(region, torch.autocast) and (region.device, region.fast_dtype) == ("cpu", torch.float16)
         assert cell.row.trainable_params == 6  # the last Linear(2, 2)
+        cell.backward(cell.forward())  # gradients left behind, as a failed update leaves them
+    assert (cell.optimizer, cell.batch, cell.scaler, cell.compiled) == (None, None, None, None)  # dropped on leaving
+    assert [p.grad for p in loaded.model.parameters()] == [None] * 4
+    assert all(p.requires_grad for p in loaded.model.parameters())  # unfrozen again
 
 
 class StandInAdapters:
