@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from layerprof.measure import cells
-from layerprof.measure.cells import Cell, CellContext, VisitPlan, new_row, prepared_cell, record_timing
+from layerprof.measure.cells import (
+    Cell,
+    CellContext,
+    VisitPlan,
+    first_visit,
+    instrumented_step,
+    new_row,
+    prepared_cell,
+    record_timing,
+)
 from layerprof.measure.rounds import CellTiming, Visit
 from layerprof.profile import Layer, Row, SweepSettings
 from layerprof.sources.models import build_model
@@ -162,3 +171,30 @@ def test_a_rows_time_figures_come_from_its_clean_visits() -> None:
     assert (row.host_time_ms, row.host_bound) == (9.9, True)  # 9.9 >= 0.9 x 11
     assert row.throughput_per_s == pytest.approx(32 / 0.011)
     assert row.achieved_tflops == pytest.approx(2e9 / 0.011 / 1e12)
+
+
+@pytest.mark.parametrize(("warmup", "forwards"), [(3, 3 + 2 + 1), (0, 0 + 2 + 1)])
+def test_a_first_visit_warms_up_times_then_instruments_one_eager_step(
+    tmp_path: Path, warmup: int, forwards: int
+) -> None:
+    factory = tmp_path / "tiny.py"
+    factory.write_text(
+        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))\n"
+    )
+    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(2,)))
+    settings = SweepSettings((2,), (1,), warmup_steps=warmup, steps_per_visit=2, min_steps=2, max_steps=2)
+    context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
+    calls = []
+    loaded.model.register_forward_hook(lambda *_: calls.append(1))
+    row, visit, _ = first_visit(context, 2, 1)
+    assert visit is not None and len(visit.step_ms) == 2 and row.status == "ok"
+    assert len(calls) == forwards  # warm-up steps, timed steps, the instrumented step
+    assert (row.memory_source, row.peak_memory_bytes) == ("cpu-tensor-tracker", row.tracked_peak_bytes)
+
+
+def test_the_instrumented_step_runs_the_plain_model_and_leaves_the_compiled_one_for_timing() -> None:
+    cell = a_cell()
+    cell.compiled = counted = Counted(cell.model)
+    instrumented_step(cell, torch.device("cpu"))
+    assert (counted.calls, cell.eager, cell.row.memory_workspace_bytes) == (0, False, 0)
+    assert cell.row.flops == cell.row.forward_flops + cell.row.backward_flops > 0
