@@ -20,6 +20,7 @@ from layerprof.measure.cells import (
     new_row,
     prepared_cell,
     record_timing,
+    run_cell,
 )
 from layerprof.measure.rounds import CellTiming, Visit
 from layerprof.profile import Layer, Row, SweepSettings
@@ -198,3 +199,32 @@ def test_the_instrumented_step_runs_the_plain_model_and_leaves_the_compiled_one_
     instrumented_step(cell, torch.device("cpu"))
     assert (counted.calls, cell.eager, cell.row.memory_workspace_bytes) == (0, False, 0)
     assert cell.row.flops == cell.row.forward_flops + cell.row.backward_flops > 0
+
+
+BROKEN = """from torch import nn
+
+
+class Broken(nn.Sequential):
+    def forward(self, x):
+        if getattr(self, "armed", False):  # set once the model is split
+            raise RuntimeError("boom\\nsecond line")
+        return super().forward(x)
+
+
+def make():
+    return Broken(nn.Linear(2, 3), nn.Linear(3, 2))
+"""
+
+
+def test_a_cell_that_fails_is_a_row_of_its_counts_and_the_errors_first_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text(BROKEN)
+    loaded = build_model(f"{tmp_path / 'broken.py'}:make", ModelOptions(input_shape=(2,)))
+    context = CellContext(loaded, loaded.split(), SweepSettings((3,), (1,), warmup_steps=1), torch.device("cpu"))
+    loaded.model.armed = True
+    row, visit, seconds = first_visit(context, 3, 1)
+    assert (row.batch_size, row.trainable_layers, row.status, row.message) == (3, 1, "error", "RuntimeError: boom")
+    assert (row.trainable_params, row.trainable_fraction, row.step_time_ms, visit) == (8, 8 / 17, None, None)
+    assert 0.0 < seconds < 60.0
+    row, seconds = run_cell(context, 3, 1)
+    assert (row.status, row.message, row.trainable_params) == ("error", "RuntimeError: boom", 8)
+    assert 0.0 < seconds < 60.0
