@@ -22,6 +22,7 @@ from layerprof.measure.cells import (
     record_timing,
     run_cell,
 )
+from layerprof.measure.instruments import StepTimes
 from layerprof.measure.rounds import CellTiming, Visit
 from layerprof.profile import Layer, Row, SweepSettings
 from layerprof.sources.models import build_model
@@ -187,8 +188,8 @@ def test_a_first_visit_warms_up_times_then_instruments_one_eager_step(
     context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
     calls = []
     loaded.model.register_forward_hook(lambda *_: calls.append(1))
-    row, visit, _ = first_visit(context, 2, 1)
-    assert visit is not None and len(visit.step_ms) == 2 and row.status == "ok"
+    row, visit, seconds = first_visit(context, 2, 1)
+    assert visit is not None and len(visit.step_ms) == 2 and row.status == "ok" and 0.0 < seconds < 60.0
     assert len(calls) == forwards  # warm-up steps, timed steps, the instrumented step
     assert (row.memory_source, row.peak_memory_bytes) == ("cpu-tensor-tracker", row.tracked_peak_bytes)
 
@@ -228,3 +229,50 @@ def test_a_cell_that_fails_is_a_row_of_its_counts_and_the_errors_first_line(tmp_
     row, seconds = run_cell(context, 3, 1)
     assert (row.status, row.message, row.trainable_params) == ("error", "RuntimeError: boom", 8)
     assert 0.0 < seconds < 60.0
+
+
+class Clock:
+    """Stands in for `time_window`: runs the visit's steps and reports the times it is given, visit by visit."""
+
+    def __init__(self, visit_ms: list[float]) -> None:
+        self.visit_ms = visit_ms
+        self.visits = 0
+
+    def __call__(self, step, _device: torch.device, steps: int, **_: object) -> StepTimes:  # noqa: ANN001
+        for _ in range(steps):
+            step()
+        ms = self.visit_ms[self.visits % len(self.visit_ms)]
+        self.visits += 1
+        return StepTimes([ms] * steps)
+
+
+@pytest.mark.parametrize(
+    ("visit_ms", "visits"),
+    # settled at its least visits; a visit at twice the time flagged each second time: on to its most clean visits
+    [([10.0], 3), ([10.0, 20.0], 5)],
+)
+def test_a_cell_measured_alone_is_visited_until_settled_or_at_its_most_clean_visits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visit_ms: list[float], visits: int
+) -> None:
+    factory = tmp_path / "tiny.py"
+    factory.write_text(
+        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))\n"
+    )
+    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(2,)))
+    settings = SweepSettings((2,), (1,), warmup_steps=1, steps_per_visit=2, min_steps=6, max_steps=6)
+    context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
+    monkeypatch.setattr(cells, "time_window", Clock(visit_ms))
+    batches = []
+    loaded.model.register_forward_hook(lambda _m, inputs, _o: batches.append(inputs[0].shape[0]))
+    row, seconds = run_cell(context, 2, 1)
+    assert (row.status, row.visits, row.measured_steps, len(row.visit_medians_ms)) == ("ok", 3, 6, visits)
+    # each visit: 2 timed steps, after 1 warm-up step and 1 instrumented one (the first) or 1 re-warm step (the rest)
+    assert batches == [2] * (4 + 3 * (visits - 1))
+    assert row.throughput_per_s == pytest.approx(2 / (row.step_time_ms / 1000))
+    assert 0.0 < seconds < 60.0
+
+
+def test_a_visits_median_is_kept_to_the_nanosecond() -> None:
+    row = Row(2, 1, "ok")
+    record_timing(row, CellTiming([Visit(0, [1.23456789] * 3)]), SweepSettings((2,), (1,)), torch.device("cpu"), 2)
+    assert (row.visit_medians_ms, row.host_time_ms, row.host_bound) == ([1.234568], None, None)  # no host figures
