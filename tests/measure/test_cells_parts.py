@@ -248,10 +248,10 @@ class Clock:
 
 @pytest.mark.parametrize(
     ("visit_ms", "visits"),
-    # settled at its least visits; a visit at twice the time flagged each second time: on to its most clean visits
+    # settled at its least visits; a visit at twice the time, each second one, flagged: settled at three clean visits
     [([10.0], 3), ([10.0, 20.0], 5)],
 )
-def test_a_cell_measured_alone_is_visited_until_settled_or_at_its_most_clean_visits(
+def test_a_cell_measured_alone_is_visited_until_its_clean_visits_settle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visit_ms: list[float], visits: int
 ) -> None:
     factory = tmp_path / "tiny.py"
