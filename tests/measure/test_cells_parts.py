@@ -25,6 +25,7 @@ from layerprof.measure.cells import (
 from layerprof.measure.instruments import StepTimes
 from layerprof.measure.rounds import CellTiming, Visit
 from layerprof.profile import Layer, Row, SweepSettings
+from layerprof.sources.builders import LoadedModel
 from layerprof.sources.models import build_model
 from layerprof.sources.names import ModelOptions
 from layerprof.sources.workloads import Workload
@@ -52,6 +53,14 @@ def a_cell(scaler: torch.amp.GradScaler | None = None) -> Cell:
     optimizer = torch.optim.SGD(params, lr=0.1)
     batch = WORKLOAD.make_batch(3, torch.device("cpu"))
     return Cell(model, WORKLOAD, params, optimizer, batch, Row(3, 1, "ok"), scaler=scaler)
+
+
+def two_linears(tmp_path: Path, width: int) -> LoadedModel:
+    """A factory's model of two Linear(width, width), built as `profile` builds it."""
+    factory = tmp_path / "tiny.py"
+    linear = f"nn.Linear({width}, {width})"
+    factory.write_text(f"from torch import nn\n\n\ndef make():\n    return nn.Sequential({linear}, {linear})\n")
+    return build_model(f"{factory}:make", ModelOptions(input_shape=(width,)))
 
 
 def test_a_step_runs_the_compiled_module_unless_the_cell_runs_eager() -> None:
@@ -94,11 +103,7 @@ def test_a_rows_trainable_share_is_of_every_layers_parameters() -> None:
 
 
 def test_a_measured_cpu_cell_runs_cpus_autocast_and_16_mixeds_scaler(tmp_path: Path) -> None:
-    factory = tmp_path / "tiny.py"
-    factory.write_text(
-        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))\n"
-    )
-    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(2,)))
+    loaded = two_linears(tmp_path, 2)
     settings = SweepSettings(batch_sizes=(2,), trainable_layer_counts=(1,), precision="16-mixed")
     context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
     with prepared_cell(context, 2, 1) as cell:
@@ -131,11 +136,7 @@ class StandInAdapters:
 def test_an_adapter_cell_counts_its_adapters_and_a_checkpointed_cell_recomputes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    factory = tmp_path / "tiny.py"
-    factory.write_text(
-        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))\n"
-    )
-    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(4,)))
+    loaded = two_linears(tmp_path, 4)
     layers = loaded.split()
     monkeypatch.setattr(cells, "apply_recipe", StandInAdapters)
     lora = SweepSettings((2,), (1,), adapter="lora")
@@ -179,11 +180,7 @@ def test_a_rows_time_figures_come_from_its_clean_visits() -> None:
 def test_a_first_visit_warms_up_times_then_instruments_one_eager_step(
     tmp_path: Path, warmup: int, forwards: int
 ) -> None:
-    factory = tmp_path / "tiny.py"
-    factory.write_text(
-        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))\n"
-    )
-    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(2,)))
+    loaded = two_linears(tmp_path, 2)
     settings = SweepSettings((2,), (1,), warmup_steps=warmup, steps_per_visit=2, min_steps=2, max_steps=2)
     context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
     calls = []
@@ -254,11 +251,7 @@ class Clock:
 def test_a_cell_measured_alone_is_visited_until_its_clean_visits_settle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visit_ms: list[float], visits: int
 ) -> None:
-    factory = tmp_path / "tiny.py"
-    factory.write_text(
-        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))\n"
-    )
-    loaded = build_model(f"{factory}:make", ModelOptions(input_shape=(2,)))
+    loaded = two_linears(tmp_path, 2)
     settings = SweepSettings((2,), (1,), warmup_steps=1, steps_per_visit=2, min_steps=6, max_steps=6)
     context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
     monkeypatch.setattr(cells, "time_window", Clock(visit_ms))
