@@ -69,19 +69,23 @@ STAND_IN = '''def train_and_evaluate(config: dict, trainable_layers: int, steps,
 '''
 
 
+def _paragraph(text: str) -> str:
+    """`text` wrapped for a generated file's docstring: at 110 columns, never inside a word or at a hyphen, so a
+    path or command stays whole on its line for a user to copy."""
+    return textwrap.fill(text, width=110, break_long_words=False, break_on_hyphens=False)
+
+
 def _replace_note(objective: str | None) -> str:
     if objective is not None:
-        return textwrap.fill(
+        return _paragraph(
             f"Training: your {objective}, called as `train_and_evaluate(config, trainable_layers, steps, state)` "
             "and returning (validation loss, state); it freezes all but the last `trainable_layers` layers with "
-            "`layerprof.freeze`.",
-            width=110,
+            "`layerprof.freeze`."
         )
-    return textwrap.fill(
+    return _paragraph(
         "Replace `train_and_evaluate` with your training (or export with `--objective FILE.py:FN`): freeze all but "
         "the last `trainable_layers` layers (`layerprof.split_for_freezing`, `layerprof.freeze`), train for `steps` "
-        "steps (None: your full budget), return the validation loss and what a later rung continues from.",
-        width=110,
+        "steps (None: your full budget), return the validation loss and what a later rung continues from."
     )
 
 
@@ -178,10 +182,9 @@ def _header(ladder: Ladder, library: str, objective: str | None = None) -> str:
     }
     max_batch = ladder.max_batch()
     limits_from = ladder.batch_limits_source or "none known: every batch is assumed to fit"
-    continuation = textwrap.fill(
+    continuation = _paragraph(
         f"Continuation: {CONTINUATION[library]} With CONTINUE = False every rung trains from scratch, as the paper "
-        "evaluates layer freezing; `layerprof simulate` prices both ways on a study of your task.",
-        width=110,
+        "evaluates layer freezing; `layerprof simulate` prices both ways on a study of your task."
     )
     training = STAND_IN if objective is None else objective_source(objective)
     return f'''"""{library} with layer freezing as the fidelity, from `layerprof ladder`.

@@ -66,6 +66,18 @@ def test_the_header_names_the_training_function_and_where_the_batch_limits_come_
     assert "at that rung (none known: every batch is assumed to fit)" in words(export(ladder, "optuna"))
 
 
+def test_a_long_objective_path_stays_whole_on_its_line_in_every_export(tmp_path: Path) -> None:
+    # A path longer than the 110-column wrap, with hyphens: textwrap's defaults cut it mid-word and at a hyphen
+    # (found at a 150-character TMPDIR). Read in the raw text, not word-joined, so a cut path fails here.
+    folder = tmp_path / ("run-" + "x" * 60 + "-" + "y" * 60)
+    folder.mkdir()
+    objective = folder / "my-train.py"
+    objective.write_text("def fit(config, trainable_layers, steps, state):\n    return 0.0, None\n")
+    for library in ("optuna", "ray", "neps", "smac"):
+        lines = export(three_rungs(), library, f"{objective}:fit").splitlines()
+        assert any(f"{objective}:fit," in line for line in lines), library
+
+
 def test_an_objective_is_a_file_or_a_module_and_a_function_of_four_arguments(tmp_path: Path) -> None:
     assert parse_objective("json:loads") == ("json", "loads")  # a module: not imported, found
     for spec in ("train.py", "train.py:", ":fit"):  # no colon, no function, no file
