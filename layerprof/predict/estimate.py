@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -52,7 +52,7 @@ from layerprof.measure.jobs import SweepObserver, profile_model
 from layerprof.measure.optimizers import OptimizerSpec, optimizer_spec
 from layerprof.predict.reuse import BlockRecords, ReplayMismatch
 from layerprof.predict.timemodel import TimeModel
-from layerprof.profile import EnvironmentInfo, Profile, Row, SweepSettings
+from layerprof.profile import EnvironmentInfo, JsonDict, Profile, Row, SweepSettings
 from layerprof.sources.layers import Layer
 from layerprof.sources.models import LoadedModel, ModelOptions, build_fake
 
@@ -169,6 +169,33 @@ def estimate_cell(
 
 # between cells an estimate saves its profile at most this often (and always at its end: `estimate_model`)
 SAVE_EVERY_S = 2.0
+
+
+@dataclass
+class SpacedSave:
+    """The `save` an estimate's sweep calls after each cell: the profile gets the time model's description and is
+    saved at most every SAVE_EVERY_S (an estimate's cell takes a fraction of a second, a composed one none: writing
+    the growing JSON and CSV after each was a tenth of an estimate's time); `flush` saves the last one handed over,
+    which `estimate_model` calls when the sweep ends, interrupted or not."""
+
+    save: Callable[[Profile], object] | None
+    time_model: JsonDict | None
+    last_saved_s: float = -math.inf
+    unsaved: Profile | None = None
+
+    def __call__(self, profile: Profile) -> None:
+        """Hand over the sweep's profile after a cell: saved now if SAVE_EVERY_S has passed since the last save."""
+        profile.time_model = self.time_model
+        self.unsaved = profile
+        if time.monotonic() - self.last_saved_s >= SAVE_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Save the last profile handed over, if it is not saved yet."""
+        if self.save is not None and self.unsaved is not None:
+            self.save(self.unsaved)
+            self.last_saved_s = time.monotonic()
+            self.unsaved = None
 
 
 # a parameter's optimizer state, by the parameter's id, with the parameter itself: an id is reused once its object is
@@ -290,19 +317,7 @@ def estimate_model(
         runner = ComposedCells(runner, settings.trainable_layer_counts)
     described = time_model.to_dict() if time_model is not None else None
 
-    last_save = [-math.inf]
-    unsaved: list[Profile] = []  # the last profile handed over and not yet saved
-
-    def save_with_time_model(profile: Profile) -> None:
-        """Between cells the profile is saved at most every SAVE_EVERY_S (an estimate's cell takes a fraction of a
-        second, a composed one none: writing the growing JSON and CSV after each was a tenth of an estimate's
-        time); the last one handed over is always saved when the sweep ends, interrupted or not."""
-        profile.time_model = described
-        unsaved[:] = [profile]
-        if save and time.monotonic() - last_save[0] >= SAVE_EVERY_S:
-            save(profile)
-            last_save[0] = time.monotonic()
-            unsaved.clear()
+    saver = SpacedSave(save, described)
 
     with mode:
         split = list(layers) if layers is not None else loaded.split()
@@ -313,13 +328,12 @@ def estimate_model(
                 settings,
                 ESTIMATE_DEVICE,
                 observer=observer,
-                save=save_with_time_model,
+                save=saver,
                 cell_runner=runner,
                 environment=estimate_environment(target, settings.target_gpu),
                 resume=resume,
             )
         finally:
-            if save and unsaved:
-                save(unsaved[0])
+            saver.flush()
     profile.time_model = described
     return profile
