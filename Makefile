@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch and torchvision (with CUDA's libraries, 5.5 GB of the 6.8) come through pip, so that the machine's pip
-# settings (a local wheel folder or index, a cap on torch) apply to the largest download; everything else through uv
-# (installed into .venv by pip), which resolves and unpacks in parallel: minutes less from nothing. uv keeps the
-# torch pip installed (the same pins). Where uv cannot be installed, pip installs the rest.
+# Everything comes through uv (installed into .venv by pip), which resolves, fetches and unpacks in parallel: torch and
+# torchvision with CUDA's libraries (5.5 GB of the 6.8) took pip 2 min 6 s from this machine's local mirror and uv
+# 17 s (2-core machine, other work beside both). uv reads no pip configuration, so tools/uv_sources.py hands it the
+# sources and caps pip is configured with (a local wheel folder or mirror, a constraints file capping torch: `pip
+# config list`), with pip's rule of the best version across every index. Where uv cannot be installed, pip installs
+# everything.
 # Bytecode: where PYTHONDONTWRITEBYTECODE is set (this project's CI image sets it) Python never writes a .pyc, and
 # every process the tests start (pytest's workers, Ray's workers, each CLI run) compiled torch and ray from source
 # again: a Ray test took 2.6x as long. So the install compiles every module of .venv, one process per core (about a
@@ -20,22 +22,22 @@ install: $(STAMP)
 # test environment) keeps its .pyc too. Compiling only on first import instead saved the minute at install but cost
 # more in the tests: Ray starts its workers together, and each compiled the same modules (fresh clone, quiet:
 # test_ray_snippet 65.7 s against 31.8 s with bytecode, the Ray group's other tests 2-5x).
-# The compiling overlaps the download: what pip installed (torch, torchvision and their dependencies, about a third of
-# the sources) compiles in the background while uv fetches and installs the rest, then the rest compiles (compileall
-# skips a module whose .pyc is current). The first pass compiles only the folders there before uv starts: uv adds
-# folders beside them (the same pins); a package it replaced meanwhile is compiled again by the second pass, which
-# checks each .pyc against its source's modification time. Both passes leave the same .pyc as one pass after uv
-# (every module of .venv but one that does not compile, torch's py312_intrinsics.py).
+# The compiling overlaps the download: torch, torchvision and their dependencies (about a third of the sources)
+# compile in the background while uv fetches and installs the rest, then the rest compiles (compileall skips a
+# module whose .pyc is current). The first pass compiles only the folders there before the rest starts; a package
+# replaced meanwhile is compiled again by the second pass, which checks each .pyc against its source's modification
+# time. Both passes leave the same .pyc as one pass at the end (every module of .venv but one that does not
+# compile, torch's py312_intrinsics.py).
 INSTALLED = $$(ls -d $(VENV)/lib/python*/site-packages/*/)
 unexport PYTHONDONTWRITEBYTECODE
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
+UV = $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt $$($(BIN)/python tools/uv_sources.py)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) torch torchvision
+	$(PIP) uv || echo "uv could not be installed: pip installs everything"
+	if test -x $(BIN)/uv; then $(UV) torch torchvision; else $(PIP) torch torchvision; fi
 	$(BIN)/python -m compileall -q -j 0 $(INSTALLED) > /dev/null & compiling=$$!; \
-	$(PIP) uv || echo "uv could not be installed: pip installs the rest"; \
-	if test -x $(BIN)/uv; then $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'; \
-	else $(PIP) -e '.[dev]'; fi; installed=$$?; \
+	if test -x $(BIN)/uv; then $(UV) -e '.[dev]'; else $(PIP) -e '.[dev]'; fi; installed=$$?; \
 	wait $$compiling; exit $$installed
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
