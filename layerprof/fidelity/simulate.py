@@ -90,6 +90,7 @@ REGRET_QUANTILES = (0.05, 0.95)  # the 90% interval of regret over repeats
 # mean regret within REGRET_TOLERANCE of the worst regret either way.
 REPEAT_BATCH = 1000
 MAX_REPEATS = 32_000
+DRAWN_LIMIT = 1_000_000  # candidates a replay keeps for the next path (8 bytes each, ~200 per draw: <= ~25 MB)
 REGRET_TOLERANCE = 0.01
 SHARE_TOLERANCE = 0.01
 COST_TOLERANCE = 0.01
@@ -915,6 +916,11 @@ class Replay:
         self.best = statistics.fmean(bests)
         self.worst_regret = max(worst_regrets)
         self._tables: dict[GridCell, CellTable] = {}
+        # each path replays the same draws: kept (up to DRAWN_LIMIT candidates) rather than drawn again,
+        # which cost as much as the halving itself; the pairs made once and shared
+        self._pairs = [[(index, s) for s in range(len(study.seeds))] for index in range(len(study.configs))]
+        self._drawn: dict[tuple[int, int, int], tuple[Candidate, ...]] = {}
+        self._drawn_count = 0
 
     def fold(self, repeat: int) -> int:
         """The fold a repeat replays."""
@@ -935,12 +941,20 @@ class Replay:
                 self._tables[cell] = self.study.table(cell)
         return [self._tables[cell] for cell in cells]
 
-    def candidates(self, repeat: int, bracket_index: int, count: int) -> list[Candidate]:
-        """`count` (configuration, seed position) pairs for one repeat of one bracket, the same on every path."""
-        draw = random.Random(f"{self.seed}/{repeat}/{bracket_index}")
-        chosen = draw.sample(range(len(self.study.configs)), count)
-        positions = self.positions[self.fold(repeat)]
-        return [(index, positions[draw.randrange(len(positions))]) for index in chosen]
+    def candidates(self, repeat: int, bracket_index: int, count: int) -> tuple[Candidate, ...]:
+        """`count` (configuration, seed position) pairs for one repeat of one bracket, the same on every path
+        (drawn once where the store has room)."""
+        key = (repeat, bracket_index, count)
+        drawn = self._drawn.get(key)
+        if drawn is None:
+            draw = random.Random(f"{self.seed}/{repeat}/{bracket_index}")
+            chosen = draw.sample(range(len(self.study.configs)), count)
+            positions = self.positions[self.fold(repeat)]
+            drawn = tuple(self._pairs[index][positions[draw.randrange(len(positions))]] for index in chosen)
+            if self._drawn_count + count <= DRAWN_LIMIT:
+                self._drawn[key] = drawn
+                self._drawn_count += count
+        return drawn
 
     def run(
         self, tables: BracketTables, brackets: Sequence[Bracket], first: int, stop: int

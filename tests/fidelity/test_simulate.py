@@ -222,6 +222,29 @@ def test_each_run_draws_from_every_seed_but_the_one_that_judges_it(tmp_path: Pat
     assert drawn == {0: {1, 2}, 1: {0, 2}, 2: {0, 1}}
 
 
+def test_a_replay_keeps_its_draws_for_the_next_path_up_to_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every path replays the same draws, so a replay keeps them (up to DRAWN_LIMIT candidates) instead of
+    drawing again: kept or not, in any order, a draw equals the one a fresh replay makes."""
+    from layerprof.fidelity import simulate as simulation
+
+    study = simulation.load_study(write_study(tmp_path / "s", 6, perfect, zs=(1,), fractions=(1.0,), seeds=3))
+    keys = [(repeat, bracket, count) for repeat in range(4) for bracket in range(2) for count in (2, 6)]
+    monkeypatch.setattr(simulation, "DRAWN_LIMIT", 27)  # room for the first 7 draws (2+6+2+6+2+6+2 = 26)
+    keeping = simulation.Replay(study, 30, 0)
+    first = [keeping.candidates(*key) for key in keys]
+    assert keeping._drawn_count == 26 and len(keeping._drawn) == 7
+    again = [keeping.candidates(*key) for key in keys]
+    assert [a is b for a, b in zip(first, again, strict=True)] == [True] * 7 + [False] * 9  # kept, then drawn anew
+    monkeypatch.setattr(simulation, "DRAWN_LIMIT", 0)
+    fresh = simulation.Replay(study, 30, 0)
+    assert [fresh.candidates(*key) for key in reversed(keys)] == list(reversed(again)) == list(reversed(first))
+    assert [len(draw) for draw in first] == [count for _, _, count in keys]
+    # Random("0/0/0").sample(range(6), 2) is [4, 5], then two draws from fold 0's replay seeds (1, 2) give 2, 2
+    assert first[0] == ((4, 2), (5, 2))
+
+
 def test_a_same_seed_judge_and_a_held_out_judge_disagree_on_a_scripted_study(tmp_path: Path) -> None:
     """Seed 0 trains 4 configurations at z=1 and z=2 (full): z=1 ranks them 4 3 2 1, its full training 1 2 3 4.
     Seed 1, trained at full fidelity only, ranks them 4 3 2 1 like z=1: seed 0's full training was the fluke.
