@@ -130,10 +130,18 @@ def _trace_forward_order(
 
         handles.append(module.register_forward_pre_hook(hook))
     tracker = _ParameterUseTracker(watched_params, started)
+    # batch norm traced in eval mode: the same modules run in the same order on the same parameters, but no batch
+    # statistics are computed (on meta and fake tensors torch's Python decomposition of them was half of a
+    # ResNet's traced forward) and no running statistics updated: the trace leaves the model as it was
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     try:
+        for norm in norms:
+            norm.train(False)
         with torch.no_grad(), tracker:
             run_forward(model)
     finally:
+        for norm in norms:
+            norm.train(True)
         for handle in handles:
             handle.remove()
     return started, tracker.first_use, calls

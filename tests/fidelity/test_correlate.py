@@ -293,9 +293,19 @@ def test_ray_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 # digits in two worker processes (a built-in task named in spawned workers), pydoc-lm in this process (each trial
-# seeded alike either way): one pair of workers importing torch, not two
+# seeded alike either way): one pair of workers importing torch, not two. In this process pydoc-lm's run is
+# shortened from 150 full steps to 30 (3 at budget 0.1): nothing here reads a trained loss, and 990 steps of its
+# LitGPT were 20 of this test's 27 s
 @pytest.mark.parametrize(("task", "workers"), [("digits", 2), ("pydoc-lm", 1)])
-def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str, workers: int) -> None:
+def test_builtin_tasks_end_to_end_on_a_tiny_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task: str, workers: int
+) -> None:
+    from layerprof.fidelity import tasks
+
+    full_steps = {"digits": tasks.DIGITS_FULL_STEPS, "pydoc-lm": 30}[task]
+    if task == "pydoc-lm":
+        monkeypatch.setattr(tasks, "LM_FULL_STEPS", full_steps)  # what its runs train
+        monkeypatch.setattr(TASKS[task], "full_steps", full_steps)  # what simulate prices
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"learning_rate": [1e-4, 1e-3, 3e-2]}))
     out = tmp_path / task
@@ -322,6 +332,7 @@ def test_builtin_tasks_end_to_end_on_a_tiny_grid(tmp_path: Path, task: str, work
         app, ["simulate", str(out), "--profile", str(estimate), "--gpu-memory", "16GiB", "--repeats", "50", "--json"]
     )
     assert simulated.exit_code == 0, simulated.output
+    assert json.loads(simulated.stdout)["full_steps"] == full_steps  # the task's own budget, priced
     paths = {path["name"]: path for path in json.loads(simulated.stdout)["paths"]}
     assert {"layers", "budget", "diagonal", "ladder"} <= set(paths)
     budget = paths["budget"]["successive_halving"]

@@ -155,6 +155,28 @@ def test_tracing_leaves_no_hook_on_the_model() -> None:
     assert [name for name, module in model.named_modules() if module._forward_pre_hooks] == []
 
 
+def test_tracing_leaves_batch_norm_statistics_and_modes_as_they_were() -> None:
+    """The traced forward runs batch norm in eval mode (no batch statistics: on meta they cost half a ResNet's
+    trace): a real model's running statistics and step count stay untouched, each norm keeps its own mode (one
+    training, one in eval, one tracking no statistics), and the split is the one the forward order gives."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.Conv2d(4, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.BatchNorm2d(4, track_running_stats=False),
+    )
+    model[3].eval()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    layers = split_layers(model, run_forward=lambda m: m(torch.randn(2, 1, 8, 8)))
+    assert [layer.name for layer in layers] == ["0", "1", "2", "3", "4"]
+    assert [module.training for module in model] == [True, True, True, False, True]
+    after = model.state_dict()
+    assert all(torch.equal(after[name], value) for name, value in before.items()), "the trace changed the model"
+    assert int(after["1.num_batches_tracked"]) == 0
+
+
 def test_registration_order_counts_every_layer_as_run_once() -> None:
     layers = split_layers(HeadFirst())  # no forward pass given
     assert [(layer.name, layer.calls) for layer in layers] == [("head", 1), ("body.0", 1), ("body.2", 1)]

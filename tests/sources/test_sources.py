@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from layerprof.cli.commands import app
 from layerprof.errors import SplitWarning
 from layerprof.profile import SweepSettings, load_profile
-from layerprof.sources.models import ModelOptions, build_model, split_model
+from layerprof.sources.models import ModelOptions, build_model, split_without_memory
 from layerprof.sources.registry import torchvision_names
 from tests.cli.test_cli import FAST, assert_one_line_error
 
@@ -25,8 +25,8 @@ def accounted(spec: str, options: ModelOptions | None = None) -> tuple[list, str
     """The split, checked: at least two layers, every parameter in one of them (tied ones once), no warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", SplitWarning)
-        info = split_model(spec, options)
-    model = build_model(spec, options, device="meta").model
+        loaded, layers = split_without_memory(spec, options or ModelOptions())  # what split_model describes
+    info, model = loaded.describe(layers), loaded.model  # the model split, not a second build of it
     assert len(info.layers) >= 2, spec
     assert info.total_params == sum(p.numel() for p in model.parameters()), spec
     owned = [name for layer in info.layers for name in layer.parameter_names]
