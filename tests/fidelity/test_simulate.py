@@ -518,10 +518,14 @@ def test_simulate_cli_writes_json_table_and_figure(tmp_path: Path) -> None:
     assert data["schema"] == "layerprof.simulation/3" and data["starting_configs"] == 9
     assert (data["judge"], data["noise_floor"]) == ("same-seed", None)
     assert (study / "simulation-eta3.png").read_bytes()[:4] == b"\x89PNG"
-    as_json = CliRunner().invoke(app, ["simulate", str(study), "--json", "--eta", "2", "--configs", "9"])
+    # one path (a path's figures do not depend on which others ran): its Hyperband alone runs 32,000 repeats
+    as_json = CliRunner().invoke(
+        app, ["simulate", str(study), "--json", "--eta", "2", "--configs", "9", "--paths", "layers"]
+    )
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.stdout)
     assert data["eta"] == 2 and data["repeats"] is None  # until stable: every pick the best after one batch
+    assert [path["name"] for path in data["paths"]] == ["layers"]
     outcome = data["paths"][0]["successive_halving"]
     assert (outcome["repeats"], outcome["stable"], outcome["uncertainty"]["regret_median"]) == (1000, True, [0, 0])
 
