@@ -4,6 +4,7 @@ own lists, and the one definition of a recipe, a Ray address and a name list."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -49,9 +50,16 @@ def package_modules() -> list[Path]:
     return [path for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"]
 
 
-def import_graph() -> dict[str, set[str]]:
+@functools.lru_cache(maxsize=1)
+def _parsed_imports() -> tuple[tuple[str, frozenset[str]], ...]:
     modules = {module_of(path) for path in package_modules()}
-    return {module_of(path): imports_of(path, modules) for path in package_modules()}
+    return tuple((module_of(path), frozenset(imports_of(path, modules))) for path in package_modules())
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module's imports of the package's modules: the files parsed once per run (0.8 s; six tests ask), a
+    fresh copy each call that a test may plant imports into."""
+    return {module: set(imports) for module, imports in _parsed_imports()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
