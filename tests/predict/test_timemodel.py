@@ -198,13 +198,21 @@ def test_cpu_peaks_are_measured_once_and_cached(tmp_path: Path, monkeypatch: pyt
 def test_cpu_peaks_measured_beside_other_work_are_used_once_and_not_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import layerprof.predict.timemodel as timemodel
+
+    # what the busy share does with the figures, not the measuring (the test above): fixed figures, no 2.7 s each
+    monkeypatch.setattr(timemodel, "_matmul_tflops", lambda dtype: {torch.float32: 1.5}.get(dtype, 0.5))
+    monkeypatch.setattr(timemodel, "_copy_gbps", lambda: 20.0)
+    monkeypatch.setattr(timemodel, "_cache_gbps", lambda size, below: 100.0)
     monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.6)
     cache = tmp_path / "peaks.json"
     busy = cpu_peaks(1, cache)
-    assert busy.fp32_tflops > 0 and busy.source.endswith("; other work held 60% of the CPUs: not cached")
+    assert (busy.fp32_tflops, busy.bf16_tflops, busy.memory_gbps) == (1.5, 0.5, 20.0)  # used, this once
+    assert busy.source.endswith("; other work held 60% of the CPUs: not cached")
     assert not cache.exists()
     monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: 0.25)  # the warning's limit: quiet
     assert "not cached" not in cpu_peaks(1, cache).source and cache.exists()
+    assert next(iter(json.loads(cache.read_text()).values()))["fp32_tflops"] == 1.5
 
 
 # ---------------------------------------------------------------- through the command line
