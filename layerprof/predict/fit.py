@@ -188,6 +188,8 @@ class FitSearch:
         self.signatures: list[Hashable] | None = None  # the layers' (layerprof.predict.compose.layer_signatures)
         self.allocation_size = allocation_size_for(self.settings.target or "cuda")
         self.slope: float | None = None  # bytes per sample near the last z's boundary: where the next z starts
+        # z -> the line through its two traced batches beside its boundary (need at batch 0, bytes per sample)
+        self.need_lines: dict[int, tuple[float, float]] = {}
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
         """The cell's estimated need (context reserve included), traced once; a cell that cannot run is an error."""
@@ -244,6 +246,7 @@ class FitSearch:
         low, high = max((b for b in known if b <= fits), default=fits), min((b for b in known if b > fits), default=0)
         if high and known[high] > known[low]:
             self.slope = (known[high] - known[low]) / (high - low)
+            self.need_lines[trainable_layers] = (known[low] - self.slope * low, self.slope)
         result = FitResult(trainable_layers, fits, need(fits))
         trace = self.traces.get((fits, trainable_layers))
         if trace is not None:
@@ -271,7 +274,7 @@ class FitSearch:
                 break
             previous, width = width, (None if fails is None else fails - fits)
             stalled = previous is not None and width is not None and width > previous // 2
-            probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
+            probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled, confirm=False)
         return fits
 
     def _search(
@@ -286,7 +289,7 @@ class FitSearch:
         fails = min((b for b, n in known.items() if n > budget_bytes), default=None)
         if fails == first:
             return None
-        stride, width = 1, None
+        stride, width, confirmed = 1, None, False
         while True:
             if probe not in known:
                 try:
@@ -305,7 +308,8 @@ class FitSearch:
             if fits is not None and fails is not None:
                 previous, width = width, fails - fits
                 stalled = previous is not None and width > previous // 2
-                probe = self._next_probe(known, fits, fails, budget_bytes, limit, bisect=stalled)
+                probe = self._next_probe(known, fits, fails, budget_bytes, limit, stalled, not confirmed)
+                confirmed = stalled and probe == fits + 1
                 continue
             guess = self._line_guess(known, budget_bytes)
             if fits is not None:  # everything so far fits: up to where the line meets the budget
@@ -335,13 +339,21 @@ class FitSearch:
 
     @staticmethod
     def _next_probe(
-        known: dict[int, int], fits: int, fails: int | None, budget_bytes: int, limit: int, bisect: bool
+        known: dict[int, int],
+        fits: int,
+        fails: int | None,
+        budget_bytes: int,
+        limit: int,
+        bisect: bool,
+        confirm: bool = True,
     ) -> int:
         """Where the line through the bracket's ends (the two largest fitting batches while nothing failed) meets
         the budget, strictly inside the bracket; its middle where the last step did not halve it (the
-        allocator's rounding bends the line), so that the search never takes more than a bisection's steps."""
+        allocator's rounding bends the line), so that the search never takes more than a bisection's steps; but
+        where the line says the boundary is right above `fits` and `confirm`, that next batch first (the caller
+        allows it once in a row, so the bisection's bound holds within a factor of two)."""
         upper = limit + 1 if fails is None else fails
-        if bisect and fails is not None:
+        if bisect and fails is not None and not confirm:
             return (fits + fails) // 2
         if fails is not None:
             (b1, n1), (b2, n2) = (fits, known[fits]), (fails, known[fails])
@@ -350,6 +362,8 @@ class FitSearch:
         slope = (n2 - n1) / (b2 - b1) if b2 != b1 else 0.0
         guess = math.floor(b1 + (budget_bytes - n1) / slope) if slope > 0 else 2 * fits
         guess = max(guess, fits + 1)  # the line says the boundary is here: confirm with the next batch
+        if bisect and fails is not None and guess != fits + 1:
+            return (fits + fails) // 2
         if guess >= upper:
             guess = (fits + upper) // 2 if fails is not None else limit
         return guess
@@ -377,9 +391,12 @@ class FitSearch:
             if progress is not None:
                 progress(len(wanted & set(results)), len(wanted))
 
-        def searched(z: int) -> FitResult:
+        def searched(z: int, run: Sequence[int] = ()) -> FitResult:
             if z not in results:
                 near = last[-1].largest_batch_size if seeded and last and last[-1].largest_batch_size else None
+                predicted = self.predicted_boundary(z, run, budget_bytes)
+                if predicted is not None:  # from two alike z's lines: a better first probe and slope
+                    near, self.slope = predicted
                 try:
                     results[z] = self.largest_batch(z, budget_bytes, near=near)
                 except LayerprofError as error:
@@ -400,16 +417,16 @@ class FitSearch:
         for run in z_runs(self.signatures or [("unique", i) for i in range(len(self.layers))], ordered):
             if len(run) < MIN_COMPOSED_RUN:
                 for z in run:
-                    searched(z)
+                    searched(z, run)
                 continue
             anchors = anchors_of(run[0], run[-1])
             for z in run:
                 if z in anchors or z in results:  # searched on its own traces
-                    searched(z)
+                    searched(z, run)
                     continue
                 for a in anchors:
                     if a not in results:
-                        searched(a)
+                        searched(a, run)
                 composed = None
                 if all(results[a].error is None for a in anchors):  # else the z is searched on its own
                     try:
@@ -423,6 +440,21 @@ class FitSearch:
                 told()
                 last.append(results[z])
         return [results[z] for z in zs]
+
+    def predicted_boundary(self, z: int, run: Sequence[int], budget_bytes: int) -> tuple[int, float] | None:
+        """Where z's search starts, and the slope it starts with: the need on the line through the needs of the
+        two z of its run nearest to it whose boundaries are known (`need_lines`; alike z add alike costs), where it
+        meets the budget. Only a first probe: the search finds the exact boundary from it on z's own traces. None
+        where fewer than two z of the run are known or the lines do not grow with the batch."""
+        known = sorted((y for y in run if y != z and y in self.need_lines), key=lambda y: (abs(y - z), y))[:2]
+        if len(known) < 2:
+            return None
+        (y1, y2), ((a1, s1), (a2, s2)) = known, (self.need_lines[known[0]], self.need_lines[known[1]])
+        share = (z - y1) / (y2 - y1)
+        intercept, slope = a1 + (a2 - a1) * share, s1 + (s2 - s1) * share
+        if slope <= 0:
+            return None
+        return max(self.smallest_batch, min(MAX_BATCH_SIZE, math.floor((budget_bytes - intercept) / slope))), slope
 
     def batch_line(self, trainable_layers: int) -> ExactLine | None:
         """The z's need at any batch size (`layerprof.predict.compose.BatchLine`) through its two largest traced batch

@@ -74,6 +74,7 @@ class ScriptedSearch(FitSearch):
         self.need, self.probes, self.needs, self.traces = need, [], {}, {}
         self.smallest_batch = 1
         self.time_model = None
+        self.need_lines = {}
 
     def need_bytes(self, trainable_layers: int, batch_size: int) -> int:
         self.probes.append(batch_size)
