@@ -235,12 +235,17 @@ def test_the_seeded_fit_answers_as_the_search_from_the_smallest_batch() -> None:
     assert new.traces < old.traces == SEARCH_TRACES["mlp"]
 
 
-# What the search from the smallest batch (`fit_model(..., seeded=False)`, a test oracle only) takes on each case.
+# What the search from the smallest batch (`fit_model(..., seeded=False)`, a test oracle only) takes on each case
+# (ResNet-18: on its SELECTIONS; 131 on all 11 z).
 # It finds the exact boundary: the largest batch fits, the next does not, both traced. The other cases check the
 # seeded fit against that boundary directly, on an independent search's own traces (two per z instead of the
 # search's eight or nine): the same answers as the search's wherever the need grows with the batch, which is what
 # both searches stand on. The seeded fit must take fewer traces than the search did.
-SEARCH_TRACES = {"mlp": 69, "pythia-14m": 45, "pythia-14m-12": 75, "resnet18": 131, "hf:llama": 67}
+SEARCH_TRACES = {"mlp": 69, "pythia-14m": 45, "pythia-14m-12": 75, "resnet18": 70, "hf:llama": 67}
+# ResNet-18's 11 z are all different layers (nothing composed), and its need is a staircase of the allocator's blocks
+# (a z takes six or seven traces): six of them keep every kind of step its search meets (the head, a jump from z=2
+# to 8 between seeds, the last stage, two z with one answer) at half the traces (33, where all 11 take 74)
+SELECTIONS = {"resnet18": "1,2,8,9,10,11"}
 
 
 @pytest.mark.parametrize("case", ["pythia-14m", "pythia-14m-12", "resnet18", "hf:llama"])
@@ -248,7 +253,7 @@ def test_the_seeded_fit_answers_the_exact_boundary_on_every_kind_of_model(case: 
     spec, options, memory_mib, smallest, composed = FIT_CASES[case]
     settings = SweepSettings((), (), target="cuda")
     budget = memory_mib * 2**20
-    new = fit_model(spec, options, settings, budget, LayerSelection("all"))
+    new = fit_model(spec, options, settings, budget, LayerSelection(SELECTIONS.get(case, "all")))
     reference = FitSearch(spec, options, settings)  # its own model and traces: nothing shared with the fit
     for result in new.results:
         z, batch = result.trainable_layers, result.largest_batch_size
