@@ -117,13 +117,81 @@ def test_smac_snippet(tmp_path: Path, rung_count: int, trials: int) -> None:
     assert_promotions_continue(record)
 
 
-# 6 rungs: NePS's first Hyperband bracket takes 243 + 81 + 27 + 9 + 3 + 1 = 364 evaluations, the last of them the top
-# rung's (one fewer leaves it untrained); 3 rungs: 30 reach the top rung too
-@pytest.mark.parametrize(("rung_count", "count"), [(3, 30), (6, 364)])
+# 3 rungs, 30 evaluations: NePS's three Hyperband brackets (9 + 3 + 1, 3 + 1 and 3 evaluations, each ending on
+# the top rung) and ten of the next: every budget NePS asks for is a rung's, and each promotion continues from the
+# rung below. Deeper ladders (6 rungs: 3^5 = 243 looks like less than five powers of 3 to a float log) are checked
+# on the budgets NePS derives for them (test_neps_derives_one_budget_per_rung): the same code asks for them, and
+# the promotions run the same code as here. A 6-rung run to its top rung took 364 evaluations (243 + 81 + 27 + 9 +
+# 3 + 1), 50 s of NePS's own bookkeeping, which grows with every trial.
+@pytest.mark.parametrize(("rung_count", "count"), [(3, 30)])
 def test_neps_snippet(tmp_path: Path, neps_python: Path, rung_count: int, count: int) -> None:
     record = run_snippet(neps_python, "neps", rung_count, tmp_path, count=count, root_directory="neps")
     assert_budgets_are_the_rungs(record)
     assert_promotions_continue(record, from_the_rung_below=True)
+
+
+NEPS_RUNG_COUNTS = (3, 5, 6)
+# Runs each exported NePS snippet (NePS's environment, one process for all of them) as a user does, for one
+# evaluation, and answers with what NePS itself recorded of the run it set up (optimizer_info.yaml, "derived": the
+# rung budgets and bracket layouts its Hyperband works with) and where the snippet's layers_for_budget maps each
+# of those budgets.
+NEPS_DERIVED = """
+import importlib.util, json, sys
+from pathlib import Path
+
+import yaml
+
+answers = {}
+for snippet in map(Path, sys.argv[1:]):
+    spec = importlib.util.spec_from_file_location(snippet.stem, snippet)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = snippet.with_suffix("")
+    module.main(count=1, root_directory=str(root))
+    derived = yaml.safe_load((root / "optimizer_info.yaml").read_text())["derived"]
+    budgets = derived["rung_to_fidelity"]
+    answers[snippet.stem] = {
+        "rungs": {str(index): z for index, z in module.RUNGS.items()},
+        "asked": [[float(budgets[rung]), module.layers_for_budget(budgets[rung])] for rung in sorted(budgets)],
+        "rung_to_fidelity": {str(rung): budget for rung, budget in budgets.items()},
+        "brackets": [[layout[rung] for rung in sorted(layout)] for layout in derived["bracket_layouts"]],
+    }
+print(json.dumps(answers))
+"""
+
+
+def neps_ladder(rung_count: int):  # noqa: ANN201
+    """A ladder of `rung_count` rungs at eta 3 whose brackets the configs table shows."""
+    costs = {z: 3.0 ** (z - 1) for z in range(1, rung_count + 1)}
+    return build_ladder(bare_profile_from(costs), eta=3, configs=27)
+
+
+@pytest.fixture(scope="session")
+def neps_derived(neps_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict]:
+    """Rung count -> what NePS derived for the snippet exported from `neps_ladder(rung_count)`."""
+    folder = tmp_path_factory.mktemp("neps-derived")
+    snippets = []
+    for rung_count in NEPS_RUNG_COUNTS:
+        snippets.append(folder / f"rungs_{rung_count}.py")
+        snippets[-1].write_text(export(neps_ladder(rung_count), "neps"))
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([str(neps_python), "-c", NEPS_DERIVED, *map(str, snippets)], cwd=folder,
+                          capture_output=True, text=True, timeout=600, env=environment)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    return {rung_count: answers[f"rungs_{rung_count}"] for rung_count in NEPS_RUNG_COUNTS}
+
+
+@pytest.mark.parametrize("rung_count", NEPS_RUNG_COUNTS)
+def test_neps_derives_one_budget_per_rung(neps_derived: dict[int, dict], rung_count: int) -> None:
+    """The budgets NePS's Hyperband samples and promotes at are the ones it derives when the run starts (NePS sets a
+    trial's fidelity to its rung's budget): one per ladder rung, each mapped onto its rung's z by the snippet's own
+    layers_for_budget, none dropped by NePS's float log (6 rungs: MAX_BUDGET 244 is 243 + 1)."""
+    answer = neps_derived[rung_count]
+    assert_budgets_are_the_rungs(answer)
+    if rung_count == 6:  # int(244 / 3^k), k = 5 .. 0; NePS's first bracket holds 364 evaluations
+        assert answer["rung_to_fidelity"] == {"0": 1, "1": 3, "2": 9, "3": 27, "4": 81, "5": 244}
+        assert answer["brackets"][0] == [243, 81, 27, 9, 3, 1]
 
 
 def test_ray_snippet(ray_cluster, tmp_path: Path) -> None:
@@ -144,24 +212,12 @@ def test_ray_snippet(ray_cluster, tmp_path: Path) -> None:
     assert states == {1: [0] * 4, 2: [1, 1], 4: [2]}, states
 
 
-@pytest.mark.parametrize("rung_count", [3, 5, 6])
-def test_configs_table_shows_the_brackets_neps_runs(neps_python: Path, rung_count: int) -> None:
-    """The ladder's NePS brackets are NePS's own layout for the exported budget range."""
-    costs = {z: 3.0 ** (z - 1) for z in range(1, rung_count + 1)}
-    ladder = build_ladder(bare_profile_from(costs), eta=3, configs=27)
-    from layerprof.outputs.exporters import library_max_budget
-
-    code = (
-        "import json, sys\n"
-        "from neps.optimizers.utils.brackets import calculate_hb_bracket_layouts\n"
-        f"_, layouts = calculate_hb_bracket_layouts((1, {library_max_budget(3, rung_count)}), 3)\n"
-        "print(json.dumps([list(layout.values()) for layout in layouts]))\n"
-    )
-    done = subprocess.run([str(neps_python), "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+@pytest.mark.parametrize("rung_count", NEPS_RUNG_COUNTS)
+def test_configs_table_shows_the_brackets_neps_runs(neps_derived: dict[int, dict], rung_count: int) -> None:
+    """The ladder's NePS brackets are the layout NePS runs for the exported snippet."""
+    ladder = neps_ladder(rung_count)
     ours = [b.configs_per_rung for b in (ladder.hyperband_neps or ladder.hyperband)]
-    assert ours == theirs
+    assert ours == neps_derived[rung_count]["brackets"]
 
 
 def bare_profile_from(costs: dict[int, float]):  # noqa: ANN201
