@@ -1,25 +1,48 @@
-"""Runs an exported snippet's `main(...)` as a user would, inside the HPO library's own environment, and
-records every budget the library asked for and the trainable-layer count it was mapped to, and every training
-call: its z, the z of the state it continued from (None: from scratch) and whether that state was the same
-configuration's.
+"""Runs exported snippets' `main(...)` as a user would, inside the HPO library's own environment, and records every
+budget the library asked for and the trainable-layer count it was mapped to, and every training call: its z, the z
+of the state it continued from (None: from scratch) and whether that state was the same configuration's.
 
-    python snippet_runner.py SNIPPET.py RECORD.json [KEY=VALUE ...]   # the arguments of main()
+    python snippet_runner.py JOBS.json
 
-SNIPPET_CONTINUE=0 in the environment sets the snippet's CONTINUE to False.
+JOBS.json: a list of jobs, run one after another in this process (a library's import is most of a short run),
+each `{"snippet": PATH, "record": PATH, "cwd": PATH, "arguments": {...}, "continue": bool}`: the snippet's
+`main(**arguments)` runs in `cwd` (`continue` false: with the snippet's CONTINUE set to False), and its record,
+what it printed under "stdout" too, goes to `record`.
 
 Only the standard library here: the environment holds the HPO library and nothing of layerprof.
 """
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import sys
 
 
-def main() -> None:
-    snippet, record = sys.argv[1], sys.argv[2]
-    arguments = {key: json.loads(value) for key, value in (item.split("=", 1) for item in sys.argv[3:])}
-    spec = importlib.util.spec_from_file_location("snippet", snippet)
+class Tee(io.TextIOBase):
+    """What a job prints, kept for its record and shown as it goes (a failing job's output stays readable)."""
+
+    def __init__(self, shown):
+        self.shown, self.kept = shown, io.StringIO()
+
+    def write(self, text):
+        self.kept.write(text)
+        return self.shown.write(text)
+
+    def flush(self):
+        self.shown.flush()
+
+    def fileno(self):
+        return self.shown.fileno()
+
+    def isatty(self):
+        return self.shown.isatty()
+
+
+def run(job: dict) -> None:
+    os.chdir(job["cwd"])
+    spec = importlib.util.spec_from_file_location("snippet", job["snippet"])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     asked = []
@@ -53,12 +76,14 @@ def main() -> None:
 
     if fits is not None:
         module.fits = recording_fits
-    if os.environ.get("SNIPPET_CONTINUE") == "0":
+    if not job["continue"]:
         module.CONTINUE = False
-    result = module.main(**arguments)
+    output = Tee(sys.stdout)
+    with contextlib.redirect_stdout(output):
+        result = module.main(**job["arguments"])
     # an Optuna study: every trial's suggested batch and its state, trained or not
     suggested = [[t.params.get("batch_size"), t.state.name] for t in getattr(result, "trials", [])]
-    with open(record, "w", encoding="utf-8") as handle:
+    with open(job["record"], "w", encoding="utf-8") as handle:
         rungs = {str(k): v for k, v in module.RUNGS.items()}
         limits = {str(k): v for k, v in getattr(module, "MAX_BATCH", {}).items()}
         json.dump(
@@ -70,9 +95,19 @@ def main() -> None:
                 "suggested": suggested,
                 "max_batch": limits,
                 "checked": checked,
+                # where the snippet maps each whole budget a library may ask for (not recorded as asked)
+                "layers_for_budget": {str(b): original(b) for b in range(1, module.MAX_BUDGET + 1)},
+                "stdout": output.kept.getvalue(),
             },
             handle,
         )
+
+
+def main() -> None:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        jobs = json.load(handle)
+    for job in jobs:
+        run(job)
 
 
 if __name__ == "__main__":

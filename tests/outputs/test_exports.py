@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from layerprof.fidelity.ladder import build_ladder
+from layerprof.fidelity.ladder import Ladder, build_ladder
 from layerprof.outputs.exporters import export, export_plan_ray
 from tests.conftest import bare_profile
 from tests.fidelity.test_ladder import geometric_ladder
@@ -36,36 +36,46 @@ def neps_python() -> Path:
         pytest.skip(str(error))
 
 
-def run_snippet(
-    python: Path | str, library: str, rung_count: int, tmp_path: Path, continued: bool = True,
-    limits: list[int] | None = None, objective: str | None = None, ray_address: str | None = None, eta: int = 3,
-    **arguments: object,
+def snippet_job(
+    library: str, rung_count: int, folder: Path, continued: bool = True, limits: list[int] | None = None,
+    objective: str | None = None, eta: int = 3, ladder: Ladder | None = None, **arguments: object,
 ) -> dict:  # fmt: skip
-    """The record of budgets asked and training calls, with the run's output under "stdout", for the snippet of
-    `geometric_ladder(rung_count, eta)`. `limits`: each rung's largest batch (lowest rung first), as `ladder
-    --batch-limits` attaches them. `ray_address`: the Ray cluster the snippet's `ray.init()` joins (RAY_ADDRESS),
-    as a user's would on a cluster."""
-    ladder = geometric_ladder(rung_count, eta)
+    """The snippet of `ladder` (default `geometric_ladder(rung_count, eta)`) written into `folder`, as a job of
+    tests/hpo/snippet_runner.py: its `main(**arguments)` runs in `folder` and its record goes to
+    `folder/record.json`. `limits`: each rung's largest batch (lowest rung first), as `ladder --batch-limits`
+    attaches them."""
+    ladder = ladder or geometric_ladder(rung_count, eta)
     for rung, limit in zip(ladder.rungs, limits or [], strict=False):
         rung.batch_limit = limit
-    source = export(ladder, library, objective)
-    snippet = tmp_path / f"{library}_snippet.py"
-    snippet.write_text(source)
-    record = tmp_path / "record.json"
-    command = [
-        str(python),
-        str(RUNNER),
-        str(snippet),
-        str(record),
-        *(f"{k}={json.dumps(v)}" for k, v in arguments.items()),
-    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    snippet = folder / f"{library}_snippet.py"
+    snippet.write_text(export(ladder, library, objective))
+    record = folder / "record.json"
+    return {"snippet": str(snippet), "record": str(record), "cwd": str(folder), "arguments": arguments,
+            "continue": continued}  # fmt: skip
+
+
+def run_jobs(python: Path | str, jobs: list[dict], ray_address: str | None = None) -> list[dict]:
+    """Each job's record (budgets asked, training calls and, under "stdout", what the run printed), the jobs run one
+    after another in one process of `python`. `ray_address`: the Ray cluster the snippets' `ray.init()` join
+    (RAY_ADDRESS), as a user's would on a cluster."""
+    listed = Path(jobs[0]["cwd"]) / "jobs.json"
+    listed.write_text(json.dumps(jobs))
     environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    environment["SNIPPET_CONTINUE"] = "1" if continued else "0"
     if ray_address:
         environment["RAY_ADDRESS"] = ray_address
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=environment)
+    done = subprocess.run([str(python), str(RUNNER), str(listed)], capture_output=True, text=True, timeout=900,
+                          env=environment)  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return {**json.loads(record.read_text()), "stdout": done.stdout}
+    return [json.loads(Path(job["record"]).read_text()) for job in jobs]
+
+
+def run_snippet(
+    python: Path | str, library: str, rung_count: int, tmp_path: Path, ray_address: str | None = None,
+    **options: object,
+) -> dict:  # fmt: skip
+    """The record of one snippet run in a process of its own (`snippet_job`'s options)."""
+    return run_jobs(python, [snippet_job(library, rung_count, tmp_path, **options)], ray_address)[0]
 
 
 def assert_budgets_are_the_rungs(record: dict) -> None:
@@ -117,47 +127,7 @@ def test_smac_snippet(tmp_path: Path, rung_count: int, trials: int) -> None:
     assert_promotions_continue(record)
 
 
-# 3 rungs, 30 evaluations: NePS's three Hyperband brackets (9 + 3 + 1, 3 + 1 and 3 evaluations, each ending on
-# the top rung) and ten of the next: every budget NePS asks for is a rung's, and each promotion continues from the
-# rung below. Deeper ladders (6 rungs: 3^5 = 243 looks like less than five powers of 3 to a float log) are checked
-# on the budgets NePS derives for them (test_neps_derives_one_budget_per_rung): the same code asks for them, and
-# the promotions run the same code as here. A 6-rung run to its top rung took 364 evaluations (243 + 81 + 27 + 9 +
-# 3 + 1), 50 s of NePS's own bookkeeping, which grows with every trial.
-@pytest.mark.parametrize(("rung_count", "count"), [(3, 30)])
-def test_neps_snippet(tmp_path: Path, neps_python: Path, rung_count: int, count: int) -> None:
-    record = run_snippet(neps_python, "neps", rung_count, tmp_path, count=count, root_directory="neps")
-    assert_budgets_are_the_rungs(record)
-    assert_promotions_continue(record, from_the_rung_below=True)
-
-
 NEPS_RUNG_COUNTS = (3, 5, 6)
-# Runs each exported NePS snippet (NePS's environment, one process for all of them) as a user does, for one
-# evaluation, and answers with what NePS itself recorded of the run it set up (optimizer_info.yaml, "derived": the
-# rung budgets and bracket layouts its Hyperband works with) and where the snippet's layers_for_budget maps each
-# of those budgets.
-NEPS_DERIVED = """
-import importlib.util, json, sys
-from pathlib import Path
-
-import yaml
-
-answers = {}
-for snippet in map(Path, sys.argv[1:]):
-    spec = importlib.util.spec_from_file_location(snippet.stem, snippet)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    root = snippet.with_suffix("")
-    module.main(count=1, root_directory=str(root))
-    derived = yaml.safe_load((root / "optimizer_info.yaml").read_text())["derived"]
-    budgets = derived["rung_to_fidelity"]
-    answers[snippet.stem] = {
-        "rungs": {str(index): z for index, z in module.RUNGS.items()},
-        "asked": [[float(budgets[rung]), module.layers_for_budget(budgets[rung])] for rung in sorted(budgets)],
-        "rung_to_fidelity": {str(rung): budget for rung, budget in budgets.items()},
-        "brackets": [[layout[rung] for rung in sorted(layout)] for layout in derived["bracket_layouts"]],
-    }
-print(json.dumps(answers))
-"""
 
 
 def neps_ladder(rung_count: int):  # noqa: ANN201
@@ -167,27 +137,62 @@ def neps_ladder(rung_count: int):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def neps_derived(neps_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict]:
-    """Rung count -> what NePS derived for the snippet exported from `neps_ladder(rung_count)`."""
-    folder = tmp_path_factory.mktemp("neps-derived")
-    snippets = []
-    for rung_count in NEPS_RUNG_COUNTS:
-        snippets.append(folder / f"rungs_{rung_count}.py")
-        snippets[-1].write_text(export(neps_ladder(rung_count), "neps"))
-    environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([str(neps_python), "-c", NEPS_DERIVED, *map(str, snippets)], cwd=folder,
-                          capture_output=True, text=True, timeout=600, env=environment)  # fmt: skip
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    answers = json.loads(done.stdout.strip().splitlines()[-1])
-    return {rung_count: answers[f"rungs_{rung_count}"] for rung_count in NEPS_RUNG_COUNTS}
+def neps_runs(neps_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Every NePS run of this module, one after another in one process of NePS's environment (importing NePS is most
+    of a short run): name -> its record, with the folder it ran in under "folder". The tests of each run say what
+    it is for."""
+    root = tmp_path_factory.mktemp("neps-runs")
+    objective, _ = user_objective(root / "objective")
+    jobs = {
+        "snippet": snippet_job("neps", 3, root / "snippet", count=30, root_directory="neps"),
+        "refuses": snippet_job("neps", 3, root / "refuses", limits=LIMITS, count=40, root_directory="neps"),
+        "objective": snippet_job("neps", 3, root / "objective", objective=objective, count=30, root_directory="neps"),
+        **{
+            f"derived-{rung_count}": snippet_job("neps", rung_count, root / f"derived-{rung_count}",
+                                                 ladder=neps_ladder(rung_count), count=1, root_directory="neps")
+            for rung_count in NEPS_RUNG_COUNTS
+        },
+    }  # fmt: skip
+    records = run_jobs(neps_python, list(jobs.values()))
+    return {
+        name: {**record, "folder": Path(job["cwd"])} for (name, job), record in zip(jobs.items(), records, strict=True)
+    }
+
+
+# 3 rungs, 30 evaluations: NePS's three Hyperband brackets (9 + 3 + 1, 3 + 1 and 3 evaluations, each ending on
+# the top rung) and ten of the next: every budget NePS asks for is a rung's, and each promotion continues from the
+# rung below. Deeper ladders (6 rungs: 3^5 = 243 looks like less than five powers of 3 to a float log) are checked
+# on the budgets NePS derives for them (test_neps_derives_one_budget_per_rung): the same code asks for them, and
+# the promotions run the same code as here. A 6-rung run to its top rung took 364 evaluations (243 + 81 + 27 + 9 +
+# 3 + 1), 50 s of NePS's own bookkeeping, which grows with every trial.
+def test_neps_snippet(neps_runs: dict[str, dict]) -> None:
+    record = neps_runs["snippet"]
+    assert_budgets_are_the_rungs(record)
+    assert_promotions_continue(record, from_the_rung_below=True)
+
+
+def neps_derived(run: dict) -> dict:
+    """What NePS recorded of the run it set up (optimizer_info.yaml, "derived": the rung budgets and the bracket
+    layouts its Hyperband works with), each rung's budget with the z the snippet maps it to under "asked"."""
+    import yaml
+
+    derived = yaml.safe_load((run["folder"] / "neps" / "optimizer_info.yaml").read_text())["derived"]
+    budgets = derived["rung_to_fidelity"]
+    return {
+        "rungs": run["rungs"],
+        "asked": [[float(budgets[rung]), run["layers_for_budget"][str(budgets[rung])]] for rung in sorted(budgets)],
+        "rung_to_fidelity": {str(rung): budget for rung, budget in budgets.items()},
+        "brackets": [[layout[rung] for rung in sorted(layout)] for layout in derived["bracket_layouts"]],
+    }
 
 
 @pytest.mark.parametrize("rung_count", NEPS_RUNG_COUNTS)
-def test_neps_derives_one_budget_per_rung(neps_derived: dict[int, dict], rung_count: int) -> None:
-    """The budgets NePS's Hyperband samples and promotes at are the ones it derives when the run starts (NePS sets a
-    trial's fidelity to its rung's budget): one per ladder rung, each mapped onto its rung's z by the snippet's own
-    layers_for_budget, none dropped by NePS's float log (6 rungs: MAX_BUDGET 244 is 243 + 1)."""
-    answer = neps_derived[rung_count]
+def test_neps_derives_one_budget_per_rung(neps_runs: dict[str, dict], rung_count: int) -> None:
+    """A run of the exported snippet for one evaluation: the budgets NePS's Hyperband samples and promotes at are
+    the ones it derives when the run starts (NePS sets a trial's fidelity to its rung's budget), one per ladder rung,
+    each mapped onto its rung's z by the snippet's own layers_for_budget, none dropped by NePS's float log (6 rungs:
+    MAX_BUDGET 244 is 243 + 1)."""
+    answer = neps_derived(neps_runs[f"derived-{rung_count}"])
     assert_budgets_are_the_rungs(answer)
     if rung_count == 6:  # int(244 / 3^k), k = 5 .. 0; NePS's first bracket holds 364 evaluations
         assert answer["rung_to_fidelity"] == {"0": 1, "1": 3, "2": 9, "3": 27, "4": 81, "5": 244}
@@ -213,11 +218,11 @@ def test_ray_snippet(ray_cluster, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("rung_count", NEPS_RUNG_COUNTS)
-def test_configs_table_shows_the_brackets_neps_runs(neps_derived: dict[int, dict], rung_count: int) -> None:
-    """The ladder's NePS brackets are the layout NePS runs for the exported snippet."""
+def test_configs_table_shows_the_brackets_neps_runs(neps_runs: dict[str, dict], rung_count: int) -> None:
+    """The ladder's NePS brackets are the layout NePS runs for the snippet exported from it."""
     ladder = neps_ladder(rung_count)
     ours = [b.configs_per_rung for b in (ladder.hyperband_neps or ladder.hyperband)]
-    assert ours == neps_derived[rung_count]["brackets"]
+    assert ours == neps_derived(neps_runs[f"derived-{rung_count}"])["brackets"]
 
 
 def bare_profile_from(costs: dict[int, float]):  # noqa: ANN201
@@ -335,10 +340,11 @@ def test_smac_refuses_a_batch_that_cannot_fit_as_a_crashed_trial(tmp_path: Path)
     assert_no_batch_beyond_its_rung(record)
 
 
-def test_neps_refuses_a_batch_that_cannot_fit_before_it_trains(tmp_path: Path, neps_python: Path) -> None:
+def test_neps_refuses_a_batch_that_cannot_fit_before_it_trains(neps_runs: dict[str, dict]) -> None:
     """NePS samples batches of 512 (fits no rung) and 256 (z=1 only) from the space; the objective refuses them at
-    the rungs they cannot fit, with a loss Hyperband never promotes, and trains only batches within the limit."""
-    record = run_snippet(neps_python, "neps", 3, tmp_path, limits=LIMITS, count=40, root_directory="neps")
+    the rungs they cannot fit, with a loss Hyperband never promotes, and trains only batches within the limit. (3
+    rungs, batch limits LIMITS, 40 evaluations.)"""
+    record = neps_runs["refuses"]
     assert record["max_batch"] == {"1": 300, "3": 200, "9": 100}
     assert_no_batch_beyond_its_rung(record)
     refused = {batch for batch, _, fits in record["checked"] if not fits}
@@ -480,27 +486,35 @@ def fit(config, trainable_layers, steps, state):
 """
 
 
+def user_objective(folder: Path) -> tuple[str, Path]:
+    """`--objective FILE.py:fit` of a user's function written into `folder`, and the file it logs each call to."""
+    folder.mkdir(parents=True, exist_ok=True)
+    objective, log = folder / "mine.py", folder / "calls.jsonl"
+    objective.write_text(USER_OBJECTIVE.replace("LOG_PATH", repr(str(log))))
+    return f"{objective}:fit", log
+
+
 @pytest.mark.parametrize("library", ["neps", "smac", "ray"])
 def test_each_library_runs_the_users_objective_at_every_rung(
     library: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """The snippet exported with --objective runs under the library itself (NePS in its own environment, Ray in
-    worker processes of the run's cluster) and trains with the user's function at every rung, continuing promoted
-    trials from the state it returned. Ray over two rungs (three trials, then the best one continued): every Tune
-    trial starts a worker process, and test_ray_snippet runs the three-rung halving."""
-    objective = tmp_path / "mine.py"
-    log = tmp_path / "calls.jsonl"
-    objective.write_text(USER_OBJECTIVE.replace("LOG_PATH", repr(str(log))))
-    python = request.getfixturevalue("neps_python") if library == "neps" else sys.executable
-    arguments = {"neps": {"count": 30, "root_directory": "neps"}, "smac": {"n_trials": 40, "output_directory": "smac"},
-                 "ray": {}}[library]  # fmt: skip
-    rung_count = 3
-    if library == "ray":
-        arguments["ray_address"] = request.getfixturevalue("ray_cluster").address
-        rung_count = 2
-    run_snippet(python, library, rung_count, tmp_path, objective=f"{objective}:fit", **arguments)
+    """The snippet exported with --objective runs under the library itself (NePS in its own environment, 3 rungs and
+    30 evaluations in `neps_runs`; Ray in worker processes of the run's cluster) and trains with the user's function
+    at every rung, continuing promoted trials from the state it returned. Ray over two rungs at eta 2 (two trials,
+    then the better one continued): every Tune trial starts a worker process, and test_ray_snippet runs the
+    three-rung halving."""
+    rung_count = 2 if library == "ray" else 3
+    if library == "neps":
+        log = request.getfixturevalue("neps_runs")["objective"]["folder"] / "calls.jsonl"
+    else:
+        objective, log = user_objective(tmp_path)
+        if library == "smac":
+            arguments = {"n_trials": 40, "output_directory": "smac"}
+        else:
+            arguments = {"ray_address": request.getfixturevalue("ray_cluster").address, "eta": 2}
+        run_snippet(sys.executable, library, rung_count, tmp_path, objective=objective, **arguments)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert {z for z, _ in calls} == set(range(1, rung_count + 1)), calls  # geometric_ladder(n, 3): z = 1 .. n
+    assert {z for z, _ in calls} == set(range(1, rung_count + 1)), calls  # geometric_ladder(n, eta): z = 1 .. n
     assert any(previous is not None and previous < z for z, previous in calls), calls  # continued upward
 
 
