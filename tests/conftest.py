@@ -139,44 +139,66 @@ class RayCluster:
             self.cluster.wait_for_nodes()
 
 
-@pytest.fixture(scope="session")
-def _the_runs_ray_cluster() -> Iterator[RayCluster]:
-    """Started once, on the one xdist worker that runs the Ray group (SHARED_FIXTURE_TESTS), shut down when the run
-    ends. Its address file lies in a folder of its own: no `ray.init()` elsewhere on the machine joins it by
-    accident, and no other test run's cluster is joined by this one's tests."""
+_RAY: dict[str, Any] = {}  # the run's Ray cluster while it runs: "cluster", and what its start changed to put back
+
+
+def _start_ray_cluster() -> RayCluster:
+    """Started on the one xdist worker that runs the Ray group (SHARED_FIXTURE_TESTS), when its first test asks for
+    it. Its address file lies in a folder of its own: no `ray.init()` elsewhere on the machine joins it by accident,
+    and no other test run's cluster is joined by this one's tests."""
     from ray.cluster_utils import Cluster
 
-    before = {name: os.environ.get(name) for name in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
-    folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths may not pass 107 bytes
+    _RAY["environment"] = {name: os.environ.get(name) for name in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
+    _RAY["folder"] = folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's sockets may not pass 107 bytes
     os.environ["RAY_TMPDIR"] = folder
     os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the home folder
     head = {"num_cpus": 1, "resources": {"kind_a": 1}, "include_dashboard": False}
     cluster = Cluster(initialize_head=True, head_node_args=head)
-    try:
-        nodes = {"kind_a": cluster.head_node, "kind_b": cluster.add_node(num_cpus=1, resources={"kind_b": 1})}
-        cluster.wait_for_nodes()
-        yield RayCluster(cluster, nodes)
-    finally:
-        import ray
+    _RAY["cluster"] = running = RayCluster(cluster, {"kind_a": cluster.head_node})  # stopped even if a node fails
+    running.nodes["kind_b"] = cluster.add_node(num_cpus=1, resources={"kind_b": 1})
+    cluster.wait_for_nodes()
+    return running
 
+
+def _stop_ray_cluster() -> None:
+    """Shut the run's cluster down, if it runs, and put back what its start changed."""
+    running = _RAY.pop("cluster", None)
+    if running is None:
+        return
+    import ray
+
+    try:
         ray.shutdown()
-        cluster.shutdown()
-        for name, value in before.items():
+        running.cluster.shutdown()
+    finally:
+        for name, value in _RAY.pop("environment").items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(_RAY.pop("folder"), ignore_errors=True)
 
 
 @pytest.fixture
-def ray_cluster(_the_runs_ray_cluster: RayCluster) -> RayCluster:
-    """The run's Ray cluster, this process connected to it (a test before may have left it or joined another):
-    `ray_session(None)` uses it, and so do `--address` with its address and `RAY_ADDRESS` in a subprocess."""
+def ray_cluster() -> RayCluster:
+    """The run's Ray cluster (started by the first test that asks for it), this process connected to it (a test
+    before may have left it or joined another): `ray_session(None)` uses it, and so do `--address` with its address
+    and `RAY_ADDRESS` in a subprocess."""
     from layerprof.measure.cluster import connect
 
-    connect(_the_runs_ray_cluster.address)
-    return _the_runs_ray_cluster
+    cluster = _RAY.get("cluster") or _start_ray_cluster()
+    connect(cluster.address)
+    return cluster
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Under xdist, the Ray group runs as one unit on one worker: after its last test the cluster is shut down, whose
+    processes would otherwise take about 3% of a core for the rest of the run. (A run without xdist keeps it to the
+    end: its Ray tests are spread over the run.)"""
+    group_done = nextitem is None or shared_fixture_group(nextitem.nodeid) != "ray"
+    if shared_fixture_group(item.nodeid) == "ray" and group_done and os.environ.get("PYTEST_XDIST_WORKER"):
+        _stop_ray_cluster()
 
 
 # Test modules whose module- or session-scoped fixtures are costly (a measured profile): under pytest-xdist (`make
@@ -338,6 +360,7 @@ _UNDECLARED_SKIPS: list[str] = []
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.hpo.environments import wait_for_builds
 
+    _stop_ray_cluster()  # if it still runs
     wait_for_builds()
     if _UNDECLARED_SKIPS and exitstatus == 0:
         session.exitstatus = 1
