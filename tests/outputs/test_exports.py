@@ -120,11 +120,30 @@ def test_optuna_snippet_restarts_every_rung_without_continue(tmp_path: Path) -> 
     assert len(record["trained"]) > 30  # some trials were promoted, and trained their next rung from scratch
 
 
-@pytest.mark.parametrize(("rung_count", "trials"), [(3, 40), (6, 370)])
+# 3 rungs, 40 trials, past the end of SMAC's first Hyperband bracket (9 + 3 + 1): every budget SMAC asks for is a
+# rung's, and promotions continue. 6 rungs (3^5 = 243 looks like less than five powers of 3 to a float log): the
+# budgets SMAC derives for its brackets (test_smac_derives_one_budget_per_rung_at_six_rungs); running to the top rung
+# took 370 trials (its first bracket: 243 + 81 + 27 + 9 + 3 + 1), 21 s, and runs the same code as 3 rungs.
+@pytest.mark.parametrize(("rung_count", "trials"), [(3, 40)])
 def test_smac_snippet(tmp_path: Path, rung_count: int, trials: int) -> None:
     record = run_snippet(sys.executable, "smac", rung_count, tmp_path, n_trials=trials, output_directory="smac")
     assert_budgets_are_the_rungs(record)
     assert_promotions_continue(record)
+
+
+def test_smac_derives_one_budget_per_rung_at_six_rungs(tmp_path: Path) -> None:
+    """A run of the 6-rung snippet for one trial: SMAC's Hyperband logs, as it starts, the budgets of every bracket's
+    stages, the ones it asks trials at (`_budgets_in_stage`); its first bracket's are one per ladder rung (244 / 3^k,
+    MAX_BUDGET being 243 + 1), each mapped onto its rung's z by the snippet's layers_for_budget. That maps a budget to
+    the largest whole budget index not above it, so a budget maps as its whole part does (the runner's table)."""
+    record = run_snippet(sys.executable, "smac", 6, tmp_path, n_trials=1, output_directory="smac")
+    logged = re.search(r"Budgets in stage:\n[^\n]*--- Bracket 0: \[([^\]]+)\]", record["stdout"])
+    assert logged, record["stdout"][-3000:]
+    budgets = [float(budget) for budget in logged.group(1).split(",")]
+    assert budgets == pytest.approx([244 / 3**k for k in range(5, -1, -1)])
+    asked = [[budget, record["layers_for_budget"][str(int(budget + 1e-9))]] for budget in budgets]
+    assert_budgets_are_the_rungs({"rungs": record["rungs"], "asked": asked})
+    assert "--- Bracket 0: [243, 81, 27, 9, 3, 1]" in record["stdout"]  # configurations per stage: 364 trials
 
 
 NEPS_RUNG_COUNTS = (3, 5, 6)
