@@ -269,3 +269,86 @@ def test_a_visits_median_is_kept_to_the_nanosecond() -> None:
     row = Row(2, 1, "ok")
     record_timing(row, CellTiming([Visit(0, [1.23456789] * 3)]), SweepSettings((2,), (1,)), torch.device("cpu"), 2)
     assert (row.visit_medians_ms, row.host_time_ms, row.host_bound) == ([1.234568], None, None)  # no host figures
+
+
+FROZEN_HEAD = """from torch import nn
+
+
+def make():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 2))
+    model[1].requires_grad_(False)  # the model's own code freezes its last layer
+    return model
+"""
+
+
+def test_a_cell_that_fails_before_its_first_step_spent_no_time_in_steps(tmp_path: Path) -> None:
+    (tmp_path / "frozen.py").write_text(FROZEN_HEAD)
+    loaded = build_model(f"{tmp_path / 'frozen.py'}:make", ModelOptions(input_shape=(2,)))
+    context = CellContext(loaded, loaded.split(), SweepSettings((3,), (1,)), torch.device("cpu"))
+    row, visit, seconds = first_visit(context, 3, 1)  # z=1 trains nothing: refused while the cell is set up
+    assert (row.status, visit, seconds) == ("error", None, 0.0)
+    assert row.message is not None and "trains nothing" in row.message
+    assert run_cell(context, 3, 1)[1] == 0.0
+
+
+def test_a_row_below_the_host_bound_share_and_without_flops() -> None:
+    row = Row(2, 1, "ok")  # no FLOPs counted (an estimate's untraceable step): no TFLOP/s either
+    record_timing(
+        row, CellTiming([Visit(0, [10.0] * 3, host_ms=[8.0])]), SweepSettings((2,), (1,)), torch.device("cpu"), 2
+    )
+    assert (row.host_time_ms, row.host_bound, row.achieved_tflops) == (8.0, False, 0.0)  # 8 < 0.9 x 10
+
+
+def run_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visit_ms: list[float], **steps: int) -> tuple:
+    """`run_cell` of a cell of two Linear(2, 2) at z=1, batch 2, 2 steps a visit under a stand-in clock: the row, the
+    visits it recorded (round, clean or not) and, per step, (batch size, whether the first layer trained)."""
+    loaded = two_linears(tmp_path, 2)
+    settings = SweepSettings((2,), (1,), steps_per_visit=2, median_tolerance=0.02, **steps)
+    context = CellContext(loaded, loaded.split(), settings, torch.device("cpu"))
+    monkeypatch.setattr(cells, "time_window", Clock(visit_ms))
+    recorded = []
+    monkeypatch.setattr(
+        cells, "record_timing", lambda row, timing, *rest: recorded.append(timing) or record_timing(row, timing, *rest)
+    )
+    first = loaded.model[0].weight
+    steps_seen = []
+    loaded.model.register_forward_hook(
+        lambda _m, inputs, _o: steps_seen.append((inputs[0].shape[0], first.requires_grad))
+    )
+    row, _ = run_cell(context, 2, 1)
+    (timing,) = recorded
+    return (
+        row,
+        [(visit.round_index, not flag) for visit, flag in zip(timing.visits, timing.flagged(), strict=True)],
+        steps_seen,
+    )
+
+
+def test_a_settled_cell_stops_at_its_least_visits_below_its_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 to 5 visits (6 to 10 steps); --rewarm 0 still re-warms each later visit by one step
+    row, visits, steps = run_alone(
+        tmp_path, monkeypatch, [10.0], warmup_steps=1, rewarm_steps=0, min_steps=6, max_steps=10
+    )
+    assert (row.visits, visits) == (3, [(0, True)] * 3)
+    assert steps == [(2, False)] * (1 + 2 + 1 + 2 * (1 + 2))  # warm-up, timed, instrumented; then re-warm, timed
+
+
+def test_clean_visits_that_never_settle_stop_at_the_most(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10 and 12 ms: both clean (within 25% of the quickest), their median's interval never within +-2%
+    row, visits, steps = run_alone(
+        tmp_path, monkeypatch, [10.0, 12.0], warmup_steps=2, rewarm_steps=2, min_steps=6, max_steps=10
+    )
+    assert (row.visits, row.visit_medians_ms, row.disturbed) == (5, [10.0, 12.0, 10.0, 12.0, 10.0], False)
+    assert visits == [(0, True)] * 5  # a cell measured alone: every visit in round 0
+    assert steps == [(2, False)] * (2 + 2 + 1 + 4 * (2 + 2))  # each later visit: 2 re-warm steps, 2 timed
+
+
+def test_visits_slowed_one_after_another_stop_at_twice_the_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first visit quick, every later one twice as slow: one clean visit ever, never settled; 3 visits at most
+    row, visits, _ = run_alone(tmp_path, monkeypatch, [10.0] + [20.0] * 9, warmup_steps=1, min_steps=6, max_steps=6)
+    assert visits == [(0, True)] + [(0, False)] * 5  # stopped at 2 x 3 visits
+    assert (row.visits, row.disturbed, row.step_time_ms) == (1, True, 10.0)
