@@ -4,12 +4,15 @@ off), and a row's parameter counts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+from layerprof.errors import DeviceFailure
 from layerprof.measure import cells
 from layerprof.measure.cells import (
     Cell,
@@ -352,3 +355,61 @@ def test_visits_slowed_one_after_another_stop_at_twice_the_most(
     row, visits, _ = run_alone(tmp_path, monkeypatch, [10.0] + [20.0] * 9, warmup_steps=1, min_steps=6, max_steps=6)
     assert visits == [(0, True)] + [(0, False)] * 5  # stopped at 2 x 3 visits
     assert (row.visits, row.disturbed, row.step_time_ms) == (1, True, 10.0)
+
+
+class Seconds:
+    """Stands in for the `time` module cells.py reads: perf_counter advances by `step` seconds at each call."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 100.0, step
+
+    def perf_counter(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.mark.parametrize(("step_s", "compile_ms"), [(1.0, 1000.0 - 10.0), (0.005, 0.0)])
+def test_a_compiled_cells_first_step_is_its_compile_time_less_a_timed_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step_s: float, compile_ms: float
+) -> None:
+    # torch.compile stood in for by a counting wrapper, the clocks by given times: the first step took `step_s`,
+    # the timed ones 10 ms each; a first step quicker than a timed one compiled nothing (never below 0)
+    from layerprof.measure.environment import dynamo_cache_limits
+
+    loaded = two_linears(tmp_path, 2)
+    settings = SweepSettings((2,), (1,), warmup_steps=0, steps_per_visit=2, min_steps=2, max_steps=2)
+    context = CellContext(loaded, loaded.split(), replace(settings, compile_mode="default"), torch.device("cpu"))
+    compiled, limits = [], []
+
+    def stand_in(model: nn.Module, mode: str) -> nn.Module:
+        compiled.append((Counted(model), mode))
+        limits.append(set(dynamo_cache_limits().values()))  # while the compiled cell is prepared
+        return compiled[-1][0]
+
+    monkeypatch.setattr(cells, "compiled_model", stand_in)
+    monkeypatch.setattr(cells, "time_window", Clock([10.0]))
+    monkeypatch.setattr(cells, "time", Seconds(step_s))
+    before = dynamo_cache_limits()
+    assert set(before.values()) != {256}
+    row, visit, _ = first_visit(context, 2, 1)
+    assert visit is not None and row.compile_time_ms == pytest.approx(compile_ms)
+    ((counted, mode),) = compiled
+    assert (mode, counted.calls) == ("default", 1 + 2)  # --warmup 0: one untimed (compiling) step, 2 timed
+    assert limits == [{256}]  # every dynamo cache limit raised to 256 entries while the cell is prepared
+    assert dynamo_cache_limits() == before  # restored once the cell is left
+
+
+def test_a_sticky_cuda_error_stops_the_sweep_naming_the_cell(tmp_path: Path) -> None:
+    (tmp_path / "sticky.py").write_text(BROKEN.replace("boom", "CUDA error: an illegal memory access"))
+    loaded = build_model(f"{tmp_path / 'sticky.py'}:make", ModelOptions(input_shape=(2,)))
+    context = CellContext(loaded, loaded.split(), SweepSettings((3,), (1,), warmup_steps=1), torch.device("cpu"))
+    loaded.model.armed = True
+    with pytest.raises(DeviceFailure, match=r"illegal memory access\) at batch 3, z=1;"):
+        first_visit(context, 3, 1)
+
+
+def test_the_cpu_has_no_cache_to_empty_and_no_collection_is_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    collections = []
+    monkeypatch.setattr(cells, "gc", SimpleNamespace(collect=lambda: collections.append(1)))
+    cells.release_cached_memory(torch.device("cpu"))
+    assert collections == []
