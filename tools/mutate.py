@@ -15,7 +15,8 @@ package changes), the tests that killed earlier mutants of the same function fir
 at the first failure. Every mutant runs in a process forked from one that has imported torch, layerprof, the
 tests and every library the traced run imported once (its objects frozen out of the collector, so their memory
 stays shared), with the function's code object swapped in place, so that `from layerprof.x import f` in a test
-sees the mutant too.
+sees the mutant too (and, for a mutation inside a nested function, the code of the closures the module's
+registries hold, which a factory made at import).
 
 Mutations: arithmetic (+ -, * /, // /, ** *), comparisons (< <=, > >=, == !=, in / not in, is / is not),
 and/or, `not` dropped, unary minus dropped, numbers (n -> n+1; floats doubled, 0.0 -> 1.0), True/False, += -=,
@@ -57,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -575,8 +577,56 @@ def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
     new_code = _code_by_qualname(code, unit)
     if new_code is None:
         raise LookupError(f"no code object {unit}")
+    before = _nested_codes(functions[0].__code__)
     for function in functions:
         function.__code__ = new_code
+    # A mutation inside a nested function reaches the calls of the outer one through its new code; the closures
+    # the outer one made at import (a registry's builders) keep their old code unless swapped as well.
+    changed = {before[name]: code for name, code in _nested_codes(new_code).items() if before.get(name, code) != code}
+    for closure in _live_closures(module, {id(code) for code in changed}):
+        closure.__code__ = changed[closure.__code__]  # ValueError where the mutant captures other names: an error
+
+
+def _nested_codes(code: Any) -> dict[str, Any]:
+    """The code objects of every function defined inside `code`, at any depth, by qualified name."""
+    found = {}
+    for constant in code.co_consts:
+        if hasattr(constant, "co_qualname"):
+            found[constant.co_qualname] = constant
+            found.update(_nested_codes(constant))
+    return found
+
+
+def _live_closures(module: Any, codes: set[int], depth: int = 4) -> list[Any]:
+    """The functions whose code is one of `codes` (by id) that the module's globals hold, through dicts, lists,
+    tuples, sets and the attributes of the package's own objects, `depth` levels down: closures a factory made
+    at import and kept (`SPECS = {name: Spec(..., build=_factory(...))}`)."""
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(value: Any, left: int) -> None:
+        if id(value) in seen or left < 0:
+            return
+        seen.add(id(value))
+        if isinstance(value, types.FunctionType):
+            if id(value.__code__) in codes:
+                found.append(value)
+            return
+        if isinstance(value, dict):
+            items: Any = value.values()
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            items = value
+        elif not isinstance(value, type) and type(value).__module__.startswith(PACKAGE) and hasattr(value, "__dict__"):
+            items = vars(value).values()
+        else:
+            return
+        for item in list(items):
+            walk(item, left - 1)
+
+    if codes:
+        for value in list(vars(module).values()):
+            walk(value, depth)
+    return found
 
 
 def live_default(function: Any, where: str, key: int | str, value: Any) -> None:

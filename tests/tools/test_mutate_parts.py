@@ -315,3 +315,48 @@ def test_sigterm_and_sighup_stop_a_run_while_it_lasts_and_an_ignored_hangup_stay
     finally:
         signal.signal(signal.SIGTERM, before[0])
         signal.signal(signal.SIGHUP, before[1])
+
+
+REGISTRY = textwrap.dedent(
+    """
+    class Spec:
+        def __init__(self, build):
+            self.build = build
+
+
+    def _scaled(factor):
+        def build(x):
+            return x * factor + 1
+
+        return build
+
+
+    SPECS = {"double": Spec(_scaled(2))}  # closures made at import, kept in a registry
+    PLAIN = [_scaled(3)]
+    """
+)
+
+
+def test_a_mutant_inside_a_closure_made_at_import_reaches_the_registrys_copy(
+    tool: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "closurepkg").mkdir()
+    (tmp_path / "closurepkg" / "__init__.py").write_text("")
+    path = tmp_path / "closurepkg" / "registry.py"
+    path.write_text(REGISTRY)
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool, "PACKAGE", "closurepkg")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("closurepkg", "closurepkg.registry"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    tree = ast.parse(REGISTRY)
+    finder = tool.Sites(REGISTRY.splitlines(), None)
+    finder.visit(tree)
+    site = next(s for s in finder.found if s[2] == "* -> /" and s[4] == "_scaled")
+    import closurepkg.registry as registry  # noqa: PLC0415 - made above
+
+    kept = registry.SPECS["double"].build
+    assert (kept(4), registry.PLAIN[0](6), registry._scaled(2)(4)) == (9, 19, 9)
+    tool.apply_mutant(path, site, tree)
+    assert registry.SPECS["double"].build is kept  # the same function, its code swapped
+    assert (kept(4), registry.PLAIN[0](6), registry._scaled(2)(4)) == (3.0, 3.0, 3.0)
