@@ -70,8 +70,9 @@ LAYERS = [Layer(i, str(i), "Timed", 20, (f"{i}.linear.weight", f"{i}.linear.bias
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_every_marked_step_starts_from_its_own_first_mark(monkeypatch: pytest.MonkeyPatch, device: str) -> None:
-    monkeypatch.setattr(layertimes.time, "perf_counter", lambda: CLOCK[0])
-    monkeypatch.setattr(torch.cuda, "Event", Event)  # CUDA's marks: events on the scripted clock
+    # CUDA's marks: events on the scripted clock, the host's clock never read there
+    monkeypatch.setattr(layertimes.time, "perf_counter", (lambda: CLOCK[0]) if device == "cpu" else (lambda: 0.0))
+    monkeypatch.setattr(torch.cuda, "Event", Event)
     model = nn.Sequential(Timed(1, 10), Timed(2, 20))
     cell, updates = timed_cell(model, before_ms=4)
     times = measure_layer_times(cell, LAYERS, torch.device(device))

@@ -30,8 +30,9 @@ def test_a_measured_profiles_report_its_figures_at_120_dpi_and_its_index(tmp_pat
     assert ([path.name for path in written.files], written.notes) == (names, [])
     assert png_size(tmp_path / "out" / "params_flops.png") == (1560, 576)  # 13 x 4.8 inches at 120 dpi
     assert plt.get_fignums() == []  # every figure closed once saved
-    index = (tmp_path / "out" / "index.md").read_text()
-    assert f"- **measured**: {measured.model.spec} on {measured.environment.device_name}" in index
+    lines = (tmp_path / "out" / "index.md").read_text().splitlines()
+    assert lines[:2] == ["# layerprof report", ""] and lines[3:6] == ["", "![cost curves](cost_curves.png)", ""]
+    assert lines[2].startswith(f"- **measured**: {measured.model.spec} on {measured.environment.device_name}")
 
 
 def test_what_a_report_cannot_draw_is_a_note(tmp_path: Path) -> None:
@@ -40,15 +41,26 @@ def test_what_a_report_cannot_draw_is_a_note(tmp_path: Path) -> None:
     one_failed = replace(measured, rows=[replace(measured.rows[0], status="oom"), *measured.rows[1:]])
     all_failed = replace(measured, rows=[replace(row, status="oom") for row in measured.rows])
     untracked = replace(estimate, rows=[replace(row, tracked_peak_bytes=None) for row in estimate.rows])
-    profiles = [("one-failed", one_failed), ("failed", all_failed), ("estimate", untracked)]
+    interrupted = load_profile(DATA / "profile-v2-interrupted.json")
+    unfinished = replace(interrupted, rows=[replace(row, status="unfinished") for row in interrupted.rows])
+    profiles = [("estimate", untracked), ("one-failed", one_failed), ("failed", all_failed), ("cut", unfinished)]
     written = write_report(profiles, tmp_path / "out")
-    assert written.notes == [
-        "failed: every cell failed (oom); nothing to plot",
+    assert [note.split(" (")[0] for note in written.notes] == [
+        "cut is incomplete",
+        "failed: every cell failed",
+        "cut: no cell finished",
         "estimate: no memory breakdown in the profile",
     ]
+    assert written.notes[1:3] == [
+        "failed: every cell failed (oom); nothing to plot",
+        "cut: no cell finished (unfinished); nothing to plot",
+    ]
     assert [path.name for path in written.files] == [
-        "cost_curves.png", "params_flops.png", "memory_breakdown_1.png", "index.md",
-    ]  # fmt: skip
+        "cost_curves.png",
+        "params_flops.png",
+        "memory_breakdown_2.png",
+        "index.md",
+    ]  # fmt: skip  (the estimate has no breakdown, the next drawable profile still has its own)
     estimates_only = write_report([("estimate", estimate)], tmp_path / "estimate")
     assert estimates_only.notes == ["no step times in these profiles (estimates): time curves not drawn"]
 
