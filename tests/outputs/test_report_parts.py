@@ -60,7 +60,7 @@ def test_what_a_report_cannot_draw_is_a_note(tmp_path: Path) -> None:
         "params_flops.png",
         "memory_breakdown_2.png",
         "index.md",
-    ]  # fmt: skip  (the estimate has no breakdown, the next drawable profile still has its own)
+    ]  # the estimate has no breakdown: the next drawable profile still has its own
     estimates_only = write_report([("estimate", estimate)], tmp_path / "estimate")
     assert estimates_only.notes == ["no step times in these profiles (estimates): time curves not drawn"]
 
