@@ -50,6 +50,8 @@ def test_the_default_targets_leave_out_the_head_and_grouped_convolutions() -> No
     # a projection onto the vocabulary (100), as Linear or as GPT-2's Conv1D, is the head; grouped convs stay plain
     assert lora_targets(model, layers, 5, LORA, vocab_size=100) == ["1", "4"]
     assert lora_targets(model, layers, 5, LORA, vocab_size=101) == ["1", "2", "3", "4"]
+    conv = nn.Sequential(nn.Conv1d(4, 4, 3))  # a convolution is never the head, whatever its kernel's width
+    assert lora_targets(conv, split(conv), 1, LORA, vocab_size=3) == ["0"]
 
 
 def test_adapters_start_as_peft_starts_them_and_leave_with_the_config_they_brought() -> None:
