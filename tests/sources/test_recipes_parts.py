@@ -66,6 +66,7 @@ def test_adapters_start_as_peft_starts_them_and_leave_with_the_config_they_broug
         "1.k",
     ]  # not PEFT's wrapper, base layer or adapters
     adapters.remove()
+    adapters.remove()  # a second remove undoes nothing more
     assert isinstance(model[1].q, nn.Linear) and not hasattr(model, "peft_config")
     model.peft_config = {"theirs": "kept"}  # a model that came with PEFT's config keeps it
     LoraAdapters(model, ["1.q"], LORA).remove()
@@ -95,6 +96,10 @@ def test_checkpointing_only_where_asked_and_a_recipe_undone_once() -> None:
     recipe.remove()
     recipe.remove()  # a second remove undoes nothing more
     assert "forward" not in model[1].__dict__
+    checkpointed = Checkpointed(model, split(model), 2)
+    checkpointed.remove()
+    checkpointed.remove()  # each part alone too
+    assert "forward" not in model[0].__dict__
 
     undone = []
     parts = [SimpleNamespace(remove=lambda n=n: undone.append(n)) for n in (1, 2)]
