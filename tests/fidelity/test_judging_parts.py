@@ -53,10 +53,10 @@ def test_rho_and_the_judges_regret_of_the_rungs_best() -> None:
 
 
 def test_statistics_over_folds_and_the_noise_floor() -> None:
-    folds = [Fold((1,), (0,)), Fold((0,), (1,))]
-    losses = {0: [1.0, 2.0, 3.0, 4.0], 1: [4.0, 3.0, 2.0, 1.0]}
-    rho, regret = fold_statistic(folds, lambda fold: losses[fold.replay[0]], lambda fold: losses[fold.judge[0]])
-    assert (rho.mean, rho.low, rho.high, rho.folds) == (pytest.approx(-1.0),) * 3 + (2,)  # each fold reversed
-    assert regret == OverFolds(3.0, 3.0, 3.0, 2)
+    losses = {0: [1.0, 2.0, 3.0, 4.0], 1: [3.0, 1.0, 2.0, 4.0]}
+    # seed 1 replays, seed 0 judges: rho of [3, 1, 2, 4] against [1, 2, 3, 4]; the replay's best is the judge's 2nd
+    rho, regret = fold_statistic([Fold((1,), (0,))], lambda f: losses[f.replay[0]], lambda f: losses[f.judge[0]])
+    assert (rho.mean, rho.low, rho.high, rho.folds) == (pytest.approx(0.4),) * 3 + (1,)
+    assert regret == OverFolds(1.0, 1.0, 1.0, 1)
     floor = NoiseFloor.of(OverFolds(0.5, 0.25, 0.75, 2), OverFolds(0.1, 0.0, 0.2, 3))
     assert floor == NoiseFloor(0.5, 0.25, 0.75, 0.1, 0.0, 0.2, 3)
