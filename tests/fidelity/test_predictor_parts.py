@@ -41,3 +41,6 @@ def test_a_model_this_machine_cannot_build_is_never_traced(tmp_path: Path) -> No
     predictor = PlanPredictor(ProfileSet("tiny", 2, 9, {"H100": load_profile(path)}, None))
     assert (predictor.traceable, predictor.constants, predictor.basis) == (False, None, "default constants")
     assert predictor(1, gpu_kind("L4")) is None and predictor.traces == {1: None}
+    # no measured profile: the estimate is the reference, and its model fails once, when first traced
+    estimate_only = PlanPredictor(ProfileSet("tiny", 2, 9, {}, load_profile(path)))
+    assert (estimate_only.traceable, estimate_only(1, gpu_kind("L4")), estimate_only.traceable) == (True, None, False)
