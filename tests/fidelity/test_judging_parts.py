@@ -58,5 +58,5 @@ def test_statistics_over_folds_and_the_noise_floor() -> None:
     rho, regret = fold_statistic([Fold((1,), (0,))], lambda f: losses[f.replay[0]], lambda f: losses[f.judge[0]])
     assert (rho.mean, rho.low, rho.high, rho.folds) == (pytest.approx(0.4),) * 3 + (1,)
     assert regret == OverFolds(1.0, 1.0, 1.0, 1)
-    floor = NoiseFloor.of(OverFolds(0.5, 0.25, 0.75, 2), OverFolds(0.1, 0.0, 0.2, 3))
-    assert floor == NoiseFloor(0.5, 0.25, 0.75, 0.1, 0.0, 0.2, 3)
+    floor = NoiseFloor.of(OverFolds(0.5, 0.25, 0.75, 3), OverFolds(0.1, 0.0, 0.2, 2))
+    assert floor == NoiseFloor(0.5, 0.25, 0.75, 0.1, 0.0, 0.2, 3)  # the folds of whichever gave more
