@@ -164,7 +164,7 @@ class LayerSelection:
         if self.mentions_doubling:
             if layer_count is None:
                 raise LayerprofError(f"{self.option} doubling needs the number of layers; give numbers instead")
-            values |= {2**power for power in range(layer_count.bit_length()) if 2**power <= layer_count}
+            values |= {2**power for power in range(layer_count.bit_length())}  # 2^(bits - 1) <= n < 2^bits
             values.add(layer_count)
         if has_all:
             if layer_count is None:
