@@ -353,8 +353,6 @@ class FitSearch:
         where the line says the boundary is right above `fits` and `confirm`, that next batch first (the caller
         allows it once in a row, so the bisection's bound holds within a factor of two)."""
         upper = limit + 1 if fails is None else fails
-        if bisect and fails is not None and not confirm:
-            return (fits + fails) // 2
         if fails is not None:
             (b1, n1), (b2, n2) = (fits, known[fits]), (fails, known[fails])
         else:
@@ -362,7 +360,7 @@ class FitSearch:
         slope = (n2 - n1) / (b2 - b1) if b2 != b1 else 0.0
         guess = math.floor(b1 + (budget_bytes - n1) / slope) if slope > 0 else 2 * fits
         guess = max(guess, fits + 1)  # the line says the boundary is here: confirm with the next batch
-        if bisect and fails is not None and guess != fits + 1:
+        if bisect and fails is not None and (not confirm or guess != fits + 1):
             return (fits + fails) // 2
         if guess >= upper:
             guess = (fits + upper) // 2 if fails is not None else limit
