@@ -40,6 +40,11 @@ Stopping: Ctrl-C (SIGINT), SIGTERM (`timeout`, `kill`, a batch scheduler's limit
 left ignored under `nohup`) end the run alike: the mutant in flight is stopped with its process group and left not
 run, the module's report of the mutants that finished is written (its `stopped_by` names the signal), no further
 module starts, and the exit status is 128 + the signal's number. `--again` goes on from that report.
+
+Sampling: `--sample N` runs N of a module's mutants drawn uniformly without replacement (`--seed`, default 0: the
+same draw each time, and a larger sample holds a smaller one, so `--again --sample 60` goes on from `--sample 30`)
+and reports the score with its 95% Wilson interval, for a module whose every mutant would take hours. 60 mutants of
+a module scoring 90% give about ±8 points.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import hashlib
 import importlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -1091,6 +1097,8 @@ class ModuleReport:
     mutant_seconds: float = 0.0  # all the mutants' processes, end to end
     warm_imports: int = 0  # libraries imported before the mutants fork (`warm_imports`)
     stopped_by: str = ""  # the signal that stopped the run before every mutant ran (SIGINT, SIGTERM, SIGHUP)
+    sampled: int = 0  # `--sample N`: the N mutants drawn (0: every mutant, or the first `--limit`)
+    seed: int = 0  # the draw's seed
 
     def count(self, *verdicts: str) -> int:
         return sum(m.verdict in verdicts for m in self.mutants)
@@ -1100,8 +1108,18 @@ class ModuleReport:
         scored = len(self.mutants) - self.count("error", "")
         return self.count("killed", "timeout") / scored if scored else None
 
+    def interval(self) -> tuple[float, float] | None:
+        """The score's 95% Wilson interval when it comes from a sample of the mutants (None when all ran)."""
+        scored = len(self.mutants) - self.count("error", "")
+        if not self.sampled or not scored:
+            return None
+        return wilson_interval(self.count("killed", "timeout"), scored)
+
     def summary(self) -> str:
         score = "n/a" if self.score is None else f"{self.score:.1%}"
+        interval = self.interval()
+        if interval is not None:
+            score += f" (95% interval {interval[0]:.1%}-{interval[1]:.1%}; sample of {self.sampled}, seed {self.seed})"
         ran = [m for m in self.mutants if m.seconds]
         per_mutant = f"{sum(m.seconds for m in ran) / len(ran):.2f} s per mutant run" if ran else "no mutant run"
         return (
@@ -1111,6 +1129,26 @@ class ModuleReport:
             f"{len(self.tests)} test files in {self.trace_seconds:.0f} s; at {self.commit}; "
             f"tests: {', '.join(self.tests)})" + (f"; stopped by {self.stopped_by}" if self.stopped_by else "")
         )
+
+
+def wilson_interval(killed: int, scored: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `killed / scored` (z = 1.96: 95%), which stays inside [0, 1] and is
+    honest at a score of 100%, where the normal approximation's width is zero."""
+    share = killed / scored
+    centre = (share + z * z / (2 * scored)) / (1 + z * z / scored)
+    half = z * ((share * (1 - share) / scored + z * z / (4 * scored * scored)) ** 0.5) / (1 + z * z / scored)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def choose_mutants(mutants: list[Mutant], limit: int | None, sample: int | None, seed: int) -> list[Mutant]:
+    """The mutants to run: every one, the first `limit`, or `sample` of them drawn uniformly without replacement
+    with `seed`, in source order. The draw is the first `sample` of one seeded shuffle: the same on every run, and a
+    larger sample holds a smaller one (so `--again --sample 60` goes on from a run of `--sample 30`)."""
+    if sample is not None and sample < len(mutants):
+        shuffled = list(mutants)
+        random.Random(seed).shuffle(shuffled)
+        return sorted(shuffled[:sample], key=lambda mutant: mutant.index)
+    return mutants if limit is None else mutants[:limit]
 
 
 def _matches(mutant: Mutant, before: dict[str, Any]) -> bool:
@@ -1126,10 +1164,12 @@ def mutate_module(
     cache: Path,
     progress: Path | None = None,
     previous: dict[str, Any] | None = None,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> ModuleReport:
-    """Run every mutant of `path` (the first `limit`) against the tests that ran its statement. With `previous`
-    (an earlier report of the same source), its killed, timed-out and errored mutants keep their verdicts and the
-    rest run again."""
+    """Run every mutant of `path` (the first `limit`, or a seeded draw of `sample`) against the tests that ran its
+    statement. With `previous` (an earlier report of the same source), its killed, timed-out and errored mutants keep
+    their verdicts and the rest run again."""
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
     tree = ast.parse(source)
@@ -1165,7 +1205,9 @@ def mutate_module(
     if started:
         print(f"  warning: importing the tests' libraries started {started} threads; a hang may be one", flush=True)
     gc.freeze()  # the forked mutants' collector leaves the parent's objects alone: their pages stay shared
-    selected = report.mutants if limit is None else report.mutants[:limit]
+    selected = choose_mutants(report.mutants, limit, sample, seed)
+    if sample is not None and sample < len(report.mutants):
+        report.sampled, report.seed = sample, seed
     try:
         _run_mutants(path, tree, finder, spans, coverage, report, selected, done, killers, workdir, progress)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, SIGHUP: the report keeps what ran (`--again` goes on)
@@ -1294,6 +1336,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=int, metavar="N", help="run mutant N with the tests' output")
     parser.add_argument("--limit", type=int, help="run only the first N mutants (a smoke check)")
     parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="run N mutants drawn at random (seeded) and report the score with its 95%% interval: a large module's "
+        "score at a fraction of the time",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the seed of --sample's draw (default 0)")
+    parser.add_argument(
         "--again", action="store_true", help="run again only the mutants the last report left alive (after new tests)"
     )
     parser.add_argument("--min-score", type=float, default=0.0, help="exit 1 when a module scores below this")
@@ -1307,6 +1357,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(path) for path in args.modules if not path.is_file()]
     if missing:
         print(f"no such module: {', '.join(missing)}; name files under {PACKAGE}/", file=sys.stderr)
+        return 2
+    if args.sample is not None and args.sample < 1:
+        print(f"--sample {args.sample}: give the number of mutants to draw, 1 or more", file=sys.stderr)
         return 2
     try:
         modules = [path.resolve() for path in args.modules] or changed_modules(args.base)
@@ -1360,7 +1413,16 @@ def _mutate_all(args: argparse.Namespace, modules: list[Path]) -> int:
                     return 2
                 previous = json.loads(last.read_text())
             report = mutate_module(
-                path, tests, wanted, Path(scratch), args.limit, args.trace_cache, args.out / f"{stem}.json", previous
+                path,
+                tests,
+                wanted,
+                Path(scratch),
+                args.limit,
+                args.trace_cache,
+                args.out / f"{stem}.json",
+                previous,
+                args.sample,
+                args.seed,
             )
         print("\n".join(write_report(report, args.out, stem)), flush=True)
         if report.stopped_by:

@@ -360,3 +360,38 @@ def test_a_mutant_inside_a_closure_made_at_import_reaches_the_registrys_copy(
     tool.apply_mutant(path, site, tree)
     assert registry.SPECS["double"].build is kept  # the same function, its code swapped
     assert (kept(4), registry.PLAIN[0](6), registry._scaled(2)(4)) == (3.0, 3.0, 3.0)
+
+
+def test_the_wilson_interval_of_a_sampled_score(tool: ModuleType) -> None:
+    low, high = tool.wilson_interval(54, 60)
+    assert (round(low, 4), round(high, 4)) == (0.7985, 0.9534)
+    low, high = tool.wilson_interval(60, 60)  # all killed: still an interval below 100%
+    assert round(low, 4) == 0.9398 and high == pytest.approx(1.0)
+    assert tool.wilson_interval(0, 5) == (0.0, pytest.approx(0.4345, abs=1e-4))
+
+
+def test_a_sample_is_the_same_draw_each_time_in_source_order(tool: ModuleType) -> None:
+    mutants = [tool.Mutant(index, index, "+ -> -", "f") for index in range(100)]
+    drawn = tool.choose_mutants(mutants, None, 10, 0)
+    assert [m.index for m in drawn] == sorted({m.index for m in drawn}) and len(drawn) == 10
+    assert drawn == tool.choose_mutants(mutants, None, 10, 0)  # `--again` goes on with the same mutants
+    assert drawn != tool.choose_mutants(mutants, None, 10, 1)
+    assert drawn != mutants[:10]  # a draw, not the first ten
+    larger = {m.index for m in tool.choose_mutants(mutants, None, 30, 0)}
+    assert {m.index for m in drawn} <= larger  # a larger sample extends a smaller one
+    assert tool.choose_mutants(mutants, None, 100, 0) == mutants  # a sample of all is all
+    assert tool.choose_mutants(mutants, 3, None, 0) == mutants[:3]
+
+
+def test_a_sampled_run_scores_only_what_it_drew_and_says_so(tool: ModuleType, project: Path) -> None:
+    work = project / "work-sample"
+    work.mkdir()
+    path = project / "samplepkg" / "calc.py"
+    report = tool.mutate_module(path, ["tests/test_calc.py"], None, work, None, project / "cache", sample=2, seed=0)
+    ran = [m for m in report.mutants if m.verdict]
+    assert len(ran) == 2 and report.count("") == 2 and (report.sampled, report.seed) == (2, 0)
+    assert report.score == sum(m.verdict == "killed" for m in ran) / 2
+    assert report.interval() == tool.wilson_interval(report.count("killed", "timeout"), 2)
+    assert "sample of 2, seed 0" in report.summary()
+    whole = tool.mutate_module(path, ["tests/test_calc.py"], None, work, None, project / "cache")
+    assert whole.sampled == 0 and whole.interval() is None and "sample of" not in whole.summary()
