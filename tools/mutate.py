@@ -43,7 +43,8 @@ module starts, and the exit status is 128 + the signal's number. `--again` goes 
 
 Sampling: `--sample N` runs N of a module's mutants drawn uniformly without replacement (`--seed`, default 0: the
 same draw each time, and a larger sample holds a smaller one, so `--again --sample 60` goes on from `--sample 30`)
-and reports the score with its 95% Wilson interval, for a module whose every mutant would take hours. 60 mutants of
+and reports the score with its 95% Wilson interval, for a module whose every mutant would take hours. The draw runs
+in the order drawn: a run stopped early has scored a smaller uniform sample. 60 mutants of
 a module scoring 90% give about ±8 points.
 """
 
@@ -1142,12 +1143,13 @@ def wilson_interval(killed: int, scored: int, z: float = 1.96) -> tuple[float, f
 
 def choose_mutants(mutants: list[Mutant], limit: int | None, sample: int | None, seed: int) -> list[Mutant]:
     """The mutants to run: every one, the first `limit`, or `sample` of them drawn uniformly without replacement
-    with `seed`, in source order. The draw is the first `sample` of one seeded shuffle: the same on every run, and a
-    larger sample holds a smaller one (so `--again --sample 60` goes on from a run of `--sample 30`)."""
+    with `seed`, in the order drawn, so that a run stopped early (a signal, a `timeout`) still scores a uniform
+    sample of what it ran. The draw is the first `sample` of one seeded shuffle: the same on every run, and a larger
+    sample holds a smaller one (so `--again --sample 60` goes on from a run of `--sample 30`)."""
     if sample is not None and sample < len(mutants):
         shuffled = list(mutants)
         random.Random(seed).shuffle(shuffled)
-        return sorted(shuffled[:sample], key=lambda mutant: mutant.index)
+        return shuffled[:sample]
     return mutants if limit is None else mutants[:limit]
 
 
