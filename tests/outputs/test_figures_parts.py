@@ -12,6 +12,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pytest
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -75,6 +76,20 @@ def anchor(axes: Axes) -> tuple[float, float]:
     box = axes.get_legend().get_bbox_to_anchor()
     x, y = axes.transAxes.inverted().transform((box.x0, box.y0))
     return round(float(x), 6), round(float(y), 6)
+
+
+def assert_laid_out(figure: Figure) -> None:
+    """Nothing drawn lies outside the figure (a title, a label or a legend beside the plot clipped) and no panel's
+    labels run into another panel: what the figure's tight layout is for."""
+    if not hasattr(figure.canvas, "get_renderer"):  # closed by pyplot: a canvas to draw it on again
+        FigureCanvasAgg(figure)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = [axes.get_tightbbox(renderer) for axes in figure.axes]
+    inside = figure.bbox.padded(1)
+    for box in boxes:
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+    assert not [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
 
 
 def grid_alpha(gridlines: list) -> tuple[bool, float | None]:
@@ -200,6 +215,7 @@ def test_cost_curves_draw_each_batch_absolute_and_relative_with_rings_and_rungs(
         ["batch 8", DISTURBED_LABEL],
         ["batch 8"],
     ]
+    assert_laid_out(figure)
 
 
 def test_cost_curves_of_several_profiles_without_times_name_each_and_span_the_longest(
@@ -315,6 +331,7 @@ def test_memory_breakdown_stacks_the_largest_batchs_categories(closing: list[Fig
     assert anchor(axes) == (1.01, 1.0)  # beside the bars
     assert grid_alpha(axes.get_ygridlines()) == (True, 0.3)
     assert not axes.get_xgridlines()[0].get_visible()
+    assert_laid_out(figure)  # the legend beside the bars too
 
 
 def test_memory_breakdown_widens_with_many_zs_and_is_none_without_tracked_rows(closing: list[Figure]) -> None:
@@ -376,6 +393,7 @@ def test_the_heatmap_shows_rho_per_z_and_budget_and_is_saved_and_closed(tmp_path
     assert axes.get_title() == "Spearman's ρ against full fidelity\ntasks:fit, 3 configurations"
     assert axes.title.get_fontsize() == 10
     assert colorbar.get_ylabel() == "Spearman's ρ"
+    assert_laid_out(figure)
 
 
 def series(path: str, runs: str, cost: list[float], median: list[float], configs: list[int]) -> dict[str, Any]:
@@ -434,6 +452,7 @@ def test_regret_against_cost_draws_a_line_per_curve_with_its_band_labels_and_a_w
     assert legend.get_title().get_text() == "path"
     assert legend_texts(axes) == ["layers", "budget", "budget, continued"]
     assert anchor(axes) == (1.01, 1.0)  # beside the curves
+    assert_laid_out(figure)
 
 
 def stand_in_simulation(monkeypatch: pytest.MonkeyPatch, curves: dict[str, Any], priced: bool, **fields: Any) -> Any:
