@@ -153,7 +153,7 @@ def test_a_y_axis_goes_log_where_its_positive_values_span_more_than_20_times(
 
 
 def test_finish_titles_labels_and_limits_a_panel_to_integer_z(closing: list[Figure]) -> None:
-    figure, axes = plt.subplots(figsize=(2, 2))
+    figure, axes = plt.subplots(figsize=(6, 2))  # wide enough for matplotlib's own ticks to fall between z
     closing.append(figure)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a grid turned off and styled at once warns (and is drawn anyway)
