@@ -12,7 +12,17 @@ import pytest
 from torch import nn
 
 from layerprof.errors import LayerprofError
-from layerprof.sources.hub_models import hf_config, hf_unwrap, is_encoder, offline, quiet_transformers, timm_model
+from layerprof.sources.hub_models import (
+    check_timm_set,
+    hf_config,
+    hf_model,
+    hf_unwrap,
+    is_encoder,
+    offline,
+    quiet_transformers,
+    timm_model,
+    timm_unwrap,
+)
 
 KEYS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -52,6 +62,10 @@ def test_a_transformers_config_takes_its_set_values_in_their_fields_types(tmp_pa
     assert hf_config(str(tmp_path / "mine" / "config"), {}).n_embd == 32  # a path, though not named .json
     with pytest.raises(LayerprofError, match=r"^--set n_layers: not a field of GPT2Config; did you mean n_layer\?$"):
         hf_config("gpt2", {"n_layers": "2"})
+    with pytest.raises(
+        LayerprofError, match=r"^--set n_e: not a field of GPT2Config; did you mean n_head, n_embd, n_layer\?$"
+    ):
+        hf_config("gpt2", {"n_e": "2"})  # four close names, three shown
     with pytest.raises(LayerprofError) as unknown:
         hf_config("lama", {})
     assert str(unknown.value).count(",") == 2  # three close names
@@ -97,3 +111,53 @@ def test_the_wrappers_on_the_way_to_the_blocks() -> None:
     typed = Wrapper(b=nn.Sequential(Wrapper(layers=blocks(3))))
     assert hf_unwrap(typed, block_count=3) == ("Sequential", "Wrapper")  # not the model's own class
     assert hf_unwrap(Wrapper(x=nn.Linear(2, 2))) == ()
+
+
+def test_a_timm_model_without_a_pretrained_config_takes_224_pixels_and_builds_without_weights() -> None:
+    # a name timm has no pretrained configuration for: the ImageNet default shape (building it would fail)
+    assert timm_model("no_such_timm_model", 10, None, {})[1] == (3, 224, 224)
+    build, shape, _ = timm_model("test_convnext", 7, None, {})
+    assert shape == (3, 160, 160)
+    model = build()  # random weights: asking for pretrained ones would try the (offline) hub
+    assert (timm_unwrap(model), model.num_classes) == (("ConvNeXtStage",), 7)
+    assert timm_unwrap(timm_model("test_resnet", 7, None, {})[0]()) == ()
+
+
+class Loose(nn.Module):
+    """A model class whose annotations do not resolve (checked by its defaults' types alone)."""
+
+    def __init__(self, width=8, scale: NoSuchType = 1.0, norm=None, **extra) -> None:  # type: ignore[name-defined]  # noqa: ANN001, ANN003, F821
+        super().__init__()
+
+
+def test_a_timm_set_value_is_checked_against_the_classs_annotation_else_its_defaults_type() -> None:
+    from timm.models.resnet import ResNet
+
+    resnet = object.__new__(ResNet)  # only its class is read
+    with pytest.raises(LayerprofError, match=r"^--set drop_rate: expects a number, got 'abc'$"):
+        check_timm_set(resnet, {"drop_rate": "abc"})
+    check_timm_set(resnet, {"drop_rate": "0.1", "num_classes": 3})
+    loose = Loose()
+    with pytest.raises(LayerprofError, match=r"^--set width: expects an integer, got 'abc'$"):
+        check_timm_set(loose, {"width": "abc"})
+    # a default of None says nothing of the type, a key only **extra takes has none, and parsed values pass
+    check_timm_set(loose, {"norm": "abc", "depth": "abc", "width": 2.5})
+
+
+def test_a_transformers_field_takes_its_defaults_type_and_a_config_file_needs_its_model_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = hf_config("gpt2", {"resid_pdrop": "1", "n_head": "4"})
+    assert (config.resid_pdrop, type(config.resid_pdrop), config.n_head) == (1.0, float, 4)  # not the int 1
+    monkeypatch.chdir(tmp_path)
+    Path("config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 3}))
+    assert hf_config("config.json", {}).n_layer == 3  # a file in the working directory, named .json
+    Path("other.json").write_text(json.dumps({"n_layer": 3}))
+    with pytest.raises(LayerprofError, match=r"^'other.json' is not a Hugging Face config \(no 'model_type'\)$"):
+        hf_config("other.json", {})
+
+
+def test_a_model_with_one_block_is_split_inside_its_base_model() -> None:
+    config = hf_config("gpt2", {"n_layer": "1", "n_embd": "8", "n_head": "2", "vocab_size": "16", "n_positions": "8"})
+    model = hf_model(config)()
+    assert hf_unwrap(model) == ("GPT2Model",)  # no list of two blocks or more: its base model
