@@ -734,10 +734,13 @@ def aten_native_conv(
     """Whether ATen runs a float32 CPU convolution with its own kernel instead of oneDNN's, by its rule
     (`ConvParams::use_mkldnn` in aten/src/ATen/native/Convolution.cpp): a 1x1 kernel at unit stride and dilation
     with a batch below 16 on one thread ("THNN is faster when single-threaded"), a dense convolution of one image
-    with at most a 3x3 kernel and at most 20,480 input elements, and transposed ones. Other dtypes: oneDNN (False)."""
+    with at most a 3x3 kernel and at most 20,480 input elements, and transposed ones. Other dtypes: oneDNN (False).
+    ATen reads the kernel's last two sizes (a 1-d convolution is viewed as 2-d, its kernel as 1 x k; a 3-d one with
+    a k x 1 x 1 kernel is pointwise), and `input_elements` is the product of the input's first four sizes (a 3-d
+    convolution's width left out)."""
     if not float32:
         return False
-    pointwise = len(kernel) == 2 and all(k == 1 for k in kernel)
+    pointwise = all(k == 1 for k in kernel[-2:])
     wide = len(kernel) >= 2 and all(k > 3 for k in kernel[-2:])
     onednn = (
         not transposed
@@ -781,7 +784,7 @@ def conv_shape(name: str, args: Sequence[object], out: object) -> ConvShape | No
         kernel,
         all(step == 1 for step in steps),
         groups,
-        x.numel(),
+        math.prod(int(size) for size in x.shape[:4]),
         x.dtype == torch.float32,
         transposed,
         torch.get_num_threads(),

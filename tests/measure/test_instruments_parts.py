@@ -136,6 +136,26 @@ def test_a_pointwise_convolution_is_atens_own_only_at_unit_stride_and_dilation(o
     assert conv_shape("convolution", forward_args(x.double(), weight.double()), out).native is False
 
 
+def test_atens_own_kernel_for_1d_and_3d_convolutions_as_aten_views_them(one_thread: None) -> None:
+    """ATen views a 1-d convolution as 2-d (kernel 1 x k) and reads a kernel's last two sizes and an input's first
+    four (`ConvParams::use_mkldnn`); torch 2.14's profiler shows each case's kernel (thnn_conv2d, slow_conv3d). A
+    bug found here: a 1-d pointwise and a 3-d k x 1 x 1 convolution were recorded as oneDNN's, and so was a 3-d
+    convolution of one image whose width alone took it past 20,480 input elements."""
+
+    def native(x: torch.Tensor, weight: torch.Tensor) -> bool:
+        dims = x.dim() - 2
+        args = (x, weight, None, [1] * dims, [0] * dims, [1] * dims, False, [0] * dims, 1)
+        return conv_shape("convolution", args, torch.empty(x.shape[0], weight.shape[0], *x.shape[2:])).native
+
+    assert native(torch.empty(8, 4, 16), torch.empty(4, 4, 1))  # thnn_conv2d
+    assert native(torch.empty(8, 4, 4, 4, 4), torch.empty(4, 4, 3, 1, 1))  # slow_conv3d
+    assert not native(torch.empty(8, 4, 4, 4, 4), torch.empty(4, 4, 3, 3, 3))  # mkldnn_convolution
+    # 1 x 4 x 8 x 8 = 256 of ATen's elements (256,000 in all): slow_conv3d
+    assert native(torch.empty(1, 4, 8, 8, 1000), torch.empty(4, 4, 3, 3, 3))
+    assert aten_native_conv(8, [1], True, 1, 10**6, True, False, 1)
+    assert not aten_native_conv(8, [3], True, 1, 10**6, True, False, 1)
+
+
 def test_atens_rule_for_its_own_kernel_at_each_edge() -> None:
     # (batch, kernel, unit stride, groups, input elements, float32, transposed, threads)
     assert not aten_native_conv(8, [1, 3], True, 1, 10**6, True, False, 1)  # 1x3 is no pointwise kernel
