@@ -14,6 +14,8 @@ from layerprof.measure.instruments import (
     ConvShape,
     OpClass,
     PoolShape,
+    _attention_backward_flops,
+    _convolution_backward_flops,
     _ints,
     aten_native_conv,
     conv_shape,
@@ -265,3 +267,22 @@ def test_a_convolution_is_grouped_from_two_groups_and_dense_without_a_groups_arg
     assert op_class("convolution") is OpClass.CONV
     assert op_class("convolution", (None,) * 8) is OpClass.CONV
     assert op_class("convolution", (None,) * 9) is OpClass.CONV  # groups that are no int
+
+
+# ---------------------------------------------------------------- FLOPs
+
+
+def test_a_convolutions_backward_costs_its_forward_per_gradient_asked_for() -> None:
+    # the forward of 2 images, 3 -> 5 channels, 2x2 kernel, 4x4 outputs: 2 x (2 x 5 x 16 outputs) x (3 x 4) = 3840
+    shapes = ((2, 5, 4, 4), (2, 3, 8, 8), (5, 3, 2, 2), [5], [2, 2], [0, 0], [1, 1], False, [0, 0], 1)
+    flops = [
+        _convolution_backward_flops(*shapes, mask)
+        for mask in ([True, False, False], [False, True, False], [True, True, True], [False, False, True])
+    ]
+    assert flops == [3840, 3840, 7680, 0]  # the bias's gradient (a sum) counts nothing
+
+
+def test_attentions_backward_is_twice_its_forwards_products() -> None:
+    # one batch, two heads, 4 tokens of 8: Q @ K^T and P @ V are 2 x 2 x (4 x 4 x 8) multiply-adds: 1024 FLOPs
+    query = (1, 2, 4, 8)
+    assert _attention_backward_flops(query, query, query, query) == 2048
