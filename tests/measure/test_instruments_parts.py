@@ -8,20 +8,30 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from layerprof.measure.instruments import (
+    FREED,
+    RECATEGORISED,
     ConvKind,
     ConvShape,
+    LiveTensorTracker,
     OpClass,
     PoolShape,
+    StepTimes,
     _attention_backward_flops,
     _convolution_backward_flops,
     _ints,
+    _kernels,
     aten_native_conv,
     conv_shape,
+    fake_device_query,
+    fake_in_place_foreach,
+    in_place_foreach,
     op_class,
     pool_shape,
 )
+from layerprof.profile import MemoryCategory
 
 
 @pytest.fixture
@@ -154,6 +164,9 @@ def test_atens_own_kernel_for_1d_and_3d_convolutions_as_aten_views_them(one_thre
     assert not native(torch.empty(8, 4, 4, 4, 4), torch.empty(4, 4, 3, 3, 3))  # mkldnn_convolution
     # 1 x 4 x 8 x 8 = 256 of ATen's elements (256,000 in all): slow_conv3d
     assert native(torch.empty(1, 4, 8, 8, 1000), torch.empty(4, 4, 3, 3, 3))
+    # a 2-d one counts all four: 1 x 4 x 64 x 80 = 20,480 runs ATen's own kernel, one column more oneDNN's
+    assert native(torch.empty(1, 4, 64, 80), torch.empty(4, 4, 3, 3))
+    assert not native(torch.empty(1, 4, 64, 81), torch.empty(4, 4, 3, 3))
     assert aten_native_conv(8, [1], True, 1, 10**6, True, False, 1)
     assert not aten_native_conv(8, [3], True, 1, 10**6, True, False, 1)
 
@@ -286,3 +299,72 @@ def test_attentions_backward_is_twice_its_forwards_products() -> None:
     # one batch, two heads, 4 tokens of 8: Q @ K^T and P @ V are 2 x 2 x (4 x 4 x 8) multiply-adds: 1024 FLOPs
     query = (1, 2, 4, 8)
     assert _attention_backward_flops(query, query, query, query) == 2048
+
+
+# ---------------------------------------------------------------- time and memory
+
+
+def test_step_times_extend_both_lists() -> None:
+    times = StepTimes([1.0], [0.5])
+    times.extend(StepTimes([2.0, 3.0], [0.7]))
+    assert (times.step_ms, times.host_ms) == ([1.0, 2.0, 3.0], [0.5, 0.7])
+
+
+def test_the_trackers_log_of_allocations_changes_and_frees_by_hand() -> None:
+    tracker = LiveTensorTracker(allocation_size=lambda n: 2 * n)  # an allocator doubling every request
+    tracker.log = []
+    first = tracker.allocate_virtual(100, MemoryCategory.ACTIVATIONS)
+    second = tracker.allocate_virtual(40, MemoryCategory.INPUTS)
+    assert (first, second) == (-1, -2)  # negative keys: no storage's
+    gradient = torch.ones(5)  # 20 bytes, never registered: tracked when its category changes
+    tracker._recategorise(gradient, MemoryCategory.GRADIENTS)
+    key = id(gradient.untyped_storage())
+    assert tracker.live[MemoryCategory.GRADIENTS] == 40 and key in tracker._refs
+    tracker._recategorise(gradient, MemoryCategory.ACTIVATIONS)  # moves its 40 bytes
+    tracker._release(first)
+    assert tracker.live[MemoryCategory.ACTIVATIONS] == 40 and tracker.current == 120 and tracker.peak == 320
+    del gradient  # its storage freed: the weak reference releases it
+    assert (tracker.current, tracker._refs) == (80, {})
+    assert tracker.log == [
+        (-1, 100, MemoryCategory.ACTIVATIONS),
+        (-2, 40, MemoryCategory.INPUTS),
+        (key, 20, MemoryCategory.GRADIENTS),
+        (key, RECATEGORISED, MemoryCategory.ACTIVATIONS),
+        (-1, FREED, None),
+        (key, FREED, None),
+    ]
+
+
+def test_the_tracker_answers_a_fake_tensors_device_and_drops_its_hooks_on_exit() -> None:
+    parameter = torch.nn.Parameter(torch.ones(3))
+    tracker = LiveTensorTracker()
+    tracker.watch_gradients([parameter, torch.nn.Parameter(torch.ones(2), requires_grad=False)])
+    assert len(tracker._hooks) == 1  # a frozen parameter has no gradient to watch
+    with FakeTensorMode():
+        fake = torch.empty(2)
+        with tracker:
+            assert torch.ops.prim.device.default(fake) == torch.device("cpu")
+    assert tracker._hooks == [] and tracker.peak == 0
+
+
+def test_which_operations_a_fake_step_answers_without_running_them() -> None:
+    with FakeTensorMode():
+        fake, other = torch.empty(2), torch.empty(3)
+    real = torch.ones(2)
+    assert fake_device_query((fake,)) and not fake_device_query((real,))
+    assert not fake_device_query(()) and not fake_device_query((fake, other))
+    aten = torch.ops.aten
+    assert [in_place_foreach(op) for op in (aten._foreach_add_.List, aten._foreach_add.List, aten.add_.Tensor)] == [
+        True,
+        False,
+        False,
+    ]
+    assert fake_in_place_foreach(([fake, other],), None)
+    assert fake_in_place_foreach((), {"self": [fake, other]})  # tensors passed by name count too
+    assert not fake_in_place_foreach(([fake, real],), None)  # one real tensor: it runs
+    assert not fake_in_place_foreach(([], 2.0), None)
+
+
+def test_a_foreach_op_without_tensor_lists_launches_one_kernel() -> None:
+    assert _kernels("_foreach_mul_", ([], 2.0)) == 1
+    assert _kernels("_foreach_mul_", ([torch.ones(1)] * 111, 2.0)) == 2  # 110 tensors per kernel with one list
