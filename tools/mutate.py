@@ -864,8 +864,10 @@ def _cache_path(cache: Path, test_file: str) -> Path:
 
 def trace_tests(tests: list[str], cache: Path, workdir: Path) -> tuple[dict[str, Any], list[str], float]:
     """Per test file, the lines and units of every package module its tests run, their durations and failures:
-    from the cache (`cache`/<file>.json, valid while `trace_key` is unchanged) or from one traced run (in a forked
-    child) of the files whose trace is missing or stale. Returns the entries, the files traced now, the seconds."""
+    from the cache (`cache`/<file>.json, valid while `trace_key` is unchanged) or from a traced run (in a forked
+    child) of each file whose trace is missing or stale, one file per run, each cached as its run ends: a run
+    stopped while tracing (a signal, `timeout`) keeps the files it traced. Returns the entries, the files traced
+    now, the seconds."""
     cache.mkdir(parents=True, exist_ok=True)
     keys = {test: trace_key(test) for test in tests}
     entries: dict[str, Any] = {}
@@ -876,49 +878,53 @@ def trace_tests(tests: list[str], cache: Path, workdir: Path) -> tuple[dict[str,
             if entry.get("key") == keys[test]:
                 entries[test] = entry
     stale = [test for test in tests if test not in entries]
-    if not stale:
-        return entries, [], 0.0
+    seconds = 0.0
+    for test in stale:
+        entries[test], took = _traced_run(test, keys[test], workdir)
+        _cache_path(cache, test).write_text(json.dumps(entries[test]))
+        seconds += took
+    return entries, stale, seconds
+
+
+def _traced_run(test: str, key: str, workdir: Path) -> tuple[dict[str, Any], float]:
+    """One test file run under `CoverageRecorder` in a forked child: its trace entry and the run's seconds."""
     out = workdir / "trace.json"
+    out.unlink(missing_ok=True)
 
     def job() -> int:
         import pytest
 
         recorder = CoverageRecorder(package_files())
-        code = pytest.main([*PYTEST_OPTIONS, *stale], plugins=[recorder])
+        code = pytest.main([*PYTEST_OPTIONS, test], plugins=[recorder])
         covered = recorder.covering()
         imports = sorted(name for name in sys.modules if not name.startswith((PACKAGE, "tests", "_", "mutate")))
         if code not in (0, 1):  # 1: some tests failed (left out); anything else: the run did not happen
             return 10 + int(code)
-        by_file: dict[str, Any] = {}
-        for test in stale:
-            ids = sorted(t for t in recorder.durations if t.split("::")[0] == test)
-            index = {t: i for i, t in enumerate(ids)}
-            modules: dict[str, Any] = {}
-            for path, found in covered.items():
-                lines = {str(n): sorted(index[t] for t in ts if t in index) for n, ts in found["lines"].items()}
-                units = {u: sorted(index[t] for t in ts if t in index) for u, ts in found["units"].items()}
-                lines = {n: ts for n, ts in lines.items() if ts}
-                if lines:
-                    modules[path] = {"lines": lines, "units": {u: ts for u, ts in units.items() if ts}}
-            by_file[test] = {
-                "key": keys[test],
-                "tests": ids,
-                "seconds": [round(recorder.durations[t], 4) for t in ids],
-                "setup_seconds": [round(recorder.setups.get(t, 0.0), 4) for t in ids],
-                "failed": sorted(t for t in recorder.failed if t in index),
-                "modules": modules,
-                "imports": imports,  # what the traced run had imported (libraries), for `warm_imports`
-            }
-        out.write_text(json.dumps(by_file))
+        ids = sorted(t for t in recorder.durations if t.split("::")[0] == test)
+        index = {t: i for i, t in enumerate(ids)}
+        modules: dict[str, Any] = {}
+        for path, found in covered.items():
+            lines = {str(n): sorted(index[t] for t in ts if t in index) for n, ts in found["lines"].items()}
+            units = {u: sorted(index[t] for t in ts if t in index) for u, ts in found["units"].items()}
+            lines = {n: ts for n, ts in lines.items() if ts}
+            if lines:
+                modules[path] = {"lines": lines, "units": {u: ts for u, ts in units.items() if ts}}
+        entry = {
+            "key": key,
+            "tests": ids,
+            "seconds": [round(recorder.durations[t], 4) for t in ids],
+            "setup_seconds": [round(recorder.setups.get(t, 0.0), 4) for t in ids],
+            "failed": sorted(t for t in recorder.failed if t in index),
+            "modules": modules,
+            "imports": imports,  # what the traced run had imported (libraries), for `warm_imports`
+        }
+        out.write_text(json.dumps(entry))
         return 0
 
     verdict, seconds = fork_run(job, 4 * 3600, quiet=True)
     if verdict != "exit:0" or not out.exists():
-        raise SystemExit(f"the traced run of {' '.join(stale)} did not finish ({verdict} after {seconds:.0f} s)")
-    for test, entry in json.loads(out.read_text()).items():
-        _cache_path(cache, test).write_text(json.dumps(entry))
-        entries[test] = entry
-    return entries, stale, seconds
+        raise SystemExit(f"the traced run of {test} did not finish ({verdict} after {seconds:.0f} s)")
+    return json.loads(out.read_text()), seconds
 
 
 def warm_imports(names: list[str]) -> tuple[int, int]:

@@ -201,6 +201,20 @@ def test_the_traced_run_is_cached_per_test_file(tool: ModuleType, project: Path)
     assert traced == ["tests/test_other.py"]
 
 
+def test_each_test_file_is_traced_in_its_own_run_and_kept_when_a_later_one_fails(
+    tool: ModuleType, project: Path
+) -> None:
+    cache, work = project / "cache", project / "work"
+    work.mkdir()
+    (project / "tests" / "test_broken.py").write_text("def test_x(:\n")  # pytest cannot collect it: exit 2
+    with pytest.raises(SystemExit, match="the traced run of tests/test_broken.py did not finish"):
+        tool.trace_tests(["tests/test_calc.py", "tests/test_broken.py"], cache, work)
+    kept = json.loads((cache / "tests__test_calc.py.json").read_text())
+    assert kept["tests"] == ["tests/test_calc.py::test_above", "tests/test_calc.py::test_below"]
+    _, traced, _ = tool.trace_tests(["tests/test_calc.py", "tests/test_other.py"], cache, work)
+    assert traced == ["tests/test_other.py"]  # the first file's trace survived the failed run
+
+
 def test_a_whole_run_on_a_small_package(tool: ModuleType, project: Path) -> None:
     work = project / "work"
     work.mkdir()
