@@ -1,0 +1,66 @@
+"""Parts of fidelity/simulate.py that the end-to-end tests leave unpinned (issue 40: mutants that survived)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from layerprof.fidelity.simulate import Outcome, RungPrice, _priced_asha, load_study, simulate
+from tests.fidelity.test_continue import random_lowest_rung, write_mixed_study
+
+LAYERS = ((1, 1.0), (2, 1.0), (3, 1.0))
+
+
+def price(seconds: float | None, flops: float | None, need: int | None) -> RungPrice:
+    return RungPrice(
+        steps=10,
+        trial_gpu_seconds=seconds,
+        trial_flops=flops,
+        peak_memory_bytes=need,
+        memory_need_bytes=need,
+        parallel_slots=1,
+    )
+
+
+def test_asha_is_priced_by_each_rungs_price_times_the_trials_that_reached_it() -> None:
+    outcome = Outcome([], 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, trials_per_rung=[9.0, 3.5, 1.0])
+    _priced_asha(outcome, [price(2.0, 10.0, 100), price(4.0, 30.0, 300), price(8.0, 50.0, 200)])
+    assert outcome.gpu_seconds == pytest.approx(9 * 2 + 3.5 * 4 + 8)  # 40
+    assert outcome.flops == pytest.approx(9 * 10 + 3.5 * 30 + 50)  # 245
+    assert outcome.peak_memory_bytes == 300
+    # a rung the profile cannot price leaves that figure unpriced
+    unpriced = Outcome([], 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, trials_per_rung=[9.0, 3.0])
+    _priced_asha(unpriced, [price(None, 10.0, None), price(4.0, 30.0, 300)])
+    assert (unpriced.gpu_seconds, unpriced.flops, unpriced.peak_memory_bytes) == (None, 9 * 10 + 3 * 30, None)
+
+
+def test_a_continued_run_that_failed_at_its_first_rung_costs_only_that_rung(tmp_path: Path) -> None:
+    directory = write_mixed_study(tmp_path / "s", random_lowest_rung, {LAYERS: lambda index, k: index + k}, configs=3)
+    lines = [json.loads(line) for line in (directory / "trials.jsonl").read_text().splitlines()]
+    for line in lines:
+        if line.get("kind") == "continued" and line["config_index"] == 0:  # it stops at the rung that fails
+            line["segments"] = [{**line["segments"][0], "loss": None, "error": "out of memory"}]
+            line["error"] = "out of memory"
+    (directory / "trials.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    tables, chain = load_study(directory).continued_tables(list(LAYERS))
+    assert chain == LAYERS
+    # config 0 failed at the first rung: inf from there, its one segment's training 1 s and evaluation 1 s, then 0;
+    # config 1 trains rung k for k + 1 s and evaluates for 1 s
+    assert [t.losses[0] for t in tables] == [[math.inf]] * 3
+    assert [t.seconds[0] for t in tables] == [[2.0], [0.0], [0.0]]
+    assert [t.losses[1] for t in tables] == [[1.0], [2.0], [3.0]]
+    assert [t.seconds[1] for t in tables] == [[2.0], [3.0], [4.0]]
+
+
+def test_a_path_whose_every_start_was_continued_asks_for_no_more_runs(tmp_path: Path) -> None:
+    study = write_mixed_study(
+        tmp_path / "s",
+        random_lowest_rung,
+        {LAYERS: lambda index, k: index + k, LAYERS[1:]: lambda index, k: index + 10 * k},
+    )
+    result = simulate(study, eta=3, repeats=3, paths=["layers"])
+    assert result.path("layers").continued.runs == "recorded"
+    assert not [note for note in result.notes if note.startswith("no continued runs")]
