@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from layerprof.fidelity.correlate import _mean, _per_config_mean
+import math
+
+from layerprof.fidelity.correlate import _mean, _over_folds, _per_config_mean
+from layerprof.fidelity.judging import Fold
 
 
 def test_a_configurations_loss_is_the_mean_of_the_seeds_that_succeeded() -> None:
@@ -10,3 +13,13 @@ def test_a_configurations_loss_is_the_mean_of_the_seeds_that_succeeded() -> None
     assert _mean([3.0]) == 3.0
     assert _mean([None, None]) is None
     assert _per_config_mean([[2.0, 6.0], [None], [5.0, None]]) == [4.0, None, 5.0]
+
+
+def test_a_statistic_over_folds_leaves_out_a_fold_with_fewer_than_two_known_pairs() -> None:
+    whole, thin = Fold((1,), (0,)), Fold((0,), (1,))
+    lows = {whole: [1.0, 2.0, 3.0], thin: [1.0, None, 3.0]}
+    judges = {whole: [1.0, 2.0, 3.0], thin: [None, 2.0, 3.0]}  # thin: only configuration 2 is known on both sides
+    pairs = _over_folds(lambda low, _judge: float(len(low)), lows, judges)  # the statistic: how many pairs it saw
+    assert pairs([0.0, 1.0, 2.0], []) == 3.0  # the thin fold's one pair is no statistic
+    assert pairs([0.0, 2.0], []) == 2.0
+    assert math.isnan(pairs([1.0], []))
