@@ -17,11 +17,13 @@ from layerprof.errors import LayerprofError
 from layerprof.predict import audit as audit_module
 from layerprof.predict.audit import (
     StepCost,
+    _cut_outputs,
     _difference,
     _frozen_in_optimizer,
     audit,
     load_setup,
     measure_step,
+    optimizer_like,
     rebuilt_optimizer,
 )
 
@@ -93,6 +95,8 @@ def test_load_setup_refuses_a_parameter_free_model_and_keeps_the_classes_to_unwr
         load_setup(f"{tmp_path / 'factories.py'}:parameter_free", {}, 2, torch.device("cpu"))
     setup = load_setup(f"{tmp_path / 'factories.py'}:wrapped", {}, 2, torch.device("cpu"))
     assert setup.unwrap == ("Wrapper",)
+    with pytest.raises(LayerprofError, match="--batch-size must be at least 1, got 0"):
+        load_setup(f"{tmp_path / 'factories.py'}:wrapped", {}, 0, torch.device("cpu"))
 
 
 def test_a_rebuilt_optimizer_holds_only_the_kept_parameters_of_each_group() -> None:
@@ -101,6 +105,15 @@ def test_a_rebuilt_optimizer_holds_only_the_kept_parameters_of_each_group() -> N
     rebuilt = rebuilt_optimizer(optimizer, lambda p: p is kept)
     assert type(rebuilt) is torch.optim.SGD
     assert [(group["params"], group["lr"]) for group in rebuilt.param_groups] == [([kept], 0.5)]
+    like = optimizer_like(optimizer, [alone])  # the first group's settings over the parameters given
+    assert [(group["params"], group["lr"]) for group in like.param_groups] == [([alone], 0.5)]
+
+
+def test_cut_outputs_detaches_only_inside_the_block() -> None:
+    layer = nn.Linear(2, 2)
+    with _cut_outputs([layer]):
+        assert not layer(torch.ones(1, 2)).requires_grad
+    assert layer(torch.ones(1, 2)).requires_grad and not layer._forward_hooks
 
 
 def test_a_findings_cost_is_what_the_fix_saves_and_never_below_zero() -> None:
@@ -126,6 +139,13 @@ def test_frozen_parameters_in_the_optimizer_cost_at_least_their_state_bytes() ->
     )
     assert found.where == ["0.weight", "0.bias"]
     assert found.cost_bytes == 2 * 4 * (8 + 2) + 2 * 4 == 88
+    assert "weight decay" in found.message  # AdamW's default 0.01
+    for group in optimizer.param_groups:  # an optimizer whose groups name no weight decay: none is said
+        del group["weight_decay"]
+    (undecayed,) = _frozen_in_optimizer(
+        names, params, optimizer, cost(10_000, 0, 0.0), lambda *_a, **_k: cost(0, 0, 0.0)
+    )
+    assert "weight decay" not in undecayed.message
 
 
 def test_the_step_time_is_the_median_of_the_timed_steps_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,6 +172,11 @@ def test_an_audit_orders_layers_by_the_traced_forward_and_names_reentrant_checkp
     # the loss ran the forward: stem, then head, so training the head alone is a frozen prefix of one layer (in
     # registration order the trained head would come first, below the frozen stem)
     assert (reordered.findings, reordered.notes, reordered.bottom_line.trainable_layers) == ([], [], 1)
+    # a clean set-up passes even at tolerance 0: it misses nothing
+    assert audit(f"{tmp_path / 'factories.py'}:reordered", batch_size=2, tolerance=0.0).exit_code == 0
+    inputs = audit(f"{EXAMPLES / 'input_requires_grad'}.py:mistake", batch_size=2)
+    (through,) = [f for f in inputs.findings if f.kind == "backward-through-frozen-prefix"]
+    assert "an input of the batch requires grad" in through.message
     report = audit(f"{EXAMPLES / 'reentrant_checkpoint'}.py:mistake", batch_size=2)
     (found,) = [f for f in report.findings if f.kind == "no-gradient-reaches-trained"]
     assert "reentrant activation checkpointing whose inputs do not require grad" in found.message
