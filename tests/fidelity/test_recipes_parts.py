@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
+from layerprof.errors import LayerprofError
 from layerprof.fidelity.plan import DeadlineAnswer
 from layerprof.fidelity.recipes import (
     RECIPES_SCHEMA,
     RecipeDeadline,
     RecipeFailure,
     RecipeFit,
+    RecipeOption,
     RecipePlan,
+    RecipeRung,
+    _most_trials,
+    best_option,
     nothing_answered,
+    recipe_ladder,
 )
+from layerprof.profile import Row
+from tests.conftest import bare_profile
 
 
 def test_a_recipe_plans_json_names_each_part() -> None:
@@ -65,3 +77,30 @@ def test_when_no_recipe_answers_a_reason_they_share_is_the_whole_error() -> None
     assert str(nothing_answered("no recipe can be fitted", two)) == (
         "no recipe can be fitted (options: no GPU memory given; precision=bf16: bf16 needs a GPU)"
     )
+
+
+def test_without_slots_or_needs_the_quicker_step_wins_by_step_time_where_every_option_has_one() -> None:
+    quick = RecipeOption("fp32", 10.0, 100, None, None, None)
+    light = RecipeOption("bf16", 20.0, 50, None, None, None)
+    assert best_option([light, quick]) == (quick, "the lowest step time")
+    untimed = RecipeOption("bf16", None, 50, None, None, None)
+    assert best_option([quick, untimed]) == (untimed, "the lowest FLOPs per step")
+
+
+def test_the_recipe_with_most_trials_counts_slots_before_the_rungs_it_gives() -> None:
+    rungs = [
+        RecipeRung(0, 1, [RecipeOption("a", None, None, None, None, 1), RecipeOption("b", None, None, None, None, 3)],
+                   "a", "given"),
+        RecipeRung(1, 2, [RecipeOption("a", None, None, None, None, 1)], "a", "given"),
+    ]  # fmt: skip
+    assert _most_trials(["a", "b"], rungs) == "b"  # 3 slots against 2, though a gives both rungs
+    assert _most_trials(["a", "b"], rungs[1:]) == "a"
+
+
+def test_two_profiles_of_one_recipe_are_refused_by_their_names() -> None:
+    rows = [Row(8, z, "ok", step_time_ms=1.0) for z in (1, 2)]
+    other = bare_profile(rows, 2)
+    other = replace(other, settings=replace(other.settings, precision="bf16"))  # another recipe, not named
+    named = [("one.json", bare_profile(rows, 2)), ("bf16.json", other), ("two.json", bare_profile(rows, 2))]
+    with pytest.raises(LayerprofError, match=r"^one.json, two.json train with one recipe \(.*\); give one profile"):
+        recipe_ladder(named)
