@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from layerprof.fidelity.simulate import Outcome, RungPrice, _priced_asha, load_study, simulate
+from layerprof.errors import LayerprofError
+from layerprof.fidelity.simulate import (
+    Outcome,
+    RungPrice,
+    _numpy_percentile,
+    _priced_asha,
+    load_study,
+    simulate,
+)
 from tests.fidelity.test_continue import random_lowest_rung, write_mixed_study
 
 LAYERS = ((1, 1.0), (2, 1.0), (3, 1.0))
@@ -64,3 +72,16 @@ def test_a_path_whose_every_start_was_continued_asks_for_no_more_runs(tmp_path: 
     result = simulate(study, eta=3, repeats=3, paths=["layers"])
     assert result.path("layers").continued.runs == "recorded"
     assert not [note for note in result.notes if note.startswith("no continued runs")]
+
+
+def test_the_percentile_interpolates_as_numpy_does() -> None:
+    # numpy's virtual index (n - 1) q: 1.2 between 2 and 4, 2.7 between 4 and 8, 0.3 between 1 and 2
+    assert _numpy_percentile([1.0, 2.0, 4.0, 8.0], 0.4) == pytest.approx(2.4)
+    assert _numpy_percentile([1.0, 2.0, 4.0, 8.0], 0.9) == pytest.approx(6.8)
+    assert _numpy_percentile([1.0, 2.0, 4.0, 8.0], 0.1) == pytest.approx(1.3)
+    assert _numpy_percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
+
+
+def test_repeats_must_be_at_least_one(tmp_path: Path) -> None:
+    with pytest.raises(LayerprofError, match="--repeats must be at least 1, got 0"):
+        simulate(tmp_path / "no-study", repeats=0)
