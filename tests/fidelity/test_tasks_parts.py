@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from layerprof.fidelity import tasks
 from layerprof.fidelity.tasks import (
+    digits_cnn,
     digits_data,
     digits_resume,
     digits_run,
@@ -57,7 +58,7 @@ def test_a_pydoc_lm_run_trains_150_steps_and_is_judged_on_64_windows_spread_over
 
     monkeypatch.setattr(tasks, "next_byte_loss", recording)
     result = pydoc_lm_resume({"seed": 0}, scratch_segment(1, 0.01), None)  # 2 steps, then the evaluation
-    assert len(result) == 2 and result[1].step == 2
+    assert len(result) == 2 and result[1].step == 2 and not result[1].model.training
     inputs, targets = batches[-1]
     assert tuple(inputs.shape) == (64, 64) and torch.equal(inputs[:, 1:], targets[:, :-1])
     _, val = pydoc_bytes()
@@ -65,3 +66,16 @@ def test_a_pydoc_lm_run_trains_150_steps_and_is_judged_on_64_windows_spread_over
     step = next(s for s in range(1, span) if torch.equal(inputs[1], val[s : s + 64]))
     assert torch.equal(inputs[0], val[:64]) and torch.equal(inputs[63], val[63 * step : 63 * step + 64])
     assert 64 * step <= span < 65 * step  # evenly spread, the 64 windows reach the end of the text
+
+
+def test_the_digits_model_scores_ten_classes() -> None:
+    assert tuple(digits_cnn()(torch.zeros(2, 1, 8, 8)).shape) == (2, 10)
+
+
+def test_a_run_never_saved_restores_to_nothing_and_keeps_its_weights() -> None:
+    run = pydoc_lm_run({"seed": 0})
+    run.train(scratch_segment(1, 0.01))  # the optimizer exists, no checkpoint was taken
+    before = {name: value.clone() for name, value in run.model.state_dict().items()}
+    run.restore()
+    after = run.model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
