@@ -82,6 +82,8 @@ def test_the_percentile_interpolates_as_numpy_does() -> None:
     assert _numpy_percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
 
 
-def test_repeats_must_be_at_least_one(tmp_path: Path) -> None:
+def test_repeats_and_workers_must_be_at_least_one(tmp_path: Path) -> None:
     with pytest.raises(LayerprofError, match="--repeats must be at least 1, got 0"):
         simulate(tmp_path / "no-study", repeats=0)
+    with pytest.raises(LayerprofError, match="--workers must be at least 1, got 0"):
+        simulate(tmp_path / "no-study", workers=0)
