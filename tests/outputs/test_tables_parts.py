@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from layerprof.fidelity.ladder import Ladder, Rung
+from layerprof.fidelity.ladder import Bracket, Ladder, Rung
 from layerprof.outputs.tables import (
     TableView,
     _bytes,
@@ -189,3 +189,12 @@ def test_a_plan_of_one_bracket_counts_no_further_brackets() -> None:
         "2×H100 (+2 brackets)",
     ]
     assert plan_summary_rows(plan)[0] == ["s", "asha", "2×H100", "60 s", "1.00×", "0.5", "2.00×"]  # type: ignore[arg-type]
+
+
+def test_the_ladder_says_its_hyperband_brackets() -> None:
+    brackets = [Bracket(0, [9, 3], 2.5), Bracket(1, [3], 1.0)]
+    assert ladder_summary_lines(_ladder(gpu_memory_bytes=None, hyperband=brackets)) == [
+        "fit.",
+        "hyperband brackets (as SMAC3 and NePS run them; configs per rung, full-training equivalents): "
+        "s=1: 9→3 (2.50); s=0: 3 (1.00)",
+    ]
