@@ -1,0 +1,44 @@
+"""Parts of the profile file pinned with hand-worked values: the row fields' types as validation checks them, the
+recipe in words, the first recipe difference, and an output whose every write bit is off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from layerprof.errors import LayerprofError
+from layerprof.profile import SweepSettings, _row_types, ensure_writable, recipe_difference
+
+
+def test_row_types_are_each_fields_type_without_none() -> None:
+    types = _row_types()
+    assert (types["batch_size"], types["status"], types["step_time_ms"]) == (int, str, float)
+    assert (types["visit_medians_ms"], types["disturbed"], types["estimate_basis"]) == (list, bool, str)
+
+
+def test_the_recipe_in_words_names_checkpointing() -> None:
+    settings = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,), checkpointing="trainable")
+    assert settings.recipe_text == "checkpointing trainable"
+    assert settings.recipe_label == "adamw, 32-true, no adapters, checkpointing trainable, eager"
+    plain = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,))
+    assert plain.recipe_text == ""
+    assert plain.recipe_label == "adamw, 32-true, no adapters, no checkpointing, eager"
+
+
+def test_the_first_recipe_difference_has_both_values() -> None:
+    ours = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,))
+    theirs = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,), optimizer="sgd", checkpointing="trainable")
+    assert recipe_difference(ours, theirs) == ("optimizer", "adamw", "sgd")
+    assert recipe_difference(ours, ours) is None
+
+
+def test_an_output_with_no_write_bit_is_refused_even_when_others_may_run_it(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text("{}")
+    path.chmod(0o555)  # r-x for all: no write bit (the others' execute bit is no write bit)
+    try:
+        with pytest.raises(LayerprofError, match="is read-only"):
+            ensure_writable(path)
+    finally:
+        path.chmod(0o644)
