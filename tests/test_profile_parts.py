@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from layerprof.errors import LayerprofError
-from layerprof.profile import SweepSettings, _row_types, ensure_writable, recipe_difference
+from layerprof.profile import Layer, SweepSettings, _row_types, ensure_writable, recipe_difference
 
 
 def test_row_types_are_each_fields_type_without_none() -> None:
@@ -42,3 +42,9 @@ def test_an_output_with_no_write_bit_is_refused_even_when_others_may_run_it(tmp_
             ensure_writable(path)
     finally:
         path.chmod(0o644)
+
+
+def test_a_layer_keeps_its_ties_through_the_file() -> None:
+    layer = Layer(1, "head", "Linear", 10, ("embed.weight",), 0, shared_with=("embed",), calls=2)
+    assert layer.to_dict()["shared_with"] == ["embed"]
+    assert Layer.from_dict(layer.to_dict()) == layer
