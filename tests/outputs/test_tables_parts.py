@@ -10,6 +10,7 @@ from layerprof.fidelity.ladder import Bracket, Ladder, Rung
 from layerprof.outputs.tables import (
     TableView,
     _bytes,
+    _format,
     _memory_by_rung,
     audit_rows,
     breakdown_unit,
@@ -23,6 +24,7 @@ from layerprof.outputs.tables import (
     markdown_table,
     plan_summary_rows,
     price_rows,
+    simulation_legend,
     simulation_title,
     wall_rows,
 )
@@ -198,3 +200,41 @@ def test_the_ladder_says_its_hyperband_brackets() -> None:
         "hyperband brackets (as SMAC3 and NePS run them; configs per rung, full-training equivalents): "
         "s=1: 9→3 (2.50); s=0: 3 (1.00)",
     ]
+
+
+def test_figures_lose_their_decimal_from_1000_up() -> None:
+    assert [_format("step_time_ms", v) for v in (999.94, 1000.0)] == ["999.9", "1,000"]
+
+
+def test_a_narrow_view_is_drawn_wide_unless_told() -> None:
+    headers = ["path", "regret median [90%]", "not shown narrow"]
+    view = TableView("t", headers, [["p", "0.1", "x"]], left=("path",), look="narrow")
+    assert [column.header for column in view.rich().columns] == headers
+
+
+def test_the_breakdown_turns_to_gib_from_ten_gib() -> None:
+    rows = [Row(8, 1, "ok", trainable_params=1, trainable_fraction=1.0, peak_memory_bytes=12 * GIB)]
+    assert breakdown_unit(bare_profile(rows, 1), 8) == ("GiB", GIB)
+
+
+def test_price_rows_show_a_dash_for_a_rung_without_a_price() -> None:
+    price = SimpleNamespace(parallel_slots=3, memory_need_bytes=GIB)
+    path = SimpleNamespace(
+        name="p",
+        rungs=[SimpleNamespace(price=None), SimpleNamespace(price=price)],
+        continued=None,
+        successive_halving=_outcome(),
+    )
+    simulation = SimpleNamespace(paths=[path], gpu=None, gpu_memory_bytes=8 * GIB)
+    rows = price_rows(simulation, "successive_halving")  # type: ignore[arg-type]
+    assert rows == [["p", "scratch", "50", "1.50×", "2 TFLOP", "- 1 GiB", "- 3", "-", "-"]]
+
+
+def test_the_legend_says_which_seconds_the_study_recorded() -> None:
+    simulation = SimpleNamespace(
+        full_fidelity={"trainable_layers": 4, "budget_fraction": 1.0}, best_full_loss=0.5, judge="same-seed",
+        profile=None, seconds_used="training",
+    )  # fmt: skip
+    assert "train+eval s: the study's recorded seconds of training" in simulation_legend(simulation)  # type: ignore[arg-type]
+    simulation.seconds_used = "trial"
+    assert "trial s: the study's recorded seconds of whole trials" in simulation_legend(simulation)  # type: ignore[arg-type]
