@@ -13,12 +13,14 @@ from layerprof.outputs.tables import (
     _format,
     _memory_by_rung,
     audit_rows,
+    breakdown_rows,
     breakdown_unit,
     cell_view,
     correlation_cell_text,
     ladder_rows,
     ladder_summary_lines,
     ladder_view,
+    layer_cost_headers,
     layer_frame,
     layer_rows,
     markdown_table,
@@ -238,3 +240,27 @@ def test_the_legend_says_which_seconds_the_study_recorded() -> None:
     assert "train+eval s: the study's recorded seconds of training" in simulation_legend(simulation)  # type: ignore[arg-type]
     simulation.seconds_used = "trial"
     assert "trial s: the study's recorded seconds of whole trials" in simulation_legend(simulation)  # type: ignore[arg-type]
+
+
+def test_a_priced_ladder_row_ends_with_its_dollars() -> None:
+    rows = ladder_rows(_ladder(gpu_memory_bytes=None, price="$2/h (test)"))
+    assert [row[-1] for row in rows] == ["—", "—"]  # no trial price known
+    assert len(rows[0]) == 9
+
+
+def test_the_breakdown_has_a_row_per_cell_that_ran() -> None:
+    rows = [
+        Row(8, 1, "ok", trainable_params=1, tracked_peak_bytes=MIB, peak_memory_bytes=2 * MIB),
+        Row(8, 2, "oom", message="out of memory"),
+    ]
+    table = breakdown_rows(bare_profile(rows, 2), 8)
+    assert [row[0] for row in table] == ["1"]
+    assert table[0][-2:] == ["2.0", "0.0"]  # peak, activations' peak (MiB)
+
+
+def test_layer_costs_leave_out_adapters_and_recompute_when_there_are_none() -> None:
+    table = SimpleNamespace(layers=[SimpleNamespace(adapter_params=0)], checkpointing=False)
+    assert layer_cost_headers(table) == [  # type: ignore[arg-type]
+        "#", "layer", "params", "trains +MiB", "optim B/param", "fwd GF", "bwd weight GF", "bwd inside GF",
+        "bwd down GF", "saves MiB", "output MiB",
+    ]  # fmt: skip
