@@ -1,0 +1,185 @@
+"""Parts of the commands pinned: what each hands the library from its options (the library call stood in for by one
+that records its arguments and stops the command: only the command's own wiring is under test), and what each
+prints by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from layerprof.cli import render
+from layerprof.cli.commands import app
+from layerprof.errors import LayerprofError
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def stop_recording(seen: list[object], name: str):
+    def stand_in(*args: object, **kwargs: object) -> None:
+        seen.append(kwargs[name])
+        raise LayerprofError("stopped here")
+
+    return stand_in
+
+
+def stop(*args: object, **kwargs: object) -> None:
+    raise LayerprofError("stopped here")
+
+
+def test_models_prints_names_unless_asked_for_json() -> None:
+    plain = invoke("models")
+    assert plain.exit_code == 0, plain.output
+    assert not plain.output.lstrip().startswith(("{", "["))
+    assert json.loads(invoke("models", "--json").output)
+
+
+def test_profile_times_layers_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    monkeypatch.setattr("layerprof.measure.jobs.plan_profile", stop_recording(seen, "per_layer"))
+    assert "stopped here" in invoke("profile", "pythia-14m").output
+    assert "stopped here" in invoke("profile", "pythia-14m", "--per-layer").output
+    assert seen == [False, True]
+
+
+def test_profile_on_ray_asks_for_the_gpu_kinds() -> None:
+    result = invoke("profile", "pythia-14m", "--executor", "ray")
+    assert result.exit_code == 2, result.output
+    assert "--executor ray needs --gpu-kinds" in result.output
+
+
+def test_audit_prints_its_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    report = SimpleNamespace(exit_code=0)
+    shown: list[tuple[object, bool]] = []
+    monkeypatch.setattr("layerprof.predict.audit.audit", lambda *args: report)
+    monkeypatch.setattr(render, "audit", lambda report, as_json: shown.append((report, as_json)))
+    result = invoke("audit", "setup.py:step", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert shown == [(report, False)]
+
+
+def test_a_ladder_without_a_split_report_prints_the_ladder_alone() -> None:
+    result = invoke("ladder", str(DATA / "profile-v1-measured.json"))
+    assert result.exit_code == 0, result.output
+    assert "ladder" in result.output
+
+
+def test_correlate_hands_over_its_layer_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def plan_study(task: str, selection: object, *rest: object) -> None:
+        seen.append(selection)
+        raise LayerprofError("stopped here")
+
+    monkeypatch.setattr("layerprof.fidelity.correlate.plan_study", plan_study)
+    assert "stopped here" in invoke("correlate", "digits").output
+    assert "stopped here" in invoke("correlate", "digits", "--layers", "1,3").output
+    assert seen[0] is None
+    assert seen[1] is not None and seen[1].resolve(4) == (1, 3)  # type: ignore[attr-defined]
+
+
+def test_simulate_hands_over_its_gpu_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    monkeypatch.setattr("layerprof.fidelity.simulate.simulate", stop_recording(seen, "gpu_memory"))
+    assert "stopped here" in invoke("simulate", "study").output
+    assert "stopped here" in invoke("simulate", "study", "--gpu-memory", "8GiB").output
+    assert seen == [None, 8 * 2**30]
+
+
+def test_estimate_resumes_unless_told_to_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def plan_estimate(*args: object) -> None:
+        seen.append(args[7])  # model, options, settings, selection, out, calibrate, threads, restart
+        raise LayerprofError("stopped here")
+
+    monkeypatch.setattr("layerprof.predict.jobs.plan_estimate", plan_estimate)
+    assert "stopped here" in invoke("estimate", "pythia-14m").output
+    assert "stopped here" in invoke("estimate", "pythia-14m", "--restart").output
+    assert seen == [False, True]
+
+
+def test_a_ladder_priced_without_a_gpu_is_refused() -> None:
+    result = invoke("ladder", str(DATA / "profile-v1-measured.json"), "--price", "H100=2")
+    assert result.exit_code == 2, result.output
+    assert "give --gpu too" in result.output
+
+
+def test_a_ladder_with_the_split_report_prints_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[object] = []
+    monkeypatch.setattr("layerprof.fidelity.granularity.choose_split_for_profile", lambda *args: "REPORT")
+    monkeypatch.setattr(render, "split_report", lambda report, output_format: shown.append(report))
+    result = invoke("ladder", str(DATA / "profile-v1-measured.json"), "--split", "auto")
+    assert result.exit_code == 0, result.output
+    assert shown == ["REPORT"]
+
+
+def test_correlate_hands_over_no_continued_chains_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def plan_study(*args: object) -> None:
+        seen.append(args[6])  # task, selection, fractions, seeds, grid, preset, continued, judge seeds
+        raise LayerprofError("stopped here")
+
+    monkeypatch.setattr("layerprof.fidelity.correlate.plan_study", plan_study)
+    assert "stopped here" in invoke("correlate", "digits").output
+    assert seen == [()]
+
+
+def test_simulate_prints_tables_unless_asked_for_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    simulation = SimpleNamespace(notes=[], study="s", to_dict=lambda: {"study": "s"})
+    shown: list[str] = []
+    monkeypatch.setattr("layerprof.fidelity.simulate.simulate", lambda *args, **kwargs: simulation)
+    monkeypatch.setattr("layerprof.outputs.studies.write_simulation", lambda *args: [])
+    monkeypatch.setattr(render, "simulation", lambda *args: shown.append("tables"))
+    monkeypatch.setattr(render, "as_json", lambda data: shown.append(f"json {data}"))
+    assert invoke("simulate", "study").exit_code == 0
+    assert invoke("simulate", "study", "--json").exit_code == 0
+    assert shown == ["tables", "json {'study': 's'}"]
+
+
+def test_plan_prints_the_plan_unless_exporting(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[object] = []
+    monkeypatch.setattr("layerprof.measure.cluster.inventory_from_option", lambda cluster: None)
+    monkeypatch.setattr("layerprof.fidelity.recipes.plan_recipes", lambda *args, **kwargs: "PLAN")
+    monkeypatch.setattr(render, "cluster_plan", lambda result, output_format, wide: shown.append(result))
+    result = invoke("plan", str(DATA / "profile-v1-measured.json"), "--cluster", "2xH100")
+    assert result.exit_code == 0, result.output
+    assert shown == ["PLAN"]
+
+
+def test_check_says_what_the_updated_baseline_holds(tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    result = invoke("check", str(DATA / "profile-v1-measured.json"), str(baseline), "--update-baseline")
+    assert result.exit_code == 0, result.output
+    assert f"baseline {baseline} now holds" in " ".join(result.output.split())
+
+
+def test_fit_sizes_its_settings_at_one_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def fit_recipes(model: str, options: object, settings: object, *args: object, **kwargs: object) -> None:
+        seen.append((settings.batch_sizes, settings.trainable_layer_counts))  # type: ignore[attr-defined]
+        raise LayerprofError("stopped here")
+
+    monkeypatch.setattr("layerprof.fidelity.recipes.fit_recipes", fit_recipes)
+    assert "stopped here" in invoke("fit", "pythia-14m", "--memory", "8GiB").output
+    assert seen == [((1,), (1,))]
+
+
+def test_layers_notes_only_a_depth_it_could_not_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    deepest = SimpleNamespace(depth=2, unwrap=("gpt_neox",))
+    monkeypatch.setattr("layerprof.fidelity.granularity.splits_by_depth", lambda *args: [deepest])
+    monkeypatch.setattr("layerprof.sources.models.split_model", stop)
+    reached = invoke("layers", "pythia-14m", "--depth", "2").output
+    assert "nothing below depth" not in reached and "stopped" in reached
+    assert "nothing below depth 2 to descend into" in " ".join(
+        invoke("layers", "pythia-14m", "--depth", "3").output.split()
+    )
