@@ -183,3 +183,15 @@ def test_layers_notes_only_a_depth_it_could_not_reach(monkeypatch: pytest.Monkey
     assert "nothing below depth 2 to descend into" in " ".join(
         invoke("layers", "pythia-14m", "--depth", "3").output.split()
     )
+
+
+def test_profile_on_ray_prints_each_sweeps_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = SimpleNamespace(failed=[])
+    shown: list[object] = []
+    request = SimpleNamespace(settings=SimpleNamespace(batch_sizes=(8,)))
+    monkeypatch.setattr("layerprof.measure.cluster.plan_cluster_profile", lambda *args: request)
+    monkeypatch.setattr("layerprof.measure.cluster.profile_on_ray", lambda *args: run)
+    monkeypatch.setattr(render, "ray_outcomes", shown.append)
+    result = invoke("profile", "pythia-14m", "--executor", "ray", "--gpu-kinds", "L4")
+    assert result.exit_code == 0, result.output
+    assert shown == [run]
