@@ -195,3 +195,18 @@ def test_profile_on_ray_prints_each_sweeps_outcome(monkeypatch: pytest.MonkeyPat
     result = invoke("profile", "pythia-14m", "--executor", "ray", "--gpu-kinds", "L4")
     assert result.exit_code == 0, result.output
     assert shown == [run]
+
+
+def test_an_estimate_against_a_measured_profile_prints_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = SimpleNamespace(failure_summary=lambda: None)
+    job = SimpleNamespace(time_model=None, environment=SimpleNamespace(device_name="d"), path=None)
+    shown: list[object] = []
+    monkeypatch.setattr("layerprof.predict.jobs.plan_estimate", lambda *args: job)
+    monkeypatch.setattr("layerprof.predict.timemodel.check_predictions", lambda result, measured: "CHECKS")
+    for name in ("calibration", "cell_tables", "breakdown", "sweep_end"):
+        monkeypatch.setattr(render, name, lambda *args: None)
+    monkeypatch.setattr(render, "run_job", lambda *args: result)
+    monkeypatch.setattr(render, "prediction_check", lambda checks, measured, output_format: shown.append(checks))
+    outcome = invoke("estimate", "pythia-14m", "--against", str(DATA / "profile-v1-measured.json"))
+    assert outcome.exit_code == 0, outcome.output
+    assert shown == ["CHECKS"]
