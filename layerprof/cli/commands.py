@@ -609,7 +609,7 @@ def check(
 
         if update_baseline:
             cells = write_baseline(current, baseline)
-            render.console.print(f"baseline {baseline} now holds {current} ({cells} cells)")
+            render.line(f"baseline {baseline} now holds {current} ({cells} cells)")  # paths whole
             return
         result = check_files(
             current,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from layerprof.fidelity import tasks
 from layerprof.fidelity.simulate import simulate
 from layerprof.profile import load_profile
 
@@ -30,6 +31,8 @@ def test_the_committed_studies_give_the_documented_verdict(
     joint_vs_budget: float,
 ) -> None:
     monkeypatch.chdir(DATA)  # pydoc-lm's task is pydoc_lm_75.py there
+    # that file sets tasks.LM_FULL_STEPS to 75 when imported: put back after the test, for the worker's later tests
+    monkeypatch.setattr(tasks, "LM_FULL_STEPS", tasks.LM_FULL_STEPS)
     monkeypatch.syspath_prepend(str(DATA))
     result = simulate(
         DATA / study, eta=3, repeats=60, profile=load_profile(DATA / profile), paths=["layers", "budget", "diagonal"]
