@@ -36,6 +36,7 @@ from layerprof.sources.builders import (
 )
 from layerprof.sources.names import ModelOptions
 from layerprof.sources.workloads import CustomWorkload, Workload
+from tests.sources.test_registry import HF_TINY
 
 META = torch.device("meta")
 CPU = torch.device("cpu")
@@ -430,15 +431,7 @@ def test_a_timm_model_refuses_what_does_not_fit_it(options: ModelOptions, messag
 
 # ---------------------------------------------------------------- Hugging Face
 
-TINY_LLAMA = {
-    "num_hidden_layers": "1",
-    "hidden_size": "16",
-    "intermediate_size": "32",
-    "num_attention_heads": "2",
-    "num_key_value_heads": "2",
-    "vocab_size": "64",
-    "max_position_embeddings": "32",
-}
+TINY_LLAMA = HF_TINY  # a one-block llama of width 16 (tests/sources/test_registry.py)
 
 
 def test_an_hf_model_takes_its_positions_as_seq_len_up_to_512() -> None:
