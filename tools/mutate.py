@@ -578,7 +578,7 @@ def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
         raise LookupError(f"no live function {unit}")
     if kind == "default":
         for function in functions:
-            live_default(function, *value)
+            live_default(function, *value, wrappers=_wrappers_of(owner, parts[-1]))
         return
     code = compile(mutated_tree(tree, site), str(path), "exec")
     new_code = _code_by_qualname(code, unit)
@@ -636,14 +636,38 @@ def _live_closures(module: Any, codes: set[int], depth: int = 4) -> list[Any]:
     return found
 
 
-def live_default(function: Any, where: str, key: int | str, value: Any) -> None:
-    """Set one default of a live function: the `key`-th of its positional defaults, or its keyword-only `key`."""
+def live_default(function: Any, where: str, key: int | str, value: Any, wrappers: list[Any] | None = None) -> None:
+    """Set one default of a live function: the `key`-th of its positional defaults, or its keyword-only `key`; and
+    the same parameter's default in the `__signature__` a wrapper of it declares (a decorator that adds options to
+    a CLI command: Typer reads the wrapper's signature, and the wrapper passes every value on, so the function's
+    own default is never used)."""
     if where == "positional":
         defaults = list(function.__defaults__)
         defaults[key] = value
         function.__defaults__ = tuple(defaults)
+        code = function.__code__
+        first = code.co_argcount - len(defaults)
+        name = code.co_varnames[first + int(key)]
     else:
         function.__kwdefaults__ = {**function.__kwdefaults__, key: value}
+        name = str(key)
+    for wrapper in wrappers or []:
+        signature = vars(wrapper).get("__signature__")
+        if signature is not None and name in signature.parameters:
+            parameters = [p.replace(default=value) if p.name == name else p for p in signature.parameters.values()]
+            wrapper.__signature__ = signature.replace(parameters=parameters)
+
+
+def _wrappers_of(owner: Any, name: str) -> list[Any]:
+    """The functools wrappers between a module or class attribute and the plain function `_functions_of` finds."""
+    value = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+    if isinstance(value, (classmethod, staticmethod)):
+        value = value.__func__
+    wrappers = []
+    while hasattr(value, "__wrapped__"):
+        wrappers.append(value)
+        value = value.__wrapped__
+    return wrappers
 
 
 # ---------------------------------------------------------------- running tests in forked processes

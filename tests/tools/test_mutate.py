@@ -134,6 +134,27 @@ def test_a_boolean_default_is_inverted_in_the_live_function(tool: ModuleType) ->
     assert live(1) == (True, False)
 
 
+def test_an_inverted_default_reaches_the_signature_a_wrapper_declares(tool: ModuleType) -> None:
+    """A decorator that adds CLI options (`with_recipe_options`) gives Typer a signature of its own and passes every
+    value on: the inverted default must be in that signature, or a command's flag is never mutated."""
+    import functools
+    import inspect
+
+    def command(a: int, flag: bool = False, *, strict: bool = True) -> tuple[bool, bool]:
+        return flag, strict
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: bool) -> tuple[bool, bool]:
+        return command(1, **kwargs)
+
+    wrapper.__signature__ = inspect.signature(command)  # type: ignore[attr-defined]
+    tool.live_default(command, "positional", 0, True, wrappers=[wrapper])
+    tool.live_default(command, "keyword", "strict", False, wrappers=[wrapper])
+    declared = {name: p.default for name, p in inspect.signature(wrapper).parameters.items()}
+    assert declared == {"a": inspect.Parameter.empty, "flag": True, "strict": False}
+    assert command(1) == (True, False)
+
+
 def test_a_reset_and_a_restore_are_skipped(tool: ModuleType) -> None:
     tree, found = sites(tool)
     assert described(found, "delete") == [
