@@ -398,3 +398,13 @@ def test_a_gpu_you_own_costs_nothing_per_rung() -> None:
         assert (schedule.usd, schedule.usd_held) == (0.0, 0.0)
         assert all(placement.usd == 0.0 for bracket in schedule.brackets for placement in bracket)
     assert plan.prices == {"H100": "$0/h (--price)"}
+
+
+def test_the_first_trials_go_where_one_ends_soonest_not_on_the_first_kind_listed() -> None:
+    """Busy 40% of their step, 4 z=1 trials on an L4 (22.1 s, listed first) and 2 H100s (10 s; two together
+    11.3 s): two on each H100 end by 11.3 s. Had the L4 taken one, by its 22.1 s all four could share one H100
+    (1.6 x 1.13 x 10 = 18.1 s, fewer GPU-hours): a later rung end."""
+    plan = plan_cluster([h100_profile(0.4)], parse_inventory("1xL4,2xH100"), eta=3, configs=4, budget_steps=1000)
+    low = plan.schedule("ladder", "successive halving").brackets[0][0]
+    assert [(s.gpu, s.gpus, s.trials, s.trials_per_gpu) for s in low.shares] == [("H100", 2, 4, 2)]
+    assert low.makespan_seconds == pytest.approx(11.3) and low.gpu_hours == pytest.approx(2 * 11.3 / 3600)
