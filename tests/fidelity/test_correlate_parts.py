@@ -9,6 +9,7 @@ import math
 import os
 import random
 import types
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from layerprof.fidelity.correlate import (
     run_study,
     run_trial,
     serving,
+    summarise_continued,
 )
 from layerprof.fidelity.judging import Fold
 from layerprof.parsing import parse_layer_selection
@@ -90,6 +92,8 @@ def task(config, trainable_layers, budget_fraction):
         return random.random() + torch.rand(()).item()
     if fail == "pid":
         return os.getpid()
+    if config.get("nan_at") == [trainable_layers, budget_fraction, config["seed"]]:
+        return float("nan")
     if config.get("phases"):
         with trial_phase("training"):
             pass
@@ -117,7 +121,7 @@ def resume(config, segment, state):
         return 3
     if config.get("fail") == "nan" and segment.index == 1:
         return float("nan"), state
-    return config["x"] + segment.end_fraction + state, state
+    return config["x"] + segment.end_fraction + state + config["seed"] / 100, state
 
 
 task.resume = resume
@@ -166,11 +170,16 @@ def test_failing_trials_keep_their_reason_and_no_loss(spec: str) -> None:
     assert unknown.error.startswith("LayerprofError: unknown task 'no-such-task'; built-in: digits, pydoc-lm")
 
 
-def test_a_trial_is_seeded_by_its_seed(spec: str) -> None:
-    drawn = run_trial(spec, {"fail": "draw"}, Trial(0, 1, 1.0, 11)).loss
+def test_a_trial_is_seeded_by_its_seed_on_one_thread(spec: str) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        drawn = run_trial(spec, {"fail": "draw"}, Trial(0, 1, 1.0, 11)).loss
+        assert torch.get_num_threads() == 1  # one trial per core
+    finally:
+        torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(11)
     assert drawn == pytest.approx(random.Random(11).random() + torch.rand((), generator=generator).item())
-    assert torch.get_num_threads() == 1  # one trial per core
     run = run_continued(spec, {"fail": "draw"}, ContinuedTrial(0, ((1, 0.5), (4, 1.0)), 11))
     assert run.segments[0].loss == pytest.approx(drawn)  # seeded before its first rung
 
@@ -242,9 +251,9 @@ def test_a_continued_run_hands_its_state_from_rung_to_rung_and_times_each(spec: 
     run = run_continued(spec, {"x": 1, "phases": True}, ContinuedTrial(2, ((1, 0.5), (4, 1.0)), 3))
     assert (run.config_index, run.seed, run.chain, run.error) == (2, 3, [[1, 0.5], [4, 1.0]], None)
     assert [asdict(s) for s in run.segments] == [
-        {"trainable_layers": 1, "budget_fraction": 0.5, "loss": 2.5, "error": None, "seconds": 5.0,
+        {"trainable_layers": 1, "budget_fraction": 0.5, "loss": 2.53, "error": None, "seconds": 5.0,
          "train_seconds": 1.0, "eval_seconds": 0.0, "checkpoint_seconds": 1.0},
-        {"trainable_layers": 4, "budget_fraction": 1.0, "loss": 4.0, "error": None, "seconds": 5.0,
+        {"trainable_layers": 4, "budget_fraction": 1.0, "loss": 4.03, "error": None, "seconds": 5.0,
          "train_seconds": 1.0, "eval_seconds": 0.0, "checkpoint_seconds": 1.0},
     ]  # fmt: skip
     assert (run.seconds, run.setup_seconds) == (13.0, 9.0)
@@ -381,8 +390,9 @@ def test_plan_study_defaults_and_refusals(spec: str, tmp_path: Path) -> None:
         LayerprofError, match=r"does not say how many layers it has \(set fn.layer_count\); give --layers"
     ):
         plan_study(plain, None, (1.0,), grid=grid)
-    with pytest.raises(LayerprofError, match="cannot continue a run"):
+    with pytest.raises(LayerprofError) as cannot:
         plan_study(plain, parse_layer_selection("1,2"), (1.0,), grid=grid, continued=["budget"])
+    assert str(cannot.value).startswith(f"{plain} cannot continue a run: give it fn.resume = ")
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"x": list(range(1000))}))
     with pytest.raises(LayerprofError) as caught:
@@ -545,3 +555,58 @@ def test_a_study_refuses_what_it_cannot_rank_or_run(spec: str, tmp_path: Path) -
             run_study(StudyPlan(spec, three, (4,), (fraction, 1.0)), tmp_path / "b")
     with pytest.raises(LayerprofError, match="^--executor must be one of local, ray, got 'slurm'$"):
         run_study(StudyPlan(spec, three, (4,), (1.0,)), tmp_path / "c", executor="slurm")
+
+
+class StandInPool(ThreadPoolExecutor):
+    """The worker processes as threads of this process (spawning processes that import torch takes seconds): what
+    run_local asks of the pool, kept."""
+
+    made: list[tuple[int, str]] = []
+    submitted: list[object] = []
+
+    def __init__(self, max_workers: int, mp_context: object) -> None:
+        StandInPool.made.append((max_workers, mp_context.get_start_method()))
+        super().__init__(max_workers)
+
+    def submit(self, function: object, *args: object) -> object:
+        StandInPool.submitted.append(args[-1])
+        return super().submit(function, *args)
+
+
+def test_workers_get_two_jobs_each_and_one_more_as_each_finishes(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", StandInPool)
+    StandInPool.made, StandInPool.submitted = [], []
+    jobs = [Trial(index, 1, 1.0, 0) for index in range(7)]
+    heard: list[TrialResult] = []
+    run_local(spec, [{"x": x} for x in range(7)], jobs, 2, heard.append)
+    assert StandInPool.made == [(2, "spawn")] and StandInPool.submitted == jobs
+    assert sorted(r.loss for r in heard) == [10.0 * x + 2 for x in range(7)]
+
+
+def test_a_study_on_ray_runs_every_job_there(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import layerprof.measure.cluster as cluster
+
+    ray = StandInRay()
+    monkeypatch.setattr(cluster, "ray_session", lambda address: contextlib.nullcontext(ray))
+    result = run_study(table_plan(spec), tmp_path / "ray", executor="ray", gpu_fraction=lambda z: z / 4)
+    assert result.executor == "ray" and len(ray.asked) == 20
+    assert {options["num_gpus"] for options in ray.asked} == {0.25, 1.0}
+    assert result.cell(1, 1.0).spearman == pytest.approx(0.6)
+
+
+def test_a_configuration_that_fails_on_one_seed_counts_once_less_in_the_cell(spec: str, tmp_path: Path) -> None:
+    """Two seeds judge each other; config 3 fails at full fidelity on seed 1 only. Replaying seed 0 against seed 1
+    three configurations have both; replaying seed 1 against seed 0, at z=1, four: the cell counts the fewer."""
+    configs = [{"x": 1}, {"x": 2}, {"x": 3}, {"x": 4, "nan_at": [4, 1.0, 1]}]
+    result = run_study(StudyPlan(spec, configs, (1, 4), (1.0,), seeds=2), tmp_path / "out", workers=1)
+    assert [(c.trainable_layers, c.configs) for c in result.cells] == [(1, 3), (4, 3)]
+    assert result.failed_trials == 1
+
+
+def test_continued_rungs_without_runs_have_no_statistics() -> None:
+    plan = StudyPlan("t", [{"x": 1}, {"x": 2}, {"x": 3}], (1, 4), (0.5, 1.0), chains=(((1, 0.5), (4, 1.0)),))
+    (chain,) = summarise_continued(plan, {}, {}, [])
+    assert [(r.configs, r.spearman, r.spearman_scratch, r.regret) for r in chain.rungs] == [(0, None, None, None)] * 2
+    assert chain.failed_runs == 0
