@@ -65,6 +65,7 @@ def test_the_inventory_counts_each_kinds_nodes_and_refuses_a_cluster_without_gpu
         monkeypatch,
         [
             node({"CPU": 8.0}),  # the head, without a GPU: the nodes after it still count
+            node({"accelerator_type:T4": 1.0}),  # labelled, but no GPU offered: none counted
             node({"GPU": 1.0, "accelerator_type:T4": 1.0}),
             node({"GPU": 4.0, "accelerator_type:L4": 1.0}),
             node({"GPU": 2.0, "accelerator_type:T4": 1.0}),
@@ -263,6 +264,8 @@ class SweepRay:
         return Remote()
 
     def wait(self, references: list[Ref], num_returns: int) -> tuple[list[Ref], list[Ref]]:
+        if num_returns > len(references):  # as Ray refuses it
+            raise ValueError("num_returns cannot be greater than the number of ray_waitables provided to ray.wait.")
         return references[:num_returns], references[num_returns:]
 
     def get(self, reference: Ref) -> object:
@@ -431,5 +434,8 @@ def test_a_cluster_sweep_is_checked_before_any_node_works(tmp_path: Path) -> Non
     settings = dataclasses.replace(kind_profile(1).settings, batch_sizes=(4, 8))
     with pytest.raises(LayerprofError, match=r"^--device 'mps' with --executor ray: use auto, cuda or cpu"):
         cluster.plan_cluster_profile(spec, options, settings, selection, "mps")
+    no_warmup = dataclasses.replace(settings, warmup_steps=0)  # the settings are checked first
+    with pytest.raises(LayerprofError, match="^--warmup 0: at least 1 warm-up step is needed"):
+        cluster.plan_cluster_profile(spec, options, no_warmup, selection, "mps")
     swept = cluster.plan_cluster_profile(spec, options, settings, selection, "cpu", tf32=True, threads=2)
     assert swept == cluster.SweepRequest(spec, options, settings, selection, "cpu", True, 2)
