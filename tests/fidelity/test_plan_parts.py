@@ -3,6 +3,7 @@ where it comes from, the refusals at their edges, ASHA's places and shares, the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -141,8 +142,12 @@ def test_together_and_one_gpu_at_their_edges() -> None:
     assert (run.seconds, run.waves, run.at_once) == (pytest.approx(28.25), 2, 3)
     single = one_gpu.__wrapped__(1, 7.0, 0.5, 1)
     assert (single.seconds, single.waves, single.at_once) == (7.0, 1, 1)
-    # a tie between 2 and 3 waves (GPU-bound: 3 x 10 s either way) keeps the fewer
+    # GPU-bound: 3 waves of one (30 s) beat 2 waves of 2 and 1 (2.26 + 1 = 32.6 s)
     assert one_gpu.__wrapped__(3, 10.0, 1.0, 2).waves == 3
+    # busy 1/1.13 of their step, two together take 2 x (1/1.13) x 1.13 = 2x one alone, as two waves do: the tie
+    # keeps them together
+    tie = one_gpu.__wrapped__(2, 10.0, 1 / 1.13, 2)
+    assert (tie.seconds, tie.waves, tie.at_once) == (pytest.approx(20.0), 1, 2)
     assert one_gpu.__wrapped__(2, 10.0, 1.0, 2) == one_gpu.__wrapped__(2, 10.0, 1.0, 1)
 
 
@@ -181,7 +186,7 @@ def test_budget_steps_from_one_to_a_billion(budget: int, refused: bool) -> None:
 
 def test_eta_is_checked_before_anything_is_placed() -> None:
     with pytest.raises(LayerprofError, match="^--eta must be a number greater than 1 and at most 1000, got 1$"):
-        plan_cluster([h100_profile()], parse_inventory("1xH100"), eta=1.0)
+        plan_cluster([h100_profile()], parse_inventory("1xH100"), eta=1.0, budget_steps=0)  # eta said first
 
 
 def test_more_configurations_than_a_plan_places_are_refused_given_or_derived() -> None:
@@ -408,3 +413,72 @@ def test_the_first_trials_go_where_one_ends_soonest_not_on_the_first_kind_listed
     low = plan.schedule("ladder", "successive halving").brackets[0][0]
     assert [(s.gpu, s.gpus, s.trials, s.trials_per_gpu) for s in low.shares] == [("H100", 2, 4, 2)]
     assert low.makespan_seconds == pytest.approx(11.3) and low.gpu_hours == pytest.approx(2 * 11.3 / 3600)
+
+
+def test_each_schedule_is_compared_with_the_ladder_of_its_own_algorithm() -> None:
+    """The 30.75 GiB trials of the test above on one H100: successive halving's ladder takes 21.3 s (two z=1 trials
+    together, then one) + 30 s; ASHA 56.5 s against it. Hyperband's schedules against Hyperband's ladder."""
+    profile = gpu_profile(H100_NAME, 79.6, {1: 10.0, 2: 20.0, 3: 30.0}, {1: 30.0, 2: 30.0, 3: 30.0}, 0.2)
+    plan = plan_cluster([profile], parse_inventory("1xH100"), eta=3, configs=3, budget_steps=1000)
+    ladder = plan.schedule("ladder", "successive halving")
+    assert ladder.makespan_seconds == pytest.approx(51.3) and ladder.gpu_hours == pytest.approx(51.3 / 3600)
+    asha = plan.schedule("ladder", "asha")
+    assert asha.makespan_vs_ladder == pytest.approx(56.5 / 51.3)
+    assert asha.gpu_hours_vs_ladder == pytest.approx(33.9 / 51.3)
+    hyperband = [s for s in plan.schedules if s.algorithm == "hyperband"]
+    own = plan.schedule("ladder", "hyperband")
+    assert [s.makespan_vs_ladder for s in hyperband] == [pytest.approx(s.makespan_seconds / own.makespan_seconds)
+                                                         for s in hyperband]  # fmt: skip
+    assert own.makespan_seconds != pytest.approx(ladder.makespan_seconds)
+
+
+def test_asha_on_a_gpu_that_holds_the_low_rungs_only() -> None:
+    """Busy 20% of their step: an L4 holds two z=1 trials (7.75 GiB each; 24.99 s together) and no z=3 trial (30.25
+    GiB, not even one of two); the H100 two of either (11.3 s, 33.9 s). The L4 runs 4 z=1 trials in two waves, the
+    H100 5, then the three z=3 trials: 8 x 11.3 s in all."""
+    plan = plan_cluster([h100_profile(0.2)], parse_inventory("1xL4,1xH100"), eta=3, configs=9, budget_steps=1000)
+    asha = plan.schedule("ladder", "asha")
+    low, top = asha.brackets[0]
+    assert [(s.gpu, s.gpus, s.trials, s.trials_per_gpu, s.waves) for s in low.shares] == [
+        ("L4", 1, 4, 2, 2), ("H100", 1, 5, 2, 3),
+    ]  # fmt: skip
+    assert low.makespan_seconds == pytest.approx(2 * L4_SECONDS * 1.13)
+    assert [(s.gpu, s.trials, s.trials_per_gpu) for s in top.shares] == [("H100", 3, 2)]
+    assert asha.makespan_seconds == pytest.approx(8 * 11.3)
+
+
+def test_asha_gives_a_trial_that_leaves_the_gpu_idle_one_place_per_gpu() -> None:
+    """A predictor that says the GPU is never busy (share 0): no share to divide by, one trial per GPU."""
+    from layerprof.fidelity.plan import asha_schedule
+
+    group = profile_set([h100_profile()], None)
+    group.predictor = lambda z, gpu: (5.0 * z, f"predicted for {gpu.name}", 0.0)
+    asha = asha_schedule(3, 3.0, [(1, 1000), (3, 1000)], parse_inventory("1xA100-80GB"), group)  # nobody measured
+    assert asha.brackets[0][0].shares[0].trials_per_gpu == 1
+    assert asha.makespan_seconds == pytest.approx(3 * 5.0 + 15.0)
+
+
+def test_a_plan_without_prices_names_the_first_kind_that_lacks_one() -> None:
+    plan = plan_cluster([h100_profile()], parse_inventory("1xL4,1xH100"), eta=3, configs=3,
+                        prices=PriceBook(builtin=False))  # fmt: skip
+    assert [note for note in plan.notes if note.startswith("no price")][0].startswith("no price for L4 (give one")
+
+
+def test_the_deadline_search_over_three_kinds_finds_what_trying_them_all_finds() -> None:
+    """12 L4-hours by 2 h on up to 1 T4, 1 L4 and 2 H100s (an H100 does 3 L4s' work): every composition tried by
+    hand against the search."""
+    inventory = parse_inventory("1xT4,1xL4,2xH100")
+    prices = price_book([], environ={})
+    answer = cheapest_cluster(2 * 3600, "successive halving", work(12), inventory, prices)
+    brute = []
+    for counts in itertools.product(range(2), range(2), range(3)):
+        items = [InventoryItem(item.gpu, n) for item, n in zip(inventory, counts, strict=True) if n]
+        if not items:
+            continue
+        makespan = work(12)(items).makespan_seconds
+        if makespan <= 2 * 3600:
+            held = sum(prices.usd(item.gpu, makespan) * item.count for item in items)
+            brute.append((held, [{"gpu": item.gpu.name, "count": item.count} for item in items]))
+    assert answer.met and (answer.usd_held, answer.gpus) == (pytest.approx(min(brute)[0]), min(brute)[1])
+    # all of them (1.5 h, $13.93) beat the two H100s alone (2 h, $15.80)
+    assert answer.gpus == [{"gpu": "T4", "count": 1}, {"gpu": "L4", "count": 1}, {"gpu": "H100", "count": 2}]
