@@ -482,3 +482,13 @@ def test_the_deadline_search_over_three_kinds_finds_what_trying_them_all_finds()
     assert answer.met and (answer.usd_held, answer.gpus) == (pytest.approx(min(brute)[0]), min(brute)[1])
     # all of them (1.5 h, $13.93) beat the two H100s alone (2 h, $15.80)
     assert answer.gpus == [{"gpu": "T4", "count": 1}, {"gpu": "L4", "count": 1}, {"gpu": "H100", "count": 2}]
+
+
+def test_asha_with_one_configuration_runs_it_on_the_quickest_gpu_and_promotes_none() -> None:
+    """One z=1 trial, 10 s on the H100 against 22.1 s on the L4 listed first; one completion promotes nothing
+    (floor(1/3) = 0): the top rung runs no trial and takes no time."""
+    plan = plan_cluster([h100_profile()], parse_inventory("1xL4,1xH100"), eta=3, configs=1, budget_steps=1000)
+    asha = plan.schedule("ladder", "asha")
+    low, top = asha.brackets[0]
+    assert [(s.gpu, s.trials) for s in low.shares] == [("H100", 1)] and asha.makespan_seconds == 10.0
+    assert (top.configs, top.shares, top.makespan_seconds, top.gpu_hours) == (0, [], 0.0, 0.0)
