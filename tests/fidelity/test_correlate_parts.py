@@ -48,6 +48,7 @@ from layerprof.fidelity.correlate import (
     serving,
     summarise_continued,
 )
+from layerprof.fidelity.grids import GRID_PRESETS, expand_grid
 from layerprof.fidelity.judging import Fold
 from layerprof.parsing import parse_layer_selection
 
@@ -368,6 +369,8 @@ def test_a_study_plan_orders_cheap_trials_first_and_the_judges_last() -> None:
 
 def test_plan_study_defaults_and_refusals(spec: str, tmp_path: Path) -> None:
     digits = plan_study("digits", None, (1.0, 0.5))
+    assert digits.task == "digits" and digits.configs == expand_grid(GRID_PRESETS["small"]("digits"))
+    assert plan_study("pydoc-lm", None, (1.0,)).configs == expand_grid(GRID_PRESETS["small"]("pydoc-lm"))
     assert (digits.trainable_layer_counts, digits.budget_fractions, len(digits.configs)) == (
         (1, 2, 4, 6),
         (0.5, 1.0),
@@ -610,3 +613,96 @@ def test_continued_rungs_without_runs_have_no_statistics() -> None:
     (chain,) = summarise_continued(plan, {}, {}, [])
     assert [(r.configs, r.spearman, r.spearman_scratch, r.regret) for r in chain.rungs] == [(0, None, None, None)] * 2
     assert chain.failed_runs == 0
+
+
+def test_a_study_description_matches_by_its_fingerprint_or_by_its_task_and_configs(tmp_path: Path) -> None:
+    """A study.json written under a task's old name keeps the fingerprint it had; one written before fingerprints
+    were kept matches by its task and configurations; either is checked for its schema."""
+    configs = [{"x": 1}]
+    identity = {"task": "t", "configs": configs, "fingerprint": fingerprint("t", configs)}
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "study.json").write_text(
+        json.dumps({"task": "old-t", "configs": [], **{"fingerprint": identity["fingerprint"]}})
+    )
+    TrialStore(renamed, identity)
+    unprinted = tmp_path / "unprinted"
+    unprinted.mkdir()
+    (unprinted / "study.json").write_text(json.dumps({"task": "t", "configs": configs}))
+    TrialStore(unprinted, identity)
+    (unprinted / "study.json").write_text(json.dumps({"schema": "layerprof.study/9", "task": "t", "configs": configs}))
+    with pytest.raises(LayerprofError, match="is a layerprof.study/9 study"):
+        TrialStore(unprinted, identity)
+    assert fingerprint("t", [{"a": 1, "b": 2}]) == fingerprint("t", [{"b": 2, "a": 1}])
+
+
+def test_a_results_continued_failures_and_moved_task_read_back() -> None:
+    data = CorrelationResult("layerprof.tasks:digits_task", [{}], [4], [1.0], 1).to_dict()
+    data["continued"] = [{"chain": [[1, 0.5], [4, 1.0]], "rungs": [], "failed_runs": 2}]
+    result = CorrelationResult.from_dict(data)
+    assert result.continued[0].failed_runs == 2
+    assert result.task == "layerprof.fidelity.tasks:digits_task"
+
+
+def test_the_statistic_over_folds_is_their_mean() -> None:
+    first, second = Fold((0,), (1,)), Fold((1,), (0,))
+    lows = {first: [1.0, 2.0], second: [3.0, 4.0]}
+    judges = {first: [1.0, 2.0], second: [1.0, 2.0]}
+    assert _over_folds(lambda low, _judge: low[0], lows, judges)([0.0, 1.0], []) == 2.0
+
+
+def test_a_cell_and_a_continued_rung_count_the_fewer_of_two_folds(spec: str, tmp_path: Path) -> None:
+    """Configs 2 and 3 fail at full fidelity on seed 1: judged by seed 1 two configurations are known, by seed 0
+    four. The cell and the rung count two: no rho."""
+    configs = [{"x": 1}, {"x": 2}, {"x": 3, "nan_at": [4, 1.0, 1]}, {"x": 4, "nan_at": [4, 1.0, 1]}]
+    plan = StudyPlan(spec, configs, (1, 4), (0.5, 1.0), seeds=2, chains=(((1, 0.5), (4, 1.0)),))
+    result = run_study(plan, tmp_path / "out", workers=1)
+    low = result.cell(1, 1.0)
+    assert (low.configs, low.spearman) == (2, None) and low.note.startswith("rho undefined: 2 configuration(s)")
+    assert [rung.configs for rung in result.continued[0].rungs] == [2, 2]
+
+
+def test_continued_runs_of_a_task_that_cannot_continue_have_no_rungs(spec: str, tmp_path: Path) -> None:
+    plain = spec.replace(":task", ":plain")
+    plan = StudyPlan(plain, [{}, {"a": 1}, {"a": 2}], (4,), (0.5, 1.0), chains=(((4, 0.5), (4, 1.0)),))
+    result = run_study(plan, tmp_path / "out", workers=1)
+    assert [rung.configs for rung in result.continued[0].rungs] == [0, 0] and result.continued[0].failed_runs == 3
+
+
+def test_workers_default_to_the_missing_trials_at_most_one_per_cpu(
+    spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import concurrent.futures
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", StandInPool)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(correlate, "time", types.SimpleNamespace(perf_counter=itertools.count(100.0, 7.5).__next__))
+    StandInPool.made, StandInPool.submitted = [], []
+    three = [{"x": 1}, {"x": 2}, {"x": 3}]
+    result = run_study(StudyPlan(spec, three, (4,), (1.0,)), tmp_path / "out")
+    assert StandInPool.made == [(3, "spawn")] and result.wall_seconds == 7.5  # 3 trials, 4 CPUs
+    StandInPool.made = []
+    run_study(StudyPlan(spec, three, (4,), (1.0,)), tmp_path / "out")  # nothing missing: no pool
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one
+    run_study(StudyPlan(spec, three, (4,), (1.0,)), tmp_path / "other")
+    assert StandInPool.made == []
+
+
+def test_an_interrupt_cancels_the_workers_jobs(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+
+    shut: list[tuple[bool, bool]] = []
+
+    class Pool(StandInPool):
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            shut.append((wait, cancel_futures))
+            super().shutdown(wait=True, cancel_futures=cancel_futures)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+
+    def interrupted(result: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(spec, [{"x": 1}], [Trial(0, z, 1.0, 0) for z in (1, 2, 3, 4)], 2, interrupted)
+    assert shut[0] == (False, True)
