@@ -303,6 +303,60 @@ def test_a_cell_whose_replay_mismatches_is_traced_again_as_the_same_cell(normed:
     assert row.ok and (row.batch_size, row.trainable_layers) == (3, 2) and set(timelines) == set(traces) == {(3, 2)}
 
 
+def test_frozen_layers_are_replayed_by_z_and_primed_states_kept(tmp_path: Path) -> None:
+    (tmp_path / "stack.py").write_text(STACK)
+    mode, loaded = build_fake_model(f"{tmp_path / 'stack.py'}:stack", ModelOptions(input_shape=(8,)), "32-true")
+    blocks, primed = BlockRecords(), {}  # type: ignore[var-annotated]
+    seen = []
+    with mode:
+        context = CellContext(loaded, loaded.split(), SweepSettings((8,), (1,), target="cpu"), ESTIMATE_DEVICE)
+        for batch_size, z in ((8, 1), (8, 2), (4, 2), (6, 2)):
+            replayed, _ = estimate_cell(context, batch_size, z, blocks=blocks, primed=primed)
+            seen.append((len(blocks.records), len(blocks.trained.records), len(primed)))
+        traced, _ = estimate_cell(context, 6, 2)  # the last cell, traced whole: the same need to the byte
+    assert replayed.peak_memory_bytes == traced.peak_memory_bytes == 5016
+    # the 7 frozen Linear(8, 8) of z=1 are one record at batch 8 (none were they taken for trainable), one more per
+    # new batch size; the trained blocks of z=2 one record per batch size; each trained tensor primed once
+    assert seen == [(1, 0, 2), (1, 1, 4), (2, 2, 4), (3, 3, 4)]
+
+
+@pytest.mark.filterwarnings("ignore:could not trace a forward pass")
+def test_a_cell_that_fails_takes_no_time(tmp_path: Path) -> None:
+    (tmp_path / "models.py").write_text(DATA_DEPENDENT)
+    mode, loaded = build_fake_model(f"{tmp_path / 'models.py'}:routed", ModelOptions(input_shape=(4,)), "32-true")
+    with mode:
+        context = CellContext(loaded, loaded.split(), SweepSettings((3,), (1,), target="cpu"), ESTIMATE_DEVICE)
+        row, seconds = estimate_cell(context, 3, 1)
+    assert (row.status, seconds) == ("error", 0.0)
+
+
+class CountedRecords(BlockRecords):
+    made: list[CountedRecords] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replays = 0
+        CountedRecords.made.append(self)
+
+    def replaying(self, *args: object, **kwargs: object):  # noqa: ANN202
+        self.replays += 1
+        return super().replaying(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_reuse_replays_frozen_layers_whether_or_not_runs_are_composed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "stack.py").write_text(STACK)
+    monkeypatch.setattr(estimate, "BlockRecords", CountedRecords)
+    CountedRecords.made = []
+    settings = SweepSettings((2,), (1, 2, 3), target="cpu")
+    estimate_model(f"{tmp_path / 'stack.py'}:stack", ModelOptions(input_shape=(8,)), settings, compose=False)
+    assert [records.replays for records in CountedRecords.made] == [3]  # one set of records, every cell replayed
+    CountedRecords.made = []
+    estimate_model(f"{tmp_path / 'stack.py'}:stack", ModelOptions(input_shape=(8,)), settings, reuse=False)
+    assert CountedRecords.made == []
+
+
 STACK = """
 from torch import nn
 
