@@ -18,7 +18,6 @@ from torch import nn
 from layerprof.errors import LayerprofError
 from layerprof.predict import audit as audit_module
 from layerprof.predict.audit import (
-    TIMED_STEPS,
     AuditReport,
     BottomLine,
     Finding,
@@ -216,7 +215,7 @@ def test_a_measured_step_counts_the_batch_the_state_and_the_trained_parameters()
     # forward 2*3*2*4 + 2*3*4*1, backward the head's weight and input gradients, the stem's weight gradient
     assert measured.flops == 48 + 24 + 24 + 24 + 48 == 168
     assert measured.trained_params == 5  # the head: the stem's group has lr 0
-    assert len(stepped) == 1 + 1 + TIMED_STEPS  # warm-up, tracked, timed: the scheduler after every step
+    assert len(stepped) == 1 + 1 + 3  # warm-up, tracked, 3 timed (TIMED_STEPS): the scheduler after every step
     model[1].requires_grad_(False)  # in the optimizer with lr > 0 but frozen: not trained either
     assert measure_step(model, optimizer, torch.ones(3, 2), sum_step, torch.device("cpu")).trained_params == 0
 
@@ -275,6 +274,8 @@ def test_a_dropout_in_a_frozen_model_itself_or_below_the_lowest_trained_layer_ru
     assert found.where == ["drop"] and not found.blocking
     after = audit_module.Watch(train_mode={"drop"}, first_call={"head": 0, "drop": 1})
     assert audit_module._frozen_in_train_mode(model, layers, [True], after, cost(1, 1, 1.0), measured) == []
+    uncalled = audit_module.Watch(train_mode={"drop"}, first_call={"drop": 0})  # the trained layer never ran
+    assert audit_module._frozen_in_train_mode(model, layers, [True], uncalled, cost(1, 1, 1.0), measured) == []
     # a BatchNorm inside a frozen layer: its running statistics move, which fails whatever it costs
     layers = [layer(0, "norm"), layer(1, "head")]
     norm = audit_module.Watch(train_mode={"norm"}, first_call={"norm": 0, "head": 1})
@@ -407,7 +408,7 @@ def test_timed_steps_on_cuda_wait_for_the_device(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(audit_module.torch.cuda, "synchronize", synchronized.append)
     model, optimizer = adam_two_layers()  # on the CPU: only the device's kind decides the wait
     measure_step(model, optimizer, torch.ones(3, 2), sum_step, torch.device("cuda", 1))
-    assert synchronized == [torch.device("cuda", 1)] * TIMED_STEPS
+    assert synchronized == [torch.device("cuda", 1)] * 3  # after each timed step
 
 
 def test_a_finding_costing_exactly_the_tolerance_passes() -> None:
@@ -463,3 +464,19 @@ def test_the_split_traced_for_the_audit_warns_nothing_and_a_registration_order_i
         "layers are in registration order: RuntimeError: element 0 of tensors does not require grad and does not "
         "have a grad_fn"
     ]
+
+
+def test_watching_a_step_sees_the_order_of_calls_the_gradients_the_graphs_and_train_mode() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.Linear(2, 1), nn.Dropout(0.0))
+    model[0].requires_grad_(False)
+    layers = [layer(0, "0", "0.weight", "0.bias"), layer(1, "2", "2.weight", "2.bias")]  # dropouts hold nothing
+    watch = audit_module.Watch()
+    with audit_module._watching(model, layers, watch):
+        model(torch.ones(3, 2)).sum().backward()
+        warnings.warn("seen", UserWarning, stacklevel=1)
+    assert watch.first_call == {"0": 0, "1": 1, "2": 2}  # each layer and stateful module by its first call
+    assert watch.train_mode == {"1"}  # a dropout of p = 0 holds no state
+    assert watch.graph_layers == {"2"}  # the frozen stem's output carries no graph
+    assert watch.graded == {id(model[2].weight), id(model[2].bias)} and watch.warnings == ["seen"]
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert not model[2].weight._post_accumulate_grad_hooks
