@@ -5,6 +5,7 @@ edges, and the CPU branch on a real (tiny) model."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -81,6 +82,13 @@ def test_a_curved_need_is_bisected_from_a_seed_above_it() -> None:
     search = Scripted(lambda b: b * b)
     assert search.largest_batch(3, 10**6 + 5, near=5000).largest_batch_size == 1000
     assert search.probes[:-1] == [5000, 4999, 2599, 1841, 1302, 1080, 1010, 1000, 1001]
+
+
+def test_a_curved_need_is_bisected_from_the_smallest_batch() -> None:
+    search = Scripted(lambda b: b * b)
+    assert search.largest_batch(3, 10**6 + 5).largest_batch_size == 1000
+    assert search.probes[:-1] == [1, 64, 15385, 128, 7756, 252, 4004, 472, 2238, 758, 1498, 946, 1222, 994, 1108,
+                                  999, 1053, 1000, 1026, 1001]  # fmt: skip
 
 
 @pytest.mark.parametrize("near", [None, 50])
@@ -174,11 +182,12 @@ class Composed(FitSearch):
     """`_composed_largest` on scripted needs per (z, batch): the anchors' batch lines given."""
 
     def __init__(self, need: Callable[[int, int], int]) -> None:
-        self.need, self.asked = need, []
+        self.need, self.asked, self.batches = need, [], []
         self.smallest_batch, self.time_model, self.traces, self.slope = 1, None, {}, None
 
     def replayed_need(self, trainable_layers: int, batch_size: int) -> int:
         self.asked.append(trainable_layers)
+        self.batches.append(batch_size)
         return self.need(trainable_layers, batch_size)
 
 
@@ -187,6 +196,7 @@ def test_a_run_on_one_line_composes_each_z_from_its_anchors() -> None:
     result = search._composed_largest(5, 6255, (1, 2, 9, 10), near=50)
     assert result == FitResult(5, 100, 6250, composed=True)
     assert set(search.asked) == {1, 2, 9, 10}  # the anchors only: z=5 is not traced
+    assert search.batches[:4] == [50] * 4  # the search starts at the batch it was seeded with
     search = Composed(lambda z, b: 1000 + z * (50 + 10 * b))
     assert search._composed_largest(5, 1299, (1, 2, 9, 10), near=0) == FitResult(5, 0, 1300, composed=True)
 
@@ -489,3 +499,37 @@ def test_the_smallest_and_cheapest_gpu_hold_the_need_of_z_at_the_batch() -> None
     assert (gpu.name, price.label) == ("1g.5gb", "by memory")
     assert search.cheapest_gpu(40, 3, book)[0].name == "3g.40gb"
     assert search.cheapest_gpu(3, 40_000, book)[0].name == "L40"
+
+
+def test_a_batch_line_needs_two_traced_batches_from_2_up(tiny_cpu: FitSearch) -> None:
+    tiny_cpu.need_bytes(4, 3)
+    tiny_cpu.need_bytes(4, 1)  # a batch of one runs other operations: no point of a line
+    assert tiny_cpu.batch_line(4) is None
+
+
+def test_a_batch_of_one_that_cannot_train_moves_the_search_to_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = {
+        1: SimpleNamespace(ok=False, message="Expected more than 1 value per channel when training"),
+        2: SimpleNamespace(ok=True, message=None, peak_memory_bytes=100, memory_workspace_bytes=None),
+        3: SimpleNamespace(ok=False, message="Expected more than 1 value per channel when training"),
+    }
+    traced: list[tuple[int, int]] = []
+
+    def estimate_cell(context: object, batch_size: int, trainable_layers: int, **_kwargs: object):  # noqa: ANN202
+        traced.append((batch_size, trainable_layers))
+        row = rows[batch_size]
+        row.memory_workspace_bytes = getattr(row, "memory_workspace_bytes", None)
+        return row, 0.0
+
+    monkeypatch.setattr(fit, "estimate_cell", estimate_cell)
+    search = FitSearch.__new__(FitSearch)
+    search.mode, search.context, search.signatures, search.reserve = nullcontext(), None, [], 7
+    search.needs, search.workspace, search.smallest_batch = {}, {}, 1
+    search.traces = search.primed = search.timelines = search.blocks = None
+    with pytest.raises(fit._SingleSampleError):
+        search.need_bytes(3, 1)  # z=3: any z's batch of one
+    assert search.smallest_batch == 2 and search.workspace == {(1, 3): 0}
+    assert search.need_bytes(3, 2) == 107 and search.need_bytes(3, 2) == 107  # the peak and the reserve, traced once
+    assert traced == [(1, 3), (2, 3)]
+    with pytest.raises(LayerprofError, match=r"^z=1, batch 3: Expected more than 1 value per channel"):
+        search.need_bytes(1, 3)  # beyond a batch of one: an error of the cell
