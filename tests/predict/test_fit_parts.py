@@ -50,6 +50,18 @@ class Scripted(FitSearch):
         self.probes.append(batch_size)
         return self.need(batch_size)
 
+    def _next_probe(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        self._looked()
+        return FitSearch._next_probe(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _line_guess(self, known: dict[int, int], budget_bytes: int) -> int | None:
+        self._looked()
+        return super()._line_guess(known, budget_bytes)
+
+    def _looked(self) -> None:  # a search that goes on without tracing anything new fails at once, not hangs
+        self.looks = getattr(self, "looks", 0) + 1
+        assert self.looks < 40 + 2 * len(self.probes), "the search goes on at batches it knows"
+
 
 def affine(batch_size: int) -> int:
     return 1000 + 10 * batch_size  # 5005 bytes: batch 400 needs 5,000 and fits, 401 needs 5,010
@@ -486,6 +498,12 @@ def test_a_seeded_search_that_fits_up_to_the_limit_stops_there() -> None:
     search = Scripted(lambda b: 1000)
     assert search._search(lambda b: search.need_bytes(3, b), Bounded(), 10, 5000, 40) == 40
     assert search.probes == [10, 11, 13, 17, 25, 40]  # strides 1, 2, 4, 8, then the limit
+
+
+def test_a_seeded_search_stops_once_the_boundary_is_bracketed() -> None:
+    search = Scripted(affine)
+    assert search._search(lambda b: search.need_bytes(3, b), Bounded(), 390, 5005, 1 << 24) == 400
+    assert search.probes == [390, 391, 400, 401]  # 400 fits and 401 does not: no batch left to look at
 
 
 def test_the_smallest_and_cheapest_gpu_hold_the_need_of_z_at_the_batch() -> None:
