@@ -439,21 +439,57 @@ def test_a_calibration_keeps_efficiencies_at_most_1_and_other_constants_as_fitte
     assert model.constants.kernel_us == pytest.approx(5.0, rel=1e-3)
 
 
-@pytest.mark.parametrize("busy", [0.0, None])  # None: the share is unknown (no /proc/stat)
-def test_cpu_peaks_measured_on_a_quiet_machine_are_cached(
+@pytest.mark.parametrize("busy", [0.0, 0.25, None])  # 0.25: BUSY_CPU_SHARE itself; None: unknown (no /proc/stat)
+def test_cpu_peaks_measured_on_a_quiet_machine_at_the_threads_asked_are_cached(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: float | None
 ) -> None:
-    measured: list[str] = []
+    from layerprof.measure.environment import BUSY_CPU_SHARE
+
+    assert BUSY_CPU_SHARE == 0.25
+    threads: list[int] = []
     monkeypatch.setattr(timemodel, "cpu_cache_sizes", lambda: [])
-    monkeypatch.setattr(timemodel, "_matmul_tflops", lambda dtype: measured.append(str(dtype)) or 0.1)
+    monkeypatch.setattr(timemodel, "_matmul_tflops", lambda dtype: threads.append(torch.get_num_threads()) or 0.1)
     monkeypatch.setattr(timemodel, "_copy_gbps", lambda: 20.0)
     monkeypatch.setattr("layerprof.measure.environment.cpu_busy_share", lambda: busy)
-    first = timemodel.cpu_peaks(1, tmp_path / "peaks.json")
-    assert "not cached" not in first.source and len(measured) == 3
-    assert timemodel.cpu_peaks(1, tmp_path / "peaks.json") == first and len(measured) == 3  # from the cache
+    monkeypatch.setattr("layerprof.measure.environment.cpu_name", lambda: "Test CPU")
+    cache = tmp_path / "not yet" / "peaks.json"
+    before = torch.get_num_threads()
+    try:
+        first = timemodel.cpu_peaks(before + 2, cache)
+        assert torch.get_num_threads() == before  # put back
+    finally:
+        torch.set_num_threads(before)
+    assert threads == [before + 2] * 3 and first.name == "Test CPU"
+    assert "not cached" not in first.source and f"|{before + 2}|" in next(iter(__import__("json").loads(
+        cache.read_text())))  # fmt: skip
+    assert timemodel.cpu_peaks(before + 2, cache) == first and len(threads) == 3  # from the cache
+    monkeypatch.setattr("layerprof.measure.environment.cpu_name", lambda: "")
+    assert timemodel._cpu_name() == "cpu"
 
 
-def test_matmul_peak_at_the_largest_size_when_none_is_slow_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_best_seconds_is_the_shortest_timed_run_over_the_threads_that_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of 3, 2 and 5 s of CPU time (after one untimed) over min(4 threads, 3 usable CPUs): 2/3 s."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(timemodel, "_usable_cpus", lambda: 3)
+    clock = iter([0.0, 3.0, 10.0, 12.0, 20.0, 25.0] * 2)
+    monkeypatch.setattr(timemodel, "time", SimpleNamespace(process_time=lambda: next(clock)))
+    assert timemodel._best_seconds(lambda: calls.append(1)) == pytest.approx(2 / 3)
+    assert len(calls) == 4
+    monkeypatch.setattr(timemodel, "_usable_cpus", lambda: 1)  # one CPU: the time as it is
+    assert timemodel._best_seconds(lambda: calls.append(1)) == pytest.approx(2.0)
+
+
+def test_matmul_peak_at_the_first_size_slow_enough_else_the_largest(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+
+    def best_seconds(work: Callable[[], object]) -> float:
+        sizes.append(work.__defaults__[0].shape[0])  # type: ignore[attr-defined]
+        return {128: 0.01, 256: 0.01, 512: 0.05}.get(sizes[-1], 1.0)
+
+    monkeypatch.setattr(timemodel, "_best_seconds", best_seconds)
+    assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 512**3 / 0.05 / 1e12)  # 50 ms: enough
+    assert sizes == [128, 256, 512]
     monkeypatch.setattr(timemodel, "_best_seconds", lambda work: 0.01)
     assert timemodel._matmul_tflops(torch.float32, largest=300) == pytest.approx(2 * 300**3 / 0.01 / 1e12)
 
@@ -483,3 +519,65 @@ def test_a_cache_level_s_per_call_cost_is_that_of_copies_of_1_kib(monkeypatch: p
     monkeypatch.setattr(timemodel, "_best_seconds", best_seconds)
     timemodel._cache_gbps(2**20, 2**15, enough_bytes=2**20)
     assert sizes == [256, 256]
+
+
+def test_a_cache_level_copies_once_at_least_and_a_rate_with_no_time_left_is_finite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """256 floats read and written (2,048 bytes), once, in 0.2 s less 0.1 s; the same time for both: over 1e-9 s."""
+    monkeypatch.setattr(timemodel, "_best_seconds", lambda work: 0.2 if getattr(work, "__defaults__", None) else 0.1)
+    assert timemodel._cache_gbps(1024, 1024, enough_bytes=1) == pytest.approx(2048 / 0.1 / 1e9)
+    monkeypatch.setattr(timemodel, "_best_seconds", lambda work: 0.1)
+    assert timemodel._cache_gbps(1024, 1024, enough_bytes=1) == pytest.approx(2048.0)
+
+
+def test_an_efficiency_above_1_reaches_the_peak_only() -> None:
+    """A product at efficiency 2 (a constant no calibration writes, but a saved file may hold): 1 GFLOP at the peak."""
+    assert TimeModel(PEAKS, replace(CONSTANTS, gemm_efficiency=2.0)).op_device_ms(_step())[0] == pytest.approx(1.02)
+    # and an addition at elementwise efficiency 2: its 100 MB at the full 100 GB/s, 1 ms
+    assert TimeModel(PEAKS, replace(CONSTANTS, elementwise_efficiency=2.0)).op_device_ms(_step())[1] == pytest.approx(
+        1.01
+    )
+
+
+def test_a_cpu_calibration_ignores_launch_times_and_rounds_its_residuals_to_4_places() -> None:
+    """Cells measured as the start predicts them, with launch times 3x the host's: a CPU has no launch to fit."""
+    cells = []
+    for size in (1, 2, 3):
+        trace = StepTrace([OpCost("mm", OpClass.GEMM, Phase.FORWARD, size * 10**8, 0, "float32", 1)], module_calls=2)
+        predicted = TimeModel(PEAKS, CONSTANTS).predict(trace)
+        cells.append(MeasuredStep(f"net b{size} z=1", trace, predicted.step_ms, 3 * predicted.host_ms))
+    model = calibrate(cells, PEAKS, start=CONSTANTS)
+    assert model.constants.as_vector() == pytest.approx(CONSTANTS.as_vector(), rel=1e-4)
+    # 0.1 GFLOP at 0.5 TFLOP/s: 0.2 ms, a 10 us kernel, 20 us + 2 x 30 us of host: 0.29 ms
+    assert model.residuals[0] == {"cell": "net b1 z=1", "measured_ms": 0.29, "predicted_ms": 0.29, "error": 0.0}
+    odd = [replace(cell, step_ms=cell.step_ms * 1.000123456) for cell in cells]
+    residual = calibrate(odd, PEAKS, start=CONSTANTS).residuals[2]
+    assert (
+        len(str(residual["measured_ms"]).split(".")[1]) <= 4 and len(str(residual["predicted_ms"]).split(".")[1]) <= 4
+    )
+
+
+def test_prediction_checks_compare_each_measured_cell_and_its_ratio_to_full_training() -> None:
+    from layerprof.profile import Row
+    from tests.conftest import bare_profile
+
+    estimate = bare_profile([Row(4, z, "ok", predicted_step_time_ms=10.0 * z) for z in (3, 1, 2)], 3)
+    estimate.settings = replace(estimate.settings, mode="estimate")
+    measured = bare_profile(
+        [Row(4, 1, "ok", step_time_ms=8.0), Row(4, 2, "oom"), Row(4, 3, "ok", step_time_ms=40.0)], 3
+    )
+    checks = check_predictions(estimate, measured)
+    assert [(c.trainable_layers, c.measured_ms, c.predicted_ms) for c in checks] == [(1, 8.0, 10.0), (3, 40.0, 30.0)]
+    assert (checks[0].measured_vs_full, checks[0].predicted_vs_full) == pytest.approx((0.2, 1 / 3))
+    assert (checks[0].error, checks[0].ratio_error) == pytest.approx((0.25, 2 / 3))
+    assert (checks[1].error, checks[1].ratio_error) == pytest.approx((-0.25, 0.0))
+    assert replace(checks[0], measured_vs_full=None).ratio_error is None
+    assert replace(checks[0], predicted_vs_full=None).ratio_error is None
+    assert timemodel._vs_full(3.0, 4.0) == 0.75 and timemodel._vs_full(3.0, None) is None
+    with pytest.raises(LayerprofError, match="no cell is both predicted and measured"):
+        check_predictions(estimate, bare_profile([Row(8, 2, "ok", step_time_ms=8.0)], 3))  # another batch size
+    with pytest.raises(LayerprofError, match="holds no predicted step times"):
+        check_predictions(measured, measured)
+    with pytest.raises(LayerprofError, match="needs a measured profile"):
+        check_predictions(estimate, estimate)
