@@ -622,3 +622,42 @@ def test_a_traced_forward_is_the_scaled_record_s_only_to_the_byte() -> None:
     assert not reuse._forward_as_scaled(scaled, log, output, (), 1)
     assert not reuse._forward_as_scaled(scaled, log, output, ops, 2)
     assert not reuse._forward_as_scaled(scaled, log, torch.ones(2, 8).t(), ops, 1)
+
+
+class Chunk(nn.Module):
+    """A block whose output is the second output of its last node (a chunk): its output number is 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(x)).chunk(2, dim=1)[1]
+
+
+def test_a_block_s_output_is_known_by_its_node_and_its_number() -> None:
+    """Block 1 (its input the stem's, contiguous) has a key of its own, blocks 2-4 (their input a chunk) share one,
+    the head its own: three records, every one replayed in the next step (5 calls), each block's output at number 1
+    of its node while its input (block 1's) is at 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), *(Chunk() for _ in range(4)), nn.Linear(8, 2))
+    full = step(model, 6, None)
+    records = BlockRecords()
+    assert step(model, 6, records) == full and step(model, 6, records) == full
+    assert counts(records) == (0, 0, 3, 5, 0, 1, 1)
+
+
+class SavingOnly(Block):
+    """A block whose one tensor kept for backward past its forward is saved by a custom Function alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Gram.apply(torch.relu(self.linear(x)) + 1)  # type: ignore[no-any-return]
+
+
+def test_what_a_custom_function_saved_may_outlive_the_forward() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), *(SavingOnly() for _ in range(4)), nn.Linear(8, 2))
+    full = step(model, 6, None)
+    records = BlockRecords()
+    assert step(model, 6, records) == full and step(model, 6, records) == full
+    assert counts(records) == (0, 0, 2, 5, 0, 1, 1)  # the four blocks and the head replayed in the second step
