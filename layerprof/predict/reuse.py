@@ -1034,7 +1034,8 @@ def _scaled_from(
     except _NotAlike:
         return None
     assert isinstance(record, TrainedRecord)
-    allocations = [nbytes for _, nbytes, _ in record.forward if nbytes != FREED]
+    # an allocation scaled to -1 bytes is no free (FREED is -1): the frees are the events without a category
+    allocations = [nbytes for _, nbytes, category in record.forward if category is not None]
     allocations += [nbytes for kind, _, nbytes, _ in record.backward if kind == ALLOC]
     layouts = [n for layout in record.layouts.values() for n in (*layout.size, layout.storage_offset)]
     if min([*allocations, *layouts, 0]) < 0 or any(layout.storage_bytes < 0 for layout in record.layouts.values()):

@@ -661,3 +661,88 @@ def test_what_a_custom_function_saved_may_outlive_the_forward() -> None:
     records = BlockRecords()
     assert step(model, 6, records) == full and step(model, 6, records) == full
     assert counts(records) == (0, 0, 2, 5, 0, 1, 1)  # the four blocks and the head replayed in the second step
+
+
+def with_layout_bytes(record: TrainedRecord, storage_bytes: int) -> TrainedRecord:
+    """`record` with its parameter gradient's layout (index 3) on `storage_bytes`."""
+    layout = replace(record.layouts[3], storage_bytes=storage_bytes)
+    return replace(record, layouts={**record.layouts, 3: layout})
+
+
+def test_a_scaled_record_at_zero_bytes_stands_and_at_minus_one_does_not() -> None:
+    # a temporary of 11 bytes at 2 and 7 at 4 (-2 a sample): 1 at 7, -1 at 8
+    shrinking = (2, key_at(2), record_at(2, forward_bytes=11)), (4, key_at(4), record_at(4, forward_bytes=7))
+    assert reuse._scaled_from(*shrinking, key_at(7), 7) == record_at(7, forward_bytes=1)
+    assert reuse._scaled_from(*shrinking, key_at(8), 8) is None
+    # a temporary of 24 bytes at 2 and 12 at 4: none at 6
+    to_zero = (2, key_at(2), record_at(2, forward_bytes=24)), (4, key_at(4), record_at(4, forward_bytes=12))
+    assert reuse._scaled_from(*to_zero, key_at(6), 6) == record_at(6, forward_bytes=0)
+    # a layout's storage of 4 bytes at 2 and 2 at 4: 0 at 6, -1 at 7 (the other layout's storage grows)
+    layouts = (2, key_at(2), with_layout_bytes(record_at(2), 4)), (4, key_at(4), with_layout_bytes(record_at(4), 2))
+    assert reuse._scaled_from(*layouts, key_at(6), 6) == with_layout_bytes(record_at(6), 0)
+    assert reuse._scaled_from(*layouts, key_at(7), 7) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"output": 2},  # another allocation is the output
+        {"module_calls": 2},
+        {"held_inputs": (1,)},
+        {"returned": 1},
+        {"forward": ((0, 64, ACT), (2, 128, ACT), (0, FREED, None))},  # numbered otherwise
+        {"backward": ((ALLOC, 2, 32, ACT), (ALLOC, 3, 40, GRADS), (GRAD, 1, 3, None), (FREE, 2, 0, None))},
+    ],
+)
+def test_records_that_differ_but_for_their_bytes_are_not_one_record_at_two_batch_sizes(change: dict) -> None:
+    """At batch 6, where a line through the two would give whole numbers for these too."""
+    other = replace(record_at(4), **change)
+    assert reuse._scaled_from((2, key_at(2), record_at(2)), (4, key_at(4), other), key_at(6), 6) is None
+    assert reuse._scaled_from((2, key_at(2), record_at(2)), (4, key_at(4), record_at(4)), key_at(6), 6) == record_at(6)
+
+
+def test_a_trainable_call_s_key_and_what_refuses_it() -> None:
+    tracker, recorder = LiveTensorTracker(), OpRecorder()
+    block = Block()
+    params = list(block.parameters())
+    x = torch.ones(2, 8, requires_grad=True) * 1  # not a leaf: it has a node
+    found = reuse._trainable_call("sig", params, (x,), {"scale": 2}, tracker, recorder)
+    assert found is not None
+    key, needing, leaves = found
+    assert needing is x and leaves == [x, 2]
+    assert key[:3] == ("sig", key[1], (((2, 8), (8, 1), 0, torch.float32, "cpu", True), (int, 2)))  # type: ignore[index]
+    assert key[3:] == reuse._modes(tracker, recorder)  # type: ignore[index]
+    leaf = torch.ones(2, 8, requires_grad=True)  # a leaf: no node to hook
+    assert reuse._trainable_call("sig", params, (leaf,), {}, tracker, recorder) is None
+    assert reuse._trainable_call("sig", params, (x, x * 2), {}, tracker, recorder) is None  # two needing gradients
+    assert reuse._trainable_call("sig", params, (torch.ones(2, 8),), {}, tracker, recorder) is None  # none
+    assert reuse._trainable_call("sig", params, (x, object()), {}, tracker, recorder) is None
+    assert reuse._trainable_call("sig", params, (x, torch.ones(2).to_sparse()), {}, tracker, recorder) is None
+    tracker.watch_gradients(params)  # the tracker's own hooks: fine
+    assert reuse._trainable_call("sig", params, (x,), {}, tracker, recorder) is not None
+    params[0].register_post_accumulate_grad_hook(lambda param: None)  # another's
+    assert reuse._trainable_call("sig", params, (x,), {}, tracker, recorder) is None
+    other = Block()
+    other_params = list(other.parameters())
+    other_params[1].grad = torch.zeros(8)  # a gradient already
+    assert reuse._trainable_call("sig", other_params, (x,), {}, tracker, recorder) is None
+    other_params[1].grad = None
+    assert reuse._trainable_call("sig", other_params, (x,), {}, tracker, recorder) is not None
+    other_params[1].register_hook(lambda grad: grad)  # a hook on the parameter's gradient
+    assert reuse._trainable_call("sig", other_params, (x,), {}, tracker, recorder) is None
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
+    try:
+        assert reuse._trainable_call("sig", list(Block().parameters()), (x,), {}, tracker, recorder) is None
+    finally:
+        handle.remove()
+
+
+def test_a_failed_step_leaves_no_pending_record_behind() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), *(Squaring() for _ in range(4)), nn.Linear(8, 2))
+    records = BlockRecords()
+    for batch in (3, 5):
+        step(model, 6, records, batch=batch)
+    with pytest.raises(reuse.ReplayMismatch):
+        step(model, 6, records, batch=9)
+    assert records.trained.pending == {}
