@@ -746,3 +746,23 @@ def test_a_failed_step_leaves_no_pending_record_behind() -> None:
     with pytest.raises(reuse.ReplayMismatch):
         step(model, 6, records, batch=9)
     assert records.trained.pending == {}
+
+
+class OwnParameter(nn.Parameter):
+    pass
+
+
+class OwnTensor(torch.Tensor):
+    pass
+
+
+def test_an_optimizer_step_over_tensors_of_other_types_is_never_replayed() -> None:
+    tracker, recorder = LiveTensorTracker(), OpRecorder()
+    own = OwnParameter(torch.zeros(3))
+    assert reuse._step_key(torch.optim.Adam([own], foreach=False), tracker, recorder) is None  # no gradient yet
+    param = nn.Parameter(torch.zeros(3))
+    adam = torch.optim.Adam([param], foreach=False)
+    adam.state[param]["extra"] = torch.zeros(3).as_subclass(OwnTensor)
+    assert reuse._step_key(adam, tracker, recorder) is None
+    adam.state[param]["extra"] = torch.zeros(3)
+    assert reuse._step_key(adam, tracker, recorder) is not None
