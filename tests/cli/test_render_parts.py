@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
+from pathlib import Path
 
+import pytest
+import typer
 from rich.console import Console
 
+from layerprof.cli import render
 from layerprof.cli.render import SweepProgress, short_range
+from layerprof.errors import LayerprofWarning
+from layerprof.profile import Row
+from tests.conftest import bare_profile
 
 
 def test_a_run_of_three_or_more_consecutive_values_is_shown_as_a_range() -> None:
@@ -30,3 +38,217 @@ def test_the_sweeps_bar_names_the_cell_of_round_1_and_counts_later_rounds_from_1
     assert (task.description, task.total, task.completed) == ("round 2 · 4 cell(s) settling", 4, 0)
     assert before + 100.0 <= task.fields["deadline"] <= after + 100.0  # counted down from the call, at any load
     assert progress.events == [("cell_started", 8, 3, 1, 5), ("round_started", 1, 4, 100.0)]
+
+
+# ---------------------------------------------------------------- lines, errors, exit codes (pinned literals)
+
+
+def test_time_left_text_splits_hours_minutes_seconds() -> None:
+    assert render.time_left_text(None, 5.0) == "-:--:-- left"
+    assert render.time_left_text(100.0 + 3 * 3600 + 4 * 60 + 5.4, 100.0) == "~3:04:05 left"
+    assert render.time_left_text(100.0 + 59.6, 100.0) == "~0:01:00 left"  # rounded, then split
+    assert render.time_left_text(90.0, 100.0) == "~0:00:00 left"  # past the deadline: none, not negative
+
+
+def test_interrupt_exit_codes_are_128_plus_the_signal() -> None:
+    assert render.interrupt_exit_code(KeyboardInterrupt()) == 130
+    assert render.interrupt_exit_code(render.Interrupted(15)) == 143
+    assert render.interrupt_exit_code(render.Interrupted(1)) == 129
+
+
+def test_interrupt_keeps_says_what_is_kept_and_exits_with_the_signals_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as stopped, render.interrupt_keeps("the rows are kept"):
+        raise render.Interrupted(15)
+    assert stopped.value.exit_code == 143
+    assert capsys.readouterr().err == "interrupted: the rows are kept\n"
+
+
+def test_user_errors_say_an_unexpected_error_in_its_first_line_and_a_warning_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(typer.Exit) as stopped, render.user_errors(unexpected_exit=2):
+        warnings.warn("busy machine", LayerprofWarning, stacklevel=1)
+        warnings.warn("busy machine", LayerprofWarning, stacklevel=1)
+        warnings.warn("a library's own", UserWarning, stacklevel=1)
+        raise ValueError("  first line\nsecond line")
+    assert stopped.value.exit_code == 2
+    assert capsys.readouterr().err == (
+        "warning: busy machine\nerror: unexpected ValueError: first line (set LAYERPROF_DEBUG=1 for a traceback)\n"
+    )
+    with pytest.raises(typer.Exit) as stopped, render.user_errors():
+        raise RuntimeError("")
+    assert stopped.value.exit_code == 1
+    assert capsys.readouterr().err == "error: unexpected RuntimeError:  (set LAYERPROF_DEBUG=1 for a traceback)\n"
+
+
+def test_user_errors_let_an_exit_through_and_raise_under_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(typer.Exit) as stopped, render.user_errors():
+        raise typer.Exit(7)
+    assert stopped.value.exit_code == 7
+    monkeypatch.setenv("LAYERPROF_DEBUG", "1")
+    with pytest.raises(ValueError, match="x"), render.user_errors():
+        raise ValueError("x")
+
+
+def test_an_unknown_option_is_one_line_naming_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    app = typer.Typer(cls=render.OneLineUsageErrors)
+
+    @app.command()
+    def go(fast: bool = False) -> None:
+        render.line(f"fast={fast}")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    command = typer.main.get_command(app)
+    with pytest.raises(SystemExit) as stopped:
+        command.main(["go", "--slow"], prog_name="layerprof")
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: layerprof go: No such option: --slow") and err.endswith(
+        "(`layerprof go --help` lists what it takes)\n"
+    )
+    with pytest.raises(SystemExit) as stopped:
+        command.main(["go", "--fast"], prog_name="layerprof")
+    assert stopped.value.code == 0 and capsys.readouterr().out == "fast=True\n"
+    assert command.main(["go"], prog_name="layerprof", standalone_mode=False) is None
+    go_command = command.commands["go"]  # type: ignore[attr-defined]
+    assert [p.metavar for p in go_command.params if getattr(p, "is_flag", False)] == [""]
+
+
+def test_sweep_warnings_name_six_disturbed_cells_and_count_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [Row(8, z, "ok", disturbed=True) for z in range(1, 9)] + [Row(16, 1, "error"), Row(16, 2, "error")]
+    render.sweep_warnings(bare_profile(rows, 8))
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "warning: 2 cell(s) failed; see the status column\nwarning: other work on the machine disturbed batch 8 z=1, "
+        "batch 8 z=2, batch 8 z=3, batch 8 z=4, batch 8 z=5, batch 8 z=6 and 2 more: their step times may be off"
+    )
+    render.sweep_warnings(bare_profile(rows[:6], 8))
+    assert "batch 8 z=6: their step times" in capsys.readouterr().err
+    render.sweep_warnings(bare_profile([Row(8, 1, "ok")], 1))
+    assert capsys.readouterr().err == ""
+
+
+def test_ray_lines(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from layerprof.measure.cluster import ClusterKind, ClusterRun, KindOutcome
+
+    assert render.ray_sweeps_line("m", 2, (8, 16, 32), None) == 6
+    assert render.ray_sweeps_line("m", 1, (8,), "ray://h:1") == 1
+    assert capsys.readouterr().out == (
+        "m: 2 GPU kind(s) x batch sizes 8, 16, 32 = 6 sweeps · Ray (local instance)\n"
+        "m: 1 GPU kind(s) x batch sizes 8 = 1 sweeps · Ray ray://h:1\n"
+    )
+    small, big = ClusterKind("small", "kind_a", None), ClusterKind("big", "kind_b", None)
+    whole = KindOutcome(small, Path("a.json"), [8, 16], done=[16, 8], skipped=[8])
+    part = KindOutcome(big, Path("b.json"), [8, 16], done=[8], failures=["batch 16: lost"])
+    render.ray_outcomes(ClusterRun([whole, part]))
+    captured = capsys.readouterr()
+    assert captured.out == (
+        "small (kind_a): batch sizes 8, 16 (8 already there) · complete · a.json\n"
+        "big (kind_b): batch sizes 8 · incomplete · b.json\n"
+        "next: layerprof plan a.json b.json --cluster COUNTxGPU,...\n"
+    )
+    assert captured.err == (
+        "big: batch 16: lost\nrerun the same command to run what is missing: finished sweeps are skipped\n"
+    )
+    render.ray_outcomes(ClusterRun([whole, KindOutcome(big, Path("b.json"), [8])]))
+    assert capsys.readouterr() == (
+        "small (kind_a): batch sizes 8, 16 (8 already there) · complete · a.json\n"
+        "big (kind_b): batch sizes - · incomplete · b.json\n",
+        "",
+    )
+
+
+def test_ray_progress_keeps_the_running_sweeps(capsys: pytest.CaptureFixture[str]) -> None:
+    from layerprof.measure.cluster import ClusterKind, KindOutcome, SweepEventKind
+
+    outcome = KindOutcome(ClusterKind("small", "kind_a", None), Path("a.json"), [8, 16])
+    progress = render.RayProgress(3)
+    task = progress._progress.tasks[0]
+    progress.on_event(SweepEventKind.submitted, outcome, 8, "")
+    progress.on_event(SweepEventKind.submitted, outcome, 16, "")
+    assert (task.description, task.completed) == ("running: small batch 16, small batch 8", 0)
+    progress.on_event(SweepEventKind.skipped, outcome, 32, "")
+    progress.on_event(SweepEventKind.done, outcome, 8, "a.json")
+    assert (task.description, task.completed) == ("running: small batch 16", 2)
+    progress.on_event(SweepEventKind.retry, outcome, 16, "node lost")
+    progress.on_event(SweepEventKind.failed, outcome, 16, "out of memory")
+    assert (task.description, task.completed) == ("running: -", 3)
+    out = capsys.readouterr().out
+    assert "small batch 8: wrote a.json\n" in out and "small batch 16: node lost; retrying\n" in out
+    assert "small batch 16: out of memory\n" in out
+
+
+def test_trial_failures_show_five_and_count_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
+    from layerprof.fidelity.correlate import ContinuedResult, SegmentResult, TrialResult
+
+    advanced: list[tuple[int, int]] = []
+    failures = render.TrialFailures(lambda done, total: advanced.append((done, total)))
+    failures.on_result(TrialResult(0, 2, 1.0, 0, 0.5), 1, 9)  # a loss: no failure
+    failures.on_result(TrialResult(1, 2, 1.0, 0, None, "nan"), 2, 9)
+    segment = SegmentResult(3, 0.25, None)
+    failures.on_result(ContinuedResult(2, 0, [], [segment], error="diverged"), 3, 9)
+    failures.on_result(ContinuedResult(3, 0, [], [], error="setup"), 4, 9)
+    failures.on_result(ContinuedResult(4, 0, [], [segment]), 5, 9)  # no error
+    assert advanced == [(1, 9), (2, 9), (3, 9), (4, 9), (5, 9)]
+    assert failures.lines == [
+        "config 1 at z=2: nan",
+        "config 2, continued, at 3@0.25: diverged",
+        "config 3, continued, at its start: setup",
+    ]
+    failures.show()
+    assert capsys.readouterr().err.count("failed trial (excluded from rho): ") == 3
+    failures.lines = [f"f{i}" for i in range(7)]
+    failures.show()
+    err = capsys.readouterr().err
+    assert err.count("failed trial (") == 5 and "f4\n" in err and "f5" not in err
+    assert err.endswith("... and 2 more failed trials\n")
+
+
+def test_sweep_progress_prints_a_failed_cell_but_not_a_skipped_one(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = render.SweepProgress(Console(file=io.StringIO(), width=200))
+    output = progress._progress.console.file
+    progress.cell_started(8, 1, 0, 3)
+    progress.cell_finished(Row(8, 1, "ok"))
+    progress.cell_finished(Row(8, 2, "skipped", message="below min"))
+    progress.cell_finished(Row(8, 3, "oom", message="CUDA out of memory"))
+    (task,) = progress._progress.tasks
+    assert task.completed == 3
+    progress.visit_finished(1, 2, 4)
+    assert task.completed == 2
+    progress.machine_busy("another process uses the GPU")
+    text = output.getvalue()  # type: ignore[attr-defined]
+    assert "batch 8, z=3: oom CUDA out of memory\n" in text and "z=2" not in text
+    assert "warning: another process uses the GPU\n" in text
+    assert progress.events[-3:] == [
+        ("cell_finished", 8, 3, "oom"),
+        ("visit_finished", 1, 2, 4),
+        ("machine_busy", "another process uses the GPU"),
+    ]
+
+
+def test_the_time_left_of_round_1_is_its_pace_so_far() -> None:
+    progress = render.SweepProgress(Console(file=io.StringIO()))
+    progress.cell_started(8, 1, 0, 4)
+    (task,) = progress._progress.tasks
+    column = progress._progress.columns[-1]
+    assert str(column.render(task)) == "-:--:-- left"  # nothing done yet
+    task.start_time = task.get_time() - 10.0  # started 10 s ago, 1 of 4 done: 30 s to go
+    progress._progress.update(progress._task, completed=1)
+    assert str(column.render(task)) == "~0:00:30 left"
+
+
+def test_views_add_the_wide_note_only_when_narrow(capsys: pytest.CaptureFixture[str]) -> None:
+    made: list[bool] = []
+
+    def make(wide: bool) -> list:
+        made.append(wide)
+        return []
+
+    render.views(make, "table", False)
+    render.views(make, "table", True)
+    assert made == [False, True] and capsys.readouterr().out == f"{render.WIDE_NOTE}\n"
+    render.views(make, "md", False)
+    assert made[-1] is True
