@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -14,8 +15,11 @@ from rich.console import Console
 from layerprof.cli import render
 from layerprof.cli.render import SweepProgress, short_range
 from layerprof.errors import LayerprofWarning
+from layerprof.outputs.tables import TableView
 from layerprof.profile import Row
 from tests.conftest import bare_profile
+
+click = sys.modules[typer.BadParameter.__module__]  # the click Typer runs on (its own copy since 0.24)
 
 
 def test_a_run_of_three_or_more_consecutive_values_is_shown_as_a_range() -> None:
@@ -252,3 +256,119 @@ def test_views_add_the_wide_note_only_when_narrow(capsys: pytest.CaptureFixture[
     assert made == [False, True] and capsys.readouterr().out == f"{render.WIDE_NOTE}\n"
     render.views(make, "md", False)
     assert made[-1] is True
+
+
+def test_exactly_five_failed_trials_have_no_more_line(capsys: pytest.CaptureFixture[str]) -> None:
+    failures = render.TrialFailures(lambda done, total: None)
+    failures.lines = [f"f{i}" for i in range(5)]
+    failures.show()
+    err = capsys.readouterr().err
+    assert err.count("failed trial (") == 5 and "more failed trials" not in err
+
+
+def two_commands(**options: object) -> typer.core.TyperGroup:
+    app = typer.Typer(cls=render.OneLineUsageErrors, **options)  # type: ignore[arg-type]
+
+    @app.command()
+    def go() -> None:
+        raise click.ClickException("the disk is full")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    command = typer.main.get_command(app)
+    assert isinstance(command, render.OneLineUsageErrors)
+    return command
+
+
+def test_a_click_error_outside_usage_names_layerprof(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        two_commands().main(["go"], prog_name="layerprof")
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == ("error: layerprof: the disk is full (`layerprof --help` lists what it takes)\n")
+    with pytest.raises(click.ClickException):
+        two_commands().main(["go"], prog_name="layerprof", standalone_mode=False)
+
+
+def test_no_arguments_show_help_and_exit_2_or_raise_outside_standalone(capsys: pytest.CaptureFixture[str]) -> None:
+    command = two_commands(no_args_is_help=True)
+    with pytest.raises(SystemExit) as stopped:
+        command.main([], prog_name="layerprof")
+    assert stopped.value.code == 2 and "Usage: layerprof" in capsys.readouterr().out
+    with pytest.raises(click.NoArgsIsHelpError):
+        command.main([], prog_name="layerprof", standalone_mode=False)
+
+
+def test_shell_completion_is_read_from_the_programs_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("_LAYERPROF_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "layerprof ot")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    with pytest.raises(SystemExit) as stopped:
+        two_commands().main(["other"], prog_name="layerprof")
+    assert (stopped.value.code, capsys.readouterr().out) == (0, "other\n")  # the completion, not the command
+
+
+def test_bars_show_while_their_block_runs_and_leave_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    progress = render.SweepProgress(Console(file=io.StringIO()))
+    with progress as entered:
+        assert entered is progress and progress._progress.live.is_started
+    assert not progress._progress.live.is_started
+    output = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=output, width=80))
+    with render.progress_bar("loading") as advance:
+        advance(3, 3)
+    assert output.getvalue().strip() == ""  # transient: a non-terminal gets no final bar either
+
+
+def test_a_markdown_table_ends_with_a_blank_line_unless_told(capsys: pytest.CaptureFixture[str]) -> None:
+    view = TableView("t", ["a"], [["1"]], heading=None)
+    render.table(view, "md")
+    first = capsys.readouterr().out
+    render.table(view, "md", blank=False)
+    assert first == capsys.readouterr().out + "\n" and first.endswith("|\n\n")
+
+
+def test_cell_tables_one_per_batch_size(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [Row(8, 1, "ok", step_time_ms=1.0), Row(16, 1, "ok", step_time_ms=2.0)]
+    render.cell_tables(bare_profile(rows, 1), "md")
+    out = capsys.readouterr().out
+    assert out.count("batch 8") >= 1 and out.count("batch 16") >= 1
+
+
+def test_prediction_check_is_a_table_of_the_measured_device(capsys: pytest.CaptureFixture[str]) -> None:
+    from layerprof.predict.timemodel import PredictionCheck
+
+    checks = [PredictionCheck(8, 1, 10.0, 11.0, None, None)]
+    render.prediction_check(checks, bare_profile([Row(8, 1, "ok")], 1, device_name="gpu-x"), "md")
+    assert "| 8 | 1 | 10.00 | 11.00 | +10.0% |" in capsys.readouterr().out
+
+
+def test_fit_prints_its_table_or_each_recipes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.fidelity.recipes import RecipeFit
+    from layerprof.predict.fit import FitReport, FitResult
+
+    monkeypatch.setattr(render, "console", Console(file=io.StringIO(), width=200))
+    report = FitReport("m", "cuda", 2 * 2**30, None, [FitResult(1, 64, 2**30)])
+    render.fit(report, json_only=False)
+    assert "m: largest batch in 2.0 GiB (cuda)" in render.console.file.getvalue()  # type: ignore[attr-defined]
+    shown: list[tuple[object, str]] = []
+    monkeypatch.setattr(render, "across_recipes", lambda result, output_format: shown.append((result, output_format)))
+    across = RecipeFit("m", 2**30, [], [], [], "", [])
+    render.fit(across, json_only=False)
+    assert shown == [(across, "table")]
+
+
+def test_an_audit_finding_is_one_line_however_narrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.predict.audit import AuditReport, BottomLine, Finding, StepCost
+
+    output = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=output, width=40))
+    cost = StepCost(100, 100, 1.0, 0, 0, 1)
+    message = "the optimizer holds frozen parameters: " + "p" * 60
+    finding = Finding("frozen-in-optimizer", ["layer0"], message, "build it from trainable parameters")
+    report = AuditReport("m", 8, "cpu", 0.05, ["layer0"], 1, 2, [finding], BottomLine(1, 2, cost, cost, cost))
+    render.audit(report, json_only=False)
+    assert f"frozen-in-optimizer: {message}\n" in output.getvalue()
