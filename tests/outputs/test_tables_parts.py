@@ -4,32 +4,58 @@ and the plan: the row builders read only their attributes)."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
+from layerprof.fidelity.granularity import SplitChoice, SplitReport
+from layerprof.fidelity.judging import NoiseFloor
 from layerprof.fidelity.ladder import Bracket, Ladder, Rung
 from layerprof.outputs.tables import (
     TableView,
     _bytes,
+    _flops,
     _format,
     _memory_by_rung,
+    _seconds,
+    _short,
     audit_rows,
+    audit_summary,
     breakdown_rows,
     breakdown_unit,
     cell_view,
     correlation_cell_text,
+    dollars,
+    duration,
+    fit_headers,
+    fit_rows,
+    fit_view,
+    interval_text,
+    judge_text,
     ladder_rows,
     ladder_summary_lines,
     ladder_view,
     layer_cost_headers,
     layer_frame,
     layer_rows,
+    layer_time_rows,
+    layer_times_view,
     markdown_table,
     plan_summary_rows,
+    prediction_rows,
+    prediction_view,
     price_rows,
     simulation_legend,
     simulation_title,
+    span,
+    split_rows,
+    split_view,
+    time_model_label,
     wall_rows,
+    with_uncertainty,
 )
+from layerprof.predict.audit import AuditReport, BottomLine, StepCost
+from layerprof.predict.fit import FitReport, FitResult
+from layerprof.predict.timemodel import PredictionCheck
 from layerprof.profile import Layer, Row
 from tests.conftest import bare_profile
 
@@ -264,3 +290,166 @@ def test_layer_costs_leave_out_adapters_and_recompute_when_there_are_none() -> N
         "#", "layer", "params", "trains +MiB", "optim B/param", "fwd GF", "bwd weight GF", "bwd inside GF",
         "bwd down GF", "saves MiB", "output MiB",
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- small figures and texts (literals by hand)
+
+
+def test_interval_text_symmetric_lopsided_or_nothing() -> None:
+    def show(v: float) -> str:
+        return f"{v:.2f}"
+
+    assert interval_text(1.0, None, show) == ""
+    assert interval_text(1.0, (0.999, 1.001), show) == ""  # the digits do not change
+    assert interval_text(1.0, (0.9, 1.2), show) == "±0.20"  # 0.1 below is half of 0.2 above: about symmetric
+    assert interval_text(1.0, (0.91, 1.2), show) == "[0.91, 1.20]"  # 0.09 < half of 0.2
+    assert interval_text(1.0, (1.0, 1.2), show) == "[1.00, 1.20]"
+    assert interval_text(1.0, (1.1, 1.3), show) == "[1.10, 1.30]"  # below the interval: nothing below, clamped to 0
+    assert with_uncertainty(1.0, (0.9, 1.2), show) == "1.00±0.20"
+    assert with_uncertainty(1.0, (0.91, 1.2), show) == "1.00 [0.91, 1.20]"
+    assert with_uncertainty(1.0, (0.91, 1.2), show, compact=True) == "1.00~"
+    assert with_uncertainty(1.0, None, show, compact=True) == "1.00"
+
+
+def test_span_and_judge_text() -> None:
+    def show(v: float) -> str:
+        return f"{v:.2f}"
+
+    assert span(None, 0.1, 0.2, show) == "n/a"
+    assert span(0.8, None, 0.9, show) == "0.80" and span(0.8, 0.7, None, show) == "0.80"
+    assert span(0.8, 0.801, 0.799, show) == "0.80"
+    assert span(0.8, 0.8, 0.85, show) == "0.80 [0.80, 0.85]"
+    assert span(0.8, 0.75, 0.8, show) == "0.80 [0.75, 0.80]"
+    assert judge_text("same-seed", 3, None) == "same-seed judge"
+    assert judge_text("held-out", 1, None) == "held-out judge (1 rotation)"
+    floor = NoiseFloor(0.8, 0.75, 0.85, 0.03, 0.0, 0.05)
+    assert judge_text("held-out", 3, floor) == (
+        "held-out judge (3 rotations) · noise floor ρ 0.80 [0.75, 0.85], regret 0.03 [0, 0.05]"
+    )
+
+
+def test_short_seconds_flops_duration_dollars() -> None:
+    assert [_short(v) for v in (0, 0.001, 0.000999, -0.0005, 123.456)] == ["0", "0.001", "1.0e-03", "-5.0e-04", "123"]
+    assert [_seconds(v) for v in (None, 99.94, 100.0, 12345.6)] == ["-", "99.9", "100", "12,346"]
+    assert [_flops(v) for v in (None, 0, 999.0, 1000.0, 1.5e12, 1e30)] == [
+        "-", "0 FLOP", "999 FLOP", "1 kFLOP", "1.5 TFLOP", "1e+12 EFLOP"
+    ]  # fmt: skip
+    assert [duration(s) for s in (119.0, 120.0, 7199.0, 7200.0, 172799.0, 172800.0)] == [
+        "119 s", "2 min", "120 min", "2 h", "48 h", "2 d"
+    ]  # fmt: skip
+    assert [dollars(v) for v in (None, 0.00421, 0.999, 1.0, 1234.567)] == [
+        "—",
+        "$0.00421",
+        "$0.999",
+        "$1.00",
+        "$1,234.57",
+    ]
+
+
+def test_fit_rows_headers_and_caption() -> None:
+    results = [
+        FitResult(1, 64, 2**30, smallest_gpu="L4", predicted_step_time_ms=12.34, composed=True),
+        FitResult(2, 4096, 3 * 2**29, cheapest_gpu="T4", cheapest_price="$0.59/h", at_search_limit=True),
+        FitResult(3, 0, None),
+    ]
+    fit = FitReport("m", "cuda", 16 * 2**30, 8, results, smallest_batch_size=2, time_model="default constants")
+    view = fit_view(fit)
+    assert view.title == "m: largest batch in 16.0 GiB (cuda)"
+    assert view.headers == ["z", "largest batch", "need GiB", "pred. step ms", "smallest GPU for batch 8",
+                            "cheapest GPU for batch 8"]  # fmt: skip
+    assert view.rows == [
+        ["1*", "64", "1.00", "12.3", "L4", "none priced"],
+        ["2", "≥4,096", "1.50", "—", "none listed", "T4 at $0.59/h"],
+        ["3", "0", "0.00", "—", "none listed", "none priced"],
+    ]
+    assert view.caption == (
+        "pred. step ms: default constants, at the largest batch; a batch of 1 cannot train this model (BatchNorm): "
+        "from 2; ≥: the search stops at 4,096, a larger batch may fit too; z*: composed from its run's anchors "
+        "(exact; no step of its own traced, so no predicted time)"
+    )
+    plain = FitReport("m", "cpu", 2**30, None, [FitResult(1, 5, 2**30, cheapest_price="$1/h")])
+    assert fit_headers(plain) == ["z", "largest batch", "need GiB", "pred. step ms"]
+    assert fit_rows(plain) == [["1", "5", "1.00", "—"]] and fit_view(plain).caption is None
+    one = FitReport("m", "cpu", 2**30, 4, [FitResult(1, 5, 2**30)])
+    assert fit_headers(one)[4:] == ["smallest GPU for batch 4"] and fit_rows(one) == [
+        ["1", "5", "1.00", "—", "none listed"]
+    ]
+
+
+def test_audit_summary_lines() -> None:
+    full = StepCost(4 * 2**30, 3 * 10**12, 30.0, 0, 0, 100)
+    written = StepCost(3 * 2**30, 2 * 10**12, 20.0, 0, 0, 10)
+    ideal = StepCost(2 * 2**30, 10**12, 10.0, 0, 0, 10)
+    report = AuditReport("m", 8, "cpu", 0.05, ["a"], 1234, 5678, [], BottomLine(2, 4, full, written, ideal))
+    assert audit_summary(report) == [
+        "trains 1,234 of 5,678 parameters; layerprof's freezing of the same parameters: z=2 of 4 layers",
+        "peak memory: you save 1 GiB of the 2 GiB you could (full training 4 GiB, as written 3 GiB, layerprof 2 GiB)",
+        "FLOPs: you save 1 TFLOP of the 2 TFLOP you could (full training 3 TFLOP, as written 2 TFLOP, layerprof "
+        "1 TFLOP)",
+        "step time: you save 10.00 ms of the 20.00 ms you could (full training 30.00 ms, as written 20.00 ms, "
+        "layerprof 10.00 ms)",
+        "step times were measured on this machine: other work running skews them",
+    ]
+
+
+def test_correlation_cell_text_colours_by_strength() -> None:
+    def cell(rho: float | None, low: float | None = None, high: float | None = None) -> SimpleNamespace:
+        return SimpleNamespace(spearman=rho, spearman_low=low, spearman_high=high)
+
+    assert correlation_cell_text(None) == "n/a" and correlation_cell_text(cell(None)) == "n/a"  # type: ignore[arg-type]
+    assert correlation_cell_text(cell(0.85, 0.7, 0.9)) == "[green]0.85[/] [0.70,0.90]"  # type: ignore[arg-type]
+    assert correlation_cell_text(cell(0.849)) == "[yellow]0.85[/]"  # type: ignore[arg-type]
+    assert correlation_cell_text(cell(0.6)) == "[yellow]0.60[/]"  # type: ignore[arg-type]
+    assert correlation_cell_text(cell(0.599, 0.5)) == "[red]0.60[/]"  # type: ignore[arg-type]
+    assert correlation_cell_text(cell(0.5, 0.4, 0.6), markup=False) == "0.50 [0.40,0.60]"  # type: ignore[arg-type]
+
+
+def test_prediction_rows_and_the_median_error_in_the_title() -> None:
+    checks = [
+        PredictionCheck(8, 1, 10.0, 11.0, 0.5, 0.55),
+        PredictionCheck(8, 2, 2000.0, 1000.0, None, 0.5),
+        PredictionCheck(8, 3, 10.0, 10.5, 1.0, 1.0),
+    ]
+    assert prediction_rows(checks)[:2] == [
+        ["8", "1", "10.00", "11.00", "+10.0%", "0.50×", "0.55×", "+10.0%"],
+        ["8", "2", "2,000.00", "1,000.00", "-50.0%", "—", "0.50×", "—"],
+    ]
+    # |errors| 0.05, 0.10, 0.50: the median is the middle one
+    assert prediction_view(checks, "gpu").title == "predicted against measured on gpu · median |error| 10.0%"
+    assert prediction_view(checks[:2], "gpu").title.endswith("median |error| 50.0%")  # of two, the upper
+
+
+def test_split_rows_mark_the_chosen_depth() -> None:
+    chosen = SplitChoice(1, ("blocks",), 4, {1: 10, 2: 30, 4: 90}, [1, 2, 4], True, 0.123, chosen=True)
+    other = SplitChoice(0, (), 2, {1: 50, 2: 100}, [2], False, math.inf)
+    report = SplitReport("m", 8, 3.0, [chosen, other], "closest")
+    assert split_rows(report) == [
+        ["1 *", "4", "blocks", "1, 2, 4", "0.11 → 0.33 → 1.00", "yes", "0.12"],
+        ["0", "2", "—", "2", "1.00", "no", "—"],
+    ]
+    assert split_view(report).title == "splits at other depths · m · batch 8 · η=3 (* chosen)"
+
+
+def test_layer_time_rows_share_of_the_marked_step() -> None:
+    times = {
+        "batch_size": 8, "device": "cpu", "source": "cuda events", "marked_step_ms": 10.0,
+        "layers": [{"index": 0, "name": "a", "forward_ms": 1.0, "backward_ms": 2.5},
+                   {"index": 1, "name": "b", "forward_ms": 1234.5, "backward_ms": 0.0}],
+    }  # fmt: skip
+    assert layer_time_rows(times) == [
+        ["0", "a", "1.000", "2.500", "35.0%"],
+        ["1", "b", "1,234.500", "0.000", "12345.0%"],
+    ]
+    view = layer_times_view(times, "m")
+    assert view.title == "m: time per layer in full training · batch 8 · cpu"
+    assert view.caption is not None and view.caption.startswith("median of marked steps (cuda events), 10.00 ms each")
+    assert layer_time_rows({**times, "marked_step_ms": 0.0})[0][4] == "350.0%"  # no marked step: a share of 1 ms
+
+
+def test_time_model_label() -> None:
+    profile = bare_profile([Row(8, 1, "ok")], 1)
+    assert time_model_label(profile) == "times predicted for ? (default constants)"
+    profile.time_model = {"peaks": {"name": "H100"}, "constants": {"source": "calibrated on 3 cells"}}
+    assert time_model_label(profile) == "times predicted for H100 (calibrated)"
+    profile.time_model = {"peaks": {"name": "H100"}, "constants": {"source": "default"}}
+    assert time_model_label(profile) == "times predicted for H100 (default constants)"
