@@ -23,7 +23,9 @@ from layerprof.outputs.tables import (
     breakdown_rows,
     breakdown_unit,
     cell_view,
+    continued_rows,
     correlation_cell_text,
+    correlation_view,
     dollars,
     duration,
     fit_headers,
@@ -35,16 +37,19 @@ from layerprof.outputs.tables import (
     ladder_summary_lines,
     ladder_view,
     layer_cost_headers,
+    layer_cost_rows,
     layer_frame,
     layer_rows,
     layer_time_rows,
     layer_times_view,
     markdown_table,
+    plan_rung_rows,
     plan_summary_rows,
     prediction_rows,
     prediction_view,
     price_rows,
     simulation_legend,
+    simulation_rows,
     simulation_title,
     span,
     split_rows,
@@ -453,3 +458,106 @@ def test_time_model_label() -> None:
     assert time_model_label(profile) == "times predicted for H100 (calibrated)"
     profile.time_model = {"peaks": {"name": "H100"}, "constants": {"source": "default"}}
     assert time_model_label(profile) == "times predicted for H100 (default constants)"
+
+
+# ---------------------------------------------------------------- seed 2's survivors (rows of views)
+
+
+def test_the_ladder_says_where_neps_hyperband_starts_fewer() -> None:
+    from layerprof.fidelity.ladder import build_ladder
+
+    rows = [Row(8, z, "ok", trainable_fraction=z / 3, step_time_ms=3.0 ** (z - 1)) for z in (1, 2, 3)]
+    ladder = build_ladder(bare_profile(rows, 3), eta=3)
+    assert [b.configs_per_rung for b in ladder.hyperband] == [[9, 3, 1], [5, 1], [3]]
+    assert [b.configs_per_rung for b in ladder.hyperband_neps] == [[9, 3, 1], [3, 1], [3]]
+    lines = ladder_summary_lines(ladder)
+    assert "NePS's hyperband starts fewer: s=2: 9→3→1 (3.00); s=1: 3→1 (2.00); s=0: 3 (3.00)" in lines
+
+
+def test_correlation_view_counts_the_judges_rotations_and_puts_full_training_on_top() -> None:
+    result = SimpleNamespace(
+        trainable_layer_counts=[1, 2], budget_fractions=[0.5, 1.0], seeds=3, judge_seeds=0, judge="held-out",
+        noise_floor=None, cell=lambda z, f: None,
+    )  # fmt: skip
+    view = correlation_view(result)  # type: ignore[arg-type]
+    assert view.title.endswith("(z=2, budget 1) · 95% bootstrap interval · held-out judge (3 rotations)")
+    assert view.headers == ["z \\ budget", "0.5", "1"] and view.rows == [["2", "n/a", "n/a"], ["1", "n/a", "n/a"]]
+    result.judge_seeds = 2
+    assert correlation_view(result).title.endswith("held-out judge (2 rotations)")  # type: ignore[arg-type]
+
+
+def test_continued_rows_label_only_a_chains_first_rung() -> None:
+    first = SimpleNamespace(trainable_layers=1, budget_fraction=0.5, spearman_scratch=0.5, spearman=0.6, regret=None,
+                            configs=9)  # fmt: skip
+    second = SimpleNamespace(trainable_layers=2, budget_fraction=1.0, spearman_scratch=None, spearman=0.9,
+                             regret=0.0123, configs=3)  # fmt: skip
+    chain = SimpleNamespace(chain=[[1, 0.5], [2, 1.0]], rungs=[first, second])
+    result = SimpleNamespace(noise_floor=SimpleNamespace(spearman=0.8), continued=[chain])
+    assert continued_rows(result) == [  # type: ignore[arg-type]
+        ["1@0.5 2@1", "1@0.5", "0.50", "0.60", "0.80", "-", "9"],
+        ["", "2@1", "n/a", "0.90", "0.80", "0.0123", "3"],
+    ]
+
+
+def test_simulation_rows_add_the_noise_floors_rho() -> None:
+    outcome = SimpleNamespace(
+        regret_mean=0.1, regret_fold_low=None, regret_fold_high=None, brackets=[{"configs_per_rung": [9, 3, 1]}],
+        uncertainty={}, regret_median=0.1, regret_low=0.0, regret_high=0.2, best_found_share=0.5,
+        recorded_seconds=12.0, recorded_seconds_vs_budget=0.5, repeats=1000,
+    )  # fmt: skip
+    rungs = [SimpleNamespace(trainable_layers=1, budget_fraction=0.5, spearman=0.5),
+             SimpleNamespace(trainable_layers=2, budget_fraction=1.0, spearman=None)]  # fmt: skip
+    path = SimpleNamespace(name="p", rungs=rungs, successive_halving=outcome, continued=None)
+    simulation = SimpleNamespace(paths=[path], noise_floor=SimpleNamespace(spearman=0.8))
+    (row,) = simulation_rows(simulation, "successive_halving")  # type: ignore[arg-type]
+    assert row[:5] == ["p", "scratch", "1@0.5 2@1", "0.50 n/a | floor 0.80", "9·3·1"]
+    simulation.noise_floor = SimpleNamespace(spearman=None)
+    assert simulation_rows(simulation, "successive_halving")[0][3] == "0.50 n/a"  # type: ignore[arg-type]
+    simulation.noise_floor = None
+    assert simulation_rows(simulation, "successive_halving")[0][3] == "0.50 n/a"  # type: ignore[arg-type]
+
+
+def test_plan_rows_number_rungs_by_bracket_only_with_several() -> None:
+    share = SimpleNamespace(
+        gpu="H100",
+        gpus=2,
+        trials=9,
+        trials_per_gpu=3,
+        slots_per_gpu=4,
+        waves=2,
+        trial_seconds=60.0,
+        memory_need_bytes=3 * 2**29,
+        time_source="measured",
+        usd=1.5,
+    )
+    other = SimpleNamespace(**{**vars(share), "gpu": "L4", "usd": 0.5})
+    placement = SimpleNamespace(rung=0, trainable_layers=2, steps=100, configs=9, makespan_seconds=130.0,
+                                gpu_hours=0.0333, shares=[share, other])  # fmt: skip
+    schedule = SimpleNamespace(brackets=[[placement]], usd=2.0)
+    assert plan_rung_rows(schedule) == [  # type: ignore[arg-type]
+        ["1", "2", "100", "9", "H100", "2", "9", "3 (4)", "2", "60 s", "2.17 min", "0.0333", "1.50", "measured",
+         "$1.50"],
+        ["", "", "", "", "L4", "2", "9", "3 (4)", "2", "60 s", "", "", "1.50", "measured", "$0.5"],
+    ]  # fmt: skip
+    second = SimpleNamespace(**{**vars(placement), "rung": 1, "shares": [share]})
+    schedule = SimpleNamespace(brackets=[[placement], [second]], usd=None)
+    assert [row[0] for row in plan_rung_rows(schedule)] == ["1.1", "", "2.2"]  # type: ignore[arg-type]
+    assert len(plan_rung_rows(schedule)[0]) == 14  # type: ignore[arg-type]
+
+
+def test_layer_cost_rows_per_layer_and_total() -> None:
+    from layerprof.predict.layercosts import LayerCost, LayerCostTable
+
+    costs = [
+        LayerCost(-1, "(outside layers)", "", 0, forward_flops=10**9, output_bytes=2**20),
+        LayerCost(0, "fc", "Linear", 1000, trainable_bytes=2**21, trainable_params=1000, optimizer_state_bytes=8000,
+                  forward_flops=2 * 10**9, backward_input_flops=3 * 10**9, backward_weight_flops=4 * 10**9,
+                  backward_internal_flops=5 * 10**8, saved_activation_bytes=3 * 2**20, output_bytes=2**21,
+                  recompute_flops=6 * 10**9),
+    ]  # fmt: skip
+    table = LayerCostTable("m", 8, "32-true", "cpu", costs, checkpointing=True)
+    assert layer_cost_rows(table) == [
+        ["—", "(outside layers)", "0", "0.0", "—", "1.00", "0.00", "0.00", "0.00", "0.00", "0.0", "1.0"],
+        ["0", "fc", "1,000", "2.0", "8.00", "2.00", "4.00", "0.50", "3.00", "6.00", "3.0", "2.0"],
+        ["", "total", "1,000", "2.0", "8.00", "3.00", "4.00", "0.50", "3.00", "6.00", "3.0", ""],
+    ]
