@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from layerprof.errors import LayerprofError
+from layerprof.fidelity import simulate as simulate_module
 from layerprof.fidelity.simulate import (
     Outcome,
     RungPrice,
     _numpy_percentile,
     _priced_asha,
+    asha_outcome,
     load_study,
     simulate,
 )
@@ -87,3 +89,37 @@ def test_repeats_and_workers_must_be_at_least_one(tmp_path: Path) -> None:
         simulate(tmp_path / "no-study", repeats=0)
     with pytest.raises(LayerprofError, match="--workers must be at least 1, got 0"):
         simulate(tmp_path / "no-study", workers=0)
+
+
+class BatchesOfAsha:
+    """A replay's ASHA in batches (a stand-in, to isolate `asha_outcome`'s loop): repeat r has regret r % 2 / 2,
+    seconds 10 + r % 3, wall 5 s and reached 4 then 1 trials."""
+
+    worst_regret, workers, folds = 1.0, 2, [0]
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def run_asha(self, tables: object, count: int, eta: float, first: int, stop: int) -> tuple:
+        self.calls.append((first, stop))
+        repeats = range(first, stop)
+        return (
+            [r % 2 / 2 for r in repeats],
+            [10.0 + r % 3 for r in repeats],
+            [5.0] * len(repeats),
+            [[4, 1]] * len(repeats),
+        )
+
+
+def test_asha_until_stable_joins_each_batch_figure_to_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(simulate_module, "MAX_REPEATS", 2500)  # regrets of 0 and 0.5 never settle: stop at 2,500
+    replay = BatchesOfAsha()
+    outcome = asha_outcome(replay, [], 9, 3.0, None)  # type: ignore[arg-type]
+    assert replay.calls == [(0, 1000), (1000, 2000), (2000, 2500)]
+    assert outcome.repeats == 2500
+    assert outcome.regret_mean == pytest.approx(0.25)  # half 0, half 0.5: no seconds among the regrets
+    assert outcome.regret_high == 0.5 and outcome.best_found_share == pytest.approx(0.5)
+    assert outcome.recorded_seconds == pytest.approx((2500 // 3 * 33 + 10) / 2500)  # 10, 11, 12, ... 10
+    assert outcome.trials_per_rung == [4.0, 1.0]
+    fixed = asha_outcome(BatchesOfAsha(), [], 9, 3.0, 7)  # type: ignore[arg-type]
+    assert fixed.repeats == 7 and fixed.regret_mean == pytest.approx(1.5 / 7)
