@@ -11,10 +11,12 @@ import pytest
 from layerprof.errors import LayerprofError
 from layerprof.fidelity import simulate as simulate_module
 from layerprof.fidelity.simulate import (
+    CellTable,
     Outcome,
     RungPrice,
     _numpy_percentile,
     _priced_asha,
+    asha,
     asha_outcome,
     load_study,
     simulate,
@@ -121,5 +123,23 @@ def test_asha_until_stable_joins_each_batch_figure_to_figure(monkeypatch: pytest
     assert outcome.regret_high == 0.5 and outcome.best_found_share == pytest.approx(0.5)
     assert outcome.recorded_seconds == pytest.approx((2500 // 3 * 33 + 10) / 2500)  # 10, 11, 12, ... 10
     assert outcome.trials_per_rung == [4.0, 1.0]
+    assert outcome.brackets == [{"first_rung": 0, "configs_per_rung": [4.0, 1.0]}]
     fixed = asha_outcome(BatchesOfAsha(), [], 9, 3.0, 7)  # type: ignore[arg-type]
     assert fixed.repeats == 7 and fixed.regret_mean == pytest.approx(1.5 / 7)
+
+
+def test_mean_losses_over_the_seeds_that_succeeded() -> None:
+    inf = math.inf
+    table = CellTable(losses=[[1.0, 3.0, inf], [inf, inf, 2.0], [inf, inf, inf]], seconds=[[1.0] * 3] * 3)
+    assert table.mean_losses() == [2.0, 2.0, None]
+    assert table.mean_losses([0, 1]) == [2.0, None, None]
+    assert table.mean_losses([2]) == [None, 2.0, None]
+
+
+def test_asha_stopped_before_the_top_picks_the_best_at_the_highest_rung_by_its_own_seed() -> None:
+    # candidates (0, 1) and (1, 0): their own seeds' losses 2.0 and 1.0; the seeds not drawn (0.5, 3.0) never count
+    low = CellTable(losses=[[0.5, 2.0], [1.0, 3.0]], seconds=[[1.0, 1.0], [1.0, 1.0]])
+    top = CellTable(losses=[[0.1, 0.1], [0.1, 0.1]], seconds=[[9.0, 9.0], [9.0, 9.0]])
+    run = asha([low, top], [(0, 1), (1, 0)], 2, workers=1, decide=lambda *_: False)
+    assert run.reached == {(0, 1): 0, (1, 0): 0}
+    assert (run.pick, run.seconds, run.wall_seconds) == ((1, 0), 2.0, 2.0)
