@@ -21,7 +21,7 @@ from layerprof.fidelity.recipes import (
     nothing_answered,
     recipe_ladder,
 )
-from layerprof.profile import Row
+from layerprof.profile import Profile, Row
 from tests.conftest import bare_profile
 
 
@@ -104,3 +104,27 @@ def test_two_profiles_of_one_recipe_are_refused_by_their_names() -> None:
     named = [("one.json", bare_profile(rows, 2)), ("bf16.json", other), ("two.json", bare_profile(rows, 2))]
     with pytest.raises(LayerprofError, match=r"^one.json, two.json train with one recipe \(.*\); give one profile"):
         recipe_ladder(named)
+
+
+def test_each_rungs_options_count_recompute_flops_only_where_recorded() -> None:
+    from layerprof.fidelity.ladder import build_ladder
+    from layerprof.fidelity.recipes import _options
+
+    def profile(recompute: int | None, precision: str) -> Profile:
+        rows = [
+            Row(8, z, "ok", trainable_fraction=z / 3, step_time_ms=3.0 ** (z - 1), flops=1000 * z,
+                recompute_flops=None if recompute is None else recompute * z, peak_memory_bytes=100 * z)
+            for z in (1, 2, 3)
+        ]  # fmt: skip
+        made = bare_profile(rows, 3)
+        made.settings.precision = precision
+        return made
+
+    plain, checkpointed = profile(None, "32-true"), profile(500, "bf16-mixed")
+    ladder = build_ladder(plain, eta=3)
+    options = _options([plain, checkpointed], ladder)
+    assert list(options) == [1, 2, 3]
+    assert [(o.recipe, o.flops, o.step_time_ms, o.peak_memory_bytes) for o in options[2]] == [
+        (plain.settings.recipe_label, 2000, 3.0, 200),
+        (checkpointed.settings.recipe_label, 3000, 3.0, 200),  # 2,000 + 1,000 recomputed
+    ]
