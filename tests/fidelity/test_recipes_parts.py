@@ -128,3 +128,33 @@ def test_each_rungs_options_count_recompute_flops_only_where_recorded() -> None:
         (plain.settings.recipe_label, 2000, 3.0, 200),
         (checkpointed.settings.recipe_label, 3000, 3.0, 200),  # 2,000 + 1,000 recomputed
     ]
+
+
+def test_a_rung_goes_by_slots_only_where_every_option_has_them() -> None:
+    slotted = RecipeOption("a", 10.0, 100, 900, 1000, 3)
+    unslotted = RecipeOption("b", 10.0, 100, 400, 500, None)
+    assert best_option([slotted, unslotted]) == (unslotted, "the smallest memory need, then the lowest step time")
+    both = RecipeOption("b", 10.0, 100, 400, 500, 2)
+    assert best_option([slotted, both]) == (slotted, "most trials per GPU (3), then the lowest step time")
+
+
+def test_recipes_of_one_adapter_setting_have_no_adapter_note() -> None:
+    rows = [Row(8, z, "ok", trainable_fraction=z / 3, step_time_ms=3.0 ** (z - 1)) for z in (1, 2, 3)]
+    plain, half = bare_profile(rows, 3), bare_profile(rows, 3)
+    half.settings.precision = "bf16-mixed"
+    assert recipe_ladder([("plain.json", plain), ("half.json", half)], eta=3).notes == []
+    half.settings.adapter = "lora"
+    (note,) = recipe_ladder([("plain.json", plain), ("half.json", half)], eta=3).notes
+    assert note.startswith("adapters train other parameters than full training")
+
+
+def test_a_recipe_named_twice_is_named_in_the_refusal() -> None:
+    from layerprof.fidelity.recipes import fit_recipes
+    from layerprof.profile import SweepSettings
+
+    settings = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,))
+    twice = [{"precision": "bf16-mixed"}, {"precision": "bf16-mixed"}]
+    label = replace(settings, precision="bf16-mixed").recipe_label
+    with pytest.raises(LayerprofError) as refused:
+        fit_recipes("m", None, settings, twice)  # type: ignore[arg-type]
+    assert str(refused.value) == f"--recipe names one recipe twice ({label}); give each recipe once"
