@@ -84,3 +84,77 @@ def test_per_layer_times_run_only_where_full_training_ran(monkeypatch: pytest.Mo
     )
     assert layer_times(context, profile) == ["B=8", "B=32"]  # type: ignore[arg-type]
     assert steps == [8, 8, 32, 32]  # the warm-up steps first
+
+
+def test_one_step_per_visit_is_the_least_a_sweep_takes() -> None:
+    from layerprof.errors import LayerprofError
+    from layerprof.measure.jobs import validate_settings
+
+    settings = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,))
+    validate_settings(replace(settings, steps_per_visit=1))
+    with pytest.raises(LayerprofError, match="^--steps-per-visit must be at least 1, got 0$"):
+        validate_settings(replace(settings, steps_per_visit=0))
+
+
+def test_max_time_runs_out_counted_from_the_sweeps_start() -> None:
+    assert not _rounds({}, max_time_s=1000.0, ago=5.0).out_of_time()
+    assert _rounds({}, max_time_s=4.0, ago=5.0).out_of_time()
+    assert not _rounds({}, max_time_s=None, ago=1e9).out_of_time()
+
+
+def test_busy_reason_names_the_slowest_round_against_the_quickest() -> None:
+    rounds = _rounds({})
+    rounds.reference_ms = [10.0, 11.0]  # 10% slower: not slow
+    assert rounds.busy_reason() is None
+    rounds.reference_ms = [10.0, 30.0, 12.0]
+    reason = rounds.busy_reason()
+    assert reason is not None and reason.startswith(
+        "other work is slowing this machine: the reference workload ran 3.0x"
+    )
+
+
+def test_adapters_in_every_layer_are_one_cell_per_batch_size_at_full_training() -> None:
+    from layerprof.measure.jobs import resolve_settings
+    from layerprof.parsing import LayerSelection
+
+    settings = SweepSettings(batch_sizes=(8,), trainable_layer_counts=())
+    workload = SimpleNamespace(default_batch_sizes=(4, 16))
+    selection = LayerSelection("1,2")
+    lora_all = replace(settings, adapter="lora", adapter_layers="all")
+    assert resolve_settings(lora_all, workload, 4, selection).trainable_layer_counts == (4,)  # type: ignore[arg-type]
+    lora_last = replace(settings, adapter="lora")
+    assert resolve_settings(lora_last, workload, 4, selection).trainable_layer_counts == (1, 2)  # type: ignore[arg-type]
+    plain = replace(settings, adapter_layers="all")  # no adapters: --adapter-layers says nothing
+    resolved = resolve_settings(replace(plain, batch_sizes=()), workload, 4, selection)  # type: ignore[arg-type]
+    assert (resolved.batch_sizes, resolved.trainable_layer_counts) == ((4, 16), (1, 2))
+
+
+def test_an_interrupted_profile_of_another_workload_names_it() -> None:
+    ours = bare_profile([], 2)
+    wider = replace(ours, workload=replace(ours.workload, input_shape=(8,)))
+    difference = sweep_difference(ours, wider)
+    assert difference is not None and difference.startswith("workload input_shape: ")
+    assert difference.endswith("[4] there, [8] now")
+
+
+def test_cells_are_numbered_from_1_of_those_left_to_measure() -> None:
+    profile = bare_profile([Row(8, 1, "ok")], 3)  # z=1 finished before: kept, not counted
+    profile.settings = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1, 2, 3))
+    started: list[tuple[int, int, int, int]] = []
+    observer = SimpleNamespace(cell_started=lambda *args: started.append(args), cell_finished=lambda row: None)
+    _cells_in_order(
+        profile, profile.model.layers, profile.settings, lambda b, z: Row(b, z, "ok"), observer, lambda: None
+    )  # type: ignore[arg-type]
+    assert started == [(8, 2, 1, 2), (8, 3, 2, 2)]
+
+
+def test_timed_rounds_give_each_row_its_batch_sizes_throughput() -> None:
+    # a 10 ms step at batch 8 of a workload with 3 items per sample: 2,400 items a second
+    profile = bare_profile([Row(8, 2, "ok")], 2)
+    workload = SimpleNamespace(items_per_batch=lambda batch_size: 3 * batch_size)
+    settings = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(2,), steps_per_visit=5)
+    context = SimpleNamespace(settings=settings, device=torch.device("cpu"), loaded=SimpleNamespace(workload=workload))
+    timings = {(8, 2): CellTiming([Visit(0, [10.0] * 5)])}
+    rounds = TimedRounds(context, profile, timings, [], time.perf_counter())  # type: ignore[arg-type]
+    rounds._update_rows()
+    assert profile.rows[0].throughput_per_s == pytest.approx(2400.0)
