@@ -158,3 +158,26 @@ def test_timed_rounds_give_each_row_its_batch_sizes_throughput() -> None:
     rounds = TimedRounds(context, profile, timings, [], time.perf_counter())  # type: ignore[arg-type]
     rounds._update_rows()
     assert profile.rows[0].throughput_per_s == pytest.approx(2400.0)
+
+
+def test_a_first_visits_throughput_is_its_batch_sizes_items_and_its_seconds_add_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from layerprof.measure.jobs import profile_model
+    from layerprof.sources.models import LoadedModel
+    from layerprof.sources.workloads import Workload
+    from tests.conftest import linear_stack
+
+    loaded = LoadedModel("stack", "user", "stack", linear_stack(8, 3), Workload("tensor-input", (8,)), (), {})
+    settings = SweepSettings(batch_sizes=(4,), trainable_layer_counts=(1,), warmup_steps=1, min_steps=1, max_steps=1)
+    saved: list[int] = []
+    environment = bare_profile([], 1).environment  # not described here: that measures this machine
+    monkeypatch.setattr(jobs, "reference_workload_ms", lambda device: 1.0)  # nor its busy-ness
+    profile = profile_model(
+        loaded, loaded.split(), settings, torch.device("cpu"), save=lambda p: saved.append(1), environment=environment
+    )
+    (row,) = profile.rows
+    assert row.ok and row.step_time_ms and row.throughput_per_s
+    assert row.throughput_per_s * row.step_time_ms / 1000 == pytest.approx(4.0)  # 4 samples a step, not 1 (z)
+    assert 0 < profile.timing.in_steps_s <= profile.timing.sweep_wall_s
+    assert saved  # saved at the end at least
