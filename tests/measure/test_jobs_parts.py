@@ -181,3 +181,21 @@ def test_a_first_visits_throughput_is_its_batch_sizes_items_and_its_seconds_add_
     assert row.throughput_per_s * row.step_time_ms / 1000 == pytest.approx(4.0)  # 4 samples a step, not 1 (z)
     assert 0 < profile.timing.in_steps_s <= profile.timing.sweep_wall_s
     assert saved  # saved at the end at least
+
+
+def test_the_models_own_frozen_parameters_are_named_three_then_counted() -> None:
+    from layerprof.errors import FreezingWarning
+    from layerprof.measure.jobs import warn_freezing
+    from layerprof.profile import Layer
+
+    def layer(index: int, frozen: tuple[str, ...]) -> Layer:
+        return Layer(index, f"l{index}", "Linear", 10, (f"l{index}.w",), 10, frozen_names=frozen, frozen_params=5)
+
+    settings = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(), eval_frozen=True)
+    three = [layer(0, ("a", "b")), layer(1, ("c",))]
+    with pytest.warns(FreezingWarning) as said:
+        warn_freezing(torch.nn.Linear(1, 1), three, settings)
+    assert str(said[0].message).startswith("the model's own code froze 10 of 20 parameters (a, b, c): they stay")
+    with pytest.warns(FreezingWarning) as said:
+        warn_freezing(torch.nn.Linear(1, 1), [*three, layer(2, ("d", "e"))], settings)
+    assert "froze 15 of 30 parameters (a, b, c and 2 more)" in str(said[0].message)
