@@ -79,3 +79,32 @@ def test_a_run_never_saved_restores_to_nothing_and_keeps_its_weights() -> None:
     run.restore()
     after = run.model.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_a_run_sets_each_steps_learning_rate_and_takes_each_steps_gradient_alone() -> None:
+    from torch import nn
+
+    from layerprof.fidelity.tasks import FrozenRun
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False))
+    config = {"optimizer": "sgd", "learning_rate": 0.1, "warmup_fraction": 0.5, "weight_decay": 0.0}
+    run = FrozenRun(
+        model, config, 4, lambda step: torch.ones(1, 1), lambda m, batch: m(batch).sum(), lambda m: m(torch.ones(1, 1))
+    )
+    run.train(scratch_segment(1, 1.0))  # 4 steps, the last layer only: its gradient is the frozen first weight
+    assert run.step == 4 and run.optimizer is not None
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * schedule(config, 4)(3))
+    first, last = model[0].weight, model[1].weight
+    assert last.grad is not None and torch.equal(last.grad, first.detach())  # the last step's, not four summed
+
+
+def test_digits_pixels_lie_in_0_to_1_and_the_stem_takes_one_channel() -> None:
+    train_x, _, val_x, _ = digits_data()
+    assert float(torch.cat([train_x, val_x]).min()) == 0.0 and float(torch.cat([train_x, val_x]).max()) == 1.0
+    assert tuple(digits_cnn()(train_x[:2]).shape) == (2, 10)
+
+
+def test_the_pydoc_lm_has_four_blocks_of_four_heads() -> None:
+    model = tasks.pydoc_lm_model()
+    assert (len(model.transformer.h), model.config.n_head, model.config.n_embd) == (4, 4, 64)
