@@ -100,9 +100,11 @@ def test_a_run_sets_each_steps_learning_rate_and_takes_each_steps_gradient_alone
 
 
 def test_digits_pixels_lie_in_0_to_1_and_the_stem_takes_one_channel() -> None:
-    train_x, _, val_x, _ = digits_data()
+    train_x, _, val_x, _ = digits_data.__wrapped__()  # not the cached tensors: this call's own
     assert float(torch.cat([train_x, val_x]).min()) == 0.0 and float(torch.cat([train_x, val_x]).max()) == 1.0
-    assert tuple(digits_cnn()(train_x[:2]).shape) == (2, 10)
+    model = digits_cnn()
+    assert tuple(model[0](train_x[:2]).shape) == (2, 16, 8, 8)  # the stem keeps the 8x8 image
+    assert tuple(model(train_x[:2]).shape) == (2, 10)
 
 
 def test_the_pydoc_lm_has_four_blocks_of_four_heads() -> None:
