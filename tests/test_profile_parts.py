@@ -48,3 +48,22 @@ def test_a_layer_keeps_its_ties_through_the_file() -> None:
     layer = Layer(1, "head", "Linear", 10, ("embed.weight",), 0, shared_with=("embed",), calls=2)
     assert layer.to_dict()["shared_with"] == ["embed"]
     assert Layer.from_dict(layer.to_dict()) == layer
+
+
+def test_the_recipe_label_names_lora_and_eval_mode_frozen_layers() -> None:
+    plain = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,))
+    assert plain.recipe_label == "adamw, 32-true, no adapters, no checkpointing, eager"
+    lora = SweepSettings(batch_sizes=(8,), trainable_layer_counts=(1,), adapter="lora", eval_frozen=True)
+    assert lora.recipe_label == (
+        f"adamw, 32-true, LoRA r={lora.adapter_rank} alpha={lora.adapter_alpha:g} (last z layers), no checkpointing, "
+        "eager, frozen layers in eval mode"
+    )
+
+
+def test_a_models_unwrap_is_read_back_as_a_tuple_and_another_layerprof_file_is_named() -> None:
+    from layerprof.profile import ModelInfo, Profile
+
+    info = ModelInfo.from_dict({"spec": "m", "source": "user", "name": "m", "unwrap": ["encoder"], "layers": []})
+    assert info.unwrap == ("encoder",)
+    with pytest.raises(LayerprofError, match=r"^x.json is a `layers --costs` table, not a profile"):
+        Profile.from_dict({"schema": "layerprof.layer-costs/1"}, "x.json")
