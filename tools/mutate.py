@@ -594,6 +594,21 @@ def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
         closure.__code__ = changed[closure.__code__]  # ValueError where the mutant captures other names: an error
 
 
+def clear_caches() -> int:
+    """Empty every `functools.cache`/`lru_cache` that a module of the package or of the tests holds (by module
+    attribute), so that a mutant is not hidden by a result the unmutated code cached before the fork (during
+    collection, or in the parent's warm-up). Returns how many caches it emptied."""
+    emptied = 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith((PACKAGE, "tests")) or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "__wrapped__"):
+                value.cache_clear()
+                emptied += 1
+    return emptied
+
+
 def _nested_codes(code: Any) -> dict[str, Any]:
     """The code objects of every function defined inside `code`, at any depth, by qualified name."""
     found = {}
@@ -1284,6 +1299,7 @@ def _run_mutants(
 
             try:
                 apply_mutant(path, site, tree)
+                clear_caches()
             except Exception:  # noqa: BLE001
                 return 98
             signal.setitimer(signal.ITIMER_REAL, limits[-1] + 60)  # until the first test's own deadline
@@ -1339,6 +1355,7 @@ def _show(path: Path, index: int, tests: list[str], cache: Path, workdir: Path) 
         import pytest
 
         apply_mutant(path, site, tree)
+        clear_caches()
         return int(pytest.main(["-x", *PYTEST_OPTIONS, *ordered]))
 
     outcome, seconds = fork_run(job, 3600, quiet=False)

@@ -376,6 +376,43 @@ def test_a_mutant_inside_a_closure_made_at_import_reaches_the_registrys_copy(
     assert (kept(4), registry.PLAIN[0](6), registry._scaled(2)(4)) == (3.0, 3.0, 3.0)
 
 
+CACHED = textwrap.dedent(
+    """
+    import functools
+
+
+    @functools.lru_cache(maxsize=1)
+    def table():
+        return [1, 2, 3]
+    """
+)
+
+
+def test_a_mutant_is_not_hidden_by_a_result_cached_before_it(
+    tool: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cachedpkg").mkdir()
+    (tmp_path / "cachedpkg" / "__init__.py").write_text("")
+    path = tmp_path / "cachedpkg" / "data.py"
+    path.write_text(CACHED)
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool, "PACKAGE", "cachedpkg")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("cachedpkg", "cachedpkg.data"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    tree = ast.parse(CACHED)
+    finder = tool.Sites(CACHED.splitlines(), None)
+    finder.visit(tree)
+    site = next(s for s in finder.found if s[2] == "element 0 of the returned list dropped")
+    import cachedpkg.data as data  # noqa: PLC0415 - made above
+
+    assert data.table() == [1, 2, 3]  # cached by the real code, as a collection or a warm-up would
+    tool.apply_mutant(path, site, tree)
+    assert data.table() == [1, 2, 3]  # the mutant hidden
+    assert tool.clear_caches() == 1
+    assert data.table() == [2, 3]
+
+
 def test_the_wilson_interval_of_a_sampled_score(tool: ModuleType) -> None:
     low, high = tool.wilson_interval(54, 60)
     assert (round(low, 4), round(high, 4)) == (0.7985, 0.9534)
