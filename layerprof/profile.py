@@ -872,8 +872,7 @@ def upgrade_v1(data: JsonDict) -> JsonDict:
     dtype = workload.pop("dtype", None) or settings.pop("dtype", None) or "float32"
     workload.pop("dtype_mode", None)
     settings.pop("dtype", None)
-    settings.setdefault("optimizer", workload.pop("optimizer", "adamw"))
-    workload.pop("optimizer", None)
+    settings.setdefault("optimizer", workload.pop("optimizer", "adamw"))  # the workload's popped either way
     settings["precision"] = V1_DTYPES[dtype]
     settings["trainable_layer_counts"] = settings.pop("trainable_layers")
     settings.setdefault("mode", "measure")

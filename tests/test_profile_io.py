@@ -321,6 +321,9 @@ def test_upgrade_v1_moves_dtype_and_optimizer_to_the_settings() -> None:
         "mode": "measure",
     }  # fmt: skip
     assert v1["workload"]["optimizer"] == "sgd"  # the document read is left as it was
+    both = {**v1, "settings": {**v1["settings"], "optimizer": "adam"}}
+    upgraded = upgrade_v1(both)  # the settings' optimizer wins; the workload's is dropped all the same
+    assert (upgraded["workload"], upgraded["settings"]["optimizer"]) == ({"family": "image"}, "adam")
 
 
 def test_saved_files_follow_the_umask_and_leave_it_alone(tmp_path: Path) -> None:

@@ -199,3 +199,23 @@ def test_the_models_own_frozen_parameters_are_named_three_then_counted() -> None
     with pytest.warns(FreezingWarning) as said:
         warn_freezing(torch.nn.Linear(1, 1), [*three, layer(2, ("d", "e"))], settings)
     assert "froze 15 of 30 parameters (a, b, c and 2 more)" in str(said[0].message)
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_a_measured_job_saves_its_layer_times_once_they_are_measured(
+    monkeypatch: pytest.MonkeyPatch, per_layer: bool
+) -> None:
+    """`measure_job`: the sweep saves after each cell (its own `save`); --per-layer's times come after it, and the
+    profile holding them is saved once more (else an interrupt-free run would leave them only in memory)."""
+    profile = bare_profile([Row(8, 2, "ok")], 2)
+    monkeypatch.setattr(jobs, "profile_model", lambda *args, **kwargs: profile)
+    monkeypatch.setattr(jobs, "CellContext", lambda *args: "context")
+    monkeypatch.setattr(jobs, "layer_times", lambda context, measured: [SimpleNamespace(to_dict=lambda: {"z": 2})])
+    saved: list[object] = []
+    job = SimpleNamespace(
+        loaded=object(), layers=profile.model.layers, settings=profile.settings, device=torch.device("cpu"),
+        environment=None, resume=None, per_layer=per_layer,
+    )  # fmt: skip
+    assert jobs.measure_job(job, None, lambda p: saved.append(p.layer_times)) is profile  # type: ignore[arg-type]
+    assert saved == ([[{"z": 2}]] if per_layer else [])
+    assert profile.layer_times == ([{"z": 2}] if per_layer else None)
