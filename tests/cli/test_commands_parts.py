@@ -211,3 +211,113 @@ def test_an_estimate_against_a_measured_profile_prints_the_check(monkeypatch: py
     outcome = invoke("estimate", "pythia-14m", "--against", str(DATA / "profile-v1-measured.json"))
     assert outcome.exit_code == 0, outcome.output
     assert shown == ["CHECKS"]
+
+
+def test_layers_costs_hands_over_its_optimizer_saves_the_table_and_prints_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    saved: list[object] = []
+    table = SimpleNamespace(save=saved.append)
+    seen: list[tuple] = []
+    monkeypatch.setattr("layerprof.predict.layercosts.layer_costs", lambda *args: seen.append(args) or table)
+    monkeypatch.setattr(render, "layer_costs", lambda *args: seen.append(args))
+    out = tmp_path / "costs.json"
+    result = invoke("layers", "pythia-14m", "--costs", "--optimizer", "sgd", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    (_, _, batch_size, precision, target, recipe_fields), shown = seen
+    assert (batch_size, precision, target, recipe_fields["optimizer"]) == (1, "32-true", "cuda", "sgd")
+    assert saved == [out]
+    assert shown == (table, out, True, "table")
+
+
+def test_layers_notes_how_the_model_was_built_unless_asked_for_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerprof.sources.builders import CONSTRUCTION_NOTES
+
+    construction = next(iter(CONSTRUCTION_NOTES))
+    notes: list[object] = []
+    monkeypatch.setattr(
+        "layerprof.sources.models.split_model", lambda *args: SimpleNamespace(construction=construction)
+    )
+    monkeypatch.setattr(render, "layer_split", lambda *args: None)
+    monkeypatch.setattr(render, "note", lambda text, *args: notes.append(text))
+    assert invoke("layers", "pythia-14m").exit_code == 0
+    assert notes == [CONSTRUCTION_NOTES[construction]]
+    assert invoke("layers", "pythia-14m", "--json").exit_code == 0
+    assert notes == [CONSTRUCTION_NOTES[construction]]  # none more
+
+
+def test_profile_on_ray_keeps_its_profiles_in_profiles_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = SimpleNamespace(settings=SimpleNamespace(batch_sizes=(8,)))
+    monkeypatch.setattr("layerprof.measure.cluster.plan_cluster_profile", lambda *args: request)
+    monkeypatch.setattr("layerprof.measure.cluster.profile_on_ray", stop_recording_argument(seen := [], 2))
+    invoke("profile", "pythia-14m", "--executor", "ray", "--gpu-kinds", "L4")
+    invoke("profile", "pythia-14m", "--executor", "ray", "--gpu-kinds", "L4", "--out", "elsewhere")
+    assert seen == [Path("profiles"), Path("elsewhere")]
+
+
+def stop_recording_argument(seen: list[object], index: int):
+    def stand_in(*args: object, **kwargs: object) -> None:
+        seen.append(args[index])
+        raise LayerprofError("stopped here")
+
+    return stand_in
+
+
+def test_an_estimate_prints_its_cells_and_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = SimpleNamespace(failure_summary=lambda: None)
+    job = SimpleNamespace(time_model=None, environment=SimpleNamespace(device_name="d"), path="P")
+    shown: list[tuple] = []
+    monkeypatch.setattr("layerprof.predict.jobs.plan_estimate", lambda *args: job)
+    for name in ("calibration", "breakdown"):
+        monkeypatch.setattr(render, name, lambda *args: None)
+    monkeypatch.setattr(render, "run_job", lambda *args: result)
+    monkeypatch.setattr(render, "cell_tables", lambda *args: shown.append(("cells", *args)))
+    monkeypatch.setattr(render, "sweep_end", lambda *args: shown.append(("end", *args)))
+    outcome = invoke("estimate", "pythia-14m", "--format", "md")
+    assert outcome.exit_code == 0, outcome.output
+    assert shown == [("cells", result, "md"), ("end", result, "P", "md")]
+
+
+def test_a_ladder_as_json_holds_the_split_report_under_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Report:
+        chosen: str
+
+    monkeypatch.setattr("layerprof.fidelity.granularity.choose_split_for_profile", lambda *args: Report("blocks"))
+    result = invoke("ladder", str(DATA / "profile-v1-measured.json"), "--split", "auto", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["split"] == {"chosen": "blocks"}
+
+
+def test_report_says_each_file_written_and_each_figure_not_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    written = SimpleNamespace(files=[Path("r/a.png"), Path("r/b.png")], notes=["no memory categories"])
+    monkeypatch.setattr("layerprof.outputs.report.report_profiles", lambda *args: written)
+    lines: list[str] = []
+    monkeypatch.setattr(render, "line", lines.append)
+    monkeypatch.setattr(render, "note", lambda text, label, colour: lines.append(f"{label}: {text}"))
+    result = invoke("report", str(DATA / "profile-v1-measured.json"))
+    assert result.exit_code == 0, result.output
+    assert lines == ["wrote r/a.png", "wrote r/b.png", "not drawn: no memory categories"]
+
+
+def test_correlate_says_what_it_will_run_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = SimpleNamespace(configs=[1, 2], trainable_layer_counts=(1, 3), budget_fractions=(0.5, 1.0), chains=(),
+                           trial_count=8)  # fmt: skip
+    monkeypatch.setattr("layerprof.fidelity.correlate.plan_study", lambda *args: plan)
+    monkeypatch.setattr("layerprof.fidelity.correlate.run_study", stop)
+    lines: list[str] = []
+    monkeypatch.setattr(render, "line", lines.append)
+    invoke("correlate", "digits-mlp")
+    assert lines == ["digits-mlp: 2 configurations x (z 1,3 x budgets 0.5,1) x 1 seed(s) = 8 trials · local"]
+
+
+def test_the_console_script_runs_the_app(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from layerprof.cli.commands import main
+
+    monkeypatch.setattr("sys.argv", ["layerprof", "models", "--json"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 0
+    assert json.loads(capsys.readouterr().out)
