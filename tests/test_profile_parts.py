@@ -67,3 +67,22 @@ def test_a_models_unwrap_is_read_back_as_a_tuple_and_another_layerprof_file_is_n
     assert info.unwrap == ("encoder",)
     with pytest.raises(LayerprofError, match=r"^x.json is a `layers --costs` table, not a profile"):
         Profile.from_dict({"schema": "layerprof.layer-costs/1"}, "x.json")
+
+
+def test_sweep_settings_as_json_hold_lists_not_tuples() -> None:
+    data = SweepSettings(batch_sizes=(8, 16), trainable_layer_counts=(1, 2)).to_dict()
+    assert (data["batch_sizes"], data["trainable_layer_counts"], data["adapter_targets"]) == ([8, 16], [1, 2], [])
+
+
+def test_the_output_lock_holds_this_runs_pid_alone_and_survives_its_file_removed(tmp_path: Path) -> None:
+    import os
+
+    from layerprof.profile import OutputLock, lock_path_for
+
+    path = tmp_path / "p.json"
+    lock_file = lock_path_for(path)
+    lock_file.write_text("123456789012")  # left by a dead run, longer than any PID: overwritten whole
+    with OutputLock(path) as lock:
+        assert lock.holder is None and lock_file.read_text() == str(os.getpid())
+        lock_file.unlink()  # removed under the holder (a cleanup): releasing is still quiet
+    assert lock.descriptor is None

@@ -321,3 +321,87 @@ def test_the_console_script_runs_the_app(monkeypatch: pytest.MonkeyPatch, capsys
         main()
     assert stopped.value.code == 0
     assert json.loads(capsys.readouterr().out)
+
+
+def _recorded(shown: list[tuple], name: str):
+    return lambda *args: shown.append((name, *args))
+
+
+def _status(shown: list[tuple]):
+    from contextlib import nullcontext
+
+    return lambda text: shown.append(("status", text)) or nullcontext()
+
+
+def test_a_profile_builds_on_its_device_and_prints_cells_layer_times_end_and_warnings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = SimpleNamespace(failure_summary=lambda: None)
+    job = SimpleNamespace(device="cpu", path="P")
+    shown: list[tuple] = []
+    monkeypatch.setattr("layerprof.measure.jobs.plan_profile", lambda *args, **kwargs: shown.append(args[2]) or job)
+    monkeypatch.setattr(render, "status", _status(shown))
+    monkeypatch.setattr(render, "run_job", lambda *args: result)
+    for name in ("cell_tables", "layer_times", "sweep_end", "sweep_warnings"):
+        monkeypatch.setattr(render, name, _recorded(shown, name))
+    assert invoke("profile", "pythia-14m").exit_code == 0
+    status, settings, *printed = shown
+    assert (status, settings.eval_frozen) == (("status", "building pythia-14m"), False)
+    assert printed == [
+        ("cell_tables", result, "table"), ("layer_times", result, "table"), ("sweep_end", result, "P", "table"),
+        ("sweep_warnings", result),
+    ]  # fmt: skip
+    shown.clear()
+    assert invoke("profile", "pythia-14m", "--device", "cpu").exit_code == 0
+    assert shown[0] == ("status", "building pythia-14m on cpu")
+
+
+def test_an_estimate_calibrates_nothing_unless_asked_and_prints_calibration_and_breakdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = SimpleNamespace(failure_summary=lambda: None)
+    job = SimpleNamespace(time_model="MODEL", environment=SimpleNamespace(device_name="d"), path="P")
+    shown: list[tuple] = []
+    monkeypatch.setattr("layerprof.predict.jobs.plan_estimate", lambda *args: shown.append(args) or job)
+    monkeypatch.setattr(render, "run_job", lambda *args: result)
+    for name in ("calibration", "breakdown", "cell_tables", "sweep_end"):
+        monkeypatch.setattr(render, name, _recorded(shown, name))
+    assert invoke("estimate", "pythia-14m").exit_code == 0
+    (arguments, *printed) = shown
+    assert (arguments[2].eval_frozen, arguments[5]) == (False, ())
+    assert [p for p in printed if p[0] in ("calibration", "breakdown")] == [
+        ("calibration", "MODEL"), ("breakdown", result, "table"),
+    ]  # fmt: skip
+
+
+def test_an_audit_that_fails_unexpectedly_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("the step broke")
+
+    monkeypatch.setattr("layerprof.predict.audit.audit", broken)
+    monkeypatch.setattr("layerprof.measure.environment.resolve_device", lambda device: "cpu")
+    result = invoke("audit", f"{DATA / 'profile-v1-measured.json'}:x")
+    assert result.exit_code == 2, result.output
+
+
+def test_check_gates_strictly_by_default_and_prints_its_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    verdict = SimpleNamespace(exit_code=0)
+    shown: list[object] = []
+    monkeypatch.setattr("layerprof.outputs.check.check_files", lambda *args, **kwargs: shown.append(kwargs) or verdict)
+    monkeypatch.setattr(render, "check_result", shown.append)
+    path = str(DATA / "profile-v1-measured.json")
+    assert invoke("check", path, path).exit_code == 0
+    settings, printed = shown
+    assert (settings["accept_changes"], settings["allow_device_mismatch"], printed) == (False, False, verdict)
+
+
+def test_layers_at_a_depth_names_its_unwrap_unless_asked_for_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    deepest = SimpleNamespace(depth=2, unwrap=("gpt_neox", "layers"))
+    monkeypatch.setattr("layerprof.fidelity.granularity.splits_by_depth", lambda *args: [deepest])
+    monkeypatch.setattr("layerprof.sources.models.split_model", stop)
+    lines: list[str] = []
+    monkeypatch.setattr(render, "line", lines.append)
+    invoke("layers", "pythia-14m", "--depth", "2")
+    assert lines == ["depth 2: --unwrap gpt_neox,layers"]
+    invoke("layers", "pythia-14m", "--depth", "2", "--json")
+    assert lines == ["depth 2: --unwrap gpt_neox,layers"]  # none more
