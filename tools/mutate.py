@@ -594,13 +594,13 @@ def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
         closure.__code__ = changed[closure.__code__]  # ValueError where the mutant captures other names: an error
 
 
-def clear_caches() -> int:
-    """Empty every `functools.cache`/`lru_cache` that a module of the package or of the tests holds (by module
-    attribute), so that a mutant is not hidden by a result the unmutated code cached before the fork (during
-    collection, or in the parent's warm-up). Returns how many caches it emptied."""
+def clear_caches(prefixes: tuple[str, ...] | None = None) -> int:
+    """Empty every `functools.cache`/`lru_cache` that a module of the package or of the tests (or of `prefixes`)
+    holds by module attribute, so that a mutant is not hidden by a result the unmutated code cached before the fork
+    (during collection, or in the parent's warm-up). Returns how many caches it emptied."""
     emptied = 0
     for name, module in list(sys.modules.items()):
-        if not name.startswith((PACKAGE, "tests")) or module is None:
+        if not name.startswith(prefixes or (PACKAGE, "tests")) or module is None:
             continue
         for value in list(vars(module).values()):
             if callable(getattr(value, "cache_clear", None)) and hasattr(value, "__wrapped__"):
