@@ -351,22 +351,32 @@ REGISTRY = textwrap.dedent(
 )
 
 
+def one_module_package(
+    tool: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dotted: str, source: str
+) -> tuple[Path, ast.Module, list]:
+    """A package of one module (`package.module`) under tmp_path, importable and the tool's package for the test;
+    the module's path, its tree and its mutation sites."""
+    package, module = dotted.split(".")
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    path = tmp_path / package / f"{module}.py"
+    path.write_text(source)
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool, "PACKAGE", package)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in (package, dotted):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    tree = ast.parse(source)
+    finder = tool.Sites(source.splitlines(), None)
+    finder.visit(tree)
+    return path, tree, finder.found
+
+
 def test_a_mutant_inside_a_closure_made_at_import_reaches_the_registrys_copy(
     tool: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "closurepkg").mkdir()
-    (tmp_path / "closurepkg" / "__init__.py").write_text("")
-    path = tmp_path / "closurepkg" / "registry.py"
-    path.write_text(REGISTRY)
-    monkeypatch.setattr(tool, "ROOT", tmp_path)
-    monkeypatch.setattr(tool, "PACKAGE", "closurepkg")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("closurepkg", "closurepkg.registry"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    tree = ast.parse(REGISTRY)
-    finder = tool.Sites(REGISTRY.splitlines(), None)
-    finder.visit(tree)
-    site = next(s for s in finder.found if s[2] == "* -> /" and s[4] == "_scaled")
+    path, tree, found = one_module_package(tool, tmp_path, monkeypatch, "closurepkg.registry", REGISTRY)
+    site = next(s for s in found if s[2] == "* -> /" and s[4] == "_scaled")
     import closurepkg.registry as registry  # noqa: PLC0415 - made above
 
     kept = registry.SPECS["double"].build
@@ -391,19 +401,8 @@ CACHED = textwrap.dedent(
 def test_a_mutant_is_not_hidden_by_a_result_cached_before_it(
     tool: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "cachedpkg").mkdir()
-    (tmp_path / "cachedpkg" / "__init__.py").write_text("")
-    path = tmp_path / "cachedpkg" / "data.py"
-    path.write_text(CACHED)
-    monkeypatch.setattr(tool, "ROOT", tmp_path)
-    monkeypatch.setattr(tool, "PACKAGE", "cachedpkg")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("cachedpkg", "cachedpkg.data"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    tree = ast.parse(CACHED)
-    finder = tool.Sites(CACHED.splitlines(), None)
-    finder.visit(tree)
-    site = next(s for s in finder.found if s[2] == "element 0 of the returned list dropped")
+    path, tree, found = one_module_package(tool, tmp_path, monkeypatch, "cachedpkg.data", CACHED)
+    site = next(s for s in found if s[2] == "element 0 of the returned list dropped")
     import cachedpkg.data as data  # noqa: PLC0415 - made above
 
     assert data.table() == [1, 2, 3]  # cached by the real code, as a collection or a warm-up would
