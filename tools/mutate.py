@@ -545,11 +545,20 @@ def _functions_of(owner: Any, name: str) -> list[Any]:
     value = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
     if isinstance(value, property):
         return [f for f in (value.fget, value.fset, value.fdel) if f is not None]
+    innermost = _wrapper_chain(owner, name)[-1]
+    return [innermost] if hasattr(innermost, "__code__") else []
+
+
+def _wrapper_chain(owner: Any, name: str) -> list[Any]:
+    """A module or class attribute (a class or static method's function) and each function its functools wrappers
+    wrap, outermost first: the last is the plain function."""
+    value = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
     if isinstance(value, (classmethod, staticmethod)):
         value = value.__func__
-    while hasattr(value, "__wrapped__"):
-        value = value.__wrapped__
-    return [value] if hasattr(value, "__code__") else []
+    chain = [value]
+    while hasattr(chain[-1], "__wrapped__"):
+        chain.append(chain[-1].__wrapped__)
+    return chain
 
 
 def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
@@ -578,7 +587,7 @@ def apply_mutant(path: Path, site: Site, tree: ast.Module) -> None:
         raise LookupError(f"no live function {unit}")
     if kind == "default":
         for function in functions:
-            live_default(function, *value, wrappers=_wrappers_of(owner, parts[-1]))
+            live_default(function, *value, wrappers=_wrapper_chain(owner, parts[-1])[:-1])
         return
     code = compile(mutated_tree(tree, site), str(path), "exec")
     new_code = _code_by_qualname(code, unit)
@@ -671,18 +680,6 @@ def live_default(function: Any, where: str, key: int | str, value: Any, wrappers
         if signature is not None and name in signature.parameters:
             parameters = [p.replace(default=value) if p.name == name else p for p in signature.parameters.values()]
             wrapper.__signature__ = signature.replace(parameters=parameters)
-
-
-def _wrappers_of(owner: Any, name: str) -> list[Any]:
-    """The functools wrappers between a module or class attribute and the plain function `_functions_of` finds."""
-    value = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
-    if isinstance(value, (classmethod, staticmethod)):
-        value = value.__func__
-    wrappers = []
-    while hasattr(value, "__wrapped__"):
-        wrappers.append(value)
-        value = value.__wrapped__
-    return wrappers
 
 
 # ---------------------------------------------------------------- running tests in forked processes

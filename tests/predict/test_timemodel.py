@@ -414,22 +414,6 @@ def test_cpu_peaks_time_the_smallest_product_slow_enough(monkeypatch: pytest.Mon
     assert timemodel._matmul_tflops(torch.float32) == pytest.approx(2 * 256**3 / 0.06 / 1e12)
 
 
-def test_prediction_checks_skip_cells_not_measured_and_compare_each_to_full_training() -> None:
-    from layerprof.predict.timemodel import check_predictions
-    from layerprof.profile import Row
-    from tests.conftest import bare_profile
-
-    estimate = bare_profile([Row(2, z, "ok", predicted_step_time_ms=10.0 * z) for z in (1, 2, 3)], 3)
-    estimate.settings = replace(estimate.settings, mode="estimate")
-    measured = bare_profile(
-        [Row(2, 1, "ok", step_time_ms=12.0), Row(2, 2, "oom"), Row(2, 3, "ok", step_time_ms=24.0)], 3
-    )
-    checks = check_predictions(estimate, measured)
-    assert [(c.trainable_layers, c.measured_ms, c.predicted_ms) for c in checks] == [(1, 12.0, 10.0), (3, 24.0, 30.0)]
-    assert checks[0].measured_vs_full == pytest.approx(0.5) and checks[0].predicted_vs_full == pytest.approx(1 / 3)
-    assert checks[1].error == pytest.approx(0.25) and checks[1].ratio_error == pytest.approx(0.0)
-
-
 def test_each_class_has_its_own_efficiency_and_old_constants_take_the_shared_ones() -> None:
     constants = TimeConstants(0.7, 0.5, 0.4, 0.6, 4.0, 7.5, 12.0, 53.0, 48.0)  # as written before the split
     # gemm, conv, grouped conv, attention, norm, elementwise, reduction, movement

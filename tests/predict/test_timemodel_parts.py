@@ -570,6 +570,8 @@ def test_prediction_checks_compare_each_measured_cell_and_its_ratio_to_full_trai
     checks = check_predictions(estimate, measured)
     assert [(c.trainable_layers, c.measured_ms, c.predicted_ms) for c in checks] == [(1, 8.0, 10.0), (3, 40.0, 30.0)]
     assert (checks[0].measured_vs_full, checks[0].predicted_vs_full) == pytest.approx((0.2, 1 / 3))
+    # 30 / 40 - 1 below the measurement; full training's ratios are both 1; (1/3) / 0.2 - 1 for z = 1
+    assert (checks[1].error, checks[1].ratio_error, checks[0].ratio_error) == pytest.approx((-0.25, 0.0, 2 / 3))
     assert (checks[0].error, checks[0].ratio_error) == pytest.approx((0.25, 2 / 3))
     assert (checks[1].error, checks[1].ratio_error) == pytest.approx((-0.25, 0.0))
     assert replace(checks[0], measured_vs_full=None).ratio_error is None
